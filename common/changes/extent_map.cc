@@ -1,0 +1,44 @@
+// Interval merging for dirty extents. std::map keyed by start keeps the ranges sorted, so a new
+// range touches only its neighbours: find the first range that could overlap (the one before
+// the new start), swallow every range that overlaps or abuts, insert one merged range.
+#include "common/changes/extent_map.h"
+
+namespace bkp::changes {
+
+void ExtentMap::add(uint64_t offset, uint64_t length) {
+  if (length == 0) return;
+  uint64_t start = offset;
+  uint64_t end = offset + length < offset ? UINT64_MAX : offset + length;
+  auto it = ranges_.upper_bound(start);
+  if (it != ranges_.begin()) {
+    auto prev = std::prev(it);
+    if (prev->second >= start) it = prev;  // overlaps or abuts on the left
+  }
+  while (it != ranges_.end() && it->first <= end) {
+    start = std::min(start, it->first);
+    end = std::max(end, it->second);
+    it = ranges_.erase(it);
+  }
+  ranges_.emplace(start, end);
+}
+
+void ExtentMap::truncate(uint64_t size) {
+  auto it = ranges_.lower_bound(size);
+  ranges_.erase(it, ranges_.end());
+  if (!ranges_.empty()) {
+    auto last = std::prev(ranges_.end());
+    if (last->second > size) last->second = size;
+  }
+}
+
+void ExtentMap::merge(const ExtentMap& other) {
+  for (const auto& [start, end] : other.ranges_) add(start, end - start);
+}
+
+uint64_t ExtentMap::total_bytes() const {
+  uint64_t total = 0;
+  for (const auto& [start, end] : ranges_) total += end - start;
+  return total;
+}
+
+}  // namespace bkp::changes

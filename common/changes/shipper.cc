@@ -1,0 +1,110 @@
+// send_batch / await_ack (see shipper.h).
+//
+// The order on the wire is the contract receivers rely on: all operations first (they create,
+// move and remove the names data will land in), then data by file id, then each file's
+// attributes (after the data, because writing data changes mtime on the receiver), then the
+// Commit that asks for durability. Extent bytes are read here, through the connection's
+// io_uring, at the moment they are shipped: a range rewritten since it was recorded ships the
+// newest bytes once.
+#include "common/changes/shipper.h"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "common/log.h"
+
+namespace bkp::changes {
+namespace {
+
+int64_t ns(const timespec& t) { return static_cast<int64_t>(t.tv_sec) * 1000000000 + t.tv_nsec; }
+
+Result<void> send_file(net::Conn& conn, const FileChange& change, DataSource& source,
+                       std::vector<uint8_t>& buf, std::vector<uint8_t>& payload,
+                       ShipCounters& counters) {
+  auto fd = source.open_file(change.ref);
+  if (!fd) {
+    if (fd.error().code == ENOENT || fd.error().code == ESTALE) return {};  // removed since
+    return tl::unexpected(fd.error());
+  }
+  for (const auto& [start, end] : change.extents.ranges()) {
+    for (uint64_t off = start; off < end;) {
+      size_t want = static_cast<size_t>(std::min<uint64_t>(kChunk, end - off));
+      size_t got = BKP_TRY(conn.pread(fd->get(), off, std::span<uint8_t>(buf.data(), want)));
+      if (got == 0) break;  // the file shrank; its truncate is later in the stream
+      payload.clear();
+      uint8_t flags =
+          wire::encode_write(change.ref.id, off, std::span<const uint8_t>(buf.data(), got), payload);
+      BKP_TRY_VOID(conn.send(wire::MsgType::kWrite, flags, payload));
+      counters.data_bytes += got;
+      off += got;
+      if (got < want) break;
+    }
+  }
+  struct stat st{};
+  if (fstat(fd->get(), &st) != 0) return fail_errno("stat of file being shipped");
+  wire::Op attr;
+  attr.kind = wire::OpKind::kAttr;
+  attr.id = change.ref.id;
+  attr.mode = st.st_mode & 07777;
+  attr.uid = st.st_uid;
+  attr.gid = st.st_gid;
+  attr.atime_ns = ns(st.st_atim);
+  attr.mtime_ns = ns(st.st_mtim);
+  payload.clear();
+  wire::encode(attr, payload);
+  return conn.send(wire::MsgType::kOp, 0, payload);
+}
+
+}  // namespace
+
+Result<void> send_batch(net::Conn& conn, const Batch& batch, DataSource& source,
+                        ShipCounters& counters) {
+  uint64_t sent_before = conn.bytes_sent();
+  std::vector<uint8_t> payload;
+  for (const auto& op : batch.ops) {
+    payload.clear();
+    wire::encode(op, payload);
+    BKP_TRY_VOID(conn.send(wire::MsgType::kOp, 0, payload));
+  }
+  counters.ops += batch.ops.size();
+  std::vector<uint8_t> buf(batch.files.empty() ? 0 : kChunk);
+  for (const auto& change : batch.files) {
+    BKP_TRY_VOID(send_file(conn, change, source, buf, payload, counters));
+  }
+  payload.clear();
+  wire::encode(wire::Commit{batch.number}, payload);
+  BKP_TRY_VOID(conn.send(wire::MsgType::kCommit, 0, payload));
+  BKP_TRY_VOID(conn.flush());
+  counters.batches += 1;
+  counters.wire_bytes += conn.bytes_sent() - sent_before;
+  return {};
+}
+
+Result<void> await_ack(net::Conn& conn, uint64_t number, int timeout_ms) {
+  while (true) {
+    auto frame = BKP_TRY(conn.recv(timeout_ms));
+    switch (frame.type) {
+      case wire::MsgType::kAck: {
+        auto ack = BKP_TRY(wire::decode_ack(frame.payload));
+        if (ack.batch != number) {
+          return fail(EPROTO, "ack for batch " + std::to_string(ack.batch) + " while waiting for " +
+                                  std::to_string(number));
+        }
+        return {};
+      }
+      case wire::MsgType::kError: {
+        auto err = BKP_TRY(wire::decode_error(frame.payload));
+        return fail(err.code ? static_cast<int>(err.code) : EIO, "peer: " + err.text);
+      }
+      case wire::MsgType::kPing:
+        continue;
+      default:
+        return fail(EPROTO, std::string("unexpected ") + wire::type_name(frame.type) +
+                                " frame while waiting for an ack");
+    }
+  }
+}
+
+}  // namespace bkp::changes

@@ -1,0 +1,45 @@
+// Shipping a Batch over a Conn: the half of DESIGN.md §2 that reads data late.
+//
+// send_batch() sends the batch's operations in order, then for each file its dirty extents in
+// chunks of at most kChunk bytes read from the tree at this moment (through the Conn's
+// io_uring), then one Attr by id with the file's current mode, owner and times, and finally
+// Commit{batch.number}. A file that can no longer be opened (deleted since) is skipped: a later
+// operation in the stream already removed it downstream. Nothing is removed from any log here;
+// the caller drops the batch only when await_ack() confirms it was applied durably.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+
+#include "common/changes/change_log.h"
+#include "common/net/conn.h"
+#include "common/result.h"
+#include "common/unique_fd.h"
+
+namespace bkp::changes {
+
+constexpr uint32_t kChunk = 1u << 20;
+
+// Opens a regular file of the tree being shipped for reading.
+class DataSource {
+ public:
+  virtual ~DataSource() = default;
+  // ENOENT/ESTALE when the file is gone; any other error aborts the batch.
+  virtual Result<UniqueFd> open_file(const FileRef& file) = 0;
+};
+
+struct ShipCounters {
+  std::atomic<uint64_t> batches{0};
+  std::atomic<uint64_t> ops{0};
+  std::atomic<uint64_t> data_bytes{0};  // raw extent bytes read and sent
+  std::atomic<uint64_t> wire_bytes{0};  // bytes of frames sent
+};
+
+Result<void> send_batch(net::Conn& conn, const Batch& batch, DataSource& source,
+                        ShipCounters& counters);
+
+// Waits for Ack{number}. A kError frame becomes an error carrying its text; any other frame is
+// a protocol error.
+Result<void> await_ack(net::Conn& conn, uint64_t number, int timeout_ms);
+
+}  // namespace bkp::changes

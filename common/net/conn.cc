@@ -1,0 +1,127 @@
+// Framed connection over io_uring (see conn.h).
+//
+// Each blocking step is one submission: a send of the whole output buffer (resubmitted for
+// the remainder after a short send), a recv into a 256 KiB buffer, or a file read. A recv with
+// a deadline is linked to an IORING_OP_LINK_TIMEOUT, so the kernel cancels it for us and we
+// never leave a request in flight that could complete into a buffer we no longer own.
+#include "common/net/conn.h"
+
+#include <poll.h>
+#include <sys/socket.h>
+
+#include <cstring>
+
+namespace bkp::net {
+namespace {
+constexpr size_t kFlushAt = 1u << 20;
+constexpr size_t kRecvBuf = 256u << 10;
+constexpr uint64_t kOpTag = 1;
+constexpr uint64_t kTimeoutTag = 2;
+}  // namespace
+
+Result<std::unique_ptr<Conn>> Conn::open(UniqueFd socket) {
+  std::unique_ptr<Conn> c(new Conn(std::move(socket)));
+  int rc = io_uring_queue_init(8, &c->ring_, 0);
+  if (rc < 0) return fail_neg(rc, "io_uring setup");
+  c->ring_ok_ = true;
+  c->in_buf_.resize(kRecvBuf);
+  return c;
+}
+
+Conn::~Conn() {
+  if (ring_ok_) io_uring_queue_exit(&ring_);
+}
+
+// Submits the prepared SQE (tagged kOpTag), optionally followed by a linked timeout, and
+// returns the operation's result (negative errno; -ECANCELED means the timeout fired).
+Result<int> Conn::submit_and_wait(io_uring_sqe* sqe, int timeout_ms) {
+  io_uring_sqe_set_data64(sqe, kOpTag);
+  __kernel_timespec ts{};
+  int expected = 1;
+  if (timeout_ms >= 0) {
+    sqe->flags |= IOSQE_IO_LINK;
+    ts.tv_sec = timeout_ms / 1000;
+    ts.tv_nsec = static_cast<long long>(timeout_ms % 1000) * 1000000;
+    io_uring_sqe* t = io_uring_get_sqe(&ring_);
+    io_uring_prep_link_timeout(t, &ts, 0);
+    io_uring_sqe_set_data64(t, kTimeoutTag);
+    expected = 2;
+  }
+  int rc = io_uring_submit(&ring_);
+  if (rc < 0) return fail_neg(rc, "io_uring submit");
+  int result = 0;
+  for (int seen = 0; seen < expected;) {
+    io_uring_cqe* cqe = nullptr;
+    rc = io_uring_wait_cqe(&ring_, &cqe);
+    if (rc == -EINTR) continue;
+    if (rc < 0) return fail_neg(rc, "io_uring wait");
+    if (io_uring_cqe_get_data64(cqe) == kOpTag) result = cqe->res;
+    io_uring_cqe_seen(&ring_, cqe);
+    ++seen;
+  }
+  return result;
+}
+
+Result<void> Conn::send(wire::MsgType type, uint8_t flags, std::span<const uint8_t> payload) {
+  size_t before = out_.size();
+  wire::encode_frame(type, flags, next_seq_++, payload, out_);
+  bytes_sent_ += out_.size() - before;
+  if (out_.size() >= kFlushAt) return flush();
+  return {};
+}
+
+Result<void> Conn::flush() {
+  size_t done = 0;
+  while (done < out_.size()) {
+    io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+    io_uring_prep_send(sqe, sock_.get(), out_.data() + done, out_.size() - done, MSG_NOSIGNAL);
+    int res = BKP_TRY(submit_and_wait(sqe, -1));
+    if (res == -EINTR || res == -EAGAIN) continue;
+    if (res < 0) return fail_neg(res, "send");
+    done += static_cast<size_t>(res);
+  }
+  out_.clear();
+  return {};
+}
+
+Result<wire::Frame> Conn::recv(int timeout_ms) {
+  BKP_TRY_VOID(flush());
+  while (true) {
+    auto frame = BKP_TRY(reader_.next());
+    if (frame) return std::move(*frame);
+    io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+    io_uring_prep_recv(sqe, sock_.get(), in_buf_.data(), in_buf_.size(), 0);
+    int res = BKP_TRY(submit_and_wait(sqe, timeout_ms));
+    if (res == -ECANCELED || res == -ETIME) return fail(ETIMEDOUT, "peer sent nothing in time");
+    if (res == -EINTR || res == -EAGAIN) continue;
+    if (res < 0) return fail_neg(res, "recv");
+    if (res == 0) return fail(ECONNRESET, "peer closed the connection");
+    bytes_received_ += static_cast<uint64_t>(res);
+    reader_.feed(std::span<const uint8_t>(in_buf_.data(), static_cast<size_t>(res)));
+  }
+}
+
+Result<bool> Conn::readable() {
+  if (reader_.buffered() > 0) return true;
+  pollfd p{sock_.get(), POLLIN, 0};
+  int rc = poll(&p, 1, 0);
+  if (rc < 0) return fail_errno("poll");
+  return rc > 0;
+}
+
+Result<size_t> Conn::pread(int fd, uint64_t offset, std::span<uint8_t> buf) {
+  size_t done = 0;
+  while (done < buf.size()) {
+    io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+    io_uring_prep_read(sqe, fd, buf.data() + done, static_cast<unsigned>(buf.size() - done),
+                       offset + done);
+    int res = BKP_TRY(submit_and_wait(sqe, -1));
+    if (res == -EINTR || res == -EAGAIN) continue;
+    if (res < 0) return fail_neg(res, "read");
+    if (res == 0) break;  // end of file: the file shrank since the extent was recorded
+    done += static_cast<size_t>(res);
+  }
+  return done;
+}
+
+}  // namespace bkp::net

@@ -1,0 +1,63 @@
+// Conn: one framed connection. All socket I/O and the shipper's file reads go through this
+// connection's own io_uring, so one thread drives a connection without extra syscalls per
+// frame and with reads of the next extent overlapping the send of the previous one.
+//
+// Not thread-safe: one thread owns a Conn. Sends are buffered and flushed when the buffer
+// passes 1 MiB, on flush(), and before any recv().
+#pragma once
+
+#include <liburing.h>
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "common/result.h"
+#include "common/unique_fd.h"
+#include "common/wire/frame.h"
+
+namespace bkp::net {
+
+class Conn {
+ public:
+  // Takes the connected socket. Fails if an io_uring cannot be set up.
+  static Result<std::unique_ptr<Conn>> open(UniqueFd socket);
+  ~Conn();
+  Conn(const Conn&) = delete;
+  Conn& operator=(const Conn&) = delete;
+
+  // Queues one frame with the next sequence number; flushes if the buffer is large.
+  Result<void> send(wire::MsgType type, uint8_t flags, std::span<const uint8_t> payload);
+  Result<void> flush();
+  // Waits up to timeout_ms (-1: forever) for one frame. ETIMEDOUT on timeout, ECONNRESET when
+  // the peer closed, EPROTO on a malformed frame. A received kError frame is returned as a
+  // frame, not as an error: the caller decides.
+  Result<wire::Frame> recv(int timeout_ms);
+  // True if a frame (or part of one) is already readable without blocking.
+  Result<bool> readable();
+
+  // Reads up to buf.size() bytes of fd at offset through the ring. Returns bytes read (0 at
+  // EOF). Short reads are returned as they are.
+  Result<size_t> pread(int fd, uint64_t offset, std::span<uint8_t> buf);
+
+  uint64_t bytes_sent() const { return bytes_sent_; }
+  uint64_t bytes_received() const { return bytes_received_; }
+  int fd() const { return sock_.get(); }
+
+ private:
+  Conn(UniqueFd sock) : sock_(std::move(sock)) {}
+  Result<int> submit_and_wait(io_uring_sqe* sqe_setup_done, int timeout_ms);
+
+  UniqueFd sock_;
+  io_uring ring_{};
+  bool ring_ok_ = false;
+  std::vector<uint8_t> out_;
+  uint64_t next_seq_ = 1;
+  wire::FrameReader reader_;
+  std::vector<uint8_t> in_buf_;
+  uint64_t bytes_sent_ = 0;
+  uint64_t bytes_received_ = 0;
+};
+
+}  // namespace bkp::net

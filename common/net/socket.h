@@ -1,0 +1,31 @@
+// TCP helpers: address parsing, listening and connecting on IPv4/IPv6 with the options every
+// backupfs connection wants (TCP_NODELAY, SO_KEEPALIVE, CLOEXEC).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "common/result.h"
+#include "common/unique_fd.h"
+
+namespace bkp::net {
+
+struct HostPort {
+  std::string host;
+  uint16_t port = 0;
+};
+
+// "127.0.0.1:7700", "[::1]:7700", "localhost:7700". EINVAL with a clear message otherwise.
+Result<HostPort> parse_host_port(std::string_view text);
+
+// Binds and listens; port 0 picks a free port, returned in HostPort::port.
+Result<UniqueFd> tcp_listen(const HostPort& where, HostPort* bound);
+
+// TCP_NODELAY + SO_KEEPALIVE; tcp_connect applies it, accept loops call it on new sockets.
+void tune_socket(int fd);
+
+// Connects with a timeout; the returned socket is blocking.
+Result<UniqueFd> tcp_connect(const HostPort& where, int timeout_ms);
+
+}  // namespace bkp::net

@@ -1,0 +1,128 @@
+// Frame encoding and the incremental frame reader.
+//
+// The reader is the first thing that touches bytes from the network, so it is strict: it checks
+// the announced length against kMaxPayload before buffering a payload (a hostile 4 GiB length
+// costs nothing), rejects unknown types and reserved bits, verifies the checksum over header and
+// payload, and requires sequence numbers to rise by exactly one (replayed or dropped frames are
+// a broken stream, not something to guess around).
+#include "common/wire/frame.h"
+
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
+#include <cstring>
+
+#include "common/wire/codec.h"
+
+namespace bkp::wire {
+namespace {
+
+uint64_t checksum(const uint8_t* header16, std::span<const uint8_t> payload) {
+  XXH3_state_t state;
+  XXH3_64bits_reset(&state);
+  XXH3_64bits_update(&state, header16, 16);
+  XXH3_64bits_update(&state, payload.data(), payload.size());
+  return XXH3_64bits_digest(&state);
+}
+
+uint64_t load_le(const uint8_t* p, int n) {
+  uint64_t v = 0;
+  for (int i = 0; i < n; ++i) v |= static_cast<uint64_t>(p[i]) << (8 * i);
+  return v;
+}
+
+}  // namespace
+
+bool is_known_type(uint8_t type) {
+  switch (static_cast<MsgType>(type)) {
+    case MsgType::kHello:
+    case MsgType::kHelloOk:
+    case MsgType::kError:
+    case MsgType::kSelect:
+    case MsgType::kOp:
+    case MsgType::kWrite:
+    case MsgType::kCommit:
+    case MsgType::kAck:
+    case MsgType::kPing:
+      return true;
+  }
+  return false;
+}
+
+const char* type_name(MsgType type) {
+  switch (type) {
+    case MsgType::kHello: return "Hello";
+    case MsgType::kHelloOk: return "HelloOk";
+    case MsgType::kError: return "Error";
+    case MsgType::kSelect: return "Select";
+    case MsgType::kOp: return "Op";
+    case MsgType::kWrite: return "Write";
+    case MsgType::kCommit: return "Commit";
+    case MsgType::kAck: return "Ack";
+    case MsgType::kPing: return "Ping";
+  }
+  return "unknown";
+}
+
+void encode_frame(MsgType type, uint8_t flags, uint64_t seq, std::span<const uint8_t> payload,
+                  std::vector<uint8_t>& out) {
+  size_t start = out.size();
+  Encoder e(out);
+  e.u32(static_cast<uint32_t>(payload.size()));
+  e.u8(static_cast<uint8_t>(type));
+  e.u8(flags);
+  e.u16(0);
+  e.u64(seq);
+  uint64_t sum = checksum(out.data() + start, payload);
+  e.u64(sum);
+  e.bytes(payload);
+}
+
+void FrameReader::feed(std::span<const uint8_t> bytes) {
+  // Compact lazily: only when the consumed prefix dominates, so feeding stays amortized O(n).
+  if (pos_ > 0 && pos_ * 2 >= buf_.size()) {
+    buf_.erase(buf_.begin(), buf_.begin() + static_cast<std::ptrdiff_t>(pos_));
+    pos_ = 0;
+  }
+  buf_.insert(buf_.end(), bytes.begin(), bytes.end());
+}
+
+Result<std::optional<Frame>> FrameReader::next() {
+  size_t avail = buf_.size() - pos_;
+  if (avail < kHeaderSize) return std::optional<Frame>();
+  const uint8_t* h = buf_.data() + pos_;
+  uint32_t length = static_cast<uint32_t>(load_le(h, 4));
+  uint8_t type = h[4];
+  uint8_t flags = h[5];
+  uint16_t reserved = static_cast<uint16_t>(load_le(h + 6, 2));
+  uint64_t seq = load_le(h + 8, 8);
+  uint64_t sum = load_le(h + 16, 8);
+  if (length > kMaxPayload) {
+    return fail(EPROTO, "frame length " + std::to_string(length) + " exceeds the maximum " +
+                            std::to_string(kMaxPayload));
+  }
+  if (!is_known_type(type)) return fail(EPROTO, "unknown frame type " + std::to_string(type));
+  if (reserved != 0 || (flags & ~kFlagZstd) != 0) {
+    return fail(EPROTO, "reserved frame header bits are set");
+  }
+  if (seq != last_seq_ + 1) {
+    return fail(EPROTO, "frame sequence " + std::to_string(seq) + " after " +
+                            std::to_string(last_seq_) + " (replayed or lost frame)");
+  }
+  if (avail < kHeaderSize + length) return std::optional<Frame>();
+  std::span<const uint8_t> payload(h + kHeaderSize, length);
+  if (checksum(h, payload) != sum) {
+    return fail(EPROTO, std::string("bad checksum on ") + type_name(static_cast<MsgType>(type)) +
+                            " frame " + std::to_string(seq));
+  }
+  Frame f;
+  f.type = static_cast<MsgType>(type);
+  f.flags = flags;
+  f.seq = seq;
+  f.payload.assign(payload.begin(), payload.end());
+  pos_ += kHeaderSize + length;
+  last_seq_ = seq;
+  return std::optional<Frame>(std::move(f));
+}
+
+}  // namespace bkp::wire

@@ -1,0 +1,71 @@
+// Frames: the unit of every backupfs connection (node -> backupd, backupd -> replicator).
+//
+// Layout (little-endian), documented in docs/PROTOCOL.md:
+//   u32 length   payload bytes, at most kMaxPayload; checked before anything is allocated
+//   u8  type     MsgType; unknown types are rejected
+//   u8  flags    kFlagZstd: payload is a zstd frame (only for Write)
+//   u16 reserved must be 0
+//   u64 seq      per-connection, strictly increasing from 1; a repeat or gap is rejected
+//   u64 checksum XXH3-64 of the first 16 header bytes followed by the payload
+// FrameReader is incremental so one reader serves blocking and io_uring sockets alike.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "common/result.h"
+
+namespace bkp::wire {
+
+constexpr size_t kHeaderSize = 24;
+constexpr uint32_t kMaxPayload = 4u << 20;  // 4 MiB; data chunks are at most 1 MiB raw
+constexpr uint8_t kFlagZstd = 0x01;
+
+enum class MsgType : uint8_t {
+  kHello = 1,
+  kHelloOk = 2,
+  kError = 3,
+  kSelect = 4,  // replica stream: following ops belong to this volume
+  kOp = 10,     // one namespace/metadata operation (wire::Op)
+  kWrite = 11,  // file data: id, offset, bytes
+  kCommit = 20,
+  kAck = 21,
+  kPing = 22,
+};
+
+bool is_known_type(uint8_t type);
+const char* type_name(MsgType type);
+
+struct Frame {
+  MsgType type = MsgType::kPing;
+  uint8_t flags = 0;
+  uint64_t seq = 0;
+  std::vector<uint8_t> payload;
+};
+
+// Appends one encoded frame (header + payload) to out. The payload must not exceed kMaxPayload.
+void encode_frame(MsgType type, uint8_t flags, uint64_t seq, std::span<const uint8_t> payload,
+                  std::vector<uint8_t>& out);
+
+// Incremental decoder. feed() bytes as they arrive, then call next() until it returns nullopt.
+// Any error is final for the connection: the peer is confused or hostile.
+class FrameReader {
+ public:
+  void feed(std::span<const uint8_t> bytes);
+  // A complete, verified frame; nullopt when more bytes are needed; an error (EPROTO) on bad
+  // length, unknown type, nonzero reserved bits, bad checksum or out-of-order sequence.
+  Result<std::optional<Frame>> next();
+  // Bytes buffered but not yet returned as a frame (bounded by kHeaderSize + kMaxPayload).
+  size_t buffered() const { return buf_.size() - pos_; }
+
+ private:
+  std::vector<uint8_t> buf_;
+  size_t pos_ = 0;
+  uint64_t last_seq_ = 0;
+};
+
+}  // namespace bkp::wire

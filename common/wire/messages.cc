@@ -1,0 +1,249 @@
+// Payload codecs for every message. Each Op kind encodes only the fields it uses, in a fixed
+// order listed in docs/PROTOCOL.md; decoders reject short payloads, trailing bytes and unknown
+// enum values, so a peer that disagrees about the format fails loudly on the first frame.
+#include "common/wire/messages.h"
+
+#include <zstd.h>
+
+#include "common/wire/codec.h"
+
+namespace bkp::wire {
+namespace {
+
+tl::unexpected<Error> malformed(const char* what) {
+  return fail(EPROTO, std::string("malformed ") + what + " message");
+}
+
+template <class T>
+Result<T> finish(const Decoder& d, T value, const char* what) {
+  if (!d.ok() || !d.at_end()) return malformed(what);
+  return value;
+}
+
+// Which optional field groups an op kind carries.
+struct Fields {
+  bool path = false, target = false, id = false, mode = false, owner = false, rdev = false,
+       flags = false, size = false, times = false, xname = false, xvalue = false;
+};
+
+Fields fields_of(OpKind k) {
+  Fields f;
+  switch (k) {
+    case OpKind::kMkdir: f.path = f.mode = f.owner = true; break;
+    case OpKind::kCreate: f.path = f.id = f.mode = f.owner = true; break;
+    case OpKind::kMknod: f.path = f.mode = f.rdev = f.owner = true; break;
+    case OpKind::kSymlink: f.path = f.target = f.owner = f.times = true; break;
+    case OpKind::kLink: f.path = f.target = f.id = true; break;
+    case OpKind::kUnlink:
+    case OpKind::kRmdir: f.path = true; break;
+    case OpKind::kRename: f.path = f.target = f.flags = true; break;
+    case OpKind::kTruncate: f.id = f.size = true; break;
+    case OpKind::kAttr: f.path = f.id = f.mode = f.owner = f.times = true; break;
+    case OpKind::kSetXattr: f.path = f.id = f.flags = f.xname = f.xvalue = true; break;
+    case OpKind::kRemoveXattr: f.path = f.id = f.xname = true; break;
+    case OpKind::kSyncBegin:
+    case OpKind::kSyncEnd: break;
+  }
+  return f;
+}
+
+bool is_known_op(uint8_t k) { return k >= 1 && k <= static_cast<uint8_t>(OpKind::kSyncEnd); }
+
+}  // namespace
+
+const char* op_name(OpKind kind) {
+  static const char* const kNames[] = {"?",      "mkdir",  "create", "mknod",   "symlink",
+                                       "link",   "unlink", "rmdir",  "rename",  "truncate",
+                                       "attr",   "setxattr", "removexattr", "sync-begin",
+                                       "sync-end"};
+  auto i = static_cast<uint8_t>(kind);
+  return is_known_op(i) ? kNames[i] : "?";
+}
+
+void encode(const Hello& m, std::vector<uint8_t>& out) {
+  Encoder e(out);
+  e.u32(m.magic);
+  e.u16(m.version);
+  e.u8(static_cast<uint8_t>(m.role));
+  e.str(m.name);
+  e.str(m.path);
+  e.u64(m.instance);
+  e.str(m.auth);
+}
+
+Result<Hello> decode_hello(std::span<const uint8_t> p) {
+  Decoder d(p);
+  Hello m;
+  m.magic = d.u32();
+  m.version = d.u16();
+  uint8_t role = d.u8();
+  m.name = d.str();
+  m.path = d.str();
+  m.instance = d.u64();
+  m.auth = d.str();
+  if (d.ok() && m.magic != kMagic) return fail(EPROTO, "bad magic in Hello: not a backupfs peer");
+  if (d.ok() && m.version != kVersion) {
+    return fail(EPROTO, "unsupported protocol version " + std::to_string(m.version) +
+                            " (this side speaks " + std::to_string(kVersion) + ")");
+  }
+  if (role < 1 || role > 3) return malformed("Hello (role)");
+  m.role = static_cast<Role>(role);
+  return finish(d, m, "Hello");
+}
+
+void encode(const HelloOk& m, std::vector<uint8_t>& out) {
+  Encoder e(out);
+  e.u16(m.version);
+  e.u64(m.committed);
+  e.u8(m.need_baseline);
+}
+
+Result<HelloOk> decode_hello_ok(std::span<const uint8_t> p) {
+  Decoder d(p);
+  HelloOk m;
+  m.version = d.u16();
+  m.committed = d.u64();
+  m.need_baseline = d.u8();
+  return finish(d, m, "HelloOk");
+}
+
+void encode(const ErrorMsg& m, std::vector<uint8_t>& out) {
+  Encoder e(out);
+  e.u32(m.code);
+  e.str(m.text);
+}
+
+Result<ErrorMsg> decode_error(std::span<const uint8_t> p) {
+  Decoder d(p);
+  ErrorMsg m;
+  m.code = d.u32();
+  m.text = d.str();
+  return finish(d, m, "Error");
+}
+
+void encode(const Select& m, std::vector<uint8_t>& out) {
+  Encoder e(out);
+  e.str(m.host);
+  e.str(m.path);
+}
+
+Result<Select> decode_select(std::span<const uint8_t> p) {
+  Decoder d(p);
+  Select m;
+  m.host = d.str();
+  m.path = d.str();
+  return finish(d, m, "Select");
+}
+
+void encode(const Op& m, std::vector<uint8_t>& out) {
+  Encoder e(out);
+  e.u8(static_cast<uint8_t>(m.kind));
+  Fields f = fields_of(m.kind);
+  if (f.path) e.str(m.path);
+  if (f.target) e.str(m.target);
+  if (f.id) e.u64(m.id);
+  if (f.mode) e.u32(m.mode);
+  if (f.owner) {
+    e.u32(m.uid);
+    e.u32(m.gid);
+  }
+  if (f.rdev) e.u64(m.rdev);
+  if (f.flags) e.u32(m.flags);
+  if (f.size) e.u64(m.size);
+  if (f.times) {
+    e.i64(m.atime_ns);
+    e.i64(m.mtime_ns);
+  }
+  if (f.xname) e.str(m.name);
+  if (f.xvalue) e.str(m.value);
+}
+
+Result<Op> decode_op(std::span<const uint8_t> p) {
+  Decoder d(p);
+  uint8_t kind = d.u8();
+  if (!d.ok() || !is_known_op(kind)) {
+    return fail(EPROTO, "unknown operation kind " + std::to_string(kind));
+  }
+  Op m;
+  m.kind = static_cast<OpKind>(kind);
+  Fields f = fields_of(m.kind);
+  if (f.path) m.path = d.str();
+  if (f.target) m.target = d.str();
+  if (f.id) m.id = d.u64();
+  if (f.mode) m.mode = d.u32();
+  if (f.owner) {
+    m.uid = d.u32();
+    m.gid = d.u32();
+  }
+  if (f.rdev) m.rdev = d.u64();
+  if (f.flags) m.flags = d.u32();
+  if (f.size) m.size = d.u64();
+  if (f.times) {
+    m.atime_ns = d.i64();
+    m.mtime_ns = d.i64();
+  }
+  if (f.xname) m.name = d.str();
+  if (f.xvalue) m.value = d.str();
+  return finish(d, m, "Op");
+}
+
+void encode(const Commit& m, std::vector<uint8_t>& out) { Encoder(out).u64(m.batch); }
+void encode(const Ack& m, std::vector<uint8_t>& out) { Encoder(out).u64(m.batch); }
+
+Result<Commit> decode_commit(std::span<const uint8_t> p) {
+  Decoder d(p);
+  Commit m{d.u64()};
+  return finish(d, m, "Commit");
+}
+
+Result<Ack> decode_ack(std::span<const uint8_t> p) {
+  Decoder d(p);
+  Ack m{d.u64()};
+  return finish(d, m, "Ack");
+}
+
+uint8_t encode_write(uint64_t id, uint64_t offset, std::span<const uint8_t> data,
+                     std::vector<uint8_t>& out) {
+  Encoder e(out);
+  e.u64(id);
+  e.u64(offset);
+  e.u32(static_cast<uint32_t>(data.size()));
+  size_t header_end = out.size();
+  if (data.size() >= 512) {
+    size_t bound = ZSTD_compressBound(data.size());
+    out.resize(header_end + bound);
+    size_t n = ZSTD_compress(out.data() + header_end, bound, data.data(), data.size(), 1);
+    if (!ZSTD_isError(n) && n <= data.size() - data.size() / 8) {
+      out.resize(header_end + n);
+      return kFlagZstd;
+    }
+    out.resize(header_end);
+  }
+  e.bytes(data);
+  return 0;
+}
+
+Result<Write> decode_write(uint8_t flags, std::span<const uint8_t> p) {
+  Decoder d(p);
+  Write w;
+  w.id = d.u64();
+  w.offset = d.u64();
+  uint32_t raw = d.u32();
+  if (!d.ok()) return malformed("Write");
+  if (raw > kMaxPayload) return fail(EPROTO, "Write raw length exceeds the maximum");
+  auto body = d.rest();
+  if (flags & kFlagZstd) {
+    unsigned long long content = ZSTD_getFrameContentSize(body.data(), body.size());
+    if (content != raw) return fail(EPROTO, "Write: compressed size does not match raw length");
+    w.data.resize(raw);
+    size_t n = ZSTD_decompress(w.data.data(), raw, body.data(), body.size());
+    if (ZSTD_isError(n) || n != raw) return fail(EPROTO, "Write: corrupt zstd payload");
+  } else {
+    if (body.size() != raw) return malformed("Write (length)");
+    w.data.assign(body.begin(), body.end());
+  }
+  if (w.offset + raw < w.offset) return fail(EPROTO, "Write: offset overflows");
+  return w;
+}
+
+}  // namespace bkp::wire

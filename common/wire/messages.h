@@ -1,0 +1,125 @@
+// The messages carried in frames, and their payload codecs (docs/PROTOCOL.md is the spec).
+//
+// Namespace operations name entries by volume-relative path ("a/b/c", "" is the volume root),
+// valid at the operation's place in the stream. File data and file metadata name regular files
+// by a 64-bit FileId that is stable for the file's life (renames, hard links), so an extent
+// shipped after a rename still lands in the right file.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "common/result.h"
+#include "common/wire/frame.h"
+
+namespace bkp::wire {
+
+constexpr uint32_t kMagic = 0x46504B42;  // "BKPF" little-endian
+constexpr uint16_t kVersion = 1;
+
+enum class Role : uint8_t { kNode = 1, kReplica = 2, kControl = 3 };
+
+struct Hello {
+  uint32_t magic = kMagic;
+  uint16_t version = kVersion;
+  Role role = Role::kNode;
+  std::string name;       // node: host name of the volume; replica: replica name
+  std::string path;       // node: absolute volume path; replica: empty
+  uint64_t instance = 0;  // random per process start: a new instance means "my log was lost"
+  std::string auth;       // reserved for authentication; empty in version 1
+};
+
+struct HelloOk {
+  uint16_t version = kVersion;
+  uint64_t committed = 0;     // node stream: last batch durably applied for this instance
+  uint8_t need_baseline = 0;  // node stream: 1 = send the whole tree before changes
+};
+
+struct ErrorMsg {
+  uint32_t code = 0;  // errno-style
+  std::string text;
+};
+
+struct Select {  // replica stream only
+  std::string host;
+  std::string path;
+};
+
+enum class OpKind : uint8_t {
+  kMkdir = 1,        // path, mode, uid, gid
+  kCreate = 2,       // path, id, mode, uid, gid: a new empty regular file
+  kMknod = 3,        // path, mode (with S_IFIFO/S_IFSOCK/S_IFCHR/S_IFBLK), rdev, uid, gid
+  kSymlink = 4,      // path, target, uid, gid, mtime
+  kLink = 5,         // path (new name), target (existing name), id (0 when not a regular file)
+  kUnlink = 6,       // path
+  kRmdir = 7,        // path
+  kRename = 8,       // path (from), target (to), flags (RENAME_NOREPLACE / RENAME_EXCHANGE)
+  kTruncate = 9,     // id, size
+  kAttr = 10,        // id != 0: that file; else path. mode (permission bits), uid, gid, times
+  kSetXattr = 11,    // id or path, name, value
+  kRemoveXattr = 12, // id or path, name
+  kSyncBegin = 13,   // baseline starts: receiver notes every path named until kSyncEnd
+  kSyncEnd = 14,     // baseline done: receiver removes every entry not named since kSyncBegin
+};
+
+const char* op_name(OpKind kind);
+
+struct Op {
+  OpKind kind = OpKind::kMkdir;
+  std::string path;
+  std::string target;
+  uint64_t id = 0;
+  uint32_t mode = 0;
+  uint32_t uid = 0;
+  uint32_t gid = 0;
+  uint64_t rdev = 0;
+  uint32_t flags = 0;
+  uint64_t size = 0;
+  int64_t atime_ns = 0;
+  int64_t mtime_ns = 0;
+  std::string name;   // xattr name
+  std::string value;  // xattr value
+
+  bool operator==(const Op&) const = default;
+};
+
+struct Write {
+  uint64_t id = 0;
+  uint64_t offset = 0;
+  std::vector<uint8_t> data;  // decoded (uncompressed) bytes
+};
+
+struct Commit {
+  uint64_t batch = 0;
+};
+struct Ack {
+  uint64_t batch = 0;
+};
+
+void encode(const Hello& m, std::vector<uint8_t>& out);
+void encode(const HelloOk& m, std::vector<uint8_t>& out);
+void encode(const ErrorMsg& m, std::vector<uint8_t>& out);
+void encode(const Select& m, std::vector<uint8_t>& out);
+void encode(const Op& m, std::vector<uint8_t>& out);
+void encode(const Commit& m, std::vector<uint8_t>& out);
+void encode(const Ack& m, std::vector<uint8_t>& out);
+
+// Each decoder rejects (EPROTO) short payloads, trailing bytes and out-of-range enums. Paths are
+// not validated here; the applier validates them (common/path.h).
+Result<Hello> decode_hello(std::span<const uint8_t> payload);
+Result<HelloOk> decode_hello_ok(std::span<const uint8_t> payload);
+Result<ErrorMsg> decode_error(std::span<const uint8_t> payload);
+Result<Select> decode_select(std::span<const uint8_t> payload);
+Result<Op> decode_op(std::span<const uint8_t> payload);
+Result<Commit> decode_commit(std::span<const uint8_t> payload);
+Result<Ack> decode_ack(std::span<const uint8_t> payload);
+
+// Write payloads: u64 id, u64 offset, u32 raw length, then the bytes; compressed with zstd
+// (frame flag kFlagZstd) when that saves at least 1/8. encode_write returns the frame flags.
+uint8_t encode_write(uint64_t id, uint64_t offset, std::span<const uint8_t> data,
+                     std::vector<uint8_t>& out);
+Result<Write> decode_write(uint8_t flags, std::span<const uint8_t> payload);
+
+}  // namespace bkp::wire
