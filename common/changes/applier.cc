@@ -1,0 +1,629 @@
+// Applier (see applier.h): plays operations and data into a tree without ever leaving it.
+//
+// Every peer-named path is validated, its parent is opened with openat2(RESOLVE_BENEATH |
+// RESOLVE_NO_SYMLINKS) and the last component is handled with *at() calls that do not follow
+// symlinks, so neither ".." nor a symlink planted in the tree can redirect a write. Regular
+// files also live in ids/ under their FileId; an in-memory inode -> id map (rebuilt from ids/
+// at open) tells which id a tree name holds, so removing the last tree name of a file also
+// removes its id link. Operations tolerate their own earlier effect, because an unacknowledged
+// batch is replayed in full after a reconnect. A baseline (kSyncBegin .. kSyncEnd) records
+// every path it names and then prunes whatever else the tree holds, restoring the mtime of each
+// directory it pruned so directory times still converge.
+//
+// Thread-safety beyond the header: open_id() only reads the constant ids/ descriptor, so it may
+// run concurrently with the other methods (backupd ships replica data while a node applies).
+#include "common/changes/applier.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <linux/openat2.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <fmt/format.h>
+
+#include <cstring>
+#include <vector>
+
+#include "common/log.h"
+#include "common/path.h"
+
+namespace bkp::changes {
+namespace {
+
+using wire::OpKind;
+
+constexpr size_t kMaxWriteFds = 16;
+constexpr int kNoFollow = AT_SYMLINK_NOFOLLOW;
+
+tl::unexpected<Error> sys_error(int e, std::string_view detail = {}) {
+  if (detail.empty()) return fail(e, std::strerror(e));
+  return fail(e, fmt::format("{}: {}", detail, std::strerror(e)));
+}
+
+std::string hex_id(uint64_t id) { return fmt::format("{:016x}", id); }
+
+std::optional<uint64_t> parse_hex_id(std::string_view name) {
+  if (name.size() != 16) return std::nullopt;
+  uint64_t id = 0;
+  for (char c : name) {
+    int v = (c >= '0' && c <= '9') ? c - '0' : (c >= 'a' && c <= 'f') ? c - 'a' + 10 : -1;
+    if (v < 0) return std::nullopt;
+    id = (id << 4) | static_cast<uint64_t>(v);
+  }
+  return id;
+}
+
+timespec to_timespec(int64_t ns) {
+  int64_t sec = ns / 1000000000, rem = ns % 1000000000;
+  if (rem < 0) {
+    rem += 1000000000;
+    --sec;
+  }
+  return timespec{static_cast<time_t>(sec), static_cast<long>(rem)};
+}
+
+Result<void> make_dirs(const std::string& dir) {
+  for (size_t pos = 1; pos <= dir.size(); ++pos) {
+    if (pos != dir.size() && dir[pos] != '/') continue;
+    std::string prefix = dir.substr(0, pos);
+    if (mkdir(prefix.c_str(), 0755) != 0 && errno != EEXIST) return fail_errno("mkdir " + prefix);
+  }
+  return {};
+}
+
+// Names in a directory, read completely before the caller changes the directory.
+Result<std::vector<std::string>> list_dir(int dir_fd) {
+  int fd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return sys_error(errno, "list directory");
+  DIR* d = fdopendir(fd);
+  if (d == nullptr) {
+    close(fd);
+    return sys_error(errno, "list directory");
+  }
+  std::vector<std::string> names;
+  while (dirent* e = readdir(d)) {
+    std::string_view n = e->d_name;
+    if (n != "." && n != "..") names.emplace_back(n);
+  }
+  closedir(d);
+  return names;
+}
+
+bool uses_path(OpKind k) { return k != OpKind::kTruncate; }
+
+}  // namespace
+
+struct Applier::Impl {
+  UniqueFd tree;  // O_RDONLY directory: readable for scans, usable for syncfs and futimens
+  UniqueFd ids;
+  std::unordered_map<ino_t, uint64_t> id_by_ino;  // every regular file linked in ids/
+  bool syncing = false;                           // between kSyncBegin and kSyncEnd
+  std::unordered_set<std::string> named;          // paths (with ancestors) named since kSyncBegin
+  std::vector<std::pair<uint64_t, UniqueFd>> write_fds;  // ids opened for writing, newest last
+
+  struct Where {
+    UniqueFd dir;      // O_PATH parent directory
+    std::string name;  // final component
+  };
+
+  // ---- resolution -------------------------------------------------------------------------
+  Result<Where> locate(std::string_view rel) {
+    std::string parent(parent_of(rel));
+    open_how how{};
+    how.flags = O_PATH | O_DIRECTORY | O_CLOEXEC;
+    how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+    long fd = syscall(SYS_openat2, tree.get(), parent.empty() ? "." : parent.c_str(), &how,
+                      sizeof how);
+    if (fd < 0) return sys_error(errno, fmt::format("parent '{}'", parent));
+    return Where{UniqueFd(static_cast<int>(fd)), std::string(base_of(rel))};
+  }
+
+  void note(std::string_view rel) {
+    while (!rel.empty() && named.emplace(rel).second) rel = parent_of(rel);
+  }
+
+  // ---- ids ---------------------------------------------------------------------------------
+  void forget_write_fd(uint64_t id) {
+    std::erase_if(write_fds, [id](const auto& e) { return e.first == id; });
+  }
+
+  // Drops the id link of a tree inode once no tree name holds it any more.
+  Result<void> release_inode(ino_t ino) {
+    auto it = id_by_ino.find(ino);
+    if (it == id_by_ino.end()) return {};
+    std::string hex = hex_id(it->second);
+    struct stat st{};
+    if (fstatat(ids.get(), hex.c_str(), &st, kNoFollow) == 0 && st.st_ino == ino &&
+        st.st_nlink > 1) {
+      return {};
+    }
+    if (unlinkat(ids.get(), hex.c_str(), 0) != 0 && errno != ENOENT) {
+      return sys_error(errno, "unlink ids/" + hex);
+    }
+    forget_write_fd(it->second);
+    id_by_ino.erase(it);
+    return {};
+  }
+
+  // Links the file at dir/name into ids/ as id, replacing a stale link of another inode.
+  Result<void> link_id(int dir, const std::string& name, ino_t ino, uint64_t id) {
+    std::string hex = hex_id(id);
+    for (int attempt = 0; attempt < 2; ++attempt) {
+      if (linkat(dir, name.c_str(), ids.get(), hex.c_str(), 0) == 0) break;
+      if (errno != EEXIST || attempt == 1) return sys_error(errno, "link ids/" + hex);
+      struct stat st{};
+      if (fstatat(ids.get(), hex.c_str(), &st, kNoFollow) == 0 && st.st_ino == ino) break;
+      id_by_ino.erase(st.st_ino);
+      if (unlinkat(ids.get(), hex.c_str(), 0) != 0) return sys_error(errno, "unlink ids/" + hex);
+    }
+    forget_write_fd(id);
+    id_by_ino[ino] = id;
+    return {};
+  }
+
+  // A cached O_WRONLY descriptor of ids/<id>; -1 when the id does not exist.
+  Result<int> write_fd(uint64_t id) {
+    for (auto& e : write_fds) {
+      if (e.first == id) return e.second.get();
+    }
+    std::string hex = hex_id(id);
+    UniqueFd fd(openat(ids.get(), hex.c_str(), O_WRONLY | O_NOFOLLOW | O_CLOEXEC));
+    if (!fd) {
+      if (errno == ENOENT) return -1;
+      return sys_error(errno, "open ids/" + hex);
+    }
+    if (write_fds.size() >= kMaxWriteFds) write_fds.erase(write_fds.begin());
+    write_fds.emplace_back(id, std::move(fd));
+    return write_fds.back().second.get();
+  }
+
+  // ---- removal -----------------------------------------------------------------------------
+  // Removes dir/name whatever it is (a directory with all its contents), keeping ids/ in step.
+  Result<void> remove_entry(int dir, const std::string& name) {
+    struct stat st{};
+    if (fstatat(dir, name.c_str(), &st, kNoFollow) != 0) {
+      return errno == ENOENT ? Result<void>{} : sys_error(errno, "stat '" + name + "'");
+    }
+    if (S_ISDIR(st.st_mode)) {
+      UniqueFd sub(openat(dir, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+      if (!sub) return sys_error(errno, "open directory '" + name + "'");
+      for (const auto& child : BKP_TRY(list_dir(sub.get()))) {
+        BKP_TRY_VOID(remove_entry(sub.get(), child));
+      }
+      if (unlinkat(dir, name.c_str(), AT_REMOVEDIR) != 0 && errno != ENOENT) {
+        return sys_error(errno, "remove directory '" + name + "'");
+      }
+      return {};
+    }
+    if (unlinkat(dir, name.c_str(), 0) != 0 && errno != ENOENT) {
+      return sys_error(errno, "remove '" + name + "'");
+    }
+    if (S_ISREG(st.st_mode)) return release_inode(st.st_ino);
+    return {};
+  }
+
+  // ---- attributes --------------------------------------------------------------------------
+  Result<void> set_attrs_fd(int fd, const wire::Op& op) {
+    if (fchown(fd, op.uid, op.gid) != 0) return sys_error(errno, "chown");
+    if (fchmod(fd, op.mode & 07777) != 0) return sys_error(errno, "chmod");
+    if (op.kind == OpKind::kAttr) {
+      timespec times[2] = {to_timespec(op.atime_ns), to_timespec(op.mtime_ns)};
+      if (futimens(fd, times) != 0) return sys_error(errno, "set times");
+    }
+    return {};
+  }
+
+  Result<void> set_attrs_at(int dir, const std::string& name, const wire::Op& op, bool times) {
+    struct stat st{};
+    if (fstatat(dir, name.c_str(), &st, kNoFollow) != 0) return sys_error(errno);
+    if (fchownat(dir, name.c_str(), op.uid, op.gid, kNoFollow) != 0) return sys_error(errno, "chown");
+    // fchmodat cannot refuse to follow a symlink, and a symlink's mode means nothing anyway.
+    if (!S_ISLNK(st.st_mode) && fchmodat(dir, name.c_str(), op.mode & 07777, 0) != 0) {
+      return sys_error(errno, "chmod");
+    }
+    if (times) {
+      timespec ts[2] = {to_timespec(op.atime_ns), to_timespec(op.mtime_ns)};
+      if (utimensat(dir, name.c_str(), ts, kNoFollow) != 0) return sys_error(errno, "set times");
+    }
+    return {};
+  }
+
+  // ---- operations --------------------------------------------------------------------------
+  Result<void> create(const wire::Op& op) {
+    if (op.id == 0) return fail(EINVAL, "file id 0 is reserved");
+    if (op.path.empty()) return fail(EINVAL, "cannot create the volume root");
+    Where w = BKP_TRY(locate(op.path));
+    const char* name = w.name.c_str();
+    UniqueFd fd;
+    for (int attempt = 0; attempt < 2 && !fd; ++attempt) {
+      fd.reset(openat(w.dir.get(), name, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0600));
+      if (fd) break;
+      if (errno != EEXIST || attempt == 1) return sys_error(errno);
+      struct stat st{};
+      if (fstatat(w.dir.get(), name, &st, kNoFollow) == 0 && S_ISREG(st.st_mode) &&
+          id_of(st.st_ino) == op.id) {  // replay: the path already is this file
+        fd.reset(openat(w.dir.get(), name, O_WRONLY | O_NOFOLLOW | O_CLOEXEC));
+        if (!fd) return sys_error(errno);
+        if (ftruncate(fd.get(), 0) != 0) return sys_error(errno, "truncate");
+      } else {
+        BKP_TRY_VOID(remove_entry(w.dir.get(), w.name));
+      }
+    }
+    BKP_TRY_VOID(set_attrs_fd(fd.get(), op));
+    struct stat st{};
+    if (fstat(fd.get(), &st) != 0) return sys_error(errno, "stat");
+    return link_id(w.dir.get(), w.name, st.st_ino, op.id);
+  }
+
+  Result<void> mkdir(const wire::Op& op) {
+    if (op.path.empty()) return set_attrs_fd(tree.get(), op);
+    Where w = BKP_TRY(locate(op.path));
+    const char* name = w.name.c_str();
+    if (mkdirat(w.dir.get(), name, op.mode & 07777) != 0) {
+      if (errno != EEXIST) return sys_error(errno);
+      struct stat st{};
+      if (fstatat(w.dir.get(), name, &st, kNoFollow) != 0) return sys_error(errno);
+      if (!S_ISDIR(st.st_mode)) {
+        BKP_TRY_VOID(remove_entry(w.dir.get(), w.name));
+        if (mkdirat(w.dir.get(), name, op.mode & 07777) != 0) return sys_error(errno);
+      }
+    }
+    UniqueFd fd(openat(w.dir.get(), name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!fd) return sys_error(errno, "open");
+    return set_attrs_fd(fd.get(), op);
+  }
+
+  Result<void> mknod(const wire::Op& op) {
+    mode_t type = op.mode & S_IFMT;
+    if (type != S_IFIFO && type != S_IFSOCK && type != S_IFCHR && type != S_IFBLK) {
+      return fail(EINVAL, fmt::format("mknod of unsupported file type {:o}", type));
+    }
+    if (op.path.empty()) return fail(EINVAL, "cannot replace the volume root");
+    Where w = BKP_TRY(locate(op.path));
+    const char* name = w.name.c_str();
+    if (mknodat(w.dir.get(), name, op.mode & (S_IFMT | 07777), op.rdev) != 0) {
+      if (errno != EEXIST) return sys_error(errno);
+      BKP_TRY_VOID(remove_entry(w.dir.get(), w.name));
+      if (mknodat(w.dir.get(), name, op.mode & (S_IFMT | 07777), op.rdev) != 0) return sys_error(errno);
+    }
+    return set_attrs_at(w.dir.get(), w.name, op, false);
+  }
+
+  Result<void> symlink(const wire::Op& op) {
+    if (op.path.empty()) return fail(EINVAL, "cannot replace the volume root");
+    if (op.target.find('\0') != std::string::npos) return fail(EINVAL, "symlink target has a NUL");
+    Where w = BKP_TRY(locate(op.path));
+    const char* name = w.name.c_str();
+    if (symlinkat(op.target.c_str(), w.dir.get(), name) != 0) {
+      if (errno != EEXIST) return sys_error(errno);
+      std::string cur(op.target.size() + 1, '\0');
+      ssize_t n = readlinkat(w.dir.get(), name, cur.data(), cur.size());
+      if (n != static_cast<ssize_t>(op.target.size()) || cur.compare(0, n, op.target) != 0) {
+        BKP_TRY_VOID(remove_entry(w.dir.get(), w.name));
+        if (symlinkat(op.target.c_str(), w.dir.get(), name) != 0) return sys_error(errno);
+      }
+    }
+    if (fchownat(w.dir.get(), name, op.uid, op.gid, kNoFollow) != 0) return sys_error(errno, "chown");
+    timespec ts[2] = {to_timespec(op.atime_ns), to_timespec(op.mtime_ns)};
+    if (utimensat(w.dir.get(), name, ts, kNoFollow) != 0) return sys_error(errno, "set times");
+    return {};
+  }
+
+  Result<void> link(const wire::Op& op) {
+    if (op.path.empty()) return fail(EINVAL, "cannot replace the volume root");
+    Where to = BKP_TRY(locate(op.path));
+    UniqueFd src_dir_owned;
+    int src_dir = ids.get();
+    std::string src_name = hex_id(op.id);
+    struct stat src{};
+    if (op.id == 0 || fstatat(ids.get(), src_name.c_str(), &src, kNoFollow) != 0) {
+      BKP_TRY_VOID(validate_rel_path(op.target));
+      auto from = locate(op.target);
+      if (!from || op.target.empty() ||
+          fstatat(from->dir.get(), from->name.c_str(), &src, kNoFollow) != 0) {
+        log::debug("apply link {} -> {}: source is gone, skipped (replay)", op.path, op.target);
+        return {};
+      }
+      src_dir_owned = std::move(from->dir);
+      src_dir = src_dir_owned.get();
+      src_name = from->name;
+    }
+    for (int attempt = 0; attempt < 2; ++attempt) {
+      if (linkat(src_dir, src_name.c_str(), to.dir.get(), to.name.c_str(), 0) == 0) return {};
+      if (errno != EEXIST || attempt == 1) return sys_error(errno);
+      struct stat cur{};
+      if (fstatat(to.dir.get(), to.name.c_str(), &cur, kNoFollow) == 0 && cur.st_ino == src.st_ino) {
+        return {};  // replay: the name already is this file
+      }
+      BKP_TRY_VOID(remove_entry(to.dir.get(), to.name));
+    }
+    return {};
+  }
+
+  // kUnlink (dir == false) and kRmdir (dir == true). A missing entry is a replay.
+  Result<void> remove(const wire::Op& op, bool dir) {
+    if (op.path.empty()) return fail(EINVAL, "cannot remove the volume root");
+    auto w = locate(op.path);
+    if (!w) return w.error().code == ENOENT ? Result<void>{} : tl::unexpected(w.error());
+    struct stat st{};
+    if (fstatat(w->dir.get(), w->name.c_str(), &st, kNoFollow) != 0) {
+      return errno == ENOENT ? Result<void>{} : sys_error(errno);
+    }
+    if (static_cast<bool>(S_ISDIR(st.st_mode)) != dir) return sys_error(dir ? ENOTDIR : EISDIR);
+    if (unlinkat(w->dir.get(), w->name.c_str(), dir ? AT_REMOVEDIR : 0) != 0) {
+      // The stream says the directory is gone: whatever this side still holds in it is stale.
+      if (dir && (errno == ENOTEMPTY || errno == EEXIST)) return remove_entry(w->dir.get(), w->name);
+      return sys_error(errno);
+    }
+    return S_ISREG(st.st_mode) ? release_inode(st.st_ino) : Result<void>{};
+  }
+
+  Result<void> rename(const wire::Op& op) {
+    BKP_TRY_VOID(validate_rel_path(op.target));
+    if (op.path.empty() || op.target.empty()) return fail(EINVAL, "cannot rename the volume root");
+    auto from = locate(op.path);
+    struct stat src{};
+    if (!from || fstatat(from->dir.get(), from->name.c_str(), &src, kNoFollow) != 0) {
+      int e = from ? errno : from.error().code;
+      if (e != ENOENT) return from ? sys_error(e) : tl::unexpected(from.error());
+      log::debug("apply rename {} -> {}: source is gone, skipped (replay)", op.path, op.target);
+      return {};
+    }
+    Where to = BKP_TRY(locate(op.target));
+    struct stat dst{};
+    bool replaced = fstatat(to.dir.get(), to.name.c_str(), &dst, kNoFollow) == 0;
+    unsigned flags = op.flags & (RENAME_NOREPLACE | RENAME_EXCHANGE);
+    auto do_rename = [&](unsigned f) {
+      return renameat2(from->dir.get(), from->name.c_str(), to.dir.get(), to.name.c_str(), f);
+    };
+    if (do_rename(flags) != 0) {
+      int e = errno;
+      if (flags & RENAME_EXCHANGE) {
+        if (e == ENOENT) return {};  // the other side is gone: a replay
+        return sys_error(e);
+      }
+      // The stream says the target now is the source; whatever this side has there is stale.
+      if (e != EEXIST && e != ENOTEMPTY && e != EISDIR && e != ENOTDIR) return sys_error(e);
+      if (e != EEXIST || !S_ISREG(dst.st_mode)) BKP_TRY_VOID(remove_entry(to.dir.get(), to.name));
+      if (do_rename(0) != 0) return sys_error(errno);
+    }
+    if (replaced && !(flags & RENAME_EXCHANGE) && S_ISREG(dst.st_mode) && dst.st_ino != src.st_ino) {
+      return release_inode(dst.st_ino);
+    }
+    return {};
+  }
+
+  Result<void> truncate(const wire::Op& op) {
+    int fd = BKP_TRY(write_fd(op.id));
+    if (fd < 0) return {};  // removed later in the stream
+    if (ftruncate(fd, static_cast<off_t>(op.size)) != 0) return sys_error(errno);
+    return {};
+  }
+
+  Result<void> attr(const wire::Op& op) {
+    if (op.id != 0) {
+      UniqueFd fd(openat(ids.get(), hex_id(op.id).c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+      if (!fd) return errno == ENOENT ? Result<void>{} : sys_error(errno, "open");
+      return set_attrs_fd(fd.get(), op);
+    }
+    if (op.path.empty()) return set_attrs_fd(tree.get(), op);
+    auto w = locate(op.path);
+    if (!w) return w.error().code == ENOENT ? Result<void>{} : tl::unexpected(w.error());
+    auto r = set_attrs_at(w->dir.get(), w->name, op, true);
+    if (!r && r.error().code == ENOENT) return {};  // removed later in the stream
+    return r;
+  }
+
+  // Opens what an xattr op names. Files and directories get a real descriptor; symlinks and
+  // special files (a FIFO would block on open) an O_PATH one, used through /proc/self/fd.
+  Result<std::pair<UniqueFd, bool>> open_for_xattr(const wire::Op& op) {
+    if (op.id != 0) {
+      UniqueFd fd(openat(ids.get(), hex_id(op.id).c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+      if (!fd) return sys_error(errno, "open");
+      return std::pair{std::move(fd), false};
+    }
+    if (op.path.empty()) return std::pair{UniqueFd(dup(tree.get())), false};
+    Where w = BKP_TRY(locate(op.path));
+    struct stat st{};
+    if (fstatat(w.dir.get(), w.name.c_str(), &st, kNoFollow) != 0) return sys_error(errno);
+    bool via_proc = !S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode);
+    int flags = via_proc ? O_PATH | O_NOFOLLOW | O_CLOEXEC
+                         : O_RDONLY | O_NOFOLLOW | O_CLOEXEC | (S_ISDIR(st.st_mode) ? O_DIRECTORY : 0);
+    UniqueFd fd(openat(w.dir.get(), w.name.c_str(), flags));
+    if (!fd) return sys_error(errno, "open");
+    return std::pair{std::move(fd), via_proc};
+  }
+
+  Result<void> xattr(const wire::Op& op) {
+    auto target = open_for_xattr(op);
+    if (!target) return target.error().code == ENOENT ? Result<void>{} : tl::unexpected(target.error());
+    auto& [fd, via_proc] = *target;
+    std::string proc = fmt::format("/proc/self/fd/{}", fd.get());
+    int rc;
+    if (op.kind == OpKind::kSetXattr) {
+      rc = via_proc ? setxattr(proc.c_str(), op.name.c_str(), op.value.data(), op.value.size(), 0)
+                    : fsetxattr(fd.get(), op.name.c_str(), op.value.data(), op.value.size(), 0);
+    } else {
+      rc = via_proc ? removexattr(proc.c_str(), op.name.c_str())
+                    : fremovexattr(fd.get(), op.name.c_str());
+      if (rc != 0 && errno == ENODATA) rc = 0;  // replay
+    }
+    if (rc == 0) return {};
+    if (errno == EOPNOTSUPP) {  // this filesystem cannot hold it; stalling the stream won't help
+      log::warn("apply {} {} '{}': not supported here, skipped", wire::op_name(op.kind), op.path, op.name);
+      return {};
+    }
+    return sys_error(errno);
+  }
+
+  // Removes every entry under dir (at rel) that the baseline did not name.
+  Result<void> prune(int dir, const std::string& rel) {
+    struct stat before{};
+    if (fstat(dir, &before) != 0) return sys_error(errno, "stat '" + rel + "'");
+    bool removed = false;
+    for (const auto& name : BKP_TRY(list_dir(dir))) {
+      std::string child = join_rel(rel, name);
+      if (!named.contains(child)) {
+        BKP_TRY_VOID(remove_entry(dir, name).map_error([&](Error e) { return e.wrap(child); }));
+        removed = true;
+        continue;
+      }
+      UniqueFd sub(openat(dir, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+      if (sub) BKP_TRY_VOID(prune(sub.get(), child));
+    }
+    if (removed) {  // the baseline set this directory's times before we removed anything
+      timespec ts[2] = {before.st_atim, before.st_mtim};
+      if (futimens(dir, ts) != 0) return sys_error(errno, "set times of '" + rel + "'");
+    }
+    return {};
+  }
+
+  // Drops ids/ links whose file has no tree name (nlink 1) and rebuilds the inode map.
+  Result<void> prune_ids() {
+    id_by_ino.clear();
+    write_fds.clear();
+    for (const auto& name : BKP_TRY(list_dir(ids.get()))) {
+      auto id = parse_hex_id(name);
+      struct stat st{};
+      if (!id || fstatat(ids.get(), name.c_str(), &st, kNoFollow) != 0 || !S_ISREG(st.st_mode)) {
+        continue;
+      }
+      if (st.st_nlink > 1) {
+        id_by_ino[st.st_ino] = *id;
+      } else if (unlinkat(ids.get(), name.c_str(), 0) != 0 && errno != ENOENT) {
+        return sys_error(errno, "unlink ids/" + name);
+      }
+    }
+    return {};
+  }
+
+  Result<void> sync_end() {
+    if (!syncing) {
+      log::warn("apply sync-end without sync-begin: nothing pruned");
+      return {};
+    }
+    BKP_TRY_VOID(prune(tree.get(), ""));
+    BKP_TRY_VOID(prune_ids());
+    syncing = false;
+    named = {};
+    return {};
+  }
+
+  std::optional<uint64_t> id_of(ino_t ino) const {
+    auto it = id_by_ino.find(ino);
+    if (it == id_by_ino.end()) return std::nullopt;
+    return it->second;
+  }
+
+  Result<void> dispatch(const wire::Op& op) {
+    switch (op.kind) {
+      case OpKind::kMkdir: return mkdir(op);
+      case OpKind::kCreate: return create(op);
+      case OpKind::kMknod: return mknod(op);
+      case OpKind::kSymlink: return symlink(op);
+      case OpKind::kLink: return link(op);
+      case OpKind::kUnlink: return remove(op, false);
+      case OpKind::kRmdir: return remove(op, true);
+      case OpKind::kRename: return rename(op);
+      case OpKind::kTruncate: return truncate(op);
+      case OpKind::kAttr: return attr(op);
+      case OpKind::kSetXattr:
+      case OpKind::kRemoveXattr: return xattr(op);
+      case OpKind::kSyncBegin:
+        syncing = true;
+        named.clear();
+        return {};
+      case OpKind::kSyncEnd: return sync_end();
+    }
+    return fail(EINVAL, "unknown operation");
+  }
+};
+
+Result<std::unique_ptr<Applier>> Applier::open(const std::string& tree_dir,
+                                               const std::string& ids_dir) {
+  BKP_TRY_VOID(make_dirs(tree_dir));
+  BKP_TRY_VOID(make_dirs(ids_dir));
+  std::unique_ptr<Applier> a(new Applier());
+  a->impl_ = std::make_unique<Impl>();
+  Impl& impl = *a->impl_;
+  impl.tree.reset(::open(tree_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!impl.tree) return fail_errno("open " + tree_dir);
+  impl.ids.reset(::open(ids_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!impl.ids) return fail_errno("open " + ids_dir);
+  struct stat t{}, i{};
+  if (fstat(impl.tree.get(), &t) != 0 || fstat(impl.ids.get(), &i) != 0) {
+    return fail_errno("stat " + tree_dir);
+  }
+  if (t.st_dev != i.st_dev) {
+    return fail(EXDEV, fmt::format("{} and {} must be on one filesystem", tree_dir, ids_dir));
+  }
+  // Also drops id links a crash left without a tree name.
+  BKP_TRY_VOID(impl.prune_ids().map_error([&](Error e) { return e.wrap("index " + ids_dir); }));
+  return a;
+}
+
+Applier::~Applier() = default;
+
+Result<void> Applier::apply(const wire::Op& op) {
+  std::string what = op.kind == OpKind::kRename || op.kind == OpKind::kLink
+                         ? fmt::format("{} -> {}", op.path, op.target)
+                     : op.id != 0 && (op.kind == OpKind::kTruncate || op.kind == OpKind::kAttr ||
+                                      op.path.empty())
+                         ? fmt::format("id {}", hex_id(op.id))
+                         : op.path;
+  auto context = [&] { return fmt::format("apply {} {}", wire::op_name(op.kind), what); };
+  if (uses_path(op.kind)) {
+    auto valid = validate_rel_path(op.path);
+    if (!valid) return tl::unexpected(valid.error().wrap(context()));
+  }
+  if (impl_->syncing) {
+    if (op.kind == OpKind::kRename) {
+      impl_->note(op.target);
+    } else if (op.kind != OpKind::kUnlink && op.kind != OpKind::kRmdir && uses_path(op.kind) &&
+               !(op.kind == OpKind::kAttr && op.id != 0)) {
+      impl_->note(op.path);
+    }
+  }
+  auto r = impl_->dispatch(op);
+  if (!r) return tl::unexpected(r.error().wrap(context()));
+  return {};
+}
+
+Result<void> Applier::write(const wire::Write& w) {
+  auto context = [&] { return fmt::format("apply write {} at {}", hex_id(w.id), w.offset); };
+  int fd = BKP_TRY(impl_->write_fd(w.id).map_error([&](Error e) { return e.wrap(context()); }));
+  if (fd < 0) return {};  // removed later in the stream
+  size_t done = 0;
+  while (done < w.data.size()) {
+    ssize_t n = pwrite(fd, w.data.data() + done, w.data.size() - done,
+                       static_cast<off_t>(w.offset + done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return fail_errno(context());
+    }
+    done += static_cast<size_t>(n);
+  }
+  return {};
+}
+
+Result<void> Applier::commit() {
+  impl_->write_fds.clear();
+  if (syncfs(impl_->tree.get()) != 0) return fail_errno("commit: syncfs");
+  return {};
+}
+
+Result<UniqueFd> Applier::open_id(uint64_t id) {
+  std::string hex = hex_id(id);
+  UniqueFd fd(openat(impl_->ids.get(), hex.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+  if (!fd) return fail_errno("open ids/" + hex);
+  return fd;
+}
+
+std::optional<uint64_t> Applier::id_of_inode(ino_t ino) const { return impl_->id_of(ino); }
+
+int Applier::tree_fd() const { return impl_->tree.get(); }
+
+}  // namespace bkp::changes

@@ -1,0 +1,136 @@
+// Directory listing: opendir, readdir, readdirplus, releasedir, fsyncdir.
+//
+// A directory handle is a DIR stream on a descriptor opened by handle, plus the offset the
+// kernel last asked for and an entry read but not yet returned (it did not fit the kernel's
+// buffer). readdirplus answers every entry with a full lookup so that `ls -l` costs one round
+// trip per buffer instead of one per entry; each entry the kernel receives counts as a lookup,
+// so an entry that does not fit is forgotten again. This is libfuse passthrough_ll's scheme.
+#include <dirent.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <memory>
+#include <new>
+
+#include "fs/fs.h"
+
+namespace bkp::fs {
+namespace {
+
+struct DirHandle {
+  DIR* dp = nullptr;
+  off_t offset = 0;
+  struct dirent* entry = nullptr;
+
+  ~DirHandle() {
+    if (dp != nullptr) ::closedir(dp);
+  }
+};
+
+DirHandle& dir_handle(fuse_file_info* fi) { return *reinterpret_cast<DirHandle*>(fi->fh); }
+
+bool is_dot_or_dotdot(const char* name) {
+  return name[0] == '.' && (name[1] == '\0' || (name[1] == '.' && name[2] == '\0'));
+}
+
+}  // namespace
+
+void Fs::opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
+  auto fd = table_.reopen(table_.get(ino), O_RDONLY | O_DIRECTORY);
+  if (!fd) return (void)fuse_reply_err(req, fd.error().code == ESTALE ? ENOENT : fd.error().code);
+  auto d = std::unique_ptr<DirHandle>(new (std::nothrow) DirHandle);
+  if (!d) return (void)fuse_reply_err(req, ENOMEM);
+  d->dp = ::fdopendir(fd->get());
+  if (d->dp == nullptr) return (void)fuse_reply_err(req, errno);
+  fd->release();  // owned by the DIR stream now
+  fi->fh = reinterpret_cast<uint64_t>(d.release());
+  if (fuse_reply_open(req, fi) == -ENOENT) {
+    delete &dir_handle(fi);  // the request was interrupted: no releasedir will come
+  }
+}
+
+void Fs::readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi,
+                 bool plus) noexcept {
+  DirHandle& d = dir_handle(fi);
+  Inode& dir = table_.get(ino);
+  std::unique_ptr<char[]> buf(new (std::nothrow) char[size]);
+  if (!buf) return (void)fuse_reply_err(req, ENOMEM);
+  if (off != d.offset) {
+    ::seekdir(d.dp, off);
+    d.entry = nullptr;
+    d.offset = off;
+  }
+  char* p = buf.get();
+  size_t rem = size;
+  int err = 0;
+  std::optional<PathFd> dir_fd;
+  while (true) {
+    if (d.entry == nullptr) {
+      errno = 0;
+      d.entry = ::readdir(d.dp);
+      if (d.entry == nullptr) {
+        err = errno;  // 0 at the end of the stream
+        break;
+      }
+    }
+    const off_t next = d.entry->d_off;
+    const char* name = d.entry->d_name;
+    size_t entsize;
+    if (plus) {
+      fuse_entry_param e{};
+      bool looked_up = false;
+      if (!is_dot_or_dotdot(name)) {
+        if (!dir_fd) {
+          auto r = table_.path_fd(dir);
+          if (!r) {
+            err = r.error().code;
+            break;
+          }
+          dir_fd.emplace(std::move(*r));
+        }
+        looked_up = lookup_entry(dir, dir_fd->get(), name, &e) == 0;
+      }
+      if (!looked_up) {  // ".", "..", or vanished: a name without an inode for the kernel
+        e = fuse_entry_param{};
+        e.attr.st_ino = d.entry->d_ino;
+        e.attr.st_mode = static_cast<mode_t>(d.entry->d_type) << 12;
+      }
+      entsize = fuse_add_direntry_plus(req, p, rem, name, &e, next);
+      if (entsize > rem) {
+        if (looked_up) table_.forget(e.ino, 1);
+        break;
+      }
+    } else {
+      struct stat st {};
+      st.st_ino = d.entry->d_ino;
+      st.st_mode = static_cast<mode_t>(d.entry->d_type) << 12;
+      entsize = fuse_add_direntry(req, p, rem, name, &st, next);
+      if (entsize > rem) break;
+    }
+    p += entsize;
+    rem -= entsize;
+    d.entry = nullptr;
+    d.offset = next;
+  }
+  // An error can only be reported if nothing was added: the lookups counted for entries
+  // already in the buffer must reach the kernel.
+  if (err != 0 && rem == size) {
+    fuse_reply_err(req, err);
+  } else {
+    fuse_reply_buf(req, buf.get(), size - rem);
+  }
+}
+
+void Fs::releasedir(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) noexcept {
+  delete &dir_handle(fi);
+  fuse_reply_err(req, 0);
+}
+
+void Fs::fsyncdir(fuse_req_t req, fuse_ino_t, int datasync, fuse_file_info* fi) noexcept {
+  int fd = ::dirfd(dir_handle(fi).dp);
+  int res = datasync ? ::fdatasync(fd) : ::fsync(fd);
+  fuse_reply_err(req, res < 0 ? errno : 0);
+}
+
+}  // namespace bkp::fs

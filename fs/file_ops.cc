@@ -1,0 +1,194 @@
+// Regular files: create, open, read, write, and the calls that change content in place.
+//
+// Every open file holds one real descriptor of the backing file (fi->fh), opened by handle.
+// Reads are answered with an fd-backed buffer, so libfuse splices file pages into /dev/fuse
+// without a copy through user space; writes splice the request's pipe into the file. Each
+// successful write then marks [offset, offset + written) dirty in the change log; the bytes
+// themselves are read again when shipped.
+//
+// O_APPEND and O_DIRECT are not passed to the backing descriptor: without the writeback cache
+// the kernel already resolves append positions to its (exact) idea of the file size, and the
+// offset it sends is then the offset we record; O_DIRECT would make spliced, unaligned writes
+// fail. fi->noflush spares a round trip on every close: flush has nothing to do here.
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <mutex>
+#include <shared_mutex>
+
+#include "common/log.h"
+#include "common/path.h"
+#include "fs/file_handle.h"
+#include "fs/fs.h"
+
+namespace bkp::fs {
+namespace {
+
+constexpr int kDroppedOpenFlags = O_CREAT | O_EXCL | O_NOCTTY | O_APPEND | O_DIRECT;
+
+void set_open_flags(fuse_file_info* fi) {
+  fi->keep_cache = 1;  // every change to the file goes through this kernel inode
+  fi->noflush = 1;
+}
+
+}  // namespace
+
+int Fs::open_file(Inode& inode, fuse_file_info* fi) {
+  auto fd = table_.reopen(inode, fi->flags & ~kDroppedOpenFlags);
+  if (!fd) return fd.error().code == ESTALE ? ENOENT : fd.error().code;
+  if ((fi->flags & O_TRUNC) && (fi->flags & O_ACCMODE) != O_RDONLY && inode.is_reg()) {
+    record_truncate(inode, 0);
+  }
+  fi->fh = static_cast<uint64_t>(fd->release());
+  set_open_flags(fi);
+  return 0;
+}
+
+void Fs::open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
+  int err = open_file(table_.get(ino), fi);
+  if (err != 0) return (void)fuse_reply_err(req, err);
+  fuse_reply_open(req, fi);
+}
+
+void Fs::create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
+                fuse_file_info* fi) noexcept {
+  Inode& dir = table_.get(parent);
+  const fuse_ctx& ctx = *fuse_req_ctx(req);
+  fuse_entry_param e{};
+  int err = 0;
+  {
+    std::shared_lock ns(log_.namespace_lock());
+    auto dfd = table_.path_fd(dir);
+    if (!dfd) {
+      err = dfd.error().code;
+    } else {
+      const int d = dfd->get();
+      const int flags = (fi->flags & ~kDroppedOpenFlags) | O_CREAT | O_EXCL | O_CLOEXEC;
+      UniqueFd fd(::openat(d, name, flags, mode & 07777));
+      struct stat dst, st;
+      if (!fd && errno == EEXIST && !(fi->flags & O_EXCL)) {
+        // The name exists although the kernel believed otherwise (the directory was changed
+        // behind the mount): behave like open(2) on the existing file.
+        err = lookup_entry(dir, d, name, &e);
+        if (err == 0 && (err = open_file(table_.get(e.ino), fi)) != 0) table_.forget(e.ino, 1);
+      } else if (!fd) {
+        err = errno;
+      } else if ((err = ::fstatat(d, "", &dst, AT_EMPTY_PATH) < 0 ? errno : 0) == 0 &&
+                 (err = ::fstat(fd.get(), &st) < 0 ? errno : 0) == 0) {
+        err = give_to_caller(fd.get(), "", AT_EMPTY_PATH, ctx, dst, st);
+        auto handle = handle_at(fd.get(), "", AT_EMPTY_PATH);
+        if (handle) {
+          InodeTable::Lock lock(table_);
+          if (auto dir_path = table_.path_locked(dir)) {
+            record(wire::Op{.kind = wire::OpKind::kCreate,
+                            .path = join_rel(*dir_path, name),
+                            .id = file_id_of(*handle),
+                            .mode = st.st_mode & 07777,
+                            .uid = st.st_uid,
+                            .gid = st.st_gid});
+            record_attr_locked(*dir_path, dst);
+            // kCreate carries no times; this ships them even if nothing is ever written.
+            log_.attrs(changes::FileRef{file_id_of(*handle), *handle});
+          }
+        } else if (err == 0) {
+          err = handle.error().code;
+        }
+        if (err == 0) {
+          Inode& inode = table_.remember(std::move(*handle), st, dir, name);
+          fill_entry(inode, st, &e);
+          fi->fh = static_cast<uint64_t>(fd.release());
+          set_open_flags(fi);
+        }
+      }
+    }
+  }
+  if (err != 0) return (void)fuse_reply_err(req, err);
+  fuse_reply_create(req, &e, fi);
+}
+
+void Fs::read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi) noexcept {
+  fuse_bufvec buf = FUSE_BUFVEC_INIT(size);
+  buf.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
+  buf.buf[0].fd = static_cast<int>(fi->fh);
+  buf.buf[0].pos = off;
+  fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
+}
+
+void Fs::write_buf(fuse_req_t req, fuse_ino_t ino, fuse_bufvec* in_buf, off_t off,
+                   fuse_file_info* fi) noexcept {
+  fuse_bufvec out = FUSE_BUFVEC_INIT(fuse_buf_size(in_buf));
+  out.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
+  out.buf[0].fd = static_cast<int>(fi->fh);
+  out.buf[0].pos = off;
+  ssize_t n = fuse_buf_copy(&out, in_buf, FUSE_BUF_SPLICE_MOVE);
+  if (n < 0) return (void)fuse_reply_err(req, static_cast<int>(-n));
+  if (n > 0) record_write(table_.get(ino), off, static_cast<uint64_t>(n));
+  fuse_reply_write(req, static_cast<size_t>(n));
+}
+
+void Fs::record_write(const Inode& inode, uint64_t offset, uint64_t length) {
+  if (log::enabled(log::Level::kDebug)) {
+    log::debug("record write id={:016x} [{}, +{})", inode.ref.id, offset, length);
+  }
+  log_.write(inode.ref, offset, length);
+}
+
+void Fs::copy_file_range(fuse_req_t req, fuse_ino_t, off_t off_in, fuse_file_info* fi_in,
+                         fuse_ino_t ino_out, off_t off_out, fuse_file_info* fi_out, size_t len,
+                         int flags) noexcept {
+  const off_t start = off_out;
+  ssize_t n = ::copy_file_range(static_cast<int>(fi_in->fh), &off_in,
+                                static_cast<int>(fi_out->fh), &off_out, len,
+                                static_cast<unsigned>(flags));
+  if (n < 0) return (void)fuse_reply_err(req, errno);
+  if (n > 0) record_write(table_.get(ino_out), start, static_cast<uint64_t>(n));
+  fuse_reply_write(req, static_cast<size_t>(n));
+}
+
+void Fs::flush(fuse_req_t req, fuse_ino_t, fuse_file_info*) noexcept { fuse_reply_err(req, 0); }
+
+void Fs::release(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) noexcept {
+  ::close(static_cast<int>(fi->fh));
+  fuse_reply_err(req, 0);
+}
+
+void Fs::fsync(fuse_req_t req, fuse_ino_t, int datasync, fuse_file_info* fi) noexcept {
+  int fd = static_cast<int>(fi->fh);
+  int res = datasync ? ::fdatasync(fd) : ::fsync(fd);
+  fuse_reply_err(req, res < 0 ? errno : 0);
+}
+
+void Fs::fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
+                   fuse_file_info* fi) noexcept {
+  const int fd = static_cast<int>(fi->fh);
+  struct stat before, after;
+  if (::fstat(fd, &before) < 0) return (void)fuse_reply_err(req, errno);
+  if (::fallocate(fd, mode, offset, length) < 0) return (void)fuse_reply_err(req, errno);
+  if (::fstat(fd, &after) < 0) return (void)fuse_reply_err(req, errno);
+  const Inode& inode = table_.get(ino);
+  const uint64_t start = static_cast<uint64_t>(offset);
+  const uint64_t size = static_cast<uint64_t>(after.st_size);
+  const uint64_t end = std::min(start + static_cast<uint64_t>(length), size);
+  if (mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)) {
+    if (end > start) record_write(inode, start, end - start);  // now zeros
+  } else if (mode & (FALLOC_FL_COLLAPSE_RANGE | FALLOC_FL_INSERT_RANGE)) {
+    if (after.st_size < before.st_size) record_truncate(inode, size);
+    if (size > start) record_write(inode, start, size - start);  // everything after moved
+  } else if (after.st_size > before.st_size) {
+    // Plain allocation beyond the end: the new range reads as zeros, which a truncate that
+    // extends the file reproduces without shipping a byte.
+    record_truncate(inode, size);
+  }
+  fuse_reply_err(req, 0);
+}
+
+void Fs::lseek(fuse_req_t req, fuse_ino_t, off_t off, int whence, fuse_file_info* fi) noexcept {
+  off_t res = ::lseek(static_cast<int>(fi->fh), off, whence);
+  if (res < 0) return (void)fuse_reply_err(req, errno);
+  fuse_reply_lseek(req, res);
+}
+
+}  // namespace bkp::fs

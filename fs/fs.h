@@ -1,0 +1,125 @@
+// Fs: the FUSE low-level operations of backupfs — a passthrough to the real directory that
+// records every change into the volume's ChangeLog before replying.
+//
+// Contract of every callback: noexcept, replies exactly once, never holds a lock across a
+// fuse_reply_* call. Namespace operations hold the log's namespace lock shared from the real
+// syscall until the change is recorded (so a baseline scan sees the tree at one point of the
+// log), and compute paths and record under the inode table's lock (so a recorded path is the
+// path at that point of the log, whatever renames run concurrently). Nothing here does network
+// I/O; the node session ships what is recorded.
+#pragma once
+
+#include <fuse_lowlevel.h>
+#include <sys/stat.h>
+
+#include <atomic>
+#include <optional>
+#include <string>
+
+#include "common/changes/change_log.h"
+#include "common/result.h"
+#include "common/wire/messages.h"
+#include "fs/inode_table.h"
+
+namespace bkp::fs {
+
+// Entries and attributes may be cached by the kernel this long: every change goes through us,
+// and the kernel invalidates what it changes itself.
+constexpr double kCacheTimeout = 86400.0;
+
+class Fs {
+ public:
+  Fs(InodeTable& table, changes::ChangeLog& log) : table_(table), log_(log) {}
+
+  // The operation table; userdata passed to fuse_session_new must be this Fs.
+  static const fuse_lowlevel_ops& ops();
+
+  void init(fuse_conn_info* conn) noexcept;
+  // entry_ops.cc
+  void lookup(fuse_req_t req, fuse_ino_t parent, const char* name) noexcept;
+  void forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) noexcept;
+  void forget_multi(fuse_req_t req, size_t count, fuse_forget_data* forgets) noexcept;
+  void getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept;
+  void setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set,
+               fuse_file_info* fi) noexcept;
+  void readlink(fuse_req_t req, fuse_ino_t ino) noexcept;
+  void statfs(fuse_req_t req, fuse_ino_t ino) noexcept;
+  // namespace_ops.cc
+  void mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) noexcept;
+  void mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev) noexcept;
+  void symlink(fuse_req_t req, const char* link, fuse_ino_t parent, const char* name) noexcept;
+  void link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* newname) noexcept;
+  void unlink(fuse_req_t req, fuse_ino_t parent, const char* name) noexcept;
+  void rmdir(fuse_req_t req, fuse_ino_t parent, const char* name) noexcept;
+  void rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t newparent,
+              const char* newname, unsigned int flags) noexcept;
+  // file_ops.cc
+  void create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
+              fuse_file_info* fi) noexcept;
+  void open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept;
+  void read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) noexcept;
+  void write_buf(fuse_req_t req, fuse_ino_t ino, fuse_bufvec* in_buf, off_t off,
+                 fuse_file_info* fi) noexcept;
+  void copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, fuse_file_info* fi_in,
+                       fuse_ino_t ino_out, off_t off_out, fuse_file_info* fi_out, size_t len,
+                       int flags) noexcept;
+  void flush(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept;
+  void release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept;
+  void fsync(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* fi) noexcept;
+  void fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
+                 fuse_file_info* fi) noexcept;
+  void lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, fuse_file_info* fi) noexcept;
+  // dir_ops.cc
+  void opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept;
+  void readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi,
+               bool plus) noexcept;
+  void releasedir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept;
+  void fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* fi) noexcept;
+  // xattr_ops.cc
+  void setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size,
+                int flags) noexcept;
+  void getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) noexcept;
+  void listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) noexcept;
+  void removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) noexcept;
+
+ private:
+  // A node just created (as root) in a directory with attributes dir_st: give it to the
+  // caller. fd/name/at_flags name the node as for fchownat. Updates st.
+  int give_to_caller(int fd, const char* name, int at_flags, const fuse_ctx& ctx,
+                     const struct stat& dir_st, struct stat& st);
+  // mkdir, mknod and symlink: create, give to the caller, record, fill the entry.
+  int make_node(fuse_req_t req, Inode& dir, const char* name, mode_t mode, dev_t rdev,
+                const char* link, fuse_entry_param* e);
+  // Opens inode for fi->flags and stores the descriptor in fi->fh.
+  int open_file(Inode& inode, fuse_file_info* fi);
+  // Looks up name in dir (fstatat + name_to_handle_at) and fills the entry; counts a lookup.
+  int lookup_entry(Inode& dir, int dir_fd, const char* name, fuse_entry_param* e);
+  // Fills e for an inode we already hold in the table (one lookup counted).
+  void fill_entry(Inode& inode, const struct stat& st, fuse_entry_param* e);
+
+  // Recording; the *_locked ones need an InodeTable::Lock.
+  void record(wire::Op op);
+  void record_write(const Inode& inode, uint64_t offset, uint64_t length);
+  void record_truncate(const Inode& inode, uint64_t size);
+  void record_attrs(const Inode& inode);
+  void record_attr_locked(const std::string& path, const struct stat& st);
+  // kAttr of inode by path (directory, symlink, special file); namespace lock held shared.
+  void record_path_attr(Inode& inode, const struct stat& st);
+
+  InodeTable& table_;
+  changes::ChangeLog& log_;
+  // Set once someone sets security.capability through us: from then on getxattr of it is asked
+  // of the real file instead of answered ENODATA without a syscall.
+  std::atomic<bool> capability_seen_{false};
+};
+
+// Volume-relative op with the stat fields filled: mode (permission bits), owner, times.
+wire::Op attr_op(std::string path, uint64_t id, const struct stat& st);
+int64_t to_ns(const struct timespec& ts);
+// "/proc/self/fd/N": the way to reach the object of an O_PATH descriptor with calls that take
+// no descriptor (chmod, *xattr).
+std::string proc_path(int fd);
+// One-line description of an op for debug logs.
+std::string describe(const wire::Op& op);
+
+}  // namespace bkp::fs

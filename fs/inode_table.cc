@@ -1,0 +1,234 @@
+// The inode table: handle-keyed inodes, their known names, and the bounded descriptor cache.
+//
+// Why handles rather than (st_dev, st_ino) as the key: an inode number is reused as soon as a
+// file is deleted, while the kernel may still hold the old inode; a handle carries the
+// generation, so a reused number is simply another key.
+//
+// Names: every lookup or creation adds (dir, name) to the inode's known names, and an index maps
+// (dir, name) back to the inode, so unlink and rename drop or move exactly the name they
+// invalidate. A path is built from the first known name of each inode up to the root; any known
+// name of a hard-linked file is as good as another.
+#include "fs/inode_table.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstdlib>
+
+#include "common/log.h"
+#include "fs/file_handle.h"
+
+namespace bkp::fs {
+
+Result<std::unique_ptr<InodeTable>> InodeTable::create(UniqueFd root, size_t fd_budget) {
+  struct stat st;
+  if (::fstatat(root.get(), "", &st, AT_EMPTY_PATH) < 0) return fail_errno("stat root");
+  auto handle = BKP_TRY(handle_at(root.get(), "", AT_EMPTY_PATH));
+  std::unique_ptr<InodeTable> table(new InodeTable(std::move(root)));
+  table->fd_budget_ = fd_budget;
+  auto inode = std::make_unique<Inode>();
+  inode->ref = {file_id_of(handle), handle};
+  inode->dev = st.st_dev;
+  inode->ino = st.st_ino;
+  inode->type = st.st_mode & S_IFMT;
+  inode->nlookup = 1;  // never forgotten
+  inode->fd.store(table->root_fd_.get());
+  table->root_ = inode.get();
+  table->by_handle_.emplace(std::move(handle), std::move(inode));
+  return table;
+}
+
+InodeTable::~InodeTable() {
+  root_->fd.store(-1);  // owned by root_fd_
+  for (auto& [handle, inode] : by_handle_) {
+    int fd = inode->fd.load();
+    if (fd >= 0) ::close(fd);
+  }
+}
+
+Inode& InodeTable::get(fuse_ino_t ino) {
+  if (ino == FUSE_ROOT_ID) return *root_;
+  if (ino == 0) {
+    log::error("internal error: inode 0 from the kernel");
+    std::abort();
+  }
+  return *reinterpret_cast<Inode*>(ino);
+}
+
+fuse_ino_t InodeTable::ino_of(const Inode& inode) const {
+  return &inode == root_ ? FUSE_ROOT_ID : reinterpret_cast<fuse_ino_t>(&inode);
+}
+
+size_t InodeTable::size() {
+  Lock lock(*this);
+  return by_handle_.size();
+}
+
+InodeTable::Lock::Lock(InodeTable& table) : table_(table) { table_.mu_.lock(); }
+
+InodeTable::Lock::~Lock() {
+  std::vector<std::unique_ptr<Inode>> dead;
+  dead.swap(table_.dead_);
+  table_.mu_.unlock();
+  if (!dead.empty()) table_.close_dead(dead);
+}
+
+void InodeTable::close_dead(std::vector<std::unique_ptr<Inode>>& dead) {
+  for (auto& inode : dead) {
+    int fd = inode->fd.exchange(-1);
+    if (fd >= 0) {
+      ::close(fd);
+      cached_.fetch_sub(1);
+    }
+  }
+}
+
+Inode& InodeTable::remember(std::string handle, const struct stat& st, Inode& parent,
+                            std::string_view name) {
+  Lock lock(*this);
+  auto it = by_handle_.find(handle);
+  Inode* inode;
+  if (it != by_handle_.end()) {
+    inode = it->second.get();
+  } else {
+    auto fresh = std::make_unique<Inode>();
+    fresh->ref = {file_id_of(handle), handle};
+    fresh->dev = st.st_dev;
+    fresh->ino = st.st_ino;
+    fresh->type = st.st_mode & S_IFMT;
+    inode = fresh.get();
+    by_handle_.emplace(std::move(handle), std::move(fresh));
+  }
+  inode->nlookup++;
+  if (inode != root_) add_name_locked(*inode, parent, name);
+  return *inode;
+}
+
+void InodeTable::forget(fuse_ino_t ino, uint64_t n) {
+  Inode& inode = get(ino);
+  Lock lock(*this);
+  if (&inode == root_) return;
+  if (inode.nlookup < n) {
+    log::error("internal error: forget {} of inode with {} lookups", n, inode.nlookup);
+    std::abort();
+  }
+  inode.nlookup -= n;
+  maybe_destroy_locked(&inode);
+}
+
+// Destroys inode if nothing references it, then the directories it was known in, which may
+// have been kept only for it.
+void InodeTable::maybe_destroy_locked(Inode* inode) {
+  std::vector<Inode*> todo{inode};
+  while (!todo.empty()) {
+    Inode* n = todo.back();
+    todo.pop_back();
+    if (n == nullptr || n == root_ || n->nlookup != 0 || n->children != 0) continue;
+    for (const Inode::Name& name : n->names) {
+      names_.erase(EntryKey{name.dir, name.name});
+      name.dir->children--;
+      todo.push_back(name.dir);
+    }
+    n->names.clear();
+    auto it = by_handle_.find(n->ref.handle);
+    if (it == by_handle_.end() || it->second.get() != n) continue;  // already dead
+    dead_.push_back(std::move(it->second));
+    by_handle_.erase(it);
+  }
+}
+
+void InodeTable::add_name_locked(Inode& inode, Inode& dir, std::string_view name) {
+  EntryKey key{&dir, std::string(name)};
+  auto it = names_.find(key);
+  if (it != names_.end() && it->second == &inode) return;
+  dir.children++;  // first: keeps dir alive through the drops below
+  if (it != names_.end()) drop_name_locked(dir, name);  // the entry no longer names that inode
+  if (inode.is_dir()) {
+    // A directory has one name; a stale one can only come from a change behind the mount.
+    while (!inode.names.empty()) drop_name_locked(*inode.names.back().dir, inode.names.back().name);
+  }
+  inode.names.push_back({&dir, key.name});
+  names_.emplace(std::move(key), &inode);
+}
+
+Inode* InodeTable::drop_name_locked(Inode& dir, std::string_view name) {
+  auto it = names_.find(EntryKey{&dir, std::string(name)});
+  if (it == names_.end()) return nullptr;
+  Inode* inode = it->second;
+  names_.erase(it);
+  auto& v = inode->names;
+  for (size_t i = 0; i < v.size(); ++i) {
+    if (v[i].dir == &dir && v[i].name == name) {
+      v[i] = std::move(v.back());
+      v.pop_back();
+      break;
+    }
+  }
+  dir.children--;
+  maybe_destroy_locked(&dir);
+  maybe_destroy_locked(inode);
+  return inode;
+}
+
+std::optional<std::string> InodeTable::path_locked(const Inode& inode) const {
+  std::vector<const std::string*> parts;
+  for (const Inode* n = &inode; n != root_;) {
+    if (n->names.empty() || parts.size() > 4096) return std::nullopt;
+    parts.push_back(&n->names.front().name);
+    n = n->names.front().dir;
+  }
+  std::string path;
+  for (auto it = parts.rbegin(); it != parts.rend(); ++it) {
+    if (!path.empty()) path += '/';
+    path += **it;
+  }
+  return path;
+}
+
+Inode* InodeTable::child_locked(const Inode& dir, std::string_view name) const {
+  auto it = names_.find(EntryKey{&dir, std::string(name)});
+  return it == names_.end() ? nullptr : it->second;
+}
+
+void InodeTable::remove_name_locked(Inode& dir, std::string_view name) {
+  drop_name_locked(dir, name);
+}
+
+void InodeTable::rename_locked(Inode& from_dir, std::string_view from, Inode& to_dir,
+                               std::string_view to, bool exchange) {
+  Inode* moved = child_locked(from_dir, from);
+  Inode* other = child_locked(to_dir, to);
+  if (moved == other) return;  // two names of one file: rename(2) does nothing
+  // Keep both alive while their names change.
+  if (moved) moved->nlookup++;
+  if (other) other->nlookup++;
+  drop_name_locked(from_dir, from);
+  drop_name_locked(to_dir, to);
+  if (moved) add_name_locked(*moved, to_dir, to);
+  if (other && exchange) add_name_locked(*other, from_dir, from);
+  for (Inode* n : {moved, other}) {
+    if (n == nullptr) continue;
+    n->nlookup--;
+    maybe_destroy_locked(n);
+  }
+}
+
+Result<PathFd> InodeTable::path_fd(Inode& inode) {
+  int fd = inode.fd.load(std::memory_order_acquire);
+  if (fd >= 0) return PathFd::borrowed(fd);
+  UniqueFd fresh = BKP_TRY(reopen(inode, O_PATH));
+  if (cached_.fetch_add(1) < fd_budget_) {
+    int expected = -1;
+    if (inode.fd.compare_exchange_strong(expected, fresh.get(), std::memory_order_acq_rel)) {
+      return PathFd::borrowed(fresh.release());
+    }
+  }
+  cached_.fetch_sub(1);
+  return PathFd::owned(std::move(fresh));
+}
+
+Result<UniqueFd> InodeTable::reopen(const Inode& inode, int flags) {
+  return open_by_handle(root_fd_.get(), inode.ref.handle, flags);
+}
+
+}  // namespace bkp::fs

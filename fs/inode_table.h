@@ -1,0 +1,164 @@
+// InodeTable: the inodes the kernel knows, keyed by file handle, and the names that give the
+// change log its volume-relative paths.
+//
+// The fuse_ino_t of an inode is its address (FUSE_ROOT_ID for the root), as in libfuse's
+// passthrough_hp. An Inode lives while the kernel holds lookups on it (nlookup) or while one of
+// its known names is in it (children), so a path can always be computed for every inode that
+// still has a known name.
+//
+// Known names: every name we hand the kernel (lookup, creation, link, readdirplus, rename) is
+// kept until an unlink, rmdir or rename through us removes it. The kernel can only reach an
+// inode through a dentry we gave it, so an inode it asks about always has a known name, and a
+// known name always exists in the real tree.
+//
+// Descriptors: an inode may cache one O_PATH descriptor, handed out on first use, within a global
+// budget; beyond it each operation reopens by handle. Cached descriptors are closed only when
+// the Inode dies, which the kernel guarantees is after its last operation on it.
+//
+// Locking: mu_ guards nlookup, children, names and the maps. Lock order: the change log's
+// namespace lock, then this table's Lock, then ChangeLog's internal mutex. No syscall runs under
+// mu_: dead inodes' descriptors are closed after it is released.
+#pragma once
+
+#include <fuse_lowlevel.h>
+#include <sys/stat.h>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "common/changes/change_log.h"
+#include "common/result.h"
+#include "common/unique_fd.h"
+
+namespace bkp::fs {
+
+struct Inode {
+  // Immutable after creation.
+  changes::FileRef ref;  // id = FileId of the handle, handle = raw handle bytes
+  dev_t dev = 0;
+  ino_t ino = 0;
+  mode_t type = 0;  // S_IFMT bits
+
+  std::atomic<int> fd{-1};  // cached O_PATH descriptor; set at most once, closed on death
+
+  // Guarded by InodeTable::mu_.
+  uint64_t nlookup = 0;   // lookups the kernel holds
+  uint64_t children = 0;  // known names inside this directory (each keeps it alive)
+  struct Name {
+    Inode* dir;
+    std::string name;
+  };
+  std::vector<Name> names;  // known names; a directory has at most one
+
+  bool is_dir() const { return S_ISDIR(type); }
+  bool is_reg() const { return S_ISREG(type); }
+};
+
+// A descriptor for the duration of one operation: borrowed from the cache or owned.
+class PathFd {
+ public:
+  static PathFd borrowed(int fd) { return PathFd(fd, UniqueFd()); }
+  static PathFd owned(UniqueFd fd) {
+    int raw = fd.get();
+    return PathFd(raw, std::move(fd));
+  }
+  int get() const { return fd_; }
+
+ private:
+  PathFd(int fd, UniqueFd owned) : fd_(fd), owned_(std::move(owned)) {}
+  int fd_;
+  UniqueFd owned_;
+};
+
+class InodeTable {
+ public:
+  // root: a readable (not O_PATH) descriptor of the tree's root directory; it is also the mount
+  // fd for open_by_handle_at. fd_budget bounds the cached O_PATH descriptors.
+  static Result<std::unique_ptr<InodeTable>> create(UniqueFd root, size_t fd_budget);
+  ~InodeTable();
+  InodeTable(const InodeTable&) = delete;
+  InodeTable& operator=(const InodeTable&) = delete;
+
+  Inode& root() { return *root_; }
+  int mount_fd() const { return root_fd_.get(); }
+  dev_t root_dev() const { return root_->dev; }
+
+  // The inode behind a fuse_ino_t the kernel got from us. Aborts on 0.
+  Inode& get(fuse_ino_t ino);
+  fuse_ino_t ino_of(const Inode& inode) const;
+
+  // Finds or creates the inode with this handle, counts one kernel lookup and adds
+  // (parent, name) to its known names.
+  Inode& remember(std::string handle, const struct stat& st, Inode& parent, std::string_view name);
+  // The kernel drops n lookups.
+  void forget(fuse_ino_t ino, uint64_t n);
+
+  // A descriptor of the inode for *at() calls: the cached O_PATH one, or a fresh one.
+  Result<PathFd> path_fd(Inode& inode);
+  // A new descriptor opened with flags (O_CLOEXEC is added). ESTALE if the file is gone.
+  Result<UniqueFd> reopen(const Inode& inode, int flags);
+
+  size_t cached_fds() const { return cached_.load(); }
+  size_t size();
+
+  // Holds the table mutex; on release, closes what died meanwhile.
+  class Lock {
+   public:
+    explicit Lock(InodeTable& table);
+    ~Lock();
+    Lock(const Lock&) = delete;
+    Lock& operator=(const Lock&) = delete;
+
+   private:
+    InodeTable& table_;
+  };
+
+  // The following require a Lock.
+  // Volume-relative path of the inode ("" for the root); nullopt if no name is known.
+  std::optional<std::string> path_locked(const Inode& inode) const;
+  // The inode known under (dir, name), or nullptr.
+  Inode* child_locked(const Inode& dir, std::string_view name) const;
+  // The entry (dir, name) is gone (unlink, rmdir).
+  void remove_name_locked(Inode& dir, std::string_view name);
+  // A successful renameat2; exchange: both entries swapped names.
+  void rename_locked(Inode& from_dir, std::string_view from, Inode& to_dir, std::string_view to,
+                     bool exchange);
+
+ private:
+  struct EntryKey {
+    const Inode* dir;
+    std::string name;
+    bool operator==(const EntryKey&) const = default;
+  };
+  struct EntryHash {
+    size_t operator()(const EntryKey& k) const {
+      return std::hash<std::string>()(k.name) ^ (reinterpret_cast<uintptr_t>(k.dir) * 0x9e3779b97f4a7c15ull);
+    }
+  };
+
+  explicit InodeTable(UniqueFd root) : root_fd_(std::move(root)) {}
+  void add_name_locked(Inode& inode, Inode& dir, std::string_view name);
+  // Drops (dir, name) from the inode it names, if any. Returns that inode (possibly now dead).
+  Inode* drop_name_locked(Inode& dir, std::string_view name);
+  void maybe_destroy_locked(Inode* inode);
+  void close_dead(std::vector<std::unique_ptr<Inode>>& dead);
+
+  UniqueFd root_fd_;
+  size_t fd_budget_ = 0;
+  std::atomic<size_t> cached_{0};
+
+  std::mutex mu_;
+  Inode* root_ = nullptr;                                               // owned by by_handle_
+  std::unordered_map<std::string, std::unique_ptr<Inode>> by_handle_;   // GUARDED_BY(mu_)
+  std::unordered_map<EntryKey, Inode*, EntryHash> names_;               // GUARDED_BY(mu_)
+  std::vector<std::unique_ptr<Inode>> dead_;  // GUARDED_BY(mu_); closed by ~Lock
+};
+
+}  // namespace bkp::fs

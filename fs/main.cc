@@ -1,0 +1,79 @@
+// backupfs DIR --server ADDR:PORT [--host NAME] [-f] [-v|-q]
+//
+// Parses the command line and hands over to run(); bad flags exit 2 with a message.
+// Everything else, including errors found later, is run()'s.
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <string_view>
+
+#include "common/net/socket.h"
+#include "common/path.h"
+#include "fs/run.h"
+
+namespace {
+
+constexpr const char* kUsage =
+    "usage: backupfs DIR --server ADDR:PORT [--host NAME] [-f] [-v|-q]\n"
+    "  Mounts itself over DIR, records every change and streams it to backupd.\n"
+    "  --server ADDR:PORT  backupd to ship to\n"
+    "  --host NAME         host name of the volume (default: this machine's name)\n"
+    "  -f                  stay in the foreground\n"
+    "  -v / -q             debug / warnings-only logging\n";
+
+int bad(const std::string& message) {
+  std::fprintf(stderr, "backupfs: %s\n%s", message.c_str(), kUsage);
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  bkp::fs::Options options;
+  std::string server;
+  for (int i = 1; i < argc; ++i) {
+    std::string_view arg = argv[i];
+    auto value = [&](std::string_view flag, std::string* out) {
+      if (arg == flag) {
+        if (i + 1 >= argc) return false;
+        *out = argv[++i];
+        return true;
+      }
+      *out = std::string(arg.substr(flag.size() + 1));
+      return true;
+    };
+    auto is_flag = [&](std::string_view flag) {
+      return arg == flag || (arg.size() > flag.size() && arg.substr(0, flag.size()) == flag &&
+                             arg[flag.size()] == '=');
+    };
+    if (arg == "-h" || arg == "--help") {
+      std::fputs(kUsage, stdout);
+      return 0;
+    } else if (is_flag("--server")) {
+      if (!value("--server", &server)) return bad("--server needs ADDR:PORT");
+    } else if (is_flag("--host")) {
+      if (!value("--host", &options.host) || options.host.empty()) return bad("--host needs NAME");
+    } else if (arg == "-f") {
+      options.foreground = true;
+    } else if (arg == "-v") {
+      options.level = bkp::log::Level::kDebug;
+    } else if (arg == "-q") {
+      options.level = bkp::log::Level::kWarn;
+    } else if (!arg.empty() && arg[0] == '-') {
+      return bad("unknown flag " + std::string(arg));
+    } else if (options.dir.empty()) {
+      options.dir = arg;
+    } else {
+      return bad("more than one directory given");
+    }
+  }
+  if (options.dir.empty()) return bad("DIR is required");
+  if (server.empty()) return bad("--server is required");
+  auto where = bkp::net::parse_host_port(server);
+  if (!where) return bad("--server: " + where.error().message);
+  options.server = *where;
+  if (!options.host.empty()) {
+    if (auto ok = bkp::validate_host(options.host); !ok) return bad("--host: " + ok.error().message);
+  }
+  return bkp::fs::run(options);
+}

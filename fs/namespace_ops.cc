@@ -1,0 +1,299 @@
+// Namespace operations: mkdir, mknod, symlink, link, unlink, rmdir, rename.
+//
+// Each one is the same story: take the log's namespace lock shared, perform the real syscall
+// on the parent's descriptor, stat the parent (and the new node), then under the inode table's
+// lock compute the volume-relative paths, record the operation followed by the parent's kAttr
+// (so directory mtimes converge), and update the known names. Only then are the locks dropped
+// and the kernel answered. A failed syscall records nothing.
+//
+// Ownership: the syscalls run as root, so new nodes are chowned to the caller afterwards
+// (setfsuid would also drop our capabilities and use root's supplementary groups, refusing
+// what the kernel's default_permissions check had just allowed). In a set-group-id directory
+// the group stays the directory's, as the kernel decided.
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <mutex>
+#include <shared_mutex>
+
+#include "common/log.h"
+#include "common/path.h"
+#include "fs/file_handle.h"
+#include "fs/fs.h"
+
+namespace bkp::fs {
+namespace {
+
+void reply_entry(fuse_req_t req, int err, const fuse_entry_param& e) {
+  if (err != 0) {
+    fuse_reply_err(req, err);
+  } else {
+    fuse_reply_entry(req, &e);
+  }
+}
+
+int dir_stat(int fd, struct stat* st) {
+  return ::fstatat(fd, "", st, AT_EMPTY_PATH) < 0 ? errno : 0;
+}
+
+}  // namespace
+
+int Fs::give_to_caller(int fd, const char* name, int at_flags, const fuse_ctx& ctx,
+                       const struct stat& dir_st, struct stat& st) {
+  uid_t uid = ctx.uid;
+  gid_t gid = (dir_st.st_mode & S_ISGID) ? st.st_gid : ctx.gid;
+  if (st.st_uid == uid && st.st_gid == gid) return 0;
+  if (::fchownat(fd, name, uid, gid, at_flags | AT_SYMLINK_NOFOLLOW) < 0) return errno;
+  st.st_uid = uid;
+  st.st_gid = gid;
+  // chown cleared the set-id bits of a regular file; the creator asked for them. The group bit
+  // only stays if the group is the caller's own (we cannot cheaply check other memberships).
+  mode_t keep = st.st_mode & 07777;
+  if (gid != ctx.gid) keep &= ~S_ISGID;
+  if (S_ISREG(st.st_mode) && (keep & (S_ISUID | S_ISGID))) {
+    int res = (at_flags & AT_EMPTY_PATH) ? ::fchmod(fd, keep) : ::fchmodat(fd, name, keep, 0);
+    if (res < 0) return errno;
+  }
+  st.st_mode = (st.st_mode & S_IFMT) | keep;
+  return 0;
+}
+
+int Fs::make_node(fuse_req_t req, Inode& dir, const char* name, mode_t mode, dev_t rdev,
+                  const char* link, fuse_entry_param* e) {
+  const fuse_ctx& ctx = *fuse_req_ctx(req);
+  std::shared_lock ns(log_.namespace_lock());
+  auto dfd = table_.path_fd(dir);
+  if (!dfd) return dfd.error().code;
+  const int d = dfd->get();
+  int res;
+  if (S_ISDIR(mode)) {
+    res = ::mkdirat(d, name, mode & 07777);
+  } else if (S_ISLNK(mode)) {
+    res = ::symlinkat(link, d, name);
+  } else {
+    res = ::mknodat(d, name, mode, rdev);
+  }
+  if (res < 0) return errno;
+
+  struct stat dst, st;
+  if (int err = dir_stat(d, &dst)) return err;
+  if (::fstatat(d, name, &st, AT_SYMLINK_NOFOLLOW) < 0) return errno;
+  int err = give_to_caller(d, name, 0, ctx, dst, st);
+  auto handle = handle_at(d, name, 0);
+  if (!handle && !err) err = handle.error().code;
+  {
+    InodeTable::Lock lock(table_);
+    auto dir_path = table_.path_locked(dir);
+    if (!dir_path) {
+      log::warn("internal: created '{}' in a directory without a known path", name);
+    } else {
+      wire::Op op;
+      op.path = join_rel(*dir_path, name);
+      op.uid = st.st_uid;
+      op.gid = st.st_gid;
+      op.mode = st.st_mode & 07777;
+      if (S_ISDIR(st.st_mode)) {
+        op.kind = wire::OpKind::kMkdir;
+      } else if (S_ISLNK(st.st_mode)) {
+        op.kind = wire::OpKind::kSymlink;
+        op.target = link;
+        op.mtime_ns = to_ns(st.st_mtim);
+      } else if (S_ISREG(st.st_mode)) {
+        op.kind = wire::OpKind::kCreate;
+        op.id = handle ? file_id_of(*handle) : 0;
+      } else {
+        op.kind = wire::OpKind::kMknod;
+        op.mode = st.st_mode;
+        op.rdev = st.st_rdev;
+      }
+      std::string path = op.path;
+      const wire::OpKind kind = op.kind;
+      const uint64_t id = op.id;
+      if (kind != wire::OpKind::kCreate || id != 0) record(std::move(op));
+      record_attr_locked(*dir_path, dst);
+      // Creation ops carry no times: the node's own kAttr follows (by id for a regular file, so
+      // the shipper sends its times even if no data is ever written).
+      if (kind == wire::OpKind::kMkdir || kind == wire::OpKind::kMknod) {
+        record_attr_locked(path, st);
+      } else if (kind == wire::OpKind::kCreate && id != 0) {
+        log_.attrs(changes::FileRef{id, *handle});
+      }
+    }
+  }
+  if (err != 0) return err;
+  Inode& inode = table_.remember(std::move(*handle), st, dir, name);
+  fill_entry(inode, st, e);
+  return 0;
+}
+
+void Fs::mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) noexcept {
+  fuse_entry_param e{};
+  int err = make_node(req, table_.get(parent), name, S_IFDIR | (mode & 07777), 0, nullptr, &e);
+  reply_entry(req, err, e);
+}
+
+void Fs::mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
+               dev_t rdev) noexcept {
+  fuse_entry_param e{};
+  int err = S_ISDIR(mode) || S_ISLNK(mode)
+                ? EINVAL
+                : make_node(req, table_.get(parent), name, mode, rdev, nullptr, &e);
+  reply_entry(req, err, e);
+}
+
+void Fs::symlink(fuse_req_t req, const char* link, fuse_ino_t parent, const char* name) noexcept {
+  fuse_entry_param e{};
+  int err = make_node(req, table_.get(parent), name, S_IFLNK | 0777, 0, link, &e);
+  reply_entry(req, err, e);
+}
+
+void Fs::link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* newname) noexcept {
+  Inode& inode = table_.get(ino);
+  Inode& dir = table_.get(newparent);
+  fuse_entry_param e{};
+  int err = 0;
+  {
+    std::shared_lock ns(log_.namespace_lock());
+    auto ifd = table_.path_fd(inode);
+    auto dfd = table_.path_fd(dir);
+    struct stat st, dst;
+    if (!ifd || !dfd) {
+      err = !ifd ? ifd.error().code : dfd.error().code;
+    } else if (::linkat(ifd->get(), "", dfd->get(), newname, AT_EMPTY_PATH) < 0) {
+      err = errno;
+    } else if (::fstatat(ifd->get(), "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) {
+      err = errno;
+    } else if ((err = dir_stat(dfd->get(), &dst)) == 0) {
+      InodeTable::Lock lock(table_);
+      auto dir_path = table_.path_locked(dir);
+      auto target = table_.path_locked(inode);
+      if (dir_path && (target || inode.is_reg())) {
+        wire::Op op;
+        op.kind = wire::OpKind::kLink;
+        op.path = join_rel(*dir_path, newname);
+        op.target = target.value_or("");  // regular files are also named by id
+        op.id = inode.is_reg() ? inode.ref.id : 0;
+        record(std::move(op));
+        record_attr_locked(*dir_path, dst);
+      } else {
+        log::warn("link '{}': no known name for the linked inode; not recorded", newname);
+      }
+    }
+    if (err == 0) {
+      Inode& same = table_.remember(inode.ref.handle, st, dir, newname);
+      fill_entry(same, st, &e);
+    }
+  }
+  reply_entry(req, err, e);
+}
+
+namespace {
+
+bool valid_rename_flags(unsigned int flags) {
+  return (flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE)) == 0 &&
+         flags != (RENAME_NOREPLACE | RENAME_EXCHANGE);
+}
+
+}  // namespace
+
+void Fs::unlink(fuse_req_t req, fuse_ino_t parent, const char* name) noexcept {
+  Inode& dir = table_.get(parent);
+  int err = 0;
+  {
+    std::shared_lock ns(log_.namespace_lock());
+    auto dfd = table_.path_fd(dir);
+    struct stat dst;
+    if (!dfd) {
+      err = dfd.error().code;
+    } else if (::unlinkat(dfd->get(), name, 0) < 0) {
+      err = errno;
+    } else {
+      int stat_err = dir_stat(dfd->get(), &dst);
+      InodeTable::Lock lock(table_);
+      if (auto dir_path = table_.path_locked(dir)) {
+        record(wire::Op{.kind = wire::OpKind::kUnlink, .path = join_rel(*dir_path, name)});
+        if (stat_err == 0) record_attr_locked(*dir_path, dst);
+      }
+      table_.remove_name_locked(dir, name);
+    }
+  }
+  fuse_reply_err(req, err);
+}
+
+void Fs::rmdir(fuse_req_t req, fuse_ino_t parent, const char* name) noexcept {
+  Inode& dir = table_.get(parent);
+  int err = 0;
+  {
+    std::shared_lock ns(log_.namespace_lock());
+    auto dfd = table_.path_fd(dir);
+    struct stat dst;
+    if (!dfd) {
+      err = dfd.error().code;
+    } else if (::unlinkat(dfd->get(), name, AT_REMOVEDIR) < 0) {
+      err = errno;
+    } else {
+      int stat_err = dir_stat(dfd->get(), &dst);
+      InodeTable::Lock lock(table_);
+      if (auto dir_path = table_.path_locked(dir)) {
+        record(wire::Op{.kind = wire::OpKind::kRmdir, .path = join_rel(*dir_path, name)});
+        if (stat_err == 0) record_attr_locked(*dir_path, dst);
+      }
+      table_.remove_name_locked(dir, name);
+    }
+  }
+  fuse_reply_err(req, err);
+}
+
+void Fs::rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t newparent,
+                const char* newname, unsigned int flags) noexcept {
+  if (!valid_rename_flags(flags)) return (void)fuse_reply_err(req, EINVAL);
+  Inode& from_dir = table_.get(parent);
+  Inode& to_dir = table_.get(newparent);
+  const bool same_dir = &from_dir == &to_dir;
+  int err = 0;
+  {
+    std::shared_lock ns(log_.namespace_lock());
+    auto ffd = table_.path_fd(from_dir);
+    auto tfd = same_dir ? table_.path_fd(from_dir) : table_.path_fd(to_dir);
+    struct stat fst, tst;
+    if (!ffd || !tfd) {
+      err = !ffd ? ffd.error().code : tfd.error().code;
+    } else if (::renameat2(ffd->get(), name, tfd->get(), newname, flags) < 0) {
+      err = errno;
+    } else {
+      int from_err = dir_stat(ffd->get(), &fst);
+      int to_err = same_dir ? EBADF : dir_stat(tfd->get(), &tst);
+      // The moved entries' own attributes, re-recorded under their new paths: the log lets a
+      // later kAttr of a path supersede an earlier one, and after a rename the old path may name
+      // another entry. Regular files are named by id and need nothing.
+      struct stat moved_st, other_st;
+      bool moved_attr = ::fstatat(tfd->get(), newname, &moved_st, AT_SYMLINK_NOFOLLOW) == 0 &&
+                        !S_ISREG(moved_st.st_mode);
+      bool other_attr = (flags & RENAME_EXCHANGE) &&
+                        ::fstatat(ffd->get(), name, &other_st, AT_SYMLINK_NOFOLLOW) == 0 &&
+                        !S_ISREG(other_st.st_mode);
+      InodeTable::Lock lock(table_);
+      auto from_path = table_.path_locked(from_dir);
+      auto to_path = table_.path_locked(to_dir);
+      if (from_path && to_path) {
+        record(wire::Op{.kind = wire::OpKind::kRename,
+                        .path = join_rel(*from_path, name),
+                        .target = join_rel(*to_path, newname),
+                        .flags = flags});
+        if (from_err == 0) record_attr_locked(*from_path, fst);
+        if (to_err == 0) record_attr_locked(*to_path, tst);
+        if (moved_attr) record_attr_locked(join_rel(*to_path, newname), moved_st);
+        if (other_attr) record_attr_locked(join_rel(*from_path, name), other_st);
+      } else {
+        log::warn("internal: rename '{}' -> '{}' between directories without known paths", name,
+                  newname);
+      }
+      table_.rename_locked(from_dir, name, to_dir, newname, flags & RENAME_EXCHANGE);
+    }
+  }
+  fuse_reply_err(req, err);
+}
+
+}  // namespace bkp::fs

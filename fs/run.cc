@@ -1,0 +1,233 @@
+// run(): the life of one backupfs mount, told in order.
+//
+// 1. Open the directory *before* mounting: afterwards its path leads to us, while this
+//    descriptor still leads to the real files underneath, which we then serve.
+// 2. Mount over the same path (allow_other so the application's users see it,
+//    default_permissions so the kernel applies the real modes and we grant nothing more).
+// 3. Start the node session thread and run the multi-threaded FUSE loop until unmounted
+//    (fusermount3 -u, umount) or told to stop (SIGTERM/SIGINT, after which we unmount).
+// 4. Give the session up to 10 s to ship what is still recorded, then exit 0.
+//
+// FuseSession owns the libfuse session so every early return unmounts and frees it.
+#include "fs/run.h"
+
+#include <fcntl.h>
+#include <linux/magic.h>
+#include <signal.h>
+#include <sys/random.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <climits>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+
+#include "common/changes/change_log.h"
+#include "common/path.h"
+#include "common/unique_fd.h"
+#include "fs/fs.h"
+#include "fs/inode_table.h"
+#include "fs/node_session.h"
+
+namespace bkp::fs {
+namespace {
+
+constexpr size_t kFdCacheBudget = 8192;
+constexpr unsigned kMaxThreads = 16;
+constexpr auto kDrainGrace = std::chrono::seconds(10);
+
+// The session the termination signals end. libfuse's own fuse_set_signal_handlers() leaves a
+// signal alone if it is ignored when we start, and a shell starts background jobs with SIGINT
+// ignored; we want SIGINT and SIGTERM to unmount cleanly whatever we inherited.
+std::atomic<fuse_session*> g_signalled_session{nullptr};
+
+void on_termination_signal(int) {
+  if (fuse_session* se = g_signalled_session.load()) fuse_session_exit(se);
+}
+
+void install_signal_handlers(fuse_session* se) {
+  g_signalled_session.store(se);
+  struct sigaction sa {};
+  sa.sa_handler = on_termination_signal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = 0;  // no SA_RESTART: the loop's blocking wait must be interrupted
+  for (int sig : {SIGINT, SIGTERM, SIGHUP}) ::sigaction(sig, &sa, nullptr);
+  sa.sa_handler = SIG_IGN;
+  ::sigaction(SIGPIPE, &sa, nullptr);
+}
+
+void remove_signal_handlers() {
+  struct sigaction sa {};
+  sa.sa_handler = SIG_DFL;
+  sigemptyset(&sa.sa_mask);
+  for (int sig : {SIGINT, SIGTERM, SIGHUP}) ::sigaction(sig, &sa, nullptr);
+  g_signalled_session.store(nullptr);
+}
+
+class FuseSession {
+ public:
+  FuseSession() = default;
+  ~FuseSession() {
+    if (se_ == nullptr) return;
+    if (signals_) remove_signal_handlers();
+    if (mounted_) fuse_session_unmount(se_);
+    fuse_session_destroy(se_);
+  }
+  FuseSession(const FuseSession&) = delete;
+  FuseSession& operator=(const FuseSession&) = delete;
+
+  Result<void> create(Fs& fs) {
+    const char* argv[] = {"backupfs", "-o",
+                          "allow_other,default_permissions,fsname=backupfs,subtype=backupfs"};
+    fuse_args args = FUSE_ARGS_INIT(3, const_cast<char**>(argv));
+    se_ = fuse_session_new(&args, &Fs::ops(), sizeof(fuse_lowlevel_ops), &fs);
+    if (se_ == nullptr) return fail(EINVAL, "fuse_session_new failed");
+    install_signal_handlers(se_);
+    signals_ = true;
+    return {};
+  }
+  Result<void> mount(const std::string& dir) {
+    if (fuse_session_mount(se_, dir.c_str()) != 0) return fail(EIO, "cannot mount on " + dir);
+    mounted_ = true;
+    return {};
+  }
+  int loop(unsigned max_threads) {
+    fuse_loop_config* config = fuse_loop_cfg_create();
+    fuse_loop_cfg_set_max_threads(config, max_threads);
+    fuse_loop_cfg_set_clone_fd(config, 0);
+    int res = fuse_session_loop_mt(se_, config);
+    fuse_loop_cfg_destroy(config);
+    return res;
+  }
+  void unmount() {
+    if (mounted_) fuse_session_unmount(se_);
+    mounted_ = false;
+  }
+
+ private:
+  fuse_session* se_ = nullptr;
+  bool signals_ = false;
+  bool mounted_ = false;
+};
+
+uint64_t random_instance() {
+  uint64_t v = 0;
+  while (v == 0) {
+    if (::getrandom(&v, sizeof(v), 0) != sizeof(v)) {
+      v = static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()) ^
+          (static_cast<uint64_t>(::getpid()) << 32);
+    }
+  }
+  return v;
+}
+
+Result<std::string> host_name(const std::string& given) {
+  std::string host = given;
+  if (host.empty()) {
+    char buf[HOST_NAME_MAX + 1] = {};
+    if (::gethostname(buf, sizeof(buf) - 1) < 0) return fail_errno("gethostname");
+    host = buf;
+  }
+  BKP_TRY_VOID(validate_host(host));
+  return host;
+}
+
+Result<UniqueFd> open_volume(const std::string& dir) {
+  // Not O_PATH: open_by_handle_at refuses an O_PATH descriptor as its mount fd (EBADF).
+  UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!fd) return fail_errno("open " + dir);
+  struct statfs sfs;
+  if (::fstatfs(fd.get(), &sfs) < 0) return fail_errno("statfs " + dir);
+  if (sfs.f_type == FUSE_SUPER_MAGIC) {
+    return fail(EBUSY, dir + " is already a FUSE mount (is backupfs running on it?)");
+  }
+  return fd;
+}
+
+void raise_fd_limit() {
+  struct rlimit rl;
+  if (::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &rl);
+  }
+}
+
+}  // namespace
+
+int run(const Options& options) {
+  log::set_component("backupfs");
+  log::set_level(options.level);
+  if (::geteuid() != 0) {
+    log::error("backupfs must run as root (it serves every user's files by handle)");
+    return 1;
+  }
+  char real[PATH_MAX];
+  if (::realpath(options.dir.c_str(), real) == nullptr) {
+    log::error("{}: {}", options.dir, std::strerror(errno));
+    return 1;
+  }
+  auto path = validate_volume_path(real);
+  auto host = host_name(options.host);
+  if (!path || !host) {
+    log::error("{}", !path ? path.error().message : host.error().message);
+    return 1;
+  }
+  ::umask(0);  // the kernel already applied the caller's umask to every mode it sends
+  raise_fd_limit();
+
+  auto root = open_volume(*path);
+  if (!root) {
+    log::error("{}", root.error().message);
+    return 1;
+  }
+  auto table = InodeTable::create(std::move(*root), kFdCacheBudget);
+  if (!table) {
+    log::error("{}: {}", *path, table.error().message);
+    return 1;
+  }
+  changes::ChangeLog change_log;
+  Fs fs(**table, change_log);
+  FuseSession fuse;
+  if (auto r = fuse.create(fs); !r) {
+    log::error("{}", r.error().message);
+    return 1;
+  }
+  if (auto r = fuse.mount(*path); !r) {
+    log::error("{}", r.error().message);
+    return 1;
+  }
+  log::info("mounted on {} (host {}, server {}:{})", *path, *host, options.server.host,
+            options.server.port);
+  if (!options.foreground && fuse_daemonize(0) != 0) {
+    log::error("cannot daemonize");
+    return 1;
+  }
+
+  NodeSession session({options.server, *host, *path, random_instance()}, change_log,
+                      (*table)->mount_fd());
+  session.start();
+  int loop_result = fuse.loop(kMaxThreads);
+  fuse.unmount();  // needed after a signal; harmless after fusermount3 -u
+  log::debug("FUSE loop ended ({}); {} inodes known, {} descriptors cached", loop_result,
+             (*table)->size(), (*table)->cached_fds());
+
+  auto stats = change_log.stats();
+  log::info("unmounted {}; shipping what is left ({} ops, {} files, {} dirty bytes)", *path,
+            stats.ops, stats.files, stats.dirty_bytes);
+  bool drained = session.drain(std::chrono::duration_cast<std::chrono::milliseconds>(kDrainGrace));
+  if (drained) {
+    log::info("all changes acknowledged; exiting");
+  } else {
+    stats = change_log.stats();
+    log::warn("exiting with changes not acknowledged by the server ({} ops, {} files); the next "
+              "start ships a baseline", stats.ops, stats.files);
+  }
+  return 0;
+}
+
+}  // namespace bkp::fs

@@ -1,0 +1,23 @@
+// The backupfs process as a whole: mount over the application directory, serve it, record and
+// ship its changes, and wind down cleanly. main.cc only parses flags into Options.
+#pragma once
+
+#include <string>
+
+#include "common/log.h"
+#include "common/net/socket.h"
+
+namespace bkp::fs {
+
+struct Options {
+  std::string dir;            // the application directory, mounted over
+  net::HostPort server;       // backupd (until registration lets backupd connect to us)
+  std::string host;           // volume host name; empty = gethostname()
+  bool foreground = false;
+  log::Level level = log::Level::kInfo;
+};
+
+// Returns the process exit status: 0 after an unmount or SIGTERM/SIGINT, 1 on failure to start.
+int run(const Options& options);
+
+}  // namespace bkp::fs

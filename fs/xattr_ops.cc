@@ -1,0 +1,124 @@
+// Extended attributes, passed through and recorded.
+//
+// O_PATH descriptors refuse f*xattr calls, so the attribute calls go through the descriptor's
+// /proc/self/fd magic link, which resolves to the object itself (a symlink is not followed
+// again). getxattr("security.capability") is asked by the kernel before every write to decide
+// whether to drop file capabilities; it is answered ENODATA without a syscall until someone sets
+// that attribute through the mount (capabilities set before mounting are not seen by the
+// kernel then, a documented trade-off).
+//
+// Changes are recorded by FileId for regular files (no path, no namespace lock) and by path for
+// everything else.
+#include <sys/xattr.h>
+
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <new>
+#include <shared_mutex>
+
+#include "common/log.h"
+#include "fs/fs.h"
+
+namespace bkp::fs {
+namespace {
+
+constexpr const char* kCapability = "security.capability";
+
+}  // namespace
+
+void Fs::getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) noexcept {
+  if (!capability_seen_.load(std::memory_order_relaxed) && std::strcmp(name, kCapability) == 0) {
+    return (void)fuse_reply_err(req, ENODATA);
+  }
+  auto fd = table_.path_fd(table_.get(ino));
+  if (!fd) return (void)fuse_reply_err(req, fd.error().code);
+  std::string path = proc_path(fd->get());
+  if (size == 0) {
+    ssize_t n = ::getxattr(path.c_str(), name, nullptr, 0);
+    if (n < 0) return (void)fuse_reply_err(req, errno);
+    return (void)fuse_reply_xattr(req, static_cast<size_t>(n));
+  }
+  std::unique_ptr<char[]> buf(new (std::nothrow) char[size]);
+  if (!buf) return (void)fuse_reply_err(req, ENOMEM);
+  ssize_t n = ::getxattr(path.c_str(), name, buf.get(), size);
+  if (n < 0) return (void)fuse_reply_err(req, errno);
+  fuse_reply_buf(req, buf.get(), static_cast<size_t>(n));
+}
+
+void Fs::listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) noexcept {
+  auto fd = table_.path_fd(table_.get(ino));
+  if (!fd) return (void)fuse_reply_err(req, fd.error().code);
+  std::string path = proc_path(fd->get());
+  if (size == 0) {
+    ssize_t n = ::listxattr(path.c_str(), nullptr, 0);
+    if (n < 0) return (void)fuse_reply_err(req, errno);
+    return (void)fuse_reply_xattr(req, static_cast<size_t>(n));
+  }
+  std::unique_ptr<char[]> buf(new (std::nothrow) char[size]);
+  if (!buf) return (void)fuse_reply_err(req, ENOMEM);
+  ssize_t n = ::listxattr(path.c_str(), buf.get(), size);
+  if (n < 0) return (void)fuse_reply_err(req, errno);
+  fuse_reply_buf(req, buf.get(), static_cast<size_t>(n));
+}
+
+void Fs::setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value,
+                  size_t size, int flags) noexcept {
+  Inode& inode = table_.get(ino);
+  int err = 0;
+  {
+    std::shared_lock ns(log_.namespace_lock(), std::defer_lock);
+    if (!inode.is_reg()) ns.lock();
+    auto fd = table_.path_fd(inode);
+    if (!fd) {
+      err = fd.error().code;
+    } else if (::setxattr(proc_path(fd->get()).c_str(), name, value, size, flags) < 0) {
+      err = errno;
+    } else {
+      if (std::strcmp(name, kCapability) == 0) capability_seen_.store(true);
+      wire::Op op{.kind = wire::OpKind::kSetXattr, .id = inode.is_reg() ? inode.ref.id : 0};
+      op.name = name;
+      op.value.assign(value, size);
+      if (inode.is_reg()) {
+        record(std::move(op));
+      } else {
+        InodeTable::Lock lock(table_);
+        if (auto path = table_.path_locked(inode)) {
+          op.path = std::move(*path);
+          record(std::move(op));
+        }
+      }
+    }
+  }
+  fuse_reply_err(req, err);
+}
+
+void Fs::removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) noexcept {
+  Inode& inode = table_.get(ino);
+  int err = 0;
+  {
+    std::shared_lock ns(log_.namespace_lock(), std::defer_lock);
+    if (!inode.is_reg()) ns.lock();
+    auto fd = table_.path_fd(inode);
+    if (!fd) {
+      err = fd.error().code;
+    } else if (::removexattr(proc_path(fd->get()).c_str(), name) < 0) {
+      err = errno;
+    } else {
+      wire::Op op{.kind = wire::OpKind::kRemoveXattr, .id = inode.is_reg() ? inode.ref.id : 0};
+      op.name = name;
+      if (inode.is_reg()) {
+        record(std::move(op));
+      } else {
+        InodeTable::Lock lock(table_);
+        if (auto path = table_.path_locked(inode)) {
+          op.path = std::move(*path);
+          record(std::move(op));
+        }
+      }
+    }
+  }
+  fuse_reply_err(req, err);
+}
+
+}  // namespace bkp::fs

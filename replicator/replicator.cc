@@ -1,0 +1,161 @@
+// The replicator's outer loop: connect, run a session, and when it ends, reconnect.
+//
+// A replicator is useful only while connected, so it never gives up: failures are retried with
+// exponential backoff (100 ms doubling to 5 s, back to 100 ms once a session made progress), and
+// each distinct failure is logged once at warn level so a server that is down for an hour costs
+// one line, not thousands. The instance is a random number drawn at start: backupd uses it to
+// tell a reconnect (resume where the logs are) from a restart (send baselines again). Signals are
+// taken by a dedicated thread with sigwait(), which shuts the current socket down so a session
+// blocked in recv ends at once, and wakes the backoff sleep.
+#include "replicator/replicator.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <mutex>
+#include <thread>
+
+#include "common/log.h"
+#include "common/net/conn.h"
+#include "common/net/socket.h"
+#include "replicator/session.h"
+
+namespace bkp::replicator {
+namespace {
+
+constexpr auto kMinBackoff = std::chrono::milliseconds(100);
+constexpr auto kMaxBackoff = std::chrono::milliseconds(5000);
+constexpr int kConnectTimeoutMs = 5000;
+
+uint64_t random_instance() {
+  uint64_t v = 0;
+  while (v == 0) {
+    if (getrandom(&v, sizeof v, 0) != sizeof v) {
+      v = static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()) ^
+          (static_cast<uint64_t>(getpid()) << 32);
+    }
+  }
+  return v;
+}
+
+class Replicator {
+ public:
+  explicit Replicator(const Options& options)
+      : options_(options), trees_(options.root), instance_(random_instance()) {}
+
+  void loop(const net::HostPort& server) {
+    auto backoff = kMinBackoff;
+    log::info("replica {} (instance {:016x}) serving {} into {}", options_.name, instance_,
+              options_.server, options_.root);
+    while (!stopping()) {
+      auto end = connect_and_serve(server);
+      if (stopping()) break;
+      if (end.acked > 0) {
+        backoff = kMinBackoff;
+        last_failure_.clear();
+      }
+      report(end.error.message, end.welcomed);
+      sleep_for(backoff);
+      backoff = std::min(backoff * 2, kMaxBackoff);
+    }
+    log::info("stopped");
+  }
+
+  void stop() {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+    if (current_) shutdown(current_.get(), SHUT_RDWR);
+    cv_.notify_all();
+  }
+
+ private:
+  SessionEnd connect_and_serve(const net::HostPort& server) {
+    SessionEnd end;
+    auto sock = net::tcp_connect(server, kConnectTimeoutMs);
+    if (!sock) {
+      end.error = sock.error();
+      return end;
+    }
+    {
+      std::lock_guard lock(mu_);
+      if (stopping_) return end;
+      current_.reset(fcntl(sock->get(), F_DUPFD_CLOEXEC, 0));  // for shutdown() by stop()
+    }
+    auto conn = net::Conn::open(std::move(*sock));
+    if (!conn) {
+      end.error = conn.error();
+    } else {
+      end = run_session(**conn, options_.name, instance_, trees_);
+      if (end.welcomed) log::info("session with {} ended after {} batches", options_.server, end.acked);
+    }
+    std::lock_guard lock(mu_);
+    current_.reset();
+    return end;
+  }
+
+  // Logs a failure at warn the first time it is seen in a row, at debug afterwards.
+  void report(const std::string& message, bool welcomed) {
+    if (message != last_failure_ || welcomed) {
+      log::warn("{}: {}; retrying", options_.server, message);
+      last_failure_ = message;
+    } else {
+      log::debug("{}: {}; retrying", options_.server, message);
+    }
+  }
+
+  void sleep_for(std::chrono::milliseconds d) {
+    std::unique_lock lock(mu_);
+    cv_.wait_for(lock, d, [&] { return stopping_; });
+  }
+
+  bool stopping() {
+    std::lock_guard lock(mu_);
+    return stopping_;
+  }
+
+  const Options& options_;
+  Trees trees_;
+  const uint64_t instance_;
+  std::string last_failure_;
+  std::mutex mu_;
+  // Guarded by mu_.
+  std::condition_variable cv_;
+  bool stopping_ = false;
+  UniqueFd current_;  // dup of the connected socket
+};
+
+}  // namespace
+
+int run(const Options& options) {
+  log::set_component("replicator");
+  auto server = net::parse_host_port(options.server);
+  if (!server) {
+    log::error("--server: {}", server.error().message);
+    return kExitUsage;
+  }
+  sigset_t mask;
+  sigemptyset(&mask);
+  sigaddset(&mask, SIGTERM);
+  sigaddset(&mask, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &mask, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  Replicator replicator(options);
+  std::thread signals([&] {
+    int sig = 0;
+    sigwait(&mask, &sig);
+    log::info("{}: shutting down", strsignal(sig));
+    replicator.stop();
+  });
+  replicator.loop(*server);
+  signals.join();
+  return 0;
+}
+
+}  // namespace bkp::replicator

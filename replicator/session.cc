@@ -1,0 +1,148 @@
+// The replicator's side of a replica stream.
+//
+// backupd ships one batch at a time: Select{host, path} names the volume, then operations and
+// data for it, then Commit{n}. Each frame is applied as it arrives (nothing is queued, so memory
+// stays bounded by one frame); Commit makes the volume's tree durable with one sync and is then
+// acknowledged, which is what allows backupd to forget the batch. Any failure ends the session
+// without an ack: backupd keeps the batch and sends it again after the reconnect, and the
+// Applier tolerates seeing the part it already applied a second time.
+#include "replicator/session.h"
+
+#include <fmt/format.h>
+
+#include "common/log.h"
+#include "common/path.h"
+
+namespace bkp::replicator {
+namespace {
+
+template <class Msg>
+Result<void> send_msg(net::Conn& conn, wire::MsgType type, const Msg& msg) {
+  std::vector<uint8_t> payload;
+  wire::encode(msg, payload);
+  BKP_TRY_VOID(conn.send(type, 0, payload));
+  return conn.flush();
+}
+
+Result<void> handshake(net::Conn& conn, const std::string& name, uint64_t instance) {
+  wire::Hello hello;
+  hello.role = wire::Role::kReplica;
+  hello.name = name;
+  hello.instance = instance;
+  BKP_TRY_VOID(send_msg(conn, wire::MsgType::kHello, hello));
+  auto frame = conn.recv(kHelloOkTimeoutMs);
+  if (!frame) return tl::unexpected(frame.error().wrap("waiting for hello-ok"));
+  if (frame->type == wire::MsgType::kError) {
+    auto err = BKP_TRY(wire::decode_error(frame->payload));
+    return fail(err.code ? static_cast<int>(err.code) : EIO, "server refused: " + err.text);
+  }
+  if (frame->type != wire::MsgType::kHelloOk) {
+    return fail(EPROTO, fmt::format("server answered hello with {}", wire::type_name(frame->type)));
+  }
+  auto ok = BKP_TRY(wire::decode_hello_ok(frame->payload));
+  if (ok.version != wire::kVersion) {
+    return fail(EPROTONOSUPPORT, fmt::format("server speaks protocol version {}", ok.version));
+  }
+  return {};
+}
+
+class Session {
+ public:
+  Session(net::Conn& conn, Trees& trees) : conn_(conn), trees_(trees) {}
+
+  // Applies frames until the connection fails. Returns the error that ended it.
+  Error serve(uint64_t& acked) {
+    while (true) {
+      auto frame = conn_.recv(-1);
+      if (!frame) return frame.error();
+      auto r = handle(*frame, acked);
+      if (!r) {
+        Error e = volume_.empty() ? r.error() : r.error().wrap("volume " + volume_);
+        send_error(e);
+        return e;
+      }
+    }
+  }
+
+ private:
+  Result<void> handle(const wire::Frame& frame, uint64_t& acked) {
+    switch (frame.type) {
+      case wire::MsgType::kSelect: {
+        auto sel = BKP_TRY(wire::decode_select(frame.payload));
+        BKP_TRY_VOID(validate_host(sel.host));
+        BKP_TRY_VOID(validate_volume_path(sel.path));
+        volume_ = sel.host + ":" + sel.path;
+        current_ = BKP_TRY(trees_.open(sel.host, sel.path));
+        return {};
+      }
+      case wire::MsgType::kOp: {
+        auto op = BKP_TRY(wire::decode_op(frame.payload));
+        return BKP_TRY(selected())->apply(op);
+      }
+      case wire::MsgType::kWrite: {
+        auto w = BKP_TRY(wire::decode_write(frame.flags, frame.payload));
+        return BKP_TRY(selected())->write(w);
+      }
+      case wire::MsgType::kCommit: {
+        auto c = BKP_TRY(wire::decode_commit(frame.payload));
+        BKP_TRY_VOID(BKP_TRY(selected())->commit());
+        BKP_TRY_VOID(send_msg(conn_, wire::MsgType::kAck, wire::Ack{c.batch}));
+        log::debug("volume {}: batch {} committed", volume_, c.batch);
+        ++acked;
+        return {};
+      }
+      case wire::MsgType::kPing:
+        return {};
+      case wire::MsgType::kError: {
+        auto err = BKP_TRY(wire::decode_error(frame.payload));
+        return fail(err.code ? static_cast<int>(err.code) : EIO, "server: " + err.text);
+      }
+      default:
+        return fail(EPROTO, fmt::format("unexpected {} frame", wire::type_name(frame.type)));
+    }
+  }
+
+  Result<changes::Applier*> selected() {
+    if (current_ == nullptr) return fail(EPROTO, "data before any select");
+    return current_;
+  }
+
+  void send_error(const Error& e) {
+    std::vector<uint8_t> payload;
+    wire::encode(wire::ErrorMsg{static_cast<uint32_t>(e.code), e.message}, payload);
+    if (conn_.send(wire::MsgType::kError, 0, payload)) (void)conn_.flush();
+  }
+
+  net::Conn& conn_;
+  Trees& trees_;
+  changes::Applier* current_ = nullptr;  // owned by trees_
+  std::string volume_;                   // "host:/path" of current_
+};
+
+}  // namespace
+
+Result<changes::Applier*> Trees::open(const std::string& host, const std::string& path) {
+  std::string key = host + ":" + path;
+  auto it = appliers_.find(key);
+  if (it != appliers_.end()) return it->second.get();
+  std::string tree = fmt::format("{}/{}/{}", root_, host, path.substr(1));
+  std::string ids = fmt::format("{}/.ids/{}/{}", root_, host, escape_path(path));
+  auto applier = changes::Applier::open(tree, ids);
+  if (!applier) return tl::unexpected(applier.error().wrap("open replica of " + key));
+  log::info("volume {} -> {}", key, tree);
+  return appliers_.emplace(key, std::move(*applier)).first->second.get();
+}
+
+SessionEnd run_session(net::Conn& conn, const std::string& name, uint64_t instance, Trees& trees) {
+  SessionEnd end;
+  if (auto hs = handshake(conn, name, instance); !hs) {
+    end.error = hs.error();
+    return end;
+  }
+  end.welcomed = true;
+  Session session(conn, trees);
+  end.error = session.serve(end.acked);
+  return end;
+}
+
+}  // namespace bkp::replicator

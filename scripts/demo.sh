@@ -1,0 +1,195 @@
+#!/usr/bin/env bash
+# A local demo of backupfs on one machine: backupd on 127.0.0.1, two replicators, and an
+# application directory mounted with backupfs while a writer changes it for --duration seconds
+# (new files, 1 MiB edits inside a large file, renames, deletes). Then it waits until the mirror
+# and both replicas equal the source, checks that with a full tree compare, and prints a summary.
+#
+#   bash scripts/demo.sh [--duration SECONDS]     (default 30)
+#
+# Everything lives in ./demo-state (recreated on each run). Ctrl-C stops the demo cleanly:
+# the mount is removed and every process the demo started is stopped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPO=$(pwd)
+
+DURATION=30
+while (($#)); do
+  case $1 in
+    --duration) DURATION=${2:?--duration needs a number of seconds}; shift 2 ;;
+    --duration=*) DURATION=${1#--duration=}; shift ;;
+    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    *) echo "demo.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+[[ $DURATION =~ ^[0-9]+$ ]] || { echo "demo.sh: --duration must be a whole number" >&2; exit 2; }
+
+bash scripts/setup.sh
+
+BUILD=$REPO/build
+DEMO=$REPO/demo-state
+STATE=$DEMO/server
+APP=$DEMO/app
+R1=$DEMO/replica1
+R2=$DEMO/replica2
+LOGS=$DEMO/logs
+HOST=demo
+
+say() { printf '[demo] %s\n' "$*"; }
+
+is_mounted() { awk -v d="$1" '$5 == d { found = 1 } END { exit !found }' /proc/self/mountinfo; }
+
+# --- leftovers of an interrupted earlier run ---------------------------------------------------
+if is_mounted "$APP"; then
+  say "unmounting a leftover mount on $APP"
+  fusermount3 -u "$APP" || fusermount3 -u -z "$APP"
+fi
+if awk -v d="$DEMO/" 'index($5, d) == 1 { found = 1 } END { exit !found }' \
+  /proc/self/mountinfo; then
+  say "something is still mounted under $DEMO; refusing to delete it" >&2
+  exit 1
+fi
+rm -rf "$DEMO"
+mkdir -p "$STATE" "$APP" "$R1" "$R2" "$LOGS"
+
+# --- process bookkeeping: only our own PIDs, stopped in order on any exit -----------------------
+PIDS=()
+FS_PID=
+
+wait_gone() {  # pid seconds
+  local i
+  for ((i = 0; i < $2 * 10; i++)); do
+    kill -0 "$1" 2>/dev/null || return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+cleanup() {
+  local status=$?
+  trap - EXIT INT TERM
+  if is_mounted "$APP"; then
+    say "unmounting $APP"
+    for _ in 1 2 3 4 5 6 7 8 9 10; do
+      fusermount3 -u "$APP" 2>/dev/null && break
+      sleep 0.5
+    done
+  fi
+  if [[ -n $FS_PID ]] && ! wait_gone "$FS_PID" 15; then kill "$FS_PID" 2>/dev/null || true; fi
+  is_mounted "$APP" && fusermount3 -u -z "$APP" 2>/dev/null
+  local pid
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait_gone "$pid" 10 || kill -9 "$pid" 2>/dev/null || true; done
+  say "stopped; logs and trees are in $DEMO"
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'say "interrupted"; exit 130' INT TERM
+
+# Daemons run in their own session so Ctrl-C reaches only this script, which then stops them
+# in order (unmount first, so backupfs ships what is left).
+start() {  # name command...
+  local name=$1
+  shift
+  setsid "$@" >"$LOGS/$name.log" 2>&1 &
+  PIDS+=("$!")
+  say "started $name (pid $!): $*"
+}
+
+# --- the server and two replicas -------------------------------------------------------------
+start backupd "$BUILD/server/backupd" --state-dir "$STATE" --listen 127.0.0.1:0 \
+  --port-file "$DEMO/port"
+for _ in $(seq 200); do [[ -s $DEMO/port ]] && break; sleep 0.1; done
+PORT=$(tr -dc 0-9 <"$DEMO/port" 2>/dev/null || true)
+[[ -n $PORT ]] || { say "backupd did not start; see $LOGS/backupd.log"; exit 1; }
+say "backupd listens on 127.0.0.1:$PORT"
+start replicator1 "$BUILD/replicator/replicator" --server "127.0.0.1:$PORT" --root "$R1" --name r1
+start replicator2 "$BUILD/replicator/replicator" --server "127.0.0.1:$PORT" --root "$R2" --name r2
+
+# --- an application directory with some data before backupfs arrives (the baseline) ----------
+mkdir -p "$APP/docs" "$APP/db"
+for i in $(seq 1 50); do head -c $((RANDOM % 8192 + 1)) /dev/urandom >"$APP/docs/doc$i.txt"; done
+head -c $((64 << 20)) /dev/urandom >"$APP/db/large.db"
+say "seeded $APP: 50 small files and a 64 MiB database file"
+
+start backupfs "$BUILD/fs/backupfs" "$APP" --server "127.0.0.1:$PORT" --host "$HOST" -f
+FS_PID=${PIDS[-1]}
+unset 'PIDS[-1]'  # stopped by unmounting, not by a signal
+for _ in $(seq 200); do is_mounted "$APP" && break; sleep 0.1; done
+is_mounted "$APP" || { say "backupfs did not mount; see $LOGS/backupfs.log"; exit 1; }
+say "backupfs mounted over $APP"
+
+# --- the application at work -----------------------------------------------------------------
+say "writing for $DURATION s: new files, 1 MiB edits inside db/large.db, renames, deletes"
+created=0 edited=0 renamed=0 deleted=0 next=51
+end=$((SECONDS + DURATION))
+while ((SECONDS < end)); do
+  head -c $((RANDOM % 65536 + 1)) /dev/urandom >"$APP/docs/doc$next.txt"
+  next=$((next + 1)) created=$((created + 1))
+  dd if=/dev/urandom of="$APP/db/large.db" bs=1M count=1 seek=$((RANDOM % 64)) conv=notrunc \
+    status=none
+  edited=$((edited + 1))
+  victim=$APP/docs/doc$((RANDOM % next)).txt
+  if [[ -e $victim ]]; then
+    if ((RANDOM % 2)); then
+      mv "$victim" "${victim%.txt}-renamed$next.txt"
+      renamed=$((renamed + 1))
+    else
+      rm "$victim"
+      deleted=$((deleted + 1))
+    fi
+  fi
+  newest=$APP/docs/doc$((next - 1)).txt
+  if ((created % 25 == 0)) && [[ -e $newest ]]; then
+    mkdir -p "$APP/archive/batch$created"
+    mv "$newest" "$APP/archive/batch$created/"
+  fi
+  sleep 0.05
+done
+say "writer done: $created created, $edited edits of 1 MiB, $renamed renamed, $deleted deleted"
+
+# --- convergence -------------------------------------------------------------------------------
+MIRROR=$(ls -d "$STATE"/volumes/"$HOST"/*/mirror 2>/dev/null | head -n 1 || true)
+COPY1=$R1/$HOST$APP
+COPY2=$R2/$HOST$APP
+TREECMP=$BUILD/tests/bkp_treecmp
+compare() {
+  if [[ -x $TREECMP ]]; then
+    "$TREECMP" "$APP" "$MIRROR" "$COPY1" "$COPY2"
+  else
+    diff -r --no-dereference "$APP" "$COPY1" && diff -r --no-dereference "$APP" "$COPY2"
+  fi
+}
+say "waiting for the mirror and both replicas to converge"
+t0=$SECONDS
+converged=0
+for _ in $(seq 600); do  # at most ~180 s
+  MIRROR=${MIRROR:-$(ls -d "$STATE"/volumes/"$HOST"/*/mirror 2>/dev/null | head -n 1 || true)}
+  if [[ -n $MIRROR ]] && compare >"$DEMO/last-diff" 2>&1; then converged=1; break; fi
+  sleep 0.3
+done
+
+echo
+echo "================ backupfs demo summary ================"
+echo "source      $APP"
+echo "mirror      ${MIRROR:-<none>}"
+echo "replicas    $COPY1"
+echo "            $COPY2"
+echo "writer      $DURATION s: $created files created, $edited x 1 MiB edits," \
+  "$renamed renames, $deleted deletes"
+if [[ -x $TREECMP ]]; then
+  echo "source      $("$TREECMP" --stats "$APP")"
+fi
+if [[ -n $MIRROR && -f ${MIRROR%/mirror}/stats ]]; then
+  echo "server      $(tr '\n' ' ' <"${MIRROR%/mirror}/stats")"
+fi
+if ((converged)); then
+  echo "result      CONVERGED $((SECONDS - t0)) s after the writer stopped: mirror and both"
+  echo "            replicas equal the source (content, type, mode, owner, symlinks,"
+  echo "            hard links, mtime)"
+  echo "======================================================="
+else
+  echo "result      NOT CONVERGED within 180 s; first differences:"
+  sed 's/^/            /' "$DEMO/last-diff" | head -n 10
+  echo "======================================================="
+  exit 1
+fi

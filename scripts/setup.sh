@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Sets up a fresh Debian 12 machine to build and test backupfs, then builds it into ./build.
+# Idempotent: packages already installed are not touched (apt-get update runs only when
+# something is missing and the package lists are older than a day), and the build is
+# incremental.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PACKAGES=(
+  build-essential cmake ninja-build pkg-config
+  libfuse3-dev fuse3 liburing-dev libarchive-dev libtomlplusplus-dev libgtest-dev
+  libzstd-dev libxxhash-dev libsqlite3-dev libexpected-dev libfmt-dev libsystemd-dev
+  attr fio
+)
+
+log() { printf '[setup] %s\n' "$*"; }
+
+as_root() {
+  if [[ $(id -u) -eq 0 ]]; then
+    "$@"
+  elif command -v sudo >/dev/null; then
+    sudo "$@"
+  else
+    log "need root (or sudo) to run: $*"
+    exit 1
+  fi
+}
+
+missing_packages() {
+  local p
+  for p in "${PACKAGES[@]}"; do
+    if ! dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$'; then
+      printf '%s\n' "$p"
+    fi
+  done
+}
+
+lists_are_fresh() {
+  # Fresh = some package list was downloaded within the last 24 hours.
+  [[ -n $(find /var/lib/apt/lists -maxdepth 1 -name '*_Packages*' -mmin -1440 2>/dev/null |
+          head -n 1) ]]
+}
+
+mapfile -t missing < <(missing_packages)
+if ((${#missing[@]} > 0)); then
+  log "installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  if ! lists_are_fresh; then
+    as_root apt-get update
+  fi
+  as_root apt-get install -y --no-install-recommends "${missing[@]}"
+else
+  log "all ${#PACKAGES[@]} packages already installed"
+fi
+
+# FUSE needs /dev/fuse; on some hosts the module is not loaded yet.
+if [[ ! -e /dev/fuse ]]; then
+  as_root modprobe fuse 2>/dev/null ||
+    log "warning: /dev/fuse is missing; FUSE tests will be skipped"
+fi
+
+log "configuring and building into ./build (RelWithDebInfo)"
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBKP_BUILD_TESTS=ON >/dev/null
+ninja -C build
+log "build ready: build/server/backupd build/replicator/replicator build/fs/backupfs"

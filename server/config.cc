@@ -1,0 +1,74 @@
+// backupd's configuration file. TOML because operators edit it by hand; every error names the
+// file and the key, and an unknown key is an error rather than silently ignored, since a typo
+// ("listne") would otherwise leave the daemon on a default the operator did not choose.
+#include "server/config.h"
+
+#include <unistd.h>
+
+#include <fmt/format.h>
+
+#include <set>
+#include <toml++/toml.h>
+
+namespace bkp::server {
+namespace {
+
+const std::set<std::string> kKnownKeys = {"listen", "state_dir"};
+
+Result<std::string> string_key(const toml::table& table, const std::string& file,
+                               const std::string& key) {
+  const toml::node* node = table.get(key);
+  if (node == nullptr) return std::string();
+  auto value = node->value<std::string>();
+  if (!value || node->type() != toml::node_type::string) {
+    return fail(EINVAL, fmt::format("config {}: key '{}' must be a string", file, key));
+  }
+  if (value->empty()) return fail(EINVAL, fmt::format("config {}: key '{}' is empty", file, key));
+  return *value;
+}
+
+}  // namespace
+
+Result<Settings> load_settings(const Options& options) {
+  Settings s;
+  std::string listen;
+  if (!options.config_file.empty()) {
+    const std::string& file = options.config_file;
+    if (::access(file.c_str(), R_OK) != 0) return fail_errno(fmt::format("config {}", file));
+    toml::table table;
+    try {
+      table = toml::parse_file(file);
+    } catch (const toml::parse_error& e) {
+      const auto& where = e.source().begin;
+      return fail(EINVAL, fmt::format("config {}:{}:{}: {}", file, where.line, where.column,
+                                      e.description()));
+    }
+    for (const auto& [key, node] : table) {
+      if (!kKnownKeys.contains(std::string(key.str()))) {
+        return fail(EINVAL, fmt::format("config {}: unknown key '{}'", file, key.str()));
+      }
+    }
+    listen = BKP_TRY(string_key(table, file, "listen"));
+    s.state_dir = BKP_TRY(string_key(table, file, "state_dir"));
+    if (!listen.empty()) {
+      auto hp = net::parse_host_port(listen);
+      if (!hp) {
+        return fail(EINVAL, fmt::format("config {}: key 'listen': {}", file, hp.error().message));
+      }
+      s.listen = *hp;
+    }
+    if (s.state_dir.empty() && options.state_dir.empty()) {
+      return fail(EINVAL, fmt::format("config {}: key 'state_dir' is not set (nor --state-dir)", file));
+    }
+  }
+  if (!options.state_dir.empty()) s.state_dir = options.state_dir;
+  if (!options.listen.empty()) {
+    auto hp = net::parse_host_port(options.listen);
+    if (!hp) return tl::unexpected(hp.error().wrap("--listen"));
+    s.listen = *hp;
+  }
+  s.port_file = options.port_file;
+  return s;
+}
+
+}  // namespace bkp::server

@@ -1,0 +1,179 @@
+// The Hub's bookkeeping (see hub.h).
+//
+// Baselines for replicas are scans of the mirror taken under the volume's mutex: the node session
+// holds the same mutex while it applies a frame and records it into the replica logs, so a scan
+// sees the mirror exactly between two recorded changes, and the new stream's log starts at that
+// point. Data is not copied: the scan lists extents and the replica session reads the mirror
+// when it ships them.
+#include "server/hub.h"
+
+#include <fmt/format.h>
+
+#include <filesystem>
+
+#include "common/changes/scan.h"
+#include "common/log.h"
+#include "common/path.h"
+
+namespace bkp::server {
+
+std::vector<std::shared_ptr<ReplicaStream>> Replica::streams() {
+  std::lock_guard lock(mu_);
+  std::vector<std::shared_ptr<ReplicaStream>> out;
+  out.reserve(streams_.size());
+  for (auto& [name, stream] : streams_) out.push_back(stream);
+  return out;
+}
+
+Hub::~Hub() {
+  for (auto& [name, v] : volumes_) {
+    std::lock_guard lock(v->mu);
+    v->sinks.clear();
+  }
+}
+
+Result<void> Hub::load() {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  fs::path root = fs::path(state_dir_) / "volumes";
+  fs::create_directories(root, ec);
+  if (ec) return fail(ec.value(), fmt::format("create {}: {}", root.string(), ec.message()));
+  try {
+    load_hosts(root, ec);
+  } catch (const fs::filesystem_error& e) {
+    return fail(e.code().value(), fmt::format("list {}: {}", root.string(), e.what()));
+  }
+  if (ec) return fail(ec.value(), fmt::format("list {}: {}", root.string(), ec.message()));
+  return {};
+}
+
+void Hub::load_hosts(const std::filesystem::path& root, std::error_code& ec) {
+  namespace fs = std::filesystem;
+  for (const auto& host_dir : fs::directory_iterator(root, ec)) {
+    std::string host = host_dir.path().filename().string();
+    std::error_code inner;
+    if (!host_dir.is_directory(inner) || !validate_host(host)) continue;
+    for (const auto& vol_dir : fs::directory_iterator(host_dir.path(), inner)) {
+      std::string escaped = vol_dir.path().filename().string();
+      auto path = unescape_path(escaped);
+      if (!vol_dir.is_directory(inner) || !path || !validate_volume_path(*path)) {
+        log::warn("ignoring {}: not a volume directory", vol_dir.path().string());
+        continue;
+      }
+      auto v = Volume::open(host, *path, vol_dir.path().string());
+      if (!v) {
+        log::error("{}", v.error().message);
+        continue;
+      }
+      log::info("volume {} loaded (instance {}, committed {})", (*v)->name(), (*v)->state.instance,
+                (*v)->state.committed);
+      std::lock_guard lock(mu_);
+      volumes_.emplace((*v)->name(), std::move(*v));
+    }
+  }
+}
+
+Result<std::shared_ptr<Volume>> Hub::volume(const std::string& host, const std::string& path) {
+  std::shared_ptr<Volume> v;
+  std::vector<std::shared_ptr<Replica>> replicas;
+  {
+    std::lock_guard lock(mu_);
+    auto it = volumes_.find(host + ":" + path);
+    if (it != volumes_.end()) return it->second;
+    std::string dir = fmt::format("{}/volumes/{}/{}", state_dir_, host, escape_path(path));
+    v = BKP_TRY(Volume::open(host, path, dir));
+    volumes_.emplace(v->name(), v);
+    for (auto& [name, r] : replicas_) replicas.push_back(r);
+  }
+  log::info("volume {} created", v->name());
+  for (auto& r : replicas) {
+    auto res = ensure_stream(v, *r);
+    if (!res) log::error("{}", res.error().message);
+  }
+  return v;
+}
+
+Result<std::shared_ptr<Replica>> Hub::attach_replica(const std::string& name, uint64_t instance) {
+  std::shared_ptr<Replica> r;
+  {
+    std::lock_guard lock(mu_);
+    auto& slot = replicas_[name];
+    if (!slot) slot = std::make_shared<Replica>(name);
+    r = slot;
+  }
+  {
+    std::lock_guard lock(r->mu_);
+    if (r->connected_) return fail(EBUSY, fmt::format("replica {} is already connected", name));
+    r->connected_ = true;
+    if (!r->known_ || r->instance_ != instance) {
+      if (r->known_) log::info("replica {} restarted (instance {}): rebuilding its streams", name, instance);
+      r->known_ = true;
+      r->instance_ = instance;
+      r->streams_.clear();
+    }
+  }
+  for (auto& v : all_volumes()) {
+    auto res = ensure_stream(v, *r);
+    if (!res) log::error("{}", res.error().message);  // the other volumes still replicate
+  }
+  return r;
+}
+
+void Hub::detach_replica(Replica& replica) {
+  std::lock_guard lock(replica.mu_);
+  replica.connected_ = false;
+}
+
+void Hub::wake_all() {
+  std::lock_guard lock(mu_);
+  for (auto& [name, r] : replicas_) r->notifier_->notify();
+}
+
+Result<void> Hub::ensure_stream(const std::shared_ptr<Volume>& volume, Replica& replica) {
+  std::lock_guard vlock(volume->mu);
+  uint64_t instance = 0;
+  {
+    std::lock_guard rlock(replica.mu_);
+    if (!replica.known_) return {};
+    instance = replica.instance_;
+  }
+  auto it = volume->sinks.find(replica.name());
+  if (it != volume->sinks.end() && it->second->instance == instance) return {};
+
+  changes::Applier& applier = *volume->applier;
+  auto identify = [&applier](int, const char*,
+                             const struct stat& st) -> std::optional<changes::FileRef> {
+    auto id = applier.id_of_inode(st.st_ino);
+    if (!id) return std::nullopt;
+    return changes::FileRef{*id, ""};
+  };
+  auto batch = changes::scan_tree(applier.tree_fd(), identify);
+  if (!batch) {
+    return tl::unexpected(batch.error().wrap(
+        fmt::format("baseline of {} for replica {}", volume->name(), replica.name())));
+  }
+  auto stream = std::make_shared<ReplicaStream>();
+  stream->volume = volume;
+  stream->instance = instance;
+  stream->notifier = replica.notifier_;
+  log::info("baseline of {} for replica {}: {} operations, {} files, {} bytes", volume->name(),
+            replica.name(), batch->ops.size(), batch->files.size(), batch->dirty_bytes());
+  stream->pending = std::move(*batch);
+  volume->sinks[replica.name()] = stream;
+  {
+    std::lock_guard rlock(replica.mu_);
+    if (replica.instance_ == instance) replica.streams_[volume->name()] = stream;
+  }
+  replica.notifier_->notify();
+  return {};
+}
+
+std::vector<std::shared_ptr<Volume>> Hub::all_volumes() {
+  std::lock_guard lock(mu_);
+  std::vector<std::shared_ptr<Volume>> out;
+  out.reserve(volumes_.size());
+  for (auto& [name, v] : volumes_) out.push_back(v);
+  return out;
+}
+
+}  // namespace bkp::server

@@ -1,0 +1,81 @@
+// Hub: backupd's tables of volumes and replicas, and the wiring between them.
+//
+// Every volume has, for every replica backupd knows, one ReplicaStream: a baseline batch of the
+// mirror taken when the stream was built, then a change log the node session feeds. A replica is
+// known from its first connection until backupd stops; while it is away its logs keep
+// coalescing, so it catches up when it returns. A replica that comes back with another instance
+// (it restarted and lost what it had not acknowledged) gets all its streams rebuilt.
+//
+// Thread-safety: all methods are safe to call concurrently. Lock order: see volume.h.
+#pragma once
+
+#include <atomic>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "common/result.h"
+#include "server/volume.h"
+
+namespace bkp::server {
+
+class Replica {
+ public:
+  explicit Replica(std::string name) : name_(std::move(name)) {}
+  const std::string& name() const { return name_; }
+
+  // This replica's streams, ordered by volume name.
+  std::vector<std::shared_ptr<ReplicaStream>> streams();
+  const std::shared_ptr<Notifier>& notifier() const { return notifier_; }
+
+ private:
+  friend class Hub;
+  const std::string name_;
+  const std::shared_ptr<Notifier> notifier_ = std::make_shared<Notifier>();
+  std::mutex mu_;
+  // Guarded by mu_.
+  bool known_ = false;  // instance_ is valid
+  uint64_t instance_ = 0;
+  bool connected_ = false;
+  std::map<std::string, std::shared_ptr<ReplicaStream>> streams_;  // by volume name
+};
+
+class Hub {
+ public:
+  explicit Hub(std::string state_dir) : state_dir_(std::move(state_dir)) {}
+  ~Hub();  // breaks the volume <-> stream reference cycles
+
+  // Opens every volume found under state_dir/volumes. A volume that cannot be opened is logged
+  // and skipped; only an unreadable volumes directory is an error.
+  Result<void> load();
+
+  // The volume, opened or created on first use. A new volume gets a stream for every known
+  // replica. host and path must already be validated.
+  Result<std::shared_ptr<Volume>> volume(const std::string& host, const std::string& path);
+
+  // Marks the replica connected (EBUSY if it already is), rebuilding its streams if instance
+  // is not the one it last connected with. Then makes sure every volume has a stream for it.
+  Result<std::shared_ptr<Replica>> attach_replica(const std::string& name, uint64_t instance);
+  void detach_replica(Replica& replica);
+
+  // Wakes every replica session (on shutdown).
+  void wake_all();
+
+ private:
+  // Builds the replica's stream for the volume from a baseline scan, unless the volume already
+  // has one for the replica's current instance. Idempotent, so racing callers are harmless.
+  Result<void> ensure_stream(const std::shared_ptr<Volume>& volume, Replica& replica);
+  std::vector<std::shared_ptr<Volume>> all_volumes();
+  void load_hosts(const std::filesystem::path& root, std::error_code& ec);
+
+  const std::string state_dir_;
+  std::mutex mu_;
+  // Guarded by mu_.
+  std::map<std::string, std::shared_ptr<Volume>> volumes_;  // by Volume::name()
+  std::map<std::string, std::shared_ptr<Replica>> replicas_;
+};
+
+}  // namespace bkp::server

@@ -1,0 +1,65 @@
+// backupd: parses the command line and hands over to bkp::server::run().
+#include <getopt.h>
+
+#include <cstdio>
+#include <exception>
+
+#include "common/log.h"
+#include "common/net/socket.h"
+#include "server/server.h"
+
+namespace {
+
+void usage(FILE* out) {
+  std::fputs(
+      "usage: backupd --state-dir DIR [--config FILE] [--listen ADDR:PORT] [--port-file FILE] "
+      "[-v|-q]\n",
+      out);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using bkp::server::kExitUsage;
+  bkp::server::Options options;
+  const option longopts[] = {
+      {"state-dir", required_argument, nullptr, 's'}, {"config", required_argument, nullptr, 'c'},
+      {"listen", required_argument, nullptr, 'l'},    {"port-file", required_argument, nullptr, 'p'},
+      {"verbose", no_argument, nullptr, 'v'},         {"quiet", no_argument, nullptr, 'q'},
+      {"help", no_argument, nullptr, 'h'},            {nullptr, 0, nullptr, 0}};
+  int c;
+  while ((c = getopt_long(argc, argv, "vqh", longopts, nullptr)) != -1) {
+    switch (c) {
+      case 's': options.state_dir = optarg; break;
+      case 'c': options.config_file = optarg; break;
+      case 'l': options.listen = optarg; break;
+      case 'p': options.port_file = optarg; break;
+      case 'v': bkp::log::set_level(bkp::log::Level::kDebug); break;
+      case 'q': bkp::log::set_level(bkp::log::Level::kWarn); break;
+      case 'h': usage(stdout); return 0;
+      default: usage(stderr); return kExitUsage;
+    }
+  }
+  if (optind != argc) {
+    std::fprintf(stderr, "backupd: unexpected argument '%s'\n", argv[optind]);
+    usage(stderr);
+    return kExitUsage;
+  }
+  if (options.state_dir.empty() && options.config_file.empty()) {
+    std::fputs("backupd: --state-dir is required\n", stderr);
+    usage(stderr);
+    return kExitUsage;
+  }
+  if (!options.listen.empty()) {
+    if (auto hp = bkp::net::parse_host_port(options.listen); !hp) {
+      std::fprintf(stderr, "backupd: --listen: %s\n", hp.error().message.c_str());
+      return kExitUsage;
+    }
+  }
+  try {
+    return bkp::server::run(options);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "backupd: internal error: %s\n", e.what());
+    return 1;
+  }
+}

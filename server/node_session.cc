@@ -1,0 +1,142 @@
+// A node session: HelloOk, then apply every frame to the mirror and fan it out to the replicas.
+//
+// The handshake tells the node what is durable here: if the node's instance is the one whose
+// commits `state` records, `committed` lets it drop a batch whose ack was lost; otherwise the
+// node must send a baseline, and the new instance is written to `state` only with the first
+// commit, so a baseline cut short is asked for again. Frames are applied one at a time under the
+// volume's mutex and each is recorded, in the same critical section, into every replica's log
+// for this volume: that is what makes a replica's baseline scan (same mutex) a clean cut.
+// Commit syncs the mirror once (group commit), then `state`, then acks: an ack is a promise that
+// the batch survives a crash of this machine.
+#include "server/node_session.h"
+
+#include <fmt/format.h>
+
+#include <optional>
+
+#include "common/log.h"
+#include "common/path.h"
+#include "server/peer.h"
+
+namespace bkp::server {
+namespace {
+
+class NodeSession {
+ public:
+  NodeSession(net::Conn& conn, std::shared_ptr<Volume> volume, uint64_t instance)
+      : conn_(conn), volume_(std::move(volume)), instance_(instance) {}
+
+  // Applies frames until the connection ends. Returns the error that ended it.
+  Error serve() {
+    while (true) {
+      auto frame = conn_.recv(-1);
+      if (!frame) return frame.error();
+      std::optional<uint64_t> ack;
+      {
+        std::lock_guard lock(volume_->mu);
+        volume_->stats.wire_bytes += wire::kHeaderSize + frame->payload.size();
+        auto r = handle(*frame, ack);
+        if (!r) return r.error();
+      }
+      if (ack) {
+        auto r = send_msg(conn_, wire::MsgType::kAck, wire::Ack{*ack});
+        if (!r) return r.error();
+      }
+    }
+  }
+
+ private:
+  // Applies one frame (volume mutex held). Sets ack to the batch of a commit to acknowledge.
+  Result<void> handle(const wire::Frame& frame, std::optional<uint64_t>& ack) {
+    Volume& v = *volume_;
+    switch (frame.type) {
+      case wire::MsgType::kOp: {
+        auto op = BKP_TRY(wire::decode_op(frame.payload));
+        BKP_TRY_VOID(v.applier->apply(op));
+        v.fan_out(op);
+        v.stats.ops += 1;
+        return {};
+      }
+      case wire::MsgType::kWrite: {
+        auto w = BKP_TRY(wire::decode_write(frame.flags, frame.payload));
+        BKP_TRY_VOID(v.applier->write(w));
+        v.fan_out_write(w.id, w.offset, w.data.size());
+        v.stats.data_bytes += w.data.size();
+        return {};
+      }
+      case wire::MsgType::kCommit: {
+        auto c = BKP_TRY(wire::decode_commit(frame.payload));
+        BKP_TRY_VOID(v.applier->commit());
+        v.state = VolumeState{instance_, c.batch};
+        BKP_TRY_VOID(v.save_state());
+        v.stats.batches += 1;
+        if (auto s = v.save_stats(); !s) log::warn("volume {}: {}", v.name(), s.error().message);
+        v.notify_sinks();
+        log::debug("volume {}: batch {} committed", v.name(), c.batch);
+        ack = c.batch;
+        return {};
+      }
+      case wire::MsgType::kPing:
+        return {};
+      default:
+        return fail(EPROTO, fmt::format("unexpected {} frame on a node stream",
+                                        wire::type_name(frame.type)));
+    }
+  }
+
+  net::Conn& conn_;
+  std::shared_ptr<Volume> volume_;
+  const uint64_t instance_;  // written to `state` with each commit
+};
+
+}  // namespace
+
+void run_node_session(net::Conn& conn, const wire::Hello& hello, uint64_t hello_bytes, Hub& hub,
+                      const std::string& peer, const std::atomic<bool>& stopping) {
+  auto reject = [&](const Error& e) {
+    log::error("node {} ({}:{}): {}", peer, hello.name, hello.path, e.message);
+    send_error(conn, e.code, e.message);
+  };
+  if (auto ok = validate_host(hello.name); !ok) return reject(ok.error());
+  if (auto ok = validate_volume_path(hello.path); !ok) return reject(ok.error());
+  auto volume = hub.volume(hello.name, hello.path);
+  if (!volume) return reject(volume.error());
+  Volume& v = **volume;
+
+  wire::HelloOk ok;
+  {
+    std::lock_guard lock(v.mu);
+    if (v.node_connected) {
+      return reject(Error{EBUSY, fmt::format("volume {} already has a node session", v.name())});
+    }
+    v.node_connected = true;
+    v.stats.wire_bytes += hello_bytes;
+    bool same = v.state.instance != 0 && v.state.instance == hello.instance;  // 0: no state yet
+    ok.committed = same ? v.state.committed : 0;
+    ok.need_baseline = same ? 0 : 1;
+  }
+  log::info("node {} connected for volume {} (instance {:016x}, committed {}, {})", peer, v.name(),
+            hello.instance, ok.committed, ok.need_baseline ? "baseline needed" : "resuming");
+
+  NodeSession session(conn, *volume, hello.instance);
+  Error end{};
+  if (auto sent = send_msg(conn, wire::MsgType::kHelloOk, ok); !sent) {
+    end = sent.error();
+  } else {
+    end = session.serve();
+  }
+  {
+    std::lock_guard lock(v.mu);
+    v.node_connected = false;
+  }
+  if (stopping) {
+    log::info("node {} for volume {}: closed (shutting down)", peer, v.name());
+  } else if (end.code == ECONNRESET) {
+    log::info("node {} for volume {} disconnected", peer, v.name());
+  } else {
+    log::error("node {} for volume {}: {}", peer, v.name(), end.message);
+    send_error(conn, end.code, end.message);
+  }
+}
+
+}  // namespace bkp::server

@@ -1,0 +1,21 @@
+// The replica side of backupd: ships each volume's changes to one connected replicator.
+#pragma once
+
+#include <atomic>
+#include <string>
+
+#include "common/net/conn.h"
+#include "common/wire/messages.h"
+#include "server/hub.h"
+
+namespace bkp::server {
+
+constexpr int kReplicaAckTimeoutMs = 30000;
+constexpr int kReplicaIdleWaitMs = 50;
+
+// Serves one replica connection after its Hello until it fails, closes, or stopping is set.
+// Logs every outcome itself; on an error it sends a kError frame first.
+void run_replica_session(net::Conn& conn, const wire::Hello& hello, Hub& hub,
+                         const std::string& peer, const std::atomic<bool>& stopping);
+
+}  // namespace bkp::server

@@ -1,0 +1,104 @@
+// Volume: one (host, path) pair on backupd — its mirror, its durable state, its counters, and the
+// per-replica change logs its stream is fanned out into.
+//
+// Lock order (never take an earlier lock while holding a later one):
+//   Hub::mu_  ->  Volume::mu  ->  Replica::mu
+// Volume::mu is held by the node session while it applies one frame (and records it into every
+// sink), and by a baseline scan of the mirror for a replica. It is never held across network
+// I/O, so a slow replica cannot slow a node.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+
+#include "common/changes/applier.h"
+#include "common/changes/change_log.h"
+#include "common/result.h"
+
+namespace bkp::server {
+
+// "instance <u64>\ncommitted <u64>\n": what the node stream of this volume has made durable.
+struct VolumeState {
+  uint64_t instance = 0;
+  uint64_t committed = 0;
+};
+
+// Counters since backupd started, written to `stats` after each commit.
+struct VolumeStats {
+  uint64_t wire_bytes = 0;  // bytes of frames received on node streams, headers included
+  uint64_t data_bytes = 0;  // raw bytes of Write frames
+  uint64_t ops = 0;
+  uint64_t batches = 0;
+};
+
+// Wakes a replica session when one of its logs gained something.
+class Notifier {
+ public:
+  void notify();
+  // True if notified since the last wait; returns after at most timeout otherwise.
+  bool wait(std::chrono::milliseconds timeout);
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool flag_ = false;
+};
+
+class Volume;
+
+// What one replica still needs of one volume. `log` is fed by the node session (under the
+// volume's mutex); `pending` is the batch being (re)sent and is touched only by the replica's
+// session thread, of which there is at most one.
+struct ReplicaStream {
+  std::shared_ptr<Volume> volume;
+  uint64_t instance = 0;  // the replica instance this stream was built for
+  std::shared_ptr<Notifier> notifier;
+  changes::ChangeLog log;
+  std::optional<changes::Batch> pending;
+};
+
+class Volume {
+ public:
+  // Opens (creating if needed) DIR/{mirror,ids} and reads DIR/state.
+  static Result<std::shared_ptr<Volume>> open(const std::string& host, const std::string& path,
+                                              const std::string& dir);
+
+  const std::string& host() const { return host_; }
+  const std::string& path() const { return path_; }
+  // "host:/path", for log lines and map keys.
+  const std::string& name() const { return name_; }
+
+  std::mutex mu;
+  // Everything below is guarded by mu.
+  std::unique_ptr<changes::Applier> applier;  // set once by open(); open_id() needs no lock
+  VolumeState state;                          // as on disk
+  VolumeStats stats;
+  bool node_connected = false;
+  std::map<std::string, std::shared_ptr<ReplicaStream>> sinks;  // by replica name
+
+  // Records one applied operation / write into every sink (mu held).
+  void fan_out(const wire::Op& op);
+  void fan_out_write(uint64_t id, uint64_t offset, uint64_t length);
+  void notify_sinks();
+
+  // Rewrites `state` durably (temp file, fdatasync, rename) and `stats` (mu held).
+  Result<void> save_state();
+  Result<void> save_stats();
+
+ private:
+  Volume(std::string host, std::string path, std::string dir)
+      : host_(std::move(host)), path_(std::move(path)), dir_(std::move(dir)),
+        name_(host_ + ":" + path_) {}
+
+  std::string host_, path_, dir_, name_;
+};
+
+// Inverse of bkp::escape_path ("srv-my\x2dapp" -> "/srv/my-app"); nullopt if not an escape.
+std::optional<std::string> unescape_path(std::string_view escaped);
+
+}  // namespace bkp::server

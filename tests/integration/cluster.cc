@@ -1,0 +1,312 @@
+// ClusterTest (see cluster.h): starting, watching and always stopping the real processes.
+#include "tests/integration/cluster.h"
+
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
+#include <sstream>
+
+#include "common/path.h"
+#include "tests/testutil/files.h"
+#include "tests/testutil/wait.h"
+
+namespace bkp::it {
+
+using testutil::Daemon;
+using testutil::describe_status;
+using testutil::wait_until;
+
+namespace {
+
+std::string env_or(const char* name, const char* fallback) {
+  const char* v = getenv(name);
+  return v != nullptr && *v != '\0' ? v : fallback;
+}
+
+std::string address(uint16_t port) { return "127.0.0.1:" + std::to_string(port); }
+
+bool exited_zero(int status) { return WIFEXITED(status) && WEXITSTATUS(status) == 0; }
+
+}  // namespace
+
+Binaries Binaries::find() {
+  return {env_or("BKP_BACKUPD", BKP_BACKUPD_PATH), env_or("BKP_REPLICATOR", BKP_REPLICATOR_PATH),
+          env_or("BKP_BACKUPFS", BKP_BACKUPFS_PATH)};
+}
+
+bool finishes_within(const std::function<void()>& fn, std::chrono::milliseconds timeout,
+                     const std::function<void()>& unblock) {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
+  std::exception_ptr error;
+  std::thread worker([&] {
+    try {
+      fn();
+    } catch (...) {
+      error = std::current_exception();
+    }
+    std::lock_guard lock(mu);
+    done = true;
+    cv.notify_all();
+  });
+  bool in_time;
+  {
+    std::unique_lock lock(mu);
+    in_time = cv.wait_for(lock, timeout, [&] { return done; });
+  }
+  if (!in_time) unblock();
+  worker.join();
+  if (error) std::rethrow_exception(error);
+  return in_time;
+}
+
+void ClusterTest::SetUp() {
+  if (auto why = testutil::fuse_unavailable_reason()) GTEST_SKIP() << *why;
+  bin_ = Binaries::find();
+  for (const std::string& b : {bin_.backupd, bin_.replicator, bin_.backupfs}) {
+    ASSERT_EQ(access(b.c_str(), X_OK), 0) << b << " is not built";
+  }
+  tmp_.emplace("bkp-it");
+  src_ = tmp_->mkdir("src");
+  ref_ = tmp_->mkdir("ref");
+  state_ = tmp_->mkdir("state");
+  logs_ = tmp_->mkdir("logs");
+  roots_[0] = tmp_->mkdir("r1");
+  roots_[1] = tmp_->mkdir("r2");
+  port_file_ = tmp_->sub("port");
+  start_watchdog();
+}
+
+void ClusterTest::TearDown() {
+  if (mount_) {
+    EXPECT_TRUE(unmount_source());
+  }
+  for (auto& r : replicators_) {
+    if (r) r->stop(10s);
+    r.reset();
+  }
+  if (backupd_) {
+    bool was_alive = backupd_->alive();
+    int st = backupd_->stop(15s);
+    if (was_alive) {
+      EXPECT_TRUE(exited_zero(st)) << "backupd on SIGTERM: " << describe_status(st);
+    } else if (!HasFailure()) {
+      ADD_FAILURE() << "backupd died during the test: " << describe_status(st);
+    }
+    backupd_.reset();
+  }
+  stop_watchdog();
+  if (expired_) ADD_FAILURE() << "the watchdog fired: the test ran out of time";
+  if (HasFailure()) print_logs();
+}
+
+ClusterTest::~ClusterTest() {
+  stop_watchdog();
+  // Members go in reverse order: the mount first, then the daemons, then the directory.
+}
+
+void ClusterTest::start_watchdog() {
+  long seconds = std::atol(env_or("BKP_TEST_WATCHDOG_SECONDS", "100").c_str());
+  watchdog_ = std::thread([this, seconds] {
+    std::unique_lock lock(watchdog_mu_);
+    if (watchdog_cv_.wait_for(lock, std::chrono::seconds(seconds),
+                              [&] { return watchdog_stop_; })) {
+      return;
+    }
+    fprintf(stderr, "[watchdog] test still running after %ld s: giving up its waits\n", seconds);
+    expired_ = true;
+    // Calls blocked on the mount return ENOTCONN once its server is gone.
+    if (pid_t pg = fuse_pgid_.load(); pg > 0) kill(-pg, SIGKILL);
+  });
+}
+
+void ClusterTest::stop_watchdog() {
+  {
+    std::lock_guard lock(watchdog_mu_);
+    watchdog_stop_ = true;
+  }
+  watchdog_cv_.notify_all();
+  if (watchdog_.joinable()) watchdog_.join();
+}
+
+::testing::AssertionResult ClusterTest::start_server(uint16_t port) {
+  unlink(port_file_.c_str());  // a stale port from a previous run must not be read
+  backupd_ = std::make_unique<Daemon>(
+      "backupd",
+      std::vector<std::string>{bin_.backupd, "--state-dir", state_, "--listen", address(port),
+                               "--port-file", port_file_},
+      logs_ + "/backupd.log");
+  std::optional<uint16_t> got;
+  wait_until(
+      [&] {
+        got = testutil::read_port_file(port_file_);
+        return got || !backupd_->alive() || expired();
+      },
+      20s, 20ms);
+  if (!got) {
+    std::string why = backupd_->alive() ? "no port file after 20 s"
+                                        : "exited: " + describe_status(*backupd_->status());
+    return ::testing::AssertionFailure() << "backupd did not start (" << why << ")\n"
+                                         << backupd_->log_tail();
+  }
+  if (port != 0 && *got != port) {
+    return ::testing::AssertionFailure() << "backupd asked for port " << port << " wrote " << *got;
+  }
+  port_ = *got;
+  return ::testing::AssertionSuccess();
+}
+
+::testing::AssertionResult ClusterTest::stop_server() {
+  if (!backupd_) return ::testing::AssertionFailure() << "backupd is not running";
+  int st = backupd_->stop(15s);
+  std::string log = backupd_->log_tail();
+  backupd_.reset();
+  if (!exited_zero(st)) {
+    return ::testing::AssertionFailure()
+           << "backupd on SIGTERM: " << describe_status(st) << " (expected exit 0)\n"
+           << log;
+  }
+  return ::testing::AssertionSuccess();
+}
+
+::testing::AssertionResult ClusterTest::start_replicators() {
+  for (int i = 0; i < 2; ++i) {
+    std::string name = "r" + std::to_string(i + 1);
+    replicators_[i] = std::make_unique<Daemon>(
+        name,
+        std::vector<std::string>{bin_.replicator, "--server", address(port_), "--root", roots_[i],
+                                 "--name", name},
+        logs_ + "/" + name + ".log");
+  }
+  // A replicator retries its connection in the background; only an early exit is a failure.
+  for (auto& r : replicators_) {
+    if (r->wait_exit(200ms)) {
+      return ::testing::AssertionFailure()
+             << r->name() << " exited at start: " << describe_status(*r->status()) << "\n"
+             << r->log_tail();
+    }
+  }
+  return ::testing::AssertionSuccess();
+}
+
+::testing::AssertionResult ClusterTest::mount_source(uint16_t server_port) {
+  testutil::MountOptions opts;
+  opts.binary = bin_.backupfs;
+  opts.dir = src_;
+  opts.args = {"--server", address(server_port), "--host", kHost};
+  opts.log_path = logs_ + "/backupfs.log";
+  auto m = testutil::MountedFs::mount(opts);
+  if (!m) return ::testing::AssertionFailure() << m.error().message;
+  mount_ = std::move(*m);
+  fuse_pgid_ = mount_->process().pid();
+  return ::testing::AssertionSuccess();
+}
+
+::testing::AssertionResult ClusterTest::start_all() {
+  if (auto r = start_server(); !r) return r;
+  if (auto r = start_replicators(); !r) return r;
+  return mount_source(port_);
+}
+
+::testing::AssertionResult ClusterTest::unmount_source() {
+  if (!mount_) return ::testing::AssertionFailure() << "nothing mounted";
+  fuse_pgid_ = 0;
+  auto r = mount_->unmount();
+  mount_.reset();
+  if (!r) return ::testing::AssertionFailure() << r.error().message;
+  if (!exited_zero(*r)) {
+    return ::testing::AssertionFailure()
+           << "backupfs after unmount: " << describe_status(*r) << " (expected exit 0)";
+  }
+  return ::testing::AssertionSuccess();
+}
+
+std::string ClusterTest::volume_dir() const {
+  return state_ + "/volumes/" + kHost + "/" + escape_path(src_);
+}
+
+std::string ClusterTest::replica(int i) const { return roots_[i] + "/" + kHost + src_; }
+
+std::string ClusterTest::wait_converged(std::chrono::seconds timeout,
+                                        const testutil::CompareOptions& options) {
+  std::string last;
+  auto start = std::chrono::steady_clock::now();
+  wait_until(
+      [&] {
+        std::vector<std::pair<std::string, Daemon*>> running;
+        if (backupd_) running.push_back({"backupd", backupd_.get()});
+        for (auto& r : replicators_) {
+          if (r) running.push_back({r->name(), r.get()});
+        }
+        if (mount_) running.push_back({"backupfs", &mount_->process()});
+        for (auto& [name, d] : running) {
+          if (!d->alive()) {
+            last = name + " died (" + describe_status(*d->status()) + ")";
+            return true;
+          }
+        }
+        if (expired()) {
+          last += " [watchdog]";
+          return true;
+        }
+        const std::pair<const char*, std::string> copies[] = {
+            {"mirror", mirror()}, {"replica r1", replica(0)}, {"replica r2", replica(1)}};
+        for (const auto& [what, path] : copies) {
+          std::string d = testutil::compare_trees(src_, path, options);
+          if (!d.empty()) {
+            last = std::string(what) + ": " + d;
+            return false;
+          }
+        }
+        last.clear();
+        return true;
+      },
+      timeout, 200ms);
+  if (last.empty()) {
+    auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
+        std::chrono::steady_clock::now() - start);
+    fprintf(stderr, "[cluster] converged in %.1f s\n", took.count() / 1000.0);
+    return "";
+  }
+  return "not converged within " + std::to_string(timeout.count()) + " s: " + last;
+}
+
+std::optional<std::map<std::string, uint64_t>> ClusterTest::server_stats() const {
+  return testutil::read_stats(volume_dir() + "/stats");
+}
+
+size_t ClusterTest::server_error_lines() const {
+  auto log = testutil::read_file(logs_ + "/backupd.log");
+  if (!log) return 0;
+  std::istringstream in(*log);
+  std::string line;
+  size_t n = 0;
+  while (std::getline(in, line)) {
+    std::transform(line.begin(), line.end(), line.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    if (line.find("error") != std::string::npos) ++n;
+  }
+  return n;
+}
+
+void ClusterTest::print_logs() const {
+  for (const char* name : {"backupd", "r1", "r2", "backupfs"}) {
+    std::string path = logs_ + "/" + name + ".log";
+    auto text = testutil::read_file(path);
+    if (!text) continue;
+    constexpr size_t kMax = 24000;
+    if (text->size() > kMax) {
+      size_t cut = text->find('\n', text->size() - kMax);
+      *text = "[...]\n" + text->substr(cut == std::string::npos ? text->size() - kMax : cut + 1);
+    }
+    fprintf(stderr, "\n----- %s -----\n%s\n", path.c_str(), text->c_str());
+  }
+}
+
+}  // namespace bkp::it

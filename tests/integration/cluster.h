@@ -1,0 +1,123 @@
+// ClusterTest: the fixture of every integration test. One backupd, two replicators and one
+// backupfs mount, all real processes on 127.0.0.1, in one temporary directory:
+//
+//   TMP/src              the application directory; backupfs is mounted over it (--host testhost)
+//   TMP/ref              a plain directory that receives the same operations, never mounted:
+//                        what the application should see, to check backupfs itself
+//   TMP/state            backupd --state-dir
+//   TMP/r1, TMP/r2       replicator --root
+//   TMP/logs/*.log       every process's stdout and stderr, printed when a test fails
+//
+// Teardown always runs in the order that loses nothing: unmount (backupfs ships what is left
+// and exits 0), stop the replicators, SIGTERM backupd (exit 0). A watchdog bounds every test:
+// when BKP_TEST_WATCHDOG_SECONDS (set by CTest, below the CTest timeout) pass, it kills the
+// backupfs process group so any call blocked on the mount returns, and makes every wait give
+// up, so the normal teardown still unmounts and stops everything before CTest would kill us.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+
+#include "tests/testutil/daemon.h"
+#include "tests/testutil/mounted_fs.h"
+#include "tests/testutil/temp_dir.h"
+#include "tests/testutil/tree_compare.h"
+
+namespace bkp::it {
+
+using namespace std::chrono_literals;
+using testutil::compare_trees;
+
+constexpr char kHost[] = "testhost";
+
+// Paths of the binaries under test: $BKP_BACKUPD / $BKP_REPLICATOR / $BKP_BACKUPFS, else the
+// ones this test binary was built with.
+struct Binaries {
+  std::string backupd;
+  std::string replicator;
+  std::string backupfs;
+  static Binaries find();
+};
+
+// Runs fn on another thread. If it has not returned after timeout, calls unblock() (which must
+// make fn's blocking calls return, e.g. by killing the FUSE server) and joins. Exceptions from
+// fn are rethrown here. True if fn finished in time.
+bool finishes_within(const std::function<void()>& fn, std::chrono::milliseconds timeout,
+                     const std::function<void()>& unblock);
+
+class ClusterTest : public ::testing::Test {
+ protected:
+  void SetUp() override;
+  void TearDown() override;
+  ~ClusterTest() override;
+
+  // Each returns a failure with the process's log if it does not come up.
+  ::testing::AssertionResult start_server(uint16_t port = 0);  // 0: any free port
+  ::testing::AssertionResult stop_server();                    // SIGTERM, expects exit 0
+  ::testing::AssertionResult start_replicators();
+  ::testing::AssertionResult mount_source(uint16_t server_port);
+  // start_server(), start_replicators(), mount_source(port()).
+  ::testing::AssertionResult start_all();
+  // Unmounts and expects backupfs to exit 0.
+  ::testing::AssertionResult unmount_source();
+
+  uint16_t port() const { return port_; }
+  const std::string& src() const { return src_; }
+  const std::string& ref() const { return ref_; }
+  std::string src(const std::string& rel) const { return src_ + "/" + rel; }
+  std::string ref(const std::string& rel) const { return ref_ + "/" + rel; }
+  // STATE/volumes/testhost/<escape_path(src)>/{mirror,stats}
+  std::string volume_dir() const;
+  std::string mirror() const { return volume_dir() + "/mirror"; }
+  // ROOT/testhost/<src without leading '/'>
+  std::string replica(int i) const;
+
+  // "" once src == mirror == r1 == r2 (content, type, mode, owner, symlinks, hard links, mtime);
+  // otherwise, after timeout or as soon as a daemon dies, the first difference (or the death).
+  std::string wait_converged(std::chrono::seconds timeout = 90s,
+                             const testutil::CompareOptions& options = {});
+  // The volume's stats file on backupd (wire_bytes, data_bytes, ops, batches).
+  std::optional<std::map<std::string, uint64_t>> server_stats() const;
+  // Lines of backupd's log that contain "error" (any case).
+  size_t server_error_lines() const;
+  // Whether the watchdog fired: every wait should give up.
+  bool expired() const { return expired_; }
+
+  testutil::Daemon* backupd() { return backupd_.get(); }
+  testutil::MountedFs* mount() { return mount_.get(); }
+
+ private:
+  void print_logs() const;
+  void start_watchdog();
+  void stop_watchdog();
+
+  Binaries bin_;
+  std::optional<testutil::TempDir> tmp_;
+  std::string src_, ref_, state_, logs_, port_file_;
+  std::string roots_[2];
+  uint16_t port_ = 0;
+
+  std::unique_ptr<testutil::Daemon> backupd_;
+  std::unique_ptr<testutil::Daemon> replicators_[2];
+  std::unique_ptr<testutil::MountedFs> mount_;  // last: destroyed (unmounted) first
+
+  std::atomic<bool> expired_{false};
+  std::atomic<pid_t> fuse_pgid_{0};
+  std::mutex watchdog_mu_;
+  std::condition_variable watchdog_cv_;
+  bool watchdog_stop_ = false;
+  std::thread watchdog_;
+};
+
+}  // namespace bkp::it

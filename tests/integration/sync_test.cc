@@ -1,0 +1,69 @@
+// Convergence (DESIGN.md invariant 3): after a mix of every kind of change an application makes,
+// the mirror and both replicas are identical to the source: content, type, mode, owner, symlink
+// targets, hard links and mtimes. And backupfs itself is a faithful passthrough: the mount
+// shows exactly what the same operations produce on a plain directory.
+#include <stdio.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "tests/integration/cluster.h"
+#include "tests/integration/workload.h"
+
+namespace bkp::it {
+namespace {
+
+constexpr uint64_t kBigFile = 200 * kMiB;
+
+class SyncTest : public ClusterTest {};
+
+// Allocated bytes of a file (sparse files must stay sparse in every copy).
+uint64_t allocated(const std::string& path) {
+  struct stat st {};
+  if (lstat(path.c_str(), &st) != 0) return ~uint64_t{0};
+  return static_cast<uint64_t>(st.st_blocks) * 512;
+}
+
+TEST_F(SyncTest, FullMixConvergesEverywhere) {
+  make_preexisting_tree(src());
+  make_preexisting_tree(ref());
+  ASSERT_TRUE(start_all());
+
+  apply_mix(src(), 1000);
+  apply_mix(ref(), 1000);
+  write_big_file(src("big.bin"), kBigFile, 7000);
+  write_big_file(ref("big.bin"), kBigFile, 7000);
+
+  // What the application sees through the mount is what a plain directory would hold.
+  EXPECT_EQ(compare_trees(ref(), src(), {.mtime = false}), "");
+
+  ASSERT_EQ(wait_converged(), "");
+
+  for (const std::string& copy : {mirror(), replica(0), replica(1)}) {
+    EXPECT_LT(allocated(copy + "/data/sparse.bin"), 4 * kMiB) << copy << " is not sparse";
+    EXPECT_LT(allocated(copy + "/pre/sparse"), 4 * kMiB) << copy << " is not sparse";
+  }
+}
+
+// A second round on an already synchronised volume: changes to existing entries (not only
+// creations) reach every copy, including deletions of whole subtrees.
+TEST_F(SyncTest, LaterChangesToExistingEntriesConverge) {
+  ASSERT_TRUE(start_all());
+  apply_mix(src(), 100);
+  ASSERT_EQ(wait_converged(), "");
+
+  write_at(src("data/offsets.bin"), 2000, "changed in round two");
+  truncate_to(src("data/trunc.bin"), 10);
+  ASSERT_EQ(rename(src("dir2/sub").c_str(), src("moved-sub").c_str()), 0);
+  ASSERT_EQ(rename(src("links/orig").c_str(), src("data/log.txt").c_str()), 0);
+  std::filesystem::remove_all(src("many"));
+  ASSERT_EQ(chmod(src("data/sparse.bin").c_str(), 0444), 0);
+  ASSERT_EQ(chown(src("links/hard").c_str(), 65534, 0), 0);
+  set_mtime(src("data"), 1100000000, 42);
+
+  ASSERT_EQ(wait_converged(), "");
+}
+
+}  // namespace
+}  // namespace bkp::it

@@ -1,0 +1,28 @@
+// Small file helpers for tests: whole-file read/write, the daemons' port and stats files, and
+// deterministic pseudo-random data (incompressible, so zstd cannot hide bytes on the wire).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace bkp::testutil {
+
+// Whole file, or nullopt if it cannot be read.
+std::optional<std::string> read_file(const std::string& path);
+// Creates or truncates path and writes data. Throws std::system_error on failure.
+void write_file(const std::string& path, std::string_view data, int mode = 0644);
+
+// The port a daemon wrote with --port-file: decimal digits, optionally followed by whitespace,
+// 1..65535. nullopt while the file is missing, empty or partly written.
+std::optional<uint16_t> read_port_file(const std::string& path);
+
+// "key N" lines (backupd's per-volume stats file) as a map; nullopt if unreadable.
+std::optional<std::map<std::string, uint64_t>> read_stats(const std::string& path);
+
+// n bytes of splitmix64 output for seed: the same seed gives the same bytes.
+std::vector<uint8_t> random_bytes(size_t n, uint64_t seed);
+
+}  // namespace bkp::testutil

@@ -1,0 +1,314 @@
+// ChangeLog: records what changed, not the bytes. Writes to a file coalesce into ranges,
+// truncate is an operation that also clips pending ranges, a newer directory Attr replaces an
+// older one, and take() hands out numbered cuts that leave the log empty.
+#include "common/changes/change_log.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace bkp::changes {
+namespace {
+
+using namespace std::chrono_literals;
+using wire::Op;
+using wire::OpKind;
+
+FileRef file(uint64_t id) { return FileRef{id, "handle-" + std::to_string(id)}; }
+
+Op mkdir_op(std::string path) {
+  Op op;
+  op.kind = OpKind::kMkdir;
+  op.path = std::move(path);
+  op.mode = 0755;
+  return op;
+}
+
+Op attr_op(std::string path, uint32_t mode, int64_t mtime_ns = 0) {
+  Op op;
+  op.kind = OpKind::kAttr;
+  op.path = std::move(path);
+  op.mode = mode;
+  op.mtime_ns = mtime_ns;
+  return op;
+}
+
+// "mkdir a; attr d 700; truncate #1 50": the ops of a batch as one readable value.
+std::string show_ops(const Batch& b) {
+  std::string s;
+  for (const Op& op : b.ops) {
+    if (!s.empty()) s += "; ";
+    switch (op.kind) {
+      case OpKind::kMkdir:
+        s += "mkdir " + op.path;
+        break;
+      case OpKind::kAttr: {
+        char mode[16];
+        snprintf(mode, sizeof mode, "%o", op.mode);
+        s += "attr " + (op.id ? "#" + std::to_string(op.id) : op.path) + " " + mode;
+        break;
+      }
+      case OpKind::kTruncate:
+        s += "truncate #" + std::to_string(op.id) + " " + std::to_string(op.size);
+        break;
+      default:
+        s += std::string(wire::op_name(op.kind)) + " " + op.path;
+        break;
+    }
+  }
+  return s;
+}
+
+// "#1 [0,20) #2 [5,6) attrs": the files of a batch, ordered by id.
+std::string show_files(const Batch& b) {
+  std::vector<const FileChange*> files;
+  for (const auto& f : b.files) files.push_back(&f);
+  std::sort(files.begin(), files.end(),
+            [](const FileChange* x, const FileChange* y) { return x->ref.id < y->ref.id; });
+  std::string s;
+  for (const FileChange* f : files) {
+    if (!s.empty()) s += " ";
+    s += "#" + std::to_string(f->ref.id);
+    for (const auto& [start, end] : f->extents.ranges()) {
+      s += " [" + std::to_string(start) + "," + std::to_string(end) + ")";
+    }
+    if (f->attrs) s += " attrs";
+  }
+  return s;
+}
+
+// "[0,10) [200,210)": the dirty ranges of one file in a batch ("none" if it is absent).
+std::string extents(const Batch& b, uint64_t id) {
+  for (const auto& f : b.files) {
+    if (f.ref.id != id) continue;
+    std::string s;
+    for (const auto& [start, end] : f.extents.ranges()) {
+      if (!s.empty()) s += " ";
+      s += "[" + std::to_string(start) + "," + std::to_string(end) + ")";
+    }
+    return s;
+  }
+  return "none";
+}
+
+TEST(ChangeLogTest, WritesToOneFileMerge) {
+  ChangeLog log;
+  log.write(file(1), 0, 10);
+  log.write(file(1), 10, 10);
+  log.write(file(1), 5, 3);
+  log.write(file(1), 100, 1);
+  Batch b = log.take();
+  EXPECT_EQ(show_files(b), "#1 [0,20) [100,101)");
+  EXPECT_EQ(show_ops(b), "");
+  EXPECT_EQ(b.dirty_bytes(), 21u);
+  ASSERT_EQ(b.files.size(), 1u);
+  EXPECT_EQ(b.files[0].ref.handle, "handle-1");
+}
+
+TEST(ChangeLogTest, FilesAreKeptApart) {
+  ChangeLog log;
+  log.write(file(1), 0, 10);
+  log.write(file(2), 0, 5);
+  log.attrs(file(3));
+  EXPECT_EQ(show_files(log.take()), "#1 [0,10) #2 [0,5) #3 attrs");
+}
+
+TEST(ChangeLogTest, TruncateRecordsAnOpAndClips) {
+  ChangeLog log;
+  log.write(file(1), 0, 100);
+  log.truncate(file(1), 50);
+  Batch b = log.take();
+  EXPECT_EQ(show_ops(b), "truncate #1 50");
+  EXPECT_EQ(extents(b, 1), "[0,50)");
+}
+
+TEST(ChangeLogTest, TruncateToZeroLeavesNoData) {
+  ChangeLog log;
+  log.write(file(1), 0, 100);
+  log.truncate(file(1), 0);
+  Batch b = log.take();
+  EXPECT_EQ(show_ops(b), "truncate #1 0");
+  EXPECT_EQ(b.dirty_bytes(), 0u);
+}
+
+TEST(ChangeLogTest, WriteAfterTruncateIsKept) {
+  ChangeLog log;
+  log.write(file(1), 0, 100);
+  log.truncate(file(1), 10);
+  log.write(file(1), 200, 10);
+  Batch b = log.take();
+  EXPECT_EQ(show_ops(b), "truncate #1 10");
+  EXPECT_EQ(extents(b, 1), "[0,10) [200,210)");
+}
+
+TEST(ChangeLogTest, OperationsKeepTheirOrder) {
+  ChangeLog log;
+  for (const char* p : {"z", "a", "m", "b"}) log.record(mkdir_op(p));
+  EXPECT_EQ(show_ops(log.take()), "mkdir z; mkdir a; mkdir m; mkdir b");
+}
+
+TEST(ChangeLogTest, NewerAttrByPathSupersedesOlder) {
+  ChangeLog log;
+  log.record(attr_op("d", 0755, 1));
+  log.record(mkdir_op("d/x"));
+  log.record(attr_op("d", 0700, 2));
+  Batch b = log.take();
+  // One Attr for d, carrying the newest state, placed after what changed d since.
+  EXPECT_EQ(show_ops(b), "mkdir d/x; attr d 700");
+  EXPECT_EQ(b.ops.back().mtime_ns, 2);
+}
+
+TEST(ChangeLogTest, AttrsOfDifferentPathsAreAllKept) {
+  ChangeLog log;
+  log.record(attr_op("a", 0755));
+  log.record(attr_op("b", 0700));
+  log.record(attr_op("", 0711));
+  EXPECT_EQ(show_ops(log.take()), "attr a 755; attr b 700; attr  711");
+}
+
+TEST(ChangeLogTest, AttrByIdIsNotMistakenForAPath) {
+  ChangeLog log;
+  Op by_id = attr_op("", 0600);
+  by_id.id = 5;
+  log.record(by_id);
+  log.record(attr_op("", 0711));  // the root directory, by path
+  EXPECT_EQ(show_ops(log.take()), "attr #5 600; attr  711");
+}
+
+TEST(ChangeLogTest, SupersedingDoesNotReachIntoATakenBatch) {
+  ChangeLog log;
+  log.record(attr_op("d", 0755));
+  Batch first = log.take();
+  log.record(mkdir_op("e"));
+  log.record(attr_op("d", 0700));
+  EXPECT_EQ(show_ops(first), "attr d 755");
+  EXPECT_EQ(show_ops(log.take()), "mkdir e; attr d 700");
+}
+
+TEST(ChangeLogTest, TakeEmptiesTheLogAndNumbersIncrease) {
+  ChangeLog log;
+  log.record(mkdir_op("a"));
+  log.write(file(1), 0, 10);
+  Batch b1 = log.take();
+  EXPECT_FALSE(b1.empty());
+  EXPECT_GE(b1.number, 1u);
+  LogStats s = log.stats();
+  EXPECT_EQ(s.ops, 0u);
+  EXPECT_EQ(s.files, 0u);
+  EXPECT_EQ(s.dirty_bytes, 0u);
+
+  Batch b2 = log.take();
+  EXPECT_TRUE(b2.empty());
+  log.write(file(1), 0, 10);
+  Batch b3 = log.take();
+  EXPECT_GT(b2.number, b1.number);
+  EXPECT_GT(b3.number, b2.number);
+  EXPECT_EQ(show_files(b3), "#1 [0,10)");
+}
+
+TEST(ChangeLogTest, StatsCountWhatIsPending) {
+  ChangeLog log;
+  log.record(mkdir_op("a"));
+  log.record(mkdir_op("b"));
+  log.write(file(1), 0, 10);
+  log.write(file(1), 20, 10);
+  log.write(file(2), 0, 5);
+  LogStats s = log.stats();
+  EXPECT_EQ(s.ops, 2u);
+  EXPECT_EQ(s.files, 2u);
+  EXPECT_EQ(s.ranges, 3u);
+  EXPECT_EQ(s.dirty_bytes, 25u);
+}
+
+TEST(ChangeLogTest, ClearDropsEverything) {
+  ChangeLog log;
+  log.record(mkdir_op("a"));
+  log.write(file(1), 0, 10);
+  log.clear();
+  EXPECT_TRUE(log.take().empty());
+}
+
+TEST(ChangeLogTest, MemoryFollowsRangesNotBytes) {
+  ChangeLog log;
+  for (int i = 0; i < 200000; ++i) log.write(file(1), (i % 1024) * 4096, 4096);
+  LogStats s = log.stats();
+  EXPECT_EQ(s.ranges, 1u);
+  EXPECT_EQ(s.dirty_bytes, 1024u * 4096);
+}
+
+TEST(ChangeLogTest, WaitTimesOutOnAnEmptyLog) {
+  ChangeLog log;
+  auto start = std::chrono::steady_clock::now();
+  EXPECT_FALSE(log.wait(50ms));
+  EXPECT_GE(std::chrono::steady_clock::now() - start, 40ms);
+}
+
+TEST(ChangeLogTest, WaitReturnsAtOnceWhenSomethingIsPending) {
+  ChangeLog log;
+  log.write(file(1), 0, 1);
+  auto start = std::chrono::steady_clock::now();
+  EXPECT_TRUE(log.wait(10s));
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 5s);
+}
+
+TEST(ChangeLogTest, RecordFromAnotherThreadWakesAWaiter) {
+  ChangeLog log;
+  std::thread t([&] {
+    std::this_thread::sleep_for(50ms);  // let the main thread block first
+    log.record(mkdir_op("a"));
+  });
+  auto start = std::chrono::steady_clock::now();
+  EXPECT_TRUE(log.wait(30s));
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 10s);
+  t.join();
+}
+
+TEST(ChangeLogTest, WakeInterruptsAWaiter) {
+  ChangeLog log;
+  std::thread t([&] {
+    std::this_thread::sleep_for(50ms);
+    log.wake();
+  });
+  auto start = std::chrono::steady_clock::now();
+  EXPECT_FALSE(log.wait(30s));
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 10s);
+  t.join();
+}
+
+TEST(ChangeLogTest, ConcurrentRecordersLoseNothing) {
+  ChangeLog log;
+  std::vector<std::thread> threads;
+  for (uint64_t t = 1; t <= 4; ++t) {
+    threads.emplace_back([&log, t] {
+      for (uint64_t i = 0; i < 1000; ++i) {
+        log.write(file(t), i * 10, 10);
+        if (i % 100 == 0) log.record(mkdir_op("t" + std::to_string(t) + "-" + std::to_string(i)));
+      }
+    });
+  }
+  std::vector<Batch> batches;
+  for (int i = 0; i < 20; ++i) batches.push_back(log.take());
+  for (auto& th : threads) th.join();
+  batches.push_back(log.take());
+
+  ExtentMap merged[5];
+  size_t ops = 0;
+  for (const Batch& b : batches) {
+    ops += b.ops.size();
+    for (const auto& f : b.files) merged[f.ref.id].merge(f.extents);
+  }
+  EXPECT_EQ(ops, 40u);
+  for (int t = 1; t <= 4; ++t) {
+    ASSERT_EQ(merged[t].range_count(), 1u) << "file " << t;
+    EXPECT_EQ(merged[t].ranges().begin()->first, 0u);
+    EXPECT_EQ(merged[t].ranges().begin()->second, 10000u);
+  }
+}
+
+}  // namespace
+}  // namespace bkp::changes

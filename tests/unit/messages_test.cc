@@ -1,0 +1,382 @@
+// Message codecs: every message and every operation kind survives encode -> decode unchanged;
+// Write compresses only when it pays and always restores the exact bytes; and any payload that
+// is short, has trailing bytes or names an out-of-range enum is rejected.
+#include "common/wire/messages.h"
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <zstd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <functional>
+#include <random>
+#include <set>
+#include <string>
+#include <vector>
+
+namespace bkp::wire {
+namespace {
+
+using Bytes = std::vector<uint8_t>;
+
+template <class M>
+Bytes encoded(const M& m) {
+  Bytes out;
+  encode(m, out);
+  return out;
+}
+
+Bytes random_data(size_t n, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  Bytes b(n);
+  for (auto& x : b) x = static_cast<uint8_t>(rng());
+  return b;
+}
+
+// Every strict prefix and one extra trailing byte must fail to decode.
+template <class Decode>
+void expect_only_exact_length_decodes(const Bytes& good, Decode decode, const std::string& what) {
+  ASSERT_TRUE(decode(good)) << what << ": the untouched payload must decode";
+  for (size_t cut = 0; cut < good.size(); ++cut) {
+    auto r = decode(Bytes(good.begin(), good.begin() + cut));
+    EXPECT_FALSE(r) << what << ": accepted a payload truncated to " << cut << " of " << good.size()
+                    << " bytes";
+    if (!r) {
+      EXPECT_EQ(r.error().code, EPROTO) << what;
+    }
+  }
+  Bytes longer = good;
+  longer.push_back(0);
+  EXPECT_FALSE(decode(longer)) << what << ": accepted a trailing byte";
+}
+
+// The index of the single byte in which two encodings differ (both the same length).
+size_t differing_byte(const Bytes& a, const Bytes& b) {
+  EXPECT_EQ(a.size(), b.size());
+  size_t at = a.size();
+  int count = 0;
+  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) {
+    if (a[i] != b[i]) {
+      at = i;
+      ++count;
+    }
+  }
+  EXPECT_EQ(count, 1);
+  return at;
+}
+
+Hello sample_hello() {
+  Hello h;
+  h.role = Role::kReplica;
+  h.name = "web1.example.com";
+  h.path = "/srv/my app";
+  h.instance = 0x0123456789ABCDEFull;
+  h.auth = "";
+  return h;
+}
+
+TEST(MessagesTest, HelloRoundTrips) {
+  Hello h = sample_hello();
+  h.auth = std::string("tok\0en", 6);
+  auto d = decode_hello(encoded(h));
+  ASSERT_TRUE(d) << d.error().message;
+  EXPECT_EQ(d->magic, kMagic);
+  EXPECT_EQ(d->version, kVersion);
+  EXPECT_EQ(d->role, Role::kReplica);
+  EXPECT_EQ(d->name, h.name);
+  EXPECT_EQ(d->path, h.path);
+  EXPECT_EQ(d->instance, h.instance);
+  EXPECT_EQ(d->auth, h.auth);
+}
+
+TEST(MessagesTest, HelloOkRoundTrips) {
+  HelloOk m;
+  m.committed = 987654321;
+  m.need_baseline = 1;
+  auto d = decode_hello_ok(encoded(m));
+  ASSERT_TRUE(d) << d.error().message;
+  EXPECT_EQ(d->version, kVersion);
+  EXPECT_EQ(d->committed, 987654321u);
+  EXPECT_EQ(d->need_baseline, 1);
+}
+
+TEST(MessagesTest, ErrorRoundTrips) {
+  ErrorMsg m{EPROTO, "bad frame: checksum mismatch"};
+  auto d = decode_error(encoded(m));
+  ASSERT_TRUE(d) << d.error().message;
+  EXPECT_EQ(d->code, static_cast<uint32_t>(EPROTO));
+  EXPECT_EQ(d->text, m.text);
+}
+
+TEST(MessagesTest, SelectRoundTrips) {
+  Select m{"web1", "/srv/app"};
+  auto d = decode_select(encoded(m));
+  ASSERT_TRUE(d) << d.error().message;
+  EXPECT_EQ(d->host, "web1");
+  EXPECT_EQ(d->path, "/srv/app");
+}
+
+TEST(MessagesTest, CommitAndAckRoundTrip) {
+  auto c = decode_commit(encoded(Commit{42}));
+  ASSERT_TRUE(c) << c.error().message;
+  EXPECT_EQ(c->batch, 42u);
+  auto a = decode_ack(encoded(Ack{~uint64_t{0}}));
+  ASSERT_TRUE(a) << a.error().message;
+  EXPECT_EQ(a->batch, ~uint64_t{0});
+}
+
+// One Op of every kind, each carrying only the fields its kind documents (messages.h), with
+// values that would expose a swapped or narrowed field.
+std::vector<Op> one_op_of_every_kind() {
+  std::vector<Op> ops;
+  auto add = [&](OpKind kind, const std::function<void(Op&)>& fill) {
+    Op op;
+    op.kind = kind;
+    fill(op);
+    ops.push_back(op);
+  };
+  add(OpKind::kMkdir, [](Op& o) {
+    o.path = "a/b";
+    o.mode = 0750;
+    o.uid = 1000;
+    o.gid = 65534;
+  });
+  add(OpKind::kCreate, [](Op& o) {
+    o.path = "a/b/file.txt";
+    o.id = 0xFEDCBA9876543210ull;
+    o.mode = 0640;
+    o.uid = 4000000000u;
+    o.gid = 12;
+  });
+  add(OpKind::kMknod, [](Op& o) {
+    o.path = "dev/fifo";
+    o.mode = S_IFIFO | 0600;
+    o.rdev = 0x0000000100000002ull;
+    o.uid = 1;
+    o.gid = 2;
+  });
+  add(OpKind::kSymlink, [](Op& o) {
+    o.path = "links/l";
+    o.target = "../../elsewhere/with space";
+    o.uid = 3;
+    o.gid = 4;
+    o.mtime_ns = 1700000000123456789;
+  });
+  add(OpKind::kLink, [](Op& o) {
+    o.path = "new name";
+    o.target = "old/name";
+    o.id = 77;
+  });
+  add(OpKind::kUnlink, [](Op& o) { o.path = "gone"; });
+  add(OpKind::kRmdir, [](Op& o) { o.path = "gone/dir"; });
+  add(OpKind::kRename, [](Op& o) {
+    o.path = "from";
+    o.target = "to/here";
+    o.flags = RENAME_NOREPLACE;
+  });
+  add(OpKind::kTruncate, [](Op& o) {
+    o.id = 9;
+    o.size = (uint64_t{1} << 40) + 3;
+  });
+  add(OpKind::kAttr, [](Op& o) {  // by id
+    o.id = 10;
+    o.mode = 04755;
+    o.uid = 65534;
+    o.gid = 65534;
+    o.atime_ns = -1000000001;  // before 1970
+    o.mtime_ns = 981173106123456789;
+  });
+  add(OpKind::kAttr, [](Op& o) {  // by path
+    o.path = "some/dir";
+    o.mode = 01777;
+    o.uid = 5;
+    o.gid = 6;
+    o.atime_ns = 1;
+    o.mtime_ns = 2;
+  });
+  add(OpKind::kSetXattr, [](Op& o) {
+    o.id = 11;
+    o.name = "user.comment";
+    o.value = std::string("binary\0value\xff", 13);
+  });
+  add(OpKind::kSetXattr, [](Op& o) {
+    o.path = "some/dir";
+    o.name = "user.empty";
+  });
+  add(OpKind::kRemoveXattr, [](Op& o) {
+    o.id = 12;
+    o.name = "user.comment";
+  });
+  add(OpKind::kSyncBegin, [](Op&) {});
+  add(OpKind::kSyncEnd, [](Op&) {});
+  return ops;
+}
+
+TEST(MessagesTest, OpOfEveryKindRoundTrips) {
+  auto ops = one_op_of_every_kind();
+  std::set<OpKind> kinds;
+  for (const Op& op : ops) {
+    kinds.insert(op.kind);
+    auto d = decode_op(encoded(op));
+    ASSERT_TRUE(d) << op_name(op.kind) << ": " << d.error().message;
+    EXPECT_EQ(*d, op) << op_name(op.kind);
+  }
+  EXPECT_EQ(kinds.size(), 14u) << "a new OpKind needs a round-trip case here";
+}
+
+TEST(MessagesTest, EveryOpKindHasADistinctName) {
+  std::set<std::string> names;
+  for (int k = 1; k <= 14; ++k) {
+    const char* name = op_name(static_cast<OpKind>(k));
+    ASSERT_NE(name, nullptr);
+    EXPECT_TRUE(names.insert(name).second) << "duplicate name " << name;
+  }
+}
+
+TEST(MessagesTest, TruncatedOrPaddedPayloadsAreRejected) {
+  expect_only_exact_length_decodes(
+      encoded(sample_hello()), [](const Bytes& b) { return decode_hello(b); }, "Hello");
+  expect_only_exact_length_decodes(
+      encoded(HelloOk{}), [](const Bytes& b) { return decode_hello_ok(b); }, "HelloOk");
+  expect_only_exact_length_decodes(
+      encoded(ErrorMsg{5, "x"}), [](const Bytes& b) { return decode_error(b); }, "Error");
+  expect_only_exact_length_decodes(
+      encoded(Select{"h", "/p"}), [](const Bytes& b) { return decode_select(b); }, "Select");
+  expect_only_exact_length_decodes(
+      encoded(Commit{1}), [](const Bytes& b) { return decode_commit(b); }, "Commit");
+  expect_only_exact_length_decodes(
+      encoded(Ack{1}), [](const Bytes& b) { return decode_ack(b); }, "Ack");
+  for (const Op& op : one_op_of_every_kind()) {
+    expect_only_exact_length_decodes(
+        encoded(op), [](const Bytes& b) { return decode_op(b); },
+        std::string("Op ") + op_name(op.kind));
+  }
+}
+
+TEST(MessagesTest, OutOfRangeRoleIsRejected) {
+  Hello a = sample_hello();
+  Hello b = a;
+  a.role = Role::kNode;
+  b.role = Role::kReplica;
+  Bytes bytes = encoded(a);
+  size_t at = differing_byte(bytes, encoded(b));
+  ASSERT_LT(at, bytes.size());
+  for (uint8_t bad : {0, 4, 200}) {
+    bytes[at] = bad;
+    EXPECT_FALSE(decode_hello(bytes)) << "role " << int(bad);
+  }
+}
+
+TEST(MessagesTest, OutOfRangeOpKindIsRejected) {
+  Op a;
+  a.kind = OpKind::kUnlink;
+  a.path = "x";
+  Op b = a;
+  b.kind = OpKind::kRmdir;
+  Bytes bytes = encoded(a);
+  size_t at = differing_byte(bytes, encoded(b));
+  ASSERT_LT(at, bytes.size());
+  for (uint8_t bad : {0, 15, 99, 255}) {
+    bytes[at] = bad;
+    EXPECT_FALSE(decode_op(bytes)) << "kind " << int(bad);
+  }
+}
+
+TEST(MessagesTest, CompressibleWriteIsCompressedAndRestored) {
+  Bytes data;
+  while (data.size() < (1u << 20)) {
+    std::string line = "line " + std::to_string(data.size() % 977) + " of a very boring log\n";
+    data.insert(data.end(), line.begin(), line.end());
+  }
+  data.resize(1u << 20);
+  Bytes payload;
+  uint8_t flags = encode_write(5, 123456789012, data, payload);
+  EXPECT_EQ(flags & kFlagZstd, kFlagZstd);
+  EXPECT_LT(payload.size(), data.size() / 4);
+  EXPECT_LE(payload.size(), kMaxPayload);
+  auto d = decode_write(flags, payload);
+  ASSERT_TRUE(d) << d.error().message;
+  EXPECT_EQ(d->id, 5u);
+  EXPECT_EQ(d->offset, 123456789012u);
+  EXPECT_EQ(d->data, data);
+}
+
+TEST(MessagesTest, IncompressibleWriteIsSentRaw) {
+  Bytes data = random_data(1u << 20, 1);
+  Bytes payload;
+  uint8_t flags = encode_write(6, 0, data, payload);
+  EXPECT_EQ(flags & kFlagZstd, 0);
+  EXPECT_EQ(payload.size(), 8 + 8 + 4 + data.size());  // u64 id, u64 offset, u32 length, bytes
+  auto d = decode_write(flags, payload);
+  ASSERT_TRUE(d) << d.error().message;
+  EXPECT_EQ(d->id, 6u);
+  EXPECT_EQ(d->offset, 0u);
+  EXPECT_EQ(d->data, data);
+}
+
+TEST(MessagesTest, EmptyWriteRoundTrips) {
+  Bytes payload;
+  uint8_t flags = encode_write(7, 99, {}, payload);
+  auto d = decode_write(flags, payload);
+  ASSERT_TRUE(d) << d.error().message;
+  EXPECT_EQ(d->offset, 99u);
+  EXPECT_TRUE(d->data.empty());
+}
+
+TEST(MessagesTest, TruncatedOrPaddedWritesAreRejected) {
+  for (bool compressible : {false, true}) {
+    Bytes data = compressible ? Bytes(5000, 'z') : random_data(5000, 2);
+    Bytes payload;
+    uint8_t flags = encode_write(8, 4096, data, payload);
+    ASSERT_EQ((flags & kFlagZstd) != 0, compressible);
+    expect_only_exact_length_decodes(
+        payload, [flags](const Bytes& b) { return decode_write(flags, b); },
+        compressible ? "compressed Write" : "raw Write");
+  }
+}
+
+Bytes write_header(uint64_t id, uint64_t offset, uint32_t raw_length) {
+  Bytes out;
+  for (int i = 0; i < 8; ++i) out.push_back(static_cast<uint8_t>(id >> (8 * i)));
+  for (int i = 0; i < 8; ++i) out.push_back(static_cast<uint8_t>(offset >> (8 * i)));
+  for (int i = 0; i < 4; ++i) out.push_back(static_cast<uint8_t>(raw_length >> (8 * i)));
+  return out;
+}
+
+Bytes zstd_compress(const Bytes& data) {
+  Bytes out(ZSTD_compressBound(data.size()));
+  size_t n = ZSTD_compress(out.data(), out.size(), data.data(), data.size(), 3);
+  EXPECT_FALSE(ZSTD_isError(n));
+  out.resize(n);
+  return out;
+}
+
+TEST(MessagesTest, CompressedWriteWithWrongLengthIsRejected) {
+  Bytes data(1000, 'q');
+  Bytes frame = zstd_compress(data);
+  Bytes shorter = write_header(1, 0, 999);  // claims fewer bytes than the frame holds
+  shorter.insert(shorter.end(), frame.begin(), frame.end());
+  EXPECT_FALSE(decode_write(kFlagZstd, shorter));
+  Bytes longer = write_header(1, 0, 1001);  // claims more
+  longer.insert(longer.end(), frame.begin(), frame.end());
+  EXPECT_FALSE(decode_write(kFlagZstd, longer));
+}
+
+TEST(MessagesTest, CompressedWriteClaimingAHugeSizeIsRejected) {
+  Bytes frame = zstd_compress(Bytes(1000, 'q'));
+  Bytes bomb = write_header(1, 0, 0xFFFFFFFFu);
+  bomb.insert(bomb.end(), frame.begin(), frame.end());
+  EXPECT_FALSE(decode_write(kFlagZstd, bomb));
+}
+
+TEST(MessagesTest, GarbageMarkedCompressedIsRejected) {
+  Bytes payload = write_header(1, 0, 100);
+  Bytes junk = random_data(60, 3);
+  payload.insert(payload.end(), junk.begin(), junk.end());
+  EXPECT_FALSE(decode_write(kFlagZstd, payload));
+}
+
+}  // namespace
+}  // namespace bkp::wire
