@@ -44,6 +44,11 @@ bool is_known_type(uint8_t type) {
     case MsgType::kCommit:
     case MsgType::kAck:
     case MsgType::kPing:
+    case MsgType::kAttach:
+    case MsgType::kNodeStatus:
+    case MsgType::kRequest:
+    case MsgType::kResponse:
+    case MsgType::kData:
       return true;
   }
   return false;
@@ -60,6 +65,11 @@ const char* type_name(MsgType type) {
     case MsgType::kCommit: return "Commit";
     case MsgType::kAck: return "Ack";
     case MsgType::kPing: return "Ping";
+    case MsgType::kAttach: return "Attach";
+    case MsgType::kNodeStatus: return "NodeStatus";
+    case MsgType::kRequest: return "Request";
+    case MsgType::kResponse: return "Response";
+    case MsgType::kData: return "Data";
   }
   return "unknown";
 }

@@ -30,11 +30,16 @@ enum class MsgType : uint8_t {
   kHelloOk = 2,
   kError = 3,
   kSelect = 4,  // replica stream: following ops belong to this volume
+  kAttach = 5,  // backupd -> node, first frame on a registered link
   kOp = 10,     // one namespace/metadata operation (wire::Op)
   kWrite = 11,  // file data: id, offset, bytes
   kCommit = 20,
   kAck = 21,
   kPing = 22,
+  kNodeStatus = 23,  // node -> backupd: what its change log still holds (the lag)
+  kRequest = 40,     // control: one JSON request
+  kResponse = 41,    // control: one JSON response
+  kData = 42,        // control: raw bytes of a restore stream
 };
 
 bool is_known_type(uint8_t type);

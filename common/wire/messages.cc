@@ -121,6 +121,51 @@ Result<ErrorMsg> decode_error(std::span<const uint8_t> p) {
   return finish(d, m, "Error");
 }
 
+void encode(const Attach& m, std::vector<uint8_t>& out) {
+  Encoder e(out);
+  e.u32(m.magic);
+  e.u16(m.version);
+  e.str(m.path);
+  e.u64(m.server_id);
+  e.str(m.auth);
+}
+
+Result<Attach> decode_attach(std::span<const uint8_t> p) {
+  Decoder d(p);
+  Attach m;
+  m.magic = d.u32();
+  m.version = d.u16();
+  m.path = d.str();
+  m.server_id = d.u64();
+  m.auth = d.str();
+  if (d.ok() && m.magic != kMagic) return fail(EPROTO, "bad magic in Attach: not a backupd");
+  if (d.ok() && m.version != kVersion) {
+    return fail(EPROTO, "unsupported protocol version " + std::to_string(m.version) +
+                            " (this side speaks " + std::to_string(kVersion) + ")");
+  }
+  return finish(d, m, "Attach");
+}
+
+void encode(const NodeStatus& m, std::vector<uint8_t>& out) {
+  Encoder e(out);
+  e.u64(m.pending_ops);
+  e.u64(m.pending_bytes);
+  e.u64(m.pending_files);
+  e.i64(m.oldest_ns);
+  e.str(m.current_file);
+}
+
+Result<NodeStatus> decode_node_status(std::span<const uint8_t> p) {
+  Decoder d(p);
+  NodeStatus m;
+  m.pending_ops = d.u64();
+  m.pending_bytes = d.u64();
+  m.pending_files = d.u64();
+  m.oldest_ns = d.i64();
+  m.current_file = d.str();
+  return finish(d, m, "NodeStatus");
+}
+
 void encode(const Select& m, std::vector<uint8_t>& out) {
   Encoder e(out);
   e.str(m.host);

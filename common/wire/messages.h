@@ -42,6 +42,25 @@ struct ErrorMsg {
   std::string text;
 };
 
+// First frame backupd sends on a connection it opened to a registered node. The node checks
+// that it serves `path` (else Error ENOENT "serves /x, not /y") and answers with its Hello.
+struct Attach {
+  uint32_t magic = kMagic;
+  uint16_t version = kVersion;
+  std::string path;        // the registered volume path
+  uint64_t server_id = 0;  // random, persisted by backupd: which server is attaching
+  std::string auth;        // reserved for authentication; empty in version 1
+};
+
+// Node -> backupd, before each Commit and about once a second while idle: the lag.
+struct NodeStatus {
+  uint64_t pending_ops = 0;    // operations recorded and not yet acknowledged
+  uint64_t pending_bytes = 0;  // dirty bytes recorded and not yet acknowledged
+  uint64_t pending_files = 0;
+  int64_t oldest_ns = 0;       // CLOCK_REALTIME of the oldest unacknowledged change; 0 if none
+  std::string current_file;    // file being shipped now (volume-relative), "" if none
+};
+
 struct Select {  // replica stream only
   std::string host;
   std::string path;
@@ -101,6 +120,8 @@ struct Ack {
 void encode(const Hello& m, std::vector<uint8_t>& out);
 void encode(const HelloOk& m, std::vector<uint8_t>& out);
 void encode(const ErrorMsg& m, std::vector<uint8_t>& out);
+void encode(const Attach& m, std::vector<uint8_t>& out);
+void encode(const NodeStatus& m, std::vector<uint8_t>& out);
 void encode(const Select& m, std::vector<uint8_t>& out);
 void encode(const Op& m, std::vector<uint8_t>& out);
 void encode(const Commit& m, std::vector<uint8_t>& out);
@@ -111,6 +132,8 @@ void encode(const Ack& m, std::vector<uint8_t>& out);
 Result<Hello> decode_hello(std::span<const uint8_t> payload);
 Result<HelloOk> decode_hello_ok(std::span<const uint8_t> payload);
 Result<ErrorMsg> decode_error(std::span<const uint8_t> payload);
+Result<Attach> decode_attach(std::span<const uint8_t> payload);
+Result<NodeStatus> decode_node_status(std::span<const uint8_t> payload);
 Result<Select> decode_select(std::span<const uint8_t> payload);
 Result<Op> decode_op(std::span<const uint8_t> payload);
 Result<Commit> decode_commit(std::span<const uint8_t> payload);
