@@ -19,8 +19,34 @@ bool is_path_attr(const wire::Op& op) { return op.kind == wire::OpKind::kAttr &&
 constexpr auto kTombstone = static_cast<wire::OpKind>(0);
 }  // namespace
 
+// Forgets supersedable Attrs at path and below ("a" covers "a" and "a/...", not "ab").
+void ChangeLog::forget_attrs_under(const std::string& path) {
+  if (path.empty()) {
+    attr_index_.clear();
+    return;
+  }
+  attr_index_.erase(path);
+  std::string prefix = path + '/';
+  auto it = attr_index_.lower_bound(prefix);
+  while (it != attr_index_.end() && it->first.compare(0, prefix.size(), prefix) == 0) {
+    it = attr_index_.erase(it);
+  }
+}
+
 void ChangeLog::record(wire::Op op) {
   std::lock_guard lock(mu_);
+  switch (op.kind) {
+    case wire::OpKind::kRename:
+      forget_attrs_under(op.path);
+      forget_attrs_under(op.target);
+      break;
+    case wire::OpKind::kUnlink:
+    case wire::OpKind::kRmdir:
+      forget_attrs_under(op.path);
+      break;
+    default:
+      break;
+  }
   if (is_path_attr(op)) {
     auto [it, inserted] = attr_index_.try_emplace(op.path, ops_.size());
     if (!inserted) {

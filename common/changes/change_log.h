@@ -16,6 +16,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <map>
 #include <mutex>
 #include <shared_mutex>
 #include <string>
@@ -61,7 +62,9 @@ struct LogStats {
 class ChangeLog {
  public:
   // Appends a namespace/metadata operation. An Attr op by path supersedes an earlier Attr of the
-  // same path still in the log (the later one carries the newer state).
+  // same path still in the log (the later one carries the newer state), unless a rename or
+  // removal in between touched that path or an ancestor: then the path may name another entry
+  // and both Attrs are kept.
   void record(wire::Op op);
   // Marks [offset, offset+length) of the file dirty.
   void write(const FileRef& file, uint64_t offset, uint64_t length);
@@ -85,11 +88,15 @@ class ChangeLog {
   std::shared_mutex& namespace_lock() { return namespace_lock_; }
 
  private:
+  void forget_attrs_under(const std::string& path);  // mu_ held
+
   mutable std::mutex mu_;  // guards everything below; never held across I/O
   std::condition_variable cv_;
   bool woken_ = false;
   std::vector<wire::Op> ops_;
-  std::unordered_map<std::string, size_t> attr_index_;  // path -> index in ops_ of latest Attr
+  // path -> index in ops_ of the latest Attr that a later Attr of the same path may supersede.
+  // Ordered, so a rename or removal can drop a whole subtree of entries cheaply.
+  std::map<std::string, size_t> attr_index_;
   std::unordered_map<uint64_t, FileChange> files_;
   uint64_t next_number_ = 1;
   std::shared_mutex namespace_lock_;

@@ -58,6 +58,7 @@ std::string show_ops(const Batch& b) {
         break;
       default:
         s += std::string(wire::op_name(op.kind)) + " " + op.path;
+        if (!op.target.empty()) s += " " + op.target;
         break;
     }
   }
@@ -161,6 +162,36 @@ TEST(ChangeLogTest, NewerAttrByPathSupersedesOlder) {
   // One Attr for d, carrying the newest state, placed after what changed d since.
   EXPECT_EQ(show_ops(b), "mkdir d/x; attr d 700");
   EXPECT_EQ(b.ops.back().mtime_ns, 2);
+}
+
+Op rename_op(std::string from, std::string to) {
+  Op op;
+  op.kind = OpKind::kRename;
+  op.path = std::move(from);
+  op.target = std::move(to);
+  return op;
+}
+
+// mkdir sa; touch -d 2001 sa; mv sa sb; mkdir sa: the first Attr of "sa" describes what is now
+// "sb", so the second Attr of "sa" must not replace it.
+TEST(ChangeLogTest, AttrIsNotSupersededAcrossARenameOfItsPath) {
+  ChangeLog log;
+  log.record(attr_op("sa", 0755, 2001));
+  log.record(rename_op("sa", "sb"));
+  log.record(mkdir_op("sa"));
+  log.record(attr_op("sa", 0700, 2026));
+  EXPECT_EQ(show_ops(log.take()), "attr sa 755; rename sa sb; mkdir sa; attr sa 700");
+}
+
+TEST(ChangeLogTest, AttrIsNotSupersededAcrossARenameOfAnAncestor) {
+  ChangeLog log;
+  log.record(attr_op("d/sub", 0755, 1));
+  log.record(attr_op("d-x", 0755, 1));
+  log.record(rename_op("d", "e"));
+  log.record(attr_op("d/sub", 0700, 2));
+  log.record(attr_op("d-x", 0711, 2));
+  // "d/sub" was under the renamed directory: both kept. "d-x" was not: superseded.
+  EXPECT_EQ(show_ops(log.take()), "attr d/sub 755; rename d e; attr d/sub 700; attr d-x 711");
 }
 
 TEST(ChangeLogTest, AttrsOfDifferentPathsAreAllKept) {
