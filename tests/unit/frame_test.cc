@@ -178,7 +178,7 @@ TEST(FrameTest, FlippedHeaderOrChecksumByteIsAnError) {
 }
 
 TEST(FrameTest, UnknownTypeIsRejected) {
-  for (uint8_t type : {0, 5, 99, 255}) {
+  for (uint8_t type : {0, 6, 99, 255}) {
     Decoded d = decode_all(raw_frame(3, type, 0, 0, 1, bytes("abc")));
     EXPECT_TRUE(d.failed) << "type " << int(type);
     EXPECT_EQ(d.code, EPROTO);
