@@ -1,4 +1,4 @@
-// backupfs DIR --server ADDR:PORT [--host NAME] [-f] [-v|-q]
+// backupfs DIR --listen [ADDR:]PORT [--port-file FILE] [--host NAME] [-f] [-v|-q]
 //
 // Parses the command line and hands over to run(); bad flags exit 2 with a message.
 // Everything else, including errors found later, is run()'s.
@@ -14,23 +14,31 @@
 namespace {
 
 constexpr const char* kUsage =
-    "usage: backupfs DIR --server ADDR:PORT [--host NAME] [-f] [-v|-q]\n"
-    "  Mounts itself over DIR, records every change and streams it to backupd.\n"
-    "  --server ADDR:PORT  backupd to ship to\n"
-    "  --host NAME         host name of the volume (default: this machine's name)\n"
-    "  -f                  stay in the foreground\n"
-    "  -v / -q             debug / warnings-only logging\n";
+    "usage: backupfs DIR --listen [ADDR:]PORT [--port-file FILE] [--host NAME] [-f] [-v|-q]\n"
+    "  Mounts itself over DIR, records every change and streams it to the backupd that\n"
+    "  attaches at the port (`bkptool register HOST PORT DIR` tells backupd to).\n"
+    "  --listen [ADDR:]PORT  where backupd connects (ADDR default 0.0.0.0; port 0: any free)\n"
+    "  --port-file FILE      write the bound port there, in decimal, once listening\n"
+    "  --host NAME           host name of the volume (default: this machine's name)\n"
+    "  -f                    stay in the foreground\n"
+    "  -v / -q               debug / warnings-only logging\n";
 
 int bad(const std::string& message) {
   std::fprintf(stderr, "backupfs: %s\n%s", message.c_str(), kUsage);
   return 2;
 }
 
+// "[ADDR:]PORT": a bare port listens on every IPv4 address.
+bkp::Result<bkp::net::HostPort> parse_listen(std::string_view text) {
+  if (text.find(':') != std::string_view::npos) return bkp::net::parse_host_port(text);
+  return bkp::net::parse_host_port("0.0.0.0:" + std::string(text));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   bkp::fs::Options options;
-  std::string server;
+  std::string listen;
   for (int i = 1; i < argc; ++i) {
     std::string_view arg = argv[i];
     auto value = [&](std::string_view flag, std::string* out) {
@@ -49,8 +57,12 @@ int main(int argc, char** argv) {
     if (arg == "-h" || arg == "--help") {
       std::fputs(kUsage, stdout);
       return 0;
-    } else if (is_flag("--server")) {
-      if (!value("--server", &server)) return bad("--server needs ADDR:PORT");
+    } else if (is_flag("--listen")) {
+      if (!value("--listen", &listen) || listen.empty()) return bad("--listen needs [ADDR:]PORT");
+    } else if (is_flag("--port-file")) {
+      if (!value("--port-file", &options.port_file) || options.port_file.empty()) {
+        return bad("--port-file needs FILE");
+      }
     } else if (is_flag("--host")) {
       if (!value("--host", &options.host) || options.host.empty()) return bad("--host needs NAME");
     } else if (arg == "-f") {
@@ -68,10 +80,10 @@ int main(int argc, char** argv) {
     }
   }
   if (options.dir.empty()) return bad("DIR is required");
-  if (server.empty()) return bad("--server is required");
-  auto where = bkp::net::parse_host_port(server);
-  if (!where) return bad("--server: " + where.error().message);
-  options.server = *where;
+  if (listen.empty()) return bad("--listen is required");
+  auto where = parse_listen(listen);
+  if (!where) return bad("--listen: " + where.error().message);
+  options.listen = *where;
   if (!options.host.empty()) {
     if (auto ok = bkp::validate_host(options.host); !ok) return bad("--host: " + ok.error().message);
   }

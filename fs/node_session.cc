@@ -1,27 +1,37 @@
-// The node session thread: connect, say Hello, ship batches, wait for their acks, reconnect.
+// The node session thread: wait for a backupd to attach, say Hello, ship batches, wait for their
+// acks, report the lag, and go back to waiting when the connection breaks.
 //
 // At most one batch is in flight. It is taken from the log (or built by a baseline scan), given
 // the next number of our own strictly increasing sequence, sent with send_batch and dropped only
 // when await_ack confirms backupd applied it durably; after any failure it is kept and sent again
-// on the next connection, unless backupd answers the new Hello with committed >= its number
-// (already applied) or asks for a baseline (which replaces it and the log). While a batch is in
-// flight the log keeps coalescing, so the next batch carries everything since.
+// on the next attach, unless backupd answers our Hello with committed >= its number (already
+// applied) or asks for a baseline (which replaces it and the log). While a batch is in flight the
+// log keeps coalescing, so the next batch carries everything since.
 //
-// Failures are logged once per outage at warn (repeats at debug) and retried with exponential
-// backoff from 100 ms to 5 s. The application is never involved: FUSE only records.
+// NodeStatus (the lag: what is recorded and not yet acknowledged, and since when) goes out before
+// each batch, hence before its Commit, about once a second while idle, and about once a second
+// during a long batch, naming the file being shipped (the data source sends it as it opens the
+// next file; the path comes from /proc/self/fd, one readlink, only when a status is due).
+//
+// The application is never involved: FUSE only records, and whether a backupd is attached or not
+// changes nothing for it.
 #include "fs/node_session.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <climits>
 #include <mutex>
 #include <shared_mutex>
 
 #include "common/changes/scan.h"
 #include "common/log.h"
+#include "common/path.h"
 #include "common/wire/messages.h"
 #include "fs/file_handle.h"
 
@@ -31,12 +41,13 @@ namespace {
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 
-constexpr int kConnectTimeoutMs = 3000;
 constexpr int kHelloTimeoutMs = 10000;
 constexpr int kAckTimeoutMs = 30000;
 constexpr auto kIdleWait = 50ms;
-constexpr auto kMinBackoff = 100ms;
-constexpr auto kMaxBackoff = 5000ms;
+constexpr auto kStatusEvery = 1s;
+// An offer while the attached backupd's socket shows a hang-up waits this long for the session
+// thread to notice and let go, so a restarted backupd is not refused for its own ghost.
+constexpr auto kReleaseWait = 2s;
 
 long long ms_since(Clock::time_point t0) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0).count();
@@ -45,57 +56,116 @@ long long ms_since(Clock::time_point t0) {
 Error frame_error(const wire::Frame& f, const char* context) {
   if (f.type == wire::MsgType::kError) {
     auto e = wire::decode_error(f.payload);
-    if (e) return Error{static_cast<int>(e->code), std::string(context) + ": server: " + e->text};
+    if (e) return Error{static_cast<int>(e->code), std::string(context) + ": backupd: " + e->text};
   }
   return Error{EPROTO, std::string(context) + ": unexpected " + wire::type_name(f.type) + " frame"};
 }
 
+// The volume-relative path of an open regular file of the tree at root, or "" if the kernel
+// cannot name it (a disconnected dentry, a file unlinked since).
+std::string relative_path(int fd, const std::string& root) {
+  char buf[PATH_MAX];
+  std::string link = "/proc/self/fd/" + std::to_string(fd);
+  ssize_t n = ::readlink(link.c_str(), buf, sizeof buf);
+  if (n <= 0 || static_cast<size_t>(n) >= sizeof buf) return "";
+  std::string_view path(buf, static_cast<size_t>(n));
+  if (path.size() <= root.size() + 1 || path.compare(0, root.size(), root) != 0 ||
+      path[root.size()] != '/') {
+    return "";
+  }
+  std::string rel(path.substr(root.size() + 1));
+  return validate_rel_path(rel) ? rel : "";
+}
+
 }  // namespace
 
-NodeSession::NodeSession(SessionOptions options, changes::ChangeLog& log, int root_fd)
-    : options_(std::move(options)), log_(log), root_fd_(root_fd) {}
+// The shipper's data source, which also sends a due NodeStatus naming the file it opens.
+class NodeSession::StatusSource : public changes::DataSource {
+ public:
+  StatusSource(NodeSession& session, net::Conn& conn)
+      : session_(session), conn_(conn), files_(session.root_fd_) {}
+
+  Result<UniqueFd> open_file(const changes::FileRef& file) override {
+    auto fd = files_.open_file(file);
+    if (fd && session_.status_due()) {
+      BKP_TRY_VOID(session_.send_status(conn_, relative_path(fd->get(), session_.options_.path)));
+    }
+    return fd;
+  }
+
+ private:
+  NodeSession& session_;
+  net::Conn& conn_;
+  HandleSource files_;
+};
+
+NodeSession::NodeSession(SessionOptions options, UniqueFd listener, changes::ChangeLog& log,
+                         Recorder& recorder, int root_fd)
+    : options_(std::move(options)),
+      log_(log),
+      recorder_(recorder),
+      root_fd_(root_fd),
+      listener_(std::move(listener), options_.path,
+                [this](Attached& attached) { return offer(attached); }) {}
 
 NodeSession::~NodeSession() {
   if (thread_.joinable()) drain(0ms);
+  listener_.stop();
 }
 
 void NodeSession::start() {
-  // Termination signals must reach the FUSE loop, not this thread.
+  // Termination signals must reach the FUSE loop, not these threads.
   sigset_t block, old;
   sigemptyset(&block);
   for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGPIPE}) sigaddset(&block, sig);
   pthread_sigmask(SIG_BLOCK, &block, &old);
   thread_ = std::thread([this] { main(); });
   pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  listener_.start();
 }
 
 bool NodeSession::drain(std::chrono::milliseconds grace) {
-  draining_.store(true);
-  log_.wake();
-  std::unique_lock lock(mu_);
-  cv_.notify_all();
-  if (!cv_.wait_for(lock, grace, [this] { return done_; })) {
-    stop_.store(true);
-    if (conn_fd_ >= 0) ::shutdown(conn_fd_, SHUT_RDWR);
-    cv_.notify_all();
+  {
+    std::lock_guard lock(mu_);
+    draining_.store(true);
+    drain_waits_ = attached_;
   }
-  lock.unlock();
+  log_.wake();
+  cv_.notify_all();
+  {
+    std::unique_lock lock(mu_);
+    if (!cv_.wait_for(lock, grace, [this] { return done_; })) {
+      stop_.store(true);
+      if (conn_fd_ >= 0) ::shutdown(conn_fd_, SHUT_RDWR);
+      cv_.notify_all();
+    }
+  }
   log_.wake();
   if (thread_.joinable()) thread_.join();
+  listener_.stop();
   return drained_;
 }
 
-void NodeSession::set_conn_fd(int fd) {
-  std::lock_guard lock(mu_);
-  conn_fd_ = fd;
+Result<void> NodeSession::offer(Attached& attached) {
+  std::unique_lock lock(mu_);
+  if (attached_ && peer_gone_locked()) {
+    cv_.wait_for(lock, kReleaseWait, [this] { return !attached_ || done_; });
+  }
+  if (done_ || stopping() || (draining_.load() && !drain_waits_)) {
+    return fail(ESHUTDOWN, "this node is shutting down");
+  }
+  if (attached_) return fail(EBUSY, "another backupd is attached");
+  attached_ = true;
+  conn_fd_ = attached.conn->fd();
+  handoff_ = std::move(attached);
+  cv_.notify_all();
+  return {};
 }
 
-void NodeSession::sleep_backoff() {
-  std::unique_lock lock(mu_);
-  // Drain wakes us early only when there is nothing left to ship.
-  cv_.wait_for(lock, backoff_,
-               [this] { return stopping() || (draining_.load() && !inflight_ && log_empty()); });
-  backoff_ = std::min(backoff_ * 2, std::chrono::duration_cast<std::chrono::milliseconds>(kMaxBackoff));
+bool NodeSession::peer_gone_locked() const {
+  if (conn_fd_ < 0) return false;
+  pollfd p{conn_fd_, POLLRDHUP, 0};
+  return ::poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
 }
 
 bool NodeSession::log_empty() const {
@@ -103,47 +173,58 @@ bool NodeSession::log_empty() const {
   return s.ops == 0 && s.files == 0;
 }
 
-Result<UniqueFd> NodeSession::connect_socket() {
-  return net::tcp_connect(options_.server, kConnectTimeoutMs);
-}
-
 void NodeSession::main() {
-  const std::string where = options_.server.host + ":" + std::to_string(options_.server.port);
-  while (!stopping()) {
-    if (draining_.load() && !inflight_ && log_empty()) {
-      drained_ = true;
-      break;
-    }
-    Result<void> result;
-    if (auto sock = connect_socket(); !sock) {
-      result = tl::unexpected(sock.error());
-    } else if (auto conn = net::Conn::open(std::move(*sock)); !conn) {
-      result = tl::unexpected(conn.error());
-    } else {
-      set_conn_fd((*conn)->fd());
-      result = run_session(**conn);
-      set_conn_fd(-1);
-    }
+  log::info("waiting for backupd to attach");
+  while (auto attached = wait_attached()) {
+    auto result = run_session(*attached);
+    detach();
+    std::string peer = attached->peer;
+    attached.reset();  // closes the connection, after detach() forgot its descriptor
     if (result) {
       drained_ = true;
       break;
     }
     if (stopping()) break;
-    if (!outage_logged_) {
-      log::warn("server {}: {}; retrying (keeping {} ops and {} files recorded)", where,
-                result.error().message, log_.stats().ops, log_.stats().files);
-      outage_logged_ = true;
+    auto s = log_.stats();
+    uint64_t ops = s.ops + (inflight_ ? inflight_->ops.size() : 0);
+    uint64_t files = s.files + (inflight_ ? inflight_->files.size() : 0);
+    if (result.error().code == ECONNRESET) {
+      log::info("backupd {} detached; keeping {} ops and {} files for the next attach", peer, ops,
+                files);
     } else {
-      log::debug("server {}: {}", where, result.error().message);
+      log::warn("backupd {}: {}; keeping {} ops and {} files for the next attach", peer,
+                result.error().message, ops, files);
     }
-    sleep_backoff();
   }
   std::lock_guard lock(mu_);
   done_ = true;
   cv_.notify_all();
 }
 
-Result<void> NodeSession::run_session(net::Conn& conn) {
+std::optional<Attached> NodeSession::wait_attached() {
+  std::unique_lock lock(mu_);
+  cv_.wait(lock, [this] {
+    return handoff_ || stopping() || (draining_.load() && (!drain_waits_ || nothing_left()));
+  });
+  if (draining_.load() && nothing_left()) {
+    drained_ = true;
+    return std::nullopt;
+  }
+  if (stopping() || !handoff_) return std::nullopt;
+  std::optional<Attached> attached = std::move(handoff_);
+  handoff_.reset();
+  return attached;
+}
+
+void NodeSession::detach() {
+  std::lock_guard lock(mu_);
+  attached_ = false;
+  conn_fd_ = -1;
+  cv_.notify_all();
+}
+
+Result<void> NodeSession::run_session(Attached& attached) {
+  net::Conn& conn = *attached.conn;
   wire::Hello hello;
   hello.role = wire::Role::kNode;
   hello.name = options_.host;
@@ -156,29 +237,29 @@ Result<void> NodeSession::run_session(net::Conn& conn) {
   wire::Frame frame = BKP_TRY(conn.recv(kHelloTimeoutMs));
   if (frame.type != wire::MsgType::kHelloOk) return tl::unexpected(frame_error(frame, "hello"));
   wire::HelloOk ok = BKP_TRY(wire::decode_hello_ok(frame.payload));
-  log::info("connected to {}:{} as {}:{} (committed {}{})", options_.server.host,
-            options_.server.port, options_.host, options_.path, ok.committed,
+  log::info("backupd {} attached (server {:016x}) to {}:{} (committed {}{})", attached.peer,
+            attached.attach.server_id, options_.host, options_.path, ok.committed,
             ok.need_baseline ? ", baseline requested" : "");
-  outage_logged_ = false;
-  backoff_ = std::chrono::duration_cast<std::chrono::milliseconds>(kMinBackoff);
 
   if (ok.need_baseline) {
-    inflight_.reset();
     inflight_ = BKP_TRY(take_baseline());
   } else if (inflight_ && ok.committed >= inflight_->number) {
-    log::debug("batch {} was applied before the reconnect", inflight_->number);
+    log::debug("batch {} was applied before the reattach", inflight_->number);
     inflight_.reset();
   }
+  last_status_ = {};
   while (!stopping()) {
     if (!inflight_) {
-      changes::Batch batch = log_.take();
-      if (batch.empty()) {
+      inflight_ = take_batch();
+      if (!inflight_) {
         if (draining_.load()) return {};
+        if (status_due()) {
+          BKP_TRY_VOID(send_status(conn, ""));
+          BKP_TRY_VOID(conn.flush());
+        }
         if (!log_.wait(kIdleWait)) BKP_TRY_VOID(check_idle(conn));
         continue;
       }
-      batch.number = next_number_++;
-      inflight_ = std::move(batch);
     }
     BKP_TRY_VOID(ship(conn, *inflight_));
     inflight_.reset();
@@ -186,15 +267,53 @@ Result<void> NodeSession::run_session(net::Conn& conn) {
   return fail(ECANCELED, "stopped");
 }
 
+std::optional<changes::Batch> NodeSession::take_batch() {
+  int64_t since = recorder_.reset_since();
+  changes::Batch batch = log_.take();
+  if (batch.empty()) return std::nullopt;
+  batch.number = next_number_++;
+  inflight_oldest_ns_ = since != 0 ? since : realtime_ns();
+  inflight_bytes_ = batch.dirty_bytes();
+  return batch;
+}
+
 Result<void> NodeSession::ship(net::Conn& conn, changes::Batch& batch) {
   auto t0 = Clock::now();
   uint64_t sent_before = conn.bytes_sent();
-  HandleSource source(root_fd_);
+  BKP_TRY_VOID(send_status(conn, ""));
+  StatusSource source(*this, conn);
   BKP_TRY_VOID(changes::send_batch(conn, batch, source, counters_));
   BKP_TRY_VOID(changes::await_ack(conn, batch.number, kAckTimeoutMs));
   log::debug("batch {} acknowledged: {} ops, {} files, {} wire bytes, {} ms", batch.number,
              batch.ops.size(), batch.files.size(), conn.bytes_sent() - sent_before, ms_since(t0));
   return {};
+}
+
+bool NodeSession::status_due() const { return Clock::now() - last_status_ >= kStatusEvery; }
+
+Result<void> NodeSession::send_status(net::Conn& conn, const std::string& current_file) {
+  auto s = log_.stats();
+  wire::NodeStatus status;
+  status.pending_ops = s.ops;
+  status.pending_bytes = s.dirty_bytes;
+  status.pending_files = s.files;
+  int64_t oldest = 0;
+  if (inflight_) {
+    status.pending_ops += inflight_->ops.size();
+    status.pending_bytes += inflight_bytes_;
+    status.pending_files += inflight_->files.size();
+    oldest = inflight_oldest_ns_;
+  }
+  if (s.ops != 0 || s.files != 0) {
+    int64_t since = recorder_.since_ns();
+    if (since != 0 && (oldest == 0 || since < oldest)) oldest = since;
+  }
+  status.oldest_ns = oldest;
+  status.current_file = current_file;
+  std::vector<uint8_t> payload;
+  wire::encode(status, payload);
+  last_status_ = Clock::now();
+  return conn.send(wire::MsgType::kNodeStatus, 0, payload);
 }
 
 // Between batches: notice a peer that closed or complained, without waiting.
@@ -209,14 +328,21 @@ Result<changes::Batch> NodeSession::take_baseline() {
   auto t0 = Clock::now();
   UniqueFd dir(::openat(root_fd_, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!dir) return fail_errno("baseline: open root");
+  // The baseline stands for everything unacknowledged so far: it is as old as the oldest of that.
+  int64_t oldest = realtime_ns();
+  if (inflight_) oldest = std::min(oldest, inflight_oldest_ns_);
+  inflight_.reset();
   Result<changes::Batch> batch;
   {
     std::unique_lock ns(log_.namespace_lock());
+    if (int64_t since = recorder_.reset_since(); since != 0) oldest = std::min(oldest, since);
     log_.clear();
     batch = changes::scan_tree(dir.get(), make_identify());
   }
   if (!batch) return tl::unexpected(batch.error().wrap("baseline"));
   batch->number = next_number_++;
+  inflight_oldest_ns_ = oldest;
+  inflight_bytes_ = batch->dirty_bytes();
   log::info("baseline: {} ops, {} files, {} bytes of data, scanned in {} ms", batch->ops.size(),
             batch->files.size(), batch->dirty_bytes(), ms_since(t0));
   return batch;

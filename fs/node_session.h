@@ -1,13 +1,14 @@
 // NodeSession: the node's end of the stream to backupd — takes what the FUSE side recorded and
-// ships it, one acknowledged batch at a time, on its own thread.
+// ships it, one acknowledged batch at a time, on its own thread, to the backupd that attached.
+//
+// backupd connects to us (registration, docs/PROTOCOL.md "Connections and roles"): the
+// AttachListener accepts and checks the Attach, then offers the connection here. One backupd is
+// served at a time; an offer while another is attached and alive is refused with EBUSY. When the
+// connection breaks the session waits for the next attach, keeping the batch in flight.
 //
 // Nothing here ever blocks a FUSE callback: the only shared state is the ChangeLog (whose
 // methods never wait on I/O) and, during a baseline scan, the log's namespace lock held
 // exclusively for the length of a metadata walk.
-//
-// Obtaining a connected socket (connect_socket) is kept apart from running the session on a
-// connection (run_session): registration (issue 3) will have backupd connect to the node, and
-// only the former changes.
 #pragma once
 
 #include <atomic>
@@ -22,67 +23,90 @@
 #include "common/changes/change_log.h"
 #include "common/changes/shipper.h"
 #include "common/net/conn.h"
-#include "common/net/socket.h"
 #include "common/result.h"
 #include "common/unique_fd.h"
+#include "fs/attach_listener.h"
+#include "fs/recorder.h"
 
 namespace bkp::fs {
 
 struct SessionOptions {
-  net::HostPort server;
-  std::string host;        // the volume's host name (Hello.name)
-  std::string path;        // the volume's absolute path (Hello.path)
-  uint64_t instance = 0;   // random per process start
+  std::string host;       // the volume's host name (Hello.name)
+  std::string path;       // the absolute path this node serves; Attach.path must equal it
+  uint64_t instance = 0;  // random per process start (Hello.instance)
 };
 
 class NodeSession {
  public:
-  // root_fd: the tree's root directory (mount fd for handles, root of the baseline scan); it
-  // and log must outlive the session.
-  NodeSession(SessionOptions options, changes::ChangeLog& log, int root_fd);
+  // listener: a listening TCP socket (owned from now on). root_fd: the tree's root directory
+  // (mount fd for handles, root of the baseline scan). log, recorder and root_fd must outlive
+  // the session; recorder must be the one recording into log.
+  NodeSession(SessionOptions options, UniqueFd listener, changes::ChangeLog& log,
+              Recorder& recorder, int root_fd);
   ~NodeSession();  // stops at once if drain() was not called
   NodeSession(const NodeSession&) = delete;
   NodeSession& operator=(const NodeSession&) = delete;
 
+  // Starts accepting and the session thread.
   void start();
-  // No more changes will be recorded: ship what is left, then stop. Waits up to grace, then
-  // abandons the connection. True if everything recorded was acknowledged.
+  // No more changes will be recorded. If a backupd is attached, ship what is left, waiting up to
+  // grace; otherwise stop at once. Then close the port. True if nothing recorded is left
+  // unacknowledged.
   bool drain(std::chrono::milliseconds grace);
 
   const changes::ShipCounters& counters() const { return counters_; }
 
  private:
+  class StatusSource;
+
+  // AttachListener's admit callback (handshake threads).
+  Result<void> offer(Attached& attached);
+  bool peer_gone_locked() const;  // mu_ held
+
+  // Session thread.
   void main();
-  Result<UniqueFd> connect_socket();
-  // Handshake, then ship until drained. Returns ok only when draining finished cleanly.
-  Result<void> run_session(net::Conn& conn);
+  // The next attached connection; nullopt when the session should end.
+  std::optional<Attached> wait_attached();
+  void detach();
+  // Hello, then ship until drained. Returns ok only when draining finished cleanly.
+  Result<void> run_session(Attached& attached);
   Result<void> ship(net::Conn& conn, changes::Batch& batch);
   Result<void> check_idle(net::Conn& conn);
   Result<changes::Batch> take_baseline();
+  // The next batch from the log, numbered and dated; empty if there is nothing to ship.
+  std::optional<changes::Batch> take_batch();
+  Result<void> send_status(net::Conn& conn, const std::string& current_file);
+  bool status_due() const;
+  bool nothing_left() const { return !inflight_ && log_empty(); }
   bool log_empty() const;
   bool stopping() const { return stop_.load(); }
-  void sleep_backoff();
-  void set_conn_fd(int fd);
 
   const SessionOptions options_;
   changes::ChangeLog& log_;
+  Recorder& recorder_;
   const int root_fd_;
   changes::ShipCounters counters_;
 
   // Owned by the session thread.
   std::optional<changes::Batch> inflight_;  // sent (or about to be), not yet acknowledged
+  int64_t inflight_oldest_ns_ = 0;          // CLOCK_REALTIME of its oldest change
+  uint64_t inflight_bytes_ = 0;             // its dirty bytes
   uint64_t next_number_ = 1;                // batch numbers are ours, strictly increasing
-  std::chrono::milliseconds backoff_{100};
-  bool outage_logged_ = false;
+  std::chrono::steady_clock::time_point last_status_{};
 
   std::thread thread_;
   std::atomic<bool> draining_{false};
   std::atomic<bool> stop_{false};
-  std::mutex mu_;  // guards the fields below
+  std::mutex mu_;  // guards the fields below; lock order: mu_, then the ChangeLog's
   std::condition_variable cv_;
+  std::optional<Attached> handoff_;  // admitted, not yet taken by the session thread
+  bool attached_ = false;   // a backupd connection is handed off or being served
+  bool drain_waits_ = false;  // a backupd was attached when drain() began: ship to it
   bool done_ = false;
   bool drained_ = false;
-  int conn_fd_ = -1;  // the live connection's socket, so stop can shut it down
+  int conn_fd_ = -1;  // the attached connection's socket, so stop can shut it down
+
+  AttachListener listener_;  // last: stopped and destroyed first
 };
 
 }  // namespace bkp::fs

@@ -2,11 +2,14 @@
 //
 // 1. Open the directory *before* mounting: afterwards its path leads to us, while this
 //    descriptor still leads to the real files underneath, which we then serve.
-// 2. Mount over the same path (allow_other so the application's users see it,
-//    default_permissions so the kernel applies the real modes and we grant nothing more).
-// 3. Start the node session thread and run the multi-threaded FUSE loop until unmounted
-//    (fusermount3 -u, umount) or told to stop (SIGTERM/SIGINT, after which we unmount).
-// 4. Give the session up to 10 s to ship what is still recorded, then exit 0.
+// 2. Bind the node's port, so a port in use fails the start before anything is mounted.
+// 3. Mount over the same path (allow_other so the application's users see it,
+//    default_permissions so the kernel applies the real modes and we grant nothing more), then
+//    announce the port (log line, --port-file).
+// 4. Start the node session (it waits for a backupd to attach at the port) and run the
+//    multi-threaded FUSE loop until unmounted (fusermount3 -u, umount) or told to stop
+//    (SIGTERM/SIGINT, after which we unmount).
+// 5. If a backupd is attached, give it up to 10 s to take what is still recorded; exit 0.
 //
 // FuseSession owns the libfuse session so every early return unmounts and frees it.
 #include "fs/run.h"
@@ -28,11 +31,13 @@
 #include <memory>
 
 #include "common/changes/change_log.h"
+#include "common/log.h"
 #include "common/path.h"
 #include "common/unique_fd.h"
 #include "fs/fs.h"
 #include "fs/inode_table.h"
 #include "fs/node_session.h"
+#include "fs/recorder.h"
 
 namespace bkp::fs {
 namespace {
@@ -149,6 +154,27 @@ Result<UniqueFd> open_volume(const std::string& dir) {
   return fd;
 }
 
+// Writes "PORT\n" to path through a temporary name and a rename, so a reader never sees a
+// partly written number.
+Result<void> write_port_file(const std::string& path, uint16_t port) {
+  std::string tmp = path + ".tmp-" + std::to_string(::getpid());
+  std::string text = std::to_string(port) + "\n";
+  UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+  if (!fd) return fail_errno("create " + tmp);
+  if (::write(fd.get(), text.data(), text.size()) != static_cast<ssize_t>(text.size())) {
+    auto err = fail_errno("write " + tmp);
+    ::unlink(tmp.c_str());
+    return err;
+  }
+  fd.reset();
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    auto err = fail_errno("rename " + tmp + " to " + path);
+    ::unlink(tmp.c_str());
+    return err;
+  }
+  return {};
+}
+
 void raise_fd_limit() {
   struct rlimit rl;
   if (::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
@@ -191,7 +217,14 @@ int run(const Options& options) {
     return 1;
   }
   changes::ChangeLog change_log;
-  Fs fs(**table, change_log);
+  Recorder recorder(change_log);
+  Fs fs(**table, recorder);
+  net::HostPort bound;
+  auto listener = net::tcp_listen(options.listen, &bound);
+  if (!listener) {
+    log::error("{}", listener.error().message);
+    return 1;
+  }
   FuseSession fuse;
   if (auto r = fuse.create(fs); !r) {
     log::error("{}", r.error().message);
@@ -201,15 +234,21 @@ int run(const Options& options) {
     log::error("{}", r.error().message);
     return 1;
   }
-  log::info("mounted on {} (host {}, server {}:{})", *path, *host, options.server.host,
-            options.server.port);
+  log::info("mounted on {} (host {})", *path, *host);
+  log::info("listening on {}:{}", bound.host, bound.port);
+  if (!options.port_file.empty()) {
+    if (auto r = write_port_file(options.port_file, bound.port); !r) {
+      log::error("--port-file: {}", r.error().message);
+      return 1;
+    }
+  }
   if (!options.foreground && fuse_daemonize(0) != 0) {
     log::error("cannot daemonize");
     return 1;
   }
 
-  NodeSession session({options.server, *host, *path, random_instance()}, change_log,
-                      (*table)->mount_fd());
+  NodeSession session({*host, *path, random_instance()}, std::move(*listener), change_log,
+                      recorder, (*table)->mount_fd());
   session.start();
   int loop_result = fuse.loop(kMaxThreads);
   fuse.unmount();  // needed after a signal; harmless after fusermount3 -u
@@ -217,14 +256,14 @@ int run(const Options& options) {
              (*table)->size(), (*table)->cached_fds());
 
   auto stats = change_log.stats();
-  log::info("unmounted {}; shipping what is left ({} ops, {} files, {} dirty bytes)", *path,
-            stats.ops, stats.files, stats.dirty_bytes);
+  log::info("unmounted {}; {} ops, {} files, {} dirty bytes still recorded", *path, stats.ops,
+            stats.files, stats.dirty_bytes);
   bool drained = session.drain(std::chrono::duration_cast<std::chrono::milliseconds>(kDrainGrace));
   if (drained) {
     log::info("all changes acknowledged; exiting");
   } else {
     stats = change_log.stats();
-    log::warn("exiting with changes not acknowledged by the server ({} ops, {} files); the next "
+    log::warn("exiting with changes not acknowledged by backupd ({} ops, {} files); the next "
               "start ships a baseline", stats.ops, stats.files);
   }
   return 0;

@@ -1,5 +1,6 @@
-// The backupfs process as a whole: mount over the application directory, serve it, record and
-// ship its changes, and wind down cleanly. main.cc only parses flags into Options.
+// The backupfs process as a whole: mount over the application directory, serve it, record its
+// changes, ship them to the backupd that attaches at our port, and wind down cleanly. main.cc
+// only parses flags into Options.
 #pragma once
 
 #include <string>
@@ -11,7 +12,8 @@ namespace bkp::fs {
 
 struct Options {
   std::string dir;            // the application directory, mounted over
-  net::HostPort server;       // backupd (until registration lets backupd connect to us)
+  net::HostPort listen;       // where backupd attaches (port 0: any free port)
+  std::string port_file;      // if set: the bound port, in decimal, once listening
   std::string host;           // volume host name; empty = gethostname()
   bool foreground = false;
   log::Level level = log::Level::kInfo;

@@ -1,38 +1,46 @@
 #!/usr/bin/env bash
 # A local demo of backupfs on one machine: backupd on 127.0.0.1, two replicators, and an
-# application directory mounted with backupfs while a writer changes it for --duration seconds
-# (new files, 1 MiB edits inside a large file, renames, deletes). Then it waits until the mirror
-# and both replicas equal the source, checks that with a full tree compare, and prints a summary.
+# application directory mounted with backupfs and registered with bkptool (snapshots every 10 s)
+# while a writer changes it for --duration seconds (new files, 1 MiB edits inside a large file,
+# renames, deletes), with a progress line every few seconds. Then it waits until the mirror and
+# both replicas equal the source, checks that with a full tree compare, prints `bkptool history`
+# and a summary.
 #
-#   bash scripts/demo.sh [--duration SECONDS]     (default 30)
+#   bash scripts/demo.sh [--duration SECONDS] [--dir DIR] [--build-dir DIR]
 #
-# Everything lives in ./demo-state (recreated on each run). Ctrl-C stops the demo cleanly:
-# the mount is removed and every process the demo started is stopped.
+# --duration defaults to 30. Everything lives in --dir (default ./demo-state, recreated on each
+# run). --build-dir uses an existing build and skips set-up (the test suite runs the demo so).
+# Ctrl-C stops the demo cleanly: the mount is removed and every process the demo started is
+# stopped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
 
 DURATION=30
+DEMO=$REPO/demo-state
+BUILD=
 while (($#)); do
   case $1 in
+    --dir) DEMO=$(realpath -m "${2:?--dir needs a directory}"); shift 2 ;;
+    --build-dir) BUILD=$(realpath "${2:?--build-dir needs a directory}"); shift 2 ;;
     --duration) DURATION=${2:?--duration needs a number of seconds}; shift 2 ;;
     --duration=*) DURATION=${1#--duration=}; shift ;;
-    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "demo.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
 [[ $DURATION =~ ^[0-9]+$ ]] || { echo "demo.sh: --duration must be a whole number" >&2; exit 2; }
 
-bash scripts/setup.sh
-
-BUILD=$REPO/build
-DEMO=$REPO/demo-state
+if [[ -z $BUILD ]]; then
+  bash scripts/setup.sh
+  BUILD=$REPO/build
+fi
 STATE=$DEMO/server
 APP=$DEMO/app
 R1=$DEMO/replica1
 R2=$DEMO/replica2
 LOGS=$DEMO/logs
-HOST=demo
+HOST=127.0.0.1
 
 say() { printf '[demo] %s\n' "$*"; }
 
@@ -111,17 +119,37 @@ for i in $(seq 1 50); do head -c $((RANDOM % 8192 + 1)) /dev/urandom >"$APP/docs
 head -c $((64 << 20)) /dev/urandom >"$APP/db/large.db"
 say "seeded $APP: 50 small files and a 64 MiB database file"
 
-start backupfs "$BUILD/fs/backupfs" "$APP" --server "127.0.0.1:$PORT" --host "$HOST" -f
+start backupfs "$BUILD/fs/backupfs" "$APP" --listen 127.0.0.1:0 --port-file "$DEMO/node-port" \
+  --host demo -f
 FS_PID=${PIDS[-1]}
 unset 'PIDS[-1]'  # stopped by unmounting, not by a signal
-for _ in $(seq 200); do is_mounted "$APP" && break; sleep 0.1; done
+for _ in $(seq 200); do is_mounted "$APP" && [[ -s $DEMO/node-port ]] && break; sleep 0.1; done
 is_mounted "$APP" || { say "backupfs did not mount; see $LOGS/backupfs.log"; exit 1; }
-say "backupfs mounted over $APP"
+NODE_PORT=$(tr -dc 0-9 <"$DEMO/node-port")
+say "backupfs mounted over $APP, listening on 127.0.0.1:$NODE_PORT"
+
+BKPTOOL=("$BUILD/tools/bkptool" --server "127.0.0.1:$PORT")
+"${BKPTOOL[@]}" register "$HOST" "$NODE_PORT" "$APP" --every 10s
+
+# One progress line every 3 s from `bkptool list --json`: the node's lag and the last run.
+progress() {
+  "${BKPTOOL[@]}" --json list 2>/dev/null | python3 -c '
+import json, sys
+try:
+    v = json.load(sys.stdin)["volumes"][0]
+except Exception:
+    sys.exit(0)
+run = v.get("last_run") or {}
+print("[demo] progress: node %s, lag %d ops / %.1f MiB, last run %s %s" % (
+    "connected" if v.get("connected") else "away", v.get("lag_ops", 0),
+    v.get("lag_bytes", 0) / 1048576, run.get("status", "-"), run.get("snapshot") or ""))'
+}
 
 # --- the application at work -----------------------------------------------------------------
 say "writing for $DURATION s: new files, 1 MiB edits inside db/large.db, renames, deletes"
 created=0 edited=0 renamed=0 deleted=0 next=51
 end=$((SECONDS + DURATION))
+next_progress=$SECONDS
 while ((SECONDS < end)); do
   head -c $((RANDOM % 65536 + 1)) /dev/urandom >"$APP/docs/doc$next.txt"
   next=$((next + 1)) created=$((created + 1))
@@ -144,6 +172,7 @@ while ((SECONDS < end)); do
     mv "$newest" "$APP/archive/batch$created/"
   fi
   sleep 0.05
+  if ((SECONDS >= next_progress)); then progress || true; next_progress=$((SECONDS + 3)); fi
 done
 say "writer done: $created created, $edited edits of 1 MiB, $renamed renamed, $deleted deleted"
 
@@ -168,6 +197,9 @@ for _ in $(seq 600); do  # at most ~180 s
   sleep 0.3
 done
 
+echo
+say "bkptool history $HOST $APP:"
+"${BKPTOOL[@]}" history "$HOST" "$APP" || true
 echo
 echo "================ backupfs demo summary ================"
 echo "source      $APP"

@@ -13,7 +13,8 @@
 namespace bkp::server {
 namespace {
 
-const std::set<std::string> kKnownKeys = {"listen", "state_dir"};
+const std::set<std::string> kKnownKeys = {"listen", "state_dir", "snapshot_gzip_level",
+                                          "keep_snapshots"};
 
 Result<std::string> string_key(const toml::table& table, const std::string& file,
                                const std::string& key) {
@@ -25,6 +26,23 @@ Result<std::string> string_key(const toml::table& table, const std::string& file
   }
   if (value->empty()) return fail(EINVAL, fmt::format("config {}: key '{}' is empty", file, key));
   return *value;
+}
+
+// Leaves value unchanged when the key is absent.
+Result<void> int_key(const toml::table& table, const std::string& file, const std::string& key,
+                     int64_t min, int64_t max, int& value) {
+  const toml::node* node = table.get(key);
+  if (node == nullptr) return {};
+  if (node->type() != toml::node_type::integer) {
+    return fail(EINVAL, fmt::format("config {}: key '{}' must be an integer", file, key));
+  }
+  int64_t v = *node->value<int64_t>();
+  if (v < min || v > max) {
+    return fail(EINVAL, fmt::format("config {}: key '{}' must be from {} to {}, not {}", file, key,
+                                    min, max, v));
+  }
+  value = static_cast<int>(v);
+  return {};
 }
 
 }  // namespace
@@ -50,6 +68,8 @@ Result<Settings> load_settings(const Options& options) {
     }
     listen = BKP_TRY(string_key(table, file, "listen"));
     s.state_dir = BKP_TRY(string_key(table, file, "state_dir"));
+    BKP_TRY_VOID(int_key(table, file, "snapshot_gzip_level", 1, 9, s.snapshot_gzip_level));
+    BKP_TRY_VOID(int_key(table, file, "keep_snapshots", 1, 100000, s.keep_snapshots));
     if (!listen.empty()) {
       auto hp = net::parse_host_port(listen);
       if (!hp) {

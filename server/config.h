@@ -1,4 +1,17 @@
 // backupd's settings: command-line flags over an optional TOML file over defaults.
+//
+// The TOML file (--config FILE) accepts exactly these keys; any other key is an error:
+//   listen              string   "ADDR:PORT" to listen on for replicas and bkptool
+//                                (default "0.0.0.0:7700"; --listen overrides)
+//   state_dir           string   the state directory (required unless --state-dir is given,
+//                                which overrides it)
+//   snapshot_gzip_level integer  gzip level of snapshot archives, 1 (fastest, default) to 9
+//   keep_snapshots      integer  snapshots kept per volume, the newest ones; default 10, >= 1
+// Example:
+//   listen = "0.0.0.0:7700"
+//   state_dir = "/var/lib/backupd"
+//   snapshot_gzip_level = 1
+//   keep_snapshots = 10
 #pragma once
 
 #include <string>
@@ -23,9 +36,11 @@ struct Settings {
   std::string state_dir;
   net::HostPort listen{"0.0.0.0", 7700};
   std::string port_file;
+  int snapshot_gzip_level = 1;
+  int keep_snapshots = 10;
 };
 
-// Reads the config file if one is given (keys: listen, state_dir) and applies the flags over it.
+// Reads the config file if one is given (keys above) and applies the flags over it.
 // Errors name the file and the key; the caller exits kExitConfig. Flags are assumed valid (main
 // checks them and exits kExitUsage).
 Result<Settings> load_settings(const Options& options);

@@ -7,6 +7,9 @@
 // when it ships them.
 #include "server/hub.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include <fmt/format.h>
 
 #include <filesystem>
@@ -52,7 +55,7 @@ void Hub::load_hosts(const std::filesystem::path& root, std::error_code& ec) {
   for (const auto& host_dir : fs::directory_iterator(root, ec)) {
     std::string host = host_dir.path().filename().string();
     std::error_code inner;
-    if (!host_dir.is_directory(inner) || !validate_host(host)) continue;
+    if (!host_dir.is_directory(inner) || !validate_volume_host(host)) continue;
     for (const auto& vol_dir : fs::directory_iterator(host_dir.path(), inner)) {
       std::string escaped = vol_dir.path().filename().string();
       auto path = unescape_path(escaped);
@@ -73,6 +76,49 @@ void Hub::load_hosts(const std::filesystem::path& root, std::error_code& ec) {
   }
 }
 
+Result<void> validate_volume_host(std::string_view host) {
+  auto ok = validate_host(host);
+  if (ok) return ok;
+  in6_addr addr{};
+  std::string text(host);
+  if (host.find(':') != std::string_view::npos && inet_pton(AF_INET6, text.c_str(), &addr) == 1) {
+    return {};
+  }
+  return ok;
+}
+
+std::string Hub::volume_dir(const std::string& host, const std::string& path) const {
+  return fmt::format("{}/volumes/{}/{}", state_dir_, host, escape_path(path));
+}
+
+std::shared_ptr<Volume> Hub::find_volume(const std::string& host, const std::string& path) {
+  std::lock_guard lock(mu_);
+  auto it = volumes_.find(host + ":" + path);
+  return it == volumes_.end() ? nullptr : it->second;
+}
+
+void Hub::remove_volume(const std::string& host, const std::string& path) {
+  std::shared_ptr<Volume> v;
+  std::vector<std::shared_ptr<Replica>> replicas;
+  {
+    std::lock_guard lock(mu_);
+    auto it = volumes_.find(host + ":" + path);
+    if (it == volumes_.end()) return;
+    v = it->second;
+    volumes_.erase(it);
+    for (auto& [name, r] : replicas_) replicas.push_back(r);
+  }
+  {
+    std::lock_guard vlock(v->mu);
+    v->sinks.clear();  // breaks the volume <-> stream cycles
+  }
+  for (auto& r : replicas) {
+    std::lock_guard rlock(r->mu_);
+    r->streams_.erase(v->name());
+  }
+  log::info("volume {} forgotten", v->name());
+}
+
 Result<std::shared_ptr<Volume>> Hub::volume(const std::string& host, const std::string& path) {
   std::shared_ptr<Volume> v;
   std::vector<std::shared_ptr<Replica>> replicas;
@@ -80,7 +126,7 @@ Result<std::shared_ptr<Volume>> Hub::volume(const std::string& host, const std::
     std::lock_guard lock(mu_);
     auto it = volumes_.find(host + ":" + path);
     if (it != volumes_.end()) return it->second;
-    std::string dir = fmt::format("{}/volumes/{}/{}", state_dir_, host, escape_path(path));
+    std::string dir = volume_dir(host, path);
     v = BKP_TRY(Volume::open(host, path, dir));
     volumes_.emplace(v->name(), v);
     for (auto& [name, r] : replicas_) replicas.push_back(r);

@@ -15,6 +15,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/result.h"
@@ -43,6 +44,10 @@ class Replica {
   std::map<std::string, std::shared_ptr<ReplicaStream>> streams_;  // by volume name
 };
 
+// A volume's host as an operator registers it: a host name (validate_host, which also admits
+// IPv4 literals) or an IPv6 literal without brackets ("::1"). EINVAL otherwise.
+Result<void> validate_volume_host(std::string_view host);
+
 class Hub {
  public:
   explicit Hub(std::string state_dir) : state_dir_(std::move(state_dir)) {}
@@ -55,6 +60,14 @@ class Hub {
   // The volume, opened or created on first use. A new volume gets a stream for every known
   // replica. host and path must already be validated.
   Result<std::shared_ptr<Volume>> volume(const std::string& host, const std::string& path);
+  // The volume if it is open (loaded at startup or created since); null otherwise.
+  std::shared_ptr<Volume> find_volume(const std::string& host, const std::string& path);
+  // STATE/volumes/<host>/<escaped path>, whether or not it exists.
+  std::string volume_dir(const std::string& host, const std::string& path) const;
+  // Forgets the volume (purge): drops it from the table and from every replica's streams.
+  // Sessions still holding it finish with it; deleting its directory is the caller's job.
+  void remove_volume(const std::string& host, const std::string& path);
+  std::vector<std::shared_ptr<Volume>> all_volumes();
 
   // Marks the replica connected (EBUSY if it already is), rebuilding its streams if instance
   // is not the one it last connected with. Then makes sure every volume has a stream for it.
@@ -68,7 +81,6 @@ class Hub {
   // Builds the replica's stream for the volume from a baseline scan, unless the volume already
   // has one for the replica's current instance. Idempotent, so racing callers are harmless.
   Result<void> ensure_stream(const std::shared_ptr<Volume>& volume, Replica& replica);
-  std::vector<std::shared_ptr<Volume>> all_volumes();
   void load_hosts(const std::filesystem::path& root, std::error_code& ec);
 
   const std::string state_dir_;

@@ -7,15 +7,22 @@
 // volume's mutex and each is recorded, in the same critical section, into every replica's log
 // for this volume: that is what makes a replica's baseline scan (same mutex) a clean cut.
 // Commit syncs the mirror once (group commit), then `state`, then acks: an ack is a promise that
-// the batch survives a crash of this machine.
+// the batch survives a crash of this machine. `in_batch` is raised by the first Op/Write after
+// a commit and lowered by the commit, so a scheduled run can wait for a batch boundary and
+// archive exactly what some commit left. NodeStatus frames may arrive at any point and only
+// update the volume's lag sample, outside the volume mutex.
+//
+// The session does not care who opened the connection: backupd opens it to a registered node
+// (server/link.cc) and hands it over once the node's Hello has arrived.
 #include "server/node_session.h"
 
 #include <fmt/format.h>
 
+#include <chrono>
 #include <optional>
+#include <utility>
 
 #include "common/log.h"
-#include "common/path.h"
 #include "server/peer.h"
 
 namespace bkp::server {
@@ -28,17 +35,28 @@ class NodeSession {
 
   // Applies frames until the connection ends. Returns the error that ended it.
   Error serve() {
+    uint64_t unaccounted = 0;  // bytes of NodeStatus frames, added to stats under the lock
     while (true) {
       auto frame = conn_.recv(-1);
       if (!frame) return frame.error();
+      uint64_t frame_bytes = wire::kHeaderSize + frame->payload.size();
+      if (frame->type == wire::MsgType::kNodeStatus) {
+        // Not under the volume mutex: a run archiving this volume must not delay the lag.
+        auto status = wire::decode_node_status(frame->payload);
+        if (!status) return status.error();
+        volume_->set_node_status(*status, now_ms());
+        unaccounted += frame_bytes;
+        continue;
+      }
       std::optional<uint64_t> ack;
       {
         std::lock_guard lock(volume_->mu);
-        volume_->stats.wire_bytes += wire::kHeaderSize + frame->payload.size();
+        volume_->stats.wire_bytes += frame_bytes + std::exchange(unaccounted, 0);
         auto r = handle(*frame, ack);
         if (!r) return r.error();
       }
       if (ack) {
+        volume_->batch_done.notify_all();
         auto r = send_msg(conn_, wire::MsgType::kAck, wire::Ack{*ack});
         if (!r) return r.error();
       }
@@ -46,29 +64,41 @@ class NodeSession {
   }
 
  private:
+  static int64_t now_ms() {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
+  }
+
   // Applies one frame (volume mutex held). Sets ack to the batch of a commit to acknowledge.
   Result<void> handle(const wire::Frame& frame, std::optional<uint64_t>& ack) {
     Volume& v = *volume_;
     switch (frame.type) {
       case wire::MsgType::kOp: {
         auto op = BKP_TRY(wire::decode_op(frame.payload));
+        v.in_batch = true;
         BKP_TRY_VOID(v.applier->apply(op));
         v.fan_out(op);
+        v.count_op(op);
         v.stats.ops += 1;
         return {};
       }
       case wire::MsgType::kWrite: {
         auto w = BKP_TRY(wire::decode_write(frame.flags, frame.payload));
+        v.in_batch = true;
         BKP_TRY_VOID(v.applier->write(w));
         v.fan_out_write(w.id, w.offset, w.data.size());
+        v.count_write(w.id, w.data.size());
         v.stats.data_bytes += w.data.size();
         return {};
       }
       case wire::MsgType::kCommit: {
         auto c = BKP_TRY(wire::decode_commit(frame.payload));
         BKP_TRY_VOID(v.applier->commit());
-        v.state = VolumeState{instance_, c.batch};
+        v.state.instance = instance_;
+        v.state.committed = c.batch;
         BKP_TRY_VOID(v.save_state());
+        v.in_batch = false;
         v.stats.batches += 1;
         if (auto s = v.save_stats(); !s) log::warn("volume {}: {}", v.name(), s.error().message);
         v.notify_sinks();
@@ -91,23 +121,18 @@ class NodeSession {
 
 }  // namespace
 
-void run_node_session(net::Conn& conn, const wire::Hello& hello, uint64_t hello_bytes, Hub& hub,
-                      const std::string& peer, const std::atomic<bool>& stopping) {
-  auto reject = [&](const Error& e) {
-    log::error("node {} ({}:{}): {}", peer, hello.name, hello.path, e.message);
-    send_error(conn, e.code, e.message);
-  };
-  if (auto ok = validate_host(hello.name); !ok) return reject(ok.error());
-  if (auto ok = validate_volume_path(hello.path); !ok) return reject(ok.error());
-  auto volume = hub.volume(hello.name, hello.path);
-  if (!volume) return reject(volume.error());
-  Volume& v = **volume;
-
+Error run_node_session(net::Conn& conn, const std::shared_ptr<Volume>& volume,
+                       const wire::Hello& hello, uint64_t hello_bytes, const std::string& peer,
+                       const std::atomic<bool>& stopping) {
+  Volume& v = *volume;
   wire::HelloOk ok;
   {
     std::lock_guard lock(v.mu);
     if (v.node_connected) {
-      return reject(Error{EBUSY, fmt::format("volume {} already has a node session", v.name())});
+      Error e{EBUSY, fmt::format("volume {} already has a node session", v.name())};
+      log::error("node {} for volume {}: {}", peer, v.name(), e.message);
+      send_error(conn, e.code, e.message);
+      return e;
     }
     v.node_connected = true;
     v.stats.wire_bytes += hello_bytes;
@@ -115,10 +140,11 @@ void run_node_session(net::Conn& conn, const wire::Hello& hello, uint64_t hello_
     ok.committed = same ? v.state.committed : 0;
     ok.need_baseline = same ? 0 : 1;
   }
-  log::info("node {} connected for volume {} (instance {:016x}, committed {}, {})", peer, v.name(),
-            hello.instance, ok.committed, ok.need_baseline ? "baseline needed" : "resuming");
+  log::info("node {} ({}) connected for volume {} (instance {:016x}, committed {}, {})", peer,
+            hello.name, v.name(), hello.instance, ok.committed,
+            ok.need_baseline ? "baseline needed" : "resuming");
 
-  NodeSession session(conn, *volume, hello.instance);
+  NodeSession session(conn, volume, hello.instance);
   Error end{};
   if (auto sent = send_msg(conn, wire::MsgType::kHelloOk, ok); !sent) {
     end = sent.error();
@@ -129,14 +155,19 @@ void run_node_session(net::Conn& conn, const wire::Hello& hello, uint64_t hello_
     std::lock_guard lock(v.mu);
     v.node_connected = false;
   }
+  v.batch_done.notify_all();  // a run waiting for this batch to end must learn it never will
   if (stopping) {
-    log::info("node {} for volume {}: closed (shutting down)", peer, v.name());
-  } else if (end.code == ECONNRESET) {
+    log::info("node {} for volume {}: closed (link stopped: unregistered or shutting down)", peer,
+              v.name());
+    return Error{ECANCELED, "link stopped"};
+  }
+  if (end.code == ECONNRESET) {
     log::info("node {} for volume {} disconnected", peer, v.name());
   } else {
     log::error("node {} for volume {}: {}", peer, v.name(), end.message);
     send_error(conn, end.code, end.message);
   }
+  return end;
 }
 
 }  // namespace bkp::server

@@ -50,7 +50,8 @@ Result<wire::Hello> recv_hello(net::Conn& conn, int timeout_ms) {
     return fail(EPROTONOSUPPORT, fmt::format("protocol version {} not supported (this server speaks {})",
                                              hello->version, wire::kVersion));
   }
-  if (hello->role != wire::Role::kNode && hello->role != wire::Role::kReplica) {
+  if (hello->role != wire::Role::kNode && hello->role != wire::Role::kReplica &&
+      hello->role != wire::Role::kControl) {
     return fail(EPROTONOSUPPORT,
                 fmt::format("role {} not served here", static_cast<int>(hello->role)));
   }

@@ -16,8 +16,8 @@ constexpr int kHelloTimeoutMs = 10000;
 // "127.0.0.1:43210" / "[::1]:43210" for a connected socket; "?" if unknown.
 std::string peer_name(int fd);
 
-// Waits for the first frame and checks it is a Hello of our magic and version with a role this
-// server serves. EPROTO (or ETIMEDOUT, ECONNRESET) with the reason otherwise.
+// Waits for the first frame and checks it is a Hello of our magic and version with a known role
+// (node, replica or control; the caller refuses nodes). EPROTO (or ETIMEDOUT, ECONNRESET) with the reason otherwise.
 Result<wire::Hello> recv_hello(net::Conn& conn, int timeout_ms);
 
 // Best effort: queues a kError frame and flushes it. Failures are ignored (the peer may be gone).

@@ -1,13 +1,20 @@
-// backupd's process: settings, state directory, listening socket, one thread per connection, and
-// a clean stop on SIGTERM/SIGINT.
+// backupd's process: settings, state directory, catalog, listening socket, registered links,
+// the scheduler, one thread per accepted connection, and a clean stop on SIGTERM/SIGINT.
+//
+// Startup reads as a story: open the catalog (STATE/catalog.db) and the server id
+// (STATE/server-id, a random u64 created once, sent in every Attach), load the volumes, recover
+// from an unclean stop (open runs, partial snapshots), listen, then start one link per stored
+// registration and the scheduler. Nodes never connect here: backupd connects to them
+// (server/link.cc), so an incoming Hello{role=node} is refused with EPERM and a hint.
 //
 // The main thread polls the listening socket and a signalfd (the signals are blocked in every
 // thread, so they only arrive there). Each accepted connection gets a thread that reads the
-// Hello (10 s deadline) and runs the node or replica session; a bad first frame costs one log
-// line naming the peer, a kError frame and the close of that connection only. The number of
+// Hello (10 s deadline) and runs the replica or control session; a bad first frame costs one
+// log line naming the peer, a kError frame and the close of that connection only. The number of
 // connections is capped so a flood cannot exhaust threads or descriptors. To stop, the main
-// thread shuts every connection's socket down (which ends any blocking recv or send in its
-// thread), wakes the idle replica sessions and joins every thread: nothing is left blocked.
+// thread cancels the scheduler's runs, stops every link, shuts every connection's socket down
+// (which ends any blocking recv or send in its thread), wakes the idle replica sessions and
+// joins every thread: nothing is left blocked.
 #include "server/server.h"
 
 #include <fcntl.h>
@@ -15,6 +22,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/random.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -22,36 +30,71 @@
 #include <fmt/format.h>
 
 #include <atomic>
+#include <charconv>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <list>
 #include <thread>
 
 #include "common/log.h"
+#include "server/catalog.h"
+#include "server/control_session.h"
 #include "server/hub.h"
-#include "server/node_session.h"
 #include "server/peer.h"
+#include "server/registry.h"
 #include "server/replica_session.h"
+#include "server/scheduler.h"
 
 namespace bkp::server {
 namespace {
 
 constexpr size_t kMaxConnections = 256;
+constexpr const char* kNodesDoNotConnect =
+    "nodes do not connect to backupd; register the volume with bkptool register";
 
 void set_int_opt(int fd, int level, int name, int value) {
   setsockopt(fd, level, name, &value, sizeof value);
 }
 
-Result<void> write_port_file(const std::string& path, uint16_t port) {
+enum class Durability { kSync, kNoSync };
+
+Result<void> write_small_file(const std::string& path, const std::string& text,
+                              Durability durability) {
   std::string tmp = path + ".tmp";
   UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
   if (!fd) return fail_errno("create " + tmp);
-  std::string text = fmt::format("{}\n", port);
   if (::write(fd.get(), text.data(), text.size()) != static_cast<ssize_t>(text.size())) {
     return fail_errno("write " + tmp);
   }
+  if (durability == Durability::kSync && fsync(fd.get()) != 0) return fail_errno("fsync " + tmp);
   fd.reset();
   if (::rename(tmp.c_str(), path.c_str()) != 0) return fail_errno("rename " + tmp + " to " + path);
   return {};
+}
+
+// STATE/server-id: 16 hex digits, created once. It tells a node which backupd is attaching.
+Result<uint64_t> load_server_id(const std::string& state_dir) {
+  std::string path = state_dir + "/server-id";
+  std::ifstream in(path);
+  if (in) {
+    std::string text;
+    in >> text;
+    uint64_t id = 0;
+    auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), id, 16);
+    if (ec != std::errc() || ptr != text.data() + text.size() || id == 0) {
+      return fail(EINVAL, fmt::format("{}: not a server id (16 hex digits): '{}'", path, text));
+    }
+    return id;
+  }
+  if (errno != ENOENT) return fail_errno("read " + path);
+  uint64_t id = 0;
+  while (id == 0) {
+    if (getrandom(&id, sizeof id, 0) != static_cast<ssize_t>(sizeof id)) return fail_errno("getrandom");
+  }
+  BKP_TRY_VOID(write_small_file(path, fmt::format("{:016x}\n", id), Durability::kSync));
+  log::info("created server id {:016x} in {}", id, path);
+  return id;
 }
 
 class Server {
@@ -59,10 +102,7 @@ class Server {
   explicit Server(Settings settings) : settings_(std::move(settings)), hub_(settings_.state_dir) {}
 
   int run(int signal_fd) {
-    if (auto loaded = hub_.load(); !loaded) {
-      log::error("state directory {}: {}", settings_.state_dir, loaded.error().message);
-      return 1;
-    }
+    if (!open_state()) return 1;
     net::HostPort bound;
     auto listening = net::tcp_listen(settings_.listen, &bound);
     if (!listening) {
@@ -71,9 +111,18 @@ class Server {
     }
     listen_ = std::move(*listening);
     fcntl(listen_.get(), F_SETFL, fcntl(listen_.get(), F_GETFL) | O_NONBLOCK);
+    scheduler_->start();
+    if (auto started = registry_->start(); !started) {
+      log::error("starting registered volumes: {}", started.error().message);
+      stop();
+      return 1;
+    }
     if (!settings_.port_file.empty()) {
-      if (auto w = write_port_file(settings_.port_file, bound.port); !w) {
+      if (auto w = write_small_file(settings_.port_file, fmt::format("{}\n", bound.port),
+                                    Durability::kNoSync);
+          !w) {
         log::error("port file: {}", w.error().message);
+        stop();
         return 1;
       }
     }
@@ -101,6 +150,40 @@ class Server {
   }
 
  private:
+  // Catalog, server id, volumes, recovery. False (logged) if backupd cannot run on this state.
+  bool open_state() {
+    const std::string& dir = settings_.state_dir;
+    std::error_code ec;
+    std::filesystem::create_directories(dir, ec);
+    if (ec) {
+      log::error("state directory {}: {}", dir, ec.message());
+      return false;
+    }
+    auto catalog = Catalog::open(dir + "/catalog.db");
+    if (!catalog) {
+      log::error("{}", catalog.error().message);
+      return false;
+    }
+    catalog_ = std::move(*catalog);
+    auto id = load_server_id(dir);
+    if (!id) {
+      log::error("{}", id.error().message);
+      return false;
+    }
+    if (auto loaded = hub_.load(); !loaded) {
+      log::error("state directory {}: {}", dir, loaded.error().message);
+      return false;
+    }
+    RunSettings runs{settings_.snapshot_gzip_level, static_cast<size_t>(settings_.keep_snapshots)};
+    scheduler_ = std::make_unique<Scheduler>(*catalog_, runs);
+    registry_ = std::make_unique<Registry>(hub_, *catalog_, *scheduler_, *id);
+    if (auto recovered = registry_->recover(); !recovered) {
+      log::error("recovery: {}", recovered.error().message);
+      return false;
+    }
+    return true;
+  }
+
   struct Worker {
     std::thread thread;
     std::shared_ptr<std::atomic<bool>> done;
@@ -157,12 +240,19 @@ class Server {
       send_error(c, hello.error().code, hello.error().message);
       return;
     }
-    if (hello->role == wire::Role::kNode) {
-      std::vector<uint8_t> payload;
-      wire::encode(*hello, payload);
-      run_node_session(c, *hello, wire::kHeaderSize + payload.size(), hub_, peer, stopping_);
-    } else {
-      run_replica_session(c, *hello, hub_, peer, stopping_);
+    switch (hello->role) {
+      case wire::Role::kNode:
+        log::warn("connection from {} refused: node {}:{} tried to connect (nodes are registered "
+                  "with bkptool register and backupd connects to them)", peer, hello->name,
+                  hello->path);
+        send_error(c, EPERM, kNodesDoNotConnect);
+        break;
+      case wire::Role::kReplica:
+        run_replica_session(c, *hello, hub_, peer, stopping_);
+        break;
+      case wire::Role::kControl:
+        run_control_session(c, *hello, *registry_, peer, stopping_);
+        break;
     }
   }
 
@@ -180,6 +270,8 @@ class Server {
   void stop() {
     stopping_ = true;
     listen_.reset();
+    if (scheduler_) scheduler_->stop();
+    if (registry_) registry_->stop();
     for (auto& w : workers_) shutdown(w.socket.get(), SHUT_RDWR);
     hub_.wake_all();
     for (auto& w : workers_) w.thread.join();
@@ -189,6 +281,9 @@ class Server {
 
   Settings settings_;
   Hub hub_;
+  std::unique_ptr<Catalog> catalog_;
+  std::unique_ptr<Scheduler> scheduler_;  // uses catalog_
+  std::unique_ptr<Registry> registry_;    // uses hub_, catalog_, scheduler_; destroyed first
   UniqueFd listen_;
   std::atomic<bool> stopping_{false};
   std::list<Worker> workers_;  // touched by the main thread only

@@ -1,9 +1,11 @@
 // Writing, listing and rotating tgz snapshots (see snapshot.h).
 //
 // The walk is openat/fdopendir based and never follows a symlink, like every other tree walk
-// in backupd. Hard links are resolved by libarchive's link resolver (the second name of an
-// inode becomes a hardlink entry without data). File data is streamed in 1 MiB blocks, so
-// memory does not depend on file sizes.
+// in backupd. The archive starts with the volume root as "./" so a restore also gets the root's
+// mode, owner and times, and is full pax (not restricted): restricted pax drops sub-second
+// mtimes, and a restore must reproduce mtimes exactly (DESIGN.md invariant 3). Hard links are
+// resolved by libarchive's link resolver (the second name of an inode becomes a hardlink entry
+// without data). File data is streamed in 1 MiB blocks, so memory does not depend on file sizes.
 #include "server/snapshot.h"
 
 #include <archive.h>
@@ -16,6 +18,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <fmt/format.h>
 #include <memory>
@@ -44,7 +47,21 @@ using EntryPtr = std::unique_ptr<archive_entry, EntryDeleter>;
 
 class Writer {
  public:
-  Writer(archive* a, archive_entry_linkresolver* resolver) : a_(a), resolver_(resolver) {}
+  Writer(archive* a, archive_entry_linkresolver* resolver, const std::atomic<bool>* cancel)
+      : a_(a), resolver_(resolver), cancel_(cancel) {}
+
+  // A "." entry carries the volume root's own mode, owner, times and xattrs, so a restore
+  // gives the target directory the root's attributes too.
+  Result<void> root(int fd) {
+    struct stat st{};
+    if (fstat(fd, &st) != 0) return fail_errno("stat of the volume root");
+    EntryPtr e(archive_entry_new());
+    archive_entry_copy_stat(e.get(), &st);
+    archive_entry_set_pathname(e.get(), ".");
+    UniqueFd rd(openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (rd) add_xattrs(rd.get(), e.get());
+    return header(e.get());
+  }
 
   Result<void> dir(int fd, const std::string& rel) {
     int rd = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -91,6 +108,7 @@ class Writer {
   }
 
   Result<void> entry(int dir_fd, const std::string& parent, const std::string& name) {
+    BKP_TRY_VOID(check_cancel());
     struct stat st{};
     std::string rel = join_rel(parent, name);
     if (fstatat(dir_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return fail_errno("stat " + rel);
@@ -138,6 +156,7 @@ class Writer {
     buf_.resize(kBlock);
     ++files;
     for (off_t off = 0;;) {
+      BKP_TRY_VOID(check_cancel());
       ssize_t n = pread(fd, buf_.data(), buf_.size(), off);
       if (n < 0) return fail_errno("read " + rel);
       if (n == 0) return {};
@@ -162,8 +181,16 @@ class Writer {
     }
   }
 
+  Result<void> check_cancel() const {
+    if (cancel_ != nullptr && cancel_->load(std::memory_order_relaxed)) {
+      return fail(ECANCELED, "cancelled");
+    }
+    return {};
+  }
+
   archive* a_;
   archive_entry_linkresolver* resolver_;
+  const std::atomic<bool>* cancel_;
   std::vector<char> buf_;
 };
 
@@ -189,7 +216,8 @@ std::string snapshot_id_for(int64_t unix_ms) {
 }
 
 Result<SnapshotFile> write_snapshot(int tree_fd, const std::string& snapshots_dir,
-                                    const std::string& id, int gzip_level) {
+                                    const std::string& id, int gzip_level,
+                                    const std::atomic<bool>* cancel) {
   if (mkdir(snapshots_dir.c_str(), 0750) != 0 && errno != EEXIST) {
     return fail_errno("create " + snapshots_dir);
   }
@@ -208,18 +236,19 @@ Result<SnapshotFile> write_snapshot(int tree_fd, const std::string& snapshots_di
   std::unique_ptr<archive, ArchiveDeleter> a(archive_write_new());
   std::unique_ptr<archive_entry_linkresolver, ResolverDeleter> resolver(
       archive_entry_linkresolver_new());
-  archive_entry_linkresolver_set_strategy(resolver.get(), ARCHIVE_FORMAT_TAR_PAX_RESTRICTED);
+  archive_entry_linkresolver_set_strategy(resolver.get(), ARCHIVE_FORMAT_TAR_PAX_INTERCHANGE);
   std::string level = std::to_string(std::clamp(gzip_level, 1, 9));
   if (archive_write_add_filter_gzip(a.get()) != ARCHIVE_OK ||
       archive_write_set_filter_option(a.get(), "gzip", "compression-level", level.c_str()) !=
           ARCHIVE_OK ||
-      archive_write_set_format_pax_restricted(a.get()) != ARCHIVE_OK ||
+      archive_write_set_format_pax(a.get()) != ARCHIVE_OK ||
       archive_write_set_bytes_in_last_block(a.get(), 1) != ARCHIVE_OK ||
       archive_write_open_fd(a.get(), fd.get()) != ARCHIVE_OK) {
     return cleanup_tmp(Error{EIO, std::string("libarchive setup: ") + archive_error_string(a.get())});
   }
-  Writer writer(a.get(), resolver.get());
-  auto walked = writer.dir(tree_fd, "");
+  Writer writer(a.get(), resolver.get(), cancel);
+  auto walked = writer.root(tree_fd);
+  if (walked) walked = writer.dir(tree_fd, "");
   if (walked) walked = writer.finish();
   if (!walked) return cleanup_tmp(walked.error());
   if (archive_write_close(a.get()) != ARCHIVE_OK) {

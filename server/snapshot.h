@@ -13,6 +13,7 @@
 // mutex at a batch boundary) while write_snapshot() runs.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -34,9 +35,11 @@ std::string snapshot_id_for(int64_t unix_ms);
 
 // Archives the tree at tree_fd (an O_RDONLY or O_PATH directory fd) into snapshots_dir/<id>.tgz.
 // Never follows symlinks; keeps hard links, symlinks, fifos, modes, owners, mtimes and user.*
-// xattrs. gzip_level 1..9.
+// xattrs. gzip_level 1..9. When cancel is given and becomes true, the write stops at the next
+// entry or 1 MiB block with ECANCELED "cancelled", leaving no file behind.
 Result<SnapshotFile> write_snapshot(int tree_fd, const std::string& snapshots_dir,
-                                    const std::string& id, int gzip_level);
+                                    const std::string& id, int gzip_level,
+                                    const std::atomic<bool>* cancel = nullptr);
 
 // Snapshots present in the directory, newest first.
 Result<std::vector<SnapshotFile>> list_snapshots(const std::string& snapshots_dir);

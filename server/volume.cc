@@ -4,7 +4,10 @@
 // `state` is written only after the Applier's commit has synced the mirror, and itself through a
 // temporary file, fdatasync and rename: after a crash it holds either the old or the new commit,
 // and both are safe (an old one only makes the node resend a batch the mirror already has, which
-// the Applier tolerates). `stats` is informational and skips the sync. Fan-out into the replica
+// the Applier tolerates). `state` also carries the change counter the scheduler compares with
+// the catalog's last snapshot: it only grows, so "equal" means "nothing applied since that cut"
+// (a resent batch or a baseline counts as a change: the snapshot may then repeat its
+// predecessor, never miss a change). `stats` is informational and skips the sync. Fan-out into the replica
 // logs only appends ranges and operations in memory, so it never waits on a replica.
 #include "server/volume.h"
 
@@ -21,6 +24,8 @@
 
 namespace bkp::server {
 namespace {
+
+constexpr size_t kMaxRunKeys = 1u << 20;  // ~40 MiB of set at most per volume
 
 enum class Durability { kSync, kNoSync };
 
@@ -59,6 +64,9 @@ Result<VolumeState> read_state(const std::string& path) {
   while (in >> key >> value) {
     if (key == "instance") st.instance = value;
     if (key == "committed") st.committed = value;
+    if (key == "changes") st.changes = value;
+    if (key == "run_bytes") st.run_bytes = value;
+    if (key == "run_files") st.run_files = value;
   }
   return st;
 }
@@ -111,8 +119,72 @@ void Volume::notify_sinks() {
 
 Result<void> Volume::save_state() {
   return write_file_atomic(dir_ + "/state",
-                           fmt::format("instance {}\ncommitted {}\n", state.instance, state.committed),
+                           fmt::format("instance {}\ncommitted {}\nchanges {}\nrun_bytes {}\n"
+                                       "run_files {}\n",
+                                       state.instance, state.committed, state.changes,
+                                       state.run_bytes, state.run_files),
                            Durability::kSync);
+}
+
+void Volume::count_op(const wire::Op& op) {
+  state.changes += 1;
+  uint64_t key = 0;
+  switch (op.kind) {
+    case wire::OpKind::kCreate:
+    case wire::OpKind::kTruncate:
+      key = op.id;
+      break;
+    case wire::OpKind::kAttr:
+    case wire::OpKind::kSetXattr:
+    case wire::OpKind::kRemoveXattr:
+      key = op.id;  // by path: a directory's metadata, not a file change worth counting
+      break;
+    case wire::OpKind::kLink:
+      key = op.id != 0 ? op.id : std::hash<std::string>{}(op.path);
+      break;
+    case wire::OpKind::kMknod:
+    case wire::OpKind::kSymlink:
+    case wire::OpKind::kUnlink:
+    case wire::OpKind::kRename:
+      key = std::hash<std::string>{}(op.path);
+      break;
+    default:
+      break;
+  }
+  if (key == 0) return;
+  if (run_keys_.size() >= kMaxRunKeys) {
+    state.run_files += 1;
+  } else if (run_keys_.insert(key).second) {
+    state.run_files += 1;
+  }
+}
+
+void Volume::count_write(uint64_t id, uint64_t length) {
+  state.changes += 1;
+  state.run_bytes += length;
+  if (run_keys_.size() >= kMaxRunKeys) {
+    state.run_files += 1;
+  } else if (run_keys_.insert(id).second) {
+    state.run_files += 1;
+  }
+}
+
+std::pair<uint64_t, uint64_t> Volume::take_run_counts() {
+  std::pair<uint64_t, uint64_t> out{state.run_bytes, state.run_files};
+  state.run_bytes = 0;
+  state.run_files = 0;
+  run_keys_.clear();
+  return out;
+}
+
+void Volume::set_node_status(const wire::NodeStatus& status, int64_t now_ms) {
+  std::lock_guard lock(status_mu_);
+  status_ = NodeStatusSample{status, now_ms};
+}
+
+std::optional<NodeStatusSample> Volume::node_status() const {
+  std::lock_guard lock(status_mu_);
+  return status_;
 }
 
 Result<void> Volume::save_stats() {

@@ -4,8 +4,12 @@
 // Lock order (never take an earlier lock while holding a later one):
 //   Hub::mu_  ->  Volume::mu  ->  Replica::mu
 // Volume::mu is held by the node session while it applies one frame (and records it into every
-// sink), and by a baseline scan of the mirror for a replica. It is never held across network
-// I/O, so a slow replica cannot slow a node.
+// sink), by a baseline scan of the mirror for a replica, and by a scheduled run for the whole
+// time it archives the mirror (at a batch boundary: in_batch false), which is what makes a
+// snapshot one consistent cut. It is never held across network I/O, so a slow replica cannot
+// slow a node; a node only pauses between batches while its volume is being archived.
+// Catalog's mutex and Volume's status mutex are leaves: taken under Volume::mu, never the
+// reverse.
 #pragma once
 
 #include <condition_variable>
@@ -15,17 +19,30 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <unordered_set>
+#include <utility>
 
 #include "common/changes/applier.h"
 #include "common/changes/change_log.h"
 #include "common/result.h"
+#include "common/wire/messages.h"
 
 namespace bkp::server {
 
-// "instance <u64>\ncommitted <u64>\n": what the node stream of this volume has made durable.
+// The `state` file, "key value" lines: what the node stream of this volume has made durable,
+// and the change counters the scheduler compares against the catalog.
 struct VolumeState {
   uint64_t instance = 0;
   uint64_t committed = 0;
+  uint64_t changes = 0;    // Op and Write frames ever applied; only grows
+  uint64_t run_bytes = 0;  // Write bytes applied since the previous scheduled run
+  uint64_t run_files = 0;  // distinct files touched since the previous scheduled run
+};
+
+// The latest NodeStatus of the volume's node, with the time it arrived.
+struct NodeStatusSample {
+  wire::NodeStatus status;
+  int64_t received_ms = 0;  // CLOCK_REALTIME
 };
 
 // Counters since backupd started, written to `stats` after each commit.
@@ -72,14 +89,28 @@ class Volume {
   const std::string& path() const { return path_; }
   // "host:/path", for log lines and map keys.
   const std::string& name() const { return name_; }
+  // The volume directory: mirror/, ids/, snapshots/, state, stats.
+  const std::string& dir() const { return dir_; }
+  std::string snapshots_dir() const { return dir_ + "/snapshots"; }
 
   std::mutex mu;
   // Everything below is guarded by mu.
   std::unique_ptr<changes::Applier> applier;  // set once by open(); open_id() needs no lock
-  VolumeState state;                          // as on disk
+  VolumeState state;                          // as on disk after the last commit, plus changes
+                                              // applied since (saved with the next commit)
   VolumeStats stats;
   bool node_connected = false;
+  // True from the first Op/Write after a commit until the next commit: the mirror holds part
+  // of a batch. Stays true if the node goes away mid-batch (the batch is sent again).
+  bool in_batch = false;
+  std::condition_variable batch_done;  // notified at each commit and when a node session ends
   std::map<std::string, std::shared_ptr<ReplicaStream>> sinks;  // by replica name
+
+  // Counts one applied frame into state.changes / run_bytes / run_files (mu held).
+  void count_op(const wire::Op& op);
+  void count_write(uint64_t id, uint64_t length);
+  // Returns {run_bytes, run_files} and starts counting the next run from zero (mu held).
+  std::pair<uint64_t, uint64_t> take_run_counts();
 
   // Records one applied operation / write into every sink (mu held).
   void fan_out(const wire::Op& op);
@@ -90,12 +121,22 @@ class Volume {
   Result<void> save_state();
   Result<void> save_stats();
 
+  // Latest node status (own leaf mutex: readable while a run holds mu).
+  void set_node_status(const wire::NodeStatus& status, int64_t now_ms);
+  std::optional<NodeStatusSample> node_status() const;
+
  private:
   Volume(std::string host, std::string path, std::string dir)
       : host_(std::move(host)), path_(std::move(path)), dir_(std::move(dir)),
         name_(host_ + ":" + path_) {}
 
   std::string host_, path_, dir_, name_;
+  // Keys (file id, or a hash of the path for entries named only by path) of what was touched
+  // since the previous run, guarded by mu. Bounded: past kMaxRunKeys, files are counted
+  // without deduplication.
+  std::unordered_set<uint64_t> run_keys_;
+  mutable std::mutex status_mu_;
+  std::optional<NodeStatusSample> status_;  // guarded by status_mu_
 };
 
 // Inverse of bkp::escape_path ("srv-my\x2dapp" -> "/srv/my-app"); nullopt if not an escape.

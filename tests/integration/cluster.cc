@@ -1,7 +1,10 @@
 // ClusterTest (see cluster.h): starting, watching and always stopping the real processes.
 #include "tests/integration/cluster.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 
 #include <algorithm>
@@ -12,6 +15,7 @@
 #include <sstream>
 
 #include "common/path.h"
+#include "common/unique_fd.h"
 #include "tests/testutil/files.h"
 #include "tests/testutil/wait.h"
 
@@ -36,7 +40,20 @@ bool exited_zero(int status) { return WIFEXITED(status) && WEXITSTATUS(status) =
 
 Binaries Binaries::find() {
   return {env_or("BKP_BACKUPD", BKP_BACKUPD_PATH), env_or("BKP_REPLICATOR", BKP_REPLICATOR_PATH),
-          env_or("BKP_BACKUPFS", BKP_BACKUPFS_PATH)};
+          env_or("BKP_BACKUPFS", BKP_BACKUPFS_PATH), env_or("BKP_BKPTOOL", BKP_BKPTOOL_PATH)};
+}
+
+uint16_t free_port() {
+  UniqueFd fd(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  if (!fd || bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+      getsockname(fd.get(), reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    return 0;
+  }
+  return ntohs(addr.sin_port);
 }
 
 bool finishes_within(const std::function<void()>& fn, std::chrono::milliseconds timeout,
@@ -69,7 +86,7 @@ bool finishes_within(const std::function<void()>& fn, std::chrono::milliseconds 
 void ClusterTest::SetUp() {
   if (auto why = testutil::fuse_unavailable_reason()) GTEST_SKIP() << *why;
   bin_ = Binaries::find();
-  for (const std::string& b : {bin_.backupd, bin_.replicator, bin_.backupfs}) {
+  for (const std::string& b : {bin_.backupd, bin_.replicator, bin_.backupfs, bin_.bkptool}) {
     ASSERT_EQ(access(b.c_str(), X_OK), 0) << b << " is not built";
   }
   tmp_.emplace("bkp-it");
@@ -80,6 +97,7 @@ void ClusterTest::SetUp() {
   roots_[0] = tmp_->mkdir("r1");
   roots_[1] = tmp_->mkdir("r2");
   port_file_ = tmp_->sub("port");
+  node_port_file_ = tmp_->sub("node-port");
   start_watchdog();
 }
 
@@ -175,6 +193,15 @@ void ClusterTest::stop_watchdog() {
   return ::testing::AssertionSuccess();
 }
 
+::testing::AssertionResult ClusterTest::kill_server() {
+  if (!backupd_) return ::testing::AssertionFailure() << "backupd is not running";
+  backupd_->signal(SIGKILL);
+  auto st = backupd_->wait_exit(10s);
+  backupd_.reset();
+  if (!st) return ::testing::AssertionFailure() << "backupd survived SIGKILL for 10 s";
+  return ::testing::AssertionSuccess();
+}
+
 ::testing::AssertionResult ClusterTest::start_replicators() {
   for (int i = 0; i < 2; ++i) {
     std::string name = "r" + std::to_string(i + 1);
@@ -195,23 +222,61 @@ void ClusterTest::stop_watchdog() {
   return ::testing::AssertionSuccess();
 }
 
-::testing::AssertionResult ClusterTest::mount_source(uint16_t server_port) {
+::testing::AssertionResult ClusterTest::mount_source(uint16_t node_port) {
+  unlink(node_port_file_.c_str());  // the port of a previous mount must not be read
   testutil::MountOptions opts;
   opts.binary = bin_.backupfs;
   opts.dir = src_;
-  opts.args = {"--server", address(server_port), "--host", kHost};
+  opts.args = {"--listen", address(node_port), "--port-file", node_port_file_, "--host", kHost};
   opts.log_path = logs_ + "/backupfs.log";
   auto m = testutil::MountedFs::mount(opts);
   if (!m) return ::testing::AssertionFailure() << m.error().message;
   mount_ = std::move(*m);
   fuse_pgid_ = mount_->process().pid();
+  // backupfs writes its port file right after mounting.
+  std::optional<uint16_t> got;
+  wait_until(
+      [&] {
+        got = testutil::read_port_file(node_port_file_);
+        return got || !mount_->process().alive() || expired();
+      },
+      10s, 20ms);
+  if (!got) {
+    return ::testing::AssertionFailure() << "backupfs mounted but wrote no port file\n"
+                                         << mount_->process().log_tail();
+  }
+  if (node_port != 0 && *got != node_port) {
+    return ::testing::AssertionFailure()
+           << "backupfs asked for port " << node_port << " wrote " << *got;
+  }
+  node_port_ = *got;
   return ::testing::AssertionSuccess();
 }
 
-::testing::AssertionResult ClusterTest::start_all() {
+::testing::AssertionResult ClusterTest::register_volume(const std::string& every) {
+  auto r = bkptool({"register", kHost, std::to_string(node_port_), src_, "--every", every});
+  if (r.exit_code() != 0) {
+    return ::testing::AssertionFailure()
+           << "bkptool register: " << (r.timed_out ? "timed out" : describe_status(r.status))
+           << "\n" << r.output;
+  }
+  return ::testing::AssertionSuccess();
+}
+
+::testing::AssertionResult ClusterTest::start_all(const std::string& every, bool with_replicators) {
   if (auto r = start_server(); !r) return r;
-  if (auto r = start_replicators(); !r) return r;
-  return mount_source(port_);
+  if (with_replicators) {
+    if (auto r = start_replicators(); !r) return r;
+  }
+  if (auto r = mount_source(); !r) return r;
+  return register_volume(every);
+}
+
+testutil::CommandResult ClusterTest::bkptool(const std::vector<std::string>& args,
+                                             std::chrono::milliseconds timeout) {
+  std::vector<std::string> argv{bin_.bkptool, "--server", address(port_)};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return testutil::run_command(argv, timeout);
 }
 
 ::testing::AssertionResult ClusterTest::unmount_source() {
@@ -226,6 +291,8 @@ void ClusterTest::stop_watchdog() {
   }
   return ::testing::AssertionSuccess();
 }
+
+std::string ClusterTest::scratch_dir(const std::string& name) const { return tmp_->mkdir(name); }
 
 std::string ClusterTest::volume_dir() const {
   return state_ + "/volumes/" + kHost + "/" + escape_path(src_);
@@ -255,12 +322,14 @@ std::string ClusterTest::wait_converged(std::chrono::seconds timeout,
           last += " [watchdog]";
           return true;
         }
-        const std::pair<const char*, std::string> copies[] = {
-            {"mirror", mirror()}, {"replica r1", replica(0)}, {"replica r2", replica(1)}};
+        std::vector<std::pair<std::string, std::string>> copies{{"mirror", mirror()}};
+        for (int i = 0; i < 2; ++i) {
+          if (replicators_[i]) copies.push_back({"replica " + replicators_[i]->name(), replica(i)});
+        }
         for (const auto& [what, path] : copies) {
           std::string d = testutil::compare_trees(src_, path, options);
           if (!d.empty()) {
-            last = std::string(what) + ": " + d;
+            last = what + ": " + d;
             return false;
           }
         }

@@ -1,12 +1,18 @@
 // ClusterTest: the fixture of every integration test. One backupd, two replicators and one
 // backupfs mount, all real processes on 127.0.0.1, in one temporary directory:
 //
-//   TMP/src              the application directory; backupfs is mounted over it (--host testhost)
+//   TMP/src              the application directory; backupfs is mounted over it and listens on
+//                        127.0.0.1 (--listen 127.0.0.1:PORT --port-file TMP/node-port)
 //   TMP/ref              a plain directory that receives the same operations, never mounted:
 //                        what the application should see, to check backupfs itself
 //   TMP/state            backupd --state-dir
 //   TMP/r1, TMP/r2       replicator --root
 //   TMP/logs/*.log       every process's stdout and stderr, printed when a test fails
+//
+// The volume reaches backupd the way an operator makes it: the real bkptool registers it
+// (`bkptool --server 127.0.0.1:SERVERPORT register 127.0.0.1 NODEPORT TMP/src --every 1h`), and
+// backupd connects to the node. The default period is long so scheduled snapshots stay out of
+// the data-path tests; the snapshot tests pass a short one.
 //
 // Teardown always runs in the order that loses nothing: unmount (backupfs ships what is left
 // and exits 0), stop the replicators, SIGTERM backupd (exit 0). A watchdog bounds every test:
@@ -28,6 +34,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "tests/testutil/daemon.h"
 #include "tests/testutil/mounted_fs.h"
@@ -39,16 +46,24 @@ namespace bkp::it {
 using namespace std::chrono_literals;
 using testutil::compare_trees;
 
-constexpr char kHost[] = "testhost";
+// The host the volume is registered under: where backupd reaches the node. backupfs is told the
+// same name (--host), so its Hello and the registration agree.
+constexpr char kHost[] = "127.0.0.1";
 
-// Paths of the binaries under test: $BKP_BACKUPD / $BKP_REPLICATOR / $BKP_BACKUPFS, else the
-// ones this test binary was built with.
+// Paths of the binaries under test: $BKP_BACKUPD / $BKP_REPLICATOR / $BKP_BACKUPFS /
+// $BKP_BKPTOOL, else the ones this test binary was built with.
 struct Binaries {
   std::string backupd;
   std::string replicator;
   std::string backupfs;
+  std::string bkptool;
   static Binaries find();
 };
+
+// A port nothing listens on right now (bound to 0 and released): for tests that must restart a
+// process on a port they chose. Another process could take it meanwhile; on 127.0.0.1 in a test
+// run that does not happen in practice.
+uint16_t free_port();
 
 // Runs fn on another thread. If it has not returned after timeout, calls unblock() (which must
 // make fn's blocking calls return, e.g. by killing the FUSE server) and joins. Exceptions from
@@ -65,26 +80,43 @@ class ClusterTest : public ::testing::Test {
   // Each returns a failure with the process's log if it does not come up.
   ::testing::AssertionResult start_server(uint16_t port = 0);  // 0: any free port
   ::testing::AssertionResult stop_server();                    // SIGTERM, expects exit 0
+  ::testing::AssertionResult kill_server();                    // SIGKILL, no questions asked
   ::testing::AssertionResult start_replicators();
-  ::testing::AssertionResult mount_source(uint16_t server_port);
-  // start_server(), start_replicators(), mount_source(port()).
-  ::testing::AssertionResult start_all();
+  // backupfs over src, listening on 127.0.0.1:node_port (0: any free port, read back from its
+  // port file into node_port()).
+  ::testing::AssertionResult mount_source(uint16_t node_port = 0);
+  // bkptool register kHost node_port() src --every every; expects exit 0.
+  ::testing::AssertionResult register_volume(const std::string& every = "1h");
+  // start_server(), start_replicators() (unless with_replicators is false), mount_source(),
+  // register_volume(every).
+  ::testing::AssertionResult start_all(const std::string& every = "1h",
+                                       bool with_replicators = true);
   // Unmounts and expects backupfs to exit 0.
   ::testing::AssertionResult unmount_source();
 
-  uint16_t port() const { return port_; }
+  // Runs `bkptool --server 127.0.0.1:port() ARGS...` (bounded by timeout).
+  testutil::CommandResult bkptool(const std::vector<std::string>& args,
+                                  std::chrono::milliseconds timeout = 60s);
+
+  uint16_t port() const { return port_; }            // backupd's
+  uint16_t node_port() const { return node_port_; }  // backupfs's
   const std::string& src() const { return src_; }
   const std::string& ref() const { return ref_; }
   std::string src(const std::string& rel) const { return src_ + "/" + rel; }
   std::string ref(const std::string& rel) const { return ref_ + "/" + rel; }
-  // STATE/volumes/testhost/<escape_path(src)>/{mirror,stats}
+  const std::string& state_dir() const { return state_; }
+  // A fresh directory under the test's temporary directory.
+  std::string scratch_dir(const std::string& name) const;
+  // STATE/volumes/127.0.0.1/<escape_path(src)>/{mirror,stats,snapshots}
   std::string volume_dir() const;
   std::string mirror() const { return volume_dir() + "/mirror"; }
-  // ROOT/testhost/<src without leading '/'>
+  std::string snapshots_dir() const { return volume_dir() + "/snapshots"; }
+  // ROOT/127.0.0.1/<src without leading '/'>
   std::string replica(int i) const;
 
-  // "" once src == mirror == r1 == r2 (content, type, mode, owner, symlinks, hard links, mtime);
-  // otherwise, after timeout or as soon as a daemon dies, the first difference (or the death).
+  // "" once src == mirror (== r1 == r2 when the replicators run) in content, type, mode, owner,
+  // symlinks, hard links and mtime; otherwise, after timeout or as soon as a daemon dies, the
+  // first difference (or the death).
   std::string wait_converged(std::chrono::seconds timeout = 90s,
                              const testutil::CompareOptions& options = {});
   // The volume's stats file on backupd (wire_bytes, data_bytes, ops, batches).
@@ -104,9 +136,10 @@ class ClusterTest : public ::testing::Test {
 
   Binaries bin_;
   std::optional<testutil::TempDir> tmp_;
-  std::string src_, ref_, state_, logs_, port_file_;
+  std::string src_, ref_, state_, logs_, port_file_, node_port_file_;
   std::string roots_[2];
   uint16_t port_ = 0;
+  uint16_t node_port_ = 0;
 
   std::unique_ptr<testutil::Daemon> backupd_;
   std::unique_ptr<testutil::Daemon> replicators_[2];

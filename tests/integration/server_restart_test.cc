@@ -1,7 +1,8 @@
 // Server down and back (DESIGN.md invariants 1 and 2): while backupd is stopped the application
 // keeps writing without blocking; backupfs keeps recording; when backupd restarts on the same
-// port with the same state directory, the node and both replicators reconnect and every copy
-// converges, with nothing written during the outage missing.
+// port with the same state directory, it finds the registration in its catalog and attaches to
+// the node by itself, both replicators reconnect, and every copy converges, with nothing
+// written during the outage missing.
 #include <signal.h>
 #include <stdio.h>
 #include <sys/stat.h>

@@ -29,17 +29,19 @@ std::vector<char*> c_argv(const std::vector<std::string>& argv) {
   return out;
 }
 
-// In the child: own process group, stdin from /dev/null, stdout+stderr to out_fd, then exec.
+// In the child: own process group, stdin from /dev/null, stdout to out_fd, stderr to err_fd,
+// then exec.
 // PR_SET_PDEATHSIG: if the test process is killed outright (a ctest timeout), every daemon it
 // started gets SIGTERM, on which backupfs unmounts itself, so not even a SIGKILL of the test
 // leaves a mount or a process behind.
-[[noreturn]] void exec_child(pid_t parent, int null_fd, int out_fd, char* const* argv) {
+[[noreturn]] void exec_child(pid_t parent, int null_fd, int out_fd, int err_fd,
+                             char* const* argv) {
   setpgid(0, 0);
   prctl(PR_SET_PDEATHSIG, SIGTERM);
   if (getppid() != parent) _exit(126);  // the parent died before prctl took effect
   dup2(null_fd, STDIN_FILENO);
   dup2(out_fd, STDOUT_FILENO);
-  dup2(out_fd, STDERR_FILENO);
+  dup2(err_fd, STDERR_FILENO);
   sigset_t none;
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, nullptr);
@@ -75,7 +77,7 @@ Daemon::Daemon(std::string name, std::vector<std::string> argv, std::string log_
   auto args = c_argv(argv);
   pid_t parent = getpid();
   pid_t pid = fork();
-  if (pid == 0) exec_child(parent, null_fd, log_fd, args.data());
+  if (pid == 0) exec_child(parent, null_fd, log_fd, log_fd, args.data());
   int fork_errno = errno;
   ::close(log_fd);
   ::close(null_fd);
@@ -155,42 +157,65 @@ std::string describe_status(int st) {
   return "status " + std::to_string(st);
 }
 
+int CommandResult::exit_code() const {
+  return status >= 0 && WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
 CommandResult run_command(const std::vector<std::string>& argv, std::chrono::milliseconds timeout) {
   CommandResult res;
-  int pipe_fds[2];
-  if (pipe2(pipe_fds, O_CLOEXEC) != 0) {
+  int out_pipe[2];
+  int err_pipe[2];
+  if (pipe2(out_pipe, O_CLOEXEC) != 0) {
     res.output = std::string("pipe: ") + strerror(errno);
+    return res;
+  }
+  if (pipe2(err_pipe, O_CLOEXEC) != 0) {
+    res.output = std::string("pipe: ") + strerror(errno);
+    ::close(out_pipe[0]);
+    ::close(out_pipe[1]);
     return res;
   }
   int null_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
   auto args = c_argv(argv);
   pid_t parent = getpid();
   pid_t pid = fork();
-  if (pid == 0) exec_child(parent, null_fd, pipe_fds[1], args.data());
-  ::close(pipe_fds[1]);
+  if (pid == 0) exec_child(parent, null_fd, out_pipe[1], err_pipe[1], args.data());
+  ::close(out_pipe[1]);
+  ::close(err_pipe[1]);
   ::close(null_fd);
   if (pid < 0) {
-    ::close(pipe_fds[0]);
+    ::close(out_pipe[0]);
+    ::close(err_pipe[0]);
     res.output = std::string("fork: ") + strerror(errno);
     return res;
   }
   setpgid(pid, pid);
   auto deadline = Clock::now() + timeout;
-  bool eof = false;
   bool exited = false;
+  // [0]: stdout, [1]: stderr; -1 once at end of file.
+  int fds[2] = {out_pipe[0], err_pipe[0]};
+  std::string* into[2] = {&res.out, &res.err};
   char buf[4096];
-  while (!(eof && exited)) {
+  while (!(fds[0] < 0 && fds[1] < 0 && exited)) {
     if (Clock::now() >= deadline) {
       res.timed_out = true;
       if (!exited) kill(-pid, SIGKILL);
       break;
     }
-    if (!eof) {
-      pollfd p{pipe_fds[0], POLLIN, 0};
-      if (poll(&p, 1, 20) > 0) {
-        ssize_t n = ::read(pipe_fds[0], buf, sizeof buf);
-        if (n > 0) res.output.append(buf, static_cast<size_t>(n));
-        if (n == 0) eof = true;
+    if (fds[0] >= 0 || fds[1] >= 0) {
+      pollfd p[2] = {{fds[0], POLLIN, 0}, {fds[1], POLLIN, 0}};
+      if (poll(p, 2, 20) > 0) {
+        for (int i = 0; i < 2; ++i) {
+          if (fds[i] < 0 || p[i].revents == 0) continue;
+          ssize_t n = ::read(fds[i], buf, sizeof buf);
+          if (n > 0) {
+            res.output.append(buf, static_cast<size_t>(n));
+            into[i]->append(buf, static_cast<size_t>(n));
+          } else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
+            ::close(fds[i]);
+            fds[i] = -1;
+          }
+        }
       }
     } else {
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
@@ -203,7 +228,9 @@ CommandResult run_command(const std::vector<std::string>& argv, std::chrono::mil
       }
     }
   }
-  ::close(pipe_fds[0]);
+  for (int fd : fds) {
+    if (fd >= 0) ::close(fd);
+  }
   if (!exited) {
     int st = 0;
     while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {

@@ -65,8 +65,13 @@ std::string describe_status(int wait_status);
 
 struct CommandResult {
   int status = -1;     // raw wait status; -1 if it could not be started
-  std::string output;  // stdout and stderr
+  std::string output;  // stdout and stderr, in the order they were read
+  std::string out;     // stdout alone (a --json document)
+  std::string err;     // stderr alone (messages)
   bool timed_out = false;
+
+  // The exit code, or -1 if the command did not exit normally.
+  int exit_code() const;
 };
 
 // Runs argv to completion (killing its process group after timeout) and captures its output.

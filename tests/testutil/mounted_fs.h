@@ -36,7 +36,7 @@ std::optional<std::string> fuse_unavailable_reason();
 struct MountOptions {
   std::string binary;             // path to backupfs
   std::string dir;                // absolute directory to mount over
-  std::vector<std::string> args;  // after DIR, before -f: --server ..., --host ...
+  std::vector<std::string> args;  // after DIR, before -f: --listen ..., --host ...
   std::string log_path;
   std::chrono::milliseconds timeout = std::chrono::seconds(20);
 };

@@ -265,7 +265,15 @@ TEST(RunCommandTest, CapturesOutputAndStatus) {
   EXPECT_EQ(describe_status(r.status), "exit 2");
   EXPECT_NE(r.output.find("out"), std::string::npos);
   EXPECT_NE(r.output.find("err"), std::string::npos);
+  EXPECT_EQ(r.out, "out\n");
+  EXPECT_EQ(r.err, "err\n");
+  EXPECT_EQ(r.exit_code(), 2);
   EXPECT_FALSE(r.timed_out);
+}
+
+TEST(RunCommandTest, ExitCodeOfAKilledCommandIsMinusOne) {
+  auto r = run_command({"/bin/sh", "-c", "kill -9 $$"});
+  EXPECT_EQ(r.exit_code(), -1);
 }
 
 TEST(RunCommandTest, KillsWhatOverstaysItsTimeout) {

@@ -1,0 +1,167 @@
+// A scheduled run (see backup_run.h for the outcomes and the cut).
+//
+// Why hold the volume mutex for the whole archive instead of copying or freezing the mirror:
+// the mirror is only changed by its node session, one frame at a time under that mutex, so
+// holding it is the cheapest possible freeze (no copy, no filesystem snapshot support needed)
+// and it stops exactly one writer. The node's next batch waits in TCP buffers meanwhile and
+// nothing is lost; acks resume when the archive is done. Replicas keep shipping: they read the
+// mirror through ids/ without the mutex.
+//
+// The "changed?" test compares the volume's persistent change counter (incremented for every
+// applied Op/Write, saved with each commit) with the counter stored in the catalog beside the
+// newest snapshot. The counter never goes down, so equality proves nothing was applied since.
+// The catalog is read before the mutex is taken (it only changes in runs, and a volume has one
+// run at a time) to keep SQLite off the node's critical path.
+#include "server/backup_run.h"
+
+#include <fmt/format.h>
+
+#include <chrono>
+#include <mutex>
+
+#include "common/log.h"
+#include "server/snapshot.h"
+
+namespace bkp::server {
+namespace {
+
+constexpr auto kBatchWaitSlice = std::chrono::milliseconds(200);
+
+std::string cancel_text(CancelReason reason) {
+  if (reason == CancelReason::kUnregistered) return "cancelled (volume unregistered during the run)";
+  return "interrupted (backupd stopped during the run)";
+}
+
+struct Outcome {
+  RunStatus status = RunStatus::kFailed;
+  std::optional<std::string> snapshot;
+  int64_t snapshot_bytes = 0;
+  std::optional<std::string> error;
+  uint64_t changed_bytes = 0, changed_files = 0;
+};
+
+Outcome failed(std::string why, Outcome o = {}) {
+  o.status = RunStatus::kFailed;
+  o.error = std::move(why);
+  return o;
+}
+
+// After the archive: rotate and record. The snapshot is already safe under its final name.
+Outcome finish_written(Volume& v, Catalog& catalog, const RunSettings& settings,
+                       const SnapshotFile& snap, int64_t counter, Outcome o) {
+  int64_t now = wall_ms();
+  auto added = catalog.add_snapshot(v.host(), v.path(),
+                                    SnapshotRecord{snap.id, static_cast<int64_t>(snap.bytes), now,
+                                                   static_cast<int64_t>(counter), std::nullopt});
+  o.snapshot = snap.id;
+  o.snapshot_bytes = static_cast<int64_t>(snap.bytes);
+  if (!added) {
+    // The file stays; startup recovery adopts snapshot files the catalog does not know.
+    return failed(fmt::format("snapshot {} written but not catalogued: {}", snap.name,
+                              added.error().message), o);
+  }
+  auto rotated = rotate_snapshots(v.snapshots_dir(), settings.keep);
+  if (!rotated) {
+    log::error("volume {}: rotating snapshots: {}", v.name(), rotated.error().message);
+  } else if (!rotated->empty()) {
+    if (auto m = catalog.mark_deleted(v.host(), v.path(), *rotated, now); !m) {
+      log::error("volume {}: {}", v.name(), m.error().message);
+    }
+    for (const auto& id : *rotated) log::info("volume {}: rotated out snapshot {}.tgz", v.name(), id);
+  }
+  o.status = RunStatus::kWritten;
+  return o;
+}
+
+Outcome run(Volume& v, const Link& link, Catalog& catalog, const RunSettings& settings,
+            const std::atomic<bool>& cancel, const std::atomic<CancelReason>& reason) {
+  auto last_counter = catalog.last_snapshot_counter(v.host(), v.path());
+  if (!last_counter) return failed(last_counter.error().message);
+
+  std::unique_lock lock(v.mu);
+  Outcome o;
+  std::tie(o.changed_bytes, o.changed_files) = v.take_run_counts();
+  if (!v.node_connected) return failed(link.unavailable_reason(), o);
+  while (v.in_batch && v.node_connected && !cancel) v.batch_done.wait_for(lock, kBatchWaitSlice);
+  if (cancel) return failed(cancel_text(reason), o);
+  if (!v.node_connected) {
+    return failed(fmt::format("node disconnected in the middle of a batch ({})",
+                              link.unavailable_reason()), o);
+  }
+  // At a batch boundary from here on, until the lock is released.
+  if (auto saved = v.save_state(); !saved) {  // persists the reset run counters
+    log::warn("volume {}: {}", v.name(), saved.error().message);
+  }
+  auto counter = static_cast<int64_t>(v.state.changes);
+  bool changed = *last_counter ? **last_counter != counter : counter != 0;
+  if (!changed) {
+    o.status = RunStatus::kUnchanged;
+    return o;
+  }
+  std::string id = snapshot_id_for(wall_ms());
+  auto snap = write_snapshot(v.applier->tree_fd(), v.snapshots_dir(), id, settings.gzip_level,
+                             &cancel);
+  lock.unlock();
+  if (!snap) {
+    if (snap.error().code == ECANCELED && cancel) return failed(cancel_text(reason), o);
+    return failed(snap.error().message, o);
+  }
+  return finish_written(v, catalog, settings, *snap, counter, o);
+}
+
+}  // namespace
+
+int64_t wall_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string human_bytes(uint64_t bytes) {
+  static const char* const kUnits[] = {"KiB", "MiB", "GiB", "TiB", "PiB"};
+  if (bytes < 1024) return fmt::format("{} B", bytes);
+  double v = static_cast<double>(bytes) / 1024;
+  size_t unit = 0;
+  while (v >= 1024 && unit + 1 < std::size(kUnits)) {
+    v /= 1024;
+    ++unit;
+  }
+  return fmt::format("{:.1f} {}", v, kUnits[unit]);
+}
+
+std::string describe_run(const RunRecord& run) {
+  switch (run.status) {
+    case RunStatus::kWritten:
+      return fmt::format("written {}.tgz {} in {:.1f} s", run.snapshot.value_or("?"),
+                         human_bytes(static_cast<uint64_t>(run.snapshot_bytes)),
+                         static_cast<double>(run.duration_ms) / 1000);
+    case RunStatus::kUnchanged:
+      return "unchanged";
+    case RunStatus::kFailed:
+      return "failed: " + run.error.value_or("unknown error");
+  }
+  return "failed";
+}
+
+RunRecord perform_run(Volume& volume, const Link& link, Catalog& catalog,
+                      const RunSettings& settings, const std::atomic<bool>& cancel,
+                      const std::atomic<CancelReason>& cancel_reason, int64_t run_id,
+                      int64_t started_at) {
+  Outcome o = run(volume, link, catalog, settings, cancel, cancel_reason);
+  RunRecord r;
+  r.id = run_id;
+  r.host = volume.host();
+  r.path = volume.path();
+  r.started_at = started_at;
+  r.ended_at = wall_ms();
+  r.status = o.status;
+  r.snapshot = o.snapshot;
+  r.snapshot_bytes = o.snapshot_bytes;
+  r.duration_ms = std::max<int64_t>(0, r.ended_at - started_at);
+  r.changed_bytes = static_cast<int64_t>(o.changed_bytes);
+  r.changed_files = static_cast<int64_t>(o.changed_files);
+  r.error = o.error;
+  return r;
+}
+
+}  // namespace bkp::server

@@ -1,0 +1,53 @@
+// One scheduled run of one volume: decide, cut, archive, rotate, and say what happened.
+//
+// A run ends in exactly one of three outcomes (DESIGN.md §4, invariant 6):
+//   failed     the node link is down (the reason is the link's last error), the run was
+//              cancelled (backupd stopping, volume unregistered), or archiving/cataloguing failed;
+//   unchanged  the volume's change counter equals the one of the last snapshot written: nothing
+//              was applied since, no file is written;
+//   written    a new snapshot holds the mirror exactly as one commit left it.
+//
+// The cut: the run takes the volume's mutex, waits (on Volume::batch_done) until no batch is
+// half applied, and keeps the mutex for the whole archive, so the node session of that volume
+// pauses before its next frame and every other volume keeps ingesting. The archive is written by
+// write_snapshot (temporary name, fsync, rename, fsync dir), then the directory is rotated to
+// the newest `keep` snapshots and the catalog marks the rotated ones deleted.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "server/catalog.h"
+#include "server/link.h"
+#include "server/volume.h"
+
+namespace bkp::server {
+
+struct RunSettings {
+  int gzip_level = 1;
+  size_t keep = 10;
+};
+
+// Why a run was cancelled, for its error text.
+enum class CancelReason { kNone, kStopping, kUnregistered };
+
+// Performs the run and returns its record (id, started_at and ended_at filled from the
+// arguments and the clock; the caller writes it to the catalog). cancel is checked while
+// waiting for a batch boundary and while archiving; cancel_reason says why it was set.
+RunRecord perform_run(Volume& volume, const Link& link, Catalog& catalog,
+                      const RunSettings& settings, const std::atomic<bool>& cancel,
+                      const std::atomic<CancelReason>& cancel_reason, int64_t run_id,
+                      int64_t started_at);
+
+// The journal line of a finished run, without the "run " prefix's volume:
+// "written 20261126T010203.123Z.tgz 12.3 MiB in 0.8 s", "unchanged", "failed: reason".
+std::string describe_run(const RunRecord& run);
+
+// "512 B", "1.5 KiB", "12.3 MiB", "2.0 GiB".
+std::string human_bytes(uint64_t bytes);
+
+int64_t wall_ms();  // CLOCK_REALTIME in milliseconds
+
+}  // namespace bkp::server

@@ -1,0 +1,271 @@
+// The catalog's SQL (see catalog.h for the schema and its guarantees).
+//
+// Statements are prepared per call: the catalog sees a handful of statements a minute, so a
+// statement cache would only add state. Multi-row changes (purge, rotation) run in one
+// transaction so a crash leaves either all or none of them. Rows are keyed by (host, path)
+// rather than a volume id so that history survives unregister/register cycles of the same
+// volume without any renumbering.
+#include "server/catalog.h"
+
+#include <fmt/format.h>
+
+namespace bkp::server {
+namespace {
+
+constexpr int kSchemaVersion = 1;
+
+constexpr const char* kSchema = R"sql(
+CREATE TABLE IF NOT EXISTS registrations(
+  host TEXT NOT NULL,
+  path TEXT NOT NULL,
+  port INTEGER NOT NULL,
+  every_seconds INTEGER NOT NULL,
+  registered_at INTEGER NOT NULL,
+  PRIMARY KEY(host, path));
+CREATE TABLE IF NOT EXISTS snapshots(
+  host TEXT NOT NULL,
+  path TEXT NOT NULL,
+  id TEXT NOT NULL,
+  bytes INTEGER NOT NULL,
+  created_at INTEGER NOT NULL,
+  change_counter INTEGER,
+  deleted_at INTEGER,
+  PRIMARY KEY(host, path, id));
+CREATE TABLE IF NOT EXISTS runs(
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  host TEXT NOT NULL,
+  path TEXT NOT NULL,
+  started_at INTEGER NOT NULL,
+  ended_at INTEGER,
+  status TEXT CHECK(status IN ('written', 'unchanged', 'failed')),
+  snapshot TEXT,
+  snapshot_bytes INTEGER NOT NULL DEFAULT 0,
+  duration_ms INTEGER NOT NULL DEFAULT 0,
+  changed_bytes INTEGER NOT NULL DEFAULT 0,
+  changed_files INTEGER NOT NULL DEFAULT 0,
+  error TEXT);
+CREATE INDEX IF NOT EXISTS runs_by_volume ON runs(host, path, id);
+)sql";
+
+constexpr const char* kRunColumns =
+    "id, host, path, started_at, ended_at, status, snapshot, snapshot_bytes, duration_ms, "
+    "changed_bytes, changed_files, error";
+
+RunStatus parse_status(const std::string& s) {
+  if (s == "written") return RunStatus::kWritten;
+  if (s == "unchanged") return RunStatus::kUnchanged;
+  return RunStatus::kFailed;
+}
+
+RunRecord read_run(const Statement& st) {
+  RunRecord r;
+  r.id = st.int64(0);
+  r.host = st.text(1);
+  r.path = st.text(2);
+  r.started_at = st.int64(3);
+  r.ended_at = st.int64(4);
+  r.status = parse_status(st.text(5));
+  r.snapshot = st.opt_text(6);
+  r.snapshot_bytes = st.int64(7);
+  r.duration_ms = st.int64(8);
+  r.changed_bytes = st.int64(9);
+  r.changed_files = st.int64(10);
+  r.error = st.opt_text(11);
+  return r;
+}
+
+}  // namespace
+
+const char* run_status_name(RunStatus status) {
+  switch (status) {
+    case RunStatus::kWritten: return "written";
+    case RunStatus::kUnchanged: return "unchanged";
+    case RunStatus::kFailed: return "failed";
+  }
+  return "failed";
+}
+
+Result<std::unique_ptr<Catalog>> Catalog::open(const std::string& path) {
+  auto db = BKP_TRY(Sqlite::open(path));
+  std::unique_ptr<Catalog> c(new Catalog(std::move(db)));
+  BKP_TRY_VOID(c->init_schema());
+  return c;
+}
+
+Result<void> Catalog::init_schema() {
+  BKP_TRY_VOID(db_->exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;"));
+  int64_t v = 0;
+  {
+    auto version = BKP_TRY(db_->prepare("PRAGMA user_version"));
+    if (BKP_TRY(version.step())) v = version.int64(0);
+  }
+  if (v > kSchemaVersion) {
+    return fail(EPROTO, fmt::format("catalog {}: schema version {} is newer than this backupd ({})",
+                                    db_->path(), v, kSchemaVersion));
+  }
+  auto tx = BKP_TRY(Transaction::begin(*db_));
+  BKP_TRY_VOID(db_->exec(kSchema));
+  BKP_TRY_VOID(db_->exec(fmt::format("PRAGMA user_version={}", kSchemaVersion)));
+  return tx.commit();
+}
+
+Result<void> Catalog::add_registration(const Registration& reg) {
+  std::lock_guard lock(mu_);
+  auto st = BKP_TRY(db_->prepare(
+      "INSERT OR IGNORE INTO registrations(host, path, port, every_seconds, registered_at) "
+      "VALUES(?, ?, ?, ?, ?)"));
+  st.bind(1, reg.host).bind(2, reg.path).bind(3, int64_t{reg.port}).bind(4, reg.every_seconds)
+      .bind(5, reg.registered_at);
+  BKP_TRY_VOID(st.run());
+  if (db_->changes() == 0) return fail(EEXIST, fmt::format("{} is already registered", reg.key()));
+  return {};
+}
+
+Result<std::vector<Registration>> Catalog::registrations() {
+  std::lock_guard lock(mu_);
+  auto st = BKP_TRY(db_->prepare(
+      "SELECT host, path, port, every_seconds, registered_at FROM registrations ORDER BY host, path"));
+  std::vector<Registration> out;
+  while (BKP_TRY(st.step())) {
+    out.push_back(Registration{st.text(0), static_cast<uint16_t>(st.int64(2)), st.text(1),
+                               st.int64(3), st.int64(4)});
+  }
+  return out;
+}
+
+Result<std::optional<Registration>> Catalog::registration(const std::string& host,
+                                                          const std::string& path) {
+  std::lock_guard lock(mu_);
+  auto st = BKP_TRY(db_->prepare(
+      "SELECT port, every_seconds, registered_at FROM registrations WHERE host = ? AND path = ?"));
+  st.bind(1, host).bind(2, path);
+  if (!BKP_TRY(st.step())) return std::optional<Registration>();
+  return Registration{host, static_cast<uint16_t>(st.int64(0)), path, st.int64(1), st.int64(2)};
+}
+
+Result<void> Catalog::remove_registration(const std::string& host, const std::string& path,
+                                          bool purge) {
+  std::lock_guard lock(mu_);
+  auto tx = BKP_TRY(Transaction::begin(*db_));
+  std::vector<const char*> tables = {"registrations"};
+  if (purge) tables.insert(tables.end(), {"snapshots", "runs"});
+  for (const char* table : tables) {
+    auto st = BKP_TRY(db_->prepare(fmt::format("DELETE FROM {} WHERE host = ? AND path = ?", table)));
+    st.bind(1, host).bind(2, path);
+    BKP_TRY_VOID(st.run());
+  }
+  return tx.commit();
+}
+
+Result<bool> Catalog::has_volume(const std::string& host, const std::string& path) {
+  std::lock_guard lock(mu_);
+  auto st = BKP_TRY(db_->prepare(
+      "SELECT EXISTS(SELECT 1 FROM registrations WHERE host = ?1 AND path = ?2) "
+      "OR EXISTS(SELECT 1 FROM snapshots WHERE host = ?1 AND path = ?2) "
+      "OR EXISTS(SELECT 1 FROM runs WHERE host = ?1 AND path = ?2)"));
+  st.bind(1, host).bind(2, path);
+  return BKP_TRY(st.step()) && st.int64(0) != 0;
+}
+
+Result<int64_t> Catalog::begin_run(const std::string& host, const std::string& path,
+                                   int64_t started_at) {
+  std::lock_guard lock(mu_);
+  auto st = BKP_TRY(db_->prepare("INSERT INTO runs(host, path, started_at) VALUES(?, ?, ?)"));
+  st.bind(1, host).bind(2, path).bind(3, started_at);
+  BKP_TRY_VOID(st.run());
+  return db_->last_insert_rowid();
+}
+
+Result<void> Catalog::finish_run(const RunRecord& run) {
+  std::lock_guard lock(mu_);
+  auto st = BKP_TRY(db_->prepare(
+      "UPDATE runs SET ended_at = ?, status = ?, snapshot = ?, snapshot_bytes = ?, "
+      "duration_ms = ?, changed_bytes = ?, changed_files = ?, error = ? WHERE id = ?"));
+  st.bind(1, run.ended_at).bind(2, run_status_name(run.status)).bind(3, run.snapshot)
+      .bind(4, run.snapshot_bytes).bind(5, run.duration_ms).bind(6, run.changed_bytes)
+      .bind(7, run.changed_files).bind(8, run.error).bind(9, run.id);
+  return st.run();
+}
+
+Result<std::vector<RunRecord>> Catalog::runs(const std::string& host, const std::string& path,
+                                             size_t limit) {
+  std::lock_guard lock(mu_);
+  auto st = BKP_TRY(db_->prepare(fmt::format(
+      "SELECT {} FROM runs WHERE host = ? AND path = ? AND ended_at IS NOT NULL "
+      "ORDER BY id DESC LIMIT ?", kRunColumns)));
+  st.bind(1, host).bind(2, path).bind(3, limit == 0 ? int64_t{-1} : static_cast<int64_t>(limit));
+  std::vector<RunRecord> out;
+  while (BKP_TRY(st.step())) out.push_back(read_run(st));
+  return out;
+}
+
+Result<std::optional<RunRecord>> Catalog::last_run(const std::string& host, const std::string& path) {
+  auto runs = BKP_TRY(this->runs(host, path, 1));
+  if (runs.empty()) return std::optional<RunRecord>();
+  return std::optional<RunRecord>(std::move(runs.front()));
+}
+
+Result<int> Catalog::close_open_runs(int64_t now, const std::string& error) {
+  std::lock_guard lock(mu_);
+  auto st = BKP_TRY(db_->prepare(
+      "UPDATE runs SET ended_at = ?1, status = 'failed', error = ?2, "
+      "duration_ms = MAX(0, ?1 - started_at) WHERE ended_at IS NULL"));
+  st.bind(1, now).bind(2, error);
+  BKP_TRY_VOID(st.run());
+  return db_->changes();
+}
+
+Result<void> Catalog::add_snapshot(const std::string& host, const std::string& path,
+                                   const SnapshotRecord& s) {
+  std::lock_guard lock(mu_);
+  auto st = BKP_TRY(db_->prepare(
+      "INSERT OR REPLACE INTO snapshots(host, path, id, bytes, created_at, change_counter, deleted_at) "
+      "VALUES(?, ?, ?, ?, ?, ?, ?)"));
+  st.bind(1, host).bind(2, path).bind(3, s.id).bind(4, s.bytes).bind(5, s.created_at)
+      .bind(6, s.change_counter).bind(7, s.deleted_at);
+  return st.run();
+}
+
+Result<void> Catalog::mark_deleted(const std::string& host, const std::string& path,
+                                   const std::vector<std::string>& ids, int64_t now) {
+  if (ids.empty()) return {};
+  std::lock_guard lock(mu_);
+  auto tx = BKP_TRY(Transaction::begin(*db_));
+  auto st = BKP_TRY(db_->prepare(
+      "UPDATE snapshots SET deleted_at = ? WHERE host = ? AND path = ? AND id = ? "
+      "AND deleted_at IS NULL"));
+  for (const auto& id : ids) {
+    st.bind(1, now).bind(2, host).bind(3, path).bind(4, id);
+    BKP_TRY_VOID(st.run());
+  }
+  return tx.commit();
+}
+
+Result<std::vector<SnapshotRecord>> Catalog::snapshots(const std::string& host,
+                                                       const std::string& path,
+                                                       bool include_deleted) {
+  std::lock_guard lock(mu_);
+  auto st = BKP_TRY(db_->prepare(fmt::format(
+      "SELECT id, bytes, created_at, change_counter, deleted_at FROM snapshots "
+      "WHERE host = ? AND path = ? {} ORDER BY id DESC",
+      include_deleted ? "" : "AND deleted_at IS NULL")));
+  st.bind(1, host).bind(2, path);
+  std::vector<SnapshotRecord> out;
+  while (BKP_TRY(st.step())) {
+    out.push_back(SnapshotRecord{st.text(0), st.int64(1), st.int64(2), st.opt_int64(3),
+                                 st.opt_int64(4)});
+  }
+  return out;
+}
+
+Result<std::optional<int64_t>> Catalog::last_snapshot_counter(const std::string& host,
+                                                              const std::string& path) {
+  std::lock_guard lock(mu_);
+  auto st = BKP_TRY(db_->prepare(
+      "SELECT change_counter FROM snapshots WHERE host = ? AND path = ? ORDER BY id DESC LIMIT 1"));
+  st.bind(1, host).bind(2, path);
+  if (!BKP_TRY(st.step())) return std::optional<int64_t>();
+  return std::optional<int64_t>(st.opt_int64(0).value_or(-1));
+}
+
+}  // namespace bkp::server

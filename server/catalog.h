@@ -1,0 +1,114 @@
+// Catalog: backupd's durable record of registrations, snapshots and scheduled runs, in SQLite
+// at STATE/catalog.db.
+//
+// Schema (user_version 1; every time is CLOCK_REALTIME in milliseconds since the epoch):
+//   registrations(host, path, port, every_seconds, registered_at)       PRIMARY KEY(host, path)
+//   snapshots(host, path, id, bytes, created_at, change_counter, deleted_at)
+//       one row per snapshot file ever written; deleted_at is set when rotation (or startup
+//       recovery, for a file found missing) removed the file. change_counter is the volume's
+//       change counter the archive was cut at (NULL: unknown, e.g. adopted at startup).
+//   runs(id, host, path, started_at, ended_at, status, snapshot, snapshot_bytes, duration_ms,
+//        changed_bytes, changed_files, error)
+//       one row per scheduled run, inserted when the run starts (ended_at NULL) and closed when
+//       it ends, so a run cut short by a crash is still there to be closed at startup.
+//
+// The database is in WAL mode with synchronous=FULL: a registration acknowledged to bkptool,
+// and a run row, survive a power loss. Runs are minutes apart, so the fsync per transaction
+// costs nothing that matters.
+//
+// Thread-safety: every method is safe to call from any thread (one internal mutex around the
+// connection). Lock order: Catalog's mutex is a leaf; it is taken while holding Volume::mu
+// (never the reverse).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/result.h"
+#include "server/sqlite.h"
+
+namespace bkp::server {
+
+struct Registration {
+  std::string host;
+  uint16_t port = 0;
+  std::string path;
+  int64_t every_seconds = 0;
+  int64_t registered_at = 0;  // ms
+
+  std::string key() const { return host + ":" + path; }  // same as Volume::name()
+};
+
+enum class RunStatus { kWritten, kUnchanged, kFailed };
+const char* run_status_name(RunStatus status);  // "written", "unchanged", "failed"
+
+struct RunRecord {
+  int64_t id = 0;
+  std::string host, path;
+  int64_t started_at = 0;
+  int64_t ended_at = 0;
+  RunStatus status = RunStatus::kFailed;
+  std::optional<std::string> snapshot;  // id of the snapshot written, if any
+  int64_t snapshot_bytes = 0;
+  int64_t duration_ms = 0;
+  int64_t changed_bytes = 0;  // data bytes written to the volume since the previous run
+  int64_t changed_files = 0;  // files touched since the previous run
+  std::optional<std::string> error;
+};
+
+struct SnapshotRecord {
+  std::string id;  // "20261126T010203.123Z"; the file is id + ".tgz"
+  int64_t bytes = 0;
+  int64_t created_at = 0;
+  std::optional<int64_t> change_counter;
+  std::optional<int64_t> deleted_at;
+};
+
+class Catalog {
+ public:
+  // Opens or creates the database and its schema. An unreadable or newer-schema database is an
+  // error naming the file.
+  static Result<std::unique_ptr<Catalog>> open(const std::string& path);
+
+  // Registrations.
+  Result<void> add_registration(const Registration& reg);  // EEXIST if already there
+  Result<std::vector<Registration>> registrations();
+  Result<std::optional<Registration>> registration(const std::string& host, const std::string& path);
+  // Removes the registration; with purge also every snapshot and run row of the volume.
+  Result<void> remove_registration(const std::string& host, const std::string& path, bool purge);
+  // True if the volume has a registration or any snapshot or run row (kept after unregister).
+  Result<bool> has_volume(const std::string& host, const std::string& path);
+
+  // Runs.
+  Result<int64_t> begin_run(const std::string& host, const std::string& path, int64_t started_at);
+  Result<void> finish_run(const RunRecord& run);  // by run.id
+  // Finished runs of a volume, newest first; limit 0 = all.
+  Result<std::vector<RunRecord>> runs(const std::string& host, const std::string& path, size_t limit);
+  Result<std::optional<RunRecord>> last_run(const std::string& host, const std::string& path);
+  // Closes every run without an end as failed with `error`, ended at `now`. Returns how many.
+  Result<int> close_open_runs(int64_t now, const std::string& error);
+
+  // Snapshots.
+  Result<void> add_snapshot(const std::string& host, const std::string& path, const SnapshotRecord& s);
+  Result<void> mark_deleted(const std::string& host, const std::string& path,
+                            const std::vector<std::string>& ids, int64_t now);
+  // Newest first; with deleted = false only those not marked deleted.
+  Result<std::vector<SnapshotRecord>> snapshots(const std::string& host, const std::string& path,
+                                                bool include_deleted);
+  // The change counter of the newest snapshot ever written (deleted or not): nullopt if there
+  // is none; an unknown counter (NULL) reads as -1, which no volume counter equals.
+  Result<std::optional<int64_t>> last_snapshot_counter(const std::string& host, const std::string& path);
+
+ private:
+  explicit Catalog(std::unique_ptr<Sqlite> db) : db_(std::move(db)) {}
+  Result<void> init_schema();
+
+  std::mutex mu_;
+  std::unique_ptr<Sqlite> db_;  // guarded by mu_
+};
+
+}  // namespace bkp::server

@@ -1,0 +1,144 @@
+// JSON of the control protocol (see control_json.h). Kept apart from the session loop so the
+// wire shapes live in one place and read like the table in docs/PROTOCOL.md.
+//
+// Conventions: times are UTC ISO 8601 with second precision; a value that does not exist yet
+// is null (a run's snapshot, an error, a volume's last run), never an empty string; counters
+// are integers; lag_seconds is a number with millisecond precision.
+#include "server/control_json.h"
+
+#include <time.h>
+
+#include <cmath>
+
+#include <fmt/format.h>
+
+namespace bkp::server {
+namespace {
+
+json opt(const std::optional<std::string>& s) { return s ? json(*s) : json(nullptr); }
+
+const char* type_name(const json& v) {
+  return v.is_string() ? "a string" : v.is_boolean() ? "a boolean"
+       : v.is_number_float() ? "a fractional number" : v.is_number() ? "a number"
+       : v.is_null() ? "null" : v.is_array() ? "an array" : "an object";
+}
+
+}  // namespace
+
+std::string iso_time(int64_t unix_ms) {
+  time_t secs = static_cast<time_t>(unix_ms / 1000);
+  tm t{};
+  gmtime_r(&secs, &t);
+  return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z", t.tm_year + 1900, t.tm_mon + 1,
+                     t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec);
+}
+
+ControlResult<std::string> RequestArgs::string(const char* key) const {
+  auto it = j_.find(key);
+  if (it == j_.end()) return control_fail(Fault::kBadRequest, fmt::format("missing field '{}'", key));
+  if (!it->is_string()) {
+    return control_fail(Fault::kBadRequest,
+                        fmt::format("field '{}' must be a string, not {}", key, type_name(*it)));
+  }
+  return it->get_ref<const std::string&>();
+}
+
+ControlResult<std::string> RequestArgs::string_or(const char* key, std::string fallback) const {
+  if (!j_.contains(key) || j_.at(key).is_null()) return fallback;
+  return string(key);
+}
+
+ControlResult<int64_t> RequestArgs::integer(const char* key) const {
+  auto it = j_.find(key);
+  if (it == j_.end()) return control_fail(Fault::kBadRequest, fmt::format("missing field '{}'", key));
+  if (it->is_number_integer()) {
+    if (it->is_number_unsigned() && it->get<uint64_t>() > static_cast<uint64_t>(INT64_MAX)) {
+      return control_fail(Fault::kBadRequest, fmt::format("field '{}' is out of range", key));
+    }
+    return it->get<int64_t>();
+  }
+  if (it->is_number_float()) {
+    double d = it->get<double>();
+    if (std::isfinite(d) && d == std::floor(d) && std::fabs(d) < 9e15) return static_cast<int64_t>(d);
+  }
+  return control_fail(Fault::kBadRequest,
+                      fmt::format("field '{}' must be an integer, not {}", key, type_name(*it)));
+}
+
+ControlResult<int64_t> RequestArgs::integer_or(const char* key, int64_t fallback) const {
+  if (!j_.contains(key) || j_.at(key).is_null()) return fallback;
+  return integer(key);
+}
+
+ControlResult<bool> RequestArgs::boolean_or(const char* key, bool fallback) const {
+  auto it = j_.find(key);
+  if (it == j_.end() || it->is_null()) return fallback;
+  if (!it->is_boolean()) {
+    return control_fail(Fault::kBadRequest,
+                        fmt::format("field '{}' must be true or false, not {}", key, type_name(*it)));
+  }
+  return it->get<bool>();
+}
+
+json run_json(const RunRecord& run) {
+  return json{
+      {"id", run.id},
+      {"started_at", iso_time(run.started_at)},
+      {"ended_at", iso_time(run.ended_at)},
+      {"status", run_status_name(run.status)},
+      {"snapshot", opt(run.snapshot)},
+      {"snapshot_bytes", run.snapshot_bytes},
+      {"duration_ms", run.duration_ms},
+      {"changed_bytes", run.changed_bytes},
+      {"changed_files", run.changed_files},
+      {"error", opt(run.error)},
+  };
+}
+
+json snapshot_json(const SnapshotRecord& snap) {
+  return json{
+      {"id", snap.id},
+      {"name", snap.id + ".tgz"},
+      {"created_at", iso_time(snap.created_at)},
+      {"bytes", snap.bytes},
+  };
+}
+
+json volume_json(const VolumeView& v, int64_t now_ms) {
+  int64_t lag_ops = 0, lag_bytes = 0;
+  double lag_seconds = 0;
+  if (v.node_status) {
+    const wire::NodeStatus& s = v.node_status->status;
+    lag_ops = static_cast<int64_t>(s.pending_ops);
+    lag_bytes = static_cast<int64_t>(s.pending_bytes);
+    if (s.oldest_ns > 0) {
+      double lag = static_cast<double>(now_ms) / 1e3 - static_cast<double>(s.oldest_ns) / 1e9;
+      lag_seconds = std::max(0.0, std::round(lag * 1000) / 1000);
+    }
+  }
+  return json{
+      {"host", v.reg.host},
+      {"port", v.reg.port},
+      {"path", v.reg.path},
+      {"every_seconds", v.reg.every_seconds},
+      {"registered_at", iso_time(v.reg.registered_at)},
+      {"connected", v.link.connected},
+      {"last_error", opt(v.link.last_error)},
+      {"lag_ops", lag_ops},
+      {"lag_bytes", lag_bytes},
+      {"lag_seconds", lag_seconds},
+      {"lag_updated_at", v.node_status ? json(iso_time(v.node_status->received_ms)) : json(nullptr)},
+      {"last_run", v.last_run ? run_json(*v.last_run) : json(nullptr)},
+      {"next_run", v.next_run ? json(iso_time(*v.next_run)) : json(nullptr)},
+  };
+}
+
+json error_json(const ControlError& e) {
+  return json{{"ok", false}, {"code", fault_code(e.fault)}, {"error", e.message}};
+}
+
+std::string dump_json(const json& j) {
+  return j.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+}  // namespace bkp::server

@@ -1,0 +1,48 @@
+// JSON shapes of the control protocol (docs/PROTOCOL.md "Control"): reading request fields
+// with clear bad_request errors, and writing VOLUME, RUN and SNAPSHOT objects.
+//
+// Nothing here throws: fields are type-checked before they are read, and dump() replaces
+// invalid UTF-8 instead of throwing.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "server/catalog.h"
+#include "server/registry.h"
+
+namespace bkp::server {
+
+using json = nlohmann::json;
+
+// "2026-11-26T01:02:03Z" for a CLOCK_REALTIME instant in milliseconds.
+std::string iso_time(int64_t unix_ms);
+
+// Field access on a request object; errors are bad_request naming the field.
+class RequestArgs {
+ public:
+  explicit RequestArgs(const json& request) : j_(request) {}
+  ControlResult<std::string> string(const char* key) const;
+  ControlResult<std::string> string_or(const char* key, std::string fallback) const;
+  ControlResult<int64_t> integer(const char* key) const;
+  ControlResult<int64_t> integer_or(const char* key, int64_t fallback) const;
+  ControlResult<bool> boolean_or(const char* key, bool fallback) const;
+
+ private:
+  const json& j_;
+};
+
+json run_json(const RunRecord& run);
+// bytes: size of the file on disk.
+json snapshot_json(const SnapshotRecord& snap);
+json volume_json(const VolumeView& view, int64_t now_ms);
+
+json error_json(const ControlError& e);
+
+// Serialises without ever throwing (invalid UTF-8 is replaced).
+std::string dump_json(const json& j);
+
+}  // namespace bkp::server

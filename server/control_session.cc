@@ -1,0 +1,264 @@
+// A control session: bkptool's requests, answered one by one (see control_session.h).
+//
+// The session is a thin layer: it parses the JSON, checks field types, calls the Registry or
+// the Catalog, and turns the outcome into a response with the documented codes. A request that
+// fails never ends the connection; a frame that is not a Request does (the peer is not speaking
+// the protocol). Restore streams the snapshot file through an fd opened before the response is
+// sent: rotation may unlink the file meanwhile, but the bytes promised in the response are the
+// bytes sent.
+#include "server/control_session.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <fmt/format.h>
+
+#include <optional>
+#include <utility>
+#include <vector>
+
+#include "common/log.h"
+#include "common/unique_fd.h"
+#include "server/control_json.h"
+#include "server/peer.h"
+
+namespace bkp::server {
+namespace {
+
+using Handled = ControlResult<json>;
+
+// A successful response, or an error response, plus a short summary for the log line.
+class ControlSession {
+ public:
+  ControlSession(net::Conn& conn, Registry& registry, const std::string& peer)
+      : conn_(conn), registry_(registry), peer_(peer) {}
+
+  // Serves requests until the connection ends. Returns the error that ended it.
+  Error serve() {
+    while (true) {
+      auto frame = conn_.recv(kControlIdleTimeoutMs);
+      if (!frame) return frame.error();
+      if (frame->type == wire::MsgType::kPing) continue;
+      if (frame->type != wire::MsgType::kRequest) {
+        return Error{EPROTO, fmt::format("unexpected {} frame on a control connection",
+                                         wire::type_name(frame->type))};
+      }
+      std::string text(frame->payload.begin(), frame->payload.end());
+      if (auto r = handle(text); !r) return r.error();
+    }
+  }
+
+ private:
+  Result<void> handle(const std::string& text) {
+    json request = json::parse(text, nullptr, /*allow_exceptions=*/false);
+    std::string cmd = "?";
+    Handled result = control_fail(Fault::kBadRequest, "request is not a JSON object");
+    if (!request.is_discarded() && request.is_object()) {
+      auto c = RequestArgs(request).string("cmd");
+      if (!c) {
+        result = tl::unexpected(c.error());
+      } else {
+        cmd = *c;
+        result = dispatch(cmd, request);
+      }
+    }
+    std::string what = describe(cmd, request);
+    if (!result) {
+      log::info("control {}: {}: {}: {}", peer_, what, fault_code(result.error().fault),
+                result.error().message);
+      return respond(error_json(result.error()));
+    }
+    if (result->is_null()) {  // restore answered and streamed (or died half way) itself
+      if (stream_error_) {
+        log::info("control {}: {}: stream failed: {}", peer_, what, stream_error_->message);
+        return tl::unexpected(*std::exchange(stream_error_, std::nullopt));
+      }
+      log::info("control {}: {}: ok", peer_, what);
+      return {};
+    }
+    log::info("control {}: {}: ok", peer_, what);
+    return respond(*result);
+  }
+
+  static std::string describe(const std::string& cmd, const json& request) {
+    if (!request.is_object()) return cmd;
+    std::string out = cmd;
+    for (const char* key : {"host", "path"}) {
+      auto it = request.find(key);
+      if (it != request.end() && it->is_string()) {
+        out += std::string(key == std::string("host") ? " " : ":") + it->get<std::string>();
+      }
+    }
+    return out;
+  }
+
+  Handled dispatch(const std::string& cmd, const json& request) {
+    RequestArgs args(request);
+    if (cmd == "register") return do_register(args);
+    if (cmd == "unregister") return do_unregister(args);
+    if (cmd == "list") return do_list();
+    if (cmd == "history") return do_history(args);
+    if (cmd == "snapshots") return do_snapshots(args);
+    if (cmd == "restore") return do_restore(args);
+    return control_fail(Fault::kBadRequest,
+                        fmt::format("unknown command '{}' (register, unregister, list, history, "
+                                    "snapshots, restore)", cmd));
+  }
+
+  Handled do_register(const RequestArgs& args) {
+    auto host = BKP_TRY(args.string("host"));
+    auto port = BKP_TRY(args.integer("port"));
+    auto path = BKP_TRY(args.string("path"));
+    auto every = BKP_TRY(args.integer("every_seconds"));
+    auto view = BKP_TRY(registry_.register_volume(host, port, path, every));
+    return json{{"ok", true}, {"volume", volume_json(view, wall_ms())}};
+  }
+
+  Handled do_unregister(const RequestArgs& args) {
+    auto host = BKP_TRY(args.string("host"));
+    auto path = BKP_TRY(args.string("path"));
+    auto purge = BKP_TRY(args.boolean_or("purge", false));
+    bool purged = BKP_TRY(registry_.unregister(host, path, purge));
+    return json{{"ok", true}, {"purged", purged}};
+  }
+
+  Handled do_list() {
+    auto views = BKP_TRY(registry_.list());
+    json volumes = json::array();
+    int64_t now = wall_ms();
+    for (const auto& v : views) volumes.push_back(volume_json(v, now));
+    return json{{"ok", true}, {"volumes", std::move(volumes)}};
+  }
+
+  Handled do_history(const RequestArgs& args) {
+    auto host = BKP_TRY(args.string("host"));
+    auto path = BKP_TRY(args.string("path"));
+    auto limit = BKP_TRY(args.integer_or("limit", 0));
+    if (limit < 0) return control_fail(Fault::kBadRequest, "limit must be 0 (all) or more");
+    BKP_TRY_VOID(registry_.check_known(host, path));
+    auto runs = registry_.catalog().runs(host, path, static_cast<size_t>(limit));
+    if (!runs) return control_fail(Fault::kInternal, runs.error().message);
+    json out = json::array();
+    for (const auto& r : *runs) out.push_back(run_json(r));
+    json response{{"ok", true}, {"runs", std::move(out)}};
+    // A response is one frame: keep the newest runs that fit and say so.
+    while (dump_json(response).size() > wire::kMaxPayload) {
+      json& list = response["runs"];
+      list.erase(list.begin() + static_cast<std::ptrdiff_t>(list.size() / 2), list.end());
+      response["truncated"] = true;
+    }
+    return response;
+  }
+
+  Handled do_snapshots(const RequestArgs& args) {
+    auto host = BKP_TRY(args.string("host"));
+    auto path = BKP_TRY(args.string("path"));
+    BKP_TRY_VOID(registry_.check_known(host, path));
+    auto snaps = BKP_TRY(present_snapshots(host, path));
+    json out = json::array();
+    for (const auto& s : snaps) out.push_back(snapshot_json(s));
+    return json{{"ok", true}, {"snapshots", std::move(out)}};
+  }
+
+  // Catalogued snapshots whose file is still on disk, newest first, with their size on disk.
+  ControlResult<std::vector<SnapshotRecord>> present_snapshots(const std::string& host,
+                                                               const std::string& path) {
+    auto snaps = registry_.catalog().snapshots(host, path, /*include_deleted=*/false);
+    if (!snaps) return control_fail(Fault::kInternal, snaps.error().message);
+    std::string dir = registry_.hub().volume_dir(host, path) + "/snapshots/";
+    std::vector<SnapshotRecord> out;
+    for (auto& s : *snaps) {
+      struct stat st{};
+      if (stat((dir + s.id + ".tgz").c_str(), &st) != 0) continue;
+      s.bytes = st.st_size;
+      out.push_back(std::move(s));
+    }
+    return out;
+  }
+
+  // Answers and streams itself; returns null on success so handle() sends nothing more.
+  Handled do_restore(const RequestArgs& args) {
+    auto host = BKP_TRY(args.string("host"));
+    auto path = BKP_TRY(args.string("path"));
+    auto wanted = BKP_TRY(args.string_or("snapshot", "latest"));
+    if (wanted.size() > 4 && wanted.ends_with(".tgz")) wanted.resize(wanted.size() - 4);
+    BKP_TRY_VOID(registry_.check_known(host, path));
+    auto snaps = BKP_TRY(present_snapshots(host, path));
+    std::string dir = registry_.hub().volume_dir(host, path) + "/snapshots/";
+    for (const auto& s : snaps) {
+      if (wanted != "latest" && s.id != wanted) continue;
+      UniqueFd fd(open((dir + s.id + ".tgz").c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+      if (!fd) continue;  // rotated away since the listing: the next older one is "latest" now
+      struct stat st{};
+      if (fstat(fd.get(), &st) != 0) return control_fail(Fault::kInternal, "fstat snapshot failed");
+      SnapshotRecord shown = s;
+      shown.bytes = st.st_size;
+      if (auto streamed = stream(fd.get(), shown); !streamed) stream_error_ = streamed.error();
+      return json(nullptr);
+    }
+    if (wanted == "latest") {
+      return control_fail(Fault::kNoSnapshot, fmt::format("{}:{} has no snapshot yet", host, path));
+    }
+    return control_fail(Fault::kNoSnapshot, fmt::format("{}:{} has no snapshot '{}'", host, path, wanted));
+  }
+
+  // The response, exactly `bytes` bytes of Data, then {"ok":true,"done":true}. A failure after
+  // the first response cannot be expressed as a response any more: it ends the connection.
+  Result<void> stream(int fd, const SnapshotRecord& snap) {
+    auto total = static_cast<uint64_t>(snap.bytes);
+    BKP_TRY_VOID(respond(json{{"ok", true}, {"snapshot", snapshot_json(snap)}, {"bytes", total}}));
+    std::vector<uint8_t> buf(kRestoreChunk);
+    uint64_t sent = 0;
+    while (sent < total) {
+      size_t want = static_cast<size_t>(std::min<uint64_t>(buf.size(), total - sent));
+      ssize_t n = pread(fd, buf.data(), want, static_cast<off_t>(sent));
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) return fail_errno("read snapshot " + snap.id);
+      if (n == 0) return fail(EIO, fmt::format("snapshot {} shrank while being restored", snap.id));
+      BKP_TRY_VOID(conn_.send(wire::MsgType::kData, 0, std::span<const uint8_t>(buf.data(), static_cast<size_t>(n))));
+      sent += static_cast<uint64_t>(n);
+    }
+    return respond(json{{"ok", true}, {"done", true}});
+  }
+
+  Result<void> respond(const json& response) {
+    std::string text = dump_json(response);
+    if (text.size() > wire::kMaxPayload) {
+      text = dump_json(error_json(ControlError{Fault::kInternal, "response too large for one frame"}));
+    }
+    BKP_TRY_VOID(conn_.send(wire::MsgType::kResponse, 0,
+                            std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size())));
+    return conn_.flush();
+  }
+
+  net::Conn& conn_;
+  Registry& registry_;
+  const std::string& peer_;
+  std::optional<Error> stream_error_;  // a restore that failed after its first response
+};
+
+}  // namespace
+
+void run_control_session(net::Conn& conn, const wire::Hello& hello, Registry& registry,
+                         const std::string& peer, const std::atomic<bool>& stopping) {
+  log::debug("control connection from {} ({})", peer, hello.name);
+  if (auto sent = send_msg(conn, wire::MsgType::kHelloOk, wire::HelloOk{}); !sent) {
+    log::info("control {}: {}", peer, sent.error().message);
+    return;
+  }
+  ControlSession session(conn, registry, peer);
+  Error end = session.serve();
+  if (stopping) {
+    log::debug("control {}: closed (shutting down)", peer);
+  } else if (end.code == ECONNRESET) {
+    log::debug("control {}: closed", peer);
+  } else if (end.code == ETIMEDOUT) {
+    log::info("control {}: idle for {} s, closing", peer, kControlIdleTimeoutMs / 1000);
+  } else {
+    log::error("control {}: {}", peer, end.message);
+    send_error(conn, end.code, end.message);
+  }
+}
+
+}  // namespace bkp::server

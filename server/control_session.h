@@ -1,0 +1,25 @@
+// The control side of backupd: one bkptool connection, JSON requests and responses
+// (docs/PROTOCOL.md "Control").
+#pragma once
+
+#include <atomic>
+#include <string>
+
+#include "common/net/conn.h"
+#include "common/wire/messages.h"
+#include "server/registry.h"
+
+namespace bkp::server {
+
+constexpr int kControlIdleTimeoutMs = 300000;  // a silent control client is dropped after 5 min
+constexpr size_t kRestoreChunk = 1u << 20;     // bytes per Data frame
+
+// Serves one control connection after its Hello{role=control}: HelloOk, then one Response per
+// Request (restore adds Data frames and a final Response) until the client closes, stays idle
+// past kControlIdleTimeoutMs, sends something that is not a Request (kError EPROTO, close), or
+// stopping is set (the caller shuts the socket down). A bad request is answered with
+// {"ok":false,...} and the connection stays usable. Every request is one log line.
+void run_control_session(net::Conn& conn, const wire::Hello& hello, Registry& registry,
+                         const std::string& peer, const std::atomic<bool>& stopping);
+
+}  // namespace bkp::server

@@ -1,0 +1,249 @@
+// Registered links (see link.h): backupd dials the node, attaches, and runs the node session.
+//
+// Why backupd connects rather than the node: the operator registers a volume in one place
+// (bkptool register on the backup server) instead of configuring every node, and backupd
+// decides which volumes it accepts. The attach step exists so that a node answers only for the
+// path it serves: a registration that names the wrong port or path fails at once with the
+// node's own explanation, before anything is stored.
+//
+// How: one thread per link loops connect -> Attach -> Hello -> run_node_session. The session is
+// exactly the one a node-initiated connection used to get; only who dialled differs. Errors of
+// an outage are reported once at warn so that a node down for a day costs one log line, not
+// one per retry, and the last one is kept for `list` and for the failed runs of the scheduler.
+#include "server/link.h"
+
+#include <sys/socket.h>
+
+#include <fmt/format.h>
+
+#include <string_view>
+
+#include "common/log.h"
+#include "common/net/socket.h"
+#include "server/node_session.h"
+#include "server/peer.h"
+
+namespace bkp::server {
+namespace {
+
+using namespace std::chrono_literals;
+constexpr auto kMaxBackoff = 30000ms;
+
+constexpr auto kStableSession = std::chrono::seconds(30);
+
+// "connect to H:P: Connection refused" -> "connect: Connection refused".
+std::string connect_reason(const std::string& message) {
+  constexpr std::string_view kPrefix = "connect to ";
+  size_t sep = message.find(": ");
+  if (message.rfind(kPrefix, 0) == 0 && sep != std::string::npos) {
+    return "connect: " + message.substr(sep + 2);
+  }
+  return message;
+}
+
+Result<wire::Hello> await_hello(net::Conn& conn, const Registration& reg,
+                                const std::string& address) {
+  auto frame = conn.recv(kAttachTimeoutMs);
+  if (!frame) {
+    if (frame.error().code == ETIMEDOUT) {
+      return fail(ETIMEDOUT, fmt::format("node {} did not answer Attach within {} s", address,
+                                         kAttachTimeoutMs / 1000));
+    }
+    return tl::unexpected(frame.error().wrap("node " + address));
+  }
+  if (frame->type == wire::MsgType::kError) {
+    auto err = wire::decode_error(frame->payload);
+    if (!err) return tl::unexpected(err.error().wrap("node " + address));
+    int code = static_cast<int>(err->code);
+    if (code == ENOENT) {
+      return fail(ENOENT, fmt::format("node {} serves another path: {}", address, err->text));
+    }
+    if (code == EBUSY) {
+      return fail(EBUSY, fmt::format("node {} is busy (attached to another backupd): {}", address,
+                                     err->text));
+    }
+    return fail(code != 0 ? code : EPROTO, fmt::format("node {} refused Attach: {}", address, err->text));
+  }
+  if (frame->type != wire::MsgType::kHello) {
+    return fail(EPROTO, fmt::format("node {} answered Attach with {}, not hello", address,
+                                    wire::type_name(frame->type)));
+  }
+  auto hello = wire::decode_hello(frame->payload);
+  if (!hello) return tl::unexpected(hello.error().wrap(fmt::format("node {}: bad hello", address)));
+  if (hello->magic != wire::kMagic || hello->version != wire::kVersion) {
+    return fail(EPROTO, fmt::format("node {}: hello of magic {:#010x} version {} (expected {:#010x} "
+                                    "version {})", address, hello->magic, hello->version,
+                                    wire::kMagic, wire::kVersion));
+  }
+  if (hello->role != wire::Role::kNode) {
+    return fail(EPROTO, fmt::format("node {} answered with role {}, not a node", address,
+                                    static_cast<int>(hello->role)));
+  }
+  if (hello->path != reg.path) {
+    return fail(ENOENT, fmt::format("node {} serves another path: {}, not {}", address,
+                                    hello->path, reg.path));
+  }
+  return std::move(*hello);
+}
+
+}  // namespace
+
+std::string node_address(const std::string& host, uint16_t port) {
+  if (host.find(':') != std::string::npos) return fmt::format("[{}]:{}", host, port);
+  return fmt::format("{}:{}", host, port);
+}
+
+Result<AttachedNode> attach_node(const Registration& reg, uint64_t server_id,
+                                 const std::function<void(int)>& on_socket) {
+  std::string address = node_address(reg.host, reg.port);
+  auto sock = net::tcp_connect(net::HostPort{reg.host, reg.port}, kConnectTimeoutMs);
+  if (!sock) {
+    return fail(ECONNREFUSED, fmt::format("node {} unreachable: {}", address,
+                                          connect_reason(sock.error().message)));
+  }
+  int fd = sock->get();
+  auto conn = net::Conn::open(std::move(*sock));
+  if (!conn) return tl::unexpected(conn.error().wrap("node " + address));
+  AttachedNode out;
+  out.conn = std::move(*conn);
+  // Declared after `out`, so on failure it withdraws the socket before the Conn closes it.
+  struct Withdraw {
+    const std::function<void(int)>& fn;
+    bool armed = true;
+    ~Withdraw() {
+      if (armed && fn) fn(-1);
+    }
+  } withdraw{on_socket};
+  if (on_socket) on_socket(fd);
+  wire::Attach attach;
+  attach.path = reg.path;
+  attach.server_id = server_id;
+  if (auto sent = send_msg(*out.conn, wire::MsgType::kAttach, attach); !sent) {
+    return tl::unexpected(sent.error().wrap("node " + address + ": send Attach"));
+  }
+  uint64_t before = out.conn->bytes_received();
+  out.hello = BKP_TRY(await_hello(*out.conn, reg, address));
+  out.hello_bytes = out.conn->bytes_received() - before;
+  withdraw.armed = false;
+  return out;
+}
+
+Link::Link(Registration reg, std::shared_ptr<Volume> volume, uint64_t server_id)
+    : reg_(std::move(reg)), volume_(std::move(volume)), server_id_(server_id),
+      address_(node_address(reg_.host, reg_.port)) {}
+
+Link::~Link() { stop(); }
+
+void Link::start(std::optional<AttachedNode> first) {
+  if (first) {
+    std::lock_guard lock(mu_);
+    status_.connected = true;  // attached already; the session starts at once
+  }
+  thread_ = std::thread([this, first = std::move(first)]() mutable { main(std::move(first)); });
+}
+
+void Link::stop() {
+  stopping_ = true;
+  {
+    std::lock_guard lock(mu_);
+    if (socket_ >= 0) ::shutdown(socket_, SHUT_RDWR);
+    cv_.notify_all();
+  }
+  if (thread_.joinable()) thread_.join();
+}
+
+LinkStatus Link::status() const {
+  std::lock_guard lock(mu_);
+  return status_;
+}
+
+std::string Link::unavailable_reason() const {
+  std::lock_guard lock(mu_);
+  if (status_.last_error) return *status_.last_error;
+  return fmt::format("node {} not connected yet", address_);
+}
+
+void Link::set_socket(int fd) {
+  std::lock_guard lock(mu_);
+  socket_ = fd;
+  if (fd >= 0 && stopping_) ::shutdown(fd, SHUT_RDWR);  // stop() ran while we were connecting
+}
+
+void Link::main(std::optional<AttachedNode> first) {
+  while (!stopping_) {
+    if (first) {
+      AttachedNode node = std::move(*first);
+      first.reset();
+      set_socket(node.conn->fd());
+      serve(std::move(node));
+      continue;
+    }
+    auto node = attach_node(reg_, server_id_, [this](int fd) { set_socket(fd); });
+    if (!node) {
+      set_socket(-1);
+      if (stopping_) break;
+      note_failure(node.error());
+      sleep_backoff();
+      continue;
+    }
+    serve(std::move(*node));
+  }
+  set_socket(-1);
+}
+
+void Link::serve(AttachedNode node) {
+  auto started = std::chrono::steady_clock::now();
+  int64_t failures = 0;
+  {
+    std::lock_guard lock(mu_);
+    failures = status_.failures;
+    status_.connected = true;
+    status_.last_error.reset();
+    status_.failures = 0;
+  }
+  if (failures > 0) {
+    log::info("link to node {} for volume {} is up again after {} failed attempts", address_,
+              volume_->name(), failures);
+  }
+  Error end = run_node_session(*node.conn, volume_, node.hello, node.hello_bytes, address_,
+                               stopping_);
+  {
+    std::lock_guard lock(mu_);
+    status_.connected = false;
+    socket_ = -1;
+    node.conn.reset();  // closes the socket, under mu_ so stop() never shuts down a reused fd
+    if (!stopping_) {
+      status_.last_error = fmt::format("node {} disconnected: {}", address_, end.message);
+    }
+  }
+  // A session that ran for a while ended by chance: reconnect at once. One that failed quickly
+  // (the node keeps closing, the disk is full) would otherwise turn into a busy loop.
+  if (std::chrono::steady_clock::now() - started >= kStableSession) {
+    backoff_ = 1000ms;
+  } else if (!stopping_) {
+    sleep_backoff();
+  }
+}
+
+void Link::note_failure(const Error& e) {
+  int64_t failures = 0;
+  {
+    std::lock_guard lock(mu_);
+    status_.last_error = e.message;
+    failures = ++status_.failures;
+  }
+  if (failures == 1) {
+    log::warn("volume {}: {} (retrying with backoff up to {} s)", volume_->name(), e.message,
+              kMaxBackoff.count() / 1000);
+  } else {
+    log::debug("volume {}: {} (attempt {})", volume_->name(), e.message, failures);
+  }
+}
+
+void Link::sleep_backoff() {
+  std::unique_lock lock(mu_);
+  cv_.wait_for(lock, backoff_, [this] { return stopping_.load(); });
+  backoff_ = std::min(backoff_ * 2, std::chrono::milliseconds(kMaxBackoff));
+}
+
+}  // namespace bkp::server

@@ -1,0 +1,343 @@
+// Registrations: register, unregister, list, startup (see registry.h).
+//
+// register is ordered so that nothing is stored unless the node answered: validate, reserve the
+// key (a concurrent duplicate fails at once), connect and attach (5 s connect timeout), then
+// store the registration durably, and only then start the link on the live connection and the
+// schedule. unregister runs the other way: unschedule (cancelling a run in progress), stop the
+// link (closing the stream), drop the registration, and with purge delete the catalog rows and
+// the volume directory. The key stays reserved meanwhile, so a register of the same volume
+// cannot interleave with either.
+#include "server/registry.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <fmt/format.h>
+
+#include "common/log.h"
+#include "common/path.h"
+#include "common/unique_fd.h"
+#include "server/snapshot.h"
+
+namespace bkp::server {
+namespace {
+
+constexpr int64_t kMaxEverySeconds = 10LL * 366 * 86400;
+
+// Deletes the tree at dir_fd/name without following symlinks, making directories writable on
+// the way (a mirror keeps the source's modes, read-only directories included).
+Result<void> remove_tree_at(int dir_fd, const std::string& name, const std::string& shown) {
+  if (unlinkat(dir_fd, name.c_str(), 0) == 0 || errno == ENOENT) return {};
+  if (errno != EISDIR && errno != EPERM) return fail_errno("delete " + shown);
+  UniqueFd fd(openat(dir_fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!fd) return fail_errno("open " + shown);
+  fchmod(fd.get(), 0700);
+  int list_fd = dup(fd.get());
+  DIR* d = list_fd < 0 ? nullptr : fdopendir(list_fd);
+  if (d == nullptr) {
+    if (list_fd >= 0) close(list_fd);
+    return fail_errno("list " + shown);
+  }
+  std::vector<std::string> names;
+  while (dirent* e = readdir(d)) {
+    std::string n = e->d_name;
+    if (n != "." && n != "..") names.push_back(std::move(n));
+  }
+  closedir(d);
+  for (const auto& n : names) BKP_TRY_VOID(remove_tree_at(fd.get(), n, shown + "/" + n));
+  if (unlinkat(dir_fd, name.c_str(), AT_REMOVEDIR) != 0 && errno != ENOENT) {
+    return fail_errno("delete " + shown);
+  }
+  return {};
+}
+
+ControlError internal(const Error& e) { return ControlError{Fault::kInternal, e.message}; }
+
+}  // namespace
+
+const char* fault_code(Fault fault) {
+  switch (fault) {
+    case Fault::kBadRequest: return "bad_request";
+    case Fault::kUnknownVolume: return "unknown_volume";
+    case Fault::kDuplicate: return "duplicate";
+    case Fault::kNodeUnreachable: return "node_unreachable";
+    case Fault::kWrongPath: return "wrong_path";
+    case Fault::kNoSnapshot: return "no_snapshot";
+    case Fault::kInternal: return "internal";
+  }
+  return "internal";
+}
+
+Registry::~Registry() { stop(); }
+
+Result<void> Registry::recover() {
+  auto closed = catalog_.close_open_runs(wall_ms(), "interrupted (backupd stopped during the run)");
+  if (!closed) return tl::unexpected(closed.error());
+  if (*closed > 0) log::warn("closed {} run(s) interrupted by an earlier stop as failed", *closed);
+  for (auto& v : hub_.all_volumes()) reconcile_snapshots(*v);
+  return {};
+}
+
+void Registry::reconcile_snapshots(Volume& v) {
+  std::string dir = v.snapshots_dir();
+  remove_partial_snapshots(dir);
+  auto on_disk = list_snapshots(dir);
+  auto known = catalog_.snapshots(v.host(), v.path(), /*include_deleted=*/false);
+  if (!on_disk || !known) {
+    log::error("volume {}: checking snapshots: {}", v.name(),
+               !on_disk ? on_disk.error().message : known.error().message);
+    return;
+  }
+  std::set<std::string> disk_ids, known_ids;
+  for (const auto& f : *on_disk) disk_ids.insert(f.id);
+  std::vector<std::string> missing;
+  for (const auto& s : *known) {
+    known_ids.insert(s.id);
+    if (!disk_ids.contains(s.id)) missing.push_back(s.id);
+  }
+  if (!missing.empty()) {
+    log::warn("volume {}: {} catalogued snapshot(s) missing on disk, marked deleted", v.name(),
+              missing.size());
+    if (auto m = catalog_.mark_deleted(v.host(), v.path(), missing, wall_ms()); !m) {
+      log::error("volume {}: {}", v.name(), m.error().message);
+    }
+  }
+  for (const auto& f : *on_disk) {
+    if (known_ids.contains(f.id)) continue;
+    struct stat st{};
+    int64_t created = stat((dir + "/" + f.name).c_str(), &st) == 0 ? st.st_mtime * 1000LL : wall_ms();
+    SnapshotRecord rec{f.id, static_cast<int64_t>(f.bytes), created, std::nullopt, std::nullopt};
+    if (auto a = catalog_.add_snapshot(v.host(), v.path(), rec); !a) {
+      log::error("volume {}: {}", v.name(), a.error().message);
+    } else {
+      log::warn("volume {}: adopted snapshot {} found on disk but not in the catalog", v.name(), f.name);
+    }
+  }
+}
+
+Result<void> Registry::start() {
+  auto regs = BKP_TRY(catalog_.registrations());
+  int64_t now = wall_ms();
+  for (const auto& reg : regs) {
+    auto volume = hub_.volume(reg.host, reg.path);
+    if (!volume) {
+      log::error("registered volume {}: {} (not served)", reg.key(), volume.error().message);
+      continue;
+    }
+    auto last = catalog_.last_run(reg.host, reg.path);
+    std::optional<int64_t> last_start;
+    if (last && *last) last_start = (*last)->started_at;
+    int64_t first = resume_time(reg, last_start, now);
+    start_volume(reg, std::move(*volume), std::nullopt, first);
+    log::info("volume {} registered: node {}, every {} s, next run in {} s", reg.key(),
+              node_address(reg.host, reg.port), reg.every_seconds, (first - now + 999) / 1000);
+  }
+  return {};
+}
+
+void Registry::start_volume(const Registration& reg, std::shared_ptr<Volume> volume,
+                            std::optional<AttachedNode> first, int64_t first_run_ms) {
+  std::lock_guard lock(mu_);
+  if (stopping_) return;  // stop() has already stopped every link it knows of
+  auto link = std::make_shared<Link>(reg, volume, server_id_);
+  link->start(std::move(first));
+  scheduler_.add(reg, volume, link, first_run_ms);
+  entries_[reg.key()] = Entry{reg, std::move(volume), std::move(link)};
+}
+
+void Registry::stop() {
+  std::map<std::string, Entry> entries;
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+    for (int fd : attaching_) ::shutdown(fd, SHUT_RDWR);
+    entries = entries_;
+  }
+  for (auto& [key, e] : entries) e.link->stop();
+}
+
+ControlResult<void> Registry::validate(const std::string& host, const std::string& path) {
+  if (auto ok = validate_volume_host(host); !ok) return control_fail(Fault::kBadRequest, ok.error().message);
+  if (auto ok = validate_volume_path(path); !ok) return control_fail(Fault::kBadRequest, ok.error().message);
+  return {};
+}
+
+ControlResult<VolumeView> Registry::register_volume(const std::string& host, int64_t port,
+                                                    const std::string& path,
+                                                    int64_t every_seconds) {
+  BKP_TRY_VOID(validate(host, path));
+  if (port < 1 || port > 65535) {
+    return control_fail(Fault::kBadRequest, fmt::format("port {} is not in 1..65535", port));
+  }
+  if (every_seconds < 1 || every_seconds > kMaxEverySeconds) {
+    return control_fail(Fault::kBadRequest,
+                        fmt::format("every_seconds {} must be at least 1 (and at most {})",
+                                    every_seconds, kMaxEverySeconds));
+  }
+  Registration reg{host, static_cast<uint16_t>(port), path, every_seconds, 0};
+  const std::string key = reg.key();
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_) return control_fail(Fault::kInternal, "backupd is shutting down");
+    if (entries_.contains(key)) return control_fail(Fault::kDuplicate, key + " is already registered");
+    if (busy_.contains(key)) {
+      return control_fail(Fault::kDuplicate, key + " is being registered or unregistered right now");
+    }
+    busy_.insert(key);
+  }
+  struct Release {
+    Registry& r;
+    std::string key;
+    ~Release() {
+      std::lock_guard lock(r.mu_);
+      r.busy_.erase(key);
+    }
+  } release{*this, key};
+
+  if (auto stored = catalog_.registration(host, path); !stored || *stored) {
+    if (!stored) return tl::unexpected(internal(stored.error()));
+    return control_fail(Fault::kDuplicate, key + " is already registered");
+  }
+  int attaching_fd = -1;  // this call's socket while the node is being asked
+  auto attached = attach_node(reg, server_id_, [this, &attaching_fd](int fd) {
+    std::lock_guard lock(mu_);
+    if (fd >= 0) {
+      attaching_.insert(fd);
+      if (stopping_) ::shutdown(fd, SHUT_RDWR);
+    } else {
+      attaching_.erase(attaching_fd);
+    }
+    attaching_fd = fd;
+  });
+  if (attached) {
+    std::lock_guard lock(mu_);
+    attaching_.erase(attaching_fd);
+  }
+  if (!attached) {
+    const Error& e = attached.error();
+    log::warn("register {}: {}", key, e.message);
+    return control_fail(e.code == ENOENT ? Fault::kWrongPath : Fault::kNodeUnreachable, e.message);
+  }
+  reg.registered_at = wall_ms();
+  auto volume = hub_.volume(host, path);
+  if (!volume) return tl::unexpected(internal(volume.error()));
+  if (auto added = catalog_.add_registration(reg); !added) {
+    if (added.error().code == EEXIST) return control_fail(Fault::kDuplicate, added.error().message);
+    return tl::unexpected(internal(added.error()));
+  }
+  log::info("registered {}: node {} (it calls itself {}), every {} s", key,
+            node_address(host, reg.port), attached->hello.name, every_seconds);
+  start_volume(reg, std::move(*volume), std::move(*attached), reg.registered_at + every_seconds * 1000);
+  Entry entry;
+  {
+    std::lock_guard lock(mu_);
+    auto it = entries_.find(key);
+    if (it == entries_.end()) {
+      return control_fail(Fault::kInternal, "backupd is shutting down (the registration is stored)");
+    }
+    entry = it->second;
+  }
+  return view(entry);
+}
+
+ControlResult<bool> Registry::unregister(const std::string& host, const std::string& path,
+                                         bool purge_data) {
+  BKP_TRY_VOID(validate(host, path));
+  const std::string key = host + ":" + path;
+  std::optional<Entry> entry;
+  {
+    std::lock_guard lock(mu_);
+    if (busy_.contains(key)) {
+      return control_fail(Fault::kUnknownVolume, key + " is being registered or unregistered right now");
+    }
+    auto it = entries_.find(key);
+    if (it != entries_.end()) {
+      entry = std::move(it->second);
+      entries_.erase(it);
+    }
+    busy_.insert(key);
+  }
+  struct Release {
+    Registry& r;
+    std::string key;
+    ~Release() {
+      std::lock_guard lock(r.mu_);
+      r.busy_.erase(key);
+    }
+  } release{*this, key};
+
+  if (!entry) {
+    // Not registered: only a purge of what an earlier unregister kept makes sense.
+    auto known = catalog_.has_volume(host, path);
+    if (!known) return tl::unexpected(internal(known.error()));
+    if (!purge_data || !*known) return control_fail(Fault::kUnknownVolume, key + " is not registered");
+  } else {
+    scheduler_.remove(key);
+    entry->link->stop();
+  }
+  if (auto removed = catalog_.remove_registration(host, path, purge_data); !removed) {
+    return tl::unexpected(internal(removed.error()));
+  }
+  log::info("unregistered {}{}", key, purge_data ? "" : " (snapshots and history kept)");
+  if (purge_data) BKP_TRY_VOID(purge(host, path));
+  return purge_data;
+}
+
+ControlResult<void> Registry::purge(const std::string& host, const std::string& path) {
+  std::string dir = hub_.volume_dir(host, path);
+  hub_.remove_volume(host, path);
+  UniqueFd parent(open((dir + "/..").c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!parent) {
+    if (errno == ENOENT) return {};
+    return tl::unexpected(internal(Error{errno, fmt::format("purge {}: {}", dir, std::strerror(errno))}));
+  }
+  std::string name = dir.substr(dir.rfind('/') + 1);
+  if (auto removed = remove_tree_at(parent.get(), name, dir); !removed) {
+    log::error("purge {}: {}", host + ":" + path, removed.error().message);
+    return tl::unexpected(internal(removed.error().wrap("purge")));
+  }
+  log::info("purged {}: deleted {}", host + ":" + path, dir);
+  return {};
+}
+
+ControlResult<std::vector<VolumeView>> Registry::list() {
+  std::vector<Entry> entries;
+  {
+    std::lock_guard lock(mu_);
+    for (auto& [key, e] : entries_) entries.push_back(e);
+  }
+  std::vector<VolumeView> out;
+  for (const auto& e : entries) out.push_back(view(e));
+  return out;
+}
+
+VolumeView Registry::view(const Entry& e) {
+  VolumeView v;
+  v.reg = e.reg;
+  v.link = e.link->status();
+  v.node_status = e.volume->node_status();
+  if (auto last = catalog_.last_run(e.reg.host, e.reg.path); last) {
+    v.last_run = *last;
+  } else {
+    log::error("list {}: {}", e.reg.key(), last.error().message);
+  }
+  v.next_run = scheduler_.next_run(e.reg.key());
+  return v;
+}
+
+ControlResult<void> Registry::check_known(const std::string& host, const std::string& path) {
+  BKP_TRY_VOID(validate(host, path));
+  {
+    std::lock_guard lock(mu_);
+    if (entries_.contains(host + ":" + path)) return {};
+  }
+  auto known = catalog_.has_volume(host, path);
+  if (!known) return tl::unexpected(internal(known.error()));
+  if (!*known) return control_fail(Fault::kUnknownVolume, host + ":" + path + " is not registered");
+  return {};
+}
+
+}  // namespace bkp::server

@@ -1,0 +1,157 @@
+// The scheduler thread and its run threads (see scheduler.h for the timing rules).
+//
+// The scheduler thread only decides: it sleeps until the earliest due volume (or a change to
+// the table), launches that volume's run on a thread of its own, and joins run threads that
+// have finished. Runs do the work: they may wait for a batch boundary or spend minutes in gzip,
+// and doing that on the scheduler thread would delay every other volume. Each run thread, as
+// its last act, computes its volume's next time and hands its own std::thread object to
+// finished_ for the scheduler to join, so no thread ever joins itself.
+//
+// The run row is inserted before the run does anything, so a kill -9 in the middle leaves an
+// open row that startup recovery closes as failed "interrupted (backupd stopped during the run)".
+#include "server/scheduler.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+
+#include "common/log.h"
+
+namespace bkp::server {
+namespace {
+
+constexpr int64_t kIdleWakeMs = 60000;
+
+}  // namespace
+
+int64_t resume_time(const Registration& reg, std::optional<int64_t> last_run_started, int64_t now) {
+  int64_t period = reg.every_seconds * 1000;
+  int64_t next = last_run_started.value_or(reg.registered_at) + period;
+  if (next > now) return next;
+  return now + std::min(period, kCatchUpDelayMs);
+}
+
+Scheduler::~Scheduler() { stop(); }
+
+void Scheduler::start() {
+  thread_ = std::thread([this] { loop(); });
+}
+
+void Scheduler::stop() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+    for (auto& [key, e] : entries_) {
+      e->cancel_reason = CancelReason::kStopping;
+      e->cancel = true;
+    }
+    cv_.notify_all();
+  }
+  if (thread_.joinable()) thread_.join();
+  std::unique_lock lock(mu_);
+  cv_.wait(lock, [this] { return running_ == 0; });
+  join_finished(lock);
+}
+
+void Scheduler::add(const Registration& reg, std::shared_ptr<Volume> volume,
+                    std::shared_ptr<Link> link, int64_t first_run_ms) {
+  auto e = std::make_shared<Entry>();
+  e->reg = reg;
+  e->volume = std::move(volume);
+  e->link = std::move(link);
+  e->next_ms = first_run_ms;
+  std::lock_guard lock(mu_);
+  entries_[reg.key()] = e;
+  cv_.notify_all();
+}
+
+void Scheduler::remove(const std::string& key) {
+  std::unique_lock lock(mu_);
+  auto it = entries_.find(key);
+  if (it == entries_.end()) return;
+  std::shared_ptr<Entry> e = it->second;
+  entries_.erase(it);
+  e->cancel_reason = CancelReason::kUnregistered;
+  e->cancel = true;
+  e->volume->batch_done.notify_all();
+  cv_.wait(lock, [&] { return !e->running; });
+  join_finished(lock);
+}
+
+std::optional<int64_t> Scheduler::next_run(const std::string& key) const {
+  std::lock_guard lock(mu_);
+  auto it = entries_.find(key);
+  if (it == entries_.end()) return std::nullopt;
+  return it->second->next_ms;
+}
+
+void Scheduler::loop() {
+  std::unique_lock lock(mu_);
+  while (!stopping_) {
+    join_finished(lock);
+    if (stopping_) break;
+    int64_t now = wall_ms();
+    int64_t wake = now + kIdleWakeMs;
+    for (auto& [key, e] : entries_) {
+      if (e->running) continue;
+      if (e->next_ms <= now) {
+        launch(e, e->next_ms);
+      } else {
+        wake = std::min(wake, e->next_ms);
+      }
+    }
+    // Wall-clock deadline: a clock step is noticed at the next wake-up, at most kIdleWakeMs away.
+    cv_.wait_for(lock, std::chrono::milliseconds(std::max<int64_t>(1, wake - now)));
+  }
+}
+
+void Scheduler::launch(const std::shared_ptr<Entry>& e, int64_t due) {
+  e->running = true;
+  e->next_ms = due + e->reg.every_seconds * 1000;  // shown by `list` meanwhile; fixed at the end
+  ++running_;
+  e->thread = std::thread([this, e, due] { execute(e, due); });
+}
+
+void Scheduler::execute(const std::shared_ptr<Entry>& e, int64_t due) {
+  Volume& v = *e->volume;
+  int64_t started = wall_ms();
+  RunRecord record;
+  auto run_id = catalog_.begin_run(v.host(), v.path(), started);
+  if (!run_id) {
+    record.status = RunStatus::kFailed;
+    record.error = "catalog: " + run_id.error().message;
+    log::error("run {}: {}", v.name(), describe_run(record));
+  } else {
+    record = perform_run(v, *e->link, catalog_, settings_, e->cancel, e->cancel_reason, *run_id,
+                         started);
+    if (auto done = catalog_.finish_run(record); !done) {
+      log::error("run {}: recording the run: {}", v.name(), done.error().message);
+    }
+    log::info("run {}: {}", v.name(), describe_run(record));
+  }
+
+  std::lock_guard lock(mu_);
+  int64_t period = e->reg.every_seconds * 1000;
+  int64_t now = wall_ms();
+  int64_t next = due + period;
+  if (next <= now) next += ((now - next) / period + 1) * period;
+  e->next_ms = next;
+  e->running = false;
+  --running_;
+  finished_.push_back(std::move(e->thread));
+  cv_.notify_all();
+}
+
+void Scheduler::join_finished(std::unique_lock<std::mutex>& lock) {
+  while (!finished_.empty()) {
+    std::vector<std::thread> done = std::move(finished_);
+    finished_.clear();
+    lock.unlock();
+    for (auto& t : done) {
+      if (t.joinable()) t.join();
+    }
+    lock.lock();
+  }
+}
+
+}  // namespace bkp::server

@@ -1,0 +1,171 @@
+// The command line and the output contract of bkptool.
+//
+// Output contract: with --json exactly one JSON document goes to stdout, success or failure,
+// so `bkptool --json list | jq` never sees a partial or mixed stream; without it, tables go to
+// stdout and every message (confirmations, warnings, errors) to stderr, so piping a table
+// into another tool never captures chatter. Exit codes follow docs/PROTOCOL.md.
+//
+// CLI11 reports parse errors by throwing; they are caught right here and become usage
+// failures (exit 2) like any other invalid value, never CLI11's own exit codes. --json is
+// found by scanning argv first, because a parse error can happen before CLI11 reaches it.
+#include "tools/cli.h"
+
+#include <fmt/format.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <string_view>
+
+#include "common/log.h"
+#include "tools/commands.h"
+#include "tools/settings.h"
+
+namespace bkp::tools {
+namespace {
+
+constexpr const char* kCommands = "register, unregister, list, history, snapshots, restore";
+
+struct Globals {
+  std::string server;
+  bool json = false;
+  bool verbose = false;
+  bool quiet = false;
+};
+
+bool wants_json(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    std::string_view arg = argv[i];
+    if (arg == "--") break;
+    if (arg == "--json") return true;
+  }
+  return false;
+}
+
+void print_json(const Json& doc) {
+  std::string text = doc.dump(2, ' ', false, Json::error_handler_t::replace);
+  std::fwrite(text.data(), 1, text.size(), stdout);
+  std::fputc('\n', stdout);
+}
+
+int report_failure(const Failure& f, bool json) {
+  std::fprintf(stderr, "bkptool: %s\n", f.message.c_str());
+  if (json) print_json(Json{{"ok", false}, {"code", f.code}, {"error", f.message}});
+  return exit_status(f.exit);
+}
+
+int report_success(const Report& r, const Globals& g) {
+  if (g.json) {
+    print_json(r.json);
+  } else {
+    std::fwrite(r.table.data(), 1, r.table.size(), stdout);
+    if (!g.quiet) {
+      for (const auto& m : r.messages) std::fprintf(stderr, "%s\n", m.c_str());
+    }
+  }
+  if (!g.quiet) {
+    for (const auto& w : r.warnings) std::fprintf(stderr, "bkptool: warning: %s\n", w.c_str());
+  }
+  return 0;
+}
+
+void add_volume_args(CLI::App* cmd, Invocation& inv) {
+  cmd->add_option("HOST", inv.host, "host name of the node, as registered")
+      ->required()
+      ->type_name("");
+  cmd->add_option("PATH", inv.path, "absolute path of the volume on the node")
+      ->required()
+      ->type_name("");
+}
+
+// Declares every command; inv.command is set by whichever callback runs.
+void declare_commands(CLI::App& app, Invocation& inv) {
+  auto sub = [&](const char* name, const char* help) {
+    CLI::App* cmd = app.add_subcommand(name, help);
+    cmd->group("Commands");
+    cmd->fallthrough();  // global options may follow the command
+    cmd->callback([&inv, name] { inv.command = name; });
+    return cmd;
+  };
+  CLI::App* reg = sub("register", "register a node's volume and start backing it up");
+  reg->add_option("HOST", inv.host, "host name or address where backupd reaches the node")
+      ->required()
+      ->type_name("");
+  reg->add_option("PORT", inv.port, "the node's listening port (1-65535)")
+      ->required()
+      ->type_name("");
+  reg->add_option("PATH", inv.path, "absolute path the node serves")->required()->type_name("");
+  reg->add_option("--every", inv.every,
+                  "snapshot period: minutes (5), or with a unit: 30s, 5m, 2h, 1d")
+      ->required()
+      ->type_name("MINUTES");
+
+  CLI::App* unreg = sub("unregister", "stop backing up a volume (snapshots and history are kept)");
+  add_volume_args(unreg, inv);
+  unreg->add_flag("--purge", inv.purge, "also delete the volume's snapshots, history and mirror");
+
+  sub("list", "registered volumes: last run, next run and current lag");
+
+  CLI::App* hist = sub("history", "every run of a volume, newest first");
+  add_volume_args(hist, inv);
+  hist->add_option("--limit", inv.limit, "show at most N runs (0 = all)")->type_name("N");
+
+  CLI::App* snaps = sub("snapshots", "snapshots of a volume still on disk, newest first");
+  add_volume_args(snaps, inv);
+
+  CLI::App* rest = sub("restore", "extract a snapshot of a volume into a directory");
+  add_volume_args(rest, inv);
+  rest->add_option("--to", inv.to, "target directory (created if missing)")
+      ->required()
+      ->type_name("DIR");
+  rest->add_option("--snapshot", inv.snapshot, "snapshot id, or 'latest' (default)")
+      ->type_name("ID");
+  rest->add_flag("--force", inv.force, "restore into a non-empty directory, replacing files");
+}
+
+}  // namespace
+
+int run_cli(int argc, char** argv) {
+  log::set_component("bkptool");
+  Globals g;
+  g.json = wants_json(argc, argv);
+  Invocation inv;
+
+  CLI::App app("bkptool: control a backupfs server (backupd)", "bkptool");
+  app.footer(help_footer());
+  app.get_formatter()->label("SUBCOMMAND", "COMMAND");
+  app.require_subcommand(1);
+  app.add_option("--server", g.server, "backupd address (see below)")->type_name("ADDR:PORT");
+  app.add_flag("--json", g.json, "print exactly one JSON document on stdout");
+  app.add_flag("-v,--verbose", g.verbose, "log the connection and the JSON exchanged");
+  app.add_flag("-q,--quiet", g.quiet, "print no confirmations or warnings, only errors");
+  declare_commands(app, inv);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::string message = e.what();
+    // CLI11 calls a misspelt command a missing one; name what was typed instead.
+    if (app.get_subcommands().empty()) {
+      message = app.remaining().empty()
+                    ? fmt::format("a command is required ({})", kCommands)
+                    : fmt::format("unknown command '{}' ({})", app.remaining().front(), kCommands);
+    }
+    if (!g.json) message += " (see bkptool --help)";
+    return report_failure(Failure{Exit::kUsage, std::string(kCodeUsage), message}, g.json);
+  }
+  if (g.verbose) log::set_level(log::Level::kDebug);
+  if (g.quiet) log::set_level(log::Level::kWarn);
+
+  auto server = resolve_server(g.server, Environment::from_process(),
+                               config_candidates(Environment::from_process()));
+  if (!server) return report_failure(server.error(), g.json);
+  auto report = run(inv, *server);
+  if (!report) return report_failure(report.error(), g.json);
+  return report_success(*report, g);
+}
+
+}  // namespace bkp::tools

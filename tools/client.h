@@ -1,0 +1,57 @@
+// ControlClient: bkptool's one connection to backupd (docs/PROTOCOL.md, "Control").
+//
+// connect() opens TCP (5 s timeout), sends Hello{role=control, name="bkptool"} and waits for
+// HelloOk. call() sends one Request and returns its Response; a response with "ok": false is
+// returned as a Failure carrying the server's code and sentence, mapped to an exit code. A
+// restore reads its Data frames with next_frame() after call().
+//
+// Failures: cannot connect or no handshake -> kUnreachable; an Error frame instead of HelloOk
+// -> kFailure with the server's text; a broken connection, timeout or malformed response
+// after the handshake -> kFailure with code "protocol".
+//
+// Not thread-safe; one command owns the client.
+#pragma once
+
+#include <memory>
+
+#include "common/net/conn.h"
+#include "tools/failure.h"
+#include "tools/json.h"
+#include "tools/settings.h"
+
+namespace bkp::tools {
+
+constexpr int kConnectTimeoutMs = 5000;
+constexpr int kHandshakeTimeoutMs = 10000;
+constexpr int kResponseTimeoutMs = 60000;  // register waits for the node and the baseline start
+
+class ControlClient {
+ public:
+  static Outcome<std::unique_ptr<ControlClient>> connect(const ServerAddress& server);
+
+  // One Request/Response round trip. The response object when "ok" is true.
+  Outcome<Json> call(const Json& request);
+
+  // The next frame of a streaming answer (restore's Data frames and final Response), waiting
+  // up to kResponseTimeoutMs. An Error frame is returned as a Failure.
+  Outcome<wire::Frame> next_frame();
+
+  // A Response payload parsed and checked: an object with a boolean "ok". "ok": false becomes
+  // the Failure it describes.
+  Outcome<Json> parse_response(const wire::Frame& frame) const;
+
+  const std::string& server_text() const { return server_text_; }
+
+ private:
+  ControlClient(std::unique_ptr<net::Conn> conn, std::string server_text)
+      : conn_(std::move(conn)), server_text_(std::move(server_text)) {}
+  Failure broken(const Error& e) const;
+
+  std::unique_ptr<net::Conn> conn_;
+  std::string server_text_;
+};
+
+// The Failure an "ok": false response describes (exported for tests).
+Failure failure_from_response(const Json& response);
+
+}  // namespace bkp::tools

@@ -1,0 +1,161 @@
+// The six control commands. Each is a Request built from the command line, one round trip,
+// and a presentation of the answer: the server's object as is for --json (scripts get exactly
+// the documented protocol objects), a table or a one-line confirmation otherwise.
+//
+// Everything the user typed is validated here, before connecting, with the same rules the
+// server applies (common/path.h), so a typo costs no round trip and always exits 2 with the
+// bad value named; the server's bad_request remains the authority for anything we missed.
+#include "tools/commands.h"
+
+#include <fmt/format.h>
+
+#include "tools/args.h"
+#include "tools/client.h"
+#include "tools/extract.h"
+#include "tools/format.h"
+#include "tools/restore.h"
+#include "tools/views.h"
+
+namespace bkp::tools {
+namespace {
+
+template <class T>
+Outcome<T> usage(Result<T> r) {
+  if (!r) return fail_with(Exit::kUsage, kCodeUsage, r.error().message);
+  return std::move(*r);
+}
+
+// host and path, validated, into the request.
+Outcome<void> add_volume(Json& request, const Invocation& inv) {
+  request["host"] = BKP_TRY(usage(check_host(inv.host)));
+  request["path"] = BKP_TRY(usage(check_volume_path(inv.path)));
+  return {};
+}
+
+std::string name_of(const Json& request) {
+  return volume_name(request.value("host", ""), request.value("path", ""));
+}
+
+const Json& array_field(const Json& response, const char* key) {
+  static const Json kEmpty = Json::array();
+  auto it = response.find(key);
+  return it != response.end() && it->is_array() ? *it : kEmpty;
+}
+
+Report present_register(const Json& request, const Json& response) {
+  Report r{response, "", {}, {}};
+  int64_t every = request.value("every_seconds", int64_t{0});
+  if (auto v = response.find("volume"); v != response.end() && v->is_object()) {
+    auto e = v->find("every_seconds");
+    if (e != v->end() && e->is_number_integer()) every = e->get<int64_t>();
+  }
+  r.messages.push_back(fmt::format("registered {}, every {}; baseline started", name_of(request),
+                                   human_period(every)));
+  return r;
+}
+
+Report present_unregister(const Json& request, const Json& response) {
+  Report r{response, "", {}, {}};
+  auto p = response.find("purged");
+  bool purged = p != response.end() && p->is_boolean() && p->get<bool>();
+  r.messages.push_back(fmt::format("unregistered {}; snapshots and history {}", name_of(request),
+                                   purged ? "deleted" : "kept"));
+  return r;
+}
+
+Report present_list(const Json& response) {
+  Report r{response, "", {}, {}};
+  const Json& volumes = array_field(response, "volumes");
+  if (volumes.empty()) {
+    r.messages.push_back("no volumes registered");
+  } else {
+    r.table = render_volumes(volumes);
+  }
+  return r;
+}
+
+Report present_history(const Json& request, const Json& response) {
+  Report r{response, "", {}, {}};
+  const Json& runs = array_field(response, "runs");
+  if (runs.empty()) {
+    r.messages.push_back(fmt::format("no runs yet for {}", name_of(request)));
+  } else {
+    r.table = render_runs(runs);
+  }
+  return r;
+}
+
+Report present_snapshots(const Json& request, const Json& response) {
+  Report r{response, "", {}, {}};
+  const Json& snapshots = array_field(response, "snapshots");
+  if (snapshots.empty()) {
+    r.messages.push_back(fmt::format("no snapshots of {}", name_of(request)));
+  } else {
+    r.table = render_snapshots(snapshots);
+  }
+  return r;
+}
+
+}  // namespace
+
+Outcome<Json> make_request(const Invocation& inv) {
+  Json request = Json::object();
+  request["cmd"] = inv.command;
+  if (inv.command == "list") return request;
+  BKP_TRY_VOID(add_volume(request, inv));
+  if (inv.command == "register") {
+    request["port"] = BKP_TRY(usage(parse_port(inv.port)));
+    request["every_seconds"] = BKP_TRY(usage(parse_period(inv.every)));
+  } else if (inv.command == "unregister") {
+    request["purge"] = inv.purge;
+  } else if (inv.command == "history") {
+    request["limit"] = BKP_TRY(usage(parse_limit(inv.limit)));
+  } else if (inv.command == "restore") {
+    if (inv.snapshot.empty()) {
+      return fail_with(Exit::kUsage, kCodeUsage, "--snapshot: empty id (use an id or 'latest')");
+    }
+    if (inv.to.empty()) {
+      return fail_with(Exit::kUsage, kCodeUsage, "--to: the target directory is empty");
+    }
+    request["snapshot"] = inv.snapshot;
+  } else if (inv.command != "snapshots") {
+    return fail_with(Exit::kUsage, kCodeUsage, fmt::format("unknown command '{}'", inv.command));
+  }
+  return request;
+}
+
+Report present(const Invocation& inv, const Json& request, const Json& response) {
+  if (inv.command == "register") return present_register(request, response);
+  if (inv.command == "unregister") return present_unregister(request, response);
+  if (inv.command == "list") return present_list(response);
+  if (inv.command == "history") return present_history(request, response);
+  if (inv.command == "snapshots") return present_snapshots(request, response);
+  return Report{response, "", {}, {}};
+}
+
+Outcome<void> check_restore_target(const Invocation& inv) {
+  auto state = inspect_dir(inv.to);
+  if (!state) {
+    Exit exit = state.error().code == ENOTDIR ? Exit::kUsage : Exit::kFailure;
+    return fail_with(exit, exit == Exit::kUsage ? kCodeUsage : kCodeLocal,
+                     fmt::format("--to: {}", state.error().message));
+  }
+  if (*state == DirState::kNonEmpty && !inv.force) {
+    return fail_with(Exit::kUsage, kCodeUsage,
+                     fmt::format("restore target {} is not empty; use --force to restore into it "
+                                 "(files from the snapshot replace files of the same name)",
+                                 inv.to));
+  }
+  return {};
+}
+
+Outcome<Report> run(const Invocation& inv, const ServerAddress& server) {
+  Json request = BKP_TRY(make_request(inv));
+  if (inv.command == "restore") BKP_TRY_VOID(check_restore_target(inv));
+  auto client = BKP_TRY(ControlClient::connect(server));
+  if (inv.command == "restore") return run_restore(*client, inv, request);
+  Json response = BKP_TRY(client->call(request));
+  return present(inv, request, response);
+}
+
+}  // namespace bkp::tools

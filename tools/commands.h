@@ -1,0 +1,50 @@
+// bkptool's commands: from parsed arguments to a validated Request, and from the Response to
+// what the user sees. Building and presenting are pure functions (unit-tested); run() adds the
+// connection in between.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "tools/failure.h"
+#include "tools/json.h"
+#include "tools/settings.h"
+
+namespace bkp::tools {
+
+// The command line after parsing, as typed (validation happens in make_request).
+struct Invocation {
+  std::string command;  // register, unregister, list, history, snapshots, restore
+  std::string host;
+  std::string port;
+  std::string path;
+  std::string every;                // register
+  std::string limit = "0";          // history
+  bool purge = false;               // unregister
+  std::string snapshot = "latest";  // restore
+  std::string to;                   // restore
+  bool force = false;               // restore
+};
+
+// What a finished command shows.
+struct Report {
+  Json json;                          // --json: the one document printed on stdout
+  std::string table;                  // otherwise: printed on stdout ("" = nothing)
+  std::vector<std::string> messages;  // otherwise: lines for stderr (confirmations)
+  std::vector<std::string> warnings;  // stderr in both modes unless -q
+};
+
+// The validated Request for inv, or a usage Failure (exit 2) naming the bad value.
+Outcome<Json> make_request(const Invocation& inv);
+
+// The Report for a successful response (not for restore, which reports what it extracted).
+Report present(const Invocation& inv, const Json& request, const Json& response);
+
+// Checks the restore target before anything is sent: a usage Failure if it is not a
+// directory, or is non-empty and --force was not given.
+Outcome<void> check_restore_target(const Invocation& inv);
+
+// Validates, connects to server, runs the command.
+Outcome<Report> run(const Invocation& inv, const ServerAddress& server);
+
+}  // namespace bkp::tools

@@ -1,0 +1,49 @@
+// The one table that maps the control protocol's error codes to exit codes, next to the text
+// that documents them in `bkptool --help`, so a change to one is made in sight of the other.
+// The unit tests check every row of docs/PROTOCOL.md against exit_for_code(), and that the
+// help names every exit code.
+#include "tools/failure.h"
+
+#include <array>
+#include <utility>
+
+namespace bkp::tools {
+namespace {
+
+constexpr std::array<std::pair<std::string_view, Exit>, 7> kServerCodes = {{
+    {"bad_request", Exit::kUsage},
+    {"unknown_volume", Exit::kUnknownVolume},
+    {"duplicate", Exit::kDuplicate},
+    {"node_unreachable", Exit::kNodeUnreachable},
+    {"wrong_path", Exit::kNodeUnreachable},
+    {"no_snapshot", Exit::kNoSnapshot},
+    {"internal", Exit::kFailure},
+}};
+
+}  // namespace
+
+const char* help_footer() {
+  return R"(Exit codes:
+  0   success
+  1   failure (server-side error, broken connection, restore I/O error)
+  2   usage: bad arguments or values, non-empty restore target without --force
+  3   backupd unreachable
+  4   unknown volume (no registration for that host and path)
+  5   duplicate registration
+  6   node unreachable, or the node serves another path
+  7   no such snapshot
+  78  bad configuration file (the message names the file and key)
+
+Server address: --server, else $BKP_SERVER, else `server = "host:port"` in
+$XDG_CONFIG_HOME/backupfs/bkptool.toml (default ~/.config/...) or /etc/backupfs/bkptool.toml,
+else 127.0.0.1:7700.)";
+}
+
+Exit exit_for_code(std::string_view code) {
+  for (const auto& [name, exit] : kServerCodes) {
+    if (name == code) return exit;
+  }
+  return Exit::kFailure;
+}
+
+}  // namespace bkp::tools
