@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A local demo of backupfs on one machine: backupd on 127.0.0.1, two replicators, and an
-# application directory mounted with backupfs and registered with bkptool (snapshots every 10 s)
+# application directory mounted with backupfs and registered with bkptool (snapshots every 5 s)
 # while a writer changes it for --duration seconds (new files, 1 MiB edits inside a large file,
 # renames, deletes), with a progress line every few seconds. Then it waits until the mirror and
 # both replicas equal the source, checks that with a full tree compare, prints `bkptool history`
@@ -129,7 +129,7 @@ NODE_PORT=$(tr -dc 0-9 <"$DEMO/node-port")
 say "backupfs mounted over $APP, listening on 127.0.0.1:$NODE_PORT"
 
 BKPTOOL=("$BUILD/tools/bkptool" --server "127.0.0.1:$PORT")
-"${BKPTOOL[@]}" register "$HOST" "$NODE_PORT" "$APP" --every 10s
+"${BKPTOOL[@]}" register "$HOST" "$NODE_PORT" "$APP" --every 5s
 
 # One progress line every 3 s from `bkptool list --json`: the node's lag and the last run.
 progress() {
@@ -197,6 +197,14 @@ for _ in $(seq 600); do  # at most ~180 s
   sleep 0.3
 done
 
+if ((converged)); then
+  say "waiting for a scheduled run to snapshot the converged volume"
+  for _ in $(seq 100); do  # at most ~20 s: the period is 5 s
+    if "${BKPTOOL[@]}" --json history "$HOST" "$APP" 2>/dev/null |
+      grep -q '"status": *"written"'; then break; fi
+    sleep 0.2
+  done
+fi
 echo
 say "bkptool history $HOST $APP:"
 "${BKPTOOL[@]}" history "$HOST" "$APP" || true

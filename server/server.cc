@@ -39,6 +39,7 @@
 
 #include "common/log.h"
 #include "server/catalog.h"
+#include "server/systemd_notify.h"
 #include "server/control_session.h"
 #include "server/hub.h"
 #include "server/peer.h"
@@ -127,8 +128,11 @@ class Server {
       }
     }
     log::info("listening on {}:{}", settings_.listen.host, bound.port);
+    notifier_.ready(fmt::format("listening on {}:{}, {} volumes", settings_.listen.host,
+                                bound.port, hub_.all_volumes().size()));
 
     while (true) {
+      notifier_.watchdog();
       pollfd fds[2] = {{listen_.get(), POLLIN, 0}, {signal_fd, POLLIN, 0}};
       int n = poll(fds, 2, 1000);
       if (n < 0 && errno != EINTR) {
@@ -140,6 +144,7 @@ class Server {
         ssize_t got = read(signal_fd, &info, sizeof info);
         (void)got;
         log::info("{}: shutting down", strsignal(static_cast<int>(info.ssi_signo)));
+        notifier_.stopping();
         break;
       }
       if (n > 0 && fds[0].revents) accept_all();
@@ -281,6 +286,7 @@ class Server {
 
   Settings settings_;
   Hub hub_;
+  SystemdNotifier notifier_;
   std::unique_ptr<Catalog> catalog_;
   std::unique_ptr<Scheduler> scheduler_;  // uses catalog_
   std::unique_ptr<Registry> registry_;    // uses hub_, catalog_, scheduler_; destroyed first
