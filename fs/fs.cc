@@ -112,24 +112,7 @@ void Fs::init(fuse_conn_info* conn) noexcept {
              conn->want);
 }
 
-int64_t to_ns(const struct timespec& ts) {
-  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
-}
-
 std::string proc_path(int fd) { return fmt::format("/proc/self/fd/{}", fd); }
-
-wire::Op attr_op(std::string path, uint64_t id, const struct stat& st) {
-  wire::Op op;
-  op.kind = wire::OpKind::kAttr;
-  op.path = std::move(path);
-  op.id = id;
-  op.mode = st.st_mode & 07777;
-  op.uid = st.st_uid;
-  op.gid = st.st_gid;
-  op.atime_ns = to_ns(st.st_atim);
-  op.mtime_ns = to_ns(st.st_mtim);
-  return op;
-}
 
 std::string describe(const wire::Op& op) {
   std::string s = fmt::format("{} '{}'", wire::op_name(op.kind), op.path);
@@ -175,7 +158,7 @@ void Fs::record_attrs(const Inode& inode) {
 }
 
 void Fs::record_attr_locked(const std::string& path, const struct stat& st) {
-  record(attr_op(path, 0, st));
+  record(wire::attr_from_stat(path, 0, st));
 }
 
 void Fs::record_path_attr(Inode& inode, const struct stat& st) {
@@ -185,7 +168,7 @@ void Fs::record_path_attr(Inode& inode, const struct stat& st) {
     log::debug("attr change of an inode without a known name not recorded");
     return;
   }
-  record(attr_op(std::move(*path), 0, st));
+  record(wire::attr_from_stat(std::move(*path), 0, st));
 }
 
 }  // namespace bkp::fs

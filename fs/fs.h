@@ -52,6 +52,7 @@ class Fs {
   void link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* newname) noexcept;
   void unlink(fuse_req_t req, fuse_ino_t parent, const char* name) noexcept;
   void rmdir(fuse_req_t req, fuse_ino_t parent, const char* name) noexcept;
+  int remove_entry(fuse_ino_t parent, const char* name, int flags, wire::OpKind kind) noexcept;
   void rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t newparent,
               const char* newname, unsigned int flags) noexcept;
   // file_ops.cc
@@ -115,8 +116,6 @@ class Fs {
 };
 
 // Volume-relative op with the stat fields filled: mode (permission bits), owner, times.
-wire::Op attr_op(std::string path, uint64_t id, const struct stat& st);
-int64_t to_ns(const struct timespec& ts);
 // "/proc/self/fd/N": the way to reach the object of an O_PATH descriptor with calls that take
 // no descriptor (chmod, *xattr).
 std::string proc_path(int fd);

@@ -99,7 +99,7 @@ int Fs::make_node(fuse_req_t req, Inode& dir, const char* name, mode_t mode, dev
       } else if (S_ISLNK(st.st_mode)) {
         op.kind = wire::OpKind::kSymlink;
         op.target = link;
-        op.mtime_ns = to_ns(st.st_mtim);
+        op.mtime_ns = wire::to_ns(st.st_mtim);
       } else if (S_ISREG(st.st_mode)) {
         op.kind = wire::OpKind::kCreate;
         op.id = handle ? file_id_of(*handle) : 0;
@@ -199,51 +199,30 @@ bool valid_rename_flags(unsigned int flags) {
 }  // namespace
 
 void Fs::unlink(fuse_req_t req, fuse_ino_t parent, const char* name) noexcept {
-  Inode& dir = table_.get(parent);
-  int err = 0;
-  {
-    std::shared_lock ns(log_.namespace_lock());
-    auto dfd = table_.path_fd(dir);
-    struct stat dst;
-    if (!dfd) {
-      err = dfd.error().code;
-    } else if (::unlinkat(dfd->get(), name, 0) < 0) {
-      err = errno;
-    } else {
-      int stat_err = dir_stat(dfd->get(), &dst);
-      InodeTable::Lock lock(table_);
-      if (auto dir_path = table_.path_locked(dir)) {
-        record(wire::Op{.kind = wire::OpKind::kUnlink, .path = join_rel(*dir_path, name)});
-        if (stat_err == 0) record_attr_locked(*dir_path, dst);
-      }
-      table_.remove_name_locked(dir, name);
-    }
-  }
-  fuse_reply_err(req, err);
+  fuse_reply_err(req, remove_entry(parent, name, 0, wire::OpKind::kUnlink));
 }
 
 void Fs::rmdir(fuse_req_t req, fuse_ino_t parent, const char* name) noexcept {
+  fuse_reply_err(req, remove_entry(parent, name, AT_REMOVEDIR, wire::OpKind::kRmdir));
+}
+
+// unlink and rmdir: unlinkat with flags, then record kind and the parent's new attributes.
+// Returns the errno for the reply (0 on success).
+int Fs::remove_entry(fuse_ino_t parent, const char* name, int flags, wire::OpKind kind) noexcept {
   Inode& dir = table_.get(parent);
-  int err = 0;
-  {
-    std::shared_lock ns(log_.namespace_lock());
-    auto dfd = table_.path_fd(dir);
-    struct stat dst;
-    if (!dfd) {
-      err = dfd.error().code;
-    } else if (::unlinkat(dfd->get(), name, AT_REMOVEDIR) < 0) {
-      err = errno;
-    } else {
-      int stat_err = dir_stat(dfd->get(), &dst);
-      InodeTable::Lock lock(table_);
-      if (auto dir_path = table_.path_locked(dir)) {
-        record(wire::Op{.kind = wire::OpKind::kRmdir, .path = join_rel(*dir_path, name)});
-        if (stat_err == 0) record_attr_locked(*dir_path, dst);
-      }
-      table_.remove_name_locked(dir, name);
-    }
+  std::shared_lock ns(log_.namespace_lock());
+  auto dfd = table_.path_fd(dir);
+  if (!dfd) return dfd.error().code;
+  if (::unlinkat(dfd->get(), name, flags) < 0) return errno;
+  struct stat dst;
+  int stat_err = dir_stat(dfd->get(), &dst);
+  InodeTable::Lock lock(table_);
+  if (auto dir_path = table_.path_locked(dir)) {
+    record(wire::Op{.kind = kind, .path = join_rel(*dir_path, name)});
+    if (stat_err == 0) record_attr_locked(*dir_path, dst);
   }
-  fuse_reply_err(req, err);
+  table_.remove_name_locked(dir, name);
+  return 0;
 }
 
 void Fs::rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t newparent,

@@ -19,8 +19,6 @@
 namespace bkp::changes {
 namespace {
 
-int64_t ns(const timespec& t) { return static_cast<int64_t>(t.tv_sec) * 1000000000 + t.tv_nsec; }
-
 class Scanner {
  public:
   explicit Scanner(const Identify& identify) : identify_(identify) {}
@@ -61,7 +59,7 @@ class Scanner {
         batch_.ops.push_back(op);
         UniqueFd sub(openat(dir_fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
         if (sub) dir(sub.get(), rel);
-        batch_.ops.push_back(attr_op(rel, st));
+        batch_.ops.push_back(wire::attr_from_stat(rel, 0, st));
         return;
       }
       case S_IFREG:
@@ -74,8 +72,8 @@ class Scanner {
         target.resize(static_cast<size_t>(n));
         op.kind = wire::OpKind::kSymlink;
         op.target = std::move(target);
-        op.atime_ns = ns(st.st_atim);
-        op.mtime_ns = ns(st.st_mtim);
+        op.atime_ns = wire::to_ns(st.st_atim);
+        op.mtime_ns = wire::to_ns(st.st_mtim);
         batch_.ops.push_back(std::move(op));
         return;
       }
@@ -84,7 +82,7 @@ class Scanner {
         op.mode = st.st_mode;
         op.rdev = st.st_rdev;
         batch_.ops.push_back(std::move(op));
-        batch_.ops.push_back(attr_op(rel, st));
+        batch_.ops.push_back(wire::attr_from_stat(rel, 0, st));
         return;
     }
   }
@@ -146,18 +144,6 @@ class Scanner {
     }
   }
 
-  static wire::Op attr_op(const std::string& rel, const struct stat& st) {
-    wire::Op a;
-    a.kind = wire::OpKind::kAttr;
-    a.path = rel;
-    a.mode = st.st_mode & 07777;
-    a.uid = st.st_uid;
-    a.gid = st.st_gid;
-    a.atime_ns = ns(st.st_atim);
-    a.mtime_ns = ns(st.st_mtim);
-    return a;
-  }
-
   const Identify& identify_;
   Batch batch_;
   std::map<std::pair<dev_t, ino_t>, std::pair<uint64_t, std::string>> seen_;
@@ -177,14 +163,7 @@ Result<Batch> scan_tree(int root_fd, const Identify& identify) {
   Batch body = scanner.take();
   for (auto& o : body.ops) out.ops.push_back(std::move(o));
   out.files = std::move(body.files);
-  wire::Op attr;
-  attr.kind = wire::OpKind::kAttr;
-  attr.mode = root.st_mode & 07777;
-  attr.uid = root.st_uid;
-  attr.gid = root.st_gid;
-  attr.atime_ns = ns(root.st_atim);
-  attr.mtime_ns = ns(root.st_mtim);
-  out.ops.push_back(attr);
+  out.ops.push_back(wire::attr_from_stat("", 0, root));
   op.kind = wire::OpKind::kSyncEnd;
   out.ops.push_back(op);
   return out;

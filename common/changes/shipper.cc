@@ -18,8 +18,6 @@
 namespace bkp::changes {
 namespace {
 
-int64_t ns(const timespec& t) { return static_cast<int64_t>(t.tv_sec) * 1000000000 + t.tv_nsec; }
-
 Result<void> send_file(net::Conn& conn, const FileChange& change, DataSource& source,
                        std::vector<uint8_t>& buf, std::vector<uint8_t>& payload,
                        ShipCounters& counters) {
@@ -44,16 +42,8 @@ Result<void> send_file(net::Conn& conn, const FileChange& change, DataSource& so
   }
   struct stat st{};
   if (fstat(fd->get(), &st) != 0) return fail_errno("stat of file being shipped");
-  wire::Op attr;
-  attr.kind = wire::OpKind::kAttr;
-  attr.id = change.ref.id;
-  attr.mode = st.st_mode & 07777;
-  attr.uid = st.st_uid;
-  attr.gid = st.st_gid;
-  attr.atime_ns = ns(st.st_atim);
-  attr.mtime_ns = ns(st.st_mtim);
   payload.clear();
-  wire::encode(attr, payload);
+  wire::encode(wire::attr_from_stat("", change.ref.id, st), payload);
   return conn.send(wire::MsgType::kOp, 0, payload);
 }
 

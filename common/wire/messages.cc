@@ -60,6 +60,23 @@ const char* op_name(OpKind kind) {
   return is_known_op(i) ? kNames[i] : "?";
 }
 
+int64_t to_ns(const struct timespec& ts) {
+  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
+
+Op attr_from_stat(std::string path, uint64_t id, const struct stat& st) {
+  Op op;
+  op.kind = OpKind::kAttr;
+  op.path = std::move(path);
+  op.id = id;
+  op.mode = st.st_mode & 07777;
+  op.uid = st.st_uid;
+  op.gid = st.st_gid;
+  op.atime_ns = to_ns(st.st_atim);
+  op.mtime_ns = to_ns(st.st_mtim);
+  return op;
+}
+
 void encode(const Hello& m, std::vector<uint8_t>& out) {
   Encoder e(out);
   e.u32(m.magic);

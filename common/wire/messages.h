@@ -6,6 +6,8 @@
 // shipped after a rename still lands in the right file.
 #pragma once
 
+#include <sys/stat.h>
+
 #include <cstdint>
 #include <span>
 #include <string>
@@ -103,6 +105,11 @@ struct Op {
 
   bool operator==(const Op&) const = default;
 };
+
+// Time as the wire carries it: nanoseconds since the epoch.
+int64_t to_ns(const struct timespec& ts);
+// An Attr op carrying st's permission bits, owner and times; by id when id != 0, else by path.
+Op attr_from_stat(std::string path, uint64_t id, const struct stat& st);
 
 struct Write {
   uint64_t id = 0;
