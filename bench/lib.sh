@@ -1,0 +1,282 @@
+# Shared bash helpers for the benchmark scripts: logging, recording results, and owning the
+# processes and mounts the benchmark creates.
+#
+# Why one place: every section starts daemons and FUSE mounts, and the one promise the benchmark
+# makes is to leave none behind, whatever happens (error, Ctrl-C, a daemon dying). So every
+# process and mount is registered here when it is made, and cleanup_all (run.sh's EXIT trap)
+# unmounts each mount and stops each PID we started, by PID, in the right order: unmount first
+# (backupfs ships what is left and exits), then the daemons.
+#
+# Results: record KEY VALUE appends one JSON line {"key","round","value"} to $RAW; report.py
+# turns those lines into the table. record_skip KEY REASON marks a measurement skipped (the
+# reason is what its row shows).
+#
+# Sourced by run.sh; expects BENCH (bench/ dir), WORK (scratch dir), RAW (results lines) and
+# ROUND (current round number) to be set by the caller.
+
+BENCH_PIDS=()    # daemons we started, stopped in reverse order
+BENCH_MOUNTS=()  # FUSE mountpoints we made ("dir pid" pairs)
+BENCH_BINDS=()   # bind mounts we made
+
+# Each line carries the 1-minute load average: on a shared 2-core machine it says how much a
+# figure can be trusted.
+log() { printf '[bench %s load %s] %s\n' "$(date +%H:%M:%S)" "$(cut -d' ' -f1 /proc/loadavg)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# Debian's python3 first: a pyenv shim on PATH can cost most of a second per call.
+PY=$(command -v /usr/bin/python3 || command -v python3)
+tools() { "$PY" "$BENCH/tools.py" "$@"; }
+
+# json_get JSON KEY -> a number out of the flat JSON tools.py prints ("null" if it is null).
+# A dotted KEY (arrived.replica) matches its last part; tools.py keeps key names unique.
+json_get() {
+  local re="\"${2##*.}\": ?(null|-?[0-9][0-9.eE+-]*)"
+  [[ $1 =~ $re ]] || die "no '$2' in: $1"
+  echo "${BASH_REMATCH[1]}"
+}
+
+json_str() {  # text -> a JSON string literal
+  local s=${1//\\/\\\\}
+  s=${s//\"/\\\"}
+  printf '"%s"' "${s//$'\n'/ }"
+}
+
+# calc EXPR -> floating point result (awk), e.g. calc "$a - $b"
+calc() { awk "BEGIN { printf \"%.6f\", $* }"; }
+
+record() {  # key value
+  printf '{"key": "%s", "round": %d, "value": %s}\n' "$1" "${ROUND:-0}" "$2" >>"$RAW"
+}
+record_skip() {  # key reason
+  printf '{"key": "%s", "round": %d, "skipped": %s}\n' "$1" "${ROUND:-0}" "$(json_str "$2")" >>"$RAW"
+}
+
+have() { command -v "$1" >/dev/null 2>&1; }
+
+# Cold-cache measurements start here. --smoke skips it: its numbers mean nothing anyway, and a
+# global sync + cache drop would stall whatever else the test suite runs beside it.
+drop_caches() {
+  ((SMOKE)) && return 0
+  sync
+  echo 3 >/proc/sys/vm/drop_caches
+}
+
+now() { echo "$EPOCHREALTIME"; }
+
+# --- processes ---------------------------------------------------------------------------------
+
+# start_daemon NAME CMD... : runs CMD in its own session (so Ctrl-C reaches only us and we stop
+# it in order), output to $WORK/logs/NAME.log; sets DAEMON_PID.
+start_daemon() {
+  local name=$1
+  shift
+  mkdir -p "$WORK/logs"
+  setsid "$@" >>"$WORK/logs/$name.log" 2>&1 &
+  DAEMON_PID=$!
+  BENCH_PIDS+=("$DAEMON_PID")
+}
+
+alive() { kill -0 "$1" 2>/dev/null; }
+
+wait_gone() {  # pid seconds
+  local i
+  for ((i = 0; i < $2 * 20; i++)); do
+    alive "$1" || return 0
+    sleep 0.05
+  done
+  return 1
+}
+
+forget_pid() {
+  local p keep=()
+  for p in "${BENCH_PIDS[@]}"; do [[ $p == "$1" ]] || keep+=("$p"); done
+  BENCH_PIDS=("${keep[@]}")
+}
+
+stop_pid() {  # pid: SIGTERM, then SIGKILL after 15 s
+  local pid=$1
+  if alive "$pid"; then
+    kill "$pid" 2>/dev/null || true
+    wait_gone "$pid" 15 || kill -9 "$pid" 2>/dev/null || true
+    wait_gone "$pid" 5 || true
+  fi
+  wait "$pid" 2>/dev/null || true
+  forget_pid "$pid"
+}
+
+hwm_kib() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
+
+# cpu_s PID...: utime+stime of the processes (all threads) in seconds, summed.
+CLK_TCK=$(getconf CLK_TCK)
+cpu_s() {
+  local pid line ticks=0
+  local -a f
+  for pid; do
+    read -r line <"/proc/$pid/stat" 2>/dev/null || continue
+    read -ra f <<<"${line##*) }"
+    ticks=$((ticks + f[11] + f[12]))
+  done
+  calc "$ticks / $CLK_TCK"
+}
+
+# io_of PID FIELD: one counter of /proc/PID/io (rchar, read_bytes, ...)
+io_of() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/io"; }
+
+# Peak RSS of a daemon, recorded as rss.<proc>.<context> (MiB), just before it is stopped.
+record_hwm() {  # proc context pid
+  local kib
+  kib=$(hwm_kib "$3")
+  [[ -n $kib && $kib != 0 ]] && record "rss.$1.$2" "$(calc "$kib / 1024")"
+  return 0
+}
+
+# --- mounts ------------------------------------------------------------------------------------
+
+is_mounted() { awk -v d="$1" '$5 == d { found = 1 } END { exit !found }' /proc/self/mountinfo; }
+
+wait_mounted() {  # dir pid
+  local i
+  for ((i = 0; i < 200; i++)); do
+    is_mounted "$1" && return 0
+    alive "$2" || return 1
+    sleep 0.05
+  done
+  return 1
+}
+
+# start_fuse NAME MOUNTPOINT CMD... : starts a FUSE daemon (in the foreground mode of CMD) and
+# waits for its mount; sets DAEMON_PID.
+start_fuse() {
+  local name=$1 dir=$2
+  shift 2
+  start_daemon "$name" "$@"
+  BENCH_MOUNTS+=("$dir $DAEMON_PID")
+  wait_mounted "$dir" "$DAEMON_PID" || die "$name did not mount $dir (see $WORK/logs/$name.log)"
+}
+
+# unmount_fuse MOUNTPOINT: fusermount3 -u (retrying while busy), then waits for its daemon to exit
+# (backupfs first ships what is left, up to 10 s).
+unmount_fuse() {
+  local dir=$1 entry pid="" keep=() i
+  for entry in "${BENCH_MOUNTS[@]}"; do
+    if [[ ${entry% *} == "$dir" ]]; then pid=${entry##* }; else keep+=("$entry"); fi
+  done
+  BENCH_MOUNTS=("${keep[@]}")
+  for ((i = 0; i < 20; i++)); do
+    is_mounted "$dir" || break
+    fusermount3 -u "$dir" 2>/dev/null && break
+    sleep 0.5
+  done
+  is_mounted "$dir" && fusermount3 -u -z "$dir" 2>/dev/null
+  if [[ -n $pid ]]; then
+    wait_gone "$pid" 20 || kill "$pid" 2>/dev/null || true
+    stop_pid "$pid"
+  fi
+}
+
+bind_mount() {  # src dst: a view of src's real files that stays visible under a FUSE mount
+  mkdir -p "$2"
+  mount --bind "$1" "$2"
+  BENCH_BINDS+=("$2")
+}
+
+unbind() {
+  local keep=() d
+  umount "$1" 2>/dev/null || umount -l "$1" 2>/dev/null || true
+  for d in "${BENCH_BINDS[@]}"; do [[ $d == "$1" ]] || keep+=("$d"); done
+  BENCH_BINDS=("${keep[@]}")
+}
+
+cleanup_all() {
+  local entry i
+  for ((i = ${#BENCH_MOUNTS[@]} - 1; i >= 0; i--)); do
+    entry=${BENCH_MOUNTS[i]}
+    log "cleanup: unmounting ${entry% *}"
+    unmount_fuse "${entry% *}"
+  done
+  for ((i = ${#BENCH_BINDS[@]} - 1; i >= 0; i--)); do unbind "${BENCH_BINDS[i]}"; done
+  for ((i = ${#BENCH_PIDS[@]} - 1; i >= 0; i--)); do stop_pid "${BENCH_PIDS[i]}"; done
+}
+
+# --- backupd / replicator ----------------------------------------------------------------------
+
+# start_backupd STATE_DIR: sets BACKUPD_PID and BACKUPD_PORT.
+start_backupd() {
+  local state=$1 i
+  mkdir -p "$state"
+  rm -f "$state.port"
+  start_daemon backupd "$BACKUPD" --state-dir "$state" --listen 127.0.0.1:0 \
+    --port-file "$state.port" -q
+  BACKUPD_PID=$DAEMON_PID
+  for ((i = 0; i < 200; i++)); do
+    [[ -s $state.port ]] && break
+    alive "$BACKUPD_PID" || die "backupd exited (see $WORK/logs/backupd.log)"
+    sleep 0.05
+  done
+  BACKUPD_PORT=$(tr -dc 0-9 <"$state.port")
+  [[ -n $BACKUPD_PORT ]] || die "backupd wrote no port"
+}
+
+start_replicator() {  # name root: sets DAEMON_PID
+  mkdir -p "$2"
+  start_daemon "replicator-$1" "$REPLICATOR" --server "127.0.0.1:$BACKUPD_PORT" --root "$2" \
+    --name "$1" -q
+}
+
+# Since registration (issue 3) backupfs listens and backupd attaches when `bkptool register`
+# tells it to. The volume's host name in backupd's and the replicas' layouts is the registered
+# host, VOL_HOST.
+VOL_HOST=127.0.0.1
+bkptool() { "$BKPTOOL" --server "127.0.0.1:$BACKUPD_PORT" "$@"; }
+
+# mount_backupfs DIR [EVERY]: backupfs over DIR, registered with our backupd (which then attaches
+# and takes the baseline); EVERY is the snapshot period (default 1d: no snapshot during a
+# measurement). Sets BACKUPFS_PID.
+mount_backupfs() {
+  local dir=$1 every=${2:-1d} port_file=$WORK/backupfs.port i node_port=
+  rm -f "$port_file"
+  start_fuse backupfs "$dir" "$BACKUPFS" "$dir" --listen 127.0.0.1:0 --port-file "$port_file" \
+    --host "$VOL_HOST" -f -q
+  BACKUPFS_PID=$DAEMON_PID
+  for ((i = 0; i < 200; i++)); do
+    [[ -s $port_file ]] && node_port=$(tr -dc 0-9 <"$port_file") && [[ -n $node_port ]] && break
+    sleep 0.05
+  done
+  [[ -n $node_port ]] || die "backupfs wrote no port file (see $WORK/logs/backupfs.log)"
+  bkptool -q register "$VOL_HOST" "$node_port" "$dir" --every "$every" \
+    >>"$WORK/logs/bkptool.log" 2>&1 || die "bkptool register failed (see $WORK/logs/bkptool.log)"
+}
+
+# mount_backupfs_detached DIR: backupfs over DIR that no backupd attaches to (recording only,
+# never shipping): tells capture cost from shipping cost. Sets BACKUPFS_PID.
+mount_backupfs_detached() {
+  start_fuse backupfs "$1" "$BACKUPFS" "$1" --listen 127.0.0.1:0 --host "$VOL_HOST" -f -q
+  BACKUPFS_PID=$DAEMON_PID
+}
+
+# unmount_backupfs DIR: unmounts (backupfs ships what is left first), then unregisters the
+# volume so the same directory can be registered again with a new port.
+unmount_backupfs() {
+  unmount_fuse "$1"
+  bkptool -q unregister "$VOL_HOST" "$1" >>"$WORK/logs/bkptool.log" 2>&1 ||
+    log "warning: bkptool unregister $1 failed"
+}
+
+volume_dir() {  # state_dir -> the volume directory (each backupd of ours holds one volume)
+  local d
+  for d in "$1"/volumes/*/*/; do [[ -d $d ]] && { echo "${d%/}"; return 0; }; done
+  return 1
+}
+
+wait_volume() {  # state_dir: waits until backupd made the volume directory; sets VOLUME_DIR
+  local i
+  for ((i = 0; i < 400; i++)); do
+    VOLUME_DIR=$(volume_dir "$1") && return 0
+    sleep 0.05
+  done
+  die "backupd made no volume under $1 (see $WORK/logs)"
+}
+
+# Full sizes: a finished section's gigabytes go before the next section starts. Smoke leaves its
+# few megabytes to the final cleanup (deleting them one by one costs seconds of a tight budget).
+free_space() { ((SMOKE)) || rm -rf "$1"; }

@@ -1,0 +1,309 @@
+#!/usr/bin/env python3
+"""Turns the benchmark's raw measurements into the one table it prints and saves.
+
+Why separate: the shell scripts only record numbers ({"key", "round", "value"} lines, or
+"skipped" reasons); everything about presentation lives here: medians over rounds, ratios taken
+within each round (then their median, so a slow round of the machine does not skew a ratio),
+the targets printed next to each figure (reported, never asserted), and the JSON/CSV file.
+
+  report.py --raw RAW.jsonl --meta META.json --out FILE(.json|.csv)
+"""
+import argparse
+import csv
+import json
+import statistics
+import sys
+from collections import defaultdict
+
+MiB = 1 << 20
+
+
+class Data:
+    def __init__(self, path):
+        self.vals = defaultdict(dict)  # key -> {round: value}
+        self.skips = {}                # key -> reason
+        with open(path) as f:
+            for line in f:
+                if not line.strip():
+                    continue
+                try:
+                    r = json.loads(line)
+                except ValueError:
+                    print(f"report: ignoring a malformed line: {line.strip()}", file=sys.stderr)
+                    continue
+                if "skipped" in r:
+                    self.skips.setdefault(r["key"], r["skipped"])
+                elif "value" in r and r["value"] is not None:
+                    self.vals[r["key"]][r["round"]] = float(r["value"])
+
+    def rounds(self, key):
+        return [v for _, v in sorted(self.vals.get(key, {}).items())]
+
+    def median(self, key):
+        v = self.rounds(key)
+        return statistics.median(v) if v else None
+
+    def max(self, key):
+        v = self.rounds(key)
+        return max(v) if v else None
+
+    def skipped(self, *keys):
+        for k in keys:
+            for sk, reason in self.skips.items():
+                if sk == k or k.startswith(sk + "."):
+                    return reason
+        return None
+
+    def per_round(self, fn, *keys):
+        """fn(values...) for each round where every key has a value."""
+        common = set.intersection(*(set(self.vals.get(k, {})) for k in keys)) if keys else set()
+        out = []
+        for r in sorted(common):
+            try:
+                out.append(fn(*(self.vals[k][r] for k in keys)))
+            except ZeroDivisionError:
+                pass
+        return out
+
+
+# --- formatting ---------------------------------------------------------------------------------
+
+def fmt_num(v, unit):
+    if v is None:
+        return "-"
+    if unit == "bytes":
+        for name, size in (("GiB", 1 << 30), ("MiB", MiB), ("KiB", 1024)):
+            if abs(v) >= size:
+                return f"{v / size:.3g} {name}" if abs(v) / size < 100 else f"{v / size:.0f} {name}"
+        return f"{v:.0f} B"
+    if unit == "x":
+        return f"{v:.2f}x"
+    if unit == "%":
+        return f"{v:+.0f}%"
+    if abs(v) >= 100:
+        s = f"{v:,.0f}"
+    elif abs(v) >= 10:
+        s = f"{v:.1f}"
+    else:
+        s = f"{v:.2f}"
+    return f"{s} {unit}" if unit else s
+
+
+def fmt_rounds(vals, unit):
+    if len(vals) <= 1:
+        return ""
+    return " / ".join(fmt_num(v, unit).split(" ")[0] for v in vals)
+
+
+def judge(value, target):
+    if target is None or value is None:
+        return ""
+    op, limit = target[0], target[1]
+    ok = {">=": value >= limit, "<=": value <= limit, "==": value == limit}[op]
+    return "met" if ok else "MISSED"
+
+
+# --- the rows -------------------------------------------------------------------------------------
+
+class Table:
+    def __init__(self, data, meta):
+        self.d = data
+        self.meta = meta
+        self.rows = []
+        self.section = ""
+
+    def heading(self, text):
+        self.section = text
+
+    def add(self, name, values, unit, target=None, note="", skip=None, agg="median"):
+        if skip:
+            self.rows.append({"section": self.section, "measurement": name, "value": None,
+                              "unit": unit, "rounds": [], "target": target and target[2],
+                              "status": skip, "note": ""})
+            return
+        if not values:
+            value = None
+        elif agg == "max":
+            value = max(values)
+        else:
+            value = statistics.median(values)
+        self.rows.append({"section": self.section, "measurement": name, "value": value,
+                          "unit": unit, "rounds": values, "target": target and target[2],
+                          "status": judge(value, target) if values else "no data",
+                          "note": note})
+
+    def value(self, name, key, unit, target=None, note="", agg="median"):
+        self.add(name, self.d.rounds(key), unit, target, note, self.d.skipped(key), agg)
+
+    def ratio(self, name, num, den, target=None, unit="x", fn=lambda a, b: a / b, note=""):
+        skip = self.d.skipped(num, den)
+        self.add(name, self.d.per_round(fn, num, den), unit, target, note, skip)
+
+    def note(self, parts):
+        """parts: (label, key, unit); drops the ones without data."""
+        out = []
+        for label, key, unit in parts:
+            v = self.d.median(key)
+            if v is not None:
+                out.append(label.format(fmt_num(v, unit)))
+        return ", ".join(out)
+
+
+TARGET_SEQ_NATIVE = (">=", 0.85, ">= 0.85x")
+TARGET_PLL = (">=", 1.0, ">= 1.0x")
+
+
+def build(t):
+    d, m = t.d, t.meta
+    sizes = m.get("sizes", {})
+    fio = sizes.get("fio_mib", 0)
+    fio_s = f"{fio // 1024} GiB" if fio >= 1024 else f"{fio} MiB"
+
+    t.heading("1. filesystem overhead (native / passthrough_ll / backupfs)")
+    workloads = [
+        ("seqwrite", f"seq write 1 MiB x {fio_s}, fsync", "MiB/s", TARGET_SEQ_NATIVE, TARGET_PLL),
+        ("seqread", f"seq read 1 MiB x {fio_s}, cold", "MiB/s", None, None),
+        ("randwrite", f"4 KiB random writes x {sizes.get('randwrite_mib', 0)} MiB, fsync", "IOPS",
+         None, TARGET_PLL),
+        ("untar", f"untar {sizes.get('tar_entries', 0)} entries", "entries/s", None, TARGET_PLL),
+        ("walk_cold", "stat walk, cold cache", "entries/s", None, None),
+        ("walk_warm", "stat walk, warm cache", "entries/s", None, None),
+    ]
+    for w, label, unit, t_native, t_pll in workloads:
+        t.value(f"{label}: native", f"fs.{w}.native", unit)
+        t.value(f"{label}: passthrough_ll", f"fs.{w}.pll", unit,
+                note=t.note([("daemon CPU {}", f"fs.{w}.pll.cpu", "s")]))
+        t.value(f"{label}: backupfs", f"fs.{w}.backupfs", unit,
+                note=t.note([("daemon CPU {}", f"fs.{w}.backupfs.cpu", "s"),
+                             ("backupd CPU {}", f"fs.{w}.backupd.cpu", "s"),
+                             ("shipping lag {}", f"fs.{w}.backupfs.lag", "s")]))
+        if d.rounds(f"fs.{w}.backupfs-detached"):  # the diagnostic configuration, if run
+            t.value(f"{label}: backupfs, no backupd attached", f"fs.{w}.backupfs-detached", unit,
+                    note=t.note([("daemon CPU {}", f"fs.{w}.backupfs-detached.cpu", "s")]))
+            t.ratio(f"{label}: backupfs, no backupd attached / passthrough_ll",
+                    f"fs.{w}.backupfs-detached", f"fs.{w}.pll")
+        t.ratio(f"{label}: backupfs / native", f"fs.{w}.backupfs", f"fs.{w}.native",
+                target=t_native)
+        t.ratio(f"{label}: backupfs / passthrough_ll", f"fs.{w}.backupfs", f"fs.{w}.pll",
+                target=t_pll)
+
+    t.heading("2. incremental: 1 MiB inside a large file + 10 small files touched")
+    t.value("backupfs: change on the replica after", "inc.backupfs.change.latency", "s",
+            ("<=", 1.0, "<= 1 s"),
+            note=t.note([("on the mirror after {}", "inc.backupfs.change.mirror_latency", "s")]))
+    t.value("backupfs: bytes read from disk (read_bytes)", "inc.backupfs.change.read_bytes",
+            "bytes", ("<=", 2 * MiB, "<= 2 MiB"),
+            note=t.note([("file data read to ship {}", "inc.backupfs.change.data", "bytes"),
+                         ("rchar {} (incl. FUSE requests)", "inc.backupfs.change.rchar",
+                          "bytes")]))
+    t.value("backupfs: bytes on the wire", "inc.backupfs.change.wire", "bytes",
+            ("<=", 2 * MiB, "<= 2 MiB"),
+            note=t.note([("CPU {} (backupfs+backupd+replicator)", "inc.backupfs.change.cpu",
+                          "s")]))
+    t.value("backupfs, no change: bytes on the wire", "inc.backupfs.nochange.wire", "bytes",
+            ("==", 0, "0"))
+    t.value("backupfs, no change: bytes read from disk", "inc.backupfs.nochange.read_bytes",
+            "bytes", ("==", 0, "0"),
+            note=t.note([("CPU {} over the idle window", "inc.backupfs.nochange.cpu", "s"),
+                         ("rchar {}", "inc.backupfs.nochange.rchar", "bytes")]))
+    t.value("backupfs: full baseline, mount to replica", "inc.backupfs.full.wall", "s")
+    for tool in ("rsync", "restic", "borg"):
+        for kind, label in (("change", "change"), ("nochange", "no change"),
+                            ("full", "full backup")):
+            k = f"inc.{tool}.{kind}"
+            t.value(f"{tool}: {label}, wall", f"{k}.wall", "s",
+                    note=t.note([("CPU {}", f"{k}.cpu", "s"),
+                                 ("read {}", f"{k}.rchar", "bytes"),
+                                 ("disk read {}", f"{k}.read_bytes", "bytes"),
+                                 ("sent {}", f"{k}.wire", "bytes"),
+                                 ("added {}", f"{k}.added", "bytes")]))
+
+    t.heading("3. server: baseline ingest, fan-out, memory")
+    t.value("ingest, no replica (mount to mirror converged)", "srv.ingest.r0", "MiB/s",
+            (">=", 500, ">= 500 MiB/s"),
+            note=t.note([("mirror after {}", "srv.mirror.r0", "s"),
+                         ("backupfs CPU {}", "srv.cpu.backupfs.r0", "s"),
+                         ("backupd CPU {}", "srv.cpu.backupd.r0", "s"),
+                         ("dataset {}", "dataset.bytes", "bytes")]))
+    for n in (1, 2):
+        t.value(f"ingest with {n} replica(s), to the mirror", f"srv.ingest.r{n}", "MiB/s",
+                note=t.note([("backupd CPU {}", f"srv.cpu.backupd.r{n}", "s")]))
+        t.value(f"all {n} replica(s) converged after", f"srv.replicas.r{n}", "s")
+    t.ratio("second replica's cost (time to all replicas)", "srv.replicas.r2", "srv.replicas.r1",
+            ("<=", 20, "<= +20%"), unit="%", fn=lambda a, b: (a / b - 1) * 100)
+    for proc, contexts in (("backupfs", ("fs", "ingest", "incremental")),
+                           ("backupd", ("fs", "ingest", "incremental", "snapshot")),
+                           ("replicator", ("ingest", "incremental")),
+                           ("passthrough_ll", ("fs",))):
+        for ctx in contexts:
+            key = f"rss.{proc}.{ctx}"
+            if d.rounds(key):
+                t.value(f"peak RSS {proc} ({ctx})", key, "MiB", agg="max")
+
+    t.heading("4. snapshot: the volume's tgz vs bsdtar czf of the same tree")
+    t.value("bsdtar czf + fsync", "snap.bsdtar", "s",
+            note=t.note([("{}", "snap.bsdtar.mibs", "MiB/s"), ("CPU {}", "snap.bsdtar.cpu", "s")]))
+    t.value("bsdtar czf, gzip level 1 (backupd's default) + fsync", "snap.bsdtar1", "s",
+            note=t.note([("CPU {}", "snap.bsdtar1.cpu", "s")]))
+    t.value("backupd snapshot", "snap.backupd", "s",
+            note=t.note([("{}", "snap.backupd.mibs", "MiB/s")]))
+    t.ratio("snapshot speed vs bsdtar (bsdtar s / backupd s)", "snap.bsdtar", "snap.backupd",
+            TARGET_PLL)
+
+
+# --- output --------------------------------------------------------------------------------------
+
+def render(t):
+    cols = ["measurement", "median", "rounds", "target", "status", "notes"]
+    table = []
+    for r in t.rows:
+        table.append([r["measurement"], fmt_num(r["value"], r["unit"]) if r["value"] is not None
+                      else "", fmt_rounds(r["rounds"], r["unit"]), r["target"] or "",
+                      r["status"], r["note"]])
+    widths = [max(len(c), *(len(row[i]) for row in table)) for i, c in enumerate(cols)]
+    widths[-1] = len(cols[-1])
+    lines = []
+    line = "  ".join(c.ljust(w) for c, w in zip(cols, widths)).rstrip()
+    lines += [line, "-" * max(len(line), 100)]
+    section = None
+    for r, row in zip(t.rows, table):
+        if r["section"] != section:
+            section = r["section"]
+            lines.append(f"== {section}")
+        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+    return "\n".join(lines)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--raw", required=True)
+    p.add_argument("--meta", required=True)
+    p.add_argument("--out", required=True)
+    a = p.parse_args()
+    with open(a.meta) as f:
+        meta = json.load(f)
+    t = Table(Data(a.raw), meta)
+    build(t)
+    print(f"backupfs benchmark, {meta.get('mode')} mode, {meta.get('rounds')} round(s), "
+          f"{meta.get('date')}, {meta.get('git')}: {meta.get('nproc')} cores, "
+          f"{meta.get('memory')} RAM, kernel {meta.get('kernel')}, {meta.get('filesystem')}, "
+          f"load {meta.get('loadavg_start')} -> {meta.get('loadavg_end')}")
+    print(render(t))
+    if a.out.endswith(".csv"):
+        with open(a.out, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["section", "measurement", "value", "unit", "rounds", "target", "status",
+                        "note"])
+            for r in t.rows:
+                w.writerow([r["section"], r["measurement"], r["value"], r["unit"],
+                            " ".join(f"{v:g}" for v in r["rounds"]), r["target"] or "",
+                            r["status"], r["note"]])
+    else:
+        with open(a.out, "w") as f:
+            json.dump({"meta": meta, "rows": t.rows}, f, indent=1)
+            f.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

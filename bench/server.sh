@@ -1,0 +1,68 @@
+# Section 3: how fast does the server take in a node, and what do replicas cost?
+#
+# For 0, 1 and 2 replicas in turn, a fresh backupd (and replicators) start, the page cache is
+# dropped, and backupfs is mounted over the dataset: it ships the whole tree as its baseline.
+# Timed from just before the mount until the mirror, then every replica, equals the source
+# (metadata of every entry; the bytes are verified once, in round 1, outside the timing).
+#
+#   ingest MiB/s      dataset bytes / seconds until the mirror converged
+#   fan-out           seconds until all replicas converged, 1 vs 2 replicas; the second
+#                     replica's cost is t(2)/t(1) - 1, per round
+#   peak RSS          VmHWM of every daemon just before it is stopped
+#   CPU               backupfs and backupd utime+stime over the run
+
+server_section() {
+  local root=$WORK/srv nrep
+  mkdir -p "$root"
+  tools listing "$DATA" >"$root/listing.json"
+  for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
+    for nrep in 0 1 2; do
+      log "server: round $ROUND, baseline with $nrep replica(s)"
+      server_run "$nrep"
+    done
+  done
+  ROUND=0
+  free_space "$root"
+}
+
+server_run() {
+  local nrep=$1 root=$WORK/srv/run-$ROUND-$1 i
+  local -a rpids=() copies=()
+  start_backupd "$root/state"
+  for ((i = 1; i <= nrep; i++)); do
+    start_replicator "r$i" "$root/r$i"
+    rpids+=("$DAEMON_PID")
+    copies+=(--copy "r$i=$root/r$i/$VOL_HOST$DATA")
+  done
+  drop_caches
+
+  local t0 res mirror_s all_s
+  t0=$(now)
+  mount_backupfs "$DATA"
+  wait_volume "$root/state"
+  res=$(tools wait-converged --listing "$WORK/srv/listing.json" --t0 "$t0" \
+    --copy "mirror=$VOLUME_DIR/mirror" "${copies[@]}") ||
+    die "server: no convergence with $nrep replica(s): $res"
+  mirror_s=$(json_get "$res" mirror)
+  record "srv.mirror.r$nrep" "$mirror_s"
+  record "srv.ingest.r$nrep" "$(calc "$DATA_BYTES / 1048576 / $mirror_s")"
+  if ((nrep > 0)); then
+    all_s=$("$PY" -c 'import json,sys; d=json.loads(sys.argv[1]); d.pop("mirror"); print(max(d.values()))' "$res")
+    record "srv.replicas.r$nrep" "$all_s"
+  fi
+  record "srv.cpu.backupfs.r$nrep" "$(cpu_s "$BACKUPFS_PID")"
+  record "srv.cpu.backupd.r$nrep" "$(cpu_s "$BACKUPD_PID")"
+
+  record_hwm backupfs ingest "$BACKUPFS_PID"
+  record_hwm backupd ingest "$BACKUPD_PID"
+  for i in "${rpids[@]}"; do record_hwm replicator ingest "$i"; done
+  unmount_backupfs "$DATA"
+  if ((ROUND == 1)); then
+    local -a trees=("$VOLUME_DIR/mirror")
+    for ((i = 1; i <= nrep; i++)); do trees+=("$root/r$i/$VOL_HOST$DATA"); done
+    tools verify "$DATA" "${trees[@]}" || die "server: a copy differs from the source"
+  fi
+  for ((i = ${#rpids[@]} - 1; i >= 0; i--)); do stop_pid "${rpids[i]}"; done
+  stop_pid "$BACKUPD_PID"
+  free_space "$root"
+}
