@@ -10,8 +10,8 @@
 #                    rounds; ratios are taken per round, then the median of those.
 #   --out FILE       results file, .json or .csv (default bench/results/latest.json; the table is
 #                    always printed to stdout as well)
-#   --build-dir DIR  a build tree with fs/backupfs, server/backupd, replicator/replicator
-#                    (default: configure and build into build-bench/ of this checkout)
+#   --build-dir DIR  a build tree with fs/backupfs, server/backupd, replicator/replicator and
+#                    tools/bkptool (default: configure and build into build-bench/ of this checkout)
 #   --only LIST      comma-separated sections to run: fs,server,incremental,snapshot (default all)
 #   --fs-configs L   section 1's configurations (default native,pll,backupfs); a diagnostic one,
 #                    backupfs-detached, is backupfs recording with no backupd attached
@@ -116,10 +116,10 @@ BUILD_DIR=$(cd "$BUILD_DIR" && pwd)
 BACKUPFS=$BUILD_DIR/fs/backupfs
 BACKUPD=$BUILD_DIR/server/backupd
 REPLICATOR=$BUILD_DIR/replicator/replicator
-for b in "$BACKUPFS" "$BACKUPD" "$REPLICATOR"; do
+BKPTOOL=$BUILD_DIR/tools/bkptool
+for b in "$BACKUPFS" "$BACKUPD" "$REPLICATOR" "$BKPTOOL"; do
   [[ -x $b ]] || die "$b is missing: build the project first (or pass --build-dir)"
 done
-detect_backupfs_mode
 
 # libfuse's passthrough_ll example, the plain-FUSE baseline, built into the build tree.
 build_passthrough_ll() {
