@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <mutex>
 #include <string>
 
 namespace bkp::log {
@@ -14,6 +15,22 @@ std::atomic<int> g_level{static_cast<int>(Level::kInfo)};
 std::string g_component = "bkp";
 const char* kNames[] = {"debug", "info", "warn", "error"};
 const char* kPriorities[] = {"<7>", "<6>", "<4>", "<3>"};
+const bool g_terminal = isatty(STDERR_FILENO) != 0;
+std::mutex g_status_mu;
+std::string g_status;  // guarded by g_status_mu; only ever set on a terminal
+
+// Writes text to stderr; on a terminal, after clearing the status line and then redrawing it.
+void emit(std::string_view text) {
+  std::string out;
+  std::lock_guard lock(g_status_mu);
+  if (!g_status.empty()) {
+    out.reserve(text.size() + g_status.size() + 8);
+    out.append("\r\033[K").append(text).append(g_status);
+    text = out;
+  }
+  ssize_t ignored = ::write(STDERR_FILENO, text.data(), text.size());
+  (void)ignored;
+}
 }  // namespace
 
 void set_level(Level level) { g_level = static_cast<int>(level); }
@@ -23,7 +40,7 @@ bool enabled(Level level) { return static_cast<int>(level) >= g_level.load(); }
 void write(Level level, std::string_view message) {
   int i = static_cast<int>(level);
   std::string line;
-  if (isatty(STDERR_FILENO)) {
+  if (g_terminal) {
     timespec ts{};
     clock_gettime(CLOCK_REALTIME, &ts);
     tm t{};
@@ -33,8 +50,18 @@ void write(Level level, std::string_view message) {
   } else {
     line = fmt::format("{}{} {}: {}\n", kPriorities[i], g_component, kNames[i], message);
   }
-  ssize_t ignored = ::write(STDERR_FILENO, line.data(), line.size());
+  emit(line);
+}
+
+void set_status_line(std::string_view line) {
+  if (!g_terminal) return;
+  std::lock_guard lock(g_status_mu);
+  if (line == g_status) return;
+  std::string out = "\r\033[K";
+  out.append(line);
+  ssize_t ignored = ::write(STDERR_FILENO, out.data(), out.size());
   (void)ignored;
+  g_status.assign(line);
 }
 
 }  // namespace bkp::log

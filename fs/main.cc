@@ -1,4 +1,5 @@
-// backupfs DIR --listen [ADDR:]PORT [--port-file FILE] [--host NAME] [-f] [-v|-q]
+// backupfs DIR --listen [ADDR:]PORT [--port-file FILE] [--host NAME] [--progress-every SECONDS]
+//          [-f] [-v|-q]
 //
 // Parses the command line and hands over to run(); bad flags exit 2 with a message.
 // Everything else, including errors found later, is run()'s.
@@ -9,17 +10,21 @@
 
 #include "common/net/socket.h"
 #include "common/path.h"
+#include "common/progress.h"
 #include "fs/run.h"
 
 namespace {
 
 constexpr const char* kUsage =
-    "usage: backupfs DIR --listen [ADDR:]PORT [--port-file FILE] [--host NAME] [-f] [-v|-q]\n"
+    "usage: backupfs DIR --listen [ADDR:]PORT [--port-file FILE] [--host NAME]\n"
+    "                [--progress-every SECONDS] [-f] [-v|-q]\n"
     "  Mounts itself over DIR, records every change and streams it to the backupd that\n"
     "  attaches at the port (`bkptool register HOST PORT DIR` tells backupd to).\n"
     "  --listen [ADDR:]PORT  where backupd connects (ADDR default 0.0.0.0; port 0: any free)\n"
     "  --port-file FILE      write the bound port there, in decimal, once listening\n"
     "  --host NAME           host name of the volume (default: this machine's name)\n"
+    "  --progress-every SECS while shipping, a status line this often when stderr is not a\n"
+    "                        terminal (default 10; on a terminal a progress bar is drawn)\n"
     "  -f                    stay in the foreground\n"
     "  -v / -q               debug / warnings-only logging\n";
 
@@ -65,6 +70,12 @@ int main(int argc, char** argv) {
       }
     } else if (is_flag("--host")) {
       if (!value("--host", &options.host) || options.host.empty()) return bad("--host needs NAME");
+    } else if (is_flag("--progress-every")) {
+      std::string every;
+      if (!value("--progress-every", &every)) return bad("--progress-every needs SECONDS");
+      auto parsed = bkp::progress::parse_every(every);
+      if (!parsed) return bad("--progress-every: " + parsed.error().message);
+      options.progress_every = *parsed;
     } else if (arg == "-f") {
       options.foreground = true;
     } else if (arg == "-v") {

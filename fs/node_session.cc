@@ -45,6 +45,7 @@ constexpr int kHelloTimeoutMs = 10000;
 constexpr int kAckTimeoutMs = 30000;
 constexpr auto kIdleWait = 50ms;
 constexpr auto kStatusEvery = 1s;
+constexpr auto kNameEvery = 200ms;  // files named for the progress display at most this often
 // An offer while the attached backupd's socket shows a hang-up waits this long for the session
 // thread to notice and let go, so a restarted backupd is not refused for its own ghost.
 constexpr auto kReleaseWait = 2s;
@@ -79,7 +80,8 @@ std::string relative_path(int fd, const std::string& root) {
 
 }  // namespace
 
-// The shipper's data source, which also sends a due NodeStatus naming the file it opens.
+// The shipper's data source, which also names the file it opens, for the progress display
+// (about five times a second) and in a due NodeStatus.
 class NodeSession::StatusSource : public changes::DataSource {
  public:
   StatusSource(NodeSession& session, net::Conn& conn)
@@ -87,13 +89,26 @@ class NodeSession::StatusSource : public changes::DataSource {
 
   Result<UniqueFd> open_file(const changes::FileRef& file) override {
     auto fd = files_.open_file(file);
-    if (fd && session_.status_due()) {
-      BKP_TRY_VOID(session_.send_status(conn_, relative_path(fd->get(), session_.options_.path)));
+    if (!fd) return fd;
+    bool status = session_.status_due();
+    auto now = Clock::now();
+    std::string name;
+    if (status || now - named_ >= kNameEvery) {
+      name = relative_path(fd->get(), session_.options_.path);
+      named_ = now;
     }
+    session_.progress_.file(file, name);
+    if (status) BKP_TRY_VOID(session_.send_status(conn_, name));
     return fd;
   }
 
+  void sent(const changes::FileRef& file, uint64_t bytes) override {
+    (void)file;
+    session_.progress_.sent(bytes);
+  }
+
  private:
+  Clock::time_point named_{};
   NodeSession& session_;
   net::Conn& conn_;
   HandleSource files_;
@@ -104,6 +119,7 @@ NodeSession::NodeSession(SessionOptions options, UniqueFd listener, changes::Cha
     : options_(std::move(options)),
       log_(log),
       recorder_(recorder),
+      progress_(options_.meter, log),
       root_fd_(root_fd),
       listener_(std::move(listener), options_.path,
                 [this](Attached& attached) { return offer(attached); }) {}
@@ -184,6 +200,7 @@ void NodeSession::main() {
       drained_ = true;
       break;
     }
+    progress_.interrupted();
     if (stopping()) break;
     auto s = log_.stats();
     uint64_t ops = s.ops + (inflight_ ? inflight_->ops.size() : 0);
@@ -243,6 +260,7 @@ Result<void> NodeSession::run_session(Attached& attached) {
 
   if (ok.need_baseline) {
     inflight_ = BKP_TRY(take_baseline());
+    inflight_baseline_ = true;
   } else if (inflight_ && ok.committed >= inflight_->number) {
     log::debug("batch {} was applied before the reattach", inflight_->number);
     inflight_.reset();
@@ -263,6 +281,8 @@ Result<void> NodeSession::run_session(Attached& attached) {
     }
     BKP_TRY_VOID(ship(conn, *inflight_));
     inflight_.reset();
+    inflight_baseline_ = false;
+    progress_.acked();
   }
   return fail(ECANCELED, "stopped");
 }
@@ -272,7 +292,7 @@ std::optional<changes::Batch> NodeSession::take_batch() {
   changes::Batch batch = log_.take();
   if (batch.empty()) return std::nullopt;
   batch.number = next_number_++;
-  inflight_oldest_ns_ = since != 0 ? since : realtime_ns();
+  inflight_oldest_ns_ = since != 0 ? since : wire::realtime_ns();
   inflight_bytes_ = batch.dirty_bytes();
   return batch;
 }
@@ -281,6 +301,7 @@ Result<void> NodeSession::ship(net::Conn& conn, changes::Batch& batch) {
   auto t0 = Clock::now();
   uint64_t sent_before = conn.bytes_sent();
   BKP_TRY_VOID(send_status(conn, ""));
+  progress_.batch(batch, inflight_baseline_ ? "baseline" : "");
   StatusSource source(*this, conn);
   BKP_TRY_VOID(changes::send_batch(conn, batch, source, counters_));
   BKP_TRY_VOID(changes::await_ack(conn, batch.number, kAckTimeoutMs));
@@ -329,7 +350,7 @@ Result<changes::Batch> NodeSession::take_baseline() {
   UniqueFd dir(::openat(root_fd_, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!dir) return fail_errno("baseline: open root");
   // The baseline stands for everything unacknowledged so far: it is as old as the oldest of that.
-  int64_t oldest = realtime_ns();
+  int64_t oldest = wire::realtime_ns();
   if (inflight_) oldest = std::min(oldest, inflight_oldest_ns_);
   inflight_.reset();
   Result<changes::Batch> batch;

@@ -15,6 +15,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -22,7 +23,9 @@
 
 #include "common/changes/change_log.h"
 #include "common/changes/shipper.h"
+#include "common/changes/transfer_progress.h"
 #include "common/net/conn.h"
+#include "common/progress.h"
 #include "common/result.h"
 #include "common/unique_fd.h"
 #include "fs/attach_listener.h"
@@ -34,6 +37,7 @@ struct SessionOptions {
   std::string host;       // the volume's host name (Hello.name)
   std::string path;       // the absolute path this node serves; Attach.path must equal it
   uint64_t instance = 0;  // random per process start (Hello.instance)
+  std::shared_ptr<progress::Meter> meter;  // shows what is shipped (must not be null)
 };
 
 class NodeSession {
@@ -86,11 +90,13 @@ class NodeSession {
   Recorder& recorder_;
   const int root_fd_;
   changes::ShipCounters counters_;
+  changes::SendProgress progress_;  // session thread only
 
   // Owned by the session thread.
   std::optional<changes::Batch> inflight_;  // sent (or about to be), not yet acknowledged
   int64_t inflight_oldest_ns_ = 0;          // CLOCK_REALTIME of its oldest change
   uint64_t inflight_bytes_ = 0;             // its dirty bytes
+  bool inflight_baseline_ = false;          // inflight_ is a baseline
   uint64_t next_number_ = 1;                // batch numbers are ours, strictly increasing
   std::chrono::steady_clock::time_point last_status_{};
 

@@ -61,7 +61,4 @@ class Recorder {
   std::atomic<int64_t> since_ns_{0};
 };
 
-// CLOCK_REALTIME now, in nanoseconds (the wire's time base).
-int64_t realtime_ns();
-
 }  // namespace bkp::fs

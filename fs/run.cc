@@ -33,6 +33,7 @@
 #include "common/changes/change_log.h"
 #include "common/log.h"
 #include "common/path.h"
+#include "common/progress.h"
 #include "common/unique_fd.h"
 #include "fs/fs.h"
 #include "fs/inode_table.h"
@@ -247,7 +248,13 @@ int run(const Options& options) {
     return 1;
   }
 
-  NodeSession session({*host, *path, random_instance()}, std::move(*listener), change_log,
+  // After daemonizing: the display's thread must live in the process that stays.
+  progress::Display display(progress::display_options(options.progress_every));
+  auto meter = std::make_shared<progress::Meter>(*host + ":" + *path);
+  display.add(meter);
+  display.set_idle_status([&] { return fmt::format("serving {}:{}, idle", *host, *path); });
+  display.start();
+  NodeSession session({*host, *path, random_instance(), meter}, std::move(*listener), change_log,
                       recorder, (*table)->mount_fd());
   session.start();
   int loop_result = fuse.loop(kMaxThreads);
@@ -259,6 +266,7 @@ int run(const Options& options) {
   log::info("unmounted {}; {} ops, {} files, {} dirty bytes still recorded", *path, stats.ops,
             stats.files, stats.dirty_bytes);
   bool drained = session.drain(std::chrono::duration_cast<std::chrono::milliseconds>(kDrainGrace));
+  display.stop();
   if (drained) {
     log::info("all changes acknowledged; exiting");
   } else {

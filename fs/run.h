@@ -3,6 +3,7 @@
 // only parses flags into Options.
 #pragma once
 
+#include <chrono>
 #include <string>
 
 #include "common/log.h"
@@ -16,6 +17,7 @@ struct Options {
   std::string port_file;      // if set: the bound port, in decimal, once listening
   std::string host;           // volume host name; empty = gethostname()
   bool foreground = false;
+  std::chrono::milliseconds progress_every{std::chrono::seconds(10)};
   log::Level level = log::Level::kInfo;
 };
 

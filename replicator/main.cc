@@ -9,12 +9,14 @@
 #include "common/log.h"
 #include "common/net/socket.h"
 #include "common/path.h"
+#include "common/progress.h"
 #include "replicator/replicator.h"
 
 namespace {
 
 void usage(FILE* out) {
-  std::fputs("usage: replicator --server ADDR:PORT --root DIR [--name NAME] [-v|-q]\n", out);
+  std::fputs("usage: replicator --server ADDR:PORT --root DIR [--name NAME] [--progress-every SECONDS] "
+      "[-v|-q]\n", out);
 }
 
 }  // namespace
@@ -25,6 +27,7 @@ int main(int argc, char** argv) {
   const option longopts[] = {
       {"server", required_argument, nullptr, 's'}, {"root", required_argument, nullptr, 'r'},
       {"name", required_argument, nullptr, 'n'},   {"verbose", no_argument, nullptr, 'v'},
+      {"progress-every", required_argument, nullptr, 'e'},
       {"quiet", no_argument, nullptr, 'q'},        {"help", no_argument, nullptr, 'h'},
       {nullptr, 0, nullptr, 0}};
   int c;
@@ -33,6 +36,15 @@ int main(int argc, char** argv) {
       case 's': options.server = optarg; break;
       case 'r': options.root = optarg; break;
       case 'n': options.name = optarg; break;
+      case 'e': {
+        auto every = bkp::progress::parse_every(optarg);
+        if (!every) {
+          std::fprintf(stderr, "replicator: --progress-every: %s\n", every.error().message.c_str());
+          return kExitUsage;
+        }
+        options.progress_every = *every;
+        break;
+      }
       case 'v': bkp::log::set_level(bkp::log::Level::kDebug); break;
       case 'q': bkp::log::set_level(bkp::log::Level::kWarn); break;
       case 'h': usage(stdout); return 0;

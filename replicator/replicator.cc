@@ -24,6 +24,7 @@
 #include "common/log.h"
 #include "common/net/conn.h"
 #include "common/net/socket.h"
+#include "common/progress.h"
 #include "replicator/session.h"
 
 namespace bkp::replicator {
@@ -46,8 +47,8 @@ uint64_t random_instance() {
 
 class Replicator {
  public:
-  explicit Replicator(const Options& options)
-      : options_(options), trees_(options.root), instance_(random_instance()) {}
+  Replicator(const Options& options, progress::Display& display)
+      : options_(options), trees_(options.root, &display), instance_(random_instance()) {}
 
   void loop(const net::HostPort& server) {
     auto backoff = kMinBackoff;
@@ -146,7 +147,11 @@ int run(const Options& options) {
   pthread_sigmask(SIG_BLOCK, &mask, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
-  Replicator replicator(options);
+  progress::Display display(progress::display_options(options.progress_every));
+  display.set_idle_status(
+      [&] { return fmt::format("replica {} of {}, idle", options.name, options.server); });
+  display.start();
+  Replicator replicator(options, display);
   std::thread signals([&] {
     int sig = 0;
     sigwait(&mask, &sig);
@@ -155,6 +160,7 @@ int run(const Options& options) {
   });
   replicator.loop(*server);
   signals.join();
+  display.stop();
   return 0;
 }
 

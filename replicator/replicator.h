@@ -1,6 +1,7 @@
 // The replicator process after flag parsing.
 #pragma once
 
+#include <chrono>
 #include <string>
 
 namespace bkp::replicator {
@@ -11,6 +12,7 @@ struct Options {
   std::string server;  // "ADDR:PORT", already checked by main
   std::string root;
   std::string name;    // replica name, already validated
+  std::chrono::milliseconds progress_every{std::chrono::seconds(10)};
 };
 
 // Connects to backupd (forever, with backoff) and rebuilds its volumes under root. Returns the

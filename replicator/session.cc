@@ -75,17 +75,30 @@ class Session {
         current_ = BKP_TRY(trees_.open(sel.host, sel.path));
         return {};
       }
+      case wire::MsgType::kNodeStatus: {  // what this replica still lacks of the volume
+        auto status = BKP_TRY(wire::decode_node_status(frame.payload));
+        BKP_TRY(selected())->progress.status(status);
+        return {};
+      }
       case wire::MsgType::kOp: {
         auto op = BKP_TRY(wire::decode_op(frame.payload));
-        return BKP_TRY(selected())->apply(op);
+        Tree* tree = BKP_TRY(selected());
+        BKP_TRY_VOID(tree->applier->apply(op));
+        tree->progress.op(op);
+        return {};
       }
       case wire::MsgType::kWrite: {
         auto w = BKP_TRY(wire::decode_write(frame.flags, frame.payload));
-        return BKP_TRY(selected())->write(w);
+        Tree* tree = BKP_TRY(selected());
+        BKP_TRY_VOID(tree->applier->write(w));
+        tree->progress.applied(w.id, w.data.size());
+        return {};
       }
       case wire::MsgType::kCommit: {
         auto c = BKP_TRY(wire::decode_commit(frame.payload));
-        BKP_TRY_VOID(BKP_TRY(selected())->commit());
+        Tree* tree = BKP_TRY(selected());
+        BKP_TRY_VOID(tree->applier->commit());
+        tree->progress.committed();
         BKP_TRY_VOID(send_msg(conn_, wire::MsgType::kAck, wire::Ack{c.batch}));
         log::debug("volume {}: batch {} committed", volume_, c.batch);
         ++acked;
@@ -102,7 +115,7 @@ class Session {
     }
   }
 
-  Result<changes::Applier*> selected() {
+  Result<Tree*> selected() {
     if (current_ == nullptr) return fail(EPROTO, "data before any select");
     return current_;
   }
@@ -115,22 +128,30 @@ class Session {
 
   net::Conn& conn_;
   Trees& trees_;
-  changes::Applier* current_ = nullptr;  // owned by trees_
+  Tree* current_ = nullptr;  // owned by trees_
   std::string volume_;                   // "host:/path" of current_
 };
 
 }  // namespace
 
-Result<changes::Applier*> Trees::open(const std::string& host, const std::string& path) {
+Result<Tree*> Trees::open(const std::string& host, const std::string& path) {
   std::string key = host + ":" + path;
-  auto it = appliers_.find(key);
-  if (it != appliers_.end()) return it->second.get();
+  auto it = trees_.find(key);
+  if (it != trees_.end()) return it->second.get();
   std::string tree = fmt::format("{}/{}/{}", root_, host, path.substr(1));
   std::string ids = fmt::format("{}/.ids/{}/{}", root_, host, escape_path(path));
   auto applier = changes::Applier::open(tree, ids);
   if (!applier) return tl::unexpected(applier.error().wrap("open replica of " + key));
   log::info("volume {} -> {}", key, tree);
-  return appliers_.emplace(key, std::move(*applier)).first->second.get();
+  auto meter = std::make_shared<progress::Meter>(key);
+  meter->begin("baseline");
+  if (display_) display_->add(meter);
+  auto entry = std::make_unique<Tree>(Tree{std::move(*applier), meter, changes::ReceiveProgress(meter)});
+  return trees_.emplace(key, std::move(entry)).first->second.get();
+}
+
+void Trees::interrupt_all() {
+  for (auto& [key, tree] : trees_) tree->progress.interrupted();
 }
 
 SessionEnd run_session(net::Conn& conn, const std::string& name, uint64_t instance, Trees& trees) {
@@ -142,6 +163,7 @@ SessionEnd run_session(net::Conn& conn, const std::string& name, uint64_t instan
   end.welcomed = true;
   Session session(conn, trees);
   end.error = session.serve(end.acked);
+  trees.interrupt_all();
   return end;
 }
 

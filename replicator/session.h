@@ -7,25 +7,40 @@
 #include <string>
 
 #include "common/changes/applier.h"
+#include "common/changes/transfer_progress.h"
 #include "common/net/conn.h"
+#include "common/progress.h"
 #include "common/result.h"
 
 namespace bkp::replicator {
 
 constexpr int kHelloOkTimeoutMs = 10000;
 
-// The replica trees under ROOT, one Applier per volume, opened on first Select and kept for the
-// process's life (an Applier carries a baseline in progress across reconnects).
+// One volume's replica: its Applier and the progress of what backupd sends into it.
+struct Tree {
+  std::unique_ptr<changes::Applier> applier;
+  std::shared_ptr<progress::Meter> meter;
+  changes::ReceiveProgress progress;
+};
+
+// The replica trees under ROOT, one per volume, opened on first Select and kept for the
+// process's life (an Applier carries a baseline in progress across reconnects). The first
+// transfer of each is a baseline: this process's instance is new to backupd.
 // Layout: ROOT/<host>/<path without leading '/'> and ROOT/.ids/<host>/<escaped path>.
 class Trees {
  public:
-  explicit Trees(std::string root) : root_(std::move(root)) {}
+  // display, if given, shows each tree's progress.
+  Trees(std::string root, progress::Display* display)
+      : root_(std::move(root)), display_(display) {}
   // host and path must be validated.
-  Result<changes::Applier*> open(const std::string& host, const std::string& path);
+  Result<Tree*> open(const std::string& host, const std::string& path);
+  // The session ended: transfers still running show as stopped.
+  void interrupt_all();
 
  private:
   std::string root_;
-  std::map<std::string, std::unique_ptr<changes::Applier>> appliers_;  // by "host:path"
+  progress::Display* display_;
+  std::map<std::string, std::unique_ptr<Tree>> trees_;  // by "host:path"
 };
 
 struct SessionEnd {

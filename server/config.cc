@@ -10,6 +10,8 @@
 #include <set>
 #include <toml++/toml.h>
 
+#include "common/progress.h"
+
 namespace bkp::server {
 namespace {
 
@@ -88,6 +90,10 @@ Result<Settings> load_settings(const Options& options) {
     s.listen = *hp;
   }
   s.port_file = options.port_file;
+  if (!options.progress_every.empty()) {
+    s.progress_every = BKP_TRY(progress::parse_every(options.progress_every)
+                                   .map_error([](Error e) { return e.wrap("--progress-every"); }));
+  }
   return s;
 }
 

@@ -14,6 +14,7 @@
 //   keep_snapshots = 10
 #pragma once
 
+#include <chrono>
 #include <string>
 
 #include "common/net/socket.h"
@@ -30,6 +31,7 @@ struct Options {
   std::string config_file;
   std::string listen;
   std::string port_file;
+  std::string progress_every;  // seconds
 };
 
 struct Settings {
@@ -38,6 +40,7 @@ struct Settings {
   std::string port_file;
   int snapshot_gzip_level = 1;
   int keep_snapshots = 10;
+  std::chrono::milliseconds progress_every{std::chrono::seconds(10)};
 };
 
 // Reads the config file if one is given (keys above) and applies the flags over it.

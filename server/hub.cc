@@ -70,6 +70,7 @@ void Hub::load_hosts(const std::filesystem::path& root, std::error_code& ec) {
       }
       log::info("volume {} loaded (instance {}, committed {})", (*v)->name(), (*v)->state.instance,
                 (*v)->state.committed);
+      show((*v)->ingest);
       std::lock_guard lock(mu_);
       volumes_.emplace((*v)->name(), std::move(*v));
     }
@@ -131,6 +132,7 @@ Result<std::shared_ptr<Volume>> Hub::volume(const std::string& host, const std::
     volumes_.emplace(v->name(), v);
     for (auto& [name, r] : replicas_) replicas.push_back(r);
   }
+  show(v->ingest);
   log::info("volume {} created", v->name());
   for (auto& r : replicas) {
     auto res = ensure_stream(v, *r);
@@ -202,9 +204,13 @@ Result<void> Hub::ensure_stream(const std::shared_ptr<Volume>& volume, Replica& 
   stream->volume = volume;
   stream->instance = instance;
   stream->notifier = replica.notifier_;
+  stream->meter = std::make_shared<progress::Meter>(volume->name() + " to " + replica.name());
+  show(stream->meter);
   log::info("baseline of {} for replica {}: {} operations, {} files, {} bytes", volume->name(),
             replica.name(), batch->ops.size(), batch->files.size(), batch->dirty_bytes());
-  stream->pending = std::move(*batch);
+  stream->progress.emplace(stream->meter, stream->log);
+  stream->baseline = true;
+  stream->set_pending(std::move(*batch), wire::realtime_ns());
   volume->sinks[replica.name()] = stream;
   {
     std::lock_guard rlock(replica.mu_);
@@ -212,6 +218,34 @@ Result<void> Hub::ensure_stream(const std::shared_ptr<Volume>& volume, Replica& 
   }
   replica.notifier_->notify();
   return {};
+}
+
+std::vector<ReplicaLag> Hub::replica_lags(const std::string& volume_name) {
+  std::vector<std::shared_ptr<Replica>> replicas;
+  {
+    std::lock_guard lock(mu_);
+    for (auto& [name, r] : replicas_) replicas.push_back(r);
+  }
+  std::vector<ReplicaLag> out;
+  for (auto& r : replicas) {
+    std::shared_ptr<ReplicaStream> s;
+    bool connected = false;
+    {
+      std::lock_guard rlock(r->mu_);
+      connected = r->connected_;
+      auto it = r->streams_.find(volume_name);
+      if (it != r->streams_.end()) s = it->second;
+    }
+    ReplicaLag lag = s ? s->lag() : ReplicaLag{};
+    lag.replica = r->name();
+    lag.connected = connected;
+    out.push_back(std::move(lag));
+  }
+  return out;
+}
+
+void Hub::show(const std::shared_ptr<progress::Meter>& meter) {
+  if (display_) display_->add(meter);
 }
 
 std::vector<std::shared_ptr<Volume>> Hub::all_volumes() {

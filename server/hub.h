@@ -50,7 +50,9 @@ Result<void> validate_volume_host(std::string_view host);
 
 class Hub {
  public:
-  explicit Hub(std::string state_dir) : state_dir_(std::move(state_dir)) {}
+  // display, if given, shows the progress of every volume's ingest and replica stream.
+  explicit Hub(std::string state_dir, progress::Display* display = nullptr)
+      : state_dir_(std::move(state_dir)), display_(display) {}
   ~Hub();  // breaks the volume <-> stream reference cycles
 
   // Opens every volume found under state_dir/volumes. A volume that cannot be opened is logged
@@ -68,6 +70,9 @@ class Hub {
   // Sessions still holding it finish with it; deleting its directory is the caller's job.
   void remove_volume(const std::string& host, const std::string& path);
   std::vector<std::shared_ptr<Volume>> all_volumes();
+  // Every known replica's lag on the volume named `volume_name` (Volume::name()), by replica
+  // name. Takes no volume mutex, so it answers while a snapshot run holds the volume.
+  std::vector<ReplicaLag> replica_lags(const std::string& volume_name);
 
   // Marks the replica connected (EBUSY if it already is), rebuilding its streams if instance
   // is not the one it last connected with. Then makes sure every volume has a stream for it.
@@ -82,8 +87,10 @@ class Hub {
   // has one for the replica's current instance. Idempotent, so racing callers are harmless.
   Result<void> ensure_stream(const std::shared_ptr<Volume>& volume, Replica& replica);
   void load_hosts(const std::filesystem::path& root, std::error_code& ec);
+  void show(const std::shared_ptr<progress::Meter>& meter);
 
   const std::string state_dir_;
+  progress::Display* const display_;
   std::mutex mu_;
   // Guarded by mu_.
   std::map<std::string, std::shared_ptr<Volume>> volumes_;  // by Volume::name()

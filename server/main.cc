@@ -6,6 +6,7 @@
 
 #include "common/log.h"
 #include "common/net/socket.h"
+#include "common/progress.h"
 #include "server/server.h"
 
 namespace {
@@ -13,7 +14,7 @@ namespace {
 void usage(FILE* out) {
   std::fputs(
       "usage: backupd --state-dir DIR [--config FILE] [--listen ADDR:PORT] [--port-file FILE] "
-      "[-v|-q]\n",
+      "[--progress-every SECONDS] [-v|-q]\n",
       out);
 }
 
@@ -25,6 +26,7 @@ int main(int argc, char** argv) {
   const option longopts[] = {
       {"state-dir", required_argument, nullptr, 's'}, {"config", required_argument, nullptr, 'c'},
       {"listen", required_argument, nullptr, 'l'},    {"port-file", required_argument, nullptr, 'p'},
+      {"progress-every", required_argument, nullptr, 'e'},
       {"verbose", no_argument, nullptr, 'v'},         {"quiet", no_argument, nullptr, 'q'},
       {"help", no_argument, nullptr, 'h'},            {nullptr, 0, nullptr, 0}};
   int c;
@@ -34,6 +36,7 @@ int main(int argc, char** argv) {
       case 'c': options.config_file = optarg; break;
       case 'l': options.listen = optarg; break;
       case 'p': options.port_file = optarg; break;
+      case 'e': options.progress_every = optarg; break;
       case 'v': bkp::log::set_level(bkp::log::Level::kDebug); break;
       case 'q': bkp::log::set_level(bkp::log::Level::kWarn); break;
       case 'h': usage(stdout); return 0;
@@ -53,6 +56,12 @@ int main(int argc, char** argv) {
   if (!options.listen.empty()) {
     if (auto hp = bkp::net::parse_host_port(options.listen); !hp) {
       std::fprintf(stderr, "backupd: --listen: %s\n", hp.error().message.c_str());
+      return kExitUsage;
+    }
+  }
+  if (!options.progress_every.empty()) {
+    if (auto e = bkp::progress::parse_every(options.progress_every); !e) {
+      std::fprintf(stderr, "backupd: --progress-every: %s\n", e.error().message.c_str());
       return kExitUsage;
     }
   }

@@ -22,6 +22,7 @@
 #include <optional>
 #include <utility>
 
+#include "common/changes/transfer_progress.h"
 #include "common/log.h"
 #include "server/peer.h"
 
@@ -31,7 +32,10 @@ namespace {
 class NodeSession {
  public:
   NodeSession(net::Conn& conn, std::shared_ptr<Volume> volume, uint64_t instance)
-      : conn_(conn), volume_(std::move(volume)), instance_(instance) {}
+      : conn_(conn), volume_(std::move(volume)), instance_(instance), progress_(volume_->ingest) {}
+
+  // The stream ended: an unfinished transfer shows as stopped.
+  void interrupted() { progress_.interrupted(); }
 
   // Applies frames until the connection ends. Returns the error that ended it.
   Error serve() {
@@ -45,6 +49,7 @@ class NodeSession {
         auto status = wire::decode_node_status(frame->payload);
         if (!status) return status.error();
         volume_->set_node_status(*status, now_ms());
+        progress_.status(*status);
         unaccounted += frame_bytes;
         continue;
       }
@@ -78,6 +83,7 @@ class NodeSession {
         auto op = BKP_TRY(wire::decode_op(frame.payload));
         v.in_batch = true;
         BKP_TRY_VOID(v.applier->apply(op));
+        progress_.op(op);
         v.fan_out(op);
         v.count_op(op);
         v.stats.ops += 1;
@@ -90,6 +96,7 @@ class NodeSession {
         v.fan_out_write(w.id, w.offset, w.data.size());
         v.count_write(w.id, w.data.size());
         v.stats.data_bytes += w.data.size();
+        progress_.applied(w.id, w.data.size());
         return {};
       }
       case wire::MsgType::kCommit: {
@@ -102,6 +109,7 @@ class NodeSession {
         v.stats.batches += 1;
         if (auto s = v.save_stats(); !s) log::warn("volume {}: {}", v.name(), s.error().message);
         v.notify_sinks();
+        progress_.committed();
         log::debug("volume {}: batch {} committed", v.name(), c.batch);
         ack = c.batch;
         return {};
@@ -117,6 +125,7 @@ class NodeSession {
   net::Conn& conn_;
   std::shared_ptr<Volume> volume_;
   const uint64_t instance_;  // written to `state` with each commit
+  changes::ReceiveProgress progress_;
 };
 
 }  // namespace
@@ -144,6 +153,7 @@ Error run_node_session(net::Conn& conn, const std::shared_ptr<Volume>& volume,
             hello.name, v.name(), hello.instance, ok.committed,
             ok.need_baseline ? "baseline needed" : "resuming");
 
+  if (ok.need_baseline) v.ingest->begin("baseline");
   NodeSession session(conn, volume, hello.instance);
   Error end{};
   if (auto sent = send_msg(conn, wire::MsgType::kHelloOk, ok); !sent) {
@@ -151,6 +161,7 @@ Error run_node_session(net::Conn& conn, const std::shared_ptr<Volume>& volume,
   } else {
     end = session.serve();
   }
+  session.interrupted();
   {
     std::lock_guard lock(v.mu);
     v.node_connected = false;

@@ -14,6 +14,7 @@
 #include <fmt/format.h>
 
 #include "common/changes/shipper.h"
+#include "common/changes/transfer_progress.h"
 #include "common/log.h"
 #include "common/path.h"
 #include "server/peer.h"
@@ -45,14 +46,21 @@ class ReplicaSession {
     for (size_t i = 0; i < streams.size(); ++i) {
       size_t index = (next_ + i) % streams.size();
       ReplicaStream& s = *streams[index];
-      if (!s.pending && s.log.wait(std::chrono::milliseconds(0))) s.pending = s.log.take();
+      if (!s.pending && s.log.wait(std::chrono::milliseconds(0))) {
+        int64_t since = s.log_since_ns.exchange(0);
+        s.set_pending(s.log.take(), since);
+      }
       if (!s.pending || s.pending->empty()) {
-        s.pending.reset();
+        s.clear_pending();
         continue;
       }
       next_ = index + 1;
-      BKP_TRY_VOID(ship(s).map_error([&](Error e) { return e.wrap(s.volume->name()); }));
-      s.pending.reset();
+      if (auto shipped = ship(s); !shipped) {
+        s.progress->interrupted();
+        return tl::unexpected(shipped.error().wrap(s.volume->name()));
+      }
+      s.clear_pending();
+      s.progress->acked();
       return true;
     }
     return false;
@@ -64,7 +72,10 @@ class ReplicaSession {
     std::vector<uint8_t> payload;
     wire::encode(wire::Select{v.host(), v.path()}, payload);
     BKP_TRY_VOID(conn_.send(wire::MsgType::kSelect, 0, payload));
-    changes::ApplierSource source(*v.applier);  // open_id() is safe without the volume mutex
+    BKP_TRY_VOID(send_status(s));
+    s.progress->batch(batch, s.baseline ? "baseline" : "");
+    changes::ApplierSource mirror(*v.applier);  // open_id() is safe without the volume mutex
+    changes::ProgressSource source(mirror, *s.progress);
     uint64_t bytes_before = counters_.data_bytes;
     BKP_TRY_VOID(changes::send_batch(conn_, batch, source, counters_));
     BKP_TRY_VOID(changes::await_ack(conn_, batch.number, kReplicaAckTimeoutMs));
@@ -72,6 +83,20 @@ class ReplicaSession {
                replica_.name(), v.name(), batch.number, batch.ops.size(), batch.files.size(),
                counters_.data_bytes - bytes_before);
     return {};
+  }
+
+  // What the replica still lacks of the selected volume, the pending batch included, so the
+  // replicator can show its progress (the same frame a node sends backupd).
+  Result<void> send_status(ReplicaStream& s) {
+    ReplicaLag lag = s.lag();
+    wire::NodeStatus status;
+    status.pending_ops = lag.pending_ops;
+    status.pending_files = lag.pending_files;
+    status.pending_bytes = lag.pending_bytes;
+    status.oldest_ns = lag.oldest_ns;
+    std::vector<uint8_t> payload;
+    wire::encode(status, payload);
+    return conn_.send(wire::MsgType::kNodeStatus, 0, payload);
   }
 
   // While idle the replica should send nothing; anything readable is either its close or a

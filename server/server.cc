@@ -39,7 +39,8 @@
 
 #include "common/log.h"
 #include "server/catalog.h"
-#include "server/systemd_notify.h"
+#include "common/progress.h"
+#include "common/systemd_notify.h"
 #include "server/control_session.h"
 #include "server/hub.h"
 #include "server/peer.h"
@@ -100,7 +101,10 @@ Result<uint64_t> load_server_id(const std::string& state_dir) {
 
 class Server {
  public:
-  explicit Server(Settings settings) : settings_(std::move(settings)), hub_(settings_.state_dir) {}
+  explicit Server(Settings settings)
+      : settings_(std::move(settings)),
+        display_(progress::display_options(settings_.progress_every)),
+        hub_(settings_.state_dir, &display_) {}
 
   int run(int signal_fd) {
     if (!open_state()) return 1;
@@ -128,8 +132,12 @@ class Server {
       }
     }
     log::info("listening on {}:{}", settings_.listen.host, bound.port);
-    notifier_.ready(fmt::format("listening on {}:{}, {} volumes", settings_.listen.host,
-                                bound.port, hub_.all_volumes().size()));
+    std::string where = fmt::format("listening on {}:{}", settings_.listen.host, bound.port);
+    notifier_.ready(fmt::format("{}, {} volumes", where, hub_.all_volumes().size()));
+    display_.set_idle_status([this, where] {
+      return fmt::format("{}, {} volumes, idle", where, hub_.all_volumes().size());
+    });
+    display_.start();
 
     while (true) {
       notifier_.watchdog();
@@ -281,10 +289,12 @@ class Server {
     hub_.wake_all();
     for (auto& w : workers_) w.thread.join();
     workers_.clear();
+    display_.stop();
     log::info("stopped");
   }
 
   Settings settings_;
+  progress::Display display_;  // shows hub_'s meters, so it outlives hub_
   Hub hub_;
   SystemdNotifier notifier_;
   std::unique_ptr<Catalog> catalog_;

@@ -91,12 +91,14 @@ Result<std::shared_ptr<Volume>> Volume::open(const std::string& host, const std:
   auto applier = changes::Applier::open(dir + "/mirror", dir + "/ids");
   if (!applier) return tl::unexpected(applier.error().wrap("volume " + v->name()));
   v->applier = std::move(*applier);
+  v->ingest = std::make_shared<progress::Meter>(v->name());
   v->state = BKP_TRY(read_state(dir + "/state"));
   return v;
 }
 
 void Volume::fan_out(const wire::Op& op) {
   for (auto& [name, sink] : sinks) {
+    mark_behind(*sink);
     if (op.kind == wire::OpKind::kTruncate) {
       sink->log.truncate(changes::FileRef{op.id, ""}, op.size);
     } else if (op.kind == wire::OpKind::kAttr && op.id != 0) {
@@ -110,7 +112,42 @@ void Volume::fan_out(const wire::Op& op) {
 }
 
 void Volume::fan_out_write(uint64_t id, uint64_t offset, uint64_t length) {
-  for (auto& [name, sink] : sinks) sink->log.write(changes::FileRef{id, ""}, offset, length);
+  for (auto& [name, sink] : sinks) {
+    mark_behind(*sink);
+    sink->log.write(changes::FileRef{id, ""}, offset, length);
+  }
+}
+
+void ReplicaStream::set_pending(changes::Batch batch, int64_t since_ns) {
+  pending_ops = batch.ops.size();
+  pending_files = batch.files.size();
+  pending_bytes = batch.dirty_bytes();
+  pending_since_ns = since_ns;
+  pending = std::move(batch);
+}
+
+void ReplicaStream::clear_pending() {
+  pending.reset();
+  baseline = false;
+  pending_since_ns = 0;
+  pending_ops = pending_files = pending_bytes = 0;
+}
+
+ReplicaLag ReplicaStream::lag() const {
+  ReplicaLag lag;
+  changes::LogStats st = log.stats();
+  lag.pending_ops = st.ops + pending_ops;
+  lag.pending_files = st.files + pending_files;
+  lag.pending_bytes = st.dirty_bytes + pending_bytes;
+  int64_t a = log_since_ns, b = pending_since_ns;
+  lag.oldest_ns = a == 0 ? b : b == 0 ? a : std::min(a, b);
+  if (meter) lag.transfer = meter->view();
+  return lag;
+}
+
+void Volume::mark_behind(ReplicaStream& sink) {
+  int64_t none = 0;
+  sink.log_since_ns.compare_exchange_strong(none, wire::realtime_ns());
 }
 
 void Volume::notify_sinks() {

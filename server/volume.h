@@ -12,6 +12,7 @@
 // reverse.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <map>
@@ -24,6 +25,8 @@
 
 #include "common/changes/applier.h"
 #include "common/changes/change_log.h"
+#include "common/changes/transfer_progress.h"
+#include "common/progress.h"
 #include "common/result.h"
 #include "common/wire/messages.h"
 
@@ -68,6 +71,18 @@ class Notifier {
 
 class Volume;
 
+// What one replica still lacks of a volume (Hub::replica_lags), readable while a snapshot run
+// holds the volume's mutex.
+struct ReplicaLag {
+  std::string replica;
+  bool connected = false;
+  uint64_t pending_ops = 0;    // in its log plus the batch being sent
+  uint64_t pending_files = 0;
+  uint64_t pending_bytes = 0;
+  int64_t oldest_ns = 0;       // CLOCK_REALTIME of the oldest change it lacks; 0 if none
+  progress::View transfer;     // the running episode (active) or the last one
+};
+
 // What one replica still needs of one volume. `log` is fed by the node session (under the
 // volume's mutex); `pending` is the batch being (re)sent and is touched only by the replica's
 // session thread, of which there is at most one.
@@ -77,7 +92,28 @@ struct ReplicaStream {
   std::shared_ptr<Notifier> notifier;
   changes::ChangeLog log;
   std::optional<changes::Batch> pending;
+  // Progress of this stream ("host:/path to replica"), fed by the replica session through
+  // `progress` (session thread only).
+  std::shared_ptr<progress::Meter> meter;
+  std::optional<changes::SendProgress> progress;
+  // CLOCK_REALTIME of the oldest change the replica does not have yet (log or pending batch);
+  // 0 when it has everything. Set by the node session (under Volume::mu) when the log gains its
+  // first change, by the replica session when it takes or finishes a batch.
+  std::atomic<int64_t> log_since_ns{0};
+  std::atomic<int64_t> pending_since_ns{0};
+  // Of the pending batch, for status readers that must not take Volume::mu.
+  std::atomic<uint64_t> pending_ops{0}, pending_files{0}, pending_bytes{0};
+  bool baseline = false;  // pending is the stream's baseline
+
+  // Makes batch the one to send, its oldest change dated since_ns (session thread, or the Hub
+  // while it builds the stream).
+  void set_pending(changes::Batch batch, int64_t since_ns);
+  // The pending batch was acknowledged.
+  void clear_pending();
+  // Its lag (everything but the replica's name and connection), without Volume::mu.
+  ReplicaLag lag() const;
 };
+
 
 class Volume {
  public:
@@ -96,6 +132,8 @@ class Volume {
   std::mutex mu;
   // Everything below is guarded by mu.
   std::unique_ptr<changes::Applier> applier;  // set once by open(); open_id() needs no lock
+  // Progress of the node's stream into the mirror (set once by open(); has its own lock).
+  std::shared_ptr<progress::Meter> ingest;
   VolumeState state;                          // as on disk after the last commit, plus changes
                                               // applied since (saved with the next commit)
   VolumeStats stats;
@@ -126,6 +164,9 @@ class Volume {
   std::optional<NodeStatusSample> node_status() const;
 
  private:
+  // Dates the sink's oldest missing change, if its log was empty until now (mu held).
+  static void mark_behind(ReplicaStream& sink);
+
   Volume(std::string host, std::string path, std::string dir)
       : host_(std::move(host)), path_(std::move(path)), dir_(std::move(dir)),
         name_(host_ + ":" + path_) {}

@@ -36,6 +36,7 @@ Result<void> send_file(net::Conn& conn, const FileChange& change, DataSource& so
           wire::encode_write(change.ref.id, off, std::span<const uint8_t>(buf.data(), got), payload);
       BKP_TRY_VOID(conn.send(wire::MsgType::kWrite, flags, payload));
       counters.data_bytes += got;
+      source.sent(change.ref, got);
       off += got;
       if (got < want) break;
     }

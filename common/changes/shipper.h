@@ -26,6 +26,11 @@ class DataSource {
   virtual ~DataSource() = default;
   // ENOENT/ESTALE when the file is gone; any other error aborts the batch.
   virtual Result<UniqueFd> open_file(const FileRef& file) = 0;
+  // Called after each Write frame of the file was queued (progress reporting); default: nothing.
+  virtual void sent(const FileRef& file, uint64_t bytes) {
+    (void)file;
+    (void)bytes;
+  }
 };
 
 struct ShipCounters {

@@ -3,6 +3,7 @@
 // enum values, so a peer that disagrees about the format fails loudly on the first frame.
 #include "common/wire/messages.h"
 
+#include <time.h>
 #include <zstd.h>
 
 #include "common/wire/codec.h"
@@ -62,6 +63,12 @@ const char* op_name(OpKind kind) {
 
 int64_t to_ns(const struct timespec& ts) {
   return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
+
+int64_t realtime_ns() {
+  struct timespec ts {};
+  ::clock_gettime(CLOCK_REALTIME, &ts);
+  return to_ns(ts);
 }
 
 Op attr_from_stat(std::string path, uint64_t id, const struct stat& st) {

@@ -108,6 +108,8 @@ struct Op {
 
 // Time as the wire carries it: nanoseconds since the epoch.
 int64_t to_ns(const struct timespec& ts);
+// CLOCK_REALTIME now, in nanoseconds (the wire's time base, e.g. NodeStatus.oldest_ns).
+int64_t realtime_ns();
 // An Attr op carrying st's permission bits, owner and times; by id when id != 0, else by path.
 Op attr_from_stat(std::string path, uint64_t id, const struct stat& st);
 

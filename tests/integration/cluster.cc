@@ -157,8 +157,8 @@ void ClusterTest::stop_watchdog() {
   unlink(port_file_.c_str());  // a stale port from a previous run must not be read
   backupd_ = std::make_unique<Daemon>(
       "backupd",
-      std::vector<std::string>{bin_.backupd, "--state-dir", state_, "--listen", address(port),
-                               "--port-file", port_file_},
+      with_progress({bin_.backupd, "--state-dir", state_, "--listen", address(port), "--port-file",
+                     port_file_}),
       logs_ + "/backupd.log");
   std::optional<uint16_t> got;
   wait_until(
@@ -207,8 +207,8 @@ void ClusterTest::stop_watchdog() {
     std::string name = "r" + std::to_string(i + 1);
     replicators_[i] = std::make_unique<Daemon>(
         name,
-        std::vector<std::string>{bin_.replicator, "--server", address(port_), "--root", roots_[i],
-                                 "--name", name},
+        with_progress({bin_.replicator, "--server", address(port_), "--root", roots_[i], "--name",
+                       name}),
         logs_ + "/" + name + ".log");
   }
   // A replicator retries its connection in the background; only an early exit is a failure.
@@ -227,7 +227,8 @@ void ClusterTest::stop_watchdog() {
   testutil::MountOptions opts;
   opts.binary = bin_.backupfs;
   opts.dir = src_;
-  opts.args = {"--listen", address(node_port), "--port-file", node_port_file_, "--host", kHost};
+  opts.args = with_progress(
+      {"--listen", address(node_port), "--port-file", node_port_file_, "--host", kHost});
   opts.log_path = logs_ + "/backupfs.log";
   auto m = testutil::MountedFs::mount(opts);
   if (!m) return ::testing::AssertionFailure() << m.error().message;
@@ -362,6 +363,18 @@ size_t ClusterTest::server_error_lines() const {
     if (line.find("error") != std::string::npos) ++n;
   }
   return n;
+}
+
+std::string ClusterTest::log_text(const std::string& name) const {
+  return testutil::read_file(logs_ + "/" + name + ".log").value_or("");
+}
+
+std::vector<std::string> ClusterTest::with_progress(std::vector<std::string> args) const {
+  if (!progress_every.empty()) {
+    args.push_back("--progress-every");
+    args.push_back(progress_every);
+  }
+  return args;
 }
 
 void ClusterTest::print_logs() const {

@@ -123,14 +123,19 @@ class ClusterTest : public ::testing::Test {
   std::optional<std::map<std::string, uint64_t>> server_stats() const;
   // Lines of backupd's log that contain "error" (any case).
   size_t server_error_lines() const;
+  // The text of a process's log: "backupd", "r1", "r2", "backupfs" ("" if none yet).
+  std::string log_text(const std::string& name) const;
   // Whether the watchdog fired: every wait should give up.
   bool expired() const { return expired_; }
 
   testutil::Daemon* backupd() { return backupd_.get(); }
+  // If set before the processes start: every daemon gets --progress-every this many seconds.
+  std::string progress_every;
   testutil::MountedFs* mount() { return mount_.get(); }
 
  private:
   void print_logs() const;
+  std::vector<std::string> with_progress(std::vector<std::string> args) const;
   void start_watchdog();
   void stop_watchdog();
 

@@ -1,11 +1,11 @@
-// sd_notify(3) wrapper for backupd (see systemd_notify.h). The main loop wakes at least once a
+// sd_notify(3) wrapper for the daemons (see systemd_notify.h). The main loop wakes at least once a
 // second, so pinging from it proves the loop that accepts connections and handles signals is
 // alive; WatchdogSec= in the unit is 30 s, far above that.
-#include "server/systemd_notify.h"
+#include "common/systemd_notify.h"
 
 #include <systemd/sd-daemon.h>
 
-namespace bkp::server {
+namespace bkp {
 
 void SystemdNotifier::ready(const std::string& status) {
   sd_notifyf(0, "READY=1\nSTATUS=%s", status.c_str());
@@ -24,4 +24,4 @@ void SystemdNotifier::watchdog() {
 
 void SystemdNotifier::stopping() { sd_notify(0, "STOPPING=1\nSTATUS=shutting down"); }
 
-}  // namespace bkp::server
+}  // namespace bkp
