@@ -211,7 +211,7 @@ std::string Display::describe(const View& v) {
 }
 
 std::string Display::bar_line(const View& v, size_t width) {
-  constexpr size_t kBar = 24;
+  constexpr size_t kBar = 20;
   size_t filled = static_cast<size_t>(v.percent()) * kBar / 100;
   std::string bar = "[" + std::string(filled, '#') + std::string(kBar - filled, '-') + "]";
   std::string text = fmt::format("{} {} {} {:3}% {}/{}", v.phase, v.subject, bar, v.percent(),
@@ -220,9 +220,11 @@ std::string Display::bar_line(const View& v, size_t width) {
   if (v.elapsed_s >= 0.5) text += fmt::format(" {}/s", format_bytes(v.rate()));
   if (!v.file.empty()) {
     std::string file = v.file;
-    size_t room = width > text.size() + 4 ? width - text.size() - 4 : 0;
-    if (file.size() > room) file = room > 3 ? "..." + file.substr(file.size() - (room - 3)) : "";
-    if (!file.empty()) text += "  " + file;
+    // The file's tail is what tells files apart; at least 16 columns of it, even if the line
+    // then gets cut at the terminal's edge.
+    size_t room = std::max<size_t>(width > text.size() + 3 ? width - text.size() - 3 : 0, 16);
+    if (file.size() > room) file = "..." + file.substr(file.size() - (room - 3));
+    text += "  " + file;
   }
   if (text.size() > width - 1) text.resize(width - 1);
   return text;

@@ -8,6 +8,7 @@
 
 #include <time.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include <fmt/format.h>
@@ -16,6 +17,29 @@ namespace bkp::server {
 namespace {
 
 json opt(const std::optional<std::string>& s) { return s ? json(*s) : json(nullptr); }
+
+json opt_text(const std::string& s) { return s.empty() ? json(nullptr) : json(s); }
+
+// Seconds from the oldest change not yet delivered until now, to the millisecond; 0 when
+// there is none.
+double lag_seconds(int64_t oldest_ns, int64_t now_ms) {
+  if (oldest_ns <= 0) return 0;
+  double lag = static_cast<double>(now_ms) / 1e3 - static_cast<double>(oldest_ns) / 1e9;
+  return std::max(0.0, std::round(lag * 1000) / 1000);
+}
+
+// A replica's entry in STATUS "replicas".
+json replica_json(const ReplicaLag& r, int64_t now_ms) {
+  return json{
+      {"name", r.replica},
+      {"connected", r.connected},
+      {"lag_ops", r.pending_ops},
+      {"lag_bytes", r.pending_bytes},
+      {"lag_files", r.pending_files},
+      {"lag_seconds", lag_seconds(r.oldest_ns, now_ms)},
+      {"transfer", transfer_json(r.transfer)},
+  };
+}
 
 const char* type_name(const json& v) {
   return v.is_string() ? "a string" : v.is_boolean() ? "a boolean"
@@ -70,6 +94,11 @@ ControlResult<int64_t> RequestArgs::integer_or(const char* key, int64_t fallback
   return integer(key);
 }
 
+bool RequestArgs::has(const char* key) const {
+  auto it = j_.find(key);
+  return it != j_.end() && !it->is_null();
+}
+
 ControlResult<bool> RequestArgs::boolean_or(const char* key, bool fallback) const {
   auto it = j_.find(key);
   if (it == j_.end() || it->is_null()) return fallback;
@@ -106,15 +135,12 @@ json snapshot_json(const SnapshotRecord& snap) {
 
 json volume_json(const VolumeView& v, int64_t now_ms) {
   int64_t lag_ops = 0, lag_bytes = 0;
-  double lag_seconds = 0;
+  double lag = 0;
   if (v.node_status) {
     const wire::NodeStatus& s = v.node_status->status;
     lag_ops = static_cast<int64_t>(s.pending_ops);
     lag_bytes = static_cast<int64_t>(s.pending_bytes);
-    if (s.oldest_ns > 0) {
-      double lag = static_cast<double>(now_ms) / 1e3 - static_cast<double>(s.oldest_ns) / 1e9;
-      lag_seconds = std::max(0.0, std::round(lag * 1000) / 1000);
-    }
+    lag = lag_seconds(s.oldest_ns, now_ms);
   }
   return json{
       {"host", v.reg.host},
@@ -126,11 +152,41 @@ json volume_json(const VolumeView& v, int64_t now_ms) {
       {"last_error", opt(v.link.last_error)},
       {"lag_ops", lag_ops},
       {"lag_bytes", lag_bytes},
-      {"lag_seconds", lag_seconds},
+      {"lag_seconds", lag},
       {"lag_updated_at", v.node_status ? json(iso_time(v.node_status->received_ms)) : json(nullptr)},
       {"last_run", v.last_run ? run_json(*v.last_run) : json(nullptr)},
       {"next_run", v.next_run ? json(iso_time(*v.next_run)) : json(nullptr)},
   };
+}
+
+json transfer_json(const progress::View& t) {
+  if (!t.active) return nullptr;
+  return json{
+      {"phase", t.phase},
+      {"percent", t.percent()},
+      {"done_bytes", t.done_bytes},
+      {"total_bytes", t.total_bytes},
+      {"files_left", t.pending_files},
+      {"file", opt_text(t.file)},
+      {"rate_bytes_per_second", std::round(t.rate())},
+      {"elapsed_seconds", std::round(t.elapsed_s * 1000) / 1000},
+  };
+}
+
+json status_json(const StatusView& v, const std::optional<SnapshotRecord>& last_snapshot,
+                 int64_t now_ms) {
+  json j = volume_json(v.volume, now_ms);
+  const auto& sample = v.volume.node_status;
+  j["lag_files"] = sample ? sample->status.pending_files : 0;
+  // What the node last said it was shipping is stale once the link is down.
+  j["current_file"] = sample && v.volume.link.connected ? opt_text(sample->status.current_file)
+                                                         : json(nullptr);
+  j["transfer"] = transfer_json(v.ingest);
+  json replicas = json::array();
+  for (const auto& r : v.replicas) replicas.push_back(replica_json(r, now_ms));
+  j["replicas"] = std::move(replicas);
+  j["last_snapshot"] = last_snapshot ? snapshot_json(*last_snapshot) : json(nullptr);
+  return j;
 }
 
 json error_json(const ControlError& e) {

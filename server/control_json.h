@@ -1,5 +1,5 @@
 // JSON shapes of the control protocol (docs/PROTOCOL.md "Control"): reading request fields
-// with clear bad_request errors, and writing VOLUME, RUN and SNAPSHOT objects.
+// with clear bad_request errors, and writing VOLUME, STATUS, TRANSFER, RUN and SNAPSHOT objects.
 //
 // Nothing here throws: fields are type-checked before they are read, and dump() replaces
 // invalid UTF-8 instead of throwing.
@@ -11,6 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/progress.h"
 #include "server/catalog.h"
 #include "server/registry.h"
 
@@ -30,6 +31,8 @@ class RequestArgs {
   ControlResult<int64_t> integer(const char* key) const;
   ControlResult<int64_t> integer_or(const char* key, int64_t fallback) const;
   ControlResult<bool> boolean_or(const char* key, bool fallback) const;
+  // Whether the request has the field with a non-null value.
+  bool has(const char* key) const;
 
  private:
   const json& j_;
@@ -39,6 +42,11 @@ json run_json(const RunRecord& run);
 // bytes: size of the file on disk.
 json snapshot_json(const SnapshotRecord& snap);
 json volume_json(const VolumeView& view, int64_t now_ms);
+// A VOLUME with the live fields of STATUS; last_snapshot: the newest snapshot still on disk.
+json status_json(const StatusView& view, const std::optional<SnapshotRecord>& last_snapshot,
+                 int64_t now_ms);
+// A TRANSFER object for a running episode; null for one that is not active.
+json transfer_json(const progress::View& transfer);
 
 json error_json(const ControlError& e);
 

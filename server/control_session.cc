@@ -77,7 +77,11 @@ class ControlSession {
       log::info("control {}: {}: ok", peer_, what);
       return {};
     }
-    log::info("control {}: {}: ok", peer_, what);
+    if (cmd == "status") {
+      log::debug("control {}: {}: ok", peer_, what);  // a watch asks every second
+    } else {
+      log::info("control {}: {}: ok", peer_, what);
+    }
     return respond(*result);
   }
 
@@ -101,9 +105,10 @@ class ControlSession {
     if (cmd == "history") return do_history(args);
     if (cmd == "snapshots") return do_snapshots(args);
     if (cmd == "restore") return do_restore(args);
+    if (cmd == "status") return do_status(args);
     return control_fail(Fault::kBadRequest,
                         fmt::format("unknown command '{}' (register, unregister, list, history, "
-                                    "snapshots, restore)", cmd));
+                                    "snapshots, restore, status)", cmd));
   }
 
   Handled do_register(const RequestArgs& args) {
@@ -128,6 +133,31 @@ class ControlSession {
     json volumes = json::array();
     int64_t now = wall_ms();
     for (const auto& v : views) volumes.push_back(volume_json(v, now));
+    return json{{"ok", true}, {"volumes", std::move(volumes)}};
+  }
+
+  // Every registered volume, or the one named by host and path (both or neither).
+  Handled do_status(const RequestArgs& args) {
+    std::vector<StatusView> views;
+    if (args.has("host") || args.has("path")) {
+      if (!args.has("host") || !args.has("path")) {
+        return control_fail(Fault::kBadRequest,
+                            "status takes host and path together, or neither for every volume");
+      }
+      auto host = BKP_TRY(args.string("host"));
+      auto path = BKP_TRY(args.string("path"));
+      views.push_back(BKP_TRY(registry_.status(host, path)));
+    } else {
+      views = registry_.status();
+    }
+    json volumes = json::array();
+    int64_t now = wall_ms();
+    for (const auto& v : views) {
+      auto snaps = BKP_TRY(present_snapshots(v.volume.reg.host, v.volume.reg.path));
+      std::optional<SnapshotRecord> last;
+      if (!snaps.empty()) last = std::move(snaps.front());
+      volumes.push_back(status_json(v, last, now));
+    }
     return json{{"ok", true}, {"volumes", std::move(volumes)}};
   }
 

@@ -18,7 +18,8 @@ constexpr size_t kRestoreChunk = 1u << 20;     // bytes per Data frame
 // Request (restore adds Data frames and a final Response) until the client closes, stays idle
 // past kControlIdleTimeoutMs, sends something that is not a Request (kError EPROTO, close), or
 // stopping is set (the caller shuts the socket down). A bad request is answered with
-// {"ok":false,...} and the connection stays usable. Every request is one log line.
+// {"ok":false,...} and the connection stays usable. Every request is one log line (a successful
+// status only at debug level: `bkptool status --watch` repeats it every second).
 void run_control_session(net::Conn& conn, const wire::Hello& hello, Registry& registry,
                          const std::string& peer, const std::atomic<bool>& stopping);
 

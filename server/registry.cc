@@ -1,4 +1,4 @@
-// Registrations: register, unregister, list, startup (see registry.h).
+// Registrations: register, unregister, list, status, startup (see registry.h).
 //
 // register is ordered so that nothing is stored unless the node answered: validate, reserve the
 // key (a concurrent duplicate fails at once), connect and attach (5 s connect timeout), then
@@ -303,15 +303,42 @@ ControlResult<void> Registry::purge(const std::string& host, const std::string& 
   return {};
 }
 
+std::vector<Registry::Entry> Registry::entries() {
+  std::lock_guard lock(mu_);
+  std::vector<Entry> out;
+  for (auto& [key, e] : entries_) out.push_back(e);
+  return out;
+}
+
 ControlResult<std::vector<VolumeView>> Registry::list() {
-  std::vector<Entry> entries;
+  std::vector<VolumeView> out;
+  for (const auto& e : entries()) out.push_back(view(e));
+  return out;
+}
+
+std::vector<StatusView> Registry::status() {
+  std::vector<StatusView> out;
+  for (const auto& e : entries()) out.push_back(status_view(e));
+  return out;
+}
+
+ControlResult<StatusView> Registry::status(const std::string& host, const std::string& path) {
+  BKP_TRY_VOID(validate(host, path));
+  std::optional<Entry> entry;
   {
     std::lock_guard lock(mu_);
-    for (auto& [key, e] : entries_) entries.push_back(e);
+    if (auto it = entries_.find(host + ":" + path); it != entries_.end()) entry = it->second;
   }
-  std::vector<VolumeView> out;
-  for (const auto& e : entries) out.push_back(view(e));
-  return out;
+  if (!entry) return control_fail(Fault::kUnknownVolume, host + ":" + path + " is not registered");
+  return status_view(*entry);
+}
+
+StatusView Registry::status_view(const Entry& e) {
+  StatusView s;
+  s.volume = view(e);
+  if (e.volume->ingest) s.ingest = e.volume->ingest->view();
+  s.replicas = hub_.replica_lags(e.volume->name());
+  return s;
 }
 
 VolumeView Registry::view(const Entry& e) {

@@ -1,5 +1,5 @@
-// Registry: the registered volumes — what `bkptool register/unregister/list` change and show —
-// and, for each, its link to the node and its place in the scheduler.
+// Registry: the registered volumes — what `bkptool register/unregister/list/status` change and
+// show — and, for each, its link to the node and its place in the scheduler.
 //
 // A registration is stored only after the node has been reached and has confirmed it serves
 // the path (so a typo never leaves a volume retrying forever), and its live connection is handed
@@ -57,6 +57,14 @@ struct VolumeView {
   std::optional<int64_t> next_run;
 };
 
+// What `status` shows of one registered volume: the list view plus what moves right now. Read
+// without taking the volume's mutex, so it answers while a snapshot run holds the volume.
+struct StatusView {
+  VolumeView volume;
+  progress::View ingest;             // the node's stream into the mirror (active or the last)
+  std::vector<ReplicaLag> replicas;  // by replica name
+};
+
 class Registry {
  public:
   Registry(Hub& hub, Catalog& catalog, Scheduler& scheduler, uint64_t server_id)
@@ -77,6 +85,11 @@ class Registry {
   // Returns whether the volume's data was purged.
   ControlResult<bool> unregister(const std::string& host, const std::string& path, bool purge);
   ControlResult<std::vector<VolumeView>> list();
+  // Status of every registered volume, by key.
+  std::vector<StatusView> status();
+  // Status of one: bad_request for an invalid host or path, unknown_volume if not registered
+  // (history kept after unregister does not count: nothing moves for it).
+  ControlResult<StatusView> status(const std::string& host, const std::string& path);
   // ok if the volume is registered or still has history or snapshots; bad_request for an
   // invalid host or path, unknown_volume otherwise.
   ControlResult<void> check_known(const std::string& host, const std::string& path);
@@ -95,7 +108,9 @@ class Registry {
   void start_volume(const Registration& reg, std::shared_ptr<Volume> volume,
                     std::optional<AttachedNode> first, int64_t first_run_ms);
   ControlResult<void> purge(const std::string& host, const std::string& path);
+  std::vector<Entry> entries();  // a copy, taken under mu_
   VolumeView view(const Entry& e);
+  StatusView status_view(const Entry& e);
   void reconcile_snapshots(Volume& v);
 
   Hub& hub_;

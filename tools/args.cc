@@ -50,6 +50,19 @@ int64_t unit_seconds(char unit) {
   }
 }
 
+// A count option: a decimal integer >= 0, where 0 means `zero_means`.
+Result<uint64_t> parse_count_option(std::string_view text, std::string_view option,
+                                    std::string_view zero_means) {
+  uint64_t n = 0;
+  bool overflow = false;
+  if (!parse_decimal(text, n, overflow) || overflow ||
+      n > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+    return fail(EINVAL,
+                fmt::format("{} '{}' must be a number >= 0 (0 = {})", option, text, zero_means));
+  }
+  return n;
+}
+
 }  // namespace
 
 Result<int64_t> parse_period(std::string_view text) {
@@ -89,13 +102,38 @@ Result<uint16_t> parse_port(std::string_view text) {
 }
 
 Result<uint64_t> parse_limit(std::string_view text) {
-  uint64_t n = 0;
+  return parse_count_option(text, "--limit", "all runs");
+}
+
+Result<uint64_t> parse_count(std::string_view text) {
+  return parse_count_option(text, "--count", "until interrupted");
+}
+
+Result<int64_t> parse_interval(std::string_view text) {
+  auto bad = [&] {
+    return fail(EINVAL, fmt::format("--interval '{}' must be a number of seconds from 0.1 to 60 "
+                                    "(at most three decimals)",
+                                    text));
+  };
+  size_t dot = text.find('.');
+  std::string_view whole = text.substr(0, dot);
+  std::string_view fraction = dot == std::string_view::npos ? "" : text.substr(dot + 1);
+  uint64_t seconds = 0;
   bool overflow = false;
-  if (!parse_decimal(text, n, overflow) || overflow ||
-      n > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
-    return fail(EINVAL, fmt::format("--limit '{}' must be a number >= 0 (0 = all runs)", text));
+  if (!parse_decimal(whole, seconds, overflow) || overflow || fraction.size() > 3 ||
+      (dot != std::string_view::npos && !all_digits(fraction))) {
+    return bad();
   }
-  return n;
+  int64_t ms = 0;
+  int64_t scale = 100;
+  for (char c : fraction) {
+    ms += (c - '0') * scale;
+    scale /= 10;
+  }
+  if (seconds > static_cast<uint64_t>(kMaxIntervalMs / 1000)) return bad();
+  ms += static_cast<int64_t>(seconds) * 1000;
+  if (ms < 100 || ms > kMaxIntervalMs) return bad();
+  return ms;
 }
 
 Result<std::string> check_host(std::string_view host) {

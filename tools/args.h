@@ -26,6 +26,17 @@ Result<uint16_t> parse_port(std::string_view text);
 // --limit N: a decimal integer >= 0 (0 = all).
 Result<uint64_t> parse_limit(std::string_view text);
 
+// --count N of status --watch: a decimal integer >= 0 (0 = until interrupted).
+Result<uint64_t> parse_count(std::string_view text);
+
+// The longest accepted --interval: backupd drops a control connection idle for 5 minutes, and
+// a status display refreshed less than once a minute is not live any more.
+constexpr int64_t kMaxIntervalMs = 60000;
+
+// --interval SECONDS of status --watch, in milliseconds: a decimal number of seconds with at
+// most three decimals ("1", "0.5", "2.25"), from 0.1 to 60.
+Result<int64_t> parse_interval(std::string_view text);
+
 // HOST as the server will accept it (common/path.h validate_host), with a message naming it.
 Result<std::string> check_host(std::string_view host);
 

@@ -1,9 +1,10 @@
 // The command line and the output contract of bkptool.
 //
-// Output contract: with --json exactly one JSON document goes to stdout, success or failure,
-// so `bkptool --json list | jq` never sees a partial or mixed stream; without it, tables go to
-// stdout and every message (confirmations, warnings, errors) to stderr, so piping a table
-// into another tool never captures chatter. Exit codes follow docs/PROTOCOL.md.
+// Output contract: with --json exactly one JSON document goes to stdout, success or failure
+// (status --watch: one per redraw, then at most one failure), so `bkptool --json list | jq`
+// never sees a partial or mixed stream; without it, tables go to stdout and every message
+// (confirmations, warnings, errors) to stderr, so piping a table into another tool never
+// captures chatter. Exit codes follow docs/PROTOCOL.md.
 //
 // CLI11 reports parse errors by throwing; they are caught right here and become usage
 // failures (exit 2) like any other invalid value, never CLI11's own exit codes. --json is
@@ -23,7 +24,8 @@
 namespace bkp::tools {
 namespace {
 
-constexpr const char* kCommands = "register, unregister, list, history, snapshots, restore";
+constexpr const char* kCommands =
+    "register, unregister, list, history, snapshots, restore, status";
 
 struct Globals {
   std::string server;
@@ -53,19 +55,21 @@ int report_failure(const Failure& f, bool json) {
   return exit_status(f.exit);
 }
 
-int report_success(const Report& r, const Globals& g) {
+// Prints one Report; flushed at once, so a watch piped into another program shows each redraw
+// when it happens.
+void report_success(const Report& r, const Globals& g) {
   if (g.json) {
     print_json(r.json);
   } else {
     std::fwrite(r.table.data(), 1, r.table.size(), stdout);
-    if (!g.quiet) {
-      for (const auto& m : r.messages) std::fprintf(stderr, "%s\n", m.c_str());
-    }
+  }
+  std::fflush(stdout);
+  if (!g.json && !g.quiet) {
+    for (const auto& m : r.messages) std::fprintf(stderr, "%s\n", m.c_str());
   }
   if (!g.quiet) {
     for (const auto& w : r.warnings) std::fprintf(stderr, "bkptool: warning: %s\n", w.c_str());
   }
-  return 0;
 }
 
 void add_volume_args(CLI::App* cmd, Invocation& inv) {
@@ -120,6 +124,19 @@ void declare_commands(CLI::App& app, Invocation& inv) {
   rest->add_option("--snapshot", inv.snapshot, "snapshot id, or 'latest' (default)")
       ->type_name("ID");
   rest->add_flag("--force", inv.force, "restore into a non-empty directory, replacing files");
+
+  CLI::App* status = sub("status", "live lag and transfers of every volume, or of one");
+  status->add_option("HOST", inv.host, "host name of the node, as registered (with PATH)")
+      ->type_name("");
+  status->add_option("PATH", inv.path, "absolute path of the volume on the node (with HOST)")
+      ->type_name("");
+  CLI::Option* watch = status->add_flag("--watch", inv.watch, "redraw until interrupted");
+  status->add_option("--count", inv.count, "stop after N redraws (default 0 = never)")
+      ->type_name("N")
+      ->needs(watch);
+  status->add_option("--interval", inv.interval, "seconds between redraws (default 1)")
+      ->type_name("SECONDS")
+      ->needs(watch);
 }
 
 }  // namespace
@@ -163,9 +180,9 @@ int run_cli(int argc, char** argv) {
   auto server = resolve_server(g.server, Environment::from_process(),
                                config_candidates(Environment::from_process()));
   if (!server) return report_failure(server.error(), g.json);
-  auto report = run(inv, *server);
-  if (!report) return report_failure(report.error(), g.json);
-  return report_success(*report, g);
+  auto done = run(inv, *server, [&g](const Report& r) { report_success(r, g); });
+  if (!done) return report_failure(done.error(), g.json);
+  return 0;
 }
 
 }  // namespace bkp::tools

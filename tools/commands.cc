@@ -1,6 +1,7 @@
-// The six control commands. Each is a Request built from the command line, one round trip,
-// and a presentation of the answer: the server's object as is for --json (scripts get exactly
-// the documented protocol objects), a table or a one-line confirmation otherwise.
+// The seven control commands. Each is a Request built from the command line, one round trip
+// (repeated by status --watch) and a presentation of the answer: the server's object as is for
+// --json (scripts get exactly the documented protocol objects), a table or a one-line
+// confirmation otherwise.
 //
 // Everything the user typed is validated here, before connecting, with the same rules the
 // server applies (common/path.h), so a typo costs no round trip and always exits 2 with the
@@ -8,12 +9,16 @@
 #include "tools/commands.h"
 
 #include <fmt/format.h>
+#include <unistd.h>
+
+#include <optional>
 
 #include "tools/args.h"
 #include "tools/client.h"
 #include "tools/extract.h"
 #include "tools/format.h"
 #include "tools/restore.h"
+#include "tools/status.h"
 #include "tools/views.h"
 
 namespace bkp::tools {
@@ -102,6 +107,14 @@ Outcome<Json> make_request(const Invocation& inv) {
   Json request = Json::object();
   request["cmd"] = inv.command;
   if (inv.command == "list") return request;
+  if (inv.command == "status") {
+    if (inv.host.empty() != inv.path.empty()) {
+      return fail_with(Exit::kUsage, kCodeUsage,
+                       "status takes HOST and PATH together, or neither for every volume");
+    }
+    if (!inv.host.empty()) BKP_TRY_VOID(add_volume(request, inv));
+    return request;
+  }
   BKP_TRY_VOID(add_volume(request, inv));
   if (inv.command == "register") {
     request["port"] = BKP_TRY(usage(parse_port(inv.port)));
@@ -130,6 +143,7 @@ Report present(const Invocation& inv, const Json& request, const Json& response)
   if (inv.command == "list") return present_list(response);
   if (inv.command == "history") return present_history(request, response);
   if (inv.command == "snapshots") return present_snapshots(request, response);
+  if (inv.command == "status") return present_status(response, 0, Watch{});
   return Report{response, "", {}, {}};
 }
 
@@ -149,13 +163,19 @@ Outcome<void> check_restore_target(const Invocation& inv) {
   return {};
 }
 
-Outcome<Report> run(const Invocation& inv, const ServerAddress& server) {
+Outcome<void> run(const Invocation& inv, const ServerAddress& server, const ReportSink& sink) {
   Json request = BKP_TRY(make_request(inv));
   if (inv.command == "restore") BKP_TRY_VOID(check_restore_target(inv));
+  std::optional<Watch> watch;
+  if (inv.command == "status") watch = BKP_TRY(watch_options(inv, isatty(STDOUT_FILENO) == 1));
   auto client = BKP_TRY(ControlClient::connect(server));
-  if (inv.command == "restore") return run_restore(*client, inv, request);
-  Json response = BKP_TRY(client->call(request));
-  return present(inv, request, response);
+  if (watch) return run_status(*client, request, *watch, sink);
+  if (inv.command == "restore") {
+    sink(BKP_TRY(run_restore(*client, inv, request)));
+  } else {
+    sink(present(inv, request, BKP_TRY(client->call(request))));
+  }
+  return {};
 }
 
 }  // namespace bkp::tools

@@ -3,6 +3,7 @@
 // connection in between.
 #pragma once
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -14,7 +15,7 @@ namespace bkp::tools {
 
 // The command line after parsing, as typed (validation happens in make_request).
 struct Invocation {
-  std::string command;  // register, unregister, list, history, snapshots, restore
+  std::string command;  // register, unregister, list, history, snapshots, restore, status
   std::string host;
   std::string port;
   std::string path;
@@ -24,6 +25,9 @@ struct Invocation {
   std::string snapshot = "latest";  // restore
   std::string to;                   // restore
   bool force = false;               // restore
+  bool watch = false;               // status
+  std::string count = "0";          // status --watch
+  std::string interval = "1";       // status --watch
 };
 
 // What a finished command shows.
@@ -37,14 +41,19 @@ struct Report {
 // The validated Request for inv, or a usage Failure (exit 2) naming the bad value.
 Outcome<Json> make_request(const Invocation& inv);
 
-// The Report for a successful response (not for restore, which reports what it extracted).
+// The Report for a successful response (not for restore, which reports what it extracted; a
+// status response is presented as a single, non-watch redraw).
 Report present(const Invocation& inv, const Json& request, const Json& response);
 
 // Checks the restore target before anything is sent: a usage Failure if it is not a
 // directory, or is non-empty and --force was not given.
 Outcome<void> check_restore_target(const Invocation& inv);
 
-// Validates, connects to server, runs the command.
-Outcome<Report> run(const Invocation& inv, const ServerAddress& server);
+// Where a command's Reports go (cli.cc prints them). Every command reports once on success,
+// except `status --watch`, which reports once per redraw.
+using ReportSink = std::function<void(const Report&)>;
+
+// Validates, connects to server, runs the command and hands its Report(s) to sink.
+Outcome<void> run(const Invocation& inv, const ServerAddress& server, const ReportSink& sink);
 
 }  // namespace bkp::tools

@@ -1,12 +1,16 @@
-// Tables for `bkptool list`, `history` and `snapshots`. Each column is chosen for the question
-// an operator asks at that moment: list answers "is every volume being backed up, and how far
-// behind is it?", history "when did it last work, and why did it fail?", snapshots "what can I
-// restore?". Dates are local, sizes binary, and anything the server left out shows as "-".
+// Tables for `bkptool list`, `history` and `snapshots`, and the blocks of `status`. Each is
+// chosen for the question an operator asks at that moment: list answers "is every volume being
+// backed up, and how far behind is it?", history "when did it last work, and why did it
+// fail?", snapshots "what can I restore?", status "what is moving right now, and is every copy
+// keeping up?". Dates are local, sizes binary, and anything the server left out shows as "-".
 #include "tools/views.h"
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
+#include <utility>
+#include <vector>
 
 #include "tools/format.h"
 
@@ -34,13 +38,100 @@ double field_double(const Json& object, const char* key) {
   return v != nullptr && v->is_number() ? v->get<double>() : 0.0;
 }
 
-std::string lag_text(const Json& volume) {
-  uint64_t ops = field_u64(volume, "lag_ops");
-  uint64_t bytes = field_u64(volume, "lag_bytes");
-  double seconds = field_double(volume, "lag_seconds");
-  if (ops == 0 && bytes == 0 && seconds <= 0) return "none";
+// "none", or "4.2 s (12 ops, 2.0 KiB)"; with the files too when the object has lag_files
+// (STATUS and its replicas do, VOLUME does not).
+std::string lag_text(const Json& object) {
+  uint64_t ops = field_u64(object, "lag_ops");
+  uint64_t bytes = field_u64(object, "lag_bytes");
+  uint64_t files = field_u64(object, "lag_files");
+  double seconds = field_double(object, "lag_seconds");
+  if (ops == 0 && bytes == 0 && files == 0 && seconds <= 0) return "none";
   auto ms = static_cast<uint64_t>(std::llround(std::max(seconds, 0.0) * 1000.0));
-  return fmt::format("{} ({} ops, {})", human_duration_ms(ms), ops, human_size(bytes));
+  std::string files_text =
+      member(object, "lag_files") != nullptr ? counted(files, "file", "files") + ", " : "";
+  return fmt::format("{} ({} ops, {}{})", human_duration_ms(ms), ops, files_text,
+                     human_size(bytes));
+}
+
+// A TRANSFER: "baseline [#####---------------]  25%  80.0 MiB of 320.0 MiB, 12.0 MiB/s, 3 files
+// left".
+std::string transfer_text(const Json& transfer) {
+  const Json* percent = member(transfer, "percent");
+  std::string text = fmt::format(
+      "{} {}  {} of {}, {}/s", field_text(transfer, "phase"),
+      progress_bar(percent != nullptr && percent->is_number() ? percent->get<int>() : 0),
+      human_size(field_u64(transfer, "done_bytes")), human_size(field_u64(transfer, "total_bytes")),
+      human_size(field_u64(transfer, "rate_bytes_per_second")));
+  if (uint64_t files = field_u64(transfer, "files_left"); files > 0) {
+    text += ", " + counted(files, "file", "files") + " left";
+  }
+  return text;
+}
+
+// Where backupd reaches the node: "web1:7701", "[::1]:7701".
+std::string node_address(const Json& status) {
+  std::string host = field_text(status, "host");
+  if (host.find(':') != std::string::npos) host = "[" + host + "]";
+  return fmt::format("{}:{}", host, field_text(status, "port"));
+}
+
+std::string link_text(const Json& object, std::string_view up, std::string_view down) {
+  const Json* connected = member(object, "connected");
+  if (connected == nullptr || !connected->is_boolean()) return "-";
+  return std::string(connected->get<bool>() ? up : down);
+}
+
+// One STATUS object as labelled lines; continuation lines have an empty label.
+std::vector<std::pair<std::string, std::string>> status_lines(const Json& s) {
+  std::vector<std::pair<std::string, std::string>> lines;
+  std::string node = link_text(s, "connected to ", "disconnected from ") + node_address(s);
+  if (std::string error = field_text(s, "last_error"); error != "-") {
+    node += "; last error: " + error;
+  }
+  lines.emplace_back("node", node);
+  lines.emplace_back("lag", lag_text(s));
+  std::string current;  // the file the node ships, shown once
+  if (member(s, "current_file") != nullptr) {
+    current = field_text(s, "current_file");
+    lines.emplace_back("in transfer", current);
+  }
+  // A running transfer: its bar, then the file it moves unless that is `shown` already.
+  auto add_transfer = [&](const Json& object, std::string label, const std::string& shown) {
+    const Json* transfer = member(object, "transfer");
+    if (transfer == nullptr) return;
+    lines.emplace_back(std::move(label), transfer_text(*transfer));
+    if (member(*transfer, "file") == nullptr) return;
+    if (std::string file = field_text(*transfer, "file"); file != shown) {
+      lines.emplace_back("", file);
+    }
+  };
+  add_transfer(s, "ingest", current);
+  const Json* replicas = member(s, "replicas");
+  if (replicas == nullptr || !replicas->is_array() || replicas->empty()) {
+    lines.emplace_back("replicas", "none known to backupd");
+  } else {
+    for (const Json& r : *replicas) {
+      lines.emplace_back("replica " + field_text(r, "name"),
+                         link_text(r, "connected", "disconnected") + ", lag " + lag_text(r));
+      add_transfer(r, "", "");
+    }
+  }
+  if (const Json* snap = member(s, "last_snapshot")) {
+    lines.emplace_back("last snapshot",
+                       fmt::format("{}, {}, {}", field_text(*snap, "name"),
+                                   member(*snap, "bytes") != nullptr
+                                       ? human_size(field_u64(*snap, "bytes"))
+                                       : "-",
+                                   time_field(*snap, "created_at")));
+  } else {
+    lines.emplace_back("last snapshot", "none yet");
+  }
+  const Json* every = member(s, "every_seconds");
+  lines.emplace_back("next run", fmt::format("{} (every {})", time_field(s, "next_run"),
+                                             every != nullptr && every->is_number_integer()
+                                                 ? human_period(every->get<int64_t>())
+                                                 : field_text(s, "every_seconds")));
+  return lines;
 }
 
 std::string changed_text(const Json& run) {
@@ -120,6 +211,28 @@ std::string render_runs(const Json& runs) {
          changed_text(r), error});
   }
   return table.render();
+}
+
+std::string progress_bar(int percent, size_t width) {
+  percent = std::clamp(percent, 0, 100);
+  size_t filled = width * static_cast<size_t>(percent) / 100;
+  return fmt::format("[{}{}] {:>3}%", std::string(filled, '#'), std::string(width - filled, '-'),
+                     percent);
+}
+
+std::string render_status(const Json& volumes) {
+  std::string out;
+  for (const Json& s : volumes) {
+    if (!out.empty()) out += '\n';
+    out += volume_name(field_text(s, "host"), field_text(s, "path")) + '\n';
+    auto lines = status_lines(s);
+    size_t width = 0;
+    for (const auto& [label, text] : lines) width = std::max(width, label.size());
+    for (const auto& [label, text] : lines) {
+      out += fmt::format("  {:<{}}  {}\n", label, width, text);
+    }
+  }
+  return out;
 }
 
 std::string render_snapshots(const Json& snapshots) {

@@ -1,7 +1,7 @@
 // The human (non --json) views of backupd's answers: one table per list the control protocol
-// returns (docs/PROTOCOL.md: VOLUME, RUN, SNAPSHOT objects). Tolerant by design: a missing or
-// null field shows as "-", an unexpected type as its JSON text, so an older or newer server
-// still gets a readable table rather than an error.
+// returns (docs/PROTOCOL.md: VOLUME, RUN, SNAPSHOT objects) and one block per STATUS object.
+// Tolerant by design: a missing or null field shows as "-", an unexpected type as its JSON
+// text, so an older or newer server still gets a readable view rather than an error.
 #pragma once
 
 #include <string>
@@ -24,6 +24,16 @@ std::string render_runs(const Json& runs);
 
 // The "snapshots" array: ID CREATED SIZE.
 std::string render_snapshots(const Json& snapshots);
+
+// The "volumes" array of a status response: one block per volume, blocks separated by a blank
+// line: the node link (and its last error), the lag, the file the node is shipping, the ingest
+// transfer with a bar, one line per replica with its lag (and a bar while it catches up), the
+// last snapshot and the next run.
+std::string render_status(const Json& volumes);
+
+// A text progress bar: "[#####---------------]  25%" for width 20. percent is clamped to
+// 0..100; the percentage is right-aligned to three digits so a redrawn bar does not jitter.
+std::string progress_bar(int percent, size_t width = 20);
 
 // Field access that never throws: the string value, a number or bool as text, "-" for a
 // missing or null field.
