@@ -84,7 +84,8 @@ la_ssize_t read_callback(archive* a, void* opaque, const void** buffer) {
 
 class Extractor {
  public:
-  Extractor(archive* in, archive* out, ReadContext& ctx) : in_(in), out_(out), ctx_(ctx) {}
+  Extractor(archive* in, archive* out, ReadContext& ctx, progress::Meter* meter)
+      : in_(in), out_(out), ctx_(ctx), meter_(meter) {}
 
   Result<ExtractStats> run() {
     for (;;) {
@@ -97,6 +98,7 @@ class Extractor {
         root_ = *archive_entry_stat(entry);
         continue;
       }
+      if (meter_) meter_->set_file(archive_entry_pathname(entry));
       BKP_TRY_VOID(entry_to_disk(entry));
     }
     if (archive_write_close(out_) < ARCHIVE_WARN) {
@@ -193,6 +195,7 @@ class Extractor {
   archive* in_;
   archive* out_;
   ReadContext& ctx_;
+  progress::Meter* meter_;
   ExtractStats stats_;
   uint64_t failed_ = 0;
   std::string first_failure_;
@@ -201,7 +204,8 @@ class Extractor {
 
 }  // namespace
 
-Result<ExtractStats> extract_archive(ByteSource& source, const std::string& dir) {
+Result<ExtractStats> extract_archive(ByteSource& source, const std::string& dir,
+                                     progress::Meter* meter) {
   CwdGuard cwd = BKP_TRY(CwdGuard::enter(dir));  // outlives both archives: close uses the cwd
   ReadContext ctx;
   ctx.source = &source;
@@ -219,7 +223,7 @@ Result<ExtractStats> extract_archive(ByteSource& source, const std::string& dir)
     if (ctx.error) return tl::unexpected(*ctx.error);
     return fail(EIO, fmt::format("open the archive: {}", archive_error_string(in.get())));
   }
-  ExtractStats stats = BKP_TRY(Extractor(in.get(), out.get(), ctx).run());
+  ExtractStats stats = BKP_TRY(Extractor(in.get(), out.get(), ctx, meter).run());
   stats.owners_restored = owners;
   return stats;
 }

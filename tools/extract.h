@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "common/progress.h"
 #include "common/result.h"
 
 namespace bkp::tools {
@@ -40,7 +41,9 @@ struct ExtractStats {
 // stops at once (EIO).
 //
 // Changes the working directory during the call (restored before returning): not thread-safe.
-Result<ExtractStats> extract_archive(ByteSource& source, const std::string& dir);
+// meter, if given, is told the name of each entry as it is extracted.
+Result<ExtractStats> extract_archive(ByteSource& source, const std::string& dir,
+                                     progress::Meter* meter = nullptr);
 
 enum class DirState { kMissing, kEmpty, kNonEmpty };
 

@@ -13,6 +13,8 @@
 
 #include <optional>
 
+#include "common/log.h"
+#include "common/progress.h"
 #include "common/wire/frame.h"
 #include "tools/extract.h"
 #include "tools/format.h"
@@ -23,7 +25,11 @@ namespace {
 
 class DataStream : public ByteSource {
  public:
-  DataStream(ControlClient& client, uint64_t expected) : client_(client), expected_(expected) {}
+  DataStream(ControlClient& client, uint64_t expected, progress::Meter& meter)
+      : client_(client), expected_(expected), meter_(meter) {
+    meter_.begin("restore");
+    meter_.update({0, expected_, 0, 0});
+  }
 
   Result<std::span<const uint8_t>> next() override {
     if (received_ == expected_) return std::span<const uint8_t>();
@@ -46,6 +52,7 @@ class DataStream : public ByteSource {
       return stop(protocol(fmt::format("more than the announced {} bytes", expected_)));
     }
     received_ += frame->payload.size();
+    meter_.update({received_, expected_ - received_, 0, 0});
     current_ = std::move(frame->payload);
     return std::span<const uint8_t>(current_);
   }
@@ -59,6 +66,7 @@ class DataStream : public ByteSource {
                    fmt::format("restore stream from {}: {}", client_.server_text(), message)};
   }
   tl::unexpected<Error> stop(Failure f) {
+    meter_.interrupt();
     failure_ = std::move(f);
     return tl::unexpected(Error{EIO, failure_->message});
   }
@@ -66,6 +74,7 @@ class DataStream : public ByteSource {
   ControlClient& client_;
   uint64_t expected_;
   uint64_t received_ = 0;
+  progress::Meter& meter_;
   std::vector<uint8_t> current_;
   std::optional<Failure> failure_;
 };
@@ -102,8 +111,19 @@ Outcome<Report> run_restore(ControlClient& client, const Invocation& inv, const 
   if (auto made = make_dirs(inv.to); !made) {
     return tl::unexpected(failure_from(made.error(), Exit::kFailure, kCodeLocal));
   }
-  DataStream stream(client, size->get<uint64_t>());
-  auto stats = extract_archive(stream, inv.to);
+  // Progress of the download (compressed bytes) and the entry being written: a bar on a
+  // terminal, a line every 10 s otherwise; nothing with -q.
+  auto meter = std::make_shared<progress::Meter>(
+      fmt::format("{} snapshot {}", volume_name(inv.host, inv.path), snapshot_id));
+  std::optional<progress::Display> display;
+  if (log::enabled(log::Level::kInfo)) {
+    display.emplace(progress::display_options(std::chrono::seconds(10)));
+    display->add(meter);
+    display->start();
+  }
+  DataStream stream(client, size->get<uint64_t>(), *meter);
+  auto stats = extract_archive(stream, inv.to, meter.get());
+  if (display) display->stop();
   if (!stats) {
     if (stream.failure()) return tl::unexpected(*stream.failure());
     return fail_with(Exit::kFailure, kCodeLocal,
