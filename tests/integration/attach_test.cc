@@ -353,11 +353,14 @@ TEST_F(AttachTest, CommandLineIsCheckedBeforeMounting) {
 }
 
 // A batch that takes longer than a second reports progress: a NodeStatus between its frames
-// names the file being shipped.
+// names the file being shipped. Three files each larger than loopback's socket buffers (about
+// 10 MiB at most) make sure the node is blocked inside one of them while we do not read, so the
+// next file opens more than a second after the batch began, whatever the buffers hold.
 TEST_F(AttachTest, LongBatchNamesTheFileBeingShipped) {
   mkdirs(src("d"));
-  write_big_file(src("d/a.bin"), 16 * kMiB, 1);
-  write_big_file(src("d/b.bin"), 16 * kMiB, 2);
+  write_big_file(src("d/a.bin"), 24 * kMiB, 1);
+  write_big_file(src("d/b.bin"), 24 * kMiB, 2);
+  write_big_file(src("d/c.bin"), 24 * kMiB, 3);
   ASSERT_TRUE(mount_source());
   auto b = FakeBackupd::connect(node_port());
   ASSERT_TRUE(b);
@@ -369,14 +372,14 @@ TEST_F(AttachTest, LongBatchNamesTheFileBeingShipped) {
   std::this_thread::sleep_for(1500ms);
   auto baseline = b->await_batch();
   ASSERT_TRUE(baseline) << baseline.error().message;
-  EXPECT_EQ(baseline->data_bytes, 32 * kMiB);
+  EXPECT_EQ(baseline->data_bytes, 72 * kMiB);
   std::vector<std::string> named;
   for (const auto& st : baseline->statuses) {
     if (!st.current_file.empty()) named.push_back(st.current_file);
   }
   ASSERT_FALSE(named.empty()) << "no NodeStatus named a file during a " << baseline->statuses.size()
                               << "-status baseline";
-  for (const auto& f : named) EXPECT_TRUE(f == "d/a.bin" || f == "d/b.bin") << f;
+  for (const auto& f : named) EXPECT_TRUE(f == "d/a.bin" || f == "d/b.bin" || f == "d/c.bin") << f;
   ASSERT_TRUE(b->send(wire::MsgType::kAck, wire::Ack{baseline->number}));
 }
 
