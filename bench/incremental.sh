@@ -18,6 +18,12 @@
 #             and its children's /proc io), bytes added to its repository (du -sb delta).
 #   nochange  the same with no change at all; for backupfs, the same counters over IDLE_S seconds.
 # The page cache is dropped before every measurement, so "disk read" is what a cold run reads.
+#
+# Diagnostic (unless --no-diagnostics), after backupfs is unmounted and the copies verified:
+# libfuse's passthrough_ll is mounted over the dataset (source=$DATA, a mountpoint of its own)
+# and each round's change is made again through it, the same files, offset and size. Its
+# /proc/PID/io deltas say what the application's own write costs in disk reads (and in FUSE
+# request bytes, rchar) through plain FUSE, the yardstick for backupfs's read_bytes and rchar.
 
 incremental_section() {
   local root=$WORK/inc
@@ -66,6 +72,7 @@ incremental_section() {
   tools verify "$DATA" "$INC_MIRROR" "$INC_REPLICA" || die "incremental: a copy differs"
   stop_pid "$INC_REPL_PID"
   stop_pid "$BACKUPD_PID"
+  ((DIAG)) && inc_pll
   unset RESTIC_PASSWORD RESTIC_CACHE_DIR BORG_BASE_DIR BORG_PASSPHRASE
   free_space "$root"
 }
@@ -105,6 +112,34 @@ inc_backupfs() {  # change|nochange
   record "inc.backupfs.$kind.read_bytes" "$((c1[2] - c0[2]))"
   record "inc.backupfs.$kind.wire" "$((c1[3] - c0[3]))"
   record "inc.backupfs.$kind.data" "$((c1[4] - c0[4]))"
+}
+
+# The same change through passthrough_ll (see the top): records inc.pll.change.*.
+inc_pll() {
+  if [[ -n $PLL_SKIP ]]; then
+    record_skip inc.pll.change "skipped: $PLL_SKIP"
+    return 0
+  fi
+  local mnt=$WORK/inc/pll-mnt pid plan c0 c1 res
+  mkdir -p "$mnt"
+  start_fuse passthrough_ll "$mnt" "$PLL" -f -o "source=$DATA" "$mnt"
+  pid=$DAEMON_PID
+  for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
+    log "incremental: round $ROUND, the same change through passthrough_ll (diagnostic)"
+    plan=$WORK/inc/change-$ROUND.json  # backupfs's plan of this round: the same files and offset
+    drop_caches
+    tools change-plan --pick-from "$DATA" --mount "$mnt" --round "$ROUND" --out "$plan"
+    c0=("$(cpu_s "$pid")" "$(io_of "$pid" rchar)" "$(io_of "$pid" read_bytes)")
+    res=$(tools change --plan "$plan" --mount "$mnt") ||
+      die "incremental: the change through passthrough_ll failed: $res"
+    c1=("$(cpu_s "$pid")" "$(io_of "$pid" rchar)" "$(io_of "$pid" read_bytes)")
+    record inc.pll.change.cpu "$(calc "${c1[0]} - ${c0[0]}")"
+    record inc.pll.change.rchar "$((c1[1] - c0[1]))"
+    record inc.pll.change.read_bytes "$((c1[2] - c0[2]))"
+  done
+  ROUND=0
+  record_hwm passthrough_ll incremental "$pid"
+  unmount_fuse "$mnt"
 }
 
 du_bytes() { du -sb "$1" 2>/dev/null | cut -f1; }

@@ -16,16 +16,17 @@
 
 BENCH_PIDS=()    # daemons we started, stopped in reverse order
 BENCH_MOUNTS=()  # FUSE mountpoints we made ("dir pid" pairs)
-BENCH_BINDS=()   # bind mounts we made
+BENCH_BINDS=()   # bind and tmpfs mounts we made
 
 # Each line carries the 1-minute load average: on a shared 2-core machine it says how much a
 # figure can be trusted.
 log() { printf '[bench %s load %s] %s\n' "$(date +%H:%M:%S)" "$(cut -d' ' -f1 /proc/loadavg)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
-# Debian's python3 first: a pyenv shim on PATH can cost most of a second per call.
+# Debian's python3 first: a pyenv shim on PATH can cost most of a second per call. tools.py
+# needs only the standard library, so -S skips site-packages and their .pth hooks as well.
 PY=$(command -v /usr/bin/python3 || command -v python3)
-tools() { "$PY" "$BENCH/tools.py" "$@"; }
+tools() { "$PY" -S "$BENCH/tools.py" "$@"; }
 
 # json_get JSON KEY -> a number out of the flat JSON tools.py prints ("null" if it is null).
 # A dotted KEY (arrived.replica) matches its last part; tools.py keeps key names unique.
@@ -112,7 +113,7 @@ cpu_s() {
   local pid line ticks=0
   local -a f
   for pid; do
-    read -r line <"/proc/$pid/stat" 2>/dev/null || continue
+    read -r line 2>/dev/null <"/proc/$pid/stat" || continue
     read -ra f <<<"${line##*) }"
     ticks=$((ticks + f[11] + f[12]))
   done
@@ -185,6 +186,19 @@ unbind() {
   umount "$1" 2>/dev/null || umount -l "$1" 2>/dev/null || true
   for d in "${BENCH_BINDS[@]}"; do [[ $d == "$1" ]] || keep+=("$d"); done
   BENCH_BINDS=("${keep[@]}")
+}
+
+# tmpfs_mount DIR MIB: a tmpfs of at most MIB MiB at DIR (diagnostic rows: backupd's state and
+# the replicas in RAM, so the second on-disk copy of every byte is out of the comparison).
+# Returns 1 (and mounts nothing) when MemAvailable cannot hold it plus 2 GiB to spare; the caller
+# then records a skipped row. Unmounted with unbind (or by cleanup_all).
+tmpfs_mount() {
+  local avail
+  avail=$(awk '/^MemAvailable:/ { print int($2 / 1024) }' /proc/meminfo)
+  ((avail >= $2 + 2048)) || return 1
+  mkdir -p "$1"
+  mount -t tmpfs -o "size=${2}m,mode=0755" bench-tmpfs "$1" || return 1
+  BENCH_BINDS+=("$1")
 }
 
 cleanup_all() {

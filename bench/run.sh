@@ -8,13 +8,20 @@
 #                    as a "skipped: reason" row. Run by the test suite so the benchmark cannot rot.
 #   --rounds N       rounds per measurement (default 3; --smoke: 1). Figures are medians over the
 #                    rounds; ratios are taken per round, then the median of those.
-#   --out FILE       results file, .json or .csv (default bench/results/latest.json; the table is
-#                    always printed to stdout as well)
+#   --out FILE       results file, .json or .csv (default bench/results/latest.json; --smoke:
+#                    BUILD/bench/smoke.json, so the test suite never overwrites a full run's
+#                    results; the table is always printed to stdout as well)
 #   --build-dir DIR  a build tree with fs/backupfs, server/backupd, replicator/replicator and
 #                    tools/bkptool (default: configure and build into build-bench/ of this checkout)
 #   --only LIST      comma-separated sections to run: fs,server,incremental,snapshot (default all)
-#   --fs-configs L   section 1's configurations (default native,pll,backupfs); a diagnostic one,
-#                    backupfs-detached, is backupfs recording with no backupd attached
+#   --fs-configs L   section 1's configurations (default native,pll,backupfs,backupfs-tmpfs,
+#                    backupfs-detached). The last two are diagnostics, not headline figures:
+#                    backupfs-tmpfs ships to a backupd whose state is on a tmpfs (no second
+#                    on-disk copy), backupfs-detached records with no backupd attached at all
+#   --no-diagnostics only the headline figures: drops the diagnostic fs configurations, the
+#                    tmpfs server runs and the passthrough_ll incremental row
+#   --deadline S     stop (and clean up) after S seconds (default: --smoke 200, else none), so
+#                    a hung run ends with its trap, before an outer timeout can SIGKILL it
 #   --keep           keep the scratch directory (/var/tmp/backupfs-bench.*) for inspection
 #   --install        install missing Debian packages even with --smoke (the full run always does)
 #
@@ -41,7 +48,9 @@ ROUNDS=
 OUT=
 BUILD_DIR=
 ONLY=fs,server,incremental,snapshot
-FS_CONFIG_LIST=native,pll,backupfs
+FS_CONFIG_LIST=
+DIAG=1
+DEADLINE=
 KEEP=0
 INSTALL=
 ARGS=("$@")
@@ -58,6 +67,9 @@ while (($#)); do
     --only=*) ONLY=${1#*=}; shift ;;
     --fs-configs) FS_CONFIG_LIST=${2:?--fs-configs needs a list}; shift 2 ;;
     --fs-configs=*) FS_CONFIG_LIST=${1#*=}; shift ;;
+    --no-diagnostics) DIAG=0; shift ;;
+    --deadline) DEADLINE=${2:?--deadline needs seconds}; shift 2 ;;
+    --deadline=*) DEADLINE=${1#*=}; shift ;;
     --keep) KEEP=1; shift ;;
     --install) INSTALL=1; shift ;;
     -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
@@ -67,7 +79,12 @@ done
 [[ -z $ROUNDS ]] && ROUNDS=$((SMOKE ? 1 : 3))
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || { echo "run.sh: --rounds must be a positive number" >&2; exit 2; }
 [[ -z $INSTALL ]] && INSTALL=$((SMOKE ? 0 : 1))
-OUT=${OUT:-$BENCH/results/latest.json}
+[[ -z $DEADLINE ]] && DEADLINE=$((SMOKE ? 200 : 0))
+[[ $DEADLINE =~ ^[0-9]+$ ]] || { echo "run.sh: --deadline must be a number of seconds" >&2; exit 2; }
+if [[ -z $FS_CONFIG_LIST ]]; then
+  FS_CONFIG_LIST=native,pll,backupfs
+  ((DIAG)) && FS_CONFIG_LIST+=,backupfs-tmpfs,backupfs-detached
+fi
 
 source "$BENCH/lib.sh"
 source "$BENCH/fs_overhead.sh"
@@ -77,14 +94,25 @@ source "$BENCH/snapshot.sh"
 
 # --- sizes -------------------------------------------------------------------------------------
 if ((SMOKE)); then
-  FIO_MIB=32 RAND_MIB=4 TAR_ENTRIES=400
-  DS_LARGE=2 DS_LARGE_MIB=4 DS_SMALL=200
-  IDLE_S=1 IDLE_WINDOW=0.3 SNAP_EVERY=2s
+  FIO_MIB=32 RAND_MIB=2 TAR_ENTRIES=400
+  DS_LARGE=2 DS_LARGE_MIB=4 DS_SMALL=100
+  IDLE_S=1 IDLE_WINDOW=0.2 SNAP_EVERY=1s
+  TMPFS_FS_MIB=256 TMPFS_SRV_MIB=256  # the diagnostics' tmpfs sizes
 else
   FIO_MIB=2048 RAND_MIB=256 TAR_ENTRIES=15000
   DS_LARGE=4 DS_LARGE_MIB=448 DS_SMALL=20000  # ~2 GiB: 1.75 GiB large + ~0.2 GiB small
   IDLE_S=3 IDLE_WINDOW=0.6 SNAP_EVERY=15s
+  TMPFS_FS_MIB=3072 TMPFS_SRV_MIB=7168  # fio's 2 GiB file; the mirror + 2 replicas of ~2 GiB
 fi
+# Reduced sizes for trying a change to the benchmark (never for the published figures):
+# BENCH_FIO_MIB, BENCH_RAND_MIB, BENCH_TAR_ENTRIES, BENCH_DS_LARGE, BENCH_DS_LARGE_MIB,
+# BENCH_DS_SMALL override the sizes above; the table's labels and meta record what ran.
+FIO_MIB=${BENCH_FIO_MIB:-$FIO_MIB} RAND_MIB=${BENCH_RAND_MIB:-$RAND_MIB}
+TAR_ENTRIES=${BENCH_TAR_ENTRIES:-$TAR_ENTRIES} DS_LARGE=${BENCH_DS_LARGE:-$DS_LARGE}
+DS_LARGE_MIB=${BENCH_DS_LARGE_MIB:-$DS_LARGE_MIB} DS_SMALL=${BENCH_DS_SMALL:-$DS_SMALL}
+MODE=$([[ $SMOKE == 1 ]] && echo smoke || echo full)
+[[ -n ${BENCH_FIO_MIB:-}${BENCH_RAND_MIB:-}${BENCH_TAR_ENTRIES:-}${BENCH_DS_LARGE:-}${BENCH_DS_LARGE_MIB:-}${BENCH_DS_SMALL:-} ]] &&
+  MODE+=" (reduced sizes)"
 
 # --- preconditions -----------------------------------------------------------------------------
 if [[ $(id -u) -ne 0 || ! -c /dev/fuse ]]; then
@@ -113,6 +141,10 @@ if [[ -z $BUILD_DIR ]]; then
   ninja -C "$BUILD_DIR" >/dev/null
 fi
 BUILD_DIR=$(cd "$BUILD_DIR" && pwd)
+if [[ -z $OUT ]]; then
+  OUT=$BENCH/results/latest.json
+  ((SMOKE)) && OUT=$BUILD_DIR/bench/smoke.json
+fi
 BACKUPFS=$BUILD_DIR/fs/backupfs
 BACKUPD=$BUILD_DIR/server/backupd
 REPLICATOR=$BUILD_DIR/replicator/replicator
@@ -149,6 +181,7 @@ ROUND=0
 on_exit() {
   local status=$?
   trap - EXIT INT TERM
+  stop_watchdog
   cleanup_all
   if ((KEEP)) || ((status != 0)); then
     log "scratch directory kept: $WORK"
@@ -160,7 +193,57 @@ on_exit() {
 trap on_exit EXIT
 trap 'log "interrupted"; exit 130' INT TERM
 
-log "mode $([[ $SMOKE == 1 ]] && echo smoke || echo full), $ROUNDS round(s), scratch $WORK"
+# --deadline: a watchdog that, when the time is up, kills what run.sh is waiting for (its
+# descendants in its own session; the daemons run in sessions of their own) and then sends
+# run.sh SIGTERM, so the EXIT trap unmounts and stops everything. A test runner's timeout would
+# SIGKILL the whole tree instead and leave dead FUSE mounts behind.
+WATCHDOG_PID=
+start_watchdog() {
+  local secs=$1 me=$$
+  (
+    sp=
+    trap '[[ -n $sp ]] && kill "$sp" 2>/dev/null; exit 0' TERM
+    sleep "$secs" &
+    sp=$!
+    wait "$sp"
+    log "deadline of $secs s passed: stopping"
+    kill_session_descendants "$me" "$BASHPID"
+    kill -TERM "$me" 2>/dev/null
+  ) &
+  WATCHDOG_PID=$!
+}
+stop_watchdog() {
+  [[ -n $WATCHDOG_PID ]] || return 0
+  kill "$WATCHDOG_PID" 2>/dev/null || true
+  wait "$WATCHDOG_PID" 2>/dev/null || true
+  WATCHDOG_PID=
+}
+# kill_session_descendants ROOT EXCEPT: SIGTERM to every descendant of ROOT in ROOT's session,
+# EXCEPT excepted (and its own descendants).
+kill_session_descendants() {
+  local root=$1 except=$2 stat line pid ppid sid rsid
+  local -A parent=() session=()
+  for stat in /proc/[0-9]*/stat; do
+    read -r line 2>/dev/null <"$stat" || continue
+    pid=${line%% *}
+    read -r _ ppid _ sid _ <<<"${line##*) }"
+    parent[$pid]=$ppid
+    session[$pid]=$sid
+  done
+  rsid=${session[$root]:-}
+  for pid in "${!parent[@]}"; do
+    [[ ${session[$pid]} == "$rsid" ]] || continue
+    local p=$pid
+    while [[ -n ${parent[$p]:-} && $p != "$root" && $p != "$except" && $p != 1 ]]; do
+      p=${parent[$p]}
+    done
+    [[ $p == "$root" && $pid != "$root" ]] && { kill -TERM "$pid" 2>/dev/null || true; }
+  done
+  return 0
+}
+((DEADLINE > 0)) && start_watchdog "$DEADLINE"
+
+log "mode $MODE, $ROUNDS round(s), scratch $WORK"
 
 # The dataset of sections 2-4 (server, incremental, snapshot), generated once.
 DATA=$WORK/data
@@ -194,8 +277,9 @@ def sh(cmd):
         return ""
 json.dump({
     "command": "bash bench/run.sh ${ARGS[*]}",
-    "mode": "$([[ $SMOKE == 1 ]] && echo smoke || echo full)",
+    "mode": "$MODE",
     "rounds": $ROUNDS,
+    "sections": "$ONLY".split(","),
     "date": sh("date -u +%Y-%m-%dT%H:%M:%SZ"),
     "git": sh("git -C '$REPO' describe --always --dirty"),
     "nproc": os.cpu_count(),

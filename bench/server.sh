@@ -10,23 +10,46 @@
 #                     replica's cost is t(2)/t(1) - 1, per round
 #   peak RSS          VmHWM of every daemon just before it is stopped
 #   CPU               backupfs and backupd utime+stime over the run
+#
+# Diagnostic (unless --no-diagnostics): each round then repeats the three runs with backupd's
+# state directory and the replicas' roots on a tmpfs (the dataset itself stays on disk and is
+# still read cold). On disk, the mirror and every replica are one more full copy written to the
+# same disk as the source; on tmpfs that disk traffic is gone, so what is left is the software's
+# own cost (and the source read). Recorded as srv.tmpfs.*; peak RSS is taken from the disk runs.
 
 server_section() {
   local root=$WORK/srv nrep
   mkdir -p "$root"
   tools listing "$DATA" >"$root/listing.json"
+  local tmpfs=
+  if ((DIAG)); then
+    if tmpfs_mount "$root/tmpfs" "$TMPFS_SRV_MIB"; then
+      tmpfs=$root/tmpfs
+    else
+      record_skip srv.tmpfs "skipped: no room for a ${TMPFS_SRV_MIB} MiB tmpfs (MemAvailable)"
+    fi
+  fi
   for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
     for nrep in 0 1 2; do
       log "server: round $ROUND, baseline with $nrep replica(s)"
-      server_run "$nrep"
+      server_run "$nrep" "$root" srv
     done
+    if [[ -n $tmpfs ]]; then
+      for nrep in 0 1 2; do
+        log "server: round $ROUND, baseline with $nrep replica(s), state and replicas on tmpfs"
+        server_run "$nrep" "$tmpfs" srv.tmpfs
+      done
+    fi
   done
   ROUND=0
+  [[ -n $tmpfs ]] && unbind "$tmpfs"
   free_space "$root"
 }
 
+# server_run NREP BASE PREFIX: one baseline into a fresh backupd (state and replicas under
+# BASE), results recorded as PREFIX.*.
 server_run() {
-  local nrep=$1 root=$WORK/srv/run-$ROUND-$1 i
+  local nrep=$1 root=$2/run-$ROUND-$1 key=$3 i
   local -a rpids=() copies=()
   start_backupd "$root/state"
   for ((i = 1; i <= nrep; i++)); do
@@ -44,23 +67,26 @@ server_run() {
     --copy "mirror=$VOLUME_DIR/mirror" "${copies[@]}") ||
     die "server: no convergence with $nrep replica(s): $res"
   mirror_s=$(json_get "$res" mirror)
-  record "srv.mirror.r$nrep" "$mirror_s"
-  record "srv.ingest.r$nrep" "$(calc "$DATA_BYTES / 1048576 / $mirror_s")"
+  record "$key.mirror.r$nrep" "$mirror_s"
+  record "$key.ingest.r$nrep" "$(calc "$DATA_BYTES / 1048576 / $mirror_s")"
   if ((nrep > 0)); then
     all_s=$("$PY" -c 'import json,sys; d=json.loads(sys.argv[1]); d.pop("mirror"); print(max(d.values()))' "$res")
-    record "srv.replicas.r$nrep" "$all_s"
+    record "$key.replicas.r$nrep" "$all_s"
   fi
-  record "srv.cpu.backupfs.r$nrep" "$(cpu_s "$BACKUPFS_PID")"
-  record "srv.cpu.backupd.r$nrep" "$(cpu_s "$BACKUPD_PID")"
+  record "$key.cpu.backupfs.r$nrep" "$(cpu_s "$BACKUPFS_PID")"
+  record "$key.cpu.backupd.r$nrep" "$(cpu_s "$BACKUPD_PID")"
+  ((nrep > 0)) && record "$key.cpu.replicators.r$nrep" "$(cpu_s "${rpids[@]}")"
 
-  record_hwm backupfs ingest "$BACKUPFS_PID"
-  record_hwm backupd ingest "$BACKUPD_PID"
-  for i in "${rpids[@]}"; do record_hwm replicator ingest "$i"; done
+  if [[ $key == srv ]]; then
+    record_hwm backupfs ingest "$BACKUPFS_PID"
+    record_hwm backupd ingest "$BACKUPD_PID"
+    for i in "${rpids[@]}"; do record_hwm replicator ingest "$i"; done
+  fi
   unmount_backupfs "$DATA"
   if ((ROUND == 1)); then
     local -a trees=("$VOLUME_DIR/mirror")
     for ((i = 1; i <= nrep; i++)); do trees+=("$root/r$i/$VOL_HOST$DATA"); done
-    tools verify "$DATA" "${trees[@]}" || die "server: a copy differs from the source"
+    tools verify "$DATA" "${trees[@]}" || die "server ($key): a copy differs from the source"
   fi
   for ((i = ${#rpids[@]} - 1; i >= 0; i--)); do stop_pid "${rpids[i]}"; done
   stop_pid "$BACKUPD_PID"

@@ -29,15 +29,13 @@ Deterministic data: every generator is seeded, so two runs (and two machines) me
 bytes and the same tree shape.
 """
 import argparse
-import hashlib
-import io
 import json
 import os
-import random
-import subprocess
 import sys
-import tarfile
 import time
+
+# hashlib, io, random, subprocess and tarfile are imported by the subcommands that use them: the
+# scripts call this file ~100 times per run, and on a busy 2-core machine every import shows.
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 MiB = 1 << 20
@@ -98,6 +96,9 @@ def text_bytes(rng, n):
 
 def cmd_gen_tarball(a):
     """A tar of ~N entries: one dir per ~10 files, sizes lognormal around 2 KiB, fixed mtimes."""
+    import io
+    import random
+    import tarfile
     rng = random.Random(a.seed)
     entries = 0
     mtime = 1_700_000_000
@@ -136,6 +137,7 @@ def cmd_gen_tarball(a):
 
 def cmd_gen_dataset(a):
     """K large incompressible files and N small ones (in dirs of 100), seeded."""
+    import random
     rng = random.Random(a.seed)
     total = 0
     os.makedirs(os.path.join(a.dir, "large"), exist_ok=True)
@@ -231,6 +233,7 @@ def cmd_wait_converged(a):
 
 
 def file_digest(path):
+    import hashlib
     h = hashlib.blake2b(digest_size=16)
     with open(path, "rb") as f:
         while chunk := f.read(4 * MiB):
@@ -261,6 +264,7 @@ def cmd_change_plan(a):
     works on them would have: 1 MiB at a 4 KiB-aligned offset inside one large file, and 10 small
     files to touch. Files are picked by listing --pick-from (the real directory, not the mount), so
     the benchmark's own directory listings are not counted as backupfs's reads."""
+    import random
     rng = random.Random(1000 + a.round)
     bigs = sorted(os.listdir(os.path.join(a.pick_from, "large")))
     big = os.path.join("large", bigs[a.round % len(bigs)])
@@ -284,6 +288,7 @@ def cmd_change(a):
     """Makes a planned change (change-plan) through the mount, then times its arrival in each
     copy: polls every copy every few ms until the large file's range holds the new bytes and the
     10 small files carry the new mtimes."""
+    import random
     with open(a.plan) as f:
         plan = json.load(f)
     big, offset, touched = plan["big"], plan["offset"], plan["touched"]
@@ -359,6 +364,7 @@ def cmd_measure(a):
 
     The kernel adds a reaped child's io counters to its parent's, so the delta of our own
     /proc/self/io over fork..wait covers the command and every descendant it waited for."""
+    import subprocess
     io0 = proc_io("self")
     t0 = time.time()
     with open(a.stdout or os.devnull, "wb") as out:

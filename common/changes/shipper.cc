@@ -32,8 +32,11 @@ Result<void> send_file(net::Conn& conn, const FileChange& change, DataSource& so
       size_t got = BKP_TRY(conn.pread(fd->get(), off, std::span<uint8_t>(buf.data(), want)));
       if (got == 0) break;  // the file shrank; its truncate is later in the stream
       payload.clear();
+      // One encoder per shipping thread (every stream has its own), so its adaptive skipping
+      // follows that stream's data.
+      thread_local wire::WriteEncoder encoder;
       uint8_t flags =
-          wire::encode_write(change.ref.id, off, std::span<const uint8_t>(buf.data(), got), payload);
+          encoder.encode(change.ref.id, off, std::span<const uint8_t>(buf.data(), got), payload);
       BKP_TRY_VOID(conn.send(wire::MsgType::kWrite, flags, payload));
       counters.data_bytes += got;
       source.sent(change.ref, got);

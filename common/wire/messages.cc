@@ -6,6 +6,9 @@
 #include <time.h>
 #include <zstd.h>
 
+#include <algorithm>
+#include <memory>
+
 #include "common/wire/codec.h"
 
 namespace bkp::wire {
@@ -271,22 +274,39 @@ Result<Ack> decode_ack(std::span<const uint8_t> p) {
   return finish(d, m, "Ack");
 }
 
-uint8_t encode_write(uint64_t id, uint64_t offset, std::span<const uint8_t> data,
-                     std::vector<uint8_t>& out) {
+namespace {
+constexpr uint32_t kMaxSkip = 64;
+}  // namespace
+
+WriteEncoder::WriteEncoder() : ctx_(ZSTD_createCCtx()) {
+  if (ctx_) ZSTD_CCtx_setParameter(ctx_, ZSTD_c_compressionLevel, 1);
+}
+
+WriteEncoder::~WriteEncoder() { ZSTD_freeCCtx(ctx_); }
+
+uint8_t WriteEncoder::encode(uint64_t id, uint64_t offset, std::span<const uint8_t> data,
+                             std::vector<uint8_t>& out) {
   Encoder e(out);
   e.u64(id);
   e.u64(offset);
   e.u32(static_cast<uint32_t>(data.size()));
   size_t header_end = out.size();
-  if (data.size() >= 512) {
-    size_t bound = ZSTD_compressBound(data.size());
-    out.resize(header_end + bound);
-    size_t n = ZSTD_compress(out.data() + header_end, bound, data.data(), data.size(), 1);
-    if (!ZSTD_isError(n) && n <= data.size() - data.size() / 8) {
-      out.resize(header_end + n);
-      return kFlagZstd;
+  if (data.size() >= 512 && ctx_ != nullptr) {
+    if (skip_ > 0) {
+      --skip_;
+    } else {
+      size_t bound = ZSTD_compressBound(data.size());
+      out.resize(header_end + bound);
+      size_t n = ZSTD_compress2(ctx_, out.data() + header_end, bound, data.data(), data.size());
+      if (!ZSTD_isError(n) && n <= data.size() - data.size() / 8) {
+        out.resize(header_end + n);
+        backoff_ = 0;
+        return kFlagZstd;
+      }
+      out.resize(header_end);
+      backoff_ = backoff_ == 0 ? 1 : std::min(backoff_ * 2, kMaxSkip);
+      skip_ = backoff_;
     }
-    out.resize(header_end);
   }
   e.bytes(data);
   return 0;
@@ -305,7 +325,12 @@ Result<Write> decode_write(uint8_t flags, std::span<const uint8_t> p) {
     unsigned long long content = ZSTD_getFrameContentSize(body.data(), body.size());
     if (content != raw) return fail(EPROTO, "Write: compressed size does not match raw length");
     w.data.resize(raw);
-    size_t n = ZSTD_decompress(w.data.data(), raw, body.data(), body.size());
+    // One decompression context per receiving thread, reused (creating one costs more than
+    // decompressing a small chunk).
+    thread_local std::unique_ptr<ZSTD_DCtx, size_t (*)(ZSTD_DCtx*)> dctx(ZSTD_createDCtx(),
+                                                                         ZSTD_freeDCtx);
+    if (!dctx) return fail(ENOMEM, "Write: no zstd context");
+    size_t n = ZSTD_decompressDCtx(dctx.get(), w.data.data(), raw, body.data(), body.size());
     if (ZSTD_isError(n) || n != raw) return fail(EPROTO, "Write: corrupt zstd payload");
   } else {
     if (body.size() != raw) return malformed("Write (length)");

@@ -16,6 +16,8 @@
 #include "common/result.h"
 #include "common/wire/frame.h"
 
+struct ZSTD_CCtx_s;  // zstd.h's compression context
+
 namespace bkp::wire {
 
 constexpr uint32_t kMagic = 0x46504B42;  // "BKPF" little-endian
@@ -149,9 +151,29 @@ Result<Commit> decode_commit(std::span<const uint8_t> payload);
 Result<Ack> decode_ack(std::span<const uint8_t> payload);
 
 // Write payloads: u64 id, u64 offset, u32 raw length, then the bytes; compressed with zstd
-// (frame flag kFlagZstd) when that saves at least 1/8. encode_write returns the frame flags.
-uint8_t encode_write(uint64_t id, uint64_t offset, std::span<const uint8_t> data,
-                     std::vector<uint8_t>& out);
+// (frame flag kFlagZstd) when that saves at least 1/8.
+//
+// Compression is adaptive: a chunk that did not compress makes the encoder send the next ones
+// raw without trying (1, then 2, 4 ... up to 64 chunks while the data keeps failing; any success
+// resets it), so random or already-compressed data costs almost no zstd CPU on the sender — on a
+// small machine that CPU is taken from the application — while one chunk in 64 keeps checking
+// whether the data changed nature. One zstd context is reused. Not thread-safe: one per stream.
+class WriteEncoder {
+ public:
+  WriteEncoder();
+  ~WriteEncoder();
+  WriteEncoder(const WriteEncoder&) = delete;
+  WriteEncoder& operator=(const WriteEncoder&) = delete;
+
+  // Appends the payload to out; returns the frame flags.
+  uint8_t encode(uint64_t id, uint64_t offset, std::span<const uint8_t> data,
+                 std::vector<uint8_t>& out);
+
+ private:
+  ::ZSTD_CCtx_s* ctx_;
+  uint32_t skip_ = 0;     // chunks still to send raw without trying
+  uint32_t backoff_ = 0;  // the next skip after a failure
+};
 Result<Write> decode_write(uint8_t flags, std::span<const uint8_t> payload);
 
 }  // namespace bkp::wire

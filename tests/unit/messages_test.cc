@@ -292,7 +292,7 @@ TEST(MessagesTest, CompressibleWriteIsCompressedAndRestored) {
   }
   data.resize(1u << 20);
   Bytes payload;
-  uint8_t flags = encode_write(5, 123456789012, data, payload);
+  uint8_t flags = WriteEncoder().encode(5, 123456789012, data, payload);
   EXPECT_EQ(flags & kFlagZstd, kFlagZstd);
   EXPECT_LT(payload.size(), data.size() / 4);
   EXPECT_LE(payload.size(), kMaxPayload);
@@ -306,7 +306,7 @@ TEST(MessagesTest, CompressibleWriteIsCompressedAndRestored) {
 TEST(MessagesTest, IncompressibleWriteIsSentRaw) {
   Bytes data = random_data(1u << 20, 1);
   Bytes payload;
-  uint8_t flags = encode_write(6, 0, data, payload);
+  uint8_t flags = WriteEncoder().encode(6, 0, data, payload);
   EXPECT_EQ(flags & kFlagZstd, 0);
   EXPECT_EQ(payload.size(), 8 + 8 + 4 + data.size());  // u64 id, u64 offset, u32 length, bytes
   auto d = decode_write(flags, payload);
@@ -316,9 +316,35 @@ TEST(MessagesTest, IncompressibleWriteIsSentRaw) {
   EXPECT_EQ(d->data, data);
 }
 
+// After incompressible data the encoder stops trying for a while (1, 2, 4 ... chunks), and the
+// first success makes it try every chunk again; every payload decodes either way.
+TEST(MessagesTest, EncoderSkipsCompressionAfterIncompressibleData) {
+  WriteEncoder enc;
+  Bytes text(64 * 1024, 'a');
+  Bytes noise = random_data(64 * 1024, 9);
+  auto compressed = [&](const Bytes& data) {
+    Bytes payload;
+    uint8_t flags = enc.encode(1, 0, data, payload);
+    auto d = decode_write(flags, payload);
+    EXPECT_TRUE(d && d->data == data);
+    return (flags & kFlagZstd) != 0;
+  };
+  EXPECT_TRUE(compressed(text));
+  EXPECT_FALSE(compressed(noise));  // tried and failed: skip 1
+  EXPECT_FALSE(compressed(text));   // skipped although compressible
+  EXPECT_TRUE(compressed(text));    // tried again
+  EXPECT_FALSE(compressed(noise));  // skip 1
+  EXPECT_FALSE(compressed(noise));  // skipped
+  EXPECT_FALSE(compressed(noise));  // tried and failed again: skip 2
+  EXPECT_FALSE(compressed(text));
+  EXPECT_FALSE(compressed(text));
+  EXPECT_TRUE(compressed(text));    // back to trying every chunk
+  EXPECT_TRUE(compressed(text));
+}
+
 TEST(MessagesTest, EmptyWriteRoundTrips) {
   Bytes payload;
-  uint8_t flags = encode_write(7, 99, {}, payload);
+  uint8_t flags = WriteEncoder().encode(7, 99, {}, payload);
   auto d = decode_write(flags, payload);
   ASSERT_TRUE(d) << d.error().message;
   EXPECT_EQ(d->offset, 99u);
@@ -329,7 +355,7 @@ TEST(MessagesTest, TruncatedOrPaddedWritesAreRejected) {
   for (bool compressible : {false, true}) {
     Bytes data = compressible ? Bytes(5000, 'z') : random_data(5000, 2);
     Bytes payload;
-    uint8_t flags = encode_write(8, 4096, data, payload);
+    uint8_t flags = WriteEncoder().encode(8, 4096, data, payload);
     ASSERT_EQ((flags & kFlagZstd) != 0, compressible);
     expect_only_exact_length_decodes(
         payload, [flags](const Bytes& b) { return decode_write(flags, b); },
