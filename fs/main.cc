@@ -10,6 +10,7 @@
 
 #include "common/net/socket.h"
 #include "common/path.h"
+#include "common/process.h"
 #include "common/progress.h"
 #include "fs/run.h"
 
@@ -42,6 +43,7 @@ bkp::Result<bkp::net::HostPort> parse_listen(std::string_view text) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  bkp::tune_allocator();
   bkp::fs::Options options;
   std::string listen;
   for (int i = 1; i < argc; ++i) {

@@ -9,6 +9,7 @@
 #include "common/log.h"
 #include "common/net/socket.h"
 #include "common/path.h"
+#include "common/process.h"
 #include "common/progress.h"
 #include "replicator/replicator.h"
 
@@ -23,6 +24,7 @@ void usage(FILE* out) {
 
 int main(int argc, char** argv) {
   using bkp::replicator::kExitUsage;
+  bkp::tune_allocator();
   bkp::replicator::Options options;
   const option longopts[] = {
       {"server", required_argument, nullptr, 's'}, {"root", required_argument, nullptr, 'r'},

@@ -131,18 +131,23 @@ say "backupfs mounted over $APP, listening on 127.0.0.1:$NODE_PORT"
 BKPTOOL=("$BUILD/tools/bkptool" --server "127.0.0.1:$PORT")
 "${BKPTOOL[@]}" register "$HOST" "$NODE_PORT" "$APP" --every 5s
 
-# One progress line every 3 s from `bkptool list --json`: the node's lag and the last run.
+# One progress line every 3 s from `bkptool status --json`: the node's lag, each replica's lag,
+# the file in transfer and the last snapshot (`bkptool status` shows the same as a block).
 progress() {
-  "${BKPTOOL[@]}" --json list 2>/dev/null | python3 -c '
+  "${BKPTOOL[@]}" --json status "$HOST" "$APP" 2>/dev/null | python3 -c '
 import json, sys
 try:
     v = json.load(sys.stdin)["volumes"][0]
 except Exception:
     sys.exit(0)
-run = v.get("last_run") or {}
-print("[demo] progress: node %s, lag %d ops / %.1f MiB, last run %s %s" % (
-    "connected" if v.get("connected") else "away", v.get("lag_ops", 0),
-    v.get("lag_bytes", 0) / 1048576, run.get("status", "-"), run.get("snapshot") or ""))'
+mib = lambda b: b / 1048576
+reps = ", ".join("%s %.1f MiB / %.1f s" % (r["name"], mib(r["lag_bytes"]), r["lag_seconds"])
+                 for r in v.get("replicas", []))
+snap = (v.get("last_snapshot") or {}).get("name") or "none yet"
+moving = (v.get("transfer") or {}).get("file") or v.get("current_file")
+print("[demo] node %s, lag %d ops / %.1f MiB / %.1f s%s; replicas: %s; last snapshot %s" % (
+    "connected" if v.get("connected") else "away", v.get("lag_ops", 0), mib(v.get("lag_bytes", 0)),
+    v.get("lag_seconds", 0), ", moving " + moving if moving else "", reps or "none", snap))'
 }
 
 # --- the application at work -----------------------------------------------------------------
@@ -205,6 +210,9 @@ if ((converged)); then
     sleep 0.2
   done
 fi
+echo
+say "bkptool status $HOST $APP:"
+"${BKPTOOL[@]}" status "$HOST" "$APP" || true
 echo
 say "bkptool history $HOST $APP:"
 "${BKPTOOL[@]}" history "$HOST" "$APP" || true

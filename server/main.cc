@@ -6,6 +6,7 @@
 
 #include "common/log.h"
 #include "common/net/socket.h"
+#include "common/process.h"
 #include "common/progress.h"
 #include "server/server.h"
 
@@ -22,6 +23,7 @@ void usage(FILE* out) {
 
 int main(int argc, char** argv) {
   using bkp::server::kExitUsage;
+  bkp::tune_allocator();
   bkp::server::Options options;
   const option longopts[] = {
       {"state-dir", required_argument, nullptr, 's'}, {"config", required_argument, nullptr, 'c'},

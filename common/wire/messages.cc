@@ -324,17 +324,18 @@ Result<Write> decode_write(uint8_t flags, std::span<const uint8_t> p) {
   if (flags & kFlagZstd) {
     unsigned long long content = ZSTD_getFrameContentSize(body.data(), body.size());
     if (content != raw) return fail(EPROTO, "Write: compressed size does not match raw length");
-    w.data.resize(raw);
+    w.inflated.resize(raw);
     // One decompression context per receiving thread, reused (creating one costs more than
     // decompressing a small chunk).
     thread_local std::unique_ptr<ZSTD_DCtx, size_t (*)(ZSTD_DCtx*)> dctx(ZSTD_createDCtx(),
                                                                          ZSTD_freeDCtx);
     if (!dctx) return fail(ENOMEM, "Write: no zstd context");
-    size_t n = ZSTD_decompressDCtx(dctx.get(), w.data.data(), raw, body.data(), body.size());
+    size_t n = ZSTD_decompressDCtx(dctx.get(), w.inflated.data(), raw, body.data(), body.size());
     if (ZSTD_isError(n) || n != raw) return fail(EPROTO, "Write: corrupt zstd payload");
+    w.data = w.inflated;
   } else {
     if (body.size() != raw) return malformed("Write (length)");
-    w.data.assign(body.begin(), body.end());
+    w.data = body;
   }
   if (w.offset + raw < w.offset) return fail(EPROTO, "Write: offset overflows");
   return w;

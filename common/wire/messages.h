@@ -115,10 +115,20 @@ int64_t realtime_ns();
 // An Attr op carrying st's permission bits, owner and times; by id when id != 0, else by path.
 Op attr_from_stat(std::string path, uint64_t id, const struct stat& st);
 
+// The decoded bytes are not copied out of a raw frame: `data` views the payload decode_write was
+// given (which must outlive the Write), or `inflated` when the frame was compressed. Moving a
+// Write keeps `data` valid (a moved vector keeps its buffer); copying is not allowed.
 struct Write {
+  Write() = default;
+  Write(Write&&) = default;
+  Write& operator=(Write&&) = default;
+  Write(const Write&) = delete;
+  Write& operator=(const Write&) = delete;
+
   uint64_t id = 0;
   uint64_t offset = 0;
-  std::vector<uint8_t> data;  // decoded (uncompressed) bytes
+  std::span<const uint8_t> data;
+  std::vector<uint8_t> inflated;
 };
 
 struct Commit {

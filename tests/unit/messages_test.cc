@@ -300,7 +300,7 @@ TEST(MessagesTest, CompressibleWriteIsCompressedAndRestored) {
   ASSERT_TRUE(d) << d.error().message;
   EXPECT_EQ(d->id, 5u);
   EXPECT_EQ(d->offset, 123456789012u);
-  EXPECT_EQ(d->data, data);
+  EXPECT_EQ(Bytes(d->data.begin(), d->data.end()), data);
 }
 
 TEST(MessagesTest, IncompressibleWriteIsSentRaw) {
@@ -313,7 +313,7 @@ TEST(MessagesTest, IncompressibleWriteIsSentRaw) {
   ASSERT_TRUE(d) << d.error().message;
   EXPECT_EQ(d->id, 6u);
   EXPECT_EQ(d->offset, 0u);
-  EXPECT_EQ(d->data, data);
+  EXPECT_EQ(Bytes(d->data.begin(), d->data.end()), data);
 }
 
 // After incompressible data the encoder stops trying for a while (1, 2, 4 ... chunks), and the
@@ -326,7 +326,7 @@ TEST(MessagesTest, EncoderSkipsCompressionAfterIncompressibleData) {
     Bytes payload;
     uint8_t flags = enc.encode(1, 0, data, payload);
     auto d = decode_write(flags, payload);
-    EXPECT_TRUE(d && d->data == data);
+    EXPECT_TRUE(d && Bytes(d->data.begin(), d->data.end()) == data);
     return (flags & kFlagZstd) != 0;
   };
   EXPECT_TRUE(compressed(text));
