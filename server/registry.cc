@@ -188,14 +188,7 @@ ControlResult<VolumeView> Registry::register_volume(const std::string& host, int
     }
     busy_.insert(key);
   }
-  struct Release {
-    Registry& r;
-    std::string key;
-    ~Release() {
-      std::lock_guard lock(r.mu_);
-      r.busy_.erase(key);
-    }
-  } release{*this, key};
+  BusyKey release{*this, key};
 
   if (auto stored = catalog_.registration(host, path); !stored || *stored) {
     if (!stored) return tl::unexpected(internal(stored.error()));
@@ -260,14 +253,7 @@ ControlResult<bool> Registry::unregister(const std::string& host, const std::str
     }
     busy_.insert(key);
   }
-  struct Release {
-    Registry& r;
-    std::string key;
-    ~Release() {
-      std::lock_guard lock(r.mu_);
-      r.busy_.erase(key);
-    }
-  } release{*this, key};
+  BusyKey release{*this, key};
 
   if (!entry) {
     // Not registered: only a purge of what an earlier unregister kept makes sense.

@@ -104,6 +104,16 @@ class Registry {
     std::shared_ptr<Link> link;
   };
 
+  // Marks a key busy (the caller inserted it into busy_ under mu_) until destroyed.
+  struct BusyKey {
+    Registry& r;
+    std::string key;
+    ~BusyKey() {
+      std::lock_guard lock(r.mu_);
+      r.busy_.erase(key);
+    }
+  };
+
   ControlResult<void> validate(const std::string& host, const std::string& path);
   void start_volume(const Registration& reg, std::shared_ptr<Volume> volume,
                     std::optional<AttachedNode> first, int64_t first_run_ms);
