@@ -58,11 +58,20 @@ void ChangeLog::record(wire::Op op) {
   cv_.notify_one();
 }
 
+template <class F>
+void ChangeLog::update_extents(FileChange& file, F&& change) {
+  ranges_ -= file.extents.range_count();
+  dirty_bytes_ -= file.extents.total_bytes();
+  change(file.extents);
+  ranges_ += file.extents.range_count();
+  dirty_bytes_ += file.extents.total_bytes();
+}
+
 void ChangeLog::write(const FileRef& file, uint64_t offset, uint64_t length) {
   std::lock_guard lock(mu_);
   auto& change = files_[file.id];
   if (change.ref.id == 0) change.ref = file;
-  change.extents.add(offset, length);
+  update_extents(change, [&](ExtentMap& e) { e.add(offset, length); });
   cv_.notify_one();
 }
 
@@ -83,7 +92,7 @@ void ChangeLog::truncate(const FileRef& file, uint64_t size) {
   ops_.push_back(std::move(op));
   auto& change = files_[file.id];
   if (change.ref.id == 0) change.ref = file;
-  change.extents.truncate(size);
+  update_extents(change, [&](ExtentMap& e) { e.truncate(size); });
   change.attrs = true;
   cv_.notify_one();
 }
@@ -98,9 +107,7 @@ Batch ChangeLog::take() {
   }
   batch.files.reserve(files_.size());
   for (auto& [id, change] : files_) batch.files.push_back(std::move(change));
-  ops_.clear();
-  attr_index_.clear();
-  files_.clear();
+  reset_locked();
   woken_ = false;
   return batch;
 }
@@ -120,21 +127,20 @@ void ChangeLog::wake() {
 
 void ChangeLog::clear() {
   std::lock_guard lock(mu_);
+  reset_locked();
+}
+
+void ChangeLog::reset_locked() {
   ops_.clear();
   attr_index_.clear();
   files_.clear();
+  ranges_ = 0;
+  dirty_bytes_ = 0;
 }
 
 LogStats ChangeLog::stats() const {
   std::lock_guard lock(mu_);
-  LogStats s;
-  s.ops = ops_.size();
-  s.files = files_.size();
-  for (const auto& [id, change] : files_) {
-    s.ranges += change.extents.range_count();
-    s.dirty_bytes += change.extents.total_bytes();
-  }
-  return s;
+  return LogStats{ops_.size(), files_.size(), ranges_, dirty_bytes_};
 }
 
 }  // namespace bkp::changes

@@ -89,6 +89,10 @@ class ChangeLog {
 
  private:
   void forget_attrs_under(const std::string& path);  // mu_ held
+  // Runs change(extents) and keeps ranges_ / dirty_bytes_ in step (mu_ held).
+  template <class F>
+  void update_extents(FileChange& file, F&& change);
+  void reset_locked();  // empties the log (mu_ held)
 
   mutable std::mutex mu_;  // guards everything below; never held across I/O
   std::condition_variable cv_;
@@ -98,6 +102,10 @@ class ChangeLog {
   // Ordered, so a rename or removal can drop a whole subtree of entries cheaply.
   std::map<std::string, size_t> attr_index_;
   std::unordered_map<uint64_t, FileChange> files_;
+  // Sums over files_, kept as they change so stats() is O(1): it is asked for on every chunk
+  // shipped (progress) and by status readers.
+  uint64_t ranges_ = 0;
+  uint64_t dirty_bytes_ = 0;
   uint64_t next_number_ = 1;
   std::shared_mutex namespace_lock_;
 };

@@ -17,28 +17,28 @@ void ExtentMap::add(uint64_t offset, uint64_t length) {
   while (it != ranges_.end() && it->first <= end) {
     start = std::min(start, it->first);
     end = std::max(end, it->second);
+    total_ -= it->second - it->first;
     it = ranges_.erase(it);
   }
   ranges_.emplace(start, end);
+  total_ += end - start;
 }
 
 void ExtentMap::truncate(uint64_t size) {
   auto it = ranges_.lower_bound(size);
+  for (auto gone = it; gone != ranges_.end(); ++gone) total_ -= gone->second - gone->first;
   ranges_.erase(it, ranges_.end());
   if (!ranges_.empty()) {
     auto last = std::prev(ranges_.end());
-    if (last->second > size) last->second = size;
+    if (last->second > size) {
+      total_ -= last->second - size;
+      last->second = size;
+    }
   }
 }
 
 void ExtentMap::merge(const ExtentMap& other) {
   for (const auto& [start, end] : other.ranges_) add(start, end - start);
-}
-
-uint64_t ExtentMap::total_bytes() const {
-  uint64_t total = 0;
-  for (const auto& [start, end] : ranges_) total += end - start;
-  return total;
 }
 
 }  // namespace bkp::changes

@@ -18,16 +18,20 @@ class ExtentMap {
   void truncate(uint64_t size);
   // Merges another map into this one.
   void merge(const ExtentMap& other);
-  void clear() { ranges_.clear(); }
+  void clear() {
+    ranges_.clear();
+    total_ = 0;
+  }
 
   bool empty() const { return ranges_.empty(); }
   size_t range_count() const { return ranges_.size(); }
-  uint64_t total_bytes() const;
+  uint64_t total_bytes() const { return total_; }  // kept up to date: O(1)
   // start -> end, ascending, disjoint and non-adjacent.
   const std::map<uint64_t, uint64_t>& ranges() const { return ranges_; }
 
  private:
   std::map<uint64_t, uint64_t> ranges_;
+  uint64_t total_ = 0;  // sum of the ranges' lengths
 };
 
 }  // namespace bkp::changes

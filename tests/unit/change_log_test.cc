@@ -254,6 +254,21 @@ TEST(ChangeLogTest, StatsCountWhatIsPending) {
   EXPECT_EQ(s.files, 2u);
   EXPECT_EQ(s.ranges, 3u);
   EXPECT_EQ(s.dirty_bytes, 25u);
+
+  // The totals are kept as the log changes: a write that bridges two ranges, a truncate, clear.
+  log.write(file(1), 5, 20);  // [0,10) + [20,30) -> [0,30)
+  s = log.stats();
+  EXPECT_EQ(s.ranges, 2u);
+  EXPECT_EQ(s.dirty_bytes, 35u);
+  log.truncate(file(1), 8);  // -> [0,8)
+  s = log.stats();
+  EXPECT_EQ(s.ops, 3u);
+  EXPECT_EQ(s.ranges, 2u);
+  EXPECT_EQ(s.dirty_bytes, 13u);
+  log.clear();
+  s = log.stats();
+  EXPECT_EQ(s.ranges, 0u);
+  EXPECT_EQ(s.dirty_bytes, 0u);
 }
 
 TEST(ChangeLogTest, ClearDropsEverything) {
