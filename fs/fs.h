@@ -16,11 +16,10 @@
 #include <optional>
 #include <string>
 
-#include "common/changes/change_log.h"
 #include "common/result.h"
 #include "common/wire/messages.h"
 #include "fs/inode_table.h"
-#include "fs/recorder.h"
+#include "common/changes/change_log.h"
 
 namespace bkp::fs {
 
@@ -30,7 +29,7 @@ constexpr double kCacheTimeout = 86400.0;
 
 class Fs {
  public:
-  Fs(InodeTable& table, Recorder& log) : table_(table), log_(log) {}
+  Fs(InodeTable& table, changes::ChangeLog& log) : table_(table), log_(log) {}
 
   // The operation table; userdata passed to fuse_session_new must be this Fs.
   static const fuse_lowlevel_ops& ops();
@@ -109,7 +108,7 @@ class Fs {
   void record_path_attr(Inode& inode, const struct stat& st);
 
   InodeTable& table_;
-  Recorder& log_;
+  changes::ChangeLog& log_;
   // Set once someone sets security.capability through us: from then on getxattr of it is asked
   // of the real file instead of answered ENODATA without a syscall.
   std::atomic<bool> capability_seen_{false};

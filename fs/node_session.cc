@@ -1,12 +1,11 @@
 // The node session thread: wait for a backupd to attach, say Hello, ship batches, wait for their
 // acks, report the lag, and go back to waiting when the connection breaks.
 //
-// At most one batch is in flight. It is taken from the log (or built by a baseline scan), given
-// the next number of our own strictly increasing sequence, sent with send_batch and dropped only
-// when await_ack confirms backupd applied it durably; after any failure it is kept and sent again
-// on the next attach, unless backupd answers our Hello with committed >= its number (already
-// applied) or asks for a baseline (which replaces it and the log). While a batch is in flight the
-// log keeps coalescing, so the next batch carries everything since.
+// stream::Sender does the stream's bookkeeping: at most one bounded batch in flight, dropped
+// only when backupd acknowledges it; after any failure it is kept and, on the next attach,
+// resumed exactly where backupd's HelloOk says the mirror stands (or dropped if backupd
+// committed it, or replaced by a baseline scan of the whole tree if backupd asks for one). While
+// a batch is in flight the log keeps coalescing, so the next batch carries everything since.
 //
 // NodeStatus (the lag: what is recorded and not yet acknowledged, and since when) goes out before
 // each batch, hence before its Commit, about once a second while idle, and about once a second
@@ -31,6 +30,7 @@
 
 #include "common/changes/scan.h"
 #include "common/log.h"
+#include "common/net/messenger.h"
 #include "common/path.h"
 #include "common/wire/messages.h"
 #include "fs/file_handle.h"
@@ -52,14 +52,6 @@ constexpr auto kReleaseWait = 2s;
 
 long long ms_since(Clock::time_point t0) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0).count();
-}
-
-Error frame_error(const wire::Frame& f, const char* context) {
-  if (f.type == wire::MsgType::kError) {
-    auto e = wire::decode_error(f.payload);
-    if (e) return Error{static_cast<int>(e->code), std::string(context) + ": backupd: " + e->text};
-  }
-  return Error{EPROTO, std::string(context) + ": unexpected " + wire::type_name(f.type) + " frame"};
 }
 
 // The volume-relative path of an open regular file of the tree at root, or "" if the kernel
@@ -115,12 +107,11 @@ class NodeSession::StatusSource : public changes::DataSource {
 };
 
 NodeSession::NodeSession(SessionOptions options, UniqueFd listener, changes::ChangeLog& log,
-                         Recorder& recorder, int root_fd)
+                         int root_fd)
     : options_(std::move(options)),
       log_(log),
-      recorder_(recorder),
-      progress_(options_.meter, log),
       root_fd_(root_fd),
+      progress_(options_.meter, log),
       listener_(std::move(listener), options_.path,
                 [this](Attached& attached) { return offer(attached); }) {}
 
@@ -202,15 +193,13 @@ void NodeSession::main() {
     }
     progress_.interrupted();
     if (stopping()) break;
-    auto s = log_.stats();
-    uint64_t ops = s.ops + (inflight_ ? inflight_->ops.size() : 0);
-    uint64_t files = s.files + (inflight_ ? inflight_->files.size() : 0);
+    stream::Lag lag = sender_.lag();
     if (result.error().code == ECONNRESET) {
-      log::info("backupd {} detached; keeping {} ops and {} files for the next attach", peer, ops,
-                files);
+      log::info("backupd {} detached; keeping {} ops and {} files for the next attach", peer,
+                lag.ops, lag.files);
     } else {
       log::warn("backupd {}: {}; keeping {} ops and {} files for the next attach", peer,
-                result.error().message, ops, files);
+                result.error().message, lag.ops, lag.files);
     }
   }
   std::lock_guard lock(mu_);
@@ -247,94 +236,55 @@ Result<void> NodeSession::run_session(Attached& attached) {
   hello.name = options_.host;
   hello.path = options_.path;
   hello.instance = options_.instance;
-  std::vector<uint8_t> payload;
-  wire::encode(hello, payload);
-  BKP_TRY_VOID(conn.send(wire::MsgType::kHello, 0, payload));
+  BKP_TRY_VOID(net::send(conn, hello));
   BKP_TRY_VOID(conn.flush());
-  wire::Frame frame = BKP_TRY(conn.recv(kHelloTimeoutMs));
-  if (frame.type != wire::MsgType::kHelloOk) return tl::unexpected(frame_error(frame, "hello"));
-  wire::HelloOk ok = BKP_TRY(wire::decode_hello_ok(frame.payload));
-  log::info("backupd {} attached (server {:016x}) to {}:{} (committed {}{})", attached.peer,
-            attached.attach.server_id, options_.host, options_.path, ok.committed,
-            ok.need_baseline ? ", baseline requested" : "");
-
-  if (ok.need_baseline) {
-    inflight_ = BKP_TRY(take_baseline());
-    inflight_baseline_ = true;
-  } else if (inflight_ && ok.committed >= inflight_->number) {
-    log::debug("batch {} was applied before the reattach", inflight_->number);
-    inflight_.reset();
-  }
+  auto ok = net::expect<wire::HelloOk>(conn, kHelloTimeoutMs);
+  if (!ok) return tl::unexpected(ok.error().wrap("hello"));
+  const wire::Position& at = ok->position;
+  log::info("backupd {} attached (server {:016x}) to {}:{} (committed {}{}{})", attached.peer,
+            attached.attach.server_id, options_.host, options_.path, at.committed,
+            at.applied ? fmt::format(" + {} operations", at.applied) : "",
+            at.need_baseline ? ", baseline requested" : "");
+  if (sender_.position(at) == stream::Sender::Resume::kBaseline) BKP_TRY_VOID(take_baseline());
   last_status_ = {};
   while (!stopping()) {
-    if (!inflight_) {
-      inflight_ = take_batch();
-      if (!inflight_) {
-        if (draining_.load()) return {};
-        if (status_due()) {
-          BKP_TRY_VOID(send_status(conn, ""));
-          BKP_TRY_VOID(conn.flush());
-        }
-        if (!log_.wait(kIdleWait)) BKP_TRY_VOID(check_idle(conn));
-        continue;
+    const changes::Batch* batch = sender_.next();
+    if (batch == nullptr) {
+      if (draining_.load()) return {};
+      if (status_due()) {
+        BKP_TRY_VOID(send_status(conn, ""));
+        BKP_TRY_VOID(conn.flush());
       }
+      if (!log_.wait(kIdleWait)) BKP_TRY_VOID(check_idle(conn));
+      continue;
     }
-    BKP_TRY_VOID(ship(conn, *inflight_));
-    inflight_.reset();
-    inflight_baseline_ = false;
+    BKP_TRY_VOID(ship(conn, *batch));
+    if (log_empty()) baseline_ = false;
     progress_.acked();
   }
   return fail(ECANCELED, "stopped");
 }
 
-std::optional<changes::Batch> NodeSession::take_batch() {
-  int64_t since = recorder_.reset_since();
-  changes::Batch batch = log_.take();
-  if (batch.empty()) return std::nullopt;
-  batch.number = next_number_++;
-  inflight_oldest_ns_ = since != 0 ? since : wire::realtime_ns();
-  inflight_bytes_ = batch.dirty_bytes();
-  return batch;
-}
-
-Result<void> NodeSession::ship(net::Conn& conn, changes::Batch& batch) {
+Result<void> NodeSession::ship(net::Conn& conn, const changes::Batch& batch) {
   auto t0 = Clock::now();
   uint64_t sent_before = conn.bytes_sent();
   BKP_TRY_VOID(send_status(conn, ""));
-  progress_.batch(batch, inflight_baseline_ ? "baseline" : "");
+  progress_.batch(batch, baseline_ ? "baseline" : "");
   StatusSource source(*this, conn);
-  BKP_TRY_VOID(changes::send_batch(conn, batch, source, counters_));
-  BKP_TRY_VOID(changes::await_ack(conn, batch.number, kAckTimeoutMs));
-  log::debug("batch {} acknowledged: {} ops, {} files, {} wire bytes, {} ms", batch.number,
-             batch.ops.size(), batch.files.size(), conn.bytes_sent() - sent_before, ms_since(t0));
+  uint64_t number = batch.number, ops = batch.ops.size(), files = batch.files.size();
+  uint64_t skipped = sender_.resume_at();
+  BKP_TRY_VOID(sender_.send(conn, source, counters_));
+  BKP_TRY_VOID(sender_.await_ack(conn, kAckTimeoutMs));
+  log::debug("batch {} acknowledged: {} ops, {} files ({} items resumed past), {} wire bytes, {} ms",
+             number, ops, files, skipped, conn.bytes_sent() - sent_before, ms_since(t0));
   return {};
 }
 
 bool NodeSession::status_due() const { return Clock::now() - last_status_ >= kStatusEvery; }
 
 Result<void> NodeSession::send_status(net::Conn& conn, const std::string& current_file) {
-  auto s = log_.stats();
-  wire::NodeStatus status;
-  status.pending_ops = s.ops;
-  status.pending_bytes = s.dirty_bytes;
-  status.pending_files = s.files;
-  int64_t oldest = 0;
-  if (inflight_) {
-    status.pending_ops += inflight_->ops.size();
-    status.pending_bytes += inflight_bytes_;
-    status.pending_files += inflight_->files.size();
-    oldest = inflight_oldest_ns_;
-  }
-  if (s.ops != 0 || s.files != 0) {
-    int64_t since = recorder_.since_ns();
-    if (since != 0 && (oldest == 0 || since < oldest)) oldest = since;
-  }
-  status.oldest_ns = oldest;
-  status.current_file = current_file;
-  std::vector<uint8_t> payload;
-  wire::encode(status, payload);
   last_status_ = Clock::now();
-  return conn.send(wire::MsgType::kNodeStatus, 0, payload);
+  return net::send(conn, sender_.status(current_file));
 }
 
 // Between batches: notice a peer that closed or complained, without waiting.
@@ -342,31 +292,28 @@ Result<void> NodeSession::check_idle(net::Conn& conn) {
   if (!BKP_TRY(conn.readable())) return {};
   wire::Frame frame = BKP_TRY(conn.recv(1000));
   if (frame.type == wire::MsgType::kPing) return {};
-  return tl::unexpected(frame_error(frame, "idle"));
+  return tl::unexpected(net::unexpected_frame(frame, "nothing (idle)"));
 }
 
-Result<changes::Batch> NodeSession::take_baseline() {
+Result<void> NodeSession::take_baseline() {
   auto t0 = Clock::now();
   UniqueFd dir(::openat(root_fd_, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!dir) return fail_errno("baseline: open root");
-  // The baseline stands for everything unacknowledged so far: it is as old as the oldest of that.
-  int64_t oldest = wire::realtime_ns();
-  if (inflight_) oldest = std::min(oldest, inflight_oldest_ns_);
-  inflight_.reset();
-  Result<changes::Batch> batch;
+  changes::LogStats scanned;
   {
     std::unique_lock ns(log_.namespace_lock());
-    if (int64_t since = recorder_.reset_since(); since != 0) oldest = std::min(oldest, since);
-    log_.clear();
-    batch = changes::scan_tree(dir.get(), make_identify());
+    // The baseline stands for everything unacknowledged so far: it is as old as the oldest of it.
+    int64_t oldest = log_.since_ns();
+    auto batch = changes::scan_tree(dir.get(), make_identify());
+    if (!batch) return tl::unexpected(batch.error().wrap("baseline"));
+    batch->since_ns = oldest;
+    log_.replace(std::move(*batch));
+    scanned = log_.stats();
   }
-  if (!batch) return tl::unexpected(batch.error().wrap("baseline"));
-  batch->number = next_number_++;
-  inflight_oldest_ns_ = oldest;
-  inflight_bytes_ = batch->dirty_bytes();
-  log::info("baseline: {} ops, {} files, {} bytes of data, scanned in {} ms", batch->ops.size(),
-            batch->files.size(), batch->dirty_bytes(), ms_since(t0));
-  return batch;
+  baseline_ = true;
+  log::info("baseline: {} ops, {} files, {} bytes of data, scanned in {} ms", scanned.ops,
+            scanned.files, scanned.dirty_bytes, ms_since(t0));
+  return {};
 }
 
 }  // namespace bkp::fs

@@ -27,9 +27,9 @@
 #include "common/net/conn.h"
 #include "common/progress.h"
 #include "common/result.h"
+#include "common/stream/sender.h"
 #include "common/unique_fd.h"
 #include "fs/attach_listener.h"
-#include "fs/recorder.h"
 
 namespace bkp::fs {
 
@@ -43,10 +43,8 @@ struct SessionOptions {
 class NodeSession {
  public:
   // listener: a listening TCP socket (owned from now on). root_fd: the tree's root directory
-  // (mount fd for handles, root of the baseline scan). log, recorder and root_fd must outlive
-  // the session; recorder must be the one recording into log.
-  NodeSession(SessionOptions options, UniqueFd listener, changes::ChangeLog& log,
-              Recorder& recorder, int root_fd);
+  // (mount fd for handles, root of the baseline scan). log and root_fd must outlive the session.
+  NodeSession(SessionOptions options, UniqueFd listener, changes::ChangeLog& log, int root_fd);
   ~NodeSession();  // stops at once if drain() was not called
   NodeSession(const NodeSession&) = delete;
   NodeSession& operator=(const NodeSession&) = delete;
@@ -74,30 +72,25 @@ class NodeSession {
   void detach();
   // Hello, then ship until drained. Returns ok only when draining finished cleanly.
   Result<void> run_session(Attached& attached);
-  Result<void> ship(net::Conn& conn, changes::Batch& batch);
+  Result<void> ship(net::Conn& conn, const changes::Batch& batch);
   Result<void> check_idle(net::Conn& conn);
-  Result<changes::Batch> take_baseline();
-  // The next batch from the log, numbered and dated; empty if there is nothing to ship.
-  std::optional<changes::Batch> take_batch();
+  // Replaces the log with a scan of the whole tree.
+  Result<void> take_baseline();
   Result<void> send_status(net::Conn& conn, const std::string& current_file);
   bool status_due() const;
-  bool nothing_left() const { return !inflight_ && log_empty(); }
+  bool nothing_left() const { return !sender_.in_flight() && log_empty(); }
   bool log_empty() const;
   bool stopping() const { return stop_.load(); }
 
   const SessionOptions options_;
   changes::ChangeLog& log_;
-  Recorder& recorder_;
   const int root_fd_;
   changes::ShipCounters counters_;
   changes::SendProgress progress_;  // session thread only
 
   // Owned by the session thread.
-  std::optional<changes::Batch> inflight_;  // sent (or about to be), not yet acknowledged
-  int64_t inflight_oldest_ns_ = 0;          // CLOCK_REALTIME of its oldest change
-  uint64_t inflight_bytes_ = 0;             // its dirty bytes
-  bool inflight_baseline_ = false;          // inflight_ is a baseline
-  uint64_t next_number_ = 1;                // batch numbers are ours, strictly increasing
+  stream::Sender sender_{log_};
+  bool baseline_ = false;  // the log's batches come from a baseline scan (progress label)
   std::chrono::steady_clock::time_point last_status_{};
 
   std::thread thread_;

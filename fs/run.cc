@@ -17,7 +17,6 @@
 #include <fcntl.h>
 #include <linux/magic.h>
 #include <signal.h>
-#include <sys/random.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
@@ -34,11 +33,11 @@
 #include "common/log.h"
 #include "common/path.h"
 #include "common/progress.h"
+#include "common/stream/sender.h"
 #include "common/unique_fd.h"
 #include "fs/fs.h"
 #include "fs/inode_table.h"
 #include "fs/node_session.h"
-#include "fs/recorder.h"
 
 namespace bkp::fs {
 namespace {
@@ -120,17 +119,6 @@ class FuseSession {
   bool signals_ = false;
   bool mounted_ = false;
 };
-
-uint64_t random_instance() {
-  uint64_t v = 0;
-  while (v == 0) {
-    if (::getrandom(&v, sizeof(v), 0) != sizeof(v)) {
-      v = static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()) ^
-          (static_cast<uint64_t>(::getpid()) << 32);
-    }
-  }
-  return v;
-}
 
 Result<std::string> host_name(const std::string& given) {
   std::string host = given;
@@ -218,8 +206,7 @@ int run(const Options& options) {
     return 1;
   }
   changes::ChangeLog change_log;
-  Recorder recorder(change_log);
-  Fs fs(**table, recorder);
+  Fs fs(**table, change_log);
   net::HostPort bound;
   auto listener = net::tcp_listen(options.listen, &bound);
   if (!listener) {
@@ -254,8 +241,8 @@ int run(const Options& options) {
   display.add(meter);
   display.set_idle_status([&] { return fmt::format("serving {}:{}, idle", *host, *path); });
   display.start();
-  NodeSession session({*host, *path, random_instance(), meter}, std::move(*listener), change_log,
-                      recorder, (*table)->mount_fd());
+  NodeSession session({*host, *path, stream::new_instance(), meter}, std::move(*listener),
+                      change_log, (*table)->mount_fd());
   session.start();
   int loop_result = fuse.loop(kMaxThreads);
   fuse.unmount();  // needed after a signal; harmless after fusermount3 -u

@@ -11,7 +11,6 @@
 
 #include <fcntl.h>
 #include <signal.h>
-#include <sys/random.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -25,6 +24,7 @@
 #include "common/net/conn.h"
 #include "common/net/socket.h"
 #include "common/progress.h"
+#include "common/stream/sender.h"
 #include "replicator/session.h"
 
 namespace bkp::replicator {
@@ -34,21 +34,10 @@ constexpr auto kMinBackoff = std::chrono::milliseconds(100);
 constexpr auto kMaxBackoff = std::chrono::milliseconds(5000);
 constexpr int kConnectTimeoutMs = 5000;
 
-uint64_t random_instance() {
-  uint64_t v = 0;
-  while (v == 0) {
-    if (getrandom(&v, sizeof v, 0) != sizeof v) {
-      v = static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()) ^
-          (static_cast<uint64_t>(getpid()) << 32);
-    }
-  }
-  return v;
-}
-
 class Replicator {
  public:
   Replicator(const Options& options, progress::Display& display)
-      : options_(options), trees_(options.root, &display), instance_(random_instance()) {}
+      : options_(options), trees_(options.root, &display), instance_(stream::new_instance()) {}
 
   void loop(const net::HostPort& server) {
     auto backoff = kMinBackoff;

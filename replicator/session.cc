@@ -1,47 +1,34 @@
 // The replicator's side of a replica stream.
 //
-// backupd ships one batch at a time: Select{host, path} names the volume, then operations and
+// backupd ships one batch at a time: Select{host, path, instance} names the volume (answered with
+// the volume's Position, so backupd resumes exactly where this tree stands), then operations and
 // data for it, then Commit{n}. Each frame is applied as it arrives (nothing is queued, so memory
-// stays bounded by one frame); Commit makes the volume's tree durable with one sync and is then
-// acknowledged, which is what allows backupd to forget the batch. Any failure ends the session
-// without an ack: backupd keeps the batch and sends it again after the reconnect, and the
-// Applier tolerates seeing the part it already applied a second time.
+// stays bounded by one frame) by the volume's stream::Receiver; Commit makes the tree durable
+// with one sync and is then acknowledged, which is what allows backupd to forget the batch. Any
+// failure ends the session without an ack: backupd keeps the batch and, after the reconnect,
+// sends only what the Position says this tree lacks.
 #include "replicator/session.h"
 
 #include <fmt/format.h>
 
+#include "common/files.h"
 #include "common/log.h"
+#include "common/net/messenger.h"
 #include "common/path.h"
 
 namespace bkp::replicator {
 namespace {
-
-template <class Msg>
-Result<void> send_msg(net::Conn& conn, wire::MsgType type, const Msg& msg) {
-  std::vector<uint8_t> payload;
-  wire::encode(msg, payload);
-  BKP_TRY_VOID(conn.send(type, 0, payload));
-  return conn.flush();
-}
 
 Result<void> handshake(net::Conn& conn, const std::string& name, uint64_t instance) {
   wire::Hello hello;
   hello.role = wire::Role::kReplica;
   hello.name = name;
   hello.instance = instance;
-  BKP_TRY_VOID(send_msg(conn, wire::MsgType::kHello, hello));
-  auto frame = conn.recv(kHelloOkTimeoutMs);
-  if (!frame) return tl::unexpected(frame.error().wrap("waiting for hello-ok"));
-  if (frame->type == wire::MsgType::kError) {
-    auto err = BKP_TRY(wire::decode_error(frame->payload));
-    return fail(err.code ? static_cast<int>(err.code) : EIO, "server refused: " + err.text);
-  }
-  if (frame->type != wire::MsgType::kHelloOk) {
-    return fail(EPROTO, fmt::format("server answered hello with {}", wire::type_name(frame->type)));
-  }
-  auto ok = BKP_TRY(wire::decode_hello_ok(frame->payload));
-  if (ok.version != wire::kVersion) {
-    return fail(EPROTONOSUPPORT, fmt::format("server speaks protocol version {}", ok.version));
+  BKP_TRY_VOID(net::send(conn, hello));
+  auto ok = net::expect<wire::HelloOk>(conn, kHelloOkTimeoutMs);
+  if (!ok) return tl::unexpected(ok.error().wrap("server answered the hello"));
+  if (ok->version != wire::kVersion) {
+    return fail(EPROTONOSUPPORT, fmt::format("server speaks protocol version {}", ok->version));
   }
   return {};
 }
@@ -73,7 +60,8 @@ class Session {
         BKP_TRY_VOID(validate_volume_path(sel.path));
         volume_ = sel.host + ":" + sel.path;
         current_ = BKP_TRY(trees_.open(sel.host, sel.path));
-        return {};
+        BKP_TRY_VOID(net::send(conn_, current_->receiver->position(sel.instance)));
+        return conn_.flush();
       }
       case wire::MsgType::kNodeStatus: {  // what this replica still lacks of the volume
         auto status = BKP_TRY(wire::decode_node_status(frame.payload));
@@ -83,23 +71,24 @@ class Session {
       case wire::MsgType::kOp: {
         auto op = BKP_TRY(wire::decode_op(frame.payload));
         Tree* tree = BKP_TRY(selected());
-        BKP_TRY_VOID(tree->applier->apply(op));
+        BKP_TRY_VOID(tree->receiver->apply(op));
         tree->progress.op(op);
         return {};
       }
       case wire::MsgType::kWrite: {
         auto w = BKP_TRY(wire::decode_write(frame.flags, frame.payload));
         Tree* tree = BKP_TRY(selected());
-        BKP_TRY_VOID(tree->applier->write(w));
+        BKP_TRY_VOID(tree->receiver->write(w));
         tree->progress.applied(w.id, w.data.size());
         return {};
       }
       case wire::MsgType::kCommit: {
         auto c = BKP_TRY(wire::decode_commit(frame.payload));
         Tree* tree = BKP_TRY(selected());
-        BKP_TRY_VOID(tree->applier->commit());
+        uint64_t batch = BKP_TRY(tree->receiver->commit(c));
         tree->progress.committed();
-        BKP_TRY_VOID(send_msg(conn_, wire::MsgType::kAck, wire::Ack{c.batch}));
+        BKP_TRY_VOID(net::send(conn_, wire::Ack{batch}));
+        BKP_TRY_VOID(conn_.flush());
         log::debug("volume {}: batch {} committed", volume_, c.batch);
         ++acked;
         return {};
@@ -140,13 +129,18 @@ Result<Tree*> Trees::open(const std::string& host, const std::string& path) {
   if (it != trees_.end()) return it->second.get();
   std::string tree = fmt::format("{}/{}/{}", root_, host, path.substr(1));
   std::string ids = fmt::format("{}/.ids/{}/{}", root_, host, escape_path(path));
+  std::string state = fmt::format("{}/.state/{}/{}", root_, host, escape_path(path));
   auto applier = changes::Applier::open(tree, ids);
   if (!applier) return tl::unexpected(applier.error().wrap("open replica of " + key));
+  BKP_TRY_VOID(make_dirs(state).map_error([&](Error e) { return e.wrap("open replica of " + key); }));
+  auto receiver = stream::Receiver::open(state, **applier);
+  if (!receiver) return tl::unexpected(receiver.error().wrap("open replica of " + key));
   log::info("volume {} -> {}", key, tree);
   auto meter = std::make_shared<progress::Meter>(key);
   meter->begin("baseline");
   if (display_) display_->add(meter);
-  auto entry = std::make_unique<Tree>(Tree{std::move(*applier), meter, changes::ReceiveProgress(meter)});
+  auto entry = std::make_unique<Tree>(
+      Tree{std::move(*applier), std::move(*receiver), meter, changes::ReceiveProgress(meter)});
   return trees_.emplace(key, std::move(entry)).first->second.get();
 }
 

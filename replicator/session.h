@@ -11,22 +11,27 @@
 #include "common/net/conn.h"
 #include "common/progress.h"
 #include "common/result.h"
+#include "common/stream/receiver.h"
 
 namespace bkp::replicator {
 
 constexpr int kHelloOkTimeoutMs = 10000;
 
-// One volume's replica: its Applier and the progress of what backupd sends into it.
+// One volume's replica: its Applier, the stream's durable position, and the progress of what
+// backupd sends into it.
 struct Tree {
   std::unique_ptr<changes::Applier> applier;
+  std::unique_ptr<stream::Receiver> receiver;  // over *applier
   std::shared_ptr<progress::Meter> meter;
   changes::ReceiveProgress progress;
 };
 
 // The replica trees under ROOT, one per volume, opened on first Select and kept for the
-// process's life (an Applier carries a baseline in progress across reconnects). The first
-// transfer of each is a baseline: this process's instance is new to backupd.
-// Layout: ROOT/<host>/<path without leading '/'> and ROOT/.ids/<host>/<escaped path>.
+// process's life (an Applier carries a baseline in progress across reconnects). Each stream's
+// position is on disk, so a restarted replicator resumes where it stood; only a stream backupd
+// rebuilt (its restart) or one interrupted inside a baseline starts over.
+// Layout: ROOT/<host>/<path without leading '/'>, ROOT/.ids/<host>/<escaped path> and
+// ROOT/.state/<host>/<escaped path>/{state,position}.
 class Trees {
  public:
   // display, if given, shows each tree's progress.

@@ -2,9 +2,9 @@
 //
 // Baselines for replicas are scans of the mirror taken under the volume's mutex: the node session
 // holds the same mutex while it applies a frame and records it into the replica logs, so a scan
-// sees the mirror exactly between two recorded changes, and the new stream's log starts at that
-// point. Data is not copied: the scan lists extents and the replica session reads the mirror
-// when it ships them.
+// sees the mirror exactly between two recorded changes, and the stream's log (replaced by the
+// scan) continues from that point. Data is not copied: the scan lists extents and the replica
+// session reads the mirror when it ships them.
 #include "server/hub.h"
 
 #include <arpa/inet.h>
@@ -17,6 +17,7 @@
 #include "common/changes/scan.h"
 #include "common/log.h"
 #include "common/path.h"
+#include "common/stream/sender.h"
 
 namespace bkp::server {
 
@@ -68,8 +69,8 @@ void Hub::load_hosts(const std::filesystem::path& root, std::error_code& ec) {
         log::error("{}", v.error().message);
         continue;
       }
-      log::info("volume {} loaded (instance {}, committed {})", (*v)->name(), (*v)->state.instance,
-                (*v)->state.committed);
+      log::info("volume {} loaded (instance {:016x}, committed {})", (*v)->name(),
+                (*v)->receiver->instance(), (*v)->receiver->committed());
       show((*v)->ingest);
       std::lock_guard lock(mu_);
       volumes_.emplace((*v)->name(), std::move(*v));
@@ -141,7 +142,7 @@ Result<std::shared_ptr<Volume>> Hub::volume(const std::string& host, const std::
   return v;
 }
 
-Result<std::shared_ptr<Replica>> Hub::attach_replica(const std::string& name, uint64_t instance) {
+Result<std::shared_ptr<Replica>> Hub::attach_replica(const std::string& name) {
   std::shared_ptr<Replica> r;
   {
     std::lock_guard lock(mu_);
@@ -153,12 +154,6 @@ Result<std::shared_ptr<Replica>> Hub::attach_replica(const std::string& name, ui
     std::lock_guard lock(r->mu_);
     if (r->connected_) return fail(EBUSY, fmt::format("replica {} is already connected", name));
     r->connected_ = true;
-    if (!r->known_ || r->instance_ != instance) {
-      if (r->known_) log::info("replica {} restarted (instance {}): rebuilding its streams", name, instance);
-      r->known_ = true;
-      r->instance_ = instance;
-      r->streams_.clear();
-    }
   }
   for (auto& v : all_volumes()) {
     auto res = ensure_stream(v, *r);
@@ -177,46 +172,60 @@ void Hub::wake_all() {
   for (auto& [name, r] : replicas_) r->notifier_->notify();
 }
 
-Result<void> Hub::ensure_stream(const std::shared_ptr<Volume>& volume, Replica& replica) {
-  std::lock_guard vlock(volume->mu);
-  uint64_t instance = 0;
-  {
-    std::lock_guard rlock(replica.mu_);
-    if (!replica.known_) return {};
-    instance = replica.instance_;
-  }
-  auto it = volume->sinks.find(replica.name());
-  if (it != volume->sinks.end() && it->second->instance == instance) return {};
+namespace {
 
-  changes::Applier& applier = *volume->applier;
+// The mirror as a baseline batch (Volume::mu held), ids from the Applier's index.
+Result<changes::Batch> scan_mirror(Volume& volume) {
+  changes::Applier& applier = *volume.applier;
   auto identify = [&applier](int, const char*,
                              const struct stat& st) -> std::optional<changes::FileRef> {
     auto id = applier.id_of_inode(st.st_ino);
     if (!id) return std::nullopt;
     return changes::FileRef{*id, ""};
   };
-  auto batch = changes::scan_tree(applier.tree_fd(), identify);
+  return changes::scan_tree(applier.tree_fd(), identify);
+}
+
+}  // namespace
+
+Result<void> Hub::ensure_stream(const std::shared_ptr<Volume>& volume, Replica& replica) {
+  std::lock_guard vlock(volume->mu);
+  if (volume->sinks.contains(replica.name())) return {};
+  auto batch = scan_mirror(*volume);
   if (!batch) {
     return tl::unexpected(batch.error().wrap(
         fmt::format("baseline of {} for replica {}", volume->name(), replica.name())));
   }
-  auto stream = std::make_shared<ReplicaStream>();
-  stream->volume = volume;
-  stream->instance = instance;
-  stream->notifier = replica.notifier_;
+  auto stream = std::make_shared<ReplicaStream>(volume, stream::new_instance(), replica.notifier_);
   stream->meter = std::make_shared<progress::Meter>(volume->name() + " to " + replica.name());
   show(stream->meter);
   log::info("baseline of {} for replica {}: {} operations, {} files, {} bytes", volume->name(),
             replica.name(), batch->ops.size(), batch->files.size(), batch->dirty_bytes());
   stream->progress.emplace(stream->meter, stream->log);
+  stream->log.replace(std::move(*batch));
+  stream->fresh_baseline = true;
   stream->baseline = true;
-  stream->set_pending(std::move(*batch), wire::realtime_ns());
   volume->sinks[replica.name()] = stream;
   {
     std::lock_guard rlock(replica.mu_);
-    if (replica.instance_ == instance) replica.streams_[volume->name()] = stream;
+    replica.streams_[volume->name()] = stream;
   }
   replica.notifier_->notify();
+  return {};
+}
+
+Result<void> Hub::rebaseline(ReplicaStream& stream) {
+  Volume& volume = *stream.volume;
+  std::lock_guard vlock(volume.mu);
+  if (stream.fresh_baseline) return {};
+  auto batch = BKP_TRY(scan_mirror(volume).map_error([&](Error e) {
+    return e.wrap("new baseline of " + volume.name());
+  }));
+  log::info("new baseline of {}: {} operations, {} files, {} bytes", volume.name(),
+            batch.ops.size(), batch.files.size(), batch.dirty_bytes());
+  stream.log.replace(std::move(batch));
+  stream.fresh_baseline = true;
+  stream.baseline = true;
   return {};
 }
 

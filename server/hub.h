@@ -1,10 +1,11 @@
 // Hub: backupd's tables of volumes and replicas, and the wiring between them.
 //
-// Every volume has, for every replica backupd knows, one ReplicaStream: a baseline batch of the
-// mirror taken when the stream was built, then a change log the node session feeds. A replica is
-// known from its first connection until backupd stops; while it is away its logs keep
-// coalescing, so it catches up when it returns. A replica that comes back with another instance
-// (it restarted and lost what it had not acknowledged) gets all its streams rebuilt.
+// Every volume has, for every replica backupd knows, one ReplicaStream: a change log the node
+// session feeds, which starts as a baseline scan of the mirror. A replica is known from its
+// first connection until backupd stops; while it is away its logs keep coalescing, so it catches
+// up when it returns, from the position it reports (a restarted replicator keeps its position on
+// disk). A replica that has no usable state for a stream says so, and the stream's log is
+// replaced by a new scan of the mirror (rebaseline).
 //
 // Thread-safety: all methods are safe to call concurrently. Lock order: see volume.h.
 #pragma once
@@ -38,8 +39,6 @@ class Replica {
   const std::shared_ptr<Notifier> notifier_ = std::make_shared<Notifier>();
   std::mutex mu_;
   // Guarded by mu_.
-  bool known_ = false;  // instance_ is valid
-  uint64_t instance_ = 0;
   bool connected_ = false;
   std::map<std::string, std::shared_ptr<ReplicaStream>> streams_;  // by volume name
 };
@@ -74,17 +73,21 @@ class Hub {
   // name. Takes no volume mutex, so it answers while a snapshot run holds the volume.
   std::vector<ReplicaLag> replica_lags(const std::string& volume_name);
 
-  // Marks the replica connected (EBUSY if it already is), rebuilding its streams if instance
-  // is not the one it last connected with. Then makes sure every volume has a stream for it.
-  Result<std::shared_ptr<Replica>> attach_replica(const std::string& name, uint64_t instance);
+  // Marks the replica connected (EBUSY if it already is), then makes sure every volume has a
+  // stream for it.
+  Result<std::shared_ptr<Replica>> attach_replica(const std::string& name);
   void detach_replica(Replica& replica);
 
   // Wakes every replica session (on shutdown).
   void wake_all();
 
+  // Replaces the stream's log with a scan of the mirror (the replica needs a baseline), unless
+  // the log already is a scan nothing was taken from.
+  Result<void> rebaseline(ReplicaStream& stream);
+
  private:
   // Builds the replica's stream for the volume from a baseline scan, unless the volume already
-  // has one for the replica's current instance. Idempotent, so racing callers are harmless.
+  // has one. Idempotent, so racing callers are harmless.
   Result<void> ensure_stream(const std::shared_ptr<Volume>& volume, Replica& replica);
   void load_hosts(const std::filesystem::path& root, std::error_code& ec);
   void show(const std::shared_ptr<progress::Meter>& meter);

@@ -1,13 +1,14 @@
 // A node session: HelloOk, then apply every frame to the mirror and fan it out to the replicas.
 //
-// The handshake tells the node what is durable here: if the node's instance is the one whose
-// commits `state` records, `committed` lets it drop a batch whose ack was lost; otherwise the
-// node must send a baseline, and the new instance is written to `state` only with the first
-// commit, so a baseline cut short is asked for again. Frames are applied one at a time under the
-// volume's mutex and each is recorded, in the same critical section, into every replica's log
-// for this volume: that is what makes a replica's baseline scan (same mutex) a clean cut.
-// Commit syncs the mirror once (group commit), then `state`, then acks: an ack is a promise that
-// the batch survives a crash of this machine. `in_batch` is raised by the first Op/Write after
+// The handshake tells the node where the mirror stands (the volume's stream::Receiver: the last
+// batch committed for its instance and how many operations of the next one are applied, or
+// "baseline" for an instance it does not know), so the node resumes exactly there. Frames are
+// applied one at a time under the volume's mutex and each is recorded, in the same critical
+// section, into every replica's log for this volume: that is what makes a replica's baseline
+// scan (same mutex) a clean cut, and since no operation is ever applied twice, none is fanned
+// out twice either. Commit syncs the mirror once (group commit), then `state`, then acks: an
+// ack is a promise that the batch survives a crash of this machine. `in_batch` is raised by the
+// first Op/Write after
 // a commit and lowered by the commit, so a scheduled run can wait for a batch boundary and
 // archive exactly what some commit left. NodeStatus frames may arrive at any point and only
 // update the volume's lag sample, outside the volume mutex.
@@ -31,8 +32,8 @@ namespace {
 
 class NodeSession {
  public:
-  NodeSession(net::Conn& conn, std::shared_ptr<Volume> volume, uint64_t instance)
-      : conn_(conn), volume_(std::move(volume)), instance_(instance), progress_(volume_->ingest) {}
+  NodeSession(net::Conn& conn, std::shared_ptr<Volume> volume)
+      : conn_(conn), volume_(std::move(volume)), progress_(volume_->ingest) {}
 
   // The stream ended: an unfinished transfer shows as stopped.
   void interrupted() { progress_.interrupted(); }
@@ -82,7 +83,7 @@ class NodeSession {
       case wire::MsgType::kOp: {
         auto op = BKP_TRY(wire::decode_op(frame.payload));
         v.in_batch = true;
-        BKP_TRY_VOID(v.applier->apply(op));
+        BKP_TRY_VOID(v.receiver->apply(op));
         progress_.op(op);
         v.fan_out(op);
         v.count_op(op);
@@ -92,7 +93,7 @@ class NodeSession {
       case wire::MsgType::kWrite: {
         auto w = BKP_TRY(wire::decode_write(frame.flags, frame.payload));
         v.in_batch = true;
-        BKP_TRY_VOID(v.applier->write(w));
+        BKP_TRY_VOID(v.receiver->write(w));
         v.fan_out_write(w.id, w.offset, w.data.size());
         v.count_write(w.id, w.data.size());
         v.stats.data_bytes += w.data.size();
@@ -101,17 +102,13 @@ class NodeSession {
       }
       case wire::MsgType::kCommit: {
         auto c = BKP_TRY(wire::decode_commit(frame.payload));
-        BKP_TRY_VOID(v.applier->commit());
-        v.state.instance = instance_;
-        v.state.committed = c.batch;
-        BKP_TRY_VOID(v.save_state());
+        ack = BKP_TRY(v.commit(c));
         v.in_batch = false;
         v.stats.batches += 1;
         if (auto s = v.save_stats(); !s) log::warn("volume {}: {}", v.name(), s.error().message);
         v.notify_sinks();
         progress_.committed();
         log::debug("volume {}: batch {} committed", v.name(), c.batch);
-        ack = c.batch;
         return {};
       }
       case wire::MsgType::kPing:
@@ -124,7 +121,6 @@ class NodeSession {
 
   net::Conn& conn_;
   std::shared_ptr<Volume> volume_;
-  const uint64_t instance_;  // written to `state` with each commit
   changes::ReceiveProgress progress_;
 };
 
@@ -145,16 +141,16 @@ Error run_node_session(net::Conn& conn, const std::shared_ptr<Volume>& volume,
     }
     v.node_connected = true;
     v.stats.wire_bytes += hello_bytes;
-    bool same = v.state.instance != 0 && v.state.instance == hello.instance;  // 0: no state yet
-    ok.committed = same ? v.state.committed : 0;
-    ok.need_baseline = same ? 0 : 1;
+    ok.position = v.receiver->position(hello.instance);
   }
-  log::info("node {} ({}) connected for volume {} (instance {:016x}, committed {}, {})", peer,
-            hello.name, v.name(), hello.instance, ok.committed,
-            ok.need_baseline ? "baseline needed" : "resuming");
+  const wire::Position& at = ok.position;
+  log::info("node {} ({}) connected for volume {} (instance {:016x}, committed {}{}, {})", peer,
+            hello.name, v.name(), hello.instance, at.committed,
+            at.applied ? fmt::format(" + {} operations", at.applied) : "",
+            at.need_baseline ? "baseline needed" : "resuming");
 
-  if (ok.need_baseline) v.ingest->begin("baseline");
-  NodeSession session(conn, volume, hello.instance);
+  if (at.need_baseline) v.ingest->begin("baseline");
+  NodeSession session(conn, volume);
   Error end{};
   if (auto sent = send_msg(conn, wire::MsgType::kHelloOk, ok); !sent) {
     end = sent.error();

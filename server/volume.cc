@@ -1,10 +1,8 @@
-// A volume's files on backupd: the mirror and ids/ (through the Applier), the `state` file that
-// tells a reconnecting node what is durable, and the `stats` counters.
+// A volume's files on backupd: the mirror and ids/ (through the Applier), the node stream's
+// `state` and `position` (stream::Receiver: what is durable, and how far into the next batch the
+// mirror is), and the `stats` counters.
 //
-// `state` is written only after the Applier's commit has synced the mirror, and itself through a
-// temporary file, fdatasync and rename: after a crash it holds either the old or the new commit,
-// and both are safe (an old one only makes the node resend a batch the mirror already has, which
-// the Applier tolerates). `state` also carries the change counter the scheduler compares with
+// `state` also carries the change counter the scheduler compares with
 // the catalog's last snapshot: it only grows, so "equal" means "nothing applied since that cut"
 // (a resent batch or a baseline counts as a change: the snapshot may then repeat its
 // predecessor, never miss a change). `stats` is informational and skips the sync. Fan-out into the replica
@@ -17,8 +15,8 @@
 #include <fmt/format.h>
 
 #include <charconv>
-#include <fstream>
 
+#include "common/files.h"
 #include "common/log.h"
 #include "common/path.h"
 
@@ -26,50 +24,6 @@ namespace bkp::server {
 namespace {
 
 constexpr size_t kMaxRunKeys = 1u << 20;  // ~40 MiB of set at most per volume
-
-enum class Durability { kSync, kNoSync };
-
-Result<void> write_file_atomic(const std::string& path, const std::string& content,
-                               Durability durability) {
-  std::string tmp = path + ".tmp";
-  UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
-  if (!fd) return fail_errno("create " + tmp);
-  size_t done = 0;
-  while (done < content.size()) {
-    ssize_t n = ::write(fd.get(), content.data() + done, content.size() - done);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return fail_errno("write " + tmp);
-    }
-    done += static_cast<size_t>(n);
-  }
-  if (durability == Durability::kSync && fdatasync(fd.get()) != 0) {
-    return fail_errno("fdatasync " + tmp);
-  }
-  fd.reset();
-  if (::rename(tmp.c_str(), path.c_str()) != 0) return fail_errno("rename " + tmp);
-  return {};
-}
-
-// Reads "key value" lines; unknown keys are ignored, a missing file gives the defaults.
-Result<VolumeState> read_state(const std::string& path) {
-  VolumeState st;
-  std::ifstream in(path);
-  if (!in) {
-    if (errno == ENOENT) return st;
-    return fail_errno("read " + path);
-  }
-  std::string key;
-  uint64_t value = 0;
-  while (in >> key >> value) {
-    if (key == "instance") st.instance = value;
-    if (key == "committed") st.committed = value;
-    if (key == "changes") st.changes = value;
-    if (key == "run_bytes") st.run_bytes = value;
-    if (key == "run_files") st.run_files = value;
-  }
-  return st;
-}
 
 }  // namespace
 
@@ -92,13 +46,18 @@ Result<std::shared_ptr<Volume>> Volume::open(const std::string& host, const std:
   if (!applier) return tl::unexpected(applier.error().wrap("volume " + v->name()));
   v->applier = std::move(*applier);
   v->ingest = std::make_shared<progress::Meter>(v->name());
-  v->state = BKP_TRY(read_state(dir + "/state"));
+  auto receiver = stream::Receiver::open(dir, *v->applier);
+  if (!receiver) return tl::unexpected(receiver.error().wrap("volume " + v->name()));
+  v->receiver = std::move(*receiver);
+  auto& c = v->receiver->counters();
+  v->state.changes = c["changes"];
+  v->state.run_bytes = c["run_bytes"];
+  v->state.run_files = c["run_files"];
   return v;
 }
 
 void Volume::fan_out(const wire::Op& op) {
   for (auto& [name, sink] : sinks) {
-    mark_behind(*sink);
     if (op.kind == wire::OpKind::kTruncate) {
       sink->log.truncate(changes::FileRef{op.id, ""}, op.size);
     } else if (op.kind == wire::OpKind::kAttr && op.id != 0) {
@@ -113,54 +72,40 @@ void Volume::fan_out(const wire::Op& op) {
 
 void Volume::fan_out_write(uint64_t id, uint64_t offset, uint64_t length) {
   for (auto& [name, sink] : sinks) {
-    mark_behind(*sink);
     sink->log.write(changes::FileRef{id, ""}, offset, length);
   }
 }
 
-void ReplicaStream::set_pending(changes::Batch batch, int64_t since_ns) {
-  pending_ops = batch.ops.size();
-  pending_files = batch.files.size();
-  pending_bytes = batch.dirty_bytes();
-  pending_since_ns = since_ns;
-  pending = std::move(batch);
-}
-
-void ReplicaStream::clear_pending() {
-  pending.reset();
-  baseline = false;
-  pending_since_ns = 0;
-  pending_ops = pending_files = pending_bytes = 0;
-}
-
 ReplicaLag ReplicaStream::lag() const {
   ReplicaLag lag;
-  changes::LogStats st = log.stats();
-  lag.pending_ops = st.ops + pending_ops;
-  lag.pending_files = st.files + pending_files;
-  lag.pending_bytes = st.dirty_bytes + pending_bytes;
-  int64_t a = log_since_ns, b = pending_since_ns;
-  lag.oldest_ns = a == 0 ? b : b == 0 ? a : std::min(a, b);
+  stream::Lag l = sender.lag();
+  lag.pending_ops = l.ops;
+  lag.pending_files = l.files;
+  lag.pending_bytes = l.bytes;
+  lag.oldest_ns = l.oldest_ns;
   if (meter) lag.transfer = meter->view();
   return lag;
-}
-
-void Volume::mark_behind(ReplicaStream& sink) {
-  int64_t none = 0;
-  sink.log_since_ns.compare_exchange_strong(none, wire::realtime_ns());
 }
 
 void Volume::notify_sinks() {
   for (auto& [name, sink] : sinks) sink->notifier->notify();
 }
 
+void Volume::counters_to_receiver() {
+  auto& c = receiver->counters();
+  c["changes"] = state.changes;
+  c["run_bytes"] = state.run_bytes;
+  c["run_files"] = state.run_files;
+}
+
+Result<uint64_t> Volume::commit(const wire::Commit& c) {
+  counters_to_receiver();
+  return receiver->commit(c);
+}
+
 Result<void> Volume::save_state() {
-  return write_file_atomic(dir_ + "/state",
-                           fmt::format("instance {}\ncommitted {}\nchanges {}\nrun_bytes {}\n"
-                                       "run_files {}\n",
-                                       state.instance, state.committed, state.changes,
-                                       state.run_bytes, state.run_files),
-                           Durability::kSync);
+  counters_to_receiver();
+  return receiver->save();
 }
 
 void Volume::count_op(const wire::Op& op) {

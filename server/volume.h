@@ -28,15 +28,15 @@
 #include "common/changes/transfer_progress.h"
 #include "common/progress.h"
 #include "common/result.h"
+#include "common/stream/receiver.h"
+#include "common/stream/sender.h"
 #include "common/wire/messages.h"
 
 namespace bkp::server {
 
-// The `state` file, "key value" lines: what the node stream of this volume has made durable,
-// and the change counters the scheduler compares against the catalog.
+// The change counters the scheduler compares against the catalog, saved in the node stream's
+// `state` file (stream::Receiver) with every commit.
 struct VolumeState {
-  uint64_t instance = 0;
-  uint64_t committed = 0;
   uint64_t changes = 0;    // Op and Write frames ever applied; only grows
   uint64_t run_bytes = 0;  // Write bytes applied since the previous scheduled run
   uint64_t run_files = 0;  // distinct files touched since the previous scheduled run
@@ -84,32 +84,26 @@ struct ReplicaLag {
 };
 
 // What one replica still needs of one volume. `log` is fed by the node session (under the
-// volume's mutex); `pending` is the batch being (re)sent and is touched only by the replica's
-// session thread, of which there is at most one.
+// volume's mutex) and replaced by a scan of the mirror when the replica needs a baseline;
+// `sender` is driven only by the replica's session thread, of which there is at most one.
 struct ReplicaStream {
+  ReplicaStream(std::shared_ptr<Volume> v, uint64_t id, std::shared_ptr<Notifier> n)
+      : volume(std::move(v)), instance(id), notifier(std::move(n)) {}
+
   std::shared_ptr<Volume> volume;
-  uint64_t instance = 0;  // the replica instance this stream was built for
+  const uint64_t instance;  // random per stream (Select.instance): new to a replica = baseline
   std::shared_ptr<Notifier> notifier;
   changes::ChangeLog log;
-  std::optional<changes::Batch> pending;
+  stream::Sender sender{log};
   // Progress of this stream ("host:/path to replica"), fed by the replica session through
   // `progress` (session thread only).
   std::shared_ptr<progress::Meter> meter;
   std::optional<changes::SendProgress> progress;
-  // CLOCK_REALTIME of the oldest change the replica does not have yet (log or pending batch);
-  // 0 when it has everything. Set by the node session (under Volume::mu) when the log gains its
-  // first change, by the replica session when it takes or finishes a batch.
-  std::atomic<int64_t> log_since_ns{0};
-  std::atomic<int64_t> pending_since_ns{0};
-  // Of the pending batch, for status readers that must not take Volume::mu.
-  std::atomic<uint64_t> pending_ops{0}, pending_files{0}, pending_bytes{0};
-  bool baseline = false;  // pending is the stream's baseline
+  // The log holds a baseline scan from which nothing was taken yet (session thread, and the Hub
+  // under Volume::mu when it scans).
+  std::atomic<bool> fresh_baseline{false};
+  bool baseline = false;  // batches come from a baseline scan (progress label)
 
-  // Makes batch the one to send, its oldest change dated since_ns (session thread, or the Hub
-  // while it builds the stream).
-  void set_pending(changes::Batch batch, int64_t since_ns);
-  // The pending batch was acknowledged.
-  void clear_pending();
   // Its lag (everything but the replica's name and connection), without Volume::mu.
   ReplicaLag lag() const;
 };
@@ -132,6 +126,7 @@ class Volume {
   std::mutex mu;
   // Everything below is guarded by mu.
   std::unique_ptr<changes::Applier> applier;  // set once by open(); open_id() needs no lock
+  std::unique_ptr<stream::Receiver> receiver;  // the node stream into applier (set by open())
   // Progress of the node's stream into the mirror (set once by open(); has its own lock).
   std::shared_ptr<progress::Meter> ingest;
   VolumeState state;                          // as on disk after the last commit, plus changes
@@ -155,6 +150,8 @@ class Volume {
   void fan_out_write(uint64_t id, uint64_t offset, uint64_t length);
   void notify_sinks();
 
+  // Commits the node stream's batch with the counters (mu held); the batch number to ack.
+  Result<uint64_t> commit(const wire::Commit& c);
   // Rewrites `state` durably (temp file, fdatasync, rename) and `stats` (mu held).
   Result<void> save_state();
   Result<void> save_stats();
@@ -164,8 +161,7 @@ class Volume {
   std::optional<NodeStatusSample> node_status() const;
 
  private:
-  // Dates the sink's oldest missing change, if its log was empty until now (mu held).
-  static void mark_behind(ReplicaStream& sink);
+  void counters_to_receiver();  // mu held
 
   Volume(std::string host, std::string path, std::string dir)
       : host_(std::move(host)), path_(std::move(path)), dir_(std::move(dir)),

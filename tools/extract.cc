@@ -249,18 +249,4 @@ Result<DirState> inspect_dir(const std::string& dir) {
   return state;
 }
 
-Result<void> make_dirs(const std::string& dir) {
-  for (size_t pos = 1; pos <= dir.size(); ++pos) {
-    if (pos != dir.size() && dir[pos] != '/') continue;
-    std::string prefix = dir.substr(0, pos);
-    if (::mkdir(prefix.c_str(), 0755) != 0 && errno != EEXIST) {
-      return fail_errno("create " + prefix);
-    }
-  }
-  struct stat st {};
-  if (::stat(dir.c_str(), &st) != 0) return fail_errno("create " + dir);
-  if (!S_ISDIR(st.st_mode)) return fail(ENOTDIR, fmt::format("{} is not a directory", dir));
-  return {};
-}
-
 }  // namespace bkp::tools

@@ -50,7 +50,4 @@ enum class DirState { kMissing, kEmpty, kNonEmpty };
 // What is at dir now. ENOTDIR if it exists and is not a directory.
 Result<DirState> inspect_dir(const std::string& dir);
 
-// mkdir -p dir (mode 0755 before umask).
-Result<void> make_dirs(const std::string& dir);
-
 }  // namespace bkp::tools

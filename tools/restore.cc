@@ -13,6 +13,7 @@
 
 #include <optional>
 
+#include "common/files.h"
 #include "common/log.h"
 #include "common/progress.h"
 #include "common/wire/frame.h"

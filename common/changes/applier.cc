@@ -27,6 +27,7 @@
 #include <cstring>
 #include <vector>
 
+#include "common/files.h"
 #include "common/log.h"
 #include "common/path.h"
 
@@ -63,15 +64,6 @@ timespec to_timespec(int64_t ns) {
     --sec;
   }
   return timespec{static_cast<time_t>(sec), static_cast<long>(rem)};
-}
-
-Result<void> make_dirs(const std::string& dir) {
-  for (size_t pos = 1; pos <= dir.size(); ++pos) {
-    if (pos != dir.size() && dir[pos] != '/') continue;
-    std::string prefix = dir.substr(0, pos);
-    if (mkdir(prefix.c_str(), 0755) != 0 && errno != EEXIST) return fail_errno("mkdir " + prefix);
-  }
-  return {};
 }
 
 // Names in a directory, read completely before the caller changes the directory.
@@ -625,5 +617,7 @@ Result<UniqueFd> Applier::open_id(uint64_t id) {
 std::optional<uint64_t> Applier::id_of_inode(ino_t ino) const { return impl_->id_of(ino); }
 
 int Applier::tree_fd() const { return impl_->tree.get(); }
+
+bool Applier::syncing() const { return impl_->syncing; }
 
 }  // namespace bkp::changes

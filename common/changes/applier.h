@@ -59,6 +59,8 @@ class Applier {
   // The id of a tree inode, for baseline scans of this tree.
   std::optional<uint64_t> id_of_inode(ino_t ino) const;
   int tree_fd() const;
+  // True between a kSyncBegin and its kSyncEnd (a baseline is being applied).
+  bool syncing() const;
 
  private:
   Applier() = default;

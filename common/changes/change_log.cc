@@ -5,6 +5,8 @@
 // but only the newest survives in the log, the older ones become tombstones that take() skips.
 #include "common/changes/change_log.h"
 
+#include <algorithm>
+
 namespace bkp::changes {
 
 uint64_t Batch::dirty_bytes() const {
@@ -33,8 +35,18 @@ void ChangeLog::forget_attrs_under(const std::string& path) {
   }
 }
 
+void ChangeLog::dated_locked() {
+  if (since_ns_ == 0) since_ns_ = wire::realtime_ns();
+}
+
 void ChangeLog::record(wire::Op op) {
   std::lock_guard lock(mu_);
+  dated_locked();
+  push_locked(std::move(op));
+  cv_.notify_one();
+}
+
+void ChangeLog::push_locked(wire::Op op) {
   switch (op.kind) {
     case wire::OpKind::kRename:
       forget_attrs_under(op.path);
@@ -48,14 +60,14 @@ void ChangeLog::record(wire::Op op) {
       break;
   }
   if (is_path_attr(op)) {
-    auto [it, inserted] = attr_index_.try_emplace(op.path, ops_.size());
+    uint64_t index = ops_base_ + ops_.size();
+    auto [it, inserted] = attr_index_.try_emplace(op.path, index);
     if (!inserted) {
-      ops_[it->second].kind = kTombstone;
-      it->second = ops_.size();
+      ops_[it->second - ops_base_].kind = kTombstone;
+      it->second = index;
     }
   }
   ops_.push_back(std::move(op));
-  cv_.notify_one();
 }
 
 template <class F>
@@ -69,6 +81,7 @@ void ChangeLog::update_extents(FileChange& file, F&& change) {
 
 void ChangeLog::write(const FileRef& file, uint64_t offset, uint64_t length) {
   std::lock_guard lock(mu_);
+  dated_locked();
   auto& change = files_[file.id];
   if (change.ref.id == 0) change.ref = file;
   update_extents(change, [&](ExtentMap& e) { e.add(offset, length); });
@@ -77,6 +90,7 @@ void ChangeLog::write(const FileRef& file, uint64_t offset, uint64_t length) {
 
 void ChangeLog::attrs(const FileRef& file) {
   std::lock_guard lock(mu_);
+  dated_locked();
   auto& change = files_[file.id];
   if (change.ref.id == 0) change.ref = file;
   change.attrs = true;
@@ -85,6 +99,7 @@ void ChangeLog::attrs(const FileRef& file) {
 
 void ChangeLog::truncate(const FileRef& file, uint64_t size) {
   std::lock_guard lock(mu_);
+  dated_locked();
   wire::Op op;
   op.kind = wire::OpKind::kTruncate;
   op.id = file.id;
@@ -97,19 +112,62 @@ void ChangeLog::truncate(const FileRef& file, uint64_t size) {
   cv_.notify_one();
 }
 
-Batch ChangeLog::take() {
+Batch ChangeLog::take(const Limits& limits) {
   std::lock_guard lock(mu_);
   Batch batch;
-  batch.number = next_number_++;
-  batch.ops.reserve(ops_.size());
-  for (auto& op : ops_) {
-    if (op.kind != kTombstone) batch.ops.push_back(std::move(op));
+  batch.since_ns = since_ns_;
+  while (!ops_.empty() && batch.ops.size() < limits.max_ops) {
+    if (ops_.front().kind != kTombstone) batch.ops.push_back(std::move(ops_.front()));
+    ops_.pop_front();
+    ++ops_base_;
   }
-  batch.files.reserve(files_.size());
-  for (auto& [id, change] : files_) batch.files.push_back(std::move(change));
-  reset_locked();
+  // Attrs that left with this batch can no longer be superseded.
+  std::erase_if(attr_index_, [&](const auto& e) { return e.second < ops_base_; });
+  bool ops_left = std::any_of(ops_.begin(), ops_.end(),
+                              [](const wire::Op& op) { return op.kind != kTombstone; });
+  if (!ops_left) {
+    uint64_t budget = limits.max_bytes;
+    size_t items = batch.ops.size();
+    for (auto it = files_.begin(); it != files_.end() && items < limits.max_ops;) {
+      FileChange& change = it->second;
+      uint64_t bytes = change.extents.total_bytes();
+      if (bytes <= budget) {  // the whole file (attribute-only changes cost no budget)
+        budget -= bytes;
+        ++items;
+        ranges_ -= change.extents.range_count();
+        dirty_bytes_ -= bytes;
+        batch.files.push_back(std::move(change));
+        it = files_.erase(it);
+        continue;
+      }
+      if (budget > 0) {  // the file's first budget bytes; its attributes go with every part
+        FileChange part;
+        part.ref = change.ref;
+        part.attrs = change.attrs;
+        update_extents(change, [&](ExtentMap& e) { part.extents = e.take_front(budget); });
+        batch.files.push_back(std::move(part));
+        budget = 0;
+        ++items;
+      }
+      ++it;
+    }
+  }
+  if (ops_.empty() && files_.empty()) reset_locked();
   woken_ = false;
   return batch;
+}
+
+void ChangeLog::replace(Batch batch) {
+  std::lock_guard lock(mu_);
+  reset_locked();
+  since_ns_ = batch.since_ns != 0 ? batch.since_ns : wire::realtime_ns();
+  for (auto& op : batch.ops) push_locked(std::move(op));
+  for (auto& change : batch.files) {
+    ranges_ += change.extents.range_count();
+    dirty_bytes_ += change.extents.total_bytes();
+    files_[change.ref.id] = std::move(change);
+  }
+  cv_.notify_one();
 }
 
 bool ChangeLog::wait(std::chrono::milliseconds timeout) {
@@ -131,11 +189,18 @@ void ChangeLog::clear() {
 }
 
 void ChangeLog::reset_locked() {
+  ops_base_ += ops_.size();
   ops_.clear();
   attr_index_.clear();
   files_.clear();
   ranges_ = 0;
   dirty_bytes_ = 0;
+  since_ns_ = 0;
+}
+
+int64_t ChangeLog::since_ns() const {
+  std::lock_guard lock(mu_);
+  return since_ns_;
 }
 
 LogStats ChangeLog::stats() const {

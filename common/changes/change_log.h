@@ -16,6 +16,8 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <deque>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <shared_mutex>
@@ -45,11 +47,22 @@ struct FileChange {
 // as one unit (number).
 struct Batch {
   uint64_t number = 0;
+  int64_t since_ns = 0;  // CLOCK_REALTIME of its oldest change (0: unknown)
   std::vector<wire::Op> ops;
   std::vector<FileChange> files;
 
   bool empty() const { return ops.empty() && files.empty(); }
   uint64_t dirty_bytes() const;
+};
+
+// How much one take() may carry, so a long catch-up is many batches and a broken connection
+// costs at most one of them. Operations come first: while more than max_ops remain, a take
+// carries only operations (a file's data never travels before the operation that creates it).
+// Once all operations fit, the take carries them and then files' dirty ranges up to max_bytes
+// (at least one range, splitting a large file across takes).
+struct Limits {
+  size_t max_ops = std::numeric_limits<size_t>::max();
+  uint64_t max_bytes = std::numeric_limits<uint64_t>::max();
 };
 
 struct LogStats {
@@ -73,8 +86,12 @@ class ChangeLog {
   // Records a kTruncate op and clips the file's dirty extents to size.
   void truncate(const FileRef& file, uint64_t size);
 
-  // Takes everything recorded so far as a batch numbered next_number() and leaves the log empty.
-  Batch take();
+  // Takes the oldest changes, within limits, as a batch (number 0: the sender numbers it) and
+  // leaves the rest in the log.
+  Batch take(const Limits& limits = {});
+  // Replaces the whole log with batch (a baseline scan), so what is recorded from now on follows
+  // it. Hold namespace_lock() exclusively across the scan and this call.
+  void replace(Batch batch);
   // Blocks until the log is non-empty, wake() is called, or timeout passes. True if non-empty.
   bool wait(std::chrono::milliseconds timeout);
   void wake();
@@ -82,6 +99,8 @@ class ChangeLog {
   void clear();
 
   LogStats stats() const;
+  // CLOCK_REALTIME nanoseconds of the oldest change still in the log; 0 when it is empty.
+  int64_t since_ns() const;
 
   // Held shared by whoever performs and records a namespace operation, and exclusively by a
   // baseline scan, so the scan sees the tree at one point of the log.
@@ -89,6 +108,8 @@ class ChangeLog {
 
  private:
   void forget_attrs_under(const std::string& path);  // mu_ held
+  void push_locked(wire::Op op);                      // mu_ held
+  void dated_locked();  // dates the log's oldest change if it was empty (mu_ held)
   // Runs change(extents) and keeps ranges_ / dirty_bytes_ in step (mu_ held).
   template <class F>
   void update_extents(FileChange& file, F&& change);
@@ -97,16 +118,17 @@ class ChangeLog {
   mutable std::mutex mu_;  // guards everything below; never held across I/O
   std::condition_variable cv_;
   bool woken_ = false;
-  std::vector<wire::Op> ops_;
-  // path -> index in ops_ of the latest Attr that a later Attr of the same path may supersede.
-  // Ordered, so a rename or removal can drop a whole subtree of entries cheaply.
-  std::map<std::string, size_t> attr_index_;
+  std::deque<wire::Op> ops_;
+  uint64_t ops_base_ = 0;  // the index (below) of ops_.front(); grows as takes pop the front
+  // path -> index (ops_base_ + position in ops_) of the latest Attr that a later Attr of the same
+  // path may supersede. Ordered, so a rename or removal can drop a whole subtree cheaply.
+  std::map<std::string, uint64_t> attr_index_;
   std::unordered_map<uint64_t, FileChange> files_;
   // Sums over files_, kept as they change so stats() is O(1): it is asked for on every chunk
   // shipped (progress) and by status readers.
   uint64_t ranges_ = 0;
   uint64_t dirty_bytes_ = 0;
-  uint64_t next_number_ = 1;
+  int64_t since_ns_ = 0;  // see since_ns()
   std::shared_mutex namespace_lock_;
 };
 

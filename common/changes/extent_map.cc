@@ -41,4 +41,26 @@ void ExtentMap::merge(const ExtentMap& other) {
   for (const auto& [start, end] : other.ranges_) add(start, end - start);
 }
 
+ExtentMap ExtentMap::take_front(uint64_t max_bytes) {
+  ExtentMap out;
+  while (!ranges_.empty() && out.total_ < max_bytes) {
+    auto first = ranges_.begin();
+    uint64_t start = first->first, end = first->second;
+    uint64_t room = max_bytes - out.total_;
+    if (end - start > room) {  // split: the tail stays here
+      out.ranges_.emplace(start, start + room);
+      out.total_ += room;
+      total_ -= room;
+      ranges_.erase(first);
+      ranges_.emplace(start + room, end);
+      break;
+    }
+    out.ranges_.emplace(start, end);
+    out.total_ += end - start;
+    total_ -= end - start;
+    ranges_.erase(first);
+  }
+  return out;
+}
+
 }  // namespace bkp::changes

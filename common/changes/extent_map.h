@@ -18,6 +18,8 @@ class ExtentMap {
   void truncate(uint64_t size);
   // Merges another map into this one.
   void merge(const ExtentMap& other);
+  // Moves the lowest ranges, max_bytes in all (splitting a range if needed), into the result.
+  ExtentMap take_front(uint64_t max_bytes);
   void clear() {
     ranges_.clear();
     total_ = 0;

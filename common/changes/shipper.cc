@@ -53,19 +53,22 @@ Result<void> send_file(net::Conn& conn, const FileChange& change, DataSource& so
 
 }  // namespace
 
-Result<void> send_batch(net::Conn& conn, const Batch& batch, DataSource& source,
+Result<void> send_batch(net::Conn& conn, const Batch& batch, uint64_t skip, DataSource& source,
                         ShipCounters& counters) {
   uint64_t sent_before = conn.bytes_sent();
   std::vector<uint8_t> payload;
-  for (const auto& op : batch.ops) {
+  size_t first_op = static_cast<size_t>(std::min<uint64_t>(skip, batch.ops.size()));
+  for (size_t i = first_op; i < batch.ops.size(); ++i) {
     payload.clear();
-    wire::encode(op, payload);
+    wire::encode(batch.ops[i], payload);
     BKP_TRY_VOID(conn.send(wire::MsgType::kOp, 0, payload));
   }
-  counters.ops += batch.ops.size();
-  std::vector<uint8_t> buf(batch.files.empty() ? 0 : kChunk);
-  for (const auto& change : batch.files) {
-    BKP_TRY_VOID(send_file(conn, change, source, buf, payload, counters));
+  counters.ops += batch.ops.size() - first_op;
+  size_t first_file = static_cast<size_t>(
+      std::min<uint64_t>(skip - first_op, batch.files.size()));
+  std::vector<uint8_t> buf(first_file == batch.files.size() ? 0 : kChunk);
+  for (size_t i = first_file; i < batch.files.size(); ++i) {
+    BKP_TRY_VOID(send_file(conn, batch.files[i], source, buf, payload, counters));
   }
   payload.clear();
   wire::encode(wire::Commit{batch.number}, payload);

@@ -1,4 +1,5 @@
 // Shipping a Batch over a Conn: the half of DESIGN.md §2 that reads data late.
+// (common/stream/sender.h decides which batch, from where, and what an ack means.)
 //
 // send_batch() sends the batch's operations in order, then for each file its dirty extents in
 // chunks of at most kChunk bytes read from the tree at this moment (through the Conn's
@@ -40,7 +41,9 @@ struct ShipCounters {
   std::atomic<uint64_t> wire_bytes{0};  // bytes of frames sent
 };
 
-Result<void> send_batch(net::Conn& conn, const Batch& batch, DataSource& source,
+// Sends the batch from item `skip` on (items: each operation, then each file; see
+// common/stream/sender.h), then its Commit.
+Result<void> send_batch(net::Conn& conn, const Batch& batch, uint64_t skip, DataSource& source,
                         ShipCounters& counters);
 
 // Waits for Ack{number}. A kError frame becomes an error carrying its text; any other frame is

@@ -63,6 +63,11 @@ Result<int> Conn::submit_and_wait(io_uring_sqe* sqe, int timeout_ms) {
 }
 
 Result<void> Conn::send(wire::MsgType type, uint8_t flags, std::span<const uint8_t> payload) {
+  if (next_seq_ > cut_after_) {
+    (void)flush();
+    ::shutdown(sock_.get(), SHUT_RDWR);
+    return fail(ECONNRESET, "connection cut (test seam)");
+  }
   size_t before = out_.size();
   wire::encode_frame(type, flags, next_seq_++, payload, out_);
   bytes_sent_ += out_.size() - before;

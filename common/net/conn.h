@@ -1,6 +1,7 @@
 // Conn: one framed connection. All socket I/O and the shipper's file reads go through this
-// connection's own io_uring, so one thread drives a connection without extra syscalls per
-// frame and with reads of the next extent overlapping the send of the previous one.
+// connection's own io_uring, one operation at a time: a read, a send or a recv is submitted and
+// waited for (sends are batched up to 1 MiB, so a chunk read overlaps nothing yet; keeping reads
+// and sends in flight together is future work, measured in bench/RESULTS.md).
 //
 // Not thread-safe: one thread owns a Conn. Sends are buffered and flushed when the buffer
 // passes 1 MiB, on flush(), and before any recv().
@@ -41,6 +42,11 @@ class Conn {
   // EOF). Short reads are returned as they are.
   Result<size_t> pread(int fd, uint64_t offset, std::span<uint8_t> buf);
 
+  // Fault seam for tests: once `frames` frames were queued on this connection, the next send
+  // delivers what is queued, shuts the socket down and fails with ECONNRESET, as a cut link
+  // would after frame `frames`.
+  void cut_after(uint64_t frames) { cut_after_ = frames; }
+
   uint64_t bytes_sent() const { return bytes_sent_; }
   uint64_t bytes_received() const { return bytes_received_; }
   int fd() const { return sock_.get(); }
@@ -54,6 +60,7 @@ class Conn {
   bool ring_ok_ = false;
   std::vector<uint8_t> out_;
   uint64_t next_seq_ = 1;
+  uint64_t cut_after_ = UINT64_MAX;
   wire::FrameReader reader_;
   std::vector<uint8_t> in_buf_;
   uint64_t bytes_sent_ = 0;

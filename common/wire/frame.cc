@@ -46,6 +46,7 @@ bool is_known_type(uint8_t type) {
     case MsgType::kPing:
     case MsgType::kAttach:
     case MsgType::kNodeStatus:
+    case MsgType::kPosition:
     case MsgType::kRequest:
     case MsgType::kResponse:
     case MsgType::kData:
@@ -67,6 +68,7 @@ const char* type_name(MsgType type) {
     case MsgType::kPing: return "Ping";
     case MsgType::kAttach: return "Attach";
     case MsgType::kNodeStatus: return "NodeStatus";
+    case MsgType::kPosition: return "Position";
     case MsgType::kRequest: return "Request";
     case MsgType::kResponse: return "Response";
     case MsgType::kData: return "Data";

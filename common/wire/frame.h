@@ -37,6 +37,7 @@ enum class MsgType : uint8_t {
   kAck = 21,
   kPing = 22,
   kNodeStatus = 23,  // node -> backupd: what its change log still holds (the lag)
+  kPosition = 24,    // replica -> backupd, answers Select: where the replica stands
   kRequest = 40,     // control: one JSON request
   kResponse = 41,    // control: one JSON response
   kData = 42,        // control: raw bytes of a restore stream

@@ -118,20 +118,47 @@ Result<Hello> decode_hello(std::span<const uint8_t> p) {
   return finish(d, m, "Hello");
 }
 
+namespace {
+void put_position(Encoder& e, const Position& m) {
+  e.u64(m.committed);
+  e.u8(m.need_baseline);
+  e.u64(m.applied);
+}
+
+Position get_position(Decoder& d) {
+  Position m;
+  m.committed = d.u64();
+  m.need_baseline = d.u8();
+  m.applied = d.u64();
+  return m;
+}
+}  // namespace
+
 void encode(const HelloOk& m, std::vector<uint8_t>& out) {
   Encoder e(out);
   e.u16(m.version);
-  e.u64(m.committed);
-  e.u8(m.need_baseline);
+  put_position(e, m.position);
 }
 
 Result<HelloOk> decode_hello_ok(std::span<const uint8_t> p) {
   Decoder d(p);
   HelloOk m;
   m.version = d.u16();
-  m.committed = d.u64();
-  m.need_baseline = d.u8();
+  m.position = get_position(d);
+  if (d.ok() && m.position.need_baseline > 1) return malformed("HelloOk (need_baseline)");
   return finish(d, m, "HelloOk");
+}
+
+void encode(const Position& m, std::vector<uint8_t>& out) {
+  Encoder e(out);
+  put_position(e, m);
+}
+
+Result<Position> decode_position(std::span<const uint8_t> p) {
+  Decoder d(p);
+  Position m = get_position(d);
+  if (d.ok() && m.need_baseline > 1) return malformed("Position (need_baseline)");
+  return finish(d, m, "Position");
 }
 
 void encode(const ErrorMsg& m, std::vector<uint8_t>& out) {
@@ -197,6 +224,7 @@ void encode(const Select& m, std::vector<uint8_t>& out) {
   Encoder e(out);
   e.str(m.host);
   e.str(m.path);
+  e.u64(m.instance);
 }
 
 Result<Select> decode_select(std::span<const uint8_t> p) {
@@ -204,6 +232,7 @@ Result<Select> decode_select(std::span<const uint8_t> p) {
   Select m;
   m.host = d.str();
   m.path = d.str();
+  m.instance = d.u64();
   return finish(d, m, "Select");
 }
 

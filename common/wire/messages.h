@@ -21,7 +21,7 @@ struct ZSTD_CCtx_s;  // zstd.h's compression context
 namespace bkp::wire {
 
 constexpr uint32_t kMagic = 0x46504B42;  // "BKPF" little-endian
-constexpr uint16_t kVersion = 1;
+constexpr uint16_t kVersion = 2;
 
 enum class Role : uint8_t { kNode = 1, kReplica = 2, kControl = 3 };
 
@@ -35,10 +35,20 @@ struct Hello {
   std::string auth;       // reserved for authentication; empty in version 1
 };
 
+// Where a receiver stands in one stream (the answer to Hello on a node stream, to Select on a
+// replica stream). The sender resumes exactly there: batch `committed + 1`, skipping its first
+// `applied` items (common/stream/sender.h says what an item is).
+struct Position {
+  uint64_t committed = 0;     // last batch durably applied for this stream instance
+  uint8_t need_baseline = 0;  // 1: the receiver has no usable state: send the whole tree first
+  uint64_t applied = 0;       // Op frames of batch committed + 1 already applied
+
+  bool operator==(const Position&) const = default;
+};
+
 struct HelloOk {
   uint16_t version = kVersion;
-  uint64_t committed = 0;     // node stream: last batch durably applied for this instance
-  uint8_t need_baseline = 0;  // node stream: 1 = send the whole tree before changes
+  Position position;  // node stream: where backupd stands; replica stream: unused (zero)
 };
 
 struct ErrorMsg {
@@ -65,9 +75,10 @@ struct NodeStatus {
   std::string current_file;    // file being shipped now (volume-relative), "" if none
 };
 
-struct Select {  // replica stream only
+struct Select {  // replica stream only; answered with a Position
   std::string host;
   std::string path;
+  uint64_t instance = 0;  // backupd's stream to this replica for this volume (new: baseline)
 };
 
 enum class OpKind : uint8_t {
@@ -144,6 +155,7 @@ void encode(const ErrorMsg& m, std::vector<uint8_t>& out);
 void encode(const Attach& m, std::vector<uint8_t>& out);
 void encode(const NodeStatus& m, std::vector<uint8_t>& out);
 void encode(const Select& m, std::vector<uint8_t>& out);
+void encode(const Position& m, std::vector<uint8_t>& out);
 void encode(const Op& m, std::vector<uint8_t>& out);
 void encode(const Commit& m, std::vector<uint8_t>& out);
 void encode(const Ack& m, std::vector<uint8_t>& out);
@@ -156,6 +168,7 @@ Result<ErrorMsg> decode_error(std::span<const uint8_t> payload);
 Result<Attach> decode_attach(std::span<const uint8_t> payload);
 Result<NodeStatus> decode_node_status(std::span<const uint8_t> payload);
 Result<Select> decode_select(std::span<const uint8_t> payload);
+Result<Position> decode_position(std::span<const uint8_t> payload);
 Result<Op> decode_op(std::span<const uint8_t> payload);
 Result<Commit> decode_commit(std::span<const uint8_t> payload);
 Result<Ack> decode_ack(std::span<const uint8_t> payload);

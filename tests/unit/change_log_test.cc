@@ -1,6 +1,7 @@
 // ChangeLog: records what changed, not the bytes. Writes to a file coalesce into ranges,
 // truncate is an operation that also clips pending ranges, a newer directory Attr replaces an
-// older one, and take() hands out numbered cuts that leave the log empty.
+// older one, take() hands out cuts within limits (operations first, then data), replace()
+// swaps in a baseline, and the log dates its oldest change.
 #include "common/changes/change_log.h"
 
 #include <gtest/gtest.h>
@@ -221,25 +222,94 @@ TEST(ChangeLogTest, SupersedingDoesNotReachIntoATakenBatch) {
   EXPECT_EQ(show_ops(log.take()), "mkdir e; attr d 700");
 }
 
-TEST(ChangeLogTest, TakeEmptiesTheLogAndNumbersIncrease) {
+TEST(ChangeLogTest, TakeEmptiesTheLog) {
   ChangeLog log;
   log.record(mkdir_op("a"));
   log.write(file(1), 0, 10);
   Batch b1 = log.take();
   EXPECT_FALSE(b1.empty());
-  EXPECT_GE(b1.number, 1u);
+  EXPECT_EQ(b1.number, 0u);  // the stream's sender numbers batches
   LogStats s = log.stats();
   EXPECT_EQ(s.ops, 0u);
   EXPECT_EQ(s.files, 0u);
   EXPECT_EQ(s.dirty_bytes, 0u);
 
-  Batch b2 = log.take();
-  EXPECT_TRUE(b2.empty());
+  EXPECT_TRUE(log.take().empty());
   log.write(file(1), 0, 10);
-  Batch b3 = log.take();
-  EXPECT_GT(b2.number, b1.number);
-  EXPECT_GT(b3.number, b2.number);
-  EXPECT_EQ(show_files(b3), "#1 [0,10)");
+  EXPECT_EQ(show_files(log.take()), "#1 [0,10)");
+}
+
+TEST(ChangeLogTest, BoundedTakesCarryOperationsBeforeAnyData) {
+  ChangeLog log;
+  for (int i = 0; i < 5; ++i) log.record(mkdir_op("d" + std::to_string(i)));
+  log.write(file(1), 0, 100);
+  Limits limits{2, 1000};
+  EXPECT_EQ(show_ops(log.take(limits)), "mkdir d0; mkdir d1");
+  Batch second = log.take(limits);
+  EXPECT_EQ(show_ops(second), "mkdir d2; mkdir d3");
+  EXPECT_TRUE(second.files.empty()) << "data must wait until every operation before it went";
+  Batch third = log.take(limits);
+  EXPECT_EQ(show_ops(third), "mkdir d4");
+  EXPECT_EQ(show_files(third), "#1 [0,100)");
+  EXPECT_TRUE(log.take(limits).empty());
+}
+
+TEST(ChangeLogTest, BoundedTakesSplitLargeFilesByBytes) {
+  ChangeLog log;
+  log.write(file(1), 0, 100);
+  log.write(file(1), 200, 100);
+  log.attrs(file(1));
+  Limits limits{100, 150};
+  Batch a = log.take(limits);
+  EXPECT_EQ(show_files(a), "#1 [0,100) [200,250) attrs");
+  EXPECT_EQ(log.stats().dirty_bytes, 50u);
+  Batch b = log.take(limits);
+  EXPECT_EQ(show_files(b), "#1 [250,300) attrs");
+  EXPECT_EQ(log.stats().files, 0u);
+  EXPECT_EQ(log.stats().dirty_bytes, 0u);
+}
+
+TEST(ChangeLogTest, AnAttrTakenAwayIsNotSupersededByALaterOne) {
+  ChangeLog log;
+  log.record(attr_op("d", 0700));
+  log.record(mkdir_op("e"));
+  EXPECT_EQ(show_ops(log.take(Limits{1, 1})), "attr d 700");
+  log.record(attr_op("d", 0755));
+  EXPECT_EQ(show_ops(log.take()), "mkdir e; attr d 755");
+}
+
+TEST(ChangeLogTest, ReplaceSwapsInABaselineThatLaterChangesFollow) {
+  ChangeLog log;
+  log.record(mkdir_op("old"));
+  log.write(file(9), 0, 5);
+  Batch scan;
+  scan.ops.push_back(mkdir_op("x"));
+  FileChange f;
+  f.ref = file(2);
+  f.extents.add(0, 64);
+  scan.files.push_back(std::move(f));
+  log.replace(std::move(scan));
+  log.record(mkdir_op("after"));
+  EXPECT_EQ(log.stats().dirty_bytes, 64u);
+  Batch b = log.take();
+  EXPECT_EQ(show_ops(b), "mkdir x; mkdir after");
+  EXPECT_EQ(show_files(b), "#2 [0,64)");
+}
+
+TEST(ChangeLogTest, TheOldestChangeIsDatedUntilTheLogEmpties) {
+  ChangeLog log;
+  EXPECT_EQ(log.since_ns(), 0);
+  int64_t before = wire::realtime_ns();
+  log.record(mkdir_op("a"));
+  int64_t first = log.since_ns();
+  EXPECT_GE(first, before);
+  log.record(mkdir_op("b"));
+  EXPECT_EQ(log.since_ns(), first);
+  Batch one = log.take(Limits{1, 1});
+  EXPECT_EQ(one.since_ns, first);
+  EXPECT_EQ(log.since_ns(), first) << "what is left is as old as before";
+  log.take();
+  EXPECT_EQ(log.since_ns(), 0);
 }
 
 TEST(ChangeLogTest, StatsCountWhatIsPending) {

@@ -93,13 +93,20 @@ TEST(MessagesTest, HelloRoundTrips) {
 
 TEST(MessagesTest, HelloOkRoundTrips) {
   HelloOk m;
-  m.committed = 987654321;
-  m.need_baseline = 1;
+  m.position = Position{987654321, 1, 77};
   auto d = decode_hello_ok(encoded(m));
   ASSERT_TRUE(d) << d.error().message;
   EXPECT_EQ(d->version, kVersion);
-  EXPECT_EQ(d->committed, 987654321u);
-  EXPECT_EQ(d->need_baseline, 1);
+  EXPECT_EQ(d->position, (Position{987654321, 1, 77}));
+}
+
+TEST(MessagesTest, PositionRoundTripsAndRejectsABadFlag) {
+  auto d = decode_position(encoded(Position{5, 0, ~uint64_t{0}}));
+  ASSERT_TRUE(d) << d.error().message;
+  EXPECT_EQ(*d, (Position{5, 0, ~uint64_t{0}}));
+  auto bad = decode_position(encoded(Position{5, 2, 0}));
+  ASSERT_FALSE(bad);
+  EXPECT_EQ(bad.error().code, EPROTO);
 }
 
 TEST(MessagesTest, ErrorRoundTrips) {
@@ -111,11 +118,12 @@ TEST(MessagesTest, ErrorRoundTrips) {
 }
 
 TEST(MessagesTest, SelectRoundTrips) {
-  Select m{"web1", "/srv/app"};
+  Select m{"web1", "/srv/app", 0x1122334455667788};
   auto d = decode_select(encoded(m));
   ASSERT_TRUE(d) << d.error().message;
   EXPECT_EQ(d->host, "web1");
   EXPECT_EQ(d->path, "/srv/app");
+  EXPECT_EQ(d->instance, 0x1122334455667788u);
 }
 
 TEST(MessagesTest, CommitAndAckRoundTrip) {
@@ -243,7 +251,9 @@ TEST(MessagesTest, TruncatedOrPaddedPayloadsAreRejected) {
   expect_only_exact_length_decodes(
       encoded(ErrorMsg{5, "x"}), [](const Bytes& b) { return decode_error(b); }, "Error");
   expect_only_exact_length_decodes(
-      encoded(Select{"h", "/p"}), [](const Bytes& b) { return decode_select(b); }, "Select");
+      encoded(Select{"h", "/p", 9}), [](const Bytes& b) { return decode_select(b); }, "Select");
+  expect_only_exact_length_decodes(
+      encoded(Position{1, 1, 2}), [](const Bytes& b) { return decode_position(b); }, "Position");
   expect_only_exact_length_decodes(
       encoded(Commit{1}), [](const Bytes& b) { return decode_commit(b); }, "Commit");
   expect_only_exact_length_decodes(

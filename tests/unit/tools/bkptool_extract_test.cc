@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "common/files.h"
 #include "tools/extract.h"
 
 namespace bkp::tools {

@@ -1,0 +1,81 @@
+// write_file_atomic, the key-value format and make_dirs (see files.h).
+#include "common/files.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <charconv>
+#include <fstream>
+#include <sstream>
+
+#include "common/unique_fd.h"
+
+namespace bkp {
+
+Result<void> write_file_atomic(const std::string& path, const std::string& content,
+                               Durability durability) {
+  std::string tmp = path + ".tmp";
+  UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+  if (!fd) return fail_errno("create " + tmp);
+  size_t done = 0;
+  while (done < content.size()) {
+    ssize_t n = ::write(fd.get(), content.data() + done, content.size() - done);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return fail_errno("write " + tmp);
+    }
+    done += static_cast<size_t>(n);
+  }
+  if (durability == Durability::kSync && fdatasync(fd.get()) != 0) {
+    return fail_errno("fdatasync " + tmp);
+  }
+  fd.reset();
+  if (::rename(tmp.c_str(), path.c_str()) != 0) return fail_errno("rename " + tmp);
+  return {};
+}
+
+Result<std::map<std::string, uint64_t>> read_key_values(const std::string& path) {
+  std::map<std::string, uint64_t> out;
+  std::ifstream in(path);
+  if (!in) {
+    if (errno == ENOENT) return out;
+    return fail_errno("read " + path);
+  }
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    size_t space = line.find(' ');
+    uint64_t value = 0;
+    const char* first = line.data() + (space == std::string::npos ? line.size() : space + 1);
+    const char* last = line.data() + line.size();
+    auto r = std::from_chars(first, last, value);
+    if (space == std::string::npos || r.ec != std::errc() || r.ptr != last) {
+      return fail(EINVAL, path + ": not a 'key value' line: " + line);
+    }
+    out[line.substr(0, space)] = value;
+  }
+  return out;
+}
+
+std::string format_key_values(const std::map<std::string, uint64_t>& values) {
+  std::ostringstream out;
+  for (const auto& [key, value] : values) out << key << ' ' << value << '\n';
+  return out.str();
+}
+
+Result<void> make_dirs(const std::string& dir) {
+  for (size_t pos = 1; pos <= dir.size(); ++pos) {
+    if (pos != dir.size() && dir[pos] != '/') continue;
+    std::string prefix = dir.substr(0, pos);
+    if (::mkdir(prefix.c_str(), 0755) != 0 && errno != EEXIST) {
+      return fail_errno("create " + prefix);
+    }
+  }
+  struct stat st {};
+  if (::stat(dir.c_str(), &st) != 0) return fail_errno("create " + dir);
+  if (!S_ISDIR(st.st_mode)) return fail(ENOTDIR, dir + " is not a directory");
+  return {};
+}
+
+}  // namespace bkp

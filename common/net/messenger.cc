@@ -1,0 +1,17 @@
+// The one place a frame that is not the expected message becomes an error (see messenger.h).
+#include "common/net/messenger.h"
+
+namespace bkp::net {
+
+Error unexpected_frame(const wire::Frame& frame, const char* waiting_for) {
+  if (frame.type == wire::MsgType::kError) {
+    if (auto e = wire::decode_error(frame.payload)) {
+      return Error{e->code != 0 ? static_cast<int>(e->code) : EIO, "peer: " + e->text};
+    }
+    return Error{EPROTO, "malformed Error frame from the peer"};
+  }
+  return Error{EPROTO, std::string("unexpected ") + wire::type_name(frame.type) +
+                           " frame while waiting for " + waiting_for};
+}
+
+}  // namespace bkp::net

@@ -1,0 +1,61 @@
+// Typed messages over a Conn: send one message, or wait for one of a given type, so a session
+// never switches on frame types to find out that the peer said no.
+//
+// expect<M>() skips Ping frames, turns an Error frame into an error carrying the peer's errno
+// and text ("peer: ..."), and any other frame into EPROTO naming what arrived instead.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "common/net/conn.h"
+#include "common/result.h"
+#include "common/wire/messages.h"
+
+namespace bkp::net {
+
+template <class M>
+struct MessageType;
+
+#define BKP_MESSAGE_TYPE(Msg, kType, decoder)                                 \
+  template <>                                                                 \
+  struct MessageType<wire::Msg> {                                             \
+    static constexpr wire::MsgType type = wire::MsgType::kType;               \
+    static Result<wire::Msg> decode(std::span<const uint8_t> p) { return wire::decoder(p); } \
+  };
+BKP_MESSAGE_TYPE(Hello, kHello, decode_hello)
+BKP_MESSAGE_TYPE(HelloOk, kHelloOk, decode_hello_ok)
+BKP_MESSAGE_TYPE(ErrorMsg, kError, decode_error)
+BKP_MESSAGE_TYPE(Attach, kAttach, decode_attach)
+BKP_MESSAGE_TYPE(NodeStatus, kNodeStatus, decode_node_status)
+BKP_MESSAGE_TYPE(Select, kSelect, decode_select)
+BKP_MESSAGE_TYPE(Position, kPosition, decode_position)
+BKP_MESSAGE_TYPE(Commit, kCommit, decode_commit)
+BKP_MESSAGE_TYPE(Ack, kAck, decode_ack)
+#undef BKP_MESSAGE_TYPE
+
+// Queues the message (Conn::flush sends it; recv flushes first).
+template <class M>
+Result<void> send(Conn& conn, const M& msg) {
+  std::vector<uint8_t> payload;
+  wire::encode(msg, payload);
+  return conn.send(MessageType<M>::type, 0, payload);
+}
+
+// The error a peer's Error frame carries, or EPROTO for a frame that is not the one expected.
+Error unexpected_frame(const wire::Frame& frame, const char* waiting_for);
+
+// Waits up to timeout_ms for a message of type M (see the file comment).
+template <class M>
+Result<M> expect(Conn& conn, int timeout_ms) {
+  while (true) {
+    wire::Frame frame = BKP_TRY(conn.recv(timeout_ms));
+    if (frame.type == wire::MsgType::kPing) continue;
+    if (frame.type != MessageType<M>::type) {
+      return tl::unexpected(unexpected_frame(frame, wire::type_name(MessageType<M>::type)));
+    }
+    return MessageType<M>::decode(frame.payload);
+  }
+}
+
+}  // namespace bkp::net

@@ -1,0 +1,120 @@
+// Receiver (see receiver.h). The order of a commit is the whole durability argument: the tree is
+// synced first, then `state` names the batch, then the caller acks. A crash before `state` is
+// renamed leaves the old commit recorded and the batch unacknowledged, so the sender still has
+// it; `position` then tells how much of it the tree holds.
+#include "common/stream/receiver.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <fmt/format.h>
+
+#include "common/files.h"
+#include "common/log.h"
+
+namespace bkp::stream {
+namespace {
+
+struct PositionRecord {
+  uint64_t instance = 0;
+  uint64_t batch = 0;
+  uint64_t applied = 0;
+  uint64_t syncing = 0;
+};
+
+constexpr const char* kReserved[] = {"instance", "committed", "syncing"};
+
+}  // namespace
+
+Result<std::unique_ptr<Receiver>> Receiver::open(const std::string& dir,
+                                                 changes::Applier& applier) {
+  std::unique_ptr<Receiver> r(new Receiver(dir, applier));
+  r->counters_ = BKP_TRY(read_key_values(dir + "/state"));
+  r->instance_ = r->counters_["instance"];
+  r->committed_ = r->counters_["committed"];
+  bool syncing = r->counters_["syncing"] != 0;
+  for (const char* key : kReserved) r->counters_.erase(key);
+
+  std::string path = dir + "/position";
+  r->position_fd_.reset(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
+  if (!r->position_fd_) return fail_errno("open " + path);
+  PositionRecord rec;
+  ssize_t n = ::pread(r->position_fd_.get(), &rec, sizeof rec, 0);
+  if (n == static_cast<ssize_t>(sizeof rec) && rec.instance == r->instance_ &&
+      r->instance_ != 0 && rec.batch == r->committed_ + 1) {
+    r->applied_ = rec.applied;
+    syncing = rec.syncing != 0;
+  } else if (n == static_cast<ssize_t>(sizeof rec) && rec.instance != r->instance_ &&
+             rec.applied > 0) {
+    syncing = true;  // another stream's unfinished batch is in the tree
+  }
+  r->need_baseline_ = syncing;
+  r->session_instance_ = r->instance_;
+  r->session_committed_ = r->committed_;
+  return r;
+}
+
+wire::Position Receiver::position(uint64_t instance) {
+  if (instance == 0 || instance != instance_) {
+    session_instance_ = instance;
+    session_committed_ = 0;
+    applied_ = 0;
+    return wire::Position{0, 1, 0};
+  }
+  // Another stream applied part of a batch since our last commit: the tree is not ours any more.
+  if (session_instance_ != instance_ && in_batch_) need_baseline_ = true;
+  session_instance_ = instance_;
+  session_committed_ = committed_;
+  if (need_baseline_) {
+    applied_ = 0;
+    return wire::Position{committed_, 1, 0};
+  }
+  return wire::Position{committed_, 0, applied_};
+}
+
+Result<void> Receiver::apply(const wire::Op& op) {
+  in_batch_ = true;
+  BKP_TRY_VOID(applier_.apply(op));
+  if (op.kind == wire::OpKind::kSyncBegin) need_baseline_ = false;
+  ++applied_;
+  note_position();
+  return {};
+}
+
+Result<void> Receiver::write(const wire::Write& w) {
+  in_batch_ = true;
+  return applier_.write(w);
+}
+
+Result<uint64_t> Receiver::commit(const wire::Commit& c) {
+  if (c.batch != session_committed_ + 1) {
+    return fail(EPROTO, fmt::format("commit of batch {} where batch {} was due", c.batch,
+                                    session_committed_ + 1));
+  }
+  BKP_TRY_VOID(applier_.commit());
+  instance_ = session_instance_;
+  committed_ = session_committed_ = c.batch;
+  applied_ = 0;
+  in_batch_ = false;
+  BKP_TRY_VOID(save());
+  return c.batch;
+}
+
+Result<void> Receiver::save() {
+  std::map<std::string, uint64_t> values = counters_;
+  values["instance"] = instance_;
+  values["committed"] = committed_;
+  values["syncing"] = applier_.syncing() ? 1 : 0;
+  return write_file_atomic(dir_ + "/state", format_key_values(values), Durability::kSync);
+}
+
+void Receiver::note_position() {
+  PositionRecord rec{session_instance_, session_committed_ + 1, applied_,
+                     applier_.syncing() ? 1u : 0u};
+  if (::pwrite(position_fd_.get(), &rec, sizeof rec, 0) != static_cast<ssize_t>(sizeof rec)) {
+    // Only a crash inside this batch would need it; the batch itself is still applied.
+    log::warn("{}/position: cannot note the stream position: {}", dir_, std::strerror(errno));
+  }
+}
+
+}  // namespace bkp::stream

@@ -1,0 +1,78 @@
+// Receiver: the receiving end of one stream — applies its frames to a tree (through an Applier)
+// and keeps, durably, how far it got, so every reconnect resumes exactly there (sender.h).
+//
+// Two files in the receiver's state directory:
+//   state     "key value" lines, rewritten atomically (fdatasync) at each commit, after the
+//             tree itself was synced: instance (the sender's stream), committed (the last batch
+//             applied durably), syncing (1 while a baseline is unfinished), plus the owner's own
+//             counters (counters()).
+//   position  32 bytes, overwritten after every applied Op frame, never synced: instance, batch,
+//             Op frames applied of that batch, syncing. It survives a crash of the process (the
+//             page cache keeps it) and says which operations of an unfinished batch the tree
+//             already has, so none is applied twice. After a crash between applying an
+//             operation and noting it, that one operation is sent again; each operation
+//             tolerates exactly its own earlier effect (applier.h).
+// A baseline's list of named entries lives in memory only: a receiver that restarts inside a
+// baseline asks for a new one.
+//
+// Not thread-safe: the owner serializes calls (backupd holds the volume's mutex).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "common/changes/applier.h"
+#include "common/result.h"
+#include "common/unique_fd.h"
+#include "common/wire/messages.h"
+
+namespace bkp::stream {
+
+class Receiver {
+ public:
+  // Reads (or starts) the record in dir, which must exist. applier must outlive the Receiver.
+  static Result<std::unique_ptr<Receiver>> open(const std::string& dir, changes::Applier& applier);
+
+  // Where this receiver stands for a sender whose stream is `instance`: a stream it does not
+  // know (or instance 0) gets need_baseline and numbering from 1, and becomes the recorded
+  // stream at its first commit.
+  wire::Position position(uint64_t instance);
+  // Apply one frame of the batch in progress.
+  Result<void> apply(const wire::Op& op);
+  Result<void> write(const wire::Write& w);
+  // Commit{batch}: must be the next batch (EPROTO otherwise); syncs the tree, then the record.
+  // Returns the batch number to acknowledge.
+  Result<uint64_t> commit(const wire::Commit& c);
+
+  // The owner's counters, saved with every commit and by save().
+  std::map<std::string, uint64_t>& counters() { return counters_; }
+  // Rewrites `state` durably now (the owner changed its counters).
+  Result<void> save();
+
+  uint64_t instance() const { return instance_; }
+  uint64_t committed() const { return committed_; }
+  // True from the first Op or Write after a commit until the next commit.
+  bool in_batch() const { return in_batch_; }
+
+ private:
+  Receiver(std::string dir, changes::Applier& applier) : dir_(std::move(dir)), applier_(applier) {}
+  void note_position();
+
+  const std::string dir_;
+  changes::Applier& applier_;
+  UniqueFd position_fd_;
+  std::map<std::string, uint64_t> counters_;
+  uint64_t instance_ = 0;   // recorded stream (0: none yet)
+  uint64_t committed_ = 0;  // of instance_
+  uint64_t session_instance_ = 0;   // the stream being received (differs before its 1st commit)
+  uint64_t session_committed_ = 0;
+  uint64_t applied_ = 0;     // Op frames of batch session_committed_ + 1 applied
+  // Only a baseline can repair the tree: restarted inside one (its named entries are gone), or
+  // another stream applied part of a batch to it. Cleared by the next kSyncBegin.
+  bool need_baseline_ = false;
+  bool in_batch_ = false;
+};
+
+}  // namespace bkp::stream

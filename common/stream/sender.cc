@@ -1,0 +1,109 @@
+// Sender (see sender.h): the decisions a reconnect forces, in one place.
+//
+// After a Position the batch in flight is in one of three states: the receiver committed it
+// (its ack was lost: drop it), it is the receiver's next batch (resume at `applied`), or the
+// receiver is behind what it acknowledged (it lost durable state: only a baseline repairs
+// that). With nothing in flight, the receiver must stand exactly where our numbering does.
+#include "common/stream/sender.h"
+
+#include <sys/random.h>
+#include <unistd.h>
+
+#include <chrono>
+
+#include "common/log.h"
+
+namespace bkp::stream {
+
+uint64_t new_instance() {
+  uint64_t v = 0;
+  while (v == 0) {
+    if (::getrandom(&v, sizeof v, 0) != static_cast<ssize_t>(sizeof v)) {
+      v = static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()) ^
+          (static_cast<uint64_t>(::getpid()) << 32);
+    }
+  }
+  return v;
+}
+
+Sender::Resume Sender::position(const wire::Position& p) {
+  skip_ = 0;
+  if (p.need_baseline) {
+    set_inflight(std::nullopt);
+    next_number_ = p.committed + 1;
+    return Resume::kBaseline;
+  }
+  if (inflight_) {
+    if (inflight_->number <= p.committed) {
+      log::debug("batch {} was committed before the reconnect", inflight_->number);
+      set_inflight(std::nullopt);
+    } else if (inflight_->number == p.committed + 1) {
+      skip_ = p.applied;
+      return Resume::kContinue;
+    }
+  }
+  if (!inflight_ && next_number_ == p.committed + 1 && p.applied == 0) return Resume::kContinue;
+  log::warn("receiver stands at batch {} (+{} operations) where we stand at {}: sending a baseline",
+            p.committed, p.applied, inflight_ ? inflight_->number : next_number_ - 1);
+  set_inflight(std::nullopt);
+  next_number_ = p.committed + 1;
+  return Resume::kBaseline;
+}
+
+const changes::Batch* Sender::next() {
+  if (!inflight_) {
+    changes::Batch batch = log_.take(limits_);
+    if (batch.empty()) return nullptr;
+    batch.number = next_number_++;
+    if (batch.since_ns == 0) batch.since_ns = wire::realtime_ns();
+    skip_ = 0;
+    set_inflight(std::move(batch));
+  }
+  return &*inflight_;
+}
+
+Result<void> Sender::send(net::Conn& conn, changes::DataSource& source,
+                          changes::ShipCounters& counters) {
+  if (!inflight_) return fail(EINVAL, "internal error: no batch in flight");
+  return changes::send_batch(conn, *inflight_, skip_, source, counters);
+}
+
+Result<void> Sender::await_ack(net::Conn& conn, int timeout_ms) {
+  if (!inflight_) return fail(EINVAL, "internal error: no batch in flight");
+  BKP_TRY_VOID(changes::await_ack(conn, inflight_->number, timeout_ms));
+  set_inflight(std::nullopt);
+  skip_ = 0;
+  return {};
+}
+
+void Sender::set_inflight(std::optional<changes::Batch> batch) {
+  inflight_ = std::move(batch);
+  inflight_ops_ = inflight_ ? inflight_->ops.size() : 0;
+  inflight_files_ = inflight_ ? inflight_->files.size() : 0;
+  inflight_bytes_ = inflight_ ? inflight_->dirty_bytes() : 0;
+  inflight_since_ns_ = inflight_ ? inflight_->since_ns : 0;
+}
+
+Lag Sender::lag() const {
+  changes::LogStats s = log_.stats();
+  Lag lag;
+  lag.ops = s.ops + inflight_ops_;
+  lag.files = s.files + inflight_files_;
+  lag.bytes = s.dirty_bytes + inflight_bytes_;
+  int64_t a = inflight_since_ns_, b = log_.since_ns();
+  lag.oldest_ns = a == 0 ? b : b == 0 ? a : std::min(a, b);
+  return lag;
+}
+
+wire::NodeStatus Sender::status(std::string current_file) const {
+  Lag l = lag();
+  wire::NodeStatus s;
+  s.pending_ops = l.ops;
+  s.pending_bytes = l.bytes;
+  s.pending_files = l.files;
+  s.oldest_ns = l.oldest_ns;
+  s.current_file = std::move(current_file);
+  return s;
+}
+
+}  // namespace bkp::stream
