@@ -204,21 +204,35 @@ void ClusterTest::stop_watchdog() {
 
 ::testing::AssertionResult ClusterTest::start_replicators() {
   for (int i = 0; i < 2; ++i) {
-    std::string name = "r" + std::to_string(i + 1);
-    replicators_[i] = std::make_unique<Daemon>(
-        name,
-        with_progress({bin_.replicator, "--server", address(port_), "--root", roots_[i], "--name",
-                       name}),
-        logs_ + "/" + name + ".log");
+    if (auto r = start_replicator(i); !r) return r;
   }
+  return ::testing::AssertionSuccess();
+}
+
+::testing::AssertionResult ClusterTest::start_replicator(int i) {
+  std::string name = "r" + std::to_string(i + 1);
+  auto& r = replicators_[i];
+  r = std::make_unique<Daemon>(
+      name,
+      with_progress({bin_.replicator, "--server", address(port_), "--root", roots_[i], "--name",
+                     name}),
+      logs_ + "/" + name + ".log");
   // A replicator retries its connection in the background; only an early exit is a failure.
-  for (auto& r : replicators_) {
-    if (r->wait_exit(200ms)) {
-      return ::testing::AssertionFailure()
-             << r->name() << " exited at start: " << describe_status(*r->status()) << "\n"
-             << r->log_tail();
-    }
+  if (r->wait_exit(200ms)) {
+    return ::testing::AssertionFailure()
+           << r->name() << " exited at start: " << describe_status(*r->status()) << "\n"
+           << r->log_tail();
   }
+  return ::testing::AssertionSuccess();
+}
+
+::testing::AssertionResult ClusterTest::kill_replicator(int i) {
+  auto& r = replicators_[i];
+  if (!r) return ::testing::AssertionFailure() << "replicator " << i + 1 << " is not running";
+  r->signal(SIGKILL);
+  auto st = r->wait_exit(10s);
+  r.reset();
+  if (!st) return ::testing::AssertionFailure() << "a replicator survived SIGKILL for 10 s";
   return ::testing::AssertionSuccess();
 }
 

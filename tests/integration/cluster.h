@@ -82,6 +82,9 @@ class ClusterTest : public ::testing::Test {
   ::testing::AssertionResult stop_server();                    // SIGTERM, expects exit 0
   ::testing::AssertionResult kill_server();                    // SIGKILL, no questions asked
   ::testing::AssertionResult start_replicators();
+  // Replicator i (0 or 1) alone: started again (same root and name), or SIGKILLed.
+  ::testing::AssertionResult start_replicator(int i);
+  ::testing::AssertionResult kill_replicator(int i);
   // backupfs over src, listening on 127.0.0.1:node_port (0: any free port, read back from its
   // port file into node_port()).
   ::testing::AssertionResult mount_source(uint16_t node_port = 0);

@@ -1,0 +1,99 @@
+// kill -9 of backupd and of the replicators in the middle of a rename-heavy workload (issue 9):
+// every copy must still converge to the source exactly, because each receiver resumes a stream
+// from the position it kept on disk instead of replaying operations it already applied. And a
+// replicator that restarts when everything is in place costs no new baseline.
+//
+// The workload is the pattern that broke tolerant replays: `write x; mv x y; write x` and
+// `rm -rf moved; mv tree moved; mkdir tree` over and over. Kills happen at fixed iterations of
+// it (conditions, not timers); backupfs itself is never killed here (issue 11).
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <filesystem>
+#include <string>
+#include <thread>
+
+#include "tests/integration/cluster.h"
+#include "tests/integration/workload.h"
+#include "tests/testutil/wait.h"
+
+namespace bkp::it {
+namespace {
+
+class CrashTest : public ClusterTest {
+ protected:
+  // One round of the workload.
+  void round(int i) {
+    std::string n = std::to_string(i);
+    put(src("w/x"), "x before " + n);
+    must(rename(src("w/x").c_str(), src("w/y").c_str()), "rename x y");
+    put(src("w/x"), "x after " + n + random_string(100 + i, i));
+    std::filesystem::remove_all(src("w/moved"));
+    must(rename(src("w/tree").c_str(), src("w/moved").c_str()), "rename tree moved");
+    mkdirs(src("w/tree/sub"));
+    put(src("w/tree/a"), random_string(64 * 1024 + i, i));
+    put(src("w/tree/sub/b"), "b" + n);
+    must(link(src("w/tree/a").c_str(), src("w/tree/a.link").c_str()), "link");
+  }
+
+  size_t count(const std::string& log, const std::string& needle) {
+    size_t n = 0;
+    for (size_t at = log.find(needle); at != std::string::npos; at = log.find(needle, at + 1)) ++n;
+    return n;
+  }
+};
+
+TEST_F(CrashTest, KillNineOfBackupdAndReplicatorsMidWorkloadConverges) {
+  ASSERT_TRUE(start_all());
+  mkdirs(src("w/tree"));
+  ASSERT_EQ(wait_converged(), "");
+  uint16_t port = this->port();
+
+  constexpr int kRounds = 400;
+  std::atomic<int> done{0};
+  std::atomic<bool> stop{false}, killed{false};
+  std::thread writer([&] {
+    for (int i = 0; i < kRounds && !stop; ++i) {
+      // The last rounds run after the last kill, so the restarted daemons resume under load.
+      if (i == kRounds - 100) testutil::wait_until([&] { return killed || stop; }, 120s, 1ms);
+      round(i);
+      done = i + 1;
+    }
+  });
+  auto reach = [&](int n) {
+    return testutil::wait_until([&] { return done >= n || expired(); }, 120s, 1ms);
+  };
+  struct Kill {
+    int at;
+    int who;  // -1: backupd, 0/1: a replicator
+  };
+  for (Kill k : {Kill{40, -1}, Kill{120, 0}, Kill{200, 1}, Kill{280, -1}}) {
+    bool ok = reach(k.at);
+    if (ok && k.who < 0) {
+      ok = kill_server() && start_server(port);
+    } else if (ok) {
+      ok = kill_replicator(k.who) && start_replicator(k.who);
+    }
+    EXPECT_TRUE(ok) << "kill -9 and restart at round " << k.at;
+    if (!ok) break;
+  }
+  killed = true;
+  if (HasFailure()) stop = true;
+  writer.join();
+  ASSERT_FALSE(HasFailure());
+  ASSERT_EQ(done.load(), kRounds);
+  ASSERT_EQ(wait_converged(), "");
+
+  // At rest: a replicator's restart resumes from its position on disk, no new baseline.
+  size_t before = count(log_text("backupd"), "new baseline of");
+  ASSERT_TRUE(kill_replicator(0));
+  write_big_file(src("w/after.bin"), kMiB, 7);
+  ASSERT_TRUE(start_replicator(0));
+  ASSERT_EQ(wait_converged(), "");
+  EXPECT_EQ(count(log_text("backupd"), "new baseline of"), before)
+      << "a replicator restart cost a baseline";
+}
+
+}  // namespace
+}  // namespace bkp::it
