@@ -1,10 +1,13 @@
 // Baseline scan: turns a whole tree into one Batch, as if every entry had just been created.
 //
-// Emits kSyncBegin, then depth-first: kMkdir for directories, kCreate + kTruncate(size) +
-// dirty extents for the data regions of regular files (SEEK_DATA/SEEK_HOLE, so sparse files stay
-// sparse), kLink for further names of a file already emitted, kSymlink, kMknod; each directory's
-// kAttr after its contents (so its mtime is final); then kSyncEnd. The receiver removes whatever
-// the baseline did not name.
+// Emits kSyncBegin, then depth-first: kMkdir for directories; kCreate + kTruncate(size) + dirty
+// extents for the data regions of regular files (SEEK_DATA/SEEK_HOLE, so sparse files stay
+// sparse); kSymlink; kMknod (+ kAttr) for fifos, sockets and devices; kLink for every further
+// name of a non-directory already emitted (by id for regular files, else id 0 and target = the
+// first name); kSetXattr for every extended attribute the process can read, once per inode, right
+// after the op creating it (by id for regular files, else by path) and for a directory after its
+// contents; each directory's kAttr after its contents (so its mtime is final); the root's xattrs
+// and kAttr; then kSyncEnd. The receiver removes whatever the baseline did not name.
 #pragma once
 
 #include <sys/stat.h>

@@ -7,9 +7,11 @@
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <filesystem>
+#include <functional>
 #include <string>
 
 #include "tests/testutil/daemon.h"
@@ -162,6 +164,94 @@ TEST_F(TreeCompareTest, IgnoresLinksOutsideTheTree) {
   std::string ids = tmp_.mkdir("ids");
   ASSERT_EQ(link((b_ + "/f").c_str(), (ids + "/0000000000000001").c_str()), 0);
   ASSERT_EQ(link((b_ + "/h1").c_str(), (ids + "/0000000000000002").c_str()), 0);
+  EXPECT_EQ(diff(), "");
+}
+
+void set_xattr(const std::string& path, const std::string& name, const std::string& value) {
+  ASSERT_EQ(lsetxattr(path.c_str(), name.c_str(), value.data(), value.size(), 0), 0)
+      << path << " " << name << ": " << strerror(errno);
+}
+
+TEST_F(TreeCompareTest, SeesAMissingXattr) {
+  set_xattr(a_ + "/d/g", "user.k", "v");
+  EXPECT_EQ(diff(), "d/g: xattr user.k only in " + a_);
+  EXPECT_EQ(compare_trees(b_, a_), "d/g: xattr user.k only in " + a_);
+  EXPECT_EQ(diff({.xattrs = false}), "");
+}
+
+TEST_F(TreeCompareTest, SeesAnXattrValueDifference) {
+  set_xattr(a_ + "/d", "user.k", "v1");
+  set_xattr(b_ + "/d", "user.k", std::string("v\0\n", 3));
+  EXPECT_EQ(diff(), "d: xattr user.k value 'v1' vs 'v\\x00\\x0a'");
+}
+
+TEST_F(TreeCompareTest, SeesXattrsOfTheRootAndOfSymlinks) {
+  set_xattr(b_, "user.root", "r");
+  EXPECT_EQ(diff(), ".: xattr user.root only in " + b_);
+  EXPECT_EQ(diff({.root_attrs = false}), "");
+  if (geteuid() != 0) GTEST_SKIP() << "xattrs of a symlink are trusted.*: need root";
+  set_xattr(a_, "user.root", "r");
+  set_xattr(a_ + "/s", "trusted.k", "on the link");
+  EXPECT_EQ(diff(), "s: xattr trusted.k only in " + a_);
+  set_xattr(b_ + "/s", "trusted.k", "on the link");
+  EXPECT_EQ(diff(), "");
+}
+
+// Both trees: s2 is a second name of the symlink s, p2 of the fifo p.
+class SpecialLinksTest : public TreeCompareTest {
+ protected:
+  void SetUp() override {
+    TreeCompareTest::SetUp();
+    for (const std::string& root : {a_, b_}) {
+      ASSERT_EQ(link((root + "/s").c_str(), (root + "/d/s2").c_str()), 0);  // does not follow
+      ASSERT_EQ(mkfifo((root + "/p").c_str(), 0644), 0);
+      ASSERT_EQ(link((root + "/p").c_str(), (root + "/d/p2").c_str()), 0);
+      for (const char* p : {"p", "d", "."}) set_mtime(root + "/" + p, 1000, 5);
+    }
+  }
+  // Replaces b's second name `rel` with a separate copy made by `make`, same metadata.
+  void split(const std::string& rel, const std::function<int(const char*)>& make) {
+    std::string path = b_ + "/" + rel;
+    ASSERT_EQ(unlink(path.c_str()), 0);
+    ASSERT_EQ(make(path.c_str()), 0);
+    set_mtime(path, 1000, 5);
+    set_mtime(b_ + "/d", 1000, 5);
+  }
+};
+
+TEST_F(SpecialLinksTest, EqualWhenBothKeepTheLinks) { EXPECT_EQ(diff(), ""); }
+
+TEST_F(SpecialLinksTest, SeesASymlinkLinkGroupSplitIntoTwoSymlinks) {
+  split("d/s2", [](const char* p) { return symlink("d/g", p); });
+  EXPECT_EQ(diff(), "d/s2: hard links {d/s2, s} vs {d/s2}");
+}
+
+TEST_F(SpecialLinksTest, SeesAFifoLinkGroupSplitIntoTwoFifos) {
+  split("d/p2", [](const char* p) { return mkfifo(p, 0644); });
+  EXPECT_EQ(diff(), "d/p2: hard links {d/p2, p} vs {d/p2}");
+}
+
+// 64 KiB with "data" at 32 KiB: one 4 KiB block of data, holes around it.
+void make_sparse(const std::string& path) {
+  write_file(path, "");
+  ASSERT_EQ(truncate(path.c_str(), 64 << 10), 0);
+  int fd = open(path.c_str(), O_WRONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(pwrite(fd, "data", 4, 32 << 10), 4);
+  close(fd);
+  set_mtime(path, 1000, 5);
+}
+
+// Equal bytes, but b has the holes written as zeros: the files differ on disk.
+TEST_F(TreeCompareTest, SeesAHoleWhereTheOtherHasWrittenZeros) {
+  make_sparse(a_ + "/sp");
+  std::string zeros(64 << 10, '\0');
+  write_file(b_ + "/sp", zeros.replace(32 << 10, 4, "data"));
+  set_mtime(b_ + "/sp", 1000, 5);
+  for (const std::string& root : {a_, b_}) set_mtime(root, 1000, 5);
+  EXPECT_EQ(diff(), "sp: data regions [32768, 36864) vs [0, 65536)");
+  EXPECT_EQ(diff({.holes = false}), "");
+  make_sparse(b_ + "/sp");
   EXPECT_EQ(diff(), "");
 }
 

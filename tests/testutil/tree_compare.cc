@@ -1,8 +1,14 @@
 // Tree comparison (see tree_compare.h). Two passes so a poll stays cheap while trees are still
-// converging: a metadata walk of both trees (a few thousand fstatat calls), and only when all
-// metadata agrees, the byte-for-byte content pass, which for a 200 MiB file is the expensive
-// part. Walks use openat/fstatat relative to directory descriptors with O_NOFOLLOW, so a
-// symlink in the tree is compared as a link and never entered.
+// converging: a metadata walk of both trees (a few thousand fstatat and llistxattr calls), and
+// only when all metadata agrees, the hole maps and then the byte-for-byte content pass, which
+// for a 200 MiB file is the expensive part. Walks use openat/fstatat relative to directory
+// descriptors with O_NOFOLLOW, so a symlink in the tree is compared as a link and never entered;
+// xattrs are read through "/proc/self/fd/DIR/NAME" with the l*xattr calls, which reaches
+// symlinks and FIFOs without opening them and never follows the final name.
+//
+// The xattr and hole readers are written here again rather than shared with the baseline scan
+// (common/changes/scan.cc) on purpose: a reader that misses something would otherwise miss it
+// on both sides of the comparison and the test would pass.
 #include "tests/testutil/tree_compare.h"
 
 #include <dirent.h>
@@ -10,6 +16,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -29,7 +36,8 @@ constexpr size_t kChunk = 1 << 20;
 
 struct Entry {
   struct stat st {};
-  std::string link;  // symlink target
+  std::string link;                           // symlink target
+  std::map<std::string, std::string> xattrs;  // name -> value (read only if options.xattrs)
 };
 
 struct Tree {
@@ -45,7 +53,44 @@ void note(Tree& t, const std::string& msg) {
   if (t.error.empty()) t.error = msg;
 }
 
-void walk_dir(int dfd, const std::string& prefix, int depth, Tree& t) {
+// Calls read(buf, size) (a listxattr/getxattr) until the value fits (it may grow in between);
+// nullopt with errno set on failure.
+template <class Read>
+std::optional<std::string> read_sized(const Read& read) {
+  while (true) {
+    ssize_t n = read(nullptr, 0);
+    if (n < 0) return std::nullopt;
+    std::string buf(static_cast<size_t>(n), '\0');
+    if (n == 0) return buf;
+    n = read(buf.data(), buf.size());
+    if (n >= 0) {
+      buf.resize(static_cast<size_t>(n));
+      return buf;
+    }
+    if (errno != ERANGE) return std::nullopt;
+  }
+}
+
+// Every xattr of dfd/name ("." for dfd itself) into e, or a note in t.
+void read_xattrs(int dfd, const char* name, const std::string& rel, Entry& e, Tree& t) {
+  std::string at = "/proc/self/fd/" + std::to_string(dfd) + "/" + name;
+  auto list = read_sized([&](char* buf, size_t n) { return llistxattr(at.c_str(), buf, n); });
+  if (!list) {
+    if (errno != ENOTSUP) note(t, rel + ": listxattr: " + strerror(errno));
+    return;
+  }
+  for (size_t pos = 0; pos < list->size();) {
+    std::string key(list->c_str() + pos);
+    pos += key.size() + 1;
+    if (key.empty()) continue;
+    auto value =
+        read_sized([&](char* buf, size_t n) { return lgetxattr(at.c_str(), key.c_str(), buf, n); });
+    if (!value) return note(t, rel + ": getxattr " + key + ": " + strerror(errno));
+    e.xattrs.emplace(std::move(key), std::move(*value));
+  }
+}
+
+void walk_dir(int dfd, const std::string& prefix, int depth, bool xattrs, Tree& t) {
   if (depth > kMaxDepth) return note(t, prefix + ": deeper than " + std::to_string(kMaxDepth));
   int dup_fd = fcntl(dfd, F_DUPFD_CLOEXEC, 0);
   DIR* dir = dup_fd >= 0 ? fdopendir(dup_fd) : nullptr;
@@ -75,6 +120,7 @@ void walk_dir(int dfd, const std::string& prefix, int depth, Tree& t) {
       }
       e.link.assign(buf.data(), static_cast<size_t>(n));
     }
+    if (xattrs) read_xattrs(dfd, name.c_str(), rel, e, t);
     bool is_dir = S_ISDIR(e.st.st_mode);
     t.entries.emplace(rel, std::move(e));
     if (is_dir) {
@@ -83,12 +129,12 @@ void walk_dir(int dfd, const std::string& prefix, int depth, Tree& t) {
         note(t, rel + ": cannot open directory: " + strerror(errno));
         continue;
       }
-      walk_dir(sub.get(), rel, depth + 1, t);
+      walk_dir(sub.get(), rel, depth + 1, xattrs, t);
     }
   }
 }
 
-Tree walk(const std::string& root) {
+Tree walk(const std::string& root, bool xattrs) {
   Tree t;
   UniqueFd fd(open(root.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
   if (!fd) {
@@ -100,8 +146,9 @@ Tree walk(const std::string& root) {
     t.error = "cannot stat " + root + ": " + strerror(errno);
     return t;
   }
+  if (xattrs) read_xattrs(fd.get(), ".", ".", e, t);
   t.entries.emplace(".", e);
-  walk_dir(fd.get(), ".", 0, t);
+  walk_dir(fd.get(), ".", 0, xattrs, t);
   return t;
 }
 
@@ -167,6 +214,86 @@ std::string compare_entry(const std::string& rel, const Entry& x, const Entry& y
     return rel + ": mtime " + time_text(a.st_mtim) + " vs " + time_text(b.st_mtim);
   }
   return "";
+}
+
+// An xattr value as a difference shows it: printable ASCII as is, other bytes as \xNN, cut
+// after 40 bytes.
+std::string shown(const std::string& v) {
+  std::string out;
+  for (size_t i = 0; i < v.size() && i < 40; ++i) {
+    auto c = static_cast<unsigned char>(v[i]);
+    if (c >= 0x20 && c < 0x7f && c != '\\' && c != '\'') {
+      out += static_cast<char>(c);
+    } else {
+      char buf[8];
+      snprintf(buf, sizeof buf, "\\x%02x", c);
+      out += buf;
+    }
+  }
+  return v.size() > 40 ? out + "..." : out;
+}
+
+// The first xattr difference of one path (names, then values), or "".
+std::string compare_xattrs(const std::string& rel, const Entry& x, const Entry& y,
+                           const std::string& a_root, const std::string& b_root) {
+  auto ia = x.xattrs.begin();
+  auto ib = y.xattrs.begin();
+  while (ia != x.xattrs.end() || ib != y.xattrs.end()) {
+    if (ib == y.xattrs.end() || (ia != x.xattrs.end() && ia->first < ib->first)) {
+      return rel + ": xattr " + ia->first + " only in " + a_root;
+    }
+    if (ia == x.xattrs.end() || ib->first < ia->first) {
+      return rel + ": xattr " + ib->first + " only in " + b_root;
+    }
+    if (ia->second != ib->second) {
+      return rel + ": xattr " + ia->first + " value '" + shown(ia->second) + "' vs '" +
+             shown(ib->second) + "'";
+    }
+    ++ia;
+    ++ib;
+  }
+  return "";
+}
+
+// [start, end) byte ranges holding data, as SEEK_DATA/SEEK_HOLE report them.
+using Regions = std::vector<std::pair<uint64_t, uint64_t>>;
+
+// The data regions of root/rel into out; "" or why they could not be read.
+std::string data_regions(const std::string& root, const std::string& rel, Regions& out) {
+  UniqueFd fd(open((root + "/" + rel).c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+  if (!fd) return rel + ": cannot open in " + root + ": " + strerror(errno);
+  off_t end = lseek(fd.get(), 0, SEEK_END);
+  if (end < 0) return rel + ": lseek in " + root + ": " + strerror(errno);
+  for (off_t pos = 0; pos < end;) {
+    off_t data = lseek(fd.get(), pos, SEEK_DATA);
+    if (data < 0 && errno == ENXIO) break;  // only a hole remains
+    if (data < 0) return rel + ": SEEK_DATA in " + root + ": " + strerror(errno);
+    off_t hole = lseek(fd.get(), data, SEEK_HOLE);
+    if (hole < 0) return rel + ": SEEK_HOLE in " + root + ": " + strerror(errno);
+    out.emplace_back(static_cast<uint64_t>(data), static_cast<uint64_t>(hole));
+    pos = hole;
+  }
+  return "";
+}
+
+std::string regions_text(const Regions& r) {
+  if (r.empty()) return "none";
+  std::string s;
+  for (size_t i = 0; i < r.size() && i < 4; ++i) {
+    s += (i ? " [" : "[") + std::to_string(r[i].first) + ", " + std::to_string(r[i].second) + ")";
+  }
+  return r.size() > 4 ? s + " ... (" + std::to_string(r.size()) + " regions)" : s;
+}
+
+// "" if both files have data in exactly the same byte ranges (holes in the same places).
+std::string compare_holes(const std::string& rel, const std::string& a_root,
+                          const std::string& b_root) {
+  Regions ra, rb;
+  std::string err = data_regions(a_root, rel, ra);
+  if (err.empty()) err = data_regions(b_root, rel, rb);
+  if (!err.empty()) return err;
+  if (ra == rb) return "";
+  return rel + ": data regions " + regions_text(ra) + " vs " + regions_text(rb);
 }
 
 // path -> the sorted paths sharing its inode (only for non-directories with several names).
@@ -235,9 +362,9 @@ std::string compare_content(const std::string& rel, const std::string& a_root,
 
 std::string compare_trees(const std::string& a, const std::string& b,
                           const CompareOptions& options) {
-  Tree ta = walk(a);
+  Tree ta = walk(a, options.xattrs);
   if (!ta.error.empty()) return ta.error + " (in " + a + ")";
-  Tree tb = walk(b);
+  Tree tb = walk(b, options.xattrs);
   if (!tb.error.empty()) return tb.error + " (in " + b + ")";
 
   // Names first: a missing file explains its parent's different mtime, not the other way.
@@ -252,7 +379,9 @@ std::string compare_trees(const std::string& a, const std::string& b,
     ++ib;
   }
   for (const auto& [rel, ea] : ta.entries) {
-    std::string d = compare_entry(rel, ea, tb.entries.at(rel), options);
+    const Entry& eb = tb.entries.at(rel);
+    std::string d = compare_entry(rel, ea, eb, options);
+    if (d.empty() && (rel != "." || options.root_attrs)) d = compare_xattrs(rel, ea, eb, a, b);
     if (!d.empty()) return d;
   }
 
@@ -270,6 +399,14 @@ std::string compare_trees(const std::string& a, const std::string& b,
     }
   }
 
+  if (options.holes) {
+    for (const auto& [rel, e] : ta.entries) {
+      if (!S_ISREG(e.st.st_mode)) continue;
+      std::string d = compare_holes(rel, a, b);
+      if (!d.empty()) return d;
+    }
+  }
+
   if (options.content) {
     for (const auto& [rel, e] : ta.entries) {
       if (!S_ISREG(e.st.st_mode)) continue;
@@ -281,7 +418,7 @@ std::string compare_trees(const std::string& a, const std::string& b,
 }
 
 std::optional<TreeStats> tree_stats(const std::string& root) {
-  Tree t = walk(root);
+  Tree t = walk(root, false);
   if (t.entries.empty()) return std::nullopt;
   TreeStats s;
   std::set<std::pair<dev_t, ino_t>> seen;

@@ -1,8 +1,8 @@
 // bkp_treecmp: the tests' tree comparer as a command, for scripts/demo.sh and for humans
 // checking a mirror by hand.
 //
-//   bkp_treecmp [--no-mtime] [--no-owner] [--no-root] SOURCE COPY...   exit 0 if every COPY
-//                                                     equals SOURCE, else 1 and the difference
+//   bkp_treecmp [--no-mtime] [--no-owner] [--no-root] [--no-xattrs] [--no-holes] SOURCE COPY...
+//                                     exit 0 if every COPY equals SOURCE, else 1 and the difference
 //   bkp_treecmp --stats DIR                           "files N dirs N symlinks N bytes N"
 #include <cstdio>
 #include <cstring>
@@ -24,6 +24,10 @@ int main(int argc, char** argv) {
       opts.owner = false;
     } else if (a == "--no-root") {
       opts.root_attrs = false;
+    } else if (a == "--no-xattrs") {
+      opts.xattrs = false;
+    } else if (a == "--no-holes") {
+      opts.holes = false;
     } else if (a == "--stats") {
       stats = true;
     } else if (a.rfind("--", 0) == 0) {
@@ -50,7 +54,8 @@ int main(int argc, char** argv) {
   }
   if (paths.size() < 2) {
     fprintf(stderr,
-            "usage: bkp_treecmp [--no-mtime] [--no-owner] [--no-root] SOURCE COPY...\n"
+            "usage: bkp_treecmp [--no-mtime] [--no-owner] [--no-root] [--no-xattrs] [--no-holes]\n"
+            "                   SOURCE COPY...\n"
             "       bkp_treecmp --stats DIR\n");
     return 2;
   }
