@@ -242,6 +242,12 @@ class Scanner {
 Result<Batch> scan_tree(int root_fd, const Identify& identify) {
   struct stat root{};
   if (fstat(root_fd, &root) != 0) return fail_errno("baseline: stat of the tree root");
+  // Without /proc every xattr lookup would fail like a vanished entry: refuse rather than ship a
+  // baseline that silently lacks them.
+  struct stat via_proc{};
+  if (stat(fmt::format("/proc/self/fd/{}/.", root_fd).c_str(), &via_proc) != 0) {
+    return fail_errno("baseline: the tree root through /proc/self/fd (is /proc mounted?)");
+  }
   Scanner scanner(identify);
   wire::Op op;
   op.kind = wire::OpKind::kSyncBegin;
