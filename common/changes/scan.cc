@@ -13,6 +13,9 @@
 // trusted., security., system.posix_acl_*). Each inode's attributes are sent once, right after
 // the op that creates it, except a directory's: they come after its contents, so a default ACL
 // cannot leak into entries the receiver creates meanwhile. Setting an xattr changes no mtime.
+// A known loss: a file's security.capability goes out with the ops, before the file's data and
+// its Attr, and the kernel strips file capabilities on every write and chown; keeping it needs
+// the shipper to send a file's xattrs after its Attr.
 #include "common/changes/scan.h"
 
 #include <dirent.h>
@@ -242,6 +245,12 @@ class Scanner {
 Result<Batch> scan_tree(int root_fd, const Identify& identify) {
   struct stat root{};
   if (fstat(root_fd, &root) != 0) return fail_errno("baseline: stat of the tree root");
+  // Without /proc every xattr lookup would fail like a vanished entry: refuse rather than ship a
+  // baseline that silently lacks them.
+  struct stat via_proc{};
+  if (stat(fmt::format("/proc/self/fd/{}/.", root_fd).c_str(), &via_proc) != 0) {
+    return fail_errno("baseline: the tree root through /proc/self/fd (is /proc mounted?)");
+  }
   Scanner scanner(identify);
   wire::Op op;
   op.kind = wire::OpKind::kSyncBegin;
