@@ -7,8 +7,9 @@
 // node's own explanation, before anything is stored.
 //
 // How: one thread per link loops connect -> Attach -> Hello -> run_node_session. The session is
-// exactly the one a node-initiated connection used to get; only who dialled differs. Errors of
-// an outage are reported once at warn so that a node down for a day costs one log line, not
+// exactly the one a node-initiated connection used to get; only who dialled differs. Each
+// distinct error of an outage is reported once (at warn; at error for another node answering at
+// the address, which needs the operator) so that a node down for a day costs one log line, not
 // one per retry, and the last one is kept for `list` and for the failed runs of the scheduler.
 #include "server/link.h"
 
@@ -238,19 +239,21 @@ void Link::serve(AttachedNode node) {
 
 void Link::note_failure(const Error& e) {
   int64_t failures = 0;
+  bool news = false;  // not the error the previous attempt of this outage ended with
   {
     std::lock_guard lock(mu_);
+    news = status_.failures == 0 || status_.last_error != e.message;
     status_.last_error = e.message;
     failures = ++status_.failures;
   }
-  if (failures == 1 && e.code == EPERM) {
+  if (!news) {
+    log::debug("volume {}: {} (attempt {})", volume_->name(), e.message, failures);
+  } else if (e.code == EPERM) {
     log::error("volume {}: {} (retrying with backoff up to {} s)", volume_->name(), e.message,
                kMaxBackoff.count() / 1000);
-  } else if (failures == 1) {
+  } else {
     log::warn("volume {}: {} (retrying with backoff up to {} s)", volume_->name(), e.message,
               kMaxBackoff.count() / 1000);
-  } else {
-    log::debug("volume {}: {} (attempt {})", volume_->name(), e.message, failures);
   }
 }
 

@@ -9,7 +9,7 @@
 // every later attach checks it, so a different node that now answers at the registered address
 // (another machine got the IP, another backupfs on the port) is refused instead of being
 // mirrored into this volume. When the session ends for any reason other than stop(), the thread
-// reconnects with backoff (1 s doubling to 30 s), logs the first failure of each outage at warn
+// reconnects with backoff (1 s doubling to 30 s), logs each distinct failure of an outage once
 // (repeats at debug), and remembers the last error for `bkptool list` and for failed runs.
 //
 // Thread-safety: status() and last_error() may be called from any thread; start() and stop()
