@@ -238,8 +238,8 @@ start_replicator() {  # name root: sets DAEMON_PID
 }
 
 # Since registration (issue 3) backupfs listens and backupd attaches when `bkptool register`
-# tells it to. The volume's host name in backupd's and the replicas' layouts is the registered
-# host, VOL_HOST.
+# tells it to. The volume is named by backupfs --host, in backupd's and the replicas' layouts:
+# VOL_HOST, which is also the address it is registered at.
 VOL_HOST=127.0.0.1
 bkptool() { "$BKPTOOL" --server "127.0.0.1:$BACKUPD_PORT" "$@"; }
 

@@ -40,7 +40,8 @@ APP=$DEMO/app
 R1=$DEMO/replica1
 R2=$DEMO/replica2
 LOGS=$DEMO/logs
-HOST=127.0.0.1
+ADDRESS=127.0.0.1  # where backupd reaches the node
+NAME=demo          # what the node calls itself (backupfs --host): the volume is demo:$APP
 
 say() { printf '[demo] %s\n' "$*"; }
 
@@ -120,7 +121,7 @@ head -c $((64 << 20)) /dev/urandom >"$APP/db/large.db"
 say "seeded $APP: 50 small files and a 64 MiB database file"
 
 start backupfs "$BUILD/fs/backupfs" "$APP" --listen 127.0.0.1:0 --port-file "$DEMO/node-port" \
-  --host demo -f
+  --host "$NAME" -f
 FS_PID=${PIDS[-1]}
 unset 'PIDS[-1]'  # stopped by unmounting, not by a signal
 for _ in $(seq 200); do is_mounted "$APP" && [[ -s $DEMO/node-port ]] && break; sleep 0.1; done
@@ -129,12 +130,12 @@ NODE_PORT=$(tr -dc 0-9 <"$DEMO/node-port")
 say "backupfs mounted over $APP, listening on 127.0.0.1:$NODE_PORT"
 
 BKPTOOL=("$BUILD/tools/bkptool" --server "127.0.0.1:$PORT")
-"${BKPTOOL[@]}" register "$HOST" "$NODE_PORT" "$APP" --every 5s
+"${BKPTOOL[@]}" register "$ADDRESS" "$NODE_PORT" "$APP" --every 5s
 
 # One progress line every 3 s from `bkptool status --json`: the node's lag, each replica's lag,
 # the file in transfer and the last snapshot (`bkptool status` shows the same as a block).
 progress() {
-  "${BKPTOOL[@]}" --json status "$HOST" "$APP" 2>/dev/null | python3 -c '
+  "${BKPTOOL[@]}" --json status "$NAME" "$APP" 2>/dev/null | python3 -c '
 import json, sys
 try:
     v = json.load(sys.stdin)["volumes"][0]
@@ -182,9 +183,9 @@ done
 say "writer done: $created created, $edited edits of 1 MiB, $renamed renamed, $deleted deleted"
 
 # --- convergence -------------------------------------------------------------------------------
-MIRROR=$(ls -d "$STATE"/volumes/"$HOST"/*/mirror 2>/dev/null | head -n 1 || true)
-COPY1=$R1/$HOST$APP
-COPY2=$R2/$HOST$APP
+MIRROR=$(ls -d "$STATE"/volumes/"$NAME"/*/mirror 2>/dev/null | head -n 1 || true)
+COPY1=$R1/$NAME$APP
+COPY2=$R2/$NAME$APP
 TREECMP=$BUILD/tests/bkp_treecmp
 compare() {
   if [[ -x $TREECMP ]]; then
@@ -197,7 +198,7 @@ say "waiting for the mirror and both replicas to converge"
 t0=$SECONDS
 converged=0
 for _ in $(seq 600); do  # at most ~180 s
-  MIRROR=${MIRROR:-$(ls -d "$STATE"/volumes/"$HOST"/*/mirror 2>/dev/null | head -n 1 || true)}
+  MIRROR=${MIRROR:-$(ls -d "$STATE"/volumes/"$NAME"/*/mirror 2>/dev/null | head -n 1 || true)}
   if [[ -n $MIRROR ]] && compare >"$DEMO/last-diff" 2>&1; then converged=1; break; fi
   sleep 0.3
 done
@@ -205,17 +206,17 @@ done
 if ((converged)); then
   say "waiting for a scheduled run to snapshot the converged volume"
   for _ in $(seq 100); do  # at most ~20 s: the period is 5 s
-    if "${BKPTOOL[@]}" --json history "$HOST" "$APP" 2>/dev/null |
+    if "${BKPTOOL[@]}" --json history "$NAME" "$APP" 2>/dev/null |
       grep -q '"status": *"written"'; then break; fi
     sleep 0.2
   done
 fi
 echo
-say "bkptool status $HOST $APP:"
-"${BKPTOOL[@]}" status "$HOST" "$APP" || true
+say "bkptool status $NAME $APP:"
+"${BKPTOOL[@]}" status "$NAME" "$APP" || true
 echo
-say "bkptool history $HOST $APP:"
-"${BKPTOOL[@]}" history "$HOST" "$APP" || true
+say "bkptool history $NAME $APP:"
+"${BKPTOOL[@]}" history "$NAME" "$APP" || true
 echo
 echo "================ backupfs demo summary ================"
 echo "source      $APP"

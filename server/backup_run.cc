@@ -7,6 +7,10 @@
 // nothing is lost; acks resume when the archive is done. Replicas keep shipping: they read the
 // mirror through ids/ without the mutex.
 //
+// Why the changed counts are taken only on success rather than at every cut and put back on
+// failure: putting back cannot survive a crash in the middle of an archive, and a run that
+// never took them has nothing to put back.
+//
 // The "changed?" test compares the volume's persistent change counter (incremented for every
 // applied Op/Write, saved with each commit) with the counter stored in the catalog beside the
 // newest snapshot. The counter never goes down, so equality proves nothing was applied since.
@@ -73,6 +77,37 @@ Outcome finish_written(Volume& v, Catalog& catalog, const RunSettings& settings,
   return o;
 }
 
+// What was applied since the last successful run, read without taking it (v.mu held).
+void read_counts(const Volume& v, Outcome& o) {
+  o.changed_bytes = v.state.run_bytes;
+  o.changed_files = v.state.run_files;
+}
+
+// The run succeeded up to the cut: the next run counts from here (v.mu held).
+void take_counts(Volume& v) {
+  v.take_run_counts();
+  if (auto saved = v.save_state(); !saved) {
+    log::warn("volume {}: {}", v.name(), saved.error().message);
+  }
+}
+
+RunRecord make_record(const Volume& v, int64_t run_id, int64_t started_at, const Outcome& o) {
+  RunRecord r;
+  r.id = run_id;
+  r.host = v.host();
+  r.path = v.path();
+  r.started_at = started_at;
+  r.ended_at = wall_ms();
+  r.status = o.status;
+  r.snapshot = o.snapshot;
+  r.snapshot_bytes = o.snapshot_bytes;
+  r.duration_ms = std::max<int64_t>(0, r.ended_at - started_at);
+  r.changed_bytes = static_cast<int64_t>(o.changed_bytes);
+  r.changed_files = static_cast<int64_t>(o.changed_files);
+  r.error = o.error;
+  return r;
+}
+
 Outcome run(Volume& v, const Link& link, Catalog& catalog, const RunSettings& settings,
             const std::atomic<bool>& cancel, const std::atomic<CancelReason>& reason) {
   auto last_counter = catalog.last_snapshot_counter(v.host(), v.path());
@@ -80,7 +115,7 @@ Outcome run(Volume& v, const Link& link, Catalog& catalog, const RunSettings& se
 
   std::unique_lock lock(v.mu);
   Outcome o;
-  std::tie(o.changed_bytes, o.changed_files) = v.take_run_counts();
+  read_counts(v, o);
   if (!v.node_connected) return failed(link.unavailable_reason(), o);
   while (v.in_batch && v.node_connected && !cancel) v.batch_done.wait_for(lock, kBatchWaitSlice);
   if (cancel) return failed(cancel_text(reason), o);
@@ -89,18 +124,20 @@ Outcome run(Volume& v, const Link& link, Catalog& catalog, const RunSettings& se
                               link.unavailable_reason()), o);
   }
   // At a batch boundary from here on, until the lock is released.
-  if (auto saved = v.save_state(); !saved) {  // persists the reset run counters
-    log::warn("volume {}: {}", v.name(), saved.error().message);
-  }
+  read_counts(v, o);
   auto counter = static_cast<int64_t>(v.state.changes);
   bool changed = *last_counter ? **last_counter != counter : counter != 0;
   if (!changed) {
+    take_counts(v);
     o.status = RunStatus::kUnchanged;
     return o;
   }
   std::string id = snapshot_id_for(wall_ms());
   auto snap = write_snapshot(v.applier->tree_fd(), v.snapshots_dir(), id, settings.gzip_level,
                              &cancel);
+  // Once the archive is safe under its final name the counts are its; even if cataloguing it
+  // fails below, startup recovery adopts the file.
+  if (snap) take_counts(v);
   lock.unlock();
   if (!snap) {
     if (snap.error().code == ECANCELED && cancel) return failed(cancel_text(reason), o);
@@ -148,20 +185,16 @@ RunRecord perform_run(Volume& volume, const Link& link, Catalog& catalog,
                       const std::atomic<CancelReason>& cancel_reason, int64_t run_id,
                       int64_t started_at) {
   Outcome o = run(volume, link, catalog, settings, cancel, cancel_reason);
-  RunRecord r;
-  r.id = run_id;
-  r.host = volume.host();
-  r.path = volume.path();
-  r.started_at = started_at;
-  r.ended_at = wall_ms();
-  r.status = o.status;
-  r.snapshot = o.snapshot;
-  r.snapshot_bytes = o.snapshot_bytes;
-  r.duration_ms = std::max<int64_t>(0, r.ended_at - started_at);
-  r.changed_bytes = static_cast<int64_t>(o.changed_bytes);
-  r.changed_files = static_cast<int64_t>(o.changed_files);
-  r.error = o.error;
-  return r;
+  return make_record(volume, run_id, started_at, o);
+}
+
+RunRecord failed_run(Volume& volume, int64_t started_at, std::string error) {
+  Outcome o;
+  {
+    std::lock_guard lock(volume.mu);
+    read_counts(volume, o);
+  }
+  return make_record(volume, 0, started_at, failed(std::move(error), o));
 }
 
 }  // namespace bkp::server

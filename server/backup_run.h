@@ -12,6 +12,11 @@
 // pauses before its next frame and every other volume keeps ingesting. The archive is written by
 // write_snapshot (temporary name, fsync, rename, fsync dir), then the directory is rotated to
 // the newest `keep` snapshots and the catalog marks the rotated ones deleted.
+//
+// Changed counts: a run reports the bytes and files applied since the last run that succeeded
+// (written or unchanged). They are read at the cut and taken from the volume (reset) only when
+// the run succeeds, so a failed run hands them on to the next one, and so does a run cut short
+// by a crash: the volume's `state` file still holds them.
 #pragma once
 
 #include <atomic>
@@ -42,6 +47,10 @@ RunRecord perform_run(Volume& volume, const Link& link, Catalog& catalog,
                       int64_t started_at);
 
 // The journal line of a finished run, without the "run " prefix's volume:
+// The record of a run that failed before it could start (its catalog row could not be
+// inserted): id 0, the volume's changed counts so far, ended now.
+RunRecord failed_run(Volume& volume, int64_t started_at, std::string error);
+
 // "written 20261126T010203.123Z.tgz 12.3 MiB in 0.8 s", "unchanged", "failed: reason".
 std::string describe_run(const RunRecord& run);
 

@@ -5,19 +5,29 @@
 // transaction so a crash leaves either all or none of them. Rows are keyed by (host, path)
 // rather than a volume id so that history survives unregister/register cycles of the same
 // volume without any renumbering.
+//
+// Runs the catalog could not store wait in unrecorded_ and are written, oldest first and in one
+// transaction, before the next run row is written: their ids then follow the order the runs
+// happened in. A run that began (its row exists, still open) is stored by an update of that row,
+// one that could not even begin by an insert.
 #include "server/catalog.h"
 
 #include <fmt/format.h>
 
+#include <algorithm>
+
+#include "common/log.h"
+
 namespace bkp::server {
 namespace {
 
-constexpr int kSchemaVersion = 1;
+constexpr int kSchemaVersion = 2;
 
 constexpr const char* kSchema = R"sql(
 CREATE TABLE IF NOT EXISTS registrations(
   host TEXT NOT NULL,
   path TEXT NOT NULL,
+  address TEXT NOT NULL,
   port INTEGER NOT NULL,
   every_seconds INTEGER NOT NULL,
   registered_at INTEGER NOT NULL,
@@ -45,6 +55,12 @@ CREATE TABLE IF NOT EXISTS runs(
   changed_files INTEGER NOT NULL DEFAULT 0,
   error TEXT);
 CREATE INDEX IF NOT EXISTS runs_by_volume ON runs(host, path, id);
+)sql";
+
+// Version 1 named a volume by the address it was registered with.
+constexpr const char* kAddAddress = R"sql(
+ALTER TABLE registrations ADD COLUMN address TEXT NOT NULL DEFAULT '';
+UPDATE registrations SET address = host;
 )sql";
 
 constexpr const char* kRunColumns =
@@ -104,18 +120,34 @@ Result<void> Catalog::init_schema() {
                                     db_->path(), v, kSchemaVersion));
   }
   auto tx = BKP_TRY(Transaction::begin(*db_));
-  BKP_TRY_VOID(db_->exec(kSchema));
+  BKP_TRY_VOID(db_->exec(kSchema));  // creates what a new catalog lacks, in its latest form
+  if (v == 1) {
+    BKP_TRY_VOID(db_->exec(kAddAddress));
+    log::info("catalog {}: schema upgraded from version 1 (registrations keep their address as "
+              "their name)", db_->path());
+  }
   BKP_TRY_VOID(db_->exec(fmt::format("PRAGMA user_version={}", kSchemaVersion)));
   return tx.commit();
+}
+
+Catalog::~Catalog() {
+  std::lock_guard lock(mu_);
+  if (unrecorded_.empty()) return;
+  if (auto written = write_unrecorded(); written) return;
+  for (const auto& run : unrecorded_) {
+    log::error("run of {}:{} started at {} ms could not be stored in the catalog and is lost: "
+               "{} ({})", run.host, run.path, run.started_at, run_status_name(run.status),
+               run.error.value_or("no error"));
+  }
 }
 
 Result<void> Catalog::add_registration(const Registration& reg) {
   std::lock_guard lock(mu_);
   auto st = BKP_TRY(db_->prepare(
-      "INSERT OR IGNORE INTO registrations(host, path, port, every_seconds, registered_at) "
-      "VALUES(?, ?, ?, ?, ?)"));
-  st.bind(1, reg.host).bind(2, reg.path).bind(3, int64_t{reg.port}).bind(4, reg.every_seconds)
-      .bind(5, reg.registered_at);
+      "INSERT OR IGNORE INTO registrations(host, path, address, port, every_seconds, "
+      "registered_at) VALUES(?, ?, ?, ?, ?, ?)"));
+  st.bind(1, reg.host).bind(2, reg.path).bind(3, reg.address).bind(4, int64_t{reg.port})
+      .bind(5, reg.every_seconds).bind(6, reg.registered_at);
   BKP_TRY_VOID(st.run());
   if (db_->changes() == 0) return fail(EEXIST, fmt::format("{} is already registered", reg.key()));
   return {};
@@ -124,11 +156,12 @@ Result<void> Catalog::add_registration(const Registration& reg) {
 Result<std::vector<Registration>> Catalog::registrations() {
   std::lock_guard lock(mu_);
   auto st = BKP_TRY(db_->prepare(
-      "SELECT host, path, port, every_seconds, registered_at FROM registrations ORDER BY host, path"));
+      "SELECT host, address, port, path, every_seconds, registered_at FROM registrations "
+      "ORDER BY host, path"));
   std::vector<Registration> out;
   while (BKP_TRY(st.step())) {
-    out.push_back(Registration{st.text(0), static_cast<uint16_t>(st.int64(2)), st.text(1),
-                               st.int64(3), st.int64(4)});
+    out.push_back(Registration{st.text(0), st.text(1), static_cast<uint16_t>(st.int64(2)),
+                               st.text(3), st.int64(4), st.int64(5)});
   }
   return out;
 }
@@ -137,10 +170,12 @@ Result<std::optional<Registration>> Catalog::registration(const std::string& hos
                                                           const std::string& path) {
   std::lock_guard lock(mu_);
   auto st = BKP_TRY(db_->prepare(
-      "SELECT port, every_seconds, registered_at FROM registrations WHERE host = ? AND path = ?"));
+      "SELECT address, port, every_seconds, registered_at FROM registrations "
+      "WHERE host = ? AND path = ?"));
   st.bind(1, host).bind(2, path);
   if (!BKP_TRY(st.step())) return std::optional<Registration>();
-  return Registration{host, static_cast<uint16_t>(st.int64(0)), path, st.int64(1), st.int64(2)};
+  return Registration{host, st.text(0), static_cast<uint16_t>(st.int64(1)), path, st.int64(2),
+                      st.int64(3)};
 }
 
 Result<void> Catalog::remove_registration(const std::string& host, const std::string& path,
@@ -154,7 +189,11 @@ Result<void> Catalog::remove_registration(const std::string& host, const std::st
     st.bind(1, host).bind(2, path);
     BKP_TRY_VOID(st.run());
   }
-  return tx.commit();
+  BKP_TRY_VOID(tx.commit());
+  if (purge) {
+    std::erase_if(unrecorded_, [&](const RunRecord& r) { return r.host == host && r.path == path; });
+  }
+  return {};
 }
 
 Result<bool> Catalog::has_volume(const std::string& host, const std::string& path) {
@@ -170,21 +209,67 @@ Result<bool> Catalog::has_volume(const std::string& host, const std::string& pat
 Result<int64_t> Catalog::begin_run(const std::string& host, const std::string& path,
                                    int64_t started_at) {
   std::lock_guard lock(mu_);
+  (void)write_unrecorded();  // kept if it fails; the insert below reports the same trouble
   auto st = BKP_TRY(db_->prepare("INSERT INTO runs(host, path, started_at) VALUES(?, ?, ?)"));
   st.bind(1, host).bind(2, path).bind(3, started_at);
   BKP_TRY_VOID(st.run());
   return db_->last_insert_rowid();
 }
 
-Result<void> Catalog::finish_run(const RunRecord& run) {
+Result<void> Catalog::record_run(const RunRecord& run) {
   std::lock_guard lock(mu_);
+  auto written = write_unrecorded();
+  if (written) written = write_run(run);
+  if (!written) keep_unrecorded(run);
+  return written;
+}
+
+size_t Catalog::flush_unrecorded() {
+  std::lock_guard lock(mu_);
+  if (!unrecorded_.empty()) {
+    size_t kept = unrecorded_.size();
+    if (write_unrecorded()) log::info("catalog: stored {} run(s) kept in memory", kept);
+  }
+  return unrecorded_.size();
+}
+
+Result<void> Catalog::write_run(const RunRecord& run) {
   auto st = BKP_TRY(db_->prepare(
-      "UPDATE runs SET ended_at = ?, status = ?, snapshot = ?, snapshot_bytes = ?, "
-      "duration_ms = ?, changed_bytes = ?, changed_files = ?, error = ? WHERE id = ?"));
+      run.id != 0
+          ? "UPDATE runs SET ended_at = ?1, status = ?2, snapshot = ?3, snapshot_bytes = ?4, "
+            "duration_ms = ?5, changed_bytes = ?6, changed_files = ?7, error = ?8 WHERE id = ?9"
+          : "INSERT INTO runs(ended_at, status, snapshot, snapshot_bytes, duration_ms, "
+            "changed_bytes, changed_files, error, host, path, started_at) "
+            "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"));
   st.bind(1, run.ended_at).bind(2, run_status_name(run.status)).bind(3, run.snapshot)
       .bind(4, run.snapshot_bytes).bind(5, run.duration_ms).bind(6, run.changed_bytes)
-      .bind(7, run.changed_files).bind(8, run.error).bind(9, run.id);
+      .bind(7, run.changed_files).bind(8, run.error);
+  if (run.id != 0) {
+    st.bind(9, run.id);
+  } else {
+    st.bind(9, run.host).bind(10, run.path).bind(11, run.started_at);
+  }
   return st.run();
+}
+
+Result<void> Catalog::write_unrecorded() {
+  if (unrecorded_.empty()) return {};
+  auto tx = BKP_TRY(Transaction::begin(*db_));
+  for (const auto& run : unrecorded_) BKP_TRY_VOID(write_run(run));
+  BKP_TRY_VOID(tx.commit());
+  unrecorded_.clear();
+  return {};
+}
+
+void Catalog::keep_unrecorded(const RunRecord& run) {
+  unrecorded_.push_back(run);
+  if (unrecorded_.size() > kMaxUnrecordedRuns) {
+    const RunRecord& dropped = unrecorded_.front();
+    log::error("run of {}:{} started at {} ms dropped: {} runs are waiting to be stored in the "
+               "catalog already", dropped.host, dropped.path, dropped.started_at,
+               kMaxUnrecordedRuns);
+    unrecorded_.pop_front();
+  }
 }
 
 Result<std::vector<RunRecord>> Catalog::runs(const std::string& host, const std::string& path,
@@ -196,6 +281,18 @@ Result<std::vector<RunRecord>> Catalog::runs(const std::string& host, const std:
   st.bind(1, host).bind(2, path).bind(3, limit == 0 ? int64_t{-1} : static_cast<int64_t>(limit));
   std::vector<RunRecord> out;
   while (BKP_TRY(st.step())) out.push_back(read_run(st));
+  bool kept = false;
+  for (const auto& run : unrecorded_) {
+    if (run.host != host || run.path != path) continue;
+    out.push_back(run);
+    kept = true;
+  }
+  if (kept) {
+    std::stable_sort(out.begin(), out.end(), [](const RunRecord& a, const RunRecord& b) {
+      return a.started_at > b.started_at;
+    });
+    if (limit != 0 && out.size() > limit) out.resize(limit);
+  }
   return out;
 }
 

@@ -1,8 +1,11 @@
 // Catalog: backupd's durable record of registrations, snapshots and scheduled runs, in SQLite
 // at STATE/catalog.db.
 //
-// Schema (user_version 1; every time is CLOCK_REALTIME in milliseconds since the epoch):
-//   registrations(host, path, port, every_seconds, registered_at)       PRIMARY KEY(host, path)
+// Schema (user_version 2; every time is CLOCK_REALTIME in milliseconds since the epoch):
+//   registrations(host, path, address, port, every_seconds, registered_at)  PRIMARY KEY(host, path)
+//       host is the volume's name (the node's host name, from its Hello); address and port are
+//       where backupd reaches the node. Version 1 had no address: opening such a catalog adds
+//       the column with address = host (version 1 named volumes by their address).
 //   snapshots(host, path, id, bytes, created_at, change_counter, deleted_at)
 //       one row per snapshot file ever written; deleted_at is set when rotation (or startup
 //       recovery, for a file found missing) removed the file. change_counter is the volume's
@@ -16,12 +19,18 @@
 // and a run row, survive a power loss. Runs are minutes apart, so the fsync per transaction
 // costs nothing that matters.
 //
+// A finished run whose row cannot be written (the catalog's disk is full, an I/O error) is not
+// lost: it is kept in memory (at most kMaxUnrecordedRuns, the newest), listed by runs() as if it
+// were stored, and written as soon as a write succeeds again, so `bkptool history` shows the
+// failures of a full disk once space returns.
+//
 // Thread-safety: every method is safe to call from any thread (one internal mutex around the
 // connection). Lock order: Catalog's mutex is a leaf; it is taken while holding Volume::mu
 // (never the reverse).
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -34,7 +43,8 @@
 namespace bkp::server {
 
 struct Registration {
-  std::string host;
+  std::string host;     // the volume's name: the node's host name (backupfs --host)
+  std::string address;  // where backupd reaches the node, as given to `register`
   uint16_t port = 0;
   std::string path;
   int64_t every_seconds = 0;
@@ -68,11 +78,16 @@ struct SnapshotRecord {
   std::optional<int64_t> deleted_at;
 };
 
+// Finished runs kept in memory while the catalog cannot store them.
+constexpr size_t kMaxUnrecordedRuns = 256;
+
 class Catalog {
  public:
   // Opens or creates the database and its schema. An unreadable or newer-schema database is an
   // error naming the file.
   static Result<std::unique_ptr<Catalog>> open(const std::string& path);
+  // Tries once more to write the runs kept in memory; logs each one it cannot write.
+  ~Catalog();
 
   // Registrations.
   Result<void> add_registration(const Registration& reg);  // EEXIST if already there
@@ -83,10 +98,15 @@ class Catalog {
   // True if the volume has a registration or any snapshot or run row (kept after unregister).
   Result<bool> has_volume(const std::string& host, const std::string& path);
 
-  // Runs.
+  // Runs. begin_run and record_run first write the runs kept in memory, if any.
   Result<int64_t> begin_run(const std::string& host, const std::string& path, int64_t started_at);
-  Result<void> finish_run(const RunRecord& run);  // by run.id
-  // Finished runs of a volume, newest first; limit 0 = all.
+  // Stores a finished run: updates its row (run.id != 0) or inserts one (id 0: the run's row
+  // could not be inserted when it began). If that fails the run is kept in memory (see above)
+  // and the error is returned, for the log.
+  Result<void> record_run(const RunRecord& run);
+  // Writes the runs kept in memory. Returns how many are still kept (0: all written).
+  size_t flush_unrecorded();
+  // Finished runs of a volume, newest first (those kept in memory included); limit 0 = all.
   Result<std::vector<RunRecord>> runs(const std::string& host, const std::string& path, size_t limit);
   Result<std::optional<RunRecord>> last_run(const std::string& host, const std::string& path);
   // Closes every run without an end as failed with `error`, ended at `now`. Returns how many.
@@ -106,9 +126,16 @@ class Catalog {
  private:
   explicit Catalog(std::unique_ptr<Sqlite> db) : db_(std::move(db)) {}
   Result<void> init_schema();
+  // Writes one finished run (mu_ held).
+  Result<void> write_run(const RunRecord& run);
+  // Writes every kept run in one transaction; on success forgets them (mu_ held).
+  Result<void> write_unrecorded();
+  void keep_unrecorded(const RunRecord& run);  // mu_ held
 
   std::mutex mu_;
-  std::unique_ptr<Sqlite> db_;  // guarded by mu_
+  // Guarded by mu_.
+  std::unique_ptr<Sqlite> db_;
+  std::deque<RunRecord> unrecorded_;  // finished runs not yet stored, oldest first
 };
 
 }  // namespace bkp::server

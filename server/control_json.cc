@@ -28,19 +28,6 @@ double lag_seconds(int64_t oldest_ns, int64_t now_ms) {
   return std::max(0.0, std::round(lag * 1000) / 1000);
 }
 
-// A replica's entry in STATUS "replicas".
-json replica_json(const ReplicaLag& r, int64_t now_ms) {
-  return json{
-      {"name", r.replica},
-      {"connected", r.connected},
-      {"lag_ops", r.pending_ops},
-      {"lag_bytes", r.pending_bytes},
-      {"lag_files", r.pending_files},
-      {"lag_seconds", lag_seconds(r.oldest_ns, now_ms)},
-      {"transfer", transfer_json(r.transfer)},
-  };
-}
-
 const char* type_name(const json& v) {
   return v.is_string() ? "a string" : v.is_boolean() ? "a boolean"
        : v.is_number_float() ? "a fractional number" : v.is_number() ? "a number"
@@ -144,6 +131,7 @@ json volume_json(const VolumeView& v, int64_t now_ms) {
   }
   return json{
       {"host", v.reg.host},
+      {"address", v.reg.address},
       {"port", v.reg.port},
       {"path", v.reg.path},
       {"every_seconds", v.reg.every_seconds},
@@ -170,6 +158,21 @@ json transfer_json(const progress::View& t) {
       {"file", opt_text(t.file)},
       {"rate_bytes_per_second", std::round(t.rate())},
       {"elapsed_seconds", std::round(t.elapsed_s * 1000) / 1000},
+  };
+}
+
+json replica_json(const ReplicaStatus& r, int64_t now_ms) {
+  const ReplicaLag& lag = r.lag;
+  return json{
+      {"name", lag.replica},
+      {"connected", lag.connected},
+      {"lag_ops", lag.pending_ops},
+      {"lag_bytes", lag.pending_bytes},
+      {"lag_files", lag.pending_files},
+      {"lag_seconds", lag_seconds(lag.oldest_ns, now_ms)},
+      {"transfer", transfer_json(lag.transfer)},
+      {"last_error", r.last_error ? json(r.last_error->message) : json(nullptr)},
+      {"last_error_at", r.last_error ? json(iso_time(r.last_error->at_ms)) : json(nullptr)},
   };
 }
 

@@ -45,6 +45,8 @@ json volume_json(const VolumeView& view, int64_t now_ms);
 // A VOLUME with the live fields of STATUS; last_snapshot: the newest snapshot still on disk.
 json status_json(const StatusView& view, const std::optional<SnapshotRecord>& last_snapshot,
                  int64_t now_ms);
+// A replica's entry in STATUS "replicas": its lag, transfer and last error.
+json replica_json(const ReplicaStatus& replica, int64_t now_ms);
 // A TRANSFER object for a running episode; null for one that is not active.
 json transfer_json(const progress::View& transfer);
 

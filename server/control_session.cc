@@ -88,10 +88,10 @@ class ControlSession {
   static std::string describe(const std::string& cmd, const json& request) {
     if (!request.is_object()) return cmd;
     std::string out = cmd;
-    for (const char* key : {"host", "path"}) {
+    for (const char* key : {"address", "host", "path"}) {
       auto it = request.find(key);
       if (it != request.end() && it->is_string()) {
-        out += std::string(key == std::string("host") ? " " : ":") + it->get<std::string>();
+        out += std::string(key == std::string("path") ? ":" : " ") + it->get<std::string>();
       }
     }
     return out;
@@ -112,11 +112,11 @@ class ControlSession {
   }
 
   Handled do_register(const RequestArgs& args) {
-    auto host = BKP_TRY(args.string("host"));
+    auto address = BKP_TRY(args.string("address"));
     auto port = BKP_TRY(args.integer("port"));
     auto path = BKP_TRY(args.string("path"));
     auto every = BKP_TRY(args.integer("every_seconds"));
-    auto view = BKP_TRY(registry_.register_volume(host, port, path, every));
+    auto view = BKP_TRY(registry_.register_volume(address, port, path, every));
     return json{{"ok", true}, {"volume", volume_json(view, wall_ms())}};
   }
 
@@ -124,8 +124,8 @@ class ControlSession {
     auto host = BKP_TRY(args.string("host"));
     auto path = BKP_TRY(args.string("path"));
     auto purge = BKP_TRY(args.boolean_or("purge", false));
-    bool purged = BKP_TRY(registry_.unregister(host, path, purge));
-    return json{{"ok", true}, {"purged", purged}};
+    auto [name, purged] = BKP_TRY(registry_.unregister(host, path, purge));
+    return json{{"ok", true}, {"host", name}, {"purged", purged}};
   }
 
   Handled do_list() {
@@ -166,12 +166,12 @@ class ControlSession {
     auto path = BKP_TRY(args.string("path"));
     auto limit = BKP_TRY(args.integer_or("limit", 0));
     if (limit < 0) return control_fail(Fault::kBadRequest, "limit must be 0 (all) or more");
-    BKP_TRY_VOID(registry_.check_known(host, path));
-    auto runs = registry_.catalog().runs(host, path, static_cast<size_t>(limit));
+    auto name = BKP_TRY(registry_.resolve(host, path, Known::kRegisteredOrKept));
+    auto runs = registry_.catalog().runs(name, path, static_cast<size_t>(limit));
     if (!runs) return control_fail(Fault::kInternal, runs.error().message);
     json out = json::array();
     for (const auto& r : *runs) out.push_back(run_json(r));
-    json response{{"ok", true}, {"runs", std::move(out)}};
+    json response{{"ok", true}, {"host", name}, {"runs", std::move(out)}};
     // A response is one frame: keep the newest runs that fit and say so.
     while (dump_json(response).size() > wire::kMaxPayload) {
       json& list = response["runs"];
@@ -184,11 +184,11 @@ class ControlSession {
   Handled do_snapshots(const RequestArgs& args) {
     auto host = BKP_TRY(args.string("host"));
     auto path = BKP_TRY(args.string("path"));
-    BKP_TRY_VOID(registry_.check_known(host, path));
-    auto snaps = BKP_TRY(present_snapshots(host, path));
+    auto name = BKP_TRY(registry_.resolve(host, path, Known::kRegisteredOrKept));
+    auto snaps = BKP_TRY(present_snapshots(name, path));
     json out = json::array();
     for (const auto& s : snaps) out.push_back(snapshot_json(s));
-    return json{{"ok", true}, {"snapshots", std::move(out)}};
+    return json{{"ok", true}, {"host", name}, {"snapshots", std::move(out)}};
   }
 
   // Catalogued snapshots whose file is still on disk, newest first, with their size on disk.
@@ -209,11 +209,11 @@ class ControlSession {
 
   // Answers and streams itself; returns null on success so handle() sends nothing more.
   Handled do_restore(const RequestArgs& args) {
-    auto host = BKP_TRY(args.string("host"));
+    auto given = BKP_TRY(args.string("host"));
     auto path = BKP_TRY(args.string("path"));
     auto wanted = BKP_TRY(args.string_or("snapshot", "latest"));
     if (wanted.size() > 4 && wanted.ends_with(".tgz")) wanted.resize(wanted.size() - 4);
-    BKP_TRY_VOID(registry_.check_known(host, path));
+    auto host = BKP_TRY(registry_.resolve(given, path, Known::kRegisteredOrKept));
     auto snaps = BKP_TRY(present_snapshots(host, path));
     std::string dir = registry_.hub().volume_dir(host, path) + "/snapshots/";
     for (const auto& s : snaps) {

@@ -29,6 +29,22 @@ std::vector<std::shared_ptr<ReplicaStream>> Replica::streams() {
   return out;
 }
 
+void Replica::record_error(const Error& e) {
+  int64_t now_ms = wire::realtime_ns() / 1000000;
+  std::lock_guard lock(mu_);
+  last_error_ = ReplicaError{e.message, now_ms};
+}
+
+void Replica::clear_error() {
+  std::lock_guard lock(mu_);
+  last_error_.reset();
+}
+
+std::optional<ReplicaError> Replica::last_error() {
+  std::lock_guard lock(mu_);
+  return last_error_;
+}
+
 Hub::~Hub() {
   for (auto& [name, v] : volumes_) {
     std::lock_guard lock(v->mu);
@@ -229,26 +245,28 @@ Result<void> Hub::rebaseline(ReplicaStream& stream) {
   return {};
 }
 
-std::vector<ReplicaLag> Hub::replica_lags(const std::string& volume_name) {
+std::vector<ReplicaStatus> Hub::replica_lags(const std::string& volume_name) {
   std::vector<std::shared_ptr<Replica>> replicas;
   {
     std::lock_guard lock(mu_);
     for (auto& [name, r] : replicas_) replicas.push_back(r);
   }
-  std::vector<ReplicaLag> out;
+  std::vector<ReplicaStatus> out;
   for (auto& r : replicas) {
     std::shared_ptr<ReplicaStream> s;
+    ReplicaStatus status;
     bool connected = false;
     {
       std::lock_guard rlock(r->mu_);
       connected = r->connected_;
+      status.last_error = r->last_error_;
       auto it = r->streams_.find(volume_name);
       if (it != r->streams_.end()) s = it->second;
     }
-    ReplicaLag lag = s ? s->lag() : ReplicaLag{};
-    lag.replica = r->name();
-    lag.connected = connected;
-    out.push_back(std::move(lag));
+    status.lag = s ? s->lag() : ReplicaLag{};
+    status.lag.replica = r->name();
+    status.lag.connected = connected;
+    out.push_back(std::move(status));
   }
   return out;
 }

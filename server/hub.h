@@ -7,6 +7,11 @@
 // disk). A replica that has no usable state for a stream says so, and the stream's log is
 // replaced by a new scan of the mirror (rebaseline).
 //
+// Each replica also keeps the error its last session ended with (the replicator's Error frame,
+// e.g. its disk is full, or backupd's side failing for it), so `bkptool status` shows why a
+// replica is behind next to its lag; the error stays until the replica acknowledges a batch
+// again.
+//
 // Thread-safety: all methods are safe to call concurrently. Lock order: see volume.h.
 #pragma once
 
@@ -15,6 +20,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -23,6 +29,12 @@
 #include "server/volume.h"
 
 namespace bkp::server {
+
+// Why a replica's session last ended in error, and when.
+struct ReplicaError {
+  std::string message;
+  int64_t at_ms = 0;  // CLOCK_REALTIME
+};
 
 class Replica {
  public:
@@ -33,6 +45,15 @@ class Replica {
   std::vector<std::shared_ptr<ReplicaStream>> streams();
   const std::shared_ptr<Notifier>& notifier() const { return notifier_; }
 
+  // Records the error a session of this replica ended with, stamped now (replaces the previous
+  // one). Called by the replica session when it ends with an error that is not a plain
+  // disconnect or a shutdown.
+  void record_error(const Error& e);
+  // The replica acknowledged a batch: whatever went wrong before is over. Called by the replica
+  // session after each acknowledged batch; cheap when there is no error.
+  void clear_error();
+  std::optional<ReplicaError> last_error();
+
  private:
   friend class Hub;
   const std::string name_;
@@ -41,6 +62,13 @@ class Replica {
   // Guarded by mu_.
   bool connected_ = false;
   std::map<std::string, std::shared_ptr<ReplicaStream>> streams_;  // by volume name
+  std::optional<ReplicaError> last_error_;
+};
+
+// What `status` shows of one replica for one volume.
+struct ReplicaStatus {
+  ReplicaLag lag;  // with the replica's name and whether it is connected
+  std::optional<ReplicaError> last_error;
 };
 
 // A volume's host as an operator registers it: a host name (validate_host, which also admits
@@ -69,9 +97,10 @@ class Hub {
   // Sessions still holding it finish with it; deleting its directory is the caller's job.
   void remove_volume(const std::string& host, const std::string& path);
   std::vector<std::shared_ptr<Volume>> all_volumes();
-  // Every known replica's lag on the volume named `volume_name` (Volume::name()), by replica
-  // name. Takes no volume mutex, so it answers while a snapshot run holds the volume.
-  std::vector<ReplicaLag> replica_lags(const std::string& volume_name);
+  // Every known replica's lag on the volume named `volume_name` (Volume::name()) and its last
+  // error, by replica name. Takes no volume mutex, so it answers while a snapshot run holds the
+  // volume.
+  std::vector<ReplicaStatus> replica_lags(const std::string& volume_name);
 
   // Marks the replica connected (EBUSY if it already is), then makes sure every volume has a
   // stream for it.

@@ -7,8 +7,9 @@
 // node's own explanation, before anything is stored.
 //
 // How: one thread per link loops connect -> Attach -> Hello -> run_node_session. The session is
-// exactly the one a node-initiated connection used to get; only who dialled differs. Errors of
-// an outage are reported once at warn so that a node down for a day costs one log line, not
+// exactly the one a node-initiated connection used to get; only who dialled differs. Each
+// distinct error of an outage is reported once (at warn; at error for another node answering at
+// the address, which needs the operator) so that a node down for a day costs one log line, not
 // one per retry, and the last one is kept for `list` and for the failed runs of the scheduler.
 #include "server/link.h"
 
@@ -83,20 +84,26 @@ Result<wire::Hello> await_hello(net::Conn& conn, const Registration& reg,
     return fail(ENOENT, fmt::format("node {} serves another path: {}, not {}", address,
                                     hello->path, reg.path));
   }
+  if (!reg.host.empty() && hello->name != reg.host) {
+    return fail(EPERM, fmt::format("node {} calls itself {}, not {}: another node answers at the "
+                                   "address of volume {} now, so it is not attached (unregister "
+                                   "{} and register the address again to back that node up)",
+                                   address, hello->name, reg.host, reg.key(), reg.key()));
+  }
   return std::move(*hello);
 }
 
 }  // namespace
 
-std::string node_address(const std::string& host, uint16_t port) {
-  if (host.find(':') != std::string::npos) return fmt::format("[{}]:{}", host, port);
-  return fmt::format("{}:{}", host, port);
+std::string node_address(const std::string& address, uint16_t port) {
+  if (address.find(':') != std::string::npos) return fmt::format("[{}]:{}", address, port);
+  return fmt::format("{}:{}", address, port);
 }
 
 Result<AttachedNode> attach_node(const Registration& reg, uint64_t server_id,
                                  const std::function<void(int)>& on_socket) {
-  std::string address = node_address(reg.host, reg.port);
-  auto sock = net::tcp_connect(net::HostPort{reg.host, reg.port}, kConnectTimeoutMs);
+  std::string address = node_address(reg.address, reg.port);
+  auto sock = net::tcp_connect(net::HostPort{reg.address, reg.port}, kConnectTimeoutMs);
   if (!sock) {
     return fail(ECONNREFUSED, fmt::format("node {} unreachable: {}", address,
                                           connect_reason(sock.error().message)));
@@ -122,7 +129,12 @@ Result<AttachedNode> attach_node(const Registration& reg, uint64_t server_id,
     return tl::unexpected(sent.error().wrap("node " + address + ": send Attach"));
   }
   uint64_t before = out.conn->bytes_received();
-  out.hello = BKP_TRY(await_hello(*out.conn, reg, address));
+  auto hello = await_hello(*out.conn, reg, address);
+  if (!hello) {
+    if (hello.error().code == EPERM) send_error(*out.conn, EPERM, hello.error().message);
+    return tl::unexpected(hello.error());
+  }
+  out.hello = std::move(*hello);
   out.hello_bytes = out.conn->bytes_received() - before;
   withdraw.armed = false;
   return out;
@@ -130,7 +142,7 @@ Result<AttachedNode> attach_node(const Registration& reg, uint64_t server_id,
 
 Link::Link(Registration reg, std::shared_ptr<Volume> volume, uint64_t server_id)
     : reg_(std::move(reg)), volume_(std::move(volume)), server_id_(server_id),
-      address_(node_address(reg_.host, reg_.port)) {}
+      address_(node_address(reg_.address, reg_.port)) {}
 
 Link::~Link() { stop(); }
 
@@ -227,16 +239,21 @@ void Link::serve(AttachedNode node) {
 
 void Link::note_failure(const Error& e) {
   int64_t failures = 0;
+  bool news = false;  // not the error the previous attempt of this outage ended with
   {
     std::lock_guard lock(mu_);
+    news = status_.failures == 0 || status_.last_error != e.message;
     status_.last_error = e.message;
     failures = ++status_.failures;
   }
-  if (failures == 1) {
+  if (!news) {
+    log::debug("volume {}: {} (attempt {})", volume_->name(), e.message, failures);
+  } else if (e.code == EPERM) {
+    log::error("volume {}: {} (retrying with backoff up to {} s)", volume_->name(), e.message,
+               kMaxBackoff.count() / 1000);
+  } else {
     log::warn("volume {}: {} (retrying with backoff up to {} s)", volume_->name(), e.message,
               kMaxBackoff.count() / 1000);
-  } else {
-    log::debug("volume {}: {} (attempt {})", volume_->name(), e.message, failures);
   }
 }
 

@@ -5,8 +5,11 @@
 // backupd). The connecting side speaks first: backupd sends Attach{path, server_id}; the node
 // answers with its Hello (or Error ENOENT "serves another path" / EBUSY "attached to another
 // backupd"), and from there the connection carries an ordinary node session
-// (run_node_session). When the session ends for any reason other than stop(), the thread
-// reconnects with backoff (1 s doubling to 30 s), logs the first failure of each outage at warn
+// (run_node_session). The Hello's name is the volume's name: `register` learns it there, and
+// every later attach checks it, so a different node that now answers at the registered address
+// (another machine got the IP, another backupfs on the port) is refused instead of being
+// mirrored into this volume. When the session ends for any reason other than stop(), the thread
+// reconnects with backoff (1 s doubling to 30 s), logs each distinct failure of an outage once
 // (repeats at debug), and remembers the last error for `bkptool list` and for failed runs.
 //
 // Thread-safety: status() and last_error() may be called from any thread; start() and stop()
@@ -44,13 +47,16 @@ struct AttachedNode {
 };
 
 // "127.0.0.1:4567", "[::1]:4567".
-std::string node_address(const std::string& host, uint16_t port);
+std::string node_address(const std::string& address, uint16_t port);
 
-// Connects to the registered node and attaches. Errors, each a full sentence naming the node:
+// Connects to the node at reg.address:reg.port and attaches. reg.host is the volume's name the
+// node must give in its Hello; empty (during `register`) accepts any name. Errors, each a full
+// sentence naming the node:
 //   ECONNREFUSED (any connect failure: refused, unresolvable, timed out): "node H:P
 //     unreachable: connect: Connection refused"
 //   ENOENT: the node serves another path (its Error text, or a Hello for another path)
 //   EBUSY: the node is attached to another backupd
+//   EPERM: the node's Hello names another host than reg.host (an Error frame tells it why)
 //   EPROTO / ETIMEDOUT / ECONNRESET: not a backupfs node, or it did not answer in time.
 // on_socket is called with the connected socket before anything is sent, so that another
 // thread can shut it down to cancel the wait (it stays valid until the result is destroyed).
@@ -91,7 +97,7 @@ class Link {
   const Registration reg_;
   const std::shared_ptr<Volume> volume_;
   const uint64_t server_id_;
-  const std::string address_;  // node_address(host, port)
+  const std::string address_;  // node_address(reg_.address, reg_.port)
 
   std::thread thread_;
   std::atomic<bool> stopping_{false};

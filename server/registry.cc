@@ -1,9 +1,10 @@
 // Registrations: register, unregister, list, status, startup (see registry.h).
 //
 // register is ordered so that nothing is stored unless the node answered: validate, reserve the
-// key (a concurrent duplicate fails at once), connect and attach (5 s connect timeout), then
-// store the registration durably, and only then start the link on the live connection and the
-// schedule. unregister runs the other way: unschedule (cancelling a run in progress), stop the
+// node (address, port, path: a concurrent duplicate fails at once), connect and attach (5 s
+// connect timeout), learn the volume's name from the node's Hello and reserve the volume's key,
+// then store the registration durably, and only then start the link on the live connection and
+// the schedule. unregister runs the other way: unschedule (cancelling a run in progress), stop the
 // link (closing the stream), drop the registration, and with purge delete the catalog rows and
 // the volume directory. The key stays reserved meanwhile, so a register of the same volume
 // cannot interleave with either.
@@ -16,6 +17,7 @@
 #include <unistd.h>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "common/log.h"
 #include "common/path.h"
@@ -55,6 +57,12 @@ Result<void> remove_tree_at(int dir_fd, const std::string& name, const std::stri
 }
 
 ControlError internal(const Error& e) { return ControlError{Fault::kInternal, e.message}; }
+
+// The busy key of a node being registered: "node 127.0.0.1:7701 /srv/app" (a volume key never
+// has a space: host names cannot).
+std::string node_key(const std::string& address, uint16_t port, const std::string& path) {
+  return fmt::format("node {} {}", node_address(address, port), path);
+}
 
 }  // namespace
 
@@ -132,8 +140,8 @@ Result<void> Registry::start() {
     if (last && *last) last_start = (*last)->started_at;
     int64_t first = resume_time(reg, last_start, now);
     start_volume(reg, std::move(*volume), std::nullopt, first);
-    log::info("volume {} registered: node {}, every {} s, next run in {} s", reg.key(),
-              node_address(reg.host, reg.port), reg.every_seconds, (first - now + 999) / 1000);
+    log::info("volume {} registered: node at {}, every {} s, next run in {} s", reg.key(),
+              node_address(reg.address, reg.port), reg.every_seconds, (first - now + 999) / 1000);
   }
   return {};
 }
@@ -165,10 +173,20 @@ ControlResult<void> Registry::validate(const std::string& host, const std::strin
   return {};
 }
 
-ControlResult<VolumeView> Registry::register_volume(const std::string& host, int64_t port,
+ControlResult<void> Registry::reserve(const std::string& key, std::optional<std::string> registered) {
+  if (stopping_) return control_fail(Fault::kInternal, "backupd is shutting down");
+  if (registered) return control_fail(Fault::kDuplicate, *registered);
+  if (busy_.contains(key)) {
+    return control_fail(Fault::kDuplicate, key + " is being registered or unregistered right now");
+  }
+  busy_.insert(key);
+  return {};
+}
+
+ControlResult<VolumeView> Registry::register_volume(const std::string& address, int64_t port,
                                                     const std::string& path,
                                                     int64_t every_seconds) {
-  BKP_TRY_VOID(validate(host, path));
+  BKP_TRY_VOID(validate(address, path));
   if (port < 1 || port > 65535) {
     return control_fail(Fault::kBadRequest, fmt::format("port {} is not in 1..65535", port));
   }
@@ -177,23 +195,21 @@ ControlResult<VolumeView> Registry::register_volume(const std::string& host, int
                         fmt::format("every_seconds {} must be at least 1 (and at most {})",
                                     every_seconds, kMaxEverySeconds));
   }
-  Registration reg{host, static_cast<uint16_t>(port), path, every_seconds, 0};
-  const std::string key = reg.key();
+  Registration reg{"", address, static_cast<uint16_t>(port), path, every_seconds, 0};
+  const std::string node = node_key(address, reg.port, path);
   {
     std::lock_guard lock(mu_);
-    if (stopping_) return control_fail(Fault::kInternal, "backupd is shutting down");
-    if (entries_.contains(key)) return control_fail(Fault::kDuplicate, key + " is already registered");
-    if (busy_.contains(key)) {
-      return control_fail(Fault::kDuplicate, key + " is being registered or unregistered right now");
+    std::optional<std::string> registered;
+    for (const auto& [key, e] : entries_) {
+      if (e.reg.address == address && e.reg.port == reg.port && e.reg.path == path) {
+        registered = fmt::format("the node at {} serving {} is already registered as {}",
+                                 node_address(address, reg.port), path, key);
+      }
     }
-    busy_.insert(key);
+    BKP_TRY_VOID(reserve(node, registered));
   }
-  BusyKey release{*this, key};
+  BusyKey release_node{*this, node};
 
-  if (auto stored = catalog_.registration(host, path); !stored || *stored) {
-    if (!stored) return tl::unexpected(internal(stored.error()));
-    return control_fail(Fault::kDuplicate, key + " is already registered");
-  }
   int attaching_fd = -1;  // this call's socket while the node is being asked
   auto attached = attach_node(reg, server_id_, [this, &attaching_fd](int fd) {
     std::lock_guard lock(mu_);
@@ -211,18 +227,42 @@ ControlResult<VolumeView> Registry::register_volume(const std::string& host, int
   }
   if (!attached) {
     const Error& e = attached.error();
-    log::warn("register {}: {}", key, e.message);
+    log::warn("register {}: {}", node, e.message);
     return control_fail(e.code == ENOENT ? Fault::kWrongPath : Fault::kNodeUnreachable, e.message);
   }
+
+  reg.host = attached->hello.name;
+  if (auto ok = validate_volume_host(reg.host); !ok) {
+    return control_fail(Fault::kBadRequest,
+                        fmt::format("the node at {} calls itself '{}', which cannot name a volume "
+                                    "({}); give it a host name with backupfs --host",
+                                    node_address(address, reg.port), reg.host, ok.error().message));
+  }
+  const std::string key = reg.key();
+  {
+    std::lock_guard lock(mu_);
+    std::optional<std::string> registered;
+    if (auto it = entries_.find(key); it != entries_.end()) {
+      registered = fmt::format("{} is already registered (node at {})", key,
+                               node_address(it->second.reg.address, it->second.reg.port));
+    }
+    BKP_TRY_VOID(reserve(key, registered));
+  }
+  BusyKey release_key{*this, key};
+  if (auto stored = catalog_.registration(reg.host, path); !stored || *stored) {
+    if (!stored) return tl::unexpected(internal(stored.error()));
+    return control_fail(Fault::kDuplicate, key + " is already registered");
+  }
+
   reg.registered_at = wall_ms();
-  auto volume = hub_.volume(host, path);
+  auto volume = hub_.volume(reg.host, path);
   if (!volume) return tl::unexpected(internal(volume.error()));
   if (auto added = catalog_.add_registration(reg); !added) {
     if (added.error().code == EEXIST) return control_fail(Fault::kDuplicate, added.error().message);
     return tl::unexpected(internal(added.error()));
   }
-  log::info("registered {}: node {} (it calls itself {}), every {} s", key,
-            node_address(host, reg.port), attached->hello.name, every_seconds);
+  log::info("registered {}: node at {}, every {} s", key, node_address(address, reg.port),
+            every_seconds);
   start_volume(reg, std::move(*volume), std::move(*attached), reg.registered_at + every_seconds * 1000);
   Entry entry;
   {
@@ -236,10 +276,11 @@ ControlResult<VolumeView> Registry::register_volume(const std::string& host, int
   return view(entry);
 }
 
-ControlResult<bool> Registry::unregister(const std::string& host, const std::string& path,
-                                         bool purge_data) {
-  BKP_TRY_VOID(validate(host, path));
-  const std::string key = host + ":" + path;
+ControlResult<std::pair<std::string, bool>> Registry::unregister(const std::string& host,
+                                                                 const std::string& path,
+                                                                 bool purge_data) {
+  const std::string name = BKP_TRY(resolve(host, path, Known::kRegisteredOrKept));
+  const std::string key = name + ":" + path;
   std::optional<Entry> entry;
   {
     std::lock_guard lock(mu_);
@@ -257,19 +298,17 @@ ControlResult<bool> Registry::unregister(const std::string& host, const std::str
 
   if (!entry) {
     // Not registered: only a purge of what an earlier unregister kept makes sense.
-    auto known = catalog_.has_volume(host, path);
-    if (!known) return tl::unexpected(internal(known.error()));
-    if (!purge_data || !*known) return control_fail(Fault::kUnknownVolume, key + " is not registered");
+    if (!purge_data) return control_fail(Fault::kUnknownVolume, key + " is not registered");
   } else {
     scheduler_.remove(key);
     entry->link->stop();
   }
-  if (auto removed = catalog_.remove_registration(host, path, purge_data); !removed) {
+  if (auto removed = catalog_.remove_registration(name, path, purge_data); !removed) {
     return tl::unexpected(internal(removed.error()));
   }
   log::info("unregistered {}{}", key, purge_data ? "" : " (snapshots and history kept)");
-  if (purge_data) BKP_TRY_VOID(purge(host, path));
-  return purge_data;
+  if (purge_data) BKP_TRY_VOID(purge(name, path));
+  return std::pair{name, purge_data};
 }
 
 ControlResult<void> Registry::purge(const std::string& host, const std::string& path) {
@@ -309,13 +348,13 @@ std::vector<StatusView> Registry::status() {
 }
 
 ControlResult<StatusView> Registry::status(const std::string& host, const std::string& path) {
-  BKP_TRY_VOID(validate(host, path));
+  const std::string name = BKP_TRY(resolve(host, path, Known::kRegistered));
   std::optional<Entry> entry;
   {
     std::lock_guard lock(mu_);
-    if (auto it = entries_.find(host + ":" + path); it != entries_.end()) entry = it->second;
+    if (auto it = entries_.find(name + ":" + path); it != entries_.end()) entry = it->second;
   }
-  if (!entry) return control_fail(Fault::kUnknownVolume, host + ":" + path + " is not registered");
+  if (!entry) return control_fail(Fault::kUnknownVolume, name + ":" + path + " is not registered");
   return status_view(*entry);
 }
 
@@ -341,16 +380,29 @@ VolumeView Registry::view(const Entry& e) {
   return v;
 }
 
-ControlResult<void> Registry::check_known(const std::string& host, const std::string& path) {
+ControlResult<std::string> Registry::resolve(const std::string& host, const std::string& path,
+                                             Known known) {
   BKP_TRY_VOID(validate(host, path));
+  std::vector<std::string> by_address;  // names of the volumes registered at address `host`
   {
     std::lock_guard lock(mu_);
-    if (entries_.contains(host + ":" + path)) return {};
+    if (entries_.contains(host + ":" + path)) return host;
+    for (const auto& [key, e] : entries_) {
+      if (e.reg.address == host && e.reg.path == path) by_address.push_back(e.reg.host);
+    }
   }
-  auto known = catalog_.has_volume(host, path);
-  if (!known) return tl::unexpected(internal(known.error()));
-  if (!*known) return control_fail(Fault::kUnknownVolume, host + ":" + path + " is not registered");
-  return {};
+  if (known == Known::kRegisteredOrKept) {
+    auto kept = catalog_.has_volume(host, path);
+    if (!kept) return tl::unexpected(internal(kept.error()));
+    if (*kept) return host;
+  }
+  if (by_address.size() == 1) return by_address.front();
+  if (by_address.empty()) return control_fail(Fault::kUnknownVolume, host + ":" + path + " is not registered");
+  return control_fail(Fault::kUnknownVolume,
+                      fmt::format("{}:{} is not registered, and {} is the address of {} volumes "
+                                  "with that path ({}): name one of them",
+                                  host, path, host, by_address.size(),
+                                  fmt::join(by_address, ", ")));
 }
 
 }  // namespace bkp::server

@@ -1,10 +1,20 @@
 // Registry: the registered volumes — what `bkptool register/unregister/list/status` change and
 // show — and, for each, its link to the node and its place in the scheduler.
 //
+// A volume is registered by the address where backupd reaches its node and named by the node:
+// the host name in the node's Hello (backupfs --host, default the machine's name). So two nodes
+// behind one address are two volumes, and `bkptool history web1 /srv/app` means what an
+// operator expects. A volume's key is (name, path); the same node (address, port, path) cannot
+// be registered twice either, since two links would fight over it.
+//
 // A registration is stored only after the node has been reached and has confirmed it serves
 // the path (so a typo never leaves a volume retrying forever), and its live connection is handed
 // straight to the new link, so the baseline starts before `register` returns. At startup every
 // stored registration gets its link (which connects in the background) and its schedule.
+//
+// Commands that name a volume take its name; as a convenience, a HOST that names no volume but
+// is the registered address of exactly one volume with that path designates that volume
+// (resolve()).
 //
 // Recovery (before start()): runs left open by a killed backupd are closed as failed
 // "interrupted (backupd stopped during the run)"; in every volume directory, partial ".tmp-*"
@@ -23,6 +33,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "server/catalog.h"
@@ -39,6 +50,12 @@ const char* fault_code(Fault fault);  // "bad_request", "unknown_volume", ...
 struct ControlError {
   Fault fault = Fault::kInternal;
   std::string message;  // one sentence for a human
+};
+
+// Which volumes resolve() looks at by name.
+enum class Known {
+  kRegistered,         // registered now (status: only they move)
+  kRegisteredOrKept,   // also those unregistered with their history and snapshots kept
 };
 
 template <class T>
@@ -62,7 +79,7 @@ struct VolumeView {
 struct StatusView {
   VolumeView volume;
   progress::View ingest;             // the node's stream into the mirror (active or the last)
-  std::vector<ReplicaLag> replicas;  // by replica name
+  std::vector<ReplicaStatus> replicas;  // by replica name
 };
 
 class Registry {
@@ -80,19 +97,26 @@ class Registry {
   // Stops every link (the scheduler is stopped by its owner first). Idempotent.
   void stop();
 
-  ControlResult<VolumeView> register_volume(const std::string& host, int64_t port,
+  // Attaches to the node at address:port, names the volume by the node's Hello and registers
+  // it. bad_request for invalid arguments or a node name that is not a valid host name;
+  // duplicate if that name and path, or that node (address, port, path), is registered.
+  ControlResult<VolumeView> register_volume(const std::string& address, int64_t port,
                                             const std::string& path, int64_t every_seconds);
-  // Returns whether the volume's data was purged.
-  ControlResult<bool> unregister(const std::string& host, const std::string& path, bool purge);
+  // host: as for resolve(..., Known::kRegisteredOrKept). Returns the volume's name and whether
+  // its data was purged.
+  ControlResult<std::pair<std::string, bool>> unregister(const std::string& host,
+                                                         const std::string& path, bool purge);
   ControlResult<std::vector<VolumeView>> list();
   // Status of every registered volume, by key.
   std::vector<StatusView> status();
-  // Status of one: bad_request for an invalid host or path, unknown_volume if not registered
-  // (history kept after unregister does not count: nothing moves for it).
+  // Status of one, host as for resolve(..., Known::kRegistered): history kept after unregister
+  // does not count, nothing moves for it.
   ControlResult<StatusView> status(const std::string& host, const std::string& path);
-  // ok if the volume is registered or still has history or snapshots; bad_request for an
-  // invalid host or path, unknown_volume otherwise.
-  ControlResult<void> check_known(const std::string& host, const std::string& path);
+  // The name of the volume that `host` and `path` designate: `host` itself if a volume of
+  // `known` has that name, else the name of the one registered volume whose address is `host`
+  // with that path. bad_request for an invalid host or path; unknown_volume otherwise (also
+  // when the address is that of several volumes with the path: the message names them).
+  ControlResult<std::string> resolve(const std::string& host, const std::string& path, Known known);
 
   Hub& hub() { return hub_; }
   Catalog& catalog() { return catalog_; }
@@ -104,7 +128,8 @@ class Registry {
     std::shared_ptr<Link> link;
   };
 
-  // Marks a key busy (the caller inserted it into busy_ under mu_) until destroyed.
+  // Marks a key busy (the caller inserted it into busy_ under mu_) until destroyed. Keys are
+  // volume keys ("web1:/srv/app") and, while `register` asks a node, node keys (node_key()).
   struct BusyKey {
     Registry& r;
     std::string key;
@@ -115,6 +140,9 @@ class Registry {
   };
 
   ControlResult<void> validate(const std::string& host, const std::string& path);
+  // Marks key busy (mu_ held): duplicate if `registered` (why: it is registered already) or if
+  // the key is busy; internal while stopping.
+  ControlResult<void> reserve(const std::string& key, std::optional<std::string> registered);
   void start_volume(const Registration& reg, std::shared_ptr<Volume> volume,
                     std::optional<AttachedNode> first, int64_t first_run_ms);
   ControlResult<void> purge(const std::string& host, const std::string& path);

@@ -89,6 +89,7 @@ class ReplicaSession {
                counters_.data_bytes - bytes_before);
     if (log_empty(s)) s.baseline = false;
     s.progress->acked();
+    replica_.clear_error();
     return true;
   }
 
@@ -147,6 +148,7 @@ void run_replica_session(net::Conn& conn, const wire::Hello& hello, Hub& hub,
     log::info("replica {} ({}) disconnected", r.name(), peer);
   } else {
     log::error("replica {} ({}): {}", r.name(), peer, end.message);
+    r.record_error(end);
     send_error(conn, end.code, end.message);
   }
 }

@@ -9,6 +9,9 @@
 //
 // The run row is inserted before the run does anything, so a kill -9 in the middle leaves an
 // open row that startup recovery closes as failed "interrupted (backupd stopped during the run)".
+// A run whose row cannot be inserted or closed (the catalog's disk is full) is still performed
+// or failed as usual and kept by the Catalog in memory; the scheduler thread retries storing it
+// every kCatalogRetryMs until it succeeds.
 #include "server/scheduler.h"
 
 #include <fmt/format.h>
@@ -21,6 +24,9 @@ namespace bkp::server {
 namespace {
 
 constexpr int64_t kIdleWakeMs = 60000;
+// While the catalog keeps runs it could not store, it is retried this often even when no run
+// is due, so history is complete soon after space returns.
+constexpr int64_t kCatalogRetryMs = 5000;
 
 }  // namespace
 
@@ -90,8 +96,15 @@ void Scheduler::loop() {
   while (!stopping_) {
     join_finished(lock);
     if (stopping_) break;
+    if (retry_catalog_at_ != 0 && retry_catalog_at_ <= wall_ms()) {
+      lock.unlock();
+      bool all_stored = catalog_.flush_unrecorded() == 0;
+      lock.lock();
+      retry_catalog_at_ = all_stored ? 0 : wall_ms() + kCatalogRetryMs;
+    }
     int64_t now = wall_ms();
     int64_t wake = now + kIdleWakeMs;
+    if (retry_catalog_at_ != 0) wake = std::min(wake, retry_catalog_at_);
     for (auto& [key, e] : entries_) {
       if (e->running) continue;
       if (e->next_ms <= now) {
@@ -115,22 +128,20 @@ void Scheduler::launch(const std::shared_ptr<Entry>& e, int64_t due) {
 void Scheduler::execute(const std::shared_ptr<Entry>& e, int64_t due) {
   Volume& v = *e->volume;
   int64_t started = wall_ms();
-  RunRecord record;
   auto run_id = catalog_.begin_run(v.host(), v.path(), started);
-  if (!run_id) {
-    record.status = RunStatus::kFailed;
-    record.error = "catalog: " + run_id.error().message;
-    log::error("run {}: {}", v.name(), describe_run(record));
-  } else {
-    record = perform_run(v, *e->link, catalog_, settings_, e->cancel, e->cancel_reason, *run_id,
-                         started);
-    if (auto done = catalog_.finish_run(record); !done) {
-      log::error("run {}: recording the run: {}", v.name(), done.error().message);
-    }
-    log::info("run {}: {}", v.name(), describe_run(record));
+  RunRecord record = run_id ? perform_run(v, *e->link, catalog_, settings_, e->cancel,
+                                          e->cancel_reason, *run_id, started)
+                            : failed_run(v, started, run_id.error().message);
+  bool stored = true;
+  if (auto done = catalog_.record_run(record); !done) {
+    stored = false;
+    log::error("run {}: cannot store the run in the catalog yet (kept in memory until it can): {}",
+               v.name(), done.error().message);
   }
+  log::info("run {}: {}", v.name(), describe_run(record));
 
   std::lock_guard lock(mu_);
+  if (!stored) retry_catalog_at_ = wall_ms() + kCatalogRetryMs;
   int64_t period = e->reg.every_seconds * 1000;
   int64_t now = wall_ms();
   int64_t next = due + period;

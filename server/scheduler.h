@@ -90,6 +90,7 @@ class Scheduler {
   std::map<std::string, std::shared_ptr<Entry>> entries_;  // by Registration::key()
   std::vector<std::thread> finished_;            // run threads that ended, to be joined
   size_t running_ = 0;
+  int64_t retry_catalog_at_ = 0;  // when to retry storing runs the catalog keeps; 0: none kept
 };
 
 }  // namespace bkp::server

@@ -73,7 +73,9 @@ void report_success(const Report& r, const Globals& g) {
 }
 
 void add_volume_args(CLI::App* cmd, Invocation& inv) {
-  cmd->add_option("HOST", inv.host, "host name of the node, as registered")
+  cmd->add_option("HOST", inv.host,
+                  "the volume's name: its node's host name (or the node's address, if that "
+                  "designates one volume)")
       ->required()
       ->type_name("");
   cmd->add_option("PATH", inv.path, "absolute path of the volume on the node")
@@ -91,7 +93,9 @@ void declare_commands(CLI::App& app, Invocation& inv) {
     return cmd;
   };
   CLI::App* reg = sub("register", "register a node's volume and start backing it up");
-  reg->add_option("HOST", inv.host, "host name or address where backupd reaches the node")
+  reg->add_option("ADDRESS", inv.host,
+                  "host name or address where backupd reaches the node (the volume is named by "
+                  "the node's own host name)")
       ->required()
       ->type_name("");
   reg->add_option("PORT", inv.port, "the node's listening port (1-65535)")
@@ -126,7 +130,7 @@ void declare_commands(CLI::App& app, Invocation& inv) {
   rest->add_flag("--force", inv.force, "restore into a non-empty directory, replacing files");
 
   CLI::App* status = sub("status", "live lag and transfers of every volume, or of one");
-  status->add_option("HOST", inv.host, "host name of the node, as registered (with PATH)")
+  status->add_option("HOST", inv.host, "the volume's name: its node's host name (with PATH)")
       ->type_name("");
   status->add_option("PATH", inv.path, "absolute path of the volume on the node (with HOST)")
       ->type_name("");

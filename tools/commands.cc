@@ -37,8 +37,13 @@ Outcome<void> add_volume(Json& request, const Invocation& inv) {
   return {};
 }
 
-std::string name_of(const Json& request) {
-  return volume_name(request.value("host", ""), request.value("path", ""));
+// The volume a request designates, named as the server resolved it (HOST may have been the
+// node's address) when the response says.
+std::string name_of(const Json& request, const Json& response) {
+  auto host = response.find("host");
+  return volume_name(host != response.end() && host->is_string() ? host->get<std::string>()
+                                                                 : request.value("host", ""),
+                     request.value("path", ""));
 }
 
 const Json& array_field(const Json& response, const char* key) {
@@ -47,15 +52,19 @@ const Json& array_field(const Json& response, const char* key) {
   return it != response.end() && it->is_array() ? *it : kEmpty;
 }
 
+// "registered web1:/srv/app (node at 127.0.0.1:7701), every 5 min; baseline started": the
+// volume is named by the node, so the confirmation says which name it got.
 Report present_register(const Json& request, const Json& response) {
   Report r{response, "", {}, {}};
   int64_t every = request.value("every_seconds", int64_t{0});
-  if (auto v = response.find("volume"); v != response.end() && v->is_object()) {
-    auto e = v->find("every_seconds");
-    if (e != v->end() && e->is_number_integer()) every = e->get<int64_t>();
-  }
-  r.messages.push_back(fmt::format("registered {}, every {}; baseline started", name_of(request),
-                                   human_period(every)));
+  Json volume = Json::object();
+  if (auto v = response.find("volume"); v != response.end() && v->is_object()) volume = *v;
+  auto e = volume.find("every_seconds");
+  if (e != volume.end() && e->is_number_integer()) every = e->get<int64_t>();
+  r.messages.push_back(fmt::format(
+      "registered {} (node at {}), every {}; baseline started",
+      volume_name(field_text(volume, "host"), request.value("path", "")),
+      node_address(volume.contains("address") ? volume : request), human_period(every)));
   return r;
 }
 
@@ -63,8 +72,8 @@ Report present_unregister(const Json& request, const Json& response) {
   Report r{response, "", {}, {}};
   auto p = response.find("purged");
   bool purged = p != response.end() && p->is_boolean() && p->get<bool>();
-  r.messages.push_back(fmt::format("unregistered {}; snapshots and history {}", name_of(request),
-                                   purged ? "deleted" : "kept"));
+  r.messages.push_back(fmt::format("unregistered {}; snapshots and history {}",
+                                   name_of(request, response), purged ? "deleted" : "kept"));
   return r;
 }
 
@@ -83,7 +92,7 @@ Report present_history(const Json& request, const Json& response) {
   Report r{response, "", {}, {}};
   const Json& runs = array_field(response, "runs");
   if (runs.empty()) {
-    r.messages.push_back(fmt::format("no runs yet for {}", name_of(request)));
+    r.messages.push_back(fmt::format("no runs yet for {}", name_of(request, response)));
   } else {
     r.table = render_runs(runs);
   }
@@ -94,7 +103,7 @@ Report present_snapshots(const Json& request, const Json& response) {
   Report r{response, "", {}, {}};
   const Json& snapshots = array_field(response, "snapshots");
   if (snapshots.empty()) {
-    r.messages.push_back(fmt::format("no snapshots of {}", name_of(request)));
+    r.messages.push_back(fmt::format("no snapshots of {}", name_of(request, response)));
   } else {
     r.table = render_snapshots(snapshots);
   }
@@ -115,11 +124,15 @@ Outcome<Json> make_request(const Invocation& inv) {
     if (!inv.host.empty()) BKP_TRY_VOID(add_volume(request, inv));
     return request;
   }
-  BKP_TRY_VOID(add_volume(request, inv));
   if (inv.command == "register") {
+    request["address"] = BKP_TRY(usage(check_host(inv.host)));
+    request["path"] = BKP_TRY(usage(check_volume_path(inv.path)));
     request["port"] = BKP_TRY(usage(parse_port(inv.port)));
     request["every_seconds"] = BKP_TRY(usage(parse_period(inv.every)));
-  } else if (inv.command == "unregister") {
+    return request;
+  }
+  BKP_TRY_VOID(add_volume(request, inv));
+  if (inv.command == "unregister") {
     request["purge"] = inv.purge;
   } else if (inv.command == "history") {
     request["limit"] = BKP_TRY(usage(parse_limit(inv.limit)));

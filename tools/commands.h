@@ -16,7 +16,7 @@ namespace bkp::tools {
 // The command line after parsing, as typed (validation happens in make_request).
 struct Invocation {
   std::string command;  // register, unregister, list, history, snapshots, restore, status
-  std::string host;
+  std::string host;  // HOST (a volume's name, or its node's address); register: ADDRESS
   std::string port;
   std::string path;
   std::string every;                // register

@@ -23,7 +23,11 @@ constexpr std::array<std::pair<std::string_view, Exit>, 7> kServerCodes = {{
 }  // namespace
 
 const char* help_footer() {
-  return R"(Exit codes:
+  return R"(Volumes: HOST PATH, where HOST is the volume's name, its node's host name (backupfs
+--host, by default that machine's name), whatever ADDRESS `register` reached it at. Where no
+volume has that name, the registered address of exactly one volume with that PATH works too.
+
+Exit codes:
   0   success
   1   failure (server-side error, broken connection, restore I/O error)
   2   usage: bad arguments or values, non-empty restore target without --force

@@ -68,13 +68,6 @@ std::string transfer_text(const Json& transfer) {
   return text;
 }
 
-// Where backupd reaches the node: "web1:7701", "[::1]:7701".
-std::string node_address(const Json& status) {
-  std::string host = field_text(status, "host");
-  if (host.find(':') != std::string::npos) host = "[" + host + "]";
-  return fmt::format("{}:{}", host, field_text(status, "port"));
-}
-
 std::string link_text(const Json& object, std::string_view up, std::string_view down) {
   const Json* connected = member(object, "connected");
   if (connected == nullptr || !connected->is_boolean()) return "-";
@@ -111,8 +104,12 @@ std::vector<std::pair<std::string, std::string>> status_lines(const Json& s) {
     lines.emplace_back("replicas", "none known to backupd");
   } else {
     for (const Json& r : *replicas) {
-      lines.emplace_back("replica " + field_text(r, "name"),
-                         link_text(r, "connected", "disconnected") + ", lag " + lag_text(r));
+      std::string text = link_text(r, "connected", "disconnected") + ", lag " + lag_text(r);
+      if (member(r, "last_error") != nullptr) {
+        text += fmt::format("; last error ({}): {}", time_field(r, "last_error_at"),
+                            field_text(r, "last_error"));
+      }
+      lines.emplace_back("replica " + field_text(r, "name"), std::move(text));
       add_transfer(r, "", "");
     }
   }
@@ -145,6 +142,13 @@ std::string volume_name(std::string_view host, std::string_view path) {
   return fmt::format("{}:{}", host, path);
 }
 
+std::string node_address(const Json& object) {
+  // A server from before volumes were named by their node has no "address": its "host" is.
+  std::string address = field_text(object, member(object, "address") ? "address" : "host");
+  if (address.find(':') != std::string::npos) address = "[" + address + "]";
+  return fmt::format("{}:{}", address, field_text(object, "port"));
+}
+
 std::string field_text(const Json& object, const char* key) {
   const Json* v = member(object, key);
   if (v == nullptr) return "-";
@@ -167,14 +171,14 @@ uint64_t field_u64(const Json& object, const char* key) {
 }
 
 std::string render_volumes(const Json& volumes) {
-  Table table({"HOST", "PORT", "PATH", "EVERY", "LINK", "LAST RUN", "STATUS", "NEXT RUN", "LAG"},
-              {Align::kLeft, Align::kRight, Align::kLeft, Align::kRight});
+  Table table({"HOST", "NODE", "PATH", "EVERY", "LINK", "LAST RUN", "STATUS", "NEXT RUN", "LAG"},
+              {Align::kLeft, Align::kLeft, Align::kLeft, Align::kRight});
   std::string notes;
   for (const Json& v : volumes) {
     const Json* last = member(v, "last_run");
     const Json* connected = member(v, "connected");
     const Json* every = member(v, "every_seconds");
-    table.add({field_text(v, "host"), field_text(v, "port"), field_text(v, "path"),
+    table.add({field_text(v, "host"), node_address(v), field_text(v, "path"),
                every != nullptr && every->is_number_integer() ? human_period(every->get<int64_t>())
                                                               : field_text(v, "every_seconds"),
                connected == nullptr                                ? "-"

@@ -14,8 +14,13 @@ namespace bkp::tools {
 // "web1:/srv/app": how bkptool names a volume in messages.
 std::string volume_name(std::string_view host, std::string_view path);
 
-// The "volumes" array of a list response: HOST PORT PATH EVERY LINK LAST RUN STATUS NEXT RUN
-// LAG, then one "HOST:PATH: last error: ..." line per volume that has a last_error.
+// Where backupd reaches a volume's node, from a VOLUME object (or a register request): its
+// "address" and "port", as "127.0.0.1:7701" or "[::1]:7701".
+std::string node_address(const Json& object);
+
+// The "volumes" array of a list response: HOST NODE PATH EVERY LINK LAST RUN STATUS NEXT RUN
+// LAG (HOST is the volume's name, NODE where backupd reaches it), then one "HOST:PATH: last
+// error: ..." line per volume that has a last_error.
 std::string render_volumes(const Json& volumes);
 
 // The "runs" array of a history response, newest first as received:
@@ -27,8 +32,8 @@ std::string render_snapshots(const Json& snapshots);
 
 // The "volumes" array of a status response: one block per volume, blocks separated by a blank
 // line: the node link (and its last error), the lag, the file the node is shipping, the ingest
-// transfer with a bar, one line per replica with its lag (and a bar while it catches up), the
-// last snapshot and the next run.
+// transfer with a bar, one line per replica with its lag and last error (and a bar while it
+// catches up), the last snapshot and the next run.
 std::string render_status(const Json& volumes);
 
 // A text progress bar: "[#####---------------]  25%" for width 20. percent is clamped to

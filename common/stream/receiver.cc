@@ -92,11 +92,19 @@ Result<uint64_t> Receiver::commit(const wire::Commit& c) {
                                     session_committed_ + 1));
   }
   BKP_TRY_VOID(applier_.commit());
+  // Recorded only once `state` says so: a receiver that cannot save (disk full) must not tell a
+  // reconnecting sender that the batch is committed.
+  uint64_t old_instance = instance_, old_committed = committed_;
   instance_ = session_instance_;
-  committed_ = session_committed_ = c.batch;
+  committed_ = c.batch;
+  if (auto saved = save(); !saved) {
+    instance_ = old_instance;
+    committed_ = old_committed;
+    return tl::unexpected(saved.error());
+  }
+  session_committed_ = c.batch;
   applied_ = 0;
   in_batch_ = false;
-  BKP_TRY_VOID(save());
   return c.batch;
 }
 

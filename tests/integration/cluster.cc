@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
+#include <filesystem>
 #include <sstream>
 
 #include "common/path.h"
@@ -242,7 +243,7 @@ void ClusterTest::stop_watchdog() {
   opts.binary = bin_.backupfs;
   opts.dir = src_;
   opts.args = with_progress(
-      {"--listen", address(node_port), "--port-file", node_port_file_, "--host", kHost});
+      {"--listen", address(node_port), "--port-file", node_port_file_, "--host", node_name});
   opts.log_path = logs_ + "/backupfs.log";
   auto m = testutil::MountedFs::mount(opts);
   if (!m) return ::testing::AssertionFailure() << m.error().message;
@@ -309,11 +310,11 @@ testutil::CommandResult ClusterTest::bkptool(const std::vector<std::string>& arg
 
 std::string ClusterTest::scratch_dir(const std::string& name) const { return tmp_->mkdir(name); }
 
-std::string ClusterTest::volume_dir() const {
-  return state_ + "/volumes/" + kHost + "/" + escape_path(src_);
+std::string ClusterTest::volume_dir(const std::string& name) const {
+  return state_ + "/volumes/" + name + "/" + escape_path(src_);
 }
 
-std::string ClusterTest::replica(int i) const { return roots_[i] + "/" + kHost + src_; }
+std::string ClusterTest::replica(int i) const { return roots_[i] + "/" + node_name + src_; }
 
 std::string ClusterTest::wait_converged(std::chrono::seconds timeout,
                                         const testutil::CompareOptions& options) {
@@ -392,8 +393,13 @@ std::vector<std::string> ClusterTest::with_progress(std::vector<std::string> arg
 }
 
 void ClusterTest::print_logs() const {
-  for (const char* name : {"backupd", "r1", "r2", "backupfs"}) {
-    std::string path = logs_ + "/" + name + ".log";
+  std::vector<std::string> paths;  // every process's log, the ones a test started itself too
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(logs_, ec)) {
+    paths.push_back(entry.path().string());
+  }
+  std::sort(paths.begin(), paths.end());
+  for (const auto& path : paths) {
     auto text = testutil::read_file(path);
     if (!text) continue;
     constexpr size_t kMax = 24000;

@@ -46,8 +46,8 @@ namespace bkp::it {
 using namespace std::chrono_literals;
 using testutil::compare_trees;
 
-// The host the volume is registered under: where backupd reaches the node. backupfs is told the
-// same name (--host), so its Hello and the registration agree.
+// Where backupd reaches the node (`bkptool register kHost PORT ...`). Unless a test sets
+// node_name, backupfs is told the same name (--host), so the volume is named kHost too.
 constexpr char kHost[] = "127.0.0.1";
 
 // Paths of the binaries under test: $BKP_BACKUPD / $BKP_REPLICATOR / $BKP_BACKUPFS /
@@ -110,11 +110,12 @@ class ClusterTest : public ::testing::Test {
   const std::string& state_dir() const { return state_; }
   // A fresh directory under the test's temporary directory.
   std::string scratch_dir(const std::string& name) const;
-  // STATE/volumes/127.0.0.1/<escape_path(src)>/{mirror,stats,snapshots}
-  std::string volume_dir() const;
+  // STATE/volumes/<node_name>/<escape_path(src)>/{mirror,stats,snapshots}
+  std::string volume_dir() const { return volume_dir(node_name); }
+  std::string volume_dir(const std::string& name) const;
   std::string mirror() const { return volume_dir() + "/mirror"; }
   std::string snapshots_dir() const { return volume_dir() + "/snapshots"; }
-  // ROOT/127.0.0.1/<src without leading '/'>
+  // ROOT/<node_name>/<src without leading '/'>
   std::string replica(int i) const;
 
   // "" once src == mirror (== r1 == r2 when the replicators run) in content, type, mode, owner,
@@ -134,6 +135,12 @@ class ClusterTest : public ::testing::Test {
   testutil::Daemon* backupd() { return backupd_.get(); }
   // If set before the processes start: every daemon gets --progress-every this many seconds.
   std::string progress_every;
+  // backupfs --host of mount_source(), so the volume's name: where its mirror and replicas are
+  // (volume_dir(), replica()) and what the ControlTest helpers ask backupd about.
+  std::string node_name = kHost;
+  const Binaries& binaries() const { return bin_; }
+  // TMP/logs/NAME.log, where a daemon a test starts itself should log (printed on failure).
+  std::string log_path(const std::string& name) const { return logs_ + "/" + name + ".log"; }
   testutil::MountedFs* mount() { return mount_.get(); }
 
  private:

@@ -92,7 +92,7 @@ std::optional<Json> ControlTest::volumes(std::string* why) {
 }
 
 std::optional<Json> ControlTest::runs(std::string* why) {
-  auto doc = bkptool_json({"history", kHost, src()}, why);
+  auto doc = bkptool_json({"history", node_name, src()}, why);
   if (!doc) return std::nullopt;
   if (!doc->contains("runs") || !(*doc)["runs"].is_array()) {
     if (why) *why = "history without a runs array: " + doc->dump();
@@ -102,7 +102,7 @@ std::optional<Json> ControlTest::runs(std::string* why) {
 }
 
 std::optional<Json> ControlTest::snapshots(std::string* why) {
-  auto doc = bkptool_json({"snapshots", kHost, src()}, why);
+  auto doc = bkptool_json({"snapshots", node_name, src()}, why);
   if (!doc) return std::nullopt;
   if (!doc->contains("snapshots") || !(*doc)["snapshots"].is_array()) {
     if (why) *why = "snapshots without a snapshots array: " + doc->dump();
@@ -115,7 +115,7 @@ std::optional<Json> ControlTest::volume(std::string* why) {
   auto all = volumes(why);
   if (!all) return std::nullopt;
   for (const auto& v : *all) {
-    if (v.value("host", "") == kHost && v.value("path", "") == src()) return v;
+    if (v.value("host", "") == node_name && v.value("path", "") == src()) return v;
   }
   if (why) *why = "volume not in list: " + all->dump();
   return std::nullopt;

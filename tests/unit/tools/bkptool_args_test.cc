@@ -138,7 +138,7 @@ TEST(RequestTest, RegisterCarriesSeconds) {
   ASSERT_TRUE(request.has_value()) << request.error().message;
   EXPECT_EQ(
       request->dump(),
-      R"({"cmd":"register","host":"127.0.0.1","path":"/srv/app","port":7701,"every_seconds":300})");
+      R"({"cmd":"register","address":"127.0.0.1","path":"/srv/app","port":7701,"every_seconds":300})");
 }
 
 TEST(RequestTest, BadValuesAreUsageErrorsBeforeConnecting) {

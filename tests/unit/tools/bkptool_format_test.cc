@@ -146,6 +146,7 @@ TEST(ViewsTest, HistoryShowsFailuresAndRotatedRuns) {
 TEST(ViewsTest, ListShowsLagAndLastError) {
   LocalZone utc("UTC0");
   Json volumes = Json::array({Json{{"host", "web1"},
+                                   {"address", "10.0.0.7"},
                                    {"port", 7701},
                                    {"path", "/srv/app"},
                                    {"every_seconds", 300},
@@ -157,9 +158,9 @@ TEST(ViewsTest, ListShowsLagAndLastError) {
                                    {"last_run", nullptr},
                                    {"next_run", "2026-11-26T01:07:03Z"}}});
   EXPECT_EQ(render_volumes(volumes),
-            "HOST  PORT  PATH      EVERY  LINK  LAST RUN  STATUS  NEXT RUN             LAG\n"
-            "web1  7701  /srv/app  5 min  down  never     -       2026-11-26 01:07:03  4.2 s (12 "
-            "ops, 2.0 KiB)\n"
+            "HOST  NODE           PATH      EVERY  LINK  LAST RUN  STATUS  NEXT RUN             LAG\n"
+            "web1  10.0.0.7:7701  /srv/app  5 min  down  never     -       2026-11-26 01:07:03  "
+            "4.2 s (12 ops, 2.0 KiB)\n"
             "\n"
             "web1:/srv/app: last error: connect: refused\n");
 }
@@ -172,19 +173,35 @@ TEST(ViewsTest, MissingAndOddFieldsNeverThrow) {
   EXPECT_NO_THROW(render_snapshots(Json::array({Json{{"bytes", "many"}}})));
 }
 
-TEST(PresentTest, RegisterConfirmsWithThePeriod) {
+TEST(PresentTest, RegisterNamesTheVolumeAfterItsNodeAndThePeriod) {
   Invocation inv;
   inv.command = "register";
   Json request = {{"cmd", "register"},
-                  {"host", "127.0.0.1"},
+                  {"address", "127.0.0.1"},
                   {"port", 7701},
                   {"path", "/srv/app"},
                   {"every_seconds", 300}};
-  Report r = present(inv, request, Json{{"ok", true}, {"volume", {{"every_seconds", 300}}}});
+  Json volume = {{"host", "web1"}, {"address", "127.0.0.1"}, {"port", 7701},
+                 {"path", "/srv/app"}, {"every_seconds", 300}};
+  Report r = present(inv, request, Json{{"ok", true}, {"volume", volume}});
   ASSERT_EQ(r.messages.size(), 1u);
-  EXPECT_EQ(r.messages[0], "registered 127.0.0.1:/srv/app, every 5 min; baseline started");
+  EXPECT_EQ(r.messages[0],
+            "registered web1:/srv/app (node at 127.0.0.1:7701), every 5 min; baseline started");
   EXPECT_TRUE(r.table.empty());
   EXPECT_EQ(r.json["ok"], true);
+}
+
+TEST(PresentTest, MessagesNameTheVolumeTheServerResolved) {
+  Invocation inv;
+  inv.command = "unregister";
+  Json request = {{"cmd", "unregister"}, {"host", "127.0.0.1"}, {"path", "/srv/app"}};
+  Report r = present(inv, request, Json{{"ok", true}, {"host", "web1"}, {"purged", false}});
+  ASSERT_EQ(r.messages.size(), 1u);
+  EXPECT_EQ(r.messages[0], "unregistered web1:/srv/app; snapshots and history kept");
+  inv.command = "history";
+  r = present(inv, request, Json{{"ok", true}, {"host", "web1"}, {"runs", Json::array()}});
+  ASSERT_EQ(r.messages.size(), 1u);
+  EXPECT_EQ(r.messages[0], "no runs yet for web1:/srv/app");
 }
 
 TEST(PresentTest, EmptyListsSayNothingIsThere) {

@@ -53,12 +53,14 @@ Json transfer(const char* phase, int percent, uint64_t done, uint64_t total, uin
 Json replica(const char* name, bool connected, uint64_t ops, double seconds, Json transfer) {
   return Json{{"name", name},          {"connected", connected}, {"lag_ops", ops},
               {"lag_bytes", ops * 1024}, {"lag_files", ops / 2},     {"lag_seconds", seconds},
-              {"transfer", std::move(transfer)}};
+              {"transfer", std::move(transfer)}, {"last_error", nullptr},
+              {"last_error_at", nullptr}};
 }
 
 // A volume in the middle of its baseline, with one replica catching up and one in sync.
 Json busy_status() {
   return Json{{"host", "web1"},
+              {"address", "10.0.0.7"},
               {"port", 7701},
               {"path", "/srv/app"},
               {"every_seconds", 300},
@@ -86,7 +88,7 @@ Json busy_status() {
 
 // A volume whose node is away: nothing moves, nothing was ever written.
 Json idle_status() {
-  return Json{{"host", "::1"},         {"port", 7702},
+  return Json{{"host", "db1"},         {"address", "::1"},   {"port", 7702},
               {"path", "/srv/db"},     {"every_seconds", 3600},
               {"connected", false},    {"last_error", "connect: Connection refused"},
               {"lag_ops", 0},          {"lag_bytes", 0},
@@ -109,7 +111,7 @@ TEST(ProgressBarTest, FillsByPercentAndClamps) {
 TEST_F(StatusViewTest, BusyVolumeShowsBarsForEveryRunningTransfer) {
   EXPECT_EQ(render_status(Json::array({busy_status()})),
             "web1:/srv/app\n"
-            "  node                 connected to web1:7701\n"
+            "  node                 connected to 10.0.0.7:7701\n"
             "  lag                  4.2 s (12 ops, 3 files, 320.0 MiB)\n"
             "  in transfer          data/big.bin\n"
             "  ingest               baseline [#####---------------]  25%  80.0 MiB of 320.0 MiB, "
@@ -138,7 +140,7 @@ TEST_F(StatusViewTest, IngestNamesItsFileWhenTheNodeNamesNone) {
 
 TEST_F(StatusViewTest, NullFieldsShowAsAbsentNotAsZeroes) {
   EXPECT_EQ(render_status(Json::array({idle_status()})),
-            "::1:/srv/db\n"
+            "db1:/srv/db\n"
             "  node           disconnected from [::1]:7702; last error: connect: Connection "
             "refused\n"
             "  lag            none\n"
@@ -149,7 +151,30 @@ TEST_F(StatusViewTest, NullFieldsShowAsAbsentNotAsZeroes) {
 
 TEST_F(StatusViewTest, VolumesAreSeparatedByABlankLine) {
   std::string out = render_status(Json::array({busy_status(), idle_status()}));
-  EXPECT_NE(out.find("(every 5 min)\n\n::1:/srv/db\n"), std::string::npos) << out;
+  EXPECT_NE(out.find("(every 5 min)\n\ndb1:/srv/db\n"), std::string::npos) << out;
+}
+
+TEST_F(StatusViewTest, AReplicaShowsItsLastErrorNextToItsLag) {
+  Json s = idle_status();
+  Json full = replica("r2", false, 8, 61, nullptr);
+  full["last_error"] = "replica reported: apply: write data/big.bin: No space left on device";
+  full["last_error_at"] = "2026-11-26T01:02:03Z";
+  s["replicas"] = Json::array({replica("r1", true, 0, 0, nullptr), full});
+  std::string out = render_status(Json::array({s}));
+  EXPECT_NE(out.find("  replica r1     connected, lag none\n"
+                     "  replica r2     disconnected, lag 1 min 1 s (8 ops, 4 files, 8.0 KiB); "
+                     "last error (2026-11-26 01:02:03): replica reported: apply: write "
+                     "data/big.bin: No space left on device\n"),
+            std::string::npos)
+      << out;
+}
+
+TEST_F(StatusViewTest, AnOlderServerWithoutAddressShowsItsHost) {
+  Json s = idle_status();
+  s.erase("address");
+  s["host"] = "::1";
+  EXPECT_NE(render_status(Json::array({s})).find("disconnected from [::1]:7702"),
+            std::string::npos);
 }
 
 TEST_F(StatusViewTest, MissingAndOddFieldsNeverThrow) {
