@@ -29,6 +29,7 @@
 #include <fmt/format.h>
 
 #include "common/log.h"
+#include "common/net/messenger.h"
 #include "common/net/socket.h"
 
 namespace bkp::fs {
@@ -56,10 +57,7 @@ void notice_dead_peers(int fd) {
 // Sends Error{code, text}, then half-closes and reads until the peer closes (briefly), so the
 // peer reads our error rather than a reset caused by bytes we left unread.
 void refuse(net::Conn& conn, int code, const std::string& text) {
-  wire::ErrorMsg msg{static_cast<uint32_t>(code), text};
-  std::vector<uint8_t> payload;
-  wire::encode(msg, payload);
-  if (!conn.send(wire::MsgType::kError, 0, payload) || !conn.flush()) return;
+  if (!net::send_error(conn, code, text)) return;
   ::shutdown(conn.fd(), SHUT_WR);
   auto deadline = Clock::now() + std::chrono::milliseconds(kLingerMs);
   char buf[4096];

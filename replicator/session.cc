@@ -45,7 +45,7 @@ class Session {
       auto r = handle(*frame, acked);
       if (!r) {
         Error e = volume_.empty() ? r.error() : r.error().wrap("volume " + volume_);
-        send_error(e);
+        (void)net::send_error(conn_, e.code, e.message);  // closing anyway
         return e;
       }
     }
@@ -95,24 +95,14 @@ class Session {
       }
       case wire::MsgType::kPing:
         return {};
-      case wire::MsgType::kError: {
-        auto err = BKP_TRY(wire::decode_error(frame.payload));
-        return fail(err.code ? static_cast<int>(err.code) : EIO, "server: " + err.text);
-      }
-      default:
-        return fail(EPROTO, fmt::format("unexpected {} frame", wire::type_name(frame.type)));
+      default:  // the server's Error, or a frame a replica never receives
+        return tl::unexpected(net::unexpected_frame(frame, "a stream frame"));
     }
   }
 
   Result<Tree*> selected() {
     if (current_ == nullptr) return fail(EPROTO, "data before any select");
     return current_;
-  }
-
-  void send_error(const Error& e) {
-    std::vector<uint8_t> payload;
-    wire::encode(wire::ErrorMsg{static_cast<uint32_t>(e.code), e.message}, payload);
-    if (conn_.send(wire::MsgType::kError, 0, payload)) (void)conn_.flush();
   }
 
   net::Conn& conn_;

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "common/log.h"
+#include "common/net/messenger.h"
 #include "common/unique_fd.h"
 #include "server/control_json.h"
 #include "server/peer.h"
@@ -273,7 +274,7 @@ class ControlSession {
 void run_control_session(net::Conn& conn, const wire::Hello& hello, Registry& registry,
                          const std::string& peer, const std::atomic<bool>& stopping) {
   log::debug("control connection from {} ({})", peer, hello.name);
-  if (auto sent = send_msg(conn, wire::MsgType::kHelloOk, wire::HelloOk{}); !sent) {
+  if (auto sent = net::send_now(conn, wire::HelloOk{}); !sent) {
     log::info("control {}: {}", peer, sent.error().message);
     return;
   }
@@ -287,7 +288,7 @@ void run_control_session(net::Conn& conn, const wire::Hello& hello, Registry& re
     log::info("control {}: idle for {} s, closing", peer, kControlIdleTimeoutMs / 1000);
   } else {
     log::error("control {}: {}", peer, end.message);
-    send_error(conn, end.code, end.message);
+    net::send_error(conn, end.code, end.message);
   }
 }
 

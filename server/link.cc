@@ -20,6 +20,7 @@
 #include <string_view>
 
 #include "common/log.h"
+#include "common/net/messenger.h"
 #include "common/net/socket.h"
 #include "server/node_session.h"
 #include "server/peer.h"
@@ -44,37 +45,22 @@ std::string connect_reason(const std::string& message) {
 
 Result<wire::Hello> await_hello(net::Conn& conn, const Registration& reg,
                                 const std::string& address) {
-  auto frame = conn.recv(kAttachTimeoutMs);
-  if (!frame) {
-    if (frame.error().code == ETIMEDOUT) {
-      return fail(ETIMEDOUT, fmt::format("node {} did not answer Attach within {} s", address,
-                                         kAttachTimeoutMs / 1000));
+  // decode_hello has checked magic and version; an Error frame arrives as its own errno.
+  auto hello = net::expect<wire::Hello>(conn, kAttachTimeoutMs);
+  if (!hello) {
+    const Error& e = hello.error();
+    switch (e.code) {
+      case ETIMEDOUT:
+        return fail(ETIMEDOUT, fmt::format("node {} did not answer Attach within {} s", address,
+                                           kAttachTimeoutMs / 1000));
+      case ENOENT:
+        return fail(ENOENT, fmt::format("node {} serves another path ({})", address, e.message));
+      case EBUSY:
+        return fail(EBUSY, fmt::format("node {} is busy (attached to another backupd): {}",
+                                       address, e.message));
+      default:
+        return tl::unexpected(e.wrap("node " + address));
     }
-    return tl::unexpected(frame.error().wrap("node " + address));
-  }
-  if (frame->type == wire::MsgType::kError) {
-    auto err = wire::decode_error(frame->payload);
-    if (!err) return tl::unexpected(err.error().wrap("node " + address));
-    int code = static_cast<int>(err->code);
-    if (code == ENOENT) {
-      return fail(ENOENT, fmt::format("node {} serves another path: {}", address, err->text));
-    }
-    if (code == EBUSY) {
-      return fail(EBUSY, fmt::format("node {} is busy (attached to another backupd): {}", address,
-                                     err->text));
-    }
-    return fail(code != 0 ? code : EPROTO, fmt::format("node {} refused Attach: {}", address, err->text));
-  }
-  if (frame->type != wire::MsgType::kHello) {
-    return fail(EPROTO, fmt::format("node {} answered Attach with {}, not hello", address,
-                                    wire::type_name(frame->type)));
-  }
-  auto hello = wire::decode_hello(frame->payload);
-  if (!hello) return tl::unexpected(hello.error().wrap(fmt::format("node {}: bad hello", address)));
-  if (hello->magic != wire::kMagic || hello->version != wire::kVersion) {
-    return fail(EPROTO, fmt::format("node {}: hello of magic {:#010x} version {} (expected {:#010x} "
-                                    "version {})", address, hello->magic, hello->version,
-                                    wire::kMagic, wire::kVersion));
   }
   if (hello->role != wire::Role::kNode) {
     return fail(EPROTO, fmt::format("node {} answered with role {}, not a node", address,
@@ -125,13 +111,13 @@ Result<AttachedNode> attach_node(const Registration& reg, uint64_t server_id,
   wire::Attach attach;
   attach.path = reg.path;
   attach.server_id = server_id;
-  if (auto sent = send_msg(*out.conn, wire::MsgType::kAttach, attach); !sent) {
+  if (auto sent = net::send_now(*out.conn, attach); !sent) {
     return tl::unexpected(sent.error().wrap("node " + address + ": send Attach"));
   }
   uint64_t before = out.conn->bytes_received();
   auto hello = await_hello(*out.conn, reg, address);
   if (!hello) {
-    if (hello.error().code == EPERM) send_error(*out.conn, EPERM, hello.error().message);
+    if (hello.error().code == EPERM) net::send_error(*out.conn, EPERM, hello.error().message);
     return tl::unexpected(hello.error());
   }
   out.hello = std::move(*hello);

@@ -25,6 +25,7 @@
 
 #include "common/changes/transfer_progress.h"
 #include "common/log.h"
+#include "common/net/messenger.h"
 #include "server/peer.h"
 
 namespace bkp::server {
@@ -63,7 +64,7 @@ class NodeSession {
       }
       if (ack) {
         volume_->batch_done.notify_all();
-        auto r = send_msg(conn_, wire::MsgType::kAck, wire::Ack{*ack});
+        auto r = net::send_now(conn_, wire::Ack{*ack});
         if (!r) return r.error();
       }
     }
@@ -136,7 +137,7 @@ Error run_node_session(net::Conn& conn, const std::shared_ptr<Volume>& volume,
     if (v.node_connected) {
       Error e{EBUSY, fmt::format("volume {} already has a node session", v.name())};
       log::error("node {} for volume {}: {}", peer, v.name(), e.message);
-      send_error(conn, e.code, e.message);
+      net::send_error(conn, e.code, e.message);
       return e;
     }
     v.node_connected = true;
@@ -152,7 +153,7 @@ Error run_node_session(net::Conn& conn, const std::shared_ptr<Volume>& volume,
   if (at.need_baseline) v.ingest->begin("baseline");
   NodeSession session(conn, volume);
   Error end{};
-  if (auto sent = send_msg(conn, wire::MsgType::kHelloOk, ok); !sent) {
+  if (auto sent = net::send_now(conn, ok); !sent) {
     end = sent.error();
   } else {
     end = session.serve();
@@ -172,7 +173,7 @@ Error run_node_session(net::Conn& conn, const std::shared_ptr<Volume>& volume,
     log::info("node {} for volume {} disconnected", peer, v.name());
   } else {
     log::error("node {} for volume {}: {}", peer, v.name(), end.message);
-    send_error(conn, end.code, end.message);
+    net::send_error(conn, end.code, end.message);
   }
   return end;
 }

@@ -61,10 +61,4 @@ Result<wire::Hello> recv_hello(net::Conn& conn, int timeout_ms) {
   return hello;
 }
 
-void send_error(net::Conn& conn, int code, std::string_view text) {
-  std::vector<uint8_t> payload;
-  wire::encode(wire::ErrorMsg{static_cast<uint32_t>(code), std::string(text)}, payload);
-  if (conn.send(wire::MsgType::kError, 0, payload)) (void)conn.flush();
-}
-
 }  // namespace bkp::server

@@ -124,7 +124,7 @@ void run_replica_session(net::Conn& conn, const wire::Hello& hello, Hub& hub,
                          const std::string& peer, const std::atomic<bool>& stopping) {
   auto reject = [&](const Error& e) {
     log::error("replica {} ({}): {}", peer, hello.name, e.message);
-    send_error(conn, e.code, e.message);
+    net::send_error(conn, e.code, e.message);
   };
   if (auto ok = validate_host(hello.name); !ok) {
     return reject(ok.error().wrap("replica name"));
@@ -136,7 +136,7 @@ void run_replica_session(net::Conn& conn, const wire::Hello& hello, Hub& hub,
 
   ReplicaSession session(conn, hub, r, stopping);
   Error end{};
-  if (auto sent = send_msg(conn, wire::MsgType::kHelloOk, wire::HelloOk{}); !sent) {
+  if (auto sent = net::send_now(conn, wire::HelloOk{}); !sent) {
     end = sent.error();
   } else {
     end = session.serve();
@@ -149,7 +149,7 @@ void run_replica_session(net::Conn& conn, const wire::Hello& hello, Hub& hub,
   } else {
     log::error("replica {} ({}): {}", r.name(), peer, end.message);
     r.record_error(end);
-    send_error(conn, end.code, end.message);
+    net::send_error(conn, end.code, end.message);
   }
 }
 

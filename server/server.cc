@@ -38,6 +38,7 @@
 #include <thread>
 
 #include "common/log.h"
+#include "common/net/messenger.h"
 #include "server/catalog.h"
 #include "common/progress.h"
 #include "common/systemd_notify.h"
@@ -250,7 +251,7 @@ class Server {
     if (!hello) {
       if (stopping_) return;
       log::error("connection from {} rejected: {}", peer, hello.error().message);
-      send_error(c, hello.error().code, hello.error().message);
+      net::send_error(c, hello.error().code, hello.error().message);
       return;
     }
     switch (hello->role) {
@@ -258,7 +259,7 @@ class Server {
         log::warn("connection from {} refused: node {}:{} tried to connect (nodes are registered "
                   "with bkptool register and backupd connects to them)", peer, hello->name,
                   hello->path);
-        send_error(c, EPERM, kNodesDoNotConnect);
+        net::send_error(c, EPERM, kNodesDoNotConnect);
         break;
       case wire::Role::kReplica:
         run_replica_session(c, *hello, hub_, peer, stopping_);

@@ -1,4 +1,4 @@
-// send_batch / await_ack (see shipper.h).
+// send_batch (see shipper.h).
 //
 // The order on the wire is the contract receivers rely on: all operations first (they create,
 // move and remove the names data will land in), then data by file id, then each file's
@@ -77,31 +77,6 @@ Result<void> send_batch(net::Conn& conn, const Batch& batch, uint64_t skip, Data
   counters.batches += 1;
   counters.wire_bytes += conn.bytes_sent() - sent_before;
   return {};
-}
-
-Result<void> await_ack(net::Conn& conn, uint64_t number, int timeout_ms) {
-  while (true) {
-    auto frame = BKP_TRY(conn.recv(timeout_ms));
-    switch (frame.type) {
-      case wire::MsgType::kAck: {
-        auto ack = BKP_TRY(wire::decode_ack(frame.payload));
-        if (ack.batch != number) {
-          return fail(EPROTO, "ack for batch " + std::to_string(ack.batch) + " while waiting for " +
-                                  std::to_string(number));
-        }
-        return {};
-      }
-      case wire::MsgType::kError: {
-        auto err = BKP_TRY(wire::decode_error(frame.payload));
-        return fail(err.code ? static_cast<int>(err.code) : EIO, "peer: " + err.text);
-      }
-      case wire::MsgType::kPing:
-        continue;
-      default:
-        return fail(EPROTO, std::string("unexpected ") + wire::type_name(frame.type) +
-                                " frame while waiting for an ack");
-    }
-  }
 }
 
 }  // namespace bkp::changes

@@ -6,7 +6,7 @@
 // io_uring), then one Attr by id with the file's current mode, owner and times, and finally
 // Commit{batch.number}. A file that can no longer be opened (deleted since) is skipped: a later
 // operation in the stream already removed it downstream. Nothing is removed from any log here;
-// the caller drops the batch only when await_ack() confirms it was applied durably.
+// stream::Sender drops the batch only when the receiver's Ack confirms it was applied durably.
 #pragma once
 
 #include <atomic>
@@ -45,9 +45,5 @@ struct ShipCounters {
 // common/stream/sender.h), then its Commit.
 Result<void> send_batch(net::Conn& conn, const Batch& batch, uint64_t skip, DataSource& source,
                         ShipCounters& counters);
-
-// Waits for Ack{number}. A kError frame becomes an error carrying its text; any other frame is
-// a protocol error.
-Result<void> await_ack(net::Conn& conn, uint64_t number, int timeout_ms);
 
 }  // namespace bkp::changes

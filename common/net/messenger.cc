@@ -1,4 +1,5 @@
-// The one place a frame that is not the expected message becomes an error (see messenger.h).
+// The one place a frame that is not the expected message becomes an error, and the one place an
+// Error frame is sent (see messenger.h).
 #include "common/net/messenger.h"
 
 namespace bkp::net {
@@ -12,6 +13,10 @@ Error unexpected_frame(const wire::Frame& frame, const char* waiting_for) {
   }
   return Error{EPROTO, std::string("unexpected ") + wire::type_name(frame.type) +
                            " frame while waiting for " + waiting_for};
+}
+
+Result<void> send_error(Conn& conn, int code, std::string_view text) {
+  return send_now(conn, wire::ErrorMsg{static_cast<uint32_t>(code), std::string(text)});
 }
 
 }  // namespace bkp::net

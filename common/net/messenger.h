@@ -6,6 +6,7 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/net/conn.h"
@@ -41,6 +42,17 @@ Result<void> send(Conn& conn, const M& msg) {
   wire::encode(msg, payload);
   return conn.send(MessageType<M>::type, 0, payload);
 }
+
+// Sends the message and flushes: for answers the peer waits for.
+template <class M>
+Result<void> send_now(Conn& conn, const M& msg) {
+  BKP_TRY_VOID(send(conn, msg));
+  return conn.flush();
+}
+
+// Sends Error{code, text} and flushes; the caller closes the connection after it. Callers that
+// are closing anyway may ignore a failure (the peer may be gone).
+Result<void> send_error(Conn& conn, int code, std::string_view text);
 
 // The error a peer's Error frame carries, or EPROTO for a frame that is not the one expected.
 Error unexpected_frame(const wire::Frame& frame, const char* waiting_for);

@@ -9,9 +9,12 @@
 #include <sys/random.h>
 #include <unistd.h>
 
+#include <fmt/format.h>
+
 #include <chrono>
 
 #include "common/log.h"
+#include "common/net/messenger.h"
 
 namespace bkp::stream {
 
@@ -70,7 +73,11 @@ Result<void> Sender::send(net::Conn& conn, changes::DataSource& source,
 
 Result<void> Sender::await_ack(net::Conn& conn, int timeout_ms) {
   if (!inflight_) return fail(EINVAL, "internal error: no batch in flight");
-  BKP_TRY_VOID(changes::await_ack(conn, inflight_->number, timeout_ms));
+  auto ack = BKP_TRY(net::expect<wire::Ack>(conn, timeout_ms));
+  if (ack.batch != inflight_->number) {
+    return fail(EPROTO, fmt::format("ack for batch {} while waiting for {}", ack.batch,
+                                    inflight_->number));
+  }
   set_inflight(std::nullopt);
   skip_ = 0;
   return {};
