@@ -5,8 +5,6 @@
 // but only the newest survives in the log, the older ones become tombstones that take() skips.
 #include "common/changes/change_log.h"
 
-#include <algorithm>
-
 namespace bkp::changes {
 
 uint64_t Batch::dirty_bytes() const {
@@ -64,10 +62,12 @@ void ChangeLog::push_locked(wire::Op op) {
     auto [it, inserted] = attr_index_.try_emplace(op.path, index);
     if (!inserted) {
       ops_[it->second - ops_base_].kind = kTombstone;
+      --live_ops_;
       it->second = index;
     }
   }
   ops_.push_back(std::move(op));
+  ++live_ops_;
 }
 
 template <class F>
@@ -104,7 +104,7 @@ void ChangeLog::truncate(const FileRef& file, uint64_t size) {
   op.kind = wire::OpKind::kTruncate;
   op.id = file.id;
   op.size = size;
-  ops_.push_back(std::move(op));
+  push_locked(std::move(op));
   auto& change = files_[file.id];
   if (change.ref.id == 0) change.ref = file;
   update_extents(change, [&](ExtentMap& e) { e.truncate(size); });
@@ -117,15 +117,19 @@ Batch ChangeLog::take(const Limits& limits) {
   Batch batch;
   batch.since_ns = since_ns_;
   while (!ops_.empty() && batch.ops.size() < limits.max_ops) {
-    if (ops_.front().kind != kTombstone) batch.ops.push_back(std::move(ops_.front()));
+    wire::Op& op = ops_.front();
+    if (op.kind != kTombstone) {
+      --live_ops_;
+      if (is_path_attr(op)) {  // once taken, it can no longer be superseded
+        auto it = attr_index_.find(op.path);
+        if (it != attr_index_.end() && it->second == ops_base_) attr_index_.erase(it);
+      }
+      batch.ops.push_back(std::move(op));
+    }
     ops_.pop_front();
     ++ops_base_;
   }
-  // Attrs that left with this batch can no longer be superseded.
-  std::erase_if(attr_index_, [&](const auto& e) { return e.second < ops_base_; });
-  bool ops_left = std::any_of(ops_.begin(), ops_.end(),
-                              [](const wire::Op& op) { return op.kind != kTombstone; });
-  if (!ops_left) {
+  if (live_ops_ == 0) {
     uint64_t budget = limits.max_bytes;
     size_t items = batch.ops.size();
     for (auto it = files_.begin(); it != files_.end() && items < limits.max_ops;) {
@@ -191,6 +195,7 @@ void ChangeLog::clear() {
 void ChangeLog::reset_locked() {
   ops_base_ += ops_.size();
   ops_.clear();
+  live_ops_ = 0;
   attr_index_.clear();
   files_.clear();
   ranges_ = 0;
@@ -205,7 +210,7 @@ int64_t ChangeLog::since_ns() const {
 
 LogStats ChangeLog::stats() const {
   std::lock_guard lock(mu_);
-  return LogStats{ops_.size(), files_.size(), ranges_, dirty_bytes_};
+  return LogStats{live_ops_, files_.size(), ranges_, dirty_bytes_};
 }
 
 }  // namespace bkp::changes

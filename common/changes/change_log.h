@@ -120,6 +120,7 @@ class ChangeLog {
   bool woken_ = false;
   std::deque<wire::Op> ops_;
   uint64_t ops_base_ = 0;  // the index (below) of ops_.front(); grows as takes pop the front
+  uint64_t live_ops_ = 0;  // ops_ that are not superseded Attrs (what stats() counts)
   // path -> index (ops_base_ + position in ops_) of the latest Attr that a later Attr of the same
   // path may supersede. Ordered, so a rename or removal can drop a whole subtree cheaply.
   std::map<std::string, uint64_t> attr_index_;
