@@ -117,7 +117,7 @@ Outcome run(Volume& v, const Link& link, Catalog& catalog, const RunSettings& se
   Outcome o;
   read_counts(v, o);
   if (!v.node_connected) return failed(link.unavailable_reason(), o);
-  while (v.in_batch && v.node_connected && !cancel) v.batch_done.wait_for(lock, kBatchWaitSlice);
+  while (v.in_batch() && v.node_connected && !cancel) v.batch_done.wait_for(lock, kBatchWaitSlice);
   if (cancel) return failed(cancel_text(reason), o);
   if (!v.node_connected) {
     return failed(fmt::format("node disconnected in the middle of a batch ({})",

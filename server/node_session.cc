@@ -7,10 +7,9 @@
 // section, into every replica's log for this volume: that is what makes a replica's baseline
 // scan (same mutex) a clean cut, and since no operation is ever applied twice, none is fanned
 // out twice either. Commit syncs the mirror once (group commit), then `state`, then acks: an
-// ack is a promise that the batch survives a crash of this machine. `in_batch` is raised by the
-// first Op/Write after
-// a commit and lowered by the commit, so a scheduled run can wait for a batch boundary and
-// archive exactly what some commit left. NodeStatus frames may arrive at any point and only
+// ack is a promise that the batch survives a crash of this machine. Volume::in_batch() (the
+// receiver's) is raised by the first Op/Write after a commit and lowered by the commit, so a
+// scheduled run can wait for a batch boundary and archive exactly what some commit left. NodeStatus frames may arrive at any point and only
 // update the volume's lag sample, outside the volume mutex.
 //
 // The session does not care who opened the connection: backupd opens it to a registered node
@@ -83,7 +82,6 @@ class NodeSession {
     switch (frame.type) {
       case wire::MsgType::kOp: {
         auto op = BKP_TRY(wire::decode_op(frame.payload));
-        v.in_batch = true;
         BKP_TRY_VOID(v.receiver->apply(op));
         progress_.op(op);
         v.fan_out(op);
@@ -93,7 +91,6 @@ class NodeSession {
       }
       case wire::MsgType::kWrite: {
         auto w = BKP_TRY(wire::decode_write(frame.flags, frame.payload));
-        v.in_batch = true;
         BKP_TRY_VOID(v.receiver->write(w));
         v.fan_out_write(w.id, w.offset, w.data.size());
         v.count_write(w.id, w.data.size());
@@ -104,7 +101,6 @@ class NodeSession {
       case wire::MsgType::kCommit: {
         auto c = BKP_TRY(wire::decode_commit(frame.payload));
         ack = BKP_TRY(v.commit(c));
-        v.in_batch = false;
         v.stats.batches += 1;
         if (auto s = v.save_stats(); !s) log::warn("volume {}: {}", v.name(), s.error().message);
         v.notify_sinks();

@@ -5,7 +5,7 @@
 //   Hub::mu_  ->  Volume::mu  ->  Replica::mu
 // Volume::mu is held by the node session while it applies one frame (and records it into every
 // sink), by a baseline scan of the mirror for a replica, and by a scheduled run for the whole
-// time it archives the mirror (at a batch boundary: in_batch false), which is what makes a
+// time it archives the mirror (at a batch boundary: in_batch() false), which is what makes a
 // snapshot one consistent cut. It is never held across network I/O, so a slow replica cannot
 // slow a node; a node only pauses between batches while its volume is being archived.
 // Catalog's mutex and Volume's status mutex are leaves: taken under Volume::mu, never the
@@ -134,8 +134,8 @@ class Volume {
   VolumeStats stats;
   bool node_connected = false;
   // True from the first Op/Write after a commit until the next commit: the mirror holds part
-  // of a batch. Stays true if the node goes away mid-batch (the batch is sent again).
-  bool in_batch = false;
+  // of a batch. Stays true if the node goes away mid-batch (the rest of it comes later).
+  bool in_batch() const { return receiver->in_batch(); }
   std::condition_variable batch_done;  // notified at each commit and when a node session ends
   std::map<std::string, std::shared_ptr<ReplicaStream>> sinks;  // by replica name
 
