@@ -190,16 +190,25 @@ void Hub::wake_all() {
 
 namespace {
 
-// The mirror as a baseline batch (Volume::mu held), ids from the Applier's index.
-Result<changes::Batch> scan_mirror(Volume& volume) {
-  changes::Applier& applier = *volume.applier;
+// Replaces the stream's log with a scan of the mirror (Volume::mu held), ids from the Applier's
+// index. `what` names the baseline in log lines and errors.
+Result<void> load_baseline(ReplicaStream& stream, const std::string& what) {
+  changes::Applier& applier = *stream.volume->applier;
   auto identify = [&applier](int, const char*,
                              const struct stat& st) -> std::optional<changes::FileRef> {
     auto id = applier.id_of_inode(st.st_ino);
     if (!id) return std::nullopt;
     return changes::FileRef{*id, ""};
   };
-  return changes::scan_tree(applier.tree_fd(), identify);
+  auto batch = BKP_TRY(changes::scan_tree(applier.tree_fd(), identify).map_error([&](Error e) {
+    return e.wrap(what);
+  }));
+  log::info("{}: {} operations, {} files, {} bytes", what, batch.ops.size(), batch.files.size(),
+            batch.dirty_bytes());
+  stream.log.replace(std::move(batch));
+  stream.fresh_baseline = true;
+  stream.baseline = true;
+  return {};
 }
 
 }  // namespace
@@ -207,20 +216,12 @@ Result<changes::Batch> scan_mirror(Volume& volume) {
 Result<void> Hub::ensure_stream(const std::shared_ptr<Volume>& volume, Replica& replica) {
   std::lock_guard vlock(volume->mu);
   if (volume->sinks.contains(replica.name())) return {};
-  auto batch = scan_mirror(*volume);
-  if (!batch) {
-    return tl::unexpected(batch.error().wrap(
-        fmt::format("baseline of {} for replica {}", volume->name(), replica.name())));
-  }
   auto stream = std::make_shared<ReplicaStream>(volume, stream::new_instance(), replica.notifier_);
+  BKP_TRY_VOID(load_baseline(
+      *stream, fmt::format("baseline of {} for replica {}", volume->name(), replica.name())));
   stream->meter = std::make_shared<progress::Meter>(volume->name() + " to " + replica.name());
   show(stream->meter);
-  log::info("baseline of {} for replica {}: {} operations, {} files, {} bytes", volume->name(),
-            replica.name(), batch->ops.size(), batch->files.size(), batch->dirty_bytes());
   stream->progress.emplace(stream->meter, stream->log);
-  stream->log.replace(std::move(*batch));
-  stream->fresh_baseline = true;
-  stream->baseline = true;
   volume->sinks[replica.name()] = stream;
   {
     std::lock_guard rlock(replica.mu_);
@@ -231,18 +232,9 @@ Result<void> Hub::ensure_stream(const std::shared_ptr<Volume>& volume, Replica& 
 }
 
 Result<void> Hub::rebaseline(ReplicaStream& stream) {
-  Volume& volume = *stream.volume;
-  std::lock_guard vlock(volume.mu);
+  std::lock_guard vlock(stream.volume->mu);
   if (stream.fresh_baseline) return {};
-  auto batch = BKP_TRY(scan_mirror(volume).map_error([&](Error e) {
-    return e.wrap("new baseline of " + volume.name());
-  }));
-  log::info("new baseline of {}: {} operations, {} files, {} bytes", volume.name(),
-            batch.ops.size(), batch.files.size(), batch.dirty_bytes());
-  stream.log.replace(std::move(batch));
-  stream.fresh_baseline = true;
-  stream.baseline = true;
-  return {};
+  return load_baseline(stream, "new baseline of " + stream.volume->name());
 }
 
 std::vector<ReplicaStatus> Hub::replica_lags(const std::string& volume_name) {

@@ -117,6 +117,8 @@ class ClusterTest : public ::testing::Test {
   std::string snapshots_dir() const { return volume_dir() + "/snapshots"; }
   // ROOT/<node_name>/<src without leading '/'>
   std::string replica(int i) const;
+  // Replicator i's --root.
+  const std::string& replica_root(int i) const { return roots_[i]; }
 
   // "" once src == mirror (== r1 == r2 when the replicators run) in content, type, mode, owner,
   // symlinks, hard links and mtime; otherwise, after timeout or as soon as a daemon dies, the

@@ -93,6 +93,16 @@ TEST_F(CrashTest, KillNineOfBackupdAndReplicatorsMidWorkloadConverges) {
   ASSERT_EQ(wait_converged(), "");
   EXPECT_EQ(count(log_text("backupd"), "new baseline of"), before)
       << "a replicator restart cost a baseline";
+
+  // The same count does see a baseline: a replicator whose stream state is gone asks for one,
+  // and gets the whole volume again.
+  ASSERT_TRUE(kill_replicator(1));
+  std::filesystem::remove_all(replica_root(1) + "/.state");
+  put(src("w/after.txt"), "after the state was lost");
+  ASSERT_TRUE(start_replicator(1));
+  ASSERT_EQ(wait_converged(), "");
+  EXPECT_EQ(count(log_text("backupd"), "new baseline of"), before + 1)
+      << "a replicator without state was not sent a baseline";
 }
 
 }  // namespace
