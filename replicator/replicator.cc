@@ -3,8 +3,9 @@
 // A replicator is useful only while connected, so it never gives up: failures are retried with
 // exponential backoff (100 ms doubling to 5 s, back to 100 ms once a session made progress), and
 // each distinct failure is logged once at warn level so a server that is down for an hour costs
-// one line, not thousands. The instance is a random number drawn at start: backupd uses it to
-// tell a reconnect (resume where the logs are) from a restart (send baselines again). Signals are
+// one line, not thousands. The instance is a random number drawn at start, only to tell
+// processes apart in backupd's log: where each volume resumes is the trees' own business (their
+// Position, kept on disk, so a restart resumes too). Signals are
 // taken by a dedicated thread with sigwait(), which shuts the current socket down so a session
 // blocked in recv ends at once, and wakes the backoff sleep.
 #include "replicator/replicator.h"

@@ -51,7 +51,7 @@ class ReplicaSession {
     for (size_t i = 0; i < streams.size(); ++i) {
       size_t index = (next_ + i) % streams.size();
       ReplicaStream& s = *streams[index];
-      if (!s.sender.in_flight() && log_empty(s) && selected_.contains(&s)) continue;
+      if (!s.sender.in_flight() && log_empty(s) && selected_.contains(s.instance)) continue;
       next_ = index + 1;
       auto shipped = ship(s);
       if (!shipped) {
@@ -73,7 +73,7 @@ class ReplicaSession {
     if (s.sender.position(at) == stream::Sender::Resume::kBaseline) {
       BKP_TRY_VOID(hub_.rebaseline(s));
     }
-    selected_.insert(&s);
+    selected_.insert(s.instance);
     const changes::Batch* batch = s.sender.next();
     if (batch == nullptr) return false;
     s.fresh_baseline = false;
@@ -115,7 +115,7 @@ class ReplicaSession {
   const std::atomic<bool>& stopping_;
   changes::ShipCounters counters_;
   size_t next_ = 0;  // round-robin position among the streams
-  std::set<const ReplicaStream*> selected_;  // streams whose position this connection took
+  std::set<uint64_t> selected_;  // instances of the streams whose position this connection took
 };
 
 }  // namespace

@@ -30,7 +30,6 @@ uint64_t new_instance() {
 }
 
 Sender::Resume Sender::position(const wire::Position& p) {
-  skip_ = 0;
   if (p.need_baseline) {
     set_inflight(std::nullopt);
     next_number_ = p.committed + 1;
@@ -59,7 +58,6 @@ const changes::Batch* Sender::next() {
     if (batch.empty()) return nullptr;
     batch.number = next_number_++;
     if (batch.since_ns == 0) batch.since_ns = wire::realtime_ns();
-    skip_ = 0;
     set_inflight(std::move(batch));
   }
   return &*inflight_;
@@ -79,12 +77,12 @@ Result<void> Sender::await_ack(net::Conn& conn, int timeout_ms) {
                                     inflight_->number));
   }
   set_inflight(std::nullopt);
-  skip_ = 0;
   return {};
 }
 
 void Sender::set_inflight(std::optional<changes::Batch> batch) {
   inflight_ = std::move(batch);
+  skip_ = 0;
   inflight_ops_ = inflight_ ? inflight_->ops.size() : 0;
   inflight_files_ = inflight_ ? inflight_->files.size() : 0;
   inflight_bytes_ = inflight_ ? inflight_->dirty_bytes() : 0;

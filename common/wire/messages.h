@@ -32,7 +32,7 @@ struct Hello {
   std::string name;       // node: host name of the volume; replica: replica name
   std::string path;       // node: absolute volume path; replica: empty
   uint64_t instance = 0;  // random per process start: a new instance means "my log was lost"
-  std::string auth;       // reserved for authentication; empty in version 1
+  std::string auth;       // reserved for authentication; empty in version 2
 };
 
 // Where a receiver stands in one stream (the answer to Hello on a node stream, to Select on a
@@ -63,7 +63,7 @@ struct Attach {
   uint16_t version = kVersion;
   std::string path;        // the registered volume path
   uint64_t server_id = 0;  // random, persisted by backupd: which server is attaching
-  std::string auth;        // reserved for authentication; empty in version 1
+  std::string auth;        // reserved for authentication; empty in version 2
 };
 
 // Node -> backupd, before each Commit and about once a second while idle: the lag.

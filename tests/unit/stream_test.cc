@@ -274,6 +274,128 @@ class StreamTest : public ::testing::Test {
   }
 };
 
+// The decisions a Position forces on the sender, one by one.
+class SenderPositionTest : public ::testing::Test {
+ protected:
+  // A sender with batches 1 and 2 acknowledged and batch 3 in flight.
+  void SetUp() override {
+    ASSERT_EQ(sender_.position(wire::Position{0, 0, 0}), Sender::Resume::kContinue);
+    for (int i = 0; i < 3; ++i) {
+      log_.record(op(OpKind::kMkdir, "d" + std::to_string(i)));
+      log_.record(op(OpKind::kMkdir, "e" + std::to_string(i)));
+      ASSERT_NE(sender_.next(), nullptr);
+      if (i < 2) ack();
+    }
+    ASSERT_EQ(sender_.next()->number, 3u);
+  }
+  // As await_ack does after Ack{n}, without a connection: the receiver says it committed n.
+  void ack() {
+    uint64_t n = sender_.next()->number;
+    ASSERT_EQ(sender_.position(wire::Position{n, 0, 0}), Sender::Resume::kContinue);
+  }
+
+  changes::ChangeLog log_;
+  Sender sender_{log_};
+};
+
+TEST_F(SenderPositionTest, ABatchTheReceiverCommittedIsDroppedAndNumberingGoesOn) {
+  EXPECT_EQ(sender_.position(wire::Position{3, 0, 0}), Sender::Resume::kContinue);
+  EXPECT_FALSE(sender_.in_flight()) << "its ack was lost, but the receiver has it";
+  log_.record(op(OpKind::kMkdir, "next"));
+  ASSERT_NE(sender_.next(), nullptr);
+  EXPECT_EQ(sender_.next()->number, 4u);
+}
+
+TEST_F(SenderPositionTest, APartlyAppliedBatchResumesWhereTheReceiverStands) {
+  EXPECT_EQ(sender_.position(wire::Position{2, 0, 1}), Sender::Resume::kContinue);
+  EXPECT_TRUE(sender_.in_flight());
+  EXPECT_EQ(sender_.resume_at(), 1u);
+  EXPECT_EQ(sender_.next()->number, 3u);
+}
+
+TEST_F(SenderPositionTest, AReceiverBehindWhatItAcknowledgedGetsABaseline) {
+  EXPECT_EQ(sender_.position(wire::Position{1, 0, 0}), Sender::Resume::kBaseline);
+  EXPECT_FALSE(sender_.in_flight());
+  log_.record(op(OpKind::kMkdir, "scan"));
+  EXPECT_EQ(sender_.next()->number, 2u) << "numbering is the receiver's";
+}
+
+TEST_F(SenderPositionTest, AReceiverAheadOfUsGetsABaseline) {
+  ack();  // nothing in flight now; the receiver stands at 3
+  EXPECT_EQ(sender_.position(wire::Position{3, 0, 0}), Sender::Resume::kContinue);
+  EXPECT_EQ(sender_.position(wire::Position{5, 0, 0}), Sender::Resume::kBaseline);
+  EXPECT_EQ(sender_.position(wire::Position{5, 0, 0}), Sender::Resume::kContinue);
+  EXPECT_EQ(sender_.position(wire::Position{5, 0, 2}), Sender::Resume::kBaseline)
+      << "operations of a batch we never sent";
+}
+
+TEST_F(SenderPositionTest, ABaselineRequestDropsTheBatchInFlight) {
+  EXPECT_EQ(sender_.position(wire::Position{0, 1, 0}), Sender::Resume::kBaseline);
+  EXPECT_FALSE(sender_.in_flight());
+  log_.record(op(OpKind::kMkdir, "scan"));
+  EXPECT_EQ(sender_.next()->number, 1u);
+}
+
+// What a Receiver tells a sender, across its own restarts (reopened from disk).
+class ReceiverTest : public ::testing::Test {
+ protected:
+  ReceiverTest() { reopen(); }
+  void reopen() {
+    receiver_.reset();
+    applier_ = std::move(*changes::Applier::open(dir_.sub("tree"), dir_.sub("ids")));
+    receiver_ = std::move(*Receiver::open(dir_.path(), *applier_));
+  }
+  void apply(const Op& o) { ASSERT_TRUE(receiver_->apply(o)); }
+  void commit(uint64_t n) { ASSERT_TRUE(receiver_->commit(wire::Commit{n})); }
+
+  testutil::TempDir dir_{"bkp-receiver"};
+  std::unique_ptr<changes::Applier> applier_;
+  std::unique_ptr<Receiver> receiver_;
+};
+
+TEST_F(ReceiverTest, AnUnknownStreamGetsABaselineAndIsRecordedAtItsFirstCommit) {
+  EXPECT_EQ(receiver_->position(kInstance), (wire::Position{0, 1, 0}));
+  apply(op(OpKind::kSyncBegin, ""));
+  apply(op(OpKind::kMkdir, "a"));
+  apply(op(OpKind::kSyncEnd, ""));
+  commit(1);
+  reopen();
+  EXPECT_EQ(receiver_->position(kInstance), (wire::Position{1, 0, 0}));
+  EXPECT_EQ(receiver_->position(kInstance + 1), (wire::Position{0, 1, 0}));
+}
+
+TEST_F(ReceiverTest, ARestartInsideABatchKeepsTheOperationsItApplied) {
+  receiver_->position(kInstance);
+  commit(1);
+  apply(op(OpKind::kMkdir, "a"));
+  apply(op(OpKind::kMkdir, "b"));
+  EXPECT_EQ(receiver_->position(kInstance), (wire::Position{1, 0, 2}));
+  reopen();
+  EXPECT_EQ(receiver_->position(kInstance), (wire::Position{1, 0, 2}));
+}
+
+TEST_F(ReceiverTest, ARestartInsideABaselineAsksForANewOne) {
+  receiver_->position(kInstance);
+  apply(op(OpKind::kSyncBegin, ""));
+  apply(op(OpKind::kMkdir, "a"));
+  commit(1);  // a baseline spanning batches: sync-end is still to come
+  apply(op(OpKind::kMkdir, "b"));
+  reopen();
+  EXPECT_EQ(receiver_->position(kInstance), (wire::Position{1, 1, 0}))
+      << "the names the baseline made are lost with the process";
+}
+
+TEST_F(ReceiverTest, OnlyTheNextBatchCanCommit) {
+  receiver_->position(kInstance);
+  commit(1);
+  for (uint64_t wrong : {1u, 3u}) {
+    auto r = receiver_->commit(wire::Commit{wrong});
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().code, EPROTO);
+  }
+  commit(2);
+}
+
 TEST_F(StreamTest, ACutAtAnyFrameConvergesWithTheReceiverAlive) {
   run(Cut::kLinkOnly, changes::Limits{});
 }
