@@ -177,6 +177,7 @@ void Fs::link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* 
         op.id = inode.is_reg() ? inode.ref.id : 0;
         record(std::move(op));
         record_attr_locked(*dir_path, dst);
+        if (inode.is_reg()) record_attrs(inode);  // a new link moves its ctime
       } else {
         log::warn("link '{}': no known name for the linked inode; not recorded", newname);
       }

@@ -4,7 +4,8 @@
 // stream::Sender does the stream's bookkeeping: at most one bounded batch in flight, dropped
 // only when backupd acknowledges it; after any failure it is kept and, on the next attach,
 // resumed exactly where backupd's HelloOk says the mirror stands (or dropped if backupd
-// committed it, or replaced by a baseline scan of the whole tree if backupd asks for one). While
+// committed it, or replaced by a baseline scan of the whole tree if backupd asks for one — after
+// a restart of either side — reconciled with the mirror's manifest so only what differs moves). While
 // a batch is in flight the log keeps coalescing, so the next batch carries everything since.
 //
 // NodeStatus (the lag: what is recorded and not yet acknowledged, and since when) goes out before
@@ -31,6 +32,7 @@
 #include "common/changes/scan.h"
 #include "common/log.h"
 #include "common/net/messenger.h"
+#include "common/stream/reconcile.h"
 #include "common/path.h"
 #include "common/wire/messages.h"
 #include "fs/file_handle.h"
@@ -245,7 +247,7 @@ Result<void> NodeSession::run_session(Attached& attached) {
             attached.attach.server_id, options_.host, options_.path, at.committed,
             at.applied ? fmt::format(" + {} operations", at.applied) : "",
             at.need_baseline ? ", baseline requested" : "");
-  if (sender_.position(at) == stream::Sender::Resume::kBaseline) BKP_TRY_VOID(take_baseline());
+  if (sender_.position(at) == stream::Sender::Resume::kBaseline) BKP_TRY_VOID(take_baseline(conn));
   last_status_ = {};
   while (!stopping()) {
     const changes::Batch* batch = sender_.next();
@@ -295,24 +297,41 @@ Result<void> NodeSession::check_idle(net::Conn& conn) {
   return tl::unexpected(net::unexpected_frame(frame, "nothing (idle)"));
 }
 
-Result<void> NodeSession::take_baseline() {
+Result<void> NodeSession::take_baseline(net::Conn& conn) {
   auto t0 = Clock::now();
   UniqueFd dir(::openat(root_fd_, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!dir) return fail_errno("baseline: open root");
+  // What the mirror already holds is not sent again (common/stream/reconcile.h).
+  auto have = stream::fetch_manifest(conn, kHelloTimeoutMs);
+  if (!have) return tl::unexpected(have.error().wrap("baseline"));
+  changes::ScanOptions options;
+  options.have = &*have;
   changes::LogStats scanned;
+  uint64_t kept = 0;
   {
     std::unique_lock ns(log_.namespace_lock());
     // The baseline stands for everything unacknowledged so far: it is as old as the oldest of it.
     int64_t oldest = log_.since_ns();
-    auto batch = changes::scan_tree(dir.get(), make_identify());
+    auto batch = changes::scan_tree(dir.get(), make_identify(), options);
     if (!batch) return tl::unexpected(batch.error().wrap("baseline"));
     batch->since_ns = oldest;
+    kept = std::count_if(batch->ops.begin(), batch->ops.end(),
+                         [](const wire::Op& op) { return op.kind == wire::OpKind::kKeep; });
     log_.replace(std::move(*batch));
     scanned = log_.stats();
   }
   baseline_ = true;
-  log::info("baseline: {} ops, {} files, {} bytes of data, scanned in {} ms", scanned.ops,
-            scanned.files, scanned.dirty_bytes, ms_since(t0));
+  log::info("baseline: {} ops ({} entries already on backupd), {} files, {} bytes of data, "
+            "scanned in {} ms", scanned.ops, kept, scanned.files, scanned.dirty_bytes, ms_since(t0));
+  // Outside the namespace lock: the application goes on meanwhile (a file it writes to ships
+  // whole, ChangeLog::narrow).
+  HandleSource files(root_fd_);
+  auto narrowed = stream::narrow_by_digests(conn, log_, files, kHelloTimeoutMs);
+  if (!narrowed) return tl::unexpected(narrowed.error().wrap("baseline"));
+  if (narrowed->files > 0) {
+    log::info("baseline: {} files verified by block digests, {} bytes already on backupd",
+              narrowed->files, narrowed->kept_bytes);
+  }
   return {};
 }
 

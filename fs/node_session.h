@@ -75,7 +75,7 @@ class NodeSession {
   Result<void> ship(net::Conn& conn, const changes::Batch& batch);
   Result<void> check_idle(net::Conn& conn);
   // Replaces the log with a scan of the whole tree.
-  Result<void> take_baseline();
+  Result<void> take_baseline(net::Conn& conn);
   Result<void> send_status(net::Conn& conn, const std::string& current_file);
   bool status_due() const;
   bool nothing_left() const { return !sender_.in_flight() && log_empty(); }

@@ -81,6 +81,7 @@ void Fs::setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* 
       op.value.assign(value, size);
       if (inode.is_reg()) {
         record(std::move(op));
+        record_attrs(inode);  // its ctime moved: the receiver's record of it must follow
       } else {
         InodeTable::Lock lock(table_);
         if (auto path = table_.path_locked(inode)) {
@@ -109,6 +110,7 @@ void Fs::removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) noexcept 
       op.name = name;
       if (inode.is_reg()) {
         record(std::move(op));
+        record_attrs(inode);
       } else {
         InodeTable::Lock lock(table_);
         if (auto path = table_.path_locked(inode)) {

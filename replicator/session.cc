@@ -4,7 +4,9 @@
 // the volume's Position, so backupd resumes exactly where this tree stands), then operations and
 // data for it, then Commit{n}. Each frame is applied as it arrives (nothing is queued, so memory
 // stays bounded by one frame) by the volume's stream::Receiver; Commit makes the tree durable
-// with one sync and is then acknowledged, which is what allows backupd to forget the batch. Any
+// with one sync and is then acknowledged, which is what allows backupd to forget the batch. A
+// ManifestRequest after a Position that asked for a baseline is answered with what this tree
+// holds, so backupd sends only what differs (common/stream/reconcile.h). Any
 // failure ends the session without an ack: backupd keeps the batch and, after the reconnect,
 // sends only what the Position says this tree lacks.
 #include "replicator/session.h"
@@ -14,6 +16,7 @@
 #include "common/files.h"
 #include "common/log.h"
 #include "common/net/messenger.h"
+#include "common/stream/reconcile.h"
 #include "common/path.h"
 
 namespace bkp::replicator {
@@ -92,6 +95,14 @@ class Session {
         log::debug("volume {}: batch {} committed", volume_, c.batch);
         ++acked;
         return {};
+      }
+      case wire::MsgType::kManifestRequest: {  // backupd reconciles before a baseline
+        BKP_TRY_VOID(wire::decode_manifest_request(frame.payload));
+        return stream::send_manifest(conn_, *BKP_TRY(selected())->applier);
+      }
+      case wire::MsgType::kDigestRequest: {
+        auto request = BKP_TRY(wire::decode_digest_request(frame.payload));
+        return stream::send_digests(conn_, *BKP_TRY(selected())->applier, request);
       }
       case wire::MsgType::kPing:
         return {};

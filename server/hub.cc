@@ -12,6 +12,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <filesystem>
 
 #include "common/changes/scan.h"
@@ -191,8 +192,10 @@ void Hub::wake_all() {
 namespace {
 
 // Replaces the stream's log with a scan of the mirror (Volume::mu held), ids from the Applier's
-// index. `what` names the baseline in log lines and errors.
-Result<void> load_baseline(ReplicaStream& stream, const std::string& what) {
+// index and ctimes the source's, reconciled with `have` when given. `what` names the baseline
+// in log lines and errors.
+Result<void> load_baseline(ReplicaStream& stream, const changes::Manifest* have,
+                           const std::string& what) {
   changes::Applier& applier = *stream.volume->applier;
   auto identify = [&applier](int, const char*,
                              const struct stat& st) -> std::optional<changes::FileRef> {
@@ -200,13 +203,16 @@ Result<void> load_baseline(ReplicaStream& stream, const std::string& what) {
     if (!id) return std::nullopt;
     return changes::FileRef{*id, ""};
   };
-  auto batch = BKP_TRY(changes::scan_tree(applier.tree_fd(), identify).map_error([&](Error e) {
-    return e.wrap(what);
-  }));
-  log::info("{}: {} operations, {} files, {} bytes", what, batch.ops.size(), batch.files.size(),
-            batch.dirty_bytes());
+  changes::ScanOptions options;
+  options.have = have;
+  options.ctime = [&applier](uint64_t id, const struct stat&) { return applier.source_ctime(id); };
+  auto batch = BKP_TRY(changes::scan_tree(applier.tree_fd(), identify, options).map_error(
+      [&](Error e) { return e.wrap(what); }));
+  auto kept = std::count_if(batch.ops.begin(), batch.ops.end(),
+                            [](const wire::Op& op) { return op.kind == wire::OpKind::kKeep; });
+  log::info("{}: {} operations ({} entries already there), {} files, {} bytes", what,
+            batch.ops.size(), kept, batch.files.size(), batch.dirty_bytes());
   stream.log.replace(std::move(batch));
-  stream.fresh_baseline = true;
   stream.baseline = true;
   return {};
 }
@@ -217,8 +223,8 @@ Result<void> Hub::ensure_stream(const std::shared_ptr<Volume>& volume, Replica& 
   std::lock_guard vlock(volume->mu);
   if (volume->sinks.contains(replica.name())) return {};
   auto stream = std::make_shared<ReplicaStream>(volume, stream::new_instance(), replica.notifier_);
-  BKP_TRY_VOID(load_baseline(
-      *stream, fmt::format("baseline of {} for replica {}", volume->name(), replica.name())));
+  BKP_TRY_VOID(load_baseline(*stream, nullptr,
+                             fmt::format("scan of {} for replica {}", volume->name(), replica.name())));
   stream->meter = std::make_shared<progress::Meter>(volume->name() + " to " + replica.name());
   show(stream->meter);
   stream->progress.emplace(stream->meter, stream->log);
@@ -231,10 +237,9 @@ Result<void> Hub::ensure_stream(const std::shared_ptr<Volume>& volume, Replica& 
   return {};
 }
 
-Result<void> Hub::rebaseline(ReplicaStream& stream) {
+Result<void> Hub::rebaseline(ReplicaStream& stream, const changes::Manifest& have) {
   std::lock_guard vlock(stream.volume->mu);
-  if (stream.fresh_baseline) return {};
-  return load_baseline(stream, "new baseline of " + stream.volume->name());
+  return load_baseline(stream, &have, "reconcile of " + stream.volume->name());
 }
 
 std::vector<ReplicaStatus> Hub::replica_lags(const std::string& volume_name) {

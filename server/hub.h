@@ -4,8 +4,11 @@
 // session feeds, which starts as a baseline scan of the mirror. A replica is known from its
 // first connection until backupd stops; while it is away its logs keep coalescing, so it catches
 // up when it returns, from the position it reports (a restarted replicator keeps its position on
-// disk). A replica that has no usable state for a stream says so, and the stream's log is
-// replaced by a new scan of the mirror (rebaseline).
+// disk). A replica that has no usable state for a stream says so (always the case for a stream
+// it has not seen, e.g. after backupd restarted), and the stream's log is replaced by a scan of
+// the mirror reconciled with the replica's manifest (rebaseline): what the replica already
+// holds goes as kKeep, so a backupd restart costs the replicas only what they lack. A new
+// stream's log starts as a plain scan, so its lag shows the whole volume until that reconcile.
 //
 // Each replica also keeps the error its last session ended with (the replicator's Error frame,
 // e.g. its disk is full, or backupd's side failing for it), so `bkptool status` shows why a
@@ -26,6 +29,7 @@
 #include <vector>
 
 #include "common/result.h"
+#include "common/changes/scan.h"
 #include "server/volume.h"
 
 namespace bkp::server {
@@ -110,9 +114,9 @@ class Hub {
   // Wakes every replica session (on shutdown).
   void wake_all();
 
-  // Replaces the stream's log with a scan of the mirror (the replica needs a baseline), unless
-  // the log already is a scan nothing was taken from.
-  Result<void> rebaseline(ReplicaStream& stream);
+  // Replaces the stream's log with a scan of the mirror reconciled with what the replica holds
+  // (the replica needs a baseline; have: its manifest, common/stream/reconcile.h).
+  Result<void> rebaseline(ReplicaStream& stream, const changes::Manifest& have);
 
  private:
   // Builds the replica's stream for the volume from a baseline scan, unless the volume already

@@ -9,8 +9,10 @@
 // out twice either. Commit syncs the mirror once (group commit), then `state`, then acks: an
 // ack is a promise that the batch survives a crash of this machine. Volume::in_batch() (the
 // receiver's) is raised by the first Op/Write after a commit and lowered by the commit, so a
-// scheduled run can wait for a batch boundary and archive exactly what some commit left. NodeStatus frames may arrive at any point and only
-// update the volume's lag sample, outside the volume mutex.
+// scheduled run can wait for a batch boundary and archive exactly what some commit left.
+// NodeStatus frames may arrive at any point and only update the volume's lag sample, outside the
+// volume mutex. A ManifestRequest (a node about to send a baseline) is answered with the
+// mirror's manifest, under the mutex like any frame (common/stream/reconcile.h).
 //
 // The session does not care who opened the connection: backupd opens it to a registered node
 // (server/link.cc) and hands it over once the node's Hello has arrived.
@@ -25,6 +27,7 @@
 #include "common/changes/transfer_progress.h"
 #include "common/log.h"
 #include "common/net/messenger.h"
+#include "common/stream/reconcile.h"
 #include "server/peer.h"
 
 namespace bkp::server {
@@ -108,6 +111,12 @@ class NodeSession {
         log::debug("volume {}: batch {} committed", v.name(), c.batch);
         return {};
       }
+      case wire::MsgType::kManifestRequest:  // the node reconciles before its baseline
+        BKP_TRY_VOID(wire::decode_manifest_request(frame.payload));
+        return stream::send_manifest(conn_, *v.applier);
+      case wire::MsgType::kDigestRequest:
+        return stream::send_digests(conn_, *v.applier,
+                                    BKP_TRY(wire::decode_digest_request(frame.payload)));
       case wire::MsgType::kPing:
         return {};
       default:

@@ -3,7 +3,7 @@
 // The session walks its replica's streams round robin. For each that has something to send it
 // sends Select{host, path, instance}, takes the replica's Position (which may drop a batch it
 // already committed, resume one it got part of, or ask for a baseline: the stream's log is then
-// replaced by a scan of the mirror), ships the batch with data read from the mirror's ids/
+// replaced by a scan of the mirror reconciled with the replica's manifest), ships the batch with data read from the mirror's ids/
 // links, and waits for the ack. Only then is the batch dropped; on any failure it stays in
 // flight and the next session resumes it where the replica stands, so nothing unacknowledged is
 // lost and a replica that was away only costs the ranges its logs coalesced meanwhile. Node
@@ -21,6 +21,7 @@
 #include "common/changes/transfer_progress.h"
 #include "common/log.h"
 #include "common/net/messenger.h"
+#include "common/stream/reconcile.h"
 #include "common/path.h"
 #include "server/peer.h"
 
@@ -70,16 +71,21 @@ class ReplicaSession {
     Volume& v = *s.volume;
     BKP_TRY_VOID(net::send(conn_, wire::Select{v.host(), v.path(), s.instance}));
     auto at = BKP_TRY(net::expect<wire::Position>(conn_, kReplicaAckTimeoutMs));
+    changes::ApplierSource mirror(*v.applier);  // open_id() is safe without the volume mutex
     if (s.sender.position(at) == stream::Sender::Resume::kBaseline) {
-      BKP_TRY_VOID(hub_.rebaseline(s));
+      auto have = BKP_TRY(stream::fetch_manifest(conn_, kReplicaAckTimeoutMs));
+      BKP_TRY_VOID(hub_.rebaseline(s, have));
+      auto narrowed = BKP_TRY(stream::narrow_by_digests(conn_, s.log, mirror, kReplicaAckTimeoutMs));
+      if (narrowed.files > 0) {
+        log::info("reconcile of {} for replica {}: {} files verified by block digests, {} bytes "
+                  "already there", v.name(), replica_.name(), narrowed.files, narrowed.kept_bytes);
+      }
     }
     selected_.insert(s.instance);
     const changes::Batch* batch = s.sender.next();
     if (batch == nullptr) return false;
-    s.fresh_baseline = false;
     BKP_TRY_VOID(net::send(conn_, s.sender.status("")));
     s.progress->batch(*batch, s.baseline ? "baseline" : "");
-    changes::ApplierSource mirror(*v.applier);  // open_id() is safe without the volume mutex
     changes::ProgressSource source(mirror, *s.progress);
     uint64_t bytes_before = counters_.data_bytes;
     BKP_TRY_VOID(s.sender.send(conn_, source, counters_));

@@ -99,9 +99,6 @@ struct ReplicaStream {
   // `progress` (session thread only).
   std::shared_ptr<progress::Meter> meter;
   std::optional<changes::SendProgress> progress;
-  // The log holds a baseline scan from which nothing was taken yet (session thread, and the Hub
-  // under Volume::mu when it scans).
-  std::atomic<bool> fresh_baseline{false};
   bool baseline = false;  // batches come from a baseline scan (progress label)
 
   // Its lag (everything but the replica's name and connection), without Volume::mu.

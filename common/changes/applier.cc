@@ -10,8 +10,9 @@
 // every path it names and then prunes whatever else the tree holds, restoring the mtime of each
 // directory it pruned so directory times still converge.
 //
-// Thread-safety beyond the header: open_id() only reads the constant ids/ descriptor, so it may
-// run concurrently with the other methods (backupd ships replica data while a node applies).
+// Thread-safety beyond the header: open_id() only reads the constant ids/ descriptor and
+// source_ctime() takes its own lock, so both may run concurrently with the other methods
+// (backupd ships replica data while a node applies).
 #include "common/changes/applier.h"
 
 #include <dirent.h>
@@ -24,7 +25,9 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cstring>
+#include <mutex>
 #include <vector>
 
 #include "common/files.h"
@@ -37,6 +40,12 @@ namespace {
 using wire::OpKind;
 
 constexpr size_t kMaxWriteFds = 16;
+constexpr const char* kCtimes = "ctimes";  // in ids/: not a 16-hex-digit name, so never an id
+
+struct CtimeRecord {
+  uint64_t id = 0;
+  int64_t ctime_ns = 0;  // 0: forget
+};
 constexpr int kNoFollow = AT_SYMLINK_NOFOLLOW;
 
 tl::unexpected<Error> sys_error(int e, std::string_view detail = {}) {
@@ -84,7 +93,7 @@ Result<std::vector<std::string>> list_dir(int dir_fd) {
   return names;
 }
 
-bool uses_path(OpKind k) { return k != OpKind::kTruncate; }
+bool uses_path(OpKind k) { return k != OpKind::kTruncate && k != OpKind::kPunch; }
 
 }  // namespace
 
@@ -95,6 +104,11 @@ struct Applier::Impl {
   bool syncing = false;                           // between kSyncBegin and kSyncEnd
   std::unordered_set<std::string> named;          // paths (with ancestors) named since kSyncBegin
   std::vector<std::pair<uint64_t, UniqueFd>> write_fds;  // ids opened for writing, newest last
+  // id -> source ctime (applier.h). Guarded by ctimes_mu: source_ctime() may be asked from
+  // another thread (backupd's replica sessions) while frames are applied.
+  mutable std::mutex ctimes_mu;
+  std::unordered_map<uint64_t, int64_t> ctimes;
+  UniqueFd ctimes_fd;                            // ids/ctimes, O_APPEND
 
   struct Where {
     UniqueFd dir;      // O_PATH parent directory
@@ -122,8 +136,11 @@ struct Applier::Impl {
     std::erase_if(write_fds, [id](const auto& e) { return e.first == id; });
   }
 
-  // Drops the id link of a tree inode once no tree name holds it any more.
+  // Drops the id link of a tree inode once no tree name holds it any more. Not during a
+  // baseline: a reconcile may still link the file under a new name by id (a rename made while
+  // the sender was down); sync_end's prune_ids drops what stayed nameless.
   Result<void> release_inode(ino_t ino) {
+    if (syncing) return {};
     auto it = id_by_ino.find(ino);
     if (it == id_by_ino.end()) return {};
     std::string hex = hex_id(it->second);
@@ -136,8 +153,90 @@ struct Applier::Impl {
       return sys_error(errno, "unlink ids/" + hex);
     }
     forget_write_fd(it->second);
+    BKP_TRY_VOID(forget_ctime(it->second));
     id_by_ino.erase(it);
     return {};
+  }
+
+  // ---- source ctimes -----------------------------------------------------------------------
+  Result<void> append_ctime(uint64_t id, int64_t ctime_ns) {
+    CtimeRecord rec{id, ctime_ns};
+    if (::write(ctimes_fd.get(), &rec, sizeof rec) != static_cast<ssize_t>(sizeof rec)) {
+      return sys_error(errno ? errno : EIO, "append ids/ctimes");
+    }
+    return {};
+  }
+
+  // The content of id is about to change (or the file is gone): its known ctime no longer holds.
+  Result<void> forget_ctime(uint64_t id) {
+    std::lock_guard lock(ctimes_mu);
+    if (ctimes.erase(id) == 0) return {};
+    return append_ctime(id, 0);
+  }
+
+  Result<void> note_ctime(uint64_t id, int64_t ctime_ns) {
+    std::lock_guard lock(ctimes_mu);
+    auto [it, added] = ctimes.try_emplace(id, ctime_ns);
+    if (!added && it->second == ctime_ns) return {};
+    it->second = ctime_ns;
+    return append_ctime(id, ctime_ns);
+  }
+
+  // Folds ids/ctimes into `ctimes` for the ids that exist, and rewrites the file when mostly
+  // superseded records fill it.
+  Result<void> load_ctimes() {
+    UniqueFd fd(openat(ids.get(), kCtimes, O_RDONLY | O_CLOEXEC));
+    size_t records = 0;
+    if (fd) {
+      std::vector<CtimeRecord> buf(4096);
+      while (true) {
+        ssize_t n = ::read(fd.get(), buf.data(), buf.size() * sizeof(CtimeRecord));
+        if (n < 0) return sys_error(errno, "read ids/ctimes");
+        size_t count = static_cast<size_t>(n) / sizeof(CtimeRecord);
+        for (size_t i = 0; i < count; ++i) {
+          if (buf[i].ctime_ns == 0) {
+            ctimes.erase(buf[i].id);
+          } else {
+            ctimes[buf[i].id] = buf[i].ctime_ns;
+          }
+        }
+        records += count;
+        if (count < buf.size()) break;  // a torn last record (crash mid-append) is ignored
+      }
+    } else if (errno != ENOENT) {
+      return sys_error(errno, "open ids/ctimes");
+    }
+    std::unordered_set<uint64_t> live;
+    for (const auto& [ino, id] : id_by_ino) live.insert(id);
+    std::erase_if(ctimes, [&](const auto& e) { return !live.contains(e.first); });
+    if (!fd || records > 2 * ctimes.size() + 1024 || records * sizeof(CtimeRecord) != file_size(fd.get())) {
+      std::string tmp = std::string(kCtimes) + ".new";
+      UniqueFd out(openat(ids.get(), tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+      if (!out) return sys_error(errno, "create ids/" + tmp);
+      std::vector<CtimeRecord> all;
+      all.reserve(ctimes.size());
+      for (const auto& [id, ctime] : ctimes) all.push_back(CtimeRecord{id, ctime});
+      const char* p = reinterpret_cast<const char*>(all.data());
+      size_t left = all.size() * sizeof(CtimeRecord);
+      while (left > 0) {
+        ssize_t n = ::write(out.get(), p, left);
+        if (n < 0) return sys_error(errno, "write ids/" + tmp);
+        p += n;
+        left -= static_cast<size_t>(n);
+      }
+      if (fdatasync(out.get()) != 0) return sys_error(errno, "sync ids/" + tmp);
+      if (renameat(ids.get(), tmp.c_str(), ids.get(), kCtimes) != 0) {
+        return sys_error(errno, "rename ids/" + tmp);
+      }
+    }
+    ctimes_fd.reset(openat(ids.get(), kCtimes, O_WRONLY | O_APPEND | O_CLOEXEC));
+    if (!ctimes_fd) return sys_error(errno, "open ids/ctimes");
+    return {};
+  }
+
+  static uint64_t file_size(int fd) {
+    struct stat st{};
+    return fstat(fd, &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
   }
 
   // Links the file at dir/name into ids/ as id, replacing a stale link of another inode.
@@ -244,6 +343,7 @@ struct Applier::Impl {
         BKP_TRY_VOID(remove_entry(w.dir.get(), w.name));
       }
     }
+    BKP_TRY_VOID(forget_ctime(op.id));
     BKP_TRY_VOID(set_attrs_fd(fd.get(), op));
     struct stat st{};
     if (fstat(fd.get(), &st) != 0) return sys_error(errno, "stat");
@@ -391,7 +491,26 @@ struct Applier::Impl {
   Result<void> truncate(const wire::Op& op) {
     int fd = BKP_TRY(write_fd(op.id));
     if (fd < 0) return {};  // removed later in the stream
+    BKP_TRY_VOID(forget_ctime(op.id));
     if (ftruncate(fd, static_cast<off_t>(op.size)) != 0) return sys_error(errno);
+    return {};
+  }
+
+  // A hole where the source has one. A filesystem that cannot punch gets zeros written.
+  Result<void> punch(const wire::Op& op) {
+    int fd = BKP_TRY(write_fd(op.id));
+    if (fd < 0) return {};  // removed later in the stream
+    BKP_TRY_VOID(forget_ctime(op.id));
+    auto offset = static_cast<off_t>(op.offset), length = static_cast<off_t>(op.size);
+    if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length) == 0) return {};
+    if (errno != EOPNOTSUPP) return sys_error(errno, "punch a hole");
+    std::vector<char> zeros(static_cast<size_t>(std::min<off_t>(length, 1 << 20)), 0);
+    for (off_t done = 0; done < length;) {
+      size_t n = static_cast<size_t>(std::min<off_t>(length - done, static_cast<off_t>(zeros.size())));
+      ssize_t w = pwrite(fd, zeros.data(), n, offset + done);
+      if (w < 0) return sys_error(errno, "write zeros");
+      done += w;
+    }
     return {};
   }
 
@@ -399,7 +518,8 @@ struct Applier::Impl {
     if (op.id != 0) {
       UniqueFd fd(openat(ids.get(), hex_id(op.id).c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
       if (!fd) return errno == ENOENT ? Result<void>{} : sys_error(errno, "open");
-      return set_attrs_fd(fd.get(), op);
+      BKP_TRY_VOID(set_attrs_fd(fd.get(), op));
+      return op.ctime_ns != 0 ? note_ctime(op.id, op.ctime_ns) : Result<void>{};
     }
     if (op.path.empty()) return set_attrs_fd(tree.get(), op);
     auto w = locate(op.path);
@@ -485,9 +605,12 @@ struct Applier::Impl {
       }
       if (st.st_nlink > 1) {
         id_by_ino[st.st_ino] = *id;
-      } else if (unlinkat(ids.get(), name.c_str(), 0) != 0 && errno != ENOENT) {
+        continue;
+      }
+      if (unlinkat(ids.get(), name.c_str(), 0) != 0 && errno != ENOENT) {
         return sys_error(errno, "unlink ids/" + name);
       }
+      if (ctimes_fd) BKP_TRY_VOID(forget_ctime(*id));
     }
     return {};
   }
@@ -501,6 +624,18 @@ struct Applier::Impl {
     BKP_TRY_VOID(prune_ids());
     syncing = false;
     named = {};
+    return {};
+  }
+
+  // A reconcile says this entry is already as the source has it; apply() noted its path. One
+  // that is missing means this tree changed behind the stream's back: say so, the entry stays
+  // missing until its next change (a verify finds it).
+  Result<void> keep(const wire::Op& op) {
+    if (op.path.empty()) return {};
+    struct stat st{};
+    auto w = locate(op.path);
+    if (w && fstatat(w->dir.get(), w->name.c_str(), &st, kNoFollow) == 0) return {};
+    log::warn("apply keep {}: not in this tree", op.path);
     return {};
   }
 
@@ -529,6 +664,8 @@ struct Applier::Impl {
         named.clear();
         return {};
       case OpKind::kSyncEnd: return sync_end();
+      case OpKind::kKeep: return keep(op);
+      case OpKind::kPunch: return punch(op);
     }
     return fail(EINVAL, "unknown operation");
   }
@@ -554,6 +691,7 @@ Result<std::unique_ptr<Applier>> Applier::open(const std::string& tree_dir,
   }
   // Also drops id links a crash left without a tree name.
   BKP_TRY_VOID(impl.prune_ids().map_error([&](Error e) { return e.wrap("index " + ids_dir); }));
+  BKP_TRY_VOID(impl.load_ctimes().map_error([&](Error e) { return e.wrap(ids_dir); }));
   return a;
 }
 
@@ -562,7 +700,7 @@ Applier::~Applier() = default;
 Result<void> Applier::apply(const wire::Op& op) {
   std::string what = op.kind == OpKind::kRename || op.kind == OpKind::kLink
                          ? fmt::format("{} -> {}", op.path, op.target)
-                     : op.id != 0 && (op.kind == OpKind::kTruncate || op.kind == OpKind::kAttr ||
+                     : op.id != 0 && (!uses_path(op.kind) || op.kind == OpKind::kAttr ||
                                       op.path.empty())
                          ? fmt::format("id {}", hex_id(op.id))
                          : op.path;
@@ -588,6 +726,7 @@ Result<void> Applier::write(const wire::Write& w) {
   auto context = [&] { return fmt::format("apply write {} at {}", hex_id(w.id), w.offset); };
   int fd = BKP_TRY(impl_->write_fd(w.id).map_error([&](Error e) { return e.wrap(context()); }));
   if (fd < 0) return {};  // removed later in the stream
+  BKP_TRY_VOID(impl_->forget_ctime(w.id).map_error([&](Error e) { return e.wrap(context()); }));
   size_t done = 0;
   while (done < w.data.size()) {
     ssize_t n = pwrite(fd, w.data.data() + done, w.data.size() - done,
@@ -607,7 +746,7 @@ Result<void> Applier::commit() {
   return {};
 }
 
-Result<UniqueFd> Applier::open_id(uint64_t id) {
+Result<UniqueFd> Applier::open_id(uint64_t id) const {
   std::string hex = hex_id(id);
   UniqueFd fd(openat(impl_->ids.get(), hex.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
   if (!fd) return fail_errno("open ids/" + hex);
@@ -615,6 +754,12 @@ Result<UniqueFd> Applier::open_id(uint64_t id) {
 }
 
 std::optional<uint64_t> Applier::id_of_inode(ino_t ino) const { return impl_->id_of(ino); }
+
+int64_t Applier::source_ctime(uint64_t id) const {
+  std::lock_guard lock(impl_->ctimes_mu);
+  auto it = impl_->ctimes.find(id);
+  return it == impl_->ctimes.end() ? 0 : it->second;
+}
 
 int Applier::tree_fd() const { return impl_->tree.get(); }
 

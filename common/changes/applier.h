@@ -20,7 +20,14 @@
 // Durability: nothing is durable until commit(), which syncs the filesystem once (group
 // commit), so a batch of 1000 files costs one flush, not 1000.
 //
-// Not thread-safe: the owner serializes calls (backupd holds the volume's mutex).
+// Source ctimes: a file's closing Attr carries the ctime its source had when the data was read;
+// the applier remembers it per id (ids_dir/ctimes, an append-only list of (id, ctime) records
+// folded at open) and forgets it as soon as the file's content changes again (create, write,
+// truncate) or the file goes. A reconcile compares it with the source's ctime now
+// (common/changes/scan.h): equal means the content here is the source's.
+//
+// Not thread-safe: the owner serializes calls (backupd holds the volume's mutex), except
+// open_id() and source_ctime(), which may be called from another thread.
 #pragma once
 
 #include <sys/types.h>
@@ -55,9 +62,11 @@ class Applier {
   Result<void> commit();
 
   // Read-only descriptor of the file with this id (ENOENT if none). For shipping onward.
-  Result<UniqueFd> open_id(uint64_t id);
+  Result<UniqueFd> open_id(uint64_t id) const;
   // The id of a tree inode, for baseline scans of this tree.
   std::optional<uint64_t> id_of_inode(ino_t ino) const;
+  // The source ctime this id's content is known to match; 0 when unknown.
+  int64_t source_ctime(uint64_t id) const;
   int tree_fd() const;
   // True between a kSyncBegin and its kSyncEnd (a baseline is being applied).
   bool syncing() const;
@@ -73,6 +82,9 @@ class ApplierSource : public DataSource {
  public:
   explicit ApplierSource(Applier& applier) : applier_(applier) {}
   Result<UniqueFd> open_file(const FileRef& file) override { return applier_.open_id(file.id); }
+  int64_t source_ctime(const FileRef& file, const struct stat&) override {
+    return applier_.source_ctime(file.id);
+  }
 
  private:
   Applier& applier_;

@@ -85,6 +85,7 @@ void ChangeLog::write(const FileRef& file, uint64_t offset, uint64_t length) {
   auto& change = files_[file.id];
   if (change.ref.id == 0) change.ref = file;
   update_extents(change, [&](ExtentMap& e) { e.add(offset, length); });
+  change.verify = false;
   cv_.notify_one();
 }
 
@@ -109,6 +110,7 @@ void ChangeLog::truncate(const FileRef& file, uint64_t size) {
   if (change.ref.id == 0) change.ref = file;
   update_extents(change, [&](ExtentMap& e) { e.truncate(size); });
   change.attrs = true;
+  change.verify = false;
   cv_.notify_one();
 }
 
@@ -206,6 +208,29 @@ void ChangeLog::reset_locked() {
 int64_t ChangeLog::since_ns() const {
   std::lock_guard lock(mu_);
   return since_ns_;
+}
+
+std::vector<FileRef> ChangeLog::verifying() const {
+  std::lock_guard lock(mu_);
+  std::vector<FileRef> out;
+  for (const auto& [id, change] : files_) {
+    if (change.verify) out.push_back(change.ref);
+  }
+  return out;
+}
+
+bool ChangeLog::narrow(uint64_t id, ExtentMap differing) {
+  std::lock_guard lock(mu_);
+  auto it = files_.find(id);
+  if (it == files_.end() || !it->second.verify) return false;
+  update_extents(it->second, [&](ExtentMap& e) { e = std::move(differing); });
+  it->second.verify = false;
+  return true;
+}
+
+bool ChangeLog::pending(uint64_t id) const {
+  std::lock_guard lock(mu_);
+  return files_.contains(id);
 }
 
 LogStats ChangeLog::stats() const {

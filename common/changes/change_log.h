@@ -41,6 +41,10 @@ struct FileChange {
   FileRef ref;
   ExtentMap extents;
   bool attrs = false;  // mode/owner/times may have changed: ship an Attr by id
+  // A reconcile found the receiver holding this file with other or unknown content: extents
+  // cover the whole file until narrow() keeps only the blocks whose digests differ. Any write
+  // or truncate recorded since clears it (narrowing would then drop a change).
+  bool verify = false;
 };
 
 // A cut of the log: everything recorded up to one instant, shipped as one unit and acknowledged
@@ -99,6 +103,13 @@ class ChangeLog {
   void clear();
 
   LogStats stats() const;
+  // The files a reconcile left to verify (FileChange::verify), and their verdict: extents
+  // become `differing` unless the file changed since. False if it did (it ships whole).
+  std::vector<FileRef> verifying() const;
+  bool narrow(uint64_t id, ExtentMap differing);
+  // True while the log holds dirty ranges or changed attributes of this file, so a ctime read
+  // now does not vouch for what the receiver will hold (shipper.h).
+  bool pending(uint64_t id) const;
   // CLOCK_REALTIME nanoseconds of the oldest change still in the log; 0 when it is empty.
   int64_t since_ns() const;
 

@@ -16,11 +16,13 @@
 // A known loss: a file's security.capability goes out with the ops, before the file's data and
 // its Attr, and the kernel strips file capabilities on every write and chown; keeping it needs
 // the shipper to send a file's xattrs after its Attr.
+//
+// Reconcile (scan.h): each entry is looked up in the receiver's manifest by path; equality is
+// decided here, from what the scan already has in hand (the stat, the xattrs it reads anyway).
 #include "common/changes/scan.h"
 
 #include <dirent.h>
 #include <fcntl.h>
-#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <fmt/format.h>
@@ -28,8 +30,10 @@
 #include <algorithm>
 #include <cstring>
 #include <map>
+#include <unordered_map>
 #include <utility>
 
+#include "common/changes/xattrs.h"
 #include "common/log.h"
 #include "common/path.h"
 #include "common/unique_fd.h"
@@ -37,27 +41,15 @@
 namespace bkp::changes {
 namespace {
 
-// Calls read(buf, size) (a listxattr/getxattr) until the whole value fits: the value may grow
-// between the size query and the read. nullopt with errno set on failure.
-template <class Read>
-std::optional<std::string> read_sized(const Read& read) {
-  while (true) {
-    ssize_t n = read(nullptr, 0);
-    if (n < 0) return std::nullopt;
-    std::string buf(static_cast<size_t>(n), '\0');
-    if (n == 0) return buf;
-    n = read(buf.data(), buf.size());
-    if (n >= 0) {
-      buf.resize(static_cast<size_t>(n));
-      return buf;
-    }
-    if (errno != ERANGE) return std::nullopt;
-  }
-}
-
 class Scanner {
  public:
-  explicit Scanner(const Identify& identify) : identify_(identify) {}
+  Scanner(const Identify& identify, const ScanOptions& options)
+      : identify_(identify), options_(options) {
+    if (options.have == nullptr) return;
+    for (const auto& [path, e] : *options.have) {
+      if (S_ISREG(e.mode) && e.id != 0) had_id_.emplace(e.id, &e);
+    }
+  }
 
   void dir(int fd, const std::string& rel) {
     // Re-open for reading: the caller's fd may be O_PATH, which readdir cannot use.
@@ -77,51 +69,70 @@ class Scanner {
     for (const auto& name : names) entry(fd, rel, name);
   }
 
-  // SetXattr ops for every extended attribute of dir_fd/name ("." for dir_fd itself), naming
-  // the inode by id when it has one, else by rel.
-  void xattrs(int dir_fd, const std::string& name, const std::string& rel, uint64_t id) {
-    std::string at = fmt::format("/proc/self/fd/{}/{}", dir_fd, name);
-    auto list = read_sized([&](char* buf, size_t size) { return llistxattr(at.c_str(), buf, size); });
-    if (!list) {
-      if (errno != ENOTSUP && errno != ENOENT) {
-        log::warn("baseline: cannot list the xattrs of '{}': {}", rel, std::strerror(errno));
-      }
-      return;
-    }
-    std::vector<std::string> names;
-    for (size_t pos = 0; pos < list->size();) {
-      std::string n(list->c_str() + pos);
-      pos += n.size() + 1;
-      if (!n.empty()) names.push_back(std::move(n));
-    }
-    std::sort(names.begin(), names.end());
-    for (auto& n : names) {
-      auto value = read_sized(
-          [&](char* buf, size_t size) { return lgetxattr(at.c_str(), n.c_str(), buf, size); });
-      if (!value) {
-        if (errno != ENODATA) {  // ENODATA: removed since the listing
-          log::warn("baseline: cannot read xattr {} of '{}': {}", n, rel, std::strerror(errno));
-        }
-        continue;
-      }
+  // What the receiver holds at rel (nullptr: nothing, or no manifest).
+  const wire::ManifestEntry* had(const std::string& rel) const {
+    if (options_.have == nullptr) return nullptr;
+    auto it = options_.have->find(rel);
+    return it == options_.have->end() ? nullptr : &it->second;
+  }
+
+  // Ops making the xattrs of the inode (by id when it has one, else by rel) equal to `mine`.
+  // `same` is the receiver's entry when the ops leave that very inode in place: attributes it
+  // already has in full are not sent again, and names it has beyond ours are removed.
+  void xattr_ops(const Xattrs& mine, const std::string& rel, uint64_t id,
+                 const wire::ManifestEntry* same) {
+    auto op_for = [&](wire::OpKind kind, const std::string& name) {
       wire::Op op;
-      op.kind = wire::OpKind::kSetXattr;
+      op.kind = kind;
       op.id = id;
       if (id == 0) op.path = rel;
-      op.name = std::move(n);
-      op.value = std::move(*value);
+      op.name = name;
+      return op;
+    };
+    if (same != nullptr) {
+      if (same->xattr_digest == xattr_digest(mine)) return;
+      const std::string& names = same->xattr_names;
+      for (size_t pos = 0; pos < names.size();) {
+        std::string n(names.c_str() + pos);
+        pos += n.size() + 1;
+        bool kept = std::any_of(mine.begin(), mine.end(), [&](const auto& x) { return x.first == n; });
+        if (!kept && !n.empty()) batch_.ops.push_back(op_for(wire::OpKind::kRemoveXattr, n));
+      }
+    }
+    for (const auto& [name, value] : mine) {
+      wire::Op op = op_for(wire::OpKind::kSetXattr, name);
+      op.value = value;
       batch_.ops.push_back(std::move(op));
     }
+  }
+
+  void xattrs(int dir_fd, const std::string& name, const std::string& rel, uint64_t id,
+              const wire::ManifestEntry* same) {
+    xattr_ops(read_xattrs(dir_fd, name, rel), rel, id, same);
   }
 
   Batch take() { return std::move(batch_); }
 
  private:
+  static bool same_owner_and_mtime(const wire::ManifestEntry& h, const struct stat& st) {
+    return h.uid == st.st_uid && h.gid == st.st_gid && h.mtime_ns == wire::to_ns(st.st_mtim);
+  }
+
+  void keep(const std::string& rel, uint64_t id) {
+    wire::Op op;
+    op.kind = wire::OpKind::kKeep;
+    op.path = rel;
+    op.id = id;
+    batch_.ops.push_back(std::move(op));
+  }
+
   void entry(int dir_fd, const std::string& parent, const std::string& name) {
     struct stat st{};
     if (fstatat(dir_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return;  // vanished
     std::string rel = join_rel(parent, name);
     if (!S_ISDIR(st.st_mode) && link_to_seen(st, rel)) return;
+    const wire::ManifestEntry* h = had(rel);
+    if (h != nullptr && (h->mode & S_IFMT) != (st.st_mode & S_IFMT)) h = nullptr;
     wire::Op op;
     op.path = rel;
     op.mode = st.st_mode & 07777;
@@ -133,36 +144,48 @@ class Scanner {
         batch_.ops.push_back(op);
         UniqueFd sub(openat(dir_fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
         if (sub) dir(sub.get(), rel);
-        xattrs(dir_fd, name, rel, 0);
+        xattrs(dir_fd, name, rel, 0, h);
         batch_.ops.push_back(wire::attr_from_stat(rel, 0, st));
         return;
       }
       case S_IFREG:
-        file(dir_fd, name, rel, st, op);
+        file(dir_fd, name, rel, st, op, h);
         return;
       case S_IFLNK: {
         std::string target(static_cast<size_t>(st.st_size) + 1, '\0');
         ssize_t n = readlinkat(dir_fd, name.c_str(), target.data(), target.size());
         if (n < 0) return;
         target.resize(static_cast<size_t>(n));
+        seen(st, 0, rel);
+        Xattrs mine = read_xattrs(dir_fd, name, rel);
+        if (h != nullptr && h->target == target && same_owner_and_mtime(*h, st) &&
+            h->xattr_digest == xattr_digest(mine)) {
+          return keep(rel, 0);
+        }
+        bool same_inode = h != nullptr && h->target == target;
         op.kind = wire::OpKind::kSymlink;
         op.target = std::move(target);
         op.atime_ns = wire::to_ns(st.st_atim);
         op.mtime_ns = wire::to_ns(st.st_mtim);
         batch_.ops.push_back(std::move(op));
-        seen(st, 0, rel);
-        xattrs(dir_fd, name, rel, 0);
+        xattr_ops(mine, rel, 0, same_inode ? h : nullptr);
         return;
       }
-      default:
-        op.kind = wire::OpKind::kMknod;
+      default: {
+        seen(st, 0, rel);
+        Xattrs mine = read_xattrs(dir_fd, name, rel);
+        if (h != nullptr && h->mode == st.st_mode && h->rdev == st.st_rdev &&
+            same_owner_and_mtime(*h, st) && h->xattr_digest == xattr_digest(mine)) {
+          return keep(rel, 0);
+        }
+        op.kind = wire::OpKind::kMknod;  // replaces whatever the receiver has there
         op.mode = st.st_mode;
         op.rdev = st.st_rdev;
         batch_.ops.push_back(std::move(op));
-        seen(st, 0, rel);
-        xattrs(dir_fd, name, rel, 0);
+        xattr_ops(mine, rel, 0, nullptr);
         batch_.ops.push_back(wire::attr_from_stat(rel, 0, st));
         return;
+      }
     }
   }
 
@@ -185,30 +208,65 @@ class Scanner {
     return true;
   }
 
+  int64_t ctime_of(uint64_t id, const struct stat& st) const {
+    return options_.ctime ? options_.ctime(id, st) : wire::to_ns(st.st_ctim);
+  }
+
+  // The receiver's copy h is this very file as it is now (scan.h: same source ctime).
+  bool exactly(const wire::ManifestEntry& h, uint64_t id, const struct stat& st,
+               const Xattrs& mine) const {
+    int64_t ctime = ctime_of(id, st);
+    return ctime != 0 && h.ctime_ns == ctime && h.mode == st.st_mode &&
+           h.size == static_cast<uint64_t>(st.st_size) && same_owner_and_mtime(h, st) &&
+           h.xattr_digest == xattr_digest(mine);
+  }
+
   void file(int dir_fd, const std::string& name, const std::string& rel, const struct stat& st,
-            wire::Op& op) {
+            wire::Op& op, const wire::ManifestEntry* h) {
     auto ref = identify_(dir_fd, name.c_str(), st);
     if (!ref) return;
     seen(st, ref->id, rel);
-    op.kind = wire::OpKind::kCreate;
-    op.id = ref->id;
-    batch_.ops.push_back(op);
-    wire::Op size;
-    size.kind = wire::OpKind::kTruncate;
-    size.id = ref->id;
-    size.size = static_cast<uint64_t>(st.st_size);
-    batch_.ops.push_back(std::move(size));
-    xattrs(dir_fd, name, rel, ref->id);
+    if (h != nullptr && h->id != ref->id) h = nullptr;  // another file: replaced
+    if (h == nullptr) {  // renamed (or linked) while we were apart: give the receiver's copy this name
+      auto it = had_id_.find(ref->id);
+      if (it != had_id_.end()) {
+        h = it->second;
+        wire::Op link;
+        link.kind = wire::OpKind::kLink;
+        link.path = rel;
+        link.id = ref->id;
+        link.target = h->path;
+        batch_.ops.push_back(std::move(link));
+      }
+    }
+    Xattrs mine = read_xattrs(dir_fd, name, rel);
+    if (h != nullptr && exactly(*h, ref->id, st, mine)) return keep(rel, ref->id);
+    auto size = static_cast<uint64_t>(st.st_size);
+    bool in_place = h != nullptr && h->size > 0 && size >= kVerifyMin;
+    if (in_place) {
+      keep(rel, ref->id);
+    } else {
+      op.kind = wire::OpKind::kCreate;  // on the receiver's own file of this id: emptied in place
+      op.id = ref->id;
+      batch_.ops.push_back(op);
+    }
+    wire::Op truncate;
+    truncate.kind = wire::OpKind::kTruncate;
+    truncate.id = ref->id;
+    truncate.size = size;
+    batch_.ops.push_back(std::move(truncate));
+    xattr_ops(mine, rel, ref->id, h);
     FileChange change;
     change.ref = *ref;
     change.attrs = true;
-    data_regions(dir_fd, name, st, change.extents);
+    change.verify = in_place;
+    if (in_place) {
+      change.extents.add(0, size);  // the receiver's bytes may sit where we have holes
+    } else {
+      data_regions(dir_fd, name, st, change.extents);
+    }
     batch_.files.push_back(std::move(change));
   }
-
-  // The data regions as SEEK_DATA/SEEK_HOLE report them. Not guessed from st_blocks: an xattr
-  // block, preallocated or unwritten extents and extent-tree blocks all count there too, so a
-  // file with holes can look fully allocated.
   static void data_regions(int dir_fd, const std::string& name, const struct stat& st,
                            ExtentMap& out) {
     auto size = static_cast<uint64_t>(st.st_size);
@@ -218,31 +276,40 @@ class Scanner {
       out.add(0, size);
       return;
     }
-    off_t pos = 0;
-    while (static_cast<uint64_t>(pos) < size) {
-      off_t data = lseek(fd.get(), pos, SEEK_DATA);
-      if (data < 0) {
-        if (errno != ENXIO) out.add(static_cast<uint64_t>(pos), size - static_cast<uint64_t>(pos));
-        return;  // ENXIO: only a hole remains
-      }
-      if (static_cast<uint64_t>(data) >= size) return;
-      off_t hole = lseek(fd.get(), data, SEEK_HOLE);
-      if (hole < 0 || static_cast<uint64_t>(hole) > size) hole = static_cast<off_t>(size);
-      out.add(static_cast<uint64_t>(data), static_cast<uint64_t>(hole - data));
-      pos = hole;
-    }
+    changes::data_regions(fd.get(), size, out);
   }
 
   const Identify& identify_;
+  const ScanOptions& options_;
   Batch batch_;
   // First name of every non-directory inode emitted so far, with its id (0 if not a regular
   // file): a later name of it becomes a kLink.
   std::map<std::pair<dev_t, ino_t>, std::pair<uint64_t, std::string>> seen_;
+  // The receiver's regular files by FileId (a reconcile), to find renamed ones.
+  std::unordered_map<uint64_t, const wire::ManifestEntry*> had_id_;
 };
 
 }  // namespace
 
-Result<Batch> scan_tree(int root_fd, const Identify& identify) {
+// Not guessed from st_blocks: an xattr block, preallocated or unwritten extents and extent-tree
+// blocks all count there too, so a file with holes can look fully allocated.
+void data_regions(int fd, uint64_t size, ExtentMap& out) {
+  off_t pos = 0;
+  while (static_cast<uint64_t>(pos) < size) {
+    off_t data = lseek(fd, pos, SEEK_DATA);
+    if (data < 0) {
+      if (errno != ENXIO) out.add(static_cast<uint64_t>(pos), size - static_cast<uint64_t>(pos));
+      return;  // ENXIO: only a hole remains
+    }
+    if (static_cast<uint64_t>(data) >= size) return;
+    off_t hole = lseek(fd, data, SEEK_HOLE);
+    if (hole < 0 || static_cast<uint64_t>(hole) > size) hole = static_cast<off_t>(size);
+    out.add(static_cast<uint64_t>(data), static_cast<uint64_t>(hole - data));
+    pos = hole;
+  }
+}
+
+Result<Batch> scan_tree(int root_fd, const Identify& identify, const ScanOptions& options) {
   struct stat root{};
   if (fstat(root_fd, &root) != 0) return fail_errno("baseline: stat of the tree root");
   // Without /proc every xattr lookup would fail like a vanished entry: refuse rather than ship a
@@ -251,13 +318,13 @@ Result<Batch> scan_tree(int root_fd, const Identify& identify) {
   if (stat(fmt::format("/proc/self/fd/{}/.", root_fd).c_str(), &via_proc) != 0) {
     return fail_errno("baseline: the tree root through /proc/self/fd (is /proc mounted?)");
   }
-  Scanner scanner(identify);
+  Scanner scanner(identify, options);
   wire::Op op;
   op.kind = wire::OpKind::kSyncBegin;
   Batch out;
   out.ops.push_back(op);
   scanner.dir(root_fd, "");
-  scanner.xattrs(root_fd, ".", "", 0);
+  scanner.xattrs(root_fd, ".", "", 0, scanner.had(""));
   Batch body = scanner.take();
   for (auto& o : body.ops) out.ops.push_back(std::move(o));
   out.files = std::move(body.files);

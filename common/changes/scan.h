@@ -8,23 +8,57 @@
 // after the op creating it (by id for regular files, else by path) and for a directory after its
 // contents; each directory's kAttr after its contents (so its mtime is final); the root's xattrs
 // and kAttr; then kSyncEnd. The receiver removes whatever the baseline did not name.
+//
+// A reconcile is the same scan given the receiver's manifest (what it holds, by path): a
+// non-directory it already holds exactly becomes one kKeep (named, so not pruned; nothing
+// shipped). "Exactly" for a regular file means the same FileId, size, mode, owner, mtime,
+// xattrs and the same *source ctime*: the receiver remembers the ctime the file had when its
+// data was read (Applier), and the kernel moves ctime on every change to content or metadata,
+// so a file rewritten with its mtime put back is still caught. Directories are always sent
+// (kMkdir keeps an existing one; cheap). xattrs are sent only when their digest differs, with a
+// kRemoveXattr for each name the receiver has and the source no longer has. A file of at least
+// kVerifyMin bytes that the receiver holds under the same FileId but not exactly is updated in
+// place: kKeep, kTruncate(size), and the whole file as dirty extents marked
+// FileChange::verify, which the caller narrows to the blocks that differ
+// (stream::narrow_by_digests) before shipping. A regular file the receiver holds only under
+// another name (the same FileId: renamed or linked while apart) first gets a kLink by id, so
+// its bytes are reused rather than sent; the old name goes at kSyncEnd if nothing names it.
 #pragma once
 
 #include <sys/stat.h>
 
 #include <functional>
 #include <optional>
+#include <string>
+#include <unordered_map>
 
 #include "common/changes/change_log.h"
 #include "common/result.h"
 
 namespace bkp::changes {
 
+constexpr uint64_t kVerifyMin = 64 * 1024;
+
+// What a receiver holds, by volume-relative path ("" is the root).
+using Manifest = std::unordered_map<std::string, wire::ManifestEntry>;
+
+struct ScanOptions {
+  // The receiver's manifest for a reconcile; nullptr: a plain baseline.
+  const Manifest* have = nullptr;
+  // The ctime a regular file's content is known by (0: unknown, never equal). Default: its own
+  // st_ctime (a node's source tree); backupd's mirror answers with the source's (Applier).
+  std::function<int64_t(uint64_t id, const struct stat& st)> ctime;
+};
+
 // Names a regular file for the log; nullopt skips the file (it vanished).
 using Identify = std::function<std::optional<FileRef>(int dir_fd, const char* name,
                                                        const struct stat& st)>;
 
+// Adds the data regions of the open file (SEEK_DATA/SEEK_HOLE) below size to out; all of it if
+// the filesystem cannot tell.
+void data_regions(int fd, uint64_t size, ExtentMap& out);
+
 // root_fd: an open directory fd of the tree. Errors only for an unreadable root.
-Result<Batch> scan_tree(int root_fd, const Identify& identify);
+Result<Batch> scan_tree(int root_fd, const Identify& identify, const ScanOptions& options = {});
 
 }  // namespace bkp::changes

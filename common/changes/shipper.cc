@@ -2,8 +2,8 @@
 //
 // The order on the wire is the contract receivers rely on: all operations first (they create,
 // move and remove the names data will land in), then data by file id, then each file's
-// attributes (after the data, because writing data changes mtime on the receiver), then the
-// Commit that asks for durability. Extent bytes are read here, through the connection's
+// attributes (after the data, because writing data changes mtime on the receiver; taken before
+// the data is read, see shipper.h), then the Commit that asks for durability. Extent bytes are read here, through the connection's
 // io_uring, at the moment they are shipped: a range rewritten since it was recorded ships the
 // newest bytes once.
 #include "common/changes/shipper.h"
@@ -19,13 +19,17 @@ namespace bkp::changes {
 namespace {
 
 Result<void> send_file(net::Conn& conn, const FileChange& change, DataSource& source,
-                       std::vector<uint8_t>& buf, std::vector<uint8_t>& payload,
+                       const ChangeLog& log, std::vector<uint8_t>& buf, std::vector<uint8_t>& payload,
                        ShipCounters& counters) {
   auto fd = source.open_file(change.ref);
   if (!fd) {
     if (fd.error().code == ENOENT || fd.error().code == ESTALE) return {};  // removed since
     return tl::unexpected(fd.error());
   }
+  struct stat st{};
+  if (fstat(fd->get(), &st) != 0) return fail_errno("stat of file being shipped");
+  wire::Op attr = wire::attr_from_stat("", change.ref.id, st);
+  attr.ctime_ns = log.pending(change.ref.id) ? 0 : source.source_ctime(change.ref, st);
   for (const auto& [start, end] : change.extents.ranges()) {
     for (uint64_t off = start; off < end;) {
       size_t want = static_cast<size_t>(std::min<uint64_t>(kChunk, end - off));
@@ -44,17 +48,15 @@ Result<void> send_file(net::Conn& conn, const FileChange& change, DataSource& so
       if (got < want) break;
     }
   }
-  struct stat st{};
-  if (fstat(fd->get(), &st) != 0) return fail_errno("stat of file being shipped");
   payload.clear();
-  wire::encode(wire::attr_from_stat("", change.ref.id, st), payload);
+  wire::encode(attr, payload);
   return conn.send(wire::MsgType::kOp, 0, payload);
 }
 
 }  // namespace
 
 Result<void> send_batch(net::Conn& conn, const Batch& batch, uint64_t skip, DataSource& source,
-                        ShipCounters& counters) {
+                        const ChangeLog& log, ShipCounters& counters) {
   uint64_t sent_before = conn.bytes_sent();
   std::vector<uint8_t> payload;
   size_t first_op = static_cast<size_t>(std::min<uint64_t>(skip, batch.ops.size()));
@@ -68,7 +70,7 @@ Result<void> send_batch(net::Conn& conn, const Batch& batch, uint64_t skip, Data
       std::min<uint64_t>(skip - first_op, batch.files.size()));
   std::vector<uint8_t> buf(first_file == batch.files.size() ? 0 : kChunk);
   for (size_t i = first_file; i < batch.files.size(); ++i) {
-    BKP_TRY_VOID(send_file(conn, batch.files[i], source, buf, payload, counters));
+    BKP_TRY_VOID(send_file(conn, batch.files[i], source, log, buf, payload, counters));
   }
   payload.clear();
   wire::encode(wire::Commit{batch.number}, payload);

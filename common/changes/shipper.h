@@ -3,11 +3,20 @@
 //
 // send_batch() sends the batch's operations in order, then for each file its dirty extents in
 // chunks of at most kChunk bytes read from the tree at this moment (through the Conn's
-// io_uring), then one Attr by id with the file's current mode, owner and times, and finally
-// Commit{batch.number}. A file that can no longer be opened (deleted since) is skipped: a later
+// io_uring), then one Attr by id with the file's mode, owner, times and source ctime as they
+// were just before its data was read, and finally Commit{batch.number}.
+//
+// The source ctime in that Attr is a promise a later reconcile trusts (scan.h): "the receiver
+// now holds this file's content as of that ctime". It is kept by three rules: stat first, read
+// after (whatever changes the file after the stat also moves its ctime); send 0 instead while
+// the log still holds changes of the file (a slice of a large file, or writes recorded since
+// the batch was taken); and recorders note a write *before* performing it (fs/file_ops.cc), so
+// no write can move the ctime without being in the log already. A file that can no longer be opened (deleted since) is skipped: a later
 // operation in the stream already removed it downstream. Nothing is removed from any log here;
 // stream::Sender drops the batch only when the receiver's Ack confirms it was applied durably.
 #pragma once
+
+#include <sys/stat.h>
 
 #include <atomic>
 #include <cstdint>
@@ -27,6 +36,12 @@ class DataSource {
   virtual ~DataSource() = default;
   // ENOENT/ESTALE when the file is gone; any other error aborts the batch.
   virtual Result<UniqueFd> open_file(const FileRef& file) = 0;
+  // The ctime the shipped content stands for (st: the open file's stat). Default: its own; a
+  // mirror answers with its source's (0: unknown).
+  virtual int64_t source_ctime(const FileRef& file, const struct stat& st) {
+    (void)file;
+    return wire::to_ns(st.st_ctim);
+  }
   // Called after each Write frame of the file was queued (progress reporting); default: nothing.
   virtual void sent(const FileRef& file, uint64_t bytes) {
     (void)file;
@@ -42,8 +57,8 @@ struct ShipCounters {
 };
 
 // Sends the batch from item `skip` on (items: each operation, then each file; see
-// common/stream/sender.h), then its Commit.
+// common/stream/sender.h), then its Commit. log: where the batch was taken from.
 Result<void> send_batch(net::Conn& conn, const Batch& batch, uint64_t skip, DataSource& source,
-                        ShipCounters& counters);
+                        const ChangeLog& log, ShipCounters& counters);
 
 }  // namespace bkp::changes

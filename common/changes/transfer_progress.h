@@ -73,6 +73,9 @@ class ProgressSource : public DataSource {
  public:
   ProgressSource(DataSource& inner, SendProgress& progress) : inner_(inner), progress_(progress) {}
   Result<UniqueFd> open_file(const FileRef& file) override;
+  int64_t source_ctime(const FileRef& file, const struct stat& st) override {
+    return inner_.source_ctime(file, st);
+  }
   void sent(const FileRef& file, uint64_t bytes) override;
 
  private:

@@ -33,6 +33,10 @@ BKP_MESSAGE_TYPE(Select, kSelect, decode_select)
 BKP_MESSAGE_TYPE(Position, kPosition, decode_position)
 BKP_MESSAGE_TYPE(Commit, kCommit, decode_commit)
 BKP_MESSAGE_TYPE(Ack, kAck, decode_ack)
+BKP_MESSAGE_TYPE(ManifestRequest, kManifestRequest, decode_manifest_request)
+BKP_MESSAGE_TYPE(Manifest, kManifest, decode_manifest)
+BKP_MESSAGE_TYPE(DigestRequest, kDigestRequest, decode_digest_request)
+BKP_MESSAGE_TYPE(Digests, kDigests, decode_digests)
 #undef BKP_MESSAGE_TYPE
 
 // Queues the message (Conn::flush sends it; recv flushes first).

@@ -66,7 +66,7 @@ const changes::Batch* Sender::next() {
 Result<void> Sender::send(net::Conn& conn, changes::DataSource& source,
                           changes::ShipCounters& counters) {
   if (!inflight_) return fail(EINVAL, "internal error: no batch in flight");
-  return changes::send_batch(conn, *inflight_, skip_, source, counters);
+  return changes::send_batch(conn, *inflight_, skip_, source, log_, counters);
 }
 
 Result<void> Sender::await_ack(net::Conn& conn, int timeout_ms) {

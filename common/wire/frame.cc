@@ -47,6 +47,10 @@ bool is_known_type(uint8_t type) {
     case MsgType::kAttach:
     case MsgType::kNodeStatus:
     case MsgType::kPosition:
+    case MsgType::kManifestRequest:
+    case MsgType::kManifest:
+    case MsgType::kDigestRequest:
+    case MsgType::kDigests:
     case MsgType::kRequest:
     case MsgType::kResponse:
     case MsgType::kData:
@@ -69,6 +73,10 @@ const char* type_name(MsgType type) {
     case MsgType::kAttach: return "Attach";
     case MsgType::kNodeStatus: return "NodeStatus";
     case MsgType::kPosition: return "Position";
+    case MsgType::kManifestRequest: return "ManifestRequest";
+    case MsgType::kManifest: return "Manifest";
+    case MsgType::kDigestRequest: return "DigestRequest";
+    case MsgType::kDigests: return "Digests";
     case MsgType::kRequest: return "Request";
     case MsgType::kResponse: return "Response";
     case MsgType::kData: return "Data";

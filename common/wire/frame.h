@@ -38,6 +38,10 @@ enum class MsgType : uint8_t {
   kPing = 22,
   kNodeStatus = 23,  // node -> backupd: what its change log still holds (the lag)
   kPosition = 24,    // replica -> backupd, answers Select: where the replica stands
+  kManifestRequest = 25,  // sender -> receiver: list what your tree holds (before a baseline)
+  kManifest = 26,         // receiver -> sender: a chunk of that list
+  kDigestRequest = 27,    // sender -> receiver: block digests of one of your files, please
+  kDigests = 28,          // receiver -> sender: those digests
   kRequest = 40,     // control: one JSON request
   kResponse = 41,    // control: one JSON response
   kData = 42,        // control: raw bytes of a restore stream

@@ -27,7 +27,8 @@ Result<T> finish(const Decoder& d, T value, const char* what) {
 // Which optional field groups an op kind carries.
 struct Fields {
   bool path = false, target = false, id = false, mode = false, owner = false, rdev = false,
-       flags = false, size = false, times = false, xname = false, xvalue = false;
+       flags = false, size = false, offset = false, times = false, ctime = false, xname = false,
+       xvalue = false;
 };
 
 Fields fields_of(OpKind k) {
@@ -42,16 +43,18 @@ Fields fields_of(OpKind k) {
     case OpKind::kRmdir: f.path = true; break;
     case OpKind::kRename: f.path = f.target = f.flags = true; break;
     case OpKind::kTruncate: f.id = f.size = true; break;
-    case OpKind::kAttr: f.path = f.id = f.mode = f.owner = f.times = true; break;
+    case OpKind::kAttr: f.path = f.id = f.mode = f.owner = f.times = f.ctime = true; break;
     case OpKind::kSetXattr: f.path = f.id = f.flags = f.xname = f.xvalue = true; break;
     case OpKind::kRemoveXattr: f.path = f.id = f.xname = true; break;
     case OpKind::kSyncBegin:
     case OpKind::kSyncEnd: break;
+    case OpKind::kKeep: f.path = f.id = true; break;
+    case OpKind::kPunch: f.id = f.offset = f.size = true; break;
   }
   return f;
 }
 
-bool is_known_op(uint8_t k) { return k >= 1 && k <= static_cast<uint8_t>(OpKind::kSyncEnd); }
+bool is_known_op(uint8_t k) { return k >= 1 && k <= static_cast<uint8_t>(OpKind::kPunch); }
 
 }  // namespace
 
@@ -59,7 +62,7 @@ const char* op_name(OpKind kind) {
   static const char* const kNames[] = {"?",      "mkdir",  "create", "mknod",   "symlink",
                                        "link",   "unlink", "rmdir",  "rename",  "truncate",
                                        "attr",   "setxattr", "removexattr", "sync-begin",
-                                       "sync-end"};
+                                       "sync-end", "keep", "punch"};
   auto i = static_cast<uint8_t>(kind);
   return is_known_op(i) ? kNames[i] : "?";
 }
@@ -250,11 +253,13 @@ void encode(const Op& m, std::vector<uint8_t>& out) {
   }
   if (f.rdev) e.u64(m.rdev);
   if (f.flags) e.u32(m.flags);
+  if (f.offset) e.u64(m.offset);
   if (f.size) e.u64(m.size);
   if (f.times) {
     e.i64(m.atime_ns);
     e.i64(m.mtime_ns);
   }
+  if (f.ctime) e.i64(m.ctime_ns);
   if (f.xname) e.str(m.name);
   if (f.xvalue) e.str(m.value);
 }
@@ -278,17 +283,116 @@ Result<Op> decode_op(std::span<const uint8_t> p) {
   }
   if (f.rdev) m.rdev = d.u64();
   if (f.flags) m.flags = d.u32();
+  if (f.offset) m.offset = d.u64();
   if (f.size) m.size = d.u64();
   if (f.times) {
     m.atime_ns = d.i64();
     m.mtime_ns = d.i64();
   }
+  if (f.ctime) m.ctime_ns = d.i64();
   if (f.xname) m.name = d.str();
   if (f.xvalue) m.value = d.str();
   return finish(d, m, "Op");
 }
 
 void encode(const Commit& m, std::vector<uint8_t>& out) { Encoder(out).u64(m.batch); }
+
+void encode(const ManifestRequest&, std::vector<uint8_t>&) {}
+
+Result<ManifestRequest> decode_manifest_request(std::span<const uint8_t> p) {
+  return finish(Decoder(p), ManifestRequest{}, "ManifestRequest");
+}
+
+void encode(const DigestRequest& m, std::vector<uint8_t>& out) {
+  Encoder e(out);
+  e.u64(m.id);
+  e.u32(m.block_size);
+  e.u64(m.first);
+  e.u32(m.count);
+}
+
+Result<DigestRequest> decode_digest_request(std::span<const uint8_t> p) {
+  Decoder d(p);
+  DigestRequest m;
+  m.id = d.u64();
+  m.block_size = d.u32();
+  m.first = d.u64();
+  m.count = d.u32();
+  return finish(d, m, "DigestRequest");
+}
+
+void encode(const Digests& m, std::vector<uint8_t>& out) {
+  Encoder e(out);
+  e.u64(m.id);
+  e.u64(m.size);
+  e.u64(m.first);
+  e.u32(static_cast<uint32_t>(m.digests.size()));
+  for (uint64_t x : m.digests) e.u64(x);
+}
+
+Result<Digests> decode_digests(std::span<const uint8_t> p) {
+  Decoder d(p);
+  Digests m;
+  m.id = d.u64();
+  m.size = d.u64();
+  m.first = d.u64();
+  uint32_t n = d.u32();
+  if (!d.ok() || n > p.size() / 8) return malformed("Digests");
+  m.digests.reserve(n);
+  for (uint32_t i = 0; i < n; ++i) m.digests.push_back(d.u64());
+  return finish(d, std::move(m), "Digests");
+}
+
+size_t encoded_size(const ManifestEntry& m) {
+  return 4 + m.path.size() + 3 * 4 + 8 * 6 + 4 + m.target.size() + 4 + m.xattr_names.size();
+}
+
+void encode(const Manifest& m, std::vector<uint8_t>& out) {
+  Encoder e(out);
+  e.u8(m.last);
+  e.u32(static_cast<uint32_t>(m.entries.size()));
+  for (const auto& x : m.entries) {
+    e.str(x.path);
+    e.u32(x.mode);
+    e.u32(x.uid);
+    e.u32(x.gid);
+    e.u64(x.size);
+    e.i64(x.mtime_ns);
+    e.u64(x.rdev);
+    e.u64(x.id);
+    e.i64(x.ctime_ns);
+    e.str(x.target);
+    e.u64(x.xattr_digest);
+    e.str(x.xattr_names);
+  }
+}
+
+Result<Manifest> decode_manifest(std::span<const uint8_t> p) {
+  Decoder d(p);
+  Manifest m;
+  m.last = d.u8();
+  uint32_t n = d.u32();
+  // Each entry takes at least 68 bytes: a count beyond what the payload can hold is a lie.
+  if (!d.ok() || m.last > 1 || n > p.size() / 68) return malformed("Manifest");
+  m.entries.reserve(n);
+  for (uint32_t i = 0; i < n && d.ok(); ++i) {
+    ManifestEntry x;
+    x.path = d.str();
+    x.mode = d.u32();
+    x.uid = d.u32();
+    x.gid = d.u32();
+    x.size = d.u64();
+    x.mtime_ns = d.i64();
+    x.rdev = d.u64();
+    x.id = d.u64();
+    x.ctime_ns = d.i64();
+    x.target = d.str();
+    x.xattr_digest = d.u64();
+    x.xattr_names = d.str();
+    m.entries.push_back(std::move(x));
+  }
+  return finish(d, std::move(m), "Manifest");
+}
 void encode(const Ack& m, std::vector<uint8_t>& out) { Encoder(out).u64(m.batch); }
 
 Result<Commit> decode_commit(std::span<const uint8_t> p) {

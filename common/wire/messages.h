@@ -21,7 +21,7 @@ struct ZSTD_CCtx_s;  // zstd.h's compression context
 namespace bkp::wire {
 
 constexpr uint32_t kMagic = 0x46504B42;  // "BKPF" little-endian
-constexpr uint16_t kVersion = 2;
+constexpr uint16_t kVersion = 3;
 
 enum class Role : uint8_t { kNode = 1, kReplica = 2, kControl = 3 };
 
@@ -96,6 +96,8 @@ enum class OpKind : uint8_t {
   kRemoveXattr = 12, // id or path, name
   kSyncBegin = 13,   // baseline starts: receiver notes every path named until kSyncEnd
   kSyncEnd = 14,     // baseline done: receiver removes every entry not named since kSyncBegin
+  kKeep = 15,        // path, id: a baseline names an entry the receiver already holds as it is
+  kPunch = 16,       // id, offset, size: [offset, offset+size) of the file becomes a hole
 };
 
 const char* op_name(OpKind kind);
@@ -111,8 +113,10 @@ struct Op {
   uint64_t rdev = 0;
   uint32_t flags = 0;
   uint64_t size = 0;
+  uint64_t offset = 0;  // kPunch
   int64_t atime_ns = 0;
   int64_t mtime_ns = 0;
+  int64_t ctime_ns = 0;  // kAttr by id: the source file's ctime when its data was read (0: none)
   std::string name;   // xattr name
   std::string value;  // xattr value
 
@@ -124,6 +128,7 @@ int64_t to_ns(const struct timespec& ts);
 // CLOCK_REALTIME now, in nanoseconds (the wire's time base, e.g. NodeStatus.oldest_ns).
 int64_t realtime_ns();
 // An Attr op carrying st's permission bits, owner and times; by id when id != 0, else by path.
+// ctime_ns is left 0: only a shipped file's closing Attr carries one (shipper.h).
 Op attr_from_stat(std::string path, uint64_t id, const struct stat& st);
 
 // The decoded bytes are not copied out of a raw frame: `data` views the payload decode_write was
@@ -142,6 +147,51 @@ struct Write {
   std::vector<uint8_t> inflated;
 };
 
+// What a receiver holds at one path, as it answers a ManifestRequest (a reconcile: the sender
+// then ships only what differs, see common/stream/reconcile.h).
+struct ManifestEntry {
+  std::string path;
+  uint32_t mode = 0;  // st_mode, type included
+  uint32_t uid = 0;
+  uint32_t gid = 0;
+  uint64_t size = 0;
+  int64_t mtime_ns = 0;
+  uint64_t rdev = 0;
+  uint64_t id = 0;        // regular files: the FileId; else 0
+  int64_t ctime_ns = 0;   // regular files: the source's ctime its content matches; 0: unknown
+  std::string target;     // symlinks
+  uint64_t xattr_digest = 0;  // changes::xattr_digest of all its extended attributes
+  std::string xattr_names;    // their names, each followed by a NUL
+
+  bool operator==(const ManifestEntry&) const = default;
+};
+
+// Receiver -> sender, answering a ManifestRequest: entries in chunks, `last` on the final one.
+struct Manifest {
+  std::vector<ManifestEntry> entries;
+  uint8_t last = 0;
+};
+
+struct ManifestRequest {};
+
+// Sender -> receiver during a reconcile: digests of `count` blocks of the receiver's file `id`
+// from block `first` on (block i covers [i*block_size, (i+1)*block_size) of the file).
+struct DigestRequest {
+  uint64_t id = 0;
+  uint32_t block_size = 0;
+  uint64_t first = 0;
+  uint32_t count = 0;
+};
+
+// The answer: one XXH3-64 per block the file has (fewer than asked past its end; none if the
+// receiver has no file with that id), with the file's size.
+struct Digests {
+  uint64_t id = 0;
+  uint64_t size = 0;
+  uint64_t first = 0;
+  std::vector<uint64_t> digests;
+};
+
 struct Commit {
   uint64_t batch = 0;
 };
@@ -158,6 +208,12 @@ void encode(const Select& m, std::vector<uint8_t>& out);
 void encode(const Position& m, std::vector<uint8_t>& out);
 void encode(const Op& m, std::vector<uint8_t>& out);
 void encode(const Commit& m, std::vector<uint8_t>& out);
+void encode(const ManifestRequest& m, std::vector<uint8_t>& out);
+void encode(const DigestRequest& m, std::vector<uint8_t>& out);
+void encode(const Digests& m, std::vector<uint8_t>& out);
+void encode(const Manifest& m, std::vector<uint8_t>& out);
+// The encoded size of one entry in a Manifest payload (to fill frames up to a bound).
+size_t encoded_size(const ManifestEntry& e);
 void encode(const Ack& m, std::vector<uint8_t>& out);
 
 // Each decoder rejects (EPROTO) short payloads, trailing bytes and out-of-range enums. Paths are
@@ -172,6 +228,10 @@ Result<Position> decode_position(std::span<const uint8_t> payload);
 Result<Op> decode_op(std::span<const uint8_t> payload);
 Result<Commit> decode_commit(std::span<const uint8_t> payload);
 Result<Ack> decode_ack(std::span<const uint8_t> payload);
+Result<ManifestRequest> decode_manifest_request(std::span<const uint8_t> payload);
+Result<Manifest> decode_manifest(std::span<const uint8_t> payload);
+Result<DigestRequest> decode_digest_request(std::span<const uint8_t> payload);
+Result<Digests> decode_digests(std::span<const uint8_t> payload);
 
 // Write payloads: u64 id, u64 offset, u32 raw length, then the bytes; compressed with zstd
 // (frame flag kFlagZstd) when that saves at least 1/8.

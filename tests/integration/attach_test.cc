@@ -91,12 +91,26 @@ class FakeBackupd {
     return wire::decode_hello(f.payload);
   }
 
-  // Frames up to and including the next Commit (statuses, ops and writes on the way).
+  // Takes the node's ManifestRequest (it reconciles before a baseline) and answers that this
+  // fake holds nothing.
+  Result<void> answer_manifest() {
+    auto f = BKP_TRY(recv());
+    if (f.type != wire::MsgType::kManifestRequest) return fail(EPROTO, wire::type_name(f.type));
+    if (!send(wire::MsgType::kManifest, wire::Manifest{{}, 1})) return fail(EPIPE, "send Manifest");
+    return {};
+  }
+
+  // Frames up to and including the next Commit (statuses, ops and writes on the way). A
+  // ManifestRequest (the node reconciles before a baseline) gets an empty manifest: this fake
+  // holds nothing.
   Result<Batch> await_batch(int timeout_ms = 20000) {
     Batch b;
     while (true) {
       auto f = BKP_TRY(recv(timeout_ms));
       switch (f.type) {
+        case wire::MsgType::kManifestRequest:
+          if (!send(wire::MsgType::kManifest, wire::Manifest{{}, 1})) return fail(EPIPE, "send Manifest");
+          break;
         case wire::MsgType::kNodeStatus:
           b.statuses.push_back(BKP_TRY(wire::decode_node_status(f.payload)));
           break;
@@ -368,6 +382,8 @@ TEST_F(AttachTest, LongBatchNamesTheFileBeingShipped) {
   auto hello = b->await_hello();
   ASSERT_TRUE(hello) << hello.error().message;
   ASSERT_TRUE(b->send(wire::MsgType::kHelloOk, wire::HelloOk{wire::kVersion, wire::Position{0, 1, 0}}));
+  auto asked = b->answer_manifest();
+  ASSERT_TRUE(asked) << asked.error().message;
   // Read nothing for a moment: the node blocks on the full socket inside the first file.
   std::this_thread::sleep_for(1500ms);
   // The baseline is bounded (stream::kBatchLimits), so 72 MiB come as more than one batch.

@@ -28,11 +28,6 @@ namespace {
 
 bool is_root() { return geteuid() == 0; }
 
-void set_xattr(const std::string& path, const std::string& name, const std::string& value) {
-  must(lsetxattr(path.c_str(), name.c_str(), value.data(), value.size(), 0),
-       "lsetxattr " + name + " " + path);
-}
-
 std::string get_xattr(const std::string& path, const std::string& name) {
   char buf[256];
   ssize_t n = lgetxattr(path.c_str(), name.c_str(), buf, sizeof buf);

@@ -86,23 +86,28 @@ TEST_F(CrashTest, KillNineOfBackupdAndReplicatorsMidWorkloadConverges) {
   ASSERT_EQ(wait_converged(), "");
 
   // At rest: a replicator's restart resumes from its position on disk, no new baseline.
-  size_t before = count(log_text("backupd"), "new baseline of");
+  size_t before = count(log_text("backupd"), "reconcile of");
   ASSERT_TRUE(kill_replicator(0));
   write_big_file(src("w/after.bin"), kMiB, 7);
   ASSERT_TRUE(start_replicator(0));
   ASSERT_EQ(wait_converged(), "");
-  EXPECT_EQ(count(log_text("backupd"), "new baseline of"), before)
+  EXPECT_EQ(count(log_text("backupd"), "reconcile of"), before)
       << "a replicator restart cost a baseline";
 
-  // The same count does see a baseline: a replicator whose stream state is gone asks for one,
-  // and gets the whole volume again.
+  // The same count does see a baseline: a replicator whose stream state is gone asks for one.
+  // Its tree is still there, so the reconcile keeps it and ships only the file written since.
   ASSERT_TRUE(kill_replicator(1));
   std::filesystem::remove_all(replica_root(1) + "/.state");
   put(src("w/after.txt"), "after the state was lost");
   ASSERT_TRUE(start_replicator(1));
   ASSERT_EQ(wait_converged(), "");
-  EXPECT_EQ(count(log_text("backupd"), "new baseline of"), before + 1)
+  std::string log = log_text("backupd");
+  EXPECT_EQ(count(log, "reconcile of"), before + 1)
       << "a replicator without state was not sent a baseline";
+  std::string last = log.substr(log.rfind("reconcile of"));
+  last = last.substr(0, last.find('\n'));
+  EXPECT_NE(last.find(", 1 files, 24 bytes"), std::string::npos)
+      << "the reconcile shipped more than the one changed file: " << last;
 }
 
 }  // namespace

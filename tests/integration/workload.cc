@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -94,6 +95,15 @@ std::string slurp(const std::string& path) {
   auto s = testutil::read_file(path);
   if (!s) fail_call("read", path);
   return *s;
+}
+
+void set_xattr(const std::string& path, const std::string& name, const std::string& value) {
+  check(::lsetxattr(path.c_str(), name.c_str(), value.data(), value.size(), 0), "lsetxattr " + name,
+        path);
+}
+
+void remove_xattr(const std::string& path, const std::string& name) {
+  check(::lremovexattr(path.c_str(), name.c_str()), "lremovexattr " + name, path);
 }
 
 std::string random_string(size_t size, uint64_t seed) {

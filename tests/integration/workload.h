@@ -27,6 +27,9 @@ void truncate_to(const std::string& path, uint64_t size);
 void mkdirs(const std::string& path);                             // mkdir -p, mode 0755
 void set_mtime(const std::string& path, int64_t sec, long nsec);  // and atime; no follow
 std::string slurp(const std::string& path);
+// lsetxattr / lremovexattr (never following a symlink).
+void set_xattr(const std::string& path, const std::string& name, const std::string& value);
+void remove_xattr(const std::string& path, const std::string& name);
 
 // Deterministic incompressible bytes: the same (seed, size) always gives the same string.
 std::string random_string(size_t size, uint64_t seed);

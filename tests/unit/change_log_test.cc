@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <map>
 #include <string>
 #include <thread>
 #include <vector>
@@ -424,6 +425,62 @@ TEST(ChangeLogTest, ConcurrentRecordersLoseNothing) {
     EXPECT_EQ(merged[t].ranges().begin()->first, 0u);
     EXPECT_EQ(merged[t].ranges().begin()->second, 10000u);
   }
+}
+
+// A reconcile's verify mark (FileChange::verify): narrow() replaces the whole-file extents with
+// the blocks found different, unless a write or truncate arrived since (its range would be lost).
+TEST(ChangeLogTest, NarrowKeepsOnlyTheDifferingBlocksUnlessTheFileChangedSince) {
+  ChangeLog log;
+  Batch scan;
+  for (uint64_t id : {1, 2, 3}) {
+    FileChange f;
+    f.ref = file(id);
+    f.extents.add(0, 1 << 20);
+    f.attrs = true;
+    f.verify = true;
+    scan.files.push_back(std::move(f));
+  }
+  log.replace(std::move(scan));
+  auto verifying = log.verifying();
+  ASSERT_EQ(verifying.size(), 3u);
+
+  ExtentMap one_block;
+  one_block.add(128 << 10, 128 << 10);
+  log.write(file(2), 5, 1);              // changed since the scan: must ship whole
+  log.truncate(file(3), 1 << 19);        // likewise
+  EXPECT_TRUE(log.narrow(1, one_block));
+  EXPECT_FALSE(log.narrow(2, one_block));
+  EXPECT_FALSE(log.narrow(3, one_block));
+  EXPECT_FALSE(log.narrow(1, ExtentMap{})) << "narrowed twice";
+  EXPECT_TRUE(log.verifying().empty());
+  EXPECT_EQ(log.stats().dirty_bytes, (128u << 10) + (1u << 20) + (1u << 19));
+
+  Batch b = log.take();
+  std::map<uint64_t, uint64_t> bytes;
+  for (const auto& f : b.files) bytes[f.ref.id] = f.extents.total_bytes();
+  EXPECT_EQ(bytes[1], 128u << 10);
+  EXPECT_EQ(bytes[2], 1u << 20);
+  EXPECT_EQ(bytes[3], 1u << 19);
+}
+
+// pending(): whether a ctime read now would vouch for content the receiver lacks (shipper.h).
+TEST(ChangeLogTest, AFileIsPendingWhileTheLogHoldsAnyChangeOfIt) {
+  ChangeLog log;
+  EXPECT_FALSE(log.pending(7));
+  log.write(file(7), 0, 10);
+  EXPECT_TRUE(log.pending(7));
+  Batch b = log.take();
+  EXPECT_FALSE(log.pending(7)) << "taken: the batch carries it";
+  log.attrs(file(7));
+  EXPECT_TRUE(log.pending(7));
+  log.take();
+  // A large file sliced over two batches: the first slice leaves the rest pending.
+  log.write(file(8), 0, 4 << 20);
+  Limits limits;
+  limits.max_bytes = 1 << 20;
+  Batch slice = log.take(limits);
+  ASSERT_EQ(slice.files.size(), 1u);
+  EXPECT_TRUE(log.pending(8));
 }
 
 }  // namespace

@@ -137,6 +137,26 @@ TEST(MessagesTest, CommitAndAckRoundTrip) {
 
 // One Op of every kind, each carrying only the fields its kind documents (messages.h), with
 // values that would expose a swapped or narrowed field.
+// Two entries: a regular file with xattrs, and a symlink.
+Manifest sample_manifest() {
+  ManifestEntry file;
+  file.path = "a/file";
+  file.mode = S_IFREG | 0640;
+  file.uid = 1000;
+  file.gid = 100;
+  file.size = uint64_t{1} << 35;
+  file.mtime_ns = -5;
+  file.id = 42;
+  file.ctime_ns = 1700000000123456789;
+  file.xattr_digest = 0xfeedface;
+  file.xattr_names = std::string("user.a\0user.b\0", 14);
+  ManifestEntry link;
+  link.path = "a/link";
+  link.mode = S_IFLNK | 0777;
+  link.target = "../elsewhere";
+  return Manifest{{file, link}, 1};
+}
+
 std::vector<Op> one_op_of_every_kind() {
   std::vector<Op> ops;
   auto add = [&](OpKind kind, const std::function<void(Op&)>& fill) {
@@ -195,6 +215,7 @@ std::vector<Op> one_op_of_every_kind() {
     o.gid = 65534;
     o.atime_ns = -1000000001;  // before 1970
     o.mtime_ns = 981173106123456789;
+    o.ctime_ns = 981173106123456790;  // the source's, for a later reconcile
   });
   add(OpKind::kAttr, [](Op& o) {  // by path
     o.path = "some/dir";
@@ -219,7 +240,51 @@ std::vector<Op> one_op_of_every_kind() {
   });
   add(OpKind::kSyncBegin, [](Op&) {});
   add(OpKind::kSyncEnd, [](Op&) {});
+  add(OpKind::kKeep, [](Op& o) {
+    o.path = "kept/file";
+    o.id = 13;
+  });
+  add(OpKind::kPunch, [](Op& o) {
+    o.id = 14;
+    o.offset = uint64_t{1} << 33;
+    o.size = 128 * 1024;
+  });
   return ops;
+}
+
+TEST(MessagesTest, ReconcileMessagesRoundTrip) {
+  Manifest m = sample_manifest();
+  auto d = decode_manifest(encoded(m));
+  ASSERT_TRUE(d) << d.error().message;
+  EXPECT_EQ(d->entries, m.entries);
+  EXPECT_EQ(d->last, 1);
+  EXPECT_EQ(d->entries.size() > 0 ? encoded(m).size() : 0,
+            5 + wire::encoded_size(m.entries[0]) + wire::encoded_size(m.entries[1]));
+  auto q = decode_digest_request(encoded(DigestRequest{7, 131072, 9, 65536}));
+  ASSERT_TRUE(q);
+  EXPECT_EQ(q->id, 7u);
+  EXPECT_EQ(q->block_size, 131072u);
+  EXPECT_EQ(q->first, 9u);
+  EXPECT_EQ(q->count, 65536u);
+  auto g = decode_digests(encoded(Digests{7, 1u << 20, 9, {1, 2, 3}}));
+  ASSERT_TRUE(g);
+  EXPECT_EQ(g->digests, (std::vector<uint64_t>{1, 2, 3}));
+  EXPECT_EQ(g->size, 1u << 20);
+  EXPECT_TRUE(decode_manifest_request(encoded(ManifestRequest{})));
+}
+
+TEST(MessagesTest, AManifestOrDigestsClaimingMoreEntriesThanItHoldsIsRejected) {
+  Bytes m = encoded(sample_manifest());
+  m[1] = 0xff;  // entry count, little-endian u32 after the `last` byte
+  m[2] = 0xff;
+  EXPECT_FALSE(decode_manifest(m));
+  Bytes last = encoded(sample_manifest());
+  last[0] = 2;  // `last` is a flag
+  EXPECT_FALSE(decode_manifest(last));
+  Bytes g = encoded(Digests{1, 2, 3, {4}});
+  g[24] = 0xff;  // digest count after id, size, first
+  g[25] = 0xff;
+  EXPECT_FALSE(decode_digests(g));
 }
 
 TEST(MessagesTest, OpOfEveryKindRoundTrips) {
@@ -231,12 +296,13 @@ TEST(MessagesTest, OpOfEveryKindRoundTrips) {
     ASSERT_TRUE(d) << op_name(op.kind) << ": " << d.error().message;
     EXPECT_EQ(*d, op) << op_name(op.kind);
   }
-  EXPECT_EQ(kinds.size(), 14u) << "a new OpKind needs a round-trip case here";
+  EXPECT_EQ(kinds.size(), static_cast<size_t>(OpKind::kPunch))
+      << "a new OpKind needs a round-trip case here";
 }
 
 TEST(MessagesTest, EveryOpKindHasADistinctName) {
   std::set<std::string> names;
-  for (int k = 1; k <= 14; ++k) {
+  for (int k = 1; k <= static_cast<int>(OpKind::kPunch); ++k) {
     const char* name = op_name(static_cast<OpKind>(k));
     ASSERT_NE(name, nullptr);
     EXPECT_TRUE(names.insert(name).second) << "duplicate name " << name;
@@ -258,6 +324,14 @@ TEST(MessagesTest, TruncatedOrPaddedPayloadsAreRejected) {
       encoded(Commit{1}), [](const Bytes& b) { return decode_commit(b); }, "Commit");
   expect_only_exact_length_decodes(
       encoded(Ack{1}), [](const Bytes& b) { return decode_ack(b); }, "Ack");
+  expect_only_exact_length_decodes(
+      encoded(sample_manifest()), [](const Bytes& b) { return decode_manifest(b); }, "Manifest");
+  expect_only_exact_length_decodes(
+      encoded(DigestRequest{1, 2, 3, 4}),
+      [](const Bytes& b) { return decode_digest_request(b); }, "DigestRequest");
+  expect_only_exact_length_decodes(
+      encoded(Digests{1, 2, 3, {4, 5}}), [](const Bytes& b) { return decode_digests(b); },
+      "Digests");
   for (const Op& op : one_op_of_every_kind()) {
     expect_only_exact_length_decodes(
         encoded(op), [](const Bytes& b) { return decode_op(b); },
@@ -288,7 +362,7 @@ TEST(MessagesTest, OutOfRangeOpKindIsRejected) {
   Bytes bytes = encoded(a);
   size_t at = differing_byte(bytes, encoded(b));
   ASSERT_LT(at, bytes.size());
-  for (uint8_t bad : {0, 15, 99, 255}) {
+  for (uint8_t bad : {0, 17, 99, 255}) {
     bytes[at] = bad;
     EXPECT_FALSE(decode_op(bytes)) << "kind " << int(bad);
   }

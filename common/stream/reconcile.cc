@@ -1,0 +1,254 @@
+// Reconcile by manifest (see reconcile.h): the receiver's walk and the sender's collection,
+// then block digests on both sides. The walk uses openat/fdopendir from the tree's descriptor
+// and never follows a symlink, like the baseline scan; every name of a hard-linked file is its
+// own entry (the sender links them).
+#include "common/stream/reconcile.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <fmt/format.h>
+
+#include <xxhash.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "common/changes/xattrs.h"
+#include "common/log.h"
+#include "common/net/messenger.h"
+#include "common/path.h"
+#include "common/unique_fd.h"
+
+namespace bkp::stream {
+namespace {
+
+class Walker {
+ public:
+  Walker(net::Conn& conn, const changes::Applier& applier) : conn_(conn), applier_(applier) {}
+
+  Result<void> run() {
+    struct stat root{};
+    if (fstat(applier_.tree_fd(), &root) != 0) return fail_errno("manifest: stat of the tree");
+    BKP_TRY_VOID(add(applier_.tree_fd(), ".", "", root));
+    BKP_TRY_VOID(dir(applier_.tree_fd(), ""));
+    chunk_.last = 1;
+    return flush();
+  }
+
+ private:
+  Result<void> dir(int fd, const std::string& rel) {
+    int rd = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    DIR* d = rd < 0 ? nullptr : fdopendir(rd);
+    if (d == nullptr) {
+      if (rd >= 0) close(rd);
+      return fail_errno(fmt::format("manifest: list '{}'", rel));
+    }
+    std::vector<std::string> names;
+    while (dirent* e = readdir(d)) {
+      std::string_view n = e->d_name;
+      if (n != "." && n != "..") names.emplace_back(n);
+    }
+    closedir(d);
+    for (const auto& name : names) {
+      struct stat st{};
+      if (fstatat(fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
+      std::string child = join_rel(rel, name);
+      BKP_TRY_VOID(add(fd, name, child, st));
+      if (!S_ISDIR(st.st_mode)) continue;
+      UniqueFd sub(openat(fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+      if (!sub) return fail_errno(fmt::format("manifest: open '{}'", child));
+      BKP_TRY_VOID(dir(sub.get(), child));
+    }
+    return {};
+  }
+
+  Result<void> add(int dir_fd, const std::string& name, const std::string& rel,
+                   const struct stat& st) {
+    wire::ManifestEntry e;
+    e.path = rel;
+    e.mode = st.st_mode;
+    e.uid = st.st_uid;
+    e.gid = st.st_gid;
+    e.size = static_cast<uint64_t>(st.st_size);
+    e.mtime_ns = wire::to_ns(st.st_mtim);
+    e.rdev = st.st_rdev;
+    if (S_ISREG(st.st_mode)) {
+      e.id = applier_.id_of_inode(st.st_ino).value_or(0);
+      e.ctime_ns = e.id != 0 ? applier_.source_ctime(e.id) : 0;
+    } else if (S_ISLNK(st.st_mode)) {
+      std::string target(static_cast<size_t>(st.st_size) + 1, '\0');
+      ssize_t n = readlinkat(dir_fd, name.c_str(), target.data(), target.size());
+      if (n >= 0) target.resize(static_cast<size_t>(n));
+      e.target = n >= 0 ? std::move(target) : std::string();
+    }
+    changes::Xattrs xattrs = changes::read_xattrs(dir_fd, name, rel);
+    e.xattr_digest = changes::xattr_digest(xattrs);
+    e.xattr_names = changes::xattr_names(xattrs);
+    size_ += wire::encoded_size(e);
+    chunk_.entries.push_back(std::move(e));
+    return size_ >= kManifestChunk ? flush() : Result<void>{};
+  }
+
+  Result<void> flush() {
+    BKP_TRY_VOID(net::send(conn_, chunk_));
+    chunk_.entries.clear();
+    size_ = 0;
+    return conn_.flush();
+  }
+
+  net::Conn& conn_;
+  const changes::Applier& applier_;
+  wire::Manifest chunk_;
+  size_t size_ = 0;
+};
+
+// XXH3 of each block [first, first + count) of the open file of this size, as far as it goes.
+Result<std::vector<uint64_t>> block_digests(int fd, uint64_t size, uint64_t first,
+                                            uint32_t count) {
+  std::vector<uint64_t> out;
+  std::vector<char> buf(kDigestBlock);
+  for (uint64_t b = first; b < first + count; ++b) {
+    uint64_t off = b * kDigestBlock;
+    if (off >= size) break;
+    size_t want = static_cast<size_t>(std::min<uint64_t>(kDigestBlock, size - off));
+    size_t got = 0;
+    while (got < want) {
+      ssize_t n = ::pread(fd, buf.data() + got, want - got, static_cast<off_t>(off + got));
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) return fail_errno("digest read");
+      if (n == 0) break;  // shrank meanwhile: the digest of what is there
+      got += static_cast<size_t>(n);
+    }
+    out.push_back(XXH3_64bits(buf.data(), got));
+  }
+  return out;
+}
+
+// The digest of `length` zero bytes: a hole of ours past the end of the receiver's copy needs
+// no bytes (the receiver's truncate makes the same hole).
+uint64_t zero_digest(size_t length) {
+  static const std::vector<char> zeros(kDigestBlock, 0);
+  return XXH3_64bits(zeros.data(), length);
+}
+
+// The blocks of one file that differ from the receiver's copy, as extents.
+Result<changes::ExtentMap> differing_blocks(net::Conn& conn, const changes::FileRef& file,
+                                            int fd, uint64_t size, int timeout_ms) {
+  changes::ExtentMap differ;
+  uint64_t blocks = (size + kDigestBlock - 1) / kDigestBlock;
+  for (uint64_t first = 0; first < blocks; first += kMaxDigests) {
+    auto count = static_cast<uint32_t>(std::min<uint64_t>(kMaxDigests, blocks - first));
+    BKP_TRY_VOID(net::send_now(conn, wire::DigestRequest{file.id, kDigestBlock, first, count}));
+    auto theirs = BKP_TRY(net::expect<wire::Digests>(conn, timeout_ms));
+    if (theirs.id != file.id || theirs.first != first || theirs.digests.size() > count) {
+      return fail(EPROTO, "Digests that answer another request");
+    }
+    auto mine = BKP_TRY(block_digests(fd, size, first, count));
+    for (size_t i = 0; i < mine.size(); ++i) {
+      uint64_t off = (first + i) * kDigestBlock;
+      uint64_t len = std::min<uint64_t>(kDigestBlock, size - off);
+      bool same = i < theirs.digests.size()
+                      ? theirs.digests[i] == mine[i]
+                      : off >= theirs.size && mine[i] == zero_digest(static_cast<size_t>(len));
+      if (!same) differ.add(off, len);
+    }
+  }
+  return differ;
+}
+
+// [start, end) split into the parts inside data's ranges (to ship) and outside (holes).
+void split(const changes::ExtentMap& data, uint64_t start, uint64_t end, changes::ExtentMap& ship,
+           changes::ExtentMap& holes) {
+  const auto& ranges = data.ranges();
+  auto it = ranges.upper_bound(start);
+  if (it != ranges.begin()) --it;
+  uint64_t at = start;
+  for (; it != ranges.end() && it->first < end; ++it) {
+    uint64_t a = std::max(it->first, start), b = std::min(it->second, end);
+    if (b <= a) continue;
+    if (a > at) holes.add(at, a - at);
+    ship.add(a, b - a);
+    at = b;
+  }
+  if (at < end) holes.add(at, end - at);
+}
+
+}  // namespace
+
+Result<void> send_digests(net::Conn& conn, const changes::Applier& applier,
+                          const wire::DigestRequest& request) {
+  if (request.block_size != kDigestBlock || request.count > kMaxDigests) {
+    return fail(EPROTO, fmt::format("DigestRequest for blocks of {} bytes (this side hashes {}), "
+                                    "{} at once (at most {})", request.block_size, kDigestBlock,
+                                    request.count, kMaxDigests));
+  }
+  wire::Digests answer{request.id, 0, request.first, {}};
+  if (auto fd = applier.open_id(request.id)) {
+    struct stat st{};
+    if (fstat(fd->get(), &st) != 0) return fail_errno("digests: stat");
+    answer.size = static_cast<uint64_t>(st.st_size);
+    answer.digests = BKP_TRY(block_digests(fd->get(), answer.size, request.first, request.count));
+  }
+  return net::send_now(conn, answer);
+}
+
+Result<Narrowed> narrow_by_digests(net::Conn& conn, changes::ChangeLog& log,
+                                   changes::DataSource& source, int timeout_ms) {
+  Narrowed out;
+  for (const auto& file : log.verifying()) {
+    auto fd = source.open_file(file);
+    if (!fd) {
+      if (fd.error().code == ENOENT || fd.error().code == ESTALE) continue;  // gone since
+      return tl::unexpected(fd.error());
+    }
+    struct stat st{};
+    if (fstat(fd->get(), &st) != 0) return fail_errno("digests: stat");
+    auto size = static_cast<uint64_t>(st.st_size);
+    auto differ = BKP_TRY(differing_blocks(conn, file, fd->get(), size, timeout_ms));
+    uint64_t equal = size - differ.total_bytes();
+    // Of the blocks that differ, our data goes as data and our holes as kPunch, so a sparse
+    // file stays sparse on the receiver.
+    changes::ExtentMap data;
+    changes::data_regions(fd->get(), size, data);
+    changes::ExtentMap ship, holes;
+    for (const auto& [start, end] : differ.ranges()) split(data, start, end, ship, holes);
+    if (!log.narrow(file.id, std::move(ship))) continue;  // changed since: ships whole
+    for (const auto& [start, end] : holes.ranges()) {
+      wire::Op punch;
+      punch.kind = wire::OpKind::kPunch;
+      punch.id = file.id;
+      punch.offset = start;
+      punch.size = end - start;
+      log.record(std::move(punch));
+    }
+    ++out.files;
+    out.kept_bytes += equal;
+  }
+  return out;
+}
+
+Result<void> send_manifest(net::Conn& conn, const changes::Applier& applier) {
+  return Walker(conn, applier).run();
+}
+
+Result<changes::Manifest> fetch_manifest(net::Conn& conn, int timeout_ms) {
+  BKP_TRY_VOID(net::send_now(conn, wire::ManifestRequest{}));
+  changes::Manifest out;
+  while (true) {
+    auto chunk = BKP_TRY(net::expect<wire::Manifest>(conn, timeout_ms).map_error([](Error e) {
+      return e.wrap("manifest");
+    }));
+    for (auto& e : chunk.entries) {
+      BKP_TRY_VOID(validate_rel_path(e.path).map_error([](Error e) { return e.wrap("manifest"); }));
+      std::string path = e.path;
+      out.insert_or_assign(std::move(path), std::move(e));
+    }
+    if (chunk.last) return out;
+  }
+}
+
+}  // namespace bkp::stream
