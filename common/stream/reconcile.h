@@ -32,7 +32,7 @@ namespace bkp::stream {
 
 constexpr size_t kManifestChunk = 1u << 20;
 constexpr uint32_t kDigestBlock = 128 * 1024;
-constexpr uint32_t kMaxDigests = 65536;  // per Digests frame: 512 KiB of digests, 8 GiB of file
+constexpr uint32_t kMaxDigests = 4096;  // per round trip: 512 MiB of file, read in a second or two
 
 // Receiver side: answers a ManifestRequest with the applier's tree. The caller serializes this
 // with applying frames (it walks the tree those frames change).

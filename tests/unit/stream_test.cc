@@ -447,16 +447,23 @@ class DirSource : public changes::DataSource {
   std::string root_;
 };
 
+// The sending side's tree and the receiving side, for one reconcile scenario.
 class ReconcileTest : public ::testing::Test {
  protected:
-  std::string at(const std::string& rel) const { return dir_.sub("src") + "/" + rel; }
-  void put(const std::string& rel, const std::string& data) {
-    UniqueFd fd(::open(at(rel).c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+  struct World {
+    testutil::TempDir dir{"bkp-reconcile"};
+    Sink sink{dir};
+    std::string at(const std::string& rel) const { return dir.sub("src") + "/" + rel; }
+  };
+
+  static void put(const World& w, const std::string& rel, const std::string& data) {
+    UniqueFd fd(::open(w.at(rel).c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
     ASSERT_TRUE(fd) << rel;
     ASSERT_EQ(::write(fd.get(), data.data(), data.size()), static_cast<ssize_t>(data.size()));
   }
-  void pwrite_at(const std::string& rel, off_t offset, const std::string& data) {
-    UniqueFd fd(::open(at(rel).c_str(), O_WRONLY | O_CLOEXEC));
+  static void pwrite_at(const World& w, const std::string& rel, off_t offset,
+                        const std::string& data) {
+    UniqueFd fd(::open(w.at(rel).c_str(), O_WRONLY | O_CLOEXEC));
     ASSERT_TRUE(fd) << rel;
     ASSERT_EQ(::pwrite(fd.get(), data.data(), data.size(), offset),
               static_cast<ssize_t>(data.size()));
@@ -467,90 +474,132 @@ class ReconcileTest : public ::testing::Test {
     return s;
   }
 
-  // One connection from a sender whose stream is `instance` (new each call: a restart), from
-  // the receiver's position through its reconcile and every batch. The data bytes it shipped.
-  uint64_t reconcile(uint64_t instance) {
+  // Every kind of entry, a file with a hard link and an xattr, a sparse file, 1.3 MiB in all.
+  static void make_tree(const World& w) {
+    ASSERT_EQ(mkdir(w.at("").c_str(), 0755), 0);
+    ASSERT_EQ(mkdir(w.at("d").c_str(), 0755), 0);
+    put(w, "a", bytes(300 * 1024, 1));
+    put(w, "big", bytes(1 << 20, 2));
+    put(w, "small", "ten bytes!");
+    put(w, "d/e", "gone later");
+    put(w, "sparse", "");
+    ASSERT_EQ(truncate(w.at("sparse").c_str(), 1 << 20), 0);
+    pwrite_at(w, "sparse", 512 * 1024, "island");
+    ASSERT_EQ(link(w.at("a").c_str(), w.at("a2").c_str()), 0);
+    ASSERT_EQ(symlink("a", w.at("s").c_str()), 0);
+    ASSERT_EQ(setxattr(w.at("a").c_str(), "user.k", "v", 1, 0), 0);
+  }
+
+  // What happens to the tree while no sender runs.
+  static void change_tree(const World& w) {
+    struct stat st{};
+    ASSERT_EQ(lstat(w.at("big").c_str(), &st), 0);
+    pwrite_at(w, "big", 600 * 1024, "new bytes, old mtime");  // one 128 KiB block
+    timespec times[2] = {st.st_atim, st.st_mtim};
+    ASSERT_EQ(utimensat(AT_FDCWD, w.at("big").c_str(), times, AT_SYMLINK_NOFOLLOW), 0);
+    ASSERT_EQ(chmod(w.at("big").c_str(), 0600), 0);
+    ASSERT_EQ(rename(w.at("a").c_str(), w.at("d/a-moved").c_str()), 0);  // its link a2 stays
+    ASSERT_EQ(removexattr(w.at("d/a-moved").c_str(), "user.k"), 0);
+    ASSERT_EQ(setxattr(w.at("d").c_str(), "user.new", "x", 1, 0), 0);
+    ASSERT_EQ(unlink(w.at("d/e").c_str()), 0);
+    ASSERT_EQ(rename(w.at("small").c_str(), w.at("small2").c_str()), 0);
+    put(w, "n", "new file");
+    pwrite_at(w, "sparse", 0, "head");  // its first block; the rest of it stays a hole
+  }
+
+  // A sender whose stream is `instance` (a new one: a restart) delivers everything, the first
+  // connection cut after `cut_after` frames (with the receiver restarted after each cut when
+  // `restart` is set). Returns the data bytes shipped and sets *connections.
+  static uint64_t reconcile(World& w, uint64_t instance, uint64_t cut_after = UINT64_MAX,
+                            bool restart = false, int* connections = nullptr) {
     changes::ChangeLog log;
     Sender sender(log);
-    DirSource data(dir_.sub("src"));
+    DirSource data(w.dir.sub("src"));
     changes::ShipCounters counters;
-    int sv[2];
-    EXPECT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-    auto a = net::Conn::open(UniqueFd(sv[0]));
-    auto b = net::Conn::open(UniqueFd(sv[1]));
-    std::thread rx([&] { sink_.serve(**b, instance); });
-    [&] {
-      auto ok = net::expect<wire::HelloOk>(**a, kTimeoutMs);
-      ASSERT_TRUE(ok) << ok.error().message;
-      ASSERT_EQ(sender.position(ok->position), Sender::Resume::kBaseline);
-      auto have = fetch_manifest(**a, kTimeoutMs);
-      ASSERT_TRUE(have) << have.error().message;
-      UniqueFd root(::open(dir_.sub("src").c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-      changes::ScanOptions options;
-      options.have = &*have;
-      auto batch = changes::scan_tree(root.get(), [](int, const char*, const struct stat& st) {
-        return std::optional<changes::FileRef>(changes::FileRef{st.st_ino, ""});
-      }, options);
-      ASSERT_TRUE(batch) << batch.error().message;
-      log.replace(std::move(*batch));
-      auto narrowed = narrow_by_digests(**a, log, data, kTimeoutMs);
-      ASSERT_TRUE(narrowed) << narrowed.error().message;
-      while (sender.next() != nullptr) {
-        auto sent = sender.send(**a, data, counters);
-        ASSERT_TRUE(sent) << sent.error().message;
-        auto acked = sender.await_ack(**a, kTimeoutMs);
-        ASSERT_TRUE(acked) << acked.error().message;
+    for (int attempt = 0; attempt < 4; ++attempt) {
+      int sv[2];
+      EXPECT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+      auto a = net::Conn::open(UniqueFd(sv[0]));
+      auto b = net::Conn::open(UniqueFd(sv[1]));
+      if (attempt == 0) (*a)->cut_after(cut_after);
+      std::thread rx([&] { w.sink.serve(**b, instance); });
+      bool done = false;
+      [&] {
+        auto ok = net::expect<wire::HelloOk>(**a, kTimeoutMs);
+        if (!ok) return;
+        if (sender.position(ok->position) == Sender::Resume::kBaseline) {
+          auto have = fetch_manifest(**a, kTimeoutMs);
+          if (!have) return;
+          UniqueFd root(::open(w.dir.sub("src").c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+          changes::ScanOptions options;
+          options.have = &*have;
+          auto batch = changes::scan_tree(root.get(), [](int, const char*, const struct stat& st) {
+            return std::optional<changes::FileRef>(changes::FileRef{st.st_ino, ""});
+          }, options);
+          ASSERT_TRUE(batch) << batch.error().message;
+          log.replace(std::move(*batch));
+          if (!narrow_by_digests(**a, log, data, kTimeoutMs)) return;
+        }
+        while (sender.next() != nullptr) {
+          if (!sender.send(**a, data, counters)) return;
+          if (!sender.await_ack(**a, kTimeoutMs)) return;
+        }
+        done = true;
+      }();
+      ::shutdown((*a)->fd(), SHUT_RDWR);
+      rx.join();
+      if (done) {
+        if (connections != nullptr) *connections = attempt + 1;
+        return counters.data_bytes;
       }
-    }();
-    ::shutdown((*a)->fd(), SHUT_RDWR);
-    rx.join();
+      if (restart) w.sink.restart();
+    }
+    ADD_FAILURE() << "not delivered after 4 connections";
     return counters.data_bytes;
   }
 
-  testutil::TempDir dir_{"bkp-reconcile"};
-  Sink sink_{dir_};
+  static std::string compare(const World& w) {
+    testutil::CompareOptions options;
+    return testutil::compare_trees(w.dir.sub("src"), w.dir.sub("dst"), options);
+  }
 };
 
 TEST_F(ReconcileTest, ARestartedSenderShipsOnlyWhatDiffers) {
-  ASSERT_EQ(mkdir(at("").c_str(), 0755), 0);
-  ASSERT_EQ(mkdir(at("d").c_str(), 0755), 0);
-  put("a", bytes(300 * 1024, 1));
-  put("big", bytes(1 << 20, 2));
-  put("small", "ten bytes!");
-  put("d/e", "gone later");
-  put("sparse", "");
-  ASSERT_EQ(truncate(at("sparse").c_str(), 1 << 20), 0);
-  pwrite_at("sparse", 512 * 1024, "island");
-  ASSERT_EQ(link(at("a").c_str(), at("a2").c_str()), 0);
-  ASSERT_EQ(symlink("a", at("s").c_str()), 0);
-  ASSERT_EQ(setxattr(at("a").c_str(), "user.k", "v", 1, 0), 0);
-  uint64_t first = reconcile(1);
+  World w;
+  make_tree(w);
+  uint64_t first = reconcile(w, 1);
   EXPECT_GE(first, (300 + 1024) * 1024u + 10 + 10 + 4096) << "the first contact is a full baseline";
-  testutil::CompareOptions options;
-  ASSERT_EQ(testutil::compare_trees(dir_.sub("src"), dir_.sub("dst"), options), "");
+  ASSERT_EQ(compare(w), "");
 
-  EXPECT_EQ(reconcile(2), 0u) << "nothing changed, yet data was shipped";
-  ASSERT_EQ(testutil::compare_trees(dir_.sub("src"), dir_.sub("dst"), options), "");
+  EXPECT_EQ(reconcile(w, 2), 0u) << "nothing changed, yet data was shipped";
+  ASSERT_EQ(compare(w), "");
 
-  // Changes made while no sender ran:
-  struct stat st{};
-  ASSERT_EQ(lstat(at("big").c_str(), &st), 0);
-  pwrite_at("big", 600 * 1024, "new bytes, old mtime");  // one 128 KiB block
-  timespec times[2] = {st.st_atim, st.st_mtim};
-  ASSERT_EQ(utimensat(AT_FDCWD, at("big").c_str(), times, AT_SYMLINK_NOFOLLOW), 0);
-  ASSERT_EQ(chmod(at("big").c_str(), 0600), 0);
-  ASSERT_EQ(rename(at("a").c_str(), at("d/a-moved").c_str()), 0);  // and its link a2 stays
-  ASSERT_EQ(removexattr(at("d/a-moved").c_str(), "user.k"), 0);
-  ASSERT_EQ(setxattr(at("d").c_str(), "user.new", "x", 1, 0), 0);
-  ASSERT_EQ(unlink(at("d/e").c_str()), 0);
-  ASSERT_EQ(rename(at("small").c_str(), at("small2").c_str()), 0);
-  put("n", "new file");
-  pwrite_at("sparse", 0, "head");  // its first block; the hole stays a hole
-
-  EXPECT_EQ(reconcile(3), 128 * 1024u + 4096 + 10 + 8)
+  change_tree(w);
+  EXPECT_EQ(reconcile(w, 3), 128 * 1024u + 4096 + 10 + 8)
       << "expected the changed block of big, the data of sparse's changed block (the rest of it "
          "goes as a hole), small (too small to verify) and n";
-  EXPECT_EQ(testutil::compare_trees(dir_.sub("src"), dir_.sub("dst"), options), "");
+  EXPECT_EQ(compare(w), "");
+}
+
+// The reconcile's own frames (ManifestRequest, DigestRequests, keep, link by id, punch after
+// sync-end) cut at every point, the receiver restarted after each cut: still exact.
+TEST_F(ReconcileTest, ACutAtAnyFrameOfAReconcileConverges) {
+  for (uint64_t k = 0;; ++k) {
+    SCOPED_TRACE("cut after frame " + std::to_string(k));
+    World w;
+    make_tree(w);
+    reconcile(w, 1);
+    change_tree(w);
+    int connections = 0;
+    reconcile(w, 2, k, true, &connections);
+    EXPECT_EQ(compare(w), "");
+    if (HasFailure()) return;
+    ASSERT_LE(k, 300u) << "the cut never came after the last frame";
+    if (connections == 1) {
+      EXPECT_GT(k, 20u) << "the connection was never cut";
+      return;
+    }
+  }
 }
 
 }  // namespace
