@@ -30,18 +30,23 @@ Result<void> send_file(net::Conn& conn, const FileChange& change, DataSource& so
   if (fstat(fd->get(), &st) != 0) return fail_errno("stat of file being shipped");
   wire::Op attr = wire::attr_from_stat("", change.ref.id, st);
   attr.ctime_ns = log.pending(change.ref.id) ? 0 : source.source_ctime(change.ref, st);
+  // One encoder per shipping thread (every stream has its own), so its adaptive skipping
+  // follows that stream's data.
+  thread_local wire::WriteEncoder encoder;
   for (const auto& [start, end] : change.extents.ranges()) {
     for (uint64_t off = start; off < end;) {
       size_t want = static_cast<size_t>(std::min<uint64_t>(kChunk, end - off));
-      size_t got = BKP_TRY(conn.pread(fd->get(), off, std::span<uint8_t>(buf.data(), want)));
+      auto room = BKP_TRY(conn.begin_frame(wire::kWriteHeader + want));
+      // Raw chunks are read straight into the frame; one that may compress is read aside and
+      // compressed into it.
+      bool in_place = encoder.raw_next(want);
+      uint8_t* dst = in_place ? room.data() + wire::kWriteHeader : buf.data();
+      size_t got = BKP_TRY(conn.pread(fd->get(), off, std::span<uint8_t>(dst, want)));
+      uint8_t flags = 0;
+      size_t size = encoder.encode_into(change.ref.id, off, std::span<const uint8_t>(dst, got),
+                                        room, flags);
+      BKP_TRY_VOID(conn.end_frame(wire::MsgType::kWrite, flags, size));
       if (got == 0) break;  // the file shrank; its truncate is later in the stream
-      payload.clear();
-      // One encoder per shipping thread (every stream has its own), so its adaptive skipping
-      // follows that stream's data.
-      thread_local wire::WriteEncoder encoder;
-      uint8_t flags =
-          encoder.encode(change.ref.id, off, std::span<const uint8_t>(buf.data(), got), payload);
-      BKP_TRY_VOID(conn.send(wire::MsgType::kWrite, flags, payload));
       counters.data_bytes += got;
       source.sent(change.ref, got);
       off += got;

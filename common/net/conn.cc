@@ -1,7 +1,8 @@
 // Framed connection over io_uring (see conn.h).
 //
 // Each blocking step is one submission: a send of the whole output buffer (resubmitted for
-// the remainder after a short send), a recv into a 256 KiB buffer, or a file read. A recv with
+// the remainder after a short send), a recv of up to 256 KiB straight into the frame reader's
+// buffer, or a file read. A recv with
 // a deadline is linked to an IORING_OP_LINK_TIMEOUT, so the kernel cancels it for us and we
 // never leave a request in flight that could complete into a buffer we no longer own.
 #include "common/net/conn.h"
@@ -24,7 +25,6 @@ Result<std::unique_ptr<Conn>> Conn::open(UniqueFd socket) {
   int rc = io_uring_queue_init(8, &c->ring_, 0);
   if (rc < 0) return fail_neg(rc, "io_uring setup");
   c->ring_ok_ = true;
-  c->in_buf_.resize(kRecvBuf);
   return c;
 }
 
@@ -63,29 +63,42 @@ Result<int> Conn::submit_and_wait(io_uring_sqe* sqe, int timeout_ms) {
 }
 
 Result<void> Conn::send(wire::MsgType type, uint8_t flags, std::span<const uint8_t> payload) {
+  std::span<uint8_t> room = BKP_TRY(begin_frame(payload.size()));
+  if (!payload.empty()) std::memcpy(room.data(), payload.data(), payload.size());
+  return end_frame(type, flags, payload.size());
+}
+
+Result<std::span<uint8_t>> Conn::begin_frame(size_t max_payload) {
   if (next_seq_ > cut_after_) {
     (void)flush();
     ::shutdown(sock_.get(), SHUT_RDWR);
     return fail(ECONNRESET, "connection cut (test seam)");
   }
-  size_t before = out_.size();
-  wire::encode_frame(type, flags, next_seq_++, payload, out_);
-  bytes_sent_ += out_.size() - before;
-  if (out_.size() >= kFlushAt) return flush();
+  frame_start_ = out_len_;
+  size_t need = frame_start_ + wire::kHeaderSize + max_payload;
+  if (out_.size() < need) out_.resize(need);  // grows only: no zeroing per frame
+  return std::span<uint8_t>(out_.data() + frame_start_ + wire::kHeaderSize, max_payload);
+}
+
+Result<void> Conn::end_frame(wire::MsgType type, uint8_t flags, size_t payload_size) {
+  out_len_ = frame_start_ + wire::kHeaderSize + payload_size;
+  wire::seal_frame(type, flags, next_seq_++, out_.data() + frame_start_, payload_size);
+  bytes_sent_ += wire::kHeaderSize + payload_size;
+  if (out_len_ >= kFlushAt) return flush();
   return {};
 }
 
 Result<void> Conn::flush() {
   size_t done = 0;
-  while (done < out_.size()) {
+  while (done < out_len_) {
     io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
-    io_uring_prep_send(sqe, sock_.get(), out_.data() + done, out_.size() - done, MSG_NOSIGNAL);
+    io_uring_prep_send(sqe, sock_.get(), out_.data() + done, out_len_ - done, MSG_NOSIGNAL);
     int res = BKP_TRY(submit_and_wait(sqe, -1));
     if (res == -EINTR || res == -EAGAIN) continue;
     if (res < 0) return fail_neg(res, "send");
     done += static_cast<size_t>(res);
   }
-  out_.clear();
+  out_len_ = 0;
   return {};
 }
 
@@ -94,15 +107,18 @@ Result<wire::Frame> Conn::recv(int timeout_ms) {
   while (true) {
     auto frame = BKP_TRY(reader_.next());
     if (frame) return std::move(*frame);
+    std::span<uint8_t> room = reader_.space(kRecvBuf);
     io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
-    io_uring_prep_recv(sqe, sock_.get(), in_buf_.data(), in_buf_.size(), 0);
-    int res = BKP_TRY(submit_and_wait(sqe, timeout_ms));
+    io_uring_prep_recv(sqe, sock_.get(), room.data(), room.size(), 0);
+    auto got = submit_and_wait(sqe, timeout_ms);
+    int res = got ? *got : 0;
+    reader_.filled(got && res > 0 ? static_cast<size_t>(res) : 0);
+    if (!got) return tl::unexpected(got.error());
     if (res == -ECANCELED || res == -ETIME) return fail(ETIMEDOUT, "peer sent nothing in time");
     if (res == -EINTR || res == -EAGAIN) continue;
     if (res < 0) return fail_neg(res, "recv");
     if (res == 0) return fail(ECONNRESET, "peer closed the connection");
     bytes_received_ += static_cast<uint64_t>(res);
-    reader_.feed(std::span<const uint8_t>(in_buf_.data(), static_cast<size_t>(res)));
   }
 }
 

@@ -3,6 +3,10 @@
 // waited for (sends are batched up to 1 MiB, so a chunk read overlaps nothing yet; keeping reads
 // and sends in flight together is future work, measured in bench/RESULTS.md).
 //
+// Bytes are copied once in user space at most: file data is read straight into the send buffer
+// behind its frame header (begin_frame/end_frame), and received bytes land straight in the
+// frame reader's buffer.
+//
 // Not thread-safe: one thread owns a Conn. Sends are buffered and flushed when the buffer
 // passes 1 MiB, on flush(), and before any recv().
 #pragma once
@@ -30,6 +34,11 @@ class Conn {
 
   // Queues one frame with the next sequence number; flushes if the buffer is large.
   Result<void> send(wire::MsgType type, uint8_t flags, std::span<const uint8_t> payload);
+  // The same, with the payload written in place (no copy): begin_frame() returns room for up to
+  // max_payload bytes in the send buffer, valid until end_frame() queues the frame with the
+  // first payload_size of them. Only pread() may be called in between.
+  Result<std::span<uint8_t>> begin_frame(size_t max_payload);
+  Result<void> end_frame(wire::MsgType type, uint8_t flags, size_t payload_size);
   Result<void> flush();
   // Waits up to timeout_ms (-1: forever) for one frame. ETIMEDOUT on timeout, ECONNRESET when
   // the peer closed, EPROTO on a malformed frame. A received kError frame is returned as a
@@ -58,11 +67,12 @@ class Conn {
   UniqueFd sock_;
   io_uring ring_{};
   bool ring_ok_ = false;
-  std::vector<uint8_t> out_;
+  std::vector<uint8_t> out_;  // [0, out_len_) is queued; beyond is room for the next frame
+  size_t out_len_ = 0;
   uint64_t next_seq_ = 1;
   uint64_t cut_after_ = UINT64_MAX;
   wire::FrameReader reader_;
-  std::vector<uint8_t> in_buf_;
+  size_t frame_start_ = 0;  // of the frame begun in out_ (begin_frame)
   uint64_t bytes_sent_ = 0;
   uint64_t bytes_received_ = 0;
 };

@@ -25,6 +25,10 @@ uint64_t checksum(const uint8_t* header16, std::span<const uint8_t> payload) {
   return XXH3_64bits_digest(&state);
 }
 
+void store_le(uint8_t* p, uint64_t v, int n) {
+  for (int i = 0; i < n; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
+}
+
 uint64_t load_le(const uint8_t* p, int n) {
   uint64_t v = 0;
   for (int i = 0; i < n; ++i) v |= static_cast<uint64_t>(p[i]) << (8 * i);
@@ -87,28 +91,41 @@ const char* type_name(MsgType type) {
 void encode_frame(MsgType type, uint8_t flags, uint64_t seq, std::span<const uint8_t> payload,
                   std::vector<uint8_t>& out) {
   size_t start = out.size();
-  Encoder e(out);
-  e.u32(static_cast<uint32_t>(payload.size()));
-  e.u8(static_cast<uint8_t>(type));
-  e.u8(flags);
-  e.u16(0);
-  e.u64(seq);
-  uint64_t sum = checksum(out.data() + start, payload);
-  e.u64(sum);
-  e.bytes(payload);
+  out.resize(start + kHeaderSize + payload.size());
+  if (!payload.empty()) std::memcpy(out.data() + start + kHeaderSize, payload.data(), payload.size());
+  seal_frame(type, flags, seq, out.data() + start, payload.size());
+}
+
+void seal_frame(MsgType type, uint8_t flags, uint64_t seq, uint8_t* frame, size_t payload_size) {
+  store_le(frame, payload_size, 4);
+  frame[4] = static_cast<uint8_t>(type);
+  frame[5] = flags;
+  store_le(frame + 6, 0, 2);
+  store_le(frame + 8, seq, 8);
+  store_le(frame + 16, checksum(frame, std::span<const uint8_t>(frame + kHeaderSize, payload_size)), 8);
 }
 
 void FrameReader::feed(std::span<const uint8_t> bytes) {
-  // Compact lazily: only when the consumed prefix dominates, so feeding stays amortized O(n).
-  if (pos_ > 0 && pos_ * 2 >= buf_.size()) {
-    buf_.erase(buf_.begin(), buf_.begin() + static_cast<std::ptrdiff_t>(pos_));
-    pos_ = 0;
-  }
-  buf_.insert(buf_.end(), bytes.begin(), bytes.end());
+  std::span<uint8_t> room = space(bytes.size());
+  if (!bytes.empty()) std::memcpy(room.data(), bytes.data(), bytes.size());
+  filled(bytes.size());
 }
 
+std::span<uint8_t> FrameReader::space(size_t n) {
+  // Compact lazily: only when the consumed prefix dominates, so reading stays amortized O(n).
+  if (pos_ > 0 && pos_ * 2 >= end_) {
+    std::memmove(buf_.data(), buf_.data() + pos_, end_ - pos_);
+    end_ -= pos_;
+    pos_ = 0;
+  }
+  if (buf_.size() < end_ + n) buf_.resize(end_ + n);  // grows only: no zeroing per read
+  return std::span<uint8_t>(buf_.data() + end_, n);
+}
+
+void FrameReader::filled(size_t used) { end_ += used; }
+
 Result<std::optional<Frame>> FrameReader::next() {
-  size_t avail = buf_.size() - pos_;
+  size_t avail = end_ - pos_;
   if (avail < kHeaderSize) return std::optional<Frame>();
   const uint8_t* h = buf_.data() + pos_;
   uint32_t length = static_cast<uint32_t>(load_le(h, 4));

@@ -60,21 +60,29 @@ struct Frame {
 // Appends one encoded frame (header + payload) to out. The payload must not exceed kMaxPayload.
 void encode_frame(MsgType type, uint8_t flags, uint64_t seq, std::span<const uint8_t> payload,
                   std::vector<uint8_t>& out);
+// Writes the header of a frame whose payload_size bytes already follow it at frame +
+// kHeaderSize (a payload built in place, without a copy).
+void seal_frame(MsgType type, uint8_t flags, uint64_t seq, uint8_t* frame, size_t payload_size);
 
 // Incremental decoder. feed() bytes as they arrive, then call next() until it returns nullopt.
 // Any error is final for the connection: the peer is confused or hostile.
 class FrameReader {
  public:
   void feed(std::span<const uint8_t> bytes);
+  // Room for up to n more bytes at the end of the buffer, for a read straight into it (no copy);
+  // filled(used) then keeps the first `used` of them. Nothing else may run in between.
+  std::span<uint8_t> space(size_t n);
+  void filled(size_t used);
   // A complete, verified frame; nullopt when more bytes are needed; an error (EPROTO) on bad
   // length, unknown type, nonzero reserved bits, bad checksum or out-of-order sequence.
   Result<std::optional<Frame>> next();
   // Bytes buffered but not yet returned as a frame (bounded by kHeaderSize + kMaxPayload).
-  size_t buffered() const { return buf_.size() - pos_; }
+  size_t buffered() const { return end_ - pos_; }
 
  private:
-  std::vector<uint8_t> buf_;
+  std::vector<uint8_t> buf_;  // [pos_, end_) is unread; beyond end_ is room
   size_t pos_ = 0;
+  size_t end_ = 0;
   uint64_t last_seq_ = 0;
 };
 

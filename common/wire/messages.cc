@@ -7,6 +7,7 @@
 #include <zstd.h>
 
 #include <algorithm>
+#include <cstring>
 #include <memory>
 
 #include "common/wire/codec.h"
@@ -419,30 +420,44 @@ WriteEncoder::~WriteEncoder() { ZSTD_freeCCtx(ctx_); }
 
 uint8_t WriteEncoder::encode(uint64_t id, uint64_t offset, std::span<const uint8_t> data,
                              std::vector<uint8_t>& out) {
-  Encoder e(out);
-  e.u64(id);
-  e.u64(offset);
-  e.u32(static_cast<uint32_t>(data.size()));
-  size_t header_end = out.size();
-  if (data.size() >= 512 && ctx_ != nullptr) {
-    if (skip_ > 0) {
-      --skip_;
-    } else {
-      size_t bound = ZSTD_compressBound(data.size());
-      out.resize(header_end + bound);
-      size_t n = ZSTD_compress2(ctx_, out.data() + header_end, bound, data.data(), data.size());
-      if (!ZSTD_isError(n) && n <= data.size() - data.size() / 8) {
-        out.resize(header_end + n);
-        backoff_ = 0;
-        return kFlagZstd;
-      }
-      out.resize(header_end);
-      backoff_ = backoff_ == 0 ? 1 : std::min(backoff_ * 2, kMaxSkip);
-      skip_ = backoff_;
+  size_t start = out.size();
+  out.resize(start + kWriteHeader + data.size());
+  uint8_t flags = 0;
+  size_t n = encode_into(id, offset, data, std::span<uint8_t>(out.data() + start, out.size() - start),
+                         flags);
+  out.resize(start + n);
+  return flags;
+}
+
+bool WriteEncoder::raw_next(size_t n) const { return n < 512 || ctx_ == nullptr || skip_ > 0; }
+
+size_t WriteEncoder::encode_into(uint64_t id, uint64_t offset, std::span<const uint8_t> data,
+                                 std::span<uint8_t> room, uint8_t& flags) {
+  auto put = [&](size_t at, uint64_t v, int n) {
+    for (int i = 0; i < n; ++i) room[at + i] = static_cast<uint8_t>(v >> (8 * i));
+  };
+  put(0, id, 8);
+  put(8, offset, 8);
+  put(16, data.size(), 4);
+  uint8_t* body = room.data() + kWriteHeader;
+  flags = 0;
+  if (raw_next(data.size())) {
+    if (skip_ > 0) --skip_;
+  } else {
+    // Straight into the frame (data is elsewhere when compression is tried: raw_next()), with
+    // room for only what saves at least 1/8: anything larger fails and goes raw.
+    size_t limit = data.size() - data.size() / 8;
+    size_t n = ZSTD_compress2(ctx_, body, limit, data.data(), data.size());
+    if (!ZSTD_isError(n)) {
+      backoff_ = 0;
+      flags = kFlagZstd;
+      return kWriteHeader + n;
     }
+    backoff_ = backoff_ == 0 ? 1 : std::min(backoff_ * 2, kMaxSkip);
+    skip_ = backoff_;
   }
-  e.bytes(data);
-  return 0;
+  if (data.data() != body && !data.empty()) std::memmove(body, data.data(), data.size());
+  return kWriteHeader + data.size();
 }
 
 Result<Write> decode_write(uint8_t flags, std::span<const uint8_t> p) {

@@ -241,6 +241,8 @@ Result<Digests> decode_digests(std::span<const uint8_t> payload);
 // resets it), so random or already-compressed data costs almost no zstd CPU on the sender — on a
 // small machine that CPU is taken from the application — while one chunk in 64 keeps checking
 // whether the data changed nature. One zstd context is reused. Not thread-safe: one per stream.
+constexpr size_t kWriteHeader = 20;  // u64 id, u64 offset, u32 raw length
+
 class WriteEncoder {
  public:
   WriteEncoder();
@@ -251,6 +253,14 @@ class WriteEncoder {
   // Appends the payload to out; returns the frame flags.
   uint8_t encode(uint64_t id, uint64_t offset, std::span<const uint8_t> data,
                  std::vector<uint8_t>& out);
+  // The same into room (at least kWriteHeader + data.size() bytes): returns the payload size
+  // and sets flags. When raw_next() said so, data may already sit at room + kWriteHeader (read
+  // there in place); it is then not copied. Otherwise it must not overlap room.
+  size_t encode_into(uint64_t id, uint64_t offset, std::span<const uint8_t> data,
+                     std::span<uint8_t> room, uint8_t& flags);
+  // True when a chunk of n bytes will go raw without a compression attempt, so the caller can
+  // read it straight into the frame.
+  bool raw_next(size_t n) const;
 
  private:
   ::ZSTD_CCtx_s* ctx_;
