@@ -297,9 +297,17 @@ struct Applier::Impl {
   }
 
   // ---- attributes --------------------------------------------------------------------------
+  // Owner and mode only when they differ: a chown, even to the same owner, makes the kernel drop
+  // security.capability (and set-id bits), which a file keeps on the source.
   Result<void> set_attrs_fd(int fd, const wire::Op& op) {
-    if (fchown(fd, op.uid, op.gid) != 0) return sys_error(errno, "chown");
-    if (fchmod(fd, op.mode & 07777) != 0) return sys_error(errno, "chmod");
+    struct stat st{};
+    if (fstat(fd, &st) != 0) return sys_error(errno, "stat");
+    if ((st.st_uid != op.uid || st.st_gid != op.gid) && fchown(fd, op.uid, op.gid) != 0) {
+      return sys_error(errno, "chown");
+    }
+    if ((st.st_mode & 07777) != (op.mode & 07777) && fchmod(fd, op.mode & 07777) != 0) {
+      return sys_error(errno, "chmod");
+    }
     if (op.kind == OpKind::kAttr) {
       timespec times[2] = {to_timespec(op.atime_ns), to_timespec(op.mtime_ns)};
       if (futimens(fd, times) != 0) return sys_error(errno, "set times");
@@ -310,9 +318,13 @@ struct Applier::Impl {
   Result<void> set_attrs_at(int dir, const std::string& name, const wire::Op& op, bool times) {
     struct stat st{};
     if (fstatat(dir, name.c_str(), &st, kNoFollow) != 0) return sys_error(errno);
-    if (fchownat(dir, name.c_str(), op.uid, op.gid, kNoFollow) != 0) return sys_error(errno, "chown");
+    if ((st.st_uid != op.uid || st.st_gid != op.gid) &&
+        fchownat(dir, name.c_str(), op.uid, op.gid, kNoFollow) != 0) {
+      return sys_error(errno, "chown");
+    }
     // fchmodat cannot refuse to follow a symlink, and a symlink's mode means nothing anyway.
-    if (!S_ISLNK(st.st_mode) && fchmodat(dir, name.c_str(), op.mode & 07777, 0) != 0) {
+    if (!S_ISLNK(st.st_mode) && (st.st_mode & 07777) != (op.mode & 07777) &&
+        fchmodat(dir, name.c_str(), op.mode & 07777, 0) != 0) {
       return sys_error(errno, "chmod");
     }
     if (times) {
