@@ -44,7 +44,7 @@ incremental_section() {
   mount_backupfs "$DATA"
   wait_volume "$root/state"
   INC_MIRROR=$VOLUME_DIR/mirror
-  INC_REPLICA=$root/r1/$VOL_HOST$DATA
+  INC_REPLICA=$(replica_tree "$root/r1" "$DATA")
   log "incremental: full backups (backupfs baseline, rsync, restic, borg)"
   res=$(tools wait-converged --listing "$root/listing.json" --t0 "$t0" \
     --copy "mirror=$INC_MIRROR" --copy "replica=$INC_REPLICA") ||

@@ -242,6 +242,16 @@ start_replicator() {  # name root: sets DAEMON_PID
 # VOL_HOST, which is also the address it is registered at.
 VOL_HOST=127.0.0.1
 bkptool() { "$BKPTOOL" --server "127.0.0.1:$BACKUPD_PORT" "$@"; }
+# replica_tree ROOT DIR: where a replicator with --root ROOT keeps the volume DIR
+# (ROOT/<host>/<escaped path>, common/path.h escape_path: systemd's escaping of a path).
+replica_tree() {
+  printf '%s/%s/%s' "$1" "$VOL_HOST" "$(python3 -c '
+import sys
+p = sys.argv[1].lstrip("/")
+print("".join("-" if c == "/" else c if c.isascii() and (c.isalnum() or c == "_" or (c == "." and i > 0))
+              else "".join("\\x%02x" % b for b in c.encode()) for i, c in enumerate(p)), end="")
+' "$2")"
+}
 
 # mount_backupfs DIR [EVERY]: backupfs over DIR, registered with our backupd (which then attaches
 # and takes the baseline); EVERY is the snapshot period (default 1d: no snapshot during a

@@ -55,7 +55,7 @@ server_run() {
   for ((i = 1; i <= nrep; i++)); do
     start_replicator "r$i" "$root/r$i"
     rpids+=("$DAEMON_PID")
-    copies+=(--copy "r$i=$root/r$i/$VOL_HOST$DATA")
+    copies+=(--copy "r$i=$(replica_tree "$root/r$i" "$DATA")")
   done
   drop_caches
 
@@ -85,7 +85,7 @@ server_run() {
   unmount_backupfs "$DATA"
   if ((ROUND == 1)); then
     local -a trees=("$VOLUME_DIR/mirror")
-    for ((i = 1; i <= nrep; i++)); do trees+=("$root/r$i/$VOL_HOST$DATA"); done
+    for ((i = 1; i <= nrep; i++)); do trees+=("$(replica_tree "$root/r$i" "$DATA")"); done
     tools verify "$DATA" "${trees[@]}" || die "server ($key): a copy differs from the source"
   fi
   for ((i = ${#rpids[@]} - 1; i >= 0; i--)); do stop_pid "${rpids[i]}"; done

@@ -1,8 +1,10 @@
-// write_file_atomic, the key-value format and make_dirs (see files.h).
+// write_file_atomic, the key-value format, make_dirs and open_dir_beneath (see files.h).
 #include "common/files.h"
 
 #include <fcntl.h>
+#include <linux/openat2.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <charconv>
@@ -76,6 +78,33 @@ Result<void> make_dirs(const std::string& dir) {
   if (::stat(dir.c_str(), &st) != 0) return fail_errno("create " + dir);
   if (!S_ISDIR(st.st_mode)) return fail(ENOTDIR, dir + " is not a directory");
   return {};
+}
+
+Result<UniqueFd> open_dir_beneath(int base_fd, const std::string& rel, bool* created) {
+  auto open_at = [](int dir, const std::string& name, uint64_t flags) {
+    open_how how{};
+    how.flags = flags | O_DIRECTORY | O_CLOEXEC;
+    how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+    return UniqueFd(static_cast<int>(syscall(SYS_openat2, dir, name.c_str(), &how, sizeof how)));
+  };
+  UniqueFd cur = open_at(base_fd, ".", O_PATH);
+  if (!cur) return fail_errno("open the base directory");
+  if (created != nullptr) *created = false;
+  size_t start = 0;
+  while (start < rel.size()) {
+    size_t slash = rel.find('/', start);
+    std::string name = rel.substr(start, slash == std::string::npos ? std::string::npos : slash - start);
+    start = slash == std::string::npos ? rel.size() : slash + 1;
+    if (name.empty() || name == "." || name == "..") return fail(EINVAL, "bad directory path " + rel);
+    bool made = ::mkdirat(cur.get(), name.c_str(), 0755) == 0;
+    if (!made && errno != EEXIST) return fail_errno("create " + rel);
+    if (created != nullptr) *created = made;
+    cur = open_at(cur.get(), name, O_PATH);
+    if (!cur) return fail_errno("open " + rel + " (never through a symlink)");
+  }
+  UniqueFd out = open_at(cur.get(), ".", O_RDONLY);
+  if (!out) return fail_errno("open " + rel);
+  return out;
 }
 
 }  // namespace bkp

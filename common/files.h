@@ -1,6 +1,7 @@
 // File helpers every process needs: small state files that are either wholly old or wholly new
 // after a crash (written to a temporary name, optionally synced, renamed over the old one), the
-// "key value" line format such files use, and mkdir -p.
+// "key value" line format such files use, mkdir -p, and mkdir -p beneath a directory without
+// ever following a symlink (for directories whose names a peer chooses).
 #pragma once
 
 #include <cstdint>
@@ -8,6 +9,7 @@
 #include <string>
 
 #include "common/result.h"
+#include "common/unique_fd.h"
 
 namespace bkp {
 
@@ -26,5 +28,10 @@ std::string format_key_values(const std::map<std::string, uint64_t>& values);
 
 // mkdir -p dir (mode 0755 before umask). ENOTDIR if dir exists and is not a directory.
 Result<void> make_dirs(const std::string& dir);
+
+// Opens (O_RDONLY) the directory rel ("a/b") beneath base_fd, creating missing components (mode
+// 0755), resolving each with RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS: a symlink anywhere on the
+// way is ELOOP, never followed. *created tells whether the last component was made now.
+Result<UniqueFd> open_dir_beneath(int base_fd, const std::string& rel, bool* created = nullptr);
 
 }  // namespace bkp

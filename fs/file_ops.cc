@@ -124,14 +124,14 @@ void Fs::write_buf(fuse_req_t req, fuse_ino_t ino, fuse_bufvec* in_buf, off_t of
   out.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
   out.buf[0].fd = static_cast<int>(fi->fh);
   out.buf[0].pos = off;
-  // Noted before it happens, so the ctime it moves is never ahead of the log (shipper.h), and
-  // again after, so a batch that took the range before the bytes landed is followed by one that
-  // ships them. A failed or short write leaves a range that ships the bytes already there.
   const Inode& inode = table_.get(ino);
-  if (size > 0) record_write(inode, off, size);
-  ssize_t n = fuse_buf_copy(&out, in_buf, FUSE_BUF_SPLICE_MOVE);
+  ssize_t n;
+  {
+    changes::WriteInProgress writing(log_, inode.ref.id);
+    n = fuse_buf_copy(&out, in_buf, FUSE_BUF_SPLICE_MOVE);
+    if (n > 0) record_write(inode, off, static_cast<uint64_t>(n));
+  }
   if (n < 0) return (void)fuse_reply_err(req, static_cast<int>(-n));
-  if (n > 0) record_write(inode, off, static_cast<uint64_t>(n));
   fuse_reply_write(req, static_cast<size_t>(n));
 }
 
@@ -147,12 +147,16 @@ void Fs::copy_file_range(fuse_req_t req, fuse_ino_t, off_t off_in, fuse_file_inf
                          int flags) noexcept {
   const Inode& inode = table_.get(ino_out);
   const off_t start = off_out;
-  if (len > 0) record_write(inode, static_cast<uint64_t>(start), len);  // before and after: see write_buf
-  ssize_t n = ::copy_file_range(static_cast<int>(fi_in->fh), &off_in,
-                                static_cast<int>(fi_out->fh), &off_out, len,
-                                static_cast<unsigned>(flags));
-  if (n < 0) return (void)fuse_reply_err(req, errno);
-  if (n > 0) record_write(inode, static_cast<uint64_t>(start), static_cast<uint64_t>(n));
+  ssize_t n;
+  int err = 0;
+  {
+    changes::WriteInProgress writing(log_, inode.ref.id);
+    n = ::copy_file_range(static_cast<int>(fi_in->fh), &off_in, static_cast<int>(fi_out->fh),
+                          &off_out, len, static_cast<unsigned>(flags));
+    err = errno;
+    if (n > 0) record_write(inode, static_cast<uint64_t>(start), static_cast<uint64_t>(n));
+  }
+  if (n < 0) return (void)fuse_reply_err(req, err);
   fuse_reply_write(req, static_cast<size_t>(n));
 }
 
@@ -176,13 +180,7 @@ void Fs::fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t
   if (::fstat(fd, &before) < 0) return (void)fuse_reply_err(req, errno);
   const Inode& inode = table_.get(ino);
   const uint64_t start = static_cast<uint64_t>(offset);
-  const uint64_t old_end =
-      std::min(start + static_cast<uint64_t>(length), static_cast<uint64_t>(before.st_size));
-  // Content that changes in place is noted before it changes, and again after (see write_buf);
-  // what moves the size is caught by the size anyway.
-  if ((mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)) && old_end > start) {
-    record_write(inode, start, old_end - start);
-  }
+  changes::WriteInProgress writing(log_, inode.ref.id);
   if (::fallocate(fd, mode, offset, length) < 0) return (void)fuse_reply_err(req, errno);
   if (::fstat(fd, &after) < 0) return (void)fuse_reply_err(req, errno);
   const uint64_t size = static_cast<uint64_t>(after.st_size);

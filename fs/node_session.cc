@@ -321,17 +321,16 @@ Result<void> NodeSession::take_baseline(net::Conn& conn) {
     scanned = log_.stats();
   }
   baseline_ = true;
-  log::info("baseline: {} ops ({} entries already on backupd), {} files, {} bytes of data, "
-            "scanned in {} ms", scanned.ops, kept, scanned.files, scanned.dirty_bytes, ms_since(t0));
   // Outside the namespace lock: the application goes on meanwhile (a file it writes to ships
   // whole, ChangeLog::narrow).
   HandleSource files(root_fd_);
   auto narrowed = stream::narrow_by_digests(conn, log_, files, kHelloTimeoutMs);
   if (!narrowed) return tl::unexpected(narrowed.error().wrap("baseline"));
-  if (narrowed->files > 0) {
-    log::info("baseline: {} files verified by block digests, {} bytes already on backupd",
-              narrowed->files, narrowed->kept_bytes);
-  }
+  scanned = log_.stats();
+  log::info("baseline: {} ops ({} entries already on backupd), {} files, {} bytes of data ({} "
+            "files verified by block digests, {} bytes already on backupd), in {} ms",
+            scanned.ops, kept, scanned.files, scanned.dirty_bytes, narrowed->files,
+            narrowed->kept_bytes, ms_since(t0));
   return {};
 }
 

@@ -11,6 +11,9 @@
 // sends only what the Position says this tree lacks.
 #include "replicator/session.h"
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <fmt/format.h>
 
 #include "common/files.h"
@@ -128,15 +131,27 @@ Result<Tree*> Trees::open(const std::string& host, const std::string& path) {
   std::string key = host + ":" + path;
   auto it = trees_.find(key);
   if (it != trees_.end()) return it->second.get();
-  std::string tree = fmt::format("{}/{}/{}", root_, host, path.substr(1));
-  std::string ids = fmt::format("{}/.ids/{}/{}", root_, host, escape_path(path));
+  // One directory per volume, its path escaped, so nested volumes (/srv and /srv/app) never
+  // share a directory: a tree a peer writes can hold no other volume's tree.
+  std::string tree = fmt::format("{}/{}", host, escape_path(path));
+  std::string ids = fmt::format(".ids/{}/{}", host, escape_path(path));
   std::string state = fmt::format("{}/.state/{}/{}", root_, host, escape_path(path));
-  auto applier = changes::Applier::open(tree, ids);
-  if (!applier) return tl::unexpected(applier.error().wrap("open replica of " + key));
-  BKP_TRY_VOID(make_dirs(state).map_error([&](Error e) { return e.wrap("open replica of " + key); }));
+  auto open_error = [&](Error e) { return e.wrap("open replica of " + key); };
+  struct stat st{};
+  bool fresh = ::lstat((root_ + "/" + tree).c_str(), &st) != 0;
+  auto applier = changes::Applier::open(root_, tree, ids);
+  if (!applier) return tl::unexpected(open_error(applier.error()));
+  BKP_TRY_VOID(make_dirs(state).map_error(open_error));
+  if (fresh) {  // a position for a tree that is not there would vouch for nothing: start over
+    for (const char* f : {"/state", "/position"}) {
+      if (::unlink((state + f).c_str()) != 0 && errno != ENOENT) {
+        return tl::unexpected(open_error(Error{errno, "reset " + state + f}));
+      }
+    }
+  }
   auto receiver = stream::Receiver::open(state, **applier);
   if (!receiver) return tl::unexpected(receiver.error().wrap("open replica of " + key));
-  log::info("volume {} -> {}", key, tree);
+  log::info("volume {} -> {}/{}", key, root_, tree);
   auto meter = std::make_shared<progress::Meter>(key);
   meter->begin("baseline");
   if (display_) display_->add(meter);

@@ -184,8 +184,8 @@ say "writer done: $created created, $edited edits of 1 MiB, $renamed renamed, $d
 
 # --- convergence -------------------------------------------------------------------------------
 MIRROR=$(ls -d "$STATE"/volumes/"$NAME"/*/mirror 2>/dev/null | head -n 1 || true)
-COPY1=$R1/$NAME$APP
-COPY2=$R2/$NAME$APP
+COPY1=$(ls -d "$R1/$NAME"/*/ 2>/dev/null | head -n 1 || true)  # ROOT/<host>/<escaped path>
+COPY2=$(ls -d "$R2/$NAME"/*/ 2>/dev/null | head -n 1 || true)
 TREECMP=$BUILD/tests/bkp_treecmp
 compare() {
   if [[ -x $TREECMP ]]; then

@@ -192,10 +192,10 @@ void Hub::wake_all() {
 namespace {
 
 // Replaces the stream's log with a scan of the mirror (Volume::mu held), ids from the Applier's
-// index and ctimes the source's, reconciled with `have` when given. `what` names the baseline
-// in log lines and errors.
-Result<void> load_baseline(ReplicaStream& stream, const changes::Manifest* have,
-                           const std::string& what) {
+// index and ctimes the source's, reconciled with `have` when given (the caller logs that one,
+// once narrowed). `what` names the scan in log lines and errors. Returns the entries kept.
+Result<uint64_t> load_baseline(ReplicaStream& stream, const changes::Manifest* have,
+                               const std::string& what) {
   changes::Applier& applier = *stream.volume->applier;
   auto identify = [&applier](int, const char*,
                              const struct stat& st) -> std::optional<changes::FileRef> {
@@ -208,13 +208,16 @@ Result<void> load_baseline(ReplicaStream& stream, const changes::Manifest* have,
   options.ctime = [&applier](uint64_t id, const struct stat&) { return applier.source_ctime(id); };
   auto batch = BKP_TRY(changes::scan_tree(applier.tree_fd(), identify, options).map_error(
       [&](Error e) { return e.wrap(what); }));
-  auto kept = std::count_if(batch.ops.begin(), batch.ops.end(),
-                            [](const wire::Op& op) { return op.kind == wire::OpKind::kKeep; });
-  log::info("{}: {} operations ({} entries already there), {} files, {} bytes", what,
-            batch.ops.size(), kept, batch.files.size(), batch.dirty_bytes());
+  auto kept = static_cast<uint64_t>(std::count_if(
+      batch.ops.begin(), batch.ops.end(),
+      [](const wire::Op& op) { return op.kind == wire::OpKind::kKeep; }));
+  if (have == nullptr) {
+    log::info("{}: {} operations, {} files, {} bytes", what, batch.ops.size(), batch.files.size(),
+              batch.dirty_bytes());
+  }
   stream.log.replace(std::move(batch));
   stream.baseline = true;
-  return {};
+  return kept;
 }
 
 }  // namespace
@@ -237,7 +240,7 @@ Result<void> Hub::ensure_stream(const std::shared_ptr<Volume>& volume, Replica& 
   return {};
 }
 
-Result<void> Hub::rebaseline(ReplicaStream& stream, const changes::Manifest& have) {
+Result<uint64_t> Hub::rebaseline(ReplicaStream& stream, const changes::Manifest& have) {
   std::lock_guard vlock(stream.volume->mu);
   return load_baseline(stream, &have, "reconcile of " + stream.volume->name());
 }

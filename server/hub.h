@@ -115,8 +115,9 @@ class Hub {
   void wake_all();
 
   // Replaces the stream's log with a scan of the mirror reconciled with what the replica holds
-  // (the replica needs a baseline; have: its manifest, common/stream/reconcile.h).
-  Result<void> rebaseline(ReplicaStream& stream, const changes::Manifest& have);
+  // (the replica needs a baseline; have: its manifest, common/stream/reconcile.h). Returns how
+  // many entries the replica already holds as they are.
+  Result<uint64_t> rebaseline(ReplicaStream& stream, const changes::Manifest& have);
 
  private:
   // Builds the replica's stream for the volume from a baseline scan, unless the volume already

@@ -74,12 +74,13 @@ class ReplicaSession {
     changes::ApplierSource mirror(*v.applier);  // open_id() is safe without the volume mutex
     if (s.sender.position(at) == stream::Sender::Resume::kBaseline) {
       auto have = BKP_TRY(stream::fetch_manifest(conn_, kReplicaAckTimeoutMs));
-      BKP_TRY_VOID(hub_.rebaseline(s, have));
+      uint64_t kept = BKP_TRY(hub_.rebaseline(s, have));
       auto narrowed = BKP_TRY(stream::narrow_by_digests(conn_, s.log, mirror, kReplicaAckTimeoutMs));
-      if (narrowed.files > 0) {
-        log::info("reconcile of {} for replica {}: {} files verified by block digests, {} bytes "
-                  "already there", v.name(), replica_.name(), narrowed.files, narrowed.kept_bytes);
-      }
+      changes::LogStats left = s.log.stats();
+      log::info("reconcile of {} for replica {}: {} operations ({} entries already there), {} "
+                "files, {} bytes ({} files verified by block digests, {} bytes already there)",
+                v.name(), replica_.name(), left.ops, kept, left.files, left.dirty_bytes,
+                narrowed.files, narrowed.kept_bytes);
     }
     selected_.insert(s.instance);
     const changes::Batch* batch = s.sender.next();

@@ -42,7 +42,7 @@ bool Notifier::wait(std::chrono::milliseconds timeout) {
 Result<std::shared_ptr<Volume>> Volume::open(const std::string& host, const std::string& path,
                                              const std::string& dir) {
   std::shared_ptr<Volume> v(new Volume(host, path, dir));
-  auto applier = changes::Applier::open(dir + "/mirror", dir + "/ids");
+  auto applier = changes::Applier::open(dir, "mirror", "ids");
   if (!applier) return tl::unexpected(applier.error().wrap("volume " + v->name()));
   v->applier = std::move(*applier);
   v->ingest = std::make_shared<progress::Meter>(v->name());

@@ -683,17 +683,21 @@ struct Applier::Impl {
   }
 };
 
-Result<std::unique_ptr<Applier>> Applier::open(const std::string& tree_dir,
-                                               const std::string& ids_dir) {
-  BKP_TRY_VOID(make_dirs(tree_dir));
-  BKP_TRY_VOID(make_dirs(ids_dir));
+Result<std::unique_ptr<Applier>> Applier::open(const std::string& base, const std::string& tree_rel,
+                                               const std::string& ids_rel) {
+  std::string tree_dir = base + "/" + tree_rel, ids_dir = base + "/" + ids_rel;
+  BKP_TRY_VOID(make_dirs(base));
+  UniqueFd base_fd(::open(base.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!base_fd) return fail_errno("open " + base);
   std::unique_ptr<Applier> a(new Applier());
   a->impl_ = std::make_unique<Impl>();
   Impl& impl = *a->impl_;
-  impl.tree.reset(::open(tree_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!impl.tree) return fail_errno("open " + tree_dir);
-  impl.ids.reset(::open(ids_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!impl.ids) return fail_errno("open " + ids_dir);
+  impl.tree = BKP_TRY(open_dir_beneath(base_fd.get(), tree_rel).map_error([&](Error e) {
+    return e.wrap(base);
+  }));
+  impl.ids = BKP_TRY(open_dir_beneath(base_fd.get(), ids_rel).map_error([&](Error e) {
+    return e.wrap(base);
+  }));
   struct stat t{}, i{};
   if (fstat(impl.tree.get(), &t) != 0 || fstat(impl.ids.get(), &i) != 0) {
     return fail_errno("stat " + tree_dir);

@@ -49,9 +49,11 @@ namespace bkp::changes {
 
 class Applier {
  public:
-  // Creates both directories (and parents) if missing, and indexes ids_dir (inode -> id).
-  static Result<std::unique_ptr<Applier>> open(const std::string& tree_dir,
-                                               const std::string& ids_dir);
+  // Opens base/tree_rel and base/ids_rel, creating what is missing, and indexes the ids
+  // (inode -> id). base is trusted (configuration); below it no symlink is ever followed, at
+  // any level, so a tree whose name a peer chose cannot lead outside base.
+  static Result<std::unique_ptr<Applier>> open(const std::string& base, const std::string& tree_rel,
+                                               const std::string& ids_rel);
   ~Applier();
 
   Result<void> apply(const wire::Op& op);

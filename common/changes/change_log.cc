@@ -228,9 +228,20 @@ bool ChangeLog::narrow(uint64_t id, ExtentMap differing) {
   return true;
 }
 
+void ChangeLog::begin_write(uint64_t id) {
+  std::lock_guard lock(mu_);
+  ++writing_[id];
+}
+
+void ChangeLog::end_write(uint64_t id) {
+  std::lock_guard lock(mu_);
+  auto it = writing_.find(id);
+  if (it != writing_.end() && --it->second == 0) writing_.erase(it);
+}
+
 bool ChangeLog::pending(uint64_t id) const {
   std::lock_guard lock(mu_);
-  return files_.contains(id);
+  return files_.contains(id) || writing_.contains(id);
 }
 
 LogStats ChangeLog::stats() const {

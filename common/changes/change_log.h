@@ -85,6 +85,11 @@ class ChangeLog {
   void record(wire::Op op);
   // Marks [offset, offset+length) of the file dirty.
   void write(const FileRef& file, uint64_t offset, uint64_t length);
+  // Brackets a write being performed on the source: from begin_write() until the matching
+  // write() + end_write(), pending() is true, so no ctime the write moves can be vouched for
+  // before the log has the write (shipper.h).
+  void begin_write(uint64_t id);
+  void end_write(uint64_t id);
   // Marks the file's attributes changed (chmod, chown, utimens on a regular file).
   void attrs(const FileRef& file);
   // Records a kTruncate op and clips the file's dirty extents to size.
@@ -107,8 +112,9 @@ class ChangeLog {
   // become `differing` unless the file changed since. False if it did (it ships whole).
   std::vector<FileRef> verifying() const;
   bool narrow(uint64_t id, ExtentMap differing);
-  // True while the log holds dirty ranges or changed attributes of this file, so a ctime read
-  // now does not vouch for what the receiver will hold (shipper.h).
+  // True while the log holds dirty ranges or changed attributes of this file, or a write of it
+  // is being performed, so a ctime read now does not vouch for what the receiver will hold
+  // (shipper.h).
   bool pending(uint64_t id) const;
   // CLOCK_REALTIME nanoseconds of the oldest change still in the log; 0 when it is empty.
   int64_t since_ns() const;
@@ -136,12 +142,26 @@ class ChangeLog {
   // path may supersede. Ordered, so a rename or removal can drop a whole subtree cheaply.
   std::map<std::string, uint64_t> attr_index_;
   std::unordered_map<uint64_t, FileChange> files_;
+  std::unordered_map<uint64_t, uint32_t> writing_;  // id -> writes between begin and end
   // Sums over files_, kept as they change so stats() is O(1): it is asked for on every chunk
   // shipped (progress) and by status readers.
   uint64_t ranges_ = 0;
   uint64_t dirty_bytes_ = 0;
   int64_t since_ns_ = 0;  // see since_ns()
   std::shared_mutex namespace_lock_;
+};
+
+// begin_write() for its lifetime, end_write() when it ends (whatever path the write took).
+class WriteInProgress {
+ public:
+  WriteInProgress(ChangeLog& log, uint64_t id) : log_(log), id_(id) { log_.begin_write(id_); }
+  ~WriteInProgress() { log_.end_write(id_); }
+  WriteInProgress(const WriteInProgress&) = delete;
+  WriteInProgress& operator=(const WriteInProgress&) = delete;
+
+ private:
+  ChangeLog& log_;
+  const uint64_t id_;
 };
 
 }  // namespace bkp::changes

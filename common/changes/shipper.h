@@ -10,8 +10,9 @@
 // now holds this file's content as of that ctime". It is kept by three rules: stat first, read
 // after (whatever changes the file after the stat also moves its ctime); send 0 instead while
 // the log still holds changes of the file (a slice of a large file, or writes recorded since
-// the batch was taken); and recorders note a write *before* performing it (fs/file_ops.cc), so
-// no write can move the ctime without being in the log already. A file that can no longer be opened (deleted since) is skipped: a later
+// the batch was taken) or while a write of it is being performed (recorders bracket each write
+// with ChangeLog::begin_write/end_write, fs/file_ops.cc), so no write can move the ctime
+// without the log knowing. A file that can no longer be opened (deleted since) is skipped: a later
 // operation in the stream already removed it downstream. Nothing is removed from any log here;
 // stream::Sender drops the batch only when the receiver's Ack confirms it was applied durably.
 #pragma once

@@ -314,7 +314,9 @@ std::string ClusterTest::volume_dir(const std::string& name) const {
   return state_ + "/volumes/" + name + "/" + escape_path(src_);
 }
 
-std::string ClusterTest::replica(int i) const { return roots_[i] + "/" + node_name + src_; }
+std::string ClusterTest::replica(int i) const {
+  return roots_[i] + "/" + node_name + "/" + escape_path(src_);
+}
 
 std::string ClusterTest::wait_converged(std::chrono::seconds timeout,
                                         const testutil::CompareOptions& options) {

@@ -49,7 +49,7 @@ class RestartTest : public ClusterTest {
     for (size_t at = log.find("reconcile of", from); at != std::string::npos;
          at = log.find("reconcile of", at + 1)) {
       std::string line = log.substr(at, log.find('\n', at) - at);
-      size_t files = line.rfind(" files, ");
+      size_t files = line.find(" files, ");
       if (files == std::string::npos) continue;
       sum += std::stoull(line.substr(files + 8));
       ++*count;

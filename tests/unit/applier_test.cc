@@ -17,7 +17,7 @@ using wire::OpKind;
 class ApplierTest : public ::testing::Test {
  protected:
   std::unique_ptr<Applier> open() {
-    auto a = Applier::open(dir_.sub("tree"), dir_.sub("ids"));
+    auto a = Applier::open(dir_.path(), "tree", "ids");
     EXPECT_TRUE(a) << a.error().message;
     return a ? std::move(*a) : nullptr;
   }

@@ -474,6 +474,11 @@ TEST(ChangeLogTest, AFileIsPendingWhileTheLogHoldsAnyChangeOfIt) {
   log.attrs(file(7));
   EXPECT_TRUE(log.pending(7));
   log.take();
+  {
+    WriteInProgress writing(log, 7);  // performed on the source, not yet recorded
+    EXPECT_TRUE(log.pending(7));
+  }
+  EXPECT_FALSE(log.pending(7));
   // A large file sliced over two batches: the first slice leaves the rest pending.
   log.write(file(8), 0, 4 << 20);
   Limits limits;

@@ -238,7 +238,7 @@ TEST_F(ScanTest, AnApplierRebuildsLinksXattrsAndHolesFromTheScan) {
   if (root) set_xattr("p1", "trusted.k", "fifo");
 
   Batch b = scan();
-  auto applier = Applier::open(base_ + "/copy", base_ + "/ids");
+  auto applier = Applier::open(base_, "copy", "ids");
   ASSERT_TRUE(applier) << applier.error().message;
   for (const auto& op : b.ops) {
     auto r = (*applier)->apply(op);

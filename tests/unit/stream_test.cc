@@ -56,7 +56,7 @@ Op op(OpKind kind, std::string path, std::string target = "", uint64_t id = 0) {
 class Source {
  public:
   explicit Source(const testutil::TempDir& dir)
-      : applier_(*changes::Applier::open(dir.sub("src"), dir.sub("src-ids"))) {}
+      : applier_(*changes::Applier::open(dir.path(), "src", "src-ids")) {}
 
   void apply(const Op& o) {
     auto r = applier_->apply(o);
@@ -106,7 +106,7 @@ class Sink {
   explicit Sink(const testutil::TempDir& dir) : dir_(dir) { restart(); }
   void restart() {
     receiver_.reset();
-    applier_ = std::move(*changes::Applier::open(dir_.sub("dst"), dir_.sub("dst-ids")));
+    applier_ = std::move(*changes::Applier::open(dir_.path(), "dst", "dst-ids"));
     auto r = Receiver::open(dir_.path(), *applier_);
     ASSERT_TRUE(r) << r.error().message;
     receiver_ = std::move(*r);
@@ -355,7 +355,7 @@ class ReceiverTest : public ::testing::Test {
   ReceiverTest() { reopen(); }
   void reopen() {
     receiver_.reset();
-    applier_ = std::move(*changes::Applier::open(dir_.sub("tree"), dir_.sub("ids")));
+    applier_ = std::move(*changes::Applier::open(dir_.path(), "tree", "ids"));
     receiver_ = std::move(*Receiver::open(dir_.path(), *applier_));
   }
   void apply(const Op& o) { ASSERT_TRUE(receiver_->apply(o)); }
