@@ -3,6 +3,8 @@
 // ("listne") would otherwise leave the daemon on a default the operator did not choose.
 #include "server/config.h"
 
+#include <sys/stat.h>
+
 #include <unistd.h>
 
 #include <fmt/format.h>
@@ -55,6 +57,10 @@ Result<Settings> load_settings(const Options& options) {
   if (!options.config_file.empty()) {
     const std::string& file = options.config_file;
     if (::access(file.c_str(), R_OK) != 0) return fail_errno(fmt::format("config {}", file));
+    struct stat st{};
+    if (::stat(file.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) {  // a directory parses as empty
+      return fail(EINVAL, fmt::format("config {}: not a regular file", file));
+    }
     toml::table table;
     try {
       table = toml::parse_file(file);

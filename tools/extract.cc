@@ -92,7 +92,12 @@ class Extractor {
       archive_entry* entry = nullptr;
       int r = archive_read_next_header(in_, &entry);
       if (r == ARCHIVE_EOF) break;
-      if (r < ARCHIVE_WARN) return read_error("read the archive");
+      // ARCHIVE_RETRY is a damaged header (libarchive skipped to the next one it can read):
+      // part of the snapshot is lost, so the restore fails rather than restore around the hole.
+      if (r == ARCHIVE_RETRY || r < ARCHIVE_WARN) return read_error("read the archive (damaged?)");
+      if (archive_entry_pathname(entry) == nullptr) {
+        return fail(EIO, "read the archive: an entry without a name (damaged archive)");
+      }
       if (r == ARCHIVE_WARN) warn(archive_entry_pathname(entry), archive_error_string(in_));
       if (is_root_entry(archive_entry_pathname(entry))) {
         root_ = *archive_entry_stat(entry);

@@ -4,10 +4,12 @@
 // `app -> /elsewhere` where /srv/app's tree lived, and the next baseline of /srv/app pruned
 // /elsewhere and wrote its files there, as root. Here a fake backupd written from
 // docs/PROTOCOL.md plays exactly that against a real replicator; nothing outside the root may
-// change, and each volume must land in its own escaped directory.
+// change, and each volume must land in its own escaped directory. Also other findings of the
+// hostile-peer review that are about what a process accepts (a config that is not a file).
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
@@ -136,6 +138,23 @@ TEST(ConfinementTest, AnApplierNeverOpensItsTreeThroughASymlink) {
   ASSERT_FALSE(a);
   EXPECT_EQ(a.error().code, ELOOP) << a.error().message;
   EXPECT_TRUE(std::filesystem::is_empty(outside));
+}
+
+}  // namespace
+}  // namespace bkp::it
+
+namespace bkp::it {
+namespace {
+
+// A config path that is a directory parsed as an empty file, so backupd ran with defaults.
+TEST(ConfigTest, ADirectoryGivenAsTheConfigIsRefusedWithTheConfigExitCode) {
+  testutil::TempDir tmp("bkp-config");
+  auto r = testutil::run_command({Binaries::find().backupd, "--config", tmp.path(), "--state-dir",
+                                  tmp.sub("state"), "--listen", "127.0.0.1:0"},
+                                 std::chrono::seconds(10));
+  ASSERT_TRUE(WIFEXITED(r.status)) << r.output;
+  EXPECT_EQ(WEXITSTATUS(r.status), 78) << r.output;
+  EXPECT_NE(r.output.find("not a regular file"), std::string::npos) << r.output;
 }
 
 }  // namespace

@@ -191,6 +191,39 @@ TEST_F(ExtractTest, ABrokenStreamReportsWhyNotLibarchive) {
   EXPECT_EQ(stats.error().message, "connection to backupd lost");
 }
 
+// A snapshot damaged on disk: the second header's checksum is broken, so libarchive answers
+// ARCHIVE_RETRY with an entry that has no name. It crashed the restore (SIGSEGV); now it is a
+// clear error.
+TEST_F(ExtractTest, ADamagedHeaderIsAnErrorNotACrash) {
+  Bytes tar;
+  archive* a = archive_write_new();
+  archive_write_set_format_ustar(a);
+  archive_write_open(a, &tar, nullptr, [](archive*, void* out, const void* buf, size_t n) {
+    auto* bytes = static_cast<Bytes*>(out);
+    bytes->insert(bytes->end(), static_cast<const uint8_t*>(buf), static_cast<const uint8_t*>(buf) + n);
+    return static_cast<la_ssize_t>(n);
+  }, nullptr);
+  for (const char* name : {"a", "b"}) {
+    archive_entry* e = archive_entry_new();
+    archive_entry_set_pathname(e, name);
+    archive_entry_set_filetype(e, AE_IFREG);
+    archive_entry_set_perm(e, 0644);
+    archive_entry_set_size(e, 1);
+    archive_write_header(a, e);
+    archive_write_data(a, "x", 1);
+    archive_entry_free(e);
+  }
+  archive_write_close(a);
+  archive_write_free(a);
+  ASSERT_GT(tar.size(), 1024u + 156);
+  tar[1024 + 148] ^= 0x7;  // the second header's checksum field
+  ChunkSource source(tar, 116);
+  auto stats = extract_archive(source, target_);
+  ASSERT_FALSE(stats.has_value());
+  EXPECT_EQ(stats.error().code, EIO);
+  EXPECT_NE(stats.error().message.find("damaged"), std::string::npos) << stats.error().message;
+}
+
 TEST_F(ExtractTest, GarbageIsAnError) {
   ChunkSource source(Bytes(5000, 0x42), 512);
   auto stats = extract_archive(source, target_);
