@@ -16,7 +16,8 @@ Error unexpected_frame(const wire::Frame& frame, const char* waiting_for) {
 }
 
 Result<void> send_error(Conn& conn, int code, std::string_view text) {
-  return send_now(conn, wire::ErrorMsg{static_cast<uint32_t>(code), std::string(text)});
+  return send_now(conn, wire::ErrorMsg{static_cast<uint32_t>(code),
+                                       std::string(text.substr(0, wire::kMaxText))});
 }
 
 }  // namespace bkp::net

@@ -6,6 +6,8 @@
 #include <time.h>
 #include <zstd.h>
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cstring>
 #include <memory>
@@ -17,6 +19,24 @@ namespace {
 
 tl::unexpected<Error> malformed(const char* what) {
   return fail(EPROTO, std::string("malformed ") + what + " message");
+}
+
+// Text from a peer for display: bounded (false if longer) and with control characters escaped.
+bool printable(std::string& text) {
+  if (text.size() > kMaxText) return false;
+  if (std::none_of(text.begin(), text.end(), [](char c) { return (c >= 0 && c < 0x20) || c == 0x7f; })) {
+    return true;
+  }
+  std::string out;
+  for (char c : text) {
+    if ((c >= 0 && c < 0x20) || c == 0x7f) {
+      out += fmt::format("\\x{:02x}", static_cast<unsigned char>(c));
+    } else {
+      out += c;
+    }
+  }
+  text = std::move(out);
+  return true;
 }
 
 template <class T>
@@ -176,6 +196,7 @@ Result<ErrorMsg> decode_error(std::span<const uint8_t> p) {
   ErrorMsg m;
   m.code = d.u32();
   m.text = d.str();
+  if (d.ok() && !printable(m.text)) return malformed("Error (text too long)");
   return finish(d, m, "Error");
 }
 
@@ -221,6 +242,7 @@ Result<NodeStatus> decode_node_status(std::span<const uint8_t> p) {
   m.pending_files = d.u64();
   m.oldest_ns = d.i64();
   m.current_file = d.str();
+  if (d.ok() && !printable(m.current_file)) return malformed("NodeStatus (current_file too long)");
   return finish(d, m, "NodeStatus");
 }
 

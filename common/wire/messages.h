@@ -51,6 +51,11 @@ struct HelloOk {
   Position position;  // node stream: where backupd stands; replica stream: unused (zero)
 };
 
+// Longest text a peer may put in a message meant for display (Error.text,
+// NodeStatus.current_file): longer is EPROTO. Decoders also escape control characters in such
+// text (\xNN), so a peer cannot drive an operator's terminal through logs or `bkptool status`.
+constexpr size_t kMaxText = 4096;
+
 struct ErrorMsg {
   uint32_t code = 0;  // errno-style
   std::string text;

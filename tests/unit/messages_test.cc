@@ -252,6 +252,22 @@ std::vector<Op> one_op_of_every_kind() {
   return ops;
 }
 
+// Text meant for an operator's eyes is bounded and cannot carry terminal escapes.
+TEST(MessagesTest, DisplayTextIsBoundedAndItsControlCharactersEscaped) {
+  NodeStatus big;
+  big.current_file = std::string(kMaxText + 1, 'a');
+  EXPECT_FALSE(decode_node_status(encoded(big)));
+  NodeStatus esc;
+  esc.current_file = "dir/\x1b[2Jname\n";
+  auto d = decode_node_status(encoded(esc));
+  ASSERT_TRUE(d) << d.error().message;
+  EXPECT_EQ(d->current_file, "dir/\\x1b[2Jname\\x0a");
+  auto e = decode_error(encoded(ErrorMsg{5, "bad\rthing"}));
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->text, "bad\\x0dthing");
+  EXPECT_FALSE(decode_error(encoded(ErrorMsg{5, std::string(kMaxText + 1, 'x')})));
+}
+
 TEST(MessagesTest, ReconcileMessagesRoundTrip) {
   Manifest m = sample_manifest();
   auto d = decode_manifest(encoded(m));
