@@ -53,6 +53,11 @@ namespace bkp::server {
 namespace {
 
 constexpr size_t kMaxConnections = 256;
+// Connections that have not said Hello yet: at most this many per source address, the oldest
+// evicted by a newer one, and each given this long. Real clients say Hello at once, so a flood
+// of idle connections from one address costs only its own; replicas and bkptool get in.
+constexpr size_t kPreHelloPerAddress = 8;
+constexpr int kPreHelloTimeoutMs = 3000;
 constexpr const char* kNodesDoNotConnect =
     "nodes do not connect to backupd; register the volume with bkptool register";
 
@@ -201,8 +206,23 @@ class Server {
   struct Worker {
     std::thread thread;
     std::shared_ptr<std::atomic<bool>> done;
-    UniqueFd socket;  // a dup of the connection's socket, only for shutdown() at stop
+    std::shared_ptr<std::atomic<bool>> welcomed;  // its Hello arrived
+    UniqueFd socket;  // a dup of the connection's socket, only for shutdown() (stop, eviction)
+    std::string address;  // the peer's address without its port
   };
+
+  // Makes room for one more connection from address that has not said Hello yet: shuts down
+  // the oldest such connection when that address already has kPreHelloPerAddress.
+  void evict_unwelcomed(const std::string& address) {
+    std::vector<Worker*> waiting;
+    for (auto& w : workers_) {
+      if (w.address == address && !*w.welcomed && !*w.done) waiting.push_back(&w);
+    }
+    if (waiting.size() < kPreHelloPerAddress) return;
+    log::warn("connection from {}: {} connections from there have not said hello; dropping the "
+              "oldest", address, waiting.size());
+    ::shutdown(waiting.front()->socket.get(), SHUT_RDWR);
+  }
 
   void accept_all() {
     while (true) {
@@ -215,6 +235,8 @@ class Server {
       }
       std::string peer = peer_name(sock.get());
       reap();
+      std::string address = peer.substr(0, peer.rfind(':'));
+      evict_unwelcomed(address);
       if (workers_.size() >= kMaxConnections) {
         log::error("refusing connection from {}: {} connections already open", peer, kMaxConnections);
         continue;
@@ -231,23 +253,27 @@ class Server {
         continue;
       }
       w.done = std::make_shared<std::atomic<bool>>(false);
+      w.welcomed = std::make_shared<std::atomic<bool>>(false);
+      w.address = std::move(address);
       log::debug("connection from {}", peer);
-      w.thread = std::thread([this, s = std::move(sock), peer, done = w.done]() mutable {
-        serve(std::move(s), peer);
+      w.thread = std::thread([this, s = std::move(sock), peer, done = w.done,
+                              welcomed = w.welcomed]() mutable {
+        serve(std::move(s), peer, *welcomed);
         *done = true;
       });
       workers_.push_back(std::move(w));
     }
   }
 
-  void serve(UniqueFd sock, const std::string& peer) {
+  void serve(UniqueFd sock, const std::string& peer, std::atomic<bool>& welcomed) {
     auto conn = net::Conn::open(std::move(sock));
     if (!conn) {
       log::error("connection from {}: {}", peer, conn.error().message);
       return;
     }
     net::Conn& c = **conn;
-    auto hello = recv_hello(c, kHelloTimeoutMs);
+    auto hello = recv_hello(c, kPreHelloTimeoutMs);
+    welcomed = true;
     if (!hello) {
       if (stopping_) return;
       log::error("connection from {} rejected: {}", peer, hello.error().message);

@@ -110,5 +110,27 @@ TEST_F(GarbageTest, BadClientsAreDroppedWhileTheNodeKeepsReplicating) {
   ASSERT_EQ(wait_converged(), "");
 }
 
+// A flood of connections that never say hello (300, more than backupd's 256 connection slots)
+// used to lock bkptool and the replicators out; each address now gets only a few such
+// connections at a time, the oldest dropped for a newer one, so real clients still get in.
+TEST_F(GarbageTest, IdleConnectionsCannotLockOutBkptoolOrReplicas) {
+  ASSERT_TRUE(start_server());
+  std::vector<UniqueFd> idle;
+  for (int i = 0; i < 300; ++i) {
+    UniqueFd fd = connect_local(port());
+    ASSERT_TRUE(fd) << "connection " << i << ": " << strerror(errno);
+    idle.push_back(std::move(fd));
+  }
+  auto t0 = Clock::now();
+  auto r = bkptool({"status"}, 20s);
+  EXPECT_EQ(r.exit_code(), 0) << r.output;
+  EXPECT_LT(Clock::now() - t0, 10s) << "bkptool waited for the flood to time out";
+  ASSERT_TRUE(start_replicators());
+  EXPECT_TRUE(testutil::wait_until(
+      [&] { return log_text("backupd").find("replica r1 connected") != std::string::npos; }, 20s,
+      20ms))
+      << "replica r1 never got in";
+}
+
 }  // namespace
 }  // namespace bkp::it
