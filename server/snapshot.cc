@@ -250,7 +250,12 @@ Result<SnapshotFile> write_snapshot(int tree_fd, const std::string& snapshots_di
   auto walked = writer.root(tree_fd);
   if (walked) walked = writer.dir(tree_fd, "");
   if (walked) walked = writer.finish();
-  if (!walked) return cleanup_tmp(walked.error());
+  if (!walked) {
+    // Without this, freeing the archive closes it, which pads the unfinished entry to its
+    // announced size: a cancelled run over a 64 GiB sparse file wrote 64 GiB of zeros first.
+    archive_write_fail(a.get());
+    return cleanup_tmp(walked.error());
+  }
   if (archive_write_close(a.get()) != ARCHIVE_OK) {
     return cleanup_tmp(Error{EIO, std::string("finish archive: ") + archive_error_string(a.get())});
   }

@@ -172,5 +172,32 @@ TEST_F(SnapshotTest, KilledWhileWritingLeavesNoPartialSnapshot) {
                      << after->dump(2);
 }
 
+// One byte at 64 GiB - 1 made every run archive 64 GiB of zeros, and cancelling such a run
+// (unregister, SIGTERM) hung: freeing the unfinished archive padded the entry to its full size.
+// A cancelled run must stop at once.
+TEST_F(SnapshotTest, UnregisterStopsARunOverAHugeSparseFileAtOnce) {
+  ASSERT_TRUE(start_all("2s", /*with_replicators=*/false));
+  write_at(src("sparse.bin"), (uint64_t{64} << 30) - 1, "x");
+  // Not compared byte for byte: that would read 64 GiB through the mount.
+  ASSERT_TRUE(testutil::wait_until(
+      [&] {
+        struct stat st{};
+        return (stat((mirror() + "/sparse.bin").c_str(), &st) == 0 &&
+                static_cast<uint64_t>(st.st_size) == uint64_t{64} << 30) ||
+               expired();
+      },
+      60s))
+      << "the sparse file never reached the mirror";
+  ASSERT_TRUE(testutil::wait_until([&] { return !tmp_files().empty() || expired(); }, 60s, 5ms))
+      << "no run started writing within 60 s";
+  auto t0 = std::chrono::steady_clock::now();
+  auto r = bkptool({"unregister", kHost, src()}, 60s);
+  auto took = std::chrono::steady_clock::now() - t0;
+  EXPECT_EQ(r.exit_code(), 0) << r.output;
+  EXPECT_LT(took, 15s) << "unregister waited for the run to pad its archive";
+  EXPECT_TRUE(testutil::wait_until([&] { return tmp_files().empty() || expired(); }, 15s))
+      << "the cancelled run's archive is still being written";
+}
+
 }  // namespace
 }  // namespace bkp::it
