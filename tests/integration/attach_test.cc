@@ -20,6 +20,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/files.h"
 #include "common/net/conn.h"
 #include "common/net/socket.h"
 #include "common/wire/messages.h"
@@ -332,6 +333,45 @@ TEST_F(AttachTest, UnacknowledgedBatchIsResentToTheNextBackupd) {
 
 // The command line: --listen is required and checked, --server is gone, and a port in use fails
 // the start before anything is mounted.
+// The "stolen ack" (issue 10): an impostor attaches while backupd is away, claims backupd's own
+// position and acknowledges a batch it never stores. When the real backupd returns with its
+// older position, the node must not skip that batch: a receiver behind what it acknowledged
+// gets a reconcile, and the change arrives.
+TEST_F(AttachTest, AChangeAnImpostorAcknowledgedStillReachesTheRealBackupd) {
+  ASSERT_TRUE(start_all("1h", /*with_replicators=*/false));
+  put(src("before.txt"), "before");
+  ASSERT_EQ(wait_converged(), "");
+  uint16_t port = this->port();
+  ASSERT_TRUE(stop_server());
+  auto state = read_key_values(volume_dir() + "/state");
+  ASSERT_TRUE(state) << state.error().message;
+  uint64_t committed = (*state)["committed"];
+
+  std::unique_ptr<FakeBackupd> impostor;
+  Result<wire::Hello> hello = fail(EIO, "not tried");
+  testutil::wait_until(
+      [&] {
+        impostor = FakeBackupd::connect(node_port());
+        if (!impostor || !impostor->attach(src())) return true;
+        hello = impostor->await_hello();
+        return hello || hello.error().code != EBUSY || expired();
+      },
+      10s, 100ms);
+  ASSERT_TRUE(hello) << hello.error().message;
+  ASSERT_TRUE(impostor->send(wire::MsgType::kHelloOk,
+                             wire::HelloOk{wire::kVersion, wire::Position{committed, 0, 0}}));
+  put(src("stolen.txt"), "acknowledged by the impostor, never stored\n");
+  auto batch = impostor->await_batch();
+  ASSERT_TRUE(batch) << batch.error().message;
+  ASSERT_TRUE(has_op(*batch, wire::OpKind::kCreate, "stolen.txt"));
+  ASSERT_TRUE(impostor->send(wire::MsgType::kAck, wire::Ack{batch->number}));
+  impostor.reset();
+
+  ASSERT_TRUE(start_server(port));
+  EXPECT_EQ(wait_converged(), "");
+  EXPECT_EQ(slurp(mirror() + "/stolen.txt"), "acknowledged by the impostor, never stored\n");
+}
+
 TEST_F(AttachTest, CommandLineIsCheckedBeforeMounting) {
   const std::string backupfs = Binaries::find().backupfs;
   struct Case {
