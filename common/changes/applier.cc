@@ -209,28 +209,48 @@ struct Applier::Impl {
     std::unordered_set<uint64_t> live;
     for (const auto& [ino, id] : id_by_ino) live.insert(id);
     std::erase_if(ctimes, [&](const auto& e) { return !live.contains(e.first); });
-    if (!fd || records > 2 * ctimes.size() + 1024 || records * sizeof(CtimeRecord) != file_size(fd.get())) {
-      std::string tmp = std::string(kCtimes) + ".new";
-      UniqueFd out(openat(ids.get(), tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
-      if (!out) return sys_error(errno, "create ids/" + tmp);
-      std::vector<CtimeRecord> all;
-      all.reserve(ctimes.size());
-      for (const auto& [id, ctime] : ctimes) all.push_back(CtimeRecord{id, ctime});
-      const char* p = reinterpret_cast<const char*>(all.data());
-      size_t left = all.size() * sizeof(CtimeRecord);
-      while (left > 0) {
-        ssize_t n = ::write(out.get(), p, left);
-        if (n < 0) return sys_error(errno, "write ids/" + tmp);
-        p += n;
-        left -= static_cast<size_t>(n);
+    if (fd && records * sizeof(CtimeRecord) != file_size(fd.get())) {
+      // A torn last record (a crash mid-append): cut it off, so appends stay on record
+      // boundaries.
+      UniqueFd w(openat(ids.get(), kCtimes, O_WRONLY | O_CLOEXEC));
+      if (!w || ftruncate(w.get(), static_cast<off_t>(records * sizeof(CtimeRecord))) != 0) {
+        return sys_error(errno, "truncate ids/ctimes");
       }
-      if (fdatasync(out.get()) != 0) return sys_error(errno, "sync ids/" + tmp);
-      if (renameat(ids.get(), tmp.c_str(), ids.get(), kCtimes) != 0) {
-        return sys_error(errno, "rename ids/" + tmp);
-      }
+    }
+    if (fd && records > 2 * ctimes.size() + 1024) {
+      // Compaction is an optimisation: on a full disk the old list keeps serving.
+      if (auto r = rewrite_ctimes(); !r) log::warn("ids/ctimes not compacted: {}", r.error().message);
+    } else if (!fd) {
+      BKP_TRY_VOID(rewrite_ctimes());
     }
     ctimes_fd.reset(openat(ids.get(), kCtimes, O_WRONLY | O_APPEND | O_CLOEXEC));
     if (!ctimes_fd) return sys_error(errno, "open ids/ctimes");
+    return {};
+  }
+
+  // Writes the live records to ids/ctimes.new, synced, and renames it over ids/ctimes.
+  Result<void> rewrite_ctimes() {
+    std::string tmp = std::string(kCtimes) + ".new";
+    UniqueFd out(openat(ids.get(), tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+    if (!out) return sys_error(errno, "create ids/" + tmp);
+    std::vector<CtimeRecord> all;
+    all.reserve(ctimes.size());
+    for (const auto& [id, ctime] : ctimes) all.push_back(CtimeRecord{id, ctime});
+    const char* p = reinterpret_cast<const char*>(all.data());
+    size_t left = all.size() * sizeof(CtimeRecord);
+    auto failed = [&](const char* what) {
+      int e = errno;
+      unlinkat(ids.get(), tmp.c_str(), 0);
+      return sys_error(e, std::string(what) + " ids/" + tmp);
+    };
+    while (left > 0) {
+      ssize_t n = ::write(out.get(), p, left);
+      if (n < 0) return failed("write");
+      p += n;
+      left -= static_cast<size_t>(n);
+    }
+    if (fdatasync(out.get()) != 0) return failed("sync");
+    if (renameat(ids.get(), tmp.c_str(), ids.get(), kCtimes) != 0) return failed("rename");
     return {};
   }
 

@@ -110,6 +110,7 @@ class Walker {
 Result<std::vector<uint64_t>> block_digests(int fd, uint64_t size, uint64_t first,
                                             uint32_t count) {
   std::vector<uint64_t> out;
+  if (first > size / kDigestBlock) return out;  // past the end (and no overflow below)
   std::vector<char> buf(kDigestBlock);
   for (uint64_t b = first; b < first + count; ++b) {
     uint64_t off = b * kDigestBlock;

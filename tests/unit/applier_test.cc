@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <fstream>
 #include <string>
 
 #include "tests/testutil/temp_dir.h"
@@ -82,6 +83,29 @@ TEST_F(ApplierTest, ASourceCtimeSurvivesAReopenAndIsForgottenWhenTheContentChang
   EXPECT_EQ(a->source_ctime(1), 0) << "a removed file keeps no ctime";
   apply(*a, create("f2", 1));
   EXPECT_EQ(a->source_ctime(1), 0);
+}
+
+// A crash in the middle of an append leaves a torn record; the next open cuts it off and the
+// records after it still count.
+TEST_F(ApplierTest, ATornCtimeRecordIsCutOff) {
+  {
+    auto a = open();
+    apply(*a, create("f", 1));
+    apply(*a, attr(1, 111));
+  }
+  {
+    std::ofstream torn(dir_.sub("ids/ctimes"), std::ios::app | std::ios::binary);
+    torn.write("\x01\x02\x03", 3);
+  }
+  {
+    auto a = open();
+    EXPECT_EQ(a->source_ctime(1), 111);
+    apply(*a, create("g", 2));
+    apply(*a, attr(2, 222));
+  }
+  auto a = open();
+  EXPECT_EQ(a->source_ctime(1), 111);
+  EXPECT_EQ(a->source_ctime(2), 222) << "a record appended after the torn one was misread";
 }
 
 TEST_F(ApplierTest, APunchMakesAHoleAndForgetsTheCtime) {
