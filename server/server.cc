@@ -29,6 +29,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <atomic>
 #include <charconv>
 #include <cstring>
@@ -209,6 +210,7 @@ class Server {
     std::shared_ptr<std::atomic<bool>> welcomed;  // its Hello arrived
     UniqueFd socket;  // a dup of the connection's socket, only for shutdown() (stop, eviction)
     std::string address;  // the peer's address without its port
+    bool evicted = false;  // shut down for a newer connection; its thread is finishing
   };
 
   // Makes room for one more connection from address that has not said Hello yet: shuts down
@@ -216,12 +218,19 @@ class Server {
   void evict_unwelcomed(const std::string& address) {
     std::vector<Worker*> waiting;
     for (auto& w : workers_) {
-      if (w.address == address && !*w.welcomed && !*w.done) waiting.push_back(&w);
+      if (w.address == address && !*w.welcomed && !*w.done && !w.evicted) waiting.push_back(&w);
     }
     if (waiting.size() < kPreHelloPerAddress) return;
     log::warn("connection from {}: {} connections from there have not said hello; dropping the "
               "oldest", address, waiting.size());
     ::shutdown(waiting.front()->socket.get(), SHUT_RDWR);
+    waiting.front()->evicted = true;
+  }
+
+  // Connections that hold a slot: evicted ones are on their way out.
+  size_t open_connections() const {
+    return static_cast<size_t>(std::count_if(workers_.begin(), workers_.end(),
+                                             [](const Worker& w) { return !w.evicted; }));
   }
 
   void accept_all() {
@@ -237,7 +246,7 @@ class Server {
       reap();
       std::string address = peer.substr(0, peer.rfind(':'));
       evict_unwelcomed(address);
-      if (workers_.size() >= kMaxConnections) {
+      if (open_connections() >= kMaxConnections) {
         log::error("refusing connection from {}: {} connections already open", peer, kMaxConnections);
         continue;
       }
