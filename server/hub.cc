@@ -240,9 +240,16 @@ Result<void> Hub::ensure_stream(const std::shared_ptr<Volume>& volume, Replica& 
   return {};
 }
 
-Result<uint64_t> Hub::rebaseline(ReplicaStream& stream, const changes::Manifest& have) {
+Result<std::optional<uint64_t>> Hub::rebaseline(ReplicaStream& stream,
+                                                const changes::Manifest& have) {
   std::lock_guard vlock(stream.volume->mu);
+  if (stream.volume->applier->syncing()) return std::optional<uint64_t>();
   return load_baseline(stream, &have, "reconcile of " + stream.volume->name());
+}
+
+bool Hub::mirror_syncing(ReplicaStream& stream) {
+  std::lock_guard vlock(stream.volume->mu);
+  return stream.volume->applier->syncing();
 }
 
 std::vector<ReplicaStatus> Hub::replica_lags(const std::string& volume_name) {

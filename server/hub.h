@@ -116,8 +116,12 @@ class Hub {
 
   // Replaces the stream's log with a scan of the mirror reconciled with what the replica holds
   // (the replica needs a baseline; have: its manifest, common/stream/reconcile.h). Returns how
-  // many entries the replica already holds as they are.
-  Result<uint64_t> rebaseline(ReplicaStream& stream, const changes::Manifest& have);
+  // many entries the replica already holds as they are; nullopt, changing nothing, while the
+  // mirror is inside a node's baseline (mirror_syncing()): a scan then would hold entries that
+  // baseline's end prunes from the mirror, and the replica would never learn of it.
+  Result<std::optional<uint64_t>> rebaseline(ReplicaStream& stream, const changes::Manifest& have);
+  // True between a node baseline's sync-begin and sync-end on the stream's mirror.
+  bool mirror_syncing(ReplicaStream& stream);
 
  private:
   // Builds the replica's stream for the volume from a baseline scan, unless the volume already

@@ -73,13 +73,22 @@ class ReplicaSession {
     auto at = BKP_TRY(net::expect<wire::Position>(conn_, kReplicaAckTimeoutMs));
     changes::ApplierSource mirror(*v.applier);  // open_id() is safe without the volume mutex
     if (s.sender.position(at) == stream::Sender::Resume::kBaseline) {
-      auto have = BKP_TRY(stream::fetch_manifest(conn_, kReplicaAckTimeoutMs));
-      uint64_t kept = BKP_TRY(hub_.rebaseline(s, have));
+      // Not while a node's baseline is half applied to the mirror (Hub::rebaseline): select this
+      // stream again after it (a commit wakes this session).
+      std::optional<uint64_t> kept;
+      if (!hub_.mirror_syncing(s)) {
+        auto have = BKP_TRY(stream::fetch_manifest(conn_, kReplicaAckTimeoutMs));
+        kept = BKP_TRY(hub_.rebaseline(s, have));
+      }
+      if (!kept) {
+        selected_.erase(s.instance);
+        return false;
+      }
       auto narrowed = BKP_TRY(stream::narrow_by_digests(conn_, s.log, mirror, kReplicaAckTimeoutMs));
       changes::LogStats left = s.log.stats();
       log::info("reconcile of {} for replica {}: {} operations ({} entries already there), {} "
                 "files, {} bytes ({} files verified by block digests, {} bytes already there)",
-                v.name(), replica_.name(), left.ops, kept, left.files, left.dirty_bytes,
+                v.name(), replica_.name(), left.ops, *kept, left.files, left.dirty_bytes,
                 narrowed.files, narrowed.kept_bytes);
     }
     selected_.insert(s.instance);

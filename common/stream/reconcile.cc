@@ -106,11 +106,31 @@ class Walker {
   size_t size_ = 0;
 };
 
-// XXH3 of each block [first, first + count) of the open file of this size, as far as it goes.
+// Where a block [off, off + len) holds data rather than holes (SEEK_DATA/SEEK_HOLE), as a
+// hash that seeds the block's digest: a hole and allocated zeros read alike but are not the
+// same copy (disk use, and what the comparer of a restore sees).
+uint64_t layout_seed(const changes::ExtentMap& data, uint64_t off, uint64_t len) {
+  std::vector<uint64_t> cuts;
+  const auto& ranges = data.ranges();
+  auto it = ranges.upper_bound(off);
+  if (it != ranges.begin()) --it;
+  for (; it != ranges.end() && it->first < off + len; ++it) {
+    uint64_t a = std::max(it->first, off), b = std::min(it->second, off + len);
+    if (b <= a) continue;
+    cuts.push_back(a - off);
+    cuts.push_back(b - off);
+  }
+  return cuts.empty() ? 0 : XXH3_64bits(cuts.data(), cuts.size() * sizeof(uint64_t));
+}
+
+// The digest of each block [first, first + count) of the open file of this size, as far as it
+// goes: XXH3 of its bytes, seeded with its layout of data and holes.
 Result<std::vector<uint64_t>> block_digests(int fd, uint64_t size, uint64_t first,
                                             uint32_t count) {
   std::vector<uint64_t> out;
   if (first > size / kDigestBlock) return out;  // past the end (and no overflow below)
+  changes::ExtentMap data;
+  changes::data_regions(fd, size, data);
   std::vector<char> buf(kDigestBlock);
   for (uint64_t b = first; b < first + count; ++b) {
     uint64_t off = b * kDigestBlock;
@@ -124,16 +144,16 @@ Result<std::vector<uint64_t>> block_digests(int fd, uint64_t size, uint64_t firs
       if (n == 0) break;  // shrank meanwhile: the digest of what is there
       got += static_cast<size_t>(n);
     }
-    out.push_back(XXH3_64bits(buf.data(), got));
+    out.push_back(XXH3_64bits_withSeed(buf.data(), got, layout_seed(data, off, want)));
   }
   return out;
 }
 
-// The digest of `length` zero bytes: a hole of ours past the end of the receiver's copy needs
-// no bytes (the receiver's truncate makes the same hole).
-uint64_t zero_digest(size_t length) {
+// The digest of a hole of `length` bytes: a hole of ours past the end of the receiver's copy
+// needs nothing (the receiver's truncate makes the same hole).
+uint64_t hole_digest(size_t length) {
   static const std::vector<char> zeros(kDigestBlock, 0);
-  return XXH3_64bits(zeros.data(), length);
+  return XXH3_64bits_withSeed(zeros.data(), length, 0);
 }
 
 // The blocks of one file that differ from the receiver's copy, as extents.
@@ -154,7 +174,7 @@ Result<changes::ExtentMap> differing_blocks(net::Conn& conn, const changes::File
       uint64_t len = std::min<uint64_t>(kDigestBlock, size - off);
       bool same = i < theirs.digests.size()
                       ? theirs.digests[i] == mine[i]
-                      : off >= theirs.size && mine[i] == zero_digest(static_cast<size_t>(len));
+                      : off >= theirs.size && mine[i] == hole_digest(static_cast<size_t>(len));
       if (!same) differ.add(off, len);
     }
   }

@@ -11,8 +11,8 @@
 //
 // A file the receiver holds under the same FileId but not exactly (its ctime moved: content
 // rewritten, or only chmod, rename, a new link) and of at least changes::kVerifyMin bytes is
-// then narrowed by block digests: the sender asks for the XXH3 of each kDigestBlock of the
-// receiver's copy (DigestRequest / Digests, up to kMaxDigests blocks per round trip), hashes
+// then narrowed by block digests: the sender asks for the digest (XXH3 of the bytes, seeded with
+// the block's layout of data and holes) of each kDigestBlock of the receiver's copy (DigestRequest / Digests, up to kMaxDigests blocks per round trip), hashes
 // its own, and ships only the blocks that differ — a 10 GiB file with one changed block costs
 // 128 KiB plus 80 KiB of digests, not 10 GiB. Within those blocks, what is a hole on the sender
 // goes as kPunch, not as zeros. The hashes are read on both sides; nothing else moves.
