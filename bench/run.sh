@@ -25,6 +25,8 @@
 #                    a hung run ends with its trap, before an outer timeout can SIGKILL it
 #   --keep           keep the scratch directory (/var/tmp/backupfs-bench.*) for inspection
 #   --install        install missing Debian packages even with --smoke (the full run always does)
+#   --no-install     install nothing in a full run either (e.g. --only restart,memory, which need
+#                    none of the peers): a missing tool becomes a "skipped: reason" row
 #
 # What it measures (see bench/README.md for the method and RESULTS.md for a full run):
 #   1. fs          filesystem overhead: native vs libfuse's passthrough_ll vs backupfs (shipping to
@@ -76,6 +78,7 @@ while (($#)); do
     --deadline=*) DEADLINE=${1#*=}; shift ;;
     --keep) KEEP=1; shift ;;
     --install) INSTALL=1; shift ;;
+    --no-install) INSTALL=0; shift ;;
     -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) echo "run.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
