@@ -366,8 +366,14 @@ def build_restart(t):
                 parts.append(f"{statistics.median(ratios) * 100:.1f}% of the baseline")
             if copy == "mirror":
                 parts.append(t.note([("backupd attached after {}", f"{k}.attached", "s")]))
+                after = d.per_round(lambda c, a: c - a, f"{k}.mirror", f"{k}.attached")
+                if after and row.startswith("fs_"):
+                    parts.append(f"{fmt_num(statistics.median(after), 's')} after attaching")
             else:
-                parts.append(t.note([("r1 {}", f"{k}.r1", "s"), ("r2 {}", f"{k}.r2", "s")]))
+                parts.append(t.note([("r1 {}", f"{k}.r1", "s"), ("r2 {}", f"{k}.r2", "s"),
+                                     ("replicators reconnected after {}",
+                                      f"{k}.r1_connected", "s"),
+                                     ("/ {}", f"{k}.r2_connected", "s")]))
             t.add(f"{label}: {what}", d.rounds(f"{k}.{copy}"), "s", target,
                   ", ".join(p for p in parts if p), d.skipped(f"{k}.{copy}"), judged=ratios)
         vol = d.median("rst.volume")

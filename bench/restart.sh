@@ -27,7 +27,8 @@
 #   time   seconds from the (re)start until each copy's listing (type, size, mode, mtime of every
 #          entry) equals the source's AND the daemon that reconciles logged its end ("baseline
 #          ...: 100%": a restart that changed nothing leaves the trees equal from the start).
-#          "attached": until backupd's session with the node is up again.
+#          "attached": until backupd's session with the node is up again (backupd's link
+#          retries with backoff), "rN_connected": until replicator N is back (its own backoff).
 # Then bkp_treecmp (content, xattrs, hard links, holes) checks every copy: after every row in
 # round 1, after the last row in later rounds; outside the timing.
 # Targets (issue 9): wire <= 1% of the volume + what changed; time <= 10% of the baseline's.
@@ -133,7 +134,9 @@ rst_round() {
       attached - "$b" "$bd_off" 'node \S+ \(\S+\) connected for volume' \
       mirror "$RST_MIRROR" "$b" "$bd_off" 'node \S+ \(\S+\) connected for volume' \
       r1 "$RST_R1" "$b" "$bd_off" 'baseline \S+ to r1: 100%' \
-      r2 "$RST_R2" "$b" "$bd_off" 'baseline \S+ to r2: 100%'
+      r2 "$RST_R2" "$b" "$bd_off" 'baseline \S+ to r2: 100%' \
+      r1_connected - "$b" "$bd_off" 'replica r1 connected from' \
+      r2_connected - "$b" "$bd_off" 'replica r2 connected from'
     rst_measure "bd_$how" 0 "$t0" "$bd_off"
   done
 
@@ -175,15 +178,16 @@ rst_wait_node() {  # row t0 log_offset
 rst_wait() {
   local row=$1 t0=$2 res name
   shift 2
-  local -a args=()
+  local -a args=() names=()
   while (($#)); do
     args+=(--copy "$1=$2" --marker "$1" "$3" "$4" "$5")
+    names+=("$1")
     shift 5
   done
   res=$(tools wait-converged --listing "$RST_RUN/listing.json" --t0 "$t0" \
     --timeout "$RST_TIMEOUT" "${args[@]}") ||
     die "restart ($row): no convergence within $RST_TIMEOUT s: $res (logs in $WORK/logs)"
-  for name in attached mirror r1 r2; do
+  for name in "${names[@]}"; do
     record "rst.$row.$name" "$(json_get "$res" "$name")"
   done
   local r1 r2
