@@ -15,6 +15,10 @@ thread that opens and closes every file within one operation gives both.
       operation failed.
   workload.py check --acked FILE TREE...
       Exit 1 unless every acknowledged append is in journal/JOURNAL of every TREE.
+  workload.py names SOURCE COPY
+      The names only in one of the two trees and the regular files whose mode or content
+      differ (counts and the first few; holes not compared): after a failed convergence, what
+      a copy lacks, kept or holds differently.
 
 Operations (weights in KINDS): files created or overwritten (0-192 KiB), pwrites into a 16 MiB
 file, renames of files (also over existing ones) and of directories, rm -rf of a subtree and
@@ -290,6 +294,41 @@ def cmd_check(a):
     return 1 if bad else 0
 
 
+def cmd_names(a):
+    """Names only in one tree, and regular files in both whose content or mode differ (holes
+    are not looked at): what a copy lacks or kept, apart from its hole map."""
+    import hashlib
+    import stat
+
+    def names(root):
+        out = {}
+        for d, dirs, files in os.walk(root):
+            rel = os.path.relpath(d, root)
+            for n in dirs + files:
+                out[os.path.normpath(os.path.join(rel, n))] = os.lstat(os.path.join(d, n))
+        return out
+
+    def digest(path):
+        with open(path, "rb") as f:
+            return hashlib.blake2b(f.read(), digest_size=16).digest()
+
+    src, copy = names(a.source), names(a.copy)
+    extra, missing = sorted(set(copy) - set(src)), sorted(set(src) - set(copy))
+    differ = []
+    for n in sorted(set(src) & set(copy)):
+        s, c = src[n], copy[n]
+        if stat.S_ISREG(s.st_mode) and stat.S_ISREG(c.st_mode):
+            if s.st_mode != c.st_mode or s.st_size != c.st_size or \
+                    digest(os.path.join(a.source, n)) != digest(os.path.join(a.copy, n)):
+                differ.append(n)
+        elif stat.S_IFMT(s.st_mode) != stat.S_IFMT(c.st_mode):
+            differ.append(n)
+    print(json.dumps({"copy": a.copy, "extra": len(extra), "missing": len(missing),
+                      "differ": len(differ), "extra_first": extra[:5],
+                      "missing_first": missing[:5], "differ_first": differ[:5]}))
+    return 1 if extra or missing or differ else 0
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -298,12 +337,16 @@ def main():
     s.add_argument("--ctl", required=True)
     s.add_argument("--acked", required=True)
     s.add_argument("--seed", type=int, default=1)
-    s.add_argument("--rate", type=float, default=150, help="operations per second at most")
+    s.add_argument("--rate", type=float, default=100, help="operations per second at most")
     s.set_defaults(fn=cmd_run)
     s = sub.add_parser("check")
     s.add_argument("--acked", required=True)
     s.add_argument("trees", nargs="+")
     s.set_defaults(fn=cmd_check)
+    s = sub.add_parser("names")
+    s.add_argument("source")
+    s.add_argument("copy")
+    s.set_defaults(fn=cmd_names)
     a = p.parse_args()
     return a.fn(a)
 
