@@ -370,10 +370,11 @@ def build_restart(t):
                 if after and row.startswith("fs_"):
                     parts.append(f"{fmt_num(statistics.median(after), 's')} after attaching")
             else:
-                parts.append(t.note([("r1 {}", f"{k}.r1", "s"), ("r2 {}", f"{k}.r2", "s"),
-                                     ("replicators reconnected after {}",
-                                      f"{k}.r1_connected", "s"),
-                                     ("/ {}", f"{k}.r2_connected", "s")]))
+                parts.append(t.note([("r1 {}", f"{k}.r1", "s"), ("r2 {}", f"{k}.r2", "s")]))
+                c1, c2 = d.median(f"{k}.r1_connected"), d.median(f"{k}.r2_connected")
+                if c1 is not None and c2 is not None:
+                    parts.append(f"replicators reconnected after {fmt_num(c1, 's')} / "
+                                 f"{fmt_num(c2, 's')}")
             t.add(f"{label}: {what}", d.rounds(f"{k}.{copy}"), "s", target,
                   ", ".join(p for p in parts if p), d.skipped(f"{k}.{copy}"), judged=ratios)
         vol = d.median("rst.volume")

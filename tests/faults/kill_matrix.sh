@@ -167,7 +167,7 @@ trap 'log "interrupted"; exit 130' INT TERM
 read_port() {  # file seconds -> the port written there
   local i p
   for ((i = 0; i < $2 * 20; i++)); do
-    p=$(tr -dc 0-9 <"$1" 2>/dev/null || true)
+    p=$(tr -dc 0-9 2>/dev/null <"$1" || true)  # 2> first: a missing file says nothing
     [[ -n $p ]] && { echo "$p"; return 0; }
     sleep 0.05
   done
