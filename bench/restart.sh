@@ -59,7 +59,7 @@ rst_round() {
   local run=$RST_ROOT/run-$ROUND res
   mkdir -p "$run"
   RST_RUN=$run
-  BACKUPD_QUIET= start_backupd "$run/state"
+  BACKUPD_QUIET='' start_backupd "$run/state"
   RST_STATE=$run/state
   RST_REPL=()
   start_replicator r1 "$run/r1"
@@ -79,7 +79,7 @@ rst_round() {
   local fs_off bd_off t0
   fs_off=$(rst_size "$WORK/logs/backupfs.log")
   t0=$(now)
-  BACKUPFS_QUIET= mount_backupfs "$DATA"
+  BACKUPFS_QUIET='' mount_backupfs "$DATA"
   wait_volume "$RST_STATE"
   RST_MIRROR=$VOLUME_DIR/mirror
   rst_wait base "$t0" \
@@ -128,7 +128,7 @@ rst_round() {
     drop_caches
     bd_off=$(rst_size "$WORK/logs/backupd.log")
     t0=$(now)
-    BACKUPD_QUIET= start_backupd "$RST_STATE" "$BACKUPD_PORT"
+    BACKUPD_QUIET='' start_backupd "$RST_STATE" "$BACKUPD_PORT"
     local b=$WORK/logs/backupd.log
     rst_wait "bd_$how" "$t0" \
       attached - "$b" "$bd_off" 'node \S+ \(\S+\) connected for volume' \
