@@ -105,6 +105,12 @@ stop_pid() {  # pid: SIGTERM, then SIGKILL after 15 s
   forget_pid "$pid"
 }
 
+# kill9_pid PID: SIGKILL, then reaps it (bash's "Killed" notice silenced); 1 if it survives 10 s.
+kill9_pid() {
+  { kill -9 "$1"; wait_gone "$1" 10 && wait "$1"; } 2>/dev/null
+  ! alive "$1"
+}
+
 hwm_kib() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
 
 # cpu_s PID...: utime+stime of the processes (all threads) in seconds, summed.
@@ -214,13 +220,16 @@ cleanup_all() {
 
 # --- backupd / replicator ----------------------------------------------------------------------
 
-# start_backupd STATE_DIR: sets BACKUPD_PID and BACKUPD_PORT.
+# start_backupd STATE_DIR [PORT]: sets BACKUPD_PID and BACKUPD_PORT. PORT (default 0: any) lets a
+# restarted backupd come back where its replicators and bkptool look for it. It logs warnings
+# only, unless the caller sets BACKUPD_QUIET= (the restart section reads its info lines).
 start_backupd() {
-  local state=$1 i
+  local state=$1 port=${2:-0} i
   mkdir -p "$state"
   rm -f "$state.port"
-  start_daemon backupd "$BACKUPD" --state-dir "$state" --listen 127.0.0.1:0 \
-    --port-file "$state.port" -q
+  # shellcheck disable=SC2086  # an empty BACKUPD_QUIET is no argument
+  start_daemon backupd "$BACKUPD" --state-dir "$state" --listen "127.0.0.1:$port" \
+    --port-file "$state.port" ${BACKUPD_QUIET--q}
   BACKUPD_PID=$DAEMON_PID
   for ((i = 0; i < 200; i++)); do
     [[ -s $state.port ]] && break
@@ -255,18 +264,21 @@ print("".join("-" if c == "/" else c if c.isascii() and (c.isalnum() or c == "_"
 
 # mount_backupfs DIR [EVERY]: backupfs over DIR, registered with our backupd (which then attaches
 # and takes the baseline); EVERY is the snapshot period (default 1d: no snapshot during a
-# measurement). Sets BACKUPFS_PID.
+# measurement). Sets BACKUPFS_PID and NODE_PORT. Like backupd it logs warnings only, unless
+# BACKUPFS_QUIET= is set.
 mount_backupfs() {
   local dir=$1 every=${2:-1d} port_file=$WORK/backupfs.port i node_port=
   rm -f "$port_file"
+  # shellcheck disable=SC2086  # an empty BACKUPFS_QUIET is no argument
   start_fuse backupfs "$dir" "$BACKUPFS" "$dir" --listen 127.0.0.1:0 --port-file "$port_file" \
-    --host "$VOL_HOST" -f -q
+    --host "$VOL_HOST" -f ${BACKUPFS_QUIET--q}
   BACKUPFS_PID=$DAEMON_PID
   for ((i = 0; i < 200; i++)); do
     [[ -s $port_file ]] && node_port=$(tr -dc 0-9 <"$port_file") && [[ -n $node_port ]] && break
     sleep 0.05
   done
   [[ -n $node_port ]] || die "backupfs wrote no port file (see $WORK/logs/backupfs.log)"
+  NODE_PORT=$node_port
   bkptool -q register "$VOL_HOST" "$node_port" "$dir" --every "$every" \
     >>"$WORK/logs/bkptool.log" 2>&1 || die "bkptool register failed (see $WORK/logs/bkptool.log)"
 }

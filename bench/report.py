@@ -115,7 +115,8 @@ class Table:
     def heading(self, text):
         self.section = text
 
-    SECTION_NAMES = {"1": "fs", "2": "incremental", "3": "server", "4": "snapshot"}
+    SECTION_NAMES = {"1": "fs", "2": "incremental", "3": "server", "4": "snapshot",
+                     "5": "restart", "6": "memory"}
 
     def section_ran(self):
         ran = self.meta.get("sections")
@@ -123,9 +124,11 @@ class Table:
         return ran is None or name is None or name in ran
 
     def add(self, name, values, unit, target=None, note="", skip=None, agg="median",
-            diag=False):
+            diag=False, judged=None):
         """diag: a diagnostic row. Its target and status are shown in parentheses: they say
-        whether the target would be met without what the diagnostic removes, not a result."""
+        whether the target would be met without what the diagnostic removes, not a result.
+        judged: per-round values the target applies to instead of the row's own (e.g. a time
+        shown in seconds, judged as a fraction of another row's time in the same round)."""
         if not values and not skip and not self.section_ran():
             return  # a section left out with --only: no "no data" rows for it
         tgt = target and (f"({target[2]})" if diag else target[2])
@@ -140,7 +143,10 @@ class Table:
             value = max(values)
         else:
             value = statistics.median(values)
-        status = judge(value, target) if values else "no data"
+        if judged is not None:
+            status = judge(statistics.median(judged), target) if judged else "no data"
+        else:
+            status = judge(value, target) if values else "no data"
         if diag and status in ("met", "MISSED"):
             status = f"({status})"
         self.rows.append({**row, "value": value, "rounds": values, "status": status,
@@ -313,6 +319,110 @@ def build(t):
             note=t.note([("{}", "snap.backupd.mibs", "MiB/s")]))
     t.ratio("snapshot speed vs bsdtar (bsdtar s / backupd s)", "snap.bsdtar", "snap.backupd",
             TARGET_PLL)
+
+    build_restart(t)
+    build_memory(t)
+
+
+RESTART_ROWS = (
+    ("fs_clean", "backupfs clean restart"),
+    ("fs_kill", "backupfs kill -9, changed while down"),
+    ("bd_term", "backupd restart (SIGTERM)"),
+    ("bd_kill", "backupd restart (kill -9)"),
+)
+
+
+def build_restart(t):
+    d = t.d
+    t.heading("5. restart: a reconcile (manifests + block digests) against the full baseline of "
+              "the same volume, 2 replicas; wire = TCP payload both ways per hop")
+    base = "rst.base"
+    t.value("full baseline: mirror converged after (mount to mirror)", f"{base}.mirror", "s",
+            note=t.note([("volume {}", "rst.volume", "bytes"),
+                         ("backupd attached after {}", f"{base}.attached", "s")]))
+    t.value("full baseline: both replicas converged after", f"{base}.replicas", "s",
+            note=t.note([("r1 {}", f"{base}.r1", "s"), ("r2 {}", f"{base}.r2", "s")]))
+    t.value("full baseline: bytes on the wire, node <-> backupd", f"{base}.wire.node", "bytes",
+            note=t.note([("backupd stats: frames {}", f"{base}.stats.wire", "bytes"),
+                         ("file data {}", f"{base}.stats.data", "bytes")]))
+    t.value("full baseline: bytes on the wire, backupd <-> each replica (max)",
+            f"{base}.wire.replica", "bytes",
+            note=t.note([("r1 {}", f"{base}.wire.r1", "bytes"),
+                         ("r2 {}", f"{base}.wire.r2", "bytes")]))
+    t.value("full baseline: bytes read from disk by backupfs", f"{base}.read.backupfs", "bytes",
+            note=t.note([("backupd {}", f"{base}.read.backupd", "bytes"),
+                         ("r1 {}", f"{base}.read.r1", "bytes"),
+                         ("r2 {}", f"{base}.read.r2", "bytes")]))
+    for row, label in RESTART_ROWS:
+        k = f"rst.{row}"
+        for copy, what, base_key in (("mirror", "mirror converged after", f"{base}.mirror"),
+                                     ("replicas", "both replicas converged after",
+                                      f"{base}.replicas")):
+            limit = d.median(base_key)
+            target = ("<=", 0.10, f"<= 10% of baseline ({fmt_num(limit and limit * 0.1, 's')})")
+            ratios = d.per_round(lambda a, b: a / b, f"{k}.{copy}", base_key)
+            parts = []
+            if ratios:
+                parts.append(f"{statistics.median(ratios) * 100:.1f}% of the baseline")
+            if copy == "mirror":
+                parts.append(t.note([("backupd attached after {}", f"{k}.attached", "s")]))
+                after = d.per_round(lambda c, a: c - a, f"{k}.mirror", f"{k}.attached")
+                if after and row.startswith("fs_"):
+                    parts.append(f"{fmt_num(statistics.median(after), 's')} after attaching")
+            else:
+                parts.append(t.note([("r1 {}", f"{k}.r1", "s"), ("r2 {}", f"{k}.r2", "s")]))
+                c1, c2 = d.median(f"{k}.r1_connected"), d.median(f"{k}.r2_connected")
+                if c1 is not None and c2 is not None:
+                    parts.append(f"replicators reconnected after {fmt_num(c1, 's')} / "
+                                 f"{fmt_num(c2, 's')}")
+            t.add(f"{label}: {what}", d.rounds(f"{k}.{copy}"), "s", target,
+                  ", ".join(p for p in parts if p), d.skipped(f"{k}.{copy}"), judged=ratios)
+        vol = d.median("rst.volume")
+        changed = d.median(f"{k}.changed") or 0
+        limit = vol * 0.01 + changed if vol else None
+        ttext = (f"<= 1% of volume + changed ({fmt_num(limit, 'bytes')})" if limit
+                 else "<= 1% of volume + changed")
+        for hop, what, extra in (
+                ("node", "node <-> backupd",
+                 [("changed {}", f"{k}.changed", "bytes"),
+                  ("backupd stats: frames {}", f"{k}.stats.wire", "bytes"),
+                  ("file data {}", f"{k}.stats.data", "bytes")]),
+                ("replica", "backupd <-> each replica (max)",
+                 [("r1 {}", f"{k}.wire.r1", "bytes"), ("r2 {}", f"{k}.wire.r2", "bytes"),
+                  ("data planned by backupd's reconciles (log) {}", f"{k}.logdata", "bytes")])):
+            excess = d.per_round(lambda w, c, v: (w - c) / v, f"{k}.wire.{hop}", f"{k}.changed",
+                                 "rst.volume")
+            t.add(f"{label}: bytes on the wire, {what}", d.rounds(f"{k}.wire.{hop}"), "bytes",
+                  ("<=", 0.01, ttext), t.note(extra), d.skipped(f"{k}.wire.{hop}"),
+                  judged=excess)
+        sender = "backupfs" if row.startswith("fs_") else "backupd"
+        others = [r for r in ("backupfs", "backupd", "r1", "r2") if r != sender]
+        t.value(f"{label}: bytes read from disk by {sender}", f"{k}.read.{sender}", "bytes",
+                note=t.note([(f"{r} {{}}", f"{k}.read.{r}", "bytes") for r in others] +
+                            [(f"{sender} rchar {{}}", f"{k}.rchar.{sender}", "bytes")]))
+    verified = [v for row in ("base",) + tuple(r for r, _ in RESTART_ROWS)
+                for v in d.rounds(f"rst.{row}.verified")]
+    if verified or t.section_ran():
+        t.add("every copy equals the source after the restarts (bkp_treecmp; 1 = yes)",
+              [min(verified)] if verified else [], "", ("==", 1, "1"),
+              note=f"{len(verified)} checks" if verified else "")
+
+
+def build_memory(t):
+    d = t.d
+    t.heading("6. memory: backupfs with no backupd attached (nothing drains its change log)")
+    m = t.meta.get("sizes", {})
+    mib, files, ops = m.get("memory_mib", 0), m.get("memory_files", 0), m.get("memory_ops", 0)
+    size = f"{mib // 1024} GiB" if mib >= 1024 and mib % 1024 == 0 else f"{mib} MiB"
+    t.value(f"backupfs peak RSS (VmHWM), {size} written over {files} files + {ops} metadata ops",
+            "mem.end.hwm", "bytes", ("<=", 64 * MiB, "<= 64 MiB"),
+            note=t.note([("VmRSS at the end {}", "mem.end.rss", "bytes"),
+                         ("RssAnon {}", "mem.end.anon", "bytes"),
+                         ("at mount {}", "mem.start.rss", "bytes")]))
+    t.value("backupfs VmRSS after the writes alone", "mem.writes.rss", "bytes",
+            note=t.note([("VmHWM then {}", "mem.writes.hwm", "bytes")]))
+    per_op = d.per_round(lambda e, w, n: (e - w) / n, "mem.end.rss", "mem.writes.rss", "mem.ops")
+    t.add("backupfs VmRSS growth per metadata operation", per_op, "bytes")
 
 
 # --- output --------------------------------------------------------------------------------------

@@ -13,7 +13,8 @@
 #                    results; the table is always printed to stdout as well)
 #   --build-dir DIR  a build tree with fs/backupfs, server/backupd, replicator/replicator and
 #                    tools/bkptool (default: configure and build into build-bench/ of this checkout)
-#   --only LIST      comma-separated sections to run: fs,server,incremental,snapshot (default all)
+#   --only LIST      comma-separated sections to run: fs,server,incremental,snapshot,restart,memory
+#                    (default all)
 #   --fs-configs L   section 1's configurations (default native,pll,backupfs,backupfs-tmpfs,
 #                    backupfs-detached). The last two are diagnostics, not headline figures:
 #                    backupfs-tmpfs ships to a backupd whose state is on a tmpfs (no second
@@ -24,6 +25,8 @@
 #                    a hung run ends with its trap, before an outer timeout can SIGKILL it
 #   --keep           keep the scratch directory (/var/tmp/backupfs-bench.*) for inspection
 #   --install        install missing Debian packages even with --smoke (the full run always does)
+#   --no-install     install nothing in a full run either (e.g. --only restart,memory, which need
+#                    none of the peers): a missing tool becomes a "skipped: reason" row
 #
 # What it measures (see bench/README.md for the method and RESULTS.md for a full run):
 #   1. fs          filesystem overhead: native vs libfuse's passthrough_ll vs backupfs (shipping to
@@ -33,6 +36,9 @@
 #                  bytes on the wire, time to a replica) vs rsync, restic and borg; then no change
 #   3. server      baseline ingest throughput, fan-out to one vs two replicas, peak RSS
 #   4. snapshot    the volume's tgz vs `bsdtar czf` of the same tree
+#   5. restart     backupfs and backupd restarts (clean, kill -9, changed while down) against the
+#                  full baseline of the same dataset: bytes on the wire per hop, bytes read, time
+#   6. memory      backupfs's RSS after 4 GiB of writes + 50k metadata operations, no backupd
 #
 # Needs root and /dev/fuse (mounts, drop_caches). Works in a scratch directory under /var/tmp and
 # leaves no mount or process behind: everything it starts is stopped by PID in an EXIT trap.
@@ -47,7 +53,7 @@ SMOKE=0
 ROUNDS=
 OUT=
 BUILD_DIR=
-ONLY=fs,server,incremental,snapshot
+ONLY=fs,server,incremental,snapshot,restart,memory
 FS_CONFIG_LIST=
 DIAG=1
 DEADLINE=
@@ -72,6 +78,7 @@ while (($#)); do
     --deadline=*) DEADLINE=${1#*=}; shift ;;
     --keep) KEEP=1; shift ;;
     --install) INSTALL=1; shift ;;
+    --no-install) INSTALL=0; shift ;;
     -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) echo "run.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -91,6 +98,7 @@ source "$BENCH/fs_overhead.sh"
 source "$BENCH/incremental.sh"
 source "$BENCH/server.sh"
 source "$BENCH/snapshot.sh"
+source "$BENCH/restart.sh"
 
 # --- sizes -------------------------------------------------------------------------------------
 if ((SMOKE)); then
@@ -98,20 +106,26 @@ if ((SMOKE)); then
   DS_LARGE=2 DS_LARGE_MIB=4 DS_SMALL=100
   IDLE_S=1 IDLE_WINDOW=0.2 SNAP_EVERY=1s
   TMPFS_FS_MIB=256 TMPFS_SRV_MIB=256  # the diagnostics' tmpfs sizes
+  RST_SMALL=4 RST_TIMEOUT=60
+  MEM_FILES=8 MEM_MIB=16 MEM_OPS=2000
 else
   FIO_MIB=2048 RAND_MIB=256 TAR_ENTRIES=15000
   DS_LARGE=4 DS_LARGE_MIB=448 DS_SMALL=20000  # ~2 GiB: 1.75 GiB large + ~0.2 GiB small
   IDLE_S=3 IDLE_WINDOW=0.6 SNAP_EVERY=15s
   TMPFS_FS_MIB=3072 TMPFS_SRV_MIB=7168  # fio's 2 GiB file; the mirror + 2 replicas of ~2 GiB
+  RST_SMALL=8 RST_TIMEOUT=900  # small files rewritten while backupfs is down; wait bound (s)
+  MEM_FILES=200 MEM_MIB=4096 MEM_OPS=50000  # section 6: 4 GiB over 200 files + 50k operations
 fi
 # Reduced sizes for trying a change to the benchmark (never for the published figures):
 # BENCH_FIO_MIB, BENCH_RAND_MIB, BENCH_TAR_ENTRIES, BENCH_DS_LARGE, BENCH_DS_LARGE_MIB,
-# BENCH_DS_SMALL override the sizes above; the table's labels and meta record what ran.
+# BENCH_DS_SMALL, BENCH_MEM_MIB, BENCH_MEM_OPS override the sizes above; the table's labels and
+# meta record what ran.
 FIO_MIB=${BENCH_FIO_MIB:-$FIO_MIB} RAND_MIB=${BENCH_RAND_MIB:-$RAND_MIB}
 TAR_ENTRIES=${BENCH_TAR_ENTRIES:-$TAR_ENTRIES} DS_LARGE=${BENCH_DS_LARGE:-$DS_LARGE}
 DS_LARGE_MIB=${BENCH_DS_LARGE_MIB:-$DS_LARGE_MIB} DS_SMALL=${BENCH_DS_SMALL:-$DS_SMALL}
+MEM_MIB=${BENCH_MEM_MIB:-$MEM_MIB} MEM_OPS=${BENCH_MEM_OPS:-$MEM_OPS}
 MODE=$([[ $SMOKE == 1 ]] && echo smoke || echo full)
-[[ -n ${BENCH_FIO_MIB:-}${BENCH_RAND_MIB:-}${BENCH_TAR_ENTRIES:-}${BENCH_DS_LARGE:-}${BENCH_DS_LARGE_MIB:-}${BENCH_DS_SMALL:-} ]] &&
+[[ -n ${BENCH_FIO_MIB:-}${BENCH_RAND_MIB:-}${BENCH_TAR_ENTRIES:-}${BENCH_DS_LARGE:-}${BENCH_DS_LARGE_MIB:-}${BENCH_DS_SMALL:-}${BENCH_MEM_MIB:-}${BENCH_MEM_OPS:-} ]] &&
   MODE+=" (reduced sizes)"
 
 # --- preconditions -----------------------------------------------------------------------------
@@ -265,6 +279,8 @@ section_on fs && fs_overhead_section
 section_on server && { make_dataset; server_section; }
 section_on incremental && { make_dataset; incremental_section; }
 section_on snapshot && { make_dataset; snapshot_section; }
+section_on restart && { make_dataset; restart_section; }
+section_on memory && memory_section
 
 # --- the table ---------------------------------------------------------------------------------
 META=$WORK/meta.json
@@ -287,7 +303,9 @@ json.dump({
     "kernel": platform.release(),
     "filesystem": sh("df -T /var/tmp | awk 'NR == 2 {print \$2 \" on \" \$1}'"),
     "sizes": {"fio_mib": $FIO_MIB, "randwrite_mib": $RAND_MIB, "tar_entries": $TAR_ENTRIES,
-              "dataset_large": "$DS_LARGE x $DS_LARGE_MIB MiB", "dataset_small": $DS_SMALL},
+              "dataset_large": "$DS_LARGE x $DS_LARGE_MIB MiB", "dataset_small": $DS_SMALL,
+              "restart_small": $RST_SMALL, "memory_mib": $MEM_MIB, "memory_files": $MEM_FILES,
+              "memory_ops": $MEM_OPS},
     "duration_s": round($EPOCHREALTIME - $START_TIME, 1),
     "loadavg_start": "$LOAD_START",
     "loadavg_end": "$(cut -d' ' -f1-3 /proc/loadavg)",

@@ -24,6 +24,15 @@ a subcommand that prints one JSON object (or a number) on stdout for the caller 
   stats FILE                           backupd's per-volume stats file as JSON
   history-run --after-last | --written-after ID
                                        picks a snapshot run out of `bkptool --json history`
+  net-bytes --pid P [--before F] [--save F]
+                                       TCP payload bytes (sent + received) of P's established
+                                       sockets (ss -tinp), minus what --before saved
+  log-bytes FILE --from OFFSET         data bytes backupd's reconciles of replicas planned, from
+                                       its log ("reconcile of ..." minus "already there")
+  modify DIR --round R --small K       rewrites 1 MiB inside one large file and K small files of
+                                       the dataset in place (the restart section's change)
+  write-files DIR --files N --mib M    M MiB of 1 MiB writes spread over N new files
+  churn DIR --ops N                    N metadata operations: creates, renames, chmods, unlinks
 
 Deterministic data: every generator is seeded, so two runs (and two machines) measure the same
 bytes and the same tree shape.
@@ -205,25 +214,49 @@ def cmd_listing(a):
     json.dump(listing(a.dir), sys.stdout)
 
 
+def log_has(path, offset, regex):
+    """True if the file, from byte offset on, has a line matching regex."""
+    import re
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return False
+    return re.search(regex, text, re.MULTILINE) is not None
+
+
 def cmd_wait_converged(a):
     """Seconds from --t0 until each copy's listing equals the source listing.
 
     Cheap first: a sample of files (the large ones and a spread of small ones) is stat'ed every
     --interval; only when the sample matches is the whole tree listed. This keeps the polling from
-    stealing a core from the daemons being measured."""
+    stealing a core from the daemons being measured.
+
+    --marker NAME FILE OFFSET REGEX (repeatable): copy NAME also waits until FILE, from byte
+    OFFSET on, has a line matching REGEX (a daemon saying its reconcile ended: a restart that
+    changed nothing leaves the trees equal from the start). A copy given as NAME=- has only its
+    markers, no tree (e.g. "attached")."""
     with open(a.listing) as f:
         want = [tuple(e) for e in json.load(f)]
     sample = sample_of(want)
     pending = dict(c.split("=", 1) for c in a.copy)
+    markers = {}
+    for name, path, offset, regex in a.marker:
+        markers.setdefault(name, []).append((path, int(offset), regex))
     done = {}
     deadline = time.time() + a.timeout
     while pending and time.time() < deadline:
         for name, root in list(pending.items()):
-            if not os.path.isdir(root) or not sample_matches(root, sample):
+            if not all(log_has(*m) for m in markers.get(name, [])):
                 continue
-            if listing(root) == want:
-                done[name] = round(time.time() - a.t0, 3)
-                del pending[name]
+            if root != "-":
+                if not os.path.isdir(root) or not sample_matches(root, sample):
+                    continue
+                if listing(root) != want:
+                    continue
+            done[name] = round(time.time() - a.t0, 3)
+            del pending[name]
         if pending:
             time.sleep(a.interval)
     for name in pending:
@@ -403,6 +436,142 @@ def cmd_history_run(a):
     return 1
 
 
+def ss_sockets():
+    """{(pid, local, peer): payload bytes sent + received} of every established TCP socket."""
+    import re
+    import subprocess
+    out = subprocess.run(["ss", "-tinHp", "state", "established"], capture_output=True,
+                         text=True, timeout=30).stdout
+    socks = {}
+    cur = []
+    for line in out.splitlines():
+        if not line.strip():
+            continue
+        if not line[0].isspace():
+            parts = line.split()
+            # Recv-Q Send-Q Local Peer users:(...): "state established" drops the State column
+            local, peer = parts[2], parts[3]
+            cur = [(int(p), local, peer) for p in set(re.findall(r"pid=(\d+)", line))]
+            continue
+        sent = re.search(r"bytes_sent:(\d+)", line)
+        recv = re.search(r"bytes_received:(\d+)", line)
+        n = (int(sent.group(1)) if sent else 0) + (int(recv.group(1)) if recv else 0)
+        for key in cur:
+            socks[key] = n
+        cur = []
+    return socks
+
+
+def cmd_net_bytes(a):
+    """Bytes on the wire of the given processes' TCP connections: the payload each of their
+    established sockets sent and received (tcp_info, via ss), summed. With --before, only what
+    moved since that sample: a socket that existed then counts its growth, a new one (a
+    reconnect, a restarted process) all of it. Connections that opened and closed between two
+    samples are not seen (nothing in this benchmark's restarts does that with data)."""
+    pids = set(a.pid)
+    now = {k: v for k, v in ss_sockets().items() if k[0] in pids}
+    before = {}
+    if a.before:
+        with open(a.before) as f:
+            before = {tuple(k): v for k, v in json.load(f)}
+    total = sum(max(0, v - before.get(k, 0)) for k, v in now.items())
+    if a.save:
+        with open(a.save, "w") as f:
+            json.dump([[list(k), v] for k, v in now.items()], f)
+    print(total)
+
+
+def cmd_log_bytes(a):
+    """backupd's replica reconciles in its log from --from on: the data bytes they planned
+    ("reconcile of V: ... N files, B bytes") minus what block digests found already there
+    ("... verified by block digests, K bytes already there")."""
+    import re
+    with open(a.file, "rb") as f:
+        f.seek(a.start)
+        text = f.read().decode(errors="replace")
+    planned = sum(int(m) for m in re.findall(r"reconcile of \S+: .* files, (\d+) bytes", text))
+    kept = sum(int(m) for m in re.findall(r"verified by block digests, (\d+) bytes already there",
+                                          text))
+    print(json.dumps({"planned": planned, "kept": kept, "data": planned - kept}))
+
+
+def cmd_modify(a):
+    """The change made behind a stopped backupfs's back: 1 MiB of new bytes at a 4 KiB-aligned
+    offset inside one large file, and K small files rewritten whole (same size, new bytes), in
+    the bare directory. Deterministic per round. Prints the bytes written."""
+    import random
+    rng = random.Random(3000 + a.round)
+    bigs = sorted(os.listdir(os.path.join(a.dir, "large")))
+    big = os.path.join(a.dir, "large", bigs[a.round % len(bigs)])
+    size = os.path.getsize(big)
+    n = min(MiB, size)
+    offset = rng.randrange(0, max(1, (size - n) // 4096)) * 4096
+    with open(big, "r+b") as f:
+        f.seek(offset)
+        f.write(rng.randbytes(n))
+    changed = n
+    small_dirs = sorted(os.listdir(os.path.join(a.dir, "small")))
+    done = set()
+    while len(done) < a.small:
+        d = os.path.join(a.dir, "small", rng.choice(small_dirs))
+        name = os.path.join(d, rng.choice(sorted(os.listdir(d))))
+        if name in done:
+            continue
+        done.add(name)
+        size = os.path.getsize(name)
+        with open(name, "r+b") as f:
+            f.write(rng.randbytes(size))
+        changed += size
+    print(json.dumps({"changed": changed, "big": os.path.relpath(big, a.dir),
+                      "offset": offset, "small": len(done)}))
+
+
+def cmd_write_files(a):
+    """--mib MiB of 1 MiB writes spread over --files new files (round-robin, so every file
+    stays open and growing), then each file closed."""
+    os.makedirs(a.dir, exist_ok=True)
+    chunk = os.urandom(MiB)
+    files = [open(os.path.join(a.dir, f"w{i:04d}.bin"), "wb", buffering=0)
+             for i in range(a.files)]
+    try:
+        for i in range(a.mib):
+            files[i % a.files].write(chunk)
+    finally:
+        for f in files:
+            f.close()
+    print(json.dumps({"bytes": a.mib * MiB, "files": a.files}))
+
+
+def cmd_churn(a):
+    """--ops metadata operations in a cycle of create, rename, chmod, unlink: each file is
+    created in one directory, renamed into another, chmod'ed, and unlinked a few steps later,
+    so the tree stays small while the operations pile up in the change log."""
+    da, db = os.path.join(a.dir, "churn-a"), os.path.join(a.dir, "churn-b")
+    os.makedirs(da, exist_ok=True)
+    os.makedirs(db, exist_ok=True)
+    live = []  # renamed files, oldest first
+    n = created = 0
+    while n < a.ops:
+        kind = n % 4
+        if kind == 0:
+            fd = os.open(os.path.join(da, f"f{created:06d}"), os.O_CREAT | os.O_WRONLY, 0o644)
+            os.close(fd)
+            created += 1
+        elif kind == 1:
+            name = f"f{created - 1:06d}"
+            os.rename(os.path.join(da, name), os.path.join(db, name))
+            live.append(name)
+        elif kind == 2:
+            os.chmod(os.path.join(db, live[-1]), 0o600)
+        else:
+            if len(live) > 8:
+                os.unlink(os.path.join(db, live.pop(0)))
+            else:
+                os.chmod(os.path.join(db, live[-1]), 0o640)
+        n += 1
+    print(json.dumps({"ops": n, "files_left": len(live)}))
+
+
 def cmd_proc(a):
     print(json.dumps({"cpu": proc_cpu(a.pid), "hwm_kib": proc_hwm_kib(a.pid), **proc_io(a.pid)}))
 
@@ -435,6 +604,8 @@ def main():
     s.add_argument("--t0", type=float, required=True)
     s.add_argument("--timeout", type=float, default=900)
     s.add_argument("--interval", type=float, default=0.05)
+    s.add_argument("--marker", nargs=4, action="append", default=[],
+                   metavar=("NAME", "FILE", "OFFSET", "REGEX"))
     s.set_defaults(fn=cmd_wait_converged)
     s = sub.add_parser("verify")
     s.add_argument("src")
@@ -467,6 +638,29 @@ def main():
     g.add_argument("--after-last", action="store_true")
     g.add_argument("--written-after", type=int)
     s.set_defaults(fn=cmd_history_run)
+    s = sub.add_parser("net-bytes")
+    s.add_argument("--pid", action="append", type=int, default=[])
+    s.add_argument("--before")
+    s.add_argument("--save")
+    s.set_defaults(fn=cmd_net_bytes)
+    s = sub.add_parser("log-bytes")
+    s.add_argument("file")
+    s.add_argument("--from", dest="start", type=int, default=0)
+    s.set_defaults(fn=cmd_log_bytes)
+    s = sub.add_parser("modify")
+    s.add_argument("dir")
+    s.add_argument("--round", type=int, default=0)
+    s.add_argument("--small", type=int, default=8)
+    s.set_defaults(fn=cmd_modify)
+    s = sub.add_parser("write-files")
+    s.add_argument("dir")
+    s.add_argument("--files", type=int, required=True)
+    s.add_argument("--mib", type=int, required=True)
+    s.set_defaults(fn=cmd_write_files)
+    s = sub.add_parser("churn")
+    s.add_argument("dir")
+    s.add_argument("--ops", type=int, required=True)
+    s.set_defaults(fn=cmd_churn)
     s = sub.add_parser("proc")
     s.add_argument("pid")
     s.set_defaults(fn=cmd_proc)
