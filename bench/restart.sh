@@ -66,8 +66,8 @@ rst_round() {
   RST_REPL+=("$DAEMON_PID")
   start_replicator r2 "$run/r2"
   RST_REPL+=("$DAEMON_PID")
-  RST_R1=$run/r1/$VOL_HOST$DATA
-  RST_R2=$run/r2/$VOL_HOST$DATA
+  RST_R1=$(replica_tree "$run/r1" "$DATA")
+  RST_R2=$(replica_tree "$run/r2" "$DATA")
   BACKUPFS_PID=
   record rst.volume "$(rst_volume_bytes)"
 

@@ -85,7 +85,7 @@ void ChangeLog::write(const FileRef& file, uint64_t offset, uint64_t length) {
   auto& change = files_[file.id];
   if (change.ref.id == 0) change.ref = file;
   update_extents(change, [&](ExtentMap& e) { e.add(offset, length); });
-  change.verify = false;
+  if (change.verify) change.written.add(offset, length);
   cv_.notify_one();
 }
 
@@ -109,8 +109,8 @@ void ChangeLog::truncate(const FileRef& file, uint64_t size) {
   auto& change = files_[file.id];
   if (change.ref.id == 0) change.ref = file;
   update_extents(change, [&](ExtentMap& e) { e.truncate(size); });
+  change.written.truncate(size);
   change.attrs = true;
-  change.verify = false;
   cv_.notify_one();
 }
 
@@ -223,8 +223,11 @@ bool ChangeLog::narrow(uint64_t id, ExtentMap differing) {
   std::lock_guard lock(mu_);
   auto it = files_.find(id);
   if (it == files_.end() || !it->second.verify) return false;
-  update_extents(it->second, [&](ExtentMap& e) { e = std::move(differing); });
-  it->second.verify = false;
+  FileChange& f = it->second;
+  differing.merge(f.written);
+  update_extents(f, [&](ExtentMap& e) { e = std::move(differing); });
+  f.verify = false;
+  f.written.clear();
   return true;
 }
 

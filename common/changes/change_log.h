@@ -42,9 +42,10 @@ struct FileChange {
   ExtentMap extents;
   bool attrs = false;  // mode/owner/times may have changed: ship an Attr by id
   // A reconcile found the receiver holding this file with other or unknown content: extents
-  // cover the whole file until narrow() keeps only the blocks whose digests differ. Any write
-  // or truncate recorded since clears it (narrowing would then drop a change).
+  // cover the whole file until narrow() keeps only the blocks whose digests differ, plus
+  // `written` (what was recorded meanwhile, which the digests may not have seen).
   bool verify = false;
+  ExtentMap written;
 };
 
 // A cut of the log: everything recorded up to one instant, shipped as one unit and acknowledged
@@ -109,7 +110,8 @@ class ChangeLog {
 
   LogStats stats() const;
   // The files a reconcile left to verify (FileChange::verify), and their verdict: extents
-  // become `differing` unless the file changed since. False if it did (it ships whole).
+  // become `differing` plus whatever was written since the scan. False if the file is not
+  // waiting for one (gone, or narrowed already).
   std::vector<FileRef> verifying() const;
   bool narrow(uint64_t id, ExtentMap differing);
   // True while the log holds dirty ranges or changed attributes of this file, or a write of it

@@ -237,7 +237,7 @@ Result<Narrowed> narrow_by_digests(net::Conn& conn, changes::ChangeLog& log,
     changes::data_regions(fd->get(), size, data);
     changes::ExtentMap ship, holes;
     for (const auto& [start, end] : differ.ranges()) split(data, start, end, ship, holes);
-    if (!log.narrow(file.id, std::move(ship))) continue;  // changed since: ships whole
+    if (!log.narrow(file.id, std::move(ship))) continue;  // gone (or narrowed) meanwhile
     for (const auto& [start, end] : holes.ranges()) {
       wire::Op punch;
       punch.kind = wire::OpKind::kPunch;

@@ -317,8 +317,9 @@ for ((i = 0; i < 200; i++)); do
 done
 [[ -n $VOLUME ]] || { log "backupd made no volume directory"; exit 2; }
 MIRROR=${VOLUME}mirror
-R1=$WORK/r1/127.0.0.1$SRC
-R2=$WORK/r2/127.0.0.1$SRC
+ESCAPED=$(basename "$VOLUME")  # the volume's escaped path, the same on the replicas
+R1=$WORK/r1/127.0.0.1/$ESCAPED
+R2=$WORK/r2/127.0.0.1/$ESCAPED
 
 deadline=$(($(date +%s) + MINUTES * 60))
 done_kills=0
