@@ -2,7 +2,7 @@
 // every daemon logging with --progress-every 0.2 into a file (not a tty, so status lines rather
 // than a bar). backupfs must name the files it ships, climb without going back, and end with a
 // 100% line for the whole tree; backupd must report the ingest of the same baseline and its
-// stream to each replica; each replicator must report what it received.
+// stream to each replica (naming files); each replicator must report what it received.
 #include <regex>
 #include <sstream>
 
@@ -95,8 +95,9 @@ TEST_F(ProgressTest, BaselineLinesNameFilesAndReachHundredPercent) {
   EXPECT_TRUE(log_has("backupd", {subject + " to r1: ", "%, ", ", now "})) << log_text("backupd");
   for (const char* r : {"r1", "r2"}) {
     EXPECT_TRUE(log_has("backupd", {subject + " to " + r + ": 100%"})) << log_text("backupd");
-    // The replicator: what it received, a file named on the way, and the end.
-    EXPECT_TRUE(log_has(r, {subject + ": ", ", now "})) << log_text(r);
+    // The replicator: what it received, to the end. A node's baseline reaches a replica as the
+    // mirror fills, batch by batch, so each of its episodes may end before a periodic line is
+    // due: whether one names a file depends on timing (ReceiveProgress's naming is unit-tested).
     EXPECT_TRUE(log_has(r, {subject + ": 100%"})) << log_text(r);
   }
 }
