@@ -1,7 +1,8 @@
 // The replicator's outer loop: connect, run a session, and when it ends, reconnect.
 //
 // A replicator is useful only while connected, so it never gives up: failures are retried with
-// exponential backoff (100 ms doubling to 5 s, back to 100 ms once a session made progress), and
+// exponential backoff (100 ms doubling to 1 s, so a restarted backupd has its replicas back within
+// a second; back to 100 ms once a session made progress), and
 // each distinct failure is logged once at warn level so a server that is down for an hour costs
 // one line, not thousands. The instance is a random number drawn at start, only to tell
 // processes apart in backupd's log: where each volume resumes is the trees' own business (their
@@ -32,7 +33,7 @@ namespace bkp::replicator {
 namespace {
 
 constexpr auto kMinBackoff = std::chrono::milliseconds(100);
-constexpr auto kMaxBackoff = std::chrono::milliseconds(5000);
+constexpr auto kMaxBackoff = std::chrono::milliseconds(1000);
 constexpr int kConnectTimeoutMs = 5000;
 
 class Replicator {

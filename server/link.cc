@@ -29,9 +29,8 @@ namespace bkp::server {
 namespace {
 
 using namespace std::chrono_literals;
+constexpr auto kMinBackoff = 100ms;
 constexpr auto kMaxBackoff = 30000ms;
-
-constexpr auto kStableSession = std::chrono::seconds(30);
 
 // "connect to H:P: Connection refused" -> "connect: Connection refused".
 std::string connect_reason(const std::string& message) {
@@ -190,7 +189,7 @@ void Link::main(std::optional<AttachedNode> first) {
 }
 
 void Link::serve(AttachedNode node) {
-  auto started = std::chrono::steady_clock::now();
+  uint64_t committed_before = committed();
   int64_t failures = 0;
   {
     std::lock_guard lock(mu_);
@@ -214,13 +213,16 @@ void Link::serve(AttachedNode node) {
       status_.last_error = fmt::format("node {} disconnected: {}", address_, end.message);
     }
   }
-  // A session that ran for a while ended by chance: reconnect at once. One that failed quickly
-  // (the node keeps closing, the disk is full) would otherwise turn into a busy loop.
-  if (std::chrono::steady_clock::now() - started >= kStableSession) {
-    backoff_ = 1000ms;
-  } else if (!stopping_) {
-    sleep_backoff();
-  }
+  // A session that committed something ended by chance (a node restarting, a cut): try again
+  // soon, 100 ms then doubling, so a restarted node is back within a fraction of a second. One
+  // that committed nothing (the node keeps closing, the disk is full) keeps backing off.
+  if (committed() != committed_before) backoff_ = kMinBackoff;
+  if (!stopping_) sleep_backoff();
+}
+
+uint64_t Link::committed() const {
+  std::lock_guard lock(volume_->mu);
+  return volume_->receiver->committed();
 }
 
 void Link::note_failure(const Error& e) {

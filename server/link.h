@@ -9,7 +9,8 @@
 // every later attach checks it, so a different node that now answers at the registered address
 // (another machine got the IP, another backupfs on the port) is refused instead of being
 // mirrored into this volume. When the session ends for any reason other than stop(), the thread
-// reconnects with backoff (1 s doubling to 30 s), logs each distinct failure of an outage once
+// reconnects with backoff (100 ms doubling to 30 s, back to 100 ms after a session that
+// committed something), logs each distinct failure of an outage once
 // (repeats at debug), and remembers the last error for `bkptool list` and for failed runs.
 //
 // Thread-safety: status() and last_error() may be called from any thread; start() and stop()
@@ -101,7 +102,9 @@ class Link {
 
   std::thread thread_;
   std::atomic<bool> stopping_{false};
-  std::chrono::milliseconds backoff_{1000};  // link thread only
+  std::chrono::milliseconds backoff_{100};  // link thread only
+  // The volume's last committed batch (a session made progress if it moved).
+  uint64_t committed() const;
 
   mutable std::mutex mu_;
   std::condition_variable cv_;  // wakes the backoff wait on stop()
