@@ -85,7 +85,7 @@ void ChangeLog::write(const FileRef& file, uint64_t offset, uint64_t length) {
   auto& change = files_[file.id];
   if (change.ref.id == 0) change.ref = file;
   update_extents(change, [&](ExtentMap& e) { e.add(offset, length); });
-  if (change.verify) change.written.add(offset, length);
+  if (change.from_scan) change.written.add(offset, length);
   cv_.notify_one();
 }
 
@@ -165,13 +165,40 @@ Batch ChangeLog::take(const Limits& limits) {
 
 void ChangeLog::replace(Batch batch) {
   std::lock_guard lock(mu_);
+  // What the application did to regular files since the previous scan is kept, after this one:
+  // the scan holds the namespace lock but not data writes, so a file it looked at (and found
+  // current on the receiver) may have been written or truncated since. Namespace operations
+  // cannot have happened meanwhile; the scan stands for them, and for the previous scan.
+  std::vector<wire::Op> by_id;
+  for (size_t i = 0; i < ops_.size(); ++i) {
+    wire::Op& op = ops_[i];
+    bool file_op = op.kind == wire::OpKind::kTruncate ||
+                   (op.id != 0 && (op.kind == wire::OpKind::kSetXattr ||
+                                   op.kind == wire::OpKind::kRemoveXattr));
+    if (file_op && ops_base_ + i >= scanned_until_) by_id.push_back(std::move(op));
+  }
+  auto recorded = std::move(files_);
   reset_locked();
   since_ns_ = batch.since_ns != 0 ? batch.since_ns : wire::realtime_ns();
   for (auto& op : batch.ops) push_locked(std::move(op));
+  for (auto& op : by_id) push_locked(std::move(op));
+  scanned_until_ = ops_base_ + ops_.size();
   for (auto& change : batch.files) {
+    change.from_scan = true;
+    files_[change.ref.id] = std::move(change);
+  }
+  for (auto& [id, old] : recorded) {
+    const ExtentMap& app = old.from_scan ? old.written : old.extents;
+    if (app.empty() && !(old.attrs && !old.from_scan)) continue;
+    FileChange& f = files_[id];
+    if (f.ref.id == 0) f.ref = old.ref;
+    f.extents.merge(app);
+    if (f.from_scan) f.written.merge(app);
+    f.attrs = true;
+  }
+  for (const auto& [id, change] : files_) {
     ranges_ += change.extents.range_count();
     dirty_bytes_ += change.extents.total_bytes();
-    files_[change.ref.id] = std::move(change);
   }
   cv_.notify_one();
 }
@@ -227,7 +254,6 @@ bool ChangeLog::narrow(uint64_t id, ExtentMap differing) {
   differing.merge(f.written);
   update_extents(f, [&](ExtentMap& e) { e = std::move(differing); });
   f.verify = false;
-  f.written.clear();
   return true;
 }
 

@@ -43,8 +43,11 @@ struct FileChange {
   bool attrs = false;  // mode/owner/times may have changed: ship an Attr by id
   // A reconcile found the receiver holding this file with other or unknown content: extents
   // cover the whole file until narrow() keeps only the blocks whose digests differ, plus
-  // `written` (what was recorded meanwhile, which the digests may not have seen).
+  // `written`, which the digests may not have seen.
   bool verify = false;
+  // Put in by a scan (replace()); `written` then holds what was recorded of the file since, the
+  // part of `extents` that a later scan does not stand for.
+  bool from_scan = false;
   ExtentMap written;
 };
 
@@ -99,8 +102,10 @@ class ChangeLog {
   // Takes the oldest changes, within limits, as a batch (number 0: the sender numbers it) and
   // leaves the rest in the log.
   Batch take(const Limits& limits = {});
-  // Replaces the whole log with batch (a baseline scan), so what is recorded from now on follows
-  // it. Hold namespace_lock() exclusively across the scan and this call.
+  // Replaces the log's operations with batch (a baseline scan), so what is recorded from now on
+  // follows it; changes of regular files recorded so far (data, truncates, attributes by id)
+  // are kept after it, since data writes do not wait for the scan. Hold namespace_lock()
+  // exclusively across the scan and this call.
   void replace(Batch batch);
   // Blocks until the log is non-empty, wake() is called, or timeout passes. True if non-empty.
   bool wait(std::chrono::milliseconds timeout);
@@ -145,6 +150,7 @@ class ChangeLog {
   std::map<std::string, uint64_t> attr_index_;
   std::unordered_map<uint64_t, FileChange> files_;
   std::unordered_map<uint64_t, uint32_t> writing_;  // id -> writes between begin and end
+  uint64_t scanned_until_ = 0;  // index of the first operation recorded after the last replace()
   // Sums over files_, kept as they change so stats() is O(1): it is asked for on every chunk
   // shipped (progress) and by status readers.
   uint64_t ranges_ = 0;

@@ -164,11 +164,12 @@ Result<changes::ExtentMap> differing_blocks(net::Conn& conn, const changes::File
   for (uint64_t first = 0; first < blocks; first += kMaxDigests) {
     auto count = static_cast<uint32_t>(std::min<uint64_t>(kMaxDigests, blocks - first));
     BKP_TRY_VOID(net::send_now(conn, wire::DigestRequest{file.id, kDigestBlock, first, count}));
+    // Both sides read at once: ours while the receiver reads its copy.
+    auto mine = BKP_TRY(block_digests(fd, size, first, count));
     auto theirs = BKP_TRY(net::expect<wire::Digests>(conn, timeout_ms));
     if (theirs.id != file.id || theirs.first != first || theirs.digests.size() > count) {
       return fail(EPROTO, "Digests that answer another request");
     }
-    auto mine = BKP_TRY(block_digests(fd, size, first, count));
     for (size_t i = 0; i < mine.size(); ++i) {
       uint64_t off = (first + i) * kDigestBlock;
       uint64_t len = std::min<uint64_t>(kDigestBlock, size - off);
