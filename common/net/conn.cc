@@ -10,12 +10,16 @@
 #include <poll.h>
 #include <sys/socket.h>
 
+#include <chrono>
 #include <cstring>
+
+#include "common/wire/messages.h"
 
 namespace bkp::net {
 namespace {
 constexpr size_t kFlushAt = 1u << 20;
 constexpr size_t kRecvBuf = 256u << 10;
+constexpr size_t kTlsSlice = 256u << 10;
 constexpr uint64_t kOpTag = 1;
 constexpr uint64_t kTimeoutTag = 2;
 }  // namespace
@@ -88,18 +92,55 @@ Result<void> Conn::end_frame(wire::MsgType type, uint8_t flags, size_t payload_s
   return {};
 }
 
-Result<void> Conn::flush() {
+Result<void> Conn::send_all(std::span<const uint8_t> bytes) {
   size_t done = 0;
-  while (done < out_len_) {
+  while (done < bytes.size()) {
     io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
-    io_uring_prep_send(sqe, sock_.get(), out_.data() + done, out_len_ - done, MSG_NOSIGNAL);
+    io_uring_prep_send(sqe, sock_.get(), bytes.data() + done, bytes.size() - done, MSG_NOSIGNAL);
     int res = BKP_TRY(submit_and_wait(sqe, -1));
     if (res == -EINTR || res == -EAGAIN) continue;
     if (res < 0) return fail_neg(res, "send");
     done += static_cast<size_t>(res);
   }
-  out_len_ = 0;
   return {};
+}
+
+Result<void> Conn::send_tls_output() {
+  std::span<const uint8_t> out = tls_->output();
+  if (out.empty()) return {};
+  BKP_TRY_VOID(send_all(out));
+  tls_->consume(out.size());
+  return {};
+}
+
+Result<void> Conn::flush() {
+  if (!tls_) {
+    BKP_TRY_VOID(send_all({out_.data(), out_len_}));
+    out_len_ = 0;
+    return {};
+  }
+  // Encrypted in slices, so the ciphertext waiting in memory stays small.
+  for (size_t done = 0; done < out_len_;) {
+    size_t n = std::min(kTlsSlice, out_len_ - done);
+    BKP_TRY_VOID(tls_->encrypt({out_.data() + done, n}));
+    BKP_TRY_VOID(send_tls_output());
+    done += n;
+  }
+  out_len_ = 0;
+  return send_tls_output();  // e.g. a key update answered while reading
+}
+
+Result<size_t> Conn::recv_some(std::span<uint8_t> buf, int timeout_ms) {
+  while (true) {
+    io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+    io_uring_prep_recv(sqe, sock_.get(), buf.data(), buf.size(), 0);
+    int res = BKP_TRY(submit_and_wait(sqe, timeout_ms));
+    if (res == -ECANCELED || res == -ETIME) return fail(ETIMEDOUT, "peer sent nothing in time");
+    if (res == -EINTR || res == -EAGAIN) continue;
+    if (res < 0) return fail_neg(res, "recv");
+    if (res == 0) return fail(ECONNRESET, "peer closed the connection");
+    return static_cast<size_t>(res);
+  }
 }
 
 Result<wire::Frame> Conn::recv(int timeout_ms) {
@@ -108,22 +149,72 @@ Result<wire::Frame> Conn::recv(int timeout_ms) {
     auto frame = BKP_TRY(reader_.next());
     if (frame) return std::move(*frame);
     std::span<uint8_t> room = reader_.space(kRecvBuf);
-    io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
-    io_uring_prep_recv(sqe, sock_.get(), room.data(), room.size(), 0);
-    auto got = submit_and_wait(sqe, timeout_ms);
-    int res = got ? *got : 0;
-    reader_.filled(got && res > 0 ? static_cast<size_t>(res) : 0);
-    if (!got) return tl::unexpected(got.error());
-    if (res == -ECANCELED || res == -ETIME) return fail(ETIMEDOUT, "peer sent nothing in time");
-    if (res == -EINTR || res == -EAGAIN) continue;
-    if (res < 0) return fail_neg(res, "recv");
-    if (res == 0) return fail(ECONNRESET, "peer closed the connection");
-    bytes_received_ += static_cast<uint64_t>(res);
+    if (!tls_) {
+      auto got = recv_some(room, timeout_ms);
+      reader_.filled(got ? *got : 0);
+      if (!got) return tl::unexpected(got.error());
+      bytes_received_ += *got;
+      continue;
+    }
+    auto plain = tls_->decrypt(room);
+    reader_.filled(plain ? *plain : 0);
+    if (!plain) return tl::unexpected(plain.error());
+    BKP_TRY_VOID(send_tls_output());
+    if (*plain > 0) {
+      bytes_received_ += *plain;
+      continue;
+    }
+    cipher_in_.resize(kRecvBuf);
+    size_t got = BKP_TRY(recv_some(cipher_in_, timeout_ms));
+    BKP_TRY_VOID(tls_->feed({cipher_in_.data(), got}));
   }
 }
 
+Result<void> Conn::refuse_plaintext() {
+  static constexpr char kText[] =
+      "this peer requires TLS (protocol version 4 or later); plaintext connections are refused";
+  std::vector<uint8_t> payload;
+  wire::encode(wire::ErrorMsg{EPROTO, kText}, payload);
+  out_len_ = 0;
+  BKP_TRY_VOID(send(wire::MsgType::kError, 0, payload));
+  BKP_TRY_VOID(send_all({out_.data(), out_len_}));
+  out_len_ = 0;
+  return fail(EPROTO, "peer spoke plaintext, not TLS: refused");
+}
+
+Result<void> Conn::secure(const TlsConfig& config, TlsSide side, int timeout_ms) {
+  tls_ = BKP_TRY(TlsSession::make(config, side));
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  bool first = true;
+  while (true) {
+    bool done = BKP_TRY(tls_->handshake());
+    BKP_TRY_VOID(send_tls_output());
+    if (done) break;
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return fail(ETIMEDOUT, "TLS handshake did not finish in time");
+    cipher_in_.resize(kRecvBuf);
+    auto got = recv_some(cipher_in_, static_cast<int>(left.count()));
+    if (!got) return tl::unexpected(got.error().wrap("TLS handshake"));
+    // A TLS record starts with its content type (22: handshake, 21: alert); a frame starts
+    // with its payload length, little-endian, so a plaintext Hello or Error never does.
+    if (first && cipher_in_[0] != 22 && cipher_in_[0] != 21) {
+      if (side == TlsSide::kServer) {
+        tls_.reset();
+        return refuse_plaintext();
+      }
+      return fail(EPROTO, "the peer answered in plaintext, not TLS: an older backupfs version "
+                          "(before protocol 4), or not backupfs at all");
+    }
+    first = false;
+    BKP_TRY_VOID(tls_->feed({cipher_in_.data(), *got}));
+  }
+  peer_id_ = tls_->peer_id();
+  return {};
+}
+
 Result<bool> Conn::readable() {
-  if (reader_.buffered() > 0) return true;
+  if (reader_.buffered() > 0 || (tls_ && tls_->has_buffered())) return true;
   pollfd p{sock_.get(), POLLIN, 0};
   int rc = poll(&p, 1, 0);
   if (rc < 0) return fail_errno("poll");

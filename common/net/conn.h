@@ -7,6 +7,10 @@
 // behind its frame header (begin_frame/end_frame), and received bytes land straight in the
 // frame reader's buffer.
 //
+// secure() turns the connection into a TLS 1.3 session (common/net/tls.h) before the first
+// frame: from then on flush() encrypts what is queued and recv() decrypts what arrives, the
+// sockets I/O staying on the ring.
+//
 // Not thread-safe: one thread owns a Conn. Sends are buffered and flushed when the buffer
 // passes 1 MiB, on flush(), and before any recv().
 #pragma once
@@ -16,8 +20,10 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <string>
 #include <vector>
 
+#include "common/net/tls.h"
 #include "common/result.h"
 #include "common/unique_fd.h"
 #include "common/wire/frame.h"
@@ -31,6 +37,14 @@ class Conn {
   ~Conn();
   Conn(const Conn&) = delete;
   Conn& operator=(const Conn&) = delete;
+
+  // TLS handshake as side, bounded by timeout_ms in total. Afterwards peer_id() is the peer's
+  // identity; the caller decides whether it is one it accepts. A server that receives a
+  // plaintext frame instead of a ClientHello answers it with a plaintext Error frame saying
+  // that TLS is required, and fails with EPROTO.
+  Result<void> secure(const TlsConfig& config, TlsSide side, int timeout_ms);
+  bool secured() const { return tls_ != nullptr; }
+  const std::string& peer_id() const { return peer_id_; }
 
   // Queues one frame with the next sequence number; flushes if the buffer is large.
   Result<void> send(wire::MsgType type, uint8_t flags, std::span<const uint8_t> payload);
@@ -63,6 +77,11 @@ class Conn {
  private:
   Conn(UniqueFd sock) : sock_(std::move(sock)) {}
   Result<int> submit_and_wait(io_uring_sqe* sqe_setup_done, int timeout_ms);
+  Result<void> send_all(std::span<const uint8_t> bytes);
+  // One recv from the socket into buf: bytes received, or ETIMEDOUT / ECONNRESET / the error.
+  Result<size_t> recv_some(std::span<uint8_t> buf, int timeout_ms);
+  Result<void> send_tls_output();
+  Result<void> refuse_plaintext();
 
   UniqueFd sock_;
   io_uring ring_{};
@@ -75,6 +94,9 @@ class Conn {
   size_t frame_start_ = 0;  // of the frame begun in out_ (begin_frame)
   uint64_t bytes_sent_ = 0;
   uint64_t bytes_received_ = 0;
+  std::unique_ptr<TlsSession> tls_;
+  std::vector<uint8_t> cipher_in_;  // ciphertext received, before it is fed to tls_
+  std::string peer_id_;
 };
 
 }  // namespace bkp::net

@@ -1,0 +1,158 @@
+// Identities and TLS on a Conn: the fingerprint is stable and checked, two processes starting at
+// once share one identity, a key readable by others is refused, frames cross an encrypted
+// connection byte for byte in both directions, each side learns the other's identity, and a
+// plaintext peer gets a clear refusal instead of garbage.
+#include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+
+#include <thread>
+
+#include "common/net/conn.h"
+#include "common/net/identity.h"
+#include "common/net/messenger.h"
+#include "common/net/tls.h"
+#include "tests/testutil/temp_dir.h"
+
+namespace bkp::net {
+namespace {
+
+constexpr int kTimeoutMs = 10000;
+
+Identity identity_at(const std::string& path) {
+  auto id = load_or_create_identity(path, "test");
+  EXPECT_TRUE(id) << id.error().message;
+  return std::move(*id);
+}
+
+std::pair<std::unique_ptr<Conn>, std::unique_ptr<Conn>> conn_pair() {
+  int sv[2];
+  EXPECT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  auto a = Conn::open(UniqueFd(sv[0]));
+  auto b = Conn::open(UniqueFd(sv[1]));
+  EXPECT_TRUE(a && b);
+  return {std::move(*a), std::move(*b)};
+}
+
+TEST(IdentityTest, MadeOnceKeptPrivateAndStable) {
+  testutil::TempDir dir;
+  std::string path = dir.sub("identity.pem");
+  Identity first = identity_at(path);
+  struct stat st {};
+  ASSERT_EQ(stat(path.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  EXPECT_EQ(first.id.size(), 52u + 12u);
+  Identity again = identity_at(path);
+  EXPECT_EQ(again.id, first.id);
+  auto parsed = parse_id(first.id);
+  ASSERT_TRUE(parsed);
+  EXPECT_EQ(*parsed, first.id);
+  std::string lower;
+  for (char c : first.id) {
+    if (c != '-') lower += static_cast<char>(std::tolower(c));
+  }
+  EXPECT_EQ(parse_id(lower).value_or(""), first.id);
+  EXPECT_FALSE(parse_id(first.id.substr(1)));
+  EXPECT_FALSE(parse_id(first.id.substr(0, first.id.size() - 1) + "1"));
+  EXPECT_NE(identity_at(dir.sub("other.pem")).id, first.id);
+}
+
+TEST(IdentityTest, ConcurrentFirstStartsShareOneIdentity) {
+  testutil::TempDir dir;
+  std::string path = dir.sub("identity.pem");
+  std::vector<std::string> ids(8);
+  std::vector<std::thread> threads;
+  for (auto& id : ids) {
+    threads.emplace_back([&] { id = identity_at(path).id; });
+  }
+  for (auto& t : threads) t.join();
+  for (const auto& id : ids) EXPECT_EQ(id, ids[0]);
+}
+
+TEST(IdentityTest, RefusesAKeyOthersCanRead) {
+  testutil::TempDir dir;
+  std::string path = dir.sub("identity.pem");
+  identity_at(path);
+  ASSERT_EQ(chmod(path.c_str(), 0644), 0);
+  auto id = load_or_create_identity(path, "test");
+  ASSERT_FALSE(id);
+  EXPECT_EQ(id.error().code, EACCES);
+  EXPECT_NE(id.error().message.find("chmod 600"), std::string::npos) << id.error().message;
+  auto dir_id = load_or_create_identity(dir.path(), "test");
+  ASSERT_FALSE(dir_id);
+  EXPECT_EQ(dir_id.error().code, EINVAL);
+}
+
+TEST(TlsTest, FramesCrossEncryptedAndEachSideKnowsTheOther) {
+  testutil::TempDir dir;
+  Identity server_id = identity_at(dir.sub("server.pem"));
+  Identity client_id = identity_at(dir.sub("client.pem"));
+  auto server_tls = TlsConfig::make(server_id);
+  auto client_tls = TlsConfig::make(client_id);
+  ASSERT_TRUE(server_tls && client_tls);
+  auto [a, b] = conn_pair();
+  std::vector<uint8_t> big(3u << 20);
+  for (size_t i = 0; i < big.size(); ++i) big[i] = static_cast<uint8_t>(i * 131 + (i >> 12));
+  std::thread server([&, &b = b] {
+    ASSERT_TRUE(b->secure(**server_tls, TlsSide::kServer, kTimeoutMs));
+    EXPECT_EQ(b->peer_id(), client_id.id);
+    for (int i = 0; i < 3; ++i) {
+      auto frame = b->recv(kTimeoutMs);
+      ASSERT_TRUE(frame) << frame.error().message;
+      ASSERT_EQ(frame->payload.size(), 1u << 20);
+      EXPECT_TRUE(std::equal(frame->payload.begin(), frame->payload.end(),
+                             big.begin() + (static_cast<size_t>(i) << 20)));
+    }
+    ASSERT_TRUE(send_now(*b, wire::ErrorMsg{42, "done"}));
+  });
+  ASSERT_TRUE(a->secure(**client_tls, TlsSide::kClient, kTimeoutMs));
+  EXPECT_EQ(a->peer_id(), server_id.id);
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(a->send(wire::MsgType::kData, 0,
+                        std::span(big).subspan(static_cast<size_t>(i) << 20, 1u << 20)));
+  }
+  auto answer = expect<wire::HelloOk>(*a, kTimeoutMs);  // the Error frame comes back as one
+  server.join();
+  ASSERT_FALSE(answer);
+  EXPECT_EQ(answer.error().code, 42);
+  EXPECT_EQ(a->bytes_received(), b->bytes_sent());
+  EXPECT_EQ(b->bytes_received(), a->bytes_sent());
+}
+
+TEST(TlsTest, PlaintextPeerIsToldTlsIsRequired) {
+  testutil::TempDir dir;
+  auto tls = TlsConfig::make(identity_at(dir.sub("server.pem")));
+  ASSERT_TRUE(tls);
+  auto [a, b] = conn_pair();
+  std::thread server([&, &b = b] {
+    auto secured = b->secure(**tls, TlsSide::kServer, kTimeoutMs);
+    ASSERT_FALSE(secured);
+    EXPECT_EQ(secured.error().code, EPROTO);
+  });
+  wire::Hello hello;
+  ASSERT_TRUE(send_now(*a, hello));
+  auto answer = expect<wire::HelloOk>(*a, kTimeoutMs);
+  server.join();
+  ASSERT_FALSE(answer);
+  EXPECT_NE(answer.error().message.find("requires TLS"), std::string::npos)
+      << answer.error().message;
+}
+
+TEST(TlsTest, ClientFacingPlaintextPeerSaysSo) {
+  testutil::TempDir dir;
+  auto tls = TlsConfig::make(identity_at(dir.sub("client.pem")));
+  ASSERT_TRUE(tls);
+  auto [a, b] = conn_pair();
+  std::thread old_peer([&, &b = b] {
+    (void)b->recv(kTimeoutMs);  // the ClientHello is no frame: EPROTO
+    (void)send_error(*b, EPROTO, "bad frame");
+  });
+  auto secured = a->secure(**tls, TlsSide::kClient, kTimeoutMs);
+  old_peer.join();
+  ASSERT_FALSE(secured);
+  EXPECT_NE(secured.error().message.find("plaintext"), std::string::npos)
+      << secured.error().message;
+}
+
+}  // namespace
+}  // namespace bkp::net
