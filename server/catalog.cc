@@ -21,7 +21,7 @@
 namespace bkp::server {
 namespace {
 
-constexpr int kSchemaVersion = 2;
+constexpr int kSchemaVersion = 3;
 
 constexpr const char* kSchema = R"sql(
 CREATE TABLE IF NOT EXISTS registrations(
@@ -31,7 +31,13 @@ CREATE TABLE IF NOT EXISTS registrations(
   port INTEGER NOT NULL,
   every_seconds INTEGER NOT NULL,
   registered_at INTEGER NOT NULL,
+  node_id TEXT NOT NULL DEFAULT '',
   PRIMARY KEY(host, path));
+CREATE TABLE IF NOT EXISTS peers(
+  id TEXT PRIMARY KEY,
+  kind TEXT NOT NULL CHECK(kind IN ('replica', 'operator')),
+  name TEXT NOT NULL,
+  added_at INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS snapshots(
   host TEXT NOT NULL,
   path TEXT NOT NULL,
@@ -61,6 +67,11 @@ CREATE INDEX IF NOT EXISTS runs_by_volume ON runs(host, path, id);
 constexpr const char* kAddAddress = R"sql(
 ALTER TABLE registrations ADD COLUMN address TEXT NOT NULL DEFAULT '';
 UPDATE registrations SET address = host;
+)sql";
+
+// Version 2 had no node identities: each registration pins the one its node shows next.
+constexpr const char* kAddNodeId = R"sql(
+ALTER TABLE registrations ADD COLUMN node_id TEXT NOT NULL DEFAULT '';
 )sql";
 
 constexpr const char* kRunColumns =
@@ -126,6 +137,11 @@ Result<void> Catalog::init_schema() {
     log::info("catalog {}: schema upgraded from version 1 (registrations keep their address as "
               "their name)", db_->path());
   }
+  if (v == 1 || v == 2) {
+    BKP_TRY_VOID(db_->exec(kAddNodeId));
+    log::info("catalog {}: schema upgraded to version 3 (each registered node's identity is "
+              "pinned at its next attach)", db_->path());
+  }
   BKP_TRY_VOID(db_->exec(fmt::format("PRAGMA user_version={}", kSchemaVersion)));
   return tx.commit();
 }
@@ -145,9 +161,9 @@ Result<void> Catalog::add_registration(const Registration& reg) {
   std::lock_guard lock(mu_);
   auto st = BKP_TRY(db_->prepare(
       "INSERT OR IGNORE INTO registrations(host, path, address, port, every_seconds, "
-      "registered_at) VALUES(?, ?, ?, ?, ?, ?)"));
+      "registered_at, node_id) VALUES(?, ?, ?, ?, ?, ?, ?)"));
   st.bind(1, reg.host).bind(2, reg.path).bind(3, reg.address).bind(4, int64_t{reg.port})
-      .bind(5, reg.every_seconds).bind(6, reg.registered_at);
+      .bind(5, reg.every_seconds).bind(6, reg.registered_at).bind(7, reg.node_id);
   BKP_TRY_VOID(st.run());
   if (db_->changes() == 0) return fail(EEXIST, fmt::format("{} is already registered", reg.key()));
   return {};
@@ -156,12 +172,12 @@ Result<void> Catalog::add_registration(const Registration& reg) {
 Result<std::vector<Registration>> Catalog::registrations() {
   std::lock_guard lock(mu_);
   auto st = BKP_TRY(db_->prepare(
-      "SELECT host, address, port, path, every_seconds, registered_at FROM registrations "
-      "ORDER BY host, path"));
+      "SELECT host, address, port, path, every_seconds, registered_at, node_id "
+      "FROM registrations ORDER BY host, path"));
   std::vector<Registration> out;
   while (BKP_TRY(st.step())) {
     out.push_back(Registration{st.text(0), st.text(1), static_cast<uint16_t>(st.int64(2)),
-                               st.text(3), st.int64(4), st.int64(5)});
+                               st.text(3), st.int64(4), st.int64(5), st.text(6)});
   }
   return out;
 }
@@ -170,12 +186,60 @@ Result<std::optional<Registration>> Catalog::registration(const std::string& hos
                                                           const std::string& path) {
   std::lock_guard lock(mu_);
   auto st = BKP_TRY(db_->prepare(
-      "SELECT address, port, every_seconds, registered_at FROM registrations "
+      "SELECT address, port, every_seconds, registered_at, node_id FROM registrations "
       "WHERE host = ? AND path = ?"));
   st.bind(1, host).bind(2, path);
   if (!BKP_TRY(st.step())) return std::optional<Registration>();
   return Registration{host, st.text(0), static_cast<uint16_t>(st.int64(1)), path, st.int64(2),
-                      st.int64(3)};
+                      st.int64(3), st.text(4)};
+}
+
+Result<void> Catalog::set_node_id(const std::string& host, const std::string& path,
+                                  const std::string& id) {
+  std::lock_guard lock(mu_);
+  auto st = BKP_TRY(db_->prepare("UPDATE registrations SET node_id = ? WHERE host = ? AND path = ?"));
+  st.bind(1, id).bind(2, host).bind(3, path);
+  return st.run();
+}
+
+const char* peer_kind_name(PeerKind kind) {
+  return kind == PeerKind::kReplica ? "replica" : "operator";
+}
+
+Result<void> Catalog::add_peer(const PeerRecord& peer) {
+  std::lock_guard lock(mu_);
+  auto st = BKP_TRY(db_->prepare(
+      "INSERT OR IGNORE INTO peers(id, kind, name, added_at) VALUES(?, ?, ?, ?)"));
+  st.bind(1, peer.id).bind(2, std::string(peer_kind_name(peer.kind))).bind(3, peer.name)
+      .bind(4, peer.added_at);
+  BKP_TRY_VOID(st.run());
+  if (db_->changes() == 0) return fail(EEXIST, fmt::format("{} is already authorised", peer.id));
+  return {};
+}
+
+Result<bool> Catalog::remove_peer(PeerKind kind, const std::string& id) {
+  std::lock_guard lock(mu_);
+  auto st = BKP_TRY(db_->prepare("DELETE FROM peers WHERE kind = ? AND id = ?"));
+  st.bind(1, std::string(peer_kind_name(kind))).bind(2, id);
+  BKP_TRY_VOID(st.run());
+  return db_->changes() > 0;
+}
+
+Result<std::vector<PeerRecord>> Catalog::peers(PeerKind kind) {
+  std::lock_guard lock(mu_);
+  auto st = BKP_TRY(db_->prepare(
+      "SELECT id, name, added_at FROM peers WHERE kind = ? ORDER BY added_at, id"));
+  st.bind(1, std::string(peer_kind_name(kind)));
+  std::vector<PeerRecord> out;
+  while (BKP_TRY(st.step())) out.push_back(PeerRecord{kind, st.text(0), st.text(1), st.int64(2)});
+  return out;
+}
+
+Result<bool> Catalog::is_peer(PeerKind kind, const std::string& id) {
+  std::lock_guard lock(mu_);
+  auto st = BKP_TRY(db_->prepare("SELECT 1 FROM peers WHERE kind = ? AND id = ?"));
+  st.bind(1, std::string(peer_kind_name(kind))).bind(2, id);
+  return st.step();
 }
 
 Result<void> Catalog::remove_registration(const std::string& host, const std::string& path,

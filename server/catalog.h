@@ -49,6 +49,7 @@ struct Registration {
   std::string path;
   int64_t every_seconds = 0;
   int64_t registered_at = 0;  // ms
+  std::string node_id;  // the node's identity (common/net/identity.h); "" until first attach
 
   std::string key() const { return host + ":" + path; }  // same as Volume::name()
 };
@@ -68,6 +69,18 @@ struct RunRecord {
   int64_t changed_bytes = 0;  // data bytes written to the volume since the previous run
   int64_t changed_files = 0;  // files touched since the previous run
   std::optional<std::string> error;
+};
+
+// Peers backupd accepts besides the nodes it registered: replicators (receive the volumes) and
+// remote operators (bkptool over TCP). Known by identity.
+enum class PeerKind { kReplica, kOperator };
+const char* peer_kind_name(PeerKind kind);  // "replica", "operator"
+
+struct PeerRecord {
+  PeerKind kind = PeerKind::kReplica;
+  std::string id;    // grouped fingerprint
+  std::string name;  // a label for people; "" if none was given
+  int64_t added_at = 0;  // ms
 };
 
 struct SnapshotRecord {
@@ -95,6 +108,8 @@ class Catalog {
   Result<std::optional<Registration>> registration(const std::string& host, const std::string& path);
   // Removes the registration; with purge also every snapshot and run row of the volume.
   Result<void> remove_registration(const std::string& host, const std::string& path, bool purge);
+  // Pins the node identity of a registration (the first attach of one registered without it).
+  Result<void> set_node_id(const std::string& host, const std::string& path, const std::string& id);
   // True if the volume has a registration or any snapshot or run row (kept after unregister).
   Result<bool> has_volume(const std::string& host, const std::string& path);
 
@@ -111,6 +126,13 @@ class Catalog {
   Result<std::optional<RunRecord>> last_run(const std::string& host, const std::string& path);
   // Closes every run without an end as failed with `error`, ended at `now`. Returns how many.
   Result<int> close_open_runs(int64_t now, const std::string& error);
+
+  // Authorised peers. add_peer: EEXIST if that identity is already there (of either kind);
+  // remove_peer: false if it was not there.
+  Result<void> add_peer(const PeerRecord& peer);
+  Result<bool> remove_peer(PeerKind kind, const std::string& id);
+  Result<std::vector<PeerRecord>> peers(PeerKind kind);  // oldest first
+  Result<bool> is_peer(PeerKind kind, const std::string& id);
 
   // Snapshots.
   Result<void> add_snapshot(const std::string& host, const std::string& path, const SnapshotRecord& s);

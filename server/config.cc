@@ -18,7 +18,7 @@ namespace bkp::server {
 namespace {
 
 const std::set<std::string> kKnownKeys = {"listen", "state_dir", "snapshot_gzip_level",
-                                          "keep_snapshots"};
+                                          "keep_snapshots", "tls"};
 
 Result<std::string> string_key(const toml::table& table, const std::string& file,
                                const std::string& key) {
@@ -49,7 +49,20 @@ Result<void> int_key(const toml::table& table, const std::string& file, const st
   return {};
 }
 
+Result<void> bool_key(const toml::table& table, const std::string& file, const char* key,
+                      bool& value) {
+  const toml::node* node = table.get(key);
+  if (!node) return {};
+  if (node->type() != toml::node_type::boolean) {
+    return fail(EINVAL, fmt::format("config {}: key '{}' must be true or false", file, key));
+  }
+  value = *node->value<bool>();
+  return {};
+}
+
 }  // namespace
+
+std::string identity_path(const std::string& state_dir) { return state_dir + "/identity.pem"; }
 
 Result<Settings> load_settings(const Options& options) {
   Settings s;
@@ -78,6 +91,7 @@ Result<Settings> load_settings(const Options& options) {
     s.state_dir = BKP_TRY(string_key(table, file, "state_dir"));
     BKP_TRY_VOID(int_key(table, file, "snapshot_gzip_level", 1, 9, s.snapshot_gzip_level));
     BKP_TRY_VOID(int_key(table, file, "keep_snapshots", 1, 100000, s.keep_snapshots));
+    BKP_TRY_VOID(bool_key(table, file, "tls", s.tls));
     if (!listen.empty()) {
       auto hp = net::parse_host_port(listen);
       if (!hp) {
@@ -96,6 +110,7 @@ Result<Settings> load_settings(const Options& options) {
     s.listen = *hp;
   }
   s.port_file = options.port_file;
+  if (options.no_tls) s.tls = false;
   if (!options.progress_every.empty()) {
     s.progress_every = BKP_TRY(progress::parse_every(options.progress_every)
                                    .map_error([](Error e) { return e.wrap("--progress-every"); }));

@@ -7,6 +7,8 @@
 //                                which overrides it)
 //   snapshot_gzip_level integer  gzip level of snapshot archives, 1 (fastest, default) to 9
 //   keep_snapshots      integer  snapshots kept per volume, the newest ones; default 10, >= 1
+//   tls                 boolean  TLS 1.3 with identities on every connection (default true);
+//                                false only for a trusted loopback benchmark (--no-tls too)
 // Example:
 //   listen = "0.0.0.0:7700"
 //   state_dir = "/var/lib/backupd"
@@ -32,6 +34,7 @@ struct Options {
   std::string listen;
   std::string port_file;
   std::string progress_every;  // seconds
+  bool no_tls = false;
 };
 
 struct Settings {
@@ -41,7 +44,11 @@ struct Settings {
   int snapshot_gzip_level = 1;
   int keep_snapshots = 10;
   std::chrono::milliseconds progress_every{std::chrono::seconds(10)};
+  bool tls = true;
 };
+
+// STATE/identity.pem: backupd's key pair and certificate (common/net/identity.h).
+std::string identity_path(const std::string& state_dir);
 
 // Reads the config file if one is given (keys above) and applies the flags over it.
 // Errors name the file and the key; the caller exits kExitConfig. Flags are assumed valid (main

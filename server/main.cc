@@ -15,7 +15,8 @@ namespace {
 void usage(FILE* out) {
   std::fputs(
       "usage: backupd --state-dir DIR [--config FILE] [--listen ADDR:PORT] [--port-file FILE] "
-      "[--progress-every SECONDS] [-v|-q]\n",
+      "[--progress-every SECONDS] [--no-tls] [-v|-q]\n"
+      "       backupd --state-dir DIR --show-id   (prints backupd's identity, making it if needed)\n",
       out);
 }
 
@@ -29,8 +30,10 @@ int main(int argc, char** argv) {
       {"state-dir", required_argument, nullptr, 's'}, {"config", required_argument, nullptr, 'c'},
       {"listen", required_argument, nullptr, 'l'},    {"port-file", required_argument, nullptr, 'p'},
       {"progress-every", required_argument, nullptr, 'e'},
+      {"no-tls", no_argument, nullptr, 'T'},         {"show-id", no_argument, nullptr, 'I'},
       {"verbose", no_argument, nullptr, 'v'},         {"quiet", no_argument, nullptr, 'q'},
       {"help", no_argument, nullptr, 'h'},            {nullptr, 0, nullptr, 0}};
+  bool show_id = false;
   int c;
   while ((c = getopt_long(argc, argv, "vqh", longopts, nullptr)) != -1) {
     switch (c) {
@@ -39,6 +42,8 @@ int main(int argc, char** argv) {
       case 'l': options.listen = optarg; break;
       case 'p': options.port_file = optarg; break;
       case 'e': options.progress_every = optarg; break;
+      case 'T': options.no_tls = true; break;
+      case 'I': show_id = true; break;
       case 'v': bkp::log::set_level(bkp::log::Level::kDebug); break;
       case 'q': bkp::log::set_level(bkp::log::Level::kWarn); break;
       case 'h': usage(stdout); return 0;
@@ -68,6 +73,7 @@ int main(int argc, char** argv) {
     }
   }
   try {
+    if (show_id) return bkp::server::show_id(options);
     return bkp::server::run(options);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "backupd: internal error: %s\n", e.what());

@@ -39,7 +39,9 @@
 #include <thread>
 
 #include "common/log.h"
+#include "common/files.h"
 #include "common/net/messenger.h"
+#include "common/net/tls.h"
 #include "server/catalog.h"
 #include "common/progress.h"
 #include "common/systemd_notify.h"
@@ -185,6 +187,18 @@ class Server {
       return false;
     }
     catalog_ = std::move(*catalog);
+    if (settings_.tls) {
+      auto tls = net::TlsConfig::load(identity_path(dir), "backupd");
+      if (!tls) {
+        log::error("{}", tls.error().message);
+        return false;
+      }
+      tls_ = std::move(*tls);
+      log::info("identity {} ({})", tls_->id(), identity_path(dir));
+    } else {
+      log::warn("TLS is off (tls = false): peers are neither authenticated nor encrypted; "
+                "use this only on a trusted loopback");
+    }
     auto id = load_server_id(dir);
     if (!id) {
       log::error("{}", id.error().message);
@@ -281,6 +295,13 @@ class Server {
       return;
     }
     net::Conn& c = **conn;
+    if (tls_) {
+      if (auto secured = c.secure(*tls_, net::TlsSide::kServer, kPreHelloTimeoutMs); !secured) {
+        welcomed = true;
+        if (!stopping_) log::warn("connection from {} refused: {}", peer, secured.error().message);
+        return;
+      }
+    }
     auto hello = recv_hello(c, kPreHelloTimeoutMs);
     welcomed = true;
     if (!hello) {
@@ -330,6 +351,7 @@ class Server {
   }
 
   Settings settings_;
+  std::shared_ptr<net::TlsConfig> tls_;  // null when TLS is off
   progress::Display display_;  // shows hub_'s meters, so it outlives hub_
   Hub hub_;
   SystemdNotifier notifier_;
@@ -342,6 +364,25 @@ class Server {
 };
 
 }  // namespace
+
+int show_id(const Options& options) {
+  auto settings = load_settings(options);
+  if (!settings) {
+    std::fprintf(stderr, "backupd: %s\n", settings.error().message.c_str());
+    return kExitConfig;
+  }
+  if (auto made = make_dirs(settings->state_dir); !made) {
+    std::fprintf(stderr, "backupd: %s\n", made.error().message.c_str());
+    return 1;
+  }
+  auto id = net::load_or_create_identity(identity_path(settings->state_dir), "backupd");
+  if (!id) {
+    std::fprintf(stderr, "backupd: %s\n", id.error().message.c_str());
+    return 1;
+  }
+  std::printf("%s\n", id->id.c_str());
+  return 0;
+}
 
 int run(const Options& options) {
   log::set_component("backupd");

@@ -10,4 +10,7 @@ namespace bkp::server {
 // the state directory or the listening socket cannot be set up.
 int run(const Options& options);
 
+// --show-id: prints backupd's identity (STATE/identity.pem, made if missing) and returns 0.
+int show_id(const Options& options);
+
 }  // namespace bkp::server

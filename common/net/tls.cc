@@ -42,6 +42,12 @@ Result<std::shared_ptr<TlsConfig>> TlsConfig::make(const Identity& identity) {
   return config;
 }
 
+Result<std::shared_ptr<TlsConfig>> TlsConfig::load(const std::string& path,
+                                                   const std::string& name) {
+  Identity identity = BKP_TRY(load_or_create_identity(path, name));
+  return make(identity);
+}
+
 TlsConfig::~TlsConfig() { SSL_CTX_free(ctx_); }
 
 Result<std::unique_ptr<TlsSession>> TlsSession::make(const TlsConfig& config, TlsSide side) {

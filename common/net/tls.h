@@ -27,6 +27,8 @@ class TlsConfig {
  public:
   // TLS 1.3 only, no session resumption, the peer must present a certificate.
   static Result<std::shared_ptr<TlsConfig>> make(const Identity& identity);
+  // load_or_create_identity(path, name), then make().
+  static Result<std::shared_ptr<TlsConfig>> load(const std::string& path, const std::string& name);
   ~TlsConfig();
   TlsConfig(const TlsConfig&) = delete;
   TlsConfig& operator=(const TlsConfig&) = delete;
