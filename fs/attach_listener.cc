@@ -89,8 +89,9 @@ std::string peer_name(int fd) {
   return "?";
 }
 
-AttachListener::AttachListener(UniqueFd listener, std::string path, Admit admit)
-    : listen_fd_(std::move(listener)), path_(std::move(path)), admit_(std::move(admit)) {}
+AttachListener::AttachListener(UniqueFd listener, std::string path, net::Trust trust, Admit admit)
+    : listen_fd_(std::move(listener)), path_(std::move(path)), trust_(std::move(trust)),
+      admit_(std::move(admit)) {}
 
 AttachListener::~AttachListener() { stop(); }
 
@@ -208,6 +209,18 @@ Result<wire::Attach> AttachListener::read_attach(net::Conn& conn, Handshake* h) 
   return attach;
 }
 
+Result<void> AttachListener::authenticate(net::Conn& conn, const std::string& peer) {
+  if (!trust_.tls) return {};
+  auto timeout_ms = std::chrono::duration_cast<std::chrono::milliseconds>(kAttachDeadline).count();
+  BKP_TRY_VOID(conn.secure(*trust_.tls, net::TlsSide::kServer, static_cast<int>(timeout_ms)));
+  if (trust_.allows(conn.peer_id())) return {};
+  log::warn("backupd {} with identity {} refused: not one this node serves (to accept it, start "
+            "backupfs with --server-id {})", peer, conn.peer_id(), conn.peer_id());
+  return fail(EACCES, fmt::format("backupd identity {} is not authorised on this node; to "
+                                  "accept it, start backupfs with --server-id {}",
+                                  conn.peer_id(), conn.peer_id()));
+}
+
 void AttachListener::handshake(Handshake* h, UniqueFd sock) {
   std::string peer = peer_name(sock.get());
   net::tune_socket(sock.get());
@@ -216,6 +229,15 @@ void AttachListener::handshake(Handshake* h, UniqueFd sock) {
   if (!conn) {
     finish(h);
     log::error("connection from {}: {}", peer, conn.error().message);
+    return;
+  }
+  if (auto ok = authenticate(**conn, peer); !ok) {
+    finish(h);
+    if (ok.error().code == EACCES) {
+      refuse(**conn, EACCES, ok.error().message);
+    } else {
+      log::error("connection from {} closed: {}", peer, ok.error().message);
+    }
     return;
   }
   auto attach = read_attach(**conn, h);

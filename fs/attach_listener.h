@@ -8,6 +8,10 @@
 // nothing (or trickles bytes) can neither hold the port nor delay a real backupd. At most
 // kMaxHandshakes run at once; connections beyond that are closed at once.
 //
+// With TLS on (the default), the handshake comes first and the backupd must present one of the
+// identities this node was told (backupfs --server-id): any other gets Error{EACCES} naming its
+// identity, before the Attach is even read, so an impostor learns nothing of the volume.
+//
 // Refusals follow the protocol: a first frame that is not a well-formed Attach of our magic and
 // version gets Error{EPROTO}; an Attach for another path Error{ENOENT, "this node serves /x, not
 // /y"}; an Attach the admitter refuses (another backupd is attached) the admitter's error. Each
@@ -27,6 +31,7 @@
 #include <thread>
 
 #include "common/net/conn.h"
+#include "common/net/tls.h"
 #include "common/result.h"
 #include "common/unique_fd.h"
 #include "common/wire/messages.h"
@@ -49,8 +54,9 @@ class AttachListener {
   static constexpr auto kAttachDeadline = std::chrono::seconds(10);
   static constexpr size_t kMaxHandshakes = 8;
 
-  // listener: a listening TCP socket. path: the absolute volume path this node serves.
-  AttachListener(UniqueFd listener, std::string path, Admit admit);
+  // listener: a listening TCP socket. path: the absolute volume path this node serves. trust:
+  // TLS and the backupd identities accepted.
+  AttachListener(UniqueFd listener, std::string path, net::Trust trust, Admit admit);
   ~AttachListener();  // stop()
   AttachListener(const AttachListener&) = delete;
   AttachListener& operator=(const AttachListener&) = delete;
@@ -74,11 +80,14 @@ class AttachListener {
   void expire_and_reap();  // deadlines and finished threads; called by the accept thread
   void handshake(Handshake* h, UniqueFd sock);
   Result<wire::Attach> read_attach(net::Conn& conn, Handshake* h);
+  // The TLS handshake and the check of backupd's identity (nothing to do with TLS off).
+  Result<void> authenticate(net::Conn& conn, const std::string& peer);
   // Marks the handshake finished; false if the deadline had already cut it.
   bool finish(Handshake* h);
 
   UniqueFd listen_fd_;
   const std::string path_;
+  const net::Trust trust_;
   const Admit admit_;
   std::thread accept_thread_;
   std::atomic<bool> stop_{false};

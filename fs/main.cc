@@ -1,5 +1,6 @@
-// backupfs DIR --listen [ADDR:]PORT [--port-file FILE] [--host NAME] [--progress-every SECONDS]
-//          [-f] [-v|-q]
+// backupfs DIR --listen [ADDR:]PORT --server-id ID... [--port-file FILE] [--host NAME]
+//          [--state-dir DIR] [--server-ids FILE] [--no-tls] [--progress-every SECONDS] [-f] [-v|-q]
+// backupfs --show-id [--state-dir DIR]
 //
 // Parses the command line and hands over to run(); bad flags exit 2 with a message.
 // Everything else, including errors found later, is run()'s.
@@ -8,6 +9,7 @@
 #include <string>
 #include <string_view>
 
+#include "common/net/identity.h"
 #include "common/net/socket.h"
 #include "common/path.h"
 #include "common/process.h"
@@ -17,14 +19,22 @@
 namespace {
 
 constexpr const char* kUsage =
-    "usage: backupfs DIR --listen [ADDR:]PORT [--port-file FILE] [--host NAME]\n"
+    "usage: backupfs DIR --listen [ADDR:]PORT --server-id ID... [--port-file FILE]\n"
+    "                [--host NAME] [--state-dir DIR] [--server-ids FILE] [--no-tls]\n"
     "                [--progress-every SECONDS] [-f] [-v|-q]\n"
+    "       backupfs --show-id [--state-dir DIR]\n"
     "  Mounts itself over DIR, records every change and streams it to the backupd that\n"
     "  attaches at the port (`bkptool register ADDRESS PORT DIR` tells backupd to).\n"
     "  --listen [ADDR:]PORT  where backupd connects (ADDR default 0.0.0.0; port 0: any free)\n"
     "  --port-file FILE      write the bound port there, in decimal, once listening\n"
     "  --host NAME           names the volume on backupd, NAME:DIR (default: this machine's\n"
     "                        host name)\n"
+    "  --server-id ID        a backupd identity this node serves (`backupd --show-id` prints\n"
+    "                        it); repeatable. Any other backupd is refused\n"
+    "  --server-ids FILE     more of them, one per line ('#' comments)\n"
+    "  --state-dir DIR       where this node keeps its identity (default /var/lib/backupfs)\n"
+    "  --show-id             print this node's identity (for bkptool register --node-id)\n"
+    "  --no-tls              plaintext, unauthenticated: for a trusted loopback benchmark only\n"
     "  --progress-every SECS while shipping, a status line this often when stderr is not a\n"
     "                        terminal (default 10; on a terminal a progress bar is drawn)\n"
     "  -f                    stay in the foreground\n"
@@ -47,6 +57,7 @@ int main(int argc, char** argv) {
   bkp::tune_allocator();
   bkp::fs::Options options;
   std::string listen;
+  bool show_id = false;
   for (int i = 1; i < argc; ++i) {
     std::string_view arg = argv[i];
     auto value = [&](std::string_view flag, std::string* out) {
@@ -67,6 +78,24 @@ int main(int argc, char** argv) {
       return 0;
     } else if (is_flag("--listen")) {
       if (!value("--listen", &listen) || listen.empty()) return bad("--listen needs [ADDR:]PORT");
+    } else if (is_flag("--server-id")) {
+      std::string text;
+      if (!value("--server-id", &text)) return bad("--server-id needs ID");
+      auto id = bkp::net::parse_id(text);
+      if (!id) return bad("--server-id: " + id.error().message);
+      options.server_ids.push_back(*id);
+    } else if (is_flag("--server-ids")) {
+      if (!value("--server-ids", &options.server_ids_file) || options.server_ids_file.empty()) {
+        return bad("--server-ids needs FILE");
+      }
+    } else if (is_flag("--state-dir")) {
+      if (!value("--state-dir", &options.state_dir) || options.state_dir.empty()) {
+        return bad("--state-dir needs DIR");
+      }
+    } else if (arg == "--show-id") {
+      show_id = true;
+    } else if (arg == "--no-tls") {
+      options.tls = false;
     } else if (is_flag("--port-file")) {
       if (!value("--port-file", &options.port_file) || options.port_file.empty()) {
         return bad("--port-file needs FILE");
@@ -93,7 +122,12 @@ int main(int argc, char** argv) {
       return bad("more than one directory given");
     }
   }
+  if (show_id) return bkp::fs::show_id(options);
   if (options.dir.empty()) return bad("DIR is required");
+  if (options.tls && options.server_ids.empty() && options.server_ids_file.empty()) {
+    return bad("--server-id is required: the identity of the backupd this node serves "
+               "(`backupd --show-id` on the server prints it)");
+  }
   if (listen.empty()) return bad("--listen is required");
   auto where = parse_listen(listen);
   if (!where) return bad("--listen: " + where.error().message);

@@ -114,7 +114,7 @@ NodeSession::NodeSession(SessionOptions options, UniqueFd listener, changes::Cha
       log_(log),
       root_fd_(root_fd),
       progress_(options_.meter, log),
-      listener_(std::move(listener), options_.path,
+      listener_(std::move(listener), options_.path, options_.trust,
                 [this](Attached& attached) { return offer(attached); }) {}
 
 NodeSession::~NodeSession() {

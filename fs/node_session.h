@@ -38,6 +38,7 @@ struct SessionOptions {
   std::string path;       // the absolute path this node serves; Attach.path must equal it
   uint64_t instance = 0;  // random per process start (Hello.instance)
   std::shared_ptr<progress::Meter> meter;  // shows what is shipped (must not be null)
+  net::Trust trust;  // TLS and the backupd identities this node serves
 };
 
 class NodeSession {

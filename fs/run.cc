@@ -25,11 +25,14 @@
 #include <atomic>
 #include <chrono>
 #include <climits>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
 
 #include "common/changes/change_log.h"
+#include "common/files.h"
+#include "common/net/tls.h"
 #include "common/log.h"
 #include "common/path.h"
 #include "common/progress.h"
@@ -172,7 +175,35 @@ void raise_fd_limit() {
   }
 }
 
+// TLS with this node's identity and the backupd identities it serves (nothing with --no-tls).
+Result<net::Trust> load_trust(const Options& options) {
+  net::Trust trust;
+  if (!options.tls) return trust;
+  BKP_TRY_VOID(make_dirs(options.state_dir));
+  trust.tls = BKP_TRY(net::TlsConfig::load(identity_path(options), "backupfs"));
+  trust.peers = options.server_ids;
+  if (!options.server_ids_file.empty()) {
+    for (auto& id : BKP_TRY(net::read_ids(options.server_ids_file))) trust.peers.push_back(id);
+  }
+  return trust;
+}
+
 }  // namespace
+
+std::string identity_path(const Options& options) { return options.state_dir + "/identity.pem"; }
+
+int show_id(const Options& options) {
+  log::set_component("backupfs");
+  auto made = make_dirs(options.state_dir);
+  auto id = made ? net::load_or_create_identity(identity_path(options), "backupfs")
+                 : tl::unexpected(made.error());
+  if (!id) {
+    log::error("{}", id.error().message);
+    return 1;
+  }
+  std::printf("%s\n", id->id.c_str());
+  return 0;
+}
 
 int run(const Options& options) {
   log::set_component("backupfs");
@@ -191,6 +222,18 @@ int run(const Options& options) {
   if (!path || !host) {
     log::error("{}", !path ? path.error().message : host.error().message);
     return 1;
+  }
+  auto trust = load_trust(options);
+  if (!trust) {
+    log::error("{}", trust.error().message);
+    return 1;
+  }
+  if (trust->tls) {
+    log::info("identity {} ({}); serving {} backupd identit{}", trust->tls->id(),
+              identity_path(options), trust->peers.size(), trust->peers.size() == 1 ? "y" : "ies");
+  } else {
+    log::warn("TLS is off (--no-tls): any peer that reaches the port can attach and read the "
+              "volume; use this only on a trusted loopback");
   }
   ::umask(0);  // the kernel already applied the caller's umask to every mode it sends
   raise_fd_limit();
@@ -241,7 +284,8 @@ int run(const Options& options) {
   display.add(meter);
   display.set_idle_status([&] { return fmt::format("serving {}:{}, idle", *host, *path); });
   display.start();
-  NodeSession session({*host, *path, stream::new_instance(), meter}, std::move(*listener),
+  NodeSession session({*host, *path, stream::new_instance(), meter, std::move(*trust)},
+                      std::move(*listener),
                       change_log, (*table)->mount_fd());
   session.start();
   int loop_result = fuse.loop(kMaxThreads);

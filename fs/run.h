@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <string>
+#include <vector>
 
 #include "common/log.h"
 #include "common/net/socket.h"
@@ -19,7 +20,17 @@ struct Options {
   bool foreground = false;
   std::chrono::milliseconds progress_every{std::chrono::seconds(10)};
   log::Level level = log::Level::kInfo;
+  std::string state_dir = "/var/lib/backupfs";  // holds identity.pem, this node's identity
+  std::vector<std::string> server_ids;  // backupd identities accepted (--server-id, parsed)
+  std::string server_ids_file;          // more of them, one per line (--server-ids FILE)
+  bool tls = true;                      // --no-tls: plaintext, for a trusted loopback only
 };
+
+// STATE_DIR/identity.pem.
+std::string identity_path(const Options& options);
+
+// --show-id: prints this node's identity (made if missing) and returns the exit status.
+int show_id(const Options& options);
 
 // Returns the process exit status: 0 after an unmount or SIGTERM/SIGINT, 1 on failure to start.
 int run(const Options& options);

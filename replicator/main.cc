@@ -7,6 +7,7 @@
 #include <string>
 
 #include "common/log.h"
+#include "common/net/identity.h"
 #include "common/net/socket.h"
 #include "common/path.h"
 #include "common/process.h"
@@ -16,8 +17,10 @@
 namespace {
 
 void usage(FILE* out) {
-  std::fputs("usage: replicator --server ADDR:PORT --root DIR [--name NAME] [--progress-every SECONDS] "
-      "[-v|-q]\n", out);
+  std::fputs("usage: replicator --server ADDR:PORT --server-id ID --root DIR [--name NAME]\n"
+             "                  [--progress-every SECONDS] [--no-tls] [-v|-q]\n"
+             "       replicator --root DIR --show-id   (prints this replicator's identity, for\n"
+             "                  `bkptool replica add` on the server)\n", out);
 }
 
 }  // namespace
@@ -31,13 +34,27 @@ int main(int argc, char** argv) {
       {"name", required_argument, nullptr, 'n'},   {"verbose", no_argument, nullptr, 'v'},
       {"progress-every", required_argument, nullptr, 'e'},
       {"quiet", no_argument, nullptr, 'q'},        {"help", no_argument, nullptr, 'h'},
+      {"server-id", required_argument, nullptr, 'i'}, {"show-id", no_argument, nullptr, 'I'},
+      {"no-tls", no_argument, nullptr, 'T'},
       {nullptr, 0, nullptr, 0}};
+  bool show_id = false;
   int c;
   while ((c = getopt_long(argc, argv, "vqh", longopts, nullptr)) != -1) {
     switch (c) {
       case 's': options.server = optarg; break;
       case 'r': options.root = optarg; break;
       case 'n': options.name = optarg; break;
+      case 'i': {
+        auto id = bkp::net::parse_id(optarg);
+        if (!id) {
+          std::fprintf(stderr, "replicator: --server-id: %s\n", id.error().message.c_str());
+          return kExitUsage;
+        }
+        options.server_ids.push_back(*id);
+        break;
+      }
+      case 'I': show_id = true; break;
+      case 'T': options.tls = false; break;
       case 'e': {
         auto every = bkp::progress::parse_every(optarg);
         if (!every) {
@@ -58,6 +75,7 @@ int main(int argc, char** argv) {
     usage(stderr);
     return kExitUsage;
   }
+  if (show_id && !options.root.empty()) return bkp::replicator::show_id(options.root);
   if (options.server.empty() || options.root.empty()) {
     std::fputs("replicator: --server and --root are required\n", stderr);
     usage(stderr);
@@ -65,6 +83,11 @@ int main(int argc, char** argv) {
   }
   if (auto hp = bkp::net::parse_host_port(options.server); !hp) {
     std::fprintf(stderr, "replicator: --server: %s\n", hp.error().message.c_str());
+    return kExitUsage;
+  }
+  if (options.tls && options.server_ids.empty()) {
+    std::fputs("replicator: --server-id is required: the identity of backupd (`backupd --show-id` "
+               "on the server prints it)\n", stderr);
     return kExitUsage;
   }
   if (options.name.empty()) {

@@ -17,13 +17,16 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <condition_variable>
 #include <cstring>
 #include <mutex>
 #include <thread>
 
 #include "common/log.h"
+#include "common/files.h"
 #include "common/net/conn.h"
+#include "common/net/tls.h"
 #include "common/net/socket.h"
 #include "common/progress.h"
 #include "common/stream/sender.h"
@@ -38,8 +41,9 @@ constexpr int kConnectTimeoutMs = 5000;
 
 class Replicator {
  public:
-  Replicator(const Options& options, progress::Display& display)
-      : options_(options), trees_(options.root, &display), instance_(stream::new_instance()) {}
+  Replicator(const Options& options, net::Trust trust, progress::Display& display)
+      : options_(options), trust_(std::move(trust)), trees_(options.root, &display),
+        instance_(stream::new_instance()) {}
 
   void loop(const net::HostPort& server) {
     auto backoff = kMinBackoff;
@@ -82,6 +86,8 @@ class Replicator {
     auto conn = net::Conn::open(std::move(*sock));
     if (!conn) {
       end.error = conn.error();
+    } else if (auto ok = authenticate(**conn); !ok) {
+      end.error = ok.error();
     } else {
       end = run_session(**conn, options_.name, instance_, trees_);
       if (end.welcomed) log::info("session with {} ended after {} batches", options_.server, end.acked);
@@ -89,6 +95,15 @@ class Replicator {
     std::lock_guard lock(mu_);
     current_.reset();
     return end;
+  }
+
+  // The TLS handshake and the check of backupd's identity (nothing to do with TLS off).
+  Result<void> authenticate(net::Conn& conn) {
+    if (!trust_.tls) return {};
+    BKP_TRY_VOID(conn.secure(*trust_.tls, net::TlsSide::kClient, kConnectTimeoutMs));
+    if (trust_.allows(conn.peer_id())) return {};
+    return fail(EACCES, fmt::format("the server presents identity {}, not the backupd given with "
+                                    "--server-id: refusing to talk to it", conn.peer_id()));
   }
 
   // Logs a failure at warn the first time it is seen in a row, at debug afterwards.
@@ -112,6 +127,7 @@ class Replicator {
   }
 
   const Options& options_;
+  const net::Trust trust_;
   Trees trees_;
   const uint64_t instance_;
   std::string last_failure_;
@@ -124,8 +140,38 @@ class Replicator {
 
 }  // namespace
 
+std::string identity_path(const std::string& root) { return root + "/.identity.pem"; }
+
+int show_id(const std::string& root) {
+  log::set_component("replicator");
+  auto made = make_dirs(root);
+  auto id = made ? net::load_or_create_identity(identity_path(root), "replicator")
+                 : tl::unexpected(made.error());
+  if (!id) {
+    log::error("{}", id.error().message);
+    return 1;
+  }
+  std::printf("%s\n", id->id.c_str());
+  return 0;
+}
+
 int run(const Options& options) {
   log::set_component("replicator");
+  net::Trust trust{nullptr, options.server_ids};
+  if (options.tls) {
+    auto made = make_dirs(options.root);
+    auto tls = made ? net::TlsConfig::load(identity_path(options.root), "replicator")
+                    : tl::unexpected(made.error());
+    if (!tls) {
+      log::error("{}", tls.error().message);
+      return 1;
+    }
+    trust.tls = std::move(*tls);
+    log::info("identity {} ({})", trust.tls->id(), identity_path(options.root));
+  } else {
+    log::warn("TLS is off (--no-tls): any peer can pose as backupd; use this only on a trusted "
+              "loopback");
+  }
   auto server = net::parse_host_port(options.server);
   if (!server) {
     log::error("--server: {}", server.error().message);
@@ -142,7 +188,7 @@ int run(const Options& options) {
   display.set_idle_status(
       [&] { return fmt::format("replica {} of {}, idle", options.name, options.server); });
   display.start();
-  Replicator replicator(options, display);
+  Replicator replicator(options, std::move(trust), display);
   std::thread signals([&] {
     int sig = 0;
     sigwait(&mask, &sig);

@@ -134,6 +134,7 @@ json volume_json(const VolumeView& v, int64_t now_ms) {
       {"address", v.reg.address},
       {"port", v.reg.port},
       {"path", v.reg.path},
+      {"node_id", v.reg.node_id},
       {"every_seconds", v.reg.every_seconds},
       {"registered_at", iso_time(v.reg.registered_at)},
       {"connected", v.link.connected},

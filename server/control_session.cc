@@ -117,7 +117,8 @@ class ControlSession {
     auto port = BKP_TRY(args.integer("port"));
     auto path = BKP_TRY(args.string("path"));
     auto every = BKP_TRY(args.integer("every_seconds"));
-    auto view = BKP_TRY(registry_.register_volume(address, port, path, every));
+    auto node_id = BKP_TRY(args.string_or("node_id", ""));
+    auto view = BKP_TRY(registry_.register_volume(address, port, path, every, node_id));
     return json{{"ok", true}, {"volume", volume_json(view, wall_ms())}};
   }
 

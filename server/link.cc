@@ -57,6 +57,8 @@ Result<wire::Hello> await_hello(net::Conn& conn, const Registration& reg,
       case EBUSY:
         return fail(EBUSY, fmt::format("node {} is busy (attached to another backupd): {}",
                                        address, e.message));
+      case EACCES:
+        return fail(EACCES, fmt::format("node {} refused this backupd: {}", address, e.message));
       default:
         return tl::unexpected(e.wrap("node " + address));
     }
@@ -85,7 +87,7 @@ std::string node_address(const std::string& address, uint16_t port) {
   return fmt::format("{}:{}", address, port);
 }
 
-Result<AttachedNode> attach_node(const Registration& reg, uint64_t server_id,
+Result<AttachedNode> attach_node(const Registration& reg, const Dialer& dialer,
                                  const std::function<void(int)>& on_socket) {
   std::string address = node_address(reg.address, reg.port);
   auto sock = net::tcp_connect(net::HostPort{reg.address, reg.port}, kConnectTimeoutMs);
@@ -107,9 +109,23 @@ Result<AttachedNode> attach_node(const Registration& reg, uint64_t server_id,
     }
   } withdraw{on_socket};
   if (on_socket) on_socket(fd);
+  if (dialer.tls) {
+    if (auto secured = out.conn->secure(*dialer.tls, net::TlsSide::kClient, kAttachTimeoutMs);
+        !secured) {
+      return tl::unexpected(secured.error().wrap("node " + address));
+    }
+    out.node_id = out.conn->peer_id();
+    if (!reg.node_id.empty() && out.node_id != reg.node_id) {
+      return fail(EACCES, fmt::format("node {} presents identity {}, not {} (pinned for this "
+                                      "volume): another machine answers at that address, or the "
+                                      "node's identity was replaced; if that is intended, "
+                                      "unregister and register again with --node-id {}",
+                                      address, out.node_id, reg.node_id, out.node_id));
+    }
+  }
   wire::Attach attach;
   attach.path = reg.path;
-  attach.server_id = server_id;
+  attach.server_id = dialer.server_id;
   if (auto sent = net::send_now(*out.conn, attach); !sent) {
     return tl::unexpected(sent.error().wrap("node " + address + ": send Attach"));
   }
@@ -125,9 +141,9 @@ Result<AttachedNode> attach_node(const Registration& reg, uint64_t server_id,
   return out;
 }
 
-Link::Link(Registration reg, std::shared_ptr<Volume> volume, uint64_t server_id)
-    : reg_(std::move(reg)), volume_(std::move(volume)), server_id_(server_id),
-      address_(node_address(reg_.address, reg_.port)) {}
+Link::Link(Registration reg, std::shared_ptr<Volume> volume, Dialer dialer, Pin pin)
+    : reg_(std::move(reg)), volume_(std::move(volume)), dialer_(std::move(dialer)),
+      pin_(std::move(pin)), node_id_(reg_.node_id), address_(node_address(reg_.address, reg_.port)) {}
 
 Link::~Link() { stop(); }
 
@@ -175,13 +191,21 @@ void Link::main(std::optional<AttachedNode> first) {
       serve(std::move(node));
       continue;
     }
-    auto node = attach_node(reg_, server_id_, [this](int fd) { set_socket(fd); });
+    Registration reg = reg_;
+    reg.node_id = node_id_;
+    auto node = attach_node(reg, dialer_, [this](int fd) { set_socket(fd); });
     if (!node) {
       set_socket(-1);
       if (stopping_) break;
       note_failure(node.error());
       sleep_backoff();
       continue;
+    }
+    if (node_id_.empty() && !node->node_id.empty()) {
+      node_id_ = node->node_id;
+      log::info("volume {}: node {} presents identity {}; pinned from now on", volume_->name(),
+                address_, node_id_);
+      if (pin_) pin_(node_id_);
     }
     serve(std::move(*node));
   }
@@ -236,7 +260,7 @@ void Link::note_failure(const Error& e) {
   }
   if (!news) {
     log::debug("volume {}: {} (attempt {})", volume_->name(), e.message, failures);
-  } else if (e.code == EPERM) {
+  } else if (e.code == EPERM || e.code == EACCES) {
     log::error("volume {}: {} (retrying with backoff up to {} s)", volume_->name(), e.message,
                kMaxBackoff.count() / 1000);
   } else {

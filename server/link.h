@@ -30,6 +30,7 @@
 #include <thread>
 
 #include "common/net/conn.h"
+#include "common/net/tls.h"
 #include "common/result.h"
 #include "common/wire/messages.h"
 #include "server/catalog.h"
@@ -40,11 +41,18 @@ namespace bkp::server {
 constexpr int kConnectTimeoutMs = 5000;
 constexpr int kAttachTimeoutMs = 10000;  // from Attach sent to the node's Hello
 
+// How backupd dials nodes: the id it sends in every Attach and its TLS (null: TLS off).
+struct Dialer {
+  uint64_t server_id = 0;
+  std::shared_ptr<net::TlsConfig> tls;
+};
+
 // A connection on which the node has answered Attach with a valid Hello for the right path.
 struct AttachedNode {
   std::unique_ptr<net::Conn> conn;
   wire::Hello hello;
   uint64_t hello_bytes = 0;  // size of the Hello frame, for the volume's stats
+  std::string node_id;       // the identity the node presented ("" with TLS off)
 };
 
 // "127.0.0.1:4567", "[::1]:4567".
@@ -58,10 +66,13 @@ std::string node_address(const std::string& address, uint16_t port);
 //   ENOENT: the node serves another path (its Error text, or a Hello for another path)
 //   EBUSY: the node is attached to another backupd
 //   EPERM: the node's Hello names another host than reg.host (an Error frame tells it why)
+//   EACCES: the node presents another identity than reg.node_id (checked right after the TLS
+//     handshake, before the Attach names the path; an empty reg.node_id accepts any), or it
+//     refused backupd's identity (its Error text says how to authorise it)
 //   EPROTO / ETIMEDOUT / ECONNRESET: not a backupfs node, or it did not answer in time.
 // on_socket is called with the connected socket before anything is sent, so that another
 // thread can shut it down to cancel the wait (it stays valid until the result is destroyed).
-Result<AttachedNode> attach_node(const Registration& reg, uint64_t server_id,
+Result<AttachedNode> attach_node(const Registration& reg, const Dialer& dialer,
                                  const std::function<void(int)>& on_socket);
 
 struct LinkStatus {
@@ -72,7 +83,11 @@ struct LinkStatus {
 
 class Link {
  public:
-  Link(Registration reg, std::shared_ptr<Volume> volume, uint64_t server_id);
+  // Called on the link thread when a volume registered before node identities existed (empty
+  // reg.node_id) first attaches: the identity to pin from now on.
+  using Pin = std::function<void(const std::string& node_id)>;
+
+  Link(Registration reg, std::shared_ptr<Volume> volume, Dialer dialer, Pin pin);
   ~Link();  // stop()
   Link(const Link&) = delete;
   Link& operator=(const Link&) = delete;
@@ -97,7 +112,9 @@ class Link {
 
   const Registration reg_;
   const std::shared_ptr<Volume> volume_;
-  const uint64_t server_id_;
+  const Dialer dialer_;
+  const Pin pin_;
+  std::string node_id_;  // reg_.node_id, or the one pinned since (link thread only)
   const std::string address_;  // node_address(reg_.address, reg_.port)
 
   std::thread thread_;

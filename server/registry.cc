@@ -20,6 +20,7 @@
 #include <fmt/ranges.h>
 
 #include "common/log.h"
+#include "common/net/identity.h"
 #include "common/path.h"
 #include "common/unique_fd.h"
 #include "server/snapshot.h"
@@ -73,6 +74,7 @@ const char* fault_code(Fault fault) {
     case Fault::kDuplicate: return "duplicate";
     case Fault::kNodeUnreachable: return "node_unreachable";
     case Fault::kWrongPath: return "wrong_path";
+    case Fault::kWrongIdentity: return "wrong_identity";
     case Fault::kNoSnapshot: return "no_snapshot";
     case Fault::kInternal: return "internal";
   }
@@ -150,7 +152,13 @@ void Registry::start_volume(const Registration& reg, std::shared_ptr<Volume> vol
                             std::optional<AttachedNode> first, int64_t first_run_ms) {
   std::lock_guard lock(mu_);
   if (stopping_) return;  // stop() has already stopped every link it knows of
-  auto link = std::make_shared<Link>(reg, volume, server_id_);
+  auto pin = [this, host = reg.host, path = reg.path](const std::string& node_id) {
+    if (auto stored = catalog_.set_node_id(host, path, node_id); !stored) {
+      log::error("volume {}:{}: pin node identity {}: {}", host, path, node_id,
+                 stored.error().message);
+    }
+  };
+  auto link = std::make_shared<Link>(reg, volume, dialer_, pin);
   link->start(std::move(first));
   scheduler_.add(reg, volume, link, first_run_ms);
   entries_[reg.key()] = Entry{reg, std::move(volume), std::move(link)};
@@ -185,7 +193,8 @@ ControlResult<void> Registry::reserve(const std::string& key, std::optional<std:
 
 ControlResult<VolumeView> Registry::register_volume(const std::string& address, int64_t port,
                                                     const std::string& path,
-                                                    int64_t every_seconds) {
+                                                    int64_t every_seconds,
+                                                    const std::string& node_id) {
   BKP_TRY_VOID(validate(address, path));
   if (port < 1 || port > 65535) {
     return control_fail(Fault::kBadRequest, fmt::format("port {} is not in 1..65535", port));
@@ -195,7 +204,12 @@ ControlResult<VolumeView> Registry::register_volume(const std::string& address, 
                         fmt::format("every_seconds {} must be at least 1 (and at most {})",
                                     every_seconds, kMaxEverySeconds));
   }
-  Registration reg{"", address, static_cast<uint16_t>(port), path, every_seconds, 0};
+  Registration reg{"", address, static_cast<uint16_t>(port), path, every_seconds, 0, ""};
+  if (!node_id.empty()) {
+    auto id = net::parse_id(node_id);
+    if (!id) return control_fail(Fault::kBadRequest, "node_id: " + id.error().message);
+    reg.node_id = *id;
+  }
   const std::string node = node_key(address, reg.port, path);
   {
     std::lock_guard lock(mu_);
@@ -211,7 +225,7 @@ ControlResult<VolumeView> Registry::register_volume(const std::string& address, 
   BusyKey release_node{*this, node};
 
   int attaching_fd = -1;  // this call's socket while the node is being asked
-  auto attached = attach_node(reg, server_id_, [this, &attaching_fd](int fd) {
+  auto attached = attach_node(reg, dialer_, [this, &attaching_fd](int fd) {
     std::lock_guard lock(mu_);
     if (fd >= 0) {
       attaching_.insert(fd);
@@ -228,10 +242,14 @@ ControlResult<VolumeView> Registry::register_volume(const std::string& address, 
   if (!attached) {
     const Error& e = attached.error();
     log::warn("register {}: {}", node, e.message);
-    return control_fail(e.code == ENOENT ? Fault::kWrongPath : Fault::kNodeUnreachable, e.message);
+    Fault fault = e.code == ENOENT   ? Fault::kWrongPath
+                  : e.code == EACCES ? Fault::kWrongIdentity
+                                     : Fault::kNodeUnreachable;
+    return control_fail(fault, e.message);
   }
 
   reg.host = attached->hello.name;
+  reg.node_id = attached->node_id;
   if (auto ok = validate_volume_host(reg.host); !ok) {
     return control_fail(Fault::kBadRequest,
                         fmt::format("the node at {} calls itself '{}', which cannot name a volume "

@@ -44,7 +44,10 @@
 namespace bkp::server {
 
 // Control protocol error codes (docs/PROTOCOL.md "Control").
-enum class Fault { kBadRequest, kUnknownVolume, kDuplicate, kNodeUnreachable, kWrongPath, kNoSnapshot, kInternal };
+enum class Fault {
+  kBadRequest, kUnknownVolume, kDuplicate, kNodeUnreachable, kWrongPath, kNoSnapshot, kInternal,
+  kWrongIdentity,  // the node presents another identity than --node-id, or refuses backupd's
+};
 const char* fault_code(Fault fault);  // "bad_request", "unknown_volume", ...
 
 struct ControlError {
@@ -84,8 +87,8 @@ struct StatusView {
 
 class Registry {
  public:
-  Registry(Hub& hub, Catalog& catalog, Scheduler& scheduler, uint64_t server_id)
-      : hub_(hub), catalog_(catalog), scheduler_(scheduler), server_id_(server_id) {}
+  Registry(Hub& hub, Catalog& catalog, Scheduler& scheduler, Dialer dialer)
+      : hub_(hub), catalog_(catalog), scheduler_(scheduler), dialer_(std::move(dialer)) {}
   ~Registry();  // stop()
   Registry(const Registry&) = delete;
   Registry& operator=(const Registry&) = delete;
@@ -100,8 +103,11 @@ class Registry {
   // Attaches to the node at address:port, names the volume by the node's Hello and registers
   // it. bad_request for invalid arguments or a node name that is not a valid host name;
   // duplicate if that name and path, or that node (address, port, path), is registered.
+  // node_id: the identity the node must present (wrong_identity otherwise); "" pins the one
+  // it presents now (trust on first use, shown in the answer).
   ControlResult<VolumeView> register_volume(const std::string& address, int64_t port,
-                                            const std::string& path, int64_t every_seconds);
+                                            const std::string& path, int64_t every_seconds,
+                                            const std::string& node_id);
   // host: as for resolve(..., Known::kRegisteredOrKept). Returns the volume's name and whether
   // its data was purged.
   ControlResult<std::pair<std::string, bool>> unregister(const std::string& host,
@@ -154,7 +160,7 @@ class Registry {
   Hub& hub_;
   Catalog& catalog_;
   Scheduler& scheduler_;
-  const uint64_t server_id_;
+  const Dialer dialer_;
 
   std::mutex mu_;
   // Guarded by mu_.

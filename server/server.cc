@@ -210,7 +210,7 @@ class Server {
     }
     RunSettings runs{settings_.snapshot_gzip_level, static_cast<size_t>(settings_.keep_snapshots)};
     scheduler_ = std::make_unique<Scheduler>(*catalog_, runs);
-    registry_ = std::make_unique<Registry>(hub_, *catalog_, *scheduler_, *id);
+    registry_ = std::make_unique<Registry>(hub_, *catalog_, *scheduler_, Dialer{*id, tls_});
     if (auto recovered = registry_->recover(); !recovered) {
       log::error("recovery: {}", recovered.error().message);
       return false;

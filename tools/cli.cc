@@ -106,6 +106,10 @@ void declare_commands(CLI::App& app, Invocation& inv) {
                   "snapshot period: minutes (5), or with a unit: 30s, 5m, 2h, 1d")
       ->required()
       ->type_name("MINUTES");
+  reg->add_option("--node-id", inv.node_id,
+                  "the identity the node must present (`backupfs --show-id` on the node prints "
+                  "it); without it, the identity the node presents now is pinned")
+      ->type_name("ID");
 
   CLI::App* unreg = sub("unregister", "stop backing up a volume (snapshots and history are kept)");
   add_volume_args(unreg, inv);

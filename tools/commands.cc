@@ -13,6 +13,7 @@
 
 #include <optional>
 
+#include "common/net/identity.h"
 #include "tools/args.h"
 #include "tools/client.h"
 #include "tools/extract.h"
@@ -65,6 +66,14 @@ Report present_register(const Json& request, const Json& response) {
       "registered {} (node at {}), every {}; baseline started",
       volume_name(field_text(volume, "host"), request.value("path", "")),
       node_address(volume.contains("address") ? volume : request), human_period(every)));
+  std::string node_id = field_text(volume, "node_id");
+  if (node_id != "-" && !node_id.empty()) {
+    r.messages.push_back(fmt::format("node identity {} ({})", node_id,
+                                     request.contains("node_id")
+                                         ? "as given"
+                                         : "pinned now: check it against `backupfs --show-id` "
+                                           "on the node"));
+  }
   return r;
 }
 
@@ -129,6 +138,9 @@ Outcome<Json> make_request(const Invocation& inv) {
     request["path"] = BKP_TRY(usage(check_volume_path(inv.path)));
     request["port"] = BKP_TRY(usage(parse_port(inv.port)));
     request["every_seconds"] = BKP_TRY(usage(parse_period(inv.every)));
+    if (!inv.node_id.empty()) {
+      request["node_id"] = BKP_TRY(usage(net::parse_id(inv.node_id)));
+    }
     return request;
   }
   BKP_TRY_VOID(add_volume(request, inv));

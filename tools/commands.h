@@ -20,6 +20,7 @@ struct Invocation {
   std::string port;
   std::string path;
   std::string every;                // register
+  std::string node_id;              // register --node-id
   std::string limit = "0";          // history
   bool purge = false;               // unregister
   std::string snapshot = "latest";  // restore

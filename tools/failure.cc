@@ -10,13 +10,14 @@
 namespace bkp::tools {
 namespace {
 
-constexpr std::array<std::pair<std::string_view, Exit>, 7> kServerCodes = {{
+constexpr std::array<std::pair<std::string_view, Exit>, 8> kServerCodes = {{
     {"bad_request", Exit::kUsage},
     {"unknown_volume", Exit::kUnknownVolume},
     {"duplicate", Exit::kDuplicate},
     {"node_unreachable", Exit::kNodeUnreachable},
     {"wrong_path", Exit::kNodeUnreachable},
     {"no_snapshot", Exit::kNoSnapshot},
+    {"wrong_identity", Exit::kWrongIdentity},
     {"internal", Exit::kFailure},
 }};
 
@@ -36,6 +37,7 @@ Exit codes:
   5   duplicate registration
   6   node unreachable, or the node serves another path
   7   no such snapshot
+  8   wrong identity: the node presents another identity than --node-id, or refuses backupd's
   78  bad configuration file (the message names the file and key)
 
 Server address: --server, else $BKP_SERVER, else `server = "host:port"` in

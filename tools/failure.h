@@ -24,6 +24,7 @@ enum class Exit : int {
   kDuplicate = 5,        // duplicate
   kNodeUnreachable = 6,  // node_unreachable or wrong_path
   kNoSnapshot = 7,       // no_snapshot
+  kWrongIdentity = 8,    // wrong_identity: a peer is not the one pinned, or refuses ours
   kConfig = 78,          // a bad bkptool.toml; the message names the file and key
 };
 

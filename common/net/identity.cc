@@ -13,6 +13,7 @@
 #include <array>
 #include <cctype>
 #include <cstdlib>
+#include <fstream>
 
 #include <fmt/format.h>
 
@@ -158,6 +159,23 @@ Result<std::string> parse_id(std::string_view text) {
                                     "has 52 (as --show-id prints it)", text, plain.size()));
   }
   return grouped(plain);
+}
+
+Result<std::vector<std::string>> read_ids(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return fail_errno("read " + path);
+  std::vector<std::string> ids;
+  std::string line;
+  for (int number = 1; std::getline(in, line); ++number) {
+    line = line.substr(0, line.find('#'));
+    size_t start = line.find_first_not_of(" \t");
+    if (start == std::string::npos) continue;
+    size_t end = line.find_first_of(" \t", start);
+    auto id = parse_id(line.substr(start, end == std::string::npos ? end : end - start));
+    if (!id) return tl::unexpected(id.error().wrap(fmt::format("{}:{}", path, number)));
+    ids.push_back(std::move(*id));
+  }
+  return ids;
 }
 
 Result<Identity> load_or_create_identity(const std::string& path, const std::string& name) {

@@ -13,6 +13,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "common/result.h"
 
@@ -44,5 +45,10 @@ std::string fingerprint(x509_st* cert);
 // Canonical grouped form of an identity given by a user; EINVAL with a clear message for
 // anything that is not 52 base32 characters (dashes and spaces ignored).
 Result<std::string> parse_id(std::string_view text);
+
+// The identities listed in a file, one per line; blank lines and '#' comments are skipped, and
+// a line may add a name after the identity ("ID  backupd on host b1"). EINVAL names the line
+// that is not an identity.
+Result<std::vector<std::string>> read_ids(const std::string& path);
 
 }  // namespace bkp::net

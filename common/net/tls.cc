@@ -4,6 +4,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
+#include <algorithm>
 #include <array>
 #include <climits>
 
@@ -46,6 +47,10 @@ Result<std::shared_ptr<TlsConfig>> TlsConfig::load(const std::string& path,
                                                    const std::string& name) {
   Identity identity = BKP_TRY(load_or_create_identity(path, name));
   return make(identity);
+}
+
+bool Trust::allows(const std::string& id) const {
+  return std::find(peers.begin(), peers.end(), id) != peers.end();
 }
 
 TlsConfig::~TlsConfig() { SSL_CTX_free(ctx_); }

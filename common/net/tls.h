@@ -11,6 +11,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "common/net/identity.h"
 #include "common/result.h"
@@ -40,6 +41,15 @@ class TlsConfig {
   TlsConfig(ssl_ctx_st* ctx, std::string id) : ctx_(ctx), id_(std::move(id)) {}
   ssl_ctx_st* ctx_;
   std::string id_;
+};
+
+// What a process accepts of the peers it talks to: its TLS config (null: TLS off, trusted
+// loopback only) and the identities it was told to accept.
+struct Trust {
+  std::shared_ptr<TlsConfig> tls;
+  std::vector<std::string> peers;  // grouped identities
+
+  bool allows(const std::string& id) const;
 };
 
 class TlsSession {

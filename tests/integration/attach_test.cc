@@ -22,7 +22,9 @@
 
 #include "common/files.h"
 #include "common/net/conn.h"
+#include "common/net/identity.h"
 #include "common/net/socket.h"
+#include "common/net/tls.h"
 #include "common/wire/messages.h"
 #include "tests/integration/cluster.h"
 #include "tests/integration/workload.h"
@@ -51,8 +53,10 @@ struct Batch {
 // One connection to the node's port, playing backupd.
 class FakeBackupd {
  public:
-  // Connects; nullptr (with a failure recorded) if the node does not accept.
-  static std::unique_ptr<FakeBackupd> connect(uint16_t port) {
+  // Connects, and with an identity file runs the TLS handshake as that identity; nullptr (with a
+  // failure recorded) if the node does not accept. Without one the connection stays plaintext:
+  // what a peer that does not speak TLS sends.
+  static std::unique_ptr<FakeBackupd> connect(uint16_t port, const std::string& identity = "") {
     auto sock = net::tcp_connect({"127.0.0.1", port}, 3000);
     if (!sock) {
       ADD_FAILURE() << "connect to the node: " << sock.error().message;
@@ -63,6 +67,15 @@ class FakeBackupd {
     if (!conn) {
       ADD_FAILURE() << conn.error().message;
       return nullptr;
+    }
+    if (!identity.empty()) {
+      auto tls = net::TlsConfig::load(identity, "fake-backupd");
+      auto secured = tls ? (*conn)->secure(**tls, net::TlsSide::kClient, 10000)
+                         : tl::unexpected(tls.error());
+      if (!secured) {
+        ADD_FAILURE() << "TLS handshake with the node: " << secured.error().message;
+        return nullptr;
+      }
     }
     return std::unique_ptr<FakeBackupd>(new FakeBackupd(std::move(*conn), fd));
   }
@@ -165,7 +178,11 @@ std::vector<wire::Op> recorded_ops(const Batch& b) {
   return out;
 }
 
-class AttachTest : public ClusterTest {};
+class AttachTest : public ClusterTest {
+ protected:
+  // The identity the node was told to serve (backupd's own, which this test borrows).
+  std::string backupd_identity() const { return state_dir() + "/identity.pem"; }
+};
 
 TEST_F(AttachTest, NodeServesOneBackupdForItsOwnPathAndReportsItsLag) {
   put(src("before.txt"), "present before the mount\n");
@@ -174,7 +191,7 @@ TEST_F(AttachTest, NodeServesOneBackupdForItsOwnPathAndReportsItsLag) {
 
   // Another path: ENOENT with the documented sentence, then close.
   {
-    auto wrong = FakeBackupd::connect(node_port());
+    auto wrong = FakeBackupd::connect(node_port(), backupd_identity());
     ASSERT_TRUE(wrong);
     ASSERT_TRUE(wrong->attach("/not/this"));
     auto hello = wrong->await_hello();
@@ -194,7 +211,7 @@ TEST_F(AttachTest, NodeServesOneBackupdForItsOwnPathAndReportsItsLag) {
   ASSERT_GT(::send(junk_peer->fd(), junk.data(), junk.size(), MSG_NOSIGNAL), 0);
   EXPECT_TRUE(junk_peer->closed_by_peer(10s)) << "the node kept a connection that sent junk";
 
-  auto first = FakeBackupd::connect(node_port());
+  auto first = FakeBackupd::connect(node_port(), backupd_identity());
   ASSERT_TRUE(first);
   auto t0 = Clock::now();
   ASSERT_TRUE(first->attach(src()));
@@ -218,7 +235,7 @@ TEST_F(AttachTest, NodeServesOneBackupdForItsOwnPathAndReportsItsLag) {
 
   // A second backupd while the first is attached: EBUSY.
   {
-    auto second = FakeBackupd::connect(node_port());
+    auto second = FakeBackupd::connect(node_port(), backupd_identity());
     ASSERT_TRUE(second);
     ASSERT_TRUE(second->attach(src()));
     auto refused = second->await_hello();
@@ -283,7 +300,7 @@ TEST_F(AttachTest, NodeServesOneBackupdForItsOwnPathAndReportsItsLag) {
 
 TEST_F(AttachTest, UnacknowledgedBatchIsResentToTheNextBackupd) {
   ASSERT_TRUE(mount_source());
-  auto first = FakeBackupd::connect(node_port());
+  auto first = FakeBackupd::connect(node_port(), backupd_identity());
   ASSERT_TRUE(first);
   ASSERT_TRUE(first->attach(src()));
   auto hello = first->await_hello();
@@ -304,7 +321,7 @@ TEST_F(AttachTest, UnacknowledgedBatchIsResentToTheNextBackupd) {
   Result<wire::Hello> again = fail(EIO, "not tried");
   testutil::wait_until(
       [&] {
-        next = FakeBackupd::connect(node_port());
+        next = FakeBackupd::connect(node_port(), backupd_identity());
         if (!next || !next->attach(src())) return true;
         again = next->await_hello();
         return again || again.error().code != EBUSY || expired();
@@ -351,7 +368,7 @@ TEST_F(AttachTest, AChangeAnImpostorAcknowledgedStillReachesTheRealBackupd) {
   Result<wire::Hello> hello = fail(EIO, "not tried");
   testutil::wait_until(
       [&] {
-        impostor = FakeBackupd::connect(node_port());
+        impostor = FakeBackupd::connect(node_port(), backupd_identity());
         if (!impostor || !impostor->attach(src())) return true;
         hello = impostor->await_hello();
         return hello || hello.error().code != EBUSY || expired();
@@ -380,7 +397,9 @@ TEST_F(AttachTest, CommandLineIsCheckedBeforeMounting) {
     std::string phrase;
   };
   const Case cases[] = {
-      {{src()}, 2, "--listen is required"},
+      {{src(), "--server-id", server_id()}, 2, "--listen is required"},
+      {{src(), "--listen", "127.0.0.1:0"}, 2, "--server-id is required"},
+      {{src(), "--listen", "127.0.0.1:0", "--server-id", "ABCD"}, 2, "is not an identity"},
       {{src(), "--server", "127.0.0.1:7700"}, 2, "unknown flag --server"},
       {{src(), "--listen", "abc"}, 2, "port 'abc'"},
       {{src(), "--listen", "127.0.0.1:70000"}, 2, "port '70000'"},
@@ -399,11 +418,56 @@ TEST_F(AttachTest, CommandLineIsCheckedBeforeMounting) {
   socklen_t len = sizeof addr;
   ASSERT_EQ(getsockname(taken->get(), reinterpret_cast<sockaddr*>(&addr), &len), 0);
   auto r = testutil::run_command(
-      {backupfs, src(), "--listen", "127.0.0.1:" + std::to_string(ntohs(addr.sin_port)), "-f"},
+      {backupfs, src(), "--listen", "127.0.0.1:" + std::to_string(ntohs(addr.sin_port)), "-f",
+       "--server-id", server_id(), "--state-dir", node_state_dir()},
       10s);
   EXPECT_EQ(r.exit_code(), 1) << r.output;
   EXPECT_NE(r.err.find("listen on 127.0.0.1:"), std::string::npos) << r.err;
   EXPECT_FALSE(testutil::is_fuse_mounted(src())) << "mounted although the port was taken";
+}
+
+// A backupd the node was not told about (--server-id) completes no Attach: it gets
+// Error{EACCES} naming its own identity, so the operator can authorise it if it is meant to be,
+// and never a Hello, let alone data. A peer that speaks plaintext is told TLS is required.
+// Meanwhile the node keeps serving the backupd it knows.
+TEST_F(AttachTest, UnknownBackupdIdentityGetsNothing) {
+  put(src("secret.txt"), "nothing an impostor may read\n");
+  ASSERT_TRUE(mount_source());
+  const std::string impostor_identity = scratch_dir("impostor") + "/identity.pem";
+  auto impostor_id = net::load_or_create_identity(impostor_identity, "impostor");
+  ASSERT_TRUE(impostor_id) << impostor_id.error().message;
+  {
+    auto impostor = FakeBackupd::connect(node_port(), impostor_identity);
+    ASSERT_TRUE(impostor);
+    (void)impostor->attach(src());  // the node may have closed already: that is the point
+    auto hello = impostor->await_hello();
+    ASSERT_FALSE(hello) << "the node answered an unknown backupd's Attach with its Hello";
+    EXPECT_EQ(hello.error().code, EACCES) << hello.error().message;
+    EXPECT_NE(hello.error().message.find(impostor_id->id), std::string::npos)
+        << hello.error().message;
+    EXPECT_NE(hello.error().message.find("--server-id"), std::string::npos)
+        << hello.error().message;
+    EXPECT_TRUE(impostor->closed_by_peer(5s));
+  }
+  {
+    auto plaintext = FakeBackupd::connect(node_port());
+    ASSERT_TRUE(plaintext);
+    ASSERT_TRUE(plaintext->attach(src()));
+    auto hello = plaintext->await_hello();
+    ASSERT_FALSE(hello) << "the node answered a plaintext Attach";
+    EXPECT_EQ(hello.error().code, EPROTO);
+    EXPECT_NE(hello.error().message.find("requires TLS"), std::string::npos)
+        << hello.error().message;
+  }
+  EXPECT_NE(mount()->process().log().find(impostor_id->id), std::string::npos)
+      << "the node's log does not name the refused identity";
+
+  auto real = FakeBackupd::connect(node_port(), backupd_identity());
+  ASSERT_TRUE(real);
+  ASSERT_TRUE(real->attach(src()));
+  auto hello = real->await_hello();
+  ASSERT_TRUE(hello) << hello.error().message;
+  EXPECT_EQ(hello->path, src());
 }
 
 // A batch that takes longer than a second reports progress: a NodeStatus between its frames
@@ -416,7 +480,7 @@ TEST_F(AttachTest, LongBatchNamesTheFileBeingShipped) {
   write_big_file(src("d/b.bin"), 24 * kMiB, 2);
   write_big_file(src("d/c.bin"), 24 * kMiB, 3);
   ASSERT_TRUE(mount_source());
-  auto b = FakeBackupd::connect(node_port());
+  auto b = FakeBackupd::connect(node_port(), backupd_identity());
   ASSERT_TRUE(b);
   ASSERT_TRUE(b->attach(src()));
   auto hello = b->await_hello();

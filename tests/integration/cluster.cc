@@ -84,6 +84,18 @@ bool finishes_within(const std::function<void()>& fn, std::chrono::milliseconds 
   return in_time;
 }
 
+namespace {
+
+// The identity a daemon's --show-id prints (made on first use); a failure if it prints none.
+std::string show_id(const std::vector<std::string>& argv) {
+  auto r = testutil::run_command(argv, 30s);
+  std::string id = r.out.substr(0, r.out.find('\n'));
+  EXPECT_TRUE(r.exit_code() == 0 && id.size() == 64) << argv[0] << " --show-id: " << r.output;
+  return id;
+}
+
+}  // namespace
+
 void ClusterTest::SetUp() {
   if (auto why = testutil::fuse_unavailable_reason()) GTEST_SKIP() << *why;
   bin_ = Binaries::find();
@@ -97,8 +109,14 @@ void ClusterTest::SetUp() {
   logs_ = tmp_->mkdir("logs");
   roots_[0] = tmp_->mkdir("r1");
   roots_[1] = tmp_->mkdir("r2");
+  node_state_ = tmp_->mkdir("node-state");
   port_file_ = tmp_->sub("port");
   node_port_file_ = tmp_->sub("node-port");
+  server_id_ = show_id({bin_.backupd, "--state-dir", state_, "--show-id"});
+  node_id_ = show_id({bin_.backupfs, "--state-dir", node_state_, "--show-id"});
+  for (int i = 0; i < 2; ++i) {
+    replica_ids_[i] = show_id({bin_.replicator, "--root", roots_[i], "--show-id"});
+  }
   start_watchdog();
 }
 
@@ -178,6 +196,13 @@ void ClusterTest::stop_watchdog() {
     return ::testing::AssertionFailure() << "backupd asked for port " << port << " wrote " << *got;
   }
   port_ = *got;
+  // Authorise both replicators (again after a restart: already there is fine).
+  for (int i = 0; i < 2; ++i) {
+    auto r = bkptool({"replica", "add", replica_ids_[i], "--name", "r" + std::to_string(i + 1)});
+    if (r.exit_code() != 0 && r.exit_code() != 5) {
+      return ::testing::AssertionFailure() << "bkptool replica add: " << r.output;
+    }
+  }
   return ::testing::AssertionSuccess();
 }
 
@@ -215,8 +240,8 @@ void ClusterTest::stop_watchdog() {
   auto& r = replicators_[i];
   r = std::make_unique<Daemon>(
       name,
-      with_progress({bin_.replicator, "--server", address(port_), "--root", roots_[i], "--name",
-                     name}),
+      with_progress({bin_.replicator, "--server", address(port_), "--server-id", server_id_,
+                     "--root", roots_[i], "--name", name}),
       logs_ + "/" + name + ".log");
   // A replicator retries its connection in the background; only an early exit is a failure.
   if (r->wait_exit(200ms)) {
@@ -243,7 +268,8 @@ void ClusterTest::stop_watchdog() {
   opts.binary = bin_.backupfs;
   opts.dir = src_;
   opts.args = with_progress(
-      {"--listen", address(node_port), "--port-file", node_port_file_, "--host", node_name});
+      {"--listen", address(node_port), "--port-file", node_port_file_, "--host", node_name,
+       "--state-dir", node_state_, "--server-id", server_id_});
   opts.log_path = logs_ + "/backupfs.log";
   auto m = testutil::MountedFs::mount(opts);
   if (!m) return ::testing::AssertionFailure() << m.error().message;

@@ -7,6 +7,12 @@
 //                        what the application should see, to check backupfs itself
 //   TMP/state            backupd --state-dir
 //   TMP/r1, TMP/r2       replicator --root
+//   TMP/node-state       backupfs --state-dir (its identity)
+//
+// Every link runs TLS with identities, as in production: backupfs is told backupd's identity
+// (--server-id, read with `backupd --show-id` before anything starts), so are the replicators,
+// and start_server() authorises both replicators (`bkptool replica add`) once backupd is up;
+// `bkptool register` pins the node's identity on first contact.
 //   TMP/logs/*.log       every process's stdout and stderr, printed when a test fails
 //
 // The volume reaches backupd the way an operator makes it: the real bkptool registers it
@@ -119,6 +125,12 @@ class ClusterTest : public ::testing::Test {
   std::string replica(int i) const;
   // Replicator i's --root.
   const std::string& replica_root(int i) const { return roots_[i]; }
+  // Identities (grouped fingerprints): backupd's, the node's and replicator i's.
+  const std::string& server_id() const { return server_id_; }
+  const std::string& node_id() const { return node_id_; }
+  const std::string& replica_id(int i) const { return replica_ids_[i]; }
+  // backupfs --state-dir.
+  const std::string& node_state_dir() const { return node_state_; }
 
   // "" once src == mirror (== r1 == r2 when the replicators run) in content, type, mode, owner,
   // symlinks, hard links and mtime; otherwise, after timeout or as soon as a daemon dies, the
@@ -155,6 +167,7 @@ class ClusterTest : public ::testing::Test {
   std::optional<testutil::TempDir> tmp_;
   std::string src_, ref_, state_, logs_, port_file_, node_port_file_;
   std::string roots_[2];
+  std::string node_state_, server_id_, node_id_, replica_ids_[2];
   uint16_t port_ = 0;
   uint16_t node_port_ = 0;
 

@@ -20,6 +20,7 @@
 #include "common/changes/applier.h"
 #include "common/net/conn.h"
 #include "common/net/messenger.h"
+#include "common/net/tls.h"
 #include "common/net/socket.h"
 #include "tests/integration/cluster.h"
 #include "tests/integration/workload.h"
@@ -84,15 +85,20 @@ TEST(ConfinementTest, AHostileBackupdCannotLeadAReplicatorOutsideItsRoot) {
   net::HostPort bound;
   auto listener = net::tcp_listen({"127.0.0.1", 0}, &bound);
   ASSERT_TRUE(listener) << listener.error().message;
+  // The replicator trusts this server (a compromised backupd): confinement must hold anyway.
+  auto tls = net::TlsConfig::load(tmp.sub("server.pem"), "hostile");
+  ASSERT_TRUE(tls) << tls.error().message;
   testutil::Daemon replicator(
       "replicator",
       {Binaries::find().replicator, "--server", "127.0.0.1:" + std::to_string(bound.port),
-       "--root", root, "--name", "victim"},
+       "--server-id", (*tls)->id(), "--root", root, "--name", "victim"},
       tmp.sub("replicator.log"));
   pollfd p{listener->get(), POLLIN, 0};
   ASSERT_EQ(poll(&p, 1, kTimeoutMs), 1) << replicator.log_tail();
   auto conn = net::Conn::open(UniqueFd(::accept4(listener->get(), nullptr, nullptr, SOCK_CLOEXEC)));
   ASSERT_TRUE(conn) << conn.error().message;
+  auto secured = (*conn)->secure(**tls, net::TlsSide::kServer, kTimeoutMs);
+  ASSERT_TRUE(secured) << secured.error().message;
   auto hello = net::expect<wire::Hello>(**conn, kTimeoutMs);
   ASSERT_TRUE(hello) << hello.error().message;
   ASSERT_TRUE(net::send_now(**conn, wire::HelloOk{}));

@@ -35,8 +35,9 @@ class NamesTest : public ControlTest {
         std::vector<std::string>{"/usr/bin/unshare", "--mount", "--propagation", "private", "--",
                                  "/bin/sh", "-c",
                                  R"(mount --bind "$1" "$2" && exec "$3" "$2" --listen 127.0.0.1:0 )"
-                                 R"(--port-file "$4" --host "$5" -f)",
-                                 "sh", dir, src(), binaries().backupfs, port_file, name},
+                                 R"(--port-file "$4" --host "$5" --server-id "$6" --state-dir "$7" -f)",
+                                 "sh", dir, src(), binaries().backupfs, port_file, name,
+                                 server_id(), node_state_dir()},
         log_path("backupfs-" + name));
     std::optional<uint16_t> got;
     testutil::wait_until(

@@ -189,6 +189,13 @@ TEST(PresentTest, RegisterNamesTheVolumeAfterItsNodeAndThePeriod) {
             "registered web1:/srv/app (node at 127.0.0.1:7701), every 5 min; baseline started");
   EXPECT_TRUE(r.table.empty());
   EXPECT_EQ(r.json["ok"], true);
+
+  // The node identity pinned now is shown, with how to check it.
+  volume["node_id"] = "AAAA-BBBB";
+  r = present(inv, request, Json{{"ok", true}, {"volume", volume}});
+  ASSERT_EQ(r.messages.size(), 2u);
+  EXPECT_EQ(r.messages[1], "node identity AAAA-BBBB (pinned now: check it against `backupfs "
+                           "--show-id` on the node)");
 }
 
 TEST(PresentTest, MessagesNameTheVolumeTheServerResolved) {
