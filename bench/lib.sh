@@ -223,13 +223,21 @@ cleanup_all() {
 # start_backupd STATE_DIR [PORT]: sets BACKUPD_PID and BACKUPD_PORT. PORT (default 0: any) lets a
 # restarted backupd come back where its replicators and bkptool look for it. It logs warnings
 # only, unless the caller sets BACKUPD_QUIET= (the restart section reads its info lines).
+#
+# Every link runs TLS with identities, as in production, unless BENCH_TLS=0 (every daemon then
+# gets --no-tls: the TLS-off half of the TLS cost rows). backupd's identity is SERVER_ID; bkptool
+# reaches backupd over its local control socket, STATE_DIR/control.sock.
+tls_flags() { [[ ${BENCH_TLS:-1} == 0 ]] && printf '%s\n' --no-tls; }
 start_backupd() {
   local state=$1 port=${2:-0} i
   mkdir -p "$state"
   rm -f "$state.port"
-  # shellcheck disable=SC2086  # an empty BACKUPD_QUIET is no argument
+  BACKUPD_STATE=$state
+  SERVER_ID=$("$BACKUPD" --state-dir "$state" --show-id) || die "backupd --show-id failed"
+  # shellcheck disable=SC2086,SC2046  # an empty BACKUPD_QUIET is no argument
   start_daemon backupd "$BACKUPD" --state-dir "$state" --listen "127.0.0.1:$port" \
-    --port-file "$state.port" ${BACKUPD_QUIET--q}
+    --port-file "$state.port" --control-socket "$state/control.sock" $(tls_flags) \
+    ${BACKUPD_QUIET--q}
   BACKUPD_PID=$DAEMON_PID
   for ((i = 0; i < 200; i++)); do
     [[ -s $state.port ]] && break
@@ -240,17 +248,27 @@ start_backupd() {
   [[ -n $BACKUPD_PORT ]] || die "backupd wrote no port"
 }
 
-start_replicator() {  # name root: sets DAEMON_PID
+start_replicator() {  # name root: authorises it on backupd (again is fine), sets DAEMON_PID
+  local id
   mkdir -p "$2"
-  start_daemon "replicator-$1" "$REPLICATOR" --server "127.0.0.1:$BACKUPD_PORT" --root "$2" \
-    --name "$1" -q
+  id=$("$REPLICATOR" --root "$2" --show-id) || die "replicator --show-id failed"
+  bkptool -q replica add "$id" --name "$1" >>"$WORK/logs/bkptool.log" 2>&1 ||
+    [[ $? == 5 ]] || die "bkptool replica add failed (see $WORK/logs/bkptool.log)"
+  # shellcheck disable=SC2046
+  start_daemon "replicator-$1" "$REPLICATOR" --server "127.0.0.1:$BACKUPD_PORT" \
+    --server-id "$SERVER_ID" --root "$2" --name "$1" $(tls_flags) -q
 }
 
 # Since registration (issue 3) backupfs listens and backupd attaches when `bkptool register`
 # tells it to. The volume is named by backupfs --host, in backupd's and the replicas' layouts:
 # VOL_HOST, which is also the address it is registered at.
 VOL_HOST=127.0.0.1
-bkptool() { "$BKPTOOL" --server "127.0.0.1:$BACKUPD_PORT" "$@"; }
+bkptool() { "$BKPTOOL" --server "$BACKUPD_STATE/control.sock" "$@"; }
+# The flags every backupfs of ours gets: backupd's identity and where its own lives.
+node_flags() {
+  printf '%s\n' --server-id "$SERVER_ID" --state-dir "$WORK/node-state"
+  tls_flags
+}
 # replica_tree ROOT DIR: where a replicator with --root ROOT keeps the volume DIR
 # (ROOT/<host>/<escaped path>, common/path.h escape_path: systemd's escaping of a path).
 replica_tree() {
@@ -269,9 +287,9 @@ print("".join("-" if c == "/" else c if c.isascii() and (c.isalnum() or c == "_"
 mount_backupfs() {
   local dir=$1 every=${2:-1d} port_file=$WORK/backupfs.port i node_port=
   rm -f "$port_file"
-  # shellcheck disable=SC2086  # an empty BACKUPFS_QUIET is no argument
+  # shellcheck disable=SC2086,SC2046  # an empty BACKUPFS_QUIET is no argument
   start_fuse backupfs "$dir" "$BACKUPFS" "$dir" --listen 127.0.0.1:0 --port-file "$port_file" \
-    --host "$VOL_HOST" -f ${BACKUPFS_QUIET--q}
+    --host "$VOL_HOST" $(node_flags) -f ${BACKUPFS_QUIET--q}
   BACKUPFS_PID=$DAEMON_PID
   for ((i = 0; i < 200; i++)); do
     [[ -s $port_file ]] && node_port=$(tr -dc 0-9 <"$port_file") && [[ -n $node_port ]] && break
@@ -286,7 +304,8 @@ mount_backupfs() {
 # mount_backupfs_detached DIR: backupfs over DIR that no backupd attaches to (recording only,
 # never shipping): tells capture cost from shipping cost. Sets BACKUPFS_PID.
 mount_backupfs_detached() {
-  start_fuse backupfs "$1" "$BACKUPFS" "$1" --listen 127.0.0.1:0 --host "$VOL_HOST" -f -q
+  start_fuse backupfs "$1" "$BACKUPFS" "$1" --listen 127.0.0.1:0 --host "$VOL_HOST" --no-tls \
+    --state-dir "$WORK/node-state" -f -q
   BACKUPFS_PID=$DAEMON_PID
 }
 

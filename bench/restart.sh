@@ -156,8 +156,9 @@ rst_volume_bytes() {  # regular file bytes of the source
 # backupfs over $DATA again, on the port backupd has registered; no bkptool: backupd's link
 # reattaches by itself.
 rst_remount() {
+  # shellcheck disable=SC2046
   start_fuse backupfs "$DATA" "$BACKUPFS" "$DATA" --listen "127.0.0.1:$NODE_PORT" \
-    --port-file "$WORK/backupfs.port" --host "$VOL_HOST" -f
+    --port-file "$WORK/backupfs.port" --host "$VOL_HOST" $(node_flags) -f
   BACKUPFS_PID=$DAEMON_PID
 }
 

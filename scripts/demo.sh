@@ -105,14 +105,26 @@ start() {  # name command...
 }
 
 # --- the server and two replicas -------------------------------------------------------------
+# Every link is TLS with identities: each daemon prints its own with --show-id, the node and the
+# replicas are told backupd's, and backupd is told the replicas' (bkptool replica add), as an
+# operator enrols them. bkptool talks to backupd over its local control socket.
+SERVER_ID=$("$BUILD/server/backupd" --state-dir "$STATE" --show-id)
+say "backupd's identity: $SERVER_ID"
 start backupd "$BUILD/server/backupd" --state-dir "$STATE" --listen 127.0.0.1:0 \
-  --port-file "$DEMO/port"
+  --port-file "$DEMO/port" --control-socket "$STATE/control.sock"
 for _ in $(seq 200); do [[ -s $DEMO/port ]] && break; sleep 0.1; done
 PORT=$(tr -dc 0-9 <"$DEMO/port" 2>/dev/null || true)
 [[ -n $PORT ]] || { say "backupd did not start; see $LOGS/backupd.log"; exit 1; }
 say "backupd listens on 127.0.0.1:$PORT"
-start replicator1 "$BUILD/replicator/replicator" --server "127.0.0.1:$PORT" --root "$R1" --name r1
-start replicator2 "$BUILD/replicator/replicator" --server "127.0.0.1:$PORT" --root "$R2" --name r2
+BKPTOOL=("$BUILD/tools/bkptool" --server "$STATE/control.sock")
+for r in 1 2; do
+  root=$R1
+  [[ $r == 2 ]] && root=$R2
+  "${BKPTOOL[@]}" replica add "$("$BUILD/replicator/replicator" --root "$root" --show-id)" \
+    --name "r$r"
+  start "replicator$r" "$BUILD/replicator/replicator" --server "127.0.0.1:$PORT" \
+    --server-id "$SERVER_ID" --root "$root" --name "r$r"
+done
 
 # --- an application directory with some data before backupfs arrives (the baseline) ----------
 mkdir -p "$APP/docs" "$APP/db"
@@ -121,7 +133,7 @@ head -c $((64 << 20)) /dev/urandom >"$APP/db/large.db"
 say "seeded $APP: 50 small files and a 64 MiB database file"
 
 start backupfs "$BUILD/fs/backupfs" "$APP" --listen 127.0.0.1:0 --port-file "$DEMO/node-port" \
-  --host "$NAME" -f
+  --host "$NAME" --server-id "$SERVER_ID" --state-dir "$DEMO/node-state" -f
 FS_PID=${PIDS[-1]}
 unset 'PIDS[-1]'  # stopped by unmounting, not by a signal
 for _ in $(seq 200); do is_mounted "$APP" && [[ -s $DEMO/node-port ]] && break; sleep 0.1; done
@@ -129,7 +141,6 @@ is_mounted "$APP" || { say "backupfs did not mount; see $LOGS/backupfs.log"; exi
 NODE_PORT=$(tr -dc 0-9 <"$DEMO/node-port")
 say "backupfs mounted over $APP, listening on 127.0.0.1:$NODE_PORT"
 
-BKPTOOL=("$BUILD/tools/bkptool" --server "127.0.0.1:$PORT")
 "${BKPTOOL[@]}" register "$ADDRESS" "$NODE_PORT" "$APP" --every 5s
 
 # One progress line every 3 s from `bkptool status --json`: the node's lag, each replica's lag,

@@ -181,11 +181,17 @@ read_port() {  # file seconds -> the port written there
   return 1
 }
 
+# Every link runs TLS with identities, enrolled as an operator would: the node and the
+# replicators are told backupd's identity, backupd is told the replicators' (bkptool replica
+# add, over its local control socket).
 BACKUPD_PORT=0
+bkptool() { "$BKPTOOL" --server "$STATE/control.sock" "$@"; }
 start_backupd() {
   rm -f "$WORK/backupd.port"
+  SERVER_ID=$("$BACKUPD" --state-dir "$STATE" --show-id) || return 1
   setsid "$BACKUPD" --state-dir "$STATE" --listen "127.0.0.1:$BACKUPD_PORT" \
-    --port-file "$WORK/backupd.port" >>"$LOGS/backupd.log" 2>&1 &
+    --port-file "$WORK/backupd.port" --control-socket "$STATE/control.sock" \
+    >>"$LOGS/backupd.log" 2>&1 &
   BACKUPD_PID=$!
   local p
   p=$(read_port "$WORK/backupd.port" 20) || return 1
@@ -194,8 +200,8 @@ start_backupd() {
 
 start_replicator() {  # index 0|1
   local name=r$(($1 + 1))
-  setsid "$REPLICATOR" --server "127.0.0.1:$BACKUPD_PORT" --root "$WORK/$name" --name "$name" \
-    >>"$LOGS/$name.log" 2>&1 &
+  setsid "$REPLICATOR" --server "127.0.0.1:$BACKUPD_PORT" --server-id "$SERVER_ID" \
+    --root "$WORK/$name" --name "$name" >>"$LOGS/$name.log" 2>&1 &
   REPL_PIDS[$1]=$!
 }
 
@@ -204,7 +210,8 @@ mount_backupfs() {
   local i
   rm -f "$WORK/node.port"
   setsid "$BACKUPFS" "$SRC" --listen "127.0.0.1:$NODE_PORT" --port-file "$WORK/node.port" \
-    --host 127.0.0.1 -f >>"$LOGS/backupfs.log" 2>&1 &
+    --host 127.0.0.1 --server-id "$SERVER_ID" --state-dir "$WORK/node-state" -f \
+    >>"$LOGS/backupfs.log" 2>&1 &
   BACKUPFS_PID=$!
   for ((i = 0; i < 200; i++)); do
     is_mounted "$SRC" && break
@@ -305,10 +312,14 @@ RANDOM=$SEED
 mount --bind "$SRC" "$BARE" && BOUND=1
 mount --make-private "$BARE"  # so backupfs's mount over src never shows up here
 start_backupd || { log "backupd did not start"; exit 2; }
+for r in r1 r2; do
+  bkptool -q replica add "$("$REPLICATOR" --root "$WORK/$r" --show-id)" --name "$r" \
+    >>"$LOGS/bkptool.log" 2>&1 || { log "bkptool replica add failed"; exit 2; }
+done
 start_replicator 0
 start_replicator 1
 mount_backupfs || { log "backupfs did not mount"; exit 2; }
-"$BKPTOOL" --server "127.0.0.1:$BACKUPD_PORT" -q register 127.0.0.1 "$NODE_PORT" "$SRC" \
+bkptool -q register 127.0.0.1 "$NODE_PORT" "$SRC" \
   --every 1h >>"$LOGS/bkptool.log" 2>&1 || { log "bkptool register failed"; exit 2; }
 start_workload
 for ((i = 0; i < 200; i++)); do
