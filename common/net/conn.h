@@ -3,9 +3,11 @@
 // waited for (sends are batched up to 1 MiB, so a chunk read overlaps nothing yet; keeping reads
 // and sends in flight together is future work, measured in bench/RESULTS.md).
 //
-// Bytes are copied once in user space at most: file data is read straight into the send buffer
-// behind its frame header (begin_frame/end_frame), and received bytes land straight in the
-// frame reader's buffer.
+// Without TLS bytes are copied once in user space at most: file data is read straight into the
+// send buffer behind its frame header (begin_frame/end_frame), and received bytes land straight
+// in the frame reader's buffer. With TLS, encryption reads that buffer into OpenSSL's output
+// BIO (sent from there) and decryption writes straight into the frame reader's buffer; the
+// received ciphertext is copied once into OpenSSL's input BIO.
 //
 // secure() turns the connection into a TLS 1.3 session (common/net/tls.h) before the first
 // frame: from then on flush() encrypts what is queued and recv() decrypts what arrives, the

@@ -21,7 +21,7 @@ struct ZSTD_CCtx_s;  // zstd.h's compression context
 namespace bkp::wire {
 
 constexpr uint32_t kMagic = 0x46504B42;  // "BKPF" little-endian
-constexpr uint16_t kVersion = 3;
+constexpr uint16_t kVersion = 4;
 
 enum class Role : uint8_t { kNode = 1, kReplica = 2, kControl = 3 };
 
