@@ -281,6 +281,15 @@ def build(t):
                 note=t.note([("replicators CPU {}", f"srv.cpu.replicators.r{n}", "s")]))
     t.ratio("second replica's cost (time to all replicas)", "srv.replicas.r2", "srv.replicas.r1",
             ("<=", 20, "<= +20%"), unit="%", fn=lambda a, b: (a / b - 1) * 100)
+    t.ratio("TLS cost: ingest, no replica (without TLS / with TLS)", "srv.notls.mirror.r0",
+            "srv.mirror.r0", ("<=", 15, "<= 15%"), unit="%", fn=lambda a, b: (1 - a / b) * 100,
+            note=t.note([("with TLS {}", "srv.ingest.r0", "MiB/s"),
+                         ("without {}", "srv.notls.ingest.r0", "MiB/s"),
+                         ("backupd CPU without TLS {}", "srv.notls.cpu.backupd.r0", "s")]))
+    t.ratio("TLS cost: 2 replicas converged (time without TLS / with TLS)",
+            "srv.notls.replicas.r2", "srv.replicas.r2", ("<=", 15, "<= 15%"), unit="%",
+            fn=lambda a, b: (1 - a / b) * 100,
+            note=t.note([("without TLS {}", "srv.notls.replicas.r2", "s")]))
     for proc, contexts in (("backupfs", ("fs", "ingest", "incremental")),
                            ("backupd", ("fs", "ingest", "incremental", "snapshot")),
                            ("replicator", ("ingest", "incremental")),

@@ -10,6 +10,9 @@
 #                     replica's cost is t(2)/t(1) - 1, per round
 #   peak RSS          VmHWM of every daemon just before it is stopped
 #   CPU               backupfs and backupd utime+stime over the run
+#   TLS cost          the runs with no and with 2 replicas again with TLS off on every daemon
+#                     (BENCH_TLS=0, srv.notls.*), in the same round: ingest and time to all
+#                     replicas with TLS / without
 #
 # Diagnostic (unless --no-diagnostics): each round then repeats the three runs with backupd's
 # state directory and the replicas' roots on a tmpfs (the dataset itself stays on disk and is
@@ -33,6 +36,10 @@ server_section() {
     for nrep in 0 1 2; do
       log "server: round $ROUND, baseline with $nrep replica(s)"
       server_run "$nrep" "$root" srv
+    done
+    for nrep in 0 2; do
+      log "server: round $ROUND, baseline with $nrep replica(s), TLS off"
+      BENCH_TLS=0 server_run "$nrep" "$root" srv.notls
     done
     if [[ -n $tmpfs ]]; then
       for nrep in 0 1 2; do
