@@ -232,8 +232,10 @@ void AttachListener::handshake(Handshake* h, UniqueFd sock) {
     return;
   }
   if (auto ok = authenticate(**conn, peer); !ok) {
-    finish(h);
-    if (ok.error().code == EACCES) {
+    if (!finish(h) || ok.error().code == ETIMEDOUT) {
+      log::error("connection from {} closed: no TLS handshake within {} s", peer,
+                 kAttachDeadline.count());
+    } else if (ok.error().code == EACCES) {
       refuse(**conn, EACCES, ok.error().message);
     } else {
       log::error("connection from {} closed: {}", peer, ok.error().message);

@@ -124,16 +124,16 @@ int main(int argc, char** argv) {
   }
   if (show_id) return bkp::fs::show_id(options);
   if (options.dir.empty()) return bad("DIR is required");
-  if (options.tls && options.server_ids.empty() && options.server_ids_file.empty()) {
-    return bad("--server-id is required: the identity of the backupd this node serves "
-               "(`backupd --show-id` on the server prints it)");
-  }
   if (listen.empty()) return bad("--listen is required");
   auto where = parse_listen(listen);
   if (!where) return bad("--listen: " + where.error().message);
   options.listen = *where;
   if (!options.host.empty()) {
     if (auto ok = bkp::validate_host(options.host); !ok) return bad("--host: " + ok.error().message);
+  }
+  if (options.tls && options.server_ids.empty() && options.server_ids_file.empty()) {
+    return bad("--server-id is required: the identity of the backupd this node serves "
+               "(`backupd --show-id` on the server prints it)");
   }
   return bkp::fs::run(options);
 }

@@ -294,7 +294,7 @@ TEST_F(AttachTest, NodeServesOneBackupdForItsOwnPathAndReportsItsLag) {
   std::string log = mount()->process().log().substr(log_before.size());
   EXPECT_NE(log.find("this node serves " + src() + ", not /not/this"), std::string::npos) << log;
   EXPECT_NE(log.find("another backupd is attached"), std::string::npos) << log;
-  EXPECT_NE(log.find("no Attach within 10 s"), std::string::npos) << log;
+  EXPECT_NE(log.find("no TLS handshake within 10 s"), std::string::npos) << log;
   ASSERT_TRUE(mount()->process().alive());
 }
 
