@@ -75,6 +75,7 @@ const char* fault_code(Fault fault) {
     case Fault::kWrongPath: return "wrong_path";
     case Fault::kNoSnapshot: return "no_snapshot";
     case Fault::kInternal: return "internal";
+    case Fault::kUnknownPeer: return "unknown_peer";
   }
   return "internal";
 }

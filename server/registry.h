@@ -44,7 +44,8 @@
 namespace bkp::server {
 
 // Control protocol error codes (docs/PROTOCOL.md "Control").
-enum class Fault { kBadRequest, kUnknownVolume, kDuplicate, kNodeUnreachable, kWrongPath, kNoSnapshot, kInternal };
+enum class Fault { kBadRequest, kUnknownVolume, kDuplicate, kNodeUnreachable, kWrongPath, kNoSnapshot, kInternal,
+                   kUnknownPeer };
 const char* fault_code(Fault fault);  // "bad_request", "unknown_volume", ...
 
 struct ControlError {
