@@ -70,7 +70,7 @@ Result<std::optional<PeerGate::Session>> PeerGate::admit(PeerKind kind, const st
 void PeerGate::refused_replica(const std::string& id, const std::string& name,
                                const std::string& address, int64_t now_ms) {
   std::lock_guard lock(mu_);
-  PendingReplica entry{id, display_text(name, kMaxPeerName), address, now_ms, 1};
+  PendingReplica entry{id, display_text(name, wire::kMaxPeerName), address, now_ms, 1};
   auto same = std::find_if(pending_.begin(), pending_.end(),
                            [&](const PendingReplica& p) { return p.id == id; });
   if (same != pending_.end()) {
@@ -89,10 +89,10 @@ std::vector<PendingReplica> PeerGate::pending() const {
 ControlResult<PeerRecord> PeerGate::add(PeerKind kind, const std::string& id,
                                         const std::string& name, int64_t now_ms) {
   PeerRecord record{kind, BKP_TRY(checked_id(id)), name, now_ms};
-  if (name.size() > kMaxPeerName || wire::escape_controls(name) != name) {
+  if (name.size() > wire::kMaxPeerName || wire::escape_controls(name) != name) {
     return control_fail(Fault::kBadRequest,
                         fmt::format("name '{}' must be at most {} bytes without control "
-                                    "characters", display_text(name, kMaxPeerName), kMaxPeerName));
+                                    "characters", display_text(name, wire::kMaxPeerName), wire::kMaxPeerName));
   }
   for (PeerKind k : {PeerKind::kReplica, PeerKind::kOperator}) {
     auto known = catalog_.is_peer(k, record.id);

@@ -25,12 +25,11 @@
 namespace bkp::server {
 
 constexpr size_t kMaxPendingReplicas = 64;  // the most recently refused identities
-constexpr size_t kMaxPeerName = 64;         // a name given to `replica add --name`
 
 // A replicator that was refused because its identity is not authorised.
 struct PendingReplica {
   std::string id;
-  std::string name;     // from its Hello, bounded and with control characters escaped
+  std::string name;     // from its Hello, bounded (wire::kMaxPeerName) and escaped
   std::string address;  // where it connected from, "ADDR:PORT"
   int64_t last_seen_ms = 0;
   uint64_t attempts = 0;

@@ -346,7 +346,7 @@ class Server {
     }
     if (transport == Transport::kLocal && hello->role != wire::Role::kControl) {
       log::warn("control socket: refused a hello of role {} ({})", static_cast<int>(hello->role),
-                display_text(hello->name, kMaxPeerName));
+                display_text(hello->name, wire::kMaxPeerName));
       net::send_error(c, EPERM, kControlSocketOnly);
       return;
     }
@@ -392,7 +392,7 @@ class Server {
     if (kind == PeerKind::kReplica) {
       gate_->refused_replica(id, hello.name, peer, wall_ms());
       why = fmt::format("replicator identity {} ({}) is not authorised on this backupd; run: "
-                        "bkptool replica add {}", id, display_text(hello.name, kMaxPeerName), id);
+                        "bkptool replica add {}", id, display_text(hello.name, wire::kMaxPeerName), id);
     } else {
       why = fmt::format("operator identity {} is not authorised on this backupd; on the server "
                         "host run: bkptool operator add {}", id, id);

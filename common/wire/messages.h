@@ -57,6 +57,10 @@ struct HelloOk {
 // text (\xNN), so a peer cannot drive an operator's terminal through logs or `bkptool status`.
 constexpr size_t kMaxText = 4096;
 
+// The longest name an operator may give an authorised replica or operator (control protocol:
+// replica_add, operator_add).
+constexpr size_t kMaxPeerName = 64;
+
 // text with each control character (below 0x20, and 0x7f) written as \xNN.
 std::string escape_controls(std::string_view text);
 
