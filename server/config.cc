@@ -3,14 +3,17 @@
 // ("listne") would otherwise leave the daemon on a default the operator did not choose.
 #include "server/config.h"
 
+#include <grp.h>
 #include <sys/stat.h>
 
 #include <unistd.h>
 
 #include <fmt/format.h>
 
+#include <cstring>
 #include <set>
 #include <toml++/toml.h>
+#include <vector>
 
 #include "common/progress.h"
 
@@ -18,7 +21,8 @@ namespace bkp::server {
 namespace {
 
 const std::set<std::string> kKnownKeys = {"listen", "state_dir", "snapshot_gzip_level",
-                                          "keep_snapshots", "tls"};
+                                          "keep_snapshots", "tls", "control_socket",
+                                          "control_group"};
 
 Result<std::string> string_key(const toml::table& table, const std::string& file,
                                const std::string& key) {
@@ -60,6 +64,17 @@ Result<void> bool_key(const toml::table& table, const std::string& file, const c
   return {};
 }
 
+// The id of a group by name; ENOENT when there is no such group.
+Result<gid_t> group_id(const std::string& name) {
+  std::vector<char> buf(16384);
+  group g{};
+  group* found = nullptr;
+  int rc = getgrnam_r(name.c_str(), &g, buf.data(), buf.size(), &found);
+  if (rc != 0) return fail(rc, fmt::format("looking up group '{}': {}", name, std::strerror(rc)));
+  if (found == nullptr) return fail(ENOENT, fmt::format("no group named '{}'", name));
+  return found->gr_gid;
+}
+
 }  // namespace
 
 std::string identity_path(const std::string& state_dir) { return state_dir + "/identity.pem"; }
@@ -92,6 +107,15 @@ Result<Settings> load_settings(const Options& options) {
     BKP_TRY_VOID(int_key(table, file, "snapshot_gzip_level", 1, 9, s.snapshot_gzip_level));
     BKP_TRY_VOID(int_key(table, file, "keep_snapshots", 1, 100000, s.keep_snapshots));
     BKP_TRY_VOID(bool_key(table, file, "tls", s.tls));
+    if (auto socket = BKP_TRY(string_key(table, file, "control_socket")); !socket.empty()) {
+      s.control_socket = socket;
+    }
+    s.control_group = BKP_TRY(string_key(table, file, "control_group"));
+    if (!s.control_group.empty()) {
+      auto gid = group_id(s.control_group);
+      if (!gid) return fail(EINVAL, fmt::format("config {}: key 'control_group': {}", file, gid.error().message));
+      s.control_gid = *gid;
+    }
     if (!listen.empty()) {
       auto hp = net::parse_host_port(listen);
       if (!hp) {
@@ -110,6 +134,7 @@ Result<Settings> load_settings(const Options& options) {
     s.listen = *hp;
   }
   s.port_file = options.port_file;
+  if (!options.control_socket.empty()) s.control_socket = options.control_socket;
   if (options.no_tls) s.tls = false;
   if (!options.progress_every.empty()) {
     s.progress_every = BKP_TRY(progress::parse_every(options.progress_every)

@@ -9,14 +9,23 @@
 //   keep_snapshots      integer  snapshots kept per volume, the newest ones; default 10, >= 1
 //   tls                 boolean  TLS 1.3 with identities on every connection (default true);
 //                                false only for a trusted loopback benchmark (--no-tls too)
+//   control_socket      string   the Unix socket of local bkptool control, no TLS: its file
+//                                mode (0660) is the credential (default
+//                                "/run/backupd/control.sock"; --control-socket overrides)
+//   control_group       string   group owning the control socket, whose members may use it
+//                                besides root (optional; an unknown group is a config error)
 // Example:
 //   listen = "0.0.0.0:7700"
 //   state_dir = "/var/lib/backupd"
 //   snapshot_gzip_level = 1
 //   keep_snapshots = 10
+//   control_group = "backup"
 #pragma once
 
+#include <sys/types.h>
+
 #include <chrono>
+#include <optional>
 #include <string>
 
 #include "common/net/socket.h"
@@ -26,6 +35,7 @@ namespace bkp::server {
 
 constexpr int kExitUsage = 2;    // bad flags
 constexpr int kExitConfig = 78;  // EX_CONFIG: bad configuration file, the message names the key
+constexpr const char* kDefaultControlSocket = "/run/backupd/control.sock";
 
 // What the command line said; empty strings mean "not given".
 struct Options {
@@ -34,6 +44,7 @@ struct Options {
   std::string listen;
   std::string port_file;
   std::string progress_every;  // seconds
+  std::string control_socket;
   bool no_tls = false;
 };
 
@@ -45,13 +56,17 @@ struct Settings {
   int keep_snapshots = 10;
   std::chrono::milliseconds progress_every{std::chrono::seconds(10)};
   bool tls = true;
+  std::string control_socket = kDefaultControlSocket;
+  std::string control_group;            // "" when not set
+  std::optional<gid_t> control_gid;     // control_group's id, looked up when loading
 };
 
 // STATE/identity.pem: backupd's key pair and certificate (common/net/identity.h).
 std::string identity_path(const std::string& state_dir);
 
 // Reads the config file if one is given (keys above) and applies the flags over it.
-// Errors name the file and the key; the caller exits kExitConfig. Flags are assumed valid (main
+// Errors name the file and the key (a control_group that names no group too); the caller exits
+// kExitConfig. Flags are assumed valid (main
 // checks them and exits kExitUsage).
 Result<Settings> load_settings(const Options& options);
 

@@ -193,6 +193,18 @@ json status_json(const StatusView& v, const std::optional<SnapshotRecord>& last_
   return j;
 }
 
+json peer_json(const PeerRecord& peer) {
+  return json{{"id", peer.id}, {"name", opt_text(peer.name)}, {"added_at", iso_time(peer.added_at)}};
+}
+
+json pending_replica_json(const PendingReplica& p) {
+  return json{{"id", p.id},
+              {"name", p.name},
+              {"address", p.address},
+              {"last_seen_at", iso_time(p.last_seen_ms)},
+              {"attempts", p.attempts}};
+}
+
 json error_json(const ControlError& e) {
   return json{{"ok", false}, {"code", fault_code(e.fault)}, {"error", e.message}};
 }

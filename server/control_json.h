@@ -1,5 +1,6 @@
 // JSON shapes of the control protocol (docs/PROTOCOL.md "Control"): reading request fields
-// with clear bad_request errors, and writing VOLUME, STATUS, TRANSFER, RUN and SNAPSHOT objects.
+// with clear bad_request errors, and writing VOLUME, STATUS, TRANSFER, RUN, SNAPSHOT, PEER and
+// PENDING objects.
 //
 // Nothing here throws: fields are type-checked before they are read, and dump() replaces
 // invalid UTF-8 instead of throwing.
@@ -13,6 +14,7 @@
 
 #include "common/progress.h"
 #include "server/catalog.h"
+#include "server/peer_gate.h"
 #include "server/registry.h"
 
 namespace bkp::server {
@@ -49,6 +51,11 @@ json status_json(const StatusView& view, const std::optional<SnapshotRecord>& la
 json replica_json(const ReplicaStatus& replica, int64_t now_ms);
 // A TRANSFER object for a running episode; null for one that is not active.
 json transfer_json(const progress::View& transfer);
+
+// An authorised replica or operator: {"id","name"|null,"added_at"}.
+json peer_json(const PeerRecord& peer);
+// A replicator waiting for authorisation: {"id","name","address","last_seen_at","attempts"}.
+json pending_replica_json(const PendingReplica& pending);
 
 json error_json(const ControlError& e);
 

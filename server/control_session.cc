@@ -1,7 +1,8 @@
 // A control session: bkptool's requests, answered one by one (see control_session.h).
 //
-// The session is a thin layer: it parses the JSON, checks field types, calls the Registry or
-// the Catalog, and turns the outcome into a response with the documented codes. A request that
+// The session is a thin layer: it parses the JSON, checks field types, calls the Registry, the
+// Catalog or the PeerGate (authorised replicas and operators), and turns the outcome into a
+// response with the documented codes. A request that
 // fails never ends the connection; a frame that is not a Request does (the peer is not speaking
 // the protocol). Restore streams the snapshot file through an fd opened before the response is
 // sent: rotation may unlink the file meanwhile, but the bytes promised in the response are the
@@ -19,6 +20,7 @@
 #include <vector>
 
 #include "common/log.h"
+#include "common/net/identity.h"
 #include "common/net/messenger.h"
 #include "common/unique_fd.h"
 #include "server/control_json.h"
@@ -32,8 +34,8 @@ using Handled = ControlResult<json>;
 // A successful response, or an error response, plus a short summary for the log line.
 class ControlSession {
  public:
-  ControlSession(net::Conn& conn, Registry& registry, const std::string& peer)
-      : conn_(conn), registry_(registry), peer_(peer) {}
+  ControlSession(net::Conn& conn, Registry& registry, PeerGate& gate, const std::string& peer)
+      : conn_(conn), registry_(registry), gate_(gate), peer_(peer) {}
 
   // Serves requests until the connection ends. Returns the error that ended it.
   Error serve() {
@@ -89,7 +91,7 @@ class ControlSession {
   static std::string describe(const std::string& cmd, const json& request) {
     if (!request.is_object()) return cmd;
     std::string out = cmd;
-    for (const char* key : {"address", "host", "path"}) {
+    for (const char* key : {"address", "host", "path", "id"}) {
       auto it = request.find(key);
       if (it != request.end() && it->is_string()) {
         out += std::string(key == std::string("path") ? ":" : " ") + it->get<std::string>();
@@ -107,9 +109,46 @@ class ControlSession {
     if (cmd == "snapshots") return do_snapshots(args);
     if (cmd == "restore") return do_restore(args);
     if (cmd == "status") return do_status(args);
+    for (PeerKind kind : {PeerKind::kReplica, PeerKind::kOperator}) {
+      std::string prefix = std::string(peer_kind_name(kind)) + "_";
+      if (cmd == prefix + "add") return do_peer_add(kind, args);
+      if (cmd == prefix + "remove") return do_peer_remove(kind, args);
+      if (cmd == prefix + "list") return do_peer_list(kind);
+    }
     return control_fail(Fault::kBadRequest,
                         fmt::format("unknown command '{}' (register, unregister, list, history, "
-                                    "snapshots, restore, status)", cmd));
+                                    "snapshots, restore, status, replica_add, replica_remove, "
+                                    "replica_list, operator_add, operator_remove, operator_list)",
+                                    cmd));
+  }
+
+  Handled do_peer_add(PeerKind kind, const RequestArgs& args) {
+    auto id = BKP_TRY(args.string("id"));
+    auto name = BKP_TRY(args.string_or("name", ""));
+    auto added = BKP_TRY(gate_.add(kind, id, name, wall_ms()));
+    return json{{"ok", true}, {peer_kind_name(kind), peer_json(added)}};
+  }
+
+  // A removed identity's open sessions are shut down at once.
+  Handled do_peer_remove(PeerKind kind, const RequestArgs& args) {
+    auto id = BKP_TRY(args.string("id"));
+    auto closed = BKP_TRY(gate_.remove(kind, id));
+    return json{{"ok", true}, {"id", *net::parse_id(id)}, {"sessions_closed", closed}};
+  }
+
+  // Replicas come with the ones refused lately, which are what an operator adds next.
+  Handled do_peer_list(PeerKind kind) {
+    auto peers = BKP_TRY(gate_.list(kind));
+    json out = json::array();
+    for (const auto& p : peers) out.push_back(peer_json(p));
+    if (kind == PeerKind::kOperator) return json{{"ok", true}, {"operators", std::move(out)}};
+    return json{{"ok", true}, {"replicas", std::move(out)}, {"pending", pending_json()}};
+  }
+
+  json pending_json() {
+    json out = json::array();
+    for (const auto& p : gate_.pending()) out.push_back(pending_replica_json(p));
+    return out;
   }
 
   Handled do_register(const RequestArgs& args) {
@@ -160,7 +199,7 @@ class ControlSession {
       if (!snaps.empty()) last = std::move(snaps.front());
       volumes.push_back(status_json(v, last, now));
     }
-    return json{{"ok", true}, {"volumes", std::move(volumes)}};
+    return json{{"ok", true}, {"volumes", std::move(volumes)}, {"pending_replicas", pending_json()}};
   }
 
   Handled do_history(const RequestArgs& args) {
@@ -266,6 +305,7 @@ class ControlSession {
 
   net::Conn& conn_;
   Registry& registry_;
+  PeerGate& gate_;
   const std::string& peer_;
   std::optional<Error> stream_error_;  // a restore that failed after its first response
 };
@@ -273,13 +313,14 @@ class ControlSession {
 }  // namespace
 
 void run_control_session(net::Conn& conn, const wire::Hello& hello, Registry& registry,
-                         const std::string& peer, const std::atomic<bool>& stopping) {
+                         PeerGate& gate, const std::string& peer,
+                         const std::atomic<bool>& stopping) {
   log::debug("control connection from {} ({})", peer, hello.name);
   if (auto sent = net::send_now(conn, wire::HelloOk{}); !sent) {
     log::info("control {}: {}", peer, sent.error().message);
     return;
   }
-  ControlSession session(conn, registry, peer);
+  ControlSession session(conn, registry, gate, peer);
   Error end = session.serve();
   if (stopping) {
     log::debug("control {}: closed (shutting down)", peer);

@@ -15,7 +15,7 @@ namespace {
 void usage(FILE* out) {
   std::fputs(
       "usage: backupd --state-dir DIR [--config FILE] [--listen ADDR:PORT] [--port-file FILE] "
-      "[--progress-every SECONDS] [--no-tls] [-v|-q]\n"
+      "[--progress-every SECONDS] [--control-socket PATH] [--no-tls] [-v|-q]\n"
       "       backupd --state-dir DIR --show-id   (prints backupd's identity, making it if needed)\n",
       out);
 }
@@ -30,6 +30,7 @@ int main(int argc, char** argv) {
       {"state-dir", required_argument, nullptr, 's'}, {"config", required_argument, nullptr, 'c'},
       {"listen", required_argument, nullptr, 'l'},    {"port-file", required_argument, nullptr, 'p'},
       {"progress-every", required_argument, nullptr, 'e'},
+      {"control-socket", required_argument, nullptr, 'S'},
       {"no-tls", no_argument, nullptr, 'T'},         {"show-id", no_argument, nullptr, 'I'},
       {"verbose", no_argument, nullptr, 'v'},         {"quiet", no_argument, nullptr, 'q'},
       {"help", no_argument, nullptr, 'h'},            {nullptr, 0, nullptr, 0}};
@@ -42,6 +43,13 @@ int main(int argc, char** argv) {
       case 'l': options.listen = optarg; break;
       case 'p': options.port_file = optarg; break;
       case 'e': options.progress_every = optarg; break;
+      case 'S':
+        if (*optarg == '\0') {
+          std::fputs("backupd: --control-socket: the path is empty\n", stderr);
+          return kExitUsage;
+        }
+        options.control_socket = optarg;
+        break;
       case 'T': options.no_tls = true; break;
       case 'I': show_id = true; break;
       case 'v': bkp::log::set_level(bkp::log::Level::kDebug); break;

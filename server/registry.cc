@@ -77,6 +77,7 @@ const char* fault_code(Fault fault) {
     case Fault::kWrongIdentity: return "wrong_identity";
     case Fault::kNoSnapshot: return "no_snapshot";
     case Fault::kInternal: return "internal";
+    case Fault::kUnknownPeer: return "unknown_peer";
   }
   return "internal";
 }

@@ -47,6 +47,7 @@ namespace bkp::server {
 enum class Fault {
   kBadRequest, kUnknownVolume, kDuplicate, kNodeUnreachable, kWrongPath, kNoSnapshot, kInternal,
   kWrongIdentity,  // the node presents another identity than --node-id, or refuses backupd's
+  kUnknownPeer,    // a replica or operator identity that is not authorised
 };
 const char* fault_code(Fault fault);  // "bad_request", "unknown_volume", ...
 

@@ -3,15 +3,25 @@
 //
 // Startup reads as a story: open the catalog (STATE/catalog.db) and the server id
 // (STATE/server-id, a random u64 created once, sent in every Attach), load the volumes, recover
-// from an unclean stop (open runs, partial snapshots), listen, then start one link per stored
-// registration and the scheduler. Nodes never connect here: backupd connects to them
-// (server/link.cc), so an incoming Hello{role=node} is refused with EPERM and a hint.
+// from an unclean stop (open runs, partial snapshots), listen on the TCP port and on the local
+// control socket, then start one link per stored registration and the scheduler. Nodes never
+// connect here: backupd connects to them (server/link.cc), so an incoming Hello{role=node} is
+// refused with EPERM and a hint.
 //
-// The main thread polls the listening socket and a signalfd (the signals are blocked in every
+// Who may do what is decided right after the Hello, before anything of a session runs. On the
+// TCP port (TLS on) a replica or a control client is served only if its identity is authorised
+// (server/peer_gate.h): otherwise it gets an EACCES Error naming its identity and the command
+// that would authorise it, and a refused replicator is listed by `bkptool status` as waiting.
+// The control socket (server/control_socket.h) needs no TLS, since its file mode is the
+// credential, and serves the control role only. With TLS off the TCP port trusts everyone, as
+// before identities existed: that mode is for a trusted loopback.
+//
+// The main thread polls both listening sockets and a signalfd (the signals are blocked in every
 // thread, so they only arrive there). Each accepted connection gets a thread that reads the
 // Hello (10 s deadline) and runs the replica or control session; a bad first frame costs one
 // log line naming the peer, a kError frame and the close of that connection only. The number of
-// connections is capped so a flood cannot exhaust threads or descriptors. To stop, the main
+// connections (of both sockets together) is capped so a flood cannot exhaust threads or
+// descriptors. To stop, the main
 // thread cancels the scheduler's runs, stops every link, shuts every connection's socket down
 // (which ends any blocking recv or send in its thread), wakes the idle replica sessions and
 // joins every thread: nothing is left blocked.
@@ -46,8 +56,10 @@
 #include "common/progress.h"
 #include "common/systemd_notify.h"
 #include "server/control_session.h"
+#include "server/control_socket.h"
 #include "server/hub.h"
 #include "server/peer.h"
+#include "server/peer_gate.h"
 #include "server/registry.h"
 #include "server/replica_session.h"
 #include "server/scheduler.h"
@@ -63,6 +75,13 @@ constexpr size_t kPreHelloPerAddress = 8;
 constexpr int kPreHelloTimeoutMs = 3000;
 constexpr const char* kNodesDoNotConnect =
     "nodes do not connect to backupd; register the volume with bkptool register";
+constexpr const char* kControlSocketOnly =
+    "the control socket serves bkptool only (role control); replicators connect to backupd's "
+    "TCP port";
+constexpr const char* kLocalPeer = "local socket";
+
+// Where a connection came in.
+enum class Transport { kTcp, kLocal };
 
 void set_int_opt(int fd, int level, int name, int value) {
   setsockopt(fd, level, name, &value, sizeof value);
@@ -125,6 +144,12 @@ class Server {
     }
     listen_ = std::move(*listening);
     fcntl(listen_.get(), F_SETFL, fcntl(listen_.get(), F_GETFL) | O_NONBLOCK);
+    auto control = ControlSocket::open(settings_.control_socket, settings_.control_gid);
+    if (!control) {
+      log::error("{}", control.error().message);
+      return 1;
+    }
+    control_ = std::move(*control);
     scheduler_->start();
     if (auto started = registry_->start(); !started) {
       log::error("starting registered volumes: {}", started.error().message);
@@ -140,7 +165,9 @@ class Server {
         return 1;
       }
     }
-    log::info("listening on {}:{}", settings_.listen.host, bound.port);
+    log::info("listening on {}:{}{}, control socket {}{}", settings_.listen.host, bound.port,
+              tls_ ? "" : " (TLS off)", control_->path(),
+              settings_.control_group.empty() ? "" : " (group " + settings_.control_group + ")");
     std::string where = fmt::format("listening on {}:{}", settings_.listen.host, bound.port);
     notifier_.ready(fmt::format("{}, {} volumes", where, hub_.all_volumes().size()));
     display_.set_idle_status([this, where] {
@@ -150,8 +177,9 @@ class Server {
 
     while (true) {
       notifier_.watchdog();
-      pollfd fds[2] = {{listen_.get(), POLLIN, 0}, {signal_fd, POLLIN, 0}};
-      int n = poll(fds, 2, 1000);
+      pollfd fds[3] = {{listen_.get(), POLLIN, 0}, {signal_fd, POLLIN, 0},
+                       {control_->fd(), POLLIN, 0}};
+      int n = poll(fds, 3, 1000);
       if (n < 0 && errno != EINTR) {
         log::error("poll: {}", std::strerror(errno));
         break;
@@ -164,7 +192,8 @@ class Server {
         notifier_.stopping();
         break;
       }
-      if (n > 0 && fds[0].revents) accept_all();
+      if (n > 0 && fds[0].revents) accept_all(listen_.get(), Transport::kTcp);
+      if (n > 0 && fds[2].revents) accept_all(control_->fd(), Transport::kLocal);
       reap();
     }
     stop();
@@ -187,6 +216,7 @@ class Server {
       return false;
     }
     catalog_ = std::move(*catalog);
+    gate_ = std::make_unique<PeerGate>(*catalog_);
     if (settings_.tls) {
       auto tls = net::TlsConfig::load(identity_path(dir), "backupd");
       if (!tls) {
@@ -247,28 +277,30 @@ class Server {
                                              [](const Worker& w) { return !w.evicted; }));
   }
 
-  void accept_all() {
+  void accept_all(int listening, Transport transport) {
     while (true) {
-      UniqueFd sock(accept4(listen_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+      UniqueFd sock(accept4(listening, nullptr, nullptr, SOCK_CLOEXEC));
       if (!sock) {
         if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED) {
           log::error("accept: {}", std::strerror(errno));  // e.g. EMFILE: retried next round
         }
         return;
       }
-      std::string peer = peer_name(sock.get());
+      std::string peer = transport == Transport::kLocal ? kLocalPeer : peer_name(sock.get());
       reap();
-      std::string address = peer.substr(0, peer.rfind(':'));
+      std::string address = peer.substr(0, peer.rfind(':'));  // all local peers share one
       evict_unwelcomed(address);
       if (open_connections() >= kMaxConnections) {
         log::error("refusing connection from {}: {} connections already open", peer, kMaxConnections);
         continue;
       }
-      set_int_opt(sock.get(), IPPROTO_TCP, TCP_NODELAY, 1);
-      set_int_opt(sock.get(), SOL_SOCKET, SO_KEEPALIVE, 1);
-      set_int_opt(sock.get(), IPPROTO_TCP, TCP_KEEPIDLE, 30);  // a vanished host frees its
-      set_int_opt(sock.get(), IPPROTO_TCP, TCP_KEEPINTVL, 10); // volume within ~a minute
-      set_int_opt(sock.get(), IPPROTO_TCP, TCP_KEEPCNT, 3);
+      if (transport == Transport::kTcp) {
+        set_int_opt(sock.get(), IPPROTO_TCP, TCP_NODELAY, 1);
+        set_int_opt(sock.get(), SOL_SOCKET, SO_KEEPALIVE, 1);
+        set_int_opt(sock.get(), IPPROTO_TCP, TCP_KEEPIDLE, 30);  // a vanished host frees its
+        set_int_opt(sock.get(), IPPROTO_TCP, TCP_KEEPINTVL, 10); // volume within ~a minute
+        set_int_opt(sock.get(), IPPROTO_TCP, TCP_KEEPCNT, 3);
+      }
       Worker w;
       w.socket.reset(fcntl(sock.get(), F_DUPFD_CLOEXEC, 0));
       if (!w.socket) {
@@ -279,26 +311,28 @@ class Server {
       w.welcomed = std::make_shared<std::atomic<bool>>(false);
       w.address = std::move(address);
       log::debug("connection from {}", peer);
-      w.thread = std::thread([this, s = std::move(sock), peer, done = w.done,
+      w.thread = std::thread([this, s = std::move(sock), peer, transport, done = w.done,
                               welcomed = w.welcomed]() mutable {
-        serve(std::move(s), peer, *welcomed);
+        serve(std::move(s), peer, transport, *welcomed);
         *done = true;
       });
       workers_.push_back(std::move(w));
     }
   }
 
-  void serve(UniqueFd sock, const std::string& peer, std::atomic<bool>& welcomed) {
+  void serve(UniqueFd sock, const std::string& peer, Transport transport,
+             std::atomic<bool>& welcomed) {
     auto conn = net::Conn::open(std::move(sock));
     if (!conn) {
       log::error("connection from {}: {}", peer, conn.error().message);
       return;
     }
     net::Conn& c = **conn;
-    if (tls_) {
-      if (auto secured = c.secure(*tls_, net::TlsSide::kServer, kPreHelloTimeoutMs); !secured) {
+    bool secured = transport == Transport::kTcp && tls_;
+    if (secured) {
+      if (auto ok = c.secure(*tls_, net::TlsSide::kServer, kPreHelloTimeoutMs); !ok) {
         welcomed = true;
-        if (!stopping_) log::warn("connection from {} refused: {}", peer, secured.error().message);
+        if (!stopping_) log::warn("connection from {} refused: {}", peer, ok.error().message);
         return;
       }
     }
@@ -310,6 +344,14 @@ class Server {
       net::send_error(c, hello.error().code, hello.error().message);
       return;
     }
+    if (transport == Transport::kLocal && hello->role != wire::Role::kControl) {
+      log::warn("control socket: refused a hello of role {} ({})", static_cast<int>(hello->role),
+                display_text(hello->name, wire::kMaxPeerName));
+      net::send_error(c, EPERM, kControlSocketOnly);
+      return;
+    }
+    // Lives until the session ends: removing the identity meanwhile shuts the socket down.
+    std::optional<PeerGate::Session> admitted;
     switch (hello->role) {
       case wire::Role::kNode:
         log::warn("connection from {} refused: node {}:{} tried to connect (nodes are registered "
@@ -318,12 +360,46 @@ class Server {
         net::send_error(c, EPERM, kNodesDoNotConnect);
         break;
       case wire::Role::kReplica:
-        run_replica_session(c, *hello, hub_, peer, stopping_);
+        if (secured && !(admitted = admit(c, PeerKind::kReplica, *hello, peer))) return;
+        run_replica_session(c, *hello, hub_, secured ? identified(peer, c) : peer, stopping_);
         break;
       case wire::Role::kControl:
-        run_control_session(c, *hello, *registry_, peer, stopping_);
+        if (secured && !(admitted = admit(c, PeerKind::kOperator, *hello, peer))) return;
+        run_control_session(c, *hello, *registry_, *gate_,
+                            secured ? identified(peer, c) : peer, stopping_);
         break;
     }
+  }
+
+  // "127.0.0.1:43210 (identity XXXX-...)": a peer in log lines once TLS told who it is.
+  static std::string identified(const std::string& peer, const net::Conn& c) {
+    return fmt::format("{} (identity {})", peer, c.peer_id());
+  }
+
+  // The session of an authorised identity, or nullopt after telling the peer (EACCES) and the
+  // log why not; a refused replicator is remembered as waiting for authorisation.
+  std::optional<PeerGate::Session> admit(net::Conn& c, PeerKind kind, const wire::Hello& hello,
+                                         const std::string& peer) {
+    const std::string& id = c.peer_id();
+    auto session = gate_->admit(kind, id, c.fd());
+    if (!session) {
+      log::error("connection from {}: checking identity {}: {}", peer, id, session.error().message);
+      net::send_error(c, EIO, "backupd could not check your identity: " + session.error().message);
+      return std::nullopt;
+    }
+    if (*session) return std::move(*session);
+    std::string why;
+    if (kind == PeerKind::kReplica) {
+      gate_->refused_replica(id, hello.name, peer, wall_ms());
+      why = fmt::format("replicator identity {} ({}) is not authorised on this backupd; run: "
+                        "bkptool replica add {}", id, display_text(hello.name, wire::kMaxPeerName), id);
+    } else {
+      why = fmt::format("operator identity {} is not authorised on this backupd; on the server "
+                        "host run: bkptool operator add {}", id, id);
+    }
+    log::warn("connection from {} refused: {}", peer, why);
+    net::send_error(c, EACCES, why);
+    return std::nullopt;
   }
 
   void reap() {
@@ -340,6 +416,7 @@ class Server {
   void stop() {
     stopping_ = true;
     listen_.reset();
+    control_.reset();  // removes the socket file
     if (scheduler_) scheduler_->stop();
     if (registry_) registry_->stop();
     for (auto& w : workers_) shutdown(w.socket.get(), SHUT_RDWR);
@@ -356,9 +433,11 @@ class Server {
   Hub hub_;
   SystemdNotifier notifier_;
   std::unique_ptr<Catalog> catalog_;
+  std::unique_ptr<PeerGate> gate_;        // uses catalog_
   std::unique_ptr<Scheduler> scheduler_;  // uses catalog_
   std::unique_ptr<Registry> registry_;    // uses hub_, catalog_, scheduler_; destroyed first
   UniqueFd listen_;
+  std::unique_ptr<ControlSocket> control_;
   std::atomic<bool> stopping_{false};
   std::list<Worker> workers_;  // touched by the main thread only
 };

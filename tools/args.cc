@@ -11,6 +11,7 @@
 #include <limits>
 
 #include "common/path.h"
+#include "common/wire/messages.h"
 
 namespace bkp::tools {
 namespace {
@@ -142,5 +143,13 @@ Result<std::string> check_host(std::string_view host) {
 }
 
 Result<std::string> check_volume_path(std::string_view path) { return validate_volume_path(path); }
+
+Result<std::string> check_peer_name(std::string_view name) {
+  if (name.empty() || name.size() > wire::kMaxPeerName || wire::escape_controls(name) != name) {
+    return fail(EINVAL, fmt::format("--name '{}' must be 1 to {} characters without control "
+                                    "characters", wire::escape_controls(name), wire::kMaxPeerName));
+  }
+  return std::string(name);
+}
 
 }  // namespace bkp::tools

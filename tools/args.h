@@ -43,4 +43,8 @@ Result<std::string> check_host(std::string_view host);
 // PATH of a volume: absolute and normalized (common/path.h validate_volume_path).
 Result<std::string> check_volume_path(std::string_view path);
 
+// --name of `replica add` / `operator add`: 1 to wire::kMaxPeerName bytes, no control
+// characters.
+Result<std::string> check_peer_name(std::string_view name);
+
 }  // namespace bkp::tools

@@ -6,6 +6,9 @@
 // (confirmations, warnings, errors) to stderr, so piping a table into another tool never
 // captures chatter. Exit codes follow docs/PROTOCOL.md.
 //
+// `bkptool --show-id` is the one invocation without a command: it prints bkptool's identity
+// (making it on first use), which is what an operator sends to the server's admin.
+//
 // CLI11 reports parse errors by throwing; they are caught right here and become usage
 // failures (exit 2) like any other invalid value, never CLI11's own exit codes. --json is
 // found by scanning argv first, because a parse error can happen before CLI11 reaches it.
@@ -18,6 +21,7 @@
 #include <string_view>
 
 #include "common/log.h"
+#include "tools/client.h"
 #include "tools/commands.h"
 #include "tools/settings.h"
 
@@ -25,10 +29,14 @@ namespace bkp::tools {
 namespace {
 
 constexpr const char* kCommands =
-    "register, unregister, list, history, snapshots, restore, status";
+    "register, unregister, list, history, snapshots, restore, status, replica, operator";
 
 struct Globals {
   std::string server;
+  std::string server_id;
+  std::string identity;
+  bool no_tls = false;
+  bool show_id = false;
   bool json = false;
   bool verbose = false;
   bool quiet = false;
@@ -81,6 +89,28 @@ void add_volume_args(CLI::App* cmd, Invocation& inv) {
   cmd->add_option("PATH", inv.path, "absolute path of the volume on the node")
       ->required()
       ->type_name("");
+}
+
+// `replica add|remove|list` and `operator add|remove|list`: inv.command becomes "replica_add"...
+void declare_peer_commands(CLI::App& app, Invocation& inv, const char* kind, const char* help) {
+  CLI::App* group = app.add_subcommand(kind, help);
+  group->group("Commands");
+  group->fallthrough();
+  group->require_subcommand(1);
+  auto verb = [&, kind](const char* name, const char* what) {
+    CLI::App* cmd = group->add_subcommand(name, what);
+    cmd->fallthrough();
+    cmd->callback([&inv, kind, name] { inv.command = std::string(kind) + "_" + name; });
+    return cmd;
+  };
+  CLI::App* add = verb("add", "authorise an identity (it takes effect for its next connection)");
+  add->add_option("ID", inv.id, "the identity, as its --show-id prints it")->required()->type_name("");
+  add->add_option("--name", inv.name, "a label for people (at most 64 characters)")->type_name("NAME");
+  CLI::App* remove = verb("remove", "revoke an identity and close its open sessions");
+  remove->add_option("ID", inv.id, "the identity")->required()->type_name("");
+  verb("list", std::string(kind) == "replica"
+                   ? "authorised replicas, and the refused ones waiting for authorisation"
+                   : "authorised operators");
 }
 
 // Declares every command; inv.command is set by whichever callback runs.
@@ -145,6 +175,30 @@ void declare_commands(CLI::App& app, Invocation& inv) {
   status->add_option("--interval", inv.interval, "seconds between redraws (default 1)")
       ->type_name("SECONDS")
       ->needs(watch);
+
+  declare_peer_commands(app, inv, "replica", "replicators backupd serves (by identity)");
+  declare_peer_commands(app, inv, "operator", "remote bkptool users backupd obeys (by identity)");
+}
+
+// `bkptool --show-id`: bkptool's identity, made if missing.
+int show_id(const Globals& g) {
+  auto path = identity_path(g.identity, Environment::from_process());
+  if (!path) return report_failure(path.error(), g.json);
+  auto identity = load_identity(*path);
+  if (!identity) return report_failure(identity.error(), g.json);
+  const std::string& id = (*identity)->id();
+  if (g.json) {
+    print_json(Json{{"ok", true}, {"id", id}, {"path", *path}});
+  } else {
+    std::printf("%s\n", id.c_str());
+  }
+  return 0;
+}
+
+std::string missing_command(const CLI::App& app) {
+  return app.remaining().empty()
+             ? fmt::format("a command is required ({})", kCommands)
+             : fmt::format("unknown command '{}' ({})", app.remaining().front(), kCommands);
 }
 
 }  // namespace
@@ -158,13 +212,24 @@ int run_cli(int argc, char** argv) {
   CLI::App app("bkptool: control a backupfs server (backupd)", "bkptool");
   app.footer(help_footer());
   app.get_formatter()->label("SUBCOMMAND", "COMMAND");
-  app.require_subcommand(1);
-  app.add_option("--server", g.server, "backupd address (see below)")->type_name("ADDR:PORT");
+  app.require_subcommand(0, 1);  // none only with --show-id
+  app.add_option("--server", g.server, "backupd: a control socket path, or ADDR:PORT (see below)")
+      ->type_name("PATH|ADDR:PORT");
+  app.add_option("--server-id", g.server_id, "backupd's identity, required over TCP")
+      ->type_name("ID");
+  app.add_option("--identity", g.identity, "bkptool's identity file for TCP (see below)")
+      ->type_name("FILE");
+  app.add_flag("--no-tls", g.no_tls, "plain TCP, for a backupd running with tls = false");
+  app.add_flag("--show-id", g.show_id, "print bkptool's identity (made if missing) and exit");
   app.add_flag("--json", g.json, "print exactly one JSON document on stdout");
   app.add_flag("-v,--verbose", g.verbose, "log the connection and the JSON exchanged");
   app.add_flag("-q,--quiet", g.quiet, "print no confirmations or warnings, only errors");
   declare_commands(app, inv);
 
+  auto usage_failure = [&g](std::string message) {
+    if (!g.json) message += " (see bkptool --help)";
+    return report_failure(Failure{Exit::kUsage, std::string(kCodeUsage), message}, g.json);
+  };
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -174,20 +239,23 @@ int run_cli(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     std::string message = e.what();
     // CLI11 calls a misspelt command a missing one; name what was typed instead.
-    if (app.get_subcommands().empty()) {
-      message = app.remaining().empty()
-                    ? fmt::format("a command is required ({})", kCommands)
-                    : fmt::format("unknown command '{}' ({})", app.remaining().front(), kCommands);
-    }
-    if (!g.json) message += " (see bkptool --help)";
-    return report_failure(Failure{Exit::kUsage, std::string(kCodeUsage), message}, g.json);
+    if (app.get_subcommands().empty()) message = missing_command(app);
+    return usage_failure(message);
   }
   if (g.verbose) log::set_level(log::Level::kDebug);
   if (g.quiet) log::set_level(log::Level::kWarn);
+  if (g.show_id) return show_id(g);
+  if (inv.command.empty()) return usage_failure(missing_command(app));
 
-  auto server = resolve_server(g.server, Environment::from_process(),
-                               config_candidates(Environment::from_process()));
+  Environment env = Environment::from_process();
+  auto server = resolve_server(g.server, env, config_candidates(env), g.server_id);
   if (!server) return report_failure(server.error(), g.json);
+  server->tls = !g.no_tls;
+  if (server->transport == Transport::kTcp && server->tls) {
+    auto identity = identity_path(g.identity, env);
+    if (!identity) return report_failure(identity.error(), g.json);
+    server->identity_path = *identity;
+  }
   auto done = run(inv, *server, [&g](const Report& r) { report_success(r, g); });
   if (!done) return report_failure(done.error(), g.json);
   return 0;

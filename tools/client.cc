@@ -6,23 +6,88 @@
 // Exit code discipline: only failures before the handshake completes mean "backupd is not
 // there" (exit 3). Once HelloOk arrived, backupd exists, and anything going wrong is a plain
 // failure (exit 1) whose message says what broke, so scripts never retry a register that
-// backupd may already have performed.
+// backupd may already have performed. Two failures during the handshake are not "not there":
+// a backupd with another identity (exit 8: retrying cannot help, and it may be an impostor)
+// and a refusal (exit 1: backupd said no, in a sentence that says what to do).
+//
+// Over TCP the identity check happens right after the TLS handshake and before the Hello, so
+// nothing — not even the fact that bkptool wants control — reaches a server that is not the
+// pinned one.
 #include "tools/client.h"
+
+#include <sys/socket.h>
+#include <sys/un.h>
 
 #include <fmt/format.h>
 
+#include <filesystem>
+
+#include "common/files.h"
 #include "common/log.h"
 #include "common/net/socket.h"
+#include "common/net/tls.h"
 #include "common/wire/messages.h"
 
 namespace bkp::tools {
 namespace {
+
+Result<UniqueFd> unix_connect(const std::string& path) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.size() >= sizeof addr.sun_path) {
+    return fail(ENAMETOOLONG, fmt::format("socket path longer than {} bytes", sizeof addr.sun_path - 1));
+  }
+  path.copy(addr.sun_path, path.size());
+  UniqueFd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd) return fail_errno("socket");
+  if (connect(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) {
+    int e = errno;
+    std::string hint = e == EACCES ? " (the control socket is for root and backupd's control_group)"
+                     : e == ENOENT || e == ECONNREFUSED ? " (is backupd running on this host?)"
+                     : "";
+    return fail(e, std::string(std::strerror(e)) + hint);
+  }
+  return fd;
+}
+
+// TLS with bkptool's identity, then the pinned-identity check (see the file comment).
+Outcome<void> secure(net::Conn& conn, const ServerAddress& server) {
+  auto config = BKP_TRY(load_identity(server.identity_path));
+  if (auto ok = conn.secure(*config, net::TlsSide::kClient, kHandshakeTimeoutMs); !ok) {
+    return fail_with(Exit::kUnreachable, kCodeUnreachable,
+                     fmt::format("TLS handshake with backupd at {} failed: {} (a backupd running "
+                                 "with tls = false needs --no-tls)",
+                                 server.text, ok.error().message));
+  }
+  if (conn.peer_id() != server.server_id) {
+    return fail_with(Exit::kWrongIdentity, kCodeWrongServer,
+                     fmt::format("backupd at {} presented identity {}, not {} (from {}); if its "
+                                 "key was rotated, get the new id with `backupd --show-id` on the "
+                                 "server host, otherwise this is not that backupd",
+                                 server.text, conn.peer_id(), server.server_id,
+                                 server.server_id_source));
+  }
+  return {};
+}
 
 std::span<const uint8_t> bytes_of(const std::string& s) {
   return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
 }
 
 }  // namespace
+
+Outcome<std::shared_ptr<net::TlsConfig>> load_identity(const std::string& path) {
+  auto local = [&](const Error& e) {
+    return fail_with(Exit::kFailure, kCodeLocal, fmt::format("bkptool's identity: {}", e.message));
+  };
+  std::string dir = std::filesystem::path(path).parent_path().string();
+  if (!dir.empty()) {
+    if (auto made = make_dirs(dir); !made) return local(made.error());
+  }
+  auto config = net::TlsConfig::load(path, "bkptool");
+  if (!config) return local(config.error());
+  return std::move(*config);
+}
 
 Failure failure_from_response(const Json& response) {
   std::string code = "internal";
@@ -37,11 +102,23 @@ Outcome<std::unique_ptr<ControlClient>> ControlClient::connect(const ServerAddre
     return fail_with(Exit::kUnreachable, kCodeUnreachable,
                      fmt::format("cannot reach backupd at {}: {}", server.text, e.message));
   };
+  bool tls = server.transport == Transport::kTcp && server.tls;
+  if (tls && server.server_id.empty()) {
+    return fail_with(Exit::kUsage, kCodeUsage,
+                     fmt::format("backupd at {} is reached over TCP, which needs its identity: "
+                                 "run `backupd --show-id` on the server host and pass it with "
+                                 "--server-id ID (or BKP_SERVER_ID, or server_id in the config "
+                                 "file); --no-tls only for a backupd running with tls = false",
+                                 server.text));
+  }
   log::debug("connecting to {} (from {})", server.text, server.source);
-  auto sock = net::tcp_connect(server.where, kConnectTimeoutMs);
+  auto sock = server.transport == Transport::kUnix
+                  ? unix_connect(server.socket_path)
+                  : net::tcp_connect(server.where, kConnectTimeoutMs);
   if (!sock) return unreachable(sock.error());
   auto conn = net::Conn::open(std::move(*sock));
   if (!conn) return fail_with(Exit::kFailure, kCodeLocal, conn.error().message);
+  if (tls) BKP_TRY_VOID(secure(**conn, server));
 
   wire::Hello hello;
   hello.role = wire::Role::kControl;
@@ -59,7 +136,8 @@ Outcome<std::unique_ptr<ControlClient>> ControlClient::connect(const ServerAddre
   if (frame->type == wire::MsgType::kError) {
     auto err = wire::decode_error(frame->payload);
     std::string text = err ? err->text : "malformed Error frame";
-    return fail_with(Exit::kFailure, kCodeProtocol,
+    bool denied = err && err->code == EACCES;
+    return fail_with(Exit::kFailure, denied ? kCodeNotAuthorised : kCodeProtocol,
                      fmt::format("backupd at {} refused: {}", server.text, text));
   }
   if (frame->type != wire::MsgType::kHelloOk) {

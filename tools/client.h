@@ -1,12 +1,15 @@
 // ControlClient: bkptool's one connection to backupd (docs/PROTOCOL.md, "Control").
 //
-// connect() opens TCP (5 s timeout), sends Hello{role=control, name="bkptool"} and waits for
-// HelloOk. call() sends one Request and returns its Response; a response with "ok": false is
+// connect() opens the local control socket, or TCP (5 s timeout) and TLS with bkptool's
+// identity, checking that backupd presents the pinned identity; then it sends
+// Hello{role=control, name="bkptool"} and waits for HelloOk. call() sends one Request and returns its Response; a response with "ok": false is
 // returned as a Failure carrying the server's code and sentence, mapped to an exit code. A
 // restore reads its Data frames with next_frame() after call().
 //
-// Failures: cannot connect or no handshake -> kUnreachable; an Error frame instead of HelloOk
-// -> kFailure with the server's text; a broken connection, timeout or malformed response
+// Failures: TCP without a pinned server identity -> kUsage (before connecting); cannot connect
+// or no handshake -> kUnreachable; backupd presents another identity -> kWrongIdentity naming the
+// one it presented; an Error frame instead of HelloOk -> kFailure with the server's text (code
+// not_authorised for an identity backupd does not know); a broken connection, timeout or malformed response
 // after the handshake -> kFailure with code "protocol".
 //
 // Not thread-safe; one command owns the client.
@@ -50,6 +53,10 @@ class ControlClient {
   std::unique_ptr<net::Conn> conn_;
   std::string server_text_;
 };
+
+// bkptool's identity at path (ServerAddress::identity_path) as a TLS configuration, made on first
+// use with its directory; a kFailure (code local) naming the file otherwise.
+Outcome<std::shared_ptr<net::TlsConfig>> load_identity(const std::string& path);
 
 // The Failure an "ok": false response describes (exported for tests).
 Failure failure_from_response(const Json& response);

@@ -1,4 +1,4 @@
-// The seven control commands. Each is a Request built from the command line, one round trip
+// The control commands. Each is a Request built from the command line, one round trip
 // (repeated by status --watch) and a presentation of the answer: the server's object as is for
 // --json (scripts get exactly the documented protocol objects), a table or a one-line
 // confirmation otherwise.
@@ -108,6 +108,59 @@ Report present_history(const Json& request, const Json& response) {
   return r;
 }
 
+// "replica" of "replica_add".
+std::string peer_kind(const std::string& command) { return command.substr(0, command.find('_')); }
+
+bool is_peer_command(const std::string& command) {
+  for (const char* kind : {"replica_", "operator_"}) {
+    for (const char* verb : {"add", "remove", "list"}) {
+      if (command == std::string(kind) + verb) return true;
+    }
+  }
+  return false;
+}
+
+// replica/operator add, remove and list (docs/PROTOCOL.md "Control").
+Outcome<Json> make_peer_request(const Invocation& inv, Json request) {
+  if (inv.command.ends_with("_list")) return request;
+  auto id = net::parse_id(inv.id);
+  if (!id) return fail_with(Exit::kUsage, kCodeUsage, fmt::format("ID: {}", id.error().message));
+  request["id"] = *id;
+  if (inv.command.ends_with("_add") && !inv.name.empty()) {
+    request["name"] = BKP_TRY(usage(check_peer_name(inv.name)));
+  }
+  return request;
+}
+
+Report present_peer(const Invocation& inv, const Json& response) {
+  Report r{response, "", {}, {}};
+  std::string kind = peer_kind(inv.command);
+  if (inv.command.ends_with("_add")) {
+    const Json& peer = response.contains(kind) ? response[kind] : response;
+    std::string name = field_text(peer, "name");
+    r.messages.push_back(fmt::format(
+        "authorised {} {}{}; {}", kind, field_text(peer, "id"), name == "-" ? "" : " (" + name + ")",
+        kind == "replica" ? "backupd serves it from its next connection"
+                          : "it may now use bkptool over TCP"));
+  } else if (inv.command.ends_with("_remove")) {
+    uint64_t closed = field_u64(response, "sessions_closed");
+    r.messages.push_back(fmt::format("removed {} {}; {}", kind, field_text(response, "id"),
+                                     closed == 0 ? "it had no open session"
+                                                 : counted(closed, "open session", "open sessions") +
+                                                       " closed"));
+  } else {
+    const Json& peers = array_field(response, kind == "replica" ? "replicas" : "operators");
+    const Json& pending = array_field(response, "pending");
+    if (peers.empty()) r.messages.push_back(fmt::format("no {}s authorised", kind));
+    if (!peers.empty()) r.table = render_peers(peers);
+    if (!pending.empty()) {
+      r.table += (r.table.empty() ? "" : "\n") + render_pending(pending);
+      r.messages.push_back("authorise a waiting replica with: bkptool replica add ID");
+    }
+  }
+  return r;
+}
+
 Report present_snapshots(const Json& request, const Json& response) {
   Report r{response, "", {}, {}};
   const Json& snapshots = array_field(response, "snapshots");
@@ -125,6 +178,7 @@ Outcome<Json> make_request(const Invocation& inv) {
   Json request = Json::object();
   request["cmd"] = inv.command;
   if (inv.command == "list") return request;
+  if (is_peer_command(inv.command)) return make_peer_request(inv, std::move(request));
   if (inv.command == "status") {
     if (inv.host.empty() != inv.path.empty()) {
       return fail_with(Exit::kUsage, kCodeUsage,
@@ -169,6 +223,7 @@ Report present(const Invocation& inv, const Json& request, const Json& response)
   if (inv.command == "history") return present_history(request, response);
   if (inv.command == "snapshots") return present_snapshots(request, response);
   if (inv.command == "status") return present_status(response, 0, Watch{});
+  if (is_peer_command(inv.command)) return present_peer(inv, response);
   return Report{response, "", {}, {}};
 }
 

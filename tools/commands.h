@@ -15,7 +15,9 @@ namespace bkp::tools {
 
 // The command line after parsing, as typed (validation happens in make_request).
 struct Invocation {
-  std::string command;  // register, unregister, list, history, snapshots, restore, status
+  // register, unregister, list, history, snapshots, restore, status, replica_add,
+  // replica_remove, replica_list, operator_add, operator_remove, operator_list
+  std::string command;
   std::string host;  // HOST (a volume's name, or its node's address); register: ADDRESS
   std::string port;
   std::string path;
@@ -29,6 +31,8 @@ struct Invocation {
   bool watch = false;               // status
   std::string count = "0";          // status --watch
   std::string interval = "1";       // status --watch
+  std::string id;                   // replica/operator add and remove: an identity
+  std::string name;                 // replica/operator add --name
 };
 
 // What a finished command shows.

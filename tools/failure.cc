@@ -10,9 +10,10 @@
 namespace bkp::tools {
 namespace {
 
-constexpr std::array<std::pair<std::string_view, Exit>, 8> kServerCodes = {{
+constexpr std::array<std::pair<std::string_view, Exit>, 9> kServerCodes = {{
     {"bad_request", Exit::kUsage},
     {"unknown_volume", Exit::kUnknownVolume},
+    {"unknown_peer", Exit::kUnknownVolume},
     {"duplicate", Exit::kDuplicate},
     {"node_unreachable", Exit::kNodeUnreachable},
     {"wrong_path", Exit::kNodeUnreachable},
@@ -30,19 +31,27 @@ volume has that name, the registered address of exactly one volume with that PAT
 
 Exit codes:
   0   success
-  1   failure (server-side error, broken connection, restore I/O error)
-  2   usage: bad arguments or values, non-empty restore target without --force
+  1   failure (server-side error, broken connection, restore I/O error, not authorised)
+  2   usage: bad arguments or values, non-empty restore target without --force, TCP
+      without --server-id
   3   backupd unreachable
-  4   unknown volume (no registration for that host and path)
-  5   duplicate registration
+  4   unknown volume (no registration for that host and path), or unknown replica or
+      operator identity
+  5   duplicate registration or identity
   6   node unreachable, or the node serves another path
   7   no such snapshot
-  8   wrong identity: the node presents another identity than --node-id, or refuses backupd's
+  8   wrong identity: a peer is not the one pinned (backupd's --server-id, a node's
+      --node-id), or the node does not accept backupd's identity
   78  bad configuration file (the message names the file and key)
 
-Server address: --server, else $BKP_SERVER, else `server = "host:port"` in
+Server address: --server, else $BKP_SERVER, else `server = "..."` in
 $XDG_CONFIG_HOME/backupfs/bkptool.toml (default ~/.config/...) or /etc/backupfs/bkptool.toml,
-else 127.0.0.1:7700.)";
+else the local socket /run/backupd/control.sock. A path (anything with '/', or unix:PATH) is a
+local control socket (root or backupd's control_group); ADDR:PORT is TCP with TLS, which needs
+backupd's identity: --server-id, else $BKP_SERVER_ID, else `server_id = "..."` beside `server`
+(`backupd --show-id` prints it on the server host). bkptool's own identity is --identity, else
+$XDG_CONFIG_HOME/bkptool/identity.pem (~/.config/...), made on first use; `bkptool --show-id`
+prints it for the server's admin to run `bkptool operator add ID`.)";
 }
 
 Exit exit_for_code(std::string_view code) {

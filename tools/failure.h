@@ -14,17 +14,17 @@
 
 namespace bkp::tools {
 
-// Process exit codes. 0..7 are the table in docs/PROTOCOL.md; 78 is EX_CONFIG as in backupd.
+// Process exit codes. 0..8 are the table in docs/PROTOCOL.md; 78 is EX_CONFIG as in backupd.
 enum class Exit : int {
   kOk = 0,
   kFailure = 1,          // anything else: server-side internal error, local I/O, protocol
   kUsage = 2,            // bad arguments, or a bad_request answer
   kUnreachable = 3,      // backupd cannot be reached
-  kUnknownVolume = 4,    // unknown_volume
+  kUnknownVolume = 4,    // unknown_volume, unknown_peer
   kDuplicate = 5,        // duplicate
   kNodeUnreachable = 6,  // node_unreachable or wrong_path
   kNoSnapshot = 7,       // no_snapshot
-  kWrongIdentity = 8,    // wrong_identity: a peer is not the one pinned, or refuses ours
+  kWrongIdentity = 8,    // wrong_identity, or backupd is not the pinned --server-id
   kConfig = 78,          // a bad bkptool.toml; the message names the file and key
 };
 
@@ -35,6 +35,8 @@ inline constexpr std::string_view kCodeConfig = "config";
 inline constexpr std::string_view kCodeProtocol = "protocol";
 inline constexpr std::string_view kCodeLocal = "local";
 inline constexpr std::string_view kCodeInternal = "internal";
+inline constexpr std::string_view kCodeWrongServer = "wrong_server";
+inline constexpr std::string_view kCodeNotAuthorised = "not_authorised";
 
 struct Failure {
   Exit exit = Exit::kFailure;

@@ -43,10 +43,17 @@ Report present_status(const Json& response, size_t round, const Watch& watch) {
     r.table = "\n";
   }
   auto volumes = response.find("volumes");
-  if (volumes == response.end() || !volumes->is_array() || volumes->empty()) {
-    r.messages.push_back("no volumes registered");
-  } else {
+  bool any_volume = volumes != response.end() && volumes->is_array() && !volumes->empty();
+  if (any_volume) {
     r.table += render_status(*volumes);
+  } else {
+    r.messages.push_back("no volumes registered");
+  }
+  auto pending = response.find("pending_replicas");
+  if (pending != response.end() && pending->is_array() && !pending->empty()) {
+    r.table += (any_volume ? "\n" : "") + render_pending(*pending);
+    r.warnings.push_back("a replicator is waiting for authorisation: if it is yours, run "
+                         "bkptool replica add ID");
   }
   return r;
 }

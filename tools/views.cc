@@ -239,6 +239,24 @@ std::string render_status(const Json& volumes) {
   return out;
 }
 
+std::string render_peers(const Json& peers) {
+  Table table({"ID", "NAME", "ADDED"});
+  for (const Json& p : peers) {
+    table.add({field_text(p, "id"), field_text(p, "name"), time_field(p, "added_at")});
+  }
+  return table.render();
+}
+
+std::string render_pending(const Json& pending) {
+  Table table({"ID", "NAME", "FROM", "LAST SEEN", "ATTEMPTS"},
+              {Align::kLeft, Align::kLeft, Align::kLeft, Align::kLeft, Align::kRight});
+  for (const Json& p : pending) {
+    table.add({field_text(p, "id"), field_text(p, "name"), field_text(p, "address"),
+               time_field(p, "last_seen_at"), field_text(p, "attempts")});
+  }
+  return "replicas waiting for authorisation:\n" + table.render();
+}
+
 std::string render_snapshots(const Json& snapshots) {
   Table table({"ID", "CREATED", "SIZE"}, {Align::kLeft, Align::kLeft, Align::kRight});
   for (const Json& s : snapshots) {

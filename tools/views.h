@@ -36,6 +36,15 @@ std::string render_snapshots(const Json& snapshots);
 // catches up), the last snapshot and the next run.
 std::string render_status(const Json& volumes);
 
+// The "replicas" or "operators" array of a replica_list / operator_list response (PEER objects):
+// ID NAME ADDED.
+std::string render_peers(const Json& peers);
+
+// Replicators refused lately (PENDING objects: a replica_list's "pending", a status response's
+// "pending_replicas"): a "replicas waiting for authorisation:" line, then ID NAME FROM LAST SEEN
+// ATTEMPTS.
+std::string render_pending(const Json& pending);
+
 // A text progress bar: "[#####---------------]  25%" for width 20. percent is clamped to
 // 0..100; the percentage is right-aligned to three digits so a redrawn bar does not jitter.
 std::string progress_bar(int percent, size_t width = 20);

@@ -21,21 +21,12 @@ tl::unexpected<Error> malformed(const char* what) {
   return fail(EPROTO, std::string("malformed ") + what + " message");
 }
 
+bool is_control(char c) { return (c >= 0 && c < 0x20) || c == 0x7f; }
+
 // Text from a peer for display: bounded (false if longer) and with control characters escaped.
 bool printable(std::string& text) {
   if (text.size() > kMaxText) return false;
-  if (std::none_of(text.begin(), text.end(), [](char c) { return (c >= 0 && c < 0x20) || c == 0x7f; })) {
-    return true;
-  }
-  std::string out;
-  for (char c : text) {
-    if ((c >= 0 && c < 0x20) || c == 0x7f) {
-      out += fmt::format("\\x{:02x}", static_cast<unsigned char>(c));
-    } else {
-      out += c;
-    }
-  }
-  text = std::move(out);
+  if (std::any_of(text.begin(), text.end(), is_control)) text = escape_controls(text);
   return true;
 }
 
@@ -78,6 +69,18 @@ Fields fields_of(OpKind k) {
 bool is_known_op(uint8_t k) { return k >= 1 && k <= static_cast<uint8_t>(OpKind::kPunch); }
 
 }  // namespace
+
+std::string escape_controls(std::string_view text) {
+  std::string out;
+  for (char c : text) {
+    if (is_control(c)) {
+      out += fmt::format("\\x{:02x}", static_cast<unsigned char>(c));
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
 
 const char* op_name(OpKind kind) {
   static const char* const kNames[] = {"?",      "mkdir",  "create", "mknod",   "symlink",

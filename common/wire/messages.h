@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/result.h"
@@ -55,6 +56,13 @@ struct HelloOk {
 // NodeStatus.current_file): longer is EPROTO. Decoders also escape control characters in such
 // text (\xNN), so a peer cannot drive an operator's terminal through logs or `bkptool status`.
 constexpr size_t kMaxText = 4096;
+
+// The longest name an operator may give an authorised replica or operator (control protocol:
+// replica_add, operator_add).
+constexpr size_t kMaxPeerName = 64;
+
+// text with each control character (below 0x20, and 0x7f) written as \xNN.
+std::string escape_controls(std::string_view text);
 
 struct ErrorMsg {
   uint32_t code = 0;  // errno-style
