@@ -44,7 +44,7 @@ TEST_F(IdentityTest, RegisterPinsTheNodeIdentityAndALaterImpostorIsNotAttached) 
 
   auto pinned = bkptool({"register", kHost, port, src(), "--every", "1h"});
   ASSERT_EQ(pinned.exit_code(), 0) << pinned.output;
-  EXPECT_NE(pinned.out.find("node identity " + node_id()), std::string::npos) << pinned.output;
+  EXPECT_NE(pinned.output.find("node identity " + node_id()), std::string::npos) << pinned.output;
   auto v = volume();
   ASSERT_TRUE(v);
   EXPECT_EQ(v->value("node_id", ""), node_id());
