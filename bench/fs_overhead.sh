@@ -44,6 +44,7 @@ fs_overhead_section() {
       if tmpfs_mount "$root/tmpfs" "$TMPFS_FS_MIB"; then
         start_backupd "$root/tmpfs/state"
         FS_TMPFS_BACKUPD_PID=$BACKUPD_PID FS_TMPFS_BACKUPD_PORT=$BACKUPD_PORT
+        FS_TMPFS_SERVER_ID=$SERVER_ID FS_TMPFS_BACKUPD_STATE=$BACKUPD_STATE
       else
         tmpfs_skip="skipped: no room for a ${TMPFS_FS_MIB} MiB tmpfs (MemAvailable)"
       fi
@@ -52,6 +53,7 @@ fs_overhead_section() {
 
   start_backupd "$root/state"
   FS_DISK_BACKUPD_PID=$BACKUPD_PID FS_DISK_BACKUPD_PORT=$BACKUPD_PORT
+  FS_DISK_SERVER_ID=$SERVER_ID FS_DISK_BACKUPD_STATE=$BACKUPD_STATE
   for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
     for cfg in "${FS_CONFIGS[@]}"; do
       if [[ $cfg == pll && -n $PLL_SKIP ]]; then
@@ -90,6 +92,7 @@ fs_setup() {
   FS_STATS=
   # The backupd this configuration ships to (fs_wait_idle and the CPU figures watch it).
   FS_BACKUPD_PID=$FS_DISK_BACKUPD_PID BACKUPD_PORT=$FS_DISK_BACKUPD_PORT
+  SERVER_ID=$FS_DISK_SERVER_ID BACKUPD_STATE=$FS_DISK_BACKUPD_STATE
   case $1 in
     native)
       FS_DIR=$root/native
@@ -112,6 +115,7 @@ fs_setup() {
       if [[ $1 == backupfs-tmpfs ]]; then
         state=$root/tmpfs/state
         FS_BACKUPD_PID=$FS_TMPFS_BACKUPD_PID BACKUPD_PORT=$FS_TMPFS_BACKUPD_PORT
+        SERVER_ID=$FS_TMPFS_SERVER_ID BACKUPD_STATE=$FS_TMPFS_BACKUPD_STATE
       fi
       FS_DIR=$root/$1
       mkdir -p "$FS_DIR"

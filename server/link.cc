@@ -127,6 +127,10 @@ Result<AttachedNode> attach_node(const Registration& reg, const Dialer& dialer,
   attach.path = reg.path;
   attach.server_id = dialer.server_id;
   if (auto sent = net::send_now(*out.conn, attach); !sent) {
+    // A node that refuses backupd's identity may have closed before reading the Attach; the
+    // Error it sent first says why.
+    auto refused = await_hello(*out.conn, reg, address);
+    if (!refused && refused.error().code == EACCES) return tl::unexpected(refused.error());
     return tl::unexpected(sent.error().wrap("node " + address + ": send Attach"));
   }
   uint64_t before = out.conn->bytes_received();

@@ -56,7 +56,8 @@ TEST_F(BkptoolTest, FailuresHaveTheirMessagesAndExitCodes) {
   uint16_t closed = free_port();
   ASSERT_NE(closed, 0);
   auto r = testutil::run_command({Binaries::find().bkptool, "--server",
-                                  "127.0.0.1:" + std::to_string(closed), "list"});
+                                  "127.0.0.1:" + std::to_string(closed), "--server-id",
+                                  server_id(), "list"});
   EXPECT_EQ(r.exit_code(), 3) << r.output;
   EXPECT_NE(r.err.find("cannot reach backupd"), std::string::npos) << r.err;
 

@@ -13,6 +13,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 
 #include "common/unique_fd.h"
 #include "tests/integration/control.h"
@@ -29,10 +30,15 @@ class DiskFullTest : public ControlTest {
   void SetUp() override {
     ControlTest::SetUp();
     if (IsSkipped() || HasFatalFailure()) return;
+    // backupd's identity (the one the node was told) goes onto the tmpfs too.
+    const std::string identity = state_dir() + "/identity.pem";
+    const std::string saved = scratch_dir("identity") + "/identity.pem";
+    std::filesystem::copy_file(identity, saved);
     if (::mount("tmpfs", state_dir().c_str(), "tmpfs", MS_NOSUID | MS_NODEV, "size=16m,mode=0755") != 0) {
       GTEST_SKIP() << "cannot mount a tmpfs at " << state_dir() << ": " << std::strerror(errno);
     }
     mounted_ = true;
+    std::filesystem::copy_file(saved, identity);
   }
 
   void TearDown() override {
