@@ -159,7 +159,7 @@ void ClusterTest::stop_watchdog() {
   backupd_ = std::make_unique<Daemon>(
       "backupd",
       with_progress({bin_.backupd, "--state-dir", state_, "--listen", address(port), "--port-file",
-                     port_file_}),
+                     port_file_, "--control-socket", control_socket()}),
       logs_ + "/backupd.log");
   std::optional<uint16_t> got;
   wait_until(
@@ -290,7 +290,7 @@ void ClusterTest::stop_watchdog() {
 
 testutil::CommandResult ClusterTest::bkptool(const std::vector<std::string>& args,
                                              std::chrono::milliseconds timeout) {
-  std::vector<std::string> argv{bin_.bkptool, "--server", address(port_)};
+  std::vector<std::string> argv{bin_.bkptool, "--server", control_socket()};
   argv.insert(argv.end(), args.begin(), args.end());
   return testutil::run_command(argv, timeout);
 }

@@ -5,13 +5,13 @@
 //                        127.0.0.1 (--listen 127.0.0.1:PORT --port-file TMP/node-port)
 //   TMP/ref              a plain directory that receives the same operations, never mounted:
 //                        what the application should see, to check backupfs itself
-//   TMP/state            backupd --state-dir
+//   TMP/state            backupd --state-dir; TMP/state/control.sock its control socket
 //   TMP/r1, TMP/r2       replicator --root
 //   TMP/logs/*.log       every process's stdout and stderr, printed when a test fails
 //
-// The volume reaches backupd the way an operator makes it: the real bkptool registers it
-// (`bkptool --server 127.0.0.1:SERVERPORT register 127.0.0.1 NODEPORT TMP/src --every 1h`), and
-// backupd connects to the node. The default period is long so scheduled snapshots stay out of
+// The volume reaches backupd the way an operator makes it: the real bkptool registers it through
+// backupd's local control socket (`bkptool --server TMP/state/control.sock register 127.0.0.1
+// NODEPORT TMP/src --every 1h`), and backupd connects to the node. The default period is long so scheduled snapshots stay out of
 // the data-path tests; the snapshot tests pass a short one.
 //
 // Teardown always runs in the order that loses nothing: unmount (backupfs ships what is left
@@ -97,7 +97,7 @@ class ClusterTest : public ::testing::Test {
   // Unmounts and expects backupfs to exit 0.
   ::testing::AssertionResult unmount_source();
 
-  // Runs `bkptool --server 127.0.0.1:port() ARGS...` (bounded by timeout).
+  // Runs `bkptool --server control_socket() ARGS...` (bounded by timeout).
   testutil::CommandResult bkptool(const std::vector<std::string>& args,
                                   std::chrono::milliseconds timeout = 60s);
 
@@ -108,6 +108,7 @@ class ClusterTest : public ::testing::Test {
   std::string src(const std::string& rel) const { return src_ + "/" + rel; }
   std::string ref(const std::string& rel) const { return ref_ + "/" + rel; }
   const std::string& state_dir() const { return state_; }
+  std::string control_socket() const { return state_ + "/control.sock"; }
   // A fresh directory under the test's temporary directory.
   std::string scratch_dir(const std::string& name) const;
   // STATE/volumes/<node_name>/<escape_path(src)>/{mirror,stats,snapshots}
