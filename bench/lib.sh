@@ -220,7 +220,7 @@ cleanup_all() {
 
 # --- backupd / replicator ----------------------------------------------------------------------
 
-# start_backupd STATE_DIR [PORT]: sets BACKUPD_PID and BACKUPD_PORT. PORT (default 0: any) lets a
+# start_backupd STATE_DIR [PORT]: sets BACKUPD_PID, BACKUPD_PORT and BACKUPD_SOCKET. PORT (default 0: any) lets a
 # restarted backupd come back where its replicators and bkptool look for it. It logs warnings
 # only, unless the caller sets BACKUPD_QUIET= (the restart section reads its info lines).
 start_backupd() {
@@ -228,8 +228,9 @@ start_backupd() {
   mkdir -p "$state"
   rm -f "$state.port"
   # shellcheck disable=SC2086  # an empty BACKUPD_QUIET is no argument
+  BACKUPD_SOCKET=$state/control.sock  # bkptool's way in: local, no identity needed
   start_daemon backupd "$BACKUPD" --state-dir "$state" --listen "127.0.0.1:$port" \
-    --port-file "$state.port" ${BACKUPD_QUIET--q}
+    --port-file "$state.port" --control-socket "$BACKUPD_SOCKET" ${BACKUPD_QUIET--q}
   BACKUPD_PID=$DAEMON_PID
   for ((i = 0; i < 200; i++)); do
     [[ -s $state.port ]] && break
@@ -250,7 +251,7 @@ start_replicator() {  # name root: sets DAEMON_PID
 # tells it to. The volume is named by backupfs --host, in backupd's and the replicas' layouts:
 # VOL_HOST, which is also the address it is registered at.
 VOL_HOST=127.0.0.1
-bkptool() { "$BKPTOOL" --server "127.0.0.1:$BACKUPD_PORT" "$@"; }
+bkptool() { "$BKPTOOL" --server "$BACKUPD_SOCKET" "$@"; }
 # replica_tree ROOT DIR: where a replicator with --root ROOT keeps the volume DIR
 # (ROOT/<host>/<escaped path>, common/path.h escape_path: systemd's escaping of a path).
 replica_tree() {

@@ -106,7 +106,7 @@ start() {  # name command...
 
 # --- the server and two replicas -------------------------------------------------------------
 start backupd "$BUILD/server/backupd" --state-dir "$STATE" --listen 127.0.0.1:0 \
-  --port-file "$DEMO/port"
+  --port-file "$DEMO/port" --control-socket "$STATE/control.sock"
 for _ in $(seq 200); do [[ -s $DEMO/port ]] && break; sleep 0.1; done
 PORT=$(tr -dc 0-9 <"$DEMO/port" 2>/dev/null || true)
 [[ -n $PORT ]] || { say "backupd did not start; see $LOGS/backupd.log"; exit 1; }
@@ -129,7 +129,7 @@ is_mounted "$APP" || { say "backupfs did not mount; see $LOGS/backupfs.log"; exi
 NODE_PORT=$(tr -dc 0-9 <"$DEMO/node-port")
 say "backupfs mounted over $APP, listening on 127.0.0.1:$NODE_PORT"
 
-BKPTOOL=("$BUILD/tools/bkptool" --server "127.0.0.1:$PORT")
+BKPTOOL=("$BUILD/tools/bkptool" --server "$STATE/control.sock")  # local: no identity needed
 "${BKPTOOL[@]}" register "$ADDRESS" "$NODE_PORT" "$APP" --every 5s
 
 # One progress line every 3 s from `bkptool status --json`: the node's lag, each replica's lag,
