@@ -13,7 +13,8 @@
 //                                mode (0660) is the credential (default
 //                                "/run/backupd/control.sock"; --control-socket overrides)
 //   control_group       string   group owning the control socket, whose members may use it
-//                                besides root (optional; an unknown group is a config error)
+//                                besides root (optional, default backupd's own group; an
+//                                unknown group is a config error)
 // Example:
 //   listen = "0.0.0.0:7700"
 //   state_dir = "/var/lib/backupd"

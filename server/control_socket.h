@@ -1,6 +1,6 @@
 // ControlSocket: the Unix stream socket local bkptool uses to control backupd without TLS. Its
-// file mode is the credential: 0660, owned by backupd's user (root under systemd) and by the
-// configured control group, so only root and that group's members can connect.
+// file mode is the credential: 0660, owned by backupd's user and by the configured control group
+// (else backupd's group), so only root, backupd's user and that group's members can connect.
 #pragma once
 
 #include <sys/types.h>

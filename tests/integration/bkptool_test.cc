@@ -52,14 +52,15 @@ TEST_F(BkptoolTest, FailuresHaveTheirMessagesAndExitCodes) {
   expect_failure({"register", kHost, node, "/srv/elsewhere", "--every", "1h"}, 6,
                  "this node serves " + src() + ", not /srv/elsewhere", "wrong_path");
 
-  // Nothing listens there: bkptool itself cannot reach backupd.
+  // Nothing listens there: bkptool itself cannot reach backupd, by TCP or by a socket path.
   uint16_t closed = free_port();
   ASSERT_NE(closed, 0);
-  auto r = testutil::run_command({Binaries::find().bkptool, "--server",
-                                  "127.0.0.1:" + std::to_string(closed), "--server-id",
-                                  server_id(), "list"});
-  EXPECT_EQ(r.exit_code(), 3) << r.output;
-  EXPECT_NE(r.err.find("cannot reach backupd"), std::string::npos) << r.err;
+  for (const std::string& server : {"127.0.0.1:" + std::to_string(closed),
+                                    scratch_dir("gone") + "/control.sock"}) {
+    auto r = testutil::run_command({Binaries::find().bkptool, "--server", server, "--no-tls", "list"});
+    EXPECT_EQ(r.exit_code(), 3) << r.output;
+    EXPECT_NE(r.err.find("cannot reach backupd"), std::string::npos) << r.err;
+  }
 
   // None of it disturbed the registration.
   std::string why;

@@ -5,7 +5,7 @@
 //                        127.0.0.1 (--listen 127.0.0.1:PORT --port-file TMP/node-port)
 //   TMP/ref              a plain directory that receives the same operations, never mounted:
 //                        what the application should see, to check backupfs itself
-//   TMP/state            backupd --state-dir
+//   TMP/state            backupd --state-dir; TMP/state/control.sock its control socket
 //   TMP/r1, TMP/r2       replicator --root
 //   TMP/node-state       backupfs --state-dir (its identity)
 //

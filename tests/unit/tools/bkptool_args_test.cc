@@ -105,6 +105,8 @@ TEST(ExitCodeTest, EveryProtocolCodeHasItsDocumentedExit) {
   EXPECT_EQ(exit_status(exit_for_code("wrong_path")), 6);
   EXPECT_EQ(exit_status(exit_for_code("no_snapshot")), 7);
   EXPECT_EQ(exit_status(exit_for_code("internal")), 1);
+  EXPECT_EQ(exit_status(exit_for_code("unknown_peer")), 4);
+  EXPECT_EQ(exit_status(Exit::kWrongServer), 8);
   EXPECT_EQ(exit_status(Exit::kUnreachable), 3);
   EXPECT_EQ(exit_status(Exit::kConfig), 78);
 }
@@ -112,7 +114,8 @@ TEST(ExitCodeTest, EveryProtocolCodeHasItsDocumentedExit) {
 TEST(ExitCodeTest, HelpDocumentsEveryExitCode) {
   std::string help = help_footer();
   for (Exit e : {Exit::kOk, Exit::kFailure, Exit::kUsage, Exit::kUnreachable, Exit::kUnknownVolume,
-                 Exit::kDuplicate, Exit::kNodeUnreachable, Exit::kNoSnapshot, Exit::kConfig}) {
+                 Exit::kDuplicate, Exit::kNodeUnreachable, Exit::kNoSnapshot, Exit::kWrongServer,
+                 Exit::kConfig}) {
     std::string row = "\n  " + std::to_string(exit_status(e)) + " ";
     EXPECT_NE(help.find(row), std::string::npos) << "exit " << exit_status(e) << " undocumented";
   }
@@ -169,6 +172,28 @@ TEST(RequestTest, OtherCommands) {
   inv.to = "/tmp/x";
   EXPECT_EQ(make_request(inv)->dump(),
             R"({"cmd":"restore","host":"web1","path":"/srv/app","snapshot":"latest"})");
+}
+
+TEST(RequestTest, PeerCommandsCarryTheCanonicalId) {
+  const std::string id = "AAAA-AAAA-AAAA-AAAA-AAAA-AAAA-AAAA-AAAA-AAAA-AAAA-AAAA-AAAA-AAAA";
+  Invocation inv;
+  inv.command = "replica_add";
+  inv.id = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+  inv.name = "r1";
+  EXPECT_EQ(make_request(inv)->dump(), R"({"cmd":"replica_add","id":")" + id + R"(","name":"r1"})");
+  inv.command = "operator_remove";
+  EXPECT_EQ(make_request(inv)->dump(), R"({"cmd":"operator_remove","id":")" + id + R"("})");
+  inv.command = "replica_list";
+  EXPECT_EQ(make_request(inv)->dump(), R"({"cmd":"replica_list"})");
+  for (auto [bad_id, bad_name] : {std::pair{"AAAA", ""}, std::pair{"", ""},
+                                  std::pair{id.c_str(), "a\tb"}}) {
+    inv.command = "operator_add";
+    inv.id = bad_id;
+    inv.name = bad_name;
+    auto r = make_request(inv);
+    ASSERT_FALSE(r.has_value()) << bad_id << " " << bad_name;
+    EXPECT_EQ(r.error().exit, Exit::kUsage);
+  }
 }
 
 }  // namespace

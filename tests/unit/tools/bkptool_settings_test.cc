@@ -46,7 +46,53 @@ TEST_F(SettingsTest, ExplicitSourcesWinInOrder) {
   EXPECT_EQ(from_file->where.host, "10.0.0.3");
   EXPECT_EQ(from_file->source, file);
   auto fallback = resolve_server("", Environment{}, {dir_ + "/missing.toml"});
-  EXPECT_EQ(fallback->text, "127.0.0.1:7700");
+  EXPECT_EQ(fallback->text, "/run/backupd/control.sock");
+  EXPECT_EQ(fallback->transport, Transport::kUnix);
+}
+
+const std::string kId = "AAAA-AAAA-AAAA-AAAA-AAAA-AAAA-AAAA-AAAA-AAAA-AAAA-AAAA-AAAA-AAAA";
+const std::string kOtherId = "BBBB-BBBB-BBBB-BBBB-BBBB-BBBB-BBBB-BBBB-BBBB-BBBB-BBBB-BBBB-BBBB";
+
+TEST_F(SettingsTest, APathIsAControlSocketAndAnAddressIsTcp) {
+  auto path = resolve_server("/tmp/x/control.sock", Environment{}, {});
+  ASSERT_TRUE(path.has_value());
+  EXPECT_EQ(path->transport, Transport::kUnix);
+  EXPECT_EQ(path->socket_path, "/tmp/x/control.sock");
+  auto relative = resolve_server("unix:control.sock", Environment{}, {});
+  EXPECT_EQ(relative->socket_path, "control.sock");
+  auto tcp = resolve_server("10.0.0.1:7700", Environment{}, {});
+  EXPECT_EQ(tcp->transport, Transport::kTcp);
+  EXPECT_EQ(tcp->where.port, 7700);
+  EXPECT_EQ(resolve_server("unix:", Environment{}, {}).error().exit, Exit::kUsage);
+}
+
+TEST_F(SettingsTest, ServerIdFromFlagEnvOrTheFileThatNamedTheServer) {
+  std::string file = write_config("a.toml", "server = \"10.0.0.3:7700\"\nserver_id = \"" +
+                                                kId + "\"\n");
+  auto from_file = resolve_server("", Environment{}, {file});
+  ASSERT_TRUE(from_file.has_value()) << from_file.error().message;
+  EXPECT_EQ(from_file->server_id, kId);
+  EXPECT_EQ(from_file->server_id_source, file);
+  // An address given elsewhere does not inherit the file's pin.
+  EXPECT_EQ(resolve_server("10.0.0.9:7700", Environment{}, {file})->server_id, "");
+  Environment env{nullptr, nullptr, nullptr, kOtherId.c_str()};
+  EXPECT_EQ(resolve_server("", env, {file})->server_id, kOtherId);
+  auto flag = resolve_server("", env, {file}, kId.substr(0, 4) + kId.substr(5));  // no dashes
+  EXPECT_EQ(flag->server_id, kId);
+  EXPECT_EQ(flag->server_id_source, "--server-id");
+  auto bad = resolve_server("", Environment{}, {}, "AAAA");
+  ASSERT_FALSE(bad.has_value());
+  EXPECT_EQ(bad.error().exit, Exit::kUsage);
+  EXPECT_NE(bad.error().message.find("--server-id"), std::string::npos);
+}
+
+TEST_F(SettingsTest, IdentityFileFlagThenXdgThenHome) {
+  EXPECT_EQ(*identity_path("/k.pem", Environment{}), "/k.pem");
+  EXPECT_EQ(*identity_path("", Environment{nullptr, "/xdg", "/home/u"}),
+            "/xdg/bkptool/identity.pem");
+  EXPECT_EQ(*identity_path("", Environment{nullptr, nullptr, "/home/u"}),
+            "/home/u/.config/bkptool/identity.pem");
+  EXPECT_EQ(identity_path("", Environment{}).error().exit, Exit::kUsage);
 }
 
 TEST_F(SettingsTest, BadExplicitAddressIsAUsageError) {
@@ -68,7 +114,8 @@ TEST_F(SettingsTest, BadConfigFileExits78NamingFileAndKey) {
        {Case{"sever = \"a:1\"\n", "unknown key 'sever'"},
         Case{"server = 7700\n", "key 'server' must be a string"},
         Case{"server = \"nohost\"\n", "key 'server': address 'nohost'"},
-        Case{"server = \"a:99999\"\n", "key 'server'"}, Case{"server = \"unterminated\n", ":1:"}}) {
+        Case{"server = \"a:99999\"\n", "key 'server'"}, Case{"server = \"unterminated\n", ":1:"},
+        Case{"server = \"a:1\"\nserver_id = \"XYZ\"\n", "key 'server_id'"}}) {
     std::string file = write_config("bad.toml", c.text);
     auto r = resolve_server("", Environment{}, {file});
     ASSERT_FALSE(r.has_value()) << c.text;

@@ -293,5 +293,18 @@ TEST(StatusPresentTest, NoVolumesIsAMessage) {
   EXPECT_EQ(r.messages[0], "no volumes registered");
 }
 
+TEST_F(StatusViewTest, RefusedReplicatorsAreShownWithTheCommandToAddThem) {
+  Json response = Json::parse(R"({"ok":true,"volumes":[],"pending_replicas":[
+      {"id":"AAAA-BBBB","name":"r3","address":"10.0.0.5:40000",
+       "last_seen_at":"2026-11-26T01:02:03Z","attempts":4}]})");
+  Report r = present_status(response, 0, Watch{});
+  EXPECT_EQ(r.table,
+            "replicas waiting for authorisation:\n"
+            "ID         NAME  FROM            LAST SEEN            ATTEMPTS\n"
+            "AAAA-BBBB  r3    10.0.0.5:40000  2026-11-26 01:02:03         4\n");
+  ASSERT_EQ(r.warnings.size(), 1u);
+  EXPECT_NE(r.warnings[0].find("bkptool replica add ID"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace bkp::tools

@@ -1,0 +1,54 @@
+// backupd's control socket settings: the default path, the config key and the flag over it, and
+// a control_group that names no group refused as a configuration error naming the key.
+#include <gtest/gtest.h>
+#include <grp.h>
+
+#include <fstream>
+#include <string>
+
+#include "server/config.h"
+#include "tests/testutil/temp_dir.h"
+
+namespace bkp::server {
+namespace {
+
+class ConfigTest : public ::testing::Test {
+ protected:
+  Options with_config(const std::string& text) {
+    std::string path = tmp_.sub("backupd.toml");
+    std::ofstream(path) << "state_dir = \"/var/lib/backupd\"\n" << text;
+    Options o;
+    o.config_file = path;
+    return o;
+  }
+  testutil::TempDir tmp_{"bkp-config"};
+};
+
+TEST_F(ConfigTest, ControlSocketDefaultKeyAndFlag) {
+  Options bare;
+  bare.state_dir = "/tmp/state";
+  EXPECT_EQ(load_settings(bare)->control_socket, "/run/backupd/control.sock");
+  Options o = with_config("control_socket = \"/run/b/c.sock\"\n");
+  auto s = load_settings(o);
+  ASSERT_TRUE(s) << s.error().message;
+  EXPECT_EQ(s->control_socket, "/run/b/c.sock");
+  EXPECT_FALSE(s->control_gid);
+  o.control_socket = "/tmp/flag.sock";
+  EXPECT_EQ(load_settings(o)->control_socket, "/tmp/flag.sock");
+}
+
+TEST_F(ConfigTest, ControlGroupIsLookedUp) {
+  group* root = getgrgid(0);
+  ASSERT_NE(root, nullptr);
+  auto s = load_settings(with_config(std::string("control_group = \"") + root->gr_name + "\"\n"));
+  ASSERT_TRUE(s) << s.error().message;
+  EXPECT_EQ(s->control_gid, 0u);
+  auto bad = load_settings(with_config("control_group = \"no-such-group-here\"\n"));
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.error().message.find("key 'control_group'"), std::string::npos)
+      << bad.error().message;
+  EXPECT_NE(bad.error().message.find("no-such-group-here"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace bkp::server
