@@ -332,7 +332,7 @@ class Server {
     if (secured) {
       if (auto ok = c.secure(*tls_, net::TlsSide::kServer, kPreHelloTimeoutMs); !ok) {
         welcomed = true;
-        if (!stopping_) log::warn("connection from {} refused: {}", peer, ok.error().message);
+        if (!stopping_) log::error("connection from {} rejected: {}", peer, ok.error().message);
         return;
       }
     }

@@ -106,7 +106,7 @@ TEST(ExitCodeTest, EveryProtocolCodeHasItsDocumentedExit) {
   EXPECT_EQ(exit_status(exit_for_code("no_snapshot")), 7);
   EXPECT_EQ(exit_status(exit_for_code("internal")), 1);
   EXPECT_EQ(exit_status(exit_for_code("unknown_peer")), 4);
-  EXPECT_EQ(exit_status(Exit::kWrongServer), 8);
+  EXPECT_EQ(exit_status(Exit::kWrongIdentity), 8);
   EXPECT_EQ(exit_status(Exit::kUnreachable), 3);
   EXPECT_EQ(exit_status(Exit::kConfig), 78);
 }
@@ -114,7 +114,7 @@ TEST(ExitCodeTest, EveryProtocolCodeHasItsDocumentedExit) {
 TEST(ExitCodeTest, HelpDocumentsEveryExitCode) {
   std::string help = help_footer();
   for (Exit e : {Exit::kOk, Exit::kFailure, Exit::kUsage, Exit::kUnreachable, Exit::kUnknownVolume,
-                 Exit::kDuplicate, Exit::kNodeUnreachable, Exit::kNoSnapshot, Exit::kWrongServer,
+                 Exit::kDuplicate, Exit::kNodeUnreachable, Exit::kNoSnapshot, Exit::kWrongIdentity,
                  Exit::kConfig}) {
     std::string row = "\n  " + std::to_string(exit_status(e)) + " ";
     EXPECT_NE(help.find(row), std::string::npos) << "exit " << exit_status(e) << " undocumented";
