@@ -33,14 +33,13 @@ server_section() {
     fi
   fi
   for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
+    # TLS off runs first in even rounds, so neither side always gets the first run of a round.
+    if ((ROUND % 2 == 0)); then server_notls_runs "$root"; fi
     for nrep in 0 1 2; do
       log "server: round $ROUND, baseline with $nrep replica(s)"
       server_run "$nrep" "$root" srv
     done
-    for nrep in 0 2; do
-      log "server: round $ROUND, baseline with $nrep replica(s), TLS off"
-      BENCH_TLS=0 server_run "$nrep" "$root" srv.notls
-    done
+    if ((ROUND % 2 == 1)); then server_notls_runs "$root"; fi
     if [[ -n $tmpfs ]]; then
       for nrep in 0 1 2; do
         log "server: round $ROUND, baseline with $nrep replica(s), state and replicas on tmpfs"
@@ -51,6 +50,15 @@ server_section() {
   ROUND=0
   [[ -n $tmpfs ]] && unbind "$tmpfs"
   free_space "$root"
+}
+
+# The TLS-off half of the TLS cost rows: no replica and 2 replicas, every daemon --no-tls.
+server_notls_runs() {
+  local nrep
+  for nrep in 0 2; do
+    log "server: round $ROUND, baseline with $nrep replica(s), TLS off"
+    BENCH_TLS=0 server_run "$nrep" "$1" srv.notls
+  done
 }
 
 # server_run NREP BASE PREFIX: one baseline into a fresh backupd (state and replicas under
