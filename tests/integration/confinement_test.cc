@@ -4,8 +4,9 @@
 // `app -> /elsewhere` where /srv/app's tree lived, and the next baseline of /srv/app pruned
 // /elsewhere and wrote its files there, as root. Here a fake backupd written from
 // docs/PROTOCOL.md plays exactly that against a real replicator; nothing outside the root may
-// change, and each volume must land in its own escaped directory. Also other findings of the
-// hostile-peer review that are about what a process accepts (a config that is not a file).
+// change, and each volume must land in its own escaped directory. The same attack from hostile
+// nodes, through a real backupd and two real replicators (HostileNodeTest). Also other findings
+// of the hostile-peer review that are about what a process accepts (a config that is not a file).
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -16,16 +17,20 @@
 
 #include <filesystem>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "common/changes/applier.h"
 #include "common/net/conn.h"
 #include "common/net/messenger.h"
 #include "common/net/tls.h"
 #include "common/net/socket.h"
+#include "common/path.h"
 #include "tests/integration/cluster.h"
 #include "tests/integration/workload.h"
 #include "tests/testutil/daemon.h"
 #include "tests/testutil/temp_dir.h"
+#include "tests/testutil/wait.h"
 
 namespace bkp::it {
 namespace {
@@ -131,6 +136,122 @@ TEST(ConfinementTest, AHostileBackupdCannotLeadAReplicatorOutsideItsRoot) {
   ASSERT_EQ(lstat((root + "/h/srv/app").c_str(), &st), 0);
   EXPECT_TRUE(S_ISLNK(st.st_mode));
   EXPECT_TRUE(std::filesystem::is_directory(root + "/h/srv-app"));
+}
+
+// The finding from the other side: a hostile *node* registered at /srv plants `app ->
+// OUTSIDE` in its baseline while another volume is registered at /srv/app. Through the real
+// backupd and both real replicators nothing is written or deleted outside their roots: every
+// volume has an escaped directory of its own on backupd and on each replica, and the symlink
+// stays an inert entry of /srv's copies.
+class HostileNodeTest : public ClusterTest {
+ protected:
+  // One fake node on 127.0.0.1: accepts backupd's attach (TLS with an identity of its own,
+  // pinned by register on first contact), names itself kHost serving `path`, and sends a
+  // baseline of `ops` (file data for id 7 if `data` is set) as batch 1.
+  struct FakeNode {
+    UniqueFd listener;
+    uint16_t port = 0;
+    std::thread thread;
+    std::string error;  // what went wrong, if anything
+  };
+
+  std::unique_ptr<FakeNode> fake_node(const std::string& path, std::vector<Op> ops,
+                                      const std::string& data) {
+    auto node = std::make_unique<FakeNode>();
+    net::HostPort bound;
+    auto listener = net::tcp_listen({"127.0.0.1", 0}, &bound);
+    if (!listener) {
+      ADD_FAILURE() << listener.error().message;
+      return node;
+    }
+    node->listener = std::move(*listener);
+    node->port = bound.port;
+    auto tls = net::TlsConfig::load(scratch_dir("fake-" + std::to_string(bound.port)) +
+                                        "/identity.pem", "fake-node");
+    if (!tls) {
+      ADD_FAILURE() << tls.error().message;
+      return node;
+    }
+    FakeNode* n = node.get();
+    node->thread = std::thread([this, n, path, ops = std::move(ops), data, tls = *tls] {
+      auto fail = [&](const std::string& what) { n->error = what; };
+      pollfd p{n->listener.get(), POLLIN, 0};
+      if (poll(&p, 1, kTimeoutMs) != 1) return fail("backupd never connected");
+      auto conn = net::Conn::open(UniqueFd(::accept4(n->listener.get(), nullptr, nullptr, SOCK_CLOEXEC)));
+      if (!conn) return fail(conn.error().message);
+      net::Conn& c = **conn;
+      if (auto ok = c.secure(*tls, net::TlsSide::kServer, kTimeoutMs); !ok) return fail(ok.error().message);
+      if (!net::expect<wire::Attach>(c, kTimeoutMs)) return fail("no Attach");
+      wire::Hello hello;
+      hello.name = kHost;
+      hello.path = path;
+      hello.instance = 0x1234 + n->port;
+      if (!net::send_now(c, hello)) return fail("send Hello");
+      auto ok = net::expect<wire::HelloOk>(c, kTimeoutMs);
+      if (!ok || ok->position.need_baseline != 1) return fail("no HelloOk asking for a baseline");
+      FakeServer sender(c);
+      for (const Op& o : ops) sender.op(o);
+      if (!data.empty()) sender.write(7, data);
+      if (!sender.commit()) return fail("batch 1 not acknowledged");
+    });
+    return node;
+  }
+
+  void finish(FakeNode& node) {
+    if (node.thread.joinable()) node.thread.join();
+    EXPECT_EQ(node.error, "");
+  }
+};
+
+TEST_F(HostileNodeTest, ANestedVolumeSymlinkLeadsNoCopyOutsideItsRoot) {
+  const std::string outside = scratch_dir("outside");
+  put(outside + "/keep.txt", "must survive");
+  ASSERT_TRUE(start_server());
+  ASSERT_TRUE(start_replicators());
+  const std::string parent = "/bkp-hostile/srv", child = "/bkp-hostile/srv/app";
+
+  auto first = fake_node(parent,
+                         {make(OpKind::kSyncBegin, ""), make(OpKind::kSymlink, "app", outside),
+                          make(OpKind::kSyncEnd, "")},
+                         "");
+  auto r = bkptool({"register", kHost, std::to_string(first->port), parent, "--every", "1h"});
+  ASSERT_EQ(r.exit_code(), 0) << r.output;
+  finish(*first);
+  auto second = fake_node(child,
+                          {make(OpKind::kSyncBegin, ""), make(OpKind::kCreate, "planted.txt", "", 7),
+                           make(OpKind::kSyncEnd, "")},
+                          "written through the symlink?");
+  r = bkptool({"register", kHost, std::to_string(second->port), child, "--every", "1h"});
+  ASSERT_EQ(r.exit_code(), 0) << r.output;
+  finish(*second);
+
+  std::vector<std::string> copies = {state_dir() + "/volumes/" + kHost};
+  for (int i = 0; i < 2; ++i) copies.push_back(replica_root(i) + "/" + kHost);
+  auto planted = [&](const std::string& base) {
+    std::string dir = base == copies[0] ? base + "/" + escape_path(child) + "/mirror"
+                                        : base + "/" + escape_path(child);
+    return std::filesystem::exists(dir + "/planted.txt");
+  };
+  EXPECT_TRUE(testutil::wait_until(
+      [&] {
+        return (planted(copies[0]) && planted(copies[1]) && planted(copies[2])) || expired();
+      },
+      30s, 50ms))
+      << "the second volume's file did not reach every copy";
+  EXPECT_EQ(slurp(outside + "/keep.txt"), "must survive");
+  EXPECT_FALSE(std::filesystem::exists(outside + "/planted.txt"));
+  for (const auto& base : copies) {
+    std::string tree = base == copies[0] ? base + "/" + escape_path(parent) + "/mirror"
+                                         : base + "/" + escape_path(parent);
+    struct stat st{};
+    ASSERT_EQ(lstat((tree + "/app").c_str(), &st), 0) << tree;
+    EXPECT_TRUE(S_ISLNK(st.st_mode)) << tree << "/app is not the inert symlink";
+  }
+  // Nothing more from these fakes: stop backupd's links to them before teardown.
+  r = bkptool({"unregister", kHost, parent});
+  EXPECT_EQ(r.exit_code(), 0) << r.output;
+  r = bkptool({"unregister", kHost, child});
+  EXPECT_EQ(r.exit_code(), 0) << r.output;
 }
 
 // The same defence one level down: a tree directory whose parent became a symlink is refused,
