@@ -1,8 +1,9 @@
 // The replicator's outer loop: connect, run a session, and when it ends, reconnect.
 //
 // A replicator is useful only while connected, so it never gives up: failures are retried with
-// exponential backoff (100 ms doubling to 1 s, so a restarted backupd has its replicas back within
-// a second; back to 100 ms once a session made progress), and
+// backoff (common/backoff.h: every 100 ms for the first 5 s of an outage, so a restarted backupd
+// has its replicas back within 100 ms of listening, then doubling to 1 s; a fresh outage once a
+// session made progress), and
 // each distinct failure is logged once at warn level so a server that is down for an hour costs
 // one line, not thousands. The instance is a random number drawn at start, only to tell
 // processes apart in backupd's log: where each volume resumes is the trees' own business (their
@@ -24,6 +25,7 @@
 #include <thread>
 
 #include "common/log.h"
+#include "common/backoff.h"
 #include "common/files.h"
 #include "common/net/conn.h"
 #include "common/net/tls.h"
@@ -37,6 +39,7 @@ namespace {
 
 constexpr auto kMinBackoff = std::chrono::milliseconds(100);
 constexpr auto kMaxBackoff = std::chrono::milliseconds(1000);
+constexpr auto kFastRetries = std::chrono::milliseconds(5000);
 constexpr int kConnectTimeoutMs = 5000;
 
 class Replicator {
@@ -46,19 +49,18 @@ class Replicator {
         instance_(stream::new_instance()) {}
 
   void loop(const net::HostPort& server) {
-    auto backoff = kMinBackoff;
+    Backoff backoff(kMinBackoff, kMaxBackoff, kFastRetries);
     log::info("replica {} (instance {:016x}) serving {} into {}", options_.name, instance_,
               options_.server, options_.root);
     while (!stopping()) {
       auto end = connect_and_serve(server);
       if (stopping()) break;
       if (end.acked > 0) {
-        backoff = kMinBackoff;
+        backoff.reset();
         last_failure_.clear();
       }
       report(end.error.message, end.welcomed);
-      sleep_for(backoff);
-      backoff = std::min(backoff * 2, kMaxBackoff);
+      sleep_for(backoff.next());
     }
     log::info("stopped");
   }

@@ -31,6 +31,7 @@ namespace {
 using namespace std::chrono_literals;
 constexpr auto kMinBackoff = 100ms;
 constexpr auto kMaxBackoff = 30000ms;
+constexpr auto kFastRetries = 5000ms;  // of an outage, retried every kMinBackoff
 
 // "connect to H:P: Connection refused" -> "connect: Connection refused".
 std::string connect_reason(const std::string& message) {
@@ -147,7 +148,8 @@ Result<AttachedNode> attach_node(const Registration& reg, const Dialer& dialer,
 
 Link::Link(Registration reg, std::shared_ptr<Volume> volume, Dialer dialer, Pin pin)
     : reg_(std::move(reg)), volume_(std::move(volume)), dialer_(std::move(dialer)),
-      pin_(std::move(pin)), node_id_(reg_.node_id), address_(node_address(reg_.address, reg_.port)) {}
+      pin_(std::move(pin)), node_id_(reg_.node_id), address_(node_address(reg_.address, reg_.port)),
+      backoff_(kMinBackoff, kMaxBackoff, kFastRetries) {}
 
 Link::~Link() { stop(); }
 
@@ -244,7 +246,7 @@ void Link::serve(AttachedNode node) {
   // A session that committed something ended by chance (a node restarting, a cut): try again
   // soon, 100 ms then doubling, so a restarted node is back within a fraction of a second. One
   // that committed nothing (the node keeps closing, the disk is full) keeps backing off.
-  if (committed() != committed_before) backoff_ = kMinBackoff;
+  if (committed() != committed_before) backoff_.reset();
   if (!stopping_) sleep_backoff();
 }
 
@@ -275,8 +277,7 @@ void Link::note_failure(const Error& e) {
 
 void Link::sleep_backoff() {
   std::unique_lock lock(mu_);
-  cv_.wait_for(lock, backoff_, [this] { return stopping_.load(); });
-  backoff_ = std::min(backoff_ * 2, std::chrono::milliseconds(kMaxBackoff));
+  cv_.wait_for(lock, backoff_.next(), [this] { return stopping_.load(); });
 }
 
 }  // namespace bkp::server

@@ -9,7 +9,8 @@
 // every later attach checks it, so a different node that now answers at the registered address
 // (another machine got the IP, another backupfs on the port) is refused instead of being
 // mirrored into this volume. When the session ends for any reason other than stop(), the thread
-// reconnects with backoff (100 ms doubling to 30 s, back to 100 ms after a session that
+// reconnects with backoff (every 100 ms for the first 5 s of an outage, then doubling to 30 s
+// (common/backoff.h); a fresh outage after a session that
 // committed something), logs each distinct failure of an outage once
 // (repeats at debug), and remembers the last error for `bkptool list` and for failed runs.
 //
@@ -29,6 +30,7 @@
 #include <string>
 #include <thread>
 
+#include "common/backoff.h"
 #include "common/net/conn.h"
 #include "common/net/tls.h"
 #include "common/result.h"
@@ -119,7 +121,7 @@ class Link {
 
   std::thread thread_;
   std::atomic<bool> stopping_{false};
-  std::chrono::milliseconds backoff_{100};  // link thread only
+  Backoff backoff_;  // link thread only
   // The volume's last committed batch (a session made progress if it moved).
   uint64_t committed() const;
 
