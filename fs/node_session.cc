@@ -301,8 +301,12 @@ Result<void> NodeSession::take_baseline(net::Conn& conn) {
   auto t0 = Clock::now();
   UniqueFd dir(::openat(root_fd_, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!dir) return fail_errno("baseline: open root");
-  // What the mirror already holds is not sent again (common/stream/reconcile.h).
-  auto have = stream::fetch_manifest(conn, kHelloTimeoutMs);
+  // What the mirror already holds is not sent again (common/stream/reconcile.h). Our tree is
+  // walked into the caches while backupd walks its mirror for the manifest.
+  auto have = [&] {
+    changes::TreeWarmer warm(dir.get());
+    return stream::fetch_manifest(conn, kHelloTimeoutMs);
+  }();
   if (!have) return tl::unexpected(have.error().wrap("baseline"));
   changes::ScanOptions options;
   options.have = &*have;

@@ -19,6 +19,7 @@
 
 #include "common/changes/shipper.h"
 #include "common/changes/transfer_progress.h"
+#include "common/changes/scan.h"
 #include "common/log.h"
 #include "common/net/messenger.h"
 #include "common/stream/reconcile.h"
@@ -77,7 +78,11 @@ class ReplicaSession {
       // stream again after it (a commit wakes this session).
       std::optional<uint64_t> kept;
       if (!hub_.mirror_syncing(s)) {
-        auto have = BKP_TRY(stream::fetch_manifest(conn_, kReplicaAckTimeoutMs));
+        // The mirror is walked into the caches while the replicator walks its tree.
+        auto have = BKP_TRY([&] {
+          changes::TreeWarmer warm(v.applier->tree_fd());
+          return stream::fetch_manifest(conn_, kReplicaAckTimeoutMs);
+        }());
         kept = BKP_TRY(hub_.rebaseline(s, have));
       }
       if (!kept) {

@@ -334,4 +334,37 @@ Result<Batch> scan_tree(int root_fd, const Identify& identify, const ScanOptions
   return out;
 }
 
+TreeWarmer::TreeWarmer(int root_fd) {
+  UniqueFd root(fcntl(root_fd, F_DUPFD_CLOEXEC, 0));
+  if (root) thread_ = std::thread([this, r = std::move(root)] { walk(r.get(), 0); });
+}
+
+TreeWarmer::~TreeWarmer() {
+  stop_ = true;
+  if (thread_.joinable()) thread_.join();
+}
+
+// Depth first, so the descriptors held are those of the current path only (two per level),
+// never one per pending directory; deeper than kMaxDepth is left cold.
+void TreeWarmer::walk(int dir_fd, int depth) {
+  constexpr int kMaxDepth = 128;
+  int rd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  DIR* d = rd < 0 ? nullptr : fdopendir(rd);
+  if (d == nullptr) {
+    if (rd >= 0) close(rd);
+    return;
+  }
+  while (dirent* e = readdir(d)) {
+    if (stop_) break;
+    if (std::strcmp(e->d_name, ".") == 0 || std::strcmp(e->d_name, "..") == 0) continue;
+    struct stat st {};
+    if (fstatat(dir_fd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
+    ++visited_;
+    if (!S_ISDIR(st.st_mode) || depth >= kMaxDepth) continue;
+    UniqueFd sub(openat(dir_fd, e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (sub) walk(sub.get(), depth + 1);
+  }
+  closedir(d);
+}
+
 }  // namespace bkp::changes

@@ -27,13 +27,16 @@
 
 #include <sys/stat.h>
 
+#include <atomic>
 #include <functional>
+#include <thread>
 #include <optional>
 #include <string>
 #include <unordered_map>
 
 #include "common/changes/change_log.h"
 #include "common/result.h"
+#include "common/unique_fd.h"
 
 namespace bkp::changes {
 
@@ -60,5 +63,27 @@ void data_regions(int fd, uint64_t size, ExtentMap& out);
 
 // root_fd: an open directory fd of the tree. Errors only for an unreadable root.
 Result<Batch> scan_tree(int root_fd, const Identify& identify, const ScanOptions& options = {});
+
+// Walks a tree in the background (readdir and lstat of every entry, nothing read, nothing
+// followed) so that the kernel's caches hold its metadata when scan_tree() comes: a reconcile
+// starts it while the peer walks its own tree for the manifest, so the two cold walks overlap
+// instead of following each other. Destruction stops the walk at the next entry and joins.
+class TreeWarmer {
+ public:
+  explicit TreeWarmer(int root_fd);
+  ~TreeWarmer();
+  TreeWarmer(const TreeWarmer&) = delete;
+  TreeWarmer& operator=(const TreeWarmer&) = delete;
+
+  // Entries seen so far (for logs and tests); final once the destructor has joined.
+  uint64_t visited() const { return visited_; }
+
+ private:
+  void walk(int dir_fd, int depth);
+
+  std::atomic<bool> stop_{false};
+  std::atomic<uint64_t> visited_{0};
+  std::thread thread_;
+};
 
 }  // namespace bkp::changes

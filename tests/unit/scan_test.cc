@@ -285,3 +285,31 @@ TEST_F(ScanTest, AnApplierRebuildsLinksXattrsAndHolesFromTheScan) {
 
 }  // namespace
 }  // namespace bkp::changes
+
+namespace bkp::changes {
+namespace {
+
+// The warmer sees every entry (files, nested directories, a symlink it does not follow: followed,
+// it would walk the test's whole directory again and again) and stops when destroyed.
+TEST_F(ScanTest, TreeWarmerVisitsEveryEntryWithoutFollowingSymlinks) {
+  ASSERT_EQ(mkdir(at("a").c_str(), 0755), 0);
+  ASSERT_EQ(mkdir(at("a/b").c_str(), 0755), 0);
+  put("a/b/f", "x");
+  put("g", "y");
+  ASSERT_EQ(symlink(base_.c_str(), at("a/up").c_str()), 0);
+  UniqueFd fd(open(root_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  ASSERT_TRUE(fd);
+  {
+    TreeWarmer warm(fd.get());
+    // Bounded waits on the count itself: the first for the 5 entries, the second gives a walk
+    // that followed the symlink time to show more (a slow machine can only make it pass).
+    for (int i = 0; i < 5000 && warm.visited() < 5; ++i) usleep(1000);
+    EXPECT_EQ(warm.visited(), 5u);  // a, a/b, a/b/f, a/up, g
+    for (int i = 0; i < 100 && warm.visited() == 5; ++i) usleep(1000);
+    EXPECT_EQ(warm.visited(), 5u);
+  }
+  { TreeWarmer stopped(fd.get()); }  // destroyed at once: joins without hanging
+}
+
+}  // namespace
+}  // namespace bkp::changes
