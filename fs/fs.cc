@@ -134,11 +134,12 @@ void Fs::init(fuse_conn_info* conn) noexcept {
     if (conn->capable & cap) conn->want |= cap;
   }
   conn->want &= ~(FUSE_CAP_WRITEBACK_CACHE | FUSE_CAP_HANDLE_KILLPRIV);
-  log::info("fuse init: protocol {}.{}, capable {:#x}, want {:#x}; {}", conn->proto_major,
-            conn->proto_minor, conn->capable, conn->want,
-            channel_.offered_killpriv_v2()
-                ? "FUSE_HANDLE_KILLPRIV_V2 negotiated (set-id bits are killed here)"
-                : "the kernel offers no FUSE_HANDLE_KILLPRIV_V2 (it kills set-id bits itself)");
+  log::info("fuse init: protocol {}.{}, capable {:#x}, want {:#x}", conn->proto_major,
+            conn->proto_minor, conn->capable, conn->want);
+  if (!channel_.offered_killpriv_v2()) {
+    log::info("the kernel offers no FUSE_HANDLE_KILLPRIV_V2: it kills set-id bits itself, at "
+              "the price of a GETXATTR before writes");
+  }
 }
 
 std::string proc_path(int fd) { return fmt::format("/proc/self/fd/{}", fd); }

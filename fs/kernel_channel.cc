@@ -23,6 +23,8 @@
 #include <cstring>
 #include <vector>
 
+#include "common/log.h"
+
 namespace bkp::fs {
 namespace {
 
@@ -130,7 +132,10 @@ ssize_t KernelChannel::writev(int fd, iovec* iov, int count) {
   std::vector<iovec> patched(iov, iov + count);
   patched[1] = iovec{arg.data(), arg.size()};
   ssize_t n = ::writev(fd, patched.data(), count);
-  if (n >= 0) negotiated_v2_.store(true, std::memory_order_release);
+  if (n >= 0) {
+    negotiated_v2_.store(true, std::memory_order_release);
+    log::info("FUSE_HANDLE_KILLPRIV_V2 negotiated: set-id bits and capabilities are killed here");
+  }
   return n;
 }
 
