@@ -2,9 +2,11 @@
 //
 // Every open file holds one real descriptor of the backing file (fi->fh), opened by handle.
 // Reads are answered with an fd-backed buffer, so libfuse splices file pages into /dev/fuse
-// without a copy through user space; writes splice the request's pipe into the file. Each
-// successful write then marks [offset, offset + written) dirty in the change log; the bytes
-// themselves are read again when shipped.
+// without a copy through user space; writes arrive in the request buffer (read(2), see
+// kernel_channel.cc) and are written from it. Each successful write then marks
+// [offset, offset + written) dirty in the change log; the bytes themselves are read again when
+// shipped. A write, truncating open or create the kernel flags drops set-id bits first
+// (kill_privileges.cc).
 //
 // O_APPEND and O_DIRECT are not passed to the backing descriptor: without the writeback cache
 // the kernel already resolves append positions to its (exact) idea of the file size, and the

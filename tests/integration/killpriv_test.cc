@@ -6,6 +6,7 @@
 // fuse_request_send tracepoint: fsync'd writes must cost no GETXATTR any more.
 #include <fcntl.h>
 #include <grp.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
@@ -16,6 +17,7 @@
 #include <cstring>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <sstream>
 
 #include "tests/integration/cluster.h"
@@ -163,34 +165,63 @@ TEST_F(KillPrivTest, SetIdBitsAndCapabilitiesAreDroppedAsOnAPlainDirectory) {
   ASSERT_EQ(wait_converged(), "");
 }
 
-// The fuse_request_send events of the connection serving dev since tracing was switched on:
-// opcode name -> count.
-std::map<std::string, int> traced_requests(dev_t dev) {
-  std::ifstream trace("/sys/kernel/tracing/trace");
-  const std::string connection = "connection " + std::to_string(minor(dev)) + " ";
-  std::map<std::string, int> counts;
-  for (std::string line; std::getline(trace, line);) {
-    size_t open = line.find("(FUSE_");
-    if (line.find(connection) == std::string::npos || open == std::string::npos) continue;
-    counts[line.substr(open + 1, line.find(')', open) - open - 1)]++;
+// tracefs, where the kernel's tracepoints are switched on and read: the usual mount if there is
+// one, else an instance of it mounted for the test (all instances share the kernel's one tracing
+// state) and unmounted again.
+class Tracefs {
+ public:
+  explicit Tracefs(const std::string& scratch) {
+    if (::access("/sys/kernel/tracing/events/fuse", F_OK) == 0) {
+      dir_ = "/sys/kernel/tracing";
+    } else if (::mount("nodev", scratch.c_str(), "tracefs", 0, nullptr) == 0) {
+      dir_ = scratch;
+      mounted_ = true;
+    }
   }
-  return counts;
-}
+  ~Tracefs() {
+    if (mounted_) ::umount2(dir_.c_str(), MNT_DETACH);
+  }
+  Tracefs(const Tracefs&) = delete;
+  Tracefs& operator=(const Tracefs&) = delete;
 
-bool write_text(const std::string& path, const std::string& text) {
-  std::ofstream out(path);
-  out << text;
-  out.flush();
-  return static_cast<bool>(out);
-}
+  bool usable() const { return !dir_.empty() && ::access(event().c_str(), W_OK) == 0; }
+  // Empties the buffer and records fuse_request_send from now on.
+  bool start() { return set("tracing_on", "0") && set("trace", "") && set(event_rel(), "1") &&
+                        set("tracing_on", "1"); }
+  void stop() {
+    set("tracing_on", "0");
+    set(event_rel(), "0");
+  }
+  // The requests sent to the connection serving dev since start(): opcode name -> count.
+  std::map<std::string, int> requests(dev_t dev) const {
+    std::ifstream trace(dir_ + "/trace");
+    const std::string connection = "connection " + std::to_string(minor(dev)) + " ";
+    std::map<std::string, int> counts;
+    for (std::string line; std::getline(trace, line);) {
+      size_t open = line.find("(FUSE_");
+      if (line.find(connection) == std::string::npos || open == std::string::npos) continue;
+      counts[line.substr(open + 1, line.find(')', open) - open - 1)]++;
+    }
+    return counts;
+  }
+
+ private:
+  static std::string event_rel() { return "events/fuse/fuse_request_send/enable"; }
+  std::string event() const { return dir_ + "/" + event_rel(); }
+  bool set(const std::string& rel, const std::string& text) {
+    std::ofstream out(dir_ + "/" + rel);
+    out << text;
+    out.flush();
+    return static_cast<bool>(out);
+  }
+
+  std::string dir_;
+  bool mounted_ = false;
+};
 
 TEST_F(KillPrivTest, FsyncedWritesCostNoGetxattr) {
-  constexpr char kTracing[] = "/sys/kernel/tracing";
-  const std::string event = std::string(kTracing) + "/events/fuse/fuse_request_send/enable";
-  if (::access(event.c_str(), W_OK) != 0) {
-    GTEST_SKIP() << "tracefs is not mounted at " << kTracing << " (mount -t tracefs nodev "
-                 << kTracing << "): cannot count FUSE requests";
-  }
+  Tracefs tracefs(scratch_dir("tracefs"));
+  if (!tracefs.usable()) GTEST_SKIP() << "no tracefs with the fuse events: cannot count requests";
   ASSERT_TRUE(start_all());
   const std::string path = src("fsynced.bin");
   int fd = ::open(path.c_str(), O_WRONLY | O_CREAT, 0644);
@@ -201,19 +232,15 @@ TEST_F(KillPrivTest, FsyncedWritesCostNoGetxattr) {
   struct stat st {};
   ASSERT_EQ(::stat(src().c_str(), &st), 0);
 
-  ASSERT_TRUE(write_text(std::string(kTracing) + "/tracing_on", "0"));
-  ASSERT_TRUE(write_text(std::string(kTracing) + "/trace", ""));
-  ASSERT_TRUE(write_text(event, "1"));
-  ASSERT_TRUE(write_text(std::string(kTracing) + "/tracing_on", "1"));
+  ASSERT_TRUE(tracefs.start());
   for (int i = 0; i < 100; ++i) {
     ASSERT_EQ(::pwrite(fd, block.data(), block.size(), i * 4096), 4096);
     ASSERT_EQ(::fsync(fd), 0);
   }
-  write_text(std::string(kTracing) + "/tracing_on", "0");
-  write_text(event, "0");
+  tracefs.stop();
   ::close(fd);
 
-  auto counts = traced_requests(st.st_dev);
+  auto counts = tracefs.requests(st.st_dev);
   std::ostringstream seen;
   for (const auto& [op, n] : counts) seen << op << "=" << n << " ";
   EXPECT_EQ(counts["FUSE_WRITE"], 100) << seen.str();
