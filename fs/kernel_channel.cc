@@ -11,10 +11,10 @@
 // thread_local: libfuse's multi-threaded loop (fuse_loop_mt.c, fuse_do_work) receives a request
 // and processes it on the same worker thread before that thread reads again.
 //
-// The cost: a custom io without splice_receive makes libfuse offer no SPLICE_READ, so write
-// data is copied once into the request buffer instead of moved through a pipe. For 4 KiB
-// writes a read(2) is one syscall where splice took two (splice in, read the header back); for
-// large writes it is one more memcpy per request (bench/RESULTS.md has the numbers).
+// The cost: a custom io without splice_receive makes libfuse offer no SPLICE_READ (we could not
+// look at a request left in a pipe), so write data is copied once into the request buffer
+// instead of moved through a pipe: one more memcpy per large write, nothing that shows against
+// the round trip saved (bench/RESULTS.md, "KILLPRIV_V2"). Replies still splice (splice_send).
 #include "fs/kernel_channel.h"
 
 #include <linux/fuse.h>
@@ -65,7 +65,9 @@ void KernelChannel::note_request(const void* buf, size_t len) {
     }
     case FUSE_WRITE: {
       fuse_write_in w;
-      if (read_arg(buf, len, &w)) note.kill_suidgid = (w.write_flags & FUSE_WRITE_KILL_SUIDGID) != 0;
+      if (read_arg(buf, len, &w)) {
+        note.kill_suidgid = (w.write_flags & FUSE_WRITE_KILL_SUIDGID) != 0;
+      }
       break;
     }
     case FUSE_SETATTR: {

@@ -71,14 +71,20 @@ int Fs::kill_privileges(fuse_req_t req, Inode& inode, int fd, KillCause cause,
   if (::fstatat(fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) return errno;
   const bool applies = cause == KillCause::kWrite ? S_ISREG(st.st_mode) : !S_ISDIR(st.st_mode);
   if (!applies) return 0;
+  // Every write by a user other than root comes here: the common case costs the fstat alone.
+  const bool capability =
+      cause == KillCause::kChown || capability_seen_.load(std::memory_order_relaxed);
+  if ((st.st_mode & (S_ISUID | S_ISGID)) == 0 && !capability) return 0;
   const std::string path = proc_path(fd);
   const mode_t mode = st.st_mode & 07777;
+  // setattr_should_drop_sgid: in_group_or_capable, where root counts as capable on chown (a
+  // writer the kernel flagged lacks CAP_FSETID).
+  auto in_group_or_capable = [&] {
+    return (cause == KillCause::kChown && fuse_req_ctx(req)->uid == 0) ||
+           caller_in_group(req, st.st_gid);
+  };
   mode_t kept = mode & ~S_ISUID;
-  if ((mode & S_ISGID) && ((mode & S_IXGRP) ||
-                           !((cause == KillCause::kChown && fuse_req_ctx(req)->uid == 0) ||
-                             caller_in_group(req, st.st_gid)))) {
-    kept &= ~S_ISGID;
-  }
+  if ((mode & S_ISGID) && ((mode & S_IXGRP) || !in_group_or_capable())) kept &= ~S_ISGID;
   if (kept != mode) {
     if (::chmod(path.c_str(), kept) < 0) return errno;
     log::debug("killed set-id bits of id={:016x}: {:o} -> {:o}", inode.ref.id, mode, kept);
@@ -86,7 +92,7 @@ int Fs::kill_privileges(fuse_req_t req, Inode& inode, int fd, KillCause cause,
   }
   // A chown as root would drop a capability unrecorded; on write the kernel asks us first
   // (getxattr), and we answer that none exists until one was set through us.
-  if (cause == KillCause::kChown || capability_seen_.load(std::memory_order_relaxed)) {
+  if (capability) {
     if (::removexattr(path.c_str(), kCapabilityXattr) == 0) {
       record_xattr(inode, wire::Op{.kind = wire::OpKind::kRemoveXattr, .name = kCapabilityXattr});
     } else if (errno != ENODATA && errno != EOPNOTSUPP) {
