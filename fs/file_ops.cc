@@ -43,15 +43,8 @@ int Fs::open_file(fuse_req_t req, Inode& inode, fuse_file_info* fi, bool kill) {
   if (!fd) return fd.error().code == ESTALE ? ENOENT : fd.error().code;
   if ((fi->flags & O_TRUNC) && (fi->flags & O_ACCMODE) != O_RDONLY && inode.is_reg()) {
     record_truncate(inode, 0);
-    bool mode_changed = false;
     if (kill) {
-      if (int err = kill_privileges(req, inode, fd->get(), KillCause::kWrite, &mode_changed)) {
-        return err;
-      }
-    }
-    if (mode_changed) {
-      record_attrs(inode);
-      channel_.invalidate_attributes(table_.ino_of(inode));
+      if (int err = kill_for_write(req, inode, fd->get())) return err;
     }
   }
   fi->fh = static_cast<uint64_t>(fd->release());
@@ -141,13 +134,7 @@ void Fs::write_buf(fuse_req_t req, fuse_ino_t ino, fuse_bufvec* in_buf, off_t of
   out.buf[0].pos = off;
   Inode& inode = table_.get(ino);
   if (kill_requested(FUSE_WRITE, ino)) {
-    bool mode_changed = false;
-    int err = kill_privileges(req, inode, out.buf[0].fd, KillCause::kWrite, &mode_changed);
-    if (err != 0) return (void)fuse_reply_err(req, err);
-    if (mode_changed) {
-      record_attrs(inode);
-      channel_.invalidate_attributes(ino);
-    }
+    if (int err = kill_for_write(req, inode, out.buf[0].fd)) return (void)fuse_reply_err(req, err);
   }
   ssize_t n;
   {

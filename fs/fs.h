@@ -119,6 +119,9 @@ class Fs {
   // inodes need the namespace lock held shared.
   enum class KillCause { kWrite, kChown };
   int kill_privileges(fuse_req_t req, Inode& inode, int fd, KillCause cause, bool* mode_changed);
+  // kill_privileges(kWrite) for a flagged WRITE or truncating OPEN/CREATE: records the mode
+  // change and tells the kernel its cached attributes are stale. fd: the open file.
+  int kill_for_write(fuse_req_t req, Inode& inode, int fd);
   // SETATTR's own kill requests: a truncate the kernel flagged, and a SETATTR of no attribute at
   // all from a caller other than root, which is what the kernel sends under KILLPRIV_V2 when it
   // removes privileges itself (before copy_file_range or fallocate: it strips the mode it

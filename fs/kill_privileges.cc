@@ -11,8 +11,12 @@
 //     (so root keeps S_ISGID on a file that is not group-executable);
 //   - both drop security.capability.
 // A chown in the same SETATTR as a chmod clears the bits from the new mode, as nfsd does (the
-// VFS itself never combines them). Each change is recorded as if the application had made it,
-// so the mirror follows.
+// VFS itself never combines them). Where the kernel removes privileges itself (its
+// file_remove_privs before copy_file_range, fallocate, or a chown(-1, -1)), KILLPRIV_V2 makes it
+// strip the mode it computed and send a SETATTR of nothing: from a caller other than root that
+// is treated as a flagged write. (From root it is left alone: root keeps set-id bits on write,
+// so only a chown(f, -1, -1) by root, which would clear them, is missed.) Each change is
+// recorded as if the application had made it, so the mirror follows.
 #include <sys/stat.h>
 #include <sys/xattr.h>
 
@@ -45,6 +49,17 @@ bool caller_in_group(fuse_req_t req, gid_t gid) {
 bool Fs::kill_requested(uint32_t opcode, fuse_ino_t ino) const {
   const RequestNote& note = KernelChannel::current();
   return note.kill_suidgid && note.is(opcode, ino) && channel_.killpriv_v2();
+}
+
+int Fs::kill_for_write(fuse_req_t req, Inode& inode, int fd) {
+  bool mode_changed = false;
+  int err = kill_privileges(req, inode, fd, KillCause::kWrite, &mode_changed);
+  if (err == 0 && mode_changed) {
+    record_attrs(inode);
+    // The OPEN and WRITE replies carry no attributes: the mode the kernel caches must go.
+    channel_.invalidate_attributes(table_.ino_of(inode));
+  }
+  return err;
 }
 
 int Fs::kill_for_setattr(fuse_req_t req, Inode& inode, fuse_ino_t ino, int valid,

@@ -64,6 +64,19 @@ int open_truncating(const std::string& path) {
   return 0;
 }
 
+// Changes content without a WRITE (copies its first bytes after its end): the kernel removes
+// privileges itself first, which under KILLPRIV_V2 reaches backupfs as a SETATTR of nothing.
+int copy_range_onto_itself(const std::string& path) {
+  int in = ::open(path.c_str(), O_RDONLY);
+  int out = ::open(path.c_str(), O_WRONLY);
+  int err = in < 0 || out < 0 ? errno : 0;
+  loff_t from = 0, to = 4096;
+  if (err == 0 && ::copy_file_range(in, &from, out, &to, 4, 0) != 4) err = errno ? errno : EIO;
+  if (in >= 0) ::close(in);
+  if (out >= 0) ::close(out);
+  return err;
+}
+
 // A regular file with content, owned by uid:gid, with mode (set after the chown, which would
 // clear set-id bits).
 void make_file(const std::string& path, uid_t uid, gid_t gid, mode_t mode) {
@@ -137,6 +150,8 @@ TEST_F(KillPrivTest, SetIdBitsAndCapabilitiesAreDroppedAsOnAPlainDirectory) {
   // Truncate, by truncate(2) and by open(O_TRUNC).
   expect_mode("truncate", owned_by_nobody(06755), by_nobody(truncate_to_one), 0755);
   expect_mode("open-trunc", owned_by_nobody(06755), by_nobody(open_truncating), 0755);
+  expect_mode("copy-file-range", owned_by_nobody(06755), by_nobody(copy_range_onto_itself),
+              0755);
   // Chown, even by root, clears set-uid and group-executable set-gid of a regular file...
   expect_mode("chown-file", [](const std::string& p) { make_file(p, 0, 0, 06755); },
               chown_by_root, 0755);
