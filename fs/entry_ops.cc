@@ -87,10 +87,12 @@ void Fs::getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
 
 namespace {
 
-// Applies the requested changes in the order chmod, chown, truncate, utimens; stops at the first
-// failure. *changed tells whether anything was applied (and so must be recorded).
+// Applies the requested changes in the order chmod, before_chown(fd) and chown, truncate,
+// utimens; stops at the first failure. *changed tells whether anything was applied (and so must
+// be recorded). before_chown returns 0 or an errno.
+template <typename BeforeChown>
 int apply_setattr(InodeTable& table, Inode& inode, const struct stat& attr, int valid,
-                  fuse_file_info* fi, bool* changed) {
+                  fuse_file_info* fi, BeforeChown&& before_chown, bool* changed) {
   const int fh = fi != nullptr ? static_cast<int>(fi->fh) : -1;
   std::optional<PathFd> path;
   auto fd = [&]() -> int {
@@ -117,9 +119,9 @@ int apply_setattr(InodeTable& table, Inode& inode, const struct stat& attr, int 
     uid_t uid = (valid & FUSE_SET_ATTR_UID) ? attr.st_uid : static_cast<uid_t>(-1);
     gid_t gid = (valid & FUSE_SET_ATTR_GID) ? attr.st_gid : static_cast<gid_t>(-1);
     int f = fd();
-    if (f < 0 || ::fchownat(f, "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) {
-      return errno;
-    }
+    if (f < 0) return errno;
+    if (int err = before_chown(f)) return err;
+    if (::fchownat(f, "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) return errno;
     *changed = true;
   }
   if (valid & FUSE_SET_ATTR_SIZE) {
@@ -162,8 +164,21 @@ void Fs::setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int valid,
     // Only path-named records need the namespace lock.
     std::shared_lock ns(log_.namespace_lock(), std::defer_lock);
     if (!inode.is_reg()) ns.lock();
+    bool killed = false;
     bool changed = false;
-    err = apply_setattr(table_, inode, *attr, valid, fi, &changed);
+    err = kill_for_setattr(req, inode, ino, valid, fi, &killed);
+    if (err == 0) {
+      auto before_chown = [&](int fd) {
+        bool chown_killed = false;
+        int e = channel_.killpriv_v2()
+                    ? kill_privileges(req, inode, fd, KillCause::kChown, &chown_killed)
+                    : 0;
+        killed |= chown_killed;
+        return e;
+      };
+      err = apply_setattr(table_, inode, *attr, valid, fi, before_chown, &changed);
+    }
+    changed |= killed;
     int stat_res;
     if (fi != nullptr) {
       stat_res = ::fstat(static_cast<int>(fi->fh), &st);

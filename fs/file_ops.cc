@@ -2,9 +2,11 @@
 //
 // Every open file holds one real descriptor of the backing file (fi->fh), opened by handle.
 // Reads are answered with an fd-backed buffer, so libfuse splices file pages into /dev/fuse
-// without a copy through user space; writes splice the request's pipe into the file. Each
-// successful write then marks [offset, offset + written) dirty in the change log; the bytes
-// themselves are read again when shipped.
+// without a copy through user space; writes arrive in the request buffer (read(2), see
+// kernel_channel.cc) and are written from it. Each successful write then marks
+// [offset, offset + written) dirty in the change log; the bytes themselves are read again when
+// shipped. A write, truncating open or create the kernel flags drops set-id bits first
+// (kill_privileges.cc).
 //
 // O_APPEND and O_DIRECT are not passed to the backing descriptor: without the writeback cache
 // the kernel already resolves append positions to its (exact) idea of the file size, and the
@@ -36,11 +38,14 @@ void set_open_flags(fuse_file_info* fi) {
 
 }  // namespace
 
-int Fs::open_file(Inode& inode, fuse_file_info* fi) {
+int Fs::open_file(fuse_req_t req, Inode& inode, fuse_file_info* fi, bool kill) {
   auto fd = table_.reopen(inode, fi->flags & ~kDroppedOpenFlags);
   if (!fd) return fd.error().code == ESTALE ? ENOENT : fd.error().code;
   if ((fi->flags & O_TRUNC) && (fi->flags & O_ACCMODE) != O_RDONLY && inode.is_reg()) {
     record_truncate(inode, 0);
+    if (kill) {
+      if (int err = kill_for_write(req, inode, fd->get())) return err;
+    }
   }
   fi->fh = static_cast<uint64_t>(fd->release());
   set_open_flags(fi);
@@ -48,7 +53,7 @@ int Fs::open_file(Inode& inode, fuse_file_info* fi) {
 }
 
 void Fs::open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
-  int err = open_file(table_.get(ino), fi);
+  int err = open_file(req, table_.get(ino), fi, kill_requested(FUSE_OPEN, ino));
   if (err != 0) return (void)fuse_reply_err(req, err);
   fuse_reply_open(req, fi);
 }
@@ -73,7 +78,10 @@ void Fs::create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode
         // The name exists although the kernel believed otherwise (the directory was changed
         // behind the mount): behave like open(2) on the existing file.
         err = lookup_entry(dir, d, name, &e);
-        if (err == 0 && (err = open_file(table_.get(e.ino), fi)) != 0) table_.forget(e.ino, 1);
+        if (err == 0 && (err = open_file(req, table_.get(e.ino), fi,
+                                         kill_requested(FUSE_CREATE, parent))) != 0) {
+          table_.forget(e.ino, 1);
+        }
       } else if (!fd) {
         err = errno;
       } else if ((err = ::fstatat(d, "", &dst, AT_EMPTY_PATH) < 0 ? errno : 0) == 0 &&
@@ -124,7 +132,10 @@ void Fs::write_buf(fuse_req_t req, fuse_ino_t ino, fuse_bufvec* in_buf, off_t of
   out.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
   out.buf[0].fd = static_cast<int>(fi->fh);
   out.buf[0].pos = off;
-  const Inode& inode = table_.get(ino);
+  Inode& inode = table_.get(ino);
+  if (kill_requested(FUSE_WRITE, ino)) {
+    if (int err = kill_for_write(req, inode, out.buf[0].fd)) return (void)fuse_reply_err(req, err);
+  }
   ssize_t n;
   {
     changes::WriteInProgress writing(log_, inode.ref.id);

@@ -4,12 +4,16 @@
 // the Fs in the request's userdata and calls the member, so each operation lives in the file of
 // its family (entry, namespace, file, dir, xattr) with access to the shared state.
 //
-// init chooses what the kernel may do on its own: splice for reads and writes (no copies through
-// user buffers), but never the writeback cache — with it the kernel would coalesce and delay
-// writes, and a write we never see is a change we never ship. Killing set-id bits on write is
-// left to the kernel (no HANDLE_KILLPRIV): the backing write runs as root, which would keep them.
+// init chooses what the kernel may do on its own: splice where the transport allows it, but never
+// the writeback cache — with it the kernel would coalesce and delay writes, and a write we never
+// see is a change we never ship. Killing set-id bits is ours when the kernel offers
+// FUSE_HANDLE_KILLPRIV_V2 (KernelChannel adds it to the INIT reply; kill_privileges.cc does the
+// work), which flags each request whose caller lacks CAP_FSETID. The older HANDLE_KILLPRIV stays
+// off: it carries no such flag, so we could not tell a root writer (who keeps the bits) from
+// another, and V2 alone already spares the kernel's GETATTR before a set-id-clearing chown.
 #include "fs/fs.h"
 
+#include <fcntl.h>
 #include <fmt/format.h>
 
 #include "common/log.h"
@@ -96,7 +100,29 @@ fuse_lowlevel_ops make_ops() {
   return o;
 }
 
+fuse_custom_io make_custom_io() {
+  fuse_custom_io io{};
+  io.read = [](int fd, void* buf, size_t len, void* userdata) {
+    return static_cast<Fs*>(userdata)->channel().read(fd, buf, len);
+  };
+  io.writev = [](int fd, iovec* iov, int count, void* userdata) {
+    return static_cast<Fs*>(userdata)->channel().writev(fd, iov, count);
+  };
+  // Replies need no inspection (INIT's goes through writev), so data read from files keeps
+  // being spliced into the device.
+  io.splice_send = [](int fdin, off_t* offin, int fdout, off_t* offout, size_t len,
+                      unsigned int flags, void*) {
+    return ::splice(fdin, offin, fdout, offout, len, flags);
+  };
+  return io;
+}
+
 }  // namespace
+
+const fuse_custom_io& Fs::custom_io() {
+  static const fuse_custom_io kIo = make_custom_io();
+  return kIo;
+}
 
 const fuse_lowlevel_ops& Fs::ops() {
   static const fuse_lowlevel_ops kOps = make_ops();
@@ -108,8 +134,12 @@ void Fs::init(fuse_conn_info* conn) noexcept {
     if (conn->capable & cap) conn->want |= cap;
   }
   conn->want &= ~(FUSE_CAP_WRITEBACK_CACHE | FUSE_CAP_HANDLE_KILLPRIV);
-  log::debug("fuse init: protocol {}.{}, want {:#x}", conn->proto_major, conn->proto_minor,
-             conn->want);
+  log::info("fuse init: protocol {}.{}, capable {:#x}, want {:#x}", conn->proto_major,
+            conn->proto_minor, conn->capable, conn->want);
+  if (!channel_.offered_killpriv_v2()) {
+    log::info("the kernel offers no FUSE_HANDLE_KILLPRIV_V2: it kills set-id bits itself, at "
+              "the price of a GETXATTR before writes");
+  }
 }
 
 std::string proc_path(int fd) { return fmt::format("/proc/self/fd/{}", fd); }

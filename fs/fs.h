@@ -18,8 +18,9 @@
 
 #include "common/result.h"
 #include "common/wire/messages.h"
-#include "fs/inode_table.h"
 #include "common/changes/change_log.h"
+#include "fs/inode_table.h"
+#include "fs/kernel_channel.h"
 
 namespace bkp::fs {
 
@@ -27,12 +28,19 @@ namespace bkp::fs {
 // and the kernel invalidates what it changes itself.
 constexpr double kCacheTimeout = 86400.0;
 
+// File capabilities: the kernel drops them on write and chown, as it drops set-id bits.
+constexpr char kCapabilityXattr[] = "security.capability";
+
 class Fs {
  public:
   Fs(InodeTable& table, changes::ChangeLog& log) : table_(table), log_(log) {}
 
   // The operation table; userdata passed to fuse_session_new must be this Fs.
   static const fuse_lowlevel_ops& ops();
+  // The transport (this Fs's KernelChannel) for fuse_session_custom_io on a session whose
+  // userdata is this Fs.
+  static const fuse_custom_io& custom_io();
+  KernelChannel& channel() { return channel_; }
 
   void init(fuse_conn_info* conn) noexcept;
   // entry_ops.cc
@@ -91,12 +99,35 @@ class Fs {
   // mkdir, mknod and symlink: create, give to the caller, record, fill the entry.
   int make_node(fuse_req_t req, Inode& dir, const char* name, mode_t mode, dev_t rdev,
                 const char* link, fuse_entry_param* e);
-  // Opens inode for fi->flags and stores the descriptor in fi->fh.
-  int open_file(Inode& inode, fuse_file_info* fi);
+  // Opens inode for fi->flags and stores the descriptor in fi->fh; kill: the kernel asked to
+  // drop set-id bits if the open truncates (kill_requested of the OPEN or CREATE).
+  int open_file(fuse_req_t req, Inode& inode, fuse_file_info* fi, bool kill);
   // Looks up name in dir (fstatat + name_to_handle_at) and fills the entry; counts a lookup.
   int lookup_entry(Inode& dir, int dir_fd, const char* name, fuse_entry_param* e);
   // Fills e for an inode we already hold in the table (one lookup counted).
   void fill_entry(Inode& inode, const struct stat& st, fuse_entry_param* e);
+
+  // kill_privileges.cc
+  // Whether the request being served (opcode on node ino) carries the kernel's kill flag.
+  bool kill_requested(uint32_t opcode, fuse_ino_t ino) const;
+  // What the VFS does when a caller without CAP_FSETID writes or truncates a regular file
+  // (KillCause::kWrite), and when anyone changes the owner of a non-directory (kChown): clear
+  // S_ISUID, and S_ISGID if group-executable or the caller is outside the file's group; drop
+  // security.capability (on write only when one was set through us, see xattr_ops.cc). fd is
+  // any descriptor of inode (O_PATH too). Records the xattr removal; sets *mode_changed if it
+  // changed the mode, which the caller records (attrs). Returns 0 or an errno. Non-regular
+  // inodes need the namespace lock held shared.
+  enum class KillCause { kWrite, kChown };
+  int kill_privileges(fuse_req_t req, Inode& inode, int fd, KillCause cause, bool* mode_changed);
+  // kill_privileges(kWrite) for a flagged WRITE or truncating OPEN/CREATE: records the mode
+  // change and tells the kernel its cached attributes are stale. fd: the open file.
+  int kill_for_write(fuse_req_t req, Inode& inode, int fd);
+  // SETATTR's own kill requests: a truncate the kernel flagged, and a SETATTR of no attribute at
+  // all from a caller other than root, which is what the kernel sends under KILLPRIV_V2 when it
+  // removes privileges itself (before copy_file_range or fallocate: it strips the mode it
+  // computed and leaves the rest to us). Chown's is applied inside apply_setattr.
+  int kill_for_setattr(fuse_req_t req, Inode& inode, fuse_ino_t ino, int valid,
+                       fuse_file_info* fi, bool* mode_changed);
 
   // Recording; the *_locked ones need an InodeTable::Lock.
   void record(wire::Op op);
@@ -106,9 +137,13 @@ class Fs {
   void record_attr_locked(const std::string& path, const struct stat& st);
   // kAttr of inode by path (directory, symlink, special file); namespace lock held shared.
   void record_path_attr(Inode& inode, const struct stat& st);
+  // An xattr op (kSetXattr, kRemoveXattr with name and value) on inode: by FileId for a regular
+  // file, by path otherwise (namespace lock held shared).
+  void record_xattr(Inode& inode, wire::Op op);
 
   InodeTable& table_;
   changes::ChangeLog& log_;
+  KernelChannel channel_;
   // Set once someone sets security.capability through us: from then on getxattr of it is asked
   // of the real file instead of answered ENODATA without a syscall.
   std::atomic<bool> capability_seen_{false};

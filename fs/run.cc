@@ -102,6 +102,11 @@ class FuseSession {
   Result<void> mount(const std::string& dir) {
     if (fuse_session_mount(se_, dir.c_str()) != 0) return fail(EIO, "cannot mount on " + dir);
     mounted_ = true;
+    // Our transport over the device the mount opened (libfuse 3.14's fuse_session_custom_io
+    // only stores the fd and callbacks; mounting would overwrite the fd, so this comes after).
+    if (int r = fuse_session_custom_io(se_, &Fs::custom_io(), fuse_session_fd(se_)); r != 0) {
+      return fail(-r, "fuse_session_custom_io failed");
+    }
     return {};
   }
   int loop(unsigned max_threads) {

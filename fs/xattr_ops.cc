@@ -21,14 +21,23 @@
 #include "fs/fs.h"
 
 namespace bkp::fs {
-namespace {
 
-constexpr const char* kCapability = "security.capability";
-
-}  // namespace
+void Fs::record_xattr(Inode& inode, wire::Op op) {
+  if (inode.is_reg()) {
+    op.id = inode.ref.id;
+    record(std::move(op));
+    record_attrs(inode);  // its ctime moved: the receiver's record of it must follow
+  } else {
+    InodeTable::Lock lock(table_);
+    if (auto path = table_.path_locked(inode)) {
+      op.path = std::move(*path);
+      record(std::move(op));
+    }
+  }
+}
 
 void Fs::getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) noexcept {
-  if (!capability_seen_.load(std::memory_order_relaxed) && std::strcmp(name, kCapability) == 0) {
+  if (!capability_seen_.load(std::memory_order_relaxed) && std::strcmp(name, kCapabilityXattr) == 0) {
     return (void)fuse_reply_err(req, ENODATA);
   }
   auto fd = table_.path_fd(table_.get(ino));
@@ -75,20 +84,11 @@ void Fs::setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* 
     } else if (::setxattr(proc_path(fd->get()).c_str(), name, value, size, flags) < 0) {
       err = errno;
     } else {
-      if (std::strcmp(name, kCapability) == 0) capability_seen_.store(true);
-      wire::Op op{.kind = wire::OpKind::kSetXattr, .id = inode.is_reg() ? inode.ref.id : 0};
+      if (std::strcmp(name, kCapabilityXattr) == 0) capability_seen_.store(true);
+      wire::Op op{.kind = wire::OpKind::kSetXattr};
       op.name = name;
       op.value.assign(value, size);
-      if (inode.is_reg()) {
-        record(std::move(op));
-        record_attrs(inode);  // its ctime moved: the receiver's record of it must follow
-      } else {
-        InodeTable::Lock lock(table_);
-        if (auto path = table_.path_locked(inode)) {
-          op.path = std::move(*path);
-          record(std::move(op));
-        }
-      }
+      record_xattr(inode, std::move(op));
     }
   }
   fuse_reply_err(req, err);
@@ -106,18 +106,7 @@ void Fs::removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) noexcept 
     } else if (::removexattr(proc_path(fd->get()).c_str(), name) < 0) {
       err = errno;
     } else {
-      wire::Op op{.kind = wire::OpKind::kRemoveXattr, .id = inode.is_reg() ? inode.ref.id : 0};
-      op.name = name;
-      if (inode.is_reg()) {
-        record(std::move(op));
-        record_attrs(inode);
-      } else {
-        InodeTable::Lock lock(table_);
-        if (auto path = table_.path_locked(inode)) {
-          op.path = std::move(*path);
-          record(std::move(op));
-        }
-      }
+      record_xattr(inode, wire::Op{.kind = wire::OpKind::kRemoveXattr, .name = name});
     }
   }
   fuse_reply_err(req, err);
