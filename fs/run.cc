@@ -25,13 +25,11 @@
 #include <atomic>
 #include <chrono>
 #include <climits>
-#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
 
 #include "common/changes/change_log.h"
-#include "common/files.h"
 #include "common/net/tls.h"
 #include "common/log.h"
 #include "common/path.h"
@@ -184,7 +182,6 @@ void raise_fd_limit() {
 Result<net::Trust> load_trust(const Options& options) {
   net::Trust trust;
   if (!options.tls) return trust;
-  BKP_TRY_VOID(make_dirs(options.state_dir));
   trust.tls = BKP_TRY(net::TlsConfig::load(identity_path(options), "backupfs"));
   trust.peers = options.server_ids;
   if (!options.server_ids_file.empty()) {
@@ -199,15 +196,7 @@ std::string identity_path(const Options& options) { return options.state_dir + "
 
 int show_id(const Options& options) {
   log::set_component("backupfs");
-  auto made = make_dirs(options.state_dir);
-  auto id = made ? net::load_or_create_identity(identity_path(options), "backupfs")
-                 : tl::unexpected(made.error());
-  if (!id) {
-    log::error("{}", id.error().message);
-    return 1;
-  }
-  std::printf("%s\n", id->id.c_str());
-  return 0;
+  return net::print_identity(identity_path(options), "backupfs");
 }
 
 int run(const Options& options) {

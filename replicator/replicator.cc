@@ -18,7 +18,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cstdio>
 #include <condition_variable>
 #include <cstring>
 #include <mutex>
@@ -26,7 +25,6 @@
 
 #include "common/log.h"
 #include "common/backoff.h"
-#include "common/files.h"
 #include "common/net/conn.h"
 #include "common/net/tls.h"
 #include "common/net/socket.h"
@@ -146,24 +144,14 @@ std::string identity_path(const std::string& root) { return root + "/.identity.p
 
 int show_id(const std::string& root) {
   log::set_component("replicator");
-  auto made = make_dirs(root);
-  auto id = made ? net::load_or_create_identity(identity_path(root), "replicator")
-                 : tl::unexpected(made.error());
-  if (!id) {
-    log::error("{}", id.error().message);
-    return 1;
-  }
-  std::printf("%s\n", id->id.c_str());
-  return 0;
+  return net::print_identity(identity_path(root), "replicator");
 }
 
 int run(const Options& options) {
   log::set_component("replicator");
   net::Trust trust{nullptr, options.server_ids};
   if (options.tls) {
-    auto made = make_dirs(options.root);
-    auto tls = made ? net::TlsConfig::load(identity_path(options.root), "replicator")
-                    : tl::unexpected(made.error());
+    auto tls = net::TlsConfig::load(identity_path(options.root), "replicator");
     if (!tls) {
       log::error("{}", tls.error().message);
       return 1;

@@ -49,7 +49,6 @@
 #include <thread>
 
 #include "common/log.h"
-#include "common/files.h"
 #include "common/net/messenger.h"
 #include "common/net/tls.h"
 #include "server/catalog.h"
@@ -445,22 +444,13 @@ class Server {
 }  // namespace
 
 int show_id(const Options& options) {
+  log::set_component("backupd");
   auto settings = load_settings(options);
   if (!settings) {
-    std::fprintf(stderr, "backupd: %s\n", settings.error().message.c_str());
+    log::error("{}", settings.error().message);
     return kExitConfig;
   }
-  if (auto made = make_dirs(settings->state_dir); !made) {
-    std::fprintf(stderr, "backupd: %s\n", made.error().message.c_str());
-    return 1;
-  }
-  auto id = net::load_or_create_identity(identity_path(settings->state_dir), "backupd");
-  if (!id) {
-    std::fprintf(stderr, "backupd: %s\n", id.error().message.c_str());
-    return 1;
-  }
-  std::printf("%s\n", id->id.c_str());
-  return 0;
+  return net::print_identity(identity_path(settings->state_dir), "backupd");
 }
 
 int run(const Options& options) {

@@ -12,11 +12,14 @@
 
 #include <array>
 #include <cctype>
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 
 #include <fmt/format.h>
 
+#include "common/files.h"
+#include "common/log.h"
 #include "common/unique_fd.h"
 
 namespace bkp::net {
@@ -161,6 +164,16 @@ Result<std::string> parse_id(std::string_view text) {
   return grouped(plain);
 }
 
+int print_identity(const std::string& path, const std::string& name) {
+  auto id = load_or_create_identity(path, name);
+  if (!id) {
+    log::error("{}", id.error().message);
+    return 1;
+  }
+  std::printf("%s\n", id->id.c_str());
+  return 0;
+}
+
 Result<std::vector<std::string>> read_ids(const std::string& path) {
   std::ifstream in(path);
   if (!in) return fail_errno("read " + path);
@@ -182,6 +195,9 @@ Result<Identity> load_or_create_identity(const std::string& path, const std::str
   UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
   if (fd) return load(path, fd.get());
   if (errno != ENOENT) return fail_errno("open " + path);
+  if (auto slash = path.rfind('/'); slash != std::string::npos && slash > 0) {
+    BKP_TRY_VOID(make_dirs(path.substr(0, slash)));
+  }
   Identity made = BKP_TRY(make_identity(name));
   std::string pem = BKP_TRY(to_pem(made));
   // Written under a unique name, synced, then linked into place: link() fails with EEXIST when

@@ -33,11 +33,15 @@ struct Identity {
 };
 
 // Loads the identity kept at path, or makes a new one there when there is none (Ed25519, a
-// certificate naming `name`, valid for 100 years). Creation is atomic: two processes starting
-// at once end up with the same identity. Refused (EACCES) when the file is readable or writable
+// certificate naming `name`, valid for 100 years; missing parent directories are made).
+// Creation is atomic: two processes starting at once end up with the same identity. Refused (EACCES) when the file is readable or writable
 // by group or others, EINVAL when it is not a regular file or does not hold a key and its
 // certificate.
 Result<Identity> load_or_create_identity(const std::string& path, const std::string& name);
+
+// --show-id of every daemon: prints the identity kept at path (made if missing) on stdout and
+// returns 0, or logs why it cannot and returns 1.
+int print_identity(const std::string& path, const std::string& name);
 
 // The grouped fingerprint of a certificate.
 std::string fingerprint(x509_st* cert);
