@@ -34,15 +34,6 @@ constexpr size_t kIdChars = 52;  // ceil(256 / 5)
 constexpr size_t kGroup = 4;
 constexpr long kValidDays = 36500;
 
-std::string openssl_reason() {
-  unsigned long e = ERR_get_error();
-  ERR_clear_error();
-  if (e == 0) return "unknown OpenSSL error";
-  std::array<char, 256> buf{};
-  ERR_error_string_n(e, buf.data(), buf.size());
-  return buf.data();
-}
-
 std::string grouped(std::string_view plain) {
   std::string out;
   for (size_t i = 0; i < plain.size(); ++i) {
@@ -126,6 +117,15 @@ Result<Identity> load(const std::string& path, int fd) {
 }
 
 }  // namespace
+
+std::string openssl_reason() {
+  unsigned long e = ERR_get_error();
+  ERR_clear_error();
+  if (e == 0) return "no further detail";
+  std::array<char, 256> buf{};
+  ERR_error_string_n(e, buf.data(), buf.size());
+  return buf.data();
+}
 
 std::string fingerprint(x509_st* cert) {
   std::array<unsigned char, EVP_MAX_MD_SIZE> md{};

@@ -43,6 +43,10 @@ Result<Identity> load_or_create_identity(const std::string& path, const std::str
 // returns 0, or logs why it cannot and returns 1.
 int print_identity(const std::string& path, const std::string& name);
 
+// The oldest error OpenSSL queued on this thread, as text (the queue is cleared): the detail of
+// a failed OpenSSL call, for an error message.
+std::string openssl_reason();
+
 // The grouped fingerprint of a certificate.
 std::string fingerprint(x509_st* cert);
 

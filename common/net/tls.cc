@@ -1,24 +1,13 @@
 // TLS sessions on memory BIOs (see tls.h).
 #include "common/net/tls.h"
 
-#include <openssl/err.h>
 #include <openssl/ssl.h>
 
 #include <algorithm>
-#include <array>
 #include <climits>
 
 namespace bkp::net {
 namespace {
-
-std::string openssl_reason() {
-  unsigned long e = ERR_get_error();
-  ERR_clear_error();
-  if (e == 0) return "no further detail";
-  std::array<char, 256> buf{};
-  ERR_error_string_n(e, buf.data(), buf.size());
-  return buf.data();
-}
 
 // Any certificate passes the X.509 check (they are self-signed by design); TLS 1.3 still makes
 // the peer prove it holds the certificate's key, and the caller checks the fingerprint.
