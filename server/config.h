@@ -47,6 +47,7 @@ struct Options {
   std::string progress_every;  // seconds
   std::string control_socket;
   bool no_tls = false;
+  bool show_id = false;  // --show-id: print the identity and exit
 };
 
 struct Settings {

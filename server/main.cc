@@ -34,7 +34,6 @@ int main(int argc, char** argv) {
       {"no-tls", no_argument, nullptr, 'T'},         {"show-id", no_argument, nullptr, 'I'},
       {"verbose", no_argument, nullptr, 'v'},         {"quiet", no_argument, nullptr, 'q'},
       {"help", no_argument, nullptr, 'h'},            {nullptr, 0, nullptr, 0}};
-  bool show_id = false;
   int c;
   while ((c = getopt_long(argc, argv, "vqh", longopts, nullptr)) != -1) {
     switch (c) {
@@ -51,7 +50,7 @@ int main(int argc, char** argv) {
         options.control_socket = optarg;
         break;
       case 'T': options.no_tls = true; break;
-      case 'I': show_id = true; break;
+      case 'I': options.show_id = true; break;
       case 'v': bkp::log::set_level(bkp::log::Level::kDebug); break;
       case 'q': bkp::log::set_level(bkp::log::Level::kWarn); break;
       case 'h': usage(stdout); return 0;
@@ -81,7 +80,6 @@ int main(int argc, char** argv) {
     }
   }
   try {
-    if (show_id) return bkp::server::show_id(options);
     return bkp::server::run(options);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "backupd: internal error: %s\n", e.what());

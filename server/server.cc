@@ -443,16 +443,6 @@ class Server {
 
 }  // namespace
 
-int show_id(const Options& options) {
-  log::set_component("backupd");
-  auto settings = load_settings(options);
-  if (!settings) {
-    log::error("{}", settings.error().message);
-    return kExitConfig;
-  }
-  return net::print_identity(identity_path(settings->state_dir), "backupd");
-}
-
 int run(const Options& options) {
   log::set_component("backupd");
   auto settings = load_settings(options);
@@ -460,6 +450,7 @@ int run(const Options& options) {
     log::error("{}", settings.error().message);
     return kExitConfig;
   }
+  if (options.show_id) return net::print_identity(identity_path(settings->state_dir), "backupd");
   // Before any thread exists, so every thread inherits the mask and only the signalfd sees them.
   sigset_t mask;
   sigemptyset(&mask);

@@ -7,10 +7,8 @@ namespace bkp::server {
 
 // Loads the settings, opens the state directory, listens and serves until SIGTERM or SIGINT.
 // Returns the process exit code: 0 after a signal, kExitConfig for a bad config file, 1 when
-// the state directory or the listening socket cannot be set up.
+// the state directory or the listening socket cannot be set up. With options.show_id it only
+// prints backupd's identity (STATE/identity.pem, made if missing) and returns 0.
 int run(const Options& options);
-
-// --show-id: prints backupd's identity (STATE/identity.pem, made if missing) and returns 0.
-int show_id(const Options& options);
 
 }  // namespace bkp::server
