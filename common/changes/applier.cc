@@ -103,6 +103,7 @@ struct Applier::Impl {
   std::unordered_map<ino_t, uint64_t> id_by_ino;  // every regular file linked in ids/
   bool syncing = false;                           // between kSyncBegin and kSyncEnd
   std::unordered_set<std::string> named;          // paths (with ancestors) named since kSyncBegin
+  std::unordered_set<std::string> kept_subtrees;  // directories kept whole since kSyncBegin
   std::vector<std::pair<uint64_t, UniqueFd>> write_fds;  // ids opened for writing, newest last
   // id -> source ctime (applier.h). Guarded by ctimes_mu: source_ctime() may be asked from
   // another thread (backupd's replica sessions) while frames are applied.
@@ -615,6 +616,7 @@ struct Applier::Impl {
         removed = true;
         continue;
       }
+      if (kept_subtrees.contains(child)) continue;  // held whole: nothing under it to prune
       UniqueFd sub(openat(dir, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
       if (sub) BKP_TRY_VOID(prune(sub.get(), child));
     }
@@ -656,18 +658,23 @@ struct Applier::Impl {
     BKP_TRY_VOID(prune_ids());
     syncing = false;
     named = {};
+    kept_subtrees = {};
     return {};
   }
 
-  // A reconcile says this entry is already as the source has it; apply() noted its path. One
-  // that is missing means this tree changed behind the stream's back: say so, the entry stays
-  // missing until its next change (a verify finds it).
+  // A reconcile says this entry is already as the source has it (a directory: with everything
+  // under it, which prune then leaves alone); apply() noted its path. One that is missing means
+  // this tree changed behind the stream's back: say so, the entry stays missing until its next
+  // change (a verify finds it).
   Result<void> keep(const wire::Op& op) {
     if (op.path.empty()) return {};
     struct stat st{};
     auto w = locate(op.path);
-    if (w && fstatat(w->dir.get(), w->name.c_str(), &st, kNoFollow) == 0) return {};
-    log::warn("apply keep {}: not in this tree", op.path);
+    if (!w || fstatat(w->dir.get(), w->name.c_str(), &st, kNoFollow) != 0) {
+      log::warn("apply keep {}: not in this tree", op.path);
+      return {};
+    }
+    if (syncing && S_ISDIR(op.mode) && S_ISDIR(st.st_mode)) kept_subtrees.insert(op.path);
     return {};
   }
 
@@ -694,6 +701,7 @@ struct Applier::Impl {
       case OpKind::kSyncBegin:
         syncing = true;
         named.clear();
+        kept_subtrees.clear();
         return {};
       case OpKind::kSyncEnd: return sync_end();
       case OpKind::kKeep: return keep(op);

@@ -48,6 +48,7 @@ class Scanner {
     if (options.have == nullptr) return;
     for (const auto& [path, e] : *options.have) {
       if (S_ISREG(e.mode) && e.id != 0) had_id_.emplace(e.id, &e);
+      if (!path.empty()) ++had_children_[std::string(parent_of(path))];
     }
   }
 
@@ -67,6 +68,19 @@ class Scanner {
     }
     closedir(d);
     for (const auto& name : names) entry(fd, rel, name);
+  }
+
+  // True if every op since `first` is one kKeep per entry of the directory rel, no file changed
+  // since `files`, and the receiver lists exactly that many entries in it: then it holds the
+  // whole subtree as we do, its own attributes aside.
+  bool all_kept(const std::string& rel, size_t first, size_t files) const {
+    if (options_.have == nullptr || batch_.files.size() != files) return false;
+    size_t kept = batch_.ops.size() - first;
+    for (size_t i = first; i < batch_.ops.size(); ++i) {
+      if (batch_.ops[i].kind != wire::OpKind::kKeep) return false;
+    }
+    auto it = had_children_.find(rel);
+    return kept == (it == had_children_.end() ? 0 : it->second);
   }
 
   // What the receiver holds at rel (nullptr: nothing, or no manifest).
@@ -118,11 +132,13 @@ class Scanner {
     return h.uid == st.st_uid && h.gid == st.st_gid && h.mtime_ns == wire::to_ns(st.st_mtim);
   }
 
-  void keep(const std::string& rel, uint64_t id) {
+  // mode: the directory's, for a kept subtree (only the type matters); 0 for anything else.
+  void keep(const std::string& rel, uint64_t id, uint32_t mode = 0) {
     wire::Op op;
     op.kind = wire::OpKind::kKeep;
     op.path = rel;
     op.id = id;
+    op.mode = mode;
     batch_.ops.push_back(std::move(op));
   }
 
@@ -142,9 +158,16 @@ class Scanner {
       case S_IFDIR: {
         op.kind = wire::OpKind::kMkdir;
         batch_.ops.push_back(op);
+        size_t first = batch_.ops.size(), files = batch_.files.size();
         UniqueFd sub(openat(dir_fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
         if (sub) dir(sub.get(), rel);
-        xattrs(dir_fd, name, rel, 0, h);
+        Xattrs mine = read_xattrs(dir_fd, name, rel);
+        if (sub && h != nullptr && h->mode == st.st_mode && same_owner_and_mtime(*h, st) &&
+            h->xattr_digest == xattr_digest(mine) && all_kept(rel, first, files)) {
+          batch_.ops.resize(first - 1);  // the kMkdir and the children's keeps
+          return keep(rel, 0, st.st_mode);
+        }
+        xattr_ops(mine, rel, 0, h);
         batch_.ops.push_back(wire::attr_from_stat(rel, 0, st));
         return;
       }
@@ -287,6 +310,8 @@ class Scanner {
   std::map<std::pair<dev_t, ino_t>, std::pair<uint64_t, std::string>> seen_;
   // The receiver's regular files by FileId (a reconcile), to find renamed ones.
   std::unordered_map<uint64_t, const wire::ManifestEntry*> had_id_;
+  // How many entries the receiver lists in each directory (a reconcile), by directory path.
+  std::unordered_map<std::string, size_t> had_children_;
 };
 
 }  // namespace

@@ -14,8 +14,11 @@
 // shipped). "Exactly" for a regular file means the same FileId, size, mode, owner, mtime,
 // xattrs and the same *source ctime*: the receiver remembers the ctime the file had when its
 // data was read (Applier), and the kernel moves ctime on every change to content or metadata,
-// so a file rewritten with its mtime put back is still caught. Directories are always sent
-// (kMkdir keeps an existing one; cheap). xattrs are sent only when their digest differs, with a
+// so a file rewritten with its mtime put back is still caught. A directory whose entries all
+// became kKeep, that the receiver lists with exactly as many entries and with the same mode,
+// owner, mtime and xattrs, collapses into one kKeep of the directory (mode S_IFDIR: the whole
+// subtree is held), so an unchanged tree costs a handful of ops, not one per entry; any other
+// directory is sent (kMkdir keeps an existing one; cheap). xattrs are sent only when their digest differs, with a
 // kRemoveXattr for each name the receiver has and the source no longer has. A file of at least
 // kVerifyMin bytes that the receiver holds under the same FileId but not exactly is updated in
 // place: kKeep, kTruncate(size), and the whole file as dirty extents marked

@@ -60,7 +60,7 @@ Fields fields_of(OpKind k) {
     case OpKind::kRemoveXattr: f.path = f.id = f.xname = true; break;
     case OpKind::kSyncBegin:
     case OpKind::kSyncEnd: break;
-    case OpKind::kKeep: f.path = f.id = true; break;
+    case OpKind::kKeep: f.path = f.id = f.mode = true; break;
     case OpKind::kPunch: f.id = f.offset = f.size = true; break;
   }
   return f;

@@ -22,7 +22,7 @@ struct ZSTD_CCtx_s;  // zstd.h's compression context
 namespace bkp::wire {
 
 constexpr uint32_t kMagic = 0x46504B42;  // "BKPF" little-endian
-constexpr uint16_t kVersion = 4;
+constexpr uint16_t kVersion = 5;
 
 enum class Role : uint8_t { kNode = 1, kReplica = 2, kControl = 3 };
 
@@ -109,7 +109,8 @@ enum class OpKind : uint8_t {
   kRemoveXattr = 12, // id or path, name
   kSyncBegin = 13,   // baseline starts: receiver notes every path named until kSyncEnd
   kSyncEnd = 14,     // baseline done: receiver removes every entry not named since kSyncBegin
-  kKeep = 15,        // path, id: a baseline names an entry the receiver already holds as it is
+  kKeep = 15,        // path, id, mode: a baseline names an entry the receiver already holds as
+                     // it is; mode S_IFDIR: a directory with everything under it
   kPunch = 16,       // id, offset, size: [offset, offset+size) of the file becomes a hole
 };
 

@@ -113,6 +113,8 @@ class Sink {
     receiver_ = std::move(*r);
   }
 
+  uint64_t ops = 0;  // Op frames received, over every connection
+
   // Serves one connection: HelloOk with the position, then frames until it breaks.
   void serve(net::Conn& conn, uint64_t instance = kInstance) {
     wire::HelloOk ok;
@@ -123,6 +125,7 @@ class Sink {
       if (!f) return;
       Result<void> r;
       if (f->type == wire::MsgType::kOp) {
+        ++ops;
         auto o = wire::decode_op(f->payload);
         r = o ? receiver_->apply(*o) : Result<void>(tl::unexpected(o.error()));
       } else if (f->type == wire::MsgType::kWrite) {
@@ -579,6 +582,38 @@ TEST_F(ReconcileTest, ARestartedSenderShipsOnlyWhatDiffers) {
   EXPECT_EQ(reconcile(w, 3), 128 * 1024u + 4096 + 10 + 8)
       << "expected the changed block of big, the data of sparse's changed block (the rest of it "
          "goes as a hole), small (too small to verify) and n";
+  EXPECT_EQ(compare(w), "");
+}
+
+// An unchanged directory costs one keep however much it holds; a change deep inside costs only
+// its own path; a name removed behind the receiver's back with the directory's mtime put back
+// is still pruned (the receiver lists more entries than the source has).
+TEST_F(ReconcileTest, AnUnchangedSubtreeIsOneKeep) {
+  World w;
+  ASSERT_EQ(mkdir(w.at("").c_str(), 0755), 0);
+  for (const char* d : {"t", "t/x", "t/x/y", "u"}) ASSERT_EQ(mkdir(w.at(d).c_str(), 0755), 0);
+  for (int i = 0; i < 30; ++i) {
+    put(w, "t/x/y/f" + std::to_string(i), bytes(100, i));
+    put(w, "u/g" + std::to_string(i), bytes(100, 100 + i));
+  }
+  reconcile(w, 1);
+  ASSERT_EQ(compare(w), "");
+
+  uint64_t before = w.sink.ops;
+  EXPECT_EQ(reconcile(w, 2), 0u);
+  // sync-begin, keep t, keep u, the root's attr, sync-end.
+  EXPECT_EQ(w.sink.ops - before, 5u) << "an unchanged tree of 64 entries";
+  ASSERT_EQ(compare(w), "");
+
+  put(w, "t/x/y/f7", bytes(100, 77));  // new content: t, t/x and t/x/y are sent again
+  struct stat st{};
+  ASSERT_EQ(lstat(w.at("u").c_str(), &st), 0);
+  ASSERT_EQ(unlink(w.at("u/g3").c_str()), 0);
+  timespec times[2] = {st.st_atim, st.st_mtim};
+  ASSERT_EQ(utimensat(AT_FDCWD, w.at("u").c_str(), times, 0), 0);
+  before = w.sink.ops;
+  EXPECT_EQ(reconcile(w, 3), 100u);
+  EXPECT_LT(w.sink.ops - before, 80u);
   EXPECT_EQ(compare(w), "");
 }
 
