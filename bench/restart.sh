@@ -2,7 +2,9 @@
 # Section 6: how much memory does backupfs hold while nothing drains its change log?
 #
 # Why section 5: since issue 9 a restart of backupfs or backupd is a reconcile (the receiver's
-# manifest, then block digests of large files whose ctime moved), not a new baseline. The issue's
+# manifest, then block digests of large files whose ctime moved), not a new baseline, and a
+# backupd restart that finds the mirror as a replica last held it resumes that replica's stream
+# with nothing to send (docs/ARCHITECTURE.md, "The data path"). The issue's
 # targets are relative to the baseline, so each round measures both on the dataset of sections
 # 2-4 (~2 GiB, 20k files, 4 large), with backupd and two replicators:
 #
@@ -26,7 +28,8 @@
 #          sender of the node hop is backupfs, of the replica hops backupd.
 #   time   seconds from the (re)start until each copy's listing (type, size, mode, mtime of every
 #          entry) equals the source's AND the daemon that reconciles logged its end ("baseline
-#          ...: 100%": a restart that changed nothing leaves the trees equal from the start).
+#          ...: 100%": a restart that changed nothing leaves the trees equal from the start), or,
+#          for a replica backupd resumes, backupd's "replica rN resumes volume" line.
 #          "attached": until backupd's session with the node is up again (backupd's link
 #          retries with backoff), "rN_connected": until replicator N is back (its own backoff).
 # Then bkp_treecmp (content, xattrs, hard links, holes) checks every copy: after every row in
@@ -133,8 +136,8 @@ rst_round() {
     rst_wait "bd_$how" "$t0" \
       attached - "$b" "$bd_off" 'node \S+ \(\S+\) connected for volume' \
       mirror "$RST_MIRROR" "$b" "$bd_off" 'node \S+ \(\S+\) connected for volume' \
-      r1 "$RST_R1" "$b" "$bd_off" 'baseline \S+ to r1: 100%' \
-      r2 "$RST_R2" "$b" "$bd_off" 'baseline \S+ to r2: 100%' \
+      r1 "$RST_R1" "$b" "$bd_off" 'baseline \S+ to r1: 100%|replica r1 resumes volume' \
+      r2 "$RST_R2" "$b" "$bd_off" 'baseline \S+ to r2: 100%|replica r2 resumes volume' \
       r1_connected - "$b" "$bd_off" 'replica r1 connected from' \
       r2_connected - "$b" "$bd_off" 'replica r2 connected from'
     rst_measure "bd_$how" 0 "$t0" "$bd_off"

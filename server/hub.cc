@@ -5,6 +5,13 @@
 // sees the mirror exactly between two recorded changes, and the stream's log (replaced by the
 // scan) continues from that point. Data is not copied: the scan lists extents and the replica
 // session reads the mirror when it ships them.
+//
+// A ResumePoint is saved and checked under the same mutex, so "the log is empty, nothing is in
+// flight, and the mirror is at change count X" is one consistent cut: the replica holds exactly
+// the mirror at X. After a restart, the same count and Receiver::at_commit() mean the mirror is
+// still exactly that (the count only grows, and every frame applied counts). A baseline loaded
+// into a stream drops its ResumePoint first: until the replica holds that baseline it is not
+// current, whatever the count says (a baseline does not move it).
 #include "server/hub.h"
 
 #include <arpa/inet.h>
@@ -215,9 +222,29 @@ Result<uint64_t> load_baseline(ReplicaStream& stream, const changes::Manifest* h
     log::info("{}: {} operations, {} files, {} bytes", what, batch.ops.size(), batch.files.size(),
               batch.dirty_bytes());
   }
+  BKP_TRY_VOID(stream.volume->drop_resume_point(stream.replica).map_error(
+      [&](Error e) { return e.wrap(what); }));
+  stream.saved.reset();
   stream.log.replace(std::move(batch));
   stream.baseline = true;
   return kept;
+}
+
+// The replica's ResumePoint if the mirror still is what the replica was known to hold: the same
+// change count, and the mirror exactly at its last commit (Volume::mu held). A batch whose first
+// frames are Writes is noted too (Receiver::at_commit), so a mirror holding part of one never
+// passes for its last commit.
+std::optional<ResumePoint> resumable(Volume& v, const std::string& replica) {
+  if (!v.receiver->at_commit()) return std::nullopt;
+  auto point = v.resume_point(replica);
+  if (!point) {
+    log::warn("volume {}: {}", v.name(), point.error().message);
+    return std::nullopt;
+  }
+  if (!*point || (*point)->instance == 0 || (*point)->changes != v.state.changes) {
+    return std::nullopt;
+  }
+  return *point;
 }
 
 }  // namespace
@@ -225,9 +252,18 @@ Result<uint64_t> load_baseline(ReplicaStream& stream, const changes::Manifest* h
 Result<void> Hub::ensure_stream(const std::shared_ptr<Volume>& volume, Replica& replica) {
   std::lock_guard vlock(volume->mu);
   if (volume->sinks.contains(replica.name())) return {};
-  auto stream = std::make_shared<ReplicaStream>(volume, stream::new_instance(), replica.notifier_);
-  BKP_TRY_VOID(load_baseline(*stream, nullptr,
-                             fmt::format("scan of {} for replica {}", volume->name(), replica.name())));
+  std::optional<ResumePoint> resume = resumable(*volume, replica.name());
+  auto stream = std::make_shared<ReplicaStream>(
+      volume, replica.name(), resume ? resume->instance : stream::new_instance(), replica.notifier_);
+  if (resume) {
+    stream->sender.resume_after(resume->committed);
+    stream->saved = resume;
+    log::info("replica {} resumes volume {} at batch {}, nothing to send", replica.name(),
+              volume->name(), resume->committed);
+  } else {
+    BKP_TRY_VOID(load_baseline(
+        *stream, nullptr, fmt::format("scan of {} for replica {}", volume->name(), replica.name())));
+  }
   stream->meter = std::make_shared<progress::Meter>(volume->name() + " to " + replica.name());
   show(stream->meter);
   stream->progress.emplace(stream->meter, stream->log);
@@ -250,6 +286,22 @@ Result<std::optional<uint64_t>> Hub::rebaseline(ReplicaStream& stream,
 bool Hub::mirror_syncing(ReplicaStream& stream) {
   std::lock_guard vlock(stream.volume->mu);
   return stream.volume->applier->syncing();
+}
+
+void Hub::note_current(ReplicaStream& stream) {
+  Volume& v = *stream.volume;
+  std::unique_lock vlock(v.mu, std::try_to_lock);
+  if (!vlock.owns_lock()) return;
+  // Not once the volume forgot the stream (purge): its directory is about to go.
+  auto it = v.sinks.find(stream.replica);
+  if (it == v.sinks.end() || it->second.get() != &stream) return;
+  if (v.in_batch() || stream.sender.in_flight() || !stream.log_empty()) return;
+  ResumePoint point{stream.instance, stream.sender.committed(), v.state.changes};
+  if (stream.saved == point) return;
+  if (auto saved = v.save_resume_point(stream.replica, point); !saved) {
+    log::warn("volume {}: replica {}: {}", v.name(), stream.replica, saved.error().message);
+  }
+  stream.saved = point;  // also after a failure: the next change tries again, not every pass
 }
 
 std::vector<ReplicaStatus> Hub::replica_lags(const std::string& volume_name) {

@@ -5,10 +5,18 @@
 // first connection until backupd stops; while it is away its logs keep coalescing, so it catches
 // up when it returns, from the position it reports (a restarted replicator keeps its position on
 // disk). A replica that has no usable state for a stream says so (always the case for a stream
-// it has not seen, e.g. after backupd restarted), and the stream's log is replaced by a scan of
-// the mirror reconciled with the replica's manifest (rebaseline): what the replica already
-// holds goes as kKeep, so a backupd restart costs the replicas only what they lack. A new
-// stream's log starts as a plain scan, so its lag shows the whole volume until that reconcile.
+// it has not seen), and the stream's log is replaced by a scan of the mirror reconciled with the
+// replica's manifest (rebaseline): what the replica already holds goes as kKeep, so it costs the
+// replica only what it lacks. A new stream's log starts as a plain scan, so its lag shows the
+// whole volume until that reconcile.
+//
+// Across a backupd restart a stream survives only as its ResumePoint (volume.h), saved whenever
+// the replica holds everything the mirror does (note_current). If the mirror is still exactly
+// what it was then — the same change count, and no frame of an unfinished batch in it
+// (Receiver::at_commit) — the restarted backupd gives the stream its old instance and an empty
+// log, and the replica, whose Position agrees, is sent nothing. Otherwise (the mirror changed
+// while backupd was down or before the replica came back, or the replica's Position disagrees)
+// the stream is new, or rebaselined, as above: the restart costs a reconcile.
 //
 // Each replica also keeps the error its last session ended with (the replicator's Error frame,
 // e.g. its disk is full, or backupd's side failing for it), so `bkptool status` shows why a
@@ -122,10 +130,17 @@ class Hub {
   Result<std::optional<uint64_t>> rebaseline(ReplicaStream& stream, const changes::Manifest& have);
   // True between a node baseline's sync-begin and sync-end on the stream's mirror.
   bool mirror_syncing(ReplicaStream& stream);
+  // Called by the replica's session when the stream has nothing to send and the replica's
+  // position was taken on this connection: if the replica now holds exactly the mirror (nothing
+  // in flight, the log empty, the mirror between batches), saves its ResumePoint unless it is
+  // the one saved already. Skipped while the volume's mutex is busy (a snapshot run holds it for
+  // minutes): the session calls again at its next idle pass. Session thread only.
+  void note_current(ReplicaStream& stream);
 
  private:
-  // Builds the replica's stream for the volume from a baseline scan, unless the volume already
-  // has one. Idempotent, so racing callers are harmless.
+  // Builds the replica's stream for the volume, unless the volume already has one: resumed from
+  // the replica's ResumePoint if the mirror is still where it was, else from a baseline scan.
+  // Idempotent, so racing callers are harmless.
   Result<void> ensure_stream(const std::shared_ptr<Volume>& volume, Replica& replica);
   void load_hosts(const std::filesystem::path& root, std::error_code& ec);
   void show(const std::shared_ptr<progress::Meter>& meter);

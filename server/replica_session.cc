@@ -10,7 +10,10 @@
 // sessions never wait for this thread: they only append to the logs. When nothing is pending the
 // session sleeps at most kReplicaIdleWaitMs (a commit on any of its volumes wakes it at once) and
 // checks that the replica is still there, so a replicator that died while idle frees its name
-// for its successor promptly.
+// for its successor promptly. Each pass over a stream with nothing to send lets the Hub save
+// where the replica stands (Hub::note_current), so a restarted backupd can resume the stream;
+// doing it on every idle pass rather than after an ack means a record skipped because a
+// snapshot run held the volume is written once the run ends.
 #include "server/replica_session.h"
 
 #include <fmt/format.h>
@@ -53,7 +56,10 @@ class ReplicaSession {
     for (size_t i = 0; i < streams.size(); ++i) {
       size_t index = (next_ + i) % streams.size();
       ReplicaStream& s = *streams[index];
-      if (!s.sender.in_flight() && log_empty(s) && selected_.contains(s.instance)) continue;
+      if (!s.sender.in_flight() && s.log_empty() && selected_.contains(s.instance)) {
+        hub_.note_current(s);
+        continue;
+      }
       next_ = index + 1;
       auto shipped = ship(s);
       if (!shipped) {
@@ -103,20 +109,16 @@ class ReplicaSession {
     s.progress->batch(*batch, s.baseline ? "baseline" : "");
     changes::ProgressSource source(mirror, *s.progress);
     uint64_t bytes_before = counters_.data_bytes;
+    // await_ack drops the batch: what the log line tells of it is taken before.
+    const uint64_t number = batch->number, ops = batch->ops.size(), files = batch->files.size();
     BKP_TRY_VOID(s.sender.send(conn_, source, counters_));
     BKP_TRY_VOID(s.sender.await_ack(conn_, kReplicaAckTimeoutMs));
     log::debug("replica {}: volume {} batch {} acked ({} operations, {} files, {} data bytes)",
-               replica_.name(), v.name(), batch->number, batch->ops.size(), batch->files.size(),
-               counters_.data_bytes - bytes_before);
-    if (log_empty(s)) s.baseline = false;
+               replica_.name(), v.name(), number, ops, files, counters_.data_bytes - bytes_before);
+    if (s.log_empty()) s.baseline = false;
     s.progress->acked();
     replica_.clear_error();
     return true;
-  }
-
-  static bool log_empty(const ReplicaStream& s) {
-    changes::LogStats st = s.log.stats();
-    return st.ops == 0 && st.files == 0;
   }
 
   // While idle the replica should send nothing; anything readable is either its close or a

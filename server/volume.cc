@@ -7,6 +7,9 @@
 // (a resent batch or a baseline counts as a change: the snapshot may then repeat its
 // predecessor, never miss a change). `stats` is informational and skips the sync. Fan-out into the replica
 // logs only appends ranges and operations in memory, so it never waits on a replica.
+//
+// replicas/<name>.resume holds a replica's ResumePoint as "key value" lines (the suffix keeps
+// write_file_atomic's ".tmp" files from ever being taken for a replica's record).
 #include "server/volume.h"
 
 #include <fcntl.h>
@@ -44,6 +47,9 @@ Result<std::shared_ptr<Volume>> Volume::open(const std::string& host, const std:
   std::shared_ptr<Volume> v(new Volume(host, path, dir));
   auto applier = changes::Applier::open(dir, "mirror", "ids");
   if (!applier) return tl::unexpected(applier.error().wrap("volume " + v->name()));
+  if (auto made = make_dirs(dir + "/replicas"); !made) {
+    return tl::unexpected(made.error().wrap("volume " + v->name()));
+  }
   v->applier = std::move(*applier);
   v->ingest = std::make_shared<progress::Meter>(v->name());
   auto receiver = stream::Receiver::open(dir, *v->applier);
@@ -85,6 +91,11 @@ ReplicaLag ReplicaStream::lag() const {
   lag.oldest_ns = l.oldest_ns;
   if (meter) lag.transfer = meter->view();
   return lag;
+}
+
+bool ReplicaStream::log_empty() const {
+  changes::LogStats st = log.stats();
+  return st.ops == 0 && st.files == 0;
 }
 
 void Volume::notify_sinks() {
@@ -174,6 +185,29 @@ Result<void> Volume::save_stats() {
                            fmt::format("wire_bytes {}\ndata_bytes {}\nops {}\nbatches {}\n",
                                        stats.wire_bytes, stats.data_bytes, stats.ops, stats.batches),
                            Durability::kNoSync);
+}
+
+std::string Volume::resume_point_path(const std::string& replica) const {
+  return dir_ + "/replicas/" + replica + ".resume";
+}
+
+Result<std::optional<ResumePoint>> Volume::resume_point(const std::string& replica) const {
+  auto values = BKP_TRY(read_key_values(resume_point_path(replica)));
+  if (values.empty()) return std::optional<ResumePoint>();
+  return ResumePoint{values["instance"], values["committed"], values["changes"]};
+}
+
+Result<void> Volume::save_resume_point(const std::string& replica, const ResumePoint& p) {
+  return write_file_atomic(
+      resume_point_path(replica),
+      format_key_values({{"instance", p.instance}, {"committed", p.committed}, {"changes", p.changes}}),
+      Durability::kNoSync);
+}
+
+Result<void> Volume::drop_resume_point(const std::string& replica) {
+  std::string path = resume_point_path(replica);
+  if (::unlink(path.c_str()) != 0 && errno != ENOENT) return fail_errno("remove " + path);
+  return {};
 }
 
 std::optional<std::string> unescape_path(std::string_view escaped) {

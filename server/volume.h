@@ -56,6 +56,17 @@ struct VolumeStats {
   uint64_t batches = 0;
 };
 
+// Where a replica stood the last time it held the whole mirror (Hub::note_current): its stream's
+// instance, the batch it had committed, and the mirror's VolumeState::changes then. Kept in
+// DIR/replicas/<replica>.resume so that a restarted backupd can resume the stream instead of
+// reconciling (Hub::ensure_stream).
+struct ResumePoint {
+  uint64_t instance = 0;
+  uint64_t committed = 0;
+  uint64_t changes = 0;
+  bool operator==(const ResumePoint&) const = default;
+};
+
 // Wakes a replica session when one of its logs gained something.
 class Notifier {
  public:
@@ -87,11 +98,14 @@ struct ReplicaLag {
 // volume's mutex) and replaced by a scan of the mirror when the replica needs a baseline;
 // `sender` is driven only by the replica's session thread, of which there is at most one.
 struct ReplicaStream {
-  ReplicaStream(std::shared_ptr<Volume> v, uint64_t id, std::shared_ptr<Notifier> n)
-      : volume(std::move(v)), instance(id), notifier(std::move(n)) {}
+  ReplicaStream(std::shared_ptr<Volume> v, std::string r, uint64_t id, std::shared_ptr<Notifier> n)
+      : volume(std::move(v)), replica(std::move(r)), instance(id), notifier(std::move(n)) {}
 
   std::shared_ptr<Volume> volume;
-  const uint64_t instance;  // random per stream (Select.instance): new to a replica = baseline
+  const std::string replica;  // the replica's name
+  // Random per stream (Select.instance): new to a replica = baseline. A stream resumed after a
+  // restart keeps the one its ResumePoint names.
+  const uint64_t instance;
   std::shared_ptr<Notifier> notifier;
   changes::ChangeLog log;
   stream::Sender sender{log};
@@ -100,15 +114,19 @@ struct ReplicaStream {
   std::shared_ptr<progress::Meter> meter;
   std::optional<changes::SendProgress> progress;
   bool baseline = false;  // batches come from a baseline scan (progress label)
+  // The ResumePoint last written for this stream (or resumed from); guarded by volume->mu.
+  std::optional<ResumePoint> saved;
 
   // Its lag (everything but the replica's name and connection), without Volume::mu.
   ReplicaLag lag() const;
+  // Nothing left in the log (a batch may still be in flight).
+  bool log_empty() const;
 };
 
 
 class Volume {
  public:
-  // Opens (creating if needed) DIR/{mirror,ids} and reads DIR/state.
+  // Opens (creating if needed) DIR/{mirror,ids,replicas} and reads DIR/state.
   static Result<std::shared_ptr<Volume>> open(const std::string& host, const std::string& path,
                                               const std::string& dir);
 
@@ -116,7 +134,7 @@ class Volume {
   const std::string& path() const { return path_; }
   // "host:/path", for log lines and map keys.
   const std::string& name() const { return name_; }
-  // The volume directory: mirror/, ids/, snapshots/, state, stats.
+  // The volume directory: mirror/, ids/, snapshots/, replicas/, state, stats.
   const std::string& dir() const { return dir_; }
   std::string snapshots_dir() const { return dir_ + "/snapshots"; }
 
@@ -153,12 +171,20 @@ class Volume {
   Result<void> save_state();
   Result<void> save_stats();
 
+  // The replica's ResumePoint, if one was saved (mu held). Written without a sync: a lost or
+  // stale one costs a reconcile, never a wrong resume (Hub::ensure_stream checks it). Only
+  // open() creates DIR/replicas, so a save racing a purge fails instead of re-creating it.
+  Result<std::optional<ResumePoint>> resume_point(const std::string& replica) const;
+  Result<void> save_resume_point(const std::string& replica, const ResumePoint& p);
+  Result<void> drop_resume_point(const std::string& replica);
+
   // Latest node status (own leaf mutex: readable while a run holds mu).
   void set_node_status(const wire::NodeStatus& status, int64_t now_ms);
   std::optional<NodeStatusSample> node_status() const;
 
  private:
   void counters_to_receiver();  // mu held
+  std::string resume_point_path(const std::string& replica) const;
 
   Volume(std::string host, std::string path, std::string dir)
       : host_(std::move(host)), path_(std::move(path)), dir_(std::move(dir)),

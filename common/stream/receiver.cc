@@ -19,8 +19,11 @@ struct PositionRecord {
   uint64_t instance = 0;
   uint64_t batch = 0;
   uint64_t applied = 0;
-  uint64_t syncing = 0;
+  uint64_t flags = 0;  // kSyncing | kWritten
 };
+
+constexpr uint64_t kSyncing = 1;  // the applier is inside a baseline
+constexpr uint64_t kWritten = 2;  // Write frames of the batch reached the tree
 
 constexpr const char* kReserved[] = {"instance", "committed", "syncing"};
 
@@ -43,12 +46,14 @@ Result<std::unique_ptr<Receiver>> Receiver::open(const std::string& dir,
   if (n == static_cast<ssize_t>(sizeof rec) && rec.instance == r->instance_ &&
       r->instance_ != 0 && rec.batch == r->committed_ + 1) {
     r->applied_ = rec.applied;
-    syncing = rec.syncing != 0;
+    r->written_ = (rec.flags & kWritten) != 0;
+    syncing = (rec.flags & kSyncing) != 0;
   } else if (n == static_cast<ssize_t>(sizeof rec) && rec.instance != r->instance_ &&
-             rec.applied > 0) {
+             (rec.applied > 0 || (rec.flags & kWritten) != 0)) {
     syncing = true;  // another stream's unfinished batch is in the tree
   }
   r->need_baseline_ = syncing;
+  r->at_commit_ = !syncing && r->applied_ == 0 && !r->written_;
   r->session_instance_ = r->instance_;
   r->session_committed_ = r->committed_;
   return r;
@@ -59,6 +64,7 @@ wire::Position Receiver::position(uint64_t instance) {
     session_instance_ = instance;
     session_committed_ = 0;
     applied_ = 0;
+    written_ = false;
     return wire::Position{0, 1, 0};
   }
   // Another stream applied part of a batch since our last commit: the tree is not ours any more.
@@ -67,6 +73,7 @@ wire::Position Receiver::position(uint64_t instance) {
   session_committed_ = committed_;
   if (need_baseline_) {
     applied_ = 0;
+    written_ = false;
     return wire::Position{committed_, 1, 0};
   }
   return wire::Position{committed_, 0, applied_};
@@ -74,6 +81,7 @@ wire::Position Receiver::position(uint64_t instance) {
 
 Result<void> Receiver::apply(const wire::Op& op) {
   in_batch_ = true;
+  at_commit_ = false;
   BKP_TRY_VOID(applier_.apply(op));
   if (op.kind == wire::OpKind::kSyncBegin) need_baseline_ = false;
   ++applied_;
@@ -83,6 +91,11 @@ Result<void> Receiver::apply(const wire::Op& op) {
 
 Result<void> Receiver::write(const wire::Write& w) {
   in_batch_ = true;
+  at_commit_ = false;
+  if (!written_) {  // noted before the data lands: a crash in between only costs at_commit()
+    written_ = true;
+    note_position();
+  }
   return applier_.write(w);
 }
 
@@ -104,6 +117,7 @@ Result<uint64_t> Receiver::commit(const wire::Commit& c) {
   }
   session_committed_ = c.batch;
   applied_ = 0;
+  written_ = false;
   in_batch_ = false;
   return c.batch;
 }
@@ -118,7 +132,7 @@ Result<void> Receiver::save() {
 
 void Receiver::note_position() {
   PositionRecord rec{session_instance_, session_committed_ + 1, applied_,
-                     applier_.syncing() ? 1u : 0u};
+                     (applier_.syncing() ? kSyncing : 0) | (written_ ? kWritten : 0)};
   if (::pwrite(position_fd_.get(), &rec, sizeof rec, 0) != static_cast<ssize_t>(sizeof rec)) {
     // Only a crash inside this batch would need it; the batch itself is still applied.
     log::warn("{}/position: cannot note the stream position: {}", dir_, std::strerror(errno));

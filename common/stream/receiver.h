@@ -6,12 +6,15 @@
 //             tree itself was synced: instance (the sender's stream), committed (the last batch
 //             applied durably), syncing (1 while a baseline is unfinished), plus the owner's own
 //             counters (counters()).
-//   position  32 bytes, overwritten after every applied Op frame, never synced: instance, batch,
-//             Op frames applied of that batch, syncing. It survives a crash of the process (the
-//             page cache keeps it) and says which operations of an unfinished batch the tree
-//             already has, so none is applied twice. After a crash between applying an
-//             operation and noting it, that one operation is sent again; each operation
-//             tolerates exactly its own earlier effect (applier.h).
+//   position  32 bytes, overwritten after every applied Op frame and before the first Write
+//             frame of a batch, never synced: instance, batch, Op frames applied of that batch,
+//             flags (syncing; Write frames of the batch reached the tree). It survives a crash of
+//             the process (the page cache keeps it) and says which operations of an unfinished
+//             batch the tree already has, so none is applied twice. After a crash between
+//             applying an operation and noting it, that one operation is sent again; each
+//             operation tolerates exactly its own earlier effect (applier.h). The Write flag only
+//             serves at_commit(): data is idempotent, so resuming never needs it, but a tree
+//             holding part of a batch's data is not exactly its last commit.
 // A baseline's list of named entries lives in memory only: a receiver that restarts inside a
 // baseline asks for a new one.
 //
@@ -55,6 +58,10 @@ class Receiver {
   uint64_t committed() const { return committed_; }
   // True from the first Op or Write after a commit until the next commit.
   bool in_batch() const { return in_batch_; }
+  // True if the tree held exactly the last commit when this receiver was opened (no frame of a
+  // later batch in it, no baseline unfinished) and nothing was applied since. Like `position`,
+  // it answers for a crash of the process, not of the machine.
+  bool at_commit() const { return at_commit_; }
 
  private:
   Receiver(std::string dir, changes::Applier& applier) : dir_(std::move(dir)), applier_(applier) {}
@@ -69,10 +76,12 @@ class Receiver {
   uint64_t session_instance_ = 0;   // the stream being received (differs before its 1st commit)
   uint64_t session_committed_ = 0;
   uint64_t applied_ = 0;     // Op frames of batch session_committed_ + 1 applied
+  bool written_ = false;     // Write frames of that batch applied (noted in `position`)
   // Only a baseline can repair the tree: restarted inside one (its named entries are gone), or
   // another stream applied part of a batch to it. Cleared by the next kSyncBegin.
   bool need_baseline_ = false;
   bool in_batch_ = false;
+  bool at_commit_ = false;
 };
 
 }  // namespace bkp::stream

@@ -55,6 +55,10 @@ class Sender {
   // its position contradicts ours: it lost commits): the caller must then rebuild the log from
   // a scan (ChangeLog::replace) before next().
   Resume position(const wire::Position& p);
+  // Before anything was sent: the receiver is known, from a record kept outside this Sender, to
+  // have committed batch `committed` of this stream, so next() numbers from committed + 1. The
+  // receiver's Position still decides: one that disagrees gets kBaseline from position().
+  void resume_after(uint64_t committed) { next_number_ = committed + 1; }
 
   // The batch to send: the one in flight, else the next slice of the log (numbered). nullptr
   // when there is nothing to send.
@@ -65,6 +69,9 @@ class Sender {
   Result<void> await_ack(net::Conn& conn, int timeout_ms);
 
   bool in_flight() const { return inflight_.has_value(); }
+  // The last batch the receiver committed as far as this Sender knows (its Position, then its
+  // acks): the batch before the one in flight or due next.
+  uint64_t committed() const { return (inflight_ ? inflight_->number : next_number_) - 1; }
   // Items of the batch in flight the receiver already has (0 unless resuming).
   uint64_t resume_at() const { return skip_; }
   Lag lag() const;

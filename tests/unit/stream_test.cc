@@ -19,6 +19,7 @@
 #include <filesystem>
 #include <memory>
 #include <random>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>
@@ -353,6 +354,33 @@ TEST_F(SenderPositionTest, ABaselineRequestDropsTheBatchInFlight) {
   EXPECT_EQ(sender_.next()->number, 1u);
 }
 
+TEST(SenderResumeTest, AResumedSenderNumbersOnFromTheRecordedCommit) {
+  changes::ChangeLog log;
+  Sender sender{log};
+  sender.resume_after(7);
+  EXPECT_EQ(sender.committed(), 7u);
+  EXPECT_EQ(sender.position(wire::Position{7, 0, 0}), Sender::Resume::kContinue);
+  EXPECT_EQ(sender.next(), nullptr) << "nothing to send";
+  log.record(op(OpKind::kMkdir, "new"));
+  ASSERT_NE(sender.next(), nullptr);
+  EXPECT_EQ(sender.next()->number, 8u);
+  EXPECT_EQ(sender.committed(), 7u) << "batch 8 is in flight, not committed";
+}
+
+TEST(SenderResumeTest, AReceiverThatDisagreesWithTheRecordGetsABaseline) {
+  for (const wire::Position& p : {wire::Position{6, 0, 0}, wire::Position{9, 0, 0},
+                                  wire::Position{7, 0, 1}, wire::Position{7, 1, 0},
+                                  wire::Position{0, 1, 0}}) {
+    changes::ChangeLog log;
+    Sender sender{log};
+    sender.resume_after(7);
+    EXPECT_EQ(sender.position(p), Sender::Resume::kBaseline)
+        << "committed " << p.committed << " need_baseline " << p.need_baseline << " applied "
+        << p.applied;
+    EXPECT_EQ(sender.committed(), p.committed) << "numbering is the receiver's";
+  }
+}
+
 // What a Receiver tells a sender, across its own restarts (reopened from disk).
 class ReceiverTest : public ::testing::Test {
  protected:
@@ -363,6 +391,12 @@ class ReceiverTest : public ::testing::Test {
     receiver_ = std::move(*Receiver::open(dir_.path(), *applier_));
   }
   void apply(const Op& o) { ASSERT_TRUE(receiver_->apply(o)); }
+  void write(uint64_t id, const std::string& data) {
+    wire::Write w;
+    w.id = id;
+    w.data = std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(data.data()), data.size());
+    ASSERT_TRUE(receiver_->write(w));
+  }
   void commit(uint64_t n) { ASSERT_TRUE(receiver_->commit(wire::Commit{n})); }
 
   testutil::TempDir dir_{"bkp-receiver"};
@@ -400,6 +434,45 @@ TEST_F(ReceiverTest, ARestartInsideABaselineAsksForANewOne) {
   reopen();
   EXPECT_EQ(receiver_->position(kInstance), (wire::Position{1, 1, 0}))
       << "the names the baseline made are lost with the process";
+}
+
+TEST_F(ReceiverTest, AtCommitOnlyWhenOpenedOnACommitWithNothingAppliedSince) {
+  receiver_->position(kInstance);
+  apply(op(OpKind::kCreate, "f", "", 5));
+  commit(1);
+  reopen();
+  EXPECT_TRUE(receiver_->at_commit());
+  receiver_->position(kInstance);
+  apply(op(OpKind::kMkdir, "d"));
+  EXPECT_FALSE(receiver_->at_commit()) << "applied since it was opened";
+  commit(2);
+  EXPECT_FALSE(receiver_->at_commit()) << "only what open() found is vouched for";
+  reopen();
+  EXPECT_TRUE(receiver_->at_commit());
+}
+
+TEST_F(ReceiverTest, ABatchBegunWithDataIsNotAtCommitAfterARestart) {
+  receiver_->position(kInstance);
+  apply(op(OpKind::kCreate, "f", "", 5));
+  commit(1);
+  write(5, "data before any operation of batch 2");
+  reopen();
+  EXPECT_FALSE(receiver_->at_commit()) << "the tree holds part of batch 2";
+  EXPECT_EQ(receiver_->position(kInstance), (wire::Position{1, 0, 0}))
+      << "data is idempotent: the whole batch is simply sent again";
+}
+
+TEST_F(ReceiverTest, ABatchBegunWithOperationsOrInsideABaselineIsNotAtCommit) {
+  receiver_->position(kInstance);
+  commit(1);
+  apply(op(OpKind::kMkdir, "a"));
+  reopen();
+  EXPECT_FALSE(receiver_->at_commit());
+  receiver_->position(kInstance);
+  apply(op(OpKind::kSyncBegin, ""));
+  commit(2);
+  reopen();
+  EXPECT_FALSE(receiver_->at_commit()) << "a baseline is unfinished";
 }
 
 TEST_F(ReceiverTest, OnlyTheNextBatchCanCommit) {
