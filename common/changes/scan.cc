@@ -359,20 +359,46 @@ Result<Batch> scan_tree(int root_fd, const Identify& identify, const ScanOptions
   return out;
 }
 
-TreeWarmer::TreeWarmer(int root_fd) {
+TreeWarmer::TreeWarmer(int root_fd, unsigned threads) {
   UniqueFd root(fcntl(root_fd, F_DUPFD_CLOEXEC, 0));
-  if (root) thread_ = std::thread([this, r = std::move(root)] { walk(r.get(), 0); });
+  if (!root) return;
+  queue_.push_back(Pending{std::move(root), 0});
+  for (unsigned i = 0; i < std::max(threads, 1u); ++i) threads_.emplace_back([this] { work(); });
 }
 
 TreeWarmer::~TreeWarmer() {
-  stop_ = true;
-  if (thread_.joinable()) thread_.join();
+  {
+    std::lock_guard lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  for (auto& t : threads_) t.join();
 }
 
-// Depth first, so the descriptors held are those of the current path only (two per level),
-// never one per pending directory; deeper than kMaxDepth is left cold.
+// Takes directories off the queue until it is empty and no thread can add to it any more.
+void TreeWarmer::work() {
+  std::unique_lock lock(mu_);
+  while (true) {
+    cv_.wait(lock, [this] { return stop_ || !queue_.empty() || busy_ == 0; });
+    if (stop_ || queue_.empty()) break;  // empty and nobody busy: the walk is complete
+    Pending next = std::move(queue_.front());
+    queue_.pop_front();
+    ++busy_;
+    lock.unlock();
+    walk(next.dir.get(), next.depth);
+    next.dir.reset();
+    lock.lock();
+    --busy_;
+    cv_.notify_all();
+  }
+}
+
+// Lists one directory and stats its entries; subdirectories go to the queue while it is short
+// and are walked here, depth first, otherwise, so the descriptors held stay bounded (the queue's
+// plus two per level of each thread's path); deeper than kMaxDepth is left cold.
 void TreeWarmer::walk(int dir_fd, int depth) {
   constexpr int kMaxDepth = 128;
+  constexpr size_t kMaxQueued = 256;
   int rd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   DIR* d = rd < 0 ? nullptr : fdopendir(rd);
   if (d == nullptr) {
@@ -387,7 +413,16 @@ void TreeWarmer::walk(int dir_fd, int depth) {
     ++visited_;
     if (!S_ISDIR(st.st_mode) || depth >= kMaxDepth) continue;
     UniqueFd sub(openat(dir_fd, e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-    if (sub) walk(sub.get(), depth + 1);
+    if (!sub) continue;
+    {
+      std::lock_guard lock(mu_);
+      if (queue_.size() < kMaxQueued) {
+        queue_.push_back(Pending{std::move(sub), depth + 1});
+        cv_.notify_one();
+        continue;
+      }
+    }
+    walk(sub.get(), depth + 1);
   }
   closedir(d);
 }

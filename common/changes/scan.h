@@ -31,6 +31,10 @@
 #include <sys/stat.h>
 
 #include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <vector>
 #include <functional>
 #include <thread>
 #include <optional>
@@ -68,12 +72,15 @@ void data_regions(int fd, uint64_t size, ExtentMap& out);
 Result<Batch> scan_tree(int root_fd, const Identify& identify, const ScanOptions& options = {});
 
 // Walks a tree in the background (readdir and lstat of every entry, nothing read, nothing
-// followed) so that the kernel's caches hold its metadata when scan_tree() comes: a reconcile
-// starts it while the peer walks its own tree for the manifest, so the two cold walks overlap
-// instead of following each other. Destruction stops the walk at the next entry and joins.
+// followed) so that the kernel's caches hold its metadata when a walk that needs it comes: a
+// reconcile starts one while the peer walks its own tree for the manifest, and the manifest walk
+// runs behind one, so cold walks overlap instead of following each other. Several threads share
+// a queue of directories: a cold walk waits on one inode-table read after another, and parallel
+// reads keep the disk's queue full. Destruction stops the walk at the next entry and joins.
 class TreeWarmer {
  public:
-  explicit TreeWarmer(int root_fd);
+  static constexpr unsigned kThreads = 6;
+  explicit TreeWarmer(int root_fd, unsigned threads = kThreads);
   ~TreeWarmer();
   TreeWarmer(const TreeWarmer&) = delete;
   TreeWarmer& operator=(const TreeWarmer&) = delete;
@@ -82,11 +89,20 @@ class TreeWarmer {
   uint64_t visited() const { return visited_; }
 
  private:
+  struct Pending {
+    UniqueFd dir;
+    int depth = 0;
+  };
+  void work();
   void walk(int dir_fd, int depth);
 
   std::atomic<bool> stop_{false};
   std::atomic<uint64_t> visited_{0};
-  std::thread thread_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Pending> queue_;  // guarded by mu_: directories not yet listed
+  unsigned busy_ = 0;          // guarded by mu_: threads listing a directory
+  std::vector<std::thread> threads_;
 };
 
 }  // namespace bkp::changes

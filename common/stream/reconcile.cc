@@ -254,6 +254,7 @@ Result<Narrowed> narrow_by_digests(net::Conn& conn, changes::ChangeLog& log,
 }
 
 Result<void> send_manifest(net::Conn& conn, const changes::Applier& applier) {
+  changes::TreeWarmer warm(applier.tree_fd());  // ahead of the walk, in parallel (scan.h)
   return Walker(conn, applier).run();
 }
 
