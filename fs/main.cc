@@ -1,10 +1,13 @@
 // backupfs DIR --listen [ADDR:]PORT --server-id ID... [--port-file FILE] [--host NAME]
-//          [--state-dir DIR] [--server-ids FILE] [--no-tls] [--progress-every SECONDS] [-f] [-v|-q]
+//          [--state-dir DIR] [--server-ids FILE] [--no-tls] [--progress-every SECONDS]
+//          [--max-queued-ops N] [-f] [-v|-q]
 // backupfs --show-id [--state-dir DIR]
 //
 // Parses the command line and hands over to run(); bad flags exit 2 with a message.
 // Everything else, including errors found later, is run()'s.
+#include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <string_view>
@@ -21,7 +24,7 @@ namespace {
 constexpr const char* kUsage =
     "usage: backupfs DIR --listen [ADDR:]PORT --server-id ID... [--port-file FILE]\n"
     "                [--host NAME] [--state-dir DIR] [--server-ids FILE] [--no-tls]\n"
-    "                [--progress-every SECONDS] [-f] [-v|-q]\n"
+    "                [--progress-every SECONDS] [--max-queued-ops N] [-f] [-v|-q]\n"
     "       backupfs --show-id [--state-dir DIR]\n"
     "  Mounts itself over DIR, records every change and streams it to the backupd that\n"
     "  attaches at the port (`bkptool register ADDRESS PORT DIR` tells backupd to).\n"
@@ -37,6 +40,9 @@ constexpr const char* kUsage =
     "  --no-tls              plaintext, unauthenticated: for a trusted loopback benchmark only\n"
     "  --progress-every SECS while shipping, a status line this often when stderr is not a\n"
     "                        terminal (default 10; on a terminal a progress bar is drawn)\n"
+    "  --max-queued-ops N    operations kept for backupd while none drains them (default\n"
+    "                        131072, ~30 MiB); past it they are dropped and the next attach\n"
+    "                        reconciles by manifest instead\n"
     "  -f                    stay in the foreground\n"
     "  -v / -q               debug / warnings-only logging\n";
 
@@ -108,6 +114,16 @@ int main(int argc, char** argv) {
       auto parsed = bkp::progress::parse_every(every);
       if (!parsed) return bad("--progress-every: " + parsed.error().message);
       options.progress_every = *parsed;
+    } else if (is_flag("--max-queued-ops")) {
+      std::string text;
+      if (!value("--max-queued-ops", &text)) return bad("--max-queued-ops needs N");
+      char* end = nullptr;
+      errno = 0;
+      unsigned long long n = std::strtoull(text.c_str(), &end, 10);
+      if (text.empty() || *end != '\0' || errno != 0 || n < 1 || text[0] == '-') {
+        return bad("--max-queued-ops: not a positive number: " + text);
+      }
+      options.max_queued_ops = static_cast<size_t>(n);
     } else if (arg == "-f") {
       options.foreground = true;
     } else if (arg == "-v") {

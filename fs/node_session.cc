@@ -250,6 +250,11 @@ Result<void> NodeSession::run_session(Attached& attached) {
   if (sender_.position(at) == stream::Sender::Resume::kBaseline) BKP_TRY_VOID(take_baseline(conn));
   last_status_ = {};
   while (!stopping()) {
+    if (!sender_.in_flight() && log_.overflowed()) {  // dropped operations: only a reconcile
+      log::warn("the change log overflowed while nothing drained it ({} operations): "
+                "reconciling with backupd by manifest", log_.stats().ops);
+      BKP_TRY_VOID(take_baseline(conn));
+    }
     const changes::Batch* batch = sender_.next();
     if (batch == nullptr) {
       if (draining_.load()) return {};

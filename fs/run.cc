@@ -242,7 +242,7 @@ int run(const Options& options) {
     log::error("{}: {}", *path, table.error().message);
     return 1;
   }
-  changes::ChangeLog change_log;
+  changes::ChangeLog change_log(options.max_queued_ops);
   Fs fs(**table, change_log);
   net::HostPort bound;
   auto listener = net::tcp_listen(options.listen, &bound);

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "common/changes/change_log.h"
 #include "common/log.h"
 #include "common/net/socket.h"
 
@@ -24,6 +25,7 @@ struct Options {
   std::vector<std::string> server_ids;  // backupd identities accepted (--server-id, parsed)
   std::string server_ids_file;          // more of them, one per line (--server-ids FILE)
   bool tls = true;                      // --no-tls: plaintext, for a trusted loopback only
+  size_t max_queued_ops = changes::kMaxQueuedOps;  // the change log's bound (change_log.h)
 };
 
 // STATE_DIR/identity.pem.

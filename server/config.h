@@ -15,6 +15,9 @@
 //   control_group       string   group owning the control socket, whose members may use it
 //                                besides root (optional, default backupd's own group; an
 //                                unknown group is a config error)
+//   max_queued_ops      integer  operations kept per replica and volume while the replica is
+//                                away (default 131072, ~30 MiB); past it they are dropped and
+//                                the replica is reconciled by manifest when it returns
 // Example:
 //   listen = "0.0.0.0:7700"
 //   state_dir = "/var/lib/backupd"
@@ -29,6 +32,7 @@
 #include <optional>
 #include <string>
 
+#include "common/changes/change_log.h"
 #include "common/net/socket.h"
 #include "common/result.h"
 
@@ -61,6 +65,7 @@ struct Settings {
   std::string control_socket = kDefaultControlSocket;
   std::string control_group;            // "" when not set
   std::optional<gid_t> control_gid;     // control_group's id, looked up when loading
+  int max_queued_ops = static_cast<int>(changes::kMaxQueuedOps);  // each replica log's bound
 };
 
 // STATE/identity.pem: backupd's key pair and certificate (common/net/identity.h).

@@ -254,7 +254,8 @@ Result<void> Hub::ensure_stream(const std::shared_ptr<Volume>& volume, Replica& 
   if (volume->sinks.contains(replica.name())) return {};
   std::optional<ResumePoint> resume = resumable(*volume, replica.name());
   auto stream = std::make_shared<ReplicaStream>(
-      volume, replica.name(), resume ? resume->instance : stream::new_instance(), replica.notifier_);
+      volume, replica.name(), resume ? resume->instance : stream::new_instance(), replica.notifier_,
+      max_queued_ops_);
   if (resume) {
     stream->sender.resume_after(resume->committed);
     stream->saved = resume;

@@ -90,8 +90,10 @@ Result<void> validate_volume_host(std::string_view host);
 class Hub {
  public:
   // display, if given, shows the progress of every volume's ingest and replica stream.
-  explicit Hub(std::string state_dir, progress::Display* display = nullptr)
-      : state_dir_(std::move(state_dir)), display_(display) {}
+  // max_queued_ops bounds each replica stream's log (changes::ChangeLog).
+  explicit Hub(std::string state_dir, progress::Display* display = nullptr,
+               size_t max_queued_ops = changes::kMaxQueuedOps)
+      : state_dir_(std::move(state_dir)), display_(display), max_queued_ops_(max_queued_ops) {}
   ~Hub();  // breaks the volume <-> stream reference cycles
 
   // Opens every volume found under state_dir/volumes. A volume that cannot be opened is logged
@@ -147,6 +149,7 @@ class Hub {
 
   const std::string state_dir_;
   progress::Display* const display_;
+  const size_t max_queued_ops_;
   std::mutex mu_;
   // Guarded by mu_.
   std::map<std::string, std::shared_ptr<Volume>> volumes_;  // by Volume::name()

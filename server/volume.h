@@ -98,8 +98,10 @@ struct ReplicaLag {
 // volume's mutex) and replaced by a scan of the mirror when the replica needs a baseline;
 // `sender` is driven only by the replica's session thread, of which there is at most one.
 struct ReplicaStream {
-  ReplicaStream(std::shared_ptr<Volume> v, std::string r, uint64_t id, std::shared_ptr<Notifier> n)
-      : volume(std::move(v)), replica(std::move(r)), instance(id), notifier(std::move(n)) {}
+  ReplicaStream(std::shared_ptr<Volume> v, std::string r, uint64_t id, std::shared_ptr<Notifier> n,
+                size_t max_queued_ops = changes::kMaxQueuedOps)
+      : volume(std::move(v)), replica(std::move(r)), instance(id), notifier(std::move(n)),
+        log(max_queued_ops) {}
 
   std::shared_ptr<Volume> volume;
   const std::string replica;  // the replica's name

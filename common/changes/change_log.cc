@@ -5,6 +5,8 @@
 // but only the newest survives in the log, the older ones become tombstones that take() skips.
 #include "common/changes/change_log.h"
 
+#include <algorithm>
+
 namespace bkp::changes {
 
 uint64_t Batch::dirty_bytes() const {
@@ -40,8 +42,24 @@ void ChangeLog::dated_locked() {
 void ChangeLog::record(wire::Op op) {
   std::lock_guard lock(mu_);
   dated_locked();
-  push_locked(std::move(op));
+  if (!full_locked()) push_locked(std::move(op));
   cv_.notify_one();
+}
+
+// Recorded operations only: a scan put in by replace() is the reconcile itself, however long.
+bool ChangeLog::full_locked() {
+  uint64_t end = ops_base_ + ops_.size();
+  if (!overflowed_ && end - std::max(ops_base_, scanned_until_) < max_ops_) return false;
+  if (!overflowed_) {
+    dropped_ops_ = live_ops_;
+    ops_base_ = end;
+    ops_.clear();
+    live_ops_ = 0;
+    attr_index_.clear();
+    overflowed_ = true;
+  }
+  ++dropped_ops_;
+  return true;
 }
 
 void ChangeLog::push_locked(wire::Op op) {
@@ -105,7 +123,7 @@ void ChangeLog::truncate(const FileRef& file, uint64_t size) {
   op.kind = wire::OpKind::kTruncate;
   op.id = file.id;
   op.size = size;
-  push_locked(std::move(op));
+  if (!full_locked()) push_locked(std::move(op));
   auto& change = files_[file.id];
   if (change.ref.id == 0) change.ref = file;
   update_extents(change, [&](ExtentMap& e) { e.truncate(size); });
@@ -114,9 +132,15 @@ void ChangeLog::truncate(const FileRef& file, uint64_t size) {
   cv_.notify_one();
 }
 
+bool ChangeLog::overflowed() const {
+  std::lock_guard lock(mu_);
+  return overflowed_;
+}
+
 Batch ChangeLog::take(const Limits& limits) {
   std::lock_guard lock(mu_);
   Batch batch;
+  if (overflowed_) return batch;
   batch.since_ns = since_ns_;
   while (!ops_.empty() && batch.ops.size() < limits.max_ops) {
     wire::Op& op = ops_.front();
@@ -205,9 +229,10 @@ void ChangeLog::replace(Batch batch) {
 
 bool ChangeLog::wait(std::chrono::milliseconds timeout) {
   std::unique_lock lock(mu_);
-  cv_.wait_for(lock, timeout, [&] { return woken_ || !ops_.empty() || !files_.empty(); });
+  auto any = [&] { return overflowed_ || !ops_.empty() || !files_.empty(); };
+  cv_.wait_for(lock, timeout, [&] { return woken_ || any(); });
   woken_ = false;
-  return !ops_.empty() || !files_.empty();
+  return any();
 }
 
 void ChangeLog::wake() {
@@ -230,6 +255,8 @@ void ChangeLog::reset_locked() {
   ranges_ = 0;
   dirty_bytes_ = 0;
   since_ns_ = 0;
+  overflowed_ = false;
+  dropped_ops_ = 0;
 }
 
 int64_t ChangeLog::since_ns() const {
@@ -275,7 +302,7 @@ bool ChangeLog::pending(uint64_t id) const {
 
 LogStats ChangeLog::stats() const {
   std::lock_guard lock(mu_);
-  return LogStats{live_ops_, files_.size(), ranges_, dirty_bytes_};
+  return LogStats{live_ops_ + dropped_ops_, files_.size(), ranges_, dirty_bytes_};
 }
 
 }  // namespace bkp::changes

@@ -8,6 +8,12 @@
 // The same class serves both hops: backupfs records into one per volume, and backupd keeps one
 // per (replica, volume), fed as it applies a node's stream.
 //
+// Bounded: past max_ops queued operations (nothing drains the log: no backupd attached, a
+// replica away) the log drops its operations and becomes *overflowed*: it records no more of
+// them, keeps recording regular files' dirty ranges (bounded by the files touched), and take()
+// gives nothing until a reconcile replaces it (replace()), which finds by manifest what the
+// dropped operations did. The sender checks overflowed() before taking a batch.
+//
 // Thread-safety: every method is safe to call concurrently. Recording never blocks on I/O.
 // Ordering: the caller records an operation after performing it on the real tree and before
 // replying to the kernel, so the log order is an order the tree went through.
@@ -80,8 +86,13 @@ struct LogStats {
   uint64_t dirty_bytes = 0;
 };
 
+// Default bound on queued operations: ~30 MiB of them (two records per namespace operation).
+constexpr size_t kMaxQueuedOps = 131072;
+
 class ChangeLog {
  public:
+  explicit ChangeLog(size_t max_ops = kMaxQueuedOps) : max_ops_(max_ops) {}
+
   // Appends a namespace/metadata operation. An Attr op by path supersedes an earlier Attr of the
   // same path still in the log (the later one carries the newer state), unless a rename or
   // removal in between touched that path or an ancestor: then the path may name another entry
@@ -100,19 +111,24 @@ class ChangeLog {
   void truncate(const FileRef& file, uint64_t size);
 
   // Takes the oldest changes, within limits, as a batch (number 0: the sender numbers it) and
-  // leaves the rest in the log.
+  // leaves the rest in the log. Nothing while overflowed.
   Batch take(const Limits& limits = {});
+  // True from the operation that crossed max_ops until the next replace(): the receiver can
+  // only be brought up to date by a reconcile.
+  bool overflowed() const;
   // Replaces the log's operations with batch (a baseline scan), so what is recorded from now on
   // follows it; changes of regular files recorded so far (data, truncates, attributes by id)
   // are kept after it, since data writes do not wait for the scan. Hold namespace_lock()
   // exclusively across the scan and this call.
   void replace(Batch batch);
-  // Blocks until the log is non-empty, wake() is called, or timeout passes. True if non-empty.
+  // Blocks until the log is non-empty or overflowed, wake() is called, or timeout passes. True
+  // if non-empty or overflowed.
   bool wait(std::chrono::milliseconds timeout);
   void wake();
   // Drops everything (a baseline is about to supersede it).
   void clear();
 
+  // ops counts the operations an overflow dropped too, so the lag still shows them.
   LogStats stats() const;
   // The files a reconcile left to verify (FileChange::verify), and their verdict: extents
   // become `differing` plus whatever was written since the scan. False if the file is not
@@ -133,13 +149,19 @@ class ChangeLog {
  private:
   void forget_attrs_under(const std::string& path);  // mu_ held
   void push_locked(wire::Op op);                      // mu_ held
+  // Whether an operation recorded now must be dropped (overflowing the log if it just got
+  // full), counting it as dropped (mu_ held).
+  bool full_locked();
   void dated_locked();  // dates the log's oldest change if it was empty (mu_ held)
   // Runs change(extents) and keeps ranges_ / dirty_bytes_ in step (mu_ held).
   template <class F>
   void update_extents(FileChange& file, F&& change);
   void reset_locked();  // empties the log (mu_ held)
 
+  const size_t max_ops_;
   mutable std::mutex mu_;  // guards everything below; never held across I/O
+  bool overflowed_ = false;
+  uint64_t dropped_ops_ = 0;  // operations dropped by the overflow (stats())
   std::condition_variable cv_;
   bool woken_ = false;
   std::deque<wire::Op> ops_;

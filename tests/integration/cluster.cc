@@ -174,11 +174,11 @@ void ClusterTest::stop_watchdog() {
 
 ::testing::AssertionResult ClusterTest::start_server(uint16_t port) {
   unlink(port_file_.c_str());  // a stale port from a previous run must not be read
-  backupd_ = std::make_unique<Daemon>(
-      "backupd",
-      with_progress({bin_.backupd, "--state-dir", state_, "--listen", address(port), "--port-file",
-                     port_file_, "--control-socket", control_socket()}),
-      logs_ + "/backupd.log");
+  std::vector<std::string> argv = with_progress({bin_.backupd, "--state-dir", state_, "--listen",
+                                                 address(port), "--port-file", port_file_,
+                                                 "--control-socket", control_socket()});
+  argv.insert(argv.end(), backupd_args.begin(), backupd_args.end());
+  backupd_ = std::make_unique<Daemon>("backupd", argv, logs_ + "/backupd.log");
   std::optional<uint16_t> got;
   wait_until(
       [&] {
@@ -270,6 +270,7 @@ void ClusterTest::stop_watchdog() {
   opts.args = with_progress(
       {"--listen", address(node_port), "--port-file", node_port_file_, "--host", node_name,
        "--state-dir", node_state_, "--server-id", server_id_});
+  opts.args.insert(opts.args.end(), backupfs_args.begin(), backupfs_args.end());
   opts.log_path = logs_ + "/backupfs.log";
   auto m = testutil::MountedFs::mount(opts);
   if (!m) return ::testing::AssertionFailure() << m.error().message;

@@ -152,6 +152,8 @@ class ClusterTest : public ::testing::Test {
   testutil::Daemon* backupd() { return backupd_.get(); }
   // If set before the processes start: every daemon gets --progress-every this many seconds.
   std::string progress_every;
+  // Further flags for backupd (start_server) and backupfs (mount_source).
+  std::vector<std::string> backupd_args, backupfs_args;
   // backupfs --host of mount_source(), so the volume's name: where its mirror and replicas are
   // (volume_dir(), replica()) and what the ControlTest helpers ask backupd about.
   std::string node_name = kHost;

@@ -67,5 +67,43 @@ TEST_F(ServerRestartTest, WritesDuringAnOutageArriveAfterRestart) {
   ASSERT_EQ(wait_converged(), "");
 }
 
+// An outage longer than the change logs' bound (a node and both replica streams limited to 64
+// queued operations here): the node drops its operations, keeps its data ranges, and reconciles
+// by manifest when backupd is back; backupd's replica logs, which overflow while the replicators
+// are away, do the same with each replica. Every copy still ends equal to the source.
+TEST_F(ServerRestartTest, AnOutageLongerThanTheLogBoundEndsInAReconcile) {
+  std::string config = scratch_dir("config") + "/backupd.toml";
+  put(config, "max_queued_ops = 64\n");
+  backupd_args = {"--config", config};
+  backupfs_args = {"--max-queued-ops", "64"};
+  ASSERT_TRUE(start_all());
+  mkdirs(src("app/keep"));
+  for (int i = 0; i < 20; ++i) put(src("app/keep/f" + std::to_string(i)), "kept " + std::to_string(i));
+  write_big_file(src("app/db.bin"), 4 * kMiB, 3);
+  ASSERT_EQ(wait_converged(), "");
+
+  // The replicas away first: backupd's logs for them overflow while the node streams on.
+  for (int i = 0; i < 2; ++i) ASSERT_TRUE(kill_replicator(i));
+  for (int i = 0; i < 100; ++i) put(src("app/r" + std::to_string(i)), std::to_string(i));
+  mkdirs(src("app/dir"));
+  ASSERT_EQ(rename(src("app/r5").c_str(), src("app/dir/r5").c_str()), 0);
+  ASSERT_TRUE(start_replicators());
+  ASSERT_EQ(wait_converged(), "");
+  EXPECT_NE(log_text("backupd").find("reconcile of"), std::string::npos)
+      << "the replicas were not reconciled after their logs overflowed";
+
+  // Then backupd away: the node's own log overflows.
+  uint16_t port = this->port();
+  ASSERT_TRUE(stop_server());
+  for (int i = 0; i < 100; ++i) put(src("app/n" + std::to_string(i)), random_string(100 + i, i));
+  ASSERT_EQ(rename(src("app/keep").c_str(), src("app/kept").c_str()), 0);
+  ASSERT_EQ(unlink(src("app/r7").c_str()), 0);
+  write_at(src("app/db.bin"), kMiB, "written while the log was full");
+  ASSERT_TRUE(start_server(port));
+  ASSERT_EQ(wait_converged(), "");
+  EXPECT_NE(log_text("backupfs").find("the change log overflowed"), std::string::npos)
+      << log_text("backupfs");
+}
+
 }  // namespace
 }  // namespace bkp::it

@@ -302,6 +302,34 @@ TEST(ChangeLogTest, ReplaceSwapsInABaselineAndKeepsWhatWasRecordedOfFiles) {
   EXPECT_EQ(show_files(b), "#2 [0,64) #7 attrs #9 [0,5) attrs");
 }
 
+// Memory stays bounded while nothing drains the log: past the bound its operations go, data
+// ranges stay, nothing can be taken until a reconcile replaces it, and the reconcile itself (a
+// scan longer than the bound) does not count against it.
+TEST(ChangeLogTest, AFullLogDropsItsOperationsUntilAReconcile) {
+  ChangeLog log(3);
+  for (int i = 0; i < 3; ++i) log.record(mkdir_op("d" + std::to_string(i)));
+  EXPECT_FALSE(log.overflowed());
+  log.write(file(1), 0, 10);
+  log.record(mkdir_op("d3"));
+  EXPECT_TRUE(log.overflowed());
+  log.truncate(file(1), 4);
+  log.write(file(2), 8, 8);
+  EXPECT_EQ(log.stats().ops, 5u) << "the dropped operations still show in the lag";
+  EXPECT_EQ(log.stats().dirty_bytes, 4u + 8u);
+  EXPECT_TRUE(log.wait(std::chrono::milliseconds(0))) << "an overflowed log has work to do";
+  EXPECT_TRUE(log.take().empty()) << "nothing may be shipped before the reconcile";
+
+  Batch scan;
+  for (int i = 0; i < 10; ++i) scan.ops.push_back(mkdir_op("s" + std::to_string(i)));
+  log.replace(std::move(scan));
+  EXPECT_FALSE(log.overflowed());
+  log.record(mkdir_op("after"));
+  EXPECT_FALSE(log.overflowed()) << "the scan's own operations count against no bound";
+  Batch b = log.take();
+  EXPECT_EQ(b.ops.size(), 11u);
+  EXPECT_EQ(show_files(b), "#1 [0,4) attrs #2 [8,16) attrs");
+}
+
 TEST(ChangeLogTest, TheOldestChangeIsDatedUntilTheLogEmpties) {
   ChangeLog log;
   EXPECT_EQ(log.since_ns(), 0);

@@ -50,5 +50,18 @@ TEST_F(ConfigTest, ControlGroupIsLookedUp) {
   EXPECT_NE(bad.error().message.find("no-such-group-here"), std::string::npos);
 }
 
+TEST_F(ConfigTest, MaxQueuedOpsDefaultsAndIsChecked) {
+  Options bare;
+  bare.state_dir = "/tmp/state";
+  EXPECT_EQ(load_settings(bare)->max_queued_ops, 131072);
+  auto s = load_settings(with_config("max_queued_ops = 64\n"));
+  ASSERT_TRUE(s) << s.error().message;
+  EXPECT_EQ(s->max_queued_ops, 64);
+  auto bad = load_settings(with_config("max_queued_ops = 0\n"));
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.error().message.find("key 'max_queued_ops'"), std::string::npos)
+      << bad.error().message;
+}
+
 }  // namespace
 }  // namespace bkp::server
