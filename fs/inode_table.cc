@@ -68,18 +68,19 @@ InodeTable::Lock::Lock(InodeTable& table) : table_(table) { table_.mu_.lock(); }
 
 InodeTable::Lock::~Lock() {
   std::vector<std::unique_ptr<Inode>> dead;
+  std::vector<int> evicted;
   dead.swap(table_.dead_);
+  evicted.swap(table_.to_close_);
   table_.mu_.unlock();
   if (!dead.empty()) table_.close_dead(dead);
+  for (int fd : evicted) ::close(fd);
 }
 
+// Their descriptors left the ring and the count when they died (maybe_destroy_locked).
 void InodeTable::close_dead(std::vector<std::unique_ptr<Inode>>& dead) {
   for (auto& inode : dead) {
     int fd = inode->fd.exchange(-1);
-    if (fd >= 0) {
-      ::close(fd);
-      cached_.fetch_sub(1);
-    }
+    if (fd >= 0) ::close(fd);
   }
 }
 
@@ -132,6 +133,7 @@ void InodeTable::maybe_destroy_locked(Inode* inode) {
     n->names.clear();
     auto it = by_handle_.find(n->ref.handle);
     if (it == by_handle_.end() || it->second.get() != n) continue;  // already dead
+    unring_locked(*n);
     dead_.push_back(std::move(it->second));
     by_handle_.erase(it);
   }
@@ -213,18 +215,64 @@ void InodeTable::rename_locked(Inode& from_dir, std::string_view from, Inode& to
   }
 }
 
+// The pin comes before the load and eviction's exchange before its look at the pins (both
+// sequentially consistent), so whichever comes second sees the other: either this thread loads
+// -1, or the evictor sees the pin and puts the descriptor back.
 Result<PathFd> InodeTable::path_fd(Inode& inode) {
-  int fd = inode.fd.load(std::memory_order_acquire);
-  if (fd >= 0) return PathFd::borrowed(fd);
-  UniqueFd fresh = BKP_TRY(reopen(inode, O_PATH));
-  if (cached_.fetch_add(1) < fd_budget_) {
-    int expected = -1;
-    if (inode.fd.compare_exchange_strong(expected, fresh.get(), std::memory_order_acq_rel)) {
-      return PathFd::borrowed(fresh.release());
-    }
+  inode.pins.fetch_add(1);
+  if (int fd = inode.fd.load(); fd >= 0) {
+    inode.referenced.store(true, std::memory_order_relaxed);
+    return PathFd::pinned(fd, &inode);
   }
+  inode.pins.fetch_sub(1);
+  UniqueFd fresh = BKP_TRY(reopen(inode, O_PATH));
+  Lock lock(*this);
+  if (!cache_locked(inode, fresh.get())) return PathFd::owned(std::move(fresh));
+  inode.pins.fetch_add(1);
+  return PathFd::pinned(fresh.release(), &inode);
+}
+
+bool InodeTable::cache_locked(Inode& inode, int fd) {
+  if (&inode == root_ || inode.fd.load() >= 0 || fd_budget_ == 0) return false;
+  if (cached_.load() >= fd_budget_ && !evict_one_locked()) return false;
+  inode.fd.store(fd);
+  inode.referenced.store(true, std::memory_order_relaxed);
+  inode.ring_slot = ring_.size();
+  ring_.push_back(&inode);
+  cached_.fetch_add(1);
+  return true;
+}
+
+bool InodeTable::evict_one_locked() {
+  for (size_t step = 0; step < 2 * ring_.size(); ++step) {
+    if (hand_ >= ring_.size()) hand_ = 0;
+    Inode& n = *ring_[hand_];
+    if (n.referenced.exchange(false, std::memory_order_relaxed)) {
+      ++hand_;
+      continue;
+    }
+    int fd = n.fd.exchange(-1);
+    if (n.pins.load() != 0) {  // in use: back in its place (only this lock caches, so it is free)
+      n.fd.store(fd);
+      ++hand_;
+      continue;
+    }
+    to_close_.push_back(fd);
+    unring_locked(n);
+    return true;
+  }
+  return false;
+}
+
+// Takes the inode's slot out of the ring (its descriptor, if still there, is the caller's).
+void InodeTable::unring_locked(Inode& inode) {
+  if (inode.ring_slot == SIZE_MAX) return;
+  size_t slot = inode.ring_slot;
+  ring_[slot] = ring_.back();
+  ring_[slot]->ring_slot = slot;
+  ring_.pop_back();
+  inode.ring_slot = SIZE_MAX;
   cached_.fetch_sub(1);
-  return PathFd::owned(std::move(fresh));
 }
 
 Result<UniqueFd> InodeTable::reopen(const Inode& inode, int flags) {

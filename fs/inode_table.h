@@ -12,8 +12,12 @@
 // known name always exists in the real tree.
 //
 // Descriptors: an inode may cache one O_PATH descriptor, handed out on first use, within a global
-// budget; beyond it each operation reopens by handle. Cached descriptors are closed only when
-// the Inode dies, which the kernel guarantees is after its last operation on it.
+// budget sized from the open-file limit. When the budget is full, a new one evicts the cached
+// descriptor of an inode not used since the clock hand last passed it (CLOCK, an approximation
+// of least recently used), so the hot set stays open and only a cold inode is reopened by
+// handle. An operation pins the inode while it uses the descriptor: eviction takes the
+// descriptor out first, then looks at the pins, and puts it back if anyone holds it, so a
+// descriptor in use is never closed. A dying Inode's descriptor closes with it.
 //
 // Locking: mu_ guards nlookup, children, names and the maps. Lock order: the change log's
 // namespace lock, then this table's Lock, then ChangeLog's internal mutex. No syscall runs under
@@ -31,6 +35,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "common/changes/change_log.h"
@@ -46,7 +51,10 @@ struct Inode {
   ino_t ino = 0;
   mode_t type = 0;  // S_IFMT bits
 
-  std::atomic<int> fd{-1};  // cached O_PATH descriptor; set at most once, closed on death
+  std::atomic<int> fd{-1};  // cached O_PATH descriptor, or -1; closed on eviction or death
+  std::atomic<uint32_t> pins{0};         // operations using fd right now (PathFd)
+  std::atomic<bool> referenced{false};   // used since the clock hand passed (eviction)
+  size_t ring_slot = SIZE_MAX;           // index in InodeTable::ring_ while cached (mu_)
 
   // Guarded by InodeTable::mu_.
   uint64_t nlookup = 0;   // lookups the kernel holds
@@ -61,20 +69,30 @@ struct Inode {
   bool is_reg() const { return S_ISREG(type); }
 };
 
-// A descriptor for the duration of one operation: borrowed from the cache or owned.
+// A descriptor for the duration of one operation: the cached one, with its inode pinned so it is
+// not evicted meanwhile, or one of its own.
 class PathFd {
  public:
-  static PathFd borrowed(int fd) { return PathFd(fd, UniqueFd()); }
+  static PathFd pinned(int fd, Inode* inode) { return PathFd(fd, UniqueFd(), inode); }
   static PathFd owned(UniqueFd fd) {
     int raw = fd.get();
-    return PathFd(raw, std::move(fd));
+    return PathFd(raw, std::move(fd), nullptr);
+  }
+  PathFd(PathFd&& other) noexcept
+      : fd_(other.fd_), owned_(std::move(other.owned_)), pinned_(std::exchange(other.pinned_, nullptr)) {}
+  PathFd& operator=(PathFd&&) = delete;
+  PathFd(const PathFd&) = delete;
+  ~PathFd() {
+    if (pinned_ != nullptr) pinned_->pins.fetch_sub(1);
   }
   int get() const { return fd_; }
 
  private:
-  PathFd(int fd, UniqueFd owned) : fd_(fd), owned_(std::move(owned)) {}
+  PathFd(int fd, UniqueFd owned, Inode* pinned)
+      : fd_(fd), owned_(std::move(owned)), pinned_(pinned) {}
   int fd_;
   UniqueFd owned_;
+  Inode* pinned_;  // unpinned on destruction (null: owned_ or the root's)
 };
 
 class InodeTable {
@@ -100,7 +118,8 @@ class InodeTable {
   // The kernel drops n lookups.
   void forget(fuse_ino_t ino, uint64_t n);
 
-  // A descriptor of the inode for *at() calls: the cached O_PATH one, or a fresh one.
+  // A descriptor of the inode for *at() calls: the cached O_PATH one (caching a fresh one,
+  // evicting a cold one if the budget is full), or a fresh one of its own.
   Result<PathFd> path_fd(Inode& inode);
   // A new descriptor opened with flags (O_CLOEXEC is added). ESTALE if the file is gone.
   Result<UniqueFd> reopen(const Inode& inode, int flags);
@@ -149,6 +168,13 @@ class InodeTable {
   Inode* drop_name_locked(Inode& dir, std::string_view name);
   void maybe_destroy_locked(Inode* inode);
   void close_dead(std::vector<std::unique_ptr<Inode>>& dead);
+  // Caches fd as inode's descriptor if it has none, evicting another if the budget is full.
+  // True if fd is now the cached one.
+  bool cache_locked(Inode& inode, int fd);
+  // Takes the descriptor of one cold, unpinned inode off the ring into to_close_; false if the
+  // hand went round twice without finding one.
+  bool evict_one_locked();
+  void unring_locked(Inode& inode);
 
   UniqueFd root_fd_;
   size_t fd_budget_ = 0;
@@ -159,6 +185,9 @@ class InodeTable {
   std::unordered_map<std::string, std::unique_ptr<Inode>> by_handle_;   // GUARDED_BY(mu_)
   std::unordered_map<EntryKey, Inode*, EntryHash> names_;               // GUARDED_BY(mu_)
   std::vector<std::unique_ptr<Inode>> dead_;  // GUARDED_BY(mu_); closed by ~Lock
+  std::vector<int> to_close_;                 // GUARDED_BY(mu_); evicted, closed by ~Lock
+  std::vector<Inode*> ring_;                  // GUARDED_BY(mu_); inodes with a cached fd
+  size_t hand_ = 0;                           // GUARDED_BY(mu_); the clock hand in ring_
 };
 
 }  // namespace bkp::fs

@@ -22,6 +22,7 @@
 #include <sys/statfs.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <climits>
@@ -43,7 +44,6 @@
 namespace bkp::fs {
 namespace {
 
-constexpr size_t kFdCacheBudget = 8192;
 constexpr unsigned kMaxThreads = 16;
 constexpr auto kDrainGrace = std::chrono::seconds(10);
 
@@ -170,12 +170,17 @@ Result<void> write_port_file(const std::string& path, uint16_t port) {
   return {};
 }
 
-void raise_fd_limit() {
+// Raises the open-file limit to its maximum and returns the inode table's descriptor budget:
+// half of it, the other half for the files the application holds open through us (each one an
+// open file here too), sockets and the rest.
+size_t raise_fd_limit() {
   struct rlimit rl;
-  if (::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+  if (::getrlimit(RLIMIT_NOFILE, &rl) != 0) return 512;
+  if (rl.rlim_cur < rl.rlim_max) {
     rl.rlim_cur = rl.rlim_max;
-    ::setrlimit(RLIMIT_NOFILE, &rl);
+    if (::setrlimit(RLIMIT_NOFILE, &rl) != 0) ::getrlimit(RLIMIT_NOFILE, &rl);
   }
+  return static_cast<size_t>(std::min<rlim_t>(rl.rlim_cur, 1u << 21) / 2);
 }
 
 // TLS with this node's identity and the backupd identities it serves (nothing with --no-tls).
@@ -230,14 +235,14 @@ int run(const Options& options) {
               "volume; use this only on a trusted loopback");
   }
   ::umask(0);  // the kernel already applied the caller's umask to every mode it sends
-  raise_fd_limit();
+  size_t fd_budget = raise_fd_limit();
 
   auto root = open_volume(*path);
   if (!root) {
     log::error("{}", root.error().message);
     return 1;
   }
-  auto table = InodeTable::create(std::move(*root), kFdCacheBudget);
+  auto table = InodeTable::create(std::move(*root), fd_budget);
   if (!table) {
     log::error("{}: {}", *path, table.error().message);
     return 1;
