@@ -32,6 +32,7 @@ Result<std::unique_ptr<InodeTable>> InodeTable::create(UniqueFd root, size_t fd_
   inode->ino = st.st_ino;
   inode->type = st.st_mode & S_IFMT;
   inode->nlookup = 1;  // never forgotten
+  inode->id = FUSE_ROOT_ID;
   inode->fd.store(table->root_fd_.get());
   table->root_ = inode.get();
   table->by_handle_.emplace(std::move(handle), std::move(inode));
@@ -48,15 +49,45 @@ InodeTable::~InodeTable() {
 
 Inode& InodeTable::get(fuse_ino_t ino) {
   if (ino == FUSE_ROOT_ID) return *root_;
-  if (ino == 0) {
-    log::error("internal error: inode 0 from the kernel");
+  Inode* inode = nullptr;
+  if (ino >> kChunkBits < kMaxChunks) {
+    if (auto* chunk = chunks_[ino >> kChunkBits].load(std::memory_order_acquire)) {
+      inode = chunk[ino & (kChunk - 1)].load(std::memory_order_acquire);
+    }
+  }
+  if (inode == nullptr) {
+    log::error("internal error: inode {} from the kernel, which it never got from us", ino);
     std::abort();
   }
-  return *reinterpret_cast<Inode*>(ino);
+  return *inode;
 }
 
-fuse_ino_t InodeTable::ino_of(const Inode& inode) const {
-  return &inode == root_ ? FUSE_ROOT_ID : reinterpret_cast<fuse_ino_t>(&inode);
+fuse_ino_t InodeTable::assign_id_locked(Inode& inode) {
+  fuse_ino_t id;
+  if (!free_ids_.empty()) {
+    id = free_ids_.back();
+    free_ids_.pop_back();
+  } else {
+    id = next_id_++;
+    if (id >> kChunkBits >= kMaxChunks) {
+      log::error("internal error: more than {} inodes at once", kMaxChunks * kChunk);
+      std::abort();
+    }
+  }
+  auto& chunk = chunks_[id >> kChunkBits];
+  if (chunk.load(std::memory_order_relaxed) == nullptr) {
+    chunk_storage_.emplace_back(new std::atomic<Inode*>[kChunk]());
+    chunk.store(chunk_storage_.back().get(), std::memory_order_release);
+  }
+  chunk.load(std::memory_order_relaxed)[id & (kChunk - 1)].store(&inode, std::memory_order_release);
+  inode.id = id;
+  return id;
+}
+
+void InodeTable::release_id_locked(fuse_ino_t id) {
+  chunks_[id >> kChunkBits].load(std::memory_order_relaxed)[id & (kChunk - 1)].store(
+      nullptr, std::memory_order_release);
+  free_ids_.push_back(id);
 }
 
 size_t InodeTable::size() {
@@ -98,6 +129,7 @@ Inode& InodeTable::remember(std::string handle, const struct stat& st, Inode& pa
     fresh->ino = st.st_ino;
     fresh->type = st.st_mode & S_IFMT;
     inode = fresh.get();
+    assign_id_locked(*inode);
     by_handle_.emplace(std::move(handle), std::move(fresh));
   }
   inode->nlookup++;
@@ -134,6 +166,7 @@ void InodeTable::maybe_destroy_locked(Inode* inode) {
     auto it = by_handle_.find(n->ref.handle);
     if (it == by_handle_.end() || it->second.get() != n) continue;  // already dead
     unring_locked(*n);
+    release_id_locked(n->id);
     dead_.push_back(std::move(it->second));
     by_handle_.erase(it);
   }

@@ -1,10 +1,13 @@
 // InodeTable: the inodes the kernel knows, keyed by file handle, and the names that give the
 // change log its volume-relative paths.
 //
-// The fuse_ino_t of an inode is its address (FUSE_ROOT_ID for the root), as in libfuse's
-// passthrough_hp. An Inode lives while the kernel holds lookups on it (nlookup) or while one of
-// its known names is in it (children), so a path can always be computed for every inode that
-// still has a known name.
+// The fuse_ino_t of an inode is a small number (FUSE_ROOT_ID for the root), the index of its
+// slot in a table of chunks that never move, so get() is two loads and no lock, and an id means
+// something outside this process too (a successor taking over the kernel connection can be told
+// which file each id the kernel holds names). A dead inode's id is reused, as the kernel allows
+// once it has forgotten it. An Inode lives while the kernel holds lookups on it (nlookup) or
+// while one of its known names is in it (children), so a path can always be computed for every
+// inode that still has a known name.
 //
 // Known names: every name we hand the kernel (lookup, creation, link, readdirplus, rename) is
 // kept until an unlink, rmdir or rename through us removes it. The kernel can only reach an
@@ -46,6 +49,7 @@ namespace bkp::fs {
 
 struct Inode {
   // Immutable after creation.
+  fuse_ino_t id = 0;     // what the kernel calls it
   changes::FileRef ref;  // id = FileId of the handle, handle = raw handle bytes
   dev_t dev = 0;
   ino_t ino = 0;
@@ -108,9 +112,9 @@ class InodeTable {
   int mount_fd() const { return root_fd_.get(); }
   dev_t root_dev() const { return root_->dev; }
 
-  // The inode behind a fuse_ino_t the kernel got from us. Aborts on 0.
+  // The inode behind a fuse_ino_t the kernel got from us. Aborts on one we never gave.
   Inode& get(fuse_ino_t ino);
-  fuse_ino_t ino_of(const Inode& inode) const;
+  fuse_ino_t ino_of(const Inode& inode) const { return inode.id; }
 
   // Finds or creates the inode with this handle, counts one kernel lookup and adds
   // (parent, name) to its known names.
@@ -175,6 +179,13 @@ class InodeTable {
   // hand went round twice without finding one.
   bool evict_one_locked();
   void unring_locked(Inode& inode);
+  // A free id for a new inode, its slot set to it (mu_ held); release_id_locked frees it.
+  fuse_ino_t assign_id_locked(Inode& inode);
+  void release_id_locked(fuse_ino_t id);
+
+  static constexpr unsigned kChunkBits = 16;
+  static constexpr size_t kChunk = size_t{1} << kChunkBits;
+  static constexpr size_t kMaxChunks = size_t{1} << 16;  // 2^32 ids; 512 KiB of chunk pointers
 
   UniqueFd root_fd_;
   size_t fd_budget_ = 0;
@@ -187,6 +198,12 @@ class InodeTable {
   std::vector<std::unique_ptr<Inode>> dead_;  // GUARDED_BY(mu_); closed by ~Lock
   std::vector<int> to_close_;                 // GUARDED_BY(mu_); evicted, closed by ~Lock
   std::vector<Inode*> ring_;                  // GUARDED_BY(mu_); inodes with a cached fd
+  // id -> Inode: chunks allocated under mu_, never freed before the table, read without it.
+  std::unique_ptr<std::atomic<std::atomic<Inode*>*>[]> chunks_{
+      new std::atomic<std::atomic<Inode*>*>[kMaxChunks]()};
+  std::vector<std::unique_ptr<std::atomic<Inode*>[]>> chunk_storage_;  // GUARDED_BY(mu_)
+  std::vector<fuse_ino_t> free_ids_;                                   // GUARDED_BY(mu_)
+  fuse_ino_t next_id_ = FUSE_ROOT_ID + 1;                              // GUARDED_BY(mu_)
   size_t hand_ = 0;                           // GUARDED_BY(mu_); the clock hand in ring_
 };
 

@@ -96,5 +96,29 @@ TEST_F(InodeTableTest, TwoHeldDescriptorsFillTheBudgetAndOthersGetTheirOwn) {
   EXPECT_EQ(ino_of(b->get()), inodes_[1]->ino);
 }
 
+// Ids are small numbers the kernel can be given back: each names its inode until the kernel
+// forgets it, and a forgotten one is reused.
+TEST_F(InodeTableTest, IdsAreSmallStableAndReusedOnceForgotten) {
+  for (int i = 0; i < kFiles; ++i) {
+    fuse_ino_t id = table_->ino_of(*inodes_[i]);
+    EXPECT_EQ(id, static_cast<fuse_ino_t>(FUSE_ROOT_ID + 1 + i));
+    EXPECT_EQ(&table_->get(id), inodes_[i]);
+  }
+  EXPECT_EQ(table_->ino_of(table_->root()), static_cast<fuse_ino_t>(FUSE_ROOT_ID));
+  fuse_ino_t gone = table_->ino_of(*inodes_[2]);
+  table_->forget(gone, 1);
+  EXPECT_EQ(table_->size(), static_cast<size_t>(kFiles));  // the root and the five left
+  UniqueFd f(::open(dir_.sub("fresh").c_str(), O_CREAT | O_WRONLY, 0644));
+  ASSERT_TRUE(f);
+  auto handle = handle_at(table_->mount_fd(), "fresh", 0);
+  ASSERT_TRUE(handle);
+  struct stat st{};
+  ASSERT_EQ(::fstatat(table_->mount_fd(), "fresh", &st, 0), 0);
+  Inode& fresh = table_->remember(*handle, st, table_->root(), "fresh");
+  EXPECT_EQ(table_->ino_of(fresh), gone);
+  EXPECT_EQ(&table_->get(gone), &fresh);
+  EXPECT_EQ(fresh.ino, st.st_ino);
+}
+
 }  // namespace
 }  // namespace bkp::fs
