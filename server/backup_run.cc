@@ -74,6 +74,7 @@ Outcome finish_written(Volume& v, Catalog& catalog, const RunSettings& settings,
     for (const auto& id : *rotated) log::info("volume {}: rotated out snapshot {}.tgz", v.name(), id);
   }
   o.status = RunStatus::kWritten;
+  if (!snap.warnings.empty()) o.error = snap.warnings;
   return o;
 }
 
@@ -169,9 +170,10 @@ std::string human_bytes(uint64_t bytes) {
 std::string describe_run(const RunRecord& run) {
   switch (run.status) {
     case RunStatus::kWritten:
-      return fmt::format("written {}.tgz {} in {:.1f} s", run.snapshot.value_or("?"),
+      return fmt::format("written {}.tgz {} in {:.1f} s{}", run.snapshot.value_or("?"),
                          human_bytes(static_cast<uint64_t>(run.snapshot_bytes)),
-                         static_cast<double>(run.duration_ms) / 1000);
+                         static_cast<double>(run.duration_ms) / 1000,
+                         run.error ? " with warnings: " + *run.error : "");
     case RunStatus::kUnchanged:
       return "unchanged";
     case RunStatus::kFailed:

@@ -68,6 +68,8 @@ struct RunRecord {
   int64_t duration_ms = 0;
   int64_t changed_bytes = 0;  // data bytes written to the volume since the previous run
   int64_t changed_files = 0;  // files touched since the previous run
+  // Why it failed; for a written run, what its archive does not hold (sockets, entries the
+  // format refused): "written with warnings".
   std::optional<std::string> error;
 };
 

@@ -107,7 +107,9 @@ json run_json(const RunRecord& run) {
       {"duration_ms", run.duration_ms},
       {"changed_bytes", run.changed_bytes},
       {"changed_files", run.changed_files},
-      {"error", opt(run.error)},
+      // A written run's note is what its archive does not hold (RunRecord::error).
+      {"error", run.status == RunStatus::kWritten ? json(nullptr) : opt(run.error)},
+      {"warnings", run.status == RunStatus::kWritten ? opt(run.error) : json(nullptr)},
   };
 }
 

@@ -60,7 +60,8 @@ class Writer {
     archive_entry_set_pathname(e.get(), ".");
     UniqueFd rd(openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     if (rd) add_xattrs(rd.get(), e.get());
-    return header(e.get());
+    BKP_TRY(header(e.get()));
+    return {};
   }
 
   Result<void> dir(int fd, const std::string& rel) {
@@ -87,7 +88,7 @@ class Writer {
     archive_entry* held = nullptr;
     archive_entry_linkify(resolver_, &held, &spare);
     while (held != nullptr) {
-      BKP_TRY_VOID(header(held));
+      BKP_TRY(header(held));
       archive_entry_free(held);
       held = nullptr;
       archive_entry_linkify(resolver_, &held, &spare);
@@ -95,23 +96,58 @@ class Writer {
     return {};
   }
 
+  // SnapshotFile::warnings.
+  std::string warnings() const {
+    constexpr size_t kNamed = 5;
+    std::vector<std::string> parts;
+    auto list = [&](const std::vector<std::string>& names) {
+      std::string s;
+      for (size_t i = 0; i < names.size() && i < kNamed; ++i) s += (i ? ", " : "") + names[i];
+      if (names.size() > kNamed) s += fmt::format(" and {} more", names.size() - kNamed);
+      return s;
+    };
+    if (!sockets_.empty()) {
+      parts.push_back(fmt::format("{} socket{} not archived (no archive format holds one): {}",
+                                  sockets_.size(), sockets_.size() == 1 ? "" : "s", list(sockets_)));
+    }
+    if (!refused_.empty()) {
+      parts.push_back(fmt::format("{} entr{} refused by the archive format: {}", refused_.size(),
+                                  refused_.size() == 1 ? "y" : "ies", list(refused_)));
+    }
+    std::string out;
+    for (const auto& p : parts) out += (out.empty() ? "" : "; ") + p;
+    return out;
+  }
+
   uint64_t files = 0;
   uint64_t data_bytes = 0;
 
  private:
-  Result<void> header(archive_entry* e) {
-    if (archive_write_header(a_, e) < ARCHIVE_WARN) {
+  // False if the format refused this entry (noted in warnings, the archive goes on); an error
+  // if the archive itself failed.
+  Result<bool> header(archive_entry* e) {
+    int r = archive_write_header(a_, e);
+    if (r == ARCHIVE_FAILED) {
+      refused_.push_back(fmt::format("{} ({})", archive_entry_pathname(e), archive_error_string(a_)));
+      return false;
+    }
+    if (r < ARCHIVE_WARN) {
       return fail(EIO, fmt::format("archive {}: {}", archive_entry_pathname(e),
                                    archive_error_string(a_)));
     }
-    return {};
+    return true;
   }
+
 
   Result<void> entry(int dir_fd, const std::string& parent, const std::string& name) {
     BKP_TRY_VOID(check_cancel());
     struct stat st{};
     std::string rel = join_rel(parent, name);
     if (fstatat(dir_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return fail_errno("stat " + rel);
+    if (S_ISSOCK(st.st_mode)) {
+      sockets_.push_back(rel);
+      return {};
+    }
     EntryPtr e(archive_entry_new());
     archive_entry_copy_stat(e.get(), &st);
     archive_entry_set_pathname(e.get(), rel.c_str());
@@ -128,8 +164,9 @@ class Writer {
       if (!fd) return fail_errno("open " + rel);
       add_xattrs(fd.get(), e.get());
     }
-    if (S_ISREG(st.st_mode)) BKP_TRY_VOID(file(std::move(e), fd.get(), rel));
-    else BKP_TRY_VOID(header(e.get()));
+    if (S_ISREG(st.st_mode)) return file(std::move(e), fd.get(), rel);
+    // A directory the format refused still has entries it can hold.
+    BKP_TRY(header(e.get()));
     if (S_ISDIR(st.st_mode)) BKP_TRY_VOID(dir(fd.get(), rel));
     return {};
   }
@@ -142,12 +179,12 @@ class Writer {
     // earlier entry released by this one.
     if (entry != nullptr) {
       EntryPtr owned(entry);
-      BKP_TRY_VOID(header(entry));
-      if (archive_entry_size(entry) > 0) BKP_TRY_VOID(data(fd, rel));
+      bool written = BKP_TRY(header(entry));
+      if (written && archive_entry_size(entry) > 0) BKP_TRY_VOID(data(fd, rel));
     }
     if (spare != nullptr) {
       EntryPtr owned(spare);
-      BKP_TRY_VOID(header(spare));
+      BKP_TRY(header(spare));
     }
     return {};
   }
@@ -189,6 +226,8 @@ class Writer {
   }
 
   archive* a_;
+  std::vector<std::string> sockets_;  // skipped, by volume-relative path
+  std::vector<std::string> refused_;  // "path (why)"
   archive_entry_linkresolver* resolver_;
   const std::atomic<bool>* cancel_;
   std::vector<char> buf_;
@@ -270,6 +309,7 @@ Result<SnapshotFile> write_snapshot(int tree_fd, const std::string& snapshots_di
   out.bytes = static_cast<uint64_t>(st.st_size);
   out.files = writer.files;
   out.data_bytes = writer.data_bytes;
+  out.warnings = writer.warnings();
   return out;
 }
 

@@ -28,14 +28,18 @@ struct SnapshotFile {
   uint64_t bytes = 0;
   uint64_t files = 0;       // regular files archived
   uint64_t data_bytes = 0;  // their total size before compression
+  // What the archive does not hold, one line for all ("" if nothing): sockets, which no tar
+  // format can hold (counted, the first few named), and entries libarchive refused, by name.
+  std::string warnings;
 };
 
 // "20261126T010203.123Z" for a CLOCK_REALTIME instant in milliseconds.
 std::string snapshot_id_for(int64_t unix_ms);
 
 // Archives the tree at tree_fd (an O_RDONLY or O_PATH directory fd) into snapshots_dir/<id>.tgz.
-// Never follows symlinks; keeps hard links, symlinks, fifos, modes, owners, mtimes and user.*
-// xattrs. gzip_level 1..9. When cancel is given and becomes true, the write stops at the next
+// Never follows symlinks; keeps hard links, symlinks, fifos, devices, modes, owners, mtimes and
+// user.* xattrs; skips sockets and any entry the format refuses, which SnapshotFile::warnings
+// then names (the run is still written). gzip_level 1..9. When cancel is given and becomes true, the write stops at the next
 // entry or 1 MiB block with ECANCELED "cancelled", leaving no file behind.
 Result<SnapshotFile> write_snapshot(int tree_fd, const std::string& snapshots_dir,
                                     const std::string& id, int gzip_level,

@@ -200,12 +200,16 @@ std::string render_volumes(const Json& volumes) {
 
 std::string render_runs(const Json& runs) {
   Table table(
-      {"STARTED", "STATUS", "SNAPSHOT", "SIZE", "DURATION", "CHANGED", "ERROR"},
+      {"STARTED", "STATUS", "SNAPSHOT", "SIZE", "DURATION", "CHANGED", "ERROR/WARNING"},
       {Align::kLeft, Align::kLeft, Align::kLeft, Align::kRight, Align::kRight, Align::kRight});
   for (const Json& r : runs) {
     std::string status = field_text(r, "status");
     bool has_snapshot = member(r, "snapshot") != nullptr;
     std::string error = member(r, "error") != nullptr ? field_text(r, "error") : "";
+    if (member(r, "warnings") != nullptr) {
+      status += " with warnings";
+      error = field_text(r, "warnings");
+    }
     table.add(
         {time_field(r, "started_at"), status, has_snapshot ? field_text(r, "snapshot") : "-",
          has_snapshot && member(r, "snapshot_bytes") != nullptr

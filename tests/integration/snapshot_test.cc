@@ -7,13 +7,16 @@
 // - backupd killed with SIGKILL while it writes an archive leaves no partial file under any
 //   name after a restart; every archive listed opens and lists fully; the interrupted run is in
 //   the history as failed.
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
 
 #include <filesystem>
 
+#include "common/unique_fd.h"
 #include "tests/integration/control.h"
 #include "tests/integration/workload.h"
 #include "tests/testutil/wait.h"
@@ -170,6 +173,40 @@ TEST_F(SnapshotTest, KilledWhileWritingLeavesNoPartialSnapshot) {
   }
   EXPECT_TRUE(found) << "no run started before the kill was added to the history:\n"
                      << after->dump(2);
+}
+
+// A unix socket in the volume (an application's control socket, bound through the mount) used
+// to fail every run; now the run is written, says which sockets it left out, and the fifo next
+// to it is archived.
+TEST_F(SnapshotTest, ASocketAndAFifoDoNotFailARun) {
+  ASSERT_TRUE(start_all("2s", /*with_replicators=*/false));
+  std::string why;
+  auto fresh = runs_after_change(
+      [&] {
+        mkdirs(src("run"));
+        must(mkfifo(src("run/pipe").c_str(), 0640), "mkfifo");
+        UniqueFd s(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+        must(s ? 0 : -1, "socket");
+        sockaddr_un addr{};
+        addr.sun_family = AF_UNIX;
+        std::string path = src("run/app.sock");
+        ASSERT_LT(path.size(), sizeof(addr.sun_path)) << path;
+        path.copy(addr.sun_path, path.size());
+        must(::bind(s.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr), "bind");
+      },
+      &why);
+  ASSERT_TRUE(fresh) << why;
+  const Json* written = nullptr;
+  for (const Json& r : *fresh) {
+    if (r.value("status", "") == "written") written = &r;
+  }
+  ASSERT_NE(written, nullptr) << Json(*fresh).dump(2);
+  EXPECT_TRUE(written->at("error").is_null()) << written->dump();
+  EXPECT_NE(written->value("warnings", "").find("run/app.sock"), std::string::npos)
+      << written->dump();
+  auto history = bkptool({"history", kHost, src()});
+  EXPECT_EQ(history.exit_code(), 0) << history.output;
+  EXPECT_NE(history.output.find("written with warnings"), std::string::npos) << history.output;
 }
 
 // One byte at 64 GiB - 1 made every run archive 64 GiB of zeros, and cancelling such a run

@@ -137,10 +137,19 @@ TEST(ViewsTest, HistoryShowsFailuresAndRotatedRuns) {
   EXPECT_EQ(
       render_runs(runs),
       "STARTED              STATUS   SNAPSHOT                  SIZE  DURATION          CHANGED  "
-      "ERROR\n"
+      "ERROR/WARNING\n"
       "2026-11-26 01:02:03  written  20261126T010203.000Z  12.3 MiB     2.1 s  1 file, 4.0 KiB\n"
       "2026-11-26 01:02:03  failed   -                            -     2.1 s  1 file, 4.0 KiB  "
       "node unreachable: refused\n");
+}
+
+TEST(ViewsTest, AWrittenRunWithWarningsSaysSo) {
+  LocalZone utc("UTC0");
+  Json run = run_json("written", "20261126T010203.000Z", 1024, nullptr);
+  run["warnings"] = "1 socket not archived (no archive format holds one): run/app.sock";
+  std::string table = render_runs(Json::array({run}));
+  EXPECT_NE(table.find("written with warnings"), std::string::npos) << table;
+  EXPECT_NE(table.find("run/app.sock"), std::string::npos) << table;
 }
 
 TEST(ViewsTest, ListShowsLagAndLastError) {
