@@ -23,6 +23,7 @@
 #include <fmt/format.h>
 #include <memory>
 
+#include "common/changes/scan.h"
 #include "common/log.h"
 #include "common/path.h"
 #include "common/unique_fd.h"
@@ -164,7 +165,10 @@ class Writer {
       if (!fd) return fail_errno("open " + rel);
       add_xattrs(fd.get(), e.get());
     }
-    if (S_ISREG(st.st_mode)) return file(std::move(e), fd.get(), rel);
+    if (S_ISREG(st.st_mode)) {
+      sparse_map(fd.get(), e.get());
+      return file(std::move(e), fd.get(), rel);
+    }
     // A directory the format refused still has entries it can hold.
     BKP_TRY(header(e.get()));
     if (S_ISDIR(st.st_mode)) BKP_TRY_VOID(dir(fd.get(), rel));
@@ -189,20 +193,61 @@ class Writer {
     return {};
   }
 
+  // A file with holes gets a sparse map (pax's GNU.sparse 1.0): only its data regions are
+  // stored, and a restore (ARCHIVE_EXTRACT reads blocks with their offsets) leaves the holes.
+  static void sparse_map(int fd, archive_entry* e) {
+    auto size = static_cast<uint64_t>(archive_entry_size(e));
+    changes::ExtentMap data;
+    changes::data_regions(fd, size, data);
+    if (data.total_bytes() == size) return;  // no hole
+    for (const auto& [start, end] : data.ranges()) {
+      archive_entry_sparse_add_entry(e, static_cast<la_int64_t>(start),
+                                     static_cast<la_int64_t>(end - start));
+    }
+    if (data.ranges().empty() || data.ranges().rbegin()->second < size) {
+      archive_entry_sparse_add_entry(e, static_cast<la_int64_t>(size), 0);  // the trailing hole
+    }
+  }
+
+  // The file's bytes as the entry announced them: its data regions read from the file, its
+  // holes fed as zeros from memory, which the pax writer skips for a sparse entry (nothing
+  // is read, nothing compressed). Regions are as the entry's sparse map saw them; a file
+  // that changed since cannot, the mirror being still during a run.
   Result<void> data(int fd, const std::string& rel) {
     buf_.resize(kBlock);
     ++files;
-    for (off_t off = 0;;) {
-      BKP_TRY_VOID(check_cancel());
-      ssize_t n = pread(fd, buf_.data(), buf_.size(), off);
-      if (n < 0) return fail_errno("read " + rel);
-      if (n == 0) return {};
-      if (archive_write_data(a_, buf_.data(), static_cast<size_t>(n)) < 0) {
+    auto size = static_cast<uint64_t>(lseek(fd, 0, SEEK_END));
+    changes::ExtentMap regions;
+    changes::data_regions(fd, size, regions);
+    uint64_t at = 0;
+    auto put = [&](const char* bytes, size_t n) -> Result<void> {
+      if (archive_write_data(a_, bytes, n) < 0) {
         return fail(EIO, fmt::format("archive {}: {}", rel, archive_error_string(a_)));
       }
-      off += n;
-      data_bytes += static_cast<uint64_t>(n);
+      at += n;
+      return {};
+    };
+    auto zeros_to = [&](uint64_t end) -> Result<void> {
+      static const std::vector<char> zeros(kBlock, 0);
+      while (at < end) {
+        BKP_TRY_VOID(check_cancel());
+        BKP_TRY_VOID(put(zeros.data(), static_cast<size_t>(std::min<uint64_t>(kBlock, end - at))));
+      }
+      return {};
+    };
+    for (const auto& [start, end] : regions.ranges()) {
+      BKP_TRY_VOID(zeros_to(start));
+      while (at < end) {
+        BKP_TRY_VOID(check_cancel());
+        size_t want = static_cast<size_t>(std::min<uint64_t>(kBlock, end - at));
+        ssize_t n = pread(fd, buf_.data(), want, static_cast<off_t>(at));
+        if (n < 0) return fail_errno("read " + rel);
+        if (n == 0) break;  // shorter than it was: the archive pads the entry
+        BKP_TRY_VOID(put(buf_.data(), static_cast<size_t>(n)));
+        data_bytes += static_cast<uint64_t>(n);
+      }
     }
+    return zeros_to(size);
   }
 
   static void add_xattrs(int fd, archive_entry* e) {

@@ -37,8 +37,9 @@ struct SnapshotFile {
 std::string snapshot_id_for(int64_t unix_ms);
 
 // Archives the tree at tree_fd (an O_RDONLY or O_PATH directory fd) into snapshots_dir/<id>.tgz.
-// Never follows symlinks; keeps hard links, symlinks, fifos, devices, modes, owners, mtimes and
-// user.* xattrs; skips sockets and any entry the format refuses, which SnapshotFile::warnings
+// Never follows symlinks; keeps hard links, symlinks, fifos, devices, modes, owners, mtimes,
+// user.* xattrs and holes (a sparse map per file with holes: only data regions are stored and
+// nothing in a hole is read); skips sockets and any entry the format refuses, which SnapshotFile::warnings
 // then names (the run is still written). gzip_level 1..9. When cancel is given and becomes true, the write stops at the next
 // entry or 1 MiB block with ECANCELED "cancelled", leaving no file behind.
 Result<SnapshotFile> write_snapshot(int tree_fd, const std::string& snapshots_dir,

@@ -83,5 +83,50 @@ TEST(SnapshotFileTest, SocketsAreSkippedAndNamedEverythingElseIsArchived) {
   EXPECT_EQ(clean->warnings, "");
 }
 
+// A 1 GiB file with two written islands (and a second name) is stored as its islands: the
+// archive stays small, and reading it back gives the islands at their offsets and holes between.
+TEST(SnapshotFileTest, HolesStayHoles) {
+  testutil::TempDir dir("bkp-snap");
+  std::string tree = dir.mkdir("t");
+  {
+    UniqueFd f(::open((tree + "/big").c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0644));
+    ASSERT_TRUE(f);
+    ASSERT_EQ(::pwrite(f.get(), "head", 4, 0), 4);
+    ASSERT_EQ(::pwrite(f.get(), "island", 6, 512 << 20), 6);
+    ASSERT_EQ(::ftruncate(f.get(), 1 << 30), 0);
+  }
+  ASSERT_EQ(::link((tree + "/big").c_str(), (tree + "/big2").c_str()), 0);
+  UniqueFd root(::open(tree.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  ASSERT_TRUE(root);
+  auto snap = write_snapshot(root.get(), dir.sub("snaps"), "20261130T000000.000Z", 1);
+  ASSERT_TRUE(snap) << snap.error().message;
+  EXPECT_LT(snap->bytes, 1u << 20) << "the holes were stored as zeros";
+
+  archive* a = archive_read_new();
+  archive_read_support_filter_all(a);
+  archive_read_support_format_all(a);
+  ASSERT_EQ(archive_read_open_filename(a, (dir.sub("snaps") + "/" + snap->name).c_str(), 1 << 16),
+            ARCHIVE_OK);
+  archive_entry* e = nullptr;
+  std::string blocks;
+  int with_data = 0;
+  while (archive_read_next_header(a, &e) == ARCHIVE_OK) {
+    if (archive_entry_filetype(e) != AE_IFREG || archive_entry_size(e) == 0) continue;
+    ++with_data;
+    EXPECT_EQ(archive_entry_size(e), 1 << 30);
+    const void* buf = nullptr;
+    size_t size = 0;
+    la_int64_t offset = 0;
+    while (archive_read_data_block(a, &buf, &size, &offset) == ARCHIVE_OK) {
+      std::string bytes(static_cast<const char*>(buf), size);
+      if (bytes.find_first_not_of('\0') == std::string::npos) continue;
+      blocks += std::to_string(offset) + ":" + bytes.substr(0, bytes.find('\0')) + " ";
+    }
+  }
+  archive_read_free(a);
+  EXPECT_EQ(with_data, 1) << "the second name must be a hard link";
+  EXPECT_EQ(blocks, "0:head " + std::to_string(512 << 20) + ":island ");
+}
+
 }  // namespace
 }  // namespace bkp::server
