@@ -90,16 +90,15 @@ TEST_F(SnapshotTest, ChangedRunsWriteUnchangedRunsDoNotAndTenAreKept) {
   }
   EXPECT_GE(written, kRuns + 1) << all->dump(2);
 
-  // The newest archive restores to the source. Holes are not compared: snapshots archive every
-  // file in full today (server/snapshot.cc has no sparse map), which issue 12 fixes.
+  // The newest archive restores to the source, holes included (sparse entries).
   std::string out = scratch_dir("restored");
   auto restore = bkptool({"restore", kHost, src(), "--to", out, "--force"}, 120s);
   ASSERT_EQ(restore.exit_code(), 0) << restore.output;
-  EXPECT_EQ(compare_trees(src(), out, {.root_attrs = false, .holes = false}), "")
+  EXPECT_EQ(compare_trees(src(), out, {.root_attrs = false}), "")
       << "(an mtime with .000000000 on one side: the archive kept whole seconds only; ustar "
          "headers do, pax headers keep nanoseconds)";
   // The volume root's own mode, owner and mtime are part of the cut too.
-  EXPECT_EQ(compare_trees(src(), out, {.holes = false}), "")
+  EXPECT_EQ(compare_trees(src(), out, {}), "")
       << "the restored root directory lacks the volume root's attributes";
 }
 
