@@ -196,8 +196,16 @@ void Fs::fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t
   if (::fstat(fd, &after) < 0) return (void)fuse_reply_err(req, errno);
   const uint64_t size = static_cast<uint64_t>(after.st_size);
   const uint64_t end = std::min(start + static_cast<uint64_t>(length), size);
-  if (mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)) {
-    if (end > start) record_write(inode, start, end - start);  // now zeros
+  if (mode & FALLOC_FL_PUNCH_HOLE) {
+    // A hole on every copy too (a punch always keeps the size).
+    if (end > start) {
+      log::debug("record punch id={:016x} [{}, +{})", inode.ref.id, start, end - start);
+      log_.punch(inode.ref, start, end - start);
+    }
+  } else if (mode & FALLOC_FL_ZERO_RANGE) {
+    // Zeros in allocated (unwritten) extents, which read and seek as data: written zeros.
+    if (after.st_size > before.st_size) record_truncate(inode, size);
+    if (end > start) record_write(inode, start, end - start);
   } else if (mode & (FALLOC_FL_COLLAPSE_RANGE | FALLOC_FL_INSERT_RANGE)) {
     if (after.st_size < before.st_size) record_truncate(inode, size);
     if (size > start) record_write(inode, start, size - start);  // everything after moved

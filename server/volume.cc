@@ -66,6 +66,8 @@ void Volume::fan_out(const wire::Op& op) {
   for (auto& [name, sink] : sinks) {
     if (op.kind == wire::OpKind::kTruncate) {
       sink->log.truncate(changes::FileRef{op.id, ""}, op.size);
+    } else if (op.kind == wire::OpKind::kPunch) {
+      sink->log.punch(changes::FileRef{op.id, ""}, op.offset, op.size);
     } else if (op.kind == wire::OpKind::kAttr && op.id != 0) {
       sink->log.attrs(changes::FileRef{op.id, ""});
     } else {

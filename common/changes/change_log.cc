@@ -137,6 +137,23 @@ bool ChangeLog::overflowed() const {
   return overflowed_;
 }
 
+void ChangeLog::punch(const FileRef& file, uint64_t offset, uint64_t length) {
+  std::lock_guard lock(mu_);
+  dated_locked();
+  wire::Op op;
+  op.kind = wire::OpKind::kPunch;
+  op.id = file.id;
+  op.offset = offset;
+  op.size = length;
+  if (!full_locked()) push_locked(std::move(op));
+  auto& change = files_[file.id];
+  if (change.ref.id == 0) change.ref = file;
+  update_extents(change, [&](ExtentMap& e) { e.remove(offset, length); });
+  change.written.remove(offset, length);
+  change.attrs = true;
+  cv_.notify_one();
+}
+
 Batch ChangeLog::take(const Limits& limits) {
   std::lock_guard lock(mu_);
   Batch batch;

@@ -109,6 +109,9 @@ class ChangeLog {
   void attrs(const FileRef& file);
   // Records a kTruncate op and clips the file's dirty extents to size.
   void truncate(const FileRef& file, uint64_t size);
+  // Records a kPunch op (the range reads as zeros and is a hole) and drops the range from the
+  // file's dirty extents: shipped as data it would arrive as written zeros after the punch.
+  void punch(const FileRef& file, uint64_t offset, uint64_t length);
 
   // Takes the oldest changes, within limits, as a batch (number 0: the sender numbers it) and
   // leaves the rest in the log. Nothing while overflowed.

@@ -37,6 +37,31 @@ void ExtentMap::truncate(uint64_t size) {
   }
 }
 
+void ExtentMap::remove(uint64_t offset, uint64_t length) {
+  if (length == 0) return;
+  uint64_t end = offset + length < offset ? UINT64_MAX : offset + length;
+  auto it = ranges_.upper_bound(offset);
+  if (it != ranges_.begin()) --it;
+  while (it != ranges_.end() && it->first < end) {
+    uint64_t a = it->first, b = it->second;
+    if (b <= offset) {
+      ++it;
+      continue;
+    }
+    it = ranges_.erase(it);
+    total_ -= b - a;
+    if (a < offset) {
+      ranges_.emplace(a, offset);
+      total_ += offset - a;
+    }
+    if (b > end) {
+      it = ranges_.emplace(end, b).first;
+      total_ += b - end;
+      ++it;
+    }
+  }
+}
+
 void ExtentMap::merge(const ExtentMap& other) {
   for (const auto& [start, end] : other.ranges_) add(start, end - start);
 }

@@ -16,6 +16,8 @@ class ExtentMap {
   void add(uint64_t offset, uint64_t length);
   // Drops everything at or beyond size, shortening a range that straddles it.
   void truncate(uint64_t size);
+  // Drops [offset, offset+length), splitting a range that spans it.
+  void remove(uint64_t offset, uint64_t length);
   // Merges another map into this one.
   void merge(const ExtentMap& other);
   // Moves the lowest ranges, max_bytes in all (splitting a range if needed), into the result.

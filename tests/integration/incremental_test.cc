@@ -1,6 +1,12 @@
 // Incremental shipping (DESIGN.md §2): rewriting 1 MiB inside a 200 MiB file sends about
 // 1 MiB, not the file. Counted where it matters, by the server: wire_bytes in the volume's stats
 // file is every byte of frames received for the volume.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "common/unique_fd.h"
 #include "tests/integration/cluster.h"
 #include "tests/integration/workload.h"
 #include "tests/testutil/wait.h"
@@ -38,6 +44,39 @@ TEST_F(IncrementalTest, RewritingOneMiBOfABigFileShipsAboutOneMiB) {
   uint64_t shipped = wire_bytes() - before;
   EXPECT_GE(shipped, kMiB);  // the random bytes cannot have been compressed away
   EXPECT_LT(shipped, 2 * kMiB) << "a 1 MiB rewrite of a 200 MiB file sent " << shipped << " bytes";
+}
+
+// fallocate(PUNCH_HOLE) travels as a hole, not as the zeros it reads as: the mirror and both
+// replicas end with the same hole map as the source (wait_converged compares holes), and no
+// zeros cross the wire for it.
+TEST_F(IncrementalTest, APunchedHoleStaysAHoleOnEveryCopy) {
+  ASSERT_TRUE(start_all());
+  write_big_file(src("db.bin"), 8 * kMiB, 7);
+  ASSERT_EQ(wait_converged(), "");
+  auto data_bytes = [&] {
+    auto s = server_stats();
+    return s && s->count("data_bytes") ? s->at("data_bytes") : 0;
+  };
+  ASSERT_TRUE(testutil::wait_until([&] { return data_bytes() >= 8 * kMiB || expired(); }, 30s));
+  uint64_t before = data_bytes();
+  {
+    UniqueFd fd(::open(src("db.bin").c_str(), O_RDWR | O_CLOEXEC));
+    ASSERT_TRUE(fd);
+    std::string fresh = random_string(kMiB, 8);
+    ASSERT_EQ(::pwrite(fd.get(), fresh.data(), fresh.size(), 2 * kMiB),
+              static_cast<ssize_t>(fresh.size()));
+    ASSERT_EQ(::fallocate(fd.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, kMiB, 4 * kMiB), 0)
+        << strerror(errno);
+  }
+  ASSERT_EQ(wait_converged(), "");
+  // At most the megabyte written (if it shipped before the punch), never the 4 MiB of zeros.
+  EXPECT_LE(data_bytes() - before, kMiB) << "the punched range was shipped as data";
+  for (const std::string& copy : {mirror(), replica(0), replica(1)}) {
+    UniqueFd fd(::open((copy + "/db.bin").c_str(), O_RDONLY | O_CLOEXEC));
+    ASSERT_TRUE(fd) << copy;
+    EXPECT_EQ(::lseek(fd.get(), kMiB, SEEK_HOLE), static_cast<off_t>(kMiB)) << copy;
+    EXPECT_EQ(::lseek(fd.get(), kMiB, SEEK_DATA), static_cast<off_t>(5 * kMiB)) << copy;
+  }
 }
 
 }  // namespace

@@ -58,6 +58,10 @@ std::string show_ops(const Batch& b) {
       case OpKind::kTruncate:
         s += "truncate #" + std::to_string(op.id) + " " + std::to_string(op.size);
         break;
+      case OpKind::kPunch:
+        s += "punch #" + std::to_string(op.id) + " " + std::to_string(op.offset) + "+" +
+             std::to_string(op.size);
+        break;
       default:
         s += std::string(wire::op_name(op.kind)) + " " + op.path;
         if (!op.target.empty()) s += " " + op.target;
@@ -328,6 +332,18 @@ TEST(ChangeLogTest, AFullLogDropsItsOperationsUntilAReconcile) {
   Batch b = log.take();
   EXPECT_EQ(b.ops.size(), 11u);
   EXPECT_EQ(show_files(b), "#1 [0,4) attrs #2 [8,16) attrs");
+}
+
+// A punch is an operation, and the data written there before it is not shipped after it (it
+// would arrive as written zeros and fill the hole); data written there afterwards is.
+TEST(ChangeLogTest, APunchDropsTheDataBeforeItButNotAfter) {
+  ChangeLog log;
+  log.write(file(1), 0, 100);
+  log.punch(file(1), 20, 30);
+  log.write(file(1), 40, 5);
+  Batch b = log.take();
+  EXPECT_EQ(show_ops(b), "punch #1 20+30");
+  EXPECT_EQ(show_files(b), "#1 [0,20) [40,45) [50,100) attrs");
 }
 
 TEST(ChangeLogTest, TheOldestChangeIsDatedUntilTheLogEmpties) {

@@ -152,7 +152,7 @@ TEST(ExtentMapTest, HugeOffsets) {
   EXPECT_EQ(m.ranges().begin()->second, big + 8192);
 }
 
-// Random adds, truncates and merges against a byte-per-byte model; after every step the map
+// Random adds, truncates, merges and removals against a byte-per-byte model; after every step the map
 // must hold exactly the model's dirty bytes as disjoint, non-adjacent, non-empty ranges.
 TEST(ExtentMapTest, MatchesABitmapModel) {
   constexpr uint64_t kSpace = 2048;
@@ -160,8 +160,13 @@ TEST(ExtentMapTest, MatchesABitmapModel) {
   ExtentMap m;
   std::vector<bool> model(kSpace, false);
   for (int step = 0; step < 5000; ++step) {
-    int what = static_cast<int>(rng() % 10);
-    if (what < 7) {
+    int what = static_cast<int>(rng() % 12);
+    if (what >= 10) {
+      uint64_t off = rng() % kSpace;
+      uint64_t len = rng() % std::min<uint64_t>(96, kSpace - off);
+      m.remove(off, len);
+      for (uint64_t i = off; i < off + len; ++i) model[i] = false;
+    } else if (what < 7) {
       uint64_t off = rng() % kSpace;
       uint64_t len = rng() % std::min<uint64_t>(64, kSpace - off);
       m.add(off, len);
