@@ -116,42 +116,38 @@ void ChangeLog::attrs(const FileRef& file) {
   cv_.notify_one();
 }
 
-void ChangeLog::truncate(const FileRef& file, uint64_t size) {
+template <class F>
+void ChangeLog::clip(const FileRef& file, wire::Op op, F&& change) {
   std::lock_guard lock(mu_);
   dated_locked();
+  op.id = file.id;
+  if (!full_locked()) push_locked(std::move(op));
+  auto& f = files_[file.id];
+  if (f.ref.id == 0) f.ref = file;
+  update_extents(f, change);
+  change(f.written);
+  f.attrs = true;
+  cv_.notify_one();
+}
+
+void ChangeLog::truncate(const FileRef& file, uint64_t size) {
   wire::Op op;
   op.kind = wire::OpKind::kTruncate;
-  op.id = file.id;
   op.size = size;
-  if (!full_locked()) push_locked(std::move(op));
-  auto& change = files_[file.id];
-  if (change.ref.id == 0) change.ref = file;
-  update_extents(change, [&](ExtentMap& e) { e.truncate(size); });
-  change.written.truncate(size);
-  change.attrs = true;
-  cv_.notify_one();
+  clip(file, std::move(op), [size](ExtentMap& e) { e.truncate(size); });
+}
+
+void ChangeLog::punch(const FileRef& file, uint64_t offset, uint64_t length) {
+  wire::Op op;
+  op.kind = wire::OpKind::kPunch;
+  op.offset = offset;
+  op.size = length;
+  clip(file, std::move(op), [offset, length](ExtentMap& e) { e.remove(offset, length); });
 }
 
 bool ChangeLog::overflowed() const {
   std::lock_guard lock(mu_);
   return overflowed_;
-}
-
-void ChangeLog::punch(const FileRef& file, uint64_t offset, uint64_t length) {
-  std::lock_guard lock(mu_);
-  dated_locked();
-  wire::Op op;
-  op.kind = wire::OpKind::kPunch;
-  op.id = file.id;
-  op.offset = offset;
-  op.size = length;
-  if (!full_locked()) push_locked(std::move(op));
-  auto& change = files_[file.id];
-  if (change.ref.id == 0) change.ref = file;
-  update_extents(change, [&](ExtentMap& e) { e.remove(offset, length); });
-  change.written.remove(offset, length);
-  change.attrs = true;
-  cv_.notify_one();
 }
 
 Batch ChangeLog::take(const Limits& limits) {

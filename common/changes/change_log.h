@@ -159,6 +159,9 @@ class ChangeLog {
   // Runs change(extents) and keeps ranges_ / dirty_bytes_ in step (mu_ held).
   template <class F>
   void update_extents(FileChange& file, F&& change);
+  // Records op (by the file's id) and applies change to its dirty and written extents.
+  template <class F>
+  void clip(const FileRef& file, wire::Op op, F&& change);
   void reset_locked();  // empties the log (mu_ held)
 
   const size_t max_ops_;
