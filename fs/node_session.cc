@@ -250,11 +250,7 @@ Result<void> NodeSession::run_session(Attached& attached) {
   if (sender_.position(at) == stream::Sender::Resume::kBaseline) BKP_TRY_VOID(take_baseline(conn));
   last_status_ = {};
   while (!stopping()) {
-    if (!sender_.in_flight() && log_.overflowed()) {  // dropped operations: only a reconcile
-      log::warn("the change log overflowed while nothing drained it ({} operations): "
-                "reconciling with backupd by manifest", log_.stats().ops);
-      BKP_TRY_VOID(take_baseline(conn));
-    }
+    if (sender_.needs_reconcile()) BKP_TRY_VOID(take_baseline(conn));
     const changes::Batch* batch = sender_.next();
     if (batch == nullptr) {
       if (draining_.load()) return {};
@@ -304,6 +300,10 @@ Result<void> NodeSession::check_idle(net::Conn& conn) {
 
 Result<void> NodeSession::take_baseline(net::Conn& conn) {
   auto t0 = Clock::now();
+  if (log_.overflowed()) {
+    log::warn("the change log overflowed while nothing drained it ({} operations): "
+              "reconciling with backupd by manifest", log_.stats().ops);
+  }
   UniqueFd dir(::openat(root_fd_, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!dir) return fail_errno("baseline: open root");
   // What the mirror already holds is not sent again (common/stream/reconcile.h). Our tree is

@@ -79,10 +79,8 @@ class ReplicaSession {
     BKP_TRY_VOID(net::send(conn_, wire::Select{v.host(), v.path(), s.instance}));
     auto at = BKP_TRY(net::expect<wire::Position>(conn_, kReplicaAckTimeoutMs));
     changes::ApplierSource mirror(*v.applier);  // open_id() is safe without the volume mutex
-    bool rebaseline = s.sender.position(at) == stream::Sender::Resume::kBaseline;
-    // A log that overflowed while the replica was away dropped operations: reconcile too.
-    if (!rebaseline && !s.sender.in_flight() && s.log.overflowed()) rebaseline = true;
-    if (rebaseline) {
+    // Also when the stream's log overflowed while the replica was away (Sender::needs_reconcile).
+    if (s.sender.position(at) == stream::Sender::Resume::kBaseline) {
       // Not while a node's baseline is half applied to the mirror (Hub::rebaseline): select this
       // stream again after it (a commit wakes this session).
       std::optional<uint64_t> kept;

@@ -44,7 +44,9 @@ Sender::Resume Sender::position(const wire::Position& p) {
       return Resume::kContinue;
     }
   }
-  if (!inflight_ && next_number_ == p.committed + 1 && p.applied == 0) return Resume::kContinue;
+  if (!inflight_ && next_number_ == p.committed + 1 && p.applied == 0) {
+    return needs_reconcile() ? Resume::kBaseline : Resume::kContinue;
+  }
   log::warn("receiver stands at batch {} (+{} operations) where we stand at {}: sending a baseline",
             p.committed, p.applied, inflight_ ? inflight_->number : next_number_ - 1);
   set_inflight(std::nullopt);

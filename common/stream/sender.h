@@ -52,9 +52,13 @@ class Sender {
   enum class Resume { kContinue, kBaseline };
   // Takes the receiver's position after a (re)connect: drops a batch it already committed, or
   // notes how far into the batch in flight it got. kBaseline when it needs the whole tree (or
-  // its position contradicts ours: it lost commits): the caller must then rebuild the log from
-  // a scan (ChangeLog::replace) before next().
+  // its position contradicts ours: it lost commits; or needs_reconcile()): the caller must then
+  // rebuild the log from a scan (ChangeLog::replace) before next().
   Resume position(const wire::Position& p);
+  // The log overflowed (ChangeLog::overflowed) and nothing is in flight: what it dropped only a
+  // reconcile can send, before the next batch. position() says so too; a sender whose log can
+  // overflow mid-session checks this before each next().
+  bool needs_reconcile() const { return !inflight_ && log_.overflowed(); }
   // Before anything was sent: the receiver is known, from a record kept outside this Sender, to
   // have committed batch `committed` of this stream, so next() numbers from committed + 1. The
   // receiver's Position still decides: one that disagrees gets kBaseline from position().

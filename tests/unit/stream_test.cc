@@ -354,6 +354,25 @@ TEST_F(SenderPositionTest, ABaselineRequestDropsTheBatchInFlight) {
   EXPECT_EQ(sender_.next()->number, 1u);
 }
 
+// A log that overflowed while nobody drained it: the batch in flight still goes first, then the
+// receiver, in step as it is, must get a reconcile.
+TEST(SenderOverflowTest, AnOverflowedLogAsksForAReconcileOnceNothingIsInFlight) {
+  changes::ChangeLog log(2);
+  Sender sender{log};
+  ASSERT_EQ(sender.position(wire::Position{0, 0, 0}), Sender::Resume::kContinue);
+  log.record(op(OpKind::kMkdir, "a"));
+  ASSERT_NE(sender.next(), nullptr);  // batch 1 in flight
+  for (const char* d : {"b", "c", "d"}) log.record(op(OpKind::kMkdir, d));
+  ASSERT_TRUE(log.overflowed());
+  EXPECT_FALSE(sender.needs_reconcile()) << "batch 1 first";
+  EXPECT_EQ(sender.position(wire::Position{0, 0, 0}), Sender::Resume::kContinue);
+  EXPECT_EQ(sender.position(wire::Position{1, 0, 0}), Sender::Resume::kBaseline)
+      << "batch 1 is committed, the rest was dropped";
+  EXPECT_TRUE(sender.needs_reconcile());
+  log.replace(changes::Batch{});
+  EXPECT_FALSE(sender.needs_reconcile());
+}
+
 TEST(SenderResumeTest, AResumedSenderNumbersOnFromTheRecordedCommit) {
   changes::ChangeLog log;
   Sender sender{log};
