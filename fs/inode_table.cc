@@ -254,7 +254,10 @@ void InodeTable::rename_locked(Inode& from_dir, std::string_view from, Inode& to
 Result<PathFd> InodeTable::path_fd(Inode& inode) {
   inode.pins.fetch_add(1);
   if (int fd = inode.fd.load(); fd >= 0) {
-    inode.referenced.store(true, std::memory_order_relaxed);
+    // Read first: a hot inode's line is then only written once per pass of the clock hand.
+    if (!inode.referenced.load(std::memory_order_relaxed)) {
+      inode.referenced.store(true, std::memory_order_relaxed);
+    }
     return PathFd::pinned(fd, &inode);
   }
   inode.pins.fetch_sub(1);

@@ -166,8 +166,10 @@ class Writer {
       add_xattrs(fd.get(), e.get());
     }
     if (S_ISREG(st.st_mode)) {
-      sparse_map(fd.get(), e.get());
-      return file(std::move(e), fd.get(), rel);
+      changes::ExtentMap regions;
+      changes::data_regions(fd.get(), static_cast<uint64_t>(st.st_size), regions);
+      sparse_map(regions, e.get());
+      return file(std::move(e), fd.get(), regions, rel);
     }
     // A directory the format refused still has entries it can hold.
     BKP_TRY(header(e.get()));
@@ -175,7 +177,7 @@ class Writer {
     return {};
   }
 
-  Result<void> file(EntryPtr e, int fd, const std::string& rel) {
+  Result<void> file(EntryPtr e, int fd, const changes::ExtentMap& regions, const std::string& rel) {
     archive_entry* spare = nullptr;
     archive_entry* entry = e.release();
     archive_entry_linkify(resolver_, &entry, &spare);
@@ -184,7 +186,9 @@ class Writer {
     if (entry != nullptr) {
       EntryPtr owned(entry);
       bool written = BKP_TRY(header(entry));
-      if (written && archive_entry_size(entry) > 0) BKP_TRY_VOID(data(fd, rel));
+      if (written && archive_entry_size(entry) > 0) {
+        BKP_TRY_VOID(data(fd, regions, static_cast<uint64_t>(archive_entry_size(entry)), rel));
+      }
     }
     if (spare != nullptr) {
       EntryPtr owned(spare);
@@ -195,10 +199,8 @@ class Writer {
 
   // A file with holes gets a sparse map (pax's GNU.sparse 1.0): only its data regions are
   // stored, and a restore (ARCHIVE_EXTRACT reads blocks with their offsets) leaves the holes.
-  static void sparse_map(int fd, archive_entry* e) {
+  static void sparse_map(const changes::ExtentMap& data, archive_entry* e) {
     auto size = static_cast<uint64_t>(archive_entry_size(e));
-    changes::ExtentMap data;
-    changes::data_regions(fd, size, data);
     if (data.total_bytes() == size) return;  // no hole
     for (const auto& [start, end] : data.ranges()) {
       archive_entry_sparse_add_entry(e, static_cast<la_int64_t>(start),
@@ -209,16 +211,13 @@ class Writer {
     }
   }
 
-  // The file's bytes as the entry announced them: its data regions read from the file, its
-  // holes fed as zeros from memory, which the pax writer skips for a sparse entry (nothing
-  // is read, nothing compressed). Regions are as the entry's sparse map saw them; a file
-  // that changed since cannot, the mirror being still during a run.
-  Result<void> data(int fd, const std::string& rel) {
+  // The file's `size` bytes as its entry announced them: its data `regions` (those of the
+  // entry's sparse map) read from the file, its holes fed as zeros from memory, which the pax
+  // writer skips for a sparse entry (nothing is read, nothing compressed).
+  Result<void> data(int fd, const changes::ExtentMap& regions, uint64_t size,
+                    const std::string& rel) {
     buf_.resize(kBlock);
     ++files;
-    auto size = static_cast<uint64_t>(lseek(fd, 0, SEEK_END));
-    changes::ExtentMap regions;
-    changes::data_regions(fd, size, regions);
     uint64_t at = 0;
     auto put = [&](const char* bytes, size_t n) -> Result<void> {
       if (archive_write_data(a_, bytes, n) < 0) {
