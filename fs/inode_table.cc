@@ -254,7 +254,7 @@ void InodeTable::rename_locked(Inode& from_dir, std::string_view from, Inode& to
 Result<PathFd> InodeTable::path_fd(Inode& inode) {
   inode.pins.fetch_add(1);
   if (int fd = inode.fd.load(); fd >= 0) {
-    // Read first: a hot inode's line is then only written once per pass of the clock hand.
+    // Set only when clear (the clock hand clears it): most operations find it set.
     if (!inode.referenced.load(std::memory_order_relaxed)) {
       inode.referenced.store(true, std::memory_order_relaxed);
     }
