@@ -1,7 +1,20 @@
 // Process-wide settings every daemon (backupfs, backupd, replicator) applies at start.
 #pragma once
 
+#include <initializer_list>
+
+#include "common/result.h"
+#include "common/unique_fd.h"
+
 namespace bkp {
+
+// Blocks sigs in the calling thread (call it before any thread starts, so all of them inherit
+// the mask) and returns a non-blocking signalfd that receives them instead; SIGPIPE is ignored.
+// A child that execs must unblock them first (unblock_signals).
+Result<UniqueFd> signals_to_fd(std::initializer_list<int> sigs);
+void unblock_signals(std::initializer_list<int> sigs);
+// The number of the next signal pending on such an fd, or 0 if there is none.
+int read_signal(int fd);
 
 // Keeps the allocator from returning freed memory to the kernel after every large frame.
 //

@@ -18,9 +18,15 @@
 namespace bkp::fs {
 namespace {
 
-struct DirHandle {
+bool is_dot_or_dotdot(const char* name) {
+  return name[0] == '.' && (name[1] == '\0' || (name[1] == '.' && name[2] == '\0'));
+}
+
+}  // namespace
+
+struct Fs::DirHandle {
   DIR* dp = nullptr;
-  off_t offset = 0;
+  off_t offset = 0;  // -1: unknown (a successor's fresh stream), seek before reading
   struct dirent* entry = nullptr;
 
   ~DirHandle() {
@@ -28,31 +34,48 @@ struct DirHandle {
   }
 };
 
-DirHandle& dir_handle(fuse_file_info* fi) { return *reinterpret_cast<DirHandle*>(fi->fh); }
-
-bool is_dot_or_dotdot(const char* name) {
-  return name[0] == '.' && (name[1] == '\0' || (name[1] == '.' && name[2] == '\0'));
+// A stream on the directory opened by handle, at offset.
+static Result<std::unique_ptr<Fs::DirHandle>> open_dir_stream(InodeTable& table, Inode& dir,
+                                                               off_t offset) {
+  auto fd = table.reopen(dir, O_RDONLY | O_DIRECTORY);
+  if (!fd) return fail(fd.error().code == ESTALE ? ENOENT : fd.error().code, "open directory");
+  auto d = std::unique_ptr<Fs::DirHandle>(new (std::nothrow) Fs::DirHandle);
+  if (!d) return fail(ENOMEM, "directory handle");
+  d->dp = ::fdopendir(fd->get());
+  if (d->dp == nullptr) return fail_errno("fdopendir");
+  fd->release();  // owned by the DIR stream now
+  d->offset = offset;
+  return d;
 }
 
-}  // namespace
+Result<uint64_t> Fs::reopen_dir(Inode& inode) {
+  // Directory offsets (ext4's are hash cookies) hold across streams: the next readdir seeks.
+  auto d = BKP_TRY(open_dir_stream(table_, inode, -1));
+  return reinterpret_cast<uint64_t>(d.release());
+}
+
+Result<Fs::DirHandle*> Fs::dir_handle(const fuse_file_info* fi) {
+  return reinterpret_cast<DirHandle*>(BKP_TRY(files_.get(fi->fh)));
+}
 
 void Fs::opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
-  auto fd = table_.reopen(table_.get(ino), O_RDONLY | O_DIRECTORY);
-  if (!fd) return (void)fuse_reply_err(req, fd.error().code == ESTALE ? ENOENT : fd.error().code);
-  auto d = std::unique_ptr<DirHandle>(new (std::nothrow) DirHandle);
-  if (!d) return (void)fuse_reply_err(req, ENOMEM);
-  d->dp = ::fdopendir(fd->get());
-  if (d->dp == nullptr) return (void)fuse_reply_err(req, errno);
-  fd->release();  // owned by the DIR stream now
-  fi->fh = reinterpret_cast<uint64_t>(d.release());
-  if (fuse_reply_open(req, fi) == -ENOENT) {
-    delete &dir_handle(fi);  // the request was interrupted: no releasedir will come
+  Inode& inode = table_.get(ino);
+  auto d = open_dir_stream(table_, inode, 0);
+  if (!d) return (void)fuse_reply_err(req, d.error().code);
+  if (int err = add_open(fi, inode, OpenKind::kDir, reinterpret_cast<uint64_t>(d->get()))) {
+    return (void)fuse_reply_err(req, err);
+  }
+  d->release();
+  if (fuse_reply_open(req, fi) == -ENOENT) {  // interrupted: no releasedir will come
+    if (auto local = files_.release(fi->fh)) delete reinterpret_cast<DirHandle*>(*local);
   }
 }
 
 void Fs::readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi,
                  bool plus) noexcept {
-  DirHandle& d = dir_handle(fi);
+  auto handle = dir_handle(fi);
+  if (!handle) return (void)fuse_reply_err(req, handle.error().code);
+  DirHandle& d = **handle;
   Inode& dir = table_.get(ino);
   std::unique_ptr<char[]> buf(new (std::nothrow) char[size]);
   if (!buf) return (void)fuse_reply_err(req, ENOMEM);
@@ -123,12 +146,14 @@ void Fs::readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_fi
 }
 
 void Fs::releasedir(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) noexcept {
-  delete &dir_handle(fi);
+  if (auto local = files_.release(fi->fh)) delete reinterpret_cast<DirHandle*>(*local);
   fuse_reply_err(req, 0);
 }
 
 void Fs::fsyncdir(fuse_req_t req, fuse_ino_t, int datasync, fuse_file_info* fi) noexcept {
-  int fd = ::dirfd(dir_handle(fi).dp);
+  auto handle = dir_handle(fi);
+  if (!handle) return (void)fuse_reply_err(req, handle.error().code);
+  int fd = ::dirfd((*handle)->dp);
   int res = datasync ? ::fdatasync(fd) : ::fsync(fd);
   fuse_reply_err(req, res < 0 ? errno : 0);
 }

@@ -75,7 +75,9 @@ void Fs::getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
   struct stat st;
   int res;
   if (fi != nullptr) {
-    res = ::fstat(static_cast<int>(fi->fh), &st);
+    auto fd = file_fd(fi);
+    if (!fd) return (void)fuse_reply_err(req, fd.error().code);
+    res = ::fstat(*fd, &st);
   } else {
     auto fd = table_.path_fd(table_.get(ino));
     if (!fd) return (void)fuse_reply_err(req, fd.error().code);
@@ -91,9 +93,8 @@ namespace {
 // utimens; stops at the first failure. *changed tells whether anything was applied (and so must
 // be recorded). before_chown returns 0 or an errno.
 template <typename BeforeChown>
-int apply_setattr(InodeTable& table, Inode& inode, const struct stat& attr, int valid,
-                  fuse_file_info* fi, BeforeChown&& before_chown, bool* changed) {
-  const int fh = fi != nullptr ? static_cast<int>(fi->fh) : -1;
+int apply_setattr(InodeTable& table, Inode& inode, const struct stat& attr, int valid, int fh,
+                  BeforeChown&& before_chown, bool* changed) {
   std::optional<PathFd> path;
   auto fd = [&]() -> int {
     if (fh >= 0) return fh;
@@ -166,7 +167,14 @@ void Fs::setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int valid,
     if (!inode.is_reg()) ns.lock();
     bool killed = false;
     bool changed = false;
-    err = kill_for_setattr(req, inode, ino, valid, fi, &killed);
+    // The open file's descriptor when the kernel names one (ftruncate, fchmod), else -1.
+    int fh = -1;
+    if (fi != nullptr) {
+      auto fd = file_fd(fi);
+      if (!fd) return (void)fuse_reply_err(req, fd.error().code);
+      fh = *fd;
+    }
+    err = kill_for_setattr(req, inode, ino, valid, fh, &killed);
     if (err == 0) {
       auto before_chown = [&](int fd) {
         bool chown_killed = false;
@@ -176,12 +184,12 @@ void Fs::setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int valid,
         killed |= chown_killed;
         return e;
       };
-      err = apply_setattr(table_, inode, *attr, valid, fi, before_chown, &changed);
+      err = apply_setattr(table_, inode, *attr, valid, fh, before_chown, &changed);
     }
     changed |= killed;
     int stat_res;
-    if (fi != nullptr) {
-      stat_res = ::fstat(static_cast<int>(fi->fh), &st);
+    if (fh >= 0) {
+      stat_res = ::fstat(fh, &st);
     } else if (auto fd = table_.path_fd(inode)) {
       stat_res = ::fstatat(fd->get(), "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
     } else {

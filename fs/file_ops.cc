@@ -1,6 +1,7 @@
 // Regular files: create, open, read, write, and the calls that change content in place.
 //
-// Every open file holds one real descriptor of the backing file (fi->fh), opened by handle.
+// Every open file holds one real descriptor of the backing file, opened by handle; fi->fh is its
+// entry in the shared fh table (takeover.h), so a successor worker reopens it on first use.
 // Reads are answered with an fd-backed buffer, so libfuse splices file pages into /dev/fuse
 // without a copy through user space; writes arrive in the request buffer (read(2), see
 // kernel_channel.cc) and are written from it. Each successful write then marks
@@ -38,6 +39,35 @@ void set_open_flags(fuse_file_info* fi) {
 
 }  // namespace
 
+Fs::Fs(InodeTable& table, changes::ChangeLog& log, std::unique_ptr<SharedRecords> files,
+       uint32_t generation)
+    : table_(table),
+      log_(log),
+      files_(std::move(files), generation,
+             [this](uint64_t node, int flags, OpenKind kind) {
+               return reopen_open(node, flags, kind);
+             }) {}
+
+int Fs::add_open(fuse_file_info* fi, const Inode& inode, OpenKind kind, uint64_t local) {
+  auto fh = files_.add(inode.id, fi->flags, kind, local);
+  if (!fh) return fh.error().code;
+  fi->fh = *fh;
+  return 0;
+}
+
+Result<int> Fs::file_fd(const fuse_file_info* fi) {
+  return static_cast<int>(BKP_TRY(files_.get(fi->fh)));
+}
+
+Result<uint64_t> Fs::reopen_open(uint64_t node, int flags, OpenKind kind) {
+  Inode& inode = table_.get(node);
+  if (kind == OpenKind::kDir) return reopen_dir(inode);
+  // As open(2) but without what only the first open may do (create, truncate).
+  auto fd = BKP_TRY(table_.reopen(inode, flags & ~(kDroppedOpenFlags | O_TRUNC)));
+  log::debug("takeover: reopened node {} for an open file", node);
+  return static_cast<uint64_t>(fd.release());
+}
+
 int Fs::open_file(fuse_req_t req, Inode& inode, fuse_file_info* fi, bool kill) {
   auto fd = table_.reopen(inode, fi->flags & ~kDroppedOpenFlags);
   if (!fd) return fd.error().code == ESTALE ? ENOENT : fd.error().code;
@@ -47,7 +77,8 @@ int Fs::open_file(fuse_req_t req, Inode& inode, fuse_file_info* fi, bool kill) {
       if (int err = kill_for_write(req, inode, fd->get())) return err;
     }
   }
-  fi->fh = static_cast<uint64_t>(fd->release());
+  if (int err = add_open(fi, inode, OpenKind::kFile, static_cast<uint64_t>(fd->get()))) return err;
+  fd->release();
   set_open_flags(fi);
   return 0;
 }
@@ -55,7 +86,7 @@ int Fs::open_file(fuse_req_t req, Inode& inode, fuse_file_info* fi, bool kill) {
 void Fs::open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
   int err = open_file(req, table_.get(ino), fi, kill_requested(FUSE_OPEN, ino));
   if (err != 0) return (void)fuse_reply_err(req, err);
-  fuse_reply_open(req, fi);
+  if (fuse_reply_open(req, fi) == -ENOENT) close_interrupted(fi);
 }
 
 void Fs::create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
@@ -74,17 +105,19 @@ void Fs::create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode
       const int flags = (fi->flags & ~kDroppedOpenFlags) | O_CREAT | O_EXCL | O_CLOEXEC;
       UniqueFd fd(::openat(d, name, flags, mode & 07777));
       struct stat dst, st;
-      if (!fd && errno == EEXIST && !(fi->flags & O_EXCL)) {
+      const int open_err = fd ? 0 : errno;
+      if (open_err == EEXIST && (!(fi->flags & O_EXCL) || resent_and_done(open_err, EEXIST))) {
         // The name exists although the kernel believed otherwise (the directory was changed
-        // behind the mount): behave like open(2) on the existing file.
+        // behind the mount, or a predecessor created it and died before answering this resent
+        // request): behave like open(2) on the existing file.
         err = lookup_entry(dir, d, name, &e);
         if (err == 0 && (err = open_file(req, table_.get(e.ino), fi,
                                          kill_requested(FUSE_CREATE, parent))) != 0) {
           table_.forget(e.ino, 1);
         }
       } else if (!fd) {
-        err = errno;
-      } else if ((err = ::fstatat(d, "", &dst, AT_EMPTY_PATH) < 0 ? errno : 0) == 0 &&
+        err = open_err;
+      } else if (die_after_if_asked(name); (err = ::fstatat(d, "", &dst, AT_EMPTY_PATH) < 0 ? errno : 0) == 0 &&
                  (err = ::fstat(fd.get(), &st) < 0 ? errno : 0) == 0) {
         err = give_to_caller(fd.get(), "", AT_EMPTY_PATH, ctx, dst, st);
         auto handle = handle_at(fd.get(), "", AT_EMPTY_PATH);
@@ -107,30 +140,43 @@ void Fs::create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode
         if (err == 0) {
           Inode& inode = table_.remember(std::move(*handle), st, dir, name);
           fill_entry(inode, st, &e);
-          fi->fh = static_cast<uint64_t>(fd.release());
-          set_open_flags(fi);
+          err = add_open(fi, inode, OpenKind::kFile, static_cast<uint64_t>(fd.get()));
+          if (err == 0) {
+            fd.release();
+            set_open_flags(fi);
+          } else {
+            table_.forget(e.ino, 1);
+          }
         }
       }
     }
   }
   if (err != 0) return (void)fuse_reply_err(req, err);
-  fuse_reply_create(req, &e, fi);
+  if (fuse_reply_create(req, &e, fi) == -ENOENT) close_interrupted(fi);
+}
+
+void Fs::close_interrupted(fuse_file_info* fi) {
+  if (auto local = files_.release(fi->fh)) ::close(static_cast<int>(*local));
 }
 
 void Fs::read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi) noexcept {
+  auto fd = file_fd(fi);
+  if (!fd) return (void)fuse_reply_err(req, fd.error().code);
   fuse_bufvec buf = FUSE_BUFVEC_INIT(size);
   buf.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
-  buf.buf[0].fd = static_cast<int>(fi->fh);
+  buf.buf[0].fd = *fd;
   buf.buf[0].pos = off;
   fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
 }
 
 void Fs::write_buf(fuse_req_t req, fuse_ino_t ino, fuse_bufvec* in_buf, off_t off,
                    fuse_file_info* fi) noexcept {
+  auto fd = file_fd(fi);
+  if (!fd) return (void)fuse_reply_err(req, fd.error().code);
   size_t size = fuse_buf_size(in_buf);
   fuse_bufvec out = FUSE_BUFVEC_INIT(size);
   out.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
-  out.buf[0].fd = static_cast<int>(fi->fh);
+  out.buf[0].fd = *fd;
   out.buf[0].pos = off;
   Inode& inode = table_.get(ino);
   if (kill_requested(FUSE_WRITE, ino)) {
@@ -157,13 +203,17 @@ void Fs::copy_file_range(fuse_req_t req, fuse_ino_t, off_t off_in, fuse_file_inf
                          fuse_ino_t ino_out, off_t off_out, fuse_file_info* fi_out, size_t len,
                          int flags) noexcept {
   const Inode& inode = table_.get(ino_out);
+  auto fd_in = file_fd(fi_in);
+  auto fd_out = file_fd(fi_out);
+  if (!fd_in || !fd_out) {
+    return (void)fuse_reply_err(req, !fd_in ? fd_in.error().code : fd_out.error().code);
+  }
   const off_t start = off_out;
   ssize_t n;
   int err = 0;
   {
     changes::WriteInProgress writing(log_, inode.ref.id);
-    n = ::copy_file_range(static_cast<int>(fi_in->fh), &off_in, static_cast<int>(fi_out->fh),
-                          &off_out, len, static_cast<unsigned>(flags));
+    n = ::copy_file_range(*fd_in, &off_in, *fd_out, &off_out, len, static_cast<unsigned>(flags));
     err = errno;
     if (n > 0) record_write(inode, static_cast<uint64_t>(start), static_cast<uint64_t>(n));
   }
@@ -174,19 +224,22 @@ void Fs::copy_file_range(fuse_req_t req, fuse_ino_t, off_t off_in, fuse_file_inf
 void Fs::flush(fuse_req_t req, fuse_ino_t, fuse_file_info*) noexcept { fuse_reply_err(req, 0); }
 
 void Fs::release(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) noexcept {
-  ::close(static_cast<int>(fi->fh));
+  if (auto local = files_.release(fi->fh)) ::close(static_cast<int>(*local));
   fuse_reply_err(req, 0);
 }
 
 void Fs::fsync(fuse_req_t req, fuse_ino_t, int datasync, fuse_file_info* fi) noexcept {
-  int fd = static_cast<int>(fi->fh);
-  int res = datasync ? ::fdatasync(fd) : ::fsync(fd);
+  auto fd = file_fd(fi);
+  if (!fd) return (void)fuse_reply_err(req, fd.error().code);
+  int res = datasync ? ::fdatasync(*fd) : ::fsync(*fd);
   fuse_reply_err(req, res < 0 ? errno : 0);
 }
 
 void Fs::fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
                    fuse_file_info* fi) noexcept {
-  const int fd = static_cast<int>(fi->fh);
+  auto open_fd = file_fd(fi);
+  if (!open_fd) return (void)fuse_reply_err(req, open_fd.error().code);
+  const int fd = *open_fd;
   struct stat before, after;
   if (::fstat(fd, &before) < 0) return (void)fuse_reply_err(req, errno);
   const Inode& inode = table_.get(ino);
@@ -218,7 +271,9 @@ void Fs::fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t
 }
 
 void Fs::lseek(fuse_req_t req, fuse_ino_t, off_t off, int whence, fuse_file_info* fi) noexcept {
-  off_t res = ::lseek(static_cast<int>(fi->fh), off, whence);
+  auto fd = file_fd(fi);
+  if (!fd) return (void)fuse_reply_err(req, fd.error().code);
+  off_t res = ::lseek(*fd, off, whence);
   if (res < 0) return (void)fuse_reply_err(req, errno);
   fuse_reply_lseek(req, res);
 }

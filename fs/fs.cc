@@ -111,8 +111,10 @@ fuse_custom_io make_custom_io() {
   // Replies need no inspection (INIT's goes through writev), so data read from files keeps
   // being spliced into the device.
   io.splice_send = [](int fdin, off_t* offin, int fdout, off_t* offout, size_t len,
-                      unsigned int flags, void*) {
-    return ::splice(fdin, offin, fdout, offout, len, flags);
+                      unsigned int flags, void* userdata) {
+    ssize_t n = ::splice(fdin, offin, fdout, offout, len, flags);
+    if (n >= 0) static_cast<Fs*>(userdata)->channel().count_reply();  // else libfuse writes it
+    return n;
   };
   return io;
 }

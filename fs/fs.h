@@ -21,6 +21,7 @@
 #include "common/changes/change_log.h"
 #include "fs/inode_table.h"
 #include "fs/kernel_channel.h"
+#include "fs/takeover.h"
 
 namespace bkp::fs {
 
@@ -33,7 +34,9 @@ constexpr char kCapabilityXattr[] = "security.capability";
 
 class Fs {
  public:
-  Fs(InodeTable& table, changes::ChangeLog& log) : table_(table), log_(log) {}
+  // files: the shared fh table (takeover.h); generation: this worker's (SessionStore).
+  Fs(InodeTable& table, changes::ChangeLog& log, std::unique_ptr<SharedRecords> files,
+     uint32_t generation);
 
   // The operation table; userdata passed to fuse_session_new must be this Fs.
   static const fuse_lowlevel_ops& ops();
@@ -41,6 +44,7 @@ class Fs {
   // userdata is this Fs.
   static const fuse_custom_io& custom_io();
   KernelChannel& channel() { return channel_; }
+  struct DirHandle;  // an open directory's stream (dir_ops.cc)
 
   void init(fuse_conn_info* conn) noexcept;
   // entry_ops.cc
@@ -126,8 +130,32 @@ class Fs {
   // all from a caller other than root, which is what the kernel sends under KILLPRIV_V2 when it
   // removes privileges itself (before copy_file_range or fallocate: it strips the mode it
   // computed and leaves the rest to us). Chown's is applied inside apply_setattr.
-  int kill_for_setattr(fuse_req_t req, Inode& inode, fuse_ino_t ino, int valid,
-                       fuse_file_info* fi, bool* mode_changed);
+  // fh: the open file's descriptor if the kernel named one, else -1.
+  int kill_for_setattr(fuse_req_t req, Inode& inode, fuse_ino_t ino, int valid, int fh,
+                       bool* mode_changed);
+
+  // Open files (file_ops.cc, dir_ops.cc). An fh is an OpenFiles entry, so it keeps its meaning
+  // for a successor; the descriptor or directory stream behind it is this worker's own.
+  // Registers local (an fd or a DirHandle*) of inode as fi->fh. 0 or an errno.
+  int add_open(fuse_file_info* fi, const Inode& inode, OpenKind kind, uint64_t local);
+  // The descriptor of an open regular file / the stream of an open directory, reopened by
+  // handle on first use after a takeover.
+  Result<int> file_fd(const fuse_file_info* fi);
+  Result<DirHandle*> dir_handle(const fuse_file_info* fi);
+  // OpenFiles' way to reopen a predecessor's fh.
+  Result<uint64_t> reopen_open(uint64_t node, int flags, OpenKind kind);
+  Result<uint64_t> reopen_dir(Inode& inode);
+  // Frees the fh of an open whose reply found the request interrupted (no release will come).
+  void close_interrupted(fuse_file_info* fi);
+
+  // namespace_ops.cc: resent requests and the tests' failpoint.
+  // Whether the request being served was resent and its syscall failed with the errno its own
+  // earlier success would cause (err == expected).
+  bool resent_and_done(int err, int expected) const;
+  // linkat(fd, "", dir_fd, name), or 0 if a resent link finds it done. 0 or an errno.
+  int link_entry(int fd, int dir_fd, const char* name) const;
+  // BACKUPFS_FAILPOINT: SIGKILL now if name is listed and the request is not a resend.
+  static void die_after_if_asked(const char* name);
 
   // Recording; the *_locked ones need an InodeTable::Lock.
   void record(wire::Op op);
@@ -144,6 +172,7 @@ class Fs {
   InodeTable& table_;
   changes::ChangeLog& log_;
   KernelChannel channel_;
+  OpenFiles files_;
   // Set once someone sets security.capability through us: from then on getxattr of it is asked
   // of the real file instead of answered ENODATA without a syscall.
   std::atomic<bool> capability_seen_{false};

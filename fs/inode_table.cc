@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 
 #include "common/log.h"
@@ -20,7 +21,8 @@
 
 namespace bkp::fs {
 
-Result<std::unique_ptr<InodeTable>> InodeTable::create(UniqueFd root, size_t fd_budget) {
+Result<std::unique_ptr<InodeTable>> InodeTable::create(UniqueFd root, size_t fd_budget,
+                                                       std::unique_ptr<SharedRecords> nodes) {
   struct stat st;
   if (::fstatat(root.get(), "", &st, AT_EMPTY_PATH) < 0) return fail_errno("stat root");
   auto handle = BKP_TRY(handle_at(root.get(), "", AT_EMPTY_PATH));
@@ -36,7 +38,74 @@ Result<std::unique_ptr<InodeTable>> InodeTable::create(UniqueFd root, size_t fd_
   inode->fd.store(table->root_fd_.get());
   table->root_ = inode.get();
   table->by_handle_.emplace(std::move(handle), std::move(inode));
+  table->nodes_ = std::move(nodes);
+  if (table->nodes_ && table->nodes_->capacity() > 0) {
+    table->took_over_ = true;
+    Lock lock(*table);
+    table->adopt_locked();
+  }
   return table;
+}
+
+// Two passes: every valid record becomes an inode under its id, then each first known name is
+// linked to its directory (which also counts the directory's children), and whatever nothing
+// holds any more dies as it would have in the predecessor.
+void InodeTable::adopt_locked() {
+  const uint64_t capacity = nodes_->capacity();
+  std::vector<std::pair<Inode*, const NodeRecord*>> adopted;
+  for (uint64_t id = FUSE_ROOT_ID + 1; id < capacity; ++id) {
+    auto* rec = static_cast<const NodeRecord*>(nodes_->find(id));
+    if (rec->check == 0) continue;
+    if (!rec->valid()) {
+      log::warn("takeover: the record of node {} was torn; the kernel's uses of it get ESTALE",
+                id);
+      continue;
+    }
+    std::string handle(rec->handle, rec->handle_len);
+    if (by_handle_.contains(handle)) continue;
+    auto inode = std::make_unique<Inode>();
+    inode->ref = {file_id_of(handle), handle};
+    inode->dev = rec->dev;
+    inode->ino = rec->ino;
+    inode->type = rec->type;
+    inode->nlookup = rec->nlookup.load();
+    Inode* raw = inode.get();
+    while (next_id_ < id) free_ids_.push_back(next_id_++);
+    next_id_ = id + 1;
+    place_locked(*raw, id);
+    by_handle_.emplace(std::move(handle), std::move(inode));
+    adopted.emplace_back(raw, rec);
+  }
+  std::reverse(free_ids_.begin(), free_ids_.end());  // lowest first, as a fresh table
+  for (auto& [inode, rec] : adopted) {
+    if (rec->parent == 0) continue;
+    Inode* dir = rec->parent == FUSE_ROOT_ID ? root_ : nullptr;
+    if (dir == nullptr && rec->parent < capacity) {
+      auto* chunk = chunks_[rec->parent >> kChunkBits].load();
+      dir = chunk != nullptr ? chunk[rec->parent & (kChunk - 1)].load() : nullptr;
+    }
+    if (dir != nullptr && dir->is_dir()) {
+      add_name_locked(*inode, *dir, std::string_view(rec->name, rec->name_len));
+    }
+  }
+  for (auto& [inode, rec] : adopted) maybe_destroy_locked(inode);
+  adopted_ = by_handle_.size() - 1;
+}
+
+void InodeTable::publish_locked(const Inode& inode) {
+  if (!nodes_ || &inode == root_) return;
+  auto* rec = static_cast<NodeRecord*>(nodes_->find(inode.id));
+  if (rec == nullptr) return;
+  const Inode::Name* first = inode.names.empty() ? nullptr : &inode.names.front();
+  rec->publish(first ? first->dir->id : 0, inode.dev, inode.ino, inode.type, inode.ref.handle,
+               first ? std::string_view(first->name) : std::string_view());
+}
+
+void InodeTable::publish_lookups(const Inode& inode) {
+  if (!nodes_ || &inode == root_) return;
+  if (auto* rec = static_cast<NodeRecord*>(nodes_->find(inode.id))) {
+    rec->nlookup.store(inode.nlookup, std::memory_order_relaxed);
+  }
 }
 
 InodeTable::~InodeTable() {
@@ -56,6 +125,10 @@ Inode& InodeTable::get(fuse_ino_t ino) {
     }
   }
   if (inode == nullptr) {
+    if (took_over_) {
+      log::warn("node {} is unknown since the takeover: answering ESTALE", ino);
+      return stale_;
+    }
     log::error("internal error: inode {} from the kernel, which it never got from us", ino);
     std::abort();
   }
@@ -74,6 +147,14 @@ fuse_ino_t InodeTable::assign_id_locked(Inode& inode) {
       std::abort();
     }
   }
+  place_locked(inode, id);
+  if (nodes_ && !nodes_->ensure(id)) {
+    log::warn("cannot keep node {} for a successor (out of memory?): a restart would lose it", id);
+  }
+  return id;
+}
+
+void InodeTable::place_locked(Inode& inode, fuse_ino_t id) {
   auto& chunk = chunks_[id >> kChunkBits];
   if (chunk.load(std::memory_order_relaxed) == nullptr) {
     chunk_storage_.emplace_back(new std::atomic<Inode*>[kChunk]());
@@ -81,10 +162,12 @@ fuse_ino_t InodeTable::assign_id_locked(Inode& inode) {
   }
   chunk.load(std::memory_order_relaxed)[id & (kChunk - 1)].store(&inode, std::memory_order_release);
   inode.id = id;
-  return id;
 }
 
 void InodeTable::release_id_locked(fuse_ino_t id) {
+  if (nodes_) {
+    if (auto* rec = static_cast<NodeRecord*>(nodes_->find(id))) rec->clear();
+  }
   chunks_[id >> kChunkBits].load(std::memory_order_relaxed)[id & (kChunk - 1)].store(
       nullptr, std::memory_order_release);
   free_ids_.push_back(id);
@@ -134,18 +217,25 @@ Inode& InodeTable::remember(std::string handle, const struct stat& st, Inode& pa
   }
   inode->nlookup++;
   if (inode != root_) add_name_locked(*inode, parent, name);
+  publish_lookups(*inode);
   return *inode;
 }
 
 void InodeTable::forget(fuse_ino_t ino, uint64_t n) {
   Inode& inode = get(ino);
   Lock lock(*this);
-  if (&inode == root_) return;
+  if (&inode == root_ || &inode == &stale_) return;
   if (inode.nlookup < n) {
-    log::error("internal error: forget {} of inode with {} lookups", n, inode.nlookup);
-    std::abort();
+    if (took_over_) {  // forgets the dead predecessor had read were not resent
+      log::debug("forget {} of node {} with {} lookups since the takeover", n, ino, inode.nlookup);
+      n = inode.nlookup;
+    } else {
+      log::error("internal error: forget {} of inode with {} lookups", n, inode.nlookup);
+      std::abort();
+    }
   }
   inode.nlookup -= n;
+  publish_lookups(inode);
   maybe_destroy_locked(&inode);
 }
 
@@ -184,6 +274,7 @@ void InodeTable::add_name_locked(Inode& inode, Inode& dir, std::string_view name
   }
   inode.names.push_back({&dir, key.name});
   names_.emplace(std::move(key), &inode);
+  if (inode.names.size() == 1) publish_locked(inode);
 }
 
 Inode* InodeTable::drop_name_locked(Inode& dir, std::string_view name) {
@@ -196,6 +287,7 @@ Inode* InodeTable::drop_name_locked(Inode& dir, std::string_view name) {
     if (v[i].dir == &dir && v[i].name == name) {
       v[i] = std::move(v.back());
       v.pop_back();
+      if (i == 0) publish_locked(*inode);  // its first known name changed
       break;
     }
   }
@@ -312,6 +404,7 @@ void InodeTable::unring_locked(Inode& inode) {
 }
 
 Result<UniqueFd> InodeTable::reopen(const Inode& inode, int flags) {
+  if (inode.ref.handle.empty()) return fail(ESTALE, "node lost in a takeover");
   return open_by_handle(root_fd_.get(), inode.ref.handle, flags);
 }
 

@@ -22,6 +22,11 @@
 // descriptor out first, then looks at the pins, and puts it back if anyone holds it, so a
 // descriptor in use is never closed. A dying Inode's descriptor closes with it.
 //
+// Takeover: with a SharedRecords of NodeRecords (takeover.h), every id's handle, first known
+// name and lookup count are kept there as they change, and create() adopts what a predecessor
+// left: the same ids name the same files, each with the name it was last known by. An id the
+// kernel holds whose record was lost (torn by a kill) answers ESTALE instead of aborting.
+//
 // Locking: mu_ guards nlookup, children, names and the maps. Lock order: the change log's
 // namespace lock, then this table's Lock, then ChangeLog's internal mutex. No syscall runs under
 // mu_: dead inodes' descriptors are closed after it is released.
@@ -44,6 +49,7 @@
 #include "common/changes/change_log.h"
 #include "common/result.h"
 #include "common/unique_fd.h"
+#include "fs/takeover.h"
 
 namespace bkp::fs {
 
@@ -102,8 +108,10 @@ class PathFd {
 class InodeTable {
  public:
   // root: a readable (not O_PATH) descriptor of the tree's root directory; it is also the mount
-  // fd for open_by_handle_at. fd_budget bounds the cached O_PATH descriptors.
-  static Result<std::unique_ptr<InodeTable>> create(UniqueFd root, size_t fd_budget);
+  // fd for open_by_handle_at. fd_budget bounds the cached O_PATH descriptors. nodes: where ids
+  // are kept for a successor (NodeRecord); its records, if any, are adopted. May be null.
+  static Result<std::unique_ptr<InodeTable>> create(UniqueFd root, size_t fd_budget,
+                                                    std::unique_ptr<SharedRecords> nodes);
   ~InodeTable();
   InodeTable(const InodeTable&) = delete;
   InodeTable& operator=(const InodeTable&) = delete;
@@ -112,8 +120,13 @@ class InodeTable {
   int mount_fd() const { return root_fd_.get(); }
   dev_t root_dev() const { return root_->dev; }
 
-  // The inode behind a fuse_ino_t the kernel got from us. Aborts on one we never gave.
+  // The inode behind a fuse_ino_t the kernel got from us. Aborts on one we never gave, unless
+  // ids were adopted: then an unknown one is stale() (its record was lost).
   Inode& get(fuse_ino_t ino);
+  // The inode of ids whose record was lost: no name, no handle (reopen fails with ESTALE).
+  Inode& stale() { return stale_; }
+  // How many inodes were adopted from a predecessor (0 for a first worker).
+  size_t adopted() const { return adopted_; }
   fuse_ino_t ino_of(const Inode& inode) const { return inode.id; }
 
   // Finds or creates the inode with this handle, counts one kernel lookup and adds
@@ -182,6 +195,13 @@ class InodeTable {
   // A free id for a new inode, its slot set to it (mu_ held); release_id_locked frees it.
   fuse_ino_t assign_id_locked(Inode& inode);
   void release_id_locked(fuse_ino_t id);
+  // Makes id lead to inode (mu_ held).
+  void place_locked(Inode& inode, fuse_ino_t id);
+  // Writes inode's shared record (handle, first known name) / its lookup count, if shared.
+  void publish_locked(const Inode& inode);
+  void publish_lookups(const Inode& inode);
+  // Rebuilds the table from the shared records (create()).
+  void adopt_locked();
 
   static constexpr unsigned kChunkBits = 16;
   static constexpr size_t kChunk = size_t{1} << kChunkBits;
@@ -205,6 +225,10 @@ class InodeTable {
   std::vector<fuse_ino_t> free_ids_;                                   // GUARDED_BY(mu_)
   fuse_ino_t next_id_ = FUSE_ROOT_ID + 1;                              // GUARDED_BY(mu_)
   size_t hand_ = 0;                           // GUARDED_BY(mu_); the clock hand in ring_
+  std::unique_ptr<SharedRecords> nodes_;      // NodeRecord per id, or null
+  size_t adopted_ = 0;
+  bool took_over_ = false;  // a predecessor left records: tolerate ids that were lost
+  Inode stale_;
 };
 
 }  // namespace bkp::fs

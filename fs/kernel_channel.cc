@@ -15,6 +15,14 @@
 // look at a request left in a pipe), so write data is copied once into the request buffer
 // instead of moved through a pipe: one more memcpy per large write, nothing that shows against
 // the round trip saved (bench/RESULTS.md, "KILLPRIV_V2"). Replies still splice (splice_send).
+//
+// Takeover (keeper.h): the first worker keeps the INIT request and its reply in the session
+// store. A successor hands libfuse that request as its first read (libfuse will not serve
+// anything before INIT), swallows libfuse's reply, and writes FUSE_NOTIFY_RESEND so the kernel
+// re-queues every request the predecessor read and never answered; resent ones carry bit 63 of
+// the unique, which the note passes on (namespace_ops.cc answers them idempotently). A graceful
+// stop closes the gate to further reads and waits until replies caught up with the requests
+// read, counted here (replies by splice are counted by the caller).
 #include "fs/kernel_channel.h"
 
 #include <linux/fuse.h>
@@ -24,11 +32,30 @@
 #include <vector>
 
 #include "common/log.h"
+#include "fs/takeover.h"
 
 namespace bkp::fs {
 namespace {
 
 thread_local RequestNote t_note;
+
+// Newer than Debian's linux/fuse.h (7.38): FUSE_NOTIFY_RESEND (7.40, kernel 6.9) and the bit
+// the kernel sets in the unique of a resent request.
+constexpr int32_t kNotifyResend = 7;
+constexpr uint64_t kUniqueResend = uint64_t{1} << 63;
+
+// Requests the kernel expects no reply to.
+bool expects_reply(uint32_t opcode) {
+  return opcode != FUSE_FORGET && opcode != FUSE_BATCH_FORGET && opcode != FUSE_INTERRUPT;
+}
+
+std::string flatten(const iovec* iov, int count) {
+  std::string bytes;
+  for (int i = 0; i < count; ++i) {
+    bytes.append(static_cast<const char*>(iov[i].iov_base), iov[i].iov_len);
+  }
+  return bytes;
+}
 
 // The argument that follows the request header, if the request is long enough to hold it.
 template <typename Arg>
@@ -52,6 +79,7 @@ void KernelChannel::note_request(const void* buf, size_t len) {
   std::memcpy(&in, buf, sizeof(in));
   note.opcode = in.opcode;
   note.nodeid = in.nodeid;
+  note.resent = (in.unique & kUniqueResend) != 0;
   switch (in.opcode) {
     case FUSE_INIT: {
       // Only the first 4 words are there in every protocol version; flags is the 4th.
@@ -94,11 +122,65 @@ void KernelChannel::note_request(const void* buf, size_t len) {
   t_note = note;
 }
 
+void KernelChannel::attach(SessionStore* session) {
+  session_ = session;
+  replaying_ = session != nullptr && !session->init_reply().empty();
+  replay_.store(replaying_);
+}
+
 ssize_t KernelChannel::read(int fd, void* buf, size_t len) {
   fd_.store(fd, std::memory_order_relaxed);
+  {
+    std::unique_lock lock(gate_mu_);
+    if (replay_.exchange(false)) {
+      init_taken_ = true;
+      const std::string& init = session_->init_request();
+      if (len < init.size()) {
+        errno = EINVAL;
+        return -1;
+      }
+      std::memcpy(buf, init.data(), init.size());
+      note_request(buf, init.size());
+      in_flight_.fetch_add(1);
+      return static_cast<ssize_t>(init.size());
+    }
+    // Only INIT's reader reads before INIT is answered: libfuse fails anything else until then.
+    if (!init_taken_) {
+      init_taken_ = true;
+    } else {
+      gate_cv_.wait(lock, [&] { return initialised_ && !stopping_; });
+    }
+  }
   ssize_t n = ::read(fd, buf, len);
-  if (n > 0) note_request(buf, static_cast<size_t>(n));
+  if (n > 0) {
+    note_request(buf, static_cast<size_t>(n));
+    if (expects_reply(t_note.opcode)) in_flight_.fetch_add(1);
+    if (t_note.opcode == FUSE_INIT) init_request_.assign(static_cast<const char*>(buf), n);
+  }
   return n;
+}
+
+void KernelChannel::count_reply() {
+  in_flight_.fetch_sub(1);
+  if (stop_flag_.load(std::memory_order_relaxed)) {
+    std::lock_guard lock(gate_mu_);
+    gate_cv_.notify_all();
+  }
+}
+
+bool KernelChannel::wait_initialised(std::chrono::milliseconds timeout) {
+  std::unique_lock lock(gate_mu_);
+  return gate_cv_.wait_for(lock, timeout, [&] { return initialised_; });
+}
+
+void KernelChannel::stop_reading(std::chrono::milliseconds timeout) {
+  std::unique_lock lock(gate_mu_);
+  stopping_ = true;
+  stop_flag_.store(true);
+  if (!gate_cv_.wait_for(lock, timeout, [&] { return in_flight_.load() <= 0; })) {
+    log::warn("{} requests still unanswered after {} ms; the next worker has them resent",
+              in_flight_.load(), timeout.count());
+  }
 }
 
 int KernelChannel::invalidate_attributes(uint64_t nodeid) {
@@ -111,34 +193,88 @@ int KernelChannel::invalidate_attributes(uint64_t nodeid) {
 }
 
 ssize_t KernelChannel::writev(int fd, iovec* iov, int count) {
+  fuse_out_header out{};
+  if (count >= 1 && iov[0].iov_len >= sizeof(out)) std::memcpy(&out, iov[0].iov_base, sizeof(out));
   const uint64_t init = init_unique_.load(std::memory_order_acquire);
-  if (init == 0 || count < 2 || iov[0].iov_len < sizeof(fuse_out_header)) {
-    return ::writev(fd, iov, count);
-  }
-  fuse_out_header out;
-  std::memcpy(&out, iov[0].iov_base, sizeof(out));
-  // libfuse replies with the header alone in iov[0] and fuse_init_out (or a compat prefix of it
-  // that still holds flags) in iov[1].
-  constexpr size_t kFlagsEnd = offsetof(fuse_init_out, flags) + sizeof(uint32_t);
-  if (out.unique != init || out.error != 0 || iov[1].iov_len < kFlagsEnd) {
-    return ::writev(fd, iov, count);
+  if (init == 0 || out.unique != init) {
+    ssize_t n = ::writev(fd, iov, count);
+    if (out.unique != 0) count_reply();  // answered, or interrupted: libfuse never retries
+    return n;
   }
   init_unique_.store(0, std::memory_order_release);
-  if (!offered_killpriv_v2()) return ::writev(fd, iov, count);
-  std::vector<char> arg(static_cast<const char*>(iov[1].iov_base),
-                        static_cast<const char*>(iov[1].iov_base) + iov[1].iov_len);
-  uint32_t flags;
-  std::memcpy(&flags, arg.data() + offsetof(fuse_init_out, flags), sizeof(flags));
-  flags |= FUSE_HANDLE_KILLPRIV_V2;
-  std::memcpy(arg.data() + offsetof(fuse_init_out, flags), &flags, sizeof(flags));
-  std::vector<iovec> patched(iov, iov + count);
-  patched[1] = iovec{arg.data(), arg.size()};
-  ssize_t n = ::writev(fd, patched.data(), count);
-  if (n >= 0) {
-    negotiated_v2_.store(true, std::memory_order_release);
-    log::info("FUSE_HANDLE_KILLPRIV_V2 negotiated: set-id bits and capabilities are killed here");
+  ssize_t n;
+  if (replaying_) {
+    n = replayed_init_reply(fd, iov, count);
+  } else {
+    // libfuse replies with the header alone in iov[0] and fuse_init_out (or a compat prefix of
+    // it that still holds flags) in iov[1].
+    constexpr size_t kFlagsEnd = offsetof(fuse_init_out, flags) + sizeof(uint32_t);
+    std::vector<iovec> patched(iov, iov + count);
+    std::vector<char> arg;
+    const bool add_v2 =
+        offered_killpriv_v2() && out.error == 0 && count >= 2 && iov[1].iov_len >= kFlagsEnd;
+    if (add_v2) {
+      arg.assign(static_cast<const char*>(iov[1].iov_base),
+                 static_cast<const char*>(iov[1].iov_base) + iov[1].iov_len);
+      uint32_t flags;
+      std::memcpy(&flags, arg.data() + offsetof(fuse_init_out, flags), sizeof(flags));
+      flags |= FUSE_HANDLE_KILLPRIV_V2;
+      std::memcpy(arg.data() + offsetof(fuse_init_out, flags), &flags, sizeof(flags));
+      patched[1] = iovec{arg.data(), arg.size()};
+    }
+    n = ::writev(fd, patched.data(), count);
+    if (n >= 0 && add_v2) {
+      negotiated_v2_.store(true, std::memory_order_release);
+      log::info("FUSE_HANDLE_KILLPRIV_V2 negotiated: set-id bits and capabilities are killed here");
+    }
+    if (n >= 0 && out.error == 0) store_init(patched.data(), count);
   }
+  count_reply();
+  std::lock_guard lock(gate_mu_);
+  initialised_ = true;
+  gate_cv_.notify_all();
   return n;
+}
+
+void KernelChannel::store_init(const iovec* iov, int count) {
+  if (session_ == nullptr) return;
+  if (auto r = session_->store_init(init_request_, flatten(iov, count)); !r) {
+    log::warn("cannot keep the INIT exchange for a successor ({}): a restart would unmount",
+              r.error().message);
+  }
+}
+
+// The kernel took the first worker's INIT reply and will not read another: libfuse's is
+// swallowed, its flags compared with what is in force, and the kernel asked to resend.
+ssize_t KernelChannel::replayed_init_reply(int fd, const iovec* iov, int count) {
+  const std::string mine = flatten(iov, count);
+  const std::string& stored = session_->init_reply();
+  // Ours as the first worker sent it: with the KILLPRIV_V2 bit this channel adds.
+  std::string sent = mine;
+  constexpr size_t kFlagsAt = sizeof(fuse_out_header) + offsetof(fuse_init_out, flags);
+  if (sent.size() >= kFlagsAt + 4 && offered_killpriv_v2()) {
+    uint32_t flags;
+    std::memcpy(&flags, sent.data() + kFlagsAt, sizeof(flags));
+    flags |= FUSE_HANDLE_KILLPRIV_V2;
+    std::memcpy(sent.data() + kFlagsAt, &flags, sizeof(flags));
+  }
+  if (sent.size() != stored.size() ||
+      sent.compare(sizeof(fuse_out_header), std::string::npos, stored, sizeof(fuse_out_header),
+                   std::string::npos) != 0) {
+    log::warn("this backupfs would negotiate FUSE differently from the one that mounted; the "
+              "kernel keeps the first negotiation until the next mount");
+  }
+  if (stored.size() >= kFlagsAt + 4) {
+    uint32_t flags;
+    std::memcpy(&flags, stored.data() + kFlagsAt, sizeof(flags));
+    negotiated_v2_.store((flags & FUSE_HANDLE_KILLPRIV_V2) != 0, std::memory_order_release);
+  }
+  fuse_out_header resend{.len = sizeof(fuse_out_header), .error = kNotifyResend, .unique = 0};
+  if (::write(fd, &resend, sizeof(resend)) < 0) {
+    log::warn("FUSE_NOTIFY_RESEND failed ({}): requests the previous worker read and left "
+              "unanswered stay waiting", std::strerror(errno));
+  }
+  return static_cast<ssize_t>(mine.size());
 }
 
 }  // namespace bkp::fs

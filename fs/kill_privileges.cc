@@ -62,8 +62,8 @@ int Fs::kill_for_write(fuse_req_t req, Inode& inode, int fd) {
   return err;
 }
 
-int Fs::kill_for_setattr(fuse_req_t req, Inode& inode, fuse_ino_t ino, int valid,
-                         fuse_file_info* fi, bool* mode_changed) {
+int Fs::kill_for_setattr(fuse_req_t req, Inode& inode, fuse_ino_t ino, int valid, int fh,
+                         bool* mode_changed) {
   *mode_changed = false;
   const RequestNote& note = KernelChannel::current();
   if (!channel_.killpriv_v2() || !note.is(FUSE_SETATTR, ino)) return 0;
@@ -71,9 +71,7 @@ int Fs::kill_for_setattr(fuse_req_t req, Inode& inode, fuse_ino_t ino, int valid
   const bool bare = (note.setattr_valid & ~(FATTR_FH | FATTR_LOCKOWNER)) == 0 &&
                     fuse_req_ctx(req)->uid != 0;
   if (!truncate && !bare) return 0;
-  if (fi != nullptr) {
-    return kill_privileges(req, inode, static_cast<int>(fi->fh), KillCause::kWrite, mode_changed);
-  }
+  if (fh >= 0) return kill_privileges(req, inode, fh, KillCause::kWrite, mode_changed);
   auto fd = table_.path_fd(inode);
   if (!fd) return fd.error().code;
   return kill_privileges(req, inode, fd->get(), KillCause::kWrite, mode_changed);

@@ -3,7 +3,8 @@
 //          [--max-queued-ops N] [-f] [-v|-q]
 // backupfs --show-id [--state-dir DIR]
 //
-// Parses the command line and hands over to run(); bad flags exit 2 with a message.
+// Parses the command line and hands over to run(); bad flags exit 2 with a message. The keeper
+// (keeper.h) runs the same command line again for each worker, with --worker=FDS added.
 // Everything else, including errors found later, is run()'s.
 #include <cerrno>
 #include <cstdio>
@@ -62,6 +63,7 @@ bkp::Result<bkp::net::HostPort> parse_listen(std::string_view text) {
 int main(int argc, char** argv) {
   bkp::tune_allocator();
   bkp::fs::Options options;
+  options.args.assign(argv + 1, argv + argc);
   std::string listen;
   bool show_id = false;
   for (int i = 1; i < argc; ++i) {
@@ -124,6 +126,10 @@ int main(int argc, char** argv) {
         return bad("--max-queued-ops: not a positive number: " + text);
       }
       options.max_queued_ops = static_cast<size_t>(n);
+    } else if (is_flag("--worker")) {  // the keeper's, with the descriptors it passes on
+      if (!value("--worker", &options.worker) || options.worker.empty()) {
+        return bad("--worker needs descriptors");
+      }
     } else if (arg == "-f") {
       options.foreground = true;
     } else if (arg == "-v") {

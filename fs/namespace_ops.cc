@@ -6,6 +6,15 @@
 // (so directory mtimes converge), and update the known names. Only then are the locks dropped
 // and the kernel answered. A failed syscall records nothing.
 //
+// Resent requests (a takeover, kernel_channel.h): the predecessor may have carried one out and
+// died before answering. When the syscall then finds its own effect already there (EEXIST of
+// the same kind of node, ENOENT of a removed name, a rename whose source is gone and target
+// exists), the request is answered as the first attempt would have been. The successor's first
+// attach reconciles by manifest, so what the predecessor recorded and lost is shipped once.
+// BACKUPFS_FAILPOINT=die-after:NAME[,NAME...] makes a worker kill itself right after carrying
+// out a namespace operation on NAME, before answering (never for a resent request): the tests'
+// way to make exactly that happen.
+//
 // Ownership: the syscalls run as root, so new nodes are chowned to the caller afterwards
 // (setfsuid would also drop our capabilities and use root's supplementary groups, refusing
 // what the kernel's default_permissions check had just allowed). In a set-group-id directory
@@ -15,8 +24,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <signal.h>
+
+#include <cstdlib>
 #include <mutex>
+#include <set>
 #include <shared_mutex>
+#include <string>
 
 #include "common/log.h"
 #include "common/path.h"
@@ -38,7 +52,55 @@ int dir_stat(int fd, struct stat* st) {
   return ::fstatat(fd, "", st, AT_EMPTY_PATH) < 0 ? errno : 0;
 }
 
+std::set<std::string> failpoint_names() {
+  std::set<std::string> names;
+  const char* spec = std::getenv("BACKUPFS_FAILPOINT");
+  constexpr std::string_view kPrefix = "die-after:";
+  if (spec == nullptr || std::string_view(spec).substr(0, kPrefix.size()) != kPrefix) return names;
+  std::string_view rest = std::string_view(spec).substr(kPrefix.size());
+  while (!rest.empty()) {
+    size_t comma = rest.find(',');
+    names.emplace(rest.substr(0, comma));
+    rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
+  }
+  return names;
+}
+
+// Whether (dir_fd, name) is the file fd names (a resent link).
+bool same_file(int fd, int dir_fd, const char* name) {
+  struct stat a, b;
+  return ::fstatat(fd, "", &a, AT_EMPTY_PATH) == 0 &&
+         ::fstatat(dir_fd, name, &b, AT_SYMLINK_NOFOLLOW) == 0 && a.st_dev == b.st_dev &&
+         a.st_ino == b.st_ino;
+}
+
+// Whether the node at (fd, name) is what a resent make_node would have made.
+bool made_already(int fd, const char* name, mode_t mode, const char* link) {
+  struct stat st;
+  if (::fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0) return false;
+  if ((st.st_mode & S_IFMT) != (mode & S_IFMT)) return false;
+  if (!S_ISLNK(mode)) return true;
+  std::string target(link);
+  std::string buf(target.size() + 1, '\0');
+  return ::readlinkat(fd, name, buf.data(), buf.size()) == static_cast<ssize_t>(target.size()) &&
+         buf.compare(0, target.size(), target) == 0;
+}
+
 }  // namespace
+
+void Fs::die_after_if_asked(const char* name) {
+  static const std::set<std::string> kNames = failpoint_names();
+  if (kNames.empty() || KernelChannel::current().resent || !kNames.contains(name)) return;
+  log::warn("BACKUPFS_FAILPOINT: dying after the operation on '{}', before answering", name);
+  ::raise(SIGKILL);
+}
+
+bool Fs::resent_and_done(int err, int expected) const {
+  if (err != expected || !KernelChannel::current().resent) return false;
+  log::info("a resent request found its effect already there ({}): answering success",
+            std::strerror(err));
+  return true;
+}
 
 int Fs::give_to_caller(int fd, const char* name, int at_flags, const fuse_ctx& ctx,
                        const struct stat& dir_st, struct stat& st) {
@@ -75,7 +137,11 @@ int Fs::make_node(fuse_req_t req, Inode& dir, const char* name, mode_t mode, dev
   } else {
     res = ::mknodat(d, name, mode, rdev);
   }
-  if (res < 0) return errno;
+  if (res < 0) {
+    const int err = errno;
+    if (!resent_and_done(err, EEXIST) || !made_already(d, name, mode, link)) return err;
+  }
+  die_after_if_asked(name);
 
   struct stat dst, st;
   if (int err = dir_stat(d, &dst)) return err;
@@ -149,6 +215,12 @@ void Fs::symlink(fuse_req_t req, const char* link, fuse_ino_t parent, const char
   reply_entry(req, err, e);
 }
 
+int Fs::link_entry(int fd, int dir_fd, const char* name) const {
+  if (::linkat(fd, "", dir_fd, name, AT_EMPTY_PATH) == 0) return 0;
+  const int err = errno;
+  return resent_and_done(err, EEXIST) && same_file(fd, dir_fd, name) ? 0 : err;
+}
+
 void Fs::link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* newname) noexcept {
   Inode& inode = table_.get(ino);
   Inode& dir = table_.get(newparent);
@@ -161,9 +233,9 @@ void Fs::link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* 
     struct stat st, dst;
     if (!ifd || !dfd) {
       err = !ifd ? ifd.error().code : dfd.error().code;
-    } else if (::linkat(ifd->get(), "", dfd->get(), newname, AT_EMPTY_PATH) < 0) {
-      err = errno;
-    } else if (::fstatat(ifd->get(), "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) {
+    } else if ((err = link_entry(ifd->get(), dfd->get(), newname)) != 0) {
+    } else if (die_after_if_asked(newname);
+               ::fstatat(ifd->get(), "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) {
       err = errno;
     } else if ((err = dir_stat(dfd->get(), &dst)) == 0) {
       InodeTable::Lock lock(table_);
@@ -214,7 +286,14 @@ int Fs::remove_entry(fuse_ino_t parent, const char* name, int flags, wire::OpKin
   std::shared_lock ns(log_.namespace_lock());
   auto dfd = table_.path_fd(dir);
   if (!dfd) return dfd.error().code;
-  if (::unlinkat(dfd->get(), name, flags) < 0) return errno;
+  if (::unlinkat(dfd->get(), name, flags) < 0) {
+    const int err = errno;
+    if (!resent_and_done(err, ENOENT)) return err;
+    InodeTable::Lock lock(table_);
+    table_.remove_name_locked(dir, name);
+    return 0;
+  }
+  die_after_if_asked(name);
   struct stat dst;
   int stat_err = dir_stat(dfd->get(), &dst);
   InodeTable::Lock lock(table_);
@@ -242,7 +321,15 @@ void Fs::rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t 
       err = !ffd ? ffd.error().code : tfd.error().code;
     } else if (::renameat2(ffd->get(), name, tfd->get(), newname, flags) < 0) {
       err = errno;
+      struct stat target;
+      if (resent_and_done(err, ENOENT) &&
+          ::fstatat(tfd->get(), newname, &target, AT_SYMLINK_NOFOLLOW) == 0) {
+        err = 0;
+        InodeTable::Lock lock(table_);
+        table_.rename_locked(from_dir, name, to_dir, newname, flags & RENAME_EXCHANGE);
+      }
     } else {
+      die_after_if_asked(newname);
       int from_err = dir_stat(ffd->get(), &fst);
       int to_err = same_dir ? EBADF : dir_stat(tfd->get(), &tst);
       // The moved entries' own attributes, re-recorded under their new paths: the log lets a

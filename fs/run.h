@@ -1,6 +1,6 @@
-// The backupfs process as a whole: mount over the application directory, serve it, record its
-// changes, ship them to the backupd that attaches at our port, and wind down cleanly. main.cc
-// only parses flags into Options.
+// The backupfs processes: the keeper mounts over the application directory and holds the
+// mount (keeper.h); its worker serves it, records its changes, ships them to the backupd that
+// attaches at our port, and winds down cleanly. main.cc only parses flags into Options.
 #pragma once
 
 #include <chrono>
@@ -10,6 +10,8 @@
 #include "common/changes/change_log.h"
 #include "common/log.h"
 #include "common/net/socket.h"
+#include "common/net/tls.h"
+#include "common/result.h"
 
 namespace bkp::fs {
 
@@ -26,7 +28,17 @@ struct Options {
   std::string server_ids_file;          // more of them, one per line (--server-ids FILE)
   bool tls = true;                      // --no-tls: plaintext, for a trusted loopback only
   size_t max_queued_ops = changes::kMaxQueuedOps;  // the change log's bound (change_log.h)
+  std::string worker;  // --worker=FDS: run as the keeper's worker (keeper.h WorkerFds)
+  std::vector<std::string> args;  // the command line after the program name
 };
+
+// What the keeper and its workers both derive from Options; errors are the operator's.
+struct Checked {
+  std::string path;  // the volume directory, resolved
+  std::string host;
+  net::Trust trust;
+};
+Result<Checked> check(const Options& options);
 
 // STATE_DIR/identity.pem.
 std::string identity_path(const Options& options);
@@ -34,7 +46,8 @@ std::string identity_path(const Options& options);
 // --show-id: prints this node's identity (made if missing) and returns the exit status.
 int show_id(const Options& options);
 
-// Returns the process exit status: 0 after an unmount or SIGTERM/SIGINT, 1 on failure to start.
+// Returns the process exit status: 0 after an unmount or SIGTERM/SIGINT, 1 on failure to start
+// (for a worker: keeper.h's kExitHandedOver after handing over).
 int run(const Options& options);
 
 }  // namespace bkp::fs

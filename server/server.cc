@@ -49,6 +49,7 @@
 #include <thread>
 
 #include "common/log.h"
+#include "common/process.h"
 #include "common/net/messenger.h"
 #include "common/net/tls.h"
 #include "server/catalog.h"
@@ -184,10 +185,7 @@ class Server {
         break;
       }
       if (n > 0 && fds[1].revents) {
-        signalfd_siginfo info{};
-        ssize_t got = read(signal_fd, &info, sizeof info);
-        (void)got;
-        log::info("{}: shutting down", strsignal(static_cast<int>(info.ssi_signo)));
+        log::info("{}: shutting down", strsignal(read_signal(signal_fd)));
         notifier_.stopping();
         break;
       }
@@ -452,19 +450,13 @@ int run(const Options& options) {
   }
   if (options.show_id) return net::print_identity(identity_path(settings->state_dir), "backupd");
   // Before any thread exists, so every thread inherits the mask and only the signalfd sees them.
-  sigset_t mask;
-  sigemptyset(&mask);
-  sigaddset(&mask, SIGTERM);
-  sigaddset(&mask, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &mask, nullptr);
-  signal(SIGPIPE, SIG_IGN);
-  UniqueFd signal_fd(signalfd(-1, &mask, SFD_CLOEXEC));
+  auto signal_fd = signals_to_fd({SIGTERM, SIGINT});
   if (!signal_fd) {
-    log::error("signalfd: {}", std::strerror(errno));
+    log::error("{}", signal_fd.error().message);
     return 1;
   }
   Server server(std::move(*settings));
-  return server.run(signal_fd.get());
+  return server.run(signal_fd->get());
 }
 
 }  // namespace bkp::server

@@ -1,0 +1,348 @@
+// The keeper (keeper.h): mount once, hold the descriptors, keep a worker serving.
+#include "fs/keeper.h"
+
+#include <fcntl.h>
+#include <fuse_lowlevel.h>
+#include <linux/magic.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/statfs.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <charconv>
+#include <chrono>
+#include <climits>
+#include <algorithm>
+#include <cstring>
+#include <optional>
+#include <vector>
+
+#include "common/log.h"
+#include "common/process.h"
+#include "common/unique_fd.h"
+
+namespace bkp::fs {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr int kMaxFailedStarts = 5;
+constexpr auto kStopGrace = std::chrono::seconds(30);  // the worker's drain is 10 s
+
+// The keeper's signals, read from a signalfd (keeper.h says what each means).
+constexpr std::initializer_list<int> kSignals = {SIGINT, SIGTERM, SIGHUP, SIGCHLD};
+
+Result<UniqueFd> open_volume(const std::string& dir) {
+  // Not O_PATH: open_by_handle_at refuses an O_PATH descriptor as its mount fd (EBADF).
+  UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!fd) return fail_errno("open " + dir);
+  struct statfs sfs;
+  if (::fstatfs(fd.get(), &sfs) < 0) return fail_errno("statfs " + dir);
+  if (sfs.f_type == FUSE_SUPER_MAGIC) {
+    return fail(EBUSY, dir + " is already a FUSE mount (is backupfs running on it?)");
+  }
+  return fd;
+}
+
+// Writes "PORT\n" to path through a temporary name and a rename, so a reader never sees a
+// partly written number.
+Result<void> write_port_file(const std::string& path, uint16_t port) {
+  std::string tmp = path + ".tmp-" + std::to_string(::getpid());
+  std::string text = std::to_string(port) + "\n";
+  UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+  if (!fd) return fail_errno("create " + tmp);
+  if (::write(fd.get(), text.data(), text.size()) != static_cast<ssize_t>(text.size())) {
+    auto err = fail_errno("write " + tmp);
+    ::unlink(tmp.c_str());
+    return err;
+  }
+  fd.reset();
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    auto err = fail_errno("rename " + tmp + " to " + path);
+    ::unlink(tmp.c_str());
+    return err;
+  }
+  return {};
+}
+
+// The mount: libfuse mounts and unmounts; the keeper never serves a request itself.
+class Mount {
+ public:
+  ~Mount() {
+    if (se_ == nullptr) return;
+    unmount();
+    fuse_session_destroy(se_);
+  }
+  Result<void> mount(const std::string& dir) {
+    const char* argv[] = {"backupfs", "-o",
+                          "allow_other,default_permissions,fsname=backupfs,subtype=backupfs"};
+    fuse_args args = FUSE_ARGS_INIT(3, const_cast<char**>(argv));
+    static const fuse_lowlevel_ops kNoOps{};
+    se_ = fuse_session_new(&args, &kNoOps, sizeof(kNoOps), nullptr);
+    if (se_ == nullptr) return fail(EINVAL, "fuse_session_new failed");
+    if (fuse_session_mount(se_, dir.c_str()) != 0) return fail(EIO, "cannot mount on " + dir);
+    mounted_ = true;
+    return {};
+  }
+  int fd() const { return fuse_session_fd(se_); }
+  // Whether the kernel ended the connection (unmounted, or aborted).
+  bool gone() const {
+    pollfd p{fd(), 0, 0};
+    return ::poll(&p, 1, 0) > 0 && (p.revents & (POLLERR | POLLHUP | POLLNVAL));
+  }
+  void unmount() {
+    if (mounted_) fuse_session_unmount(se_);  // detaches; a no-op once the kernel ended it
+    mounted_ = false;
+  }
+
+ private:
+  fuse_session* se_ = nullptr;
+  bool mounted_ = false;
+};
+
+Result<UniqueFd> make_memfd(const char* name) {
+  UniqueFd fd(::memfd_create(name, MFD_CLOEXEC));
+  if (!fd) return fail_errno(std::string("memfd_create ") + name);
+  return fd;
+}
+
+// The binary to run for each worker: the file at the path this one was started from, so an
+// upgrade that replaced it starts the new version.
+std::string own_path() {
+  char buf[PATH_MAX];
+  ssize_t n = ::readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+  if (n <= 0) return "backupfs";
+  std::string path(buf, static_cast<size_t>(n));
+  constexpr std::string_view kDeleted = " (deleted)";
+  if (path.size() > kDeleted.size() && path.ends_with(kDeleted)) {
+    path.resize(path.size() - kDeleted.size());
+  }
+  return path;
+}
+
+class Keeper {
+ public:
+  Keeper(const Options& options, std::vector<std::string> args)
+      : options_(options), args_(std::move(args)), binary_(own_path()) {}
+
+  int run();
+
+ private:
+  Result<void> prepare();
+  // Starts a worker; false if fork failed.
+  bool spawn();
+  // What to do when the worker ended with wait status; false: the mount is over.
+  bool on_worker_exit(int status);
+  void stop();
+  // Reads the worker's status pipe: "serving" once it took over.
+  void on_status();
+
+  const Options& options_;
+  const std::vector<std::string> args_;
+  const std::string binary_;
+  UniqueFd root_, listener_, nodes_, files_, session_;
+  Mount mount_;
+  UniqueFd status_read_;  // this worker's status pipe
+  pid_t worker_ = -1;
+  bool serving_ = false;
+  bool stopping_ = false;
+  int failed_starts_ = 0;
+  std::optional<Clock::time_point> stop_deadline_;
+};
+
+Result<void> Keeper::prepare() {
+  auto checked = BKP_TRY(check(options_));
+  if (checked.trust.tls) {
+    log::info("identity {} ({}); serving {} backupd identit{}", checked.trust.tls->id(),
+              identity_path(options_), checked.trust.peers.size(),
+              checked.trust.peers.size() == 1 ? "y" : "ies");
+  } else {
+    log::warn("TLS is off (--no-tls): any peer that reaches the port can attach and read the "
+              "volume; use this only on a trusted loopback");
+  }
+  root_ = BKP_TRY(open_volume(checked.path));
+  net::HostPort bound;
+  listener_ = BKP_TRY(net::tcp_listen(options_.listen, &bound));
+  nodes_ = BKP_TRY(make_memfd("backupfs-nodes"));
+  files_ = BKP_TRY(make_memfd("backupfs-files"));
+  session_ = BKP_TRY(make_memfd("backupfs-session"));
+  BKP_TRY_VOID(mount_.mount(checked.path));
+  log::info("mounted on {} (host {})", checked.path, checked.host);
+  log::info("listening on {}:{}", bound.host, bound.port);
+  if (!options_.port_file.empty()) {
+    if (auto r = write_port_file(options_.port_file, bound.port); !r) {
+      return fail(r.error().code, "--port-file: " + r.error().message);
+    }
+  }
+  return {};
+}
+
+bool Keeper::spawn() {
+  int status_pipe[2];
+  if (::pipe2(status_pipe, O_CLOEXEC) < 0) {
+    log::error("pipe: {}", std::strerror(errno));
+    return false;
+  }
+  WorkerFds fds{mount_.fd(),   root_.get(),    listener_.get(), nodes_.get(),
+                files_.get(),  session_.get(), status_pipe[1]};
+  std::vector<std::string> argv{binary_};
+  argv.insert(argv.end(), args_.begin(), args_.end());
+  argv.push_back("--worker=" + fds.format());
+  std::vector<char*> cargv;
+  for (auto& a : argv) cargv.push_back(a.data());
+  cargv.push_back(nullptr);
+  const pid_t keeper = ::getpid();
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    // The worker ends with the keeper; and it inherits exactly these descriptors.
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != keeper) ::_exit(1);
+    for (int fd : {fds.fuse, fds.root, fds.listener, fds.nodes, fds.files, fds.session,
+                   fds.status}) {
+      ::fcntl(fd, F_SETFD, 0);
+    }
+    unblock_signals(kSignals);
+    ::execv(cargv[0], cargv.data());
+    ::_exit(127);
+  }
+  ::close(status_pipe[1]);
+  if (pid < 0) {
+    ::close(status_pipe[0]);
+    log::error("fork: {}", std::strerror(errno));
+    return false;
+  }
+  status_read_.reset(status_pipe[0]);
+  worker_ = pid;
+  serving_ = false;
+  return true;
+}
+
+void Keeper::on_status() {
+  char c;
+  ssize_t n = ::read(status_read_.get(), &c, 1);
+  if (n == 1 && !serving_) {
+    serving_ = true;
+    failed_starts_ = 0;
+    log::info("worker {} serving", worker_);
+  } else if (n <= 0) {
+    status_read_.reset();  // the worker is going; its exit follows
+  }
+}
+
+bool Keeper::on_worker_exit(int status) {
+  const pid_t pid = worker_;
+  worker_ = -1;
+  status_read_.reset();
+  if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+    log::info("worker {} ended the session", pid);
+    return false;
+  }
+  if (stopping_ || mount_.gone()) {
+    log::info("worker {} ended", pid);
+    return false;
+  }
+  if (WIFEXITED(status) && WEXITSTATUS(status) == kExitHandedOver) {
+    log::info("worker {} handed over; starting {}", pid, binary_);
+  } else {
+    if (!serving_ && ++failed_starts_ >= kMaxFailedStarts) {
+      log::error("worker {} failed before serving, {} times in a row: giving up the mount", pid,
+                 failed_starts_);
+      return false;
+    }
+    if (WIFSIGNALED(status)) {
+      log::warn("worker {} killed by signal {}; a new worker takes over", pid, WTERMSIG(status));
+    } else {
+      log::warn("worker {} exited with status {}; a new worker takes over", pid,
+                WEXITSTATUS(status));
+    }
+  }
+  return spawn();
+}
+
+void Keeper::stop() {
+  if (stopping_) return;
+  stopping_ = true;
+  stop_deadline_ = Clock::now() + kStopGrace;
+  log::info("stopping: unmounting; the worker ships what it holds");
+  mount_.unmount();
+  if (worker_ > 0) ::kill(worker_, SIGINT);
+}
+
+int Keeper::run() {
+  if (auto r = prepare(); !r) {
+    log::error("{}", r.error().message);
+    return 1;
+  }
+  if (!options_.foreground && fuse_daemonize(0) != 0) {
+    log::error("cannot daemonize");
+    return 1;
+  }
+  auto signals = signals_to_fd(kSignals);
+  if (!signals) {
+    log::error("{}", signals.error().message);
+    return 1;
+  }
+  int result = 0;
+  if (!spawn()) return 1;
+  while (worker_ > 0) {
+    pollfd p[3] = {{signals->get(), POLLIN, 0},
+                   {status_read_.get(), static_cast<short>(status_read_ ? POLLIN : 0), 0},
+                   {mount_.fd(), 0, 0}};
+    int timeout = stop_deadline_ ? 1000 : -1;
+    if (::poll(p, 3, timeout) < 0 && errno != EINTR) break;
+    if (p[1].revents != 0) on_status();
+    for (int sig; (sig = read_signal(signals->get())) != 0;) {
+      if (sig == SIGTERM || sig == SIGINT) {
+        stop();
+      } else if (sig == SIGHUP && !stopping_ && worker_ > 0) {
+        log::info("upgrade asked (SIGHUP): worker {} hands over", worker_);
+        ::kill(worker_, SIGTERM);
+      }
+    }
+    int status = 0;
+    if (worker_ > 0 && ::waitpid(worker_, &status, WNOHANG) == worker_) {
+      if (!on_worker_exit(status)) {
+        result = (WIFEXITED(status) && WEXITSTATUS(status) == 0) || stopping_ ? 0 : 1;
+        break;
+      }
+    }
+    if (stop_deadline_ && Clock::now() > *stop_deadline_ && worker_ > 0) {
+      log::warn("worker {} did not stop in {} s; killing it", worker_, kStopGrace.count());
+      ::kill(worker_, SIGKILL);
+      stop_deadline_.reset();
+    }
+  }
+  mount_.unmount();
+  return result;
+}
+
+}  // namespace
+
+std::string WorkerFds::format() const {
+  return fmt::format("{},{},{},{},{},{},{}", fuse, root, listener, nodes, files, session, status);
+}
+
+Result<WorkerFds> WorkerFds::parse(std::string_view text) {
+  std::vector<int> v;
+  for (size_t start = 0; start <= text.size();) {
+    size_t comma = std::min(text.find(',', start), text.size());
+    std::string_view part = text.substr(start, comma - start);
+    int fd = -1;
+    auto [end, ec] = std::from_chars(part.data(), part.data() + part.size(), fd);
+    if (ec != std::errc() || end != part.data() + part.size() || fd < 0) break;
+    v.push_back(fd);
+    start = comma + 1;
+  }
+  if (v.size() != 7) return fail(EINVAL, "--worker needs seven descriptors (it is the keeper's)");
+  return WorkerFds{v[0], v[1], v[2], v[3], v[4], v[5], v[6]};
+}
+
+int run_keeper(const Options& options, const std::vector<std::string>& args) {
+  return Keeper(options, args).run();
+}
+
+}  // namespace bkp::fs
