@@ -327,17 +327,18 @@ std::string WorkerFds::format() const {
 }
 
 Result<WorkerFds> WorkerFds::parse(std::string_view text) {
+  const auto bad = fail(EINVAL, "--worker needs seven descriptors (it is the keeper's flag)");
   std::vector<int> v;
   for (size_t start = 0; start <= text.size();) {
     size_t comma = std::min(text.find(',', start), text.size());
     std::string_view part = text.substr(start, comma - start);
     int fd = -1;
     auto [end, ec] = std::from_chars(part.data(), part.data() + part.size(), fd);
-    if (ec != std::errc() || end != part.data() + part.size() || fd < 0) break;
+    if (ec != std::errc() || end != part.data() + part.size() || fd < 0) return bad;
     v.push_back(fd);
     start = comma + 1;
   }
-  if (v.size() != 7) return fail(EINVAL, "--worker needs seven descriptors (it is the keeper's)");
+  if (v.size() != 7) return bad;
   return WorkerFds{v[0], v[1], v[2], v[3], v[4], v[5], v[6]};
 }
 

@@ -27,7 +27,7 @@ class InodeTableTest : public ::testing::Test {
     }
     UniqueFd root(::open(dir_.path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     ASSERT_TRUE(root);
-    auto table = InodeTable::create(std::move(root), kBudget);
+    auto table = InodeTable::create(std::move(root), kBudget, nullptr);
     ASSERT_TRUE(table) << table.error().message;
     table_ = std::move(*table);
     for (int i = 0; i < kFiles; ++i) {
