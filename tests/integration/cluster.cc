@@ -272,6 +272,7 @@ void ClusterTest::stop_watchdog() {
        "--state-dir", node_state_, "--server-id", server_id_});
   opts.args.insert(opts.args.end(), backupfs_args.begin(), backupfs_args.end());
   opts.log_path = logs_ + "/backupfs.log";
+  opts.env = backupfs_env;
   auto m = testutil::MountedFs::mount(opts);
   if (!m) return ::testing::AssertionFailure() << m.error().message;
   mount_ = std::move(*m);

@@ -14,6 +14,7 @@
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
+#include <string_view>
 #include <system_error>
 #include <thread>
 
@@ -29,13 +30,27 @@ std::vector<char*> c_argv(const std::vector<std::string>& argv) {
   return out;
 }
 
+// This process's environment with the "NAME=VALUE" entries of extra replacing or adding to it.
+std::vector<std::string> merged_environment(const std::vector<std::string>& extra) {
+  auto name_of = [](std::string_view entry) { return entry.substr(0, entry.find('=')); };
+  std::vector<std::string> out;
+  for (char** e = environ; *e != nullptr; ++e) {
+    std::string_view entry(*e);
+    bool replaced = false;
+    for (const auto& x : extra) replaced = replaced || name_of(x) == name_of(entry);
+    if (!replaced) out.emplace_back(entry);
+  }
+  out.insert(out.end(), extra.begin(), extra.end());
+  return out;
+}
+
 // In the child: own process group, stdin from /dev/null, stdout to out_fd, stderr to err_fd,
 // then exec.
 // PR_SET_PDEATHSIG: if the test process is killed outright (a ctest timeout), every daemon it
 // started gets SIGTERM, on which backupfs unmounts itself, so not even a SIGKILL of the test
 // leaves a mount or a process behind.
 [[noreturn]] void exec_child(pid_t parent, int null_fd, int out_fd, int err_fd,
-                             char* const* argv) {
+                             char* const* argv, char* const* envp) {
   setpgid(0, 0);
   prctl(PR_SET_PDEATHSIG, SIGTERM);
   if (getppid() != parent) _exit(126);  // the parent died before prctl took effect
@@ -45,7 +60,7 @@ std::vector<char*> c_argv(const std::vector<std::string>& argv) {
   sigset_t none;
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, nullptr);
-  execv(argv[0], argv);
+  execve(argv[0], argv, envp);
   const char* msg = "testutil: exec failed: ";
   (void)!write(STDERR_FILENO, msg, strlen(msg));
   (void)!write(STDERR_FILENO, argv[0], strlen(argv[0]));
@@ -67,7 +82,8 @@ std::string join(const std::vector<std::string>& argv) {
 
 }  // namespace
 
-Daemon::Daemon(std::string name, std::vector<std::string> argv, std::string log_path)
+Daemon::Daemon(std::string name, std::vector<std::string> argv, std::string log_path,
+               const std::vector<std::string>& env)
     : name_(std::move(name)), log_path_(std::move(log_path)) {
   int log_fd = ::open(log_path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (log_fd < 0) throw std::system_error(errno, std::generic_category(), "open " + log_path_);
@@ -75,9 +91,11 @@ Daemon::Daemon(std::string name, std::vector<std::string> argv, std::string log_
   (void)!::write(log_fd, banner.data(), banner.size());
   int null_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
   auto args = c_argv(argv);
+  std::vector<std::string> environment = merged_environment(env);
+  auto envp = c_argv(environment);
   pid_t parent = getpid();
   pid_t pid = fork();
-  if (pid == 0) exec_child(parent, null_fd, log_fd, log_fd, args.data());
+  if (pid == 0) exec_child(parent, null_fd, log_fd, log_fd, args.data(), envp.data());
   int fork_errno = errno;
   ::close(log_fd);
   ::close(null_fd);
@@ -179,7 +197,7 @@ CommandResult run_command(const std::vector<std::string>& argv, std::chrono::mil
   auto args = c_argv(argv);
   pid_t parent = getpid();
   pid_t pid = fork();
-  if (pid == 0) exec_child(parent, null_fd, out_pipe[1], err_pipe[1], args.data());
+  if (pid == 0) exec_child(parent, null_fd, out_pipe[1], err_pipe[1], args.data(), environ);
   ::close(out_pipe[1]);
   ::close(err_pipe[1]);
   ::close(null_fd);

@@ -23,9 +23,11 @@ namespace bkp::testutil {
 
 class Daemon {
  public:
-  // Starts argv[0] (a path) with argv. If exec fails, the child logs why and exits 127, so the
-  // failure shows up as !alive() plus a readable log.
-  Daemon(std::string name, std::vector<std::string> argv, std::string log_path);
+  // Starts argv[0] (a path) with argv, in this process's environment plus env ("NAME=VALUE"
+  // entries, each replacing a variable of that name). If exec fails, the child logs why and
+  // exits 127, so the failure shows up as !alive() plus a readable log.
+  Daemon(std::string name, std::vector<std::string> argv, std::string log_path,
+         const std::vector<std::string>& env = {});
   ~Daemon();  // stop()
   Daemon(const Daemon&) = delete;
   Daemon& operator=(const Daemon&) = delete;

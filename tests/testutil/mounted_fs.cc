@@ -88,7 +88,7 @@ Result<std::unique_ptr<MountedFs>> MountedFs::mount(const MountOptions& opts) {
   std::vector<std::string> argv{opts.binary, opts.dir};
   argv.insert(argv.end(), opts.args.begin(), opts.args.end());
   argv.push_back("-f");
-  auto daemon = std::make_unique<Daemon>("backupfs", argv, opts.log_path);
+  auto daemon = std::make_unique<Daemon>("backupfs", argv, opts.log_path, opts.env);
   std::unique_ptr<MountedFs> fs(new MountedFs(opts.dir, std::move(daemon)));
   wait_until([&] { return fs->mounted() || !fs->daemon_->alive(); }, opts.timeout, 20ms);
   if (fs->mounted()) return fs;

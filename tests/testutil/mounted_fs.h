@@ -38,6 +38,7 @@ struct MountOptions {
   std::string dir;                // absolute directory to mount over
   std::vector<std::string> args;  // after DIR, before -f: --listen ..., --host ...
   std::string log_path;
+  std::vector<std::string> env;   // "NAME=VALUE" added to backupfs's environment
   std::chrono::milliseconds timeout = std::chrono::seconds(20);
 };
 

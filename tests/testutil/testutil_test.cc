@@ -10,6 +10,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <functional>
 #include <string>
@@ -348,6 +349,21 @@ TEST(DaemonTest, RestartAppendsToTheSameLog) {
   std::string log = d.log();
   EXPECT_NE(log.find("first"), std::string::npos);
   EXPECT_NE(log.find("second"), std::string::npos);
+}
+
+TEST(DaemonTest, EnvironmentAddsAndReplacesVariables) {
+  TempDir t("bkp-daemon");
+  ASSERT_EQ(setenv("BKP_DAEMON_TEST_KEPT", "kept", 1), 0);
+  ASSERT_EQ(setenv("BKP_DAEMON_TEST_REPLACED", "old", 1), 0);
+  Daemon d("sh",
+           {"/bin/sh", "-c",
+            "echo \"[$BKP_DAEMON_TEST_KEPT $BKP_DAEMON_TEST_REPLACED $BKP_DAEMON_TEST_ADDED]\"; "
+            "env | grep -c '^BKP_DAEMON_TEST_REPLACED='"},
+           t.sub("log"), {"BKP_DAEMON_TEST_REPLACED=new", "BKP_DAEMON_TEST_ADDED=added"});
+  unsetenv("BKP_DAEMON_TEST_KEPT");
+  unsetenv("BKP_DAEMON_TEST_REPLACED");
+  ASSERT_TRUE(d.wait_exit(10s));
+  EXPECT_NE(d.log().find("[kept new added]\n1\n"), std::string::npos) << d.log();
 }
 
 TEST(RunCommandTest, CapturesOutputAndStatus) {
