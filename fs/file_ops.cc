@@ -56,7 +56,12 @@ int Fs::add_open(fuse_file_info* fi, const Inode& inode, OpenKind kind, uint64_t
 }
 
 Result<int> Fs::file_fd(const fuse_file_info* fi) {
-  return static_cast<int>(BKP_TRY(files_.get(fi->fh)));
+  auto local = files_.get(fi->fh);
+  if (!local) {
+    log::warn("open file: {}", local.error().message);
+    return tl::unexpected(local.error());
+  }
+  return static_cast<int>(*local);
 }
 
 Result<uint64_t> Fs::reopen_open(uint64_t node, int flags, OpenKind kind) {

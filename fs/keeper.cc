@@ -7,6 +7,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/statfs.h>
 #include <sys/wait.h>
@@ -24,6 +25,7 @@
 #include "common/log.h"
 #include "common/process.h"
 #include "common/unique_fd.h"
+#include "fs/fd_store.h"
 
 namespace bkp::fs {
 namespace {
@@ -69,39 +71,49 @@ Result<void> write_port_file(const std::string& path, uint16_t port) {
   return {};
 }
 
-// The mount: libfuse mounts and unmounts; the keeper never serves a request itself.
+// The mount: libfuse mounts; the keeper holds the connection's descriptor (or gets it back from
+// systemd) and never serves a request itself.
 class Mount {
  public:
-  ~Mount() {
-    if (se_ == nullptr) return;
-    unmount();
-    fuse_session_destroy(se_);
-  }
   Result<void> mount(const std::string& dir) {
     const char* argv[] = {"backupfs", "-o",
                           "allow_other,default_permissions,fsname=backupfs,subtype=backupfs"};
     fuse_args args = FUSE_ARGS_INIT(3, const_cast<char**>(argv));
     static const fuse_lowlevel_ops kNoOps{};
-    se_ = fuse_session_new(&args, &kNoOps, sizeof(kNoOps), nullptr);
-    if (se_ == nullptr) return fail(EINVAL, "fuse_session_new failed");
-    if (fuse_session_mount(se_, dir.c_str()) != 0) return fail(EIO, "cannot mount on " + dir);
-    mounted_ = true;
+    fuse_session* se = fuse_session_new(&args, &kNoOps, sizeof(kNoOps), nullptr);
+    if (se == nullptr) return fail(EINVAL, "fuse_session_new failed");
+    if (fuse_session_mount(se, dir.c_str()) != 0) {
+      fuse_session_destroy(se);
+      return fail(EIO, "cannot mount on " + dir);
+    }
+    fd_.reset(::fcntl(fuse_session_fd(se), F_DUPFD_CLOEXEC, 3));
+    fuse_session_destroy(se);  // closes its descriptor, neither unmounts nor ends the connection
+    dir_ = dir;
+    if (!fd_) {
+      unmount();
+      return fail_errno("dup /dev/fuse");
+    }
     return {};
   }
-  int fd() const { return fuse_session_fd(se_); }
+  void adopt(UniqueFd fd, const std::string& dir) {
+    fd_ = std::move(fd);
+    dir_ = dir;
+  }
+  int fd() const { return fd_.get(); }
   // Whether the kernel ended the connection (unmounted, or aborted).
   bool gone() const {
-    pollfd p{fd(), 0, 0};
+    pollfd p{fd_.get(), 0, 0};
     return ::poll(&p, 1, 0) > 0 && (p.revents & (POLLERR | POLLHUP | POLLNVAL));
   }
+  // Detaches the mount, as libfuse does for root; nothing once the kernel ended it.
   void unmount() {
-    if (mounted_) fuse_session_unmount(se_);  // detaches; a no-op once the kernel ended it
-    mounted_ = false;
+    if (!dir_.empty() && !gone()) ::umount2(dir_.c_str(), MNT_DETACH);
+    dir_.clear();
   }
 
  private:
-  fuse_session* se_ = nullptr;
-  bool mounted_ = false;
+  UniqueFd fd_;
+  std::string dir_;
 };
 
 Result<UniqueFd> make_memfd(const char* name) {
@@ -141,6 +153,15 @@ class Keeper {
   // Reads the worker's status pipe: "serving" once it took over.
   void on_status();
 
+  // With systemd: takes the descriptors a previous keeper stored; false if there are none (or
+  // their connection is dead).
+  bool adopt_stored(const std::string& dir);
+  // With systemd: stores them for the next keeper.
+  void store_all();
+
+  static constexpr const char* kStoredNames[] = {"fuse",  "root",  "listener",
+                                                 "nodes", "files", "session"};
+
   const Options& options_;
   const std::vector<std::string> args_;
   const std::string binary_;
@@ -150,6 +171,8 @@ class Keeper {
   pid_t worker_ = -1;
   bool serving_ = false;
   bool stopping_ = false;
+  bool in_store_ = false;  // systemd holds the descriptors too
+  bool keeping_ = false;   // stopping for a restart of the unit: the mount stays
   int failed_starts_ = 0;
   std::optional<Clock::time_point> stop_deadline_;
 };
@@ -164,21 +187,68 @@ Result<void> Keeper::prepare() {
     log::warn("TLS is off (--no-tls): any peer that reaches the port can attach and read the "
               "volume; use this only on a trusted loopback");
   }
-  root_ = BKP_TRY(open_volume(checked.path));
-  net::HostPort bound;
-  listener_ = BKP_TRY(net::tcp_listen(options_.listen, &bound));
-  nodes_ = BKP_TRY(make_memfd("backupfs-nodes"));
-  files_ = BKP_TRY(make_memfd("backupfs-files"));
-  session_ = BKP_TRY(make_memfd("backupfs-session"));
-  BKP_TRY_VOID(mount_.mount(checked.path));
-  log::info("mounted on {} (host {})", checked.path, checked.host);
-  log::info("listening on {}:{}", bound.host, bound.port);
+  if (!adopt_stored(checked.path)) {
+    root_ = BKP_TRY(open_volume(checked.path));
+    listener_ = BKP_TRY(net::tcp_listen(options_.listen, nullptr));
+    nodes_ = BKP_TRY(make_memfd("backupfs-nodes"));
+    files_ = BKP_TRY(make_memfd("backupfs-files"));
+    session_ = BKP_TRY(make_memfd("backupfs-session"));
+    BKP_TRY_VOID(mount_.mount(checked.path));
+    log::info("mounted on {} (host {})", checked.path, checked.host);
+    store_all();
+  }
+  const uint16_t port = net::local_port(listener_.get());
+  log::info("listening on {}:{}", options_.listen.host, port);
   if (!options_.port_file.empty()) {
-    if (auto r = write_port_file(options_.port_file, bound.port); !r) {
+    if (auto r = write_port_file(options_.port_file, port); !r) {
       return fail(r.error().code, "--port-file: " + r.error().message);
     }
   }
   return {};
+}
+
+bool Keeper::adopt_stored(const std::string& dir) {
+  auto stored = take_stored_fds();
+  for (const char* name : kStoredNames) {
+    if (!stored.contains(name)) {
+      for (auto& [n, fd] : stored) ::close(fd);
+      return false;
+    }
+  }
+  root_.reset(stored["root"]);
+  listener_.reset(stored["listener"]);
+  nodes_.reset(stored["nodes"]);
+  files_.reset(stored["files"]);
+  session_.reset(stored["session"]);
+  mount_.adopt(UniqueFd(stored["fuse"]), dir);
+  in_store_ = true;
+  if (mount_.gone()) {
+    log::warn("the FUSE connection kept by systemd is dead; mounting {} again", dir);
+    ::umount2(dir.c_str(), MNT_DETACH);
+    for (const char* name : kStoredNames) remove_stored_fd(name);
+    in_store_ = false;
+    root_.reset(), listener_.reset(), nodes_.reset(), files_.reset(), session_.reset();
+    mount_ = Mount();
+    return false;
+  }
+  log::info("took the mount of {} back from systemd's descriptor store", dir);
+  return true;
+}
+
+void Keeper::store_all() {
+  if (!fd_store_available()) return;
+  const std::pair<const char*, int> fds[] = {
+      {"fuse", mount_.fd()}, {"root", root_.get()},   {"listener", listener_.get()},
+      {"nodes", nodes_.get()}, {"files", files_.get()}, {"session", session_.get()}};
+  for (auto [name, fd] : fds) {
+    if (auto r = store_fd(name, fd); !r) {
+      log::warn("{}: a restart of this unit will mount again", r.error().message);
+      for (auto [stored, unused] : fds) remove_stored_fd(stored);
+      return;
+    }
+  }
+  in_store_ = true;
+  log::info("the mount is kept in systemd's descriptor store: a restart takes it over");
 }
 
 bool Keeper::spawn() {
@@ -267,8 +337,18 @@ void Keeper::stop() {
   if (stopping_) return;
   stopping_ = true;
   stop_deadline_ = Clock::now() + kStopGrace;
+  if (in_store_ && unit_restarting()) {
+    keeping_ = true;
+    log::info("systemd restarts this unit: the mount stays in its descriptor store; the worker "
+              "hands over");
+    if (worker_ > 0) ::kill(worker_, SIGTERM);
+    return;
+  }
   log::info("stopping: unmounting; the worker ships what it holds");
   mount_.unmount();
+  if (in_store_) {
+    for (const char* name : kStoredNames) remove_stored_fd(name);
+  }
   if (worker_ > 0) ::kill(worker_, SIGINT);
 }
 
@@ -316,7 +396,7 @@ int Keeper::run() {
       stop_deadline_.reset();
     }
   }
-  mount_.unmount();
+  if (!keeping_) mount_.unmount();
   return result;
 }
 

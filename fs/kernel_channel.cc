@@ -151,6 +151,18 @@ ssize_t KernelChannel::read(int fd, void* buf, size_t len) {
       gate_cv_.wait(lock, [&] { return initialised_ && !stopping_; });
     }
   }
+  // The kernel copies a request into our buffer with get_user_pages, whose slow path (pages not
+  // yet present) gives up when the reader has a pending SIGKILL, and the kernel then ends the
+  // request with EIO instead of leaving it to be resent: a worker killed while reading into a
+  // fresh buffer would fail the application's call. Touched once, the buffer's pages stay
+  // present and the copy takes the fast path, which does not look at signals.
+  thread_local const void* t_faulted = nullptr;
+  thread_local size_t t_faulted_len = 0;
+  if (buf != t_faulted || len > t_faulted_len) {
+    std::memset(buf, 0, len);
+    t_faulted = buf;
+    t_faulted_len = len;
+  }
   ssize_t n = ::read(fd, buf, len);
   if (n > 0) {
     note_request(buf, static_cast<size_t>(n));

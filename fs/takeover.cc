@@ -9,6 +9,8 @@
 
 #include <cstring>
 
+#include <fmt/format.h>
+
 namespace bkp::fs {
 
 // ---------------------------------------------------------------------------- SharedRecords
@@ -88,49 +90,59 @@ bool NodeRecord::valid() const { return check != 0 && check == checksum(); }
 
 OpenFiles::OpenFiles(std::unique_ptr<SharedRecords> records, uint32_t generation, Reopen reopen)
     : records_(std::move(records)), generation_(generation), reopen_(std::move(reopen)) {
-  // The predecessor's fhs stay taken until the kernel releases them; the rest are free.
+  // The predecessor's slots stay taken until the kernel releases them; the rest are free.
   const uint64_t capacity = records_->capacity();
   uint64_t last = 0;
   for (uint64_t i = 0; i < capacity; ++i) {
     if (static_cast<OpenRecord*>(records_->find(i))->node != 0) last = i + 1;
   }
   for (uint64_t i = last; i-- > 0;) {
-    if (static_cast<OpenRecord*>(records_->find(i))->node == 0) free_.push_back(i + 1);
+    if (static_cast<OpenRecord*>(records_->find(i))->node == 0) free_.push_back(i);
   }
-  next_ = last + 1;
+  next_ = last;
 }
 
 OpenRecord* OpenFiles::record(uint64_t fh) const {
-  return fh == 0 ? nullptr : static_cast<OpenRecord*>(records_->find(fh - 1));
+  const uint64_t slot = (fh & 0xffffffffu);
+  if (slot == 0) return nullptr;
+  auto* r = static_cast<OpenRecord*>(records_->find(slot - 1));
+  return r != nullptr && r->node != 0 && r->fh == fh ? r : nullptr;
 }
 
 Result<uint64_t> OpenFiles::add(uint64_t node, int flags, OpenKind kind, uint64_t local) {
   std::lock_guard lock(mu_);
-  uint64_t fh;
+  uint64_t slot;
   if (!free_.empty()) {
-    fh = free_.back();
+    slot = free_.back();
     free_.pop_back();
   } else {
-    BKP_TRY(records_->ensure(next_ - 1));
-    fh = next_++;
+    if (next_ >= 0xffffffffu) return fail(ENFILE, "too many open files");
+    BKP_TRY(records_->ensure(next_));
+    slot = next_++;
   }
-  OpenRecord* r = record(fh);
+  auto* r = static_cast<OpenRecord*>(records_->find(slot));
   if (r == nullptr) return fail(EIO, "internal: fh table not mapped");
+  const uint64_t fh = (uint64_t{generation_} << 32) | (slot + 1);
   r->local.store(local, std::memory_order_relaxed);
   r->generation.store(generation_, std::memory_order_release);
   r->flags = flags;
   r->kind = static_cast<uint32_t>(kind);
-  r->node = node;
+  r->fh = fh;
+  r->node = node;  // last: a successor takes the slot as taken only now
   return fh;
 }
 
 Result<uint64_t> OpenFiles::get(uint64_t fh) {
   OpenRecord* r = record(fh);
-  if (r == nullptr) return fail(EBADF, "unknown file handle");
+  if (r == nullptr) {
+    const uint64_t slot = fh & 0xffffffffu;
+    auto* at = slot == 0 ? nullptr : static_cast<OpenRecord*>(records_->find(slot - 1));
+    return fail(EBADF, fmt::format("unknown file handle {:#x} (slot holds node {} fh {:#x})", fh,
+                                   at ? at->node : 0, at ? at->fh : 0));
+  }
   if (r->generation.load(std::memory_order_acquire) == generation_) return r->local.load();
   std::lock_guard lock(mu_);
   if (r->generation.load(std::memory_order_acquire) == generation_) return r->local.load();
-  if (r->node == 0) return fail(EBADF, "file handle not open");
   uint64_t local = BKP_TRY(reopen_(r->node, r->flags, static_cast<OpenKind>(r->kind)));
   r->local.store(local, std::memory_order_relaxed);
   r->generation.store(generation_, std::memory_order_release);
@@ -138,14 +150,14 @@ Result<uint64_t> OpenFiles::get(uint64_t fh) {
 }
 
 std::optional<uint64_t> OpenFiles::release(uint64_t fh) {
+  std::lock_guard lock(mu_);
   OpenRecord* r = record(fh);
   if (r == nullptr) return std::nullopt;
-  std::lock_guard lock(mu_);
   std::optional<uint64_t> local;
   if (r->generation.load() == generation_) local = r->local.load();
   r->node = 0;
   r->generation.store(0);
-  free_.push_back(fh);
+  free_.push_back((fh & 0xffffffffu) - 1);
   return local;
 }
 

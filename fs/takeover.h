@@ -91,17 +91,21 @@ static_assert(sizeof(NodeRecord) == 512);
 // valid only while generation is the current worker's.
 struct OpenRecord {
   uint64_t node;  // node id; 0: a free fh
+  uint64_t fh;    // the fh the kernel holds for it (OpenFiles)
   int32_t flags;  // the open flags the kernel sent
   uint32_t kind;  // OpenKind
   std::atomic<uint64_t> local;
   std::atomic<uint32_t> generation;
   uint32_t pad;
 };
-static_assert(sizeof(OpenRecord) == 32);
+static_assert(sizeof(OpenRecord) == 40);
 
 enum class OpenKind : uint32_t { kFile = 1, kDir = 2 };
 
-// The fh table over shared OpenRecords. fh = index + 1 (0 is never an fh).
+// The fh table over shared OpenRecords. An fh is (generation of the worker that opened it) << 32
+// | (index + 1): a slot a successor reuses gets another fh, so a RELEASE of the predecessor's
+// that the kernel resends after the takeover (the predecessor freed the slot and died before
+// answering) cannot free the new open that took the slot. Such a stale fh is simply unknown.
 class OpenFiles {
  public:
   // Reopens what an fh of a predecessor stands for; returns the new local value.
@@ -115,18 +119,20 @@ class OpenFiles {
   Result<uint64_t> add(uint64_t node, int flags, OpenKind kind, uint64_t local);
   // The local value of fh, reopened on first use after a takeover.
   Result<uint64_t> get(uint64_t fh);
-  // Frees fh; returns its local value if this worker opened it (for the caller to close).
+  // Frees fh; returns its local value if this worker opened it (for the caller to close). A stale
+  // or unknown fh frees nothing.
   std::optional<uint64_t> release(uint64_t fh);
 
  private:
+  // The record of fh if fh is what the kernel holds for it (a taken slot, the same fh).
   OpenRecord* record(uint64_t fh) const;
 
   std::unique_ptr<SharedRecords> records_;
   const uint32_t generation_;
   const Reopen reopen_;
   std::mutex mu_;                  // allocation and reopening
-  std::vector<uint64_t> free_;     // GUARDED_BY(mu_)
-  uint64_t next_ = 1;              // GUARDED_BY(mu_)
+  std::vector<uint64_t> free_;     // GUARDED_BY(mu_): free slots
+  uint64_t next_ = 0;              // GUARDED_BY(mu_): the first slot never used
 };
 
 // The INIT exchange, stored by the first worker and replayed by the others; and the count of

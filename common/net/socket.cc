@@ -70,6 +70,14 @@ Result<HostPort> parse_host_port(std::string_view text) {
   return hp;
 }
 
+uint16_t local_port(int fd) {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  if (getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return 0;
+  return ntohs(ss.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port
+                                        : reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
+}
+
 Result<UniqueFd> tcp_listen(const HostPort& where, HostPort* bound) {
   AddrInfo ai;
   BKP_TRY_VOID(resolve(where, true, ai));
@@ -84,13 +92,8 @@ Result<UniqueFd> tcp_listen(const HostPort& where, HostPort* bound) {
       continue;
     }
     if (bound) {
-      sockaddr_storage ss{};
-      socklen_t len = sizeof ss;
-      getsockname(fd.get(), reinterpret_cast<sockaddr*>(&ss), &len);
       bound->host = where.host;
-      bound->port = ntohs(ss.ss_family == AF_INET6
-                              ? reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port
-                              : reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
+      bound->port = local_port(fd.get());
     }
     return fd;
   }

@@ -19,6 +19,9 @@ struct HostPort {
 // "127.0.0.1:7700", "[::1]:7700", "localhost:7700". EINVAL with a clear message otherwise.
 Result<HostPort> parse_host_port(std::string_view text);
 
+// The port a bound socket has (0 if it cannot tell).
+uint16_t local_port(int fd);
+
 // Binds and listens; port 0 picks a free port, returned in HostPort::port.
 Result<UniqueFd> tcp_listen(const HostPort& where, HostPort* bound);
 
