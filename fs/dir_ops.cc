@@ -38,7 +38,7 @@ struct Fs::DirHandle {
 static Result<std::unique_ptr<Fs::DirHandle>> open_dir_stream(InodeTable& table, Inode& dir,
                                                                off_t offset) {
   auto fd = table.reopen(dir, O_RDONLY | O_DIRECTORY);
-  if (!fd) return fail(fd.error().code == ESTALE ? ENOENT : fd.error().code, "open directory");
+  if (!fd) return fail(fd.error().code, "open directory");  // ESTALE: see Fs::open_file
   auto d = std::unique_ptr<Fs::DirHandle>(new (std::nothrow) Fs::DirHandle);
   if (!d) return fail(ENOMEM, "directory handle");
   d->dp = ::fdopendir(fd->get());

@@ -75,7 +75,10 @@ Result<uint64_t> Fs::reopen_open(uint64_t node, int flags, OpenKind kind) {
 
 int Fs::open_file(fuse_req_t req, Inode& inode, fuse_file_info* fi, bool kill) {
   auto fd = table_.reopen(inode, fi->flags & ~kDroppedOpenFlags);
-  if (!fd) return fd.error().code == ESTALE ? ENOENT : fd.error().code;
+  // ESTALE, not ENOENT, when the file is gone: it was renamed over or unlinked between the
+  // kernel's LOOKUP and this OPEN, and on ESTALE the VFS walks the path again (LOOKUP_REVAL) and
+  // opens what the name leads to now, as open(2) of a plain directory would have.
+  if (!fd) return fd.error().code;
   if ((fi->flags & O_TRUNC) && (fi->flags & O_ACCMODE) != O_RDONLY && inode.is_reg()) {
     record_truncate(inode, 0);
     if (kill) {

@@ -403,9 +403,31 @@ void InodeTable::unring_locked(Inode& inode) {
   cached_.fetch_sub(1);
 }
 
-Result<UniqueFd> InodeTable::reopen(const Inode& inode, int flags) {
+Result<UniqueFd> InodeTable::reopen(Inode& inode, int flags) {
   if (inode.ref.handle.empty()) return fail(ESTALE, "node lost in a takeover");
-  return open_by_handle(root_fd_.get(), inode.ref.handle, flags);
+  auto fd = open_by_handle(root_fd_.get(), inode.ref.handle, flags);
+  if (fd || fd.error().code != ESTALE) return fd;
+  inode.pins.fetch_add(1);  // as path_fd: the cached descriptor stays open while we use it
+  if (int cached = inode.fd.load(); cached >= 0) {
+    UniqueFd again(::open(fmt::format("/proc/self/fd/{}", cached).c_str(), flags | O_CLOEXEC));
+    if (again) fd = std::move(again);
+  }
+  inode.pins.fetch_sub(1);
+  return fd;
+}
+
+void InodeTable::keep_reachable(Inode& dir, std::string_view name) {
+  Inode* inode;
+  {
+    Lock lock(*this);
+    inode = child_locked(dir, name);
+    if (inode == nullptr || inode->is_dir()) return;
+    inode->nlookup++;  // alive until we are done, whatever the kernel forgets meanwhile
+  }
+  (void)path_fd(*inode);
+  Lock lock(*this);
+  inode->nlookup--;
+  maybe_destroy_locked(inode);
 }
 
 }  // namespace bkp::fs

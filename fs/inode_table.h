@@ -138,8 +138,14 @@ class InodeTable {
   // A descriptor of the inode for *at() calls: the cached O_PATH one (caching a fresh one,
   // evicting a cold one if the budget is full), or a fresh one of its own.
   Result<PathFd> path_fd(Inode& inode);
-  // A new descriptor opened with flags (O_CLOEXEC is added). ESTALE if the file is gone.
-  Result<UniqueFd> reopen(const Inode& inode, int flags);
+  // A new descriptor opened with flags (O_CLOEXEC is added). ESTALE if the file is gone; a file
+  // whose last name went while its descriptor was cached (keep_reachable) is reopened through
+  // that descriptor.
+  Result<UniqueFd> reopen(Inode& inode, int flags);
+  // Before a rename over (dir, name) or its unlink: the kernel may have looked the file up just
+  // before and send its OPEN after, which on a plain directory would still open it. Caches the
+  // file's O_PATH descriptor (within the budget) so that reopen() can.
+  void keep_reachable(Inode& dir, std::string_view name);
 
   size_t cached_fds() const { return cached_.load(); }
   size_t size();

@@ -286,6 +286,7 @@ int Fs::remove_entry(fuse_ino_t parent, const char* name, int flags, wire::OpKin
   std::shared_lock ns(log_.namespace_lock());
   auto dfd = table_.path_fd(dir);
   if (!dfd) return dfd.error().code;
+  if (!(flags & AT_REMOVEDIR)) table_.keep_reachable(dir, name);
   if (::unlinkat(dfd->get(), name, flags) < 0) {
     const int err = errno;
     if (!resent_and_done(err, ENOENT)) return err;
@@ -317,6 +318,7 @@ void Fs::rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t 
     auto ffd = table_.path_fd(from_dir);
     auto tfd = same_dir ? table_.path_fd(from_dir) : table_.path_fd(to_dir);
     struct stat fst, tst;
+    if (!(flags & RENAME_EXCHANGE)) table_.keep_reachable(to_dir, newname);
     if (!ffd || !tfd) {
       err = !ffd ? ffd.error().code : tfd.error().code;
     } else if (::renameat2(ffd->get(), name, tfd->get(), newname, flags) < 0) {

@@ -2,11 +2,15 @@
 // the mirror and both replicas are identical to the source: content, type, mode, owner, symlink
 // targets, hard links and mtimes. And backupfs itself is a faithful passthrough: the mount
 // shows exactly what the same operations produce on a plain directory.
+#include <fcntl.h>
 #include <stdio.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <cstring>
 #include <filesystem>
+#include <thread>
 
 #include "tests/integration/cluster.h"
 #include "tests/integration/workload.h"
@@ -62,6 +66,46 @@ TEST_F(SyncTest, LaterChangesToExistingEntriesConverge) {
   ASSERT_EQ(chown(src("links/hard").c_str(), 65534, 0), 0);
   set_mtime(src("data"), 1100000000, 42);
 
+  ASSERT_EQ(wait_converged(), "");
+}
+
+// The pattern of editors and config writers: write a temporary file, rename it over the real
+// one, while readers open the real one. Through FUSE, LOOKUP and OPEN are two requests, so an
+// OPEN can arrive for the file the rename just replaced (gone from the backing tree); backupfs
+// answers ESTALE and the kernel walks the path again, as open(2) of a plain directory never
+// fails there. Every open must succeed and read one whole version.
+TEST_F(SyncTest, OpensRacingARenameOverTheFileNeverFail) {
+  ASSERT_TRUE(start_all());
+  put(src("cur"), "version 0");
+  constexpr int kRounds = 2000;
+  std::atomic<bool> done{false};
+  std::thread renamer([&] {
+    for (int i = 1; i <= kRounds; ++i) {
+      put(src("tmp"), "version " + std::to_string(i));
+      must(rename(src("tmp").c_str(), src("cur").c_str()), "rename tmp cur");
+    }
+    done = true;
+  });
+  int opens = 0, failures = 0;
+  std::string bad;
+  while (!done || opens < kRounds) {
+    int fd = open(src("cur").c_str(), O_RDONLY | O_CLOEXEC);
+    ++opens;
+    if (fd < 0) {
+      ++failures;
+      bad = std::strerror(errno);
+      continue;
+    }
+    char buf[32] = {};
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n < 8 || std::string(buf).rfind("version ", 0) != 0) {
+      ++failures;
+      bad = "read \"" + std::string(buf) + "\"";
+    }
+  }
+  renamer.join();
+  EXPECT_EQ(failures, 0) << "of " << opens << " opens; last: " << bad;
   ASSERT_EQ(wait_converged(), "");
 }
 

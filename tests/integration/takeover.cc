@@ -238,7 +238,6 @@ void LogWorkload::write_loop() {
 }
 
 void LogWorkload::namespace_step(uint64_t j) {
-  std::lock_guard step(step_mu_);
   std::string content = "cur " + std::to_string(j);
   UniqueFd tmp(::open(path("tmp").c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
   if (check(tmp ? 0 : -1, "open", "tmp")) {
@@ -303,7 +302,6 @@ void LogWorkload::read_log(uint64_t n, uint64_t pass) {
 
 // w/cur always holds some step's whole content: each is written before its rename.
 void LogWorkload::read_cur() {
-  std::lock_guard step(step_mu_);
   UniqueFd fd(::open(path("cur").c_str(), O_RDONLY | O_CLOEXEC));
   if (!check(fd ? 0 : -1, "open", "cur")) return;
   char buf[64];

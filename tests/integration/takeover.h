@@ -83,12 +83,10 @@ class ErrorTally {
 // kNamespaceEvery records it takes a namespace step: w/tmp written and renamed over w/cur, n<j>
 // created with O_EXCL and n<j-1> unlinked, d<j> made and d<j-1> removed.
 // The reader stats, opens and reads back fsync'd records of w/log (checking their bytes), reads
-// w/cur between two steps and lists w. From the first record on, it runs at most
-// kReaderPassesPerRecord passes per record written, so it keeps requests in flight without
-// starving the daemons of a 2-core machine.
-// (w/cur is not read during a step: an open that looked w/cur up just before the rename over it
-// fails with ENOENT through backupfs even without any restart, since the OPEN reaches backupfs
-// for the replaced inode, which no name reaches any more; a plain directory has no such window.)
+// w/cur (also while a step renames over it: an open that looked up the replaced file must still
+// succeed) and lists w. From the first record on, it runs at most kReaderPassesPerRecord passes
+// per record written, so it keeps requests in flight without starving the daemons of a 2-core
+// machine.
 // Both go on after a failed call, counting it in errors().
 class LogWorkload {
  public:
@@ -127,7 +125,6 @@ class LogWorkload {
   const std::string root_;
   ErrorTally errors_;
   std::atomic<int> running_{2};
-  std::mutex step_mu_;  // held by a namespace step and by read_cur(); taken before mu_
   std::mutex mu_;
   std::condition_variable cv_;          // records_ grew or stop_ was set
   std::atomic<uint64_t> records_{0};  // stored under mu_ too, for the reader's wait
