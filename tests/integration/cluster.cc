@@ -323,11 +323,17 @@ testutil::CommandResult ClusterTest::bkptool(const std::vector<std::string>& arg
   return testutil::run_command(argv, timeout);
 }
 
-::testing::AssertionResult ClusterTest::unmount_source() {
-  if (!mount_) return ::testing::AssertionFailure() << "nothing mounted";
+Result<int> ClusterTest::unmount_source_status() {
+  if (!mount_) return fail(ENOENT, "nothing mounted");
   fuse_pgid_ = 0;
   auto r = mount_->unmount();
   mount_.reset();
+  return r;
+}
+
+::testing::AssertionResult ClusterTest::unmount_source() {
+  if (!mount_) return ::testing::AssertionFailure() << "nothing mounted";
+  auto r = unmount_source_status();
   if (!r) return ::testing::AssertionFailure() << r.error().message;
   if (!exited_zero(*r)) {
     return ::testing::AssertionFailure()
@@ -357,12 +363,16 @@ std::string ClusterTest::wait_converged(std::chrono::seconds timeout,
         for (auto& r : replicators_) {
           if (r) running.push_back({r->name(), r.get()});
         }
-        if (mount_) running.push_back({"backupfs", &mount_->process()});
+        if (mount_ && !backupfs_alive) running.push_back({"backupfs", &mount_->process()});
         for (auto& [name, d] : running) {
           if (!d->alive()) {
             last = name + " died (" + describe_status(*d->status()) + ")";
             return true;
           }
+        }
+        if (backupfs_alive && !backupfs_alive()) {
+          last = "backupfs died";
+          return true;
         }
         if (expired()) {
           last += " [watchdog]";

@@ -102,6 +102,9 @@ class ClusterTest : public ::testing::Test {
                                        bool with_replicators = true);
   // Unmounts and expects backupfs to exit 0.
   ::testing::AssertionResult unmount_source();
+  // Unmounts and returns the wait status of the backupfs mount_source() started, whatever it
+  // is (for a test that killed it); an error if the mount could not be removed cleanly.
+  Result<int> unmount_source_status();
 
   // Runs `bkptool --server control_socket() ARGS...` (bounded by timeout): the operator on the
   // server host, through backupd's local control socket.
@@ -152,6 +155,9 @@ class ClusterTest : public ::testing::Test {
   testutil::Daemon* backupd() { return backupd_.get(); }
   // If set before the processes start: every daemon gets --progress-every this many seconds.
   std::string progress_every;
+  // How wait_converged() tells that backupfs still runs; unset: the process mount_source()
+  // started is alive. A test that starts backupfs's keeper another way sets it.
+  std::function<bool()> backupfs_alive;
   // Further flags for backupd (start_server) and backupfs (mount_source).
   std::vector<std::string> backupd_args, backupfs_args;
   // "NAME=VALUE" entries added to backupfs's environment (mount_source), e.g. a failpoint.
