@@ -29,11 +29,13 @@
 # How a kill is delivered:
 #   backupd     kill -9, then started again on the same port with the same --state-dir
 #   replicator  kill -9, then started again with the same --root and --name
-#   backupfs    the workload is paused between two operations (tests/faults/workload.py), kill
-#               -9, fusermount3 -u of the dead mount, backupfs mounted again on the same port
-#               (backupd reattaches by itself), the workload resumes. backupfs cannot survive
-#               its own death without an unmount yet, so nothing of the application may be
-#               inside the mount at that moment.
+#   backupfs    in a cycle of ten: seven times kill -9 of the worker and twice SIGHUP to the
+#               keeper (an upgrade), both under the running workload, which must see no error
+#               (the keeper keeps the mount, a new worker takes over, fs/keeper.h); once kill -9
+#               of the keeper itself, which ends the mount: the workload is paused between two
+#               operations first (tests/faults/workload.py), the dead mount unmounted, backupfs
+#               mounted again on the same port (backupd reattaches by itself), the workload
+#               resumed.
 # Before each kill every daemon and the workload must still be alive: a daemon that died on its
 # own is a failure (it is logged, restarted, and the run ends FAILED).
 #
@@ -258,11 +260,32 @@ restart_backupfs() {  # after its death: unmount the dead mount, mount again on 
   mount_backupfs || { fail "backupfs did not mount again (see $LOGS/backupfs.log)"; return 1; }
 }
 
+servings() { grep -c "worker [0-9]* serving" "$LOGS/backupfs.log" || true; }
+
 kill_backupfs() {
-  pause_workload || { fail "the workload did not pause within 60 s"; return 1; }
-  kill9 "$BACKUPFS_PID" || { fail "backupfs survived kill -9"; return 1; }
-  restart_backupfs || return 1
-  resume_workload || { fail "the workload did not resume"; return 1; }
+  local kind=$((KILLED[backupfs] % 10)) before worker i
+  if ((kind == 9)); then  # the keeper: the mount ends with it
+    pause_workload || { fail "the workload did not pause within 60 s"; return 1; }
+    kill9 "$BACKUPFS_PID" || { fail "backupfs survived kill -9"; return 1; }
+    restart_backupfs || return 1
+    resume_workload || { fail "the workload did not resume"; return 1; }
+    return 0
+  fi
+  before=$(servings)
+  if ((kind >= 7)); then
+    kill -HUP "$BACKUPFS_PID"
+  else
+    worker=$(cat "/proc/$BACKUPFS_PID/task/$BACKUPFS_PID/children" 2>/dev/null | awk '{print $1}')
+    [[ -n $worker ]] || { fail "the keeper has no worker to kill"; return 1; }
+    kill -9 "$worker"
+  fi
+  for ((i = 0; i < 600; i++)); do
+    (($(servings) > before)) && return 0
+    alive "$BACKUPFS_PID" || break
+    sleep 0.05
+  done
+  fail "no new backupfs worker serving within 30 s of $( ((kind >= 7)) && echo SIGHUP || echo kill -9)"
+  return 1
 }
 
 kill_backupd() {

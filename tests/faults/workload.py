@@ -4,8 +4,9 @@ paused, and the check of its fsync'd appends afterwards (stdlib only).
 
 Why a separate program: the fault run must know exactly which appends the application was told
 are durable (fsync returned) and must be able to stop between two operations while backupfs is
-killed and remounted (backupfs cannot survive its own death without an unmount yet). A single
-thread that opens and closes every file within one operation gives both.
+killed and remounted (kill -9 of backupfs's keeper ends the mount; its worker's death does
+not, and the workload runs through those). A single thread that opens and closes every file
+within one operation gives both.
 
   workload.py run --dir MOUNT --ctl DIR --acked FILE [--seed S] [--rate OPS_PER_S]
       Runs until CTL/stop exists. Between two operations: if CTL/pause exists it creates

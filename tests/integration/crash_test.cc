@@ -6,7 +6,8 @@
 // The workload is the pattern that broke tolerant replays: `write x; mv x y; write x` and
 // `rm -rf moved; mv tree moved; mkdir tree` over and over. Kills happen at fixed iterations of
 // it (conditions, not timers). backupfs is killed once too, while the writer pauses (it cannot
-// stay mounted through its own death yet, issue 11), and the directory changes while it is down.
+// survive the death of its keeper, which ends the mount), and the directory changes while it is
+// down. (A worker's death under load is takeover_test.cc's.)
 #include <signal.h>
 #include <unistd.h>
 
@@ -67,7 +68,7 @@ TEST_F(CrashTest, KillNineOfEveryDaemonMidWorkloadConverges) {
   auto reach = [&](int n) {
     return testutil::wait_until([&] { return done >= n || expired(); }, 120s, 1ms);
   };
-  // backupfs cannot outlive its own death without an unmount yet (issue 11), so the writer
+  // kill -9 of the keeper (the Daemon's pid) ends the mount, so the writer
   // pauses; the rounds done on the bare directory meanwhile are changes made while it was down,
   // which the restart's reconcile must find.
   auto kill_backupfs = [&] {
