@@ -44,6 +44,9 @@ class Fs {
   // userdata is this Fs.
   static const fuse_custom_io& custom_io();
   KernelChannel& channel() { return channel_; }
+  // BACKUPFS_FAILPOINT (namespace_ops.cc): SIGKILL now if name is listed and the request being
+  // served is not a resend.
+  static void die_after_if_asked(const char* name);
   struct DirHandle;  // an open directory's stream (dir_ops.cc)
 
   void init(fuse_conn_info* conn) noexcept;
@@ -154,8 +157,6 @@ class Fs {
   bool resent_and_done(int err, int expected) const;
   // linkat(fd, "", dir_fd, name), or 0 if a resent link finds it done. 0 or an errno.
   int link_entry(int fd, int dir_fd, const char* name) const;
-  // BACKUPFS_FAILPOINT: SIGKILL now if name is listed and the request is not a resend.
-  static void die_after_if_asked(const char* name);
 
   // Recording; the *_locked ones need an InodeTable::Lock.
   void record(wire::Op op);

@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "common/log.h"
+#include "fs/fs.h"
 #include "fs/takeover.h"
 
 namespace bkp::fs {
@@ -126,6 +127,17 @@ void KernelChannel::attach(SessionStore* session) {
   session_ = session;
   replaying_ = session != nullptr && !session->init_reply().empty();
   replay_.store(replaying_);
+  // A predecessor that died after reading INIT and before keeping it: the kernel holds INIT
+  // as read and unanswered, and sends nothing else until it is answered. Resent, it is ours.
+  resend_init_ = session != nullptr && !replaying_ && session->generation() > 1;
+}
+
+void KernelChannel::ask_resend(int fd) {
+  fuse_out_header resend{.len = sizeof(fuse_out_header), .error = kNotifyResend, .unique = 0};
+  if (::write(fd, &resend, sizeof(resend)) < 0) {
+    log::warn("FUSE_NOTIFY_RESEND failed ({}): requests the previous worker read and left "
+              "unanswered stay waiting", std::strerror(errno));
+  }
 }
 
 ssize_t KernelChannel::read(int fd, void* buf, size_t len) {
@@ -147,6 +159,7 @@ ssize_t KernelChannel::read(int fd, void* buf, size_t len) {
     // Only INIT's reader reads before INIT is answered: libfuse fails anything else until then.
     if (!init_taken_) {
       init_taken_ = true;
+      if (resend_init_) ask_resend(fd);
     } else {
       gate_cv_.wait(lock, [&] { return initialised_ && !stopping_; });
     }
@@ -167,7 +180,10 @@ ssize_t KernelChannel::read(int fd, void* buf, size_t len) {
   if (n > 0) {
     note_request(buf, static_cast<size_t>(n));
     if (expects_reply(t_note.opcode)) in_flight_.fetch_add(1);
-    if (t_note.opcode == FUSE_INIT) init_request_.assign(static_cast<const char*>(buf), n);
+    if (t_note.opcode == FUSE_INIT) {
+      init_request_.assign(static_cast<const char*>(buf), n);
+      Fs::die_after_if_asked("@init");  // the tests' way to lose INIT with a worker
+    }
   }
   return n;
 }
@@ -281,11 +297,7 @@ ssize_t KernelChannel::replayed_init_reply(int fd, const iovec* iov, int count) 
     std::memcpy(&flags, stored.data() + kFlagsAt, sizeof(flags));
     negotiated_v2_.store((flags & FUSE_HANDLE_KILLPRIV_V2) != 0, std::memory_order_release);
   }
-  fuse_out_header resend{.len = sizeof(fuse_out_header), .error = kNotifyResend, .unique = 0};
-  if (::write(fd, &resend, sizeof(resend)) < 0) {
-    log::warn("FUSE_NOTIFY_RESEND failed ({}): requests the previous worker read and left "
-              "unanswered stay waiting", std::strerror(errno));
-  }
+  ask_resend(fd);
   return static_cast<ssize_t>(mine.size());
 }
 

@@ -81,9 +81,12 @@ class KernelChannel {
   ssize_t replayed_init_reply(int fd, const iovec* iov, int count);
   // The first INIT: stores request and reply for successors.
   void store_init(const iovec* iov, int count);
+  // FUSE_NOTIFY_RESEND: the kernel queues again what a dead predecessor read and left unanswered.
+  static void ask_resend(int fd);
 
   SessionStore* session_ = nullptr;
   bool replaying_ = false;        // a stored INIT stands for the kernel's
+  bool resend_init_ = false;      // a predecessor took INIT with it: ask for it again
   std::string init_request_;      // the first INIT's bytes, until stored
   std::atomic<bool> replay_{false};   // hand libfuse the stored INIT on the next read
   std::mutex gate_mu_;

@@ -13,7 +13,7 @@
 // attach reconciles by manifest, so what the predecessor recorded and lost is shipped once.
 // BACKUPFS_FAILPOINT=die-after:NAME[,NAME...] makes a worker kill itself right after carrying
 // out a namespace operation on NAME, before answering (never for a resent request): the tests'
-// way to make exactly that happen.
+// way to make exactly that happen. The name @init stands for reading the kernel's INIT.
 //
 // Ownership: the syscalls run as root, so new nodes are chowned to the caller afterwards
 // (setfsuid would also drop our capabilities and use root's supplementary groups, refusing

@@ -209,12 +209,14 @@ int run_worker(const Options& options) {
     uint64_t one = 1;
     [[maybe_unused]] ssize_t n = ::write(loop_done.get(), &one, sizeof(one));
   });
-  if (fs.channel().wait_initialised(std::chrono::seconds(30))) {
-    log::info("worker {} of {} (generation {}): serving, {} nodes and the open files of the "
-              "previous worker adopted", ::getpid(), path, generation, (*table)->adopted());
-    char c = 'S';
-    [[maybe_unused]] ssize_t n = ::write(fds->status, &c, 1);
+  if (!fs.channel().wait_initialised(std::chrono::seconds(30))) {
+    log::error("worker {}: no FUSE INIT within 30 s; giving up", ::getpid());
+    ::_exit(1);  // the keeper counts a failed start
   }
+  log::info("worker {} of {} (generation {}): serving, {} nodes and the open files of the "
+            "previous worker adopted", ::getpid(), path, generation, (*table)->adopted());
+  char c = 'S';
+  [[maybe_unused]] ssize_t n = ::write(fds->status, &c, 1);
 
   enum class End { kUnmounted, kStop, kHandOver } end = End::kUnmounted;
   for (;;) {

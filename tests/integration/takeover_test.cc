@@ -298,5 +298,22 @@ TEST_F(TakeoverTest, ResentNamespaceOpsAnswerAsIfNothingHappened) {
   ASSERT_EQ(wait_converged(), "");
 }
 
+// The first worker dies right after reading the kernel's INIT, before answering or keeping it
+// (BACKUPFS_FAILPOINT=die-after:@init). The kernel sends nothing else until INIT is answered, so
+// the next worker asks for it again (FUSE_NOTIFY_RESEND) and must serve the mount as a first
+// worker would.
+TEST_F(TakeoverTest, AWorkerLostWithTheInitIsReplaced) {
+  backupfs_env = {"BACKUPFS_FAILPOINT=die-after:@init"};
+  ASSERT_TRUE(start_all());
+  pid_t worker = 0;
+  ASSERT_TRUE(wait_new_worker(0, 0, &worker));
+  EXPECT_NE(log_text("backupfs").find("killed by signal 9"), std::string::npos)
+      << "the failpoint did not fire";
+  mkdirs(src("app"));
+  put(src("app/f"), "served by the second worker");
+  EXPECT_EQ(slurp(src("app/f")), "served by the second worker");
+  EXPECT_EQ(wait_converged(), "");
+}
+
 }  // namespace
 }  // namespace bkp::it
