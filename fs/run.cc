@@ -213,8 +213,9 @@ int run_worker(const Options& options) {
     log::error("worker {}: no FUSE INIT within 30 s; giving up", ::getpid());
     ::_exit(1);  // the keeper counts a failed start
   }
-  log::info("worker {} of {} (generation {}): serving, {} nodes and the open files of the "
-            "previous worker adopted", ::getpid(), path, generation, (*table)->adopted());
+  log::info("worker {} of {} (generation {}): serving over /dev/fuse reads, {} nodes and the "
+            "open files of the previous worker adopted", ::getpid(), path, generation,
+            (*table)->adopted());
   char c = 'S';
   [[maybe_unused]] ssize_t n = ::write(fds->status, &c, 1);
 
