@@ -31,6 +31,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <thread>
 
 #include "common/changes/change_log.h"
@@ -130,7 +131,7 @@ int show_id(const Options& options) {
   return net::print_identity(identity_path(options), "backupfs");
 }
 
-Result<Checked> check(const Options& options) {
+Result<Checked> check(const Options& options, bool with_trust) {
   if (::geteuid() != 0) {
     return fail(EPERM, "backupfs must run as root (it serves every user's files by handle)");
   }
@@ -141,7 +142,7 @@ Result<Checked> check(const Options& options) {
   Checked checked;
   checked.path = BKP_TRY(validate_volume_path(real));
   checked.host = BKP_TRY(host_name(options.host));
-  checked.trust = BKP_TRY(load_trust(options));
+  if (with_trust) checked.trust = BKP_TRY(load_trust(options));
   return checked;
 }
 
@@ -158,7 +159,8 @@ int run_worker(const Options& options) {
     return 1;
   }
   auto fds = WorkerFds::parse(options.worker);
-  auto checked = fds ? check(options) : tl::unexpected(fds.error());
+  // The identity (TLS) is loaded once the mount is served: it costs ~10 ms of a restart's pause.
+  auto checked = fds ? check(options, false) : tl::unexpected(fds.error());
   if (!checked) {
     log::error("{}", checked.error().message);
     return 1;
@@ -192,15 +194,6 @@ int run_worker(const Options& options) {
     return 1;
   }
 
-  progress::Display display(progress::display_options(options.progress_every));
-  auto meter = std::make_shared<progress::Meter>(host + ":" + path);
-  display.add(meter);
-  display.set_idle_status([&] { return fmt::format("serving {}:{}, idle", host, path); });
-  display.start();
-  NodeSession session({host, path, stream::new_instance(), meter, std::move(checked->trust)},
-                      UniqueFd(fds->listener), change_log, (*table)->mount_fd());
-  session.start();
-
   // The loop on its own thread; the main thread waits for its end or a signal.
   UniqueFd loop_done(::eventfd(0, EFD_CLOEXEC));
   std::thread loop([&] {
@@ -218,6 +211,24 @@ int run_worker(const Options& options) {
             (*table)->adopted());
   char c = 'S';
   [[maybe_unused]] ssize_t n = ::write(fds->status, &c, 1);
+
+  progress::Display display(progress::display_options(options.progress_every));
+  auto meter = std::make_shared<progress::Meter>(host + ":" + path);
+  display.add(meter);
+  display.set_idle_status([&] { return fmt::format("serving {}:{}, idle", host, path); });
+  display.start();
+  // Without its identity the worker still serves the application (never an outage for it),
+  // recording changes for when a worker that can load it takes over.
+  std::optional<NodeSession> session;
+  if (auto trust = load_trust(options); !trust) {
+    log::error("{}: nothing is shipped to backupd until this is fixed and backupfs is reloaded",
+               trust.error().message);
+    UniqueFd unused(fds->listener);
+  } else {
+    session.emplace(SessionOptions{host, path, stream::new_instance(), meter, std::move(*trust)},
+                    UniqueFd(fds->listener), change_log, (*table)->mount_fd());
+    session->start();
+  }
 
   enum class End { kUnmounted, kStop, kHandOver } end = End::kUnmounted;
   for (;;) {
@@ -242,7 +253,8 @@ int run_worker(const Options& options) {
   log::info("{} {}; {} ops, {} files, {} dirty bytes still recorded",
             end == End::kStop ? "stopping" : "unmounted", path, stats.ops, stats.files,
             stats.dirty_bytes);
-  bool drained = session.drain(std::chrono::duration_cast<std::chrono::milliseconds>(kDrainGrace));
+  bool drained = session && session->drain(
+                                std::chrono::duration_cast<std::chrono::milliseconds>(kDrainGrace));
   display.stop();
   if (drained) {
     log::info("all changes acknowledged; exiting");

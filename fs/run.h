@@ -38,7 +38,8 @@ struct Checked {
   std::string host;
   net::Trust trust;
 };
-Result<Checked> check(const Options& options);
+// with_trust: also load the identity and the backupd identities served (Checked::trust).
+Result<Checked> check(const Options& options, bool with_trust = true);
 
 // STATE_DIR/identity.pem.
 std::string identity_path(const Options& options);
