@@ -46,7 +46,8 @@ Fs::Fs(InodeTable& table, changes::ChangeLog& log, std::unique_ptr<SharedRecords
       files_(std::move(files), generation,
              [this](uint64_t node, int flags, OpenKind kind) {
                return reopen_open(node, flags, kind);
-             }) {}
+             }),
+      capability_seen_(generation > 1) {}
 
 int Fs::add_open(fuse_file_info* fi, const Inode& inode, OpenKind kind, uint64_t local) {
   auto fh = files_.add(inode.id, fi->flags, kind, local);
