@@ -1,17 +1,25 @@
-// KernelChannel: what it notes of each request, and the one reply it changes (INIT's flags).
-// Requests are byte strings built as the kernel lays them out; replies go through a pipe and
-// are read back as the kernel would receive them.
+// KernelChannel: what it notes of each request, the one reply it changes (INIT's flags), and a
+// takeover: the INIT exchange kept by the first worker, replayed to the next (whose reply must
+// not reach the kernel, followed by FUSE_NOTIFY_RESEND), and a stop that waits for the replies
+// to the requests read. Requests are byte strings built as the kernel lays them out; the
+// "device" is a pipe, read back as the kernel would receive what is written to it.
 #include "fs/kernel_channel.h"
 
 #include <fcntl.h>
+#include <poll.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <chrono>
 #include <cstring>
 #include <string>
+#include <thread>
 
 #include <gtest/gtest.h>
 
 #include "common/unique_fd.h"
+#include "fs/takeover.h"
 
 namespace bkp::fs {
 namespace {
@@ -133,6 +141,107 @@ TEST_F(KernelChannelTest, ATruncatedRequestLeavesNoStaleNote) {
   EXPECT_FALSE(KernelChannel::current().kill_suidgid);
   note(std::string(8, '\0'));
   EXPECT_EQ(KernelChannel::current().opcode, 0u);
+}
+
+UniqueFd memfd() { return UniqueFd(::memfd_create("channel-test", MFD_CLOEXEC)); }
+UniqueFd dup_of(const UniqueFd& fd) { return UniqueFd(::fcntl(fd.get(), F_DUPFD_CLOEXEC, 0)); }
+
+// What is waiting in the pipe, without blocking.
+std::string drain(int fd) {
+  std::string got;
+  char buf[4096];
+  for (pollfd p{fd, POLLIN, 0}; ::poll(&p, 1, 0) > 0 && (p.revents & POLLIN);) {
+    ssize_t n = ::read(fd, buf, sizeof(buf));
+    if (n <= 0) break;
+    got.append(buf, static_cast<size_t>(n));
+  }
+  return got;
+}
+
+TEST_F(KernelChannelTest, ATakeoverReplaysTheInitExchangeAndAsksForTheRestAgain) {
+  UniqueFd session = memfd();
+  const std::string init = init_request(2, FUSE_ASYNC_READ | FUSE_HANDLE_KILLPRIV_V2);
+  {
+    auto store = SessionStore::open(dup_of(session));
+    ASSERT_TRUE(store);
+    channel_.attach(&*store);
+    ASSERT_EQ(::write(write_end_.get(), init.data(), init.size()),
+              static_cast<ssize_t>(init.size()));
+    std::string buf(4096, '\0');
+    ASSERT_EQ(channel_.read(read_end_.get(), buf.data(), buf.size()),
+              static_cast<ssize_t>(init.size()));
+    EXPECT_EQ(reply_init_flags(2, FUSE_ASYNC_READ), FUSE_ASYNC_READ | FUSE_HANDLE_KILLPRIV_V2);
+  }
+  auto store = SessionStore::open(dup_of(session));
+  ASSERT_TRUE(store);
+  EXPECT_EQ(store->generation(), 2u);
+  EXPECT_EQ(store->init_request(), init);
+
+  KernelChannel next;
+  next.attach(&*store);
+  // The first read is the stored INIT; the device is not read (nothing is waiting on it).
+  std::string buf(4096, '\0');
+  ASSERT_EQ(next.read(read_end_.get(), buf.data(), buf.size()), static_cast<ssize_t>(init.size()));
+  EXPECT_EQ(buf.substr(0, init.size()), init);
+  EXPECT_TRUE(KernelChannel::current().is(FUSE_INIT, 0));
+  // libfuse's reply is swallowed; the kernel gets FUSE_NOTIFY_RESEND instead.
+  fuse_init_out arg{};
+  arg.major = 7;
+  arg.minor = 38;
+  arg.flags = FUSE_ASYNC_READ;
+  fuse_out_header out{static_cast<uint32_t>(sizeof(out) + sizeof(arg)), 0, 2};
+  iovec iov[2] = {{&out, sizeof(out)}, {&arg, sizeof(arg)}};
+  EXPECT_EQ(next.writev(write_end_.get(), iov, 2), static_cast<ssize_t>(sizeof(out) + sizeof(arg)));
+  std::string sent = drain(read_end_.get());
+  ASSERT_EQ(sent.size(), sizeof(fuse_out_header));
+  fuse_out_header notify;
+  std::memcpy(&notify, sent.data(), sizeof(notify));
+  EXPECT_EQ(notify.len, sizeof(fuse_out_header));
+  EXPECT_EQ(notify.error, 7);  // FUSE_NOTIFY_RESEND
+  EXPECT_EQ(notify.unique, 0u);
+  EXPECT_TRUE(next.killpriv_v2()) << "in force since the first worker's INIT";
+  EXPECT_TRUE(next.wait_initialised(std::chrono::milliseconds(0)));
+}
+
+TEST_F(KernelChannelTest, AResentRequestIsNotedAsResent) {
+  fuse_open_in open{};
+  note(request(FUSE_OPEN, 16, 7, open));
+  EXPECT_FALSE(KernelChannel::current().resent);
+  note(request(FUSE_OPEN, 16 | (uint64_t{1} << 63), 7, open));
+  EXPECT_TRUE(KernelChannel::current().resent);
+  EXPECT_TRUE(KernelChannel::current().is(FUSE_OPEN, 7));
+}
+
+TEST_F(KernelChannelTest, StopReadingWaitsForTheRepliesToWhatWasRead) {
+  // INIT first (the gate opens once it is answered), then two requests read and unanswered.
+  const std::string init = init_request(2, 0);
+  fuse_open_in open{};
+  const std::string reqs = init + request(FUSE_OPEN, 4, 7, open) + request(FUSE_OPEN, 6, 8, open);
+  ASSERT_EQ(::write(write_end_.get(), reqs.data(), reqs.size()), static_cast<ssize_t>(reqs.size()));
+  std::string buf(4096, '\0');
+  // A pipe is a stream: read exactly one request at a time.
+  ASSERT_EQ(channel_.read(read_end_.get(), buf.data(), init.size()),
+            static_cast<ssize_t>(init.size()));
+  reply_init_flags(2, 0);
+  const size_t one = request(FUSE_OPEN, 4, 7, open).size();
+  ASSERT_EQ(channel_.read(read_end_.get(), buf.data(), one), static_cast<ssize_t>(one));
+  ASSERT_EQ(channel_.read(read_end_.get(), buf.data(), one), static_cast<ssize_t>(one));
+  std::atomic<bool> stopped{false};
+  std::thread stopper([&] {
+    channel_.stop_reading(std::chrono::seconds(20));
+    stopped = true;
+  });
+  auto answer = [&](uint64_t unique) {
+    fuse_out_header out{sizeof(fuse_out_header), 0, unique};
+    iovec iov[1] = {{&out, sizeof(out)}};
+    channel_.writev(write_end_.get(), iov, 1);
+  };
+  answer(4);
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));  // a chance to return too early
+  EXPECT_FALSE(stopped) << "stopped with a request still unanswered";
+  answer(6);
+  stopper.join();
+  EXPECT_TRUE(stopped);
 }
 
 }  // namespace
