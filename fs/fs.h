@@ -157,6 +157,8 @@ class Fs {
   bool resent_and_done(int err, int expected) const;
   // linkat(fd, "", dir_fd, name), or 0 if a resent link finds it done. 0 or an errno.
   int link_entry(int fd, int dir_fd, const char* name) const;
+  // setxattr(path, ...), or 0 if a resent XATTR_CREATE finds its value there (xattr_ops.cc).
+  int set_xattr(const std::string& path, const char* name, std::string_view value, int flags);
 
   // Recording; the *_locked ones need an InodeTable::Lock.
   void record(wire::Op op);

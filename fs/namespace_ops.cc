@@ -13,7 +13,8 @@
 // attach reconciles by manifest, so what the predecessor recorded and lost is shipped once.
 // BACKUPFS_FAILPOINT=die-after:NAME[,NAME...] makes a worker kill itself right after carrying
 // out a namespace operation on NAME, before answering (never for a resent request): the tests'
-// way to make exactly that happen. The name @init stands for reading the kernel's INIT.
+// way to make exactly that happen (for xattr operations NAME is the xattr's name). The name
+// @init stands for reading the kernel's INIT.
 //
 // Ownership: the syscalls run as root, so new nodes are chowned to the caller afterwards
 // (setfsuid would also drop our capabilities and use root's supplementary groups, refusing
@@ -323,8 +324,11 @@ void Fs::rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t 
       err = !ffd ? ffd.error().code : tfd.error().code;
     } else if (::renameat2(ffd->get(), name, tfd->get(), newname, flags) < 0) {
       err = errno;
-      struct stat target;
+      // Done already: the source is gone (ENOENT, which renameat2 finds before it looks at the
+      // target, RENAME_NOREPLACE or not) and the target exists.
+      struct stat target, source;
       if (resent_and_done(err, ENOENT) &&
+          ::fstatat(ffd->get(), name, &source, AT_SYMLINK_NOFOLLOW) < 0 && errno == ENOENT &&
           ::fstatat(tfd->get(), newname, &target, AT_SYMLINK_NOFOLLOW) == 0) {
         err = 0;
         InodeTable::Lock lock(table_);

@@ -71,6 +71,24 @@ void Fs::listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) noexcept {
   fuse_reply_buf(req, buf.get(), static_cast<size_t>(n));
 }
 
+namespace {
+
+// Whether the xattr name of path holds exactly value.
+bool has_value(const std::string& path, const char* name, std::string_view value) {
+  std::string got(value.size() + 1, '\0');
+  ssize_t n = ::getxattr(path.c_str(), name, got.data(), got.size());
+  return n == static_cast<ssize_t>(value.size()) && got.compare(0, value.size(), value) == 0;
+}
+
+}  // namespace
+
+int Fs::set_xattr(const std::string& path, const char* name, std::string_view value, int flags) {
+  if (::setxattr(path.c_str(), name, value.data(), value.size(), flags) == 0) return 0;
+  const int err = errno;
+  // A resent XATTR_CREATE whose value is already there: the first attempt succeeded.
+  return resent_and_done(err, EEXIST) && has_value(path, name, value) ? 0 : err;
+}
+
 void Fs::setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value,
                   size_t size, int flags) noexcept {
   Inode& inode = table_.get(ino);
@@ -81,9 +99,10 @@ void Fs::setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* 
     auto fd = table_.path_fd(inode);
     if (!fd) {
       err = fd.error().code;
-    } else if (::setxattr(proc_path(fd->get()).c_str(), name, value, size, flags) < 0) {
-      err = errno;
+    } else if ((err = set_xattr(proc_path(fd->get()), name, std::string_view(value, size),
+                                flags)) != 0) {
     } else {
+      die_after_if_asked(name);
       if (std::strcmp(name, kCapabilityXattr) == 0) capability_seen_.store(true);
       wire::Op op{.kind = wire::OpKind::kSetXattr};
       op.name = name;
@@ -103,9 +122,11 @@ void Fs::removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) noexcept 
     auto fd = table_.path_fd(inode);
     if (!fd) {
       err = fd.error().code;
-    } else if (::removexattr(proc_path(fd->get()).c_str(), name) < 0) {
+    } else if (::removexattr(proc_path(fd->get()).c_str(), name) < 0 &&
+               !resent_and_done(errno, ENODATA)) {
       err = errno;
     } else {
+      die_after_if_asked(name);
       record_xattr(inode, wire::Op{.kind = wire::OpKind::kRemoveXattr, .name = name});
     }
   }

@@ -9,7 +9,8 @@
 //     them: not one failed call, the log byte for byte, and the mirror and replicas converge;
 //   - a file descriptor, a shared writable mapping and a directory stream opened before the
 //     restarts keep working after each of them;
-//   - a namespace operation carried out by a worker that dies before replying
+//   - a namespace operation (or an XATTR_CREATE setxattr, a removexattr, a RENAME_NOREPLACE)
+//     carried out by a worker that dies before replying
 //     (BACKUPFS_FAILPOINT=die-after:NAME) is resent to the next worker, which must answer as if
 //     nothing had happened: 0, not EEXIST or ENOENT.
 //
@@ -20,6 +21,7 @@
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -250,6 +252,32 @@ std::vector<ResentCase> resent_cases(std::map<std::string, UniqueFd>* created) {
          std::string gone = is_gone(at(r, "rename-from"));
          return gone.empty() ? holds(at(r, "f-rename"), "renamed") : gone;
        }},
+      {"f-noreplace",
+       [=](Root r) {
+         return rc_of(::renameat2(AT_FDCWD, at(r, "noreplace-from").c_str(), AT_FDCWD,
+                                  at(r, "f-noreplace").c_str(), RENAME_NOREPLACE));
+       },
+       [=](Root r) {
+         std::string gone = is_gone(at(r, "noreplace-from"));
+         return gone.empty() ? holds(at(r, "f-noreplace"), "moved once") : gone;
+       }},
+      {"user.f-create",
+       [=](Root r) {
+         return rc_of(::setxattr(at(r, "xattrs").c_str(), "user.f-create", "v1", 2, XATTR_CREATE));
+       },
+       [=](Root r) -> std::string {
+         char buf[8] = {};
+         ssize_t n = ::getxattr(at(r, "xattrs").c_str(), "user.f-create", buf, sizeof(buf));
+         return n == 2 && std::string(buf, 2) == "v1" ? "" : "user.f-create is not v1";
+       }},
+      {"user.f-remove",
+       [=](Root r) { return rc_of(::removexattr(at(r, "xattrs").c_str(), "user.f-remove")); },
+       [=](Root r) -> std::string {
+         return ::getxattr(at(r, "xattrs").c_str(), "user.f-remove", nullptr, 0) < 0 &&
+                        errno == ENODATA
+                    ? ""
+                    : "user.f-remove is still there";
+       }},
       {"f-unlink", [=](Root r) { return rc_of(::unlink(at(r, "f-unlink").c_str())); },
        [=](Root r) { return is_gone(at(r, "f-unlink")); }},
       {"f-rmdir", [=](Root r) { return rc_of(::rmdir(at(r, "f-rmdir").c_str())); },
@@ -263,16 +291,19 @@ TEST_F(TakeoverTest, ResentNamespaceOpsAnswerAsIfNothingHappened) {
   std::string names;
   for (const auto& c : cases) names += (names.empty() ? "" : ",") + std::string(c.name);
   backupfs_env = {"BACKUPFS_FAILPOINT=die-after:" + names};
-  // What unlink and rmdir remove is there before the mount: creating it through the mount would
-  // fire the failpoint of its name already.
+  // What unlink, rmdir and removexattr remove is there before the mount: creating it through the
+  // mount would fire the failpoint of its name already.
   for (const std::string& root : {src(), ref()}) {
     put(root + "/f-unlink", "to be unlinked");
     mkdirs(root + "/f-rmdir");
+    put(root + "/xattrs", "");
+    ASSERT_EQ(::setxattr((root + "/xattrs").c_str(), "user.f-remove", "x", 1, 0), 0);
   }
   ASSERT_TRUE(start_all());
   for (const std::string& root : {src(), ref()}) {
     put(root + "/link-src", "linked");
     put(root + "/rename-from", "renamed");
+    put(root + "/noreplace-from", "moved once");
   }
   pid_t worker = 0;
   ASSERT_TRUE(wait_new_worker(0, 0, &worker));
