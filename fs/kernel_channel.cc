@@ -81,6 +81,7 @@ void KernelChannel::note_request(const void* buf, size_t len) {
   note.opcode = in.opcode;
   note.nodeid = in.nodeid;
   note.resent = (in.unique & kUniqueResend) != 0;
+  note.unique = in.unique & ~kUniqueResend;
   switch (in.opcode) {
     case FUSE_INIT: {
       // Only the first 4 words are there in every protocol version; flags is the 4th.
@@ -194,6 +195,14 @@ void KernelChannel::count_reply() {
     std::lock_guard lock(gate_mu_);
     gate_cv_.notify_all();
   }
+}
+
+void KernelChannel::note_done() {
+  if (session_ != nullptr) session_->note_done(t_note.unique);
+}
+
+bool KernelChannel::done_before() const {
+  return session_ != nullptr && t_note.resent && session_->was_done(t_note.unique);
 }
 
 bool KernelChannel::wait_initialised(std::chrono::milliseconds timeout) {

@@ -24,6 +24,7 @@ namespace bkp::fs {
 struct RequestNote {
   uint32_t opcode = 0;
   uint64_t nodeid = 0;
+  uint64_t unique = 0;  // without the resend bit
   // The kernel sent this request again (FUSE_NOTIFY_RESEND after a takeover): a predecessor may
   // have carried it out already without answering.
   bool resent = false;
@@ -48,6 +49,10 @@ class KernelChannel {
   // Stops reading requests and returns once every request read has been answered (or after
   // timeout, which the successor's resend covers). Threads blocked in read(2) stay there.
   void stop_reading(std::chrono::milliseconds timeout);
+  // For requests whose effect the tree cannot show (RENAME_EXCHANGE): note that the request
+  // being served was carried out (before replying), and ask whether a resent one was.
+  void note_done();
+  bool done_before() const;
   // Waits until INIT has been answered (or replayed); false after timeout.
   bool wait_initialised(std::chrono::milliseconds timeout);
 

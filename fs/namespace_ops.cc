@@ -310,6 +310,12 @@ int Fs::remove_entry(fuse_ino_t parent, const char* name, int flags, wire::OpKin
 void Fs::rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t newparent,
                 const char* newname, unsigned int flags) noexcept {
   if (!valid_rename_flags(flags)) return (void)fuse_reply_err(req, EINVAL);
+  // An exchange done twice is undone: a resent one the predecessor carried out is answered as
+  // it was (the predecessor noted it before replying; the rest tell from the tree).
+  if ((flags & RENAME_EXCHANGE) && channel_.done_before()) {
+    log::info("a resent RENAME_EXCHANGE was carried out already: answering success");
+    return (void)fuse_reply_err(req, 0);
+  }
   Inode& from_dir = table_.get(parent);
   Inode& to_dir = table_.get(newparent);
   const bool same_dir = &from_dir == &to_dir;
@@ -335,6 +341,7 @@ void Fs::rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t 
         table_.rename_locked(from_dir, name, to_dir, newname, flags & RENAME_EXCHANGE);
       }
     } else {
+      if (flags & RENAME_EXCHANGE) channel_.note_done();
       die_after_if_asked(newname);
       int from_err = dir_stat(ffd->get(), &fst);
       int to_err = same_dir ? EBADF : dir_stat(tfd->get(), &tst);

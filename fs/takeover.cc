@@ -167,6 +167,9 @@ namespace {
 
 constexpr uint64_t kSessionMagic = 0x6b70626b73657331ull;  // "1seskbpk"
 
+// The done ring sits past the INIT exchange (both are under a page each).
+constexpr off_t kDoneAt = 64 * 1024;
+
 struct SessionHeader {
   uint64_t magic;
   uint32_t generation;
@@ -197,8 +200,31 @@ Result<SessionStore> SessionStore::open(UniqueFd fd) {
   }
   h.generation = store.generation_;
   if (::pwrite(fd.get(), &h, sizeof(h), 0) != sizeof(h)) return fail_errno("write session");
+  struct stat st;
+  if (::fstat(fd.get(), &st) < 0) return fail_errno("stat session");
+  if (st.st_size < kDoneAt + static_cast<off_t>(sizeof(DoneRing)) &&
+      ::ftruncate(fd.get(), kDoneAt + static_cast<off_t>(sizeof(DoneRing))) < 0) {
+    return fail_errno("grow session");
+  }
+  void* ring = ::mmap(nullptr, sizeof(DoneRing), PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(),
+                      kDoneAt);
+  if (ring == MAP_FAILED) return fail_errno("map session");
+  store.done_ = std::shared_ptr<DoneRing>(static_cast<DoneRing*>(ring),
+                                          [](DoneRing* p) { ::munmap(p, sizeof(DoneRing)); });
   store.fd_ = std::move(fd);
   return store;
+}
+
+void SessionStore::note_done(uint64_t unique) {
+  const uint64_t slot = done_->next.fetch_add(1) % kDoneSlots;
+  done_->uniques[slot].store(unique, std::memory_order_release);
+}
+
+bool SessionStore::was_done(uint64_t unique) const {
+  for (const auto& u : done_->uniques) {
+    if (u.load(std::memory_order_acquire) == unique) return true;
+  }
+  return false;
 }
 
 Result<void> SessionStore::store_init(std::string_view request, std::string_view reply) {

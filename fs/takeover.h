@@ -150,7 +150,19 @@ class SessionStore {
   // Stores the INIT exchange (the first worker, once its reply is written).
   Result<void> store_init(std::string_view request, std::string_view reply);
 
+  // Requests that cannot tell from the tree whether they were carried out (RENAME_EXCHANGE: a
+  // second exchange swaps back) note their unique once done, before the reply; a resent one
+  // asks. The last kDoneSlots are kept (more than can be in flight at once).
+  void note_done(uint64_t unique);
+  bool was_done(uint64_t unique) const;
+
  private:
+  static constexpr size_t kDoneSlots = 511;
+  struct DoneRing {
+    std::atomic<uint64_t> next;
+    std::atomic<uint64_t> uniques[kDoneSlots];
+  };
+  std::shared_ptr<DoneRing> done_;  // mapped from the session memfd
   UniqueFd fd_;
   uint32_t generation_ = 1;
   std::string request_, reply_;

@@ -9,8 +9,9 @@
 //     them: not one failed call, the log byte for byte, and the mirror and replicas converge;
 //   - a file descriptor, a shared writable mapping and a directory stream opened before the
 //     restarts keep working after each of them;
-//   - a namespace operation (or an XATTR_CREATE setxattr, a removexattr, a RENAME_NOREPLACE)
-//     carried out by a worker that dies before replying
+//   - a namespace operation (or an XATTR_CREATE setxattr, a removexattr, a RENAME_NOREPLACE, a
+//     RENAME_EXCHANGE, which done twice would swap back) carried out by a worker that dies before
+//     replying
 //     (BACKUPFS_FAILPOINT=die-after:NAME) is resent to the next worker, which must answer as if
 //     nothing had happened: 0, not EEXIST or ENOENT.
 //
@@ -261,6 +262,15 @@ std::vector<ResentCase> resent_cases(std::map<std::string, UniqueFd>* created) {
          std::string gone = is_gone(at(r, "noreplace-from"));
          return gone.empty() ? holds(at(r, "f-noreplace"), "moved once") : gone;
        }},
+      {"f-exchange",
+       [=](Root r) {
+         return rc_of(::renameat2(AT_FDCWD, at(r, "exchange-with").c_str(), AT_FDCWD,
+                                  at(r, "f-exchange").c_str(), RENAME_EXCHANGE));
+       },
+       [=](Root r) {
+         std::string swapped = holds(at(r, "f-exchange"), "was exchange-with");
+         return swapped.empty() ? holds(at(r, "exchange-with"), "was f-exchange") : swapped;
+       }},
       {"user.f-create",
        [=](Root r) {
          return rc_of(::setxattr(at(r, "xattrs").c_str(), "user.f-create", "v1", 2, XATTR_CREATE));
@@ -291,19 +301,21 @@ TEST_F(TakeoverTest, ResentNamespaceOpsAnswerAsIfNothingHappened) {
   std::string names;
   for (const auto& c : cases) names += (names.empty() ? "" : ",") + std::string(c.name);
   backupfs_env = {"BACKUPFS_FAILPOINT=die-after:" + names};
-  // What unlink, rmdir and removexattr remove is there before the mount: creating it through the
-  // mount would fire the failpoint of its name already.
+  // What unlink, rmdir, removexattr and the exchange act on is there before the mount: creating
+  // it through the mount would fire the failpoint of its name already.
   for (const std::string& root : {src(), ref()}) {
     put(root + "/f-unlink", "to be unlinked");
     mkdirs(root + "/f-rmdir");
     put(root + "/xattrs", "");
     ASSERT_EQ(::setxattr((root + "/xattrs").c_str(), "user.f-remove", "x", 1, 0), 0);
+    put(root + "/f-exchange", "was f-exchange");
   }
   ASSERT_TRUE(start_all());
   for (const std::string& root : {src(), ref()}) {
     put(root + "/link-src", "linked");
     put(root + "/rename-from", "renamed");
     put(root + "/noreplace-from", "moved once");
+    put(root + "/exchange-with", "was exchange-with");
   }
   pid_t worker = 0;
   ASSERT_TRUE(wait_new_worker(0, 0, &worker));
