@@ -1,7 +1,7 @@
 // systemd's file descriptor store, for the keeper (keeper.h) when systemd runs it: the keeper
 // stores the FUSE connection, the volume directory, the listening socket and the takeover
 // memfds there (FDSTORE=1, FileDescriptorStoreMax= in the unit), so a keeper that crashes or is
-// restarted (`systemctl restart`, Restart=always) gets them back (LISTEN_FDS/LISTEN_FDNAMES) and
+// restarted (`systemctl restart`, Restart=on-failure) gets them back (LISTEN_FDS/LISTEN_FDNAMES) and
 // its worker takes the connection over instead of mounting again. systemd 252 (Debian 12) keeps
 // the store while the unit restarts and empties it when the unit stops; the keeper tells the two
 // apart by the type of the unit's job, asked over D-Bus, because both arrive as SIGTERM.

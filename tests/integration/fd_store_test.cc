@@ -1,6 +1,6 @@
 // The keeper under systemd (fs/fd_store.h), with this test in systemd's place: a datagram socket
 // given as $NOTIFY_SOCKET receives the keeper's FDSTORE= messages and their descriptors, the
-// keeper is killed with SIGKILL (the crash Restart=always answers; its worker dies with it), and a
+// keeper is killed with SIGKILL (the crash Restart=on-failure answers; its worker dies with it), and a
 // new keeper is started the way systemd starts a service that has a descriptor store: the stored
 // descriptors from fd 3 on, LISTEN_FDS, LISTEN_FDNAMES, LISTEN_PID. It must take the same mount
 // over: a file held open across the crash keeps working and every copy converges.
