@@ -33,6 +33,7 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 constexpr int kMaxFailedStarts = 5;
+constexpr int kFallbackAfter = 2;
 constexpr auto kStopGrace = std::chrono::seconds(30);  // the worker's drain is 10 s
 
 // The keeper's signals, read from a signalfd (keeper.h says what each means).
@@ -145,7 +146,9 @@ class Keeper {
 
  private:
   Result<void> prepare();
-  // Starts a worker; false if fork failed.
+  // Starts a worker: the binary at binary_, or after kFallbackAfter failed starts in a row the
+  // keeper's own (the version that mounted, still runnable if the file was replaced). False if
+  // fork failed.
   bool spawn();
   // What to do when the worker ended with wait status; false: the mount is over.
   bool on_worker_exit(int status);
@@ -259,7 +262,13 @@ bool Keeper::spawn() {
   }
   WorkerFds fds{mount_.fd(),   root_.get(),    listener_.get(), nodes_.get(),
                 files_.get(),  session_.get(), status_pipe[1]};
-  std::vector<std::string> argv{binary_};
+  // An upgrade that does not start (a broken or missing binary) must not cost the mount.
+  const bool fallback = failed_starts_ >= kFallbackAfter;
+  if (fallback) {
+    log::warn("{} failed to start {} times in a row; starting the keeper's own version",
+              binary_, failed_starts_);
+  }
+  std::vector<std::string> argv{fallback ? "/proc/self/exe" : binary_};
   argv.insert(argv.end(), args_.begin(), args_.end());
   argv.push_back("--worker=" + fds.format());
   std::vector<char*> cargv;
@@ -277,6 +286,7 @@ bool Keeper::spawn() {
     }
     unblock_signals(kSignals);
     ::execv(cargv[0], cargv.data());
+    ::execv("/proc/self/exe", cargv.data());  // the path is gone: the keeper's own binary
     ::_exit(127);
   }
   ::close(status_pipe[1]);

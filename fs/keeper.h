@@ -19,8 +19,10 @@
 // The worker dies with the keeper (PR_SET_PDEATHSIG): kill -9 of the keeper ends the mount as
 // before, so a stuck backupfs can always be cleared with kill and fusermount3 -u.
 //
-// The keeper logs "worker PID serving" once a worker has taken over and serves; a worker that
-// fails before serving five times in a row ends the mount (exit 1) instead of looping.
+// The keeper logs "worker PID serving" once a worker has taken over and serves. A worker that
+// fails before serving twice in a row is replaced by the keeper's own binary (the version that
+// mounted; a broken upgrade must not cost the mount), and five failures in a row end the mount
+// (exit 1) instead of looping.
 #pragma once
 
 #include <string>

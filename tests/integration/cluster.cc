@@ -265,7 +265,7 @@ void ClusterTest::stop_watchdog() {
 ::testing::AssertionResult ClusterTest::mount_source(uint16_t node_port) {
   unlink(node_port_file_.c_str());  // the port of a previous mount must not be read
   testutil::MountOptions opts;
-  opts.binary = bin_.backupfs;
+  opts.binary = backupfs_binary.empty() ? bin_.backupfs : backupfs_binary;
   opts.dir = src_;
   opts.args = with_progress(
       {"--listen", address(node_port), "--port-file", node_port_file_, "--host", node_name,

@@ -158,6 +158,9 @@ class ClusterTest : public ::testing::Test {
   // How wait_converged() tells that backupfs still runs; unset: the process mount_source()
   // started is alive. A test that starts backupfs's keeper another way sets it.
   std::function<bool()> backupfs_alive;
+  // If set before mount_source(): the backupfs binary to run instead of binaries().backupfs (a
+  // copy a test can replace, as an upgrade would).
+  std::string backupfs_binary;
   // Further flags for backupd (start_server) and backupfs (mount_source).
   std::vector<std::string> backupd_args, backupfs_args;
   // "NAME=VALUE" entries added to backupfs's environment (mount_source), e.g. a failpoint.

@@ -358,5 +358,49 @@ TEST_F(TakeoverTest, AWorkerLostWithTheInitIsReplaced) {
   EXPECT_EQ(wait_converged(), "");
 }
 
+// An upgrade is the binary at the keeper's path, run again: first a new version (the worker runs
+// the new file), then a broken one (a script that exits at once), which must not cost the mount:
+// after two failed starts the keeper runs its own version and the application goes on.
+TEST_F(TakeoverTest, AnUpgradeRunsTheNewBinaryAndABrokenOneFallsBackToTheKeepers) {
+  const std::string bin = scratch_dir("bin") + "/backupfs";
+  std::filesystem::copy_file(binaries().backupfs, bin);
+  backupfs_binary = bin;
+  ASSERT_TRUE(start_all());
+  pid_t worker = 0;
+  ASSERT_TRUE(wait_new_worker(0, 0, &worker));
+  auto inode_of = [](const std::string& path) {
+    struct stat st {};
+    return ::stat(path.c_str(), &st) == 0 ? st.st_ino : 0;
+  };
+  auto replace = [&](const std::string& from_file) {
+    std::filesystem::copy_file(from_file, bin + ".new");
+    std::filesystem::permissions(bin + ".new", std::filesystem::perms::owner_all);
+    ASSERT_EQ(::rename((bin + ".new").c_str(), bin.c_str()), 0);
+  };
+
+  replace(binaries().backupfs);  // the "new version": another file at the same path
+  const ino_t upgraded = inode_of(bin);
+  size_t from = log_end();
+  ASSERT_EQ(::kill(keeper(), SIGHUP), 0);
+  pid_t old = worker;
+  ASSERT_TRUE(wait_new_worker(old, from, &worker));
+  EXPECT_EQ(inode_of("/proc/" + std::to_string(worker) + "/exe"), upgraded)
+      << "the new worker does not run the file now at " << bin;
+
+  const std::string broken = scratch_dir("broken") + "/backupfs";
+  put(broken, "#!/bin/sh\nexit 3\n");
+  replace(broken);
+  from = log_end();
+  ASSERT_EQ(::kill(keeper(), SIGHUP), 0);
+  old = worker;
+  ASSERT_TRUE(wait_new_worker(old, from, &worker));
+  EXPECT_NE(log_text("backupfs").find("starting the keeper's own version", from),
+            std::string::npos);
+  mkdirs(src("app"));
+  put(src("app/after"), "served by the keeper's own version");
+  EXPECT_EQ(slurp(src("app/after")), "served by the keeper's own version");
+  EXPECT_EQ(wait_converged(), "");
+}
+
 }  // namespace
 }  // namespace bkp::it
