@@ -22,7 +22,8 @@
 // re-queues every request the predecessor read and never answered; resent ones carry bit 63 of
 // the unique, which the note passes on (namespace_ops.cc answers them idempotently). A graceful
 // stop closes the gate to further reads and waits until replies caught up with the requests
-// read, counted here (replies by splice are counted by the caller).
+// read, counted here (replies by splice are counted by the caller); a thread that was inside
+// read(2) and gets a request after that keeps it unserved, for the next worker.
 #include "fs/kernel_channel.h"
 
 #include <linux/fuse.h>
@@ -180,7 +181,16 @@ ssize_t KernelChannel::read(int fd, void* buf, size_t len) {
   ssize_t n = ::read(fd, buf, len);
   if (n > 0) {
     note_request(buf, static_cast<size_t>(n));
-    if (expects_reply(t_note.opcode)) in_flight_.fetch_add(1);
+    const bool reply = expects_reply(t_note.opcode);
+    if (reply) in_flight_.fetch_add(1);
+    // Read after a stop began (this thread was already inside read(2)): not served here, so
+    // nothing is recorded after the stop; the next worker has the kernel resend it. (Counted
+    // first, then the flag: stop_reading sets the flag, then waits for the count.)
+    if (stop_flag_.load()) {
+      if (reply) count_reply();
+      std::unique_lock lock(gate_mu_);
+      gate_cv_.wait(lock, [] { return false; });
+    }
     if (t_note.opcode == FUSE_INIT) {
       init_request_.assign(static_cast<const char*>(buf), n);
       Fs::die_after_if_asked("@init");  // the tests' way to lose INIT with a worker
@@ -210,14 +220,16 @@ bool KernelChannel::wait_initialised(std::chrono::milliseconds timeout) {
   return gate_cv_.wait_for(lock, timeout, [&] { return initialised_; });
 }
 
-void KernelChannel::stop_reading(std::chrono::milliseconds timeout) {
+bool KernelChannel::stop_reading(std::chrono::milliseconds timeout) {
   std::unique_lock lock(gate_mu_);
   stopping_ = true;
   stop_flag_.store(true);
   if (!gate_cv_.wait_for(lock, timeout, [&] { return in_flight_.load() <= 0; })) {
     log::warn("{} requests still unanswered after {} ms; the next worker has them resent",
               in_flight_.load(), timeout.count());
+    return false;
   }
+  return true;
 }
 
 int KernelChannel::invalidate_attributes(uint64_t nodeid) {

@@ -46,9 +46,10 @@ class KernelChannel {
   // libfuse that INIT instead of reading the device, its reply is not sent (the kernel took the
   // original), and the kernel is asked to resend the requests a predecessor left unanswered.
   void attach(SessionStore* session);
-  // Stops reading requests and returns once every request read has been answered (or after
-  // timeout, which the successor's resend covers). Threads blocked in read(2) stay there.
-  void stop_reading(std::chrono::milliseconds timeout);
+  // Stops reading requests and returns once every request read has been answered (true), or
+  // after timeout (false; the successor's resend covers what is left). Threads blocked in
+  // read(2) stay there.
+  bool stop_reading(std::chrono::milliseconds timeout);
   // For requests whose effect the tree cannot show (RENAME_EXCHANGE): note that the request
   // being served was carried out (before replying), and ask whether a resent one was.
   void note_done();

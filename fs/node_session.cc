@@ -115,7 +115,10 @@ NodeSession::NodeSession(SessionOptions options, UniqueFd listener, changes::Cha
       root_fd_(root_fd),
       progress_(options_.meter, log),
       listener_(std::move(listener), options_.path, options_.trust,
-                [this](Attached& attached) { return offer(attached); }) {}
+                [this](Attached& attached) { return offer(attached); }) {
+  if (options_.resume_committed) sender_.resume_after(*options_.resume_committed);
+}
+
 
 NodeSession::~NodeSession() {
   if (thread_.joinable()) drain(0ms);

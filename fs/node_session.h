@@ -36,7 +36,10 @@ namespace bkp::fs {
 struct SessionOptions {
   std::string host;       // the volume's host name (Hello.name)
   std::string path;       // the absolute path this node serves; Attach.path must equal it
-  uint64_t instance = 0;  // random per process start (Hello.instance)
+  uint64_t instance = 0;  // random per stream (Hello.instance)
+  // A stream handed over by the previous worker (keeper.h): its last batch backupd committed.
+  // The instance is then that stream's, and numbering goes on from here.
+  std::optional<uint64_t> resume_committed;
   std::shared_ptr<progress::Meter> meter;  // shows what is shipped (must not be null)
   net::Trust trust;  // TLS and the backupd identities this node serves
 };
@@ -58,6 +61,10 @@ class NodeSession {
   bool drain(std::chrono::milliseconds grace);
 
   const changes::ShipCounters& counters() const { return counters_; }
+  // What backupd does not have yet (any thread).
+  stream::Lag lag() const { return sender_.lag(); }
+  // The last batch backupd committed, as far as this session knows; for after drain().
+  uint64_t committed() const { return sender_.committed(); }
 
  private:
   class StatusSource;

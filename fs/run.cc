@@ -10,9 +10,10 @@
 //    - the kernel ended the connection (unmounted): ship what is left (up to 10 s), exit 0;
 //    - SIGINT from the keeper (it unmounted to stop): stop reading, answer what was read, ship,
 //      exit 0;
-//    - SIGTERM (an upgrade): stop reading, answer what was read, exit kExitHandedOver at once.
-//      What this worker recorded and did not ship is found again by the successor's first
-//      attach, which reconciles by manifest.
+//    - SIGTERM (an upgrade): ship what is recorded, stop reading, answer what was read, ship the
+//      rest, exit kExitHandedOver. If backupd then has everything, the stream is handed over
+//      (SessionStore::store_stream) and the successor continues it; otherwise its first attach
+//      reconciles by manifest, which finds what this worker recorded and did not ship.
 //    Worker threads may still be blocked reading the device, so the process ends with _exit.
 #include "fs/run.h"
 
@@ -56,6 +57,12 @@ constexpr auto kDrainGrace = std::chrono::seconds(10);
 // How long a stopping worker waits for the answers to requests it read (the successor has the
 // kernel resend any that remain).
 constexpr auto kAnswerGrace = std::chrono::seconds(5);
+// An upgrade ships what is recorded before it stops serving until little is left (up to
+// kPreDrain, the application unaffected), then the rest while stopped (up to kHandOverDrain:
+// the application waits that long at most; past it the next worker reconciles instead).
+constexpr auto kPreDrain = std::chrono::seconds(2);
+constexpr changes::Limits kHandOverLag{1024, 4u << 20};
+constexpr auto kHandOverDrain = std::chrono::milliseconds(200);
 
 // libfuse's session over the keeper's device: our transport, our loop configuration. Never
 // mounts, unmounts or destroys: the connection is the keeper's.
@@ -148,6 +155,31 @@ Result<Checked> check(const Options& options, bool with_trust) {
 
 namespace {
 
+// An upgrade (SIGTERM): ship what is recorded while still serving, stop serving, ship the rest,
+// and if backupd then has everything, leave the stream to the next worker, which continues it
+// without a reconcile. Otherwise the next worker reconciles. Exits.
+[[noreturn]] void hand_over(Fs& fs, NodeSession* session, SessionStore& store, uint64_t instance) {
+  log::info("worker {}: handing over to the next worker", ::getpid());
+  const auto deadline = std::chrono::steady_clock::now() + kPreDrain;
+  auto small = [&] {
+    stream::Lag lag = session->lag();
+    return lag.bytes <= kHandOverLag.max_bytes && lag.ops <= kHandOverLag.max_ops;
+  };
+  while (session != nullptr && !small() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  // Requests still being served could record after the drain: then only a reconcile is exact.
+  const bool answered = fs.channel().stop_reading(kAnswerGrace);
+  if (session != nullptr && session->drain(kHandOverDrain) && answered) {
+    if (auto r = store.store_stream({instance, session->committed()}); r) {
+      log::info("handing the stream over after batch {}", session->committed());
+    }
+  } else {
+    log::info("backupd does not have everything recorded: the next worker reconciles");
+  }
+  ::_exit(kExitHandedOver);
+}
+
 // The worker proper; see the top of this file.
 int run_worker(const Options& options) {
   // Before any thread starts (all inherit the mask); SIGINT: stop, SIGTERM: hand over. SIGHUP
@@ -185,6 +217,9 @@ int run_worker(const Options& options) {
     return 1;
   }
   const uint32_t generation = session_store->generation();
+  // Taken now, whatever happens next: only this worker may hand its own stream on.
+  const std::optional<SessionStore::StreamPoint> handed = session_store->take_stream();
+  uint64_t instance = 0;
   changes::ChangeLog change_log(options.max_queued_ops);
   Fs fs(**table, change_log, std::move(*files), generation);
   fs.channel().attach(&*session_store);
@@ -225,8 +260,18 @@ int run_worker(const Options& options) {
                trust.error().message);
     UniqueFd unused(fds->listener);
   } else {
-    session.emplace(SessionOptions{host, path, stream::new_instance(), meter, std::move(*trust)},
-                    UniqueFd(fds->listener), change_log, (*table)->mount_fd());
+    SessionOptions o{.host = host,
+                     .path = path,
+                     .instance = handed ? handed->instance : stream::new_instance(),
+                     .resume_committed = handed ? std::optional(handed->committed) : std::nullopt,
+                     .meter = meter,
+                     .trust = std::move(*trust)};
+    instance = o.instance;
+    if (handed) {
+      log::info("continuing the stream the previous worker handed over (after batch {})",
+                handed->committed);
+    }
+    session.emplace(std::move(o), UniqueFd(fds->listener), change_log, (*table)->mount_fd());
     session->start();
   }
 
@@ -243,11 +288,8 @@ int run_worker(const Options& options) {
       break;
     }
   }
+  if (end == End::kHandOver) hand_over(fs, session ? &*session : nullptr, *session_store, instance);
   if (end != End::kUnmounted) fs.channel().stop_reading(kAnswerGrace);
-  if (end == End::kHandOver) {
-    log::info("worker {}: handing over to the next worker", ::getpid());
-    ::_exit(kExitHandedOver);
-  }
 
   auto stats = change_log.stats();
   log::info("{} {}; {} ops, {} files, {} dirty bytes still recorded",

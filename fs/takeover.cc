@@ -167,8 +167,16 @@ namespace {
 
 constexpr uint64_t kSessionMagic = 0x6b70626b73657331ull;  // "1seskbpk"
 
-// The done ring sits past the INIT exchange (both are under a page each).
+// The handed-over stream and the done ring sit past the INIT exchange (under a page).
+constexpr off_t kStreamAt = 60 * 1024;
 constexpr off_t kDoneAt = 64 * 1024;
+constexpr uint64_t kStreamMagic = 0x6b70626b6d727473ull;  // "strmkbpk"
+
+struct StreamRecord {
+  uint64_t magic;
+  uint64_t instance;
+  uint64_t committed;
+};
 
 struct SessionHeader {
   uint64_t magic;
@@ -213,6 +221,24 @@ Result<SessionStore> SessionStore::open(UniqueFd fd) {
                                           [](DoneRing* p) { ::munmap(p, sizeof(DoneRing)); });
   store.fd_ = std::move(fd);
   return store;
+}
+
+Result<void> SessionStore::store_stream(StreamPoint point) {
+  StreamRecord r{kStreamMagic, point.instance, point.committed};
+  if (::pwrite(fd_.get(), &r, sizeof(r), kStreamAt) != sizeof(r)) return fail_errno("store stream");
+  return {};
+}
+
+std::optional<SessionStore::StreamPoint> SessionStore::take_stream() {
+  StreamRecord r{};
+  if (::pread(fd_.get(), &r, sizeof(r), kStreamAt) != sizeof(r) || r.magic != kStreamMagic) {
+    return std::nullopt;
+  }
+  StreamRecord cleared{};
+  if (::pwrite(fd_.get(), &cleared, sizeof(cleared), kStreamAt) != sizeof(cleared)) {
+    return std::nullopt;  // not cleared: not taken either (a crash would reuse it)
+  }
+  return StreamPoint{r.instance, r.committed};
 }
 
 void SessionStore::note_done(uint64_t unique) {

@@ -150,6 +150,16 @@ class SessionStore {
   // Stores the INIT exchange (the first worker, once its reply is written).
   Result<void> store_init(std::string_view request, std::string_view reply);
 
+  // The node's stream, handed from a worker that shipped everything it recorded (an upgrade
+  // with backupd attached) to the next, which continues it instead of reconciling. take_stream
+  // clears it: a worker's own stream is only ever handed on by that worker.
+  struct StreamPoint {
+    uint64_t instance;
+    uint64_t committed;
+  };
+  Result<void> store_stream(StreamPoint point);
+  std::optional<StreamPoint> take_stream();
+
   // Requests that cannot tell from the tree whether they were carried out (RENAME_EXCHANGE: a
   // second exchange swaps back) note their unique once done, before the reply; a resent one
   // asks. The last kDoneSlots are kept (more than can be in flight at once).

@@ -402,5 +402,40 @@ TEST_F(TakeoverTest, AnUpgradeRunsTheNewBinaryAndABrokenOneFallsBackToTheKeepers
   EXPECT_EQ(wait_converged(), "");
 }
 
+// An upgrade while backupd is attached and has everything hands the stream over: the new worker
+// continues it where backupd stands, without a baseline or reconcile (no metadata walk, no pause
+// of namespace operations), and what is written after the upgrade still reaches every copy. A
+// kill -9 cannot hand anything over: the next worker reconciles.
+TEST_F(TakeoverTest, AnUpgradeHandsTheStreamOverAndAKillReconciles) {
+  ASSERT_TRUE(start_all());
+  mkdirs(src("app"));
+  put(src("app/before"), "written before the upgrade");
+  ASSERT_EQ(wait_converged(), "");
+  pid_t worker = 0;
+  ASSERT_TRUE(wait_new_worker(0, 0, &worker));
+
+  size_t from = log_end();
+  ASSERT_EQ(::kill(keeper(), SIGHUP), 0);
+  pid_t old = worker;
+  ASSERT_TRUE(wait_new_worker(old, from, &worker));
+  put(src("app/after"), "written after the upgrade");
+  ASSERT_EQ(wait_converged(), "");
+  std::string upgrade = log_text("backupfs").substr(from);
+  EXPECT_NE(upgrade.find("handing the stream over after batch"), std::string::npos) << upgrade;
+  EXPECT_NE(upgrade.find("continuing the stream the previous worker handed over"),
+            std::string::npos) << upgrade;
+  EXPECT_EQ(upgrade.find("baseline requested"), std::string::npos) << upgrade;
+
+  from = log_end();
+  old = worker;
+  ASSERT_EQ(::kill(worker, SIGKILL), 0);
+  ASSERT_TRUE(wait_new_worker(old, from, &worker));
+  put(src("app/after-kill"), "written after the kill");
+  ASSERT_EQ(wait_converged(), "");
+  std::string kill = log_text("backupfs").substr(from);
+  EXPECT_EQ(kill.find("continuing the stream"), std::string::npos) << kill;
+  EXPECT_NE(kill.find("baseline requested"), std::string::npos) << kill;
+}
+
 }  // namespace
 }  // namespace bkp::it
