@@ -77,8 +77,7 @@ Result<void> write_port_file(const std::string& path, uint16_t port) {
 class Mount {
  public:
   Result<void> mount(const std::string& dir) {
-    const char* argv[] = {"backupfs", "-o",
-                          "allow_other,default_permissions,fsname=backupfs,subtype=backupfs"};
+    const char* argv[] = {"backupfs", "-o", kFuseOptions};
     fuse_args args = FUSE_ARGS_INIT(3, const_cast<char**>(argv));
     static const fuse_lowlevel_ops kNoOps{};
     fuse_session* se = fuse_session_new(&args, &kNoOps, sizeof(kNoOps), nullptr);

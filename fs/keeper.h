@@ -46,6 +46,9 @@ struct WorkerFds {
   static Result<WorkerFds> parse(std::string_view text);
 };
 
+// libfuse's options for the mount (keeper) and for parsing requests on it (worker).
+constexpr char kFuseOptions[] = "allow_other,default_permissions,fsname=backupfs,subtype=backupfs";
+
 // Exit status of a worker that handed the connection over (SIGTERM): start the next one.
 constexpr int kExitHandedOver = 75;
 

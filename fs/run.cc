@@ -4,8 +4,9 @@
 // 1. Check the options again (the keeper already did; an upgrade may read them differently).
 // 2. Open the takeover state the keeper holds: node ids and open files a predecessor left are
 //    adopted, and the INIT exchange is replayed instead of read (kernel_channel.h).
-// 3. Start the node session on the keeper's listening socket (it waits for a backupd to attach)
-//    and run the multi-threaded FUSE loop; tell the keeper once INIT is answered.
+// 3. Run the multi-threaded FUSE loop and tell the keeper once INIT is answered (or replayed);
+//    only then load the identity and start the node session on the keeper's listening socket
+//    (it waits for a backupd to attach, or continues the stream a predecessor handed over).
 // 4. The end, one of three:
 //    - the kernel ended the connection (unmounted): ship what is left (up to 10 s), exit 0;
 //    - SIGINT from the keeper (it unmounted to stop): stop reading, answer what was read, ship,
@@ -69,8 +70,7 @@ constexpr auto kHandOverDrain = std::chrono::milliseconds(200);
 class WorkerSession {
  public:
   Result<void> create(Fs& fs, int fuse_fd) {
-    const char* argv[] = {"backupfs", "-o",
-                          "allow_other,default_permissions,fsname=backupfs,subtype=backupfs"};
+    const char* argv[] = {"backupfs", "-o", kFuseOptions};
     fuse_args args = FUSE_ARGS_INIT(3, const_cast<char**>(argv));
     se_ = fuse_session_new(&args, &Fs::ops(), sizeof(fuse_lowlevel_ops), &fs);
     if (se_ == nullptr) return fail(EINVAL, "fuse_session_new failed");
