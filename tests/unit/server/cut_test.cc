@@ -25,6 +25,7 @@
 #include "tests/testutil/files.h"
 #include "tests/testutil/temp_dir.h"
 #include "tests/testutil/tree_compare.h"
+#include "tests/testutil/write_of.h"
 #include "tools/extract.h"
 
 namespace bkp::server {
@@ -74,11 +75,7 @@ class CutTest : public ::testing::Test {
     ASSERT_TRUE(r) << r.error().message;
   }
   void write(uint64_t id, uint64_t offset, const std::string& data) {
-    wire::Write w;
-    w.id = id;
-    w.offset = offset;
-    w.data = std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(data.data()), data.size());
-    auto r = applier_->write(w);
+    auto r = applier_->write(testutil::write_of(id, offset, data));
     ASSERT_TRUE(r) << r.error().message;
   }
   void create(const std::string& path, uint64_t id, const std::string& data = "") {
