@@ -82,8 +82,8 @@ class Notifier {
 
 class Volume;
 
-// What one replica still lacks of a volume (Hub::replica_lags), readable while a snapshot run
-// holds the volume's mutex.
+// What one replica still lacks of a volume (Hub::replica_lags), readable without the volume's
+// mutex.
 struct ReplicaLag {
   std::string replica;
   bool connected = false;
