@@ -169,8 +169,10 @@ Result<std::unique_ptr<Cut>> Cut::take(int tree_fd, int ids_fd,
   clear_dir(scratch.get());
   UniqueFd tree = dup_fd(tree_fd), ids = dup_fd(ids_fd);
   if (!tree || (ids_fd >= 0 && !ids)) return fail_errno("dup");
-  std::unique_ptr<Cut> cut(new Cut(std::move(tree), std::move(ids), std::move(scratch), scratch_dir));
-  UniqueFd names_fd(openat(cut->scratch_.get(), kNames, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+  std::unique_ptr<Cut> cut(
+      new Cut(std::move(tree), std::move(ids), std::move(scratch), scratch_dir));
+  UniqueFd names_fd(
+      openat(cut->scratch_.get(), kNames, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
   if (!names_fd) return fail_errno("create " + scratch_dir + "/" + kNames);
   NameWriter names(std::move(names_fd));
   auto walked = walk_names(tree_fd, id_of, [&](int dir_fd, const std::string& name, CutEntry& e) {
@@ -280,9 +282,8 @@ void Cut::before_change(int fd, uint64_t offset, uint64_t length) noexcept {
   offset -= offset % block;
   end = std::min(s->size, (end + block - 1) / block * block);
   if (auto kept = keep(*s, fd, offset, end); !kept) {
-    record_failure(kept.error().wrap(fmt::format("cannot keep the old bytes of a file changed during the "
-                                       "run in {}",
-                                       scratch_dir_)));
+    record_failure(kept.error().wrap(fmt::format(
+        "cannot keep the old bytes of a file changed during the run in {}", scratch_dir_)));
   }
 }
 

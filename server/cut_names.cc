@@ -23,7 +23,9 @@ namespace {
 
 constexpr size_t kBuffer = 1u << 20;
 
-void put_u32(std::string& out, uint32_t v) { out.append(reinterpret_cast<const char*>(&v), sizeof v); }
+void put_u32(std::string& out, uint32_t v) {
+  out.append(reinterpret_cast<const char*>(&v), sizeof v);
+}
 
 void put_string(std::string& out, const std::string& s) {
   put_u32(out, static_cast<uint32_t>(s.size()));
@@ -81,7 +83,9 @@ class Walker {
         if (n < 0) return fail_errno("readlink " + e.path);
         e.target.resize(static_cast<size_t>(n));
       }
-      if (S_ISREG(e.st.st_mode) || S_ISDIR(e.st.st_mode)) e.xattrs = user_xattrs(dir_fd, name, e.path);
+      if (S_ISREG(e.st.st_mode) || S_ISDIR(e.st.st_mode)) {
+        e.xattrs = user_xattrs(dir_fd, name, e.path);
+      }
       if (S_ISREG(e.st.st_mode)) e.id = id_of_(e.st.st_ino);
       BKP_TRY_VOID(visit_(dir_fd, name, e));
       if (S_ISDIR(e.st.st_mode)) {
@@ -152,15 +156,16 @@ Result<bool> NameReader::need(size_t n) {
 }
 
 Result<bool> NameReader::next(CutEntry& e) {
+  auto torn = [] { return fail(EIO, "the names of the cut end in a torn record"); };
   auto u32 = [&]() -> Result<uint32_t> {
-    if (!BKP_TRY(need(sizeof(uint32_t)))) return fail(EIO, "the names of the cut end in a torn record");
+    if (!BKP_TRY(need(sizeof(uint32_t)))) return torn();
     uint32_t v = 0;
     std::memcpy(&v, buf_.data() + pos_, sizeof v);
     pos_ += sizeof v;
     return v;
   };
   auto bytes = [&](void* out, size_t n) -> Result<void> {
-    if (n > 0 && !BKP_TRY(need(n))) return fail(EIO, "the names of the cut end in a torn record");
+    if (n > 0 && !BKP_TRY(need(n))) return torn();
     std::memcpy(out, buf_.data() + pos_, n);
     pos_ += n;
     return {};

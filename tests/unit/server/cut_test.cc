@@ -82,12 +82,16 @@ class CutTest : public ::testing::Test {
     apply(Op{.kind = OpKind::kCreate, .path = path, .id = id, .mode = 0644});
     if (!data.empty()) write(id, 0, data);
   }
-  void mkdir(const std::string& path) { apply(Op{.kind = OpKind::kMkdir, .path = path, .mode = 0755}); }
+  void mkdir(const std::string& path) {
+    apply(Op{.kind = OpKind::kMkdir, .path = path, .mode = 0755});
+  }
   void unlink(const std::string& path) { apply(Op{.kind = OpKind::kUnlink, .path = path}); }
   void rename(const std::string& from, const std::string& to) {
     apply(Op{.kind = OpKind::kRename, .path = from, .target = to});
   }
-  void truncate(uint64_t id, uint64_t size) { apply(Op{.kind = OpKind::kTruncate, .id = id, .size = size}); }
+  void truncate(uint64_t id, uint64_t size) {
+    apply(Op{.kind = OpKind::kTruncate, .id = id, .size = size});
+  }
   void punch(uint64_t id, uint64_t offset, uint64_t length) {
     apply(Op{.kind = OpKind::kPunch, .id = id, .size = length, .offset = offset});
   }
@@ -114,8 +118,8 @@ class CutTest : public ::testing::Test {
     return to;
   }
 
-  Result<SnapshotFile> archive(Cut& cut, const std::string& id, const ArchiveOptions& options = {}) {
-    return write_snapshot(cut, dir_.sub("snaps"), id, options);
+  Result<SnapshotFile> archive(Cut& cut, const std::string& id) {
+    return write_snapshot(cut, dir_.sub("snaps"), id, ArchiveOptions{});
   }
 
   // The archive's tree, extracted as a restore does.
@@ -143,7 +147,9 @@ class CutTest : public ::testing::Test {
 
 TEST_F(CutTest, AnArchiveIsTheTreeAtTheCutWhateverChangesAfterIt) {
   mkdir("a");
-  for (int i = 0; i < 5; ++i) create("a/f" + std::to_string(i), 10 + i, "early " + std::to_string(i));
+  for (int i = 0; i < 5; ++i) {
+    create("a/f" + std::to_string(i), 10 + i, "early " + std::to_string(i));
+  }
   mkdir("z");
   create("z/over", 1, bytes(3 * kMiB, 1));
   create("z/trunc", 2, bytes(2 * kMiB, 2));
@@ -250,7 +256,8 @@ TEST_F(CutTest, OnlyWhatChangesIsKept) {
   EXPECT_FALSE(cut->failure());
 
   std::string db_old = "old-" + std::to_string(db.st_ino);
-  EXPECT_EQ(kept(), (std::vector<std::string>{"gone-" + std::to_string(tmp.st_ino), "names", db_old}));
+  EXPECT_EQ(kept(),
+            (std::vector<std::string>{"gone-" + std::to_string(tmp.st_ino), "names", db_old}));
   struct stat old{};
   ASSERT_EQ(::stat((scratch() + "/" + db_old).c_str(), &old), 0);
   EXPECT_LE(old.st_blocks * 512, 16 * 1024) << "a 4 KiB write kept more than a block or two";
@@ -270,7 +277,8 @@ TEST_F(CutTest, ACutThatCannotKeepFailsTheArchiveNotTheApply) {
   EXPECT_EQ(testutil::read_file(mirror() + "/f").value_or("").substr(0, 7), "changed");
   auto failure = cut->failure();
   ASSERT_TRUE(failure);
-  EXPECT_NE(failure->message.find("cannot keep the old bytes"), std::string::npos) << failure->message;
+  EXPECT_NE(failure->message.find("cannot keep the old bytes"), std::string::npos)
+      << failure->message;
   auto snap = archive(*cut, "20261130T000000.000Z");
   ASSERT_FALSE(snap);
   EXPECT_NE(snap.error().message.find("cannot keep"), std::string::npos) << snap.error().message;
