@@ -1,15 +1,17 @@
 // A scheduled run (see backup_run.h for the outcomes and the cut).
 //
-// Why hold the volume mutex for the whole archive instead of copying or freezing the mirror:
-// the mirror is only changed by its node session, one frame at a time under that mutex, so
-// holding it is the cheapest possible freeze (no copy, no filesystem snapshot support needed)
-// and it stops exactly one writer. The node's next batch waits in TCP buffers meanwhile and
-// nothing is lost; acks resume when the archive is done. Replicas keep shipping: they read the
-// mirror through ids/ without the mutex.
+// Why a Cut rather than holding the volume mutex for the whole archive (as runs did until issue
+// 12): the mirror is only changed by its node session, one frame at a time under that mutex, so
+// holding it was the cheapest freeze, but it stopped that node's acks for the whole archive: a
+// run of minutes made the node give up waiting and resend whole batches. The mutex is now held
+// for the walk of the names only; the applier, told of every change by the Cut, keeps the old
+// bytes the archive still needs. Replicas keep shipping as before: they read the mirror through
+// ids/ without the mutex.
 //
-// Why the changed counts are taken only on success rather than at every cut and put back on
-// failure: putting back cannot survive a crash in the middle of an archive, and a run that
-// never took them has nothing to put back.
+// Why the changed counts are settled only at the end rather than taken at the cut and put
+// back on failure: putting back cannot survive a crash in the middle of an archive, and a run
+// that never took them has nothing to put back. The volume counts what is applied after the
+// cut apart meanwhile (Volume::begin_run_counts).
 //
 // The "changed?" test compares the volume's persistent change counter (incremented for every
 // applied Op/Write, saved with each commit) with the counter stored in the catalog beside the
@@ -24,6 +26,7 @@
 #include <mutex>
 
 #include "common/log.h"
+#include "server/cut.h"
 #include "server/snapshot.h"
 
 namespace bkp::server {
@@ -84,12 +87,16 @@ void read_counts(const Volume& v, Outcome& o) {
   o.changed_files = v.state.run_files;
 }
 
-// The run succeeded up to the cut: the next run counts from here (v.mu held).
-void take_counts(Volume& v) {
-  v.take_run_counts();
+void save_counts(Volume& v) {
   if (auto saved = v.save_state(); !saved) {
     log::warn("volume {}: {}", v.name(), saved.error().message);
   }
+}
+
+// The run succeeded up to the cut: the next run counts from here (v.mu held, no cut running).
+void take_counts(Volume& v) {
+  v.take_run_counts();
+  save_counts(v);
 }
 
 RunRecord make_record(const Volume& v, int64_t run_id, int64_t started_at, const Outcome& o) {
@@ -134,12 +141,33 @@ Outcome run(Volume& v, const Link& link, Catalog& catalog, const RunSettings& se
     return o;
   }
   std::string id = snapshot_id_for(wall_ms());
-  auto snap = write_snapshot(v.applier->tree_fd(), v.snapshots_dir(), id, settings.gzip_level,
-                             &cancel);
+  auto t0 = std::chrono::steady_clock::now();
+  const changes::Applier& applier = *v.applier;
+  auto cut = Cut::take(applier.tree_fd(), applier.ids_fd(),
+                       [&](ino_t ino) { return applier.id_of_inode(ino).value_or(0); },
+                       v.cut_dir());
+  if (!cut) return failed(cut.error().message, o);
+  v.applier->set_observer(cut->get());
+  v.begin_run_counts();
+  lock.unlock();
+  log::info("volume {}: snapshot {} cut at change {}: {} entries, {} files, in {} ms; ingest goes "
+            "on while it is archived",
+            v.name(), id, counter, (*cut)->entries(), (*cut)->files(),
+            std::chrono::duration_cast<std::chrono::milliseconds>(
+                std::chrono::steady_clock::now() - t0)
+                .count());
+
+  auto snap = write_snapshot(**cut, v.snapshots_dir(), id,
+                             ArchiveOptions{settings.gzip_level, &cancel, settings.entry_delay});
+  (*cut)->close();
+  lock.lock();
+  v.applier->set_observer(nullptr);
   // Once the archive is safe under its final name the counts are its; even if cataloguing it
   // fails below, startup recovery adopts the file.
-  if (snap) take_counts(v);
+  v.end_run_counts(snap ? Volume::RunEnd::kSucceeded : Volume::RunEnd::kFailed);
+  if (snap && !v.in_batch()) save_counts(v);  // else the batch's commit saves them
   lock.unlock();
+  cut->reset();  // deletes what it kept, without the mutex
   if (!snap) {
     if (snap.error().code == ECANCELED && cancel) return failed(cancel_text(reason), o);
     return failed(snap.error().message, o);

@@ -8,18 +8,22 @@
 //   written    a new snapshot holds the mirror exactly as one commit left it.
 //
 // The cut: the run takes the volume's mutex, waits (on Volume::batch_done) until no batch is
-// half applied, and keeps the mutex for the whole archive, so the node session of that volume
-// pauses before its next frame and every other volume keeps ingesting. The archive is written by
-// write_snapshot (temporary name, fsync, rename, fsync dir), then the directory is rotated to
-// the newest `keep` snapshots and the catalog marks the rotated ones deleted.
+// half applied, takes a Cut (server/cut.h: a walk of the mirror's names, and the Cut set as the
+// applier's observer) and lets the mutex go: the node session applies its next frame at once,
+// and the Cut keeps by copy-before-write whatever the archive still needs. The archive is
+// written from the Cut by write_snapshot (temporary name, fsync, rename, fsync dir), then the
+// directory is rotated to the newest `keep` snapshots and the catalog marks the rotated ones
+// deleted. The Cut's journal line ("volume V: snapshot ID cut at change N ...") tells when the
+// cut was taken.
 //
 // Changed counts: a run reports the bytes and files applied since the last run that succeeded
-// (written or unchanged). They are read at the cut and taken from the volume (reset) only when
-// the run succeeds, so a failed run hands them on to the next one, and so does a run cut short
-// by a crash: the volume's `state` file still holds them.
+// (written or unchanged), as they were at the cut. A run that succeeds leaves the next one what
+// was applied after its cut; a failed run hands everything on, and so does a run cut short by a
+// crash: the volume's `state` file still holds it all.
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -33,6 +37,8 @@ namespace bkp::server {
 struct RunSettings {
   int gzip_level = 1;
   size_t keep = 10;
+  // Test seam: BACKUPD_TEST_ARCHIVE_DELAY_MS, a pause before each archived entry (snapshot.h).
+  std::chrono::milliseconds entry_delay{0};
 };
 
 // Why a run was cancelled, for its error text.

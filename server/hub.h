@@ -112,8 +112,8 @@ class Hub {
   void remove_volume(const std::string& host, const std::string& path);
   std::vector<std::shared_ptr<Volume>> all_volumes();
   // Every known replica's lag on the volume named `volume_name` (Volume::name()) and its last
-  // error, by replica name. Takes no volume mutex, so it answers while a snapshot run holds the
-  // volume.
+  // error, by replica name. Takes no volume mutex, so it answers while anything holds the volume
+  // (a baseline scan for another replica, a snapshot taking its cut).
   std::vector<ReplicaStatus> replica_lags(const std::string& volume_name);
 
   // Marks the replica connected (EBUSY if it already is), then makes sure every volume has a
@@ -135,8 +135,8 @@ class Hub {
   // Called by the replica's session when the stream has nothing to send and the replica's
   // position was taken on this connection: if the replica now holds exactly the mirror (nothing
   // in flight, the log empty, the mirror between batches), saves its ResumePoint unless it is
-  // the one saved already. Skipped while the volume's mutex is busy (a snapshot run holds it for
-  // minutes): the session calls again at its next idle pass. Session thread only.
+  // the one saved already. Skipped while the volume's mutex is busy (a scan, a snapshot taking its
+  // cut): the session calls again at its next idle pass. Session thread only.
   void note_current(ReplicaStream& stream);
 
  private:

@@ -23,6 +23,7 @@
 #include "common/net/identity.h"
 #include "common/path.h"
 #include "common/unique_fd.h"
+#include "server/cut.h"
 #include "server/snapshot.h"
 
 namespace bkp::server {
@@ -95,6 +96,9 @@ Result<void> Registry::recover() {
 void Registry::reconcile_snapshots(Volume& v) {
   std::string dir = v.snapshots_dir();
   remove_partial_snapshots(dir);
+  if (size_t n = remove_cut_leftovers(v.cut_dir()); n > 0) {
+    log::warn("volume {}: removed {} file(s) an interrupted run kept in {}", v.name(), n, v.cut_dir());
+  }
   auto on_disk = list_snapshots(dir);
   auto known = catalog_.snapshots(v.host(), v.path(), /*include_deleted=*/false);
   if (!on_disk || !known) {

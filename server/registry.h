@@ -79,7 +79,7 @@ struct VolumeView {
 };
 
 // What `status` shows of one registered volume: the list view plus what moves right now. Read
-// without taking the volume's mutex, so it answers while a snapshot run holds the volume.
+// without taking the volume's mutex, so it answers whatever holds the volume.
 struct StatusView {
   VolumeView volume;
   progress::View ingest;             // the node's stream into the mirror (active or the last)

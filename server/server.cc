@@ -103,6 +103,21 @@ Result<void> write_small_file(const std::string& path, const std::string& text,
   return {};
 }
 
+// Test seam: BACKUPD_TEST_ARCHIVE_DELAY_MS=N pauses N ms before each entry a snapshot archives,
+// so a test can keep changing a volume while its archive is written (docs/ARCHITECTURE.md).
+std::chrono::milliseconds archive_delay() {
+  const char* text = std::getenv("BACKUPD_TEST_ARCHIVE_DELAY_MS");
+  unsigned ms = 0;
+  if (text == nullptr ||
+      std::from_chars(text, text + std::strlen(text), ms).ec != std::errc() || ms == 0) {
+    return std::chrono::milliseconds(0);
+  }
+  log::warn("BACKUPD_TEST_ARCHIVE_DELAY_MS={}: every snapshot waits {} ms before each entry "
+            "(a test seam, never for production)",
+            ms, ms);
+  return std::chrono::milliseconds(ms);
+}
+
 // STATE/server-id: 16 hex digits, created once. It tells a node which backupd is attaching.
 Result<uint64_t> load_server_id(const std::string& state_dir) {
   std::string path = state_dir + "/server-id";
@@ -235,7 +250,8 @@ class Server {
       log::error("state directory {}: {}", dir, loaded.error().message);
       return false;
     }
-    RunSettings runs{settings_.snapshot_gzip_level, static_cast<size_t>(settings_.keep_snapshots)};
+    RunSettings runs{settings_.snapshot_gzip_level, static_cast<size_t>(settings_.keep_snapshots),
+                     archive_delay()};
     scheduler_ = std::make_unique<Scheduler>(*catalog_, runs);
     registry_ = std::make_unique<Registry>(hub_, *catalog_, *scheduler_, Dialer{*id, tls_});
     if (auto recovered = registry_->recover(); !recovered) {

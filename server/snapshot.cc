@@ -1,11 +1,13 @@
 // Writing, listing and rotating tgz snapshots (see snapshot.h).
 //
-// The walk is openat/fdopendir based and never follows a symlink, like every other tree walk
-// in backupd. The archive starts with the volume root as "./" so a restore also gets the root's
-// mode, owner and times, and is full pax (not restricted): restricted pax drops sub-second
-// mtimes, and a restore must reproduce mtimes exactly (DESIGN.md invariant 3). Hard links are
-// resolved by libarchive's link resolver (the second name of an inode becomes a hardlink entry
-// without data). File data is streamed in 1 MiB blocks, so memory does not depend on file sizes.
+// Entries come from a Cut's names, in the order its walk found them (depth first, sorted), and
+// a regular file's bytes through the Cut, which gives them as they were at the cut even while
+// the mirror changes. The archive starts with the volume root as "./" so a restore also gets
+// the root's mode, owner and times, and is full pax (not restricted): restricted pax drops
+// sub-second mtimes, and a restore must reproduce mtimes exactly (DESIGN.md invariant 3). Hard
+// links are resolved by libarchive's link resolver (the second name of an inode becomes a
+// hardlink entry without data). File data is streamed in 1 MiB blocks, so memory does not
+// depend on file sizes.
 #include "server/snapshot.h"
 
 #include <archive.h>
@@ -13,7 +15,6 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
-#include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -22,10 +23,11 @@
 #include <cstring>
 #include <fmt/format.h>
 #include <memory>
+#include <optional>
+#include <thread>
+#include <unordered_set>
 
-#include "common/changes/scan.h"
 #include "common/log.h"
-#include "common/path.h"
 #include "common/unique_fd.h"
 
 namespace bkp::server {
@@ -48,53 +50,16 @@ using EntryPtr = std::unique_ptr<archive_entry, EntryDeleter>;
 
 class Writer {
  public:
-  Writer(archive* a, archive_entry_linkresolver* resolver, const std::atomic<bool>* cancel)
-      : a_(a), resolver_(resolver), cancel_(cancel) {}
+  Writer(archive* a, archive_entry_linkresolver* resolver, Cut& cut, const ArchiveOptions& options)
+      : a_(a), resolver_(resolver), cut_(cut), options_(options) {}
 
-  // A "." entry carries the volume root's own mode, owner, times and xattrs, so a restore
-  // gives the target directory the root's attributes too.
-  Result<void> root(int fd) {
-    struct stat st{};
-    if (fstat(fd, &st) != 0) return fail_errno("stat of the volume root");
-    EntryPtr e(archive_entry_new());
-    archive_entry_copy_stat(e.get(), &st);
-    archive_entry_set_pathname(e.get(), ".");
-    UniqueFd rd(openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    if (rd) add_xattrs(rd.get(), e.get());
-    BKP_TRY(header(e.get()));
-    return {};
-  }
-
-  Result<void> dir(int fd, const std::string& rel) {
-    int rd = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    DIR* d = rd < 0 ? nullptr : fdopendir(rd);
-    if (d == nullptr) {
-      if (rd >= 0) close(rd);
-      return fail_errno("list " + (rel.empty() ? std::string(".") : rel));
-    }
-    std::vector<std::string> names;
-    while (dirent* e = readdir(d)) {
-      std::string_view n = e->d_name;
-      if (n != "." && n != "..") names.emplace_back(n);
-    }
-    closedir(d);
-    std::sort(names.begin(), names.end());  // deterministic archives
-    for (const auto& name : names) BKP_TRY_VOID(entry(fd, rel, name));
-    return {};
-  }
-
-  Result<void> finish() {
-    // Entries the resolver held back (hard links still waiting for more names) go out now.
-    archive_entry* spare = nullptr;
-    archive_entry* held = nullptr;
-    archive_entry_linkify(resolver_, &held, &spare);
-    while (held != nullptr) {
-      BKP_TRY(header(held));
-      archive_entry_free(held);
-      held = nullptr;
-      archive_entry_linkify(resolver_, &held, &spare);
-    }
-    return {};
+  // Every entry of the cut, in the order of its names.
+  Result<void> all() {
+    BKP_TRY_VOID(check_stop());
+    NameReader names = BKP_TRY(cut_.names());
+    CutEntry e;
+    while (BKP_TRY(names.next(e))) BKP_TRY_VOID(entry(e));
+    return finish();
   }
 
   // SnapshotFile::warnings.
@@ -139,45 +104,39 @@ class Writer {
     return true;
   }
 
-
-  Result<void> entry(int dir_fd, const std::string& parent, const std::string& name) {
-    BKP_TRY_VOID(check_cancel());
-    struct stat st{};
-    std::string rel = join_rel(parent, name);
-    if (fstatat(dir_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return fail_errno("stat " + rel);
-    if (S_ISSOCK(st.st_mode)) {
-      sockets_.push_back(rel);
+  // The root is "." and carries the volume root's own mode, owner, times and xattrs, so a
+  // restore gives the target directory the root's attributes too. A directory the format
+  // refused still has entries it can hold: they follow as entries of their own.
+  Result<void> entry(const CutEntry& c) {
+    BKP_TRY_VOID(pause());
+    BKP_TRY_VOID(check_stop());
+    if (S_ISSOCK(c.st.st_mode)) {
+      sockets_.push_back(c.path);
       return {};
     }
     EntryPtr e(archive_entry_new());
-    archive_entry_copy_stat(e.get(), &st);
-    archive_entry_set_pathname(e.get(), rel.c_str());
-    UniqueFd fd;
-    if (S_ISLNK(st.st_mode)) {
-      std::string target(static_cast<size_t>(st.st_size) + 1, '\0');
-      ssize_t n = readlinkat(dir_fd, name.c_str(), target.data(), target.size());
-      if (n < 0) return fail_errno("readlink " + rel);
-      target.resize(static_cast<size_t>(n));
-      archive_entry_set_symlink(e.get(), target.c_str());
-    } else if (S_ISREG(st.st_mode) || S_ISDIR(st.st_mode)) {
-      int flags = O_RDONLY | O_NOFOLLOW | O_CLOEXEC | (S_ISDIR(st.st_mode) ? O_DIRECTORY : 0);
-      fd.reset(openat(dir_fd, name.c_str(), flags));
-      if (!fd) return fail_errno("open " + rel);
-      add_xattrs(fd.get(), e.get());
+    archive_entry_copy_stat(e.get(), &c.st);
+    archive_entry_set_pathname(e.get(), c.path.empty() ? "." : c.path.c_str());
+    if (S_ISLNK(c.st.st_mode)) archive_entry_set_symlink(e.get(), c.target.c_str());
+    for (const auto& [name, value] : c.xattrs) {
+      archive_entry_xattr_add_entry(e.get(), name.c_str(), value.data(), value.size());
     }
-    if (S_ISREG(st.st_mode)) {
-      changes::ExtentMap regions;
-      changes::data_regions(fd.get(), static_cast<uint64_t>(st.st_size), regions);
-      sparse_map(regions, e.get());
-      return file(std::move(e), fd.get(), regions, rel);
-    }
-    // A directory the format refused still has entries it can hold.
+    if (S_ISREG(c.st.st_mode)) return file(std::move(e), c);
     BKP_TRY(header(e.get()));
-    if (S_ISDIR(st.st_mode)) BKP_TRY_VOID(dir(fd.get(), rel));
     return {};
   }
 
-  Result<void> file(EntryPtr e, int fd, const changes::ExtentMap& regions, const std::string& rel) {
+  Result<void> file(EntryPtr e, const CutEntry& c) {
+    // A mirror's file has one more link, in ids/: without it the link resolver frees an inode's
+    // entry once all its names are out, and a file with one name never enters it.
+    nlink_t names = c.st.st_nlink - (c.id != 0 && c.st.st_nlink > 1 ? 1 : 0);
+    archive_entry_set_nlink(e.get(), names);
+    std::optional<Cut::File> f;
+    // A later name of an inode already archived becomes a hard link entry without data.
+    if (names == 1 || linked_.insert(c.st.st_ino).second) {
+      f = BKP_TRY(cut_.open(c));
+      sparse_map(f->data, e.get());
+    }
     archive_entry* spare = nullptr;
     archive_entry* entry = e.release();
     archive_entry_linkify(resolver_, &entry, &spare);
@@ -186,13 +145,28 @@ class Writer {
     if (entry != nullptr) {
       EntryPtr owned(entry);
       bool written = BKP_TRY(header(entry));
-      if (written && archive_entry_size(entry) > 0) {
-        BKP_TRY_VOID(data(fd, regions, static_cast<uint64_t>(archive_entry_size(entry)), rel));
+      if (written && f && archive_entry_size(entry) > 0) {
+        BKP_TRY_VOID(data(*f, static_cast<uint64_t>(archive_entry_size(entry)), c.path));
       }
     }
     if (spare != nullptr) {
       EntryPtr owned(spare);
       BKP_TRY(header(spare));
+    }
+    if (f) cut_.archived(f->ino);
+    return {};
+  }
+
+  Result<void> finish() {
+    // Entries the resolver held back (hard links still waiting for more names) go out now.
+    archive_entry* spare = nullptr;
+    archive_entry* held = nullptr;
+    archive_entry_linkify(resolver_, &held, &spare);
+    while (held != nullptr) {
+      BKP_TRY(header(held));
+      archive_entry_free(held);
+      held = nullptr;
+      archive_entry_linkify(resolver_, &held, &spare);
     }
     return {};
   }
@@ -211,11 +185,10 @@ class Writer {
     }
   }
 
-  // The file's `size` bytes as its entry announced them: its data `regions` (those of the
-  // entry's sparse map) read from the file, its holes fed as zeros from memory, which the pax
+  // The file's `size` bytes as its entry announced them: its data regions (those of the
+  // entry's sparse map) read through the cut, its holes fed as zeros from memory, which the pax
   // writer skips for a sparse entry (nothing is read, nothing compressed).
-  Result<void> data(int fd, const changes::ExtentMap& regions, uint64_t size,
-                    const std::string& rel) {
+  Result<void> data(Cut::File& f, uint64_t size, const std::string& rel) {
     buf_.resize(kBlock);
     ++files;
     uint64_t at = 0;
@@ -229,43 +202,45 @@ class Writer {
     auto zeros_to = [&](uint64_t end) -> Result<void> {
       static const std::vector<char> zeros(kBlock, 0);
       while (at < end) {
-        BKP_TRY_VOID(check_cancel());
+        BKP_TRY_VOID(check_stop());
         BKP_TRY_VOID(put(zeros.data(), static_cast<size_t>(std::min<uint64_t>(kBlock, end - at))));
       }
       return {};
     };
-    for (const auto& [start, end] : regions.ranges()) {
+    for (const auto& [start, end] : f.data.ranges()) {
       BKP_TRY_VOID(zeros_to(start));
       while (at < end) {
-        BKP_TRY_VOID(check_cancel());
+        BKP_TRY_VOID(check_stop());
         size_t want = static_cast<size_t>(std::min<uint64_t>(kBlock, end - at));
-        ssize_t n = pread(fd, buf_.data(), want, static_cast<off_t>(at));
-        if (n < 0) return fail_errno("read " + rel);
-        if (n == 0) break;  // shorter than it was: the archive pads the entry
-        BKP_TRY_VOID(put(buf_.data(), static_cast<size_t>(n)));
-        data_bytes += static_cast<uint64_t>(n);
+        size_t n = BKP_TRY(cut_.read(f, buf_.data(), want, at).map_error([&](Error e) {
+          return e.wrap("read " + rel);
+        }));
+        if (n == 0) break;
+        BKP_TRY_VOID(put(buf_.data(), n));
+        data_bytes += n;
       }
     }
     return zeros_to(size);
   }
 
-  static void add_xattrs(int fd, archive_entry* e) {
-    char names[4096];
-    ssize_t len = flistxattr(fd, names, sizeof names);
-    for (ssize_t i = 0; i < len;) {
-      const char* name = names + i;
-      i += static_cast<ssize_t>(std::strlen(name)) + 1;
-      if (std::strncmp(name, "user.", 5) != 0) continue;
-      char value[65536];
-      ssize_t vlen = fgetxattr(fd, name, value, sizeof value);
-      if (vlen >= 0) archive_entry_xattr_add_entry(e, name, value, static_cast<size_t>(vlen));
+  // The test seam's pause before an entry, in slices so a cancel is still prompt.
+  Result<void> pause() const {
+    auto left = options_.entry_delay;
+    while (left.count() > 0) {
+      BKP_TRY_VOID(check_stop());
+      auto slice = std::min(left, std::chrono::milliseconds(20));
+      std::this_thread::sleep_for(slice);
+      left -= slice;
     }
+    return {};
   }
 
-  Result<void> check_cancel() const {
-    if (cancel_ != nullptr && cancel_->load(std::memory_order_relaxed)) {
+  // Cancelled, or the cut could not keep something: either way this archive cannot finish.
+  Result<void> check_stop() const {
+    if (options_.cancel != nullptr && options_.cancel->load(std::memory_order_relaxed)) {
       return fail(ECANCELED, "cancelled");
     }
+    if (auto failure = cut_.failure()) return tl::unexpected(*failure);
     return {};
   }
 
@@ -273,7 +248,9 @@ class Writer {
   std::vector<std::string> sockets_;  // skipped, by volume-relative path
   std::vector<std::string> refused_;  // "path (why)"
   archive_entry_linkresolver* resolver_;
-  const std::atomic<bool>* cancel_;
+  Cut& cut_;
+  const ArchiveOptions& options_;
+  std::unordered_set<ino_t> linked_;  // inodes of several names whose data went out
   std::vector<char> buf_;
 };
 
@@ -298,9 +275,8 @@ std::string snapshot_id_for(int64_t unix_ms) {
                      t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec, unix_ms % 1000);
 }
 
-Result<SnapshotFile> write_snapshot(int tree_fd, const std::string& snapshots_dir,
-                                    const std::string& id, int gzip_level,
-                                    const std::atomic<bool>* cancel) {
+Result<SnapshotFile> write_snapshot(Cut& cut, const std::string& snapshots_dir,
+                                    const std::string& id, const ArchiveOptions& options) {
   if (mkdir(snapshots_dir.c_str(), 0750) != 0 && errno != EEXIST) {
     return fail_errno("create " + snapshots_dir);
   }
@@ -320,7 +296,7 @@ Result<SnapshotFile> write_snapshot(int tree_fd, const std::string& snapshots_di
   std::unique_ptr<archive_entry_linkresolver, ResolverDeleter> resolver(
       archive_entry_linkresolver_new());
   archive_entry_linkresolver_set_strategy(resolver.get(), ARCHIVE_FORMAT_TAR_PAX_INTERCHANGE);
-  std::string level = std::to_string(std::clamp(gzip_level, 1, 9));
+  std::string level = std::to_string(std::clamp(options.gzip_level, 1, 9));
   if (archive_write_add_filter_gzip(a.get()) != ARCHIVE_OK ||
       archive_write_set_filter_option(a.get(), "gzip", "compression-level", level.c_str()) !=
           ARCHIVE_OK ||
@@ -329,10 +305,8 @@ Result<SnapshotFile> write_snapshot(int tree_fd, const std::string& snapshots_di
       archive_write_open_fd(a.get(), fd.get()) != ARCHIVE_OK) {
     return cleanup_tmp(Error{EIO, std::string("libarchive setup: ") + archive_error_string(a.get())});
   }
-  Writer writer(a.get(), resolver.get(), cancel);
-  auto walked = writer.root(tree_fd);
-  if (walked) walked = writer.dir(tree_fd, "");
-  if (walked) walked = writer.finish();
+  Writer writer(a.get(), resolver.get(), cut, options);
+  auto walked = writer.all();
   if (!walked) {
     // Without this, freeing the archive closes it, which pads the unfinished entry to its
     // announced size: a cancelled run over a 64 GiB sparse file wrote 64 GiB of zeros first.

@@ -9,16 +9,18 @@
 // Names are UTC timestamps with milliseconds, "20261126T010203.123Z.tgz", so name order is time
 // order; the id of a snapshot is its name without ".tgz".
 //
-// Consistency is the caller's job: it must keep the tree still (backupd holds the volume's
-// mutex at a batch boundary) while write_snapshot() runs.
+// Consistency comes from the Cut (server/cut.h): the archive holds the names and bytes of the
+// tree as they were when the cut was taken, whatever changed in the tree since.
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <string>
 #include <vector>
 
 #include "common/result.h"
+#include "server/cut.h"
 
 namespace bkp::server {
 
@@ -36,15 +38,23 @@ struct SnapshotFile {
 // "20261126T010203.123Z" for a CLOCK_REALTIME instant in milliseconds.
 std::string snapshot_id_for(int64_t unix_ms);
 
-// Archives the tree at tree_fd (an O_RDONLY or O_PATH directory fd) into snapshots_dir/<id>.tgz.
-// Never follows symlinks; keeps hard links, symlinks, fifos, devices, modes, owners, mtimes,
-// user.* xattrs and holes (a sparse map per file with holes: only data regions are stored and
-// nothing in a hole is read); skips sockets and any entry the format refuses, which SnapshotFile::warnings
-// then names (the run is still written). gzip_level 1..9. When cancel is given and becomes true, the write stops at the next
-// entry or 1 MiB block with ECANCELED "cancelled", leaving no file behind.
-Result<SnapshotFile> write_snapshot(int tree_fd, const std::string& snapshots_dir,
-                                    const std::string& id, int gzip_level,
-                                    const std::atomic<bool>* cancel = nullptr);
+struct ArchiveOptions {
+  int gzip_level = 1;  // 1..9
+  // When given and it becomes true, the write stops at the next entry or 1 MiB block with
+  // ECANCELED "cancelled", leaving no file behind.
+  const std::atomic<bool>* cancel = nullptr;
+  // Test seam (backupd's BACKUPD_TEST_ARCHIVE_DELAY_MS): a pause before each entry, so a test
+  // can change the tree while its archive is being written. Zero otherwise.
+  std::chrono::milliseconds entry_delay{0};
+};
+
+// Archives the tree of the cut into snapshots_dir/<id>.tgz. Keeps hard links, symlinks, fifos,
+// devices, modes, owners, mtimes, user.* xattrs and holes (a sparse map per file with holes:
+// only data regions are stored and nothing in a hole is read); skips sockets and any entry the
+// format refuses, which SnapshotFile::warnings then names (the run is still written). Fails
+// with the cut's failure() as soon as it has one (the archive could not be the cut).
+Result<SnapshotFile> write_snapshot(Cut& cut, const std::string& snapshots_dir,
+                                    const std::string& id, const ArchiveOptions& options);
 
 // Snapshots present in the directory, newest first.
 Result<std::vector<SnapshotFile>> list_snapshots(const std::string& snapshots_dir);

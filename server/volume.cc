@@ -121,6 +121,25 @@ Result<void> Volume::save_state() {
   return receiver->save();
 }
 
+namespace {
+
+// Whether key is new to keys (a file not counted yet); past kMaxRunKeys every key is.
+bool first_touch(std::unordered_set<uint64_t>& keys, uint64_t key) {
+  if (keys.size() >= kMaxRunKeys) return true;
+  return keys.insert(key).second;
+}
+
+}  // namespace
+
+void Volume::count(uint64_t key, uint64_t bytes) {
+  state.run_bytes += bytes;
+  if (key != 0 && first_touch(run_keys_, key)) state.run_files += 1;
+  if (after_cut_) {
+    after_cut_->bytes += bytes;
+    if (key != 0 && first_touch(after_cut_->keys, key)) after_cut_->files += 1;
+  }
+}
+
 void Volume::count_op(const wire::Op& op) {
   state.changes += 1;
   uint64_t key = 0;
@@ -146,22 +165,12 @@ void Volume::count_op(const wire::Op& op) {
     default:
       break;
   }
-  if (key == 0) return;
-  if (run_keys_.size() >= kMaxRunKeys) {
-    state.run_files += 1;
-  } else if (run_keys_.insert(key).second) {
-    state.run_files += 1;
-  }
+  count(key, 0);
 }
 
 void Volume::count_write(uint64_t id, uint64_t length) {
   state.changes += 1;
-  state.run_bytes += length;
-  if (run_keys_.size() >= kMaxRunKeys) {
-    state.run_files += 1;
-  } else if (run_keys_.insert(id).second) {
-    state.run_files += 1;
-  }
+  count(id, length);
 }
 
 std::pair<uint64_t, uint64_t> Volume::take_run_counts() {
@@ -170,6 +179,20 @@ std::pair<uint64_t, uint64_t> Volume::take_run_counts() {
   state.run_files = 0;
   run_keys_.clear();
   return out;
+}
+
+std::pair<uint64_t, uint64_t> Volume::begin_run_counts() {
+  after_cut_.emplace();
+  return {state.run_bytes, state.run_files};
+}
+
+void Volume::end_run_counts(RunEnd end) {
+  if (end == RunEnd::kSucceeded && after_cut_) {
+    state.run_bytes = after_cut_->bytes;
+    state.run_files = after_cut_->files;
+    run_keys_ = std::move(after_cut_->keys);
+  }
+  after_cut_.reset();
 }
 
 void Volume::set_node_status(const wire::NodeStatus& status, int64_t now_ms) {

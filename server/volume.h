@@ -4,12 +4,12 @@
 // Lock order (never take an earlier lock while holding a later one):
 //   Hub::mu_  ->  Volume::mu  ->  Replica::mu
 // Volume::mu is held by the node session while it applies one frame (and records it into every
-// sink), by a baseline scan of the mirror for a replica, and by a scheduled run for the whole
-// time it archives the mirror (at a batch boundary: in_batch() false), which is what makes a
-// snapshot one consistent cut. It is never held across network I/O, so a slow replica cannot
-// slow a node; a node only pauses between batches while its volume is being archived.
-// Catalog's mutex and Volume's status mutex are leaves: taken under Volume::mu, never the
-// reverse.
+// sink), by a baseline scan of the mirror for a replica, and by a scheduled run while it takes
+// its cut (at a batch boundary: in_batch() false; a walk of the mirror's names, server/cut.h),
+// which is what makes a snapshot one consistent cut; the archive itself is written without it.
+// It is never held across network I/O, so a slow replica cannot slow a node.
+// Catalog's mutex, Volume's status mutex and a Cut's mutex are leaves: taken under Volume::mu,
+// never the reverse.
 #pragma once
 
 #include <atomic>
@@ -82,8 +82,8 @@ class Notifier {
 
 class Volume;
 
-// What one replica still lacks of a volume (Hub::replica_lags), readable while a snapshot run
-// holds the volume's mutex.
+// What one replica still lacks of a volume (Hub::replica_lags), readable without the volume's
+// mutex.
 struct ReplicaLag {
   std::string replica;
   bool connected = false;
@@ -139,6 +139,8 @@ class Volume {
   // The volume directory: mirror/, ids/, snapshots/, replicas/, state, stats.
   const std::string& dir() const { return dir_; }
   std::string snapshots_dir() const { return dir_ + "/snapshots"; }
+  // The running snapshot's scratch area (server/cut.h): its names and the old bytes it keeps.
+  std::string cut_dir() const { return dir_ + "/cut"; }
 
   std::mutex mu;
   // Everything below is guarded by mu.
@@ -161,6 +163,13 @@ class Volume {
   void count_write(uint64_t id, uint64_t length);
   // Returns {run_bytes, run_files} and starts counting the next run from zero (mu held).
   std::pair<uint64_t, uint64_t> take_run_counts();
+  // A run took its cut and lets ingest go on (mu held): returns {run_bytes, run_files} at the
+  // cut, and from now on also counts what is applied after it, apart.
+  std::pair<uint64_t, uint64_t> begin_run_counts();
+  // That run ended (mu held). Succeeded: the next run counts what was applied after the cut.
+  // Failed: it counts everything since the last run that succeeded, as if there were no cut.
+  enum class RunEnd { kSucceeded, kFailed };
+  void end_run_counts(RunEnd end);
 
   // Records one applied operation / write into every sink (mu held).
   void fan_out(const wire::Op& op);
@@ -192,11 +201,21 @@ class Volume {
       : host_(std::move(host)), path_(std::move(path)), dir_(std::move(dir)),
         name_(host_ + ":" + path_) {}
 
+  // Counts one applied change of key (0: not a file worth counting) and bytes (mu held).
+  void count(uint64_t key, uint64_t bytes);
+
   std::string host_, path_, dir_, name_;
   // Keys (file id, or a hash of the path for entries named only by path) of what was touched
   // since the previous run, guarded by mu. Bounded: past kMaxRunKeys, files are counted
   // without deduplication.
   std::unordered_set<uint64_t> run_keys_;
+  // What was applied since the cut of a run still archiving (begin_run_counts), guarded by mu.
+  struct AfterCut {
+    uint64_t bytes = 0;
+    uint64_t files = 0;
+    std::unordered_set<uint64_t> keys;  // bounded like run_keys_
+  };
+  std::optional<AfterCut> after_cut_;
   mutable std::mutex status_mu_;
   std::optional<NodeStatusSample> status_;  // guarded by status_mu_
 };

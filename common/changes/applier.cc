@@ -110,6 +110,7 @@ struct Applier::Impl {
   mutable std::mutex ctimes_mu;
   std::unordered_map<uint64_t, int64_t> ctimes;
   UniqueFd ctimes_fd;                            // ids/ctimes, O_APPEND
+  ApplyObserver* observer = nullptr;             // told before a file's bytes or id link go
 
   struct Where {
     UniqueFd dir;      // O_PATH parent directory
@@ -133,6 +134,16 @@ struct Applier::Impl {
   }
 
   // ---- ids ---------------------------------------------------------------------------------
+  // Every removal of an id link goes through here, so an observer hears of each one.
+  int unlink_id(const std::string& hex) {
+    if (observer != nullptr) observer->before_unlink_id(ids.get(), hex);
+    return unlinkat(ids.get(), hex.c_str(), 0);
+  }
+
+  void before_change(int fd, uint64_t offset, uint64_t length) {
+    if (observer != nullptr) observer->before_change(fd, offset, length);
+  }
+
   void forget_write_fd(uint64_t id) {
     std::erase_if(write_fds, [id](const auto& e) { return e.first == id; });
   }
@@ -150,7 +161,7 @@ struct Applier::Impl {
         st.st_nlink > 1) {
       return {};
     }
-    if (unlinkat(ids.get(), hex.c_str(), 0) != 0 && errno != ENOENT) {
+    if (unlink_id(hex) != 0 && errno != ENOENT) {
       return sys_error(errno, "unlink ids/" + hex);
     }
     forget_write_fd(it->second);
@@ -269,7 +280,7 @@ struct Applier::Impl {
       struct stat st{};
       if (fstatat(ids.get(), hex.c_str(), &st, kNoFollow) == 0 && st.st_ino == ino) break;
       id_by_ino.erase(st.st_ino);
-      if (unlinkat(ids.get(), hex.c_str(), 0) != 0) return sys_error(errno, "unlink ids/" + hex);
+      if (unlink_id(hex) != 0) return sys_error(errno, "unlink ids/" + hex);
     }
     forget_write_fd(id);
     id_by_ino[ino] = id;
@@ -371,6 +382,7 @@ struct Applier::Impl {
           id_of(st.st_ino) == op.id) {  // replay: the path already is this file
         fd.reset(openat(w.dir.get(), name, O_WRONLY | O_NOFOLLOW | O_CLOEXEC));
         if (!fd) return sys_error(errno);
+        before_change(fd.get(), 0, ApplyObserver::kToEnd);
         if (ftruncate(fd.get(), 0) != 0) return sys_error(errno, "truncate");
       } else {
         BKP_TRY_VOID(remove_entry(w.dir.get(), w.name));
@@ -525,6 +537,7 @@ struct Applier::Impl {
     int fd = BKP_TRY(write_fd(op.id));
     if (fd < 0) return {};  // removed later in the stream
     BKP_TRY_VOID(forget_ctime(op.id));
+    before_change(fd, op.size, ApplyObserver::kToEnd);
     if (ftruncate(fd, static_cast<off_t>(op.size)) != 0) return sys_error(errno);
     return {};
   }
@@ -535,6 +548,7 @@ struct Applier::Impl {
     if (fd < 0) return {};  // removed later in the stream
     BKP_TRY_VOID(forget_ctime(op.id));
     auto offset = static_cast<off_t>(op.offset), length = static_cast<off_t>(op.size);
+    before_change(fd, op.offset, op.size);
     if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length) == 0) return {};
     if (errno != EOPNOTSUPP) return sys_error(errno, "punch a hole");
     std::vector<char> zeros(static_cast<size_t>(std::min<off_t>(length, 1 << 20)), 0);
@@ -641,7 +655,7 @@ struct Applier::Impl {
         id_by_ino[st.st_ino] = *id;
         continue;
       }
-      if (unlinkat(ids.get(), name.c_str(), 0) != 0 && errno != ENOENT) {
+      if (unlink_id(name) != 0 && errno != ENOENT) {
         return sys_error(errno, "unlink ids/" + name);
       }
       if (ctimes_fd) BKP_TRY_VOID(forget_ctime(*id));
@@ -771,6 +785,7 @@ Result<void> Applier::write(const wire::Write& w) {
   int fd = BKP_TRY(impl_->write_fd(w.id).map_error([&](Error e) { return e.wrap(context()); }));
   if (fd < 0) return {};  // removed later in the stream
   BKP_TRY_VOID(impl_->forget_ctime(w.id).map_error([&](Error e) { return e.wrap(context()); }));
+  impl_->before_change(fd, w.offset, w.data.size());
   size_t done = 0;
   while (done < w.data.size()) {
     ssize_t n = pwrite(fd, w.data.data() + done, w.data.size() - done,
@@ -806,6 +821,10 @@ int64_t Applier::source_ctime(uint64_t id) const {
 }
 
 int Applier::tree_fd() const { return impl_->tree.get(); }
+
+int Applier::ids_fd() const { return impl_->ids.get(); }
+
+void Applier::set_observer(ApplyObserver* observer) { impl_->observer = observer; }
 
 bool Applier::syncing() const { return impl_->syncing; }
 

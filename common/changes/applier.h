@@ -26,6 +26,11 @@
 // truncate) or the file goes. A reconcile compares it with the source's ctime now
 // (common/changes/scan.h): equal means the content here is the source's.
 //
+// Observer: an ApplyObserver (set_observer) is told, on the applying thread, before a regular
+// file's bytes change and before an id link goes, so a snapshot being written from an earlier
+// cut can keep what it still has to read (server/cut.h). The applier never waits for it and
+// never fails because of it.
+//
 // Not thread-safe: the owner serializes calls (backupd holds the volume's mutex), except
 // open_id() and source_ctime(), which may be called from another thread.
 #pragma once
@@ -46,6 +51,21 @@
 #include "common/wire/messages.h"
 
 namespace bkp::changes {
+
+// What an Applier tells before it changes a file a reader may still need as it was. Both calls
+// come from the applying thread, before the change; they must not throw and cannot stop it.
+class ApplyObserver {
+ public:
+  static constexpr uint64_t kToEnd = UINT64_MAX;
+
+  virtual ~ApplyObserver() = default;
+  // The bytes [offset, offset + length) of the regular file open at fd (maybe O_WRONLY) are
+  // about to change: written, punched, or cut off (length kToEnd: everything from offset on).
+  virtual void before_change(int fd, uint64_t offset, uint64_t length) noexcept = 0;
+  // The id link ids_dir/name of a regular file is about to be removed or replaced: the file
+  // may have no other name left, and its id will no longer lead to it.
+  virtual void before_unlink_id(int ids_dir, const std::string& name) noexcept = 0;
+};
 
 class Applier {
  public:
@@ -70,6 +90,11 @@ class Applier {
   // The source ctime this id's content is known to match; 0 when unknown.
   int64_t source_ctime(uint64_t id) const;
   int tree_fd() const;
+  // The ids/ directory (O_RDONLY): files by id, for readers of a cut of this tree.
+  int ids_fd() const;
+  // Tells observer (nullptr: nobody) about every later change it must know of. The observer
+  // must outlive its registration; the owner serializes this with the other calls.
+  void set_observer(ApplyObserver* observer);
   // True between a kSyncBegin and its kSyncEnd (a baseline is being applied).
   bool syncing() const;
 

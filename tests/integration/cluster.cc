@@ -178,7 +178,7 @@ void ClusterTest::stop_watchdog() {
                                                  address(port), "--port-file", port_file_,
                                                  "--control-socket", control_socket()});
   argv.insert(argv.end(), backupd_args.begin(), backupd_args.end());
-  backupd_ = std::make_unique<Daemon>("backupd", argv, logs_ + "/backupd.log");
+  backupd_ = std::make_unique<Daemon>("backupd", argv, logs_ + "/backupd.log", backupd_env);
   std::optional<uint16_t> got;
   wait_until(
       [&] {

@@ -163,8 +163,9 @@ class ClusterTest : public ::testing::Test {
   std::string backupfs_binary;
   // Further flags for backupd (start_server) and backupfs (mount_source).
   std::vector<std::string> backupd_args, backupfs_args;
-  // "NAME=VALUE" entries added to backupfs's environment (mount_source), e.g. a failpoint.
-  std::vector<std::string> backupfs_env;
+  // "NAME=VALUE" entries added to backupfs's environment (mount_source), e.g. a failpoint,
+  // and to backupd's (start_server), e.g. BACKUPD_TEST_ARCHIVE_DELAY_MS.
+  std::vector<std::string> backupfs_env, backupd_env;
   // backupfs --host of mount_source(), so the volume's name: where its mirror and replicas are
   // (volume_dir(), replica()) and what the ControlTest helpers ask backupd about.
   std::string node_name = kHost;

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "tests/testutil/temp_dir.h"
+#include "tests/testutil/write_of.h"
 
 namespace bkp::changes {
 namespace {
@@ -43,10 +44,7 @@ class ApplierTest : public ::testing::Test {
     return op;
   }
   static void write(Applier& a, uint64_t id, const std::string& data) {
-    wire::Write w;
-    w.id = id;
-    w.data = std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(data.data()), data.size());
-    ASSERT_TRUE(a.write(w));
+    ASSERT_TRUE(a.write(testutil::write_of(id, 0, data)));
   }
 
   testutil::TempDir dir_{"bkp-applier"};

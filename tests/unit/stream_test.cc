@@ -33,6 +33,7 @@
 #include "common/stream/reconcile.h"
 #include "common/stream/sender.h"
 #include "tests/testutil/temp_dir.h"
+#include "tests/testutil/write_of.h"
 #include "tests/testutil/tree_compare.h"
 
 namespace bkp::stream {
@@ -78,11 +79,7 @@ class Source {
     if (o.kind == OpKind::kMkdir) dir_attr(o.path);  // creation ops carry no times
   }
   void write(uint64_t id, uint64_t offset, const std::string& data) {
-    wire::Write w;
-    w.id = id;
-    w.offset = offset;
-    w.data = std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(data.data()), data.size());
-    auto r = applier_->write(w);
+    auto r = applier_->write(testutil::write_of(id, offset, data));
     ASSERT_TRUE(r) << r.error().message;
     log_.write({id, ""}, offset, data.size());
   }
@@ -411,10 +408,7 @@ class ReceiverTest : public ::testing::Test {
   }
   void apply(const Op& o) { ASSERT_TRUE(receiver_->apply(o)); }
   void write(uint64_t id, const std::string& data) {
-    wire::Write w;
-    w.id = id;
-    w.data = std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(data.data()), data.size());
-    ASSERT_TRUE(receiver_->write(w));
+    ASSERT_TRUE(receiver_->write(testutil::write_of(id, 0, data)));
   }
   void commit(uint64_t n) { ASSERT_TRUE(receiver_->commit(wire::Commit{n})); }
 

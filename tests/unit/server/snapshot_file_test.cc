@@ -34,6 +34,13 @@ void make_socket(const std::string& path) {
   ASSERT_EQ(::bind(s.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0) << path;
 }
 
+// Archives the still tree at root into dir/snaps through a cut (no applier: files by path).
+Result<SnapshotFile> archive_tree(int root, const testutil::TempDir& dir, const std::string& id) {
+  auto cut = Cut::take(root, -1, [](ino_t) { return uint64_t{0}; }, dir.sub("cut"));
+  if (!cut) return tl::unexpected(cut.error());
+  return write_snapshot(**cut, dir.sub("snaps"), id, ArchiveOptions{});
+}
+
 // Entry names of a .tgz, with their file types.
 std::set<std::string> entries(const std::string& tgz) {
   std::set<std::string> out;
@@ -67,7 +74,7 @@ TEST(SnapshotFileTest, SocketsAreSkippedAndNamedEverythingElseIsArchived) {
   UniqueFd root(::open(tree.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   ASSERT_TRUE(root);
 
-  auto snap = write_snapshot(root.get(), dir.sub("snaps"), "20261130T000000.000Z", 1);
+  auto snap = archive_tree(root.get(), dir, "20261130T000000.000Z");
   ASSERT_TRUE(snap) << snap.error().message;
   EXPECT_EQ(snap->files, 1u);
   EXPECT_NE(snap->warnings.find("2 sockets not archived"), std::string::npos) << snap->warnings;
@@ -78,7 +85,7 @@ TEST(SnapshotFileTest, SocketsAreSkippedAndNamedEverythingElseIsArchived) {
   // Nothing to warn about: no warnings.
   ASSERT_EQ(::unlink((tree + "/s").c_str()), 0);
   ASSERT_EQ(::unlink((tree + "/d/s2").c_str()), 0);
-  auto clean = write_snapshot(root.get(), dir.sub("snaps"), "20261130T000001.000Z", 1);
+  auto clean = archive_tree(root.get(), dir, "20261130T000001.000Z");
   ASSERT_TRUE(clean) << clean.error().message;
   EXPECT_EQ(clean->warnings, "");
 }
@@ -98,7 +105,7 @@ TEST(SnapshotFileTest, HolesStayHoles) {
   ASSERT_EQ(::link((tree + "/big").c_str(), (tree + "/big2").c_str()), 0);
   UniqueFd root(::open(tree.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   ASSERT_TRUE(root);
-  auto snap = write_snapshot(root.get(), dir.sub("snaps"), "20261130T000000.000Z", 1);
+  auto snap = archive_tree(root.get(), dir, "20261130T000000.000Z");
   ASSERT_TRUE(snap) << snap.error().message;
   EXPECT_LT(snap->bytes, 1u << 20) << "the holes were stored as zeros";
 
