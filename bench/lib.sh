@@ -111,23 +111,54 @@ kill9_pid() {
   ! alive "$1"
 }
 
-hwm_kib() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
+# proc_tree PID...: sets PROC_TREE to the PIDs and all their live descendants. A daemon's figures
+# are its whole process tree's: `backupfs DIR` is a keeper (fs/keeper.h) that only holds the mount
+# while a worker child serves it, so the keeper's own counters stay near zero. Reads
+# /proc/PID/task/TID/children (CONFIG_PROC_CHILDREN); a process that exits meanwhile drops out.
+proc_tree() {
+  local i t
+  local -a kids
+  PROC_TREE=("$@")
+  for ((i = 0; i < ${#PROC_TREE[@]}; i++)); do
+    for t in /proc/"${PROC_TREE[i]}"/task/*/children; do
+      kids=()
+      read -ra kids 2>/dev/null <"$t" || true  # one line, no newline at its end
+      PROC_TREE+=("${kids[@]}")
+    done
+  done
+}
 
-# cpu_s PID...: utime+stime of the processes (all threads) in seconds, summed.
+# proc_sum FILE FIELD PID...: FIELD of /proc/P/FILE (a file of "Field: N" lines: status, io)
+# summed over the processes' trees. For io the kernel has already added a reaped child's counters
+# to its parent's. Summed peaks (status VmHWM) bound the tree's peak from above; the keeper's
+# part is a few MiB, mostly shared library pages that its worker maps too.
+proc_sum() {
+  local file=$1 k=$2 pid n=0 v
+  shift 2
+  proc_tree "$@"
+  for pid in "${PROC_TREE[@]}"; do
+    v=$(awk -v k="$k:" '$1 == k { print $2 }' "/proc/$pid/$file" 2>/dev/null) || true
+    n=$((n + ${v:-0}))
+  done
+  echo "$n"
+}
+hwm_kib() { proc_sum status VmHWM "$1"; }
+io_of() { proc_sum io "$2" "$1"; }  # PID FIELD: one counter of /proc/PID/io (rchar, read_bytes, ...)
+
+# cpu_s PID...: CPU seconds (utime+stime, all threads) of the processes' trees, plus what their
+# reaped children used (cutime+cstime): a keeper's worker that exited still counts.
 CLK_TCK=$(getconf CLK_TCK)
 cpu_s() {
   local pid line ticks=0
   local -a f
-  for pid; do
+  proc_tree "$@"
+  for pid in "${PROC_TREE[@]}"; do
     read -r line 2>/dev/null <"/proc/$pid/stat" || continue
     read -ra f <<<"${line##*) }"
-    ticks=$((ticks + f[11] + f[12]))
+    ticks=$((ticks + f[11] + f[12] + f[13] + f[14]))
   done
   calc "$ticks / $CLK_TCK"
 }
-
-# io_of PID FIELD: one counter of /proc/PID/io (rchar, read_bytes, ...)
-io_of() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/io"; }
 
 # Peak RSS of a daemon, recorded as rss.<proc>.<context> (MiB), just before it is stopped.
 record_hwm() {  # proc context pid
