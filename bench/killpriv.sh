@@ -10,37 +10,33 @@
 #   fsync      2000 pwrites of 4 KiB, each followed by fsync (a database-like writer)
 #   4k         20000 pwrites of 4 KiB, no fsync (the request path alone)
 #   1m         512 pwrites of 1 MiB (large writes: read(2) of requests versus splice)
-# and, with the fuse_request_send tracepoint, the FUSE requests of 100 fsync'd 4 KiB writes by
-# user 65534 (GETXATTR is the round trip KILLPRIV_V2 removes). Prints every run and the medians.
+# and, with the fuse_request_send tracepoint (lib.sh fuse_trace_*: a tracing instance of its own,
+# this mount's connection only), the FUSE requests of 100 fsync'd 4 KiB writes by user 65534
+# (GETXATTR is the round trip KILLPRIV_V2 removes). Prints every run and the medians.
 # Leaves no mount behind: each mount is unmounted and its backupfs waited for, by PID.
 set -euo pipefail
 
 OLD=${1:?usage: killpriv.sh OLD_BACKUPFS NEW_BACKUPFS [ROUNDS]}
 NEW=${2:?usage: killpriv.sh OLD_BACKUPFS NEW_BACKUPFS [ROUNDS]}
 ROUNDS=${3:-5}
+BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 WORK=$(mktemp -d /var/tmp/bkp-killpriv.XXXXXX)
 chmod 711 "$WORK"  # user 65534 writes under it
+source "$BENCH/lib.sh"  # the fuse_request_send counting (fuse_trace_*)
 SRC=$WORK/src
-TRACING=/sys/kernel/tracing
 FS_PID=
-OWN_TRACEFS=
 
 cleanup() {
   if [[ -n $FS_PID ]]; then
     fusermount3 -u "$SRC" 2>/dev/null || true
     wait "$FS_PID" 2>/dev/null || true
   fi
-  [[ -n $OWN_TRACEFS ]] && umount "$OWN_TRACEFS"
+  fuse_trace_close
   rm -rf "$WORK"
 }
 trap cleanup EXIT
 
-if [[ ! -d $TRACING/events/fuse ]]; then
-  OWN_TRACEFS=$WORK/tracefs
-  mkdir -p "$OWN_TRACEFS"
-  mount -t tracefs nodev "$OWN_TRACEFS"
-  TRACING=$OWN_TRACEFS
-fi
+fuse_trace_open 1024 || { echo "killpriv.sh: cannot count requests: $FUSE_TRACE_SKIP" >&2; exit 1; }
 
 mount_fs() {  # BINARY
   rm -rf "$SRC" && mkdir -p "$SRC" "$WORK/state" && chmod 777 "$SRC"
@@ -60,13 +56,11 @@ unmount_fs() {
 # Requests of 100 fsync'd 4 KiB writes by a user without CAP_FSETID, as "OPCODE=N ...".
 count_requests() {
   touch "$SRC/traced" && chmod 666 "$SRC/traced"
-  echo 0 >"$TRACING/tracing_on"; : >"$TRACING/trace"
-  echo 1 >"$TRACING/events/fuse/fuse_request_send/enable"; echo 1 >"$TRACING/tracing_on"
+  fuse_trace_start "$SRC"
   setpriv --reuid=65534 --regid=65534 --clear-groups \
     dd if=/dev/zero of="$SRC/traced" bs=4k count=100 oflag=dsync conv=notrunc status=none
-  echo 0 >"$TRACING/tracing_on"; echo 0 >"$TRACING/events/fuse/fuse_request_send/enable"
-  grep -o "(FUSE_[A-Z_]*)" "$TRACING/trace" | tr -d '()' | sort | uniq -c |
-    awk '{printf "%s=%s ", $2, $1}'
+  fuse_trace_stop
+  fuse_trace_counts | sort | awk '{printf "%s=%s ", $1, $2}'
 }
 
 timed() {  # KIND -> seconds

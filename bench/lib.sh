@@ -111,23 +111,54 @@ kill9_pid() {
   ! alive "$1"
 }
 
-hwm_kib() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
+# proc_tree PID...: sets PROC_TREE to the PIDs and all their live descendants. A daemon's figures
+# are its whole process tree's: `backupfs DIR` is a keeper (fs/keeper.h) that only holds the mount
+# while a worker child serves it, so the keeper's own counters stay near zero. Reads
+# /proc/PID/task/TID/children (CONFIG_PROC_CHILDREN); a process that exits meanwhile drops out.
+proc_tree() {
+  local i t
+  local -a kids
+  PROC_TREE=("$@")
+  for ((i = 0; i < ${#PROC_TREE[@]}; i++)); do
+    for t in /proc/"${PROC_TREE[i]}"/task/*/children; do
+      kids=()
+      read -ra kids 2>/dev/null <"$t" || true  # one line, no newline at its end
+      PROC_TREE+=("${kids[@]}")
+    done
+  done
+}
 
-# cpu_s PID...: utime+stime of the processes (all threads) in seconds, summed.
+# proc_sum FILE FIELD PID...: FIELD of /proc/P/FILE (a file of "Field: N" lines: status, io)
+# summed over the processes' trees. For io the kernel has already added a reaped child's counters
+# to its parent's. Summed peaks (status VmHWM) bound the tree's peak from above; the keeper's
+# part is a few MiB, mostly shared library pages that its worker maps too.
+proc_sum() {
+  local file=$1 k=$2 pid n=0 v
+  shift 2
+  proc_tree "$@"
+  for pid in "${PROC_TREE[@]}"; do
+    v=$(awk -v k="$k:" '$1 == k { print $2 }' "/proc/$pid/$file" 2>/dev/null) || true
+    n=$((n + ${v:-0}))
+  done
+  echo "$n"
+}
+hwm_kib() { proc_sum status VmHWM "$1"; }
+io_of() { proc_sum io "$2" "$1"; }  # PID FIELD: one counter of /proc/PID/io (rchar, read_bytes, ...)
+
+# cpu_s PID...: CPU seconds (utime+stime, all threads) of the processes' trees, plus what their
+# reaped children used (cutime+cstime): a keeper's worker that exited still counts.
 CLK_TCK=$(getconf CLK_TCK)
 cpu_s() {
   local pid line ticks=0
   local -a f
-  for pid; do
+  proc_tree "$@"
+  for pid in "${PROC_TREE[@]}"; do
     read -r line 2>/dev/null <"/proc/$pid/stat" || continue
     read -ra f <<<"${line##*) }"
-    ticks=$((ticks + f[11] + f[12]))
+    ticks=$((ticks + f[11] + f[12] + f[13] + f[14]))
   done
   calc "$ticks / $CLK_TCK"
 }
-
-# io_of PID FIELD: one counter of /proc/PID/io (rchar, read_bytes, ...)
-io_of() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/io"; }
 
 # Peak RSS of a daemon, recorded as rss.<proc>.<context> (MiB), just before it is stopped.
 record_hwm() {  # proc context pid
@@ -207,6 +238,100 @@ tmpfs_mount() {
   BENCH_BINDS+=("$1")
 }
 
+# --- FUSE requests, counted by the kernel --------------------------------------------------------
+#
+# The fuse:fuse_request_send tracepoint fires once for every request the kernel queues for a FUSE
+# daemon, with its opcode. We count in a tracing instance of our own (instances/bkp-bench-PID:
+# its own ring buffer and event switches, so another user of the global trace is neither
+# disturbed nor counted) with a filter on one connection (the mount's device number), so another
+# FUSE mount on the machine (a test run, a fault run) does not leak into the count either. This
+# kernel has no hist triggers, so the events go through the ring buffer and are counted from its
+# text; the buffer is sized by the caller, and a count that lost events is refused, never
+# reported short.
+#
+#   fuse_trace_open KIB || record_skip ... "$FUSE_TRACE_SKIP"   once (KIB: buffer per CPU)
+#   fuse_trace_start MOUNTPOINT; <the workload>; fuse_trace_stop
+#   fuse_trace_counts   -> "FUSE_OPCODE COUNT" lines, most frequent first
+#   fuse_trace_close    (cleanup_all calls it too)
+
+FUSE_TRACE=       # the instance directory while open
+FUSE_TRACE_MNT=   # a tracefs we mounted ourselves, if the system had none
+FUSE_TRACE_SKIP=  # why tracing is not available
+
+fuse_trace_open() {  # KIB
+  local root=/sys/kernel/tracing
+  FUSE_TRACE_SKIP=
+  if [[ ! -e $root/trace ]]; then
+    FUSE_TRACE_MNT=$WORK/tracefs
+    mkdir -p "$FUSE_TRACE_MNT"
+    if ! mount -t tracefs nodev "$FUSE_TRACE_MNT" 2>/dev/null; then
+      FUSE_TRACE_MNT=
+      FUSE_TRACE_SKIP="tracefs is not mounted and cannot be mounted"
+      return 1
+    fi
+    root=$FUSE_TRACE_MNT
+  fi
+  if [[ ! -d $root/events/fuse/fuse_request_send ]]; then
+    FUSE_TRACE_SKIP="no fuse:fuse_request_send tracepoint in this kernel"
+  elif ! mkdir "$root/instances/bkp-bench-$$" 2>/dev/null; then
+    FUSE_TRACE_SKIP="cannot create a tracing instance under $root/instances"
+  else
+    FUSE_TRACE=$root/instances/bkp-bench-$$
+    echo "$1" >"$FUSE_TRACE/buffer_size_kb" ||
+      FUSE_TRACE_SKIP="cannot size the trace buffer to $1 KiB per CPU"
+  fi
+  [[ -z $FUSE_TRACE_SKIP ]] && return 0
+  fuse_trace_close
+  return 1
+}
+
+# fuse_trace_start MOUNTPOINT: counts that mount's requests from now on (an empty buffer). The
+# tracepoint's connection is the kernel's dev_t of the mount (major << 20 | minor); stat's st_dev
+# is the userspace encoding, decoded here.
+fuse_trace_start() {
+  local dev major minor ev=$FUSE_TRACE/events/fuse/fuse_request_send
+  dev=$(stat -c %d "$1")
+  major=$(((dev >> 8) & 0xfff | (dev >> 32) & ~0xfff))
+  minor=$((dev & 0xff | (dev >> 12) & ~0xff))
+  echo 0 >"$FUSE_TRACE/tracing_on"
+  echo "connection == $((major << 20 | minor))" >"$ev/filter"
+  : >"$FUSE_TRACE/trace"
+  echo 1 >"$ev/enable"
+  echo 1 >"$FUSE_TRACE/tracing_on"
+}
+
+fuse_trace_stop() {
+  echo 0 >"$FUSE_TRACE/tracing_on"
+  echo 0 >"$FUSE_TRACE/events/fuse/fuse_request_send/enable"
+}
+
+# fuse_trace_counts: the requests since fuse_trace_start by opcode, "FUSE_LOOKUP 3071" lines, most
+# frequent first. Returns 1 with FUSE_TRACE_SKIP set if the buffer lost events.
+fuse_trace_counts() {
+  local re='entries-in-buffer/entries-written: ([0-9]+)/([0-9]+)'
+  [[ $(grep -m1 -o 'entries-in-buffer/entries-written: [0-9]*/[0-9]*' "$FUSE_TRACE/trace") =~ $re ]] ||
+    { FUSE_TRACE_SKIP="no entry count in the trace header"; return 1; }
+  if ((BASH_REMATCH[1] != BASH_REMATCH[2])); then
+    FUSE_TRACE_SKIP="the trace buffer lost events (${BASH_REMATCH[1]} of ${BASH_REMATCH[2]} kept)"
+    return 1
+  fi
+  grep -o '(FUSE_[A-Z0-9_]*)' "$FUSE_TRACE/trace" | tr -d '()' | sort | uniq -c | sort -rn |
+    awk '{ print $2, $1 }'
+}
+
+fuse_trace_close() {
+  if [[ -n $FUSE_TRACE ]]; then
+    echo 0 >"$FUSE_TRACE/events/fuse/fuse_request_send/enable" 2>/dev/null || true
+    rmdir "$FUSE_TRACE" 2>/dev/null || log "warning: could not remove the tracing instance $FUSE_TRACE"
+    FUSE_TRACE=
+  fi
+  if [[ -n $FUSE_TRACE_MNT ]]; then
+    umount "$FUSE_TRACE_MNT" 2>/dev/null || umount -l "$FUSE_TRACE_MNT" 2>/dev/null || true
+    FUSE_TRACE_MNT=
+  fi
+  return 0
+}
+
 cleanup_all() {
   local entry i
   for ((i = ${#BENCH_MOUNTS[@]} - 1; i >= 0; i--)); do
@@ -216,6 +341,7 @@ cleanup_all() {
   done
   for ((i = ${#BENCH_BINDS[@]} - 1; i >= 0; i--)); do unbind "${BENCH_BINDS[i]}"; done
   for ((i = ${#BENCH_PIDS[@]} - 1; i >= 0; i--)); do stop_pid "${BENCH_PIDS[i]}"; done
+  fuse_trace_close
 }
 
 # --- backupd / replicator ----------------------------------------------------------------------

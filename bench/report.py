@@ -184,32 +184,41 @@ def build(t):
     fio = sizes.get("fio_mib", 0)
     fio_s = f"{fio // 1024} GiB" if fio >= 1024 else f"{fio} MiB"
 
-    t.heading("1. filesystem overhead (native / passthrough_ll / backupfs)")
+    t.heading("1. filesystem overhead (native / passthrough_ll / passthrough_ll -o xattr / "
+              "backupfs)")
     workloads = [
         ("seqwrite", f"seq write 1 MiB x {fio_s}, fsync", "MiB/s", TARGET_SEQ_NATIVE, TARGET_PLL),
         ("seqread", f"seq read 1 MiB x {fio_s}, cold", "MiB/s", None, None),
         ("randwrite", f"4 KiB random writes x {sizes.get('randwrite_mib', 0)} MiB, fsync", "IOPS",
          None, TARGET_PLL),
+        ("fsyncwrite", f"4 KiB random writes x {sizes.get('fsync_writes', 0)}, each fsync'd",
+         "IOPS", None, TARGET_PLL),
         ("untar", f"untar {sizes.get('tar_entries', 0)} entries", "entries/s", None, TARGET_PLL),
-        ("walk_cold", "stat walk, cold cache", "entries/s", None, None),
+        ("walk_cold", "stat walk, cold cache", "entries/s", None, TARGET_PLL),
         ("walk_warm", "stat walk, warm cache", "entries/s", None, None),
     ]
+    baselines = (("pll", "passthrough_ll"), ("pll-xattr", "passthrough_ll -o xattr"))
     for w, label, unit, t_native, t_pll in workloads:
         t.value(f"{label}: native", f"fs.{w}.native", unit)
-        t.value(f"{label}: passthrough_ll", f"fs.{w}.pll", unit,
-                note=t.note([("daemon CPU {}", f"fs.{w}.pll.cpu", "s")]))
+        for cfg, name in baselines:
+            t.value(f"{label}: {name}", f"fs.{w}.{cfg}", unit,
+                    note=t.note([("daemon CPU {}", f"fs.{w}.{cfg}.cpu", "s")]))
         t.value(f"{label}: backupfs", f"fs.{w}.backupfs", unit,
                 note=t.note([("daemon CPU {}", f"fs.{w}.backupfs.cpu", "s"),
                              ("backupd CPU {}", f"fs.{w}.backupd.cpu", "s"),
                              ("shipping lag {}", f"fs.{w}.backupfs.lag", "s")]))
         t.ratio(f"{label}: backupfs / native", f"fs.{w}.backupfs", f"fs.{w}.native",
                 target=t_native)
-        t.ratio(f"{label}: backupfs / passthrough_ll", f"fs.{w}.backupfs", f"fs.{w}.pll",
-                target=t_pll)
+        for cfg, name in baselines:
+            t.ratio(f"{label}: backupfs / {name}", f"fs.{w}.backupfs", f"fs.{w}.{cfg}",
+                    target=t_pll)
+    for cfg, name in baselines + (("backupfs", "backupfs"),):
+        untar_requests(t, cfg, name)
+    fs_load(t)
 
     # Diagnostics: the same workloads with what might cost backupfs its target taken away, for
     # the workloads that have a target. The headline figures above stay what a user gets.
-    diag = [wl for wl in workloads if wl[0] in ("seqwrite", "randwrite", "untar")]
+    diag = [wl for wl in workloads if wl[0] in ("seqwrite", "randwrite", "fsyncwrite", "untar")]
     if any(t.has(f"fs.{wl[0]}.{c}") for wl in diag for c in ("backupfs-tmpfs",
                                                               "backupfs-detached")):
         t.heading("1. diagnostics (not headline figures): backupd's state on tmpfs = no second "
@@ -228,8 +237,13 @@ def build(t):
             if t_native:
                 t.ratio(f"{label}: {what} / native", k, f"fs.{w}.native", target=t_native,
                         diag=True)
-            t.ratio(f"{label}: {what} / passthrough_ll", k, f"fs.{w}.pll", target=t_pll,
-                    diag=True)
+            for base, name in baselines:
+                t.ratio(f"{label}: {what} / {name}", k, f"fs.{w}.{base}", target=t_pll,
+                        diag=True)
+    for cfg, name in (("backupfs-tmpfs", "backupfs, backupd state on tmpfs"),
+                      ("backupfs-detached", "backupfs, no backupd attached")):
+        if t.has(f"fs.untar_requests.{cfg}"):
+            untar_requests(t, cfg, name, diag=True)
 
     t.heading("2. incremental: 1 MiB inside a large file + 10 small files touched")
     t.value("backupfs: change on the replica after", "inc.backupfs.change.latency", "s",
@@ -293,11 +307,13 @@ def build(t):
     for proc, contexts in (("backupfs", ("fs", "ingest", "incremental")),
                            ("backupd", ("fs", "ingest", "incremental", "snapshot")),
                            ("replicator", ("ingest", "incremental")),
-                           ("passthrough_ll", ("fs", "incremental"))):
+                           ("passthrough_ll", ("fs", "incremental")),
+                           ("passthrough_ll-xattr", ("fs",))):
         for ctx in contexts:
             key = f"rss.{proc}.{ctx}"
             if d.rounds(key):
-                t.value(f"peak RSS {proc} ({ctx})", key, "MiB", agg="max")
+                name = proc.replace("-xattr", " -o xattr")
+                t.value(f"peak RSS {name} ({ctx})", key, "MiB", agg="max")
     if t.has("srv.tmpfs.ingest.r0", "srv.tmpfs"):
         t.heading("3. diagnostics (not headline figures): backupd's state and the replicas on "
                   "tmpfs, the dataset still read cold from disk")
@@ -331,6 +347,30 @@ def build(t):
 
     build_restart(t)
     build_memory(t)
+
+
+def fs_load(t):
+    """The machine's 1-minute load average sampled after each configuration: per round the
+    highest, per configuration the median in the note (2 cores: above 2, something else ran)."""
+    per_round = defaultdict(list)
+    parts = []
+    for k in sorted(k for k in t.d.vals if k.startswith("fs.load.")):
+        for r, v in t.d.vals[k].items():
+            per_round[r].append(v)
+        parts.append(f"{k[len('fs.load.'):]} {t.d.median(k):.2f}")
+    t.add("1-minute load average after a configuration, highest of the round",
+          [max(per_round[r]) for r in sorted(per_round)], "",
+          note=("median after " + ", ".join(parts)) if parts else "")
+
+
+def untar_requests(t, cfg, name, diag=False):
+    """FUSE requests per untarred entry (fuse_request_send), the top opcodes in the note."""
+    key = f"fs.untar_requests.{cfg}"
+    ops = sorted(((t.d.median(k), k[len(key) + 1:]) for k in t.d.vals
+                  if k.startswith(key + ".FUSE_")), reverse=True)
+    note = ", ".join(f"{op[5:]} {v:.2f}" for v, op in ops[:6])
+    t.value(f"FUSE requests per untarred entry: {name}", key, "", diag=diag,
+            note=f"per entry: {note}" if note else "")
 
 
 RESTART_ROWS = (

@@ -320,6 +320,6 @@ memory_section() {
   free_space "$root"
 }
 
-mem_kib() {  # pid field -> bytes of that /proc/PID/status field (reported in kB)
-  awk -v k="$2:" '$1 == k { print $2 * 1024 }' "/proc/$1/status"
+mem_kib() {  # pid field -> bytes of that /proc/PID/status field, summed over the keeper and its worker
+  echo $(($(proc_sum status "$2" "$1") * 1024))
 }

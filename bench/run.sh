@@ -15,8 +15,9 @@
 #                    tools/bkptool (default: configure and build into build-bench/ of this checkout)
 #   --only LIST      comma-separated sections to run: fs,server,incremental,snapshot,restart,memory
 #                    (default all)
-#   --fs-configs L   section 1's configurations (default native,pll,backupfs,backupfs-tmpfs,
-#                    backupfs-detached). The last two are diagnostics, not headline figures:
+#   --fs-configs L   section 1's configurations (default native,pll,pll-xattr,backupfs,
+#                    backupfs-tmpfs,backupfs-detached; pll-xattr is passthrough_ll -o xattr).
+#                    The last two are diagnostics, not headline figures:
 #                    backupfs-tmpfs ships to a backupd whose state is on a tmpfs (no second
 #                    on-disk copy), backupfs-detached records with no backupd attached at all
 #   --no-diagnostics only the headline figures: drops the diagnostic fs configurations, the
@@ -29,9 +30,10 @@
 #                    none of the peers): a missing tool becomes a "skipped: reason" row
 #
 # What it measures (see bench/README.md for the method and RESULTS.md for a full run):
-#   1. fs          filesystem overhead: native vs libfuse's passthrough_ll vs backupfs (shipping to
-#                  a local backupd): fio sequential writes/reads, 4 KiB random writes, untar of a
-#                  ~15k-entry tree, stat walks; daemon CPU per workload
+#   1. fs          filesystem overhead: native vs libfuse's passthrough_ll (plain and -o xattr) vs
+#                  backupfs (shipping to a local backupd): fio sequential writes/reads, 4 KiB random
+#                  writes (fsync at the end, and fsync after each), untar of a ~15k-entry tree with
+#                  its FUSE requests counted (fuse_request_send), stat walks; daemon CPU per workload
 #   2. incremental a 1 MiB change + 10 touched files in a ~2 GiB dataset: backupfs (bytes read,
 #                  bytes on the wire, time to a replica) vs rsync, restic and borg; then no change
 #   3. server      baseline ingest throughput, fan-out to one vs two replicas, peak RSS
@@ -89,7 +91,7 @@ done
 [[ -z $DEADLINE ]] && DEADLINE=$((SMOKE ? 200 : 0))
 [[ $DEADLINE =~ ^[0-9]+$ ]] || { echo "run.sh: --deadline must be a number of seconds" >&2; exit 2; }
 if [[ -z $FS_CONFIG_LIST ]]; then
-  FS_CONFIG_LIST=native,pll,backupfs
+  FS_CONFIG_LIST=native,pll,pll-xattr,backupfs
   ((DIAG)) && FS_CONFIG_LIST+=,backupfs-tmpfs,backupfs-detached
 fi
 
@@ -102,30 +104,33 @@ source "$BENCH/restart.sh"
 
 # --- sizes -------------------------------------------------------------------------------------
 if ((SMOKE)); then
-  FIO_MIB=32 RAND_MIB=2 TAR_ENTRIES=400
+  FIO_MIB=32 RAND_MIB=2 FSYNC_WRITES=64 TAR_ENTRIES=400
   DS_LARGE=2 DS_LARGE_MIB=4 DS_SMALL=100
   IDLE_S=1 IDLE_WINDOW=0.2 SNAP_EVERY=1s
   TMPFS_FS_MIB=256 TMPFS_SRV_MIB=256  # the diagnostics' tmpfs sizes
   RST_SMALL=4 RST_TIMEOUT=60
   MEM_FILES=8 MEM_MIB=16 MEM_OPS=2000
 else
-  FIO_MIB=2048 RAND_MIB=256 TAR_ENTRIES=15000
+  FIO_MIB=2048 RAND_MIB=256 FSYNC_WRITES=2048 TAR_ENTRIES=15000
   DS_LARGE=4 DS_LARGE_MIB=448 DS_SMALL=20000  # ~2 GiB: 1.75 GiB large + ~0.2 GiB small
   IDLE_S=3 IDLE_WINDOW=0.6 SNAP_EVERY=15s
-  TMPFS_FS_MIB=3072 TMPFS_SRV_MIB=7168  # fio's 2 GiB file; the mirror + 2 replicas of ~2 GiB
+  # fio's 2 GiB file and the untarred tree (a round deletes nothing until it ends); the mirror +
+  # 2 replicas of ~2 GiB
+  TMPFS_FS_MIB=3584 TMPFS_SRV_MIB=7168
   RST_SMALL=8 RST_TIMEOUT=900  # small files rewritten while backupfs is down; wait bound (s)
   MEM_FILES=200 MEM_MIB=4096 MEM_OPS=50000  # section 6: 4 GiB over 200 files + 50k operations
 fi
 # Reduced sizes for trying a change to the benchmark (never for the published figures):
-# BENCH_FIO_MIB, BENCH_RAND_MIB, BENCH_TAR_ENTRIES, BENCH_DS_LARGE, BENCH_DS_LARGE_MIB,
+# BENCH_FIO_MIB, BENCH_RAND_MIB, BENCH_FSYNC_WRITES, BENCH_TAR_ENTRIES, BENCH_DS_LARGE, BENCH_DS_LARGE_MIB,
 # BENCH_DS_SMALL, BENCH_MEM_MIB, BENCH_MEM_OPS override the sizes above; the table's labels and
 # meta record what ran.
 FIO_MIB=${BENCH_FIO_MIB:-$FIO_MIB} RAND_MIB=${BENCH_RAND_MIB:-$RAND_MIB}
+FSYNC_WRITES=${BENCH_FSYNC_WRITES:-$FSYNC_WRITES}
 TAR_ENTRIES=${BENCH_TAR_ENTRIES:-$TAR_ENTRIES} DS_LARGE=${BENCH_DS_LARGE:-$DS_LARGE}
 DS_LARGE_MIB=${BENCH_DS_LARGE_MIB:-$DS_LARGE_MIB} DS_SMALL=${BENCH_DS_SMALL:-$DS_SMALL}
 MEM_MIB=${BENCH_MEM_MIB:-$MEM_MIB} MEM_OPS=${BENCH_MEM_OPS:-$MEM_OPS}
 MODE=$([[ $SMOKE == 1 ]] && echo smoke || echo full)
-[[ -n ${BENCH_FIO_MIB:-}${BENCH_RAND_MIB:-}${BENCH_TAR_ENTRIES:-}${BENCH_DS_LARGE:-}${BENCH_DS_LARGE_MIB:-}${BENCH_DS_SMALL:-}${BENCH_MEM_MIB:-}${BENCH_MEM_OPS:-} ]] &&
+[[ -n ${BENCH_FIO_MIB:-}${BENCH_RAND_MIB:-}${BENCH_FSYNC_WRITES:-}${BENCH_TAR_ENTRIES:-}${BENCH_DS_LARGE:-}${BENCH_DS_LARGE_MIB:-}${BENCH_DS_SMALL:-}${BENCH_MEM_MIB:-}${BENCH_MEM_OPS:-} ]] &&
   MODE+=" (reduced sizes)"
 
 # --- preconditions -----------------------------------------------------------------------------
@@ -167,7 +172,8 @@ for b in "$BACKUPFS" "$BACKUPD" "$REPLICATOR" "$BKPTOOL"; do
   [[ -x $b ]] || die "$b is missing: build the project first (or pass --build-dir)"
 done
 
-# libfuse's passthrough_ll example, the plain-FUSE baseline, built into the build tree.
+# libfuse's passthrough_ll example, the plain-FUSE baseline (pll, and pll-xattr with -o xattr),
+# built into the build tree.
 build_passthrough_ll() {
   local ex=/usr/share/doc/libfuse3-dev/examples
   PLL=$BUILD_DIR/bench/passthrough_ll
@@ -302,7 +308,8 @@ json.dump({
     "memory": sh("free -h | awk '/^Mem:/ {print \$2}'"),
     "kernel": platform.release(),
     "filesystem": sh("df -T /var/tmp | awk 'NR == 2 {print \$2 \" on \" \$1}'"),
-    "sizes": {"fio_mib": $FIO_MIB, "randwrite_mib": $RAND_MIB, "tar_entries": $TAR_ENTRIES,
+    "sizes": {"fio_mib": $FIO_MIB, "randwrite_mib": $RAND_MIB,
+              "fsync_writes": $FSYNC_WRITES, "tar_entries": $TAR_ENTRIES,
               "dataset_large": "$DS_LARGE x $DS_LARGE_MIB MiB", "dataset_small": $DS_SMALL,
               "restart_small": $RST_SMALL, "memory_mib": $MEM_MIB, "memory_files": $MEM_FILES,
               "memory_ops": $MEM_OPS},

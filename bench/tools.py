@@ -21,12 +21,14 @@ a subcommand that prints one JSON object (or a number) on stdout for the caller 
   measure --out F -- CMD...            runs CMD; wall, CPU, maxrss and /proc io of it and its
                                        (waited-for) children
   proc PID                             cpu seconds, io counters and VmHWM of a running process
+                                       and its descendants
   stats FILE                           backupd's per-volume stats file as JSON
   history-run --after-last | --written-after ID
                                        picks a snapshot run out of `bkptool --json history`
   net-bytes --pid P [--before F] [--save F]
-                                       TCP payload bytes (sent + received) of P's established
-                                       sockets (ss -tinp), minus what --before saved
+                                       TCP payload bytes (sent + received) of the established
+                                       sockets of P and its descendants (ss -tinp), minus what
+                                       --before saved
   log-bytes FILE --from OFFSET         data bytes backupd's reconciles of replicas planned, from
                                        its log ("reconcile of ..." minus "already there")
   modify DIR --round R --small K       rewrites 1 MiB inside one large file and K small files of
@@ -52,29 +54,66 @@ MiB = 1 << 20
 
 # --- /proc readers --------------------------------------------------------------------------
 
+def proc_tree(pid):
+    """pid and its live descendants. A daemon's figures are its whole tree's: `backupfs DIR` is a
+    keeper (fs/keeper.h) whose worker child does the work (lib.sh proc_tree says the same)."""
+    out, i = [pid], 0
+    while i < len(out):
+        try:
+            tasks = os.listdir(f"/proc/{out[i]}/task")
+        except OSError:
+            tasks = []
+        for t in tasks:
+            try:
+                with open(f"/proc/{out[i]}/task/{t}/children") as f:
+                    out += [int(c) for c in f.read().split()]
+            except OSError:
+                pass
+        i += 1
+    return out
+
+
 def proc_cpu(pid):
-    """utime+stime of the whole process (all threads) in seconds."""
-    with open(f"/proc/{pid}/stat") as f:
-        rest = f.read().rsplit(")", 1)[1].split()
-    return (int(rest[11]) + int(rest[12])) / CLK_TCK
+    """CPU seconds of the process tree: utime+stime (all threads) + cutime+cstime (reaped
+    children). Raises OSError if pid itself is gone."""
+    total = 0.0
+    for i, p in enumerate(proc_tree(pid)):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                rest = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            if i == 0:
+                raise
+            continue
+        total += sum(int(x) for x in rest[11:15]) / CLK_TCK
+    return total
 
 
 def proc_io(pid):
-    """/proc/PID/io as a dict (rchar, wchar, read_bytes, write_bytes, ...)."""
+    """/proc/PID/io as a dict (rchar, wchar, read_bytes, write_bytes, ...), summed over the tree
+    (a reaped child's counters are already in its parent's)."""
     out = {}
-    with open(f"/proc/{pid}/io") as f:
-        for line in f:
-            k, v = line.split(":")
-            out[k.strip()] = int(v)
+    for p in proc_tree(pid):
+        try:
+            with open(f"/proc/{p}/io") as f:
+                for line in f:
+                    k, v = line.split(":")
+                    out[k.strip()] = out.get(k.strip(), 0) + int(v)
+        except OSError:
+            pass
     return out
 
 
 def proc_hwm_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    return 0
+    """VmHWM summed over the tree (an upper bound on the tree's peak)."""
+    total = 0
+    for p in proc_tree(pid):
+        try:
+            with open(f"/proc/{p}/status") as f:
+                total += next((int(line.split()[1]) for line in f if line.startswith("VmHWM:")), 0)
+        except OSError:
+            pass
+    return total
 
 
 def read_stats(path):
@@ -468,7 +507,7 @@ def cmd_net_bytes(a):
     moved since that sample: a socket that existed then counts its growth, a new one (a
     reconnect, a restarted process) all of it. Connections that opened and closed between two
     samples are not seen (nothing in this benchmark's restarts does that with data)."""
-    pids = set(a.pid)
+    pids = {p for pid in a.pid for p in proc_tree(pid)}
     now = {k: v for k, v in ss_sockets().items() if k[0] in pids}
     before = {}
     if a.before:
