@@ -142,9 +142,11 @@ class InodeTable {
   // whose last name went while its descriptor was cached (keep_reachable) is reopened through
   // that descriptor.
   Result<UniqueFd> reopen(Inode& inode, int flags);
-  // Before a rename over (dir, name) or its unlink: the kernel may have looked the file up just
-  // before and send its OPEN after, which on a plain directory would still open it. Caches the
-  // file's O_PATH descriptor (within the budget) so that reopen() can.
+  // Before a rename over (dir, name): the kernel may have looked the file up just before and
+  // send its OPEN after, which on a plain directory would open the old or the new file, never
+  // fail. Caches the file's O_PATH descriptor (within the budget) so that reopen() can. (An
+  // unlinked file needs nothing: its OPEN answers ESTALE, the VFS walks again and finds no name,
+  // as if the unlink had come first.)
   void keep_reachable(Inode& dir, std::string_view name);
 
   size_t cached_fds() const { return cached_.load(); }

@@ -144,7 +144,8 @@ void KernelChannel::ask_resend(int fd) {
 
 ssize_t KernelChannel::read(int fd, void* buf, size_t len) {
   fd_.store(fd, std::memory_order_relaxed);
-  {
+  // Once INIT is answered and until a stop, the gate is open: no lock on the way to read(2).
+  if (!open_.load(std::memory_order_acquire) || stop_flag_.load()) {
     std::unique_lock lock(gate_mu_);
     if (replay_.exchange(false)) {
       init_taken_ = true;
@@ -281,6 +282,7 @@ ssize_t KernelChannel::writev(int fd, iovec* iov, int count) {
   count_reply();
   std::lock_guard lock(gate_mu_);
   initialised_ = true;
+  open_.store(true, std::memory_order_release);
   gate_cv_.notify_all();
   return n;
 }

@@ -287,7 +287,6 @@ int Fs::remove_entry(fuse_ino_t parent, const char* name, int flags, wire::OpKin
   std::shared_lock ns(log_.namespace_lock());
   auto dfd = table_.path_fd(dir);
   if (!dfd) return dfd.error().code;
-  if (!(flags & AT_REMOVEDIR)) table_.keep_reachable(dir, name);
   if (::unlinkat(dfd->get(), name, flags) < 0) {
     const int err = errno;
     if (!resent_and_done(err, ENOENT)) return err;
