@@ -164,7 +164,7 @@ ssize_t KernelChannel::read(int fd, void* buf, size_t len) {
       init_taken_ = true;
       if (resend_init_) ask_resend(fd);
     } else {
-      gate_cv_.wait(lock, [&] { return initialised_ && !stopping_; });
+      gate_cv_.wait(lock, [&] { return open_.load() && !stopping_; });
     }
   }
   // The kernel copies a request into our buffer with get_user_pages, whose slow path (pages not
@@ -218,7 +218,7 @@ bool KernelChannel::done_before() const {
 
 bool KernelChannel::wait_initialised(std::chrono::milliseconds timeout) {
   std::unique_lock lock(gate_mu_);
-  return gate_cv_.wait_for(lock, timeout, [&] { return initialised_; });
+  return gate_cv_.wait_for(lock, timeout, [&] { return open_.load(); });
 }
 
 bool KernelChannel::stop_reading(std::chrono::milliseconds timeout) {
@@ -281,7 +281,6 @@ ssize_t KernelChannel::writev(int fd, iovec* iov, int count) {
   }
   count_reply();
   std::lock_guard lock(gate_mu_);
-  initialised_ = true;
   open_.store(true, std::memory_order_release);
   gate_cv_.notify_all();
   return n;

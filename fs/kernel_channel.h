@@ -98,10 +98,11 @@ class KernelChannel {
   std::mutex gate_mu_;
   std::condition_variable gate_cv_;
   bool init_taken_ = false;       // GUARDED_BY(gate_mu_): a thread is serving INIT
-  bool initialised_ = false;      // GUARDED_BY(gate_mu_): INIT answered, others may read
   bool stopping_ = false;         // GUARDED_BY(gate_mu_)
   std::atomic<bool> stop_flag_{false};
-  std::atomic<bool> open_{false};  // initialised_, readable without the lock
+  // INIT answered: others may read. Set under gate_mu_ (the waits' predicate), read without it
+  // on the way to read(2).
+  std::atomic<bool> open_{false};
   std::atomic<int64_t> in_flight_{0};  // requests read that expect a reply, minus replies
   std::atomic<int> fd_{-1};               // the device, as last read from
   std::atomic<uint64_t> init_unique_{0};  // unique of INIT while its reply is pending
