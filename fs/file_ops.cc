@@ -40,20 +40,32 @@ void set_open_flags(fuse_file_info* fi) {
 }  // namespace
 
 Fs::Fs(InodeTable& table, changes::ChangeLog& log, std::unique_ptr<SharedRecords> files,
-       uint32_t generation)
+       uint32_t generation, Orphans& orphans)
     : table_(table),
       log_(log),
       files_(std::move(files), generation,
              [this](uint64_t node, int flags, OpenKind kind) {
                return reopen_open(node, flags, kind);
              }),
-      capability_seen_(generation > 1) {}
+      orphans_(orphans),
+      capability_seen_(generation > 1) {
+  files_.for_each([&](uint64_t node, OpenKind kind) {
+    if (kind == OpenKind::kFile) orphans_.opened(node);
+  });
+}
 
 int Fs::add_open(fuse_file_info* fi, const Inode& inode, OpenKind kind, uint64_t local) {
   auto fh = files_.add(inode.id, fi->flags, kind, local);
   if (!fh) return fh.error().code;
   fi->fh = *fh;
+  if (kind == OpenKind::kFile) orphans_.opened(inode.id);
   return 0;
+}
+
+void Fs::release_file(const fuse_file_info* fi) {
+  uint64_t node = 0;
+  if (auto local = files_.release(fi->fh, &node)) ::close(static_cast<int>(*local));
+  if (node != 0) orphans_.released(node);
 }
 
 Result<int> Fs::file_fd(const fuse_file_info* fi) {
@@ -69,7 +81,9 @@ Result<uint64_t> Fs::reopen_open(uint64_t node, int flags, OpenKind kind) {
   Inode& inode = table_.get(node);
   if (kind == OpenKind::kDir) return reopen_dir(inode);
   // As open(2) but without what only the first open may do (create, truncate).
-  auto fd = BKP_TRY(table_.reopen(inode, flags & ~(kDroppedOpenFlags | O_TRUNC)));
+  flags &= ~(kDroppedOpenFlags | O_TRUNC);
+  auto held = orphans_.reopen(node, flags);  // a file with no name left (orphans.h)
+  auto fd = BKP_TRY(held ? std::move(*held) : table_.reopen(inode, flags));
   log::debug("takeover: reopened node {} for an open file", node);
   return static_cast<uint64_t>(fd.release());
 }
@@ -164,9 +178,7 @@ void Fs::create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode
   if (fuse_reply_create(req, &e, fi) == -ENOENT) close_interrupted(fi);
 }
 
-void Fs::close_interrupted(fuse_file_info* fi) {
-  if (auto local = files_.release(fi->fh)) ::close(static_cast<int>(*local));
-}
+void Fs::close_interrupted(fuse_file_info* fi) { release_file(fi); }
 
 void Fs::read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi) noexcept {
   auto fd = file_fd(fi);
@@ -233,7 +245,7 @@ void Fs::copy_file_range(fuse_req_t req, fuse_ino_t, off_t off_in, fuse_file_inf
 void Fs::flush(fuse_req_t req, fuse_ino_t, fuse_file_info*) noexcept { fuse_reply_err(req, 0); }
 
 void Fs::release(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) noexcept {
-  if (auto local = files_.release(fi->fh)) ::close(static_cast<int>(*local));
+  release_file(fi);
   fuse_reply_err(req, 0);
 }
 

@@ -21,6 +21,7 @@
 #include "common/changes/change_log.h"
 #include "fs/inode_table.h"
 #include "fs/kernel_channel.h"
+#include "fs/orphans.h"
 #include "fs/takeover.h"
 
 namespace bkp::fs {
@@ -34,9 +35,10 @@ constexpr char kCapabilityXattr[] = "security.capability";
 
 class Fs {
  public:
-  // files: the shared fh table (takeover.h); generation: this worker's (SessionStore).
+  // files: the shared fh table (takeover.h); generation: this worker's (SessionStore); orphans:
+  // the open files with no name left, told of every open file fh the table holds already.
   Fs(InodeTable& table, changes::ChangeLog& log, std::unique_ptr<SharedRecords> files,
-     uint32_t generation);
+     uint32_t generation, Orphans& orphans);
 
   // The operation table; userdata passed to fuse_session_new must be this Fs.
   static const fuse_lowlevel_ops& ops();
@@ -141,6 +143,12 @@ class Fs {
   // for a successor; the descriptor or directory stream behind it is this worker's own.
   // Registers local (an fd or a DirHandle*) of inode as fi->fh. 0 or an errno.
   int add_open(fuse_file_info* fi, const Inode& inode, OpenKind kind, uint64_t local);
+  // Frees a regular file's fh and closes its descriptor (release, an interrupted open).
+  void release_file(const fuse_file_info* fi);
+  // Before a request that may take the last name of the known entry (dir, name): its node and a
+  // descriptor of it if it is an open regular file, for Orphans::hold_if_nameless after.
+  std::optional<std::pair<uint64_t, UniqueFd>> grab_if_open(Inode& dir, int dir_fd,
+                                                             const char* name);
   // The descriptor of an open regular file / the stream of an open directory, reopened by
   // handle on first use after a takeover.
   Result<int> file_fd(const fuse_file_info* fi);
@@ -176,6 +184,7 @@ class Fs {
   changes::ChangeLog& log_;
   KernelChannel channel_;
   OpenFiles files_;
+  Orphans& orphans_;
   // Set once someone sets security.capability through us: from then on getxattr of it is asked
   // of the real file instead of answered ENODATA without a syscall. Set from the start after a
   // takeover: a predecessor may have seen one.

@@ -26,6 +26,7 @@
 #include "common/process.h"
 #include "common/unique_fd.h"
 #include "fs/fd_store.h"
+#include "fs/orphans.h"
 
 namespace bkp::fs {
 namespace {
@@ -152,8 +153,8 @@ class Keeper {
   // What to do when the worker ended with wait status; false: the mount is over.
   bool on_worker_exit(int status);
   void stop();
-  // Reads the worker's status pipe: "serving" once it took over.
-  void on_status();
+  // Reads the worker's channel: "serving" once it took over, files to hold (orphans.h).
+  void on_channel();
 
   // With systemd: takes the descriptors a previous keeper stored; false if there are none (or
   // their connection is dead).
@@ -169,7 +170,8 @@ class Keeper {
   const std::string binary_;
   UniqueFd root_, listener_, nodes_, files_, session_;
   Mount mount_;
-  UniqueFd status_read_;  // this worker's status pipe
+  UniqueFd channel_;  // the keeper's end of this worker's channel
+  HeldFiles held_;    // open files with no name left
   pid_t worker_ = -1;
   bool serving_ = false;
   bool stopping_ = false;
@@ -254,13 +256,15 @@ void Keeper::store_all() {
 }
 
 bool Keeper::spawn() {
-  int status_pipe[2];
-  if (::pipe2(status_pipe, O_CLOEXEC) < 0) {
-    log::error("pipe: {}", std::strerror(errno));
+  auto channel = make_channel();
+  if (!channel) {
+    log::error("{}", channel.error().message);
     return false;
   }
-  WorkerFds fds{mount_.fd(),   root_.get(),    listener_.get(), nodes_.get(),
-                files_.get(),  session_.get(), status_pipe[1]};
+  auto& [keeper_end, worker_end] = *channel;
+  held_.send_all(keeper_end.get());
+  WorkerFds fds{mount_.fd(),  root_.get(),    listener_.get(), nodes_.get(),
+                files_.get(), session_.get(), worker_end.get()};
   // An upgrade that does not start (a broken or missing binary) must not cost the mount.
   const bool fallback = failed_starts_ >= kFallbackAfter;
   if (fallback) {
@@ -280,7 +284,7 @@ bool Keeper::spawn() {
     ::prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (::getppid() != keeper) ::_exit(1);
     for (int fd : {fds.fuse, fds.root, fds.listener, fds.nodes, fds.files, fds.session,
-                   fds.status}) {
+                   fds.channel}) {
       ::fcntl(fd, F_SETFD, 0);
     }
     unblock_signals(kSignals);
@@ -288,34 +292,32 @@ bool Keeper::spawn() {
     ::execv("/proc/self/exe", cargv.data());  // the path is gone: the keeper's own binary
     ::_exit(127);
   }
-  ::close(status_pipe[1]);
+  worker_end.reset();
   if (pid < 0) {
-    ::close(status_pipe[0]);
     log::error("fork: {}", std::strerror(errno));
     return false;
   }
-  status_read_.reset(status_pipe[0]);
+  channel_ = std::move(keeper_end);
   worker_ = pid;
   serving_ = false;
   return true;
 }
 
-void Keeper::on_status() {
-  char c;
-  ssize_t n = ::read(status_read_.get(), &c, 1);
-  if (n == 1 && !serving_) {
+void Keeper::on_channel() {
+  bool closed = false;
+  if (held_.receive(channel_.get(), &closed) && !serving_) {
     serving_ = true;
     failed_starts_ = 0;
     log::info("worker {} serving", worker_);
-  } else if (n <= 0) {
-    status_read_.reset();  // the worker is going; its exit follows
   }
+  if (closed) channel_.reset();  // the worker is going; its exit follows
 }
 
 bool Keeper::on_worker_exit(int status) {
   const pid_t pid = worker_;
+  if (channel_) on_channel();  // what it sent before it ended: the files to hold above all
   worker_ = -1;
-  status_read_.reset();
+  channel_.reset();
   if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
     log::info("worker {} ended the session", pid);
     return false;
@@ -379,11 +381,11 @@ int Keeper::run() {
   if (!spawn()) return 1;
   while (worker_ > 0) {
     pollfd p[3] = {{signals->get(), POLLIN, 0},
-                   {status_read_.get(), static_cast<short>(status_read_ ? POLLIN : 0), 0},
+                   {channel_.get(), static_cast<short>(channel_ ? POLLIN : 0), 0},
                    {mount_.fd(), 0, 0}};
     int timeout = stop_deadline_ ? 1000 : -1;
     if (::poll(p, 3, timeout) < 0 && errno != EINTR) break;
-    if (p[1].revents != 0) on_status();
+    if (p[1].revents != 0) on_channel();
     for (int sig; (sig = read_signal(signals->get())) != 0;) {
       if (sig == SIGTERM || sig == SIGINT) {
         stop();
@@ -412,7 +414,7 @@ int Keeper::run() {
 }  // namespace
 
 std::string WorkerFds::format() const {
-  return fmt::format("{},{},{},{},{},{},{}", fuse, root, listener, nodes, files, session, status);
+  return fmt::format("{},{},{},{},{},{},{}", fuse, root, listener, nodes, files, session, channel);
 }
 
 Result<WorkerFds> WorkerFds::parse(std::string_view text) {

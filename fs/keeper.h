@@ -40,7 +40,7 @@ struct WorkerFds {
   int nodes = -1;     // memfd: NodeRecords
   int files = -1;     // memfd: OpenRecords
   int session = -1;   // memfd: the INIT exchange
-  int status = -1;    // pipe to the keeper: one byte once serving
+  int channel = -1;   // to the keeper: "serving", open files with no name left (orphans.h)
 
   std::string format() const;
   static Result<WorkerFds> parse(std::string_view text);

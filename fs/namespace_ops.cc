@@ -280,6 +280,24 @@ void Fs::rmdir(fuse_req_t req, fuse_ino_t parent, const char* name) noexcept {
   fuse_reply_err(req, remove_entry(parent, name, AT_REMOVEDIR, wire::OpKind::kRmdir));
 }
 
+std::optional<std::pair<uint64_t, UniqueFd>> Fs::grab_if_open(Inode& dir, int dir_fd,
+                                                                 const char* name) {
+  uint64_t node;
+  ino_t ino;
+  {
+    InodeTable::Lock lock(table_);
+    const Inode* child = table_.child_locked(dir, name);
+    if (child == nullptr || !child->is_reg()) return std::nullopt;
+    node = child->id;
+    ino = child->ino;
+  }
+  if (!orphans_.is_open(node)) return std::nullopt;
+  UniqueFd fd(::openat(dir_fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC));
+  struct stat st;
+  if (!fd || ::fstat(fd.get(), &st) < 0 || st.st_ino != ino) return std::nullopt;
+  return std::pair{node, std::move(fd)};
+}
+
 // unlink and rmdir: unlinkat with flags, then record kind and the parent's new attributes.
 // Returns the errno for the reply (0 on success).
 int Fs::remove_entry(fuse_ino_t parent, const char* name, int flags, wire::OpKind kind) noexcept {
@@ -287,6 +305,7 @@ int Fs::remove_entry(fuse_ino_t parent, const char* name, int flags, wire::OpKin
   std::shared_lock ns(log_.namespace_lock());
   auto dfd = table_.path_fd(dir);
   if (!dfd) return dfd.error().code;
+  auto open_file = flags == 0 ? grab_if_open(dir, dfd->get(), name) : std::nullopt;
   if (::unlinkat(dfd->get(), name, flags) < 0) {
     const int err = errno;
     if (!resent_and_done(err, ENOENT)) return err;
@@ -294,6 +313,7 @@ int Fs::remove_entry(fuse_ino_t parent, const char* name, int flags, wire::OpKin
     table_.remove_name_locked(dir, name);
     return 0;
   }
+  if (open_file) orphans_.hold_if_nameless(open_file->first, std::move(open_file->second));
   die_after_if_asked(name);
   struct stat dst;
   int stat_err = dir_stat(dfd->get(), &dst);
@@ -324,7 +344,11 @@ void Fs::rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t 
     auto ffd = table_.path_fd(from_dir);
     auto tfd = same_dir ? table_.path_fd(from_dir) : table_.path_fd(to_dir);
     struct stat fst, tst;
-    if (!(flags & RENAME_EXCHANGE)) table_.keep_reachable(to_dir, newname);
+    std::optional<std::pair<uint64_t, UniqueFd>> replaced;
+    if (!(flags & RENAME_EXCHANGE)) {
+      table_.keep_reachable(to_dir, newname);
+      if (tfd) replaced = grab_if_open(to_dir, tfd->get(), newname);
+    }
     if (!ffd || !tfd) {
       err = !ffd ? ffd.error().code : tfd.error().code;
     } else if (::renameat2(ffd->get(), name, tfd->get(), newname, flags) < 0) {
@@ -341,6 +365,7 @@ void Fs::rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t 
       }
     } else {
       if (flags & RENAME_EXCHANGE) channel_.note_done();
+      if (replaced) orphans_.hold_if_nameless(replaced->first, std::move(replaced->second));
       die_after_if_asked(newname);
       int from_err = dir_stat(ffd->get(), &fst);
       int to_err = same_dir ? EBADF : dir_stat(tfd->get(), &tst);

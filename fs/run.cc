@@ -3,7 +3,8 @@
 //
 // 1. Check the options again (the keeper already did; an upgrade may read them differently).
 // 2. Open the takeover state the keeper holds: node ids and open files a predecessor left are
-//    adopted, and the INIT exchange is replayed instead of read (kernel_channel.h).
+//    adopted, and the INIT exchange is replayed instead of read (kernel_channel.h); the keeper
+//    hands over the open files that have no name left (orphans.h).
 // 3. Run the multi-threaded FUSE loop and tell the keeper once INIT is answered (or replayed);
 //    only then load the identity and start the node session on the keeper's listening socket
 //    (it waits for a backupd to attach, or continues the stream a predecessor handed over).
@@ -221,7 +222,13 @@ int run_worker(const Options& options) {
   const std::optional<SessionStore::StreamPoint> handed = session_store->take_stream();
   uint64_t instance = 0;
   changes::ChangeLog change_log(options.max_queued_ops);
-  Fs fs(**table, change_log, std::move(*files), generation);
+  Orphans orphans(fds->channel);
+  if (auto r = orphans.receive(); !r) {
+    log::error("{}", r.error().message);
+    return 1;
+  }
+  Fs fs(**table, change_log, std::move(*files), generation, orphans);
+  orphans.drop_unopened();
   fs.channel().attach(&*session_store);
   WorkerSession fuse;
   if (auto r = fuse.create(fs, fds->fuse); !r) {
@@ -244,8 +251,7 @@ int run_worker(const Options& options) {
   log::info("worker {} of {} (generation {}): serving over /dev/fuse reads, {} nodes and the "
             "open files of the previous worker adopted", ::getpid(), path, generation,
             (*table)->adopted());
-  char c = 'S';
-  [[maybe_unused]] ssize_t n = ::write(fds->status, &c, 1);
+  orphans.serving();
 
   progress::Display display(progress::display_options(options.progress_every));
   auto meter = std::make_shared<progress::Meter>(host + ":" + path);

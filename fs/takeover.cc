@@ -149,10 +149,19 @@ Result<uint64_t> OpenFiles::get(uint64_t fh) {
   return local;
 }
 
-std::optional<uint64_t> OpenFiles::release(uint64_t fh) {
+void OpenFiles::for_each(const std::function<void(uint64_t node, OpenKind kind)>& fn) {
+  std::lock_guard lock(mu_);
+  for (uint64_t i = 0; i < next_; ++i) {
+    auto* r = static_cast<OpenRecord*>(records_->find(i));
+    if (r->node != 0) fn(r->node, static_cast<OpenKind>(r->kind));
+  }
+}
+
+std::optional<uint64_t> OpenFiles::release(uint64_t fh, uint64_t* node) {
   std::lock_guard lock(mu_);
   OpenRecord* r = record(fh);
   if (r == nullptr) return std::nullopt;
+  if (node != nullptr) *node = r->node;
   std::optional<uint64_t> local;
   if (r->generation.load() == generation_) local = r->local.load();
   r->node = 0;

@@ -119,9 +119,11 @@ class OpenFiles {
   Result<uint64_t> add(uint64_t node, int flags, OpenKind kind, uint64_t local);
   // The local value of fh, reopened on first use after a takeover.
   Result<uint64_t> get(uint64_t fh);
-  // Frees fh; returns its local value if this worker opened it (for the caller to close). A stale
-  // or unknown fh frees nothing.
-  std::optional<uint64_t> release(uint64_t fh);
+  // Frees fh; returns its local value if this worker opened it (for the caller to close), and
+  // sets *node to the node it stood for. A stale or unknown fh frees nothing.
+  std::optional<uint64_t> release(uint64_t fh, uint64_t* node = nullptr);
+  // Calls fn(node, kind) for every fh taken (at start: the predecessor's).
+  void for_each(const std::function<void(uint64_t node, OpenKind kind)>& fn);
 
  private:
   // The record of fh if fh is what the kernel holds for it (a taken slot, the same fh).

@@ -8,7 +8,8 @@
 //     an unlink, a mkdir and an rmdir every few records) and another reads, stats and lists
 //     them: not one failed call, the log byte for byte, and the mirror and replicas converge;
 //   - a file descriptor, a shared writable mapping and a directory stream opened before the
-//     restarts keep working after each of them;
+//     restarts keep working after each of them, and so do descriptors of files that lost their
+//     last name while open (unlinked, renamed over), which the keeper holds until closed;
 //   - a namespace operation (or an XATTR_CREATE setxattr, a removexattr, a RENAME_NOREPLACE, a
 //     RENAME_EXCHANGE, which done twice would swap back) carried out by a worker that dies before
 //     replying
@@ -35,6 +36,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <vector>
 
 #include "common/unique_fd.h"
@@ -107,6 +109,21 @@ TEST_F(TakeoverTest, TwentyKillsAndTwentyUpgradesUnderReadAndFsyncWrite) {
   ASSERT_EQ(wait_converged(), "");
 }
 
+// The descriptors of the processes that lead to deleted files, the takeover memfds aside
+// ("PID: target; " each).
+std::string deleted_files_held(std::initializer_list<pid_t> pids) {
+  std::string held;
+  for (pid_t pid : pids) {
+    std::error_code ec;
+    for (const auto& fd : std::filesystem::directory_iterator(
+             "/proc/" + std::to_string(pid) + "/fd", ec)) {
+      std::string target = std::filesystem::read_symlink(fd.path(), ec).string();
+      if (!ec && !target.starts_with("/memfd:") && target.ends_with(" (deleted)")) held += std::to_string(pid) + ": " + target + "; ";
+    }
+  }
+  return held;
+}
+
 TEST_F(TakeoverTest, OpenFilesSurviveRestarts) {
   ASSERT_TRUE(start_all());
   mkdirs(src("o/d/c"));
@@ -128,6 +145,16 @@ TEST_F(TakeoverTest, OpenFilesSurviveRestarts) {
       static_cast<char*>(addr), [](char* p) { ::munmap(p, kFileSize); });
   std::unique_ptr<DIR, int (*)(DIR*)> dir(::opendir(src("o/d").c_str()), ::closedir);
   ASSERT_TRUE(dir) << "opendir o/d: " << std::strerror(errno);
+  // Files with no name left: only their descriptors (and the keeper) keep them.
+  std::string gone_model = random_string(kFileSize, 3), over_model = random_string(kFileSize, 4);
+  put(src("o/gone"), gone_model);
+  put(src("o/over"), over_model);
+  put(src("o/new"), "new");
+  UniqueFd gone(::open(src("o/gone").c_str(), O_RDWR | O_CLOEXEC));
+  UniqueFd over(::open(src("o/over").c_str(), O_RDWR | O_CLOEXEC));
+  ASSERT_TRUE(gone && over) << "open o/gone, o/over: " << std::strerror(errno);
+  ASSERT_EQ(::unlink(src("o/gone").c_str()), 0) << std::strerror(errno);
+  ASSERT_EQ(::rename(src("o/new").c_str(), src("o/over").c_str()), 0) << std::strerror(errno);
 
   // Round 0 before any restart (so every handle has been used), then one after each kind.
   auto use_everything = [&](int round, const char* after) {
@@ -158,6 +185,20 @@ TEST_F(TakeoverTest, OpenFilesSurviveRestarts) {
     auto names = list_from_start(dir.get());
     ASSERT_TRUE(names) << "readdir o/d: " << std::strerror(errno);
     EXPECT_EQ(*names, (std::vector<std::string>{"a", "b", "c"}));
+
+    for (auto [fd, model, what] : {std::tuple{gone.get(), &gone_model, "the unlinked o/gone"},
+                                   std::tuple{over.get(), &over_model, "the renamed-over o/over"}}) {
+      SCOPED_TRACE(what);
+      ASSERT_EQ(::fstat(fd, &st), 0) << std::strerror(errno);
+      EXPECT_EQ(st.st_nlink, 0u);
+      data = random_string(4096, 300 + round);
+      ASSERT_EQ(::pwrite(fd, data.data(), data.size(), round * 4096), 4096) << std::strerror(errno);
+      model->replace(round * 4096, data.size(), data);
+      ASSERT_EQ(::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED), 0);  // read from backupfs
+      ASSERT_EQ(::pread(fd, got.data(), kFileSize, 0), static_cast<ssize_t>(kFileSize))
+          << std::strerror(errno);
+      EXPECT_TRUE(got == *model) << "read through the held fd differs";
+    }
   };
 
   use_everything(0, "before any restart");
@@ -171,9 +212,16 @@ TEST_F(TakeoverTest, OpenFilesSurviveRestarts) {
   EXPECT_EQ(::close(mapped.release()), 0) << "close o/mapped: " << std::strerror(errno);
   EXPECT_EQ(::close(rw.release()), 0) << "close o/rw: " << std::strerror(errno);
   EXPECT_EQ(::closedir(dir.release()), 0) << "closedir o/d: " << std::strerror(errno);
+  EXPECT_EQ(::close(gone.release()), 0) << "close o/gone: " << std::strerror(errno);
+  EXPECT_EQ(::close(over.release()), 0) << "close o/over: " << std::strerror(errno);
   // What the worker holds, not what the page cache kept.
   EXPECT_TRUE(read_uncached(src("o/rw")) == rw_model) << "o/rw as backupfs has it";
   EXPECT_TRUE(read_uncached(src("o/mapped")) == map_model) << "o/mapped as backupfs has it";
+  EXPECT_TRUE(testutil::read_file(src("o/over")) == "new");
+  // Closed: the worker and the keeper let both go (the kernel sends RELEASE after close returns).
+  EXPECT_TRUE(wait_until([&] { return deleted_files_held({keeper(), worker}).empty(); },
+                         kRestartTimeout))
+      << "still held: " << deleted_files_held({keeper(), worker});
   ASSERT_EQ(wait_converged(), "");
 }
 
