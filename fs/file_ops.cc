@@ -276,17 +276,19 @@ void Fs::fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t
       log::debug("record punch id={:016x} [{}, +{})", inode.ref.id, start, end - start);
       log_.punch(inode.ref, start, end - start);
     }
-  } else if (mode & FALLOC_FL_ZERO_RANGE) {
-    // Zeros in allocated (unwritten) extents, which read and seek as data: written zeros.
-    if (after.st_size > before.st_size) record_truncate(inode, size);
-    if (end > start) record_write(inode, start, end - start);
+  } else if ((mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_ZERO_RANGE)) == 0) {
+    // A preallocation or a zero range, done the same way on every copy: allocated (unwritten)
+    // extents there too, not written zeros.
+    uint32_t flags = (mode & FALLOC_FL_KEEP_SIZE) ? wire::kAllocateKeepSize : 0;
+    if (mode & FALLOC_FL_ZERO_RANGE) flags |= wire::kAllocateZeroRange;
+    log::debug("record allocate id={:016x} flags={:#x} [{}, +{})", inode.ref.id, flags, start,
+               length);
+    log_.allocate(inode.ref, flags, start, static_cast<uint64_t>(length));
   } else if (mode & (FALLOC_FL_COLLAPSE_RANGE | FALLOC_FL_INSERT_RANGE)) {
     if (after.st_size < before.st_size) record_truncate(inode, size);
     if (size > start) record_write(inode, start, size - start);  // everything after moved
-  } else if (after.st_size > before.st_size) {
-    // Plain allocation beyond the end: the new range reads as zeros, which a truncate that
-    // extends the file reproduces without shipping a byte.
-    record_truncate(inode, size);
+  } else if (after.st_size != before.st_size) {
+    record_truncate(inode, size);  // any other mode (unshare): only a new size to carry
   }
   fuse_reply_err(req, 0);
 }

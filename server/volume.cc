@@ -68,6 +68,8 @@ void Volume::fan_out(const wire::Op& op) {
       sink->log.truncate(changes::FileRef{op.id, ""}, op.size);
     } else if (op.kind == wire::OpKind::kPunch) {
       sink->log.punch(changes::FileRef{op.id, ""}, op.offset, op.size);
+    } else if (op.kind == wire::OpKind::kAllocate) {
+      sink->log.allocate(changes::FileRef{op.id, ""}, op.flags, op.offset, op.size);
     } else if (op.kind == wire::OpKind::kAttr && op.id != 0) {
       sink->log.attrs(changes::FileRef{op.id, ""});
     } else {

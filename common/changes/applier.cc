@@ -93,7 +93,21 @@ Result<std::vector<std::string>> list_dir(int dir_fd) {
   return names;
 }
 
-bool uses_path(OpKind k) { return k != OpKind::kTruncate && k != OpKind::kPunch; }
+bool uses_path(OpKind k) {
+  return k != OpKind::kTruncate && k != OpKind::kPunch && k != OpKind::kAllocate;
+}
+
+// Writes length zero bytes at offset: what a filesystem that cannot punch or zero a range gets.
+Result<void> write_zeros(int fd, uint64_t offset, uint64_t length) {
+  std::vector<char> zeros(static_cast<size_t>(std::min<uint64_t>(length, 1 << 20)), 0);
+  for (uint64_t done = 0; done < length;) {
+    size_t n = static_cast<size_t>(std::min<uint64_t>(length - done, zeros.size()));
+    ssize_t w = pwrite(fd, zeros.data(), n, static_cast<off_t>(offset + done));
+    if (w < 0) return sys_error(errno, "write zeros");
+    done += static_cast<uint64_t>(w);
+  }
+  return {};
+}
 
 }  // namespace
 
@@ -551,12 +565,36 @@ struct Applier::Impl {
     before_change(fd, op.offset, op.size);
     if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length) == 0) return {};
     if (errno != EOPNOTSUPP) return sys_error(errno, "punch a hole");
-    std::vector<char> zeros(static_cast<size_t>(std::min<off_t>(length, 1 << 20)), 0);
-    for (off_t done = 0; done < length;) {
-      size_t n = static_cast<size_t>(std::min<off_t>(length - done, static_cast<off_t>(zeros.size())));
-      ssize_t w = pwrite(fd, zeros.data(), n, offset + done);
-      if (w < 0) return sys_error(errno, "write zeros");
-      done += w;
+    return write_zeros(fd, op.offset, op.size);
+  }
+
+  // fallocate as the source did it: a preallocation (the size grows unless KEEP_SIZE) or a zero
+  // range. A filesystem that cannot gets what the range reads as: zeros written for a zero
+  // range, the new size for a growing allocation.
+  Result<void> allocate(const wire::Op& op) {
+    if ((op.flags & ~(wire::kAllocateKeepSize | wire::kAllocateZeroRange)) != 0 ||
+        op.size == 0 || op.size > UINT64_MAX - op.offset ||
+        op.offset + op.size > static_cast<uint64_t>(INT64_MAX)) {
+      return fail(EINVAL, "allocate: bad flags or range");
+    }
+    int fd = BKP_TRY(write_fd(op.id));
+    if (fd < 0) return {};  // removed later in the stream
+    BKP_TRY_VOID(forget_ctime(op.id));
+    const bool zero = op.flags & wire::kAllocateZeroRange;
+    const bool keep_size = op.flags & wire::kAllocateKeepSize;
+    if (zero) before_change(fd, op.offset, op.size);
+    const int mode = (keep_size ? FALLOC_FL_KEEP_SIZE : 0) | (zero ? FALLOC_FL_ZERO_RANGE : 0);
+    if (fallocate(fd, mode, static_cast<off_t>(op.offset), static_cast<off_t>(op.size)) == 0) {
+      return {};
+    }
+    if (errno != EOPNOTSUPP) return sys_error(errno, zero ? "zero a range" : "allocate");
+    struct stat st;
+    if (fstat(fd, &st) != 0) return sys_error(errno);
+    const uint64_t size = static_cast<uint64_t>(st.st_size), end = op.offset + op.size;
+    const uint64_t zero_end = keep_size ? std::min(end, size) : end;
+    if (zero && zero_end > op.offset) return write_zeros(fd, op.offset, zero_end - op.offset);
+    if (!keep_size && end > size && ftruncate(fd, static_cast<off_t>(end)) != 0) {
+      return sys_error(errno);
     }
     return {};
   }
@@ -720,6 +758,7 @@ struct Applier::Impl {
       case OpKind::kSyncEnd: return sync_end();
       case OpKind::kKeep: return keep(op);
       case OpKind::kPunch: return punch(op);
+      case OpKind::kAllocate: return allocate(op);
     }
     return fail(EINVAL, "unknown operation");
   }

@@ -145,6 +145,18 @@ void ChangeLog::punch(const FileRef& file, uint64_t offset, uint64_t length) {
   clip(file, std::move(op), [offset, length](ExtentMap& e) { e.remove(offset, length); });
 }
 
+void ChangeLog::allocate(const FileRef& file, uint32_t flags, uint64_t offset, uint64_t length) {
+  wire::Op op;
+  op.kind = wire::OpKind::kAllocate;
+  op.flags = flags;
+  op.offset = offset;
+  op.size = length;
+  const bool zeroes = flags & wire::kAllocateZeroRange;
+  clip(file, std::move(op), [=](ExtentMap& e) {
+    if (zeroes) e.remove(offset, length);
+  });
+}
+
 bool ChangeLog::overflowed() const {
   std::lock_guard lock(mu_);
   return overflowed_;

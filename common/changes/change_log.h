@@ -112,6 +112,9 @@ class ChangeLog {
   // Records a kPunch op (the range reads as zeros and is a hole) and drops the range from the
   // file's dirty extents: shipped as data it would arrive as written zeros after the punch.
   void punch(const FileRef& file, uint64_t offset, uint64_t length);
+  // Records a kAllocate op (fallocate with flags, wire::kAllocate*): a zero range also drops the
+  // range from the dirty extents, as punch does; a plain allocation changes no byte.
+  void allocate(const FileRef& file, uint32_t flags, uint64_t offset, uint64_t length);
 
   // Takes the oldest changes, within limits, as a batch (number 0: the sender numbers it) and
   // leaves the rest in the log. Nothing while overflowed.

@@ -62,11 +62,12 @@ Fields fields_of(OpKind k) {
     case OpKind::kSyncEnd: break;
     case OpKind::kKeep: f.path = f.id = f.mode = true; break;
     case OpKind::kPunch: f.id = f.offset = f.size = true; break;
+    case OpKind::kAllocate: f.id = f.flags = f.offset = f.size = true; break;
   }
   return f;
 }
 
-bool is_known_op(uint8_t k) { return k >= 1 && k <= static_cast<uint8_t>(OpKind::kPunch); }
+bool is_known_op(uint8_t k) { return k >= 1 && k <= static_cast<uint8_t>(kLastOpKind); }
 
 }  // namespace
 
@@ -86,7 +87,7 @@ const char* op_name(OpKind kind) {
   static const char* const kNames[] = {"?",      "mkdir",  "create", "mknod",   "symlink",
                                        "link",   "unlink", "rmdir",  "rename",  "truncate",
                                        "attr",   "setxattr", "removexattr", "sync-begin",
-                                       "sync-end", "keep", "punch"};
+                                       "sync-end", "keep", "punch", "allocate"};
   auto i = static_cast<uint8_t>(kind);
   return is_known_op(i) ? kNames[i] : "?";
 }

@@ -22,7 +22,7 @@ struct ZSTD_CCtx_s;  // zstd.h's compression context
 namespace bkp::wire {
 
 constexpr uint32_t kMagic = 0x46504B42;  // "BKPF" little-endian
-constexpr uint16_t kVersion = 5;
+constexpr uint16_t kVersion = 6;
 
 enum class Role : uint8_t { kNode = 1, kReplica = 2, kControl = 3 };
 
@@ -112,7 +112,13 @@ enum class OpKind : uint8_t {
   kKeep = 15,        // path, id, mode: a baseline names an entry the receiver already holds as
                      // it is; mode S_IFDIR: a directory with everything under it
   kPunch = 16,       // id, offset, size: [offset, offset+size) of the file becomes a hole
+  kAllocate = 17,    // id, flags (kAllocate*), offset, size: fallocate(2) without punching
 };
+constexpr OpKind kLastOpKind = OpKind::kAllocate;
+
+// kAllocate's flags: fallocate(2)'s FALLOC_FL_KEEP_SIZE and FALLOC_FL_ZERO_RANGE, by value.
+constexpr uint32_t kAllocateKeepSize = 0x01;
+constexpr uint32_t kAllocateZeroRange = 0x10;
 
 const char* op_name(OpKind kind);
 
@@ -127,7 +133,7 @@ struct Op {
   uint64_t rdev = 0;
   uint32_t flags = 0;
   uint64_t size = 0;
-  uint64_t offset = 0;  // kPunch
+  uint64_t offset = 0;  // kPunch, kAllocate
   int64_t atime_ns = 0;
   int64_t mtime_ns = 0;
   int64_t ctime_ns = 0;  // kAttr by id: the source file's ctime when its data was read (0: none)

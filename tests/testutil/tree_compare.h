@@ -29,7 +29,8 @@ struct CompareOptions {
   bool root_attrs = true;  // compare the two root directories' own mode, owner, mtime, xattrs
   bool xattrs = true;      // compare the names and values of every entry's extended attributes
   bool holes = true;       // compare where regular files have data and where holes (both trees
-                           // must be on filesystems reporting holes alike, e.g. both ext4)
+                           // must be on filesystems reporting holes alike, e.g. both ext4;
+                           // skipped for files with unwritten extents on either side)
 };
 
 // "" when equal; otherwise the first difference, naming the relative path ("." is the root).

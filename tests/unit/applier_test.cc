@@ -127,5 +127,32 @@ TEST_F(ApplierTest, APunchMakesAHoleAndForgetsTheCtime) {
   EXPECT_EQ(c, 0);
 }
 
+// kAllocate does what fallocate did on the source: a preallocation grows the size (or, with
+// KEEP_SIZE, only the allocation) and a zero range turns data into allocated zeros; neither
+// leaves a hole, and bad flags are refused before anything changes.
+TEST_F(ApplierTest, AllocateOpsPreallocateAndZeroRangesWithoutHoles) {
+  auto a = open();
+  apply(*a, create("f", 1));
+  write(*a, 1, std::string(256 * 1024, 'x'));
+  auto op = [](uint32_t flags, uint64_t offset, uint64_t size) {
+    return Op{.kind = OpKind::kAllocate, .id = 1, .flags = flags, .size = size, .offset = offset};
+  };
+  apply(*a, op(wire::kAllocateZeroRange | wire::kAllocateKeepSize, 64 * 1024, 64 * 1024));
+  apply(*a, op(0, 256 * 1024, 768 * 1024));                          // grows to 1 MiB
+  apply(*a, op(wire::kAllocateKeepSize, 1024 * 1024, 1024 * 1024));  // past the end
+  auto fd = a->open_id(1);
+  ASSERT_TRUE(fd);
+  struct stat st;
+  ASSERT_EQ(fstat(fd->get(), &st), 0);
+  EXPECT_EQ(st.st_size, 1024 * 1024);
+  EXPECT_GE(st.st_blocks * 512, 2 * 1024 * 1024) << "the preallocations are not allocated";
+  std::string got(256 * 1024, '\0');
+  ASSERT_EQ(pread(fd->get(), got.data(), got.size(), 0), static_cast<ssize_t>(got.size()));
+  EXPECT_EQ(got, std::string(64 * 1024, 'x') + std::string(64 * 1024, '\0') +
+                     std::string(128 * 1024, 'x'));
+  EXPECT_FALSE(a->apply(op(0x02, 0, 4096))) << "an unknown flag (punch's) must be refused";
+  EXPECT_FALSE(a->apply(op(0, 0, 0))) << "an empty range must be refused";
+}
+
 }  // namespace
 }  // namespace bkp::changes

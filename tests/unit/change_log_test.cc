@@ -59,8 +59,9 @@ std::string show_ops(const Batch& b) {
         s += "truncate #" + std::to_string(op.id) + " " + std::to_string(op.size);
         break;
       case OpKind::kPunch:
-        s += "punch #" + std::to_string(op.id) + " " + std::to_string(op.offset) + "+" +
-             std::to_string(op.size);
+      case OpKind::kAllocate:
+        s += std::string(wire::op_name(op.kind)) + " #" + std::to_string(op.id) + " " +
+             std::to_string(op.offset) + "+" + std::to_string(op.size);
         break;
       default:
         s += std::string(wire::op_name(op.kind)) + " " + op.path;

@@ -249,6 +249,12 @@ std::vector<Op> one_op_of_every_kind() {
     o.offset = uint64_t{1} << 33;
     o.size = 128 * 1024;
   });
+  add(OpKind::kAllocate, [](Op& o) {
+    o.id = 15;
+    o.flags = kAllocateZeroRange | kAllocateKeepSize;
+    o.offset = uint64_t{1} << 34;
+    o.size = 64 * 1024;
+  });
   return ops;
 }
 
@@ -312,13 +318,13 @@ TEST(MessagesTest, OpOfEveryKindRoundTrips) {
     ASSERT_TRUE(d) << op_name(op.kind) << ": " << d.error().message;
     EXPECT_EQ(*d, op) << op_name(op.kind);
   }
-  EXPECT_EQ(kinds.size(), static_cast<size_t>(OpKind::kPunch))
+  EXPECT_EQ(kinds.size(), static_cast<size_t>(kLastOpKind))
       << "a new OpKind needs a round-trip case here";
 }
 
 TEST(MessagesTest, EveryOpKindHasADistinctName) {
   std::set<std::string> names;
-  for (int k = 1; k <= static_cast<int>(OpKind::kPunch); ++k) {
+  for (int k = 1; k <= static_cast<int>(kLastOpKind); ++k) {
     const char* name = op_name(static_cast<OpKind>(k));
     ASSERT_NE(name, nullptr);
     EXPECT_TRUE(names.insert(name).second) << "duplicate name " << name;
