@@ -10,7 +10,7 @@ PACKAGES=(
   build-essential cmake ninja-build pkg-config
   libfuse3-dev fuse3 liburing-dev libarchive-dev libtomlplusplus-dev libgtest-dev
   libzstd-dev libxxhash-dev libsqlite3-dev libexpected-dev libfmt-dev libsystemd-dev libssl-dev
-  nlohmann-json3-dev libcli11-dev libarchive-tools
+  nlohmann-json3-dev libcli11-dev libarchive-tools libcpp-httplib-dev
   attr fio
 )
 

@@ -366,6 +366,21 @@ Result<std::optional<RunRecord>> Catalog::last_run(const std::string& host, cons
   return std::optional<RunRecord>(std::move(runs.front()));
 }
 
+Result<std::map<RunStatus, uint64_t>> Catalog::run_counts(const std::string& host,
+                                                           const std::string& path) {
+  std::lock_guard lock(mu_);
+  auto st = BKP_TRY(db_->prepare(
+      "SELECT status, COUNT(*) FROM runs WHERE host = ? AND path = ? AND ended_at IS NOT NULL "
+      "GROUP BY status"));
+  st.bind(1, host).bind(2, path);
+  std::map<RunStatus, uint64_t> out;
+  while (BKP_TRY(st.step())) out[parse_status(st.text(0))] += static_cast<uint64_t>(st.int64(1));
+  for (const auto& run : unrecorded_) {
+    if (run.host == host && run.path == path) ++out[run.status];
+  }
+  return out;
+}
+
 Result<int> Catalog::close_open_runs(int64_t now, const std::string& error) {
   std::lock_guard lock(mu_);
   auto st = BKP_TRY(db_->prepare(

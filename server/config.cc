@@ -21,7 +21,7 @@ namespace bkp::server {
 namespace {
 
 const std::set<std::string> kKnownKeys = {"listen", "state_dir", "snapshot_gzip_level",
-                                          "keep_snapshots", "tls", "control_socket",
+                                          "keep_snapshots", "tls", "control_socket", "http_listen",
                                           "control_group", "max_queued_ops"};
 
 Result<std::string> string_key(const toml::table& table, const std::string& file,
@@ -77,6 +77,11 @@ Result<gid_t> group_id(const std::string& name) {
 
 }  // namespace
 
+Result<std::optional<net::HostPort>> parse_http_listen(std::string_view text) {
+  if (text == "off") return std::optional<net::HostPort>();
+  return std::optional<net::HostPort>(BKP_TRY(net::parse_host_port(text)));
+}
+
 std::string identity_path(const std::string& state_dir) { return state_dir + "/identity.pem"; }
 
 Result<Settings> load_settings(const Options& options) {
@@ -117,6 +122,11 @@ Result<Settings> load_settings(const Options& options) {
       if (!gid) return fail(EINVAL, fmt::format("config {}: key 'control_group': {}", file, gid.error().message));
       s.control_gid = *gid;
     }
+    if (auto http = BKP_TRY(string_key(table, file, "http_listen")); !http.empty()) {
+      s.http_listen = BKP_TRY(parse_http_listen(http).map_error([&](Error e) {
+        return Error{EINVAL, fmt::format("config {}: key 'http_listen': {}", file, e.message)};
+      }));
+    }
     if (!listen.empty()) {
       auto hp = net::parse_host_port(listen);
       if (!hp) {
@@ -135,6 +145,12 @@ Result<Settings> load_settings(const Options& options) {
     s.listen = *hp;
   }
   s.port_file = options.port_file;
+  if (!options.http_listen.empty()) {
+    s.http_listen = BKP_TRY(parse_http_listen(options.http_listen).map_error([](Error e) {
+      return e.wrap("--http-listen");
+    }));
+  }
+  s.http_port_file = options.http_port_file;
   if (!options.control_socket.empty()) s.control_socket = options.control_socket;
   if (options.no_tls) s.tls = false;
   if (!options.progress_every.empty()) {

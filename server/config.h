@@ -18,6 +18,10 @@
 //   max_queued_ops      integer  operations kept per replica and volume while the replica is
 //                                away (default 131072, ~30 MiB); past it they are dropped and
 //                                the replica is reconciled by manifest when it returns
+//   http_listen         string   "ADDR:PORT" of the status page, /api/status and /metrics
+//                                (server/web.h; default "127.0.0.1:7780", "off": none;
+//                                --http-listen overrides). Plain HTTP without authentication:
+//                                keep it on loopback unless the network is trusted
 // Example:
 //   listen = "0.0.0.0:7700"
 //   state_dir = "/var/lib/backupd"
@@ -50,6 +54,8 @@ struct Options {
   std::string port_file;
   std::string progress_every;  // seconds
   std::string control_socket;
+  std::string http_listen;     // "ADDR:PORT" or "off"
+  std::string http_port_file;  // where to write the bound HTTP port
   bool no_tls = false;
   bool show_id = false;  // --show-id: print the identity and exit
 };
@@ -66,7 +72,12 @@ struct Settings {
   std::string control_group;            // "" when not set
   std::optional<gid_t> control_gid;     // control_group's id, looked up when loading
   int max_queued_ops = static_cast<int>(changes::kMaxQueuedOps);  // each replica log's bound
+  std::optional<net::HostPort> http_listen = net::HostPort{"127.0.0.1", 7780};  // none: off
+  std::string http_port_file;
 };
+
+// An http_listen value: "ADDR:PORT", or "off" (nullopt).
+Result<std::optional<net::HostPort>> parse_http_listen(std::string_view text);
 
 // STATE/identity.pem: backupd's key pair and certificate (common/net/identity.h).
 std::string identity_path(const std::string& state_dir);

@@ -20,13 +20,6 @@ json opt(const std::optional<std::string>& s) { return s ? json(*s) : json(nullp
 
 json opt_text(const std::string& s) { return s.empty() ? json(nullptr) : json(s); }
 
-// Seconds from the oldest change not yet delivered until now, to the millisecond; 0 when
-// there is none.
-double lag_seconds(int64_t oldest_ns, int64_t now_ms) {
-  if (oldest_ns <= 0) return 0;
-  double lag = static_cast<double>(now_ms) / 1e3 - static_cast<double>(oldest_ns) / 1e9;
-  return std::max(0.0, std::round(lag * 1000) / 1000);
-}
 
 const char* type_name(const json& v) {
   return v.is_string() ? "a string" : v.is_boolean() ? "a boolean"
@@ -57,6 +50,12 @@ ControlResult<std::string> RequestArgs::string(const char* key) const {
 ControlResult<std::string> RequestArgs::string_or(const char* key, std::string fallback) const {
   if (!j_.contains(key) || j_.at(key).is_null()) return fallback;
   return string(key);
+}
+
+double lag_seconds(int64_t oldest_ns, int64_t now_ms) {
+  if (oldest_ns <= 0) return 0;
+  double lag = static_cast<double>(now_ms) / 1e3 - static_cast<double>(oldest_ns) / 1e9;
+  return std::max(0.0, std::round(lag * 1000) / 1000);
 }
 
 ControlResult<int64_t> RequestArgs::integer(const char* key) const {

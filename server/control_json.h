@@ -23,6 +23,9 @@ using json = nlohmann::json;
 
 // "2026-11-26T01:02:03Z" for a CLOCK_REALTIME instant in milliseconds.
 std::string iso_time(int64_t unix_ms);
+// Seconds from the oldest change not yet delivered (oldest_ns, CLOCK_REALTIME) until now, to the
+// millisecond; 0 when there is none.
+double lag_seconds(int64_t oldest_ns, int64_t now_ms);
 
 // Field access on a request object; errors are bad_request naming the field.
 class RequestArgs {

@@ -194,7 +194,7 @@ class ControlSession {
     json volumes = json::array();
     int64_t now = wall_ms();
     for (const auto& v : views) {
-      auto snaps = BKP_TRY(present_snapshots(v.volume.reg.host, v.volume.reg.path));
+      auto snaps = BKP_TRY(registry_.present_snapshots(v.volume.reg.host, v.volume.reg.path));
       std::optional<SnapshotRecord> last;
       if (!snaps.empty()) last = std::move(snaps.front());
       volumes.push_back(status_json(v, last, now));
@@ -226,26 +226,10 @@ class ControlSession {
     auto host = BKP_TRY(args.string("host"));
     auto path = BKP_TRY(args.string("path"));
     auto name = BKP_TRY(registry_.resolve(host, path, Known::kRegisteredOrKept));
-    auto snaps = BKP_TRY(present_snapshots(name, path));
+    auto snaps = BKP_TRY(registry_.present_snapshots(name, path));
     json out = json::array();
     for (const auto& s : snaps) out.push_back(snapshot_json(s));
     return json{{"ok", true}, {"host", name}, {"snapshots", std::move(out)}};
-  }
-
-  // Catalogued snapshots whose file is still on disk, newest first, with their size on disk.
-  ControlResult<std::vector<SnapshotRecord>> present_snapshots(const std::string& host,
-                                                               const std::string& path) {
-    auto snaps = registry_.catalog().snapshots(host, path, /*include_deleted=*/false);
-    if (!snaps) return control_fail(Fault::kInternal, snaps.error().message);
-    std::string dir = registry_.hub().volume_dir(host, path) + "/snapshots/";
-    std::vector<SnapshotRecord> out;
-    for (auto& s : *snaps) {
-      struct stat st{};
-      if (stat((dir + s.id + ".tgz").c_str(), &st) != 0) continue;
-      s.bytes = st.st_size;
-      out.push_back(std::move(s));
-    }
-    return out;
   }
 
   // Answers and streams itself; returns null on success so handle() sends nothing more.
@@ -255,7 +239,7 @@ class ControlSession {
     auto wanted = BKP_TRY(args.string_or("snapshot", "latest"));
     if (wanted.size() > 4 && wanted.ends_with(".tgz")) wanted.resize(wanted.size() - 4);
     auto host = BKP_TRY(registry_.resolve(given, path, Known::kRegisteredOrKept));
-    auto snaps = BKP_TRY(present_snapshots(host, path));
+    auto snaps = BKP_TRY(registry_.present_snapshots(host, path));
     std::string dir = registry_.hub().volume_dir(host, path) + "/snapshots/";
     for (const auto& s : snaps) {
       if (wanted != "latest" && s.id != wanted) continue;

@@ -15,7 +15,8 @@ namespace {
 void usage(FILE* out) {
   std::fputs(
       "usage: backupd --state-dir DIR [--config FILE] [--listen ADDR:PORT] [--port-file FILE] "
-      "[--progress-every SECONDS] [--control-socket PATH] [--no-tls] [-v|-q]\n"
+      "[--progress-every SECONDS] [--control-socket PATH] [--http-listen ADDR:PORT|off] "
+      "[--http-port-file FILE] [--no-tls] [-v|-q]\n"
       "       backupd --state-dir DIR --show-id   (prints backupd's identity, making it if needed)\n",
       out);
 }
@@ -31,6 +32,8 @@ int main(int argc, char** argv) {
       {"listen", required_argument, nullptr, 'l'},    {"port-file", required_argument, nullptr, 'p'},
       {"progress-every", required_argument, nullptr, 'e'},
       {"control-socket", required_argument, nullptr, 'S'},
+      {"http-listen", required_argument, nullptr, 'H'},
+      {"http-port-file", required_argument, nullptr, 'P'},
       {"no-tls", no_argument, nullptr, 'T'},         {"show-id", no_argument, nullptr, 'I'},
       {"verbose", no_argument, nullptr, 'v'},         {"quiet", no_argument, nullptr, 'q'},
       {"help", no_argument, nullptr, 'h'},            {nullptr, 0, nullptr, 0}};
@@ -49,6 +52,8 @@ int main(int argc, char** argv) {
         }
         options.control_socket = optarg;
         break;
+      case 'H': options.http_listen = optarg; break;
+      case 'P': options.http_port_file = optarg; break;
       case 'T': options.no_tls = true; break;
       case 'I': options.show_id = true; break;
       case 'v': bkp::log::set_level(bkp::log::Level::kDebug); break;
@@ -70,6 +75,12 @@ int main(int argc, char** argv) {
   if (!options.listen.empty()) {
     if (auto hp = bkp::net::parse_host_port(options.listen); !hp) {
       std::fprintf(stderr, "backupd: --listen: %s\n", hp.error().message.c_str());
+      return kExitUsage;
+    }
+  }
+  if (!options.http_listen.empty()) {
+    if (auto hp = bkp::server::parse_http_listen(options.http_listen); !hp) {
+      std::fprintf(stderr, "backupd: --http-listen: %s\n", hp.error().message.c_str());
       return kExitUsage;
     }
   }

@@ -364,6 +364,21 @@ ControlResult<std::vector<VolumeView>> Registry::list() {
   return out;
 }
 
+ControlResult<std::vector<SnapshotRecord>> Registry::present_snapshots(const std::string& host,
+                                                                     const std::string& path) {
+  auto snaps = catalog_.snapshots(host, path, /*include_deleted=*/false);
+  if (!snaps) return control_fail(Fault::kInternal, snaps.error().message);
+  std::string dir = hub_.volume_dir(host, path) + "/snapshots/";
+  std::vector<SnapshotRecord> out;
+  for (auto& s : *snaps) {
+    struct stat st{};
+    if (stat((dir + s.id + ".tgz").c_str(), &st) != 0) continue;
+    s.bytes = st.st_size;
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
 std::vector<StatusView> Registry::status() {
   std::vector<StatusView> out;
   for (const auto& e : entries()) out.push_back(status_view(e));

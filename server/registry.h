@@ -124,6 +124,10 @@ class Registry {
   // with that path. bad_request for an invalid host or path; unknown_volume otherwise (also
   // when the address is that of several volumes with the path: the message names them).
   ControlResult<std::string> resolve(const std::string& host, const std::string& path, Known known);
+  // The volume's catalogued snapshots whose file is still on disk, newest first, each with its
+  // size on disk.
+  ControlResult<std::vector<SnapshotRecord>> present_snapshots(const std::string& host,
+                                                               const std::string& path);
 
   Hub& hub() { return hub_; }
   Catalog& catalog() { return catalog_; }

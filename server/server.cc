@@ -63,6 +63,7 @@
 #include "server/registry.h"
 #include "server/replica_session.h"
 #include "server/scheduler.h"
+#include "server/web.h"
 
 namespace bkp::server {
 namespace {
@@ -171,6 +172,7 @@ class Server {
       stop();
       return 1;
     }
+    start_web_if_asked();  // before the port file, which tells a script backupd is ready
     if (!settings_.port_file.empty()) {
       if (auto w = write_small_file(settings_.port_file, fmt::format("{}\n", bound.port),
                                     Durability::kNoSync);
@@ -426,8 +428,31 @@ class Server {
     }
   }
 
+  // The status page and metrics are for people and monitoring, not for backups: a port that
+  // cannot be had is an error in the log, and backupd serves on without them.
+  void start_web_if_asked() {
+    if (!settings_.http_listen) return;
+    net::HostPort bound;
+    auto web = start_web(*settings_.http_listen, *registry_, started_ms_, &bound);
+    if (!web) {
+      log::error("status page and metrics: {}; backups go on without them",
+                 web.error().message);
+      return;
+    }
+    web_ = std::move(*web);
+    log::info("status page on http://{}:{}/, metrics on /metrics", bound.host, bound.port);
+    if (!settings_.http_port_file.empty()) {
+      if (auto w = write_small_file(settings_.http_port_file, fmt::format("{}\n", bound.port),
+                                    Durability::kNoSync);
+          !w) {
+        log::error("HTTP port file: {}", w.error().message);
+      }
+    }
+  }
+
   void stop() {
     stopping_ = true;
+    web_.reset();
     listen_.reset();
     control_.reset();  // removes the socket file
     if (scheduler_) scheduler_->stop();
@@ -449,6 +474,8 @@ class Server {
   std::unique_ptr<PeerGate> gate_;        // uses catalog_
   std::unique_ptr<Scheduler> scheduler_;  // uses catalog_
   std::unique_ptr<Registry> registry_;    // uses hub_, catalog_, scheduler_; destroyed first
+  std::unique_ptr<net::HttpServer> web_;  // uses registry_
+  const int64_t started_ms_ = wall_ms();
   UniqueFd listen_;
   std::unique_ptr<ControlSocket> control_;
   std::atomic<bool> stopping_{false};

@@ -111,6 +111,7 @@ void ClusterTest::SetUp() {
   roots_[1] = tmp_->mkdir("r2");
   node_state_ = tmp_->mkdir("node-state");
   port_file_ = tmp_->sub("port");
+  http_port_file_ = tmp_->sub("http-port");
   node_port_file_ = tmp_->sub("node-port");
   server_id_ = show_id({bin_.backupd, "--state-dir", state_, "--show-id"});
   node_id_ = show_id({bin_.backupfs, "--state-dir", node_state_, "--show-id"});
@@ -174,9 +175,11 @@ void ClusterTest::stop_watchdog() {
 
 ::testing::AssertionResult ClusterTest::start_server(uint16_t port) {
   unlink(port_file_.c_str());  // a stale port from a previous run must not be read
-  std::vector<std::string> argv = with_progress({bin_.backupd, "--state-dir", state_, "--listen",
-                                                 address(port), "--port-file", port_file_,
-                                                 "--control-socket", control_socket()});
+  unlink(http_port_file().c_str());
+  std::vector<std::string> argv = with_progress(
+      {bin_.backupd, "--state-dir", state_, "--listen", address(port), "--port-file", port_file_,
+       "--control-socket", control_socket(), "--http-listen", address(0), "--http-port-file",
+       http_port_file()});
   argv.insert(argv.end(), backupd_args.begin(), backupd_args.end());
   backupd_ = std::make_unique<Daemon>("backupd", argv, logs_ + "/backupd.log", backupd_env);
   std::optional<uint16_t> got;

@@ -43,6 +43,7 @@
 #include <vector>
 
 #include "tests/testutil/daemon.h"
+#include "tests/testutil/files.h"
 #include "tests/testutil/mounted_fs.h"
 #include "tests/testutil/temp_dir.h"
 #include "tests/testutil/tree_compare.h"
@@ -112,6 +113,9 @@ class ClusterTest : public ::testing::Test {
                                   std::chrono::milliseconds timeout = 60s);
 
   uint16_t port() const { return port_; }            // backupd's
+  // backupd's status page and metrics (--http-listen 127.0.0.1:0); 0 if it has none.
+  uint16_t http_port() const { return testutil::read_port_file(http_port_file()).value_or(0); }
+  std::string http_port_file() const { return http_port_file_; }
   uint16_t node_port() const { return node_port_; }  // backupfs's
   const std::string& src() const { return src_; }
   const std::string& ref() const { return ref_; }
@@ -153,6 +157,7 @@ class ClusterTest : public ::testing::Test {
   bool expired() const { return expired_; }
 
   testutil::Daemon* backupd() { return backupd_.get(); }
+  testutil::Daemon* replicator(int i) { return replicators_[i].get(); }
   // If set before the processes start: every daemon gets --progress-every this many seconds.
   std::string progress_every;
   // How wait_converged() tells that backupfs still runs; unset: the process mount_source()
@@ -182,7 +187,7 @@ class ClusterTest : public ::testing::Test {
 
   Binaries bin_;
   std::optional<testutil::TempDir> tmp_;
-  std::string src_, ref_, state_, logs_, port_file_, node_port_file_;
+  std::string src_, ref_, state_, logs_, port_file_, node_port_file_, http_port_file_;
   std::string roots_[2];
   std::string node_state_, server_id_, node_id_, replica_ids_[2];
   uint16_t port_ = 0;

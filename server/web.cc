@@ -1,0 +1,188 @@
+// backupd's status page, /api/status and /metrics (web.h).
+#include "server/web.h"
+
+#include <fmt/format.h>
+
+#include "common/files.h"
+#include "common/log.h"
+#include "common/metrics.h"
+#include "server/backup_run.h"
+#include "server/control_json.h"
+
+namespace bkp::server {
+namespace {
+
+// The page, from server/web_page.html (CMake writes it into this header).
+#include "server/web_page.inc"
+
+constexpr size_t kRecentRuns = 30;
+
+// A copy of a volume as the page and the metrics count it: the mirror (fed by the node) or a
+// replica (fed by the mirror).
+enum class CopyState { kCurrent, kCatchingUp, kMissing };
+
+const char* copy_state_name(CopyState s) {
+  return s == CopyState::kCurrent ? "current" : s == CopyState::kCatchingUp ? "catching up" : "missing";
+}
+
+CopyState mirror_state(const StatusView& v) {
+  if (!v.volume.link.connected) return CopyState::kMissing;
+  const auto& s = v.volume.node_status;
+  return s && (s->status.pending_ops > 0 || s->status.pending_bytes > 0) ? CopyState::kCatchingUp
+                                                                        : CopyState::kCurrent;
+}
+
+CopyState replica_state(const ReplicaStatus& r) {
+  if (!r.lag.connected) return CopyState::kMissing;
+  return r.lag.pending_ops > 0 || r.lag.pending_bytes > 0 ? CopyState::kCatchingUp
+                                                          : CopyState::kCurrent;
+}
+
+size_t current_copies(const StatusView& v) {
+  size_t n = mirror_state(v) == CopyState::kCurrent;
+  for (const auto& r : v.replicas) n += replica_state(r) == CopyState::kCurrent;
+  return n;
+}
+
+}  // namespace
+
+nlohmann::json status_document(Registry& registry, int64_t now_ms, int64_t started_ms) {
+  json volumes = json::array();
+  for (const StatusView& v : registry.status()) {
+    const auto& reg = v.volume.reg;
+    auto snaps = registry.present_snapshots(reg.host, reg.path);
+    std::optional<SnapshotRecord> last;
+    if (snaps && !snaps->empty()) last = snaps->front();
+    json j = status_json(v, last, now_ms);
+    json copies = json::array();
+    copies.push_back({{"name", "mirror"}, {"state", copy_state_name(mirror_state(v))}});
+    for (const auto& r : v.replicas) {
+      copies.push_back({{"name", r.lag.replica}, {"state", copy_state_name(replica_state(r))}});
+    }
+    j["copies"] = std::move(copies);
+    j["copies_wanted"] = 1 + v.replicas.size();
+    j["copies_current"] = current_copies(v);
+    json runs = json::array();
+    if (auto recent = registry.catalog().runs(reg.host, reg.path, kRecentRuns)) {
+      for (const auto& r : *recent) runs.push_back(run_json(r));
+    }
+    j["recent_runs"] = std::move(runs);
+    json sizes = json::array();
+    if (snaps) {
+      for (const auto& s : *snaps) sizes.push_back(snapshot_json(s));
+    }
+    j["snapshots"] = std::move(sizes);
+    volumes.push_back(std::move(j));
+  }
+  return json{{"generated_at", iso_time(now_ms)},
+              {"server",
+               {{"started_at", iso_time(started_ms)},
+                {"uptime_seconds", (now_ms - started_ms) / 1000}}},
+              {"volumes", std::move(volumes)}};
+}
+
+std::string metrics_text(Registry& registry, int64_t now_ms) {
+  metrics::Exposition m;
+  const double now_s = static_cast<double>(now_ms) / 1e3;
+  const auto views = registry.status();
+  m.gauge("backupd_volumes", "Registered volumes.", {}, static_cast<double>(views.size()));
+  for (const StatusView& v : views) {
+    const auto& reg = v.volume.reg;
+    const metrics::Labels vol{{"host", reg.host}, {"path", reg.path}};
+    m.gauge("backupd_volume_up", "1 while backupd's link to the volume's node is up.", vol,
+            v.volume.link.connected);
+    const auto& sample = v.volume.node_status;
+    m.gauge("backupd_volume_lag_seconds",
+            "Recovery point: age of the oldest change the node has not delivered yet.", vol,
+            sample ? lag_seconds(sample->status.oldest_ns, now_ms) : 0);
+    m.gauge("backupd_volume_lag_bytes", "Bytes the node has recorded and not delivered yet.", vol,
+            sample ? static_cast<double>(sample->status.pending_bytes) : 0);
+    m.gauge("backupd_volume_lag_operations",
+            "Operations the node has recorded and not delivered yet.", vol,
+            sample ? static_cast<double>(sample->status.pending_ops) : 0);
+    m.gauge("backupd_volume_copies_wanted", "Copies the volume should have (mirror + replicas).",
+            vol, static_cast<double>(1 + v.replicas.size()));
+    m.gauge("backupd_volume_copies_current",
+            "Copies holding everything the node delivered (connected, nothing pending).", vol,
+            static_cast<double>(current_copies(v)));
+    m.gauge("backupd_volume_schedule_seconds", "The volume's snapshot period.", vol,
+            static_cast<double>(reg.every_seconds));
+    if (v.volume.next_run) {
+      m.gauge("backupd_volume_next_run_timestamp_seconds", "When the next run is due.", vol,
+              static_cast<double>(*v.volume.next_run) / 1e3);
+    }
+    if (const auto& run = v.volume.last_run) {
+      m.gauge("backupd_volume_last_run_timestamp_seconds", "When the last run ended.", vol,
+              static_cast<double>(run->ended_at) / 1e3);
+      m.gauge("backupd_volume_last_run_success",
+              "1 if the last run wrote a snapshot or found nothing changed, 0 if it failed.", vol,
+              run->status != RunStatus::kFailed);
+      m.gauge("backupd_volume_last_run_duration_seconds", "How long the last run took.", vol,
+              static_cast<double>(run->duration_ms) / 1e3);
+    }
+    if (auto counts = registry.catalog().run_counts(reg.host, reg.path)) {
+      for (RunStatus s : {RunStatus::kWritten, RunStatus::kUnchanged, RunStatus::kFailed}) {
+        metrics::Labels l = vol;
+        l.emplace_back("status", run_status_name(s));
+        m.counter("backupd_volume_runs_total", "Finished runs by status.", l,
+                  static_cast<double>(counts->contains(s) ? counts->at(s) : 0));
+      }
+    }
+    auto snaps = registry.present_snapshots(reg.host, reg.path);
+    if (snaps && !snaps->empty()) {
+      const SnapshotRecord& s = snaps->front();
+      m.gauge("backupd_volume_last_snapshot_bytes", "Size of the newest snapshot on disk.", vol,
+              static_cast<double>(s.bytes));
+      m.gauge("backupd_volume_last_snapshot_timestamp_seconds", "When the newest snapshot was written.",
+              vol, static_cast<double>(s.created_at) / 1e3);
+      m.gauge("backupd_volume_last_snapshot_age_seconds", "Age of the newest snapshot.", vol,
+              std::max(0.0, now_s - static_cast<double>(s.created_at) / 1e3));
+      m.gauge("backupd_volume_snapshots", "Snapshots kept on disk.", vol,
+              static_cast<double>(snaps->size()));
+    }
+    if (auto totals = read_key_values(registry.hub().volume_dir(reg.host, reg.path) + "/stats")) {
+      auto total = [&](const char* key) {
+        return static_cast<double>(totals->contains(key) ? totals->at(key) : 0);
+      };
+      m.counter("backupd_volume_ingest_bytes_total", "File data received from the node.", vol,
+                total("data_bytes"));
+      m.counter("backupd_volume_ingest_wire_bytes_total",
+                "Bytes of frames received from the node, headers included.", vol,
+                total("wire_bytes"));
+      m.counter("backupd_volume_ingest_operations_total", "Operations received from the node.",
+                vol, total("ops"));
+      m.counter("backupd_volume_ingest_batches_total", "Batches committed to the mirror.", vol,
+                total("batches"));
+    }
+    for (const auto& r : v.replicas) {
+      metrics::Labels l = vol;
+      l.emplace_back("replica", r.lag.replica);
+      m.gauge("backupd_replica_up", "1 while the replica is connected.", l, r.lag.connected);
+      m.gauge("backupd_replica_lag_seconds",
+              "Age of the oldest change of the volume the replica does not hold yet.", l,
+              lag_seconds(r.lag.oldest_ns, now_ms));
+      m.gauge("backupd_replica_lag_bytes", "Bytes the replica still lacks.", l,
+              static_cast<double>(r.lag.pending_bytes));
+      m.gauge("backupd_replica_lag_operations", "Operations the replica still lacks.", l,
+              static_cast<double>(r.lag.pending_ops));
+    }
+  }
+  metrics::add_process_metrics(m);
+  return m.text();
+}
+
+Result<std::unique_ptr<net::HttpServer>> start_web(const net::HostPort& where, Registry& registry,
+                                                   int64_t started_ms, net::HostPort* bound) {
+  std::map<std::string, net::HttpServer::Handler> routes;
+  routes["/"] = [] { return net::HttpResponse{200, "text/html; charset=utf-8", kWebPage}; };
+  routes["/api/status"] = [&registry, started_ms] {
+    return net::HttpResponse{200, "application/json",
+                             dump_json(status_document(registry, wall_ms(), started_ms))};
+  };
+  routes["/metrics"] = [&registry] {
+    return net::HttpResponse{200, metrics::kContentType, metrics_text(registry, wall_ms())};
+  };
+  return net::HttpServer::start(where, std::move(routes), bound);
+}
+
+}  // namespace bkp::server
