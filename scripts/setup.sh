@@ -11,7 +11,7 @@ PACKAGES=(
   libfuse3-dev fuse3 liburing-dev libarchive-dev libtomlplusplus-dev libgtest-dev
   libzstd-dev libxxhash-dev libsqlite3-dev libexpected-dev libfmt-dev libsystemd-dev libssl-dev
   nlohmann-json3-dev libcli11-dev libarchive-tools
-  attr fio
+  attr fio systemd
 )
 
 log() { printf '[setup] %s\n' "$*"; }
