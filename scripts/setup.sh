@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # Sets up a fresh Debian 12 machine to build and test backupfs, then builds it into ./build.
+# --tests also installs what only the test suite uses: promtool (prometheus) to check /metrics,
+# and Chromium with its driver and Selenium to check the status page in a real browser.
 # Idempotent: packages already installed are not touched (apt-get update runs only when
 # something is missing and the package lists are older than a day), and the build is
 # incremental.
@@ -11,8 +13,11 @@ PACKAGES=(
   libfuse3-dev fuse3 liburing-dev libarchive-dev libtomlplusplus-dev libgtest-dev
   libzstd-dev libxxhash-dev libsqlite3-dev libexpected-dev libfmt-dev libsystemd-dev libssl-dev
   nlohmann-json3-dev libcli11-dev libarchive-tools libcpp-httplib-dev
-  attr fio
+  attr fio systemd
 )
+if [[ ${1:-} == --tests ]]; then
+  PACKAGES+=(prometheus chromium chromium-driver python3-selenium)
+fi
 
 log() { printf '[setup] %s\n' "$*"; }
 

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bash scripts/setup.sh
+bash scripts/setup.sh --tests
 
 status=0
 ctest --test-dir build --output-on-failure --timeout 600 "$@" || status=$?
