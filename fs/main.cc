@@ -25,7 +25,8 @@ namespace {
 constexpr const char* kUsage =
     "usage: backupfs DIR --listen [ADDR:]PORT --server-id ID... [--port-file FILE]\n"
     "                [--host NAME] [--state-dir DIR] [--server-ids FILE] [--no-tls]\n"
-    "                [--progress-every SECONDS] [--max-queued-ops N] [-f] [-v|-q]\n"
+    "                [--progress-every SECONDS] [--max-queued-ops N]\n"
+    "                [--metrics-listen ADDR:PORT [--metrics-port-file FILE]] [-f] [-v|-q]\n"
     "       backupfs --show-id [--state-dir DIR]\n"
     "  Mounts itself over DIR, records every change and streams it to the backupd that\n"
     "  attaches at the port (`bkptool register ADDRESS PORT DIR` tells backupd to).\n"
@@ -44,6 +45,9 @@ constexpr const char* kUsage =
     "  --max-queued-ops N    operations kept for backupd while none drains them (default\n"
     "                        131072, ~30 MiB); past it they are dropped and the next attach\n"
     "                        reconciles by manifest instead\n"
+    "  --metrics-listen ADDR:PORT  serve Prometheus metrics at http://ADDR:PORT/metrics (the\n"
+    "                        node's lag, what it shipped; plain HTTP: keep it on loopback)\n"
+    "  --metrics-port-file FILE  write that port there once listening\n"
     "  -f                    stay in the foreground\n"
     "  -v / -q               debug / warnings-only logging\n";
 
@@ -126,6 +130,17 @@ int main(int argc, char** argv) {
         return bad("--max-queued-ops: not a positive number: " + text);
       }
       options.max_queued_ops = static_cast<size_t>(n);
+    } else if (is_flag("--metrics-listen")) {
+      std::string text;
+      if (!value("--metrics-listen", &text)) return bad("--metrics-listen needs ADDR:PORT");
+      auto where = bkp::net::parse_host_port(text);
+      if (!where) return bad("--metrics-listen: " + where.error().message);
+      options.metrics_listen = *where;
+    } else if (is_flag("--metrics-port-file")) {
+      if (!value("--metrics-port-file", &options.metrics_port_file) ||
+          options.metrics_port_file.empty()) {
+        return bad("--metrics-port-file needs FILE");
+      }
     } else if (is_flag("--worker")) {  // the keeper's, with the descriptors it passes on
       if (!value("--worker", &options.worker) || options.worker.empty()) {
         return bad("--worker needs descriptors");

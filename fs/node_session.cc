@@ -180,6 +180,11 @@ bool NodeSession::peer_gone_locked() const {
   return ::poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
 }
 
+bool NodeSession::attached() const {
+  std::lock_guard lock(mu_);
+  return attached_;
+}
+
 bool NodeSession::log_empty() const {
   auto s = log_.stats();
   return s.ops == 0 && s.files == 0;

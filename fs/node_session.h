@@ -63,6 +63,8 @@ class NodeSession {
   const changes::ShipCounters& counters() const { return counters_; }
   // What backupd does not have yet (any thread).
   stream::Lag lag() const { return sender_.lag(); }
+  // Whether a backupd is attached now (any thread).
+  bool attached() const;
   // The last batch backupd committed, as far as this session knows; for after drain().
   uint64_t committed() const { return sender_.committed(); }
 
@@ -104,7 +106,7 @@ class NodeSession {
   std::thread thread_;
   std::atomic<bool> draining_{false};
   std::atomic<bool> stop_{false};
-  std::mutex mu_;  // guards the fields below; lock order: mu_, then the ChangeLog's
+  mutable std::mutex mu_;  // guards the fields below; lock order: mu_, then the ChangeLog's
   std::condition_variable cv_;
   std::optional<Attached> handoff_;  // admitted, not yet taken by the session thread
   bool attached_ = false;   // a backupd connection is handed off or being served

@@ -38,7 +38,10 @@
 #include <thread>
 
 #include "common/changes/change_log.h"
+#include "common/files.h"
 #include "common/log.h"
+#include "common/metrics.h"
+#include "common/net/http_server.h"
 #include "common/net/tls.h"
 #include "common/path.h"
 #include "common/process.h"
@@ -155,6 +158,45 @@ Result<Checked> check(const Options& options, bool with_trust) {
 }
 
 namespace {
+
+// /metrics of a worker (--metrics-listen): the node's recovery point as backupd would see it
+// (what is recorded and not acknowledged, and since when), what it shipped since this worker
+// started, and its process. session is null while the worker has no identity.
+std::string node_metrics(const std::string& host, const std::string& path, uint32_t generation,
+                         const NodeSession* session, const changes::ChangeLog& log) {
+  metrics::Exposition m;
+  const metrics::Labels vol{{"host", host}, {"path", path}};
+  const auto stats = log.stats();
+  const stream::Lag lag = session ? session->lag() : stream::Lag{};
+  const auto now_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                          std::chrono::system_clock::now().time_since_epoch()).count();
+  m.gauge("backupfs_backupd_attached", "1 while a backupd is attached.", vol,
+          session && session->attached());
+  m.gauge("backupfs_lag_seconds", "Age of the oldest change backupd has not acknowledged.", vol,
+          lag.oldest_ns > 0 ? std::max<double>(0, static_cast<double>(now_ns - lag.oldest_ns) / 1e9)
+                            : 0);
+  m.gauge("backupfs_lag_operations", "Operations recorded and not acknowledged by backupd.", vol,
+          static_cast<double>(session ? lag.ops : stats.ops));
+  m.gauge("backupfs_lag_files", "Files with changes not acknowledged by backupd.", vol,
+          static_cast<double>(session ? lag.files : stats.files));
+  m.gauge("backupfs_lag_bytes", "Bytes of changed data not acknowledged by backupd.", vol,
+          static_cast<double>(session ? lag.bytes : stats.dirty_bytes));
+  if (session) {
+    const changes::ShipCounters& c = session->counters();
+    m.counter("backupfs_shipped_bytes_total", "File data shipped to backupd by this worker.", vol,
+              static_cast<double>(c.data_bytes.load()));
+    m.counter("backupfs_shipped_wire_bytes_total", "Bytes of frames sent to backupd by this worker.",
+              vol, static_cast<double>(c.wire_bytes.load()));
+    m.counter("backupfs_shipped_operations_total", "Operations shipped by this worker.", vol,
+              static_cast<double>(c.ops.load()));
+    m.counter("backupfs_shipped_batches_total", "Batches shipped by this worker.", vol,
+              static_cast<double>(c.batches.load()));
+  }
+  m.gauge("backupfs_worker_generation",
+          "Workers that served this mount so far (1 + restarts and upgrades).", vol, generation);
+  metrics::add_process_metrics(m);
+  return m.text();
+}
 
 // An upgrade (SIGTERM): ship what is recorded while still serving, stop serving, ship the rest,
 // and if backupd then has everything, leave the stream to the next worker, which continues it
@@ -279,6 +321,33 @@ int run_worker(const Options& options) {
     }
     session.emplace(std::move(o), UniqueFd(fds->listener), change_log, (*table)->mount_fd());
     session->start();
+  }
+  // Metrics are for monitoring, not for the application: a port that cannot be had is logged.
+  std::unique_ptr<net::HttpServer> metrics_server;
+  if (options.metrics_listen) {
+    const NodeSession* s = session ? &*session : nullptr;
+    net::HostPort bound;
+    auto started = net::HttpServer::start(
+        *options.metrics_listen,
+        {{"/metrics",
+          [&, s] {
+            return net::HttpResponse{200, metrics::kContentType,
+                                     node_metrics(host, path, generation, s, change_log)};
+          }}},
+        &bound);
+    if (!started) {
+      log::error("--metrics-listen: {}", started.error().message);
+    } else {
+      metrics_server = std::move(*started);
+      log::info("metrics on http://{}:{}/metrics", bound.host, bound.port);
+      if (!options.metrics_port_file.empty()) {
+        if (auto w = write_file_atomic(options.metrics_port_file,
+                                       std::to_string(bound.port) + "\n", Durability::kNoSync);
+            !w) {
+          log::error("--metrics-port-file: {}", w.error().message);
+        }
+      }
+    }
   }
 
   enum class End { kUnmounted, kStop, kHandOver } end = End::kUnmounted;

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <chrono>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -19,6 +20,8 @@ struct Options {
   std::string dir;            // the application directory, mounted over
   net::HostPort listen;       // where backupd attaches (port 0: any free port)
   std::string port_file;      // if set: the bound port, in decimal, once listening
+  std::optional<net::HostPort> metrics_listen;  // --metrics-listen: where /metrics is served
+  std::string metrics_port_file;                // if set: that port, once listening
   std::string host;           // volume host name; empty = gethostname()
   bool foreground = false;
   std::chrono::milliseconds progress_every{std::chrono::seconds(10)};

@@ -23,15 +23,25 @@ def say(text):
 
 
 def copy_text(driver, volume, copy):
-    """The lag text of one copy's row in the volume's card, or None if not there."""
-    cards = [c for c in driver.find_elements(By.CSS_SELECTOR, "section.card")
-             if c.get_attribute("data-volume") == volume]
-    if not cards:
-        return None
-    for row in cards[0].find_elements(By.CSS_SELECTOR, ".copy"):
-        if row.find_element(By.CSS_SELECTOR, ".name").text == copy:
-            return row.find_element(By.CSS_SELECTOR, ".lag").text
-    return None
+    """The lag text of one copy's row in the volume's card, or None if not there. Read in one
+    script: the page replaces its cards at every update, so elements found earlier go stale."""
+    return driver.execute_script("""
+        const [volume, copy] = arguments;
+        const card = [...document.querySelectorAll("section.card")]
+            .find(c => c.dataset.volume === volume);
+        if (!card) return null;
+        const row = [...card.querySelectorAll(".copy")]
+            .find(r => r.querySelector(".name").textContent === copy);
+        return row ? row.querySelector(".lag").textContent : null;""", volume, copy)
+
+
+def shown_volumes(driver):
+    return set(driver.execute_script(
+        "return [...document.querySelectorAll('section.card')].map(c => c.dataset.volume)"))
+
+
+def updates(driver):
+    return int(driver.execute_script("return document.body.dataset.updates"))
 
 
 def main():
@@ -53,10 +63,8 @@ def main():
     try:
         driver.get(args.url)
         while time.monotonic() < deadline:
-            updates = int(driver.find_element(By.TAG_NAME, "body").get_attribute("data-updates"))
-            shown = {c.get_attribute("data-volume")
-                     for c in driver.find_elements(By.CSS_SELECTOR, "section.card")}
-            if updates >= 1 and set(args.volume) <= shown:
+            shown = shown_volumes(driver)
+            if updates(driver) >= 1 and set(args.volume) <= shown:
                 break
             time.sleep(0.2)
         else:
@@ -77,12 +85,12 @@ def main():
         else:
             raise TimeoutError("copy %s never went behind and back (last: %r)"
                                % (args.copy, copy_text(driver, args.volume[0], args.copy)))
-        updates = int(driver.find_element(By.TAG_NAME, "body").get_attribute("data-updates"))
+        count = updates(driver)
         same_load = driver.execute_script(
             "return performance.getEntriesByType('navigation').length") == loads
         if not same_load:
             raise RuntimeError("the page was reloaded")
-        say("updated %d times in one load" % updates)
+        say("updated %d times in one load" % count)
 
         if args.screenshots:
             driver.save_screenshot(args.screenshots + "/status-page.png")

@@ -125,6 +125,46 @@ TEST_F(WebTest, MetricsPassPromtoolAndFollowAStoppedReplica) {
   ASSERT_EQ(wait_converged(), "");
 }
 
+// The node's own /metrics (backupfs --metrics-listen): its lag rises while backupd's ingest is
+// stopped (SIGSTOP) and returns to zero once backupd resumes, on both sides.
+TEST_F(WebTest, TheNodesLagRisesWhileBackupdIsStoppedAndReturnsToZero) {
+  const std::string port_file = scratch_dir("node-metrics") + "/port";
+  backupfs_args = {"--metrics-listen", "127.0.0.1:0", "--metrics-port-file", port_file};
+  ASSERT_TRUE(start_all());
+  ASSERT_EQ(wait_converged(), "");
+  std::optional<uint16_t> port;
+  ASSERT_TRUE(wait_until([&] { return (port = testutil::read_port_file(port_file)).has_value(); },
+                         30s));
+  auto node_sample = [&](const std::string& name) {
+    httplib::Client client("127.0.0.1", *port);
+    client.set_read_timeout(10);
+    auto res = client.Get("/metrics");
+    if (!res || res->status != 200) return -1.0;
+    std::string key = name + volume_labels() + " ";
+    size_t at = res->body.find("\n" + key);
+    return at == std::string::npos ? -1.0 : std::stod(res->body.substr(at + 1 + key.size()));
+  };
+  EXPECT_EQ(node_sample("backupfs_backupd_attached"), 1);
+
+  backupd()->signal(SIGSTOP);
+  write_big_file(src("while-stopped.bin"), 2 * kMiB, 3);
+  EXPECT_TRUE(wait_until(
+      [&] { return node_sample("backupfs_lag_bytes") > 0 && node_sample("backupfs_lag_seconds") > 0; },
+      30s))
+      << "the node's lag never rose while backupd was stopped";
+  backupd()->signal(SIGCONT);
+  EXPECT_TRUE(wait_until(
+      [&] {
+        return node_sample("backupfs_lag_bytes") == 0 &&
+               node_sample("backupfs_lag_operations") == 0 &&
+               sample("backupd_volume_lag_operations", volume_labels()) == 0;
+      },
+      60s))
+      << "the lag never returned to zero";
+  EXPECT_GE(node_sample("backupfs_shipped_bytes_total"), 2.0 * kMiB);
+  ASSERT_EQ(wait_converged(), "");
+}
+
 TEST_F(WebTest, ApiStatusNamesTheVolumeWithItsCopiesAndRuns) {
   ASSERT_TRUE(start_all());
   put(src("f"), "x");
