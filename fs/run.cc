@@ -46,6 +46,7 @@
 #include "common/path.h"
 #include "common/process.h"
 #include "common/progress.h"
+#include "common/stats_file.h"
 #include "common/stream/sender.h"
 #include "common/unique_fd.h"
 #include "fs/fs.h"
@@ -55,6 +56,8 @@
 #include "fs/takeover.h"
 
 namespace bkp::fs {
+
+using json = nlohmann::json;
 namespace {
 
 constexpr unsigned kMaxThreads = 16;
@@ -350,10 +353,32 @@ int run_worker(const Options& options) {
     }
   }
 
+  // STATE/stats-<volume>.json: what this mount shipped, kept across workers and restarts.
+  StatsFile stats_file(options.state_dir + "/stats-" + escape_path(path) + ".json", "backupfs");
+  auto save_stats = [&] {
+    json since_start = json::object(), now{{"generation", generation},
+                                           {"backupd_attached", session && session->attached()}};
+    if (session) {
+      const changes::ShipCounters& c = session->counters();
+      since_start = json{{"shipped_bytes", c.data_bytes.load()},
+                         {"shipped_wire_bytes", c.wire_bytes.load()},
+                         {"operations", c.ops.load()},
+                         {"batches", c.batches.load()}};
+      const stream::Lag lag = session->lag();
+      now["lag"] = json{{"operations", lag.ops}, {"files", lag.files}, {"bytes", lag.bytes}};
+    }
+    if (auto w = stats_file.write(since_start, now); !w) {
+      log::warn("{}: {}", stats_file.path(), w.error().message);
+    }
+  };
+  save_stats();
+
   enum class End { kUnmounted, kStop, kHandOver } end = End::kUnmounted;
   for (;;) {
     pollfd p[2] = {{signals->get(), POLLIN, 0}, {loop_done.get(), POLLIN, 0}};
-    if (::poll(p, 2, -1) < 0) continue;
+    const int ready = ::poll(p, 2, static_cast<int>(StatsFile::every().count()));
+    if (stats_file.due()) save_stats();
+    if (ready <= 0) continue;
     if (p[1].revents & POLLIN) break;
     if (int sig = read_signal(signals->get()); sig == SIGTERM) {
       end = End::kHandOver;
@@ -373,6 +398,7 @@ int run_worker(const Options& options) {
   bool drained = session && session->drain(
                                 std::chrono::duration_cast<std::chrono::milliseconds>(kDrainGrace));
   display.stop();
+  save_stats();
   if (drained) {
     log::info("all changes acknowledged; exiting");
   } else {

@@ -177,11 +177,6 @@ Outcome run(Volume& v, const Link& link, Catalog& catalog, const RunSettings& se
 
 }  // namespace
 
-int64_t wall_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 std::string human_bytes(uint64_t bytes) {
   static const char* const kUnits[] = {"KiB", "MiB", "GiB", "TiB", "PiB"};

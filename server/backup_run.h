@@ -28,6 +28,7 @@
 #include <cstdint>
 #include <string>
 
+#include "common/clock.h"
 #include "server/catalog.h"
 #include "server/link.h"
 #include "server/volume.h"
@@ -63,6 +64,6 @@ std::string describe_run(const RunRecord& run);
 // "512 B", "1.5 KiB", "12.3 MiB", "2.0 GiB".
 std::string human_bytes(uint64_t bytes);
 
-int64_t wall_ms();  // CLOCK_REALTIME in milliseconds
+using bkp::wall_ms;  // common/clock.h
 
 }  // namespace bkp::server

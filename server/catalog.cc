@@ -367,16 +367,17 @@ Result<std::optional<RunRecord>> Catalog::last_run(const std::string& host, cons
 }
 
 Result<std::map<RunStatus, uint64_t>> Catalog::run_counts(const std::string& host,
-                                                           const std::string& path) {
+                                                           const std::string& path,
+                                                           int64_t since_ms) {
   std::lock_guard lock(mu_);
   auto st = BKP_TRY(db_->prepare(
       "SELECT status, COUNT(*) FROM runs WHERE host = ? AND path = ? AND ended_at IS NOT NULL "
-      "GROUP BY status"));
-  st.bind(1, host).bind(2, path);
+      "AND started_at >= ? GROUP BY status"));
+  st.bind(1, host).bind(2, path).bind(3, since_ms);
   std::map<RunStatus, uint64_t> out;
   while (BKP_TRY(st.step())) out[parse_status(st.text(0))] += static_cast<uint64_t>(st.int64(1));
   for (const auto& run : unrecorded_) {
-    if (run.host == host && run.path == path) ++out[run.status];
+    if (run.host == host && run.path == path && run.started_at >= since_ms) ++out[run.status];
   }
   return out;
 }

@@ -127,8 +127,10 @@ class Catalog {
   // Finished runs of a volume, newest first (those kept in memory included); limit 0 = all.
   Result<std::vector<RunRecord>> runs(const std::string& host, const std::string& path, size_t limit);
   Result<std::optional<RunRecord>> last_run(const std::string& host, const std::string& path);
-  // How many finished runs the volume has of each status (the ones kept in memory included).
-  Result<std::map<RunStatus, uint64_t>> run_counts(const std::string& host, const std::string& path);
+  // How many finished runs the volume has of each status (the ones kept in memory included),
+  // of those started at or after since_ms.
+  Result<std::map<RunStatus, uint64_t>> run_counts(const std::string& host, const std::string& path,
+                                                   int64_t since_ms = 0);
   // Closes every run without an end as failed with `error`, ended at `now`. Returns how many.
   Result<int> close_open_runs(int64_t now, const std::string& error);
 

@@ -29,14 +29,6 @@ const char* type_name(const json& v) {
 
 }  // namespace
 
-std::string iso_time(int64_t unix_ms) {
-  time_t secs = static_cast<time_t>(unix_ms / 1000);
-  tm t{};
-  gmtime_r(&secs, &t);
-  return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z", t.tm_year + 1900, t.tm_mon + 1,
-                     t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec);
-}
-
 ControlResult<std::string> RequestArgs::string(const char* key) const {
   auto it = j_.find(key);
   if (it == j_.end()) return control_fail(Fault::kBadRequest, fmt::format("missing field '{}'", key));

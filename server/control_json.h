@@ -12,6 +12,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/clock.h"
 #include "common/progress.h"
 #include "server/catalog.h"
 #include "server/peer_gate.h"
@@ -21,8 +22,7 @@ namespace bkp::server {
 
 using json = nlohmann::json;
 
-// "2026-11-26T01:02:03Z" for a CLOCK_REALTIME instant in milliseconds.
-std::string iso_time(int64_t unix_ms);
+using bkp::iso_time;  // common/clock.h
 // Seconds from the oldest change not yet delivered (oldest_ns, CLOCK_REALTIME) until now, to the
 // millisecond; 0 when there is none.
 double lag_seconds(int64_t oldest_ns, int64_t now_ms);

@@ -249,7 +249,11 @@ class ControlSession {
       if (fstat(fd.get(), &st) != 0) return control_fail(Fault::kInternal, "fstat snapshot failed");
       SnapshotRecord shown = s;
       shown.bytes = st.st_size;
-      if (auto streamed = stream(fd.get(), shown); !streamed) stream_error_ = streamed.error();
+      if (auto streamed = stream(fd.get(), shown); !streamed) {
+        stream_error_ = streamed.error();
+      } else {
+        registry_.note_restore(static_cast<uint64_t>(shown.bytes));
+      }
       return json(nullptr);
     }
     if (wanted == "latest") {

@@ -132,6 +132,14 @@ class Registry {
   Hub& hub() { return hub_; }
   Catalog& catalog() { return catalog_; }
 
+  // Restores served since start: count and snapshot bytes (stats.json).
+  void note_restore(uint64_t bytes) {
+    restores_.fetch_add(1);
+    restored_bytes_.fetch_add(bytes);
+  }
+  uint64_t restores() const { return restores_.load(); }
+  uint64_t restored_bytes() const { return restored_bytes_.load(); }
+
  private:
   struct Entry {
     Registration reg;
@@ -162,6 +170,7 @@ class Registry {
   StatusView status_view(const Entry& e);
   void reconcile_snapshots(Volume& v);
 
+  std::atomic<uint64_t> restores_{0}, restored_bytes_{0};
   Hub& hub_;
   Catalog& catalog_;
   Scheduler& scheduler_;

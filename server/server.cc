@@ -54,6 +54,7 @@
 #include "common/net/tls.h"
 #include "server/catalog.h"
 #include "common/progress.h"
+#include "common/stats_file.h"
 #include "common/systemd_notify.h"
 #include "server/control_session.h"
 #include "server/control_socket.h"
@@ -63,6 +64,7 @@
 #include "server/registry.h"
 #include "server/replica_session.h"
 #include "server/scheduler.h"
+#include "server/daemon_stats.h"
 #include "server/web.h"
 
 namespace bkp::server {
@@ -173,6 +175,8 @@ class Server {
       return 1;
     }
     start_web_if_asked();  // before the port file, which tells a script backupd is ready
+    daemon_stats_ = std::make_unique<DaemonStats>(*registry_, started_ms_);
+    save_stats();  // the file exists from the start, then is refreshed (StatsFile::due)
     if (!settings_.port_file.empty()) {
       if (auto w = write_small_file(settings_.port_file, fmt::format("{}\n", bound.port),
                                     Durability::kNoSync);
@@ -194,6 +198,7 @@ class Server {
 
     while (true) {
       notifier_.watchdog();
+      if (stats_file_.due()) save_stats();
       pollfd fds[3] = {{listen_.get(), POLLIN, 0}, {signal_fd, POLLIN, 0},
                        {control_->fd(), POLLIN, 0}};
       int n = poll(fds, 3, 1000);
@@ -450,8 +455,17 @@ class Server {
     }
   }
 
+  void save_stats() {
+    if (!daemon_stats_) return;
+    auto [since_start, now] = daemon_stats_->collect();
+    if (auto w = stats_file_.write(since_start, now); !w) {
+      log::warn("{}: {}", stats_file_.path(), w.error().message);
+    }
+  }
+
   void stop() {
     stopping_ = true;
+    save_stats();
     web_.reset();
     listen_.reset();
     control_.reset();  // removes the socket file
@@ -476,6 +490,8 @@ class Server {
   std::unique_ptr<Registry> registry_;    // uses hub_, catalog_, scheduler_; destroyed first
   std::unique_ptr<net::HttpServer> web_;  // uses registry_
   const int64_t started_ms_ = wall_ms();
+  std::unique_ptr<DaemonStats> daemon_stats_;  // uses registry_
+  StatsFile stats_file_{settings_.state_dir + "/stats.json", "backupd"};
   UniqueFd listen_;
   std::unique_ptr<ControlSocket> control_;
   std::atomic<bool> stopping_{false};
