@@ -3,6 +3,11 @@
 #include "common/changes/applier.h"
 
 #include <gtest/gtest.h>
+#include <linux/capability.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <sys/xattr.h>
+#include <unistd.h>
 
 #include <fstream>
 #include <string>
@@ -152,6 +157,34 @@ TEST_F(ApplierTest, AllocateOpsPreallocateAndZeroRangesWithoutHoles) {
                      std::string(128 * 1024, 'x'));
   EXPECT_FALSE(a->apply(op(0x02, 0, 4096))) << "an unknown flag (punch's) must be refused";
   EXPECT_FALSE(a->apply(op(0, 0, 0))) << "an empty range must be refused";
+}
+
+// Without CAP_SYS_ADMIN (a receiver running as its own user) a trusted.* attribute cannot be
+// set: it is skipped, not an error that would stop the stream. Checked in a child process that
+// drops the capability.
+TEST_F(ApplierTest, ATrustedXattrIsSkippedWithoutCapSysAdmin) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root to drop CAP_SYS_ADMIN alone";
+  auto a = open();
+  apply(*a, create("f", 1));
+  Op set{.kind = OpKind::kSetXattr, .path = "f", .id = 1, .name = "trusted.t", .value = "v"};
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
+    __user_cap_data_struct data[2] = {};
+    if (syscall(SYS_capget, &header, data) != 0) _exit(2);
+    data[0].effective &= ~(1u << CAP_SYS_ADMIN);
+    if (syscall(SYS_capset, &header, data) != 0) _exit(3);
+    _exit(a->apply(set) ? 0 : 1);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "1: the apply failed; 2, 3: capget/capset failed";
+  auto fd = a->open_id(1);
+  ASSERT_TRUE(fd);
+  char buf[8];
+  EXPECT_LT(fgetxattr(fd->get(), "trusted.t", buf, sizeof buf), 0) << "set without the capability?";
 }
 
 }  // namespace
