@@ -228,7 +228,7 @@ after = int(sys.argv[1])
 for run in json.load(sys.stdin).get("runs", []):
     started = calendar.timegm(time.strptime(run["started_at"], "%Y-%m-%dT%H:%M:%SZ"))
     if started > after and run["status"] != "failed":
-        print("%s, %s" % (run["started_at"], run["status"]))
+        print("%s (%s)" % (run["started_at"], run["status"]))
         sys.exit(0)
 sys.exit(1)' "$1"
 }
@@ -240,7 +240,7 @@ if ((converged)); then
     SNAPSHOT_RUN=$(run_after "$converged_at") && break
     sleep 0.2
   done
-  [[ -n $SNAPSHOT_RUN ]] && say "run of $SNAPSHOT_RUN covers the converged volume"
+  [[ -n $SNAPSHOT_RUN ]] && say "the run started at $SNAPSHOT_RUN covers the converged volume"
 fi
 echo
 say "bkptool status $NAME $APP:"
@@ -265,7 +265,7 @@ fi
 if ((converged)) && [[ -n $SNAPSHOT_RUN ]]; then
   echo "result      CONVERGED $converge_s s after the writer stopped: mirror and both"
   echo "            replicas equal the source (content, type, mode, owner, symlinks,"
-  echo "            hard links, mtime); the run of $SNAPSHOT_RUN covers it"
+  echo "            hard links, mtime); the run started at $SNAPSHOT_RUN covers it"
   echo "======================================================="
 elif ((converged)); then
   echo "result      CONVERGED, but no scheduled run started within 60 s after that"
