@@ -85,8 +85,8 @@ bool is_journal_stream(std::string_view journal_stream, uint64_t dev, uint64_t i
     return ec == std::errc() && end == text.data() + text.size() && !text.empty();
   };
   uint64_t d = 0, i = 0;
-  return number(journal_stream.substr(0, colon), d) && number(journal_stream.substr(colon + 1), i) &&
-         d == dev && i == ino;
+  return number(journal_stream.substr(0, colon), d) &&
+         number(journal_stream.substr(colon + 1), i) && d == dev && i == ino;
 }
 
 }  // namespace bkp::log

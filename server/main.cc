@@ -17,7 +17,8 @@ void usage(FILE* out) {
   std::fputs(
       "usage: backupd --state-dir DIR [--config FILE] [--listen ADDR:PORT] [--port-file FILE] "
       "[--progress-every SECONDS] [--control-socket PATH] [--no-tls] [-v|-q]\n"
-      "       backupd --state-dir DIR --show-id   (prints backupd's identity, making it if needed)\n"
+      "       backupd --state-dir DIR --show-id   (prints backupd's identity, making it if "
+      "needed)\n"
       "       backupd --version\n",
       out);
 }

@@ -86,7 +86,8 @@ TEST_F(CommandLineTest, AMistypedCommandGetsTheNearestSuggested) {
       << r.err;
   r = bkptool({"replica"});
   EXPECT_EQ(r.exit_code(), 2) << r.output;
-  EXPECT_NE(r.err.find("'replica' needs a command (add, remove, list)"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("'replica' needs a command (add, remove, list)"), std::string::npos)
+      << r.err;
 }
 
 TEST_F(CommandLineTest, RegisterHelpSaysWhatEveryTakes) {

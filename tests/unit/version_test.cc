@@ -16,8 +16,8 @@ TEST(VersionTest, NamesTheCommitWhenKnown) {
 
 TEST(VersionTest, ThisBuildsText) {
   std::string text = version_text("replicator");
-  EXPECT_TRUE(std::regex_match(text, std::regex(R"(replicator \d+\.\d+\.\d+( \(git [0-9a-f]{7,}\))?)")))
-      << text;
+  std::regex shape(R"(replicator \d+\.\d+\.\d+( \(git [0-9a-f]{7,}\))?)");
+  EXPECT_TRUE(std::regex_match(text, shape)) << text;
 }
 
 }  // namespace
