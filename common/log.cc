@@ -1,11 +1,14 @@
 // Implementation of common/log.h: a level filter and one write(2) per line so that lines from
-// concurrent threads never interleave.
+// concurrent threads never interleave. Where stderr goes is looked at once, before main().
 #include "common/log.h"
 
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <charconv>
+#include <cstdlib>
 #include <mutex>
 #include <string>
 
@@ -16,6 +19,15 @@ std::string g_component = "bkp";
 const char* kNames[] = {"debug", "info", "warn", "error"};
 const char* kPriorities[] = {"<7>", "<6>", "<4>", "<3>"};
 const bool g_terminal = isatty(STDERR_FILENO) != 0;
+
+bool stderr_is_journal() {
+  const char* env = std::getenv("JOURNAL_STREAM");
+  struct stat st {};
+  return env != nullptr && ::fstat(STDERR_FILENO, &st) == 0 &&
+         is_journal_stream(env, static_cast<uint64_t>(st.st_dev), static_cast<uint64_t>(st.st_ino));
+}
+const bool g_journal = stderr_is_journal();
+
 std::mutex g_status_mu;
 std::string g_status;  // guarded by g_status_mu; only ever set on a terminal
 
@@ -48,7 +60,8 @@ void write(Level level, std::string_view message) {
     line = fmt::format("{:02}:{:02}:{:02}.{:03} {} {}: {}\n", t.tm_hour, t.tm_min, t.tm_sec,
                        ts.tv_nsec / 1000000, g_component, kNames[i], message);
   } else {
-    line = fmt::format("{}{} {}: {}\n", kPriorities[i], g_component, kNames[i], message);
+    line = fmt::format("{}{} {}: {}\n", g_journal ? kPriorities[i] : "", g_component, kNames[i],
+                       message);
   }
   emit(line);
 }
@@ -62,6 +75,18 @@ void set_status_line(std::string_view line) {
   ssize_t ignored = ::write(STDERR_FILENO, out.data(), out.size());
   (void)ignored;
   g_status.assign(line);
+}
+
+bool is_journal_stream(std::string_view journal_stream, uint64_t dev, uint64_t ino) {
+  size_t colon = journal_stream.find(':');
+  if (colon == std::string_view::npos) return false;
+  auto number = [](std::string_view text, uint64_t& out) {
+    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), out);
+    return ec == std::errc() && end == text.data() + text.size() && !text.empty();
+  };
+  uint64_t d = 0, i = 0;
+  return number(journal_stream.substr(0, colon), d) &&
+         number(journal_stream.substr(colon + 1), i) && d == dev && i == ino;
 }
 
 }  // namespace bkp::log

@@ -1,10 +1,16 @@
-// Leveled, line-oriented logging to stderr, journald-friendly: each line starts with a syslog
-// priority prefix ("<6>") when stderr is not a terminal, so journald keeps the level.
+// Leveled, line-oriented logging to stderr, in three shapes chosen once per process by where
+// stderr goes:
+//   - a terminal: "12:00:01.234 backupd info: ..." (and a status line kept at the bottom);
+//   - journald (a daemon under systemd): "<6>backupd info: ...", the syslog priority prefix
+//     journald turns into the entry's level and strips;
+//   - anything else (a pipe, a file): "backupd info: ...", since there nothing would strip the
+//     prefix: `bkptool restore ... 2>&1 | less` shows what a person reads.
 // Thread-safe: one write(2) per line (a status line is redrawn in the same write).
 #pragma once
 
 #include <fmt/format.h>
 
+#include <cstdint>
 #include <string_view>
 
 namespace bkp::log {
@@ -18,6 +24,12 @@ void write(Level level, std::string_view message);
 // On a terminal: a line kept at the bottom (a progress bar), redrawn below every log line;
 // "" removes it. Elsewhere it is ignored: status goes out as ordinary lines.
 void set_status_line(std::string_view line);
+
+// Whether a $JOURNAL_STREAM value ("DEVICE:INODE", systemd.exec(5)) names the file with that
+// device and inode. systemd sets it for a service whose output goes to journald, and children
+// inherit it even when their stderr goes elsewhere (a shell in a service, a pipe), so the log
+// uses prefixes only when it names stderr itself.
+bool is_journal_stream(std::string_view journal_stream, uint64_t dev, uint64_t ino);
 
 template <class... Args>
 void debug(fmt::format_string<Args...> f, Args&&... args) {

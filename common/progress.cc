@@ -78,6 +78,7 @@ double View::rate() const { return elapsed_s > 0 ? static_cast<double>(done_byte
 
 void Meter::begin(std::string phase) {
   std::lock_guard lock(mu_);
+  if (active_ && phase_ == phase) return;
   if (active_ && phase_ == "catch-up" && base_ == last_.moved) {
     phase_ = std::move(phase);  // named right after it started: nothing moved yet
   } else {
@@ -111,7 +112,8 @@ void Meter::end_locked(bool interrupted) {
   interrupted_ = interrupted;
   end_ = Clock::now();
   file_.clear();
-  finished_ = view_locked(end_);
+  if (finished_.size() == kKeptFinished) finished_.erase(finished_.begin() + 1);
+  finished_.push_back(view_locked(end_));
 }
 
 void Meter::set_file(std::string_view file) {
@@ -126,7 +128,10 @@ View Meter::view() const {
 
 std::optional<View> Meter::take_finished() {
   std::lock_guard lock(mu_);
-  return std::exchange(finished_, std::nullopt);
+  if (finished_.empty()) return std::nullopt;
+  View v = std::move(finished_.front());
+  finished_.pop_front();
+  return v;
 }
 
 View Meter::view_locked(Clock::time_point now) const {
@@ -242,7 +247,8 @@ void Display::tick(Clock::time_point now, bool final) {
     for (Entry& e : entries_) {
       auto meter = e.meter.lock();
       if (!meter) continue;
-      if (auto done = meter->take_finished()) {
+      // Only the first could have been shown: the others started and ended since the last tick.
+      while (auto done = meter->take_finished()) {
         if (e.shown || is_long_phase(done->phase) || done->done_bytes >= kReportBytes) {
           log::info("{}", describe(*done));
         }

@@ -5,7 +5,9 @@
 // still pending — plus the name of the file now moving. The Meter cuts that stream of samples
 // into episodes: an episode starts when something becomes pending and ends when nothing is, so
 // its percentage is moved / (moved + pending) counted from the episode's start. The data path
-// never formats or prints anything.
+// never formats or prints anything. A catch-up under a live writer is a long episode followed by
+// short ones (each batch written after it caught up); every ended episode is kept until the
+// Display takes it, so the long one's final line is not replaced by the next short one's.
 //
 // A Display (one per process) polls its meters from its own thread and shows them:
 //   - on a terminal (stderr is a tty): one redrawn line with a bar, the percentage, the rate and
@@ -21,6 +23,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -67,7 +70,8 @@ class Meter {
   explicit Meter(std::string subject) : subject_(std::move(subject)) {}
 
   // Names the next episode (or the running one, if it started without a name): "baseline",
-  // "restore". Unnamed episodes are "catch-up".
+  // "restore". Unnamed episodes are "catch-up". Naming a running episode what it is already
+  // (each batch of a baseline) names nothing else.
   void begin(std::string phase);
   void update(const Sample& sample);
   void set_file(std::string_view file);
@@ -77,8 +81,11 @@ class Meter {
 
   // The running episode (active) or the last one (inactive: 100%, or stopped).
   View view() const;
-  // The episode that ended since the last call, once.
+  // The oldest episode that ended since the last call, each once: call it until nullopt. Of
+  // those not taken yet, the first (the one a display may have shown while it ran) and the
+  // newest kKeptFinished - 1 are kept.
   std::optional<View> take_finished();
+  static constexpr size_t kKeptFinished = 16;
 
  private:
   View view_locked(Clock::time_point now) const;
@@ -95,7 +102,7 @@ class Meter {
   Clock::time_point start_{};
   Clock::time_point end_{};
   bool interrupted_ = false;
-  std::optional<View> finished_;  // an ended episode, as it ended, not yet taken
+  std::deque<View> finished_;  // ended episodes, as they ended, not yet taken (oldest first)
 };
 
 struct DisplayOptions {

@@ -2,6 +2,7 @@
 //          [--state-dir DIR] [--server-ids FILE] [--no-tls] [--progress-every SECONDS]
 //          [--max-queued-ops N] [-f] [-v|-q]
 // backupfs --show-id [--state-dir DIR]
+// backupfs --version
 //
 // Parses the command line and hands over to run(); bad flags exit 2 with a message. The keeper
 // (keeper.h) runs the same command line again for each worker, with --worker=FDS added.
@@ -18,6 +19,7 @@
 #include "common/path.h"
 #include "common/process.h"
 #include "common/progress.h"
+#include "common/version.h"
 #include "fs/run.h"
 
 namespace {
@@ -28,6 +30,7 @@ constexpr const char* kUsage =
     "                [--progress-every SECONDS] [--max-queued-ops N]\n"
     "                [--metrics-listen ADDR:PORT [--metrics-port-file FILE]] [-f] [-v|-q]\n"
     "       backupfs --show-id [--state-dir DIR]\n"
+    "       backupfs --version\n"
     "  Mounts itself over DIR, records every change and streams it to the backupd that\n"
     "  attaches at the port (`bkptool register ADDRESS PORT DIR` tells backupd to).\n"
     "  --listen [ADDR:]PORT  where backupd connects (ADDR default 0.0.0.0; port 0: any free)\n"
@@ -87,6 +90,9 @@ int main(int argc, char** argv) {
     };
     if (arg == "-h" || arg == "--help") {
       std::fputs(kUsage, stdout);
+      return 0;
+    } else if (arg == "--version") {
+      std::puts(bkp::version_text("backupfs").c_str());
       return 0;
     } else if (is_flag("--listen")) {
       if (!value("--listen", &listen) || listen.empty()) return bad("--listen needs [ADDR:]PORT");

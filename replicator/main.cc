@@ -12,6 +12,7 @@
 #include "common/path.h"
 #include "common/process.h"
 #include "common/progress.h"
+#include "common/version.h"
 #include "replicator/replicator.h"
 
 namespace {
@@ -20,7 +21,8 @@ void usage(FILE* out) {
   std::fputs("usage: replicator --server ADDR:PORT --server-id ID --root DIR [--name NAME]\n"
              "                  [--progress-every SECONDS] [--no-tls] [-v|-q]\n"
              "       replicator --root DIR --show-id   (prints this replicator's identity, for\n"
-             "                  `bkptool replica add` on the server)\n", out);
+             "                  `bkptool replica add` on the server)\n"
+             "       replicator --version\n", out);
 }
 
 }  // namespace
@@ -35,7 +37,7 @@ int main(int argc, char** argv) {
       {"progress-every", required_argument, nullptr, 'e'},
       {"quiet", no_argument, nullptr, 'q'},        {"help", no_argument, nullptr, 'h'},
       {"server-id", required_argument, nullptr, 'i'}, {"show-id", no_argument, nullptr, 'I'},
-      {"no-tls", no_argument, nullptr, 'T'},
+      {"no-tls", no_argument, nullptr, 'T'},       {"version", no_argument, nullptr, 'V'},
       {nullptr, 0, nullptr, 0}};
   bool show_id = false;
   int c;
@@ -67,6 +69,7 @@ int main(int argc, char** argv) {
       case 'v': bkp::log::set_level(bkp::log::Level::kDebug); break;
       case 'q': bkp::log::set_level(bkp::log::Level::kWarn); break;
       case 'h': usage(stdout); return 0;
+      case 'V': std::puts(bkp::version_text("replicator").c_str()); return 0;
       default: usage(stderr); return kExitUsage;
     }
   }

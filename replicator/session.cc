@@ -101,7 +101,9 @@ class Session {
       }
       case wire::MsgType::kManifestRequest: {  // backupd reconciles before a baseline
         BKP_TRY_VOID(wire::decode_manifest_request(frame.payload));
-        return stream::send_manifest(conn_, *BKP_TRY(selected())->applier);
+        Tree* tree = BKP_TRY(selected());
+        tree->meter->begin("baseline");  // not at open: a tree that returns only catches up
+        return stream::send_manifest(conn_, *tree->applier);
       }
       case wire::MsgType::kDigestRequest: {
         auto request = BKP_TRY(wire::decode_digest_request(frame.payload));
@@ -153,7 +155,6 @@ Result<Tree*> Trees::open(const std::string& host, const std::string& path) {
   if (!receiver) return tl::unexpected(receiver.error().wrap("open replica of " + key));
   log::info("volume {} -> {}/{}", key, root_, tree);
   auto meter = std::make_shared<progress::Meter>(key);
-  meter->begin("baseline");
   if (display_) display_->add(meter);
   auto entry = std::make_unique<Tree>(
       Tree{std::move(*applier), std::move(*receiver), meter, changes::ReceiveProgress(meter)});

@@ -3,8 +3,9 @@
 # application directory mounted with backupfs and registered with bkptool (snapshots every 5 s)
 # while a writer changes it for --duration seconds (new files, 1 MiB edits inside a large file,
 # renames, deletes), with a progress line every few seconds. Then it waits until the mirror and
-# both replicas equal the source, checks that with a full tree compare, prints `bkptool history`
-# and a summary.
+# both replicas equal the source, checks that with a full tree compare, waits for a scheduled
+# run that started after that (so the history covers the converged tree), prints `bkptool
+# history` and a summary.
 #
 #   bash scripts/demo.sh [--duration SECONDS] [--dir DIR] [--build-dir DIR]
 #
@@ -210,17 +211,36 @@ t0=$SECONDS
 converged=0
 for _ in $(seq 600); do  # at most ~180 s
   MIRROR=${MIRROR:-$(ls -d "$STATE"/volumes/"$NAME"/*/mirror 2>/dev/null | head -n 1 || true)}
-  if [[ -n $MIRROR ]] && compare >"$DEMO/last-diff" 2>&1; then converged=1; break; fi
+  if [[ -n $MIRROR ]] && compare >"$DEMO/last-diff" 2>&1; then
+    converged=1 converge_s=$((SECONDS - t0))
+    break
+  fi
   sleep 0.3
 done
 
+# A run that started in a later second than the one convergence was seen in (started_at has
+# whole seconds) cut a mirror holding everything the writer did: `history` then covers it.
+# Prints that run, or fails while there is none (a failed run does not count).
+run_after() {  # epoch-seconds
+  "${BKPTOOL[@]}" --json history "$NAME" "$APP" 2>/dev/null | python3 -c '
+import calendar, json, sys, time
+after = int(sys.argv[1])
+for run in json.load(sys.stdin).get("runs", []):
+    started = calendar.timegm(time.strptime(run["started_at"], "%Y-%m-%dT%H:%M:%SZ"))
+    if started > after and run["status"] != "failed":
+        print("%s (%s)" % (run["started_at"], run["status"]))
+        sys.exit(0)
+sys.exit(1)' "$1"
+}
+SNAPSHOT_RUN=
 if ((converged)); then
-  say "waiting for a scheduled run to snapshot the converged volume"
-  for _ in $(seq 100); do  # at most ~20 s: the period is 5 s
-    if "${BKPTOOL[@]}" --json history "$NAME" "$APP" 2>/dev/null |
-      grep -q '"status": *"written"'; then break; fi
+  converged_at=$(date +%s)
+  say "waiting for a scheduled run that starts after the volume converged"
+  for _ in $(seq 300); do  # at most ~60 s: the period is 5 s
+    SNAPSHOT_RUN=$(run_after "$converged_at") && break
     sleep 0.2
   done
+  [[ -n $SNAPSHOT_RUN ]] && say "the run started at $SNAPSHOT_RUN covers the converged volume"
 fi
 echo
 say "bkptool status $NAME $APP:"
@@ -242,11 +262,15 @@ fi
 if [[ -n $MIRROR && -f ${MIRROR%/mirror}/stats ]]; then
   echo "server      $(tr '\n' ' ' <"${MIRROR%/mirror}/stats")"
 fi
-if ((converged)); then
-  echo "result      CONVERGED $((SECONDS - t0)) s after the writer stopped: mirror and both"
+if ((converged)) && [[ -n $SNAPSHOT_RUN ]]; then
+  echo "result      CONVERGED $converge_s s after the writer stopped: mirror and both"
   echo "            replicas equal the source (content, type, mode, owner, symlinks,"
-  echo "            hard links, mtime)"
+  echo "            hard links, mtime); the run started at $SNAPSHOT_RUN covers it"
   echo "======================================================="
+elif ((converged)); then
+  echo "result      CONVERGED, but no scheduled run started within 60 s after that"
+  echo "======================================================="
+  exit 1
 else
   echo "result      NOT CONVERGED within 180 s; first differences:"
   sed 's/^/            /' "$DEMO/last-diff" | head -n 10

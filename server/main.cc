@@ -8,6 +8,7 @@
 #include "common/net/socket.h"
 #include "common/process.h"
 #include "common/progress.h"
+#include "common/version.h"
 #include "server/server.h"
 
 namespace {
@@ -17,7 +18,9 @@ void usage(FILE* out) {
       "usage: backupd --state-dir DIR [--config FILE] [--listen ADDR:PORT] [--port-file FILE] "
       "[--progress-every SECONDS] [--control-socket PATH] [--http-listen ADDR:PORT|off] "
       "[--http-port-file FILE] [--no-tls] [-v|-q]\n"
-      "       backupd --state-dir DIR --show-id   (prints backupd's identity, making it if needed)\n",
+      "       backupd --state-dir DIR --show-id   (prints backupd's identity, making it if "
+      "needed)\n"
+      "       backupd --version\n",
       out);
 }
 
@@ -36,7 +39,8 @@ int main(int argc, char** argv) {
       {"http-port-file", required_argument, nullptr, 'P'},
       {"no-tls", no_argument, nullptr, 'T'},         {"show-id", no_argument, nullptr, 'I'},
       {"verbose", no_argument, nullptr, 'v'},         {"quiet", no_argument, nullptr, 'q'},
-      {"help", no_argument, nullptr, 'h'},            {nullptr, 0, nullptr, 0}};
+      {"help", no_argument, nullptr, 'h'},            {"version", no_argument, nullptr, 'V'},
+      {nullptr, 0, nullptr, 0}};
   int c;
   while ((c = getopt_long(argc, argv, "vqh", longopts, nullptr)) != -1) {
     switch (c) {
@@ -59,6 +63,7 @@ int main(int argc, char** argv) {
       case 'v': bkp::log::set_level(bkp::log::Level::kDebug); break;
       case 'q': bkp::log::set_level(bkp::log::Level::kWarn); break;
       case 'h': usage(stdout); return 0;
+      case 'V': std::puts(bkp::version_text("backupd").c_str()); return 0;
       default: usage(stderr); return kExitUsage;
     }
   }

@@ -6,12 +6,15 @@
 // (confirmations, warnings, errors) to stderr, so piping a table into another tool never
 // captures chatter. Exit codes follow docs/PROTOCOL.md.
 //
-// `bkptool --show-id` is the one invocation without a command: it prints bkptool's identity
-// (making it on first use), which is what an operator sends to the server's admin.
+// `bkptool --show-id` and `bkptool --version` are the invocations without a command: the first
+// prints bkptool's identity (making it on first use), which is what an operator sends to the
+// server's admin.
 //
 // CLI11 reports parse errors by throwing; they are caught right here and become usage
 // failures (exit 2) like any other invalid value, never CLI11's own exit codes. --json is
-// found by scanning argv first, because a parse error can happen before CLI11 reaches it.
+// found by scanning argv first, because a parse error can happen before CLI11 reaches it. A
+// word where a command belongs that names none gets the nearest command suggested
+// (tools/suggest.h), also for the verbs of `replica` and `operator`.
 #include "tools/cli.h"
 
 #include <fmt/format.h>
@@ -21,15 +24,14 @@
 #include <string_view>
 
 #include "common/log.h"
+#include "common/version.h"
 #include "tools/client.h"
 #include "tools/commands.h"
 #include "tools/settings.h"
+#include "tools/suggest.h"
 
 namespace bkp::tools {
 namespace {
-
-constexpr const char* kCommands =
-    "register, unregister, list, history, snapshots, restore, status, replica, operator";
 
 struct Globals {
   std::string server;
@@ -133,9 +135,10 @@ void declare_commands(CLI::App& app, Invocation& inv) {
       ->type_name("");
   reg->add_option("PATH", inv.path, "absolute path the node serves")->required()->type_name("");
   reg->add_option("--every", inv.every,
-                  "snapshot period: minutes (5), or with a unit: 30s, 5m, 2h, 1d")
+                  "how often to snapshot: a number with a unit, s, m, h or d (30s, 15m, 2h, "
+                  "1d), at most 365 days; a bare number is minutes (5 = 5m)")
       ->required()
-      ->type_name("MINUTES");
+      ->type_name("PERIOD");
   reg->add_option("--node-id", inv.node_id,
                   "the identity the node must present (`backupfs --show-id` on the node prints "
                   "it); without it, the identity the node presents now is pinned")
@@ -195,10 +198,38 @@ int show_id(const Globals& g) {
   return 0;
 }
 
-std::string missing_command(const CLI::App& app) {
-  return app.remaining().empty()
-             ? fmt::format("a command is required ({})", kCommands)
-             : fmt::format("unknown command '{}' ({})", app.remaining().front(), kCommands);
+struct CommandError {
+  std::string message;  // "" when a command was given and the error is about its arguments
+  bool suggests = false;  // the message names the command meant: --help would add nothing
+};
+
+// Why the command line names no command it can run: none given, or an unknown one (with the
+// nearest known one, when there is one near enough). Looks below the commands already parsed
+// (`replica lsit`).
+CommandError command_error(const CLI::App& app) {
+  const CLI::App* at = &app;
+  std::string given;  // "replica ": the commands before the missing or unknown one
+  while (!at->get_subcommands().empty()) {
+    at = at->get_subcommands().front();
+    given += at->get_name() + " ";
+  }
+  std::vector<std::string> names;
+  for (const CLI::App* sub : at->get_subcommands([](const CLI::App*) { return true; })) {
+    names.push_back(sub->get_name());
+  }
+  if (names.empty()) return {};
+  std::string known = fmt::format("{}", fmt::join(names, ", "));
+  if (app.remaining().empty()) {
+    if (given.empty()) return {fmt::format("a command is required ({})", known)};
+    given.pop_back();
+    return {fmt::format("'{}' needs a command ({})", given, known)};
+  }
+  const std::string typed = app.remaining().front();
+  if (auto near = nearest(typed, names); near && !typed.starts_with('-')) {
+    return {fmt::format("unknown command '{}{}'; did you mean '{}{}'?", given, typed, given, *near),
+            true};
+  }
+  return {fmt::format("unknown command '{}{}' ({})", given, typed, known)};
 }
 
 }  // namespace
@@ -212,7 +243,8 @@ int run_cli(int argc, char** argv) {
   CLI::App app("bkptool: control a backupfs server (backupd)", "bkptool");
   app.footer(help_footer());
   app.get_formatter()->label("SUBCOMMAND", "COMMAND");
-  app.require_subcommand(0, 1);  // none only with --show-id
+  app.require_subcommand(0, 1);  // none only with --show-id or --version
+  app.set_version_flag("--version", version_text("bkptool"), "print bkptool's version and exit");
   app.add_option("--server", g.server, "backupd: a control socket path, or ADDR:PORT (see below)")
       ->type_name("PATH|ADDR:PORT");
   app.add_option("--server-id", g.server_id, "backupd's identity, required over TCP")
@@ -230,22 +262,28 @@ int run_cli(int argc, char** argv) {
     if (!g.json) message += " (see bkptool --help)";
     return report_failure(Failure{Exit::kUsage, std::string(kCodeUsage), message}, g.json);
   };
+  auto command_failure = [&](const CommandError& e) {
+    if (!e.suggests) return usage_failure(e.message);
+    return report_failure(Failure{Exit::kUsage, std::string(kCodeUsage), e.message}, g.json);
+  };
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
     return app.exit(e);
   } catch (const CLI::CallForAllHelp& e) {
     return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
   } catch (const CLI::ParseError& e) {
-    std::string message = e.what();
-    // CLI11 calls a misspelt command a missing one; name what was typed instead.
-    if (app.get_subcommands().empty()) message = missing_command(app);
-    return usage_failure(message);
+    // CLI11 calls a misspelt command a missing one, or unexpected arguments; name what was
+    // typed instead.
+    CommandError error = command_error(app);
+    return error.message.empty() ? usage_failure(e.what()) : command_failure(error);
   }
   if (g.verbose) log::set_level(log::Level::kDebug);
   if (g.quiet) log::set_level(log::Level::kWarn);
   if (g.show_id) return show_id(g);
-  if (inv.command.empty()) return usage_failure(missing_command(app));
+  if (inv.command.empty()) return command_failure(command_error(app));
 
   Environment env = Environment::from_process();
   auto server = resolve_server(g.server, env, config_candidates(env), g.server_id);

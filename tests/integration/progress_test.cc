@@ -2,11 +2,13 @@
 // every daemon logging with --progress-every 0.2 into a file (not a tty, so status lines rather
 // than a bar). backupfs must name the files it ships, climb without going back, and end with a
 // 100% line for the whole tree; backupd must report the ingest of the same baseline and its
-// stream to each replica (naming files); each replicator must report what it received.
+// stream to each replica (naming files); each replicator must report what it received. A
+// replica that returns after missing a backlog catches up on it as one episode whose total is
+// the whole backlog from its first line, at both ends (issue 14).
 #include <regex>
 #include <sstream>
 
-#include "tests/integration/cluster.h"
+#include "tests/integration/control.h"
 #include "tests/integration/workload.h"
 #include "tests/testutil/wait.h"
 
@@ -17,7 +19,7 @@ constexpr uint64_t kBigFile = 96 * kMiB;
 constexpr int kBigFiles = 3;
 constexpr int kSmallFiles = 100;
 
-class ProgressTest : public ClusterTest {
+class ProgressTest : public ControlTest {
  protected:
   // Lines of a log that contain needle.
   std::vector<std::string> lines_with(const std::string& log, const std::string& needle) {
@@ -43,7 +45,24 @@ class ProgressTest : public ClusterTest {
         },
         15s) && !expired();
   }
+
+  // The lines of name's log from byte `from` on that match re: each one's groups (0: the match).
+  std::vector<std::vector<std::string>> matches_from(const std::string& name, size_t from,
+                                                     const std::regex& re) {
+    std::vector<std::vector<std::string>> out;
+    std::istringstream in(log_text(name).substr(from));
+    for (std::string line; std::getline(in, line);) {
+      std::smatch m;
+      if (std::regex_search(line, m, re)) out.emplace_back(m.begin(), m.end());
+    }
+    return out;
+  }
 };
+
+// text as a regular expression that matches it literally.
+std::string regex_quote(const std::string& text) {
+  return std::regex_replace(text, std::regex(R"([.^$|()\[\]{}*+?\\/])"), R"(\$&)");
+}
 
 TEST_F(ProgressTest, BaselineLinesNameFilesAndReachHundredPercent) {
   // The tree exists before backupfs is mounted over it, so all of it is the baseline.
@@ -65,8 +84,7 @@ TEST_F(ProgressTest, BaselineLinesNameFilesAndReachHundredPercent) {
   EXPECT_EQ(fs_log.find('\r'), std::string::npos) << "a bar was drawn into a file";
 
   // Periodic lines: percentages never go back, and they name files of the tree.
-  std::regex line_re("baseline " + std::regex_replace(subject, std::regex(R"([.^$|()\[\]{}*+?\\/])"),
-                                                     R"(\$&)") +
+  std::regex line_re("baseline " + regex_quote(subject) +
                      R"(: (\d+)%, ([0-9.]+ \w+) of ([0-9.]+ \w+).*)");
   int last = -1, periodic = 0;
   bool named = false;
@@ -99,6 +117,68 @@ TEST_F(ProgressTest, BaselineLinesNameFilesAndReachHundredPercent) {
     // mirror fills, batch by batch, so each of its episodes may end before a periodic line is
     // due: whether one names a file depends on timing (ReceiveProgress's naming is unit-tested).
     EXPECT_TRUE(log_has(r, {subject + ": 100%"})) << log_text(r);
+  }
+}
+
+// r1 is away while 80 MiB change: more than one batch (64 MiB), so the total must hold across
+// batches, and more than the 64 MiB past which an episode's end is always logged, so both ends
+// must log it. (A replica 32 MiB behind once showed "1.0 MiB of 1.0 MiB", then "2.0 MiB in
+// 0.0 s": the catch-up's last line had been replaced by a small episode's, and a stale
+// "baseline" label put the small ones on show.)
+TEST_F(ProgressTest, AReturningReplicaCatchesUpOnTheWholeBacklogAsOneEpisode) {
+  constexpr int kBacklogMiB = 80;
+  progress_every = "0.2";
+  ASSERT_TRUE(start_all());
+  put(src("first.txt"), "before\n");
+  ASSERT_EQ(wait_converged(), "");
+  ASSERT_TRUE(kill_replicator(0));
+
+  // 1 MiB at a time, each shipped by the node as it comes; r1's log on backupd coalesces them.
+  for (int i = 0; i < kBacklogMiB; ++i) {
+    write_at(src("big.bin"), static_cast<uint64_t>(i) * kMiB, random_string(kMiB, 200 + i));
+  }
+  std::string why;
+  ASSERT_TRUE(testutil::wait_until(
+      [&] {
+        auto s = bkptool_json({"status", kHost, src()}, &why);
+        if (!s || (*s)["volumes"].empty()) return expired();
+        const Json& v = (*s)["volumes"][0];
+        for (const auto& r : v["replicas"]) {
+          if (r.value("name", "") == "r1" && v.value("lag_bytes", 1) == 0 &&
+              r.value("lag_bytes", 0) == uint64_t{kBacklogMiB} * kMiB) {
+            return true;
+          }
+        }
+        why = v.dump();
+        return expired();
+      },
+      60s) && !expired())
+      << "backupd never had r1's backlog of " << kBacklogMiB << " MiB: " << why;
+
+  const size_t server_from = log_text("backupd").size(), r1_from = log_text("r1").size();
+  ASSERT_TRUE(start_replicator(0));
+  ASSERT_EQ(wait_converged(), "");
+
+  const std::string subject = std::string(kHost) + ":" + src();
+  const std::string total = std::to_string(kBacklogMiB) + ".0 MiB";
+  EXPECT_TRUE(log_has("backupd", {"catch-up " + subject + " to r1: 100%, " + total + " in "}))
+      << log_text("backupd").substr(server_from);
+  EXPECT_TRUE(log_has("r1", {"catch-up " + subject + ": 100%, " + total + " in "}))
+      << log_text("r1").substr(r1_from);
+
+  // Every line since the return is that catch-up: the whole backlog as total from the first.
+  std::regex server_line("(\\w[\\w-]*) " + regex_quote(subject + " to r1") + R"(: (.*))");
+  std::regex r1_line("(\\w[\\w-]*) " + regex_quote(subject) + R"(: (.*))");
+  std::regex of_total(R"(^\d+%, [0-9.]+ \w+ of ([0-9.]+ \w+))");
+  for (const auto& [name, from, re] : {std::tuple{"backupd", server_from, server_line},
+                                       std::tuple{"r1", r1_from, r1_line}}) {
+    auto lines = matches_from(name, from, re);
+    EXPECT_FALSE(lines.empty()) << name;
+    for (const auto& m : lines) {
+      EXPECT_EQ(m[1], "catch-up") << name << ": " << m[0];
+      std::smatch t;
+      if (std::regex_search(m[2], t, of_total)) EXPECT_EQ(t[1], total) << name << ": " << m[0];
+    }
   }
 }
 

@@ -154,6 +154,53 @@ TEST(Meter, NamedPhaseAppliesToTheNextEpisodeOnly) {
   EXPECT_EQ(m.view().done_bytes, 0u);
 }
 
+// A catch-up under a live writer: the backlog's episode ends, and a short one (the next write)
+// starts and ends before the display looks again. Both are reported, oldest first: the first
+// report must not be the short one's "1.0 MiB in 0.0 s".
+TEST(Meter, EveryEndedEpisodeIsReportedInOrder) {
+  progress::Meter m("h:/v to r1");
+  m.update({0, 32 << 20, 1, 0});
+  m.update({32 << 20, 0, 0, 0});
+  m.update({32 << 20, 1 << 20, 1, 0});
+  m.update({33 << 20, 0, 0, 0});
+  auto first = m.take_finished();
+  ASSERT_TRUE(first);
+  EXPECT_EQ(first->done_bytes, 32u << 20);
+  EXPECT_EQ(first->total_bytes, 32u << 20);
+  auto second = m.take_finished();
+  ASSERT_TRUE(second);
+  EXPECT_EQ(second->done_bytes, 1u << 20);
+  EXPECT_FALSE(m.take_finished());
+}
+
+TEST(Meter, KeepsTheFirstAndTheNewestEndedEpisodes) {
+  progress::Meter m("h:/v");
+  const uint64_t n = progress::Meter::kKeptFinished + 5;
+  for (uint64_t i = 1; i <= n; ++i) {  // episode i moves i bytes
+    m.update({i * (i - 1) / 2, i, 1, 0});
+    m.update({i * (i + 1) / 2, 0, 0, 0});
+  }
+  std::vector<uint64_t> sizes;
+  while (auto v = m.take_finished()) sizes.push_back(v->done_bytes);
+  ASSERT_EQ(sizes.size(), progress::Meter::kKeptFinished);
+  EXPECT_EQ(sizes.front(), 1u);
+  EXPECT_EQ(sizes[1], n - progress::Meter::kKeptFinished + 2);
+  EXPECT_EQ(sizes.back(), n);
+}
+
+// backupd names every batch of a replica's baseline "baseline"; a batch sent while that episode
+// runs must not leave the name behind for the next episode, a later catch-up.
+TEST(Meter, NamingTheRunningEpisodeAgainNamesNothingElse) {
+  progress::Meter m("h:/v to r1");
+  m.begin("baseline");
+  m.update({0, 10, 1, 0});
+  m.update({5, 5, 1, 0});
+  m.begin("baseline");  // the baseline's second batch
+  m.update({10, 0, 0, 0});
+  m.update({10, 7, 1, 0});
+  EXPECT_EQ(m.view().phase, "catch-up");
+}
+
 TEST(Progress, ParseEvery) {
   EXPECT_EQ(progress::parse_every("0.2").value(), std::chrono::milliseconds(200));
   EXPECT_EQ(progress::parse_every("10").value(), std::chrono::milliseconds(10000));
