@@ -112,11 +112,14 @@ start() {  # name command...
 SERVER_ID=$("$BUILD/server/backupd" --state-dir "$STATE" --show-id)
 say "backupd's identity: $SERVER_ID"
 start backupd "$BUILD/server/backupd" --state-dir "$STATE" --listen 127.0.0.1:0 \
-  --port-file "$DEMO/port" --control-socket "$STATE/control.sock"
+  --port-file "$DEMO/port" --control-socket "$STATE/control.sock" \
+  --http-listen 127.0.0.1:0 --http-port-file "$DEMO/http-port"
 for _ in $(seq 200); do [[ -s $DEMO/port ]] && break; sleep 0.1; done
 PORT=$(tr -dc 0-9 <"$DEMO/port" 2>/dev/null || true)
 [[ -n $PORT ]] || { say "backupd did not start; see $LOGS/backupd.log"; exit 1; }
 say "backupd listens on 127.0.0.1:$PORT"
+HTTP_PORT=$(tr -dc 0-9 <"$DEMO/http-port" 2>/dev/null || true)
+[[ -n $HTTP_PORT ]] && say "status page: http://127.0.0.1:$HTTP_PORT/ (metrics on /metrics)"
 BKPTOOL=("$BUILD/tools/bkptool" --server "$STATE/control.sock")
 for r in 1 2; do
   root=$R1
