@@ -13,6 +13,7 @@
 #include <memory>
 #include <new>
 
+#include "common/log.h"
 #include "fs/fs.h"
 
 namespace bkp::fs {
@@ -55,7 +56,12 @@ Result<uint64_t> Fs::reopen_dir(Inode& inode) {
 }
 
 Result<Fs::DirHandle*> Fs::dir_handle(const fuse_file_info* fi) {
-  return reinterpret_cast<DirHandle*>(BKP_TRY(files_.get(fi->fh)));
+  auto local = files_.get(fi->fh);
+  if (!local) {
+    log::warn("open directory: {}", local.error().message);
+    return tl::unexpected(local.error());
+  }
+  return reinterpret_cast<DirHandle*>(*local);
 }
 
 void Fs::opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
@@ -94,6 +100,7 @@ void Fs::readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_fi
       d.entry = ::readdir(d.dp);
       if (d.entry == nullptr) {
         err = errno;  // 0 at the end of the stream
+        if (err != 0) log::warn("readdir of node {}: {}", ino, std::strerror(err));
         break;
       }
     }
