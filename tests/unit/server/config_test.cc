@@ -1,5 +1,6 @@
 // backupd's control socket settings: the default path, the config key and the flag over it, and
-// a control_group that names no group refused as a configuration error naming the key.
+// a control_group that names no group refused as a configuration error naming the key; the
+// bounds of max_queued_ops and snapshot_threads.
 #include <gtest/gtest.h>
 #include <grp.h>
 
@@ -60,6 +61,19 @@ TEST_F(ConfigTest, MaxQueuedOpsDefaultsAndIsChecked) {
   auto bad = load_settings(with_config("max_queued_ops = 0\n"));
   ASSERT_FALSE(bad);
   EXPECT_NE(bad.error().message.find("key 'max_queued_ops'"), std::string::npos)
+      << bad.error().message;
+}
+
+TEST_F(ConfigTest, SnapshotThreadsDefaultToOnePerCpuAndAreChecked) {
+  Options bare;
+  bare.state_dir = "/tmp/state";
+  EXPECT_EQ(load_settings(bare)->snapshot_threads, 0);
+  auto s = load_settings(with_config("snapshot_threads = 1\n"));
+  ASSERT_TRUE(s) << s.error().message;
+  EXPECT_EQ(s->snapshot_threads, 1);
+  auto bad = load_settings(with_config("snapshot_threads = -1\n"));
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.error().message.find("key 'snapshot_threads'"), std::string::npos)
       << bad.error().message;
 }
 
