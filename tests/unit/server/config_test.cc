@@ -22,6 +22,21 @@ class ConfigTest : public ::testing::Test {
     o.config_file = path;
     return o;
   }
+  // An integer key: `fallback` without a config file, `good` read back from one, `bad` refused
+  // with a message naming the key.
+  void expect_int_key(const std::string& key, int Settings::*field, int fallback, int good,
+                      int bad) {
+    Options bare;
+    bare.state_dir = "/tmp/state";
+    EXPECT_EQ((*load_settings(bare)).*field, fallback);
+    auto s = load_settings(with_config(key + " = " + std::to_string(good) + "\n"));
+    ASSERT_TRUE(s) << s.error().message;
+    EXPECT_EQ((*s).*field, good);
+    auto refused = load_settings(with_config(key + " = " + std::to_string(bad) + "\n"));
+    ASSERT_FALSE(refused);
+    EXPECT_NE(refused.error().message.find("key '" + key + "'"), std::string::npos)
+        << refused.error().message;
+  }
   testutil::TempDir tmp_{"bkp-config"};
 };
 
@@ -52,29 +67,11 @@ TEST_F(ConfigTest, ControlGroupIsLookedUp) {
 }
 
 TEST_F(ConfigTest, MaxQueuedOpsDefaultsAndIsChecked) {
-  Options bare;
-  bare.state_dir = "/tmp/state";
-  EXPECT_EQ(load_settings(bare)->max_queued_ops, 131072);
-  auto s = load_settings(with_config("max_queued_ops = 64\n"));
-  ASSERT_TRUE(s) << s.error().message;
-  EXPECT_EQ(s->max_queued_ops, 64);
-  auto bad = load_settings(with_config("max_queued_ops = 0\n"));
-  ASSERT_FALSE(bad);
-  EXPECT_NE(bad.error().message.find("key 'max_queued_ops'"), std::string::npos)
-      << bad.error().message;
+  expect_int_key("max_queued_ops", &Settings::max_queued_ops, 131072, 64, 0);
 }
 
 TEST_F(ConfigTest, SnapshotThreadsDefaultToOnePerCpuAndAreChecked) {
-  Options bare;
-  bare.state_dir = "/tmp/state";
-  EXPECT_EQ(load_settings(bare)->snapshot_threads, 0);
-  auto s = load_settings(with_config("snapshot_threads = 1\n"));
-  ASSERT_TRUE(s) << s.error().message;
-  EXPECT_EQ(s->snapshot_threads, 1);
-  auto bad = load_settings(with_config("snapshot_threads = -1\n"));
-  ASSERT_FALSE(bad);
-  EXPECT_NE(bad.error().message.find("key 'snapshot_threads'"), std::string::npos)
-      << bad.error().message;
+  expect_int_key("snapshot_threads", &Settings::snapshot_threads, 0, 1, -1);
 }
 
 }  // namespace
