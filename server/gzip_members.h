@@ -69,7 +69,9 @@ class GzipMembers {
     size_t in_len = 0;
     std::vector<char> out;
     size_t out_len = 0;
-    State state = State::kFree;  // guarded by mu_ except while kFree (the writer's own)
+    // Guarded by mu_. Says who owns the buffers: kFree the writer (filling in), kQueued the
+    // queue and then the compressing thread that took it, kDone the writer (writing out).
+    State state = State::kFree;
     std::optional<Error> error;  // zlib's, set by the thread that compressed the slot
   };
 
