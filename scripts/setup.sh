@@ -10,9 +10,11 @@ cd "$(dirname "$0")/.."
 
 PACKAGES=(
   build-essential cmake ninja-build pkg-config
-  libfuse3-dev fuse3 liburing-dev libarchive-dev libtomlplusplus-dev libgtest-dev
+  libfuse3-dev fuse3 liburing-dev libarchive-dev libtomlplusplus-dev libgtest-dev zlib1g-dev
   libzstd-dev libxxhash-dev libsqlite3-dev libexpected-dev libfmt-dev libsystemd-dev libssl-dev
-  nlohmann-json3-dev libcli11-dev libarchive-tools libcpp-httplib-dev
+  nlohmann-json3-dev libcli11-dev libcpp-httplib-dev
+  # the snapshot tests read archives with gzip, GNU tar, bsdtar and Python's tarfile
+  gzip tar libarchive-tools python3
   attr fio systemd
 )
 if [[ ${1:-} == --tests ]]; then

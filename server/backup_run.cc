@@ -158,7 +158,10 @@ Outcome run(Volume& v, const Link& link, Catalog& catalog, const RunSettings& se
                 .count());
 
   auto snap = write_snapshot(**cut, v.snapshots_dir(), id,
-                             ArchiveOptions{settings.gzip_level, &cancel, settings.entry_delay});
+                             ArchiveOptions{.gzip_level = settings.gzip_level,
+                                            .gzip_threads = settings.gzip_threads,
+                                            .cancel = &cancel,
+                                            .entry_delay = settings.entry_delay});
   (*cut)->close();
   lock.lock();
   v.applier->set_observer(nullptr);

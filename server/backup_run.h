@@ -37,6 +37,7 @@ namespace bkp::server {
 
 struct RunSettings {
   int gzip_level = 1;
+  unsigned gzip_threads = 0;  // 0: one per online CPU
   size_t keep = 10;
   // Test seam: BACKUPD_TEST_ARCHIVE_DELAY_MS, a pause before each archived entry (snapshot.h).
   std::chrono::milliseconds entry_delay{0};

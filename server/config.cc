@@ -21,8 +21,9 @@ namespace bkp::server {
 namespace {
 
 const std::set<std::string> kKnownKeys = {"listen", "state_dir", "snapshot_gzip_level",
-                                          "keep_snapshots", "tls", "control_socket", "http_listen",
-                                          "control_group", "max_queued_ops"};
+                                          "snapshot_threads", "keep_snapshots", "tls",
+                                          "control_socket", "http_listen", "control_group",
+                                          "max_queued_ops"};
 
 Result<std::string> string_key(const toml::table& table, const std::string& file,
                                const std::string& key) {
@@ -110,6 +111,7 @@ Result<Settings> load_settings(const Options& options) {
     listen = BKP_TRY(string_key(table, file, "listen"));
     s.state_dir = BKP_TRY(string_key(table, file, "state_dir"));
     BKP_TRY_VOID(int_key(table, file, "snapshot_gzip_level", 1, 9, s.snapshot_gzip_level));
+    BKP_TRY_VOID(int_key(table, file, "snapshot_threads", 0, 256, s.snapshot_threads));
     BKP_TRY_VOID(int_key(table, file, "keep_snapshots", 1, 100000, s.keep_snapshots));
     BKP_TRY_VOID(bool_key(table, file, "tls", s.tls));
     BKP_TRY_VOID(int_key(table, file, "max_queued_ops", 1, 100000000, s.max_queued_ops));

@@ -6,6 +6,8 @@
 //   state_dir           string   the state directory (required unless --state-dir is given,
 //                                which overrides it)
 //   snapshot_gzip_level integer  gzip level of snapshot archives, 1 (fastest, default) to 9
+//   snapshot_threads    integer  threads compressing a snapshot, at nice +10; 0 (default): one
+//                                per online CPU
 //   keep_snapshots      integer  snapshots kept per volume, the newest ones; default 10, >= 1
 //   tls                 boolean  TLS 1.3 with identities on every connection (default true);
 //                                false only for a trusted loopback benchmark (--no-tls too)
@@ -65,6 +67,7 @@ struct Settings {
   net::HostPort listen{"0.0.0.0", 7700};
   std::string port_file;
   int snapshot_gzip_level = 1;
+  int snapshot_threads = 0;  // 0: one per online CPU
   int keep_snapshots = 10;
   std::chrono::milliseconds progress_every{std::chrono::seconds(10)};
   bool tls = true;

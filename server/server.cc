@@ -257,8 +257,10 @@ class Server {
       log::error("state directory {}: {}", dir, loaded.error().message);
       return false;
     }
-    RunSettings runs{settings_.snapshot_gzip_level, static_cast<size_t>(settings_.keep_snapshots),
-                     archive_delay()};
+    RunSettings runs{.gzip_level = settings_.snapshot_gzip_level,
+                     .gzip_threads = static_cast<unsigned>(settings_.snapshot_threads),
+                     .keep = static_cast<size_t>(settings_.keep_snapshots),
+                     .entry_delay = archive_delay()};
     scheduler_ = std::make_unique<Scheduler>(*catalog_, runs);
     registry_ = std::make_unique<Registry>(hub_, *catalog_, *scheduler_, Dialer{*id, tls_});
     if (auto recovered = registry_->recover(); !recovered) {

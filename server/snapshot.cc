@@ -8,6 +8,12 @@
 // links are resolved by libarchive's link resolver (the second name of an inode becomes a
 // hardlink entry without data). File data is streamed in 1 MiB blocks, so memory does not
 // depend on file sizes.
+//
+// libarchive writes only the tar stream, into MemberOutput, which compresses it on every core
+// as gzip members (server/gzip_members.h) and writes them to the file; libarchive's own gzip
+// filter uses one core, and gzip was the whole cost of a snapshot (docs/ARCHITECTURE.md,
+// "Snapshots are gzip members"). The compressing threads run at nice +10 (kCompressNice): a
+// snapshot is never urgent, and the node sessions applying the stream must not wait for it.
 #include "server/snapshot.h"
 
 #include <archive.h>
@@ -29,11 +35,14 @@
 
 #include "common/log.h"
 #include "common/unique_fd.h"
+#include "server/gzip_members.h"
 
 namespace bkp::server {
 namespace {
 
 constexpr size_t kBlock = 1u << 20;
+constexpr size_t kMemberBlock = 1u << 20;  // tar bytes per gzip member
+constexpr int kCompressNice = 10;
 constexpr std::string_view kTmpPrefix = ".tmp-";
 constexpr std::string_view kSuffix = ".tgz";
 
@@ -47,6 +56,54 @@ struct EntryDeleter {
   void operator()(archive_entry* e) const { archive_entry_free(e); }
 };
 using EntryPtr = std::unique_ptr<archive_entry, EntryDeleter>;
+
+// The tar stream's way out: libarchive's write callback hands it to GzipMembers, whose members
+// go to the file in order. A failure to write the file (ENOSPC) is kept with its errno, so the
+// run's error is "write PATH: No space left on device" whichever entry libarchive was at.
+class MemberOutput {
+ public:
+  MemberOutput(int fd, std::string path, const ArchiveOptions& options)
+      : fd_(fd),
+        path_(std::move(path)),
+        members_([this](std::span<const char> bytes) { return write_file(bytes); },
+                 GzipMembersOptions{.level = options.gzip_level,
+                                    .block = kMemberBlock,
+                                    .threads = options.gzip_threads,
+                                    .nice = kCompressNice}) {}
+
+  // The last members, once libarchive closed the tar stream.
+  Result<void> finish() { return members_.finish(); }
+  // Why the stream could not be written, if it was the output's fault.
+  const std::optional<Error>& error() const { return members_.error(); }
+
+  // libarchive's write callback (archive_write_open2), self being a MemberOutput.
+  static la_ssize_t write(archive* a, void* self, const void* buf, size_t n) noexcept {
+    try {
+      auto written = static_cast<MemberOutput*>(self)->members_.write(
+          std::span<const char>(static_cast<const char*>(buf), n));
+      if (written) return static_cast<la_ssize_t>(n);
+      archive_set_error(a, written.error().code, "%s", written.error().message.c_str());
+    } catch (const std::exception& e) {
+      archive_set_error(a, EIO, "internal error: %s", e.what());
+    }
+    return -1;
+  }
+
+ private:
+  Result<void> write_file(std::span<const char> bytes) {
+    while (!bytes.empty()) {
+      ssize_t n = ::write(fd_, bytes.data(), bytes.size());
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) return fail_errno("write " + path_);
+      bytes = bytes.subspan(static_cast<size_t>(n));
+    }
+    return {};
+  }
+
+  int fd_;
+  std::string path_;
+  GzipMembers members_;
+};
 
 class Writer {
  public:
@@ -97,10 +154,7 @@ class Writer {
       refused_.push_back(fmt::format("{} ({})", archive_entry_pathname(e), archive_error_string(a_)));
       return false;
     }
-    if (r < ARCHIVE_WARN) {
-      return fail(EIO, fmt::format("archive {}: {}", archive_entry_pathname(e),
-                                   archive_error_string(a_)));
-    }
+    if (r < ARCHIVE_WARN) return tl::unexpected(failure(archive_entry_pathname(e)));
     return true;
   }
 
@@ -193,9 +247,7 @@ class Writer {
     ++files;
     uint64_t at = 0;
     auto put = [&](const char* bytes, size_t n) -> Result<void> {
-      if (archive_write_data(a_, bytes, n) < 0) {
-        return fail(EIO, fmt::format("archive {}: {}", rel, archive_error_string(a_)));
-      }
+      if (archive_write_data(a_, bytes, n) < 0) return tl::unexpected(failure(rel));
       at += n;
       return {};
     };
@@ -221,6 +273,12 @@ class Writer {
       }
     }
     return zeros_to(size);
+  }
+
+  // libarchive's last error, about `what`.
+  Error failure(const std::string& what) const {
+    int code = archive_errno(a_);
+    return Error{code > 0 ? code : EIO, fmt::format("archive {}: {}", what, archive_error_string(a_))};
   }
 
   // The test seam's pause before an entry, in slices so a cancel is still prompt.
@@ -292,17 +350,18 @@ Result<SnapshotFile> write_snapshot(Cut& cut, const std::string& snapshots_dir,
     return tl::unexpected(e.wrap("snapshot " + out.name));
   };
 
+  // Before the archive, so that it outlives anything freeing the archive could write.
+  MemberOutput output(fd.get(), tmp, options);
   std::unique_ptr<archive, ArchiveDeleter> a(archive_write_new());
   std::unique_ptr<archive_entry_linkresolver, ResolverDeleter> resolver(
       archive_entry_linkresolver_new());
   archive_entry_linkresolver_set_strategy(resolver.get(), ARCHIVE_FORMAT_TAR_PAX_INTERCHANGE);
-  std::string level = std::to_string(std::clamp(options.gzip_level, 1, 9));
-  if (archive_write_add_filter_gzip(a.get()) != ARCHIVE_OK ||
-      archive_write_set_filter_option(a.get(), "gzip", "compression-level", level.c_str()) !=
-          ARCHIVE_OK ||
-      archive_write_set_format_pax(a.get()) != ARCHIVE_OK ||
-      archive_write_set_bytes_in_last_block(a.get(), 1) != ARCHIVE_OK ||
-      archive_write_open_fd(a.get(), fd.get()) != ARCHIVE_OK) {
+  // No block size: libarchive passes the stream through unbuffered and unpadded (the output
+  // buffers it in members).
+  if (archive_write_set_format_pax(a.get()) != ARCHIVE_OK ||
+      archive_write_set_bytes_per_block(a.get(), 0) != ARCHIVE_OK ||
+      archive_write_open2(a.get(), &output, nullptr, &MemberOutput::write, nullptr, nullptr) !=
+          ARCHIVE_OK) {
     return cleanup_tmp(Error{EIO, std::string("libarchive setup: ") + archive_error_string(a.get())});
   }
   Writer writer(a.get(), resolver.get(), cut, options);
@@ -311,11 +370,13 @@ Result<SnapshotFile> write_snapshot(Cut& cut, const std::string& snapshots_dir,
     // Without this, freeing the archive closes it, which pads the unfinished entry to its
     // announced size: a cancelled run over a 64 GiB sparse file wrote 64 GiB of zeros first.
     archive_write_fail(a.get());
-    return cleanup_tmp(walked.error());
+    return cleanup_tmp(output.error().value_or(walked.error()));
   }
   if (archive_write_close(a.get()) != ARCHIVE_OK) {
-    return cleanup_tmp(Error{EIO, std::string("finish archive: ") + archive_error_string(a.get())});
+    return cleanup_tmp(output.error().value_or(
+        Error{EIO, std::string("finish archive: ") + archive_error_string(a.get())}));
   }
+  if (auto finished = output.finish(); !finished) return cleanup_tmp(finished.error());
   if (fsync(fd.get()) != 0) return cleanup_tmp(Error{errno, std::string("fsync: ") + std::strerror(errno)});
   struct stat st{};
   fstat(fd.get(), &st);

@@ -1,5 +1,6 @@
 // Snapshot files: one gzip-compressed tar (pax) per scheduled run of a volume, written from the
-// mirror with libarchive.
+// mirror with libarchive. The gzip is a series of members of 1 MiB of tar each, compressed on
+// every core (server/gzip_members.h); any gzip reader reads it as one stream.
 //
 // Atomicity (DESIGN.md invariant 5): the archive is written to ".tmp-<name>" in the snapshots
 // directory, fsynced, renamed to its final name and the directory fsynced, so a file under a
@@ -40,6 +41,7 @@ std::string snapshot_id_for(int64_t unix_ms);
 
 struct ArchiveOptions {
   int gzip_level = 1;  // 1..9
+  unsigned gzip_threads = 0;  // compressing threads; 0: one per online CPU
   // When given and it becomes true, the write stops at the next entry or 1 MiB block with
   // ECANCELED "cancelled", leaving no file behind.
   const std::atomic<bool>* cancel = nullptr;

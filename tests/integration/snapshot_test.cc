@@ -3,7 +3,9 @@
 // - A registered volume that changed gets a snapshot; one that did not gets an "unchanged" run
 //   and no new file; after a dozen changed runs exactly ten archives remain, the history lists
 //   every run with its size and dates, and the newest archive restores to exactly the source at
-//   the cut (content, types, modes, owners, symlinks, hard links, mtimes).
+//   the cut (content, types, modes, owners, symlinks, hard links, mtimes). That archive is a
+//   series of gzip members (server/gzip_members.h): gzip -t, GNU tar, bsdtar and Python's tarfile
+//   read it whole, and each extracts the source from it.
 // - backupd killed with SIGKILL while it writes an archive leaves no partial file under any
 //   name after a restart; every archive listed opens and lists fully; the interrupted run is in
 //   the history as failed.
@@ -15,23 +17,90 @@
 #include <algorithm>
 
 #include <filesystem>
+#include <string>
+#include <vector>
 
 #include "common/unique_fd.h"
 #include "tests/integration/control.h"
 #include "tests/integration/workload.h"
+#include "tests/testutil/daemon.h"
 #include "tests/testutil/wait.h"
 
 namespace bkp::it {
 namespace {
 
-class SnapshotTest : public ControlTest {};
+// A program's absolute path; these are the Debian packages scripts/setup.sh installs.
+constexpr const char* kGzip = "/usr/bin/gzip";
+constexpr const char* kGnuTar = "/usr/bin/tar";
+constexpr const char* kBsdtar = "/usr/bin/bsdtar";    // libarchive-tools
+constexpr const char* kPython = "/usr/bin/python3";
+
+// Counts the gzip members of argv[1] (each must end: a truncated one exits 1), then extracts it
+// with tarfile into argv[2] as root would (owners by number, every entry kind), and prints the
+// count.
+constexpr const char* kPythonExtract = R"(
+import sys, tarfile, zlib
+path, out = sys.argv[1:]
+data, members = open(path, 'rb').read(), 0
+while data:
+    d = zlib.decompressobj(31)
+    d.decompress(data)
+    if not d.eof:
+        sys.exit('gzip member %d does not end' % members)
+    data, members = d.unused_data, members + 1
+trusted = {'filter': 'fully_trusted'} if hasattr(tarfile, 'fully_trusted_filter') else {}
+with tarfile.open(path, 'r:gz') as t:
+    t.extractall(out, numeric_owner=True, **trusted)
+print(members)
+)";
+
+class SnapshotTest : public ControlTest {
+ protected:
+  // gzip -t, tar -tzf and bsdtar -tzf read `archive` whole; GNU tar, bsdtar and Python's tarfile
+  // each extract it to a tree equal to `source` (bsdtar leaves the mtime of the directory it
+  // extracts into, "./", as extracting made it; tarfile keeps neither xattrs nor exact mtimes).
+  // The archive has at least `min_members` gzip members.
+  void expect_every_reader_extracts(const std::string& archive, const std::string& source,
+                                    int min_members) {
+    for (const char* reader : {kGzip, kGnuTar, kBsdtar}) {
+      std::string flag = reader == kGzip ? "-t" : "-tzf";
+      auto r = testutil::run_command({reader, flag, archive}, 60s);
+      EXPECT_EQ(r.exit_code(), 0) << reader << " " << flag << ": " << r.output;
+    }
+    struct Extract {
+      std::vector<std::string> argv;
+      std::string dir;
+      testutil::CompareOptions compare;
+    };
+    std::string gnu = scratch_dir("gnu-tar"), bsd = scratch_dir("bsdtar");
+    std::string py = scratch_dir("tarfile");
+    const Extract extracts[] = {
+        {{kGnuTar, "--xattrs", "--xattrs-include=*", "-xpzf", archive, "-C", gnu}, gnu, {}},
+        {{kBsdtar, "--xattrs", "-xpzf", archive, "-C", bsd}, bsd, {.root_attrs = false}},
+        {{kPython, "-c", kPythonExtract, archive, py}, py, {.mtime = false, .xattrs = false}},
+    };
+    for (const auto& x : extracts) {
+      auto r = testutil::run_command(x.argv, 120s);
+      ASSERT_EQ(r.exit_code(), 0) << x.argv[0] << ": " << r.output;
+      EXPECT_EQ(compare_trees(source, x.dir, x.compare), "") << x.argv[0] << " extracted it";
+      if (x.argv[0] == kPython) {
+        EXPECT_GE(std::stoi(r.out), min_members) << r.out;
+      }
+    }
+  }
+};
 
 TEST_F(SnapshotTest, ChangedRunsWriteUnchangedRunsDoNotAndTenAreKept) {
   ASSERT_TRUE(start_all("2s", /*with_replicators=*/false));
   std::string why;
 
-  // A change: a snapshot appears.
-  auto fresh = runs_after_change([&] { apply_mix(src(), 30); }, &why);
+  // A change: a snapshot appears. The big file makes its tar stream several gzip members long.
+  auto fresh = runs_after_change(
+      [&] {
+        apply_mix(src(), 30);
+        write_big_file(src("big.bin"), 3 * kMiB, 1200);
+      },
+      &why);
   ASSERT_TRUE(fresh) << why;
   ASSERT_GE(count_status(*fresh, "written"), 1u) << Json(*fresh).dump(2);
   auto snaps = snapshots(&why);
@@ -100,6 +169,9 @@ TEST_F(SnapshotTest, ChangedRunsWriteUnchangedRunsDoNotAndTenAreKept) {
   // The volume root's own mode, owner and mtime are part of the cut too.
   EXPECT_EQ(compare_trees(src(), out, {}), "")
       << "the restored root directory lacks the volume root's attributes";
+
+  // The same archive through the common readers: 3 MiB of big.bin alone is 4 members.
+  expect_every_reader_extracts(snapshots_dir() + "/" + tgz_files().back(), src(), 4);
 }
 
 TEST_F(SnapshotTest, KilledWhileWritingLeavesNoPartialSnapshot) {

@@ -1,5 +1,6 @@
 // backupd's control socket settings: the default path, the config key and the flag over it, and
-// a control_group that names no group refused as a configuration error naming the key.
+// a control_group that names no group refused as a configuration error naming the key; the
+// bounds of max_queued_ops and snapshot_threads.
 #include <gtest/gtest.h>
 #include <grp.h>
 
@@ -20,6 +21,21 @@ class ConfigTest : public ::testing::Test {
     Options o;
     o.config_file = path;
     return o;
+  }
+  // An integer key: `fallback` without a config file, `good` read back from one, `bad` refused
+  // with a message naming the key.
+  void expect_int_key(const std::string& key, int Settings::*field, int fallback, int good,
+                      int bad) {
+    Options bare;
+    bare.state_dir = "/tmp/state";
+    EXPECT_EQ((*load_settings(bare)).*field, fallback);
+    auto s = load_settings(with_config(key + " = " + std::to_string(good) + "\n"));
+    ASSERT_TRUE(s) << s.error().message;
+    EXPECT_EQ((*s).*field, good);
+    auto refused = load_settings(with_config(key + " = " + std::to_string(bad) + "\n"));
+    ASSERT_FALSE(refused);
+    EXPECT_NE(refused.error().message.find("key '" + key + "'"), std::string::npos)
+        << refused.error().message;
   }
   testutil::TempDir tmp_{"bkp-config"};
 };
@@ -51,16 +67,11 @@ TEST_F(ConfigTest, ControlGroupIsLookedUp) {
 }
 
 TEST_F(ConfigTest, MaxQueuedOpsDefaultsAndIsChecked) {
-  Options bare;
-  bare.state_dir = "/tmp/state";
-  EXPECT_EQ(load_settings(bare)->max_queued_ops, 131072);
-  auto s = load_settings(with_config("max_queued_ops = 64\n"));
-  ASSERT_TRUE(s) << s.error().message;
-  EXPECT_EQ(s->max_queued_ops, 64);
-  auto bad = load_settings(with_config("max_queued_ops = 0\n"));
-  ASSERT_FALSE(bad);
-  EXPECT_NE(bad.error().message.find("key 'max_queued_ops'"), std::string::npos)
-      << bad.error().message;
+  expect_int_key("max_queued_ops", &Settings::max_queued_ops, 131072, 64, 0);
+}
+
+TEST_F(ConfigTest, SnapshotThreadsDefaultToOnePerCpuAndAreChecked) {
+  expect_int_key("snapshot_threads", &Settings::snapshot_threads, 0, 1, -1);
 }
 
 }  // namespace

@@ -1,17 +1,22 @@
 // write_snapshot (server/snapshot.h) and what no tar format can hold: a unix socket anywhere in
 // a volume used to fail every scheduled run ("pax format cannot archive sockets") after
 // archiving almost everything. Sockets are now skipped and named in the snapshot's warnings;
-// fifos and everything else are archived.
+// fifos and everything else are archived. Holes stay holes, and a disk that fills up under the
+// archive fails it cleanly, with nothing left behind.
 #include "server/snapshot.h"
 
 #include <archive.h>
 #include <archive_entry.h>
 #include <fcntl.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <cstring>
+#include <filesystem>
+#include <random>
 #include <set>
 #include <string>
 
@@ -133,6 +138,43 @@ TEST(SnapshotFileTest, HolesStayHoles) {
   archive_read_free(a);
   EXPECT_EQ(with_data, 1) << "the second name must be a hard link";
   EXPECT_EQ(blocks, "0:head " + std::to_string(512 << 20) + ":island ");
+}
+
+// The snapshots directory on a 1 MiB tmpfs, the tree 4 MiB of random bytes: the compressed
+// stream cannot fit. The snapshot fails with ENOSPC naming the file it could not write, and no
+// file is left, under a final name or a temporary one.
+TEST(SnapshotFileTest, AFullDiskFailsTheSnapshotAndLeavesNothing) {
+  testutil::TempDir dir("bkp-snap");
+  std::string tree = dir.mkdir("t");
+  {
+    UniqueFd f(::open((tree + "/random").c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0644));
+    ASSERT_TRUE(f);
+    std::mt19937_64 rng(7);
+    std::vector<uint64_t> words((4 << 20) / sizeof(uint64_t));
+    for (auto& w : words) w = rng();
+    size_t bytes = words.size() * sizeof(uint64_t);
+    ASSERT_EQ(::write(f.get(), words.data(), bytes), static_cast<ssize_t>(bytes));
+  }
+  std::string snaps = dir.mkdir("snaps");
+  if (::mount("tmpfs", snaps.c_str(), "tmpfs", MS_NOSUID | MS_NODEV, "size=1m") != 0) {
+    GTEST_SKIP() << "cannot mount a tmpfs at " << snaps << ": " << std::strerror(errno);
+  }
+  struct Unmount {
+    std::string path;
+    ~Unmount() { ::umount2(path.c_str(), MNT_DETACH); }
+  } unmount{snaps};
+  UniqueFd root(::open(tree.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  ASSERT_TRUE(root);
+
+  auto snap = archive_tree(root.get(), dir, "20261130T000000.000Z");
+  ASSERT_FALSE(snap) << "a 4 MiB random file fitted in a 1 MiB tmpfs compressed";
+  EXPECT_EQ(snap.error().code, ENOSPC) << snap.error().message;
+  EXPECT_NE(snap.error().message.find("No space left on device"), std::string::npos)
+      << snap.error().message;
+  EXPECT_NE(snap.error().message.find("write " + snaps + "/.tmp-20261130T000000.000Z.tgz"),
+            std::string::npos)
+      << snap.error().message;
+  EXPECT_TRUE(std::filesystem::is_empty(snaps)) << "a partial archive was left behind";
 }
 
 }  // namespace
