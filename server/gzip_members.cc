@@ -20,6 +20,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <vector>
 #include <fmt/format.h>
 
 namespace bkp::server {
@@ -43,9 +44,13 @@ void renice_this_thread(int nice) {
   setpriority(PRIO_PROCESS, static_cast<id_t>(gettid()), std::clamp(now + nice, -20, 19));
 }
 
-// in[0, n) as one whole gzip member into out, with z set up for gzip (windowBits 15 + 16).
-Result<size_t> deflate_member(z_stream& z, const char* in, size_t n, char* out, size_t cap) {
-  if (deflateReset(&z) != Z_OK) return fail(EIO, "internal error: deflateReset failed");
+// in[0, n) as one whole gzip member into out, with z set up for gzip (windowBits 15 + 16) at
+// level (0: stored blocks).
+Result<size_t> deflate_member(z_stream& z, int level, const char* in, size_t n, char* out,
+                              size_t cap) {
+  if (deflateReset(&z) != Z_OK || deflateParams(&z, level, Z_DEFAULT_STRATEGY) != Z_OK) {
+    return fail(EIO, "internal error: deflateReset failed");
+  }
   z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in));
   z.avail_in = static_cast<uInt>(n);
   z.next_out = reinterpret_cast<Bytef*>(out);
@@ -58,7 +63,36 @@ Result<size_t> deflate_member(z_stream& z, const char* in, size_t n, char* out, 
   return cap - z.avail_out;
 }
 
+constexpr size_t kProbe = 64 * 1024;
+
 }  // namespace
+
+struct IncompressibleProbe::Impl {
+  z_stream z{};
+  bool ready = false;
+  std::vector<char> out;
+};
+
+IncompressibleProbe::IncompressibleProbe() : impl_(std::make_unique<Impl>()) {
+  impl_->ready = deflateInit2(&impl_->z, 1, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY) == Z_OK;
+  if (impl_->ready) impl_->out.resize(deflateBound(&impl_->z, kProbe));
+}
+
+IncompressibleProbe::~IncompressibleProbe() {
+  if (impl_->ready) deflateEnd(&impl_->z);
+}
+
+bool IncompressibleProbe::operator()(std::span<const char> block) {
+  if (!impl_->ready || block.size() < 4 * kProbe) return false;
+  z_stream& z = impl_->z;
+  if (deflateReset(&z) != Z_OK) return false;
+  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(block.data()));
+  z.avail_in = static_cast<uInt>(kProbe);
+  z.next_out = reinterpret_cast<Bytef*>(impl_->out.data());
+  z.avail_out = static_cast<uInt>(impl_->out.size());
+  if (deflate(&z, Z_FINISH) != Z_STREAM_END) return false;
+  return impl_->out.size() - z.avail_out > kProbe * 97 / 100;
+}
 
 GzipMembers::GzipMembers(ByteSink sink, const GzipMembersOptions& options)
     : sink_(std::move(sink)),
@@ -164,6 +198,7 @@ void GzipMembers::compress_loop(int nice) {
   renice_this_thread(nice);
   z_stream z{};
   bool ready = deflateInit2(&z, level_, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) == Z_OK;
+  IncompressibleProbe incompressible;
   std::unique_lock lock(mu_);
   while (true) {
     queued_.wait(lock, [&] { return stop_ || !queue_.empty(); });
@@ -173,7 +208,11 @@ void GzipMembers::compress_loop(int nice) {
     lock.unlock();
     // The slot is this thread's until it is marked done: the writer waits for that.
     Result<size_t> size = fail(ENOMEM, "gzip: cannot set up a compressor (out of memory)");
-    if (ready) size = deflate_member(z, slot.in.data(), slot.in_len, slot.out.data(), slot.out.size());
+    if (ready) {
+      const bool store = incompressible(std::span<const char>(slot.in.data(), slot.in_len));
+      size = deflate_member(z, store ? 0 : level_, slot.in.data(), slot.in_len, slot.out.data(),
+                            slot.out.size());
+    }
     if (size) {
       slot.out_len = *size;
     } else {

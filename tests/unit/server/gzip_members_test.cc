@@ -50,6 +50,8 @@ Gunzipped gunzip(const std::string& gz) {
   return out;
 }
 
+constexpr size_t kBigBlock = 1 << 20;  // big enough to be probed (gzip_members.cc)
+
 std::string random_text(size_t n, unsigned seed) {
   // Words from a small alphabet: compressible, but not trivially.
   std::mt19937 rng(seed);
@@ -106,6 +108,28 @@ TEST(GzipMembersTest, TheOutputDependsOnlyOnTheInput) {
   std::string one = compress(input, 777, 1);
   EXPECT_TRUE(one == compress(input, 777, 4));
   EXPECT_TRUE(one == compress(input, kBlock, 2));
+}
+
+// Random bytes (an incompressible block, as media or compressed files are) are stored rather
+// than deflated; text, and blocks too small to judge, are deflated. Both kinds read back.
+TEST(GzipMembersTest, IncompressibleBlocksAreToldFromCompressibleOnes) {
+  std::mt19937 rng(7);
+  std::string noise(kBigBlock, '\0');
+  for (auto& c : noise) c = static_cast<char>(rng());
+  const std::string text = random_text(kBigBlock, 8);
+  IncompressibleProbe probe;
+  EXPECT_TRUE(probe(noise));
+  EXPECT_FALSE(probe(text));
+  EXPECT_FALSE(probe(std::string_view(noise).substr(0, 128 * 1024))) << "too small to judge";
+  std::string mixed = noise + text + noise;
+  Collected c;
+  GzipMembers members(collect(c), GzipMembersOptions{.level = 6, .block = kBigBlock, .threads = 2});
+  ASSERT_TRUE(members.write(mixed));
+  ASSERT_TRUE(members.finish());
+  Gunzipped back = gunzip(c.gz);
+  EXPECT_EQ(back.members, 3);
+  EXPECT_TRUE(back.data == mixed);
+  EXPECT_LT(c.gz.size(), 2 * kBigBlock + kBigBlock / 2) << "the text block was not deflated";
 }
 
 TEST(GzipMembersTest, AnEmptyStreamIsOneEmptyMember) {
