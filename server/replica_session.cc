@@ -126,7 +126,7 @@ class ReplicaSession {
   // protocol error (pings are tolerated).
   Result<void> check_alive() {
     while (BKP_TRY(conn_.readable())) {
-      auto frame = BKP_TRY(conn_.recv(1000));
+      auto frame = BKP_TRY(conn_.recv_view(1000));
       if (frame.type == wire::MsgType::kPing) continue;
       return tl::unexpected(net::unexpected_frame(frame, "nothing (idle)"));
     }
