@@ -95,7 +95,7 @@ class NodeSession {
       case wire::MsgType::kWrite: {
         auto w = BKP_TRY(wire::decode_write(frame.flags, frame.payload));
         BKP_TRY_VOID(v.receiver->write(w));
-        v.fan_out_write(w.id, w.offset, w.data.size());
+        v.fan_out_write(w, frame.flags, frame.payload.subspan(wire::kWriteHeader));
         v.count_write(w.id, w.data.size());
         v.stats.data_bytes += w.data.size();
         progress_.applied(w.id, w.data.size());

@@ -21,6 +21,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <memory>
 
 #include "common/changes/change_log.h"
 #include "common/net/conn.h"
@@ -42,6 +43,16 @@ class DataSource {
   virtual int64_t source_ctime(const FileRef& file, const struct stat& st) {
     (void)file;
     return wire::to_ns(st.st_ctim);
+  }
+  // The chunk of exactly length bytes at offset of the file, already encoded as a Write body,
+  // if the source keeps one (backupd: as the node sent it, server/forward_cache.h); it is then
+  // sent as it is instead of being read and compressed again. Default: none.
+  virtual std::shared_ptr<const wire::EncodedWrite> encoded(const FileRef& file, uint64_t offset,
+                                                            uint32_t length) {
+    (void)file;
+    (void)offset;
+    (void)length;
+    return nullptr;
   }
   // Called after each Write frame of the file was queued (progress reporting); default: nothing.
   virtual void sent(const FileRef& file, uint64_t bytes) {
