@@ -26,10 +26,8 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <cstdlib>
 #include <cstring>
 #include <mutex>
-#include <span>
 #include <vector>
 
 #include "common/files.h"
@@ -42,10 +40,6 @@ namespace {
 using wire::OpKind;
 
 constexpr size_t kMaxWriteFds = 16;
-// Writes from this size on bypass the page cache (see Applier::write); smaller ones, and the
-// unaligned head and tail of larger ones, go through it and are flushed by the commit's sync.
-constexpr size_t kMinDirect = 128u << 10;
-constexpr size_t kStage = 1u << 20;  // the aligned buffer direct writes are staged in
 constexpr const char* kCtimes = "ctimes";  // in ids/: not a 16-hex-digit name, so never an id
 
 struct CtimeRecord {
@@ -110,19 +104,7 @@ struct Applier::Impl {
   bool syncing = false;                           // between kSyncBegin and kSyncEnd
   std::unordered_set<std::string> named;          // paths (with ancestors) named since kSyncBegin
   std::unordered_set<std::string> kept_subtrees;  // directories kept whole since kSyncBegin
-  // An id opened for writing, newest last: through the page cache, and (opened on first use)
-  // with O_DIRECT.
-  struct WriteFd {
-    uint64_t id = 0;
-    UniqueFd fd;
-    UniqueFd direct;
-  };
-  std::vector<WriteFd> write_fds;
-  // Direct writes: 0 until the first large write asks the filesystem (statx STATX_DIOALIGN);
-  // then the alignment of offsets, lengths and memory it needs, or SIZE_MAX when it offers none
-  // (tmpfs) and everything goes through the page cache.
-  size_t dio_align = 0;
-  std::unique_ptr<uint8_t, decltype(&std::free)> stage{nullptr, &std::free};  // kStage bytes
+  std::vector<std::pair<uint64_t, UniqueFd>> write_fds;  // ids opened for writing, newest last
   // id -> source ctime (applier.h). Guarded by ctimes_mu: source_ctime() may be asked from
   // another thread (backupd's replica sessions) while frames are applied.
   mutable std::mutex ctimes_mu;
@@ -163,7 +145,7 @@ struct Applier::Impl {
   }
 
   void forget_write_fd(uint64_t id) {
-    std::erase_if(write_fds, [id](const WriteFd& e) { return e.id == id; });
+    std::erase_if(write_fds, [id](const auto& e) { return e.first == id; });
   }
 
   // Drops the id link of a tree inode once no tree name holds it any more. Not during a
@@ -305,80 +287,20 @@ struct Applier::Impl {
     return {};
   }
 
-  // The cached descriptors of ids/<id>; nullptr when the id does not exist.
-  Result<WriteFd*> write_fd(uint64_t id) {
+  // A cached O_WRONLY descriptor of ids/<id>; -1 when the id does not exist.
+  Result<int> write_fd(uint64_t id) {
     for (auto& e : write_fds) {
-      if (e.id == id) return &e;
+      if (e.first == id) return e.second.get();
     }
     std::string hex = hex_id(id);
     UniqueFd fd(openat(ids.get(), hex.c_str(), O_WRONLY | O_NOFOLLOW | O_CLOEXEC));
     if (!fd) {
-      if (errno == ENOENT) return nullptr;
+      if (errno == ENOENT) return -1;
       return sys_error(errno, "open ids/" + hex);
     }
     if (write_fds.size() >= kMaxWriteFds) write_fds.erase(write_fds.begin());
-    write_fds.push_back(WriteFd{id, std::move(fd), UniqueFd()});
-    return &write_fds.back();
-  }
-
-  // The O_DIRECT descriptor of f and the alignment it needs; nullopt when the filesystem offers
-  // no direct I/O (then never asked again).
-  Result<std::optional<size_t>> direct_fd(WriteFd& f) {
-    if (dio_align == 0) {
-      struct statx sx{};
-      dio_align = SIZE_MAX;
-      if (statx(f.fd.get(), "", AT_EMPTY_PATH, STATX_DIOALIGN, &sx) == 0 &&
-          (sx.stx_mask & STATX_DIOALIGN) != 0 && sx.stx_dio_offset_align != 0 &&
-          sx.stx_dio_mem_align != 0) {
-        // At least a page, so the buffered head and tail never share a page with direct data.
-        size_t align = std::max<size_t>({sx.stx_dio_offset_align, sx.stx_dio_mem_align, 4096});
-        stage.reset(static_cast<uint8_t*>(std::aligned_alloc(align, kStage)));
-        if (stage && kStage % align == 0) dio_align = align;
-      }
-    }
-    if (dio_align == SIZE_MAX) return std::optional<size_t>();
-    if (!f.direct) {
-      std::string hex = hex_id(f.id);
-      f.direct.reset(openat(ids.get(), hex.c_str(), O_WRONLY | O_DIRECT | O_NOFOLLOW | O_CLOEXEC));
-      if (!f.direct) {
-        if (errno != EINVAL) return sys_error(errno, "open ids/" + hex + " for direct I/O");
-        dio_align = SIZE_MAX;
-        return std::optional<size_t>();
-      }
-    }
-    return std::optional<size_t>(dio_align);
-  }
-
-  // Writes data at offset of f: its aligned middle, when large, straight to the disk through the
-  // stage buffer, the rest through the page cache.
-  Result<void> write_data(WriteFd& f, uint64_t offset, std::span<const uint8_t> data) {
-    uint64_t end = offset + data.size();
-    std::optional<size_t> align;
-    if (data.size() >= kMinDirect) align = BKP_TRY(direct_fd(f));
-    uint64_t lo = align ? (offset + *align - 1) / *align * *align : end;
-    uint64_t hi = align ? end / *align * *align : end;
-    if (hi < lo + kMinDirect) lo = hi = end;
-    BKP_TRY_VOID(pwrite_all(f.fd.get(), data.first(lo - offset), offset));
-    for (uint64_t at = lo; at < hi;) {
-      size_t n = static_cast<size_t>(std::min<uint64_t>(kStage, hi - at));
-      std::memcpy(stage.get(), data.data() + (at - offset), n);
-      BKP_TRY_VOID(pwrite_all(f.direct.get(), {stage.get(), n}, at));
-      at += n;
-    }
-    return pwrite_all(f.fd.get(), data.subspan(hi - offset), hi);
-  }
-
-  static Result<void> pwrite_all(int fd, std::span<const uint8_t> data, uint64_t offset) {
-    for (size_t done = 0; done < data.size();) {
-      ssize_t n = pwrite(fd, data.data() + done, data.size() - done,
-                         static_cast<off_t>(offset + done));
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        return sys_error(errno);
-      }
-      done += static_cast<size_t>(n);
-    }
-    return {};
+    write_fds.emplace_back(id, std::move(fd));
+    return write_fds.back().second.get();
   }
 
   // ---- removal -----------------------------------------------------------------------------
@@ -612,9 +534,8 @@ struct Applier::Impl {
   }
 
   Result<void> truncate(const wire::Op& op) {
-    WriteFd* f = BKP_TRY(write_fd(op.id));
-    if (f == nullptr) return {};  // removed later in the stream
-    int fd = f->fd.get();
+    int fd = BKP_TRY(write_fd(op.id));
+    if (fd < 0) return {};  // removed later in the stream
     BKP_TRY_VOID(forget_ctime(op.id));
     before_change(fd, op.size, ApplyObserver::kToEnd);
     if (ftruncate(fd, static_cast<off_t>(op.size)) != 0) return sys_error(errno);
@@ -623,9 +544,8 @@ struct Applier::Impl {
 
   // A hole where the source has one. A filesystem that cannot punch gets zeros written.
   Result<void> punch(const wire::Op& op) {
-    WriteFd* f = BKP_TRY(write_fd(op.id));
-    if (f == nullptr) return {};  // removed later in the stream
-    int fd = f->fd.get();
+    int fd = BKP_TRY(write_fd(op.id));
+    if (fd < 0) return {};  // removed later in the stream
     BKP_TRY_VOID(forget_ctime(op.id));
     auto offset = static_cast<off_t>(op.offset), length = static_cast<off_t>(op.size);
     before_change(fd, op.offset, op.size);
@@ -634,10 +554,9 @@ struct Applier::Impl {
     std::vector<char> zeros(static_cast<size_t>(std::min<off_t>(length, 1 << 20)), 0);
     for (off_t done = 0; done < length;) {
       size_t n = static_cast<size_t>(std::min<off_t>(length - done, static_cast<off_t>(zeros.size())));
-      BKP_TRY_VOID(pwrite_all(fd, {reinterpret_cast<const uint8_t*>(zeros.data()), n},
-                              static_cast<uint64_t>(offset + done))
-                       .map_error([](Error e) { return e.wrap("write zeros"); }));
-      done += static_cast<off_t>(n);
+      ssize_t w = pwrite(fd, zeros.data(), n, offset + done);
+      if (w < 0) return sys_error(errno, "write zeros");
+      done += w;
     }
     return {};
   }
@@ -862,14 +781,22 @@ Result<void> Applier::apply(const wire::Op& op) {
 }
 
 Result<void> Applier::write(const wire::Write& w) {
-  auto context = [&](Error e) {
-    return e.wrap(fmt::format("apply write {} at {}", hex_id(w.id), w.offset));
-  };
-  Impl::WriteFd* f = BKP_TRY(impl_->write_fd(w.id).map_error(context));
-  if (f == nullptr) return {};  // removed later in the stream
-  BKP_TRY_VOID(impl_->forget_ctime(w.id).map_error(context));
-  impl_->before_change(f->fd.get(), w.offset, w.data.size());
-  return impl_->write_data(*f, w.offset, w.data).map_error(context);
+  auto context = [&] { return fmt::format("apply write {} at {}", hex_id(w.id), w.offset); };
+  int fd = BKP_TRY(impl_->write_fd(w.id).map_error([&](Error e) { return e.wrap(context()); }));
+  if (fd < 0) return {};  // removed later in the stream
+  BKP_TRY_VOID(impl_->forget_ctime(w.id).map_error([&](Error e) { return e.wrap(context()); }));
+  impl_->before_change(fd, w.offset, w.data.size());
+  size_t done = 0;
+  while (done < w.data.size()) {
+    ssize_t n = pwrite(fd, w.data.data() + done, w.data.size() - done,
+                       static_cast<off_t>(w.offset + done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return fail_errno(context());
+    }
+    done += static_cast<size_t>(n);
+  }
+  return {};
 }
 
 Result<void> Applier::commit() {

@@ -18,11 +18,7 @@
 // fails is an error carrying errno (ENOSPC, EIO ...): the caller must not acknowledge the batch.
 //
 // Durability: nothing is durable until commit(), which syncs the filesystem once (group
-// commit), so a batch of 1000 files costs one flush, not 1000. Large writes (128 KiB and up)
-// bypass the page cache (O_DIRECT, staged through one aligned buffer, where the filesystem
-// offers it): on the measured VM, filling fresh page-cache pages cost ~2 s of CPU per GiB against
-// 0.15 s direct, and a mirror's bytes are not read again soon (replicas are fed from memory,
-// server/forward_cache.h); the commit's sync then has little data left to flush.
+// commit), so a batch of 1000 files costs one flush, not 1000.
 //
 // Source ctimes: a file's closing Attr carries the ctime its source had when the data was read;
 // the applier remembers it per id (ids_dir/ctimes, an append-only list of (id, ctime) records

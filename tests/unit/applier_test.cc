@@ -127,36 +127,5 @@ TEST_F(ApplierTest, APunchMakesAHoleAndForgetsTheCtime) {
   EXPECT_EQ(c, 0);
 }
 
-// Large writes bypass the page cache through an aligned stage buffer, their unaligned head and
-// tail go through it: whatever the split, the file must hold exactly the bytes written, with
-// earlier and later writes around them intact.
-TEST_F(ApplierTest, LargeWritesLandByteExactWhateverTheirAlignment) {
-  auto a = open();
-  apply(*a, create("f", 1));
-  std::string expect(5 * 1024 * 1024 + 777, '\0');
-  for (size_t i = 0; i < expect.size(); ++i) expect[i] = static_cast<char>((i * 131 + i / 4096) % 251);
-  // A small buffered write first, then large ones: aligned, unaligned at both ends, longer than
-  // the stage buffer, and one ending exactly at a block boundary.
-  struct Piece {
-    size_t offset, length;
-  };
-  for (Piece p : {Piece{0, 100}, Piece{100, 1024 * 1024}, Piece{1024 * 1024 + 100, 3000 * 1024 + 13},
-                  Piece{4 * 1024 * 1024 - 4096 + 5, 4096 - 5 + 200 * 1024},
-                  Piece{4 * 1024 * 1024 + 200 * 1024, expect.size() - 4 * 1024 * 1024 - 200 * 1024}}) {
-    ASSERT_TRUE(a->write(testutil::write_of(1, p.offset, std::string_view(expect).substr(p.offset, p.length))));
-  }
-  // Rewrite a range in the middle through both paths again.
-  std::string again(2 * 1024 * 1024 + 9, 'r');
-  expect.replace(333, again.size(), again);
-  ASSERT_TRUE(a->write(testutil::write_of(1, 333, again)));
-  ASSERT_TRUE(a->commit());
-  auto fd = a->open_id(1);
-  ASSERT_TRUE(fd);
-  std::string got(expect.size() + 1, '\0');
-  ASSERT_EQ(pread(fd->get(), got.data(), got.size(), 0), static_cast<ssize_t>(expect.size()));
-  got.resize(expect.size());
-  EXPECT_TRUE(got == expect) << "content differs";
-}
-
 }  // namespace
 }  // namespace bkp::changes
