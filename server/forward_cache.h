@@ -1,8 +1,7 @@
 // ForwardCache: a volume's incoming Write frames, kept as the node encoded them (zstd, or raw when
 // the node found the chunk incompressible), so every replica session forwards those same bytes:
 // data is compressed once, on the node, whatever the number of replicas, and backupd neither
-// reads its mirror back (the mirror's large writes bypass the page cache, applier.h) nor runs
-// zstd for a replica that keeps up.
+// reads its mirror back nor runs zstd for a replica that keeps up.
 //
 // A chunk is found by (file id, offset, raw length): a replica's shipper asks for exactly the
 // chunk it is about to send, and a hit is one copy into its send buffer. Anything else (a chunk
