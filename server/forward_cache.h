@@ -32,7 +32,7 @@
 #include <memory>
 #include <mutex>
 #include <span>
-#include <tuple>
+#include <utility>
 
 #include "common/changes/applier.h"
 #include "common/wire/messages.h"

@@ -3,7 +3,8 @@
 //
 // send_batch() sends the batch's operations in order, then for each file its dirty extents in
 // chunks of at most kChunk bytes read from the tree at this moment (through the Conn's
-// io_uring), then one Attr by id with the file's mode, owner, times and source ctime as they
+// io_uring; or, for a chunk the source keeps already encoded, DataSource::encoded, as kept),
+// then one Attr by id with the file's mode, owner, times and source ctime as they
 // were just before its data was read, and finally Commit{batch.number}.
 //
 // The source ctime in that Attr is a promise a later reconcile trusts (scan.h): "the receiver
