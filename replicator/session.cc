@@ -46,7 +46,7 @@ class Session {
   // Applies frames until the connection fails. Returns the error that ended it.
   Error serve(uint64_t& acked) {
     while (true) {
-      auto frame = conn_.recv(-1);
+      auto frame = conn_.recv_view(-1);
       if (!frame) return frame.error();
       auto r = handle(*frame, acked);
       if (!r) {
@@ -58,7 +58,7 @@ class Session {
   }
 
  private:
-  Result<void> handle(const wire::Frame& frame, uint64_t& acked) {
+  Result<void> handle(const wire::FrameView& frame, uint64_t& acked) {
     switch (frame.type) {
       case wire::MsgType::kSelect: {
         auto sel = BKP_TRY(wire::decode_select(frame.payload));

@@ -45,7 +45,7 @@ class NodeSession {
   Error serve() {
     uint64_t unaccounted = 0;  // bytes of NodeStatus frames, added to stats under the lock
     while (true) {
-      auto frame = conn_.recv(-1);
+      auto frame = conn_.recv_view(-1);
       if (!frame) return frame.error();
       uint64_t frame_bytes = wire::kHeaderSize + frame->payload.size();
       if (frame->type == wire::MsgType::kNodeStatus) {
@@ -80,7 +80,7 @@ class NodeSession {
   }
 
   // Applies one frame (volume mutex held). Sets ack to the batch of a commit to acknowledge.
-  Result<void> handle(const wire::Frame& frame, std::optional<uint64_t>& ack) {
+  Result<void> handle(const wire::FrameView& frame, std::optional<uint64_t>& ack) {
     Volume& v = *volume_;
     switch (frame.type) {
       case wire::MsgType::kOp: {
@@ -95,7 +95,7 @@ class NodeSession {
       case wire::MsgType::kWrite: {
         auto w = BKP_TRY(wire::decode_write(frame.flags, frame.payload));
         BKP_TRY_VOID(v.receiver->write(w));
-        v.fan_out_write(w.id, w.offset, w.data.size());
+        v.fan_out_write(w, frame.flags, frame.payload.subspan(wire::kWriteHeader));
         v.count_write(w.id, w.data.size());
         v.stats.data_bytes += w.data.size();
         progress_.applied(w.id, w.data.size());

@@ -3,10 +3,11 @@
 // The session walks its replica's streams round robin. For each that has something to send it
 // sends Select{host, path, instance}, takes the replica's Position (which may drop a batch it
 // already committed, resume one it got part of, or ask for a baseline: the stream's log is then
-// replaced by a scan of the mirror reconciled with the replica's manifest), ships the batch with data read from the mirror's ids/
-// links, and waits for the ack. Only then is the batch dropped; on any failure it stays in
-// flight and the next session resumes it where the replica stands, so nothing unacknowledged is
-// lost and a replica that was away only costs the ranges its logs coalesced meanwhile. Node
+// replaced by a scan of the mirror reconciled with the replica's manifest), ships the batch with
+// each chunk as the node sent it where the volume's ForwardCache still holds it (compressed once,
+// on the node), else read from the mirror's ids/ links and encoded here, and waits for the ack.
+// Only then is the batch dropped; on any failure it stays in flight and the next session resumes
+// it where the replica stands, so nothing unacknowledged is lost and a replica that was away only costs the ranges its logs coalesced meanwhile. Node
 // sessions never wait for this thread: they only append to the logs. When nothing is pending the
 // session sleeps at most kReplicaIdleWaitMs (a commit on any of its volumes wakes it at once) and
 // checks that the replica is still there, so a replicator that died while idle frees its name
@@ -78,7 +79,7 @@ class ReplicaSession {
     Volume& v = *s.volume;
     BKP_TRY_VOID(net::send(conn_, wire::Select{v.host(), v.path(), s.instance}));
     auto at = BKP_TRY(net::expect<wire::Position>(conn_, kReplicaAckTimeoutMs));
-    changes::ApplierSource mirror(*v.applier);  // open_id() is safe without the volume mutex
+    MirrorSource mirror(*v.applier, v.forward);  // safe without the volume mutex
     // Also when the stream's log overflowed while the replica was away (Sender::needs_reconcile).
     if (s.sender.position(at) == stream::Sender::Resume::kBaseline) {
       // Not while a node's baseline is half applied to the mirror (Hub::rebaseline): select this
@@ -126,7 +127,7 @@ class ReplicaSession {
   // protocol error (pings are tolerated).
   Result<void> check_alive() {
     while (BKP_TRY(conn_.readable())) {
-      auto frame = BKP_TRY(conn_.recv(1000));
+      auto frame = BKP_TRY(conn_.recv_view(1000));
       if (frame.type == wire::MsgType::kPing) continue;
       return tl::unexpected(net::unexpected_frame(frame, "nothing (idle)"));
     }

@@ -63,6 +63,10 @@ Result<std::shared_ptr<Volume>> Volume::open(const std::string& host, const std:
 }
 
 void Volume::fan_out(const wire::Op& op) {
+  if (op.kind == wire::OpKind::kTruncate || op.kind == wire::OpKind::kPunch ||
+      op.kind == wire::OpKind::kCreate) {
+    forward.drop_file(op.id);
+  }
   for (auto& [name, sink] : sinks) {
     if (op.kind == wire::OpKind::kTruncate) {
       sink->log.truncate(changes::FileRef{op.id, ""}, op.size);
@@ -80,9 +84,11 @@ void Volume::fan_out(const wire::Op& op) {
   }
 }
 
-void Volume::fan_out_write(uint64_t id, uint64_t offset, uint64_t length) {
+void Volume::fan_out_write(const wire::Write& w, uint8_t flags, std::span<const uint8_t> body) {
+  forward.put(w.id, w.offset, flags, static_cast<uint32_t>(w.data.size()), body,
+              static_cast<unsigned>(sinks.size()));
   for (auto& [name, sink] : sinks) {
-    sink->log.write(changes::FileRef{id, ""}, offset, length);
+    sink->log.write(changes::FileRef{w.id, ""}, w.offset, w.data.size());
   }
 }
 
@@ -208,10 +214,14 @@ std::optional<NodeStatusSample> Volume::node_status() const {
 }
 
 Result<void> Volume::save_stats() {
-  return write_file_atomic(dir_ + "/stats",
-                           fmt::format("wire_bytes {}\ndata_bytes {}\nops {}\nbatches {}\n",
-                                       stats.wire_bytes, stats.data_bytes, stats.ops, stats.batches),
-                           Durability::kNoSync);
+  ForwardCache::Stats f = forward.stats();
+  return write_file_atomic(
+      dir_ + "/stats",
+      fmt::format("wire_bytes {}\ndata_bytes {}\nops {}\nbatches {}\nforwarded_bytes {}\n"
+                  "reread_bytes {}\n",
+                  stats.wire_bytes, stats.data_bytes, stats.ops, stats.batches, f.hit_bytes,
+                  f.miss_bytes),
+      Durability::kNoSync);
 }
 
 std::string Volume::resume_point_path(const std::string& replica) const {

@@ -19,6 +19,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <string>
 #include <unordered_set>
 #include <utility>
@@ -31,6 +32,7 @@
 #include "common/stream/receiver.h"
 #include "common/stream/sender.h"
 #include "common/wire/messages.h"
+#include "server/forward_cache.h"
 
 namespace bkp::server {
 
@@ -157,6 +159,7 @@ class Volume {
   bool in_batch() const { return receiver->in_batch(); }
   std::condition_variable batch_done;  // notified at each commit and when a node session ends
   std::map<std::string, std::shared_ptr<ReplicaStream>> sinks;  // by replica name
+  ForwardCache forward;  // the node's Write frames for the sinks (own lock, forward_cache.h)
 
   // Counts one applied frame into state.changes / run_bytes / run_files (mu held).
   void count_op(const wire::Op& op);
@@ -171,9 +174,11 @@ class Volume {
   enum class RunEnd { kSucceeded, kFailed };
   void end_run_counts(RunEnd end);
 
-  // Records one applied operation / write into every sink (mu held).
+  // Records one applied operation / write into every sink (mu held), after the forward cache
+  // (forward_cache.h): a write as the node encoded it (the frame's flags, the payload after its
+  // header).
   void fan_out(const wire::Op& op);
-  void fan_out_write(uint64_t id, uint64_t offset, uint64_t length);
+  void fan_out_write(const wire::Write& w, uint8_t flags, std::span<const uint8_t> body);
   void notify_sinks();
 
   // Commits the node stream's batch with the counters (mu held); the batch number to ack.

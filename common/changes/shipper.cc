@@ -36,16 +36,23 @@ Result<void> send_file(net::Conn& conn, const FileChange& change, DataSource& so
   for (const auto& [start, end] : change.extents.ranges()) {
     for (uint64_t off = start; off < end;) {
       size_t want = static_cast<size_t>(std::min<uint64_t>(kChunk, end - off));
-      auto room = BKP_TRY(conn.begin_frame(wire::kWriteHeader + want));
-      // Raw chunks are read straight into the frame; one that may compress is read aside and
-      // compressed into it.
-      bool in_place = encoder.raw_next(want);
-      uint8_t* dst = in_place ? room.data() + wire::kWriteHeader : buf.data();
-      size_t got = BKP_TRY(conn.pread(fd->get(), off, std::span<uint8_t>(dst, want)));
-      uint8_t flags = 0;
-      size_t size = encoder.encode_into(change.ref.id, off, std::span<const uint8_t>(dst, got),
-                                        room, flags);
-      BKP_TRY_VOID(conn.end_frame(wire::MsgType::kWrite, flags, size));
+      size_t got = want;
+      if (auto kept = source.encoded(change.ref, off, static_cast<uint32_t>(want))) {
+        auto room = BKP_TRY(conn.begin_frame(wire::kWriteHeader + kept->body.size()));
+        size_t size = wire::encode_write(change.ref.id, off, *kept, room);
+        BKP_TRY_VOID(conn.end_frame(wire::MsgType::kWrite, kept->flags, size));
+      } else {
+        auto room = BKP_TRY(conn.begin_frame(wire::kWriteHeader + want));
+        // Raw chunks are read straight into the frame; one that may compress is read aside
+        // and compressed into it.
+        bool in_place = encoder.raw_next(want);
+        uint8_t* dst = in_place ? room.data() + wire::kWriteHeader : buf.data();
+        got = BKP_TRY(conn.pread(fd->get(), off, std::span<uint8_t>(dst, want)));
+        uint8_t flags = 0;
+        size_t size = encoder.encode_into(change.ref.id, off, std::span<const uint8_t>(dst, got),
+                                          room, flags);
+        BKP_TRY_VOID(conn.end_frame(wire::MsgType::kWrite, flags, size));
+      }
       if (got == 0) break;  // the file shrank; its truncate is later in the stream
       counters.data_bytes += got;
       source.sent(change.ref, got);

@@ -3,7 +3,8 @@
 //
 // send_batch() sends the batch's operations in order, then for each file its dirty extents in
 // chunks of at most kChunk bytes read from the tree at this moment (through the Conn's
-// io_uring), then one Attr by id with the file's mode, owner, times and source ctime as they
+// io_uring; or, for a chunk the source keeps already encoded, DataSource::encoded, as kept),
+// then one Attr by id with the file's mode, owner, times and source ctime as they
 // were just before its data was read, and finally Commit{batch.number}.
 //
 // The source ctime in that Attr is a promise a later reconcile trusts (scan.h): "the receiver
@@ -21,6 +22,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <memory>
 
 #include "common/changes/change_log.h"
 #include "common/net/conn.h"
@@ -42,6 +44,16 @@ class DataSource {
   virtual int64_t source_ctime(const FileRef& file, const struct stat& st) {
     (void)file;
     return wire::to_ns(st.st_ctim);
+  }
+  // The chunk of exactly length bytes at offset of the file, already encoded as a Write body,
+  // if the source keeps one (backupd: as the node sent it, server/forward_cache.h); it is then
+  // sent as it is instead of being read and compressed again. Default: none.
+  virtual std::shared_ptr<const wire::EncodedWrite> encoded(const FileRef& file, uint64_t offset,
+                                                            uint32_t length) {
+    (void)file;
+    (void)offset;
+    (void)length;
+    return nullptr;
   }
   // Called after each Write frame of the file was queued (progress reporting); default: nothing.
   virtual void sent(const FileRef& file, uint64_t bytes) {

@@ -76,6 +76,10 @@ class ProgressSource : public DataSource {
   int64_t source_ctime(const FileRef& file, const struct stat& st) override {
     return inner_.source_ctime(file, st);
   }
+  std::shared_ptr<const wire::EncodedWrite> encoded(const FileRef& file, uint64_t offset,
+                                                    uint32_t length) override {
+    return inner_.encoded(file, offset, length);
+  }
   void sent(const FileRef& file, uint64_t bytes) override;
 
  private:

@@ -144,6 +144,10 @@ Result<size_t> Conn::recv_some(std::span<uint8_t> buf, int timeout_ms) {
 }
 
 Result<wire::Frame> Conn::recv(int timeout_ms) {
+  return wire::Frame::copy_of(BKP_TRY(recv_view(timeout_ms)));
+}
+
+Result<wire::FrameView> Conn::recv_view(int timeout_ms) {
   BKP_TRY_VOID(flush());
   while (true) {
     auto frame = BKP_TRY(reader_.next());

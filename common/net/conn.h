@@ -60,6 +60,9 @@ class Conn {
   // the peer closed, EPROTO on a malformed frame. A received kError frame is returned as a
   // frame, not as an error: the caller decides.
   Result<wire::Frame> recv(int timeout_ms);
+  // The same without copying the payload out of the receive buffer: the view is valid until
+  // the next recv or recv_view (sends do not touch it). The receive paths apply data from there.
+  Result<wire::FrameView> recv_view(int timeout_ms);
   // True if a frame (or part of one) is already readable without blocking.
   Result<bool> readable();
 

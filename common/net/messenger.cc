@@ -4,7 +4,7 @@
 
 namespace bkp::net {
 
-Error unexpected_frame(const wire::Frame& frame, const char* waiting_for) {
+Error unexpected_frame(const wire::FrameView& frame, const char* waiting_for) {
   if (frame.type == wire::MsgType::kError) {
     if (auto e = wire::decode_error(frame.payload)) {
       return Error{e->code != 0 ? static_cast<int>(e->code) : EIO, "peer: " + e->text};

@@ -59,13 +59,13 @@ Result<void> send_now(Conn& conn, const M& msg) {
 Result<void> send_error(Conn& conn, int code, std::string_view text);
 
 // The error a peer's Error frame carries, or EPROTO for a frame that is not the one expected.
-Error unexpected_frame(const wire::Frame& frame, const char* waiting_for);
+Error unexpected_frame(const wire::FrameView& frame, const char* waiting_for);
 
 // Waits up to timeout_ms for a message of type M (see the file comment).
 template <class M>
 Result<M> expect(Conn& conn, int timeout_ms) {
   while (true) {
-    wire::Frame frame = BKP_TRY(conn.recv(timeout_ms));
+    wire::FrameView frame = BKP_TRY(conn.recv_view(timeout_ms));
     if (frame.type == wire::MsgType::kPing) continue;
     if (frame.type != MessageType<M>::type) {
       return tl::unexpected(unexpected_frame(frame, wire::type_name(MessageType<M>::type)));

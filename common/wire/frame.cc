@@ -124,9 +124,9 @@ std::span<uint8_t> FrameReader::space(size_t n) {
 
 void FrameReader::filled(size_t used) { end_ += used; }
 
-Result<std::optional<Frame>> FrameReader::next() {
+Result<std::optional<FrameView>> FrameReader::next() {
   size_t avail = end_ - pos_;
-  if (avail < kHeaderSize) return std::optional<Frame>();
+  if (avail < kHeaderSize) return std::optional<FrameView>();
   const uint8_t* h = buf_.data() + pos_;
   uint32_t length = static_cast<uint32_t>(load_le(h, 4));
   uint8_t type = h[4];
@@ -146,20 +146,15 @@ Result<std::optional<Frame>> FrameReader::next() {
     return fail(EPROTO, "frame sequence " + std::to_string(seq) + " after " +
                             std::to_string(last_seq_) + " (replayed or lost frame)");
   }
-  if (avail < kHeaderSize + length) return std::optional<Frame>();
+  if (avail < kHeaderSize + length) return std::optional<FrameView>();
   std::span<const uint8_t> payload(h + kHeaderSize, length);
   if (checksum(h, payload) != sum) {
     return fail(EPROTO, std::string("bad checksum on ") + type_name(static_cast<MsgType>(type)) +
                             " frame " + std::to_string(seq));
   }
-  Frame f;
-  f.type = static_cast<MsgType>(type);
-  f.flags = flags;
-  f.seq = seq;
-  f.payload.assign(payload.begin(), payload.end());
   pos_ += kHeaderSize + length;
   last_seq_ = seq;
-  return std::optional<Frame>(std::move(f));
+  return std::optional<FrameView>(FrameView{static_cast<MsgType>(type), flags, seq, payload});
 }
 
 }  // namespace bkp::wire

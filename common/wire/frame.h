@@ -50,11 +50,26 @@ enum class MsgType : uint8_t {
 bool is_known_type(uint8_t type);
 const char* type_name(MsgType type);
 
+// A frame whose payload still lies in the reader's buffer: valid until the reader is fed or
+// asked for the next frame (the receive path applies it from there, without a copy).
+struct FrameView {
+  MsgType type = MsgType::kPing;
+  uint8_t flags = 0;
+  uint64_t seq = 0;
+  std::span<const uint8_t> payload;
+};
+
+// A frame that owns its payload.
 struct Frame {
   MsgType type = MsgType::kPing;
   uint8_t flags = 0;
   uint64_t seq = 0;
   std::vector<uint8_t> payload;
+
+  static Frame copy_of(const FrameView& v) {
+    return Frame{v.type, v.flags, v.seq, {v.payload.begin(), v.payload.end()}};
+  }
+  operator FrameView() const { return {type, flags, seq, payload}; }  // NOLINT: a view of it
 };
 
 // Appends one encoded frame (header + payload) to out. The payload must not exceed kMaxPayload.
@@ -74,8 +89,9 @@ class FrameReader {
   std::span<uint8_t> space(size_t n);
   void filled(size_t used);
   // A complete, verified frame; nullopt when more bytes are needed; an error (EPROTO) on bad
-  // length, unknown type, nonzero reserved bits, bad checksum or out-of-order sequence.
-  Result<std::optional<Frame>> next();
+  // length, unknown type, nonzero reserved bits, bad checksum or out-of-order sequence. The view
+  // is valid until the next call of any method (Frame::copy_of keeps it longer).
+  Result<std::optional<FrameView>> next();
   // Bytes buffered but not yet returned as a frame (bounded by kHeaderSize + kMaxPayload).
   size_t buffered() const { return end_ - pos_; }
 

@@ -436,6 +436,15 @@ Result<Ack> decode_ack(std::span<const uint8_t> p) {
 
 namespace {
 constexpr uint32_t kMaxSkip = 64;
+
+void put_write_header(std::span<uint8_t> room, uint64_t id, uint64_t offset, uint32_t raw_length) {
+  auto put = [&](size_t at, uint64_t v, int n) {
+    for (int i = 0; i < n; ++i) room[at + i] = static_cast<uint8_t>(v >> (8 * i));
+  };
+  put(0, id, 8);
+  put(8, offset, 8);
+  put(16, raw_length, 4);
+}
 }  // namespace
 
 WriteEncoder::WriteEncoder() : ctx_(ZSTD_createCCtx()) {
@@ -459,12 +468,7 @@ bool WriteEncoder::raw_next(size_t n) const { return n < 512 || ctx_ == nullptr 
 
 size_t WriteEncoder::encode_into(uint64_t id, uint64_t offset, std::span<const uint8_t> data,
                                  std::span<uint8_t> room, uint8_t& flags) {
-  auto put = [&](size_t at, uint64_t v, int n) {
-    for (int i = 0; i < n; ++i) room[at + i] = static_cast<uint8_t>(v >> (8 * i));
-  };
-  put(0, id, 8);
-  put(8, offset, 8);
-  put(16, data.size(), 4);
+  put_write_header(room, id, offset, static_cast<uint32_t>(data.size()));
   uint8_t* body = room.data() + kWriteHeader;
   flags = 0;
   if (raw_next(data.size())) {
@@ -484,6 +488,12 @@ size_t WriteEncoder::encode_into(uint64_t id, uint64_t offset, std::span<const u
   }
   if (data.data() != body && !data.empty()) std::memmove(body, data.data(), data.size());
   return kWriteHeader + data.size();
+}
+
+size_t encode_write(uint64_t id, uint64_t offset, const EncodedWrite& e, std::span<uint8_t> room) {
+  put_write_header(room, id, offset, e.raw_length);
+  if (!e.body.empty()) std::memcpy(room.data() + kWriteHeader, e.body.data(), e.body.size());
+  return kWriteHeader + e.body.size();
 }
 
 Result<Write> decode_write(uint8_t flags, std::span<const uint8_t> p) {

@@ -289,4 +289,16 @@ class WriteEncoder {
 };
 Result<Write> decode_write(uint8_t flags, std::span<const uint8_t> payload);
 
+// A Write frame's data as it travelled: the frame's flags and the payload's bytes after the
+// kWriteHeader (one zstd frame, or raw), kept to be sent again unchanged: backupd forwards a
+// node's chunks to every replica as they came (server/forward_cache.h).
+struct EncodedWrite {
+  uint8_t flags = 0;
+  uint32_t raw_length = 0;
+  std::vector<uint8_t> body;
+};
+// Writes the payload of a Write of e at offset of file id into room (at least kWriteHeader +
+// e.body.size() bytes); returns its size. The frame's flags are e.flags.
+size_t encode_write(uint64_t id, uint64_t offset, const EncodedWrite& e, std::span<uint8_t> room);
+
 }  // namespace bkp::wire

@@ -65,7 +65,7 @@ Decoded decode_all(FrameReader& r, const Bytes& in) {
       return d;
     }
     if (!next->has_value()) return d;
-    d.frames.push_back(std::move(**next));
+    d.frames.push_back(Frame::copy_of(**next));
   }
   ADD_FAILURE() << "reader produced 1000 frames";
   return d;
@@ -125,7 +125,7 @@ TEST(FrameTest, ReassemblesFramesFedByteByByte) {
     r.feed(std::span<const uint8_t>(&in[i], 1));
     auto next = r.next();
     ASSERT_TRUE(next) << "byte " << i << ": " << next.error().message;
-    if (next->has_value()) got.push_back(std::move(**next));
+    if (next->has_value()) got.push_back(Frame::copy_of(**next));
   }
   ASSERT_EQ(got.size(), 2u);
   EXPECT_EQ(got[0].payload, bytes("abc"));
