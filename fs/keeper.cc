@@ -22,6 +22,7 @@
 #include <optional>
 #include <vector>
 
+#include "common/files.h"
 #include "common/log.h"
 #include "common/process.h"
 #include "common/unique_fd.h"
@@ -52,26 +53,6 @@ Result<UniqueFd> open_volume(const std::string& dir) {
   return fd;
 }
 
-// Writes "PORT\n" to path through a temporary name and a rename, so a reader never sees a
-// partly written number.
-Result<void> write_port_file(const std::string& path, uint16_t port) {
-  std::string tmp = path + ".tmp-" + std::to_string(::getpid());
-  std::string text = std::to_string(port) + "\n";
-  UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
-  if (!fd) return fail_errno("create " + tmp);
-  if (::write(fd.get(), text.data(), text.size()) != static_cast<ssize_t>(text.size())) {
-    auto err = fail_errno("write " + tmp);
-    ::unlink(tmp.c_str());
-    return err;
-  }
-  fd.reset();
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    auto err = fail_errno("rename " + tmp + " to " + path);
-    ::unlink(tmp.c_str());
-    return err;
-  }
-  return {};
-}
 
 // The mount: libfuse mounts; the keeper holds the connection's descriptor (or gets it back from
 // systemd) and never serves a request itself.
@@ -204,7 +185,9 @@ Result<void> Keeper::prepare() {
   const uint16_t port = net::local_port(listener_.get());
   log::info("listening on {}:{}", options_.listen.host, port);
   if (!options_.port_file.empty()) {
-    if (auto r = write_port_file(options_.port_file, port); !r) {
+    if (auto r = write_file_atomic(options_.port_file, std::to_string(port) + "\n",
+                                   Durability::kNoSync);
+        !r) {
       return fail(r.error().code, "--port-file: " + r.error().message);
     }
   }

@@ -48,6 +48,7 @@
 #include <list>
 #include <thread>
 
+#include "common/files.h"
 #include "common/log.h"
 #include "common/process.h"
 #include "common/net/messenger.h"
@@ -90,21 +91,6 @@ void set_int_opt(int fd, int level, int name, int value) {
   setsockopt(fd, level, name, &value, sizeof value);
 }
 
-enum class Durability { kSync, kNoSync };
-
-Result<void> write_small_file(const std::string& path, const std::string& text,
-                              Durability durability) {
-  std::string tmp = path + ".tmp";
-  UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
-  if (!fd) return fail_errno("create " + tmp);
-  if (::write(fd.get(), text.data(), text.size()) != static_cast<ssize_t>(text.size())) {
-    return fail_errno("write " + tmp);
-  }
-  if (durability == Durability::kSync && fsync(fd.get()) != 0) return fail_errno("fsync " + tmp);
-  fd.reset();
-  if (::rename(tmp.c_str(), path.c_str()) != 0) return fail_errno("rename " + tmp + " to " + path);
-  return {};
-}
 
 // Test seam: BACKUPD_TEST_ARCHIVE_DELAY_MS=N pauses N ms before each entry a snapshot archives,
 // so a test can keep changing a volume while its archive is written (docs/ARCHITECTURE.md).
@@ -140,7 +126,7 @@ Result<uint64_t> load_server_id(const std::string& state_dir) {
   while (id == 0) {
     if (getrandom(&id, sizeof id, 0) != static_cast<ssize_t>(sizeof id)) return fail_errno("getrandom");
   }
-  BKP_TRY_VOID(write_small_file(path, fmt::format("{:016x}\n", id), Durability::kSync));
+  BKP_TRY_VOID(write_file_atomic(path, fmt::format("{:016x}\n", id), Durability::kSync));
   log::info("created server id {:016x} in {}", id, path);
   return id;
 }
@@ -178,7 +164,7 @@ class Server {
     daemon_stats_ = std::make_unique<DaemonStats>(*registry_, started_ms_);
     save_stats();  // the file exists from the start, then is refreshed (StatsFile::due)
     if (!settings_.port_file.empty()) {
-      if (auto w = write_small_file(settings_.port_file, fmt::format("{}\n", bound.port),
+      if (auto w = write_file_atomic(settings_.port_file, fmt::format("{}\n", bound.port),
                                     Durability::kNoSync);
           !w) {
         log::error("port file: {}", w.error().message);
@@ -449,7 +435,7 @@ class Server {
     web_ = std::move(*web);
     log::info("status page on http://{}:{}/, metrics on /metrics", bound.host, bound.port);
     if (!settings_.http_port_file.empty()) {
-      if (auto w = write_small_file(settings_.http_port_file, fmt::format("{}\n", bound.port),
+      if (auto w = write_file_atomic(settings_.http_port_file, fmt::format("{}\n", bound.port),
                                     Durability::kNoSync);
           !w) {
         log::error("HTTP port file: {}", w.error().message);
