@@ -16,27 +16,14 @@
 namespace bkp::metrics {
 namespace {
 
-std::string escape_label(std::string_view v) {
+// Backslash and newline escaped, and the double quote too in a label value (the format's rules
+// for label values and HELP text).
+std::string escape(std::string_view v, bool quote) {
   std::string out;
   for (char c : v) {
-    if (c == '\\') {
-      out += "\\\\";
-    } else if (c == '"') {
-      out += "\\\"";
-    } else if (c == '\n') {
-      out += "\\n";
-    } else {
+    if (c == '\\' || (quote && c == '"')) {
+      out += '\\';
       out += c;
-    }
-  }
-  return out;
-}
-
-std::string escape_help(std::string_view v) {
-  std::string out;
-  for (char c : v) {
-    if (c == '\\') {
-      out += "\\\\";
     } else if (c == '\n') {
       out += "\\n";
     } else {
@@ -68,7 +55,7 @@ void Exposition::add(std::string_view name, Type type, std::string_view help,
     sample += '{';
     for (size_t i = 0; i < labels.size(); ++i) {
       if (i > 0) sample += ',';
-      sample += labels[i].first + "=\"" + escape_label(labels[i].second) + '"';
+      sample += labels[i].first + "=\"" + escape(labels[i].second, true) + '"';
     }
     sample += '}';
   }
@@ -78,7 +65,7 @@ void Exposition::add(std::string_view name, Type type, std::string_view help,
 std::string Exposition::text() const {
   std::string out;
   for (const Family& f : families_) {
-    out += "# HELP " + f.name + ' ' + escape_help(f.help) + '\n';
+    out += "# HELP " + f.name + ' ' + escape(f.help, false) + '\n';
     out += "# TYPE " + f.name + (f.type == Type::kCounter ? " counter\n" : " gauge\n");
     for (const auto& s : f.samples) out += s + '\n';
   }
