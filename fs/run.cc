@@ -38,6 +38,7 @@
 #include <thread>
 
 #include "common/changes/change_log.h"
+#include "common/clock.h"
 #include "common/files.h"
 #include "common/log.h"
 #include "common/metrics.h"
@@ -171,13 +172,10 @@ std::string node_metrics(const std::string& host, const std::string& path, uint3
   const metrics::Labels vol{{"host", host}, {"path", path}};
   const auto stats = log.stats();
   const stream::Lag lag = session ? session->lag() : stream::Lag{};
-  const auto now_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                          std::chrono::system_clock::now().time_since_epoch()).count();
   m.gauge("backupfs_backupd_attached", "1 while a backupd is attached.", vol,
           session && session->attached());
   m.gauge("backupfs_lag_seconds", "Age of the oldest change backupd has not acknowledged.", vol,
-          lag.oldest_ns > 0 ? std::max<double>(0, static_cast<double>(now_ns - lag.oldest_ns) / 1e9)
-                            : 0);
+          lag_seconds(lag.oldest_ns, wall_ms()));
   m.gauge("backupfs_lag_operations", "Operations recorded and not acknowledged by backupd.", vol,
           static_cast<double>(session ? lag.ops : stats.ops));
   m.gauge("backupfs_lag_files", "Files with changes not acknowledged by backupd.", vol,

@@ -44,12 +44,6 @@ ControlResult<std::string> RequestArgs::string_or(const char* key, std::string f
   return string(key);
 }
 
-double lag_seconds(int64_t oldest_ns, int64_t now_ms) {
-  if (oldest_ns <= 0) return 0;
-  double lag = static_cast<double>(now_ms) / 1e3 - static_cast<double>(oldest_ns) / 1e9;
-  return std::max(0.0, std::round(lag * 1000) / 1000);
-}
-
 ControlResult<int64_t> RequestArgs::integer(const char* key) const {
   auto it = j_.find(key);
   if (it == j_.end()) return control_fail(Fault::kBadRequest, fmt::format("missing field '{}'", key));

@@ -22,10 +22,8 @@ namespace bkp::server {
 
 using json = nlohmann::json;
 
-using bkp::iso_time;  // common/clock.h
-// Seconds from the oldest change not yet delivered (oldest_ns, CLOCK_REALTIME) until now, to the
-// millisecond; 0 when there is none.
-double lag_seconds(int64_t oldest_ns, int64_t now_ms);
+using bkp::iso_time;     // common/clock.h
+using bkp::lag_seconds;  // common/clock.h
 
 // Field access on a request object; errors are bad_request naming the field.
 class RequestArgs {
