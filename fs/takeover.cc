@@ -122,7 +122,8 @@ Result<uint64_t> OpenFiles::add(uint64_t node, int flags, OpenKind kind, uint64_
   }
   auto* r = static_cast<OpenRecord*>(records_->find(slot));
   if (r == nullptr) return fail(EIO, "internal: fh table not mapped");
-  const uint64_t fh = (uint64_t{generation_} << 32) | (slot + 1);
+  r->uses = r->uses + 1 == 0 ? 1 : r->uses + 1;
+  const uint64_t fh = (uint64_t{r->uses} << 32) | (slot + 1);
   r->local.store(local, std::memory_order_relaxed);
   r->generation.store(generation_, std::memory_order_release);
   r->flags = flags;

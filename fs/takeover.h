@@ -96,16 +96,18 @@ struct OpenRecord {
   uint32_t kind;  // OpenKind
   std::atomic<uint64_t> local;
   std::atomic<uint32_t> generation;
-  uint32_t pad;
+  uint32_t uses;  // how many fhs the slot has had (OpenFiles)
 };
 static_assert(sizeof(OpenRecord) == 40);
 
 enum class OpenKind : uint32_t { kFile = 1, kDir = 2 };
 
-// The fh table over shared OpenRecords. An fh is (generation of the worker that opened it) << 32
-// | (index + 1): a slot a successor reuses gets another fh, so a RELEASE of the predecessor's
-// that the kernel resends after the takeover (the predecessor freed the slot and died before
-// answering) cannot free the new open that took the slot. Such a stale fh is simply unknown.
+// The fh table over shared OpenRecords. An fh is (the slot's uses, counted in the shared record)
+// << 32 | (index + 1): every open that takes a slot gets another fh, whichever worker serves it,
+// so a RELEASE that the kernel resends after a takeover (the dead worker freed the slot, perhaps
+// gave it to a new open, and died before answering) cannot free the open that took the slot
+// since. Such a stale fh is simply unknown. (Found by TakeoverTest: with the worker's generation
+// in place of the count, a slot freed and retaken by the same worker had the same fh again.)
 class OpenFiles {
  public:
   // Reopens what an fh of a predecessor stands for; returns the new local value.

@@ -171,6 +171,14 @@ TEST_F(TakeoverTest, OpenFilesAreReopenedWithTheirFlagsOnFirstUse) {
   EXPECT_EQ(next->release(other), std::nullopt);
   EXPECT_EQ(next->release(fh), std::nullopt);
   EXPECT_EQ(*next->get(again), 5u);
+  // The same within one worker: it frees a slot, gives it to the next open and dies before
+  // answering the RELEASE, which the kernel resends to its successor.
+  EXPECT_EQ(next->release(again), std::optional<uint64_t>(5));
+  uint64_t reused = *next->add(10, O_RDONLY, OpenKind::kDir, 6);
+  EXPECT_EQ(reused & 0xffffffffu, slot) << "the freed slot is taken again";
+  EXPECT_NE(reused, again);
+  EXPECT_EQ(next->release(again), std::nullopt);
+  EXPECT_EQ(*next->get(reused), 6u);
 }
 
 TEST_F(TakeoverTest, TheInitExchangeAndGenerationsSurvive) {
