@@ -1,6 +1,8 @@
-// write_file_atomic, the key-value format, make_dirs and open_dir_beneath (see files.h).
+// write_file_atomic, the key-value format, make_dirs, open_dir_beneath and allocated_bytes (see
+// files.h).
 #include "common/files.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <linux/openat2.h>
 #include <sys/stat.h>
@@ -8,8 +10,11 @@
 #include <unistd.h>
 
 #include <charconv>
+#include <cstring>
 #include <fstream>
+#include <set>
 #include <sstream>
+#include <utility>
 
 #include "common/unique_fd.h"
 
@@ -105,6 +110,56 @@ Result<UniqueFd> open_dir_beneath(int base_fd, const std::string& rel, bool* cre
   UniqueFd out = open_at(cur.get(), ".", O_RDONLY);
   if (!out) return fail_errno("open " + rel);
   return out;
+}
+
+namespace {
+
+struct Walk {
+  dev_t dev = 0;
+  uint64_t bytes = 0;
+  std::set<std::pair<dev_t, ino_t>> linked;  // inodes with more than one name, counted once
+
+  void count(const struct stat& st) {
+    if (!S_ISDIR(st.st_mode) && st.st_nlink > 1 && !linked.emplace(st.st_dev, st.st_ino).second) {
+      return;
+    }
+    bytes += static_cast<uint64_t>(st.st_blocks) * 512;
+  }
+
+  // Counts everything beneath the directory fd (already counted itself). Depth-first with one
+  // descriptor per level.
+  void walk(int fd) {
+    DIR* d = ::fdopendir(fd);
+    if (d == nullptr) {
+      ::close(fd);
+      return;
+    }
+    while (const dirent* e = ::readdir(d)) {
+      if (std::strcmp(e->d_name, ".") == 0 || std::strcmp(e->d_name, "..") == 0) continue;
+      struct stat st;
+      if (::fstatat(::dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) continue;  // gone
+      count(st);
+      if (!S_ISDIR(st.st_mode) || st.st_dev != dev) continue;
+      int child = ::openat(::dirfd(d), e->d_name,
+                           O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+      if (child >= 0) walk(child);
+    }
+    ::closedir(d);
+  }
+};
+
+}  // namespace
+
+Result<uint64_t> allocated_bytes(const std::string& dir) {
+  UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!fd) return fail_errno("open " + dir);
+  struct stat st;
+  if (::fstat(fd.get(), &st) != 0) return fail_errno("stat " + dir);
+  Walk w;
+  w.dev = st.st_dev;
+  w.count(st);
+  w.walk(fd.release());
+  return w.bytes;
 }
 
 }  // namespace bkp

@@ -26,6 +26,11 @@ Result<std::map<std::string, uint64_t>> read_key_values(const std::string& path)
 // The inverse: one "key value\n" line per entry, in key order.
 std::string format_key_values(const std::map<std::string, uint64_t>& values);
 
+// The bytes allocated to dir and everything beneath it (not following symlinks, not leaving
+// its filesystem), each inode once however many names it has. Entries that vanish during the
+// walk are skipped.
+Result<uint64_t> allocated_bytes(const std::string& dir);
+
 // mkdir -p dir (mode 0755 before umask). ENOTDIR if dir exists and is not a directory.
 Result<void> make_dirs(const std::string& dir);
 

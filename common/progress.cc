@@ -62,6 +62,27 @@ Result<std::chrono::milliseconds> parse_every(std::string_view seconds) {
   return std::chrono::milliseconds(std::max<int64_t>(1, std::llround(value * 1000)));
 }
 
+Result<uint64_t> parse_bytes(std::string_view text) {
+  auto bad = [&] {
+    return fail(EINVAL, fmt::format("'{}' is not a size (a number of bytes, or with K, M, G or T "
+                                    "as in 500G)", text));
+  };
+  size_t digits = 0;
+  while (digits < text.size() && text[digits] >= '0' && text[digits] <= '9') ++digits;
+  if (digits == 0 || digits > 18) return bad();
+  uint64_t value = std::stoull(std::string(text.substr(0, digits)));
+  std::string_view unit = text.substr(digits);
+  int shift = 0;
+  if (!unit.empty()) {
+    const std::string_view units = "KMGT";
+    size_t at = units.find(unit[0]);
+    if (at == std::string_view::npos || (unit.size() != 1 && unit.substr(1) != "iB")) return bad();
+    shift = 10 * static_cast<int>(at + 1);
+  }
+  if (value > (uint64_t{1} << (63 - shift))) return bad();
+  return value << shift;
+}
+
 DisplayOptions display_options(std::chrono::milliseconds every) {
   return DisplayOptions{every, isatty(STDERR_FILENO) != 0};
 }

@@ -155,6 +155,11 @@ class Display {
 // "1.5 MiB", "320.0 MiB", "12 B".
 std::string format_bytes(double bytes);
 
+// A size as an operator types it: a whole number of bytes, or with a binary unit "K", "M",
+// "G", "T" (also "KiB" ... "TiB"): "500G", "64MiB". EINVAL naming the text otherwise, or past
+// 2^63.
+Result<uint64_t> parse_bytes(std::string_view text);
+
 // The value of a --progress-every flag: seconds, fractions allowed, > 0 and <= 86400. EINVAL
 // with a message otherwise.
 Result<std::chrono::milliseconds> parse_every(std::string_view seconds);

@@ -19,7 +19,7 @@ namespace {
 
 void usage(FILE* out) {
   std::fputs("usage: replicator --server ADDR:PORT --server-id ID --root DIR [--name NAME]\n"
-             "                  [--progress-every SECONDS] [--no-tls] [-v|-q]\n"
+             "                  [--capacity SIZE] [--progress-every SECONDS] [--no-tls] [-v|-q]\n"
              "       replicator --root DIR --show-id   (prints this replicator's identity, for\n"
              "                  `bkptool replica add` on the server)\n"
              "       replicator --version\n", out);
@@ -38,6 +38,7 @@ int main(int argc, char** argv) {
       {"quiet", no_argument, nullptr, 'q'},        {"help", no_argument, nullptr, 'h'},
       {"server-id", required_argument, nullptr, 'i'}, {"show-id", no_argument, nullptr, 'I'},
       {"no-tls", no_argument, nullptr, 'T'},       {"version", no_argument, nullptr, 'V'},
+      {"capacity", required_argument, nullptr, 'c'},
       {nullptr, 0, nullptr, 0}};
   bool show_id = false;
   int c;
@@ -56,6 +57,15 @@ int main(int argc, char** argv) {
         break;
       }
       case 'I': show_id = true; break;
+      case 'c': {
+        auto bytes = bkp::progress::parse_bytes(optarg);
+        if (!bytes) {
+          std::fprintf(stderr, "replicator: --capacity: %s\n", bytes.error().message.c_str());
+          return kExitUsage;
+        }
+        options.capacity = *bytes;
+        break;
+      }
       case 'T': options.tls = false; break;
       case 'e': {
         auto every = bkp::progress::parse_every(optarg);

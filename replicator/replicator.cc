@@ -31,6 +31,7 @@
 #include "common/progress.h"
 #include "common/stream/sender.h"
 #include "replicator/session.h"
+#include "replicator/usage.h"
 
 namespace bkp::replicator {
 namespace {
@@ -44,7 +45,7 @@ class Replicator {
  public:
   Replicator(const Options& options, net::Trust trust, progress::Display& display)
       : options_(options), trust_(std::move(trust)), trees_(options.root, &display),
-        instance_(stream::new_instance()) {}
+        usage_(options.root, options.capacity), instance_(stream::new_instance()) {}
 
   void loop(const net::HostPort& server) {
     Backoff backoff(kMinBackoff, kMaxBackoff, kFastRetries);
@@ -89,7 +90,7 @@ class Replicator {
     } else if (auto ok = authenticate(**conn); !ok) {
       end.error = ok.error();
     } else {
-      end = run_session(**conn, options_.name, instance_, trees_);
+      end = run_session(**conn, options_.name, instance_, trees_, usage_);
       if (end.welcomed) log::info("session with {} ended after {} batches", options_.server, end.acked);
     }
     std::lock_guard lock(mu_);
@@ -129,6 +130,7 @@ class Replicator {
   const Options& options_;
   const net::Trust trust_;
   Trees trees_;
+  UsageMeter usage_;
   const uint64_t instance_;
   std::string last_failure_;
   std::mutex mu_;

@@ -2,6 +2,8 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -16,6 +18,7 @@ struct Options {
   std::chrono::milliseconds progress_every{std::chrono::seconds(10)};
   std::vector<std::string> server_ids;  // backupd identities accepted (--server-id, parsed)
   bool tls = true;                      // --no-tls: plaintext, for a trusted loopback only
+  std::optional<uint64_t> capacity;     // --capacity: the most kept under root (usage.h)
 };
 
 // ROOT/.identity.pem: the replicator's key pair and certificate (host names, which name the

@@ -6,7 +6,8 @@
 // stays bounded by one frame) by the volume's stream::Receiver; Commit makes the tree durable
 // with one sync and is then acknowledged, which is what allows backupd to forget the batch. A
 // ManifestRequest after a Position that asked for a baseline is answered with what this tree
-// holds, so backupd sends only what differs (common/stream/reconcile.h). Any
+// holds, so backupd sends only what differs (common/stream/reconcile.h). A UsageRequest, between
+// batches, is answered with what this replicator holds and may still take (usage.h). Any
 // failure ends the session without an ack: backupd keeps the batch and, after the reconnect,
 // sends only what the Position says this tree lacks.
 #include "replicator/session.h"
@@ -41,7 +42,8 @@ Result<void> handshake(net::Conn& conn, const std::string& name, uint64_t instan
 
 class Session {
  public:
-  Session(net::Conn& conn, Trees& trees) : conn_(conn), trees_(trees) {}
+  Session(net::Conn& conn, Trees& trees, UsageMeter& usage)
+      : conn_(conn), trees_(trees), usage_(usage) {}
 
   // Applies frames until the connection fails. Returns the error that ended it.
   Error serve(uint64_t& acked) {
@@ -109,6 +111,9 @@ class Session {
         auto request = BKP_TRY(wire::decode_digest_request(frame.payload));
         return stream::send_digests(conn_, *BKP_TRY(selected())->applier, request);
       }
+      case wire::MsgType::kUsageRequest:  // for placement (usage.h)
+        BKP_TRY_VOID(wire::decode_usage_request(frame.payload));
+        return net::send_now(conn_, usage_.current());
       case wire::MsgType::kPing:
         return {};
       default:  // the server's Error, or a frame a replica never receives
@@ -123,6 +128,7 @@ class Session {
 
   net::Conn& conn_;
   Trees& trees_;
+  UsageMeter& usage_;
   Tree* current_ = nullptr;  // owned by trees_
   std::string volume_;                   // "host:/path" of current_
 };
@@ -165,14 +171,15 @@ void Trees::interrupt_all() {
   for (auto& [key, tree] : trees_) tree->progress.interrupted();
 }
 
-SessionEnd run_session(net::Conn& conn, const std::string& name, uint64_t instance, Trees& trees) {
+SessionEnd run_session(net::Conn& conn, const std::string& name, uint64_t instance, Trees& trees,
+                       UsageMeter& usage) {
   SessionEnd end;
   if (auto hs = handshake(conn, name, instance); !hs) {
     end.error = hs.error();
     return end;
   }
   end.welcomed = true;
-  Session session(conn, trees);
+  Session session(conn, trees, usage);
   end.error = session.serve(end.acked);
   trees.interrupt_all();
   return end;

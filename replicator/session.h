@@ -12,6 +12,7 @@
 #include "common/progress.h"
 #include "common/result.h"
 #include "common/stream/receiver.h"
+#include "replicator/usage.h"
 
 namespace bkp::replicator {
 
@@ -56,6 +57,8 @@ struct SessionEnd {
 
 // Sends Hello{kReplica, name, instance}, expects HelloOk, then applies frames until the
 // connection ends. Apply errors are sent to the server as kError before returning.
-SessionEnd run_session(net::Conn& conn, const std::string& name, uint64_t instance, Trees& trees);
+// UsageRequest frames are answered from usage.
+SessionEnd run_session(net::Conn& conn, const std::string& name, uint64_t instance, Trees& trees,
+                       UsageMeter& usage);
 
 }  // namespace bkp::replicator

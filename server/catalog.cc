@@ -21,7 +21,7 @@
 namespace bkp::server {
 namespace {
 
-constexpr int kSchemaVersion = 3;
+constexpr int kSchemaVersion = 4;
 
 constexpr const char* kSchema = R"sql(
 CREATE TABLE IF NOT EXISTS registrations(
@@ -32,7 +32,14 @@ CREATE TABLE IF NOT EXISTS registrations(
   every_seconds INTEGER NOT NULL,
   registered_at INTEGER NOT NULL,
   node_id TEXT NOT NULL DEFAULT '',
+  copies INTEGER NOT NULL DEFAULT 0,
   PRIMARY KEY(host, path));
+CREATE TABLE IF NOT EXISTS placements(
+  host TEXT NOT NULL,
+  path TEXT NOT NULL,
+  replica TEXT NOT NULL,
+  placed_at INTEGER NOT NULL,
+  PRIMARY KEY(host, path, replica));
 CREATE TABLE IF NOT EXISTS peers(
   id TEXT PRIMARY KEY,
   kind TEXT NOT NULL CHECK(kind IN ('replica', 'operator')),
@@ -72,6 +79,11 @@ UPDATE registrations SET address = host;
 // Version 2 had no node identities: each registration pins the one its node shows next.
 constexpr const char* kAddNodeId = R"sql(
 ALTER TABLE registrations ADD COLUMN node_id TEXT NOT NULL DEFAULT '';
+)sql";
+
+// Version 3 sent every volume to every replica: each registration takes backupd's default.
+constexpr const char* kAddCopies = R"sql(
+ALTER TABLE registrations ADD COLUMN copies INTEGER NOT NULL DEFAULT 0;
 )sql";
 
 constexpr const char* kRunColumns =
@@ -142,6 +154,11 @@ Result<void> Catalog::init_schema() {
     log::info("catalog {}: schema upgraded to version 3 (each registered node's identity is "
               "pinned at its next attach)", db_->path());
   }
+  if (v >= 1 && v <= 3) {
+    BKP_TRY_VOID(db_->exec(kAddCopies));
+    log::info("catalog {}: schema upgraded to version 4 (copies per volume, placed on replicas)",
+              db_->path());
+  }
   BKP_TRY_VOID(db_->exec(fmt::format("PRAGMA user_version={}", kSchemaVersion)));
   return tx.commit();
 }
@@ -161,9 +178,10 @@ Result<void> Catalog::add_registration(const Registration& reg) {
   std::lock_guard lock(mu_);
   auto st = BKP_TRY(db_->prepare(
       "INSERT OR IGNORE INTO registrations(host, path, address, port, every_seconds, "
-      "registered_at, node_id) VALUES(?, ?, ?, ?, ?, ?, ?)"));
+      "registered_at, node_id, copies) VALUES(?, ?, ?, ?, ?, ?, ?, ?)"));
   st.bind(1, reg.host).bind(2, reg.path).bind(3, reg.address).bind(4, int64_t{reg.port})
-      .bind(5, reg.every_seconds).bind(6, reg.registered_at).bind(7, reg.node_id);
+      .bind(5, reg.every_seconds).bind(6, reg.registered_at).bind(7, reg.node_id)
+      .bind(8, int64_t{reg.copies});
   BKP_TRY_VOID(st.run());
   if (db_->changes() == 0) return fail(EEXIST, fmt::format("{} is already registered", reg.key()));
   return {};
@@ -172,12 +190,13 @@ Result<void> Catalog::add_registration(const Registration& reg) {
 Result<std::vector<Registration>> Catalog::registrations() {
   std::lock_guard lock(mu_);
   auto st = BKP_TRY(db_->prepare(
-      "SELECT host, address, port, path, every_seconds, registered_at, node_id "
+      "SELECT host, address, port, path, every_seconds, registered_at, node_id, copies "
       "FROM registrations ORDER BY host, path"));
   std::vector<Registration> out;
   while (BKP_TRY(st.step())) {
     out.push_back(Registration{st.text(0), st.text(1), static_cast<uint16_t>(st.int64(2)),
-                               st.text(3), st.int64(4), st.int64(5), st.text(6)});
+                               st.text(3), st.int64(4), st.int64(5), st.text(6),
+                               static_cast<int>(st.int64(7))});
   }
   return out;
 }
@@ -186,12 +205,46 @@ Result<std::optional<Registration>> Catalog::registration(const std::string& hos
                                                           const std::string& path) {
   std::lock_guard lock(mu_);
   auto st = BKP_TRY(db_->prepare(
-      "SELECT address, port, every_seconds, registered_at, node_id FROM registrations "
+      "SELECT address, port, every_seconds, registered_at, node_id, copies FROM registrations "
       "WHERE host = ? AND path = ?"));
   st.bind(1, host).bind(2, path);
   if (!BKP_TRY(st.step())) return std::optional<Registration>();
   return Registration{host, st.text(0), static_cast<uint16_t>(st.int64(1)), path, st.int64(2),
-                      st.int64(3), st.text(4)};
+                      st.int64(3), st.text(4), static_cast<int>(st.int64(5))};
+}
+
+Result<bool> Catalog::set_copies(const std::string& host, const std::string& path, int copies) {
+  std::lock_guard lock(mu_);
+  auto st = BKP_TRY(db_->prepare("UPDATE registrations SET copies = ? WHERE host = ? AND path = ?"));
+  st.bind(1, int64_t{copies}).bind(2, host).bind(3, path);
+  BKP_TRY_VOID(st.run());
+  return db_->changes() > 0;
+}
+
+Result<std::map<std::string, std::set<std::string>>> Catalog::placements() {
+  std::lock_guard lock(mu_);
+  auto st = BKP_TRY(db_->prepare("SELECT host, path, replica FROM placements"));
+  std::map<std::string, std::set<std::string>> out;
+  while (BKP_TRY(st.step())) out[st.text(0) + ":" + st.text(1)].insert(st.text(2));
+  return out;
+}
+
+Result<void> Catalog::set_placement(const std::string& host, const std::string& path,
+                                    const std::set<std::string>& replicas, int64_t now) {
+  std::lock_guard lock(mu_);
+  auto tx = BKP_TRY(Transaction::begin(*db_));
+  {
+    auto st = BKP_TRY(db_->prepare("DELETE FROM placements WHERE host = ? AND path = ?"));
+    st.bind(1, host).bind(2, path);
+    BKP_TRY_VOID(st.run());
+  }
+  for (const auto& replica : replicas) {
+    auto st = BKP_TRY(db_->prepare(
+        "INSERT INTO placements(host, path, replica, placed_at) VALUES(?, ?, ?, ?)"));
+    st.bind(1, host).bind(2, path).bind(3, replica).bind(4, now);
+    BKP_TRY_VOID(st.run());
+  }
+  return tx.commit();
 }
 
 Result<void> Catalog::set_node_id(const std::string& host, const std::string& path,
@@ -246,7 +299,7 @@ Result<void> Catalog::remove_registration(const std::string& host, const std::st
                                           bool purge) {
   std::lock_guard lock(mu_);
   auto tx = BKP_TRY(Transaction::begin(*db_));
-  std::vector<const char*> tables = {"registrations"};
+  std::vector<const char*> tables = {"registrations", "placements"};
   if (purge) tables.insert(tables.end(), {"snapshots", "runs"});
   for (const char* table : tables) {
     auto st = BKP_TRY(db_->prepare(fmt::format("DELETE FROM {} WHERE host = ? AND path = ?", table)));

@@ -1,11 +1,16 @@
 // Catalog: backupd's durable record of registrations, snapshots and scheduled runs, in SQLite
 // at STATE/catalog.db.
 //
-// Schema (user_version 2; every time is CLOCK_REALTIME in milliseconds since the epoch):
-//   registrations(host, path, address, port, every_seconds, registered_at)  PRIMARY KEY(host, path)
-//       host is the volume's name (the node's host name, from its Hello); address and port are
-//       where backupd reaches the node. Version 1 had no address: opening such a catalog adds
-//       the column with address = host (version 1 named volumes by their address).
+// Schema (user_version 4; every time is CLOCK_REALTIME in milliseconds since the epoch):
+//   registrations(host, path, address, port, every_seconds, registered_at, node_id, copies)
+//       PRIMARY KEY(host, path). host is the volume's name (the node's host name, from its
+//       Hello); address and port are where backupd reaches the node. Version 1 had no address:
+//       opening such a catalog adds the column with address = host (version 1 named volumes by
+//       their address). copies: how many copies the volume wants, the mirror included (0:
+//       backupd's default); versions before 4 get 0.
+//   placements(host, path, replica, placed_at)  PRIMARY KEY(host, path, replica)
+//       the replicas the volume's copies are placed on (server/placement.h); removed with the
+//       registration.
 //   snapshots(host, path, id, bytes, created_at, change_counter, deleted_at)
 //       one row per snapshot file ever written; deleted_at is set when rotation (or startup
 //       recovery, for a file found missing) removed the file. change_counter is the volume's
@@ -35,6 +40,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -51,6 +57,7 @@ struct Registration {
   int64_t every_seconds = 0;
   int64_t registered_at = 0;  // ms
   std::string node_id;  // the node's identity (common/net/identity.h); "" until first attach
+  int copies = 0;       // copies wanted, the mirror included; 0: backupd's default
 
   std::string key() const { return host + ":" + path; }  // same as Volume::name()
 };
@@ -113,6 +120,12 @@ class Catalog {
   Result<void> remove_registration(const std::string& host, const std::string& path, bool purge);
   // Pins the node identity of a registration (the first attach of one registered without it).
   Result<void> set_node_id(const std::string& host, const std::string& path, const std::string& id);
+  // Sets the copies a registration wants (0: the default); false if it is not registered.
+  Result<bool> set_copies(const std::string& host, const std::string& path, int copies);
+  // Placements: every volume's replicas by Registration::key(); set_placement replaces one's.
+  Result<std::map<std::string, std::set<std::string>>> placements();
+  Result<void> set_placement(const std::string& host, const std::string& path,
+                             const std::set<std::string>& replicas, int64_t now);
   // True if the volume has a registration or any snapshot or run row (kept after unregister).
   Result<bool> has_volume(const std::string& host, const std::string& path);
 

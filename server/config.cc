@@ -21,7 +21,7 @@ namespace bkp::server {
 namespace {
 
 const std::set<std::string> kKnownKeys = {"listen", "state_dir", "snapshot_gzip_level",
-                                          "snapshot_threads", "keep_snapshots", "tls",
+                                          "snapshot_threads", "keep_snapshots", "copies", "tls",
                                           "control_socket", "http_listen", "control_group",
                                           "max_queued_ops"};
 
@@ -113,6 +113,7 @@ Result<Settings> load_settings(const Options& options) {
     BKP_TRY_VOID(int_key(table, file, "snapshot_gzip_level", 1, 9, s.snapshot_gzip_level));
     BKP_TRY_VOID(int_key(table, file, "snapshot_threads", 0, 256, s.snapshot_threads));
     BKP_TRY_VOID(int_key(table, file, "keep_snapshots", 1, 100000, s.keep_snapshots));
+    BKP_TRY_VOID(int_key(table, file, "copies", 1, 16, s.copies));
     BKP_TRY_VOID(bool_key(table, file, "tls", s.tls));
     BKP_TRY_VOID(int_key(table, file, "max_queued_ops", 1, 100000000, s.max_queued_ops));
     if (auto socket = BKP_TRY(string_key(table, file, "control_socket")); !socket.empty()) {

@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 
 #include <fmt/format.h>
 
@@ -107,6 +108,23 @@ json snapshot_json(const SnapshotRecord& snap) {
   };
 }
 
+CopyState mirror_state(const VolumeView& v) {
+  if (!v.link.connected) return CopyState::kMissing;
+  const auto& s = v.node_status;
+  return s && (s->status.pending_ops > 0 || s->status.pending_bytes > 0) ? CopyState::kCatchingUp
+                                                                        : CopyState::kCurrent;
+}
+
+size_t current_copies(const VolumeView& v) {
+  size_t n = mirror_state(v) == CopyState::kCurrent;
+  for (const auto& r : v.replicas) n += r.state == CopyState::kCurrent;
+  return n;
+}
+
+bool under_replicated(const VolumeView& v) {
+  return current_copies(v) < static_cast<size_t>(v.copies_wanted);
+}
+
 json volume_json(const VolumeView& v, int64_t now_ms) {
   int64_t lag_ops = 0, lag_bytes = 0;
   double lag = 0;
@@ -132,7 +150,20 @@ json volume_json(const VolumeView& v, int64_t now_ms) {
       {"lag_updated_at", v.node_status ? json(iso_time(v.node_status->received_ms)) : json(nullptr)},
       {"last_run", v.last_run ? run_json(*v.last_run) : json(nullptr)},
       {"next_run", v.next_run ? json(iso_time(*v.next_run)) : json(nullptr)},
+      {"copies", copies_json(v)},
+      {"copies_wanted", v.copies_wanted},
+      {"copies_current", current_copies(v)},
+      {"under_replicated", under_replicated(v)},
   };
+}
+
+json copies_json(const VolumeView& v) {
+  json copies = json::array();
+  copies.push_back({{"name", "mirror"}, {"state", copy_state_name(mirror_state(v))}});
+  for (const auto& r : v.replicas) {
+    copies.push_back({{"name", r.lag.replica}, {"state", copy_state_name(r.state)}});
+  }
+  return copies;
 }
 
 json transfer_json(const progress::View& t) {
@@ -154,6 +185,7 @@ json replica_json(const ReplicaStatus& r, int64_t now_ms) {
   return json{
       {"name", lag.replica},
       {"connected", lag.connected},
+      {"state", copy_state_name(r.state)},
       {"lag_ops", lag.pending_ops},
       {"lag_bytes", lag.pending_bytes},
       {"lag_files", lag.pending_files},
@@ -174,10 +206,28 @@ json status_json(const StatusView& v, const std::optional<SnapshotRecord>& last_
                                                          : json(nullptr);
   j["transfer"] = transfer_json(v.ingest);
   json replicas = json::array();
-  for (const auto& r : v.replicas) replicas.push_back(replica_json(r, now_ms));
+  for (const auto& r : v.volume.replicas) replicas.push_back(replica_json(r, now_ms));
   j["replicas"] = std::move(replicas);
   j["last_snapshot"] = last_snapshot ? snapshot_json(*last_snapshot) : json(nullptr);
   return j;
+}
+
+json replicators_json(Hub& hub) {
+  std::map<std::string, size_t> copies;
+  for (const auto& v : hub.all_volumes()) {
+    for (const auto& name : hub.placement(v->name())) ++copies[name];
+  }
+  json out = json::array();
+  for (const auto& r : hub.replicas()) {
+    out.push_back(json{{"name", r.name},
+                       {"connected", r.connected},
+                       {"measured", r.usage.measured},
+                       {"stored_bytes", r.usage.stored_bytes},
+                       {"free_bytes", r.usage.free_bytes},
+                       {"round_trip_ms", std::round(r.usage.rtt_ms * 1000) / 1000},
+                       {"copies", copies[r.name]}});
+  }
+  return out;
 }
 
 json peer_json(const PeerRecord& peer) {

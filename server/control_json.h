@@ -44,6 +44,14 @@ class RequestArgs {
 json run_json(const RunRecord& run);
 // bytes: size of the file on disk.
 json snapshot_json(const SnapshotRecord& snap);
+// The mirror's copy: current while the link is up and the node has nothing pending.
+CopyState mirror_state(const VolumeView& view);
+// Copies holding everything the node delivered, the mirror included.
+size_t current_copies(const VolumeView& view);
+// Fewer current copies than wanted.
+bool under_replicated(const VolumeView& view);
+// COPIES: [{"name": "mirror" | replica, "state": "current" | "catching up" | "missing"}].
+json copies_json(const VolumeView& view);
 json volume_json(const VolumeView& view, int64_t now_ms);
 // A VOLUME with the live fields of STATUS; last_snapshot: the newest snapshot still on disk.
 json status_json(const StatusView& view, const std::optional<SnapshotRecord>& last_snapshot,
@@ -52,6 +60,11 @@ json status_json(const StatusView& view, const std::optional<SnapshotRecord>& la
 json replica_json(const ReplicaStatus& replica, int64_t now_ms);
 // A TRANSFER object for a running episode; null for one that is not active.
 json transfer_json(const progress::View& transfer);
+
+// REPLICATORS: every replicator seen since start with what placement weighs:
+// [{"name","connected","measured","stored_bytes","free_bytes","round_trip_ms","copies"}]
+// (copies: how many volumes' copies are placed on it).
+json replicators_json(Hub& hub);
 
 // An authorised replica or operator: {"id","name"|null,"added_at"}.
 json peer_json(const PeerRecord& peer);

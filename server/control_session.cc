@@ -109,6 +109,7 @@ class ControlSession {
     if (cmd == "snapshots") return do_snapshots(args);
     if (cmd == "restore") return do_restore(args);
     if (cmd == "status") return do_status(args);
+    if (cmd == "set") return do_set(args);
     for (PeerKind kind : {PeerKind::kReplica, PeerKind::kOperator}) {
       std::string prefix = std::string(peer_kind_name(kind)) + "_";
       if (cmd == prefix + "add") return do_peer_add(kind, args);
@@ -117,7 +118,7 @@ class ControlSession {
     }
     return control_fail(Fault::kBadRequest,
                         fmt::format("unknown command '{}' (register, unregister, list, history, "
-                                    "snapshots, restore, status, replica_add, replica_remove, "
+                                    "snapshots, restore, status, set, replica_add, replica_remove, "
                                     "replica_list, operator_add, operator_remove, operator_list)",
                                     cmd));
   }
@@ -157,7 +158,18 @@ class ControlSession {
     auto path = BKP_TRY(args.string("path"));
     auto every = BKP_TRY(args.integer("every_seconds"));
     auto node_id = BKP_TRY(args.string_or("node_id", ""));
-    auto view = BKP_TRY(registry_.register_volume(address, port, path, every, node_id));
+    auto copies = BKP_TRY(args.integer_or("copies", 0));
+    auto view = BKP_TRY(registry_.register_volume(address, port, path, every, node_id, copies));
+    return json{{"ok", true}, {"volume", volume_json(view, wall_ms())}};
+  }
+
+  // Settings of a registered volume: copies (0: the default).
+  Handled do_set(const RequestArgs& args) {
+    auto host = BKP_TRY(args.string("host"));
+    auto path = BKP_TRY(args.string("path"));
+    if (!args.has("copies")) return control_fail(Fault::kBadRequest, "set needs copies");
+    auto copies = BKP_TRY(args.integer("copies"));
+    auto view = BKP_TRY(registry_.set_copies(host, path, copies));
     return json{{"ok", true}, {"volume", volume_json(view, wall_ms())}};
   }
 
@@ -199,7 +211,10 @@ class ControlSession {
       if (!snaps.empty()) last = std::move(snaps.front());
       volumes.push_back(status_json(v, last, now));
     }
-    return json{{"ok", true}, {"volumes", std::move(volumes)}, {"pending_replicas", pending_json()}};
+    return json{{"ok", true},
+                {"volumes", std::move(volumes)},
+                {"pending_replicas", pending_json()},
+                {"replicators", replicators_json(registry_.hub())}};
   }
 
   Handled do_history(const RequestArgs& args) {

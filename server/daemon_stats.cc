@@ -52,7 +52,7 @@ std::pair<nlohmann::json, nlohmann::json> DaemonStats::collect() {
       totals["runs"][status] = totals["runs"][status].get<uint64_t>() + n.get<uint64_t>();
     }
     json replicas = json::object();
-    for (const auto& r : v.replicas) replicas[r.lag.replica] = replica_json(r, now);
+    for (const auto& r : v.volume.replicas) replicas[r.lag.replica] = replica_json(r, now);
     live[key_of(reg)] = json{{"connected", v.volume.link.connected},
                              {"last_error", v.volume.link.last_error
                                                 ? json(*v.volume.link.last_error)

@@ -53,6 +53,37 @@ std::optional<ReplicaError> Replica::last_error() {
   return last_error_;
 }
 
+bool Replica::note_usage(const wire::Usage& usage, double rtt_ms) {
+  std::lock_guard lock(mu_);
+  const bool first = !usage_.measured && usage.measured;
+  usage_.rtt_ms = usage_.rtt_ms == 0 ? rtt_ms : usage_.rtt_ms + (rtt_ms - usage_.rtt_ms) / 4;
+  if (usage.measured) {
+    usage_.measured = true;
+    usage_.stored_bytes = usage.stored_bytes;
+    usage_.free_bytes = usage.free_bytes;
+  }
+  return first;
+}
+
+ReplicaUsage Replica::usage() {
+  std::lock_guard lock(mu_);
+  return usage_;
+}
+
+bool Replica::connected() {
+  std::lock_guard lock(mu_);
+  return connected_;
+}
+
+const char* copy_state_name(CopyState state) {
+  switch (state) {
+    case CopyState::kCurrent: return "current";
+    case CopyState::kCatchingUp: return "catching up";
+    case CopyState::kMissing: return "missing";
+  }
+  return "missing";
+}
+
 Hub::~Hub() {
   for (auto& [name, v] : volumes_) {
     std::lock_guard lock(v->mu);
@@ -155,7 +186,9 @@ Result<std::shared_ptr<Volume>> Hub::volume(const std::string& host, const std::
     std::string dir = volume_dir(host, path);
     v = BKP_TRY(Volume::open(host, path, dir));
     volumes_.emplace(v->name(), v);
-    for (auto& [name, r] : replicas_) replicas.push_back(r);
+    for (auto& [name, r] : replicas_) {
+      if (placed(v->name(), name)) replicas.push_back(r);
+    }
   }
   show(v->ingest);
   log::info("volume {} created", v->name());
@@ -179,16 +212,83 @@ Result<std::shared_ptr<Replica>> Hub::attach_replica(const std::string& name) {
     if (r->connected_) return fail(EBUSY, fmt::format("replica {} is already connected", name));
     r->connected_ = true;
   }
-  for (auto& v : all_volumes()) {
+  std::vector<std::shared_ptr<Volume>> volumes;
+  {
+    std::lock_guard lock(mu_);
+    for (auto& [vname, v] : volumes_) {
+      if (placed(vname, name)) volumes.push_back(v);
+    }
+  }
+  for (auto& v : volumes) {
     auto res = ensure_stream(v, *r);
     if (!res) log::error("{}", res.error().message);  // the other volumes still replicate
   }
+  replica_events_.notify();
   return r;
 }
 
 void Hub::detach_replica(Replica& replica) {
-  std::lock_guard lock(replica.mu_);
-  replica.connected_ = false;
+  {
+    std::lock_guard lock(replica.mu_);
+    replica.connected_ = false;
+  }
+  replica_events_.notify();
+}
+
+bool Hub::placed(const std::string& volume_name, const std::string& replica) {
+  auto it = placed_.find(volume_name);
+  return it != placed_.end() && it->second.contains(replica);
+}
+
+void Hub::set_placement(const std::string& volume_name, const std::set<std::string>& replicas) {
+  std::shared_ptr<Volume> v;
+  std::vector<std::shared_ptr<Replica>> add, drop;
+  {
+    std::lock_guard lock(mu_);
+    if (replicas.empty()) {
+      placed_.erase(volume_name);
+    } else {
+      placed_[volume_name] = replicas;
+    }
+    if (auto it = volumes_.find(volume_name); it != volumes_.end()) v = it->second;
+    for (auto& [name, r] : replicas_) (replicas.contains(name) ? add : drop).push_back(r);
+  }
+  if (!v) return;
+  for (auto& r : drop) drop_stream(*v, *r);
+  for (auto& r : add) {
+    auto res = ensure_stream(v, *r);
+    if (!res) log::error("{}", res.error().message);
+  }
+}
+
+std::set<std::string> Hub::placement(const std::string& volume_name) {
+  std::lock_guard lock(mu_);
+  auto it = placed_.find(volume_name);
+  return it == placed_.end() ? std::set<std::string>{} : it->second;
+}
+
+std::vector<Hub::ReplicaInfo> Hub::replicas() {
+  std::vector<std::shared_ptr<Replica>> known;
+  {
+    std::lock_guard lock(mu_);
+    for (auto& [name, r] : replicas_) known.push_back(r);
+  }
+  std::vector<ReplicaInfo> out;
+  for (auto& r : known) out.push_back(ReplicaInfo{r->name(), r->connected(), r->usage()});
+  return out;
+}
+
+void Hub::drop_stream(Volume& volume, Replica& replica) {
+  bool dropped = false;
+  {
+    std::lock_guard vlock(volume.mu);
+    dropped = volume.sinks.erase(replica.name()) > 0;
+  }
+  {
+    std::lock_guard rlock(replica.mu_);
+    replica.streams_.erase(volume.name());
+  }
+  if (dropped) log::info("replica {} no longer receives volume {}", replica.name(), volume.name());
 }
 
 void Hub::wake_all() {
@@ -306,17 +406,22 @@ void Hub::note_current(ReplicaStream& stream) {
 }
 
 std::vector<ReplicaStatus> Hub::replica_lags(const std::string& volume_name) {
-  std::vector<std::shared_ptr<Replica>> replicas;
+  std::vector<std::pair<std::string, std::shared_ptr<Replica>>> replicas;
   {
     std::lock_guard lock(mu_);
-    for (auto& [name, r] : replicas_) replicas.push_back(r);
+    auto it = placed_.find(volume_name);
+    if (it == placed_.end()) return {};
+    for (const auto& name : it->second) {
+      auto r = replicas_.find(name);
+      replicas.emplace_back(name, r == replicas_.end() ? nullptr : r->second);
+    }
   }
   std::vector<ReplicaStatus> out;
-  for (auto& r : replicas) {
+  for (auto& [name, r] : replicas) {
     std::shared_ptr<ReplicaStream> s;
     ReplicaStatus status;
     bool connected = false;
-    {
+    if (r) {
       std::lock_guard rlock(r->mu_);
       connected = r->connected_;
       status.last_error = r->last_error_;
@@ -324,8 +429,13 @@ std::vector<ReplicaStatus> Hub::replica_lags(const std::string& volume_name) {
       if (it != r->streams_.end()) s = it->second;
     }
     status.lag = s ? s->lag() : ReplicaLag{};
-    status.lag.replica = r->name();
+    status.lag.replica = name;
     status.lag.connected = connected;
+    if (connected && s) {
+      const ReplicaLag& l = status.lag;
+      const bool behind = l.pending_ops > 0 || l.pending_bytes > 0 || l.pending_files > 0;
+      status.state = behind ? CopyState::kCatchingUp : CopyState::kCurrent;
+    }
     out.push_back(std::move(status));
   }
   return out;

@@ -18,6 +18,11 @@
 // while backupd was down or before the replica came back, or the replica's Position disagrees)
 // the stream is new, or rebaselined, as above: the restart costs a reconcile.
 //
+// A volume streams only to the replicas its copies are placed on (server/placement.h decides and
+// calls set_placement): each of those the Hub knows gets a ReplicaStream, and a replica that is
+// no longer placed loses its stream. Each replica also carries what it last reported of its
+// disk (Usage) and the smoothed round trip of those reports, which placement weighs.
+//
 // Each replica also keeps the error its last session ended with (the replicator's Error frame,
 // e.g. its disk is full, or backupd's side failing for it), so `bkptool status` shows why a
 // replica is behind next to its lag; the error stays until the replica acknowledges a batch
@@ -32,12 +37,14 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "common/result.h"
 #include "common/changes/scan.h"
+#include "common/wire/messages.h"
 #include "server/volume.h"
 
 namespace bkp::server {
@@ -46,6 +53,14 @@ namespace bkp::server {
 struct ReplicaError {
   std::string message;
   int64_t at_ms = 0;  // CLOCK_REALTIME
+};
+
+// What backupd knows of a replica's disk and distance, for placement (placement.h).
+struct ReplicaUsage {
+  bool measured = false;  // a Usage with figures arrived (on any connection since start)
+  uint64_t stored_bytes = 0;
+  uint64_t free_bytes = 0;
+  double rtt_ms = 0;      // round trip of UsageRequest -> Usage, smoothed (1/4 per sample)
 };
 
 class Replica {
@@ -66,6 +81,11 @@ class Replica {
   void clear_error();
   std::optional<ReplicaError> last_error();
 
+  // Records a Usage answer that took rtt_ms. True if it is the first measured one since start.
+  bool note_usage(const wire::Usage& usage, double rtt_ms);
+  ReplicaUsage usage();
+  bool connected();
+
  private:
   friend class Hub;
   const std::string name_;
@@ -75,12 +95,19 @@ class Replica {
   bool connected_ = false;
   std::map<std::string, std::shared_ptr<ReplicaStream>> streams_;  // by volume name
   std::optional<ReplicaError> last_error_;
+  ReplicaUsage usage_;
 };
+
+// The state of one placed copy of a volume: current (connected, holding all the mirror holds),
+// catching up (connected, something left to send), missing (away, or never seen since start).
+enum class CopyState { kCurrent, kCatchingUp, kMissing };
+const char* copy_state_name(CopyState state);  // "current", "catching up", "missing"
 
 // What `status` shows of one replica for one volume.
 struct ReplicaStatus {
   ReplicaLag lag;  // with the replica's name and whether it is connected
   std::optional<ReplicaError> last_error;
+  CopyState state = CopyState::kMissing;
 };
 
 // A volume's host as an operator registers it: a host name (validate_host, which also admits
@@ -111,10 +138,26 @@ class Hub {
   // Sessions still holding it finish with it; deleting its directory is the caller's job.
   void remove_volume(const std::string& host, const std::string& path);
   std::vector<std::shared_ptr<Volume>> all_volumes();
-  // Every known replica's lag on the volume named `volume_name` (Volume::name()) and its last
-  // error, by replica name. Takes no volume mutex, so it answers while anything holds the volume
-  // (a baseline scan for another replica, a snapshot taking its cut).
+  // The lag on the volume named `volume_name` (Volume::name()) of every replica its copies are
+  // placed on, its copy's state and last error, by replica name (a placed replica never seen
+  // since start is missing). Takes no volume mutex, so it answers while anything holds the
+  // volume (a baseline scan for another replica, a snapshot taking its cut).
   std::vector<ReplicaStatus> replica_lags(const std::string& volume_name);
+
+  // Places the volume's copies on `replicas` (names): each of them the Hub knows gets a stream
+  // (a baseline, or resumed), each other replica loses its stream of the volume. Kept for a
+  // volume not open yet, which gets its streams when it opens.
+  void set_placement(const std::string& volume_name, const std::set<std::string>& replicas);
+  std::set<std::string> placement(const std::string& volume_name);
+  // Every replica known since start, by name, whether it is connected, and its usage.
+  struct ReplicaInfo {
+    std::string name;
+    bool connected = false;
+    ReplicaUsage usage;
+  };
+  std::vector<ReplicaInfo> replicas();
+  // Notified when a replica attaches, detaches, or first reports its usage: placement's cue.
+  Notifier& replica_events() { return replica_events_; }
 
   // Marks the replica connected (EBUSY if it already is), then makes sure every volume has a
   // stream for it.
@@ -144,6 +187,9 @@ class Hub {
   // the replica's ResumePoint if the mirror is still where it was, else from a baseline scan.
   // Idempotent, so racing callers are harmless.
   Result<void> ensure_stream(const std::shared_ptr<Volume>& volume, Replica& replica);
+  // Removes the replica's stream of the volume, if any.
+  void drop_stream(Volume& volume, Replica& replica);
+  bool placed(const std::string& volume_name, const std::string& replica);  // mu_ held
   void load_hosts(const std::filesystem::path& root, std::error_code& ec);
   void show(const std::shared_ptr<progress::Meter>& meter);
 
@@ -154,6 +200,8 @@ class Hub {
   // Guarded by mu_.
   std::map<std::string, std::shared_ptr<Volume>> volumes_;  // by Volume::name()
   std::map<std::string, std::shared_ptr<Replica>> replicas_;
+  std::map<std::string, std::set<std::string>> placed_;  // volume name -> replica names
+  Notifier replica_events_;
 };
 
 }  // namespace bkp::server

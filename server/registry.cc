@@ -199,8 +199,9 @@ ControlResult<void> Registry::reserve(const std::string& key, std::optional<std:
 ControlResult<VolumeView> Registry::register_volume(const std::string& address, int64_t port,
                                                     const std::string& path,
                                                     int64_t every_seconds,
-                                                    const std::string& node_id) {
+                                                    const std::string& node_id, int64_t copies) {
   BKP_TRY_VOID(validate(address, path));
+  BKP_TRY_VOID(validate_copies(copies));
   if (port < 1 || port > 65535) {
     return control_fail(Fault::kBadRequest, fmt::format("port {} is not in 1..65535", port));
   }
@@ -209,7 +210,8 @@ ControlResult<VolumeView> Registry::register_volume(const std::string& address, 
                         fmt::format("every_seconds {} must be at least 1 (and at most {})",
                                     every_seconds, kMaxEverySeconds));
   }
-  Registration reg{"", address, static_cast<uint16_t>(port), path, every_seconds, 0, ""};
+  Registration reg{"", address, static_cast<uint16_t>(port), path, every_seconds, 0, "",
+                   static_cast<int>(copies)};
   if (!node_id.empty()) {
     auto id = net::parse_id(node_id);
     if (!id) return control_fail(Fault::kBadRequest, "node_id: " + id.error().message);
@@ -287,6 +289,10 @@ ControlResult<VolumeView> Registry::register_volume(const std::string& address, 
   log::info("registered {}: node at {}, every {} s", key, node_address(address, reg.port),
             every_seconds);
   start_volume(reg, std::move(*volume), std::move(*attached), reg.registered_at + every_seconds * 1000);
+  if (auto placed = placer_.place(reg); !placed) {
+    log::error("register {}: placing its copies: {} (retried in the background)", key,
+               placed.error().message);
+  }
   Entry entry;
   {
     std::lock_guard lock(mu_);
@@ -329,6 +335,7 @@ ControlResult<std::pair<std::string, bool>> Registry::unregister(const std::stri
   if (auto removed = catalog_.remove_registration(name, path, purge_data); !removed) {
     return tl::unexpected(internal(removed.error()));
   }
+  placer_.forget(key);
   log::info("unregistered {}{}", key, purge_data ? "" : " (snapshots and history kept)");
   if (purge_data) BKP_TRY_VOID(purge(name, path));
   return std::pair{name, purge_data};
@@ -400,13 +407,46 @@ StatusView Registry::status_view(const Entry& e) {
   StatusView s;
   s.volume = view(e);
   if (e.volume->ingest) s.ingest = e.volume->ingest->view();
-  s.replicas = hub_.replica_lags(e.volume->name());
   return s;
+}
+
+ControlResult<void> Registry::validate_copies(int64_t copies) {
+  if (copies < 0 || copies > kMaxCopies) {
+    return control_fail(Fault::kBadRequest,
+                        fmt::format("copies {} must be 1 to {} (the mirror on backupd and the "
+                                    "replicas), or 0 for the default",
+                                    copies, kMaxCopies));
+  }
+  return {};
+}
+
+ControlResult<VolumeView> Registry::set_copies(const std::string& host, const std::string& path,
+                                               int64_t copies) {
+  BKP_TRY_VOID(validate_copies(copies));
+  const std::string name = BKP_TRY(resolve(host, path, Known::kRegistered));
+  const std::string key = name + ":" + path;
+  auto set = catalog_.set_copies(name, path, static_cast<int>(copies));
+  if (!set) return tl::unexpected(internal(set.error()));
+  std::optional<Entry> entry;
+  {
+    std::lock_guard lock(mu_);
+    if (auto it = entries_.find(key); *set && it != entries_.end()) {
+      it->second.reg.copies = static_cast<int>(copies);
+      entry = it->second;
+    }
+  }
+  if (!entry) return control_fail(Fault::kUnknownVolume, key + " is not registered");
+  log::info("volume {}: wants {} copies{}", key, placer_.wanted(entry->reg),
+            copies == 0 ? " (the default)" : "");
+  if (auto placed = placer_.place(entry->reg); !placed) return tl::unexpected(internal(placed.error()));
+  return view(*entry);
 }
 
 VolumeView Registry::view(const Entry& e) {
   VolumeView v;
   v.reg = e.reg;
+  v.copies_wanted = placer_.wanted(e.reg);
+  v.replicas = hub_.replica_lags(e.volume->name());
   v.link = e.link->status();
   v.node_status = e.volume->node_status();
   if (auto last = catalog_.last_run(e.reg.host, e.reg.path); last) {

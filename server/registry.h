@@ -39,6 +39,7 @@
 #include "server/catalog.h"
 #include "server/hub.h"
 #include "server/link.h"
+#include "server/placement.h"
 #include "server/scheduler.h"
 
 namespace bkp::server {
@@ -69,27 +70,29 @@ inline tl::unexpected<ControlError> control_fail(Fault fault, std::string messag
   return tl::unexpected(ControlError{fault, std::move(message)});
 }
 
-// What `list` shows of one registered volume.
+// What `list` shows of one registered volume. Read without taking the volume's mutex, so it
+// answers whatever holds the volume.
 struct VolumeView {
   Registration reg;
   LinkStatus link;
   std::optional<NodeStatusSample> node_status;
   std::optional<RunRecord> last_run;
   std::optional<int64_t> next_run;
+  int copies_wanted = 1;                // the mirror included (Placer::wanted)
+  std::vector<ReplicaStatus> replicas;  // its placed copies, by replica name
 };
 
-// What `status` shows of one registered volume: the list view plus what moves right now. Read
-// without taking the volume's mutex, so it answers whatever holds the volume.
+// What `status` shows of one registered volume: the list view plus what moves right now.
 struct StatusView {
   VolumeView volume;
-  progress::View ingest;             // the node's stream into the mirror (active or the last)
-  std::vector<ReplicaStatus> replicas;  // by replica name
+  progress::View ingest;  // the node's stream into the mirror (active or the last)
 };
 
 class Registry {
  public:
-  Registry(Hub& hub, Catalog& catalog, Scheduler& scheduler, Dialer dialer)
-      : hub_(hub), catalog_(catalog), scheduler_(scheduler), dialer_(std::move(dialer)) {}
+  Registry(Hub& hub, Catalog& catalog, Scheduler& scheduler, Placer& placer, Dialer dialer)
+      : hub_(hub), catalog_(catalog), scheduler_(scheduler), placer_(placer),
+        dialer_(std::move(dialer)) {}
   ~Registry();  // stop()
   Registry(const Registry&) = delete;
   Registry& operator=(const Registry&) = delete;
@@ -105,10 +108,16 @@ class Registry {
   // it. bad_request for invalid arguments or a node name that is not a valid host name;
   // duplicate if that name and path, or that node (address, port, path), is registered.
   // node_id: the identity the node must present (wrong_identity otherwise); "" pins the one
-  // it presents now (trust on first use, shown in the answer).
+  // it presents now (trust on first use, shown in the answer). copies: the copies wanted, the
+  // mirror included, 1..kMaxCopies, or 0 for backupd's default; the replica copies are placed
+  // before this returns (as many as connected replicators allow).
   ControlResult<VolumeView> register_volume(const std::string& address, int64_t port,
                                             const std::string& path, int64_t every_seconds,
-                                            const std::string& node_id);
+                                            const std::string& node_id, int64_t copies = 0);
+  // `set HOST PATH --copies N`: changes the copies wanted (0: the default) and places or drops
+  // copies at once. host as for resolve(..., Known::kRegistered).
+  ControlResult<VolumeView> set_copies(const std::string& host, const std::string& path,
+                                       int64_t copies);
   // host: as for resolve(..., Known::kRegisteredOrKept). Returns the volume's name and whether
   // its data was purged.
   ControlResult<std::pair<std::string, bool>> unregister(const std::string& host,
@@ -159,6 +168,7 @@ class Registry {
   };
 
   ControlResult<void> validate(const std::string& host, const std::string& path);
+  static ControlResult<void> validate_copies(int64_t copies);
   // Marks key busy (mu_ held): duplicate if `registered` (why: it is registered already) or if
   // the key is busy; internal while stopping.
   ControlResult<void> reserve(const std::string& key, std::optional<std::string> registered);
@@ -174,6 +184,7 @@ class Registry {
   Hub& hub_;
   Catalog& catalog_;
   Scheduler& scheduler_;
+  Placer& placer_;
   const Dialer dialer_;
 
   std::mutex mu_;

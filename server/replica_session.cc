@@ -14,11 +14,14 @@
 // for its successor promptly. Each pass over a stream with nothing to send lets the Hub save
 // where the replica stands (Hub::note_current), so a restarted backupd can resume the stream;
 // doing it on every idle pass rather than after an ack means a record skipped because a
-// snapshot run held the volume is written once the run ends.
+// snapshot run held the volume is written once the run ends. Between batches the session asks
+// the replicator for its Usage every few seconds (what it holds, its room left) and times the
+// answer: the round trip placement weighs (placement.h).
 #include "server/replica_session.h"
 
 #include <fmt/format.h>
 
+#include <chrono>
 #include <set>
 
 #include "common/changes/shipper.h"
@@ -28,10 +31,14 @@
 #include "common/net/messenger.h"
 #include "common/stream/reconcile.h"
 #include "common/path.h"
+#include "common/progress.h"
 #include "server/peer.h"
 
 namespace bkp::server {
 namespace {
+
+constexpr auto kUsageEvery = std::chrono::seconds(10);
+constexpr auto kUsageRetry = std::chrono::milliseconds(200);
 
 class ReplicaSession {
  public:
@@ -41,6 +48,7 @@ class ReplicaSession {
   // Ships until the connection fails or stopping is set. Returns the error that ended it.
   Error serve() {
     while (!stopping_) {
+      if (auto asked = ask_usage(); !asked) return asked.error();
       auto shipped = ship_next();
       if (!shipped) return shipped.error();
       if (*shipped) continue;
@@ -123,6 +131,25 @@ class ReplicaSession {
     return true;
   }
 
+  // Between batches, every kUsageEvery (kUsageRetry until the replicator has counted what it
+  // holds): asks for its Usage, and times the round trip, for placement (placement.h).
+  Result<void> ask_usage() {
+    auto now = std::chrono::steady_clock::now();
+    if (now < next_usage_) return {};
+    BKP_TRY_VOID(net::send_now(conn_, wire::UsageRequest{}));
+    auto usage = BKP_TRY(net::expect<wire::Usage>(conn_, kReplicaAckTimeoutMs));
+    auto end = std::chrono::steady_clock::now();
+    const double rtt_ms = std::chrono::duration<double, std::milli>(end - now).count();
+    if (replica_.note_usage(usage, rtt_ms)) {
+      log::info("replica {} holds {} and has room for {} more (round trip {:.1f} ms)",
+                replica_.name(), progress::format_bytes(static_cast<double>(usage.stored_bytes)),
+                progress::format_bytes(static_cast<double>(usage.free_bytes)), rtt_ms);
+      hub_.replica_events().notify();
+    }
+    next_usage_ = end + (usage.measured ? kUsageEvery : kUsageRetry);
+    return {};
+  }
+
   // While idle the replica should send nothing; anything readable is either its close or a
   // protocol error (pings are tolerated).
   Result<void> check_alive() {
@@ -141,6 +168,7 @@ class ReplicaSession {
   changes::ShipCounters counters_;
   size_t next_ = 0;  // round-robin position among the streams
   std::set<uint64_t> selected_;  // instances of the streams whose position this connection took
+  std::chrono::steady_clock::time_point next_usage_{};  // the first request goes at once
 };
 
 }  // namespace

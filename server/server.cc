@@ -160,6 +160,7 @@ class Server {
       stop();
       return 1;
     }
+    placer_->start();
     start_web_if_asked();  // before the port file, which tells a script backupd is ready
     daemon_stats_ = std::make_unique<DaemonStats>(*registry_, started_ms_);
     save_stats();  // the file exists from the start, then is refreshed (StatsFile::due)
@@ -248,7 +249,13 @@ class Server {
                      .keep = static_cast<size_t>(settings_.keep_snapshots),
                      .entry_delay = archive_delay()};
     scheduler_ = std::make_unique<Scheduler>(*catalog_, runs);
-    registry_ = std::make_unique<Registry>(hub_, *catalog_, *scheduler_, Dialer{*id, tls_});
+    placer_ = std::make_unique<Placer>(*catalog_, hub_, settings_.copies);
+    if (auto loaded = placer_->load(); !loaded) {
+      log::error("catalog: placements: {}", loaded.error().message);
+      return false;
+    }
+    registry_ = std::make_unique<Registry>(hub_, *catalog_, *scheduler_, *placer_,
+                                           Dialer{*id, tls_});
     if (auto recovered = registry_->recover(); !recovered) {
       log::error("recovery: {}", recovered.error().message);
       return false;
@@ -458,6 +465,7 @@ class Server {
     listen_.reset();
     control_.reset();  // removes the socket file
     if (scheduler_) scheduler_->stop();
+    if (placer_) placer_->stop();
     if (registry_) registry_->stop();
     for (auto& w : workers_) shutdown(w.socket.get(), SHUT_RDWR);
     hub_.wake_all();
@@ -475,7 +483,8 @@ class Server {
   std::unique_ptr<Catalog> catalog_;
   std::unique_ptr<PeerGate> gate_;        // uses catalog_
   std::unique_ptr<Scheduler> scheduler_;  // uses catalog_
-  std::unique_ptr<Registry> registry_;    // uses hub_, catalog_, scheduler_; destroyed first
+  std::unique_ptr<Placer> placer_;        // uses catalog_, hub_
+  std::unique_ptr<Registry> registry_;    // uses hub_, catalog_, scheduler_, placer_; destroyed first
   std::unique_ptr<net::HttpServer> web_;  // uses registry_
   const int64_t started_ms_ = wall_ms();
   std::unique_ptr<DaemonStats> daemon_stats_;  // uses registry_

@@ -17,33 +17,6 @@ namespace {
 
 constexpr size_t kRecentRuns = 30;
 
-// A copy of a volume as the page and the metrics count it: the mirror (fed by the node) or a
-// replica (fed by the mirror).
-enum class CopyState { kCurrent, kCatchingUp, kMissing };
-
-const char* copy_state_name(CopyState s) {
-  return s == CopyState::kCurrent ? "current" : s == CopyState::kCatchingUp ? "catching up" : "missing";
-}
-
-CopyState mirror_state(const StatusView& v) {
-  if (!v.volume.link.connected) return CopyState::kMissing;
-  const auto& s = v.volume.node_status;
-  return s && (s->status.pending_ops > 0 || s->status.pending_bytes > 0) ? CopyState::kCatchingUp
-                                                                        : CopyState::kCurrent;
-}
-
-CopyState replica_state(const ReplicaStatus& r) {
-  if (!r.lag.connected) return CopyState::kMissing;
-  return r.lag.pending_ops > 0 || r.lag.pending_bytes > 0 ? CopyState::kCatchingUp
-                                                          : CopyState::kCurrent;
-}
-
-size_t current_copies(const StatusView& v) {
-  size_t n = mirror_state(v) == CopyState::kCurrent;
-  for (const auto& r : v.replicas) n += replica_state(r) == CopyState::kCurrent;
-  return n;
-}
-
 }  // namespace
 
 nlohmann::json status_document(Registry& registry, int64_t now_ms, int64_t started_ms) {
@@ -54,14 +27,6 @@ nlohmann::json status_document(Registry& registry, int64_t now_ms, int64_t start
     std::optional<SnapshotRecord> last;
     if (snaps && !snaps->empty()) last = snaps->front();
     json j = status_json(v, last, now_ms);
-    json copies = json::array();
-    copies.push_back({{"name", "mirror"}, {"state", copy_state_name(mirror_state(v))}});
-    for (const auto& r : v.replicas) {
-      copies.push_back({{"name", r.lag.replica}, {"state", copy_state_name(replica_state(r))}});
-    }
-    j["copies"] = std::move(copies);
-    j["copies_wanted"] = 1 + v.replicas.size();
-    j["copies_current"] = current_copies(v);
     json runs = json::array();
     if (auto recent = registry.catalog().runs(reg.host, reg.path, kRecentRuns)) {
       for (const auto& r : *recent) runs.push_back(run_json(r));
@@ -78,7 +43,8 @@ nlohmann::json status_document(Registry& registry, int64_t now_ms, int64_t start
               {"server",
                {{"started_at", iso_time(started_ms)},
                 {"uptime_seconds", (now_ms - started_ms) / 1000}}},
-              {"volumes", std::move(volumes)}};
+              {"volumes", std::move(volumes)},
+              {"replicators", replicators_json(registry.hub())}};
 }
 
 std::string metrics_text(Registry& registry, int64_t now_ms) {
@@ -101,10 +67,10 @@ std::string metrics_text(Registry& registry, int64_t now_ms) {
             "Operations the node has recorded and not delivered yet.", vol,
             sample ? static_cast<double>(sample->status.pending_ops) : 0);
     m.gauge("backupd_volume_copies_wanted", "Copies the volume should have (mirror + replicas).",
-            vol, static_cast<double>(1 + v.replicas.size()));
+            vol, static_cast<double>(v.volume.copies_wanted));
     m.gauge("backupd_volume_copies_current",
             "Copies holding everything the node delivered (connected, nothing pending).", vol,
-            static_cast<double>(current_copies(v)));
+            static_cast<double>(current_copies(v.volume)));
     m.gauge("backupd_volume_schedule_seconds", "The volume's snapshot period.", vol,
             static_cast<double>(reg.every_seconds));
     if (v.volume.next_run) {
@@ -154,7 +120,7 @@ std::string metrics_text(Registry& registry, int64_t now_ms) {
       m.counter("backupd_volume_ingest_batches_total", "Batches committed to the mirror.", vol,
                 total("batches"));
     }
-    for (const auto& r : v.replicas) {
+    for (const auto& r : v.volume.replicas) {
       metrics::Labels l = vol;
       l.emplace_back("replica", r.lag.replica);
       m.gauge("backupd_replica_up", "1 while the replica is connected.", l, r.lag.connected);
@@ -166,6 +132,18 @@ std::string metrics_text(Registry& registry, int64_t now_ms) {
       m.gauge("backupd_replica_lag_operations", "Operations the replica still lacks.", l,
               static_cast<double>(r.lag.pending_ops));
     }
+  }
+  for (const auto& r : registry.hub().replicas()) {
+    const metrics::Labels l{{"replica", r.name}};
+    m.gauge("backupd_replicator_up", "1 while the replicator is connected.", l, r.connected);
+    if (!r.usage.measured) continue;
+    m.gauge("backupd_replicator_stored_bytes", "Bytes the replicator holds under its root.", l,
+            static_cast<double>(r.usage.stored_bytes));
+    m.gauge("backupd_replicator_free_bytes", "Bytes the replicator may still write.", l,
+            static_cast<double>(r.usage.free_bytes));
+    m.gauge("backupd_replicator_round_trip_seconds",
+            "Smoothed round trip to the replicator, as placement weighs it.", l,
+            r.usage.rtt_ms / 1e3);
   }
   metrics::add_process_metrics(m);
   return m.text();

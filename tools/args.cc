@@ -106,6 +106,17 @@ Result<uint64_t> parse_limit(std::string_view text) {
   return parse_count_option(text, "--limit", "all runs");
 }
 
+Result<int64_t> parse_copies(std::string_view text) {
+  uint64_t n = 0;
+  bool overflow = false;
+  if (!parse_decimal(text, n, overflow) || overflow || n > 16) {
+    return fail(EINVAL, fmt::format("--copies '{}' must be a whole number from 1 to 16 (the "
+                                    "mirror and the replicas), or 0 for the server's default",
+                                    text));
+  }
+  return static_cast<int64_t>(n);
+}
+
 Result<uint64_t> parse_count(std::string_view text) {
   return parse_count_option(text, "--count", "until interrupted");
 }

@@ -26,6 +26,9 @@ Result<uint16_t> parse_port(std::string_view text);
 // --limit N: a decimal integer >= 0 (0 = all).
 Result<uint64_t> parse_limit(std::string_view text);
 
+// --copies N: 0 (the server's default) to 16.
+Result<int64_t> parse_copies(std::string_view text);
+
 // --count N of status --watch: a decimal integer >= 0 (0 = until interrupted).
 Result<uint64_t> parse_count(std::string_view text);
 

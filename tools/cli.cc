@@ -139,6 +139,10 @@ void declare_commands(CLI::App& app, Invocation& inv) {
                   "1d), at most 365 days; a bare number is minutes (5 = 5m)")
       ->required()
       ->type_name("PERIOD");
+  reg->add_option("--copies", inv.copies,
+                  "copies to keep, the mirror on backupd included (1-16; default: backupd's "
+                  "`copies`, 3 = the mirror and 2 replicas)")
+      ->type_name("N");
   reg->add_option("--node-id", inv.node_id,
                   "the identity the node must present (`backupfs --show-id` on the node prints "
                   "it); without it, the identity the node presents now is pinned")
@@ -148,7 +152,8 @@ void declare_commands(CLI::App& app, Invocation& inv) {
   add_volume_args(unreg, inv);
   unreg->add_flag("--purge", inv.purge, "also delete the volume's snapshots, history and mirror");
 
-  sub("list", "registered volumes: last run, next run and current lag");
+  sub("list", "registered volumes: last run, next run, current lag and copies");
+
 
   CLI::App* hist = sub("history", "every run of a volume, newest first");
   add_volume_args(hist, inv);
@@ -166,7 +171,8 @@ void declare_commands(CLI::App& app, Invocation& inv) {
       ->type_name("ID");
   rest->add_flag("--force", inv.force, "restore into a non-empty directory, replacing files");
 
-  CLI::App* status = sub("status", "live lag and transfers of every volume, or of one");
+  CLI::App* status = sub("status", "live lag, transfers and copies of every volume, or of one "
+                                   "(exit 9: that one is under-replicated)");
   status->add_option("HOST", inv.host, "the volume's name: its node's host name (with PATH)")
       ->type_name("");
   status->add_option("PATH", inv.path, "absolute path of the volume on the node (with HOST)")
@@ -178,6 +184,14 @@ void declare_commands(CLI::App& app, Invocation& inv) {
   status->add_option("--interval", inv.interval, "seconds between redraws (default 1)")
       ->type_name("SECONDS")
       ->needs(watch);
+
+  CLI::App* set = sub("set", "change a registered volume's settings");
+  add_volume_args(set, inv);
+  set->add_option("--copies", inv.copies,
+                  "copies to keep, the mirror included (1-16, or 0 for backupd's default); "
+                  "replica copies are placed or dropped at once")
+      ->required()
+      ->type_name("N");
 
   declare_peer_commands(app, inv, "replica", "replicators backupd serves (by identity)");
   declare_peer_commands(app, inv, "operator", "remote bkptool users backupd obeys (by identity)");
@@ -294,9 +308,13 @@ int run_cli(int argc, char** argv) {
     if (!identity) return report_failure(identity.error(), g.json);
     server->identity_path = *identity;
   }
-  auto done = run(inv, *server, [&g](const Report& r) { report_success(r, g); });
+  int status = 0;
+  auto done = run(inv, *server, [&g, &status](const Report& r) {
+    report_success(r, g);
+    status = exit_status(r.exit);
+  });
   if (!done) return report_failure(done.error(), g.json);
-  return 0;
+  return status;
 }
 
 }  // namespace bkp::tools

@@ -66,6 +66,7 @@ Report present_register(const Json& request, const Json& response) {
       "registered {} (node at {}), every {}; baseline started",
       volume_name(field_text(volume, "host"), request.value("path", "")),
       node_address(volume.contains("address") ? volume : request), human_period(every)));
+  if (volume.contains("copies")) r.messages.push_back("copies: " + copies_text(volume));
   std::string node_id = field_text(volume, "node_id");
   if (node_id != "-" && !node_id.empty()) {
     r.messages.push_back(fmt::format("node identity {} ({})", node_id,
@@ -83,6 +84,17 @@ Report present_unregister(const Json& request, const Json& response) {
   bool purged = p != response.end() && p->is_boolean() && p->get<bool>();
   r.messages.push_back(fmt::format("unregistered {}; snapshots and history {}",
                                    name_of(request, response), purged ? "deleted" : "kept"));
+  return r;
+}
+
+// "copies of web1:/srv/app: 3 wanted, mirror current, r1 catching up, r2 catching up".
+Report present_set(const Json& request, const Json& response) {
+  Report r{response, "", {}, {}};
+  Json volume = Json::object();
+  if (auto v = response.find("volume"); v != response.end() && v->is_object()) volume = *v;
+  r.messages.push_back(fmt::format("copies of {}: {}",
+                                   volume_name(field_text(volume, "host"), request.value("path", "")),
+                                   copies_text(volume)));
   return r;
 }
 
@@ -195,10 +207,13 @@ Outcome<Json> make_request(const Invocation& inv) {
     if (!inv.node_id.empty()) {
       request["node_id"] = BKP_TRY(usage(net::parse_id(inv.node_id)));
     }
+    if (!inv.copies.empty()) request["copies"] = BKP_TRY(usage(parse_copies(inv.copies)));
     return request;
   }
   BKP_TRY_VOID(add_volume(request, inv));
-  if (inv.command == "unregister") {
+  if (inv.command == "set") {
+    request["copies"] = BKP_TRY(usage(parse_copies(inv.copies)));
+  } else if (inv.command == "unregister") {
     request["purge"] = inv.purge;
   } else if (inv.command == "history") {
     request["limit"] = BKP_TRY(usage(parse_limit(inv.limit)));
@@ -222,7 +237,12 @@ Report present(const Invocation& inv, const Json& request, const Json& response)
   if (inv.command == "list") return present_list(response);
   if (inv.command == "history") return present_history(request, response);
   if (inv.command == "snapshots") return present_snapshots(request, response);
-  if (inv.command == "status") return present_status(response, 0, Watch{});
+  if (inv.command == "status") {
+    Report r = present_status(response, 0, Watch{});
+    r.exit = status_exit(request, response);
+    return r;
+  }
+  if (inv.command == "set") return present_set(request, response);
   if (is_peer_command(inv.command)) return present_peer(inv, response);
   return Report{response, "", {}, {}};
 }

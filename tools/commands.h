@@ -15,7 +15,7 @@ namespace bkp::tools {
 
 // The command line after parsing, as typed (validation happens in make_request).
 struct Invocation {
-  // register, unregister, list, history, snapshots, restore, status, replica_add,
+  // register, unregister, list, history, snapshots, restore, status, set, replica_add,
   // replica_remove, replica_list, operator_add, operator_remove, operator_list
   std::string command;
   std::string host;  // HOST (a volume's name, or its node's address); register: ADDRESS
@@ -23,6 +23,7 @@ struct Invocation {
   std::string path;
   std::string every;                // register
   std::string node_id;              // register --node-id
+  std::string copies;               // register and set --copies
   std::string limit = "0";          // history
   bool purge = false;               // unregister
   std::string snapshot = "latest";  // restore
@@ -41,6 +42,7 @@ struct Report {
   std::string table;                  // otherwise: printed on stdout ("" = nothing)
   std::vector<std::string> messages;  // otherwise: lines for stderr (confirmations)
   std::vector<std::string> warnings;  // stderr in both modes unless -q
+  Exit exit = Exit::kOk;              // the exit status once printed (status: under-replicated)
 };
 
 // The validated Request for inv, or a usage Failure (exit 2) naming the bad value.

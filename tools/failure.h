@@ -25,6 +25,7 @@ enum class Exit : int {
   kNodeUnreachable = 6,  // node_unreachable or wrong_path
   kNoSnapshot = 7,       // no_snapshot
   kWrongIdentity = 8,    // wrong_identity, or backupd is not the pinned --server-id
+  kUnderReplicated = 9,  // status HOST PATH answered: the volume has fewer current copies than it wants
   kConfig = 78,          // a bad bkptool.toml; the message names the file and key
 };
 

@@ -49,6 +49,10 @@ Report present_status(const Json& response, size_t round, const Watch& watch) {
   } else {
     r.messages.push_back("no volumes registered");
   }
+  auto replicators = response.find("replicators");
+  if (replicators != response.end() && replicators->is_array() && !replicators->empty()) {
+    r.table += (any_volume ? "\n" : "") + render_replicators(*replicators);
+  }
   auto pending = response.find("pending_replicas");
   if (pending != response.end() && pending->is_array() && !pending->empty()) {
     r.table += (any_volume ? "\n" : "") + render_pending(*pending);
@@ -56,6 +60,11 @@ Report present_status(const Json& response, size_t round, const Watch& watch) {
                          "bkptool replica add ID");
   }
   return r;
+}
+
+Exit status_exit(const Json& request, const Json& response) {
+  return request.contains("host") && any_under_replicated(response) ? Exit::kUnderReplicated
+                                                                    : Exit::kOk;
 }
 
 Outcome<void> run_status(ControlClient& client, const Json& request, const Watch& watch,
@@ -67,7 +76,9 @@ Outcome<void> run_status(ControlClient& client, const Json& request, const Watch
     // not followed by a burst of catch-up requests.
     due = std::max(due + watch.interval, std::chrono::steady_clock::now());
     Json response = BKP_TRY(client.call(request));
-    sink(present_status(response, round, watch));
+    Report r = present_status(response, round, watch);
+    if (!watch.watching) r.exit = status_exit(request, response);
+    sink(r);
   }
   return {};
 }

@@ -28,6 +28,10 @@ Outcome<Watch> watch_options(const Invocation& inv, bool terminal);
 // after the first start with a blank line, so a log of a watch reads as a sequence of blocks.
 Report present_status(const Json& response, size_t round, const Watch& watch);
 
+// The exit status of a status that does not watch: kUnderReplicated when it asked for one
+// volume (HOST PATH) and that volume has fewer current copies than it wants, else kOk.
+Exit status_exit(const Json& request, const Json& response);
+
 // Sends request watch.count times (0: until the process is killed), one every watch.interval
 // on the same connection, and hands each Report to sink as it arrives. Stops at the first
 // failure (unknown_volume when the volume was unregistered meanwhile, a broken connection...).

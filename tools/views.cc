@@ -99,9 +99,10 @@ std::vector<std::pair<std::string, std::string>> status_lines(const Json& s) {
     }
   };
   add_transfer(s, "ingest", current);
+  if (member(s, "copies") != nullptr) lines.emplace_back("copies", copies_text(s));
   const Json* replicas = member(s, "replicas");
   if (replicas == nullptr || !replicas->is_array() || replicas->empty()) {
-    lines.emplace_back("replicas", "none known to backupd");
+    lines.emplace_back("replicas", "none placed");
   } else {
     for (const Json& r : *replicas) {
       std::string text = link_text(r, "connected", "disconnected") + ", lag " + lag_text(r);
@@ -170,8 +171,48 @@ uint64_t field_u64(const Json& object, const char* key) {
   return 0;
 }
 
+bool is_under_replicated(const Json& volume) {
+  const Json* under = member(volume, "under_replicated");
+  return under != nullptr && under->is_boolean() && under->get<bool>();
+}
+
+std::string copies_text(const Json& volume) {
+  std::vector<std::string> states;
+  if (const Json* copies = member(volume, "copies"); copies != nullptr && copies->is_array()) {
+    for (const Json& c : *copies) {
+      states.push_back(fmt::format("{} {}", field_text(c, "name"), field_text(c, "state")));
+    }
+  }
+  return fmt::format("{} of {} current: {}{}", field_text(volume, "copies_current"),
+                     field_text(volume, "copies_wanted"), fmt::join(states, ", "),
+                     is_under_replicated(volume) ? "; UNDER-REPLICATED" : "");
+}
+
+bool any_under_replicated(const Json& response) {
+  const Json* volumes = member(response, "volumes");
+  if (volumes == nullptr || !volumes->is_array()) return false;
+  return std::any_of(volumes->begin(), volumes->end(), is_under_replicated);
+}
+
+std::string render_replicators(const Json& replicators) {
+  Table table({"REPLICATOR", "LINK", "HOLDS", "FREE", "ROUND TRIP", "COPIES"},
+              {Align::kLeft, Align::kLeft, Align::kRight, Align::kRight, Align::kRight,
+               Align::kRight});
+  for (const Json& r : replicators) {
+    const Json* measured = member(r, "measured");
+    bool known = measured != nullptr && measured->is_boolean() && measured->get<bool>();
+    table.add({field_text(r, "name"), link_text(r, "up", "down"),
+               known ? human_size(field_u64(r, "stored_bytes")) : "-",
+               known ? human_size(field_u64(r, "free_bytes")) : "-",
+               known ? fmt::format("{:.1f} ms", field_double(r, "round_trip_ms")) : "-",
+               field_text(r, "copies")});
+  }
+  return "replicators:\n" + table.render();
+}
+
 std::string render_volumes(const Json& volumes) {
-  Table table({"HOST", "NODE", "PATH", "EVERY", "LINK", "LAST RUN", "STATUS", "NEXT RUN", "LAG"},
+  Table table({"HOST", "NODE", "PATH", "EVERY", "LINK", "LAST RUN", "STATUS", "NEXT RUN", "LAG",
+               "COPIES"},
               {Align::kLeft, Align::kLeft, Align::kLeft, Align::kRight});
   std::string notes;
   for (const Json& v : volumes) {
@@ -186,12 +227,15 @@ std::string render_volumes(const Json& volumes) {
                                                                    : "down",
                last != nullptr ? time_field(*last, "started_at") : "never",
                last != nullptr ? field_text(*last, "status") : "-", time_field(v, "next_run"),
-               lag_text(v)});
+               lag_text(v),
+               member(v, "copies_wanted") == nullptr
+                   ? "-"
+                   : fmt::format("{}/{}", field_text(v, "copies_current"),
+                                 field_text(v, "copies_wanted"))});
+    const std::string name = volume_name(field_text(v, "host"), field_text(v, "path"));
     std::string error = field_text(v, "last_error");
-    if (error != "-" && !error.empty()) {
-      notes += fmt::format("{}: last error: {}\n",
-                           volume_name(field_text(v, "host"), field_text(v, "path")), error);
-    }
+    if (error != "-" && !error.empty()) notes += fmt::format("{}: last error: {}\n", name, error);
+    if (is_under_replicated(v)) notes += fmt::format("{}: copies {}\n", name, copies_text(v));
   }
   std::string out = table.render();
   if (!notes.empty()) out += "\n" + notes;

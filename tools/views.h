@@ -19,9 +19,19 @@ std::string volume_name(std::string_view host, std::string_view path);
 std::string node_address(const Json& object);
 
 // The "volumes" array of a list response: HOST NODE PATH EVERY LINK LAST RUN STATUS NEXT RUN
-// LAG (HOST is the volume's name, NODE where backupd reaches it), then one "HOST:PATH: last
-// error: ..." line per volume that has a last_error.
+// LAG COPIES (HOST is the volume's name, NODE where backupd reaches it; COPIES current of
+// wanted), then one "HOST:PATH: last error: ..." line per volume that has a last_error and one
+// per under-replicated volume with its copies.
 std::string render_volumes(const Json& volumes);
+
+// A VOLUME's copies: "2 of 3 current: mirror current, r1 current, r2 missing", with
+// "; UNDER-REPLICATED" when fewer are current than wanted.
+std::string copies_text(const Json& volume);
+// Whether any volume of a list or status response is under-replicated.
+bool any_under_replicated(const Json& response);
+
+// A status response's "replicators": NAME LINK HOLDS FREE ROUND TRIP COPIES.
+std::string render_replicators(const Json& replicators);
 
 // The "runs" array of a history response, newest first as received:
 // STARTED STATUS SNAPSHOT SIZE DURATION CHANGED ERROR.
@@ -32,8 +42,8 @@ std::string render_snapshots(const Json& snapshots);
 
 // The "volumes" array of a status response: one block per volume, blocks separated by a blank
 // line: the node link (and its last error), the lag, the file the node is shipping, the ingest
-// transfer with a bar, one line per replica with its lag and last error (and a bar while it
-// catches up), the last snapshot and the next run.
+// transfer with a bar, the copies and their states, one line per replica placed with its lag and
+// last error (and a bar while it catches up), the last snapshot and the next run.
 std::string render_status(const Json& volumes);
 
 // The "replicas" or "operators" array of a replica_list / operator_list response (PEER objects):

@@ -428,6 +428,30 @@ Result<Commit> decode_commit(std::span<const uint8_t> p) {
   return finish(d, m, "Commit");
 }
 
+void encode(const UsageRequest&, std::vector<uint8_t>&) {}
+
+Result<UsageRequest> decode_usage_request(std::span<const uint8_t> p) {
+  Decoder d(p);
+  return finish(d, UsageRequest{}, "UsageRequest");
+}
+
+void encode(const Usage& m, std::vector<uint8_t>& out) {
+  Encoder e(out);
+  e.u8(m.measured);
+  e.u64(m.stored_bytes);
+  e.u64(m.free_bytes);
+}
+
+Result<Usage> decode_usage(std::span<const uint8_t> p) {
+  Decoder d(p);
+  Usage m;
+  m.measured = d.u8();
+  m.stored_bytes = d.u64();
+  m.free_bytes = d.u64();
+  if (d.ok() && m.measured > 1) return malformed("Usage (measured)");
+  return finish(d, m, "Usage");
+}
+
 Result<Ack> decode_ack(std::span<const uint8_t> p) {
   Decoder d(p);
   Ack m{d.u64()};

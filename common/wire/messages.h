@@ -22,7 +22,7 @@ struct ZSTD_CCtx_s;  // zstd.h's compression context
 namespace bkp::wire {
 
 constexpr uint32_t kMagic = 0x46504B42;  // "BKPF" little-endian
-constexpr uint16_t kVersion = 6;
+constexpr uint16_t kVersion = 7;
 
 enum class Role : uint8_t { kNode = 1, kReplica = 2, kControl = 3 };
 
@@ -212,6 +212,20 @@ struct Digests {
   std::vector<uint64_t> digests;
 };
 
+// What a replica holds and how much more it may take (the answer to UsageRequest): backupd
+// places volumes by it (server/placement.h). stored_bytes counts every block under the
+// replica's root once (hard links once); free_bytes is what it may still write: the free space
+// of its filesystem, capped by its configured capacity. measured 0: not counted yet (the
+// replicator's first walk of its root is still running), the byte figures are then 0.
+struct UsageRequest {};
+struct Usage {
+  uint8_t measured = 0;
+  uint64_t stored_bytes = 0;
+  uint64_t free_bytes = 0;
+
+  bool operator==(const Usage&) const = default;
+};
+
 struct Commit {
   uint64_t batch = 0;
 };
@@ -235,6 +249,8 @@ void encode(const Manifest& m, std::vector<uint8_t>& out);
 // The encoded size of one entry in a Manifest payload (to fill frames up to a bound).
 size_t encoded_size(const ManifestEntry& e);
 void encode(const Ack& m, std::vector<uint8_t>& out);
+void encode(const UsageRequest& m, std::vector<uint8_t>& out);
+void encode(const Usage& m, std::vector<uint8_t>& out);
 
 // Each decoder rejects (EPROTO) short payloads, trailing bytes and out-of-range enums. Paths are
 // not validated here; the applier validates them (common/path.h).
@@ -252,6 +268,8 @@ Result<ManifestRequest> decode_manifest_request(std::span<const uint8_t> payload
 Result<Manifest> decode_manifest(std::span<const uint8_t> payload);
 Result<DigestRequest> decode_digest_request(std::span<const uint8_t> payload);
 Result<Digests> decode_digests(std::span<const uint8_t> payload);
+Result<UsageRequest> decode_usage_request(std::span<const uint8_t> payload);
+Result<Usage> decode_usage(std::span<const uint8_t> payload);
 
 // Write payloads: u64 id, u64 offset, u32 raw length, then the bytes; compressed with zstd
 // (frame flag kFlagZstd) when that saves at least 1/8.

@@ -135,6 +135,17 @@ TEST(MessagesTest, CommitAndAckRoundTrip) {
   EXPECT_EQ(a->batch, ~uint64_t{0});
 }
 
+TEST(MessagesTest, UsageRoundTripsAndRejectsABadFlag) {
+  ASSERT_TRUE(decode_usage_request(encoded(UsageRequest{})));
+  Usage m{1, ~uint64_t{0} - 1, 0x0102030405060708};
+  auto d = decode_usage(encoded(m));
+  ASSERT_TRUE(d) << d.error().message;
+  EXPECT_EQ(*d, m);
+  auto bad = decode_usage(encoded(Usage{2, 0, 0}));
+  ASSERT_FALSE(bad);
+  EXPECT_EQ(bad.error().code, EPROTO);
+}
+
 // One Op of every kind, each carrying only the fields its kind documents (messages.h), with
 // values that would expose a swapped or narrowed field.
 // Two entries: a regular file with xattrs, and a symlink.
@@ -354,6 +365,9 @@ TEST(MessagesTest, TruncatedOrPaddedPayloadsAreRejected) {
   expect_only_exact_length_decodes(
       encoded(Digests{1, 2, 3, {4, 5}}), [](const Bytes& b) { return decode_digests(b); },
       "Digests");
+  expect_only_exact_length_decodes(
+      encoded(Usage{1, 2, 3}), [](const Bytes& b) { return decode_usage(b); }, "Usage");
+  EXPECT_FALSE(decode_usage_request(Bytes{0})) << "an UsageRequest is empty";
   for (const Op& op : one_op_of_every_kind()) {
     expect_only_exact_length_decodes(
         encoded(op), [](const Bytes& b) { return decode_op(b); },

@@ -209,5 +209,18 @@ TEST(Progress, ParseEvery) {
   }
 }
 
+TEST(Progress, ParseBytes) {
+  EXPECT_EQ(progress::parse_bytes("0").value(), 0u);
+  EXPECT_EQ(progress::parse_bytes("4096").value(), 4096u);
+  EXPECT_EQ(progress::parse_bytes("64M").value(), 64u << 20);
+  EXPECT_EQ(progress::parse_bytes("64MiB").value(), 64u << 20);
+  EXPECT_EQ(progress::parse_bytes("500G").value(), uint64_t{500} << 30);
+  EXPECT_EQ(progress::parse_bytes("2T").value(), uint64_t{2} << 40);
+  for (const char* bad : {"", "G", "-1", "1.5G", "1g", "1GB", "1 G", "9000000T",
+                          "99999999999999999999"}) {
+    EXPECT_FALSE(progress::parse_bytes(bad)) << bad;
+  }
+}
+
 }  // namespace
 }  // namespace bkp::changes

@@ -52,6 +52,7 @@ TEST(ControlJsonTest, AReplicaShowsItsLastErrorAndWhen) {
 TEST(ReplicaErrorTest, KeptUntilTheReplicaAcknowledgesABatchAgain) {
   testutil::TempDir tmp("bkp-hub");
   Hub hub(tmp.path());
+  hub.set_placement("web1:/srv/app", {"r1"});
   auto r = hub.attach_replica("r1");
   ASSERT_TRUE(r) << r.error().message;
   auto lags = hub.replica_lags("web1:/srv/app");

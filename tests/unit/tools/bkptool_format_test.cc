@@ -165,13 +165,24 @@ TEST(ViewsTest, ListShowsLagAndLastError) {
                                    {"lag_bytes", 2048},
                                    {"lag_seconds", 4.2},
                                    {"last_run", nullptr},
-                                   {"next_run", "2026-11-26T01:07:03Z"}}});
+                                   {"next_run", "2026-11-26T01:07:03Z"},
+                                   {"copies", Json::array({Json{{"name", "mirror"},
+                                                                {"state", "missing"}},
+                                                           Json{{"name", "r1"},
+                                                                {"state", "current"}}})},
+                                   {"copies_wanted", 2},
+                                   {"copies_current", 1},
+                                   {"under_replicated", true}}});
   EXPECT_EQ(render_volumes(volumes),
-            "HOST  NODE           PATH      EVERY  LINK  LAST RUN  STATUS  NEXT RUN             LAG\n"
+            "HOST  NODE           PATH      EVERY  LINK  LAST RUN  STATUS  NEXT RUN             LAG"
+            "                      COPIES\n"
             "web1  10.0.0.7:7701  /srv/app  5 min  down  never     -       2026-11-26 01:07:03  "
-            "4.2 s (12 ops, 2.0 KiB)\n"
+            "4.2 s (12 ops, 2.0 KiB)  1/2\n"
             "\n"
-            "web1:/srv/app: last error: connect: refused\n");
+            "web1:/srv/app: last error: connect: refused\n"
+            "web1:/srv/app: copies 1 of 2 current: mirror missing, r1 current; UNDER-REPLICATED\n");
+  volumes[0].erase("copies_wanted");  // an older server
+  EXPECT_NE(render_volumes(volumes).find("2.0 KiB)  -\n"), std::string::npos);
 }
 
 TEST(ViewsTest, MissingAndOddFieldsNeverThrow) {

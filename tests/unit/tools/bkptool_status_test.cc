@@ -83,7 +83,13 @@ Json busy_status() {
               {"last_snapshot", Json{{"id", "20261126T010203.000Z"},
                                      {"name", "20261126T010203.000Z.tgz"},
                                      {"created_at", "2026-11-26T01:02:03Z"},
-                                     {"bytes", 12897485}}}};
+                                     {"bytes", 12897485}}},
+              {"copies", Json::array({Json{{"name", "mirror"}, {"state", "catching up"}},
+                                      Json{{"name", "r1"}, {"state", "current"}},
+                                      Json{{"name", "replica-two"}, {"state", "catching up"}}})},
+              {"copies_wanted", 3},
+              {"copies_current", 1},
+              {"under_replicated", true}};
 }
 
 // A volume whose node is away: nothing moves, nothing was ever written.
@@ -116,6 +122,8 @@ TEST_F(StatusViewTest, BusyVolumeShowsBarsForEveryRunningTransfer) {
             "  in transfer          data/big.bin\n"
             "  ingest               baseline [#####---------------]  25%  80.0 MiB of 320.0 MiB, "
             "12.0 MiB/s, 1204 files left\n"
+            "  copies               1 of 3 current: mirror catching up, r1 current, replica-two "
+            "catching up; UNDER-REPLICATED\n"
             "  replica r1           connected, lag none\n"
             "  replica replica-two  connected, lag 1.5 s (8 ops, 4 files, 8.0 KiB)\n"
             "                       catch-up [##########----------]  50%  1.0 MiB of 2.0 MiB, "
@@ -129,11 +137,12 @@ TEST_F(StatusViewTest, IngestNamesItsFileWhenTheNodeNamesNone) {
   Json s = busy_status();
   s["current_file"] = nullptr;
   s["replicas"] = Json::array();
+  s.erase("copies");  // an older server
   std::string out = render_status(Json::array({s}));
   EXPECT_EQ(out.find("in transfer"), std::string::npos) << out;
   EXPECT_NE(out.find("1204 files left\n"
                      "                 data/big.bin\n"
-                     "  replicas       none known to backupd\n"),
+                     "  replicas       none placed\n"),
             std::string::npos)
       << out;
 }
@@ -144,7 +153,7 @@ TEST_F(StatusViewTest, NullFieldsShowAsAbsentNotAsZeroes) {
             "  node           disconnected from [::1]:7702; last error: connect: Connection "
             "refused\n"
             "  lag            none\n"
-            "  replicas       none known to backupd\n"
+            "  replicas       none placed\n"
             "  last snapshot  none yet\n"
             "  next run       - (every 1 h)\n");
 }
@@ -187,6 +196,18 @@ TEST_F(StatusViewTest, MissingAndOddFieldsNeverThrow) {
   EXPECT_NO_THROW(render_status(odd));
   std::string out = render_status(Json::array({Json::object()}));
   EXPECT_NE(out.find("  node           -"), std::string::npos) << out;
+}
+
+TEST(StatusRequestTest, OneUnderReplicatedVolumeExitsNine) {
+  Invocation inv;
+  inv.command = "status";
+  Json response{{"ok", true}, {"volumes", Json::array({busy_status()})}};
+  EXPECT_EQ(present(inv, *make_request(inv), response).exit, Exit::kOk) << "every volume: 0";
+  inv.host = "web1";
+  inv.path = "/srv/app";
+  EXPECT_EQ(present(inv, *make_request(inv), response).exit, Exit::kUnderReplicated);
+  response["volumes"][0]["under_replicated"] = false;
+  EXPECT_EQ(present(inv, *make_request(inv), response).exit, Exit::kOk);
 }
 
 TEST(StatusRequestTest, AllVolumesOrOne) {

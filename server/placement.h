@@ -1,0 +1,100 @@
+// Placement: which replicators hold a volume's copies.
+//
+// A volume wants N copies (`register --copies N`, default `copies` in backupd.toml, 3): the
+// mirror on backupd is one, and N-1 replicators hold the others. Each replica copy goes to the
+// connected replicator with the lowest score
+//
+//     score = 0.5 * rtt / max_rtt  +  0.5 * stored / max_stored
+//
+// where rtt is the smoothed round trip of the replicator's Usage answers (hub.h), stored the
+// bytes it reports holding, and the maxima are taken over the candidates (a term whose maximum
+// is 0 counts 0). So a near, empty replicator is best, and latency and fullness weigh the same
+// whatever their units. Equal scores go to the smaller name. Never chosen: a replicator that has
+// not reported its usage yet, one already holding a copy of the volume, and one without room —
+// its free bytes below the volume's size (the mirror's allocated bytes) plus kMinFreeBytes.
+//
+// Placement is sticky: a copy stays where it was put while that replicator is away (its stream
+// keeps the changes it lacks), so a restart of either side moves nothing. Copies are placed at
+// register time, when `set --copies` raises the count (lowering it drops the worst-scoring copies,
+// the ones not current first), and whenever a volume has fewer placed copies than it wants and a
+// replicator becomes available: the Placer's thread looks at every registration when the Hub
+// reports a replica event and every kPlaceEvery.
+//
+// Thread-safety: every method is safe from any thread; one mutex serialises placements.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/result.h"
+#include "server/catalog.h"
+#include "server/hub.h"
+
+namespace bkp::server {
+
+constexpr uint64_t kMinFreeBytes = uint64_t{64} << 20;
+constexpr auto kPlaceEvery = std::chrono::seconds(5);
+constexpr int kDefaultCopies = 3;
+constexpr int kMaxCopies = 16;
+
+// One replicator that could take a copy.
+struct Candidate {
+  std::string name;
+  double rtt_ms = 0;
+  uint64_t stored_bytes = 0;
+  uint64_t free_bytes = 0;
+};
+
+// The candidates with room for needed_bytes, scored as above (lower is better) and sorted best
+// first (ties by name).
+struct Scored {
+  std::string name;
+  double score = 0;
+};
+std::vector<Scored> rank(const std::vector<Candidate>& candidates, uint64_t needed_bytes);
+
+class Placer {
+ public:
+  // default_copies: the copies of a registration that names none (its `copies` is 0).
+  Placer(Catalog& catalog, Hub& hub, int default_copies)
+      : catalog_(catalog), hub_(hub), default_copies_(default_copies) {}
+  ~Placer();  // stop()
+  Placer(const Placer&) = delete;
+  Placer& operator=(const Placer&) = delete;
+
+  // Gives the Hub every stored placement (before replicas are admitted).
+  Result<void> load();
+  // Starts the thread that fills volumes lacking copies; stop() ends it (idempotent).
+  void start();
+  void stop();
+
+  int wanted(const Registration& reg) const { return reg.copies > 0 ? reg.copies : default_copies_; }
+  // Places the replica copies reg lacks on the best candidates now, or drops the worst ones it
+  // has beyond what it wants. Returns the replicas it is placed on.
+  Result<std::set<std::string>> place(const Registration& reg);
+  // The volume (Registration::key()) is unregistered: its copies are placed nowhere (the
+  // catalog's rows went with the registration).
+  void forget(const std::string& key);
+
+ private:
+  void loop();
+  // The connected replicators with their usage, as candidates (not yet measured: left out).
+  std::vector<Candidate> candidates();
+
+  Catalog& catalog_;
+  Hub& hub_;
+  const int default_copies_;
+  std::mutex mu_;  // one placement at a time
+  std::mutex thread_mu_;
+  // Guarded by thread_mu_.
+  bool stopping_ = false;
+  std::thread thread_;
+};
+
+}  // namespace bkp::server
