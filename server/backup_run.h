@@ -41,6 +41,9 @@ struct RunSettings {
   size_t keep = 10;
   // Test seam: BACKUPD_TEST_ARCHIVE_DELAY_MS, a pause before each archived entry (snapshot.h).
   std::chrono::milliseconds entry_delay{0};
+  // What the run's record notes about the volume's copies (by Registration::key()), e.g. that
+  // it is under-replicated (Registry::replication_note); null or nullopt: nothing.
+  std::function<std::optional<std::string>(const std::string& key)> replication_note;
 };
 
 // Why a run was cancelled, for its error text.

@@ -20,10 +20,10 @@
 namespace bkp::server {
 namespace {
 
-const std::set<std::string> kKnownKeys = {"listen", "state_dir", "snapshot_gzip_level",
-                                          "snapshot_threads", "keep_snapshots", "copies", "tls",
-                                          "control_socket", "http_listen", "control_group",
-                                          "max_queued_ops"};
+const std::set<std::string> kKnownKeys = {
+    "listen",         "state_dir",    "snapshot_gzip_level", "snapshot_threads",
+    "keep_snapshots", "copies",       "replica_grace_seconds", "tls",
+    "control_socket", "http_listen",  "control_group",       "max_queued_ops"};
 
 Result<std::string> string_key(const toml::table& table, const std::string& file,
                                const std::string& key) {
@@ -114,6 +114,8 @@ Result<Settings> load_settings(const Options& options) {
     BKP_TRY_VOID(int_key(table, file, "snapshot_threads", 0, 256, s.snapshot_threads));
     BKP_TRY_VOID(int_key(table, file, "keep_snapshots", 1, 100000, s.keep_snapshots));
     BKP_TRY_VOID(int_key(table, file, "copies", 1, 16, s.copies));
+    BKP_TRY_VOID(int_key(table, file, "replica_grace_seconds", 1, 365 * 86400,
+                         s.replica_grace_seconds));
     BKP_TRY_VOID(bool_key(table, file, "tls", s.tls));
     BKP_TRY_VOID(int_key(table, file, "max_queued_ops", 1, 100000000, s.max_queued_ops));
     if (auto socket = BKP_TRY(string_key(table, file, "control_socket")); !socket.empty()) {

@@ -11,6 +11,8 @@
 //   keep_snapshots      integer  snapshots kept per volume, the newest ones; default 10, >= 1
 //   copies              integer  copies of each volume that names none at register (the mirror
 //                                included: 3 = the mirror and 2 replicas), 1 to 16; default 3
+//   replica_grace_seconds integer how long a replicator holding copies may be away before they
+//                                are placed elsewhere (server/placement.h); default 600, >= 1
 //   tls                 boolean  TLS 1.3 with identities on every connection (default true);
 //                                false only for a trusted loopback benchmark (--no-tls too)
 //   control_socket      string   the Unix socket of local bkptool control, no TLS: its file
@@ -72,6 +74,7 @@ struct Settings {
   int snapshot_threads = 0;  // 0: one per online CPU
   int keep_snapshots = 10;
   int copies = 3;  // server/placement.h kDefaultCopies
+  int replica_grace_seconds = 600;  // server/placement.h kDefaultReplicaGraceSeconds
   std::chrono::milliseconds progress_every{std::chrono::seconds(10)};
   bool tls = true;
   std::string control_socket = kDefaultControlSocket;

@@ -108,23 +108,6 @@ json snapshot_json(const SnapshotRecord& snap) {
   };
 }
 
-CopyState mirror_state(const VolumeView& v) {
-  if (!v.link.connected) return CopyState::kMissing;
-  const auto& s = v.node_status;
-  return s && (s->status.pending_ops > 0 || s->status.pending_bytes > 0) ? CopyState::kCatchingUp
-                                                                        : CopyState::kCurrent;
-}
-
-size_t current_copies(const VolumeView& v) {
-  size_t n = mirror_state(v) == CopyState::kCurrent;
-  for (const auto& r : v.replicas) n += r.state == CopyState::kCurrent;
-  return n;
-}
-
-bool under_replicated(const VolumeView& v) {
-  return current_copies(v) < static_cast<size_t>(v.copies_wanted);
-}
-
 json volume_json(const VolumeView& v, int64_t now_ms) {
   int64_t lag_ops = 0, lag_bytes = 0;
   double lag = 0;

@@ -44,12 +44,6 @@ class RequestArgs {
 json run_json(const RunRecord& run);
 // bytes: size of the file on disk.
 json snapshot_json(const SnapshotRecord& snap);
-// The mirror's copy: current while the link is up and the node has nothing pending.
-CopyState mirror_state(const VolumeView& view);
-// Copies holding everything the node delivered, the mirror included.
-size_t current_copies(const VolumeView& view);
-// Fewer current copies than wanted.
-bool under_replicated(const VolumeView& view);
 // COPIES: [{"name": "mirror" | replica, "state": "current" | "catching up" | "missing"}].
 json copies_json(const VolumeView& view);
 json volume_json(const VolumeView& view, int64_t now_ms);

@@ -231,6 +231,7 @@ void Hub::detach_replica(Replica& replica) {
   {
     std::lock_guard lock(replica.mu_);
     replica.connected_ = false;
+    replica.away_since_ms_ = wall_ms();
   }
   replica_events_.notify();
 }
@@ -274,7 +275,13 @@ std::vector<Hub::ReplicaInfo> Hub::replicas() {
     for (auto& [name, r] : replicas_) known.push_back(r);
   }
   std::vector<ReplicaInfo> out;
-  for (auto& r : known) out.push_back(ReplicaInfo{r->name(), r->connected(), r->usage()});
+  for (auto& r : known) {
+    std::lock_guard lock(r->mu_);
+    out.push_back(ReplicaInfo{r->name_, r->connected_, r->usage_,
+                              r->connected_         ? 0
+                              : r->away_since_ms_ ? r->away_since_ms_
+                                                  : started_ms_});
+  }
   return out;
 }
 

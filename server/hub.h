@@ -42,6 +42,7 @@
 #include <string_view>
 #include <vector>
 
+#include "common/clock.h"
 #include "common/result.h"
 #include "common/changes/scan.h"
 #include "common/wire/messages.h"
@@ -96,6 +97,7 @@ class Replica {
   std::map<std::string, std::shared_ptr<ReplicaStream>> streams_;  // by volume name
   std::optional<ReplicaError> last_error_;
   ReplicaUsage usage_;
+  int64_t away_since_ms_ = 0;  // CLOCK_REALTIME of its last detach (0: never detached)
 };
 
 // The state of one placed copy of a volume: current (connected, holding all the mirror holds),
@@ -154,8 +156,11 @@ class Hub {
     std::string name;
     bool connected = false;
     ReplicaUsage usage;
+    int64_t away_since_ms = 0;  // while not connected: since when (its detach, or started_ms())
   };
   std::vector<ReplicaInfo> replicas();
+  // When this Hub was made (backupd's start): a replica not seen since is away since then.
+  int64_t started_ms() const { return started_ms_; }
   // Notified when a replica attaches, detaches, or first reports its usage: placement's cue.
   Notifier& replica_events() { return replica_events_; }
 
@@ -196,6 +201,7 @@ class Hub {
   const std::string state_dir_;
   progress::Display* const display_;
   const size_t max_queued_ops_;
+  const int64_t started_ms_ = wall_ms();
   std::mutex mu_;
   // Guarded by mu_.
   std::map<std::string, std::shared_ptr<Volume>> volumes_;  // by Volume::name()

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <iterator>
 #include <map>
 #include <tuple>
 
@@ -100,18 +101,30 @@ Result<std::set<std::string>> Placer::place(const Registration& reg) {
   const std::string key = reg.key();
   const size_t want = static_cast<size_t>(wanted(reg) - 1);
   const std::set<std::string> placed = hub_.placement(key);
-  std::set<std::string> next = placed;
-  if (placed.size() < want) {
+  // The placed replicators away past the grace period count as lacking.
+  const int64_t now = wall_ms();
+  std::map<std::string, int64_t> away_since;
+  for (const auto& r : hub_.replicas()) away_since[r.name] = r.away_since_ms;
+  std::set<std::string> present, gone;
+  for (const auto& name : placed) {
+    auto it = away_since.find(name);
+    const int64_t since = it == away_since.end() ? hub_.started_ms() : it->second;
+    (since != 0 && now - since > grace_ms_ ? gone : present).insert(name);
+  }
+  std::set<std::string> next = present;
+  if (present.size() < want) {
     std::vector<Candidate> others = candidates();
     std::erase_if(others, [&](const Candidate& c) { return placed.contains(c.name); });
-    if (others.empty()) return placed;
-    // The room a copy needs: what the mirror holds now (nothing yet for a new volume).
-    uint64_t needed = allocated_bytes(hub_.volume_dir(reg.host, reg.path) + "/mirror").value_or(0);
-    for (const auto& s : rank(others, needed)) {
-      if (next.size() >= want) break;
-      next.insert(s.name);
+    if (!others.empty()) {
+      // The room a copy needs: what the mirror holds now (nothing yet for a new volume).
+      uint64_t needed =
+          allocated_bytes(hub_.volume_dir(reg.host, reg.path) + "/mirror").value_or(0);
+      for (const auto& s : rank(others, needed)) {
+        if (next.size() >= want) break;
+        next.insert(s.name);
+      }
     }
-  } else if (placed.size() > want) {
+  } else if (present.size() > want) {
     // Keep the best `want`: current copies before the others, then by score (one that is not
     // a candidate now, being away or unmeasured, counts as the worst).
     std::map<std::string, double> score;
@@ -120,7 +133,7 @@ Result<std::set<std::string>> Placer::place(const Registration& reg) {
     for (const auto& r : hub_.replica_lags(key)) {
       current[r.lag.replica] = r.state == CopyState::kCurrent;
     }
-    std::vector<std::string> order(placed.begin(), placed.end());
+    std::vector<std::string> order(present.begin(), present.end());
     auto rank_of = [&](const std::string& name) {
       auto s = score.find(name);
       return std::tuple(!current[name], s == score.end() ? INFINITY : s->second, name);
@@ -129,15 +142,33 @@ Result<std::set<std::string>> Placer::place(const Registration& reg) {
               [&](const std::string& a, const std::string& b) { return rank_of(a) < rank_of(b); });
     next = std::set<std::string>(order.begin(), order.begin() + static_cast<ptrdiff_t>(want));
   }
+  // A copy away past the grace period goes only once the copies wanted are current without it.
+  if (!gone.empty()) {
+    size_t current = 0;
+    for (const auto& r : hub_.replica_lags(key)) {
+      current += next.contains(r.lag.replica) && r.state == CopyState::kCurrent;
+    }
+    if (current < want) next.insert(gone.begin(), gone.end());
+  }
   if (next == placed) return placed;
   BKP_TRY_VOID(catalog_.set_placement(reg.host, reg.path, next, wall_ms()));
   hub_.set_placement(key, next);
-  std::string short_by;
-  if (next.size() < want) {
-    short_by = fmt::format("; {} short: no other connected replicator with room", want - next.size());
+  std::set<std::string> added, dropped;
+  std::set_difference(next.begin(), next.end(), placed.begin(), placed.end(),
+                      std::inserter(added, added.end()));
+  std::set_difference(placed.begin(), placed.end(), next.begin(), next.end(),
+                      std::inserter(dropped, dropped.end()));
+  std::string why;
+  if (!added.empty()) why += fmt::format("; placed on {}", names(added));
+  if (!dropped.empty()) why += fmt::format("; no longer on {}", names(dropped));
+  if (!gone.empty()) {
+    why += fmt::format(" ({} away longer than {} s)", names(gone), grace_ms_ / 1000);
+  }
+  if (next.size() - std::min(next.size(), gone.size()) < want) {
+    why += "; short of copies: no other connected replicator with room";
   }
   log::info("volume {}: replica copies on {} (wants {} copies with the mirror){}", key,
-            names(next), want + 1, short_by);
+            names(next), want + 1, why);
   return next;
 }
 

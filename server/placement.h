@@ -14,11 +14,17 @@
 // its free bytes below the volume's size (the mirror's allocated bytes) plus kMinFreeBytes.
 //
 // Placement is sticky: a copy stays where it was put while that replicator is away (its stream
-// keeps the changes it lacks), so a restart of either side moves nothing. Copies are placed at
-// register time, when `set --copies` raises the count (lowering it drops the worst-scoring copies,
-// the ones not current first), and whenever a volume has fewer placed copies than it wants and a
-// replicator becomes available: the Placer's thread looks at every registration when the Hub
-// reports a replica event and every kPlaceEvery.
+// keeps the changes it lacks), so a restart of either side moves nothing — up to the grace
+// period (backupd.toml `replica_grace_seconds`, default 10 minutes). A replicator away longer
+// (or never seen since backupd started, for that long) no longer counts: its copy is placed
+// anew on the best other candidate, which is filled from the mirror while the volume keeps
+// streaming, and the away one is dropped from the placement only once the copies wanted are
+// current without it. If it returns before that, it simply counts again (and the surplus is
+// trimmed as below). Copies are placed at register time, when `set --copies` raises the count
+// (lowering it drops the worst-scoring copies, the ones not current first), and whenever a
+// volume has fewer placed copies than it wants and a replicator becomes available: the
+// Placer's thread looks at every registration when the Hub reports a replica event and every
+// kPlaceEvery.
 //
 // Thread-safety: every method is safe from any thread; one mutex serialises placements.
 #pragma once
@@ -42,6 +48,7 @@ constexpr uint64_t kMinFreeBytes = uint64_t{64} << 20;
 constexpr auto kPlaceEvery = std::chrono::seconds(5);
 constexpr int kDefaultCopies = 3;
 constexpr int kMaxCopies = 16;
+constexpr int64_t kDefaultReplicaGraceSeconds = 600;
 
 // One replicator that could take a copy.
 struct Candidate {
@@ -61,9 +68,12 @@ std::vector<Scored> rank(const std::vector<Candidate>& candidates, uint64_t need
 
 class Placer {
  public:
-  // default_copies: the copies of a registration that names none (its `copies` is 0).
-  Placer(Catalog& catalog, Hub& hub, int default_copies)
-      : catalog_(catalog), hub_(hub), default_copies_(default_copies) {}
+  // default_copies: the copies of a registration that names none (its `copies` is 0);
+  // grace_seconds: how long a placed replicator may be away before its copy moves.
+  Placer(Catalog& catalog, Hub& hub, int default_copies,
+         int64_t grace_seconds = kDefaultReplicaGraceSeconds)
+      : catalog_(catalog), hub_(hub), default_copies_(default_copies),
+        grace_ms_(grace_seconds * 1000) {}
   ~Placer();  // stop()
   Placer(const Placer&) = delete;
   Placer& operator=(const Placer&) = delete;
@@ -75,8 +85,10 @@ class Placer {
   void stop();
 
   int wanted(const Registration& reg) const { return reg.copies > 0 ? reg.copies : default_copies_; }
-  // Places the replica copies reg lacks on the best candidates now, or drops the worst ones it
-  // has beyond what it wants. Returns the replicas it is placed on.
+  // Places the replica copies reg lacks (counting a replicator away past the grace period as
+  // lacking) on the best candidates now, drops the worst ones it has beyond what it wants, and
+  // drops those away past the grace period once enough others are current. Returns the
+  // replicas it is placed on.
   Result<std::set<std::string>> place(const Registration& reg);
   // The volume (Registration::key()) is unregistered: its copies are placed nowhere (the
   // catalog's rows went with the registration).
@@ -90,6 +102,7 @@ class Placer {
   Catalog& catalog_;
   Hub& hub_;
   const int default_copies_;
+  const int64_t grace_ms_;
   std::mutex mu_;  // one placement at a time
   std::mutex thread_mu_;
   // Guarded by thread_mu_.

@@ -403,6 +403,40 @@ ControlResult<StatusView> Registry::status(const std::string& host, const std::s
   return status_view(*entry);
 }
 
+CopyState mirror_state(const VolumeView& v) {
+  if (!v.link.connected) return CopyState::kMissing;
+  const auto& s = v.node_status;
+  return s && (s->status.pending_ops > 0 || s->status.pending_bytes > 0) ? CopyState::kCatchingUp
+                                                                        : CopyState::kCurrent;
+}
+
+size_t current_copies(const VolumeView& v) {
+  size_t n = mirror_state(v) == CopyState::kCurrent;
+  for (const auto& r : v.replicas) n += r.state == CopyState::kCurrent;
+  return n;
+}
+
+bool under_replicated(const VolumeView& v) {
+  return current_copies(v) < static_cast<size_t>(v.copies_wanted);
+}
+
+std::optional<std::string> Registry::replication_note(const std::string& key) {
+  std::optional<Entry> entry;
+  {
+    std::lock_guard lock(mu_);
+    if (auto it = entries_.find(key); it != entries_.end()) entry = it->second;
+  }
+  if (!entry) return std::nullopt;
+  VolumeView v = view(*entry);
+  if (!under_replicated(v)) return std::nullopt;
+  std::vector<std::string> states{fmt::format("mirror {}", copy_state_name(mirror_state(v)))};
+  for (const auto& r : v.replicas) {
+    states.push_back(fmt::format("{} {}", r.lag.replica, copy_state_name(r.state)));
+  }
+  return fmt::format("under-replicated: {} of {} copies current ({})", current_copies(v),
+                     v.copies_wanted, fmt::join(states, ", "));
+}
+
 StatusView Registry::status_view(const Entry& e) {
   StatusView s;
   s.volume = view(e);

@@ -82,6 +82,13 @@ struct VolumeView {
   std::vector<ReplicaStatus> replicas;  // its placed copies, by replica name
 };
 
+// The mirror's copy: current while the link is up and the node has nothing pending.
+CopyState mirror_state(const VolumeView& view);
+// Copies holding everything the node delivered, the mirror included.
+size_t current_copies(const VolumeView& view);
+// Fewer current copies than wanted.
+bool under_replicated(const VolumeView& view);
+
 // What `status` shows of one registered volume: the list view plus what moves right now.
 struct StatusView {
   VolumeView volume;
@@ -133,6 +140,10 @@ class Registry {
   // with that path. bad_request for an invalid host or path; unknown_volume otherwise (also
   // when the address is that of several volumes with the path: the message names them).
   ControlResult<std::string> resolve(const std::string& host, const std::string& path, Known known);
+  // For a run's record: "under-replicated: 1 of 3 copies current (mirror current, r1 missing,
+  // r2 catching up)" when the registered volume `key` has fewer current copies than it wants,
+  // else nullopt.
+  std::optional<std::string> replication_note(const std::string& key);
   // The volume's catalogued snapshots whose file is still on disk, newest first, each with its
   // size on disk.
   ControlResult<std::vector<SnapshotRecord>> present_snapshots(const std::string& host,

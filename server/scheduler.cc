@@ -132,6 +132,11 @@ void Scheduler::execute(const std::shared_ptr<Entry>& e, int64_t due) {
   RunRecord record = run_id ? perform_run(v, *e->link, catalog_, settings_, e->cancel,
                                           e->cancel_reason, *run_id, started)
                             : failed_run(v, started, run_id.error().message);
+  if (settings_.replication_note) {
+    if (auto note = settings_.replication_note(v.name())) {
+      record.error = record.error ? *record.error + "; " + *note : *note;
+    }
+  }
   bool stored = true;
   if (auto done = catalog_.record_run(record); !done) {
     stored = false;

@@ -247,9 +247,13 @@ class Server {
     RunSettings runs{.gzip_level = settings_.snapshot_gzip_level,
                      .gzip_threads = static_cast<unsigned>(settings_.snapshot_threads),
                      .keep = static_cast<size_t>(settings_.keep_snapshots),
-                     .entry_delay = archive_delay()};
+                     .entry_delay = archive_delay(),
+                     .replication_note = [this](const std::string& key) {
+                       return registry_ ? registry_->replication_note(key) : std::nullopt;
+                     }};
     scheduler_ = std::make_unique<Scheduler>(*catalog_, runs);
-    placer_ = std::make_unique<Placer>(*catalog_, hub_, settings_.copies);
+    placer_ = std::make_unique<Placer>(*catalog_, hub_, settings_.copies,
+                                       settings_.replica_grace_seconds);
     if (auto loaded = placer_->load(); !loaded) {
       log::error("catalog: placements: {}", loaded.error().message);
       return false;
