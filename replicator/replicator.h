@@ -2,8 +2,11 @@
 #pragma once
 
 #include <chrono>
+#include <optional>
 #include <string>
 #include <vector>
+
+#include "common/net/socket.h"
 
 namespace bkp::replicator {
 
@@ -16,17 +19,23 @@ struct Options {
   std::chrono::milliseconds progress_every{std::chrono::seconds(10)};
   std::vector<std::string> server_ids;  // backupd identities accepted (--server-id, parsed)
   bool tls = true;                      // --no-tls: plaintext, for a trusted loopback only
+  std::optional<net::HostPort> metrics_listen;  // --metrics-listen: where /metrics is served
+  std::string metrics_port_file;                // if set: that port, once listening
 };
 
 // ROOT/.identity.pem: the replicator's key pair and certificate (host names, which name the
 // trees under ROOT, never start with '.').
 std::string identity_path(const std::string& root);
+// ROOT/.stats.json: the replicator's totals (common/stats_file.h), beside its identity for the
+// same reason.
+std::string stats_path(const std::string& root);
 
 // --show-id: prints the replicator's identity (made if missing) and returns the exit code.
 int show_id(const std::string& root);
 
-// Connects to backupd (forever, with backoff) and rebuilds its volumes under root. Returns the
-// exit code: 0 after SIGTERM/SIGINT.
+// Connects to backupd (forever, with backoff) and rebuilds its volumes under root, serving
+// /metrics if asked and keeping stats_path(root) (at start, every StatsFile::every() and at the
+// end). Returns the exit code: 0 after SIGTERM/SIGINT.
 int run(const Options& options);
 
 }  // namespace bkp::replicator
