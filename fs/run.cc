@@ -39,7 +39,6 @@
 
 #include "common/changes/change_log.h"
 #include "common/clock.h"
-#include "common/files.h"
 #include "common/log.h"
 #include "common/metrics.h"
 #include "common/net/http_server.h"
@@ -323,32 +322,12 @@ int run_worker(const Options& options) {
     session.emplace(std::move(o), UniqueFd(fds->listener), change_log, (*table)->mount_fd());
     session->start();
   }
-  // Metrics are for monitoring, not for the application: a port that cannot be had is logged.
   std::unique_ptr<net::HttpServer> metrics_server;
   if (options.metrics_listen) {
     const NodeSession* s = session ? &*session : nullptr;
-    net::HostPort bound;
-    auto started = net::HttpServer::start(
-        *options.metrics_listen,
-        {{"/metrics",
-          [&, s] {
-            return net::HttpResponse{200, metrics::kContentType,
-                                     node_metrics(host, path, generation, s, change_log)};
-          }}},
-        &bound);
-    if (!started) {
-      log::error("--metrics-listen: {}", started.error().message);
-    } else {
-      metrics_server = std::move(*started);
-      log::info("metrics on http://{}:{}/metrics", bound.host, bound.port);
-      if (!options.metrics_port_file.empty()) {
-        if (auto w = write_file_atomic(options.metrics_port_file,
-                                       std::to_string(bound.port) + "\n", Durability::kNoSync);
-            !w) {
-          log::error("--metrics-port-file: {}", w.error().message);
-        }
-      }
-    }
+    metrics_server = net::serve_metrics(*options.metrics_listen, options.metrics_port_file, [&, s] {
+      return node_metrics(host, path, generation, s, change_log);
+    });
   }
 
   // STATE/stats-<volume>.json: what this mount shipped, kept across workers and restarts.

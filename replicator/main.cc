@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <exception>
 #include <string>
+#include <utility>
 
 #include "common/log.h"
 #include "common/net/identity.h"
@@ -19,10 +20,22 @@ namespace {
 
 void usage(FILE* out) {
   std::fputs("usage: replicator --server ADDR:PORT --server-id ID --root DIR [--name NAME]\n"
-             "                  [--capacity SIZE] [--progress-every SECONDS] [--no-tls] [-v|-q]\n"
+             "                  [--capacity SIZE] [--progress-every SECONDS] [--no-tls]\n"
+             "                  [--metrics-listen ADDR:PORT [--metrics-port-file FILE]] [-v|-q]\n"
              "       replicator --root DIR --show-id   (prints this replicator's identity, for\n"
              "                  `bkptool replica add` on the server)\n"
              "       replicator --version\n", out);
+}
+
+// Stores a flag's parsed value in *out; false, after saying why, if it did not parse.
+template <typename T, typename Out>
+bool parsed(const char* flag, bkp::Result<T> value, Out* out) {
+  if (!value) {
+    std::fprintf(stderr, "replicator: %s: %s\n", flag, value.error().message.c_str());
+    return false;
+  }
+  *out = std::move(*value);
+  return true;
 }
 
 }  // namespace
@@ -39,6 +52,8 @@ int main(int argc, char** argv) {
       {"server-id", required_argument, nullptr, 'i'}, {"show-id", no_argument, nullptr, 'I'},
       {"no-tls", no_argument, nullptr, 'T'},       {"version", no_argument, nullptr, 'V'},
       {"capacity", required_argument, nullptr, 'c'},
+      {"metrics-listen", required_argument, nullptr, 'm'},
+      {"metrics-port-file", required_argument, nullptr, 'M'},
       {nullptr, 0, nullptr, 0}};
   bool show_id = false;
   int c;
@@ -48,34 +63,31 @@ int main(int argc, char** argv) {
       case 'r': options.root = optarg; break;
       case 'n': options.name = optarg; break;
       case 'i': {
-        auto id = bkp::net::parse_id(optarg);
-        if (!id) {
-          std::fprintf(stderr, "replicator: --server-id: %s\n", id.error().message.c_str());
-          return kExitUsage;
-        }
-        options.server_ids.push_back(*id);
+        std::string id;
+        if (!parsed("--server-id", bkp::net::parse_id(optarg), &id)) return kExitUsage;
+        options.server_ids.push_back(id);
         break;
       }
+      case 'm':
+        if (!parsed("--metrics-listen", bkp::net::parse_host_port(optarg),
+                    &options.metrics_listen)) {
+          return kExitUsage;
+        }
+        break;
+      case 'M': options.metrics_port_file = optarg; break;
       case 'I': show_id = true; break;
-      case 'c': {
-        auto bytes = bkp::progress::parse_bytes(optarg);
-        if (!bytes) {
-          std::fprintf(stderr, "replicator: --capacity: %s\n", bytes.error().message.c_str());
+      case 'c':
+        if (!parsed("--capacity", bkp::progress::parse_bytes(optarg), &options.capacity)) {
           return kExitUsage;
         }
-        options.capacity = *bytes;
         break;
-      }
       case 'T': options.tls = false; break;
-      case 'e': {
-        auto every = bkp::progress::parse_every(optarg);
-        if (!every) {
-          std::fprintf(stderr, "replicator: --progress-every: %s\n", every.error().message.c_str());
+      case 'e':
+        if (!parsed("--progress-every", bkp::progress::parse_every(optarg),
+                    &options.progress_every)) {
           return kExitUsage;
         }
-        options.progress_every = *every;
         break;
-      }
       case 'v': bkp::log::set_level(bkp::log::Level::kDebug); break;
       case 'q': bkp::log::set_level(bkp::log::Level::kWarn); break;
       case 'h': usage(stdout); return 0;

@@ -8,8 +8,9 @@
 // one line, not thousands. The instance is a random number drawn at start, only to tell
 // processes apart in backupd's log: where each volume resumes is the trees' own business (their
 // Position, kept on disk, so a restart resumes too). Signals are
-// taken by a dedicated thread with sigwait(), which shuts the current socket down so a session
-// blocked in recv ends at once, and wakes the backoff sleep.
+// taken by a dedicated thread with sigtimedwait(), which shuts the current socket down so a
+// session blocked in recv ends at once, and wakes the backoff sleep; while it waits, that thread
+// also rewrites ROOT/.stats.json when due (the Monitor's figures, read without the session).
 #include "replicator/replicator.h"
 
 #include <fcntl.h>
@@ -26,10 +27,13 @@
 #include "common/log.h"
 #include "common/backoff.h"
 #include "common/net/conn.h"
+#include "common/net/http_server.h"
 #include "common/net/tls.h"
 #include "common/net/socket.h"
 #include "common/progress.h"
+#include "common/stats_file.h"
 #include "common/stream/sender.h"
+#include "replicator/monitor.h"
 #include "replicator/session.h"
 #include "replicator/usage.h"
 
@@ -43,9 +47,11 @@ constexpr int kConnectTimeoutMs = 5000;
 
 class Replicator {
  public:
-  Replicator(const Options& options, net::Trust trust, progress::Display& display)
-      : options_(options), trust_(std::move(trust)), trees_(options.root, &display),
-        usage_(options.root, options.capacity), instance_(stream::new_instance()) {}
+  Replicator(const Options& options, net::Trust trust, progress::Display& display,
+             Monitor& monitor)
+      : options_(options), trust_(std::move(trust)), monitor_(monitor),
+        trees_(options.root, &display, monitor), usage_(options.root, options.capacity),
+        instance_(stream::new_instance()) {}
 
   void loop(const net::HostPort& server) {
     Backoff backoff(kMinBackoff, kMaxBackoff, kFastRetries);
@@ -58,6 +64,7 @@ class Replicator {
         backoff.reset();
         last_failure_.clear();
       }
+      if (!end.welcomed) monitor_.connect_failed();
       report(end.error.message, end.welcomed);
       sleep_for(backoff.next());
     }
@@ -90,7 +97,7 @@ class Replicator {
     } else if (auto ok = authenticate(**conn); !ok) {
       end.error = ok.error();
     } else {
-      end = run_session(**conn, options_.name, instance_, trees_, usage_);
+      end = run_session(**conn, options_.name, instance_, trees_, usage_, monitor_);
       if (end.welcomed) log::info("session with {} ended after {} batches", options_.server, end.acked);
     }
     std::lock_guard lock(mu_);
@@ -129,6 +136,7 @@ class Replicator {
 
   const Options& options_;
   const net::Trust trust_;
+  Monitor& monitor_;
   Trees trees_;
   UsageMeter usage_;
   const uint64_t instance_;
@@ -143,6 +151,8 @@ class Replicator {
 }  // namespace
 
 std::string identity_path(const std::string& root) { return root + "/.identity.pem"; }
+
+std::string stats_path(const std::string& root) { return root + "/.stats.json"; }
 
 int show_id(const std::string& root) {
   log::set_component("replicator");
@@ -176,20 +186,41 @@ int run(const Options& options) {
   pthread_sigmask(SIG_BLOCK, &mask, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
+  Monitor monitor(options.root);
+  StatsFile stats_file(stats_path(options.root), "replicator");
+  auto save_stats = [&] {
+    auto [since_start, now] = monitor.stats();
+    if (auto w = stats_file.write(since_start, now); !w) {
+      log::warn("{}: {}", stats_file.path(), w.error().message);
+    }
+  };
+  save_stats();
+  std::unique_ptr<net::HttpServer> metrics_server;  // uses monitor
+  if (options.metrics_listen) {
+    metrics_server = net::serve_metrics(*options.metrics_listen, options.metrics_port_file,
+                                        [&monitor] { return monitor.metrics_text(); });
+  }
+
   progress::Display display(progress::display_options(options.progress_every));
   display.set_idle_status(
       [&] { return fmt::format("replica {} of {}, idle", options.name, options.server); });
   display.start();
-  Replicator replicator(options, std::move(trust), display);
+  Replicator replicator(options, std::move(trust), display, monitor);
   std::thread signals([&] {
-    int sig = 0;
-    sigwait(&mask, &sig);
+    const auto every = std::chrono::duration_cast<std::chrono::nanoseconds>(StatsFile::every());
+    const timespec wait{static_cast<time_t>(every.count() / 1'000'000'000),
+                        static_cast<long>(every.count() % 1'000'000'000)};
+    int sig;
+    while ((sig = sigtimedwait(&mask, nullptr, &wait)) < 0) {
+      if (stats_file.due()) save_stats();
+    }
     log::info("{}: shutting down", strsignal(sig));
     replicator.stop();
   });
   replicator.loop(*server);
   signals.join();
   display.stop();
+  save_stats();
   return 0;
 }
 

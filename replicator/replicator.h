@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "common/net/socket.h"
+
 namespace bkp::replicator {
 
 constexpr int kExitUsage = 2;
@@ -19,17 +21,23 @@ struct Options {
   std::vector<std::string> server_ids;  // backupd identities accepted (--server-id, parsed)
   bool tls = true;                      // --no-tls: plaintext, for a trusted loopback only
   std::optional<uint64_t> capacity;     // --capacity: the most kept under root (usage.h)
+  std::optional<net::HostPort> metrics_listen;  // --metrics-listen: where /metrics is served
+  std::string metrics_port_file;                // if set: that port, once listening
 };
 
 // ROOT/.identity.pem: the replicator's key pair and certificate (host names, which name the
 // trees under ROOT, never start with '.').
 std::string identity_path(const std::string& root);
+// ROOT/.stats.json: the replicator's totals (common/stats_file.h), beside its identity for the
+// same reason.
+std::string stats_path(const std::string& root);
 
 // --show-id: prints the replicator's identity (made if missing) and returns the exit code.
 int show_id(const std::string& root);
 
-// Connects to backupd (forever, with backoff) and rebuilds its volumes under root. Returns the
-// exit code: 0 after SIGTERM/SIGINT.
+// Connects to backupd (forever, with backoff) and rebuilds its volumes under root, serving
+// /metrics if asked and keeping stats_path(root) (at start, every StatsFile::every() and at the
+// end). Returns the exit code: 0 after SIGTERM/SIGINT.
 int run(const Options& options);
 
 }  // namespace bkp::replicator

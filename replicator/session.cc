@@ -17,6 +17,7 @@
 
 #include <fmt/format.h>
 
+#include "common/clock.h"
 #include "common/files.h"
 #include "common/log.h"
 #include "common/net/messenger.h"
@@ -81,6 +82,7 @@ class Session {
         Tree* tree = BKP_TRY(selected());
         BKP_TRY_VOID(tree->receiver->apply(op));
         tree->progress.op(op);
+        tree->counters->op();
         return {};
       }
       case wire::MsgType::kWrite: {
@@ -88,6 +90,7 @@ class Session {
         Tree* tree = BKP_TRY(selected());
         BKP_TRY_VOID(tree->receiver->write(w));
         tree->progress.applied(w.id, w.data.size());
+        tree->counters->write(w.data.size());
         return {};
       }
       case wire::MsgType::kCommit: {
@@ -95,6 +98,7 @@ class Session {
         Tree* tree = BKP_TRY(selected());
         uint64_t batch = BKP_TRY(tree->receiver->commit(c));
         tree->progress.committed();
+        tree->counters->committed(batch, wall_ms());
         BKP_TRY_VOID(net::send(conn_, wire::Ack{batch}));
         BKP_TRY_VOID(conn_.flush());
         log::debug("volume {}: batch {} committed", volume_, c.batch);
@@ -105,6 +109,7 @@ class Session {
         BKP_TRY_VOID(wire::decode_manifest_request(frame.payload));
         Tree* tree = BKP_TRY(selected());
         tree->meter->begin("baseline");  // not at open: a tree that returns only catches up
+        tree->counters->reconcile();
         return stream::send_manifest(conn_, *tree->applier);
       }
       case wire::MsgType::kDigestRequest: {
@@ -162,8 +167,13 @@ Result<Tree*> Trees::open(const std::string& host, const std::string& path) {
   log::info("volume {} -> {}/{}", key, root_, tree);
   auto meter = std::make_shared<progress::Meter>(key);
   if (display_) display_->add(meter);
-  auto entry = std::make_unique<Tree>(
-      Tree{std::move(*applier), std::move(*receiver), meter, changes::ReceiveProgress(meter)});
+  TreeCounters& counters = monitor_.tree(host, path);
+  // `state` is rewritten at each commit only: its mtime is when the last batch became durable.
+  const bool has_commit =
+      (*receiver)->instance() != 0 && ::stat((state + "/state").c_str(), &st) == 0;
+  counters.opened((*receiver)->committed(), has_commit ? wire::to_ns(st.st_mtim) / 1'000'000 : 0);
+  auto entry = std::make_unique<Tree>(Tree{std::move(*applier), std::move(*receiver), meter,
+                                           changes::ReceiveProgress(meter), &counters});
   return trees_.emplace(key, std::move(entry)).first->second.get();
 }
 
@@ -172,15 +182,17 @@ void Trees::interrupt_all() {
 }
 
 SessionEnd run_session(net::Conn& conn, const std::string& name, uint64_t instance, Trees& trees,
-                       UsageMeter& usage) {
+                       UsageMeter& usage, Monitor& monitor) {
   SessionEnd end;
   if (auto hs = handshake(conn, name, instance); !hs) {
     end.error = hs.error();
     return end;
   }
   end.welcomed = true;
+  monitor.session_started();
   Session session(conn, trees, usage);
   end.error = session.serve(end.acked);
+  monitor.session_ended();
   trees.interrupt_all();
   return end;
 }

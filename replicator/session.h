@@ -13,18 +13,20 @@
 #include "common/result.h"
 #include "common/stream/receiver.h"
 #include "replicator/usage.h"
+#include "replicator/monitor.h"
 
 namespace bkp::replicator {
 
 constexpr int kHelloOkTimeoutMs = 10000;
 
 // One volume's replica: its Applier, the stream's durable position, and the progress of what
-// backupd sends into it.
+// backupd sends into it, shown (meter) and counted (counters).
 struct Tree {
   std::unique_ptr<changes::Applier> applier;
   std::unique_ptr<stream::Receiver> receiver;  // over *applier
   std::shared_ptr<progress::Meter> meter;
   changes::ReceiveProgress progress;
+  TreeCounters* counters;  // owned by the Monitor
 };
 
 // The replica trees under ROOT, one per volume, opened on first Select and kept for the
@@ -35,9 +37,10 @@ struct Tree {
 // ROOT/.state/<host>/<escaped path>/{state,position}.
 class Trees {
  public:
-  // display, if given, shows each tree's progress.
-  Trees(std::string root, progress::Display* display)
-      : root_(std::move(root)), display_(display) {}
+  // display, if given, shows each tree's progress; monitor counts what each receives. Both
+  // must outlive the Trees.
+  Trees(std::string root, progress::Display* display, Monitor& monitor)
+      : root_(std::move(root)), display_(display), monitor_(monitor) {}
   // host and path must be validated.
   Result<Tree*> open(const std::string& host, const std::string& path);
   // The session ended: transfers still running show as stopped.
@@ -46,6 +49,7 @@ class Trees {
  private:
   std::string root_;
   progress::Display* display_;
+  Monitor& monitor_;
   std::map<std::string, std::unique_ptr<Tree>> trees_;  // by "host:path"
 };
 
@@ -57,8 +61,9 @@ struct SessionEnd {
 
 // Sends Hello{kReplica, name, instance}, expects HelloOk, then applies frames until the
 // connection ends. Apply errors are sent to the server as kError before returning.
-// UsageRequest frames are answered from usage.
+// UsageRequest frames are answered from usage; monitor is told when the session begins (HelloOk)
+// and ends.
 SessionEnd run_session(net::Conn& conn, const std::string& name, uint64_t instance, Trees& trees,
-                       UsageMeter& usage);
+                       UsageMeter& usage, Monitor& monitor);
 
 }  // namespace bkp::replicator

@@ -6,7 +6,9 @@
 #include <atomic>
 #include <thread>
 
+#include "common/files.h"
 #include "common/log.h"
+#include "common/metrics.h"
 
 namespace bkp::net {
 namespace {
@@ -67,6 +69,31 @@ Result<std::unique_ptr<HttpServer>> HttpServer::start(const HostPort& where,
   // stop() only ends a loop that runs: wait for it, so destroying the server never hangs.
   while (!s.is_running() && !impl->ended.load()) std::this_thread::yield();
   return std::unique_ptr<HttpServer>(new HttpServer(std::move(impl)));
+}
+
+std::unique_ptr<HttpServer> serve_metrics(const HostPort& where, const std::string& port_file,
+                                          std::function<std::string()> text) {
+  HostPort bound;
+  auto started = HttpServer::start(
+      where,
+      {{"/metrics",
+        [text = std::move(text)] {
+          return HttpResponse{200, metrics::kContentType, text()};
+        }}},
+      &bound);
+  if (!started) {
+    log::error("--metrics-listen: {}", started.error().message);
+    return nullptr;
+  }
+  log::info("metrics on http://{}:{}/metrics", bound.host, bound.port);
+  if (!port_file.empty()) {
+    if (auto w = write_file_atomic(port_file, std::to_string(bound.port) + "\n",
+                                   Durability::kNoSync);
+        !w) {
+      log::error("--metrics-port-file: {}", w.error().message);
+    }
+  }
+  return std::move(*started);
 }
 
 }  // namespace bkp::net

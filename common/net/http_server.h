@@ -41,4 +41,11 @@ class HttpServer {
   std::unique_ptr<Impl> impl_;
 };
 
+// A daemon's --metrics-listen: serves GET /metrics (the body from text(), called per request on
+// the server's threads) on where, logs the address, and writes the bound port in decimal to
+// port_file unless it is empty. Metrics are for monitoring, not for the daemon's work: a port
+// that cannot be had is logged as an error and gives null, and the daemon goes on without them.
+std::unique_ptr<HttpServer> serve_metrics(const HostPort& where, const std::string& port_file,
+                                          std::function<std::string()> text);
+
 }  // namespace bkp::net

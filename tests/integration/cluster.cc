@@ -109,6 +109,8 @@ void ClusterTest::SetUp() {
   logs_ = tmp_->mkdir("logs");
   roots_[0] = tmp_->mkdir("r1");
   roots_[1] = tmp_->mkdir("r2");
+  replica_metrics_port_files_[0] = tmp_->sub("r1-metrics-port");
+  replica_metrics_port_files_[1] = tmp_->sub("r2-metrics-port");
   node_state_ = tmp_->mkdir("node-state");
   port_file_ = tmp_->sub("port");
   http_port_file_ = tmp_->sub("http-port");
@@ -241,11 +243,15 @@ void ClusterTest::stop_watchdog() {
 ::testing::AssertionResult ClusterTest::start_replicator(int i) {
   std::string name = "r" + std::to_string(i + 1);
   auto& r = replicators_[i];
-  r = std::make_unique<Daemon>(
-      name,
+  std::vector<std::string> argv =
       with_progress({bin_.replicator, "--server", address(port_), "--server-id", server_id_,
-                     "--root", roots_[i], "--name", name}),
-      logs_ + "/" + name + ".log");
+                     "--root", roots_[i], "--name", name});
+  unlink(replica_metrics_port_files_[i].c_str());  // a previous run's port must not be read
+  if (replicator_metrics) {
+    argv.insert(argv.end(), {"--metrics-listen", address(0), "--metrics-port-file",
+                             replica_metrics_port_files_[i]});
+  }
+  r = std::make_unique<Daemon>(name, argv, logs_ + "/" + name + ".log", replicator_env);
   // A replicator retries its connection in the background; only an early exit is a failure.
   if (r->wait_exit(200ms)) {
     return ::testing::AssertionFailure()

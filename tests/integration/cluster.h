@@ -6,7 +6,8 @@
 //   TMP/ref              a plain directory that receives the same operations, never mounted:
 //                        what the application should see, to check backupfs itself
 //   TMP/state            backupd --state-dir; TMP/state/control.sock its control socket
-//   TMP/r1, TMP/r2       replicator --root
+//   TMP/r1, TMP/r2       replicator --root; TMP/r1-metrics-port, TMP/r2-metrics-port their
+//                        --metrics-port-file when a test sets replicator_metrics
 //   TMP/node-state       backupfs --state-dir (its identity)
 //
 // Every link runs TLS with identities, as in production: backupfs is told backupd's identity
@@ -116,6 +117,11 @@ class ClusterTest : public ::testing::Test {
   // backupd's status page and metrics (--http-listen 127.0.0.1:0); 0 if it has none.
   uint16_t http_port() const { return testutil::read_port_file(http_port_file()).value_or(0); }
   std::string http_port_file() const { return http_port_file_; }
+  // Replicator i's /metrics port (--metrics-listen 127.0.0.1:0 when replicator_metrics is set);
+  // 0 if it has none (yet).
+  uint16_t replica_metrics_port(int i) const {
+    return testutil::read_port_file(replica_metrics_port_files_[i]).value_or(0);
+  }
   uint16_t node_port() const { return node_port_; }  // backupfs's
   const std::string& src() const { return src_; }
   const std::string& ref() const { return ref_; }
@@ -171,6 +177,10 @@ class ClusterTest : public ::testing::Test {
   // "NAME=VALUE" entries added to backupfs's environment (mount_source), e.g. a failpoint,
   // and to backupd's (start_server), e.g. BACKUPD_TEST_ARCHIVE_DELAY_MS.
   std::vector<std::string> backupfs_env, backupd_env;
+  // If set before start_replicator(): replicator i serves /metrics (replica_metrics_port(i)).
+  bool replicator_metrics = false;
+  // "NAME=VALUE" entries added to every replicator's environment (start_replicator).
+  std::vector<std::string> replicator_env;
   // backupfs --host of mount_source(), so the volume's name: where its mirror and replicas are
   // (volume_dir(), replica()) and what the ControlTest helpers ask backupd about.
   std::string node_name = kHost;
@@ -188,7 +198,7 @@ class ClusterTest : public ::testing::Test {
   Binaries bin_;
   std::optional<testutil::TempDir> tmp_;
   std::string src_, ref_, state_, logs_, port_file_, node_port_file_, http_port_file_;
-  std::string roots_[2];
+  std::string roots_[2], replica_metrics_port_files_[2];
   std::string node_state_, server_id_, node_id_, replica_ids_[2];
   uint16_t port_ = 0;
   uint16_t node_port_ = 0;

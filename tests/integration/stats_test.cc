@@ -1,7 +1,10 @@
 // stats.json (issue 14, common/stats_file.h): backupd writes STATE/stats.json when it stops and
 // while it runs (every BKP_TEST_STATS_EVERY_MS here instead of a minute), so after a SIGTERM it
 // holds the run's totals, and after a kill -9 the last written ones, which the next start adds
-// to; backupfs writes its own per volume (STATE/stats-<volume>.json) when it stops.
+// to; backupfs writes its own per volume (STATE/stats-<volume>.json) when it stops, and the
+// replicator its own (ROOT/.stats.json) like backupd.
+#include <sys/wait.h>
+
 #include <fstream>
 #include <string>
 
@@ -10,6 +13,7 @@
 #include "common/path.h"
 #include "tests/integration/cluster.h"
 #include "tests/integration/workload.h"
+#include "tests/testutil/daemon.h"
 #include "tests/testutil/wait.h"
 
 namespace bkp::it {
@@ -69,6 +73,46 @@ TEST_F(StatsTest, BackupfsWritesWhatItShippedWhenItStops) {
   ASSERT_TRUE(doc.is_object()) << "no stats file of backupfs";
   EXPECT_EQ(doc["daemon"], "backupfs");
   EXPECT_GE(number_at(doc, "since_install", "shipped_bytes"), 2 * kMiB) << doc.dump(2);
+}
+
+TEST_F(StatsTest, TheReplicatorKeepsItsTotalsAcrossAStopAndAKill) {
+  const std::string path = replica_root(0) + "/.stats.json";
+  const std::string volume = node_name + ":" + src();
+  auto volume_bytes = [&](const json& doc, const std::string& part) -> uint64_t {
+    if (!doc.is_object() || !doc.contains(part)) return 0;
+    const json& volumes = doc[part].value("volumes", json::object());
+    return volumes.contains(volume) ? volumes[volume].value("applied_bytes", uint64_t{0}) : 0;
+  };
+  replicator_env = {"BKP_TEST_STATS_EVERY_MS=200"};
+  ASSERT_TRUE(start_all());
+  write_big_file(src("one.bin"), 2 * kMiB, 1);
+  ASSERT_EQ(wait_converged(), "");
+  const int status = replicator(0)->stop(10s);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
+      << "replicator on SIGTERM: " << testutil::describe_status(status);
+  json doc = read_json(path);
+  ASSERT_TRUE(doc.is_object()) << "no .stats.json after SIGTERM";
+  EXPECT_EQ(doc["daemon"], "replicator");
+  EXPECT_GE(number_at(doc, "since_start", "applied_bytes"), 2 * kMiB) << doc.dump(2);
+  EXPECT_GE(volume_bytes(doc, "since_start"), 2 * kMiB) << doc.dump(2);
+  EXPECT_GE(number_at(doc, "since_start", "sessions"), 1u) << doc.dump(2);
+  EXPECT_EQ(number_at(doc, "since_install", "applied_bytes"),
+            number_at(doc, "since_start", "applied_bytes"));
+  EXPECT_GT(doc["now"]["volumes"][volume].value("committed_batch", uint64_t{0}), 0u)
+      << doc.dump(2);
+  const uint64_t first = number_at(doc, "since_install", "applied_bytes");
+
+  ASSERT_TRUE(start_replicator(0));
+  write_big_file(src("two.bin"), kMiB, 2);
+  ASSERT_EQ(wait_converged(), "");
+  ASSERT_TRUE(wait_until([&] { return volume_bytes(read_json(path), "since_start") >= kMiB; },
+                         30s))
+      << "the replicator's .stats.json was not refreshed while it ran";
+  ASSERT_TRUE(kill_replicator(0));
+  doc = read_json(path);
+  ASSERT_TRUE(doc.is_object()) << ".stats.json does not parse after kill -9";
+  EXPECT_GE(number_at(doc, "since_install", "applied_bytes"), first + kMiB) << doc.dump(2);
+  EXPECT_GE(volume_bytes(doc, "since_install"), first + kMiB) << doc.dump(2);
 }
 
 }  // namespace

@@ -6,6 +6,8 @@
 //     package) and follows the recovery point: a stopped replicator's lag rises while the source
 //     changes, its copy stops counting as current, and both return once it resumes;
 //   - /api/status names the volume with its copies and runs;
+//   - a replicator's own /metrics (--metrics-listen) passes promtool too, counts what it applies
+//     and shows its link to backupd going down and coming back;
 //   - the page, in headless Chromium, shows the volume and follows the same replica falling
 //     behind and catching up without a reload (web_page_check.py), and writes the screenshots
 //     the README shows when BKP_WEB_SCREENSHOTS names a directory.
@@ -36,9 +38,9 @@ constexpr uint64_t kMiB = 1024 * 1024;
 
 class WebTest : public ClusterTest {
  protected:
-  // GET of path on backupd's HTTP port: the body, or nullopt (the failure is added).
-  std::optional<std::string> get(const std::string& path) {
-    httplib::Client client("127.0.0.1", http_port());
+  // GET of path on backupd's HTTP port (or on port): the body, or nullopt (the failure is added).
+  std::optional<std::string> get(const std::string& path, uint16_t port = 0) {
+    httplib::Client client("127.0.0.1", port != 0 ? port : http_port());
     client.set_connection_timeout(5);
     client.set_read_timeout(10);
     auto res = client.Get(path.c_str());
@@ -53,10 +55,10 @@ class WebTest : public ClusterTest {
     return res->body;
   }
 
-  // The samples of /metrics: "name{labels}" -> value.
-  std::map<std::string, double> samples() {
+  // The samples of /metrics (backupd's, or on port): "name{labels}" -> value.
+  std::map<std::string, double> samples(uint16_t port = 0) {
     std::map<std::string, double> out;
-    auto text = get("/metrics");
+    auto text = get("/metrics", port);
     if (!text) return out;
     std::istringstream in(*text);
     for (std::string line; std::getline(in, line);) {
@@ -74,10 +76,18 @@ class WebTest : public ClusterTest {
     return l + "}";
   }
 
-  double sample(const std::string& name, const std::string& labels) {
-    auto s = samples();
+  double sample(const std::string& name, const std::string& labels, uint16_t port = 0) {
+    auto s = samples(port);
     auto it = s.find(name + labels);
     return it == s.end() ? -1 : it->second;
+  }
+
+  // Prometheus' own checker accepts the exposition text.
+  void expect_promtool_passes(const std::string& text) {
+    std::string file = scratch_dir("metrics") + "/metrics.txt";
+    testutil::write_file(file, text);
+    auto check = testutil::run_command({"/bin/sh", "-c", "promtool check metrics < " + file});
+    EXPECT_EQ(check.exit_code(), 0) << "promtool check metrics:\n" << check.output << "\n" << text;
   }
 };
 
@@ -89,10 +99,7 @@ TEST_F(WebTest, MetricsPassPromtoolAndFollowAStoppedReplica) {
 
   auto text = get("/metrics");
   ASSERT_TRUE(text);
-  std::string file = scratch_dir("metrics") + "/metrics.txt";
-  testutil::write_file(file, *text);
-  auto check = testutil::run_command({"/bin/sh", "-c", "promtool check metrics < " + file});
-  EXPECT_EQ(check.exit_code(), 0) << "promtool check metrics:\n" << check.output << "\n" << *text;
+  expect_promtool_passes(*text);
 
   const std::string vol = volume_labels(), r1 = volume_labels("r1");
   EXPECT_TRUE(wait_until([&] { return sample("backupd_volume_copies_current", vol) == 3; }, 30s))
@@ -163,6 +170,56 @@ TEST_F(WebTest, TheNodesLagRisesWhileBackupdIsStoppedAndReturnsToZero) {
       << "the lag never returned to zero";
   EXPECT_GE(node_sample("backupfs_shipped_bytes_total"), 2.0 * kMiB);
   ASSERT_EQ(wait_converged(), "");
+}
+
+// The replicator's own /metrics (--metrics-listen): valid exposition, what it applied grows when a
+// change is shipped, and its link to backupd shows down while backupd is away and up again,
+// one session more, once it is back.
+TEST_F(WebTest, TheReplicatorsMetricsCountWhatItAppliesAndItsLink) {
+  replicator_metrics = true;
+  ASSERT_TRUE(start_all());
+  ASSERT_EQ(wait_converged(), "");
+  uint16_t metrics_port = 0;
+  ASSERT_TRUE(wait_until([&] { return (metrics_port = replica_metrics_port(0)) != 0; }, 30s))
+      << "replicator r1 wrote no --metrics-port-file";
+  auto text = get("/metrics", metrics_port);
+  ASSERT_TRUE(text);
+  expect_promtool_passes(*text);
+  const std::string vol = volume_labels();
+  auto replica_sample = [&](const std::string& name, const std::string& labels = "") {
+    return sample(name, labels, metrics_port);
+  };
+  EXPECT_EQ(replica_sample("replicator_backupd_up"), 1) << *text;
+  EXPECT_EQ(replica_sample("replicator_volumes"), 1) << *text;
+  EXPECT_GT(replica_sample("replicator_volume_committed_batch", vol), 0) << *text;
+  EXPECT_GT(replica_sample("replicator_volume_last_commit_timestamp_seconds", vol), 0) << *text;
+  EXPECT_GT(replica_sample("replicator_filesystem_avail_bytes"), 0) << *text;
+  EXPECT_GT(replica_sample("process_resident_memory_bytes"), 0) << *text;
+
+  const double bytes = replica_sample("replicator_volume_applied_bytes_total", vol);
+  const double batches = replica_sample("replicator_volume_batches_total", vol);
+  write_big_file(src("shipped.bin"), 2 * kMiB, 1);
+  EXPECT_TRUE(wait_until(
+      [&] {
+        return replica_sample("replicator_volume_applied_bytes_total", vol) >= bytes + 2.0 * kMiB &&
+               replica_sample("replicator_volume_batches_total", vol) > batches;
+      },
+      60s))
+      << "r1's applied bytes never grew by the file shipped\n"
+      << get("/metrics", metrics_port).value_or("");
+  ASSERT_EQ(wait_converged(), "");
+
+  ASSERT_TRUE(stop_server());
+  EXPECT_TRUE(wait_until([&] { return replica_sample("replicator_backupd_up") == 0; }, 30s))
+      << "r1 still shows backupd up after it stopped";
+  ASSERT_TRUE(start_server(port()));  // where the replicators reconnect
+  EXPECT_TRUE(wait_until(
+      [&] {
+        return replica_sample("replicator_backupd_up") == 1 &&
+               replica_sample("replicator_backupd_sessions_total") >= 2;
+      },
+      30s))
+      << "r1 never showed its new session\n" << get("/metrics", metrics_port).value_or("");
 }
 
 TEST_F(WebTest, ApiStatusNamesTheVolumeWithItsCopiesAndRuns) {
