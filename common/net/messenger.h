@@ -37,6 +37,8 @@ BKP_MESSAGE_TYPE(ManifestRequest, kManifestRequest, decode_manifest_request)
 BKP_MESSAGE_TYPE(Manifest, kManifest, decode_manifest)
 BKP_MESSAGE_TYPE(DigestRequest, kDigestRequest, decode_digest_request)
 BKP_MESSAGE_TYPE(Digests, kDigests, decode_digests)
+BKP_MESSAGE_TYPE(Drop, kDrop, decode_drop)
+BKP_MESSAGE_TYPE(Dropped, kDropped, decode_dropped)
 #undef BKP_MESSAGE_TYPE
 
 // Queues the message (Conn::flush sends it; recv flushes first).

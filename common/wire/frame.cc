@@ -55,6 +55,8 @@ bool is_known_type(uint8_t type) {
     case MsgType::kManifest:
     case MsgType::kDigestRequest:
     case MsgType::kDigests:
+    case MsgType::kDrop:
+    case MsgType::kDropped:
     case MsgType::kRequest:
     case MsgType::kResponse:
     case MsgType::kData:
@@ -81,6 +83,8 @@ const char* type_name(MsgType type) {
     case MsgType::kManifest: return "Manifest";
     case MsgType::kDigestRequest: return "DigestRequest";
     case MsgType::kDigests: return "Digests";
+    case MsgType::kDrop: return "Drop";
+    case MsgType::kDropped: return "Dropped";
     case MsgType::kRequest: return "Request";
     case MsgType::kResponse: return "Response";
     case MsgType::kData: return "Data";

@@ -22,7 +22,7 @@ struct ZSTD_CCtx_s;  // zstd.h's compression context
 namespace bkp::wire {
 
 constexpr uint32_t kMagic = 0x46504B42;  // "BKPF" little-endian
-constexpr uint16_t kVersion = 6;
+constexpr uint16_t kVersion = 7;
 
 enum class Role : uint8_t { kNode = 1, kReplica = 2, kControl = 3 };
 
@@ -212,6 +212,29 @@ struct Digests {
   std::vector<uint64_t> digests;
 };
 
+// backupd -> replica, between batches: this replica no longer holds the volume (unregistered,
+// or, later, its copy placed elsewhere). The replica closes the volume's tree and stream state;
+// with purge it also deletes them. Answered with Dropped; a Select of the same volume later
+// starts it again (from nothing after a purge).
+struct Drop {
+  std::string host;
+  std::string path;
+  uint8_t purge = 0;  // 0: close only (the copy stays on disk); 1: delete the copy too
+
+  bool operator==(const Drop&) const = default;
+};
+
+// replica -> backupd: the answer to Drop, naming the same volume. code 0: done (also when the
+// replica held nothing of it); else the errno why not, and one sentence (kMaxText, escaped).
+struct Dropped {
+  std::string host;
+  std::string path;
+  uint32_t code = 0;
+  std::string text;
+
+  bool operator==(const Dropped&) const = default;
+};
+
 struct Commit {
   uint64_t batch = 0;
 };
@@ -235,6 +258,8 @@ void encode(const Manifest& m, std::vector<uint8_t>& out);
 // The encoded size of one entry in a Manifest payload (to fill frames up to a bound).
 size_t encoded_size(const ManifestEntry& e);
 void encode(const Ack& m, std::vector<uint8_t>& out);
+void encode(const Drop& m, std::vector<uint8_t>& out);
+void encode(const Dropped& m, std::vector<uint8_t>& out);
 
 // Each decoder rejects (EPROTO) short payloads, trailing bytes and out-of-range enums. Paths are
 // not validated here; the applier validates them (common/path.h).
@@ -252,6 +277,8 @@ Result<ManifestRequest> decode_manifest_request(std::span<const uint8_t> payload
 Result<Manifest> decode_manifest(std::span<const uint8_t> payload);
 Result<DigestRequest> decode_digest_request(std::span<const uint8_t> payload);
 Result<Digests> decode_digests(std::span<const uint8_t> payload);
+Result<Drop> decode_drop(std::span<const uint8_t> payload);
+Result<Dropped> decode_dropped(std::span<const uint8_t> payload);
 
 // Write payloads: u64 id, u64 offset, u32 raw length, then the bytes; compressed with zstd
 // (frame flag kFlagZstd) when that saves at least 1/8.
