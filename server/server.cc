@@ -239,8 +239,9 @@ class Server {
       log::error("{}", id.error().message);
       return false;
     }
-    if (auto loaded = hub_.load(); !loaded) {
-      log::error("state directory {}: {}", dir, loaded.error().message);
+    drops_ = std::make_unique<DropQueue>(*catalog_);
+    if (auto loaded = drops_->load(); !loaded) {
+      log::error("{}: {}", dir, loaded.error().message);
       return false;
     }
     RunSettings runs{.gzip_level = settings_.snapshot_gzip_level,
@@ -248,7 +249,8 @@ class Server {
                      .keep = static_cast<size_t>(settings_.keep_snapshots),
                      .entry_delay = archive_delay()};
     scheduler_ = std::make_unique<Scheduler>(*catalog_, runs);
-    registry_ = std::make_unique<Registry>(hub_, *catalog_, *scheduler_, Dialer{*id, tls_});
+    registry_ = std::make_unique<Registry>(hub_, *catalog_, *scheduler_, *drops_,
+                                           Dialer{*id, tls_});
     if (auto recovered = registry_->recover(); !recovered) {
       log::error("recovery: {}", recovered.error().message);
       return false;
@@ -369,7 +371,8 @@ class Server {
         break;
       case wire::Role::kReplica:
         if (secured && !(admitted = admit(c, PeerKind::kReplica, *hello, peer))) return;
-        run_replica_session(c, *hello, hub_, secured ? identified(peer, c) : peer, stopping_);
+        run_replica_session(c, *hello, hub_, *drops_, secured ? identified(peer, c) : peer,
+                            stopping_);
         break;
       case wire::Role::kControl:
         if (secured && !(admitted = admit(c, PeerKind::kOperator, *hello, peer))) return;
@@ -475,6 +478,7 @@ class Server {
   std::unique_ptr<Catalog> catalog_;
   std::unique_ptr<PeerGate> gate_;        // uses catalog_
   std::unique_ptr<Scheduler> scheduler_;  // uses catalog_
+  std::unique_ptr<DropQueue> drops_;      // uses catalog_
   std::unique_ptr<Registry> registry_;    // uses hub_, catalog_, scheduler_; destroyed first
   std::unique_ptr<net::HttpServer> web_;  // uses registry_
   const int64_t started_ms_ = wall_ms();

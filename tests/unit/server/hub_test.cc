@@ -14,7 +14,6 @@ namespace {
 TEST(HubTest, NoReplicaReconcileWhileTheMirrorIsInsideANodeBaseline) {
   testutil::TempDir dir("bkp-hub");
   Hub hub(dir.path());
-  ASSERT_TRUE(hub.load());
   auto volume = hub.volume("web1", "/srv/app");
   ASSERT_TRUE(volume) << volume.error().message;
   auto replica = hub.attach_replica("r1");
