@@ -20,8 +20,9 @@
 // time, each answered by Dropped: done ones are forgotten, failed ones stay queued and are not
 // sent again on this connection (the replica's error is logged and shown by `status`), so a tree
 // the replica cannot delete never stops the other streams. A drop is only ever queued for a
-// volume the Hub no longer streams to the replica, so the two never interleave; after a drop the
-// replica has forgotten its position in that volume, so every stream is selected again.
+// volume the Hub no longer streams to the replica, and drops go first at every pass, so a stream
+// of the same volume made later (registered again) reaches the replica only after the drop.
+// After a drop the replica has no volume selected, so every stream is selected again.
 #include "server/replica_session.h"
 
 #include <fmt/format.h>
