@@ -1,5 +1,5 @@
-// write_file_atomic, the key-value format, make_dirs, open_dir_beneath and allocated_bytes (see
-// files.h).
+// write_file_atomic, the key-value format, make_dirs, open_dir_beneath, remove_tree_at and
+// allocated_bytes (see files.h).
 #include "common/files.h"
 
 #include <dirent.h>
@@ -15,6 +15,7 @@
 #include <set>
 #include <sstream>
 #include <utility>
+#include <vector>
 
 #include "common/unique_fd.h"
 
@@ -85,7 +86,8 @@ Result<void> make_dirs(const std::string& dir) {
   return {};
 }
 
-Result<UniqueFd> open_dir_beneath(int base_fd, const std::string& rel, bool* created) {
+Result<UniqueFd> open_dir_beneath(int base_fd, const std::string& rel, bool* created,
+                                  Missing missing) {
   auto open_at = [](int dir, const std::string& name, uint64_t flags) {
     open_how how{};
     how.flags = flags | O_DIRECTORY | O_CLOEXEC;
@@ -101,8 +103,8 @@ Result<UniqueFd> open_dir_beneath(int base_fd, const std::string& rel, bool* cre
     std::string name = rel.substr(start, slash == std::string::npos ? std::string::npos : slash - start);
     start = slash == std::string::npos ? rel.size() : slash + 1;
     if (name.empty() || name == "." || name == "..") return fail(EINVAL, "bad directory path " + rel);
-    bool made = ::mkdirat(cur.get(), name.c_str(), 0755) == 0;
-    if (!made && errno != EEXIST) return fail_errno("create " + rel);
+    bool made = missing == Missing::kCreate && ::mkdirat(cur.get(), name.c_str(), 0755) == 0;
+    if (missing == Missing::kCreate && !made && errno != EEXIST) return fail_errno("create " + rel);
     if (created != nullptr) *created = made;
     cur = open_at(cur.get(), name, O_PATH);
     if (!cur) return fail_errno("open " + rel + " (never through a symlink)");
@@ -160,6 +162,31 @@ Result<uint64_t> allocated_bytes(const std::string& dir) {
   w.count(st);
   w.walk(fd.release());
   return w.bytes;
+}
+
+Result<void> remove_tree_at(int dir_fd, const std::string& name, const std::string& shown) {
+  if (::unlinkat(dir_fd, name.c_str(), 0) == 0 || errno == ENOENT) return {};
+  if (errno != EISDIR && errno != EPERM) return fail_errno("delete " + shown);
+  UniqueFd fd(::openat(dir_fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!fd) return fail_errno("open " + shown);
+  ::fchmod(fd.get(), 0700);
+  int list_fd = ::dup(fd.get());
+  DIR* d = list_fd < 0 ? nullptr : ::fdopendir(list_fd);
+  if (d == nullptr) {
+    if (list_fd >= 0) ::close(list_fd);
+    return fail_errno("list " + shown);
+  }
+  std::vector<std::string> names;
+  while (dirent* e = ::readdir(d)) {
+    std::string n = e->d_name;
+    if (n != "." && n != "..") names.push_back(std::move(n));
+  }
+  ::closedir(d);
+  for (const auto& n : names) BKP_TRY_VOID(remove_tree_at(fd.get(), n, shown + "/" + n));
+  if (::unlinkat(dir_fd, name.c_str(), AT_REMOVEDIR) != 0 && errno != ENOENT) {
+    return fail_errno("delete " + shown);
+  }
+  return {};
 }
 
 }  // namespace bkp

@@ -1,7 +1,7 @@
 // File helpers every process needs: small state files that are either wholly old or wholly new
 // after a crash (written to a temporary name, optionally synced, renamed over the old one), the
-// "key value" line format such files use, mkdir -p, and mkdir -p beneath a directory without
-// ever following a symlink (for directories whose names a peer chooses).
+// "key value" line format such files use, mkdir -p, and opening or deleting directories beneath
+// a directory without ever following a symlink (for directories whose names a peer chooses).
 #pragma once
 
 #include <cstdint>
@@ -34,9 +34,20 @@ Result<uint64_t> allocated_bytes(const std::string& dir);
 // mkdir -p dir (mode 0755 before umask). ENOTDIR if dir exists and is not a directory.
 Result<void> make_dirs(const std::string& dir);
 
+// What open_dir_beneath does with a component that does not exist.
+enum class Missing { kCreate, kFail };
+
 // Opens (O_RDONLY) the directory rel ("a/b") beneath base_fd, creating missing components (mode
-// 0755), resolving each with RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS: a symlink anywhere on the
-// way is ELOOP, never followed. *created tells whether the last component was made now.
-Result<UniqueFd> open_dir_beneath(int base_fd, const std::string& rel, bool* created = nullptr);
+// 0755) or failing with ENOENT (Missing::kFail), resolving each with RESOLVE_BENEATH |
+// RESOLVE_NO_SYMLINKS: a symlink anywhere on the way is ELOOP, never followed. *created tells
+// whether the last component was made now.
+Result<UniqueFd> open_dir_beneath(int base_fd, const std::string& rel, bool* created = nullptr,
+                                  Missing missing = Missing::kCreate);
+
+// Deletes dir_fd/name and everything under it (nothing to do if it does not exist), never
+// following a symlink: symlinks are removed, not entered, and each directory is opened relative
+// to its parent's descriptor with O_NOFOLLOW. Directories are made writable on the way (a tree
+// may keep a source's read-only modes). `shown` names dir_fd/name in errors.
+Result<void> remove_tree_at(int dir_fd, const std::string& name, const std::string& shown);
 
 }  // namespace bkp

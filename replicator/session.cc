@@ -10,8 +10,14 @@
 // batches, is answered with what this replicator holds and may still take (usage.h). Any
 // failure ends the session without an ack: backupd keeps the batch and, after the reconnect,
 // sends only what the Position says this tree lacks.
+//
+// Between batches backupd may send Drop{host, path, purge}: the volume is no longer this
+// replica's (unregistered, or its copy placed elsewhere). The tree is closed (no descriptor of
+// it stays open) and, with purge, deleted; the answer is Dropped, carrying the error when the
+// deletion failed, so one tree that cannot be deleted does not stop the other volumes' streams.
 #include "replicator/session.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -119,6 +125,24 @@ class Session {
       case wire::MsgType::kUsageRequest:  // for placement (usage.h)
         BKP_TRY_VOID(wire::decode_usage_request(frame.payload));
         return net::send_now(conn_, usage_.current());
+      case wire::MsgType::kDrop: {
+        auto drop = BKP_TRY(wire::decode_drop(frame.payload));
+        BKP_TRY_VOID(validate_host(drop.host));
+        BKP_TRY_VOID(validate_volume_path(drop.path));
+        current_ = nullptr;  // backupd selects again before any data
+        volume_.clear();
+        wire::Dropped answer{drop.host, drop.path, 0, ""};
+        if (auto dropped = trees_.drop(drop); !dropped) {
+          log::error("volume {}:{}: {}", drop.host, drop.path, dropped.error().message);
+          const Error& e = dropped.error();
+          answer.code = static_cast<uint32_t>(e.code != 0 ? e.code : EIO);
+          answer.text = e.message.substr(0, wire::kMaxText);
+        } else {
+          log::info("volume {}:{} dropped{}", drop.host, drop.path,
+                    drop.purge ? ": its copy is deleted" : " (its copy stays on disk)");
+        }
+        return net::send_now(conn_, answer);
+      }
       case wire::MsgType::kPing:
         return {};
       default:  // the server's Error, or a frame a replica never receives
@@ -175,6 +199,35 @@ Result<Tree*> Trees::open(const std::string& host, const std::string& path) {
   auto entry = std::make_unique<Tree>(Tree{std::move(*applier), std::move(*receiver), meter,
                                            changes::ReceiveProgress(meter), &counters});
   return trees_.emplace(key, std::move(entry)).first->second.get();
+}
+
+Result<void> Trees::drop(const wire::Drop& drop) {
+  trees_.erase(drop.host + ":" + drop.path);  // closes its descriptors
+  if (drop.purge == 0) return {};
+  UniqueFd root(::open(root_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!root) return fail_errno("open " + root_);
+  for (const char* base : {".state", ".ids", ""}) {
+    BKP_TRY_VOID(remove_beneath(root.get(), base, drop.host, drop.path));
+  }
+  return {};
+}
+
+Result<void> Trees::remove_beneath(int root_fd, const std::string& base, const std::string& host,
+                                   const std::string& path) {
+  const std::string host_rel = base.empty() ? host : base + "/" + host;
+  auto parent = open_dir_beneath(root_fd, base, nullptr, Missing::kFail);
+  auto host_dir = parent ? open_dir_beneath(parent->get(), host, nullptr, Missing::kFail)
+                         : Result<UniqueFd>(tl::unexpected(parent.error()));
+  if (!host_dir) {
+    if (host_dir.error().code == ENOENT) return {};  // nothing of this host there
+    return tl::unexpected(host_dir.error().wrap(root_));
+  }
+  BKP_TRY_VOID(remove_tree_at(host_dir->get(), escape_path(path),
+                              fmt::format("{}/{}/{}", root_, host_rel, escape_path(path))));
+  host_dir->reset();
+  // The host's last volume here: its directory goes too (another volume keeps it: ENOTEMPTY).
+  (void)::unlinkat(parent->get(), host.c_str(), AT_REMOVEDIR);
+  return {};
 }
 
 void Trees::interrupt_all() {

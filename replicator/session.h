@@ -14,6 +14,7 @@
 #include "common/stream/receiver.h"
 #include "replicator/usage.h"
 #include "replicator/monitor.h"
+#include "common/wire/messages.h"
 
 namespace bkp::replicator {
 
@@ -29,10 +30,10 @@ struct Tree {
   TreeCounters* counters;  // owned by the Monitor
 };
 
-// The replica trees under ROOT, one per volume, opened on first Select and kept for the
-// process's life (an Applier carries a baseline in progress across reconnects). Each stream's
-// position is on disk, so a restarted replicator resumes where it stood; only a stream backupd
-// rebuilt (its restart) or one interrupted inside a baseline starts over.
+// The replica trees under ROOT, one per volume, opened on first Select and kept open until
+// backupd drops the volume (an Applier carries a baseline in progress across reconnects). Each
+// stream's position is on disk, so a restarted replicator resumes where it stood; only a stream
+// backupd rebuilt (its restart) or one interrupted inside a baseline starts over.
 // Layout: ROOT/<host>/<path without leading '/'>, ROOT/.ids/<host>/<escaped path> and
 // ROOT/.state/<host>/<escaped path>/{state,position}.
 class Trees {
@@ -43,10 +44,21 @@ class Trees {
       : root_(std::move(root)), display_(display), monitor_(monitor) {}
   // host and path must be validated.
   Result<Tree*> open(const std::string& host, const std::string& path);
+  // backupd's Drop (host and path validated): closes the volume's tree, releasing every
+  // descriptor of it; with purge also deletes the tree, its id links and its stream state
+  // (state first, so a purge cut short never leaves a position vouching for half a tree), each
+  // beneath ROOT without following a symlink, and then their host directories if empty. A
+  // volume this replicator does not hold is already dropped.
+  Result<void> drop(const wire::Drop& drop);
   // The session ended: transfers still running show as stopped.
   void interrupt_all();
 
  private:
+  // Deletes ROOT/<base>/<host>/<escaped path> (base "": ROOT/<host>/...), then the host's
+  // directory if that left it empty.
+  Result<void> remove_beneath(int root_fd, const std::string& base, const std::string& host,
+                              const std::string& path);
+
   std::string root_;
   progress::Display* display_;
   Monitor& monitor_;

@@ -68,6 +68,16 @@ CREATE TABLE IF NOT EXISTS runs(
   changed_files INTEGER NOT NULL DEFAULT 0,
   error TEXT);
 CREATE INDEX IF NOT EXISTS runs_by_volume ON runs(host, path, id);
+CREATE TABLE IF NOT EXISTS replicas(
+  name TEXT PRIMARY KEY,
+  first_seen_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS drops(
+  replica TEXT NOT NULL,
+  host TEXT NOT NULL,
+  path TEXT NOT NULL,
+  purge INTEGER NOT NULL CHECK(purge IN (0, 1)),
+  queued_at INTEGER NOT NULL,
+  PRIMARY KEY(replica, host, path));
 )sql";
 
 // Version 1 named a volume by the address it was registered with.
@@ -293,6 +303,56 @@ Result<bool> Catalog::is_peer(PeerKind kind, const std::string& id) {
   auto st = BKP_TRY(db_->prepare("SELECT 1 FROM peers WHERE kind = ? AND id = ?"));
   st.bind(1, std::string(peer_kind_name(kind))).bind(2, id);
   return st.step();
+}
+
+Result<void> Catalog::add_replica(const std::string& name, int64_t now) {
+  std::lock_guard lock(mu_);
+  auto st = BKP_TRY(db_->prepare("INSERT OR IGNORE INTO replicas(name, first_seen_at) VALUES(?, ?)"));
+  st.bind(1, name).bind(2, now);
+  return st.run();
+}
+
+Result<std::vector<std::string>> Catalog::replica_names() {
+  std::lock_guard lock(mu_);
+  auto st = BKP_TRY(db_->prepare("SELECT name FROM replicas ORDER BY name"));
+  std::vector<std::string> out;
+  while (BKP_TRY(st.step())) out.push_back(st.text(0));
+  return out;
+}
+
+Result<void> Catalog::add_drops(const std::vector<std::string>& replicas, const std::string& host,
+                                const std::string& path, bool purge, int64_t now) {
+  std::lock_guard lock(mu_);
+  auto tx = BKP_TRY(Transaction::begin(*db_));
+  for (const auto& replica : replicas) {
+    auto st = BKP_TRY(db_->prepare(
+        "INSERT INTO drops(replica, host, path, purge, queued_at) VALUES(?, ?, ?, ?, ?) "
+        "ON CONFLICT(replica, host, path) DO UPDATE SET purge = MAX(purge, excluded.purge), "
+        "queued_at = excluded.queued_at"));
+    st.bind(1, replica).bind(2, host).bind(3, path).bind(4, int64_t{purge}).bind(5, now);
+    BKP_TRY_VOID(st.run());
+  }
+  return tx.commit();
+}
+
+Result<void> Catalog::remove_drop(const std::string& replica, const std::string& host,
+                                  const std::string& path, bool purge) {
+  std::lock_guard lock(mu_);
+  auto st = BKP_TRY(db_->prepare(
+      "DELETE FROM drops WHERE replica = ? AND host = ? AND path = ? AND purge <= ?"));
+  st.bind(1, replica).bind(2, host).bind(3, path).bind(4, int64_t{purge});
+  return st.run();
+}
+
+Result<std::vector<DropRecord>> Catalog::drops() {
+  std::lock_guard lock(mu_);
+  auto st = BKP_TRY(db_->prepare(
+      "SELECT replica, host, path, purge, queued_at FROM drops ORDER BY replica, host, path"));
+  std::vector<DropRecord> out;
+  while (BKP_TRY(st.step())) {
+    out.push_back(DropRecord{st.text(0), st.text(1), st.text(2), st.int64(3) != 0, st.int64(4)});
+  }
+  return out;
 }
 
 Result<void> Catalog::remove_registration(const std::string& host, const std::string& path,

@@ -19,6 +19,10 @@
 //        changed_bytes, changed_files, error)
 //       one row per scheduled run, inserted when the run starts (ended_at NULL) and closed when
 //       it ends, so a run cut short by a crash is still there to be closed at startup.
+//   replicas(name, first_seen_at)
+//       every replica name that ever connected: any of them may hold a copy of any volume.
+//   drops(replica, host, path, purge, queued_at)  PRIMARY KEY(replica, host, path)
+//       a copy the replica must give up (server/drops.h), until it confirms; purge 1: delete it.
 //
 // The database is in WAL mode with synchronous=FULL: a registration acknowledged to bkptool,
 // and a run row, survive a power loss. Runs are minutes apart, so the fsync per transaction
@@ -93,6 +97,16 @@ struct PeerRecord {
   int64_t added_at = 0;  // ms
 };
 
+// A replica's copy of a volume that it must close (purge: delete), not yet confirmed.
+struct DropRecord {
+  std::string replica;
+  std::string host, path;
+  bool purge = false;
+  int64_t queued_at = 0;  // ms
+
+  bool operator==(const DropRecord&) const = default;
+};
+
 struct SnapshotRecord {
   std::string id;  // "20261126T010203.123Z"; the file is id + ".tgz"
   int64_t bytes = 0;
@@ -153,6 +167,18 @@ class Catalog {
   Result<bool> remove_peer(PeerKind kind, const std::string& id);
   Result<std::vector<PeerRecord>> peers(PeerKind kind);  // oldest first
   Result<bool> is_peer(PeerKind kind, const std::string& id);
+
+  // Replicas and the copies they must drop (server/drops.h).
+  Result<void> add_replica(const std::string& name, int64_t now);  // nothing if known already
+  Result<std::vector<std::string>> replica_names();                 // sorted
+  // Queues the drop for each replica in one transaction; a purge replaces a plain drop of the
+  // same copy still queued, a plain drop never weakens a purge.
+  Result<void> add_drops(const std::vector<std::string>& replicas, const std::string& host,
+                         const std::string& path, bool purge, int64_t now);
+  // The replica confirmed the drop as `purge` says: forgotten, unless a purge replaced it since.
+  Result<void> remove_drop(const std::string& replica, const std::string& host,
+                           const std::string& path, bool purge);
+  Result<std::vector<DropRecord>> drops();  // by replica, host, path
 
   // Snapshots.
   Result<void> add_snapshot(const std::string& host, const std::string& path, const SnapshotRecord& s);

@@ -177,8 +177,18 @@ class ControlSession {
     auto host = BKP_TRY(args.string("host"));
     auto path = BKP_TRY(args.string("path"));
     auto purge = BKP_TRY(args.boolean_or("purge", false));
-    auto [name, purged] = BKP_TRY(registry_.unregister(host, path, purge));
-    return json{{"ok", true}, {"host", name}, {"purged", purged}};
+    auto done = BKP_TRY(registry_.unregister(host, path, purge ? Purge::kYes : Purge::kNo));
+    json replicas = json::array();
+    for (const auto& r : done.replicas) {
+      replicas.push_back(json{{"name", r.replica},
+                              {"state", drop_state_name(r.state)},
+                              {"error", r.error.empty() ? json(nullptr) : json(r.error)}});
+    }
+    return json{{"ok", true},
+                {"host", done.name},
+                {"purged", done.purged},
+                {"deleted", done.purged ? json(done.deleted_dir) : json(nullptr)},
+                {"replicas", std::move(replicas)}};
   }
 
   Handled do_list() {

@@ -91,22 +91,23 @@ Hub::~Hub() {
   }
 }
 
-Result<void> Hub::load() {
+Result<std::vector<std::pair<std::string, std::string>>> Hub::volumes_on_disk() {
   namespace fs = std::filesystem;
   std::error_code ec;
   fs::path root = fs::path(state_dir_) / "volumes";
-  fs::create_directories(root, ec);
-  if (ec) return fail(ec.value(), fmt::format("create {}: {}", root.string(), ec.message()));
+  std::vector<std::pair<std::string, std::string>> out;
+  if (!fs::exists(root, ec) && !ec) return out;
   try {
-    load_hosts(root, ec);
+    list_hosts(root, ec, out);
   } catch (const fs::filesystem_error& e) {
     return fail(e.code().value(), fmt::format("list {}: {}", root.string(), e.what()));
   }
   if (ec) return fail(ec.value(), fmt::format("list {}: {}", root.string(), ec.message()));
-  return {};
+  return out;
 }
 
-void Hub::load_hosts(const std::filesystem::path& root, std::error_code& ec) {
+void Hub::list_hosts(const std::filesystem::path& root, std::error_code& ec,
+                     std::vector<std::pair<std::string, std::string>>& out) {
   namespace fs = std::filesystem;
   for (const auto& host_dir : fs::directory_iterator(root, ec)) {
     std::string host = host_dir.path().filename().string();
@@ -119,16 +120,7 @@ void Hub::load_hosts(const std::filesystem::path& root, std::error_code& ec) {
         log::warn("ignoring {}: not a volume directory", vol_dir.path().string());
         continue;
       }
-      auto v = Volume::open(host, *path, vol_dir.path().string());
-      if (!v) {
-        log::error("{}", v.error().message);
-        continue;
-      }
-      log::info("volume {} loaded (instance {:016x}, committed {})", (*v)->name(),
-                (*v)->receiver->instance(), (*v)->receiver->committed());
-      show((*v)->ingest);
-      std::lock_guard lock(mu_);
-      volumes_.emplace((*v)->name(), std::move(*v));
+      out.emplace_back(host, *path);
     }
   }
 }
@@ -154,7 +146,7 @@ std::shared_ptr<Volume> Hub::find_volume(const std::string& host, const std::str
   return it == volumes_.end() ? nullptr : it->second;
 }
 
-void Hub::remove_volume(const std::string& host, const std::string& path) {
+void Hub::close_volume(const std::string& host, const std::string& path) {
   std::shared_ptr<Volume> v;
   std::vector<std::shared_ptr<Replica>> replicas;
   {
@@ -173,7 +165,7 @@ void Hub::remove_volume(const std::string& host, const std::string& path) {
     std::lock_guard rlock(r->mu_);
     r->streams_.erase(v->name());
   }
-  log::info("volume {} forgotten", v->name());
+  log::info("volume {} closed", v->name());
 }
 
 Result<std::shared_ptr<Volume>> Hub::volume(const std::string& host, const std::string& path) {
@@ -185,13 +177,14 @@ Result<std::shared_ptr<Volume>> Hub::volume(const std::string& host, const std::
     if (it != volumes_.end()) return it->second;
     std::string dir = volume_dir(host, path);
     v = BKP_TRY(Volume::open(host, path, dir));
+    log::info("volume {} opened (instance {:016x}, committed {})", v->name(),
+              v->receiver->instance(), v->receiver->committed());
     volumes_.emplace(v->name(), v);
     for (auto& [name, r] : replicas_) {
       if (placed(v->name(), name)) replicas.push_back(r);
     }
   }
   show(v->ingest);
-  log::info("volume {} created", v->name());
   for (auto& r : replicas) {
     auto res = ensure_stream(v, *r);
     if (!res) log::error("{}", res.error().message);
@@ -296,6 +289,20 @@ void Hub::drop_stream(Volume& volume, Replica& replica) {
     replica.streams_.erase(volume.name());
   }
   if (dropped) log::info("replica {} no longer receives volume {}", replica.name(), volume.name());
+}
+
+std::set<std::string> Hub::connected_replicas() {
+  std::vector<std::shared_ptr<Replica>> replicas;
+  {
+    std::lock_guard lock(mu_);
+    for (auto& [name, r] : replicas_) replicas.push_back(r);
+  }
+  std::set<std::string> out;
+  for (auto& r : replicas) {
+    std::lock_guard rlock(r->mu_);
+    if (r->connected_) out.insert(r->name());
+  }
+  return out;
 }
 
 void Hub::wake_all() {

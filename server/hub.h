@@ -1,6 +1,10 @@
 // Hub: backupd's tables of volumes and replicas, and the wiring between them.
 //
-// Every volume has, for every replica backupd knows, one ReplicaStream: a change log the node
+// A volume is open (its mirror, ids and stream position: descriptors) only while registered:
+// the Registry opens it with volume() and closes it with close_volume(); one kept on disk after
+// unregister is not opened, even at startup (volumes_on_disk() only lists it).
+//
+// Every open volume has, for every replica backupd knows, one ReplicaStream: a change log the node
 // session feeds, which starts as a baseline scan of the mirror. A replica is known from its
 // first connection until backupd stops; while it is away its logs keep coalescing, so it catches
 // up when it returns, from the position it reports (a restarted replicator keeps its position on
@@ -40,6 +44,7 @@
 #include <set>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "common/clock.h"
@@ -125,9 +130,11 @@ class Hub {
       : state_dir_(std::move(state_dir)), display_(display), max_queued_ops_(max_queued_ops) {}
   ~Hub();  // breaks the volume <-> stream reference cycles
 
-  // Opens every volume found under state_dir/volumes. A volume that cannot be opened is logged
-  // and skipped; only an unreadable volumes directory is an error.
-  Result<void> load();
+  // The (host, path) of every volume directory under state_dir/volumes, registered or kept
+  // after unregister, without opening any: a volume is opened only while registered (volume()),
+  // so a kept one holds no descriptor. Directories that name no volume are logged and skipped;
+  // only an unreadable volumes directory is an error.
+  Result<std::vector<std::pair<std::string, std::string>>> volumes_on_disk();
 
   // The volume, opened or created on first use. A new volume gets a stream for every known
   // replica. host and path must already be validated.
@@ -136,9 +143,10 @@ class Hub {
   std::shared_ptr<Volume> find_volume(const std::string& host, const std::string& path);
   // STATE/volumes/<host>/<escaped path>, whether or not it exists.
   std::string volume_dir(const std::string& host, const std::string& path) const;
-  // Forgets the volume (purge): drops it from the table and from every replica's streams.
-  // Sessions still holding it finish with it; deleting its directory is the caller's job.
-  void remove_volume(const std::string& host, const std::string& path);
+  // Closes the volume (unregister): drops it from the table and from every replica's streams.
+  // Sessions still holding it finish with it, and its descriptors close with the last of them.
+  // Its files stay; deleting them (purge) is the caller's job, and so is telling the replicas.
+  void close_volume(const std::string& host, const std::string& path);
   std::vector<std::shared_ptr<Volume>> all_volumes();
   // The lag on the volume named `volume_name` (Volume::name()) of every replica its copies are
   // placed on, its copy's state and last error, by replica name (a placed replica never seen
@@ -168,6 +176,8 @@ class Hub {
   // stream for it.
   Result<std::shared_ptr<Replica>> attach_replica(const std::string& name);
   void detach_replica(Replica& replica);
+  // The names of the replicas connected now.
+  std::set<std::string> connected_replicas();
 
   // Wakes every replica session (on shutdown).
   void wake_all();
@@ -195,7 +205,9 @@ class Hub {
   // Removes the replica's stream of the volume, if any.
   void drop_stream(Volume& volume, Replica& replica);
   bool placed(const std::string& volume_name, const std::string& replica);  // mu_ held
-  void load_hosts(const std::filesystem::path& root, std::error_code& ec);
+  // volumes_on_disk's walk of root (STATE/volumes), adding to out.
+  void list_hosts(const std::filesystem::path& root, std::error_code& ec,
+                  std::vector<std::pair<std::string, std::string>>& out);
   void show(const std::shared_ptr<progress::Meter>& meter);
 
   const std::string state_dir_;

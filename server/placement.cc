@@ -158,6 +158,9 @@ Result<std::set<std::string>> Placer::place(const Registration& reg) {
                       std::inserter(added, added.end()));
   std::set_difference(placed.begin(), placed.end(), next.begin(), next.end(),
                       std::inserter(dropped, dropped.end()));
+  for (const auto& r : dropped) {  // its stream is gone: now it may delete the copy
+    BKP_TRY_VOID(drops_.queue_one(r, reg.host, reg.path, Purge::kYes));
+  }
   std::string why;
   if (!added.empty()) why += fmt::format("; placed on {}", names(added));
   if (!dropped.empty()) why += fmt::format("; no longer on {}", names(dropped));

@@ -13,6 +13,10 @@
 // not reported its usage yet, one already holding a copy of the volume, and one without room —
 // its free bytes below the volume's size (the mirror's allocated bytes) plus kMinFreeBytes.
 //
+// A replicator that loses a copy (moved, or fewer copies wanted) is told to delete it
+// (server/drops.h: a durable drop with purge, delivered when it is connected), after its stream
+// of the volume is gone.
+//
 // Placement is sticky: a copy stays where it was put while that replicator is away (its stream
 // keeps the changes it lacks), so a restart of either side moves nothing — up to the grace
 // period (backupd.toml `replica_grace_seconds`, default 10 minutes). A replicator away longer
@@ -40,6 +44,7 @@
 
 #include "common/result.h"
 #include "server/catalog.h"
+#include "server/drops.h"
 #include "server/hub.h"
 
 namespace bkp::server {
@@ -70,9 +75,10 @@ class Placer {
  public:
   // default_copies: the copies of a registration that names none (its `copies` is 0);
   // grace_seconds: how long a placed replicator may be away before its copy moves.
-  Placer(Catalog& catalog, Hub& hub, int default_copies,
+  // drops: where a replica that loses a copy is told to delete it.
+  Placer(Catalog& catalog, Hub& hub, DropQueue& drops, int default_copies,
          int64_t grace_seconds = kDefaultReplicaGraceSeconds)
-      : catalog_(catalog), hub_(hub), default_copies_(default_copies),
+      : catalog_(catalog), hub_(hub), drops_(drops), default_copies_(default_copies),
         grace_ms_(grace_seconds * 1000) {}
   ~Placer();  // stop()
   Placer(const Placer&) = delete;
@@ -101,6 +107,7 @@ class Placer {
 
   Catalog& catalog_;
   Hub& hub_;
+  DropQueue& drops_;
   const int default_copies_;
   const int64_t grace_ms_;
   std::mutex mu_;  // one placement at a time

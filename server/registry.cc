@@ -10,7 +10,6 @@
 // cannot interleave with either.
 #include "server/registry.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -19,6 +18,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include "common/files.h"
 #include "common/log.h"
 #include "common/net/identity.h"
 #include "common/path.h"
@@ -31,33 +31,6 @@ namespace {
 
 constexpr int64_t kMaxEverySeconds = 10LL * 366 * 86400;
 
-// Deletes the tree at dir_fd/name without following symlinks, making directories writable on
-// the way (a mirror keeps the source's modes, read-only directories included).
-Result<void> remove_tree_at(int dir_fd, const std::string& name, const std::string& shown) {
-  if (unlinkat(dir_fd, name.c_str(), 0) == 0 || errno == ENOENT) return {};
-  if (errno != EISDIR && errno != EPERM) return fail_errno("delete " + shown);
-  UniqueFd fd(openat(dir_fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-  if (!fd) return fail_errno("open " + shown);
-  fchmod(fd.get(), 0700);
-  int list_fd = dup(fd.get());
-  DIR* d = list_fd < 0 ? nullptr : fdopendir(list_fd);
-  if (d == nullptr) {
-    if (list_fd >= 0) close(list_fd);
-    return fail_errno("list " + shown);
-  }
-  std::vector<std::string> names;
-  while (dirent* e = readdir(d)) {
-    std::string n = e->d_name;
-    if (n != "." && n != "..") names.push_back(std::move(n));
-  }
-  closedir(d);
-  for (const auto& n : names) BKP_TRY_VOID(remove_tree_at(fd.get(), n, shown + "/" + n));
-  if (unlinkat(dir_fd, name.c_str(), AT_REMOVEDIR) != 0 && errno != ENOENT) {
-    return fail_errno("delete " + shown);
-  }
-  return {};
-}
-
 ControlError internal(const Error& e) { return ControlError{Fault::kInternal, e.message}; }
 
 // The busy key of a node being registered: "node 127.0.0.1:7701 /srv/app" (a volume key never
@@ -67,6 +40,16 @@ std::string node_key(const std::string& address, uint16_t port, const std::strin
 }
 
 }  // namespace
+
+const char* drop_state_name(ReplicaDrop::State state) {
+  switch (state) {
+    case ReplicaDrop::State::kDone: return "done";
+    case ReplicaDrop::State::kOffline: return "offline";
+    case ReplicaDrop::State::kWaiting: return "waiting";
+    case ReplicaDrop::State::kFailed: return "failed";
+  }
+  return "waiting";
+}
 
 const char* fault_code(Fault fault) {
   switch (fault) {
@@ -89,20 +72,23 @@ Result<void> Registry::recover() {
   auto closed = catalog_.close_open_runs(wall_ms(), "interrupted (backupd stopped during the run)");
   if (!closed) return tl::unexpected(closed.error());
   if (*closed > 0) log::warn("closed {} run(s) interrupted by an earlier stop as failed", *closed);
-  for (auto& v : hub_.all_volumes()) reconcile_snapshots(*v);
+  auto volumes = BKP_TRY(hub_.volumes_on_disk());
+  for (const auto& [host, path] : volumes) reconcile_snapshots(host, path);
   return {};
 }
 
-void Registry::reconcile_snapshots(Volume& v) {
-  std::string dir = v.snapshots_dir();
+void Registry::reconcile_snapshots(const std::string& host, const std::string& path) {
+  const std::string name = host + ":" + path;
+  const std::string dir = hub_.volume_dir(host, path) + "/snapshots";
+  const std::string cut_dir = hub_.volume_dir(host, path) + "/cut";
   remove_partial_snapshots(dir);
-  if (size_t n = remove_cut_leftovers(v.cut_dir()); n > 0) {
-    log::warn("volume {}: removed {} file(s) an interrupted run kept in {}", v.name(), n, v.cut_dir());
+  if (size_t n = remove_cut_leftovers(cut_dir); n > 0) {
+    log::warn("volume {}: removed {} file(s) an interrupted run kept in {}", name, n, cut_dir);
   }
   auto on_disk = list_snapshots(dir);
-  auto known = catalog_.snapshots(v.host(), v.path(), /*include_deleted=*/false);
+  auto known = catalog_.snapshots(host, path, /*include_deleted=*/false);
   if (!on_disk || !known) {
-    log::error("volume {}: checking snapshots: {}", v.name(),
+    log::error("volume {}: checking snapshots: {}", name,
                !on_disk ? on_disk.error().message : known.error().message);
     return;
   }
@@ -114,10 +100,10 @@ void Registry::reconcile_snapshots(Volume& v) {
     if (!disk_ids.contains(s.id)) missing.push_back(s.id);
   }
   if (!missing.empty()) {
-    log::warn("volume {}: {} catalogued snapshot(s) missing on disk, marked deleted", v.name(),
+    log::warn("volume {}: {} catalogued snapshot(s) missing on disk, marked deleted", name,
               missing.size());
-    if (auto m = catalog_.mark_deleted(v.host(), v.path(), missing, wall_ms()); !m) {
-      log::error("volume {}: {}", v.name(), m.error().message);
+    if (auto m = catalog_.mark_deleted(host, path, missing, wall_ms()); !m) {
+      log::error("volume {}: {}", name, m.error().message);
     }
   }
   for (const auto& f : *on_disk) {
@@ -125,10 +111,10 @@ void Registry::reconcile_snapshots(Volume& v) {
     struct stat st{};
     int64_t created = stat((dir + "/" + f.name).c_str(), &st) == 0 ? st.st_mtime * 1000LL : wall_ms();
     SnapshotRecord rec{f.id, static_cast<int64_t>(f.bytes), created, std::nullopt, std::nullopt};
-    if (auto a = catalog_.add_snapshot(v.host(), v.path(), rec); !a) {
-      log::error("volume {}: {}", v.name(), a.error().message);
+    if (auto a = catalog_.add_snapshot(host, path, rec); !a) {
+      log::error("volume {}: {}", name, a.error().message);
     } else {
-      log::warn("volume {}: adopted snapshot {} found on disk but not in the catalog", v.name(), f.name);
+      log::warn("volume {}: adopted snapshot {} found on disk but not in the catalog", name, f.name);
     }
   }
 }
@@ -305,11 +291,11 @@ ControlResult<VolumeView> Registry::register_volume(const std::string& address, 
   return view(entry);
 }
 
-ControlResult<std::pair<std::string, bool>> Registry::unregister(const std::string& host,
-                                                                 const std::string& path,
-                                                                 bool purge_data) {
+ControlResult<Unregistered> Registry::unregister(const std::string& host, const std::string& path,
+                                                 Purge purge_data) {
   const std::string name = BKP_TRY(resolve(host, path, Known::kRegisteredOrKept));
   const std::string key = name + ":" + path;
+  const bool purging = purge_data == Purge::kYes;
   std::optional<Entry> entry;
   {
     std::lock_guard lock(mu_);
@@ -327,26 +313,29 @@ ControlResult<std::pair<std::string, bool>> Registry::unregister(const std::stri
 
   if (!entry) {
     // Not registered: only a purge of what an earlier unregister kept makes sense.
-    if (!purge_data) return control_fail(Fault::kUnknownVolume, key + " is not registered");
+    if (!purging) return control_fail(Fault::kUnknownVolume, key + " is not registered");
   } else {
     scheduler_.remove(key);
     entry->link->stop();
+    entry.reset();  // with the Hub's, the last references to the volume: its descriptors close
+    hub_.close_volume(name, path);
   }
-  if (auto removed = catalog_.remove_registration(name, path, purge_data); !removed) {
+  if (auto removed = catalog_.remove_registration(name, path, purging); !removed) {
     return tl::unexpected(internal(removed.error()));
   }
   placer_.forget(key);
-  log::info("unregistered {}{}", key, purge_data ? "" : " (snapshots and history kept)");
-  if (purge_data) BKP_TRY_VOID(purge(name, path));
-  return std::pair{name, purge_data};
+  log::info("unregistered {}{}", key, purging ? "" : " (snapshots and history kept)");
+  Unregistered done{name, purging, "", {}};
+  if (purging) done.deleted_dir = BKP_TRY(purge(name, path));
+  done.replicas = BKP_TRY(drop_everywhere(name, path, purge_data));
+  return done;
 }
 
-ControlResult<void> Registry::purge(const std::string& host, const std::string& path) {
+ControlResult<std::string> Registry::purge(const std::string& host, const std::string& path) {
   std::string dir = hub_.volume_dir(host, path);
-  hub_.remove_volume(host, path);
   UniqueFd parent(open((dir + "/..").c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!parent) {
-    if (errno == ENOENT) return {};
+    if (errno == ENOENT) return dir;
     return tl::unexpected(internal(Error{errno, fmt::format("purge {}: {}", dir, std::strerror(errno))}));
   }
   std::string name = dir.substr(dir.rfind('/') + 1);
@@ -355,7 +344,37 @@ ControlResult<void> Registry::purge(const std::string& host, const std::string& 
     return tl::unexpected(internal(removed.error().wrap("purge")));
   }
   log::info("purged {}: deleted {}", host + ":" + path, dir);
-  return {};
+  return dir;
+}
+
+ControlResult<std::vector<ReplicaDrop>> Registry::drop_everywhere(const std::string& host,
+                                                                 const std::string& path,
+                                                                 Purge purge) {
+  auto queued = drops_.queue(host, path, purge);
+  if (!queued) return tl::unexpected(internal(queued.error().wrap("queue the replicas' drops")));
+  hub_.wake_all();
+  std::set<std::string> connected = hub_.connected_replicas();
+  std::set<std::string> waiting;
+  for (const auto& r : *queued) {
+    if (connected.contains(r)) waiting.insert(r);
+  }
+  auto answers = drops_.wait(host, path, waiting, kDropWaitMs);
+  std::vector<ReplicaDrop> out;
+  for (const auto& r : *queued) {
+    ReplicaDrop d{r, ReplicaDrop::State::kOffline, ""};
+    if (auto it = answers.find(r); it != answers.end()) {
+      if (!it->second) {
+        d.state = ReplicaDrop::State::kDone;
+      } else if (!it->second->error.empty()) {
+        d.state = ReplicaDrop::State::kFailed;
+        d.error = it->second->error;
+      } else {
+        d.state = ReplicaDrop::State::kWaiting;
+      }
+    }
+    out.push_back(std::move(d));
+  }
+  return out;
 }
 
 std::vector<Registry::Entry> Registry::entries() {

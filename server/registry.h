@@ -17,9 +17,16 @@
 // (resolve()).
 //
 // Recovery (before start()): runs left open by a killed backupd are closed as failed
-// "interrupted (backupd stopped during the run)"; in every volume directory, partial ".tmp-*"
-// snapshots are deleted, catalog rows whose file is gone are marked deleted, and snapshot
-// files the catalog does not know (written just before a crash) are adopted.
+// "interrupted (backupd stopped during the run)"; in every volume directory (registered or
+// kept), partial ".tmp-*" snapshots are deleted, catalog rows whose file is gone are marked
+// deleted, and snapshot files the catalog does not know (written just before a crash) are
+// adopted. Only registered volumes are opened (start()): a kept one holds no descriptor, and
+// history, snapshots and restore read the catalog and its snapshot files directly.
+//
+// unregister closes the volume and queues a drop of it for every replica (server/drops.h): each
+// closes its copy, and with purge deletes it. It waits a moment (kDropWaitMs) for the replicas
+// connected now to answer, so the operator learns where the copy is gone and where it will go
+// when a replica returns.
 //
 // Thread-safety: every method is safe from any thread (control sessions call them
 // concurrently). Lock order: Registry::mu_ -> Scheduler's mutex (when a volume is scheduled);
@@ -27,6 +34,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -37,6 +45,7 @@
 #include <vector>
 
 #include "server/catalog.h"
+#include "server/drops.h"
 #include "server/hub.h"
 #include "server/link.h"
 #include "server/placement.h"
@@ -61,6 +70,31 @@ struct ControlError {
 enum class Known {
   kRegistered,         // registered now (status: only they move)
   kRegisteredOrKept,   // also those unregistered with their history and snapshots kept
+};
+
+// How long unregister waits for the connected replicas to answer their drop.
+constexpr std::chrono::milliseconds kDropWaitMs{10000};
+
+// Where one replica stands with an unregistered volume's drop.
+struct ReplicaDrop {
+  enum class State {
+    kDone,     // closed (purge: deleted) on the replica
+    kOffline,  // not connected: it gets the drop when it returns
+    kWaiting,  // connected, no answer yet within kDropWaitMs: it gets to it after its batch
+    kFailed,   // it answered that it could not (error); sent again at its next connection
+  };
+  std::string replica;
+  State state = State::kWaiting;
+  std::string error;
+};
+const char* drop_state_name(ReplicaDrop::State state);  // "done", "offline", ...
+
+// What unregister did, for the operator's confirmation.
+struct Unregistered {
+  std::string name;          // the volume's name (its host)
+  bool purged = false;
+  std::string deleted_dir;   // purge: backupd's volume directory, now deleted
+  std::vector<ReplicaDrop> replicas;  // by name
 };
 
 template <class T>
@@ -97,8 +131,9 @@ struct StatusView {
 
 class Registry {
  public:
-  Registry(Hub& hub, Catalog& catalog, Scheduler& scheduler, Placer& placer, Dialer dialer)
-      : hub_(hub), catalog_(catalog), scheduler_(scheduler), placer_(placer),
+  Registry(Hub& hub, Catalog& catalog, Scheduler& scheduler, Placer& placer, DropQueue& drops,
+           Dialer dialer)
+      : hub_(hub), catalog_(catalog), scheduler_(scheduler), placer_(placer), drops_(drops),
         dialer_(std::move(dialer)) {}
   ~Registry();  // stop()
   Registry(const Registry&) = delete;
@@ -125,10 +160,11 @@ class Registry {
   // copies at once. host as for resolve(..., Known::kRegistered).
   ControlResult<VolumeView> set_copies(const std::string& host, const std::string& path,
                                        int64_t copies);
-  // host: as for resolve(..., Known::kRegisteredOrKept). Returns the volume's name and whether
-  // its data was purged.
-  ControlResult<std::pair<std::string, bool>> unregister(const std::string& host,
-                                                         const std::string& path, bool purge);
+  // host: as for resolve(..., Known::kRegisteredOrKept). Stops the volume, closes it and has
+  // every replica close its copy; with purge deletes its catalog rows, its directory and every
+  // replica's copy. A volume only kept (unregistered earlier) can still be purged.
+  ControlResult<Unregistered> unregister(const std::string& host, const std::string& path,
+                                         Purge purge);
   ControlResult<std::vector<VolumeView>> list();
   // Status of every registered volume, by key.
   std::vector<StatusView> status();
@@ -185,17 +221,22 @@ class Registry {
   ControlResult<void> reserve(const std::string& key, std::optional<std::string> registered);
   void start_volume(const Registration& reg, std::shared_ptr<Volume> volume,
                     std::optional<AttachedNode> first, int64_t first_run_ms);
-  ControlResult<void> purge(const std::string& host, const std::string& path);
+  // Deletes the volume's directory (closed already); returns its path.
+  ControlResult<std::string> purge(const std::string& host, const std::string& path);
+  // Queues the drop of the volume for every replica and waits for the connected ones.
+  ControlResult<std::vector<ReplicaDrop>> drop_everywhere(const std::string& host,
+                                                          const std::string& path, Purge purge);
   std::vector<Entry> entries();  // a copy, taken under mu_
   VolumeView view(const Entry& e);
   StatusView status_view(const Entry& e);
-  void reconcile_snapshots(Volume& v);
+  void reconcile_snapshots(const std::string& host, const std::string& path);
 
   std::atomic<uint64_t> restores_{0}, restored_bytes_{0};
   Hub& hub_;
   Catalog& catalog_;
   Scheduler& scheduler_;
   Placer& placer_;
+  DropQueue& drops_;
   const Dialer dialer_;
 
   std::mutex mu_;

@@ -17,6 +17,14 @@
 // snapshot run held the volume is written once the run ends. Between batches the session asks
 // the replicator for its Usage every few seconds (what it holds, its room left) and times the
 // answer: the round trip placement weighs (placement.h).
+//
+// Before each pass the session sends the replica's pending drops (server/drops.h), one Drop at a
+// time, each answered by Dropped: done ones are forgotten, failed ones stay queued and are not
+// sent again on this connection (the replica's error is logged and shown by `status`), so a tree
+// the replica cannot delete never stops the other streams. A drop is only ever queued for a
+// volume the Hub no longer streams to the replica, and drops go first at every pass, so a stream
+// of the same volume made later (registered again) reaches the replica only after the drop.
+// After a drop the replica has no volume selected, so every stream is selected again.
 #include "server/replica_session.h"
 
 #include <fmt/format.h>
@@ -42,12 +50,14 @@ constexpr auto kUsageRetry = std::chrono::milliseconds(200);
 
 class ReplicaSession {
  public:
-  ReplicaSession(net::Conn& conn, Hub& hub, Replica& replica, const std::atomic<bool>& stopping)
-      : conn_(conn), hub_(hub), replica_(replica), stopping_(stopping) {}
+  ReplicaSession(net::Conn& conn, Hub& hub, DropQueue& drops, Replica& replica,
+                 const std::atomic<bool>& stopping)
+      : conn_(conn), hub_(hub), drops_(drops), replica_(replica), stopping_(stopping) {}
 
   // Ships until the connection fails or stopping is set. Returns the error that ended it.
   Error serve() {
     while (!stopping_) {
+      if (auto dropped = send_drops(); !dropped) return dropped.error();
       if (auto asked = ask_usage(); !asked) return asked.error();
       auto shipped = ship_next();
       if (!shipped) return shipped.error();
@@ -150,6 +160,37 @@ class ReplicaSession {
     return {};
   }
 
+  // Sends each pending drop not refused on this connection and takes its answer.
+  Result<void> send_drops() {
+    for (const PendingDrop& d : drops_.pending(replica_.name())) {
+      const std::string volume = d.host + ":" + d.path;
+      const bool purge = d.purge == Purge::kYes;
+      if (refused_.contains({volume, purge})) continue;
+      BKP_TRY_VOID(net::send_now(conn_, wire::Drop{d.host, d.path, uint8_t{purge}}));
+      auto answer = BKP_TRY(net::expect<wire::Dropped>(conn_, kReplicaDropTimeoutMs));
+      if (answer.host != d.host || answer.path != d.path) {
+        return fail(EPROTO, fmt::format("the replica answered a Drop of {} for {}:{}", volume,
+                                        answer.host, answer.path));
+      }
+      selected_.clear();
+      if (answer.code != 0) {
+        Error e{static_cast<int>(answer.code),
+                fmt::format("could not {} its copy of {}: {}", purge ? "delete" : "close", volume,
+                            answer.text)};
+        log::error("replica {}: {}", replica_.name(), e.message);
+        replica_.record_error(e);
+        drops_.failed(replica_.name(), d, answer.text);
+        refused_.insert({volume, purge});
+        continue;
+      }
+      BKP_TRY_VOID(drops_.done(replica_.name(), d).map_error(
+          [&](Error e) { return e.wrap("forget the drop of " + volume); }));
+      log::info("replica {} {} its copy of {}", replica_.name(), purge ? "deleted" : "closed",
+                volume);
+    }
+    return {};
+  }
+
   // While idle the replica should send nothing; anything readable is either its close or a
   // protocol error (pings are tolerated).
   Result<void> check_alive() {
@@ -163,17 +204,19 @@ class ReplicaSession {
 
   net::Conn& conn_;
   Hub& hub_;
+  DropQueue& drops_;
   Replica& replica_;
   const std::atomic<bool>& stopping_;
   changes::ShipCounters counters_;
   size_t next_ = 0;  // round-robin position among the streams
   std::set<uint64_t> selected_;  // instances of the streams whose position this connection took
   std::chrono::steady_clock::time_point next_usage_{};  // the first request goes at once
+  std::set<std::pair<std::string, bool>> refused_;  // drops (volume, purge) the replica refused
 };
 
 }  // namespace
 
-void run_replica_session(net::Conn& conn, const wire::Hello& hello, Hub& hub,
+void run_replica_session(net::Conn& conn, const wire::Hello& hello, Hub& hub, DropQueue& drops,
                          const std::string& peer, const std::atomic<bool>& stopping) {
   auto reject = [&](const Error& e) {
     log::error("replica {} ({}): {}", peer, hello.name, e.message);
@@ -182,12 +225,16 @@ void run_replica_session(net::Conn& conn, const wire::Hello& hello, Hub& hub,
   if (auto ok = validate_host(hello.name); !ok) {
     return reject(ok.error().wrap("replica name"));
   }
+  // Before it is attached: from now on every drop is queued for it too.
+  if (auto noted = drops.note_replica(hello.name); !noted) {
+    return reject(noted.error().wrap("remember replica " + hello.name));
+  }
   auto replica = hub.attach_replica(hello.name);
   if (!replica) return reject(replica.error());
   Replica& r = **replica;
   log::info("replica {} connected from {} (instance {:016x})", r.name(), peer, hello.instance);
 
-  ReplicaSession session(conn, hub, r, stopping);
+  ReplicaSession session(conn, hub, drops, r, stopping);
   Error end{};
   if (auto sent = net::send_now(conn, wire::HelloOk{}); !sent) {
     end = sent.error();

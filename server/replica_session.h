@@ -6,16 +6,20 @@
 
 #include "common/net/conn.h"
 #include "common/wire/messages.h"
+#include "server/drops.h"
 #include "server/hub.h"
 
 namespace bkp::server {
 
 constexpr int kReplicaAckTimeoutMs = 30000;
 constexpr int kReplicaIdleWaitMs = 50;
+// How long a replica may take to answer a Drop: deleting a large tree takes a while.
+constexpr int kReplicaDropTimeoutMs = 300000;
 
-// Serves one replica connection after its Hello until it fails, closes, or stopping is set.
-// Logs every outcome itself; on an error it sends a kError frame first.
-void run_replica_session(net::Conn& conn, const wire::Hello& hello, Hub& hub,
+// Serves one replica connection after its Hello until it fails, closes, or stopping is set:
+// the replica's pending drops first (and any queued later, before the next batch), then its
+// streams. Logs every outcome itself; on an error it sends a kError frame first.
+void run_replica_session(net::Conn& conn, const wire::Hello& hello, Hub& hub, DropQueue& drops,
                          const std::string& peer, const std::atomic<bool>& stopping);
 
 }  // namespace bkp::server

@@ -240,8 +240,9 @@ class Server {
       log::error("{}", id.error().message);
       return false;
     }
-    if (auto loaded = hub_.load(); !loaded) {
-      log::error("state directory {}: {}", dir, loaded.error().message);
+    drops_ = std::make_unique<DropQueue>(*catalog_);
+    if (auto loaded = drops_->load(); !loaded) {
+      log::error("{}: {}", dir, loaded.error().message);
       return false;
     }
     RunSettings runs{.gzip_level = settings_.snapshot_gzip_level,
@@ -252,13 +253,13 @@ class Server {
                        return registry_ ? registry_->replication_note(key) : std::nullopt;
                      }};
     scheduler_ = std::make_unique<Scheduler>(*catalog_, runs);
-    placer_ = std::make_unique<Placer>(*catalog_, hub_, settings_.copies,
+    placer_ = std::make_unique<Placer>(*catalog_, hub_, *drops_, settings_.copies,
                                        settings_.replica_grace_seconds);
     if (auto loaded = placer_->load(); !loaded) {
       log::error("catalog: placements: {}", loaded.error().message);
       return false;
     }
-    registry_ = std::make_unique<Registry>(hub_, *catalog_, *scheduler_, *placer_,
+    registry_ = std::make_unique<Registry>(hub_, *catalog_, *scheduler_, *placer_, *drops_,
                                            Dialer{*id, tls_});
     if (auto recovered = registry_->recover(); !recovered) {
       log::error("recovery: {}", recovered.error().message);
@@ -380,7 +381,8 @@ class Server {
         break;
       case wire::Role::kReplica:
         if (secured && !(admitted = admit(c, PeerKind::kReplica, *hello, peer))) return;
-        run_replica_session(c, *hello, hub_, secured ? identified(peer, c) : peer, stopping_);
+        run_replica_session(c, *hello, hub_, *drops_, secured ? identified(peer, c) : peer,
+                            stopping_);
         break;
       case wire::Role::kControl:
         if (secured && !(admitted = admit(c, PeerKind::kOperator, *hello, peer))) return;
@@ -487,8 +489,10 @@ class Server {
   std::unique_ptr<Catalog> catalog_;
   std::unique_ptr<PeerGate> gate_;        // uses catalog_
   std::unique_ptr<Scheduler> scheduler_;  // uses catalog_
-  std::unique_ptr<Placer> placer_;        // uses catalog_, hub_
-  std::unique_ptr<Registry> registry_;    // uses hub_, catalog_, scheduler_, placer_; destroyed first
+  std::unique_ptr<DropQueue> drops_;      // uses catalog_
+  std::unique_ptr<Placer> placer_;        // uses catalog_, hub_, drops_
+  std::unique_ptr<Registry> registry_;    // uses hub_, catalog_, scheduler_, placer_, drops_;
+                                          // destroyed first
   std::unique_ptr<net::HttpServer> web_;  // uses registry_
   const int64_t started_ms_ = wall_ms();
   std::unique_ptr<DaemonStats> daemon_stats_;  // uses registry_

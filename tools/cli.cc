@@ -148,9 +148,12 @@ void declare_commands(CLI::App& app, Invocation& inv) {
                   "it); without it, the identity the node presents now is pinned")
       ->type_name("ID");
 
-  CLI::App* unreg = sub("unregister", "stop backing up a volume (snapshots and history are kept)");
+  CLI::App* unreg = sub("unregister", "stop backing up a volume (snapshots and history are kept; "
+                                      "replicas keep their copies, closed)");
   add_volume_args(unreg, inv);
-  unreg->add_flag("--purge", inv.purge, "also delete the volume's snapshots, history and mirror");
+  unreg->add_flag("--purge", inv.purge, "also delete the volume's snapshots, history and mirror, "
+                                        "and every replica's copy (a replica that is away when "
+                                        "it returns)");
 
   sub("list", "registered volumes: last run, next run, current lag and copies");
 

@@ -78,12 +78,36 @@ Report present_register(const Json& request, const Json& response) {
   return r;
 }
 
+// One line for what backupd did, then one per replica: where the copy is gone (purge) or
+// closed, and where it will be once a replica returns.
 Report present_unregister(const Json& request, const Json& response) {
   Report r{response, "", {}, {}};
   auto p = response.find("purged");
   bool purged = p != response.end() && p->is_boolean() && p->get<bool>();
-  r.messages.push_back(fmt::format("unregistered {}; snapshots and history {}",
-                                   name_of(request, response), purged ? "deleted" : "kept"));
+  std::string deleted = field_text(response, "deleted");
+  r.messages.push_back(
+      purged ? fmt::format("unregistered {}; deleted its mirror, snapshots and history on backupd{}",
+                           name_of(request, response),
+                           deleted == "-" || deleted.empty() ? "" : " (" + deleted + ")")
+             : fmt::format("unregistered {}; snapshots and history kept",
+                           name_of(request, response)));
+  const char* copy = purged ? "copy deleted" : "copy closed (kept on disk)";
+  const char* later = purged ? "deletes" : "closes";
+  for (const Json& replica : array_field(response, "replicas")) {
+    std::string name = field_text(replica, "name"), state = field_text(replica, "state");
+    if (state == "done") {
+      r.messages.push_back(fmt::format("replica {}: {}", name, copy));
+    } else if (state == "offline") {
+      r.messages.push_back(
+          fmt::format("replica {}: offline; it {} its copy when it reconnects", name, later));
+    } else if (state == "failed") {
+      r.warnings.push_back(fmt::format("replica {}: could not: {}; backupd asks again when it "
+                                       "reconnects", name, field_text(replica, "error")));
+    } else {
+      r.messages.push_back(fmt::format("replica {}: busy; it {} its copy after its current batch",
+                                       name, later));
+    }
+  }
   return r;
 }
 

@@ -39,6 +39,8 @@ BKP_MESSAGE_TYPE(DigestRequest, kDigestRequest, decode_digest_request)
 BKP_MESSAGE_TYPE(Digests, kDigests, decode_digests)
 BKP_MESSAGE_TYPE(UsageRequest, kUsageRequest, decode_usage_request)
 BKP_MESSAGE_TYPE(Usage, kUsage, decode_usage)
+BKP_MESSAGE_TYPE(Drop, kDrop, decode_drop)
+BKP_MESSAGE_TYPE(Dropped, kDropped, decode_dropped)
 #undef BKP_MESSAGE_TYPE
 
 // Queues the message (Conn::flush sends it; recv flushes first).

@@ -57,6 +57,8 @@ bool is_known_type(uint8_t type) {
     case MsgType::kDigests:
     case MsgType::kUsageRequest:
     case MsgType::kUsage:
+    case MsgType::kDrop:
+    case MsgType::kDropped:
     case MsgType::kRequest:
     case MsgType::kResponse:
     case MsgType::kData:
@@ -85,6 +87,8 @@ const char* type_name(MsgType type) {
     case MsgType::kDigests: return "Digests";
     case MsgType::kUsageRequest: return "UsageRequest";
     case MsgType::kUsage: return "Usage";
+    case MsgType::kDrop: return "Drop";
+    case MsgType::kDropped: return "Dropped";
     case MsgType::kRequest: return "Request";
     case MsgType::kResponse: return "Response";
     case MsgType::kData: return "Data";

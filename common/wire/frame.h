@@ -42,6 +42,8 @@ enum class MsgType : uint8_t {
   kManifest = 26,         // receiver -> sender: a chunk of that list
   kDigestRequest = 27,    // sender -> receiver: block digests of one of your files, please
   kDigests = 28,          // receiver -> sender: those digests
+  kDrop = 29,             // backupd -> replica: stop holding a volume (and with purge, delete it)
+  kDropped = 30,          // replica -> backupd: done, or why not
   kUsageRequest = 32,     // backupd -> replica: how much do you hold, how much room is left?
   kUsage = 33,            // replica -> backupd: the answer (placement, server/placement.h)
   kRequest = 40,     // control: one JSON request

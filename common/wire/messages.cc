@@ -458,6 +458,45 @@ Result<Ack> decode_ack(std::span<const uint8_t> p) {
   return finish(d, m, "Ack");
 }
 
+void encode(const Drop& m, std::vector<uint8_t>& out) {
+  Encoder e(out);
+  e.str(m.host);
+  e.str(m.path);
+  e.u8(m.purge);
+}
+
+Result<Drop> decode_drop(std::span<const uint8_t> p) {
+  Decoder d(p);
+  Drop m;
+  m.host = d.str();
+  m.path = d.str();
+  m.purge = d.u8();
+  if (d.ok() && m.purge > 1) return malformed("Drop (purge)");
+  return finish(d, m, "Drop");
+}
+
+void encode(const Dropped& m, std::vector<uint8_t>& out) {
+  Encoder e(out);
+  e.str(m.host);
+  e.str(m.path);
+  e.u32(m.code);
+  e.str(m.text);
+}
+
+Result<Dropped> decode_dropped(std::span<const uint8_t> p) {
+  Decoder d(p);
+  Dropped m;
+  m.host = d.str();
+  m.path = d.str();
+  m.code = d.u32();
+  m.text = d.str();
+  if (d.ok() && !printable(m.text)) return malformed("Dropped (text too long)");
+  if (d.ok() && (m.code == 0) != m.text.empty()) {
+    return malformed("Dropped (a failure needs its reason, a success has none)");
+  }
+  return finish(d, m, "Dropped");
+}
+
 namespace {
 constexpr uint32_t kMaxSkip = 64;
 

@@ -226,6 +226,29 @@ struct Usage {
   bool operator==(const Usage&) const = default;
 };
 
+// backupd -> replica, between batches: this replica no longer holds the volume (unregistered,
+// or, later, its copy placed elsewhere). The replica closes the volume's tree and stream state;
+// with purge it also deletes them. Answered with Dropped; a Select of the same volume later
+// starts it again (from nothing after a purge).
+struct Drop {
+  std::string host;
+  std::string path;
+  uint8_t purge = 0;  // 0: close only (the copy stays on disk); 1: delete the copy too
+
+  bool operator==(const Drop&) const = default;
+};
+
+// replica -> backupd: the answer to Drop, naming the same volume. code 0: done (also when the
+// replica held nothing of it); else the errno why not, and one sentence (kMaxText, escaped).
+struct Dropped {
+  std::string host;
+  std::string path;
+  uint32_t code = 0;
+  std::string text;
+
+  bool operator==(const Dropped&) const = default;
+};
+
 struct Commit {
   uint64_t batch = 0;
 };
@@ -251,6 +274,8 @@ size_t encoded_size(const ManifestEntry& e);
 void encode(const Ack& m, std::vector<uint8_t>& out);
 void encode(const UsageRequest& m, std::vector<uint8_t>& out);
 void encode(const Usage& m, std::vector<uint8_t>& out);
+void encode(const Drop& m, std::vector<uint8_t>& out);
+void encode(const Dropped& m, std::vector<uint8_t>& out);
 
 // Each decoder rejects (EPROTO) short payloads, trailing bytes and out-of-range enums. Paths are
 // not validated here; the applier validates them (common/path.h).
@@ -270,6 +295,8 @@ Result<DigestRequest> decode_digest_request(std::span<const uint8_t> payload);
 Result<Digests> decode_digests(std::span<const uint8_t> payload);
 Result<UsageRequest> decode_usage_request(std::span<const uint8_t> payload);
 Result<Usage> decode_usage(std::span<const uint8_t> payload);
+Result<Drop> decode_drop(std::span<const uint8_t> payload);
+Result<Dropped> decode_dropped(std::span<const uint8_t> payload);
 
 // Write payloads: u64 id, u64 offset, u32 raw length, then the bytes; compressed with zstd
 // (frame flag kFlagZstd) when that saves at least 1/8.

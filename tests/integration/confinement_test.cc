@@ -7,6 +7,7 @@
 // change, and each volume must land in its own escaped directory. The same attack from hostile
 // nodes, through a real backupd and two real replicators (HostileNodeTest). Also other findings
 // of the hostile-peer review that are about what a process accepts (a config that is not a file).
+// A Drop with purge deletes exactly the named volume's copy, never through a symlink in it.
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -126,9 +127,6 @@ TEST(ConfinementTest, AHostileBackupdCannotLeadAReplicatorOutsideItsRoot) {
     server.op(make(OpKind::kSyncEnd, ""));
     ASSERT_TRUE(server.commit()) << replicator.log_tail();
   }
-  ::shutdown((*conn)->fd(), SHUT_RDWR);
-  replicator.stop();
-
   EXPECT_EQ(slurp(outside + "/keep.txt"), "must survive");
   EXPECT_FALSE(std::filesystem::exists(outside + "/planted.txt"));
   // Each volume has a directory of its own; the symlink stays an inert entry of /srv's tree.
@@ -136,6 +134,28 @@ TEST(ConfinementTest, AHostileBackupdCannotLeadAReplicatorOutsideItsRoot) {
   ASSERT_EQ(lstat((root + "/h/srv/app").c_str(), &st), 0);
   EXPECT_TRUE(S_ISLNK(st.st_mode));
   EXPECT_TRUE(std::filesystem::is_directory(root + "/h/srv-app"));
+
+  // Purging /srv deletes its copy, the symlink as an entry: nothing behind it, nothing of
+  // /srv/app, whose tree, id links and state stay.
+  ASSERT_TRUE(net::send_now(**conn, wire::Drop{"h", "/srv", 1}));
+  auto dropped = net::expect<wire::Dropped>(**conn, kTimeoutMs);
+  ASSERT_TRUE(dropped) << dropped.error().message;
+  EXPECT_EQ(*dropped, (wire::Dropped{"h", "/srv", 0, ""}));
+  EXPECT_EQ(slurp(outside + "/keep.txt"), "must survive");
+  for (const char* gone : {"/h/srv", "/.ids/h/srv", "/.state/h/srv"}) {
+    EXPECT_FALSE(std::filesystem::exists(root + gone)) << gone;
+  }
+  for (const char* kept : {"/h/srv-app", "/.ids/h/srv-app", "/.state/h/srv-app/state"}) {
+    EXPECT_TRUE(std::filesystem::exists(root + kept)) << kept;
+  }
+  // A Drop naming no valid volume is a protocol error, not a deletion.
+  ASSERT_TRUE(net::send_now(**conn, wire::Drop{"h", "srv/../..", 1}));
+  auto refused = net::expect<wire::Dropped>(**conn, kTimeoutMs);
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code, EINVAL) << refused.error().message;
+  EXPECT_TRUE(std::filesystem::exists(root + "/h/srv-app"));
+  ::shutdown((*conn)->fd(), SHUT_RDWR);
+  replicator.stop();
 }
 
 // The finding from the other side: a hostile *node* registered at /srv plants `app ->

@@ -13,7 +13,7 @@
 //
 // so copies 2 (the mirror + 1) → near; 3 → near, far; 4 → near, far, full; 6 → all four with
 // room, and the volume is under-replicated (`status HOST PATH` exits 9); back to 3 keeps the
-// best two. The figures each expectation rests on are checked first (measured round trips and
+// best two (the two others are told to delete theirs). The figures each expectation rests on are checked first (measured round trips and
 // stored bytes as backupd reports them), so a slow machine fails with the reason, not a
 // mysterious choice.
 #include <fcntl.h>
@@ -205,8 +205,12 @@ TEST_F(PlacementTest, CopiesGoWhereTheScoreSaysAndNeverWhereThereIsNoRoom) {
   EXPECT_NE(shown.out.find("5 of 6 current"), std::string::npos) << shown.out;
   EXPECT_NE(shown.out.find("UNDER-REPLICATED"), std::string::npos) << shown.out;
 
-  // Back to 3: the two best of the current copies stay.
+  // Back to 3: the two best of the current copies stay, the others delete theirs.
   EXPECT_EQ(set_copies(3), (std::set<std::string>{"near", "far"}));
+  for (const char* name : {"full", "farther"}) {
+    EXPECT_TRUE(wait_until([&] { return ::access(tree_of(name).c_str(), F_OK) != 0; }, 60s))
+        << name << " still holds the copy it lost";
+  }
   ASSERT_TRUE(wait_until([&] { return (v = volume_status(&why)) && (*v)["copies_current"] == 3; },
                          60s))
       << why;
@@ -217,7 +221,8 @@ TEST_F(PlacementTest, CopiesGoWhereTheScoreSaysAndNeverWhereThereIsNoRoom) {
 
 // Issue 13 item 2: a placed replicator away past the grace period (2 s here) loses its copy to
 // the best other one, which is filled from the mirror while the volume keeps changing; the away
-// one leaves the placement once the new copy is current, and getting back does not put it back.
+// one leaves the placement once the new copy is current, and when it is back it is told to
+// delete its copy (a durable drop), and nothing puts the volume back on it.
 TEST_F(PlacementTest, ACopyMovesOffAReplicatorAwayPastTheGracePeriod) {
   const std::string config = scratch_dir("config") + "/backupd.toml";
   put(config, "replica_grace_seconds = 2\n");
@@ -268,9 +273,11 @@ TEST_F(PlacementTest, ACopyMovesOffAReplicatorAwayPastTheGracePeriod) {
                          60s))
       << why;
 
-  // Back again: it holds no copy now, so it receives nothing of the volume.
+  // Back again: it deletes its old copy and receives nothing of the volume.
   ASSERT_TRUE(start(specs[leaving == "ra" ? 0 : leaving == "rb" ? 1 : 2]));
   ASSERT_TRUE(wait_until([&] { return replicators(&why)[leaving].value("connected", false); }, 60s));
+  EXPECT_TRUE(wait_until([&] { return ::access(tree_of(leaving).c_str(), F_OK) != 0; }, 60s))
+      << "the copy that moved is still on " << leaving;
   put(src("d/after"), "after");
   for (const auto& name : {staying, spare}) {
     EXPECT_TRUE(wait_until([&] { return compare_trees(src(), tree_of(name)).empty(); }, 60s))

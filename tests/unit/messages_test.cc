@@ -91,6 +91,19 @@ TEST(MessagesTest, HelloRoundTrips) {
   EXPECT_EQ(d->auth, h.auth);
 }
 
+// A peer of the previous version (6: no Drop) learns why it is refused, in words naming both.
+TEST(MessagesTest, AHelloOfAnotherVersionIsRefusedByName) {
+  Hello old = sample_hello();
+  old.version = kVersion - 1;
+  auto d = decode_hello(encoded(old));
+  ASSERT_FALSE(d);
+  EXPECT_EQ(d.error().code, EPROTO);
+  EXPECT_NE(d.error().message.find("unsupported protocol version " + std::to_string(kVersion - 1) +
+                                   " (this side speaks " + std::to_string(kVersion) + ")"),
+            std::string::npos)
+      << d.error().message;
+}
+
 TEST(MessagesTest, HelloOkRoundTrips) {
   HelloOk m;
   m.position = Position{987654321, 1, 77};
@@ -124,6 +137,39 @@ TEST(MessagesTest, SelectRoundTrips) {
   EXPECT_EQ(d->host, "web1");
   EXPECT_EQ(d->path, "/srv/app");
   EXPECT_EQ(d->instance, 0x1122334455667788u);
+}
+
+TEST(MessagesTest, DropAndDroppedRoundTrip) {
+  for (uint8_t purge : {0, 1}) {
+    Drop m{"web1", "/srv/my app", purge};
+    auto d = decode_drop(encoded(m));
+    ASSERT_TRUE(d) << d.error().message;
+    EXPECT_EQ(*d, m);
+  }
+  for (const Dropped& m : {Dropped{"web1", "/srv/app", 0, ""},
+                           Dropped{"::1", "/srv/app", ENOSPC, "delete r/x: No space left"}}) {
+    auto d = decode_dropped(encoded(m));
+    ASSERT_TRUE(d) << d.error().message;
+    EXPECT_EQ(*d, m);
+  }
+}
+
+// A Drop's purge is a flag; a Dropped says why exactly when it failed, in bounded text whose
+// control characters are escaped (it reaches `bkptool unregister` and backupd's log).
+TEST(MessagesTest, MalformedDropAndDroppedAreRejected) {
+  Bytes drop = encoded(Drop{"h", "/p", 1});
+  for (uint8_t bad : {2, 255}) {
+    drop.back() = bad;
+    auto d = decode_drop(drop);
+    ASSERT_FALSE(d) << "purge " << int(bad);
+    EXPECT_EQ(d.error().code, EPROTO);
+  }
+  EXPECT_FALSE(decode_dropped(encoded(Dropped{"h", "/p", 0, "done, but says why"})));
+  EXPECT_FALSE(decode_dropped(encoded(Dropped{"h", "/p", EIO, ""})));
+  EXPECT_FALSE(decode_dropped(encoded(Dropped{"h", "/p", EIO, std::string(kMaxText + 1, 'x')})));
+  auto escaped = decode_dropped(encoded(Dropped{"h", "/p", EIO, "bad\x1b[2Jname"}));
+  ASSERT_TRUE(escaped) << escaped.error().message;
+  EXPECT_EQ(escaped->text, "bad\\x1b[2Jname");
 }
 
 TEST(MessagesTest, CommitAndAckRoundTrip) {
@@ -357,6 +403,11 @@ TEST(MessagesTest, TruncatedOrPaddedPayloadsAreRejected) {
       encoded(Commit{1}), [](const Bytes& b) { return decode_commit(b); }, "Commit");
   expect_only_exact_length_decodes(
       encoded(Ack{1}), [](const Bytes& b) { return decode_ack(b); }, "Ack");
+  expect_only_exact_length_decodes(
+      encoded(Drop{"h", "/p", 1}), [](const Bytes& b) { return decode_drop(b); }, "Drop");
+  expect_only_exact_length_decodes(
+      encoded(Dropped{"h", "/p", 5, "x"}), [](const Bytes& b) { return decode_dropped(b); },
+      "Dropped");
   expect_only_exact_length_decodes(
       encoded(sample_manifest()), [](const Bytes& b) { return decode_manifest(b); }, "Manifest");
   expect_only_exact_length_decodes(

@@ -15,7 +15,6 @@ namespace {
 TEST(HubTest, NoReplicaReconcileWhileTheMirrorIsInsideANodeBaseline) {
   testutil::TempDir dir("bkp-hub");
   Hub hub(dir.path());
-  ASSERT_TRUE(hub.load());
   auto volume = hub.volume("web1", "/srv/app");
   ASSERT_TRUE(volume) << volume.error().message;
   hub.set_placement("web1:/srv/app", {"r1"});
@@ -52,7 +51,6 @@ TEST(HubTest, NoReplicaReconcileWhileTheMirrorIsInsideANodeBaseline) {
 TEST(HubTest, AVolumeStreamsOnlyToTheReplicasItIsPlacedOn) {
   testutil::TempDir dir("bkp-hub");
   Hub hub(dir.path());
-  ASSERT_TRUE(hub.load());
   hub.set_placement("web1:/srv/app", {"r1", "r3"});  // before the volume opens: kept for it
   auto r1 = hub.attach_replica("r1");
   auto r2 = hub.attach_replica("r2");

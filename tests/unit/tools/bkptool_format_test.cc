@@ -231,6 +231,42 @@ TEST(PresentTest, MessagesNameTheVolumeTheServerResolved) {
   EXPECT_EQ(r.messages[0], "no runs yet for web1:/srv/app");
 }
 
+// A purge says what went where: backupd's directory, each replica's copy, and which replicas
+// get it when they return; a replica that could not is a warning, not a failure (it is asked
+// again).
+TEST(PresentTest, UnregisterPurgeSaysWhereTheCopiesWent) {
+  Invocation inv;
+  inv.command = "unregister";
+  Json request = {{"cmd", "unregister"}, {"host", "web1"}, {"path", "/srv/app"}, {"purge", true}};
+  Json replicas = Json::array();
+  replicas.push_back({{"name", "r1"}, {"state", "done"}, {"error", nullptr}});
+  replicas.push_back({{"name", "r2"}, {"state", "offline"}, {"error", nullptr}});
+  replicas.push_back({{"name", "r3"}, {"state", "waiting"}, {"error", nullptr}});
+  replicas.push_back({{"name", "r4"}, {"state", "failed"}, {"error", "delete x: Permission denied"}});
+  Report r = present(inv, request,
+                     Json{{"ok", true}, {"host", "web1"}, {"purged", true},
+                          {"deleted", "/var/lib/backupd/volumes/web1/srv-app"},
+                          {"replicas", replicas}});
+  EXPECT_EQ(r.messages, (std::vector<std::string>{
+                            "unregistered web1:/srv/app; deleted its mirror, snapshots and history "
+                            "on backupd (/var/lib/backupd/volumes/web1/srv-app)",
+                            "replica r1: copy deleted",
+                            "replica r2: offline; it deletes its copy when it reconnects",
+                            "replica r3: busy; it deletes its copy after its current batch"}));
+  EXPECT_EQ(r.warnings, (std::vector<std::string>{
+                            "replica r4: could not: delete x: Permission denied; backupd asks "
+                            "again when it reconnects"}));
+
+  request["purge"] = false;
+  replicas = Json::array({replicas[0]});
+  r = present(inv, request,
+              Json{{"ok", true}, {"host", "web1"}, {"purged", false}, {"deleted", nullptr},
+                   {"replicas", replicas}});
+  EXPECT_EQ(r.messages, (std::vector<std::string>{
+                            "unregistered web1:/srv/app; snapshots and history kept",
+                            "replica r1: copy closed (kept on disk)"}));
+}
+
 TEST(PresentTest, EmptyListsSayNothingIsThere) {
   Invocation inv;
   inv.command = "list";
