@@ -41,6 +41,18 @@ Result<std::string> validate_volume_path(std::string_view path) {
   return std::string(path);
 }
 
+Result<void> validate_snapshot_id(std::string_view id) {
+  // "YYYYMMDDTHHMMSS.mmmZ": digits except at 8 ('T'), 15 ('.') and 19 ('Z').
+  bool ok = id.size() == 20;
+  for (size_t i = 0; ok && i < id.size(); ++i) {
+    const char want = i == 8 ? 'T' : i == 15 ? '.' : i == 19 ? 'Z' : '\0';
+    ok = want != '\0' ? id[i] == want : (id[i] >= '0' && id[i] <= '9');
+  }
+  if (ok) return {};
+  return fail(EINVAL, fmt::format("'{}' is not a snapshot id (like 20261126T010203.123Z)",
+                                  std::string(id.substr(0, 64))));
+}
+
 Result<void> validate_host(std::string_view host) {
   if (host.empty() || host.size() > 253) return fail(EINVAL, "host name must have 1 to 253 characters");
   if (host.front() == '.' || host.front() == '-') {

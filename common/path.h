@@ -23,6 +23,10 @@ Result<std::string> validate_volume_path(std::string_view path);
 // Host names: 1..253 chars of [A-Za-z0-9.-_], not starting with '.' or '-'.
 Result<void> validate_host(std::string_view host);
 
+// A snapshot id as backupd names its archives, "20261126T010203.123Z" (the file is id + ".tgz"):
+// exactly that shape, so a peer's id can name a file. EINVAL naming it otherwise.
+Result<void> validate_snapshot_id(std::string_view id);
+
 // "a/b/c" -> parent "a/b", name "c"; "c" -> parent "", name "c".
 std::string_view parent_of(std::string_view rel);
 std::string_view base_of(std::string_view rel);

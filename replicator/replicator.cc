@@ -51,6 +51,7 @@ class Replicator {
              Monitor& monitor)
       : options_(options), trust_(std::move(trust)), monitor_(monitor),
         trees_(options.root, &display, monitor), usage_(options.root, options.capacity),
+        snapshots_(options.root),
         instance_(stream::new_instance()) {}
 
   void loop(const net::HostPort& server) {
@@ -97,7 +98,8 @@ class Replicator {
     } else if (auto ok = authenticate(**conn); !ok) {
       end.error = ok.error();
     } else {
-      end = run_session(**conn, options_.name, instance_, trees_, usage_, monitor_);
+      end = run_session(**conn, options_.name, instance_,
+                        Holdings{trees_, usage_, snapshots_, monitor_});
       if (end.welcomed) log::info("session with {} ended after {} batches", options_.server, end.acked);
     }
     std::lock_guard lock(mu_);
@@ -139,6 +141,7 @@ class Replicator {
   Monitor& monitor_;
   Trees trees_;
   UsageMeter usage_;
+  SnapshotStore snapshots_;
   const uint64_t instance_;
   std::string last_failure_;
   std::mutex mu_;

@@ -7,7 +7,8 @@
 // with one sync and is then acknowledged, which is what allows backupd to forget the batch. A
 // ManifestRequest after a Position that asked for a baseline is answered with what this tree
 // holds, so backupd sends only what differs (common/stream/reconcile.h). A UsageRequest, between
-// batches, is answered with what this replicator holds and may still take (usage.h). Any
+// batches, is answered with what this replicator holds and may still take (usage.h); the
+// snapshot frames keep copies of the volume's archives (snapshot_store.h). Any
 // failure ends the session without an ack: backupd keeps the batch and, after the reconnect,
 // sends only what the Position says this tree lacks.
 //
@@ -49,8 +50,9 @@ Result<void> handshake(net::Conn& conn, const std::string& name, uint64_t instan
 
 class Session {
  public:
-  Session(net::Conn& conn, Trees& trees, UsageMeter& usage)
-      : conn_(conn), trees_(trees), usage_(usage) {}
+  Session(net::Conn& conn, const Holdings& holdings)
+      : conn_(conn), trees_(holdings.trees), usage_(holdings.usage),
+        snapshots_(holdings.snapshots) {}
 
   // Applies frames until the connection fails. Returns the error that ended it.
   Error serve(uint64_t& acked) {
@@ -122,6 +124,33 @@ class Session {
         auto request = BKP_TRY(wire::decode_digest_request(frame.payload));
         return stream::send_digests(conn_, *BKP_TRY(selected())->applier, request);
       }
+      case wire::MsgType::kSnapshotInventoryRequest: {  // snapshot copies (snapshot_store.h)
+        auto req = BKP_TRY(wire::decode_snapshot_inventory_request(frame.payload));
+        BKP_TRY_VOID(validate_host(req.host));
+        BKP_TRY_VOID(validate_volume_path(req.path));
+        auto ids = BKP_TRY(snapshots_.inventory(req.host, req.path));
+        return net::send_now(conn_, wire::SnapshotInventory{req.host, req.path, std::move(ids)});
+      }
+      case wire::MsgType::kSnapshotBegin: {
+        auto begin = BKP_TRY(wire::decode_snapshot_begin(frame.payload));
+        BKP_TRY_VOID(validate_host(begin.host));
+        BKP_TRY_VOID(validate_volume_path(begin.path));
+        snapshots_.begin(begin);
+        return {};
+      }
+      case wire::MsgType::kSnapshotData:
+        return snapshots_.data(BKP_TRY(wire::decode_snapshot_data(frame.payload)));
+      case wire::MsgType::kSnapshotEnd: {
+        BKP_TRY_VOID(wire::decode_snapshot_end(frame.payload));
+        auto stored = BKP_TRY(snapshots_.end());
+        if (stored.code == 0) {
+          log::info("snapshot {} stored", stored.id);
+          usage_.refresh();
+        } else {
+          log::error("snapshot {} not stored: {}", stored.id, stored.text);
+        }
+        return net::send_now(conn_, stored);
+      }
       case wire::MsgType::kUsageRequest:  // for placement (usage.h)
         BKP_TRY_VOID(wire::decode_usage_request(frame.payload));
         return net::send_now(conn_, usage_.current());
@@ -140,6 +169,7 @@ class Session {
         } else {
           log::info("volume {}:{} dropped{}", drop.host, drop.path,
                     drop.purge ? ": its copy is deleted" : " (its copy stays on disk)");
+          if (drop.purge) usage_.refresh();
         }
         return net::send_now(conn_, answer);
       }
@@ -158,6 +188,7 @@ class Session {
   net::Conn& conn_;
   Trees& trees_;
   UsageMeter& usage_;
+  SnapshotStore& snapshots_;
   Tree* current_ = nullptr;  // owned by trees_
   std::string volume_;                   // "host:/path" of current_
 };
@@ -206,7 +237,7 @@ Result<void> Trees::drop(const wire::Drop& drop) {
   if (drop.purge == 0) return {};
   UniqueFd root(::open(root_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!root) return fail_errno("open " + root_);
-  for (const char* base : {".state", ".ids", ""}) {
+  for (const char* base : {".state", ".ids", ".snapshots", ""}) {
     BKP_TRY_VOID(remove_beneath(root.get(), base, drop.host, drop.path));
   }
   return {};
@@ -234,19 +265,20 @@ void Trees::interrupt_all() {
   for (auto& [key, tree] : trees_) tree->progress.interrupted();
 }
 
-SessionEnd run_session(net::Conn& conn, const std::string& name, uint64_t instance, Trees& trees,
-                       UsageMeter& usage, Monitor& monitor) {
+SessionEnd run_session(net::Conn& conn, const std::string& name, uint64_t instance,
+                       const Holdings& holdings) {
   SessionEnd end;
   if (auto hs = handshake(conn, name, instance); !hs) {
     end.error = hs.error();
     return end;
   }
   end.welcomed = true;
-  monitor.session_started();
-  Session session(conn, trees, usage);
+  holdings.monitor.session_started();
+  Session session(conn, holdings);
   end.error = session.serve(end.acked);
-  monitor.session_ended();
-  trees.interrupt_all();
+  holdings.monitor.session_ended();
+  holdings.snapshots.abort();
+  holdings.trees.interrupt_all();
   return end;
 }
 

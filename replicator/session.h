@@ -12,6 +12,7 @@
 #include "common/progress.h"
 #include "common/result.h"
 #include "common/stream/receiver.h"
+#include "replicator/snapshot_store.h"
 #include "replicator/usage.h"
 #include "replicator/monitor.h"
 #include "common/wire/messages.h"
@@ -71,11 +72,17 @@ struct SessionEnd {
   uint64_t acked = 0;    // batches acknowledged during the session
 };
 
+// What a session works on, kept by the replicator across sessions.
+struct Holdings {
+  Trees& trees;
+  UsageMeter& usage;         // answers UsageRequest
+  SnapshotStore& snapshots;  // receives snapshot copies
+  Monitor& monitor;          // told when a session begins (HelloOk) and ends
+};
+
 // Sends Hello{kReplica, name, instance}, expects HelloOk, then applies frames until the
 // connection ends. Apply errors are sent to the server as kError before returning.
-// UsageRequest frames are answered from usage; monitor is told when the session begins (HelloOk)
-// and ends.
-SessionEnd run_session(net::Conn& conn, const std::string& name, uint64_t instance, Trees& trees,
-                       UsageMeter& usage, Monitor& monitor);
+SessionEnd run_session(net::Conn& conn, const std::string& name, uint64_t instance,
+                       const Holdings& holdings);
 
 }  // namespace bkp::replicator

@@ -32,8 +32,17 @@ void UsageMeter::loop() {
     if (!bytes) log::warn("usage of {}: {}", root_, bytes.error().message);
     lock.lock();
     if (bytes) stored_ = *bytes;
-    wake_.wait_for(lock, kRewalkEvery, [this] { return stopping_; });
+    wake_.wait_for(lock, kRewalkEvery, [this] { return stopping_ || refresh_; });
+    refresh_ = false;
   }
+}
+
+void UsageMeter::refresh() {
+  {
+    std::lock_guard lock(mu_);
+    refresh_ = true;
+  }
+  wake_.notify_all();
 }
 
 wire::Usage UsageMeter::current() {

@@ -35,6 +35,9 @@ class UsageMeter {
 
   // The latest figures; free_bytes is computed now.
   wire::Usage current();
+  // Something large came or went (a copy deleted, a snapshot stored): walk again now rather
+  // than at the next minute. The figures stay the old ones until that walk ends.
+  void refresh();
 
  private:
   void loop();
@@ -45,6 +48,7 @@ class UsageMeter {
   std::condition_variable wake_;
   // Guarded by mu_.
   bool stopping_ = false;
+  bool refresh_ = false;
   std::optional<uint64_t> stored_;
   std::thread thread_;  // last: started once the rest is set
 };

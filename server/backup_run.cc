@@ -59,7 +59,8 @@ Outcome finish_written(Volume& v, Catalog& catalog, const RunSettings& settings,
   int64_t now = wall_ms();
   auto added = catalog.add_snapshot(v.host(), v.path(),
                                     SnapshotRecord{snap.id, static_cast<int64_t>(snap.bytes), now,
-                                                   static_cast<int64_t>(counter), std::nullopt});
+                                                   static_cast<int64_t>(counter), std::nullopt,
+                                                   static_cast<uint32_t>(kPartSize), snap.digests});
   o.snapshot = snap.id;
   o.snapshot_bytes = static_cast<int64_t>(snap.bytes);
   if (!added) {
@@ -76,6 +77,7 @@ Outcome finish_written(Volume& v, Catalog& catalog, const RunSettings& settings,
     }
     for (const auto& id : *rotated) log::info("volume {}: rotated out snapshot {}.tgz", v.name(), id);
   }
+  v.snapshot_epoch.fetch_add(1);
   o.status = RunStatus::kWritten;
   if (!snap.warnings.empty()) o.error = snap.warnings;
   return o;

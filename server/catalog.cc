@@ -21,7 +21,7 @@
 namespace bkp::server {
 namespace {
 
-constexpr int kSchemaVersion = 4;
+constexpr int kSchemaVersion = 5;
 
 constexpr const char* kSchema = R"sql(
 CREATE TABLE IF NOT EXISTS registrations(
@@ -53,7 +53,16 @@ CREATE TABLE IF NOT EXISTS snapshots(
   created_at INTEGER NOT NULL,
   change_counter INTEGER,
   deleted_at INTEGER,
+  part_size INTEGER NOT NULL DEFAULT 0,
+  digests TEXT NOT NULL DEFAULT '',
   PRIMARY KEY(host, path, id));
+CREATE TABLE IF NOT EXISTS snapshot_copies(
+  host TEXT NOT NULL,
+  path TEXT NOT NULL,
+  id TEXT NOT NULL,
+  replica TEXT NOT NULL,
+  stored_at INTEGER NOT NULL,
+  PRIMARY KEY(host, path, id, replica));
 CREATE TABLE IF NOT EXISTS runs(
   id INTEGER PRIMARY KEY AUTOINCREMENT,
   host TEXT NOT NULL,
@@ -95,6 +104,26 @@ ALTER TABLE registrations ADD COLUMN node_id TEXT NOT NULL DEFAULT '';
 constexpr const char* kAddCopies = R"sql(
 ALTER TABLE registrations ADD COLUMN copies INTEGER NOT NULL DEFAULT 0;
 )sql";
+
+// Version 4 had no part digests: such snapshots get theirs when first needed.
+constexpr const char* kAddDigests = R"sql(
+ALTER TABLE snapshots ADD COLUMN part_size INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE snapshots ADD COLUMN digests TEXT NOT NULL DEFAULT '';
+)sql";
+
+std::string digests_text(const std::vector<PartDigest>& digests) {
+  std::string out;
+  for (const auto& d : digests) out += to_hex(d);
+  return out;
+}
+
+std::vector<PartDigest> digests_of(const std::string& text) {
+  std::vector<PartDigest> out;
+  for (size_t at = 0; at + 64 <= text.size(); at += 64) {
+    if (auto d = digest_from_hex(std::string_view(text).substr(at, 64))) out.push_back(*d);
+  }
+  return out;
+}
 
 constexpr const char* kRunColumns =
     "id, host, path, started_at, ended_at, status, snapshot, snapshot_bytes, duration_ms, "
@@ -168,6 +197,11 @@ Result<void> Catalog::init_schema() {
     BKP_TRY_VOID(db_->exec(kAddCopies));
     log::info("catalog {}: schema upgraded to version 4 (copies per volume, placed on replicas)",
               db_->path());
+  }
+  if (v >= 1 && v <= 4) {
+    BKP_TRY_VOID(db_->exec(kAddDigests));
+    log::info("catalog {}: schema upgraded to version 5 (part digests of snapshots, and where "
+              "their copies are)", db_->path());
   }
   BKP_TRY_VOID(db_->exec(fmt::format("PRAGMA user_version={}", kSchemaVersion)));
   return tx.commit();
@@ -360,7 +394,7 @@ Result<void> Catalog::remove_registration(const std::string& host, const std::st
   std::lock_guard lock(mu_);
   auto tx = BKP_TRY(Transaction::begin(*db_));
   std::vector<const char*> tables = {"registrations", "placements"};
-  if (purge) tables.insert(tables.end(), {"snapshots", "runs"});
+  if (purge) tables.insert(tables.end(), {"snapshots", "snapshot_copies", "runs"});
   for (const char* table : tables) {
     auto st = BKP_TRY(db_->prepare(fmt::format("DELETE FROM {} WHERE host = ? AND path = ?", table)));
     st.bind(1, host).bind(2, path);
@@ -509,11 +543,55 @@ Result<void> Catalog::add_snapshot(const std::string& host, const std::string& p
                                    const SnapshotRecord& s) {
   std::lock_guard lock(mu_);
   auto st = BKP_TRY(db_->prepare(
-      "INSERT OR REPLACE INTO snapshots(host, path, id, bytes, created_at, change_counter, deleted_at) "
-      "VALUES(?, ?, ?, ?, ?, ?, ?)"));
+      "INSERT OR REPLACE INTO snapshots(host, path, id, bytes, created_at, change_counter, "
+      "deleted_at, part_size, digests) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?)"));
   st.bind(1, host).bind(2, path).bind(3, s.id).bind(4, s.bytes).bind(5, s.created_at)
-      .bind(6, s.change_counter).bind(7, s.deleted_at);
+      .bind(6, s.change_counter).bind(7, s.deleted_at).bind(8, int64_t{s.part_size})
+      .bind(9, digests_text(s.digests));
   return st.run();
+}
+
+Result<void> Catalog::set_digests(const std::string& host, const std::string& path,
+                                  const std::string& id, uint32_t part_size,
+                                  const std::vector<PartDigest>& digests) {
+  std::lock_guard lock(mu_);
+  auto st = BKP_TRY(db_->prepare(
+      "UPDATE snapshots SET part_size = ?, digests = ? WHERE host = ? AND path = ? AND id = ?"));
+  st.bind(1, int64_t{part_size}).bind(2, digests_text(digests)).bind(3, host).bind(4, path)
+      .bind(5, id);
+  return st.run();
+}
+
+Result<void> Catalog::note_copies(const std::string& host, const std::string& path,
+                                  const std::string& replica, const std::vector<std::string>& ids,
+                                  bool replace, int64_t now) {
+  std::lock_guard lock(mu_);
+  auto tx = BKP_TRY(Transaction::begin(*db_));
+  if (replace) {
+    auto st = BKP_TRY(db_->prepare(
+        "DELETE FROM snapshot_copies WHERE host = ? AND path = ? AND replica = ?"));
+    st.bind(1, host).bind(2, path).bind(3, replica);
+    BKP_TRY_VOID(st.run());
+  }
+  for (const auto& id : ids) {
+    auto st = BKP_TRY(db_->prepare(
+        "INSERT OR IGNORE INTO snapshot_copies(host, path, id, replica, stored_at) "
+        "VALUES(?, ?, ?, ?, ?)"));
+    st.bind(1, host).bind(2, path).bind(3, id).bind(4, replica).bind(5, now);
+    BKP_TRY_VOID(st.run());
+  }
+  return tx.commit();
+}
+
+Result<std::map<std::string, std::vector<std::string>>> Catalog::snapshot_copies(
+    const std::string& host, const std::string& path) {
+  std::lock_guard lock(mu_);
+  auto st = BKP_TRY(db_->prepare(
+      "SELECT id, replica FROM snapshot_copies WHERE host = ? AND path = ? ORDER BY id, replica"));
+  st.bind(1, host).bind(2, path);
+  std::map<std::string, std::vector<std::string>> out;
+  while (BKP_TRY(st.step())) out[st.text(0)].push_back(st.text(1));
+  return out;
 }
 
 Result<void> Catalog::mark_deleted(const std::string& host, const std::string& path,
@@ -536,14 +614,15 @@ Result<std::vector<SnapshotRecord>> Catalog::snapshots(const std::string& host,
                                                        bool include_deleted) {
   std::lock_guard lock(mu_);
   auto st = BKP_TRY(db_->prepare(fmt::format(
-      "SELECT id, bytes, created_at, change_counter, deleted_at FROM snapshots "
-      "WHERE host = ? AND path = ? {} ORDER BY id DESC",
+      "SELECT id, bytes, created_at, change_counter, deleted_at, part_size, digests "
+      "FROM snapshots WHERE host = ? AND path = ? {} ORDER BY id DESC",
       include_deleted ? "" : "AND deleted_at IS NULL")));
   st.bind(1, host).bind(2, path);
   std::vector<SnapshotRecord> out;
   while (BKP_TRY(st.step())) {
     out.push_back(SnapshotRecord{st.text(0), st.int64(1), st.int64(2), st.opt_int64(3),
-                                 st.opt_int64(4)});
+                                 st.opt_int64(4), static_cast<uint32_t>(st.int64(5)),
+                                 digests_of(st.text(6))});
   }
   return out;
 }

@@ -1,7 +1,7 @@
 // Catalog: backupd's durable record of registrations, snapshots and scheduled runs, in SQLite
 // at STATE/catalog.db.
 //
-// Schema (user_version 4; every time is CLOCK_REALTIME in milliseconds since the epoch):
+// Schema (user_version 5; every time is CLOCK_REALTIME in milliseconds since the epoch):
 //   registrations(host, path, address, port, every_seconds, registered_at, node_id, copies)
 //       PRIMARY KEY(host, path). host is the volume's name (the node's host name, from its
 //       Hello); address and port are where backupd reaches the node. Version 1 had no address:
@@ -11,10 +11,15 @@
 //   placements(host, path, replica, placed_at)  PRIMARY KEY(host, path, replica)
 //       the replicas the volume's copies are placed on (server/placement.h); removed with the
 //       registration.
-//   snapshots(host, path, id, bytes, created_at, change_counter, deleted_at)
+//   snapshots(host, path, id, bytes, created_at, change_counter, deleted_at, part_size, digests)
 //       one row per snapshot file ever written; deleted_at is set when rotation (or startup
 //       recovery, for a file found missing) removed the file. change_counter is the volume's
 //       change counter the archive was cut at (NULL: unknown, e.g. adopted at startup).
+//       digests: the SHA-256 of every part_size bytes (common/part_digests.h), 64 hex digits
+//       each, concatenated; part_size 0: not computed yet (version 4 and older, or adopted).
+//   snapshot_copies(host, path, id, replica, stored_at)  PRIMARY KEY(host, path, id, replica)
+//       which replicas hold a copy of which snapshot (as they last said, or since they stored
+//       it); rows of rotated snapshots go when the replica next reports what it holds.
 //   runs(id, host, path, started_at, ended_at, status, snapshot, snapshot_bytes, duration_ms,
 //        changed_bytes, changed_files, error)
 //       one row per scheduled run, inserted when the run starts (ended_at NULL) and closed when
@@ -48,6 +53,7 @@
 #include <string>
 #include <vector>
 
+#include "common/part_digests.h"
 #include "common/result.h"
 #include "server/sqlite.h"
 
@@ -113,6 +119,9 @@ struct SnapshotRecord {
   int64_t created_at = 0;
   std::optional<int64_t> change_counter;
   std::optional<int64_t> deleted_at;
+  uint32_t part_size = 0;           // 0: digests not computed yet
+  std::vector<PartDigest> digests;  // one per part (common/part_digests.h)
+  std::vector<std::string> copies;  // replicas holding a copy (Registry::present_snapshots)
 };
 
 // Finished runs kept in memory while the catalog cannot store them.
@@ -187,6 +196,16 @@ class Catalog {
   // Newest first; with deleted = false only those not marked deleted.
   Result<std::vector<SnapshotRecord>> snapshots(const std::string& host, const std::string& path,
                                                 bool include_deleted);
+  // Records the part digests of a snapshot whose row had none.
+  Result<void> set_digests(const std::string& host, const std::string& path, const std::string& id,
+                           uint32_t part_size, const std::vector<PartDigest>& digests);
+  // Snapshot copies on replicas: `ids` are held by `replica` (replace: and no others).
+  Result<void> note_copies(const std::string& host, const std::string& path,
+                           const std::string& replica, const std::vector<std::string>& ids,
+                           bool replace, int64_t now);
+  // Replicas holding each snapshot of the volume, by id.
+  Result<std::map<std::string, std::vector<std::string>>> snapshot_copies(const std::string& host,
+                                                                          const std::string& path);
   // The change counter of the newest snapshot ever written (deleted or not): nullopt if there
   // is none; an unknown counter (NULL) reads as -1, which no volume counter equals.
   Result<std::optional<int64_t>> last_snapshot_counter(const std::string& host, const std::string& path);

@@ -100,11 +100,16 @@ json run_json(const RunRecord& run) {
 }
 
 json snapshot_json(const SnapshotRecord& snap) {
+  json holders = json::array({"backupd"});
+  for (const auto& r : snap.copies) holders.push_back(r);
   return json{
       {"id", snap.id},
       {"name", snap.id + ".tgz"},
       {"created_at", iso_time(snap.created_at)},
       {"bytes", snap.bytes},
+      {"part_size", snap.part_size},
+      {"parts", snap.digests.size()},
+      {"holders", std::move(holders)},
   };
 }
 

@@ -75,6 +75,15 @@ bool Replica::connected() {
   return connected_;
 }
 
+CopyState connected_copy_state(uint64_t pending_ops, uint64_t pending_bytes, int64_t oldest_ns,
+                               bool baseline, int64_t now_ms) {
+  const bool pending = pending_ops > 0 || pending_bytes > 0;
+  if (baseline || (pending && lag_seconds(oldest_ns, now_ms) > kCurrentLagSeconds)) {
+    return CopyState::kCatchingUp;
+  }
+  return CopyState::kCurrent;
+}
+
 const char* copy_state_name(CopyState state) {
   switch (state) {
     case CopyState::kCurrent: return "current";
@@ -447,8 +456,8 @@ std::vector<ReplicaStatus> Hub::replica_lags(const std::string& volume_name) {
     status.lag.connected = connected;
     if (connected && s) {
       const ReplicaLag& l = status.lag;
-      const bool behind = l.pending_ops > 0 || l.pending_bytes > 0 || l.pending_files > 0;
-      status.state = behind ? CopyState::kCatchingUp : CopyState::kCurrent;
+      status.state = connected_copy_state(l.pending_ops, l.pending_bytes + l.pending_files,
+                                          l.oldest_ns, l.baseline, wall_ms());
     }
     out.push_back(std::move(status));
   }

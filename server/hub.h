@@ -105,9 +105,16 @@ class Replica {
   int64_t away_since_ms_ = 0;  // CLOCK_REALTIME of its last detach (0: never detached)
 };
 
-// The state of one placed copy of a volume: current (connected, holding all the mirror holds),
-// catching up (connected, something left to send), missing (away, or never seen since start).
+// The state of one copy of a volume: current (connected and keeping up: nothing it lacks is
+// older than kCurrentLagSeconds, and no baseline under way), catching up (connected, behind
+// more than that, or receiving a baseline), missing (away, or never seen since start). The
+// slack is what keeps a copy that follows a volume written without pause from never being
+// current.
 enum class CopyState { kCurrent, kCatchingUp, kMissing };
+constexpr double kCurrentLagSeconds = 5;
+// The state of a connected copy that lacks what `lag` says (pending counts, oldest change).
+CopyState connected_copy_state(uint64_t pending_ops, uint64_t pending_bytes, int64_t oldest_ns,
+                               bool baseline, int64_t now_ms);
 const char* copy_state_name(CopyState state);  // "current", "catching up", "missing"
 
 // What `status` shows of one replica for one volume.

@@ -394,12 +394,15 @@ ControlResult<std::vector<SnapshotRecord>> Registry::present_snapshots(const std
                                                                      const std::string& path) {
   auto snaps = catalog_.snapshots(host, path, /*include_deleted=*/false);
   if (!snaps) return control_fail(Fault::kInternal, snaps.error().message);
+  auto copies = catalog_.snapshot_copies(host, path);
+  if (!copies) return control_fail(Fault::kInternal, copies.error().message);
   std::string dir = hub_.volume_dir(host, path) + "/snapshots/";
   std::vector<SnapshotRecord> out;
   for (auto& s : *snaps) {
     struct stat st{};
     if (stat((dir + s.id + ".tgz").c_str(), &st) != 0) continue;
     s.bytes = st.st_size;
+    if (auto it = copies->find(s.id); it != copies->end()) s.copies = it->second;
     out.push_back(std::move(s));
   }
   return out;
@@ -425,8 +428,9 @@ ControlResult<StatusView> Registry::status(const std::string& host, const std::s
 CopyState mirror_state(const VolumeView& v) {
   if (!v.link.connected) return CopyState::kMissing;
   const auto& s = v.node_status;
-  return s && (s->status.pending_ops > 0 || s->status.pending_bytes > 0) ? CopyState::kCatchingUp
-                                                                        : CopyState::kCurrent;
+  if (!s) return CopyState::kCurrent;
+  return connected_copy_state(s->status.pending_ops, s->status.pending_bytes, s->status.oldest_ns,
+                              false, wall_ms());
 }
 
 size_t current_copies(const VolumeView& v) {

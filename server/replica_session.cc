@@ -41,6 +41,7 @@
 #include "common/path.h"
 #include "common/progress.h"
 #include "server/peer.h"
+#include "server/snapshot_copies.h"
 
 namespace bkp::server {
 namespace {
@@ -54,6 +55,10 @@ class ReplicaSession {
                  const std::atomic<bool>& stopping)
       : conn_(conn), hub_(hub), drops_(drops), replica_(replica), stopping_(stopping) {}
 
+  void ship_snapshots(Catalog& catalog, size_t keep) {
+    snapshots_.emplace(conn_, catalog, replica_, keep);
+  }
+
   // Ships until the connection fails or stopping is set. Returns the error that ended it.
   Error serve() {
     while (!stopping_) {
@@ -61,7 +66,10 @@ class ReplicaSession {
       if (auto asked = ask_usage(); !asked) return asked.error();
       auto shipped = ship_next();
       if (!shipped) return shipped.error();
-      if (*shipped) continue;
+      // A slice of a snapshot copy after each batch, so neither starves the other.
+      auto sliced = snapshots_ ? snapshots_->step(replica_.streams()) : Result<bool>(false);
+      if (!sliced) return sliced.error().wrap("snapshot copy");
+      if (*shipped || *sliced) continue;
       if (auto alive = check_alive(); !alive) return alive.error();
       replica_.notifier()->wait(std::chrono::milliseconds(kReplicaIdleWaitMs));
     }
@@ -212,12 +220,15 @@ class ReplicaSession {
   std::set<uint64_t> selected_;  // instances of the streams whose position this connection took
   std::chrono::steady_clock::time_point next_usage_{};  // the first request goes at once
   std::set<std::pair<std::string, bool>> refused_;  // drops (volume, purge) the replica refused
+  std::optional<SnapshotShipper> snapshots_;
 };
 
 }  // namespace
 
-void run_replica_session(net::Conn& conn, const wire::Hello& hello, Hub& hub, DropQueue& drops,
-                         const std::string& peer, const std::atomic<bool>& stopping) {
+void run_replica_session(net::Conn& conn, const wire::Hello& hello, Hub& hub,
+                         const ReplicaDuties& duties, const std::string& peer,
+                         const std::atomic<bool>& stopping) {
+  DropQueue& drops = duties.drops;
   auto reject = [&](const Error& e) {
     log::error("replica {} ({}): {}", peer, hello.name, e.message);
     net::send_error(conn, e.code, e.message);
@@ -235,6 +246,7 @@ void run_replica_session(net::Conn& conn, const wire::Hello& hello, Hub& hub, Dr
   log::info("replica {} connected from {} (instance {:016x})", r.name(), peer, hello.instance);
 
   ReplicaSession session(conn, hub, drops, r, stopping);
+  session.ship_snapshots(duties.catalog, duties.keep_snapshots);
   Error end{};
   if (auto sent = net::send_now(conn, wire::HelloOk{}); !sent) {
     end = sent.error();

@@ -6,6 +6,7 @@
 
 #include "common/net/conn.h"
 #include "common/wire/messages.h"
+#include "server/catalog.h"
 #include "server/drops.h"
 #include "server/hub.h"
 
@@ -16,10 +17,20 @@ constexpr int kReplicaIdleWaitMs = 50;
 // How long a replica may take to answer a Drop: deleting a large tree takes a while.
 constexpr int kReplicaDropTimeoutMs = 300000;
 
+// What a replica session sends besides the streams: the replica's drops, and copies of the
+// snapshots of its volumes (the newest keep of each, recorded in catalog).
+struct ReplicaDuties {
+  DropQueue& drops;
+  Catalog& catalog;
+  size_t keep_snapshots = 10;
+};
+
 // Serves one replica connection after its Hello until it fails, closes, or stopping is set:
 // the replica's pending drops first (and any queued later, before the next batch), then its
-// streams. Logs every outcome itself; on an error it sends a kError frame first.
-void run_replica_session(net::Conn& conn, const wire::Hello& hello, Hub& hub, DropQueue& drops,
-                         const std::string& peer, const std::atomic<bool>& stopping);
+// streams, with its snapshot copies between batches (server/snapshot_copies.h). Logs every
+// outcome itself; on an error it sends a kError frame first.
+void run_replica_session(net::Conn& conn, const wire::Hello& hello, Hub& hub,
+                         const ReplicaDuties& duties, const std::string& peer,
+                         const std::atomic<bool>& stopping);
 
 }  // namespace bkp::server

@@ -381,7 +381,10 @@ class Server {
         break;
       case wire::Role::kReplica:
         if (secured && !(admitted = admit(c, PeerKind::kReplica, *hello, peer))) return;
-        run_replica_session(c, *hello, hub_, *drops_, secured ? identified(peer, c) : peer,
+        run_replica_session(c, *hello, hub_,
+                            ReplicaDuties{*drops_, *catalog_,
+                                          static_cast<size_t>(settings_.keep_snapshots)},
+                            secured ? identified(peer, c) : peer,
                             stopping_);
         break;
       case wire::Role::kControl:

@@ -75,6 +75,8 @@ class MemberOutput {
   Result<void> finish() { return members_.finish(); }
   // Why the stream could not be written, if it was the output's fault.
   const std::optional<Error>& error() const { return members_.error(); }
+  // The part digests of what was written, once finished.
+  std::vector<PartDigest> digests() { return hasher_.finish(); }
 
   // libarchive's write callback (archive_write_open2), self being a MemberOutput.
   static la_ssize_t write(archive* a, void* self, const void* buf, size_t n) noexcept {
@@ -91,6 +93,7 @@ class MemberOutput {
 
  private:
   Result<void> write_file(std::span<const char> bytes) {
+    hasher_.feed(bytes);
     while (!bytes.empty()) {
       ssize_t n = ::write(fd_, bytes.data(), bytes.size());
       if (n < 0 && errno == EINTR) continue;
@@ -102,7 +105,8 @@ class MemberOutput {
 
   int fd_;
   std::string path_;
-  GzipMembers members_;
+  PartHasher hasher_;
+  GzipMembers members_;  // last: destroyed first, before what write_file uses
 };
 
 class Writer {
@@ -389,6 +393,7 @@ Result<SnapshotFile> write_snapshot(Cut& cut, const std::string& snapshots_dir,
   out.files = writer.files;
   out.data_bytes = writer.data_bytes;
   out.warnings = writer.warnings();
+  out.digests = output.digests();
   return out;
 }
 

@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "common/part_digests.h"
 #include "common/result.h"
 #include "server/cut.h"
 
@@ -34,6 +35,7 @@ struct SnapshotFile {
   // What the archive does not hold, one line for all ("" if nothing): sockets, which no tar
   // format can hold (counted, the first few named), and entries libarchive refused, by name.
   std::string warnings;
+  std::vector<PartDigest> digests;  // of every kPartSize bytes of the file, as written
 };
 
 // "20261126T010203.123Z" for a CLOCK_REALTIME instant in milliseconds.

@@ -99,6 +99,7 @@ ReplicaLag ReplicaStream::lag() const {
   lag.pending_files = l.files;
   lag.pending_bytes = l.bytes;
   lag.oldest_ns = l.oldest_ns;
+  lag.baseline = baseline;
   if (meter) lag.transfer = meter->view();
   return lag;
 }

@@ -93,6 +93,7 @@ struct ReplicaLag {
   uint64_t pending_files = 0;
   uint64_t pending_bytes = 0;
   int64_t oldest_ns = 0;       // CLOCK_REALTIME of the oldest change it lacks; 0 if none
+  bool baseline = false;       // it is receiving a baseline (or reconcile)
   progress::View transfer;     // the running episode (active) or the last one
 };
 
@@ -117,7 +118,8 @@ struct ReplicaStream {
   // `progress` (session thread only).
   std::shared_ptr<progress::Meter> meter;
   std::optional<changes::SendProgress> progress;
-  bool baseline = false;  // batches come from a baseline scan (progress label)
+  // Batches come from a baseline scan (progress label; the copy is not current before it ends).
+  std::atomic<bool> baseline{false};
   // The ResumePoint last written for this stream (or resumed from); guarded by volume->mu.
   std::optional<ResumePoint> saved;
 
@@ -143,6 +145,10 @@ class Volume {
   std::string snapshots_dir() const { return dir_ + "/snapshots"; }
   // The running snapshot's scratch area (server/cut.h): its names and the old bytes it keeps.
   std::string cut_dir() const { return dir_ + "/cut"; }
+
+  // Moves whenever a snapshot of the volume is written or rotated out, so a replica session
+  // looks at the catalog's snapshots again only then (server/snapshot_copies.h). No lock.
+  std::atomic<uint64_t> snapshot_epoch{0};
 
   std::mutex mu;
   // Everything below is guarded by mu.

@@ -306,10 +306,15 @@ std::string render_pending(const Json& pending) {
 }
 
 std::string render_snapshots(const Json& snapshots) {
-  Table table({"ID", "CREATED", "SIZE"}, {Align::kLeft, Align::kLeft, Align::kRight});
+  Table table({"ID", "CREATED", "SIZE", "HELD BY"}, {Align::kLeft, Align::kLeft, Align::kRight});
   for (const Json& s : snapshots) {
+    std::vector<std::string> holders;
+    if (const Json* h = member(s, "holders"); h != nullptr && h->is_array()) {
+      for (const Json& name : *h) holders.push_back(name.is_string() ? name.get<std::string>() : "?");
+    }
     table.add({field_text(s, "id"), time_field(s, "created_at"),
-               member(s, "bytes") != nullptr ? human_size(field_u64(s, "bytes")) : "-"});
+               member(s, "bytes") != nullptr ? human_size(field_u64(s, "bytes")) : "-",
+               holders.empty() ? "-" : fmt::format("{}", fmt::join(holders, ", "))});
   }
   return table.render();
 }

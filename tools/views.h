@@ -37,7 +37,7 @@ std::string render_replicators(const Json& replicators);
 // STARTED STATUS SNAPSHOT SIZE DURATION CHANGED ERROR.
 std::string render_runs(const Json& runs);
 
-// The "snapshots" array: ID CREATED SIZE.
+// The "snapshots" array: ID CREATED SIZE HELD BY (backupd and the replicas with a copy).
 std::string render_snapshots(const Json& snapshots);
 
 // The "volumes" array of a status response: one block per volume, blocks separated by a blank

@@ -57,6 +57,12 @@ bool is_known_type(uint8_t type) {
     case MsgType::kDigests:
     case MsgType::kUsageRequest:
     case MsgType::kUsage:
+    case MsgType::kSnapshotInventoryRequest:
+    case MsgType::kSnapshotInventory:
+    case MsgType::kSnapshotBegin:
+    case MsgType::kSnapshotData:
+    case MsgType::kSnapshotEnd:
+    case MsgType::kSnapshotStored:
     case MsgType::kDrop:
     case MsgType::kDropped:
     case MsgType::kRequest:
@@ -87,6 +93,12 @@ const char* type_name(MsgType type) {
     case MsgType::kDigests: return "Digests";
     case MsgType::kUsageRequest: return "UsageRequest";
     case MsgType::kUsage: return "Usage";
+    case MsgType::kSnapshotInventoryRequest: return "SnapshotInventoryRequest";
+    case MsgType::kSnapshotInventory: return "SnapshotInventory";
+    case MsgType::kSnapshotBegin: return "SnapshotBegin";
+    case MsgType::kSnapshotData: return "SnapshotData";
+    case MsgType::kSnapshotEnd: return "SnapshotEnd";
+    case MsgType::kSnapshotStored: return "SnapshotStored";
     case MsgType::kDrop: return "Drop";
     case MsgType::kDropped: return "Dropped";
     case MsgType::kRequest: return "Request";

@@ -46,6 +46,12 @@ enum class MsgType : uint8_t {
   kDropped = 30,          // replica -> backupd: done, or why not
   kUsageRequest = 32,     // backupd -> replica: how much do you hold, how much room is left?
   kUsage = 33,            // replica -> backupd: the answer (placement, server/placement.h)
+  kSnapshotInventoryRequest = 34,  // backupd -> replica: which snapshots of a volume do you hold?
+  kSnapshotInventory = 35,         // replica -> backupd: those
+  kSnapshotBegin = 36,    // backupd -> replica: a snapshot archive follows (its part digests)
+  kSnapshotData = 37,     // backupd -> replica: the next bytes of it
+  kSnapshotEnd = 38,      // backupd -> replica: that was all of it
+  kSnapshotStored = 39,   // replica -> backupd: kept (or why not)
   kRequest = 40,     // control: one JSON request
   kResponse = 41,    // control: one JSON response
   kData = 42,        // control: raw bytes of a restore stream

@@ -12,6 +12,7 @@
 #include <cstring>
 #include <memory>
 
+#include "common/path.h"
 #include "common/wire/codec.h"
 
 namespace bkp::wire {
@@ -426,6 +427,121 @@ Result<Commit> decode_commit(std::span<const uint8_t> p) {
   Decoder d(p);
   Commit m{d.u64()};
   return finish(d, m, "Commit");
+}
+
+void encode(const SnapshotInventoryRequest& m, std::vector<uint8_t>& out) {
+  Encoder e(out);
+  e.str(m.host);
+  e.str(m.path);
+}
+
+Result<SnapshotInventoryRequest> decode_snapshot_inventory_request(std::span<const uint8_t> p) {
+  Decoder d(p);
+  SnapshotInventoryRequest m;
+  m.host = d.str();
+  m.path = d.str();
+  return finish(d, std::move(m), "SnapshotInventoryRequest");
+}
+
+void encode(const SnapshotInventory& m, std::vector<uint8_t>& out) {
+  Encoder e(out);
+  e.str(m.host);
+  e.str(m.path);
+  e.u32(static_cast<uint32_t>(m.ids.size()));
+  for (const auto& id : m.ids) e.str(id);
+}
+
+Result<SnapshotInventory> decode_snapshot_inventory(std::span<const uint8_t> p) {
+  Decoder d(p);
+  SnapshotInventory m;
+  m.host = d.str();
+  m.path = d.str();
+  uint32_t n = d.u32();
+  if (!d.ok() || n > p.size() / 24) return malformed("SnapshotInventory");
+  for (uint32_t i = 0; i < n && d.ok(); ++i) {
+    m.ids.push_back(d.str());
+    if (d.ok() && !validate_snapshot_id(m.ids.back())) return malformed("SnapshotInventory (id)");
+  }
+  return finish(d, std::move(m), "SnapshotInventory");
+}
+
+void encode(const SnapshotBegin& m, std::vector<uint8_t>& out) {
+  Encoder e(out);
+  e.str(m.host);
+  e.str(m.path);
+  e.str(m.id);
+  e.u64(m.bytes);
+  e.u32(m.keep);
+  e.u32(m.part_size);
+  e.u32(static_cast<uint32_t>(m.digests.size()));
+  for (const auto& dg : m.digests) e.bytes(dg);
+}
+
+Result<SnapshotBegin> decode_snapshot_begin(std::span<const uint8_t> p) {
+  Decoder d(p);
+  SnapshotBegin m;
+  m.host = d.str();
+  m.path = d.str();
+  m.id = d.str();
+  m.bytes = d.u64();
+  m.keep = d.u32();
+  m.part_size = d.u32();
+  uint32_t n = d.u32();
+  if (!d.ok()) return malformed("SnapshotBegin");
+  if (!validate_snapshot_id(m.id)) return malformed("SnapshotBegin (id)");
+  const auto rest = d.rest();
+  const bool power_of_two = m.part_size != 0 && (m.part_size & (m.part_size - 1)) == 0;
+  if (!power_of_two || m.part_size < (1u << 20) || m.part_size > (64u << 20) || m.keep == 0 ||
+      m.bytes > (uint64_t{1} << 50) || n != (m.bytes + m.part_size - 1) / m.part_size ||
+      rest.size() != uint64_t{n} * 32) {
+    return malformed("SnapshotBegin (size, part size, keep or digests)");
+  }
+  m.digests.resize(n);
+  for (uint32_t i = 0; i < n; ++i) std::memcpy(m.digests[i].data(), rest.data() + 32 * i, 32);
+  return m;
+}
+
+void encode(const SnapshotData& m, std::vector<uint8_t>& out) {
+  Encoder e(out);
+  e.u64(m.offset);
+  e.bytes(m.bytes);
+}
+
+Result<SnapshotData> decode_snapshot_data(std::span<const uint8_t> p) {
+  Decoder d(p);
+  SnapshotData m;
+  m.offset = d.u64();
+  if (!d.ok()) return malformed("SnapshotData");
+  m.bytes = d.rest();
+  if (m.bytes.empty() || m.bytes.size() > kMaxSnapshotData) return malformed("SnapshotData (length)");
+  return m;
+}
+
+void encode(const SnapshotEnd&, std::vector<uint8_t>&) {}
+
+Result<SnapshotEnd> decode_snapshot_end(std::span<const uint8_t> p) {
+  Decoder d(p);
+  return finish(d, SnapshotEnd{}, "SnapshotEnd");
+}
+
+void encode(const SnapshotStored& m, std::vector<uint8_t>& out) {
+  Encoder e(out);
+  e.str(m.id);
+  e.u32(m.code);
+  e.str(m.text);
+}
+
+Result<SnapshotStored> decode_snapshot_stored(std::span<const uint8_t> p) {
+  Decoder d(p);
+  SnapshotStored m;
+  m.id = d.str();
+  m.code = d.u32();
+  m.text = d.str();
+  if (d.ok() && (!validate_snapshot_id(m.id) || m.text.size() > kMaxText ||
+                 (m.code == 0) != m.text.empty())) {
+    return malformed("SnapshotStored");
+  }
+  return finish(d, std::move(m), "SnapshotStored");
 }
 
 void encode(const UsageRequest&, std::vector<uint8_t>&) {}

@@ -8,6 +8,7 @@
 
 #include <sys/stat.h>
 
+#include <array>
 #include <cstdint>
 #include <span>
 #include <string>
@@ -56,6 +57,8 @@ struct HelloOk {
 // NodeStatus.current_file): longer is EPROTO. Decoders also escape control characters in such
 // text (\xNN), so a peer cannot drive an operator's terminal through logs or `bkptool status`.
 constexpr size_t kMaxText = 4096;
+// The most bytes one SnapshotData carries.
+constexpr size_t kMaxSnapshotData = 1u << 20;
 
 // The longest name an operator may give an authorised replica or operator (control protocol:
 // replica_add, operator_add).
@@ -226,6 +229,44 @@ struct Usage {
   bool operator==(const Usage&) const = default;
 };
 
+// Snapshot copies on replicas (server/snapshot_copies.h, replicator/snapshot_store.h), between
+// batches of the replica stream. backupd asks once per volume and connection which snapshots a
+// replica holds, then sends each missing one as Begin, Data..., End, answered by Stored.
+struct SnapshotInventoryRequest {
+  std::string host;
+  std::string path;
+};
+struct SnapshotInventory {
+  std::string host;
+  std::string path;
+  std::vector<std::string> ids;  // complete archives held, each a valid snapshot id
+};
+// The archive's size, how many of the newest snapshots the replica keeps of the volume (older
+// ones are deleted once this one is stored), and the SHA-256 of every part_size bytes
+// (common/part_digests.h): exactly part_count(bytes, part_size) of them.
+struct SnapshotBegin {
+  std::string host;
+  std::string path;
+  std::string id;
+  uint64_t bytes = 0;
+  uint32_t keep = 0;
+  uint32_t part_size = 0;
+  std::vector<std::array<uint8_t, 32>> digests;
+};
+// The next bytes of the archive begun, at offset (each Data follows the previous one).
+struct SnapshotData {
+  uint64_t offset = 0;
+  std::span<const uint8_t> bytes;  // into the frame's payload (decode) or the caller's buffer
+};
+struct SnapshotEnd {};
+// code 0: the archive is stored under its id, every part checked; else the errno why not (a
+// part that does not match its digest: EBADMSG) and one sentence.
+struct SnapshotStored {
+  std::string id;
+  uint32_t code = 0;
+  std::string text;
+};
+
 // backupd -> replica, between batches: this replica no longer holds the volume (unregistered,
 // or, later, its copy placed elsewhere). The replica closes the volume's tree and stream state;
 // with purge it also deletes them. Answered with Dropped; a Select of the same volume later
@@ -272,6 +313,12 @@ void encode(const Manifest& m, std::vector<uint8_t>& out);
 // The encoded size of one entry in a Manifest payload (to fill frames up to a bound).
 size_t encoded_size(const ManifestEntry& e);
 void encode(const Ack& m, std::vector<uint8_t>& out);
+void encode(const SnapshotInventoryRequest& m, std::vector<uint8_t>& out);
+void encode(const SnapshotInventory& m, std::vector<uint8_t>& out);
+void encode(const SnapshotBegin& m, std::vector<uint8_t>& out);
+void encode(const SnapshotData& m, std::vector<uint8_t>& out);
+void encode(const SnapshotEnd& m, std::vector<uint8_t>& out);
+void encode(const SnapshotStored& m, std::vector<uint8_t>& out);
 void encode(const UsageRequest& m, std::vector<uint8_t>& out);
 void encode(const Usage& m, std::vector<uint8_t>& out);
 void encode(const Drop& m, std::vector<uint8_t>& out);
@@ -293,6 +340,14 @@ Result<ManifestRequest> decode_manifest_request(std::span<const uint8_t> payload
 Result<Manifest> decode_manifest(std::span<const uint8_t> payload);
 Result<DigestRequest> decode_digest_request(std::span<const uint8_t> payload);
 Result<Digests> decode_digests(std::span<const uint8_t> payload);
+// Ids are checked (validate_snapshot_id), Begin's digests against its size and part size
+// (1 MiB to 64 MiB, a power of two), Data's length against kMaxSnapshotData.
+Result<SnapshotInventoryRequest> decode_snapshot_inventory_request(std::span<const uint8_t> payload);
+Result<SnapshotInventory> decode_snapshot_inventory(std::span<const uint8_t> payload);
+Result<SnapshotBegin> decode_snapshot_begin(std::span<const uint8_t> payload);
+Result<SnapshotData> decode_snapshot_data(std::span<const uint8_t> payload);
+Result<SnapshotEnd> decode_snapshot_end(std::span<const uint8_t> payload);
+Result<SnapshotStored> decode_snapshot_stored(std::span<const uint8_t> payload);
 Result<UsageRequest> decode_usage_request(std::span<const uint8_t> payload);
 Result<Usage> decode_usage(std::span<const uint8_t> payload);
 Result<Drop> decode_drop(std::span<const uint8_t> payload);

@@ -307,7 +307,10 @@ void ClusterTest::stop_watchdog() {
 }
 
 ::testing::AssertionResult ClusterTest::register_volume(const std::string& every) {
-  auto r = bkptool({"register", kHost, std::to_string(node_port_), src_, "--every", every});
+  std::vector<std::string> args{"register", kHost, std::to_string(node_port_), src_, "--every",
+                                every};
+  if (!copies.empty()) args.insert(args.end(), {"--copies", copies});
+  auto r = bkptool(args);
   if (r.exit_code() != 0) {
     return ::testing::AssertionFailure()
            << "bkptool register: " << (r.timed_out ? "timed out" : describe_status(r.status))
@@ -317,6 +320,8 @@ void ClusterTest::stop_watchdog() {
 }
 
 ::testing::AssertionResult ClusterTest::start_all(const std::string& every, bool with_replicators) {
+  // Without replicators the mirror is the volume's one copy, so it is not under-replicated.
+  if (!with_replicators && copies.empty()) copies = "1";
   if (auto r = start_server(); !r) return r;
   if (with_replicators) {
     if (auto r = start_replicators(); !r) return r;

@@ -96,7 +96,7 @@ class ClusterTest : public ::testing::Test {
   // backupfs over src, listening on 127.0.0.1:node_port (0: any free port, read back from its
   // port file into node_port()).
   ::testing::AssertionResult mount_source(uint16_t node_port = 0);
-  // bkptool register kHost node_port() src --every every; expects exit 0.
+  // bkptool register kHost node_port() src --every every [--copies copies]; expects exit 0.
   ::testing::AssertionResult register_volume(const std::string& every = "1h");
   // start_server(), start_replicators() (unless with_replicators is false), mount_source(),
   // register_volume(every).
@@ -181,6 +181,8 @@ class ClusterTest : public ::testing::Test {
   bool replicator_metrics = false;
   // "NAME=VALUE" entries added to every replicator's environment (start_replicator).
   std::vector<std::string> replicator_env;
+  // register_volume's --copies ("": backupd's default, 3; start_all without replicators: 1).
+  std::string copies;
   // backupfs --host of mount_source(), so the volume's name: where its mirror and replicas are
   // (volume_dir(), replica()) and what the ControlTest helpers ask backupd about.
   std::string node_name = kHost;

@@ -1,0 +1,149 @@
+// Snapshot copies on replicas (snapshot_copies.h).
+#include "server/snapshot_copies.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <fmt/format.h>
+
+#include <vector>
+
+#include "common/clock.h"
+#include "common/log.h"
+#include "common/net/messenger.h"
+#include "common/part_digests.h"
+#include "server/replica_session.h"
+
+namespace bkp::server {
+
+Result<bool> SnapshotShipper::step(const std::vector<std::shared_ptr<ReplicaStream>>& streams) {
+  if (transfer_) {
+    BKP_TRY_VOID(send_slice());
+    return true;
+  }
+  for (const auto& s : streams) {
+    const std::shared_ptr<Volume>& v = s->volume;
+    VolumeCopies& copies = volumes_[v->name()];
+    if (!copies.inventoried) {
+      BKP_TRY_VOID(inventory(*v, copies));
+      return true;
+    }
+    if (const uint64_t epoch = v->snapshot_epoch.load(); epoch != copies.epoch_seen) {
+      copies.epoch_seen = epoch;
+      find_missing(*v, copies);
+    }
+    if (BKP_TRY(begin_next(v, copies))) return true;
+  }
+  return false;
+}
+
+Result<void> SnapshotShipper::inventory(Volume& v, VolumeCopies& copies) {
+  BKP_TRY_VOID(net::send_now(conn_, wire::SnapshotInventoryRequest{v.host(), v.path()}));
+  auto held = BKP_TRY(net::expect<wire::SnapshotInventory>(conn_, kReplicaAckTimeoutMs));
+  if (held.host != v.host() || held.path != v.path()) {
+    return fail(EPROTO, fmt::format("the replica listed the snapshots of {}:{} for {}", held.host,
+                                    held.path, v.name()));
+  }
+  copies.held = std::set<std::string>(held.ids.begin(), held.ids.end());
+  copies.inventoried = true;
+  if (auto noted = catalog_.note_copies(v.host(), v.path(), replica_.name(), held.ids, true,
+                                        wall_ms());
+      !noted) {
+    log::warn("volume {}: replica {}: {}", v.name(), replica_.name(), noted.error().message);
+  }
+  return {};
+}
+
+void SnapshotShipper::find_missing(Volume& v, VolumeCopies& copies) {
+  copies.missing.clear();
+  auto present = catalog_.snapshots(v.host(), v.path(), false);
+  if (!present) {
+    log::warn("volume {}: snapshots for replica {}: {}", v.name(), replica_.name(),
+              present.error().message);
+    return;
+  }
+  for (size_t i = 0; i < present->size() && i < keep_; ++i) {
+    SnapshotRecord& rec = (*present)[i];
+    if (!copies.held.contains(rec.id) && !copies.refused.contains(rec.id)) {
+      copies.missing.push_back(std::move(rec));
+    }
+  }
+}
+
+Result<bool> SnapshotShipper::begin_next(const std::shared_ptr<Volume>& v, VolumeCopies& copies) {
+  while (!copies.missing.empty()) {
+    SnapshotRecord rec = std::move(copies.missing.front());
+    copies.missing.pop_front();
+    const std::string path = fmt::format("{}/{}.tgz", v->snapshots_dir(), rec.id);
+    UniqueFd file(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    struct stat st {};
+    if (!file || ::fstat(file.get(), &st) != 0) continue;  // rotated away since: skip it
+    const auto bytes = static_cast<uint64_t>(st.st_size);
+    if (rec.part_size == 0 || rec.digests.size() != part_count(bytes, rec.part_size)) {
+      rec.part_size = static_cast<uint32_t>(kPartSize);
+      rec.digests = BKP_TRY(digest_file(file.get(), kPartSize).map_error(
+          [&](Error e) { return e.wrap(path); }));
+      if (auto set = catalog_.set_digests(v->host(), v->path(), rec.id, rec.part_size, rec.digests);
+          !set) {
+        log::warn("volume {}: {}", v->name(), set.error().message);
+      }
+    }
+    wire::SnapshotBegin begin{v->host(), v->path(), rec.id, bytes, static_cast<uint32_t>(keep_),
+                              rec.part_size, rec.digests};
+    BKP_TRY_VOID(net::send(conn_, begin));
+    log::info("volume {}: sending snapshot {} ({} bytes) to replica {}", v->name(), rec.id, bytes,
+              replica_.name());
+    transfer_ = Transfer{v, rec.id, std::move(file), bytes, 0};
+    return true;
+  }
+  return false;
+}
+
+Result<void> SnapshotShipper::send_slice() {
+  Transfer& t = *transfer_;
+  std::vector<uint8_t> buf(wire::kMaxSnapshotData);
+  const uint64_t stop = std::min(t.bytes, t.offset + kSnapshotSlice);
+  while (t.offset < stop) {
+    const size_t want = static_cast<size_t>(std::min<uint64_t>(buf.size(), stop - t.offset));
+    ssize_t n = ::pread(t.file.get(), buf.data(), want, static_cast<off_t>(t.offset));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      // The archive shrank under us (it never should): the replica gets a short archive and
+      // refuses it; the connection ends so both sides start clean.
+      return fail(n < 0 ? errno : EIO, fmt::format("read snapshot {} at {}", t.id, t.offset));
+    }
+    BKP_TRY_VOID(net::send(
+        conn_, wire::SnapshotData{t.offset, std::span<const uint8_t>(buf.data(), size_t(n))}));
+    t.offset += static_cast<uint64_t>(n);
+  }
+  if (t.offset < t.bytes) return conn_.flush();
+  BKP_TRY_VOID(net::send_now(conn_, wire::SnapshotEnd{}));
+  auto stored = BKP_TRY(net::expect<wire::SnapshotStored>(conn_, kSnapshotStoredTimeoutMs));
+  Transfer done = std::move(t);
+  transfer_.reset();
+  if (stored.id != done.id) {
+    return fail(EPROTO, fmt::format("the replica answered snapshot {} for {}", done.id, stored.id));
+  }
+  VolumeCopies& copies = volumes_[done.volume->name()];
+  if (stored.code != 0) {
+    Error e{static_cast<int>(stored.code),
+            fmt::format("could not store snapshot {} of {}: {}", done.id, done.volume->name(),
+                        stored.text)};
+    log::error("replica {}: {}", replica_.name(), e.message);
+    replica_.record_error(e);
+    copies.refused.insert(done.id);
+    return {};
+  }
+  copies.held.insert(done.id);
+  log::info("volume {}: replica {} holds snapshot {}", done.volume->name(), replica_.name(),
+            done.id);
+  if (auto noted = catalog_.note_copies(done.volume->host(), done.volume->path(), replica_.name(),
+                                        {done.id}, false, wall_ms());
+      !noted) {
+    log::warn("volume {}: {}", done.volume->name(), noted.error().message);
+  }
+  return {};
+}
+
+}  // namespace bkp::server
