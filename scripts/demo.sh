@@ -107,6 +107,7 @@ stop_pids() {  # pid...: SIGTERM to all, then SIGKILL to any left after 10 s
 cleanup() {
   local status=$? pid dir
   trap - EXIT INT TERM
+  set +e  # stop everything, whatever fails on the way
   exec 1>&3 2>&4  # Ctrl-C may come while a function's output goes to a file
   for pid in "${WRITER_PID[@]}"; do kill "$pid" 2>/dev/null || true; done
   # Unmounting stops each backupfs after it has shipped what is left.
@@ -271,12 +272,12 @@ elif mode == "settled":  # exit 0 when every volume has all the copies it wants,
     sys.exit(0 if vols and all(v["copies_current"] == v["copies_wanted"] and
                                v["connected"] for v in vols) else 1)
 elif mode == "copies":  # per volume: label, source, then each copy as NAME=DIR
-    demo = args[0]
+    state, replicas = args  # backupd's state directory; where the replicators' roots are
     for v in vols:
         esc = subprocess.run(["systemd-escape", "--path", v["path"]], capture_output=True,
                              text=True, check=True).stdout.strip()
-        dirs = ["mirror=%s/server/volumes/%s/%s/mirror" % (demo, v["host"], esc)]
-        dirs += ["%s=%s/replicas/%s/%s/%s" % (r, demo, r, v["host"], esc) for r in placed(v)]
+        dirs = ["mirror=%s/volumes/%s/%s/mirror" % (state, v["host"], esc)]
+        dirs += ["%s=%s/%s/%s/%s" % (r, replicas, r, v["host"], esc) for r in placed(v)]
         print(label(v), v["path"], *dirs)
 elif mode == "placement":  # the table at the end
     print("  %-16s %s" % ("volume", "copies (state)"))
@@ -406,7 +407,7 @@ verify() {  # prints one line per volume; fails if any copy differs
       printf '  %-16s %s: DIFFERENT\n' "$label" "${names[*]}"
       ok=1
     fi
-  done < <(view copies "$DEMO")
+  done < <(view copies "$STATE" "$DEMO/replicas")
   return "$ok"
 }
 say "waiting until every copy is current and equals its source"
