@@ -1,22 +1,24 @@
 #!/usr/bin/env bash
-# A local demo of backupfs in its real shape, on 127.0.0.1: backupd, --replicas replicators and
-# --apps application directories spread over node hosts (web1, web2, db1, ...: backupfs --host),
-# each mounted with backupfs, registered with bkptool and changed by its own writer for
-# --duration seconds. While they write, the demo
-#   - stops the replicator holding the most copies; backupd.toml gives it a grace of 10 s, after
-#     which backupd places its copies on the others and fills them from the mirrors,
+# A local demo of backupfs in its real shape, on 127.0.0.1: backupd, --replicas
+# replicators and --apps application directories on node hosts (web1, web2, db1,
+# ...: backupfs --host), each mounted with backupfs, registered with bkptool and
+# changed by its own writer for --duration seconds. While they write, the demo
+#   - stops the replicator holding the most copies; backupd.toml gives it a grace
+#     of 10 s, after which backupd places its copies on the others,
 #   - adds one more application, on a new host, live,
-#   - brings the stopped replicator back, which is told to delete the copies it lost.
-# Then it waits until every copy of every volume equals its source and ends with `bkptool
-# list`, the history of one volume, where every copy is placed and a byte-for-byte check of
-# each copy (the mirror on backupd and each replica) against its source.
+#   - brings the replicator back, which is told to delete the copies it lost.
+# Then it waits until every copy of every volume equals its source, and ends with
+# `bkptool list`, the history of one volume, where every copy is placed, and a
+# byte-for-byte check of each copy (mirror and replicas) against its source.
 #
-#   bash scripts/demo.sh [--duration S] [--apps N] [--replicas M] [--dir DIR] [--build-dir DIR]
+#   bash scripts/demo.sh [--duration S] [--apps N] [--replicas M]
+#                        [--dir DIR] [--build-dir DIR]
 #
-# Defaults: 30 s, 3 apps (plus the one added live), 3 replicators. Everything lives in --dir
-# (default ./demo-state, recreated on each run); daemon logs in DIR/logs. Without --build-dir it
-# first runs scripts/setup.sh, which installs packages and builds only what the demo runs.
-# Ctrl-C stops it cleanly: every mount is unmounted and every process it started is stopped.
+# Defaults: 30 s, 3 apps (and the one added live), 3 replicators. All of it lives
+# in --dir (default ./demo-state, recreated on each run), daemon logs in DIR/logs.
+# Without --build-dir it first runs scripts/setup.sh, which installs packages and
+# builds only what the demo runs. Ctrl-C stops it cleanly: every mount unmounted,
+# every process it started stopped. (Lines 2-21 are --help, at most 80 columns.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
@@ -33,7 +35,7 @@ while (($#)); do
     --duration) DURATION=${2:?--duration needs a number of seconds}; shift 2 ;;
     --apps) APPS=${2:?--apps needs a number}; shift 2 ;;
     --replicas) REPLICAS=${2:?--replicas needs a number}; shift 2 ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,21s/^# \{0,1\}//p' "$0"; exit 0 ;;
     *) echo "demo.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -64,6 +66,7 @@ TREECMP=$BUILD/tests/bkp_treecmp
 # Every line the demo prints is at most 80 columns: [m:ss] and a short message.
 clock() { printf '%d:%02d' $((($1 - T0) / 60)) $((($1 - T0) % 60)); }  # epoch-seconds
 say() { printf '[%s] %s\n' "$(clock "$EPOCHSECONDS")" "$*"; }
+counted() { (($1 == 1)) && echo "$1 $2" || echo "$1 $3"; }  # n singular plural
 
 mounts_under() {  # every mount point under $1/
   awk -v d="$1/" 'index($5, d) == 1 { print $5 }' /proc/self/mountinfo
@@ -182,7 +185,7 @@ for ((r = 1; r <= REPLICAS; r++)); do
   start_replicator "r$r"
 done
 say "$REPLICAS replicators r1..r$REPLICAS;" \
-  "each volume kept as the mirror + $((COPIES - 1)) replicas"
+  "each volume kept as the mirror + $(counted $((COPIES - 1)) replica replicas)"
 
 # --- the applications --------------------------------------------------------------------------
 # App i lives on host HOSTS[(i-1) % 3] in DEMO/<host>/app<i>: the volume <host>:DEMO/<host>/app<i>.
@@ -259,8 +262,8 @@ label = lambda v: "%s:.../%s" % (v["host"], os.path.basename(v["path"]))
 mib = lambda b: "%.1f MiB" % (b / 1048576)
 placed = lambda v: [c["name"] for c in v["copies"] if c["name"] != "mirror"]
 if mode == "progress":  # one line: copies current, node lag, replicators up
-    print("%d volumes, copies %d/%d current, node lag %s, replicators %d/%d up" % (
-        len(vols), sum(v["copies_current"] for v in vols),
+    print("%d volume%s, copies %d/%d current, node lag %s, replicators %d/%d up" % (
+        len(vols), "" if len(vols) == 1 else "s", sum(v["copies_current"] for v in vols),
         sum(v["copies_wanted"] for v in vols), mib(sum(v["lag_bytes"] for v in vols)),
         sum(r["connected"] for r in reps), len(reps)))
 elif mode == "busiest":  # the connected replicator holding the most copies, and how many
@@ -356,7 +359,8 @@ while ((EPOCHSECONDS < deadline)); do
       stop_pids "${REPLICATOR_PID[$STOPPED]}"
       unset "REPLICATOR_PID[$STOPPED]"
       STOPPED_AT=$EPOCHSECONDS
-      say "stopped replicator $STOPPED, which holds $held copies; backupd waits ${GRACE} s"
+      say "stopped replicator $STOPPED, which holds $(counted "$held" copy copies);" \
+        "backupd waits $GRACE s"
     else
       STOPPED=  # no copy is placed yet: try again next second
     fi
