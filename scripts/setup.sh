@@ -71,8 +71,8 @@ if [[ ! -e /dev/fuse ]]; then
     log "warning: /dev/fuse is missing; FUSE tests will be skipped"
 fi
 
-log "configuring and building ${TARGETS[*]:-everything} into ./build (RelWithDebInfo)"
+log "building ${TARGETS[*]:-everything} into ./build"
 # The suite stays configured either way, so a later --tests only builds what is missing.
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBKP_BUILD_TESTS=ON >/dev/null
 ninja -C build "${TARGETS[@]}"
-log "build ready: build/server/backupd build/replicator/replicator build/fs/backupfs"
+log "build ready in ./build"
