@@ -44,7 +44,7 @@ whole() {  # option value least
   echo "demo.sh: $1 must be a whole number, at least $3" >&2
   exit 2
 }
-whole --duration "$DURATION" 1
+whole --duration "$DURATION" 5  # time to stop a replicator and add an app while they write
 whole --apps "$APPS" 1
 whole --replicas "$REPLICAS" 2  # one stops: its copies need another replicator to go to
 
@@ -400,15 +400,17 @@ done
 # --- convergence: every copy of every volume equals its source ---------------------------------
 # Compared through the mount (what the application sees) with bkp_treecmp: names, types, modes,
 # owners, sizes, symlinks, hard links, mtimes, xattrs, holes and content.
-verify() {  # prints one line per volume; fails if any copy differs
-  local label src rest copy ok=0 names dirs
+verify() {  # prints one line per volume; fails if any copy differs (the first difference of
+  local label src rest copy ok=0 names dirs out  # each such volume goes to RUN/diff)
+  : >"$RUN/diff"
   while read -r label src rest; do
     names=() dirs=()
     for copy in $rest; do names+=("${copy%%=*}") dirs+=("${copy#*=}"); done
-    if "$TREECMP" "$src" "${dirs[@]}" >"$RUN/diff" 2>&1; then
+    if out=$("$TREECMP" "$src" "${dirs[@]}" 2>&1); then
       printf '  %-16s %s: equal\n' "$label" "${names[*]}"
     else
       printf '  %-16s %s: DIFFERENT\n' "$label" "${names[*]}"
+      printf '%s: %s\n' "$label" "$out" >>"$RUN/diff"
       ok=1
     fi
   done < <(view copies "$STATE" "$DEMO/replicas")
