@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Sets up a fresh Debian 12 machine to build and test backupfs, then builds it into ./build.
-# --tests also installs what only the test suite uses: promtool (prometheus) to check /metrics,
-# and Chromium with its driver and Selenium to check the status page in a real browser.
+# Sets up a fresh Debian 12 machine to build and test backupfs, then builds into ./build what
+# the demo runs: the four binaries and bkp_treecmp (scripts/demo.sh calls it so).
+# --tests builds everything, the test binaries too, and also installs what only the test suite
+# uses: promtool (prometheus) to check /metrics, and Chromium with its driver and Selenium to
+# check the status page in a real browser (scripts/test.sh calls it so).
 # Idempotent: packages already installed are not touched (apt-get update runs only when
 # something is missing and the package lists are older than a day), and the build is
 # incremental.
@@ -17,8 +19,10 @@ PACKAGES=(
   gzip tar libarchive-tools python3
   attr fio systemd
 )
+TARGETS=(backupd replicator backupfs bkptool bkp_treecmp)
 if [[ ${1:-} == --tests ]]; then
   PACKAGES+=(prometheus chromium chromium-driver python3-selenium)
+  TARGETS=()  # all
 fi
 
 log() { printf '[setup] %s\n' "$*"; }
@@ -67,7 +71,8 @@ if [[ ! -e /dev/fuse ]]; then
     log "warning: /dev/fuse is missing; FUSE tests will be skipped"
 fi
 
-log "configuring and building into ./build (RelWithDebInfo)"
+log "building ${TARGETS[*]:-everything} into ./build"
+# The suite stays configured either way, so a later --tests only builds what is missing.
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBKP_BUILD_TESTS=ON >/dev/null
-ninja -C build
-log "build ready: build/server/backupd build/replicator/replicator build/fs/backupfs"
+ninja -C build "${TARGETS[@]}"
+log "build ready in ./build"
