@@ -192,6 +192,53 @@ TEST(MessagesTest, UsageRoundTripsAndRejectsABadFlag) {
   EXPECT_EQ(bad.error().code, EPROTO);
 }
 
+TEST(MessagesTest, SnapshotCopyMessagesRoundTripAndAreChecked) {
+  SnapshotInventory inv{"web1", "/srv/app", {"20261130T010203.000Z", "20261130T010204.500Z"}};
+  auto i = decode_snapshot_inventory(encoded(inv));
+  ASSERT_TRUE(i) << i.error().message;
+  EXPECT_EQ(i->ids, inv.ids);
+  inv.ids.push_back("../../etc/passwd");
+  EXPECT_FALSE(decode_snapshot_inventory(encoded(inv))) << "an id that is not one";
+
+  SnapshotBegin b{"web1", "/srv/app", "20261130T010203.000Z", (8u << 20) + 1, 10, 8u << 20, {}};
+  b.digests.resize(2);
+  b.digests[1][31] = 7;
+  auto d = decode_snapshot_begin(encoded(b));
+  ASSERT_TRUE(d) << d.error().message;
+  EXPECT_EQ(d->bytes, b.bytes);
+  EXPECT_EQ(d->digests, b.digests);
+  const std::vector<std::pair<const char*, void (*)(SnapshotBegin&)>> spoilers{
+      {"one digest short", [](SnapshotBegin& m) { m.digests.pop_back(); }},
+      {"a part size that is no power of two", [](SnapshotBegin& m) { m.part_size = 3u << 20; }},
+      {"keep 0", [](SnapshotBegin& m) { m.keep = 0; }},
+      {"an id that is not one", [](SnapshotBegin& m) { m.id = "latest"; }},
+  };
+  for (const auto& [what, spoil] : spoilers) {
+    SnapshotBegin bad = b;
+    spoil(bad);
+    EXPECT_FALSE(decode_snapshot_begin(encoded(bad))) << what;
+  }
+
+  std::vector<uint8_t> chunk(100, 9);
+  const Bytes frame = encoded(SnapshotData{42, chunk});  // the decoded bytes point into it
+  auto data = decode_snapshot_data(frame);
+  ASSERT_TRUE(data);
+  EXPECT_EQ(data->offset, 42u);
+  EXPECT_EQ(std::vector<uint8_t>(data->bytes.begin(), data->bytes.end()), chunk);
+  EXPECT_FALSE(decode_snapshot_data(encoded(SnapshotData{42, {}}))) << "empty data";
+  std::vector<uint8_t> huge(kMaxSnapshotData + 1);
+  EXPECT_FALSE(decode_snapshot_data(encoded(SnapshotData{0, huge})));
+
+  auto ok = decode_snapshot_stored(encoded(SnapshotStored{"20261130T010203.000Z", 0, ""}));
+  ASSERT_TRUE(ok);
+  EXPECT_FALSE(decode_snapshot_stored(encoded(SnapshotStored{"20261130T010203.000Z", 0, "x"})))
+      << "success with a reason";
+  EXPECT_FALSE(decode_snapshot_stored(encoded(SnapshotStored{"20261130T010203.000Z", 5, ""})))
+      << "failure without one";
+  EXPECT_TRUE(decode_snapshot_end(encoded(SnapshotEnd{})));
+  EXPECT_TRUE(decode_snapshot_inventory_request(encoded(SnapshotInventoryRequest{"h", "/p"})));
+}
+
 // One Op of every kind, each carrying only the fields its kind documents (messages.h), with
 // values that would expose a swapped or narrowed field.
 // Two entries: a regular file with xattrs, and a symlink.

@@ -1,0 +1,78 @@
+// Snapshots on every copy (issue 13 item 3, server/snapshot_copies.h): each snapshot backupd
+// writes reaches every replica the volume is placed on, byte for byte, with a .parts file of
+// the same SHA-256 per 8 MiB that backupd's catalog lists; `snapshots` names every holder; and
+// a replica that lost its copies gets them again at its next connection.
+#include <unistd.h>
+
+#include <string>
+#include <vector>
+
+#include "common/part_digests.h"
+#include "common/path.h"
+#include "tests/integration/control.h"
+#include "tests/integration/workload.h"
+#include "tests/testutil/wait.h"
+
+namespace bkp::it {
+namespace {
+
+using testutil::wait_until;
+
+class SnapshotCopiesTest : public ControlTest {
+ protected:
+  std::string copy_of(int replica, const std::string& name) const {
+    return replica_root(replica) + "/.snapshots/" + node_name + "/" + escape_path(src()) + "/" +
+           name;
+  }
+  // The newest snapshot backupd lists, with its holders; nullopt if none yet.
+  std::optional<Json> newest(std::string* why) {
+    auto snaps = snapshots(why);
+    if (!snaps || snaps->empty()) return std::nullopt;
+    return (*snaps)[0];
+  }
+};
+
+TEST_F(SnapshotCopiesTest, EverySnapshotReachesEveryPlacedReplicaWithItsDigests) {
+  ASSERT_TRUE(start_all("2s"));
+  std::string why;
+  auto fresh = runs_after_change(
+      [&] {
+        apply_mix(src(), 20);
+        write_big_file(src("big.bin"), 20 * kMiB, 7);  // incompressible: three parts of 8 MiB
+      },
+      &why);
+  ASSERT_TRUE(fresh) << why;
+  std::optional<Json> snap;
+  auto held_everywhere = [&] {
+    snap = newest(&why);
+    if (!snap) return false;
+    const auto& holders = (*snap)["holders"];
+    return std::find(holders.begin(), holders.end(), "r1") != holders.end() &&
+           std::find(holders.begin(), holders.end(), "r2") != holders.end();
+  };
+  ASSERT_TRUE(wait_until(held_everywhere, 90s)) << why << (snap ? snap->dump() : "");
+  const std::string name = (*snap)["name"];
+  const std::string id = (*snap)["id"];
+  auto original = testutil::read_file(snapshots_dir() + "/" + name);
+  ASSERT_TRUE(original);
+  EXPECT_EQ((*snap)["parts"], part_count(original->size())) << snap->dump();
+  EXPECT_EQ((*snap)["part_size"], kPartSize);
+  PartHasher hasher;
+  hasher.feed(*original);
+  std::string parts = std::to_string(kPartSize) + "\n";
+  for (const auto& d : hasher.finish()) parts += to_hex(d) + "\n";
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_EQ(testutil::read_file(copy_of(i, name)), original) << "r" << i + 1 << "'s copy";
+    EXPECT_EQ(testutil::read_file(copy_of(i, id + ".parts")), parts) << "r" << i + 1;
+  }
+
+  // r2 loses its copies while it is down: at its next connection it gets them again.
+  ASSERT_TRUE(kill_replicator(1));
+  ASSERT_EQ(::unlink(copy_of(1, name).c_str()), 0);
+  ASSERT_TRUE(start_replicator(1));
+  EXPECT_TRUE(wait_until([&] { return testutil::read_file(copy_of(1, name)) == original; }, 90s))
+      << "r2 did not get " << name << " again\n" << log_text("backupd");
+}
+
+}  // namespace
+}  // namespace bkp::it

@@ -1,0 +1,116 @@
+// SnapshotStore (replicator/snapshot_store.h): an archive is kept only whole and with every part
+// matching its digest, beside its .parts file; a damaged part or a short archive leaves nothing;
+// the newest `keep` stay; data out of order is a protocol error.
+#include "replicator/snapshot_store.h"
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <string>
+#include <vector>
+
+#include "common/part_digests.h"
+#include "tests/testutil/files.h"
+#include "tests/testutil/temp_dir.h"
+
+namespace bkp::replicator {
+namespace {
+
+constexpr uint32_t kPart = 1u << 20;  // the smallest part size the protocol allows
+
+std::string bytes_of(size_t n, char seed) {
+  std::string s(n, '\0');
+  for (size_t i = 0; i < n; ++i) s[i] = static_cast<char>(seed + i * 7 % 251);
+  return s;
+}
+
+wire::SnapshotBegin begin_of(const std::string& id, const std::string& data, uint32_t keep = 10) {
+  PartHasher h(kPart);
+  h.feed(data);
+  return wire::SnapshotBegin{"web1", "/srv/app", id, data.size(), keep, kPart, h.finish()};
+}
+
+// Sends data in 300 KiB pieces (not aligned with parts).
+void send(SnapshotStore& store, const std::string& data) {
+  for (size_t at = 0; at < data.size(); at += 300 * 1024) {
+    size_t n = std::min<size_t>(300 * 1024, data.size() - at);
+    auto sent = store.data(wire::SnapshotData{
+        at, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(data.data() + at), n)});
+    ASSERT_TRUE(sent) << sent.error().message;
+  }
+}
+
+class SnapshotStoreTest : public ::testing::Test {
+ protected:
+  testutil::TempDir root{"bkp-snapstore"};
+  SnapshotStore store{root.path()};
+  std::string dir() const { return root.path() + "/.snapshots/web1/srv-app"; }
+};
+
+TEST_F(SnapshotStoreTest, AWholeArchiveIsKeptWithItsDigests) {
+  const std::string data = bytes_of(2 * kPart + 12345, 'a');
+  auto b = begin_of("20261130T010203.000Z", data);
+  store.begin(b);
+  send(store, data);
+  auto stored = store.end();
+  ASSERT_TRUE(stored) << stored.error().message;
+  EXPECT_EQ(stored->code, 0u) << stored->text;
+  EXPECT_EQ(testutil::read_file(dir() + "/20261130T010203.000Z.tgz"), data);
+  auto parts = testutil::read_file(dir() + "/20261130T010203.000Z.parts");
+  ASSERT_TRUE(parts);
+  std::string expected = std::to_string(kPart) + "\n";
+  for (const auto& d : b.digests) expected += to_hex(d) + "\n";
+  EXPECT_EQ(*parts, expected);
+  EXPECT_EQ(*store.inventory("web1", "/srv/app"), std::vector<std::string>{"20261130T010203.000Z"});
+}
+
+TEST_F(SnapshotStoreTest, ADamagedPartOrAShortArchiveLeavesNothing) {
+  const std::string data = bytes_of(3 * kPart, 'b');
+  std::string damaged = data;
+  damaged[kPart + 17] ^= 1;  // part 1
+  store.begin(begin_of("20261130T010203.000Z", data));
+  send(store, damaged);
+  auto stored = store.end();
+  ASSERT_TRUE(stored);
+  EXPECT_EQ(stored->code, static_cast<uint32_t>(EBADMSG));
+  EXPECT_NE(stored->text.find("part 1 "), std::string::npos) << stored->text;
+  EXPECT_TRUE(store.inventory("web1", "/srv/app")->empty());
+
+  store.begin(begin_of("20261130T010204.000Z", data));
+  send(store, data.substr(0, kPart));
+  EXPECT_FALSE(store.end()) << "an archive ended short is a protocol error";
+  store.abort();
+  EXPECT_TRUE(store.inventory("web1", "/srv/app")->empty());
+  EXPECT_EQ(::access((dir() + "/.tmp-20261130T010204.000Z.tgz").c_str(), F_OK), -1);
+}
+
+TEST_F(SnapshotStoreTest, TheNewestKeepStay) {
+  for (int i = 0; i < 4; ++i) {
+    const std::string id = "20261130T01020" + std::to_string(i) + ".000Z";
+    const std::string data = bytes_of(1000 + i, static_cast<char>('c' + i));
+    store.begin(begin_of(id, data, /*keep=*/2));
+    send(store, data);
+    auto stored = store.end();
+    ASSERT_TRUE(stored && stored->code == 0);
+  }
+  EXPECT_EQ(*store.inventory("web1", "/srv/app"),
+            (std::vector<std::string>{"20261130T010202.000Z", "20261130T010203.000Z"}));
+  EXPECT_EQ(::access((dir() + "/20261130T010201.000Z.parts").c_str(), F_OK), -1);
+}
+
+TEST_F(SnapshotStoreTest, DataOutOfOrderIsAProtocolError) {
+  const std::string data = bytes_of(5000, 'd');
+  EXPECT_FALSE(store.data(wire::SnapshotData{0, std::span<const uint8_t>(
+                                                    reinterpret_cast<const uint8_t*>(data.data()),
+                                                    10)}))
+      << "data before any begin";
+  store.begin(begin_of("20261130T010203.000Z", data));
+  auto gap = store.data(wire::SnapshotData{
+      100, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(data.data()), 10)});
+  EXPECT_FALSE(gap);
+}
+
+}  // namespace
+}  // namespace bkp::replicator
