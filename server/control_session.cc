@@ -291,7 +291,16 @@ class ControlSession {
   // the first response cannot be expressed as a response any more: it ends the connection.
   Result<void> stream(int fd, const SnapshotRecord& snap) {
     auto total = static_cast<uint64_t>(snap.bytes);
-    BKP_TRY_VOID(respond(json{{"ok", true}, {"snapshot", snapshot_json(snap)}, {"bytes", total}}));
+    json header{{"ok", true}, {"snapshot", snapshot_json(snap)}, {"bytes", total}};
+    // The part digests, so bkptool checks every part before it extracts it; left out when
+    // unknown or too many for one response (an archive over about 400 GiB).
+    if (snap.part_size != 0 && snap.digests.size() == part_count(total, snap.part_size) &&
+        snap.digests.size() < kMaxDigestsInResponse) {
+      std::string hex;
+      for (const auto& d : snap.digests) hex += to_hex(d);
+      header["digests"] = std::move(hex);
+    }
+    BKP_TRY_VOID(respond(header));
     std::vector<uint8_t> buf(kRestoreChunk);
     uint64_t sent = 0;
     while (sent < total) {

@@ -14,6 +14,8 @@ namespace bkp::server {
 
 constexpr int kControlIdleTimeoutMs = 300000;  // a silent control client is dropped after 5 min
 constexpr size_t kRestoreChunk = 1u << 20;     // bytes per Data frame
+// The most part digests a restore answer carries (64 hex digits each, within one frame).
+constexpr size_t kMaxDigestsInResponse = 50000;
 
 // Serves one control connection after its Hello{role=control}: HelloOk, then one Response per
 // Request (restore adds Data frames and a final Response) until the client closes, stays idle

@@ -1,7 +1,9 @@
-// Restore: the one streaming command. backupd answers the request with the snapshot's size,
-// then sends exactly that many bytes of tgz in Data frames, then a final Response. The bytes
-// go straight from each frame into libarchive (tools/extract.h), one frame at a time, so
-// memory stays at one frame whatever the snapshot's size.
+// Restore: the one streaming command. backupd answers the request with the snapshot's size
+// and its part digests, then sends exactly that many bytes of tgz in Data frames, then a final
+// Response. Each 8 MiB part is checked against its SHA-256 (common/part_digests.h) before any
+// of it goes into libarchive (tools/extract.h), so a damaged archive fails the restore with
+// the part named and memory stays at one part whatever the snapshot's size (one frame when
+// backupd sends no digests).
 //
 // DataStream enforces the framing contract: more bytes than announced, a Response before the
 // last byte, or any other frame type is a protocol error, and a failure Response mid-stream
@@ -15,6 +17,7 @@
 
 #include "common/files.h"
 #include "common/log.h"
+#include "common/part_digests.h"
 #include "common/progress.h"
 #include "common/wire/frame.h"
 #include "tools/extract.h"
@@ -26,13 +29,46 @@ namespace {
 
 class DataStream : public ByteSource {
  public:
-  DataStream(ControlClient& client, uint64_t expected, progress::Meter& meter)
-      : client_(client), expected_(expected), meter_(meter) {
+  // digests: the SHA-256 of every kPartSize bytes, as backupd's catalog has them; empty: none
+  // to check (an older backupd, or an archive too large to list them in one answer).
+  DataStream(ControlClient& client, uint64_t expected, std::vector<PartDigest> digests,
+             std::string snapshot_id, progress::Meter& meter)
+      : client_(client), expected_(expected), digests_(std::move(digests)),
+        snapshot_id_(std::move(snapshot_id)), meter_(meter) {
     meter_.begin("restore");
     meter_.update({0, expected_, 0, 0});
   }
 
+  // With digests, the bytes come one whole part at a time, each checked before the extractor
+  // sees any of it: a damaged archive fails the restore before a byte of the bad part lands.
   Result<std::span<const uint8_t>> next() override {
+    if (digests_.empty()) return next_frame();
+    const uint64_t part_end = std::min(expected_, (checked_ + 1) * kPartSize);
+    part_.clear();
+    while (received_ < part_end) {
+      auto bytes = BKP_TRY(next_frame());
+      part_.insert(part_.end(), bytes.begin(), bytes.end());
+    }
+    if (part_.empty()) return std::span<const uint8_t>();
+    PartHasher hasher;
+    hasher.feed(std::span<const char>(reinterpret_cast<const char*>(part_.data()), part_.size()));
+    if (hasher.finish().front() != digests_[checked_]) {
+      return stop(Failure{Exit::kFailure, "damaged",
+                          fmt::format("part {} of snapshot {} from {} does not match its digest: "
+                                      "the archive there is damaged; nothing of that part was "
+                                      "restored",
+                                      checked_, snapshot_id_, client_.server_text())});
+    }
+    ++checked_;
+    return std::span<const uint8_t>(part_);
+  }
+
+  // Why the stream stopped, when it did (the extractor only sees an Error).
+  const std::optional<Failure>& failure() const { return failure_; }
+
+ private:
+  // The next Data frame's bytes (up to a part boundary never matters: frames are 1 MiB).
+  Result<std::span<const uint8_t>> next_frame() {
     if (received_ == expected_) return std::span<const uint8_t>();
     auto frame = client_.next_frame();
     // An empty Data frame must not look like the end of the stream to the extractor.
@@ -58,10 +94,6 @@ class DataStream : public ByteSource {
     return std::span<const uint8_t>(current_);
   }
 
-  // Why the stream stopped, when it did (the extractor only sees an Error).
-  const std::optional<Failure>& failure() const { return failure_; }
-
- private:
   Failure protocol(std::string message) const {
     return Failure{Exit::kFailure, std::string(kCodeProtocol),
                    fmt::format("restore stream from {}: {}", client_.server_text(), message)};
@@ -74,11 +106,31 @@ class DataStream : public ByteSource {
 
   ControlClient& client_;
   uint64_t expected_;
+  std::vector<PartDigest> digests_;
+  std::string snapshot_id_;
   uint64_t received_ = 0;
+  uint64_t checked_ = 0;  // parts checked and handed out
   progress::Meter& meter_;
   std::vector<uint8_t> current_;
+  std::vector<uint8_t> part_;
   std::optional<Failure> failure_;
 };
+
+// The "digests" of a restore answer (64 hex digits per part), when present and well formed for
+// an archive of `bytes`; empty otherwise (nothing is checked then).
+std::vector<PartDigest> digests_of(const Json& header, uint64_t bytes) {
+  std::vector<PartDigest> out;
+  auto it = header.find("digests");
+  if (it == header.end() || !it->is_string()) return out;
+  const std::string& hex = it->get_ref<const std::string&>();
+  if (hex.size() != part_count(bytes) * 64) return out;
+  for (size_t at = 0; at < hex.size(); at += 64) {
+    auto d = digest_from_hex(std::string_view(hex).substr(at, 64));
+    if (!d) return {};
+    out.push_back(*d);
+  }
+  return out;
+}
 
 // The final Response after the last Data byte.
 Outcome<void> expect_done(ControlClient& client) {
@@ -122,7 +174,8 @@ Outcome<Report> run_restore(ControlClient& client, const Invocation& inv, const 
     display->add(meter);
     display->start();
   }
-  DataStream stream(client, size->get<uint64_t>(), *meter);
+  DataStream stream(client, size->get<uint64_t>(), digests_of(header, size->get<uint64_t>()),
+                    snapshot_id, *meter);
   auto stats = extract_archive(stream, inv.to, meter.get());
   if (display) display->stop();
   if (!stats) {
