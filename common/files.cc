@@ -1,5 +1,5 @@
-// write_file_atomic, the key-value format, make_dirs, open_dir_beneath, remove_tree_at and
-// allocated_bytes (see files.h).
+// write_file_atomic, write_all, the key-value format, make_dirs, open_dir_beneath,
+// remove_tree_at and allocated_bytes (see files.h).
 #include "common/files.h"
 
 #include <dirent.h>
@@ -112,6 +112,16 @@ Result<UniqueFd> open_dir_beneath(int base_fd, const std::string& rel, bool* cre
   UniqueFd out = open_at(cur.get(), ".", O_RDONLY);
   if (!out) return fail_errno("open " + rel);
   return out;
+}
+
+Result<void> write_all(int fd, std::span<const char> bytes, const std::string& what) {
+  while (!bytes.empty()) {
+    ssize_t n = ::write(fd, bytes.data(), bytes.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return fail_errno("write " + what);
+    bytes = bytes.subspan(static_cast<size_t>(n));
+  }
+  return {};
 }
 
 namespace {

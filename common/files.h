@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <map>
+#include <span>
 #include <string>
 
 #include "common/result.h"
@@ -30,6 +31,10 @@ std::string format_key_values(const std::map<std::string, uint64_t>& values);
 // its filesystem), each inode once however many names it has. Entries that vanish during the
 // walk are skipped.
 Result<uint64_t> allocated_bytes(const std::string& dir);
+
+// Writes all of bytes at fd's offset (retrying short writes and EINTR); what names the file in
+// the error.
+Result<void> write_all(int fd, std::span<const char> bytes, const std::string& what);
 
 // mkdir -p dir (mode 0755 before umask). ENOTDIR if dir exists and is not a directory.
 Result<void> make_dirs(const std::string& dir);

@@ -41,16 +41,6 @@ std::vector<std::string> archives_in(int dir) {
   return out;
 }
 
-Result<void> write_all(int fd, std::span<const char> bytes, const std::string& what) {
-  while (!bytes.empty()) {
-    ssize_t n = ::write(fd, bytes.data(), bytes.size());
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return fail_errno("write " + what);
-    bytes = bytes.subspan(static_cast<size_t>(n));
-  }
-  return {};
-}
-
 }  // namespace
 
 Result<UniqueFd> SnapshotStore::volume_dir(const std::string& host, const std::string& path) {

@@ -33,6 +33,7 @@
 #include <thread>
 #include <unordered_set>
 
+#include "common/files.h"
 #include "common/log.h"
 #include "common/unique_fd.h"
 #include "server/gzip_members.h"
@@ -94,13 +95,7 @@ class MemberOutput {
  private:
   Result<void> write_file(std::span<const char> bytes) {
     hasher_.feed(bytes);
-    while (!bytes.empty()) {
-      ssize_t n = ::write(fd_, bytes.data(), bytes.size());
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) return fail_errno("write " + path_);
-      bytes = bytes.subspan(static_cast<size_t>(n));
-    }
-    return {};
+    return write_all(fd_, bytes, path_);
   }
 
   int fd_;

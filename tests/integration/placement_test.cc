@@ -169,11 +169,9 @@ TEST_F(PlacementTest, CopiesGoWhereTheScoreSaysAndNeverWhereThereIsNoRoom) {
   put(src("a.txt"), "placed");
   mkdirs(src("d"));
   put(src("d/b.bin"), random_string(200000, 3));
-  auto reg = bkptool_json({"register", kHost, std::to_string(node_port()), src(), "--every", "1h",
-                           "--copies", "2"},
-                          &why);
-  ASSERT_TRUE(reg) << why;
-  EXPECT_EQ(reg->at("volume").at("copies_wanted"), 2);
+  copies = "2";
+  ASSERT_TRUE(register_volume());
+  EXPECT_EQ(volume_status(&why).value_or(Json::object())["copies_wanted"], 2) << why;
   EXPECT_EQ(placed(&why), (std::set<std::string>{"near"})) << why;
 
   auto set_copies = [&](int n) {
@@ -243,10 +241,8 @@ TEST_F(PlacementTest, ACopyMovesOffAReplicatorAwayPastTheGracePeriod) {
       << why;
   mkdirs(src("d"));
   put(src("d/first"), random_string(100000, 1));
-  auto reg = bkptool_json({"register", kHost, std::to_string(node_port()), src(), "--every", "1h",
-                           "--copies", "3"},
-                          &why);
-  ASSERT_TRUE(reg) << why;
+  copies = "3";
+  ASSERT_TRUE(register_volume());
   const std::set<std::string> first = placed(&why);
   ASSERT_EQ(first.size(), 2u) << why;
   std::string leaving = *first.begin(), staying = *first.rbegin(), spare;
