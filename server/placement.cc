@@ -87,6 +87,15 @@ void Placer::loop() {
   }
 }
 
+uint64_t Placer::needed_bytes(const Registration& reg, int64_t now_ms) {
+  auto& [at_ms, bytes] = needed_[reg.key()];
+  if (at_ms == 0 || now_ms - at_ms > kNeededBytesFor) {
+    bytes = allocated_bytes(hub_.volume_dir(reg.host, reg.path) + "/mirror").value_or(0);
+    at_ms = now_ms;
+  }
+  return bytes;
+}
+
 std::vector<Candidate> Placer::candidates() {
   std::vector<Candidate> out;
   for (const auto& r : hub_.replicas()) {
@@ -116,10 +125,7 @@ Result<std::set<std::string>> Placer::place(const Registration& reg) {
     std::vector<Candidate> others = candidates();
     std::erase_if(others, [&](const Candidate& c) { return placed.contains(c.name); });
     if (!others.empty()) {
-      // The room a copy needs: what the mirror holds now (nothing yet for a new volume).
-      uint64_t needed =
-          allocated_bytes(hub_.volume_dir(reg.host, reg.path) + "/mirror").value_or(0);
-      for (const auto& s : rank(others, needed)) {
+      for (const auto& s : rank(others, needed_bytes(reg, now))) {
         if (next.size() >= want) break;
         next.insert(s.name);
       }
@@ -177,6 +183,7 @@ Result<std::set<std::string>> Placer::place(const Registration& reg) {
 
 void Placer::forget(const std::string& key) {
   std::lock_guard lock(mu_);
+  needed_.erase(key);
   hub_.set_placement(key, {});
 }
 

@@ -35,6 +35,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <set>
@@ -54,6 +55,7 @@ constexpr auto kPlaceEvery = std::chrono::seconds(5);
 constexpr int kDefaultCopies = 3;
 constexpr int kMaxCopies = 16;
 constexpr int64_t kDefaultReplicaGraceSeconds = 600;
+constexpr int64_t kNeededBytesFor = 600000;  // ms a mirror's measured size is reused
 
 // One replicator that could take a copy.
 struct Candidate {
@@ -104,6 +106,10 @@ class Placer {
   void loop();
   // The connected replicators with their usage, as candidates (not yet measured: left out).
   std::vector<Candidate> candidates();
+  // The room a copy of reg needs: the mirror's allocated bytes (nothing yet for a new volume),
+  // walked at most every kNeededBytesFor per volume, since a volume short of copies is looked
+  // at every kPlaceEvery (mu_ held).
+  uint64_t needed_bytes(const Registration& reg, int64_t now_ms);
 
   Catalog& catalog_;
   Hub& hub_;
@@ -111,6 +117,7 @@ class Placer {
   const int default_copies_;
   const int64_t grace_ms_;
   std::mutex mu_;  // one placement at a time
+  std::map<std::string, std::pair<int64_t, uint64_t>> needed_;  // by key: when walked, bytes
   std::mutex thread_mu_;
   // Guarded by thread_mu_.
   bool stopping_ = false;
