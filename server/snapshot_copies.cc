@@ -75,6 +75,7 @@ Result<bool> SnapshotShipper::begin_next(const std::shared_ptr<Volume>& v, Volum
   while (!copies.missing.empty()) {
     SnapshotRecord rec = std::move(copies.missing.front());
     copies.missing.pop_front();
+    if (copies.held.contains(rec.id)) continue;  // sent since it was queued
     const std::string path = fmt::format("{}/{}.tgz", v->snapshots_dir(), rec.id);
     UniqueFd file(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
     struct stat st {};
