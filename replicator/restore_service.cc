@@ -234,14 +234,11 @@ void RestoreService::stop() {
 
 void RestoreService::reap() {
   std::lock_guard lock(mu_);
-  for (auto it = workers_.begin(); it != workers_.end();) {
-    if (*it->done) {
-      it->thread.join();
-      it = workers_.erase(it);
-    } else {
-      ++it;
-    }
-  }
+  workers_.remove_if([](Worker& w) {
+    if (!*w.done) return false;
+    w.thread.join();  // it has returned, or is returning, from serve()
+    return true;
+  });
 }
 
 void RestoreService::accept_loop() {
