@@ -21,7 +21,9 @@ namespace {
 void usage(FILE* out) {
   std::fputs("usage: replicator --server ADDR:PORT --server-id ID --root DIR [--name NAME]\n"
              "                  [--capacity SIZE] [--progress-every SECONDS] [--no-tls]\n"
-             "                  [--metrics-listen ADDR:PORT [--metrics-port-file FILE]] [-v|-q]\n"
+             "                  [--metrics-listen ADDR:PORT [--metrics-port-file FILE]]\n"
+             "                  [--listen ADDR:PORT [--listen-port-file FILE]\n"
+             "                   --operator-id ID [--operator-id ID ...]] [-v|-q]\n"
              "       replicator --root DIR --show-id   (prints this replicator's identity, for\n"
              "                  `bkptool replica add` on the server)\n"
              "       replicator --version\n", out);
@@ -54,6 +56,9 @@ int main(int argc, char** argv) {
       {"capacity", required_argument, nullptr, 'c'},
       {"metrics-listen", required_argument, nullptr, 'm'},
       {"metrics-port-file", required_argument, nullptr, 'M'},
+      {"listen", required_argument, nullptr, 'l'},
+      {"listen-port-file", required_argument, nullptr, 'L'},
+      {"operator-id", required_argument, nullptr, 'o'},
       {nullptr, 0, nullptr, 0}};
   bool show_id = false;
   int c;
@@ -75,6 +80,18 @@ int main(int argc, char** argv) {
         }
         break;
       case 'M': options.metrics_port_file = optarg; break;
+      case 'l':
+        if (!parsed("--listen", bkp::net::parse_host_port(optarg), &options.listen)) {
+          return kExitUsage;
+        }
+        break;
+      case 'L': options.listen_port_file = optarg; break;
+      case 'o': {
+        std::string id;
+        if (!parsed("--operator-id", bkp::net::parse_id(optarg), &id)) return kExitUsage;
+        options.operator_ids.push_back(id);
+        break;
+      }
       case 'I': show_id = true; break;
       case 'c':
         if (!parsed("--capacity", bkp::progress::parse_bytes(optarg), &options.capacity)) {
@@ -113,6 +130,12 @@ int main(int argc, char** argv) {
   if (options.tls && options.server_ids.empty()) {
     std::fputs("replicator: --server-id is required: the identity of backupd (`backupd --show-id` "
                "on the server prints it)\n", stderr);
+    return kExitUsage;
+  }
+  if (options.listen && (options.operator_ids.empty() || !options.tls)) {
+    std::fputs("replicator: --listen needs TLS and at least one --operator-id: the identity of "
+               "each bkptool that may restore from this replica (`bkptool --show-id` prints it)\n",
+               stderr);
     return kExitUsage;
   }
   if (options.name.empty()) {

@@ -34,6 +34,7 @@
 #include "common/stats_file.h"
 #include "common/stream/sender.h"
 #include "replicator/monitor.h"
+#include "replicator/restore_service.h"
 #include "replicator/session.h"
 #include "replicator/usage.h"
 
@@ -204,6 +205,22 @@ int run(const Options& options) {
                                         [&monitor] { return monitor.metrics_text(); });
   }
 
+  std::unique_ptr<RestoreService> restores;  // reads only files: independent of the session
+  if (options.listen) {
+    auto started = RestoreService::start(RestoreServiceConfig{
+        .listen = *options.listen,
+        .port_file = options.listen_port_file,
+        .operator_ids = options.operator_ids,
+        .root = options.root,
+        .name = options.name,
+        .tls = trust.tls});
+    if (!started) {
+      log::error("--listen: {}", started.error().message);
+      return 1;
+    }
+    restores = std::move(*started);
+  }
+
   progress::Display display(progress::display_options(options.progress_every));
   display.set_idle_status(
       [&] { return fmt::format("replica {} of {}, idle", options.name, options.server); });
@@ -222,6 +239,7 @@ int run(const Options& options) {
   });
   replicator.loop(*server);
   signals.join();
+  if (restores) restores->stop();
   display.stop();
   save_stats();
   return 0;

@@ -23,6 +23,10 @@ struct Options {
   std::optional<uint64_t> capacity;     // --capacity: the most kept under root (usage.h)
   std::optional<net::HostPort> metrics_listen;  // --metrics-listen: where /metrics is served
   std::string metrics_port_file;                // if set: that port, once listening
+  // --listen: where bkptool may fetch this replica's snapshot copies (restore_service.h).
+  std::optional<net::HostPort> listen;
+  std::string listen_port_file;           // if set: that port, once listening
+  std::vector<std::string> operator_ids;  // --operator-id: bkptool identities served (parsed)
 };
 
 // ROOT/.identity.pem: the replicator's key pair and certificate (host names, which name the
@@ -36,8 +40,8 @@ std::string stats_path(const std::string& root);
 int show_id(const std::string& root);
 
 // Connects to backupd (forever, with backoff) and rebuilds its volumes under root, serving
-// /metrics if asked and keeping stats_path(root) (at start, every StatsFile::every() and at the
-// end). Returns the exit code: 0 after SIGTERM/SIGINT.
+// its snapshot copies to bkptool (--listen) and /metrics if asked and keeping stats_path(root) (at start, every StatsFile::every() and at the
+// end). Returns the exit code: 0 after SIGTERM/SIGINT, 1 if --listen cannot listen.
 int run(const Options& options);
 
 }  // namespace bkp::replicator

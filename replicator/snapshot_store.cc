@@ -13,6 +13,7 @@
 
 #include "common/files.h"
 #include "common/path.h"
+#include "replicator/held_snapshots.h"
 
 namespace bkp::replicator {
 namespace {
@@ -20,26 +21,6 @@ namespace {
 constexpr const char* kSuffix = ".tgz";
 constexpr const char* kPartsSuffix = ".parts";
 constexpr const char* kTmpPrefix = ".tmp-";
-
-// The complete archives in dir: ids of "<id>.tgz" names, oldest first.
-std::vector<std::string> archives_in(int dir) {
-  std::vector<std::string> out;
-  int fd = ::dup(dir);
-  DIR* d = fd < 0 ? nullptr : ::fdopendir(fd);
-  if (d == nullptr) {
-    if (fd >= 0) ::close(fd);
-    return out;
-  }
-  while (const dirent* e = ::readdir(d)) {
-    std::string_view name = e->d_name;
-    if (!name.ends_with(kSuffix)) continue;
-    std::string id(name.substr(0, name.size() - std::strlen(kSuffix)));
-    if (validate_snapshot_id(id)) out.push_back(std::move(id));
-  }
-  ::closedir(d);
-  std::sort(out.begin(), out.end());
-  return out;
-}
 
 }  // namespace
 
@@ -52,7 +33,7 @@ Result<UniqueFd> SnapshotStore::volume_dir(const std::string& host, const std::s
 Result<std::vector<std::string>> SnapshotStore::inventory(const std::string& host,
                                                           const std::string& path) {
   auto dir = BKP_TRY(volume_dir(host, path));
-  return archives_in(dir.get());
+  return archive_ids(dir.get());
 }
 
 void SnapshotStore::begin(const wire::SnapshotBegin& b) {
@@ -150,7 +131,7 @@ Result<void> SnapshotStore::finish(Incoming& in) {
 }
 
 Result<void> SnapshotStore::rotate(int dir, size_t keep) {
-  auto ids = archives_in(dir);
+  auto ids = archive_ids(dir);
   if (ids.size() <= keep) return {};
   for (size_t i = 0; i + keep < ids.size(); ++i) {
     for (const char* suffix : {kSuffix, kPartsSuffix}) {

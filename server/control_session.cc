@@ -1,6 +1,7 @@
 // A control session: bkptool's requests, answered one by one (see control_session.h).
 //
-// The session is a thin layer: it parses the JSON, checks field types, calls the Registry, the
+// The session is a thin layer over the control framing it shares with a replicator's restore
+// service (common/net/control_channel.h): it checks field types, calls the Registry, the
 // Catalog or the PeerGate (authorised replicas and operators), and turns the outcome into a
 // response with the documented codes. A request that
 // fails never ends the connection; a frame that is not a Request does (the peer is not speaking
@@ -35,38 +36,24 @@ using Handled = ControlResult<json>;
 class ControlSession {
  public:
   ControlSession(net::Conn& conn, Registry& registry, PeerGate& gate, const std::string& peer)
-      : conn_(conn), registry_(registry), gate_(gate), peer_(peer) {}
+      : channel_(conn), registry_(registry), gate_(gate), peer_(peer) {}
 
   // Serves requests until the connection ends. Returns the error that ended it.
   Error serve() {
     while (true) {
-      auto frame = conn_.recv(kControlIdleTimeoutMs);
-      if (!frame) return frame.error();
-      if (frame->type == wire::MsgType::kPing) continue;
-      if (frame->type != wire::MsgType::kRequest) {
-        return Error{EPROTO, fmt::format("unexpected {} frame on a control connection",
-                                         wire::type_name(frame->type))};
-      }
-      std::string text(frame->payload.begin(), frame->payload.end());
-      if (auto r = handle(text); !r) return r.error();
+      auto request = channel_.next(kControlIdleTimeoutMs);
+      if (!request) return request.error();
+      if (auto r = handle(*request); !r) return r.error();
     }
   }
 
  private:
-  Result<void> handle(const std::string& text) {
-    json request = json::parse(text, nullptr, /*allow_exceptions=*/false);
-    std::string cmd = "?";
-    Handled result = control_fail(Fault::kBadRequest, "request is not a JSON object");
-    if (!request.is_discarded() && request.is_object()) {
-      auto c = RequestArgs(request).string("cmd");
-      if (!c) {
-        result = tl::unexpected(c.error());
-      } else {
-        cmd = *c;
-        result = dispatch(cmd, request);
-      }
-    }
-    std::string what = describe(cmd, request);
+  Result<void> handle(const net::ControlRequest& request) {
+    const std::string& cmd = request.cmd;
+    Handled result = request.invalid.empty()
+                         ? dispatch(cmd, request.body)
+                         : control_fail(Fault::kBadRequest, request.invalid);
+    std::string what = describe(cmd, request.body);
     if (!result) {
       log::info("control {}: {}: {}: {}", peer_, what, fault_code(result.error().fault),
                 result.error().message);
@@ -287,45 +274,19 @@ class ControlSession {
     return control_fail(Fault::kNoSnapshot, fmt::format("{}:{} has no snapshot '{}'", host, path, wanted));
   }
 
-  // The response, exactly `bytes` bytes of Data, then {"ok":true,"done":true}. A failure after
-  // the first response cannot be expressed as a response any more: it ends the connection.
+  // The response, exactly `bytes` bytes of Data, then {"ok":true,"done":true}.
   Result<void> stream(int fd, const SnapshotRecord& snap) {
-    auto total = static_cast<uint64_t>(snap.bytes);
-    json header{{"ok", true}, {"snapshot", snapshot_json(snap)}, {"bytes", total}};
-    // The part digests, so bkptool checks every part before it extracts it; left out when
-    // unknown or too many for one response (an archive over about 400 GiB).
-    if (snap.part_size != 0 && snap.digests.size() == part_count(total, snap.part_size) &&
-        snap.digests.size() < kMaxDigestsInResponse) {
-      std::string hex;
-      for (const auto& d : snap.digests) hex += to_hex(d);
-      header["digests"] = std::move(hex);
-    }
-    BKP_TRY_VOID(respond(header));
-    std::vector<uint8_t> buf(kRestoreChunk);
-    uint64_t sent = 0;
-    while (sent < total) {
-      size_t want = static_cast<size_t>(std::min<uint64_t>(buf.size(), total - sent));
-      ssize_t n = pread(fd, buf.data(), want, static_cast<off_t>(sent));
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) return fail_errno("read snapshot " + snap.id);
-      if (n == 0) return fail(EIO, fmt::format("snapshot {} shrank while being restored", snap.id));
-      BKP_TRY_VOID(conn_.send(wire::MsgType::kData, 0, std::span<const uint8_t>(buf.data(), static_cast<size_t>(n))));
-      sent += static_cast<uint64_t>(n);
-    }
-    return respond(json{{"ok", true}, {"done", true}});
+    return channel_.stream(net::ArchiveStream{.fd = fd,
+                                              .bytes = static_cast<uint64_t>(snap.bytes),
+                                              .id = snap.id,
+                                              .snapshot = snapshot_json(snap),
+                                              .part_size = snap.part_size,
+                                              .digests = snap.digests});
   }
 
-  Result<void> respond(const json& response) {
-    std::string text = dump_json(response);
-    if (text.size() > wire::kMaxPayload) {
-      text = dump_json(error_json(ControlError{Fault::kInternal, "response too large for one frame"}));
-    }
-    BKP_TRY_VOID(conn_.send(wire::MsgType::kResponse, 0,
-                            std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size())));
-    return conn_.flush();
-  }
+  Result<void> respond(const json& response) { return channel_.respond(response); }
 
-  net::Conn& conn_;
+  net::ControlChannel channel_;
   Registry& registry_;
   PeerGate& gate_;
   const std::string& peer_;

@@ -6,16 +6,14 @@
 #include <string>
 
 #include "common/net/conn.h"
+#include "common/net/control_channel.h"
 #include "common/wire/messages.h"
 #include "server/peer_gate.h"
 #include "server/registry.h"
 
 namespace bkp::server {
 
-constexpr int kControlIdleTimeoutMs = 300000;  // a silent control client is dropped after 5 min
-constexpr size_t kRestoreChunk = 1u << 20;     // bytes per Data frame
-// The most part digests a restore answer carries (64 hex digits each, within one frame).
-constexpr size_t kMaxDigestsInResponse = 50000;
+using net::kControlIdleTimeoutMs;  // common/net/control_channel.h, with the framing
 
 // Serves one control connection after its Hello{role=control}: HelloOk, then one Response per
 // Request (restore adds Data frames and a final Response) until the client closes, stays idle

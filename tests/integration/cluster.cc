@@ -251,6 +251,7 @@ void ClusterTest::stop_watchdog() {
     argv.insert(argv.end(), {"--metrics-listen", address(0), "--metrics-port-file",
                              replica_metrics_port_files_[i]});
   }
+  argv.insert(argv.end(), replicator_args[i].begin(), replicator_args[i].end());
   r = std::make_unique<Daemon>(name, argv, logs_ + "/" + name + ".log", replicator_env);
   // A replicator retries its connection in the background; only an early exit is a failure.
   if (r->wait_exit(200ms)) {

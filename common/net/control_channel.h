@@ -1,0 +1,75 @@
+// The serving side of the control protocol's framing (docs/PROTOCOL.md "Control"), shared by
+// backupd and by a replicator that serves its snapshot copies to bkptool: Request frames that
+// carry a JSON object with a "cmd", one Response frame per request, and an archive streamed as
+// a header Response, Data frames of exactly the promised bytes, and a final {"done":true}.
+//
+// What the commands mean stays with each server; this is only how they arrive and leave, so a
+// bkptool restore reads backupd and a replicator alike.
+//
+// Not thread-safe: one thread owns the channel (and its Conn).
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include <nlohmann/json.hpp>
+
+#include "common/net/conn.h"
+#include "common/part_digests.h"
+#include "common/result.h"
+
+namespace bkp::net {
+
+constexpr int kControlIdleTimeoutMs = 300000;  // a silent control client is dropped after 5 min
+constexpr size_t kArchiveChunk = 1u << 20;     // bytes per Data frame of a streamed archive
+// The most part digests a stream header carries (64 hex digits each, within one frame).
+constexpr size_t kMaxDigestsInResponse = 50000;
+
+// One Request as it arrived.
+struct ControlRequest {
+  nlohmann::json body;  // the request object; discarded or not an object when invalid
+  std::string cmd;      // its "cmd"; "?" when it has none
+  std::string invalid;  // why it is no request (a bad_request sentence); empty when it is one
+};
+
+// An archive to stream: an open file of `bytes` bytes and what the header says of it.
+struct ArchiveStream {
+  int fd = -1;
+  uint64_t bytes = 0;
+  std::string id;          // names the snapshot in errors
+  nlohmann::json snapshot; // the header's SNAPSHOT object
+  uint64_t part_size = 0;  // 0: no digests known
+  std::span<const PartDigest> digests;
+};
+
+class ControlChannel {
+ public:
+  explicit ControlChannel(Conn& conn) : conn_(conn) {}
+
+  // Waits up to idle_ms for the next Request, skipping Pings. A request that is not a JSON
+  // object with a string "cmd" is returned with `invalid` set (answer it, the session goes on).
+  // Errors end the session: ETIMEDOUT when idle, ECONNRESET when the client closed, EPROTO for
+  // a frame that is not a Request.
+  Result<ControlRequest> next(int idle_ms);
+
+  // Sends one Response and flushes. A response too large for one frame is replaced by an
+  // "internal" error saying so.
+  Result<void> respond(const nlohmann::json& response);
+  Result<void> respond_error(std::string_view code, std::string_view message);
+
+  // {"ok":true,"snapshot":SNAPSHOT,"bytes":N[,"digests":HEX]}, exactly N bytes of Data read
+  // with pread from offset 0, then {"ok":true,"done":true}. The digests go with it when there
+  // is one per part and they fit in one frame. A failure after the header cannot be expressed
+  // as a response any more: the caller ends the connection.
+  Result<void> stream(const ArchiveStream& archive);
+
+ private:
+  Conn& conn_;
+};
+
+// {"ok":false,"code":code,"error":message}.
+nlohmann::json control_error_json(std::string_view code, std::string_view message);
+
+}  // namespace bkp::net
