@@ -3,7 +3,6 @@
 // `bkptool --server REPLICA --server-id REPLICA_ID restore ...` works with backupd stopped; only
 // the --operator-id identities get in, and the part digests kept beside each copy still guard
 // every restore.
-#include <fcntl.h>
 #include <unistd.h>
 
 #include <string>
@@ -11,7 +10,6 @@
 
 #include "common/part_digests.h"
 #include "common/path.h"
-#include "common/unique_fd.h"
 #include "tests/integration/control.h"
 #include "tests/integration/workload.h"
 #include "tests/testutil/wait.h"
@@ -155,13 +153,7 @@ TEST_F(ReplicaRestoreTest, ADamagedCopyFailsTheRestoreNamingThePart) {
   auto snap = snapshot_on_r1_then_stop_backupd(me, &why);
   ASSERT_TRUE(snap) << why;
   const std::string archive = copy_on_r1((*snap)["name"]);
-  UniqueFd fd(::open(archive.c_str(), O_RDWR | O_CLOEXEC));
-  ASSERT_TRUE(fd) << archive;
-  char c = 0;
-  ASSERT_EQ(::pread(fd.get(), &c, 1, kPartSize + 1000), 1);
-  c = static_cast<char>(c ^ 0x40);
-  ASSERT_EQ(::pwrite(fd.get(), &c, 1, kPartSize + 1000), 1);
-  fd.reset();
+  ASSERT_TRUE(testutil::flip_byte(archive, kPartSize + 1000)) << archive;
   auto bad = from_r1({"restore", node_name, src(), "--snapshot", (*snap)["id"], "--to",
                       scratch_dir("damaged")}, me_file);
   EXPECT_EQ(bad.exit_code(), 1) << bad.output;

@@ -2,7 +2,6 @@
 // writes reaches every replica the volume is placed on, byte for byte, with a .parts file of
 // the same SHA-256 per 8 MiB that backupd's catalog lists; `snapshots` names every holder; and
 // a replica that lost its copies gets them again at its next connection.
-#include <fcntl.h>
 #include <unistd.h>
 
 #include <string>
@@ -10,7 +9,6 @@
 
 #include "common/part_digests.h"
 #include "common/path.h"
-#include "common/unique_fd.h"
 #include "tests/integration/control.h"
 #include "tests/integration/workload.h"
 #include "tests/testutil/wait.h"
@@ -93,13 +91,7 @@ TEST_F(SnapshotCopiesTest, ARestoreChecksEveryPartAndRefusesADamagedOne) {
 
   // Damage part 1 (the schedule keeps 10 snapshots: this one stays while the test runs).
   const std::string archive = snapshots_dir() + "/" + name;
-  UniqueFd fd(::open(archive.c_str(), O_RDWR | O_CLOEXEC));
-  ASSERT_TRUE(fd);
-  char c = 0;
-  ASSERT_EQ(::pread(fd.get(), &c, 1, kPartSize + 1000), 1);
-  c = static_cast<char>(c ^ 0x40);
-  ASSERT_EQ(::pwrite(fd.get(), &c, 1, kPartSize + 1000), 1);
-  fd.reset();
+  ASSERT_TRUE(testutil::flip_byte(archive, kPartSize + 1000)) << archive;
   auto bad = bkptool({"restore", node_name, src(), "--snapshot", (*snap)["id"], "--to",
                       scratch_dir("damaged")});
   EXPECT_EQ(bad.exit_code(), 1) << bad.output;

@@ -78,4 +78,15 @@ std::vector<uint8_t> random_bytes(size_t n, uint64_t seed) {
   return out;
 }
 
+bool flip_byte(const std::string& path, uint64_t offset) {
+  int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+  if (fd < 0) return false;
+  char c = 0;
+  bool ok = ::pread(fd, &c, 1, static_cast<off_t>(offset)) == 1;
+  c = static_cast<char>(c ^ 0x40);
+  ok = ok && ::pwrite(fd, &c, 1, static_cast<off_t>(offset)) == 1;
+  ::close(fd);
+  return ok;
+}
+
 }  // namespace bkp::testutil

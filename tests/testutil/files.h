@@ -22,6 +22,9 @@ std::optional<uint16_t> read_port_file(const std::string& path);
 // "key N" lines (backupd's per-volume stats file) as a map; nullopt if unreadable.
 std::optional<std::map<std::string, uint64_t>> read_stats(const std::string& path);
 
+// Flips one bit of the byte at offset in place (to damage an archive); false if it cannot.
+bool flip_byte(const std::string& path, uint64_t offset);
+
 // n bytes of splitmix64 output for seed: the same seed gives the same bytes.
 std::vector<uint8_t> random_bytes(size_t n, uint64_t seed);
 
