@@ -99,5 +99,21 @@ TEST_F(SnapshotCopiesTest, ARestoreChecksEveryPartAndRefusesADamagedOne) {
   EXPECT_NE(bad.err.find("damaged"), std::string::npos) << bad.output;
 }
 
+// A run of a volume with fewer current copies than it wants says so in the history.
+TEST_F(SnapshotCopiesTest, ARunOfAnUnderReplicatedVolumeSaysSo) {
+  copies = "2";  // the mirror and one replica, and no replicator runs
+  ASSERT_TRUE(start_all("2s", /*with_replicators=*/false));
+  std::string why;
+  auto fresh = runs_after_change([&] { put(src("f"), "f"); }, &why);
+  ASSERT_TRUE(fresh) << why;
+  // A written run carries it as its warnings, another as its error.
+  const Json& run = fresh->back();
+  const Json& note = run["status"] == "written" ? run["warnings"] : run["error"];
+  ASSERT_TRUE(note.is_string()) << run.dump();
+  EXPECT_NE(note.get<std::string>().find("under-replicated: 1 of 2 copies current"),
+            std::string::npos)
+      << run.dump();
+}
+
 }  // namespace
 }  // namespace bkp::it
