@@ -32,8 +32,12 @@ Result<UniqueFd> SnapshotStore::volume_dir(const std::string& host, const std::s
 
 Result<std::vector<std::string>> SnapshotStore::inventory(const std::string& host,
                                                           const std::string& path) {
-  auto dir = BKP_TRY(volume_dir(host, path));
-  return archive_ids(dir.get());
+  auto dir = open_held_volume(root_, host, path);  // an inventory creates nothing
+  if (!dir) {
+    if (dir.error().code == ENOENT) return std::vector<std::string>{};
+    return tl::unexpected(dir.error());
+  }
+  return archive_ids(dir->get());
 }
 
 void SnapshotStore::begin(const wire::SnapshotBegin& b) {

@@ -144,23 +144,24 @@ TEST_F(PlacementTest, CopiesGoWhereTheScoreSaysAndNeverWhereThereIsNoRoom) {
   // Every replicator measured, with the figures the expectations rest on.
   std::string why;
   std::map<std::string, Json> seen;
+  auto rtt = [&](const char* n) { return seen[n].value("round_trip_ms", 0.0); };
+  auto stored = [&](const char* n) { return seen[n].value("stored_bytes", uint64_t{0}); };
+  // Every replicator measured, and the round trips as the relays make them: a sample taken
+  // while five replicators connect at once may be slow, and the smoothing (a sample every
+  // 10 s) brings it down, so this waits for the figures rather than taking the first ones.
   auto measured = [&] {
     seen = replicators(&why);
     if (seen.size() != specs.size()) return false;
     for (const auto& [name, r] : seen) {
       if (!r.value("connected", false) || !r.value("measured", false)) return false;
     }
-    return true;
+    return rtt("near") < 0.3 * rtt("far") && rtt("full") < 0.3 * rtt("far") &&
+           rtt("far") < 0.5 * rtt("farther");
   };
-  ASSERT_TRUE(wait_until(measured, 60s)) << "replicators as backupd sees them: " << why << "\n"
+  ASSERT_TRUE(wait_until(measured, 90s)) << "replicators as backupd sees them: " << why << "\n"
                                          << Json(seen).dump(1);
-  auto rtt = [&](const char* n) { return seen[n].value("round_trip_ms", 0.0); };
-  auto stored = [&](const char* n) { return seen[n].value("stored_bytes", uint64_t{0}); };
   ASSERT_GE(rtt("far"), 19.0);
   ASSERT_GE(rtt("farther"), 59.0);
-  ASSERT_LT(rtt("near"), 0.3 * rtt("far")) << "the machine is too loaded for the expected choice";
-  ASSERT_LT(rtt("full"), 0.3 * rtt("far"));
-  ASSERT_LT(rtt("far"), 0.5 * rtt("farther"));
   ASSERT_GE(stored("full"), 64 * kMiB);
   ASSERT_GE(stored("farther"), 16 * kMiB);
   ASSERT_LT(stored("near") + stored("far"), kMiB);
