@@ -49,8 +49,9 @@ constexpr int kConnectTimeoutMs = 5000;
 class Replicator {
  public:
   Replicator(const Options& options, net::Trust trust, progress::Display& display,
-             Monitor& monitor)
+             Monitor& monitor, std::optional<net::HostPort> restore_service)
       : options_(options), trust_(std::move(trust)), monitor_(monitor),
+        restore_service_(std::move(restore_service)),
         trees_(options.root, &display, monitor), usage_(options.root, options.capacity),
         snapshots_(options.root),
         instance_(stream::new_instance()) {}
@@ -100,7 +101,7 @@ class Replicator {
       end.error = ok.error();
     } else {
       end = run_session(**conn, options_.name, instance_,
-                        Holdings{trees_, usage_, snapshots_, monitor_});
+                        Holdings{trees_, usage_, snapshots_, monitor_, restore_service_});
       if (end.welcomed) log::info("session with {} ended after {} batches", options_.server, end.acked);
     }
     std::lock_guard lock(mu_);
@@ -140,6 +141,7 @@ class Replicator {
   const Options& options_;
   const net::Trust trust_;
   Monitor& monitor_;
+  const std::optional<net::HostPort> restore_service_;  // told to backupd in Usage
   Trees trees_;
   UsageMeter usage_;
   SnapshotStore snapshots_;
@@ -225,7 +227,9 @@ int run(const Options& options) {
   display.set_idle_status(
       [&] { return fmt::format("replica {} of {}, idle", options.name, options.server); });
   display.start();
-  Replicator replicator(options, std::move(trust), display, monitor);
+  std::optional<net::HostPort> restore_service;
+  if (restores) restore_service = net::HostPort{options.listen->host, restores->port()};
+  Replicator replicator(options, std::move(trust), display, monitor, restore_service);
   std::thread signals([&] {
     const auto every = std::chrono::duration_cast<std::chrono::nanoseconds>(StatsFile::every());
     const timespec wait{static_cast<time_t>(every.count() / 1'000'000'000),

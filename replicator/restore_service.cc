@@ -156,6 +156,8 @@ class SnapshotSession {
 
   // Answers and streams itself; null on success so handle() sends nothing more.
   Answer<json> restore(const json& request) {
+    auto range = net::archive_range(request);
+    if (!range) return refuse("bad_request", range.error());
     std::string host, path;
     auto dir = BKP_TRY(volume(request, &host, &path));
     std::string wanted = "latest";
@@ -179,7 +181,8 @@ class SnapshotSession {
                                                          .id = held->id,
                                                          .snapshot = snapshot_json(*held),
                                                          .part_size = held->part_size,
-                                                         .digests = held->digests});
+                                                         .digests = held->digests,
+                                                         .range = *range});
       if (!streamed) stream_error_ = streamed.error();
       return json(nullptr);
     }
@@ -322,7 +325,7 @@ void RestoreService::serve(UniqueFd socket, const std::string& peer) {
   }
   SnapshotSession session(conn, config_, who);
   Error end = session.serve();
-  if (stopping_ || end.code == ECONNRESET) {
+  if (stopping_ || end.code == ECONNRESET || end.code == EPIPE) {  // even mid-stream
     log::debug("control {}: closed", who);
   } else if (end.code == ETIMEDOUT) {
     log::info("control {}: idle for {} s, closing", who, net::kControlIdleTimeoutMs / 1000);

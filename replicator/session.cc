@@ -28,6 +28,7 @@
 #include "common/files.h"
 #include "common/log.h"
 #include "common/net/messenger.h"
+#include "common/net/socket.h"
 #include "common/stream/reconcile.h"
 #include "common/path.h"
 
@@ -52,7 +53,8 @@ class Session {
  public:
   Session(net::Conn& conn, const Holdings& holdings)
       : conn_(conn), trees_(holdings.trees), usage_(holdings.usage),
-        snapshots_(holdings.snapshots) {}
+        snapshots_(holdings.snapshots),
+        restore_address_(advertised(conn, holdings.restore_service)) {}
 
   // Applies frames until the connection fails. Returns the error that ended it.
   Error serve(uint64_t& acked) {
@@ -151,9 +153,12 @@ class Session {
         }
         return net::send_now(conn_, stored);
       }
-      case wire::MsgType::kUsageRequest:  // for placement (usage.h)
+      case wire::MsgType::kUsageRequest: {  // for placement (usage.h)
         BKP_TRY_VOID(wire::decode_usage_request(frame.payload));
-        return net::send_now(conn_, usage_.current());
+        wire::Usage usage = usage_.current();
+        usage.restore_address = restore_address_;
+        return net::send_now(conn_, usage);
+      }
       case wire::MsgType::kDrop: {
         auto drop = BKP_TRY(wire::decode_drop(frame.payload));
         BKP_TRY_VOID(validate_host(drop.host));
@@ -180,6 +185,17 @@ class Session {
     }
   }
 
+  // The restore service's address as bkptool can reach it: a wildcard listen address (0.0.0.0,
+  // ::) becomes the address this host has on the connection to backupd.
+  static std::string advertised(net::Conn& conn, const std::optional<net::HostPort>& service) {
+    if (!service) return "";
+    net::HostPort where = *service;
+    if (where.host.empty() || where.host == "0.0.0.0" || where.host == "::") {
+      where.host = net::local_host(conn.fd());
+    }
+    return net::format_host_port(where);
+  }
+
   Result<Tree*> selected() {
     if (current_ == nullptr) return fail(EPROTO, "data before any select");
     return current_;
@@ -189,6 +205,7 @@ class Session {
   Trees& trees_;
   UsageMeter& usage_;
   SnapshotStore& snapshots_;
+  const std::string restore_address_;  // "" when no restore service listens
   Tree* current_ = nullptr;  // owned by trees_
   std::string volume_;                   // "host:/path" of current_
 };

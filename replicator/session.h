@@ -4,11 +4,13 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "common/changes/applier.h"
 #include "common/changes/transfer_progress.h"
 #include "common/net/conn.h"
+#include "common/net/socket.h"
 #include "common/progress.h"
 #include "common/result.h"
 #include "common/stream/receiver.h"
@@ -78,6 +80,9 @@ struct Holdings {
   UsageMeter& usage;         // answers UsageRequest
   SnapshotStore& snapshots;  // receives snapshot copies
   Monitor& monitor;          // told when a session begins (HelloOk) and ends
+  // Where the restore service listens (restore_service.h), told to backupd with each Usage;
+  // nullopt: it does not. A wildcard host is replaced by this end of the session's connection.
+  std::optional<net::HostPort> restore_service;
 };
 
 // Sends Hello{kReplica, name, instance}, expects HelloOk, then applies frames until the

@@ -113,6 +113,20 @@ json snapshot_json(const SnapshotRecord& snap) {
   };
 }
 
+json sources_json(Hub& hub, const std::vector<std::string>& replica_names) {
+  json out = json::array();
+  for (const auto& r : hub.replicas()) {
+    if (r.usage.restore_address.empty() || r.usage.identity.empty()) continue;
+    if (std::find(replica_names.begin(), replica_names.end(), r.name) == replica_names.end()) {
+      continue;
+    }
+    out.push_back(json{{"name", r.name},
+                       {"address", r.usage.restore_address},
+                       {"id", r.usage.identity}});
+  }
+  return out;
+}
+
 json volume_json(const VolumeView& v, int64_t now_ms) {
   int64_t lag_ops = 0, lag_bytes = 0;
   double lag = 0;

@@ -44,6 +44,9 @@ class RequestArgs {
 json run_json(const RunRecord& run);
 // bytes: size of the file on disk.
 json snapshot_json(const SnapshotRecord& snap);
+// SOURCES of a restore header: [{"name", "address", "id"}] of the named replicas that told
+// backupd where they serve their snapshot copies, so bkptool can fetch parts from them too.
+json sources_json(Hub& hub, const std::vector<std::string>& replica_names);
 // COPIES: [{"name": "mirror" | replica, "state": "current" | "catching up" | "missing"}].
 json copies_json(const VolumeView& view);
 json volume_json(const VolumeView& view, int64_t now_ms);

@@ -94,7 +94,7 @@ class ControlSession {
     if (cmd == "list") return do_list();
     if (cmd == "history") return do_history(args);
     if (cmd == "snapshots") return do_snapshots(args);
-    if (cmd == "restore") return do_restore(args);
+    if (cmd == "restore") return do_restore(args, request);
     if (cmd == "status") return do_status(args);
     if (cmd == "set") return do_set(args);
     for (PeerKind kind : {PeerKind::kReplica, PeerKind::kOperator}) {
@@ -245,7 +245,9 @@ class ControlSession {
   }
 
   // Answers and streams itself; returns null on success so handle() sends nothing more.
-  Handled do_restore(const RequestArgs& args) {
+  Handled do_restore(const RequestArgs& args, const json& request) {
+    auto range = net::archive_range(request);
+    if (!range) return control_fail(Fault::kBadRequest, range.error());
     auto given = BKP_TRY(args.string("host"));
     auto path = BKP_TRY(args.string("path"));
     auto wanted = BKP_TRY(args.string_or("snapshot", "latest"));
@@ -261,7 +263,9 @@ class ControlSession {
       if (fstat(fd.get(), &st) != 0) return control_fail(Fault::kInternal, "fstat snapshot failed");
       SnapshotRecord shown = s;
       shown.bytes = st.st_size;
-      if (auto streamed = stream(fd.get(), shown); !streamed) {
+      json extra = json::object();
+      if (range->digests) extra["sources"] = sources_json(registry_.hub(), s.copies);
+      if (auto streamed = stream(fd.get(), shown, *range, extra); !streamed) {
         stream_error_ = streamed.error();
       } else {
         registry_.note_restore(static_cast<uint64_t>(shown.bytes));
@@ -275,13 +279,16 @@ class ControlSession {
   }
 
   // The response, exactly `bytes` bytes of Data, then {"ok":true,"done":true}.
-  Result<void> stream(int fd, const SnapshotRecord& snap) {
+  Result<void> stream(int fd, const SnapshotRecord& snap, const net::ArchiveRange& range,
+                      json extra) {
     return channel_.stream(net::ArchiveStream{.fd = fd,
                                               .bytes = static_cast<uint64_t>(snap.bytes),
                                               .id = snap.id,
                                               .snapshot = snapshot_json(snap),
                                               .part_size = snap.part_size,
-                                              .digests = snap.digests});
+                                              .digests = snap.digests,
+                                              .range = range,
+                                              .extra = std::move(extra)});
   }
 
   Result<void> respond(const json& response) { return channel_.respond(response); }
@@ -307,7 +314,7 @@ void run_control_session(net::Conn& conn, const wire::Hello& hello, Registry& re
   Error end = session.serve();
   if (stopping) {
     log::debug("control {}: closed (shutting down)", peer);
-  } else if (end.code == ECONNRESET) {
+  } else if (end.code == ECONNRESET || end.code == EPIPE) {  // bkptool closed, even mid-stream
     log::debug("control {}: closed", peer);
   } else if (end.code == ETIMEDOUT) {
     log::info("control {}: idle for {} s, closing", peer, kControlIdleTimeoutMs / 1000);

@@ -53,8 +53,10 @@ std::optional<ReplicaError> Replica::last_error() {
   return last_error_;
 }
 
-bool Replica::note_usage(const wire::Usage& usage, double rtt_ms) {
+bool Replica::note_usage(const wire::Usage& usage, double rtt_ms, const std::string& identity) {
   std::lock_guard lock(mu_);
+  usage_.restore_address = usage.restore_address;
+  usage_.identity = identity;
   const bool first = !usage_.measured && usage.measured;
   usage_.rtt_ms = usage_.rtt_ms == 0 ? rtt_ms : usage_.rtt_ms + (rtt_ms - usage_.rtt_ms) / 4;
   if (usage.measured) {

@@ -67,6 +67,10 @@ struct ReplicaUsage {
   uint64_t stored_bytes = 0;
   uint64_t free_bytes = 0;
   double rtt_ms = 0;      // round trip of UsageRequest -> Usage, smoothed (1/4 per sample)
+  // Where it serves its snapshot copies to bkptool ("" when it does not), and the identity it
+  // presented to backupd, which its restore service presents too (bkptool pins it).
+  std::string restore_address;
+  std::string identity;
 };
 
 class Replica {
@@ -88,7 +92,7 @@ class Replica {
   std::optional<ReplicaError> last_error();
 
   // Records a Usage answer that took rtt_ms. True if it is the first measured one since start.
-  bool note_usage(const wire::Usage& usage, double rtt_ms);
+  bool note_usage(const wire::Usage& usage, double rtt_ms, const std::string& identity);
   ReplicaUsage usage();
   bool connected();
 

@@ -84,8 +84,7 @@ Result<wire::Hello> await_hello(net::Conn& conn, const Registration& reg,
 }  // namespace
 
 std::string node_address(const std::string& address, uint16_t port) {
-  if (address.find(':') != std::string::npos) return fmt::format("[{}]:{}", address, port);
-  return fmt::format("{}:{}", address, port);
+  return net::format_host_port(net::HostPort{address, port});
 }
 
 Result<AttachedNode> attach_node(const Registration& reg, const Dialer& dialer,

@@ -158,7 +158,7 @@ class ReplicaSession {
     auto usage = BKP_TRY(net::expect<wire::Usage>(conn_, kReplicaAckTimeoutMs));
     auto end = std::chrono::steady_clock::now();
     const double rtt_ms = std::chrono::duration<double, std::milli>(end - now).count();
-    if (replica_.note_usage(usage, rtt_ms)) {
+    if (replica_.note_usage(usage, rtt_ms, conn_.peer_id())) {
       log::info("replica {} holds {} and has room for {} more (round trip {:.1f} ms)",
                 replica_.name(), progress::format_bytes(static_cast<double>(usage.stored_bytes)),
                 progress::format_bytes(static_cast<double>(usage.free_bytes)), rtt_ms);

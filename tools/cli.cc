@@ -173,6 +173,11 @@ void declare_commands(CLI::App& app, Invocation& inv) {
   rest->add_option("--snapshot", inv.snapshot, "snapshot id, or 'latest' (default)")
       ->type_name("ID");
   rest->add_flag("--force", inv.force, "restore into a non-empty directory, replacing files");
+  rest->add_option("--from", inv.from,
+                   "fetch only from these sources, in parallel: [ID@]ADDR:PORT,... (replicators "
+                   "serving restores, or backupd); default: backupd and the replicators holding "
+                   "copies, or the remembered replicators when backupd is down")
+      ->type_name("LIST");
 
   CLI::App* status = sub("status", "live lag, transfers and copies of every volume, or of one "
                                    "(exit 9: that one is under-replicated)");
@@ -306,10 +311,12 @@ int run_cli(int argc, char** argv) {
   auto server = resolve_server(g.server, env, config_candidates(env), g.server_id);
   if (!server) return report_failure(server.error(), g.json);
   server->tls = !g.no_tls;
-  if (server->transport == Transport::kTcp && server->tls) {
-    auto identity = identity_path(g.identity, env);
-    if (!identity) return report_failure(identity.error(), g.json);
+  // Needed for TCP to backupd, and for a restore from replicators whatever backupd's address.
+  auto identity = identity_path(g.identity, env);
+  if (identity) {
     server->identity_path = *identity;
+  } else if (server->transport == Transport::kTcp && server->tls) {
+    return report_failure(identity.error(), g.json);
   }
   int status = 0;
   auto done = run(inv, *server, [&g, &status](const Report& r) {

@@ -55,9 +55,16 @@ Outcome<void> secure(net::Conn& conn, const ServerAddress& server) {
   auto config = BKP_TRY(load_identity(server.identity_path));
   if (auto ok = conn.secure(*config, net::TlsSide::kClient, kHandshakeTimeoutMs); !ok) {
     return fail_with(Exit::kUnreachable, kCodeUnreachable,
-                     fmt::format("TLS handshake with backupd at {} failed: {} (a backupd running "
+                     fmt::format("TLS handshake with {} at {} failed: {} (a backupd running "
                                  "with tls = false needs --no-tls)",
-                                 server.text, ok.error().message));
+                                 server.role, server.text, ok.error().message));
+  }
+  if (conn.peer_id() != server.server_id && server.role != "backupd") {
+    return fail_with(Exit::kWrongIdentity, kCodeWrongServer,
+                     fmt::format("{} at {} presented identity {}, not {} (from {}); `replicator "
+                                 "--root DIR --show-id` on its host prints its identity",
+                                 server.role, server.text, conn.peer_id(), server.server_id,
+                                 server.server_id_source));
   }
   if (conn.peer_id() != server.server_id) {
     return fail_with(Exit::kWrongIdentity, kCodeWrongServer,
@@ -100,7 +107,8 @@ Failure failure_from_response(const Json& response) {
 Outcome<std::unique_ptr<ControlClient>> ControlClient::connect(const ServerAddress& server) {
   auto unreachable = [&](const Error& e) {
     return fail_with(Exit::kUnreachable, kCodeUnreachable,
-                     fmt::format("cannot reach backupd at {}: {}", server.text, e.message));
+                     fmt::format("cannot reach {} at {}: {}", server.role, server.text,
+                                 e.message));
   };
   bool tls = server.transport == Transport::kTcp && server.tls;
   if (tls && server.server_id.empty()) {
@@ -131,14 +139,15 @@ Outcome<std::unique_ptr<ControlClient>> ControlClient::connect(const ServerAddre
   auto frame = (*conn)->recv(kHandshakeTimeoutMs);
   if (!frame) {
     // Connected, but no Hello answer: something else listens there, or a wedged backupd.
-    return unreachable(Error{frame.error().code, frame.error().message + " (is that backupd?)"});
+    return unreachable(Error{frame.error().code,
+                             fmt::format("{} (is that {}?)", frame.error().message, server.role)});
   }
   if (frame->type == wire::MsgType::kError) {
     auto err = wire::decode_error(frame->payload);
     std::string text = err ? err->text : "malformed Error frame";
     bool denied = err && err->code == EACCES;
     return fail_with(Exit::kFailure, denied ? kCodeNotAuthorised : kCodeProtocol,
-                     fmt::format("backupd at {} refused: {}", server.text, text));
+                     fmt::format("{} at {} refused: {}", server.role, server.text, text));
   }
   if (frame->type != wire::MsgType::kHelloOk) {
     return unreachable(
@@ -146,28 +155,40 @@ Outcome<std::unique_ptr<ControlClient>> ControlClient::connect(const ServerAddre
   }
   auto ok = wire::decode_hello_ok(frame->payload);
   if (!ok) return unreachable(ok.error());
-  log::debug("connected to backupd at {}, protocol version {}", server.text, ok->version);
-  return std::unique_ptr<ControlClient>(new ControlClient(std::move(*conn), server.text));
+  log::debug("connected to {} at {}, protocol version {}", server.role, server.text, ok->version);
+  return std::unique_ptr<ControlClient>(
+      new ControlClient(std::move(*conn), server.text, server.role));
 }
 
 Failure ControlClient::broken(const Error& e) const {
   return Failure{Exit::kFailure, std::string(kCodeProtocol),
-                 fmt::format("connection to backupd at {}: {}", server_text_, e.message)};
+                 fmt::format("connection to {} at {}: {}", role_, server_text_, e.message)};
 }
 
-Outcome<Json> ControlClient::call(const Json& request) {
+Outcome<void> ControlClient::send(const Json& request) {
   std::string text = request.dump(-1, ' ', false, Json::error_handler_t::replace);
-  log::debug("request {}", text);
+  log::debug("request to {} {}", server_text_, text);
   if (auto sent = conn_->send(wire::MsgType::kRequest, 0, bytes_of(text)); !sent) {
     return tl::unexpected(broken(sent.error()));
   }
   if (auto flushed = conn_->flush(); !flushed) return tl::unexpected(broken(flushed.error()));
+  return {};
+}
+
+void ControlClient::abort() { ::shutdown(conn_->fd(), SHUT_RDWR); }
+
+Outcome<Json> ControlClient::next_response() {
   wire::Frame frame = BKP_TRY(next_frame());
   if (frame.type != wire::MsgType::kResponse) {
     return tl::unexpected(broken(
         Error{EPROTO, fmt::format("expected a Response, got {}", wire::type_name(frame.type))}));
   }
   return parse_response(frame);
+}
+
+Outcome<Json> ControlClient::call(const Json& request) {
+  BKP_TRY_VOID(send(request));
+  return next_response();
 }
 
 Outcome<wire::Frame> ControlClient::next_frame() {
@@ -183,7 +204,8 @@ Outcome<wire::Frame> ControlClient::next_frame() {
     auto err = wire::decode_error(frame->payload);
     return fail_with(
         Exit::kFailure, kCodeInternal,
-        err ? fmt::format("backupd: {}", err->text) : "backupd sent a malformed Error frame");
+        err ? fmt::format("{}: {}", role_, err->text)
+            : fmt::format("{} sent a malformed Error frame", role_));
   }
   return std::move(*frame);
 }

@@ -12,7 +12,7 @@
 // not_authorised for an identity backupd does not know); a broken connection, timeout or malformed response
 // after the handshake -> kFailure with code "protocol".
 //
-// Not thread-safe; one command owns the client.
+// Not thread-safe (but for abort()); one thread owns the client.
 #pragma once
 
 #include <memory>
@@ -34,6 +34,12 @@ class ControlClient {
 
   // One Request/Response round trip. The response object when "ok" is true.
   Outcome<Json> call(const Json& request);
+  // The halves of call(), for requests sent ahead of their answers (answered in order).
+  Outcome<void> send(const Json& request);
+  Outcome<Json> next_response();
+  // Breaks the connection: a thread blocked reading from it returns a Failure. The only call
+  // safe from another thread.
+  void abort();
 
   // The next frame of a streaming answer (restore's Data frames and final Response), waiting
   // up to kResponseTimeoutMs. An Error frame is returned as a Failure.
@@ -44,14 +50,16 @@ class ControlClient {
   Outcome<Json> parse_response(const wire::Frame& frame) const;
 
   const std::string& server_text() const { return server_text_; }
+  const std::string& role() const { return role_; }
 
  private:
-  ControlClient(std::unique_ptr<net::Conn> conn, std::string server_text)
-      : conn_(std::move(conn)), server_text_(std::move(server_text)) {}
+  ControlClient(std::unique_ptr<net::Conn> conn, std::string server_text, std::string role)
+      : conn_(std::move(conn)), server_text_(std::move(server_text)), role_(std::move(role)) {}
   Failure broken(const Error& e) const;
 
   std::unique_ptr<net::Conn> conn_;
   std::string server_text_;
+  std::string role_;  // ServerAddress::role
 };
 
 // bkptool's identity at path (ServerAddress::identity_path) as a TLS configuration, made on first

@@ -289,16 +289,16 @@ Outcome<void> check_restore_target(const Invocation& inv) {
 
 Outcome<void> run(const Invocation& inv, const ServerAddress& server, const ReportSink& sink) {
   Json request = BKP_TRY(make_request(inv));
-  if (inv.command == "restore") BKP_TRY_VOID(check_restore_target(inv));
+  if (inv.command == "restore") {
+    BKP_TRY_VOID(check_restore_target(inv));
+    sink(BKP_TRY(run_restore(inv, server, request)));
+    return {};
+  }
   std::optional<Watch> watch;
   if (inv.command == "status") watch = BKP_TRY(watch_options(inv, isatty(STDOUT_FILENO) == 1));
   auto client = BKP_TRY(ControlClient::connect(server));
   if (watch) return run_status(*client, request, *watch, sink);
-  if (inv.command == "restore") {
-    sink(BKP_TRY(run_restore(*client, inv, request)));
-  } else {
-    sink(present(inv, request, BKP_TRY(client->call(request))));
-  }
+  sink(present(inv, request, BKP_TRY(client->call(request))));
   return {};
 }
 

@@ -29,6 +29,7 @@ struct Invocation {
   std::string snapshot = "latest";  // restore
   std::string to;                   // restore
   bool force = false;               // restore
+  std::string from;                 // restore --from: [ID@]ADDR:PORT,...
   bool watch = false;               // status
   std::string count = "0";          // status --watch
   std::string interval = "1";       // status --watch

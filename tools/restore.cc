@@ -1,129 +1,93 @@
-// Restore: the one streaming command. backupd answers the request with the snapshot's size
-// and its part digests, then sends exactly that many bytes of tgz in Data frames, then a final
-// Response. Each 8 MiB part is checked against its SHA-256 (common/part_digests.h) before any
-// of it goes into libarchive (tools/extract.h), so a damaged archive fails the restore with
-// the part named and memory stays at one part whatever the snapshot's size (one frame when
-// backupd sends no digests).
+// Restore: choose the snapshot and its sources, fetch it in parts from all of them at once
+// (tools/part_fetch.h) and extract it as the parts arrive (tools/extract.h).
 //
-// DataStream enforces the framing contract: more bytes than announced, a Response before the
-// last byte, or any other frame type is a protocol error, and a failure Response mid-stream
-// (the server hit a read error) keeps its code and sentence. Only after the final Response
-// says done is the restore reported as complete.
+// Planning asks each candidate source for the archive's header only (a restore request for 0
+// bytes at offset 0: size, part digests and, from backupd, the replicators holding a copy).
+// Without --from the candidates are backupd and the replicators it names; if backupd cannot be
+// reached, the replicators remembered from earlier answers (tools/restore_sources.h). With
+// --from, exactly the sources listed. "latest" is backupd's latest when backupd answers, else
+// the newest snapshot any source holds; a source holding another archive under that id (other
+// size or digests) is left out with a warning.
 #include "tools/restore.h"
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <optional>
+#include <thread>
 
 #include "common/files.h"
 #include "common/log.h"
 #include "common/part_digests.h"
 #include "common/progress.h"
-#include "common/wire/frame.h"
 #include "tools/extract.h"
 #include "tools/format.h"
+#include "tools/part_fetch.h"
+#include "tools/restore_sources.h"
 #include "tools/views.h"
 
 namespace bkp::tools {
 namespace {
 
-class DataStream : public ByteSource {
- public:
-  // digests: the SHA-256 of every kPartSize bytes, as backupd's catalog has them; empty: none
-  // to check (an older backupd, or an archive too large to list them in one answer).
-  DataStream(ControlClient& client, uint64_t expected, std::vector<PartDigest> digests,
-             std::string snapshot_id, progress::Meter& meter)
-      : client_(client), expected_(expected), digests_(std::move(digests)),
-        snapshot_id_(std::move(snapshot_id)), meter_(meter) {
-    meter_.begin("restore");
-    meter_.update({0, expected_, 0, 0});
-  }
-
-  // With digests, the bytes come one whole part at a time, each checked before the extractor
-  // sees any of it: a damaged archive fails the restore before a byte of the bad part lands.
-  Result<std::span<const uint8_t>> next() override {
-    if (digests_.empty()) return next_frame();
-    const uint64_t part_end = std::min(expected_, (checked_ + 1) * kPartSize);
-    part_.clear();
-    while (received_ < part_end) {
-      auto bytes = BKP_TRY(next_frame());
-      part_.insert(part_.end(), bytes.begin(), bytes.end());
-    }
-    if (part_.empty()) return std::span<const uint8_t>();
-    PartHasher hasher;
-    hasher.feed(std::span<const char>(reinterpret_cast<const char*>(part_.data()), part_.size()));
-    if (hasher.finish().front() != digests_[checked_]) {
-      return stop(Failure{Exit::kFailure, "damaged",
-                          fmt::format("part {} of snapshot {} from {} does not match its digest: "
-                                      "the archive there is damaged; nothing of that part was "
-                                      "restored",
-                                      checked_, snapshot_id_, client_.server_text())});
-    }
-    ++checked_;
-    return std::span<const uint8_t>(part_);
-  }
-
-  // Why the stream stopped, when it did (the extractor only sees an Error).
-  const std::optional<Failure>& failure() const { return failure_; }
-
- private:
-  // The next Data frame's bytes (up to a part boundary never matters: frames are 1 MiB).
-  Result<std::span<const uint8_t>> next_frame() {
-    if (received_ == expected_) return std::span<const uint8_t>();
-    auto frame = client_.next_frame();
-    // An empty Data frame must not look like the end of the stream to the extractor.
-    while (frame && frame->type == wire::MsgType::kData && frame->payload.empty()) {
-      frame = client_.next_frame();
-    }
-    if (!frame) return stop(frame.error());
-    if (frame->type == wire::MsgType::kResponse) {
-      auto response = client_.parse_response(*frame);
-      if (!response) return stop(response.error());
-      return stop(
-          protocol(fmt::format("the stream ended after {} of {} bytes", received_, expected_)));
-    }
-    if (frame->type != wire::MsgType::kData) {
-      return stop(protocol(fmt::format("expected Data, got {}", wire::type_name(frame->type))));
-    }
-    if (frame->payload.size() > expected_ - received_) {
-      return stop(protocol(fmt::format("more than the announced {} bytes", expected_)));
-    }
-    received_ += frame->payload.size();
-    meter_.update({received_, expected_ - received_, 0, 0});
-    current_ = std::move(frame->payload);
-    return std::span<const uint8_t>(current_);
-  }
-
-  Failure protocol(std::string message) const {
-    return Failure{Exit::kFailure, std::string(kCodeProtocol),
-                   fmt::format("restore stream from {}: {}", client_.server_text(), message)};
-  }
-  tl::unexpected<Error> stop(Failure f) {
-    meter_.interrupt();
-    failure_ = std::move(f);
-    return tl::unexpected(Error{EIO, failure_->message});
-  }
-
-  ControlClient& client_;
-  uint64_t expected_;
-  std::vector<PartDigest> digests_;
-  std::string snapshot_id_;
-  uint64_t received_ = 0;
-  uint64_t checked_ = 0;  // parts checked and handed out
-  progress::Meter& meter_;
-  std::vector<uint8_t> current_;
-  std::vector<uint8_t> part_;
-  std::optional<Failure> failure_;
+// A candidate that answered the plan request, still connected for the fetch.
+struct Planned {
+  ServerAddress address;
+  std::unique_ptr<ControlClient> client;
+  Json header;
+  std::string id;  // the snapshot it answered with
 };
 
-// The "digests" of a restore answer (64 hex digits per part), when present and well formed for
-// an archive of `bytes`; empty otherwise (nothing is checked then).
-std::vector<PartDigest> digests_of(const Json& header, uint64_t bytes) {
+// The name a source goes by in the progress line and the report.
+std::string source_name(const ServerAddress& a) {
+  if (a.role.starts_with("replica ")) return a.role.substr(8);
+  return a.role == "backupd" ? a.role : a.text;
+}
+
+Json plan_request(Json request) {
+  request["offset"] = 0;
+  request["length"] = 0;
+  return request;
+}
+
+// Connects to address and asks for the header of the snapshot the request names.
+Outcome<Planned> plan_one(const ServerAddress& address, const Json& request) {
+  Planned p{address, BKP_TRY(ControlClient::connect(address)), {}, {}};
+  p.header = BKP_TRY(p.client->call(plan_request(request)));
+  Json done = BKP_TRY(p.client->next_response());
+  auto size = p.header.find("bytes");
+  const Json& snapshot = p.header.contains("snapshot") ? p.header["snapshot"] : Json();
+  if (size == p.header.end() || !size->is_number_unsigned() || !snapshot.is_object() ||
+      field_text(snapshot, "id").empty() || !done.contains("done")) {
+    return fail_with(Exit::kFailure, kCodeProtocol,
+                     fmt::format("restore answer from {} at {} has no snapshot id or byte count",
+                                 address.role, address.text));
+  }
+  p.id = field_text(snapshot, "id");
+  return p;
+}
+
+// plan_one for every address at once (a dead source costs one connect timeout, not one each).
+std::vector<Outcome<Planned>> plan_all(const std::vector<ServerAddress>& addresses,
+                                       const Json& request) {
+  std::vector<std::optional<Outcome<Planned>>> slots(addresses.size());
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < addresses.size(); ++i) {
+    threads.emplace_back([&, i] { slots[i] = plan_one(addresses[i], request); });
+  }
+  for (auto& t : threads) t.join();
+  std::vector<Outcome<Planned>> out;
+  for (auto& s : slots) out.push_back(std::move(*s));
+  return out;
+}
+
+// The "digests" of a header (64 hex digits per part), when present and one per part of an
+// archive of `bytes`; empty otherwise (nothing is checked then).
+std::vector<PartDigest> digests_of(const Json& header, uint64_t bytes, uint64_t part_size) {
   std::vector<PartDigest> out;
   auto it = header.find("digests");
   if (it == header.end() || !it->is_string()) return out;
   const std::string& hex = it->get_ref<const std::string&>();
-  if (hex.size() != part_count(bytes) * 64) return out;
+  if (hex.size() != part_count(bytes, part_size) * 64) return out;
   for (size_t at = 0; at < hex.size(); at += 64) {
     auto d = digest_from_hex(std::string_view(hex).substr(at, 64));
     if (!d) return {};
@@ -132,75 +96,196 @@ std::vector<PartDigest> digests_of(const Json& header, uint64_t bytes) {
   return out;
 }
 
-// The final Response after the last Data byte.
-Outcome<void> expect_done(ControlClient& client) {
-  wire::Frame frame = BKP_TRY(client.next_frame());
-  if (frame.type != wire::MsgType::kResponse) {
-    return fail_with(Exit::kFailure, kCodeProtocol,
-                     fmt::format("restore stream from {}: expected the final Response, got {}",
-                                 client.server_text(), wire::type_name(frame.type)));
+uint64_t part_size_of(const Json& header) {
+  const Json& snapshot = header["snapshot"];
+  auto it = snapshot.find("part_size");
+  if (it == snapshot.end() || !it->is_number_unsigned() || it->get<uint64_t>() == 0) {
+    return kPartSize;
   }
-  Json done = BKP_TRY(client.parse_response(frame));
-  if (auto it = done.find("done"); it == done.end() || !it->is_boolean() || !it->get<bool>()) {
-    return fail_with(Exit::kFailure, kCodeProtocol,
-                     fmt::format("restore stream from {}: the final Response lacks \"done\": true",
-                                 client.server_text()));
+  return it->get<uint64_t>();
+}
+
+// The candidates that answered, and the first failure (what is reported if none did).
+struct Round {
+  std::vector<Planned> planned;
+  std::optional<Failure> first_failure;
+};
+
+void collect(std::vector<Outcome<Planned>> answers, const std::vector<ServerAddress>& from,
+             Round& round, std::vector<std::string>& warnings) {
+  for (size_t i = 0; i < answers.size(); ++i) {
+    if (answers[i]) {
+      round.planned.push_back(std::move(*answers[i]));
+      continue;
+    }
+    if (!round.first_failure) round.first_failure = answers[i].error();
+    warnings.push_back(fmt::format("not restoring from {}: {}", source_name(from[i]),
+                                   answers[i].error().message));
   }
-  return {};
+}
+
+std::vector<ServerAddress> addresses_of(const std::vector<KnownSource>& sources,
+                                        const ServerAddress& server) {
+  std::vector<ServerAddress> out;
+  for (const auto& s : sources) out.push_back(source_address(s, server));
+  return out;
+}
+
+// Plans every candidate and keeps those holding the same archive as the reference.
+Outcome<Round> plan(const Invocation& inv, const ServerAddress& server, const Json& request,
+                    std::vector<std::string>& warnings) {
+  const std::string remembered_file =
+      server.identity_path.empty() ? "" : remembered_sources_path(server.identity_path);
+  const auto known = remembered_file.empty() ? std::vector<KnownSource>{}
+                                             : load_remembered(remembered_file);
+  Round round;
+  if (!inv.from.empty()) {
+    auto from = BKP_TRY(parse_from(inv.from, server, known));
+    collect(plan_all(from, request), from, round, warnings);
+  } else {
+    auto first = plan_one(server, request);
+    if (first) {
+      auto learned = sources_from_answer(first->header);
+      if (!remembered_file.empty() && !learned.empty()) {
+        if (auto kept = remember(remembered_file, learned); !kept) {
+          log::warn("cannot remember the restore sources in {}: {}", remembered_file,
+                    kept.error().message);
+        }
+      }
+      Json exact = request;
+      exact["snapshot"] = first->id;
+      round.planned.push_back(std::move(*first));
+      auto others = addresses_of(learned, server);
+      collect(plan_all(others, exact), others, round, warnings);
+    } else if (first.error().exit == Exit::kUnreachable && !known.empty()) {
+      warnings.push_back(fmt::format("{}; restoring from the {} remembered in {}",
+                                     first.error().message,
+                                     counted(known.size(), "replicator", "replicators"),
+                                     remembered_file));
+      auto others = addresses_of(known, server);
+      collect(plan_all(others, request), others, round, warnings);
+    } else {
+      return tl::unexpected(first.error());
+    }
+  }
+  if (round.planned.empty()) return tl::unexpected(*round.first_failure);
+
+  // The reference: backupd's answer, else the newest snapshot any source holds.
+  auto ref = std::find_if(round.planned.begin(), round.planned.end(),
+                          [](const Planned& p) { return p.address.role == "backupd"; });
+  if (ref == round.planned.end()) {
+    ref = std::max_element(round.planned.begin(), round.planned.end(),
+                           [](const Planned& a, const Planned& b) { return a.id < b.id; });
+  }
+  std::iter_swap(round.planned.begin(), ref);
+  const std::string id = round.planned.front().id;
+  const std::string ref_name = source_name(round.planned.front().address);
+  const Json bytes = round.planned.front().header["bytes"];
+  const std::string digests = round.planned.front().header.value("digests", "");
+  std::vector<Planned> kept;
+  for (size_t i = 0; i < round.planned.size(); ++i) {
+    Planned& p = round.planned[i];
+    if (p.id != id) {  // another "latest": ask that source for the reference's
+      Json exact = request;
+      exact["snapshot"] = id;
+      auto again = plan_one(p.address, exact);
+      if (!again) {
+        warnings.push_back(fmt::format("not restoring from {}: {}", source_name(p.address),
+                                       again.error().message));
+        continue;
+      }
+      p = std::move(*again);
+    }
+    if (i > 0 && (p.header["bytes"] != bytes || p.header.value("digests", "") != digests)) {
+      warnings.push_back(fmt::format("not restoring from {}: its snapshot {} is not the same "
+                                     "archive as {}'s (size or part digests differ)",
+                                     source_name(p.address), id, ref_name));
+      continue;
+    }
+    kept.push_back(std::move(p));
+  }
+  round.planned = std::move(kept);
+  return round;
 }
 
 }  // namespace
 
-Outcome<Report> run_restore(ControlClient& client, const Invocation& inv, const Json& request) {
-  Json header = BKP_TRY(client.call(request));
-  auto size = header.find("bytes");
-  if (size == header.end() || !size->is_number_unsigned()) {
-    return fail_with(Exit::kFailure, kCodeProtocol,
-                     fmt::format("restore answer from {} has no byte count", client.server_text()));
-  }
-  Json snapshot = header.contains("snapshot") ? header["snapshot"] : Json();
-  std::string snapshot_id = snapshot.is_object() ? field_text(snapshot, "id") : inv.snapshot;
+Outcome<Report> run_restore(const Invocation& inv, const ServerAddress& server,
+                            const Json& request) {
+  std::vector<std::string> warnings;
+  Round round = BKP_TRY(plan(inv, server, request, warnings));
+  const Json& header = round.planned.front().header;
+  const Json snapshot = header["snapshot"];
+  FetchPlan fetch;
+  fetch.request = request;
+  fetch.snapshot_id = round.planned.front().id;
+  fetch.request["snapshot"] = fetch.snapshot_id;
+  fetch.bytes = header["bytes"].get<uint64_t>();
+  fetch.part_size = part_size_of(header);
+  fetch.digests = digests_of(header, fetch.bytes, fetch.part_size);
 
   if (auto made = make_dirs(inv.to); !made) {
     return tl::unexpected(failure_from(made.error(), Exit::kFailure, kCodeLocal));
   }
+  std::vector<FetchSource> sources;
+  std::string names;
+  for (auto& p : round.planned) {
+    sources.push_back(FetchSource{source_name(p.address), std::move(p.client)});
+    names += (names.empty() ? "" : ", ") + sources.back().name;
+  }
   // Progress of the download (compressed bytes) and the entry being written: a bar on a
   // terminal, a line every 10 s otherwise; nothing with -q.
-  auto meter = std::make_shared<progress::Meter>(
-      fmt::format("{} snapshot {}", volume_name(inv.host, inv.path), snapshot_id));
+  auto meter = std::make_shared<progress::Meter>(fmt::format(
+      "{} snapshot {} from {}", volume_name(inv.host, inv.path), fetch.snapshot_id, names));
   std::optional<progress::Display> display;
   if (log::enabled(log::Level::kInfo)) {
     display.emplace(progress::display_options(std::chrono::seconds(10)));
     display->add(meter);
     display->start();
   }
-  DataStream stream(client, size->get<uint64_t>(), digests_of(header, size->get<uint64_t>()),
-                    snapshot_id, *meter);
-  auto stats = extract_archive(stream, inv.to, meter.get());
+  PartFetcher fetcher(fetch, std::move(sources), *meter);
+  auto stats = extract_archive(fetcher, inv.to, meter.get());
+  fetcher.stop();
   if (display) display->stop();
   if (!stats) {
-    if (stream.failure()) return tl::unexpected(*stream.failure());
+    if (fetcher.failure()) return tl::unexpected(*fetcher.failure());
     return fail_with(Exit::kFailure, kCodeLocal,
                      fmt::format("restore into {}: {}", inv.to, stats.error().message));
   }
-  BKP_TRY_VOID(expect_done(client));
 
+  Json used = Json::array();
+  std::string shares;
+  for (const SourceTally& t : fetcher.tallies()) {
+    used.push_back(Json{{"name", t.name}, {"parts", t.parts}, {"bytes", t.bytes},
+                        {"bad_parts", t.bad_parts}, {"lost", t.lost}});
+    shares += fmt::format("{}{} {}", shares.empty() ? "" : ", ", t.name, human_size(t.bytes));
+    if (t.bad_parts > 0) {
+      warnings.push_back(fmt::format("{} sent {} that did not match the digest (fetched elsewhere)",
+                                     t.name, counted(t.bad_parts, "part", "parts")));
+    }
+    if (!t.lost.empty()) {
+      warnings.push_back(fmt::format("{} stopped serving mid-restore ({}); the others took over",
+                                     t.name, t.lost));
+    }
+  }
   Report r;
-  r.json =
-      Json{{"ok", true}, {"snapshot", snapshot}, {"files", stats->files}, {"bytes", stats->bytes}};
+  r.json = Json{{"ok", true},           {"snapshot", snapshot}, {"files", stats->files},
+                {"bytes", stats->bytes}, {"sources", used}};
   r.messages.push_back(fmt::format(
-      "restored {} and {} ({}) of {} from snapshot {} into {}",
+      "restored {} and {} ({}) of {} from snapshot {} into {} (from {})",
       counted(stats->files, "file", "files"), counted(stats->dirs, "directory", "directories"),
-      human_size(stats->bytes), volume_name(inv.host, inv.path), snapshot_id, inv.to));
+      human_size(stats->bytes), volume_name(inv.host, inv.path), fetch.snapshot_id, inv.to,
+      shares));
   if (!stats->owners_restored) {
-    r.warnings.push_back(
+    warnings.push_back(
         "not running as root: the restored files belong to you, not to their original owners");
   }
-  r.warnings.insert(r.warnings.end(), stats->first_warnings.begin(), stats->first_warnings.end());
+  warnings.insert(warnings.end(), stats->first_warnings.begin(), stats->first_warnings.end());
   if (stats->warnings > stats->first_warnings.size()) {
-    r.warnings.push_back(
+    warnings.push_back(
         fmt::format("... and {} more warnings", stats->warnings - stats->first_warnings.size()));
   }
+  r.warnings = std::move(warnings);
   return r;
 }
 

@@ -18,23 +18,6 @@ namespace {
 constexpr std::string_view kUnixPrefix = "unix:";
 
 // A Unix socket path or a TCP ADDR:PORT (see settings.h).
-Result<ServerAddress> parse_server(std::string_view text) {
-  ServerAddress out;
-  out.text = std::string(text);
-  if (text.starts_with(kUnixPrefix) || text.find('/') != std::string_view::npos) {
-    std::string_view path = text.starts_with(kUnixPrefix) ? text.substr(kUnixPrefix.size()) : text;
-    if (path.empty()) return fail(EINVAL, fmt::format("address '{}': the socket path is empty", text));
-    out.transport = Transport::kUnix;
-    out.socket_path = std::string(path);
-    return out;
-  }
-  out.transport = Transport::kTcp;
-  out.where = BKP_TRY(net::parse_host_port(text));
-  if (out.where.port == 0) {
-    return fail(EINVAL, fmt::format("address '{}': port 0 cannot be connected to", text));
-  }
-  return out;
-}
 
 struct ConfigValues {
   std::string server;     // "" when the file does not set it
@@ -82,6 +65,24 @@ Outcome<std::string> explicit_id(std::string_view text, std::string_view source)
 }
 
 }  // namespace
+
+Result<ServerAddress> parse_server(std::string_view text) {
+  ServerAddress out;
+  out.text = std::string(text);
+  if (text.starts_with(kUnixPrefix) || text.find('/') != std::string_view::npos) {
+    std::string_view path = text.starts_with(kUnixPrefix) ? text.substr(kUnixPrefix.size()) : text;
+    if (path.empty()) return fail(EINVAL, fmt::format("address '{}': the socket path is empty", text));
+    out.transport = Transport::kUnix;
+    out.socket_path = std::string(path);
+    return out;
+  }
+  out.transport = Transport::kTcp;
+  out.where = BKP_TRY(net::parse_host_port(text));
+  if (out.where.port == 0) {
+    return fail(EINVAL, fmt::format("address '{}': port 0 cannot be connected to", text));
+  }
+  return out;
+}
 
 Environment Environment::from_process() {
   return Environment{std::getenv("BKP_SERVER"), std::getenv("XDG_CONFIG_HOME"),

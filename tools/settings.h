@@ -33,6 +33,8 @@ struct ServerAddress {
   net::HostPort where;      // kTcp
   std::string socket_path;  // kUnix
   std::string text;    // as given, for messages: "127.0.0.1:7700", "/run/backupd/control.sock"
+  // What answers there, for messages: "backupd", or "replica r1" for a restore source.
+  std::string role = "backupd";
   std::string source;  // "--server", "BKP_SERVER", a config file path, or "default"
   std::string server_id;         // the pinned identity, canonical; "" when none was given
   std::string server_id_source;  // "--server-id", "BKP_SERVER_ID" or a config file path
@@ -50,6 +52,10 @@ struct Environment {
   const char* bkp_server_id = nullptr;
   static Environment from_process();
 };
+
+// An address as --server takes it (a socket path, unix:PATH, or ADDR:PORT); EINVAL naming it.
+// transport, where or socket_path and text are set, nothing else.
+Result<ServerAddress> parse_server(std::string_view text);
 
 // The config files to try, in order.
 std::vector<std::string> config_candidates(const Environment& env);

@@ -26,6 +26,28 @@ json control_error_json(std::string_view code, std::string_view message) {
   return json{{"ok", false}, {"code", code}, {"error", message}};
 }
 
+tl::expected<ArchiveRange, std::string> archive_range(const json& request) {
+  ArchiveRange range;
+  for (const char* key : {"offset", "length"}) {
+    auto it = request.find(key);
+    if (it == request.end()) continue;
+    if (!it->is_number_unsigned()) {
+      return tl::unexpected(fmt::format("field '{}' must be a non-negative integer", key));
+    }
+    range.ranged = true;
+    if (key == std::string_view("offset")) {
+      range.offset = it->get<uint64_t>();
+    } else {
+      range.length = it->get<uint64_t>();
+    }
+  }
+  if (auto it = request.find("digests"); it != request.end()) {
+    if (!it->is_boolean()) return tl::unexpected(std::string("field 'digests' must be a boolean"));
+    range.digests = it->get<bool>();
+  }
+  return range;
+}
+
 Result<ControlRequest> ControlChannel::next(int idle_ms) {
   while (true) {
     auto frame = BKP_TRY(conn_.recv(idle_ms));
@@ -68,21 +90,34 @@ Result<void> ControlChannel::respond_error(std::string_view code, std::string_vi
 
 Result<void> ControlChannel::stream(const ArchiveStream& archive) {
   const uint64_t total = archive.bytes;
+  const ArchiveRange& range = archive.range;
+  if (range.offset > total || range.length.value_or(0) > total - range.offset) {
+    return respond_error(
+        "bad_request", fmt::format("range of {} bytes at offset {} is beyond snapshot {} ({} bytes)",
+                                   range.length.value_or(0), range.offset, archive.id, total));
+  }
+  const uint64_t length = range.length.value_or(total - range.offset);
   json header{{"ok", true}, {"snapshot", archive.snapshot}, {"bytes", total}};
+  if (range.ranged) {
+    header["offset"] = range.offset;
+    header["length"] = length;
+  }
   // Left out when unknown or too many for one response (an archive over about 400 GiB).
-  if (archive.part_size != 0 && archive.digests.size() == part_count(total, archive.part_size) &&
+  if (range.digests && archive.part_size != 0 &&
+      archive.digests.size() == part_count(total, archive.part_size) &&
       archive.digests.size() < kMaxDigestsInResponse) {
     std::string hex;
     hex.reserve(archive.digests.size() * 64);
     for (const auto& d : archive.digests) hex += to_hex(d);
     header["digests"] = std::move(hex);
   }
+  for (const auto& [key, value] : archive.extra.items()) header[key] = value;
   BKP_TRY_VOID(respond(header));
   std::vector<uint8_t> buf(kArchiveChunk);
   uint64_t sent = 0;
-  while (sent < total) {
-    size_t want = static_cast<size_t>(std::min<uint64_t>(buf.size(), total - sent));
-    ssize_t n = ::pread(archive.fd, buf.data(), want, static_cast<off_t>(sent));
+  while (sent < length) {
+    size_t want = static_cast<size_t>(std::min<uint64_t>(buf.size(), length - sent));
+    ssize_t n = ::pread(archive.fd, buf.data(), want, static_cast<off_t>(range.offset + sent));
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return fail_errno("read snapshot " + archive.id);
     if (n == 0) {

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -34,6 +35,20 @@ struct ControlRequest {
   std::string invalid;  // why it is no request (a bad_request sentence); empty when it is one
 };
 
+// Which bytes of an archive a restore request asks for (docs/PROTOCOL.md "Control", restore):
+// all of it by default; "offset" and "length" ask for a range (a part of a parallel restore),
+// "digests": false leaves the part digests out of the header (the client has them already).
+struct ArchiveRange {
+  bool ranged = false;  // "offset" or "length" was given: the header repeats them
+  uint64_t offset = 0;
+  std::optional<uint64_t> length;  // nullopt: to the end
+  bool digests = true;
+};
+
+// The range a restore request asks for, or the bad_request sentence for a field of the wrong
+// type.
+tl::expected<ArchiveRange, std::string> archive_range(const nlohmann::json& request);
+
 // An archive to stream: an open file of `bytes` bytes and what the header says of it.
 struct ArchiveStream {
   int fd = -1;
@@ -42,6 +57,8 @@ struct ArchiveStream {
   nlohmann::json snapshot; // the header's SNAPSHOT object
   uint64_t part_size = 0;  // 0: no digests known
   std::span<const PartDigest> digests;
+  ArchiveRange range;
+  nlohmann::json extra = nlohmann::json::object();  // more header fields (backupd: "sources")
 };
 
 class ControlChannel {
@@ -59,10 +76,12 @@ class ControlChannel {
   Result<void> respond(const nlohmann::json& response);
   Result<void> respond_error(std::string_view code, std::string_view message);
 
-  // {"ok":true,"snapshot":SNAPSHOT,"bytes":N[,"digests":HEX]}, exactly N bytes of Data read
-  // with pread from offset 0, then {"ok":true,"done":true}. The digests go with it when there
-  // is one per part and they fit in one frame. A failure after the header cannot be expressed
-  // as a response any more: the caller ends the connection.
+  // {"ok":true,"snapshot":SNAPSHOT,"bytes":N[,"offset":O,"length":L][,"digests":HEX]...extra},
+  // exactly L bytes of Data read with pread from O (the whole archive unless ranged), then
+  // {"ok":true,"done":true}. The digests go with it when asked for, there is one per part and
+  // they fit in one frame. A range beyond the archive is answered with a bad_request error
+  // (the session goes on). A failure after the header cannot be expressed as a response any
+  // more: the caller ends the connection.
   Result<void> stream(const ArchiveStream& archive);
 
  private:

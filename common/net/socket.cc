@@ -13,6 +13,8 @@
 #include <charconv>
 #include <cstring>
 
+#include <fmt/format.h>
+
 namespace bkp::net {
 void tune_socket(int fd) {
   int one = 1;
@@ -76,6 +78,25 @@ uint16_t local_port(int fd) {
   if (getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return 0;
   return ntohs(ss.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port
                                         : reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
+}
+
+std::string local_host(int fd) {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  if (getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return "";
+  char host[NI_MAXHOST];
+  if (getnameinfo(reinterpret_cast<sockaddr*>(&ss), len, host, sizeof host, nullptr, 0,
+                  NI_NUMERICHOST) != 0) {
+    return "";
+  }
+  return host;
+}
+
+std::string format_host_port(const HostPort& where) {
+  if (where.host.find(':') != std::string::npos) {
+    return fmt::format("[{}]:{}", where.host, where.port);
+  }
+  return fmt::format("{}:{}", where.host, where.port);
 }
 
 Result<UniqueFd> tcp_listen(const HostPort& where, HostPort* bound) {

@@ -21,6 +21,10 @@ Result<HostPort> parse_host_port(std::string_view text);
 
 // The port a bound socket has (0 if it cannot tell).
 uint16_t local_port(int fd);
+// The address a connected socket has on this host, numeric ("" if it cannot tell).
+std::string local_host(int fd);
+// "host:port", with an IPv6 host in brackets, as parse_host_port reads it back.
+std::string format_host_port(const HostPort& where);
 
 // Binds and listens; port 0 picks a free port, returned in HostPort::port.
 Result<UniqueFd> tcp_listen(const HostPort& where, HostPort* bound);

@@ -556,6 +556,7 @@ void encode(const Usage& m, std::vector<uint8_t>& out) {
   e.u8(m.measured);
   e.u64(m.stored_bytes);
   e.u64(m.free_bytes);
+  e.str(m.restore_address);
 }
 
 Result<Usage> decode_usage(std::span<const uint8_t> p) {
@@ -564,7 +565,9 @@ Result<Usage> decode_usage(std::span<const uint8_t> p) {
   m.measured = d.u8();
   m.stored_bytes = d.u64();
   m.free_bytes = d.u64();
+  m.restore_address = d.str();
   if (d.ok() && m.measured > 1) return malformed("Usage (measured)");
+  if (d.ok() && m.restore_address.size() > kMaxAddress) return malformed("Usage (address)");
   return finish(d, m, "Usage");
 }
 

@@ -23,7 +23,7 @@ struct ZSTD_CCtx_s;  // zstd.h's compression context
 namespace bkp::wire {
 
 constexpr uint32_t kMagic = 0x46504B42;  // "BKPF" little-endian
-constexpr uint16_t kVersion = 7;
+constexpr uint16_t kVersion = 8;
 
 enum class Role : uint8_t { kNode = 1, kReplica = 2, kControl = 3 };
 
@@ -63,6 +63,8 @@ constexpr size_t kMaxSnapshotData = 1u << 20;
 // The longest name an operator may give an authorised replica or operator (control protocol:
 // replica_add, operator_add).
 constexpr size_t kMaxPeerName = 64;
+// The longest "ADDR:PORT" a peer may advertise (Usage::restore_address).
+constexpr size_t kMaxAddress = 300;
 
 // text with each control character (below 0x20, and 0x7f) written as \xNN.
 std::string escape_controls(std::string_view text);
@@ -220,11 +222,14 @@ struct Digests {
 // replica's root once (hard links once); free_bytes is what it may still write: the free space
 // of its filesystem, capped by its configured capacity. measured 0: not counted yet (the
 // replicator's first walk of its root is still running), the byte figures are then 0.
+// restore_address: where the replicator serves its snapshot copies to bkptool ("ADDR:PORT";
+// empty: it does not), so backupd can tell bkptool where else a snapshot can be fetched.
 struct UsageRequest {};
 struct Usage {
   uint8_t measured = 0;
   uint64_t stored_bytes = 0;
   uint64_t free_bytes = 0;
+  std::string restore_address;
 
   bool operator==(const Usage&) const = default;
 };

@@ -16,6 +16,15 @@
 #include <vector>
 
 namespace bkp::testutil {
+
+struct DelayRelay::Gate {
+  std::mutex mu;
+  std::condition_variable cv;
+  uint64_t limit = ~uint64_t{0};  // bytes a new connection passes before it holds
+  bool released = false;
+  bool holding = false;  // some connection holds now
+};
+
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -31,8 +40,11 @@ sockaddr_in loopback(uint16_t port) {
 // One direction: bytes read from `from` are written to `to` delay later.
 class Direction {
  public:
-  Direction(int from, int to, std::chrono::milliseconds delay)
-      : from_(from), to_(to), delay_(delay), reader_([this] { read_loop(); }),
+  // gate: hold after gate's limit (read when the direction starts); null: never hold.
+  Direction(int from, int to, std::chrono::milliseconds delay,
+            std::shared_ptr<DelayRelay::Gate> gate = nullptr)
+      : from_(from), to_(to), delay_(delay), gate_(std::move(gate)),
+        budget_(gate_ ? limit_of(*gate_) : ~uint64_t{0}), reader_([this] { read_loop(); }),
         writer_([this] { write_loop(); }) {}
   ~Direction() {
     {
@@ -40,6 +52,10 @@ class Direction {
       stop_ = true;
     }
     cv_.notify_all();
+    if (gate_) {
+      std::lock_guard lock(gate_->mu);
+      gate_->cv.notify_all();
+    }
     reader_.join();
     writer_.join();
   }
@@ -72,23 +88,50 @@ class Direction {
       Chunk chunk = std::move(queue_.front());
       queue_.pop_front();
       lock.unlock();
-      if (chunk.bytes.empty()) {
-        ::shutdown(to_, SHUT_WR);
-        return;
-      }
       size_t off = 0;
       while (off < chunk.bytes.size()) {
-        ssize_t w = ::send(to_, chunk.bytes.data() + off, chunk.bytes.size() - off, MSG_NOSIGNAL);
+        if (budget_ == 0 && !hold()) return;
+        size_t n = static_cast<size_t>(std::min<uint64_t>(chunk.bytes.size() - off, budget_));
+        ssize_t w = ::send(to_, chunk.bytes.data() + off, n, MSG_NOSIGNAL);
         if (w < 0 && errno == EINTR) continue;
         if (w <= 0) return;  // the far side is gone; the reader ends on its own
         off += static_cast<size_t>(w);
+        budget_ -= static_cast<uint64_t>(w);
+      }
+      if (chunk.bytes.empty()) {
+        if (budget_ == 0 && !hold()) return;
+        ::shutdown(to_, SHUT_WR);
+        return;
       }
       lock.lock();
     }
   }
 
+  static uint64_t limit_of(DelayRelay::Gate& gate) {
+    std::lock_guard lock(gate.mu);
+    return gate.released ? ~uint64_t{0} : gate.limit;
+  }
+
+  // The budget is spent: waits for release(). False if the relay stops first.
+  bool hold() {
+    if (!gate_) return false;
+    std::unique_lock lock(gate_->mu);
+    gate_->holding = true;
+    gate_->cv.notify_all();
+    gate_->cv.wait(lock, [&] { return gate_->released || stopping(); });
+    budget_ = ~uint64_t{0};
+    return gate_->released;
+  }
+
+  bool stopping() {
+    std::lock_guard lock(mu_);
+    return stop_;
+  }
+
   const int from_, to_;
   const std::chrono::milliseconds delay_;
+  const std::shared_ptr<DelayRelay::Gate> gate_;
+  uint64_t budget_;  // writer only: bytes it may still pass before holding
   std::mutex mu_;
   std::condition_variable cv_;
   bool stop_ = false;            // guarded by mu_
@@ -107,10 +150,10 @@ void no_delay(int fd) {
 
 // One relayed connection: both sockets and both directions.
 struct DelayRelay::Pump {
-  Pump(UniqueFd c, UniqueFd s, std::chrono::milliseconds delay)
+  Pump(UniqueFd c, UniqueFd s, std::chrono::milliseconds delay, std::shared_ptr<Gate> gate)
       : client(std::move(c)), server(std::move(s)),
         up(std::make_unique<Direction>(client.get(), server.get(), delay)),
-        down(std::make_unique<Direction>(server.get(), client.get(), delay)) {}
+        down(std::make_unique<Direction>(server.get(), client.get(), delay, std::move(gate))) {}
   ~Pump() {
     // Unblocks the readers; the sockets close after the threads are joined.
     ::shutdown(client.get(), SHUT_RDWR);
@@ -141,7 +184,24 @@ Result<std::unique_ptr<DelayRelay>> DelayRelay::start(uint16_t target,
 DelayRelay::DelayRelay(UniqueFd listener, uint16_t port, uint16_t target,
                        std::chrono::milliseconds delay)
     : listener_(std::move(listener)), port_(port), target_(target), delay_(delay),
-      acceptor_([this] { accept_loop(); }) {}
+      gate_(std::make_shared<Gate>()), acceptor_([this] { accept_loop(); }) {}
+
+void DelayRelay::hold_after(uint64_t bytes) {
+  std::lock_guard lock(gate_->mu);
+  gate_->limit = bytes;
+  gate_->released = false;
+}
+
+bool DelayRelay::wait_held(std::chrono::milliseconds timeout) {
+  std::unique_lock lock(gate_->mu);
+  return gate_->cv.wait_for(lock, timeout, [&] { return gate_->holding; });
+}
+
+void DelayRelay::release() {
+  std::lock_guard lock(gate_->mu);
+  gate_->released = true;
+  gate_->cv.notify_all();
+}
 
 DelayRelay::~DelayRelay() {
   {
@@ -167,7 +227,8 @@ void DelayRelay::accept_loop() {
     }
     no_delay(client.get());
     no_delay(server.get());
-    pumps_.push_back(std::make_unique<Pump>(std::move(client), std::move(server), delay_));
+    pumps_.push_back(
+        std::make_unique<Pump>(std::move(client), std::move(server), delay_, gate_));
   }
 }
 

@@ -2,6 +2,11 @@
 // direction, so a test can put a replicator "far away" from backupd (placement weighs the
 // measured round trip) without network namespaces or tc. Bytes pass unchanged (TLS included)
 // and in order; a close on one side is passed on after the same delay.
+//
+// A test can also hold a connection still at a chosen point: after hold_after(N), each new
+// connection passes N bytes from the target to the client and then nothing more (a close
+// included) until release(), so "the source dies in the middle of a transfer" happens exactly
+// there.
 #pragma once
 
 #include <chrono>
@@ -27,6 +32,16 @@ class DelayRelay {
 
   uint16_t port() const { return port_; }
 
+  // Connections accepted from now on hold their target-to-client bytes after `bytes`.
+  void hold_after(uint64_t bytes);
+  // Waits up to timeout until some connection holds; true if one does.
+  bool wait_held(std::chrono::milliseconds timeout);
+  // Lets every held connection go on (and later ones pass everything).
+  void release();
+
+  // Shared by the relay and the directions it holds (delay_relay.cc).
+  struct Gate;
+
  private:
   struct Pump;
   DelayRelay(UniqueFd listener, uint16_t port, uint16_t target, std::chrono::milliseconds delay);
@@ -39,6 +54,7 @@ class DelayRelay {
   std::mutex mu_;
   bool stopping_ = false;                     // guarded by mu_
   std::list<std::unique_ptr<Pump>> pumps_;    // guarded by mu_
+  std::shared_ptr<Gate> gate_;                // before acceptor_: the acceptor uses it
   std::thread acceptor_;
 };
 

@@ -1,5 +1,6 @@
 // DelayRelay (delay_relay.h) on a real loopback connection: the bytes arrive whole, in order,
-// no sooner than the delay, both ways, and a close is passed on.
+// no sooner than the delay, both ways, and a close is passed on; a held connection stops at
+// exactly the byte it was told to, its close included, until released.
 #include "tests/testutil/delay_relay.h"
 
 #include <arpa/inet.h>
@@ -76,6 +77,27 @@ TEST(DelayRelayTest, BytesTakeTheDelayEachWayAndACloseIsPassedOn) {
   ::shutdown(client.get(), SHUT_WR);
   char c;
   EXPECT_EQ(::read(accepted.get(), &c, 1), 0) << "the client's close reaches the server";
+}
+
+TEST(DelayRelayTest, AHeldConnectionStopsAtItsByteUntilReleased) {
+  uint16_t target = 0;
+  UniqueFd server = listen_any(&target);
+  auto relay = DelayRelay::start(target, 0ms);
+  ASSERT_TRUE(relay) << relay.error().message;
+  (*relay)->hold_after(1000);
+  UniqueFd client = connect_to((*relay)->port());
+  UniqueFd accepted(::accept4(server.get(), nullptr, nullptr, SOCK_CLOEXEC));
+  ASSERT_TRUE(accepted);
+
+  std::string bytes(3000, 'b');
+  ASSERT_EQ(::send(accepted.get(), bytes.data(), bytes.size(), 0), 3000);
+  accepted.reset();  // the target goes away behind the held bytes
+  EXPECT_EQ(read_n(client.get(), 1000), std::string(1000, 'b'));
+  ASSERT_TRUE((*relay)->wait_held(10s));
+  char c;
+  EXPECT_EQ(::recv(client.get(), &c, 1, MSG_DONTWAIT), -1) << "nothing passes while held";
+  (*relay)->release();
+  EXPECT_EQ(read_n(client.get(), 5000), std::string(2000, 'b')) << "the rest, then the close";
 }
 
 }  // namespace

@@ -181,15 +181,18 @@ TEST(MessagesTest, CommitAndAckRoundTrip) {
   EXPECT_EQ(a->batch, ~uint64_t{0});
 }
 
-TEST(MessagesTest, UsageRoundTripsAndRejectsABadFlag) {
+TEST(MessagesTest, UsageRoundTripsAndRejectsABadFlagOrAddress) {
   ASSERT_TRUE(decode_usage_request(encoded(UsageRequest{})));
-  Usage m{1, ~uint64_t{0} - 1, 0x0102030405060708};
+  Usage m{1, ~uint64_t{0} - 1, 0x0102030405060708, "127.0.0.1:7800"};
   auto d = decode_usage(encoded(m));
   ASSERT_TRUE(d) << d.error().message;
   EXPECT_EQ(*d, m);
-  auto bad = decode_usage(encoded(Usage{2, 0, 0}));
+  auto bad = decode_usage(encoded(Usage{2, 0, 0, ""}));
   ASSERT_FALSE(bad);
   EXPECT_EQ(bad.error().code, EPROTO);
+  auto long_address = decode_usage(encoded(Usage{1, 0, 0, std::string(kMaxAddress + 1, '1')}));
+  ASSERT_FALSE(long_address);
+  EXPECT_EQ(long_address.error().code, EPROTO);
 }
 
 TEST(MessagesTest, SnapshotCopyMessagesRoundTripAndAreChecked) {
@@ -464,7 +467,7 @@ TEST(MessagesTest, TruncatedOrPaddedPayloadsAreRejected) {
       encoded(Digests{1, 2, 3, {4, 5}}), [](const Bytes& b) { return decode_digests(b); },
       "Digests");
   expect_only_exact_length_decodes(
-      encoded(Usage{1, 2, 3}), [](const Bytes& b) { return decode_usage(b); }, "Usage");
+      encoded(Usage{1, 2, 3, "r:1"}), [](const Bytes& b) { return decode_usage(b); }, "Usage");
   EXPECT_FALSE(decode_usage_request(Bytes{0})) << "an UsageRequest is empty";
   for (const Op& op : one_op_of_every_kind()) {
     expect_only_exact_length_decodes(

@@ -83,10 +83,14 @@ TEST(HubTest, UsageIsSmoothedAndOnlyTheFirstMeasuredOneIsNews) {
   Hub hub(dir.path());
   auto r = hub.attach_replica("r1");
   ASSERT_TRUE(r);
-  EXPECT_FALSE((*r)->note_usage(wire::Usage{0, 0, 0}, 8.0)) << "not measured yet";
-  EXPECT_TRUE((*r)->note_usage(wire::Usage{1, 100, 200}, 4.0));
-  EXPECT_FALSE((*r)->note_usage(wire::Usage{1, 150, 250}, 12.0));
+  EXPECT_FALSE((*r)->note_usage(wire::Usage{0, 0, 0, ""}, 8.0, "")) << "not measured yet";
+  EXPECT_TRUE((*r)->note_usage(wire::Usage{1, 100, 200, "127.0.0.1:9"}, 4.0, "ID"));
+  EXPECT_EQ((*r)->usage().restore_address, "127.0.0.1:9");
+  EXPECT_EQ((*r)->usage().identity, "ID");
+  EXPECT_FALSE((*r)->note_usage(wire::Usage{1, 150, 250, ""}, 12.0, "ID2"));
   ReplicaUsage u = (*r)->usage();
+  EXPECT_EQ(u.restore_address, "") << "a restarted replicator without --listen serves nothing";
+  EXPECT_EQ(u.identity, "ID2");
   EXPECT_TRUE(u.measured);
   EXPECT_EQ(u.stored_bytes, 150u);
   EXPECT_EQ(u.free_bytes, 250u);
