@@ -63,6 +63,12 @@ Outcome<Planned> plan_one(const ServerAddress& address, const Json& request) {
                                  address.role, address.text));
   }
   p.id = field_text(snapshot, "id");
+  // A replicator lists itself as the one holder: the name for a source given by address.
+  const Json& holders = snapshot.contains("holders") ? snapshot["holders"] : Json();
+  if (p.address.role == "source" && holders.is_array() && holders.size() == 1 &&
+      holders[0].is_string()) {
+    p.address.role = "replica " + holders[0].get<std::string>();
+  }
   return p;
 }
 

@@ -199,6 +199,13 @@ std::vector<std::string> ControlTest::tgz_files() const {
   return out;
 }
 
+std::string ControlTest::operator_identity(const std::string& name, std::string* file) {
+  *file = scratch_dir(name) + "/identity.pem";
+  auto r = testutil::run_command({binaries().bkptool, "--identity", *file, "--show-id"});
+  EXPECT_EQ(r.exit_code(), 0) << r.output;
+  return r.out.substr(0, r.out.find('\n'));
+}
+
 bool ControlTest::wait_connected(std::chrono::seconds timeout, std::string* why) {
   std::string last;
   bool ok = testutil::wait_until(

@@ -65,6 +65,10 @@ class ControlTest : public ClusterTest {
   std::optional<std::vector<Json>> runs_after_change(const std::function<void()>& change,
                                                      std::string* why);
 
+  // A bkptool identity file in a scratch directory of that name (*file), and the identity it
+  // holds (made on first use): an operator to authorise on a replicator's restore service.
+  std::string operator_identity(const std::string& name, std::string* file);
+
   // Waits until `list` shows this volume connected (backupd attached to the node).
   bool wait_connected(std::chrono::seconds timeout, std::string* why = nullptr);
 

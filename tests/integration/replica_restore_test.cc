@@ -21,14 +21,6 @@ using testutil::wait_until;
 
 class ReplicaRestoreTest : public ControlTest {
  protected:
-  // A bkptool identity file and the identity it holds (made on first use).
-  std::string identity(const std::string& name, std::string* file) {
-    *file = scratch_dir(name) + "/identity.pem";
-    auto r = testutil::run_command({binaries().bkptool, "--identity", *file, "--show-id"});
-    EXPECT_EQ(r.exit_code(), 0) << r.output;
-    return r.out.substr(0, r.out.find('\n'));
-  }
-
   // bkptool over TCP to r1's restore service, as identity_file.
   testutil::CommandResult from_r1(const std::vector<std::string>& args,
                                   const std::string& identity_file) {
@@ -88,7 +80,7 @@ class ReplicaRestoreTest : public ControlTest {
 
 TEST_F(ReplicaRestoreTest, BkptoolRestoresFromAReplicaWhileBackupdIsDown) {
   std::string me_file;
-  const std::string me = identity("operator", &me_file);
+  const std::string me = operator_identity("operator", &me_file);
   std::string why;
   auto snap = snapshot_on_r1_then_stop_backupd(me, &why);
   ASSERT_TRUE(snap) << why;
@@ -131,8 +123,8 @@ TEST_F(ReplicaRestoreTest, BkptoolRestoresFromAReplicaWhileBackupdIsDown) {
 
 TEST_F(ReplicaRestoreTest, AnIdentityNotGivenWithOperatorIdIsRefused) {
   std::string me_file, stranger_file;
-  const std::string me = identity("operator", &me_file);
-  const std::string stranger = identity("stranger", &stranger_file);
+  const std::string me = operator_identity("operator", &me_file);
+  const std::string stranger = operator_identity("stranger", &stranger_file);
   std::string why;
   ASSERT_TRUE(snapshot_on_r1_then_stop_backupd(me, &why)) << why;
   const std::string out = scratch_dir("stranger-out");
@@ -148,7 +140,7 @@ TEST_F(ReplicaRestoreTest, AnIdentityNotGivenWithOperatorIdIsRefused) {
 
 TEST_F(ReplicaRestoreTest, ADamagedCopyFailsTheRestoreNamingThePart) {
   std::string me_file;
-  const std::string me = identity("operator", &me_file);
+  const std::string me = operator_identity("operator", &me_file);
   std::string why;
   auto snap = snapshot_on_r1_then_stop_backupd(me, &why);
   ASSERT_TRUE(snap) << why;
