@@ -31,7 +31,7 @@ tl::expected<ArchiveRange, std::string> archive_range(const json& request) {
   for (const char* key : {"offset", "length"}) {
     auto it = request.find(key);
     if (it == request.end()) continue;
-    if (!it->is_number_unsigned()) {
+    if (!it->is_number_integer() || it->get<int64_t>() < 0) {
       return tl::unexpected(fmt::format("field '{}' must be a non-negative integer", key));
     }
     range.ranged = true;
