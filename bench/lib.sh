@@ -347,7 +347,8 @@ cleanup_all() {
 # --- backupd / replicator ----------------------------------------------------------------------
 
 # start_backupd STATE_DIR [PORT]: sets BACKUPD_PID and BACKUPD_PORT. PORT (default 0: any) lets a
-# restarted backupd come back where its replicators and bkptool look for it. It logs warnings
+# restarted backupd come back where its replicators and bkptool look for it. BACKUPD_CONFIG, if
+# set, is passed as --config. It logs warnings
 # only, unless the caller sets BACKUPD_QUIET= (the restart section reads its info lines).
 #
 # Every link runs TLS with identities, as in production, unless BENCH_TLS=0 (every daemon then
@@ -363,7 +364,7 @@ start_backupd() {
   # shellcheck disable=SC2086,SC2046  # an empty BACKUPD_QUIET is no argument
   start_daemon backupd "$BACKUPD" --state-dir "$state" --listen "127.0.0.1:$port" \
     --port-file "$state.port" --control-socket "$state/control.sock" $(tls_flags) \
-    ${BACKUPD_QUIET--q}
+    ${BACKUPD_QUIET--q} ${BACKUPD_CONFIG:+--config "$BACKUPD_CONFIG"}
   BACKUPD_PID=$DAEMON_PID
   for ((i = 0; i < 200; i++)); do
     [[ -s $state.port ]] && break
@@ -374,7 +375,7 @@ start_backupd() {
   [[ -n $BACKUPD_PORT ]] || die "backupd wrote no port"
 }
 
-start_replicator() {  # name root: authorises it on backupd (again is fine), sets DAEMON_PID
+start_replicator() {  # name root [flags...]: authorises it on backupd (again is fine), sets DAEMON_PID
   local id
   mkdir -p "$2"
   id=$("$REPLICATOR" --root "$2" --show-id) || die "replicator --show-id failed"
@@ -382,7 +383,7 @@ start_replicator() {  # name root: authorises it on backupd (again is fine), set
     [[ $? == 5 ]] || die "bkptool replica add failed (see $WORK/logs/bkptool.log)"
   # shellcheck disable=SC2046
   start_daemon "replicator-$1" "$REPLICATOR" --server "127.0.0.1:$BACKUPD_PORT" \
-    --server-id "$SERVER_ID" --root "$2" --name "$1" $(tls_flags) -q
+    --server-id "$SERVER_ID" --root "$2" --name "$1" $(tls_flags) -q "${@:3}"
 }
 
 # Since registration (issue 3) backupfs listens and backupd attaches when `bkptool register`

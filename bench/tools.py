@@ -23,6 +23,8 @@ a subcommand that prints one JSON object (or a number) on stdout for the caller 
   proc PID                             cpu seconds, io counters and VmHWM of a running process
                                        and its descendants
   stats FILE                           backupd's per-volume stats file as JSON
+  relay --target PORT --rate R --port-file F
+                                       TCP relay on 127.0.0.1 passing at most R MiB/s to clients
   history-run --after-last | --written-after ID
                                        picks a snapshot run out of `bkptool --json history`
   net-bytes --pid P [--before F] [--save F]
@@ -611,6 +613,47 @@ def cmd_churn(a):
     print(json.dumps({"ops": n, "files_left": len(live)}))
 
 
+def cmd_relay(a):
+    """A TCP relay to 127.0.0.1:TARGET that passes at most RATE MiB/s from the target to each
+    client connection: one replica "behind its own link" for the parallel-restore rows."""
+    import asyncio
+
+    async def pump(reader, writer, rate):
+        budget_start, sent = time.monotonic(), 0
+        try:
+            while data := await reader.read(256 * 1024):
+                writer.write(data)
+                await writer.drain()
+                if rate:
+                    sent += len(data)
+                    ahead = sent / (rate * MiB) - (time.monotonic() - budget_start)
+                    if ahead > 0:
+                        await asyncio.sleep(ahead)
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+
+    async def handle(cr, cw):
+        try:
+            sr, sw = await asyncio.open_connection("127.0.0.1", a.target)
+        except OSError:
+            cw.close()
+            return
+        await asyncio.gather(pump(cr, sw, 0), pump(sr, cw, a.rate))
+
+    async def serve():
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        with open(a.port_file + ".tmp", "w") as f:
+            f.write(f"{port}\n")
+        os.rename(a.port_file + ".tmp", a.port_file)
+        async with server:
+            await server.serve_forever()
+
+    asyncio.run(serve())
+
+
 def cmd_proc(a):
     print(json.dumps({"cpu": proc_cpu(a.pid), "hwm_kib": proc_hwm_kib(a.pid), **proc_io(a.pid)}))
 
@@ -634,6 +677,11 @@ def main():
     s.add_argument("--small", type=int, default=20000)
     s.add_argument("--seed", type=int, default=7)
     s.set_defaults(fn=cmd_gen_dataset)
+    s = sub.add_parser("relay")
+    s.add_argument("--target", type=int, required=True)
+    s.add_argument("--rate", type=float, default=0, help="MiB/s target -> client (0: no limit)")
+    s.add_argument("--port-file", required=True)
+    s.set_defaults(fn=cmd_relay)
     s = sub.add_parser("listing")
     s.add_argument("dir")
     s.set_defaults(fn=cmd_listing)

@@ -227,7 +227,8 @@ json replicators_json(Hub& hub) {
                        {"stored_bytes", r.usage.stored_bytes},
                        {"free_bytes", r.usage.free_bytes},
                        {"round_trip_ms", std::round(r.usage.rtt_ms * 1000) / 1000},
-                       {"copies", copies[r.name]}});
+                       {"copies", copies[r.name]},
+                       {"restore_address", r.usage.restore_address}});
   }
   return out;
 }
