@@ -96,6 +96,7 @@ class ControlSession {
     if (cmd == "snapshots") return do_snapshots(args);
     if (cmd == "restore") return do_restore(args, request);
     if (cmd == "status") return do_status(args);
+    if (cmd == "run") return do_run(args);
     if (cmd == "set") return do_set(args);
     for (PeerKind kind : {PeerKind::kReplica, PeerKind::kOperator}) {
       std::string prefix = std::string(peer_kind_name(kind)) + "_";
@@ -105,7 +106,7 @@ class ControlSession {
     }
     return control_fail(Fault::kBadRequest,
                         fmt::format("unknown command '{}' (register, unregister, list, history, "
-                                    "snapshots, restore, status, set, replica_add, replica_remove, "
+                                    "snapshots, restore, status, set, run, replica_add, replica_remove, "
                                     "replica_list, operator_add, operator_remove, operator_list)",
                                     cmd));
   }
@@ -242,6 +243,14 @@ class ControlSession {
     json out = json::array();
     for (const auto& s : snaps) out.push_back(snapshot_json(s));
     return json{{"ok", true}, {"host", name}, {"snapshots", std::move(out)}};
+  }
+
+  // Waits for the run (it may take minutes): this connection answers nothing else meanwhile.
+  Handled do_run(const RequestArgs& args) {
+    auto host = BKP_TRY(args.string("host"));
+    auto path = BKP_TRY(args.string("path"));
+    auto run = BKP_TRY(registry_.run_now(host, path));
+    return json{{"ok", true}, {"host", run.host}, {"run", run_json(run)}};
   }
 
   // Answers and streams itself; returns null on success so handle() sends nothing more.

@@ -425,6 +425,16 @@ ControlResult<StatusView> Registry::status(const std::string& host, const std::s
   return status_view(*entry);
 }
 
+ControlResult<RunRecord> Registry::run_now(const std::string& host, const std::string& path) {
+  const std::string name = BKP_TRY(resolve(host, path, Known::kRegistered));
+  auto run = scheduler_.run_now(name + ":" + path, kRunNowTimeout);
+  if (!run && run.error().code == ENOENT) {
+    return control_fail(Fault::kUnknownVolume, name + ":" + path + " is not registered");
+  }
+  if (!run) return control_fail(Fault::kInternal, run.error().message);
+  return std::move(*run);
+}
+
 CopyState mirror_state(const VolumeView& v) {
   if (!v.link.connected) return CopyState::kMissing;
   const auto& s = v.node_status;

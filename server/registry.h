@@ -54,6 +54,9 @@
 namespace bkp::server {
 
 // Control protocol error codes (docs/PROTOCOL.md "Control").
+// The longest a `run` request waits for its run (an archive of a large volume takes minutes).
+constexpr auto kRunNowTimeout = std::chrono::hours(6);
+
 enum class Fault {
   kBadRequest, kUnknownVolume, kDuplicate, kNodeUnreachable, kWrongPath, kNoSnapshot, kInternal,
   kWrongIdentity,  // the node presents another identity than --node-id, or refuses backupd's
@@ -171,6 +174,9 @@ class Registry {
   // Status of one, host as for resolve(..., Known::kRegistered): history kept after unregister
   // does not count, nothing moves for it.
   ControlResult<StatusView> status(const std::string& host, const std::string& path);
+  // `run HOST PATH`: the volume's run, now, out of schedule (Scheduler::run_now), waited for
+  // up to kRunNowTimeout; its record. host as for resolve(..., Known::kRegistered).
+  ControlResult<RunRecord> run_now(const std::string& host, const std::string& path);
   // The name of the volume that `host` and `path` designate: `host` itself if a volume of
   // `known` has that name, else the name of the one registered volume whose address is `host`
   // with that path. bad_request for an invalid host or path; unknown_volume otherwise (also

@@ -91,6 +91,25 @@ std::optional<int64_t> Scheduler::next_run(const std::string& key) const {
   return it->second->next_ms;
 }
 
+Result<RunRecord> Scheduler::run_now(const std::string& key, std::chrono::milliseconds timeout) {
+  std::unique_lock lock(mu_);
+  auto it = entries_.find(key);
+  if (it == entries_.end()) return fail(ENOENT, key + " is not scheduled");
+  std::shared_ptr<Entry> e = it->second;
+  const uint64_t want = e->launched + 1;
+  e->requested = true;
+  cv_.notify_all();
+  const bool ended = cv_.wait_for(lock, timeout, [&] {
+    return e->finished >= want || stopping_ || !entries_.contains(key) ||
+           entries_.at(key) != e;
+  });
+  if (e->finished >= want) return e->last;
+  if (stopping_) return fail(ECANCELED, "backupd is stopping");
+  if (!ended) return fail(ETIMEDOUT, fmt::format("the run of {} did not end within {} s", key,
+                                                 timeout.count() / 1000));
+  return fail(ENOENT, key + " was unregistered");
+}
+
 void Scheduler::loop() {
   std::unique_lock lock(mu_);
   while (!stopping_) {
@@ -108,7 +127,9 @@ void Scheduler::loop() {
     for (auto& [key, e] : entries_) {
       if (e->running) continue;
       if (e->next_ms <= now) {
-        launch(e, e->next_ms);
+        launch(e, e->next_ms, /*manual=*/false);
+      } else if (e->requested) {
+        launch(e, now, /*manual=*/true);
       } else {
         wake = std::min(wake, e->next_ms);
       }
@@ -118,14 +139,17 @@ void Scheduler::loop() {
   }
 }
 
-void Scheduler::launch(const std::shared_ptr<Entry>& e, int64_t due) {
+void Scheduler::launch(const std::shared_ptr<Entry>& e, int64_t due, bool manual) {
   e->running = true;
-  e->next_ms = due + e->reg.every_seconds * 1000;  // shown by `list` meanwhile; fixed at the end
+  e->requested = false;  // a due run serves a request as well: it starts after it
+  if (!manual) e->next_ms = due + e->reg.every_seconds * 1000;  // shown meanwhile; fixed at the end
   ++running_;
-  e->thread = std::thread([this, e, due] { execute(e, due); });
+  const uint64_t number = ++e->launched;
+  e->thread = std::thread([this, e, due, manual, number] { execute(e, due, manual, number); });
 }
 
-void Scheduler::execute(const std::shared_ptr<Entry>& e, int64_t due) {
+void Scheduler::execute(const std::shared_ptr<Entry>& e, int64_t due, bool manual,
+                        uint64_t number) {
   Volume& v = *e->volume;
   int64_t started = wall_ms();
   auto run_id = catalog_.begin_run(v.host(), v.path(), started);
@@ -147,11 +171,15 @@ void Scheduler::execute(const std::shared_ptr<Entry>& e, int64_t due) {
 
   std::lock_guard lock(mu_);
   if (!stored) retry_catalog_at_ = wall_ms() + kCatalogRetryMs;
-  int64_t period = e->reg.every_seconds * 1000;
-  int64_t now = wall_ms();
-  int64_t next = due + period;
-  if (next <= now) next += ((now - next) / period + 1) * period;
-  e->next_ms = next;
+  if (!manual) {
+    int64_t period = e->reg.every_seconds * 1000;
+    int64_t now = wall_ms();
+    int64_t next = due + period;
+    if (next <= now) next += ((now - next) / period + 1) * period;
+    e->next_ms = next;
+  }
+  e->finished = number;
+  e->last = std::move(record);
   e->running = false;
   --running_;
   finished_.push_back(std::move(e->thread));

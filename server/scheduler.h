@@ -61,6 +61,12 @@ class Scheduler {
   void remove(const std::string& key);
   // The next run's time, nullopt if not scheduled.
   std::optional<int64_t> next_run(const std::string& key) const;
+  // Runs the volume now, out of schedule (`bkptool run`, `restore --live`), and returns that
+  // run's record once it ended: a run that starts after this call, so its cut is later than
+  // the call (one in progress is waited for first). The schedule is not moved. ENOENT if the
+  // volume is not scheduled (or is unscheduled meanwhile); ETIMEDOUT after timeout; ECANCELED
+  // when backupd stops first.
+  Result<RunRecord> run_now(const std::string& key, std::chrono::milliseconds timeout);
 
  private:
   struct Entry {
@@ -69,14 +75,19 @@ class Scheduler {
     std::shared_ptr<Link> link;
     int64_t next_ms = 0;
     bool running = false;
+    bool requested = false;   // run_now() asked for a run out of schedule
+    uint64_t launched = 0;    // runs started, numbering them
+    uint64_t finished = 0;    // the number of the last run that ended
+    RunRecord last;           // its record
     std::thread thread;  // the run in progress, moved to finished_ when it ends
     std::atomic<bool> cancel{false};
     std::atomic<CancelReason> cancel_reason{CancelReason::kNone};
   };
 
   void loop();
-  void launch(const std::shared_ptr<Entry>& e, int64_t due);  // mu_ held
-  void execute(const std::shared_ptr<Entry>& e, int64_t due);
+  // manual: asked by run_now(), the schedule stays as it is.
+  void launch(const std::shared_ptr<Entry>& e, int64_t due, bool manual);  // mu_ held
+  void execute(const std::shared_ptr<Entry>& e, int64_t due, bool manual, uint64_t number);
   void join_finished(std::unique_lock<std::mutex>& lock);
 
   Catalog& catalog_;

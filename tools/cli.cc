@@ -173,11 +173,18 @@ void declare_commands(CLI::App& app, Invocation& inv) {
   rest->add_option("--snapshot", inv.snapshot, "snapshot id, or 'latest' (default)")
       ->type_name("ID");
   rest->add_flag("--force", inv.force, "restore into a non-empty directory, replacing files");
+  rest->add_flag("--live", inv.live,
+                 "restore the tree as backupd's mirror holds it now: backupd takes a snapshot "
+                 "first (a run, in the history) unless nothing changed since the last one");
   rest->add_option("--from", inv.from,
                    "fetch only from these sources, in parallel: [ID@]ADDR:PORT,... (replicators "
                    "serving restores, or backupd); default: backupd and the replicators holding "
                    "copies, or the remembered replicators when backupd is down")
       ->type_name("LIST");
+
+  CLI::App* run = sub("run", "take a snapshot of a volume now, out of schedule (nothing is "
+                             "written if it did not change since the last one)");
+  add_volume_args(run, inv);
 
   CLI::App* status = sub("status", "live lag, transfers and copies of every volume, or of one "
                                    "(exit 9: that one is under-replicated)");

@@ -177,8 +177,8 @@ Outcome<void> ControlClient::send(const Json& request) {
 
 void ControlClient::abort() { ::shutdown(conn_->fd(), SHUT_RDWR); }
 
-Outcome<Json> ControlClient::next_response() {
-  wire::Frame frame = BKP_TRY(next_frame());
+Outcome<Json> ControlClient::next_response(int timeout_ms) {
+  wire::Frame frame = BKP_TRY(next_frame(timeout_ms));
   if (frame.type != wire::MsgType::kResponse) {
     return tl::unexpected(broken(
         Error{EPROTO, fmt::format("expected a Response, got {}", wire::type_name(frame.type))}));
@@ -186,17 +186,17 @@ Outcome<Json> ControlClient::next_response() {
   return parse_response(frame);
 }
 
-Outcome<Json> ControlClient::call(const Json& request) {
+Outcome<Json> ControlClient::call(const Json& request, int timeout_ms) {
   BKP_TRY_VOID(send(request));
-  return next_response();
+  return next_response(timeout_ms);
 }
 
-Outcome<wire::Frame> ControlClient::next_frame() {
-  auto frame = conn_->recv(kResponseTimeoutMs);
+Outcome<wire::Frame> ControlClient::next_frame(int timeout_ms) {
+  auto frame = conn_->recv(timeout_ms);
   if (!frame) {
     if (frame.error().code == ETIMEDOUT) {
       return tl::unexpected(broken(
-          Error{ETIMEDOUT, fmt::format("no answer within {} s", kResponseTimeoutMs / 1000)}));
+          Error{ETIMEDOUT, fmt::format("no answer within {} s", timeout_ms / 1000)}));
     }
     return tl::unexpected(broken(frame.error()));
   }

@@ -27,23 +27,25 @@ namespace bkp::tools {
 constexpr int kConnectTimeoutMs = 5000;
 constexpr int kHandshakeTimeoutMs = 10000;
 constexpr int kResponseTimeoutMs = 60000;  // register waits for the node and the baseline start
+// `run` (and restore --live) waits for a whole snapshot run; backupd gives up after 6 h.
+constexpr int kRunTimeoutMs = 6 * 3600 * 1000 + 60000;
 
 class ControlClient {
  public:
   static Outcome<std::unique_ptr<ControlClient>> connect(const ServerAddress& server);
 
   // One Request/Response round trip. The response object when "ok" is true.
-  Outcome<Json> call(const Json& request);
+  Outcome<Json> call(const Json& request, int timeout_ms = kResponseTimeoutMs);
   // The halves of call(), for requests sent ahead of their answers (answered in order).
   Outcome<void> send(const Json& request);
-  Outcome<Json> next_response();
+  Outcome<Json> next_response(int timeout_ms = kResponseTimeoutMs);
   // Breaks the connection: a thread blocked reading from it returns a Failure. The only call
   // safe from another thread.
   void abort();
 
   // The next frame of a streaming answer (restore's Data frames and final Response), waiting
-  // up to kResponseTimeoutMs. An Error frame is returned as a Failure.
-  Outcome<wire::Frame> next_frame();
+  // up to timeout_ms. An Error frame is returned as a Failure.
+  Outcome<wire::Frame> next_frame(int timeout_ms = kResponseTimeoutMs);
 
   // A Response payload parsed and checked: an object with a boolean "ok". "ok": false becomes
   // the Failure it describes.

@@ -122,6 +122,29 @@ Report present_set(const Json& request, const Json& response) {
   return r;
 }
 
+Report present_run(const Json& request, const Json& response) {
+  Report r{response, "", {}, {}};
+  const Json& run = response.contains("run") ? response["run"] : Json();
+  const std::string name = volume_name(field_text(response, "host"), request.value("path", ""));
+  const std::string status = field_text(run, "status");
+  const uint64_t ms = run.value("duration_ms", uint64_t{0});
+  if (status == "written") {
+    r.messages.push_back(fmt::format("run {}: written {} ({}) in {}", name,
+                                     field_text(run, "snapshot"),
+                                     human_size(run.value("snapshot_bytes", uint64_t{0})),
+                                     human_duration_ms(ms)));
+    if (auto w = field_text(run, "warnings"); !w.empty()) r.warnings.push_back(w);
+  } else if (status == "unchanged") {
+    r.messages.push_back(fmt::format(
+        "run {}: unchanged since the last snapshot, nothing written (checked in {})", name,
+        human_duration_ms(ms)));
+  } else {
+    r.messages.push_back(fmt::format("run {}: failed: {}", name, field_text(run, "error")));
+    r.exit = Exit::kFailure;
+  }
+  return r;
+}
+
 Report present_list(const Json& response) {
   Report r{response, "", {}, {}};
   const Json& volumes = array_field(response, "volumes");
@@ -249,7 +272,17 @@ Outcome<Json> make_request(const Invocation& inv) {
       return fail_with(Exit::kUsage, kCodeUsage, "--to: the target directory is empty");
     }
     request["snapshot"] = inv.snapshot;
-  } else if (inv.command != "snapshots") {
+    if (inv.live && !inv.from.empty()) {
+      return fail_with(Exit::kUsage, kCodeUsage,
+                       "--live restores backupd's mirror as it is now: it cannot be combined "
+                       "with --from");
+    }
+    if (inv.live && inv.snapshot != "latest") {
+      return fail_with(Exit::kUsage, kCodeUsage,
+                       "--live restores the tree as it is now: it cannot be combined with "
+                       "--snapshot");
+    }
+  } else if (inv.command != "snapshots" && inv.command != "run") {
     return fail_with(Exit::kUsage, kCodeUsage, fmt::format("unknown command '{}'", inv.command));
   }
   return request;
@@ -267,6 +300,7 @@ Report present(const Invocation& inv, const Json& request, const Json& response)
     return r;
   }
   if (inv.command == "set") return present_set(request, response);
+  if (inv.command == "run") return present_run(request, response);
   if (is_peer_command(inv.command)) return present_peer(inv, response);
   return Report{response, "", {}, {}};
 }
@@ -298,7 +332,8 @@ Outcome<void> run(const Invocation& inv, const ServerAddress& server, const Repo
   if (inv.command == "status") watch = BKP_TRY(watch_options(inv, isatty(STDOUT_FILENO) == 1));
   auto client = BKP_TRY(ControlClient::connect(server));
   if (watch) return run_status(*client, request, *watch, sink);
-  sink(present(inv, request, BKP_TRY(client->call(request))));
+  const int timeout = inv.command == "run" ? kRunTimeoutMs : kResponseTimeoutMs;
+  sink(present(inv, request, BKP_TRY(client->call(request, timeout))));
   return {};
 }
 

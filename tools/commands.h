@@ -15,7 +15,7 @@ namespace bkp::tools {
 
 // The command line after parsing, as typed (validation happens in make_request).
 struct Invocation {
-  // register, unregister, list, history, snapshots, restore, status, set, replica_add,
+  // register, unregister, list, history, snapshots, restore, status, set, run, replica_add,
   // replica_remove, replica_list, operator_add, operator_remove, operator_list
   std::string command;
   std::string host;  // HOST (a volume's name, or its node's address); register: ADDRESS
@@ -30,6 +30,7 @@ struct Invocation {
   std::string to;                   // restore
   bool force = false;               // restore
   std::string from;                 // restore --from: [ID@]ADDR:PORT,...
+  bool live = false;                // restore --live
   bool watch = false;               // status
   std::string count = "0";          // status --watch
   std::string interval = "1";       // status --watch
@@ -50,7 +51,7 @@ struct Report {
 Outcome<Json> make_request(const Invocation& inv);
 
 // The Report for a successful response (not for restore, which reports what it extracted; a
-// status response is presented as a single, non-watch redraw).
+// status response is presented as a single, non-watch redraw). A failed run exits 1.
 Report present(const Invocation& inv, const Json& request, const Json& response);
 
 // Checks the restore target before anything is sent: a usage Failure if it is not a

@@ -214,11 +214,37 @@ Outcome<Round> plan(const Invocation& inv, const ServerAddress& server, const Js
   return round;
 }
 
+// --live: backupd runs the volume now; the restore is of that run's snapshot, or of the latest
+// when nothing changed since (it is the tree as it is).
+Outcome<Json> live_request(const Invocation& inv, const ServerAddress& server, Json request,
+                           std::vector<std::string>& messages) {
+  auto client = BKP_TRY(ControlClient::connect(server));
+  log::info("backupd takes a snapshot of {} as it is now", volume_name(inv.host, inv.path));
+  Json answer = BKP_TRY(client->call(
+      Json{{"cmd", "run"}, {"host", inv.host}, {"path", inv.path}}, kRunTimeoutMs));
+  const Json& run = answer.contains("run") ? answer["run"] : Json();
+  const std::string status = field_text(run, "status");
+  if (status == "written") {
+    request["snapshot"] = field_text(run, "snapshot");
+    messages.push_back(fmt::format("the live tree: snapshot {} taken now",
+                                   field_text(run, "snapshot")));
+  } else if (status == "unchanged") {
+    request["snapshot"] = "latest";
+    messages.push_back("the live tree: unchanged since the latest snapshot, which is restored");
+  } else {
+    return fail_with(Exit::kFailure, "run_failed",
+                     fmt::format("the snapshot of the live tree of {} failed: {}",
+                                 volume_name(inv.host, inv.path), field_text(run, "error")));
+  }
+  return request;
+}
+
 }  // namespace
 
 Outcome<Report> run_restore(const Invocation& inv, const ServerAddress& server,
-                            const Json& request) {
-  std::vector<std::string> warnings;
+                            const Json& given) {
+  std::vector<std::string> warnings, live_messages;
+  const Json request = inv.live ? BKP_TRY(live_request(inv, server, given, live_messages)) : given;
   Round round = BKP_TRY(plan(inv, server, request, warnings));
   const Json& header = round.planned.front().header;
   const Json snapshot = header["snapshot"];
@@ -275,6 +301,7 @@ Outcome<Report> run_restore(const Invocation& inv, const ServerAddress& server,
     }
   }
   Report r;
+  r.messages = std::move(live_messages);
   r.json = Json{{"ok", true},           {"snapshot", snapshot}, {"files", stats->files},
                 {"bytes", stats->bytes}, {"sources", used}};
   r.messages.push_back(fmt::format(
