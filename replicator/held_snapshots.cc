@@ -70,7 +70,8 @@ Result<UniqueFd> open_held_volume(const std::string& root, const std::string& ho
                           nullptr, Missing::kFail);
 }
 
-Result<HeldSnapshot> open_held_snapshot(int dir, const std::string& id) {
+Result<HeldSnapshot> open_archive(int dir, const std::string& id,
+                                  std::vector<PartDigest> digests) {
   HeldSnapshot held;
   held.id = id;
   const std::string name = id + std::string(kSuffix);
@@ -79,7 +80,14 @@ Result<HeldSnapshot> open_held_snapshot(int dir, const std::string& id) {
   struct stat st{};
   if (::fstat(held.file.get(), &st) != 0) return fail_errno("stat " + name);
   held.bytes = static_cast<uint64_t>(st.st_size);
+  held.part_size = kPartSize;
+  held.digests = std::move(digests);
+  return held;
+}
 
+Result<HeldSnapshot> open_held_snapshot(int dir, const std::string& id) {
+  HeldSnapshot held = BKP_TRY(open_archive(dir, id, {}));
+  const std::string name = id + std::string(kSuffix);
   const std::string parts = id + ".parts";
   auto text = BKP_TRY(read_small(dir, parts));
   std::string_view rest = text;

@@ -35,6 +35,10 @@ struct HeldSnapshot {
   std::vector<PartDigest> digests;  // from <id>.parts
 };
 
+// Opens <id>.tgz in dir, with digests of kPartSize parts given by the caller (a live archive:
+// replicator/live_archive.h). ENOENT when it is gone.
+Result<HeldSnapshot> open_archive(int dir, const std::string& id, std::vector<PartDigest> digests);
+
 // Opens <id>.tgz and reads <id>.parts in the volume directory dir. ENOENT when either is gone
 // (rotated away); EBADMSG naming the file when the .parts file does not hold one digest per
 // part of the archive.

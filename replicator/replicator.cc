@@ -49,9 +49,10 @@ constexpr int kConnectTimeoutMs = 5000;
 class Replicator {
  public:
   Replicator(const Options& options, net::Trust trust, progress::Display& display,
-             Monitor& monitor, std::optional<net::HostPort> restore_service)
+             Monitor& monitor, std::optional<net::HostPort> restore_service,
+             std::timed_mutex& still)
       : options_(options), trust_(std::move(trust)), monitor_(monitor),
-        restore_service_(std::move(restore_service)),
+        restore_service_(std::move(restore_service)), still_(still),
         trees_(options.root, &display, monitor), usage_(options.root, options.capacity),
         snapshots_(options.root),
         instance_(stream::new_instance()) {}
@@ -94,6 +95,8 @@ class Replicator {
       if (stopping_) return end;
       current_.reset(fcntl(sock->get(), F_DUPFD_CLOEXEC, 0));  // for shutdown() by stop()
     }
+    // From here to the session's end the trees move: a live archive waits (live_archive.h).
+    std::lock_guard moving(still_);
     auto conn = net::Conn::open(std::move(*sock));
     if (!conn) {
       end.error = conn.error();
@@ -142,6 +145,7 @@ class Replicator {
   const net::Trust trust_;
   Monitor& monitor_;
   const std::optional<net::HostPort> restore_service_;  // told to backupd in Usage
+  std::timed_mutex& still_;  // held while a session may change the trees
   Trees trees_;
   UsageMeter usage_;
   SnapshotStore snapshots_;
@@ -207,6 +211,7 @@ int run(const Options& options) {
                                         [&monitor] { return monitor.metrics_text(); });
   }
 
+  std::timed_mutex still;  // the trees hold still while nobody has it (live_archive.h)
   std::unique_ptr<RestoreService> restores;  // reads only files: independent of the session
   if (options.listen) {
     auto started = RestoreService::start(RestoreServiceConfig{
@@ -215,7 +220,8 @@ int run(const Options& options) {
         .operator_ids = options.operator_ids,
         .root = options.root,
         .name = options.name,
-        .tls = trust.tls});
+        .tls = trust.tls,
+        .still = &still});
     if (!started) {
       log::error("--listen: {}", started.error().message);
       return 1;
@@ -229,7 +235,7 @@ int run(const Options& options) {
   display.start();
   std::optional<net::HostPort> restore_service;
   if (restores) restore_service = net::HostPort{options.listen->host, restores->port()};
-  Replicator replicator(options, std::move(trust), display, monitor, restore_service);
+  Replicator replicator(options, std::move(trust), display, monitor, restore_service, still);
   std::thread signals([&] {
     const auto every = std::chrono::duration_cast<std::chrono::nanoseconds>(StatsFile::every());
     const timespec wait{static_cast<time_t>(every.count() / 1'000'000'000),

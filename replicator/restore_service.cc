@@ -31,6 +31,7 @@
 #include "common/net/messenger.h"
 #include "common/path.h"
 #include "replicator/held_snapshots.h"
+#include "replicator/live_archive.h"
 
 namespace bkp::replicator {
 namespace {
@@ -112,14 +113,20 @@ class SnapshotSession {
     return it->get<std::string>();
   }
 
-  // The volume's snapshot directory on this replica, host and path checked.
-  Answer<UniqueFd> volume(const json& request, std::string* host, std::string* path) {
+  // The request's host and path, checked.
+  static Answer<void> named_volume(const json& request, std::string* host, std::string* path) {
     *host = BKP_TRY(text(request, "host"));
     auto given_path = BKP_TRY(text(request, "path"));
     if (auto ok = validate_host(*host); !ok) return refuse("bad_request", ok.error().message);
     auto checked = validate_volume_path(given_path);
     if (!checked) return refuse("bad_request", checked.error().message);
     *path = *checked;
+    return {};
+  }
+
+  // The volume's snapshot directory on this replica, host and path checked.
+  Answer<UniqueFd> volume(const json& request, std::string* host, std::string* path) {
+    BKP_TRY_VOID(named_volume(request, host, path));
     auto dir = open_held_volume(config_.root, *host, *path);
     if (!dir && dir.error().code == ENOENT) {
       return refuse("unknown_volume", fmt::format("replica {} holds no snapshots of {}:{}",
@@ -158,12 +165,19 @@ class SnapshotSession {
   Answer<json> restore(const json& request) {
     auto range = net::archive_range(request);
     if (!range) return refuse("bad_request", range.error());
+    auto live = request.find("live");
+    if (live != request.end() && !live->is_boolean()) {
+      return refuse("bad_request", "field 'live' must be a boolean");
+    }
     std::string host, path;
-    auto dir = BKP_TRY(volume(request, &host, &path));
+    if (live != request.end() && live->get<bool>()) return restore_live(request, *range);
     std::string wanted = "latest";
     if (request.contains("snapshot") && !request.at("snapshot").is_null()) {
       wanted = BKP_TRY(text(request, "snapshot"));
     }
+    // The parts of this connection's live archive are asked for by its id.
+    if (live_ && wanted == live_->id) return stream(*live_, *range);
+    auto dir = BKP_TRY(volume(request, &host, &path));
     if (wanted.size() > 4 && wanted.ends_with(".tgz")) wanted.resize(wanted.size() - 4);
     if (wanted != "latest") {
       if (auto ok = validate_snapshot_id(wanted); !ok) {
@@ -176,15 +190,7 @@ class SnapshotSession {
       auto held = open_held_snapshot(dir.get(), *it);
       if (!held && held.error().code == ENOENT) continue;  // rotated away since the listing
       if (!held) return refuse("internal", held.error().message);
-      auto streamed = channel_.stream(net::ArchiveStream{.fd = held->file.get(),
-                                                         .bytes = held->bytes,
-                                                         .id = held->id,
-                                                         .snapshot = snapshot_json(*held),
-                                                         .part_size = held->part_size,
-                                                         .digests = held->digests,
-                                                         .range = *range});
-      if (!streamed) stream_error_ = streamed.error();
-      return json(nullptr);
+      return stream(*held, *range);
     }
     if (wanted == "latest") {
       return refuse("no_snapshot", fmt::format("replica {} holds no snapshot of {}:{}",
@@ -194,10 +200,44 @@ class SnapshotSession {
                                              config_.name, wanted, host, path));
   }
 
+  // `restore` with "live": true: this replica's tree of the volume as it is now, archived for
+  // this connection (live_archive.h); its parts are then asked for by the id in the header.
+  Answer<json> restore_live(const json& request, const net::ArchiveRange& range) {
+    std::string host, path;
+    BKP_TRY_VOID(named_volume(request, &host, &path));
+    if (config_.still == nullptr) return refuse("internal", "no live archives here");
+    auto held = archive_live_tree(config_.root, host, path, *config_.still);
+    if (!held && held.error().code == ENOENT) {
+      return refuse("unknown_volume", fmt::format("replica {} holds no copy of {}:{}",
+                                                  config_.name, host, path));
+    }
+    if (!held && held.error().code == EBUSY) {
+      return refuse("busy", fmt::format("replica {}: {}", config_.name, held.error().message));
+    }
+    if (!held) return refuse("internal", held.error().message);
+    log::info("live archive {} of {}:{}: {} bytes", held->id, host, path, held->bytes);
+    live_ = std::move(*held);
+    return stream(*live_, range);
+  }
+
+  // Streams held (null: answered, or stream_error_ set).
+  json stream(const HeldSnapshot& held, const net::ArchiveRange& range) {
+    auto streamed = channel_.stream(net::ArchiveStream{.fd = held.file.get(),
+                                                       .bytes = held.bytes,
+                                                       .id = held.id,
+                                                       .snapshot = snapshot_json(held),
+                                                       .part_size = held.part_size,
+                                                       .digests = held.digests,
+                                                       .range = range});
+    if (!streamed) stream_error_ = streamed.error();
+    return json(nullptr);
+  }
+
   net::ControlChannel channel_;
   const RestoreServiceConfig& config_;
   const std::string& peer_;
   std::optional<Error> stream_error_;  // a restore that failed after its header
+  std::optional<HeldSnapshot> live_;   // this connection's live archive, once made
 };
 
 }  // namespace

@@ -37,6 +37,7 @@ struct RestoreServiceConfig {
   std::string root;                       // the replicator's --root
   std::string name;                       // its replica name: the snapshots' holder
   std::shared_ptr<net::TlsConfig> tls;    // required: identities are how operators are told
+  std::timed_mutex* still = nullptr;      // held by the replica session (live_archive.h)
 };
 
 class RestoreService {

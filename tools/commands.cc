@@ -272,11 +272,6 @@ Outcome<Json> make_request(const Invocation& inv) {
       return fail_with(Exit::kUsage, kCodeUsage, "--to: the target directory is empty");
     }
     request["snapshot"] = inv.snapshot;
-    if (inv.live && !inv.from.empty()) {
-      return fail_with(Exit::kUsage, kCodeUsage,
-                       "--live restores backupd's mirror as it is now: it cannot be combined "
-                       "with --from");
-    }
     if (inv.live && inv.snapshot != "latest") {
       return fail_with(Exit::kUsage, kCodeUsage,
                        "--live restores the tree as it is now: it cannot be combined with "

@@ -8,6 +8,10 @@
 // --from, exactly the sources listed. "latest" is backupd's latest when backupd answers, else
 // the newest snapshot any source holds; a source holding another archive under that id (other
 // size or digests) is left out with a warning.
+//
+// --live restores the tree as it is now, from one source: backupd runs the volume and its new
+// (or unchanged latest) snapshot is restored; when backupd cannot be reached, a replicator
+// archives its own copy of the tree for the connection (replicator/live_archive.h).
 #include "tools/restore.h"
 
 #include <fmt/format.h>
@@ -214,11 +218,12 @@ Outcome<Round> plan(const Invocation& inv, const ServerAddress& server, const Js
   return round;
 }
 
-// --live: backupd runs the volume now; the restore is of that run's snapshot, or of the latest
-// when nothing changed since (it is the tree as it is).
-Outcome<Json> live_request(const Invocation& inv, const ServerAddress& server, Json request,
-                           std::vector<std::string>& messages) {
-  auto client = BKP_TRY(ControlClient::connect(server));
+// --live from backupd: it runs the volume now; the restore is of that run's snapshot, or of the
+// latest when nothing changed since (it is the tree as it is). From backupd alone: the replicas
+// receive the new snapshot only later.
+Outcome<Planned> live_from_backupd(const Invocation& inv, const ServerAddress& address,
+                                   Json request, std::vector<std::string>& messages) {
+  auto client = BKP_TRY(ControlClient::connect(address));
   log::info("backupd takes a snapshot of {} as it is now", volume_name(inv.host, inv.path));
   Json answer = BKP_TRY(client->call(
       Json{{"cmd", "run"}, {"host", inv.host}, {"path", inv.path}}, kRunTimeoutMs));
@@ -236,16 +241,65 @@ Outcome<Json> live_request(const Invocation& inv, const ServerAddress& server, J
                      fmt::format("the snapshot of the live tree of {} failed: {}",
                                  volume_name(inv.host, inv.path), field_text(run, "error")));
   }
-  return request;
+  return plan_one(address, request);
+}
+
+// --live from a replicator: it archives its copy of the tree for this connection
+// (replicator/live_archive.h), which works while backupd is away.
+Outcome<Planned> live_from_replica(const ServerAddress& address, Json request,
+                                   std::vector<std::string>& messages) {
+  request["live"] = true;
+  Planned p = BKP_TRY(plan_one(address, request));
+  messages.push_back(fmt::format("the live tree of replica {}: archived now as {}",
+                                 source_name(p.address), p.id));
+  return p;
+}
+
+// --live: the first source that can give the live tree: backupd, or (backupd unreachable) the
+// remembered replicators in turn; with --from, its entries in turn. One source: a live archive
+// exists on its source alone.
+Outcome<Round> plan_live(const Invocation& inv, const ServerAddress& server, const Json& request,
+                         std::vector<std::string>& warnings, std::vector<std::string>& messages) {
+  const std::string remembered_file =
+      server.identity_path.empty() ? "" : remembered_sources_path(server.identity_path);
+  std::vector<ServerAddress> candidates{server};
+  if (!inv.from.empty()) {
+    candidates = BKP_TRY(parse_from(inv.from, server,
+                                    remembered_file.empty() ? std::vector<KnownSource>{}
+                                                            : load_remembered(remembered_file)));
+  }
+  std::optional<Failure> first_failure;
+  for (size_t i = 0; i < candidates.size(); ++i) {
+    const ServerAddress address = candidates[i];
+    auto p = address.role == "backupd" ? live_from_backupd(inv, address, request, messages)
+                                       : live_from_replica(address, request, messages);
+    if (p) {
+      Round round;
+      round.planned.push_back(std::move(*p));
+      return round;
+    }
+    if (!first_failure) first_failure = p.error();
+    const auto known = remembered_file.empty() ? std::vector<KnownSource>{}
+                                               : load_remembered(remembered_file);
+    if (inv.from.empty() && i == 0 && p.error().exit == Exit::kUnreachable && !known.empty()) {
+      warnings.push_back(fmt::format("{}; the live tree comes from a replicator remembered in {}",
+                                     p.error().message, remembered_file));
+      for (const auto& a : addresses_of(known, server)) candidates.push_back(a);
+    } else {
+      warnings.push_back(fmt::format("no live tree from {}: {}", source_name(address),
+                                     p.error().message));
+    }
+  }
+  return tl::unexpected(*first_failure);
 }
 
 }  // namespace
 
 Outcome<Report> run_restore(const Invocation& inv, const ServerAddress& server,
-                            const Json& given) {
+                            const Json& request) {
   std::vector<std::string> warnings, live_messages;
-  const Json request = inv.live ? BKP_TRY(live_request(inv, server, given, live_messages)) : given;
-  Round round = BKP_TRY(plan(inv, server, request, warnings));
+  Round round = BKP_TRY(inv.live ? plan_live(inv, server, request, warnings, live_messages)
+                                 : plan(inv, server, request, warnings));
   const Json& header = round.planned.front().header;
   const Json snapshot = header["snapshot"];
   FetchPlan fetch;

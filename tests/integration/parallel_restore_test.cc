@@ -2,6 +2,7 @@
 // backupd and two replicators serving restores is fetched in parts from all three at once;
 // a source killed in the middle of a part, a replica whose copy is damaged in every part, and
 // a backupd that is down do not stop the restore, and every restored tree equals the source.
+// `--live` with backupd down archives a replica's tree as it is now.
 #include <signal.h>
 
 #include <future>
@@ -196,6 +197,35 @@ TEST_F(ParallelRestoreTest, WithBackupdDownTheRememberedReplicasServeTheRestore)
   EXPECT_TRUE(source(latest, "r1").is_object()) << latest.out;
   EXPECT_TRUE(source(latest, "r2").is_object()) << latest.out;
   EXPECT_FALSE(source(latest, "backupd").is_object()) << latest.out;
+}
+
+// With backupd up, a replica's tree moves: --live from it is refused and backupd's is the live
+// tree. With backupd down, a remembered replica archives its tree, newer than any snapshot.
+TEST_F(ParallelRestoreTest, LiveFromAReplicaWhileBackupdIsDown) {
+  std::string why;
+  auto snap = snapshot_on_every_copy(&why);
+  ASSERT_TRUE(snap) << why;
+  auto first = restore(*snap, scratch_dir("first"));  // remembers r1 and r2
+  ASSERT_EQ(first.exit_code(), 0) << first.output;
+  const std::string r1 = replica_id(0) + "@127.0.0.1:" + std::to_string(restore_port(0));
+  auto busy = bkptool({"--identity", me_file_, "restore", node_name, src(), "--live", "--from",
+                       r1, "--to", scratch_dir("busy")});
+  EXPECT_EQ(busy.exit_code(), 1) << busy.output;
+  EXPECT_NE(busy.err.find("connected to backupd"), std::string::npos) << busy.output;
+
+  put(src("after-the-snapshot"), "only the live tree has this");
+  ASSERT_EQ(wait_converged(), "");
+  ASSERT_TRUE(stop_server());
+  const std::string out = scratch_dir("live");
+  auto live = bkptool({"--identity", me_file_, "--json", "restore", node_name, src(), "--live",
+                       "--to", out}, 180s);
+  ASSERT_EQ(live.exit_code(), 0) << live.output << log_text("r1");
+  EXPECT_EQ(compare_trees(src(), out), "");
+  EXPECT_TRUE(source(live, "r1").is_object()) << "the first remembered replica: " << live.out;
+  Json doc = Json::parse(live.out, nullptr, false);
+  EXPECT_NE(doc["snapshot"]["id"], (*snap)["id"]) << "a live archive, not the snapshot";
+  EXPECT_EQ(list_dir(replica_root(0) + "/.live"), std::vector<std::string>{})
+      << "nothing of the live archive stays on the replica";
 }
 
 }  // namespace
