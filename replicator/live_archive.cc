@@ -40,11 +40,13 @@ Result<HeldSnapshot> archive_live_tree(const std::string& root, const std::strin
   std::unique_lock lock(still, std::defer_lock);
   if (!lock.try_lock_for(kStillWait)) {
     cleanup();
-    return fail(EBUSY, "the replica is connected to backupd and applying its stream, so its tree "
-                       "moves: backupd's mirror is the live tree then (restore --live from backupd)");
+    return fail(EBUSY, "the replica is connected to backupd and applying its stream, so its "
+                       "tree moves: backupd's mirror is the live tree then (restore --live from "
+                       "backupd)");
   }
   const std::string id = server::snapshot_id_for(wall_ms());
-  auto cut = server::Cut::take(tree->get(), -1, [](ino_t) { return uint64_t{0}; }, scratch + "/cut");
+  auto no_ids = [](ino_t) { return uint64_t{0}; };  // files are read by path: the tree holds still
+  auto cut = server::Cut::take(tree->get(), -1, no_ids, scratch + "/cut");
   if (!cut) {
     cleanup();
     return tl::unexpected(cut.error());

@@ -74,7 +74,9 @@ Result<void> remember(const std::string& file, const std::vector<KnownSource>& l
   }
   if (!changed) return {};
   Json list = Json::array();
-  for (const auto& s : all) list.push_back(Json{{"name", s.name}, {"address", s.address}, {"id", s.id}});
+  for (const auto& s : all) {
+    list.push_back(Json{{"name", s.name}, {"address", s.address}, {"id", s.id}});
+  }
   BKP_TRY_VOID(make_dirs(std::filesystem::path(file).parent_path().string()));
   return write_file_atomic(file, Json{{"sources", list}}.dump(2) + "\n", Durability::kSync);
 }
@@ -112,11 +114,13 @@ Outcome<std::vector<ServerAddress>> parse_from(std::string_view list, const Serv
   size_t start = 0;
   while (start <= list.size()) {
     size_t comma = list.find(',', start);
-    std::string_view entry = list.substr(start, comma == std::string_view::npos ? comma : comma - start);
-    start = comma == std::string_view::npos ? list.size() + 1 : comma + 1;
+    const bool last = comma == std::string_view::npos;
+    std::string_view entry = list.substr(start, last ? comma : comma - start);
+    start = last ? list.size() + 1 : comma + 1;
     if (entry.empty()) return usage("an empty entry (use ADDR:PORT[,ADDR:PORT...])");
     std::string id;
-    if (size_t at = entry.find('@'); at != std::string_view::npos && entry.find('/') == std::string_view::npos) {
+    const bool socket_path = entry.find('/') != std::string_view::npos;
+    if (size_t at = entry.find('@'); at != std::string_view::npos && !socket_path) {
       auto parsed = net::parse_id(entry.substr(0, at));
       if (!parsed) return usage(fmt::format("'{}': {}", entry, parsed.error().message));
       id = *parsed;
@@ -128,8 +132,9 @@ Outcome<std::vector<ServerAddress>> parse_from(std::string_view list, const Serv
     address->tls = server.tls;
     address->identity_path = server.identity_path;
     const bool is_backupd = address->text == server.text;
-    auto remembered = std::find_if(known.begin(), known.end(),
-                                   [&](const KnownSource& k) { return k.address == address->text; });
+    auto remembered = std::find_if(known.begin(), known.end(), [&](const KnownSource& k) {
+      return k.address == address->text;
+    });
     if (is_backupd) {
       address->role = server.role;
     } else if (remembered != known.end()) {

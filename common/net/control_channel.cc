@@ -92,9 +92,10 @@ Result<void> ControlChannel::stream(const ArchiveStream& archive) {
   const uint64_t total = archive.bytes;
   const ArchiveRange& range = archive.range;
   if (range.offset > total || range.length.value_or(0) > total - range.offset) {
-    return respond_error(
-        "bad_request", fmt::format("range of {} bytes at offset {} is beyond snapshot {} ({} bytes)",
-                                   range.length.value_or(0), range.offset, archive.id, total));
+    return respond_error("bad_request",
+                         fmt::format("range of {} bytes at offset {} is beyond snapshot {} ({} "
+                                     "bytes)",
+                                     range.length.value_or(0), range.offset, archive.id, total));
   }
   const uint64_t length = range.length.value_or(total - range.offset);
   json header{{"ok", true}, {"snapshot", archive.snapshot}, {"bytes", total}};

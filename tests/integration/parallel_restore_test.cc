@@ -141,7 +141,8 @@ TEST_F(ParallelRestoreTest, ASourceKilledMidRestoreLeavesItsPartsToTheOthers) {
       control_socket() + "," + replica_id(0) + "@127.0.0.1:" + std::to_string((*relay)->port()) +
       "," + replica_id(1) + "@127.0.0.1:" + std::to_string(restore_port(1));
   const std::string out = scratch_dir("restored");
-  auto running = std::async(std::launch::async, [&] { return restore(*snap, out, {"--from", from}); });
+  auto running =
+      std::async(std::launch::async, [&] { return restore(*snap, out, {"--from", from}); });
   ASSERT_TRUE((*relay)->wait_held(60s)) << "r1 never got 12 MiB into the restore";
   ASSERT_TRUE(kill_replicator(0));
   (*relay)->release();

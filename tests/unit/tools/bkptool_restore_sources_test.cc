@@ -79,10 +79,10 @@ TEST(RestoreSourcesTest, TheRememberedFileKeepsOneEntryPerNameAndSkipsWhatItCann
 }
 
 TEST(RestoreSourcesTest, AnAnswerNamesOnlyWellFormedSources) {
-  Json header{{"ok", true},
-              {"sources", Json::array({Json{{"name", "r1"}, {"address", "127.0.0.1:9"}, {"id", kId1}},
-                                       Json{{"name", "r2"}, {"address", "127.0.0.1:9"}},
-                                       Json{{"name", ""}, {"address", "127.0.0.1:9"}, {"id", kId1}}})}};
+  Json good{{"name", "r1"}, {"address", "127.0.0.1:9"}, {"id", kId1}};
+  Json no_id{{"name", "r2"}, {"address", "127.0.0.1:9"}};
+  Json no_name{{"name", ""}, {"address", "127.0.0.1:9"}, {"id", kId1}};
+  Json header{{"ok", true}, {"sources", Json::array({good, no_id, no_name})}};
   auto sources = sources_from_answer(header);
   ASSERT_EQ(sources.size(), 1u);
   EXPECT_EQ(sources[0].name, "r1");
