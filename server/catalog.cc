@@ -339,6 +339,14 @@ Result<bool> Catalog::is_peer(PeerKind kind, const std::string& id) {
   return st.step();
 }
 
+Result<bool> Catalog::name_peer(PeerKind kind, const std::string& id, const std::string& name) {
+  std::lock_guard lock(mu_);
+  auto st = BKP_TRY(db_->prepare("UPDATE peers SET name = ? WHERE kind = ? AND id = ?"));
+  st.bind(1, name).bind(2, std::string(peer_kind_name(kind))).bind(3, id);
+  BKP_TRY_VOID(st.run());
+  return db_->changes() > 0;
+}
+
 Result<void> Catalog::add_replica(const std::string& name, int64_t now) {
   std::lock_guard lock(mu_);
   auto st = BKP_TRY(db_->prepare("INSERT OR IGNORE INTO replicas(name, first_seen_at) VALUES(?, ?)"));

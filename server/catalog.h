@@ -176,6 +176,8 @@ class Catalog {
   Result<bool> remove_peer(PeerKind kind, const std::string& id);
   Result<std::vector<PeerRecord>> peers(PeerKind kind);  // oldest first
   Result<bool> is_peer(PeerKind kind, const std::string& id);
+  // Gives an authorised peer its name (PeerGate::claim_name); false if it is not there.
+  Result<bool> name_peer(PeerKind kind, const std::string& id, const std::string& name);
 
   // Replicas and the copies they must drop (server/drops.h).
   Result<void> add_replica(const std::string& name, int64_t now);  // nothing if known already

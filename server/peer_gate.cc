@@ -15,6 +15,7 @@
 
 #include "common/log.h"
 #include "common/net/identity.h"
+#include "common/path.h"
 #include "common/wire/messages.h"
 
 namespace bkp::server {
@@ -94,6 +95,22 @@ ControlResult<PeerRecord> PeerGate::add(PeerKind kind, const std::string& id,
                         fmt::format("name '{}' must be at most {} bytes without control "
                                     "characters", display_text(name, wire::kMaxPeerName), wire::kMaxPeerName));
   }
+  if (kind == PeerKind::kReplica && !name.empty()) {
+    if (auto ok = validate_host(name); !ok) {
+      return control_fail(Fault::kBadRequest,
+                          fmt::format("replica name '{}': {} (it is the name the replicator "
+                                      "runs with, replicator --name)",
+                                      display_text(name, wire::kMaxPeerName), ok.error().message));
+    }
+    auto all = catalog_.peers(PeerKind::kReplica);
+    if (!all) return control_fail(Fault::kInternal, all.error().message);
+    for (const auto& p : *all) {
+      if (p.name == name && p.id != record.id) {
+        return control_fail(Fault::kDuplicate,
+                            fmt::format("the name '{}' belongs to replica identity {}", name, p.id));
+      }
+    }
+  }
   for (PeerKind k : {PeerKind::kReplica, PeerKind::kOperator}) {
     auto known = catalog_.is_peer(k, record.id);
     if (!known) return control_fail(Fault::kInternal, known.error().message);
@@ -113,6 +130,36 @@ ControlResult<PeerRecord> PeerGate::add(PeerKind kind, const std::string& id,
   std::lock_guard lock(mu_);
   std::erase_if(pending_, [&](const PendingReplica& p) { return p.id == record.id; });
   return record;
+}
+
+Result<void> PeerGate::claim_name(const std::string& id, const std::string& name) {
+  std::lock_guard lock(mu_);  // two first connections must not both take one name
+  auto all = BKP_TRY(catalog_.peers(PeerKind::kReplica));
+  const PeerRecord* mine = nullptr;
+  for (const auto& p : all) {
+    if (p.id == id) mine = &p;
+  }
+  if (mine == nullptr) return fail(EACCES, fmt::format("replicator identity {} is not authorised", id));
+  const std::string shown = display_text(name, wire::kMaxPeerName);
+  if (!mine->name.empty() && mine->name != name) {
+    return fail(EACCES, fmt::format("replicator identity {} is authorised as '{}', not '{}': start "
+                                    "it with --name {} (or bkptool replica remove {}, then "
+                                    "replica add {} --name NEW)",
+                                    id, mine->name, shown, mine->name, id, id));
+  }
+  for (const auto& p : all) {
+    if (p.id != id && p.name == name) {
+      return fail(EACCES, fmt::format("the name '{}' belongs to replicator identity {}; this one "
+                                      "({}) needs a name of its own (replicator --name)",
+                                      shown, p.id, id));
+    }
+  }
+  if (mine->name.empty()) {
+    BKP_TRY_VOID(validate_host(name));
+    BKP_TRY(catalog_.name_peer(PeerKind::kReplica, id, name));
+    log::info("replicator identity {} goes by the name {} from now on", id, name);
+  }
+  return {};
 }
 
 ControlResult<size_t> PeerGate::remove(PeerKind kind, const std::string& id) {

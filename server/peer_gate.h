@@ -69,10 +69,19 @@ class PeerGate {
   std::vector<PendingReplica> pending() const;
 
   // `replica add` / `operator add`: bad_request for an id that is not an identity or a name
-  // that is too long or has control characters; duplicate when the identity is already
-  // authorised (as either kind). Clears the identity from the pending list.
+  // that is too long or has control characters (a replica's: not a valid replica name, the
+  // one it must run with, `replicator --name`); duplicate when the identity is already
+  // authorised (as either kind), or a replica name is another replica's. Clears the identity
+  // from the pending list.
   ControlResult<PeerRecord> add(PeerKind kind, const std::string& id, const std::string& name,
                                 int64_t now_ms);
+  // A replicator goes by one name, bound to its identity: the name it was authorised with, or
+  // (added without one) the first it connected with, which is then kept. EACCES, with the
+  // sentence to show it, when the identity calls itself otherwise, or the name is another
+  // authorised replicator's; copies, drops and restore sources follow the name, so one
+  // replicator can never receive another's volumes by taking its name.
+  Result<void> claim_name(const std::string& id, const std::string& name);
+
   // `replica remove` / `operator remove`: unknown_peer when the identity is not authorised as
   // kind. Returns how many of its open sessions were shut down.
   ControlResult<size_t> remove(PeerKind kind, const std::string& id);

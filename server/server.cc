@@ -381,6 +381,12 @@ class Server {
         break;
       case wire::Role::kReplica:
         if (secured && !(admitted = admit(c, PeerKind::kReplica, *hello, peer))) return;
+        if (auto named = secured ? gate_->claim_name(c.peer_id(), hello->name) : Result<void>{};
+            !named) {
+          log::warn("connection from {} refused: {}", identified(peer, c), named.error().message);
+          net::send_error(c, EACCES, named.error().message);
+          return;
+        }
         run_replica_session(c, *hello, hub_,
                             ReplicaDuties{*drops_, *catalog_,
                                           static_cast<size_t>(settings_.keep_snapshots)},

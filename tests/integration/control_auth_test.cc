@@ -238,5 +238,48 @@ TEST_F(ControlAuthTest, AnUnauthorisedReplicatorWaitsUntilAdded) {
             std::string::npos);
 }
 
+// A replicator's name is bound to its identity (PeerGate::claim_name): copies, drops and
+// restore sources follow names, so one authorised replicator must not take another's.
+TEST_F(ControlAuthTest, AReplicatorGoesByTheNameItsIdentityWasGiven) {
+  ASSERT_TRUE(start_server());
+  auto load = [&](const std::string& name) {
+    auto identity = net::TlsConfig::load(scratch_dir(name) + "/identity.pem", "replicator");
+    EXPECT_TRUE(identity) << identity.error().message;
+    return std::move(*identity);
+  };
+  auto named = load("named"), first = load("first");
+  auto hello_as = [&](net::TlsConfig& identity, const std::string& name) {
+    auto conn = tcp_conn(port());
+    EXPECT_TRUE(conn);
+    auto secured = conn->secure(identity, net::TlsSide::kClient, kTimeoutMs);
+    EXPECT_TRUE(secured) << secured.error().message;
+    return hello(*conn, wire::Role::kReplica, name);
+  };
+  auto bad_name = bkptool({"replica", "add", named->id(), "--name", "not a name"});
+  EXPECT_EQ(bad_name.exit_code(), 2) << bad_name.output;
+  ASSERT_EQ(bkptool({"replica", "add", named->id(), "--name", "ra"}).exit_code(), 0);
+  auto taken = bkptool({"replica", "add", first->id(), "--name", "ra"});
+  EXPECT_EQ(taken.exit_code(), 5) << taken.output;
+  ASSERT_EQ(bkptool({"replica", "add", first->id()}).exit_code(), 0);
+
+  // Authorised as ra: another name is refused, saying which one to use.
+  std::string text = error_text(hello_as(*named, "rb"));
+  EXPECT_NE(text.find("is authorised as 'ra', not 'rb': start it with --name ra"),
+            std::string::npos) << text;
+  // Added without a name: the other's name is refused, the first name of its own is kept.
+  text = error_text(hello_as(*first, "ra"));
+  EXPECT_NE(text.find("the name 'ra' belongs to replicator identity " + named->id()),
+            std::string::npos) << text;
+  auto answer = hello_as(*first, "rc");
+  ASSERT_TRUE(answer) << answer.error().message;
+  EXPECT_EQ(answer->type, wire::MsgType::kHelloOk) << wire::type_name(answer->type);
+  text = error_text(hello_as(*first, "rd"));
+  EXPECT_NE(text.find("is authorised as 'rc'"), std::string::npos) << text;
+  std::string why;
+  auto list = bkptool_json({"replica", "list"}, &why);
+  ASSERT_TRUE(list) << why;
+  EXPECT_NE(list->dump().find("\"rc\""), std::string::npos) << list->dump();
+}
+
 }  // namespace
 }  // namespace bkp::it
