@@ -60,7 +60,8 @@ GRACE=10       # backupd.toml replica_grace_seconds
 COPIES=$((REPLICAS < 3 ? REPLICAS : 3))  # the mirror + up to 2 replicas, as by default
 HOSTS=(web1 web2 db1)
 LIVE_HOST=web3  # the node that joins while the demo runs
-BKPTOOL=("$BUILD/tools/bkptool" --server "$STATE/control.sock")
+# The operator's own identity: the replicators serve it their snapshot copies for restores.
+BKPTOOL=("$BUILD/tools/bkptool" --server "$STATE/control.sock" --identity "$DEMO/operator/identity.pem")
 TREECMP=$BUILD/tests/bkp_treecmp
 
 # Every line the demo prints is at most 80 columns: [m:ss] and a short message.
@@ -174,9 +175,11 @@ wait_for_file "$RUN/http.port" 5 &&
   say "status page: http://127.0.0.1:$(tr -dc 0-9 <"$RUN/http.port")/ (and /metrics)"
 
 # --- the replicators ---------------------------------------------------------------------------
+OPERATOR_ID=$("${BKPTOOL[@]}" --show-id | head -1)
 start_replicator() {  # name
   REPLICATOR_PID[$1]=$(spawn "$1" "$BUILD/replicator/replicator" --server "127.0.0.1:$PORT" \
-    --server-id "$SERVER_ID" --root "$DEMO/replicas/$1" --name "$1")
+    --server-id "$SERVER_ID" --root "$DEMO/replicas/$1" --name "$1" \
+    --listen 127.0.0.1:0 --listen-port-file "$RUN/$1.listen" --operator-id "$OPERATOR_ID")
 }
 for ((r = 1; r <= REPLICAS; r++)); do
   mkdir -p "$DEMO/replicas/r$r"
@@ -437,6 +440,40 @@ echo
 say "every copy against its source (bkp_treecmp)"
 cat "$RUN/verify"
 echo
+
+# --- a restore from every copy at once ---------------------------------------------------------
+# A snapshot of the converged tree now (bkptool run), then its restore: parts come from backupd
+# and from every replicator that already holds a copy of it, each part checked by its digest.
+say "bkptool run ${HOSTS[0]} .../${first##*/}, then restore it from every copy"
+"${BKPTOOL[@]}" run "${HOSTS[0]}" "$first" 2>&1 | fit || true
+for ((t = 0; t < 30; t++)); do  # the replicas receive the new snapshot between batches
+  [[ $("${BKPTOOL[@]}" --json snapshots "${HOSTS[0]}" "$first" 2>/dev/null |
+       py 'import json,sys; print(len(json.load(sys.stdin)["snapshots"][0]["holders"]))') \
+     == "$COPIES" ]] && break
+  sleep 1
+done
+RESTORED=$DEMO/restored/${first##*/}
+restore_ok=0
+if "${BKPTOOL[@]}" -q --json restore "${HOSTS[0]}" "$first" --to "$RESTORED" >"$RUN/restore.json" \
+    2>>"$LOGS/bkptool.log"; then
+  py '
+import json, sys
+doc = json.load(open(sys.argv[1]))
+print("  %d files from snapshot %s:" % (doc["files"], doc["snapshot"]["id"]))
+for s in doc["sources"]:
+    print("  %-10s %3d parts, %7.1f MiB%s" % (s["name"], s["parts"], s["bytes"] / 1048576,
+                                            "  (lost: " + s["lost"] + ")" if s["lost"] else ""))
+' "$RUN/restore.json"
+  if out=$("$TREECMP" "$first" "$RESTORED" 2>&1); then
+    echo "  the restored tree equals its source"
+    restore_ok=1
+  else
+    echo "  the restored tree DIFFERS: ${out:0:60}"
+  fi
+else
+  echo "  restore failed; see $LOGS/bkptool.log"
+fi
+echo
 echo "================================ demo summary ================================"
 for dir in "${APP_DIRS[@]}"; do
   host=${dir%/*} host=${host##*/}
@@ -452,8 +489,11 @@ if [[ -z $DELETED_AT ]]; then
   echo "result: the stopped replicator's copies did not move and come back deleted;"
   echo "        see $LOGS/${STOPPED:-backupd}.log"
   result=1
+elif ((converged && !restore_ok)); then
+  echo "result: converged, but the restore from every copy failed or differs"
+  result=1
 elif ((converged)); then
-  echo "result: CONVERGED, every copy of every volume equals its source"
+  echo "result: CONVERGED, every copy of every volume equals its source, and its restore"
 else
   echo "result: NOT CONVERGED within 180 s; first difference:"
   head -n 5 "$RUN/diff" | cut -c1-76 | sed 's/^/  /'
