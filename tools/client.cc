@@ -155,14 +155,14 @@ Failure ControlClient::broken(const Error& e) const {
                  fmt::format("connection to backupd at {}: {}", server_text_, e.message)};
 }
 
-Outcome<Json> ControlClient::call(const Json& request) {
+Outcome<Json> ControlClient::call(const Json& request, int timeout_ms) {
   std::string text = request.dump(-1, ' ', false, Json::error_handler_t::replace);
   log::debug("request {}", text);
   if (auto sent = conn_->send(wire::MsgType::kRequest, 0, bytes_of(text)); !sent) {
     return tl::unexpected(broken(sent.error()));
   }
   if (auto flushed = conn_->flush(); !flushed) return tl::unexpected(broken(flushed.error()));
-  wire::Frame frame = BKP_TRY(next_frame());
+  wire::Frame frame = BKP_TRY(next_frame(timeout_ms));
   if (frame.type != wire::MsgType::kResponse) {
     return tl::unexpected(broken(
         Error{EPROTO, fmt::format("expected a Response, got {}", wire::type_name(frame.type))}));
@@ -170,12 +170,12 @@ Outcome<Json> ControlClient::call(const Json& request) {
   return parse_response(frame);
 }
 
-Outcome<wire::Frame> ControlClient::next_frame() {
-  auto frame = conn_->recv(kResponseTimeoutMs);
+Outcome<wire::Frame> ControlClient::next_frame(int timeout_ms) {
+  auto frame = conn_->recv(timeout_ms);
   if (!frame) {
     if (frame.error().code == ETIMEDOUT) {
       return tl::unexpected(broken(
-          Error{ETIMEDOUT, fmt::format("no answer within {} s", kResponseTimeoutMs / 1000)}));
+          Error{ETIMEDOUT, fmt::format("no answer within {} s", timeout_ms / 1000)}));
     }
     return tl::unexpected(broken(frame.error()));
   }

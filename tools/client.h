@@ -32,12 +32,13 @@ class ControlClient {
  public:
   static Outcome<std::unique_ptr<ControlClient>> connect(const ServerAddress& server);
 
-  // One Request/Response round trip. The response object when "ok" is true.
-  Outcome<Json> call(const Json& request);
+  // One Request/Response round trip, waiting up to timeout_ms (-1: as long as it takes) for the
+  // answer. The response object when "ok" is true.
+  Outcome<Json> call(const Json& request, int timeout_ms = kResponseTimeoutMs);
 
   // The next frame of a streaming answer (restore's Data frames and final Response), waiting
-  // up to kResponseTimeoutMs. An Error frame is returned as a Failure.
-  Outcome<wire::Frame> next_frame();
+  // up to timeout_ms. An Error frame is returned as a Failure.
+  Outcome<wire::Frame> next_frame(int timeout_ms = kResponseTimeoutMs);
 
   // A Response payload parsed and checked: an object with a boolean "ok". "ok": false becomes
   // the Failure it describes.

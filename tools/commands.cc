@@ -20,6 +20,7 @@
 #include "tools/format.h"
 #include "tools/restore.h"
 #include "tools/status.h"
+#include "tools/verify_report.h"
 #include "tools/views.h"
 
 namespace bkp::tools {
@@ -141,6 +142,8 @@ Report present_history(const Json& request, const Json& response) {
   } else {
     r.table = render_runs(runs);
   }
+  const Json& verifies = array_field(response, "verifies");
+  if (!verifies.empty()) r.table += (r.table.empty() ? "" : "\n") + render_verifies(verifies);
   return r;
 }
 
@@ -241,6 +244,10 @@ Outcome<Json> make_request(const Invocation& inv) {
     request["purge"] = inv.purge;
   } else if (inv.command == "history") {
     request["limit"] = BKP_TRY(usage(parse_limit(inv.limit)));
+  } else if (inv.command == "verify") {
+    request["snapshots"] = inv.snapshots;
+    request["replicas"] = inv.replicas;
+    request["read_data"] = inv.read_data;
   } else if (inv.command == "restore") {
     if (inv.snapshot.empty()) {
       return fail_with(Exit::kUsage, kCodeUsage, "--snapshot: empty id (use an id or 'latest')");
@@ -267,6 +274,7 @@ Report present(const Invocation& inv, const Json& request, const Json& response)
     return r;
   }
   if (inv.command == "set") return present_set(request, response);
+  if (inv.command == "verify") return present_verify(request, response);
   if (is_peer_command(inv.command)) return present_peer(inv, response);
   return Report{response, "", {}, {}};
 }
@@ -297,7 +305,9 @@ Outcome<void> run(const Invocation& inv, const ServerAddress& server, const Repo
   if (inv.command == "restore") {
     sink(BKP_TRY(run_restore(*client, inv, request)));
   } else {
-    sink(present(inv, request, BKP_TRY(client->call(request))));
+    // A verify takes as long as reading the volume's copies takes.
+    const int timeout_ms = inv.command == "verify" ? -1 : kResponseTimeoutMs;
+    sink(present(inv, request, BKP_TRY(client->call(request, timeout_ms))));
   }
   return {};
 }

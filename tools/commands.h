@@ -15,7 +15,7 @@ namespace bkp::tools {
 
 // The command line after parsing, as typed (validation happens in make_request).
 struct Invocation {
-  // register, unregister, list, history, snapshots, restore, status, set, replica_add,
+  // register, unregister, list, history, snapshots, restore, status, set, verify, replica_add,
   // replica_remove, replica_list, operator_add, operator_remove, operator_list
   std::string command;
   std::string host;  // HOST (a volume's name, or its node's address); register: ADDRESS
@@ -34,6 +34,9 @@ struct Invocation {
   std::string interval = "1";       // status --watch
   std::string id;                   // replica/operator add and remove: an identity
   std::string name;                 // replica/operator add --name
+  bool snapshots = false;           // verify --snapshots
+  bool replicas = false;            // verify --replicas
+  bool read_data = false;           // verify --read-data
 };
 
 // What a finished command shows.

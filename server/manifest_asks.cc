@@ -1,0 +1,35 @@
+// A mailbox of manifest asks between a verify and a replica session (see manifest_asks.h).
+#include "server/manifest_asks.h"
+
+#include <utility>
+
+namespace bkp::server {
+
+std::future<Result<changes::Manifest>> ManifestAsks::post(std::string volume, uint8_t flags,
+                                                         bool when_current) {
+  auto ask = std::make_shared<ManifestAsk>();
+  ask->volume = std::move(volume);
+  ask->flags = flags;
+  ask->when_current = when_current;
+  auto future = ask->answer.get_future();
+  std::lock_guard lock(mu_);
+  asks_.push_back(std::move(ask));
+  return future;
+}
+
+std::vector<std::shared_ptr<ManifestAsk>> ManifestAsks::take() {
+  std::lock_guard lock(mu_);
+  return std::exchange(asks_, {});
+}
+
+void ManifestAsks::put_back(std::vector<std::shared_ptr<ManifestAsk>> asks) {
+  std::lock_guard lock(mu_);
+  asks_.insert(asks_.begin(), std::make_move_iterator(asks.begin()),
+               std::make_move_iterator(asks.end()));
+}
+
+void ManifestAsks::fail_all(const Error& error) {
+  for (auto& ask : take()) ask->answer.set_value(tl::unexpected(error));
+}
+
+}  // namespace bkp::server

@@ -1,0 +1,53 @@
+// ManifestAsks: a verify's questions to a replica, waiting for its session (server/verify.h).
+//
+// A replica's connection belongs to its session thread, which ships batches on it; a verify
+// must not write to it from another thread, nor wait for the stream to be quiet forever. So a
+// verify posts an ask here (which volume, which manifest flags) and waits on its future; the
+// session answers asks between batches (replica_session.cc), and fails them all when its
+// connection ends, so no verify waits for a replica that left.
+//
+// Thread-safety: every method is safe from any thread.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <future>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "common/changes/scan.h"
+#include "common/result.h"
+
+namespace bkp::server {
+
+struct ManifestAsk {
+  std::string volume;  // the volume's name, "host:/path"
+  uint8_t flags = 0;   // ManifestRequest flags (kManifestVerify is added by the session)
+  // Answer only once the replica's stream of the volume has nothing to send, unless the ask is
+  // older than this (a volume never quiet is compared anyway).
+  bool when_current = false;
+  std::chrono::steady_clock::time_point posted = std::chrono::steady_clock::now();
+  std::promise<Result<changes::Manifest>> answer;
+};
+
+class ManifestAsks {
+ public:
+  // How long an ask `when_current` waits for a quiet stream before it is answered anyway.
+  static constexpr auto kQuietWait = std::chrono::seconds(10);
+
+  std::future<Result<changes::Manifest>> post(std::string volume, uint8_t flags, bool when_current);
+  // Every ask posted and not answered; the caller answers each.
+  std::vector<std::shared_ptr<ManifestAsk>> take();
+  // Puts back asks the session could not answer yet.
+  void put_back(std::vector<std::shared_ptr<ManifestAsk>> asks);
+  // Answers every waiting ask with error (the session ended).
+  void fail_all(const Error& error);
+
+ private:
+  std::mutex mu_;
+  std::vector<std::shared_ptr<ManifestAsk>> asks_;  // guarded by mu_
+};
+
+}  // namespace bkp::server

@@ -1,0 +1,235 @@
+// A verify of one volume (see verify.h): fetch, compare, compare again what differed once the
+// stream caught up, read the snapshots back, record the outcome.
+//
+// Each comparison is a pair of manifests fetched in the order the data flows (the reference
+// first: the node before the mirror, the mirror right after the replica), so the copy has had
+// the longest time to receive what the reference showed. The second round is the same fetch
+// after waiting for the stream: for the node, until a NodeStatus that arrived after the first
+// round says nothing is unacknowledged (at most kCatchUpWait: a volume written without pause is
+// compared anyway); for a replica, until its session finds the stream with nothing to send.
+#include "server/verify.h"
+
+#include <fmt/format.h>
+
+#include <chrono>
+#include <functional>
+#include <thread>
+#include <utility>
+
+#include "common/clock.h"
+#include "common/log.h"
+#include "common/stream/reconcile.h"
+#include "server/link.h"
+#include "server/snapshot_check.h"
+
+namespace bkp::server {
+namespace {
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+constexpr int kManifestFrameTimeoutMs = 600000;  // with content digests, a frame is many reads
+constexpr auto kCatchUpWait = 30s;
+constexpr auto kCatchUpPoll = 100ms;
+constexpr auto kAskWait = 30min;  // a replica's walk (with --read-data: its whole copy read)
+
+using Pair = std::pair<changes::Manifest, changes::Manifest>;  // reference, copy
+
+std::string counted(size_t n, const char* one, const char* many) {
+  return fmt::format("{} {}", n, n == 1 ? one : many);
+}
+
+class Verifier {
+ public:
+  Verifier(const VerifyTarget& target, Registry& registry, const VerifyOptions& options,
+           const std::atomic<bool>& stopping)
+      : target_(target), registry_(registry), stopping_(stopping),
+        flags_(options.read_data ? wire::kManifestContent : 0) {
+    report_.options = options;
+    report_.record.host = target.reg.host;
+    report_.record.path = target.reg.path;
+  }
+
+  VerifyReport run() {
+    report_.record.started_at = wall_ms();
+    check_mirror();
+    if (report_.options.replicas) {
+      for (const auto& name : target_.replicas) check_replica(name);
+    }
+    if (report_.options.snapshots) check_snapshots();
+    finish();
+    return std::move(report_);
+  }
+
+ private:
+  void check_mirror() {
+    CopyCheck check{CopyCheck::Kind::kMirror, "mirror", "", 0, {}};
+    compare_twice(check, Sides{"on the node", "in the mirror"}, [this](bool second) -> Result<Pair> {
+      if (second) wait_node_caught_up();
+      auto node = BKP_TRY(node_manifest());
+      return Pair{std::move(node), BKP_TRY(mirror_manifest())};
+    });
+  }
+
+  void check_replica(const std::string& name) {
+    CopyCheck check{CopyCheck::Kind::kReplica, name, "", 0, {}};
+    std::shared_ptr<Replica> replica = target_.volume ? registry_.hub().find_replica(name) : nullptr;
+    if (!replica || !replica->connected()) {
+      check.error = fmt::format("replica {} is not connected", name);
+      report_.copies.push_back(std::move(check));
+      return;
+    }
+    compare_twice(check, Sides{"in the mirror", "on replica " + name},
+                  [this, &replica](bool second) -> Result<Pair> {
+                    auto copy = BKP_TRY(replica_manifest(*replica, second));
+                    return Pair{BKP_TRY(mirror_manifest()), std::move(copy)};
+                  });
+  }
+
+  // Compares the pair fetch gives; if anything differs, fetches again (second = true) and keeps
+  // only what differs both times.
+  void compare_twice(CopyCheck check, const Sides& sides,
+                     const std::function<Result<Pair>(bool second)>& fetch) {
+    auto first = fetch(false);
+    if (first) {
+      check.entries = first->first.size();
+      check.differences = compare_manifests(first->first, first->second, sides);
+      if (!check.differences.empty()) {
+        log::info("verify {}: {} {} at first, comparing again once the stream caught up",
+                  target_.volume->name(), check.name,
+                  counted(check.differences.size(), "difference", "differences"));
+        auto second = fetch(true);
+        if (second) {
+          check.differences =
+              persisting(check.differences, compare_manifests(second->first, second->second, sides));
+        } else {
+          check.error = second.error().message;
+          check.differences.clear();
+        }
+      }
+    } else {
+      check.error = first.error().message;
+    }
+    report_.copies.push_back(std::move(check));
+  }
+
+  Result<changes::Manifest> node_manifest() {
+    auto node = BKP_TRY(attach_node(target_.reg, target_.dialer, nullptr,
+                                    wire::AttachPurpose::kManifest));
+    return stream::fetch_manifest(*node.conn, kManifestFrameTimeoutMs, flags_).map_error([](Error e) {
+      return e.wrap("node manifest");
+    });
+  }
+
+  Result<changes::Manifest> mirror_manifest() {
+    return stream::walk_manifest(target_.volume->applier->tree_fd(), flags_).map_error([](Error e) {
+      return e.wrap("mirror");
+    });
+  }
+
+  Result<changes::Manifest> replica_manifest(Replica& replica, bool when_current) {
+    auto answer = replica.asks().post(target_.volume->name(), flags_, when_current);
+    replica.notifier()->notify();
+    if (answer.wait_for(kAskWait) != std::future_status::ready) {
+      return fail(ETIMEDOUT, fmt::format("replica {} did not answer within {} min", replica.name(),
+                                         std::chrono::duration_cast<std::chrono::minutes>(kAskWait).count()));
+    }
+    return answer.get();
+  }
+
+  // Until a NodeStatus received from now on shows nothing unacknowledged, kCatchUpWait at most.
+  void wait_node_caught_up() {
+    const int64_t since = wall_ms();
+    const auto deadline = Clock::now() + kCatchUpWait;
+    while (!stopping_ && Clock::now() < deadline) {
+      auto sample = target_.volume->node_status();
+      if (sample && sample->received_ms > since && sample->status.pending_ops == 0 &&
+          sample->status.pending_bytes == 0) {
+        return;
+      }
+      std::this_thread::sleep_for(kCatchUpPoll);
+    }
+  }
+
+  void check_snapshots() {
+    const std::string& host = target_.reg.host;
+    const std::string& path = target_.reg.path;
+    auto snaps = registry_.present_snapshots(host, path);
+    if (!snaps) {
+      report_.copies.push_back({CopyCheck::Kind::kSnapshot, "snapshots", snaps.error().message, 0, {}});
+      return;
+    }
+    const std::string dir = registry_.hub().volume_dir(host, path) + "/snapshots/";
+    for (const auto& s : *snaps) {
+      if (stopping_) break;
+      auto checked = check_snapshot(dir + s.id + ".tgz", s);
+      if (!checked && checked.error().code == ENOENT) continue;  // rotated away meanwhile
+      CopyCheck check{CopyCheck::Kind::kSnapshot, s.id, "", 0, {}};
+      if (checked) {
+        check.entries = checked->entries;
+        check.differences = std::move(checked->differences);
+      } else {
+        check.error = checked.error().message;
+      }
+      report_.copies.push_back(std::move(check));
+    }
+  }
+
+  void finish() {
+    VerifyRecord& r = report_.record;
+    r.ended_at = wall_ms();
+    std::vector<std::string> checked{"node"};
+    if (report_.options.replicas) checked.emplace_back("replicas");
+    if (report_.options.snapshots) checked.emplace_back("snapshots");
+    if (report_.options.read_data) checked.emplace_back("data");
+    r.checked = fmt::format("{}", fmt::join(checked, ", "));
+    std::vector<std::string> notes;
+    bool failed = false;
+    for (const auto& c : report_.copies) {
+      std::string who = c.kind == CopyCheck::Kind::kMirror ? c.name
+                                                           : fmt::format("{} {}", copy_kind_name(c.kind), c.name);
+      r.differences += static_cast<int64_t>(c.differences.size());
+      if (!c.error.empty()) {
+        failed = true;
+        notes.push_back(fmt::format("{}: not checked: {}", who, c.error));
+      } else if (!c.differences.empty()) {
+        notes.push_back(fmt::format("{}: {}", who, counted(c.differences.size(), "difference", "differences")));
+      }
+    }
+    r.result = r.differences > 0 ? VerifyResult::kDiffers
+                                 : failed ? VerifyResult::kFailed : VerifyResult::kClean;
+    r.summary = notes.empty() ? fmt::format("{} checked, no difference",
+                                            counted(report_.copies.size(), "copy", "copies"))
+                              : fmt::format("{}", fmt::join(notes, "; "));
+    const std::string name = target_.reg.key();
+    log::info("verify {}: {} ({}) in {} ms: {}", name, verify_result_name(r.result), r.checked,
+              r.ended_at - r.started_at, r.summary);
+    if (auto stored = registry_.catalog().record_verify(r); !stored) {
+      log::error("verify {}: not recorded in the catalog: {}", name, stored.error().message);
+    }
+  }
+
+  const VerifyTarget& target_;
+  Registry& registry_;
+  const std::atomic<bool>& stopping_;
+  const uint8_t flags_;
+  VerifyReport report_;
+};
+
+}  // namespace
+
+const char* copy_kind_name(CopyCheck::Kind kind) {
+  switch (kind) {
+    case CopyCheck::Kind::kMirror: return "mirror";
+    case CopyCheck::Kind::kReplica: return "replica";
+    case CopyCheck::Kind::kSnapshot: return "snapshot";
+  }
+  return "mirror";
+}
+
+VerifyReport verify_volume(const VerifyTarget& target, Registry& registry,
+                           const VerifyOptions& options, const std::atomic<bool>& stopping) {
+  return Verifier(target, registry, options, stopping).run();
+}
+
+}  // namespace bkp::server
