@@ -130,9 +130,13 @@ class Verifier {
   Result<changes::Manifest> replica_manifest(Replica& replica, bool when_current) {
     auto answer = replica.asks().post(target_.volume->name(), flags_, when_current);
     replica.notifier()->notify();
-    if (answer.wait_for(kAskWait) != std::future_status::ready) {
-      return fail(ETIMEDOUT, fmt::format("replica {} did not answer within {} min", replica.name(),
-                                         std::chrono::duration_cast<std::chrono::minutes>(kAskWait).count()));
+    const auto deadline = Clock::now() + kAskWait;
+    while (answer.wait_for(kCatchUpPoll) != std::future_status::ready) {
+      if (stopping_) return fail(ECANCELED, "backupd is stopping");
+      if (Clock::now() >= deadline) {
+        return fail(ETIMEDOUT, fmt::format("replica {} did not answer within {} min", replica.name(),
+                                           std::chrono::duration_cast<std::chrono::minutes>(kAskWait).count()));
+      }
     }
     return answer.get();
   }

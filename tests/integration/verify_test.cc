@@ -2,7 +2,7 @@
 // byte flipped in the mirror (with --read-data; a metadata-only verify finds the same flip
 // only when the file's size or times moved with it), a file removed from a replica's tree
 // (--replicas) and a truncated snapshot (--snapshots), exits 10 for a difference and 1 for a
-// copy it could not check, and every verify is listed by `history`.
+// copy it could not check, and every verify is listed by `history`, scheduled ones too.
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -160,6 +160,26 @@ TEST_F(VerifyTest, ATruncatedSnapshotIsFound) {
   auto found = differences_of(v.doc, id);
   EXPECT_TRUE(names(found, id + ".tgz", "parts")) << v.doc.dump(2);
   EXPECT_TRUE(names(found, id + ".tgz", "archive")) << v.doc.dump(2);
+}
+
+// backupd.toml verify_every_seconds: every registered volume is verified on its own, and the
+// verify is in the history like one bkptool asked for.
+TEST_F(VerifyTest, AScheduledVerifyIsRecordedInTheHistory) {
+  const std::string config = scratch_dir("config") + "/backupd.toml";
+  testutil::write_file(config, "verify_every_seconds = 1\n");
+  backupd_args = {"--config", config};
+  ASSERT_TRUE(start_all());
+  converge();
+  std::string why;
+  std::optional<Json> history;
+  auto verified = [&] {
+    history = bkptool_json({"history", node_name, src()}, &why);
+    return history && !(*history)["verifies"].empty();
+  };
+  ASSERT_TRUE(testutil::wait_until(verified, 60s)) << why << log_text("backupd");
+  const Json& last = (*history)["verifies"][0];
+  EXPECT_EQ(last["checked"], "node, replicas, snapshots") << last.dump();
+  EXPECT_NE(last["result"], "differs") << last.dump() << log_text("backupd");
 }
 
 }  // namespace
