@@ -7,9 +7,9 @@
 // with one sync and is then acknowledged, which is what allows backupd to forget the batch. A
 // ManifestRequest after a Position that asked for a baseline is answered with what this tree
 // holds, so backupd sends only what differs (common/stream/reconcile.h); one flagged
-// kManifestVerify, between batches, is a verify's (server/verify.h) and starts nothing. A UsageRequest, between
-// batches, is answered with what this replicator holds and may still take (usage.h); the
-// snapshot frames keep copies of the volume's archives (snapshot_store.h). Any
+// kManifestVerify, between batches, is a verify's (server/verify.h) and starts nothing. A
+// UsageRequest, between batches, is answered with what this replicator holds and may still
+// take (usage.h); the snapshot frames keep copies of the volume's archives (snapshot_store.h). Any
 // failure ends the session without an ack: backupd keeps the batch and, after the reconnect,
 // sends only what the Position says this tree lacks.
 //

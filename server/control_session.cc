@@ -108,8 +108,9 @@ class ControlSession {
     }
     return control_fail(Fault::kBadRequest,
                         fmt::format("unknown command '{}' (register, unregister, list, history, "
-                                    "snapshots, restore, status, set, verify, replica_add, replica_remove, "
-                                    "replica_list, operator_add, operator_remove, operator_list)",
+                                    "snapshots, restore, status, set, verify, replica_add, "
+                                    "replica_remove, replica_list, operator_add, operator_remove, "
+                                    "operator_list)",
                                     cmd));
   }
 

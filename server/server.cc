@@ -163,9 +163,10 @@ class Server {
     }
     placer_->start();
     if (settings_.verify_every_seconds > 0) {
+      const VerifyOptions options{
+          .snapshots = true, .replicas = true, .read_data = settings_.verify_read_data};
       verifier_ = std::make_unique<VerifyScheduler>(
-          *registry_, std::chrono::seconds(settings_.verify_every_seconds),
-          VerifyOptions{.snapshots = true, .replicas = true, .read_data = settings_.verify_read_data});
+          *registry_, std::chrono::seconds(settings_.verify_every_seconds), options);
       verifier_->start();
     }
     start_web_if_asked();  // before the port file, which tells a script backupd is ready

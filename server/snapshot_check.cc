@@ -39,7 +39,8 @@ Result<uint64_t> read_through(int fd) {
     int r = archive_read_next_header(a.get(), &entry);
     if (r == ARCHIVE_EOF) break;
     if (r < ARCHIVE_WARN) {
-      return fail(EBADMSG, fmt::format("after {} entries: {}", entries, archive_error_string(a.get())));
+      return fail(EBADMSG,
+                  fmt::format("after {} entries: {}", entries, archive_error_string(a.get())));
     }
     ++entries;
     const void* block = nullptr;
@@ -81,8 +82,9 @@ Result<SnapshotCheck> check_snapshot(const std::string& file, const SnapshotReco
     }
     if (!bad.empty()) {
       out.differences.push_back(
-          {name, "digest", fmt::format("{} of {} parts differ from their catalog digest (first: "
-                                       "part {})", bad.size(), record.digests.size(), bad.front())});
+          {name, "digest",
+           fmt::format("{} of {} parts differ from their catalog digest (first: part {})",
+                       bad.size(), record.digests.size(), bad.front())});
     }
   }
   auto entries = read_through(fd.get());

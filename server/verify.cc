@@ -64,16 +64,17 @@ class Verifier {
  private:
   void check_mirror() {
     CopyCheck check{CopyCheck::Kind::kMirror, "mirror", "", 0, {}};
-    compare_twice(check, Sides{"on the node", "in the mirror"}, [this](bool second) -> Result<Pair> {
+    auto fetch = [this](bool second) -> Result<Pair> {
       if (second) wait_node_caught_up();
       auto node = BKP_TRY(node_manifest());
       return Pair{std::move(node), BKP_TRY(mirror_manifest())};
-    });
+    };
+    compare_twice(check, Sides{"on the node", "in the mirror"}, fetch);
   }
 
   void check_replica(const std::string& name) {
     CopyCheck check{CopyCheck::Kind::kReplica, name, "", 0, {}};
-    std::shared_ptr<Replica> replica = target_.volume ? registry_.hub().find_replica(name) : nullptr;
+    std::shared_ptr<Replica> replica = registry_.hub().find_replica(name);
     if (!replica || !replica->connected()) {
       check.error = fmt::format("replica {} is not connected", name);
       report_.copies.push_back(std::move(check));
@@ -100,8 +101,8 @@ class Verifier {
                   counted(check.differences.size(), "difference", "differences"));
         auto second = fetch(true);
         if (second) {
-          check.differences =
-              persisting(check.differences, compare_manifests(second->first, second->second, sides));
+          auto again = compare_manifests(second->first, second->second, sides);
+          check.differences = persisting(check.differences, again);
         } else {
           check.error = second.error().message;
           check.differences.clear();
@@ -116,9 +117,8 @@ class Verifier {
   Result<changes::Manifest> node_manifest() {
     auto node = BKP_TRY(attach_node(target_.reg, target_.dialer, nullptr,
                                     wire::AttachPurpose::kManifest));
-    return stream::fetch_manifest(*node.conn, kManifestFrameTimeoutMs, flags_).map_error([](Error e) {
-      return e.wrap("node manifest");
-    });
+    auto manifest = stream::fetch_manifest(*node.conn, kManifestFrameTimeoutMs, flags_);
+    return manifest.map_error([](Error e) { return e.wrap("node manifest"); });
   }
 
   Result<changes::Manifest> mirror_manifest() {
@@ -134,8 +134,8 @@ class Verifier {
     while (answer.wait_for(kCatchUpPoll) != std::future_status::ready) {
       if (stopping_) return fail(ECANCELED, "backupd is stopping");
       if (Clock::now() >= deadline) {
-        return fail(ETIMEDOUT, fmt::format("replica {} did not answer within {} min", replica.name(),
-                                           std::chrono::duration_cast<std::chrono::minutes>(kAskWait).count()));
+        return fail(ETIMEDOUT, fmt::format("replica {} did not answer within {} min",
+                                           replica.name(), kAskWait.count()));
       }
     }
     return answer.get();
@@ -160,7 +160,8 @@ class Verifier {
     const std::string& path = target_.reg.path;
     auto snaps = registry_.present_snapshots(host, path);
     if (!snaps) {
-      report_.copies.push_back({CopyCheck::Kind::kSnapshot, "snapshots", snaps.error().message, 0, {}});
+      report_.copies.push_back(
+          {CopyCheck::Kind::kSnapshot, "snapshots", snaps.error().message, 0, {}});
       return;
     }
     const std::string dir = registry_.hub().volume_dir(host, path) + "/snapshots/";
@@ -190,14 +191,16 @@ class Verifier {
     std::vector<std::string> notes;
     bool failed = false;
     for (const auto& c : report_.copies) {
-      std::string who = c.kind == CopyCheck::Kind::kMirror ? c.name
-                                                           : fmt::format("{} {}", copy_kind_name(c.kind), c.name);
+      std::string who = c.kind == CopyCheck::Kind::kMirror
+                            ? c.name
+                            : fmt::format("{} {}", copy_kind_name(c.kind), c.name);
       r.differences += static_cast<int64_t>(c.differences.size());
       if (!c.error.empty()) {
         failed = true;
         notes.push_back(fmt::format("{}: not checked: {}", who, c.error));
       } else if (!c.differences.empty()) {
-        notes.push_back(fmt::format("{}: {}", who, counted(c.differences.size(), "difference", "differences")));
+        notes.push_back(fmt::format(
+            "{}: {}", who, counted(c.differences.size(), "difference", "differences")));
       }
     }
     r.result = r.differences > 0 ? VerifyResult::kDiffers

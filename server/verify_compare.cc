@@ -103,7 +103,9 @@ class Comparer {
       differ(path, "owner", fmt::format("{}:{}", r.uid, r.gid), fmt::format("{}:{}", c.uid, c.gid));
     }
     const bool sized = !S_ISDIR(r.mode);
-    if (sized && r.size != c.size) differ(path, "size", std::to_string(r.size), std::to_string(c.size));
+    if (sized && r.size != c.size) {
+      differ(path, "size", std::to_string(r.size), std::to_string(c.size));
+    }
     if (r.mtime_ns != c.mtime_ns) {
       differ(path, "mtime", std::to_string(r.mtime_ns), std::to_string(c.mtime_ns));
     }

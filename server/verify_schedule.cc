@@ -40,7 +40,8 @@ void VerifyScheduler::stop() {
 void VerifyScheduler::main() {
   while (!stopping_) {
     const int64_t now = wall_ms();
-    const int64_t next = std::min(run_due(now), now + std::chrono::duration_cast<std::chrono::milliseconds>(kRescan).count());
+    const int64_t rescan = std::chrono::duration_cast<std::chrono::milliseconds>(kRescan).count();
+    const int64_t next = std::min(run_due(now), now + rescan);
     std::unique_lock lock(mu_);
     cv_.wait_for(lock, std::chrono::milliseconds(std::max<int64_t>(0, next - wall_ms())),
                  [this] { return stopping_.load(); });

@@ -28,7 +28,8 @@ Report present_verify(const Json& request, const Json& response) {
   std::string out = fmt::format(
       "verify {} ({}): {} in {}\n",
       volume_name(field_text(response, "host"), request.value("path", "")),
-      field_text(response, "checked"), result, human_duration_ms(field_u64(response, "duration_ms")));
+      field_text(response, "checked"), result,
+      human_duration_ms(field_u64(response, "duration_ms")));
   auto copies = response.find("copies");
   for (const Json& c : copies != response.end() && copies->is_array() ? *copies : Json::array()) {
     const uint64_t total = field_u64(c, "differences_total");
@@ -48,7 +49,8 @@ Report present_verify(const Json& request, const Json& response) {
                          field_text(d, "detail"));
     }
     if (total > kMaxPrintedDifferences) {
-      out += fmt::format("    ... and {} more (--json lists up to 200)\n", total - kMaxPrintedDifferences);
+      out += fmt::format("    ... and {} more (--json lists up to 200)\n",
+                         total - kMaxPrintedDifferences);
     }
   }
   out += field_text(response, "summary") + "\n";

@@ -38,7 +38,8 @@ class VerifyTest : public ControlTest {
     std::vector<Json> out;
     if (!doc.is_object() || !doc.contains("copies")) return out;
     for (const Json& c : doc["copies"]) {
-      if (c["name"] == name) out.insert(out.end(), c["differences"].begin(), c["differences"].end());
+      if (c["name"] != name) continue;
+      out.insert(out.end(), c["differences"].begin(), c["differences"].end());
     }
     return out;
   }

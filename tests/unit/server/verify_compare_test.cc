@@ -67,7 +67,8 @@ TEST(VerifyCompareTest, EachFieldIsNamedWithBothValues) {
   f.xattr_digest = 7;
   f.xattr_names = std::string("user.a\0", 7);
   auto d = compare_manifests(ref, copy, kSides);
-  EXPECT_EQ(whats(d), (std::vector<std::string>{"f mode", "f owner", "f size", "f mtime", "f xattrs"}));
+  EXPECT_EQ(whats(d),
+            (std::vector<std::string>{"f mode", "f owner", "f size", "f mtime", "f xattrs"}));
   EXPECT_EQ(d[0].detail, "0644 on the node, 0600 in the mirror");
   EXPECT_EQ(d[1].detail, "1000:1000 on the node, 0:1000 in the mirror");
   EXPECT_EQ(d[4].detail, "none on the node, {user.a} in the mirror");
@@ -159,8 +160,13 @@ TEST(VerifyCompareTest, WalkedTreesDifferByContentOnlyWithDigests) {
   set_times(b);
   UniqueFd fa(::open(a.path().c_str(), O_RDONLY | O_DIRECTORY));
   UniqueFd fb(::open(b.path().c_str(), O_RDONLY | O_DIRECTORY));
-  auto meta = [](int fd) { return *stream::walk_manifest(fd, 0); };
-  auto data = [](int fd) { return *stream::walk_manifest(fd, wire::kManifestContent); };
+  auto walked = [](int fd, uint8_t flags) {
+    auto m = stream::walk_manifest(fd, flags);
+    EXPECT_TRUE(m) << m.error().message;
+    return m ? std::move(*m) : changes::Manifest{};
+  };
+  auto meta = [&](int fd) { return walked(fd, 0); };
+  auto data = [&](int fd) { return walked(fd, wire::kManifestContent); };
   EXPECT_TRUE(compare_manifests(meta(fa.get()), meta(fb.get()), kSides).empty());
   EXPECT_TRUE(compare_manifests(data(fa.get()), data(fb.get()), kSides).empty());
   ASSERT_TRUE(testutil::flip_byte(b.sub("d/f"), 3));
