@@ -5,8 +5,8 @@
 
 namespace bkp::server {
 
-std::future<Result<changes::Manifest>> ManifestAsks::post(std::string volume, uint8_t flags,
-                                                         bool when_current) {
+std::future<Result<AskedManifest>> ManifestAsks::post(std::string volume, uint8_t flags,
+                                                     bool when_current) {
   auto ask = std::make_shared<ManifestAsk>();
   ask->volume = std::move(volume);
   ask->flags = flags;

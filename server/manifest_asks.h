@@ -22,6 +22,13 @@
 
 namespace bkp::server {
 
+// A replica's manifest, and whether its stream of the volume had nothing left to send when the
+// replica walked its tree (false: the copy may lack changes still on their way).
+struct AskedManifest {
+  changes::Manifest manifest;
+  bool current = false;
+};
+
 struct ManifestAsk {
   std::string volume;  // the volume's name, "host:/path"
   uint8_t flags = 0;   // ManifestRequest flags (kManifestVerify is added by the session)
@@ -29,7 +36,7 @@ struct ManifestAsk {
   // older than this (a volume never quiet is compared anyway).
   bool when_current = false;
   std::chrono::steady_clock::time_point posted = std::chrono::steady_clock::now();
-  std::promise<Result<changes::Manifest>> answer;
+  std::promise<Result<AskedManifest>> answer;
 };
 
 class ManifestAsks {
@@ -37,7 +44,7 @@ class ManifestAsks {
   // How long an ask `when_current` waits for a quiet stream before it is answered anyway.
   static constexpr auto kQuietWait = std::chrono::seconds(10);
 
-  std::future<Result<changes::Manifest>> post(std::string volume, uint8_t flags, bool when_current);
+  std::future<Result<AskedManifest>> post(std::string volume, uint8_t flags, bool when_current);
   // Every ask posted and not answered; the caller answers each.
   std::vector<std::shared_ptr<ManifestAsk>> take();
   // Puts back asks the session could not answer yet.

@@ -205,7 +205,7 @@ class ReplicaSession {
         ask->answer.set_value(tl::unexpected(manifest.error()));
         return tl::unexpected(manifest.error().wrap("verify"));
       }
-      ask->answer.set_value(std::move(*manifest));
+      ask->answer.set_value(AskedManifest{std::move(*manifest), !busy});
     }
     replica_.asks().put_back(std::move(later));
     return {};

@@ -13,6 +13,7 @@
 
 #include <chrono>
 #include <functional>
+#include <optional>
 #include <thread>
 #include <utility>
 
@@ -33,7 +34,12 @@ constexpr auto kCatchUpWait = 30s;
 constexpr auto kCatchUpPoll = 100ms;
 constexpr auto kAskWait = 30min;  // a replica's walk (with --read-data: its whole copy read)
 
-using Pair = std::pair<changes::Manifest, changes::Manifest>;  // reference, copy
+// One comparison's manifests. behind: why the copy may still lack changes on their way ("" if
+// its stream had caught up).
+struct Round {
+  changes::Manifest reference, copy;
+  std::string behind;
+};
 
 std::string counted(size_t n, const char* one, const char* many) {
   return fmt::format("{} {}", n, n == 1 ? one : many);
@@ -64,10 +70,10 @@ class Verifier {
  private:
   void check_mirror() {
     CopyCheck check{CopyCheck::Kind::kMirror, "mirror", "", 0, {}};
-    auto fetch = [this](bool second) -> Result<Pair> {
-      if (second) wait_node_caught_up();
+    auto fetch = [this](bool second) -> Result<Round> {
+      std::string behind = second ? wait_node_caught_up() : "";
       auto node = BKP_TRY(node_manifest());
-      return Pair{std::move(node), BKP_TRY(mirror_manifest())};
+      return Round{std::move(node), BKP_TRY(mirror_manifest()), std::move(behind)};
     };
     compare_twice(check, Sides{"on the node", "in the mirror"}, fetch);
   }
@@ -81,27 +87,36 @@ class Verifier {
       return;
     }
     compare_twice(check, Sides{"in the mirror", "on replica " + name},
-                  [this, &replica](bool second) -> Result<Pair> {
+                  [this, &replica](bool second) -> Result<Round> {
                     auto copy = BKP_TRY(replica_manifest(*replica, second));
-                    return Pair{BKP_TRY(mirror_manifest()), std::move(copy)};
+                    std::string behind =
+                        copy.current ? "" : "its stream of the volume is still catching up";
+                    return Round{BKP_TRY(mirror_manifest()), std::move(copy.manifest),
+                                 std::move(behind)};
                   });
   }
 
-  // Compares the pair fetch gives; if anything differs, fetches again (second = true) and keeps
-  // only what differs both times.
+  // Compares the manifests fetch gives; if anything differs, fetches again (second = true) and
+  // keeps only what differs both times. A copy still behind after the wait is not checked: what
+  // differs may be on its way.
   void compare_twice(CopyCheck check, const Sides& sides,
-                     const std::function<Result<Pair>(bool second)>& fetch) {
+                     const std::function<Result<Round>(bool second)>& fetch) {
     auto first = fetch(false);
     if (first) {
-      check.entries = first->first.size();
-      check.differences = compare_manifests(first->first, first->second, sides);
+      check.entries = first->reference.size();
+      check.differences = compare_manifests(first->reference, first->copy, sides);
       if (!check.differences.empty()) {
         log::info("verify {}: {} {} at first, comparing again once the stream caught up",
                   target_.volume->name(), check.name,
                   counted(check.differences.size(), "difference", "differences"));
         auto second = fetch(true);
-        if (second) {
-          auto again = compare_manifests(second->first, second->second, sides);
+        if (second && !second->behind.empty()) {
+          check.error = fmt::format("{}: the {} seen may be changes on their way",
+                                    second->behind,
+                                    counted(check.differences.size(), "difference", "differences"));
+          check.differences.clear();
+        } else if (second) {
+          auto again = compare_manifests(second->reference, second->copy, sides);
           check.differences = persisting(check.differences, again);
         } else {
           check.error = second.error().message;
@@ -127,7 +142,7 @@ class Verifier {
     });
   }
 
-  Result<changes::Manifest> replica_manifest(Replica& replica, bool when_current) {
+  Result<AskedManifest> replica_manifest(Replica& replica, bool when_current) {
     auto answer = replica.asks().post(target_.volume->name(), flags_, when_current);
     replica.notifier()->notify();
     const auto deadline = Clock::now() + kAskWait;
@@ -142,17 +157,26 @@ class Verifier {
   }
 
   // Until a NodeStatus received from now on shows nothing unacknowledged, kCatchUpWait at most.
-  void wait_node_caught_up() {
+  // Returns "" then, else why the mirror may still lack changes.
+  std::string wait_node_caught_up() {
     const int64_t since = wall_ms();
     const auto deadline = Clock::now() + kCatchUpWait;
+    std::optional<NodeStatusSample> sample;
     while (!stopping_ && Clock::now() < deadline) {
-      auto sample = target_.volume->node_status();
+      sample = target_.volume->node_status();
       if (sample && sample->received_ms > since && sample->status.pending_ops == 0 &&
           sample->status.pending_bytes == 0) {
-        return;
+        return "";
       }
       std::this_thread::sleep_for(kCatchUpPoll);
     }
+    if (!sample || sample->received_ms <= since) {
+      return "the node reported nothing for " + std::to_string(kCatchUpWait.count()) +
+             " s (its link is down)";
+    }
+    return fmt::format("the node still had {} operations and {} bytes to deliver after {} s",
+                       sample->status.pending_ops, sample->status.pending_bytes,
+                       kCatchUpWait.count());
   }
 
   void check_snapshots() {

@@ -15,7 +15,9 @@
 // again once the stream caught up (the node reports nothing unacknowledged after the first
 // round; a replica's stream has nothing left to send, ManifestAsks::when_current), both sides
 // walked again, and only differences found both times (same path and field) are reported. A
-// difference reported is one the stream did not repair between the two rounds. Nothing holds
+// difference reported is one the stream did not repair between the two rounds. A copy whose
+// stream had still not caught up by then is reported as not checked (its differences may be
+// on their way), never as differing. Nothing holds
 // the volume's mutex: the mirror keeps applying throughout, and the replica stream pauses only
 // while the replicator walks its tree (as for a reconcile).
 #pragma once
