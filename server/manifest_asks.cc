@@ -7,11 +7,8 @@ namespace bkp::server {
 
 std::future<Result<AskedManifest>> ManifestAsks::post(std::string volume, uint8_t flags,
                                                      bool when_current) {
-  auto ask = std::make_shared<ManifestAsk>();
-  ask->volume = std::move(volume);
-  ask->flags = flags;
-  ask->when_current = when_current;
-  auto future = ask->answer.get_future();
+  auto ask = std::make_shared<ManifestAsk>(std::move(volume), flags, when_current);
+  auto future = ask->future();
   std::lock_guard lock(mu_);
   asks_.push_back(std::move(ask));
   return future;
@@ -29,7 +26,7 @@ void ManifestAsks::put_back(std::vector<std::shared_ptr<ManifestAsk>> asks) {
 }
 
 void ManifestAsks::fail_all(const Error& error) {
-  for (auto& ask : take()) ask->answer.set_value(tl::unexpected(error));
+  for (auto& ask : take()) ask->answer(tl::unexpected(error));
 }
 
 }  // namespace bkp::server

@@ -15,6 +15,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/changes/scan.h"
@@ -29,14 +30,34 @@ struct AskedManifest {
   bool current = false;
 };
 
-struct ManifestAsk {
-  std::string volume;  // the volume's name, "host:/path"
-  uint8_t flags = 0;   // ManifestRequest flags (kManifestVerify is added by the session)
+// One ask. Answered exactly once: by answer(), or, if it is dropped unanswered (its session
+// failed half way), with ECONNRESET, so the verify waiting on it always gets a value.
+class ManifestAsk {
+ public:
+  ManifestAsk(std::string volume, uint8_t flags, bool when_current)
+      : volume(std::move(volume)), flags(flags), when_current(when_current) {}
+  ~ManifestAsk() {
+    if (!answered_) answer(fail(ECONNRESET, "the replica session ended before answering"));
+  }
+  ManifestAsk(const ManifestAsk&) = delete;
+  ManifestAsk& operator=(const ManifestAsk&) = delete;
+
+  void answer(Result<AskedManifest> result) {
+    answered_ = true;
+    promise_.set_value(std::move(result));
+  }
+  std::future<Result<AskedManifest>> future() { return promise_.get_future(); }
+
+  const std::string volume;  // the volume's name, "host:/path"
+  const uint8_t flags;       // ManifestRequest flags (kManifestVerify is added by the session)
   // Answer only once the replica's stream of the volume has nothing to send, unless the ask is
-  // older than this (a volume never quiet is compared anyway).
-  bool when_current = false;
-  std::chrono::steady_clock::time_point posted = std::chrono::steady_clock::now();
-  std::promise<Result<AskedManifest>> answer;
+  // older than ManifestAsks::kQuietWait (a volume never quiet is compared anyway).
+  const bool when_current;
+  const std::chrono::steady_clock::time_point posted = std::chrono::steady_clock::now();
+
+ private:
+  std::promise<Result<AskedManifest>> promise_;
+  bool answered_ = false;
 };
 
 class ManifestAsks {

@@ -177,7 +177,8 @@ class ReplicaSession {
   // (manifest_asks.h). An ask for a quiet stream waits while the stream has something to send
   // (a batch ships first), at most ManifestAsks::kQuietWait. Select first: the replicator
   // answers for the selected volume; the Position it gives is not taken, the stream's next
-  // batch selects again and takes it.
+  // batch selects again and takes it. Asks this pass cannot answer (it fails half way) are
+  // answered with ECONNRESET as they are dropped (ManifestAsk).
   Result<void> answer_asks() {
     std::vector<std::shared_ptr<ManifestAsk>> later;
     for (auto& ask : replica_.asks().take()) {
@@ -186,8 +187,8 @@ class ReplicaSession {
         if (s->volume->name() == ask->volume) stream = s;
       }
       if (!stream) {
-        ask->answer.set_value(fail(ENOENT, fmt::format("replica {} holds no copy of {}",
-                                                       replica_.name(), ask->volume)));
+        ask->answer(fail(ENOENT, fmt::format("replica {} holds no copy of {}", replica_.name(),
+                                             ask->volume)));
         continue;
       }
       const bool busy = stream->sender.in_flight() || !stream->log_empty();
@@ -202,10 +203,10 @@ class ReplicaSession {
       auto manifest = stream::fetch_manifest(conn_, kReplicaVerifyTimeoutMs,
                                              ask->flags | wire::kManifestVerify);
       if (!manifest) {  // the connection is in an unknown state: end the session
-        ask->answer.set_value(tl::unexpected(manifest.error()));
+        ask->answer(tl::unexpected(manifest.error()));
         return tl::unexpected(manifest.error().wrap("verify"));
       }
-      ask->answer.set_value(AskedManifest{std::move(*manifest), !busy});
+      ask->answer(AskedManifest{std::move(*manifest), !busy});
     }
     replica_.asks().put_back(std::move(later));
     return {};

@@ -7,6 +7,8 @@
 // after waiting for the stream: for the node, until a NodeStatus that arrived after the first
 // round says nothing is unacknowledged (at most kCatchUpWait: a volume written without pause is
 // compared anyway); for a replica, until its session finds the stream with nothing to send.
+// Of what differs both times, an entry that changed on the reference side since the verify
+// began (its ctime) is left out as possibly in flight, and counted.
 #include "server/verify.h"
 
 #include <fmt/format.h>
@@ -58,6 +60,9 @@ class Verifier {
 
   VerifyReport run() {
     report_.record.started_at = wall_ms();
+    // The node's ctimes are by its own clock: this assumes it agrees with ours (NTP). One
+    // behind ours by a few seconds only lets changes of those first seconds count as settled.
+    since_ns_ = report_.record.started_at * 1'000'000;
     check_mirror();
     if (report_.options.replicas) {
       for (const auto& name : target_.replicas) check_replica(name);
@@ -69,7 +74,7 @@ class Verifier {
 
  private:
   void check_mirror() {
-    CopyCheck check{CopyCheck::Kind::kMirror, "mirror", "", 0, {}};
+    CopyCheck check{.kind = CopyCheck::Kind::kMirror, .name = "mirror"};
     auto fetch = [this](bool second) -> Result<Round> {
       std::string behind = second ? wait_node_caught_up() : "";
       auto node = BKP_TRY(node_manifest());
@@ -79,7 +84,7 @@ class Verifier {
   }
 
   void check_replica(const std::string& name) {
-    CopyCheck check{CopyCheck::Kind::kReplica, name, "", 0, {}};
+    CopyCheck check{.kind = CopyCheck::Kind::kReplica, .name = name};
     std::shared_ptr<Replica> replica = registry_.hub().find_replica(name);
     if (!replica || !replica->connected()) {
       check.error = fmt::format("replica {} is not connected", name);
@@ -96,35 +101,39 @@ class Verifier {
                   });
   }
 
-  // Compares the manifests fetch gives; if anything differs, fetches again (second = true) and
-  // keeps only what differs both times. A copy still behind after the wait is not checked: what
-  // differs may be on its way.
+  // Compares the manifests fetch gives. What differs on entries unchanged on the reference side
+  // since the verify began is fetched and compared again (second = true), and kept only if it
+  // differs both times; the rest is counted as changed during the verify (an entry changed
+  // then is still changed in the second round, so that round could only count it again). A
+  // copy still behind after the wait is not checked: what differs may be on its way.
   void compare_twice(CopyCheck check, const Sides& sides,
                      const std::function<Result<Round>(bool second)>& fetch) {
-    auto first = fetch(false);
-    if (first) {
-      check.entries = first->reference.size();
-      check.differences = compare_manifests(first->reference, first->copy, sides);
-      if (!check.differences.empty()) {
-        log::info("verify {}: {} {} at first, comparing again once the stream caught up",
-                  target_.volume->name(), check.name,
-                  counted(check.differences.size(), "difference", "differences"));
-        auto second = fetch(true);
-        if (second && !second->behind.empty()) {
-          check.error = fmt::format("{}: the {} seen may be changes on their way",
-                                    second->behind,
-                                    counted(check.differences.size(), "difference", "differences"));
-          check.differences.clear();
-        } else if (second) {
-          auto again = compare_manifests(second->reference, second->copy, sides);
-          check.differences = persisting(check.differences, again);
-        } else {
-          check.error = second.error().message;
-          check.differences.clear();
-        }
+    auto verified = [&]() -> Result<void> {
+      Round first = BKP_TRY(fetch(false));
+      check.entries = first.reference.size();
+      check.differences = settled(compare_manifests(first.reference, first.copy, sides),
+                                  first.reference, since_ns_, check.changed);
+      if (check.differences.empty()) return {};
+      log::info("verify {}: {} {} at first, comparing again once the stream caught up",
+                target_.volume->name(), check.name,
+                counted(check.differences.size(), "difference", "differences"));
+      Round second = BKP_TRY(fetch(true));
+      auto again = compare_manifests(second.reference, second.copy, sides);
+      size_t changed = 0;
+      check.differences = settled(persisting(check.differences, again), second.reference,
+                                  since_ns_, changed);
+      check.changed += changed;
+      if (!check.differences.empty() && !second.behind.empty()) {
+        return fail(EAGAIN, fmt::format("{}: the {} seen may be changes on their way",
+                                        second.behind,
+                                        counted(check.differences.size(), "difference",
+                                                "differences")));
       }
-    } else {
-      check.error = first.error().message;
+      return {};
+    }();
+    if (!verified) {
+      check.error = verified.error().message;
+      check.differences.clear();
     }
     report_.copies.push_back(std::move(check));
   }
@@ -137,9 +146,8 @@ class Verifier {
   }
 
   Result<changes::Manifest> mirror_manifest() {
-    return stream::walk_manifest(target_.volume->applier->tree_fd(), flags_).map_error([](Error e) {
-      return e.wrap("mirror");
-    });
+    auto manifest = stream::walk_manifest(target_.volume->applier->tree_fd(), flags_);
+    return manifest.map_error([](Error e) { return e.wrap("mirror"); });
   }
 
   Result<AskedManifest> replica_manifest(Replica& replica, bool when_current) {
@@ -148,6 +156,9 @@ class Verifier {
     const auto deadline = Clock::now() + kAskWait;
     while (answer.wait_for(kCatchUpPoll) != std::future_status::ready) {
       if (stopping_) return fail(ECANCELED, "backupd is stopping");
+      if (!replica.connected()) {  // left before its session took the ask
+        return fail(ECONNRESET, fmt::format("replica {} disconnected", replica.name()));
+      }
       if (Clock::now() >= deadline) {
         return fail(ETIMEDOUT, fmt::format("replica {} did not answer within {} min",
                                            replica.name(), kAskWait.count()));
@@ -184,8 +195,9 @@ class Verifier {
     const std::string& path = target_.reg.path;
     auto snaps = registry_.present_snapshots(host, path);
     if (!snaps) {
-      report_.copies.push_back(
-          {CopyCheck::Kind::kSnapshot, "snapshots", snaps.error().message, 0, {}});
+      report_.copies.push_back(CopyCheck{.kind = CopyCheck::Kind::kSnapshot,
+                                         .name = "snapshots",
+                                         .error = snaps.error().message});
       return;
     }
     const std::string dir = registry_.hub().volume_dir(host, path) + "/snapshots/";
@@ -193,7 +205,7 @@ class Verifier {
       if (stopping_) break;
       auto checked = check_snapshot(dir + s.id + ".tgz", s);
       if (!checked && checked.error().code == ENOENT) continue;  // rotated away meanwhile
-      CopyCheck check{CopyCheck::Kind::kSnapshot, s.id, "", 0, {}};
+      CopyCheck check{.kind = CopyCheck::Kind::kSnapshot, .name = s.id};
       if (checked) {
         check.entries = checked->entries;
         check.differences = std::move(checked->differences);
@@ -244,6 +256,7 @@ class Verifier {
   Registry& registry_;
   const std::atomic<bool>& stopping_;
   const uint8_t flags_;
+  int64_t since_ns_ = 0;  // entries changed since then may be in flight (settled())
   VerifyReport report_;
 };
 

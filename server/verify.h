@@ -15,7 +15,8 @@
 // again once the stream caught up (the node reports nothing unacknowledged after the first
 // round; a replica's stream has nothing left to send, ManifestAsks::when_current), both sides
 // walked again, and only differences found both times (same path and field) are reported. A
-// difference reported is one the stream did not repair between the two rounds. A copy whose
+// difference reported is one the stream did not repair between the two rounds, on an entry
+// that did not change on the reference side since the verify began. A copy whose
 // stream had still not caught up by then is reported as not checked (its differences may be
 // on their way), never as differing. Nothing holds
 // the volume's mutex: the mirror keeps applying throughout, and the replica stream pauses only
@@ -46,6 +47,7 @@ struct CopyCheck {
   std::string name;   // "mirror", the replica's name, the snapshot's id
   std::string error;  // why it could not be checked; "" if it was
   uint64_t entries = 0;  // entries compared (snapshots: archive entries read)
+  size_t changed = 0;    // differences left out: their entry changed during the verify
   std::vector<Difference> differences;
 };
 const char* copy_kind_name(CopyCheck::Kind kind);  // "mirror", "replica", "snapshot"

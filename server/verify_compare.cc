@@ -171,4 +171,24 @@ std::vector<Difference> persisting(const std::vector<Difference>& first,
   return out;
 }
 
+std::vector<Difference> settled(const std::vector<Difference>& differences,
+                                const changes::Manifest& reference, int64_t since_ns,
+                                size_t& changed) {
+  std::vector<Difference> out;
+  changed = 0;
+  for (const auto& d : differences) {
+    auto it = reference.find(d.path);
+    if (it == reference.end() && !d.path.empty()) {
+      size_t slash = d.path.rfind('/');
+      it = reference.find(slash == std::string::npos ? "" : d.path.substr(0, slash));
+    }
+    if (it != reference.end() && it->second.ctime_ns >= since_ns) {
+      ++changed;
+    } else {
+      out.push_back(d);
+    }
+  }
+  return out;
+}
+
 }  // namespace bkp::server

@@ -39,4 +39,11 @@ std::vector<Difference> compare_manifests(const changes::Manifest& reference,
 std::vector<Difference> persisting(const std::vector<Difference>& first,
                                    const std::vector<Difference>& second);
 
+// The differences whose entry did not change on the reference side at or after since_ns (its
+// ctime_ns; an entry the reference lacks goes by its parent directory's): what changed while a
+// verify ran may still be on its way. `changed` counts the others.
+std::vector<Difference> settled(const std::vector<Difference>& differences,
+                                const changes::Manifest& reference, int64_t since_ns,
+                                size_t& changed);
+
 }  // namespace bkp::server

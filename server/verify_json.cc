@@ -28,6 +28,7 @@ json verify_json(const VerifyReport& report) {
                           {"error", c.error.empty() ? json(nullptr) : json(c.error)},
                           {"entries", c.entries},
                           {"differences_total", c.differences.size()},
+                          {"changed_during", c.changed},
                           {"differences", std::move(differences)}});
   }
   json out = verify_run_json(report.record);

@@ -13,7 +13,7 @@ constexpr size_t kMaxListedDifferences = 200;
 
 // {"ok": true, "host", "path", "result", "checked", "differences", "summary", "started_at",
 //  "duration_ms", "copies": [{"kind", "name", "checked", "error", "entries", "differences_total",
-//  "differences": [{"path", "what", "detail"}]}]}
+//  "changed_during", "differences": [{"path", "what", "detail"}]}]}
 json verify_json(const VerifyReport& report);
 // {"id", "started_at", "ended_at", "duration_ms", "result", "checked", "differences", "summary"}
 json verify_run_json(const VerifyRecord& run);

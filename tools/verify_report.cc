@@ -39,8 +39,11 @@ Report present_verify(const Json& request, const Json& response) {
     } else {
       state = "not checked: " + field_text(c, "error");
     }
-    out += fmt::format("  {}: {} ({})\n", copy_label(c), state,
-                       counted(field_u64(c, "entries"), "entry", "entries"));
+    std::string counts = counted(field_u64(c, "entries"), "entry", "entries");
+    if (uint64_t changed = field_u64(c, "changed_during"); changed > 0) {
+      counts += fmt::format(", {} changed during the verify", changed);
+    }
+    out += fmt::format("  {}: {} ({})\n", copy_label(c), state, counts);
     size_t shown = 0;
     auto list = c.find("differences");
     for (const Json& d : list != c.end() && list->is_array() ? *list : Json::array()) {

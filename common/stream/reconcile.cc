@@ -29,7 +29,7 @@
 namespace bkp::stream {
 namespace {
 
-// How a manifest names a regular file: its id and the source ctime its content matches.
+// How a manifest labels an entry: its id and ctime (see reconcile.h and walk_manifest).
 using Labeler = std::function<std::pair<uint64_t, int64_t>(const struct stat&)>;
 using Sink = std::function<Result<void>(wire::ManifestEntry&&)>;
 
@@ -103,8 +103,8 @@ class Walker {
     e.size = static_cast<uint64_t>(st.st_size);
     e.mtime_ns = wire::to_ns(st.st_mtim);
     e.rdev = st.st_rdev;
+    std::tie(e.id, e.ctime_ns) = label_(st);
     if (S_ISREG(st.st_mode)) {
-      std::tie(e.id, e.ctime_ns) = label_(st);
       if (flags_ & wire::kManifestContent) e.content = content_digest(dir_fd, name);
     } else if (S_ISLNK(st.st_mode)) {
       std::string target(static_cast<size_t>(st.st_size) + 1, '\0');
@@ -144,9 +144,10 @@ Result<void> send_walk(net::Conn& conn, int tree_fd, Labeler label, uint8_t flag
   return flush();
 }
 
-// A verify's labels: hard links share an inode, and no ctime is compared.
+// A verify's labels: names of one regular file share its inode number, and every entry's ctime
+// says when it last changed (server/verify_compare.h, settled()).
 std::pair<uint64_t, int64_t> by_inode(const struct stat& st) {
-  return {static_cast<uint64_t>(st.st_ino), 0};
+  return {S_ISREG(st.st_mode) ? static_cast<uint64_t>(st.st_ino) : 0, wire::to_ns(st.st_ctim)};
 }
 
 // Where a block [off, off + len) holds data rather than holes (SEEK_DATA/SEEK_HOLE), as a
@@ -298,6 +299,7 @@ Result<Narrowed> narrow_by_digests(net::Conn& conn, changes::ChangeLog& log,
 
 Result<void> send_manifest(net::Conn& conn, const changes::Applier& applier) {
   return send_walk(conn, applier.tree_fd(), [&applier](const struct stat& st) {
+    if (!S_ISREG(st.st_mode)) return std::pair<uint64_t, int64_t>{0, 0};
     uint64_t id = applier.id_of_inode(st.st_ino).value_or(0);
     return std::pair<uint64_t, int64_t>{id, id != 0 ? applier.source_ctime(id) : 0};
   }, 0);

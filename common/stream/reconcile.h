@@ -43,7 +43,8 @@ Result<void> send_manifest(net::Conn& conn, const changes::Applier& applier);
 Result<changes::Manifest> fetch_manifest(net::Conn& conn, int timeout_ms, uint8_t flags = 0);
 
 // A verify's manifest (server/verify.h): every entry of the tree at tree_fd, regular files
-// labelled by inode number (so hard links share an id) with ctime 0, and with
+// labelled by inode number (so hard links share an id), every entry with its own ctime (when
+// it last changed on this side), and with
 // wire::kManifestContent a content digest each. Only reads the tree: safe while an applier or
 // an application changes it (an entry is as the walk found it). send_tree_manifest answers a
 // ManifestRequest with it (a node, a replica); walk_manifest collects it here (backupd's mirror).

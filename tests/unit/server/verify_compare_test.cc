@@ -1,7 +1,7 @@
 // What a verify reports (server/verify_compare.h): every field a user would miss, named with
 // both values; nothing for atime, ctime or link counts; a missing directory once, not its
 // contents; hard links as groups whatever ids each side uses; content only when both read it;
-// and, across two rounds, only what persisted. The manifests of real trees (walk_manifest) are
+// and, across two rounds, only what persisted on entries that did not change meanwhile. The manifests of real trees (walk_manifest) are
 // compared too, so a byte flipped on disk is found with content digests and not without.
 #include "server/verify_compare.h"
 
@@ -135,6 +135,23 @@ TEST(VerifyCompareTest, OnlyWhatDiffersTwicePersists) {
   std::vector<Difference> first{{"a", "size", "1"}, {"b", "mtime", "2"}, {"c", "missing", "3"}};
   std::vector<Difference> second{{"a", "size", "4"}, {"b", "mode", "5"}, {"d", "extra", "6"}};
   EXPECT_EQ(persisting(first, second), (std::vector<Difference>{{"a", "size", "4"}}));
+}
+
+// What changed on the reference side since the verify began may be on its way: left out and
+// counted. An entry the reference lacks goes by its parent.
+TEST(VerifyCompareTest, OnlyEntriesUnchangedSinceTheStartAreSettled) {
+  auto ref = manifest({dir(""), dir("d"), file("d/old", 1), file("d/new", 2), file("top", 3)});
+  ref.at("d/new").ctime_ns = 500;
+  ref.at("d").ctime_ns = 500;
+  std::vector<Difference> found{{"d/old", "mtime", ""},
+                                {"d/new", "size", ""},
+                                {"d/gone", "extra", ""},
+                                {"top", "mode", ""},
+                                {"x", "extra", ""}};
+  size_t changed = 0;
+  auto kept = settled(found, ref, 400, changed);
+  EXPECT_EQ(whats(kept), (std::vector<std::string>{"d/old mtime", "top mode", "x extra"}));
+  EXPECT_EQ(changed, 2u);
 }
 
 // Manifests of real trees: a flipped byte keeps size and times (put back), so only the
