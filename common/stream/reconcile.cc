@@ -1,7 +1,8 @@
-// Reconcile by manifest (see reconcile.h): the receiver's walk and the sender's collection,
-// then block digests on both sides. The walk uses openat/fdopendir from the tree's descriptor
-// and never follows a symlink, like the baseline scan; every name of a hard-linked file is its
-// own entry (the sender links them).
+// Reconcile by manifest (see reconcile.h): the receiver's walk and the sender's collection, then
+// block digests on both sides. The same walk, labelled by inode and with content digests on
+// request, describes a tree for a verify (server/verify.h). The walk uses openat/fdopendir from
+// the tree's descriptor and never follows a symlink, like the baseline scan; every name of a
+// hard-linked file is its own entry (the sender links them).
 #include "common/stream/reconcile.h"
 
 #include <dirent.h>
@@ -14,10 +15,10 @@
 #include <xxhash.h>
 
 #include <algorithm>
+#include <cstring>
 #include <functional>
 #include <memory>
 #include <tuple>
-#include <cstring>
 #include <vector>
 
 #include "common/changes/xattrs.h"
