@@ -191,7 +191,9 @@ class ReplicaSession {
                                              ask->volume)));
         continue;
       }
-      const bool busy = stream->sender.in_flight() || !stream->log_empty();
+      // Not current either: a stream whose position this connection has not taken yet.
+      const bool busy = stream->sender.in_flight() || !stream->log_empty() ||
+                        !selected_.contains(stream->instance);
       if (ask->when_current && busy &&
           std::chrono::steady_clock::now() - ask->posted < ManifestAsks::kQuietWait) {
         later.push_back(std::move(ask));

@@ -1,14 +1,14 @@
 // A verify of one volume (see verify.h): fetch, compare, compare again what differed once the
 // stream caught up, read the snapshots back, record the outcome.
 //
-// Each comparison is a pair of manifests fetched in the order the data flows (the reference
-// first: the node before the mirror, the mirror right after the replica), so the copy has had
-// the longest time to receive what the reference showed. The second round is the same fetch
-// after waiting for the stream: for the node, until a NodeStatus that arrived after the first
-// round says nothing is unacknowledged (at most kCatchUpWait: a volume written without pause is
-// compared anyway); for a replica, until its session finds the stream with nothing to send.
-// Of what differs both times, an entry that changed on the reference side since the verify
-// began (its ctime) is left out as possibly in flight, and counted.
+// Each comparison is a pair of manifests fetched in the order the data flows (the node before
+// the mirror, the replica before the mirror), so the copy has had the longest time to receive
+// what the reference showed. A difference on an entry that changed on the reference side since
+// the verify began (its ctime) is left out as possibly in flight, and counted. Any other makes
+// a second round: the same fetch after waiting for the stream (for the node, until a
+// NodeStatus that arrived after the first round says nothing is unacknowledged, at most
+// kCatchUpWait; for a replica, until its session finds the stream with nothing to send). A
+// copy whose stream is still behind then is not checked rather than reported as differing.
 #include "server/verify.h"
 
 #include <fmt/format.h>
