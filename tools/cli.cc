@@ -158,7 +158,7 @@ void declare_commands(CLI::App& app, Invocation& inv) {
   sub("list", "registered volumes: last run, next run, current lag and copies");
 
 
-  CLI::App* hist = sub("history", "every run of a volume, newest first");
+  CLI::App* hist = sub("history", "every run and every verify of a volume, newest first");
   add_volume_args(hist, inv);
   hist->add_option("--limit", inv.limit, "show at most N runs (0 = all)")->type_name("N");
 
