@@ -7,7 +7,14 @@ namespace bkp::server {
 
 std::future<Result<AskedManifest>> ManifestAsks::post(std::string volume, uint8_t flags,
                                                      bool when_current) {
-  auto ask = std::make_shared<ManifestAsk>(std::move(volume), flags, when_current);
+  return add(std::make_shared<ManifestAsk>(std::move(volume), flags, when_current));
+}
+
+std::future<Result<AskedManifest>> ManifestAsks::post_snapshots(std::string volume) {
+  return add(std::make_shared<ManifestAsk>(std::move(volume), 0, false, true));
+}
+
+std::future<Result<AskedManifest>> ManifestAsks::add(std::shared_ptr<ManifestAsk> ask) {
   auto future = ask->future();
   std::lock_guard lock(mu_);
   asks_.push_back(std::move(ask));

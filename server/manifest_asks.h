@@ -1,4 +1,5 @@
-// ManifestAsks: a verify's questions to a replica, waiting for its session (server/verify.h).
+// ManifestAsks: a verify's questions to a replica, waiting for its session (server/verify.h):
+// its manifest of a volume, or which snapshot copies of the volume it holds.
 //
 // A replica's connection belongs to its session thread, which ships batches on it; a verify
 // must not write to it from another thread, nor wait for the stream to be quiet forever. So a
@@ -24,18 +25,21 @@
 namespace bkp::server {
 
 // A replica's manifest, and whether its stream of the volume had nothing left to send when the
-// replica walked its tree (false: the copy may lack changes still on their way).
+// replica walked its tree (false: the copy may lack changes still on their way); or, for an ask
+// of its snapshots, the ids of the complete snapshot copies it holds.
 struct AskedManifest {
   changes::Manifest manifest;
   bool current = false;
+  std::vector<std::string> snapshots;
 };
 
 // One ask. Answered exactly once: by answer(), or, if it is dropped unanswered (its session
 // failed half way), with ECONNRESET, so the verify waiting on it always gets a value.
 class ManifestAsk {
  public:
-  ManifestAsk(std::string volume, uint8_t flags, bool when_current)
-      : volume(std::move(volume)), flags(flags), when_current(when_current) {}
+  ManifestAsk(std::string volume, uint8_t flags, bool when_current, bool snapshots = false)
+      : volume(std::move(volume)), flags(flags), when_current(when_current),
+        snapshots(snapshots) {}
   ~ManifestAsk() {
     if (!answered_) answer(fail(ECONNRESET, "the replica session ended before answering"));
   }
@@ -53,6 +57,7 @@ class ManifestAsk {
   // Answer only once the replica's stream of the volume has nothing to send, unless the ask is
   // older than ManifestAsks::kQuietWait (a volume never quiet is compared anyway).
   const bool when_current;
+  const bool snapshots;  // asks for the snapshot inventory (SnapshotInventoryRequest) instead
   const std::chrono::steady_clock::time_point posted = std::chrono::steady_clock::now();
 
  private:
@@ -66,6 +71,8 @@ class ManifestAsks {
   static constexpr auto kQuietWait = std::chrono::seconds(10);
 
   std::future<Result<AskedManifest>> post(std::string volume, uint8_t flags, bool when_current);
+  // The ids of the snapshot copies of the volume the replica holds (AskedManifest::snapshots).
+  std::future<Result<AskedManifest>> post_snapshots(std::string volume);
   // Every ask posted and not answered; the caller answers each.
   std::vector<std::shared_ptr<ManifestAsk>> take();
   // Puts back asks the session could not answer yet.
@@ -74,6 +81,8 @@ class ManifestAsks {
   void fail_all(const Error& error);
 
  private:
+  std::future<Result<AskedManifest>> add(std::shared_ptr<ManifestAsk> ask);
+
   std::mutex mu_;
   std::vector<std::shared_ptr<ManifestAsk>> asks_;  // guarded by mu_
 };

@@ -173,8 +173,8 @@ class ReplicaSession {
     return {};
   }
 
-  // Between batches: each verify's ask for this replica's manifest of a volume
-  // (manifest_asks.h). An ask for a quiet stream waits while the stream has something to send
+  // Between batches: each verify's ask for this replica's manifest of a volume, or for its
+  // snapshot inventory (manifest_asks.h). An ask for a quiet stream waits while the stream has something to send
   // (a batch ships first), at most ManifestAsks::kQuietWait. Select first: the replicator
   // answers for the selected volume; the Position it gives is not taken, the stream's next
   // batch selects again and takes it. Asks this pass cannot answer (it fails half way) are
@@ -200,6 +200,16 @@ class ReplicaSession {
         continue;
       }
       Volume& v = *stream->volume;
+      if (ask->snapshots) {
+        BKP_TRY_VOID(net::send_now(conn_, wire::SnapshotInventoryRequest{v.host(), v.path()}));
+        auto held = BKP_TRY(net::expect<wire::SnapshotInventory>(conn_, kReplicaAckTimeoutMs));
+        if (held.host != v.host() || held.path != v.path()) {
+          return fail(EPROTO, fmt::format("the replica listed the snapshots of {}:{} for {}",
+                                          held.host, held.path, v.name()));
+        }
+        ask->answer(AskedManifest{{}, true, std::move(held.ids)});
+        continue;
+      }
       BKP_TRY_VOID(net::send(conn_, wire::Select{v.host(), v.path(), stream->instance}));
       BKP_TRY(net::expect<wire::Position>(conn_, kReplicaAckTimeoutMs));
       auto manifest = stream::fetch_manifest(conn_, kReplicaVerifyTimeoutMs,

@@ -6,7 +6,9 @@
 // - with `replicas`, each replica its copies are placed on against the mirror: the replica's
 //   manifest (asked through its session between batches, manifest_asks.h) against a walk of
 //   the mirror;
-// - with `snapshots`, every snapshot archive on backupd, read back whole (snapshot_check.h).
+// - with `snapshots`, every snapshot archive on backupd, read back whole (snapshot_check.h),
+//   and with `replicas` too, each replica's inventory of its snapshot copies against the
+//   copies the catalog recorded as stored there.
 // With `read_data` the manifests carry a content digest of every regular file, read on each
 // side; without it, metadata only (server/verify_compare.h says what is compared).
 //
@@ -42,7 +44,8 @@ struct VerifyOptions {
 
 // One copy checked: the mirror (against the node), a replica (against the mirror) or a snapshot.
 struct CopyCheck {
-  enum class Kind { kMirror, kReplica, kSnapshot };
+  // kSnapshotCopies: which snapshot copies a replica holds (with snapshots and replicas).
+  enum class Kind { kMirror, kReplica, kSnapshot, kSnapshotCopies };
   Kind kind = Kind::kMirror;
   std::string name;   // "mirror", the replica's name, the snapshot's id
   std::string error;  // why it could not be checked; "" if it was
@@ -50,7 +53,8 @@ struct CopyCheck {
   size_t changed = 0;    // differences left out: their entry changed during the verify
   std::vector<Difference> differences;
 };
-const char* copy_kind_name(CopyCheck::Kind kind);  // "mirror", "replica", "snapshot"
+// "mirror", "replica", "snapshot", "snapshot copies"
+const char* copy_kind_name(CopyCheck::Kind kind);
 
 struct VerifyReport {
   VerifyRecord record;  // as stored in the catalog

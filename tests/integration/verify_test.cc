@@ -12,6 +12,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/path.h"
 #include "tests/integration/control.h"
 #include "tests/integration/workload.h"
 #include "tests/testutil/wait.h"
@@ -163,6 +164,41 @@ TEST_F(VerifyTest, ATruncatedSnapshotIsFound) {
   auto found = differences_of(v.doc, id);
   EXPECT_TRUE(names(found, id + ".tgz", "parts")) << v.doc.dump(2);
   EXPECT_TRUE(names(found, id + ".tgz", "archive")) << v.doc.dump(2);
+}
+
+// With --replicas, --snapshots also asks each replica which snapshot copies it holds: a copy the
+// catalog says a replica stored and that is gone from it is a difference of that replica's.
+TEST_F(VerifyTest, ASnapshotCopyLostOnAReplicaIsFound) {
+  ASSERT_TRUE(start_all("2s"));
+  std::string why;
+  auto fresh = runs_after_change([&] { put(src("f"), "snapshot me"); }, &why);
+  ASSERT_TRUE(fresh) << why;
+  std::optional<Json> snap;
+  auto held_everywhere = [&] {
+    auto snaps = snapshots(&why);
+    if (!snaps || snaps->empty()) return false;
+    snap = (*snaps)[0];
+    const auto& holders = (*snap)["holders"];
+    return std::find(holders.begin(), holders.end(), "r1") != holders.end() &&
+           std::find(holders.begin(), holders.end(), "r2") != holders.end();
+  };
+  ASSERT_TRUE(testutil::wait_until(held_everywhere, 60s)) << why;
+  auto clean = verify({"--snapshots", "--replicas"});
+  ASSERT_EQ(clean.exit, 0) << clean.doc.dump(2);
+
+  const std::string id = (*snap)["id"];
+  const std::string copy = replica_root(0) + "/.snapshots/" + node_name + "/" +
+                           escape_path(src()) + "/" + id + ".tgz";
+  ASSERT_EQ(::unlink(copy.c_str()), 0) << copy;
+  auto v = verify({"--snapshots", "--replicas"});
+  EXPECT_EQ(v.exit, 10) << v.output;
+  std::vector<Json> lost;
+  for (const Json& c : v.doc["copies"]) {
+    if (c["kind"] == "snapshot copies" && c["name"] == "r1") {
+      lost.insert(lost.end(), c["differences"].begin(), c["differences"].end());
+    }
+  }
+  EXPECT_TRUE(names(lost, id + ".tgz", "missing")) << v.doc.dump(2);
 }
 
 // Changes in flight are not differences: while the application keeps appending, creating and

@@ -34,10 +34,12 @@ TEST(ManifestAsksTest, PutBackAsksComeFirstAndASessionEndFailsThemAll) {
   ManifestAsks asks;
   auto first = asks.post("h:/a", 0, true);
   asks.put_back(asks.take());
-  auto second = asks.post("h:/b", 0, false);
+  auto second = asks.post_snapshots("h:/b");
   auto order = asks.take();
   ASSERT_EQ(order.size(), 2u);
   EXPECT_EQ(order[0]->volume, "h:/a");
+  EXPECT_FALSE(order[0]->snapshots);
+  EXPECT_TRUE(order[1]->snapshots);
   asks.put_back(std::move(order));
   asks.fail_all(Error{EPIPE, "replica r1 disconnected"});
   EXPECT_TRUE(asks.take().empty());
