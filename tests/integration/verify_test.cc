@@ -173,16 +173,8 @@ TEST_F(VerifyTest, ASnapshotCopyLostOnAReplicaIsFound) {
   std::string why;
   auto fresh = runs_after_change([&] { put(src("f"), "snapshot me"); }, &why);
   ASSERT_TRUE(fresh) << why;
-  std::optional<Json> snap;
-  auto held_everywhere = [&] {
-    auto snaps = snapshots(&why);
-    if (!snaps || snaps->empty()) return false;
-    snap = (*snaps)[0];
-    const auto& holders = (*snap)["holders"];
-    return std::find(holders.begin(), holders.end(), "r1") != holders.end() &&
-           std::find(holders.begin(), holders.end(), "r2") != holders.end();
-  };
-  ASSERT_TRUE(testutil::wait_until(held_everywhere, 60s)) << why;
+  auto snap = wait_newest_held_by({"r1", "r2"}, 60s, &why);
+  ASSERT_TRUE(snap) << why;
   auto clean = verify({"--snapshots", "--replicas"});
   ASSERT_EQ(clean.exit, 0) << clean.doc.dump(2);
 
