@@ -48,7 +48,8 @@ struct Attached {
 class AttachListener {
  public:
   // Takes ownership of the connection on success; on error the listener sends the error to the
-  // peer (code and message) and closes. Must not block for long.
+  // peer (code and message) and closes. Must not block for long, except to answer an Attach
+  // whose purpose is a manifest (a verify), which it serves to the end on this thread.
   using Admit = std::function<Result<void>(Attached& attached)>;
 
   static constexpr auto kAttachDeadline = std::chrono::seconds(10);

@@ -159,6 +159,7 @@ bool NodeSession::drain(std::chrono::milliseconds grace) {
 }
 
 Result<void> NodeSession::offer(Attached& attached) {
+  if (attached.attach.purpose == wire::AttachPurpose::kManifest) return answer_manifest(attached);
   std::unique_lock lock(mu_);
   if (attached_ && peer_gone_locked()) {
     cv_.wait_for(lock, kReleaseWait, [this] { return !attached_ || done_; });
@@ -239,14 +240,35 @@ void NodeSession::detach() {
   cv_.notify_all();
 }
 
-Result<void> NodeSession::run_session(Attached& attached) {
-  net::Conn& conn = *attached.conn;
+wire::Hello NodeSession::hello() const {
   wire::Hello hello;
   hello.role = wire::Role::kNode;
   hello.name = options_.host;
   hello.path = options_.path;
   hello.instance = options_.instance;
-  BKP_TRY_VOID(net::send(conn, hello));
+  return hello;
+}
+
+// A verify (server/verify.h) asks for the tree as it is, beside the stream and whatever it
+// does: the walk only reads the directory (no namespace lock, nothing recorded), on the
+// handshake thread, so the application and the stream go on meanwhile.
+Result<void> NodeSession::answer_manifest(Attached& attached) {
+  net::Conn& conn = *attached.conn;
+  BKP_TRY_VOID(net::send_now(conn, hello()));
+  auto request = net::expect<wire::ManifestRequest>(conn, kHelloTimeoutMs);
+  if (!request) return tl::unexpected(request.error().wrap("verify"));
+  auto t0 = Clock::now();
+  BKP_TRY_VOID(stream::send_tree_manifest(conn, root_fd_, request->flags).map_error([](Error e) {
+    return e.wrap("verify");
+  }));
+  log::info("backupd {} verified: manifest{} sent in {} ms", attached.peer,
+            request->flags & wire::kManifestContent ? " with content digests" : "", ms_since(t0));
+  return {};
+}
+
+Result<void> NodeSession::run_session(Attached& attached) {
+  net::Conn& conn = *attached.conn;
+  BKP_TRY_VOID(net::send(conn, hello()));
   BKP_TRY_VOID(conn.flush());
   auto ok = net::expect<wire::HelloOk>(conn, kHelloTimeoutMs);
   if (!ok) return tl::unexpected(ok.error().wrap("hello"));

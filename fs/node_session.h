@@ -72,7 +72,10 @@ class NodeSession {
   class StatusSource;
 
   // AttachListener's admit callback (handshake threads).
+  // A stream attach, or (AttachPurpose::kManifest) a verify's manifest, answered right here.
   Result<void> offer(Attached& attached);
+  Result<void> answer_manifest(Attached& attached);
+  wire::Hello hello() const;
   bool peer_gone_locked() const;  // mu_ held
 
   // Session thread.

@@ -6,9 +6,10 @@
 // stays bounded by one frame) by the volume's stream::Receiver; Commit makes the tree durable
 // with one sync and is then acknowledged, which is what allows backupd to forget the batch. A
 // ManifestRequest after a Position that asked for a baseline is answered with what this tree
-// holds, so backupd sends only what differs (common/stream/reconcile.h). A UsageRequest, between
-// batches, is answered with what this replicator holds and may still take (usage.h); the
-// snapshot frames keep copies of the volume's archives (snapshot_store.h). Any
+// holds, so backupd sends only what differs (common/stream/reconcile.h); one flagged
+// kManifestVerify, between batches, is a verify's (server/verify.h) and starts nothing. A
+// UsageRequest, between batches, is answered with what this replicator holds and may still
+// take (usage.h); the snapshot frames keep copies of the volume's archives (snapshot_store.h). Any
 // failure ends the session without an ack: backupd keeps the batch and, after the reconnect,
 // sends only what the Position says this tree lacks.
 //
@@ -116,8 +117,11 @@ class Session {
         return {};
       }
       case wire::MsgType::kManifestRequest: {  // backupd reconciles before a baseline
-        BKP_TRY_VOID(wire::decode_manifest_request(frame.payload));
+        auto request = BKP_TRY(wire::decode_manifest_request(frame.payload));
         Tree* tree = BKP_TRY(selected());
+        if (request.flags & wire::kManifestVerify) {  // or verifies (server/verify.h)
+          return stream::send_tree_manifest(conn_, tree->applier->tree_fd(), request.flags);
+        }
         tree->meter->begin("baseline");  // not at open: a tree that returns only catches up
         tree->counters->reconcile();
         return stream::send_manifest(conn_, *tree->applier);

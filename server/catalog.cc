@@ -77,6 +77,17 @@ CREATE TABLE IF NOT EXISTS runs(
   changed_files INTEGER NOT NULL DEFAULT 0,
   error TEXT);
 CREATE INDEX IF NOT EXISTS runs_by_volume ON runs(host, path, id);
+CREATE TABLE IF NOT EXISTS verify_runs(
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  host TEXT NOT NULL,
+  path TEXT NOT NULL,
+  started_at INTEGER NOT NULL,
+  ended_at INTEGER NOT NULL,
+  result TEXT NOT NULL CHECK(result IN ('clean', 'differs', 'failed')),
+  checked TEXT NOT NULL,
+  differences INTEGER NOT NULL DEFAULT 0,
+  summary TEXT NOT NULL DEFAULT '');
+CREATE INDEX IF NOT EXISTS verify_runs_by_volume ON verify_runs(host, path, id);
 CREATE TABLE IF NOT EXISTS replicas(
   name TEXT PRIMARY KEY,
   first_seen_at INTEGER NOT NULL);
@@ -153,6 +164,15 @@ RunRecord read_run(const Statement& st) {
 }
 
 }  // namespace
+
+const char* verify_result_name(VerifyResult result) {
+  switch (result) {
+    case VerifyResult::kClean: return "clean";
+    case VerifyResult::kDiffers: return "differs";
+    case VerifyResult::kFailed: return "failed";
+  }
+  return "failed";
+}
 
 const char* run_status_name(RunStatus status) {
   switch (status) {
@@ -402,7 +422,7 @@ Result<void> Catalog::remove_registration(const std::string& host, const std::st
   std::lock_guard lock(mu_);
   auto tx = BKP_TRY(Transaction::begin(*db_));
   std::vector<const char*> tables = {"registrations", "placements"};
-  if (purge) tables.insert(tables.end(), {"snapshots", "snapshot_copies", "runs"});
+  if (purge) tables.insert(tables.end(), {"snapshots", "snapshot_copies", "runs", "verify_runs"});
   for (const char* table : tables) {
     auto st = BKP_TRY(db_->prepare(fmt::format("DELETE FROM {} WHERE host = ? AND path = ?", table)));
     st.bind(1, host).bind(2, path);
@@ -533,6 +553,36 @@ Result<std::map<RunStatus, uint64_t>> Catalog::run_counts(const std::string& hos
   while (BKP_TRY(st.step())) out[parse_status(st.text(0))] += static_cast<uint64_t>(st.int64(1));
   for (const auto& run : unrecorded_) {
     if (run.host == host && run.path == path && run.started_at >= since_ms) ++out[run.status];
+  }
+  return out;
+}
+
+Result<void> Catalog::record_verify(const VerifyRecord& run) {
+  std::lock_guard lock(mu_);
+  auto st = BKP_TRY(db_->prepare(
+      "INSERT INTO verify_runs(host, path, started_at, ended_at, result, checked, differences, "
+      "summary) VALUES(?, ?, ?, ?, ?, ?, ?, ?)"));
+  st.bind(1, run.host).bind(2, run.path).bind(3, run.started_at).bind(4, run.ended_at)
+      .bind(5, verify_result_name(run.result)).bind(6, run.checked).bind(7, run.differences)
+      .bind(8, run.summary);
+  return st.run();
+}
+
+Result<std::vector<VerifyRecord>> Catalog::verify_runs(const std::string& host,
+                                                       const std::string& path, size_t limit) {
+  std::lock_guard lock(mu_);
+  auto st = BKP_TRY(db_->prepare(
+      "SELECT id, started_at, ended_at, result, checked, differences, summary FROM verify_runs "
+      "WHERE host = ? AND path = ? ORDER BY id DESC LIMIT ?"));
+  st.bind(1, host).bind(2, path).bind(3, limit == 0 ? int64_t{-1} : static_cast<int64_t>(limit));
+  std::vector<VerifyRecord> out;
+  while (BKP_TRY(st.step())) {
+    VerifyRecord r{st.int64(0), host, path, st.int64(1), st.int64(2), VerifyResult::kFailed,
+                   st.text(4), st.int64(5), st.text(6)};
+    const std::string result = st.text(3);
+    if (result == "clean") r.result = VerifyResult::kClean;
+    if (result == "differs") r.result = VerifyResult::kDiffers;
+    out.push_back(std::move(r));
   }
   return out;
 }

@@ -91,6 +91,23 @@ struct RunRecord {
   std::optional<std::string> error;
 };
 
+// A verify's outcome (server/verify.h): every copy checked and equal; some difference found;
+// or something could not be checked (and nothing was found to differ).
+enum class VerifyResult { kClean, kDiffers, kFailed };
+const char* verify_result_name(VerifyResult result);  // "clean", "differs", "failed"
+
+// One verify of a volume, listed by `history` beside the backup runs.
+struct VerifyRecord {
+  int64_t id = 0;
+  std::string host, path;
+  int64_t started_at = 0;  // ms
+  int64_t ended_at = 0;
+  VerifyResult result = VerifyResult::kFailed;
+  std::string checked;      // what was compared, e.g. "node, replicas, snapshots, data"
+  int64_t differences = 0;  // found, in all copies
+  std::string summary;      // one line: per copy what differed or why it could not be checked
+};
+
 // Peers backupd accepts besides the nodes it registered: replicators (receive the volumes) and
 // remote operators (bkptool over TCP). Known by identity.
 enum class PeerKind { kReplica, kOperator };
@@ -167,6 +184,10 @@ class Catalog {
   // of those started at or after since_ms.
   Result<std::map<RunStatus, uint64_t>> run_counts(const std::string& host, const std::string& path,
                                                    int64_t since_ms = 0);
+  // Verifies (server/verify.h): stored one row each, listed newest first (limit 0: all).
+  Result<void> record_verify(const VerifyRecord& run);
+  Result<std::vector<VerifyRecord>> verify_runs(const std::string& host, const std::string& path,
+                                                size_t limit = 0);
   // Closes every run without an end as failed with `error`, ended at `now`. Returns how many.
   Result<int> close_open_runs(int64_t now, const std::string& error);
 

@@ -28,6 +28,9 @@
 //                                (server/web.h; default "127.0.0.1:7780", "off": none;
 //                                --http-listen overrides). Plain HTTP without authentication:
 //                                keep it on loopback unless the network is trusted
+//   verify_every_seconds integer verify every registered volume this often (server/verify.h:
+//                                the node, the replicas and the snapshots; 0, the default: never)
+//   verify_read_data    boolean  scheduled verifies compare file contents too (default false)
 // Example:
 //   listen = "0.0.0.0:7700"
 //   state_dir = "/var/lib/backupd"
@@ -83,6 +86,8 @@ struct Settings {
   int max_queued_ops = static_cast<int>(changes::kMaxQueuedOps);  // each replica log's bound
   std::optional<net::HostPort> http_listen = net::HostPort{"127.0.0.1", 7780};  // none: off
   std::string http_port_file;
+  int verify_every_seconds = 0;  // 0: no scheduled verify (server/verify_schedule.h)
+  bool verify_read_data = false;
 };
 
 // An http_listen value: "ADDR:PORT", or "off" (nullopt).

@@ -26,6 +26,7 @@
 #include "common/unique_fd.h"
 #include "server/control_json.h"
 #include "server/peer.h"
+#include "server/verify_json.h"
 
 namespace bkp::server {
 namespace {
@@ -35,8 +36,9 @@ using Handled = ControlResult<json>;
 // A successful response, or an error response, plus a short summary for the log line.
 class ControlSession {
  public:
-  ControlSession(net::Conn& conn, Registry& registry, PeerGate& gate, const std::string& peer)
-      : channel_(conn), registry_(registry), gate_(gate), peer_(peer) {}
+  ControlSession(net::Conn& conn, Registry& registry, PeerGate& gate, const std::string& peer,
+                 const std::atomic<bool>& stopping)
+      : channel_(conn), registry_(registry), gate_(gate), peer_(peer), stopping_(stopping) {}
 
   // Serves requests until the connection ends. Returns the error that ended it.
   Error serve() {
@@ -98,6 +100,7 @@ class ControlSession {
     if (cmd == "status") return do_status(args);
     if (cmd == "run") return do_run(args);
     if (cmd == "set") return do_set(args);
+    if (cmd == "verify") return do_verify(args);
     for (PeerKind kind : {PeerKind::kReplica, PeerKind::kOperator}) {
       std::string prefix = std::string(peer_kind_name(kind)) + "_";
       if (cmd == prefix + "add") return do_peer_add(kind, args);
@@ -106,8 +109,9 @@ class ControlSession {
     }
     return control_fail(Fault::kBadRequest,
                         fmt::format("unknown command '{}' (register, unregister, list, history, "
-                                    "snapshots, restore, status, set, run, replica_add, replica_remove, "
-                                    "replica_list, operator_add, operator_remove, operator_list)",
+                                    "snapshots, restore, status, set, run, verify, replica_add, "
+                                    "replica_remove, replica_list, operator_add, operator_remove, "
+                                    "operator_list)",
                                     cmd));
   }
 
@@ -225,7 +229,12 @@ class ControlSession {
     if (!runs) return control_fail(Fault::kInternal, runs.error().message);
     json out = json::array();
     for (const auto& r : *runs) out.push_back(run_json(r));
-    json response{{"ok", true}, {"host", name}, {"runs", std::move(out)}};
+    auto verifies = registry_.catalog().verify_runs(name, path, static_cast<size_t>(limit));
+    if (!verifies) return control_fail(Fault::kInternal, verifies.error().message);
+    json verify_out = json::array();
+    for (const auto& v : *verifies) verify_out.push_back(verify_run_json(v));
+    json response{{"ok", true}, {"host", name}, {"runs", std::move(out)},
+                  {"verifies", std::move(verify_out)}};
     // A response is one frame: keep the newest runs that fit and say so.
     while (dump_json(response).size() > wire::kMaxPayload) {
       json& list = response["runs"];
@@ -233,6 +242,17 @@ class ControlSession {
       response["truncated"] = true;
     }
     return response;
+  }
+
+  // Runs on this session's thread until done (server/verify.h); the answer is the report.
+  Handled do_verify(const RequestArgs& args) {
+    auto host = BKP_TRY(args.string("host"));
+    auto path = BKP_TRY(args.string("path"));
+    VerifyOptions options{BKP_TRY(args.boolean_or("snapshots", false)),
+                          BKP_TRY(args.boolean_or("replicas", false)),
+                          BKP_TRY(args.boolean_or("read_data", false))};
+    auto target = BKP_TRY(registry_.verify_target(host, path));
+    return verify_json(verify_volume(target, registry_, options, stopping_));
   }
 
   Handled do_snapshots(const RequestArgs& args) {
@@ -306,6 +326,7 @@ class ControlSession {
   Registry& registry_;
   PeerGate& gate_;
   const std::string& peer_;
+  const std::atomic<bool>& stopping_;
   std::optional<Error> stream_error_;  // a restore that failed after its first response
 };
 
@@ -319,7 +340,7 @@ void run_control_session(net::Conn& conn, const wire::Hello& hello, Registry& re
     log::info("control {}: {}", peer, sent.error().message);
     return;
   }
-  ControlSession session(conn, registry, gate, peer);
+  ControlSession session(conn, registry, gate, peer, stopping);
   Error end = session.serve();
   if (stopping) {
     log::debug("control {}: closed (shutting down)", peer);

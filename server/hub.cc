@@ -203,6 +203,12 @@ Result<std::shared_ptr<Volume>> Hub::volume(const std::string& host, const std::
   return v;
 }
 
+std::shared_ptr<Replica> Hub::find_replica(const std::string& name) {
+  std::lock_guard lock(mu_);
+  auto it = replicas_.find(name);
+  return it == replicas_.end() ? nullptr : it->second;
+}
+
 Result<std::shared_ptr<Replica>> Hub::attach_replica(const std::string& name) {
   std::shared_ptr<Replica> r;
   {

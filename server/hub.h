@@ -51,6 +51,7 @@
 #include "common/result.h"
 #include "common/changes/scan.h"
 #include "common/wire/messages.h"
+#include "server/manifest_asks.h"
 #include "server/volume.h"
 
 namespace bkp::server {
@@ -95,11 +96,14 @@ class Replica {
   bool note_usage(const wire::Usage& usage, double rtt_ms, const std::string& identity);
   ReplicaUsage usage();
   bool connected();
+  // A verify's questions for this replica's session (manifest_asks.h); post() then notify.
+  ManifestAsks& asks() { return asks_; }
 
  private:
   friend class Hub;
   const std::string name_;
   const std::shared_ptr<Notifier> notifier_ = std::make_shared<Notifier>();
+  ManifestAsks asks_;
   std::mutex mu_;
   // Guarded by mu_.
   bool connected_ = false;
@@ -186,6 +190,8 @@ class Hub {
   // Marks the replica connected (EBUSY if it already is), then makes sure every volume has a
   // stream for it.
   Result<std::shared_ptr<Replica>> attach_replica(const std::string& name);
+  // The replica of that name if it connected since start; null otherwise.
+  std::shared_ptr<Replica> find_replica(const std::string& name);
   void detach_replica(Replica& replica);
   // The names of the replicas connected now.
   std::set<std::string> connected_replicas();

@@ -88,7 +88,8 @@ std::string node_address(const std::string& address, uint16_t port) {
 }
 
 Result<AttachedNode> attach_node(const Registration& reg, const Dialer& dialer,
-                                 const std::function<void(int)>& on_socket) {
+                                 const std::function<void(int)>& on_socket,
+                                 wire::AttachPurpose purpose) {
   std::string address = node_address(reg.address, reg.port);
   auto sock = net::tcp_connect(net::HostPort{reg.address, reg.port}, kConnectTimeoutMs);
   if (!sock) {
@@ -126,6 +127,7 @@ Result<AttachedNode> attach_node(const Registration& reg, const Dialer& dialer,
   wire::Attach attach;
   attach.path = reg.path;
   attach.server_id = dialer.server_id;
+  attach.purpose = purpose;
   if (auto sent = net::send_now(*out.conn, attach); !sent) {
     // A node that refuses backupd's identity may have closed before reading the Attach; the
     // Error it sent first says why.

@@ -74,8 +74,10 @@ std::string node_address(const std::string& address, uint16_t port);
 //   EPROTO / ETIMEDOUT / ECONNRESET: not a backupfs node, or it did not answer in time.
 // on_socket is called with the connected socket before anything is sent, so that another
 // thread can shut it down to cancel the wait (it stays valid until the result is destroyed).
+// purpose kManifest: the connection is for one verify manifest, not the stream (server/verify.h).
 Result<AttachedNode> attach_node(const Registration& reg, const Dialer& dialer,
-                                 const std::function<void(int)>& on_socket);
+                                 const std::function<void(int)>& on_socket,
+                                 wire::AttachPurpose purpose = wire::AttachPurpose::kStream);
 
 struct LinkStatus {
   bool connected = false;                 // a node session is running

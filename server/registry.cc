@@ -414,15 +414,22 @@ std::vector<StatusView> Registry::status() {
   return out;
 }
 
-ControlResult<StatusView> Registry::status(const std::string& host, const std::string& path) {
+ControlResult<Registry::Entry> Registry::registered_entry(const std::string& host,
+                                                        const std::string& path) {
   const std::string name = BKP_TRY(resolve(host, path, Known::kRegistered));
-  std::optional<Entry> entry;
-  {
-    std::lock_guard lock(mu_);
-    if (auto it = entries_.find(name + ":" + path); it != entries_.end()) entry = it->second;
-  }
-  if (!entry) return control_fail(Fault::kUnknownVolume, name + ":" + path + " is not registered");
-  return status_view(*entry);
+  std::lock_guard lock(mu_);
+  if (auto it = entries_.find(name + ":" + path); it != entries_.end()) return it->second;
+  return control_fail(Fault::kUnknownVolume, name + ":" + path + " is not registered");
+}
+
+ControlResult<StatusView> Registry::status(const std::string& host, const std::string& path) {
+  return status_view(BKP_TRY(registered_entry(host, path)));
+}
+
+ControlResult<VerifyTarget> Registry::verify_target(const std::string& host,
+                                                   const std::string& path) {
+  Entry entry = BKP_TRY(registered_entry(host, path));
+  return VerifyTarget{entry.reg, entry.volume, dialer_, hub_.placement(entry.reg.key())};
 }
 
 ControlResult<RunRecord> Registry::run_now(const std::string& host, const std::string& path) {

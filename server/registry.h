@@ -126,6 +126,14 @@ size_t current_copies(const VolumeView& view);
 // Fewer current copies than wanted.
 bool under_replicated(const VolumeView& view);
 
+// What a verify needs of a registered volume (server/verify.h).
+struct VerifyTarget {
+  Registration reg;
+  std::shared_ptr<Volume> volume;
+  Dialer dialer;
+  std::set<std::string> replicas;  // those its copies are placed on
+};
+
 // What `status` shows of one registered volume: the list view plus what moves right now.
 struct StatusView {
   VolumeView volume;
@@ -186,6 +194,8 @@ class Registry {
   // r2 catching up)" when the registered volume `key` has fewer current copies than it wants,
   // else nullopt.
   std::optional<std::string> replication_note(const std::string& key);
+  // What a verify of the registered volume needs; host as for resolve(..., Known::kRegistered).
+  ControlResult<VerifyTarget> verify_target(const std::string& host, const std::string& path);
   // The volume's catalogued snapshots whose file is still on disk, newest first, each with its
   // size on disk.
   ControlResult<std::vector<SnapshotRecord>> present_snapshots(const std::string& host,
@@ -233,6 +243,8 @@ class Registry {
   ControlResult<std::vector<ReplicaDrop>> drop_everywhere(const std::string& host,
                                                           const std::string& path, Purge purge);
   std::vector<Entry> entries();  // a copy, taken under mu_
+  // The registered volume host and path designate (resolve(..., Known::kRegistered)), a copy.
+  ControlResult<Entry> registered_entry(const std::string& host, const std::string& path);
   VolumeView view(const Entry& e);
   StatusView status_view(const Entry& e);
   void reconcile_snapshots(const std::string& host, const std::string& path);

@@ -25,6 +25,10 @@
 // volume the Hub no longer streams to the replica, and drops go first at every pass, so a stream
 // of the same volume made later (registered again) reaches the replica only after the drop.
 // After a drop the replica has no volume selected, so every stream is selected again.
+//
+// A verify asks for the replica's manifest of a volume through the replica's ManifestAsks; the
+// session answers between batches (the stream to this replica pauses while the replicator
+// walks its tree, as for a reconcile, and resumes where it stood).
 #include "server/replica_session.h"
 
 #include <fmt/format.h>
@@ -64,6 +68,7 @@ class ReplicaSession {
     while (!stopping_) {
       if (auto dropped = send_drops(); !dropped) return dropped.error();
       if (auto asked = ask_usage(); !asked) return asked.error();
+      if (auto answered = answer_asks(); !answered) return answered.error();
       auto shipped = ship_next();
       if (!shipped) return shipped.error();
       // A slice of a snapshot copy after each batch, so neither starves the other.
@@ -168,6 +173,57 @@ class ReplicaSession {
     return {};
   }
 
+  // Between batches: each verify's ask for this replica's manifest of a volume, or for its
+  // snapshot inventory (manifest_asks.h). An ask for a quiet stream waits while the stream has something to send
+  // (a batch ships first), at most ManifestAsks::kQuietWait. Select first: the replicator
+  // answers for the selected volume; the Position it gives is not taken, the stream's next
+  // batch selects again and takes it. Asks this pass cannot answer (it fails half way) are
+  // answered with ECONNRESET as they are dropped (ManifestAsk).
+  Result<void> answer_asks() {
+    std::vector<std::shared_ptr<ManifestAsk>> later;
+    for (auto& ask : replica_.asks().take()) {
+      std::shared_ptr<ReplicaStream> stream;
+      for (auto& s : replica_.streams()) {
+        if (s->volume->name() == ask->volume) stream = s;
+      }
+      if (!stream) {
+        ask->answer(fail(ENOENT, fmt::format("replica {} holds no copy of {}", replica_.name(),
+                                             ask->volume)));
+        continue;
+      }
+      // Not current either: a stream whose position this connection has not taken yet.
+      const bool busy = stream->sender.in_flight() || !stream->log_empty() ||
+                        !selected_.contains(stream->instance);
+      if (ask->when_current && busy &&
+          std::chrono::steady_clock::now() - ask->posted < ManifestAsks::kQuietWait) {
+        later.push_back(std::move(ask));
+        continue;
+      }
+      Volume& v = *stream->volume;
+      if (ask->snapshots) {
+        BKP_TRY_VOID(net::send_now(conn_, wire::SnapshotInventoryRequest{v.host(), v.path()}));
+        auto held = BKP_TRY(net::expect<wire::SnapshotInventory>(conn_, kReplicaAckTimeoutMs));
+        if (held.host != v.host() || held.path != v.path()) {
+          return fail(EPROTO, fmt::format("the replica listed the snapshots of {}:{} for {}",
+                                          held.host, held.path, v.name()));
+        }
+        ask->answer(AskedManifest{{}, true, std::move(held.ids)});
+        continue;
+      }
+      BKP_TRY_VOID(net::send(conn_, wire::Select{v.host(), v.path(), stream->instance}));
+      BKP_TRY(net::expect<wire::Position>(conn_, kReplicaAckTimeoutMs));
+      auto manifest = stream::fetch_manifest(conn_, kReplicaVerifyTimeoutMs,
+                                             ask->flags | wire::kManifestVerify);
+      if (!manifest) {  // the connection is in an unknown state: end the session
+        ask->answer(tl::unexpected(manifest.error()));
+        return tl::unexpected(manifest.error().wrap("verify"));
+      }
+      ask->answer(AskedManifest{std::move(*manifest), !busy});
+    }
+    replica_.asks().put_back(std::move(later));
+    return {};
+  }
+
   // Sends each pending drop not refused on this connection and takes its answer.
   Result<void> send_drops() {
     for (const PendingDrop& d : drops_.pending(replica_.name())) {
@@ -254,6 +310,7 @@ void run_replica_session(net::Conn& conn, const wire::Hello& hello, Hub& hub,
     end = session.serve();
   }
   hub.detach_replica(r);
+  r.asks().fail_all(Error{ECONNRESET, fmt::format("replica {} disconnected", r.name())});
   if (stopping) {
     log::info("replica {} ({}): closed (shutting down)", r.name(), peer);
   } else if (end.code == ECONNRESET || end.code == EPIPE) {

@@ -16,6 +16,9 @@ constexpr int kReplicaAckTimeoutMs = 30000;
 constexpr int kReplicaIdleWaitMs = 50;
 // How long a replica may take to answer a Drop: deleting a large tree takes a while.
 constexpr int kReplicaDropTimeoutMs = 300000;
+// How long a verify waits for each Manifest frame of a replica: with content digests a frame
+// can take many files' reading.
+constexpr int kReplicaVerifyTimeoutMs = 600000;
 
 // What a replica session sends besides the streams: the replica's drops, and copies of the
 // snapshots of its volumes (the newest keep of each, recorded in catalog).

@@ -65,6 +65,7 @@
 #include "server/registry.h"
 #include "server/replica_session.h"
 #include "server/scheduler.h"
+#include "server/verify_schedule.h"
 #include "server/daemon_stats.h"
 #include "server/web.h"
 
@@ -161,6 +162,13 @@ class Server {
       return 1;
     }
     placer_->start();
+    if (settings_.verify_every_seconds > 0) {
+      const VerifyOptions options{
+          .snapshots = true, .replicas = true, .read_data = settings_.verify_read_data};
+      verifier_ = std::make_unique<VerifyScheduler>(
+          *registry_, std::chrono::seconds(settings_.verify_every_seconds), options);
+      verifier_->start();
+    }
     start_web_if_asked();  // before the port file, which tells a script backupd is ready
     daemon_stats_ = std::make_unique<DaemonStats>(*registry_, started_ms_);
     save_stats();  // the file exists from the start, then is refreshed (StatsFile::due)
@@ -481,6 +489,7 @@ class Server {
     control_.reset();  // removes the socket file
     if (scheduler_) scheduler_->stop();
     if (placer_) placer_->stop();
+    if (verifier_) verifier_->stop();
     if (registry_) registry_->stop();
     for (auto& w : workers_) shutdown(w.socket.get(), SHUT_RDWR);
     hub_.wake_all();
@@ -502,6 +511,7 @@ class Server {
   std::unique_ptr<Placer> placer_;        // uses catalog_, hub_, drops_
   std::unique_ptr<Registry> registry_;    // uses hub_, catalog_, scheduler_, placer_, drops_;
                                           // destroyed first
+  std::unique_ptr<VerifyScheduler> verifier_;  // uses registry_; destroyed before it
   std::unique_ptr<net::HttpServer> web_;  // uses registry_
   const int64_t started_ms_ = wall_ms();
   std::unique_ptr<DaemonStats> daemon_stats_;  // uses registry_

@@ -158,7 +158,7 @@ void declare_commands(CLI::App& app, Invocation& inv) {
   sub("list", "registered volumes: last run, next run, current lag and copies");
 
 
-  CLI::App* hist = sub("history", "every run of a volume, newest first");
+  CLI::App* hist = sub("history", "every run and every verify of a volume, newest first");
   add_volume_args(hist, inv);
   hist->add_option("--limit", inv.limit, "show at most N runs (0 = all)")->type_name("N");
 
@@ -207,6 +207,14 @@ void declare_commands(CLI::App& app, Invocation& inv) {
                   "replica copies are placed or dropped at once")
       ->required()
       ->type_name("N");
+
+  CLI::App* verify = sub("verify", "compare the mirror with the node's tree (and the replicas, the "
+                                   "snapshots); exit 10 if anything differs");
+  add_volume_args(verify, inv);
+  verify->add_flag("--snapshots", inv.snapshots, "also read every snapshot archive back whole");
+  verify->add_flag("--replicas", inv.replicas, "also compare each replica's copy with the mirror");
+  verify->add_flag("--read-data", inv.read_data,
+                   "compare file contents too (digests read on every side), not only metadata");
 
   declare_peer_commands(app, inv, "replica", "replicators backupd serves (by identity)");
   declare_peer_commands(app, inv, "operator", "remote bkptool users backupd obeys (by identity)");

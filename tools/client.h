@@ -34,7 +34,8 @@ class ControlClient {
  public:
   static Outcome<std::unique_ptr<ControlClient>> connect(const ServerAddress& server);
 
-  // One Request/Response round trip. The response object when "ok" is true.
+  // One Request/Response round trip, waiting up to timeout_ms (-1: as long as it takes) for the
+  // answer. The response object when "ok" is true.
   Outcome<Json> call(const Json& request, int timeout_ms = kResponseTimeoutMs);
   // The halves of call(), for requests sent ahead of their answers (answered in order).
   Outcome<void> send(const Json& request);

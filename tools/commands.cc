@@ -20,6 +20,7 @@
 #include "tools/format.h"
 #include "tools/restore.h"
 #include "tools/status.h"
+#include "tools/verify_report.h"
 #include "tools/views.h"
 
 namespace bkp::tools {
@@ -164,6 +165,8 @@ Report present_history(const Json& request, const Json& response) {
   } else {
     r.table = render_runs(runs);
   }
+  const Json& verifies = array_field(response, "verifies");
+  if (!verifies.empty()) r.table += (r.table.empty() ? "" : "\n") + render_verifies(verifies);
   return r;
 }
 
@@ -264,6 +267,10 @@ Outcome<Json> make_request(const Invocation& inv) {
     request["purge"] = inv.purge;
   } else if (inv.command == "history") {
     request["limit"] = BKP_TRY(usage(parse_limit(inv.limit)));
+  } else if (inv.command == "verify") {
+    request["snapshots"] = inv.snapshots;
+    request["replicas"] = inv.replicas;
+    request["read_data"] = inv.read_data;
   } else if (inv.command == "restore") {
     if (inv.snapshot.empty()) {
       return fail_with(Exit::kUsage, kCodeUsage, "--snapshot: empty id (use an id or 'latest')");
@@ -296,6 +303,7 @@ Report present(const Invocation& inv, const Json& request, const Json& response)
   }
   if (inv.command == "set") return present_set(request, response);
   if (inv.command == "run") return present_run(request, response);
+  if (inv.command == "verify") return present_verify(request, response);
   if (is_peer_command(inv.command)) return present_peer(inv, response);
   return Report{response, "", {}, {}};
 }
@@ -327,7 +335,10 @@ Outcome<void> run(const Invocation& inv, const ServerAddress& server, const Repo
   if (inv.command == "status") watch = BKP_TRY(watch_options(inv, isatty(STDOUT_FILENO) == 1));
   auto client = BKP_TRY(ControlClient::connect(server));
   if (watch) return run_status(*client, request, *watch, sink);
-  const int timeout = inv.command == "run" ? kRunTimeoutMs : kResponseTimeoutMs;
+  // run waits for a whole snapshot run, a verify for reading the volume's copies.
+  const int timeout = inv.command == "run"      ? kRunTimeoutMs
+                      : inv.command == "verify" ? -1
+                                                : kResponseTimeoutMs;
   sink(present(inv, request, BKP_TRY(client->call(request, timeout))));
   return {};
 }

@@ -15,8 +15,8 @@ namespace bkp::tools {
 
 // The command line after parsing, as typed (validation happens in make_request).
 struct Invocation {
-  // register, unregister, list, history, snapshots, restore, status, set, run, replica_add,
-  // replica_remove, replica_list, operator_add, operator_remove, operator_list
+  // register, unregister, list, history, snapshots, restore, status, set, run, verify,
+  // replica_add, replica_remove, replica_list, operator_add, operator_remove, operator_list
   std::string command;
   std::string host;  // HOST (a volume's name, or its node's address); register: ADDRESS
   std::string port;
@@ -36,6 +36,9 @@ struct Invocation {
   std::string interval = "1";       // status --watch
   std::string id;                   // replica/operator add and remove: an identity
   std::string name;                 // replica/operator add --name
+  bool snapshots = false;           // verify --snapshots
+  bool replicas = false;            // verify --replicas
+  bool read_data = false;           // verify --read-data
 };
 
 // What a finished command shows.

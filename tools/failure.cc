@@ -42,6 +42,8 @@ Exit codes:
   7   no such snapshot
   8   wrong identity: a peer is not the one pinned (backupd's --server-id, a node's
       --node-id), or the node does not accept backupd's identity
+  9   status HOST PATH: that volume is under-replicated
+  10  verify found a difference (1: it could not check everything)
   78  bad configuration file (the message names the file and key)
 
 Server address: --server, else $BKP_SERVER, else `server = "..."` in

@@ -14,7 +14,7 @@
 
 namespace bkp::tools {
 
-// Process exit codes. 0..8 are the table in docs/PROTOCOL.md; 78 is EX_CONFIG as in backupd.
+// Process exit codes. 0..10 are the table in docs/PROTOCOL.md; 78 is EX_CONFIG as in backupd.
 enum class Exit : int {
   kOk = 0,
   kFailure = 1,          // anything else: server-side internal error, local I/O, protocol
@@ -26,6 +26,7 @@ enum class Exit : int {
   kNoSnapshot = 7,       // no_snapshot
   kWrongIdentity = 8,    // wrong_identity, or backupd is not the pinned --server-id
   kUnderReplicated = 9,  // status HOST PATH answered: the volume has fewer current copies than it wants
+  kDiffers = 10,         // verify found a copy that differs from what it was made from
   kConfig = 78,          // a bad bkptool.toml; the message names the file and key
 };
 

@@ -265,6 +265,17 @@ std::string render_runs(const Json& runs) {
   return table.render();
 }
 
+std::string render_verifies(const Json& verifies) {
+  Table table({"VERIFIED", "RESULT", "CHECKED", "DIFFERENCES", "DURATION", "SUMMARY"},
+              {Align::kLeft, Align::kLeft, Align::kLeft, Align::kRight, Align::kRight});
+  for (const Json& v : verifies) {
+    table.add({time_field(v, "started_at"), "verify " + field_text(v, "result"),
+               field_text(v, "checked"), std::to_string(field_u64(v, "differences")),
+               human_duration_ms(field_u64(v, "duration_ms")), field_text(v, "summary")});
+  }
+  return table.render();
+}
+
 std::string progress_bar(int percent, size_t width) {
   percent = std::clamp(percent, 0, 100);
   size_t filled = width * static_cast<size_t>(percent) / 100;

@@ -36,6 +36,8 @@ std::string render_replicators(const Json& replicators);
 // The "runs" array of a history response, newest first as received:
 // STARTED STATUS SNAPSHOT SIZE DURATION CHANGED ERROR.
 std::string render_runs(const Json& runs);
+// The VERIFY_RUN objects of `history` ("verifies"): one row each, newest first.
+std::string render_verifies(const Json& verifies);
 
 // The "snapshots" array: ID CREATED SIZE HELD BY (backupd and the replicas with a copy).
 std::string render_snapshots(const Json& snapshots);

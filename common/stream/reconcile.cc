@@ -1,7 +1,8 @@
-// Reconcile by manifest (see reconcile.h): the receiver's walk and the sender's collection,
-// then block digests on both sides. The walk uses openat/fdopendir from the tree's descriptor
-// and never follows a symlink, like the baseline scan; every name of a hard-linked file is its
-// own entry (the sender links them).
+// Reconcile by manifest (see reconcile.h): the receiver's walk and the sender's collection, then
+// block digests on both sides. The same walk, labelled by inode and with content digests on
+// request, describes a tree for a verify (server/verify.h). The walk uses openat/fdopendir from
+// the tree's descriptor and never follows a symlink, like the baseline scan; every name of a
+// hard-linked file is its own entry (the sender links them).
 #include "common/stream/reconcile.h"
 
 #include <dirent.h>
@@ -15,6 +16,9 @@
 
 #include <algorithm>
 #include <cstring>
+#include <functional>
+#include <memory>
+#include <tuple>
 #include <vector>
 
 #include "common/changes/xattrs.h"
@@ -26,17 +30,39 @@
 namespace bkp::stream {
 namespace {
 
+// How a manifest labels an entry: its id and ctime (see reconcile.h and walk_manifest).
+using Labeler = std::function<std::pair<uint64_t, int64_t>(const struct stat&)>;
+using Sink = std::function<Result<void>(wire::ManifestEntry&&)>;
+
+// XXH3-64 of the bytes of the regular file `name` in dir_fd (never 0), or 0 if it cannot be read.
+uint64_t content_digest(int dir_fd, const std::string& name) {
+  UniqueFd fd(openat(dir_fd, name.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+  if (!fd) return 0;
+  std::unique_ptr<XXH3_state_t, decltype(&XXH3_freeState)> state(XXH3_createState(),
+                                                                  &XXH3_freeState);
+  XXH3_64bits_reset(state.get());
+  std::vector<char> buf(1u << 20);
+  while (true) {
+    ssize_t n = ::read(fd.get(), buf.data(), buf.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return 0;
+    if (n == 0) break;
+    XXH3_64bits_update(state.get(), buf.data(), static_cast<size_t>(n));
+  }
+  return std::max<uint64_t>(XXH3_64bits_digest(state.get()), 1);
+}
+
+// Walks a tree into manifest entries, handed one by one to a sink.
 class Walker {
  public:
-  Walker(net::Conn& conn, const changes::Applier& applier) : conn_(conn), applier_(applier) {}
+  Walker(int tree_fd, Labeler label, uint8_t flags, Sink sink)
+      : tree_fd_(tree_fd), label_(std::move(label)), flags_(flags), sink_(std::move(sink)) {}
 
   Result<void> run() {
     struct stat root{};
-    if (fstat(applier_.tree_fd(), &root) != 0) return fail_errno("manifest: stat of the tree");
-    BKP_TRY_VOID(add(applier_.tree_fd(), ".", "", root));
-    BKP_TRY_VOID(dir(applier_.tree_fd(), ""));
-    chunk_.last = 1;
-    return flush();
+    if (fstat(tree_fd_, &root) != 0) return fail_errno("manifest: stat of the tree");
+    BKP_TRY_VOID(add(tree_fd_, ".", "", root));
+    return dir(tree_fd_, "");
   }
 
  private:
@@ -60,6 +86,8 @@ class Walker {
       BKP_TRY_VOID(add(fd, name, child, st));
       if (!S_ISDIR(st.st_mode)) continue;
       UniqueFd sub(openat(fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+      // Gone or replaced since it was listed: only a tree walked while it changes (a verify).
+      if (!sub && (errno == ENOENT || errno == ENOTDIR || errno == ELOOP)) continue;
       if (!sub) return fail_errno(fmt::format("manifest: open '{}'", child));
       BKP_TRY_VOID(dir(sub.get(), child));
     }
@@ -76,9 +104,9 @@ class Walker {
     e.size = static_cast<uint64_t>(st.st_size);
     e.mtime_ns = wire::to_ns(st.st_mtim);
     e.rdev = st.st_rdev;
+    std::tie(e.id, e.ctime_ns) = label_(st);
     if (S_ISREG(st.st_mode)) {
-      e.id = applier_.id_of_inode(st.st_ino).value_or(0);
-      e.ctime_ns = e.id != 0 ? applier_.source_ctime(e.id) : 0;
+      if (flags_ & wire::kManifestContent) e.content = content_digest(dir_fd, name);
     } else if (S_ISLNK(st.st_mode)) {
       std::string target(static_cast<size_t>(st.st_size) + 1, '\0');
       ssize_t n = readlinkat(dir_fd, name.c_str(), target.data(), target.size());
@@ -88,23 +116,40 @@ class Walker {
     changes::Xattrs xattrs = changes::read_xattrs(dir_fd, name, rel);
     e.xattr_digest = changes::xattr_digest(xattrs);
     e.xattr_names = changes::xattr_names(xattrs);
-    size_ += wire::encoded_size(e);
-    chunk_.entries.push_back(std::move(e));
-    return size_ >= kManifestChunk ? flush() : Result<void>{};
+    return sink_(std::move(e));
   }
 
-  Result<void> flush() {
-    BKP_TRY_VOID(net::send(conn_, chunk_));
-    chunk_.entries.clear();
-    size_ = 0;
-    return conn_.flush();
-  }
-
-  net::Conn& conn_;
-  const changes::Applier& applier_;
-  wire::Manifest chunk_;
-  size_t size_ = 0;
+  const int tree_fd_;
+  const Labeler label_;
+  const uint8_t flags_;
+  const Sink sink_;
 };
+
+// Sends a walk of the tree as Manifest frames of at most kManifestChunk bytes, the last flagged.
+Result<void> send_walk(net::Conn& conn, int tree_fd, Labeler label, uint8_t flags) {
+  changes::TreeWarmer warm(tree_fd);  // ahead of the walk, in parallel (scan.h)
+  wire::Manifest chunk;
+  size_t size = 0;
+  auto flush = [&]() -> Result<void> {
+    BKP_TRY_VOID(net::send(conn, chunk));
+    chunk.entries.clear();
+    size = 0;
+    return conn.flush();
+  };
+  BKP_TRY_VOID(Walker(tree_fd, std::move(label), flags, [&](wire::ManifestEntry&& e) {
+    size += wire::encoded_size(e);
+    chunk.entries.push_back(std::move(e));
+    return size >= kManifestChunk ? flush() : Result<void>{};
+  }).run());
+  chunk.last = 1;
+  return flush();
+}
+
+// A verify's labels: names of one regular file share its inode number, and every entry's ctime
+// says when it last changed (server/verify_compare.h, settled()).
+std::pair<uint64_t, int64_t> by_inode(const struct stat& st) {
+  return {S_ISREG(st.st_mode) ? static_cast<uint64_t>(st.st_ino) : 0, wire::to_ns(st.st_ctim)};
+}
 
 // Where a block [off, off + len) holds data rather than holes (SEEK_DATA/SEEK_HOLE), as a
 // hash that seeds the block's digest: a hole and allocated zeros read alike but are not the
@@ -254,12 +299,29 @@ Result<Narrowed> narrow_by_digests(net::Conn& conn, changes::ChangeLog& log,
 }
 
 Result<void> send_manifest(net::Conn& conn, const changes::Applier& applier) {
-  changes::TreeWarmer warm(applier.tree_fd());  // ahead of the walk, in parallel (scan.h)
-  return Walker(conn, applier).run();
+  return send_walk(conn, applier.tree_fd(), [&applier](const struct stat& st) {
+    if (!S_ISREG(st.st_mode)) return std::pair<uint64_t, int64_t>{0, 0};
+    uint64_t id = applier.id_of_inode(st.st_ino).value_or(0);
+    return std::pair<uint64_t, int64_t>{id, id != 0 ? applier.source_ctime(id) : 0};
+  }, 0);
 }
 
-Result<changes::Manifest> fetch_manifest(net::Conn& conn, int timeout_ms) {
-  BKP_TRY_VOID(net::send_now(conn, wire::ManifestRequest{}));
+Result<void> send_tree_manifest(net::Conn& conn, int tree_fd, uint8_t flags) {
+  return send_walk(conn, tree_fd, by_inode, flags);
+}
+
+Result<changes::Manifest> walk_manifest(int tree_fd, uint8_t flags) {
+  changes::Manifest out;
+  BKP_TRY_VOID(Walker(tree_fd, by_inode, flags, [&out](wire::ManifestEntry&& e) {
+    std::string path = e.path;
+    out.insert_or_assign(std::move(path), std::move(e));
+    return Result<void>{};
+  }).run());
+  return out;
+}
+
+Result<changes::Manifest> fetch_manifest(net::Conn& conn, int timeout_ms, uint8_t flags) {
+  BKP_TRY_VOID(net::send_now(conn, wire::ManifestRequest{flags}));
   changes::Manifest out;
   while (true) {
     auto chunk = BKP_TRY(net::expect<wire::Manifest>(conn, timeout_ms).map_error([](Error e) {

@@ -38,8 +38,18 @@ constexpr uint32_t kMaxDigests = 4096;  // per round trip: 512 MiB of file, read
 // with applying frames (it walks the tree those frames change).
 Result<void> send_manifest(net::Conn& conn, const changes::Applier& applier);
 
-// Sender side: asks and collects the whole manifest. timeout_ms bounds the wait for each frame.
-Result<changes::Manifest> fetch_manifest(net::Conn& conn, int timeout_ms);
+// Sender side, or a verify: asks (ManifestRequest{flags}) and collects the whole manifest.
+// timeout_ms bounds the wait for each frame.
+Result<changes::Manifest> fetch_manifest(net::Conn& conn, int timeout_ms, uint8_t flags = 0);
+
+// A verify's manifest (server/verify.h): every entry of the tree at tree_fd, regular files
+// labelled by inode number (so hard links share an id), every entry with its own ctime (when it
+// last changed on this side), and with wire::kManifestContent a content digest of each regular
+// file. Only reads the tree: safe while an applier or an application changes it (an entry is as
+// the walk found it; one gone meanwhile is left out). send_tree_manifest answers a
+// ManifestRequest with it (a node, a replica); walk_manifest collects it here (backupd's mirror).
+Result<void> send_tree_manifest(net::Conn& conn, int tree_fd, uint8_t flags);
+Result<changes::Manifest> walk_manifest(int tree_fd, uint8_t flags);
 
 // Receiver side: answers one DigestRequest from the applier's copy of the file.
 Result<void> send_digests(net::Conn& conn, const changes::Applier& applier,

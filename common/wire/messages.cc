@@ -212,6 +212,7 @@ void encode(const Attach& m, std::vector<uint8_t>& out) {
   e.str(m.path);
   e.u64(m.server_id);
   e.str(m.auth);
+  e.u8(static_cast<uint8_t>(m.purpose));
 }
 
 Result<Attach> decode_attach(std::span<const uint8_t> p) {
@@ -222,11 +223,14 @@ Result<Attach> decode_attach(std::span<const uint8_t> p) {
   m.path = d.str();
   m.server_id = d.u64();
   m.auth = d.str();
+  uint8_t purpose = d.u8();
   if (d.ok() && m.magic != kMagic) return fail(EPROTO, "bad magic in Attach: not a backupd");
   if (d.ok() && m.version != kVersion) {
     return fail(EPROTO, "unsupported protocol version " + std::to_string(m.version) +
                             " (this side speaks " + std::to_string(kVersion) + ")");
   }
+  if (purpose > static_cast<uint8_t>(AttachPurpose::kManifest)) return malformed("Attach");
+  m.purpose = static_cast<AttachPurpose>(purpose);
   return finish(d, m, "Attach");
 }
 
@@ -325,10 +329,13 @@ Result<Op> decode_op(std::span<const uint8_t> p) {
 
 void encode(const Commit& m, std::vector<uint8_t>& out) { Encoder(out).u64(m.batch); }
 
-void encode(const ManifestRequest&, std::vector<uint8_t>&) {}
+void encode(const ManifestRequest& m, std::vector<uint8_t>& out) { Encoder(out).u8(m.flags); }
 
 Result<ManifestRequest> decode_manifest_request(std::span<const uint8_t> p) {
-  return finish(Decoder(p), ManifestRequest{}, "ManifestRequest");
+  Decoder d(p);
+  ManifestRequest m{d.u8()};
+  if (d.ok() && (m.flags & ~kManifestFlags) != 0) return malformed("ManifestRequest");
+  return finish(d, m, "ManifestRequest");
 }
 
 void encode(const DigestRequest& m, std::vector<uint8_t>& out) {
@@ -372,7 +379,7 @@ Result<Digests> decode_digests(std::span<const uint8_t> p) {
 }
 
 size_t encoded_size(const ManifestEntry& m) {
-  return 4 + m.path.size() + 3 * 4 + 8 * 6 + 4 + m.target.size() + 4 + m.xattr_names.size();
+  return 4 + m.path.size() + 3 * 4 + 8 * 7 + 4 + m.target.size() + 4 + m.xattr_names.size();
 }
 
 void encode(const Manifest& m, std::vector<uint8_t>& out) {
@@ -392,6 +399,7 @@ void encode(const Manifest& m, std::vector<uint8_t>& out) {
     e.str(x.target);
     e.u64(x.xattr_digest);
     e.str(x.xattr_names);
+    e.u64(x.content);
   }
 }
 
@@ -400,8 +408,8 @@ Result<Manifest> decode_manifest(std::span<const uint8_t> p) {
   Manifest m;
   m.last = d.u8();
   uint32_t n = d.u32();
-  // Each entry takes at least 68 bytes: a count beyond what the payload can hold is a lie.
-  if (!d.ok() || m.last > 1 || n > p.size() / 68) return malformed("Manifest");
+  // Each entry takes at least 76 bytes: a count beyond what the payload can hold is a lie.
+  if (!d.ok() || m.last > 1 || n > p.size() / 76) return malformed("Manifest");
   m.entries.reserve(n);
   for (uint32_t i = 0; i < n && d.ok(); ++i) {
     ManifestEntry x;
@@ -417,6 +425,7 @@ Result<Manifest> decode_manifest(std::span<const uint8_t> p) {
     x.target = d.str();
     x.xattr_digest = d.u64();
     x.xattr_names = d.str();
+    x.content = d.u64();
     m.entries.push_back(std::move(x));
   }
   return finish(d, std::move(m), "Manifest");

@@ -74,6 +74,12 @@ struct ErrorMsg {
   std::string text;
 };
 
+// What a connection backupd opens to a node is for (Attach.purpose).
+enum class AttachPurpose : uint8_t {
+  kStream = 0,    // the volume's change stream (one backupd at a time)
+  kManifest = 1,  // one ManifestRequest answered from the node's tree, then closed (verify)
+};
+
 // First frame backupd sends on a connection it opened to a registered node. The node checks
 // that it serves `path` (else Error ENOENT "serves /x, not /y") and answers with its Hello.
 struct Attach {
@@ -82,6 +88,7 @@ struct Attach {
   std::string path;        // the registered volume path
   uint64_t server_id = 0;  // random, persisted by backupd: which server is attaching
   std::string auth;        // reserved for authentication; empty in version 2
+  AttachPurpose purpose = AttachPurpose::kStream;
 };
 
 // Node -> backupd, before each Commit and about once a second while idle: the lag.
@@ -187,6 +194,9 @@ struct ManifestEntry {
   std::string target;     // symlinks
   uint64_t xattr_digest = 0;  // changes::xattr_digest of all its extended attributes
   std::string xattr_names;    // their names, each followed by a NUL
+  // Regular files, when the request asked (kManifestContent): XXH3-64 of the bytes (holes read
+  // as zeros), never 0; else 0.
+  uint64_t content = 0;
 
   bool operator==(const ManifestEntry&) const = default;
 };
@@ -197,7 +207,14 @@ struct Manifest {
   uint8_t last = 0;
 };
 
-struct ManifestRequest {};
+// ManifestRequest.flags.
+constexpr uint8_t kManifestContent = 0x01;  // digest every regular file's bytes (entry.content)
+constexpr uint8_t kManifestVerify = 0x02;   // for a verify: no baseline follows
+constexpr uint8_t kManifestFlags = kManifestContent | kManifestVerify;
+
+struct ManifestRequest {
+  uint8_t flags = 0;
+};
 
 // Sender -> receiver during a reconcile: digests of `count` blocks of the receiver's file `id`
 // from block `first` on (block i covers [i*block_size, (i+1)*block_size) of the file).

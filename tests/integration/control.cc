@@ -113,6 +113,24 @@ std::optional<Json> ControlTest::snapshots(std::string* why) {
   return (*doc)["snapshots"];
 }
 
+std::optional<Json> ControlTest::wait_newest_held_by(const std::vector<std::string>& replicas,
+                                                     std::chrono::seconds timeout,
+                                                     std::string* why) {
+  std::optional<Json> snap;
+  auto held = [&] {
+    auto snaps = snapshots(why);
+    if (!snaps || snaps->empty()) return false;
+    snap = (*snaps)[0];
+    const Json& holders = (*snap)["holders"];
+    return std::all_of(replicas.begin(), replicas.end(), [&](const std::string& r) {
+      return std::find(holders.begin(), holders.end(), r) != holders.end();
+    });
+  };
+  if (testutil::wait_until(held, timeout)) return snap;
+  if (why) *why += snap ? "; newest: " + snap->dump() : "; no snapshot";
+  return std::nullopt;
+}
+
 std::optional<Json> ControlTest::volume(std::string* why) {
   auto all = volumes(why);
   if (!all) return std::nullopt;

@@ -43,6 +43,10 @@ class ControlTest : public ClusterTest {
   std::optional<Json> volumes(std::string* why = nullptr);
   std::optional<Json> runs(std::string* why = nullptr);
   std::optional<Json> snapshots(std::string* why = nullptr);
+  // Waits until the newest snapshot `snapshots` lists is held by every replica named (its
+  // "holders"); that snapshot, or nullopt (and *why) on timeout.
+  std::optional<Json> wait_newest_held_by(const std::vector<std::string>& replicas,
+                                          std::chrono::seconds timeout, std::string* why);
   // This volume's entry in `list`, if registered.
   std::optional<Json> volume(std::string* why = nullptr);
 

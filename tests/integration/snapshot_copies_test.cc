@@ -42,15 +42,8 @@ TEST_F(SnapshotCopiesTest, EverySnapshotReachesEveryPlacedReplicaWithItsDigests)
       },
       &why);
   ASSERT_TRUE(fresh) << why;
-  std::optional<Json> snap;
-  auto held_everywhere = [&] {
-    snap = newest(&why);
-    if (!snap) return false;
-    const auto& holders = (*snap)["holders"];
-    return std::find(holders.begin(), holders.end(), "r1") != holders.end() &&
-           std::find(holders.begin(), holders.end(), "r2") != holders.end();
-  };
-  ASSERT_TRUE(wait_until(held_everywhere, 90s)) << why << (snap ? snap->dump() : "");
+  auto snap = wait_newest_held_by({"r1", "r2"}, 90s, &why);
+  ASSERT_TRUE(snap) << why;
   const std::string name = (*snap)["name"];
   const std::string id = (*snap)["id"];
   auto original = testutil::read_file(snapshots_dir() + "/" + name);

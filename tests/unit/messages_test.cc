@@ -257,6 +257,7 @@ Manifest sample_manifest() {
   file.ctime_ns = 1700000000123456789;
   file.xattr_digest = 0xfeedface;
   file.xattr_names = std::string("user.a\0user.b\0", 14);
+  file.content = 0x0123456789abcdef;
   ManifestEntry link;
   link.path = "a/link";
   link.mode = S_IFLNK | 0777;
@@ -400,6 +401,26 @@ TEST(MessagesTest, ReconcileMessagesRoundTrip) {
   EXPECT_EQ(g->digests, (std::vector<uint64_t>{1, 2, 3}));
   EXPECT_EQ(g->size, 1u << 20);
   EXPECT_TRUE(decode_manifest_request(encoded(ManifestRequest{})));
+}
+
+// Version 8: a verify's manifest request says what it wants, and an Attach what it is for.
+TEST(MessagesTest, VerifyFlagsAndAttachPurposeRoundTripAndUnknownValuesAreRejected) {
+  auto q = decode_manifest_request(encoded(ManifestRequest{kManifestContent | kManifestVerify}));
+  ASSERT_TRUE(q) << q.error().message;
+  EXPECT_EQ(q->flags, kManifestContent | kManifestVerify);
+  EXPECT_FALSE(decode_manifest_request(encoded(ManifestRequest{0x04})));
+  EXPECT_FALSE(decode_manifest_request({}));  // version 7's empty request
+  Attach a;
+  a.path = "/srv/app";
+  a.server_id = 9;
+  a.purpose = AttachPurpose::kManifest;
+  auto d = decode_attach(encoded(a));
+  ASSERT_TRUE(d) << d.error().message;
+  EXPECT_EQ(d->purpose, AttachPurpose::kManifest);
+  EXPECT_EQ(d->path, "/srv/app");
+  Bytes bad = encoded(a);
+  bad.back() = 2;
+  EXPECT_FALSE(decode_attach(bad));
 }
 
 TEST(MessagesTest, AManifestOrDigestsClaimingMoreEntriesThanItHoldsIsRejected) {

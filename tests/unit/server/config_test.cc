@@ -1,6 +1,6 @@
 // backupd's control socket settings: the default path, the config key and the flag over it, and
 // a control_group that names no group refused as a configuration error naming the key; the
-// bounds of max_queued_ops and snapshot_threads.
+// bounds of max_queued_ops and snapshot_threads; the scheduled verify keys.
 #include <gtest/gtest.h>
 #include <grp.h>
 
@@ -72,6 +72,15 @@ TEST_F(ConfigTest, MaxQueuedOpsDefaultsAndIsChecked) {
 
 TEST_F(ConfigTest, SnapshotThreadsDefaultToOnePerCpuAndAreChecked) {
   expect_int_key("snapshot_threads", &Settings::snapshot_threads, 0, 1, -1);
+}
+
+TEST_F(ConfigTest, ScheduledVerifyIsOffByDefaultAndChecked) {
+  expect_int_key("verify_every_seconds", &Settings::verify_every_seconds, 0, 86400, -1);
+  EXPECT_FALSE(load_settings(with_config(""))->verify_read_data);
+  auto s = load_settings(with_config("verify_every_seconds = 3600\nverify_read_data = true\n"));
+  ASSERT_TRUE(s) << s.error().message;
+  EXPECT_EQ(s->verify_every_seconds, 3600);
+  EXPECT_TRUE(s->verify_read_data);
 }
 
 }  // namespace
