@@ -81,7 +81,8 @@ TEST_F(CommandLineTest, AMistypedCommandGetsTheNearestSuggested) {
   r = bkptool({"frobnicate"});
   EXPECT_EQ(r.exit_code(), 2) << r.output;
   EXPECT_NE(r.err.find("unknown command 'frobnicate' (register, unregister, list, history, "
-                       "snapshots, restore, run, status, set, replica, operator) (see bkptool --help)"),
+                       "snapshots, restore, run, status, set, verify, replica, operator) (see "
+                       "bkptool --help)"),
             std::string::npos)
       << r.err;
   r = bkptool({"replica"});
