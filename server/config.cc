@@ -24,7 +24,7 @@ const std::set<std::string> kKnownKeys = {
     "listen",         "state_dir",    "snapshot_gzip_level", "snapshot_threads",
     "keep_snapshots", "copies",       "replica_grace_seconds", "tls",
     "control_socket", "http_listen",  "control_group",       "max_queued_ops",
-    "verify_every_seconds", "verify_read_data"};
+    "verify_every_seconds", "verify_read_data", "forward_cache_mib"};
 
 Result<std::string> string_key(const toml::table& table, const std::string& file,
                                const std::string& key) {
@@ -119,6 +119,7 @@ Result<Settings> load_settings(const Options& options) {
                          s.replica_grace_seconds));
     BKP_TRY_VOID(bool_key(table, file, "tls", s.tls));
     BKP_TRY_VOID(int_key(table, file, "max_queued_ops", 1, 100000000, s.max_queued_ops));
+    BKP_TRY_VOID(int_key(table, file, "forward_cache_mib", 0, 1 << 20, s.forward_cache_mib));
     BKP_TRY_VOID(int_key(table, file, "verify_every_seconds", 0, 365 * 86400,
                          s.verify_every_seconds));
     BKP_TRY_VOID(bool_key(table, file, "verify_read_data", s.verify_read_data));

@@ -24,6 +24,9 @@
 //   max_queued_ops      integer  operations kept per replica and volume while the replica is
 //                                away (default 131072, ~30 MiB); past it they are dropped and
 //                                the replica is reconciled by manifest when it returns
+//   forward_cache_mib   integer  memory for the node's write frames kept to forward to the
+//                                replicas as they came (server/forward_cache.h), all volumes
+//                                together (at most 128 MiB for one); default 256, 0: none
 //   http_listen         string   "ADDR:PORT" of the status page, /api/status and /metrics
 //                                (server/web.h; default "127.0.0.1:7780", "off": none;
 //                                --http-listen overrides). Plain HTTP without authentication:
@@ -48,6 +51,7 @@
 #include "common/changes/change_log.h"
 #include "common/net/socket.h"
 #include "common/result.h"
+#include "server/forward_cache.h"
 
 namespace bkp::server {
 
@@ -84,6 +88,7 @@ struct Settings {
   std::string control_group;            // "" when not set
   std::optional<gid_t> control_gid;     // control_group's id, looked up when loading
   int max_queued_ops = static_cast<int>(changes::kMaxQueuedOps);  // each replica log's bound
+  int forward_cache_mib = static_cast<int>(kForwardBudgetBytes >> 20);  // all volumes together
   std::optional<net::HostPort> http_listen = net::HostPort{"127.0.0.1", 7780};  // none: off
   std::string http_port_file;
   int verify_every_seconds = 0;  // 0: no scheduled verify (server/verify_schedule.h)

@@ -6,8 +6,48 @@
 
 namespace bkp::server {
 
+bool ForwardBudget::reserve(size_t n) {
+  size_t now = used_.load();
+  do {
+    if (now + n > max_bytes_) return false;
+  } while (!used_.compare_exchange_weak(now, now + n));
+  return true;
+}
+
+void ForwardBudget::enroll(ForwardCache* cache) {
+  std::lock_guard lock(mu_);
+  caches_.push_back(cache);
+}
+
+void ForwardBudget::leave(ForwardCache* cache) {
+  std::lock_guard lock(mu_);
+  std::erase(caches_, cache);
+}
+
+void ForwardBudget::shed(const ForwardCache* except) {
+  std::lock_guard lock(mu_);
+  for (ForwardCache* c : caches_) {
+    if (c != except) c->shed_stale();
+  }
+}
+
+ForwardCache::ForwardCache(size_t max_bytes, std::chrono::milliseconds stale,
+                           std::shared_ptr<ForwardBudget> budget)
+    : max_bytes_(max_bytes), stale_(stale), budget_(std::move(budget)) {
+  if (budget_) budget_->enroll(this);
+}
+
+ForwardCache::~ForwardCache() {
+  if (!budget_) return;
+  budget_->leave(this);
+  budget_->release(stats_.kept_bytes);
+}
+
 void ForwardCache::put(uint64_t id, uint64_t offset, uint8_t flags, uint32_t raw_length,
                        std::span<const uint8_t> body, unsigned readers) {
+  if (budget_ && readers > 0 && budget_->used() + body.size() > budget_->max_bytes()) {
+    budget_->shed(this);  // before this cache's own lock (see ForwardBudget)
+  }
   std::lock_guard lock(mu_);
   // A kept chunk is at most kMaxPayload raw, so only those starting that far back can overlap.
   uint64_t from = offset > wire::kMaxPayload ? offset - wire::kMaxPayload : 0;
@@ -57,20 +97,34 @@ ForwardCache::Stats ForwardCache::stats() const {
 
 void ForwardCache::erase(std::map<Key, Entry>::iterator it) {
   stats_.kept_bytes -= it->second.chunk->body.size();
+  if (budget_) budget_->release(it->second.chunk->body.size());
   order_.erase(it->second.seq);
   chunks_.erase(it);
 }
 
+bool ForwardCache::evict_oldest_stale() {
+  if (order_.empty()) return false;
+  auto it = chunks_.find(order_.begin()->second);
+  if (stale_.count() > 0 && it->second.put_at > Clock::now() - stale_) return false;
+  erase(it);
+  return true;
+}
+
 bool ForwardCache::make_room(size_t need) {
   if (need > max_bytes_) return false;
-  auto stale_before = Clock::now() - stale_;
   while (stats_.kept_bytes + need > max_bytes_) {
-    if (order_.empty()) return false;
-    auto it = chunks_.find(order_.begin()->second);
-    if (stale_.count() > 0 && it->second.put_at > stale_before) return false;
-    erase(it);
+    if (!evict_oldest_stale()) return false;
+  }
+  while (budget_ && !budget_->reserve(need)) {
+    if (!evict_oldest_stale()) return false;
   }
   return true;
+}
+
+void ForwardCache::shed_stale() {
+  std::lock_guard lock(mu_);
+  while (evict_oldest_stale()) {
+  }
 }
 
 }  // namespace bkp::server

@@ -16,7 +16,9 @@
 // log after the cache moved, so a replica that forwards a chunk just overwritten gets the new
 // bytes in a later batch, exactly as when it reads the mirror while a node writes it.
 //
-// Bounded memory (DESIGN.md invariant 4): at most max_bytes of chunk bodies. Each chunk expects one
+// Bounded memory (DESIGN.md invariant 4): at most max_bytes of chunk bodies per volume, and all
+// volumes' caches together within one ForwardBudget (backupd.toml forward_cache_mib), so memory
+// does not grow with the number of volumes. Each chunk expects one
 // take per replica stream that existed when it was put and goes after the last. When full, a new
 // chunk evicts only chunks older than kForwardStale (a replica that is away, or that will never ask in
 // these pieces); otherwise it is not kept: the oldest chunks are the ones lagging replicas ask
@@ -26,6 +28,7 @@
 // node session, without it by replica sessions).
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <map>
@@ -33,6 +36,7 @@
 #include <mutex>
 #include <span>
 #include <utility>
+#include <vector>
 
 #include "common/changes/applier.h"
 #include "common/wire/messages.h"
@@ -40,14 +44,45 @@
 namespace bkp::server {
 
 constexpr size_t kForwardCacheBytes = 128u << 20;  // per volume with replicas
+constexpr size_t kForwardBudgetBytes = 256u << 20;  // all volumes together, by default
 constexpr std::chrono::milliseconds kForwardStale{5000};
+
+class ForwardCache;
+
+// The bytes all ForwardCaches of one backupd may keep together. A cache that finds the budget
+// spent first has every other cache drop its stale chunks (shed), then its own oldest stale
+// ones; what still does not fit is not kept (the replicas read the mirror for it). Shedding
+// takes each other cache's lock in turn, never while holding the asking cache's own.
+class ForwardBudget {
+ public:
+  explicit ForwardBudget(size_t max_bytes) : max_bytes_(max_bytes) {}
+  size_t max_bytes() const { return max_bytes_; }
+  size_t used() const { return used_.load(); }
+
+ private:
+  friend class ForwardCache;
+  bool reserve(size_t n);
+  void release(size_t n) { used_.fetch_sub(n); }
+  void enroll(ForwardCache* cache);
+  void leave(ForwardCache* cache);
+  void shed(const ForwardCache* except);
+
+  const size_t max_bytes_;
+  std::atomic<size_t> used_{0};
+  std::mutex mu_;                       // guards caches_; taken before any cache's own lock
+  std::vector<ForwardCache*> caches_;
+};
 
 class ForwardCache {
  public:
-  // stale: how long a chunk is safe from eviction by newer ones (0: not at all).
+  // stale: how long a chunk is safe from eviction by newer ones (0: not at all). budget: the
+  // bound shared with the other volumes' caches (null: this cache's max_bytes alone).
   explicit ForwardCache(size_t max_bytes = kForwardCacheBytes,
-                        std::chrono::milliseconds stale = kForwardStale)
-      : max_bytes_(max_bytes), stale_(stale) {}
+                        std::chrono::milliseconds stale = kForwardStale,
+                        std::shared_ptr<ForwardBudget> budget = nullptr);
+  ~ForwardCache();
+  ForwardCache(const ForwardCache&) = delete;
+  ForwardCache& operator=(const ForwardCache&) = delete;
 
   // The node's Write of raw_length bytes at offset of file id was applied to the mirror: forget
   // every chunk of the file it overlaps, then keep this one (the frame's flags and the payload
@@ -76,12 +111,18 @@ class ForwardCache {
   };
   using Key = std::pair<uint64_t, uint64_t>;  // (id, offset)
 
+  friend class ForwardBudget;
   void erase(std::map<Key, Entry>::iterator it);  // mu_ held
-  // Evicts stale chunks, oldest first, until `need` more bytes fit; false if they do not.
+  // Evicts stale chunks, oldest first, until `need` more bytes fit here and in the budget;
+  // false if they do not (then nothing of `need` is reserved).
   bool make_room(size_t need);  // mu_ held
+  // Evicts the oldest chunk if it is stale; false if there is none.
+  bool evict_oldest_stale();  // mu_ held
+  void shed_stale();  // takes mu_: every stale chunk goes (ForwardBudget::shed)
 
   const size_t max_bytes_;
   const std::chrono::milliseconds stale_;
+  const std::shared_ptr<ForwardBudget> budget_;
   mutable std::mutex mu_;
   // Guarded by mu_.
   std::map<Key, Entry> chunks_;

@@ -187,7 +187,7 @@ Result<std::shared_ptr<Volume>> Hub::volume(const std::string& host, const std::
     auto it = volumes_.find(host + ":" + path);
     if (it != volumes_.end()) return it->second;
     std::string dir = volume_dir(host, path);
-    v = BKP_TRY(Volume::open(host, path, dir));
+    v = BKP_TRY(Volume::open(host, path, dir, forward_budget_));
     log::info("volume {} opened (instance {:016x}, committed {})", v->name(),
               v->receiver->instance(), v->receiver->committed());
     volumes_.emplace(v->name(), v);

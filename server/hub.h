@@ -139,10 +139,13 @@ Result<void> validate_volume_host(std::string_view host);
 class Hub {
  public:
   // display, if given, shows the progress of every volume's ingest and replica stream.
-  // max_queued_ops bounds each replica stream's log (changes::ChangeLog).
+  // max_queued_ops bounds each replica stream's log (changes::ChangeLog); forward_bytes all
+  // volumes' forward caches together (ForwardBudget).
   explicit Hub(std::string state_dir, progress::Display* display = nullptr,
-               size_t max_queued_ops = changes::kMaxQueuedOps)
-      : state_dir_(std::move(state_dir)), display_(display), max_queued_ops_(max_queued_ops) {}
+               size_t max_queued_ops = changes::kMaxQueuedOps,
+               size_t forward_bytes = kForwardBudgetBytes)
+      : state_dir_(std::move(state_dir)), display_(display), max_queued_ops_(max_queued_ops),
+        forward_budget_(std::make_shared<ForwardBudget>(forward_bytes)) {}
   ~Hub();  // breaks the volume <-> stream reference cycles
 
   // The (host, path) of every volume directory under state_dir/volumes, registered or kept
@@ -230,6 +233,7 @@ class Hub {
   const std::string state_dir_;
   progress::Display* const display_;
   const size_t max_queued_ops_;
+  const std::shared_ptr<ForwardBudget> forward_budget_;
   const int64_t started_ms_ = wall_ms();
   std::mutex mu_;
   // Guarded by mu_.

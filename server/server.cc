@@ -137,7 +137,8 @@ class Server {
   explicit Server(Settings settings)
       : settings_(std::move(settings)),
         display_(progress::display_options(settings_.progress_every)),
-        hub_(settings_.state_dir, &display_, static_cast<size_t>(settings_.max_queued_ops)) {}
+        hub_(settings_.state_dir, &display_, static_cast<size_t>(settings_.max_queued_ops),
+             static_cast<size_t>(settings_.forward_cache_mib) << 20) {}
 
   int run(int signal_fd) {
     if (!open_state()) return 1;

@@ -43,8 +43,9 @@ bool Notifier::wait(std::chrono::milliseconds timeout) {
 }
 
 Result<std::shared_ptr<Volume>> Volume::open(const std::string& host, const std::string& path,
-                                             const std::string& dir) {
-  std::shared_ptr<Volume> v(new Volume(host, path, dir));
+                                             const std::string& dir,
+                                             std::shared_ptr<ForwardBudget> budget) {
+  std::shared_ptr<Volume> v(new Volume(host, path, dir, std::move(budget)));
   auto applier = changes::Applier::open(dir, "mirror", "ids");
   if (!applier) return tl::unexpected(applier.error().wrap("volume " + v->name()));
   if (auto made = make_dirs(dir + "/replicas"); !made) {

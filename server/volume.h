@@ -133,8 +133,10 @@ struct ReplicaStream {
 class Volume {
  public:
   // Opens (creating if needed) DIR/{mirror,ids,replicas} and reads DIR/state.
+  // budget: shared by every volume's ForwardCache (null: the cache's own bound alone).
   static Result<std::shared_ptr<Volume>> open(const std::string& host, const std::string& path,
-                                              const std::string& dir);
+                                              const std::string& dir,
+                                              std::shared_ptr<ForwardBudget> budget = nullptr);
 
   const std::string& host() const { return host_; }
   const std::string& path() const { return path_; }
@@ -208,9 +210,10 @@ class Volume {
   void counters_to_receiver();  // mu held
   std::string resume_point_path(const std::string& replica) const;
 
-  Volume(std::string host, std::string path, std::string dir)
-      : host_(std::move(host)), path_(std::move(path)), dir_(std::move(dir)),
-        name_(host_ + ":" + path_) {}
+  Volume(std::string host, std::string path, std::string dir,
+         std::shared_ptr<ForwardBudget> budget)
+      : forward(kForwardCacheBytes, kForwardStale, std::move(budget)), host_(std::move(host)),
+        path_(std::move(path)), dir_(std::move(dir)), name_(host_ + ":" + path_) {}
 
   // Counts one applied change of key (0: not a file worth counting) and bytes (mu held).
   void count(uint64_t key, uint64_t bytes);

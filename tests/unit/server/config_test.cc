@@ -1,6 +1,6 @@
 // backupd's control socket settings: the default path, the config key and the flag over it, and
 // a control_group that names no group refused as a configuration error naming the key; the
-// bounds of max_queued_ops and snapshot_threads; the scheduled verify keys.
+// bounds of max_queued_ops, forward_cache_mib and snapshot_threads; the scheduled verify keys.
 #include <gtest/gtest.h>
 #include <grp.h>
 
@@ -68,6 +68,10 @@ TEST_F(ConfigTest, ControlGroupIsLookedUp) {
 
 TEST_F(ConfigTest, MaxQueuedOpsDefaultsAndIsChecked) {
   expect_int_key("max_queued_ops", &Settings::max_queued_ops, 131072, 64, 0);
+}
+
+TEST_F(ConfigTest, ForwardCacheMibDefaultsAndIsChecked) {
+  expect_int_key("forward_cache_mib", &Settings::forward_cache_mib, 256, 0, -1);
 }
 
 TEST_F(ConfigTest, SnapshotThreadsDefaultToOnePerCpuAndAreChecked) {

@@ -1,6 +1,7 @@
 // ForwardCache (server/forward_cache.h): what a replica shipper finds is exactly a chunk the node
 // sent and nothing has changed since, each chunk goes after its last expected take, and memory
-// stays within its bound without evicting what lagging replicas ask for next.
+// stays within its bound without evicting what lagging replicas ask for next, also across the
+// volumes that share one budget.
 #include "server/forward_cache.h"
 
 #include <gtest/gtest.h>
@@ -100,6 +101,35 @@ TEST(ForwardCacheTest, WhenFullStaleChunksMakeRoomOldestFirst) {
   EXPECT_EQ(body_of(cache.take(1, 8, 4)), "cccc");
   cache.put(1, 12, 0, 9, bytes("too large"), 1);  // larger than the whole bound
   EXPECT_FALSE(cache.take(1, 12, 9));
+}
+
+TEST(ForwardCacheTest, VolumesShareOneBudgetAndFreshChunksAreNotShedForOthers) {
+  auto budget = std::make_shared<ForwardBudget>(8);
+  {
+    ForwardCache a(8, 1h, budget), b(8, 1h, budget);
+    a.put(1, 0, 0, 4, bytes("aaaa"), 1);
+    a.put(1, 4, 0, 4, bytes("bbbb"), 1);
+    b.put(2, 0, 0, 4, bytes("cccc"), 1);  // within b's own bound, but the budget is spent
+    EXPECT_FALSE(b.take(2, 0, 4));
+    EXPECT_EQ(budget->used(), 8u);
+    EXPECT_EQ(body_of(a.take(1, 0, 4)), "aaaa");  // taken: its bytes go back to the budget
+    EXPECT_EQ(budget->used(), 4u);
+    b.put(2, 0, 0, 4, bytes("cccc"), 1);
+    EXPECT_EQ(body_of(b.take(2, 0, 4)), "cccc");
+  }
+  EXPECT_EQ(budget->used(), 0u) << "a cache gone gives back what it kept";
+}
+
+TEST(ForwardCacheTest, AFullBudgetShedsOtherVolumesStaleChunks) {
+  auto budget = std::make_shared<ForwardBudget>(8);
+  ForwardCache idle(8, 0ms, budget);  // its chunks are stale at once (a replica away)
+  ForwardCache busy(8, 1h, budget);
+  idle.put(1, 0, 0, 4, bytes("aaaa"), 1);
+  idle.put(1, 4, 0, 4, bytes("bbbb"), 1);
+  busy.put(2, 0, 0, 8, bytes("cccccccc"), 1);
+  EXPECT_EQ(body_of(busy.take(2, 0, 8)), "cccccccc");
+  EXPECT_FALSE(idle.take(1, 0, 4)) << "shed for the busy volume";
+  EXPECT_EQ(idle.stats().kept_bytes, 0u);
 }
 
 }  // namespace
