@@ -195,9 +195,9 @@ bool any_under_replicated(const Json& response) {
 }
 
 std::string render_replicators(const Json& replicators) {
-  Table table({"REPLICATOR", "LINK", "HOLDS", "FREE", "ROUND TRIP", "COPIES"},
+  Table table({"REPLICATOR", "LINK", "HOLDS", "FREE", "ROUND TRIP", "COPIES", "RESTORES AT"},
               {Align::kLeft, Align::kLeft, Align::kRight, Align::kRight, Align::kRight,
-               Align::kRight});
+               Align::kRight, Align::kLeft});
   for (const Json& r : replicators) {
     const Json* measured = member(r, "measured");
     bool known = measured != nullptr && measured->is_boolean() && measured->get<bool>();
@@ -205,7 +205,8 @@ std::string render_replicators(const Json& replicators) {
                known ? human_size(field_u64(r, "stored_bytes")) : "-",
                known ? human_size(field_u64(r, "free_bytes")) : "-",
                known ? fmt::format("{:.1f} ms", field_double(r, "round_trip_ms")) : "-",
-               field_text(r, "copies")});
+               field_text(r, "copies"),
+               field_text(r, "restore_address").empty() ? "-" : field_text(r, "restore_address")});
   }
   return "replicators:\n" + table.render();
 }

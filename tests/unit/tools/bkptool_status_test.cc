@@ -198,6 +198,19 @@ TEST_F(StatusViewTest, MissingAndOddFieldsNeverThrow) {
   EXPECT_NE(out.find("  node           -"), std::string::npos) << out;
 }
 
+TEST(ReplicatorsViewTest, EachReplicatorWithWhereItServesRestores) {
+  Json serving{{"name", "r1"}, {"connected", true}, {"measured", true},
+               {"stored_bytes", 1048576}, {"free_bytes", 2097152}, {"round_trip_ms", 0.25},
+               {"copies", 2}, {"restore_address", "10.0.0.5:7800"}};
+  Json quiet{{"name", "r2"}, {"connected", false}, {"measured", false}, {"copies", 0},
+             {"restore_address", ""}};
+  std::string out = render_replicators(Json::array({serving, quiet}));
+  EXPECT_NE(out.find("RESTORES AT"), std::string::npos) << out;
+  EXPECT_NE(out.find("10.0.0.5:7800"), std::string::npos) << out;
+  const std::string r2 = out.substr(out.find("r2"));
+  EXPECT_EQ(r2.substr(r2.size() - 2), "-\n") << "no address: a dash: " << out;
+}
+
 TEST(StatusRequestTest, OneUnderReplicatedVolumeExitsNine) {
   Invocation inv;
   inv.command = "status";
