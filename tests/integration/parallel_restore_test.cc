@@ -14,12 +14,9 @@
 #include "tests/integration/control.h"
 #include "tests/integration/workload.h"
 #include "tests/testutil/delay_relay.h"
-#include "tests/testutil/wait.h"
 
 namespace bkp::it {
 namespace {
-
-using testutil::wait_until;
 
 constexpr uint64_t kBigFile = 96 * kMiB;  // about twelve 8 MiB parts of incompressible data
 
@@ -46,19 +43,8 @@ class ParallelRestoreTest : public ControlTest {
         },
         why);
     if (!fresh) return std::nullopt;
-    std::optional<Json> snap;
-    auto everywhere = [&] {
-      auto snaps = snapshots(why);
-      if (!snaps || snaps->empty()) return false;
-      snap = (*snaps)[0];
-      const auto& holders = (*snap)["holders"];
-      return std::find(holders.begin(), holders.end(), "r1") != holders.end() &&
-             std::find(holders.begin(), holders.end(), "r2") != holders.end();
-    };
-    if (!wait_until(everywhere, 90s)) {
-      *why += " (the newest snapshot never reached both replicas)";
-      return std::nullopt;
-    }
+    auto snap = wait_newest_held_by({"r1", "r2"}, 90s, why);
+    if (!snap) *why += " (the newest snapshot never reached both replicas)";
     return snap;
   }
 

@@ -12,12 +12,9 @@
 #include "common/path.h"
 #include "tests/integration/control.h"
 #include "tests/integration/workload.h"
-#include "tests/testutil/wait.h"
 
 namespace bkp::it {
 namespace {
-
-using testutil::wait_until;
 
 class ReplicaRestoreTest : public ControlTest {
  protected:
@@ -56,15 +53,8 @@ class ReplicaRestoreTest : public ControlTest {
         },
         why);
     if (!fresh) return std::nullopt;
-    std::optional<Json> snap;
-    auto on_r1 = [&] {
-      auto snaps = snapshots(why);
-      if (!snaps || snaps->empty()) return false;
-      snap = (*snaps)[0];
-      const auto& holders = (*snap)["holders"];
-      return std::find(holders.begin(), holders.end(), "r1") != holders.end();
-    };
-    if (!wait_until(on_r1, 90s)) {
+    auto snap = wait_newest_held_by({"r1"}, 90s, why);
+    if (!snap) {
       *why += " (the newest snapshot never reached r1)";
       return std::nullopt;
     }
