@@ -106,6 +106,22 @@ std::string metrics_text(Registry& registry, int64_t now_ms) {
       m.gauge("backupd_volume_snapshots", "Snapshots kept on disk.", vol,
               static_cast<double>(snaps->size()));
     }
+    if (auto verifies = registry.catalog().verify_runs(reg.host, reg.path, 1);
+        verifies && !verifies->empty()) {
+      const VerifyRecord& last = verifies->front();
+      m.gauge("backupd_volume_last_verify_timestamp_seconds", "When the last verify ended.", vol,
+              static_cast<double>(last.ended_at) / 1e3);
+      for (VerifyResult r : {VerifyResult::kClean, VerifyResult::kDiffers, VerifyResult::kFailed}) {
+        metrics::Labels l = vol;
+        l.emplace_back("result", verify_result_name(r));
+        m.gauge("backupd_volume_last_verify_result",
+                "1 for the last verify's result: clean, differs (a copy holds something else) or "
+                "failed (not everything could be checked).",
+                l, last.result == r);
+      }
+      m.gauge("backupd_volume_last_verify_differences", "Differences the last verify found.",
+              vol, static_cast<double>(last.differences));
+    }
     if (auto totals = read_key_values(registry.hub().volume_dir(reg.host, reg.path) + "/stats")) {
       auto total = [&](const char* key) {
         return static_cast<double>(totals->contains(key) ? totals->at(key) : 0);

@@ -96,10 +96,15 @@ TEST_F(WebTest, MetricsPassPromtoolAndFollowAStoppedReplica) {
   ASSERT_NE(http_port(), 0) << "no --http-port-file";
   write_big_file(src("data.bin"), 4 * kMiB, 1);
   ASSERT_EQ(wait_converged(), "");
+  auto verified = bkptool({"verify", node_name, src()});  // its result is in /metrics too
+  ASSERT_EQ(verified.exit_code(), 0) << verified.output;
 
   auto text = get("/metrics");
   ASSERT_TRUE(text);
   expect_promtool_passes(*text);
+  const std::string clean = "{host=\"" + node_name + "\",path=\"" + src() + "\",result=\"clean\"}";
+  EXPECT_EQ(sample("backupd_volume_last_verify_result", clean), 1) << *text;
+  EXPECT_EQ(sample("backupd_volume_last_verify_differences", volume_labels()), 0) << *text;
 
   const std::string vol = volume_labels(), r1 = volume_labels("r1");
   EXPECT_TRUE(wait_until([&] { return sample("backupd_volume_copies_current", vol) == 3; }, 30s))
