@@ -134,8 +134,7 @@ class Session {
         auto req = BKP_TRY(wire::decode_snapshot_inventory_request(frame.payload));
         BKP_TRY_VOID(validate_host(req.host));
         BKP_TRY_VOID(validate_volume_path(req.path));
-        auto ids = BKP_TRY(snapshots_.inventory(req.host, req.path));
-        return net::send_now(conn_, wire::SnapshotInventory{req.host, req.path, std::move(ids)});
+        return net::send_now(conn_, BKP_TRY(snapshots_.inventory(req.host, req.path)));
       }
       case wire::MsgType::kSnapshotBegin: {
         auto begin = BKP_TRY(wire::decode_snapshot_begin(frame.payload));
@@ -298,7 +297,7 @@ SessionEnd run_session(net::Conn& conn, const std::string& name, uint64_t instan
   Session session(conn, holdings);
   end.error = session.serve(end.acked);
   holdings.monitor.session_ended();
-  holdings.snapshots.abort();
+  // A snapshot transfer cut here is kept: the next session may go on with it (snapshot_store.h).
   holdings.trees.interrupt_all();
   return end;
 }

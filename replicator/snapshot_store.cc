@@ -30,17 +30,41 @@ Result<UniqueFd> SnapshotStore::volume_dir(const std::string& host, const std::s
   return open_dir_beneath(root.get(), fmt::format(".snapshots/{}/{}", host, escape_path(path)));
 }
 
-Result<std::vector<std::string>> SnapshotStore::inventory(const std::string& host,
-                                                          const std::string& path) {
+Result<wire::SnapshotInventory> SnapshotStore::inventory(const std::string& host,
+                                                         const std::string& path) {
+  wire::SnapshotInventory out{host, path, {}, "", 0};
   auto dir = open_held_volume(root_, host, path);  // an inventory creates nothing
   if (!dir) {
-    if (dir.error().code == ENOENT) return std::vector<std::string>{};
+    if (dir.error().code == ENOENT) return out;
     return tl::unexpected(dir.error());
   }
-  return archive_ids(dir->get());
+  out.ids = archive_ids(dir->get());
+  if (in_ && !in_->error && in_->begin.host == host && in_->begin.path == path &&
+      in_->offset > 0 && in_->offset < in_->begin.bytes) {
+    out.partial_id = in_->begin.id;
+    out.partial_bytes = in_->offset;
+  }
+  return out;
 }
 
 void SnapshotStore::begin(const wire::SnapshotBegin& b) {
+  if (b.offset > 0) {
+    const bool same = in_ && !in_->error && in_->begin.id == b.id && in_->begin.host == b.host &&
+                      in_->begin.path == b.path && in_->begin.bytes == b.bytes &&
+                      in_->begin.part_size == b.part_size && in_->begin.digests == b.digests &&
+                      in_->offset == b.offset;
+    if (same) {
+      in_->begin.keep = b.keep;
+      return;
+    }
+    abort();
+    Incoming& in = in_.emplace();
+    in.begin = b;
+    in.offset = b.offset;
+    in.error = Error{ESTALE, fmt::format("snapshot {}: no transfer kept to go on with at {}",
+                                         b.id, b.offset)};
+    return;
+  }
   abort();
   Incoming& in = in_.emplace();
   in.begin = b;

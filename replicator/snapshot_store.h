@@ -13,6 +13,11 @@
 // write error fails that one snapshot (SnapshotStored with the errno), never the session, and
 // leaves nothing behind.
 //
+// A transfer cut by the end of a session is kept (its temporary file and the state of its
+// checks, in memory): the next inventory of that volume names it with the bytes held, and a
+// SnapshotBegin of the same archive at that offset goes on from there, so a cut connection
+// does not send a large archive again from its first byte. Any other Begin drops it.
+//
 // Not thread-safe: the session thread only.
 #pragma once
 
@@ -34,15 +39,18 @@ class SnapshotStore {
   SnapshotStore(const SnapshotStore&) = delete;
   SnapshotStore& operator=(const SnapshotStore&) = delete;
 
-  // The complete archives held of a volume (host and path validated), oldest first.
-  Result<std::vector<std::string>> inventory(const std::string& host, const std::string& path);
+  // The complete archives held of a volume (host and path validated), oldest first, and the
+  // transfer of one of its archives kept from an earlier session, if any.
+  Result<wire::SnapshotInventory> inventory(const std::string& host, const std::string& path);
 
   // One transfer: begin, data in order, end. Storage failures are kept for end()'s answer;
-  // only a transfer out of order (data without begin, a gap) is an error here.
+  // only a transfer out of order (data without begin, a gap) is an error here. A begin at an
+  // offset other than 0 goes on with the kept transfer of that archive; when there is none
+  // that matches, the data is taken and ignored and end() answers ESTALE.
   void begin(const wire::SnapshotBegin& b);
   Result<void> data(const wire::SnapshotData& d);
   Result<wire::SnapshotStored> end();
-  // Drops a transfer in progress (the session ended): its partial file goes.
+  // Drops a transfer in progress: its partial file goes.
   void abort();
 
  private:

@@ -46,6 +46,8 @@ Result<void> SnapshotShipper::inventory(Volume& v, VolumeCopies& copies) {
                                     held.path, v.name()));
   }
   copies.held = std::set<std::string>(held.ids.begin(), held.ids.end());
+  copies.partial_id = held.partial_id;
+  copies.partial_bytes = held.partial_bytes;
   copies.inventoried = true;
   if (auto noted = catalog_.note_copies(v.host(), v.path(), replica_.name(), held.ids, true,
                                         wall_ms());
@@ -90,12 +92,22 @@ Result<bool> SnapshotShipper::begin_next(const std::shared_ptr<Volume>& v, Volum
         log::warn("volume {}: {}", v->name(), set.error().message);
       }
     }
+    // Where a transfer cut earlier stopped, if the replica kept it (snapshot_store.h).
+    const uint64_t start =
+        rec.id == copies.partial_id && copies.partial_bytes < bytes ? copies.partial_bytes : 0;
+    copies.partial_id.clear();
+    copies.partial_bytes = 0;
     wire::SnapshotBegin begin{v->host(), v->path(), rec.id, bytes, static_cast<uint32_t>(keep_),
-                              rec.part_size, rec.digests};
+                              rec.part_size, rec.digests, start};
     BKP_TRY_VOID(net::send(conn_, begin));
-    log::info("volume {}: sending snapshot {} ({} bytes) to replica {}", v->name(), rec.id, bytes,
-              replica_.name());
-    transfer_ = Transfer{v, rec.id, std::move(file), bytes, 0};
+    if (start > 0) {
+      log::info("volume {}: resuming snapshot {} for replica {} at byte {} of {}", v->name(),
+                rec.id, replica_.name(), start, bytes);
+    } else {
+      log::info("volume {}: sending snapshot {} ({} bytes) to replica {}", v->name(), rec.id,
+                bytes, replica_.name());
+    }
+    transfer_ = Transfer{v, rec.id, std::move(file), bytes, start};
     return true;
   }
   return false;

@@ -55,6 +55,9 @@ class SnapshotShipper {
     std::set<std::string> held;     // by the replica, as it said or since it stored them
     std::set<std::string> refused;  // it could not store them (this connection)
     std::deque<SnapshotRecord> missing;  // newest first
+    // A transfer the replica kept from an earlier connection: sent from partial_bytes on.
+    std::string partial_id;
+    uint64_t partial_bytes = 0;
   };
   struct Transfer {
     std::shared_ptr<Volume> volume;

@@ -458,6 +458,8 @@ void encode(const SnapshotInventory& m, std::vector<uint8_t>& out) {
   e.str(m.path);
   e.u32(static_cast<uint32_t>(m.ids.size()));
   for (const auto& id : m.ids) e.str(id);
+  e.str(m.partial_id);
+  e.u64(m.partial_bytes);
 }
 
 Result<SnapshotInventory> decode_snapshot_inventory(std::span<const uint8_t> p) {
@@ -471,6 +473,12 @@ Result<SnapshotInventory> decode_snapshot_inventory(std::span<const uint8_t> p) 
     m.ids.push_back(d.str());
     if (d.ok() && !validate_snapshot_id(m.ids.back())) return malformed("SnapshotInventory (id)");
   }
+  m.partial_id = d.str();
+  m.partial_bytes = d.u64();
+  if (d.ok() && (m.partial_id.empty() ? m.partial_bytes != 0
+                                      : !validate_snapshot_id(m.partial_id))) {
+    return malformed("SnapshotInventory (partial)");
+  }
   return finish(d, std::move(m), "SnapshotInventory");
 }
 
@@ -482,6 +490,7 @@ void encode(const SnapshotBegin& m, std::vector<uint8_t>& out) {
   e.u64(m.bytes);
   e.u32(m.keep);
   e.u32(m.part_size);
+  e.u64(m.offset);
   e.u32(static_cast<uint32_t>(m.digests.size()));
   for (const auto& dg : m.digests) e.bytes(dg);
 }
@@ -495,8 +504,10 @@ Result<SnapshotBegin> decode_snapshot_begin(std::span<const uint8_t> p) {
   m.bytes = d.u64();
   m.keep = d.u32();
   m.part_size = d.u32();
+  m.offset = d.u64();
   uint32_t n = d.u32();
   if (!d.ok()) return malformed("SnapshotBegin");
+  if (m.offset > m.bytes) return malformed("SnapshotBegin (offset)");
   if (!validate_snapshot_id(m.id)) return malformed("SnapshotBegin (id)");
   const auto rest = d.rest();
   const bool power_of_two = m.part_size != 0 && (m.part_size & (m.part_size - 1)) == 0;

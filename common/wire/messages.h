@@ -262,6 +262,11 @@ struct SnapshotInventory {
   std::string host;
   std::string path;
   std::vector<std::string> ids;  // complete archives held, each a valid snapshot id
+  // An archive of this volume the replica was receiving when a connection ended, and how many
+  // of its bytes it holds (checked as far as whole parts go): backupd may go on from there
+  // (SnapshotBegin::offset). "" and 0: none.
+  std::string partial_id;
+  uint64_t partial_bytes = 0;
 };
 // The archive's size, how many of the newest snapshots the replica keeps of the volume (older
 // ones are deleted once this one is stored), and the SHA-256 of every part_size bytes
@@ -274,6 +279,7 @@ struct SnapshotBegin {
   uint32_t keep = 0;
   uint32_t part_size = 0;
   std::vector<std::array<uint8_t, 32>> digests;
+  uint64_t offset = 0;  // the first Data's offset: the replica's partial_bytes when resuming
 };
 // The next bytes of the archive begun, at offset (each Data follows the previous one).
 struct SnapshotData {

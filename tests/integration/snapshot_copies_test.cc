@@ -1,7 +1,9 @@
 // Snapshots on every copy (issue 13 item 3, server/snapshot_copies.h): each snapshot backupd
 // writes reaches every replica the volume is placed on, byte for byte, with a .parts file of
 // the same SHA-256 per 8 MiB that backupd's catalog lists; `snapshots` names every holder; and
-// a replica that lost its copies gets them again at its next connection.
+// a replica that lost its copies gets them again at its next connection; a transfer cut in the
+// middle goes on where it stopped at the next connection.
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <string>
@@ -11,6 +13,7 @@
 #include "common/path.h"
 #include "tests/integration/control.h"
 #include "tests/integration/workload.h"
+#include "tests/testutil/delay_relay.h"
 #include "tests/testutil/wait.h"
 
 namespace bkp::it {
@@ -106,6 +109,47 @@ TEST_F(SnapshotCopiesTest, ARunOfAnUnderReplicatedVolumeSaysSo) {
   EXPECT_NE(note.get<std::string>().find("under-replicated: 1 of 2 copies current"),
             std::string::npos)
       << run.dump();
+}
+
+// r1 reaches backupd through a relay; the snapshot transfer to it is held 4 MiB in, the
+// session is cut (the identity removed, then added again), and the next connection goes on from
+// what r1 kept instead of sending the archive from its first byte.
+TEST_F(SnapshotCopiesTest, ACutTransferGoesOnWhereItStopped) {
+  copies = "2";
+  ASSERT_TRUE(start_all("1h", /*with_replicators=*/false));
+  auto relay = testutil::DelayRelay::start(port(), 0ms);
+  ASSERT_TRUE(relay) << relay.error().message;
+  replicator_args[0] = {"--server", "127.0.0.1:" + std::to_string((*relay)->port())};
+  ASSERT_TRUE(start_replicator(0));
+  write_big_file(src("big.bin"), 40 * kMiB, 9);  // incompressible: five parts of 8 MiB
+  ASSERT_EQ(wait_converged(), "");
+
+  (*relay)->hold_after(4 * kMiB);  // the node is idle: the next megabytes are the snapshot's
+  std::string why;
+  auto run = bkptool_json({"run", node_name, src()}, &why);
+  ASSERT_TRUE(run) << why;
+  ASSERT_EQ((*run)["run"]["status"], "written") << run->dump();
+  const std::string name = (*run)["run"]["snapshot"].get<std::string>() + ".tgz";
+  const std::string tmp = copy_of(0, ".tmp-" + name);
+  ASSERT_TRUE((*relay)->wait_held(60s)) << "the transfer never reached 4 MiB";
+  ASSERT_TRUE(wait_until([&] {
+    struct stat st {};
+    return ::stat(tmp.c_str(), &st) == 0 && st.st_size > 0;
+  }, 30s)) << "r1 has no part of the archive yet: " << tmp;
+
+  ASSERT_EQ(bkptool({"replica", "remove", replica_id(0)}).exit_code(), 0);
+  (*relay)->release();
+  ASSERT_TRUE(wait_until([&] {
+    return log_text("r1").find("not authorised") != std::string::npos;
+  }, 30s)) << "r1's session was not cut\n" << log_text("r1");
+  ASSERT_EQ(bkptool({"replica", "add", replica_id(0), "--name", "r1"}).exit_code(), 0);
+
+  auto snap = wait_newest_held_by({"r1"}, 90s, &why);
+  ASSERT_TRUE(snap) << why << "\n" << log_text("backupd");
+  EXPECT_EQ(testutil::read_file(copy_of(0, name)), testutil::read_file(snapshots_dir() + "/" + name));
+  const std::string resumed = "resuming snapshot " + (*snap)["id"].get<std::string>() +
+                              " for replica r1 at byte ";
+  EXPECT_NE(log_text("backupd").find(resumed), std::string::npos) << log_text("backupd");
 }
 
 }  // namespace

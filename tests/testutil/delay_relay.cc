@@ -20,7 +20,8 @@ namespace bkp::testutil {
 struct DelayRelay::Gate {
   std::mutex mu;
   std::condition_variable cv;
-  uint64_t limit = ~uint64_t{0};  // bytes a new connection passes before it holds
+  uint64_t limit = ~uint64_t{0};  // bytes a connection passes from hold_after() before it holds
+  uint64_t epoch = 0;             // hold_after() calls: a direction sees a new one at its next chunk
   bool released = false;
   bool holding = false;  // some connection holds now
 };
@@ -44,7 +45,7 @@ class Direction {
   Direction(int from, int to, std::chrono::milliseconds delay,
             std::shared_ptr<DelayRelay::Gate> gate = nullptr)
       : from_(from), to_(to), delay_(delay), gate_(std::move(gate)),
-        budget_(gate_ ? limit_of(*gate_) : ~uint64_t{0}), reader_([this] { read_loop(); }),
+        reader_([this] { read_loop(); }),
         writer_([this] { write_loop(); }) {}
   ~Direction() {
     {
@@ -89,6 +90,7 @@ class Direction {
       queue_.pop_front();
       lock.unlock();
       size_t off = 0;
+      rebudget();
       while (off < chunk.bytes.size()) {
         if (budget_ == 0 && !hold()) return;
         size_t n = static_cast<size_t>(std::min<uint64_t>(chunk.bytes.size() - off, budget_));
@@ -107,9 +109,13 @@ class Direction {
     }
   }
 
-  static uint64_t limit_of(DelayRelay::Gate& gate) {
-    std::lock_guard lock(gate.mu);
-    return gate.released ? ~uint64_t{0} : gate.limit;
+  // A new hold_after() since the last chunk: the budget counts from now.
+  void rebudget() {
+    if (!gate_) return;
+    std::lock_guard lock(gate_->mu);
+    if (gate_->epoch == seen_epoch_) return;
+    seen_epoch_ = gate_->epoch;
+    budget_ = gate_->released ? ~uint64_t{0} : gate_->limit;
   }
 
   // The budget is spent: waits for release(). False if the relay stops first.
@@ -131,7 +137,8 @@ class Direction {
   const int from_, to_;
   const std::chrono::milliseconds delay_;
   const std::shared_ptr<DelayRelay::Gate> gate_;
-  uint64_t budget_;  // writer only: bytes it may still pass before holding
+  uint64_t budget_ = ~uint64_t{0};  // writer only: bytes it may still pass before holding
+  uint64_t seen_epoch_ = 0;         // writer only: the Gate::epoch budget_ comes from
   std::mutex mu_;
   std::condition_variable cv_;
   bool stop_ = false;            // guarded by mu_
@@ -190,6 +197,8 @@ void DelayRelay::hold_after(uint64_t bytes) {
   std::lock_guard lock(gate_->mu);
   gate_->limit = bytes;
   gate_->released = false;
+  gate_->holding = false;
+  ++gate_->epoch;
 }
 
 bool DelayRelay::wait_held(std::chrono::milliseconds timeout) {

@@ -3,10 +3,10 @@
 // measured round trip) without network namespaces or tc. Bytes pass unchanged (TLS included)
 // and in order; a close on one side is passed on after the same delay.
 //
-// A test can also hold a connection still at a chosen point: after hold_after(N), each new
-// connection passes N bytes from the target to the client and then nothing more (a close
-// included) until release(), so "the source dies in the middle of a transfer" happens exactly
-// there.
+// A test can also hold connections still at a chosen point: after hold_after(N), each
+// connection, open or new, passes N more bytes from the target to the client and then nothing
+// more (a close included) until release(), so "the source dies in the middle of a transfer"
+// happens exactly there.
 #pragma once
 
 #include <chrono>
@@ -32,7 +32,8 @@ class DelayRelay {
 
   uint16_t port() const { return port_; }
 
-  // Connections accepted from now on hold their target-to-client bytes after `bytes`.
+  // Every connection, open or accepted later, holds its target-to-client bytes after `bytes`
+  // more (counted from this call, or from its start).
   void hold_after(uint64_t bytes);
   // Waits up to timeout until some connection holds; true if one does.
   bool wait_held(std::chrono::milliseconds timeout);

@@ -200,6 +200,17 @@ TEST(MessagesTest, SnapshotCopyMessagesRoundTripAndAreChecked) {
   auto i = decode_snapshot_inventory(encoded(inv));
   ASSERT_TRUE(i) << i.error().message;
   EXPECT_EQ(i->ids, inv.ids);
+  inv.partial_id = "20261130T010205.000Z";
+  inv.partial_bytes = 12345;
+  i = decode_snapshot_inventory(encoded(inv));
+  ASSERT_TRUE(i) << i.error().message;
+  EXPECT_EQ(i->partial_id, inv.partial_id);
+  EXPECT_EQ(i->partial_bytes, 12345u);
+  SnapshotInventory no_id = inv;
+  no_id.partial_id = "";
+  EXPECT_FALSE(decode_snapshot_inventory(encoded(no_id))) << "bytes of no archive";
+  no_id.partial_id = "../x";
+  EXPECT_FALSE(decode_snapshot_inventory(encoded(no_id))) << "a partial id that is not one";
   inv.ids.push_back("../../etc/passwd");
   EXPECT_FALSE(decode_snapshot_inventory(encoded(inv))) << "an id that is not one";
 
@@ -210,7 +221,12 @@ TEST(MessagesTest, SnapshotCopyMessagesRoundTripAndAreChecked) {
   ASSERT_TRUE(d) << d.error().message;
   EXPECT_EQ(d->bytes, b.bytes);
   EXPECT_EQ(d->digests, b.digests);
+  b.offset = 8u << 20;
+  d = decode_snapshot_begin(encoded(b));
+  ASSERT_TRUE(d) << d.error().message;
+  EXPECT_EQ(d->offset, 8u << 20);
   const std::vector<std::pair<const char*, void (*)(SnapshotBegin&)>> spoilers{
+      {"an offset past the end", [](SnapshotBegin& m) { m.offset = m.bytes + 1; }},
       {"one digest short", [](SnapshotBegin& m) { m.digests.pop_back(); }},
       {"a part size that is no power of two", [](SnapshotBegin& m) { m.part_size = 3u << 20; }},
       {"keep 0", [](SnapshotBegin& m) { m.keep = 0; }},

@@ -1,6 +1,7 @@
 // SnapshotStore (replicator/snapshot_store.h): an archive is kept only whole and with every part
 // matching its digest, beside its .parts file; a damaged part or a short archive leaves nothing;
-// the newest `keep` stay; data out of order is a protocol error.
+// the newest `keep` stay; data out of order is a protocol error; a transfer cut by a session's
+// end goes on where it stopped, and only the same archive at the same offset may go on.
 #include "replicator/snapshot_store.h"
 
 #include <fcntl.h>
@@ -32,10 +33,11 @@ wire::SnapshotBegin begin_of(const std::string& id, const std::string& data, uin
   return wire::SnapshotBegin{"web1", "/srv/app", id, data.size(), keep, kPart, h.finish()};
 }
 
-// Sends data in 300 KiB pieces (not aligned with parts).
-void send(SnapshotStore& store, const std::string& data) {
-  for (size_t at = 0; at < data.size(); at += 300 * 1024) {
-    size_t n = std::min<size_t>(300 * 1024, data.size() - at);
+// Sends data[from, end) in 300 KiB pieces (not aligned with parts).
+void send(SnapshotStore& store, const std::string& data, size_t from = 0, size_t end = SIZE_MAX) {
+  end = std::min(end, data.size());
+  for (size_t at = from; at < end; at += 300 * 1024) {
+    size_t n = std::min<size_t>(300 * 1024, end - at);
     auto sent = store.data(wire::SnapshotData{
         at, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(data.data() + at), n)});
     ASSERT_TRUE(sent) << sent.error().message;
@@ -63,7 +65,8 @@ TEST_F(SnapshotStoreTest, AWholeArchiveIsKeptWithItsDigests) {
   std::string expected = std::to_string(kPart) + "\n";
   for (const auto& d : b.digests) expected += to_hex(d) + "\n";
   EXPECT_EQ(*parts, expected);
-  EXPECT_EQ(*store.inventory("web1", "/srv/app"), std::vector<std::string>{"20261130T010203.000Z"});
+  EXPECT_EQ(store.inventory("web1", "/srv/app")->ids,
+            std::vector<std::string>{"20261130T010203.000Z"});
 }
 
 TEST_F(SnapshotStoreTest, ADamagedPartOrAShortArchiveLeavesNothing) {
@@ -76,13 +79,13 @@ TEST_F(SnapshotStoreTest, ADamagedPartOrAShortArchiveLeavesNothing) {
   ASSERT_TRUE(stored);
   EXPECT_EQ(stored->code, static_cast<uint32_t>(EBADMSG));
   EXPECT_NE(stored->text.find("part 1 "), std::string::npos) << stored->text;
-  EXPECT_TRUE(store.inventory("web1", "/srv/app")->empty());
+  EXPECT_TRUE(store.inventory("web1", "/srv/app")->ids.empty());
 
   store.begin(begin_of("20261130T010204.000Z", data));
   send(store, data.substr(0, kPart));
   EXPECT_FALSE(store.end()) << "an archive ended short is a protocol error";
   store.abort();
-  EXPECT_TRUE(store.inventory("web1", "/srv/app")->empty());
+  EXPECT_TRUE(store.inventory("web1", "/srv/app")->ids.empty());
   EXPECT_EQ(::access((dir() + "/.tmp-20261130T010204.000Z.tgz").c_str(), F_OK), -1);
 }
 
@@ -95,7 +98,7 @@ TEST_F(SnapshotStoreTest, TheNewestKeepStay) {
     auto stored = store.end();
     ASSERT_TRUE(stored && stored->code == 0);
   }
-  EXPECT_EQ(*store.inventory("web1", "/srv/app"),
+  EXPECT_EQ(store.inventory("web1", "/srv/app")->ids,
             (std::vector<std::string>{"20261130T010202.000Z", "20261130T010203.000Z"}));
   EXPECT_EQ(::access((dir() + "/20261130T010201.000Z.parts").c_str(), F_OK), -1);
 }
@@ -110,6 +113,45 @@ TEST_F(SnapshotStoreTest, DataOutOfOrderIsAProtocolError) {
   auto gap = store.data(wire::SnapshotData{
       100, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(data.data()), 10)});
   EXPECT_FALSE(gap);
+}
+
+TEST_F(SnapshotStoreTest, ACutTransferGoesOnWhereItStopped) {
+  const std::string data = bytes_of(3 * kPart + 777, 'e');
+  const std::string id = "20261130T010203.000Z";
+  store.begin(begin_of(id, data));
+  send(store, data, 0, kPart + 300 * 1024);  // the session ends here (nothing is aborted)
+  auto inv = store.inventory("web1", "/srv/app");
+  ASSERT_TRUE(inv);
+  EXPECT_TRUE(inv->ids.empty());
+  EXPECT_EQ(inv->partial_id, id);
+  EXPECT_EQ(inv->partial_bytes, kPart + 300 * 1024);
+  EXPECT_EQ(store.inventory("web1", "/srv/other")->partial_id, "") << "another volume's";
+
+  auto resumed = begin_of(id, data);
+  resumed.offset = inv->partial_bytes;
+  store.begin(resumed);
+  send(store, data, resumed.offset);
+  auto stored = store.end();
+  ASSERT_TRUE(stored) << stored.error().message;
+  EXPECT_EQ(stored->code, 0u) << stored->text;
+  EXPECT_EQ(testutil::read_file(dir() + "/" + id + ".tgz"), data);
+}
+
+TEST_F(SnapshotStoreTest, OnlyTheSameArchiveAtTheSameOffsetGoesOn) {
+  const std::string data = bytes_of(2 * kPart, 'f');
+  const std::string id = "20261130T010203.000Z";
+  store.begin(begin_of(id, data));
+  send(store, data, 0, kPart);
+  auto wrong = begin_of(id, data);
+  wrong.offset = kPart / 2;  // not where it stopped
+  store.begin(wrong);
+  send(store, data, wrong.offset);
+  auto stored = store.end();
+  ASSERT_TRUE(stored);
+  EXPECT_EQ(stored->code, static_cast<uint32_t>(ESTALE)) << stored->text;
+  EXPECT_TRUE(store.inventory("web1", "/srv/app")->ids.empty());
+  EXPECT_EQ(store.inventory("web1", "/srv/app")->partial_id, "") << "nothing kept to go on with";
+  EXPECT_EQ(::access((dir() + "/.tmp-" + id + ".tgz").c_str(), F_OK), -1);
 }
 
 }  // namespace
