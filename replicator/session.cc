@@ -168,6 +168,7 @@ class Session {
         BKP_TRY_VOID(validate_volume_path(drop.path));
         current_ = nullptr;  // backupd selects again before any data
         volume_.clear();
+        snapshots_.forget(drop.host, drop.path);  // a transfer kept for the volume is void
         wire::Dropped answer{drop.host, drop.path, 0, ""};
         if (auto dropped = trees_.drop(drop); !dropped) {
           log::error("volume {}:{}: {}", drop.host, drop.path, dropped.error().message);

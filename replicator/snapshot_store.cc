@@ -35,8 +35,9 @@ Result<wire::SnapshotInventory> SnapshotStore::inventory(const std::string& host
   wire::SnapshotInventory out{host, path, {}, "", 0};
   auto dir = open_held_volume(root_, host, path);  // an inventory creates nothing
   if (!dir) {
-    if (dir.error().code == ENOENT) return out;
-    return tl::unexpected(dir.error());
+    if (dir.error().code != ENOENT) return tl::unexpected(dir.error());
+    forget(host, path);  // the directory went (a purge): a kept transfer has nowhere to land
+    return out;
   }
   out.ids = archive_ids(dir->get());
   if (in_ && !in_->error && in_->begin.host == host && in_->begin.path == path &&
@@ -170,6 +171,10 @@ Result<void> SnapshotStore::rotate(int dir, size_t keep) {
     }
   }
   return {};
+}
+
+void SnapshotStore::forget(const std::string& host, const std::string& path) {
+  if (in_ && in_->begin.host == host && in_->begin.path == path) abort();
 }
 
 void SnapshotStore::abort() {

@@ -52,6 +52,8 @@ class SnapshotStore {
   Result<wire::SnapshotStored> end();
   // Drops a transfer in progress: its partial file goes.
   void abort();
+  // abort() if the transfer in progress is of that volume's.
+  void forget(const std::string& host, const std::string& path);
 
  private:
   struct Incoming {

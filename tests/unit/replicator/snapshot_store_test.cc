@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -135,6 +136,17 @@ TEST_F(SnapshotStoreTest, ACutTransferGoesOnWhereItStopped) {
   ASSERT_TRUE(stored) << stored.error().message;
   EXPECT_EQ(stored->code, 0u) << stored->text;
   EXPECT_EQ(testutil::read_file(dir() + "/" + id + ".tgz"), data);
+}
+
+TEST_F(SnapshotStoreTest, AKeptTransferWhoseDirectoryWentIsForgotten) {
+  const std::string data = bytes_of(2 * kPart, 'g');
+  store.begin(begin_of("20261130T010203.000Z", data));
+  send(store, data, 0, kPart);
+  std::filesystem::remove_all(root.path() + "/.snapshots");  // a purge of the volume
+  auto inv = store.inventory("web1", "/srv/app");
+  ASSERT_TRUE(inv);
+  EXPECT_EQ(inv->partial_id, "");
+  EXPECT_EQ(inv->partial_bytes, 0u);
 }
 
 TEST_F(SnapshotStoreTest, OnlyTheSameArchiveAtTheSameOffsetGoesOn) {
