@@ -25,6 +25,14 @@ void ForwardBudget::leave(ForwardCache* cache) {
 }
 
 void ForwardBudget::shed(const ForwardCache* except) {
+  const int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                          std::chrono::steady_clock::now().time_since_epoch())
+                          .count();
+  int64_t last = last_shed_ns_.load();
+  if (now - last < std::chrono::nanoseconds(kShedEvery).count() ||
+      !last_shed_ns_.compare_exchange_strong(last, now)) {
+    return;  // shed a moment ago (or another put is shedding now)
+  }
   std::lock_guard lock(mu_);
   for (ForwardCache* c : caches_) {
     if (c != except) c->shed_stale();

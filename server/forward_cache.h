@@ -46,6 +46,7 @@ namespace bkp::server {
 constexpr size_t kForwardCacheBytes = 128u << 20;  // per volume with replicas
 constexpr size_t kForwardBudgetBytes = 256u << 20;  // all volumes together, by default
 constexpr std::chrono::milliseconds kForwardStale{5000};
+constexpr std::chrono::milliseconds kShedEvery{250};
 
 class ForwardCache;
 
@@ -69,6 +70,9 @@ class ForwardBudget {
 
   const size_t max_bytes_;
   std::atomic<size_t> used_{0};
+  // When the last shed began: a full budget sheds at most every kShedEvery, not at every put
+  // (chunks become stale only after kForwardStale anyway).
+  std::atomic<int64_t> last_shed_ns_{0};
   std::mutex mu_;                       // guards caches_; taken before any cache's own lock
   std::vector<ForwardCache*> caches_;
 };

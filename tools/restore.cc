@@ -141,13 +141,22 @@ std::vector<ServerAddress> addresses_of(const std::vector<KnownSource>& sources,
   return out;
 }
 
+// The restore sources remembered beside bkptool's identity (none without one).
+struct Remembered {
+  std::string file;
+  std::vector<KnownSource> known;
+};
+Remembered remembered(const ServerAddress& server) {
+  if (server.identity_path.empty()) return {};
+  std::string file = remembered_sources_path(server.identity_path);
+  auto known = load_remembered(file);
+  return {std::move(file), std::move(known)};
+}
+
 // Plans every candidate and keeps those holding the same archive as the reference.
 Outcome<Round> plan(const Invocation& inv, const ServerAddress& server, const Json& request,
                     std::vector<std::string>& warnings) {
-  const std::string remembered_file =
-      server.identity_path.empty() ? "" : remembered_sources_path(server.identity_path);
-  const auto known = remembered_file.empty() ? std::vector<KnownSource>{}
-                                             : load_remembered(remembered_file);
+  const auto [remembered_file, known] = remembered(server);
   Round round;
   if (!inv.from.empty()) {
     auto from = BKP_TRY(parse_from(inv.from, server, known));
@@ -260,14 +269,9 @@ Outcome<Planned> live_from_replica(const ServerAddress& address, Json request,
 // exists on its source alone.
 Outcome<Round> plan_live(const Invocation& inv, const ServerAddress& server, const Json& request,
                          std::vector<std::string>& warnings, std::vector<std::string>& messages) {
-  const std::string remembered_file =
-      server.identity_path.empty() ? "" : remembered_sources_path(server.identity_path);
+  const auto [remembered_file, known] = remembered(server);
   std::vector<ServerAddress> candidates{server};
-  if (!inv.from.empty()) {
-    candidates = BKP_TRY(parse_from(inv.from, server,
-                                    remembered_file.empty() ? std::vector<KnownSource>{}
-                                                            : load_remembered(remembered_file)));
-  }
+  if (!inv.from.empty()) candidates = BKP_TRY(parse_from(inv.from, server, known));
   std::optional<Failure> first_failure;
   for (size_t i = 0; i < candidates.size(); ++i) {
     const ServerAddress address = candidates[i];
@@ -279,8 +283,6 @@ Outcome<Round> plan_live(const Invocation& inv, const ServerAddress& server, con
       return round;
     }
     if (!first_failure) first_failure = p.error();
-    const auto known = remembered_file.empty() ? std::vector<KnownSource>{}
-                                               : load_remembered(remembered_file);
     if (inv.from.empty() && i == 0 && p.error().exit == Exit::kUnreachable && !known.empty()) {
       warnings.push_back(fmt::format("{}; the live tree comes from a replicator remembered in {}",
                                      p.error().message, remembered_file));
