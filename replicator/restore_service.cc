@@ -170,15 +170,19 @@ class SnapshotSession {
       return refuse("bad_request", "field 'live' must be a boolean");
     }
     std::string host, path;
-    if (live != request.end() && live->get<bool>()) return restore_live(request, *range);
+    BKP_TRY_VOID(named_volume(request, &host, &path));
+    if (live != request.end() && live->get<bool>()) return restore_live(host, path, *range);
     std::string wanted = "latest";
     if (request.contains("snapshot") && !request.at("snapshot").is_null()) {
       wanted = BKP_TRY(text(request, "snapshot"));
     }
-    // The parts of this connection's live archive are asked for by its id.
-    if (live_ && wanted == live_->id) return stream(*live_, *range);
-    auto dir = BKP_TRY(volume(request, &host, &path));
     if (wanted.size() > 4 && wanted.ends_with(".tgz")) wanted.resize(wanted.size() - 4);
+    // A parallel restore asks for its parts one by one, by id: they come from the archive this
+    // connection already has open (a live one exists nowhere else).
+    if (open_ && open_->host == host && open_->path == path && open_->held.id == wanted) {
+      return stream(open_->held, *range);
+    }
+    auto dir = BKP_TRY(volume(request, &host, &path));
     if (wanted != "latest") {
       if (auto ok = validate_snapshot_id(wanted); !ok) {
         return refuse("bad_request", ok.error().message);
@@ -190,7 +194,8 @@ class SnapshotSession {
       auto held = open_held_snapshot(dir.get(), *it);
       if (!held && held.error().code == ENOENT) continue;  // rotated away since the listing
       if (!held) return refuse("internal", held.error().message);
-      return stream(*held, *range);
+      open_ = Open{host, path, std::move(*held)};
+      return stream(open_->held, *range);
     }
     if (wanted == "latest") {
       return refuse("no_snapshot", fmt::format("replica {} holds no snapshot of {}:{}",
@@ -202,9 +207,8 @@ class SnapshotSession {
 
   // `restore` with "live": true: this replica's tree of the volume as it is now, archived for
   // this connection (live_archive.h); its parts are then asked for by the id in the header.
-  Answer<json> restore_live(const json& request, const net::ArchiveRange& range) {
-    std::string host, path;
-    BKP_TRY_VOID(named_volume(request, &host, &path));
+  Answer<json> restore_live(const std::string& host, const std::string& path,
+                            const net::ArchiveRange& range) {
     if (config_.still == nullptr) return refuse("internal", "no live archives here");
     auto held = archive_live_tree(config_.root, host, path, *config_.still);
     if (!held && held.error().code == ENOENT) {
@@ -216,8 +220,8 @@ class SnapshotSession {
     }
     if (!held) return refuse("internal", held.error().message);
     log::info("live archive {} of {}:{}: {} bytes", held->id, host, path, held->bytes);
-    live_ = std::move(*held);
-    return stream(*live_, range);
+    open_ = Open{host, path, std::move(*held)};
+    return stream(open_->held, range);
   }
 
   // Streams held (null: answered, or stream_error_ set).
@@ -237,7 +241,13 @@ class SnapshotSession {
   const RestoreServiceConfig& config_;
   const std::string& peer_;
   std::optional<Error> stream_error_;  // a restore that failed after its header
-  std::optional<HeldSnapshot> live_;   // this connection's live archive, once made
+  // The archive this connection last streamed from (held or live), open: its parts are the
+  // bytes its header promised, whatever rotation does meanwhile.
+  struct Open {
+    std::string host, path;
+    HeldSnapshot held;
+  };
+  std::optional<Open> open_;
 };
 
 }  // namespace

@@ -33,6 +33,13 @@ namespace {
 
 using Handled = ControlResult<json>;
 
+// A snapshot archive a control session has open (ControlSession::open_).
+struct OpenSnapshot {
+  std::string host, path;
+  SnapshotRecord shown;  // bytes: its size on disk
+  UniqueFd fd;
+};
+
 // A successful response, or an error response, plus a short summary for the log line.
 class ControlSession {
  public:
@@ -282,6 +289,36 @@ class ControlSession {
     auto wanted = BKP_TRY(args.string_or("snapshot", "latest"));
     if (wanted.size() > 4 && wanted.ends_with(".tgz")) wanted.resize(wanted.size() - 4);
     auto host = BKP_TRY(registry_.resolve(given, path, Known::kRegisteredOrKept));
+    // A parallel restore asks for its parts one by one: they come from the archive this
+    // connection already opened, without listing the catalog again.
+    const bool same = open_ && wanted != "latest" && open_->host == host && open_->path == path &&
+                      open_->shown.id == wanted;
+    if (!same) {
+      auto opened = BKP_TRY(open_snapshot(host, path, wanted));
+      if (!opened) {
+        if (wanted == "latest") {
+          return control_fail(Fault::kNoSnapshot,
+                              fmt::format("{}:{} has no snapshot yet", host, path));
+        }
+        return control_fail(Fault::kNoSnapshot,
+                            fmt::format("{}:{} has no snapshot '{}'", host, path, wanted));
+      }
+      open_ = std::move(*opened);
+      registry_.note_restore(static_cast<uint64_t>(open_->shown.bytes));  // once per archive
+    }
+    json extra = json::object();
+    if (range->digests) extra["sources"] = sources_json(registry_.hub(), open_->shown.copies);
+    if (auto streamed = stream(open_->fd.get(), open_->shown, *range, extra); !streamed) {
+      stream_error_ = streamed.error();
+    }
+    return json(nullptr);
+  }
+
+  // The snapshot `wanted` ("latest": the newest) of a volume, opened with its size on disk;
+  // nullopt when there is none.
+  ControlResult<std::optional<OpenSnapshot>> open_snapshot(const std::string& host,
+                                                           const std::string& path,
+                                                           const std::string& wanted) {
     auto snaps = BKP_TRY(registry_.present_snapshots(host, path));
     std::string dir = registry_.hub().volume_dir(host, path) + "/snapshots/";
     for (const auto& s : snaps) {
@@ -290,21 +327,11 @@ class ControlSession {
       if (!fd) continue;  // rotated away since the listing: the next older one is "latest" now
       struct stat st{};
       if (fstat(fd.get(), &st) != 0) return control_fail(Fault::kInternal, "fstat snapshot failed");
-      SnapshotRecord shown = s;
-      shown.bytes = st.st_size;
-      json extra = json::object();
-      if (range->digests) extra["sources"] = sources_json(registry_.hub(), s.copies);
-      if (auto streamed = stream(fd.get(), shown, *range, extra); !streamed) {
-        stream_error_ = streamed.error();
-      } else {
-        registry_.note_restore(static_cast<uint64_t>(shown.bytes));
-      }
-      return json(nullptr);
+      OpenSnapshot out{host, path, s, std::move(fd)};
+      out.shown.bytes = st.st_size;
+      return out;
     }
-    if (wanted == "latest") {
-      return control_fail(Fault::kNoSnapshot, fmt::format("{}:{} has no snapshot yet", host, path));
-    }
-    return control_fail(Fault::kNoSnapshot, fmt::format("{}:{} has no snapshot '{}'", host, path, wanted));
+    return std::nullopt;
   }
 
   // The response, exactly `bytes` bytes of Data, then {"ok":true,"done":true}.
@@ -328,6 +355,9 @@ class ControlSession {
   const std::string& peer_;
   const std::atomic<bool>& stopping_;
   std::optional<Error> stream_error_;  // a restore that failed after its first response
+  // The archive this connection last restored from, open: rotation may unlink it meanwhile, and
+  // its parts are still the bytes its header promised.
+  std::optional<OpenSnapshot> open_;
 };
 
 }  // namespace

@@ -190,6 +190,12 @@ TEST_F(ParallelRestoreTest, WithBackupdDownTheRememberedReplicasServeTheRestore)
   auto first = restore(*snap, scratch_dir("first"));
   ASSERT_EQ(first.exit_code(), 0) << first.output;
   ASSERT_TRUE(stop_server());
+  // backupd served a plan and some parts of one archive: one restore in its totals.
+  Json stats = Json::parse(testutil::read_file(state_dir() + "/stats.json").value_or(""), nullptr,
+                           false);
+  ASSERT_TRUE(stats.is_object()) << "no stats.json";
+  EXPECT_EQ(stats["since_start"]["restores"], 1) << stats.dump(2);
+  EXPECT_EQ(stats["since_start"]["restored_bytes"], (*snap)["bytes"]) << stats.dump(2);
 
   const std::string out = scratch_dir("restored");
   auto latest = bkptool({"--identity", me_file_, "--json", "restore", node_name, src(), "--to",
