@@ -174,24 +174,29 @@ Result<uint64_t> allocated_bytes(const std::string& dir) {
   return w.bytes;
 }
 
+Result<std::vector<std::string>> list_names(int dir_fd, const std::string& shown) {
+  int fd = ::openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  DIR* d = fd < 0 ? nullptr : ::fdopendir(fd);
+  if (d == nullptr) {
+    if (fd >= 0) ::close(fd);
+    return fail_errno("list " + shown);
+  }
+  std::vector<std::string> names;
+  while (dirent* e = ::readdir(d)) {
+    std::string_view n = e->d_name;
+    if (n != "." && n != "..") names.emplace_back(n);
+  }
+  ::closedir(d);
+  return names;
+}
+
 Result<void> remove_tree_at(int dir_fd, const std::string& name, const std::string& shown) {
   if (::unlinkat(dir_fd, name.c_str(), 0) == 0 || errno == ENOENT) return {};
   if (errno != EISDIR && errno != EPERM) return fail_errno("delete " + shown);
   UniqueFd fd(::openat(dir_fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
   if (!fd) return fail_errno("open " + shown);
   ::fchmod(fd.get(), 0700);
-  int list_fd = ::dup(fd.get());
-  DIR* d = list_fd < 0 ? nullptr : ::fdopendir(list_fd);
-  if (d == nullptr) {
-    if (list_fd >= 0) ::close(list_fd);
-    return fail_errno("list " + shown);
-  }
-  std::vector<std::string> names;
-  while (dirent* e = ::readdir(d)) {
-    std::string n = e->d_name;
-    if (n != "." && n != "..") names.push_back(std::move(n));
-  }
-  ::closedir(d);
+  auto names = BKP_TRY(list_names(fd.get(), shown));
   for (const auto& n : names) BKP_TRY_VOID(remove_tree_at(fd.get(), n, shown + "/" + n));
   if (::unlinkat(dir_fd, name.c_str(), AT_REMOVEDIR) != 0 && errno != ENOENT) {
     return fail_errno("delete " + shown);

@@ -8,6 +8,7 @@
 #include <map>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "common/result.h"
 #include "common/unique_fd.h"
@@ -48,6 +49,10 @@ enum class Missing { kCreate, kFail };
 // whether the last component was made now.
 Result<UniqueFd> open_dir_beneath(int base_fd, const std::string& rel, bool* created = nullptr,
                                   Missing missing = Missing::kCreate);
+
+// The names in the directory open at dir_fd (without "." and ".."), in readdir order, read
+// completely before the caller changes the directory. `shown` names it in errors.
+Result<std::vector<std::string>> list_names(int dir_fd, const std::string& shown);
 
 // Deletes dir_fd/name and everything under it (nothing to do if it does not exist), never
 // following a symlink: symlinks are removed, not entered, and each directory is opened relative

@@ -45,8 +45,21 @@ Result<HeldSnapshot> archive_live_tree(const std::string& root, const std::strin
                        "backupd)");
   }
   const std::string id = server::snapshot_id_for(wall_ms());
-  auto no_ids = [](ino_t) { return uint64_t{0}; };  // files are read by path: the tree holds still
-  auto cut = server::Cut::take(tree->get(), -1, no_ids, scratch + "/cut");
+  // Files are read by path (the tree holds still); device nodes this replicator could not make
+  // are placeholders (common/changes/device_placeholders.h), read as the nodes they stand for.
+  changes::DevicePlaceholders placeholders;
+  auto ids = open_dir_beneath(base.get(), ".ids/" + rel, nullptr, Missing::kFail);
+  if (ids) {
+    if (auto opened = placeholders.open(ids->get()); !opened) {
+      cleanup();
+      return tl::unexpected(opened.error());
+    }
+  } else if (ids.error().code != ENOENT) {
+    cleanup();
+    return tl::unexpected(ids.error());
+  }
+  auto label = [&placeholders](server::CutEntry& e) { placeholders.as_source(e.st); };
+  auto cut = server::Cut::take(tree->get(), -1, label, scratch + "/cut");
   if (!cut) {
     cleanup();
     return tl::unexpected(cut.error());

@@ -120,7 +120,8 @@ class Session {
         auto request = BKP_TRY(wire::decode_manifest_request(frame.payload));
         Tree* tree = BKP_TRY(selected());
         if (request.flags & wire::kManifestVerify) {  // or verifies (server/verify.h)
-          return stream::send_tree_manifest(conn_, tree->applier->tree_fd(), request.flags);
+          return stream::send_tree_manifest(conn_, tree->applier->tree_fd(), request.flags,
+                                            &tree->applier->placeholders());
         }
         tree->meter->begin("baseline");  // not at open: a tree that returns only catches up
         tree->counters->reconcile();

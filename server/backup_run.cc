@@ -145,9 +145,7 @@ Outcome run(Volume& v, const Link& link, Catalog& catalog, const RunSettings& se
   std::string id = snapshot_id_for(wall_ms());
   auto t0 = std::chrono::steady_clock::now();
   const changes::Applier& applier = *v.applier;
-  auto cut = Cut::take(applier.tree_fd(), applier.ids_fd(),
-                       [&](ino_t ino) { return applier.id_of_inode(ino).value_or(0); },
-                       v.cut_dir());
+  auto cut = Cut::take(applier.tree_fd(), applier.ids_fd(), label_entries(applier), v.cut_dir());
   if (!cut) return failed(cut.error().message, o);
   v.applier->set_observer(cut->get());
   v.begin_run_counts();

@@ -161,7 +161,7 @@ UniqueFd dup_fd(int fd) { return UniqueFd(fd < 0 ? -1 : fcntl(fd, F_DUPFD_CLOEXE
 }  // namespace
 
 Result<std::unique_ptr<Cut>> Cut::take(int tree_fd, int ids_fd,
-                                       const std::function<uint64_t(ino_t)>& id_of,
+                                       const EntryLabel& label,
                                        const std::string& scratch_dir) {
   BKP_TRY_VOID(make_dirs(scratch_dir));
   UniqueFd scratch(::open(scratch_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
@@ -175,7 +175,7 @@ Result<std::unique_ptr<Cut>> Cut::take(int tree_fd, int ids_fd,
       openat(cut->scratch_.get(), kNames, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
   if (!names_fd) return fail_errno("create " + scratch_dir + "/" + kNames);
   NameWriter names(std::move(names_fd));
-  auto walked = walk_names(tree_fd, id_of, [&](int dir_fd, const std::string& name, CutEntry& e) {
+  auto walked = walk_names(tree_fd, label, [&](int dir_fd, const std::string& name, CutEntry& e) {
     return cut->add(dir_fd, name, e, names);
   });
   if (walked) walked = names.finish();

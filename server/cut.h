@@ -54,12 +54,12 @@ class Cut final : public changes::ApplyObserver {
   };
 
   // Takes the cut of the tree at tree_fd into scratch_dir (created if missing, emptied first).
-  // ids_fd is the tree's ids/ directory and id_of its inode -> FileId map (Applier); with
+  // ids_fd is the tree's ids/ directory and label tells each entry's id (label_entries); with
   // ids_fd -1 the tree must hold still until the cut is destroyed (files are read by path).
   // Call while nothing changes the tree, and set the cut as the applier's observer before
   // anything may change it again. Errors: the walk's, or the scratch area's (ENOSPC).
   static Result<std::unique_ptr<Cut>> take(int tree_fd, int ids_fd,
-                                           const std::function<uint64_t(ino_t)>& id_of,
+                                           const EntryLabel& label,
                                            const std::string& scratch_dir);
   ~Cut() override;  // deletes what it kept and the names (not the scratch directory itself)
   Cut(const Cut&) = delete;

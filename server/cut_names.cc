@@ -7,7 +7,6 @@
 // Only user.* attributes are kept: they are what snapshots have always carried.
 #include "server/cut_names.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -16,6 +15,7 @@
 #include <cstring>
 #include <vector>
 
+#include "common/files.h"
 #include "common/path.h"
 
 namespace bkp::server {
@@ -34,18 +34,7 @@ void put_string(std::string& out, const std::string& s) {
 
 // Names in the directory, sorted.
 Result<std::vector<std::string>> sorted_names(int dir_fd, const std::string& rel) {
-  int fd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  DIR* d = fd < 0 ? nullptr : fdopendir(fd);
-  if (d == nullptr) {
-    if (fd >= 0) close(fd);
-    return fail_errno("list " + (rel.empty() ? std::string(".") : rel));
-  }
-  std::vector<std::string> names;
-  while (dirent* e = readdir(d)) {
-    std::string_view n = e->d_name;
-    if (n != "." && n != "..") names.emplace_back(n);
-  }
-  closedir(d);
+  auto names = BKP_TRY(list_names(dir_fd, rel.empty() ? std::string(".") : rel));
   std::sort(names.begin(), names.end());
   return names;
 }
@@ -58,8 +47,7 @@ changes::Xattrs user_xattrs(int dir_fd, const std::string& name, const std::stri
 
 class Walker {
  public:
-  Walker(const std::function<uint64_t(ino_t)>& id_of, const NameVisitor& visit)
-      : id_of_(id_of), visit_(visit) {}
+  Walker(const EntryLabel& label, const NameVisitor& visit) : label_(label), visit_(visit) {}
 
   Result<void> root(int tree_fd) {
     CutEntry e;
@@ -77,6 +65,7 @@ class Walker {
       if (fstatat(dir_fd, name.c_str(), &e.st, AT_SYMLINK_NOFOLLOW) != 0) {
         return fail_errno("stat " + e.path);
       }
+      label_(e);
       if (S_ISLNK(e.st.st_mode)) {
         e.target.resize(static_cast<size_t>(e.st.st_size) + 1);
         ssize_t n = readlinkat(dir_fd, name.c_str(), e.target.data(), e.target.size());
@@ -86,7 +75,6 @@ class Walker {
       if (S_ISREG(e.st.st_mode) || S_ISDIR(e.st.st_mode)) {
         e.xattrs = user_xattrs(dir_fd, name, e.path);
       }
-      if (S_ISREG(e.st.st_mode)) e.id = id_of_(e.st.st_ino);
       BKP_TRY_VOID(visit_(dir_fd, name, e));
       if (S_ISDIR(e.st.st_mode)) {
         UniqueFd sub(openat(dir_fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
@@ -97,7 +85,7 @@ class Walker {
     return {};
   }
 
-  const std::function<uint64_t(ino_t)>& id_of_;
+  const EntryLabel& label_;
   const NameVisitor& visit_;
 };
 
@@ -187,10 +175,16 @@ Result<bool> NameReader::next(CutEntry& e) {
   return true;
 }
 
-Result<void> walk_names(int tree_fd, const std::function<uint64_t(ino_t)>& id_of,
-                        const NameVisitor& visit) {
-  Walker walker(id_of, visit);
+Result<void> walk_names(int tree_fd, const EntryLabel& label, const NameVisitor& visit) {
+  Walker walker(label, visit);
   return walker.root(tree_fd);
+}
+
+EntryLabel label_entries(const changes::Applier& applier) {
+  return [&applier](CutEntry& e) {
+    applier.placeholders().as_source(e.st);
+    if (S_ISREG(e.st.st_mode)) e.id = applier.id_of_inode(e.st.st_ino).value_or(0);
+  };
 }
 
 }  // namespace bkp::server

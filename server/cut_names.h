@@ -16,6 +16,7 @@
 #include <functional>
 #include <string>
 
+#include "common/changes/applier.h"
 #include "common/changes/xattrs.h"
 #include "common/result.h"
 #include "common/unique_fd.h"
@@ -62,13 +63,18 @@ class NameReader {
   size_t pos_ = 0;
 };
 
+// What an entry is on the source, from its stat in the tree: sets e.id (a regular file's
+// FileId, 0: none) and reads a device node placeholder as the node it stands for
+// (changes::DevicePlaceholders). label_entries labels an Applier's tree (not thread-safe: call
+// where the applier is not applying); a tree without ids labels nothing.
+using EntryLabel = std::function<void(CutEntry& e)>;
+EntryLabel label_entries(const changes::Applier& applier);
+
 // Walks the tree at tree_fd depth first, the root first (path ""), each directory's names
 // sorted (archives are deterministic), never following a symlink, and calls visit with each
-// entry and where it is (its directory's descriptor and its name). id_of gives a regular
-// file's FileId from its inode (0: none). An entry that cannot be read fails the walk; so does
-// an error from visit.
+// entry, labelled, and where it is (its directory's descriptor and its name). An entry that
+// cannot be read fails the walk; so does an error from visit.
 using NameVisitor = std::function<Result<void>(int dir_fd, const std::string& name, CutEntry& e)>;
-Result<void> walk_names(int tree_fd, const std::function<uint64_t(ino_t)>& id_of,
-                        const NameVisitor& visit);
+Result<void> walk_names(int tree_fd, const EntryLabel& label, const NameVisitor& visit);
 
 }  // namespace bkp::server

@@ -344,6 +344,7 @@ Result<uint64_t> load_baseline(ReplicaStream& stream, const changes::Manifest* h
   changes::ScanOptions options;
   options.have = have;
   options.ctime = [&applier](uint64_t id, const struct stat&) { return applier.source_ctime(id); };
+  options.placeholders = &applier.placeholders();
   auto batch = BKP_TRY(changes::scan_tree(applier.tree_fd(), identify, options).map_error(
       [&](Error e) { return e.wrap(what); }));
   auto kept = static_cast<uint64_t>(std::count_if(

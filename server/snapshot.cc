@@ -5,8 +5,9 @@
 // the mirror changes. The archive starts with the volume root as "./" so a restore also gets
 // the root's mode, owner and times, and is full pax (not restricted): restricted pax drops
 // sub-second mtimes, and a restore must reproduce mtimes exactly (DESIGN.md invariant 3). Hard
-// links are resolved by libarchive's link resolver (the second name of an inode becomes a
-// hardlink entry without data). File data is streamed in 1 MiB blocks, so memory does not
+// links of regular files are resolved by libarchive's link resolver (the second name of an
+// inode becomes a hardlink entry without data); those of symlinks, fifos and device nodes
+// become hardlink entries here. File data is streamed in 1 MiB blocks, so memory does not
 // depend on file sizes.
 //
 // libarchive writes only the tar stream, into MemberOutput, which compresses it on every core
@@ -31,6 +32,7 @@
 #include <memory>
 #include <optional>
 #include <thread>
+#include <unordered_map>
 #include <unordered_set>
 
 #include "common/files.h"
@@ -170,6 +172,16 @@ class Writer {
     EntryPtr e(archive_entry_new());
     archive_entry_copy_stat(e.get(), &c.st);
     archive_entry_set_pathname(e.get(), c.path.empty() ? "." : c.path.c_str());
+    if (!S_ISREG(c.st.st_mode) && !S_ISDIR(c.st.st_mode) && c.st.st_nlink > 1) {
+      // A later name of a symlink, fifo or device node already archived: a hard link entry, as
+      // tar writes one, so a restore makes one inode of them again.
+      auto [first, added] = other_names_.try_emplace(c.st.st_ino, c.path);
+      if (!added) {
+        archive_entry_set_hardlink(e.get(), first->second.c_str());
+        BKP_TRY(header(e.get()));
+        return {};
+      }
+    }
     if (S_ISLNK(c.st.st_mode)) archive_entry_set_symlink(e.get(), c.target.c_str());
     for (const auto& [name, value] : c.xattrs) {
       archive_entry_xattr_add_entry(e.get(), name.c_str(), value.data(), value.size());
@@ -308,6 +320,8 @@ class Writer {
   Cut& cut_;
   const ArchiveOptions& options_;
   std::unordered_set<ino_t> linked_;  // inodes of several names whose data went out
+  // First names of the other inodes of several names (symlinks, fifos, device nodes).
+  std::unordered_map<ino_t, std::string> other_names_;
   std::vector<char> buf_;
 };
 

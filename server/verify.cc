@@ -148,7 +148,8 @@ class Verifier {
   }
 
   Result<changes::Manifest> mirror_manifest() {
-    auto manifest = stream::walk_manifest(target_.volume->applier->tree_fd(), flags_);
+    const changes::Applier& applier = *target_.volume->applier;
+    auto manifest = stream::walk_manifest(applier.tree_fd(), flags_, &applier.placeholders());
     return manifest.map_error([](Error e) { return e.wrap("mirror"); });
   }
 

@@ -15,7 +15,6 @@
 // (backupd ships replica data while a node applies).
 #include "common/changes/applier.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <linux/openat2.h>
 #include <sys/stat.h>
@@ -76,24 +75,6 @@ timespec to_timespec(int64_t ns) {
   return timespec{static_cast<time_t>(sec), static_cast<long>(rem)};
 }
 
-// Names in a directory, read completely before the caller changes the directory.
-Result<std::vector<std::string>> list_dir(int dir_fd) {
-  int fd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return sys_error(errno, "list directory");
-  DIR* d = fdopendir(fd);
-  if (d == nullptr) {
-    close(fd);
-    return sys_error(errno, "list directory");
-  }
-  std::vector<std::string> names;
-  while (dirent* e = readdir(d)) {
-    std::string_view n = e->d_name;
-    if (n != "." && n != "..") names.emplace_back(n);
-  }
-  closedir(d);
-  return names;
-}
-
 bool uses_path(OpKind k) {
   return k != OpKind::kTruncate && k != OpKind::kPunch && k != OpKind::kAllocate;
 }
@@ -126,6 +107,7 @@ struct Applier::Impl {
   std::unordered_map<uint64_t, int64_t> ctimes;
   UniqueFd ctimes_fd;                            // ids/ctimes, O_APPEND
   ApplyObserver* observer = nullptr;             // told before a file's bytes or id link go
+  DevicePlaceholders devices;                    // device nodes this process may not make
 
   struct Where {
     UniqueFd dir;      // O_PATH parent directory
@@ -168,6 +150,7 @@ struct Applier::Impl {
   // the sender was down); sync_end's prune_ids drops what stayed nameless.
   Result<void> release_inode(ino_t ino) {
     if (syncing) return {};
+    BKP_TRY_VOID(devices.release(ino));
     auto it = id_by_ino.find(ino);
     if (it == id_by_ino.end()) return {};
     std::string hex = hex_id(it->second);
@@ -328,7 +311,7 @@ struct Applier::Impl {
     if (S_ISDIR(st.st_mode)) {
       UniqueFd sub(openat(dir, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
       if (!sub) return sys_error(errno, "open directory '" + name + "'");
-      for (const auto& child : BKP_TRY(list_dir(sub.get()))) {
+      for (const auto& child : BKP_TRY(list_names(sub.get(), name))) {
         BKP_TRY_VOID(remove_entry(sub.get(), child));
       }
       if (unlinkat(dir, name.c_str(), AT_REMOVEDIR) != 0 && errno != ENOENT) {
@@ -435,11 +418,16 @@ struct Applier::Impl {
     }
     if (op.path.empty()) return fail(EINVAL, "cannot replace the volume root");
     Where w = BKP_TRY(locate(op.path));
-    const char* name = w.name.c_str();
-    if (mknodat(w.dir.get(), name, op.mode & (S_IFMT | 07777), op.rdev) != 0) {
-      if (errno != EEXIST) return sys_error(errno);
+    // Without CAP_MKNOD (backupd's unit), a device node becomes a placeholder.
+    auto make = [&]() -> Result<void> {
+      if (mknodat(w.dir.get(), w.name.c_str(), op.mode & (S_IFMT | 07777), op.rdev) == 0) return {};
+      if (errno != EPERM || (type != S_IFCHR && type != S_IFBLK)) return sys_error(errno);
+      return devices.create(w.dir.get(), w.name, type, op.rdev);
+    };
+    if (auto made = make(); !made) {
+      if (made.error().code != EEXIST) return made;
       BKP_TRY_VOID(remove_entry(w.dir.get(), w.name));
-      if (mknodat(w.dir.get(), name, op.mode & (S_IFMT | 07777), op.rdev) != 0) return sys_error(errno);
+      BKP_TRY_VOID(make());
     }
     return set_attrs_at(w.dir.get(), w.name, op, false);
   }
@@ -669,7 +657,7 @@ struct Applier::Impl {
     struct stat before{};
     if (fstat(dir, &before) != 0) return sys_error(errno, "stat '" + rel + "'");
     bool removed = false;
-    for (const auto& name : BKP_TRY(list_dir(dir))) {
+    for (const auto& name : BKP_TRY(list_names(dir, rel.empty() ? "." : rel))) {
       std::string child = join_rel(rel, name);
       if (!named.contains(child)) {
         BKP_TRY_VOID(remove_entry(dir, name).map_error([&](Error e) { return e.wrap(child); }));
@@ -691,7 +679,7 @@ struct Applier::Impl {
   Result<void> prune_ids() {
     id_by_ino.clear();
     write_fds.clear();
-    for (const auto& name : BKP_TRY(list_dir(ids.get()))) {
+    for (const auto& name : BKP_TRY(list_names(ids.get(), "ids"))) {
       auto id = parse_hex_id(name);
       struct stat st{};
       if (!id || fstatat(ids.get(), name.c_str(), &st, kNoFollow) != 0 || !S_ISREG(st.st_mode)) {
@@ -716,6 +704,7 @@ struct Applier::Impl {
     }
     BKP_TRY_VOID(prune(tree.get(), ""));
     BKP_TRY_VOID(prune_ids());
+    BKP_TRY_VOID(devices.prune());
     syncing = false;
     named = {};
     kept_subtrees = {};
@@ -797,6 +786,7 @@ Result<std::unique_ptr<Applier>> Applier::open(const std::string& base, const st
   // Also drops id links a crash left without a tree name.
   BKP_TRY_VOID(impl.prune_ids().map_error([&](Error e) { return e.wrap("index " + ids_dir); }));
   BKP_TRY_VOID(impl.load_ctimes().map_error([&](Error e) { return e.wrap(ids_dir); }));
+  BKP_TRY_VOID(impl.devices.open(impl.ids.get()).map_error([&](Error e) { return e.wrap(ids_dir); }));
   return a;
 }
 
@@ -877,6 +867,8 @@ int64_t Applier::source_ctime(uint64_t id) const {
 int Applier::tree_fd() const { return impl_->tree.get(); }
 
 int Applier::ids_fd() const { return impl_->ids.get(); }
+
+const DevicePlaceholders& Applier::placeholders() const { return impl_->devices; }
 
 void Applier::set_observer(ApplyObserver* observer) { impl_->observer = observer; }
 

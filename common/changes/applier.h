@@ -5,7 +5,9 @@
 // regular file, named by its FileId in 16 lowercase hex digits, so data and attributes can be
 // applied by id without a path map, renames are plain renames, and hard links stay one inode.
 // Both must be on one filesystem. An id's link is removed when the last tree name of the file
-// goes (unlink, rename over, rmdir of a tree, sync end).
+// goes (unlink, rename over, rmdir of a tree, sync end). Where this process may not create a
+// device node, the tree holds a placeholder for it, indexed in ids_dir/devices
+// (device_placeholders.h): readers of the tree see it through placeholders().as_source().
 //
 // Safety (DESIGN.md invariant 7): every path is checked with validate_rel_path() and resolved
 // with openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS) for its parent, then the final component
@@ -33,7 +35,7 @@
 // never fails because of it.
 //
 // Not thread-safe: the owner serializes calls (backupd holds the volume's mutex), except
-// open_id() and source_ctime(), which may be called from another thread.
+// open_id(), source_ctime() and placeholders().as_source(), which other threads may call.
 #pragma once
 
 #include <sys/types.h>
@@ -46,6 +48,7 @@
 #include <unordered_set>
 
 #include "common/changes/change_log.h"
+#include "common/changes/device_placeholders.h"
 #include "common/changes/shipper.h"
 #include "common/result.h"
 #include "common/unique_fd.h"
@@ -93,6 +96,8 @@ class Applier {
   int tree_fd() const;
   // The ids/ directory (O_RDONLY): files by id, for readers of a cut of this tree.
   int ids_fd() const;
+  // The tree's device node placeholders: what a walk of tree_fd() must read through.
+  const DevicePlaceholders& placeholders() const;
   // Tells observer (nullptr: nobody) about every later change it must know of. The observer
   // must outlive its registration; the owner serializes this with the other calls.
   void set_observer(ApplyObserver* observer);

@@ -145,6 +145,7 @@ class Scanner {
   void entry(int dir_fd, const std::string& parent, const std::string& name) {
     struct stat st{};
     if (fstatat(dir_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return;  // vanished
+    if (options_.placeholders != nullptr) options_.placeholders->as_source(st);
     std::string rel = join_rel(parent, name);
     if (!S_ISDIR(st.st_mode) && link_to_seen(st, rel)) return;
     const wire::ManifestEntry* h = had(rel);

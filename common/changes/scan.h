@@ -42,6 +42,7 @@
 #include <unordered_map>
 
 #include "common/changes/change_log.h"
+#include "common/changes/device_placeholders.h"
 #include "common/result.h"
 #include "common/unique_fd.h"
 
@@ -58,6 +59,8 @@ struct ScanOptions {
   // The ctime a regular file's content is known by (0: unknown, never equal). Default: its own
   // st_ctime (a node's source tree); backupd's mirror answers with the source's (Applier).
   std::function<int64_t(uint64_t id, const struct stat& st)> ctime;
+  // A tree with device node placeholders (an Applier's): entries are read through it.
+  const DevicePlaceholders* placeholders = nullptr;
 };
 
 // Names a regular file for the log; nullopt skips the file (it vanished).

@@ -5,7 +5,6 @@
 // hard-linked file is its own entry (the sender links them).
 #include "common/stream/reconcile.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -22,6 +21,7 @@
 #include <vector>
 
 #include "common/changes/xattrs.h"
+#include "common/files.h"
 #include "common/log.h"
 #include "common/net/messenger.h"
 #include "common/path.h"
@@ -52,11 +52,17 @@ uint64_t content_digest(int dir_fd, const std::string& name) {
   return std::max<uint64_t>(XXH3_64bits_digest(state.get()), 1);
 }
 
-// Walks a tree into manifest entries, handed one by one to a sink.
+// Walks a tree into manifest entries, handed one by one to a sink; through placeholders when
+// the tree has them (an Applier's).
 class Walker {
  public:
-  Walker(int tree_fd, Labeler label, uint8_t flags, Sink sink)
-      : tree_fd_(tree_fd), label_(std::move(label)), flags_(flags), sink_(std::move(sink)) {}
+  Walker(int tree_fd, Labeler label, uint8_t flags, Sink sink,
+         const changes::DevicePlaceholders* placeholders)
+      : tree_fd_(tree_fd),
+        label_(std::move(label)),
+        flags_(flags),
+        sink_(std::move(sink)),
+        placeholders_(placeholders) {}
 
   Result<void> run() {
     struct stat root{};
@@ -67,21 +73,12 @@ class Walker {
 
  private:
   Result<void> dir(int fd, const std::string& rel) {
-    int rd = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    DIR* d = rd < 0 ? nullptr : fdopendir(rd);
-    if (d == nullptr) {
-      if (rd >= 0) close(rd);
-      return fail_errno(fmt::format("manifest: list '{}'", rel));
-    }
-    std::vector<std::string> names;
-    while (dirent* e = readdir(d)) {
-      std::string_view n = e->d_name;
-      if (n != "." && n != "..") names.emplace_back(n);
-    }
-    closedir(d);
-    for (const auto& name : names) {
+    auto names = list_names(fd, fmt::format("'{}'", rel));
+    if (!names) return tl::unexpected(names.error().wrap("manifest"));
+    for (const auto& name : *names) {
       struct stat st{};
       if (fstatat(fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
+      if (placeholders_ != nullptr) placeholders_->as_source(st);
       std::string child = join_rel(rel, name);
       BKP_TRY_VOID(add(fd, name, child, st));
       if (!S_ISDIR(st.st_mode)) continue;
@@ -123,10 +120,12 @@ class Walker {
   const Labeler label_;
   const uint8_t flags_;
   const Sink sink_;
+  const changes::DevicePlaceholders* const placeholders_;
 };
 
 // Sends a walk of the tree as Manifest frames of at most kManifestChunk bytes, the last flagged.
-Result<void> send_walk(net::Conn& conn, int tree_fd, Labeler label, uint8_t flags) {
+Result<void> send_walk(net::Conn& conn, int tree_fd, Labeler label, uint8_t flags,
+                       const changes::DevicePlaceholders* placeholders) {
   changes::TreeWarmer warm(tree_fd);  // ahead of the walk, in parallel (scan.h)
   wire::Manifest chunk;
   size_t size = 0;
@@ -140,7 +139,7 @@ Result<void> send_walk(net::Conn& conn, int tree_fd, Labeler label, uint8_t flag
     size += wire::encoded_size(e);
     chunk.entries.push_back(std::move(e));
     return size >= kManifestChunk ? flush() : Result<void>{};
-  }).run());
+  }, placeholders).run());
   chunk.last = 1;
   return flush();
 }
@@ -303,20 +302,22 @@ Result<void> send_manifest(net::Conn& conn, const changes::Applier& applier) {
     if (!S_ISREG(st.st_mode)) return std::pair<uint64_t, int64_t>{0, 0};
     uint64_t id = applier.id_of_inode(st.st_ino).value_or(0);
     return std::pair<uint64_t, int64_t>{id, id != 0 ? applier.source_ctime(id) : 0};
-  }, 0);
+  }, 0, &applier.placeholders());
 }
 
-Result<void> send_tree_manifest(net::Conn& conn, int tree_fd, uint8_t flags) {
-  return send_walk(conn, tree_fd, by_inode, flags);
+Result<void> send_tree_manifest(net::Conn& conn, int tree_fd, uint8_t flags,
+                                const changes::DevicePlaceholders* placeholders) {
+  return send_walk(conn, tree_fd, by_inode, flags, placeholders);
 }
 
-Result<changes::Manifest> walk_manifest(int tree_fd, uint8_t flags) {
+Result<changes::Manifest> walk_manifest(int tree_fd, uint8_t flags,
+                                        const changes::DevicePlaceholders* placeholders) {
   changes::Manifest out;
   BKP_TRY_VOID(Walker(tree_fd, by_inode, flags, [&out](wire::ManifestEntry&& e) {
     std::string path = e.path;
     out.insert_or_assign(std::move(path), std::move(e));
     return Result<void>{};
-  }).run());
+  }, placeholders).run());
   return out;
 }
 

@@ -48,8 +48,11 @@ Result<changes::Manifest> fetch_manifest(net::Conn& conn, int timeout_ms, uint8_
 // file. Only reads the tree: safe while an applier or an application changes it (an entry is as
 // the walk found it; one gone meanwhile is left out). send_tree_manifest answers a
 // ManifestRequest with it (a node, a replica); walk_manifest collects it here (backupd's mirror).
-Result<void> send_tree_manifest(net::Conn& conn, int tree_fd, uint8_t flags);
-Result<changes::Manifest> walk_manifest(int tree_fd, uint8_t flags);
+// An Applier's tree is read through its placeholders (changes::Applier::placeholders()).
+Result<void> send_tree_manifest(net::Conn& conn, int tree_fd, uint8_t flags,
+                                const changes::DevicePlaceholders* placeholders = nullptr);
+Result<changes::Manifest> walk_manifest(int tree_fd, uint8_t flags,
+                                        const changes::DevicePlaceholders* placeholders = nullptr);
 
 // Receiver side: answers one DigestRequest from the applier's copy of the file.
 Result<void> send_digests(net::Conn& conn, const changes::Applier& applier,

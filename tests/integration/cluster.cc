@@ -183,6 +183,7 @@ void ClusterTest::stop_watchdog() {
        "--control-socket", control_socket(), "--http-listen", address(0), "--http-port-file",
        http_port_file()});
   argv.insert(argv.end(), backupd_args.begin(), backupd_args.end());
+  argv.insert(argv.begin(), backupd_wrapper.begin(), backupd_wrapper.end());
   backupd_ = std::make_unique<Daemon>("backupd", argv, logs_ + "/backupd.log", backupd_env);
   std::optional<uint16_t> got;
   wait_until(
@@ -393,7 +394,8 @@ std::string ClusterTest::wait_converged(std::chrono::seconds timeout,
           last += " [watchdog]";
           return true;
         }
-        std::vector<std::pair<std::string, std::string>> copies{{"mirror", mirror()}};
+        std::vector<std::pair<std::string, std::string>> copies;
+        if (compare_mirror) copies.push_back({"mirror", mirror()});
         for (int i = 0; i < 2; ++i) {
           if (replicators_[i]) copies.push_back({"replica " + replicators_[i]->name(), replica(i)});
         }

@@ -148,9 +148,9 @@ class ClusterTest : public ::testing::Test {
   // backupfs --state-dir.
   const std::string& node_state_dir() const { return node_state_; }
 
-  // "" once src == mirror (== r1 == r2 when the replicators run) in content, type, mode, owner,
-  // symlinks, hard links and mtime; otherwise, after timeout or as soon as a daemon dies, the
-  // first difference (or the death).
+  // "" once src == mirror (unless compare_mirror is false) == r1 == r2 (when the replicators
+  // run) in content, type, mode, owner, symlinks, hard links and mtime; otherwise, after
+  // timeout or as soon as a daemon dies, the first difference (or the death).
   std::string wait_converged(std::chrono::seconds timeout = 90s,
                              const testutil::CompareOptions& options = {});
   // The volume's stats file on backupd (wire_bytes, data_bytes, ops, batches).
@@ -174,6 +174,12 @@ class ClusterTest : public ::testing::Test {
   std::string backupfs_binary;
   // Further flags for backupd (start_server) and backupfs (mount_source).
   std::vector<std::string> backupd_args, backupfs_args;
+  // If set before start_server(): the command backupd runs under, its argv before backupd's
+  // (e.g. setpriv taking a capability away).
+  std::vector<std::string> backupd_wrapper;
+  // False: wait_converged() leaves backupd's mirror out, for a test whose mirror holds what a
+  // plain comparison cannot read (device node placeholders); bkptool verify checks it instead.
+  bool compare_mirror = true;
   // "NAME=VALUE" entries added to backupfs's environment (mount_source), e.g. a failpoint,
   // and to backupd's (start_server), e.g. BACKUPD_TEST_ARCHIVE_DELAY_MS.
   std::vector<std::string> backupfs_env, backupd_env;

@@ -1,17 +1,25 @@
-// Applier's record of source ctimes (applier.h): the promise a reconcile trusts, so it must
-// survive a restart and must be forgotten the moment the content it vouches for changes.
+// The Applier (applier.h): its record of source ctimes, the promise a reconcile trusts, so it must
+// survive a restart and must be forgotten the moment the content it vouches for changes; holes
+// and preallocations; and what it does without the capabilities a receiver running as its own
+// user lacks (trusted.* xattrs, device nodes).
 #include "common/changes/applier.h"
 
 #include <gtest/gtest.h>
 #include <linux/capability.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <filesystem>
 #include <fstream>
+#include <functional>
 #include <string>
 
+#include "common/changes/scan.h"
+#include "common/stream/reconcile.h"
 #include "tests/testutil/temp_dir.h"
 #include "tests/testutil/write_of.h"
 
@@ -159,6 +167,24 @@ TEST_F(ApplierTest, AllocateOpsPreallocateAndZeroRangesWithoutHoles) {
   EXPECT_FALSE(a->apply(op(0, 0, 0))) << "an empty range must be refused";
 }
 
+// Runs fn in a child process whose effective capabilities lack cap; the child's exit status:
+// fn's result, or 100 / 101 when capget / capset failed.
+int without_capability(int cap, const std::function<int()>& fn) {
+  pid_t pid = fork();
+  if (pid < 0) return -1;
+  if (pid == 0) {
+    __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
+    __user_cap_data_struct data[2] = {};
+    if (syscall(SYS_capget, &header, data) != 0) _exit(100);
+    data[cap / 32].effective &= ~(1u << (cap % 32));
+    if (syscall(SYS_capset, &header, data) != 0) _exit(101);
+    _exit(fn());
+  }
+  int status = 0;
+  if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status)) return -1;
+  return WEXITSTATUS(status);
+}
+
 // Without CAP_SYS_ADMIN (a receiver running as its own user) a trusted.* attribute cannot be
 // set: it is skipped, not an error that would stop the stream. Checked in a child process that
 // drops the capability.
@@ -167,24 +193,103 @@ TEST_F(ApplierTest, ATrustedXattrIsSkippedWithoutCapSysAdmin) {
   auto a = open();
   apply(*a, create("f", 1));
   Op set{.kind = OpKind::kSetXattr, .path = "f", .id = 1, .name = "trusted.t", .value = "v"};
-  pid_t pid = fork();
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
-    __user_cap_data_struct data[2] = {};
-    if (syscall(SYS_capget, &header, data) != 0) _exit(2);
-    data[0].effective &= ~(1u << CAP_SYS_ADMIN);
-    if (syscall(SYS_capset, &header, data) != 0) _exit(3);
-    _exit(a->apply(set) ? 0 : 1);
-  }
-  int status = 0;
-  ASSERT_EQ(waitpid(pid, &status, 0), pid);
-  ASSERT_TRUE(WIFEXITED(status));
-  EXPECT_EQ(WEXITSTATUS(status), 0) << "1: the apply failed; 2, 3: capget/capset failed";
+  EXPECT_EQ(without_capability(CAP_SYS_ADMIN, [&] { return a->apply(set) ? 0 : 1; }), 0)
+      << "1: the apply failed; 100, 101: capget/capset failed";
   auto fd = a->open_id(1);
   ASSERT_TRUE(fd);
   char buf[8];
   EXPECT_LT(fgetxattr(fd->get(), "trusted.t", buf, sizeof buf), 0) << "set without the capability?";
+}
+
+// Without CAP_MKNOD (backupd's unit: PrivateDevices=) a device node becomes a placeholder
+// (device_placeholders.h): an empty file that every reader of the tree sees as the node, after
+// a reopen too, through links, replays, removals, renames over it and a baseline's prune, and
+// whose index entry goes with its last name. The child applies without the capability; this
+// process checks with a fresh Applier, as backupd after a restart.
+TEST_F(ApplierTest, ADeviceNodeWithoutCapMknodIsAPlaceholderReadAsTheNode) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root to drop CAP_MKNOD alone";
+  auto node = [](const std::string& path, mode_t mode, dev_t rdev) {
+    return Op{.kind = OpKind::kMknod, .path = path, .mode = mode, .uid = 65534, .gid = 65534,
+              .rdev = rdev};
+  };
+  {
+    auto a = open();
+    ASSERT_TRUE(a);
+    int step = without_capability(CAP_MKNOD, [&] {
+      const std::vector<Op> ops{
+          node("null", S_IFCHR | 0620, makedev(1, 3)),
+          node("loop", S_IFBLK | 0600, makedev(7, 0)),
+          Op{.kind = OpKind::kLink, .path = "null2", .target = "null"},
+          node("null", S_IFCHR | 0620, makedev(1, 3)),  // a replay: the name is taken
+          Op{.kind = OpKind::kLink, .path = "null2", .target = "null"},
+          node("gone", S_IFCHR | 0600, makedev(1, 5)),
+          Op{.kind = OpKind::kUnlink, .path = "gone"},
+          node("over", S_IFCHR | 0600, makedev(1, 7)),
+          node("tmp", S_IFCHR | 0640, makedev(1, 8)),
+          Op{.kind = OpKind::kRename, .path = "tmp", .target = "over"},
+          node("fifo", S_IFIFO | 0600, 0),  // needs no capability: a real fifo
+      };
+      for (size_t i = 0; i < ops.size(); ++i) {
+        if (!a->apply(ops[i])) return static_cast<int>(i + 1);
+      }
+      return 0;
+    });
+    ASSERT_EQ(step, 0) << "the operation that failed (1-based); 100, 101: capget/capset failed";
+    apply(*a, create("plain", 9));  // an empty regular file like a placeholder, but a file
+  }
+  const std::string tree = dir_.path() + "/tree", devices = dir_.path() + "/ids/devices";
+  struct stat raw{};
+  ASSERT_EQ(lstat((tree + "/null").c_str(), &raw), 0);
+  EXPECT_TRUE(S_ISREG(raw.st_mode)) << "a real device node: was CAP_MKNOD dropped?";
+  auto a = open();
+  ASSERT_TRUE(a);
+  auto seen = [&](const std::string& name) {
+    struct stat st{};
+    EXPECT_EQ(lstat((tree + "/" + name).c_str(), &st), 0) << name;
+    a->placeholders().as_source(st);
+    return st;
+  };
+  struct stat null = seen("null");
+  EXPECT_TRUE(S_ISCHR(null.st_mode));
+  EXPECT_EQ(null.st_mode & 07777, 0620u);
+  EXPECT_EQ(null.st_rdev, makedev(1, 3));
+  EXPECT_EQ(null.st_uid, 65534u);
+  EXPECT_EQ(null.st_nlink, 2u) << "null and null2, not the index link";
+  EXPECT_EQ(seen("null2").st_ino, null.st_ino);
+  EXPECT_TRUE(S_ISBLK(seen("loop").st_mode));
+  EXPECT_EQ(seen("loop").st_rdev, makedev(7, 0));
+  EXPECT_EQ(seen("over").st_rdev, makedev(1, 8)) << "renamed over the old node";
+  EXPECT_EQ(seen("over").st_mode & 07777, 0640u);
+  EXPECT_TRUE(S_ISFIFO(seen("fifo").st_mode));
+  EXPECT_TRUE(S_ISREG(seen("plain").st_mode));
+  EXPECT_EQ(std::distance(std::filesystem::directory_iterator(devices), {}), 3)
+      << "null, loop and over: the index entries of gone and the old over went with them";
+
+  auto manifest = stream::walk_manifest(a->tree_fd(), 0, &a->placeholders());
+  ASSERT_TRUE(manifest) << manifest.error().message;
+  EXPECT_TRUE(S_ISCHR(manifest->at("null2").mode));
+  EXPECT_EQ(manifest->at("loop").rdev, makedev(7, 0));
+  ScanOptions options;
+  options.placeholders = &a->placeholders();
+  auto batch = scan_tree(a->tree_fd(), [](int, const char*, const struct stat&) {
+    return std::optional<FileRef>(FileRef{9, ""});
+  }, options);
+  ASSERT_TRUE(batch) << batch.error().message;
+  size_t device_nodes = 0, links = 0;
+  for (const Op& op : batch->ops) {
+    if (op.kind == OpKind::kMknod && (S_ISCHR(op.mode) || S_ISBLK(op.mode))) ++device_nodes;
+    if (op.kind == OpKind::kLink) ++links;
+  }
+  EXPECT_EQ(device_nodes, 3u) << "null, loop, over";
+  EXPECT_EQ(links, 1u) << "null2";
+
+  // A baseline that names only null prunes the rest, index entries too.
+  apply(*a, Op{.kind = OpKind::kSyncBegin});
+  apply(*a, Op{.kind = OpKind::kAttr, .path = "null", .mode = 0620, .uid = 65534, .gid = 65534});
+  apply(*a, Op{.kind = OpKind::kSyncEnd});
+  EXPECT_EQ(std::distance(std::filesystem::directory_iterator(devices), {}), 1);
+  EXPECT_TRUE(S_ISCHR(seen("null").st_mode));
+  EXPECT_EQ(seen("null").st_nlink, 1u);
 }
 
 }  // namespace

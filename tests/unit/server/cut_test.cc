@@ -101,8 +101,7 @@ class CutTest : public ::testing::Test {
 
   // Takes the cut and makes it the applier's observer, as a run does.
   std::unique_ptr<Cut> take() {
-    auto cut = Cut::take(applier_->tree_fd(), applier_->ids_fd(),
-                         [&](ino_t ino) { return applier_->id_of_inode(ino).value_or(0); },
+    auto cut = Cut::take(applier_->tree_fd(), applier_->ids_fd(), label_entries(*applier_),
                          scratch());
     EXPECT_TRUE(cut) << cut.error().message;
     if (!cut) return nullptr;

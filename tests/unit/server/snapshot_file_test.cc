@@ -41,7 +41,7 @@ void make_socket(const std::string& path) {
 
 // Archives the still tree at root into dir/snaps through a cut (no applier: files by path).
 Result<SnapshotFile> archive_tree(int root, const testutil::TempDir& dir, const std::string& id) {
-  auto cut = Cut::take(root, -1, [](ino_t) { return uint64_t{0}; }, dir.sub("cut"));
+  auto cut = Cut::take(root, -1, [](CutEntry&) {}, dir.sub("cut"));
   if (!cut) return tl::unexpected(cut.error());
   return write_snapshot(**cut, dir.sub("snaps"), id, ArchiveOptions{});
 }
