@@ -3,7 +3,8 @@
 # the demo runs: the four binaries and bkp_treecmp (scripts/demo.sh calls it so).
 # --tests builds everything, the test binaries too, and also installs what only the test suite
 # uses: promtool (prometheus) to check /metrics, and Chromium with its driver and Selenium to
-# check the status page in a real browser (scripts/test.sh calls it so).
+# check the status page in a real browser, and PostgreSQL and Ceph (radosgw) for the scale-out
+# tests (scripts/test.sh calls it so).
 # Idempotent: packages already installed are not touched (apt-get update runs only when
 # something is missing and the package lists are older than a day), and the build is
 # incremental.
@@ -15,6 +16,8 @@ PACKAGES=(
   libfuse3-dev fuse3 liburing-dev libarchive-dev libtomlplusplus-dev libgtest-dev zlib1g-dev
   libzstd-dev libxxhash-dev libsqlite3-dev libexpected-dev libfmt-dev libsystemd-dev libssl-dev
   nlohmann-json3-dev libcli11-dev libcpp-httplib-dev
+  # backupd's catalog in PostgreSQL and snapshots in S3-compatible storage, when configured
+  libpq-dev libcurl4-openssl-dev
   # the snapshot tests read archives with gzip, GNU tar, bsdtar and Python's tarfile
   gzip tar libarchive-tools python3
   attr fio systemd
@@ -22,6 +25,8 @@ PACKAGES=(
 TARGETS=(backupd replicator backupfs bkptool bkp_treecmp)
 if [[ ${1:-} == --tests ]]; then
   PACKAGES+=(prometheus chromium chromium-driver python3-selenium)
+  # the scale-out tests run a real PostgreSQL and a one-node Ceph with radosgw (tests/scale/)
+  PACKAGES+=(postgresql ceph-mon ceph-mgr ceph-osd radosgw)
   TARGETS=()  # all
 fi
 
