@@ -39,18 +39,24 @@ Result<void> DevicePlaceholders::open(int ids_fd) {
   struct stat st{};
   if (fstat(ids_fd, &st) != 0) return fail_errno("stat ids");
   dev_ = st.st_dev;
-  dir_.reset(openat(ids_fd, kDevices, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-  if (!dir_ && errno != ENOENT) return fail_errno(fmt::format("open ids/{}", kDevices));
+  BKP_TRY_VOID(open_dir());
   return prune();
 }
 
-Result<int> DevicePlaceholders::directory() {
-  if (dir_) return dir_.get();
-  if (mkdirat(ids_fd_, kDevices, 0700) != 0 && errno != EEXIST) {
-    return fail_errno(fmt::format("create ids/{}", kDevices));
-  }
+Result<void> DevicePlaceholders::open_dir() {
   dir_.reset(openat(ids_fd_, kDevices, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-  if (!dir_) return fail_errno(fmt::format("open ids/{}", kDevices));
+  if (!dir_ && errno != ENOENT) return fail_errno(fmt::format("open ids/{}", kDevices));
+  return {};
+}
+
+Result<int> DevicePlaceholders::directory() {
+  if (!dir_) {
+    if (mkdirat(ids_fd_, kDevices, 0700) != 0 && errno != EEXIST) {
+      return fail_errno(fmt::format("create ids/{}", kDevices));
+    }
+    BKP_TRY_VOID(open_dir());
+    if (!dir_) return fail(ENOENT, fmt::format("ids/{} vanished", kDevices));
+  }
   return dir_.get();
 }
 
@@ -60,23 +66,20 @@ Result<void> DevicePlaceholders::create(int dir, const std::string& name, mode_t
   if (!fd) return fail_errno("create a placeholder");
   struct stat st{};
   std::string link;
-  if (fstat(fd.get(), &st) == 0) {
-    link = link_name(type, rdev, st.st_ino);
-    if (linkat(dir, name.c_str(), devices, link.c_str(), 0) == 0) {
-      static std::atomic<bool> told{false};
-      if (!told.exchange(true)) {
-        log::info("this process may not create device nodes (no CAP_MKNOD): they are kept as "
-                  "empty files indexed in ids/{}, and read as the device nodes they stand for",
-                  kDevices);
-      }
-      std::lock_guard lock(mu_);
-      nodes_[st.st_ino] = Node{type, rdev, std::move(link)};
-      return {};
-    }
+  if (fstat(fd.get(), &st) != 0 ||
+      linkat(dir, name.c_str(), devices, (link = link_name(type, rdev, st.st_ino)).c_str(), 0) != 0) {
+    auto failed = fail_errno("index a placeholder");
+    unlinkat(dir, name.c_str(), 0);
+    return failed;
   }
-  auto failed = fail_errno("index a placeholder");
-  unlinkat(dir, name.c_str(), 0);
-  return failed;
+  static std::atomic<bool> told{false};
+  if (!told.exchange(true)) {
+    log::info("this process may not create device nodes (no CAP_MKNOD): they are kept as empty "
+              "files indexed in ids/{}, and read as the device nodes they stand for", kDevices);
+  }
+  std::lock_guard lock(mu_);
+  nodes_[st.st_ino] = Node{type, rdev, std::move(link)};
+  return {};
 }
 
 Result<void> DevicePlaceholders::release(ino_t ino) {

@@ -55,7 +55,8 @@ class DevicePlaceholders {
     std::string link;  // its name in devices/
   };
 
-  Result<int> directory();
+  Result<void> open_dir();   // ids/devices into dir_, if it exists
+  Result<int> directory();   // dir_, creating ids/devices first if need be
 
   int ids_fd_ = -1;
   UniqueFd dir_;  // ids/devices, once it exists
