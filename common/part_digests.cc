@@ -46,20 +46,6 @@ void PartHasher::close_part() {
   in_part_ = 0;
 }
 
-Result<std::vector<PartDigest>> digest_file(int fd, uint64_t part_size) {
-  PartHasher hasher(part_size);
-  std::vector<char> buf(1 << 20);
-  for (off_t at = 0;;) {
-    ssize_t n = ::pread(fd, buf.data(), buf.size(), at);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return fail_errno("read for digests");
-    if (n == 0) break;
-    hasher.feed(std::span<const char>(buf.data(), static_cast<size_t>(n)));
-    at += n;
-  }
-  return hasher.finish();
-}
-
 std::string to_hex(const PartDigest& d) {
   static const char* const kDigits = "0123456789abcdef";
   std::string out;

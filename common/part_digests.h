@@ -51,9 +51,6 @@ class PartHasher {
   std::vector<PartDigest> digests_;
 };
 
-// The digests of the file open at fd (read from offset 0 to its end).
-Result<std::vector<PartDigest>> digest_file(int fd, uint64_t part_size = kPartSize);
-
 // Lowercase hex, and back (EINVAL for anything but 64 hex digits).
 std::string to_hex(const PartDigest& d);
 Result<PartDigest> digest_from_hex(std::string_view hex);

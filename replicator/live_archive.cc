@@ -64,7 +64,8 @@ Result<HeldSnapshot> archive_live_tree(const std::string& root, const std::strin
     cleanup();
     return tl::unexpected(cut.error());
   }
-  auto written = server::write_snapshot(**cut, scratch, id, server::ArchiveOptions{});
+  server::LocalArchiveStore store(scratch);
+  auto written = server::write_snapshot(**cut, store, id, server::ArchiveOptions{});
   cut->reset();
   lock.unlock();
   if (!written) {

@@ -226,7 +226,8 @@ class SnapshotSession {
 
   // Streams held (null: answered, or stream_error_ set).
   json stream(const HeldSnapshot& held, const net::ArchiveRange& range) {
-    auto streamed = channel_.stream(net::ArchiveStream{.fd = held.file.get(),
+    FileSource source(held.file.get(), held.bytes, held.id + ".tgz");
+    auto streamed = channel_.stream(net::ArchiveStream{.source = &source,
                                                        .bytes = held.bytes,
                                                        .id = held.id,
                                                        .snapshot = snapshot_json(held),

@@ -68,7 +68,7 @@ Outcome finish_written(Volume& v, Catalog& catalog, const RunSettings& settings,
     return failed(fmt::format("snapshot {} written but not catalogued: {}", snap.name,
                               added.error().message), o);
   }
-  auto rotated = rotate_snapshots(v.snapshots_dir(), settings.keep);
+  auto rotated = rotate_archives(v.archives(), settings.keep);
   if (!rotated) {
     log::error("volume {}: rotating snapshots: {}", v.name(), rotated.error().message);
   } else if (!rotated->empty()) {
@@ -157,7 +157,7 @@ Outcome run(Volume& v, const Link& link, Catalog& catalog, const RunSettings& se
                 std::chrono::steady_clock::now() - t0)
                 .count());
 
-  auto snap = write_snapshot(**cut, v.snapshots_dir(), id,
+  auto snap = write_snapshot(**cut, v.archives(), id,
                              ArchiveOptions{.gzip_level = settings.gzip_level,
                                             .gzip_threads = settings.gzip_threads,
                                             .cancel = &cancel,

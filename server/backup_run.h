@@ -11,9 +11,9 @@
 // half applied, takes a Cut (server/cut.h: a walk of the mirror's names, and the Cut set as the
 // applier's observer) and lets the mutex go: the node session applies its next frame at once,
 // and the Cut keeps by copy-before-write whatever the archive still needs. The archive is
-// written from the Cut by write_snapshot (temporary name, fsync, rename, fsync dir), then the
-// directory is rotated to the newest `keep` snapshots and the catalog marks the rotated ones
-// deleted. The Cut's journal line ("volume V: snapshot ID cut at change N ...") tells when the
+// written from the Cut by write_snapshot into the volume's ArchiveStore (visible only once
+// complete), then the store is rotated to the newest `keep` snapshots and the catalog marks the
+// rotated ones deleted. The Cut's journal line ("volume V: snapshot ID cut at change N ...") tells when the
 // cut was taken.
 //
 // Changed counts: a run reports the bytes and files applied since the last run that succeeded

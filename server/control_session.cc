@@ -10,9 +10,6 @@
 // bytes sent.
 #include "server/control_session.h"
 
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <fmt/format.h>
 
@@ -23,7 +20,6 @@
 #include "common/log.h"
 #include "common/net/identity.h"
 #include "common/net/messenger.h"
-#include "common/unique_fd.h"
 #include "server/control_json.h"
 #include "server/peer.h"
 #include "server/verify_json.h"
@@ -36,8 +32,8 @@ using Handled = ControlResult<json>;
 // A snapshot archive a control session has open (ControlSession::open_).
 struct OpenSnapshot {
   std::string host, path;
-  SnapshotRecord shown;  // bytes: its size on disk
-  UniqueFd fd;
+  SnapshotRecord shown;  // bytes: its stored size
+  std::unique_ptr<ByteSource> source;
 };
 
 // A successful response, or an error response, plus a short summary for the log line.
@@ -308,36 +304,36 @@ class ControlSession {
     }
     json extra = json::object();
     if (range->digests) extra["sources"] = sources_json(registry_.hub(), open_->shown.copies);
-    if (auto streamed = stream(open_->fd.get(), open_->shown, *range, extra); !streamed) {
+    if (auto streamed = stream(*open_->source, open_->shown, *range, extra); !streamed) {
       stream_error_ = streamed.error();
     }
     return json(nullptr);
   }
 
-  // The snapshot `wanted` ("latest": the newest) of a volume, opened with its size on disk;
+  // The snapshot `wanted` ("latest": the newest) of a volume, opened with its stored size;
   // nullopt when there is none.
   ControlResult<std::optional<OpenSnapshot>> open_snapshot(const std::string& host,
                                                            const std::string& path,
                                                            const std::string& wanted) {
     auto snaps = BKP_TRY(registry_.present_snapshots(host, path));
-    std::string dir = registry_.hub().volume_dir(host, path) + "/snapshots/";
+    auto store = registry_.hub().archives(host, path);
     for (const auto& s : snaps) {
       if (wanted != "latest" && s.id != wanted) continue;
-      UniqueFd fd(open((dir + s.id + ".tgz").c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
-      if (!fd) continue;  // rotated away since the listing: the next older one is "latest" now
-      struct stat st{};
-      if (fstat(fd.get(), &st) != 0) return control_fail(Fault::kInternal, "fstat snapshot failed");
-      OpenSnapshot out{host, path, s, std::move(fd)};
-      out.shown.bytes = st.st_size;
+      auto source = store->open(s.id);
+      // Rotated away since the listing: the next older one is "latest" now.
+      if (!source && source.error().code == ENOENT) continue;
+      if (!source) return control_fail(Fault::kInternal, source.error().message);
+      OpenSnapshot out{host, path, s, std::move(*source)};
+      out.shown.bytes = static_cast<int64_t>(out.source->size());
       return out;
     }
     return std::nullopt;
   }
 
   // The response, exactly `bytes` bytes of Data, then {"ok":true,"done":true}.
-  Result<void> stream(int fd, const SnapshotRecord& snap, const net::ArchiveRange& range,
-                      json extra) {
-    return channel_.stream(net::ArchiveStream{.fd = fd,
+  Result<void> stream(ByteSource& source, const SnapshotRecord& snap,
+                      const net::ArchiveRange& range, json extra) {
+    return channel_.stream(net::ArchiveStream{.source = &source,
                                               .bytes = static_cast<uint64_t>(snap.bytes),
                                               .id = snap.id,
                                               .snapshot = snapshot_json(snap),

@@ -151,6 +151,11 @@ std::string Hub::volume_dir(const std::string& host, const std::string& path) co
   return fmt::format("{}/volumes/{}/{}", state_dir_, host, escape_path(path));
 }
 
+std::unique_ptr<ArchiveStore> Hub::archives(const std::string& host, const std::string& path) const {
+  if (make_store_) return make_store_(host, path);
+  return std::make_unique<LocalArchiveStore>(volume_dir(host, path) + "/snapshots");
+}
+
 std::shared_ptr<Volume> Hub::find_volume(const std::string& host, const std::string& path) {
   std::lock_guard lock(mu_);
   auto it = volumes_.find(host + ":" + path);
@@ -187,7 +192,7 @@ Result<std::shared_ptr<Volume>> Hub::volume(const std::string& host, const std::
     auto it = volumes_.find(host + ":" + path);
     if (it != volumes_.end()) return it->second;
     std::string dir = volume_dir(host, path);
-    v = BKP_TRY(Volume::open(host, path, dir, forward_budget_));
+    v = BKP_TRY(Volume::open(host, path, dir, archives(host, path), forward_budget_));
     log::info("volume {} opened (instance {:016x}, committed {})", v->name(),
               v->receiver->instance(), v->receiver->committed());
     volumes_.emplace(v->name(), v);

@@ -37,6 +37,7 @@
 
 #include <atomic>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -161,6 +162,13 @@ class Hub {
   std::shared_ptr<Volume> find_volume(const std::string& host, const std::string& path);
   // STATE/volumes/<host>/<escaped path>, whether or not it exists.
   std::string volume_dir(const std::string& host, const std::string& path) const;
+  // Where a volume's snapshot archives are kept. By default its directory's snapshots/;
+  // backupd sets another maker when `snapshot_store` names a bucket. Set before any volume opens.
+  using ArchiveStoreMaker =
+      std::function<std::unique_ptr<ArchiveStore>(const std::string& host, const std::string& path)>;
+  void set_archive_stores(ArchiveStoreMaker maker) { make_store_ = std::move(maker); }
+  // The store of any volume, open or not (registered, or kept after unregister).
+  std::unique_ptr<ArchiveStore> archives(const std::string& host, const std::string& path) const;
   // Closes the volume (unregister): drops it from the table and from every replica's streams.
   // Sessions still holding it finish with it, and its descriptors close with the last of them.
   // Its files stay; deleting them (purge) is the caller's job, and so is telling the replicas.
@@ -234,6 +242,7 @@ class Hub {
   progress::Display* const display_;
   const size_t max_queued_ops_;
   const std::shared_ptr<ForwardBudget> forward_budget_;
+  ArchiveStoreMaker make_store_;  // null: LocalArchiveStore in the volume directory
   const int64_t started_ms_ = wall_ms();
   std::mutex mu_;
   // Guarded by mu_.

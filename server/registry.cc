@@ -79,42 +79,41 @@ Result<void> Registry::recover() {
 
 void Registry::reconcile_snapshots(const std::string& host, const std::string& path) {
   const std::string name = host + ":" + path;
-  const std::string dir = hub_.volume_dir(host, path) + "/snapshots";
   const std::string cut_dir = hub_.volume_dir(host, path) + "/cut";
-  remove_partial_snapshots(dir);
+  auto store = hub_.archives(host, path);
+  store->remove_partial();
   if (size_t n = remove_cut_leftovers(cut_dir); n > 0) {
     log::warn("volume {}: removed {} file(s) an interrupted run kept in {}", name, n, cut_dir);
   }
-  auto on_disk = list_snapshots(dir);
+  auto stored = store->list();
   auto known = catalog_.snapshots(host, path, /*include_deleted=*/false);
-  if (!on_disk || !known) {
+  if (!stored || !known) {
     log::error("volume {}: checking snapshots: {}", name,
-               !on_disk ? on_disk.error().message : known.error().message);
+               !stored ? stored.error().message : known.error().message);
     return;
   }
-  std::set<std::string> disk_ids, known_ids;
-  for (const auto& f : *on_disk) disk_ids.insert(f.id);
+  std::set<std::string> stored_ids, known_ids;
+  for (const auto& a : *stored) stored_ids.insert(a.id);
   std::vector<std::string> missing;
   for (const auto& s : *known) {
     known_ids.insert(s.id);
-    if (!disk_ids.contains(s.id)) missing.push_back(s.id);
+    if (!stored_ids.contains(s.id)) missing.push_back(s.id);
   }
   if (!missing.empty()) {
-    log::warn("volume {}: {} catalogued snapshot(s) missing on disk, marked deleted", name,
-              missing.size());
+    log::warn("volume {}: {} catalogued snapshot(s) missing in {}, marked deleted", name,
+              missing.size(), store->where());
     if (auto m = catalog_.mark_deleted(host, path, missing, wall_ms()); !m) {
       log::error("volume {}: {}", name, m.error().message);
     }
   }
-  for (const auto& f : *on_disk) {
-    if (known_ids.contains(f.id)) continue;
-    struct stat st{};
-    int64_t created = stat((dir + "/" + f.name).c_str(), &st) == 0 ? st.st_mtime * 1000LL : wall_ms();
-    SnapshotRecord rec{f.id, static_cast<int64_t>(f.bytes), created, std::nullopt, std::nullopt};
-    if (auto a = catalog_.add_snapshot(host, path, rec); !a) {
-      log::error("volume {}: {}", name, a.error().message);
+  for (const auto& a : *stored) {
+    if (known_ids.contains(a.id)) continue;
+    SnapshotRecord rec{a.id, static_cast<int64_t>(a.bytes), a.modified_ms, std::nullopt, std::nullopt};
+    if (auto added = catalog_.add_snapshot(host, path, rec); !added) {
+      log::error("volume {}: {}", name, added.error().message);
     } else {
-      log::warn("volume {}: adopted snapshot {} found on disk but not in the catalog", name, f.name);
+      log::warn("volume {}: adopted snapshot {}.tgz found in {} but not in the catalog", name, a.id,
+                store->where());
     }
   }
 }
@@ -332,6 +331,11 @@ ControlResult<Unregistered> Registry::unregister(const std::string& host, const 
 }
 
 ControlResult<std::string> Registry::purge(const std::string& host, const std::string& path) {
+  // The archives first: they may be kept elsewhere than the volume directory (a bucket).
+  if (auto deleted = rotate_archives(*hub_.archives(host, path), 0); !deleted) {
+    log::error("purge {}: {}", host + ":" + path, deleted.error().message);
+    return tl::unexpected(internal(deleted.error().wrap("purge")));
+  }
   std::string dir = hub_.volume_dir(host, path);
   UniqueFd parent(open((dir + "/..").c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!parent) {
@@ -396,12 +400,15 @@ ControlResult<std::vector<SnapshotRecord>> Registry::present_snapshots(const std
   if (!snaps) return control_fail(Fault::kInternal, snaps.error().message);
   auto copies = catalog_.snapshot_copies(host, path);
   if (!copies) return control_fail(Fault::kInternal, copies.error().message);
-  std::string dir = hub_.volume_dir(host, path) + "/snapshots/";
+  auto stored = hub_.archives(host, path)->list();
+  if (!stored) return control_fail(Fault::kInternal, stored.error().message);
+  std::map<std::string, uint64_t> sizes;
+  for (const auto& a : *stored) sizes[a.id] = a.bytes;
   std::vector<SnapshotRecord> out;
   for (auto& s : *snaps) {
-    struct stat st{};
-    if (stat((dir + s.id + ".tgz").c_str(), &st) != 0) continue;
-    s.bytes = st.st_size;
+    auto size = sizes.find(s.id);
+    if (size == sizes.end()) continue;
+    s.bytes = static_cast<int64_t>(size->second);
     if (auto it = copies->find(s.id); it != copies->end()) s.copies = it->second;
     out.push_back(std::move(s));
   }

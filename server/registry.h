@@ -172,7 +172,7 @@ class Registry {
   ControlResult<VolumeView> set_copies(const std::string& host, const std::string& path,
                                        int64_t copies);
   // host: as for resolve(..., Known::kRegisteredOrKept). Stops the volume, closes it and has
-  // every replica close its copy; with purge deletes its catalog rows, its directory and every
+  // every replica close its copy; with purge deletes its catalog rows, its directory, its archives and every
   // replica's copy. A volume only kept (unregistered earlier) can still be purged.
   ControlResult<Unregistered> unregister(const std::string& host, const std::string& path,
                                          Purge purge);
@@ -196,8 +196,8 @@ class Registry {
   std::optional<std::string> replication_note(const std::string& key);
   // What a verify of the registered volume needs; host as for resolve(..., Known::kRegistered).
   ControlResult<VerifyTarget> verify_target(const std::string& host, const std::string& path);
-  // The volume's catalogued snapshots whose file is still on disk, newest first, each with its
-  // size on disk.
+  // The volume's catalogued snapshots still in its ArchiveStore, newest first, each with its
+  // stored size.
   ControlResult<std::vector<SnapshotRecord>> present_snapshots(const std::string& host,
                                                                const std::string& path);
 

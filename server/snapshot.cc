@@ -1,4 +1,4 @@
-// Writing, listing and rotating tgz snapshots (see snapshot.h).
+// Writing tgz snapshots into an ArchiveStore (see snapshot.h).
 //
 // Entries come from a Cut's names, in the order its walk found them (depth first, sorted), and
 // a regular file's bytes through the Cut, which gives them as they were at the cut even while
@@ -11,7 +11,7 @@
 // depend on file sizes.
 //
 // libarchive writes only the tar stream, into MemberOutput, which compresses it on every core
-// as gzip members (server/gzip_members.h) and writes them to the file; libarchive's own gzip
+// as gzip members (server/gzip_members.h) and writes them to the sink; libarchive's own gzip
 // filter uses one core, and gzip was the whole cost of a snapshot (docs/ARCHITECTURE.md,
 // "Snapshots are gzip members"). The compressing threads run at nice +10 (kCompressNice): a
 // snapshot is never urgent, and the node sessions applying the stream must not wait for it.
@@ -19,7 +19,6 @@
 
 #include <archive.h>
 #include <archive_entry.h>
-#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -37,7 +36,6 @@
 
 #include "common/files.h"
 #include "common/log.h"
-#include "common/unique_fd.h"
 #include "server/gzip_members.h"
 
 namespace bkp::server {
@@ -46,7 +44,6 @@ namespace {
 constexpr size_t kBlock = 1u << 20;
 constexpr size_t kMemberBlock = 1u << 20;  // tar bytes per gzip member
 constexpr int kCompressNice = 10;
-constexpr std::string_view kTmpPrefix = ".tmp-";
 constexpr std::string_view kSuffix = ".tgz";
 
 struct ArchiveDeleter {
@@ -61,13 +58,13 @@ struct EntryDeleter {
 using EntryPtr = std::unique_ptr<archive_entry, EntryDeleter>;
 
 // The tar stream's way out: libarchive's write callback hands it to GzipMembers, whose members
-// go to the file in order. A failure to write the file (ENOSPC) is kept with its errno, so the
-// run's error is "write PATH: No space left on device" whichever entry libarchive was at.
+// go to the store's sink in order. A failure to write there (ENOSPC, a store that went away) is
+// kept with its errno, so the run's error is "write PATH: No space left on device" whichever
+// entry libarchive was at.
 class MemberOutput {
  public:
-  MemberOutput(int fd, std::string path, const ArchiveOptions& options)
-      : fd_(fd),
-        path_(std::move(path)),
+  MemberOutput(ArchiveSink& sink, const ArchiveOptions& options)
+      : sink_(sink),
         members_([this](std::span<const char> bytes) { return write_file(bytes); },
                  GzipMembersOptions{.level = options.gzip_level,
                                     .block = kMemberBlock,
@@ -97,11 +94,10 @@ class MemberOutput {
  private:
   Result<void> write_file(std::span<const char> bytes) {
     hasher_.feed(bytes);
-    return write_all(fd_, bytes, path_);
+    return sink_.write(bytes);
   }
 
-  int fd_;
-  std::string path_;
+  ArchiveSink& sink_;
   PartHasher hasher_;
   GzipMembers members_;  // last: destroyed first, before what write_file uses
 };
@@ -325,17 +321,6 @@ class Writer {
   std::vector<char> buf_;
 };
 
-bool is_snapshot_name(std::string_view n) {
-  return n.size() > kSuffix.size() && n.substr(n.size() - kSuffix.size()) == kSuffix &&
-         n.substr(0, kTmpPrefix.size()) != kTmpPrefix;
-}
-
-Result<void> fsync_dir(const std::string& dir) {
-  UniqueFd fd(open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!fd || fsync(fd.get()) != 0) return fail_errno("fsync " + dir);
-  return {};
-}
-
 }  // namespace
 
 std::string snapshot_id_for(int64_t unix_ms) {
@@ -346,25 +331,17 @@ std::string snapshot_id_for(int64_t unix_ms) {
                      t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec, unix_ms % 1000);
 }
 
-Result<SnapshotFile> write_snapshot(Cut& cut, const std::string& snapshots_dir,
-                                    const std::string& id, const ArchiveOptions& options) {
-  if (mkdir(snapshots_dir.c_str(), 0750) != 0 && errno != EEXIST) {
-    return fail_errno("create " + snapshots_dir);
-  }
+Result<SnapshotFile> write_snapshot(Cut& cut, ArchiveStore& store, const std::string& id,
+                                    const ArchiveOptions& options) {
   SnapshotFile out;
   out.id = id;
   out.name = id + std::string(kSuffix);
-  std::string tmp = snapshots_dir + "/" + std::string(kTmpPrefix) + out.name;
-  std::string final_path = snapshots_dir + "/" + out.name;
-  UniqueFd fd(open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640));
-  if (!fd) return fail_errno("create " + tmp);
-  auto cleanup_tmp = [&](Error e) {
-    unlink(tmp.c_str());
-    return tl::unexpected(e.wrap("snapshot " + out.name));
-  };
+  auto failed = [&](Error e) { return tl::unexpected(e.wrap("snapshot " + out.name)); };
+  auto sink = store.create(id);
+  if (!sink) return failed(sink.error());
 
   // Before the archive, so that it outlives anything freeing the archive could write.
-  MemberOutput output(fd.get(), tmp, options);
+  MemberOutput output(**sink, options);
   std::unique_ptr<archive, ArchiveDeleter> a(archive_write_new());
   std::unique_ptr<archive_entry_linkresolver, ResolverDeleter> resolver(
       archive_entry_linkresolver_new());
@@ -375,7 +352,7 @@ Result<SnapshotFile> write_snapshot(Cut& cut, const std::string& snapshots_dir,
       archive_write_set_bytes_per_block(a.get(), 0) != ARCHIVE_OK ||
       archive_write_open2(a.get(), &output, nullptr, &MemberOutput::write, nullptr, nullptr) !=
           ARCHIVE_OK) {
-    return cleanup_tmp(Error{EIO, std::string("libarchive setup: ") + archive_error_string(a.get())});
+    return failed(Error{EIO, std::string("libarchive setup: ") + archive_error_string(a.get())});
   }
   Writer writer(a.get(), resolver.get(), cut, options);
   auto walked = writer.all();
@@ -383,77 +360,21 @@ Result<SnapshotFile> write_snapshot(Cut& cut, const std::string& snapshots_dir,
     // Without this, freeing the archive closes it, which pads the unfinished entry to its
     // announced size: a cancelled run over a 64 GiB sparse file wrote 64 GiB of zeros first.
     archive_write_fail(a.get());
-    return cleanup_tmp(output.error().value_or(walked.error()));
+    return failed(output.error().value_or(walked.error()));
   }
   if (archive_write_close(a.get()) != ARCHIVE_OK) {
-    return cleanup_tmp(output.error().value_or(
+    return failed(output.error().value_or(
         Error{EIO, std::string("finish archive: ") + archive_error_string(a.get())}));
   }
-  if (auto finished = output.finish(); !finished) return cleanup_tmp(finished.error());
-  if (fsync(fd.get()) != 0) return cleanup_tmp(Error{errno, std::string("fsync: ") + std::strerror(errno)});
-  struct stat st{};
-  fstat(fd.get(), &st);
-  fd.reset();
-  if (rename(tmp.c_str(), final_path.c_str()) != 0) {
-    return cleanup_tmp(Error{errno, std::string("rename: ") + std::strerror(errno)});
-  }
-  BKP_TRY_VOID(fsync_dir(snapshots_dir));
-  out.bytes = static_cast<uint64_t>(st.st_size);
+  if (auto finished = output.finish(); !finished) return failed(finished.error());
+  auto bytes = (*sink)->commit();
+  if (!bytes) return failed(bytes.error());
+  out.bytes = *bytes;
   out.files = writer.files;
   out.data_bytes = writer.data_bytes;
   out.warnings = writer.warnings();
   out.digests = output.digests();
   return out;
-}
-
-Result<std::vector<SnapshotFile>> list_snapshots(const std::string& snapshots_dir) {
-  std::vector<SnapshotFile> out;
-  DIR* d = opendir(snapshots_dir.c_str());
-  if (d == nullptr) {
-    if (errno == ENOENT) return out;
-    return fail_errno("list " + snapshots_dir);
-  }
-  while (dirent* e = readdir(d)) {
-    std::string name = e->d_name;
-    if (!is_snapshot_name(name)) continue;
-    struct stat st{};
-    if (fstatat(dirfd(d), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode)) continue;
-    SnapshotFile f;
-    f.name = name;
-    f.id = name.substr(0, name.size() - kSuffix.size());
-    f.bytes = static_cast<uint64_t>(st.st_size);
-    out.push_back(std::move(f));
-  }
-  closedir(d);
-  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.name > b.name; });
-  return out;
-}
-
-Result<std::vector<std::string>> rotate_snapshots(const std::string& snapshots_dir, size_t keep) {
-  auto all = BKP_TRY(list_snapshots(snapshots_dir));
-  std::vector<std::string> removed;
-  for (size_t i = keep; i < all.size(); ++i) {
-    std::string path = snapshots_dir + "/" + all[i].name;
-    if (unlink(path.c_str()) != 0 && errno != ENOENT) return fail_errno("delete " + path);
-    removed.push_back(all[i].id);
-  }
-  if (!removed.empty()) BKP_TRY_VOID(fsync_dir(snapshots_dir));
-  return removed;
-}
-
-size_t remove_partial_snapshots(const std::string& snapshots_dir) {
-  size_t n = 0;
-  DIR* d = opendir(snapshots_dir.c_str());
-  if (d == nullptr) return 0;
-  while (dirent* e = readdir(d)) {
-    std::string_view name = e->d_name;
-    if (name.substr(0, kTmpPrefix.size()) == kTmpPrefix && unlinkat(dirfd(d), e->d_name, 0) == 0) {
-      log::warn("removed partial snapshot {}/{} (an earlier run was interrupted)", snapshots_dir, name);
-      ++n;
-    }
-  }
-  closedir(d);
-  return n;
 }
 
 }  // namespace bkp::server

@@ -2,10 +2,8 @@
 // mirror with libarchive. The gzip is a series of members of 1 MiB of tar each, compressed on
 // every core (server/gzip_members.h); any gzip reader reads it as one stream.
 //
-// Atomicity (DESIGN.md invariant 5): the archive is written to ".tmp-<name>" in the snapshots
-// directory, fsynced, renamed to its final name and the directory fsynced, so a file under a
-// final name is always complete and durable. Leftover ".tmp-*" files are the remains of an
-// interrupted run (kill -9, power loss) and are removed at startup.
+// Where the archive goes is an ArchiveStore (server/archive_store.h), a directory or an S3
+// bucket; the store makes it visible only once complete and durable (DESIGN.md invariant 5).
 //
 // Names are UTC timestamps with milliseconds, "20261126T010203.123Z.tgz", so name order is time
 // order; the id of a snapshot is its name without ".tgz".
@@ -22,6 +20,7 @@
 
 #include "common/part_digests.h"
 #include "common/result.h"
+#include "server/archive_store.h"
 #include "server/cut.h"
 
 namespace bkp::server {
@@ -52,21 +51,13 @@ struct ArchiveOptions {
   std::chrono::milliseconds entry_delay{0};
 };
 
-// Archives the tree of the cut into snapshots_dir/<id>.tgz. Keeps hard links, symlinks, fifos,
+// Archives the tree of the cut into the store as <id>.tgz. Keeps hard links, symlinks, fifos,
 // devices, modes, owners, mtimes, user.* xattrs and holes (a sparse map per file with holes:
 // only data regions are stored and nothing in a hole is read); skips sockets and any entry the
 // format refuses, which SnapshotFile::warnings then names (the run is still written). Fails
-// with the cut's failure() as soon as it has one (the archive could not be the cut).
-Result<SnapshotFile> write_snapshot(Cut& cut, const std::string& snapshots_dir,
-                                    const std::string& id, const ArchiveOptions& options);
-
-// Snapshots present in the directory, newest first.
-Result<std::vector<SnapshotFile>> list_snapshots(const std::string& snapshots_dir);
-
-// Deletes all but the newest `keep`; returns the ids deleted.
-Result<std::vector<std::string>> rotate_snapshots(const std::string& snapshots_dir, size_t keep);
-
-// Deletes ".tmp-*" leftovers of interrupted writes; returns how many.
-size_t remove_partial_snapshots(const std::string& snapshots_dir);
+// with the cut's failure() as soon as it has one (the archive could not be the cut), leaving
+// nothing in the store.
+Result<SnapshotFile> write_snapshot(Cut& cut, ArchiveStore& store, const std::string& id,
+                                    const ArchiveOptions& options);
 
 }  // namespace bkp::server

@@ -1,20 +1,20 @@
-// Reading a snapshot back for a verify (see snapshot_check.h). Both reads go through one
-// descriptor opened first, so a rotation that unlinks the file meanwhile changes nothing.
+// Reading a snapshot back for a verify (see snapshot_check.h), in one pass over its bytes:
+// libarchive reads them through a callback that also feeds the part digests, and whatever it
+// leaves unread (an archive that stops making sense early) is digested after it. One pass
+// matters when the archive is in a bucket: every byte read is a byte fetched.
 #include "server/snapshot_check.h"
 
 #include <archive.h>
 #include <archive_entry.h>
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <fmt/format.h>
 
 #include <algorithm>
 #include <memory>
+#include <optional>
+#include <vector>
 
 #include "common/part_digests.h"
-#include "common/unique_fd.h"
 
 namespace bkp::server {
 namespace {
@@ -23,15 +23,72 @@ struct ReadFree {
   void operator()(archive* a) const { archive_read_free(a); }
 };
 
-// Reads every header and data block; returns the entries read, or libarchive's complaint.
-Result<uint64_t> read_through(int fd) {
-  if (::lseek(fd, 0, SEEK_SET) != 0) return fail_errno("seek");
+// The source in order, each byte handed out once to libarchive (or to drain()) and digested.
+class DigestingReader {
+ public:
+  DigestingReader(ByteSource& source, uint64_t part_size)
+      : source_(source), hasher_(part_size == 0 ? kPartSize : part_size), buf_(1 << 20) {}
+
+  // libarchive's read callback (archive_read_open), self being a DigestingReader.
+  static la_ssize_t read(archive* a, void* self, const void** out) noexcept {
+    auto* r = static_cast<DigestingReader*>(self);
+    auto n = r->next();
+    if (!n) {
+      archive_set_error(a, n.error().code, "%s", n.error().message.c_str());
+      return -1;
+    }
+    *out = r->buf_.data();
+    return static_cast<la_ssize_t>(*n);
+  }
+
+  // Digests what libarchive did not read.
+  Result<void> drain() {
+    while (BKP_TRY(next()) > 0) {
+    }
+    return {};
+  }
+
+  const std::vector<PartDigest>& digests() { return hasher_.finish(); }
+  // Why reading failed, if it was the source's fault (not the archive's).
+  const std::optional<Error>& error() const { return error_; }
+
+ private:
+  Result<size_t> next() {
+    if (at_ >= source_.size()) return size_t{0};
+    auto n = source_.read_at(at_, buf_);
+    if (!n) {
+      error_ = n.error();
+      return tl::unexpected(n.error());
+    }
+    if (*n == 0) {
+      error_ = Error{EIO, source_.where() + ": shorter than its size"};
+      return tl::unexpected(*error_);
+    }
+    hasher_.feed(std::span<const char>(buf_.data(), *n));
+    at_ += *n;
+    return *n;
+  }
+
+  ByteSource& source_;
+  PartHasher hasher_;
+  std::vector<char> buf_;
+  uint64_t at_ = 0;
+  std::optional<Error> error_;
+};
+
+// Reads every header and data block; returns the entries read, or libarchive's complaint
+// (EBADMSG; the reader's own error when reading the source failed).
+Result<uint64_t> read_through(DigestingReader& reader) {
   std::unique_ptr<archive, ReadFree> a(archive_read_new());
   if (!a) return fail(ENOMEM, "libarchive: out of memory");
   archive_read_support_filter_gzip(a.get());
   archive_read_support_format_tar(a.get());
-  if (archive_read_open_fd(a.get(), fd, 1 << 20) != ARCHIVE_OK) {
-    return fail(EBADMSG, archive_error_string(a.get()));
+  auto complaint = [&](std::string what) -> tl::unexpected<Error> {
+    if (reader.error()) return tl::unexpected(*reader.error());
+    return fail(EBADMSG, std::move(what));
+  };
+  if (archive_read_open(a.get(), &reader, nullptr, &DigestingReader::read, nullptr) != ARCHIVE_OK) {
+    return complaint(archive_error_string(a.get()));
   }
   uint64_t entries = 0;
   archive_entry* entry = nullptr;
@@ -39,8 +96,7 @@ Result<uint64_t> read_through(int fd) {
     int r = archive_read_next_header(a.get(), &entry);
     if (r == ARCHIVE_EOF) break;
     if (r < ARCHIVE_WARN) {
-      return fail(EBADMSG,
-                  fmt::format("after {} entries: {}", entries, archive_error_string(a.get())));
+      return complaint(fmt::format("after {} entries: {}", entries, archive_error_string(a.get())));
     }
     ++entries;
     const void* block = nullptr;
@@ -49,8 +105,8 @@ Result<uint64_t> read_through(int fd) {
     while ((r = archive_read_data_block(a.get(), &block, &size, &offset)) == ARCHIVE_OK) {
     }
     if (r != ARCHIVE_EOF) {
-      return fail(EBADMSG, fmt::format("entry {} ({}): {}", entries, archive_entry_pathname(entry),
-                                       archive_error_string(a.get())));
+      return complaint(fmt::format("entry {} ({}): {}", entries, archive_entry_pathname(entry),
+                                   archive_error_string(a.get())));
     }
   }
   return entries;
@@ -58,18 +114,21 @@ Result<uint64_t> read_through(int fd) {
 
 }  // namespace
 
-Result<SnapshotCheck> check_snapshot(const std::string& file, const SnapshotRecord& record) {
-  UniqueFd fd(::open(file.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
-  if (!fd) return fail_errno("open " + file);
-  struct stat st{};
-  if (::fstat(fd.get(), &st) != 0) return fail_errno("stat " + file);
+Result<SnapshotCheck> check_snapshot(ByteSource& source, const SnapshotRecord& record) {
   SnapshotCheck out;
-  out.bytes = static_cast<uint64_t>(st.st_size);
+  out.bytes = source.size();
   const std::string name = record.id + ".tgz";
+  DigestingReader reader(source, record.part_size);
+  auto entries = read_through(reader);
+  if (!entries && entries.error().code != EBADMSG) return tl::unexpected(entries.error());
+  BKP_TRY_VOID(reader.drain());
+  if (!entries) {
+    out.differences.push_back({name, "archive", "does not read back: " + entries.error().message});
+  } else {
+    out.entries = *entries;
+  }
   if (record.part_size != 0) {
-    auto digests = BKP_TRY(digest_file(fd.get(), record.part_size).map_error([&](Error e) {
-      return e.wrap("digest " + file);
-    }));
+    const auto& digests = reader.digests();
     std::vector<uint64_t> bad;
     for (size_t i = 0; i < std::min(digests.size(), record.digests.size()); ++i) {
       if (digests[i] != record.digests[i]) bad.push_back(i);
@@ -86,13 +145,6 @@ Result<SnapshotCheck> check_snapshot(const std::string& file, const SnapshotReco
            fmt::format("{} of {} parts differ from their catalog digest (first: part {})",
                        bad.size(), record.digests.size(), bad.front())});
     }
-  }
-  auto entries = read_through(fd.get());
-  if (!entries) {
-    if (entries.error().code != EBADMSG) return tl::unexpected(entries.error().wrap(file));
-    out.differences.push_back({name, "archive", "does not read back: " + entries.error().message});
-  } else {
-    out.entries = *entries;
   }
   return out;
 }

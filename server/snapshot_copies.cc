@@ -1,9 +1,6 @@
 // Snapshot copies on replicas (snapshot_copies.h).
 #include "server/snapshot_copies.h"
 
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <fmt/format.h>
 
@@ -12,6 +9,7 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "common/net/messenger.h"
+#include "common/byte_source.h"
 #include "common/part_digests.h"
 #include "server/replica_session.h"
 
@@ -78,15 +76,15 @@ Result<bool> SnapshotShipper::begin_next(const std::shared_ptr<Volume>& v, Volum
     SnapshotRecord rec = std::move(copies.missing.front());
     copies.missing.pop_front();
     if (copies.held.contains(rec.id)) continue;  // sent since it was queued
-    const std::string path = fmt::format("{}/{}.tgz", v->snapshots_dir(), rec.id);
-    UniqueFd file(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-    struct stat st {};
-    if (!file || ::fstat(file.get(), &st) != 0) continue;  // rotated away since: skip it
-    const auto bytes = static_cast<uint64_t>(st.st_size);
+    auto source = v->archives().open(rec.id);
+    if (!source && source.error().code == ENOENT) continue;  // rotated away since: skip it
+    if (!source) return tl::unexpected(source.error());
+    ByteSource& file = **source;
+    const uint64_t bytes = file.size();
     if (rec.part_size == 0 || rec.digests.size() != part_count(bytes, rec.part_size)) {
       rec.part_size = static_cast<uint32_t>(kPartSize);
-      rec.digests = BKP_TRY(digest_file(file.get(), kPartSize).map_error(
-          [&](Error e) { return e.wrap(path); }));
+      rec.digests = BKP_TRY(digest_source(file, kPartSize).map_error(
+          [&](Error e) { return e.wrap("digest " + file.where()); }));
       if (auto set = catalog_.set_digests(v->host(), v->path(), rec.id, rec.part_size, rec.digests);
           !set) {
         log::warn("volume {}: {}", v->name(), set.error().message);
@@ -107,7 +105,7 @@ Result<bool> SnapshotShipper::begin_next(const std::shared_ptr<Volume>& v, Volum
       log::info("volume {}: sending snapshot {} ({} bytes) to replica {}", v->name(), rec.id,
                 bytes, replica_.name());
     }
-    transfer_ = Transfer{v, rec.id, std::move(file), bytes, start};
+    transfer_ = Transfer{v, rec.id, std::move(*source), bytes, start};
     return true;
   }
   return false;
@@ -119,16 +117,15 @@ Result<void> SnapshotShipper::send_slice() {
   const uint64_t stop = std::min(t.bytes, t.offset + kSnapshotSlice);
   while (t.offset < stop) {
     const size_t want = static_cast<size_t>(std::min<uint64_t>(buf.size(), stop - t.offset));
-    ssize_t n = ::pread(t.file.get(), buf.data(), want, static_cast<off_t>(t.offset));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
+    const size_t n = BKP_TRY(t.file->read_at(
+        t.offset, std::span<char>(reinterpret_cast<char*>(buf.data()), want)));
+    if (n == 0) {
       // The archive shrank under us (it never should): the replica gets a short archive and
       // refuses it; the connection ends so both sides start clean.
-      return fail(n < 0 ? errno : EIO, fmt::format("read snapshot {} at {}", t.id, t.offset));
+      return fail(EIO, fmt::format("read snapshot {} at {}: it ended early", t.id, t.offset));
     }
-    BKP_TRY_VOID(net::send(
-        conn_, wire::SnapshotData{t.offset, std::span<const uint8_t>(buf.data(), size_t(n))}));
-    t.offset += static_cast<uint64_t>(n);
+    BKP_TRY_VOID(net::send(conn_, wire::SnapshotData{t.offset, std::span<const uint8_t>(buf.data(), n)}));
+    t.offset += n;
   }
   if (t.offset < t.bytes) return conn_.flush();
   BKP_TRY_VOID(net::send_now(conn_, wire::SnapshotEnd{}));

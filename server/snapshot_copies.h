@@ -29,7 +29,7 @@
 
 #include "common/net/conn.h"
 #include "common/result.h"
-#include "common/unique_fd.h"
+#include "common/byte_source.h"
 #include "server/catalog.h"
 #include "server/hub.h"
 
@@ -62,7 +62,7 @@ class SnapshotShipper {
   struct Transfer {
     std::shared_ptr<Volume> volume;
     std::string id;
-    UniqueFd file;
+    std::unique_ptr<ByteSource> file;  // the archive, open since the transfer began
     uint64_t bytes = 0;
     uint64_t offset = 0;
   };

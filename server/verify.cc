@@ -210,10 +210,11 @@ class Verifier {
     if (report_.options.replicas) {
       for (const auto& name : target_.replicas) check_snapshot_copies(name, *snaps);
     }
-    const std::string dir = registry_.hub().volume_dir(host, path) + "/snapshots/";
+    auto store = registry_.hub().archives(host, path);
     for (const auto& s : *snaps) {
       if (stopping_) break;
-      auto checked = check_snapshot(dir + s.id + ".tgz", s);
+      auto source = store->open(s.id);
+      auto checked = source.and_then([&](auto& opened) { return check_snapshot(*opened, s); });
       if (!checked && checked.error().code == ENOENT) continue;  // rotated away meanwhile
       CopyCheck check{.kind = CopyCheck::Kind::kSnapshot, .name = s.id};
       if (checked) {

@@ -44,8 +44,10 @@ bool Notifier::wait(std::chrono::milliseconds timeout) {
 
 Result<std::shared_ptr<Volume>> Volume::open(const std::string& host, const std::string& path,
                                              const std::string& dir,
+                                             std::unique_ptr<ArchiveStore> archives,
                                              std::shared_ptr<ForwardBudget> budget) {
   std::shared_ptr<Volume> v(new Volume(host, path, dir, std::move(budget)));
+  v->archives_ = archives ? std::move(archives) : std::make_unique<LocalArchiveStore>(dir + "/snapshots");
   auto applier = changes::Applier::open(dir, "mirror", "ids");
   if (!applier) return tl::unexpected(applier.error().wrap("volume " + v->name()));
   if (auto made = make_dirs(dir + "/replicas"); !made) {

@@ -32,6 +32,7 @@
 #include "common/stream/receiver.h"
 #include "common/stream/sender.h"
 #include "common/wire/messages.h"
+#include "server/archive_store.h"
 #include "server/forward_cache.h"
 
 namespace bkp::server {
@@ -133,9 +134,11 @@ struct ReplicaStream {
 class Volume {
  public:
   // Opens (creating if needed) DIR/{mirror,ids,replicas} and reads DIR/state.
+  // archives: where its snapshots go (null: DIR/snapshots on this disk).
   // budget: shared by every volume's ForwardCache (null: the cache's own bound alone).
   static Result<std::shared_ptr<Volume>> open(const std::string& host, const std::string& path,
                                               const std::string& dir,
+                                              std::unique_ptr<ArchiveStore> archives = nullptr,
                                               std::shared_ptr<ForwardBudget> budget = nullptr);
 
   const std::string& host() const { return host_; }
@@ -144,7 +147,8 @@ class Volume {
   const std::string& name() const { return name_; }
   // The volume directory: mirror/, ids/, snapshots/, replicas/, state, stats.
   const std::string& dir() const { return dir_; }
-  std::string snapshots_dir() const { return dir_ + "/snapshots"; }
+  // Where its snapshot archives are kept (server/archive_store.h); safe from any thread.
+  ArchiveStore& archives() const { return *archives_; }
   // The running snapshot's scratch area (server/cut.h): its names and the old bytes it keeps.
   std::string cut_dir() const { return dir_ + "/cut"; }
 
@@ -219,6 +223,7 @@ class Volume {
   void count(uint64_t key, uint64_t bytes);
 
   std::string host_, path_, dir_, name_;
+  std::unique_ptr<ArchiveStore> archives_;  // set once by open()
   // Keys (file id, or a hash of the path for entries named only by path) of what was touched
   // since the previous run, guarded by mu. Bounded: past kMaxRunKeys, files are counted
   // without deduplication.

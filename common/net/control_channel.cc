@@ -118,15 +118,14 @@ Result<void> ControlChannel::stream(const ArchiveStream& archive) {
   uint64_t sent = 0;
   while (sent < length) {
     size_t want = static_cast<size_t>(std::min<uint64_t>(buf.size(), length - sent));
-    ssize_t n = ::pread(archive.fd, buf.data(), want, static_cast<off_t>(range.offset + sent));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return fail_errno("read snapshot " + archive.id);
+    size_t n = BKP_TRY(archive.source->read_at(
+        range.offset + sent, std::span<char>(reinterpret_cast<char*>(buf.data()), want)));
     if (n == 0) {
       return fail(EIO, fmt::format("snapshot {} shrank while being restored", archive.id));
     }
     BKP_TRY_VOID(conn_.send(wire::MsgType::kData, 0,
-                            std::span<const uint8_t>(buf.data(), static_cast<size_t>(n))));
-    sent += static_cast<uint64_t>(n);
+                            std::span<const uint8_t>(buf.data(), n)));
+    sent += n;
   }
   return respond(json{{"ok", true}, {"done", true}});
 }

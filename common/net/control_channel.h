@@ -17,6 +17,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/byte_source.h"
 #include "common/net/conn.h"
 #include "common/part_digests.h"
 #include "common/result.h"
@@ -51,7 +52,7 @@ tl::expected<ArchiveRange, std::string> archive_range(const nlohmann::json& requ
 
 // An archive to stream: an open file of `bytes` bytes and what the header says of it.
 struct ArchiveStream {
-  int fd = -1;
+  ByteSource* source = nullptr;
   uint64_t bytes = 0;
   std::string id;          // names the snapshot in errors
   nlohmann::json snapshot; // the header's SNAPSHOT object
@@ -77,7 +78,7 @@ class ControlChannel {
   Result<void> respond_error(std::string_view code, std::string_view message);
 
   // {"ok":true,"snapshot":SNAPSHOT,"bytes":N[,"offset":O,"length":L][,"digests":HEX]...extra},
-  // exactly L bytes of Data read with pread from O (the whole archive unless ranged), then
+  // exactly L bytes of Data read from the source at O (the whole archive unless ranged), then
   // {"ok":true,"done":true}. The digests go with it when asked for, there is one per part and
   // they fit in one frame. A range beyond the archive is answered with a bad_request error
   // (the session goes on). A failure after the header cannot be expressed as a response any

@@ -45,7 +45,8 @@ class ControlChannelTest : public ::testing::Test {
     EXPECT_TRUE(range) << range.error();
     std::thread server([&] {
       ControlChannel channel(*server_);
-      auto sent = channel.stream(ArchiveStream{.fd = file_.get(),
+      FileSource source(file_.get(), archive_.size(), "a");
+      auto sent = channel.stream(ArchiveStream{.source = &source,
                                                .bytes = archive_.size(),
                                                .id = "a",
                                                .snapshot = json{{"id", "a"}},

@@ -118,7 +118,8 @@ class CutTest : public ::testing::Test {
   }
 
   Result<SnapshotFile> archive(Cut& cut, const std::string& id) {
-    return write_snapshot(cut, dir_.sub("snaps"), id, ArchiveOptions{});
+    LocalArchiveStore store(dir_.sub("snaps"));
+    return write_snapshot(cut, store, id, ArchiveOptions{});
   }
 
   // The archive's tree, extracted as a restore does.

@@ -43,7 +43,8 @@ void make_socket(const std::string& path) {
 Result<SnapshotFile> archive_tree(int root, const testutil::TempDir& dir, const std::string& id) {
   auto cut = Cut::take(root, -1, [](CutEntry&) {}, dir.sub("cut"));
   if (!cut) return tl::unexpected(cut.error());
-  return write_snapshot(**cut, dir.sub("snaps"), id, ArchiveOptions{});
+  LocalArchiveStore store(dir.sub("snaps"));
+  return write_snapshot(**cut, store, id, ArchiveOptions{});
 }
 
 // Entry names of a .tgz, with their file types.
