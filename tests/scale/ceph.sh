@@ -84,7 +84,13 @@ EOF
 }
 
 start() {
-  [[ -e $dir/ceph.conf ]] && die "$dir already holds a cluster (stop it, or use another directory)"
+  local pid_file
+  for pid_file in "$dir"/run/*.pid; do
+    [[ -f $pid_file ]] && kill -0 "$(<"$pid_file")" 2>/dev/null &&
+      die "$dir holds a running cluster ($pid_file); stop it first"
+  done
+  # What a previous, stopped cluster left here (a test fixture reuses its directory).
+  rm -rf "$dir"/{ceph.conf,monmap,env,env.tmp,run,log,crash,mon,osd,rgw}
   mkdir -p "$dir"/{run,log,crash,mon/a,osd/0,rgw}
   local fsid mon_port rgw_port osd_uuid
   fsid=$(uuidgen)
