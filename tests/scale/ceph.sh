@@ -68,6 +68,9 @@ osd pool default pgp num = 8
 osd pool default pg autoscale mode = off
 # A scratch disk may be fuller than the mon's default 5% floor.
 mon data avail crit = 0
+# radosgw creates its pools one by one at start, each a new OSD map: commit maps at once rather
+# than batching them for a second each.
+paxos propose interval = 0.01
 osd objectstore = memstore
 memstore device bytes = 2147483648
 
@@ -80,6 +83,11 @@ log file = $dir/log/\$name.log
 [client.rgw]
 rgw frontends = beast endpoint=127.0.0.1:$rgw_port
 rgw data = $dir/rgw
+# No garbage collection, lifecycle or quota threads: nothing here needs them, and radosgw waits
+# for their sleeps to end when asked to stop.
+rgw enable gc threads = false
+rgw enable lc threads = false
+rgw enable quota threads = false
 EOF
 }
 
@@ -128,20 +136,22 @@ EOF
   mv "$dir/env.tmp" "$dir/env"
 }
 
-# Stops radosgw, the OSD and the mon, each by its pid file: TERM, then KILL after 10 s.
+# Stops radosgw, the OSD and the mon, each by its pid file: TERM to all at once, then KILL to
+# any still there after 10 s.
 stop() {
   [[ -d $dir/run ]] || return 0
-  local name pid
+  local name pid pids=()
   for name in client.rgw osd.0 mon.a; do
     [[ -f $dir/run/$name.pid ]] || continue
     pid=$(<"$dir/run/$name.pid")
-    [[ $pid =~ ^[0-9]+$ ]] || continue
-    kill -TERM "$pid" 2>/dev/null || continue
-    local deadline=$((SECONDS + 10))
+    [[ $pid =~ ^[0-9]+$ ]] && kill -TERM "$pid" 2>/dev/null && pids+=("$pid")
+  done
+  local deadline=$((SECONDS + 10))
+  for pid in "${pids[@]}"; do
     while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
     kill -KILL "$pid" 2>/dev/null || true
-    rm -f "$dir/run/$name.pid"
   done
+  rm -f "$dir"/run/*.pid
 }
 
 [[ $# -eq 2 ]] || die "usage: ceph.sh start|stop DIR"

@@ -2,7 +2,10 @@
 // credentials file: read when private to its owner, refused when others may read it or someone
 // else owns it, and never quoting the secret back.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
+
+#include <fmt/format.h>
 
 #include <string>
 
