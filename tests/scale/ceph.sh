@@ -9,7 +9,8 @@
 # clusters in two DIRs do not collide (own fsid, own free ports). The OSD keeps objects in memory
 # (memstore, bounded at 2 GiB), so start-up is a few seconds and nothing is written but logs.
 # Authentication is off: the cluster listens on 127.0.0.1 only and lives for one test run; S3
-# requests are still signed and checked by radosgw with the user's keys.
+# requests are still signed and checked by radosgw with the user's keys. There is no mgr (radosgw
+# does not need one); nothing waits on health.
 #
 # DIR/env, for the tests (sourceable shell):
 #   S3_ENDPOINT=http://127.0.0.1:PORT  S3_ACCESS_KEY=...  S3_SECRET_KEY=...  S3_REGION=default
@@ -35,6 +36,7 @@ wait_for() {
 }
 
 cephc() { ceph -c "$dir/ceph.conf" --connect-timeout 10 "$@"; }
+osd_up() { cephc osd dump | grep -q '^osd.0 up'; }
 
 write_conf() {
   local fsid=$1 mon_port=$2 rgw_port=$3
@@ -55,12 +57,13 @@ mon cluster log file = $dir/log/cluster.log
 crash dir = $dir/crash
 mon data = $dir/mon/\$id
 osd data = $dir/osd/\$id
-mgr data = $dir/mgr/\$id
 # One OSD, pools of size 1: no replication, and no warnings about it.
 osd pool default size = 1
 osd pool default min size = 1
 mon allow pool size one = true
 mon warn on pool no redundancy = false
+mon warn on insecure global id reclaim = false
+mon warn on insecure global id reclaim allowed = false
 osd crush chooseleaf type = 0
 # radosgw creates about eight pools at start; keep them small so the PG limit is never hit.
 osd pool default pg num = 8
@@ -108,17 +111,21 @@ start() {
   write_conf "$fsid" "$mon_port" "$rgw_port"
 
   monmaptool --create --fsid "$fsid" --addv a "[v2:127.0.0.1:$mon_port]" "$dir/monmap" >/dev/null
+  # Whatever fails from here on, the daemons already started are stopped again.
+  trap '[[ -f $dir/env ]] || stop' EXIT
   ceph-mon -c "$dir/ceph.conf" -i a --mkfs --monmap "$dir/monmap"
-  ceph-mon -c "$dir/ceph.conf" -i a
+  ceph-mon -c "$dir/ceph.conf" -i a || die "ceph-mon did not start (see $dir/log/mon.a.log)"
   wait_for 30 "mon" cephc mon stat
 
   osd_uuid=$(uuidgen)
   cephc osd new "$osd_uuid" 0 >/dev/null
   ceph-osd -c "$dir/ceph.conf" -i 0 --mkfs --osd-uuid "$osd_uuid" 2>>"$dir/log/osd-mkfs.log"
-  ceph-osd -c "$dir/ceph.conf" -i 0 2>>"$dir/log/osd-start.log"
-  wait_for 30 "osd.0" bash -c "ceph -c '$dir/ceph.conf' osd dump | grep -q '^osd.0 up'"
+  ceph-osd -c "$dir/ceph.conf" -i 0 2>>"$dir/log/osd-start.log" ||
+    die "ceph-osd did not start (see $dir/log/osd.0.log)"
+  wait_for 30 "osd.0" osd_up
 
-  radosgw -c "$dir/ceph.conf" -n client.rgw
+  radosgw -c "$dir/ceph.conf" -n client.rgw ||
+    die "radosgw did not start (see $dir/log/client.rgw.log)"
   wait_for 60 "radosgw" curl -sf -o /dev/null --max-time 2 "http://127.0.0.1:$rgw_port/"
 
   local access secret
@@ -136,22 +143,27 @@ EOF
   mv "$dir/env.tmp" "$dir/env"
 }
 
-# Stops radosgw, the OSD and the mon, each by its pid file: TERM to all at once, then KILL to
-# any still there after 10 s.
-stop() {
-  [[ -d $dir/run ]] || return 0
+# terminate NAME...: TERM to each named daemon of DIR (by its pid file) at once, then KILL to any
+# still there after 10 s.
+terminate() {
   local name pid pids=()
-  for name in client.rgw osd.0 mon.a; do
+  for name in "$@"; do
     [[ -f $dir/run/$name.pid ]] || continue
     pid=$(<"$dir/run/$name.pid")
     [[ $pid =~ ^[0-9]+$ ]] && kill -TERM "$pid" 2>/dev/null && pids+=("$pid")
+    rm -f "$dir/run/$name.pid"
   done
   local deadline=$((SECONDS + 10))
   for pid in "${pids[@]}"; do
     while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
     kill -KILL "$pid" 2>/dev/null || true
   done
-  rm -f "$dir"/run/*.pid
+}
+
+# The mon last: an OSD stopping without a mon to tell waits 5 s for one.
+stop() {
+  terminate client.rgw osd.0
+  terminate mon.a
 }
 
 [[ $# -eq 2 ]] || die "usage: ceph.sh start|stop DIR"
