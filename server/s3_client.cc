@@ -22,7 +22,12 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cctype>
+#include <chrono>
+#include <cstdlib>
 #include <mutex>
+
+#include "common/log.h"
 
 namespace bkp::server {
 namespace {
@@ -205,7 +210,8 @@ Result<S3Client::Response> S3Client::perform(const Request& request) {
     curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, request.method);
   }
   if (method == "PUT" || method == "POST") {
-    curl_easy_setopt(curl, CURLOPT_POSTFIELDS, request.body.data());
+    // Never NULL (an empty string_view's data() may be): curl would then read the body from stdin.
+    curl_easy_setopt(curl, CURLOPT_POSTFIELDS, request.body.empty() ? "" : request.body.data());
     curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE,
                      static_cast<curl_off_t>(request.body.size()));
   }
@@ -225,25 +231,35 @@ Result<S3Client::Response> S3Client::perform(const Request& request) {
   char detail[CURL_ERROR_SIZE] = "";
   curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, detail);
 
+  auto start = std::chrono::steady_clock::now();
   CURLcode rc = curl_easy_perform(curl);
   curl_slist_free_all(headers);
-  if (rc != CURLE_OK) {
-    std::string what = fmt::format("S3 {} {}", request.method, target(request.bucket, request.key));
-    std::string why = detail[0] != '\0' ? detail : curl_easy_strerror(rc);
-    curl_off_t connected_after = 0;
-    curl_easy_getinfo(curl, CURLINFO_CONNECT_TIME_T, &connected_after);
-    if (rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST ||
-        (rc == CURLE_OPERATION_TIMEDOUT && connected_after == 0)) {
-      return fail(transport_errno(rc), fmt::format("{}: endpoint {} unreachable: {}", what,
-                                                   credentials_.endpoint, why));
-    }
-    return fail(transport_errno(rc), fmt::format("{}: {}", what, why));
-  }
+  auto elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::steady_clock::now() - start);
+  if (rc != CURLE_OK) return tl::unexpected(transport_error(request, rc, detail));
   curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &response.status);
   curl_off_t length = -1;
   curl_easy_getinfo(curl, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &length);
   response.content_length = length > 0 ? static_cast<uint64_t>(length) : 0;
+  log::debug("S3 {} {}: {} ({} bytes sent, {} received, {} ms)", request.method,
+             target(request.bucket, request.key), response.status, request.body.size(),
+             response.body.size(), elapsed.count());
   return response;
+}
+
+Error S3Client::transport_error(const Request& request, int curl_code, const char* detail) const {
+  auto rc = static_cast<CURLcode>(curl_code);
+  std::string what = fmt::format("S3 {} {}", request.method, target(request.bucket, request.key));
+  std::string why = detail[0] != '\0' ? detail : curl_easy_strerror(rc);
+  // A timeout before the connection was made is as much "unreachable" as a refusal.
+  curl_off_t connected_after = 0;
+  curl_easy_getinfo(curl_.get(), CURLINFO_CONNECT_TIME_T, &connected_after);
+  if (rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST ||
+      (rc == CURLE_OPERATION_TIMEDOUT && connected_after == 0)) {
+    return Error{transport_errno(rc), fmt::format("{}: endpoint {} unreachable: {}", what,
+                                                  credentials_.endpoint, why)};
+  }
+  return Error{transport_errno(rc), fmt::format("{}: {}", what, why)};
 }
 
 Error S3Client::http_error(const Request& request, const Response& response) const {

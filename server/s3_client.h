@@ -11,8 +11,9 @@
 // kLowSpeedBytesPerSecond for kLowSpeedSeconds is abandoned.
 //
 // Thread-safety: an S3Client owns one CURL handle (and its kept-alive connection) and must be
-// used by one thread at a time; give each thread its own client. The secret key is never logged
-// or put into an error message.
+// used by one thread at a time; give each thread its own client (handles are never shared).
+// Each request is logged at debug level (method, bucket/key, status, bytes, time); the secret
+// key is never logged or put into an error message.
 #pragma once
 
 #include <cstdint>
@@ -97,6 +98,9 @@ class S3Client {
   // Sends the request and reads the whole reply; any status is returned, only transport failures
   // are errors.
   Result<Response> perform(const Request& request);
+  // The error for a request curl could not complete (curl_code: a CURLcode; detail: its error
+  // buffer, possibly empty).
+  Error transport_error(const Request& request, int curl_code, const char* detail) const;
   // The error for a reply with status >= 300.
   Error http_error(const Request& request, const Response& response) const;
   std::string url(const Request& request) const;
@@ -108,8 +112,8 @@ class S3Client {
 
 // One multipart upload: begin, upload parts (any order, each but the last at least 5 MiB), then
 // complete (the object appears whole) or abort (the parts are dropped). Until complete the object
-// does not exist for head/get/list. The upload borrows the client: it must outlive the upload,
-// and the same one-thread rule applies. Destroying an upload neither completed nor aborted sends
+// does not exist for head/get/list. The upload borrows the client: it must outlive the upload and
+// not be moved meanwhile, and the same one-thread rule applies. Destroying an upload neither completed nor aborted sends
 // nothing; its parts stay in the store until aborted (by upload_id) or expired by a bucket rule.
 class S3MultipartUpload {
  public:
