@@ -154,8 +154,9 @@ std::string target(std::string_view bucket, std::string_view key) {
 
 void S3Client::CurlDeleter::operator()(void* handle) const { curl_easy_cleanup(handle); }
 
-S3Client::S3Client(S3Credentials credentials, void* curl)
+S3Client::S3Client(S3Credentials credentials, S3Timeouts timeouts, void* curl)
     : credentials_(std::move(credentials)),
+      timeouts_(timeouts),
       sigv4_(fmt::format("aws:amz:{}:s3", credentials_.region)),
       curl_(curl) {
   while (!credentials_.endpoint.empty() && credentials_.endpoint.back() == '/') {
@@ -167,13 +168,13 @@ S3Client::S3Client(S3Client&&) noexcept = default;
 S3Client& S3Client::operator=(S3Client&&) noexcept = default;
 S3Client::~S3Client() = default;
 
-Result<S3Client> S3Client::create(S3Credentials credentials) {
+Result<S3Client> S3Client::create(S3Credentials credentials, S3Timeouts timeouts) {
   // curl_global_init is not thread-safe before 7.84; once, here, is enough for every client.
   static std::once_flag global_init;
   std::call_once(global_init, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
   CURL* curl = curl_easy_init();
   if (curl == nullptr) return fail(ENOMEM, "S3 client: curl_easy_init failed");
-  return S3Client(std::move(credentials), curl);
+  return S3Client(std::move(credentials), timeouts, curl);
 }
 
 std::string S3Client::url(const Request& request) const {
@@ -196,9 +197,9 @@ Result<S3Client::Response> S3Client::perform(const Request& request) {
   std::string url = this->url(request);
   curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
   curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT, kConnectTimeoutSeconds);
-  curl_easy_setopt(curl, CURLOPT_LOW_SPEED_LIMIT, kLowSpeedBytesPerSecond);
-  curl_easy_setopt(curl, CURLOPT_LOW_SPEED_TIME, kLowSpeedSeconds);
+  curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT, timeouts_.connect_seconds);
+  curl_easy_setopt(curl, CURLOPT_LOW_SPEED_LIMIT, timeouts_.low_speed_bytes);
+  curl_easy_setopt(curl, CURLOPT_LOW_SPEED_TIME, timeouts_.low_speed_seconds);
   curl_easy_setopt(curl, CURLOPT_AWS_SIGV4, sigv4_.c_str());
   curl_easy_setopt(curl, CURLOPT_USERNAME, credentials_.access_key.c_str());
   curl_easy_setopt(curl, CURLOPT_PASSWORD, credentials_.secret_key.c_str());
@@ -258,6 +259,10 @@ Error S3Client::transport_error(const Request& request, int curl_code, const cha
       (rc == CURLE_OPERATION_TIMEDOUT && connected_after == 0)) {
     return Error{transport_errno(rc), fmt::format("{}: endpoint {} unreachable: {}", what,
                                                   credentials_.endpoint, why)};
+  }
+  if (rc == CURLE_OPERATION_TIMEDOUT) {
+    return Error{ETIMEDOUT, fmt::format("{}: endpoint {} not answering: {}", what,
+                                        credentials_.endpoint, why)};
   }
   return Error{transport_errno(rc), fmt::format("{}: {}", what, why)};
 }

@@ -6,9 +6,9 @@
 // Errors: every call returns Result. An HTTP error names the method, bucket/key, the status and
 // S3's <Code> and <Message> ("S3 PUT b/k: 403 SignatureDoesNotMatch: ..."), with code EACCES for
 // 401/403, ENOENT for 404, ERANGE for 416, EIO otherwise. A store that cannot be reached is named
-// as such ("... endpoint http://... unreachable: ...", ECONNREFUSED/EHOSTUNREACH/ETIMEDOUT). No call
-// hangs: connecting is bounded by kConnectTimeoutSeconds, and a transfer slower than
-// kLowSpeedBytesPerSecond for kLowSpeedSeconds is abandoned.
+// as such ("... endpoint http://... unreachable: ...", ECONNREFUSED/EHOSTUNREACH/ETIMEDOUT), one
+// that accepts the connection but stops answering as "not answering" (ETIMEDOUT). No call hangs:
+// S3Timeouts bounds connecting, and abandons a transfer that stalls.
 //
 // Thread-safety: an S3Client owns one CURL handle (and its kept-alive connection) and must be
 // used by one thread at a time; give each thread its own client (handles are never shared).
@@ -43,14 +43,18 @@ struct S3Object {
   uint64_t size = 0;
 };
 
+// No overall deadline (a 5 GiB part may take minutes), but a stalled transfer is abandoned.
+struct S3Timeouts {
+  long connect_seconds = 10;
+  // A request moving fewer than low_speed_bytes per second for low_speed_seconds fails.
+  long low_speed_bytes = 1024;
+  long low_speed_seconds = 30;
+};
+
 class S3Client {
  public:
-  static constexpr long kConnectTimeoutSeconds = 10;
-  static constexpr long kLowSpeedBytesPerSecond = 1024;
-  static constexpr long kLowSpeedSeconds = 30;
-
   // Fails only if libcurl cannot make a handle (out of memory).
-  static Result<S3Client> create(S3Credentials credentials);
+  static Result<S3Client> create(S3Credentials credentials, S3Timeouts timeouts = {});
   S3Client(S3Client&&) noexcept;
   S3Client& operator=(S3Client&&) noexcept;
   ~S3Client();
@@ -94,7 +98,7 @@ class S3Client {
     void operator()(void* handle) const;
   };
 
-  explicit S3Client(S3Credentials credentials, void* curl);
+  S3Client(S3Credentials credentials, S3Timeouts timeouts, void* curl);
   // Sends the request and reads the whole reply; any status is returned, only transport failures
   // are errors.
   Result<Response> perform(const Request& request);
@@ -106,6 +110,7 @@ class S3Client {
   std::string url(const Request& request) const;
 
   S3Credentials credentials_;
+  S3Timeouts timeouts_;
   std::string sigv4_;  // "aws:amz:REGION:s3"
   std::unique_ptr<void, CurlDeleter> curl_;
 };

@@ -2,7 +2,7 @@
 // matters is what a real store accepts: SigV4 as curl signs it, the query-string quirks, key
 // encoding, pagination and multipart semantics. $BKP_TEST_S3_ENV names the cluster's env file;
 // without it (the binary run by hand) the store tests skip and say how to run them. The
-// unreachable-endpoint test needs no store and always runs.
+// unreachable and silent endpoint tests need no store and always run.
 #include <gtest/gtest.h>
 #include <sys/socket.h>
 #include <netinet/in.h>
@@ -16,6 +16,7 @@
 #include <map>
 #include <string>
 
+#include "common/unique_fd.h"
 #include "server/s3_client.h"
 #include "tests/testutil/files.h"
 
@@ -258,16 +259,18 @@ TEST_F(S3ClientTest, BadCredentialsAreRefusedByName) {
   EXPECT_EQ(head("k"), std::nullopt);
 }
 
-// A port on 127.0.0.1 that nothing listens on: bound by the kernel's choice, then closed.
-uint16_t closed_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+// A TCP socket bound to 127.0.0.1 on a port the kernel picks, and that port.
+std::pair<UniqueFd, uint16_t> bind_loopback() {
+  UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
   sockaddr_in addr{.sin_family = AF_INET, .sin_port = 0, .sin_addr = {htonl(INADDR_LOOPBACK)}};
-  EXPECT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  EXPECT_EQ(::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
   socklen_t size = sizeof(addr);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &size);
-  ::close(fd);
-  return ntohs(addr.sin_port);
+  ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&addr), &size);
+  return {std::move(fd), ntohs(addr.sin_port)};
 }
+
+// A port on 127.0.0.1 that nothing listens on: bound by the kernel's choice, then closed.
+uint16_t closed_port() { return bind_loopback().second; }
 
 TEST(S3ClientUnreachableTest, ClosedPortFailsFastNamingTheEndpoint) {
   std::string endpoint = "http://127.0.0.1:" + std::to_string(closed_port());
@@ -284,6 +287,24 @@ TEST(S3ClientUnreachableTest, ClosedPortFailsFastNamingTheEndpoint) {
   EXPECT_NE(put.error().message.find("S3 PUT bucket/key: endpoint " + endpoint + " unreachable"),
             std::string::npos) << put.error().message;
   EXPECT_NE(head.error().message.find("unreachable"), std::string::npos) << head.error().message;
+}
+
+TEST(S3ClientUnreachableTest, SilentEndpointIsAbandoned) {
+  // The kernel completes the handshake (the backlog), but nobody ever reads or answers.
+  auto [listener, port] = bind_loopback();
+  ASSERT_EQ(::listen(listener.get(), 8), 0);
+  std::string endpoint = "http://127.0.0.1:" + std::to_string(port);
+  auto client = S3Client::create({.endpoint = endpoint, .region = "default",
+                                  .access_key = "AK", .secret_key = "SK"},
+                                 {.low_speed_seconds = 1});
+  ASSERT_TRUE(client);
+  auto start = std::chrono::steady_clock::now();
+  auto got = client->get_range("bucket", "key", 0, 10);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
+  ASSERT_FALSE(got);
+  EXPECT_EQ(got.error().code, ETIMEDOUT);
+  EXPECT_NE(got.error().message.find("S3 GET bucket/key: endpoint " + endpoint + " not answering"),
+            std::string::npos) << got.error().message;
 }
 
 }  // namespace
