@@ -143,26 +143,24 @@ EOF
   mv "$dir/env.tmp" "$dir/env"
 }
 
-# terminate NAME...: TERM to each named daemon of DIR (by its pid file) at once, then KILL to any
-# still there after 10 s.
+# terminate NAME: TERM to the daemon of DIR named NAME (by its pid file), KILL if it is still
+# there after 10 s.
 terminate() {
-  local name pid pids=()
-  for name in "$@"; do
-    [[ -f $dir/run/$name.pid ]] || continue
-    pid=$(<"$dir/run/$name.pid")
-    [[ $pid =~ ^[0-9]+$ ]] && kill -TERM "$pid" 2>/dev/null && pids+=("$pid")
-    rm -f "$dir/run/$name.pid"
-  done
+  local pid_file=$dir/run/$1.pid pid
+  [[ -f $pid_file ]] || return 0
+  pid=$(<"$pid_file")
+  rm -f "$pid_file"
+  [[ $pid =~ ^[0-9]+$ ]] && kill -TERM "$pid" 2>/dev/null || return 0
   local deadline=$((SECONDS + 10))
-  for pid in "${pids[@]}"; do
-    while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-  done
+  while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
 }
 
-# The mon last: an OSD stopping without a mon to tell waits 5 s for one.
+# One at a time, clients first: radosgw stopping while the OSD goes away waits out its RADOS
+# timeouts, and an OSD stopping without a mon to tell waits 5 s for one.
 stop() {
-  terminate client.rgw osd.0
+  terminate client.rgw
+  terminate osd.0
   terminate mon.a
 }
 
