@@ -118,10 +118,11 @@ size_t keep_header(char* data, size_t size, size_t count, void* headers) {
     std::string name(line.substr(0, colon));
     std::transform(name.begin(), name.end(), name.begin(), ::tolower);
     std::string_view value = line.substr(colon + 1);
-    while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) value.remove_prefix(1);
-    while (!value.empty() && (value.back() == '\r' || value.back() == '\n' || value.back() == ' ')) {
-      value.remove_suffix(1);
-    }
+    constexpr std::string_view kSpace = " \t\r\n";
+    size_t first = value.find_first_not_of(kSpace);
+    value = first == std::string_view::npos
+                ? std::string_view()
+                : value.substr(first, value.find_last_not_of(kSpace) - first + 1);
     (*static_cast<std::map<std::string, std::string>*>(headers))[name] = std::string(value);
   }
   return size * count;
@@ -178,7 +179,8 @@ Result<S3Client> S3Client::create(S3Credentials credentials, S3Timeouts timeouts
 }
 
 std::string S3Client::url(const Request& request) const {
-  std::string url = fmt::format("{}/{}", credentials_.endpoint, uri_encode(request.bucket, Slash::kEncode));
+  std::string url =
+      fmt::format("{}/{}", credentials_.endpoint, uri_encode(request.bucket, Slash::kEncode));
   if (!request.key.empty()) url += "/" + uri_encode(request.key, Slash::kKeep);
   auto query = request.query;
   std::sort(query.begin(), query.end());
@@ -308,7 +310,8 @@ Result<std::string> S3Client::get_range(std::string_view bucket, std::string_vie
                                         uint64_t offset, uint64_t length) {
   if (length == 0) return std::string();
   Request request{.method = "GET", .bucket = bucket, .key = key};
-  request.headers.push_back(fmt::format("Range: bytes={}-{}", offset, offset + length - 1));
+  uint64_t last = length - 1 > UINT64_MAX - offset ? UINT64_MAX : offset + length - 1;
+  request.headers.push_back(fmt::format("Range: bytes={}-{}", offset, last));
   Response response = BKP_TRY(perform(request));
   if (response.status >= 300) return tl::unexpected(http_error(request, response));
   if (response.status != 206 && offset != 0) {
@@ -362,7 +365,8 @@ Result<S3MultipartUpload> S3MultipartUpload::begin(S3Client& client, std::string
   if (response.status >= 300) return tl::unexpected(client.http_error(request, response));
   std::string upload_id = xml_value(response.body, "UploadId");
   if (upload_id.empty()) {
-    return fail(EPROTO, fmt::format("S3 POST {}/{}?uploads: no UploadId in the reply", bucket, key));
+    return fail(EPROTO,
+                fmt::format("S3 POST {}/{}?uploads: no UploadId in the reply", bucket, key));
   }
   return S3MultipartUpload(client, std::move(bucket), std::move(key), std::move(upload_id));
 }

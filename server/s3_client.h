@@ -118,8 +118,9 @@ class S3Client {
 // One multipart upload: begin, upload parts (any order, each but the last at least 5 MiB), then
 // complete (the object appears whole) or abort (the parts are dropped). Until complete the object
 // does not exist for head/get/list. The upload borrows the client: it must outlive the upload and
-// not be moved meanwhile, and the same one-thread rule applies. Destroying an upload neither completed nor aborted sends
-// nothing; its parts stay in the store until aborted (by upload_id) or expired by a bucket rule.
+// not be moved meanwhile, and the same one-thread rule applies. Destroying an upload neither
+// completed nor aborted sends nothing; its parts stay in the store until aborted (by upload_id)
+// or expired by a bucket lifecycle rule.
 class S3MultipartUpload {
  public:
   static Result<S3MultipartUpload> begin(S3Client& client, std::string bucket, std::string key);

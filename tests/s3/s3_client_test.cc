@@ -90,7 +90,9 @@ class S3ClientTest : public ::testing::Test {
     auto listed = s3().list_objects(bucket_, prefix, page_size);
     EXPECT_TRUE(listed) << listed.error().message;
     std::vector<std::string> keys;
-    for (const S3Object& object : listed.value_or(std::vector<S3Object>{})) keys.push_back(object.key);
+    for (const S3Object& object : listed.value_or(std::vector<S3Object>{})) {
+      keys.push_back(object.key);
+    }
     return keys;
   }
 

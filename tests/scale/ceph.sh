@@ -20,7 +20,10 @@ die() { echo "ceph.sh: $*" >&2; exit 1; }
 
 # A port free on 127.0.0.1 now (the kernel picks it); the daemon binds it a moment later.
 free_port() {
-  /usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+  /usr/bin/python3 -c 'import socket
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])'
 }
 
 # wait_for SECONDS WHAT COMMAND...: runs COMMAND every 0.1 s until it succeeds; fails naming WHAT

@@ -106,7 +106,8 @@ TEST_F(S3CredentialsTest, FileOwnedBySomeoneElseIsRefused) {
 
 TEST_F(S3CredentialsTest, BadContentIsRefusedNamingTheKey) {
   const std::pair<std::string, std::string> cases[] = {
-      {"endpoint = \"http://h\"\naccess_key = \"a\"\nregion = \"r\"\n", "key 'secret_key' is missing"},
+      {"endpoint = \"http://h\"\naccess_key = \"a\"\nregion = \"r\"\n",
+       "key 'secret_key' is missing"},
       {std::string(kGood) + "bucket = \"b\"\n", "unknown key 'bucket'"},
       {"endpoint = \"h:1\"\naccess_key = \"a\"\nsecret_key = \"wJalr\"\nregion = \"r\"\n",
        "key 'endpoint' must start with http://"},
