@@ -46,7 +46,7 @@ class S3ClientTest : public ::testing::Test {
  protected:
   void SetUp() override {
     const char* env = std::getenv("BKP_TEST_S3_ENV");
-    if (env == nullptr) {
+    if (env == nullptr || *env == '\0') {
       GTEST_SKIP() << "BKP_TEST_S3_ENV is not set: run through ctest (ctest -L s3), which starts "
                       "a one-node Ceph, or start one with tests/scale/ceph.sh start DIR and set "
                       "BKP_TEST_S3_ENV=DIR/env";
