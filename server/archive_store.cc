@@ -94,8 +94,7 @@ Result<std::vector<StoredArchive>> LocalArchiveStore::list() {
     struct stat st{};
     if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode)) continue;
     out.push_back(StoredArchive{std::string(name.substr(0, name.size() - kSuffix.size())),
-                                static_cast<uint64_t>(st.st_size),
-                                st.st_mtim.tv_sec * 1000LL + st.st_mtim.tv_nsec / 1000000});
+                                static_cast<uint64_t>(st.st_size)});
   }
   closedir(d);
   std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.id > b.id; });

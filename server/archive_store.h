@@ -35,7 +35,6 @@ class ArchiveSink {
 struct StoredArchive {
   std::string id;  // "20261126T010203.123Z"
   uint64_t bytes = 0;
-  int64_t modified_ms = 0;  // when it was stored (CLOCK_REALTIME)
 };
 
 class ArchiveStore {

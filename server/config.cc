@@ -24,7 +24,8 @@ const std::set<std::string> kKnownKeys = {
     "listen",         "state_dir",    "snapshot_gzip_level", "snapshot_threads",
     "keep_snapshots", "copies",       "replica_grace_seconds", "tls",
     "control_socket", "http_listen",  "control_group",       "max_queued_ops",
-    "verify_every_seconds", "verify_read_data", "forward_cache_mib"};
+    "verify_every_seconds", "verify_read_data", "forward_cache_mib", "snapshot_store",
+    "snapshot_store_credentials"};
 
 Result<std::string> string_key(const toml::table& table, const std::string& file,
                                const std::string& key) {
@@ -136,6 +137,24 @@ Result<Settings> load_settings(const Options& options) {
       s.http_listen = BKP_TRY(parse_http_listen(http).map_error([&](Error e) {
         return Error{EINVAL, fmt::format("config {}: key 'http_listen': {}", file, e.message)};
       }));
+    }
+    if (auto store = BKP_TRY(string_key(table, file, "snapshot_store")); !store.empty()) {
+      auto key_error = [&](const char* key) {
+        return [&file, key](Error e) {
+          return Error{EINVAL, fmt::format("config {}: key '{}': {}", file, key, e.message)};
+        };
+      };
+      s.snapshot_store = BKP_TRY(parse_s3_url(store).map_error(key_error("snapshot_store")));
+      auto credentials = BKP_TRY(string_key(table, file, "snapshot_store_credentials"));
+      if (credentials.empty()) {
+        return fail(EINVAL, fmt::format("config {}: key 'snapshot_store' needs "
+                                        "'snapshot_store_credentials' (a file of mode 0600)", file));
+      }
+      s.snapshot_store_credentials = BKP_TRY(
+          load_s3_credentials(credentials).map_error(key_error("snapshot_store_credentials")));
+    } else if (table.contains("snapshot_store_credentials")) {
+      return fail(EINVAL, fmt::format("config {}: key 'snapshot_store_credentials' without "
+                                      "'snapshot_store'", file));
     }
     if (!listen.empty()) {
       auto hp = net::parse_host_port(listen);

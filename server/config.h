@@ -34,6 +34,12 @@
 //   verify_every_seconds integer verify every registered volume this often (server/verify.h:
 //                                the node, the replicas and the snapshots; 0, the default: never)
 //   verify_read_data    boolean  scheduled verifies compare file contents too (default false)
+//   snapshot_store      string   "s3://BUCKET[/PREFIX]": snapshot archives go to this bucket of
+//                                an S3-compatible store (server/s3_store.h) instead of each
+//                                volume's directory; the bucket is created if missing
+//   snapshot_store_credentials string  the store's endpoint, region and keys (TOML: endpoint,
+//                                region, access_key, secret_key), a file of mode 0600 owned by
+//                                backupd's user; required with snapshot_store
 // Example:
 //   listen = "0.0.0.0:7700"
 //   state_dir = "/var/lib/backupd"
@@ -52,6 +58,7 @@
 #include "common/net/socket.h"
 #include "common/result.h"
 #include "server/forward_cache.h"
+#include "server/s3_config.h"
 
 namespace bkp::server {
 
@@ -93,6 +100,8 @@ struct Settings {
   std::string http_port_file;
   int verify_every_seconds = 0;  // 0: no scheduled verify (server/verify_schedule.h)
   bool verify_read_data = false;
+  std::optional<S3Location> snapshot_store;  // none: the volume directories
+  std::optional<S3Credentials> snapshot_store_credentials;  // with snapshot_store
 };
 
 // An http_listen value: "ADDR:PORT", or "off" (nullopt).

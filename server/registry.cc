@@ -108,7 +108,8 @@ void Registry::reconcile_snapshots(const std::string& host, const std::string& p
   }
   for (const auto& a : *stored) {
     if (known_ids.contains(a.id)) continue;
-    SnapshotRecord rec{a.id, static_cast<int64_t>(a.bytes), a.modified_ms, std::nullopt, std::nullopt};
+    SnapshotRecord rec{a.id, static_cast<int64_t>(a.bytes), snapshot_id_ms(a.id).value_or(wall_ms()),
+                       std::nullopt, std::nullopt};
     if (auto added = catalog_.add_snapshot(host, path, rec); !added) {
       log::error("volume {}: {}", name, added.error().message);
     } else {

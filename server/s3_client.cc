@@ -357,6 +357,41 @@ Result<void> S3Client::delete_object(std::string_view bucket, std::string_view k
   return {};
 }
 
+Result<std::vector<S3Upload>> S3Client::list_uploads(std::string_view bucket,
+                                                     std::string_view prefix) {
+  std::vector<S3Upload> uploads;
+  std::string key_marker, id_marker;
+  while (true) {
+    Request request{.method = "GET", .bucket = bucket};
+    request.query = {{"prefix", std::string(prefix)}, {"uploads", ""}};
+    if (!key_marker.empty()) {
+      request.query.emplace_back("key-marker", key_marker);
+      request.query.emplace_back("upload-id-marker", id_marker);
+    }
+    Response response = BKP_TRY(perform(request));
+    if (response.status >= 300) return tl::unexpected(http_error(request, response));
+    for (std::string_view upload : xml_elements(response.body, "Upload")) {
+      uploads.push_back(S3Upload{xml_value(upload, "Key"), xml_value(upload, "UploadId")});
+    }
+    if (xml_value(response.body, "IsTruncated") != "true") return uploads;
+    key_marker = xml_value(response.body, "NextKeyMarker");
+    id_marker = xml_value(response.body, "NextUploadIdMarker");
+    if (key_marker.empty()) {
+      return fail(EPROTO, fmt::format("S3 list uploads {}/{}: a truncated listing without a "
+                                      "next marker", bucket, prefix));
+    }
+  }
+}
+
+Result<void> S3Client::abort_upload(std::string_view bucket, std::string_view key,
+                                    std::string_view upload_id) {
+  Request request{.method = "DELETE", .bucket = bucket, .key = key};
+  request.query = {{"uploadId", std::string(upload_id)}};
+  Response response = BKP_TRY(perform(request));
+  if (response.status >= 300) return tl::unexpected(http_error(request, response));
+  return {};
+}
+
 Result<S3MultipartUpload> S3MultipartUpload::begin(S3Client& client, std::string bucket,
                                                    std::string key) {
   S3Client::Request request{.method = "POST", .bucket = bucket, .key = key};
@@ -408,12 +443,6 @@ Result<void> S3MultipartUpload::complete() {
   return {};
 }
 
-Result<void> S3MultipartUpload::abort() {
-  S3Client::Request request{.method = "DELETE", .bucket = bucket_, .key = key_};
-  request.query = {{"uploadId", upload_id_}};
-  S3Client::Response response = BKP_TRY(client_->perform(request));
-  if (response.status >= 300) return tl::unexpected(client_->http_error(request, response));
-  return {};
-}
+Result<void> S3MultipartUpload::abort() { return client_->abort_upload(bucket_, key_, upload_id_); }
 
 }  // namespace bkp::server

@@ -43,6 +43,12 @@ struct S3Object {
   uint64_t size = 0;
 };
 
+// A multipart upload begun and neither completed nor aborted.
+struct S3Upload {
+  std::string key;
+  std::string upload_id;
+};
+
 // No overall deadline (a 5 GiB part may take minutes), but a stalled transfer is abandoned.
 struct S3Timeouts {
   long connect_seconds = 10;
@@ -75,6 +81,12 @@ class S3Client {
                                              int page_size = 1000);
   // Succeeds also when there is no such object (S3 semantics).
   Result<void> delete_object(std::string_view bucket, std::string_view key);
+  // The uploads still open (begun, neither completed nor aborted) of keys starting with prefix,
+  // following the listing's markers to its end.
+  Result<std::vector<S3Upload>> list_uploads(std::string_view bucket, std::string_view prefix);
+  // Drops an open upload's parts, whoever began it (a process that crashed, say).
+  Result<void> abort_upload(std::string_view bucket, std::string_view key,
+                            std::string_view upload_id);
 
  private:
   friend class S3MultipartUpload;
@@ -119,8 +131,8 @@ class S3Client {
 // complete (the object appears whole) or abort (the parts are dropped). Until complete the object
 // does not exist for head/get/list. The upload borrows the client: it must outlive the upload and
 // not be moved meanwhile, and the same one-thread rule applies. Destroying an upload neither
-// completed nor aborted sends nothing; its parts stay in the store until aborted (by upload_id)
-// or expired by a bucket lifecycle rule.
+// completed nor aborted sends nothing; its parts stay in the store until aborted
+// (S3Client::list_uploads and abort_upload) or expired by a bucket lifecycle rule.
 class S3MultipartUpload {
  public:
   static Result<S3MultipartUpload> begin(S3Client& client, std::string bucket, std::string key);

@@ -53,6 +53,7 @@
 #include "common/process.h"
 #include "common/net/messenger.h"
 #include "common/net/tls.h"
+#include "common/path.h"
 #include "server/catalog.h"
 #include "common/progress.h"
 #include "common/stats_file.h"
@@ -64,6 +65,7 @@
 #include "server/peer_gate.h"
 #include "server/registry.h"
 #include "server/replica_session.h"
+#include "server/s3_store.h"
 #include "server/scheduler.h"
 #include "server/verify_schedule.h"
 #include "server/daemon_stats.h"
@@ -232,6 +234,7 @@ class Server {
     }
     catalog_ = std::move(*catalog);
     gate_ = std::make_unique<PeerGate>(*catalog_);
+    if (settings_.snapshot_store) use_snapshot_store();
     if (settings_.tls) {
       auto tls = net::TlsConfig::load(identity_path(dir), "backupd");
       if (!tls) {
@@ -275,6 +278,24 @@ class Server {
       return false;
     }
     return true;
+  }
+
+  // Every volume's archives go to the configured bucket. A store that cannot be reached now
+  // is no reason not to start: the mirrors keep streaming, and each run that cannot write its
+  // archive fails with the store's reason until it can.
+  void use_snapshot_store() {
+    const S3Location& location = *settings_.snapshot_store;
+    auto credentials = std::make_shared<const S3Credentials>(*settings_.snapshot_store_credentials);
+    hub_.set_archive_stores([credentials, location](const std::string& host, const std::string& path) {
+      return std::make_unique<S3ArchiveStore>(credentials, location, host + "/" + escape_path(path));
+    });
+    const std::string where = fmt::format("s3://{}/{} at {}", location.bucket, location.prefix,
+                                          credentials->endpoint);
+    if (auto ready = prepare_bucket(*credentials, location); !ready) {
+      log::error("snapshot store {}: {} (runs fail until it answers)", where, ready.error().message);
+    } else {
+      log::info("snapshots go to {}", where);
+    }
   }
 
   struct Worker {

@@ -331,6 +331,25 @@ std::string snapshot_id_for(int64_t unix_ms) {
                      t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec, unix_ms % 1000);
 }
 
+std::optional<int64_t> snapshot_id_ms(std::string_view id) {
+  tm t{};
+  unsigned ms = 0;
+  char zone = 0;
+  int used = 0;
+  const std::string text(id);
+  if (id.size() != 20 ||
+      sscanf(text.c_str(), "%4d%2d%2dT%2d%2d%2d.%3u%c%n", &t.tm_year, &t.tm_mon, &t.tm_mday,
+             &t.tm_hour, &t.tm_min, &t.tm_sec, &ms, &zone, &used) != 8 ||
+      used != 20 || zone != 'Z') {
+    return std::nullopt;
+  }
+  t.tm_year -= 1900;
+  t.tm_mon -= 1;
+  const int64_t unix_ms = static_cast<int64_t>(timegm(&t)) * 1000 + ms;
+  if (snapshot_id_for(unix_ms) != id) return std::nullopt;  // 20261332T... and the like
+  return unix_ms;
+}
+
 Result<SnapshotFile> write_snapshot(Cut& cut, ArchiveStore& store, const std::string& id,
                                     const ArchiveOptions& options) {
   SnapshotFile out;

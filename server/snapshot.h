@@ -15,7 +15,9 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/part_digests.h"
@@ -37,8 +39,10 @@ struct SnapshotFile {
   std::vector<PartDigest> digests;  // of every kPartSize bytes of the file, as written
 };
 
-// "20261126T010203.123Z" for a CLOCK_REALTIME instant in milliseconds.
+// "20261126T010203.123Z" for a CLOCK_REALTIME instant in milliseconds, and back (nullopt for
+// anything snapshot_id_for would not make).
 std::string snapshot_id_for(int64_t unix_ms);
+std::optional<int64_t> snapshot_id_ms(std::string_view id);
 
 struct ArchiveOptions {
   int gzip_level = 1;  // 1..9

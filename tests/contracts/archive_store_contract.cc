@@ -58,20 +58,19 @@ std::string read_range(ByteSource& source, uint64_t offset, size_t length) {
 }  // namespace
 
 TEST_P(ArchiveStoreContract, ACommittedArchiveListsAndReadsBackAtAnyOffset) {
-  const std::string bytes = random_bytes((11 << 20) + 123, 1);  // more than one upload part
+  const std::string bytes = random_bytes((17 << 20) + 123, 1);  // more than one upload part
   put(*store_, "20261201T000000.000Z", bytes);
   auto listed = store_->list();
   ASSERT_TRUE(listed) << listed.error().message;
   ASSERT_EQ(listed->size(), 1u);
   EXPECT_EQ((*listed)[0].id, "20261201T000000.000Z");
   EXPECT_EQ((*listed)[0].bytes, bytes.size());
-  EXPECT_GT((*listed)[0].modified_ms, 0);
 
   auto source = store_->open("20261201T000000.000Z");
   ASSERT_TRUE(source) << source.error().message;
   EXPECT_EQ((*source)->size(), bytes.size());
   EXPECT_EQ(read_range(**source, 0, 4096), bytes.substr(0, 4096));
-  EXPECT_EQ(read_range(**source, 9 << 20, 3 << 20), bytes.substr(9 << 20, 3 << 20));
+  EXPECT_EQ(read_range(**source, 9 << 20, 9 << 20), bytes.substr(9 << 20, 9 << 20));
   EXPECT_EQ(read_range(**source, bytes.size() - 100, 4096), bytes.substr(bytes.size() - 100))
       << "a read across the end stops at it";
   EXPECT_EQ(read_range(**source, bytes.size(), 10), "");

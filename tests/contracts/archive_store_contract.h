@@ -8,6 +8,7 @@
 
 #include <functional>
 #include <memory>
+#include <ostream>
 #include <string>
 
 #include "server/archive_store.h"
@@ -19,6 +20,9 @@ struct StoreMaker {
   // A new, empty store; null (with *why set) if none can be made here: the test is skipped.
   std::function<std::unique_ptr<ArchiveStore>(std::string* why)> make;
 };
+
+// Test names show the maker's name, not its bytes.
+inline void PrintTo(const StoreMaker& maker, std::ostream* os) { *os << maker.name; }
 
 class ArchiveStoreContract : public testing::TestWithParam<StoreMaker> {
  protected:

@@ -11,13 +11,11 @@
 #include <algorithm>
 #include <cctype>
 #include <chrono>
-#include <cstdlib>
-#include <fstream>
-#include <map>
 #include <string>
 
 #include "common/unique_fd.h"
 #include "server/s3_client.h"
+#include "tests/s3/s3_env.h"
 #include "tests/testutil/files.h"
 
 namespace bkp::server {
@@ -30,33 +28,13 @@ std::string bytes(size_t n, uint64_t seed) {
   return std::string(data.begin(), data.end());
 }
 
-// KEY=VALUE lines of the env file ceph.sh writes.
-std::map<std::string, std::string> read_env_file(const std::string& path) {
-  std::map<std::string, std::string> values;
-  std::ifstream in(path);
-  std::string line;
-  while (std::getline(in, line)) {
-    size_t eq = line.find('=');
-    if (eq != std::string::npos) values[line.substr(0, eq)] = line.substr(eq + 1);
-  }
-  return values;
-}
-
 class S3ClientTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    const char* env = std::getenv("BKP_TEST_S3_ENV");
-    if (env == nullptr || *env == '\0') {
-      GTEST_SKIP() << "BKP_TEST_S3_ENV is not set: run through ctest (ctest -L s3), which starts "
-                      "a one-node Ceph, or start one with tests/scale/ceph.sh start DIR and set "
-                      "BKP_TEST_S3_ENV=DIR/env";
-    }
-    auto values = read_env_file(env);
-    ASSERT_TRUE(values.contains("S3_ENDPOINT")) << "no S3_ENDPOINT in " << env;
-    credentials_ = {.endpoint = values["S3_ENDPOINT"],
-                    .region = values["S3_REGION"],
-                    .access_key = values["S3_ACCESS_KEY"],
-                    .secret_key = values["S3_SECRET_KEY"]};
+    std::string why;
+    auto credentials = test_s3_credentials(&why);
+    if (!credentials) GTEST_SKIP() << why;
+    credentials_ = *credentials;
     auto client = S3Client::create(credentials_);
     ASSERT_TRUE(client) << client.error().message;
     client_.emplace(std::move(*client));

@@ -1,8 +1,10 @@
 // backupd's control socket settings: the default path, the config key and the flag over it, and
 // a control_group that names no group refused as a configuration error naming the key; the
-// bounds of max_queued_ops, forward_cache_mib and snapshot_threads; the scheduled verify keys.
+// bounds of max_queued_ops, forward_cache_mib and snapshot_threads; the scheduled verify keys;
+// the S3 snapshot store and its credentials file.
 #include <gtest/gtest.h>
 #include <grp.h>
+#include <sys/stat.h>
 
 #include <fstream>
 #include <string>
@@ -85,6 +87,38 @@ TEST_F(ConfigTest, ScheduledVerifyIsOffByDefaultAndChecked) {
   ASSERT_TRUE(s) << s.error().message;
   EXPECT_EQ(s->verify_every_seconds, 3600);
   EXPECT_TRUE(s->verify_read_data);
+}
+
+// snapshot_store: an s3:// URL with a private credentials file, read when the config is; a
+// store without credentials, credentials without a store, a bad URL or a readable secret are
+// configuration errors naming the key.
+TEST_F(ConfigTest, SnapshotStoreNeedsAnS3UrlAndPrivateCredentials) {
+  EXPECT_FALSE(load_settings(with_config(""))->snapshot_store);
+  const std::string secret = tmp_.sub("s3.toml");
+  std::ofstream(secret) << "endpoint = \"http://127.0.0.1:7480\"\nregion = \"default\"\n"
+                           "access_key = \"AK\"\nsecret_key = \"SK\"\n";
+  ASSERT_EQ(::chmod(secret.c_str(), 0600), 0);
+  auto s = load_settings(with_config("snapshot_store = \"s3://backups/site-a\"\n"
+                                     "snapshot_store_credentials = \"" + secret + "\"\n"));
+  ASSERT_TRUE(s) << s.error().message;
+  ASSERT_TRUE(s->snapshot_store);
+  EXPECT_EQ(s->snapshot_store->bucket, "backups");
+  EXPECT_EQ(s->snapshot_store->prefix, "site-a/");
+  EXPECT_EQ(s->snapshot_store_credentials->endpoint, "http://127.0.0.1:7480");
+
+  auto expect_refused = [&](const std::string& text, const std::string& names) {
+    auto refused = load_settings(with_config(text));
+    ASSERT_FALSE(refused) << text;
+    EXPECT_NE(refused.error().message.find(names), std::string::npos) << refused.error().message;
+    EXPECT_EQ(refused.error().message.find("SK"), std::string::npos) << "the secret is shown";
+  };
+  expect_refused("snapshot_store = \"s3://backups\"\n", "'snapshot_store_credentials'");
+  expect_refused("snapshot_store_credentials = \"" + secret + "\"\n", "without 'snapshot_store'");
+  expect_refused("snapshot_store = \"http://backups\"\nsnapshot_store_credentials = \"" + secret +
+                     "\"\n", "key 'snapshot_store'");
+  ASSERT_EQ(::chmod(secret.c_str(), 0644), 0);
+  expect_refused("snapshot_store = \"s3://backups\"\nsnapshot_store_credentials = \"" + secret +
+                     "\"\n", "key 'snapshot_store_credentials'");
 }
 
 }  // namespace

@@ -178,5 +178,17 @@ TEST(SnapshotFileTest, AFullDiskFailsTheSnapshotAndLeavesNothing) {
   EXPECT_TRUE(std::filesystem::is_empty(snaps)) << "a partial archive was left behind";
 }
 
+// Archive ids read back as the instants they name (adopting archives found in a store), and
+// nothing else reads as one.
+TEST(SnapshotFileTest, IdsReadBackAsTheirInstant) {
+  for (int64_t ms : {int64_t{0}, int64_t{1764552667047}, int64_t{4102444799999}}) {
+    EXPECT_EQ(snapshot_id_ms(snapshot_id_for(ms)), ms) << snapshot_id_for(ms);
+  }
+  for (const char* bad : {"", "20261201T031127.047", "20261201T031127.047Zx", "2026120xT031127.047Z",
+                          "20261301T031127.047Z", "20261201T031127,047Z", "20261201 031127.047Z"}) {
+    EXPECT_FALSE(snapshot_id_ms(bad)) << bad;
+  }
+}
+
 }  // namespace
 }  // namespace bkp::server

@@ -1,0 +1,34 @@
+// test_s3_credentials (see s3_env.h).
+#include "tests/s3/s3_env.h"
+
+#include <cstdlib>
+#include <fstream>
+#include <map>
+
+namespace bkp::server {
+
+std::optional<S3Credentials> test_s3_credentials(std::string* why) {
+  const char* env = std::getenv("BKP_TEST_S3_ENV");
+  if (env == nullptr || *env == '\0') {
+    *why = "BKP_TEST_S3_ENV is not set: run through ctest (ctest -L s3), which starts a one-node "
+           "Ceph, or start one with tests/scale/ceph.sh start DIR and set BKP_TEST_S3_ENV=DIR/env";
+    return std::nullopt;
+  }
+  std::map<std::string, std::string> values;  // KEY=VALUE lines
+  std::ifstream in(env);
+  std::string line;
+  while (std::getline(in, line)) {
+    size_t eq = line.find('=');
+    if (eq != std::string::npos) values[line.substr(0, eq)] = line.substr(eq + 1);
+  }
+  if (!values.contains("S3_ENDPOINT")) {
+    *why = std::string("no S3_ENDPOINT in ") + env;
+    return std::nullopt;
+  }
+  return S3Credentials{.endpoint = values["S3_ENDPOINT"],
+                       .region = values["S3_REGION"],
+                       .access_key = values["S3_ACCESS_KEY"],
+                       .secret_key = values["S3_SECRET_KEY"]};
+}
+
+}  // namespace bkp::server

@@ -1,0 +1,16 @@
+// The radosgw the S3 tests use: tests/scale/ceph.sh writes its endpoint and keys to an env file,
+// which a CTest fixture starts and names in $BKP_TEST_S3_ENV.
+#pragma once
+
+#include <optional>
+#include <string>
+
+#include "server/s3_client.h"
+
+namespace bkp::server {
+
+// The store's credentials; nullopt, with *why saying how to run the tests, when
+// $BKP_TEST_S3_ENV is unset or empty (the binary run by hand), or names a file without them.
+std::optional<S3Credentials> test_s3_credentials(std::string* why);
+
+}  // namespace bkp::server
