@@ -1,8 +1,11 @@
-// The catalog's SQL (see catalog.h for the schema and its guarantees).
+// The catalog's SQL (see catalog.h for the schema and its guarantees), one text for SQLite and
+// PostgreSQL alike (server/database.h): upserts rather than INSERT OR IGNORE/REPLACE, RETURNING
+// rather than last_insert_rowid, CASE rather than SQLite's two-argument MAX.
 //
 // Statements are prepared per call: the catalog sees a handful of statements a minute, so a
 // statement cache would only add state. Multi-row changes (purge, rotation) run in one
-// transaction so a crash leaves either all or none of them. Rows are keyed by (host, path)
+// transaction (in_transaction) so a crash leaves either all or none of them, and so that two
+// backupd instances sharing a PostgreSQL catalog never interleave them. Rows are keyed by (host, path)
 // rather than a volume id so that history survives unregister/register cycles of the same
 // volume without any renumbering.
 //

@@ -34,11 +34,22 @@ class Statement {
 
   // Parameters are 1-based. Binding after a step starts the statement over. A bad index is a
   // bug in our SQL and aborts.
-  Statement& bind(int index, int64_t value) { return bind_int64(index, value), *this; }
-  Statement& bind(int index, std::string_view value) { return bind_text(index, value), *this; }
-  Statement& bind(int index, const std::string& value) { return bind(index, std::string_view(value)); }
+  Statement& bind(int index, int64_t value) {
+    bind_int64(index, value);
+    return *this;
+  }
+  Statement& bind(int index, std::string_view value) {
+    bind_text(index, value);
+    return *this;
+  }
+  Statement& bind(int index, const std::string& value) {
+    return bind(index, std::string_view(value));
+  }
   Statement& bind(int index, const char* value) { return bind(index, std::string_view(value)); }
-  Statement& bind(int index, std::nullopt_t) { return bind_null(index), *this; }
+  Statement& bind(int index, std::nullopt_t) {
+    bind_null(index);
+    return *this;
+  }
   Statement& bind(int index, const std::optional<std::string>& value) {
     return value ? bind(index, std::string_view(*value)) : bind(index, std::nullopt);
   }

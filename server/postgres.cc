@@ -95,7 +95,8 @@ class PostgresStatement final : public Statement {
   int changes() const override { return changes_; }
   int64_t int64(int column) const override { return std::strtoll(value(column), nullptr, 10); }
   std::string text(int column) const override {
-    return std::string(value(column), static_cast<size_t>(PQgetlength(result_.get(), row_, column)));
+    return std::string(value(column),
+                       static_cast<size_t>(PQgetlength(result_.get(), row_, column)));
   }
   bool is_null(int column) const override { return PQgetisnull(result_.get(), row_, column) != 0; }
 
@@ -130,7 +131,8 @@ class PostgresStatement final : public Statement {
 std::string redact_uri(std::string_view uri) {
   std::string out(uri);
   auto spans = password_spans(uri);
-  for (auto it = spans.rbegin(); it != spans.rend(); ++it) out.replace(it->first, it->second, "***");
+  for (auto it = spans.rbegin(); it != spans.rend(); ++it)
+    out.replace(it->first, it->second, "***");
   return out;
 }
 
@@ -153,8 +155,9 @@ std::string postgres_placeholders(std::string_view sql) {
     } else if (c == '?') {
       size_t digits = i + 1;
       while (digits < sql.size() && sql[digits] >= '0' && sql[digits] <= '9') ++digits;
-      int number = digits > i + 1 ? std::atoi(std::string(sql.substr(i + 1, digits - i - 1)).c_str())
-                                  : largest + 1;
+      int number = digits > i + 1
+                       ? std::atoi(std::string(sql.substr(i + 1, digits - i - 1)).c_str())
+                       : largest + 1;
       largest = std::max(largest, number);
       out += fmt::format("${}", number);
       i = digits - 1;
@@ -206,9 +209,10 @@ Result<ResultPtr> Postgres::execute(const std::string& sql, const Params& params
   std::vector<const char*> values;
   for (const auto& p : params) values.push_back(p ? p->c_str() : nullptr);
   auto send = [&] {
-    return ResultPtr(params.empty() ? PQexec(conn_, sql.c_str())
-                                    : PQexecParams(conn_, sql.c_str(), static_cast<int>(values.size()),
-                                                   nullptr, values.data(), nullptr, nullptr, 0),
+    return ResultPtr(params.empty()
+                         ? PQexec(conn_, sql.c_str())
+                         : PQexecParams(conn_, sql.c_str(), static_cast<int>(values.size()),
+                                        nullptr, values.data(), nullptr, nullptr, 0),
                      PQclear);
   };
   ResultPtr result = send();

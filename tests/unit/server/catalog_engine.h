@@ -1,21 +1,19 @@
 // CatalogEngineTest: a fixture that runs a catalog test once per engine, as /sqlite and
 // /postgres (TEST_P, instantiated with kCatalogEngines and catalog_engine_name).
 //
-// /sqlite keeps its catalog in a TempDir. /postgres creates a database of its own on the test
-// server and drops it after, so tests never see each other's rows. The server is the one
-// tests/scale/postgres.sh started: its URL comes from BKP_TEST_POSTGRES_URL, or from the env
-// file that BKP_TEST_POSTGRES_ENV names (CTest's `postgres` fixture sets that one). Without
-// either, /postgres cases skip, saying how to run them; with the env file missing they fail,
-// since the fixture was asked for and did not start.
+// /sqlite keeps its catalog in a TempDir; /postgres in a database of its own on the test server
+// (testutil::PostgresDb), skipping with a hint when run by hand without one.
 #pragma once
 
 #include <gtest/gtest.h>
 
 #include <memory>
+#include <ostream>
 #include <string>
 
 #include "server/catalog.h"
 #include "server/database.h"
+#include "tests/testutil/postgres_db.h"
 #include "tests/testutil/temp_dir.h"
 
 namespace bkp::server {
@@ -23,7 +21,6 @@ namespace bkp::server {
 class CatalogEngineTest : public ::testing::TestWithParam<Database::Engine> {
  protected:
   void SetUp() override;
-  void TearDown() override;
 
   // Where the test's catalog is: a SQLite file or a PostgreSQL URI, for Catalog::open.
   const std::string& where() const { return where_; }
@@ -34,9 +31,8 @@ class CatalogEngineTest : public ::testing::TestWithParam<Database::Engine> {
 
  private:
   testutil::TempDir tmp_{"bkp-catalog"};
+  std::unique_ptr<testutil::PostgresDb> postgres_;  // /postgres
   std::string where_;
-  std::string server_url_;  // /postgres: the server's maintenance database
-  std::string database_;    // /postgres: the test's database, dropped at the end
 };
 
 inline const auto kCatalogEngines =
@@ -44,5 +40,7 @@ inline const auto kCatalogEngines =
 
 // "sqlite" or "postgres", the test name's suffix.
 std::string catalog_engine_name(const ::testing::TestParamInfo<Database::Engine>& info);
+// The same, where GoogleTest prints a parameter.
+void PrintTo(Database::Engine engine, std::ostream* out);
 
 }  // namespace bkp::server

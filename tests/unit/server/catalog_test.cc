@@ -10,6 +10,7 @@
 #include <fmt/format.h>
 
 #include <chrono>
+#include <map>
 #include <memory>
 #include <set>
 #include <string>
@@ -132,6 +133,76 @@ TEST_P(CatalogTest, ARunThatCouldNotBeginIsStoredWholeWhenItEnds) {
   auto last = c.last_run("web1", "/srv/app");
   ASSERT_TRUE(last && *last);
   EXPECT_EQ((*last)->started_at, 2000);
+}
+
+// Every other call once, so that each statement's SQL is run by both engines: snapshots with
+// their digests and copies, verifies, run counts, startup's closing of open runs, and the
+// registration's fields.
+TEST_P(CatalogTest, SnapshotsVerifiesAndRunsReadBackAsWritten) {
+  auto catalog = open_catalog();
+  ASSERT_TRUE(catalog);
+  Catalog& c = *catalog;
+  ASSERT_TRUE(c.add_registration(web(1)));
+  EXPECT_TRUE(*c.set_copies("web1", "/srv/app", 2));
+  EXPECT_FALSE(*c.set_copies("web9", "/srv/app", 2));
+  ASSERT_TRUE(c.set_node_id("web1", "/srv/app", "NODE-ID"));
+  auto reg = c.registration("web1", "/srv/app");
+  ASSERT_TRUE(reg && *reg);
+  EXPECT_EQ((*reg)->copies, 2);
+  EXPECT_EQ((*reg)->node_id, "NODE-ID");
+  EXPECT_EQ((*reg)->registered_at, 5000);
+
+  PartDigest digest{};
+  digest.fill(0xab);
+  ASSERT_TRUE(c.add_snapshot("web1", "/srv/app", SnapshotRecord{"20261126T010203.000Z", 100, 1000, 7}));
+  ASSERT_TRUE(c.add_snapshot("web1", "/srv/app", SnapshotRecord{"20261127T010203.000Z", 200, 2000}));
+  ASSERT_TRUE(c.set_digests("web1", "/srv/app", "20261126T010203.000Z", 4096, {digest, digest}));
+  ASSERT_TRUE(c.mark_deleted("web1", "/srv/app", {"20261127T010203.000Z"}, 3000));
+  ASSERT_TRUE(c.note_copies("web1", "/srv/app", "r1", {"20261126T010203.000Z"}, true, 3000));
+  ASSERT_TRUE(c.note_copies("web1", "/srv/app", "r1", {"20261126T010203.000Z"}, false, 3001));
+  auto live = c.snapshots("web1", "/srv/app", /*include_deleted=*/false);
+  ASSERT_TRUE(live) << live.error().message;
+  ASSERT_EQ(live->size(), 1u);
+  EXPECT_EQ((*live)[0].change_counter, 7);
+  EXPECT_EQ((*live)[0].part_size, 4096u);
+  EXPECT_EQ((*live)[0].digests, (std::vector<PartDigest>{digest, digest}));
+  auto all = c.snapshots("web1", "/srv/app", /*include_deleted=*/true);
+  ASSERT_TRUE(all);
+  ASSERT_EQ(all->size(), 2u);
+  EXPECT_EQ((*all)[0].deleted_at, 3000);
+  EXPECT_EQ(*c.last_snapshot_counter("web1", "/srv/app"), -1);  // the newest has none
+  auto copies = c.snapshot_copies("web1", "/srv/app");
+  ASSERT_TRUE(copies) << copies.error().message;
+  EXPECT_EQ((*copies)["20261126T010203.000Z"], std::vector<std::string>{"r1"});
+
+  ASSERT_TRUE(c.record_verify(VerifyRecord{0, "web1", "/srv/app", 10, 20, VerifyResult::kDiffers,
+                                           "node", 3, "node: 3 differ"}));
+  auto verifies = c.verify_runs("web1", "/srv/app");
+  ASSERT_TRUE(verifies) << verifies.error().message;
+  ASSERT_EQ(verifies->size(), 1u);
+  EXPECT_EQ((*verifies)[0].result, VerifyResult::kDiffers);
+  EXPECT_EQ((*verifies)[0].summary, "node: 3 differ");
+
+  auto begun = c.begin_run("web1", "/srv/app", 1000);
+  ASSERT_TRUE(begun) << begun.error().message;
+  ASSERT_TRUE(c.begin_run("web1", "/srv/app", 5000));
+  auto closed = c.close_open_runs(4000, "interrupted");
+  ASSERT_TRUE(closed) << closed.error().message;
+  EXPECT_EQ(*closed, 2);
+  auto runs = c.runs("web1", "/srv/app", 0);
+  ASSERT_TRUE(runs) << runs.error().message;
+  ASSERT_EQ(runs->size(), 2u);
+  EXPECT_EQ((*runs)[1].duration_ms, 3000);
+  EXPECT_EQ((*runs)[0].duration_ms, 0);  // began after the stop: never negative
+  auto counts = c.run_counts("web1", "/srv/app", 2000);
+  ASSERT_TRUE(counts) << counts.error().message;
+  EXPECT_EQ(*counts, (std::map<RunStatus, uint64_t>{{RunStatus::kFailed, 1}}));
+
+  EXPECT_TRUE(*c.has_volume("web1", "/srv/app"));
+  ASSERT_TRUE(c.remove_registration("web1", "/srv/app", /*purge=*/false));
+  EXPECT_TRUE(*c.has_volume("web1", "/srv/app"));  // its history stays
+  ASSERT_TRUE(c.remove_registration("web1", "/srv/app", /*purge=*/true));
+  EXPECT_FALSE(*c.has_volume("web1", "/srv/app"));
 }
 
 TEST_P(CatalogTest, ACatalogOfANewerSchemaIsRefused) {

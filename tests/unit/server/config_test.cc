@@ -1,6 +1,7 @@
 // backupd's control socket settings: the default path, the config key and the flag over it, and
 // a control_group that names no group refused as a configuration error naming the key; the
-// bounds of max_queued_ops, forward_cache_mib and snapshot_threads; the scheduled verify keys.
+// bounds of max_queued_ops, forward_cache_mib and snapshot_threads; the scheduled verify keys;
+// the catalog: SQLite in the state directory unless a PostgreSQL URI is given.
 #include <gtest/gtest.h>
 #include <grp.h>
 
@@ -85,6 +86,21 @@ TEST_F(ConfigTest, ScheduledVerifyIsOffByDefaultAndChecked) {
   ASSERT_TRUE(s) << s.error().message;
   EXPECT_EQ(s->verify_every_seconds, 3600);
   EXPECT_TRUE(s->verify_read_data);
+}
+
+TEST_F(ConfigTest, TheCatalogIsInTheStateDirectoryUnlessAPostgresUriIsGiven) {
+  auto sqlite = load_settings(with_config(""));
+  ASSERT_TRUE(sqlite) << sqlite.error().message;
+  EXPECT_EQ(catalog_location(*sqlite), "/var/lib/backupd/catalog.db");
+  for (const char* uri : {"postgresql://backupd@127.0.0.1:5432/catalog", "postgres://db1/bkp"}) {
+    auto pg = load_settings(with_config(std::string("catalog = \"") + uri + "\"\n"));
+    ASSERT_TRUE(pg) << pg.error().message;
+    EXPECT_EQ(catalog_location(*pg), uri);
+  }
+  auto refused = load_settings(with_config("catalog = \"/var/lib/backupd/other.db\"\n"));
+  ASSERT_FALSE(refused);
+  EXPECT_NE(refused.error().message.find("key 'catalog' must be a PostgreSQL URI"),
+            std::string::npos) << refused.error().message;
 }
 
 }  // namespace
