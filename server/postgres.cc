@@ -180,11 +180,10 @@ Result<std::unique_ptr<Postgres>> Postgres::connect(const std::string& uri) {
     PQfinish(conn);
     return fail(ECONNREFUSED, fmt::format("catalog {}: cannot connect: {}", name, msg));
   }
-  // The catalog's SQL relies on standard strings ('\' is a character) and quiet notices
-  // (CREATE TABLE IF NOT EXISTS of an existing table is no news).
-  std::unique_ptr<Postgres> db(new Postgres(conn, std::move(name)));
-  BKP_TRY_VOID(db->exec("SET standard_conforming_strings = on; SET client_min_messages = error"));
-  return db;
+  // Notices are no news to the catalog (CREATE TABLE IF NOT EXISTS of an existing table, a
+  // ROLLBACK after a failed COMMIT); libpq would print them to stderr. Kept across PQreset.
+  PQsetNoticeProcessor(conn, [](void*, const char*) {}, nullptr);
+  return std::unique_ptr<Postgres>(new Postgres(conn, std::move(name)));
 }
 
 Postgres::~Postgres() { PQfinish(conn_); }

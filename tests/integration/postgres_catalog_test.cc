@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 
 #include <filesystem>
+#include <memory>
 
 #include "tests/integration/cluster.h"
 #include "tests/integration/workload.h"
@@ -15,7 +16,11 @@
 namespace bkp::it {
 namespace {
 
-class PostgresCatalogTest : public ClusterTest {};
+class PostgresCatalogTest : public ClusterTest {
+ protected:
+  // A member, so that it is dropped after TearDown has stopped backupd.
+  std::unique_ptr<testutil::PostgresDb> db_;
+};
 
 TEST_F(PostgresCatalogTest, ARegistrationInPostgresOutlivesARestartOfBackupd) {
   auto server = testutil::PostgresDb::server_url();
@@ -23,8 +28,9 @@ TEST_F(PostgresCatalogTest, ARegistrationInPostgresOutlivesARestartOfBackupd) {
   if (!*server) GTEST_SKIP() << testutil::kNoPostgresServer;
   auto db = testutil::PostgresDb::create(**server);
   ASSERT_TRUE(db) << db.error().message;
+  db_ = std::move(*db);
   std::string config = scratch_dir("config") + "/backupd.toml";
-  put(config, "catalog = \"" + (*db)->url() + "\"\n");
+  put(config, "catalog = \"" + db_->url() + "\"\n");
   backupd_args = {"--config", config};
 
   ASSERT_TRUE(start_all());
