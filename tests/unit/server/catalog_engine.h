@@ -28,6 +28,9 @@ class CatalogEngineTest : public ::testing::TestWithParam<Database::Engine> {
   std::unique_ptr<Catalog> open_catalog();
   // A connection of its own to the test's database, to act beneath the catalog.
   std::unique_ptr<Database> connect();
+  // /postgres: drops the test's database now, ending every session on it: a server that is
+  // reachable no more, as far as the catalog can tell.
+  void drop_database() { postgres_.reset(); }
 
  private:
   testutil::TempDir tmp_{"bkp-catalog"};

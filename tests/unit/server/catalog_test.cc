@@ -329,6 +329,21 @@ TEST_P(CatalogPostgresTest, AConnectionKilledUnderneathIsReopenedByTheNextCall) 
   EXPECT_EQ((*placements)["web1:/srv/app"], std::set<std::string>{"r1"});
 }
 
+// The connection is reset once and the statement fails again: the call returns the error, and
+// the finished run is kept in memory rather than lost.
+TEST_P(CatalogPostgresTest, ACatalogThatStaysAwayFailsTheCallAndTheRunIsKept) {
+  auto catalog = open_catalog();
+  ASSERT_TRUE(catalog);
+  auto begun = catalog->begin_run("web1", "/srv/app", 1000);
+  ASSERT_TRUE(begun) << begun.error().message;
+  drop_database();
+  auto recorded = catalog->record_run(failed_run(*begun, 1000, "node unreachable"));
+  ASSERT_FALSE(recorded);
+  EXPECT_NE(recorded.error().message.find("catalog " + where()), std::string::npos)
+      << recorded.error().message;
+  EXPECT_EQ(catalog->flush_unrecorded(), 1u);
+}
+
 INSTANTIATE_TEST_SUITE_P(, CatalogTest, kCatalogEngines, catalog_engine_name);
 INSTANTIATE_TEST_SUITE_P(, CatalogPostgresTest, ::testing::Values(Database::Engine::kPostgres),
                          catalog_engine_name);
