@@ -109,7 +109,6 @@ Result<std::unique_ptr<Catalog>> Catalog::open(const std::string& where) {
 
 Result<void> Catalog::in_transaction(const std::function<Result<void>()>& body) {
   const auto deadline = std::chrono::steady_clock::now() + kRetryFor;
-  std::minstd_rand jitter(std::random_device{}());
   bool reconnected = false;
   while (true) {
     auto done = [&]() -> Result<void> {
@@ -123,7 +122,10 @@ Result<void> Catalog::in_transaction(const std::function<Result<void>()>& body) 
                  (code == ECONNRESET && !std::exchange(reconnected, true));
     if (!again) return done;
     log::debug("{}; running the transaction again", done.error().message);
-    if (code == EAGAIN) std::this_thread::sleep_for(std::chrono::milliseconds(jitter() % kRetryPauseMs));
+    if (code == EAGAIN) {
+      static thread_local std::minstd_rand jitter(std::random_device{}());
+      std::this_thread::sleep_for(std::chrono::milliseconds(jitter() % kRetryPauseMs));
+    }
   }
 }
 
