@@ -3,7 +3,8 @@
 #
 #   postgres.sh start DIR    initdb into DIR/data, start it on 127.0.0.1 at a free port (its
 #                            socket in DIR), write DIR/env: BKP_TEST_POSTGRES_URL=postgresql://...
-#   postgres.sh stop DIR     stop that server (the postmaster named by DIR/data/postmaster.pid)
+#   postgres.sh stop DIR     stop that server (the postmaster named by DIR/data/postmaster.pid),
+#                            removing DIR/env
 #   postgres.sh pause DIR    SIGSTOP the postmaster and its backends: a server that accepts
 #   postgres.sh resume DIR   nothing and answers nothing, until resumed
 #
@@ -76,6 +77,7 @@ start() {
 
 stop() {
   local pid
+  rm -f "$dir/env"  # its URL leads nowhere from now on
   pid=$(postmaster_pid) || return 0
   kill -CONT "$pid" 2>/dev/null || return 0  # a paused server could not act on the signal
   pkill -CONT -P "$pid" 2>/dev/null || true
