@@ -1,8 +1,11 @@
-// The catalog's SQL (see catalog.h for the schema and its guarantees).
+// The catalog's SQL (see catalog.h for the schema and its guarantees), one text for SQLite and
+// PostgreSQL alike (server/database.h): upserts rather than INSERT OR IGNORE/REPLACE, RETURNING
+// rather than last_insert_rowid, CASE rather than SQLite's two-argument MAX.
 //
 // Statements are prepared per call: the catalog sees a handful of statements a minute, so a
 // statement cache would only add state. Multi-row changes (purge, rotation) run in one
-// transaction so a crash leaves either all or none of them. Rows are keyed by (host, path)
+// transaction (in_transaction) so a crash leaves either all or none of them, and so that two
+// backupd instances sharing a PostgreSQL catalog never interleave them. Rows are keyed by (host, path)
 // rather than a volume id so that history survives unregister/register cycles of the same
 // volume without any renumbering.
 //
@@ -15,112 +18,27 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <chrono>
+#include <limits>
+#include <random>
+#include <thread>
+#include <utility>
 
 #include "common/log.h"
+#include "server/catalog_schema.h"
 
 namespace bkp::server {
 namespace {
 
-constexpr int kSchemaVersion = 5;
+// A transaction that lost to a concurrent one (PostgreSQL) runs again after a random pause of
+// up to kRetryPauseMs, until it wins or kRetryFor has passed.
+constexpr auto kRetryFor = std::chrono::seconds(5);
+constexpr unsigned kRetryPauseMs = 20;
 
-constexpr const char* kSchema = R"sql(
-CREATE TABLE IF NOT EXISTS registrations(
-  host TEXT NOT NULL,
-  path TEXT NOT NULL,
-  address TEXT NOT NULL,
-  port INTEGER NOT NULL,
-  every_seconds INTEGER NOT NULL,
-  registered_at INTEGER NOT NULL,
-  node_id TEXT NOT NULL DEFAULT '',
-  copies INTEGER NOT NULL DEFAULT 0,
-  PRIMARY KEY(host, path));
-CREATE TABLE IF NOT EXISTS placements(
-  host TEXT NOT NULL,
-  path TEXT NOT NULL,
-  replica TEXT NOT NULL,
-  placed_at INTEGER NOT NULL,
-  PRIMARY KEY(host, path, replica));
-CREATE TABLE IF NOT EXISTS peers(
-  id TEXT PRIMARY KEY,
-  kind TEXT NOT NULL CHECK(kind IN ('replica', 'operator')),
-  name TEXT NOT NULL,
-  added_at INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS snapshots(
-  host TEXT NOT NULL,
-  path TEXT NOT NULL,
-  id TEXT NOT NULL,
-  bytes INTEGER NOT NULL,
-  created_at INTEGER NOT NULL,
-  change_counter INTEGER,
-  deleted_at INTEGER,
-  part_size INTEGER NOT NULL DEFAULT 0,
-  digests TEXT NOT NULL DEFAULT '',
-  PRIMARY KEY(host, path, id));
-CREATE TABLE IF NOT EXISTS snapshot_copies(
-  host TEXT NOT NULL,
-  path TEXT NOT NULL,
-  id TEXT NOT NULL,
-  replica TEXT NOT NULL,
-  stored_at INTEGER NOT NULL,
-  PRIMARY KEY(host, path, id, replica));
-CREATE TABLE IF NOT EXISTS runs(
-  id INTEGER PRIMARY KEY AUTOINCREMENT,
-  host TEXT NOT NULL,
-  path TEXT NOT NULL,
-  started_at INTEGER NOT NULL,
-  ended_at INTEGER,
-  status TEXT CHECK(status IN ('written', 'unchanged', 'failed')),
-  snapshot TEXT,
-  snapshot_bytes INTEGER NOT NULL DEFAULT 0,
-  duration_ms INTEGER NOT NULL DEFAULT 0,
-  changed_bytes INTEGER NOT NULL DEFAULT 0,
-  changed_files INTEGER NOT NULL DEFAULT 0,
-  error TEXT);
-CREATE INDEX IF NOT EXISTS runs_by_volume ON runs(host, path, id);
-CREATE TABLE IF NOT EXISTS verify_runs(
-  id INTEGER PRIMARY KEY AUTOINCREMENT,
-  host TEXT NOT NULL,
-  path TEXT NOT NULL,
-  started_at INTEGER NOT NULL,
-  ended_at INTEGER NOT NULL,
-  result TEXT NOT NULL CHECK(result IN ('clean', 'differs', 'failed')),
-  checked TEXT NOT NULL,
-  differences INTEGER NOT NULL DEFAULT 0,
-  summary TEXT NOT NULL DEFAULT '');
-CREATE INDEX IF NOT EXISTS verify_runs_by_volume ON verify_runs(host, path, id);
-CREATE TABLE IF NOT EXISTS replicas(
-  name TEXT PRIMARY KEY,
-  first_seen_at INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS drops(
-  replica TEXT NOT NULL,
-  host TEXT NOT NULL,
-  path TEXT NOT NULL,
-  purge INTEGER NOT NULL CHECK(purge IN (0, 1)),
-  queued_at INTEGER NOT NULL,
-  PRIMARY KEY(replica, host, path));
-)sql";
-
-// Version 1 named a volume by the address it was registered with.
-constexpr const char* kAddAddress = R"sql(
-ALTER TABLE registrations ADD COLUMN address TEXT NOT NULL DEFAULT '';
-UPDATE registrations SET address = host;
-)sql";
-
-// Version 2 had no node identities: each registration pins the one its node shows next.
-constexpr const char* kAddNodeId = R"sql(
-ALTER TABLE registrations ADD COLUMN node_id TEXT NOT NULL DEFAULT '';
-)sql";
-
-// Version 3 sent every volume to every replica: each registration takes backupd's default.
-constexpr const char* kAddCopies = R"sql(
-ALTER TABLE registrations ADD COLUMN copies INTEGER NOT NULL DEFAULT 0;
-)sql";
-
-// Version 4 had no part digests: such snapshots get theirs when first needed.
-constexpr const char* kAddDigests = R"sql(
-ALTER TABLE snapshots ADD COLUMN part_size INTEGER NOT NULL DEFAULT 0;
-ALTER TABLE snapshots ADD COLUMN digests TEXT NOT NULL DEFAULT '';
-)sql";
+// LIMIT for "no limit": SQLite takes -1 for it, PostgreSQL does not.
+int64_t row_limit(size_t limit) {
+  return limit == 0 ? std::numeric_limits<int64_t>::max() : static_cast<int64_t>(limit);
+}
 
 std::string digests_text(const std::vector<PartDigest>& digests) {
   std::string out;
@@ -183,48 +101,32 @@ const char* run_status_name(RunStatus status) {
   return "failed";
 }
 
-Result<std::unique_ptr<Catalog>> Catalog::open(const std::string& path) {
-  auto db = BKP_TRY(Sqlite::open(path));
-  std::unique_ptr<Catalog> c(new Catalog(std::move(db)));
-  BKP_TRY_VOID(c->init_schema());
-  return c;
+Result<std::unique_ptr<Catalog>> Catalog::open(const std::string& where) {
+  auto db = BKP_TRY(Database::open(where));
+  BKP_TRY_VOID(init_catalog_schema(*db));
+  return std::unique_ptr<Catalog>(new Catalog(std::move(db)));
 }
 
-Result<void> Catalog::init_schema() {
-  BKP_TRY_VOID(db_->exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;"));
-  int64_t v = 0;
-  {
-    auto version = BKP_TRY(db_->prepare("PRAGMA user_version"));
-    if (BKP_TRY(version.step())) v = version.int64(0);
+Result<void> Catalog::in_transaction(const std::function<Result<void>()>& body) {
+  const auto deadline = std::chrono::steady_clock::now() + kRetryFor;
+  bool reconnected = false;
+  while (true) {
+    auto done = [&]() -> Result<void> {
+      auto tx = BKP_TRY(Transaction::begin(*db_));
+      BKP_TRY_VOID(body());
+      return tx.commit();
+    }();
+    if (done) return done;
+    int code = done.error().code;
+    bool again = (code == EAGAIN && std::chrono::steady_clock::now() < deadline) ||
+                 (code == ECONNRESET && !std::exchange(reconnected, true));
+    if (!again) return done;
+    log::debug("{}; running the transaction again", done.error().message);
+    if (code == EAGAIN) {
+      static thread_local std::minstd_rand jitter(std::random_device{}());
+      std::this_thread::sleep_for(std::chrono::milliseconds(jitter() % kRetryPauseMs));
+    }
   }
-  if (v > kSchemaVersion) {
-    return fail(EPROTO, fmt::format("catalog {}: schema version {} is newer than this backupd ({})",
-                                    db_->path(), v, kSchemaVersion));
-  }
-  auto tx = BKP_TRY(Transaction::begin(*db_));
-  BKP_TRY_VOID(db_->exec(kSchema));  // creates what a new catalog lacks, in its latest form
-  if (v == 1) {
-    BKP_TRY_VOID(db_->exec(kAddAddress));
-    log::info("catalog {}: schema upgraded from version 1 (registrations keep their address as "
-              "their name)", db_->path());
-  }
-  if (v == 1 || v == 2) {
-    BKP_TRY_VOID(db_->exec(kAddNodeId));
-    log::info("catalog {}: schema upgraded to version 3 (each registered node's identity is "
-              "pinned at its next attach)", db_->path());
-  }
-  if (v >= 1 && v <= 3) {
-    BKP_TRY_VOID(db_->exec(kAddCopies));
-    log::info("catalog {}: schema upgraded to version 4 (copies per volume, placed on replicas)",
-              db_->path());
-  }
-  if (v >= 1 && v <= 4) {
-    BKP_TRY_VOID(db_->exec(kAddDigests));
-    log::info("catalog {}: schema upgraded to version 5 (part digests of snapshots, and where "
-              "their copies are)", db_->path());
-  }
-  BKP_TRY_VOID(db_->exec(fmt::format("PRAGMA user_version={}", kSchemaVersion)));
-  return tx.commit();
 }
 
 Catalog::~Catalog() {
@@ -241,13 +143,13 @@ Catalog::~Catalog() {
 Result<void> Catalog::add_registration(const Registration& reg) {
   std::lock_guard lock(mu_);
   auto st = BKP_TRY(db_->prepare(
-      "INSERT OR IGNORE INTO registrations(host, path, address, port, every_seconds, "
-      "registered_at, node_id, copies) VALUES(?, ?, ?, ?, ?, ?, ?, ?)"));
-  st.bind(1, reg.host).bind(2, reg.path).bind(3, reg.address).bind(4, int64_t{reg.port})
+      "INSERT INTO registrations(host, path, address, port, every_seconds, registered_at, "
+      "node_id, copies) VALUES(?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"));
+  st->bind(1, reg.host).bind(2, reg.path).bind(3, reg.address).bind(4, int64_t{reg.port})
       .bind(5, reg.every_seconds).bind(6, reg.registered_at).bind(7, reg.node_id)
       .bind(8, int64_t{reg.copies});
-  BKP_TRY_VOID(st.run());
-  if (db_->changes() == 0) return fail(EEXIST, fmt::format("{} is already registered", reg.key()));
+  BKP_TRY_VOID(st->run());
+  if (st->changes() == 0) return fail(EEXIST, fmt::format("{} is already registered", reg.key()));
   return {};
 }
 
@@ -257,10 +159,10 @@ Result<std::vector<Registration>> Catalog::registrations() {
       "SELECT host, address, port, path, every_seconds, registered_at, node_id, copies "
       "FROM registrations ORDER BY host, path"));
   std::vector<Registration> out;
-  while (BKP_TRY(st.step())) {
-    out.push_back(Registration{st.text(0), st.text(1), static_cast<uint16_t>(st.int64(2)),
-                               st.text(3), st.int64(4), st.int64(5), st.text(6),
-                               static_cast<int>(st.int64(7))});
+  while (BKP_TRY(st->step())) {
+    out.push_back(Registration{st->text(0), st->text(1), static_cast<uint16_t>(st->int64(2)),
+                               st->text(3), st->int64(4), st->int64(5), st->text(6),
+                               static_cast<int>(st->int64(7))});
   }
   return out;
 }
@@ -271,52 +173,51 @@ Result<std::optional<Registration>> Catalog::registration(const std::string& hos
   auto st = BKP_TRY(db_->prepare(
       "SELECT address, port, every_seconds, registered_at, node_id, copies FROM registrations "
       "WHERE host = ? AND path = ?"));
-  st.bind(1, host).bind(2, path);
-  if (!BKP_TRY(st.step())) return std::optional<Registration>();
-  return Registration{host, st.text(0), static_cast<uint16_t>(st.int64(1)), path, st.int64(2),
-                      st.int64(3), st.text(4), static_cast<int>(st.int64(5))};
+  st->bind(1, host).bind(2, path);
+  if (!BKP_TRY(st->step())) return std::optional<Registration>();
+  return Registration{host, st->text(0), static_cast<uint16_t>(st->int64(1)), path, st->int64(2),
+                      st->int64(3), st->text(4), static_cast<int>(st->int64(5))};
 }
 
 Result<bool> Catalog::set_copies(const std::string& host, const std::string& path, int copies) {
   std::lock_guard lock(mu_);
   auto st = BKP_TRY(db_->prepare("UPDATE registrations SET copies = ? WHERE host = ? AND path = ?"));
-  st.bind(1, int64_t{copies}).bind(2, host).bind(3, path);
-  BKP_TRY_VOID(st.run());
-  return db_->changes() > 0;
+  st->bind(1, int64_t{copies}).bind(2, host).bind(3, path);
+  BKP_TRY_VOID(st->run());
+  return st->changes() > 0;
 }
 
 Result<std::map<std::string, std::set<std::string>>> Catalog::placements() {
   std::lock_guard lock(mu_);
   auto st = BKP_TRY(db_->prepare("SELECT host, path, replica FROM placements"));
   std::map<std::string, std::set<std::string>> out;
-  while (BKP_TRY(st.step())) out[st.text(0) + ":" + st.text(1)].insert(st.text(2));
+  while (BKP_TRY(st->step())) out[st->text(0) + ":" + st->text(1)].insert(st->text(2));
   return out;
 }
 
 Result<void> Catalog::set_placement(const std::string& host, const std::string& path,
                                     const std::set<std::string>& replicas, int64_t now) {
   std::lock_guard lock(mu_);
-  auto tx = BKP_TRY(Transaction::begin(*db_));
-  {
+  return in_transaction([&]() -> Result<void> {
     auto st = BKP_TRY(db_->prepare("DELETE FROM placements WHERE host = ? AND path = ?"));
-    st.bind(1, host).bind(2, path);
-    BKP_TRY_VOID(st.run());
-  }
-  for (const auto& replica : replicas) {
-    auto st = BKP_TRY(db_->prepare(
-        "INSERT INTO placements(host, path, replica, placed_at) VALUES(?, ?, ?, ?)"));
-    st.bind(1, host).bind(2, path).bind(3, replica).bind(4, now);
-    BKP_TRY_VOID(st.run());
-  }
-  return tx.commit();
+    st->bind(1, host).bind(2, path);
+    BKP_TRY_VOID(st->run());
+    for (const auto& replica : replicas) {
+      auto insert = BKP_TRY(db_->prepare(
+          "INSERT INTO placements(host, path, replica, placed_at) VALUES(?, ?, ?, ?)"));
+      insert->bind(1, host).bind(2, path).bind(3, replica).bind(4, now);
+      BKP_TRY_VOID(insert->run());
+    }
+    return {};
+  });
 }
 
 Result<void> Catalog::set_node_id(const std::string& host, const std::string& path,
                                   const std::string& id) {
   std::lock_guard lock(mu_);
   auto st = BKP_TRY(db_->prepare("UPDATE registrations SET node_id = ? WHERE host = ? AND path = ?"));
-  st.bind(1, id).bind(2, host).bind(3, path);
-  return st.run();
+  st->bind(1, id).bind(2, host).bind(3, path);
+  return st->run();
 }
 
 const char* peer_kind_name(PeerKind kind) {
@@ -326,75 +227,77 @@ const char* peer_kind_name(PeerKind kind) {
 Result<void> Catalog::add_peer(const PeerRecord& peer) {
   std::lock_guard lock(mu_);
   auto st = BKP_TRY(db_->prepare(
-      "INSERT OR IGNORE INTO peers(id, kind, name, added_at) VALUES(?, ?, ?, ?)"));
-  st.bind(1, peer.id).bind(2, std::string(peer_kind_name(peer.kind))).bind(3, peer.name)
+      "INSERT INTO peers(id, kind, name, added_at) VALUES(?, ?, ?, ?) ON CONFLICT DO NOTHING"));
+  st->bind(1, peer.id).bind(2, std::string(peer_kind_name(peer.kind))).bind(3, peer.name)
       .bind(4, peer.added_at);
-  BKP_TRY_VOID(st.run());
-  if (db_->changes() == 0) return fail(EEXIST, fmt::format("{} is already authorised", peer.id));
+  BKP_TRY_VOID(st->run());
+  if (st->changes() == 0) return fail(EEXIST, fmt::format("{} is already authorised", peer.id));
   return {};
 }
 
 Result<bool> Catalog::remove_peer(PeerKind kind, const std::string& id) {
   std::lock_guard lock(mu_);
   auto st = BKP_TRY(db_->prepare("DELETE FROM peers WHERE kind = ? AND id = ?"));
-  st.bind(1, std::string(peer_kind_name(kind))).bind(2, id);
-  BKP_TRY_VOID(st.run());
-  return db_->changes() > 0;
+  st->bind(1, std::string(peer_kind_name(kind))).bind(2, id);
+  BKP_TRY_VOID(st->run());
+  return st->changes() > 0;
 }
 
 Result<std::vector<PeerRecord>> Catalog::peers(PeerKind kind) {
   std::lock_guard lock(mu_);
   auto st = BKP_TRY(db_->prepare(
       "SELECT id, name, added_at FROM peers WHERE kind = ? ORDER BY added_at, id"));
-  st.bind(1, std::string(peer_kind_name(kind)));
+  st->bind(1, std::string(peer_kind_name(kind)));
   std::vector<PeerRecord> out;
-  while (BKP_TRY(st.step())) out.push_back(PeerRecord{kind, st.text(0), st.text(1), st.int64(2)});
+  while (BKP_TRY(st->step())) out.push_back(PeerRecord{kind, st->text(0), st->text(1), st->int64(2)});
   return out;
 }
 
 Result<bool> Catalog::is_peer(PeerKind kind, const std::string& id) {
   std::lock_guard lock(mu_);
   auto st = BKP_TRY(db_->prepare("SELECT 1 FROM peers WHERE kind = ? AND id = ?"));
-  st.bind(1, std::string(peer_kind_name(kind))).bind(2, id);
-  return st.step();
+  st->bind(1, std::string(peer_kind_name(kind))).bind(2, id);
+  return st->step();
 }
 
 Result<bool> Catalog::name_peer(PeerKind kind, const std::string& id, const std::string& name) {
   std::lock_guard lock(mu_);
   auto st = BKP_TRY(db_->prepare("UPDATE peers SET name = ? WHERE kind = ? AND id = ?"));
-  st.bind(1, name).bind(2, std::string(peer_kind_name(kind))).bind(3, id);
-  BKP_TRY_VOID(st.run());
-  return db_->changes() > 0;
+  st->bind(1, name).bind(2, std::string(peer_kind_name(kind))).bind(3, id);
+  BKP_TRY_VOID(st->run());
+  return st->changes() > 0;
 }
 
 Result<void> Catalog::add_replica(const std::string& name, int64_t now) {
   std::lock_guard lock(mu_);
-  auto st = BKP_TRY(db_->prepare("INSERT OR IGNORE INTO replicas(name, first_seen_at) VALUES(?, ?)"));
-  st.bind(1, name).bind(2, now);
-  return st.run();
+  auto st = BKP_TRY(db_->prepare(
+      "INSERT INTO replicas(name, first_seen_at) VALUES(?, ?) ON CONFLICT DO NOTHING"));
+  st->bind(1, name).bind(2, now);
+  return st->run();
 }
 
 Result<std::vector<std::string>> Catalog::replica_names() {
   std::lock_guard lock(mu_);
   auto st = BKP_TRY(db_->prepare("SELECT name FROM replicas ORDER BY name"));
   std::vector<std::string> out;
-  while (BKP_TRY(st.step())) out.push_back(st.text(0));
+  while (BKP_TRY(st->step())) out.push_back(st->text(0));
   return out;
 }
 
 Result<void> Catalog::add_drops(const std::vector<std::string>& replicas, const std::string& host,
                                 const std::string& path, bool purge, int64_t now) {
   std::lock_guard lock(mu_);
-  auto tx = BKP_TRY(Transaction::begin(*db_));
-  for (const auto& replica : replicas) {
-    auto st = BKP_TRY(db_->prepare(
-        "INSERT INTO drops(replica, host, path, purge, queued_at) VALUES(?, ?, ?, ?, ?) "
-        "ON CONFLICT(replica, host, path) DO UPDATE SET purge = MAX(purge, excluded.purge), "
-        "queued_at = excluded.queued_at"));
-    st.bind(1, replica).bind(2, host).bind(3, path).bind(4, int64_t{purge}).bind(5, now);
-    BKP_TRY_VOID(st.run());
-  }
-  return tx.commit();
+  return in_transaction([&]() -> Result<void> {
+    for (const auto& replica : replicas) {
+      auto st = BKP_TRY(db_->prepare(
+          "INSERT INTO drops(replica, host, path, purge, queued_at) VALUES(?, ?, ?, ?, ?) "
+          "ON CONFLICT(replica, host, path) DO UPDATE SET purge = CASE WHEN excluded.purge > "
+          "drops.purge THEN excluded.purge ELSE drops.purge END, queued_at = excluded.queued_at"));
+      st->bind(1, replica).bind(2, host).bind(3, path).bind(4, int64_t{purge}).bind(5, now);
+      BKP_TRY_VOID(st->run());
+    }
+    return {};
+  });
 }
 
 Result<void> Catalog::remove_drop(const std::string& replica, const std::string& host,
@@ -402,8 +305,8 @@ Result<void> Catalog::remove_drop(const std::string& replica, const std::string&
   std::lock_guard lock(mu_);
   auto st = BKP_TRY(db_->prepare(
       "DELETE FROM drops WHERE replica = ? AND host = ? AND path = ? AND purge <= ?"));
-  st.bind(1, replica).bind(2, host).bind(3, path).bind(4, int64_t{purge});
-  return st.run();
+  st->bind(1, replica).bind(2, host).bind(3, path).bind(4, int64_t{purge});
+  return st->run();
 }
 
 Result<std::vector<DropRecord>> Catalog::drops() {
@@ -411,8 +314,8 @@ Result<std::vector<DropRecord>> Catalog::drops() {
   auto st = BKP_TRY(db_->prepare(
       "SELECT replica, host, path, purge, queued_at FROM drops ORDER BY replica, host, path"));
   std::vector<DropRecord> out;
-  while (BKP_TRY(st.step())) {
-    out.push_back(DropRecord{st.text(0), st.text(1), st.text(2), st.int64(3) != 0, st.int64(4)});
+  while (BKP_TRY(st->step())) {
+    out.push_back(DropRecord{st->text(0), st->text(1), st->text(2), st->int64(3) != 0, st->int64(4)});
   }
   return out;
 }
@@ -420,15 +323,16 @@ Result<std::vector<DropRecord>> Catalog::drops() {
 Result<void> Catalog::remove_registration(const std::string& host, const std::string& path,
                                           bool purge) {
   std::lock_guard lock(mu_);
-  auto tx = BKP_TRY(Transaction::begin(*db_));
   std::vector<const char*> tables = {"registrations", "placements"};
   if (purge) tables.insert(tables.end(), {"snapshots", "snapshot_copies", "runs", "verify_runs"});
-  for (const char* table : tables) {
-    auto st = BKP_TRY(db_->prepare(fmt::format("DELETE FROM {} WHERE host = ? AND path = ?", table)));
-    st.bind(1, host).bind(2, path);
-    BKP_TRY_VOID(st.run());
-  }
-  BKP_TRY_VOID(tx.commit());
+  BKP_TRY_VOID(in_transaction([&]() -> Result<void> {
+    for (const char* table : tables) {
+      auto st = BKP_TRY(db_->prepare(fmt::format("DELETE FROM {} WHERE host = ? AND path = ?", table)));
+      st->bind(1, host).bind(2, path);
+      BKP_TRY_VOID(st->run());
+    }
+    return {};
+  }));
   if (purge) {
     std::erase_if(unrecorded_, [&](const RunRecord& r) { return r.host == host && r.path == path; });
   }
@@ -438,21 +342,24 @@ Result<void> Catalog::remove_registration(const std::string& host, const std::st
 Result<bool> Catalog::has_volume(const std::string& host, const std::string& path) {
   std::lock_guard lock(mu_);
   auto st = BKP_TRY(db_->prepare(
-      "SELECT EXISTS(SELECT 1 FROM registrations WHERE host = ?1 AND path = ?2) "
+      "SELECT 1 WHERE EXISTS(SELECT 1 FROM registrations WHERE host = ?1 AND path = ?2) "
       "OR EXISTS(SELECT 1 FROM snapshots WHERE host = ?1 AND path = ?2) "
       "OR EXISTS(SELECT 1 FROM runs WHERE host = ?1 AND path = ?2)"));
-  st.bind(1, host).bind(2, path);
-  return BKP_TRY(st.step()) && st.int64(0) != 0;
+  st->bind(1, host).bind(2, path);
+  return st->step();
 }
 
 Result<int64_t> Catalog::begin_run(const std::string& host, const std::string& path,
                                    int64_t started_at) {
   std::lock_guard lock(mu_);
   (void)write_unrecorded();  // kept if it fails; the insert below reports the same trouble
-  auto st = BKP_TRY(db_->prepare("INSERT INTO runs(host, path, started_at) VALUES(?, ?, ?)"));
-  st.bind(1, host).bind(2, path).bind(3, started_at);
-  BKP_TRY_VOID(st.run());
-  return db_->last_insert_rowid();
+  auto st = BKP_TRY(db_->prepare(
+      "INSERT INTO runs(host, path, started_at) VALUES(?, ?, ?) RETURNING id"));
+  st->bind(1, host).bind(2, path).bind(3, started_at);
+  if (!BKP_TRY(st->step())) return fail(EIO, "catalog: INSERT INTO runs returned no id");
+  int64_t id = st->int64(0);
+  BKP_TRY_VOID(st->run());  // to the end, which completes the statement on SQLite
+  return id;
 }
 
 Result<void> Catalog::record_run(const RunRecord& run) {
@@ -480,22 +387,23 @@ Result<void> Catalog::write_run(const RunRecord& run) {
           : "INSERT INTO runs(ended_at, status, snapshot, snapshot_bytes, duration_ms, "
             "changed_bytes, changed_files, error, host, path, started_at) "
             "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"));
-  st.bind(1, run.ended_at).bind(2, run_status_name(run.status)).bind(3, run.snapshot)
+  st->bind(1, run.ended_at).bind(2, run_status_name(run.status)).bind(3, run.snapshot)
       .bind(4, run.snapshot_bytes).bind(5, run.duration_ms).bind(6, run.changed_bytes)
       .bind(7, run.changed_files).bind(8, run.error);
   if (run.id != 0) {
-    st.bind(9, run.id);
+    st->bind(9, run.id);
   } else {
-    st.bind(9, run.host).bind(10, run.path).bind(11, run.started_at);
+    st->bind(9, run.host).bind(10, run.path).bind(11, run.started_at);
   }
-  return st.run();
+  return st->run();
 }
 
 Result<void> Catalog::write_unrecorded() {
   if (unrecorded_.empty()) return {};
-  auto tx = BKP_TRY(Transaction::begin(*db_));
-  for (const auto& run : unrecorded_) BKP_TRY_VOID(write_run(run));
-  BKP_TRY_VOID(tx.commit());
+  BKP_TRY_VOID(in_transaction([&]() -> Result<void> {
+    for (const auto& run : unrecorded_) BKP_TRY_VOID(write_run(run));
+    return {};
+  }));
   unrecorded_.clear();
   return {};
 }
@@ -517,9 +425,9 @@ Result<std::vector<RunRecord>> Catalog::runs(const std::string& host, const std:
   auto st = BKP_TRY(db_->prepare(fmt::format(
       "SELECT {} FROM runs WHERE host = ? AND path = ? AND ended_at IS NOT NULL "
       "ORDER BY id DESC LIMIT ?", kRunColumns)));
-  st.bind(1, host).bind(2, path).bind(3, limit == 0 ? int64_t{-1} : static_cast<int64_t>(limit));
+  st->bind(1, host).bind(2, path).bind(3, row_limit(limit));
   std::vector<RunRecord> out;
-  while (BKP_TRY(st.step())) out.push_back(read_run(st));
+  while (BKP_TRY(st->step())) out.push_back(read_run(*st));
   bool kept = false;
   for (const auto& run : unrecorded_) {
     if (run.host != host || run.path != path) continue;
@@ -548,9 +456,9 @@ Result<std::map<RunStatus, uint64_t>> Catalog::run_counts(const std::string& hos
   auto st = BKP_TRY(db_->prepare(
       "SELECT status, COUNT(*) FROM runs WHERE host = ? AND path = ? AND ended_at IS NOT NULL "
       "AND started_at >= ? GROUP BY status"));
-  st.bind(1, host).bind(2, path).bind(3, since_ms);
+  st->bind(1, host).bind(2, path).bind(3, since_ms);
   std::map<RunStatus, uint64_t> out;
-  while (BKP_TRY(st.step())) out[parse_status(st.text(0))] += static_cast<uint64_t>(st.int64(1));
+  while (BKP_TRY(st->step())) out[parse_status(st->text(0))] += static_cast<uint64_t>(st->int64(1));
   for (const auto& run : unrecorded_) {
     if (run.host == host && run.path == path && run.started_at >= since_ms) ++out[run.status];
   }
@@ -562,10 +470,10 @@ Result<void> Catalog::record_verify(const VerifyRecord& run) {
   auto st = BKP_TRY(db_->prepare(
       "INSERT INTO verify_runs(host, path, started_at, ended_at, result, checked, differences, "
       "summary) VALUES(?, ?, ?, ?, ?, ?, ?, ?)"));
-  st.bind(1, run.host).bind(2, run.path).bind(3, run.started_at).bind(4, run.ended_at)
+  st->bind(1, run.host).bind(2, run.path).bind(3, run.started_at).bind(4, run.ended_at)
       .bind(5, verify_result_name(run.result)).bind(6, run.checked).bind(7, run.differences)
       .bind(8, run.summary);
-  return st.run();
+  return st->run();
 }
 
 Result<std::vector<VerifyRecord>> Catalog::verify_runs(const std::string& host,
@@ -574,12 +482,12 @@ Result<std::vector<VerifyRecord>> Catalog::verify_runs(const std::string& host,
   auto st = BKP_TRY(db_->prepare(
       "SELECT id, started_at, ended_at, result, checked, differences, summary FROM verify_runs "
       "WHERE host = ? AND path = ? ORDER BY id DESC LIMIT ?"));
-  st.bind(1, host).bind(2, path).bind(3, limit == 0 ? int64_t{-1} : static_cast<int64_t>(limit));
+  st->bind(1, host).bind(2, path).bind(3, row_limit(limit));
   std::vector<VerifyRecord> out;
-  while (BKP_TRY(st.step())) {
-    VerifyRecord r{st.int64(0), host, path, st.int64(1), st.int64(2), VerifyResult::kFailed,
-                   st.text(4), st.int64(5), st.text(6)};
-    const std::string result = st.text(3);
+  while (BKP_TRY(st->step())) {
+    VerifyRecord r{st->int64(0), host, path, st->int64(1), st->int64(2), VerifyResult::kFailed,
+                   st->text(4), st->int64(5), st->text(6)};
+    const std::string result = st->text(3);
     if (result == "clean") r.result = VerifyResult::kClean;
     if (result == "differs") r.result = VerifyResult::kDiffers;
     out.push_back(std::move(r));
@@ -591,22 +499,26 @@ Result<int> Catalog::close_open_runs(int64_t now, const std::string& error) {
   std::lock_guard lock(mu_);
   auto st = BKP_TRY(db_->prepare(
       "UPDATE runs SET ended_at = ?1, status = 'failed', error = ?2, "
-      "duration_ms = MAX(0, ?1 - started_at) WHERE ended_at IS NULL"));
-  st.bind(1, now).bind(2, error);
-  BKP_TRY_VOID(st.run());
-  return db_->changes();
+      "duration_ms = CASE WHEN ?1 > started_at THEN ?1 - started_at ELSE 0 END "
+      "WHERE ended_at IS NULL"));
+  st->bind(1, now).bind(2, error);
+  BKP_TRY_VOID(st->run());
+  return st->changes();
 }
 
 Result<void> Catalog::add_snapshot(const std::string& host, const std::string& path,
                                    const SnapshotRecord& s) {
   std::lock_guard lock(mu_);
   auto st = BKP_TRY(db_->prepare(
-      "INSERT OR REPLACE INTO snapshots(host, path, id, bytes, created_at, change_counter, "
-      "deleted_at, part_size, digests) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?)"));
-  st.bind(1, host).bind(2, path).bind(3, s.id).bind(4, s.bytes).bind(5, s.created_at)
+      "INSERT INTO snapshots(host, path, id, bytes, created_at, change_counter, deleted_at, "
+      "part_size, digests) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(host, path, id) DO "
+      "UPDATE SET bytes = excluded.bytes, created_at = excluded.created_at, change_counter = "
+      "excluded.change_counter, deleted_at = excluded.deleted_at, part_size = "
+      "excluded.part_size, digests = excluded.digests"));
+  st->bind(1, host).bind(2, path).bind(3, s.id).bind(4, s.bytes).bind(5, s.created_at)
       .bind(6, s.change_counter).bind(7, s.deleted_at).bind(8, int64_t{s.part_size})
       .bind(9, digests_text(s.digests));
-  return st.run();
+  return st->run();
 }
 
 Result<void> Catalog::set_digests(const std::string& host, const std::string& path,
@@ -615,30 +527,31 @@ Result<void> Catalog::set_digests(const std::string& host, const std::string& pa
   std::lock_guard lock(mu_);
   auto st = BKP_TRY(db_->prepare(
       "UPDATE snapshots SET part_size = ?, digests = ? WHERE host = ? AND path = ? AND id = ?"));
-  st.bind(1, int64_t{part_size}).bind(2, digests_text(digests)).bind(3, host).bind(4, path)
+  st->bind(1, int64_t{part_size}).bind(2, digests_text(digests)).bind(3, host).bind(4, path)
       .bind(5, id);
-  return st.run();
+  return st->run();
 }
 
 Result<void> Catalog::note_copies(const std::string& host, const std::string& path,
                                   const std::string& replica, const std::vector<std::string>& ids,
                                   bool replace, int64_t now) {
   std::lock_guard lock(mu_);
-  auto tx = BKP_TRY(Transaction::begin(*db_));
-  if (replace) {
-    auto st = BKP_TRY(db_->prepare(
-        "DELETE FROM snapshot_copies WHERE host = ? AND path = ? AND replica = ?"));
-    st.bind(1, host).bind(2, path).bind(3, replica);
-    BKP_TRY_VOID(st.run());
-  }
-  for (const auto& id : ids) {
-    auto st = BKP_TRY(db_->prepare(
-        "INSERT OR IGNORE INTO snapshot_copies(host, path, id, replica, stored_at) "
-        "VALUES(?, ?, ?, ?, ?)"));
-    st.bind(1, host).bind(2, path).bind(3, id).bind(4, replica).bind(5, now);
-    BKP_TRY_VOID(st.run());
-  }
-  return tx.commit();
+  return in_transaction([&]() -> Result<void> {
+    if (replace) {
+      auto st = BKP_TRY(db_->prepare(
+          "DELETE FROM snapshot_copies WHERE host = ? AND path = ? AND replica = ?"));
+      st->bind(1, host).bind(2, path).bind(3, replica);
+      BKP_TRY_VOID(st->run());
+    }
+    for (const auto& id : ids) {
+      auto st = BKP_TRY(db_->prepare(
+          "INSERT INTO snapshot_copies(host, path, id, replica, stored_at) "
+          "VALUES(?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"));
+      st->bind(1, host).bind(2, path).bind(3, id).bind(4, replica).bind(5, now);
+      BKP_TRY_VOID(st->run());
+    }
+    return {};
+  });
 }
 
 Result<std::map<std::string, std::vector<std::string>>> Catalog::snapshot_copies(
@@ -646,9 +559,9 @@ Result<std::map<std::string, std::vector<std::string>>> Catalog::snapshot_copies
   std::lock_guard lock(mu_);
   auto st = BKP_TRY(db_->prepare(
       "SELECT id, replica FROM snapshot_copies WHERE host = ? AND path = ? ORDER BY id, replica"));
-  st.bind(1, host).bind(2, path);
+  st->bind(1, host).bind(2, path);
   std::map<std::string, std::vector<std::string>> out;
-  while (BKP_TRY(st.step())) out[st.text(0)].push_back(st.text(1));
+  while (BKP_TRY(st->step())) out[st->text(0)].push_back(st->text(1));
   return out;
 }
 
@@ -656,15 +569,16 @@ Result<void> Catalog::mark_deleted(const std::string& host, const std::string& p
                                    const std::vector<std::string>& ids, int64_t now) {
   if (ids.empty()) return {};
   std::lock_guard lock(mu_);
-  auto tx = BKP_TRY(Transaction::begin(*db_));
-  auto st = BKP_TRY(db_->prepare(
-      "UPDATE snapshots SET deleted_at = ? WHERE host = ? AND path = ? AND id = ? "
-      "AND deleted_at IS NULL"));
-  for (const auto& id : ids) {
-    st.bind(1, now).bind(2, host).bind(3, path).bind(4, id);
-    BKP_TRY_VOID(st.run());
-  }
-  return tx.commit();
+  return in_transaction([&]() -> Result<void> {
+    auto st = BKP_TRY(db_->prepare(
+        "UPDATE snapshots SET deleted_at = ? WHERE host = ? AND path = ? AND id = ? "
+        "AND deleted_at IS NULL"));
+    for (const auto& id : ids) {
+      st->bind(1, now).bind(2, host).bind(3, path).bind(4, id);
+      BKP_TRY_VOID(st->run());
+    }
+    return {};
+  });
 }
 
 Result<std::vector<SnapshotRecord>> Catalog::snapshots(const std::string& host,
@@ -675,12 +589,12 @@ Result<std::vector<SnapshotRecord>> Catalog::snapshots(const std::string& host,
       "SELECT id, bytes, created_at, change_counter, deleted_at, part_size, digests "
       "FROM snapshots WHERE host = ? AND path = ? {} ORDER BY id DESC",
       include_deleted ? "" : "AND deleted_at IS NULL")));
-  st.bind(1, host).bind(2, path);
+  st->bind(1, host).bind(2, path);
   std::vector<SnapshotRecord> out;
-  while (BKP_TRY(st.step())) {
-    out.push_back(SnapshotRecord{st.text(0), st.int64(1), st.int64(2), st.opt_int64(3),
-                                 st.opt_int64(4), static_cast<uint32_t>(st.int64(5)),
-                                 digests_of(st.text(6))});
+  while (BKP_TRY(st->step())) {
+    out.push_back(SnapshotRecord{st->text(0), st->int64(1), st->int64(2), st->opt_int64(3),
+                                 st->opt_int64(4), static_cast<uint32_t>(st->int64(5)),
+                                 digests_of(st->text(6))});
   }
   return out;
 }
@@ -690,9 +604,9 @@ Result<std::optional<int64_t>> Catalog::last_snapshot_counter(const std::string&
   std::lock_guard lock(mu_);
   auto st = BKP_TRY(db_->prepare(
       "SELECT change_counter FROM snapshots WHERE host = ? AND path = ? ORDER BY id DESC LIMIT 1"));
-  st.bind(1, host).bind(2, path);
-  if (!BKP_TRY(st.step())) return std::optional<int64_t>();
-  return std::optional<int64_t>(st.opt_int64(0).value_or(-1));
+  st->bind(1, host).bind(2, path);
+  if (!BKP_TRY(st->step())) return std::optional<int64_t>();
+  return std::optional<int64_t>(st->opt_int64(0).value_or(-1));
 }
 
 }  // namespace bkp::server

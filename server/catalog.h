@@ -1,7 +1,8 @@
 // Catalog: backupd's durable record of registrations, snapshots and scheduled runs, in SQLite
-// at STATE/catalog.db.
+// at STATE/catalog.db, or in a PostgreSQL database that several backupd instances may share
+// (`catalog` in backupd.toml; server/database.h).
 //
-// Schema (user_version 5; every time is CLOCK_REALTIME in milliseconds since the epoch):
+// Schema (version 5, server/catalog_schema.h; every time is CLOCK_REALTIME in milliseconds since the epoch):
 //   registrations(host, path, address, port, every_seconds, registered_at, node_id, copies)
 //       PRIMARY KEY(host, path). host is the volume's name (the node's host name, from its
 //       Hello); address and port are where backupd reaches the node. Version 1 had no address:
@@ -29,9 +30,12 @@
 //   drops(replica, host, path, purge, queued_at)  PRIMARY KEY(replica, host, path)
 //       a copy the replica must give up (server/drops.h), until it confirms; purge 1: delete it.
 //
-// The database is in WAL mode with synchronous=FULL: a registration acknowledged to bkptool,
-// and a run row, survive a power loss. Runs are minutes apart, so the fsync per transaction
-// costs nothing that matters.
+// SQLite is in WAL mode with synchronous=FULL: a registration acknowledged to bkptool, and a
+// run row, survive a power loss. Runs are minutes apart, so the fsync per transaction costs
+// nothing that matters. On PostgreSQL every change of several rows is one SERIALIZABLE
+// transaction, run again when a concurrent one won (for up to 5 s) or, once, when the
+// connection dropped in its middle; single statements are atomic by themselves, with
+// INSERT ... ON CONFLICT where two instances may insert the same row.
 //
 // A finished run whose row cannot be written (the catalog's disk is full, an I/O error) is not
 // lost: it is kept in memory (at most kMaxUnrecordedRuns, the newest), listed by runs() as if it
@@ -46,6 +50,7 @@
 #include <cstdint>
 #include <map>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -55,7 +60,7 @@
 
 #include "common/part_digests.h"
 #include "common/result.h"
-#include "server/sqlite.h"
+#include "server/database.h"
 
 namespace bkp::server {
 
@@ -146,9 +151,10 @@ constexpr size_t kMaxUnrecordedRuns = 256;
 
 class Catalog {
  public:
-  // Opens or creates the database and its schema. An unreadable or newer-schema database is an
-  // error naming the file.
-  static Result<std::unique_ptr<Catalog>> open(const std::string& path);
+  // Opens or creates the database and its schema: `where` is a SQLite file or a PostgreSQL URI
+  // (Database::open). An unreadable or unreachable database, or one of a newer schema, is an
+  // error naming it.
+  static Result<std::unique_ptr<Catalog>> open(const std::string& where);
   // Tries once more to write the runs kept in memory; logs each one it cannot write.
   ~Catalog();
 
@@ -234,8 +240,10 @@ class Catalog {
   Result<std::optional<int64_t>> last_snapshot_counter(const std::string& host, const std::string& path);
 
  private:
-  explicit Catalog(std::unique_ptr<Sqlite> db) : db_(std::move(db)) {}
-  Result<void> init_schema();
+  explicit Catalog(std::unique_ptr<Database> db) : db_(std::move(db)) {}
+  // Runs body in a transaction, again while it loses to a concurrent transaction (up to 5 s),
+  // and once more if the connection dropped (mu_ held).
+  Result<void> in_transaction(const std::function<Result<void>()>& body);
   // Writes one finished run (mu_ held).
   Result<void> write_run(const RunRecord& run);
   // Writes every kept run in one transaction; on success forgets them (mu_ held).
@@ -244,7 +252,7 @@ class Catalog {
 
   std::mutex mu_;
   // Guarded by mu_.
-  std::unique_ptr<Sqlite> db_;
+  std::unique_ptr<Database> db_;
   std::deque<RunRecord> unrecorded_;  // finished runs not yet stored, oldest first
 };
 

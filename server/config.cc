@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "common/progress.h"
+#include "server/database.h"
 
 namespace bkp::server {
 namespace {
@@ -24,7 +25,7 @@ const std::set<std::string> kKnownKeys = {
     "listen",         "state_dir",    "snapshot_gzip_level", "snapshot_threads",
     "keep_snapshots", "copies",       "replica_grace_seconds", "tls",
     "control_socket", "http_listen",  "control_group",       "max_queued_ops",
-    "verify_every_seconds", "verify_read_data", "forward_cache_mib", "snapshot_store",
+    "verify_every_seconds", "verify_read_data", "forward_cache_mib", "catalog", "snapshot_store",
     "snapshot_store_credentials"};
 
 Result<std::string> string_key(const toml::table& table, const std::string& file,
@@ -85,6 +86,10 @@ Result<std::optional<net::HostPort>> parse_http_listen(std::string_view text) {
   return std::optional<net::HostPort>(BKP_TRY(net::parse_host_port(text)));
 }
 
+std::string catalog_location(const Settings& settings) {
+  return settings.catalog.empty() ? settings.state_dir + "/catalog.db" : settings.catalog;
+}
+
 std::string identity_path(const std::string& state_dir) { return state_dir + "/identity.pem"; }
 
 Result<Settings> load_settings(const Options& options) {
@@ -112,6 +117,12 @@ Result<Settings> load_settings(const Options& options) {
     }
     listen = BKP_TRY(string_key(table, file, "listen"));
     s.state_dir = BKP_TRY(string_key(table, file, "state_dir"));
+    s.catalog = BKP_TRY(string_key(table, file, "catalog"));
+    if (!s.catalog.empty() && !Database::is_postgres_uri(s.catalog)) {
+      return fail(EINVAL, fmt::format("config {}: key 'catalog' must be a PostgreSQL URI "
+                                      "(postgresql://...); leave it out for SQLite in the state "
+                                      "directory", file));
+    }
     BKP_TRY_VOID(int_key(table, file, "snapshot_gzip_level", 1, 9, s.snapshot_gzip_level));
     BKP_TRY_VOID(int_key(table, file, "snapshot_threads", 0, 256, s.snapshot_threads));
     BKP_TRY_VOID(int_key(table, file, "keep_snapshots", 1, 100000, s.keep_snapshots));

@@ -5,6 +5,10 @@
 //                                (default "0.0.0.0:7700"; --listen overrides)
 //   state_dir           string   the state directory (required unless --state-dir is given,
 //                                which overrides it)
+//   catalog             string   a PostgreSQL URI ("postgresql://user@host:port/db" or
+//                                "postgres://..."), to keep the catalog there, shared by
+//                                several backupd instances; default: SQLite at
+//                                STATE/catalog.db
 //   snapshot_gzip_level integer  gzip level of snapshot archives, 1 (fastest, default) to 9
 //   snapshot_threads    integer  threads compressing a snapshot, at nice +10; 0 (default): one
 //                                per online CPU
@@ -82,6 +86,7 @@ struct Options {
 
 struct Settings {
   std::string state_dir;
+  std::string catalog;  // a PostgreSQL URI; "": SQLite at STATE/catalog.db (catalog_location)
   net::HostPort listen{"0.0.0.0", 7700};
   std::string port_file;
   int snapshot_gzip_level = 1;
@@ -106,6 +111,9 @@ struct Settings {
 
 // An http_listen value: "ADDR:PORT", or "off" (nullopt).
 Result<std::optional<net::HostPort>> parse_http_listen(std::string_view text);
+
+// Where the catalog is: the PostgreSQL URI, or STATE/catalog.db (Catalog::open).
+std::string catalog_location(const Settings& settings);
 
 // STATE/identity.pem: backupd's key pair and certificate (common/net/identity.h).
 std::string identity_path(const std::string& state_dir);

@@ -1,7 +1,7 @@
 // backupd's process: settings, state directory, catalog, listening socket, registered links,
 // the scheduler, one thread per accepted connection, and a clean stop on SIGTERM/SIGINT.
 //
-// Startup reads as a story: open the catalog (STATE/catalog.db) and the server id
+// Startup reads as a story: open the catalog (STATE/catalog.db, or PostgreSQL) and the server id
 // (STATE/server-id, a random u64 created once, sent in every Attach), load the volumes, recover
 // from an unclean stop (open runs, partial snapshots), listen on the TCP port and on the local
 // control socket, then start one link per stored registration and the scheduler. Nodes never
@@ -227,7 +227,7 @@ class Server {
       log::error("state directory {}: {}", dir, ec.message());
       return false;
     }
-    auto catalog = Catalog::open(dir + "/catalog.db");
+    auto catalog = Catalog::open(catalog_location(settings_));
     if (!catalog) {
       log::error("{}", catalog.error().message);
       return false;

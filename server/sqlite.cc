@@ -1,8 +1,8 @@
-// The SQLite wrapper (see sqlite.h). It exists so that the catalog reads as SQL plus Result
-// handling, with no sqlite3_* calls, no manual finalize and no error codes to forget: a
-// Statement finalizes itself, a Transaction rolls back unless committed, and every failure
-// message names the statement and SQLite's own explanation ("catalog: UNIQUE constraint
-// failed: registrations.host, registrations.path (INSERT INTO registrations ...)").
+// The SQLite engine of the catalog (see sqlite.h). It exists so that the catalog reads as SQL
+// plus Result handling, with no sqlite3_* calls, no manual finalize and no error codes to forget:
+// a statement finalizes itself, and every failure message names the statement and SQLite's own
+// explanation ("catalog: UNIQUE constraint failed: registrations.host, registrations.path
+// (INSERT INTO registrations ...)").
 //
 // Binding errors can only come from a wrong parameter index or an out-of-memory condition;
 // both are treated as internal errors (abort), since the SQL is ours and fixed.
@@ -12,6 +12,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <utility>
 
 namespace bkp::server {
 namespace {
@@ -24,97 +25,70 @@ void check_bind(int rc, sqlite3* db) {
   std::abort();
 }
 
-std::string short_sql(const char* sql) {
-  std::string s = sql ? sql : "?";
-  for (char& c : s) {
-    if (c == '\n') c = ' ';
+int error_code(int rc) { return rc == SQLITE_FULL ? ENOSPC : EIO; }
+
+class SqliteStatement final : public Statement {
+ public:
+  SqliteStatement(sqlite3* db, sqlite3_stmt* stmt) : db_(db), stmt_(stmt) {}
+  ~SqliteStatement() override { sqlite3_finalize(stmt_); }
+
+  Result<bool> step() override {
+    if (stepped_ && sqlite3_stmt_busy(stmt_) == 0) {
+      sqlite3_reset(stmt_);  // a finished statement run again: start over
+    }
+    stepped_ = true;
+    int rc = sqlite3_step(stmt_);
+    if (rc == SQLITE_ROW) return true;
+    if (rc == SQLITE_DONE) {
+      changes_ = sqlite3_changes(db_);
+      return false;
+    }
+    auto e = fail(error_code(rc), fmt::format("catalog: {} ({})", sqlite3_errmsg(db_),
+                                              short_sql(sqlite3_sql(stmt_))));
+    sqlite3_reset(stmt_);
+    return e;
   }
-  if (s.size() > 60) s = s.substr(0, 57) + "...";
-  return s;
-}
+
+  int changes() const override { return changes_; }
+  int64_t int64(int column) const override { return sqlite3_column_int64(stmt_, column); }
+
+  std::string text(int column) const override {
+    const unsigned char* p = sqlite3_column_text(stmt_, column);
+    int n = sqlite3_column_bytes(stmt_, column);
+    return p == nullptr ? std::string()
+                        : std::string(reinterpret_cast<const char*>(p), static_cast<size_t>(n));
+  }
+
+  bool is_null(int column) const override {
+    return sqlite3_column_type(stmt_, column) == SQLITE_NULL;
+  }
+
+ private:
+  void bind_int64(int index, int64_t value) override {
+    restart();
+    check_bind(sqlite3_bind_int64(stmt_, index, value), db_);
+  }
+  void bind_text(int index, std::string_view value) override {
+    restart();
+    check_bind(sqlite3_bind_text64(stmt_, index, value.data(), value.size(), SQLITE_TRANSIENT,
+                                   SQLITE_UTF8),
+               db_);
+  }
+  void bind_null(int index) override {
+    restart();
+    check_bind(sqlite3_bind_null(stmt_, index), db_);
+  }
+  void restart() {
+    if (std::exchange(stepped_, false)) sqlite3_reset(stmt_);
+  }
+
+  sqlite3* db_;
+  sqlite3_stmt* stmt_;
+  bool stepped_ = false;  // needs a reset before the next binding
+  int changes_ = 0;
+};
 
 }  // namespace
-
-Statement::Statement(Statement&& other) noexcept
-    : db_(other.db_), stmt_(std::exchange(other.stmt_, nullptr)), stepped_(other.stepped_) {}
-
-Statement::~Statement() {
-  if (stmt_ != nullptr) sqlite3_finalize(stmt_);
-}
-
-Statement& Statement::bind(int index, int64_t value) {
-  if (std::exchange(stepped_, false)) sqlite3_reset(stmt_);
-  check_bind(sqlite3_bind_int64(stmt_, index, value), db_);
-  return *this;
-}
-
-Statement& Statement::bind(int index, std::string_view value) {
-  if (std::exchange(stepped_, false)) sqlite3_reset(stmt_);
-  check_bind(sqlite3_bind_text64(stmt_, index, value.data(), value.size(), SQLITE_TRANSIENT,
-                                 SQLITE_UTF8),
-             db_);
-  return *this;
-}
-
-Statement& Statement::bind(int index, std::nullopt_t) {
-  if (std::exchange(stepped_, false)) sqlite3_reset(stmt_);
-  check_bind(sqlite3_bind_null(stmt_, index), db_);
-  return *this;
-}
-
-Statement& Statement::bind(int index, const std::optional<std::string>& value) {
-  return value ? bind(index, std::string_view(*value)) : bind(index, std::nullopt);
-}
-
-Statement& Statement::bind(int index, const std::optional<int64_t>& value) {
-  return value ? bind(index, *value) : bind(index, std::nullopt);
-}
-
-Error Statement::error(int rc) const {
-  return Error{rc == SQLITE_FULL ? ENOSPC : EIO,
-               fmt::format("catalog: {} ({})", sqlite3_errmsg(db_), short_sql(sqlite3_sql(stmt_)))};
-}
-
-Result<bool> Statement::step() {
-  if (stepped_ && sqlite3_stmt_busy(stmt_) == 0) {
-    sqlite3_reset(stmt_);  // a finished statement run again: start over
-  }
-  stepped_ = true;
-  int rc = sqlite3_step(stmt_);
-  if (rc == SQLITE_ROW) return true;
-  if (rc == SQLITE_DONE) return false;
-  Error e = error(rc);
-  sqlite3_reset(stmt_);
-  return tl::unexpected(e);
-}
-
-Result<void> Statement::run() {
-  while (BKP_TRY(step())) {
-  }
-  return {};
-}
-
-int64_t Statement::int64(int column) const { return sqlite3_column_int64(stmt_, column); }
-
-std::string Statement::text(int column) const {
-  const unsigned char* p = sqlite3_column_text(stmt_, column);
-  int n = sqlite3_column_bytes(stmt_, column);
-  return p == nullptr ? std::string() : std::string(reinterpret_cast<const char*>(p), static_cast<size_t>(n));
-}
-
-bool Statement::is_null(int column) const {
-  return sqlite3_column_type(stmt_, column) == SQLITE_NULL;
-}
-
-std::optional<int64_t> Statement::opt_int64(int column) const {
-  if (is_null(column)) return std::nullopt;
-  return int64(column);
-}
-
-std::optional<std::string> Statement::opt_text(int column) const {
-  if (is_null(column)) return std::nullopt;
-  return text(column);
-}
 
 Result<std::unique_ptr<Sqlite>> Sqlite::open(const std::string& path) {
   sqlite3* db = nullptr;
@@ -140,37 +114,22 @@ Result<void> Sqlite::exec(const std::string& sql) {
   if (rc == SQLITE_OK) return {};
   std::string text = msg ? msg : sqlite3_errstr(rc);
   sqlite3_free(msg);
-  return fail(rc == SQLITE_FULL ? ENOSPC : EIO,
-              fmt::format("catalog {}: {} ({})", path_, text, short_sql(sql.c_str())));
+  return fail(error_code(rc), fmt::format("catalog {}: {} ({})", path_, text, short_sql(sql)));
 }
 
-Result<Statement> Sqlite::prepare(std::string_view sql) {
+Result<std::unique_ptr<Statement>> Sqlite::prepare(std::string_view sql) {
   sqlite3_stmt* stmt = nullptr;
   int rc = sqlite3_prepare_v2(db_, sql.data(), static_cast<int>(sql.size()), &stmt, nullptr);
   if (rc != SQLITE_OK) {
-    return fail(EIO, fmt::format("catalog {}: {} ({})", path_, sqlite3_errmsg(db_),
-                                 short_sql(std::string(sql).c_str())));
+    return fail(EIO, fmt::format("catalog {}: {} ({})", path_, sqlite3_errmsg(db_), short_sql(sql)));
   }
-  return Statement(db_, stmt);
+  return std::unique_ptr<Statement>(new SqliteStatement(db_, stmt));
 }
 
-int64_t Sqlite::last_insert_rowid() const { return sqlite3_last_insert_rowid(db_); }
+Result<void> Sqlite::begin() { return exec("BEGIN IMMEDIATE"); }
 
-int Sqlite::changes() const { return sqlite3_changes(db_); }
+Result<void> Sqlite::commit() { return exec("COMMIT"); }
 
-Result<Transaction> Transaction::begin(Sqlite& db) {
-  BKP_TRY_VOID(db.exec("BEGIN IMMEDIATE"));
-  return Transaction(&db);
-}
-
-Transaction::~Transaction() {
-  if (db_ != nullptr) (void)db_->exec("ROLLBACK");
-}
-
-Result<void> Transaction::commit() {
-  BKP_TRY_VOID(db_->exec("COMMIT"));
-  db_ = nullptr;
-  return {};
-}
+void Sqlite::rollback() { (void)exec("ROLLBACK"); }
 
 }  // namespace bkp::server

@@ -1,17 +1,34 @@
-// backupd's catalog: a version 1 catalog (volumes named by their address) opens as version 2
-// with every registration's address equal to its name, and a run whose row could not be
-// inserted when it began is stored whole once it ends.
+// backupd's catalog, on both engines (/sqlite, /postgres: catalog_engine.h): a version 1 SQLite
+// catalog (volumes named by their address) opens with every registration's address equal to its
+// name; a run whose row could not be inserted when it began is stored whole once it ends; a
+// catalog of a newer schema is refused. Several catalogs on one database (backupd instances
+// sharing PostgreSQL) see each other's rows, create a fresh database's schema once between them,
+// and win or retry their conflicting transactions; a dropped connection is reopened by the next
+// call. The PostgreSQL engine's own pieces: placeholders, and URIs named without passwords.
 #include <gtest/gtest.h>
 
+#include <fmt/format.h>
+
+#include <chrono>
+#include <map>
 #include <memory>
+#include <set>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "server/catalog.h"
+#include "server/catalog_schema.h"
+#include "server/postgres.h"
 #include "server/sqlite.h"
 #include "tests/testutil/temp_dir.h"
+#include "tests/unit/server/catalog_engine.h"
 
 namespace bkp::server {
 namespace {
+
+using CatalogTest = CatalogEngineTest;
+using CatalogPostgresTest = CatalogEngineTest;  // what only PostgreSQL does
 
 constexpr const char* kVersion1 = R"sql(
 CREATE TABLE registrations(host TEXT NOT NULL, path TEXT NOT NULL, port INTEGER NOT NULL,
@@ -43,7 +60,23 @@ RunRecord failed_run(int64_t id, int64_t started_at, const char* error) {
   return r;
 }
 
-TEST(CatalogTest, AVersion1CatalogKeepsItsRegistrationsNamedByTheirAddress) {
+Registration web(int n) {
+  return Registration{fmt::format("web{}", n), fmt::format("10.0.0.{}", n), 7702, "/srv/app", 300,
+                      5000};
+}
+
+std::vector<std::string> hosts_of(Catalog& c) {
+  std::vector<std::string> out;
+  auto regs = c.registrations();
+  EXPECT_TRUE(regs) << regs.error().message;
+  if (regs) {
+    for (const auto& r : *regs) out.push_back(r.host);
+  }
+  return out;
+}
+
+// SQLite only: PostgreSQL catalogs began at version 5.
+TEST(CatalogSqliteTest, AVersion1CatalogKeepsItsRegistrationsNamedByTheirAddress) {
   testutil::TempDir tmp("bkp-catalog");
   std::string path = tmp.sub("catalog.db");
   {
@@ -76,11 +109,10 @@ TEST(CatalogTest, AVersion1CatalogKeepsItsRegistrationsNamedByTheirAddress) {
   EXPECT_EQ((*web1)->port, 7702);
 }
 
-TEST(CatalogTest, ARunThatCouldNotBeginIsStoredWholeWhenItEnds) {
-  testutil::TempDir tmp("bkp-catalog");
-  auto catalog = Catalog::open(tmp.sub("catalog.db"));
-  ASSERT_TRUE(catalog) << catalog.error().message;
-  Catalog& c = **catalog;
+TEST_P(CatalogTest, ARunThatCouldNotBeginIsStoredWholeWhenItEnds) {
+  auto catalog = open_catalog();
+  ASSERT_TRUE(catalog);
+  Catalog& c = *catalog;
   auto begun = c.begin_run("web1", "/srv/app", 1000);
   ASSERT_TRUE(begun) << begun.error().message;
   ASSERT_TRUE(c.record_run(failed_run(*begun, 1000, "node unreachable")));
@@ -101,6 +133,244 @@ TEST(CatalogTest, ARunThatCouldNotBeginIsStoredWholeWhenItEnds) {
   auto last = c.last_run("web1", "/srv/app");
   ASSERT_TRUE(last && *last);
   EXPECT_EQ((*last)->started_at, 2000);
+}
+
+// Every other call once, so that each statement's SQL is run by both engines: snapshots with
+// their digests and copies, verifies, run counts, startup's closing of open runs, and the
+// registration's fields.
+TEST_P(CatalogTest, SnapshotsVerifiesAndRunsReadBackAsWritten) {
+  auto catalog = open_catalog();
+  ASSERT_TRUE(catalog);
+  Catalog& c = *catalog;
+  ASSERT_TRUE(c.add_registration(web(1)));
+  EXPECT_TRUE(*c.set_copies("web1", "/srv/app", 2));
+  EXPECT_FALSE(*c.set_copies("web9", "/srv/app", 2));
+  ASSERT_TRUE(c.set_node_id("web1", "/srv/app", "NODE-ID"));
+  auto reg = c.registration("web1", "/srv/app");
+  ASSERT_TRUE(reg && *reg);
+  EXPECT_EQ((*reg)->copies, 2);
+  EXPECT_EQ((*reg)->node_id, "NODE-ID");
+  EXPECT_EQ((*reg)->registered_at, 5000);
+
+  PartDigest digest{};
+  digest.fill(0xab);
+  ASSERT_TRUE(c.add_snapshot("web1", "/srv/app", SnapshotRecord{"20261126T010203.000Z", 100, 1000, 7}));
+  ASSERT_TRUE(c.add_snapshot("web1", "/srv/app", SnapshotRecord{"20261127T010203.000Z", 200, 2000}));
+  ASSERT_TRUE(c.set_digests("web1", "/srv/app", "20261126T010203.000Z", 4096, {digest, digest}));
+  ASSERT_TRUE(c.mark_deleted("web1", "/srv/app", {"20261127T010203.000Z"}, 3000));
+  ASSERT_TRUE(c.note_copies("web1", "/srv/app", "r1", {"20261126T010203.000Z"}, true, 3000));
+  ASSERT_TRUE(c.note_copies("web1", "/srv/app", "r1", {"20261126T010203.000Z"}, false, 3001));
+  auto live = c.snapshots("web1", "/srv/app", /*include_deleted=*/false);
+  ASSERT_TRUE(live) << live.error().message;
+  ASSERT_EQ(live->size(), 1u);
+  EXPECT_EQ((*live)[0].change_counter, 7);
+  EXPECT_EQ((*live)[0].part_size, 4096u);
+  EXPECT_EQ((*live)[0].digests, (std::vector<PartDigest>{digest, digest}));
+  auto all = c.snapshots("web1", "/srv/app", /*include_deleted=*/true);
+  ASSERT_TRUE(all);
+  ASSERT_EQ(all->size(), 2u);
+  EXPECT_EQ((*all)[0].deleted_at, 3000);
+  EXPECT_EQ(*c.last_snapshot_counter("web1", "/srv/app"), -1);  // the newest has none
+  auto copies = c.snapshot_copies("web1", "/srv/app");
+  ASSERT_TRUE(copies) << copies.error().message;
+  EXPECT_EQ((*copies)["20261126T010203.000Z"], std::vector<std::string>{"r1"});
+
+  ASSERT_TRUE(c.record_verify(VerifyRecord{0, "web1", "/srv/app", 10, 20, VerifyResult::kDiffers,
+                                           "node", 3, "node: 3 differ"}));
+  auto verifies = c.verify_runs("web1", "/srv/app");
+  ASSERT_TRUE(verifies) << verifies.error().message;
+  ASSERT_EQ(verifies->size(), 1u);
+  EXPECT_EQ((*verifies)[0].result, VerifyResult::kDiffers);
+  EXPECT_EQ((*verifies)[0].summary, "node: 3 differ");
+
+  auto begun = c.begin_run("web1", "/srv/app", 1000);
+  ASSERT_TRUE(begun) << begun.error().message;
+  ASSERT_TRUE(c.begin_run("web1", "/srv/app", 5000));
+  auto closed = c.close_open_runs(4000, "interrupted");
+  ASSERT_TRUE(closed) << closed.error().message;
+  EXPECT_EQ(*closed, 2);
+  auto runs = c.runs("web1", "/srv/app", 0);
+  ASSERT_TRUE(runs) << runs.error().message;
+  ASSERT_EQ(runs->size(), 2u);
+  EXPECT_EQ((*runs)[1].duration_ms, 3000);
+  EXPECT_EQ((*runs)[0].duration_ms, 0);  // began after the stop: never negative
+  auto counts = c.run_counts("web1", "/srv/app", 2000);
+  ASSERT_TRUE(counts) << counts.error().message;
+  EXPECT_EQ(*counts, (std::map<RunStatus, uint64_t>{{RunStatus::kFailed, 1}}));
+
+  EXPECT_TRUE(*c.has_volume("web1", "/srv/app"));
+  ASSERT_TRUE(c.remove_registration("web1", "/srv/app", /*purge=*/false));
+  EXPECT_TRUE(*c.has_volume("web1", "/srv/app"));  // its history stays
+  ASSERT_TRUE(c.remove_registration("web1", "/srv/app", /*purge=*/true));
+  EXPECT_FALSE(*c.has_volume("web1", "/srv/app"));
+}
+
+TEST_P(CatalogTest, ACatalogOfANewerSchemaIsRefused) {
+  ASSERT_TRUE(open_catalog());
+  auto db = connect();
+  ASSERT_TRUE(db);
+  ASSERT_TRUE(db->exec(GetParam() == Database::Engine::kSqlite
+                           ? "PRAGMA user_version=99"
+                           : "UPDATE schema_version SET version = 99"));
+  auto refused = Catalog::open(where());
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code, EPROTO);
+  EXPECT_NE(refused.error().message.find("schema version 99 is newer than this backupd"),
+            std::string::npos) << refused.error().message;
+}
+
+TEST_P(CatalogTest, TwoCatalogsOnOneDatabaseSeeEachOthersRegistrations) {
+  auto a = open_catalog();
+  auto b = open_catalog();
+  ASSERT_TRUE(a && b);
+  ASSERT_TRUE(a->add_registration(web(1)));
+  ASSERT_TRUE(b->add_registration(web(2)));
+  EXPECT_EQ(hosts_of(*a), (std::vector<std::string>{"web1", "web2"}));
+  EXPECT_EQ(hosts_of(*b), (std::vector<std::string>{"web1", "web2"}));
+  auto again = b->add_registration(web(1));
+  ASSERT_FALSE(again);
+  EXPECT_EQ(again.error().code, EEXIST);
+  ASSERT_TRUE(a->remove_registration("web2", "/srv/app", /*purge=*/true));
+  EXPECT_EQ(hosts_of(*b), std::vector<std::string>{"web1"});
+}
+
+// Two instances rewriting the same volume's rows at once: on PostgreSQL one of each conflicting
+// pair of transactions fails to serialize and runs again; every call succeeds, and the rows
+// are those of a last writer, never a mixture.
+TEST_P(CatalogTest, ConflictingTransactionsOfTwoCatalogsAllSucceed) {
+  auto first = open_catalog();
+  auto second = open_catalog();
+  ASSERT_TRUE(first && second);
+  constexpr int kRounds = 30;
+  auto writer = [](Catalog& c, const std::string& replica) {
+    for (int i = 0; i < kRounds; ++i) {
+      auto placed = c.set_placement("web1", "/srv/app", {replica, replica + "b"}, i);
+      EXPECT_TRUE(placed) << placed.error().message;
+      auto dropped = c.add_drops({"r1", "r2"}, "web1", "/srv/app", i % 2 == 0, i);
+      EXPECT_TRUE(dropped) << dropped.error().message;
+    }
+  };
+  std::thread t1(writer, std::ref(*first), "x");
+  std::thread t2(writer, std::ref(*second), "y");
+  t1.join();
+  t2.join();
+  auto placements = first->placements();
+  ASSERT_TRUE(placements) << placements.error().message;
+  const auto& replicas = (*placements)["web1:/srv/app"];
+  EXPECT_TRUE(replicas == (std::set<std::string>{"x", "xb"}) ||
+              replicas == (std::set<std::string>{"y", "yb"}));
+  auto drops = second->drops();
+  ASSERT_TRUE(drops) << drops.error().message;
+  ASSERT_EQ(drops->size(), 2u);
+  EXPECT_TRUE((*drops)[0].purge);  // a purge, once queued, stays
+}
+
+TEST_P(CatalogPostgresTest, CatalogsOpeningAFreshDatabaseAtOnceAllSucceed) {
+  constexpr int kInstances = 4;
+  std::vector<std::unique_ptr<Catalog>> catalogs(kInstances);
+  std::vector<std::thread> threads;
+  for (auto& c : catalogs) {
+    threads.emplace_back([&c, this] {
+      auto opened = Catalog::open(where());
+      EXPECT_TRUE(opened) << opened.error().message;
+      if (opened) c = std::move(*opened);
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (auto& c : catalogs) ASSERT_TRUE(c);
+  ASSERT_TRUE(catalogs[0]->add_registration(web(1)));
+  EXPECT_EQ(hosts_of(*catalogs[kInstances - 1]), std::vector<std::string>{"web1"});
+  auto db = connect();
+  ASSERT_TRUE(db);
+  auto versions = db->prepare("SELECT COUNT(*), MAX(version) FROM schema_version");
+  ASSERT_TRUE(versions);
+  ASSERT_TRUE(*(*versions)->step());
+  EXPECT_EQ((*versions)->int64(0), 1);
+  EXPECT_EQ((*versions)->int64(1), kCatalogSchemaVersion);
+}
+
+// Terminates every other session on the test's database and waits until they are gone.
+void kill_other_sessions(Database& db) {
+  ASSERT_TRUE(db.exec("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                      "WHERE datname = current_database() AND pid <> pg_backend_pid()"));
+  auto others = db.prepare("SELECT COUNT(*) FROM pg_stat_activity WHERE datname = "
+                           "current_database() AND pid <> pg_backend_pid()");
+  ASSERT_TRUE(others);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (true) {
+    auto step = (*others)->step();
+    ASSERT_TRUE(step && *step) << (step ? "no row" : step.error().message);
+    int64_t n = (*others)->int64(0);
+    ASSERT_TRUE((*others)->run());
+    if (n == 0) return;
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline) << n << " session(s) still there";
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+}
+
+TEST_P(CatalogPostgresTest, AConnectionKilledUnderneathIsReopenedByTheNextCall) {
+  auto catalog = open_catalog();
+  auto killer = connect();
+  ASSERT_TRUE(catalog && killer);
+
+  kill_other_sessions(*killer);
+  auto added = catalog->add_registration(web(1));  // one statement: sent again after PQreset
+  ASSERT_TRUE(added) << added.error().message;
+
+  kill_other_sessions(*killer);
+  auto placed = catalog->set_placement("web1", "/srv/app", {"r1"}, 1);  // a transaction
+  ASSERT_TRUE(placed) << placed.error().message;
+
+  auto other = open_catalog();
+  ASSERT_TRUE(other);
+  EXPECT_EQ(hosts_of(*other), std::vector<std::string>{"web1"});
+  auto placements = other->placements();
+  ASSERT_TRUE(placements) << placements.error().message;
+  EXPECT_EQ((*placements)["web1:/srv/app"], std::set<std::string>{"r1"});
+}
+
+// The connection is reset once and the statement fails again: the call returns the error, and
+// the finished run is kept in memory rather than lost.
+TEST_P(CatalogPostgresTest, ACatalogThatStaysAwayFailsTheCallAndTheRunIsKept) {
+  auto catalog = open_catalog();
+  ASSERT_TRUE(catalog);
+  auto begun = catalog->begin_run("web1", "/srv/app", 1000);
+  ASSERT_TRUE(begun) << begun.error().message;
+  drop_database();
+  auto recorded = catalog->record_run(failed_run(*begun, 1000, "node unreachable"));
+  ASSERT_FALSE(recorded);
+  EXPECT_NE(recorded.error().message.find("catalog " + where()), std::string::npos)
+      << recorded.error().message;
+  EXPECT_EQ(catalog->flush_unrecorded(), 1u);
+}
+
+INSTANTIATE_TEST_SUITE_P(, CatalogTest, kCatalogEngines, catalog_engine_name);
+INSTANTIATE_TEST_SUITE_P(, CatalogPostgresTest, ::testing::Values(Database::Engine::kPostgres),
+                         catalog_engine_name);
+
+TEST(CatalogPostgresUriTest, AnUnreachableServerIsAnErrorNamingTheCatalogWithoutItsPassword) {
+  // Port 1 on loopback: nothing listens, the connection is refused at once.
+  auto catalog = Catalog::open("postgresql://backupd:s3cret@127.0.0.1:1/catalog?password=s3cret");
+  ASSERT_FALSE(catalog);
+  const std::string& msg = catalog.error().message;
+  EXPECT_TRUE(msg.starts_with(
+      "catalog postgresql://backupd:***@127.0.0.1:1/catalog?password=***: cannot connect: "))
+      << msg;
+  EXPECT_EQ(msg.find("s3cret"), std::string::npos) << msg;
+}
+
+TEST(CatalogPostgresUriTest, PlaceholdersBecomeNumberedParametersOutsideQuotes) {
+  EXPECT_EQ(postgres_placeholders("SELECT ? , ?, '?', \"a?\" FROM t WHERE x = ? -- ?\n AND y = ?"),
+            "SELECT $1 , $2, '?', \"a?\" FROM t WHERE x = $3 -- ?\n AND y = $4");
+  EXPECT_EQ(postgres_placeholders("x = ?2 AND y = ?1 AND z = ? AND w = 'it''s ?'"),
+            "x = $2 AND y = $1 AND z = $3 AND w = 'it''s ?'");
+}
+
+TEST(CatalogPostgresUriTest, UrisAreShownWithoutPasswords) {
+  EXPECT_EQ(redact_uri("postgresql://u:p%40ss@h:5432/db"), "postgresql://u:***@h:5432/db");
+  EXPECT_EQ(redact_uri("postgres://u@h/db?sslmode=require&password=x&a=b"),
+            "postgres://u@h/db?sslmode=require&password=***&a=b");
+  EXPECT_EQ(redact_uri("postgresql://h:5432/db"), "postgresql://h:5432/db");
 }
 
 }  // namespace

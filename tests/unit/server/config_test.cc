@@ -1,7 +1,8 @@
 // backupd's control socket settings: the default path, the config key and the flag over it, and
 // a control_group that names no group refused as a configuration error naming the key; the
 // bounds of max_queued_ops, forward_cache_mib and snapshot_threads; the scheduled verify keys;
-// the S3 snapshot store and its credentials file.
+// the S3 snapshot store and its credentials file; the catalog: SQLite in the state directory
+// unless a PostgreSQL URI is given.
 #include <gtest/gtest.h>
 #include <grp.h>
 #include <sys/stat.h>
@@ -119,6 +120,21 @@ TEST_F(ConfigTest, SnapshotStoreNeedsAnS3UrlAndPrivateCredentials) {
   ASSERT_EQ(::chmod(secret.c_str(), 0644), 0);
   expect_refused("snapshot_store = \"s3://backups\"\nsnapshot_store_credentials = \"" + secret +
                      "\"\n", "key 'snapshot_store_credentials'");
+}
+
+TEST_F(ConfigTest, TheCatalogIsInTheStateDirectoryUnlessAPostgresUriIsGiven) {
+  auto sqlite = load_settings(with_config(""));
+  ASSERT_TRUE(sqlite) << sqlite.error().message;
+  EXPECT_EQ(catalog_location(*sqlite), "/var/lib/backupd/catalog.db");
+  for (const char* uri : {"postgresql://backupd@127.0.0.1:5432/catalog", "postgres://db1/bkp"}) {
+    auto pg = load_settings(with_config(std::string("catalog = \"") + uri + "\"\n"));
+    ASSERT_TRUE(pg) << pg.error().message;
+    EXPECT_EQ(catalog_location(*pg), uri);
+  }
+  auto refused = load_settings(with_config("catalog = \"/var/lib/backupd/other.db\"\n"));
+  ASSERT_FALSE(refused);
+  EXPECT_NE(refused.error().message.find("key 'catalog' must be a PostgreSQL URI"),
+            std::string::npos) << refused.error().message;
 }
 
 }  // namespace

@@ -1,26 +1,30 @@
 // DropQueue (server/drops.h): a drop outlives backupd until its replica confirms it, goes to
 // every replica that ever connected, a purge is never weakened by a plain drop (nor forgotten
-// because a plain drop sent before it was confirmed), and a refused drop stays queued.
+// because a plain drop sent before it was confirmed), and a refused drop stays queued; with the
+// catalog on either engine (catalog_engine.h).
 #include "server/drops.h"
 
 #include <gtest/gtest.h>
 
-#include "tests/testutil/temp_dir.h"
+#include "tests/unit/server/catalog_engine.h"
 
 namespace bkp::server {
 namespace {
 
 using namespace std::chrono_literals;
 
-class DropQueueTest : public ::testing::Test {
+class DropQueueTest : public CatalogEngineTest {
  protected:
-  void SetUp() override { reopen(); }
+  void SetUp() override {
+    CatalogEngineTest::SetUp();
+    if (!IsSkipped() && !HasFatalFailure()) reopen();
+  }
 
   // A new queue over the same catalog, as after a restart of backupd.
   void reopen() {
     queue_.reset();
     catalog_.reset();
-    auto c = Catalog::open(dir_.path() + "/catalog.db");
+    auto c = Catalog::open(where());
     ASSERT_TRUE(c) << c.error().message;
     catalog_ = std::move(*c);
     queue_ = std::make_unique<DropQueue>(*catalog_);
@@ -36,12 +40,11 @@ class DropQueueTest : public ::testing::Test {
     return out;
   }
 
-  testutil::TempDir dir_{"bkp-drops"};
   std::unique_ptr<Catalog> catalog_;
   std::unique_ptr<DropQueue> queue_;
 };
 
-TEST_F(DropQueueTest, ADropWaitsForItsReplicaAcrossARestart) {
+TEST_P(DropQueueTest, ADropWaitsForItsReplicaAcrossARestart) {
   ASSERT_TRUE(queue_->note_replica("r1"));
   ASSERT_TRUE(queue_->note_replica("r2"));
   auto queued = queue_->queue("web1", "/srv/app", Purge::kYes);
@@ -61,7 +64,7 @@ TEST_F(DropQueueTest, ADropWaitsForItsReplicaAcrossARestart) {
   EXPECT_EQ(pending("r3"), std::vector<std::string>{});
 }
 
-TEST_F(DropQueueTest, APurgeQueuedWhileACloseIsInFlightStaysQueued) {
+TEST_P(DropQueueTest, APurgeQueuedWhileACloseIsInFlightStaysQueued) {
   ASSERT_TRUE(queue_->note_replica("r1"));
   ASSERT_TRUE(queue_->queue("web1", "/srv/app", Purge::kNo));
   PendingDrop sent = queue_->pending("r1").front();  // the session sends the close...
@@ -73,7 +76,7 @@ TEST_F(DropQueueTest, APurgeQueuedWhileACloseIsInFlightStaysQueued) {
   EXPECT_EQ(pending("r1"), std::vector<std::string>{"web1:/srv/app purge"});
 }
 
-TEST_F(DropQueueTest, WaitReportsDoneFailedAndUnanswered) {
+TEST_P(DropQueueTest, WaitReportsDoneFailedAndUnanswered) {
   for (const char* r : {"r1", "r2", "r3"}) ASSERT_TRUE(queue_->note_replica(r));
   ASSERT_TRUE(queue_->queue("web1", "/srv/app", Purge::kYes));
   ASSERT_TRUE(queue_->done("r1", queue_->pending("r1").front()));
@@ -87,6 +90,8 @@ TEST_F(DropQueueTest, WaitReportsDoneFailedAndUnanswered) {
   // A refused drop is still queued, to be sent again at the replica's next connection.
   EXPECT_EQ(pending("r2"), std::vector<std::string>{"web1:/srv/app purge"});
 }
+
+INSTANTIATE_TEST_SUITE_P(, DropQueueTest, kCatalogEngines, catalog_engine_name);
 
 }  // namespace
 }  // namespace bkp::server

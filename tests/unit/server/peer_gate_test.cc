@@ -2,7 +2,7 @@
 // only an identity added as that kind is admitted, one identity has one role, a bad id or name
 // is a bad_request, removing an unknown identity is unknown_peer, removal shuts the open
 // sessions of that identity (and only those) down, and the pending list is escaped, deduplicated,
-// cleared by add and bounded.
+// cleared by add and bounded; with the catalog on either engine (catalog_engine.h).
 #include <gtest/gtest.h>
 #include <sys/socket.h>
 
@@ -13,7 +13,7 @@
 #include "common/unique_fd.h"
 #include "server/control_json.h"
 #include "server/peer_gate.h"
-#include "tests/testutil/temp_dir.h"
+#include "tests/unit/server/catalog_engine.h"
 
 namespace bkp::server {
 namespace {
@@ -22,10 +22,12 @@ namespace {
 const std::string kA = "AAAA-AAAA-AAAA-AAAA-AAAA-AAAA-AAAA-AAAA-AAAA-AAAA-AAAA-AAAA-AAAA";
 const std::string kB = "BBBB-BBBB-BBBB-BBBB-BBBB-BBBB-BBBB-BBBB-BBBB-BBBB-BBBB-BBBB-BBBB";
 
-class PeerGateTest : public ::testing::Test {
+class PeerGateTest : public CatalogEngineTest {
  protected:
   void SetUp() override {
-    auto c = Catalog::open(tmp_.sub("catalog.db"));
+    CatalogEngineTest::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
+    auto c = Catalog::open(where());
     ASSERT_TRUE(c) << c.error().message;
     catalog_ = std::move(*c);
     gate_ = std::make_unique<PeerGate>(*catalog_);
@@ -37,12 +39,11 @@ class PeerGateTest : public ::testing::Test {
     return s && s->has_value();
   }
 
-  testutil::TempDir tmp_{"bkp-gate"};
   std::unique_ptr<Catalog> catalog_;
   std::unique_ptr<PeerGate> gate_;
 };
 
-TEST_F(PeerGateTest, OnlyAnIdentityAddedAsThatKindIsAdmitted) {
+TEST_P(PeerGateTest, OnlyAnIdentityAddedAsThatKindIsAdmitted) {
   EXPECT_FALSE(admitted(PeerKind::kReplica, kA));
   ASSERT_TRUE(gate_->add(PeerKind::kReplica, kA, "r1", 1000));
   EXPECT_TRUE(admitted(PeerKind::kReplica, kA));
@@ -54,7 +55,7 @@ TEST_F(PeerGateTest, OnlyAnIdentityAddedAsThatKindIsAdmitted) {
   EXPECT_EQ(peer_json((*list)[0])["name"], "r1");
 }
 
-TEST_F(PeerGateTest, RefusalsHaveTheirCodes) {
+TEST_P(PeerGateTest, RefusalsHaveTheirCodes) {
   ASSERT_TRUE(gate_->add(PeerKind::kReplica, kA, "", 1000));
   EXPECT_EQ(gate_->add(PeerKind::kReplica, kA, "", 1000).error().fault, Fault::kDuplicate);
   auto other_role = gate_->add(PeerKind::kOperator, kA, "", 1000);
@@ -70,7 +71,7 @@ TEST_F(PeerGateTest, RefusalsHaveTheirCodes) {
   EXPECT_TRUE(admitted(PeerKind::kReplica, kA));
 }
 
-TEST_F(PeerGateTest, RemovalShutsDownThatIdentitysOpenSessionsOnly) {
+TEST_P(PeerGateTest, RemovalShutsDownThatIdentitysOpenSessionsOnly) {
   ASSERT_TRUE(gate_->add(PeerKind::kReplica, kA, "", 1000));
   ASSERT_TRUE(gate_->add(PeerKind::kReplica, kB, "", 1000));
   int a[2], b[2];
@@ -91,7 +92,7 @@ TEST_F(PeerGateTest, RemovalShutsDownThatIdentitysOpenSessionsOnly) {
   EXPECT_EQ(gate_->remove(PeerKind::kReplica, kB).value_or(99), 0u);
 }
 
-TEST_F(PeerGateTest, PendingIsEscapedDeduplicatedClearedByAddAndBounded) {
+TEST_P(PeerGateTest, PendingIsEscapedDeduplicatedClearedByAddAndBounded) {
   gate_->refused_replica(kA, "evil\x1b[2J", "10.0.0.1:4000", 1000);
   gate_->refused_replica(kA, "evil", "10.0.0.1:4001", 2000);
   auto pending = gate_->pending();
@@ -111,6 +112,8 @@ TEST_F(PeerGateTest, PendingIsEscapedDeduplicatedClearedByAddAndBounded) {
   EXPECT_EQ(pending[0].id, "0099");
   EXPECT_LE(pending[0].name.size(), wire::kMaxPeerName + 3);
 }
+
+INSTANTIATE_TEST_SUITE_P(, PeerGateTest, kCatalogEngines, catalog_engine_name);
 
 }  // namespace
 }  // namespace bkp::server

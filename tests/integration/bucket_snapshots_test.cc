@@ -19,7 +19,7 @@
 namespace bkp::it {
 namespace {
 
-class SnapshotStoreTest : public ControlTest {
+class BucketSnapshotsTest : public ControlTest {
  protected:
   void SetUp() override {
     std::string why;
@@ -75,7 +75,7 @@ class SnapshotStoreTest : public ControlTest {
   std::string bucket_;
 };
 
-TEST_F(SnapshotStoreTest, ArchivesLiveInTheBucketRotateThereAndRestoreEqualToTheSource) {
+TEST_F(BucketSnapshotsTest, ArchivesLiveInTheBucketRotateThereAndRestoreEqualToTheSource) {
   use_store(credentials_, /*keep=*/2);
   copies = "3";  // the mirror and both replicators: each gets its copies from the bucket
   ASSERT_TRUE(start_all("1h"));
@@ -118,7 +118,7 @@ TEST_F(SnapshotStoreTest, ArchivesLiveInTheBucketRotateThereAndRestoreEqualToThe
   EXPECT_EQ(verified.exit_code(), 0) << verified.output;
 }
 
-TEST_F(SnapshotStoreTest, AStoreThatRefusesUsFailsTheRunWithItsReason) {
+TEST_F(BucketSnapshotsTest, AStoreThatRefusesUsFailsTheRunWithItsReason) {
   server::S3Credentials wrong = credentials_;
   wrong.secret_key = "not-the-secret";
   use_store(wrong);
@@ -136,7 +136,7 @@ TEST_F(SnapshotStoreTest, AStoreThatRefusesUsFailsTheRunWithItsReason) {
   EXPECT_TRUE(backupd()->alive());
 }
 
-TEST_F(SnapshotStoreTest, AStoreThatCannotBeReachedFailsTheRunWithItsReason) {
+TEST_F(BucketSnapshotsTest, AStoreThatCannotBeReachedFailsTheRunWithItsReason) {
   server::S3Credentials away = credentials_;
   away.endpoint = "http://127.0.0.1:" + std::to_string(free_port());
   use_store(away);
