@@ -323,7 +323,7 @@ Result<std::vector<DropRecord>> Catalog::drops() {
 Result<void> Catalog::remove_registration(const std::string& host, const std::string& path,
                                           bool purge) {
   std::lock_guard lock(mu_);
-  std::vector<const char*> tables = {"registrations", "placements"};
+  std::vector<const char*> tables = {"registrations", "placements", "leases"};
   if (purge) tables.insert(tables.end(), {"snapshots", "snapshot_copies", "runs", "verify_runs"});
   BKP_TRY_VOID(in_transaction([&]() -> Result<void> {
     for (const char* table : tables) {
@@ -337,6 +337,70 @@ Result<void> Catalog::remove_registration(const std::string& host, const std::st
     std::erase_if(unrecorded_, [&](const RunRecord& r) { return r.host == host && r.path == path; });
   }
   return {};
+}
+
+Result<void> Catalog::heartbeat(const std::string& server, int64_t now) {
+  std::lock_guard lock(mu_);
+  auto st = BKP_TRY(db_->prepare(
+      "INSERT INTO servers(name, seen_at) VALUES(?, ?) "
+      "ON CONFLICT(name) DO UPDATE SET seen_at = excluded.seen_at"));
+  st->bind(1, server).bind(2, now);
+  return st->run();
+}
+
+Result<std::vector<std::string>> Catalog::live_servers(int64_t since) {
+  std::lock_guard lock(mu_);
+  auto st = BKP_TRY(db_->prepare("SELECT name FROM servers WHERE seen_at >= ? ORDER BY name"));
+  st->bind(1, since);
+  std::vector<std::string> out;
+  while (BKP_TRY(st->step())) out.push_back(st->text(0));
+  return out;
+}
+
+Result<std::map<std::string, std::string>> Catalog::owners(int64_t now) {
+  std::lock_guard lock(mu_);
+  auto st = BKP_TRY(db_->prepare(
+      "SELECT r.host, r.path, COALESCE(l.owner, ''), COALESCE(l.expires_at, 0) "
+      "FROM registrations r LEFT JOIN leases l ON l.host = r.host AND l.path = r.path"));
+  std::map<std::string, std::string> out;
+  while (BKP_TRY(st->step())) {
+    out[st->text(0) + ":" + st->text(1)] = st->int64(3) >= now ? st->text(2) : std::string();
+  }
+  return out;
+}
+
+Result<bool> Catalog::take_lease(const std::string& host, const std::string& path,
+                                 const std::string& server, int64_t now, int64_t until) {
+  std::lock_guard lock(mu_);
+  auto st = BKP_TRY(db_->prepare(
+      "INSERT INTO leases(host, path, owner, expires_at) VALUES(?1, ?2, ?3, ?4) "
+      "ON CONFLICT(host, path) DO UPDATE SET owner = excluded.owner, "
+      "expires_at = excluded.expires_at "
+      "WHERE leases.owner = excluded.owner OR leases.owner = '' OR leases.expires_at < ?5"));
+  st->bind(1, host).bind(2, path).bind(3, server).bind(4, until).bind(5, now);
+  BKP_TRY_VOID(st->run());
+  return st->changes() > 0;
+}
+
+Result<std::set<std::string>> Catalog::renew_leases(const std::string& server, int64_t now,
+                                                    int64_t until) {
+  std::lock_guard lock(mu_);
+  auto st = BKP_TRY(db_->prepare(
+      "UPDATE leases SET expires_at = ?1 WHERE owner = ?2 AND expires_at >= ?3 "
+      "RETURNING host, path"));
+  st->bind(1, until).bind(2, server).bind(3, now);
+  std::set<std::string> out;
+  while (BKP_TRY(st->step())) out.insert(st->text(0) + ":" + st->text(1));
+  return out;
+}
+
+Result<void> Catalog::release_lease(const std::string& host, const std::string& path,
+                                    const std::string& server) {
+  std::lock_guard lock(mu_);
+  auto st = BKP_TRY(db_->prepare(
+      "UPDATE leases SET owner = '', expires_at = 0 WHERE host = ? AND path = ? AND owner = ?"));
+  st->bind(1, host).bind(2, path).bind(3, server);
+  return st->run();
 }
 
 Result<bool> Catalog::has_volume(const std::string& host, const std::string& path) {

@@ -2,7 +2,8 @@
 // at STATE/catalog.db, or in a PostgreSQL database that several backupd instances may share
 // (`catalog` in backupd.toml; server/database.h).
 //
-// Schema (version 5, server/catalog_schema.h; every time is CLOCK_REALTIME in milliseconds since the epoch):
+// Schema (version 6, server/catalog_schema.h; every time is CLOCK_REALTIME in milliseconds
+// since the epoch):
 //   registrations(host, path, address, port, every_seconds, registered_at, node_id, copies)
 //       PRIMARY KEY(host, path). host is the volume's name (the node's host name, from its
 //       Hello); address and port are where backupd reaches the node. Version 1 had no address:
@@ -29,6 +30,11 @@
 //       every replica name that ever connected: any of them may hold a copy of any volume.
 //   drops(replica, host, path, purge, queued_at)  PRIMARY KEY(replica, host, path)
 //       a copy the replica must give up (server/drops.h), until it confirms; purge 1: delete it.
+//   servers(name, seen_at)
+//       every backupd serving volumes of a shared catalog, and when it last said it is alive
+//       (server/leases.h). Version 5 and older: none.
+//   leases(host, path, owner, expires_at)  PRIMARY KEY(host, path)
+//       which server serves the volume, until when; owner '' or an expired lease: nobody.
 //
 // SQLite is in WAL mode with synchronous=FULL: a registration acknowledged to bkptool, and a
 // run row, survive a power loss. Runs are minutes apart, so the fsync per transaction costs
@@ -217,6 +223,24 @@ class Catalog {
   Result<void> remove_drop(const std::string& replica, const std::string& host,
                            const std::string& path, bool purge);
   Result<std::vector<DropRecord>> drops();  // by replica, host, path
+
+  // Leases (server/leases.h). Marks the server alive at now.
+  Result<void> heartbeat(const std::string& server, int64_t now);
+  // The servers seen at or after `since`, sorted.
+  Result<std::vector<std::string>> live_servers(int64_t since);
+  // Who serves each registered volume, by Registration::key(): owner "" when nobody does (no
+  // lease, or one that expired before now).
+  Result<std::map<std::string, std::string>> owners(int64_t now);
+  // Takes the volume's lease for server until `until`, if nobody holds it at now (none, given
+  // up, expired) or server does already. True when server holds it afterwards. Atomic: of
+  // servers racing for one lease, one wins.
+  Result<bool> take_lease(const std::string& host, const std::string& path,
+                          const std::string& server, int64_t now, int64_t until);
+  // Extends to `until` every lease server holds at now; returns the keys of those volumes.
+  Result<std::set<std::string>> renew_leases(const std::string& server, int64_t now, int64_t until);
+  // Gives the lease up, if server holds it.
+  Result<void> release_lease(const std::string& host, const std::string& path,
+                             const std::string& server);
 
   // Snapshots.
   Result<void> add_snapshot(const std::string& host, const std::string& path, const SnapshotRecord& s);

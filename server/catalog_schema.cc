@@ -4,7 +4,7 @@
 // The schema is written once, with {int} for an integer column (SQLite's INTEGER is 64 bits,
 // PostgreSQL's is not) and {id} for a generated row id. Column types of SQLite catalogs stay
 // as they always were, so every older SQLite catalog opens and upgrades exactly as before;
-// PostgreSQL catalogs begin at version 5 and have no older versions to upgrade.
+// PostgreSQL catalogs begin at version 5.
 #include "server/catalog_schema.h"
 
 #include <fmt/format.h>
@@ -92,6 +92,15 @@ CREATE TABLE IF NOT EXISTS drops(
   purge {int} NOT NULL CHECK(purge IN (0, 1)),
   queued_at {int} NOT NULL,
   PRIMARY KEY(replica, host, path));
+CREATE TABLE IF NOT EXISTS servers(
+  name TEXT PRIMARY KEY,
+  seen_at {int} NOT NULL);
+CREATE TABLE IF NOT EXISTS leases(
+  host TEXT NOT NULL,
+  path TEXT NOT NULL,
+  owner TEXT NOT NULL,
+  expires_at {int} NOT NULL,
+  PRIMARY KEY(host, path));
 )sql";
 
 std::string schema_for(Database::Engine engine) {
@@ -123,6 +132,12 @@ constexpr const char* kAddDigests = R"sql(
 ALTER TABLE snapshots ADD COLUMN part_size INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE snapshots ADD COLUMN digests TEXT NOT NULL DEFAULT '';
 )sql";
+
+// Version 5 had one server per catalog: the servers and leases tables are new (made by the
+// schema's CREATE TABLE IF NOT EXISTS), empty until a server takes a lease.
+void upgraded_to_leases(Database& db) {
+  log::info("catalog {}: schema upgraded to version 6 (volumes leased to servers)", db.name());
+}
 
 Result<void> newer_than_us(Database& db, int64_t version) {
   return fail(EPROTO, fmt::format("catalog {}: schema version {} is newer than this backupd ({})",
@@ -166,6 +181,7 @@ Result<void> init_sqlite(Database& db) {
         "their copies are)",
         db.name());
   }
+  if (v >= 1 && v <= 5) upgraded_to_leases(db);
   BKP_TRY_VOID(db.exec(fmt::format("PRAGMA user_version={}", kCatalogSchemaVersion)));
   return tx.commit();
 }
@@ -187,13 +203,14 @@ Result<void> init_postgres(Database& db) {
   }
   if (v > kCatalogSchemaVersion) return newer_than_us(db, v);
   if (v == kCatalogSchemaVersion) return tx.commit();
-  // Migrations from older PostgreSQL versions go here, as for SQLite above.
+  // What a new catalog lacks, in its latest form; migrations of columns would go here.
   BKP_TRY_VOID(db.exec(schema_for(db.engine())));
+  if (v == 5) upgraded_to_leases(db);
   BKP_TRY_VOID(db.exec("DELETE FROM schema_version"));
   BKP_TRY_VOID(
       db.exec(fmt::format("INSERT INTO schema_version VALUES({})", kCatalogSchemaVersion)));
   BKP_TRY_VOID(tx.commit());
-  log::info("catalog {}: schema version {} created", db.name(), kCatalogSchemaVersion);
+  if (v == 0) log::info("catalog {}: schema version {} created", db.name(), kCatalogSchemaVersion);
   return {};
 }
 

@@ -234,6 +234,42 @@ TEST_P(CatalogTest, TwoCatalogsOnOneDatabaseSeeEachOthersRegistrations) {
   EXPECT_EQ(hosts_of(*b), std::vector<std::string>{"web1"});
 }
 
+// Leases (server/leases.h): of two servers, one takes a free lease and the other cannot until
+// it expires or is given up; renewals extend only live leases of their owner; owners() says
+// who serves each registered volume; an unregistered volume's lease goes with it.
+TEST_P(CatalogTest, ALeaseHasOneOwnerUntilItExpiresOrIsGivenUp) {
+  auto a = open_catalog();
+  auto b = open_catalog();
+  ASSERT_TRUE(a && b);
+  ASSERT_TRUE(a->add_registration(web(1)));
+  ASSERT_TRUE(a->heartbeat("a", 1000));
+  ASSERT_TRUE(b->heartbeat("b", 1500));
+  EXPECT_EQ(*a->live_servers(1200), std::vector<std::string>{"b"});
+  EXPECT_EQ(*b->live_servers(0), (std::vector<std::string>{"a", "b"}));
+  EXPECT_EQ((*a->owners(1000))["web1:/srv/app"], "");
+
+  EXPECT_TRUE(*a->take_lease("web1", "/srv/app", "a", 1000, 2000));
+  EXPECT_FALSE(*b->take_lease("web1", "/srv/app", "b", 1999, 3000)) << "a holds it until 2000";
+  EXPECT_EQ((*b->owners(1999))["web1:/srv/app"], "a");
+  EXPECT_TRUE(*a->take_lease("web1", "/srv/app", "a", 1999, 2500)) << "taking it again renews";
+  EXPECT_EQ(*a->renew_leases("a", 2400, 3400), std::set<std::string>{"web1:/srv/app"});
+  EXPECT_EQ(*b->renew_leases("b", 2400, 3400), std::set<std::string>{});
+  // a stops renewing: past 3400 the lease is nobody's, and b takes it.
+  EXPECT_EQ((*b->owners(3401))["web1:/srv/app"], "");
+  EXPECT_EQ(*a->renew_leases("a", 3401, 4401), std::set<std::string>{}) << "expired: not renewed";
+  EXPECT_TRUE(*b->take_lease("web1", "/srv/app", "b", 3401, 4401));
+  EXPECT_FALSE(*a->take_lease("web1", "/srv/app", "a", 3500, 4500));
+  // Given up, it is free at once.
+  ASSERT_TRUE(a->release_lease("web1", "/srv/app", "a"));  // a cannot give up b's lease
+  EXPECT_EQ((*a->owners(3500))["web1:/srv/app"], "b");
+  ASSERT_TRUE(b->release_lease("web1", "/srv/app", "b"));
+  EXPECT_EQ((*a->owners(3500))["web1:/srv/app"], "");
+  EXPECT_TRUE(*a->take_lease("web1", "/srv/app", "a", 3500, 4500));
+  ASSERT_TRUE(a->remove_registration("web1", "/srv/app", /*purge=*/false));
+  ASSERT_TRUE(a->add_registration(web(1)));
+  EXPECT_EQ((*b->owners(3600))["web1:/srv/app"], "") << "a new registration starts unleased";
+}
+
 // Two instances rewriting the same volume's rows at once: on PostgreSQL one of each conflicting
 // pair of transactions fails to serialize and runs again; every call succeeds, and the rows
 // are those of a last writer, never a mixture.
