@@ -44,6 +44,10 @@ struct RunSettings {
   // What the run's record notes about the volume's copies (by Registration::key()), e.g. that
   // it is under-replicated (Registry::replication_note); null or nullopt: nothing.
   std::function<std::optional<std::string>(const std::string& key)> replication_note;
+  // Whether this backupd still serves the volume (LeaseKeeper::serves, with a shared catalog):
+  // a run is not started for a volume whose lease may have passed to another server. Null:
+  // always.
+  std::function<bool(const std::string& key)> serving;
 };
 
 // Why a run was cancelled, for its error text.

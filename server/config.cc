@@ -25,7 +25,7 @@ const std::set<std::string> kKnownKeys = {
     "listen",         "state_dir",    "snapshot_gzip_level", "snapshot_threads",
     "keep_snapshots", "copies",       "replica_grace_seconds", "tls",
     "control_socket", "http_listen",  "control_group",       "max_queued_ops",
-    "verify_every_seconds", "verify_read_data", "forward_cache_mib", "catalog", "snapshot_store",
+    "verify_every_seconds", "verify_read_data", "forward_cache_mib", "catalog", "server_name", "lease_seconds", "snapshot_store",
     "snapshot_store_credentials"};
 
 Result<std::string> string_key(const toml::table& table, const std::string& file,
@@ -122,6 +122,13 @@ Result<Settings> load_settings(const Options& options) {
       return fail(EINVAL, fmt::format("config {}: key 'catalog' must be a PostgreSQL URI "
                                       "(postgresql://...); leave it out for SQLite in the state "
                                       "directory", file));
+    }
+    s.server_name = BKP_TRY(string_key(table, file, "server_name"));
+    BKP_TRY_VOID(int_key(table, file, "lease_seconds", 3, 3600, s.lease_seconds));
+    if (s.catalog.empty() != s.server_name.empty()) {
+      return fail(EINVAL, fmt::format("config {}: key 'server_name' goes with a shared catalog: "
+                                      "set both 'catalog' and 'server_name' (unique among the "
+                                      "servers sharing it), or neither", file));
     }
     BKP_TRY_VOID(int_key(table, file, "snapshot_gzip_level", 1, 9, s.snapshot_gzip_level));
     BKP_TRY_VOID(int_key(table, file, "snapshot_threads", 0, 256, s.snapshot_threads));

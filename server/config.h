@@ -9,6 +9,12 @@
 //                                "postgres://..."), to keep the catalog there, shared by
 //                                several backupd instances; default: SQLite at
 //                                STATE/catalog.db
+//   server_name         string   this backupd's name among those sharing the catalog (required
+//                                with `catalog`, unique, stable across restarts): volumes are
+//                                leased to servers by name (server/leases.h)
+//   lease_seconds       integer  how long a volume's lease lasts unrenewed, 3..3600 (default
+//                                30): a server that stops renewing loses its volumes to the
+//                                others after this long
 //   snapshot_gzip_level integer  gzip level of snapshot archives, 1 (fastest, default) to 9
 //   snapshot_threads    integer  threads compressing a snapshot, at nice +10; 0 (default): one
 //                                per online CPU
@@ -87,6 +93,8 @@ struct Options {
 struct Settings {
   std::string state_dir;
   std::string catalog;  // a PostgreSQL URI; "": SQLite at STATE/catalog.db (catalog_location)
+  std::string server_name;  // with catalog: this server's name for leases
+  int lease_seconds = 30;
   net::HostPort listen{"0.0.0.0", 7700};
   std::string port_file;
   int snapshot_gzip_level = 1;

@@ -120,23 +120,60 @@ void Registry::reconcile_snapshots(const std::string& host, const std::string& p
 }
 
 Result<void> Registry::start() {
-  auto regs = BKP_TRY(catalog_.registrations());
-  int64_t now = wall_ms();
-  for (const auto& reg : regs) {
-    auto volume = hub_.volume(reg.host, reg.path);
-    if (!volume) {
-      log::error("registered volume {}: {} (not served)", reg.key(), volume.error().message);
-      continue;
-    }
-    auto last = catalog_.last_run(reg.host, reg.path);
-    std::optional<int64_t> last_start;
-    if (last && *last) last_start = (*last)->started_at;
-    int64_t first = resume_time(reg, last_start, now);
-    start_volume(reg, std::move(*volume), std::nullopt, first);
-    log::info("volume {} registered: node at {}, every {} s, next run in {} s", reg.key(),
-              node_address(reg.address, reg.port), reg.every_seconds, (first - now + 999) / 1000);
+  if (leases_) {
+    leases_->start();  // serves what this server holds, now and as it gains more
+    return {};
   }
+  auto regs = BKP_TRY(catalog_.registrations());
+  for (const auto& reg : regs) serve(reg.host, reg.path);
   return {};
+}
+
+void Registry::serve(const std::string& host, const std::string& path) {
+  auto reg = catalog_.registration(host, path);
+  if (!reg || !*reg) {
+    log::error("volume {}:{}: {}", host, path, !reg ? reg.error().message : "not registered");
+    return;
+  }
+  {
+    std::lock_guard lock(mu_);
+    if (entries_.contains((*reg)->key())) return;
+  }
+  auto volume = hub_.volume(host, path);
+  if (!volume) {
+    log::error("registered volume {}: {} (not served)", (*reg)->key(), volume.error().message);
+    return;
+  }
+  const int64_t now = wall_ms();
+  auto last = catalog_.last_run(host, path);
+  std::optional<int64_t> last_start;
+  if (last && *last) last_start = (*last)->started_at;
+  const int64_t first = resume_time(**reg, last_start, now);
+  start_volume(**reg, std::move(*volume), std::nullopt, first);
+  log::info("volume {} registered: node at {}, every {} s, next run in {} s", (*reg)->key(),
+            node_address((*reg)->address, (*reg)->port), (*reg)->every_seconds,
+            (first - now + 999) / 1000);
+}
+
+void Registry::unserve(const std::string& host, const std::string& path) {
+  std::optional<Entry> entry;
+  {
+    std::lock_guard lock(mu_);
+    auto it = entries_.find(host + ":" + path);
+    if (it == entries_.end()) return;
+    entry = std::move(it->second);
+    entries_.erase(it);
+  }
+  stop_entry(std::move(*entry));
+  log::info("volume {}:{}: not served here any more", host, path);
+}
+
+void Registry::stop_entry(Entry entry) {
+  scheduler_.remove(entry.reg.key());
+  entry.link->stop();
+  const Registration reg = entry.reg;
+  entry = Entry{};  // with the Hub's, the last references to the volume: its descriptors close
+  hub_.close_volume(reg.host, reg.path);
 }
 
 void Registry::start_volume(const Registration& reg, std::shared_ptr<Volume> volume,
@@ -274,6 +311,15 @@ ControlResult<VolumeView> Registry::register_volume(const std::string& address, 
   }
   log::info("registered {}: node at {}, every {} s", key, node_address(address, reg.port),
             every_seconds);
+  if (leases_ && !leases_->claim(reg.host, path)) {
+    // It belongs on another live server, which takes its lease and dials the node at its next
+    // round; the node connection made here closes.
+    hub_.close_volume(reg.host, path);
+    if (auto placed = placer_.place(reg); !placed) {
+      log::error("register {}: placing its copies: {}", key, placed.error().message);
+    }
+    return remote_view(reg, leases_->owners()[key]);
+  }
   start_volume(reg, std::move(*volume), std::move(*attached), reg.registered_at + every_seconds * 1000);
   if (auto placed = placer_.place(reg); !placed) {
     log::error("register {}: placing its copies: {} (retried in the background)", key,
@@ -315,10 +361,7 @@ ControlResult<Unregistered> Registry::unregister(const std::string& host, const 
     // Not registered: only a purge of what an earlier unregister kept makes sense.
     if (!purging) return control_fail(Fault::kUnknownVolume, key + " is not registered");
   } else {
-    scheduler_.remove(key);
-    entry->link->stop();
-    entry.reset();  // with the Hub's, the last references to the volume: its descriptors close
-    hub_.close_volume(name, path);
+    stop_entry(std::move(*entry));
   }
   if (auto removed = catalog_.remove_registration(name, path, purging); !removed) {
     return tl::unexpected(internal(removed.error()));
@@ -392,6 +435,19 @@ std::vector<Registry::Entry> Registry::entries() {
 ControlResult<std::vector<VolumeView>> Registry::list() {
   std::vector<VolumeView> out;
   for (const auto& e : entries()) out.push_back(view(e));
+  if (leases_) {
+    // Every other registered volume, with the server that serves it.
+    auto regs = catalog_.registrations();
+    if (!regs) return tl::unexpected(internal(regs.error()));
+    auto owners = leases_->owners();
+    std::set<std::string> here;
+    for (const auto& v : out) here.insert(v.reg.key());
+    for (const auto& reg : *regs) {
+      if (!here.contains(reg.key())) out.push_back(remote_view(reg, owners[reg.key()]));
+    }
+    std::sort(out.begin(), out.end(),
+              [](const auto& a, const auto& b) { return a.reg.key() < b.reg.key(); });
+  }
   return out;
 }
 
@@ -537,6 +593,17 @@ VolumeView Registry::view(const Entry& e) {
     log::error("list {}: {}", e.reg.key(), last.error().message);
   }
   v.next_run = scheduler_.next_run(e.reg.key());
+  if (leases_) v.served_by = leases_->me();
+  return v;
+}
+
+VolumeView Registry::remote_view(const Registration& reg, const std::string& owner) {
+  VolumeView v;
+  v.reg = reg;
+  v.copies_wanted = placer_.wanted(reg);
+  v.served_by = owner;
+  v.served_here = false;
+  if (auto last = catalog_.last_run(reg.host, reg.path); last) v.last_run = *last;
   return v;
 }
 
@@ -557,6 +624,17 @@ ControlResult<std::string> Registry::resolve(const std::string& host, const std:
     if (*kept) return host;
   }
   if (by_address.size() == 1) return by_address.front();
+  if (by_address.empty() && leases_) {
+    if (auto reg = catalog_.registration(host, path); reg && *reg) {
+      const std::string owner = leases_->owners()[host + ":" + path];
+      return control_fail(Fault::kUnknownVolume,
+                          owner.empty() ? fmt::format("{}:{} is registered but no backupd serves it "
+                                                      "right now (its lease is being taken over)",
+                                                      host, path)
+                                        : fmt::format("{}:{} is served by backupd {}: ask it", host,
+                                                      path, owner));
+    }
+  }
   if (by_address.empty()) return control_fail(Fault::kUnknownVolume, host + ":" + path + " is not registered");
   return control_fail(Fault::kUnknownVolume,
                       fmt::format("{}:{} is not registered, and {} is the address of {} volumes "

@@ -45,6 +45,7 @@
 #include <vector>
 
 #include "server/catalog.h"
+#include "server/leases.h"
 #include "server/drops.h"
 #include "server/hub.h"
 #include "server/link.h"
@@ -117,6 +118,9 @@ struct VolumeView {
   std::optional<int64_t> next_run;
   int copies_wanted = 1;                // the mirror included (Placer::wanted)
   std::vector<ReplicaStatus> replicas;  // its placed copies, by replica name
+  // With a shared catalog: the server serving it ("" nobody right now); nullopt otherwise.
+  std::optional<std::string> served_by;
+  bool served_here = true;  // false: another server's (link and copies unknown here)
 };
 
 // The mirror's copy: current while the link is up and the node has nothing pending.
@@ -152,8 +156,16 @@ class Registry {
 
   // Startup recovery (see above). Errors are logged; only an unusable catalog fails.
   Result<void> recover();
-  // Starts a link and a schedule for every stored registration.
+  // Starts a link and a schedule for every stored registration; with leases (use_leases),
+  // for those this server holds, as the keeper gains them.
   Result<void> start();
+  // With a shared catalog: volumes are served by the holder of their lease (server/leases.h).
+  // Set before start(); the keeper calls serve() and unserve().
+  void use_leases(LeaseKeeper* keeper) { leases_ = keeper; }
+  // Starts serving the registered volume here (its lease was gained); nothing if it is served.
+  void serve(const std::string& host, const std::string& path);
+  // Stops serving it here (its lease was lost or handed over); the registration stays.
+  void unserve(const std::string& host, const std::string& path);
   // Stops every link (the scheduler is stopped by its owner first). Idempotent.
   void stop();
 
@@ -246,6 +258,10 @@ class Registry {
   // The registered volume host and path designate (resolve(..., Known::kRegistered)), a copy.
   ControlResult<Entry> registered_entry(const std::string& host, const std::string& path);
   VolumeView view(const Entry& e);
+  // A registered volume another server serves (with leases).
+  VolumeView remote_view(const Registration& reg, const std::string& owner);
+  // Stops the entry's schedule and link and closes its volume (taken out of entries_ already).
+  void stop_entry(Entry entry);
   StatusView status_view(const Entry& e);
   void reconcile_snapshots(const std::string& host, const std::string& path);
 
@@ -256,6 +272,7 @@ class Registry {
   Placer& placer_;
   DropQueue& drops_;
   const Dialer dialer_;
+  LeaseKeeper* leases_ = nullptr;
 
   std::mutex mu_;
   // Guarded by mu_.

@@ -126,6 +126,7 @@ void Scheduler::loop() {
     if (retry_catalog_at_ != 0) wake = std::min(wake, retry_catalog_at_);
     for (auto& [key, e] : entries_) {
       if (e->running) continue;
+      if (settings_.serving && !settings_.serving(key)) continue;  // leaving this server
       if (e->next_ms <= now) {
         launch(e, e->next_ms, /*manual=*/false);
       } else if (e->requested) {

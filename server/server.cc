@@ -63,6 +63,7 @@
 #include "server/hub.h"
 #include "server/peer.h"
 #include "server/peer_gate.h"
+#include "server/leases.h"
 #include "server/registry.h"
 #include "server/replica_session.h"
 #include "server/s3_store.h"
@@ -264,6 +265,9 @@ class Server {
                      .replication_note = [this](const std::string& key) {
                        return registry_ ? registry_->replication_note(key) : std::nullopt;
                      }};
+    if (!settings_.catalog.empty()) {
+      runs.serving = [this](const std::string& key) { return leases_ && leases_->serves(key); };
+    }
     scheduler_ = std::make_unique<Scheduler>(*catalog_, runs);
     placer_ = std::make_unique<Placer>(*catalog_, hub_, *drops_, settings_.copies,
                                        settings_.replica_grace_seconds);
@@ -273,6 +277,18 @@ class Server {
     }
     registry_ = std::make_unique<Registry>(hub_, *catalog_, *scheduler_, *placer_, *drops_,
                                            Dialer{*id, tls_});
+    if (!settings_.catalog.empty()) {
+      leases_ = std::make_unique<LeaseKeeper>(
+          *catalog_,
+          LeaseSettings{settings_.server_name, std::chrono::seconds(settings_.lease_seconds)},
+          [this](const std::string& host, const std::string& path) { registry_->serve(host, path); },
+          [this](const std::string& host, const std::string& path) {
+            registry_->unserve(host, path);
+          });
+      registry_->use_leases(leases_.get());
+      log::info("serving volumes leased to {} for {} s at a time (shared catalog)",
+                settings_.server_name, settings_.lease_seconds);
+    }
     if (auto recovered = registry_->recover(); !recovered) {
       log::error("recovery: {}", recovered.error().message);
       return false;
@@ -509,6 +525,7 @@ class Server {
     web_.reset();
     listen_.reset();
     control_.reset();  // removes the socket file
+    if (leases_) leases_->stop();  // no volume gained or lost while stopping
     if (scheduler_) scheduler_->stop();
     if (placer_) placer_->stop();
     if (verifier_) verifier_->stop();
@@ -531,6 +548,7 @@ class Server {
   std::unique_ptr<Scheduler> scheduler_;  // uses catalog_
   std::unique_ptr<DropQueue> drops_;      // uses catalog_
   std::unique_ptr<Placer> placer_;        // uses catalog_, hub_, drops_
+  std::unique_ptr<LeaseKeeper> leases_;  // with a shared catalog; uses catalog_, registry_
   std::unique_ptr<Registry> registry_;    // uses hub_, catalog_, scheduler_, placer_, drops_;
                                           // destroyed first
   std::unique_ptr<VerifyScheduler> verifier_;  // uses registry_; destroyed before it

@@ -237,6 +237,13 @@ std::string render_volumes(const Json& volumes) {
     std::string error = field_text(v, "last_error");
     if (error != "-" && !error.empty()) notes += fmt::format("{}: last error: {}\n", name, error);
     if (is_under_replicated(v)) notes += fmt::format("{}: copies {}\n", name, copies_text(v));
+    // Several servers on one catalog: the link is that server's, not shown here.
+    if (connected != nullptr && connected->is_null()) {
+      std::string owner = field_text(v, "served_by");
+      notes += owner.empty() || owner == "-"
+                   ? fmt::format("{}: no backupd serves it right now (being taken over)\n", name)
+                   : fmt::format("{}: served by backupd {}\n", name, owner);
+    }
   }
   std::string out = table.render();
   if (!notes.empty()) out += "\n" + notes;

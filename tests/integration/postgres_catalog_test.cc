@@ -30,7 +30,7 @@ TEST_F(PostgresCatalogTest, ARegistrationInPostgresOutlivesARestartOfBackupd) {
   ASSERT_TRUE(db) << db.error().message;
   db_ = std::move(*db);
   std::string config = scratch_dir("config") + "/backupd.toml";
-  put(config, "catalog = \"" + db_->url() + "\"\n");
+  put(config, "catalog = \"" + db_->url() + "\"\nserver_name = \"a\"\n");
   backupd_args = {"--config", config};
 
   ASSERT_TRUE(start_all());
@@ -52,7 +52,7 @@ TEST_F(PostgresCatalogTest, ARegistrationInPostgresOutlivesARestartOfBackupd) {
 TEST(PostgresCatalogStartTest, AnUnreachableCatalogStopsBackupdNamingItWithoutThePassword) {
   testutil::TempDir tmp("bkp-pg-config");
   std::string config = tmp.sub("backupd.toml");
-  put(config, "catalog = \"postgresql://backupd:s3cret@127.0.0.1:1/catalog\"\n");
+  put(config, "catalog = \"postgresql://backupd:s3cret@127.0.0.1:1/catalog\"\nserver_name = \"a\"\n");
   auto r = testutil::run_command(
       {Binaries::find().backupd, "--config", config, "--state-dir", tmp.sub("state"), "--listen",
        "127.0.0.1:0", "--control-socket", tmp.sub("control.sock"), "--http-listen", "off"},

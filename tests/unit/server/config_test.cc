@@ -127,9 +127,18 @@ TEST_F(ConfigTest, TheCatalogIsInTheStateDirectoryUnlessAPostgresUriIsGiven) {
   ASSERT_TRUE(sqlite) << sqlite.error().message;
   EXPECT_EQ(catalog_location(*sqlite), "/var/lib/backupd/catalog.db");
   for (const char* uri : {"postgresql://backupd@127.0.0.1:5432/catalog", "postgres://db1/bkp"}) {
-    auto pg = load_settings(with_config(std::string("catalog = \"") + uri + "\"\n"));
+    auto pg = load_settings(
+        with_config(std::string("catalog = \"") + uri + "\"\nserver_name = \"backup-1\"\n"));
     ASSERT_TRUE(pg) << pg.error().message;
     EXPECT_EQ(catalog_location(*pg), uri);
+  }
+  EXPECT_EQ(load_settings(with_config(""))->lease_seconds, 30);
+  // A shared catalog needs this server's name for its leases, and only then.
+  for (const char* half : {"catalog = \"postgres://db1/bkp\"\n", "server_name = \"backup-1\"\n"}) {
+    auto alone = load_settings(with_config(half));
+    ASSERT_FALSE(alone) << half;
+    EXPECT_NE(alone.error().message.find("key 'server_name' goes with a shared catalog"),
+              std::string::npos) << alone.error().message;
   }
   auto refused = load_settings(with_config("catalog = \"/var/lib/backupd/other.db\"\n"));
   ASSERT_FALSE(refused);
