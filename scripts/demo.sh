@@ -12,13 +12,15 @@
 # byte-for-byte check of each copy (mirror and replicas) against its source.
 #
 #   bash scripts/demo.sh [--duration S] [--apps N] [--replicas M]
-#                        [--dir DIR] [--build-dir DIR]
+#                        [--dir DIR] [--build-dir DIR] [--scale-out]
 #
 # Defaults: 30 s, 3 apps (and the one added live), 3 replicators. All of it lives
 # in --dir (default ./demo-state, recreated on each run), daemon logs in DIR/logs.
+# --scale-out keeps backupd's catalog in a PostgreSQL server and its snapshots in
+# a one-node Ceph radosgw (S3), both started in DIR (tests/scale/) and stopped.
 # Without --build-dir it first runs scripts/setup.sh, which installs packages and
 # builds only what the demo runs. Ctrl-C stops it cleanly: every mount unmounted,
-# every process it started stopped. (Lines 2-21 are --help, at most 80 columns.)
+# every process it started stopped. (Lines 2-23 are --help, at most 80 columns.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
@@ -28,6 +30,7 @@ APPS=3
 REPLICAS=3
 DEMO=$REPO/demo-state
 BUILD=
+SCALE_OUT=
 while (($#)); do
   case $1 in
     --dir) DEMO=$(realpath -m "${2:?--dir needs a directory}"); shift 2 ;;
@@ -35,7 +38,8 @@ while (($#)); do
     --duration) DURATION=${2:?--duration needs a number of seconds}; shift 2 ;;
     --apps) APPS=${2:?--apps needs a number}; shift 2 ;;
     --replicas) REPLICAS=${2:?--replicas needs a number}; shift 2 ;;
-    -h|--help) sed -n '2,21s/^# \{0,1\}//p' "$0"; exit 0 ;;
+    --scale-out) SCALE_OUT=1; shift ;;
+    -h|--help) sed -n '2,23s/^# \{0,1\}//p' "$0"; exit 0 ;;
     *) echo "demo.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -49,7 +53,7 @@ whole --apps "$APPS" 1
 whole --replicas "$REPLICAS" 2  # one stops: its copies need another replicator to go to
 
 if [[ -z $BUILD ]]; then
-  bash scripts/setup.sh
+  bash scripts/setup.sh ${SCALE_OUT:+--scale-out}
   BUILD=$REPO/build
 fi
 T0=$EPOCHSECONDS  # the clock every line starts with: the demo's, not the build's
@@ -126,6 +130,11 @@ cleanup() {
   for dir in $(mounts_under "$DEMO"); do fusermount3 -u -z "$dir" 2>/dev/null || true; done
   say "stopping the replicators and backupd"
   stop_pids "${REPLICATOR_PID[@]}" $BACKUPD_PID
+  if [[ -n $SCALE_OUT ]]; then
+    say "stopping PostgreSQL and Ceph"
+    bash "$REPO/tests/scale/postgres.sh" stop "$DEMO/postgres" >>"$LOGS/scale-out.log" 2>&1
+    bash "$REPO/tests/scale/ceph.sh" stop "$DEMO/ceph" >>"$LOGS/scale-out.log" 2>&1
+  fi
   say "stopped; trees and logs are in $DEMO"
   exit "$status"
 }
@@ -164,6 +173,27 @@ http_listen = "127.0.0.1:0"
 copies = $COPIES
 replica_grace_seconds = $GRACE
 EOF
+if [[ -n $SCALE_OUT ]]; then
+  # The catalog in PostgreSQL and the snapshots in S3, as several servers would share them.
+  say "starting PostgreSQL and a one-node Ceph with radosgw (tests/scale/)"
+  bash "$REPO/tests/scale/postgres.sh" start "$DEMO/postgres" >>"$LOGS/scale-out.log" 2>&1 ||
+    { say "PostgreSQL did not start; see $LOGS/scale-out.log"; exit 1; }
+  bash "$REPO/tests/scale/ceph.sh" start "$DEMO/ceph" >>"$LOGS/scale-out.log" 2>&1 ||
+    { say "Ceph did not start; see $LOGS/scale-out.log"; exit 1; }
+  (
+    source "$DEMO/ceph/env"
+    umask 077
+    printf 'endpoint = "%s"\nregion = "%s"\naccess_key = "%s"\nsecret_key = "%s"\n' \
+      "$S3_ENDPOINT" "$S3_REGION" "$S3_ACCESS_KEY" "$S3_SECRET_KEY" >"$DEMO/s3.toml"
+  )
+  cat >>"$DEMO/backupd.toml" <<EOF
+catalog = "$(sed -n 's/^BKP_TEST_POSTGRES_URL=//p' "$DEMO/postgres/env")"
+server_name = "backup-1"
+snapshot_store = "s3://demo/backups"
+snapshot_store_credentials = "$DEMO/s3.toml"
+EOF
+  say "catalog in PostgreSQL, snapshots in s3://demo/backups"
+fi
 SERVER_ID=$("$BUILD/server/backupd" --config "$DEMO/backupd.toml" --show-id)
 BACKUPD_PID=$(spawn backupd "$BUILD/server/backupd" --config "$DEMO/backupd.toml" \
   --port-file "$RUN/backupd.port" --http-port-file "$RUN/http.port")

@@ -4,7 +4,8 @@
 # --tests builds everything, the test binaries too, and also installs what only the test suite
 # uses: promtool (prometheus) to check /metrics, and Chromium with its driver and Selenium to
 # check the status page in a real browser, and PostgreSQL and Ceph (radosgw) for the scale-out
-# tests (scripts/test.sh calls it so).
+# tests (scripts/test.sh calls it so). --scale-out installs only those two besides what the
+# demo needs (scripts/demo.sh --scale-out).
 # Idempotent: packages already installed are not touched (apt-get update runs only when
 # something is missing and the package lists are older than a day), and the build is
 # incremental.
@@ -23,11 +24,14 @@ PACKAGES=(
   attr fio systemd
 )
 TARGETS=(backupd replicator backupfs bkptool bkp_treecmp)
+# the scale-out tests and `demo.sh --scale-out` run a real PostgreSQL and a one-node Ceph with
+# radosgw (tests/scale/)
+SCALE_OUT_PACKAGES=(postgresql ceph-mon ceph-mgr ceph-osd radosgw)
 if [[ ${1:-} == --tests ]]; then
-  PACKAGES+=(prometheus chromium chromium-driver python3-selenium)
-  # the scale-out tests run a real PostgreSQL and a one-node Ceph with radosgw (tests/scale/)
-  PACKAGES+=(postgresql ceph-mon ceph-mgr ceph-osd radosgw)
+  PACKAGES+=(prometheus chromium chromium-driver python3-selenium "${SCALE_OUT_PACKAGES[@]}")
   TARGETS=()  # all
+elif [[ ${1:-} == --scale-out ]]; then
+  PACKAGES+=("${SCALE_OUT_PACKAGES[@]}")
 fi
 
 log() { printf '[setup] %s\n' "$*"; }
