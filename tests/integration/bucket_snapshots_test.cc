@@ -71,6 +71,22 @@ class BucketSnapshotsTest : public ControlTest {
     return ran ? std::optional<Json>(doc["run"]) : std::nullopt;
   }
 
+  // backupd with these credentials starts, and fails a run with a reason that says `why`
+  // (something of the store's error); the volume still streams afterwards.
+  void expect_failed_runs(const server::S3Credentials& c, const std::string& why) {
+    use_store(c);
+    ASSERT_TRUE(start_all("1h", /*with_replicators=*/false));
+    put(src("f"), "one");
+    ASSERT_EQ(wait_converged(), "");
+    auto run = run_now();
+    ASSERT_TRUE(run);
+    EXPECT_EQ((*run)["status"], "failed") << run->dump();
+    EXPECT_NE(run->value("error", "").find(why), std::string::npos) << run->dump();
+    put(src("g"), "two");
+    EXPECT_EQ(wait_converged(), "");
+    EXPECT_TRUE(backupd()->alive());
+  }
+
   server::S3Credentials credentials_;
   std::string bucket_;
 };
@@ -121,36 +137,14 @@ TEST_F(BucketSnapshotsTest, ArchivesLiveInTheBucketRotateThereAndRestoreEqualToT
 TEST_F(BucketSnapshotsTest, AStoreThatRefusesUsFailsTheRunWithItsReason) {
   server::S3Credentials wrong = credentials_;
   wrong.secret_key = "not-the-secret";
-  use_store(wrong);
-  ASSERT_TRUE(start_all("1h", /*with_replicators=*/false));
-  put(src("f"), "one");
-  ASSERT_EQ(wait_converged(), "");
-  auto run = run_now();
-  ASSERT_TRUE(run);
-  EXPECT_EQ((*run)["status"], "failed") << run->dump();
-  EXPECT_NE(run->value("error", "").find("SignatureDoesNotMatch"), std::string::npos)
-      << run->dump();
-  // backupd goes on: the volume still streams, and a later change still reaches the mirror.
-  put(src("g"), "two");
-  EXPECT_EQ(wait_converged(), "");
-  EXPECT_TRUE(backupd()->alive());
+  expect_failed_runs(wrong, "SignatureDoesNotMatch");
 }
 
 TEST_F(BucketSnapshotsTest, AStoreThatCannotBeReachedFailsTheRunWithItsReason) {
   server::S3Credentials away = credentials_;
   away.endpoint = "http://127.0.0.1:" + std::to_string(free_port());
-  use_store(away);
-  ASSERT_TRUE(start_all("1h", /*with_replicators=*/false));
-  put(src("f"), "one");
-  ASSERT_EQ(wait_converged(), "");
-  auto run = run_now();
-  ASSERT_TRUE(run);
-  EXPECT_EQ((*run)["status"], "failed") << run->dump();
-  EXPECT_NE(run->value("error", "").find("unreachable"), std::string::npos) << run->dump();
+  expect_failed_runs(away, "unreachable");
   EXPECT_NE(log_text("backupd").find("runs fail until it answers"), std::string::npos);
-  put(src("g"), "two");
-  EXPECT_EQ(wait_converged(), "");
-  EXPECT_TRUE(backupd()->alive());
 }
 
 }  // namespace

@@ -23,11 +23,9 @@ class PostgresCatalogTest : public ClusterTest {
 };
 
 TEST_F(PostgresCatalogTest, ARegistrationInPostgresOutlivesARestartOfBackupd) {
-  auto server = testutil::PostgresDb::server_url();
-  ASSERT_TRUE(server) << server.error().message;
-  if (!*server) GTEST_SKIP() << testutil::kNoPostgresServer;
-  auto db = testutil::PostgresDb::create(**server);
+  auto db = testutil::PostgresDb::for_test();
   ASSERT_TRUE(db) << db.error().message;
+  if (!*db) GTEST_SKIP() << testutil::kNoPostgresServer;
   db_ = std::move(*db);
   std::string config = scratch_dir("config") + "/backupd.toml";
   put(config, "catalog = \"" + db_->url() + "\"\nserver_name = \"a\"\n");

@@ -59,11 +59,9 @@ class ServerTakeoverTest : public ControlTest {
 };
 
 TEST_F(ServerTakeoverTest, WhenTheServingBackupdDiesTheOtherTakesTheVolumeOverWithNothingLost) {
-  auto server = testutil::PostgresDb::server_url();
-  ASSERT_TRUE(server) << server.error().message;
-  if (!*server) GTEST_SKIP() << testutil::kNoPostgresServer;
-  auto db = testutil::PostgresDb::create(**server);
+  auto db = testutil::PostgresDb::for_test();
   ASSERT_TRUE(db) << db.error().message;
+  if (!*db) GTEST_SKIP() << testutil::kNoPostgresServer;
   db_ = std::move(*db);
 
   // Server b: its own state and identity; the node accepts both servers.

@@ -66,6 +66,12 @@ Result<std::unique_ptr<PostgresDb>> PostgresDb::create(const std::string& server
   return std::unique_ptr<PostgresDb>(new PostgresDb(server_url, name, url));
 }
 
+Result<std::unique_ptr<PostgresDb>> PostgresDb::for_test() {
+  auto server = BKP_TRY(server_url());
+  if (!server) return std::unique_ptr<PostgresDb>();
+  return create(*server);
+}
+
 PostgresDb::~PostgresDb() {
   // FORCE: a catalog that a failed assertion left open must not keep the database.
   if (auto dropped =

@@ -22,6 +22,9 @@ class PostgresDb {
   static Result<std::optional<std::string>> server_url();
   // Creates bkp_test_<pid>_<n> on the server at `server_url`.
   static Result<std::unique_ptr<PostgresDb>> create(const std::string& server_url);
+  // The same on the test server (server_url()); null when none was given: skip with
+  // kNoPostgresServer.
+  static Result<std::unique_ptr<PostgresDb>> for_test();
   // Drops the database, ending any session still on it.
   ~PostgresDb();
   PostgresDb(const PostgresDb&) = delete;

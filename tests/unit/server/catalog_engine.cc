@@ -17,11 +17,9 @@ void CatalogEngineTest::SetUp() {
     where_ = tmp_.sub("catalog.db");
     return;
   }
-  auto server = testutil::PostgresDb::server_url();
-  ASSERT_TRUE(server) << server.error().message;
-  if (!*server) GTEST_SKIP() << testutil::kNoPostgresServer;
-  auto db = testutil::PostgresDb::create(**server);
+  auto db = testutil::PostgresDb::for_test();
   ASSERT_TRUE(db) << db.error().message;
+  if (!*db) GTEST_SKIP() << testutil::kNoPostgresServer;
   postgres_ = std::move(*db);
   where_ = postgres_->url();
 }
