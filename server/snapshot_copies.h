@@ -13,7 +13,8 @@
 //     replica answers SnapshotStored with success.
 // A replica that cannot store one (its disk is full, a part arrived damaged) says why; that
 // snapshot is not offered again on this connection. An archive rotated away on backupd before
-// it was sent is skipped. An interrupted transfer starts over on the next connection.
+// it was sent is skipped. An interrupted transfer goes on at the next connection from the bytes
+// the replica kept of it (its inventory names them), else it starts over.
 //
 // Not thread-safe: the replica session's thread only.
 #pragma once

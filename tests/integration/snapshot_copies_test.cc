@@ -113,7 +113,10 @@ TEST_F(SnapshotCopiesTest, ARunOfAnUnderReplicatedVolumeSaysSo) {
 
 // r1 reaches backupd through a relay; the snapshot transfer to it is held 4 MiB in, the
 // session is cut (the identity removed, then added again), and the next connection goes on from
-// what r1 kept instead of sending the archive from its first byte.
+// what r1 kept instead of sending the archive from its first byte. The relay holds backupd back
+// too (delay_relay.h): when the identity is removed, backupd has sent at most the 4 MiB, the
+// relay's receive buffer and its own socket's send buffer (tcp_wmem's maximum, 4 MiB by
+// default), far from the 40 MiB archive, so what release() lets through cannot complete it.
 TEST_F(SnapshotCopiesTest, ACutTransferGoesOnWhereItStopped) {
   copies = "2";
   ASSERT_TRUE(start_all("1h", /*with_replicators=*/false));

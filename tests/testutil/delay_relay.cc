@@ -21,7 +21,7 @@ struct DelayRelay::Gate {
   std::mutex mu;
   std::condition_variable cv;
   uint64_t limit = ~uint64_t{0};  // bytes a connection passes from hold_after() before it holds
-  uint64_t epoch = 0;             // hold_after() calls: a direction sees a new one at its next chunk
+  uint64_t epoch = 0;             // hold_after() calls: a direction sees a new one at its next read
   bool released = false;
   bool holding = false;  // some connection holds now
 };
@@ -67,16 +67,36 @@ class Direction {
     std::string bytes;  // empty: the end of the stream
   };
 
+  // The hold is applied here, where bytes are taken from the target, not where they are passed
+  // on: a held connection reads nothing more, so the target's sends back up and block as on a
+  // stalled network. Holding only the writer let the reader drain the target into the queue,
+  // and a whole transfer could leave the target (and reach the client at release()) while the
+  // test believed it stopped N bytes in.
   void read_loop() {
     std::vector<char> buf(64 * 1024);
     while (true) {
-      ssize_t n = ::read(from_, buf.data(), buf.size());
+      if (budget_ == 0 && !hold()) return;
+      const size_t want = static_cast<size_t>(std::min<uint64_t>(buf.size(), budget_));
+      ssize_t n = ::read(from_, buf.data(), want);
       if (n < 0 && errno == EINTR) continue;
-      std::lock_guard lock(mu_);
-      queue_.push_back(Chunk{Clock::now() + delay_, n > 0 ? std::string(buf.data(), n) : ""});
-      cv_.notify_all();
-      if (n <= 0 || stop_) return;
+      rebudget();  // a hold_after() while read() waited counts these bytes too
+      size_t off = 0;
+      if (n > 0 && static_cast<uint64_t>(n) > budget_) {
+        off = static_cast<size_t>(budget_);
+        push(std::string(buf.data(), off));
+        budget_ = 0;
+        if (!hold()) return;
+      }
+      if (n > 0) budget_ -= std::min<uint64_t>(budget_, static_cast<uint64_t>(n) - off);
+      push(n > 0 ? std::string(buf.data() + off, static_cast<size_t>(n) - off) : "");
+      if (n <= 0 || stopping()) return;
     }
+  }
+
+  void push(std::string bytes) {
+    std::lock_guard lock(mu_);
+    queue_.push_back(Chunk{Clock::now() + delay_, std::move(bytes)});
+    cv_.notify_all();
   }
 
   void write_loop() {
@@ -89,27 +109,22 @@ class Direction {
       Chunk chunk = std::move(queue_.front());
       queue_.pop_front();
       lock.unlock();
+      if (chunk.bytes.empty()) {
+        ::shutdown(to_, SHUT_WR);
+        return;
+      }
       size_t off = 0;
-      rebudget();
       while (off < chunk.bytes.size()) {
-        if (budget_ == 0 && !hold()) return;
-        size_t n = static_cast<size_t>(std::min<uint64_t>(chunk.bytes.size() - off, budget_));
-        ssize_t w = ::send(to_, chunk.bytes.data() + off, n, MSG_NOSIGNAL);
+        ssize_t w = ::send(to_, chunk.bytes.data() + off, chunk.bytes.size() - off, MSG_NOSIGNAL);
         if (w < 0 && errno == EINTR) continue;
         if (w <= 0) return;  // the far side is gone; the reader ends on its own
         off += static_cast<size_t>(w);
-        budget_ -= static_cast<uint64_t>(w);
-      }
-      if (chunk.bytes.empty()) {
-        if (budget_ == 0 && !hold()) return;
-        ::shutdown(to_, SHUT_WR);
-        return;
       }
       lock.lock();
     }
   }
 
-  // A new hold_after() since the last chunk: the budget counts from now.
+  // A new hold_after() since the last read: the budget counts from now.
   void rebudget() {
     if (!gate_) return;
     std::lock_guard lock(gate_->mu);
@@ -137,8 +152,8 @@ class Direction {
   const int from_, to_;
   const std::chrono::milliseconds delay_;
   const std::shared_ptr<DelayRelay::Gate> gate_;
-  uint64_t budget_ = ~uint64_t{0};  // writer only: bytes it may still pass before holding
-  uint64_t seen_epoch_ = 0;         // writer only: the Gate::epoch budget_ comes from
+  uint64_t budget_ = ~uint64_t{0};  // reader only: bytes it may still take before holding
+  uint64_t seen_epoch_ = 0;         // reader only: the Gate::epoch budget_ comes from
   std::mutex mu_;
   std::condition_variable cv_;
   bool stop_ = false;            // guarded by mu_
@@ -151,6 +166,15 @@ class Direction {
 void no_delay(int fd) {
   int one = 1;
   ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+
+// A fixed, small receive buffer on the socket to the target (set before connect, so the window
+// is agreed on it): autotuning could grow it to tcp_rmem's maximum (tens of MiB), which a held
+// connection would let the target fill behind the hold. Unheld, the reader drains it at once.
+constexpr int kTargetRcvBuf = 256 * 1024;
+
+void small_receive_buffer(int fd) {
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &kTargetRcvBuf, sizeof kTargetRcvBuf);
 }
 
 }  // namespace
@@ -231,6 +255,7 @@ void DelayRelay::accept_loop() {
     if (!client) continue;
     UniqueFd server(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
     sockaddr_in a = loopback(target_);
+    if (server) small_receive_buffer(server.get());
     if (!server || ::connect(server.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
       continue;  // the client sees its connection closed, as with a refused one
     }

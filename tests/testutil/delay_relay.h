@@ -4,9 +4,11 @@
 // and in order; a close on one side is passed on after the same delay.
 //
 // A test can also hold connections still at a chosen point: after hold_after(N), each
-// connection, open or new, passes N more bytes from the target to the client and then nothing
-// more (a close included) until release(), so "the source dies in the middle of a transfer"
-// happens exactly there.
+// connection, open or new, takes N more bytes from the target (and passes them to the client)
+// and then reads nothing more (a close included) until release(), so "the source dies in the
+// middle of a transfer" happens exactly there. The target is held back, not only the client:
+// beyond the N bytes it can have sent only what fits in its socket's send buffer and the
+// relay's small receive buffer, the rest waits in its send() until release().
 #pragma once
 
 #include <chrono>
@@ -32,10 +34,11 @@ class DelayRelay {
 
   uint16_t port() const { return port_; }
 
-  // Every connection, open or accepted later, holds its target-to-client bytes after `bytes`
+  // Every connection, open or accepted later, stops reading from its target after `bytes`
   // more (counted from this call, or from its start).
   void hold_after(uint64_t bytes);
-  // Waits up to timeout until some connection holds; true if one does.
+  // Waits up to timeout until some connection holds (has taken its bytes from the target; they
+  // reach the client after the delay); true if one does.
   bool wait_held(std::chrono::milliseconds timeout);
   // Lets every held connection go on (and later ones pass everything).
   void release();
