@@ -6,8 +6,9 @@
 #
 #   bash bench/scale_out.sh --build-dir DIR [--rounds N] [--smoke]
 #
-# The dataset: --smoke 8 MiB in 64 files, otherwise 1 GiB in 256 files of incompressible data
-# (the archive is then about the dataset's size, so the S3 figure is the store's write speed).
+# The dataset: --smoke 8 MiB in 64 files, otherwise 512 MiB in 128 files of incompressible data
+# (the archive is then about the dataset's size, so the S3 figure is the store's write speed;
+# the OSD keeps objects in 2 GiB of memory, which holds one archive and the one replacing it).
 # Needs DIR/tests/bkp_scale_bench (-DBKP_BUILD_TESTS=ON) and the packages of
 # `scripts/setup.sh --scale-out`. Takeover time is measured by ServerTakeoverTest (its
 # takeover_ms property), not here.
@@ -45,7 +46,7 @@ bash tests/scale/postgres.sh start "$WORK/postgres" >"$WORK/postgres.log" 2>&1 |
 bash tests/scale/ceph.sh start "$WORK/ceph" >"$WORK/ceph.log" 2>&1 || { cat "$WORK/ceph.log" >&2; exit 1; }
 PG_URL=$(sed -n 's/^BKP_TEST_POSTGRES_URL=//p' "$WORK/postgres/env")
 
-if [[ -n $SMOKE ]]; then FILES=64 FILE_MIB=0.125 OPS=50; else FILES=256 FILE_MIB=4 OPS=2000; fi
+if [[ -n $SMOKE ]]; then FILES=64 FILE_MIB=0.125 OPS=50; else FILES=128 FILE_MIB=4 OPS=2000; fi
 log "dataset: $FILES files of $FILE_MIB MiB"
 mkdir -p "$WORK/tree"
 /usr/bin/python3 - "$WORK/tree" "$FILES" "$FILE_MIB" <<'PY'
