@@ -50,7 +50,9 @@ TEST(OwnersTest, AServerJoiningTakesOnlyWhatItWinsAndOneLeavingGivesOnlyItsOwn) 
 
   auto left = owners({"a", "c"}, 3000);
   for (const auto& [key, owner] : left) {
-    if (before[key] != "b") EXPECT_EQ(owner, before[key]) << key << " moved though its server stayed";
+    if (before[key] != "b") {
+      EXPECT_EQ(owner, before[key]) << key << " moved though its server stayed";
+    }
   }
 }
 
