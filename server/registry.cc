@@ -178,6 +178,7 @@ void Registry::stop_entry(Entry entry) {
 
 void Registry::start_volume(const Registration& reg, std::shared_ptr<Volume> volume,
                             std::optional<AttachedNode> first, int64_t first_run_ms) {
+  count_past_snapshots(*volume);
   std::lock_guard lock(mu_);
   if (stopping_) return;  // stop() has already stopped every link it knows of
   auto pin = [this, host = reg.host, path = reg.path](const std::string& node_id) {
@@ -190,6 +191,26 @@ void Registry::start_volume(const Registration& reg, std::shared_ptr<Volume> vol
   link->start(std::move(first));
   scheduler_.add(reg, volume, link, first_run_ms);
   entries_[reg.key()] = Entry{reg, std::move(volume), std::move(link)};
+}
+
+void Registry::count_past_snapshots(Volume& volume) {
+  auto last = catalog_.last_snapshot_counter(volume.host(), volume.path());
+  if (!last) {
+    log::error("volume {}: {}", volume.name(), last.error().message);
+    return;
+  }
+  std::lock_guard lock(volume.mu);
+  if (!*last) return;
+  const auto past = static_cast<uint64_t>(**last);
+  // Equal on a mirror that has had a stream is this mirror unchanged since that snapshot.
+  const bool fresh = volume.receiver->instance() == 0;
+  if (volume.state.changes > past || (volume.state.changes == past && !fresh)) return;
+  volume.state.changes = static_cast<uint64_t>(**last) + 1;
+  if (auto saved = volume.save_state(); !saved) {
+    log::error("volume {}: {}", volume.name(), saved.error().message);
+  }
+  log::info("volume {}: a mirror new here counts changes from {}, past its last snapshot's",
+            volume.name(), volume.state.changes);
 }
 
 void Registry::stop() {

@@ -249,6 +249,13 @@ class Registry {
   ControlResult<void> reserve(const std::string& key, std::optional<std::string> registered);
   void start_volume(const Registration& reg, std::shared_ptr<Volume> volume,
                     std::optional<AttachedNode> first, int64_t first_run_ms);
+  // A run writes only when the volume's change counter moved past the one its newest snapshot
+  // was cut at (server/backup_run.h). A mirror made new on this server (a takeover from another
+  // server, a purged directory) counts from 0 again, and could meet that number by chance: a
+  // mirror that never had a stream, or whose counter is behind it, starts past it instead, so
+  // its first run writes. (A mirror left from an earlier time here whose counter meets it
+  // exactly is not told apart.)
+  void count_past_snapshots(Volume& volume);
   // Deletes the volume's directory (closed already); returns its path.
   ControlResult<std::string> purge(const std::string& host, const std::string& path);
   // Queues the drop of the volume for every replica and waits for the connected ones.

@@ -99,6 +99,9 @@ TEST_F(ServerTakeoverTest, WhenTheServingBackupdDiesTheOtherTakesTheVolumeOverWi
       << "served by '" << owner << "'\n" << log_text("backupd") << b_->log_tail();
   const std::string other = owner == "a" ? "b" : "a";
   const std::string other_mirror = other == "a" ? mirror() : b_mirror();
+  auto before = ask(owner, {"run", node_name, src()});
+  ASSERT_TRUE(before.is_object() && before["run"].is_object()) << before.dump();
+  ASSERT_EQ(before["run"]["status"], "written") << before.dump();
 
   // kill -9 of the serving one; changes go on meanwhile.
   if (owner == "a") {
@@ -119,7 +122,10 @@ TEST_F(ServerTakeoverTest, WhenTheServingBackupdDiesTheOtherTakesTheVolumeOverWi
   RecordProperty("takeover_ms",
                  static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(took).count()));
 
-  // Its runs go on there, and write what the node holds.
+  // Its runs go on there, and write what the node holds: its new mirror's change counter
+  // starts past the one the last snapshot (the other server's) was cut at.
+  EXPECT_NE((other == "a" ? log_text("backupd") : b_->log()).find("a mirror new here counts"),
+            std::string::npos);
   auto run = ask(other, {"run", node_name, src()});
   ASSERT_TRUE(run.is_object() && run["run"].is_object()) << run.dump();
   EXPECT_EQ(run["run"]["status"], "written") << run.dump();
