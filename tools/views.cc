@@ -237,8 +237,9 @@ std::string render_volumes(const Json& volumes) {
     std::string error = field_text(v, "last_error");
     if (error != "-" && !error.empty()) notes += fmt::format("{}: last error: {}\n", name, error);
     if (is_under_replicated(v)) notes += fmt::format("{}: copies {}\n", name, copies_text(v));
-    // Several servers on one catalog: the link is that server's, not shown here.
-    if (connected != nullptr && connected->is_null()) {
+    // Several servers on one catalog: another's volume comes with "connected": null (member()
+    // reads null as absent); its link is that server's, not shown here.
+    if (v.is_object() && v.contains("connected") && v["connected"].is_null()) {
       std::string owner = field_text(v, "served_by");
       notes += owner.empty() || owner == "-"
                    ? fmt::format("{}: no backupd serves it right now (being taken over)\n", name)

@@ -99,6 +99,9 @@ TEST_F(ServerTakeoverTest, WhenTheServingBackupdDiesTheOtherTakesTheVolumeOverWi
       << "served by '" << owner << "'\n" << log_text("backupd") << b_->log_tail();
   const std::string other = owner == "a" ? "b" : "a";
   const std::string other_mirror = other == "a" ? mirror() : b_mirror();
+  auto listed = testutil::run_command(
+      {binaries().bkptool, "--server", other == "a" ? control_socket() : b_socket(), "list"}, 60s);
+  EXPECT_NE(listed.out.find("served by backupd " + owner), std::string::npos) << listed.output;
   auto before = ask(owner, {"run", node_name, src()});
   ASSERT_TRUE(before.is_object() && before["run"].is_object()) << before.dump();
   ASSERT_EQ(before["run"]["status"], "written") << before.dump();

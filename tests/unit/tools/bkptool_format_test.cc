@@ -183,6 +183,14 @@ TEST(ViewsTest, ListShowsLagAndLastError) {
             "web1:/srv/app: copies 1 of 2 current: mirror missing, r1 current; UNDER-REPLICATED\n");
   volumes[0].erase("copies_wanted");  // an older server
   EXPECT_NE(render_volumes(volumes).find("2.0 KiB)  -\n"), std::string::npos);
+  // Another server's volume (several servers on one catalog): its link is not known here.
+  volumes[0]["connected"] = nullptr;
+  volumes[0]["served_by"] = "backup-2";
+  EXPECT_NE(render_volumes(volumes).find("web1:/srv/app: served by backupd backup-2\n"),
+            std::string::npos) << render_volumes(volumes);
+  volumes[0]["served_by"] = "";
+  EXPECT_NE(render_volumes(volumes).find("web1:/srv/app: no backupd serves it right now"),
+            std::string::npos) << render_volumes(volumes);
 }
 
 TEST(ViewsTest, MissingAndOddFieldsNeverThrow) {
