@@ -15,8 +15,6 @@
 
 #include <chrono>
 #include <cstdio>
-#include <fstream>
-#include <map>
 #include <string>
 
 #include "common/unique_fd.h"
@@ -24,6 +22,7 @@
 #include "server/cut.h"
 #include "server/s3_store.h"
 #include "server/snapshot.h"
+#include "tests/s3/s3_env.h"
 
 namespace bkp::server {
 namespace {
@@ -77,20 +76,16 @@ int archive(const std::string& tree, const std::string& scratch, ArchiveStore& s
 }
 
 int snapshot(const std::string& tree, const std::string& local, const std::string& env_file) {
-  std::map<std::string, std::string> env;
-  std::ifstream in(env_file);
-  for (std::string line; std::getline(in, line);) {
-    if (auto eq = line.find('='); eq != std::string::npos) env[line.substr(0, eq)] = line.substr(eq + 1);
-  }
+  std::string why;
+  auto credentials = s3_credentials_in(env_file, &why);
+  if (!credentials) return std::fprintf(stderr, "%s\n", why.c_str()), 1;
   LocalArchiveStore disk(local + "/archives");
   if (int rc = archive(tree, local + "/cut", disk, "snapshot_local_s")) return rc;
-  S3Credentials credentials{env["S3_ENDPOINT"], env["S3_REGION"], env["S3_ACCESS_KEY"],
-                            env["S3_SECRET_KEY"]};
   S3Location location{"bench", ""};
-  if (auto ready = prepare_bucket(credentials, location); !ready) {
+  if (auto ready = prepare_bucket(*credentials, location); !ready) {
     return std::fprintf(stderr, "%s\n", ready.error().message.c_str()), 1;
   }
-  S3ArchiveStore bucket(std::make_shared<const S3Credentials>(credentials), location, "web1/srv");
+  S3ArchiveStore bucket(std::make_shared<const S3Credentials>(*credentials), location, "web1/srv");
   return archive(tree, local + "/cut", bucket, "snapshot_s3_s");
 }
 

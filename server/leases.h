@@ -20,7 +20,8 @@
 // own clock (serves()). Server clocks are assumed to agree within a fraction of the lease time.
 //
 // Thread-safety: every method may be called from any thread; rounds and claims are serialized.
-// gained/lost are called without the keeper's locks but never concurrently with each other.
+// gained/lost are called from a round, one at a time, with the round's lock held: they must not
+// call back into the keeper (serves() and owners() excepted, which take no round lock).
 #pragma once
 
 #include <chrono>

@@ -82,7 +82,8 @@ TEST_P(ArchiveStoreContract, ACommittedArchiveListsAndReadsBackAtAnyOffset) {
 }
 
 TEST_P(ArchiveStoreContract, AnArchiveNotCommittedLeavesNothing) {
-  put(*store_, "20261201T000000.000Z", random_bytes(6 << 20, 2), /*commit=*/false);
+  // Over one S3 upload part, so an S3 store has begun an upload that it must abort.
+  put(*store_, "20261201T000000.000Z", random_bytes(17 << 20, 2), /*commit=*/false);
   EXPECT_EQ(ids(*store_), std::vector<std::string>{});
   auto source = store_->open("20261201T000000.000Z");
   ASSERT_FALSE(source);

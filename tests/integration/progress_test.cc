@@ -177,7 +177,9 @@ TEST_F(ProgressTest, AReturningReplicaCatchesUpOnTheWholeBacklogAsOneEpisode) {
     for (const auto& m : lines) {
       EXPECT_EQ(m[1], "catch-up") << name << ": " << m[0];
       std::smatch t;
-      if (std::regex_search(m[2], t, of_total)) EXPECT_EQ(t[1], total) << name << ": " << m[0];
+      if (std::regex_search(m[2], t, of_total)) {
+        EXPECT_EQ(t[1], total) << name << ": " << m[0];
+      }
     }
   }
 }

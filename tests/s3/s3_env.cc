@@ -2,8 +2,8 @@
 #include "tests/s3/s3_env.h"
 
 #include <cstdlib>
-#include <fstream>
-#include <map>
+
+#include "tests/testutil/files.h"
 
 namespace bkp::server {
 
@@ -14,21 +14,19 @@ std::optional<S3Credentials> test_s3_credentials(std::string* why) {
            "Ceph, or start one with tests/scale/ceph.sh start DIR and set BKP_TEST_S3_ENV=DIR/env";
     return std::nullopt;
   }
-  std::map<std::string, std::string> values;  // KEY=VALUE lines
-  std::ifstream in(env);
-  std::string line;
-  while (std::getline(in, line)) {
-    size_t eq = line.find('=');
-    if (eq != std::string::npos) values[line.substr(0, eq)] = line.substr(eq + 1);
-  }
-  if (!values.contains("S3_ENDPOINT")) {
-    *why = std::string("no S3_ENDPOINT in ") + env;
+  return s3_credentials_in(env, why);
+}
+
+std::optional<S3Credentials> s3_credentials_in(const std::string& env_file, std::string* why) {
+  auto values = testutil::read_env_file(env_file);
+  if (!values || !values->contains("S3_ENDPOINT")) {
+    *why = "no S3_ENDPOINT in " + env_file;
     return std::nullopt;
   }
-  return S3Credentials{.endpoint = values["S3_ENDPOINT"],
-                       .region = values["S3_REGION"],
-                       .access_key = values["S3_ACCESS_KEY"],
-                       .secret_key = values["S3_SECRET_KEY"]};
+  return S3Credentials{.endpoint = (*values)["S3_ENDPOINT"],
+                       .region = (*values)["S3_REGION"],
+                       .access_key = (*values)["S3_ACCESS_KEY"],
+                       .secret_key = (*values)["S3_SECRET_KEY"]};
 }
 
 }  // namespace bkp::server

@@ -12,5 +12,7 @@ namespace bkp::server {
 // The store's credentials; nullopt, with *why saying how to run the tests, when
 // $BKP_TEST_S3_ENV is unset or empty (the binary run by hand), or names a file without them.
 std::optional<S3Credentials> test_s3_credentials(std::string* why);
+// The credentials in an env file ceph.sh wrote; nullopt (why set) if it holds none.
+std::optional<S3Credentials> s3_credentials_in(const std::string& env_file, std::string* why);
 
 }  // namespace bkp::server

@@ -53,6 +53,17 @@ std::optional<uint16_t> read_port_file(const std::string& path) {
   return static_cast<uint16_t>(value);
 }
 
+std::optional<std::map<std::string, std::string>> read_env_file(const std::string& path) {
+  auto text = read_file(path);
+  if (!text) return std::nullopt;
+  std::map<std::string, std::string> out;
+  std::istringstream in(*text);
+  for (std::string line; std::getline(in, line);) {
+    if (auto eq = line.find('='); eq != std::string::npos) out[line.substr(0, eq)] = line.substr(eq + 1);
+  }
+  return out;
+}
+
 std::optional<std::map<std::string, uint64_t>> read_stats(const std::string& path) {
   auto text = read_file(path);
   if (!text) return std::nullopt;

@@ -1,4 +1,5 @@
-// Small file helpers for tests: whole-file read/write, the daemons' port and stats files, and
+// Small file helpers for tests: whole-file read/write, the daemons' port and stats files, the
+// scale-out servers' env files, and
 // deterministic pseudo-random data (incompressible, so zstd cannot hide bytes on the wire).
 #pragma once
 
@@ -19,6 +20,8 @@ void write_file(const std::string& path, std::string_view data, int mode = 0644)
 // 1..65535. nullopt while the file is missing, empty or partly written.
 std::optional<uint16_t> read_port_file(const std::string& path);
 
+// "KEY=VALUE" lines (the env files tests/scale/*.sh write) as a map; nullopt if unreadable.
+std::optional<std::map<std::string, std::string>> read_env_file(const std::string& path);
 // "key N" lines (backupd's per-volume stats file) as a map; nullopt if unreadable.
 std::optional<std::map<std::string, uint64_t>> read_stats(const std::string& path);
 

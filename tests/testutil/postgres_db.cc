@@ -13,7 +13,8 @@
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
+
+#include "tests/testutil/files.h"
 
 namespace bkp::testutil {
 namespace {
@@ -49,11 +50,8 @@ Result<std::optional<std::string>> PostgresDb::server_url() {
   }
   const char* env = std::getenv("BKP_TEST_POSTGRES_ENV");
   if (env == nullptr) return std::optional<std::string>();
-  std::ifstream in(env);
-  const std::string prefix = std::string(kUrlKey) + "=";
-  for (std::string line; std::getline(in, line);) {
-    if (line.starts_with(prefix)) return std::optional<std::string>(line.substr(prefix.size()));
-  }
+  auto values = read_env_file(env);
+  if (values && values->contains(kUrlKey)) return std::optional<std::string>(values->at(kUrlKey));
   return fail(ENOENT, fmt::format("{} holds no {}: did the CTest fixture postgres_start fail?", env,
                                   kUrlKey));
 }
