@@ -25,6 +25,7 @@
 #include <utility>
 
 #include "common/log.h"
+#include "common/random.h"
 #include "server/catalog_schema.h"
 
 namespace bkp::server {
@@ -34,6 +35,15 @@ namespace {
 // up to kRetryPauseMs, until it wins or kRetryFor has passed.
 constexpr auto kRetryFor = std::chrono::seconds(5);
 constexpr unsigned kRetryPauseMs = 20;
+
+// Closes runs without an end as failed (?1 the time, ?2 why); a condition on which follows.
+constexpr const char* kCloseOpenRuns =
+    "UPDATE runs SET ended_at = ?1, status = 'failed', error = ?2, "
+    "duration_ms = CASE WHEN ?1 > started_at THEN ?1 - started_at ELSE 0 END "
+    "WHERE ended_at IS NULL AND ";
+
+// A run's token (catalog.h): random, 16 hex digits.
+std::string new_token() { return fmt::format("{:016x}", random_nonzero()); }
 
 // LIMIT for "no limit": SQLite takes -1 for it, PostgreSQL does not.
 int64_t row_limit(size_t limit) {
@@ -101,10 +111,11 @@ const char* run_status_name(RunStatus status) {
   return "failed";
 }
 
-Result<std::unique_ptr<Catalog>> Catalog::open(const std::string& where) {
+Result<std::unique_ptr<Catalog>> Catalog::open(const std::string& where,
+                                               const std::string& server) {
   auto db = BKP_TRY(Database::open(where));
   BKP_TRY_VOID(init_catalog_schema(*db));
-  return std::unique_ptr<Catalog>(new Catalog(std::move(db)));
+  return std::unique_ptr<Catalog>(new Catalog(std::move(db), server));
 }
 
 Result<void> Catalog::in_transaction(const std::function<Result<void>()>& body) {
@@ -417,16 +428,20 @@ Result<int64_t> Catalog::begin_run(const std::string& host, const std::string& p
                                    int64_t started_at) {
   std::lock_guard lock(mu_);
   (void)write_unrecorded();  // kept if it fails; the insert below reports the same trouble
+  // Sent twice (a lost connection, postgres.cc), the second finds the first's row.
   auto st = BKP_TRY(db_->prepare(
-      "INSERT INTO runs(host, path, started_at) VALUES(?, ?, ?) RETURNING id"));
-  st->bind(1, host).bind(2, path).bind(3, started_at);
+      "INSERT INTO runs(host, path, started_at, server, token) VALUES(?, ?, ?, ?, ?) "
+      "ON CONFLICT(token) DO UPDATE SET token = excluded.token RETURNING id"));
+  st->bind(1, host).bind(2, path).bind(3, started_at).bind(4, server_).bind(5, new_token());
   if (!BKP_TRY(st->step())) return fail(EIO, "catalog: INSERT INTO runs returned no id");
   int64_t id = st->int64(0);
   BKP_TRY_VOID(st->run());  // to the end, which completes the statement on SQLite
   return id;
 }
 
-Result<void> Catalog::record_run(const RunRecord& run) {
+Result<void> Catalog::record_run(const RunRecord& finished) {
+  RunRecord run = finished;
+  if (run.id == 0 && run.token.empty()) run.token = new_token();  // the same for every try
   std::lock_guard lock(mu_);
   auto written = write_unrecorded();
   if (written) written = write_run(run);
@@ -449,15 +464,17 @@ Result<void> Catalog::write_run(const RunRecord& run) {
           ? "UPDATE runs SET ended_at = ?1, status = ?2, snapshot = ?3, snapshot_bytes = ?4, "
             "duration_ms = ?5, changed_bytes = ?6, changed_files = ?7, error = ?8 WHERE id = ?9"
           : "INSERT INTO runs(ended_at, status, snapshot, snapshot_bytes, duration_ms, "
-            "changed_bytes, changed_files, error, host, path, started_at) "
-            "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"));
+            "changed_bytes, changed_files, error, host, path, started_at, server, token) "
+            "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) "
+            "ON CONFLICT(token) DO NOTHING"));
   st->bind(1, run.ended_at).bind(2, run_status_name(run.status)).bind(3, run.snapshot)
       .bind(4, run.snapshot_bytes).bind(5, run.duration_ms).bind(6, run.changed_bytes)
       .bind(7, run.changed_files).bind(8, run.error);
   if (run.id != 0) {
     st->bind(9, run.id);
   } else {
-    st->bind(9, run.host).bind(10, run.path).bind(11, run.started_at);
+    st->bind(9, run.host).bind(10, run.path).bind(11, run.started_at).bind(12, server_)
+        .bind(13, run.token);
   }
   return st->run();
 }
@@ -533,10 +550,10 @@ Result<void> Catalog::record_verify(const VerifyRecord& run) {
   std::lock_guard lock(mu_);
   auto st = BKP_TRY(db_->prepare(
       "INSERT INTO verify_runs(host, path, started_at, ended_at, result, checked, differences, "
-      "summary) VALUES(?, ?, ?, ?, ?, ?, ?, ?)"));
+      "summary, token) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(token) DO NOTHING"));
   st->bind(1, run.host).bind(2, run.path).bind(3, run.started_at).bind(4, run.ended_at)
       .bind(5, verify_result_name(run.result)).bind(6, run.checked).bind(7, run.differences)
-      .bind(8, run.summary);
+      .bind(8, run.summary).bind(9, new_token());
   return st->run();
 }
 
@@ -559,13 +576,20 @@ Result<std::vector<VerifyRecord>> Catalog::verify_runs(const std::string& host,
   return out;
 }
 
-Result<int> Catalog::close_open_runs(int64_t now, const std::string& error) {
+Result<int> Catalog::close_own_open_runs(int64_t now, const std::string& error) {
   std::lock_guard lock(mu_);
-  auto st = BKP_TRY(db_->prepare(
-      "UPDATE runs SET ended_at = ?1, status = 'failed', error = ?2, "
-      "duration_ms = CASE WHEN ?1 > started_at THEN ?1 - started_at ELSE 0 END "
-      "WHERE ended_at IS NULL"));
-  st->bind(1, now).bind(2, error);
+  auto st = BKP_TRY(db_->prepare(std::string(kCloseOpenRuns) + "(server = ?3 OR server = '')"));
+  st->bind(1, now).bind(2, error).bind(3, server_);
+  BKP_TRY_VOID(st->run());
+  return st->changes();
+}
+
+Result<int> Catalog::close_others_open_runs(const std::string& host, const std::string& path,
+                                            int64_t now, const std::string& error) {
+  std::lock_guard lock(mu_);
+  auto st = BKP_TRY(db_->prepare(std::string(kCloseOpenRuns) +
+                                 "server <> ?3 AND host = ?4 AND path = ?5"));
+  st->bind(1, now).bind(2, error).bind(3, server_).bind(4, host).bind(5, path);
   BKP_TRY_VOID(st->run());
   return st->changes();
 }

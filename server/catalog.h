@@ -23,9 +23,12 @@
 //       which replicas hold a copy of which snapshot (as they last said, or since they stored
 //       it); rows of rotated snapshots go when the replica next reports what it holds.
 //   runs(id, host, path, started_at, ended_at, status, snapshot, snapshot_bytes, duration_ms,
-//        changed_bytes, changed_files, error)
+//        changed_bytes, changed_files, error, server, token)
 //       one row per scheduled run, inserted when the run starts (ended_at NULL) and closed when
-//       it ends, so a run cut short by a crash is still there to be closed at startup.
+//       it ends, so a run cut short by a crash is still there to be closed at startup (by the
+//       server that made it, `server`: '' for a catalog of one). token: random, unique, so an
+//       insert sent again after a lost connection finds its row instead of adding one (NULL
+//       before version 7; verify_runs has one too).
 //   replicas(name, first_seen_at)
 //       every replica name that ever connected: any of them may hold a copy of any volume.
 //   drops(replica, host, path, purge, queued_at)  PRIMARY KEY(replica, host, path)
@@ -100,6 +103,7 @@ struct RunRecord {
   // Why it failed; for a written run, what its archive does not hold (sockets, entries the
   // format refused): "written with warnings".
   std::optional<std::string> error;
+  std::string token;  // its row's token (catalog.h's runs table); set by the catalog
 };
 
 // A verify's outcome (server/verify.h): every copy checked and equal; some difference found;
@@ -160,7 +164,10 @@ class Catalog {
   // Opens or creates the database and its schema: `where` is a SQLite file or a PostgreSQL URI
   // (Database::open). An unreadable or unreachable database, or one of a newer schema, is an
   // error naming it.
-  static Result<std::unique_ptr<Catalog>> open(const std::string& where);
+  // server: this backupd's server_name when several share the catalog ('' otherwise), written
+  // into the runs it makes.
+  static Result<std::unique_ptr<Catalog>> open(const std::string& where,
+                                               const std::string& server = "");
   // Tries once more to write the runs kept in memory; logs each one it cannot write.
   ~Catalog();
 
@@ -200,8 +207,14 @@ class Catalog {
   Result<void> record_verify(const VerifyRecord& run);
   Result<std::vector<VerifyRecord>> verify_runs(const std::string& host, const std::string& path,
                                                 size_t limit = 0);
-  // Closes every run without an end as failed with `error`, ended at `now`. Returns how many.
-  Result<int> close_open_runs(int64_t now, const std::string& error);
+  // Closes the runs without an end that this server made (and those of catalogs older than
+  // version 7, which do not say who made them) as failed with `error`, ended at `now`: at
+  // startup. Returns how many.
+  Result<int> close_own_open_runs(int64_t now, const std::string& error);
+  // Closes the volume's runs without an end that other servers made: when its lease is taken
+  // over (their server died, or handed it over after recording every run). Returns how many.
+  Result<int> close_others_open_runs(const std::string& host, const std::string& path,
+                                     int64_t now, const std::string& error);
 
   // Authorised peers. add_peer: EEXIST if that identity is already there (of either kind);
   // remove_peer: false if it was not there.
@@ -264,7 +277,8 @@ class Catalog {
   Result<std::optional<int64_t>> last_snapshot_counter(const std::string& host, const std::string& path);
 
  private:
-  explicit Catalog(std::unique_ptr<Database> db) : db_(std::move(db)) {}
+  Catalog(std::unique_ptr<Database> db, std::string server)
+      : server_(std::move(server)), db_(std::move(db)) {}
   // Runs body in a transaction, again while it loses to a concurrent transaction (up to 5 s),
   // and once more if the connection dropped (mu_ held).
   Result<void> in_transaction(const std::function<Result<void>()>& body);
@@ -274,6 +288,7 @@ class Catalog {
   Result<void> write_unrecorded();
   void keep_unrecorded(const RunRecord& run);  // mu_ held
 
+  const std::string server_;
   std::mutex mu_;
   // Guarded by mu_.
   std::unique_ptr<Database> db_;

@@ -69,7 +69,9 @@ CREATE TABLE IF NOT EXISTS runs(
   duration_ms {int} NOT NULL DEFAULT 0,
   changed_bytes {int} NOT NULL DEFAULT 0,
   changed_files {int} NOT NULL DEFAULT 0,
-  error TEXT);
+  error TEXT,
+  server TEXT NOT NULL DEFAULT '',
+  token TEXT);
 CREATE INDEX IF NOT EXISTS runs_by_volume ON runs(host, path, id);
 CREATE TABLE IF NOT EXISTS verify_runs(
   id {id},
@@ -80,7 +82,8 @@ CREATE TABLE IF NOT EXISTS verify_runs(
   result TEXT NOT NULL CHECK(result IN ('clean', 'differs', 'failed')),
   checked TEXT NOT NULL,
   differences {int} NOT NULL DEFAULT 0,
-  summary TEXT NOT NULL DEFAULT '');
+  summary TEXT NOT NULL DEFAULT '',
+  token TEXT);
 CREATE INDEX IF NOT EXISTS verify_runs_by_volume ON verify_runs(host, path, id);
 CREATE TABLE IF NOT EXISTS replicas(
   name TEXT PRIMARY KEY,
@@ -139,6 +142,36 @@ void upgraded_to_leases(Database& db) {
   log::info("catalog {}: schema upgraded to version 6 (volumes leased to servers)", db.name());
 }
 
+// Adds the column unless the table has it (a table the schema just created has every column).
+Result<void> add_column(Database& db, const std::string& table, const std::string& column,
+                        const std::string& declaration) {
+  if (db.engine() == Database::Engine::kSqlite) {
+    auto has = BKP_TRY(db.prepare("SELECT COUNT(*) FROM pragma_table_info(?) WHERE name = ?"));
+    has->bind(1, table).bind(2, column);
+    if (BKP_TRY(has->step()) && has->int64(0) > 0) return {};
+    return db.exec(fmt::format("ALTER TABLE {} ADD COLUMN {} {}", table, column, declaration));
+  }
+  return db.exec(
+      fmt::format("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}", table, column, declaration));
+}
+
+// After the migrations, which add the columns these index on older catalogs.
+constexpr const char* kTokenIndexes = R"sql(
+CREATE UNIQUE INDEX IF NOT EXISTS runs_by_token ON runs(token);
+CREATE UNIQUE INDEX IF NOT EXISTS verify_runs_by_token ON verify_runs(token);
+)sql";
+
+// Version 6 did not say which server made a run, and an insert resent after a lost connection
+// could store a run twice: runs name their server, and runs and verifies carry a token that
+// makes their insert idempotent. Older rows have none (server '', token NULL).
+Result<void> add_run_server(Database& db) {
+  BKP_TRY_VOID(add_column(db, "runs", "server", "TEXT NOT NULL DEFAULT ''"));
+  BKP_TRY_VOID(add_column(db, "runs", "token", "TEXT"));
+  BKP_TRY_VOID(add_column(db, "verify_runs", "token", "TEXT"));
+  log::info("catalog {}: schema upgraded to version 7 (runs name their server)", db.name());
+  return {};
+}
+
 Result<void> newer_than_us(Database& db, int64_t version) {
   return fail(EPROTO, fmt::format("catalog {}: schema version {} is newer than this backupd ({})",
                                   db.name(), version, kCatalogSchemaVersion));
@@ -182,6 +215,8 @@ Result<void> init_sqlite(Database& db) {
         db.name());
   }
   if (v >= 1 && v <= 5) upgraded_to_leases(db);
+  if (v >= 1 && v <= 6) BKP_TRY_VOID(add_run_server(db));
+  BKP_TRY_VOID(db.exec(kTokenIndexes));
   BKP_TRY_VOID(db.exec(fmt::format("PRAGMA user_version={}", kCatalogSchemaVersion)));
   return tx.commit();
 }
@@ -203,9 +238,11 @@ Result<void> init_postgres(Database& db) {
   }
   if (v > kCatalogSchemaVersion) return newer_than_us(db, v);
   if (v == kCatalogSchemaVersion) return tx.commit();
-  // What a new catalog lacks, in its latest form; migrations of columns would go here.
+  // What a new catalog lacks, in its latest form; then the columns older ones lack.
   BKP_TRY_VOID(db.exec(schema_for(db.engine())));
   if (v == 5) upgraded_to_leases(db);
+  if (v == 5 || v == 6) BKP_TRY_VOID(add_run_server(db));
+  BKP_TRY_VOID(db.exec(kTokenIndexes));
   BKP_TRY_VOID(db.exec("DELETE FROM schema_version"));
   BKP_TRY_VOID(
       db.exec(fmt::format("INSERT INTO schema_version VALUES({})", kCatalogSchemaVersion)));

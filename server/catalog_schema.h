@@ -13,7 +13,7 @@
 
 namespace bkp::server {
 
-constexpr int kCatalogSchemaVersion = 6;
+constexpr int kCatalogSchemaVersion = 7;
 
 // Creates the schema of a new catalog, upgrades an older one; a catalog of a newer version is
 // an error (EPROTO) naming it.

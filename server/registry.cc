@@ -69,9 +69,10 @@ const char* fault_code(Fault fault) {
 Registry::~Registry() { stop(); }
 
 Result<void> Registry::recover() {
-  auto closed = catalog_.close_open_runs(wall_ms(), "interrupted (backupd stopped during the run)");
+  auto closed = catalog_.close_own_open_runs(wall_ms(), "interrupted (backupd stopped during the run)");
   if (!closed) return tl::unexpected(closed.error());
   if (*closed > 0) log::warn("closed {} run(s) interrupted by an earlier stop as failed", *closed);
+  if (leases_) return {};  // each volume's snapshots are checked when it is served (serve())
   auto volumes = BKP_TRY(hub_.volumes_on_disk());
   for (const auto& [host, path] : volumes) reconcile_snapshots(host, path);
   return {};
@@ -145,6 +146,21 @@ void Registry::serve(const std::string& host, const std::string& path) {
     return;
   }
   const int64_t now = wall_ms();
+  if (leases_) {
+    // Only now, with the lease: another server may be writing the volume's snapshots until
+    // then, and checking the store would abort its upload. Taken over: a run its last server
+    // left open ended with that server (a server handing a volume over records its runs
+    // first, Scheduler::remove).
+    reconcile_snapshots(host, path);
+    auto closed = catalog_.close_others_open_runs(
+        host, path, now, "interrupted (the backupd serving the volume stopped during the run)");
+    if (!closed) {
+      log::error("volume {}: {}", (*reg)->key(), closed.error().message);
+    } else if (*closed > 0) {
+      log::warn("volume {}: closed {} run(s) its last server left open as failed", (*reg)->key(),
+                *closed);
+    }
+  }
   auto last = catalog_.last_run(host, path);
   std::optional<int64_t> last_start;
   if (last && *last) last_start = (*last)->started_at;

@@ -16,12 +16,15 @@
 // is the registered address of exactly one volume with that path designates that volume
 // (resolve()).
 //
-// Recovery (before start()): runs left open by a killed backupd are closed as failed
+// Recovery (before start()): runs this backupd left open when killed are closed as failed
 // "interrupted (backupd stopped during the run)"; in every volume directory (registered or
 // kept), partial ".tmp-*" snapshots are deleted, catalog rows whose file is gone are marked
 // deleted, and snapshot files the catalog does not know (written just before a crash) are
 // adopted. Only registered volumes are opened (start()): a kept one holds no descriptor, and
-// history, snapshots and restore read the catalog and its snapshot files directly.
+// history, snapshots and restore read the catalog and its snapshot files directly. With leases
+// (several servers on one catalog) a volume's snapshots are checked, and the runs another
+// server left open closed, when this server starts serving it (serve()): before, its server
+// may still be writing them.
 //
 // unregister closes the volume and queues a drop of it for every replica (server/drops.h): each
 // closes its copy, and with purge deletes it. It waits a moment (kDropWaitMs) for the replicas

@@ -228,7 +228,7 @@ class Server {
       log::error("state directory {}: {}", dir, ec.message());
       return false;
     }
-    auto catalog = Catalog::open(catalog_location(settings_));
+    auto catalog = Catalog::open(catalog_location(settings_), settings_.server_name);
     if (!catalog) {
       log::error("{}", catalog.error().message);
       return false;

@@ -6,28 +6,17 @@
 // that). With nothing in flight, the receiver must stand exactly where our numbering does.
 #include "common/stream/sender.h"
 
-#include <sys/random.h>
-#include <unistd.h>
-
 #include <fmt/format.h>
 
 #include <chrono>
 
 #include "common/log.h"
+#include "common/random.h"
 #include "common/net/messenger.h"
 
 namespace bkp::stream {
 
-uint64_t new_instance() {
-  uint64_t v = 0;
-  while (v == 0) {
-    if (::getrandom(&v, sizeof v, 0) != static_cast<ssize_t>(sizeof v)) {
-      v = static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()) ^
-          (static_cast<uint64_t>(::getpid()) << 32);
-    }
-  }
-  return v;
-}
+uint64_t new_instance() { return random_nonzero(); }
 
 Sender::Resume Sender::position(const wire::Position& p) {
   if (p.need_baseline) {

@@ -135,6 +135,45 @@ TEST_P(CatalogTest, ARunThatCouldNotBeginIsStoredWholeWhenItEnds) {
   EXPECT_EQ((*last)->started_at, 2000);
 }
 
+// Several servers on one catalog: each closes at startup only the runs it left open, and the
+// server taking a volume over closes those its last server left open; a run or verify whose
+// insert arrives twice (sent again after a lost connection) is stored once.
+TEST_P(CatalogTest, OpenRunsAreClosedByTheirServerOrTheOneTakingTheVolumeOver) {
+  auto a = Catalog::open(where(), "a");
+  auto b = Catalog::open(where(), "b");
+  ASSERT_TRUE(a && b);
+  ASSERT_TRUE((*a)->begin_run("web1", "/srv/app", 1000));
+  ASSERT_TRUE((*b)->begin_run("web2", "/srv/app", 1000));
+  auto closed = (*a)->close_own_open_runs(2000, "interrupted");
+  ASSERT_TRUE(closed) << closed.error().message;
+  EXPECT_EQ(*closed, 1);
+  auto finished = [&](const char* host) {
+    auto runs = (*a)->runs(host, "/srv/app", 0);
+    return runs ? runs->size() : size_t{99};
+  };
+  EXPECT_EQ(finished("web1"), 1u);
+  EXPECT_EQ(finished("web2"), 0u);  // b's run goes on
+
+  ASSERT_TRUE((*a)->begin_run("web1", "/srv/app", 3000));
+  auto others = (*b)->close_others_open_runs("web2", "/srv/app", 4000, "taken over");
+  ASSERT_TRUE(others) << others.error().message;
+  EXPECT_EQ(*others, 0);  // its own
+  others = (*b)->close_others_open_runs("web1", "/srv/app", 4000, "taken over");
+  ASSERT_TRUE(others) << others.error().message;
+  EXPECT_EQ(*others, 1);
+  auto last = (*a)->last_run("web1", "/srv/app");
+  ASSERT_TRUE(last && *last);
+  EXPECT_EQ((*last)->error, "taken over");
+
+  RunRecord twice = failed_run(0, 5000, "node unreachable");
+  twice.token = "0123456789abcdef";
+  ASSERT_TRUE((*a)->record_run(twice));
+  ASSERT_TRUE((*a)->record_run(twice));
+  auto runs = (*b)->runs("web1", "/srv/app", 0);
+  ASSERT_TRUE(runs) << runs.error().message;
+  EXPECT_EQ(runs->size(), 3u);  // 1000, 3000 and 5000 once
+}
+
 // Every other call once, so that each statement's SQL is run by both engines: snapshots with
 // their digests and copies, verifies, run counts, startup's closing of open runs, and the
 // registration's fields.
@@ -186,7 +225,7 @@ TEST_P(CatalogTest, SnapshotsVerifiesAndRunsReadBackAsWritten) {
   auto begun = c.begin_run("web1", "/srv/app", 1000);
   ASSERT_TRUE(begun) << begun.error().message;
   ASSERT_TRUE(c.begin_run("web1", "/srv/app", 5000));
-  auto closed = c.close_open_runs(4000, "interrupted");
+  auto closed = c.close_own_open_runs(4000, "interrupted");
   ASSERT_TRUE(closed) << closed.error().message;
   EXPECT_EQ(*closed, 2);
   auto runs = c.runs("web1", "/srv/app", 0);
