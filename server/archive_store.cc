@@ -19,7 +19,6 @@ namespace bkp::server {
 namespace {
 
 constexpr std::string_view kTmpPrefix = ".tmp-";
-constexpr std::string_view kSuffix = ".tgz";
 
 Result<void> fsync_dir(const std::string& dir) {
   UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
@@ -27,7 +26,7 @@ Result<void> fsync_dir(const std::string& dir) {
   return {};
 }
 
-// ".tmp-<id>.tgz" until commit renames it to "<id>.tgz".
+// ".tmp-<id>.tgz" until commit renames it to "<id>.tgz" (".ids" alike).
 class LocalSink final : public ArchiveSink {
  public:
   LocalSink(UniqueFd fd, std::string dir, std::string tmp, std::string final_path)
@@ -55,6 +54,10 @@ class LocalSink final : public ArchiveSink {
 
 }  // namespace
 
+std::string_view part_suffix(ArchivePart part) {
+  return part == ArchivePart::kFileIds ? ".ids" : ".tgz";
+}
+
 Result<std::vector<std::string>> rotate_archives(ArchiveStore& store, size_t keep) {
   auto all = BKP_TRY(store.list());
   std::vector<std::string> removed;
@@ -65,17 +68,22 @@ Result<std::vector<std::string>> rotate_archives(ArchiveStore& store, size_t kee
   return removed;
 }
 
-Result<std::unique_ptr<ArchiveSink>> LocalArchiveStore::create(const std::string& id) {
-  if (mkdir(dir_.c_str(), 0750) != 0 && errno != EEXIST) return fail_errno("create " + dir_);
-  const std::string name = id + std::string(kSuffix);
-  std::string tmp = dir_ + "/" + std::string(kTmpPrefix) + name;
-  UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640));
-  if (!fd) return fail_errno("create " + tmp);
-  return std::make_unique<LocalSink>(std::move(fd), dir_, std::move(tmp), dir_ + "/" + name);
+std::string LocalArchiveStore::path_of(const std::string& id, ArchivePart part) const {
+  return dir_ + "/" + id + std::string(part_suffix(part));
 }
 
-Result<std::unique_ptr<ByteSource>> LocalArchiveStore::open(const std::string& id) {
-  auto source = BKP_TRY(FileSource::open(dir_ + "/" + id + std::string(kSuffix)));
+Result<std::unique_ptr<ArchiveSink>> LocalArchiveStore::create(const std::string& id,
+                                                               ArchivePart part) {
+  if (mkdir(dir_.c_str(), 0750) != 0 && errno != EEXIST) return fail_errno("create " + dir_);
+  std::string tmp = dir_ + "/" + std::string(kTmpPrefix) + id + std::string(part_suffix(part));
+  UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640));
+  if (!fd) return fail_errno("create " + tmp);
+  return std::make_unique<LocalSink>(std::move(fd), dir_, std::move(tmp), path_of(id, part));
+}
+
+Result<std::unique_ptr<ByteSource>> LocalArchiveStore::open(const std::string& id,
+                                                            ArchivePart part) {
+  auto source = BKP_TRY(FileSource::open(path_of(id, part)));
   return std::make_unique<FileSource>(std::move(source));
 }
 
@@ -86,14 +94,15 @@ Result<std::vector<StoredArchive>> LocalArchiveStore::list() {
     if (errno == ENOENT) return out;
     return fail_errno("list " + dir_);
   }
+  const std::string_view suffix = part_suffix(ArchivePart::kArchive);
   while (dirent* e = readdir(d)) {
     std::string_view name = e->d_name;
-    if (name.size() <= kSuffix.size() || !name.ends_with(kSuffix) || name.starts_with(kTmpPrefix)) {
+    if (name.size() <= suffix.size() || !name.ends_with(suffix) || name.starts_with(kTmpPrefix)) {
       continue;
     }
     struct stat st{};
     if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode)) continue;
-    out.push_back(StoredArchive{std::string(name.substr(0, name.size() - kSuffix.size())),
+    out.push_back(StoredArchive{std::string(name.substr(0, name.size() - suffix.size())),
                                 static_cast<uint64_t>(st.st_size)});
   }
   closedir(d);
@@ -102,12 +111,18 @@ Result<std::vector<StoredArchive>> LocalArchiveStore::list() {
 }
 
 Result<void> LocalArchiveStore::remove(const std::string& id) {
-  std::string path = dir_ + "/" + id + std::string(kSuffix);
-  if (unlink(path.c_str()) != 0) {
-    if (errno == ENOENT) return {};
-    return fail_errno("delete " + path);
+  // The ids first: cut short in between, an archive without ids is only one a mirror cannot be
+  // seeded from (archive_store.h), while ids without their archive would stay forever.
+  bool removed = false;
+  for (auto part : {ArchivePart::kFileIds, ArchivePart::kArchive}) {
+    const std::string path = path_of(id, part);
+    if (unlink(path.c_str()) == 0) {
+      removed = true;
+    } else if (errno != ENOENT) {
+      return fail_errno("delete " + path);
+    }
   }
-  return fsync_dir(dir_);
+  return removed ? fsync_dir(dir_) : Result<void>{};
 }
 
 size_t LocalArchiveStore::remove_partial() {

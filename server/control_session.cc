@@ -319,7 +319,7 @@ class ControlSession {
     auto store = registry_.hub().archives(host, path);
     for (const auto& s : snaps) {
       if (wanted != "latest" && s.id != wanted) continue;
-      auto source = store->open(s.id);
+      auto source = store->open(s.id, ArchivePart::kArchive);
       // Rotated away since the listing: the next older one is "latest" now.
       if (!source && source.error().code == ENOENT) continue;
       if (!source) return control_fail(Fault::kInternal, source.error().message);

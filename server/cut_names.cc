@@ -95,6 +95,7 @@ Result<void> NameWriter::add(const CutEntry& e) {
   put_string(buf_, e.path);
   buf_.append(reinterpret_cast<const char*>(&e.st), sizeof e.st);
   buf_.append(reinterpret_cast<const char*>(&e.id), sizeof e.id);
+  buf_.append(reinterpret_cast<const char*>(&e.source_ctime), sizeof e.source_ctime);
   put_string(buf_, e.target);
   put_u32(buf_, static_cast<uint32_t>(e.xattrs.size()));
   for (const auto& [name, value] : e.xattrs) {
@@ -166,6 +167,7 @@ Result<bool> NameReader::next(CutEntry& e) {
   BKP_TRY_VOID(string(e.path));
   BKP_TRY_VOID(bytes(&e.st, sizeof e.st));
   BKP_TRY_VOID(bytes(&e.id, sizeof e.id));
+  BKP_TRY_VOID(bytes(&e.source_ctime, sizeof e.source_ctime));
   BKP_TRY_VOID(string(e.target));
   e.xattrs.resize(BKP_TRY(u32()));
   for (auto& [name, value] : e.xattrs) {
@@ -183,7 +185,9 @@ Result<void> walk_names(int tree_fd, const EntryLabel& label, const NameVisitor&
 EntryLabel label_entries(const changes::Applier& applier) {
   return [&applier](CutEntry& e) {
     applier.placeholders().as_source(e.st);
-    if (S_ISREG(e.st.st_mode)) e.id = applier.id_of_inode(e.st.st_ino).value_or(0);
+    if (!S_ISREG(e.st.st_mode)) return;
+    e.id = applier.id_of_inode(e.st.st_ino).value_or(0);
+    if (e.id != 0) e.source_ctime = applier.source_ctime(e.id);
   };
 }
 

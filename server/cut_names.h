@@ -28,6 +28,7 @@ struct CutEntry {
   std::string path;        // volume-relative; "" is the root
   struct stat st {};       // lstat at the cut
   uint64_t id = 0;         // a regular file's FileId (its ids/ link), 0 if it has none
+  int64_t source_ctime = 0;  // the source ctime its content matched at the cut (0: unknown)
   std::string target;      // a symlink's target
   changes::Xattrs xattrs;  // user.* attributes of regular files and directories
 };
@@ -64,7 +65,8 @@ class NameReader {
 };
 
 // What an entry is on the source, from its stat in the tree: sets e.id (a regular file's
-// FileId, 0: none) and reads a device node placeholder as the node it stands for
+// FileId, 0: none) and e.source_ctime (Applier::source_ctime), and reads a device node
+// placeholder as the node it stands for
 // (changes::DevicePlaceholders). label_entries labels an Applier's tree (not thread-safe: call
 // where the applier is not applying); a tree without ids labels nothing.
 using EntryLabel = std::function<void(CutEntry& e)>;

@@ -13,7 +13,6 @@
 namespace bkp::server {
 namespace {
 
-constexpr std::string_view kSuffix = ".tgz";
 
 // Whole parts go up as they fill; at commit the rest is the last part, or the whole object
 // with one PUT when no part went up yet. Without commit, the upload is aborted.
@@ -117,15 +116,20 @@ S3ArchiveStore::S3ArchiveStore(std::shared_ptr<const S3Credentials> credentials,
 
 Result<S3Client> S3ArchiveStore::client() const { return S3Client::create(*credentials_); }
 
-Result<std::unique_ptr<ArchiveSink>> S3ArchiveStore::create(const std::string& id) {
-  return std::make_unique<S3Sink>(BKP_TRY(client()), bucket_, key(id));
+std::string S3ArchiveStore::key(const std::string& id, ArchivePart part) const {
+  return prefix_ + id + std::string(part_suffix(part));
 }
 
-Result<std::unique_ptr<ByteSource>> S3ArchiveStore::open(const std::string& id) {
+Result<std::unique_ptr<ArchiveSink>> S3ArchiveStore::create(const std::string& id,
+                                                            ArchivePart part) {
+  return std::make_unique<S3Sink>(BKP_TRY(client()), bucket_, key(id, part));
+}
+
+Result<std::unique_ptr<ByteSource>> S3ArchiveStore::open(const std::string& id, ArchivePart part) {
   S3Client c = BKP_TRY(client());
-  const std::string k = key(id);
+  const std::string k = key(id, part);
   auto size = BKP_TRY(c.head_object(bucket_, k));
-  if (!size) return fail(ENOENT, fmt::format("s3://{}/{}: no such archive", bucket_, k));
+  if (!size) return fail(ENOENT, fmt::format("s3://{}/{}: no such object", bucket_, k));
   return std::make_unique<S3Source>(std::move(c), bucket_, k, *size,
                                     fmt::format("s3://{}/{}", bucket_, k));
 }
@@ -134,13 +138,14 @@ Result<std::vector<StoredArchive>> S3ArchiveStore::list() {
   S3Client c = BKP_TRY(client());
   auto objects = BKP_TRY(c.list_objects(bucket_, prefix_));
   std::vector<StoredArchive> out;
+  const std::string_view suffix = part_suffix(ArchivePart::kArchive);
   for (const auto& o : objects) {
     std::string_view name = std::string_view(o.key).substr(prefix_.size());
-    if (name.size() <= kSuffix.size() || !name.ends_with(kSuffix) ||
+    if (name.size() <= suffix.size() || !name.ends_with(suffix) ||
         name.find('/') != std::string_view::npos) {
       continue;  // not one of this volume's archives
     }
-    out.push_back(StoredArchive{std::string(name.substr(0, name.size() - kSuffix.size())), o.size});
+    out.push_back(StoredArchive{std::string(name.substr(0, name.size() - suffix.size())), o.size});
   }
   std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.id > b.id; });
   return out;
@@ -148,7 +153,8 @@ Result<std::vector<StoredArchive>> S3ArchiveStore::list() {
 
 Result<void> S3ArchiveStore::remove(const std::string& id) {
   S3Client c = BKP_TRY(client());
-  return c.delete_object(bucket_, key(id));
+  BKP_TRY_VOID(c.delete_object(bucket_, key(id, ArchivePart::kFileIds)));  // first: see local
+  return c.delete_object(bucket_, key(id, ArchivePart::kArchive));
 }
 
 size_t S3ArchiveStore::remove_partial() {

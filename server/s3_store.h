@@ -33,15 +33,15 @@ class S3ArchiveStore final : public ArchiveStore {
                  const std::string& volume_prefix);
 
   const std::string& where() const override { return where_; }
-  Result<std::unique_ptr<ArchiveSink>> create(const std::string& id) override;
-  Result<std::unique_ptr<ByteSource>> open(const std::string& id) override;
+  Result<std::unique_ptr<ArchiveSink>> create(const std::string& id, ArchivePart part) override;
+  Result<std::unique_ptr<ByteSource>> open(const std::string& id, ArchivePart part) override;
   Result<std::vector<StoredArchive>> list() override;
   Result<void> remove(const std::string& id) override;
   size_t remove_partial() override;
 
  private:
   Result<S3Client> client() const;
-  std::string key(const std::string& id) const { return prefix_ + id + ".tgz"; }
+  std::string key(const std::string& id, ArchivePart part) const;
 
   std::shared_ptr<const S3Credentials> credentials_;
   std::string bucket_;

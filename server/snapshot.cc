@@ -36,6 +36,7 @@
 
 #include "common/files.h"
 #include "common/log.h"
+#include "server/file_ids.h"
 #include "server/gzip_members.h"
 
 namespace bkp::server {
@@ -141,6 +142,7 @@ class Writer {
 
   uint64_t files = 0;
   uint64_t data_bytes = 0;
+  FileIdsWriter file_ids;  // of the regular files with an id (a mirror's: server/file_ids.h)
 
  private:
   // False if the format refused this entry (noted in warnings, the archive goes on); an error
@@ -178,6 +180,7 @@ class Writer {
         return {};
       }
     }
+    if (S_ISREG(c.st.st_mode) && c.id != 0) file_ids.add(c.path, {c.id, c.source_ctime});
     if (S_ISLNK(c.st.st_mode)) archive_entry_set_symlink(e.get(), c.target.c_str());
     for (const auto& [name, value] : c.xattrs) {
       archive_entry_xattr_add_entry(e.get(), name.c_str(), value.data(), value.size());
@@ -321,6 +324,15 @@ class Writer {
   std::vector<char> buf_;
 };
 
+// Beside the archive, once it is complete (archive_store.h).
+Result<void> write_file_ids(ArchiveStore& store, const std::string& id, FileIdsWriter& ids) {
+  const std::string bytes = BKP_TRY(ids.finish());
+  auto sink = BKP_TRY(store.create(id, ArchivePart::kFileIds));
+  BKP_TRY_VOID(sink->write(bytes));
+  BKP_TRY_VOID(sink->commit());
+  return {};
+}
+
 }  // namespace
 
 std::string snapshot_id_for(int64_t unix_ms) {
@@ -356,7 +368,7 @@ Result<SnapshotFile> write_snapshot(Cut& cut, ArchiveStore& store, const std::st
   out.id = id;
   out.name = id + std::string(kSuffix);
   auto failed = [&](Error e) { return tl::unexpected(e.wrap("snapshot " + out.name)); };
-  auto sink = store.create(id);
+  auto sink = store.create(id, ArchivePart::kArchive);
   if (!sink) return failed(sink.error());
 
   // Before the archive, so that it outlives anything freeing the archive could write.
@@ -388,6 +400,12 @@ Result<SnapshotFile> write_snapshot(Cut& cut, ArchiveStore& store, const std::st
   if (auto finished = output.finish(); !finished) return failed(finished.error());
   auto bytes = (*sink)->commit();
   if (!bytes) return failed(bytes.error());
+  if (writer.file_ids.count() > 0) {
+    if (auto kept = write_file_ids(store, id, writer.file_ids); !kept) {
+      // The snapshot is whole without them; a mirror is only never seeded from it.
+      log::warn("snapshot {}: its file ids: {}", out.name, kept.error().message);
+    }
+  }
   out.bytes = *bytes;
   out.files = writer.files;
   out.data_bytes = writer.data_bytes;

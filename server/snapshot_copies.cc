@@ -76,7 +76,7 @@ Result<bool> SnapshotShipper::begin_next(const std::shared_ptr<Volume>& v, Volum
     SnapshotRecord rec = std::move(copies.missing.front());
     copies.missing.pop_front();
     if (copies.held.contains(rec.id)) continue;  // sent since it was queued
-    auto source = v->archives().open(rec.id);
+    auto source = v->archives().open(rec.id, ArchivePart::kArchive);
     if (!source && source.error().code == ENOENT) continue;  // rotated away since: skip it
     if (!source) return tl::unexpected(source.error());
     ByteSource& file = **source;

@@ -213,7 +213,7 @@ class Verifier {
     auto store = registry_.hub().archives(host, path);
     for (const auto& s : *snaps) {
       if (stopping_) break;
-      auto source = store->open(s.id);
+      auto source = store->open(s.id, ArchivePart::kArchive);
       auto checked = source.and_then([&](auto& opened) { return check_snapshot(*opened, s); });
       if (!checked && checked.error().code == ENOENT) continue;  // rotated away meanwhile
       CopyCheck check{.kind = CopyCheck::Kind::kSnapshot, .name = s.id};

@@ -21,10 +21,11 @@ std::string random_bytes(size_t n, uint64_t seed) {
   return out;
 }
 
-// Writes bytes as archive id in pieces of `piece` bytes; commits unless told not to.
+// Writes bytes as archive id (or its `part`) in pieces of `piece` bytes; commits unless told
+// not to.
 void put(ArchiveStore& store, const std::string& id, const std::string& bytes, bool commit = true,
-         size_t piece = 1 << 20) {
-  auto sink = store.create(id);
+         size_t piece = 1 << 20, ArchivePart part = ArchivePart::kArchive) {
+  auto sink = store.create(id, part);
   ASSERT_TRUE(sink) << sink.error().message;
   for (size_t at = 0; at < bytes.size(); at += piece) {
     auto n = std::min(piece, bytes.size() - at);
@@ -66,7 +67,7 @@ TEST_P(ArchiveStoreContract, ACommittedArchiveListsAndReadsBackAtAnyOffset) {
   EXPECT_EQ((*listed)[0].id, "20261201T000000.000Z");
   EXPECT_EQ((*listed)[0].bytes, bytes.size());
 
-  auto source = store_->open("20261201T000000.000Z");
+  auto source = store_->open("20261201T000000.000Z", ArchivePart::kArchive);
   ASSERT_TRUE(source) << source.error().message;
   EXPECT_EQ((*source)->size(), bytes.size());
   EXPECT_EQ(read_range(**source, 0, 4096), bytes.substr(0, 4096));
@@ -85,7 +86,7 @@ TEST_P(ArchiveStoreContract, AnArchiveNotCommittedLeavesNothing) {
   // Over one S3 upload part, so an S3 store has begun an upload that it must abort.
   put(*store_, "20261201T000000.000Z", random_bytes(17 << 20, 2), /*commit=*/false);
   EXPECT_EQ(ids(*store_), std::vector<std::string>{});
-  auto source = store_->open("20261201T000000.000Z");
+  auto source = store_->open("20261201T000000.000Z", ArchivePart::kArchive);
   ASSERT_FALSE(source);
   EXPECT_EQ(source.error().code, ENOENT) << source.error().message;
   EXPECT_EQ(store_->remove_partial(), 0u) << "the discarded sink left a partial archive";
@@ -102,7 +103,7 @@ TEST_P(ArchiveStoreContract, ListsNewestFirstAndRotationKeepsTheNewest) {
   ASSERT_TRUE(rotated) << rotated.error().message;
   EXPECT_EQ(*rotated, (std::vector<std::string>{"20261201T000001.000Z", "20261201T000000.000Z"}));
   EXPECT_EQ(ids(*store_), (std::vector<std::string>{"20261201T000003.000Z", "20261201T000002.000Z"}));
-  auto gone = store_->open("20261201T000000.000Z");
+  auto gone = store_->open("20261201T000000.000Z", ArchivePart::kArchive);
   ASSERT_FALSE(gone);
   EXPECT_EQ(gone.error().code, ENOENT) << gone.error().message;
   EXPECT_TRUE(store_->remove("20261201T000000.000Z")) << "removing what is gone is no error";
@@ -110,10 +111,32 @@ TEST_P(ArchiveStoreContract, ListsNewestFirstAndRotationKeepsTheNewest) {
 
 TEST_P(ArchiveStoreContract, AnEmptyArchiveIsAnArchive) {
   put(*store_, "20261201T000000.000Z", "");
-  auto source = store_->open("20261201T000000.000Z");
+  auto source = store_->open("20261201T000000.000Z", ArchivePart::kArchive);
   ASSERT_TRUE(source) << source.error().message;
   EXPECT_EQ((*source)->size(), 0u);
   EXPECT_EQ(ids(*store_), std::vector<std::string>{"20261201T000000.000Z"});
+}
+
+TEST_P(ArchiveStoreContract, FileIdsAreKeptBesideTheirArchiveAndGoWithIt) {
+  const std::string archive = random_bytes(5000, 3), file_ids = random_bytes(300, 4);
+  put(*store_, "20261201T000000.000Z", archive);
+  put(*store_, "20261201T000000.000Z", file_ids, true, 1 << 20, ArchivePart::kFileIds);
+  put(*store_, "20261201T000001.000Z", archive);  // without file ids
+  EXPECT_EQ(ids(*store_), (std::vector<std::string>{"20261201T000001.000Z", "20261201T000000.000Z"}))
+      << "file ids are no archive";
+  auto source = store_->open("20261201T000000.000Z", ArchivePart::kFileIds);
+  ASSERT_TRUE(source) << source.error().message;
+  EXPECT_EQ(read_range(**source, 0, 1000), file_ids);
+  auto none = store_->open("20261201T000001.000Z", ArchivePart::kFileIds);
+  ASSERT_FALSE(none);
+  EXPECT_EQ(none.error().code, ENOENT) << none.error().message;
+
+  ASSERT_TRUE(store_->remove("20261201T000000.000Z"));
+  auto gone = store_->open("20261201T000000.000Z", ArchivePart::kFileIds);
+  ASSERT_FALSE(gone);
+  EXPECT_EQ(gone.error().code, ENOENT) << gone.error().message;
+  EXPECT_TRUE(store_->remove("20261201T000001.000Z")) << "an archive without file ids";
+  EXPECT_EQ(ids(*store_), std::vector<std::string>{});
 }
 
 }  // namespace bkp::server

@@ -69,7 +69,7 @@ TEST(S3ArchiveStoreTest, BadCredentialsFailWithTheStoresReason) {
   credentials->secret_key = "not-the-secret";
   S3ArchiveStore store(std::make_shared<const S3Credentials>(*credentials),
                        S3Location{kBucket, ""}, "web1/srv");
-  auto sink = store.create("20261201T000000.000Z");
+  auto sink = store.create("20261201T000000.000Z", ArchivePart::kArchive);
   ASSERT_TRUE(sink) << "making a sink asks nothing of the store yet";
   ASSERT_TRUE((*sink)->write("abc"));
   auto committed = (*sink)->commit();

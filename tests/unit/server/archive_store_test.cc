@@ -31,7 +31,7 @@ INSTANTIATE_TEST_SUITE_P(
 TEST(LocalArchiveStoreTest, AnArchiveIsATempFileUntilCommittedAndLeftoversGoAtRecovery) {
   testutil::TempDir dir("bkp-store");
   LocalArchiveStore store(dir.sub("snaps"));
-  auto sink = store.create("20261201T000000.000Z");
+  auto sink = store.create("20261201T000000.000Z", ArchivePart::kArchive);
   ASSERT_TRUE(sink) << sink.error().message;
   ASSERT_TRUE((*sink)->write("abc"));
   const std::string tmp = dir.sub("snaps") + "/.tmp-20261201T000000.000Z.tgz";
@@ -41,7 +41,7 @@ TEST(LocalArchiveStoreTest, AnArchiveIsATempFileUntilCommittedAndLeftoversGoAtRe
   EXPECT_TRUE(std::filesystem::exists(dir.sub("snaps") + "/20261201T000000.000Z.tgz"));
 
   // What a kill -9 mid-write leaves: a temp file no sink will discard.
-  auto crashed = store.create("20261201T000001.000Z");
+  auto crashed = store.create("20261201T000001.000Z", ArchivePart::kArchive);
   ASSERT_TRUE(crashed);
   ASSERT_EQ(::link((dir.sub("snaps") + "/.tmp-20261201T000001.000Z.tgz").c_str(),
                    (dir.sub("snaps") + "/.tmp-left.tgz").c_str()), 0);

@@ -4,7 +4,8 @@
 // removed, an id given to another file, chmod, times and xattrs — including changes that race
 // the archiver inside the file it is reading. And it keeps only what changes: nothing for an
 // append, about one block for a one-block write, nothing left once the archive is written. A
-// cut that cannot keep something fails the archive, never the apply.
+// cut that cannot keep something fails the archive, never the apply. A snapshot seeds an empty
+// mirror into the tree at its cut, with the ids and source ctimes of that cut.
 #include "server/cut.h"
 
 #include <fcntl.h>
@@ -20,6 +21,8 @@
 #include <gtest/gtest.h>
 
 #include "common/changes/applier.h"
+#include "server/file_ids.h"
+#include "server/seed.h"
 #include "server/snapshot.h"
 #include "tests/testutil/daemon.h"
 #include "tests/testutil/files.h"
@@ -205,6 +208,87 @@ TEST_F(CutTest, AnArchiveIsTheTreeAtTheCutWhateverChangesAfterIt) {
   applier_->set_observer(nullptr);
   cut.reset();
   EXPECT_TRUE(kept().empty());
+}
+
+// A snapshot seeds an empty mirror (server/seed.h) into the tree at its cut, with every regular
+// file under its id and the source ctime known at the cut, whatever the mirror did after the
+// cut; a file the file ids do not name is left to the node's reconcile.
+TEST_F(CutTest, ASnapshotSeedsAnEmptyMirrorWithTheIdsAndSourceCtimesOfItsCut) {
+  mkdir("d");
+  apply(Op{.kind = OpKind::kAttr, .path = "d", .mode = 0710, .uid = 7, .gid = 8, .mtime_ns = 5});
+  create("d/known", 1, bytes(300 * 1024, 1));
+  apply(Op{.kind = OpKind::kAttr, .id = 1, .mode = 0640, .uid = 3, .gid = 4,
+           .mtime_ns = 1'700'000'000'123'456'789, .ctime_ns = 111});
+  create("d/unknown", 2, "no source ctime");
+  create("sparse", 3);
+  write(3, 8 * kMiB, "island");
+  apply(Op{.kind = OpKind::kAttr, .id = 3, .mode = 0600, .ctime_ns = 333});
+  apply(Op{.kind = OpKind::kLink, .path = "d/known-too", .target = "d/known", .id = 1});
+  apply(Op{.kind = OpKind::kSymlink, .path = "d/link", .target = "known", .uid = 5, .gid = 6,
+           .mtime_ns = 77});
+  apply(Op{.kind = OpKind::kMknod, .path = "fifo", .mode = S_IFIFO | 0620});
+  set_xattr("d/known", "user.note", "kept");
+  set_xattr("d", "user.dir", "too");
+  apply(Op{.kind = OpKind::kAttr, .id = 1, .mode = 0640, .uid = 3, .gid = 4,
+           .mtime_ns = 1'700'000'000'123'456'789, .ctime_ns = 111});  // the closing Attr
+  ASSERT_TRUE(applier_->commit());
+  ASSERT_EQ(applier_->source_ctime(1), 111);
+
+  auto cut = take();
+  ASSERT_TRUE(cut);
+  std::string at_cut = copy_mirror("at-cut");
+  write(1, 0, "after the cut");  // the mirror forgets id 1's ctime; the cut does not
+  apply(Op{.kind = OpKind::kAttr, .id = 3, .mode = 0600, .ctime_ns = 999});
+  unlink("d/unknown");
+  ASSERT_TRUE(applier_->commit());
+  auto snap = archive(*cut, "20261130T000000.000Z");
+  ASSERT_TRUE(snap) << snap.error().message;
+  applier_->set_observer(nullptr);
+  cut.reset();
+
+  LocalArchiveStore store(dir_.sub("snaps"));
+  auto ids_object = store.open(snap->id, ArchivePart::kFileIds);
+  ASSERT_TRUE(ids_object) << ids_object.error().message;
+  std::string encoded;
+  ASSERT_TRUE(read_all(**ids_object, [&](std::span<const char> b) -> Result<void> {
+    encoded.append(b.data(), b.size());
+    return {};
+  }));
+  auto ids = decode_file_ids(encoded);
+  ASSERT_TRUE(ids) << ids.error().message;
+  EXPECT_EQ(ids->size(), 4u) << "every name of every regular file";
+  EXPECT_EQ((*ids)["d/known-too"].id, 1u);
+  EXPECT_EQ((*ids)["d/known"].source_ctime, 111);
+  EXPECT_EQ((*ids)["sparse"].source_ctime, 333) << "as at the cut";
+  EXPECT_EQ((*ids)["d/unknown"].source_ctime, 0);
+
+  auto seeded = changes::Applier::open(dir_.sub("seeded"), "mirror", "ids");
+  ASSERT_TRUE(seeded) << seeded.error().message;
+  auto archive_bytes = store.open(snap->id, ArchivePart::kArchive);
+  ASSERT_TRUE(archive_bytes) << archive_bytes.error().message;
+  auto done = seed_mirror(**seeded, **archive_bytes, *ids);
+  ASSERT_TRUE(done) << done.error().message;
+  EXPECT_EQ(done->files, 3u);
+  EXPECT_EQ(done->skipped, 0u);
+  EXPECT_LT(done->bytes, kMiB) << "the sparse file's hole was written";
+  EXPECT_EQ(testutil::compare_trees(at_cut, dir_.sub("seeded/mirror")), "");
+  EXPECT_EQ((*seeded)->source_ctime(1), 111);
+  EXPECT_EQ((*seeded)->source_ctime(2), 0);
+  EXPECT_EQ((*seeded)->source_ctime(3), 333);
+  struct stat st{};
+  ASSERT_EQ(::lstat(dir_.sub("seeded/mirror/d/known-too").c_str(), &st), 0);
+  EXPECT_EQ((*seeded)->id_of_inode(st.st_ino), 1u);
+
+  // Without an id a file is not seeded: the reconcile sends it.
+  ids->erase("sparse");
+  auto partly = changes::Applier::open(dir_.sub("partly"), "mirror", "ids");
+  ASSERT_TRUE(partly) << partly.error().message;
+  archive_bytes = store.open(snap->id, ArchivePart::kArchive);
+  ASSERT_TRUE(archive_bytes) << archive_bytes.error().message;
+  done = seed_mirror(**partly, **archive_bytes, *ids);
+  ASSERT_TRUE(done) << done.error().message;
+  EXPECT_EQ(done->skipped, 1u);
+  EXPECT_NE(::access(dir_.sub("partly/mirror/sparse").c_str(), F_OK), 0);
 }
 
 // The archiver reads a large file block by block while the applier rewrites it, front to back

@@ -1,0 +1,42 @@
+// Seeding a mirror from a snapshot: a server that starts serving a volume it has no mirror of
+// (it took the volume over from a server that died, or lost its state directory) fills the
+// empty mirror from the volume's newest snapshot in the store, with the file ids kept beside it
+// (server/file_ids.h), before it dials the node. The node's reconcile (common/stream/reconcile.h)
+// then finds every file the snapshot holds under its own id and source ctime, and sends only
+// what changed since the snapshot's cut: a takeover reads the store, not the application's
+// node, and costs the node a metadata walk plus the changes.
+//
+// What the mirror gets is what a node's baseline would have given at the cut: directories,
+// regular files (data regions only: holes stay holes), hard links, symlinks, fifos and device
+// nodes, modes, owners, times and user.* xattrs, played as the change stream's own operations
+// into the Applier, so its ids/ links and source ctimes are its own records. A regular file the
+// file ids do not name is left out (the reconcile sends it). Nothing of it is trusted further
+// than a baseline: the reconcile compares every entry, and anything the node sees differently
+// is sent again.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+
+#include "common/byte_source.h"
+#include "common/changes/applier.h"
+#include "common/result.h"
+#include "server/file_ids.h"
+
+namespace bkp::server {
+
+struct Seeded {
+  uint64_t entries = 0;   // archive entries played
+  uint64_t files = 0;     // regular files (inodes) with their data
+  uint64_t bytes = 0;     // data bytes written
+  uint64_t skipped = 0;   // regular files without an id, left to the reconcile
+};
+
+// Plays the archive into applier, whose tree must be empty, and commits. With cancel, stops
+// with ECANCELED "cancelled" at the next entry or block once it is true. Errors: the archive's
+// (EBADMSG, the store's read error) or the applier's; the mirror is then partly seeded, which
+// the reconcile repairs like any other difference.
+Result<Seeded> seed_mirror(changes::Applier& applier, ByteSource& archive, const FileIds& ids,
+                           const std::atomic<bool>* cancel = nullptr);
+
+}  // namespace bkp::server
