@@ -24,6 +24,7 @@
 #include "common/path.h"
 #include "common/unique_fd.h"
 #include "server/cut.h"
+#include "server/seed.h"
 #include "server/snapshot.h"
 
 namespace bkp::server {
@@ -138,7 +139,7 @@ void Registry::serve(const std::string& host, const std::string& path) {
   }
   {
     std::lock_guard lock(mu_);
-    if (entries_.contains((*reg)->key())) return;
+    if (entries_.contains((*reg)->key()) || seeding_.contains((*reg)->key())) return;
   }
   auto volume = hub_.volume(host, path);
   if (!volume) {
@@ -165,18 +166,74 @@ void Registry::serve(const std::string& host, const std::string& path) {
   std::optional<int64_t> last_start;
   if (last && *last) last_start = (*last)->started_at;
   const int64_t first = resume_time(**reg, last_start, now);
-  start_volume(**reg, std::move(*volume), std::nullopt, first);
   log::info("volume {} registered: node at {}, every {} s, next run in {} s", (*reg)->key(),
             node_address((*reg)->address, (*reg)->port), (*reg)->every_seconds,
             (first - now + 999) / 1000);
+  seed_and_start(**reg, std::move(*volume), first);
+}
+
+void Registry::seed_and_start(const Registration& reg, std::shared_ptr<Volume> volume,
+                              int64_t first_run_ms) {
+  auto snapshot = seed_candidate(*volume, catalog_);
+  if (!snapshot) log::error("volume {}: {}", reg.key(), snapshot.error().message);
+  if (!snapshot || !*snapshot) {
+    start_volume(reg, std::move(volume), std::nullopt, first_run_ms);
+    return;
+  }
+  auto seeding = std::make_unique<Seeding>();
+  std::atomic<bool>& cancel = seeding->cancel;
+  std::lock_guard lock(mu_);
+  if (stopping_) return;
+  // The thread runs without mu_ until start_volume takes it; stop_seeding joins it without mu_.
+  seeding->thread = std::thread([this, reg, volume, snap = std::move(**snapshot), first_run_ms,
+                                 &cancel] {
+    const auto t0 = std::chrono::steady_clock::now();
+    log::info("volume {}: mirror new here: seeding it from snapshot {} in {}", reg.key(), snap.id,
+              volume->archives().where());
+    auto seeded = seed_volume(*volume, snap, &cancel);
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (cancel.load()) return;
+    if (!seeded) {
+      log::warn("volume {}: seeding from snapshot {}: {}; the node's reconcile sends the rest",
+                reg.key(), snap.id, seeded.error().message);
+    } else if (!*seeded) {
+      log::info("volume {}: snapshot {} has no file ids; the node sends the volume", reg.key(),
+                snap.id);
+    } else {
+      log::info("volume {}: mirror seeded from snapshot {} in {:.1f} s: {} entries, {} files, {} "
+                "bytes ({} files without an id left to the node's reconcile)",
+                reg.key(), snap.id, secs, (*seeded)->entries, (*seeded)->files, (*seeded)->bytes,
+                (*seeded)->skipped);
+    }
+    start_volume(reg, volume, std::nullopt, first_run_ms);
+  });
+  seeding_[reg.key()] = std::move(seeding);
+}
+
+bool Registry::stop_seeding(const std::string& key) {
+  std::unique_ptr<Seeding> seeding;
+  {
+    std::lock_guard lock(mu_);
+    auto it = seeding_.find(key);
+    if (it == seeding_.end()) return false;
+    seeding = std::move(it->second);
+    seeding_.erase(it);
+  }
+  seeding->cancel = true;
+  seeding->thread.join();
+  return true;
 }
 
 void Registry::unserve(const std::string& host, const std::string& path) {
+  const bool seeded = stop_seeding(host + ":" + path);  // before entries_: it may start the volume
   std::optional<Entry> entry;
   {
     std::lock_guard lock(mu_);
     auto it = entries_.find(host + ":" + path);
-    if (it == entries_.end()) return;
+    if (it == entries_.end()) {
+      if (seeded) hub_.close_volume(host, path);
+      return;
+    }
     entry = std::move(it->second);
     entries_.erase(it);
   }
@@ -231,12 +288,15 @@ void Registry::count_past_snapshots(Volume& volume) {
 
 void Registry::stop() {
   std::map<std::string, Entry> entries;
+  std::vector<std::string> seeding;
   {
     std::lock_guard lock(mu_);
     stopping_ = true;
     for (int fd : attaching_) ::shutdown(fd, SHUT_RDWR);
     entries = entries_;
+    for (const auto& [key, s] : seeding_) seeding.push_back(key);
   }
+  for (const auto& key : seeding) stop_seeding(key);
   for (auto& [key, e] : entries) e.link->stop();
 }
 
@@ -379,6 +439,7 @@ ControlResult<Unregistered> Registry::unregister(const std::string& host, const 
   const std::string name = BKP_TRY(resolve(host, path, Known::kRegisteredOrKept));
   const std::string key = name + ":" + path;
   const bool purging = purge_data == Purge::kYes;
+  const bool seeding = stop_seeding(key);  // one cancelled before it starts the volume
   std::optional<Entry> entry;
   {
     std::lock_guard lock(mu_);
@@ -394,7 +455,9 @@ ControlResult<Unregistered> Registry::unregister(const std::string& host, const 
   }
   BusyKey release{*this, key};
 
-  if (!entry) {
+  if (seeding && !entry) {
+    hub_.close_volume(name, path);
+  } else if (!entry) {
     // Not registered: only a purge of what an earlier unregister kept makes sense.
     if (!purging) return control_fail(Fault::kUnknownVolume, key + " is not registered");
   } else {

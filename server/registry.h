@@ -44,6 +44,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -234,6 +235,12 @@ class Registry {
     std::shared_ptr<Link> link;
   };
 
+  // A mirror new here being seeded from a snapshot (server/seed.h) before its volume starts.
+  struct Seeding {
+    std::atomic<bool> cancel{false};
+    std::thread thread;  // seeds, then starts the volume unless cancelled
+  };
+
   // Marks a key busy (the caller inserted it into busy_ under mu_) until destroyed. Keys are
   // volume keys ("web1:/srv/app") and, while `register` asks a node, node keys (node_key()).
   struct BusyKey {
@@ -252,6 +259,11 @@ class Registry {
   ControlResult<void> reserve(const std::string& key, std::optional<std::string> registered);
   void start_volume(const Registration& reg, std::shared_ptr<Volume> volume,
                     std::optional<AttachedNode> first, int64_t first_run_ms);
+  // serve()'s end: seeds the mirror on a thread of its own first when it is new here and the
+  // volume has a snapshot (a takeover), then starts the volume.
+  void seed_and_start(const Registration& reg, std::shared_ptr<Volume> volume, int64_t first_run_ms);
+  // Cancels and waits for the volume's seeding, if any; true if there was one.
+  bool stop_seeding(const std::string& key);
   // A run writes only when the volume's change counter moved past the one its newest snapshot
   // was cut at (server/backup_run.h). A mirror made new on this server (a takeover from another
   // server, a purged directory) counts from 0 again, and could meet that number by chance: a
@@ -288,6 +300,7 @@ class Registry {
   // Guarded by mu_.
   bool stopping_ = false;
   std::map<std::string, Entry> entries_;  // by Registration::key()
+  std::map<std::string, std::unique_ptr<Seeding>> seeding_;  // by key; until unserved or stopped
   std::set<std::string> busy_;            // keys being registered or unregistered right now
   std::set<int> attaching_;               // sockets of register calls waiting for a node
 };

@@ -16,6 +16,9 @@
 #include <string>
 #include <vector>
 
+#include <mutex>
+
+#include "common/files.h"
 #include "common/wire/messages.h"
 #include "server/archive_reader.h"
 
@@ -187,6 +190,50 @@ Result<Seeded> seed_mirror(changes::Applier& applier, ByteSource& archive, const
                            const std::atomic<bool>* cancel) {
   Seeder seeder(applier, ids, cancel);
   return seeder.run(archive);
+}
+
+Result<std::optional<SnapshotRecord>> seed_candidate(Volume& v, Catalog& catalog) {
+  {
+    std::lock_guard lock(v.mu);
+    if (v.receiver->instance() != 0) return std::nullopt;
+    auto names = list_names(v.applier->tree_fd(), v.name());
+    if (!names || !names->empty()) return std::nullopt;
+  }
+  auto snapshots = BKP_TRY(catalog.snapshots(v.host(), v.path(), /*include_deleted=*/false));
+  if (snapshots.empty()) return std::nullopt;
+  return std::optional<SnapshotRecord>(std::move(snapshots.front()));
+}
+
+Result<std::optional<Seeded>> seed_volume(Volume& v, const SnapshotRecord& snapshot,
+                                          const std::atomic<bool>* cancel) {
+  auto ids_object = v.archives().open(snapshot.id, ArchivePart::kFileIds);
+  if (!ids_object && ids_object.error().code == ENOENT) return std::nullopt;
+  if (!ids_object) return tl::unexpected(ids_object.error());
+  std::string encoded;
+  BKP_TRY_VOID(read_all(**ids_object, [&](std::span<const char> bytes) -> Result<void> {
+    encoded.append(bytes.data(), bytes.size());
+    return {};
+  }));
+  const FileIds ids = BKP_TRY(decode_file_ids(encoded));
+  encoded.clear();
+  auto archive = BKP_TRY(v.archives().open(snapshot.id, ArchivePart::kArchive));
+  wire::Op sync;
+  sync.kind = wire::OpKind::kSyncBegin;
+  {
+    std::lock_guard lock(v.mu);
+    BKP_TRY_VOID(v.applier->apply(sync));
+  }
+  // Without the mutex: nothing applies to this mirror but us (its node is not dialed yet), and
+  // replica streams wait while it is syncing.
+  auto seeded = seed_mirror(*v.applier, *archive, ids, cancel);
+  std::lock_guard lock(v.mu);
+  if (seeded) {
+    sync.kind = wire::OpKind::kSyncEnd;  // removes nothing: everything there was named
+    BKP_TRY_VOID(v.applier->apply(sync));
+    BKP_TRY_VOID(v.applier->commit());
+    return std::optional<Seeded>(*seeded);
+  }
+  return tl::unexpected(seeded.error());
 }
 
 }  // namespace bkp::server

@@ -21,7 +21,9 @@
 #include "common/byte_source.h"
 #include "common/changes/applier.h"
 #include "common/result.h"
+#include "server/catalog.h"
 #include "server/file_ids.h"
+#include "server/volume.h"
 
 namespace bkp::server {
 
@@ -38,5 +40,18 @@ struct Seeded {
 // the reconcile repairs like any other difference.
 Result<Seeded> seed_mirror(changes::Applier& applier, ByteSource& archive, const FileIds& ids,
                            const std::atomic<bool>* cancel = nullptr);
+
+// The snapshot to seed the volume's mirror from: its newest, when the mirror is new here (it
+// never had a stream and its tree is empty); nullopt otherwise, or when the volume has no
+// snapshot. Errors: the catalog's.
+Result<std::optional<SnapshotRecord>> seed_candidate(Volume& v, Catalog& catalog);
+
+// Seeds the volume's mirror from the snapshot (seed_candidate's) in the volume's store, before
+// anything else uses the mirror but replica streams, which wait (the mirror reads as syncing,
+// Applier::syncing, until it is done). nullopt when the snapshot has no file ids (written
+// before they existed, or their write failed): nothing was done. Errors: the store's, the
+// archive's or the applier's; the mirror may then be partly seeded.
+Result<std::optional<Seeded>> seed_volume(Volume& v, const SnapshotRecord& snapshot,
+                                          const std::atomic<bool>* cancel);
 
 }  // namespace bkp::server

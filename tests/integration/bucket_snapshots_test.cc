@@ -35,10 +35,7 @@ class BucketSnapshotsTest : public ControlTest {
   void use_store(const server::S3Credentials& c, int keep = 10) {
     const std::string dir = scratch_dir("config");
     const std::string secret = dir + "/s3.toml";
-    put(secret, "endpoint = \"" + c.endpoint + "\"\nregion = \"" + c.region +
-                    "\"\naccess_key = \"" + c.access_key + "\"\nsecret_key = \"" + c.secret_key +
-                    "\"\n",
-        0600);
+    put(secret, server::s3_credentials_toml(c), 0600);
     put(dir + "/backupd.toml", "snapshot_store = \"s3://" + bucket_ +
                                    "/backups\"\nsnapshot_store_credentials = \"" + secret +
                                    "\"\nkeep_snapshots = " + std::to_string(keep) + "\n");

@@ -29,4 +29,9 @@ std::optional<S3Credentials> s3_credentials_in(const std::string& env_file, std:
                        .secret_key = (*values)["S3_SECRET_KEY"]};
 }
 
+std::string s3_credentials_toml(const S3Credentials& c) {
+  return "endpoint = \"" + c.endpoint + "\"\nregion = \"" + c.region + "\"\naccess_key = \"" +
+         c.access_key + "\"\nsecret_key = \"" + c.secret_key + "\"\n";
+}
+
 }  // namespace bkp::server

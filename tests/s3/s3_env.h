@@ -14,5 +14,7 @@ namespace bkp::server {
 std::optional<S3Credentials> test_s3_credentials(std::string* why);
 // The credentials in an env file ceph.sh wrote; nullopt (why set) if it holds none.
 std::optional<S3Credentials> s3_credentials_in(const std::string& env_file, std::string* why);
+// The credentials as backupd's snapshot_store_credentials file holds them (TOML).
+std::string s3_credentials_toml(const S3Credentials& c);
 
 }  // namespace bkp::server
