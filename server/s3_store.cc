@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <future>
 #include <optional>
 #include <string_view>
 
@@ -14,8 +15,10 @@ namespace bkp::server {
 namespace {
 
 
-// Whole parts go up as they fill; at commit the rest is the last part, or the whole object
-// with one PUT when no part went up yet. Without commit, the upload is aborted.
+// Whole parts go up as they fill, each on a thread of its own while the next one fills (the
+// archive's compression does not wait for the upload; one part in flight, so at most two parts
+// of memory); at commit the rest is the last part, or the whole object with one PUT when no
+// part went up yet. Without commit, the upload is aborted.
 class S3Sink final : public ArchiveSink {
  public:
   S3Sink(S3Client client, std::string bucket, std::string key)
@@ -23,6 +26,7 @@ class S3Sink final : public ArchiveSink {
     buffer_.reserve(kS3PartBytes);
   }
   ~S3Sink() override {
+    (void)wait_part();  // the client is the part thread's until then
     if (upload_ && !committed_) {
       if (auto aborted = upload_->abort(); !aborted) {
         log::warn("snapshot store: {} (removed at the next start)", aborted.error().message);
@@ -43,29 +47,44 @@ class S3Sink final : public ArchiveSink {
   Result<uint64_t> commit() override {
     if (!upload_) {
       BKP_TRY_VOID(client_.put_object(bucket_, key_, buffer_));
+      sent_ = buffer_.size();
     } else {
       if (!buffer_.empty()) BKP_TRY_VOID(send_part());
+      BKP_TRY_VOID(wait_part());
       BKP_TRY_VOID(upload_->complete());
     }
     committed_ = true;
-    return sent_ + buffer_.size();
+    return sent_;
   }
 
  private:
+  // Hands the full buffer to the part thread, once the part before it is up.
   Result<void> send_part() {
+    BKP_TRY_VOID(wait_part());
     if (!upload_) upload_.emplace(BKP_TRY(S3MultipartUpload::begin(client_, bucket_, key_)));
-    BKP_TRY_VOID(upload_->upload_part(++parts_, buffer_));
-    sent_ += buffer_.size();
+    sending_.swap(buffer_);
     buffer_.clear();
+    sent_ += sending_.size();
+    part_ = std::async(std::launch::async, [this, n = ++parts_] {
+      return upload_->upload_part(n, sending_);
+    });
     return {};
+  }
+
+  // The part in flight's outcome (none: done).
+  Result<void> wait_part() {
+    if (!part_.valid()) return {};
+    return part_.get();
   }
 
   S3Client client_;
   std::string bucket_, key_;
-  std::string buffer_;  // the part being filled
+  std::string buffer_;   // the part being filled
+  std::string sending_;  // the part being uploaded (the part thread's until part_ is ready)
   std::optional<S3MultipartUpload> upload_;  // borrows client_: declared after it
+  std::future<Result<void>> part_;           // the upload of sending_
   int parts_ = 0;
-  uint64_t sent_ = 0;  // bytes in parts uploaded
+  uint64_t sent_ = 0;  // bytes handed to parts (or the one PUT)
   bool committed_ = false;
 };
 
