@@ -53,8 +53,8 @@ class BucketSnapshotsTest : public ControlTest {
     for (const auto& o : objects.value_or(std::vector<server::S3Object>{})) keys.push_back(o.key);
     return keys;
   }
-  std::string key_of(const std::string& id) const {
-    return "backups/" + node_name + "/" + escape_path(src()) + "/" + id + ".tgz";
+  std::string key_of(const std::string& id, const std::string& suffix = ".tgz") const {
+    return "backups/" + node_name + "/" + escape_path(src()) + "/" + id + suffix;
   }
 
   // `bkptool --json run`: the run's JSON (a failed run exits 1 with it), or nullopt (and a test
@@ -107,8 +107,9 @@ TEST_F(BucketSnapshotsTest, ArchivesLiveInTheBucketRotateThereAndRestoreEqualToT
     ASSERT_EQ((*run)["status"], "written") << run->dump() << log_text("backupd");
     ids.push_back((*run)["snapshot"]);
   }
-  EXPECT_EQ(stored(), (std::vector<std::string>{key_of(ids[1]), key_of(ids[2])}))
-      << "the bucket keeps the newest two archives, and nothing else";
+  EXPECT_EQ(stored(), (std::vector<std::string>{key_of(ids[1], ".ids"), key_of(ids[1]),
+                                                key_of(ids[2], ".ids"), key_of(ids[2])}))
+      << "the bucket keeps the newest two archives with their file ids, and nothing else";
   EXPECT_EQ(tgz_files(), std::vector<std::string>{}) << "no archive on backupd's disk";
   EXPECT_EQ(tmp_files(), std::vector<std::string>{});
 
