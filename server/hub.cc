@@ -421,6 +421,14 @@ Result<std::optional<uint64_t>> Hub::rebaseline(ReplicaStream& stream,
   return load_baseline(stream, &have, "reconcile of " + stream.volume->name());
 }
 
+Result<void> Hub::rescan_streams(Volume& volume) {
+  for (auto& [name, stream] : volume.sinks) {
+    BKP_TRY_VOID(load_baseline(*stream, nullptr,
+                               fmt::format("scan of {} for replica {}", volume.name(), name)));
+  }
+  return {};
+}
+
 bool Hub::mirror_syncing(ReplicaStream& stream) {
   std::lock_guard vlock(stream.volume->mu);
   return stream.volume->applier->syncing();

@@ -218,6 +218,10 @@ class Hub {
   Result<std::optional<uint64_t>> rebaseline(ReplicaStream& stream, const changes::Manifest& have);
   // True between a node baseline's sync-begin and sync-end on the stream's mirror.
   bool mirror_syncing(ReplicaStream& stream);
+  // The mirror changed under the streams without being fanned out (seeded from a snapshot,
+  // server/seed.h): each of the volume's streams is given a scan of it, as a new stream is
+  // (Volume::mu held). A replica that has not begun the stream yet reconciles as usual.
+  Result<void> rescan_streams(Volume& volume);
   // Called by the replica's session when the stream has nothing to send and the replica's
   // position was taken on this connection: if the replica now holds exactly the mirror (nothing
   // in flight, the log empty, the mirror between batches), saves its ResumePoint unless it is

@@ -190,7 +190,7 @@ void Registry::seed_and_start(const Registration& reg, std::shared_ptr<Volume> v
     const auto t0 = std::chrono::steady_clock::now();
     log::info("volume {}: mirror new here: seeding it from snapshot {} in {}", reg.key(), snap.id,
               volume->archives().where());
-    auto seeded = seed_volume(*volume, snap, &cancel);
+    auto seeded = seed_volume(*volume, hub_, snap, &cancel);
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (cancel.load()) return;
     if (!seeded) {

@@ -204,19 +204,8 @@ Result<std::optional<SnapshotRecord>> seed_candidate(Volume& v, Catalog& catalog
   return std::optional<SnapshotRecord>(std::move(snapshots.front()));
 }
 
-Result<std::optional<Seeded>> seed_volume(Volume& v, const SnapshotRecord& snapshot,
+Result<std::optional<Seeded>> seed_volume(Volume& v, Hub& hub, const SnapshotRecord& snapshot,
                                           const std::atomic<bool>* cancel) {
-  auto ids_object = v.archives().open(snapshot.id, ArchivePart::kFileIds);
-  if (!ids_object && ids_object.error().code == ENOENT) return std::nullopt;
-  if (!ids_object) return tl::unexpected(ids_object.error());
-  std::string encoded;
-  BKP_TRY_VOID(read_all(**ids_object, [&](std::span<const char> bytes) -> Result<void> {
-    encoded.append(bytes.data(), bytes.size());
-    return {};
-  }));
-  const FileIds ids = BKP_TRY(decode_file_ids(encoded));
-  encoded.clear();
-  auto archive = BKP_TRY(v.archives().open(snapshot.id, ArchivePart::kArchive));
   wire::Op sync;
   sync.kind = wire::OpKind::kSyncBegin;
   {
@@ -225,15 +214,26 @@ Result<std::optional<Seeded>> seed_volume(Volume& v, const SnapshotRecord& snaps
   }
   // Without the mutex: nothing applies to this mirror but us (its node is not dialed yet), and
   // replica streams wait while it is syncing.
-  auto seeded = seed_mirror(*v.applier, *archive, ids, cancel);
+  auto seeded = [&]() -> Result<std::optional<Seeded>> {
+    auto ids_object = v.archives().open(snapshot.id, ArchivePart::kFileIds);
+    if (!ids_object && ids_object.error().code == ENOENT) return std::nullopt;
+    if (!ids_object) return tl::unexpected(ids_object.error());
+    std::string encoded;
+    BKP_TRY_VOID(read_all(**ids_object, [&](std::span<const char> bytes) -> Result<void> {
+      encoded.append(bytes.data(), bytes.size());
+      return {};
+    }));
+    const FileIds ids = BKP_TRY(decode_file_ids(encoded));
+    encoded = std::string();
+    auto archive = BKP_TRY(v.archives().open(snapshot.id, ArchivePart::kArchive));
+    return std::optional<Seeded>(BKP_TRY(seed_mirror(*v.applier, *archive, ids, cancel)));
+  }();
   std::lock_guard lock(v.mu);
-  if (seeded) {
-    sync.kind = wire::OpKind::kSyncEnd;  // removes nothing: everything there was named
-    BKP_TRY_VOID(v.applier->apply(sync));
-    BKP_TRY_VOID(v.applier->commit());
-    return std::optional<Seeded>(*seeded);
-  }
-  return tl::unexpected(seeded.error());
+  sync.kind = wire::OpKind::kSyncEnd;  // removes nothing: all there is was named
+  BKP_TRY_VOID(v.applier->apply(sync));
+  BKP_TRY_VOID(v.applier->commit());
+  BKP_TRY_VOID(hub.rescan_streams(v));
+  return seeded;
 }
 
 }  // namespace bkp::server

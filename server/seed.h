@@ -23,6 +23,7 @@
 #include "common/result.h"
 #include "server/catalog.h"
 #include "server/file_ids.h"
+#include "server/hub.h"
 #include "server/volume.h"
 
 namespace bkp::server {
@@ -47,11 +48,14 @@ Result<Seeded> seed_mirror(changes::Applier& applier, ByteSource& archive, const
 Result<std::optional<SnapshotRecord>> seed_candidate(Volume& v, Catalog& catalog);
 
 // Seeds the volume's mirror from the snapshot (seed_candidate's) in the volume's store, before
-// anything else uses the mirror but replica streams, which wait (the mirror reads as syncing,
-// Applier::syncing, until it is done). nullopt when the snapshot has no file ids (written
-// before they existed, or their write failed): nothing was done. Errors: the store's, the
-// archive's or the applier's; the mirror may then be partly seeded.
-Result<std::optional<Seeded>> seed_volume(Volume& v, const SnapshotRecord& snapshot,
+// its node is dialed. Replica streams wait meanwhile (the mirror reads as syncing,
+// Applier::syncing); at the end, whatever the outcome, the sync is closed and every stream of
+// the volume is given a scan of the mirror (Hub::rescan_streams: one that began on the empty
+// mirror must not take the seeded one for what it sent). nullopt when the snapshot has no file
+// ids (written before they existed, or their write failed): nothing was seeded. Errors: the
+// store's, the archive's or the applier's; the mirror may then be partly seeded, which the
+// node's reconcile repairs.
+Result<std::optional<Seeded>> seed_volume(Volume& v, Hub& hub, const SnapshotRecord& snapshot,
                                           const std::atomic<bool>* cancel);
 
 }  // namespace bkp::server
