@@ -3,17 +3,16 @@
 // is killed (kill -9), the other takes the volume over once its lease (3 s here) expires: it
 // dials the node, rebuilds its own mirror from the node's reconcile, and the changes made while
 // nobody served it reach it; its runs go on there.
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <csignal>
 #include <memory>
 
-#include "common/path.h"
 #include "tests/integration/control.h"
 #include "tests/integration/workload.h"
 #include "tests/testutil/daemon.h"
 #include "tests/testutil/postgres_db.h"
+#include "tests/testutil/shared_catalog_server.h"
 #include "tests/testutil/wait.h"
 
 namespace bkp::it {
@@ -23,39 +22,31 @@ using testutil::wait_until;
 
 class ServerTakeoverTest : public ControlTest {
  protected:
-  // backupd.toml of server `name` on the test's database, leases of 3 s.
-  std::string config(const std::string& name) {
-    const std::string path = scratch_dir("config-" + name) + "/backupd.toml";
-    put(path, "catalog = \"" + db_->url() + "\"\nserver_name = \"" + name +
-                  "\"\nlease_seconds = 3\n");
-    return path;
+  std::string socket(const std::string& server) const {
+    return server == "a" ? control_socket() : b_->control_socket();
   }
-  std::string b_state() const { return state_dir() + "-b"; }
-  std::string b_socket() const { return b_state() + "/control.sock"; }
-  std::string b_mirror() const {
-    return b_state() + "/volumes/" + node_name + "/" + escape_path(src()) + "/mirror";
+  std::string mirror_on(const std::string& server) const {
+    return server == "a" ? mirror() : b_->mirror(node_name, src());
+  }
+  std::string log_of(const std::string& server) {
+    return server == "a" ? log_text("backupd") : b_->process().log();
   }
 
   // `bkptool --json ARGS` through server a's or b's control socket; the document, or null.
   Json ask(const std::string& server, const std::vector<std::string>& args) {
-    std::vector<std::string> argv{binaries().bkptool, "--server",
-                                  server == "a" ? control_socket() : b_socket(), "--json"};
+    std::vector<std::string> argv{binaries().bkptool, "--server", socket(server), "--json"};
     argv.insert(argv.end(), args.begin(), args.end());
     auto r = testutil::run_command(argv, 60s);
     return Json::parse(r.out, nullptr, /*allow_exceptions=*/false);
   }
   // Who serves the volume, as `list` on server `asked` says ("" nobody, "?" not listed).
   std::string served_by(const std::string& asked) {
-    Json doc = ask(asked, {"list"});
-    if (!doc.is_object() || !doc["volumes"].is_array()) return "?";
-    for (const Json& v : doc["volumes"]) {
-      if (v.value("path", "") == src() && v["served_by"].is_string()) return v["served_by"];
-    }
-    return "?";
+    auto owners = testutil::served_by(binaries().bkptool, socket(asked));
+    return owners && owners->contains(src()) ? owners->at(src()) : "?";
   }
 
-  std::unique_ptr<testutil::PostgresDb> db_;  // dropped after the servers stopped
-  std::unique_ptr<testutil::Daemon> b_;       // server b; stopped before db_ is dropped
+  std::unique_ptr<testutil::PostgresDb> db_;           // dropped after the servers stopped
+  std::unique_ptr<testutil::SharedCatalogServer> b_;  // server b; stopped before db_ is dropped
 };
 
 TEST_F(ServerTakeoverTest, WhenTheServingBackupdDiesTheOtherTakesTheVolumeOverWithNothingLost) {
@@ -64,25 +55,20 @@ TEST_F(ServerTakeoverTest, WhenTheServingBackupdDiesTheOtherTakesTheVolumeOverWi
   if (!*db) GTEST_SKIP() << testutil::kNoPostgresServer;
   db_ = std::move(*db);
 
-  // Server b: its own state and identity; the node accepts both servers.
-  ::mkdir(b_state().c_str(), 0700);
-  auto b_id = testutil::run_command({binaries().backupd, "--state-dir", b_state(), "--show-id"});
-  ASSERT_EQ(b_id.exit_code(), 0) << b_id.output;
-  std::string id = b_id.out.substr(0, b_id.out.find('\n'));
-  backupfs_args = {"--server-id", id};
-  backupd_args = {"--config", config("a")};
+  // Server a is the fixture's backupd, server b one of its own; the node accepts both.
+  const std::string a_config = scratch_dir("config-a") + "/backupd.toml";
+  put(a_config, testutil::shared_catalog_config(db_->url(), "a", 3));
+  backupd_args = {"--config", a_config};
   ASSERT_TRUE(start_server());
-  const std::string b_port_file = b_state() + "/port";
-  b_ = std::make_unique<testutil::Daemon>(
-      "backupd-b",
-      std::vector<std::string>{binaries().backupd, "--config", config("b"), "--state-dir",
-                               b_state(), "--listen", "127.0.0.1:0", "--port-file", b_port_file,
-                               "--control-socket", b_socket(), "--http-listen", "off"},
-      log_path("backupd-b"));
-  ASSERT_TRUE(wait_until([&] { return testutil::read_port_file(b_port_file) || !b_->alive(); },
-                         20s))
-      << b_->log_tail();
-  ASSERT_TRUE(b_->alive()) << b_->log_tail();
+  auto b = testutil::SharedCatalogServer::start({.backupd = binaries().backupd,
+                                                 .name = "b",
+                                                 .catalog_url = db_->url(),
+                                                 .lease_seconds = 3,
+                                                 .dir = scratch_dir("server-b"),
+                                                 .log_path = log_path("backupd-b")});
+  ASSERT_TRUE(b) << b.error().message;
+  b_ = std::move(*b);
+  backupfs_args = {"--server-id", b_->id()};
 
   ASSERT_TRUE(mount_source());
   ASSERT_TRUE(register_volume());
@@ -93,14 +79,13 @@ TEST_F(ServerTakeoverTest, WhenTheServingBackupdDiesTheOtherTakesTheVolumeOverWi
       [&] {
         owner = served_by("a");
         return (owner == "a" || owner == "b") && served_by("b") == owner &&
-               compare_trees(src(), owner == "a" ? mirror() : b_mirror()) == "";
+               compare_trees(src(), mirror_on(owner)) == "";
       },
       60s))
-      << "served by '" << owner << "'\n" << log_text("backupd") << b_->log_tail();
+      << "served by '" << owner << "'\n" << log_of("a") << log_of("b");
   const std::string other = owner == "a" ? "b" : "a";
-  const std::string other_mirror = other == "a" ? mirror() : b_mirror();
-  auto listed = testutil::run_command(
-      {binaries().bkptool, "--server", other == "a" ? control_socket() : b_socket(), "list"}, 60s);
+  const std::string other_mirror = mirror_on(other);
+  auto listed = testutil::run_command({binaries().bkptool, "--server", socket(other), "list"}, 60s);
   EXPECT_NE(listed.out.find("served by backupd " + owner), std::string::npos) << listed.output;
   auto before = ask(owner, {"run", node_name, src()});
   ASSERT_TRUE(before.is_object() && before["run"].is_object()) << before.dump();
@@ -110,8 +95,8 @@ TEST_F(ServerTakeoverTest, WhenTheServingBackupdDiesTheOtherTakesTheVolumeOverWi
   if (owner == "a") {
     ASSERT_TRUE(kill_server());
   } else {
-    b_->signal(SIGKILL);
-    ASSERT_TRUE(b_->wait_exit(10s));
+    b_->process().signal(SIGKILL);
+    ASSERT_TRUE(b_->process().wait_exit(10s));
   }
   const auto killed = std::chrono::steady_clock::now();
   write_big_file(src("after-kill.bin"), 3 * kMiB, 5);
@@ -120,22 +105,20 @@ TEST_F(ServerTakeoverTest, WhenTheServingBackupdDiesTheOtherTakesTheVolumeOverWi
       [&] { return served_by(other) == other && compare_trees(src(), other_mirror) == ""; }, 90s))
       << "not taken over: served by '" << served_by(other) << "', "
       << compare_trees(src(), other_mirror) << "\n"
-      << (other == "a" ? log_text("backupd") : b_->log_tail());
+      << log_of(other);
   const auto took = std::chrono::steady_clock::now() - killed;
   RecordProperty("takeover_ms",
                  static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(took).count()));
 
   // Its runs go on there, and write what the node holds: its new mirror's change counter
   // starts past the one the last snapshot (the other server's) was cut at.
-  EXPECT_NE((other == "a" ? log_text("backupd") : b_->log()).find("a mirror new here counts"),
-            std::string::npos);
+  EXPECT_NE(log_of(other).find("a mirror new here counts"), std::string::npos);
   auto run = ask(other, {"run", node_name, src()});
   ASSERT_TRUE(run.is_object() && run["run"].is_object()) << run.dump();
   EXPECT_EQ(run["run"]["status"], "written") << run.dump();
   const std::string out = scratch_dir("restored");
   auto restored = testutil::run_command(
-      {binaries().bkptool, "--server", other == "a" ? control_socket() : b_socket(), "restore",
-       node_name, src(), "--to", out},
+      {binaries().bkptool, "--server", socket(other), "restore", node_name, src(), "--to", out},
       60s);
   ASSERT_EQ(restored.exit_code(), 0) << restored.output;
   EXPECT_EQ(compare_trees(src(), out), "");
