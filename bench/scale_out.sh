@@ -15,7 +15,9 @@
 # --smoke 2), each round two fresh backupd with 3 s leases and N backupfs mounts of 4 MiB each
 # (8 files of 512 KiB; --smoke 4 of 16 KiB), half the volumes (rounded up) on the server killed;
 # the time from its kill -9 until the other serves all of them, and until their mirrors there
-# equal their sources (a file was written on each meanwhile). ServerTakeoverTest times 1 volume.
+# equal their sources (a file was written on each meanwhile), and the difference per round (what
+# the volumes' baselines cost once served: the first time is mostly the lease's expiry and its
+# phase against the survivor's rounds). ServerTakeoverTest times 1 volume.
 # Needs DIR/tests/bkp_scale_bench and bkp_takeover_bench (-DBKP_BUILD_TESTS=ON), root (FUSE)
 # and the packages of `scripts/setup.sh --scale-out`.
 set -euo pipefail
@@ -95,13 +97,16 @@ for ((round = 1; round <= ROUNDS; round++)); do
 done
 # Takeover: every round its own database, servers and mounts under $WORK.
 for n in ${VOLUMES//,/ }; do
-  : >"$WORK/served.$n" >"$WORK/mirrors.$n"
+  : >"$WORK/served.$n" >"$WORK/mirrors.$n" >"$WORK/after.$n"
   for ((round = 1; round <= ROUNDS; round++)); do
     log "takeover of $n volumes, round $round of $ROUNDS"
     out=$(BKP_TEST_TMPDIR=$WORK "$TAKEOVER" --catalog-server "$PG_URL" --volumes "$n" \
       --files "$VOLUME_FILES" --file-kib "$VOLUME_FILE_KIB" --lease-seconds 3)
-    value takeover_served_ms <<<"$out" >>"$WORK/served.$n"
-    value takeover_mirrors_ms <<<"$out" >>"$WORK/mirrors.$n"
+    served=$(value takeover_served_ms <<<"$out")
+    mirrors=$(value takeover_mirrors_ms <<<"$out")
+    echo "$served" >>"$WORK/served.$n"
+    echo "$mirrors" >>"$WORK/mirrors.$n"
+    echo $((mirrors - served)) >>"$WORK/after.$n"
     value volumes_moved <<<"$out" >"$WORK/moved.$n"
     log "  $(tr '\n' ' ' <<<"$out")"
   done
@@ -120,4 +125,5 @@ for n in ${VOLUMES//,/ }; do
   label="takeover N=$n, $(cat "$WORK/moved.$n") moved"
   printf '%-44s %12.0f\n' "$label: all served, ms" "$(median <"$WORK/served.$n")"
   printf '%-44s %12.0f\n' "$label: mirrors equal, ms" "$(median <"$WORK/mirrors.$n")"
+  printf '%-44s %12.0f\n' "$label: mirrors - served, ms" "$(median <"$WORK/after.$n")"
 done
