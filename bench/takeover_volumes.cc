@@ -14,6 +14,8 @@
 // Prints "volumes N", "volumes_moved M", "takeover_served_ms T", "takeover_mirrors_ms T" and
 // "setup_s S" (mounting, registering and the first mirrors, for information). Everything is
 // stopped at the end, mounts first; scratch goes under $BKP_TEST_TMPDIR (testutil::TempDir).
+#include <sys/wait.h>
+
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
@@ -194,12 +196,13 @@ int run(const Settings& s, const std::string& backupd, const std::string& backup
   r.db = std::move(*db);
   r.tmp.mkdir("logs");
   for (size_t i = 0; i < 2; ++i) {
+    const std::string& name = kServerNames[i];
     auto server = SharedCatalogServer::start({.backupd = backupd,
-                                              .name = kServerNames[i],
+                                              .name = name,
                                               .catalog_url = r.db->url(),
                                               .lease_seconds = s.lease_seconds,
-                                              .dir = r.tmp.mkdir(kServerNames[i]),
-                                              .log_path = r.tmp.sub("logs/" + kServerNames[i] + ".log")});
+                                              .dir = r.tmp.mkdir(name),
+                                              .log_path = r.tmp.sub("logs/" + name + ".log")});
     if (!server) return fail_with(server.error());
     r.servers[i] = std::move(*server);
   }
@@ -245,6 +248,10 @@ int run(const Settings& s, const std::string& backupd, const std::string& backup
   for (Volume& v : r.volumes) {
     auto status = v.mount->unmount();
     if (!status) return fail_with(status.error());
+    if (!WIFEXITED(*status) || WEXITSTATUS(*status) != 0) {
+      return fail_with(Error{EIO, fmt::format("backupfs of {} after unmount: {}", v.host,
+                                              testutil::describe_status(*status))});
+    }
     v.mount.reset();
   }
   return 0;

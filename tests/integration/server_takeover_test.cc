@@ -22,7 +22,7 @@ using testutil::wait_until;
 
 class ServerTakeoverTest : public ControlTest {
  protected:
-  std::string socket(const std::string& server) const {
+  std::string socket_of(const std::string& server) const {
     return server == "a" ? control_socket() : b_->control_socket();
   }
   std::string mirror_on(const std::string& server) const {
@@ -34,14 +34,14 @@ class ServerTakeoverTest : public ControlTest {
 
   // `bkptool --json ARGS` through server a's or b's control socket; the document, or null.
   Json ask(const std::string& server, const std::vector<std::string>& args) {
-    std::vector<std::string> argv{binaries().bkptool, "--server", socket(server), "--json"};
+    std::vector<std::string> argv{binaries().bkptool, "--server", socket_of(server), "--json"};
     argv.insert(argv.end(), args.begin(), args.end());
     auto r = testutil::run_command(argv, 60s);
     return Json::parse(r.out, nullptr, /*allow_exceptions=*/false);
   }
   // Who serves the volume, as `list` on server `asked` says ("" nobody, "?" not listed).
   std::string served_by(const std::string& asked) {
-    auto owners = testutil::served_by(binaries().bkptool, socket(asked));
+    auto owners = testutil::served_by(binaries().bkptool, socket_of(asked));
     return owners && owners->contains(src()) ? owners->at(src()) : "?";
   }
 
@@ -85,7 +85,8 @@ TEST_F(ServerTakeoverTest, WhenTheServingBackupdDiesTheOtherTakesTheVolumeOverWi
       << "served by '" << owner << "'\n" << log_of("a") << log_of("b");
   const std::string other = owner == "a" ? "b" : "a";
   const std::string other_mirror = mirror_on(other);
-  auto listed = testutil::run_command({binaries().bkptool, "--server", socket(other), "list"}, 60s);
+  auto listed =
+      testutil::run_command({binaries().bkptool, "--server", socket_of(other), "list"}, 60s);
   EXPECT_NE(listed.out.find("served by backupd " + owner), std::string::npos) << listed.output;
   auto before = ask(owner, {"run", node_name, src()});
   ASSERT_TRUE(before.is_object() && before["run"].is_object()) << before.dump();
@@ -118,7 +119,7 @@ TEST_F(ServerTakeoverTest, WhenTheServingBackupdDiesTheOtherTakesTheVolumeOverWi
   EXPECT_EQ(run["run"]["status"], "written") << run.dump();
   const std::string out = scratch_dir("restored");
   auto restored = testutil::run_command(
-      {binaries().bkptool, "--server", socket(other), "restore", node_name, src(), "--to", out},
+      {binaries().bkptool, "--server", socket_of(other), "restore", node_name, src(), "--to", out},
       60s);
   ASSERT_EQ(restored.exit_code(), 0) << restored.output;
   EXPECT_EQ(compare_trees(src(), out), "");
