@@ -88,10 +88,9 @@ namespace {
 
 // The identity a daemon's --show-id prints (made on first use); a failure if it prints none.
 std::string show_id(const std::vector<std::string>& argv) {
-  auto r = testutil::run_command(argv, 30s);
-  std::string id = r.out.substr(0, r.out.find('\n'));
-  EXPECT_TRUE(r.exit_code() == 0 && id.size() == 64) << argv[0] << " --show-id: " << r.output;
-  return id;
+  auto id = testutil::show_id(argv);
+  EXPECT_TRUE(id) << id.error().message;
+  return id.value_or("");
 }
 
 }  // namespace

@@ -5,19 +5,18 @@
 // nobody served it reach it; its runs go on there. With the snapshots in a shared bucket
 // (SeededTakeoverTest, label integration-scale: radosgw too), the new server first seeds its
 // mirror from the newest snapshot (server/seed.h), and the node sends only what changed since.
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <csignal>
 #include <memory>
 #include <regex>
 
-#include "common/path.h"
 #include "tests/integration/control.h"
 #include "tests/integration/workload.h"
 #include "tests/s3/s3_env.h"
 #include "tests/testutil/daemon.h"
 #include "tests/testutil/postgres_db.h"
+#include "tests/testutil/shared_catalog_server.h"
 #include "tests/testutil/wait.h"
 
 namespace bkp::it {
@@ -27,26 +26,14 @@ using testutil::wait_until;
 
 class ServerTakeoverTest : public ControlTest {
  protected:
-  // backupd.toml of server `name` on the test's database, leases of 3 s, and extra_config_.
-  std::string config(const std::string& name) {
-    const std::string path = scratch_dir("config-" + name) + "/backupd.toml";
-    put(path, "catalog = \"" + db_->url() + "\"\nserver_name = \"" + name +
-                  "\"\nlease_seconds = 3\n" + extra_config_);
-    return path;
-  }
-  std::string b_state() const { return state_dir() + "-b"; }
-  std::string b_socket() const { return b_state() + "/control.sock"; }
-  std::string b_mirror() const {
-    return b_state() + "/volumes/" + node_name + "/" + escape_path(src()) + "/mirror";
-  }
   std::string socket_of(const std::string& server) const {
-    return server == "a" ? control_socket() : b_socket();
+    return server == "a" ? control_socket() : b_->control_socket();
   }
   std::string mirror_of(const std::string& server) const {
-    return server == "a" ? mirror() : b_mirror();
+    return server == "a" ? mirror() : b_->mirror(node_name, src());
   }
   std::string log_of(const std::string& server) {
-    return server == "a" ? log_text("backupd") : b_->log();
+    return server == "a" ? log_text("backupd") : b_->process().log();
   }
 
   // `bkptool --json ARGS` through server a's or b's control socket; the document, or null.
@@ -58,12 +45,8 @@ class ServerTakeoverTest : public ControlTest {
   }
   // Who serves the volume, as `list` on server `asked` says ("" nobody, "?" not listed).
   std::string served_by(const std::string& asked) {
-    Json doc = ask(asked, {"list"});
-    if (!doc.is_object() || !doc["volumes"].is_array()) return "?";
-    for (const Json& v : doc["volumes"]) {
-      if (v.value("path", "") == src() && v["served_by"].is_string()) return v["served_by"];
-    }
-    return "?";
+    auto owners = testutil::served_by(binaries().bkptool, socket_of(asked));
+    return owners && owners->contains(src()) ? owners->at(src()) : "?";
   }
 
   // Servers a and b on a test database (the test is skipped without a PostgreSQL server), the
@@ -73,25 +56,21 @@ class ServerTakeoverTest : public ControlTest {
     ASSERT_TRUE(db) << db.error().message;
     if (!*db) GTEST_SKIP() << testutil::kNoPostgresServer;
     db_ = std::move(*db);
-    // Server b: its own state and identity; the node accepts both servers.
-    ::mkdir(b_state().c_str(), 0700);
-    auto b_id = testutil::run_command({binaries().backupd, "--state-dir", b_state(), "--show-id"});
-    ASSERT_EQ(b_id.exit_code(), 0) << b_id.output;
-    std::string id = b_id.out.substr(0, b_id.out.find('\n'));
-    backupfs_args = {"--server-id", id};
-    backupd_args = {"--config", config("a")};
+    // Server a is the fixture's backupd, server b one of its own; the node accepts both.
+    const std::string a_config = scratch_dir("config-a") + "/backupd.toml";
+    put(a_config, testutil::shared_catalog_config(db_->url(), "a", 3, extra_config_));
+    backupd_args = {"--config", a_config};
     ASSERT_TRUE(start_server());
-    const std::string b_port_file = b_state() + "/port";
-    b_ = std::make_unique<testutil::Daemon>(
-        "backupd-b",
-        std::vector<std::string>{binaries().backupd, "--config", config("b"), "--state-dir",
-                                 b_state(), "--listen", "127.0.0.1:0", "--port-file", b_port_file,
-                                 "--control-socket", b_socket(), "--http-listen", "off"},
-        log_path("backupd-b"));
-    ASSERT_TRUE(wait_until([&] { return testutil::read_port_file(b_port_file) || !b_->alive(); },
-                           20s))
-        << b_->log_tail();
-    ASSERT_TRUE(b_->alive()) << b_->log_tail();
+    auto b = testutil::SharedCatalogServer::start({.backupd = binaries().backupd,
+                                                   .name = "b",
+                                                   .catalog_url = db_->url(),
+                                                   .lease_seconds = 3,
+                                                   .extra_config = extra_config_,
+                                                   .dir = scratch_dir("server-b"),
+                                                   .log_path = log_path("backupd-b")});
+    ASSERT_TRUE(b) << b.error().message;
+    b_ = std::move(*b);
+    backupfs_args = {"--server-id", b_->id()};
     ASSERT_TRUE(mount_source());
     ASSERT_TRUE(register_volume());
   }
@@ -107,7 +86,7 @@ class ServerTakeoverTest : public ControlTest {
                  compare_trees(src(), mirror_of(owner)) == "";
         },
         60s))
-        << "served by '" << owner << "'\n" << log_text("backupd") << b_->log_tail();
+        << "served by '" << owner << "'\n" << log_of("a") << log_of("b");
     return owner;
   }
 
@@ -116,8 +95,8 @@ class ServerTakeoverTest : public ControlTest {
     if (server == "a") {
       ASSERT_TRUE(kill_server());
     } else {
-      b_->signal(SIGKILL);
-      ASSERT_TRUE(b_->wait_exit(10s));
+      b_->process().signal(SIGKILL);
+      ASSERT_TRUE(b_->process().wait_exit(10s));
     }
   }
 
@@ -145,8 +124,8 @@ class ServerTakeoverTest : public ControlTest {
   }
 
   std::string extra_config_;                  // more of both servers' backupd.toml
-  std::unique_ptr<testutil::PostgresDb> db_;  // dropped after the servers stopped
-  std::unique_ptr<testutil::Daemon> b_;       // server b; stopped before db_ is dropped
+  std::unique_ptr<testutil::PostgresDb> db_;           // dropped after the servers stopped
+  std::unique_ptr<testutil::SharedCatalogServer> b_;  // server b; stopped before db_ is dropped
 };
 
 TEST_F(ServerTakeoverTest, WhenTheServingBackupdDiesTheOtherTakesTheVolumeOverWithNothingLost) {

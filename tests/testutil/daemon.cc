@@ -258,4 +258,13 @@ CommandResult run_command(const std::vector<std::string>& argv, std::chrono::mil
   return res;
 }
 
+Result<std::string> show_id(const std::vector<std::string>& argv) {
+  auto r = run_command(argv, std::chrono::seconds(30));
+  std::string id = r.out.substr(0, r.out.find('\n'));
+  if (r.exit_code() != 0 || id.size() != 64) {
+    return fail(EPROTO, argv[0] + " --show-id: " + r.output);
+  }
+  return id;
+}
+
 }  // namespace bkp::testutil

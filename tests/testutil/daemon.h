@@ -19,6 +19,8 @@
 #include <string>
 #include <vector>
 
+#include "common/result.h"
+
 namespace bkp::testutil {
 
 class Daemon {
@@ -79,5 +81,9 @@ struct CommandResult {
 // Runs argv to completion (killing its process group after timeout) and captures its output.
 CommandResult run_command(const std::vector<std::string>& argv,
                           std::chrono::milliseconds timeout = std::chrono::seconds(30));
+
+// The identity argv (a daemon's command line with --show-id) prints (made on first use), or an
+// error with its output.
+Result<std::string> show_id(const std::vector<std::string>& argv);
 
 }  // namespace bkp::testutil
