@@ -714,6 +714,12 @@ ControlResult<std::string> Registry::resolve(const std::string& host, const std:
   {
     std::lock_guard lock(mu_);
     if (entries_.contains(host + ":" + path)) return host;
+    if (seeding_.contains(host + ":" + path) && known == Known::kRegistered) {
+      return control_fail(Fault::kUnknownVolume,
+                          fmt::format("{}:{} is being seeded from its newest snapshot on this "
+                                      "backupd; it is served here once that is done",
+                                      host, path));
+    }
     for (const auto& [key, e] : entries_) {
       if (e.reg.address == host && e.reg.path == path) by_address.push_back(e.reg.host);
     }
