@@ -207,6 +207,12 @@ TEST_F(SeededTakeoverTest, TheNewServerSeedsItsMirrorFromTheBucketAndTheNodeSend
   EXPECT_GT(std::stoull(last[1]), 0u) << last.str();
   EXPECT_LT(std::stoull(last[2]), kBig) << "the snapshot's big file was sent again: " << last.str();
   expect_run_and_restore(other);
+  // Each run once in the shared history, both written (hourly schedule: no other run).
+  Json history = ask(other, {"history", node_name, src()});
+  ASSERT_TRUE(history.is_object() && history["runs"].is_array()) << history.dump();
+  ASSERT_EQ(history["runs"].size(), 2u) << history.dump();
+  for (const Json& r : history["runs"]) EXPECT_EQ(r["status"], "written") << history.dump();
+  EXPECT_NE(history["runs"][0]["snapshot"], history["runs"][1]["snapshot"]) << history.dump();
   if (owner == "b") b_.reset();
 }
 
