@@ -5,7 +5,8 @@
 // the archiver inside the file it is reading. And it keeps only what changes: nothing for an
 // append, about one block for a one-block write, nothing left once the archive is written. A
 // cut that cannot keep something fails the archive, never the apply. A snapshot seeds an empty
-// mirror into the tree at its cut, with the ids and source ctimes of that cut.
+// mirror into the tree at its cut, with the ids and source ctimes of that cut, and a seeded
+// volume's replica streams start over from the seeded mirror.
 #include "server/cut.h"
 
 #include <fcntl.h>
@@ -22,6 +23,7 @@
 
 #include "common/changes/applier.h"
 #include "server/file_ids.h"
+#include "server/hub.h"
 #include "server/seed.h"
 #include "server/snapshot.h"
 #include "tests/testutil/daemon.h"
@@ -289,6 +291,44 @@ TEST_F(CutTest, ASnapshotSeedsAnEmptyMirrorWithTheIdsAndSourceCtimesOfItsCut) {
   ASSERT_TRUE(done) << done.error().message;
   EXPECT_EQ(done->skipped, 1u);
   EXPECT_NE(::access(dir_.sub("partly/mirror/sparse").c_str(), F_OK), 0);
+}
+
+// Seeding a volume of backupd's Hub: the replica stream that began on the empty mirror is given
+// a scan of the seeded one, and the mirror no longer reads as syncing.
+TEST_F(CutTest, ASeededVolumeGivesItsReplicaStreamsAScanOfWhatItHolds) {
+  mkdir("d");
+  create("d/one", 1, bytes(100000, 7));
+  create("d/two", 2, "two");
+  ASSERT_TRUE(applier_->commit());
+  auto cut = take();
+  ASSERT_TRUE(cut);
+  std::string at_cut = copy_mirror("at-cut");
+
+  Hub hub(dir_.sub("hub"));
+  auto volume = hub.volume("web1", "/srv/app");
+  ASSERT_TRUE(volume) << volume.error().message;
+  hub.set_placement("web1:/srv/app", {"r1"});
+  auto replica = hub.attach_replica("r1");
+  ASSERT_TRUE(replica) << replica.error().message;
+  ASSERT_EQ((*replica)->streams().size(), 1u);
+  ReplicaStream& stream = *(*replica)->streams().front();
+  EXPECT_EQ(stream.log.stats().files, 0u) << "the empty mirror's scan";
+
+  auto snap = write_snapshot(*cut, *hub.archives("web1", "/srv/app"), "20261130T000000.000Z",
+                             ArchiveOptions{});
+  ASSERT_TRUE(snap) << snap.error().message;
+  applier_->set_observer(nullptr);
+  cut.reset();
+  SnapshotRecord record;
+  record.id = snap->id;
+  auto seeded = seed_volume(**volume, hub, record, nullptr);
+  ASSERT_TRUE(seeded) << seeded.error().message;
+  ASSERT_TRUE(*seeded);
+  EXPECT_EQ((*seeded)->files, 2u);
+  EXPECT_FALSE(hub.mirror_syncing(stream));
+  EXPECT_EQ(stream.log.stats().files, 2u) << "the stream still holds the empty mirror's scan";
+  EXPECT_EQ(testutil::compare_trees(at_cut, hub.volume_dir("web1", "/srv/app") + "/mirror"), "");
+  hub.detach_replica(**replica);
 }
 
 // The archiver reads a large file block by block while the applier rewrites it, front to back
