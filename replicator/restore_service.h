@@ -17,6 +17,7 @@
 #include <list>
 #include <memory>
 #include <mutex>
+#include <shared_mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -37,7 +38,7 @@ struct RestoreServiceConfig {
   std::string root;                       // the replicator's --root
   std::string name;                       // its replica name: the snapshots' holder
   std::shared_ptr<net::TlsConfig> tls;    // required: identities are how operators are told
-  std::timed_mutex* still = nullptr;      // held by the replica session (live_archive.h)
+  std::shared_timed_mutex* still = nullptr;  // held by the replica sessions (live_archive.h)
 };
 
 class RestoreService {
