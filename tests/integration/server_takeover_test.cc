@@ -2,7 +2,8 @@
 // registered through either is listed by both with the server that serves it; when that server
 // is killed (kill -9), the other takes the volume over once its lease (3 s here) expires: it
 // dials the node, rebuilds its own mirror from the node's reconcile, and the changes made while
-// nobody served it reach it; its runs go on there.
+// nobody served it reach it; its runs go on there. A replicator given both servers keeps its
+// copy of the volume equal to the source across the takeover.
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -83,6 +84,10 @@ TEST_F(ServerTakeoverTest, WhenTheServingBackupdDiesTheOtherTakesTheVolumeOverWi
                          20s))
       << b_->log_tail();
   ASSERT_TRUE(b_->alive()) << b_->log_tail();
+  // r1 follows both servers (the catalog, shared, already authorises it).
+  const uint16_t b_port = testutil::read_port_file(b_port_file).value_or(0);
+  replicator_args[0] = {"--server", "127.0.0.1:" + std::to_string(b_port), "--server-id", id};
+  ASSERT_TRUE(start_replicator(0));
 
   ASSERT_TRUE(mount_source());
   ASSERT_TRUE(register_volume());
@@ -93,7 +98,8 @@ TEST_F(ServerTakeoverTest, WhenTheServingBackupdDiesTheOtherTakesTheVolumeOverWi
       [&] {
         owner = served_by("a");
         return (owner == "a" || owner == "b") && served_by("b") == owner &&
-               compare_trees(src(), owner == "a" ? mirror() : b_mirror()) == "";
+               compare_trees(src(), owner == "a" ? mirror() : b_mirror()) == "" &&
+               compare_trees(src(), replica(0)) == "";
       },
       60s))
       << "served by '" << owner << "'\n" << log_text("backupd") << b_->log_tail();
@@ -124,6 +130,11 @@ TEST_F(ServerTakeoverTest, WhenTheServingBackupdDiesTheOtherTakesTheVolumeOverWi
   const auto took = std::chrono::steady_clock::now() - killed;
   RecordProperty("takeover_ms",
                  static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(took).count()));
+  // The replica follows the volume to its new server.
+  std::string replica_diff;
+  EXPECT_TRUE(wait_until(
+      [&] { return (replica_diff = compare_trees(src(), replica(0))).empty() || expired(); }, 60s))
+      << "r1's copy after the takeover: " << replica_diff << "\n" << log_text("r1");
 
   // Its runs go on there, and write what the node holds: its new mirror's change counter
   // starts past the one the last snapshot (the other server's) was cut at.
