@@ -37,6 +37,9 @@ Result<Trees::Selected> Trees::select(const std::string& host, const std::string
     log::warn("volume {}:{} moved: {} selected it while the session with {} still held it; the "
               "tree is {}'s now",
               host, path, server, s.server, server);
+  } else if (s.tree->server != server) {
+    log::info("volume {}:{} moved: {} selects it now (it was {})", host, path, server,
+              s.tree->server);
   }
   s.session = session;
   s.server = server;

@@ -3,7 +3,8 @@
 // is killed (kill -9), the other takes the volume over once its lease (3 s here) expires: it
 // dials the node, rebuilds its own mirror from the node's reconcile, and the changes made while
 // nobody served it reach it; its runs go on there. A replicator given both servers keeps its
-// copy of the volume equal to the source across the takeover.
+// copy of the volume equal to the source across the takeover, also when the first server only
+// hangs (its session with the replicator still open).
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -24,6 +25,72 @@ using testutil::wait_until;
 
 class ServerTakeoverTest : public ControlTest {
  protected:
+  void SetUp() override {
+    ControlTest::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
+    auto db = testutil::PostgresDb::for_test();
+    ASSERT_TRUE(db) << db.error().message;
+    if (!*db) GTEST_SKIP() << testutil::kNoPostgresServer;
+    db_ = std::move(*db);
+  }
+
+  // Servers a and b on the database, r1 following both, the volume registered and changed, and
+  // once both list it with the same server (owner) whose mirror, like r1's copy, holds all of it.
+  void start_both() {
+    // Server b: its own state and identity; the node accepts both servers.
+    ::mkdir(b_state().c_str(), 0700);
+    auto b_id = testutil::run_command({binaries().backupd, "--state-dir", b_state(), "--show-id"});
+    ASSERT_EQ(b_id.exit_code(), 0) << b_id.output;
+    const std::string id = b_id.out.substr(0, b_id.out.find('\n'));
+    backupfs_args = {"--server-id", id};
+    backupd_args = {"--config", config("a")};
+    ASSERT_TRUE(start_server());
+    const std::string b_port_file = b_state() + "/port";
+    b_ = std::make_unique<testutil::Daemon>(
+        "backupd-b",
+        std::vector<std::string>{binaries().backupd, "--config", config("b"), "--state-dir",
+                                 b_state(), "--listen", "127.0.0.1:0", "--port-file",
+                                 b_port_file, "--control-socket", b_socket(), "--http-listen",
+                                 "off"},
+        log_path("backupd-b"));
+    ASSERT_TRUE(wait_until([&] { return testutil::read_port_file(b_port_file) || !b_->alive(); },
+                           20s))
+        << b_->log_tail();
+    ASSERT_TRUE(b_->alive()) << b_->log_tail();
+    b_port = testutil::read_port_file(b_port_file).value_or(0);
+    // r1 follows both servers (the catalog, shared, already authorises it).
+    replicator_args[0] = {"--server", address("b"), "--server-id", id};
+    ASSERT_TRUE(start_replicator(0));
+
+    ASSERT_TRUE(mount_source());
+    ASSERT_TRUE(register_volume());
+    apply_mix(src(), 20);
+    ASSERT_TRUE(wait_until(
+        [&] {
+          owner = served_by("a");
+          return (owner == "a" || owner == "b") && served_by("b") == owner &&
+                 compare_trees(src(), owner == "a" ? mirror() : b_mirror()) == "" &&
+                 compare_trees(src(), replica(0)) == "";
+        },
+        60s))
+        << "served by '" << owner << "'\n" << log_text("backupd") << b_->log_tail();
+  }
+
+  // Where server a or b listens for nodes and replicators.
+  std::string address(const std::string& server) const {
+    return "127.0.0.1:" + std::to_string(server == "a" ? port() : b_port);
+  }
+  // "" once r1's copy equals the source; the last difference (and r1's log) otherwise.
+  std::string wait_replica() {
+    std::string diff;
+    if (wait_until([&] { return (diff = compare_trees(src(), replica(0))).empty() || expired(); },
+                   60s) &&
+        diff.empty()) {
+      return "";
+    }
+    return "r1's copy: " + diff + "\n" + log_text("r1");
+  }
+
   // backupd.toml of server `name` on the test's database, leases of 3 s.
   std::string config(const std::string& name) {
     const std::string path = scratch_dir("config-" + name) + "/backupd.toml";
@@ -57,52 +124,12 @@ class ServerTakeoverTest : public ControlTest {
 
   std::unique_ptr<testutil::PostgresDb> db_;  // dropped after the servers stopped
   std::unique_ptr<testutil::Daemon> b_;       // server b; stopped before db_ is dropped
+  uint16_t b_port = 0;                        // b's, for nodes and replicators
+  std::string owner;                          // "a" or "b": the server of the volume
 };
 
 TEST_F(ServerTakeoverTest, WhenTheServingBackupdDiesTheOtherTakesTheVolumeOverWithNothingLost) {
-  auto db = testutil::PostgresDb::for_test();
-  ASSERT_TRUE(db) << db.error().message;
-  if (!*db) GTEST_SKIP() << testutil::kNoPostgresServer;
-  db_ = std::move(*db);
-
-  // Server b: its own state and identity; the node accepts both servers.
-  ::mkdir(b_state().c_str(), 0700);
-  auto b_id = testutil::run_command({binaries().backupd, "--state-dir", b_state(), "--show-id"});
-  ASSERT_EQ(b_id.exit_code(), 0) << b_id.output;
-  std::string id = b_id.out.substr(0, b_id.out.find('\n'));
-  backupfs_args = {"--server-id", id};
-  backupd_args = {"--config", config("a")};
-  ASSERT_TRUE(start_server());
-  const std::string b_port_file = b_state() + "/port";
-  b_ = std::make_unique<testutil::Daemon>(
-      "backupd-b",
-      std::vector<std::string>{binaries().backupd, "--config", config("b"), "--state-dir",
-                               b_state(), "--listen", "127.0.0.1:0", "--port-file", b_port_file,
-                               "--control-socket", b_socket(), "--http-listen", "off"},
-      log_path("backupd-b"));
-  ASSERT_TRUE(wait_until([&] { return testutil::read_port_file(b_port_file) || !b_->alive(); },
-                         20s))
-      << b_->log_tail();
-  ASSERT_TRUE(b_->alive()) << b_->log_tail();
-  // r1 follows both servers (the catalog, shared, already authorises it).
-  const uint16_t b_port = testutil::read_port_file(b_port_file).value_or(0);
-  replicator_args[0] = {"--server", "127.0.0.1:" + std::to_string(b_port), "--server-id", id};
-  ASSERT_TRUE(start_replicator(0));
-
-  ASSERT_TRUE(mount_source());
-  ASSERT_TRUE(register_volume());
-  apply_mix(src(), 20);
-  // Both list it with the same server, which holds all of it.
-  std::string owner;
-  ASSERT_TRUE(wait_until(
-      [&] {
-        owner = served_by("a");
-        return (owner == "a" || owner == "b") && served_by("b") == owner &&
-               compare_trees(src(), owner == "a" ? mirror() : b_mirror()) == "" &&
-               compare_trees(src(), replica(0)) == "";
-      },
-      60s))
-      << "served by '" << owner << "'\n" << log_text("backupd") << b_->log_tail();
+  ASSERT_NO_FATAL_FAILURE(start_both());
   const std::string other = owner == "a" ? "b" : "a";
   const std::string other_mirror = other == "a" ? mirror() : b_mirror();
   auto listed = testutil::run_command(
@@ -131,10 +158,9 @@ TEST_F(ServerTakeoverTest, WhenTheServingBackupdDiesTheOtherTakesTheVolumeOverWi
   RecordProperty("takeover_ms",
                  static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(took).count()));
   // The replica follows the volume to its new server.
-  std::string replica_diff;
-  EXPECT_TRUE(wait_until(
-      [&] { return (replica_diff = compare_trees(src(), replica(0))).empty() || expired(); }, 60s))
-      << "r1's copy after the takeover: " << replica_diff << "\n" << log_text("r1");
+  EXPECT_EQ(wait_replica(), "");
+  EXPECT_NE(log_text("r1").find("moved: " + address(other) + " select"), std::string::npos)
+      << "r1's log does not say which server the volume moved to\n" << log_text("r1");
 
   // Its runs go on there, and write what the node holds: its new mirror's change counter
   // starts past the one the last snapshot (the other server's) was cut at.
@@ -151,6 +177,41 @@ TEST_F(ServerTakeoverTest, WhenTheServingBackupdDiesTheOtherTakesTheVolumeOverWi
   ASSERT_EQ(restored.exit_code(), 0) << restored.output;
   EXPECT_EQ(compare_trees(src(), out), "");
   if (owner == "b") b_.reset();  // already dead; ClusterTest's backupd stops in TearDown
+}
+
+// A server that hangs (SIGSTOP: its connections stay open, so r1's session with it does not
+// end) loses the volume once its lease expires and the node gives up on its acks. The other
+// server's Select hands the tree over on r1 at once, from the session that still holds it
+// (trees.h), and r1's copy follows the source through the new server. Once the hung server runs
+// again, its stale session gives way and the copy stays current.
+TEST_F(ServerTakeoverTest, AHungServersVolumeIsHandedOverOnTheReplicator) {
+  ASSERT_NO_FATAL_FAILURE(start_both());
+  const std::string other = owner == "a" ? "b" : "a";
+  const std::string other_mirror = other == "a" ? mirror() : b_mirror();
+  testutil::Daemon& hung = owner == "a" ? *backupd() : *b_;
+  hung.signal(SIGSTOP);
+  // Until SIGCONT, only EXPECTs: the teardown needs it running.
+  apply_mix(src("later"), 10);
+  EXPECT_TRUE(wait_until(
+      [&] {
+        return (served_by(other) == other && compare_trees(src(), other_mirror) == "") ||
+               expired();
+      },
+      80s))
+      << "not taken over: served by '" << served_by(other) << "', "
+      << compare_trees(src(), other_mirror);
+  EXPECT_EQ(wait_replica(), "");
+  EXPECT_NE(log_text("r1").find("moved: " + address(other) + " selected it while the session with " +
+                                address(owner) + " still held it"),
+            std::string::npos)
+      << log_text("r1");
+  hung.signal(SIGCONT);
+
+  append(src("later/after-resume.txt"), "the hung server is back\n");
+  EXPECT_TRUE(wait_until([&] { return compare_trees(src(), other_mirror) == "" || expired(); },
+                         30s))
+      << compare_trees(src(), other_mirror);
+  EXPECT_EQ(wait_replica(), "");
 }
 
 }  // namespace
