@@ -7,8 +7,8 @@
 //
 // Each connection gets a thread, at most kMaxRestoreConnections at once (more are closed at
 // once, logged), and is dropped after net::kControlIdleTimeoutMs of silence. The service only
-// reads files the replica session writes (held_snapshots.h), so the replica stream to backupd
-// goes on meanwhile.
+// reads files the replica sessions write (held_snapshots.h), so the replica streams from backupd
+// go on meanwhile.
 //
 // Thread-safety: start() and stop() from one thread; the rest is the service's own threads.
 #pragma once
