@@ -66,7 +66,6 @@ class Trees {
   class Use {
    public:
     Tree* operator->() const { return tree_; }
-    Tree& operator*() const { return *tree_; }
 
    private:
     friend class Trees;
