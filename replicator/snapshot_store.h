@@ -16,9 +16,10 @@
 // A transfer cut by the end of a session is kept (its temporary file and the state of its
 // checks, in memory): the next inventory of that volume names it with the bytes held, and a
 // SnapshotBegin of the same archive at that offset goes on from there, so a cut connection
-// does not send a large archive again from its first byte. Any other Begin drops it. The next
-// session may be with another backupd (the volume moved): the archive and its digests are the
-// same in the shared snapshot store, and they are what a Begin that goes on must match.
+// does not send a large archive again from its first byte (one kept per volume; any other Begin
+// of that volume drops it). The next session may be with another backupd (the volume moved):
+// the archive and its digests are the same in the shared snapshot store, and they are what a
+// Begin that goes on must match.
 //
 // Each session receives through its own Intake; the store is shared by all (one session per
 // backupd the replicator follows). A volume receives one archive at a time: a Begin for a
