@@ -1,9 +1,11 @@
 // One replicator following two backupd (`replicator --server A --server B`): each server serves
 // its own volume (its own SQLite catalog here) with a copy placed on the replicator, whose two
 // sessions run at once: both replica trees converge to their sources, and later changes to both
-// reach them. With one of its servers down, the replicator still serves the other, and picks the
+// reach them; its log and /metrics name each server. With one of its servers down, the replicator still serves the other, and picks the
 // down one up once it listens.
 #include <sys/wait.h>
+
+#include <httplib.h>
 
 #include <memory>
 #include <optional>
@@ -129,6 +131,7 @@ class MultiServerTest : public ClusterTest {
 };
 
 TEST_F(MultiServerTest, OneReplicatorFollowsTwoServersAtOnce) {
+  replicator_metrics = true;
   ASSERT_TRUE(start_server());
   ASSERT_TRUE(start_b(0));
   ASSERT_TRUE(start_follower(b_port_));
@@ -152,6 +155,19 @@ TEST_F(MultiServerTest, OneReplicatorFollowsTwoServersAtOnce) {
   const std::string log = log_text("r1");
   EXPECT_NE(log.find("(selected by " + address(port()) + ")"), std::string::npos) << log;
   EXPECT_NE(log.find("(selected by " + address(b_port_) + ")"), std::string::npos) << log;
+  // So does /metrics, each link up.
+  uint16_t metrics_port = 0;
+  ASSERT_TRUE(wait_until([&] { return (metrics_port = replica_metrics_port(0)) != 0; }, 30s));
+  httplib::Client client("127.0.0.1", metrics_port);
+  client.set_connection_timeout(5);
+  client.set_read_timeout(10);
+  auto metrics = client.Get("/metrics");
+  ASSERT_TRUE(metrics && metrics->status == 200);
+  for (uint16_t p : {port(), b_port_}) {
+    EXPECT_NE(metrics->body.find("\nreplicator_backupd_up{server=\"" + address(p) + "\"} 1\n"),
+              std::string::npos)
+        << metrics->body;
+  }
 }
 
 TEST_F(MultiServerTest, WithOneServerDownTheReplicatorServesTheOther) {
