@@ -1,6 +1,6 @@
 // Reading the snapshot copies a replicator holds (held_snapshots.h): kept apart from the store
 // that writes them because readers run on the restore service's threads while the store
-// belongs to the session thread; files are the only thing the two share.
+// belongs to the session threads; files are the only thing the two share.
 #include "replicator/held_snapshots.h"
 
 #include <dirent.h>

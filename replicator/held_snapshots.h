@@ -3,7 +3,7 @@
 // (restore_service.h) and for the store's own rotation.
 //
 // Safe from any thread: nothing here keeps state, and every file is opened beneath ROOT without
-// following a symlink. An archive may be rotated away at any moment by the session thread: an
+// following a symlink. An archive may be rotated away at any moment by a session thread: an
 // archive opened before that stays readable through its descriptor.
 #pragma once
 

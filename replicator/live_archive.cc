@@ -18,7 +18,7 @@
 namespace bkp::replicator {
 
 Result<HeldSnapshot> archive_live_tree(const std::string& root, const std::string& host,
-                                       const std::string& path, std::timed_mutex& still) {
+                                       const std::string& path, std::shared_timed_mutex& still) {
   UniqueFd base(::open(root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
   if (!base) return fail_errno("open " + root);
   const std::string rel = fmt::format("{}/{}", host, escape_path(path));
@@ -41,7 +41,7 @@ Result<HeldSnapshot> archive_live_tree(const std::string& root, const std::strin
   if (!lock.try_lock_for(kStillWait)) {
     cleanup();
     return fail(EBUSY, "the replica is connected to backupd and applying its stream, so its "
-                       "tree moves: backupd's mirror is the live tree then (restore --live from "
+                       "trees move: backupd's mirror is the live tree then (restore --live from "
                        "backupd)");
   }
   const std::string id = server::snapshot_id_for(wall_ms());

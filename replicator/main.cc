@@ -2,6 +2,7 @@
 #include <getopt.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <exception>
 #include <string>
@@ -19,14 +20,18 @@
 namespace {
 
 void usage(FILE* out) {
-  std::fputs("usage: replicator --server ADDR:PORT --server-id ID --root DIR [--name NAME]\n"
+  std::fputs("usage: replicator --server ADDR:PORT [--server ADDR:PORT ...]\n"
+             "                  --server-id ID [--server-id ID ...] --root DIR [--name NAME]\n"
              "                  [--capacity SIZE] [--progress-every SECONDS] [--no-tls]\n"
              "                  [--metrics-listen ADDR:PORT [--metrics-port-file FILE]]\n"
              "                  [--listen ADDR:PORT [--listen-port-file FILE]\n"
              "                   --operator-id ID [--operator-id ID ...]] [-v|-q]\n"
              "       replicator --root DIR --show-id   (prints this replicator's identity, for\n"
              "                  `bkptool replica add` on the server)\n"
-             "       replicator --version\n", out);
+             "       replicator --version\n"
+             "--server once per backupd to follow (several servers on one catalog: every one, so a\n"
+             "volume that moves is followed); --server-id once per identity accepted, from any.\n",
+             out);
 }
 
 // Stores a flag's parsed value in *out; false, after saying why, if it did not parse.
@@ -64,7 +69,19 @@ int main(int argc, char** argv) {
   int c;
   while ((c = getopt_long(argc, argv, "vqh", longopts, nullptr)) != -1) {
     switch (c) {
-      case 's': options.server = optarg; break;
+      case 's': {
+        if (auto hp = bkp::net::parse_host_port(optarg); !hp) {
+          std::fprintf(stderr, "replicator: --server: %s\n", hp.error().message.c_str());
+          return kExitUsage;
+        }
+        if (std::find(options.servers.begin(), options.servers.end(), optarg) !=
+            options.servers.end()) {
+          std::fprintf(stderr, "replicator: --server %s is given twice\n", optarg);
+          return kExitUsage;
+        }
+        options.servers.emplace_back(optarg);
+        break;
+      }
       case 'r': options.root = optarg; break;
       case 'n': options.name = optarg; break;
       case 'i': {
@@ -118,18 +135,14 @@ int main(int argc, char** argv) {
     return kExitUsage;
   }
   if (show_id && !options.root.empty()) return bkp::replicator::show_id(options.root);
-  if (options.server.empty() || options.root.empty()) {
+  if (options.servers.empty() || options.root.empty()) {
     std::fputs("replicator: --server and --root are required\n", stderr);
     usage(stderr);
     return kExitUsage;
   }
-  if (auto hp = bkp::net::parse_host_port(options.server); !hp) {
-    std::fprintf(stderr, "replicator: --server: %s\n", hp.error().message.c_str());
-    return kExitUsage;
-  }
   if (options.tls && options.server_ids.empty()) {
-    std::fputs("replicator: --server-id is required: the identity of backupd (`backupd --show-id` "
-               "on the server prints it)\n", stderr);
+    std::fputs("replicator: --server-id is required: the identity of each backupd (`backupd "
+               "--show-id` on the server prints it)\n", stderr);
     return kExitUsage;
   }
   if (options.listen && (options.operator_ids.empty() || !options.tls)) {

@@ -11,7 +11,10 @@
 
 #include <sys/statvfs.h>
 
+#include <cstdlib>
+
 #include "common/clock.h"
+#include "common/log.h"
 #include "common/metrics.h"
 
 namespace bkp::replicator {
@@ -40,7 +43,19 @@ void TreeCounters::committed(uint64_t batch, int64_t now_ms) {
   last_commit_ms_.store(now_ms, std::memory_order_relaxed);
 }
 
-Monitor::Monitor(std::string root) : root_(std::move(root)) {}
+Monitor::Monitor(std::string root, const std::vector<std::string>& servers)
+    : root_(std::move(root)) {
+  for (const std::string& s : servers) links_[s] = std::make_unique<Link>();
+}
+
+Monitor::Link& Monitor::link(const std::string& server) {
+  auto it = links_.find(server);
+  if (it == links_.end()) {
+    log::error("internal error: no link to {} in the monitor", server);
+    std::abort();
+  }
+  return *it->second;
+}
 
 TreeCounters& Monitor::tree(const std::string& host, const std::string& path) {
   std::lock_guard lock(mu_);
@@ -49,24 +64,34 @@ TreeCounters& Monitor::tree(const std::string& host, const std::string& path) {
   return *slot;
 }
 
-void Monitor::session_started() {
-  sessions_.fetch_add(1, std::memory_order_relaxed);
-  connected_.store(true, std::memory_order_relaxed);
+void Monitor::session_started(const std::string& server) {
+  Link& l = link(server);
+  l.sessions.fetch_add(1, std::memory_order_relaxed);
+  l.up.store(true, std::memory_order_relaxed);
 }
 
-void Monitor::session_ended() { connected_.store(false, std::memory_order_relaxed); }
+void Monitor::session_ended(const std::string& server) {
+  link(server).up.store(false, std::memory_order_relaxed);
+}
+
+void Monitor::connect_failed(const std::string& server) {
+  link(server).connect_failures.fetch_add(1, std::memory_order_relaxed);
+}
 
 std::string Monitor::metrics_text() const {
   metrics::Exposition m;
-  m.gauge("replicator_backupd_up", "1 while a session with backupd runs.", {},
-          connected_.load(std::memory_order_relaxed));
-  m.counter("replicator_backupd_sessions_total",
-            "Sessions backupd welcomed since the replicator started (1 + reconnects).", {},
-            static_cast<double>(sessions_.load(std::memory_order_relaxed)));
-  m.counter("replicator_backupd_connect_failures_total",
-            "Connections to backupd that ended before a session began (unreachable, refused, "
-            "TLS or identity rejected).",
-            {}, static_cast<double>(connect_failures_.load(std::memory_order_relaxed)));
+  for (const auto& [server, l] : links_) {
+    const metrics::Labels at{{"server", server}};
+    m.gauge("replicator_backupd_up", "1 while a session with that backupd runs.", at,
+            l->up.load(std::memory_order_relaxed));
+    m.counter("replicator_backupd_sessions_total",
+              "Sessions that backupd welcomed since the replicator started (1 + reconnects).", at,
+              static_cast<double>(l->sessions.load(std::memory_order_relaxed)));
+    m.counter("replicator_backupd_connect_failures_total",
+              "Connections to that backupd that ended before a session began (unreachable, "
+              "refused, TLS or identity rejected).",
+              at, static_cast<double>(l->connect_failures.load(std::memory_order_relaxed)));
+  }
   {
     std::lock_guard lock(mu_);
     m.gauge("replicator_volumes", "Volumes backupd selected since the replicator started.", {},
@@ -108,9 +133,18 @@ std::string Monitor::metrics_text() const {
 }
 
 std::pair<json, json> Monitor::stats() const {
+  uint64_t sessions = 0, connect_failures = 0;
+  bool any_up = false;
+  json servers = json::object();
+  for (const auto& [server, l] : links_) {
+    sessions += l->sessions.load(std::memory_order_relaxed);
+    connect_failures += l->connect_failures.load(std::memory_order_relaxed);
+    const bool up = l->up.load(std::memory_order_relaxed);
+    any_up = any_up || up;
+    servers[server] = json{{"connected", up}};
+  }
   json since_start{{"applied_bytes", 0}, {"operations", 0}, {"batches", 0}, {"reconciles", 0},
-                   {"sessions", sessions_.load(std::memory_order_relaxed)},
-                   {"connect_failures", connect_failures_.load(std::memory_order_relaxed)}};
+                   {"sessions", sessions}, {"connect_failures", connect_failures}};
   json volumes = json::object(), positions = json::object();
   {
     std::lock_guard lock(mu_);
@@ -128,7 +162,8 @@ std::pair<json, json> Monitor::stats() const {
   }
   since_start["volumes"] = std::move(volumes);
   return {std::move(since_start),
-          json{{"backupd_connected", connected_.load(std::memory_order_relaxed)},
+          json{{"backupd_connected", any_up},
+               {"servers", std::move(servers)},
                {"volumes", std::move(positions)}}};
 }
 

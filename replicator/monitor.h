@@ -1,7 +1,8 @@
-// Monitor: what the replicator has done since it started, per volume and for its link to
-// backupd, for the two views an operator has of it: /metrics (--metrics-listen) and
-// ROOT/.stats.json (common/stats_file.h). The session thread counts; the HTTP threads and the
-// thread that writes the stats file read, at any time, without waiting for the session.
+// Monitor: what the replicator has done since it started, per volume and for its link to each
+// backupd it follows (--server, each named as given), for the two views an operator has of it:
+// /metrics (--metrics-listen) and ROOT/.stats.json (common/stats_file.h). The session threads
+// count; the HTTP threads and the thread that writes the stats file read, at any time, without
+// waiting for a session.
 #pragma once
 
 #include <atomic>
@@ -11,13 +12,15 @@
 #include <mutex>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
 namespace bkp::replicator {
 
-// One volume's replica (a Tree) as the monitor counts it. Written by the session thread only;
-// any thread reads. Each figure is exact on its own; two read together may be one frame apart.
+// One volume's replica (a Tree) as the monitor counts it. Written by the session that holds the
+// tree (one at a time: trees.h); any thread reads. Each figure is exact on its own; two read
+// together may be one frame apart.
 class TreeCounters {
  public:
   // The tree was opened: its stream stood at batch `committed`, made durable at commit_ms
@@ -49,28 +52,35 @@ class TreeCounters {
 
 class Monitor {
  public:
-  // root: --root, whose filesystem /metrics reports.
-  explicit Monitor(std::string root);
+  // root: --root, whose filesystem /metrics reports; servers: every --server ("ADDR:PORT").
+  Monitor(std::string root, const std::vector<std::string>& servers);
 
   // The counters of volume "host:path", made on first use; they live as long as the Monitor.
   TreeCounters& tree(const std::string& host, const std::string& path);
-  // backupd welcomed a session (the replicator is up), or the session ended.
-  void session_started();
-  void session_ended();
-  // A connection ended before backupd welcomed it (refused, unreachable, TLS, identity).
-  void connect_failed() { connect_failures_.fetch_add(1, std::memory_order_relaxed); }
+  // server (one of those given) welcomed a session, or the session ended.
+  void session_started(const std::string& server);
+  void session_ended(const std::string& server);
+  // A connection to server ended before it welcomed it (refused, unreachable, TLS, identity).
+  void connect_failed(const std::string& server);
 
   // The /metrics text.
   std::string metrics_text() const;
   // {since_start, now} for StatsFile::write: totals and per volume ("host:path") since start;
-  // the link's state and each tree's position.
+  // whether a session with any backupd runs (backupd_connected), each server's link (servers)
+  // and each tree's position.
   std::pair<nlohmann::json, nlohmann::json> stats() const;
 
  private:
+  // The link with one backupd.
+  struct Link {
+    std::atomic<bool> up{false};
+    std::atomic<uint64_t> sessions{0};
+    std::atomic<uint64_t> connect_failures{0};
+  };
+  Link& link(const std::string& server);
+
   const std::string root_;
-  std::atomic<bool> connected_{false};
-  std::atomic<uint64_t> sessions_{0};
-  std::atomic<uint64_t> connect_failures_{0};
+  std::map<std::string, std::unique_ptr<Link>> links_;  // by server; fixed at construction
   mutable std::mutex mu_;  // leaf: guards the map only, never held across I/O
   // By (host, path); guarded by mu_.
   std::map<std::pair<std::string, std::string>, std::unique_ptr<TreeCounters>> trees_;

@@ -1,16 +1,23 @@
-// The replicator's outer loop: connect, run a session, and when it ends, reconnect.
+// The replicator's outer loops: for each backupd it follows (--server, given once per server),
+// connect, run a session, and when it ends, reconnect.
+//
+// Several backupd on one catalog each serve some of the volumes, and a volume moves to another
+// server when its own dies, so a replicator follows every server at once: one loop per server,
+// each on its own thread with its own backoff, failure log and connect timeout, all writing the
+// same trees (trees.h decides which session writes a tree that moved). A server that is down
+// costs its own loop's retries and nothing else.
 //
 // A replicator is useful only while connected, so it never gives up: failures are retried with
 // backoff (common/backoff.h: every 100 ms for the first 5 s of an outage, so a restarted backupd
 // has its replicas back within 100 ms of listening, then doubling to 1 s; a fresh outage once a
-// session made progress), and
-// each distinct failure is logged once at warn level so a server that is down for an hour costs
-// one line, not thousands. The instance is a random number drawn at start, only to tell
-// processes apart in backupd's log: where each volume resumes is the trees' own business (their
-// Position, kept on disk, so a restart resumes too). Signals are
-// taken by a dedicated thread with sigtimedwait(), which shuts the current socket down so a
-// session blocked in recv ends at once, and wakes the backoff sleep; while it waits, that thread
-// also rewrites ROOT/.stats.json when due (the Monitor's figures, read without the session).
+// session made progress), and each distinct failure is logged once at warn level, naming the
+// server, so a server that is down for an hour costs one line, not thousands. The instance is a
+// random number drawn at start, only to tell processes apart in backupd's log: where each
+// volume resumes is the trees' own business (their Position, kept on disk, so a restart resumes
+// too). Signals are taken by a dedicated thread with sigtimedwait(), which shuts every current
+// socket down so each session blocked in recv ends at once, and wakes the backoff sleeps; while
+// it waits, that thread also rewrites ROOT/.stats.json when due (the Monitor's figures, read
+// without the sessions).
 #include "replicator/replicator.h"
 
 #include <fcntl.h>
@@ -21,8 +28,13 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstring>
+#include <memory>
 #include <mutex>
+#include <shared_mutex>
 #include <thread>
+#include <vector>
+
+#include <fmt/ranges.h>
 
 #include "common/log.h"
 #include "common/backoff.h"
@@ -36,6 +48,8 @@
 #include "replicator/monitor.h"
 #include "replicator/restore_service.h"
 #include "replicator/session.h"
+#include "replicator/snapshot_store.h"
+#include "replicator/trees.h"
 #include "replicator/usage.h"
 
 namespace bkp::replicator {
@@ -48,44 +62,67 @@ constexpr int kConnectTimeoutMs = 5000;
 
 class Replicator {
  public:
-  Replicator(const Options& options, net::Trust trust, progress::Display& display,
-             Monitor& monitor, std::optional<net::HostPort> restore_service,
-             std::timed_mutex& still)
+  // servers: each --server, parsed, in the order given (options.servers).
+  Replicator(const Options& options, const std::vector<net::HostPort>& servers, net::Trust trust,
+             progress::Display& display, Monitor& monitor,
+             std::optional<net::HostPort> restore_service, std::shared_timed_mutex& still)
       : options_(options), trust_(std::move(trust)), monitor_(monitor),
         restore_service_(std::move(restore_service)), still_(still),
         trees_(options.root, &display, monitor), usage_(options.root, options.capacity),
         snapshots_(options.root),
-        instance_(stream::new_instance()) {}
-
-  void loop(const net::HostPort& server) {
-    Backoff backoff(kMinBackoff, kMaxBackoff, kFastRetries);
-    log::info("replica {} (instance {:016x}) serving {} into {}", options_.name, instance_,
-              options_.server, options_.root);
-    while (!stopping()) {
-      auto end = connect_and_serve(server);
-      if (stopping()) break;
-      if (end.acked > 0) {
-        backoff.reset();
-        last_failure_.clear();
-      }
-      if (!end.welcomed) monitor_.connect_failed();
-      report(end.error.message, end.welcomed);
-      sleep_for(backoff.next());
+        instance_(stream::new_instance()) {
+    for (size_t i = 0; i < servers.size(); ++i) {
+      links_.push_back(std::make_unique<Link>(options.servers[i], servers[i]));
     }
+  }
+
+  // Runs every server's loop, each on its own thread, until stop().
+  void run() {
+    log::info("replica {} (instance {:016x}) following {} into {}", options_.name, instance_,
+              fmt::join(options_.servers, ", "), options_.root);
+    std::vector<std::thread> loops;
+    for (auto& link : links_) loops.emplace_back([this, &l = *link] { loop(l); });
+    for (auto& t : loops) t.join();
     log::info("stopped");
   }
 
   void stop() {
     std::lock_guard lock(mu_);
     stopping_ = true;
-    if (current_) shutdown(current_.get(), SHUT_RDWR);
+    for (auto& link : links_) {
+      if (link->current) shutdown(link->current.get(), SHUT_RDWR);
+    }
     cv_.notify_all();
   }
 
  private:
-  SessionEnd connect_and_serve(const net::HostPort& server) {
+  // One backupd followed.
+  struct Link {
+    Link(std::string n, net::HostPort a) : name(std::move(n)), address(std::move(a)) {}
+    const std::string name;  // "ADDR:PORT" as given: how the log and the Monitor name it
+    const net::HostPort address;
+    UniqueFd current;  // guarded by mu_: dup of the connected socket, for shutdown() by stop()
+  };
+
+  void loop(Link& link) {
+    Backoff backoff(kMinBackoff, kMaxBackoff, kFastRetries);
+    std::string last_failure;
+    while (!stopping()) {
+      auto end = connect_and_serve(link);
+      if (stopping()) break;
+      if (end.acked > 0) {
+        backoff.reset();
+        last_failure.clear();
+      }
+      if (!end.welcomed) monitor_.connect_failed(link.name);
+      report(link, end.error.message, end.welcomed, last_failure);
+      sleep_for(backoff.next());
+    }
+  }
+
+  SessionEnd connect_and_serve(Link& link) {
     SessionEnd end;
-    auto sock = net::tcp_connect(server, kConnectTimeoutMs);
+    auto sock = net::tcp_connect(link.address, kConnectTimeoutMs);
     if (!sock) {
       end.error = sock.error();
       return end;
@@ -93,22 +130,22 @@ class Replicator {
     {
       std::lock_guard lock(mu_);
       if (stopping_) return end;
-      current_.reset(fcntl(sock->get(), F_DUPFD_CLOEXEC, 0));  // for shutdown() by stop()
+      link.current.reset(fcntl(sock->get(), F_DUPFD_CLOEXEC, 0));
     }
     // From here to the session's end the trees move: a live archive waits (live_archive.h).
-    std::lock_guard moving(still_);
+    std::shared_lock moving(still_);
     auto conn = net::Conn::open(std::move(*sock));
     if (!conn) {
       end.error = conn.error();
     } else if (auto ok = authenticate(**conn); !ok) {
       end.error = ok.error();
     } else {
-      end = run_session(**conn, options_.name, instance_,
+      end = run_session(**conn, link.name, options_.name, instance_,
                         Holdings{trees_, usage_, snapshots_, monitor_, restore_service_});
-      if (end.welcomed) log::info("session with {} ended after {} batches", options_.server, end.acked);
+      if (end.welcomed) log::info("session with {} ended after {} batches", link.name, end.acked);
     }
     std::lock_guard lock(mu_);
-    current_.reset();
+    link.current.reset();
     return end;
   }
 
@@ -117,17 +154,18 @@ class Replicator {
     if (!trust_.tls) return {};
     BKP_TRY_VOID(conn.secure(*trust_.tls, net::TlsSide::kClient, kConnectTimeoutMs));
     if (trust_.allows(conn.peer_id())) return {};
-    return fail(EACCES, fmt::format("the server presents identity {}, not the backupd given with "
+    return fail(EACCES, fmt::format("the server presents identity {}, not a backupd given with "
                                     "--server-id: refusing to talk to it", conn.peer_id()));
   }
 
   // Logs a failure at warn the first time it is seen in a row, at debug afterwards.
-  void report(const std::string& message, bool welcomed) {
-    if (message != last_failure_ || welcomed) {
-      log::warn("{}: {}; retrying", options_.server, message);
-      last_failure_ = message;
+  static void report(const Link& link, const std::string& message, bool welcomed,
+                     std::string& last_failure) {
+    if (message != last_failure || welcomed) {
+      log::warn("{}: {}; retrying", link.name, message);
+      last_failure = message;
     } else {
-      log::debug("{}: {}; retrying", options_.server, message);
+      log::debug("{}: {}; retrying", link.name, message);
     }
   }
 
@@ -145,17 +183,17 @@ class Replicator {
   const net::Trust trust_;
   Monitor& monitor_;
   const std::optional<net::HostPort> restore_service_;  // told to backupd in Usage
-  std::timed_mutex& still_;  // held while a session may change the trees
+  std::shared_timed_mutex& still_;  // held shared by each session, while it may change trees
+  // Shared by every server's sessions (each is thread-safe: see its header).
   Trees trees_;
   UsageMeter usage_;
   SnapshotStore snapshots_;
   const uint64_t instance_;
-  std::string last_failure_;
+  std::vector<std::unique_ptr<Link>> links_;  // fixed once constructed
   std::mutex mu_;
-  // Guarded by mu_.
+  // Guarded by mu_ (with each link's current).
   std::condition_variable cv_;
   bool stopping_ = false;
-  UniqueFd current_;  // dup of the connected socket
 };
 
 }  // namespace
@@ -184,10 +222,14 @@ int run(const Options& options) {
     log::warn("TLS is off (--no-tls): any peer can pose as backupd; use this only on a trusted "
               "loopback");
   }
-  auto server = net::parse_host_port(options.server);
-  if (!server) {
-    log::error("--server: {}", server.error().message);
-    return kExitUsage;
+  std::vector<net::HostPort> servers;
+  for (const std::string& server : options.servers) {
+    auto parsed = net::parse_host_port(server);
+    if (!parsed) {
+      log::error("--server {}: {}", server, parsed.error().message);
+      return kExitUsage;
+    }
+    servers.push_back(std::move(*parsed));
   }
   sigset_t mask;
   sigemptyset(&mask);
@@ -196,7 +238,7 @@ int run(const Options& options) {
   pthread_sigmask(SIG_BLOCK, &mask, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
-  Monitor monitor(options.root);
+  Monitor monitor(options.root, options.servers);
   StatsFile stats_file(stats_path(options.root), "replicator");
   auto save_stats = [&] {
     auto [since_start, now] = monitor.stats();
@@ -211,8 +253,8 @@ int run(const Options& options) {
                                         [&monitor] { return monitor.metrics_text(); });
   }
 
-  std::timed_mutex still;  // the trees hold still while nobody has it (live_archive.h)
-  std::unique_ptr<RestoreService> restores;  // reads only files: independent of the session
+  std::shared_timed_mutex still;  // the trees hold still while nobody has it (live_archive.h)
+  std::unique_ptr<RestoreService> restores;  // reads only files: independent of the sessions
   if (options.listen) {
     auto started = RestoreService::start(RestoreServiceConfig{
         .listen = *options.listen,
@@ -231,11 +273,15 @@ int run(const Options& options) {
 
   progress::Display display(progress::display_options(options.progress_every));
   display.set_idle_status(
-      [&] { return fmt::format("replica {} of {}, idle", options.name, options.server); });
+      [&] {
+        return fmt::format("replica {} of {}, idle", options.name,
+                           fmt::join(options.servers, ", "));
+      });
   display.start();
   std::optional<net::HostPort> restore_service;
   if (restores) restore_service = net::HostPort{options.listen->host, restores->port()};
-  Replicator replicator(options, std::move(trust), display, monitor, restore_service, still);
+  Replicator replicator(options, servers, std::move(trust), display, monitor, restore_service,
+                        still);
   std::thread signals([&] {
     const auto every = std::chrono::duration_cast<std::chrono::nanoseconds>(StatsFile::every());
     const timespec wait{static_cast<time_t>(every.count() / 1'000'000'000),
@@ -247,7 +293,7 @@ int run(const Options& options) {
     log::info("{}: shutting down", strsignal(sig));
     replicator.stop();
   });
-  replicator.loop(*server);
+  replicator.run();
   signals.join();
   if (restores) restores->stop();
   display.stop();

@@ -14,11 +14,14 @@ namespace bkp::replicator {
 constexpr int kExitUsage = 2;
 
 struct Options {
-  std::string server;  // "ADDR:PORT", already checked by main
+  // Every backupd followed: "ADDR:PORT" each (--server, once per server), checked by main and
+  // told apart; one session loop runs per server, at once.
+  std::vector<std::string> servers;
   std::string root;
   std::string name;    // replica name, already validated
   std::chrono::milliseconds progress_every{std::chrono::seconds(10)};
-  std::vector<std::string> server_ids;  // backupd identities accepted (--server-id, parsed)
+  // backupd identities accepted (--server-id, parsed), from any of the servers.
+  std::vector<std::string> server_ids;
   bool tls = true;                      // --no-tls: plaintext, for a trusted loopback only
   std::optional<uint64_t> capacity;     // --capacity: the most kept under root (usage.h)
   std::optional<net::HostPort> metrics_listen;  // --metrics-listen: where /metrics is served
@@ -39,8 +42,9 @@ std::string stats_path(const std::string& root);
 // --show-id: prints the replicator's identity (made if missing) and returns the exit code.
 int show_id(const std::string& root);
 
-// Connects to backupd (forever, with backoff) and rebuilds its volumes under root, serving
-// its snapshot copies to bkptool (--listen) and /metrics if asked and keeping stats_path(root) (at start, every StatsFile::every() and at the
+// Connects to every backupd of options.servers (each forever, with its own backoff, at once) and
+// rebuilds their volumes under root, serving its snapshot copies to bkptool (--listen) and
+// /metrics if asked and keeping stats_path(root) (at start, every StatsFile::every() and at the
 // end). Returns the exit code: 0 after SIGTERM/SIGINT, 1 if --listen cannot listen.
 int run(const Options& options);
 

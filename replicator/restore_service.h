@@ -7,8 +7,8 @@
 //
 // Each connection gets a thread, at most kMaxRestoreConnections at once (more are closed at
 // once, logged), and is dropped after net::kControlIdleTimeoutMs of silence. The service only
-// reads files the replica session writes (held_snapshots.h), so the replica stream to backupd
-// goes on meanwhile.
+// reads files the replica sessions write (held_snapshots.h), so the replica streams from backupd
+// go on meanwhile.
 //
 // Thread-safety: start() and stop() from one thread; the rest is the service's own threads.
 #pragma once
@@ -17,6 +17,7 @@
 #include <list>
 #include <memory>
 #include <mutex>
+#include <shared_mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -37,7 +38,7 @@ struct RestoreServiceConfig {
   std::string root;                       // the replicator's --root
   std::string name;                       // its replica name: the snapshots' holder
   std::shared_ptr<net::TlsConfig> tls;    // required: identities are how operators are told
-  std::timed_mutex* still = nullptr;      // held by the replica session (live_archive.h)
+  std::shared_timed_mutex* still = nullptr;  // held by the replica sessions (live_archive.h)
 };
 
 class RestoreService {

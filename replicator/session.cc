@@ -17,16 +17,18 @@
 // replica's (unregistered, or its copy placed elsewhere). The tree is closed (no descriptor of
 // it stays open) and, with purge, deleted; the answer is Dropped, carrying the error when the
 // deletion failed, so one tree that cannot be deleted does not stop the other volumes' streams.
+//
+// The replicator runs one session per backupd it follows, at once, over the same trees
+// (trees.h): each frame is applied under its tree's hold, and a tree another server's session
+// selected since fails this session's next frame of it with ESTALE, which ends this session (the
+// volume moved; backupd then reconnects for its other volumes).
 #include "replicator/session.h"
 
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
+#include <atomic>
 
 #include <fmt/format.h>
 
 #include "common/clock.h"
-#include "common/files.h"
 #include "common/log.h"
 #include "common/net/messenger.h"
 #include "common/net/socket.h"
@@ -52,10 +54,14 @@ Result<void> handshake(net::Conn& conn, const std::string& name, uint64_t instan
 
 class Session {
  public:
-  Session(net::Conn& conn, const Holdings& holdings)
-      : conn_(conn), trees_(holdings.trees), usage_(holdings.usage),
-        snapshots_(holdings.snapshots),
+  Session(net::Conn& conn, const std::string& server, const Holdings& holdings)
+      : conn_(conn), server_(server), id_(next_id()), trees_(holdings.trees),
+        usage_(holdings.usage), snapshots_(holdings.snapshots), intake_(holdings.snapshots),
         restore_address_(advertised(conn, holdings.restore_service)) {}
+  // The trees this session held are nobody's now; a snapshot transfer in progress is kept.
+  ~Session() { trees_.release(id_); }
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
 
   // Applies frames until the connection fails. Returns the error that ended it.
   Error serve(uint64_t& acked) {
@@ -72,6 +78,12 @@ class Session {
   }
 
  private:
+  // Sessions are told apart by number (Trees records which one holds each tree).
+  static uint64_t next_id() {
+    static std::atomic<uint64_t> last{0};
+    return ++last;
+  }
+
   Result<void> handle(const wire::FrameView& frame, uint64_t& acked) {
     switch (frame.type) {
       case wire::MsgType::kSelect: {
@@ -79,18 +91,19 @@ class Session {
         BKP_TRY_VOID(validate_host(sel.host));
         BKP_TRY_VOID(validate_volume_path(sel.path));
         volume_ = sel.host + ":" + sel.path;
-        current_ = BKP_TRY(trees_.open(sel.host, sel.path));
-        BKP_TRY_VOID(net::send(conn_, current_->receiver->position(sel.instance)));
+        selected_ = BKP_TRY(trees_.select(sel.host, sel.path, id_, server_));
+        wire::Position position = BKP_TRY(held())->receiver->position(sel.instance);
+        BKP_TRY_VOID(net::send(conn_, position));
         return conn_.flush();
       }
       case wire::MsgType::kNodeStatus: {  // what this replica still lacks of the volume
         auto status = BKP_TRY(wire::decode_node_status(frame.payload));
-        BKP_TRY(selected())->progress.status(status);
+        BKP_TRY(held())->progress.status(status);
         return {};
       }
       case wire::MsgType::kOp: {
         auto op = BKP_TRY(wire::decode_op(frame.payload));
-        Tree* tree = BKP_TRY(selected());
+        auto tree = BKP_TRY(held());
         BKP_TRY_VOID(tree->receiver->apply(op));
         tree->progress.op(op);
         tree->counters->op();
@@ -98,7 +111,7 @@ class Session {
       }
       case wire::MsgType::kWrite: {
         auto w = BKP_TRY(wire::decode_write(frame.flags, frame.payload));
-        Tree* tree = BKP_TRY(selected());
+        auto tree = BKP_TRY(held());
         BKP_TRY_VOID(tree->receiver->write(w));
         tree->progress.applied(w.id, w.data.size());
         tree->counters->write(w.data.size());
@@ -106,19 +119,24 @@ class Session {
       }
       case wire::MsgType::kCommit: {
         auto c = BKP_TRY(wire::decode_commit(frame.payload));
-        Tree* tree = BKP_TRY(selected());
-        uint64_t batch = BKP_TRY(tree->receiver->commit(c));
-        tree->progress.committed();
-        tree->counters->committed(batch, wall_ms());
+        uint64_t batch = 0;
+        {
+          auto tree = BKP_TRY(held());
+          batch = BKP_TRY(tree->receiver->commit(c));
+          tree->progress.committed();
+          tree->counters->committed(batch, wall_ms());
+        }
         BKP_TRY_VOID(net::send(conn_, wire::Ack{batch}));
         BKP_TRY_VOID(conn_.flush());
-        log::debug("volume {}: batch {} committed", volume_, c.batch);
+        log::debug("volume {}: batch {} from {} committed", volume_, c.batch, server_);
         ++acked;
         return {};
       }
+      // The two answers that read the tree are sent under its hold: a Select of the tree by
+      // another session waits for them.
       case wire::MsgType::kManifestRequest: {  // backupd reconciles before a baseline
         auto request = BKP_TRY(wire::decode_manifest_request(frame.payload));
-        Tree* tree = BKP_TRY(selected());
+        auto tree = BKP_TRY(held());
         if (request.flags & wire::kManifestVerify) {  // or verifies (server/verify.h)
           return stream::send_tree_manifest(conn_, tree->applier->tree_fd(), request.flags,
                                             &tree->applier->placeholders());
@@ -129,7 +147,7 @@ class Session {
       }
       case wire::MsgType::kDigestRequest: {
         auto request = BKP_TRY(wire::decode_digest_request(frame.payload));
-        return stream::send_digests(conn_, *BKP_TRY(selected())->applier, request);
+        return stream::send_digests(conn_, *BKP_TRY(held())->applier, request);
       }
       case wire::MsgType::kSnapshotInventoryRequest: {  // snapshot copies (snapshot_store.h)
         auto req = BKP_TRY(wire::decode_snapshot_inventory_request(frame.payload));
@@ -141,19 +159,19 @@ class Session {
         auto begin = BKP_TRY(wire::decode_snapshot_begin(frame.payload));
         BKP_TRY_VOID(validate_host(begin.host));
         BKP_TRY_VOID(validate_volume_path(begin.path));
-        snapshots_.begin(begin);
+        intake_.begin(begin);
         return {};
       }
       case wire::MsgType::kSnapshotData:
-        return snapshots_.data(BKP_TRY(wire::decode_snapshot_data(frame.payload)));
+        return intake_.data(BKP_TRY(wire::decode_snapshot_data(frame.payload)));
       case wire::MsgType::kSnapshotEnd: {
         BKP_TRY_VOID(wire::decode_snapshot_end(frame.payload));
-        auto stored = BKP_TRY(snapshots_.end());
+        auto stored = BKP_TRY(intake_.end());
         if (stored.code == 0) {
-          log::info("snapshot {} stored", stored.id);
+          log::info("snapshot {} from {} stored", stored.id, server_);
           usage_.refresh();
         } else {
-          log::error("snapshot {} not stored: {}", stored.id, stored.text);
+          log::error("snapshot {} from {} not stored: {}", stored.id, server_, stored.text);
         }
         return net::send_now(conn_, stored);
       }
@@ -167,17 +185,18 @@ class Session {
         auto drop = BKP_TRY(wire::decode_drop(frame.payload));
         BKP_TRY_VOID(validate_host(drop.host));
         BKP_TRY_VOID(validate_volume_path(drop.path));
-        current_ = nullptr;  // backupd selects again before any data
+        selected_ = nullptr;  // backupd selects again before any data
         volume_.clear();
-        snapshots_.forget(drop.host, drop.path);  // a transfer kept for the volume is void
+        intake_.forget(drop.host, drop.path);  // a transfer kept for the volume is void
         wire::Dropped answer{drop.host, drop.path, 0, ""};
         if (auto dropped = trees_.drop(drop); !dropped) {
-          log::error("volume {}:{}: {}", drop.host, drop.path, dropped.error().message);
+          log::error("volume {}:{} (dropped by {}): {}", drop.host, drop.path, server_,
+                     dropped.error().message);
           const Error& e = dropped.error();
           answer.code = static_cast<uint32_t>(e.code != 0 ? e.code : EIO);
           answer.text = e.message.substr(0, wire::kMaxText);
         } else {
-          log::info("volume {}:{} dropped{}", drop.host, drop.path,
+          log::info("volume {}:{} dropped by {}{}", drop.host, drop.path, server_,
                     drop.purge ? ": its copy is deleted" : " (its copy stays on disk)");
           if (drop.purge) usage_.refresh();
         }
@@ -201,106 +220,42 @@ class Session {
     return net::format_host_port(where);
   }
 
-  Result<Tree*> selected() {
-    if (current_ == nullptr) return fail(EPROTO, "data before any select");
-    return current_;
+  // The selected tree, held for one frame.
+  Result<Trees::Use> held() {
+    if (selected_ == nullptr) return fail(EPROTO, "data before any select");
+    return trees_.use(selected_, id_);
   }
 
   net::Conn& conn_;
+  const std::string& server_;
+  const uint64_t id_;
   Trees& trees_;
   UsageMeter& usage_;
   SnapshotStore& snapshots_;
+  SnapshotStore::Intake intake_;
   const std::string restore_address_;  // "" when no restore service listens
-  Tree* current_ = nullptr;  // owned by trees_
-  std::string volume_;                   // "host:/path" of current_
+  Trees::Selected selected_ = nullptr;
+  std::string volume_;  // "host:/path" of selected_
 };
 
 }  // namespace
 
-Result<Tree*> Trees::open(const std::string& host, const std::string& path) {
-  std::string key = host + ":" + path;
-  auto it = trees_.find(key);
-  if (it != trees_.end()) return it->second.get();
-  // One directory per volume, its path escaped, so nested volumes (/srv and /srv/app) never
-  // share a directory: a tree a peer writes can hold no other volume's tree.
-  std::string tree = fmt::format("{}/{}", host, escape_path(path));
-  std::string ids = fmt::format(".ids/{}/{}", host, escape_path(path));
-  std::string state = fmt::format("{}/.state/{}/{}", root_, host, escape_path(path));
-  auto open_error = [&](Error e) { return e.wrap("open replica of " + key); };
-  struct stat st{};
-  bool fresh = ::lstat((root_ + "/" + tree).c_str(), &st) != 0;
-  auto applier = changes::Applier::open(root_, tree, ids);
-  if (!applier) return tl::unexpected(open_error(applier.error()));
-  BKP_TRY_VOID(make_dirs(state).map_error(open_error));
-  if (fresh) {  // a position for a tree that is not there would vouch for nothing: start over
-    for (const char* f : {"/state", "/position"}) {
-      if (::unlink((state + f).c_str()) != 0 && errno != ENOENT) {
-        return tl::unexpected(open_error(Error{errno, "reset " + state + f}));
-      }
-    }
-  }
-  auto receiver = stream::Receiver::open(state, **applier);
-  if (!receiver) return tl::unexpected(receiver.error().wrap("open replica of " + key));
-  log::info("volume {} -> {}/{}", key, root_, tree);
-  auto meter = std::make_shared<progress::Meter>(key);
-  if (display_) display_->add(meter);
-  TreeCounters& counters = monitor_.tree(host, path);
-  // `state` is rewritten at each commit only: its mtime is when the last batch became durable.
-  const bool has_commit =
-      (*receiver)->instance() != 0 && ::stat((state + "/state").c_str(), &st) == 0;
-  counters.opened((*receiver)->committed(), has_commit ? wire::to_ns(st.st_mtim) / 1'000'000 : 0);
-  auto entry = std::make_unique<Tree>(Tree{std::move(*applier), std::move(*receiver), meter,
-                                           changes::ReceiveProgress(meter), &counters});
-  return trees_.emplace(key, std::move(entry)).first->second.get();
-}
-
-Result<void> Trees::drop(const wire::Drop& drop) {
-  trees_.erase(drop.host + ":" + drop.path);  // closes its descriptors
-  if (drop.purge == 0) return {};
-  UniqueFd root(::open(root_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!root) return fail_errno("open " + root_);
-  for (const char* base : {".state", ".ids", ".snapshots", ""}) {
-    BKP_TRY_VOID(remove_beneath(root.get(), base, drop.host, drop.path));
-  }
-  return {};
-}
-
-Result<void> Trees::remove_beneath(int root_fd, const std::string& base, const std::string& host,
-                                   const std::string& path) {
-  const std::string host_rel = base.empty() ? host : base + "/" + host;
-  auto parent = open_dir_beneath(root_fd, base, nullptr, Missing::kFail);
-  auto host_dir = parent ? open_dir_beneath(parent->get(), host, nullptr, Missing::kFail)
-                         : Result<UniqueFd>(tl::unexpected(parent.error()));
-  if (!host_dir) {
-    if (host_dir.error().code == ENOENT) return {};  // nothing of this host there
-    return tl::unexpected(host_dir.error().wrap(root_));
-  }
-  BKP_TRY_VOID(remove_tree_at(host_dir->get(), escape_path(path),
-                              fmt::format("{}/{}/{}", root_, host_rel, escape_path(path))));
-  host_dir->reset();
-  // The host's last volume here: its directory goes too (another volume keeps it: ENOTEMPTY).
-  (void)::unlinkat(parent->get(), host.c_str(), AT_REMOVEDIR);
-  return {};
-}
-
-void Trees::interrupt_all() {
-  for (auto& [key, tree] : trees_) tree->progress.interrupted();
-}
-
-SessionEnd run_session(net::Conn& conn, const std::string& name, uint64_t instance,
-                       const Holdings& holdings) {
+SessionEnd run_session(net::Conn& conn, const std::string& server, const std::string& name,
+                       uint64_t instance, const Holdings& holdings) {
   SessionEnd end;
   if (auto hs = handshake(conn, name, instance); !hs) {
     end.error = hs.error();
     return end;
   }
   end.welcomed = true;
-  holdings.monitor.session_started();
-  Session session(conn, holdings);
-  end.error = session.serve(end.acked);
-  holdings.monitor.session_ended();
-  // A snapshot transfer cut here is kept: the next session may go on with it (snapshot_store.h).
-  holdings.trees.interrupt_all();
+  holdings.monitor.session_started(server);
+  {
+    // Its end releases the trees (shown stopped) and keeps a snapshot transfer cut here: the
+    // next session, with any server, may go on with it (snapshot_store.h).
+    Session session(conn, server, holdings);
+    end.error = session.serve(end.acked);
+  }
+  holdings.monitor.session_ended(server);
   return end;
 }
 

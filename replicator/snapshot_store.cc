@@ -24,6 +24,12 @@ constexpr const char* kTmpPrefix = ".tmp-";
 
 }  // namespace
 
+SnapshotStore::SnapshotStore(std::string root) : root_(std::move(root)) {}
+
+SnapshotStore::~SnapshotStore() {
+  for (auto& [key, in] : kept_) discard(std::move(in));
+}
+
 Result<UniqueFd> SnapshotStore::volume_dir(const std::string& host, const std::string& path) {
   UniqueFd root(::open(root_.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
   if (!root) return fail_errno("open " + root_);
@@ -40,50 +46,112 @@ Result<wire::SnapshotInventory> SnapshotStore::inventory(const std::string& host
     return out;
   }
   out.ids = archive_ids(dir->get());
-  if (in_ && !in_->error && in_->begin.host == host && in_->begin.path == path &&
-      in_->offset > 0 && in_->offset < in_->begin.bytes) {
-    out.partial_id = in_->begin.id;
-    out.partial_bytes = in_->offset;
+  std::lock_guard lock(mu_);
+  if (auto it = kept_.find(key(host, path)); it != kept_.end()) {
+    out.partial_id = it->second->begin.id;
+    out.partial_bytes = it->second->offset;
   }
   return out;
 }
 
-void SnapshotStore::begin(const wire::SnapshotBegin& b) {
-  if (b.offset > 0) {
-    const bool same = in_ && !in_->error && in_->begin.id == b.id && in_->begin.host == b.host &&
-                      in_->begin.path == b.path && in_->begin.bytes == b.bytes &&
-                      in_->begin.part_size == b.part_size && in_->begin.digests == b.digests &&
-                      in_->offset == b.offset;
-    if (same) {
-      in_->begin.keep = b.keep;
-      return;
+void SnapshotStore::forget(const std::string& host, const std::string& path) {
+  std::unique_ptr<Incoming> kept;
+  {
+    std::lock_guard lock(mu_);
+    if (auto it = kept_.find(key(host, path)); it != kept_.end()) {
+      kept = std::move(it->second);
+      kept_.erase(it);
     }
-    abort();
-    Incoming& in = in_.emplace();
-    in.begin = b;
-    in.offset = b.offset;
-    in.error = Error{ESTALE, fmt::format("snapshot {}: no transfer kept to go on with at {}",
-                                         b.id, b.offset)};
-    return;
   }
-  abort();
-  Incoming& in = in_.emplace();
-  in.begin = b;
-  in.hasher.emplace(b.part_size);
+  discard(std::move(kept));
+}
+
+std::unique_ptr<SnapshotStore::Incoming> SnapshotStore::start(const wire::SnapshotBegin& b) {
+  auto in = std::make_unique<Incoming>();
+  in->begin = b;
+  in->offset = b.offset;  // so the data that follows is in order, whatever its fate
+  std::unique_ptr<Incoming> kept;
+  {
+    std::lock_guard lock(mu_);
+    const std::string k = key(b.host, b.path);
+    if (arriving_.contains(k)) {
+      in->error = Error{EBUSY, fmt::format("snapshot {}: another server's session is sending an "
+                                           "archive of {} now",
+                                           b.id, k)};
+      return in;
+    }
+    arriving_.insert(k);
+    in->claimed = true;
+    if (auto it = kept_.find(k); it != kept_.end()) {
+      kept = std::move(it->second);
+      kept_.erase(it);
+    }
+  }
+  if (b.offset > 0) {
+    const bool same = kept && kept->begin.id == b.id && kept->begin.bytes == b.bytes &&
+                      kept->begin.part_size == b.part_size && kept->begin.digests == b.digests &&
+                      kept->offset == b.offset;
+    if (same) {
+      kept->begin.keep = b.keep;
+      kept->claimed = true;
+      return kept;
+    }
+    discard(std::move(kept));
+    in->error = Error{ESTALE, fmt::format("snapshot {}: no transfer kept to go on with at {}",
+                                          b.id, b.offset)};
+    return in;
+  }
+  discard(std::move(kept));
+  in->hasher.emplace(b.part_size);
   auto dir = volume_dir(b.host, b.path);
   if (!dir) {
-    in.error = dir.error();
+    in->error = dir.error();
   } else {
-    in.dir = std::move(*dir);
+    in->dir = std::move(*dir);
     const std::string tmp = kTmpPrefix + b.id + kSuffix;
-    ::unlinkat(in.dir.get(), tmp.c_str(), 0);  // a leftover of an interrupted transfer
-    in.file.reset(::openat(in.dir.get(), tmp.c_str(),
-                           O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0640));
-    if (!in.file) in.error = Error{errno, fmt::format("create {}: {}", tmp, std::strerror(errno))};
+    ::unlinkat(in->dir.get(), tmp.c_str(), 0);  // a leftover of an interrupted transfer
+    in->file.reset(::openat(in->dir.get(), tmp.c_str(),
+                            O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0640));
+    if (!in->file) {
+      in->error = Error{errno, fmt::format("create {}: {}", tmp, std::strerror(errno))};
+    }
+  }
+  return in;
+}
+
+void SnapshotStore::discard(std::unique_ptr<Incoming> in) {
+  if (!in) return;
+  if (in->dir) {  // before the claim goes: the next claimant may use the same name
+    const std::string tmp = kTmpPrefix + in->begin.id + kSuffix;
+    ::unlinkat(in->dir.get(), tmp.c_str(), 0);
+  }
+  if (in->claimed) {
+    std::lock_guard lock(mu_);
+    arriving_.erase(key(in->begin.host, in->begin.path));
   }
 }
 
-Result<void> SnapshotStore::data(const wire::SnapshotData& d) {
+void SnapshotStore::keep(std::unique_ptr<Incoming> in) {
+  if (!in) return;
+  if (in->error || in->offset == 0 || in->offset >= in->begin.bytes) {  // nothing to go on with
+    discard(std::move(in));
+    return;
+  }
+  std::lock_guard lock(mu_);
+  const std::string k = key(in->begin.host, in->begin.path);
+  arriving_.erase(k);
+  in->claimed = false;
+  kept_[k] = std::move(in);  // none was kept: start() took it out while claimed
+}
+
+SnapshotStore::Intake::~Intake() { store_.keep(std::move(in_)); }
+
+void SnapshotStore::Intake::begin(const wire::SnapshotBegin& b) {
+  abort();
+  in_ = store_.start(b);
+}
+
+Result<void> SnapshotStore::Intake::data(const wire::SnapshotData& d) {
   if (!in_) return fail(EPROTO, "snapshot data without a SnapshotBegin");
   Incoming& in = *in_;
   if (d.offset != in.offset || d.bytes.size() > in.begin.bytes - in.offset) {
@@ -112,7 +180,7 @@ void SnapshotStore::check_parts(Incoming& in) {
   }
 }
 
-Result<wire::SnapshotStored> SnapshotStore::end() {
+Result<wire::SnapshotStored> SnapshotStore::Intake::end() {
   if (!in_) return fail(EPROTO, "SnapshotEnd without a SnapshotBegin");
   Incoming& in = *in_;
   if (!in.error && in.offset != in.begin.bytes) {
@@ -173,17 +241,11 @@ Result<void> SnapshotStore::rotate(int dir, size_t keep) {
   return {};
 }
 
-void SnapshotStore::forget(const std::string& host, const std::string& path) {
+void SnapshotStore::Intake::forget(const std::string& host, const std::string& path) {
   if (in_ && in_->begin.host == host && in_->begin.path == path) abort();
+  store_.forget(host, path);
 }
 
-void SnapshotStore::abort() {
-  if (!in_) return;
-  if (in_->dir) {
-    const std::string tmp = kTmpPrefix + in_->begin.id + kSuffix;
-    ::unlinkat(in_->dir.get(), tmp.c_str(), 0);
-  }
-  in_.reset();
-}
+void SnapshotStore::Intake::abort() { store_.discard(std::move(in_)); }
 
 }  // namespace bkp::replicator

@@ -243,9 +243,10 @@ void ClusterTest::stop_watchdog() {
 ::testing::AssertionResult ClusterTest::start_replicator(int i) {
   std::string name = "r" + std::to_string(i + 1);
   auto& r = replicators_[i];
+  const std::string server = replicator_server[i].empty() ? address(port_) : replicator_server[i];
   std::vector<std::string> argv =
-      with_progress({bin_.replicator, "--server", address(port_), "--server-id", server_id_,
-                     "--root", roots_[i], "--name", name});
+      with_progress({bin_.replicator, "--server", server, "--server-id", server_id_, "--root",
+                     roots_[i], "--name", name});
   unlink(replica_metrics_port_files_[i].c_str());  // a previous run's port must not be read
   if (replicator_metrics) {
     argv.insert(argv.end(), {"--metrics-listen", address(0), "--metrics-port-file",

@@ -185,8 +185,12 @@ class ClusterTest : public ::testing::Test {
   std::vector<std::string> backupfs_env, backupd_env;
   // If set before start_replicator(): replicator i serves /metrics (replica_metrics_port(i)).
   bool replicator_metrics = false;
-  // Further flags for replicator i (start_replicator), e.g. --listen for restores from it.
+  // Further flags for replicator i (start_replicator), e.g. --listen for restores from it, or
+  // another --server (with its --server-id) to follow besides backupd.
   std::vector<std::string> replicator_args[2];
+  // If set before start_replicator(): the ADDR:PORT replicator i follows instead of backupd's
+  // (e.g. a relay in front of it).
+  std::string replicator_server[2];
   // "NAME=VALUE" entries added to every replicator's environment (start_replicator).
   std::vector<std::string> replicator_env;
   // register_volume's --copies ("": backupd's default, 3; start_all without replicators: 1).

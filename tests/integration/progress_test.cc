@@ -21,6 +21,9 @@ constexpr int kSmallFiles = 100;
 
 class ProgressTest : public ControlTest {
  protected:
+  // How a replicator's meters name the server their stream comes from.
+  std::string from_server() const { return " from 127.0.0.1:" + std::to_string(port()); }
+
   // Lines of a log that contain needle.
   std::vector<std::string> lines_with(const std::string& log, const std::string& needle) {
     std::vector<std::string> out;
@@ -113,10 +116,11 @@ TEST_F(ProgressTest, BaselineLinesNameFilesAndReachHundredPercent) {
   EXPECT_TRUE(log_has("backupd", {subject + " to r1: ", "%, ", ", now "})) << log_text("backupd");
   for (const char* r : {"r1", "r2"}) {
     EXPECT_TRUE(log_has("backupd", {subject + " to " + r + ": 100%"})) << log_text("backupd");
-    // The replicator: what it received, to the end. A node's baseline reaches a replica as the
-    // mirror fills, batch by batch, so each of its episodes may end before a periodic line is
-    // due: whether one names a file depends on timing (ReceiveProgress's naming is unit-tested).
-    EXPECT_TRUE(log_has(r, {subject + ": 100%"})) << log_text(r);
+    // The replicator: what it received, to the end, from which server. A node's baseline
+    // reaches a replica as the mirror fills, batch by batch, so each of its episodes may end
+    // before a periodic line is due: whether one names a file depends on timing
+    // (ReceiveProgress's naming is unit-tested).
+    EXPECT_TRUE(log_has(r, {subject + from_server() + ": 100%"})) << log_text(r);
   }
 }
 
@@ -163,12 +167,12 @@ TEST_F(ProgressTest, AReturningReplicaCatchesUpOnTheWholeBacklogAsOneEpisode) {
   const std::string total = std::to_string(kBacklogMiB) + ".0 MiB";
   EXPECT_TRUE(log_has("backupd", {"catch-up " + subject + " to r1: 100%, " + total + " in "}))
       << log_text("backupd").substr(server_from);
-  EXPECT_TRUE(log_has("r1", {"catch-up " + subject + ": 100%, " + total + " in "}))
+  EXPECT_TRUE(log_has("r1", {"catch-up " + subject + from_server() + ": 100%, " + total + " in "}))
       << log_text("r1").substr(r1_from);
 
   // Every line since the return is that catch-up: the whole backlog as total from the first.
   std::regex server_line("(\\w[\\w-]*) " + regex_quote(subject + " to r1") + R"(: (.*))");
-  std::regex r1_line("(\\w[\\w-]*) " + regex_quote(subject) + R"(: (.*))");
+  std::regex r1_line("(\\w[\\w-]*) " + regex_quote(subject + from_server()) + R"(: (.*))");
   std::regex of_total(R"(^\d+%, [0-9.]+ \w+ of ([0-9.]+ \w+))");
   for (const auto& [name, from, re] : {std::tuple{"backupd", server_from, server_line},
                                        std::tuple{"r1", r1_from, r1_line}}) {

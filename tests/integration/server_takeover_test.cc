@@ -2,7 +2,9 @@
 // registered through either is listed by both with the server that serves it; when that server
 // is killed (kill -9), the other takes the volume over once its lease (3 s here) expires: it
 // dials the node, rebuilds its own mirror from the node's reconcile, and the changes made while
-// nobody served it reach it; its runs go on there. With the snapshots in a shared bucket
+// nobody served it reach it; its runs go on there. A replicator given both servers keeps its
+// copy of the volume equal to the source across the takeover, also when the first server only
+// hangs (its session with the replicator still open). With the snapshots in a shared bucket
 // (SeededTakeoverTest, label integration-scale: radosgw too), the new server first seeds its
 // mirror from the newest snapshot (server/seed.h), and the node sends only what changed since.
 #include <unistd.h>
@@ -26,6 +28,29 @@ using testutil::wait_until;
 
 class ServerTakeoverTest : public ControlTest {
  protected:
+  void SetUp() override {
+    ControlTest::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
+    auto db = testutil::PostgresDb::for_test();
+    ASSERT_TRUE(db) << db.error().message;
+    if (!*db) GTEST_SKIP() << testutil::kNoPostgresServer;
+    db_ = std::move(*db);
+  }
+
+  // Where server a or b listens for nodes and replicators.
+  std::string address(const std::string& server) const {
+    return "127.0.0.1:" + std::to_string(server == "a" ? port() : b_->port());
+  }
+  // "" once r1's copy equals the source; the last difference (and r1's log) otherwise.
+  std::string wait_replica() {
+    std::string diff;
+    if (wait_until([&] { return (diff = compare_trees(src(), replica(0))).empty() || expired(); },
+                   60s) &&
+        diff.empty()) {
+      return "";
+    }
+    return "r1's copy: " + diff + "\n" + log_text("r1");
+  }
   std::string socket_of(const std::string& server) const {
     return server == "a" ? control_socket() : b_->control_socket();
   }
@@ -49,13 +74,9 @@ class ServerTakeoverTest : public ControlTest {
     return owners && owners->contains(src()) ? owners->at(src()) : "?";
   }
 
-  // Servers a and b on a test database (the test is skipped without a PostgreSQL server), the
-  // node (accepting both) mounted and its volume registered.
+  // Servers a and b on the test's database, r1 following both, the node (accepting both)
+  // mounted and its volume registered.
   void start_servers_and_node() {
-    auto db = testutil::PostgresDb::for_test();
-    ASSERT_TRUE(db) << db.error().message;
-    if (!*db) GTEST_SKIP() << testutil::kNoPostgresServer;
-    db_ = std::move(*db);
     // Server a is the fixture's backupd, server b one of its own; the node accepts both.
     const std::string a_config = scratch_dir("config-a") + "/backupd.toml";
     put(a_config, testutil::shared_catalog_config(db_->url(), "a", 3, extra_config_));
@@ -71,19 +92,23 @@ class ServerTakeoverTest : public ControlTest {
     ASSERT_TRUE(b) << b.error().message;
     b_ = std::move(*b);
     backupfs_args = {"--server-id", b_->id()};
+    // r1 follows both servers (the catalog, shared, already authorises it).
+    replicator_args[0] = {"--server", address("b"), "--server-id", b_->id()};
+    ASSERT_TRUE(start_replicator(0));
     ASSERT_TRUE(mount_source());
     ASSERT_TRUE(register_volume());
   }
 
-  // Waits until both servers list the volume with the same server, which holds all of it: that
-  // server ("a" or "b").
+  // Waits until both servers list the volume with the same server, which holds all of it, as
+  // r1's copy does: that server ("a" or "b").
   std::string converged_owner() {
     std::string owner;
     EXPECT_TRUE(wait_until(
         [&] {
           owner = served_by("a");
           return (owner == "a" || owner == "b") && served_by("b") == owner &&
-                 compare_trees(src(), mirror_of(owner)) == "";
+                 compare_trees(src(), mirror_of(owner)) == "" &&
+                 compare_trees(src(), replica(0)) == "";
         },
         60s))
         << "served by '" << owner << "'\n" << log_of("a") << log_of("b");
@@ -153,12 +178,54 @@ TEST_F(ServerTakeoverTest, WhenTheServingBackupdDiesTheOtherTakesTheVolumeOverWi
   const auto took = std::chrono::steady_clock::now() - killed;
   RecordProperty("takeover_ms",
                  static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(took).count()));
+  // The replica follows the volume to its new server.
+  EXPECT_EQ(wait_replica(), "");
+  EXPECT_NE(log_text("r1").find("moved: " + address(other) + " select"), std::string::npos)
+      << "r1's log does not say which server the volume moved to\n" << log_text("r1");
 
   // Its runs go on there, and write what the node holds: its new mirror's change counter
   // starts past the one the last snapshot (the other server's) was cut at.
   EXPECT_NE(log_of(other).find("a mirror new here counts"), std::string::npos);
   expect_run_and_restore(other);
   if (owner == "b") b_.reset();  // already dead; ClusterTest's backupd stops in TearDown
+}
+
+// A server that hangs (SIGSTOP: its connections stay open, so r1's session with it does not
+// end) loses the volume once its lease expires and the node gives up on its acks. The other
+// server's Select hands the tree over on r1 at once, from the session that still holds it
+// (replicator/trees.h), and r1's copy follows the source through the new server. Once the hung
+// server runs again, its stale session gives way and the copy stays current.
+TEST_F(ServerTakeoverTest, AHungServersVolumeIsHandedOverOnTheReplicator) {
+  start_servers_and_node();
+  if (IsSkipped() || HasFatalFailure()) return;
+  apply_mix(src(), 20);
+  const std::string owner = converged_owner();
+  ASSERT_FALSE(HasFailure());
+  const std::string other = owner == "a" ? "b" : "a";
+  testutil::Daemon& hung = owner == "a" ? *backupd() : b_->process();
+  hung.signal(SIGSTOP);
+  // Until SIGCONT, only EXPECTs: the teardown needs it running.
+  apply_mix(src("later"), 10);
+  EXPECT_TRUE(wait_until(
+      [&] {
+        return (served_by(other) == other && compare_trees(src(), mirror_of(other)) == "") ||
+               expired();
+      },
+      80s))
+      << "not taken over: served by '" << served_by(other) << "', "
+      << compare_trees(src(), mirror_of(other));
+  EXPECT_EQ(wait_replica(), "");
+  EXPECT_NE(log_text("r1").find("moved: " + address(other) + " selected it while the session with " +
+                                address(owner) + " still held it"),
+            std::string::npos)
+      << log_text("r1");
+  hung.signal(SIGCONT);
+
+  append(src("later/after-resume.txt"), "the hung server is back\n");
+  EXPECT_TRUE(wait_until([&] { return compare_trees(src(), mirror_of(other)) == "" || expired(); },
+                         30s))
+      << compare_trees(src(), mirror_of(other));
+  EXPECT_EQ(wait_replica(), "");
 }
 
 class SeededTakeoverTest : public ServerTakeoverTest {};
@@ -189,6 +256,7 @@ TEST_F(SeededTakeoverTest, TheNewServerSeedsItsMirrorFromTheBucketAndTheNodeSend
   apply_mix(src("later"), 10);
   expect_taken_over_by(other);
   ASSERT_FALSE(HasFatalFailure());
+  EXPECT_EQ(wait_replica(), "") << "r1's copy after the seeded mirror's rescan";
   EXPECT_NE(log_of(other).find("mirror seeded from snapshot " +
                                before["run"]["snapshot"].get<std::string>()),
             std::string::npos)

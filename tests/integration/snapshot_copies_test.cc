@@ -122,7 +122,7 @@ TEST_F(SnapshotCopiesTest, ACutTransferGoesOnWhereItStopped) {
   ASSERT_TRUE(start_all("1h", /*with_replicators=*/false));
   auto relay = testutil::DelayRelay::start(port(), 0ms);
   ASSERT_TRUE(relay) << relay.error().message;
-  replicator_args[0] = {"--server", "127.0.0.1:" + std::to_string((*relay)->port())};
+  replicator_server[0] = "127.0.0.1:" + std::to_string((*relay)->port());
   ASSERT_TRUE(start_replicator(0));
   write_big_file(src("big.bin"), 40 * kMiB, 9);  // incompressible: five parts of 8 MiB
   ASSERT_EQ(wait_converged(), "");

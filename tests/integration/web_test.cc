@@ -191,10 +191,11 @@ TEST_F(WebTest, TheReplicatorsMetricsCountWhatItAppliesAndItsLink) {
   ASSERT_TRUE(text);
   expect_promtool_passes(*text);
   const std::string vol = volume_labels();
+  const std::string link = "{server=\"127.0.0.1:" + std::to_string(port()) + "\"}";
   auto replica_sample = [&](const std::string& name, const std::string& labels = "") {
     return sample(name, labels, metrics_port);
   };
-  EXPECT_EQ(replica_sample("replicator_backupd_up"), 1) << *text;
+  EXPECT_EQ(replica_sample("replicator_backupd_up", link), 1) << *text;
   EXPECT_EQ(replica_sample("replicator_volumes"), 1) << *text;
   EXPECT_GT(replica_sample("replicator_volume_committed_batch", vol), 0) << *text;
   EXPECT_GT(replica_sample("replicator_volume_last_commit_timestamp_seconds", vol), 0) << *text;
@@ -215,13 +216,13 @@ TEST_F(WebTest, TheReplicatorsMetricsCountWhatItAppliesAndItsLink) {
   ASSERT_EQ(wait_converged(), "");
 
   ASSERT_TRUE(stop_server());
-  EXPECT_TRUE(wait_until([&] { return replica_sample("replicator_backupd_up") == 0; }, 30s))
+  EXPECT_TRUE(wait_until([&] { return replica_sample("replicator_backupd_up", link) == 0; }, 30s))
       << "r1 still shows backupd up after it stopped";
   ASSERT_TRUE(start_server(port()));  // where the replicators reconnect
   EXPECT_TRUE(wait_until(
       [&] {
-        return replica_sample("replicator_backupd_up") == 1 &&
-               replica_sample("replicator_backupd_sessions_total") >= 2;
+        return replica_sample("replicator_backupd_up", link) == 1 &&
+               replica_sample("replicator_backupd_sessions_total", link) >= 2;
       },
       30s))
       << "r1 never showed its new session\n" << get("/metrics", metrics_port).value_or("");

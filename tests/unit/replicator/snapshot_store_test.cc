@@ -1,7 +1,8 @@
 // SnapshotStore (replicator/snapshot_store.h): an archive is kept only whole and with every part
 // matching its digest, beside its .parts file; a damaged part or a short archive leaves nothing;
 // the newest `keep` stay; data out of order is a protocol error; a transfer cut by a session's
-// end goes on where it stopped, and only the same archive at the same offset may go on.
+// end goes on where it stopped, in any later session, and only the same archive at the same
+// offset may go on; sessions with two servers store two volumes at once, and never one volume.
 #include "replicator/snapshot_store.h"
 
 #include <fcntl.h>
@@ -35,11 +36,11 @@ wire::SnapshotBegin begin_of(const std::string& id, const std::string& data, uin
 }
 
 // Sends data[from, end) in 300 KiB pieces (not aligned with parts).
-void send(SnapshotStore& store, const std::string& data, size_t from = 0, size_t end = SIZE_MAX) {
+void send(SnapshotStore::Intake& intake, const std::string& data, size_t from = 0, size_t end = SIZE_MAX) {
   end = std::min(end, data.size());
   for (size_t at = from; at < end; at += 300 * 1024) {
     size_t n = std::min<size_t>(300 * 1024, end - at);
-    auto sent = store.data(wire::SnapshotData{
+    auto sent = intake.data(wire::SnapshotData{
         at, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(data.data() + at), n)});
     ASSERT_TRUE(sent) << sent.error().message;
   }
@@ -49,15 +50,16 @@ class SnapshotStoreTest : public ::testing::Test {
  protected:
   testutil::TempDir root{"bkp-snapstore"};
   SnapshotStore store{root.path()};
+  SnapshotStore::Intake intake{store};  // one session's
   std::string dir() const { return root.path() + "/.snapshots/web1/srv-app"; }
 };
 
 TEST_F(SnapshotStoreTest, AWholeArchiveIsKeptWithItsDigests) {
   const std::string data = bytes_of(2 * kPart + 12345, 'a');
   auto b = begin_of("20261130T010203.000Z", data);
-  store.begin(b);
-  send(store, data);
-  auto stored = store.end();
+  intake.begin(b);
+  send(intake, data);
+  auto stored = intake.end();
   ASSERT_TRUE(stored) << stored.error().message;
   EXPECT_EQ(stored->code, 0u) << stored->text;
   EXPECT_EQ(testutil::read_file(dir() + "/20261130T010203.000Z.tgz"), data);
@@ -74,18 +76,18 @@ TEST_F(SnapshotStoreTest, ADamagedPartOrAShortArchiveLeavesNothing) {
   const std::string data = bytes_of(3 * kPart, 'b');
   std::string damaged = data;
   damaged[kPart + 17] ^= 1;  // part 1
-  store.begin(begin_of("20261130T010203.000Z", data));
-  send(store, damaged);
-  auto stored = store.end();
+  intake.begin(begin_of("20261130T010203.000Z", data));
+  send(intake, damaged);
+  auto stored = intake.end();
   ASSERT_TRUE(stored);
   EXPECT_EQ(stored->code, static_cast<uint32_t>(EBADMSG));
   EXPECT_NE(stored->text.find("part 1 "), std::string::npos) << stored->text;
   EXPECT_TRUE(store.inventory("web1", "/srv/app")->ids.empty());
 
-  store.begin(begin_of("20261130T010204.000Z", data));
-  send(store, data.substr(0, kPart));
-  EXPECT_FALSE(store.end()) << "an archive ended short is a protocol error";
-  store.abort();
+  intake.begin(begin_of("20261130T010204.000Z", data));
+  send(intake, data.substr(0, kPart));
+  EXPECT_FALSE(intake.end()) << "an archive ended short is a protocol error";
+  intake.abort();
   EXPECT_TRUE(store.inventory("web1", "/srv/app")->ids.empty());
   EXPECT_EQ(::access((dir() + "/.tmp-20261130T010204.000Z.tgz").c_str(), F_OK), -1);
 }
@@ -94,9 +96,9 @@ TEST_F(SnapshotStoreTest, TheNewestKeepStay) {
   for (int i = 0; i < 4; ++i) {
     const std::string id = "20261130T01020" + std::to_string(i) + ".000Z";
     const std::string data = bytes_of(1000 + i, static_cast<char>('c' + i));
-    store.begin(begin_of(id, data, /*keep=*/2));
-    send(store, data);
-    auto stored = store.end();
+    intake.begin(begin_of(id, data, /*keep=*/2));
+    send(intake, data);
+    auto stored = intake.end();
     ASSERT_TRUE(stored && stored->code == 0);
   }
   EXPECT_EQ(store.inventory("web1", "/srv/app")->ids,
@@ -106,21 +108,24 @@ TEST_F(SnapshotStoreTest, TheNewestKeepStay) {
 
 TEST_F(SnapshotStoreTest, DataOutOfOrderIsAProtocolError) {
   const std::string data = bytes_of(5000, 'd');
-  EXPECT_FALSE(store.data(wire::SnapshotData{0, std::span<const uint8_t>(
+  EXPECT_FALSE(intake.data(wire::SnapshotData{0, std::span<const uint8_t>(
                                                     reinterpret_cast<const uint8_t*>(data.data()),
                                                     10)}))
       << "data before any begin";
-  store.begin(begin_of("20261130T010203.000Z", data));
-  auto gap = store.data(wire::SnapshotData{
+  intake.begin(begin_of("20261130T010203.000Z", data));
+  auto gap = intake.data(wire::SnapshotData{
       100, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(data.data()), 10)});
   EXPECT_FALSE(gap);
 }
 
-TEST_F(SnapshotStoreTest, ACutTransferGoesOnWhereItStopped) {
+TEST_F(SnapshotStoreTest, ACutTransferGoesOnWhereItStoppedInTheNextSession) {
   const std::string data = bytes_of(3 * kPart + 777, 'e');
   const std::string id = "20261130T010203.000Z";
-  store.begin(begin_of(id, data));
-  send(store, data, 0, kPart + 300 * 1024);  // the session ends here (nothing is aborted)
+  {
+    SnapshotStore::Intake first(store);
+    first.begin(begin_of(id, data));
+    send(first, data, 0, kPart + 300 * 1024);
+  }  // the session ends here
   auto inv = store.inventory("web1", "/srv/app");
   ASSERT_TRUE(inv);
   EXPECT_TRUE(inv->ids.empty());
@@ -128,20 +133,56 @@ TEST_F(SnapshotStoreTest, ACutTransferGoesOnWhereItStopped) {
   EXPECT_EQ(inv->partial_bytes, kPart + 300 * 1024);
   EXPECT_EQ(store.inventory("web1", "/srv/other")->partial_id, "") << "another volume's";
 
-  auto resumed = begin_of(id, data);
+  auto resumed = begin_of(id, data);  // from the next session, with whichever server
   resumed.offset = inv->partial_bytes;
-  store.begin(resumed);
-  send(store, data, resumed.offset);
-  auto stored = store.end();
+  intake.begin(resumed);
+  send(intake, data, resumed.offset);
+  auto stored = intake.end();
   ASSERT_TRUE(stored) << stored.error().message;
   EXPECT_EQ(stored->code, 0u) << stored->text;
   EXPECT_EQ(testutil::read_file(dir() + "/" + id + ".tgz"), data);
 }
 
+TEST_F(SnapshotStoreTest, TwoSessionsStoreTwoVolumesAtOnceButNeverOneVolume) {
+  const std::string data = bytes_of(2 * kPart + 5, 'h');
+  const std::string id = "20261130T010203.000Z";
+  SnapshotStore::Intake other(store);  // a session with another server
+  auto elsewhere = begin_of(id, data);
+  elsewhere.path = "/srv/other";
+  intake.begin(begin_of(id, data));
+  other.begin(elsewhere);
+  send(intake, data, 0, kPart);
+  send(other, data, 0, kPart);
+  send(intake, data, kPart);
+  send(other, data, kPart);
+  auto one = intake.end(), two = other.end();
+  ASSERT_TRUE(one && two);
+  EXPECT_EQ(one->code, 0u) << one->text;
+  EXPECT_EQ(two->code, 0u) << two->text;
+  EXPECT_EQ(store.inventory("web1", "/srv/other")->ids, std::vector<std::string>{id});
+
+  const std::string later = "20261130T010204.000Z";
+  intake.begin(begin_of(later, data));
+  send(intake, data, 0, kPart);
+  other.begin(begin_of(later, data));  // the same volume while the first session receives it
+  send(other, data);
+  auto refused = other.end();
+  ASSERT_TRUE(refused);
+  EXPECT_EQ(refused->code, static_cast<uint32_t>(EBUSY)) << refused->text;
+  send(intake, data, kPart);
+  auto stored = intake.end();
+  ASSERT_TRUE(stored);
+  EXPECT_EQ(stored->code, 0u) << stored->text << ": the refused one must not touch its files";
+  EXPECT_EQ(testutil::read_file(dir() + "/" + later + ".tgz"), data);
+}
+
 TEST_F(SnapshotStoreTest, AKeptTransferWhoseDirectoryWentIsForgotten) {
   const std::string data = bytes_of(2 * kPart, 'g');
-  store.begin(begin_of("20261130T010203.000Z", data));
-  send(store, data, 0, kPart);
+  {
+    SnapshotStore::Intake cut(store);
+    cut.begin(begin_of("20261130T010203.000Z", data));
+    send(cut, data, 0, kPart);
+  }
   std::filesystem::remove_all(root.path() + "/.snapshots");  // a purge of the volume
   auto inv = store.inventory("web1", "/srv/app");
   ASSERT_TRUE(inv);
@@ -152,13 +193,16 @@ TEST_F(SnapshotStoreTest, AKeptTransferWhoseDirectoryWentIsForgotten) {
 TEST_F(SnapshotStoreTest, OnlyTheSameArchiveAtTheSameOffsetGoesOn) {
   const std::string data = bytes_of(2 * kPart, 'f');
   const std::string id = "20261130T010203.000Z";
-  store.begin(begin_of(id, data));
-  send(store, data, 0, kPart);
+  {
+    SnapshotStore::Intake cut(store);
+    cut.begin(begin_of(id, data));
+    send(cut, data, 0, kPart);
+  }
   auto wrong = begin_of(id, data);
   wrong.offset = kPart / 2;  // not where it stopped
-  store.begin(wrong);
-  send(store, data, wrong.offset);
-  auto stored = store.end();
+  intake.begin(wrong);
+  send(intake, data, wrong.offset);
+  auto stored = intake.end();
   ASSERT_TRUE(stored);
   EXPECT_EQ(stored->code, static_cast<uint32_t>(ESTALE)) << stored->text;
   EXPECT_TRUE(store.inventory("web1", "/srv/app")->ids.empty());
