@@ -54,11 +54,12 @@ Result<Trees::Selected> Trees::select(const std::string& host, const std::string
 Result<Trees::Use> Trees::use(Selected selected, uint64_t session) {
   Slot& s = *selected;
   std::unique_lock lock(s.mu);
-  if (!s.tree) return fail(ESTALE, fmt::format("volume {}:{} was dropped", s.host, s.path));
+  // The session names the volume in front of these (session.cc).
+  if (!s.tree) return fail(ESTALE, "it was dropped");
   if (s.session != session) {
-    return fail(ESTALE, fmt::format("volume {}:{} moved: the session with {} selected it since, "
-                                    "so this session no longer writes it",
-                                    s.host, s.path, s.server));
+    return fail(ESTALE, fmt::format("moved: the session with {} selected it since, so this "
+                                    "session no longer writes it",
+                                    s.server));
   }
   return Use(std::move(lock), s.tree.get());
 }

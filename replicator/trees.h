@@ -85,8 +85,8 @@ class Trees {
   // applying to it.
   Result<Selected> select(const std::string& host, const std::string& path, uint64_t session,
                           const std::string& server);
-  // The selected tree for one frame of `session`. ESTALE, saying so, if another session took
-  // it since (the volume moved) or backupd dropped it.
+  // The selected tree for one frame of `session`. ESTALE, saying so (the caller names the
+  // volume), if another session took it since (the volume moved) or backupd dropped it.
   Result<Use> use(Selected selected, uint64_t session);
   // backupd's Drop (host and path validated): closes the volume's tree, releasing every
   // descriptor of it (a session that held it gets ESTALE from use()); with purge also deletes
