@@ -115,6 +115,16 @@ class ServerTakeoverTest : public ControlTest {
     return owner;
   }
 
+  // start_servers_and_node(), a mix of changes, converged_owner(): the volume's server, or ""
+  // (the test failed or was skipped).
+  std::string start_and_converge() {
+    start_servers_and_node();
+    if (IsSkipped() || HasFatalFailure()) return "";
+    apply_mix(src(), 20);
+    const std::string owner = converged_owner();
+    return HasFailure() ? "" : owner;
+  }
+
   // Kills the server with SIGKILL.
   void kill_9(const std::string& server) {
     if (server == "a") {
@@ -154,11 +164,8 @@ class ServerTakeoverTest : public ControlTest {
 };
 
 TEST_F(ServerTakeoverTest, WhenTheServingBackupdDiesTheOtherTakesTheVolumeOverWithNothingLost) {
-  start_servers_and_node();
-  if (IsSkipped() || HasFatalFailure()) return;
-  apply_mix(src(), 20);
-  const std::string owner = converged_owner();
-  ASSERT_FALSE(HasFailure());
+  const std::string owner = start_and_converge();
+  if (owner.empty()) return;
   const std::string other = owner == "a" ? "b" : "a";
   auto listed = testutil::run_command(
       {binaries().bkptool, "--server", socket_of(other), "list"}, 60s);
@@ -196,11 +203,8 @@ TEST_F(ServerTakeoverTest, WhenTheServingBackupdDiesTheOtherTakesTheVolumeOverWi
 // (replicator/trees.h), and r1's copy follows the source through the new server. Once the hung
 // server runs again, its stale session gives way and the copy stays current.
 TEST_F(ServerTakeoverTest, AHungServersVolumeIsHandedOverOnTheReplicator) {
-  start_servers_and_node();
-  if (IsSkipped() || HasFatalFailure()) return;
-  apply_mix(src(), 20);
-  const std::string owner = converged_owner();
-  ASSERT_FALSE(HasFailure());
+  const std::string owner = start_and_converge();
+  if (owner.empty()) return;
   const std::string other = owner == "a" ? "b" : "a";
   testutil::Daemon& hung = owner == "a" ? *backupd() : b_->process();
   hung.signal(SIGSTOP);
@@ -238,13 +242,11 @@ TEST_F(SeededTakeoverTest, TheNewServerSeedsItsMirrorFromTheBucketAndTheNodeSend
   put(secret, server::s3_credentials_toml(*c), 0600);
   extra_config_ = "snapshot_store = \"s3://bkp-seed-" + std::to_string(::getpid()) +
                   "/backups\"\nsnapshot_store_credentials = \"" + secret + "\"\n";
-  start_servers_and_node();
-  if (IsSkipped() || HasFatalFailure()) return;
+  const std::string owner = start_and_converge();
+  if (owner.empty()) return;
   constexpr uint64_t kBig = 16 * kMiB;
   write_big_file(src("big.bin"), kBig, 3);
-  apply_mix(src(), 20);
-  const std::string owner = converged_owner();
-  ASSERT_FALSE(HasFailure());
+  ASSERT_EQ(converged_owner(), owner);
   const std::string other = owner == "a" ? "b" : "a";
   auto before = ask(owner, {"run", node_name, src()});
   ASSERT_TRUE(before.is_object() && before["run"].is_object()) << before.dump();
