@@ -258,6 +258,34 @@ TEST_P(CatalogTest, ACatalogOfANewerSchemaIsRefused) {
             std::string::npos) << refused.error().message;
 }
 
+// A version 6 catalog (before runs named their server) upgrades in place: its open run, of no
+// server, is closed by whichever server starts, and runs begin with tokens after it.
+TEST_P(CatalogTest, AVersion6CatalogUpgradesAndItsOpenRunsAreAnyServers) {
+  ASSERT_TRUE(open_catalog());
+  {
+    auto db = connect();
+    ASSERT_TRUE(db);
+    ASSERT_TRUE(db->exec(
+        "DROP INDEX runs_by_token; DROP INDEX verify_runs_by_token; "
+        "ALTER TABLE runs DROP COLUMN server; ALTER TABLE runs DROP COLUMN token; "
+        "ALTER TABLE verify_runs DROP COLUMN token; "
+        "INSERT INTO runs(host, path, started_at) VALUES('web1', '/srv/app', 1000)"));
+    ASSERT_TRUE(db->exec(GetParam() == Database::Engine::kSqlite
+                             ? "PRAGMA user_version=6"
+                             : "UPDATE schema_version SET version = 6"));
+  }
+  auto a = Catalog::open(where(), "a");
+  ASSERT_TRUE(a) << a.error().message;
+  ASSERT_TRUE((*a)->begin_run("web1", "/srv/app", 2000));
+  ASSERT_TRUE((*a)->record_verify(VerifyRecord{0, "web1", "/srv/app", 10, 20,
+                                               VerifyResult::kClean, "node", 0, ""}));
+  auto closed = (*a)->close_own_open_runs(3000, "interrupted");
+  ASSERT_TRUE(closed) << closed.error().message;
+  EXPECT_EQ(*closed, 2) << "the version 6 run and a's own";
+  auto again = Catalog::open(where(), "b");
+  ASSERT_TRUE(again) << again.error().message;  // already at the latest version
+}
+
 TEST_P(CatalogTest, TwoCatalogsOnOneDatabaseSeeEachOthersRegistrations) {
   auto a = open_catalog();
   auto b = open_catalog();
