@@ -17,7 +17,9 @@
 # Defaults: 30 s, 3 apps (and the one added live), 3 replicators. All of it lives
 # in --dir (default ./demo-state, recreated on each run), daemon logs in DIR/logs.
 # --scale-out keeps backupd's catalog in a PostgreSQL server and its snapshots in
-# a one-node Ceph radosgw (S3), both started in DIR (tests/scale/) and stopped.
+# a one-node Ceph radosgw (S3), both started in DIR (tests/scale/) and stopped,
+# and runs a second backupd on them: once the apps run, it is killed (kill -9)
+# and the first takes its volumes over, seeding their mirrors from snapshots.
 # Without --build-dir it first runs scripts/setup.sh, which installs packages and
 # builds only what the demo runs. Ctrl-C stops it cleanly: every mount unmounted,
 # every process it started stopped. (Lines 2-23 are --help, at most 80 columns.)
@@ -58,9 +60,11 @@ if [[ -z $BUILD ]]; then
 fi
 T0=$EPOCHSECONDS  # the clock every line starts with: the demo's, not the build's
 STATE=$DEMO/server
+STATE2=$DEMO/server-2  # --scale-out: the second backupd's
 LOGS=$DEMO/logs
 RUN=$DEMO/run  # port files, writer results
 GRACE=10       # backupd.toml replica_grace_seconds
+LEASE=5        # --scale-out: backupd.toml lease_seconds (a dead server's volumes move after it)
 COPIES=$((REPLICAS < 3 ? REPLICAS : 3))  # the mirror + up to 2 replicas, as by default
 HOSTS=(web1 web2 db1)
 LIVE_HOST=web3  # the node that joins while the demo runs
@@ -95,7 +99,7 @@ mkdir -p "$STATE" "$LOGS" "$RUN"
 # --- process bookkeeping: only our own PIDs, stopped in order on any exit -----------------------
 declare -A REPLICATOR_PID=() FS_PID=() WRITER_PID=()
 APP_DIRS=()  # in the order they were mounted
-BACKUPD_PID=
+BACKUPD_PID= BACKUPD2_PID=
 
 wait_gone() {  # pid seconds
   local i
@@ -129,7 +133,7 @@ cleanup() {
   for pid in "${FS_PID[@]}"; do wait_gone "$pid" 15 || stop_pids "$pid"; done
   for dir in $(mounts_under "$DEMO"); do fusermount3 -u -z "$dir" 2>/dev/null || true; done
   say "stopping the replicators and backupd"
-  stop_pids "${REPLICATOR_PID[@]}" $BACKUPD_PID
+  stop_pids "${REPLICATOR_PID[@]}" $BACKUPD_PID $BACKUPD2_PID
   if [[ -n $SCALE_OUT ]]; then
     say "stopping PostgreSQL and Ceph"
     bash "$REPO/tests/scale/postgres.sh" stop "$DEMO/postgres" >>"$LOGS/scale-out.log" 2>&1
@@ -188,11 +192,18 @@ if [[ -n $SCALE_OUT ]]; then
   )
   cat >>"$DEMO/backupd.toml" <<EOF
 catalog = "$(sed -n 's/^BKP_TEST_POSTGRES_URL=//p' "$DEMO/postgres/env")"
-server_name = "backup-1"
+lease_seconds = $LEASE
 snapshot_store = "s3://demo/backups"
 snapshot_store_credentials = "$DEMO/s3.toml"
 EOF
-  say "catalog in PostgreSQL, snapshots in s3://demo/backups"
+  # Server 2: the same catalog and bucket, a state of its own, no status page.
+  mkdir -p "$STATE2"
+  sed -e "s|^state_dir = .*|state_dir = \"$STATE2\"|" \
+    -e "s|^control_socket = .*|control_socket = \"$STATE2/control.sock\"|" \
+    -e 's|^http_listen = .*|http_listen = "off"|' "$DEMO/backupd.toml" >"$DEMO/backupd-2.toml"
+  echo 'server_name = "backup-2"' >>"$DEMO/backupd-2.toml"
+  echo 'server_name = "backup-1"' >>"$DEMO/backupd.toml"
+  say "catalog in PostgreSQL, snapshots in s3://demo/backups, leases of $LEASE s"
 fi
 SERVER_ID=$("$BUILD/server/backupd" --config "$DEMO/backupd.toml" --show-id)
 BACKUPD_PID=$(spawn backupd "$BUILD/server/backupd" --config "$DEMO/backupd.toml" \
@@ -203,11 +214,24 @@ PORT=$(tr -dc 0-9 <"$RUN/backupd.port")
 say "backupd listens on 127.0.0.1:$PORT, identity ${SERVER_ID:0:14}..."
 wait_for_file "$RUN/http.port" 5 &&
   say "status page: http://127.0.0.1:$(tr -dc 0-9 <"$RUN/http.port")/ (and /metrics)"
+SERVER_IDS=(--server-id "$SERVER_ID")  # the backupd servers nodes and replicators accept
+SERVERS=(--server "127.0.0.1:$PORT")   # the ones replicators follow
+if [[ -n $SCALE_OUT ]]; then
+  SERVER2_ID=$("$BUILD/server/backupd" --config "$DEMO/backupd-2.toml" --show-id)
+  BACKUPD2_PID=$(spawn backupd-2 "$BUILD/server/backupd" --config "$DEMO/backupd-2.toml" \
+    --port-file "$RUN/backupd-2.port")
+  wait_for_file "$RUN/backupd-2.port" 20 ||
+    { say "backupd-2 did not start; see $LOGS/backupd-2.log"; exit 1; }
+  PORT2=$(tr -dc 0-9 <"$RUN/backupd-2.port")
+  say "backupd-2 listens on 127.0.0.1:$PORT2 on the same catalog and bucket"
+  SERVER_IDS+=(--server-id "$SERVER2_ID")
+  SERVERS+=(--server-id "$SERVER2_ID" --server "127.0.0.1:$PORT2")
+fi
 
 # --- the replicators ---------------------------------------------------------------------------
 OPERATOR_ID=$("${BKPTOOL[@]}" --show-id | head -1)
 start_replicator() {  # name
-  REPLICATOR_PID[$1]=$(spawn "$1" "$BUILD/replicator/replicator" --server "127.0.0.1:$PORT" \
+  REPLICATOR_PID[$1]=$(spawn "$1" "$BUILD/replicator/replicator" "${SERVERS[@]}" \
     --server-id "$SERVER_ID" --root "$DEMO/replicas/$1" --name "$1" \
     --listen 127.0.0.1:0 --listen-port-file "$RUN/$1.listen" --operator-id "$OPERATOR_ID")
 }
@@ -266,7 +290,7 @@ add_app() {  # host app
   mkdir -p "$dir" "$DEMO/node-state/$host"
   seed "$dir"
   FS_PID[$dir]=$(spawn "$host-$app" "$BUILD/fs/backupfs" "$dir" --listen 127.0.0.1:0 \
-    --port-file "$port_file" --host "$host" --server-id "$SERVER_ID" \
+    --port-file "$port_file" --host "$host" "${SERVER_IDS[@]}" \
     --state-dir "$DEMO/node-state/$host" -f)
   APP_DIRS+=("$dir")
   wait_for_file "$port_file" 20 && mountpoint -q "$dir" ||
@@ -373,6 +397,46 @@ fit() { py "$FIT"; }
 START=$EPOCHSECONDS
 END=$((START + DURATION))
 for ((i = 1; i <= APPS; i++)); do add_app "${HOSTS[(i - 1) % 3]}" "app$i"; done
+
+# --- --scale-out: backupd-2 dies, backupd takes its volumes over ------------------------------
+# Once every volume is served and has a snapshot in the bucket, kill -9 of backupd-2: when its
+# leases expire, backupd seeds each mirror it never had from the volume's newest snapshot and
+# dials the node, which sends what changed since (README, "Running more than one server").
+served_by() {  # "volume=server" for each volume, as `bkptool --json list` says
+  "${BKPTOOL[@]}" --json list 2>/dev/null | py '
+import json, sys
+for v in json.load(sys.stdin)["volumes"]:
+    print("%s=%s" % (v["path"], v.get("served_by") or ""))'
+}
+if [[ -n $SCALE_OUT ]]; then
+  moved=0
+  for ((t = 0; t < 60; t++)); do
+    owners=$(served_by) || owners=
+    moved=$(grep -c '=backup-2$' <<<"$owners" || true)
+    snapshotted=1
+    for dir in "${APP_DIRS[@]}"; do
+      host=${dir%/*} host=${host##*/}
+      "${BKPTOOL[@]}" --json snapshots "$host" "$dir" 2>/dev/null |
+        py 'import json,sys; sys.exit(0 if json.load(sys.stdin)["snapshots"] else 1)' ||
+        snapshotted=0
+    done
+    ! grep -q '=$' <<<"$owners" && [[ -n $owners ]] && ((snapshotted)) && break
+    sleep 1
+  done
+  say "backupd-2 serves $(counted "$moved" volume volumes) of ${#APP_DIRS[@]}; kill -9 of backupd-2"
+  kill -9 "$BACKUPD2_PID" 2>/dev/null || true
+  wait_gone "$BACKUPD2_PID" 10 || true
+  BACKUPD2_PID=
+  killed=$EPOCHSECONDS
+  for ((t = 0; t < 90; t++)); do
+    owners=$(served_by) || owners=
+    [[ -n $owners ]] && ! grep -qv '=backup-1$' <<<"$owners" && view settled && break
+    sleep 1
+  done
+  say "backupd serves all ${#APP_DIRS[@]} volumes again, every copy current, $((EPOCHSECONDS - killed)) s" \
+    "after the kill; $(grep -c 'mirror seeded from snapshot' "$LOGS/backupd.log" || true) mirror(s)" \
+    "seeded from the bucket"
+fi
 
 # --- the story, one step per second while the writers write ----------------------------------
 # Stop the busiest replicator early (its grace should run out while the apps write), add the
