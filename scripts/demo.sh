@@ -22,7 +22,7 @@
 # and the first takes its volumes over, seeding their mirrors from snapshots.
 # Without --build-dir it first runs scripts/setup.sh, which installs packages and
 # builds only what the demo runs. Ctrl-C stops it cleanly: every mount unmounted,
-# every process it started stopped. (Lines 2-23 are --help, at most 80 columns.)
+# every process it started stopped. (Lines 2-25 are --help, at most 80 columns.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
@@ -41,7 +41,7 @@ while (($#)); do
     --apps) APPS=${2:?--apps needs a number}; shift 2 ;;
     --replicas) REPLICAS=${2:?--replicas needs a number}; shift 2 ;;
     --scale-out) SCALE_OUT=1; shift ;;
-    -h|--help) sed -n '2,23s/^# \{0,1\}//p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,25s/^# \{0,1\}//p' "$0"; exit 0 ;;
     *) echo "demo.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
