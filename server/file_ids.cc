@@ -4,6 +4,7 @@
 #include <zstd.h>
 
 #include <cstring>
+#include <span>
 #include <string_view>
 
 namespace bkp::server {
@@ -40,7 +41,9 @@ Result<std::string> FileIdsWriter::finish() {
   return out;
 }
 
-Result<FileIds> decode_file_ids(std::span<const char> bytes) {
+namespace {
+
+Result<FileIds> decode(std::span<const char> bytes) {
   auto bad = [](const std::string& why) { return fail(EBADMSG, "file ids: " + why); };
   if (bytes.size() < kMagic.size() || std::memcmp(bytes.data(), kMagic.data(), kMagic.size()) != 0) {
     return bad("not a file ids object");
@@ -73,6 +76,28 @@ Result<FileIds> decode_file_ids(std::span<const char> bytes) {
     out.emplace(std::move(path), r);
   }
   return out;
+}
+
+}  // namespace
+
+Result<void> store_file_ids(ArchiveStore& store, const std::string& id, FileIdsWriter& ids) {
+  const std::string bytes = BKP_TRY(ids.finish());
+  auto sink = BKP_TRY(store.create(id, ArchivePart::kFileIds));
+  BKP_TRY_VOID(sink->write(bytes));
+  BKP_TRY_VOID(sink->commit());
+  return {};
+}
+
+Result<std::optional<FileIds>> load_file_ids(ArchiveStore& store, const std::string& id) {
+  auto object = store.open(id, ArchivePart::kFileIds);
+  if (!object && object.error().code == ENOENT) return std::nullopt;
+  if (!object) return tl::unexpected(object.error());
+  std::string encoded;
+  BKP_TRY_VOID(read_all(**object, [&](std::span<const char> bytes) -> Result<void> {
+    encoded.append(bytes.data(), bytes.size());
+    return {};
+  }));
+  return std::optional<FileIds>(BKP_TRY(decode(encoded)));
 }
 
 }  // namespace bkp::server

@@ -14,11 +14,12 @@
 #pragma once
 
 #include <cstdint>
-#include <span>
+#include <optional>
 #include <string>
 #include <unordered_map>
 
 #include "common/result.h"
+#include "server/archive_store.h"
 
 namespace bkp::server {
 
@@ -42,7 +43,12 @@ class FileIdsWriter {
   size_t count_ = 0;
 };
 
-// Decodes an object FileIdsWriter made; EBADMSG for anything else, or one cut short.
-Result<FileIds> decode_file_ids(std::span<const char> bytes);
+// Writes the snapshot's file ids into the store, beside its archive (archive_store.h): once
+// the archive is committed, never before. The writer is spent.
+Result<void> store_file_ids(ArchiveStore& store, const std::string& id, FileIdsWriter& ids);
+
+// The snapshot's file ids from the store; nullopt if it has none (archive_store.h says when).
+// EBADMSG for an object FileIdsWriter did not make, or one cut short.
+Result<std::optional<FileIds>> load_file_ids(ArchiveStore& store, const std::string& id);
 
 }  // namespace bkp::server

@@ -215,18 +215,10 @@ Result<std::optional<Seeded>> seed_volume(Volume& v, Hub& hub, const SnapshotRec
   // Without the mutex: nothing applies to this mirror but us (its node is not dialed yet), and
   // replica streams wait while it is syncing.
   auto seeded = [&]() -> Result<std::optional<Seeded>> {
-    auto ids_object = v.archives().open(snapshot.id, ArchivePart::kFileIds);
-    if (!ids_object && ids_object.error().code == ENOENT) return std::nullopt;
-    if (!ids_object) return tl::unexpected(ids_object.error());
-    std::string encoded;
-    BKP_TRY_VOID(read_all(**ids_object, [&](std::span<const char> bytes) -> Result<void> {
-      encoded.append(bytes.data(), bytes.size());
-      return {};
-    }));
-    const FileIds ids = BKP_TRY(decode_file_ids(encoded));
-    encoded = std::string();
+    const auto ids = BKP_TRY(load_file_ids(v.archives(), snapshot.id));
+    if (!ids) return std::nullopt;
     auto archive = BKP_TRY(v.archives().open(snapshot.id, ArchivePart::kArchive));
-    return std::optional<Seeded>(BKP_TRY(seed_mirror(*v.applier, *archive, ids, cancel)));
+    return std::optional<Seeded>(BKP_TRY(seed_mirror(*v.applier, *archive, *ids, cancel)));
   }();
   std::lock_guard lock(v.mu);
   sync.kind = wire::OpKind::kSyncEnd;  // removes nothing: all there is was named

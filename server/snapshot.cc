@@ -324,15 +324,6 @@ class Writer {
   std::vector<char> buf_;
 };
 
-// Beside the archive, once it is complete (archive_store.h).
-Result<void> write_file_ids(ArchiveStore& store, const std::string& id, FileIdsWriter& ids) {
-  const std::string bytes = BKP_TRY(ids.finish());
-  auto sink = BKP_TRY(store.create(id, ArchivePart::kFileIds));
-  BKP_TRY_VOID(sink->write(bytes));
-  BKP_TRY_VOID(sink->commit());
-  return {};
-}
-
 }  // namespace
 
 std::string snapshot_id_for(int64_t unix_ms) {
@@ -401,7 +392,7 @@ Result<SnapshotFile> write_snapshot(Cut& cut, ArchiveStore& store, const std::st
   auto bytes = (*sink)->commit();
   if (!bytes) return failed(bytes.error());
   if (writer.file_ids.count() > 0) {
-    if (auto kept = write_file_ids(store, id, writer.file_ids); !kept) {
+    if (auto kept = store_file_ids(store, id, writer.file_ids); !kept) {
       // The snapshot is whole without them; a mirror is only never seeded from it.
       log::warn("snapshot {}: its file ids: {}", out.name, kept.error().message);
     }

@@ -249,26 +249,21 @@ TEST_F(CutTest, ASnapshotSeedsAnEmptyMirrorWithTheIdsAndSourceCtimesOfItsCut) {
   cut.reset();
 
   LocalArchiveStore store(dir_.sub("snaps"));
-  auto ids_object = store.open(snap->id, ArchivePart::kFileIds);
-  ASSERT_TRUE(ids_object) << ids_object.error().message;
-  std::string encoded;
-  ASSERT_TRUE(read_all(**ids_object, [&](std::span<const char> b) -> Result<void> {
-    encoded.append(b.data(), b.size());
-    return {};
-  }));
-  auto ids = decode_file_ids(encoded);
-  ASSERT_TRUE(ids) << ids.error().message;
-  EXPECT_EQ(ids->size(), 4u) << "every name of every regular file";
-  EXPECT_EQ((*ids)["d/known-too"].id, 1u);
-  EXPECT_EQ((*ids)["d/known"].source_ctime, 111);
-  EXPECT_EQ((*ids)["sparse"].source_ctime, 333) << "as at the cut";
-  EXPECT_EQ((*ids)["d/unknown"].source_ctime, 0);
+  auto loaded = load_file_ids(store, snap->id);
+  ASSERT_TRUE(loaded) << loaded.error().message;
+  ASSERT_TRUE(*loaded);
+  auto ids = std::move(**loaded);
+  EXPECT_EQ(ids.size(), 4u) << "every name of every regular file";
+  EXPECT_EQ(ids["d/known-too"].id, 1u);
+  EXPECT_EQ(ids["d/known"].source_ctime, 111);
+  EXPECT_EQ(ids["sparse"].source_ctime, 333) << "as at the cut";
+  EXPECT_EQ(ids["d/unknown"].source_ctime, 0);
 
   auto seeded = changes::Applier::open(dir_.sub("seeded"), "mirror", "ids");
   ASSERT_TRUE(seeded) << seeded.error().message;
   auto archive_bytes = store.open(snap->id, ArchivePart::kArchive);
   ASSERT_TRUE(archive_bytes) << archive_bytes.error().message;
-  auto done = seed_mirror(**seeded, **archive_bytes, *ids);
+  auto done = seed_mirror(**seeded, **archive_bytes, ids);
   ASSERT_TRUE(done) << done.error().message;
   EXPECT_EQ(done->files, 3u);
   EXPECT_EQ(done->skipped, 0u);
@@ -282,12 +277,12 @@ TEST_F(CutTest, ASnapshotSeedsAnEmptyMirrorWithTheIdsAndSourceCtimesOfItsCut) {
   EXPECT_EQ((*seeded)->id_of_inode(st.st_ino), 1u);
 
   // Without an id a file is not seeded: the reconcile sends it.
-  ids->erase("sparse");
+  ids.erase("sparse");
   auto partly = changes::Applier::open(dir_.sub("partly"), "mirror", "ids");
   ASSERT_TRUE(partly) << partly.error().message;
   archive_bytes = store.open(snap->id, ArchivePart::kArchive);
   ASSERT_TRUE(archive_bytes) << archive_bytes.error().message;
-  done = seed_mirror(**partly, **archive_bytes, *ids);
+  done = seed_mirror(**partly, **archive_bytes, ids);
   ASSERT_TRUE(done) << done.error().message;
   EXPECT_EQ(done->skipped, 1u);
   EXPECT_NE(::access(dir_.sub("partly/mirror/sparse").c_str(), F_OK), 0);
