@@ -6,7 +6,8 @@
 // resumed exactly where backupd's HelloOk says the mirror stands (or dropped if backupd
 // committed it, or replaced by a baseline scan of the whole tree if backupd asks for one — after
 // a restart of either side — reconciled with the mirror's manifest so only what differs moves). While
-// a batch is in flight the log keeps coalescing, so the next batch carries everything since.
+// a batch is in flight the log keeps coalescing, so the next batch carries everything since; a
+// log of data only is also given up to kLinger to gather more before it is taken.
 //
 // NodeStatus (the lag: what is recorded and not yet acknowledged, and since when) goes out before
 // each batch, hence before its Commit, about once a second while idle, and about once a second
@@ -28,6 +29,7 @@
 #include <climits>
 #include <mutex>
 #include <shared_mutex>
+#include <thread>
 
 #include "common/changes/scan.h"
 #include "common/log.h"
@@ -46,6 +48,10 @@ using Clock = std::chrono::steady_clock;
 constexpr int kHelloTimeoutMs = 10000;
 constexpr int kAckTimeoutMs = 30000;
 constexpr auto kIdleWait = 50ms;
+// Data-only changes wait up to 20 ms for more (stream::Linger): measured with fio's fsync'd 4 KiB
+// writes, one batch per write cost backupd 0.30 s of CPU per 2,048 writes and the application
+// 15-20% of its IOPS on a 2-core machine; 20 ms batches cost 0.04 s. 8 MiB goes at once.
+constexpr stream::Linger kLinger{20ms, 8u << 20};
 constexpr auto kStatusEvery = 1s;
 constexpr auto kNameEvery = 200ms;  // files named for the progress display at most this often
 // An offer while the attached backupd's socket shows a hang-up waits this long for the session
@@ -281,6 +287,10 @@ Result<void> NodeSession::run_session(Attached& attached) {
   last_status_ = {};
   while (!stopping()) {
     if (sender_.needs_reconcile()) BKP_TRY_VOID(take_baseline(conn));
+    if (auto left = sender_.linger_left(kLinger, wire::realtime_ns()); left > 0ns && !draining_) {
+      std::this_thread::sleep_for(left);
+      continue;
+    }
     const changes::Batch* batch = sender_.next();
     if (batch == nullptr) {
       if (draining_.load()) return {};

@@ -54,6 +54,16 @@ const changes::Batch* Sender::next() {
   return &*inflight_;
 }
 
+std::chrono::nanoseconds Sender::linger_left(const Linger& linger, int64_t now_ns) const {
+  using std::chrono::nanoseconds;
+  const int64_t since = log_.since_ns();
+  if (inflight_ || since == 0 || now_ns < since) return nanoseconds(0);
+  const changes::LogStats s = log_.stats();
+  if (s.ops > 0 || s.dirty_bytes >= linger.bytes || log_.overflowed()) return nanoseconds(0);
+  const nanoseconds age(now_ns - since);
+  return age >= linger.time ? nanoseconds(0) : linger.time - age;
+}
+
 Result<void> Sender::send(net::Conn& conn, changes::DataSource& source,
                           changes::ShipCounters& counters) {
   if (!inflight_) return fail(EINVAL, "internal error: no batch in flight");

@@ -17,6 +17,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <optional>
 
@@ -31,6 +32,16 @@ namespace bkp::stream {
 // Default batch bounds: small enough that a resend is cheap, large enough that one fsync per
 // batch on the receiver stays negligible.
 constexpr changes::Limits kBatchLimits{4096, 64u << 20};
+
+// How long a sender may hold back a batch of data only, so that a trickle of small writes (a
+// database's fsync'd pages) travels as one batch every `time` instead of one per write: each
+// batch costs both ends a round trip and the receiver a sync. A batch with any operation in it,
+// or with `bytes` or more of data, goes at once, so namespace work and bulk writes are never
+// delayed; the lag grows by at most `time`.
+struct Linger {
+  std::chrono::nanoseconds time{0};
+  uint64_t bytes = 0;
+};
 
 // What the receiver does not have yet: the log plus the batch in flight.
 struct Lag {
@@ -67,6 +78,10 @@ class Sender {
   // The batch to send: the one in flight, else the next slice of the log (numbered). nullptr
   // when there is nothing to send.
   const changes::Batch* next();
+  // How much longer next() should wait before it takes the log (0: take it now), by the linger
+  // policy, for a clock reading now_ns (CLOCK_REALTIME, as Batch::since_ns). 0 with a batch in
+  // flight, an empty log, any operation queued, or a clock that went back.
+  std::chrono::nanoseconds linger_left(const Linger& linger, int64_t now_ns) const;
   // Sends the batch in flight from where the receiver stands, then its Commit.
   Result<void> send(net::Conn& conn, changes::DataSource& source, changes::ShipCounters& counters);
   // Waits for the Ack of the batch in flight and drops it.

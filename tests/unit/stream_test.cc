@@ -370,6 +370,46 @@ TEST(SenderOverflowTest, AnOverflowedLogAsksForAReconcileOnceNothingIsInFlight) 
   EXPECT_FALSE(sender.needs_reconcile());
 }
 
+// The linger holds back a log of data only, for at most its time, and never anything else. The
+// clock is passed in, so nothing here depends on how fast the test runs.
+TEST(SenderLingerTest, OnlyAYoungLogOfDataOnlyWaitsAndNeverLongerThanTheLinger) {
+  using std::chrono::milliseconds;
+  using std::chrono::nanoseconds;
+  const Linger linger{milliseconds(20), 1u << 20};
+  changes::ChangeLog log;
+  Sender sender{log};
+  ASSERT_EQ(sender.position(wire::Position{0, 0, 0}), Sender::Resume::kContinue);
+  EXPECT_EQ(sender.linger_left(linger, wire::realtime_ns()), nanoseconds(0)) << "empty log";
+
+  log.write(changes::FileRef{7, ""}, 0, 4096);
+  const int64_t since = log.since_ns();
+  ASSERT_NE(since, 0);
+  EXPECT_EQ(sender.linger_left(linger, since), milliseconds(20));
+  EXPECT_EQ(sender.linger_left(linger, since + 15'000'000), milliseconds(5));
+  EXPECT_EQ(sender.linger_left(linger, since + 20'000'000), nanoseconds(0)) << "old enough";
+  EXPECT_EQ(sender.linger_left(linger, since - 1'000'000'000), nanoseconds(0))
+      << "a clock that went back must not hold the batch";
+
+  log.write(changes::FileRef{8, ""}, 0, 1u << 20);
+  EXPECT_EQ(sender.linger_left(linger, since), nanoseconds(0)) << "enough bytes";
+
+  changes::ChangeLog log2;
+  Sender with_op{log2};
+  ASSERT_EQ(with_op.position(wire::Position{0, 0, 0}), Sender::Resume::kContinue);
+  log2.write(changes::FileRef{7, ""}, 0, 4096);
+  log2.record(op(OpKind::kMkdir, "d"));
+  EXPECT_EQ(with_op.linger_left(linger, log2.since_ns()), nanoseconds(0)) << "an operation";
+
+  changes::ChangeLog log3;
+  Sender in_flight{log3};
+  ASSERT_EQ(in_flight.position(wire::Position{0, 0, 0}), Sender::Resume::kContinue);
+  log3.record(op(OpKind::kMkdir, "d"));
+  ASSERT_NE(in_flight.next(), nullptr);
+  log3.write(changes::FileRef{7, ""}, 0, 4096);
+  EXPECT_EQ(in_flight.linger_left(linger, log3.since_ns()), nanoseconds(0))
+      << "the batch in flight is sent again at once";
+}
+
 TEST(SenderResumeTest, AResumedSenderNumbersOnFromTheRecordedCommit) {
   changes::ChangeLog log;
   Sender sender{log};
