@@ -36,12 +36,12 @@
 #
 # Nothing is deleted during a round. Each round works in a directory of its own (every
 # configuration's tree, and backupd's state with the mirror, since each round starts a fresh
-# backupd), deleted as a whole at the end of the round and followed by `sync`. Why: ext4 makes
-# the creates that follow a large rm -rf slower (freed inodes and their groups are reused while
-# the deletion is still being committed and discarded), so a configuration whose untar ran right
-# after another's teardown paid for the other's deletion; it also slowed whichever ran after
-# backupfs, whose mirror deleted the tree in the background. Now every configuration untars into
-# the same state: a filesystem that has seen no deletion since the last sync.
+# backupd), given to free_space at the end of the round (lib.sh: its large files go, its inodes
+# stay until the run ends), followed by `sync`. Why: on this ext4 without a journal, the creates
+# that follow a large deletion scan past every inode freed in the last minute (lib.sh,
+# free_space), so a configuration whose untar ran after another's teardown, or after the previous
+# round's deletion, paid for it, backupfs twice (source and mirror). Now every configuration
+# untars into a filesystem that freed no inode since the run began.
 
 FS_WORKLOADS=(seqwrite seqread randwrite fsyncwrite untar walk_cold walk_warm)
 FS_CONFIG_RE='^(native|pll|pll-xattr|backupfs|backupfs-tmpfs|backupfs-detached)$'
@@ -108,8 +108,8 @@ fs_round_start() {
   fi
 }
 
-# Stops the round's backupds and deletes everything the round wrote, then syncs: the next round
-# starts on a filesystem with no deletion pending (see the top).
+# Stops the round's backupds and frees what the round wrote, then syncs: the next round starts
+# with no deletion pending and no inode freed (see the top).
 fs_round_end() {
   if [[ -n $FS_DISK_BACKUPD_PID ]]; then
     record_hwm backupd fs "$FS_DISK_BACKUPD_PID"
@@ -118,8 +118,8 @@ fs_round_end() {
   [[ -n $FS_TMPFS_BACKUPD_PID ]] && stop_pid "$FS_TMPFS_BACKUPD_PID"
   rm -rf "$WORK/fs/tmpfs/round-$ROUND"
   ((SMOKE)) && return 0  # one round; its few megabytes go with the scratch directory
-  log "fs: round $ROUND done, deleting what it wrote"
-  rm -rf "$FS_ROUND_DIR"
+  log "fs: round $ROUND done, freeing what it wrote"
+  free_space "$FS_ROUND_DIR"
   sync
 }
 
