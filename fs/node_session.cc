@@ -102,6 +102,10 @@ class NodeSession::StatusSource : public changes::DataSource {
     return fd;
   }
 
+  void prefetch(const changes::FileRef& file, uint64_t offset, uint64_t length) override {
+    files_.prefetch(file, offset, length);
+  }
+
   void sent(const changes::FileRef& file, uint64_t bytes) override {
     (void)file;
     session_.progress_.sent(bytes);

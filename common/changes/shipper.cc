@@ -65,6 +65,50 @@ Result<void> send_file(net::Conn& conn, const FileChange& change, DataSource& so
   return conn.send(wire::MsgType::kOp, 0, payload);
 }
 
+// Asks the source to prefetch the data of the scanned files after the one being sent, up to
+// kPrefetchFiles files and kPrefetchBytes bytes ahead of it. Live changes are not prefetched:
+// their bytes were just written and are still in the page cache.
+class Prefetcher {
+ public:
+  static constexpr size_t kPrefetchFiles = 64;
+  static constexpr uint64_t kPrefetchBytes = 8u << 20;
+
+  Prefetcher(const Batch& batch, DataSource& source) : batch_(batch), source_(source) {}
+
+  // File i is about to be sent.
+  void before(size_t i) {
+    if (next_ <= i) {
+      next_ = i + 1;
+      ahead_bytes_ = 0;
+    } else {
+      ahead_bytes_ -= std::min(ahead_bytes_, asked_[i % kPrefetchFiles]);
+    }
+    while (next_ < batch_.files.size() && next_ - i <= kPrefetchFiles &&
+           ahead_bytes_ < kPrefetchBytes) {
+      const FileChange& f = batch_.files[next_];
+      uint64_t asked = 0;
+      if (f.from_scan) {
+        for (const auto& [start, end] : f.extents.ranges()) {
+          uint64_t length = std::min(end - start, kPrefetchBytes - ahead_bytes_ - asked);
+          if (length == 0) break;
+          source_.prefetch(f.ref, start, length);
+          asked += length;
+        }
+      }
+      asked_[next_ % kPrefetchFiles] = asked;
+      ahead_bytes_ += asked;
+      ++next_;
+    }
+  }
+
+ private:
+  const Batch& batch_;
+  DataSource& source_;
+  size_t next_ = 0;           // the first file not asked for yet
+  uint64_t ahead_bytes_ = 0;  // asked for, of the files after the one being sent
+  uint64_t asked_[kPrefetchFiles] = {};
+};
+
 }  // namespace
 
 Result<void> send_batch(net::Conn& conn, const Batch& batch, uint64_t skip, DataSource& source,
@@ -81,7 +125,9 @@ Result<void> send_batch(net::Conn& conn, const Batch& batch, uint64_t skip, Data
   size_t first_file = static_cast<size_t>(
       std::min<uint64_t>(skip - first_op, batch.files.size()));
   std::vector<uint8_t> buf(first_file == batch.files.size() ? 0 : kChunk);
+  Prefetcher prefetcher(batch, source);
   for (size_t i = first_file; i < batch.files.size(); ++i) {
+    prefetcher.before(i);
     BKP_TRY_VOID(send_file(conn, batch.files[i], source, log, buf, payload, counters));
   }
   payload.clear();
