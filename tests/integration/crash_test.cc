@@ -18,6 +18,7 @@
 
 #include "tests/integration/cluster.h"
 #include "tests/integration/workload.h"
+#include "tests/testutil/files.h"
 #include "tests/testutil/wait.h"
 
 namespace bkp::it {
@@ -117,7 +118,15 @@ TEST_F(CrashTest, KillNineOfEveryDaemonMidWorkloadConverges) {
   // Its tree is still there, so the reconcile keeps it and ships only the file written since.
   ASSERT_TRUE(kill_replicator(1));
   std::filesystem::remove_all(replica_root(1) + "/.state");
-  put(src("w/after.txt"), "after the state was lost");
+  const std::string after = "after the state was lost";
+  put(src("w/after.txt"), after);
+  // The reconcile below counts what the mirror holds when r2 comes back: wait until the file's
+  // bytes are there (backupfs ships data-only changes up to 20 ms later, stream::Linger), or the
+  // file would go as a live change instead and the count would say 0 bytes.
+  ASSERT_TRUE(testutil::wait_until(
+      [&] { return testutil::read_file(mirror() + "/w/after.txt") == after; }, 30s,
+      std::chrono::milliseconds(10)))
+      << "the mirror never got w/after.txt";
   ASSERT_TRUE(start_replicator(1));
   ASSERT_EQ(wait_converged(), "");
   std::string log = log_text("backupd");
