@@ -150,7 +150,9 @@ bool NodeSession::drain(std::chrono::milliseconds grace) {
   {
     std::lock_guard lock(mu_);
     draining_.store(true);
-    drain_waits_ = attached_;
+    // A backupd that already hung up (the session has not noticed yet: it may be between two
+    // batches) will not take the rest; waiting for it would only hold the unmount for `grace`.
+    drain_waits_ = attached_ && !peer_gone_locked();
   }
   log_.wake();
   cv_.notify_all();
