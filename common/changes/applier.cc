@@ -10,10 +10,9 @@
 // every path it names and then prunes whatever else the tree holds, restoring the mtime of each
 // directory it pruned so directory times still converge.
 //
-// Thread-safety beyond the header: open_id() only reads the constant ids/ descriptor,
-// source_ctime() takes its own lock and the waits for direct writes take the DirectWriter's, so
-// they may run concurrently with the other methods (backupd ships replica data while a node
-// applies).
+// Thread-safety beyond the header: open_id() only reads the constant ids/ descriptor and
+// source_ctime() takes its own lock, so both may run concurrently with the other methods
+// (backupd ships replica data while a node applies).
 #include "common/changes/applier.h"
 
 #include <fcntl.h>
@@ -30,7 +29,6 @@
 #include <mutex>
 #include <vector>
 
-#include "common/changes/direct_writer.h"
 #include "common/files.h"
 #include "common/log.h"
 #include "common/path.h"
@@ -102,12 +100,7 @@ struct Applier::Impl {
   bool syncing = false;                           // between kSyncBegin and kSyncEnd
   std::unordered_set<std::string> named;          // paths (with ancestors) named since kSyncBegin
   std::unordered_set<std::string> kept_subtrees;  // directories kept whole since kSyncBegin
-  struct WriteFd {
-    uint64_t id = 0;
-    UniqueFd fd;      // O_WRONLY
-    UniqueFd direct;  // O_WRONLY | O_DIRECT, opened at the first direct write
-  };
-  std::vector<WriteFd> write_fds;  // ids opened for writing, newest last
+  std::vector<std::pair<uint64_t, UniqueFd>> write_fds;  // ids opened for writing, newest last
   // id -> source ctime (applier.h). Guarded by ctimes_mu: source_ctime() may be asked from
   // another thread (backupd's replica sessions) while frames are applied.
   mutable std::mutex ctimes_mu;
@@ -115,9 +108,6 @@ struct Applier::Impl {
   UniqueFd ctimes_fd;                            // ids/ctimes, O_APPEND
   ApplyObserver* observer = nullptr;             // told before a file's bytes or id link go
   DevicePlaceholders devices;                    // device nodes this process may not make
-  // Large aligned writes (direct_writer.h); null once the filesystem refused O_DIRECT, or if
-  // no io_uring could be had: every write is then buffered.
-  std::unique_ptr<DirectWriter> direct = DirectWriter::make();
 
   struct Where {
     UniqueFd dir;      // O_PATH parent directory
@@ -152,7 +142,7 @@ struct Applier::Impl {
   }
 
   void forget_write_fd(uint64_t id) {
-    std::erase_if(write_fds, [id](const WriteFd& e) { return e.id == id; });
+    std::erase_if(write_fds, [id](const auto& e) { return e.first == id; });
   }
 
   // Drops the id link of a tree inode once no tree name holds it any more. Not during a
@@ -295,52 +285,20 @@ struct Applier::Impl {
     return {};
   }
 
-  // The cached descriptors of ids/<id>; nullptr when the id does not exist.
-  Result<WriteFd*> write_fds_of(uint64_t id) {
+  // A cached O_WRONLY descriptor of ids/<id>; -1 when the id does not exist.
+  Result<int> write_fd(uint64_t id) {
     for (auto& e : write_fds) {
-      if (e.id == id) return &e;
+      if (e.first == id) return e.second.get();
     }
     std::string hex = hex_id(id);
     UniqueFd fd(openat(ids.get(), hex.c_str(), O_WRONLY | O_NOFOLLOW | O_CLOEXEC));
     if (!fd) {
-      if (errno == ENOENT) return nullptr;
+      if (errno == ENOENT) return -1;
       return sys_error(errno, "open ids/" + hex);
     }
     if (write_fds.size() >= kMaxWriteFds) write_fds.erase(write_fds.begin());
-    write_fds.push_back(WriteFd{id, std::move(fd), UniqueFd()});
-    return &write_fds.back();
-  }
-
-  // A cached O_WRONLY descriptor of ids/<id>; -1 when the id does not exist.
-  Result<int> write_fd(uint64_t id) {
-    WriteFd* e = BKP_TRY(write_fds_of(id));
-    return e == nullptr ? -1 : e->fd.get();
-  }
-
-  // Queues data for the file's O_DIRECT descriptor if it can go that way: false when it must
-  // be written buffered (too small, unaligned, or a filesystem without O_DIRECT).
-  Result<bool> write_direct(WriteFd& file, std::span<const uint8_t> data, uint64_t offset) {
-    if (!direct || !DirectWriter::eligible(offset, data.size())) return false;
-    if (!file.direct) {
-      std::string hex = hex_id(file.id);
-      file.direct = UniqueFd(openat(ids.get(), hex.c_str(),
-                                    O_WRONLY | O_DIRECT | O_NOFOLLOW | O_CLOEXEC));
-      if (!file.direct) {
-        if (errno != EINVAL) return sys_error(errno, "open ids/" + hex);
-        BKP_TRY_VOID(direct->settle());  // this filesystem has none: buffered from now on
-        direct.reset();
-        return false;
-      }
-    }
-    BKP_TRY_VOID(direct->submit(file.direct.get(), data, offset));
-    return true;
-  }
-
-  // Every queued direct write is in its file: before anything reads the tree or changes it
-  // other than by a write. The first failure of one of them is returned here.
-  Result<void> settle() { return direct ? direct->settle() : Result<void>{}; }
-  void wait_direct() const {
-    if (direct) direct->wait();
+    write_fds.emplace_back(id, std::move(fd));
+    return write_fds.back().second.get();
   }
 
   // ---- removal -----------------------------------------------------------------------------
@@ -854,23 +812,17 @@ Result<void> Applier::apply(const wire::Op& op) {
       impl_->note(op.path);
     }
   }
-  auto r = impl_->settle().and_then([&] { return impl_->dispatch(op); });
+  auto r = impl_->dispatch(op);
   if (!r) return tl::unexpected(r.error().wrap(context()));
   return {};
 }
 
 Result<void> Applier::write(const wire::Write& w) {
   auto context = [&] { return fmt::format("apply write {} at {}", hex_id(w.id), w.offset); };
-  auto wrap = [&](Error e) { return e.wrap(context()); };
-  auto* file = BKP_TRY(impl_->write_fds_of(w.id).map_error(wrap));
-  if (file == nullptr) return {};  // removed later in the stream
-  BKP_TRY_VOID(impl_->forget_ctime(w.id).map_error(wrap));
-  if (impl_->observer != nullptr) {
-    BKP_TRY_VOID(impl_->settle().map_error(wrap));  // it reads the bytes before they change
-  }
-  impl_->before_change(file->fd.get(), w.offset, w.data.size());
-  if (BKP_TRY(impl_->write_direct(*file, w.data, w.offset).map_error(wrap))) return {};
-  int fd = file->fd.get();
+  int fd = BKP_TRY(impl_->write_fd(w.id).map_error([&](Error e) { return e.wrap(context()); }));
+  if (fd < 0) return {};  // removed later in the stream
+  BKP_TRY_VOID(impl_->forget_ctime(w.id).map_error([&](Error e) { return e.wrap(context()); }));
+  impl_->before_change(fd, w.offset, w.data.size());
   size_t done = 0;
   while (done < w.data.size()) {
     ssize_t n = pwrite(fd, w.data.data() + done, w.data.size() - done,
@@ -892,16 +844,12 @@ Result<void> Applier::write(const wire::Write& w) {
 }
 
 Result<void> Applier::commit() {
-  BKP_TRY_VOID(impl_->settle().map_error([](Error e) { return e.wrap("commit"); }));
   impl_->write_fds.clear();
   if (syncfs(impl_->tree.get()) != 0) return fail_errno("commit: syncfs");
   return {};
 }
 
-void Applier::wait_writes() const { impl_->wait_direct(); }
-
 Result<UniqueFd> Applier::open_id(uint64_t id) const {
-  impl_->wait_direct();
   std::string hex = hex_id(id);
   UniqueFd fd(openat(impl_->ids.get(), hex.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
   if (!fd) return fail_errno("open ids/" + hex);
@@ -916,15 +864,9 @@ int64_t Applier::source_ctime(uint64_t id) const {
   return it == impl_->ctimes.end() ? 0 : it->second;
 }
 
-int Applier::tree_fd() const {
-  impl_->wait_direct();
-  return impl_->tree.get();
-}
+int Applier::tree_fd() const { return impl_->tree.get(); }
 
-int Applier::ids_fd() const {
-  impl_->wait_direct();
-  return impl_->ids.get();
-}
+int Applier::ids_fd() const { return impl_->ids.get(); }
 
 const DevicePlaceholders& Applier::placeholders() const { return impl_->devices; }
 

@@ -20,11 +20,8 @@
 // fails is an error carrying errno (ENOSPC, EIO ...): the caller must not acknowledge the batch.
 //
 // Durability: nothing is durable until commit(), which syncs the filesystem once (group
-// commit), so a batch of 1000 files costs one flush, not 1000. Large aligned writes go past the
-// page cache, a few in flight (common/changes/direct_writer.h); every other call first waits for
-// them, and a failure of one (ENOSPC) fails the next apply() or commit(), so its batch is never
-// acknowledged. Other buffered writes of 128 KiB and up start their writeback at once
-// (sync_file_range, advice only), so that sync has less left to flush.
+// commit), so a batch of 1000 files costs one flush, not 1000. Writes of 128 KiB and up start
+// their writeback at once (sync_file_range, advice only), so that sync has less left to flush.
 //
 // Source ctimes: a file's closing Attr carries the ctime its source had when the data was read;
 // the applier remembers it per id (ids_dir/ctimes, an append-only list of (id, ctime) records
@@ -38,8 +35,7 @@
 // never fails because of it.
 //
 // Not thread-safe: the owner serializes calls (backupd holds the volume's mutex), except
-// open_id(), wait_writes(), tree_fd(), ids_fd(), source_ctime() and placeholders().as_source(),
-// which other threads may call.
+// open_id(), source_ctime() and placeholders().as_source(), which other threads may call.
 #pragma once
 
 #include <sys/types.h>
@@ -93,11 +89,6 @@ class Applier {
 
   // Read-only descriptor of the file with this id (ENOENT if none). For shipping onward.
   Result<UniqueFd> open_id(uint64_t id) const;
-  // Waits until every write applied so far is in its file. Large writes are queued (direct,
-  // common/changes/direct_writer.h) and land a little after write() returns; a reader on
-  // another thread that opened a file earlier calls this before it reads. open_id(), tree_fd()
-  // and ids_fd() do it themselves.
-  void wait_writes() const;
   // The id of a tree inode, for baseline scans of this tree.
   std::optional<uint64_t> id_of_inode(ino_t ino) const;
   // The source ctime this id's content is known to match; 0 when unknown.
@@ -124,7 +115,6 @@ class ApplierSource : public DataSource {
  public:
   explicit ApplierSource(Applier& applier) : applier_(applier) {}
   Result<UniqueFd> open_file(const FileRef& file) override { return applier_.open_id(file.id); }
-  void before_read(const FileRef&) override { applier_.wait_writes(); }
   int64_t source_ctime(const FileRef& file, const struct stat&) override {
     return applier_.source_ctime(file.id);
   }

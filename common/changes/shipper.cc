@@ -47,7 +47,6 @@ Result<void> send_file(net::Conn& conn, const FileChange& change, DataSource& so
         // and compressed into it.
         bool in_place = encoder.raw_next(want);
         uint8_t* dst = in_place ? room.data() + wire::kWriteHeader : buf.data();
-        source.before_read(change.ref);
         got = BKP_TRY(conn.pread(fd->get(), off, std::span<uint8_t>(dst, want)));
         uint8_t flags = 0;
         size_t size = encoder.encode_into(change.ref.id, off, std::span<const uint8_t>(dst, got),

@@ -64,11 +64,6 @@ class DataSource {
     (void)offset;
     (void)length;
   }
-  // The file's bytes are about to be read from the descriptor open_file() gave, maybe a while
-  // ago. A source whose writes reach the file after they return (a mirror's direct writes,
-  // common/changes/direct_writer.h) waits for them here, so what is read is what was recorded.
-  // Default: nothing.
-  virtual void before_read(const FileRef& file) { (void)file; }
   // Called after each Write frame of the file was queued (progress reporting); default: nothing.
   virtual void sent(const FileRef& file, uint64_t bytes) {
     (void)file;

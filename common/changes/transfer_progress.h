@@ -80,7 +80,6 @@ class ProgressSource : public DataSource {
                                                     uint32_t length) override {
     return inner_.encoded(file, offset, length);
   }
-  void before_read(const FileRef& file) override { inner_.before_read(file); }
   void sent(const FileRef& file, uint64_t bytes) override;
 
  private:

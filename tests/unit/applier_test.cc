@@ -1,15 +1,11 @@
 // The Applier (applier.h): its record of source ctimes, the promise a reconcile trusts, so it must
 // survive a restart and must be forgotten the moment the content it vouches for changes; holes
-// and preallocations; large writes that go past the page cache, a few in flight, and still are
-// in the file before anything reads it, and whose failure (a full disk) fails the batch; and what
-// it does without the capabilities a receiver running as its own user lacks (trusted.* xattrs,
-// device nodes).
+// and preallocations; and what it does without the capabilities a receiver running as its own
+// user lacks (trusted.* xattrs, device nodes).
 #include "common/changes/applier.h"
 
 #include <gtest/gtest.h>
 #include <linux/capability.h>
-#include <sys/mman.h>
-#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
@@ -17,13 +13,10 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
-#include <algorithm>
-#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
 #include <string>
-#include <vector>
 
 #include "common/changes/scan.h"
 #include "common/stream/reconcile.h"
@@ -145,108 +138,6 @@ TEST_F(ApplierTest, APunchMakesAHoleAndForgetsTheCtime) {
   char c = 0;
   ASSERT_EQ(pread(fd->get(), &c, 1, 100 * 1024), 1);
   EXPECT_EQ(c, 0);
-}
-
-std::string pattern(size_t size, char seed) {
-  std::string s(size, '\0');
-  for (size_t i = 0; i < size; ++i) s[i] = static_cast<char>(seed + i * 7 + i / 4096);
-  return s;
-}
-
-std::string read_all(int fd) {
-  std::string out;
-  char buf[1 << 16];
-  for (off_t off = 0;;) {
-    ssize_t n = pread(fd, buf, sizeof buf, off);
-    if (n <= 0) break;
-    out.append(buf, static_cast<size_t>(n));
-    off += n;
-  }
-  return out;
-}
-
-// Pages of fd's first `size` bytes that are in the page cache.
-size_t cached_pages(int fd, size_t size) {
-  void* map = mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0);
-  if (map == MAP_FAILED) return SIZE_MAX;
-  long page = sysconf(_SC_PAGESIZE);
-  std::vector<unsigned char> in_core((size + page - 1) / page);
-  size_t cached = SIZE_MAX;
-  if (mincore(map, size, in_core.data()) == 0) {
-    cached = static_cast<size_t>(std::count_if(in_core.begin(), in_core.end(),
-                                               [](unsigned char c) { return c & 1; }));
-  }
-  munmap(map, size);
-  return cached;
-}
-
-// Writes of 256 KiB and more at aligned offsets go to the disk directly, several in flight:
-// they leave no page in the cache (what a baseline's receiver spent its CPU on), yet a reader
-// that comes next sees every byte, and so do the operations after them. A small or unaligned
-// write in between goes through the cache as before.
-TEST_F(ApplierTest, LargeAlignedWritesSkipThePageCacheAndAreInTheFileForTheNextReader) {
-  auto a = open();
-  apply(*a, create("big", 1));
-  const std::string chunk[] = {pattern(1 << 20, 'a'), pattern(1 << 20, 'b'),
-                               pattern(1 << 20, 'c'), pattern(1 << 20, 'd'),
-                               pattern(1 << 20, 'e'), pattern(1 << 20, 'f')};
-  for (uint64_t i = 0; i < std::size(chunk); ++i) {
-    ASSERT_TRUE(a->write(testutil::write_of(1, i << 20, chunk[i])));
-  }
-  const std::string tail = pattern(1000, 't');  // the file's end: not a whole block
-  ASSERT_TRUE(a->write(testutil::write_of(1, std::size(chunk) << 20, tail)));
-  std::string expected;
-  for (const auto& c : chunk) expected += c;
-  expected += tail;
-
-  auto fd = a->open_id(1);
-  ASSERT_TRUE(fd) << fd.error().message;
-  EXPECT_EQ(cached_pages(fd->get(), std::size(chunk) << 20), 0u)
-      << "the large writes went through the page cache";
-  EXPECT_EQ(read_all(fd->get()), expected);
-
-  // A later write over the same range, then an operation, then the commit: in order.
-  const std::string again = pattern(1 << 20, 'z');
-  ASSERT_TRUE(a->write(testutil::write_of(1, 1 << 20, again)));
-  Op truncate;
-  truncate.kind = OpKind::kTruncate;
-  truncate.id = 1;
-  truncate.size = (2 << 20) + 10;
-  apply(*a, truncate);
-  ASSERT_TRUE(a->commit());
-  expected = chunk[0] + again + chunk[2].substr(0, 10);
-  EXPECT_EQ(read_all(fd->get()), expected);
-}
-
-// A direct write that fails in flight (the disk filled up) fails the next call that would count
-// the batch as applied: here the commit, with ENOSPC, so the batch is never acknowledged.
-TEST_F(ApplierTest, ADirectWriteThatFindsTheDiskFullFailsTheCommit) {
-  if (geteuid() != 0) GTEST_SKIP() << "needs root to mount a small tmpfs";
-  const std::string small = dir_.path() + "/small";
-  std::filesystem::create_directories(small);
-  if (::mount("tmpfs", small.c_str(), "tmpfs", MS_NOSUID | MS_NODEV, "size=2m") != 0) {
-    GTEST_SKIP() << "cannot mount a tmpfs: " << std::strerror(errno);
-  }
-  {
-    auto a = Applier::open(small, "tree", "ids");
-    ASSERT_TRUE(a) << a.error().message;
-    apply(**a, create("big", 1));
-    const std::string data = pattern(1 << 20, 'x');
-    bool failed = false;
-    for (uint64_t i = 0; i < 4 && !failed; ++i) {
-      auto w = (*a)->write(testutil::write_of(1, i << 20, data));
-      if (!w) {
-        EXPECT_EQ(w.error().code, ENOSPC) << w.error().message;
-        failed = true;
-      }
-    }
-    if (!failed) {
-      auto c = (*a)->commit();
-      ASSERT_FALSE(c) << "4 MiB committed on a 2 MiB filesystem";
-      EXPECT_EQ(c.error().code, ENOSPC) << c.error().message;
-    }
-  }
-  EXPECT_EQ(::umount(small.c_str()), 0) << std::strerror(errno);
 }
 
 // kAllocate does what fallocate did on the source: a preallocation grows the size (or, with
