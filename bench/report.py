@@ -510,7 +510,9 @@ def main():
     print(f"backupfs benchmark, {meta.get('mode')} mode, {meta.get('rounds')} round(s), "
           f"{meta.get('date')}, {meta.get('git')}: {meta.get('nproc')} cores, "
           f"{meta.get('memory')} RAM, kernel {meta.get('kernel')}, {meta.get('filesystem')}, "
-          f"load {meta.get('loadavg_start')} -> {meta.get('loadavg_end')}")
+          f"load {meta.get('loadavg_start')} -> {meta.get('loadavg_end')}"
+          + (", host reclaims freed guest memory (free page reporting)"
+             if meta.get("free_page_reporting") else ""))
     print(render(t))
     if a.out.endswith(".csv"):
         with open(a.out, "w", newline="") as f:

@@ -291,7 +291,7 @@ section_on memory && memory_section
 # --- the table ---------------------------------------------------------------------------------
 META=$WORK/meta.json
 "$PY" - "$META" <<EOF
-import json, os, platform, subprocess, sys
+import glob, json, os, platform, subprocess, sys
 def sh(cmd):
     try:
         return subprocess.run(cmd, shell=True, capture_output=True, text=True).stdout.strip()
@@ -308,6 +308,11 @@ json.dump({
     "memory": sh("free -h | awk '/^Mem:/ {print \$2}'"),
     "kernel": platform.release(),
     "filesystem": sh("df -T /var/tmp | awk 'NR == 2 {print \$2 \" on \" \$1}'"),
+    # A VM whose host takes back freed guest memory (virtio-balloon free page reporting, feature
+    # bit 5) makes the first touch of such a page cost a host fault: runs that follow a large
+    # drop_caches or deletion are slower, so only alternating A/B runs compare (RESULTS.md).
+    "free_page_reporting": any(open(f).read()[5:6] == "1" for f in
+                               glob.glob("/sys/bus/virtio/drivers/virtio_balloon/virtio*/features")),
     "sizes": {"fio_mib": $FIO_MIB, "randwrite_mib": $RAND_MIB,
               "fsync_writes": $FSYNC_WRITES, "tar_entries": $TAR_ENTRIES,
               "dataset_large": "$DS_LARGE x $DS_LARGE_MIB MiB", "dataset_small": $DS_SMALL,
