@@ -80,6 +80,9 @@ class ProgressSource : public DataSource {
                                                     uint32_t length) override {
     return inner_.encoded(file, offset, length);
   }
+  void prefetch(const FileRef& file, uint64_t offset, uint64_t length) override {
+    inner_.prefetch(file, offset, length);
+  }
   void sent(const FileRef& file, uint64_t bytes) override;
 
  private:

@@ -1,11 +1,13 @@
 // The Applier (applier.h): its record of source ctimes, the promise a reconcile trusts, so it must
 // survive a restart and must be forgotten the moment the content it vouches for changes; holes
-// and preallocations; and what it does without the capabilities a receiver running as its own
-// user lacks (trusted.* xattrs, device nodes).
+// and preallocations; its DataSource asking the kernel for a cold file's bytes ahead of a
+// replica's read; and what it does without the capabilities a receiver running as its own user
+// lacks (trusted.* xattrs, device nodes).
 #include "common/changes/applier.h"
 
 #include <gtest/gtest.h>
 #include <linux/capability.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
@@ -13,14 +15,17 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "common/changes/scan.h"
 #include "common/stream/reconcile.h"
 #include "tests/testutil/temp_dir.h"
+#include "tests/testutil/wait.h"
 #include "tests/testutil/write_of.h"
 
 namespace bkp::changes {
@@ -138,6 +143,45 @@ TEST_F(ApplierTest, APunchMakesAHoleAndForgetsTheCtime) {
   char c = 0;
   ASSERT_EQ(pread(fd->get(), &c, 1, 100 * 1024), 1);
   EXPECT_EQ(c, 0);
+}
+
+// Pages of the file's first `size` bytes that are in the page cache.
+size_t cached_pages(int fd, size_t size) {
+  void* map = mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0);
+  if (map == MAP_FAILED) return SIZE_MAX;
+  const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  std::vector<unsigned char> in_core((size + page - 1) / page);
+  size_t cached = SIZE_MAX;
+  if (mincore(map, size, in_core.data()) == 0) {
+    cached = static_cast<size_t>(
+        std::count_if(in_core.begin(), in_core.end(), [](unsigned char c) { return c & 1; }));
+  }
+  munmap(map, size);
+  return cached;
+}
+
+// A replica's baseline reads the mirror, cold after a restart: the source asks the kernel for
+// the next files' bytes before they are read (Prefetcher, shipper.cc), and backupd's mirror
+// source does it by id. A file dropped from the cache comes back without anyone reading it.
+TEST_F(ApplierTest, TheMirrorSourcePrefetchesAColdFileById) {
+  constexpr size_t kSize = 1 << 20;
+  auto a = open();
+  apply(*a, create("cold", 1));
+  write(*a, 1, std::string(kSize, 'c'));
+  ASSERT_TRUE(a->commit());  // written back: its pages are clean and can be dropped
+  auto fd = a->open_id(1);
+  ASSERT_TRUE(fd) << fd.error().message;
+  ASSERT_EQ(posix_fadvise(fd->get(), 0, kSize, POSIX_FADV_DONTNEED), 0);
+  if (cached_pages(fd->get(), kSize) != 0) {
+    GTEST_SKIP() << "this filesystem keeps the pages (a tmpfs): nothing to prefetch";
+  }
+  ApplierSource source(*a);
+  source.prefetch(FileRef{1, ""}, 0, kSize);
+  source.prefetch(FileRef{2, ""}, 0, kSize);  // no such id: nothing happens
+  const size_t pages = kSize / static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  EXPECT_TRUE(testutil::wait_until([&] { return cached_pages(fd->get(), kSize) == pages; },
+                                   std::chrono::seconds(10), std::chrono::milliseconds(20)))
+      << cached_pages(fd->get(), kSize) << " of " << pages << " pages read ahead";
 }
 
 // kAllocate does what fallocate did on the source: a preallocation grows the size (or, with

@@ -1,9 +1,13 @@
 // SendProgress / ReceiveProgress / progress::Meter: the numbers an operator sees during a
 // transfer — percentages that end at 100% only when everything is acknowledged, the file moving
-// now named from the stream's own ops, episodes that end and can be interrupted.
+// now named from the stream's own ops, episodes that end and can be interrupted — and the
+// ProgressSource that reports them, which must pass everything else on to its source.
 #include "common/changes/transfer_progress.h"
 
 #include <gtest/gtest.h>
+
+#include <array>
+#include <vector>
 
 namespace bkp::changes {
 namespace {
@@ -112,6 +116,25 @@ TEST(SendProgress, InterruptedEpisodeIsReportedAsStopped) {
   EXPECT_EQ(done->phase, "catch-up");
   EXPECT_NE(progress::Display::describe(*done).find("stopped at 25%"), std::string::npos)
       << progress::Display::describe(*done);
+}
+
+// A replica stream's source is wrapped to report progress: the prefetch of the next files must
+// still reach the mirror's source.
+TEST(ProgressSource, PassesPrefetchesOnToItsSource) {
+  struct Recorder : DataSource {
+    Result<UniqueFd> open_file(const FileRef&) override { return fail(ENOENT, "none"); }
+    void prefetch(const FileRef& file, uint64_t offset, uint64_t length) override {
+      asked.push_back({file.id, offset, length});
+    }
+    std::vector<std::array<uint64_t, 3>> asked;
+  } inner;
+  auto meter = std::make_shared<progress::Meter>("test");
+  ChangeLog log;
+  SendProgress progress(meter, log);
+  ProgressSource source(inner, progress);
+  source.prefetch(FileRef{22, ""}, 100, 600);
+  ASSERT_EQ(inner.asked.size(), 1u);
+  EXPECT_EQ(inner.asked[0], (std::array<uint64_t, 3>{22, 100, 600}));
 }
 
 TEST(ReceiveProgress, SubtractsWhatWasAppliedFromTheSendersStatus) {
