@@ -68,12 +68,4 @@ Result<UniqueFd> HandleSource::open_file(const changes::FileRef& file) {
   return fd;
 }
 
-void HandleSource::prefetch(const changes::FileRef& file, uint64_t offset, uint64_t length) {
-  auto fd = open_by_handle(mount_fd_, file.handle, O_RDONLY | O_NOATIME);
-  if (fd) {
-    (void)posix_fadvise(fd->get(), static_cast<off_t>(offset), static_cast<off_t>(length),
-                        POSIX_FADV_WILLNEED);
-  }
-}
-
 }  // namespace bkp::fs

@@ -38,9 +38,6 @@ class HandleSource : public changes::DataSource {
  public:
   explicit HandleSource(int mount_fd) : mount_fd_(mount_fd) {}
   Result<UniqueFd> open_file(const changes::FileRef& file) override;
-  // Opens the file by handle and asks the kernel to read the range (POSIX_FADV_WILLNEED); the
-  // pages it reads stay in the page cache after the descriptor is closed.
-  void prefetch(const changes::FileRef& file, uint64_t offset, uint64_t length) override;
 
  private:
   int mount_fd_;  // not owned; the root directory of the tree

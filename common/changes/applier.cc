@@ -856,13 +856,6 @@ Result<UniqueFd> Applier::open_id(uint64_t id) const {
   return fd;
 }
 
-void ApplierSource::prefetch(const FileRef& file, uint64_t offset, uint64_t length) {
-  if (auto fd = applier_.open_id(file.id)) {
-    (void)posix_fadvise(fd->get(), static_cast<off_t>(offset), static_cast<off_t>(length),
-                        POSIX_FADV_WILLNEED);
-  }
-}
-
 std::optional<uint64_t> Applier::id_of_inode(ino_t ino) const { return impl_->id_of(ino); }
 
 int64_t Applier::source_ctime(uint64_t id) const {

@@ -111,13 +111,12 @@ class Applier {
 };
 
 // Adapts an Applier to the shipper's DataSource (backupd reads replica data from its mirror).
+// The default prefetch (by open_id) serves a replica's baseline, whose mirror is cold after a
+// restart or for a replica placed on an old volume.
 class ApplierSource : public DataSource {
  public:
   explicit ApplierSource(Applier& applier) : applier_(applier) {}
   Result<UniqueFd> open_file(const FileRef& file) override { return applier_.open_id(file.id); }
-  // A replica's baseline reads the mirror, which is cold after a restart or for a replica placed
-  // on an old volume: the next files' reads are queued early, as a node does with its tree.
-  void prefetch(const FileRef& file, uint64_t offset, uint64_t length) override;
   int64_t source_ctime(const FileRef& file, const struct stat&) override {
     return applier_.source_ctime(file.id);
   }

@@ -8,6 +8,7 @@
 // newest bytes once.
 #include "common/changes/shipper.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -110,6 +111,13 @@ class Prefetcher {
 };
 
 }  // namespace
+
+void DataSource::prefetch(const FileRef& file, uint64_t offset, uint64_t length) {
+  if (auto fd = open_file(file)) {
+    (void)posix_fadvise(fd->get(), static_cast<off_t>(offset), static_cast<off_t>(length),
+                        POSIX_FADV_WILLNEED);
+  }
+}
 
 Result<void> send_batch(net::Conn& conn, const Batch& batch, uint64_t skip, DataSource& source,
                         const ChangeLog& log, ShipCounters& counters) {

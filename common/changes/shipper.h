@@ -58,12 +58,11 @@ class DataSource {
   // The bytes [offset, offset + length) of the file will be shipped soon: start reading them from
   // the disk now (advice only; nothing may fail). send_batch asks it for the files a little ahead
   // of the one it sends, when they came from a scan: a baseline of many small cold files then
-  // reads them side by side instead of waiting for each in turn. Default: nothing.
-  virtual void prefetch(const FileRef& file, uint64_t offset, uint64_t length) {
-    (void)file;
-    (void)offset;
-    (void)length;
-  }
+  // reads them side by side instead of waiting for each in turn. Default: opens the file with
+  // open_file() and asks the kernel to read the range (POSIX_FADV_WILLNEED); the pages stay
+  // cached after the descriptor is closed. A source that wraps another and whose open_file()
+  // does more than open (progress) passes this on to the inner source instead.
+  virtual void prefetch(const FileRef& file, uint64_t offset, uint64_t length);
   // Called after each Write frame of the file was queued (progress reporting); default: nothing.
   virtual void sent(const FileRef& file, uint64_t bytes) {
     (void)file;

@@ -120,7 +120,9 @@ TEST(ShipperPrefetchTest, ScannedFilesAheadAreAskedForWithinTheWindowAndLiveOnes
   ASSERT_EQ(opened.size(), 153u);
   EXPECT_EQ(asked.count(1), 0u) << "the first file is read as it is sent";
   for (uint64_t id = 2; id <= 150; ++id) {
-    if (id != 70) EXPECT_EQ(asked[id], 4096u) << "file " << id;
+    if (id != 70) {
+      EXPECT_EQ(asked[id], 4096u) << "file " << id;
+    }
   }
   EXPECT_EQ(asked.count(70), 0u);
   EXPECT_GT(asked[151], 0u);
