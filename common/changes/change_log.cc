@@ -199,6 +199,7 @@ Batch ChangeLog::take(const Limits& limits) {
         FileChange part;
         part.ref = change.ref;
         part.attrs = change.attrs;
+        part.from_scan = change.from_scan;  // what the shipper reads it for (shipper.cc)
         update_extents(change, [&](ExtentMap& e) { part.extents = e.take_front(budget); });
         batch.files.push_back(std::move(part));
         budget = 0;

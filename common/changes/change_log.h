@@ -52,7 +52,8 @@ struct FileChange {
   // `written`, which the digests may not have seen.
   bool verify = false;
   // Put in by a scan (replace()); `written` then holds what was recorded of the file since, the
-  // part of `extents` that a later scan does not stand for.
+  // part of `extents` that a later scan does not stand for. A taken part of such a file is
+  // from_scan too, with `written` empty.
   bool from_scan = false;
   ExtentMap written;
 };

@@ -2,7 +2,10 @@
 #include "tests/testutil/files.h"
 
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <unistd.h>
+
+#include <algorithm>
 
 #include <cerrno>
 #include <charconv>
@@ -98,6 +101,20 @@ bool flip_byte(const std::string& path, uint64_t offset) {
   ok = ok && ::pwrite(fd, &c, 1, static_cast<off_t>(offset)) == 1;
   ::close(fd);
   return ok;
+}
+
+size_t cached_pages(int fd, size_t size) {
+  void* map = mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0);
+  if (map == MAP_FAILED) return SIZE_MAX;
+  const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  std::vector<unsigned char> in_core((size + page - 1) / page);
+  size_t cached = SIZE_MAX;
+  if (mincore(map, size, in_core.data()) == 0) {
+    cached = static_cast<size_t>(
+        std::count_if(in_core.begin(), in_core.end(), [](unsigned char c) { return c & 1; }));
+  }
+  munmap(map, size);
+  return cached;
 }
 
 }  // namespace bkp::testutil

@@ -1,8 +1,9 @@
-// Small file helpers for tests: whole-file read/write, the daemons' port and stats files, the
+// Small file helpers for tests: whole-file read/write, page-cache residency, the daemons' port and stats files, the
 // scale-out servers' env files, and
 // deterministic pseudo-random data (incompressible, so zstd cannot hide bytes on the wire).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -30,5 +31,9 @@ bool flip_byte(const std::string& path, uint64_t offset);
 
 // n bytes of splitmix64 output for seed: the same seed gives the same bytes.
 std::vector<uint8_t> random_bytes(size_t n, uint64_t seed);
+
+// How many pages of fd's first `size` bytes are in the page cache (mincore); SIZE_MAX if it
+// cannot tell.
+size_t cached_pages(int fd, size_t size);
 
 }  // namespace bkp::testutil

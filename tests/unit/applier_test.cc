@@ -7,7 +7,6 @@
 
 #include <gtest/gtest.h>
 #include <linux/capability.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
@@ -24,6 +23,7 @@
 
 #include "common/changes/scan.h"
 #include "common/stream/reconcile.h"
+#include "tests/testutil/files.h"
 #include "tests/testutil/temp_dir.h"
 #include "tests/testutil/wait.h"
 #include "tests/testutil/write_of.h"
@@ -145,21 +145,6 @@ TEST_F(ApplierTest, APunchMakesAHoleAndForgetsTheCtime) {
   EXPECT_EQ(c, 0);
 }
 
-// Pages of the file's first `size` bytes that are in the page cache.
-size_t cached_pages(int fd, size_t size) {
-  void* map = mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0);
-  if (map == MAP_FAILED) return SIZE_MAX;
-  const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
-  std::vector<unsigned char> in_core((size + page - 1) / page);
-  size_t cached = SIZE_MAX;
-  if (mincore(map, size, in_core.data()) == 0) {
-    cached = static_cast<size_t>(
-        std::count_if(in_core.begin(), in_core.end(), [](unsigned char c) { return c & 1; }));
-  }
-  munmap(map, size);
-  return cached;
-}
-
 // A replica's baseline reads the mirror, cold after a restart: the source asks the kernel for
 // the next files' bytes before they are read (Prefetcher, shipper.cc), and backupd's mirror
 // source does it by id. A file dropped from the cache comes back without anyone reading it.
@@ -172,16 +157,16 @@ TEST_F(ApplierTest, TheMirrorSourcePrefetchesAColdFileById) {
   auto fd = a->open_id(1);
   ASSERT_TRUE(fd) << fd.error().message;
   ASSERT_EQ(posix_fadvise(fd->get(), 0, kSize, POSIX_FADV_DONTNEED), 0);
-  if (cached_pages(fd->get(), kSize) != 0) {
+  if (testutil::cached_pages(fd->get(), kSize) != 0) {
     GTEST_SKIP() << "this filesystem keeps the pages (a tmpfs): nothing to prefetch";
   }
   ApplierSource source(*a);
   source.prefetch(FileRef{1, ""}, 0, kSize);
   source.prefetch(FileRef{2, ""}, 0, kSize);  // no such id: nothing happens
   const size_t pages = kSize / static_cast<size_t>(sysconf(_SC_PAGESIZE));
-  EXPECT_TRUE(testutil::wait_until([&] { return cached_pages(fd->get(), kSize) == pages; },
+  EXPECT_TRUE(testutil::wait_until([&] { return testutil::cached_pages(fd->get(), kSize) == pages; },
                                    std::chrono::seconds(10), std::chrono::milliseconds(20)))
-      << cached_pages(fd->get(), kSize) << " of " << pages << " pages read ahead";
+      << testutil::cached_pages(fd->get(), kSize) << " of " << pages << " pages read ahead";
 }
 
 // kAllocate does what fallocate did on the source: a preallocation grows the size (or, with

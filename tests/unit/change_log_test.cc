@@ -275,6 +275,28 @@ TEST(ChangeLogTest, BoundedTakesSplitLargeFilesByBytes) {
   EXPECT_EQ(log.stats().dirty_bytes, 0u);
 }
 
+// Every part of a scanned file is marked as scanned, not only the last: the shipper reads
+// scanned data past the page cache (common/changes/direct_reader.h).
+TEST(ChangeLogTest, EveryPartOfAScannedFileIsFromTheScan) {
+  ChangeLog log;
+  Batch scan;
+  FileChange f;
+  f.ref = file(1);
+  f.extents.add(0, 300);
+  scan.files.push_back(std::move(f));
+  log.replace(std::move(scan));
+  for (int i = 0; i < 3; ++i) {
+    Batch part = log.take(Limits{100, 100});
+    ASSERT_EQ(part.files.size(), 1u) << "take " << i << ": " << show_files(part);
+    EXPECT_EQ(part.files[0].ref.id, 1u);
+    EXPECT_TRUE(part.files[0].from_scan) << "take " << i;
+  }
+  log.write(file(2), 0, 10);
+  Batch live = log.take();
+  ASSERT_EQ(live.files.size(), 1u);
+  EXPECT_FALSE(live.files[0].from_scan);
+}
+
 TEST(ChangeLogTest, AnAttrTakenAwayIsNotSupersededByALaterOne) {
   ChangeLog log;
   log.record(attr_op("d", 0700));

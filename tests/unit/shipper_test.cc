@@ -1,6 +1,7 @@
 // send_batch's prefetch window (common/changes/shipper.cc): before it opens a file, the data of
 // the scanned files after it has been asked for, at most 64 files and 8 MiB ahead, each file
-// once, never past its extents, and never for a live change. The source here records what it was
+// once, never past its extents, and never for a live change; large scanned files are read past
+// the page cache instead. The source here records what it was
 // asked and when; the batch really goes over a socketpair, so the order is send_batch's own.
 #include <gtest/gtest.h>
 #include <sys/socket.h>
@@ -16,6 +17,7 @@
 #include "common/changes/change_log.h"
 #include "common/changes/shipper.h"
 #include "common/net/conn.h"
+#include "tests/testutil/files.h"
 #include "tests/testutil/temp_dir.h"
 
 namespace bkp::changes {
@@ -126,6 +128,70 @@ TEST(ShipperPrefetchTest, ScannedFilesAheadAreAskedForWithinTheWindowAndLiveOnes
   }
   EXPECT_EQ(asked.count(70), 0u);
   EXPECT_GT(asked[151], 0u);
+}
+
+// A large scanned file is read past the page cache (direct_reader.h) and not prefetched into
+// it: the receiver still gets every byte, the middle parts of a file split across takes too.
+TEST(ShipperDirectTest, LargeScannedFilesArriveWholeAndStayOutOfTheCache) {
+  testutil::TempDir dir("bkp-direct-ship");
+  constexpr uint64_t kSize = (9u << 20) + 12345;
+  auto data = testutil::random_bytes(kSize, 7);
+  for (uint64_t id : {1, 2}) {
+    std::string path = dir.sub(std::to_string(id));
+    testutil::write_file(path, {reinterpret_cast<const char*>(data.data()), data.size()});
+    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    ASSERT_TRUE(fd);
+    ASSERT_EQ(fdatasync(fd.get()), 0);
+    ASSERT_EQ(posix_fadvise(fd.get(), 0, 0, POSIX_FADV_DONTNEED), 0);
+  }
+  Batch batch;
+  batch.number = 1;
+  FileChange part;  // a middle part of file 1, as a bounded take cuts it
+  part.ref.id = 1;
+  part.extents.add(3u << 20, 5u << 20);
+  part.from_scan = true;
+  batch.files.push_back(std::move(part));
+  FileChange whole;
+  whole.ref.id = 2;
+  whole.extents.add(0, kSize);
+  whole.from_scan = true;
+  batch.files.push_back(std::move(whole));
+
+  int sv[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  auto a = net::Conn::open(UniqueFd(sv[0]));
+  auto b = net::Conn::open(UniqueFd(sv[1]));
+  ASSERT_TRUE(a && b);
+  std::map<uint64_t, std::vector<uint8_t>> got;  // id -> bytes at their offsets
+  std::thread rx([&] {
+    while (true) {
+      auto frame = (*b)->recv(kTimeoutMs);
+      if (!frame || frame->type == wire::MsgType::kCommit) return;
+      if (frame->type != wire::MsgType::kWrite) continue;
+      auto w = wire::decode_write(frame->flags, frame->payload);
+      if (!w) return;
+      auto& bytes = got[w->id];
+      if (bytes.size() < w->offset + w->data.size()) bytes.resize(w->offset + w->data.size());
+      std::copy(w->data.begin(), w->data.end(), bytes.begin() + static_cast<ptrdiff_t>(w->offset));
+    }
+  });
+  RecordingSource source(dir.path());
+  ChangeLog log;
+  ShipCounters counters;
+  auto sent = send_batch(**a, batch, 0, source, log, counters);
+  rx.join();
+  ASSERT_TRUE(sent) << sent.error().message;
+
+  for (const Event& e : source.events) EXPECT_TRUE(e.open) << "file " << e.id << " prefetched";
+  EXPECT_EQ(counters.data_bytes, (5u << 20) + kSize);
+  ASSERT_EQ(got[1].size(), 8u << 20);
+  EXPECT_TRUE(std::equal(got[1].begin() + (3 << 20), got[1].end(), data.begin() + (3 << 20)));
+  EXPECT_EQ(got[2], data);
+  for (uint64_t id : {1, 2}) {
+    UniqueFd fd(::open(dir.sub(std::to_string(id)).c_str(), O_RDONLY | O_CLOEXEC));
+    ASSERT_TRUE(fd);
+    EXPECT_EQ(testutil::cached_pages(fd.get(), kSize), 0u) << "file " << id;
+  }
 }
 
 }  // namespace

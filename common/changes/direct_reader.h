@@ -1,0 +1,75 @@
+// Reading a large cold file past the page cache (DESIGN.md §2: the shipper reads data late).
+//
+// A baseline reads every byte of the tree once. Read through the page cache, each of those bytes
+// is copied from a freshly filled cache page into the frame, and the pages then push the
+// application's own hot data out of memory: a backup that slows the application it protects.
+// Read with O_DIRECT, the disk writes straight into this reader's buffers, which stay mapped
+// and hot, and the cache is left as the application had it. The kernel writes dirty cached
+// pages of the range back before a direct read, so a direct read returns what a buffered
+// one would (a write racing the read is recorded and shipped again, as for buffered reads).
+// Direct reads get no readahead from the kernel, so the reader keeps its own: while the caller
+// sends one chunk, the next one is being read (an io_uring of its own, two buffers).
+//
+// Only for data a scan put in the log: live changes were just written and are still cached,
+// and there a buffered read is a copy from memory. Filesystems that cannot read directly
+// (tmpfs before 6.6, most FUSE filesystems) or ask for alignments larger than a page are read
+// buffered, as before.
+#pragma once
+
+#include <liburing.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+
+#include "common/result.h"
+
+namespace bkp::changes {
+
+class DirectReader {
+ public:
+  // capacity: the largest read() asked for.
+  explicit DirectReader(size_t capacity);
+  ~DirectReader();
+  DirectReader(const DirectReader&) = delete;
+  DirectReader& operator=(const DirectReader&) = delete;
+
+  // Switches fd (a regular file opened for reading) to direct reads if its filesystem allows
+  // them, and makes it the file read() reads; false when it stays buffered. Nothing fails.
+  bool enable(int fd);
+
+  // Reads up to want bytes of the enabled file at offset (fewer only at end of file), then
+  // starts reading the chunk after them, up to limit: read() of it finds it read or reading.
+  // The bytes are valid until the next read() or enable(); offset and want need no alignment.
+  Result<std::span<const uint8_t>> read(uint64_t offset, size_t want, uint64_t limit);
+
+ private:
+  static constexpr size_t kMaxAlign = 4096;
+  struct Free {
+    void operator()(uint8_t* p) const;
+  };
+  struct Span {  // an aligned read covering [offset, offset + want)
+    uint64_t offset = 0;
+    size_t want = 0;
+    uint64_t start = 0;
+    size_t len = 0;
+  };
+  Span aligned(uint64_t offset, size_t want) const;
+  // Finishes buffer b's read of s synchronously from byte `done` on; returns the bytes asked.
+  Result<std::span<const uint8_t>> finish(int b, const Span& s, size_t done);
+  Result<int> wait_ahead();  // the read in flight: its result (negative errno)
+  void drop_ahead();
+
+  size_t capacity_;
+  io_uring ring_{};
+  bool ring_ok_ = false;
+  std::unique_ptr<uint8_t, Free> bufs_[2];  // capacity_ + 2 * kMaxAlign bytes each, aligned
+  int fd_ = -1;
+  size_t align_ = 0;
+  int spare_ = 0;          // the buffer not holding what read() returned last
+  bool in_flight_ = false;  // a read of ahead_ into bufs_[spare_]
+  Span ahead_;
+};
+
+}  // namespace bkp::changes
