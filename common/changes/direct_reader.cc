@@ -53,24 +53,17 @@ DirectReader::Span DirectReader::aligned(uint64_t offset, size_t want) const {
   return s;
 }
 
-Result<std::span<const uint8_t>> DirectReader::finish(int b, const Span& s, size_t done) {
-  uint8_t* buf = bufs_[b].get();
-  // Every read but the last ends aligned, so the next one starts aligned; one that ends
-  // unaligned (or reads nothing) ended at end of file.
-  while (done < s.len && done % align_ == 0) {
-    ssize_t n = ::pread(fd_, buf + done, s.len - done, static_cast<off_t>(s.start + done));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return fail_errno("direct read");
-    if (n == 0) break;
-    done += static_cast<size_t>(n);
-  }
-  size_t skip = static_cast<size_t>(s.offset - s.start);
-  size_t got = done > skip ? std::min(done - skip, s.want) : 0;
-  return std::span<const uint8_t>(buf + skip, got);
+bool DirectReader::submit_at(int b, uint64_t start, size_t at, size_t len) {
+  io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+  io_uring_prep_read(sqe, fd_, bufs_[b].get() + at, static_cast<unsigned>(len), start);
+  if (io_uring_submit(&ring_) == 1) return true;
+  // Nothing may stay queued, to be submitted later into a buffer in use.
+  io_uring_queue_exit(&ring_);
+  ring_ok_ = false;
+  return false;
 }
 
-Result<int> DirectReader::wait_ahead() {
-  in_flight_ = false;
+Result<int> DirectReader::wait() {
   io_uring_cqe* cqe = nullptr;
   int rc;
   while ((rc = io_uring_wait_cqe(&ring_, &cqe)) == -EINTR) {
@@ -81,15 +74,42 @@ Result<int> DirectReader::wait_ahead() {
   return res;
 }
 
+Result<std::span<const uint8_t>> DirectReader::finish(int b, const Span& s, size_t done) {
+  uint8_t* buf = bufs_[b].get();
+  // Every read but the last ends aligned, so the next one starts aligned; one that ends
+  // unaligned (or reads nothing) ended at end of file. Through the ring when there is one: the
+  // file's lock is then held only while the read is submitted, not until the disk answers, so
+  // the application's writes to the file do not wait for it.
+  while (done < s.len && done % align_ == 0) {
+    ssize_t n;
+    if (ring_ok_ && submit_at(b, s.start + done, done, s.len - done)) {
+      n = BKP_TRY(wait());
+      if (n < 0) return fail_neg(static_cast<int>(n), "direct read");
+    } else {
+      n = ::pread(fd_, buf + done, s.len - done, static_cast<off_t>(s.start + done));
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) return fail_errno("direct read");
+    }
+    if (n == 0) break;
+    done += static_cast<size_t>(n);
+  }
+  size_t skip = static_cast<size_t>(s.offset - s.start);
+  size_t got = done > skip ? std::min(done - skip, s.want) : 0;
+  return std::span<const uint8_t>(buf + skip, got);
+}
+
 void DirectReader::drop_ahead() {
-  if (in_flight_) (void)wait_ahead();
+  if (!in_flight_) return;
+  in_flight_ = false;
+  (void)wait();
 }
 
 Result<std::span<const uint8_t>> DirectReader::read(uint64_t offset, size_t want, uint64_t limit) {
   Span s = aligned(offset, want);
   Result<std::span<const uint8_t>> data;
   if (in_flight_ && ahead_.offset == s.offset && ahead_.want == s.want) {
-    int res = BKP_TRY(wait_ahead());
+    in_flight_ = false;
+    int res = BKP_TRY(wait());
     if (res < 0) return fail_neg(res, "direct read");
     data = finish(spare_, s, static_cast<size_t>(res));
     spare_ ^= 1;
@@ -101,15 +121,7 @@ Result<std::span<const uint8_t>> DirectReader::read(uint64_t offset, size_t want
   uint64_t next = offset + data->size();
   if (ring_ok_ && data->size() == s.want && next < limit) {
     ahead_ = aligned(next, static_cast<size_t>(std::min<uint64_t>(limit - next, capacity_)));
-    io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
-    io_uring_prep_read(sqe, fd_, bufs_[spare_].get(), static_cast<unsigned>(ahead_.len),
-                       ahead_.start);
-    if (io_uring_submit(&ring_) == 1) {
-      in_flight_ = true;
-    } else {  // nothing may stay queued to be submitted later into a buffer in use
-      io_uring_queue_exit(&ring_);
-      ring_ok_ = false;
-    }
+    in_flight_ = submit_at(spare_, ahead_.start, 0, ahead_.len);
   }
   return data;
 }

@@ -58,8 +58,11 @@ class DirectReader {
   Span aligned(uint64_t offset, size_t want) const;
   // Finishes buffer b's read of s synchronously from byte `done` on; returns the bytes asked.
   Result<std::span<const uint8_t>> finish(int b, const Span& s, size_t done);
-  Result<int> wait_ahead();  // the read in flight: its result (negative errno)
-  void drop_ahead();
+  // Queues a read of len bytes at file offset start into buffer b from byte `at`; false (and
+  // no ring from then on) if the ring refused it.
+  bool submit_at(int b, uint64_t start, size_t at, size_t len);
+  Result<int> wait();  // the read submitted last: its result (negative errno)
+  void drop_ahead();   // waits for a read ahead nobody asked for, if one is in flight
 
   size_t capacity_;
   io_uring ring_{};
