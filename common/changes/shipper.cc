@@ -3,9 +3,10 @@
 // The order on the wire is the contract receivers rely on: all operations first (they create,
 // move and remove the names data will land in), then data by file id, then each file's
 // attributes (after the data, because writing data changes mtime on the receiver; taken before
-// the data is read, see shipper.h), then the Commit that asks for durability. Extent bytes are read here, through the connection's
-// io_uring, at the moment they are shipped: a range rewritten since it was recorded ships the
-// newest bytes once.
+// the data is read, see shipper.h), then the Commit that asks for durability. Extent bytes are
+// read here, through the connection's io_uring (large scanned files through a DirectReader's),
+// at the moment they are shipped: a range rewritten since it was recorded ships the newest
+// bytes once.
 #include "common/changes/shipper.h"
 
 #include <fcntl.h>

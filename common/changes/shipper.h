@@ -3,7 +3,8 @@
 //
 // send_batch() sends the batch's operations in order, then for each file its dirty extents in
 // chunks of at most kChunk bytes read from the tree at this moment (through the Conn's
-// io_uring; or, for a chunk the source keeps already encoded, DataSource::encoded, as kept),
+// io_uring; a part of 4 MiB or more of a scanned file past the page cache, direct_reader.h; or,
+// for a chunk the source keeps already encoded, DataSource::encoded, as kept),
 // then one Attr by id with the file's mode, owner, times and source ctime as they
 // were just before its data was read, and finally Commit{batch.number}.
 //
@@ -57,11 +58,12 @@ class DataSource {
   }
   // The bytes [offset, offset + length) of the file will be shipped soon: start reading them from
   // the disk now (advice only; nothing may fail). send_batch asks it for the files a little ahead
-  // of the one it sends, when they came from a scan: a baseline of many small cold files then
-  // reads them side by side instead of waiting for each in turn. Default: opens the file with
-  // open_file() and asks the kernel to read the range (POSIX_FADV_WILLNEED); the pages stay
-  // cached after the descriptor is closed. A source that wraps another and whose open_file()
-  // does more than open (progress) passes this on to the inner source instead.
+  // of the one it sends, when they came from a scan and are read buffered (under 4 MiB): a
+  // baseline of many small cold files then reads them side by side instead of waiting for each
+  // in turn. Default: opens the file with open_file() and asks the kernel to read the range
+  // (POSIX_FADV_WILLNEED); the pages stay cached after the descriptor is closed. A source that
+  // wraps another and whose open_file() does more than open (progress) passes this on to the
+  // inner source instead.
   virtual void prefetch(const FileRef& file, uint64_t offset, uint64_t length);
   // Called after each Write frame of the file was queued (progress reporting); default: nothing.
   virtual void sent(const FileRef& file, uint64_t bytes) {
