@@ -27,6 +27,10 @@
 
 namespace bkp::changes {
 
+// Files (or parts) of at least this many bytes read whole are read past the page cache; smaller
+// ones cost more in a disk round trip each than in the copy.
+constexpr uint64_t kDirectMinBytes = 4u << 20;
+
 class DirectReader {
  public:
   // capacity: the largest read() asked for.

@@ -21,13 +21,10 @@
 namespace bkp::changes {
 namespace {
 
-// Scanned files of at least this much data are read past the page cache (direct_reader.h);
-// smaller ones cost more in a disk round trip each than in the copy, and are read ahead side by
-// side instead (Prefetcher).
-constexpr uint64_t kDirectMin = 4 * uint64_t{kChunk};
-
+// Large parts of scanned files are read past the page cache (direct_reader.h); smaller ones are
+// read ahead side by side instead (Prefetcher).
 bool reads_direct(const FileChange& change) {
-  return change.from_scan && change.extents.total_bytes() >= kDirectMin;
+  return change.from_scan && change.extents.total_bytes() >= kDirectMinBytes;
 }
 
 Result<void> send_file(net::Conn& conn, const FileChange& change, DataSource& source,

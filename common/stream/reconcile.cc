@@ -16,10 +16,12 @@
 #include <algorithm>
 #include <cstring>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <tuple>
 #include <vector>
 
+#include "common/changes/direct_reader.h"
 #include "common/changes/xattrs.h"
 #include "common/files.h"
 #include "common/log.h"
@@ -35,13 +37,30 @@ using Labeler = std::function<std::pair<uint64_t, int64_t>(const struct stat&)>;
 using Sink = std::function<Result<void>(wire::ManifestEntry&&)>;
 
 // XXH3-64 of the bytes of the regular file `name` in dir_fd (never 0), or 0 if it cannot be read.
+// A verify reads the whole tree once: large files past the page cache (direct_reader.h).
 uint64_t content_digest(int dir_fd, const std::string& name) {
   UniqueFd fd(openat(dir_fd, name.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
   if (!fd) return 0;
   std::unique_ptr<XXH3_state_t, decltype(&XXH3_freeState)> state(XXH3_createState(),
                                                                   &XXH3_freeState);
   XXH3_64bits_reset(state.get());
-  std::vector<char> buf(1u << 20);
+  constexpr size_t kRead = 1u << 20;
+  struct stat st{};
+  if (fstat(fd.get(), &st) != 0) return 0;
+  if (static_cast<uint64_t>(st.st_size) >= changes::kDirectMinBytes) {
+    changes::DirectReader reader(kRead);
+    if (reader.enable(fd.get())) {
+      for (uint64_t off = 0;;) {
+        auto got = reader.read(off, kRead, std::numeric_limits<uint64_t>::max());
+        if (!got) return 0;
+        if (got->empty()) break;
+        XXH3_64bits_update(state.get(), got->data(), got->size());
+        off += got->size();
+      }
+      return std::max<uint64_t>(XXH3_64bits_digest(state.get()), 1);
+    }
+  }
+  std::vector<char> buf(kRead);
   while (true) {
     ssize_t n = ::read(fd.get(), buf.data(), buf.size());
     if (n < 0 && errno == EINTR) continue;

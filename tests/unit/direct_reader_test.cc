@@ -1,16 +1,18 @@
 // DirectReader (common/changes/direct_reader.h): what a baseline reads past the page cache must
 // be exactly what a buffered read returns, from any offset, across the chunk it reads ahead, at
 // the end of the file and right after a buffered write that is not on disk yet; and it must
-// leave the cache as it found it.
+// leave the cache as it found it. A verify's content digests read large files the same way.
 #include "common/changes/direct_reader.h"
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #include <string>
 #include <vector>
 
+#include "common/stream/reconcile.h"
 #include "common/unique_fd.h"
 #include "tests/testutil/files.h"
 #include "tests/testutil/temp_dir.h"
@@ -105,6 +107,25 @@ TEST_F(DirectReaderTest, SeesAWriteThatIsOnlyInThePageCache) {
             static_cast<ssize_t>(patch.size()));
   std::copy(patch.begin(), patch.end(), data_.begin() + kChunk + 3);
   EXPECT_EQ(read_range(reader, 0, size), expected(0, size));
+}
+
+// A verify's content digests (stream::walk_manifest with kManifestContent) read large files
+// past the page cache, small ones through it, and both give the digest of the bytes.
+TEST_F(DirectReaderTest, ContentDigestsOfAVerifyAreOfTheBytesAndLeaveTheCacheEmpty) {
+  const size_t size = 9 * kChunk + 99;
+  UniqueFd fd = cold_file(size);
+  if (DirectReader probe(kChunk); !probe.enable(fd.get())) {
+    GTEST_SKIP() << "this filesystem cannot read directly";
+  }
+  testutil::write_file(dir_.sub("small"), "small file");
+  UniqueFd tree(::open(dir_.path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  ASSERT_TRUE(tree);
+  auto manifest = stream::walk_manifest(tree.get(), wire::kManifestContent);
+  ASSERT_TRUE(manifest) << manifest.error().message;
+  ASSERT_TRUE(manifest->count("f") && manifest->count("small"));
+  EXPECT_EQ(manifest->at("f").content, XXH3_64bits(data_.data(), data_.size()));
+  EXPECT_EQ(manifest->at("small").content, XXH3_64bits("small file", 10));
+  EXPECT_EQ(testutil::cached_pages(fd.get(), size), 0u);
 }
 
 TEST_F(DirectReaderTest, AFileItsFilesystemCannotReadDirectlyStaysBuffered) {
