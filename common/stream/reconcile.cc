@@ -18,6 +18,7 @@
 #include <functional>
 #include <limits>
 #include <memory>
+#include <optional>
 #include <tuple>
 #include <vector>
 
@@ -194,21 +195,41 @@ Result<std::vector<uint64_t>> block_digests(int fd, uint64_t size, uint64_t firs
   if (first > size / kDigestBlock) return out;  // past the end (and no overflow below)
   changes::ExtentMap data;
   changes::data_regions(fd, size, data);
-  std::vector<char> buf(kDigestBlock);
-  for (uint64_t b = first; b < first + count; ++b) {
-    uint64_t off = b * kDigestBlock;
-    if (off >= size) break;
-    size_t want = static_cast<size_t>(std::min<uint64_t>(kDigestBlock, size - off));
-    size_t got = 0;
-    while (got < want) {
-      ssize_t n = ::pread(fd, buf.data() + got, want - got, static_cast<off_t>(off + got));
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) return fail_errno("digest read");
-      if (n == 0) break;  // shrank meanwhile: the digest of what is there
-      got += static_cast<size_t>(n);
-    }
-    out.push_back(XXH3_64bits_withSeed(buf.data(), got, layout_seed(data, off, want)));
+  // Many blocks are read past the page cache (direct_reader.h); the caller's descriptor gets
+  // its flags back afterwards.
+  uint64_t end = std::min(size, (first + count) * kDigestBlock);
+  std::optional<changes::DirectReader> direct;
+  int flags = fcntl(fd, F_GETFL);
+  if (flags >= 0 && end - first * kDigestBlock >= changes::kDirectMinBytes) {
+    direct.emplace(kDigestBlock);
+    if (!direct->enable(fd)) direct.reset();
   }
+  std::vector<char> buf(kDigestBlock);
+  auto digests = [&]() -> Result<void> {
+    for (uint64_t b = first; b < first + count; ++b) {
+      uint64_t off = b * kDigestBlock;
+      if (off >= size) break;
+      size_t want = static_cast<size_t>(std::min<uint64_t>(kDigestBlock, size - off));
+      const void* bytes = buf.data();
+      size_t got = 0;
+      if (direct) {  // fewer than want only where the file shrank meanwhile, as below
+        auto read = BKP_TRY(direct->read(off, want, end));
+        bytes = read.data();
+        got = read.size();
+      }
+      while (!direct && got < want) {
+        ssize_t n = ::pread(fd, buf.data() + got, want - got, static_cast<off_t>(off + got));
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) return fail_errno("digest read");
+        if (n == 0) break;  // shrank meanwhile: the digest of what is there
+        got += static_cast<size_t>(n);
+      }
+      out.push_back(XXH3_64bits_withSeed(bytes, got, layout_seed(data, off, want)));
+    }
+    return {};
+  }();
+  if (direct) (void)fcntl(fd, F_SETFL, flags);
+  if (!digests) return tl::unexpected(digests.error());
   return out;
 }
 
