@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <functional>
 #include <map>
 #include <string>
 #include <thread>
@@ -49,6 +50,28 @@ class RecordingSource : public DataSource {
   std::string dir_;
 };
 
+// Sends the batch over a socketpair with send_batch while a receiver hands each frame before
+// the Commit to on_frame.
+Result<void> ship(const Batch& batch, DataSource& source, ShipCounters& counters,
+                  const std::function<void(const wire::Frame&)>& on_frame) {
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return fail_errno("socketpair");
+  auto a = net::Conn::open(UniqueFd(sv[0]));
+  auto b = net::Conn::open(UniqueFd(sv[1]));
+  if (!a || !b) return fail(EIO, "connection");
+  std::thread rx([&] {
+    while (true) {
+      auto frame = (*b)->recv(kTimeoutMs);
+      if (!frame || frame->type == wire::MsgType::kCommit) return;
+      on_frame(*frame);
+    }
+  });
+  ChangeLog log;
+  auto sent = send_batch(**a, batch, 0, source, log, counters);
+  rx.join();
+  return sent;
+}
+
 TEST(ShipperPrefetchTest, ScannedFilesAheadAreAskedForWithinTheWindowAndLiveOnesNever) {
   testutil::TempDir dir("bkp-prefetch");
   // 150 small scanned files, a live one among them, then three of 3 MiB: the byte bound, not
@@ -70,22 +93,9 @@ TEST(ShipperPrefetchTest, ScannedFilesAheadAreAskedForWithinTheWindowAndLiveOnes
     batch.files.push_back(std::move(f));
   }
 
-  int sv[2];
-  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-  auto a = net::Conn::open(UniqueFd(sv[0]));
-  auto b = net::Conn::open(UniqueFd(sv[1]));
-  ASSERT_TRUE(a && b);
-  std::thread rx([&] {
-    while (true) {
-      auto frame = (*b)->recv(kTimeoutMs);
-      if (!frame || frame->type == wire::MsgType::kCommit) return;
-    }
-  });
   RecordingSource source(dir.path());
-  ChangeLog log;
   ShipCounters counters;
-  auto sent = send_batch(**a, batch, 0, source, log, counters);
-  rx.join();
+  auto sent = ship(batch, source, counters, [](const wire::Frame&) {});
   ASSERT_TRUE(sent) << sent.error().message;
 
   std::map<uint64_t, uint64_t> asked;  // id -> bytes asked for
@@ -157,30 +167,23 @@ TEST(ShipperDirectTest, LargeScannedFilesArriveWholeAndStayOutOfTheCache) {
   whole.from_scan = true;
   batch.files.push_back(std::move(whole));
 
-  int sv[2];
-  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-  auto a = net::Conn::open(UniqueFd(sv[0]));
-  auto b = net::Conn::open(UniqueFd(sv[1]));
-  ASSERT_TRUE(a && b);
   std::map<uint64_t, std::vector<uint8_t>> got;  // id -> bytes at their offsets
-  std::thread rx([&] {
-    while (true) {
-      auto frame = (*b)->recv(kTimeoutMs);
-      if (!frame || frame->type == wire::MsgType::kCommit) return;
-      if (frame->type != wire::MsgType::kWrite) continue;
-      auto w = wire::decode_write(frame->flags, frame->payload);
-      if (!w) return;
-      auto& bytes = got[w->id];
-      if (bytes.size() < w->offset + w->data.size()) bytes.resize(w->offset + w->data.size());
-      std::copy(w->data.begin(), w->data.end(), bytes.begin() + static_cast<ptrdiff_t>(w->offset));
-    }
-  });
+  size_t bad_writes = 0;
   RecordingSource source(dir.path());
-  ChangeLog log;
   ShipCounters counters;
-  auto sent = send_batch(**a, batch, 0, source, log, counters);
-  rx.join();
+  auto sent = ship(batch, source, counters, [&](const wire::Frame& frame) {
+    if (frame.type != wire::MsgType::kWrite) return;
+    auto w = wire::decode_write(frame.flags, frame.payload);
+    if (!w) {
+      ++bad_writes;
+      return;
+    }
+    auto& bytes = got[w->id];
+    if (bytes.size() < w->offset + w->data.size()) bytes.resize(w->offset + w->data.size());
+    std::copy(w->data.begin(), w->data.end(), bytes.begin() + static_cast<ptrdiff_t>(w->offset));
+  });
   ASSERT_TRUE(sent) << sent.error().message;
+  EXPECT_EQ(bad_writes, 0u);
 
   for (const Event& e : source.events) EXPECT_TRUE(e.open) << "file " << e.id << " prefetched";
   EXPECT_EQ(counters.data_bytes, (5u << 20) + kSize);
