@@ -20,11 +20,13 @@ DirectReader::~DirectReader() {
   if (ring_ok_) io_uring_queue_exit(&ring_);
 }
 
-bool DirectReader::enable(int fd) {
+bool DirectReader::use(int fd, bool direct) {
   drop_ahead();
-  fd_ = -1;
+  fd_ = fd;
+  direct_ = false;
+  align_ = 1;
   struct statx stx{};
-  if (statx(fd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &stx) != 0 ||
+  if (!direct || statx(fd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &stx) != 0 ||
       !(stx.stx_mask & STATX_DIOALIGN) || stx.stx_dio_offset_align == 0 ||
       stx.stx_dio_offset_align > kMaxAlign || stx.stx_dio_mem_align > kMaxAlign) {
     return false;
@@ -33,15 +35,9 @@ bool DirectReader::enable(int fd) {
     if (io_uring_queue_init(2, &ring_, 0) < 0) return false;
     ring_ok_ = true;
   }
-  for (auto& buf : bufs_) {
-    if (buf) continue;
-    void* p = std::aligned_alloc(kMaxAlign, capacity_ + 2 * kMaxAlign);
-    if (p == nullptr) throw std::bad_alloc();
-    buf.reset(static_cast<uint8_t*>(p));
-  }
   int flags = fcntl(fd, F_GETFL);
   if (flags < 0 || fcntl(fd, F_SETFL, flags | O_DIRECT) != 0) return false;
-  fd_ = fd;
+  direct_ = true;
   align_ = std::max<size_t>(stx.stx_dio_offset_align, stx.stx_dio_mem_align);
   return true;
 }
@@ -53,9 +49,18 @@ DirectReader::Span DirectReader::aligned(uint64_t offset, size_t want) const {
   return s;
 }
 
+uint8_t* DirectReader::buffer(int b) {
+  if (!bufs_[b]) {
+    void* p = std::aligned_alloc(kMaxAlign, capacity_ + 2 * kMaxAlign);
+    if (p == nullptr) throw std::bad_alloc();
+    bufs_[b].reset(static_cast<uint8_t*>(p));
+  }
+  return bufs_[b].get();
+}
+
 bool DirectReader::submit_at(int b, uint64_t start, size_t at, size_t len) {
   io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
-  io_uring_prep_read(sqe, fd_, bufs_[b].get() + at, static_cast<unsigned>(len), start);
+  io_uring_prep_read(sqe, fd_, buffer(b) + at, static_cast<unsigned>(len), start);
   if (io_uring_submit(&ring_) == 1) return true;
   // Nothing may stay queued, to be submitted later into a buffer in use.
   io_uring_queue_exit(&ring_);
@@ -75,20 +80,21 @@ Result<int> DirectReader::wait() {
 }
 
 Result<std::span<const uint8_t>> DirectReader::finish(int b, const Span& s, size_t done) {
-  uint8_t* buf = bufs_[b].get();
+  uint8_t* buf = buffer(b);
   // Every read but the last ends aligned, so the next one starts aligned; one that ends
-  // unaligned (or reads nothing) ended at end of file. Through the ring when there is one: the
+  // unaligned (or reads nothing) ended at end of file (a buffered file's alignment is 1).
+  // Direct reads go through the ring when there is one: the
   // file's lock is then held only while the read is submitted, not until the disk answers, so
   // the application's writes to the file do not wait for it.
   while (done < s.len && done % align_ == 0) {
     ssize_t n;
-    if (ring_ok_ && submit_at(b, s.start + done, done, s.len - done)) {
+    if (direct_ && ring_ok_ && submit_at(b, s.start + done, done, s.len - done)) {
       n = BKP_TRY(wait());
-      if (n < 0) return fail_neg(static_cast<int>(n), "direct read");
+      if (n < 0) return fail_neg(static_cast<int>(n), "read");
     } else {
       n = ::pread(fd_, buf + done, s.len - done, static_cast<off_t>(s.start + done));
       if (n < 0 && errno == EINTR) continue;
-      if (n < 0) return fail_errno("direct read");
+      if (n < 0) return fail_errno("read");
     }
     if (n == 0) break;
     done += static_cast<size_t>(n);
@@ -119,7 +125,7 @@ Result<std::span<const uint8_t>> DirectReader::read(uint64_t offset, size_t want
   }
   if (!data) return data;
   uint64_t next = offset + data->size();
-  if (ring_ok_ && data->size() == s.want && next < limit) {
+  if (direct_ && ring_ok_ && data->size() == s.want && next < limit) {
     ahead_ = aligned(next, static_cast<size_t>(std::min<uint64_t>(limit - next, capacity_)));
     in_flight_ = submit_at(spare_, ahead_.start, 0, ahead_.len);
   }

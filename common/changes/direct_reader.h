@@ -13,7 +13,7 @@
 // Only for data a scan put in the log: live changes were just written and are still cached,
 // and there a buffered read is a copy from memory. Filesystems that cannot read directly
 // (tmpfs before 6.6, most FUSE filesystems) or ask for alignments larger than a page are read
-// buffered, as before.
+// buffered, as before, through the same read(): callers have one loop either way.
 #pragma once
 
 #include <liburing.h>
@@ -39,13 +39,14 @@ class DirectReader {
   DirectReader(const DirectReader&) = delete;
   DirectReader& operator=(const DirectReader&) = delete;
 
-  // Switches fd (a regular file opened for reading) to direct reads if its filesystem allows
-  // them, and makes it the file read() reads; false when it stays buffered. Nothing fails.
-  bool enable(int fd);
+  // Makes fd (a regular file opened for reading) the file read() reads, switched to direct
+  // reads when `direct` is asked and its filesystem allows them. Returns whether it reads
+  // directly; otherwise read() reads it buffered (the kernel reads ahead). Nothing fails.
+  bool use(int fd, bool direct);
 
-  // Reads up to want bytes of the enabled file at offset (fewer only at end of file), then
+  // Reads up to want bytes of the file at offset (fewer only at end of file); directly, it then
   // starts reading the chunk after them, up to limit: read() of it finds it read or reading.
-  // The bytes are valid until the next read() or enable(); offset and want need no alignment.
+  // The bytes are valid until the next read() or use(); offset and want need no alignment.
   Result<std::span<const uint8_t>> read(uint64_t offset, size_t want, uint64_t limit);
 
  private:
@@ -60,6 +61,7 @@ class DirectReader {
     size_t len = 0;
   };
   Span aligned(uint64_t offset, size_t want) const;
+  uint8_t* buffer(int b);  // allocated at first use: a buffered file needs only one
   // Finishes buffer b's read of s synchronously from byte `done` on; returns the bytes asked.
   Result<std::span<const uint8_t>> finish(int b, const Span& s, size_t done);
   // Queues a read of len bytes at file offset start into buffer b from byte `at`; false (and
@@ -73,6 +75,7 @@ class DirectReader {
   bool ring_ok_ = false;
   std::unique_ptr<uint8_t, Free> bufs_[2];  // capacity_ + 2 * kMaxAlign bytes each, aligned
   int fd_ = -1;
+  bool direct_ = false;
   size_t align_ = 0;
   int spare_ = 0;          // the buffer not holding what read() returned last
   bool in_flight_ = false;  // a read of ahead_ into bufs_[spare_]

@@ -39,7 +39,7 @@ Result<void> send_file(net::Conn& conn, const FileChange& change, DataSource& so
   if (fstat(fd->get(), &st) != 0) return fail_errno("stat of file being shipped");
   wire::Op attr = wire::attr_from_stat("", change.ref.id, st);
   attr.ctime_ns = log.pending(change.ref.id) ? 0 : source.source_ctime(change.ref, st);
-  bool direct = reads_direct(change) && direct_reader.enable(fd->get());
+  bool direct = reads_direct(change) && direct_reader.use(fd->get(), true);
   // One encoder per shipping thread (every stream has its own), so its adaptive skipping
   // follows that stream's data.
   thread_local wire::WriteEncoder encoder;

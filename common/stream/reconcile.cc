@@ -18,7 +18,6 @@
 #include <functional>
 #include <limits>
 #include <memory>
-#include <optional>
 #include <tuple>
 #include <vector>
 
@@ -48,26 +47,14 @@ uint64_t content_digest(int dir_fd, const std::string& name) {
   constexpr size_t kRead = 1u << 20;
   struct stat st{};
   if (fstat(fd.get(), &st) != 0) return 0;
-  if (static_cast<uint64_t>(st.st_size) >= changes::kDirectMinBytes) {
-    changes::DirectReader reader(kRead);
-    if (reader.enable(fd.get())) {
-      for (uint64_t off = 0;;) {
-        auto got = reader.read(off, kRead, std::numeric_limits<uint64_t>::max());
-        if (!got) return 0;
-        if (got->empty()) break;
-        XXH3_64bits_update(state.get(), got->data(), got->size());
-        off += got->size();
-      }
-      return std::max<uint64_t>(XXH3_64bits_digest(state.get()), 1);
-    }
-  }
-  std::vector<char> buf(kRead);
-  while (true) {
-    ssize_t n = ::read(fd.get(), buf.data(), buf.size());
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return 0;
-    if (n == 0) break;
-    XXH3_64bits_update(state.get(), buf.data(), static_cast<size_t>(n));
+  changes::DirectReader reader(kRead);
+  reader.use(fd.get(), static_cast<uint64_t>(st.st_size) >= changes::kDirectMinBytes);
+  for (uint64_t off = 0;;) {
+    auto got = reader.read(off, kRead, std::numeric_limits<uint64_t>::max());
+    if (!got) return 0;
+    if (got->empty()) break;
+    XXH3_64bits_update(state.get(), got->data(), got->size());
+    off += got->size();
   }
   return std::max<uint64_t>(XXH3_64bits_digest(state.get()), 1);
 }
@@ -198,38 +185,25 @@ Result<std::vector<uint64_t>> block_digests(int fd, uint64_t size, uint64_t firs
   // Many blocks are read past the page cache (direct_reader.h); the caller's descriptor gets
   // its flags back afterwards.
   uint64_t end = std::min(size, (first + count) * kDigestBlock);
-  std::optional<changes::DirectReader> direct;
   int flags = fcntl(fd, F_GETFL);
-  if (flags >= 0 && end - first * kDigestBlock >= changes::kDirectMinBytes) {
-    direct.emplace(kDigestBlock);
-    if (!direct->enable(fd)) direct.reset();
-  }
-  std::vector<char> buf(kDigestBlock);
-  auto digests = [&]() -> Result<void> {
-    for (uint64_t b = first; b < first + count; ++b) {
-      uint64_t off = b * kDigestBlock;
-      if (off >= size) break;
-      size_t want = static_cast<size_t>(std::min<uint64_t>(kDigestBlock, size - off));
-      const void* bytes = buf.data();
-      size_t got = 0;
-      if (direct) {  // fewer than want only where the file shrank meanwhile, as below
-        auto read = BKP_TRY(direct->read(off, want, end));
-        bytes = read.data();
-        got = read.size();
-      }
-      while (!direct && got < want) {
-        ssize_t n = ::pread(fd, buf.data() + got, want - got, static_cast<off_t>(off + got));
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) return fail_errno("digest read");
-        if (n == 0) break;  // shrank meanwhile: the digest of what is there
-        got += static_cast<size_t>(n);
-      }
-      out.push_back(XXH3_64bits_withSeed(bytes, got, layout_seed(data, off, want)));
+  changes::DirectReader reader(kDigestBlock);
+  bool direct =
+      reader.use(fd, flags >= 0 && end - first * kDigestBlock >= changes::kDirectMinBytes);
+  Result<void> done;
+  for (uint64_t b = first; b < first + count; ++b) {
+    uint64_t off = b * kDigestBlock;
+    if (off >= size) break;
+    size_t want = static_cast<size_t>(std::min<uint64_t>(kDigestBlock, size - off));
+    // Fewer than want only where the file shrank meanwhile: the digest of what is there.
+    auto read = reader.read(off, want, end);
+    if (!read) {
+      done = tl::unexpected(read.error().wrap("digest"));
+      break;
     }
-    return {};
-  }();
+    out.push_back(XXH3_64bits_withSeed(read->data(), read->size(), layout_seed(data, off, want)));
+  }
   if (direct) (void)fcntl(fd, F_SETFL, flags);
-  if (!digests) return tl::unexpected(digests.error());
+  if (!done) return tl::unexpected(done.error());
   return out;
 }
 

@@ -63,7 +63,7 @@ TEST_F(DirectReaderTest, ReadsAnyRangeAsABufferedReadWouldAndLeavesTheCacheEmpty
   const size_t size = 5 * kChunk + 4321;  // ends mid-block
   UniqueFd fd = cold_file(size);
   DirectReader reader(kChunk);
-  if (!reader.enable(fd.get())) GTEST_SKIP() << "this filesystem cannot read directly";
+  if (!reader.use(fd.get(), true)) GTEST_SKIP() << "this filesystem cannot read directly";
   EXPECT_EQ(read_range(reader, 777, size), expected(777, size));  // unaligned start and end
   EXPECT_EQ(read_range(reader, 0, 2 * kChunk), expected(0, 2 * kChunk));
   EXPECT_EQ(read_range(reader, 4 * kChunk, size + 3 * kChunk), expected(4 * kChunk, size))
@@ -75,7 +75,7 @@ TEST_F(DirectReaderTest, AReadOtherThanTheOneAheadGetsItsOwnBytes) {
   const size_t size = 6 * kChunk;
   UniqueFd fd = cold_file(size);
   DirectReader reader(kChunk);
-  if (!reader.enable(fd.get())) GTEST_SKIP() << "this filesystem cannot read directly";
+  if (!reader.use(fd.get(), true)) GTEST_SKIP() << "this filesystem cannot read directly";
   auto first = reader.read(0, kChunk, size);  // reads [1, 2) MiB ahead
   ASSERT_TRUE(first);
   EXPECT_EQ(std::vector<uint8_t>(first->begin(), first->end()), expected(0, kChunk));
@@ -92,7 +92,7 @@ TEST_F(DirectReaderTest, AReadOtherThanTheOneAheadGetsItsOwnBytes) {
   auto ahead = reader.read(3 * kChunk + 1005 + kChunk / 2, 1000, size);
   ASSERT_TRUE(ahead);
   UniqueFd other = cold_file(5 * kChunk);
-  ASSERT_TRUE(reader.enable(other.get()));
+  ASSERT_TRUE(reader.use(other.get(), true));
   EXPECT_EQ(read_range(reader, 3 * kChunk + 2005 + kChunk / 2, 5 * kChunk),
             expected(3 * kChunk + 2005 + kChunk / 2, 5 * kChunk));
 }
@@ -101,7 +101,7 @@ TEST_F(DirectReaderTest, SeesAWriteThatIsOnlyInThePageCache) {
   const size_t size = 3 * kChunk;
   UniqueFd fd = cold_file(size);
   DirectReader reader(kChunk);
-  if (!reader.enable(fd.get())) GTEST_SKIP() << "this filesystem cannot read directly";
+  if (!reader.use(fd.get(), true)) GTEST_SKIP() << "this filesystem cannot read directly";
   UniqueFd writer(::open(dir_.sub("f").c_str(), O_WRONLY | O_CLOEXEC));
   ASSERT_TRUE(writer);
   std::vector<uint8_t> patch(10000, 0xab);
@@ -116,7 +116,7 @@ TEST_F(DirectReaderTest, SeesAWriteThatIsOnlyInThePageCache) {
 TEST_F(DirectReaderTest, ContentDigestsOfAVerifyAreOfTheBytesAndLeaveTheCacheEmpty) {
   const size_t size = 9 * kChunk + 99;
   UniqueFd fd = cold_file(size);
-  if (DirectReader probe(kChunk); !probe.enable(fd.get())) {
+  if (DirectReader probe(kChunk); !probe.use(fd.get(), true)) {
     GTEST_SKIP() << "this filesystem cannot read directly";
   }
   testutil::write_file(dir_.sub("small"), "small file");
@@ -134,8 +134,21 @@ TEST_F(DirectReaderTest, AFileItsFilesystemCannotReadDirectlyStaysBuffered) {
   UniqueFd fd(::open("/proc/self/status", O_RDONLY | O_CLOEXEC));
   ASSERT_TRUE(fd);
   DirectReader reader(kChunk);
-  EXPECT_FALSE(reader.enable(fd.get()));
+  EXPECT_FALSE(reader.use(fd.get(), true));
   EXPECT_EQ(fcntl(fd.get(), F_GETFL) & O_DIRECT, 0);
+  auto got = reader.read(0, 5, kChunk);  // read buffered, through the same call
+  ASSERT_TRUE(got) << got.error().message;
+  EXPECT_EQ(std::string(got->begin(), got->end()), "Name:");
+}
+
+// Asked for a buffered read, the reader reads through the page cache, from any offset.
+TEST_F(DirectReaderTest, AFileNotAskedForDirectReadsIsReadBuffered) {
+  const size_t size = 2 * kChunk + 17;
+  UniqueFd fd = cold_file(size);
+  DirectReader reader(kChunk);
+  EXPECT_FALSE(reader.use(fd.get(), false));
+  EXPECT_EQ(read_range(reader, 5, size + kChunk), expected(5, size));
+  EXPECT_GT(testutil::cached_pages(fd.get(), size), 0u);
 }
 
 }  // namespace

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "common/changes/change_log.h"
+#include "common/changes/direct_reader.h"
 #include "common/changes/shipper.h"
 #include "common/net/conn.h"
 #include "tests/testutil/files.h"
@@ -153,6 +154,13 @@ TEST(ShipperDirectTest, LargeScannedFilesArriveWholeAndStayOutOfTheCache) {
     ASSERT_TRUE(fd);
     ASSERT_EQ(fdatasync(fd.get()), 0);
     ASSERT_EQ(posix_fadvise(fd.get(), 0, 0, POSIX_FADV_DONTNEED), 0);
+  }
+  {
+    UniqueFd fd(::open(dir.sub("1").c_str(), O_RDONLY | O_CLOEXEC));
+    ASSERT_TRUE(fd);
+    if (DirectReader probe(kChunk); !probe.use(fd.get(), true)) {
+      GTEST_SKIP() << "this filesystem cannot read directly";
+    }
   }
   Batch batch;
   batch.number = 1;
