@@ -363,11 +363,13 @@ int Keeper::run() {
   int result = 0;
   if (!spawn()) return 1;
   while (worker_ > 0) {
-    pollfd p[3] = {{signals->get(), POLLIN, 0},
-                   {channel_.get(), static_cast<short>(channel_ ? POLLIN : 0), 0},
-                   {mount_.fd(), 0, 0}};
+    // Not the /dev/fuse descriptor: a poll on it wakes at every request the kernel queues (it
+    // waits on the connection's input queue), a context switch per request on the cores the
+    // application uses. An ended connection ends the worker, and SIGCHLD wakes us.
+    pollfd p[2] = {{signals->get(), POLLIN, 0},
+                   {channel_.get(), static_cast<short>(channel_ ? POLLIN : 0), 0}};
     int timeout = stop_deadline_ ? 1000 : -1;
-    if (::poll(p, 3, timeout) < 0 && errno != EINTR) break;
+    if (::poll(p, 2, timeout) < 0 && errno != EINTR) break;
     if (p[1].revents != 0) on_channel();
     for (int sig; (sig = read_signal(signals->get())) != 0;) {
       if (sig == SIGTERM || sig == SIGINT) {
