@@ -26,6 +26,8 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <fmt/format.h>
+
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -404,6 +406,35 @@ TEST_F(TakeoverTest, AWorkerLostWithTheInitIsReplaced) {
   put(src("app/f"), "served by the second worker");
   EXPECT_EQ(slurp(src("app/f")), "served by the second worker");
   EXPECT_EQ(wait_converged(), "");
+}
+
+// The keeper must sleep while the worker serves: it once polled the /dev/fuse descriptor (for
+// its end), which woke it at every request the kernel queued, a context switch per request on the
+// application's cores. 2,000 GETXATTR requests may cost it a few wakeups, not one each.
+uint64_t context_switches(pid_t pid) {
+  std::string status = testutil::read_file(fmt::format("/proc/{}/status", pid)).value_or("");
+  uint64_t total = 0;
+  for (const char* key : {"voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:"}) {
+    size_t at = status.find(key);
+    if (at != std::string::npos) total += std::stoull(status.substr(at + std::strlen(key)));
+  }
+  return total;
+}
+
+TEST_F(TakeoverTest, TheKeeperSleepsWhileTheWorkerServes) {
+  ASSERT_TRUE(start_all());
+  pid_t worker = 0;
+  ASSERT_TRUE(wait_new_worker(0, 0, &worker));
+  put(src("f"), "x");
+  constexpr int kRequests = 2000;
+  const uint64_t before = context_switches(keeper());
+  ASSERT_GT(before, 0u) << "no context switch count for the keeper";
+  for (int i = 0; i < kRequests; ++i) {
+    char value[8];
+    ASSERT_EQ(::getxattr(src("f").c_str(), "user.absent", value, sizeof value), -1);
+    ASSERT_EQ(errno, ENODATA);
+  }
+  EXPECT_LT(context_switches(keeper()) - before, uint64_t{kRequests / 10});
 }
 
 // An upgrade is the binary at the keeper's path, run again: first a new version (the worker runs
