@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <charconv>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <set>
@@ -24,22 +25,24 @@ namespace bkp {
 Result<void> write_file_atomic(const std::string& path, const std::string& content,
                                Durability durability) {
   std::string tmp = path + ".tmp";
-  UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+  // No O_TRUNC: the tmp file is the previous version (see files.h), overwritten in place and cut
+  // to length, so no block is freed.
+  UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644));
   if (!fd) return fail_errno("create " + tmp);
-  size_t done = 0;
-  while (done < content.size()) {
-    ssize_t n = ::write(fd.get(), content.data() + done, content.size() - done);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return fail_errno("write " + tmp);
-    }
-    done += static_cast<size_t>(n);
+  BKP_TRY_VOID(write_all(fd.get(), content, tmp));
+  if (::ftruncate(fd.get(), static_cast<off_t>(content.size())) != 0) {
+    return fail_errno("truncate " + tmp);
   }
   if (durability == Durability::kSync && fdatasync(fd.get()) != 0) {
     return fail_errno("fdatasync " + tmp);
   }
   fd.reset();
-  if (::rename(tmp.c_str(), path.c_str()) != 0) return fail_errno("rename " + tmp);
+  // The exchange fails where path does not exist yet (or the filesystem cannot swap names); a
+  // plain rename then does.
+  if (::renameat2(AT_FDCWD, tmp.c_str(), AT_FDCWD, path.c_str(), RENAME_EXCHANGE) != 0 &&
+      ::rename(tmp.c_str(), path.c_str()) != 0) {
+    return fail_errno("rename " + tmp);
+  }
   return {};
 }
 

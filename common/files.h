@@ -17,8 +17,12 @@ namespace bkp {
 
 enum class Durability { kSync, kNoSync };
 
-// Writes content to path.tmp, fdatasyncs it (kSync), renames it to path. The directory is not
-// synced: a crash may bring back the previous file, never a partial one.
+// Writes content to path.tmp, fdatasyncs it (kSync), and swaps the two names (RENAME_EXCHANGE),
+// so path.tmp then holds the previous version and is overwritten in place next time. The
+// directory is not synced: a crash may bring back the previous file, never a partial one.
+// Why a swap and not a rename over path: the rename frees the old file's blocks, and on a
+// filesystem mounted with `discard` and no journal every freed block waits for a synchronous
+// discard; a stream receiver writes its state at every commit.
 Result<void> write_file_atomic(const std::string& path, const std::string& content,
                                Durability durability);
 
