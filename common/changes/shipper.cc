@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <memory>
 #include <vector>
 
 #include "common/changes/direct_reader.h"
@@ -28,7 +29,7 @@ bool reads_direct(const FileChange& change) {
 }
 
 Result<void> send_file(net::Conn& conn, const FileChange& change, DataSource& source,
-                       const ChangeLog& log, std::vector<uint8_t>& buf, DirectReader& direct_reader,
+                       const ChangeLog& log, uint8_t* buf, DirectReader& direct_reader,
                        std::vector<uint8_t>& payload, ShipCounters& counters) {
   auto fd = source.open_file(change.ref);
   if (!fd) {
@@ -59,7 +60,7 @@ Result<void> send_file(net::Conn& conn, const FileChange& change, DataSource& so
         } else {
           // Raw chunks are read straight into the frame; one that may compress is read aside
           // and compressed into it.
-          uint8_t* dst = encoder.raw_next(want) ? room.data() + wire::kWriteHeader : buf.data();
+          uint8_t* dst = encoder.raw_next(want) ? room.data() + wire::kWriteHeader : buf;
           data = {dst, BKP_TRY(conn.pread(fd->get(), off, std::span<uint8_t>(dst, want)))};
         }
         got = data.size();
@@ -145,12 +146,15 @@ Result<void> send_batch(net::Conn& conn, const Batch& batch, uint64_t skip, Data
   counters.ops += batch.ops.size() - first_op;
   size_t first_file = static_cast<size_t>(
       std::min<uint64_t>(skip - first_op, batch.files.size()));
-  std::vector<uint8_t> buf(first_file == batch.files.size() ? 0 : kChunk);
+  // Not zeroed: only what a read puts in it is used. (A vector's zeroing of 1 MiB per batch was
+  // 3% of backupfs's CPU during an untar, whose batches hold a few small files each.)
+  std::unique_ptr<uint8_t[]> buf;
+  if (first_file < batch.files.size()) buf = std::make_unique_for_overwrite<uint8_t[]>(kChunk);
   DirectReader direct_reader(kChunk);
   Prefetcher prefetcher(batch, source);
   for (size_t i = first_file; i < batch.files.size(); ++i) {
     prefetcher.before(i);
-    BKP_TRY_VOID(send_file(conn, batch.files[i], source, log, buf, direct_reader, payload,
+    BKP_TRY_VOID(send_file(conn, batch.files[i], source, log, buf.get(), direct_reader, payload,
                            counters));
   }
   payload.clear();
