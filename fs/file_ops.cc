@@ -47,8 +47,7 @@ Fs::Fs(InodeTable& table, changes::ChangeLog& log, std::unique_ptr<SharedRecords
              [this](uint64_t node, int flags, OpenKind kind) {
                return reopen_open(node, flags, kind);
              }),
-      orphans_(orphans),
-      capability_seen_(generation > 1) {
+      orphans_(orphans) {
   files_.for_each([&](uint64_t node, OpenKind kind) {
     if (kind == OpenKind::kFile) orphans_.opened(node);
   });
@@ -162,6 +161,7 @@ void Fs::create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode
         }
         if (err == 0) {
           Inode& inode = table_.remember(std::move(*handle), st, dir, name);
+          inode.no_capability.store(true);  // just made: no attribute yet
           fill_entry(inode, st, &e);
           err = add_open(fi, inode, OpenKind::kFile, static_cast<uint64_t>(fd.get()));
           if (err == 0) {

@@ -185,10 +185,6 @@ class Fs {
   KernelChannel channel_;
   OpenFiles files_;
   Orphans& orphans_;
-  // Set once someone sets security.capability through us: from then on getxattr of it is asked
-  // of the real file instead of answered ENODATA without a syscall. Set from the start after a
-  // takeover: a predecessor may have seen one.
-  std::atomic<bool> capability_seen_{false};
 };
 
 // Volume-relative op with the stat fields filled: mode (permission bits), owner, times.

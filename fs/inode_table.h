@@ -64,6 +64,9 @@ struct Inode {
   std::atomic<int> fd{-1};  // cached O_PATH descriptor, or -1; closed on eviction or death
   std::atomic<uint32_t> pins{0};         // operations using fd right now (PathFd)
   std::atomic<bool> referenced{false};   // used since the clock hand passed (eviction)
+  // Known to have no security.capability: made through this mount, or asked and found without
+  // one. The kernel asks for it before the first write (xattr_ops.cc); kill_privileges skips it.
+  std::atomic<bool> no_capability{false};
   size_t ring_slot = SIZE_MAX;           // index in InodeTable::ring_ while cached (mu_)
 
   // Guarded by InodeTable::mu_.

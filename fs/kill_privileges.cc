@@ -85,8 +85,7 @@ int Fs::kill_privileges(fuse_req_t req, Inode& inode, int fd, KillCause cause,
   const bool applies = cause == KillCause::kWrite ? S_ISREG(st.st_mode) : !S_ISDIR(st.st_mode);
   if (!applies) return 0;
   // Every write by a user other than root comes here: the common case costs the fstat alone.
-  const bool capability =
-      cause == KillCause::kChown || capability_seen_.load(std::memory_order_relaxed);
+  const bool capability = !inode.no_capability.load(std::memory_order_relaxed);
   if ((st.st_mode & (S_ISUID | S_ISGID)) == 0 && !capability) return 0;
   const std::string path = proc_path(fd);
   const mode_t mode = st.st_mode & 07777;
@@ -103,14 +102,15 @@ int Fs::kill_privileges(fuse_req_t req, Inode& inode, int fd, KillCause cause,
     log::debug("killed set-id bits of id={:016x}: {:o} -> {:o}", inode.ref.id, mode, kept);
     *mode_changed = true;
   }
-  // A chown as root would drop a capability unrecorded; on write the kernel asks us first
-  // (getxattr), and we answer that none exists until one was set through us.
+  // A chown as root would drop a capability unrecorded, so it is removed (and recorded) here;
+  // once gone, or never there, the inode is known to have none.
   if (capability) {
     if (::removexattr(path.c_str(), kCapabilityXattr) == 0) {
       record_xattr(inode, wire::Op{.kind = wire::OpKind::kRemoveXattr, .name = kCapabilityXattr});
     } else if (errno != ENODATA && errno != EOPNOTSUPP) {
       return errno;
     }
+    inode.no_capability.store(true);
   }
   return 0;
 }

@@ -191,6 +191,7 @@ int Fs::make_node(fuse_req_t req, Inode& dir, const char* name, mode_t mode, dev
   }
   if (err != 0) return err;
   Inode& inode = table_.remember(std::move(*handle), st, dir, name);
+  inode.no_capability.store(true);  // made here (or by a predecessor, for a resent request)
   fill_entry(inode, st, e);
   return 0;
 }

@@ -2,10 +2,11 @@
 //
 // O_PATH descriptors refuse f*xattr calls, so the attribute calls go through the descriptor's
 // /proc/self/fd magic link, which resolves to the object itself (a symlink is not followed
-// again). getxattr("security.capability") is asked by the kernel before every write to decide
-// whether to drop file capabilities; it is answered ENODATA without a syscall until someone sets
-// that attribute through the mount (capabilities set before mounting are not seen by the
-// kernel then, a documented trade-off).
+// again). getxattr("security.capability") is asked by the kernel before the first write of each
+// inode to decide whether to drop file capabilities; for an inode known to have none
+// (Inode::no_capability: made through the mount, or asked once) it is answered ENODATA without
+// a syscall. Any other inode is asked of the real file, so a capability set before mounting is
+// seen (by getcap, and by exec through the mount).
 //
 // Changes are recorded by FileId for regular files (no path, no namespace lock) and by path for
 // everything else.
@@ -37,21 +38,25 @@ void Fs::record_xattr(Inode& inode, wire::Op op) {
 }
 
 void Fs::getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) noexcept {
-  if (!capability_seen_.load(std::memory_order_relaxed) && std::strcmp(name, kCapabilityXattr) == 0) {
+  Inode& inode = table_.get(ino);
+  const bool capability = std::strcmp(name, kCapabilityXattr) == 0;
+  if (capability && inode.no_capability.load(std::memory_order_relaxed)) {
     return (void)fuse_reply_err(req, ENODATA);
   }
-  auto fd = table_.path_fd(table_.get(ino));
+  auto fd = table_.path_fd(inode);
   if (!fd) return (void)fuse_reply_err(req, fd.error().code);
   std::string path = proc_path(fd->get());
-  if (size == 0) {
-    ssize_t n = ::getxattr(path.c_str(), name, nullptr, 0);
-    if (n < 0) return (void)fuse_reply_err(req, errno);
-    return (void)fuse_reply_xattr(req, static_cast<size_t>(n));
+  std::unique_ptr<char[]> buf;
+  if (size > 0) {
+    buf.reset(new (std::nothrow) char[size]);
+    if (!buf) return (void)fuse_reply_err(req, ENOMEM);
   }
-  std::unique_ptr<char[]> buf(new (std::nothrow) char[size]);
-  if (!buf) return (void)fuse_reply_err(req, ENOMEM);
   ssize_t n = ::getxattr(path.c_str(), name, buf.get(), size);
-  if (n < 0) return (void)fuse_reply_err(req, errno);
+  if (n < 0) {
+    if (errno == ENODATA && capability) inode.no_capability.store(true);
+    return (void)fuse_reply_err(req, errno);
+  }
+  if (size == 0) return (void)fuse_reply_xattr(req, static_cast<size_t>(n));
   fuse_reply_buf(req, buf.get(), static_cast<size_t>(n));
 }
 
@@ -96,6 +101,8 @@ void Fs::setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* 
   {
     std::shared_lock ns(log_.namespace_lock(), std::defer_lock);
     if (!inode.is_reg()) ns.lock();
+    // Before the call: from now on a getxattr of the capability asks the real file.
+    if (std::strcmp(name, kCapabilityXattr) == 0) inode.no_capability.store(false);
     auto fd = table_.path_fd(inode);
     if (!fd) {
       err = fd.error().code;
@@ -103,7 +110,6 @@ void Fs::setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* 
                                 flags)) != 0) {
     } else {
       die_after_if_asked(name);
-      if (std::strcmp(name, kCapabilityXattr) == 0) capability_seen_.store(true);
       wire::Op op{.kind = wire::OpKind::kSetXattr};
       op.name = name;
       op.value.assign(value, size);
