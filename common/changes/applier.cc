@@ -41,6 +41,7 @@ using wire::OpKind;
 constexpr size_t kMaxWriteFds = 16;
 constexpr size_t kEarlyWriteback = 128u << 10;  // writes this large start their writeback at once
 constexpr const char* kCtimes = "ctimes";  // in ids/: not a 16-hex-digit name, so never an id
+constexpr const char* kCapability = "security.capability";
 
 struct CtimeRecord {
   uint64_t id = 0;
@@ -79,6 +80,23 @@ bool uses_path(OpKind k) {
   return k != OpKind::kTruncate && k != OpKind::kPunch && k != OpKind::kAllocate;
 }
 
+// The file's security.capability, if it has one.
+std::optional<std::string> capability_of(int fd) {
+  char value[64];  // VFS_CAP_REVISION_3 is 24 bytes
+  ssize_t n = fgetxattr(fd, kCapability, value, sizeof value);
+  if (n < 0) return std::nullopt;
+  return std::string(value, static_cast<size_t>(n));
+}
+
+// Puts back a capability the kernel dropped when this process wrote or chowned the file. Every
+// removal the source made arrives as its own kRemoveXattr; the kernel's drop on the receiver's
+// own write or chown (it drops file capabilities even for root) is not one.
+void restore_capability(int fd, const std::string& value, uint64_t id) {
+  if (fsetxattr(fd, kCapability, value.data(), value.size(), 0) != 0) {
+    log::warn("id {:016x}: cannot put its file capability back: {}", id, std::strerror(errno));
+  }
+}
+
 // Writes length zero bytes at offset: what a filesystem that cannot punch or zero a range gets.
 Result<void> write_zeros(int fd, uint64_t offset, uint64_t length) {
   std::vector<char> zeros(static_cast<size_t>(std::min<uint64_t>(length, 1 << 20)), 0);
@@ -100,7 +118,31 @@ struct Applier::Impl {
   bool syncing = false;                           // between kSyncBegin and kSyncEnd
   std::unordered_set<std::string> named;          // paths (with ancestors) named since kSyncBegin
   std::unordered_set<std::string> kept_subtrees;  // directories kept whole since kSyncBegin
-  std::vector<std::pair<uint64_t, UniqueFd>> write_fds;  // ids opened for writing, newest last
+  struct WriteFd {
+    uint64_t id = 0;
+    UniqueFd fd;
+    // The file's capability (as opened, then as kSetXattr / kRemoveXattr change it): our
+    // writes drop it, so it is put back when the descriptor closes, before any commit.
+    std::optional<std::string> capability;
+
+    WriteFd(uint64_t i, UniqueFd f) : id(i), fd(std::move(f)), capability(capability_of(fd.get())) {}
+    WriteFd(WriteFd&&) noexcept = default;
+    WriteFd& operator=(WriteFd&& other) noexcept {
+      if (this != &other) {
+        close();
+        id = other.id;
+        fd = std::move(other.fd);
+        capability = std::move(other.capability);
+      }
+      return *this;
+    }
+    ~WriteFd() { close(); }
+    void close() {
+      if (fd && capability && !capability_of(fd.get())) restore_capability(fd.get(), *capability, id);
+      fd.reset();
+    }
+  };
+  std::vector<WriteFd> write_fds;  // ids opened for writing, newest last
   // id -> source ctime (applier.h). Guarded by ctimes_mu: source_ctime() may be asked from
   // another thread (backupd's replica sessions) while frames are applied.
   mutable std::mutex ctimes_mu;
@@ -142,7 +184,7 @@ struct Applier::Impl {
   }
 
   void forget_write_fd(uint64_t id) {
-    std::erase_if(write_fds, [id](const auto& e) { return e.first == id; });
+    std::erase_if(write_fds, [id](const auto& e) { return e.id == id; });
   }
 
   // Drops the id link of a tree inode once no tree name holds it any more. Not during a
@@ -288,7 +330,7 @@ struct Applier::Impl {
   // A cached O_WRONLY descriptor of ids/<id>; -1 when the id does not exist.
   Result<int> write_fd(uint64_t id) {
     for (auto& e : write_fds) {
-      if (e.first == id) return e.second.get();
+      if (e.id == id) return e.fd.get();
     }
     std::string hex = hex_id(id);
     UniqueFd fd(openat(ids.get(), hex.c_str(), O_WRONLY | O_NOFOLLOW | O_CLOEXEC));
@@ -298,7 +340,7 @@ struct Applier::Impl {
     }
     if (write_fds.size() >= kMaxWriteFds) write_fds.erase(write_fds.begin());
     write_fds.emplace_back(id, std::move(fd));
-    return write_fds.back().second.get();
+    return write_fds.back().fd.get();
   }
 
   // ---- removal -----------------------------------------------------------------------------
@@ -332,8 +374,10 @@ struct Applier::Impl {
   Result<void> set_attrs_fd(int fd, const wire::Op& op) {
     struct stat st{};
     if (fstat(fd, &st) != 0) return sys_error(errno, "stat");
-    if ((st.st_uid != op.uid || st.st_gid != op.gid) && fchown(fd, op.uid, op.gid) != 0) {
-      return sys_error(errno, "chown");
+    if (st.st_uid != op.uid || st.st_gid != op.gid) {
+      auto capability = S_ISREG(st.st_mode) ? capability_of(fd) : std::nullopt;
+      if (fchown(fd, op.uid, op.gid) != 0) return sys_error(errno, "chown");
+      if (capability) restore_capability(fd, *capability, op.id);  // see restore_capability
     }
     if ((st.st_mode & 07777) != (op.mode & 07777) && fchmod(fd, op.mode & 07777) != 0) {
       return sys_error(errno, "chmod");
@@ -624,6 +668,16 @@ struct Applier::Impl {
   }
 
   Result<void> xattr(const wire::Op& op) {
+    if (op.id != 0 && op.name == kCapability) {
+      for (auto& e : write_fds) {
+        if (e.id != op.id) continue;
+        if (op.kind == OpKind::kSetXattr) {
+          e.capability = op.value;
+        } else {
+          e.capability.reset();
+        }
+      }
+    }
     auto target = open_for_xattr(op);
     if (!target) return target.error().code == ENOENT ? Result<void>{} : tl::unexpected(target.error());
     auto& [fd, via_proc] = *target;

@@ -2,7 +2,8 @@
 // survive a restart and must be forgotten the moment the content it vouches for changes; holes
 // and preallocations; its DataSource asking the kernel for a cold file's bytes ahead of a
 // replica's read; and what it does without the capabilities a receiver running as its own user
-// lacks (trusted.* xattrs, device nodes).
+// lacks (trusted.* xattrs, device nodes); file capabilities that its own writes and chowns would
+// drop.
 #include "common/changes/applier.h"
 
 #include <gtest/gtest.h>
@@ -15,6 +16,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -143,6 +145,42 @@ TEST_F(ApplierTest, APunchMakesAHoleAndForgetsTheCtime) {
   char c = 0;
   ASSERT_EQ(pread(fd->get(), &c, 1, 100 * 1024), 1);
   EXPECT_EQ(c, 0);
+}
+
+// The kernel drops a file capability at every write and chown, even root's, and a batch sends
+// operations before data and closes each file with its attributes (a chown on a baseline), so a
+// capability the receiver applied would be gone by the commit. It must stay until the source
+// removes it (its own kRemoveXattr), also across batches (a large file's data spans several).
+TEST_F(ApplierTest, AFileCapabilitySurvivesTheDataAndTheChownAfterIt) {
+  const std::string cap = std::string("\x01\x00\x00\x02\x00\x04\x00\x00", 8) + std::string(12, '\0');
+  auto has_capability = [&](Applier& a) -> std::string {
+    auto fd = a.open_id(1);
+    if (!fd) return "no file";
+    char value[64];
+    ssize_t n = fgetxattr(fd->get(), "security.capability", value, sizeof value);
+    return n < 0 ? std::strerror(errno) : std::string(value, static_cast<size_t>(n)) == cap ? "yes" : "other";
+  };
+  auto a = open();
+  apply(*a, create("f", 1));
+  Op set{.kind = OpKind::kSetXattr, .id = 1, .name = "security.capability", .value = cap};
+  apply(*a, set);
+  write(*a, 1, "data written after the capability");
+  Op owner = attr(1, 0);
+  owner.uid = 65534;
+  owner.gid = 65534;
+  apply(*a, owner);
+  ASSERT_TRUE(a->commit());
+  EXPECT_EQ(has_capability(*a), "yes") << "after the batch's data and chown";
+
+  write(*a, 1, "the next batch writes again");  // a later part of the same file
+  ASSERT_TRUE(a->commit());
+  EXPECT_EQ(has_capability(*a), "yes") << "after a later batch's data";
+
+  Op remove{.kind = OpKind::kRemoveXattr, .id = 1, .name = "security.capability"};
+  apply(*a, remove);
+  write(*a, 1, "written after the source removed it");
+  ASSERT_TRUE(a->commit());
+  EXPECT_EQ(has_capability(*a), std::strerror(ENODATA)) << "the source's removal holds";
 }
 
 // A replica's baseline reads the mirror, cold after a restart: the source asks the kernel for
