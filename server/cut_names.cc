@@ -4,7 +4,9 @@
 // directory descriptor per level. It runs while the volume's ingest waits (the cut), so it does
 // only what the archive needs: one fstatat per entry, a readlink per symlink, and one xattr
 // listing per regular file and directory (through /proc/self/fd, without opening the file).
-// Only user.* attributes are kept: they are what snapshots have always carried.
+// Every attribute the process can read is kept (user.*, security.* such as file capabilities,
+// trusted.*, POSIX ACLs as system.posix_acl_*), as bsdtar and restic keep them: a snapshot that
+// dropped a binary's capability or a directory's ACL would restore a different system.
 #include "server/cut_names.h"
 
 #include <fcntl.h>
@@ -39,10 +41,8 @@ Result<std::vector<std::string>> sorted_names(int dir_fd, const std::string& rel
   return names;
 }
 
-changes::Xattrs user_xattrs(int dir_fd, const std::string& name, const std::string& rel) {
-  changes::Xattrs all = changes::read_xattrs(dir_fd, name, rel.empty() ? "." : rel);
-  std::erase_if(all, [](const auto& x) { return x.first.compare(0, 5, "user.") != 0; });
-  return all;
+changes::Xattrs entry_xattrs(int dir_fd, const std::string& name, const std::string& rel) {
+  return changes::read_xattrs(dir_fd, name, rel.empty() ? "." : rel);
 }
 
 class Walker {
@@ -52,7 +52,7 @@ class Walker {
   Result<void> root(int tree_fd) {
     CutEntry e;
     if (fstat(tree_fd, &e.st) != 0) return fail_errno("stat of the volume root");
-    e.xattrs = user_xattrs(tree_fd, ".", "");
+    e.xattrs = entry_xattrs(tree_fd, ".", "");
     BKP_TRY_VOID(visit_(tree_fd, ".", e));
     return dir(tree_fd, "");
   }
@@ -73,7 +73,7 @@ class Walker {
         e.target.resize(static_cast<size_t>(n));
       }
       if (S_ISREG(e.st.st_mode) || S_ISDIR(e.st.st_mode)) {
-        e.xattrs = user_xattrs(dir_fd, name, e.path);
+        e.xattrs = entry_xattrs(dir_fd, name, e.path);
       }
       BKP_TRY_VOID(visit_(dir_fd, name, e));
       if (S_ISDIR(e.st.st_mode)) {

@@ -1,5 +1,5 @@
 // The names of a tree at a snapshot's cut: every entry with everything the archive holds of it
-// except a regular file's bytes (path, stat, symlink target, user.* xattrs, FileId), walked
+// except a regular file's bytes (path, stat, symlink target, xattrs, FileId), walked
 // once while the tree holds still and kept in a file in the run's scratch area, so the archive
 // can be written later from these names while the tree moves on (server/cut.h).
 //
@@ -30,7 +30,7 @@ struct CutEntry {
   uint64_t id = 0;         // a regular file's FileId (its ids/ link), 0 if it has none
   int64_t source_ctime = 0;  // the source ctime its content matched at the cut (0: unknown)
   std::string target;      // a symlink's target
-  changes::Xattrs xattrs;  // user.* attributes of regular files and directories
+  changes::Xattrs xattrs;  // every readable attribute of regular files and directories
 };
 
 // Appends CutEntry records to a file through one buffer. Not thread-safe.

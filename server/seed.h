@@ -8,7 +8,7 @@
 //
 // What the mirror gets is what a node's baseline would have given at the cut: directories,
 // regular files (data regions only: holes stay holes), hard links, symlinks, fifos and device
-// nodes, modes, owners, times and user.* xattrs, played as the change stream's own operations
+// nodes, modes, owners, times and xattrs, played as the change stream's own operations
 // into the Applier, so its ids/ links and source ctimes are its own records. A regular file the
 // file ids do not name is left out (the reconcile sends it). Nothing of it is trusted further
 // than a baseline: the reconcile compares every entry, and anything the node sees differently

@@ -56,7 +56,7 @@ struct ArchiveOptions {
 };
 
 // Archives the tree of the cut into the store as <id>.tgz. Keeps hard links, symlinks, fifos,
-// devices, modes, owners, mtimes, user.* xattrs and holes (a sparse map per file with holes:
+// devices, modes, owners, mtimes, xattrs (file capabilities and ACLs too) and holes (a sparse map per file with holes:
 // only data regions are stored and nothing in a hole is read); skips sockets and any entry the
 // format refuses, which SnapshotFile::warnings then names (the run is still written). Fails
 // with the cut's failure() as soon as it has one (the archive could not be the cut), leaving

@@ -212,6 +212,13 @@ void apply_mix(const std::string& root, int small_files) {
   check(::chown(p("ren").c_str(), 65534, 65534), "chown", p("ren"));
   check(::lchown(p("links/sym").c_str(), 65534, 65534), "lchown", p("links/sym"));
 
+  // A file capability, set as `install` then `setcap` would: after the data and the owner. The
+  // kernel drops one at every write and chown, so every copy must keep it by design.
+  put(p("data/capable"), "#!/bin/true\n", 0755);
+  check(::chown(p("data/capable").c_str(), 65534, 65534), "chown", p("data/capable"));
+  set_xattr(p("data/capable"), "security.capability",  // VFS_CAP_REVISION_2: net_bind_service
+            std::string("\x01\x00\x00\x02\x00\x04\x00\x00", 8) + std::string(12, '\0'));
+
   // mkdir -p twenty deep, with a file at the bottom.
   std::string deep = "deep";
   for (int i = 1; i <= 20; ++i) deep += "/level" + std::to_string(i);
