@@ -58,6 +58,41 @@ struct EntryDeleter {
 };
 using EntryPtr = std::unique_ptr<archive_entry, EntryDeleter>;
 
+// A POSIX ACL attribute (system.posix_acl_access or _default, the kernel's format: a version 2
+// header, then tag, permissions and id per entry, little-endian) as the archive's own ACL
+// entries: pax SCHILY.acl.*, which is how bsdtar and GNU tar carry ACLs and what libarchive
+// restores (it skips the raw attributes on extraction). The raw attribute stays in the entry
+// too, for our own reader (seed.cc). Anything malformed is left to the raw attribute.
+void add_acl(archive_entry* e, const std::string& name, const std::string& value) {
+  int type = name == "system.posix_acl_access"    ? ARCHIVE_ENTRY_ACL_TYPE_ACCESS
+             : name == "system.posix_acl_default" ? ARCHIVE_ENTRY_ACL_TYPE_DEFAULT
+                                                  : 0;
+  constexpr size_t kHeader = 4, kEntry = 8;
+  if (type == 0 || value.size() < kHeader || (value.size() - kHeader) % kEntry != 0) return;
+  uint32_t version = 0;
+  std::memcpy(&version, value.data(), sizeof version);
+  if (version != 2) return;
+  for (size_t at = kHeader; at < value.size(); at += kEntry) {
+    uint16_t tag = 0, perm = 0;
+    uint32_t id = 0;
+    std::memcpy(&tag, value.data() + at, 2);
+    std::memcpy(&perm, value.data() + at + 2, 2);
+    std::memcpy(&id, value.data() + at + 4, 4);
+    int archive_tag = tag == 0x01   ? ARCHIVE_ENTRY_ACL_USER_OBJ
+                      : tag == 0x02 ? ARCHIVE_ENTRY_ACL_USER
+                      : tag == 0x04 ? ARCHIVE_ENTRY_ACL_GROUP_OBJ
+                      : tag == 0x08 ? ARCHIVE_ENTRY_ACL_GROUP
+                      : tag == 0x10 ? ARCHIVE_ENTRY_ACL_MASK
+                      : tag == 0x20 ? ARCHIVE_ENTRY_ACL_OTHER
+                                    : 0;
+    if (archive_tag == 0) continue;
+    const bool named = archive_tag == ARCHIVE_ENTRY_ACL_USER || archive_tag == ARCHIVE_ENTRY_ACL_GROUP;
+    // rwx are the same bits in both (ARCHIVE_ENTRY_ACL_READ 4, WRITE 2, EXECUTE 1).
+    archive_entry_acl_add_entry(e, type, perm & 07, archive_tag, named ? static_cast<int>(id) : -1,
+                                nullptr);
+  }
+}
+
 // The tar stream's way out: libarchive's write callback hands it to GzipMembers, whose members
 // go to the store's sink in order. A failure to write there (ENOSPC, a store that went away) is
 // kept with its errno, so the run's error is "write PATH: No space left on device" whichever
@@ -184,6 +219,7 @@ class Writer {
     if (S_ISLNK(c.st.st_mode)) archive_entry_set_symlink(e.get(), c.target.c_str());
     for (const auto& [name, value] : c.xattrs) {
       archive_entry_xattr_add_entry(e.get(), name.c_str(), value.data(), value.size());
+      add_acl(e.get(), name, value);
     }
     if (S_ISREG(c.st.st_mode)) return file(std::move(e), c);
     BKP_TRY(header(e.get()));

@@ -219,6 +219,24 @@ void apply_mix(const std::string& root, int small_files) {
   set_xattr(p("data/capable"), "security.capability",  // VFS_CAP_REVISION_2: net_bind_service
             std::string("\x01\x00\x00\x02\x00\x04\x00\x00", 8) + std::string(12, '\0'));
 
+  // A POSIX ACL (what setfacl -m u:nobody:r writes): user::rwx, user:65534:r--, group::r-x,
+  // mask::r-x, other::r-x, as the kernel's xattr format (version 2, then tag, perm, id each).
+  {
+    std::string acl("\x02\x00\x00\x00", 4);
+    auto entry = [&](uint16_t tag, uint16_t perm, uint32_t id) {
+      acl.append(reinterpret_cast<const char*>(&tag), 2);
+      acl.append(reinterpret_cast<const char*>(&perm), 2);
+      acl.append(reinterpret_cast<const char*>(&id), 4);
+    };
+    entry(0x01, 7, 0xffffffff);  // ACL_USER_OBJ
+    entry(0x02, 4, 65534);       // ACL_USER
+    entry(0x04, 5, 0xffffffff);  // ACL_GROUP_OBJ
+    entry(0x10, 5, 0xffffffff);  // ACL_MASK
+    entry(0x20, 5, 0xffffffff);  // ACL_OTHER
+    put(p("data/acl.txt"), "readable by nobody too\n", 0700);
+    set_xattr(p("data/acl.txt"), "system.posix_acl_access", acl);
+  }
+
   // mkdir -p twenty deep, with a file at the bottom.
   std::string deep = "deep";
   for (int i = 1; i <= 20; ++i) deep += "/level" + std::to_string(i);
