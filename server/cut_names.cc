@@ -3,7 +3,8 @@
 // The walk is openat/fdopendir based like every other tree walk in backupd and holds one
 // directory descriptor per level. It runs while the volume's ingest waits (the cut), so it does
 // only what the archive needs: one fstatat per entry, a readlink per symlink, and one xattr
-// listing per regular file and directory (through /proc/self/fd, without opening the file).
+// listing per entry but sockets, which no archive holds (through /proc/self/fd, without
+// opening the entry: a fifo would block).
 // Every attribute the process can read is kept (user.*, security.* such as file capabilities,
 // trusted.*, POSIX ACLs as system.posix_acl_*), as bsdtar and restic keep them: a snapshot that
 // dropped a binary's capability or a directory's ACL would restore a different system.
@@ -72,9 +73,7 @@ class Walker {
         if (n < 0) return fail_errno("readlink " + e.path);
         e.target.resize(static_cast<size_t>(n));
       }
-      if (S_ISREG(e.st.st_mode) || S_ISDIR(e.st.st_mode)) {
-        e.xattrs = entry_xattrs(dir_fd, name, e.path);
-      }
+      if (!S_ISSOCK(e.st.st_mode)) e.xattrs = entry_xattrs(dir_fd, name, e.path);
       BKP_TRY_VOID(visit_(dir_fd, name, e));
       if (S_ISDIR(e.st.st_mode)) {
         UniqueFd sub(openat(dir_fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));

@@ -30,7 +30,7 @@ struct CutEntry {
   uint64_t id = 0;         // a regular file's FileId (its ids/ link), 0 if it has none
   int64_t source_ctime = 0;  // the source ctime its content matched at the cut (0: unknown)
   std::string target;      // a symlink's target
-  changes::Xattrs xattrs;  // every readable attribute of regular files and directories
+  changes::Xattrs xattrs;  // every readable attribute (none for sockets, which no archive holds)
 };
 
 // Appends CutEntry records to a file through one buffer. Not thread-safe.

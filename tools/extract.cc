@@ -18,12 +18,15 @@
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <cstring>
 #include <memory>
 #include <optional>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "common/unique_fd.h"
 
@@ -102,6 +105,14 @@ class Extractor {
       if (r == ARCHIVE_WARN) warn(archive_entry_pathname(entry), archive_error_string(in_));
       if (is_root_entry(archive_entry_pathname(entry))) {
         root_ = *archive_entry_stat(entry);
+        root_xattrs_.clear();
+        const char* name = nullptr;
+        const void* value = nullptr;
+        size_t size = 0;
+        archive_entry_xattr_reset(entry);
+        while (archive_entry_xattr_next(entry, &name, &value, &size) == ARCHIVE_OK) {
+          root_xattrs_.emplace_back(name, std::string(static_cast<const char*>(value), size));
+        }
         continue;
       }
       if (meter_) meter_->set_file(archive_entry_pathname(entry));
@@ -129,12 +140,19 @@ class Extractor {
     return name != nullptr && (std::string_view(name) == "." || std::string_view(name) == "./");
   }
 
-  // archive_write_disk ignores the metadata of ".", so the volume root's mode, owner and times
-  // are given to the target directory (our cwd) here, after close() set its children's.
+  // archive_write_disk ignores the metadata of ".", so the volume root's mode, owner, xattrs
+  // (its ACLs among them, as raw attributes) and times are given to the target directory (our
+  // cwd) here, after close() set its children's. An attribute this process may not set is a
+  // warning, as libarchive makes it for every other entry.
   void apply_root(const struct stat& st) {
     if (::chmod(".", st.st_mode & 07777) != 0) entry_failed(".", std::strerror(errno));
     if (::geteuid() == 0 && ::chown(".", st.st_uid, st.st_gid) != 0) {
       entry_failed(".", std::strerror(errno));
+    }
+    for (const auto& [name, value] : root_xattrs_) {
+      if (::setxattr(".", name.c_str(), value.data(), value.size(), 0) != 0) {
+        warn(".", fmt::format("xattr {}: {}", name, std::strerror(errno)).c_str());
+      }
     }
     timespec times[2] = {st.st_atim, st.st_mtim};
     if (::utimensat(AT_FDCWD, ".", times, 0) != 0) entry_failed(".", std::strerror(errno));
@@ -206,6 +224,7 @@ class Extractor {
   uint64_t failed_ = 0;
   std::string first_failure_;
   std::optional<struct stat> root_;
+  std::vector<std::pair<std::string, std::string>> root_xattrs_;  // name, value
 };
 
 }  // namespace
