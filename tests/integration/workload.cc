@@ -235,6 +235,9 @@ void apply_mix(const std::string& root, int small_files) {
     entry(0x20, 5, 0xffffffff);  // ACL_OTHER
     put(p("data/acl.txt"), "readable by nobody too\n", 0700);
     set_xattr(p("data/acl.txt"), "system.posix_acl_access", acl);
+    // The same as a directory's default ACL (setfacl -d).
+    mkdirs(p("acl-dir"));
+    set_xattr(p("acl-dir"), "system.posix_acl_default", acl);
   }
 
   // mkdir -p twenty deep, with a file at the bottom.
