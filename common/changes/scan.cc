@@ -13,9 +13,9 @@
 // trusted., security., system.posix_acl_*). Each inode's attributes are sent once, right after
 // the op that creates it, except a directory's: they come after its contents, so a default ACL
 // cannot leak into entries the receiver creates meanwhile. Setting an xattr changes no mtime.
-// A known loss: a file's security.capability goes out with the ops, before the file's data and
-// its Attr, and the kernel strips file capabilities on every write and chown; keeping it needs
-// the shipper to send a file's xattrs after its Attr.
+// A file's security.capability goes out with the ops, before the file's data and its Attr, and
+// the kernel strips file capabilities on every write and chown: the receiver puts it back
+// (Applier, common/changes/applier.cc).
 //
 // Reconcile (scan.h): each entry is looked up in the receiver's manifest by path; equality is
 // decided here, from what the scan already has in hand (the stat, the xattrs it reads anyway).
