@@ -122,7 +122,7 @@ class Fs {
   // What the VFS does when a caller without CAP_FSETID writes or truncates a regular file
   // (KillCause::kWrite), and when anyone changes the owner of a non-directory (kChown): clear
   // S_ISUID, and S_ISGID if group-executable or the caller is outside the file's group; drop
-  // security.capability (on write only when one was set through us, see xattr_ops.cc). fd is
+  // security.capability (unless the inode is known to have none, Inode::no_capability). fd is
   // any descriptor of inode (O_PATH too). Records the xattr removal; sets *mode_changed if it
   // changed the mode, which the caller records (attrs). Returns 0 or an errno. Non-regular
   // inodes need the namespace lock held shared.
