@@ -25,8 +25,6 @@
 #include <memory>
 #include <optional>
 #include <string_view>
-#include <utility>
-#include <vector>
 
 #include "common/unique_fd.h"
 
@@ -44,6 +42,9 @@ struct ReadFree {
 };
 struct WriteFree {
   void operator()(archive* a) const { archive_write_free(a); }
+};
+struct EntryFree {
+  void operator()(archive_entry* e) const { archive_entry_free(e); }
 };
 
 // Returns to the original working directory when it goes out of scope.
@@ -104,15 +105,7 @@ class Extractor {
       }
       if (r == ARCHIVE_WARN) warn(archive_entry_pathname(entry), archive_error_string(in_));
       if (is_root_entry(archive_entry_pathname(entry))) {
-        root_ = *archive_entry_stat(entry);
-        root_xattrs_.clear();
-        const char* name = nullptr;
-        const void* value = nullptr;
-        size_t size = 0;
-        archive_entry_xattr_reset(entry);
-        while (archive_entry_xattr_next(entry, &name, &value, &size) == ARCHIVE_OK) {
-          root_xattrs_.emplace_back(name, std::string(static_cast<const char*>(value), size));
-        }
+        root_.reset(archive_entry_clone(entry));
         continue;
       }
       if (meter_) meter_->set_file(archive_entry_pathname(entry));
@@ -121,7 +114,7 @@ class Extractor {
     if (archive_write_close(out_) < ARCHIVE_WARN) {
       entry_failed("(directory times and modes)", archive_error_string(out_));
     }
-    if (root_) apply_root(*root_);
+    if (root_) apply_root(root_.get());
     if (failed_ > 0) {
       return fail(EIO, fmt::format("{} {} could not be restored; first: {}", failed_,
                                    failed_ == 1 ? "entry" : "entries", first_failure_));
@@ -144,13 +137,18 @@ class Extractor {
   // (its ACLs among them, as raw attributes) and times are given to the target directory (our
   // cwd) here, after close() set its children's. An attribute this process may not set is a
   // warning, as libarchive makes it for every other entry.
-  void apply_root(const struct stat& st) {
+  void apply_root(archive_entry* root) {
+    const struct stat& st = *archive_entry_stat(root);
     if (::chmod(".", st.st_mode & 07777) != 0) entry_failed(".", std::strerror(errno));
     if (::geteuid() == 0 && ::chown(".", st.st_uid, st.st_gid) != 0) {
       entry_failed(".", std::strerror(errno));
     }
-    for (const auto& [name, value] : root_xattrs_) {
-      if (::setxattr(".", name.c_str(), value.data(), value.size(), 0) != 0) {
+    const char* name = nullptr;
+    const void* value = nullptr;
+    size_t size = 0;
+    archive_entry_xattr_reset(root);
+    while (archive_entry_xattr_next(root, &name, &value, &size) == ARCHIVE_OK) {
+      if (::setxattr(".", name, value, size, 0) != 0) {
         warn(".", fmt::format("xattr {}: {}", name, std::strerror(errno)).c_str());
       }
     }
@@ -223,8 +221,7 @@ class Extractor {
   ExtractStats stats_;
   uint64_t failed_ = 0;
   std::string first_failure_;
-  std::optional<struct stat> root_;
-  std::vector<std::pair<std::string, std::string>> root_xattrs_;  // name, value
+  std::unique_ptr<archive_entry, EntryFree> root_;  // the "." entry, applied after the rest
 };
 
 }  // namespace
