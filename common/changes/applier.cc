@@ -40,6 +40,9 @@ using wire::OpKind;
 
 constexpr size_t kMaxWriteFds = 16;
 constexpr size_t kEarlyWriteback = 128u << 10;  // writes this large start their writeback at once
+// With WrittenPages::kDrop, a run of large sequential writes leaves the pages this far behind
+// its end written back and out of the page cache, in steps of the same size.
+constexpr uint64_t kDropLag = 8u << 20;
 constexpr const char* kCtimes = "ctimes";  // in ids/: not a 16-hex-digit name, so never an id
 constexpr const char* kCapability = "security.capability";
 
@@ -124,6 +127,8 @@ struct Applier::Impl {
     // The file's capability (as opened, then as kSetXattr / kRemoveXattr change it): our
     // writes drop it, so it is put back when the descriptor closes, before any commit.
     std::optional<std::string> capability;
+    // The current run of large sequential writes: [run_from, run_to) is still in the page cache.
+    uint64_t run_from = 0, run_to = 0;
 
     WriteFd(uint64_t i, UniqueFd f) : id(i), fd(std::move(f)), capability(capability_of(fd.get())) {}
     WriteFd(WriteFd&&) noexcept = default;
@@ -133,8 +138,28 @@ struct Applier::Impl {
         id = other.id;
         fd = std::move(other.fd);
         capability = std::move(other.capability);
+        run_from = other.run_from;
+        run_to = other.run_to;
       }
       return *this;
+    }
+    // A large write [offset, offset + length) was made. Once the run it continues holds two
+    // lags, everything but the last lag is waited for on disk and dropped from the page cache.
+    // Advice only, like the early writeback: the commit's syncfs still decides durability and
+    // reports any write error (it is recorded for the filesystem too), and only pages known
+    // written are dropped.
+    void drop_behind(uint64_t offset, uint64_t length) {
+      if (offset != run_to) run_from = offset;
+      run_to = offset + length;
+      if (run_to - run_from < 2 * kDropLag) return;
+      uint64_t upto = run_to - kDropLag;
+      auto from = static_cast<off_t>(run_from), len = static_cast<off_t>(upto - run_from);
+      run_from = upto;
+      if (sync_file_range(fd.get(), from, len,
+                          SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
+                              SYNC_FILE_RANGE_WAIT_AFTER) == 0) {
+        (void)posix_fadvise(fd.get(), from, len, POSIX_FADV_DONTNEED);
+      }
     }
     ~WriteFd() { close(); }
     void close() {
@@ -143,6 +168,7 @@ struct Applier::Impl {
     }
   };
   std::vector<WriteFd> write_fds;  // ids opened for writing, newest last
+  WrittenPages written_pages = WrittenPages::kKeep;
   // id -> source ctime (applier.h). Guarded by ctimes_mu: source_ctime() may be asked from
   // another thread (backupd's replica sessions) while frames are applied.
   mutable std::mutex ctimes_mu;
@@ -327,20 +353,26 @@ struct Applier::Impl {
     return {};
   }
 
-  // A cached O_WRONLY descriptor of ids/<id>; -1 when the id does not exist.
-  Result<int> write_fd(uint64_t id) {
+  // The cached O_WRONLY descriptor of ids/<id>; nullptr when the id does not exist. Valid until
+  // the next call that opens or forgets one.
+  Result<WriteFd*> open_write(uint64_t id) {
     for (auto& e : write_fds) {
-      if (e.id == id) return e.fd.get();
+      if (e.id == id) return &e;
     }
     std::string hex = hex_id(id);
     UniqueFd fd(openat(ids.get(), hex.c_str(), O_WRONLY | O_NOFOLLOW | O_CLOEXEC));
     if (!fd) {
-      if (errno == ENOENT) return -1;
+      if (errno == ENOENT) return nullptr;
       return sys_error(errno, "open ids/" + hex);
     }
     if (write_fds.size() >= kMaxWriteFds) write_fds.erase(write_fds.begin());
     write_fds.emplace_back(id, std::move(fd));
-    return write_fds.back().fd.get();
+    return &write_fds.back();
+  }
+  // Its descriptor; -1 when the id does not exist.
+  Result<int> write_fd(uint64_t id) {
+    WriteFd* e = BKP_TRY(open_write(id));
+    return e != nullptr ? e->fd.get() : -1;
   }
 
   // ---- removal -----------------------------------------------------------------------------
@@ -816,7 +848,7 @@ struct Applier::Impl {
 };
 
 Result<std::unique_ptr<Applier>> Applier::open(const std::string& base, const std::string& tree_rel,
-                                               const std::string& ids_rel) {
+                                               const std::string& ids_rel, WrittenPages pages) {
   std::string tree_dir = base + "/" + tree_rel, ids_dir = base + "/" + ids_rel;
   BKP_TRY_VOID(make_dirs(base));
   UniqueFd base_fd(::open(base.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
@@ -824,6 +856,7 @@ Result<std::unique_ptr<Applier>> Applier::open(const std::string& base, const st
   std::unique_ptr<Applier> a(new Applier());
   a->impl_ = std::make_unique<Impl>();
   Impl& impl = *a->impl_;
+  impl.written_pages = pages;
   impl.tree = BKP_TRY(open_dir_beneath(base_fd.get(), tree_rel).map_error([&](Error e) {
     return e.wrap(base);
   }));
@@ -873,8 +906,9 @@ Result<void> Applier::apply(const wire::Op& op) {
 
 Result<void> Applier::write(const wire::Write& w) {
   auto context = [&] { return fmt::format("apply write {} at {}", hex_id(w.id), w.offset); };
-  int fd = BKP_TRY(impl_->write_fd(w.id).map_error([&](Error e) { return e.wrap(context()); }));
-  if (fd < 0) return {};  // removed later in the stream
+  auto* file = BKP_TRY(impl_->open_write(w.id).map_error([&](Error e) { return e.wrap(context()); }));
+  if (file == nullptr) return {};  // removed later in the stream
+  int fd = file->fd.get();
   BKP_TRY_VOID(impl_->forget_ctime(w.id).map_error([&](Error e) { return e.wrap(context()); }));
   impl_->before_change(fd, w.offset, w.data.size());
   size_t done = 0;
@@ -893,6 +927,7 @@ Result<void> Applier::write(const wire::Write& w) {
   if (w.data.size() >= kEarlyWriteback) {
     (void)sync_file_range(fd, static_cast<off_t>(w.offset), static_cast<off_t>(w.data.size()),
                           SYNC_FILE_RANGE_WRITE);
+    if (impl_->written_pages == WrittenPages::kDrop) file->drop_behind(w.offset, w.data.size());
   }
   return {};
 }

@@ -1,14 +1,16 @@
 // The Applier (applier.h): its record of source ctimes, the promise a reconcile trusts, so it must
 // survive a restart and must be forgotten the moment the content it vouches for changes; holes
 // and preallocations; its DataSource asking the kernel for a cold file's bytes ahead of a
-// replica's read; and what it does without the capabilities a receiver running as its own user
-// lacks (trusted.* xattrs, device nodes); file capabilities that its own writes and chowns would
-// drop.
+// replica's read; a replica tree that drops what it wrote from the page cache; and what it does
+// without the capabilities a receiver running as its own user lacks (trusted.* xattrs, device
+// nodes); file capabilities that its own writes and chowns would drop.
 #include "common/changes/applier.h"
 
 #include <gtest/gtest.h>
 #include <linux/capability.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
@@ -205,6 +207,44 @@ TEST_F(ApplierTest, TheMirrorSourcePrefetchesAColdFileById) {
   EXPECT_TRUE(testutil::wait_until([&] { return testutil::cached_pages(fd->get(), kSize) == pages; },
                                    std::chrono::seconds(10), std::chrono::milliseconds(20)))
       << testutil::cached_pages(fd->get(), kSize) << " of " << pages << " pages read ahead";
+}
+
+// A replica's tree (WrittenPages::kDrop) keeps only the last few MiB of a long sequential run
+// in the page cache: the rest is written back and dropped while the run goes on, so a replica
+// recycles its pages instead of growing the cache by every byte it receives. What it wrote is
+// all there, and a write elsewhere in the file starts a run of its own.
+TEST_F(ApplierTest, AReplicaTreeDropsTheBackOfALongWriteRunFromThePageCache) {
+  constexpr size_t kMiB = 1 << 20, kRun = 48 * kMiB;
+  auto opened = Applier::open(dir_.path(), "replica", "replica-ids", WrittenPages::kDrop);
+  ASSERT_TRUE(opened) << opened.error().message;
+  Applier& a = **opened;
+  apply(a, create("big", 1));
+  auto piece = [](size_t mib) { return std::string(kMiB, static_cast<char>('a' + mib % 26)); };
+  ASSERT_TRUE(a.write(testutil::write_of(1, kRun + 8 * kMiB, piece(99))));  // a run of its own
+  for (size_t mib = 0; mib < kRun / kMiB; ++mib) {
+    ASSERT_TRUE(a.write(testutil::write_of(1, mib * kMiB, piece(mib))));
+  }
+  auto fd = a.open_id(1);
+  ASSERT_TRUE(fd) << fd.error().message;
+  const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  const size_t cached = testutil::cached_pages(fd->get(), kRun + 9 * kMiB) * page;
+  struct statfs fs{};
+  ASSERT_EQ(statfs(dir_.path().c_str(), &fs), 0);
+  if (fs.f_type == TMPFS_MAGIC) {
+    GTEST_SKIP() << "a tmpfs keeps every page: nothing to drop";
+  }
+  // The run keeps between one and two lags (8 MiB each) behind its end; the lone piece stays.
+  EXPECT_LE(cached, 17 * kMiB) << "bytes of the file still in the page cache";
+  ASSERT_TRUE(a.commit());
+  std::string got(kMiB, '\0');
+  for (size_t mib = 0; mib < kRun / kMiB; ++mib) {
+    ASSERT_EQ(pread(fd->get(), got.data(), kMiB, static_cast<off_t>(mib * kMiB)),
+              static_cast<ssize_t>(kMiB));
+    ASSERT_EQ(got, piece(mib)) << "MiB " << mib;
+  }
+  ASSERT_EQ(pread(fd->get(), got.data(), kMiB, static_cast<off_t>(kRun + 8 * kMiB)),
+            static_cast<ssize_t>(kMiB));
+  EXPECT_EQ(got, piece(99));
 }
 
 // kAllocate does what fallocate did on the source: a preallocation grows the size (or, with
