@@ -1,10 +1,12 @@
-// TLS sessions on memory BIOs (see tls.h).
+// TLS sessions on byte-queue BIOs (see tls.h).
 #include "common/net/tls.h"
 
+#include <openssl/bio.h>
 #include <openssl/ssl.h>
 
 #include <algorithm>
 #include <climits>
+#include <cstring>
 
 namespace bkp::net {
 namespace {
@@ -14,6 +16,93 @@ namespace {
 int accept_any_certificate(int, X509_STORE_CTX*) { return 1; }
 
 }  // namespace
+
+// Bytes appended at the end and consumed from the front. Storage only grows, uninitialised;
+// the unread part moves to the front only when an append would not fit behind it.
+struct TlsSession::Queue {
+  std::unique_ptr<uint8_t[]> data;
+  size_t capacity = 0, begin = 0, end = 0;
+
+  std::span<const uint8_t> readable() const { return {data.get() + begin, end - begin}; }
+  void consume(size_t n) {
+    begin += std::min(n, end - begin);
+    if (begin == end) begin = end = 0;
+  }
+  void append(const uint8_t* bytes, size_t n) {
+    if (end + n > capacity) {
+      size_t live = end - begin;
+      if (live + n <= capacity) {
+        std::memmove(data.get(), data.get() + begin, live);
+      } else {
+        size_t grown = std::max({capacity * 2, live + n, size_t{64} << 10});
+        auto bigger = std::make_unique_for_overwrite<uint8_t[]>(grown);
+        if (live > 0) std::memcpy(bigger.get(), data.get() + begin, live);
+        data = std::move(bigger);
+        capacity = grown;
+      }
+      begin = 0;
+      end = live;
+    }
+    if (n > 0) std::memcpy(data.get() + end, bytes, n);
+    end += n;
+  }
+
+  // The BIO of a queue: writes append, reads consume, an empty queue is "retry later" (the
+  // record layer's want-read), never the end of the stream.
+  static int write(BIO* b, const char* bytes, size_t n, size_t* written) {
+    BIO_clear_retry_flags(b);
+    static_cast<Queue*>(BIO_get_data(b))->append(reinterpret_cast<const uint8_t*>(bytes), n);
+    *written = n;
+    return 1;
+  }
+  static int read(BIO* b, char* out, size_t n, size_t* got) {
+    BIO_clear_retry_flags(b);
+    auto* q = static_cast<Queue*>(BIO_get_data(b));
+    size_t k = std::min(n, q->end - q->begin);
+    if (k == 0) {
+      BIO_set_retry_read(b);
+      *got = 0;
+      return 0;
+    }
+    std::memcpy(out, q->data.get() + q->begin, k);
+    q->consume(k);
+    *got = k;
+    return 1;
+  }
+  static long ctrl(BIO* b, int cmd, long, void*) {
+    switch (cmd) {
+      case BIO_CTRL_FLUSH: return 1;
+      case BIO_CTRL_PENDING: {
+        auto* q = static_cast<Queue*>(BIO_get_data(b));
+        return static_cast<long>(q->end - q->begin);
+      }
+      default: return 0;
+    }
+  }
+  static int create(BIO* b) {
+    BIO_set_init(b, 1);
+    return 1;
+  }
+  static const BIO_METHOD* method() {
+    static BIO_METHOD* m = [] {
+      BIO_METHOD* made = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "bkp queue");
+      if (made != nullptr) {
+        BIO_meth_set_write_ex(made, write);
+        BIO_meth_set_read_ex(made, read);
+        BIO_meth_set_ctrl(made, ctrl);
+        BIO_meth_set_create(made, create);
+      }
+      return made;
+    }();
+    return m;
+  }
+  BIO* bio() {
+    const BIO_METHOD* m = method();
+    BIO* b = m != nullptr ? BIO_new(m) : nullptr;
+    if (b != nullptr) BIO_set_data(b, this);
+    return b;
+  }
+};
 
 Result<std::shared_ptr<TlsConfig>> TlsConfig::make(const Identity& identity) {
   SSL_CTX* ctx = SSL_CTX_new(TLS_method());
@@ -46,17 +135,17 @@ TlsConfig::~TlsConfig() { SSL_CTX_free(ctx_); }
 
 Result<std::unique_ptr<TlsSession>> TlsSession::make(const TlsConfig& config, TlsSide side) {
   std::unique_ptr<TlsSession> s(new TlsSession());
+  s->in_ = std::make_unique<Queue>();
+  s->out_ = std::make_unique<Queue>();
   s->ssl_ = SSL_new(config.ctx());
-  s->in_ = BIO_new(BIO_s_mem());
-  s->out_ = BIO_new(BIO_s_mem());
-  if (!s->ssl_ || !s->in_ || !s->out_) {
-    BIO_free(s->in_);
-    BIO_free(s->out_);
-    s->in_ = s->out_ = nullptr;
+  BIO* in = s->in_->bio();
+  BIO* out = s->out_->bio();
+  if (!s->ssl_ || !in || !out) {
+    BIO_free(in);
+    BIO_free(out);
     return fail(ENOMEM, "TLS session: " + openssl_reason());
   }
-  BIO_set_mem_eof_return(s->in_, -1);  // an empty input is "want more", not end of stream
-  SSL_set_bio(s->ssl_, s->in_, s->out_);
+  SSL_set_bio(s->ssl_, in, out);
   if (side == TlsSide::kServer) {
     SSL_set_accept_state(s->ssl_);
   } else {
@@ -85,29 +174,12 @@ Result<void> TlsSession::encrypt(std::span<const uint8_t> plaintext) {
   return {};
 }
 
-std::span<const uint8_t> TlsSession::output() const {
-  char* data = nullptr;
-  long n = BIO_get_mem_data(out_, &data);
-  if (n <= 0) return {};
-  return {reinterpret_cast<const uint8_t*>(data) + out_consumed_,
-          static_cast<size_t>(n) - out_consumed_};
-}
+std::span<const uint8_t> TlsSession::output() const { return out_->readable(); }
 
-void TlsSession::consume(size_t n) {
-  out_consumed_ += n;
-  char* data = nullptr;
-  if (out_consumed_ >= static_cast<size_t>(BIO_get_mem_data(out_, &data))) {
-    (void)BIO_reset(out_);
-    out_consumed_ = 0;
-  }
-}
+void TlsSession::consume(size_t n) { out_->consume(n); }
 
 Result<void> TlsSession::feed(std::span<const uint8_t> ciphertext) {
-  if (ciphertext.empty()) return {};
-  if (BIO_write(in_, ciphertext.data(), static_cast<int>(ciphertext.size())) !=
-      static_cast<int>(ciphertext.size())) {
-    return fail(ENOMEM, "TLS input: " + openssl_reason());
-  }
+  in_->append(ciphertext.data(), ciphertext.size());
   return {};
 }
 
@@ -126,7 +198,7 @@ Result<size_t> TlsSession::decrypt(std::span<uint8_t> out) {
 }
 
 bool TlsSession::has_buffered() const {
-  return SSL_pending(ssl_) > 0 || BIO_ctrl_pending(in_) > 0;
+  return SSL_pending(ssl_) > 0 || !in_->readable().empty();
 }
 
 std::string TlsSession::peer_id() const {

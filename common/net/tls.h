@@ -1,6 +1,8 @@
 // TLS 1.3 for a Conn, in user space (this kernel has no kTLS): OpenSSL does the handshake and
 // the record layer on memory BIOs, and the Conn keeps doing every socket read and send through
-// its io_uring, so the data path keeps its shape. Peers authenticate each other by certificate
+// its io_uring, so the data path keeps its shape. The BIOs are our own byte queues rather than
+// OpenSSL's memory BIOs, which zero every byte they grow by, zero the whole buffer at each reset
+// and move unread input to the front at each write: three passes over every byte of a stream. Peers authenticate each other by certificate
 // fingerprint (common/net/identity.h): the handshake accepts any certificate whose key the peer
 // proves to hold, and the caller then checks the fingerprint against what the operator pinned.
 //
@@ -18,7 +20,6 @@
 
 struct ssl_ctx_st;
 struct ssl_st;
-struct bio_st;
 
 namespace bkp::net {
 
@@ -79,10 +80,10 @@ class TlsSession {
 
  private:
   TlsSession() = default;
+  struct Queue;  // tls.cc
+  // ssl_'s two BIOs point at these; the destructor frees ssl_ before they go.
+  std::unique_ptr<Queue> in_, out_;
   ssl_st* ssl_ = nullptr;
-  bio_st* in_ = nullptr;   // owned by ssl_
-  bio_st* out_ = nullptr;  // owned by ssl_
-  size_t out_consumed_ = 0;
 };
 
 }  // namespace bkp::net

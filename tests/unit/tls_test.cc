@@ -1,12 +1,15 @@
 // Identities and TLS on a Conn: the fingerprint is stable and checked, two processes starting at
 // once share one identity, a key readable by others is refused, frames cross an encrypted
-// connection byte for byte in both directions, each side learns the other's identity, and a
-// plaintext peer gets a clear refusal instead of garbage.
+// connection byte for byte in both directions (also fed and drained in odd slices), each side
+// learns the other's identity, and a plaintext peer gets a clear refusal instead of garbage.
 #include <gtest/gtest.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "common/net/conn.h"
 #include "common/net/identity.h"
@@ -117,6 +120,69 @@ TEST(TlsTest, FramesCrossEncryptedAndEachSideKnowsTheOther) {
   EXPECT_EQ(answer.error().code, 42);
   EXPECT_EQ(a->bytes_received(), b->bytes_sent());
   EXPECT_EQ(b->bytes_received(), a->bytes_sent());
+}
+
+// The sessions' own byte queues (tls.cc) under ciphertext that arrives in odd slices, is only
+// partly sent before more is written, and outgrows their first buffer: both directions carry
+// every byte in order, and nothing is left buffered at the end.
+TEST(TlsTest, SessionsCarryAStreamFedAndDrainedInOddSlices) {
+  testutil::TempDir dir;
+  auto server_tls = TlsConfig::make(identity_at(dir.sub("server.pem")));
+  auto client_tls = TlsConfig::make(identity_at(dir.sub("client.pem")));
+  ASSERT_TRUE(server_tls && client_tls);
+  auto client = TlsSession::make(**client_tls, TlsSide::kClient);
+  auto server = TlsSession::make(**server_tls, TlsSide::kServer);
+  ASSERT_TRUE(client && server);
+  // Moves at most `slice` bytes of what from has waiting to to.
+  auto move = [](TlsSession& from, TlsSession& to, size_t slice) {
+    auto out = from.output();
+    size_t n = std::min(slice, out.size());
+    ASSERT_TRUE(to.feed(out.first(n)));
+    from.consume(n);
+  };
+  bool client_done = false, server_done = false;
+  for (int step = 0; step < 1000 && !(client_done && server_done); ++step) {
+    auto c = (*client)->handshake();
+    auto s = (*server)->handshake();
+    ASSERT_TRUE(c && s) << (c ? s.error().message : c.error().message);
+    client_done = *c;
+    server_done = *s;
+    move(**client, **server, 97);
+    move(**server, **client, 97);
+  }
+  ASSERT_TRUE(client_done && server_done);
+  while (!(*client)->output().empty() || !(*server)->output().empty()) {
+    move(**client, **server, 4096);
+    move(**server, **client, 4096);
+  }
+
+  std::vector<uint8_t> sent(3u << 20);
+  for (size_t i = 0; i < sent.size(); ++i) sent[i] = static_cast<uint8_t>(i * 131 + (i >> 12));
+  for (auto [from, to] : {std::pair{client->get(), server->get()}, {server->get(), client->get()}}) {
+    std::vector<uint8_t> got;
+    std::vector<uint8_t> room(6007);
+    for (size_t at = 0; at < sent.size();) {
+      size_t n = std::min<size_t>(300007, sent.size() - at);  // more than one record, odd size
+      ASSERT_TRUE(from->encrypt(std::span(sent).subspan(at, n)));
+      at += n;
+      move(*from, *to, 7919);  // part of it now, the rest after the next records are written
+      for (size_t r = 0; r < 50; ++r) {
+        auto d = to->decrypt(room);
+        ASSERT_TRUE(d) << d.error().message;
+        got.insert(got.end(), room.begin(), room.begin() + static_cast<ptrdiff_t>(*d));
+      }
+    }
+    for (int rounds = 0; rounds < 100000 && got.size() < sent.size(); ++rounds) {
+      move(*from, *to, 7919);
+      auto d = to->decrypt(room);
+      ASSERT_TRUE(d) << d.error().message;
+      got.insert(got.end(), room.begin(), room.begin() + static_cast<ptrdiff_t>(*d));
+    }
+    ASSERT_EQ(got.size(), sent.size());
+    EXPECT_TRUE(got == sent);
+    EXPECT_TRUE(from->output().empty());
+    EXPECT_FALSE(to->has_buffered());
+  }
 }
 
 TEST(TlsTest, PlaintextPeerIsToldTlsIsRequired) {
