@@ -130,7 +130,8 @@ struct Applier::Impl {
     // The current run of large sequential writes: [run_from, run_to) is still in the page cache.
     uint64_t run_from = 0, run_to = 0;
 
-    WriteFd(uint64_t i, UniqueFd f) : id(i), fd(std::move(f)), capability(capability_of(fd.get())) {}
+    WriteFd(uint64_t i, UniqueFd f, std::optional<std::string> cap)
+        : id(i), fd(std::move(f)), capability(std::move(cap)) {}
     WriteFd(WriteFd&&) noexcept = default;
     WriteFd& operator=(WriteFd&& other) noexcept {
       if (this != &other) {
@@ -353,20 +354,29 @@ struct Applier::Impl {
     return {};
   }
 
-  // The cached O_WRONLY descriptor of ids/<id>; nullptr when the id does not exist. Valid until
-  // the next call that opens or forgets one.
-  Result<WriteFd*> open_write(uint64_t id) {
+  WriteFd* cached_write_fd(uint64_t id) {
     for (auto& e : write_fds) {
       if (e.id == id) return &e;
     }
+    return nullptr;
+  }
+  // Keeps fd, open for writing, as id's descriptor until the commit. capability: the file's.
+  void keep_write_fd(uint64_t id, UniqueFd fd, std::optional<std::string> capability) {
+    if (write_fds.size() >= kMaxWriteFds) write_fds.erase(write_fds.begin());
+    write_fds.emplace_back(id, std::move(fd), std::move(capability));
+  }
+  // The cached O_WRONLY descriptor of ids/<id>; nullptr when the id does not exist. Valid until
+  // the next call that opens or forgets one.
+  Result<WriteFd*> open_write(uint64_t id) {
+    if (WriteFd* e = cached_write_fd(id)) return e;
     std::string hex = hex_id(id);
     UniqueFd fd(openat(ids.get(), hex.c_str(), O_WRONLY | O_NOFOLLOW | O_CLOEXEC));
     if (!fd) {
       if (errno == ENOENT) return nullptr;
       return sys_error(errno, "open ids/" + hex);
     }
-    if (write_fds.size() >= kMaxWriteFds) write_fds.erase(write_fds.begin());
-    write_fds.emplace_back(id, std::move(fd));
+    auto capability = capability_of(fd.get());
+    keep_write_fd(id, std::move(fd), std::move(capability));
     return &write_fds.back();
   }
   // Its descriptor; -1 when the id does not exist.
@@ -402,10 +412,12 @@ struct Applier::Impl {
 
   // ---- attributes --------------------------------------------------------------------------
   // Owner and mode only when they differ: a chown, even to the same owner, makes the kernel drop
-  // security.capability (and set-id bits), which a file keeps on the source.
-  Result<void> set_attrs_fd(int fd, const wire::Op& op) {
+  // security.capability (and set-id bits), which a file keeps on the source. ino: where to put
+  // the file's inode number, if wanted.
+  Result<void> set_attrs_fd(int fd, const wire::Op& op, ino_t* ino = nullptr) {
     struct stat st{};
     if (fstat(fd, &st) != 0) return sys_error(errno, "stat");
+    if (ino != nullptr) *ino = st.st_ino;
     if (st.st_uid != op.uid || st.st_gid != op.gid) {
       auto capability = S_ISREG(st.st_mode) ? capability_of(fd) : std::nullopt;
       if (fchown(fd, op.uid, op.gid) != 0) return sys_error(errno, "chown");
@@ -463,10 +475,13 @@ struct Applier::Impl {
       }
     }
     BKP_TRY_VOID(forget_ctime(op.id));
-    BKP_TRY_VOID(set_attrs_fd(fd.get(), op));
-    struct stat st{};
-    if (fstat(fd.get(), &st) != 0) return sys_error(errno, "stat");
-    return link_id(w.dir.get(), w.name, st.st_ino, op.id);
+    ino_t ino = 0;
+    BKP_TRY_VOID(set_attrs_fd(fd.get(), op, &ino));
+    BKP_TRY_VOID(link_id(w.dir.get(), w.name, ino, op.id));
+    // The file's data and closing Attr usually follow in the same batch: they use this
+    // descriptor. A created file has no capability (one set later comes as kSetXattr).
+    keep_write_fd(op.id, std::move(fd), std::nullopt);
+    return {};
   }
 
   Result<void> mkdir(const wire::Op& op) {
@@ -666,9 +681,16 @@ struct Applier::Impl {
 
   Result<void> attr(const wire::Op& op) {
     if (op.id != 0) {
-      UniqueFd fd(openat(ids.get(), hex_id(op.id).c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
-      if (!fd) return errno == ENOENT ? Result<void>{} : sys_error(errno, "open");
-      BKP_TRY_VOID(set_attrs_fd(fd.get(), op));
+      UniqueFd opened;
+      int fd = -1;
+      if (WriteFd* e = cached_write_fd(op.id)) {
+        fd = e->fd.get();
+      } else {
+        opened.reset(openat(ids.get(), hex_id(op.id).c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+        if (!opened) return errno == ENOENT ? Result<void>{} : sys_error(errno, "open");
+        fd = opened.get();
+      }
+      BKP_TRY_VOID(set_attrs_fd(fd, op));
       return op.ctime_ns != 0 ? note_ctime(op.id, op.ctime_ns) : Result<void>{};
     }
     if (op.path.empty()) return set_attrs_fd(tree.get(), op);
