@@ -1,9 +1,10 @@
 // The Applier (applier.h): its record of source ctimes, the promise a reconcile trusts, so it must
 // survive a restart and must be forgotten the moment the content it vouches for changes; holes
 // and preallocations; its DataSource asking the kernel for a cold file's bytes ahead of a
-// replica's read; a replica tree that drops what it wrote from the page cache; and what it does
-// without the capabilities a receiver running as its own user lacks (trusted.* xattrs, device
-// nodes); file capabilities that its own writes and chowns would drop.
+// replica's read; a create's descriptor reused for the file's data and attributes; a replica
+// tree that drops what it wrote from the page cache; and what it does without the capabilities
+// a receiver running as its own user lacks (trusted.* xattrs, device nodes); file capabilities
+// that its own writes and chowns would drop.
 #include "common/changes/applier.h"
 
 #include <gtest/gtest.h>
@@ -207,6 +208,32 @@ TEST_F(ApplierTest, TheMirrorSourcePrefetchesAColdFileById) {
   EXPECT_TRUE(testutil::wait_until([&] { return testutil::cached_pages(fd->get(), kSize) == pages; },
                                    std::chrono::seconds(10), std::chrono::milliseconds(20)))
       << testutil::cached_pages(fd->get(), kSize) << " of " << pages << " pages read ahead";
+}
+
+// A create keeps its descriptor for the file's data and attributes in the same batch. Names
+// that change in between must not lead those to the wrong inode: the data of a renamed file
+// follows it, and once a file is gone, a new file of the same id gets its own descriptor.
+TEST_F(ApplierTest, DataAndAttrsAfterACreateReachTheFileTheIdNamesNow) {
+  auto a = open();
+  apply(*a, create("a", 1));
+  apply(*a, Op{.kind = OpKind::kRename, .path = "a", .target = "moved"});
+  write(*a, 1, "follows the rename");
+  apply(*a, create("b", 2));
+  apply(*a, Op{.kind = OpKind::kUnlink, .path = "b"});
+  apply(*a, create("b", 2));  // the same id, a new file
+  write(*a, 2, "the new b");
+  Op mode = attr(2, 222);
+  mode.mode = 0640;
+  apply(*a, mode);
+  ASSERT_TRUE(a->commit());
+  const std::string tree = dir_.sub("tree");
+  EXPECT_EQ(testutil::read_file(tree + "/moved").value_or("(none)"), "follows the rename");
+  EXPECT_EQ(testutil::read_file(tree + "/b").value_or("(none)"), "the new b");
+  struct stat st{};
+  ASSERT_EQ(stat((tree + "/b").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0640u);
+  EXPECT_EQ(a->source_ctime(2), 222);
+  EXPECT_FALSE(std::filesystem::exists(tree + "/a"));
 }
 
 // A replica's tree (WrittenPages::kDrop) keeps only the last few MiB of a long sequential run
