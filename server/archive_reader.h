@@ -12,15 +12,11 @@
 #include <span>
 #include <vector>
 
+#include "common/archive_ptr.h"
 #include "common/byte_source.h"
 #include "common/result.h"
 
 namespace bkp::server {
-
-struct ArchiveReadFree {
-  void operator()(archive* a) const { archive_read_free(a); }
-};
-using ReadArchivePtr = std::unique_ptr<archive, ArchiveReadFree>;
 
 class SourceReader {
  public:

@@ -34,6 +34,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "common/archive_ptr.h"
 #include "common/files.h"
 #include "common/log.h"
 #include "server/file_ids.h"
@@ -47,16 +48,9 @@ constexpr size_t kMemberBlock = 1u << 20;  // tar bytes per gzip member
 constexpr int kCompressNice = 10;
 constexpr std::string_view kSuffix = ".tgz";
 
-struct ArchiveDeleter {
-  void operator()(archive* a) const { archive_write_free(a); }
-};
 struct ResolverDeleter {
   void operator()(archive_entry_linkresolver* r) const { archive_entry_linkresolver_free(r); }
 };
-struct EntryDeleter {
-  void operator()(archive_entry* e) const { archive_entry_free(e); }
-};
-using EntryPtr = std::unique_ptr<archive_entry, EntryDeleter>;
 
 // A POSIX ACL attribute (system.posix_acl_access or _default, the kernel's format: a version 2
 // header, then tag, permissions and id per entry, little-endian) as the archive's own ACL
@@ -202,7 +196,7 @@ class Writer {
       sockets_.push_back(c.path);
       return {};
     }
-    EntryPtr e(archive_entry_new());
+    ArchiveEntryPtr e(archive_entry_new());
     archive_entry_copy_stat(e.get(), &c.st);
     archive_entry_set_pathname(e.get(), c.path.empty() ? "." : c.path.c_str());
     if (!S_ISREG(c.st.st_mode) && !S_ISDIR(c.st.st_mode) && c.st.st_nlink > 1) {
@@ -226,7 +220,7 @@ class Writer {
     return {};
   }
 
-  Result<void> file(EntryPtr e, const CutEntry& c) {
+  Result<void> file(ArchiveEntryPtr e, const CutEntry& c) {
     // A mirror's file has one more link, in ids/: without it the link resolver frees an inode's
     // entry once all its names are out, and a file with one name never enters it.
     nlink_t names = c.st.st_nlink - (c.id != 0 && c.st.st_nlink > 1 ? 1 : 0);
@@ -243,14 +237,14 @@ class Writer {
     // entry: what to write now (may be null: held back as a possible hard link); spare: an
     // earlier entry released by this one.
     if (entry != nullptr) {
-      EntryPtr owned(entry);
+      ArchiveEntryPtr owned(entry);
       bool written = BKP_TRY(header(entry));
       if (written && f && archive_entry_size(entry) > 0) {
         BKP_TRY_VOID(data(*f, static_cast<uint64_t>(archive_entry_size(entry)), c.path));
       }
     }
     if (spare != nullptr) {
-      EntryPtr owned(spare);
+      ArchiveEntryPtr owned(spare);
       BKP_TRY(header(spare));
     }
     if (f) cut_.archived(f->ino);
@@ -400,7 +394,7 @@ Result<SnapshotFile> write_snapshot(Cut& cut, ArchiveStore& store, const std::st
 
   // Before the archive, so that it outlives anything freeing the archive could write.
   MemberOutput output(**sink, options);
-  std::unique_ptr<archive, ArchiveDeleter> a(archive_write_new());
+  WriteArchivePtr a(archive_write_new());
   std::unique_ptr<archive_entry_linkresolver, ResolverDeleter> resolver(
       archive_entry_linkresolver_new());
   archive_entry_linkresolver_set_strategy(resolver.get(), ARCHIVE_FORMAT_TAR_PAX_INTERCHANGE);

@@ -26,6 +26,7 @@
 #include <optional>
 #include <string_view>
 
+#include "common/archive_ptr.h"
 #include "common/unique_fd.h"
 
 namespace bkp::tools {
@@ -37,15 +38,6 @@ constexpr int kDiskFlags = ARCHIVE_EXTRACT_TIME | ARCHIVE_EXTRACT_PERM | ARCHIVE
                            ARCHIVE_EXTRACT_SECURE_NODOTDOT | ARCHIVE_EXTRACT_SECURE_SYMLINKS |
                            ARCHIVE_EXTRACT_SECURE_NOABSOLUTEPATHS;
 
-struct ReadFree {
-  void operator()(archive* a) const { archive_read_free(a); }
-};
-struct WriteFree {
-  void operator()(archive* a) const { archive_write_free(a); }
-};
-struct EntryFree {
-  void operator()(archive_entry* e) const { archive_entry_free(e); }
-};
 
 // Returns to the original working directory when it goes out of scope.
 class CwdGuard {
@@ -221,7 +213,7 @@ class Extractor {
   ExtractStats stats_;
   uint64_t failed_ = 0;
   std::string first_failure_;
-  std::unique_ptr<archive_entry, EntryFree> root_;  // the "." entry, applied after the rest
+  ArchiveEntryPtr root_;  // the "." entry, applied after the rest
 };
 
 }  // namespace
@@ -231,8 +223,8 @@ Result<ExtractStats> extract_archive(ByteSource& source, const std::string& dir,
   CwdGuard cwd = BKP_TRY(CwdGuard::enter(dir));  // outlives both archives: close uses the cwd
   ReadContext ctx;
   ctx.source = &source;
-  std::unique_ptr<archive, ReadFree> in(archive_read_new());
-  std::unique_ptr<archive, WriteFree> out(archive_write_disk_new());
+  ReadArchivePtr in(archive_read_new());
+  WriteArchivePtr out(archive_write_disk_new());
   if (!in || !out) return fail(ENOMEM, "libarchive: out of memory");
   archive_read_support_filter_all(in.get());
   archive_read_support_format_tar(in.get());
