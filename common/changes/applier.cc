@@ -25,6 +25,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <list>
 #include <cstring>
 #include <mutex>
 #include <vector>
@@ -132,18 +133,8 @@ struct Applier::Impl {
 
     WriteFd(uint64_t i, UniqueFd f, std::optional<std::string> cap)
         : id(i), fd(std::move(f)), capability(std::move(cap)) {}
-    WriteFd(WriteFd&&) noexcept = default;
-    WriteFd& operator=(WriteFd&& other) noexcept {
-      if (this != &other) {
-        close();
-        id = other.id;
-        fd = std::move(other.fd);
-        capability = std::move(other.capability);
-        run_from = other.run_from;
-        run_to = other.run_to;
-      }
-      return *this;
-    }
+    WriteFd(const WriteFd&) = delete;
+    WriteFd& operator=(const WriteFd&) = delete;
     // A large write [offset, offset + length) was made. Once the run it continues holds two
     // lags, everything but the last lag is waited for on disk and dropped from the page cache.
     // Advice only, like the early writeback: the commit's syncfs still decides durability and
@@ -162,13 +153,14 @@ struct Applier::Impl {
         (void)posix_fadvise(fd.get(), from, len, POSIX_FADV_DONTNEED);
       }
     }
-    ~WriteFd() { close(); }
-    void close() {
+    // Closing puts back the capability our writes dropped.
+    ~WriteFd() {
       if (fd && capability && !capability_of(fd.get())) restore_capability(fd.get(), *capability, id);
-      fd.reset();
     }
   };
-  std::vector<WriteFd> write_fds;  // ids opened for writing, newest last
+  // Ids opened for writing, newest last, at most one entry per id. A list: entries never move,
+  // so a WriteFd* stays valid until its own entry goes.
+  std::list<WriteFd> write_fds;
   WrittenPages written_pages = WrittenPages::kKeep;
   // id -> source ctime (applier.h). Guarded by ctimes_mu: source_ctime() may be asked from
   // another thread (backupd's replica sessions) while frames are applied.
@@ -362,11 +354,11 @@ struct Applier::Impl {
   }
   // Keeps fd, open for writing, as id's descriptor until the commit. capability: the file's.
   void keep_write_fd(uint64_t id, UniqueFd fd, std::optional<std::string> capability) {
-    if (write_fds.size() >= kMaxWriteFds) write_fds.erase(write_fds.begin());
+    if (write_fds.size() >= kMaxWriteFds) write_fds.pop_front();
     write_fds.emplace_back(id, std::move(fd), std::move(capability));
   }
   // The cached O_WRONLY descriptor of ids/<id>; nullptr when the id does not exist. Valid until
-  // the next call that opens or forgets one.
+  // it is forgotten, evicted by later opens, or the commit.
   Result<WriteFd*> open_write(uint64_t id) {
     if (WriteFd* e = cached_write_fd(id)) return e;
     std::string hex = hex_id(id);
@@ -722,14 +714,11 @@ struct Applier::Impl {
   }
 
   Result<void> xattr(const wire::Op& op) {
-    if (op.id != 0 && op.name == kCapability) {
-      for (auto& e : write_fds) {
-        if (e.id != op.id) continue;
-        if (op.kind == OpKind::kSetXattr) {
-          e.capability = op.value;
-        } else {
-          e.capability.reset();
-        }
+    if (WriteFd* e = op.id != 0 && op.name == kCapability ? cached_write_fd(op.id) : nullptr) {
+      if (op.kind == OpKind::kSetXattr) {
+        e->capability = op.value;
+      } else {
+        e->capability.reset();
       }
     }
     auto target = open_for_xattr(op);
