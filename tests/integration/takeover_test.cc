@@ -252,6 +252,12 @@ std::string holds(const std::string& path, const std::string& content) {
   return testutil::read_file(path) == content ? "" : path + " does not hold \"" + content + "\"";
 }
 
+// from is gone and to holds content: what a rename must leave.
+std::string moved(const std::string& from, const std::string& to, const std::string& content) {
+  std::string gone = is_gone(from);
+  return gone.empty() ? holds(to, content) : gone;
+}
+
 // Every case, each on its own name. The fd open(O_CREAT | O_EXCL) returns is kept in
 // (*created)[root] for the check to write through and close.
 std::vector<ResentCase> resent_cases(std::map<std::string, UniqueFd>* created) {
@@ -299,19 +305,13 @@ std::vector<ResentCase> resent_cases(std::map<std::string, UniqueFd>* created) {
        [=](Root r) {
          return rc_of(::rename(at(r, "rename-from").c_str(), at(r, "f-rename").c_str()));
        },
-       [=](Root r) {
-         std::string gone = is_gone(at(r, "rename-from"));
-         return gone.empty() ? holds(at(r, "f-rename"), "renamed") : gone;
-       }},
+       [=](Root r) { return moved(at(r, "rename-from"), at(r, "f-rename"), "renamed"); }},
       {"f-noreplace",
        [=](Root r) {
          return rc_of(::renameat2(AT_FDCWD, at(r, "noreplace-from").c_str(), AT_FDCWD,
                                   at(r, "f-noreplace").c_str(), RENAME_NOREPLACE));
        },
-       [=](Root r) {
-         std::string gone = is_gone(at(r, "noreplace-from"));
-         return gone.empty() ? holds(at(r, "f-noreplace"), "moved once") : gone;
-       }},
+       [=](Root r) { return moved(at(r, "noreplace-from"), at(r, "f-noreplace"), "moved once"); }},
       {"f-exchange",
        [=](Root r) {
          return rc_of(::renameat2(AT_FDCWD, at(r, "exchange-with").c_str(), AT_FDCWD,
