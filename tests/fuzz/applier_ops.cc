@@ -19,38 +19,13 @@
 
 #include "common/changes/applier.h"
 #include "common/wire/messages.h"
+#include "tests/fuzz/program.h"
 #include "tests/fuzz/fuzz.h"
 
 namespace {
 
 namespace fs = std::filesystem;
 using bkp::changes::Applier;
-using bkp::wire::Op;
-using bkp::wire::OpKind;
-
-// Reads the input front to back; past its end every value is 0.
-class Input {
- public:
-  Input(const uint8_t* data, size_t size) : data_(data), size_(size) {}
-  bool done() const { return pos_ >= size_; }
-  uint8_t byte() { return pos_ < size_ ? data_[pos_++] : 0; }
-  uint64_t bits(int bytes) {
-    uint64_t v = 0;
-    for (int i = 0; i < bytes; ++i) v |= uint64_t{byte()} << (8 * i);
-    return v;
-  }
-  std::string raw(size_t max) {
-    size_t n = std::min<size_t>(byte() % (max + 1), size_ - std::min(pos_, size_));
-    std::string s(reinterpret_cast<const char*>(data_ + pos_), n);
-    pos_ += n;
-    return s;
-  }
-
- private:
-  const uint8_t* data_;
-  size_t size_;
-  size_t pos_ = 0;
-};
 
 struct Scratch {
   fs::path root;     // mkdtemp'd
@@ -101,66 +76,6 @@ std::map<std::string, std::string> outside_state() {
   return state;
 }
 
-std::string component(Input& in) {
-  static const std::string outside = scratch().outside.string();
-  switch (in.byte() % 14) {
-    case 0: return "a";
-    case 1: return "b";
-    case 2: return "..";
-    case 3: return ".";
-    case 4: return "";
-    case 5: return "link-out";
-    case 6: return "victim";
-    case 7: return "ids";
-    case 8: return "tree";
-    case 9: return outside;
-    case 10: return std::string(300, 'n');
-    case 11: return "dir";
-    case 12: return in.raw(12);
-    default: return "c";
-  }
-}
-
-std::string path(Input& in) {
-  std::string p;
-  for (int n = 1 + in.byte() % 4; n > 0; --n) {
-    if (!p.empty() || in.byte() % 8 == 0) p += '/';
-    p += component(in);
-  }
-  return p;
-}
-
-std::string xattr_name(Input& in) {
-  switch (in.byte() % 6) {
-    case 0: return "user.a";
-    case 1: return "security.capability";
-    case 2: return "trusted.t";
-    case 3: return "system.posix_acl_access";
-    case 4: return "user." + std::string(300, 'x');
-    default: return in.raw(24);
-  }
-}
-
-Op op(Input& in) {
-  Op o;
-  o.kind = static_cast<OpKind>(1 + in.byte() % static_cast<uint8_t>(bkp::wire::kLastOpKind));
-  o.path = path(in);
-  o.target = path(in);
-  o.id = in.byte() % 4 == 0 ? in.bits(8) : in.byte() % 6;
-  o.mode = static_cast<uint32_t>(in.bits(4));
-  o.uid = static_cast<uint32_t>(in.byte() % 3 == 0 ? in.bits(4) : in.byte() % 3);
-  o.gid = static_cast<uint32_t>(in.byte() % 3 == 0 ? in.bits(4) : in.byte() % 3);
-  o.rdev = in.bits(2);
-  o.flags = static_cast<uint32_t>(in.bits(1) | (in.bits(1) << 4));
-  o.size = in.bits(3) % (4u << 20);
-  o.offset = in.bits(3) % (4u << 20);
-  o.atime_ns = static_cast<int64_t>(in.bits(8));
-  o.mtime_ns = static_cast<int64_t>(in.bits(8));
-  o.name = xattr_name(in);
-  o.value = in.raw(40);
-  return o;
-}
-
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -171,21 +86,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   {
     auto applier = Applier::open(scratch().base.string(), "vol/tree", "vol/ids");
     FUZZ_CHECK(applier.has_value(), "the Applier does not open on an empty base");
-    Input in(data, size);
+    bkp::fuzz::Input in(data, size);
     for (int steps = 0; !in.done() && steps < 64; ++steps) {
       switch (in.byte() % 8) {
-        case 0: {
-          bkp::wire::Write w;
-          w.id = in.byte() % 6;
-          w.offset = in.bits(3) % (4u << 20);
-          std::string bytes = in.raw(200);
-          w.inflated.assign(bytes.begin(), bytes.end());
-          w.data = w.inflated;
-          (void)(*applier)->write(w);
-          break;
-        }
+        case 0: (void)(*applier)->write(bkp::fuzz::write(in)); break;
         case 1: (void)(*applier)->commit(); break;
-        default: (void)(*applier)->apply(op(in));
+        default: (void)(*applier)->apply(bkp::fuzz::op(in, scratch().outside.string()));
       }
     }
   }

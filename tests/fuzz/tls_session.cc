@@ -27,6 +27,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using namespace bkp::net;
+using bkp::fuzz::Input;
 
 struct Configs {
   std::shared_ptr<TlsConfig> server, client;
@@ -46,24 +47,6 @@ const Configs& configs() {
 }
 
 constexpr size_t kMaxOutput = 1u << 20;
-
-class Input {
- public:
-  Input(const uint8_t* data, size_t size) : data_(data), size_(size) {}
-  bool done() const { return pos_ >= size_; }
-  uint8_t byte() { return pos_ < size_ ? data_[pos_++] : 0; }
-  std::span<const uint8_t> take(size_t max) {
-    size_t n = std::min(max, size_ - std::min(pos_, size_));
-    std::span<const uint8_t> s(data_ + pos_, n);
-    pos_ += n;
-    return s;
-  }
-
- private:
-  const uint8_t* data_;
-  size_t size_;
-  size_t pos_ = 0;
-};
 
 void unknown_client(Input& in) {
   auto server = TlsSession::make(*configs().server, TlsSide::kServer);

@@ -1,0 +1,145 @@
+// Fuzz target: the receiving end of a stream (common/stream/receiver.h) over an Applier, as
+// backupd runs it for each node and each replica runs it for backupd: hellos of several stream
+// instances, operations and writes a hostile sender chose (program.h), commits of right and
+// wrong batch numbers, and crashes (the Receiver and its Applier dropped without a word and
+// opened again from disk) at any point.
+// Properties, checked against a model of what the receiver acknowledged:
+// - a commit succeeds only for the batch after the session's last one, and returns it;
+// - the stream it records is the one whose commit it acknowledged last, and after a crash its
+//   position names that commit (nothing acknowledged is forgotten, nothing unacknowledged is
+//   claimed);
+// - unless it asks for a baseline, a position after a crash says exactly how many operations of
+//   the unfinished batch it applied, so a sender resuming there applies none twice and skips
+//   none.
+#include <unistd.h>
+
+#include <filesystem>
+#include <memory>
+#include <string>
+
+#include "common/changes/applier.h"
+#include "common/stream/receiver.h"
+#include "tests/fuzz/fuzz.h"
+#include "tests/fuzz/program.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using bkp::changes::Applier;
+using bkp::stream::Receiver;
+
+const fs::path& scratch() {
+  static const fs::path root = [] {
+    std::string tmpl = (fs::temp_directory_path() / "bkp-fuzz-receiver-XXXXXX").string();
+    FUZZ_CHECK(mkdtemp(tmpl.data()) != nullptr, "mkdtemp");
+    std::atexit([] { fs::remove_all(scratch()); });
+    return fs::path(tmpl);
+  }();
+  return root;
+}
+
+struct Opened {
+  std::unique_ptr<Applier> applier;
+  std::unique_ptr<Receiver> receiver;
+};
+
+Opened open_both() {
+  Opened o;
+  auto applier = Applier::open(scratch().string(), "tree", "ids");
+  FUZZ_CHECK(applier.has_value(), "the Applier does not open");
+  o.applier = std::move(*applier);
+  auto receiver = Receiver::open((scratch() / "stream").string(), *o.applier);
+  FUZZ_CHECK(receiver.has_value(), "the Receiver does not open");
+  o.receiver = std::move(*receiver);
+  return o;
+}
+
+// What the receiver has told its senders.
+struct Model {
+  uint64_t instance = 0;   // the stream of the last acknowledged commit (0: none)
+  uint64_t committed = 0;  // that commit's batch
+  uint64_t session = 0;    // instance of the current session (0: no hello yet)
+  uint64_t session_committed = 0;
+  uint64_t applied = 0;    // operations applied of the session's unfinished batch
+  // The last operation applied, as the receiver must have noted it (in the page cache) for a
+  // crash: its stream, batch, and count within the batch.
+  uint64_t noted_instance = 0, noted_batch = 0, noted_applied = 0;
+
+  void applied_one() {
+    ++applied;
+    noted_instance = session;
+    noted_batch = session_committed + 1;
+    noted_applied = applied;
+  }
+};
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  for (const auto& e : fs::directory_iterator(scratch())) fs::remove_all(e.path());
+  fs::create_directories(scratch() / "stream");
+  Opened o = open_both();
+  Model m;
+  bkp::fuzz::Input in(data, size);
+  const std::string outside = (scratch() / "outside").string();
+  for (int steps = 0; !in.done() && steps < 64; ++steps) {
+    switch (in.byte() % 10) {
+      case 0: {  // a (re)connecting sender
+        uint64_t instance = in.byte() % 3;
+        auto p = o.receiver->position(instance);
+        if (instance == 0 || instance != m.instance) {
+          FUZZ_CHECK(p.committed == 0 && p.need_baseline == 1 && p.applied == 0,
+                     "an unknown stream is not asked for a baseline from batch 1");
+          m.session_committed = 0;
+        } else {
+          FUZZ_CHECK(p.committed == m.committed, "a known stream is told another commit");
+          FUZZ_CHECK(p.need_baseline == 1 || p.applied == (m.session == instance ? m.applied : 0),
+                     "a resuming stream is told another count of applied operations");
+          m.applied = p.need_baseline == 1 ? 0 : p.applied;
+          m.session_committed = m.committed;
+        }
+        if (instance == 0 || instance != m.instance) m.applied = 0;
+        m.session = instance;
+        break;
+      }
+      case 1: {
+        uint64_t batch = in.byte() % 4 == 0 ? in.byte() : m.session_committed + 1;
+        auto r = o.receiver->commit({batch});
+        if (batch != m.session_committed + 1) {
+          FUZZ_CHECK(!r && r.error().code == EPROTO, "a commit of the wrong batch was taken");
+        } else if (r) {
+          FUZZ_CHECK(*r == batch, "a commit acknowledged another batch");
+          m.instance = m.session;
+          m.committed = m.session_committed = batch;
+          m.applied = 0;
+        }
+        break;
+      }
+      case 2: {  // a crash: everything in memory is gone
+        o = Opened{};
+        o = open_both();
+        FUZZ_CHECK(o.receiver->instance() == m.instance && o.receiver->committed() == m.committed,
+                   "a crash lost or invented a commit");
+        // It goes on as the stream it recorded, knowing what it had applied of that stream's
+        // next batch, even if another stream said hello since (and applied nothing).
+        m.session = m.instance;
+        m.session_committed = m.committed;
+        bool ours = m.noted_instance == m.instance && m.noted_batch == m.committed + 1;
+        m.applied = ours ? m.noted_applied : 0;
+        break;
+      }
+      case 3: (void)o.receiver->write(bkp::fuzz::write(in)); break;
+      case 4:
+      case 5: {  // an operation that succeeds, so batches hold some to count
+        bkp::wire::Op mkdir;
+        mkdir.path = "d" + std::to_string(steps) + "-" + std::to_string(in.byte());
+        mkdir.mode = 0755;
+        if (o.receiver->apply(mkdir)) m.applied_one();
+        break;
+      }
+      default:
+        if (o.receiver->apply(bkp::fuzz::op(in, outside))) m.applied_one();
+    }
+  }
+  return 0;
+}
