@@ -32,6 +32,7 @@
 #include "common/stream/receiver.h"
 #include "common/stream/reconcile.h"
 #include "common/stream/sender.h"
+#include "tests/testutil/stream_ends.h"
 #include "tests/testutil/temp_dir.h"
 #include "tests/testutil/write_of.h"
 #include "tests/testutil/tree_compare.h"
@@ -115,38 +116,8 @@ class Sink {
 
   // Serves one connection: HelloOk with the position, then frames until it breaks.
   void serve(net::Conn& conn, uint64_t instance = kInstance) {
-    wire::HelloOk ok;
-    ok.position = receiver_->position(instance);
-    if (!net::send(conn, ok) || !conn.flush()) return;
-    while (true) {
-      auto f = conn.recv(kTimeoutMs);
-      if (!f) return;
-      Result<void> r;
-      if (f->type == wire::MsgType::kOp) {
-        ++ops;
-        auto o = wire::decode_op(f->payload);
-        r = o ? receiver_->apply(*o) : Result<void>(tl::unexpected(o.error()));
-      } else if (f->type == wire::MsgType::kWrite) {
-        auto w = wire::decode_write(f->flags, f->payload);
-        r = w ? receiver_->write(*w) : Result<void>(tl::unexpected(w.error()));
-      } else if (f->type == wire::MsgType::kManifestRequest) {
-        r = send_manifest(conn, *applier_);
-      } else if (f->type == wire::MsgType::kDigestRequest) {
-        auto q = wire::decode_digest_request(f->payload);
-        r = q ? send_digests(conn, *applier_, *q) : Result<void>(tl::unexpected(q.error()));
-      } else if (f->type == wire::MsgType::kCommit) {
-        auto n = receiver_->commit(*wire::decode_commit(f->payload));
-        if (n) {
-          if (!net::send(conn, wire::Ack{*n}) || !conn.flush()) return;
-        } else {
-          r = tl::unexpected(n.error());
-        }
-      }
-      if (!r) {
-        ADD_FAILURE() << "receiver: " << r.error().message;
-        return;
-      }
-    }
+    auto r = testutil::serve_stream(conn, *receiver_, *applier_, instance, kTimeoutMs, &ops);
+    if (!r) ADD_FAILURE() << "receiver: " << r.error().message;
   }
 
  private:
@@ -557,26 +528,6 @@ TEST_F(StreamTest, ACutAtAnyFrameOfBoundedBatchesConverges) {
 namespace bkp::stream {
 namespace {
 
-// A plain directory as the source, as backupfs's backing tree is: files are identified by inode
-// and opened by finding that inode again (the tree is small).
-class DirSource : public changes::DataSource {
- public:
-  explicit DirSource(std::string root) : root_(std::move(root)) {}
-  Result<UniqueFd> open_file(const changes::FileRef& f) override {
-    for (const auto& e : std::filesystem::recursive_directory_iterator(root_)) {
-      struct stat st{};
-      if (lstat(e.path().c_str(), &st) == 0 && S_ISREG(st.st_mode) && st.st_ino == f.id) {
-        UniqueFd fd(::open(e.path().c_str(), O_RDONLY | O_CLOEXEC));
-        if (fd) return fd;
-      }
-    }
-    return fail(ENOENT, "gone");
-  }
-
- private:
-  std::string root_;
-};
-
 // The sending side's tree and the receiving side, for one reconcile scenario.
 class ReconcileTest : public ::testing::Test {
  protected:
@@ -644,7 +595,7 @@ class ReconcileTest : public ::testing::Test {
                             bool restart = false, int* connections = nullptr) {
     changes::ChangeLog log;
     Sender sender(log);
-    DirSource data(w.dir.sub("src"));
+    testutil::DirSource data(w.dir.sub("src"));
     changes::ShipCounters counters;
     for (int attempt = 0; attempt < 4; ++attempt) {
       int sv[2];
@@ -653,29 +604,9 @@ class ReconcileTest : public ::testing::Test {
       auto b = net::Conn::open(UniqueFd(sv[1]));
       if (attempt == 0) (*a)->cut_after(cut_after);
       std::thread rx([&] { w.sink.serve(**b, instance); });
-      bool done = false;
-      [&] {
-        auto ok = net::expect<wire::HelloOk>(**a, kTimeoutMs);
-        if (!ok) return;
-        if (sender.position(ok->position) == Sender::Resume::kBaseline) {
-          auto have = fetch_manifest(**a, kTimeoutMs);
-          if (!have) return;
-          UniqueFd root(::open(w.dir.sub("src").c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-          changes::ScanOptions options;
-          options.have = &*have;
-          auto batch = changes::scan_tree(root.get(), [](int, const char*, const struct stat& st) {
-            return std::optional<changes::FileRef>(changes::FileRef{st.st_ino, ""});
-          }, options);
-          ASSERT_TRUE(batch) << batch.error().message;
-          log.replace(std::move(*batch));
-          if (!narrow_by_digests(**a, log, data, kTimeoutMs)) return;
-        }
-        while (sender.next() != nullptr) {
-          if (!sender.send(**a, data, counters)) return;
-          if (!sender.await_ack(**a, kTimeoutMs)) return;
-        }
-        done = true;
-      }();
+      bool done =
+          testutil::send_tree(**a, sender, log, data, counters, w.dir.sub("src"), kTimeoutMs)
+              .has_value();
       ::shutdown((*a)->fd(), SHUT_RDWR);
       rx.join();
       if (done) {
