@@ -518,6 +518,9 @@ struct Applier::Impl {
   Result<void> symlink(const wire::Op& op) {
     if (op.path.empty()) return fail(EINVAL, "cannot replace the volume root");
     if (op.target.find('\0') != std::string::npos) return fail(EINVAL, "symlink target has a NUL");
+    // Checked before the name is replaced: symlink(2) would refuse it only after EEXIST.
+    if (op.target.empty()) return sys_error(ENOENT);
+    if (op.target.size() >= PATH_MAX) return sys_error(ENAMETOOLONG);
     Where w = BKP_TRY(locate(op.path));
     const char* name = w.name.c_str();
     if (symlinkat(op.target.c_str(), w.dir.get(), name) != 0) {
@@ -554,6 +557,9 @@ struct Applier::Impl {
       src_dir = src_dir_owned.get();
       src_name = from->name;
     }
+    // link(2) refuses directories, but only after EEXIST when the new name exists: refused
+    // here first, so the fallback below never removes an entry for a link that cannot be made.
+    if (S_ISDIR(src.st_mode)) return sys_error(EPERM);
     for (int attempt = 0; attempt < 2; ++attempt) {
       if (linkat(src_dir, src_name.c_str(), to.dir.get(), to.name.c_str(), 0) == 0) return {};
       if (errno != EEXIST || attempt == 1) return sys_error(errno);
@@ -594,6 +600,13 @@ struct Applier::Impl {
       if (e != ENOENT) return from ? sys_error(e) : tl::unexpected(from.error());
       log::debug("apply rename {} -> {}: source is gone, skipped (replay)", op.path, op.target);
       return {};
+    }
+    // Onto its own name: nothing to do, whatever the flags (the fallback below would remove
+    // the entry it is moving). Into its own subtree: refused as rename(2) refuses it, before
+    // the fallback removes anything.
+    if (op.path == op.target) return {};
+    if (op.target.starts_with(op.path + "/")) {
+      return fail(EINVAL, "apply rename " + op.path + " -> " + op.target + ": into itself");
     }
     Where to = BKP_TRY(locate(op.target));
     struct stat dst{};

@@ -277,6 +277,66 @@ TEST_F(ApplierTest, AReplicaTreeDropsTheBackOfALongWriteRunFromThePageCache) {
 // kAllocate does what fallocate did on the source: a preallocation grows the size (or, with
 // KEEP_SIZE, only the allocation) and a zero range turns data into allocated zeros; neither
 // leaves a hole, and bad flags are refused before anything changes.
+// A stream's rename, link or symlink replaces a stale entry this side still holds at the new
+// name (the fallback after EEXIST). Where the kernel would refuse the operation itself only
+// after EEXIST — a rename onto its own name or into its own subtree, a hard link to a
+// directory, a symlink target too long — that fallback removed the entry and then failed.
+// Found by tests/fuzz/log_stream.cc: the source lost a symlink renamed onto itself with
+// RENAME_NOREPLACE, and a directory a link to another directory was tried over, while the
+// receiver kept both.
+TEST_F(ApplierTest, RenamesAndLinksThatCannotHappenRemoveNothing) {
+  auto a = open();
+  ASSERT_TRUE(a);
+  Op sym;
+  sym.kind = OpKind::kSymlink;
+  sym.path = "s";
+  sym.target = "somewhere";
+  apply(*a, sym);
+  Op dir;
+  dir.kind = OpKind::kMkdir;
+  dir.mode = 0755;
+  for (const char* p : {"d", "d/e"}) {
+    dir.path = p;
+    apply(*a, dir);
+  }
+  for (unsigned flags : {0u, unsigned{RENAME_NOREPLACE}, unsigned{RENAME_EXCHANGE}}) {
+    for (const char* p : {"s", "d"}) {
+      Op self;
+      self.kind = OpKind::kRename;
+      self.path = self.target = p;
+      self.flags = flags;
+      apply(*a, self);
+    }
+    Op into;
+    into.kind = OpKind::kRename;
+    into.path = "d";
+    into.target = "d/e";
+    into.flags = flags;
+    auto r = a->apply(into);
+    ASSERT_FALSE(r) << "renamed a directory into itself, flags " << flags;
+    EXPECT_EQ(r.error().code, EINVAL);
+  }
+  Op link;
+  link.kind = OpKind::kLink;
+  link.path = "d/e";
+  link.target = "d";
+  auto linked = a->apply(link);
+  ASSERT_FALSE(linked) << "hard-linked a directory";
+  EXPECT_EQ(linked.error().code, EPERM);
+  Op long_link = sym;
+  long_link.target = std::string(PATH_MAX, 'x');
+  auto too_long = a->apply(long_link);
+  ASSERT_FALSE(too_long) << "made a symlink whose target is too long";
+  EXPECT_EQ(too_long.error().code, ENAMETOOLONG);
+
+  const std::string tree = dir_.sub("tree");
+  struct stat st{};
+  EXPECT_EQ(lstat((tree + "/s").c_str(), &st), 0) << "the symlink renamed onto itself is gone";
+  EXPECT_TRUE(S_ISLNK(st.st_mode));
+  EXPECT_EQ(lstat((tree + "/d/e").c_str(), &st), 0) << "the directory renamed or linked into is gone";
+  EXPECT_TRUE(S_ISDIR(st.st_mode));
+}
+
 TEST_F(ApplierTest, AllocateOpsPreallocateAndZeroRangesWithoutHoles) {
   auto a = open();
   apply(*a, create("f", 1));
