@@ -155,7 +155,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   bkp::stream::Sender sender(log);
   bkp::testutil::DirSource files(s.src.string());
   bkp::changes::ShipCounters counters;
-  auto sent = bkp::testutil::send_tree(**a, sender, log, files, counters, s.src.string(),
+  auto sent = bkp::testutil::send_tree(**a, sender, log, files, counters,
+                                       bkp::testutil::OnBaseline::kScan, s.src.string(),
                                        kTimeoutMs);
   ::shutdown((*a)->fd(), SHUT_RDWR);
   rx.join();

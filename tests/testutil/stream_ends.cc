@@ -8,8 +8,10 @@
 
 #include "common/changes/scan.h"
 #include "common/net/messenger.h"
+#include "common/path.h"
 #include "common/stream/reconcile.h"
 #include "common/unique_fd.h"
+#include "tests/testutil/write_of.h"
 
 namespace bkp::testutil {
 
@@ -56,29 +58,75 @@ Result<void> serve_stream(net::Conn& conn, stream::Receiver& receiver, changes::
 }
 
 Result<void> send_tree(net::Conn& conn, stream::Sender& sender, changes::ChangeLog& log,
-                       DirSource& data, changes::ShipCounters& counters,
-                       const std::string& src_root, int timeout_ms) {
+                       changes::DataSource& data, changes::ShipCounters& counters,
+                       OnBaseline on_baseline, const std::string& src_root, int timeout_ms) {
   auto ok = BKP_TRY(net::expect<wire::HelloOk>(conn, timeout_ms));
   if (sender.position(ok.position) == stream::Sender::Resume::kBaseline) {
-    auto have = BKP_TRY(stream::fetch_manifest(conn, timeout_ms));
-    UniqueFd root(::open(src_root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    if (!root) return fail_errno("open " + src_root);
-    changes::ScanOptions options;
-    options.have = &have;
-    auto batch = BKP_TRY(changes::scan_tree(
-        root.get(),
-        [](int, const char*, const struct stat& st) {
-          return std::optional<changes::FileRef>(changes::FileRef{st.st_ino, ""});
-        },
-        options));
-    log.replace(std::move(batch));
-    BKP_TRY_VOID(stream::narrow_by_digests(conn, log, data, timeout_ms));
+    if (on_baseline == OnBaseline::kRefuse) return fail(EPROTO, kUnexpectedBaseline);
+    if (on_baseline == OnBaseline::kScan) {
+      auto have = BKP_TRY(stream::fetch_manifest(conn, timeout_ms));
+      UniqueFd root(::open(src_root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+      if (!root) return fail_errno("open " + src_root);
+      changes::ScanOptions options;
+      options.have = &have;
+      auto batch = BKP_TRY(changes::scan_tree(
+          root.get(),
+          [](int, const char*, const struct stat& st) {
+            return std::optional<changes::FileRef>(changes::FileRef{st.st_ino, ""});
+          },
+          options));
+      log.replace(std::move(batch));
+      BKP_TRY_VOID(stream::narrow_by_digests(conn, log, data, timeout_ms));
+    }
   }
   while (sender.next() != nullptr) {
     BKP_TRY_VOID(sender.send(conn, data, counters));
     BKP_TRY_VOID(sender.await_ack(conn, timeout_ms));
   }
   return {};
+}
+
+Result<std::unique_ptr<LoggedTree>> LoggedTree::open(const std::string& base) {
+  std::unique_ptr<LoggedTree> t(new LoggedTree);
+  t->applier_ = BKP_TRY(changes::Applier::open(base, "src", "src-ids"));
+  return t;
+}
+
+Result<void> LoggedTree::apply(const wire::Op& o) {
+  BKP_TRY_VOID(applier_->apply(o));
+  switch (o.kind) {
+    case wire::OpKind::kTruncate: log_.truncate({o.id, ""}, o.size); break;
+    case wire::OpKind::kPunch: log_.punch({o.id, ""}, o.offset, o.size); break;
+    case wire::OpKind::kAllocate: log_.allocate({o.id, ""}, o.flags, o.offset, o.size); break;
+    case wire::OpKind::kCreate:
+      log_.record(o);
+      log_.attrs({o.id, ""});
+      break;
+    default: log_.record(o);
+  }
+  bool data_only = o.kind == wire::OpKind::kTruncate || o.kind == wire::OpKind::kPunch ||
+                   o.kind == wire::OpKind::kAllocate;
+  if (!data_only && o.kind != wire::OpKind::kSetXattr) {
+    attr_of(std::string(parent_of(o.path)));
+    if (o.kind == wire::OpKind::kRename) attr_of(std::string(parent_of(o.target)));
+  }
+  // Creation ops carry no times (a symlink's carries its own): backupfs follows them with the
+  // new entry's attributes.
+  if (o.kind == wire::OpKind::kMkdir || o.kind == wire::OpKind::kMknod) attr_of(o.path);
+  return {};
+}
+
+Result<void> LoggedTree::write(uint64_t id, uint64_t offset, std::string_view data) {
+  BKP_TRY_VOID(applier_->write(write_of(id, offset, data)));
+  log_.write({id, ""}, offset, data.size());
+  return {};
+}
+
+void LoggedTree::attr_of(const std::string& rel) {
+  struct stat st{};
+  int fd = applier_->tree_fd();
+  int rc = rel.empty() ? fstat(fd, &st) : fstatat(fd, rel.c_str(), &st, AT_SYMLINK_NOFOLLOW);
+  if (rc == 0) log_.record(wire::attr_from_stat(rel, 0, st));
 }
 
 }  // namespace bkp::testutil

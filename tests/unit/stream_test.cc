@@ -60,44 +60,22 @@ Op op(OpKind kind, std::string path, std::string target = "", uint64_t id = 0) {
 class Source {
  public:
   explicit Source(const testutil::TempDir& dir)
-      : applier_(*changes::Applier::open(dir.path(), "src", "src-ids")) {}
+      : tree_(std::move(*testutil::LoggedTree::open(dir.path()))) {}
 
   void apply(const Op& o) {
-    auto r = applier_->apply(o);
+    auto r = tree_->apply(o);
     ASSERT_TRUE(r) << r.error().message;
-    switch (o.kind) {
-      case OpKind::kTruncate: log_.truncate({o.id, ""}, o.size); break;
-      case OpKind::kCreate:
-        log_.record(o);
-        log_.attrs({o.id, ""});
-        break;
-      default: log_.record(o);
-    }
-    if (o.kind != OpKind::kTruncate && o.kind != OpKind::kSetXattr) {
-      dir_attr(std::string(parent_of(o.path)));
-      if (o.kind == OpKind::kRename) dir_attr(std::string(parent_of(o.target)));
-    }
-    if (o.kind == OpKind::kMkdir) dir_attr(o.path);  // creation ops carry no times
   }
   void write(uint64_t id, uint64_t offset, const std::string& data) {
-    auto r = applier_->write(testutil::write_of(id, offset, data));
+    auto r = tree_->write(id, offset, data);
     ASSERT_TRUE(r) << r.error().message;
-    log_.write({id, ""}, offset, data.size());
   }
 
-  changes::ChangeLog& log() { return log_; }
-  changes::Applier& applier() { return *applier_; }
+  changes::ChangeLog& log() { return tree_->log(); }
+  changes::Applier& applier() { return tree_->applier(); }
 
  private:
-  void dir_attr(const std::string& rel) {
-    struct stat st{};
-    int fd = applier_->tree_fd();
-    int rc = rel.empty() ? fstat(fd, &st) : fstatat(fd, rel.c_str(), &st, AT_SYMLINK_NOFOLLOW);
-    if (rc == 0) log_.record(wire::attr_from_stat(rel, 0, st));
-  }
-
-  std::unique_ptr<changes::Applier> applier_;
-  changes::ChangeLog log_;
+  std::unique_ptr<testutil::LoggedTree> tree_;
 };
 
 // The receiving side, reopened from disk by restart() as a restarted process would be.
@@ -126,15 +104,6 @@ class Sink {
   std::unique_ptr<Receiver> receiver_;
 };
 
-class SourceData : public changes::DataSource {
- public:
-  explicit SourceData(changes::Applier& a) : applier_(a) {}
-  Result<UniqueFd> open_file(const changes::FileRef& f) override { return applier_.open_id(f.id); }
-
- private:
-  changes::Applier& applier_;
-};
-
 enum class Cut { kLinkOnly, kReceiverRestarts };
 
 // Sends everything in the source's log; the first connection is cut after `cut_after` frames.
@@ -143,7 +112,7 @@ enum class Cut { kLinkOnly, kReceiverRestarts };
 // holds everything since the empty tree, which is one).
 int deliver(Source& src, Sink& sink, Sender& sender, uint64_t cut_after, Cut cut,
             bool first_contact = false) {
-  SourceData data(src.applier());
+  changes::ApplierSource data(src.applier());
   changes::ShipCounters counters;
   for (int attempt = 0; attempt < 4; ++attempt) {
     int sv[2];
@@ -153,20 +122,14 @@ int deliver(Source& src, Sink& sink, Sender& sender, uint64_t cut_after, Cut cut
     EXPECT_TRUE(a && b);
     if (attempt == 0) (*a)->cut_after(cut_after);
     std::thread rx([&] { sink.serve(**b); });
-    bool done = false;
-    [&] {
-      auto ok = net::expect<wire::HelloOk>(**a, kTimeoutMs);
-      if (!ok) return;
-      if (sender.position(ok->position) == Sender::Resume::kBaseline && !first_contact) {
-        ADD_FAILURE() << "unexpected baseline request";
-        return;
-      }
-      while (sender.next() != nullptr) {
-        if (!sender.send(**a, data, counters)) return;
-        if (!sender.await_ack(**a, kTimeoutMs)) return;
-      }
-      done = true;
-    }();
+    auto sent = testutil::send_tree(
+        **a, sender, src.log(), data, counters,
+        first_contact ? testutil::OnBaseline::kSendLog : testutil::OnBaseline::kRefuse, "",
+        kTimeoutMs);
+    if (!sent && sent.error().message == testutil::kUnexpectedBaseline) {
+      ADD_FAILURE() << testutil::kUnexpectedBaseline;
+    }
+    bool done = sent.has_value();
     ::shutdown((*a)->fd(), SHUT_RDWR);
     rx.join();
     if (done) return attempt + 1;
@@ -605,7 +568,8 @@ class ReconcileTest : public ::testing::Test {
       if (attempt == 0) (*a)->cut_after(cut_after);
       std::thread rx([&] { w.sink.serve(**b, instance); });
       bool done =
-          testutil::send_tree(**a, sender, log, data, counters, w.dir.sub("src"), kTimeoutMs)
+          testutil::send_tree(**a, sender, log, data, counters, testutil::OnBaseline::kScan,
+                              w.dir.sub("src"), kTimeoutMs)
               .has_value();
       ::shutdown((*a)->fd(), SHUT_RDWR);
       rx.join();

@@ -1,0 +1,232 @@
+// Fuzz target: the node-to-receiver stream as a whole. An application's history (what backupfs
+// would record: mkdir, create, writes with holes, truncate, punch, allocate, renames with their
+// flags, links, symlinks, fifos, unlinks, rmdirs, chmod and times, xattrs) is played into a
+// source tree whose change log records it (testutil::LoggedTree), and at points the input
+// picks, the log is delivered to a receiver through a Sender with the input's batch limits, over
+// a connection cut after the input's number of frames, the receiver restarted or not after a
+// cut (testutil/stream_ends.h). The names and ids are the application's: ids are fresh at each
+// create, and every operation by id names a file that has it, so the history is one a node can
+// record.
+// Properties: every delivery completes within four connections with no baseline asked after the
+// first contact and no frame refused, and after the last one the receiver's tree equals the
+// source in everything the tree comparer checks (names, types, modes, owners, mtimes, xattrs,
+// hard links, content, holes).
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "common/changes/applier.h"
+#include "common/net/conn.h"
+#include "common/stream/receiver.h"
+#include "common/stream/sender.h"
+#include "tests/fuzz/fuzz.h"
+#include "tests/testutil/stream_ends.h"
+#include "tests/testutil/tree_compare.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using bkp::wire::Op;
+using bkp::wire::OpKind;
+constexpr int kTimeoutMs = 10000;
+constexpr uint64_t kInstance = 7;
+
+const fs::path& scratch() {
+  static const fs::path root = [] {
+    std::string tmpl = (fs::temp_directory_path() / "bkp-fuzz-log-stream-XXXXXX").string();
+    FUZZ_CHECK(mkdtemp(tmpl.data()) != nullptr, "mkdtemp");
+    std::atexit([] { fs::remove_all(scratch()); });
+    return fs::path(tmpl);
+  }();
+  return root;
+}
+
+// The receiving side, reopened from disk by restart() as a restarted process would be.
+class Sink {
+ public:
+  Sink() { restart(); }
+  void restart() {
+    receiver_.reset();
+    applier_.reset();
+    auto a = bkp::changes::Applier::open((scratch() / "dst").string(), "tree", "ids");
+    FUZZ_CHECK(a.has_value(), "the receiver's Applier does not open");
+    applier_ = std::move(*a);
+    auto r = bkp::stream::Receiver::open((scratch() / "dst").string(), *applier_);
+    FUZZ_CHECK(r.has_value(), "the Receiver does not open");
+    receiver_ = std::move(*r);
+  }
+  bkp::Result<void> serve(bkp::net::Conn& conn) {
+    return bkp::testutil::serve_stream(conn, *receiver_, *applier_, kInstance, kTimeoutMs);
+  }
+
+ private:
+  std::unique_ptr<bkp::changes::Applier> applier_;
+  std::unique_ptr<bkp::stream::Receiver> receiver_;
+};
+
+// Delivers the whole log; the first connection is cut after `cut_after` frames.
+void deliver(bkp::testutil::LoggedTree& src, Sink& sink, bkp::stream::Sender& sender,
+             uint64_t cut_after, bool restart, bool first_contact) {
+  bkp::changes::ApplierSource data(src.applier());
+  bkp::changes::ShipCounters counters;
+  for (int attempt = 0; attempt < 4; ++attempt) {
+    int sv[2];
+    FUZZ_CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0, "socketpair");
+    auto a = bkp::net::Conn::open(bkp::UniqueFd(sv[0]));
+    auto b = bkp::net::Conn::open(bkp::UniqueFd(sv[1]));
+    FUZZ_CHECK(a && b, "no connections");
+    if (attempt == 0) (*a)->cut_after(cut_after);
+    bkp::Result<void> served;
+    std::thread rx([&] { served = sink.serve(**b); });
+    auto sent = bkp::testutil::send_tree(
+        **a, sender, src.log(), data, counters,
+        first_contact ? bkp::testutil::OnBaseline::kSendLog : bkp::testutil::OnBaseline::kRefuse,
+        "", kTimeoutMs);
+    ::shutdown((*a)->fd(), SHUT_RDWR);
+    rx.join();
+    if (!served) std::fprintf(stderr, "receiver: %s\n", served.error().message.c_str());
+    FUZZ_CHECK(served.has_value(), "the receiver refused a frame");
+    FUZZ_CHECK(sent || sent.error().message != bkp::testutil::kUnexpectedBaseline,
+               "a receiver that knows the stream asked for a baseline");
+    if (sent) return;
+    if (restart) sink.restart();
+  }
+  FUZZ_CHECK(false, "not delivered after 4 connections");
+}
+
+const char* const kNames[] = {"a", "b", "c", "d", "d/a", "d/b", "d/e", "d/e/a", "e"};
+
+std::string name(bkp::fuzz::Input& in) { return kNames[in.byte() % std::size(kNames)]; }
+
+// The id the application's file at rel has (0: none, or not a regular file).
+uint64_t id_at(bkp::testutil::LoggedTree& src, const std::string& rel) {
+  struct stat st{};
+  if (fstatat(src.applier().tree_fd(), rel.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return 0;
+  if (!S_ISREG(st.st_mode)) return 0;
+  return src.applier().id_of_inode(st.st_ino).value_or(0);
+}
+
+// One application operation, recorded as backupfs would if it succeeded.
+void step(bkp::fuzz::Input& in, bkp::testutil::LoggedTree& src, uint64_t& next_id) {
+  Op o;
+  o.path = name(in);
+  uint64_t id = id_at(src, o.path);
+  switch (in.byte() % 14) {
+    case 0:
+      o.kind = OpKind::kMkdir;
+      o.mode = 0755;
+      break;
+    case 1:
+    case 2:
+      o.kind = OpKind::kCreate;
+      o.id = next_id++;
+      o.mode = in.byte() % 2 ? 0644 : 0600;
+      break;
+    case 3: {  // a write, often past the end (a hole before it)
+      if (id == 0) return;
+      uint64_t offset = in.byte() % 2 ? in.byte() * 4096 : in.bits(3) % (2u << 20);
+      auto bytes = in.take(1 + in.byte() * 64);
+      (void)src.write(id, offset, std::string(bytes.begin(), bytes.end()));
+      return;
+    }
+    case 4:
+      o.kind = OpKind::kTruncate;
+      o.id = id;
+      o.size = in.byte() % 2 ? in.byte() * 4096 : in.bits(3) % (2u << 20);
+      if (id == 0) return;
+      break;
+    case 5:
+      o.kind = in.byte() % 2 ? OpKind::kPunch : OpKind::kAllocate;
+      o.id = id;
+      o.offset = in.byte() * 4096;
+      o.size = 4096 * (1 + in.byte() % 64);
+      o.flags = o.kind == OpKind::kAllocate ? in.byte() % 3 == 0 ? bkp::wire::kAllocateZeroRange
+                                                                 : bkp::wire::kAllocateKeepSize
+                                            : 0;
+      if (id == 0) return;
+      break;
+    case 6: {
+      o.kind = OpKind::kRename;
+      o.target = name(in);
+      uint8_t f = in.byte() % 4;
+      o.flags = f == 0 ? RENAME_NOREPLACE : f == 1 ? RENAME_EXCHANGE : 0;
+      break;
+    }
+    case 7:
+      o.kind = OpKind::kLink;
+      o.target = o.path;
+      o.path = name(in);
+      o.id = id;
+      break;
+    case 8:
+      o.kind = in.byte() % 2 ? OpKind::kSymlink : OpKind::kMknod;
+      o.target = "x";
+      o.mode = S_IFIFO | 0640;
+      break;
+    case 9:
+      o.kind = OpKind::kUnlink;
+      break;
+    case 10:
+      o.kind = OpKind::kRmdir;
+      break;
+    case 11:
+      o.kind = OpKind::kAttr;
+      o.id = id;
+      if (id != 0) o.path.clear();
+      o.mode = 0600 | (in.byte() & 0177);
+      o.atime_ns = o.mtime_ns = static_cast<int64_t>(in.byte()) * 1000000007;
+      break;
+    default:
+      o.kind = in.byte() % 3 ? OpKind::kSetXattr : OpKind::kRemoveXattr;
+      o.id = id;
+      if (id != 0) o.path.clear();
+      o.name = in.byte() % 2 ? "user.a" : "user.b";
+      o.value = std::string(in.byte() % 32, 'v');
+  }
+  (void)src.apply(o);
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  fs::remove_all(scratch());
+  fs::create_directories(scratch() / "src");
+  fs::create_directories(scratch() / "dst");
+  auto src = bkp::testutil::LoggedTree::open((scratch() / "src").string());
+  FUZZ_CHECK(src.has_value(), "the source does not open");
+  {
+    // Both roots are new; the log, standing for a baseline, starts with the source root's times.
+    struct stat st{};
+    FUZZ_CHECK(fstat((*src)->applier().tree_fd(), &st) == 0, "fstat");
+    FUZZ_CHECK((*src)->apply(bkp::wire::attr_from_stat("", 0, st)).has_value(), "root attributes");
+  }
+  bkp::fuzz::Input in(data, size);
+  bkp::changes::Limits limits{1 + in.byte() % 32u, 1 + in.bits(3)};
+  bkp::stream::Sender sender((*src)->log(), limits);
+  Sink sink;
+  uint64_t next_id = 1;
+  bool contacted = false;
+  for (int steps = 0; !in.done() && steps < 64; ++steps) {
+    if (in.byte() % 8 == 0) {
+      // A delivery: the first contact is never cut (its log stands for the baseline).
+      uint64_t cut = contacted ? in.byte() : UINT64_MAX;
+      deliver(**src, sink, sender, cut, in.byte() % 2 == 0, !contacted);
+      contacted = true;
+    } else {
+      step(in, **src, next_id);
+    }
+  }
+  deliver(**src, sink, sender, UINT64_MAX, false, !contacted);
+  std::string diff = bkp::testutil::compare_trees((scratch() / "src" / "src").string(),
+                                                  (scratch() / "dst" / "tree").string());
+  if (!diff.empty()) std::fprintf(stderr, "differs: %s\n", diff.c_str());
+  FUZZ_CHECK(diff.empty(), "after its log was delivered the receiver's tree differs from the source");
+  return 0;
+}
