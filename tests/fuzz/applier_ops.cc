@@ -28,22 +28,20 @@ namespace fs = std::filesystem;
 using bkp::changes::Applier;
 
 struct Scratch {
-  fs::path root;     // mkdtemp'd
+  fs::path root;     // this run's own (fuzz.h)
   fs::path base;     // root/base: the Applier's base; the tree is base/vol/tree
   fs::path outside;  // root/outside: what no stream may touch
 };
 
 const Scratch& scratch() {
   static const Scratch s = [] {
-    std::string tmpl = (fs::temp_directory_path() / "bkp-fuzz-applier-XXXXXX").string();
-    FUZZ_CHECK(mkdtemp(tmpl.data()) != nullptr, "mkdtemp");
-    Scratch made{tmpl, fs::path(tmpl) / "base", fs::path(tmpl) / "outside"};
+    const fs::path& root = bkp::fuzz::scratch_root("applier");
+    Scratch made{root, root / "base", root / "outside"};
     fs::create_directories(made.base / "vol");
     fs::create_directories(made.outside / "dir");
     std::ofstream(made.outside / "victim") << "not yours";
     std::ofstream(made.base / "beside") << "not yours either";
     fs::create_symlink(made.outside, made.base / "vol" / "link-out");
-    std::atexit([] { fs::remove_all(scratch().root); });
     return made;
   }();
   return s;

@@ -5,11 +5,14 @@
 // then print the input that did it. Input reads an input as the values a target's program needs.
 #pragma once
 
+#include <stdlib.h>
+
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <span>
 #include <string>
 
@@ -56,5 +59,19 @@ class Input {
   size_t size_;
   size_t pos_ = 0;
 };
+
+// This run's own directory under $TMPDIR (bkp-fuzz-TARGET-XXXXXX), made at the first call and
+// removed when the process exits normally (an abort leaves it, with what broke the property).
+inline const std::filesystem::path& scratch_root(const char* target) {
+  static const std::filesystem::path root = [target] {
+    std::string tmpl =
+        (std::filesystem::temp_directory_path() / (std::string("bkp-fuzz-") + target + "-XXXXXX"))
+            .string();
+    FUZZ_CHECK(mkdtemp(tmpl.data()) != nullptr, "mkdtemp");
+    std::atexit([] { std::filesystem::remove_all(scratch_root("")); });
+    return std::filesystem::path(tmpl);
+  }();
+  return root;
+}
 
 }  // namespace bkp::fuzz

@@ -38,15 +38,7 @@ using bkp::wire::OpKind;
 constexpr int kTimeoutMs = 10000;
 constexpr uint64_t kInstance = 7;
 
-const fs::path& scratch() {
-  static const fs::path root = [] {
-    std::string tmpl = (fs::temp_directory_path() / "bkp-fuzz-log-stream-XXXXXX").string();
-    FUZZ_CHECK(mkdtemp(tmpl.data()) != nullptr, "mkdtemp");
-    std::atexit([] { fs::remove_all(scratch()); });
-    return fs::path(tmpl);
-  }();
-  return root;
-}
+const fs::path& scratch() { return bkp::fuzz::scratch_root("log-stream"); }
 
 // The receiving side, reopened from disk by restart() as a restarted process would be.
 class Sink {
@@ -196,7 +188,7 @@ void step(bkp::fuzz::Input& in, bkp::testutil::LoggedTree& src, uint64_t& next_i
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  fs::remove_all(scratch());
+  for (const auto& e : fs::directory_iterator(scratch())) fs::remove_all(e.path());
   fs::create_directories(scratch() / "src");
   fs::create_directories(scratch() / "dst");
   auto src = bkp::testutil::LoggedTree::open((scratch() / "src").string());

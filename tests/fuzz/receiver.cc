@@ -28,15 +28,7 @@ namespace fs = std::filesystem;
 using bkp::changes::Applier;
 using bkp::stream::Receiver;
 
-const fs::path& scratch() {
-  static const fs::path root = [] {
-    std::string tmpl = (fs::temp_directory_path() / "bkp-fuzz-receiver-XXXXXX").string();
-    FUZZ_CHECK(mkdtemp(tmpl.data()) != nullptr, "mkdtemp");
-    std::atexit([] { fs::remove_all(scratch()); });
-    return fs::path(tmpl);
-  }();
-  return root;
-}
+const fs::path& scratch() { return bkp::fuzz::scratch_root("receiver"); }
 
 struct Opened {
   std::unique_ptr<Applier> applier;

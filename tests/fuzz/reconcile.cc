@@ -46,9 +46,8 @@ void put(const fs::path& p, const std::string& data) { std::ofstream(p) << data;
 // second name, a symlink, a fifo, a sparse file, directories.
 const Scratch& scratch() {
   static const Scratch s = [] {
-    std::string tmpl = (fs::temp_directory_path() / "bkp-fuzz-reconcile-XXXXXX").string();
-    FUZZ_CHECK(mkdtemp(tmpl.data()) != nullptr, "mkdtemp");
-    Scratch made{tmpl, fs::path(tmpl) / "src", {}};
+    const fs::path& root = bkp::fuzz::scratch_root("reconcile");
+    Scratch made{root, root / "src", {}};
     fs::create_directories(made.src / "dir");
     fs::create_directories(made.src / "tree");
     std::string big(300 * 1024, '\0');
@@ -73,7 +72,6 @@ const Scratch& scratch() {
       FUZZ_CHECK(lstat((made.src / f).c_str(), &st) == 0, "lstat");
       made.ids.push_back(st.st_ino);
     }
-    std::atexit([] { fs::remove_all(scratch().root); });
     return made;
   }();
   return s;

@@ -35,11 +35,9 @@ struct Configs {
 
 const Configs& configs() {
   static const Configs c = [] {
-    std::string tmpl = (fs::temp_directory_path() / "bkp-fuzz-tls-XXXXXX").string();
-    FUZZ_CHECK(mkdtemp(tmpl.data()) != nullptr, "mkdtemp");
-    auto server = TlsConfig::load(tmpl + "/server.pem", "fuzz-server");
-    auto client = TlsConfig::load(tmpl + "/client.pem", "fuzz-client");
-    fs::remove_all(tmpl);
+    const fs::path& root = bkp::fuzz::scratch_root("tls");
+    auto server = TlsConfig::load(root / "server.pem", "fuzz-server");
+    auto client = TlsConfig::load(root / "client.pem", "fuzz-client");
     FUZZ_CHECK(server && client, "no TLS identities");
     return Configs{*server, *client};
   }();
