@@ -1,7 +1,10 @@
 // See stream_ends.h.
 #include "tests/testutil/stream_ends.h"
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <linux/fs.h>
+#include <unistd.h>
 #include <sys/stat.h>
 
 #include <filesystem>
@@ -92,7 +95,60 @@ Result<std::unique_ptr<LoggedTree>> LoggedTree::open(const std::string& base) {
   return t;
 }
 
+// What rename(2), link(2), mkdir(2), mknod(2), symlink(2), open(O_CREAT|O_EXCL), unlink(2) and
+// rmdir(2) would refuse on the application's side, where the Applier (a receiver) would instead
+// replace a stale entry: such an operation never reaches a node's log.
+Result<void> LoggedTree::refused(const wire::Op& o) const {
+  int fd = applier_->tree_fd();
+  auto lstat_at = [fd](const std::string& rel, struct stat& st) {
+    return !rel.empty() && fstatat(fd, rel.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0;
+  };
+  auto empty_dir = [fd](const std::string& rel) {
+    int d = openat(fd, rel.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    DIR* dir = d < 0 ? nullptr : fdopendir(d);
+    if (dir == nullptr) {
+      if (d >= 0) ::close(d);
+      return false;
+    }
+    size_t entries = 0;
+    while (dirent* e = readdir(dir)) entries += std::string_view(e->d_name) != "." &&
+                                                std::string_view(e->d_name) != "..";
+    closedir(dir);
+    return entries == 0;
+  };
+  struct stat from{}, to{};
+  switch (o.kind) {
+    case wire::OpKind::kMkdir:
+    case wire::OpKind::kCreate:
+    case wire::OpKind::kMknod:
+    case wire::OpKind::kSymlink:
+    case wire::OpKind::kLink:
+      if (lstat_at(o.path, to)) return fail(EEXIST, o.path);
+      return {};
+    case wire::OpKind::kRmdir:
+      if (lstat_at(o.path, from) && S_ISDIR(from.st_mode) && !empty_dir(o.path)) {
+        return fail(ENOTEMPTY, o.path);
+      }
+      return {};
+    case wire::OpKind::kRename: {
+      if (!lstat_at(o.path, from)) return fail(ENOENT, o.path);
+      bool exists = lstat_at(o.target, to);
+      if ((o.flags & RENAME_NOREPLACE) && exists) return fail(EEXIST, o.target);
+      if ((o.flags & RENAME_EXCHANGE) && !exists) return fail(ENOENT, o.target);
+      if (!exists || (o.flags & RENAME_EXCHANGE) || from.st_ino == to.st_ino) return {};
+      if (S_ISDIR(from.st_mode) != S_ISDIR(to.st_mode)) {
+        return fail(S_ISDIR(to.st_mode) ? EISDIR : ENOTDIR, o.target);
+      }
+      if (S_ISDIR(to.st_mode) && !empty_dir(o.target)) return fail(ENOTEMPTY, o.target);
+      return {};
+    }
+    default:
+      return {};
+  }
+}
+
 Result<void> LoggedTree::apply(const wire::Op& o) {
+  BKP_TRY_VOID(refused(o));
   BKP_TRY_VOID(applier_->apply(o));
   switch (o.kind) {
     case wire::OpKind::kTruncate: log_.truncate({o.id, ""}, o.size); break;

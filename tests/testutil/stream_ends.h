@@ -62,7 +62,9 @@ class LoggedTree {
  public:
   static Result<std::unique_ptr<LoggedTree>> open(const std::string& base);
 
-  // Applies o and records it; nothing is recorded if the Applier refused it.
+  // Applies o and records it, unless the application's kernel would have refused it (an
+  // existing name for a new entry, a rename rename(2) refuses, rmdir of a non-empty directory)
+  // or the Applier refused it: then nothing changes and nothing is recorded.
   Result<void> apply(const wire::Op& o);
   Result<void> write(uint64_t id, uint64_t offset, std::string_view data);
 
@@ -70,6 +72,7 @@ class LoggedTree {
   changes::Applier& applier() { return *applier_; }
 
  private:
+  Result<void> refused(const wire::Op& o) const;
   void attr_of(const std::string& rel);
 
   std::unique_ptr<changes::Applier> applier_;
