@@ -94,11 +94,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
   }
   auto after = outside_state();
-  if (after != before) {
-    for (const auto& [path, v] : after)
-      if (!before.contains(path) || before.at(path) != v) std::fprintf(stderr, "now: %s %s\n", path.c_str(), v.c_str());
-    for (const auto& [path, v] : before)
-      if (!after.contains(path)) std::fprintf(stderr, "gone: %s\n", path.c_str());
+  for (const auto& [path, v] : after) {
+    if (!before.contains(path) || before.at(path) != v) {
+      std::fprintf(stderr, "now: %s %s\n", path.c_str(), v.c_str());
+    }
+  }
+  for (const auto& [path, v] : before) {
+    if (!after.contains(path)) std::fprintf(stderr, "gone: %s\n", path.c_str());
   }
   FUZZ_CHECK(after == before, "a stream changed something outside its tree");
   return 0;

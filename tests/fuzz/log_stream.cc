@@ -219,6 +219,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string diff = bkp::testutil::compare_trees((scratch() / "src" / "src").string(),
                                                   (scratch() / "dst" / "tree").string());
   if (!diff.empty()) std::fprintf(stderr, "differs: %s\n", diff.c_str());
-  FUZZ_CHECK(diff.empty(), "after its log was delivered the receiver's tree differs from the source");
+  FUZZ_CHECK(diff.empty(), "after its log was delivered, the receiver's tree differs");
   return 0;
 }
