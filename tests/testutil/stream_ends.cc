@@ -1,10 +1,8 @@
 // See stream_ends.h.
 #include "tests/testutil/stream_ends.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <linux/fs.h>
-#include <unistd.h>
 #include <sys/stat.h>
 
 #include <filesystem>
@@ -90,7 +88,7 @@ Result<void> send_tree(net::Conn& conn, stream::Sender& sender, changes::ChangeL
 }
 
 Result<std::unique_ptr<LoggedTree>> LoggedTree::open(const std::string& base) {
-  std::unique_ptr<LoggedTree> t(new LoggedTree);
+  std::unique_ptr<LoggedTree> t(new LoggedTree(base + "/src"));
   t->applier_ = BKP_TRY(changes::Applier::open(base, "src", "src-ids"));
   return t;
 }
@@ -103,18 +101,9 @@ Result<void> LoggedTree::refused(const wire::Op& o) const {
   auto lstat_at = [fd](const std::string& rel, struct stat& st) {
     return !rel.empty() && fstatat(fd, rel.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0;
   };
-  auto empty_dir = [fd](const std::string& rel) {
-    int d = openat(fd, rel.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    DIR* dir = d < 0 ? nullptr : fdopendir(d);
-    if (dir == nullptr) {
-      if (d >= 0) ::close(d);
-      return false;
-    }
-    size_t entries = 0;
-    while (dirent* e = readdir(dir)) entries += std::string_view(e->d_name) != "." &&
-                                                std::string_view(e->d_name) != "..";
-    closedir(dir);
-    return entries == 0;
+  auto empty_dir = [this](const std::string& rel) {  // rel is a directory (lstat'ed)
+    std::error_code ec;
+    return std::filesystem::is_empty(root_ + "/" + rel, ec) && !ec;
   };
   struct stat from{}, to{};
   switch (o.kind) {

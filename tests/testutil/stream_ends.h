@@ -20,8 +20,9 @@
 
 namespace bkp::testutil {
 
-// A plain directory as the source, as backupfs's backing tree is: files are identified by inode
-// (tree_file_ref) and opened by finding that inode again (the tree must be small).
+// A plain directory as the source, as backupfs's backing tree is: files are identified by their
+// inode number (send_tree's scan names them so) and opened by finding that inode again (the tree
+// must be small).
 class DirSource : public changes::DataSource {
  public:
   explicit DirSource(std::string root) : root_(std::move(root)) {}
@@ -72,9 +73,11 @@ class LoggedTree {
   changes::Applier& applier() { return *applier_; }
 
  private:
+  explicit LoggedTree(std::string root) : root_(std::move(root)) {}
   Result<void> refused(const wire::Op& o) const;
   void attr_of(const std::string& rel);
 
+  const std::string root_;  // the tree's own path
   std::unique_ptr<changes::Applier> applier_;
   changes::ChangeLog log_;
 };

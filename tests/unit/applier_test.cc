@@ -274,9 +274,6 @@ TEST_F(ApplierTest, AReplicaTreeDropsTheBackOfALongWriteRunFromThePageCache) {
   EXPECT_EQ(got, piece(99));
 }
 
-// kAllocate does what fallocate did on the source: a preallocation grows the size (or, with
-// KEEP_SIZE, only the allocation) and a zero range turns data into allocated zeros; neither
-// leaves a hole, and bad flags are refused before anything changes.
 // A stream's rename, link or symlink replaces a stale entry this side still holds at the new
 // name (the fallback after EEXIST). Where the kernel would refuse the operation itself only
 // after EEXIST — a rename onto its own name or into its own subtree, a hard link to a
@@ -337,6 +334,9 @@ TEST_F(ApplierTest, RenamesAndLinksThatCannotHappenRemoveNothing) {
   EXPECT_TRUE(S_ISDIR(st.st_mode));
 }
 
+// kAllocate does what fallocate did on the source: a preallocation grows the size (or, with
+// KEEP_SIZE, only the allocation) and a zero range turns data into allocated zeros; neither
+// leaves a hole, and bad flags are refused before anything changes.
 TEST_F(ApplierTest, AllocateOpsPreallocateAndZeroRangesWithoutHoles) {
   auto a = open();
   apply(*a, create("f", 1));
