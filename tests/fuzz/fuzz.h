@@ -62,16 +62,24 @@ class Input {
 
 // This run's own directory under $TMPDIR (bkp-fuzz-TARGET-XXXXXX), made at the first call and
 // removed when the process exits normally (an abort leaves it, with what broke the property).
+// Removed by the destructor of the static that holds it: an atexit handler registered while it
+// was being made would run after that destructor, on a path already gone.
 inline const std::filesystem::path& scratch_root(const char* target) {
-  static const std::filesystem::path root = [target] {
+  struct Scratch {
+    std::filesystem::path path;
+    ~Scratch() {
+      std::error_code ignored;
+      std::filesystem::remove_all(path, ignored);
+    }
+  };
+  static const Scratch scratch = [target] {
     std::string tmpl =
         (std::filesystem::temp_directory_path() / (std::string("bkp-fuzz-") + target + "-XXXXXX"))
             .string();
     FUZZ_CHECK(mkdtemp(tmpl.data()) != nullptr, "mkdtemp");
-    std::atexit([] { std::filesystem::remove_all(scratch_root("")); });
-    return std::filesystem::path(tmpl);
+    return Scratch{tmpl};
   }();
-  return root;
+  return scratch.path;
 }
 
 }  // namespace bkp::fuzz
