@@ -13,18 +13,14 @@
 // hard links, content, holes).
 #include <fcntl.h>
 #include <linux/fs.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <filesystem>
 #include <memory>
 #include <string>
-#include <thread>
 
 #include "common/changes/applier.h"
-#include "common/net/conn.h"
-#include "common/stream/receiver.h"
 #include "common/stream/sender.h"
 #include "tests/fuzz/fuzz.h"
 #include "tests/testutil/stream_ends.h"
@@ -40,57 +36,24 @@ constexpr uint64_t kInstance = 7;
 
 const fs::path& scratch() { return bkp::fuzz::scratch_root("log-stream"); }
 
-// The receiving side, reopened from disk by restart() as a restarted process would be.
-class Sink {
- public:
-  Sink() { restart(); }
-  void restart() {
-    receiver_.reset();
-    applier_.reset();
-    auto a = bkp::changes::Applier::open((scratch() / "dst").string(), "tree", "ids");
-    FUZZ_CHECK(a.has_value(), "the receiver's Applier does not open");
-    applier_ = std::move(*a);
-    auto r = bkp::stream::Receiver::open((scratch() / "dst").string(), *applier_);
-    FUZZ_CHECK(r.has_value(), "the Receiver does not open");
-    receiver_ = std::move(*r);
-  }
-  bkp::Result<void> serve(bkp::net::Conn& conn) {
-    return bkp::testutil::serve_stream(conn, *receiver_, *applier_, kInstance, kTimeoutMs);
-  }
-
- private:
-  std::unique_ptr<bkp::changes::Applier> applier_;
-  std::unique_ptr<bkp::stream::Receiver> receiver_;
-};
-
 // Delivers the whole log; the first connection is cut after `cut_after` frames.
-void deliver(bkp::testutil::LoggedTree& src, Sink& sink, bkp::stream::Sender& sender,
-             uint64_t cut_after, bool restart, bool first_contact) {
+void deliver(bkp::testutil::LoggedTree& src, bkp::testutil::Sink& sink,
+             bkp::stream::Sender& sender, uint64_t cut_after, bool restart, bool first_contact) {
   bkp::changes::ApplierSource data(src.applier());
   bkp::changes::ShipCounters counters;
-  for (int attempt = 0; attempt < 4; ++attempt) {
-    int sv[2];
-    FUZZ_CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0, "socketpair");
-    auto a = bkp::net::Conn::open(bkp::UniqueFd(sv[0]));
-    auto b = bkp::net::Conn::open(bkp::UniqueFd(sv[1]));
-    FUZZ_CHECK(a && b, "no connections");
-    if (attempt == 0) (*a)->cut_after(cut_after);
-    bkp::Result<void> served;
-    std::thread rx([&] { served = sink.serve(**b); });
-    auto sent = bkp::testutil::send_tree(
-        **a, sender, src.log(), data, counters,
-        first_contact ? bkp::testutil::OnBaseline::kSendLog : bkp::testutil::OnBaseline::kRefuse,
-        "", kTimeoutMs);
-    ::shutdown((*a)->fd(), SHUT_RDWR);
-    rx.join();
-    if (!served) std::fprintf(stderr, "receiver: %s\n", served.error().message.c_str());
-    FUZZ_CHECK(served.has_value(), "the receiver refused a frame");
-    FUZZ_CHECK(sent || sent.error().message != bkp::testutil::kUnexpectedBaseline,
-               "a receiver that knows the stream asked for a baseline");
-    if (sent) return;
-    if (restart) sink.restart();
-  }
-  FUZZ_CHECK(false, "not delivered after 4 connections");
+  auto delivered = bkp::testutil::deliver(
+      sink, {.sender = sender,
+             .log = src.log(),
+             .data = data,
+             .counters = counters,
+             .instance = kInstance,
+             .on_baseline = first_contact ? bkp::testutil::OnBaseline::kSendLog
+                                          : bkp::testutil::OnBaseline::kRefuse,
+             .cut_after = cut_after,
+             .restart_after_cut = restart,
+             .timeout_ms = kTimeoutMs});
+  if (!delivered) std::fprintf(stderr, "%s\n", delivered.error().message.c_str());
+  FUZZ_CHECK(delivered.has_value(), "a delivery failed (refused, unasked baseline, undelivered)");
 }
 
 const char* const kNames[] = {"a", "b", "c", "d", "d/a", "d/b", "d/e", "d/e/a", "e"};
@@ -202,20 +165,21 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   bkp::fuzz::Input in(data, size);
   bkp::changes::Limits limits{1 + in.byte() % 32u, 1 + in.bits(3)};
   bkp::stream::Sender sender((*src)->log(), limits);
-  Sink sink;
+  auto sink = bkp::testutil::Sink::open((scratch() / "dst").string(), "tree", "ids");
+  FUZZ_CHECK(sink.has_value(), "the receiver does not open");
   uint64_t next_id = 1;
   bool contacted = false;
   for (int steps = 0; !in.done() && steps < 64; ++steps) {
     if (in.byte() % 8 == 0) {
       // A delivery: the first contact is never cut (its log stands for the baseline).
       uint64_t cut = contacted ? in.byte() : UINT64_MAX;
-      deliver(**src, sink, sender, cut, in.byte() % 2 == 0, !contacted);
+      deliver(**src, **sink, sender, cut, in.byte() % 2 == 0, !contacted);
       contacted = true;
     } else {
       step(in, **src, next_id);
     }
   }
-  deliver(**src, sink, sender, UINT64_MAX, false, !contacted);
+  deliver(**src, **sink, sender, UINT64_MAX, false, !contacted);
   std::string diff = bkp::testutil::compare_trees((scratch() / "src" / "src").string(),
                                                   (scratch() / "dst" / "tree").string());
   if (!diff.empty()) std::fprintf(stderr, "differs: %s\n", diff.c_str());

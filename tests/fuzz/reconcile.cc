@@ -9,7 +9,6 @@
 // receiver's tree then equals the source in everything the tree comparer checks (names, types,
 // modes, owners, mtimes, xattrs, hard links, content, holes).
 #include <fcntl.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
@@ -18,12 +17,9 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "common/changes/applier.h"
-#include "common/net/conn.h"
-#include "common/stream/receiver.h"
 #include "common/stream/sender.h"
 #include "tests/fuzz/fuzz.h"
 #include "tests/fuzz/program.h"
@@ -108,9 +104,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const Scratch& s = scratch();
   const fs::path dst = s.root / "dst";
   fs::remove_all(dst);
-  fs::create_directories(dst / "stream");
-  auto applier = bkp::changes::Applier::open(dst.string(), "tree", "ids");
-  FUZZ_CHECK(applier.has_value(), "the Applier does not open");
+  fs::create_directories(dst);
+  auto sink = bkp::testutil::Sink::open(dst.string(), "tree", "ids");
+  FUZZ_CHECK(sink.has_value(), "the receiver does not open");
+  bkp::changes::Applier& applier = (*sink)->applier();
   // The receiver's history.
   bkp::fuzz::Input in(data, size);
   const std::string outside = (s.root / "outside").string();
@@ -121,47 +118,37 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         auto w = bkp::fuzz::write(in);
         w.id = source_id(w.id);
         if (in.byte() % 2) w.offset %= 400 * 1024;  // mostly over the source's own bytes
-        (void)(*applier)->write(w);
+        (void)applier.write(w);
         break;
       }
       case 1:
-        (void)(*applier)->apply(likely_op(in, s.ids));
+        (void)applier.apply(likely_op(in, s.ids));
         break;
       default: {
         auto op = bkp::fuzz::op(in, outside);
         op.id = source_id(op.id);
-        (void)(*applier)->apply(op);
+        (void)applier.apply(op);
       }
     }
   }
-  FUZZ_CHECK((*applier)->commit().has_value(), "the receiver's history does not commit");
-  auto receiver = bkp::stream::Receiver::open((dst / "stream").string(), **applier);
-  FUZZ_CHECK(receiver.has_value(), "the Receiver does not open");
+  FUZZ_CHECK(applier.commit().has_value(), "the receiver's history does not commit");
 
-  // A new stream reconciles the source into it.
-  int sv[2];
-  FUZZ_CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0, "socketpair");
-  auto a = bkp::net::Conn::open(bkp::UniqueFd(sv[0]));
-  auto b = bkp::net::Conn::open(bkp::UniqueFd(sv[1]));
-  FUZZ_CHECK(a && b, "no connections");
-  bkp::Result<void> served;
-  std::thread rx([&] {
-    served = bkp::testutil::serve_stream(**b, **receiver, **applier, bkp::stream::new_instance(),
-                                         kTimeoutMs);
-  });
+  // A new stream reconciles the source into it, over one connection.
   bkp::changes::ChangeLog log;
   bkp::stream::Sender sender(log);
   bkp::testutil::DirSource files(s.src.string());
   bkp::changes::ShipCounters counters;
-  auto sent = bkp::testutil::send_tree(**a, sender, log, files, counters,
-                                       bkp::testutil::OnBaseline::kScan, s.src.string(),
-                                       kTimeoutMs);
-  ::shutdown((*a)->fd(), SHUT_RDWR);
-  rx.join();
-  if (!served) std::fprintf(stderr, "receiver: %s\n", served.error().message.c_str());
-  FUZZ_CHECK(served.has_value(), "the receiver refused a frame of a reconcile");
-  if (!sent) std::fprintf(stderr, "sender: %s\n", sent.error().message.c_str());
-  FUZZ_CHECK(sent.has_value(), "the reconcile did not finish");
+  auto delivered = bkp::testutil::deliver(**sink, {.sender = sender,
+                                                   .log = log,
+                                                   .data = files,
+                                                   .counters = counters,
+                                                   .instance = bkp::stream::new_instance(),
+                                                   .on_baseline = bkp::testutil::OnBaseline::kScan,
+                                                   .src_root = s.src.string(),
+                                                   .connections = 1,
+                                                   .timeout_ms = kTimeoutMs});
+  if (!delivered) std::fprintf(stderr, "%s\n", delivered.error().message.c_str());
+  FUZZ_CHECK(delivered.has_value(), "a reconcile was refused or did not finish");
   std::string diff = bkp::testutil::compare_trees(s.src.string(), (dst / "tree").string());
   if (!diff.empty()) std::fprintf(stderr, "differs: %s\n", diff.c_str());
   FUZZ_CHECK(diff.empty(), "after a reconcile the receiver's tree differs from the source");

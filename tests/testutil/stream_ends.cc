@@ -3,9 +3,11 @@
 
 #include <fcntl.h>
 #include <linux/fs.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 
 #include <filesystem>
+#include <thread>
 
 #include "common/changes/scan.h"
 #include "common/net/messenger.h"
@@ -85,6 +87,47 @@ Result<void> send_tree(net::Conn& conn, stream::Sender& sender, changes::ChangeL
     BKP_TRY_VOID(sender.await_ack(conn, timeout_ms));
   }
   return {};
+}
+
+Result<std::unique_ptr<Sink>> Sink::open(std::string dir, std::string tree_rel,
+                                         std::string ids_rel) {
+  std::unique_ptr<Sink> sink(new Sink(std::move(dir), std::move(tree_rel), std::move(ids_rel)));
+  BKP_TRY_VOID(sink->restart());
+  return sink;
+}
+
+Result<void> Sink::restart() {
+  receiver_.reset();
+  applier_.reset();
+  applier_ = BKP_TRY(changes::Applier::open(dir_, tree_rel_, ids_rel_));
+  receiver_ = BKP_TRY(stream::Receiver::open(dir_, *applier_));
+  return {};
+}
+
+Result<void> Sink::serve(net::Conn& conn, uint64_t instance, int timeout_ms) {
+  return serve_stream(conn, *receiver_, *applier_, instance, timeout_ms, &ops_);
+}
+
+Result<int> deliver(Sink& sink, const Delivery& d) {
+  for (int attempt = 0; attempt < d.connections; ++attempt) {
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return fail_errno("socketpair");
+    UniqueFd a_fd(sv[0]), b_fd(sv[1]);
+    auto a = BKP_TRY(net::Conn::open(std::move(a_fd)));
+    auto b = BKP_TRY(net::Conn::open(std::move(b_fd)));
+    if (attempt == 0) a->cut_after(d.cut_after);
+    Result<void> served;
+    std::thread rx([&] { served = sink.serve(*b, d.instance, d.timeout_ms); });
+    auto sent = send_tree(*a, d.sender, d.log, d.data, d.counters, d.on_baseline, d.src_root,
+                          d.timeout_ms);
+    ::shutdown(a->fd(), SHUT_RDWR);
+    rx.join();
+    if (!served) return tl::unexpected(served.error().wrap("receiver"));
+    if (!sent && sent.error().message == kUnexpectedBaseline) return tl::unexpected(sent.error());
+    if (sent) return attempt + 1;
+    if (d.restart_after_cut) BKP_TRY_VOID(sink.restart());
+  }
+  return fail(EIO, "not delivered after " + std::to_string(d.connections) + " connections");
 }
 
 Result<std::unique_ptr<LoggedTree>> LoggedTree::open(const std::string& base) {

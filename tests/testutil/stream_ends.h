@@ -1,7 +1,8 @@
 // Both ends of one stream over any connection, as the daemons run them but without a daemon:
 // for tests and fuzz targets that drive a Sender and a Receiver directly (socketpair, cuts,
-// restarts in between). serve_stream is backupd's (or a replica's) receiving loop; send_tree
-// is a node's session, with the baseline or reconcile its receiver asks for; LoggedTree is a
+// restarts in between). serve_stream is backupd's (or a replica's) receiving loop and Sink the
+// side that runs it; send_tree is a node's session, with the baseline or reconcile its receiver
+// asks for; deliver runs the two over socketpairs until everything is through; LoggedTree is a
 // source tree with the change log its changes leave.
 #pragma once
 
@@ -54,6 +55,51 @@ constexpr char kUnexpectedBaseline[] = "unexpected baseline request";
 Result<void> send_tree(net::Conn& conn, stream::Sender& sender, changes::ChangeLog& log,
                        changes::DataSource& data, changes::ShipCounters& counters,
                        OnBaseline on_baseline, const std::string& src_root, int timeout_ms);
+
+// The receiving side of a stream: an Applier on dir/tree_rel (ids in dir/ids_rel) and a Receiver
+// whose state files are in dir itself, reopened from disk by restart() as a restarted process
+// would be.
+class Sink {
+ public:
+  static Result<std::unique_ptr<Sink>> open(std::string dir, std::string tree_rel,
+                                            std::string ids_rel);
+  Result<void> restart();
+  // serve_stream on this side.
+  Result<void> serve(net::Conn& conn, uint64_t instance, int timeout_ms);
+
+  changes::Applier& applier() { return *applier_; }
+  uint64_t ops() const { return ops_; }  // Op frames received, over every connection
+
+ private:
+  Sink(std::string dir, std::string tree_rel, std::string ids_rel)
+      : dir_(std::move(dir)), tree_rel_(std::move(tree_rel)), ids_rel_(std::move(ids_rel)) {}
+
+  const std::string dir_, tree_rel_, ids_rel_;
+  std::unique_ptr<changes::Applier> applier_;
+  std::unique_ptr<stream::Receiver> receiver_;
+  uint64_t ops_ = 0;
+};
+
+// One delivery: what the sender sends from, and how the connections go.
+struct Delivery {
+  stream::Sender& sender;
+  changes::ChangeLog& log;
+  changes::DataSource& data;
+  changes::ShipCounters& counters;
+  uint64_t instance;               // the sender's stream
+  OnBaseline on_baseline = OnBaseline::kRefuse;
+  std::string src_root = {};       // for OnBaseline::kScan
+  uint64_t cut_after = UINT64_MAX;  // the first connection is cut after this many frames
+  bool restart_after_cut = false;  // the receiver restarts (from disk) after each cut
+  int connections = 4;             // at most
+  int timeout_ms = 10000;
+};
+
+// Delivers everything in the log over socketpairs, the sink serving each connection on a thread
+// while send_tree runs here. Returns how many connections it took (1: the cut, if any, came
+// after the last frame). Fails when the receiver refused a frame, a baseline came unasked
+// (kRefuse), or the last connection still did not deliver.
+Result<int> deliver(Sink& sink, const Delivery& d);
 
 // A sending side whose tree is built by an Applier (base/src, ids in base/src-ids), every change
 // also recorded in a change log as backupfs records the application's: creations with their

@@ -78,65 +78,36 @@ class Source {
   std::unique_ptr<testutil::LoggedTree> tree_;
 };
 
-// The receiving side, reopened from disk by restart() as a restarted process would be.
-class Sink {
- public:
-  explicit Sink(const testutil::TempDir& dir) : dir_(dir) { restart(); }
-  void restart() {
-    receiver_.reset();
-    applier_ = std::move(*changes::Applier::open(dir_.path(), "dst", "dst-ids"));
-    auto r = Receiver::open(dir_.path(), *applier_);
-    ASSERT_TRUE(r) << r.error().message;
-    receiver_ = std::move(*r);
-  }
-
-  uint64_t ops = 0;  // Op frames received, over every connection
-
-  // Serves one connection: HelloOk with the position, then frames until it breaks.
-  void serve(net::Conn& conn, uint64_t instance = kInstance) {
-    auto r = testutil::serve_stream(conn, *receiver_, *applier_, instance, kTimeoutMs, &ops);
-    if (!r) ADD_FAILURE() << "receiver: " << r.error().message;
-  }
-
- private:
-  const testutil::TempDir& dir_;
-  std::unique_ptr<changes::Applier> applier_;
-  std::unique_ptr<Receiver> receiver_;
-};
-
 enum class Cut { kLinkOnly, kReceiverRestarts };
 
 // Sends everything in the source's log; the first connection is cut after `cut_after` frames.
 // Returns how many connections it took (1: the cut came after the last frame).
 // A receiver asks for a baseline only when it first meets the stream (the source's log then
 // holds everything since the empty tree, which is one).
-int deliver(Source& src, Sink& sink, Sender& sender, uint64_t cut_after, Cut cut,
+int deliver(Source& src, testutil::Sink& sink, Sender& sender, uint64_t cut_after, Cut cut,
             bool first_contact = false) {
   changes::ApplierSource data(src.applier());
   changes::ShipCounters counters;
-  for (int attempt = 0; attempt < 4; ++attempt) {
-    int sv[2];
-    EXPECT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-    auto a = net::Conn::open(UniqueFd(sv[0]));
-    auto b = net::Conn::open(UniqueFd(sv[1]));
-    EXPECT_TRUE(a && b);
-    if (attempt == 0) (*a)->cut_after(cut_after);
-    std::thread rx([&] { sink.serve(**b); });
-    auto sent = testutil::send_tree(
-        **a, sender, src.log(), data, counters,
-        first_contact ? testutil::OnBaseline::kSendLog : testutil::OnBaseline::kRefuse, "",
-        kTimeoutMs);
-    if (!sent && sent.error().message == testutil::kUnexpectedBaseline) {
-      ADD_FAILURE() << testutil::kUnexpectedBaseline;
-    }
-    bool done = sent.has_value();
-    ::shutdown((*a)->fd(), SHUT_RDWR);
-    rx.join();
-    if (done) return attempt + 1;
-    if (cut == Cut::kReceiverRestarts) sink.restart();
-  }
-  ADD_FAILURE() << "not delivered after 4 connections";
-  return 0;
+  auto connections = testutil::deliver(
+      sink, {.sender = sender,
+             .log = src.log(),
+             .data = data,
+             .counters = counters,
+             .instance = kInstance,
+             .on_baseline = first_contact ? testutil::OnBaseline::kSendLog
+                                          : testutil::OnBaseline::kRefuse,
+             .cut_after = cut_after,
+             .restart_after_cut = cut == Cut::kReceiverRestarts,
+             .timeout_ms = kTimeoutMs});
+  if (!connections) ADD_FAILURE() << connections.error().message;
+  return connections.value_or(0);
+}
+
+// The receiving side of StreamTest and ReconcileTest: dir/dst, its ids in dir/dst-ids.
+std::unique_ptr<testutil::Sink> open_sink(const testutil::TempDir& dir) {
+  auto sink = testutil::Sink::open(dir.path(), "dst", "dst-ids");
+  EXPECT_TRUE(sink) << sink.error().message;
+  return sink ? std::move(*sink) : nullptr;
 }
 
 class StreamTest : public ::testing::Test {
@@ -197,12 +168,13 @@ class StreamTest : public ::testing::Test {
       SCOPED_TRACE("cut after frame " + std::to_string(k));
       testutil::TempDir dir("bkp-stream");
       Source src(dir);
-      Sink sink(dir);
+      auto sink = open_sink(dir);
+      ASSERT_TRUE(sink);
       Sender sender(src.log(), limits);
       first_batch(src);
-      deliver(src, sink, sender, UINT64_MAX, cut, true);
+      deliver(src, *sink, sender, UINT64_MAX, cut, true);
       heavy_batch(src);
-      int connections = deliver(src, sink, sender, k, cut);
+      int connections = deliver(src, *sink, sender, k, cut);
       testutil::CompareOptions options;
       EXPECT_EQ(testutil::compare_trees(dir.sub("src"), dir.sub("dst"), options), "");
       EXPECT_EQ(xattr(dir.sub("dst/y")), "v2");
@@ -496,7 +468,7 @@ class ReconcileTest : public ::testing::Test {
  protected:
   struct World {
     testutil::TempDir dir{"bkp-reconcile"};
-    Sink sink{dir};
+    std::unique_ptr<testutil::Sink> sink = open_sink(dir);
     std::string at(const std::string& rel) const { return dir.sub("src") + "/" + rel; }
   };
 
@@ -560,26 +532,18 @@ class ReconcileTest : public ::testing::Test {
     Sender sender(log);
     testutil::DirSource data(w.dir.sub("src"));
     changes::ShipCounters counters;
-    for (int attempt = 0; attempt < 4; ++attempt) {
-      int sv[2];
-      EXPECT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-      auto a = net::Conn::open(UniqueFd(sv[0]));
-      auto b = net::Conn::open(UniqueFd(sv[1]));
-      if (attempt == 0) (*a)->cut_after(cut_after);
-      std::thread rx([&] { w.sink.serve(**b, instance); });
-      bool done =
-          testutil::send_tree(**a, sender, log, data, counters, testutil::OnBaseline::kScan,
-                              w.dir.sub("src"), kTimeoutMs)
-              .has_value();
-      ::shutdown((*a)->fd(), SHUT_RDWR);
-      rx.join();
-      if (done) {
-        if (connections != nullptr) *connections = attempt + 1;
-        return counters.data_bytes;
-      }
-      if (restart) w.sink.restart();
-    }
-    ADD_FAILURE() << "not delivered after 4 connections";
+    auto n = testutil::deliver(*w.sink, {.sender = sender,
+                                         .log = log,
+                                         .data = data,
+                                         .counters = counters,
+                                         .instance = instance,
+                                         .on_baseline = testutil::OnBaseline::kScan,
+                                         .src_root = w.dir.sub("src"),
+                                         .cut_after = cut_after,
+                                         .restart_after_cut = restart,
+                                         .timeout_ms = kTimeoutMs});
+    if (!n) ADD_FAILURE() << n.error().message;
+    if (connections != nullptr) *connections = n.value_or(0);
     return counters.data_bytes;
   }
 
@@ -620,10 +584,10 @@ TEST_F(ReconcileTest, AnUnchangedSubtreeIsOneKeep) {
   reconcile(w, 1);
   ASSERT_EQ(compare(w), "");
 
-  uint64_t before = w.sink.ops;
+  uint64_t before = w.sink->ops();
   EXPECT_EQ(reconcile(w, 2), 0u);
   // sync-begin, keep t, keep u, the root's attr, sync-end.
-  EXPECT_EQ(w.sink.ops - before, 5u) << "an unchanged tree of 64 entries";
+  EXPECT_EQ(w.sink->ops() - before, 5u) << "an unchanged tree of 64 entries";
   ASSERT_EQ(compare(w), "");
 
   put(w, "t/x/y/f7", bytes(100, 77));  // new content: t, t/x and t/x/y are sent again
@@ -632,9 +596,9 @@ TEST_F(ReconcileTest, AnUnchangedSubtreeIsOneKeep) {
   ASSERT_EQ(unlink(w.at("u/g3").c_str()), 0);
   timespec times[2] = {st.st_atim, st.st_mtim};
   ASSERT_EQ(utimensat(AT_FDCWD, w.at("u").c_str(), times, 0), 0);
-  before = w.sink.ops;
+  before = w.sink->ops();
   EXPECT_EQ(reconcile(w, 3), 100u);
-  EXPECT_LT(w.sink.ops - before, 80u);
+  EXPECT_LT(w.sink->ops() - before, 80u);
   EXPECT_EQ(compare(w), "");
 }
 
