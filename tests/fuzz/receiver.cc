@@ -17,34 +17,16 @@
 #include <memory>
 #include <string>
 
-#include "common/changes/applier.h"
 #include "common/stream/receiver.h"
 #include "tests/fuzz/fuzz.h"
 #include "tests/fuzz/program.h"
+#include "tests/testutil/stream_ends.h"
 
 namespace {
 
 namespace fs = std::filesystem;
-using bkp::changes::Applier;
-using bkp::stream::Receiver;
 
 const fs::path& scratch() { return bkp::fuzz::scratch_root("receiver"); }
-
-struct Opened {
-  std::unique_ptr<Applier> applier;
-  std::unique_ptr<Receiver> receiver;
-};
-
-Opened open_both() {
-  Opened o;
-  auto applier = Applier::open(scratch().string(), "tree", "ids");
-  FUZZ_CHECK(applier.has_value(), "the Applier does not open");
-  o.applier = std::move(*applier);
-  auto receiver = Receiver::open((scratch() / "stream").string(), *o.applier);
-  FUZZ_CHECK(receiver.has_value(), "the Receiver does not open");
-  o.receiver = std::move(*receiver);
-  return o;
-}
 
 // What the receiver has told its senders.
 struct Model {
@@ -69,8 +51,9 @@ struct Model {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   for (const auto& e : fs::directory_iterator(scratch())) fs::remove_all(e.path());
-  fs::create_directories(scratch() / "stream");
-  Opened o = open_both();
+  auto sink = bkp::testutil::Sink::open(scratch().string(), "tree", "ids");
+  FUZZ_CHECK(sink.has_value(), "the receiver does not open");
+  bkp::testutil::Sink& o = **sink;
   Model m;
   bkp::fuzz::Input in(data, size);
   const std::string outside = (scratch() / "outside").string();
@@ -78,7 +61,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     switch (in.byte() % 10) {
       case 0: {  // a (re)connecting sender
         uint64_t instance = in.byte() % 3;
-        auto p = o.receiver->position(instance);
+        auto p = o.receiver().position(instance);
         if (instance == 0 || instance != m.instance) {
           FUZZ_CHECK(p.committed == 0 && p.need_baseline == 1 && p.applied == 0,
                      "an unknown stream is not asked for a baseline from batch 1");
@@ -96,7 +79,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       }
       case 1: {
         uint64_t batch = in.byte() % 4 == 0 ? in.byte() : m.session_committed + 1;
-        auto r = o.receiver->commit({batch});
+        auto r = o.receiver().commit({batch});
         if (batch != m.session_committed + 1) {
           FUZZ_CHECK(!r && r.error().code == EPROTO, "a commit of the wrong batch was taken");
         } else if (r) {
@@ -108,9 +91,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         break;
       }
       case 2: {  // a crash: everything in memory is gone
-        o = Opened{};
-        o = open_both();
-        FUZZ_CHECK(o.receiver->instance() == m.instance && o.receiver->committed() == m.committed,
+        FUZZ_CHECK(o.restart().has_value(), "the receiver does not open again");
+        FUZZ_CHECK(o.receiver().instance() == m.instance && o.receiver().committed() == m.committed,
                    "a crash lost or invented a commit");
         // It goes on as the stream it recorded, knowing what it had applied of that stream's
         // next batch, even if another stream said hello since (and applied nothing).
@@ -120,17 +102,17 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         m.applied = ours ? m.noted_applied : 0;
         break;
       }
-      case 3: (void)o.receiver->write(bkp::fuzz::write(in)); break;
+      case 3: (void)o.receiver().write(bkp::fuzz::write(in)); break;
       case 4:
       case 5: {  // an operation that succeeds, so batches hold some to count
         bkp::wire::Op mkdir;
         mkdir.path = "d" + std::to_string(steps) + "-" + std::to_string(in.byte());
         mkdir.mode = 0755;
-        if (o.receiver->apply(mkdir)) m.applied_one();
+        if (o.receiver().apply(mkdir)) m.applied_one();
         break;
       }
       default:
-        if (o.receiver->apply(bkp::fuzz::op(in, outside))) m.applied_one();
+        if (o.receiver().apply(bkp::fuzz::op(in, outside))) m.applied_one();
     }
   }
   return 0;

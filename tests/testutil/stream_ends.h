@@ -68,6 +68,7 @@ class Sink {
   Result<void> serve(net::Conn& conn, uint64_t instance, int timeout_ms);
 
   changes::Applier& applier() { return *applier_; }
+  stream::Receiver& receiver() { return *receiver_; }
   uint64_t ops() const { return ops_; }  // Op frames received, over every connection
 
  private:
