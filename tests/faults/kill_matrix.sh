@@ -1,23 +1,31 @@
 #!/usr/bin/env bash
 # kill_matrix.sh: a long fault run, outside CI. A mixed workload runs through a backupfs mount
-# while kill -9s land on all three daemons, then every copy must converge to the source and no
-# fsync-acknowledged append may be missing anywhere.
+# while kill -9s land on all three daemons and their TCP connections are cut, then every copy
+# must converge to the source and no fsync-acknowledged append may be missing anywhere.
 #
-# Why: the integration tests kill each daemon once at a chosen moment (CrashTest, RestartTest);
-# this run kills them hundreds of times at moments nobody chose - mid-baseline, mid-reconcile,
-# mid-batch, while a replica catches up - which is where exact resume and the reconcile meet.
+# Why: the integration tests kill each daemon once at a chosen moment (CrashTest, RestartTest)
+# and cut a link after a chosen frame (Conn's test seam); this run kills them and cuts their
+# links hundreds of times at moments nobody chose - mid-baseline, mid-reconcile, mid-batch,
+# mid-handshake, while a replica catches up - which is where exact resume and the reconcile meet.
 #
-#   bash tests/faults/kill_matrix.sh [--kills N] [--minutes M] [--build-dir DIR] [--seed S]
-#                                    [--gap MIN:MAX] [--rate OPS] [--converge-timeout S] [--keep]
-#                                    [--no-holes]
+#   bash tests/faults/kill_matrix.sh [--kills N] [--cuts N] [--minutes M] [--build-dir DIR]
+#                                    [--seed S] [--gap MIN:MAX] [--rate OPS]
+#                                    [--converge-timeout S] [--keep] [--no-holes]
 #
 #   --kills N        kill -9s to deliver (default 200), each to backupfs, backupd or one of the
 #                    two replicators, drawn at random (seeded) with equal weight per daemon kind
-#   --minutes M      stop killing after M minutes even if fewer kills were delivered (default 35);
-#                    the summary says how many were
+#   --cuts N         connection cuts to deliver (default 0), interleaved with the kills at random
+#                    in proportion to what is left of each: one end of the node's link to backupd
+#                    or of a replicator's, drawn at random, is aborted with `ss -K` (the kernel
+#                    resets the connection, its peer sees ECONNRESET); nobody is restarted, the
+#                    daemons must reconnect and resume by themselves. A cut that finds the link
+#                    down (still reconnecting) is counted as missed. `--kills 0 --cuts N` is a
+#                    connection-cut matrix.
+#   --minutes M      stop after M minutes even if fewer faults were delivered (default 35); the
+#                    summary says how many were
 #   --build-dir DIR  build tree with the daemons, bkptool and tests/bkp_treecmp (default: build/)
 #   --seed S         seed of the kill schedule and of the workload (default 1)
-#   --gap MIN:MAX    seconds between two kills, uniform (default 1:8)
+#   --gap MIN:MAX    seconds between two faults, uniform (default 1:8)
 #   --rate OPS       workload operations per second at most (default 100)
 #   --converge-timeout S  how long the final convergence may take (default 300)
 #   --keep           keep the scratch directory (it is also kept when the run fails)
@@ -53,6 +61,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
 
 KILLS=200
+CUTS=0
 MINUTES=35
 BUILD_DIR=$REPO/build
 SEED=1
@@ -64,6 +73,7 @@ CMP_OPTS=()
 while (($#)); do
   case $1 in
     --kills) KILLS=${2:?}; shift 2 ;;
+    --cuts) CUTS=${2:?}; shift 2 ;;
     --minutes) MINUTES=${2:?}; shift 2 ;;
     --build-dir) BUILD_DIR=${2:?}; shift 2 ;;
     --seed) SEED=${2:?}; shift 2 ;;
@@ -76,13 +86,17 @@ while (($#)); do
     *) echo "kill_matrix: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
-[[ $KILLS =~ ^[0-9]+$ && $MINUTES =~ ^[0-9]+$ && $SEED =~ ^[0-9]+$ && $GAP =~ ^[0-9]+:[0-9]+$ ]] ||
-  { echo "kill_matrix: --kills, --minutes, --seed take numbers, --gap MIN:MAX" >&2; exit 2; }
+[[ $KILLS =~ ^[0-9]+$ && $CUTS =~ ^[0-9]+$ && $MINUTES =~ ^[0-9]+$ && $SEED =~ ^[0-9]+$ && $GAP =~ ^[0-9]+:[0-9]+$ ]] ||
+  { echo "kill_matrix: --kills, --cuts, --minutes, --seed take numbers, --gap MIN:MAX" >&2; exit 2; }
 GAP_MIN=${GAP%:*} GAP_MAX=${GAP#*:}
 ((GAP_MAX >= GAP_MIN)) || { echo "kill_matrix: --gap MIN:MAX needs MIN <= MAX" >&2; exit 2; }
 
 if [[ $(id -u) -ne 0 || ! -c /dev/fuse ]]; then
   echo "kill_matrix: needs root and /dev/fuse" >&2
+  exit 2
+fi
+if ((CUTS > 0)) && ! command -v ss >/dev/null; then
+  echo "kill_matrix: --cuts needs ss (iproute2)" >&2
   exit 2
 fi
 BUILD_DIR=$(cd "$BUILD_DIR" && pwd)
@@ -298,6 +312,26 @@ kill_replicator() {  # index
   start_replicator "$1"
 }
 
+# --- the cuts ----------------------------------------------------------------------------------
+declare -A CUT=([node]=0 [r1]=0 [r2]=0 [missed]=0)
+
+# Aborts one end of a link, drawn at random: the node's connection to backupd (backupd dials the
+# node's port) or a replicator's (it dials backupd's). 0 if a connection was aborted, 1 if the
+# link had none established (a cut right after another finds it reconnecting).
+cut_link() {  # node|r1|r2
+  local filter lport
+  if [[ $1 == node ]]; then
+    ((RANDOM % 2)) && filter="sport = :$NODE_PORT" || filter="dport = :$NODE_PORT"
+  else
+    lport=$(ss -tnpH state established "( dport = :$BACKUPD_PORT )" |
+      awk -v p="pid=${REPL_PIDS[${1#r} - 1]}," 'index($0, p) { n = split($3, a, ":"); print a[n]; exit }')
+    [[ -n $lport ]] || return 1
+    ((RANDOM % 2)) && filter="sport = :$lport and dport = :$BACKUPD_PORT" ||
+      filter="sport = :$BACKUPD_PORT and dport = :$lport"
+  fi
+  [[ -n $(ss -K -tnH state established "( $filter )" 2>/dev/null) ]]
+}
+
 # Every daemon and the workload still alive? A daemon that died by itself is a failure; it is
 # restarted so the run can go on and show what else happens.
 check_alive() {
@@ -330,7 +364,7 @@ check_alive() {
 }
 
 # --- run ---------------------------------------------------------------------------------------
-log "scratch $WORK; $KILLS kills at most, $MINUTES minutes at most, seed $SEED, gap $GAP s, workload $RATE ops/s"
+log "scratch $WORK; $KILLS kills and $CUTS cuts at most, $MINUTES minutes at most, seed $SEED, gap $GAP s, workload $RATE ops/s"
 RANDOM=$SEED
 mount --bind "$SRC" "$BARE" && BOUND=1
 mount --make-private "$BARE"  # so backupfs's mount over src never shows up here
@@ -355,12 +389,26 @@ ESCAPED=$(basename "$VOLUME")  # the volume's escaped path, the same on the repl
 R1=$WORK/r1/127.0.0.1/$ESCAPED
 R2=$WORK/r2/127.0.0.1/$ESCAPED
 
+killed() { echo "backupfs ${KILLED[backupfs]}, backupd ${KILLED[backupd]}, r1 ${KILLED[r1]}, r2 ${KILLED[r2]}"; }
+cut() { echo "node ${CUT[node]}, r1 ${CUT[r1]}, r2 ${CUT[r2]}, missed ${CUT[missed]}"; }
 deadline=$(($(date +%s) + MINUTES * 60))
-done_kills=0
-while ((done_kills < KILLS)) && (($(date +%s) < deadline)) && ((${#FAILURES[@]} == 0)); do
+done_kills=0 done_cuts=0
+while ((done_kills < KILLS || done_cuts < CUTS)) && (($(date +%s) < deadline)) &&
+  ((${#FAILURES[@]} == 0)); do
   gap=$((GAP_MIN * 1000 + RANDOM % ((GAP_MAX - GAP_MIN) * 1000 + 1)))
   sleep "$(awk -v ms="$gap" 'BEGIN { printf "%.3f", ms / 1000 }')"
   check_alive || break
+  if ((RANDOM % (KILLS - done_kills + CUTS - done_cuts) < CUTS - done_cuts)); then
+    case $((RANDOM % 3)) in
+      0) link=node ;;
+      *) link=r$((RANDOM % 2 + 1)) ;;
+    esac
+    if cut_link "$link"; then CUT[$link]=$((CUT[$link] + 1)); else CUT[missed]=$((CUT[missed] + 1)); fi
+    done_cuts=$((done_cuts + 1))
+    printf '%s cut %d %s\n' "$(date +%T.%N)" "$done_cuts" "$link" >>"$WORK/kills.log"
+    ((done_cuts % 10 == 0)) && log "$done_cuts cuts ($(cut))"
+    continue
+  fi
   case $((RANDOM % 3)) in
     0) victim=backupfs; kill_backupfs || break ;;
     1) victim=backupd; kill_backupd || break ;;
@@ -368,12 +416,11 @@ while ((done_kills < KILLS)) && (($(date +%s) < deadline)) && ((${#FAILURES[@]} 
   esac
   KILLED[$victim]=$((KILLED[$victim] + 1))
   done_kills=$((done_kills + 1))
-  printf '%s %d %s\n' "$(date +%T.%N)" "$done_kills" "$victim" >>"$WORK/kills.log"
-  ((done_kills % 10 == 0)) &&
-    log "$done_kills kills (backupfs ${KILLED[backupfs]}, backupd ${KILLED[backupd]}, r1 ${KILLED[r1]}, r2 ${KILLED[r2]})"
+  printf '%s kill %d %s\n' "$(date +%T.%N)" "$done_kills" "$victim" >>"$WORK/kills.log"
+  ((done_kills % 10 == 0)) && log "$done_kills kills ($(killed))"
 done
 kill_minutes=$(awk -v s="$(elapsed)" 'BEGIN { printf "%.1f", s / 60 }')
-log "kills done: $done_kills of $KILLS in $kill_minutes min (backupfs ${KILLED[backupfs]}, backupd ${KILLED[backupd]}, r1 ${KILLED[r1]}, r2 ${KILLED[r2]})"
+log "faults done in $kill_minutes min: $done_kills of $KILLS kills ($(killed)), $done_cuts of $CUTS cuts ($(cut))"
 check_alive || true
 
 # The workload stops; its summary says whether any operation failed.
@@ -424,4 +471,4 @@ if ((${#FAILURES[@]})); then
   log "logs kept in $LOGS"
   exit 1
 fi
-log "PASSED: $done_kills kills (backupfs ${KILLED[backupfs]}, backupd ${KILLED[backupd]}, r1 ${KILLED[r1]}, r2 ${KILLED[r2]}) in $kill_minutes min, then converged"
+log "PASSED: $done_kills kills ($(killed)) and $done_cuts cuts ($(cut)) in $kill_minutes min, then converged"
