@@ -11,7 +11,9 @@
 // backoff (common/backoff.h: every 100 ms for the first 5 s of an outage, so a restarted backupd
 // has its replicas back within 100 ms of listening, then doubling to 1 s; a fresh outage once a
 // session made progress), and each distinct failure is logged once at warn level, naming the
-// server, so a server that is down for an hour costs one line, not thousands. The instance is a
+// server, so a server that is down for an hour costs one line, not thousands. A session that
+// ended because ROOT's disk is full is not retried on that schedule: the loop waits until space
+// is freed (common/full_disk.h), or kFullDiskRecheck, so a full disk costs no resent batches. The instance is a
 // random number drawn at start, only to tell processes apart in backupd's log: where each
 // volume resumes is the trees' own business (their Position, kept on disk, so a restart resumes
 // too). Signals are taken by a dedicated thread with sigtimedwait(), which shuts every current
@@ -38,6 +40,7 @@
 
 #include "common/log.h"
 #include "common/backoff.h"
+#include "common/full_disk.h"
 #include "common/net/conn.h"
 #include "common/net/http_server.h"
 #include "common/net/tls.h"
@@ -59,6 +62,7 @@ constexpr auto kMinBackoff = std::chrono::milliseconds(100);
 constexpr auto kMaxBackoff = std::chrono::milliseconds(1000);
 constexpr auto kFastRetries = std::chrono::milliseconds(5000);
 constexpr int kConnectTimeoutMs = 5000;
+constexpr auto kFullDiskRecheck = std::chrono::seconds(60);
 
 class Replicator {
  public:
@@ -115,8 +119,24 @@ class Replicator {
         last_failure.clear();
       }
       if (!end.welcomed) monitor_.connect_failed(link.name);
-      report(link, end.error.message, end.welcomed, last_failure);
-      sleep_for(backoff.next());
+      report(link, end.error.message, last_failure);
+      if (is_disk_full(end.error.code)) {
+        wait_for_space(link);
+      } else {
+        sleep_for(backoff.next());
+      }
+    }
+  }
+
+  // After a session failed on a full disk under ROOT: until space is freed there, at most
+  // kFullDiskRecheck, or stop().
+  void wait_for_space(const Link& link) {
+    FullDisk disk(options_.root);
+    log::warn("{}: the disk of {} is full ({} free): resuming once space is freed", link.name,
+              options_.root, progress::format_bytes(static_cast<double>(disk.free_at_failure())));
+    std::unique_lock lock(mu_);
+    if (disk.wait(lock, cv_, [&] { return stopping_; }, kFullDiskRecheck)) {
+      log::info("{}: space freed on {}: resuming", link.name, options_.root);
     }
   }
 
@@ -158,10 +178,10 @@ class Replicator {
                                     "--server-id: refusing to talk to it", conn.peer_id()));
   }
 
-  // Logs a failure at warn the first time it is seen in a row, at debug afterwards.
-  static void report(const Link& link, const std::string& message, bool welcomed,
-                     std::string& last_failure) {
-    if (message != last_failure || welcomed) {
+  // Logs a failure at warn the first time it is seen in a row (since the last session that
+  // made progress), at debug afterwards.
+  static void report(const Link& link, const std::string& message, std::string& last_failure) {
+    if (message != last_failure) {
       log::warn("{}: {}; retrying", link.name, message);
       last_failure = message;
     } else {

@@ -11,6 +11,9 @@
 // distinct error of an outage is reported once (at warn; at error for another node answering at
 // the address, which needs the operator) so that a node down for a day costs one log line, not
 // one per retry, and the last one is kept for `list` and for the failed runs of the scheduler.
+// A session that ended because backupd's own disk is full waits until space is freed there
+// (common/full_disk.h), or kFullDiskRecheck, instead of having the node resend its batch into
+// the full disk on every retry.
 #include "server/link.h"
 
 #include <sys/socket.h>
@@ -19,7 +22,9 @@
 
 #include <string_view>
 
+#include "common/full_disk.h"
 #include "common/log.h"
+#include "common/progress.h"
 #include "common/net/messenger.h"
 #include "common/net/socket.h"
 #include "server/node_session.h"
@@ -32,6 +37,7 @@ using namespace std::chrono_literals;
 constexpr auto kMinBackoff = 100ms;
 constexpr auto kMaxBackoff = 30000ms;
 constexpr auto kFastRetries = 5000ms;  // of an outage, retried every kMinBackoff
+constexpr auto kFullDiskRecheck = 60000ms;
 
 // "connect to H:P: Connection refused" -> "connect: Connection refused".
 std::string connect_reason(const std::string& message) {
@@ -248,7 +254,23 @@ void Link::serve(AttachedNode node) {
   // soon, 100 ms then doubling, so a restarted node is back within a fraction of a second. One
   // that committed nothing (the node keeps closing, the disk is full) keeps backing off.
   if (committed() != committed_before) backoff_.reset();
-  if (!stopping_) sleep_backoff();
+  if (stopping_) return;
+  if (is_disk_full(end.code)) {
+    wait_for_space();
+  } else {
+    sleep_backoff();
+  }
+}
+
+void Link::wait_for_space() {
+  FullDisk disk(volume_->dir());
+  log::warn("volume {}: the disk of {} is full ({} free): resuming once space is freed",
+            volume_->name(), volume_->dir(),
+            progress::format_bytes(static_cast<double>(disk.free_at_failure())));
+  std::unique_lock lock(mu_);
+  if (disk.wait(lock, cv_, [this] { return stopping_.load(); }, kFullDiskRecheck)) {
+    log::info("volume {}: space freed on {}: resuming", volume_->name(), volume_->dir());
+  }
 }
 
 uint64_t Link::committed() const {

@@ -113,6 +113,7 @@ class Link {
   void note_failure(const Error& e);
   void set_socket(int fd);
   void sleep_backoff();
+  void wait_for_space();  // after a session ended on a full disk (full_disk.h)
 
   const Registration reg_;
   const std::shared_ptr<Volume> volume_;
