@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # kill_matrix.sh: a long fault run, outside CI. A mixed workload runs through a backupfs mount
-# while kill -9s land on all three daemons and their TCP connections are cut, then every copy
-# must converge to the source and no fsync-acknowledged append may be missing anywhere.
+# while kill -9s land on all three daemons, their TCP connections are cut and their disks fill
+# up, then every copy must converge to the source and no fsync-acknowledged append may be
+# missing anywhere.
 #
 # Why: the integration tests kill each daemon once at a chosen moment (CrashTest, RestartTest)
 # and cut a link after a chosen frame (Conn's test seam); this run kills them and cuts their
 # links hundreds of times at moments nobody chose - mid-baseline, mid-reconcile, mid-batch,
 # mid-handshake, while a replica catches up - which is where exact resume and the reconcile meet.
 #
-#   bash tests/faults/kill_matrix.sh [--kills N] [--cuts N] [--minutes M] [--build-dir DIR]
-#                                    [--seed S] [--gap MIN:MAX] [--rate OPS]
+#   bash tests/faults/kill_matrix.sh [--kills N] [--cuts N] [--fulls N] [--minutes M]
+#                                    [--build-dir DIR] [--seed S] [--gap MIN:MAX] [--rate OPS]
 #                                    [--converge-timeout S] [--keep] [--no-holes]
 #
 #   --kills N        kill -9s to deliver (default 200), each to backupfs, backupd or one of the
@@ -21,6 +22,12 @@
 #                    daemons must reconnect and resume by themselves. A cut that finds the link
 #                    down (still reconnecting) is counted as missed. `--kills 0 --cuts N` is a
 #                    connection-cut matrix.
+#   --fulls N        full disks to deliver (default 0), interleaved like the cuts: backupd's
+#                    state directory (the mirror) or a replicator's root, drawn at random, is
+#                    filled to the last byte and freed again 1-5 s later (the workload runs
+#                    on). With N > 0 every tree lives on a tmpfs of its own, mounted by this
+#                    script (source 2 GiB, state and roots 256 MiB), so a full disk is a real
+#                    one and fills no disk of the machine.
 #   --minutes M      stop after M minutes even if fewer faults were delivered (default 35); the
 #                    summary says how many were
 #   --build-dir DIR  build tree with the daemons, bkptool and tests/bkp_treecmp (default: build/)
@@ -62,6 +69,7 @@ REPO=$(cd "$HERE/../.." && pwd)
 
 KILLS=200
 CUTS=0
+FULLS=0
 MINUTES=35
 BUILD_DIR=$REPO/build
 SEED=1
@@ -74,6 +82,7 @@ while (($#)); do
   case $1 in
     --kills) KILLS=${2:?}; shift 2 ;;
     --cuts) CUTS=${2:?}; shift 2 ;;
+    --fulls) FULLS=${2:?}; shift 2 ;;
     --minutes) MINUTES=${2:?}; shift 2 ;;
     --build-dir) BUILD_DIR=${2:?}; shift 2 ;;
     --seed) SEED=${2:?}; shift 2 ;;
@@ -86,8 +95,8 @@ while (($#)); do
     *) echo "kill_matrix: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
-[[ $KILLS =~ ^[0-9]+$ && $CUTS =~ ^[0-9]+$ && $MINUTES =~ ^[0-9]+$ && $SEED =~ ^[0-9]+$ && $GAP =~ ^[0-9]+:[0-9]+$ ]] ||
-  { echo "kill_matrix: --kills, --cuts, --minutes, --seed take numbers, --gap MIN:MAX" >&2; exit 2; }
+[[ $KILLS =~ ^[0-9]+$ && $CUTS =~ ^[0-9]+$ && $FULLS =~ ^[0-9]+$ && $MINUTES =~ ^[0-9]+$ && $SEED =~ ^[0-9]+$ && $GAP =~ ^[0-9]+:[0-9]+$ ]] ||
+  { echo "kill_matrix: --kills, --cuts, --fulls, --minutes, --seed take numbers, --gap MIN:MAX" >&2; exit 2; }
 GAP_MIN=${GAP%:*} GAP_MAX=${GAP#*:}
 ((GAP_MAX >= GAP_MIN)) || { echo "kill_matrix: --gap MIN:MAX needs MIN <= MAX" >&2; exit 2; }
 
@@ -123,6 +132,7 @@ STATE=$WORK/state
 CTL=$WORK/ctl
 LOGS=$WORK/logs
 mkdir -p "$SRC" "$BARE" "$STATE" "$WORK/r1" "$WORK/r2" "$CTL" "$LOGS"
+TMPFS=()  # mounted by us (--fulls), unmounted last
 
 # --- processes and mounts we own -------------------------------------------------------------
 BACKUPD_PID='' BACKUPFS_PID='' WORKLOAD_PID=''
@@ -177,6 +187,9 @@ cleanup() {
   for i in 1 0; do stop_pid "${REPL_PIDS[i]}"; done
   stop_pid "$BACKUPD_PID"
   ((BOUND)) && { umount "$BARE" 2>/dev/null || umount -l "$BARE" 2>/dev/null || true; }
+  for ((i = ${#TMPFS[@]} - 1; i >= 0; i--)); do
+    umount "${TMPFS[i]}" 2>/dev/null || umount -l "${TMPFS[i]}" 2>/dev/null || true
+  done
   if ((KEEP)) || ((status != 0)); then
     echo "kill_matrix: scratch directory kept: $WORK" >&2
   else
@@ -332,6 +345,19 @@ cut_link() {  # node|r1|r2
   [[ -n $(ss -K -tnH state established "( $filter )" 2>/dev/null) ]]
 }
 
+# --- the full disks ---------------------------------------------------------------------------
+declare -A FULL=([mirror]=0 [r1]=0 [r2]=0)
+
+# Fills the disk of the mirror (backupd's state directory) or of a replicator's root to the
+# last byte, waits 1-5 s while the workload goes on, and frees it.
+fill_disk() {  # mirror|r1|r2
+  local dir
+  [[ $1 == mirror ]] && dir=$STATE || dir=$WORK/$1
+  dd if=/dev/zero of="$dir/.filler" bs=1M status=none 2>/dev/null || true
+  sleep "$(awk -v ms="$((1000 + RANDOM % 4001))" 'BEGIN { printf "%.3f", ms / 1000 }')"
+  rm -f "$dir/.filler"
+}
+
 # Every daemon and the workload still alive? A daemon that died by itself is a failure; it is
 # restarted so the run can go on and show what else happens.
 check_alive() {
@@ -364,8 +390,14 @@ check_alive() {
 }
 
 # --- run ---------------------------------------------------------------------------------------
-log "scratch $WORK; $KILLS kills and $CUTS cuts at most, $MINUTES minutes at most, seed $SEED, gap $GAP s, workload $RATE ops/s"
+log "scratch $WORK; $KILLS kills, $CUTS cuts and $FULLS full disks at most, $MINUTES minutes at most, seed $SEED, gap $GAP s, workload $RATE ops/s"
 RANDOM=$SEED
+if ((FULLS > 0)); then
+  for d in "$SRC:2g" "$STATE:256m" "$WORK/r1:256m" "$WORK/r2:256m"; do
+    mount -t tmpfs -o "size=${d##*:},mode=0755" tmpfs "${d%:*}" || { log "cannot mount a tmpfs at ${d%:*}"; exit 2; }
+    TMPFS+=("${d%:*}")
+  done
+fi
 mount --bind "$SRC" "$BARE" && BOUND=1
 mount --make-private "$BARE"  # so backupfs's mount over src never shows up here
 start_backupd || { log "backupd did not start"; exit 2; }
@@ -391,14 +423,28 @@ R2=$WORK/r2/127.0.0.1/$ESCAPED
 
 killed() { echo "backupfs ${KILLED[backupfs]}, backupd ${KILLED[backupd]}, r1 ${KILLED[r1]}, r2 ${KILLED[r2]}"; }
 cut() { echo "node ${CUT[node]}, r1 ${CUT[r1]}, r2 ${CUT[r2]}, missed ${CUT[missed]}"; }
+full() { echo "mirror ${FULL[mirror]}, r1 ${FULL[r1]}, r2 ${FULL[r2]}"; }
 deadline=$(($(date +%s) + MINUTES * 60))
-done_kills=0 done_cuts=0
-while ((done_kills < KILLS || done_cuts < CUTS)) && (($(date +%s) < deadline)) &&
-  ((${#FAILURES[@]} == 0)); do
+done_kills=0 done_cuts=0 done_fulls=0
+while ((done_kills < KILLS || done_cuts < CUTS || done_fulls < FULLS)) &&
+  (($(date +%s) < deadline)) && ((${#FAILURES[@]} == 0)); do
   gap=$((GAP_MIN * 1000 + RANDOM % ((GAP_MAX - GAP_MIN) * 1000 + 1)))
   sleep "$(awk -v ms="$gap" 'BEGIN { printf "%.3f", ms / 1000 }')"
   check_alive || break
-  if ((RANDOM % (KILLS - done_kills + CUTS - done_cuts) < CUTS - done_cuts)); then
+  draw=$((RANDOM % (KILLS - done_kills + CUTS - done_cuts + FULLS - done_fulls)))
+  if ((draw < FULLS - done_fulls)); then
+    case $((RANDOM % 3)) in
+      0) disk=mirror ;;
+      *) disk=r$((RANDOM % 2 + 1)) ;;
+    esac
+    fill_disk "$disk"
+    FULL[$disk]=$((FULL[$disk] + 1))
+    done_fulls=$((done_fulls + 1))
+    printf '%s full %d %s\n' "$(date +%T.%N)" "$done_fulls" "$disk" >>"$WORK/kills.log"
+    ((done_fulls % 10 == 0)) && log "$done_fulls full disks ($(full))"
+    continue
+  fi
+  if ((draw < FULLS - done_fulls + CUTS - done_cuts)); then
     case $((RANDOM % 3)) in
       0) link=node ;;
       *) link=r$((RANDOM % 2 + 1)) ;;
@@ -420,7 +466,7 @@ while ((done_kills < KILLS || done_cuts < CUTS)) && (($(date +%s) < deadline)) &
   ((done_kills % 10 == 0)) && log "$done_kills kills ($(killed))"
 done
 kill_minutes=$(awk -v s="$(elapsed)" 'BEGIN { printf "%.1f", s / 60 }')
-log "faults done in $kill_minutes min: $done_kills of $KILLS kills ($(killed)), $done_cuts of $CUTS cuts ($(cut))"
+log "faults done in $kill_minutes min: $done_kills of $KILLS kills ($(killed)), $done_cuts of $CUTS cuts ($(cut)), $done_fulls of $FULLS full disks ($(full))"
 check_alive || true
 
 # The workload stops; its summary says whether any operation failed.
@@ -471,4 +517,4 @@ if ((${#FAILURES[@]})); then
   log "logs kept in $LOGS"
   exit 1
 fi
-log "PASSED: $done_kills kills ($(killed)) and $done_cuts cuts ($(cut)) in $kill_minutes min, then converged"
+log "PASSED: $done_kills kills ($(killed)), $done_cuts cuts ($(cut)) and $done_fulls full disks ($(full)) in $kill_minutes min, then converged"
