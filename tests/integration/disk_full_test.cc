@@ -138,11 +138,25 @@ class DiskFullTest : public ControlTest {
     apply_mix(src(), 50);
   }
 
-  // What was there before the disk filled up.
-  void make_files() {
+  // A tmpfs of `size` at dir; then the files change_everything() changes, every daemon started
+  // and all copies converged.
+  void start_on_tmpfs(const std::string& dir, const char* size) {
+    mount_tmpfs(dir, size);
+    if (IsSkipped() || HasFatalFailure()) return;
     put(src("grows"), random_string(100 << 10, 80));
     write_big_file(src("sparse"), 2 * kMiB, 81);
     write_big_file(src("shrinks"), 1 * kMiB, 82);
+    ASSERT_TRUE(start_all());
+    ASSERT_EQ(wait_converged(), "");
+  }
+
+  // Fills dir's disk, changes everything, and waits until `name` waits for space; returns the
+  // filler to remove.
+  std::string fill_and_change(const std::string& dir, const std::string& name) {
+    std::string filler = fill(dir);
+    change_everything();
+    if (!HasFatalFailure()) EXPECT_TRUE(wait_waiting_for_space(name));
+    return filler;
   }
 
  private:
@@ -207,16 +221,10 @@ TEST_F(DiskFullTest, RunsThatFailWhileTheCatalogsDiskIsFullStayInTheHistory) {
 }
 
 TEST_F(DiskFullTest, DataWrittenWhileTheMirrorsDiskIsFullArrivesOnceSpaceReturns) {
-  mount_tmpfs(state_dir(), "32m");
+  start_on_tmpfs(state_dir(), "32m");
   if (IsSkipped() || HasFatalFailure()) return;
-  make_files();
-  ASSERT_TRUE(start_all());
-  ASSERT_EQ(wait_converged(), "");
-
-  const std::string filler = fill(state_dir());
-  change_everything();
-  if (HasFatalFailure()) return;
-  ASSERT_TRUE(wait_waiting_for_space("backupd"));
+  const std::string filler = fill_and_change(state_dir(), "backupd");
+  if (HasFailure()) return;
   EXPECT_TRUE(backupd()->alive());
   // Each session that failed on the full disk waited for space before the next: the node was
   // not made to resend its batch into the full disk over and over.
@@ -228,16 +236,10 @@ TEST_F(DiskFullTest, DataWrittenWhileTheMirrorsDiskIsFullArrivesOnceSpaceReturns
 
 TEST_F(DiskFullTest, AReplicasFullDiskHoldsBackThatReplicaOnly) {
   // Room for placement to choose it: the volume plus placement's kMinFreeBytes (64 MiB).
-  mount_tmpfs(replica_root(0), "96m");
+  start_on_tmpfs(replica_root(0), "96m");
   if (IsSkipped() || HasFatalFailure()) return;
-  make_files();
-  ASSERT_TRUE(start_all());
-  ASSERT_EQ(wait_converged(), "");
-
-  const std::string filler = fill(replica_root(0));
-  change_everything();
-  if (HasFatalFailure()) return;
-  ASSERT_TRUE(wait_waiting_for_space("r1"));
+  const std::string filler = fill_and_change(replica_root(0), "r1");
+  if (HasFailure()) return;
   // The mirror and the other replica keep up meanwhile.
   std::string diff;
   testutil::wait_until(
@@ -257,11 +259,8 @@ TEST_F(DiskFullTest, AReplicasFullDiskHoldsBackThatReplicaOnly) {
 }
 
 TEST_F(DiskFullTest, TheApplicationsFullDiskIsTheApplicationsErrorAndCopiesFollowWhatSucceeded) {
-  mount_tmpfs(src(), "16m");
+  start_on_tmpfs(src(), "16m");
   if (IsSkipped() || HasFatalFailure()) return;
-  make_files();
-  ASSERT_TRUE(start_all());
-  ASSERT_EQ(wait_converged(), "");
 
   // A file grows through the mount until the application's disk is full: ENOSPC, as without
   // backupfs, after a last short write or none.
