@@ -252,7 +252,8 @@ void Link::serve(AttachedNode node) {
   }
   // A session that committed something ended by chance (a node restarting, a cut): try again
   // soon, 100 ms then doubling, so a restarted node is back within a fraction of a second. One
-  // that committed nothing (the node keeps closing, the disk is full) keeps backing off.
+  // that committed nothing (the node keeps closing) keeps backing off. One that failed on our
+  // own full disk waits for space instead (full_disk.h).
   if (committed() != committed_before) backoff_.reset();
   if (stopping_) return;
   if (is_disk_full(end.code)) {
