@@ -11,15 +11,15 @@
 // backoff (common/backoff.h: every 100 ms for the first 5 s of an outage, so a restarted backupd
 // has its replicas back within 100 ms of listening, then doubling to 1 s; a fresh outage once a
 // session made progress), and each distinct failure is logged once at warn level, naming the
-// server, so a server that is down for an hour costs one line, not thousands. A session that
-// ended because ROOT's disk is full is not retried on that schedule: the loop waits until space
-// is freed (common/full_disk.h), or kFullDiskRecheck, so a full disk costs no resent batches.
-// The instance is a random number drawn at start, only to tell processes apart in backupd's
-// log: where each volume resumes is the trees' own business (their Position, kept on disk, so a
-// restart resumes too). Signals are taken by a dedicated thread with sigtimedwait(), which shuts every current
-// socket down so each session blocked in recv ends at once, and wakes the backoff sleeps; while
-// it waits, that thread also rewrites ROOT/.stats.json when due (the Monitor's figures, read
-// without the sessions).
+// server, so a server that is down for an hour costs one line, not thousands. A session that ended
+// because ROOT's disk is full is not retried on that schedule: the loop waits until space is freed
+// (common/full_disk.h), or kFullDiskRecheck, so a full disk costs no resent batches. The instance
+// is a random number drawn at start, only to tell processes apart in backupd's log: where each
+// volume resumes is the trees' own business (their Position, kept on disk, so a restart resumes
+// too). Signals are taken by a dedicated thread with sigtimedwait(), which shuts every current
+// socket down so each session blocked in recv ends at once, and wakes the backoff sleeps; while it
+// waits, that thread also rewrites ROOT/.stats.json when due (the Monitor's figures, read without
+// the sessions).
 #include "replicator/replicator.h"
 
 #include <fcntl.h>
