@@ -2,6 +2,7 @@
 #include "common/metrics.h"
 
 #include <dirent.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -70,6 +71,19 @@ std::string Exposition::text() const {
     for (const auto& s : f.samples) out += s + '\n';
   }
   return out;
+}
+
+void add_filesystem_metrics(Exposition& out, std::string_view prefix, const std::string& path,
+                            std::string_view what) {
+  struct statvfs fs{};
+  if (::statvfs(path.c_str(), &fs) != 0) return;
+  const auto unit = static_cast<double>(fs.f_frsize);
+  out.gauge(fmt::format("{}_filesystem_size_bytes", prefix),
+            fmt::format("Size of the filesystem that holds {}.", what), {},
+            static_cast<double>(fs.f_blocks) * unit);
+  out.gauge(fmt::format("{}_filesystem_avail_bytes", prefix),
+            fmt::format("Bytes that can still be written on the filesystem that holds {}.", what),
+            {}, static_cast<double>(fs.f_bavail) * unit);
 }
 
 void add_process_metrics(Exposition& out) {

@@ -45,6 +45,12 @@ class Exposition {
 // process_start_time_seconds, from /proc/self.
 void add_process_metrics(Exposition& out);
 
+// PREFIX_filesystem_size_bytes and PREFIX_filesystem_avail_bytes (what a writer without root's
+// reserve may still write) of the filesystem holding path, described as holding `what`; nothing
+// if statvfs fails.
+void add_filesystem_metrics(Exposition& out, std::string_view prefix, const std::string& path,
+                            std::string_view what);
+
 // The content type of text().
 constexpr const char* kContentType = "text/plain; version=0.0.4; charset=utf-8";
 

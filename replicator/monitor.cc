@@ -9,7 +9,6 @@
 // runs out.
 #include "replicator/monitor.h"
 
-#include <sys/statvfs.h>
 
 #include <cstdlib>
 
@@ -120,14 +119,7 @@ std::string Monitor::metrics_text() const {
       }
     }
   }
-  struct statvfs fs{};
-  if (::statvfs(root_.c_str(), &fs) == 0) {
-    m.gauge("replicator_filesystem_size_bytes", "Size of the filesystem that holds --root.", {},
-            static_cast<double>(fs.f_blocks) * static_cast<double>(fs.f_frsize));
-    m.gauge("replicator_filesystem_avail_bytes",
-            "Bytes the replicator can still write on the filesystem that holds --root.", {},
-            static_cast<double>(fs.f_bavail) * static_cast<double>(fs.f_frsize));
-  }
+  metrics::add_filesystem_metrics(m, "replicator", root_, "--root");
   metrics::add_process_metrics(m);
   return m.text();
 }

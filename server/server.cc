@@ -494,7 +494,8 @@ class Server {
   void start_web_if_asked() {
     if (!settings_.http_listen) return;
     net::HostPort bound;
-    auto web = start_web(*settings_.http_listen, *registry_, started_ms_, &bound);
+    auto web = start_web(*settings_.http_listen, *registry_, started_ms_, settings_.state_dir,
+                         &bound);
     if (!web) {
       log::error("status page and metrics: {}; backups go on without them",
                  web.error().message);

@@ -47,7 +47,7 @@ nlohmann::json status_document(Registry& registry, int64_t now_ms, int64_t start
               {"replicators", replicators_json(registry.hub())}};
 }
 
-std::string metrics_text(Registry& registry, int64_t now_ms) {
+std::string metrics_text(Registry& registry, int64_t now_ms, const std::string& state_dir) {
   metrics::Exposition m;
   const double now_s = static_cast<double>(now_ms) / 1e3;
   const auto views = registry.status();
@@ -161,20 +161,24 @@ std::string metrics_text(Registry& registry, int64_t now_ms) {
             "Smoothed round trip to the replicator, as placement weighs it.", l,
             r.usage.rtt_ms / 1e3);
   }
+  metrics::add_filesystem_metrics(m, "backupd", state_dir,
+                                  "the state directory (mirrors, snapshots, catalog)");
   metrics::add_process_metrics(m);
   return m.text();
 }
 
 Result<std::unique_ptr<net::HttpServer>> start_web(const net::HostPort& where, Registry& registry,
-                                                   int64_t started_ms, net::HostPort* bound) {
+                                                   int64_t started_ms, const std::string& state_dir,
+                                                   net::HostPort* bound) {
   std::map<std::string, net::HttpServer::Handler> routes;
   routes["/"] = [] { return net::HttpResponse{200, "text/html; charset=utf-8", kWebPage}; };
   routes["/api/status"] = [&registry, started_ms] {
     return net::HttpResponse{200, "application/json",
                              dump_json(status_document(registry, wall_ms(), started_ms))};
   };
-  routes["/metrics"] = [&registry] {
-    return net::HttpResponse{200, metrics::kContentType, metrics_text(registry, wall_ms())};
+  routes["/metrics"] = [&registry, state_dir] {
+    return net::HttpResponse{200, metrics::kContentType,
+                             metrics_text(registry, wall_ms(), state_dir)};
   };
   return net::HttpServer::start(where, std::move(routes), bound);
 }

@@ -25,11 +25,12 @@ namespace bkp::server {
 
 // The /api/status document at now_ms; started_ms: when backupd started.
 nlohmann::json status_document(Registry& registry, int64_t now_ms, int64_t started_ms);
-// The /metrics text at now_ms.
-std::string metrics_text(Registry& registry, int64_t now_ms);
+// The /metrics text at now_ms; state_dir: backupd's, whose filesystem's room it reports.
+std::string metrics_text(Registry& registry, int64_t now_ms, const std::string& state_dir);
 
 // Serves the three endpoints on where until destroyed; *bound: the address it listens on.
 Result<std::unique_ptr<net::HttpServer>> start_web(const net::HostPort& where, Registry& registry,
-                                                   int64_t started_ms, net::HostPort* bound);
+                                                   int64_t started_ms, const std::string& state_dir,
+                                                   net::HostPort* bound);
 
 }  // namespace bkp::server

@@ -114,6 +114,9 @@ TEST_F(WebTest, MetricsPassPromtoolAndFollowAStoppedReplica) {
   EXPECT_GE(sample("backupd_volume_ingest_bytes_total", vol), 4.0 * kMiB);
   EXPECT_EQ(sample("backupd_replica_lag_bytes", r1), 0);
   EXPECT_GT(sample("process_resident_memory_bytes", ""), 0);
+  EXPECT_GT(sample("backupd_filesystem_avail_bytes", ""), 0) << *text;
+  EXPECT_GE(sample("backupd_filesystem_size_bytes", ""),
+            sample("backupd_filesystem_avail_bytes", ""));
 
   // Replicator r1 stopped while the source changes: its lag shows and it is no current copy.
   replicator(0)->signal(SIGSTOP);
