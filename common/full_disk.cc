@@ -6,27 +6,24 @@
 #include <sys/statvfs.h>
 
 #include <cerrno>
-#include <optional>
 
 namespace bkp {
-namespace {
-
-std::optional<uint64_t> free_bytes(const std::string& path) {
-  struct statvfs fs{};
-  if (::statvfs(path.c_str(), &fs) != 0) return std::nullopt;
-  return static_cast<uint64_t>(fs.f_bfree) * fs.f_frsize;
-}
-
-}  // namespace
 
 bool is_disk_full(int code) { return code == ENOSPC || code == EDQUOT; }
 
+std::optional<FullDisk::Room> FullDisk::room_of(const std::string& path) {
+  struct statvfs fs{};
+  if (::statvfs(path.c_str(), &fs) != 0) return std::nullopt;
+  return Room{static_cast<uint64_t>(fs.f_bfree) * fs.f_frsize, static_cast<uint64_t>(fs.f_ffree)};
+}
+
 FullDisk::FullDisk(std::string path)
-    : path_(std::move(path)), at_failure_(free_bytes(path_).value_or(0)) {}
+    : path_(std::move(path)), at_failure_(room_of(path_).value_or(Room{})) {}
 
 bool FullDisk::space_back() const {
-  auto now = free_bytes(path_);
-  return now && *now >= at_failure_ + kSpaceBack;
+  const auto now = room_of(path_);
+  return now && (now->bytes >= at_failure_.bytes + kSpaceBack ||
+                 now->inodes >= at_failure_.inodes + kInodesBack);
 }
 
 bool FullDisk::wait(std::unique_lock<std::mutex>& lock, std::condition_variable& cv,

@@ -1,5 +1,6 @@
 // FullDisk: a real full filesystem (a small tmpfs this test mounts; skipped where it cannot),
-// so "space back" is what statvfs reports after a filler file is removed, not a mock.
+// full of bytes or out of inodes, so "space back" is what statvfs reports after files are
+// removed, not a mock.
 #include <fcntl.h>
 #include <sys/mount.h>
 #include <unistd.h>
@@ -21,8 +22,11 @@ using namespace std::chrono_literals;
 
 class FullDiskTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    if (::mount("tmpfs", dir_.c_str(), "tmpfs", MS_NOSUID | MS_NODEV, "size=4m") != 0) {
+  // A tmpfs of 4 MiB and 1,000 inodes, filled with one file.
+  void SetUp() override { mount_and_fill("size=4m,nr_inodes=1000"); }
+
+  void mount_and_fill(const char* options) {
+    if (::mount("tmpfs", dir_.c_str(), "tmpfs", MS_NOSUID | MS_NODEV, options) != 0) {
       GTEST_SKIP() << "cannot mount a tmpfs at " << dir_ << ": " << std::strerror(errno);
     }
     mounted_ = true;
@@ -33,6 +37,18 @@ class FullDiskTest : public ::testing::Test {
     }
     ASSERT_EQ(errno, ENOSPC);
   }
+
+  // Creates empty files until the filesystem has no inode left; returns how many.
+  int use_up_inodes() {
+    for (int i = 0;; ++i) {
+      UniqueFd fd(open(name(i).c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600));
+      if (!fd) {
+        EXPECT_EQ(errno, ENOSPC) << std::strerror(errno);
+        return i;
+      }
+    }
+  }
+  std::string name(int i) const { return dir_ + "/f" + std::to_string(i); }
   void TearDown() override {
     if (mounted_ && ::umount(dir_.c_str()) != 0) ::umount2(dir_.c_str(), MNT_DETACH);
   }
@@ -61,6 +77,20 @@ TEST_F(FullDiskTest, SpaceIsBackOnceAFileIsRemovedNotBefore) {
   EXPECT_TRUE(disk.space_back());
   std::unique_lock lock(mu_);
   EXPECT_TRUE(disk.wait(lock, cv_, [] { return false; }, std::chrono::hours(1)));
+}
+
+TEST_F(FullDiskTest, FreedInodesAreSpaceBackTooThoughHardlyAByteIsFreed) {
+  ASSERT_EQ(unlink(filler().c_str()), 0) << std::strerror(errno);  // bytes are not the limit
+  const int files = use_up_inodes();
+  ASSERT_GT(files, static_cast<int>(FullDisk::kInodesBack));
+  FullDisk disk(dir_);
+  EXPECT_FALSE(disk.space_back());
+  for (int i = 0; i < static_cast<int>(FullDisk::kInodesBack) - 1; ++i) {
+    ASSERT_EQ(unlink(name(i).c_str()), 0) << std::strerror(errno);
+  }
+  EXPECT_FALSE(disk.space_back());  // empty files: no byte freed, one inode short
+  ASSERT_EQ(unlink(name(static_cast<int>(FullDisk::kInodesBack) - 1).c_str()), 0);
+  EXPECT_TRUE(disk.space_back());
 }
 
 TEST_F(FullDiskTest, AWaitEndsOnStopOrAfterTheLongestWaitWithoutSpace) {
