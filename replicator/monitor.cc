@@ -9,7 +9,6 @@
 // runs out.
 #include "replicator/monitor.h"
 
-
 #include <cstdlib>
 
 #include "common/clock.h"
