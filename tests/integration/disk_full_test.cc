@@ -64,8 +64,7 @@ class DiskFullTest : public ControlTest {
     }
     tmpfs_.push_back(dir);
     for (const auto& e : std::filesystem::directory_iterator(saved)) {
-      std::filesystem::copy_file(e.path(), std::filesystem::path(dir) / e.path().filename(),
-                                 std::filesystem::copy_options::copy_symlinks);
+      std::filesystem::copy_file(e.path(), std::filesystem::path(dir) / e.path().filename());
     }
   }
 
