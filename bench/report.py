@@ -288,6 +288,11 @@ def build(t):
                          ("backupfs CPU {}", "srv.cpu.backupfs.r0", "s"),
                          ("backupd CPU {}", "srv.cpu.backupd.r0", "s"),
                          ("dataset {}", "dataset.bytes", "bytes")]))
+    for tool, how in (("cp", "cp -a"), ("rsync", "rsync -a")):
+        t.value(f"local copy of the dataset, cold, on the same disk: {how} + sync",
+                f"srv.copy.{tool}", "s", note=t.note([("{}", f"srv.copy.{tool}.mibs", "MiB/s")]))
+        t.ratio(f"ingest, no replica / {how} + sync (MiB/s over MiB/s)", "srv.copy." + tool,
+                "srv.mirror.r0")
     for n in (1, 2):
         t.value(f"ingest with {n} replica(s), to the mirror", f"srv.ingest.r{n}", "MiB/s",
                 note=t.note([("backupd CPU {}", f"srv.cpu.backupd.r{n}", "s")]))

@@ -13,6 +13,11 @@
 #   TLS cost          the runs with no and with 2 replicas again with TLS off on every daemon
 #                     (BENCH_TLS=0, srv.notls.*), in the same round: ingest and time to all
 #                     replicas with TLS / without
+#   local copy        the same dataset, cold, copied on the same disk by `cp -a` and by
+#                     `rsync -a` (two processes and a pipe, as a node and backupd), each followed
+#                     by `sync -f` (backupd's mirror is durable when it is acknowledged), in the
+#                     same round: what this machine's disk and cores give a local copy, against
+#                     which ingest is also reported as a ratio (srv.copy.*)
 #
 # Diagnostic (unless --no-diagnostics): each round then repeats the three runs with backupd's
 # state directory and the replicas' roots on a tmpfs (the dataset itself stays on disk and is
@@ -40,6 +45,7 @@ server_section() {
       server_run "$nrep" "$root" srv
     done
     if ((ROUND % 2 == 1)); then server_notls_runs "$root"; fi
+    server_copy_runs "$root"
     if [[ -n $tmpfs ]]; then
       for nrep in 0 1 2; do
         log "server: round $ROUND, baseline with $nrep replica(s), state and replicas on tmpfs"
@@ -58,6 +64,30 @@ server_notls_runs() {
   for nrep in 0 2; do
     log "server: round $ROUND, baseline with $nrep replica(s), TLS off"
     BENCH_TLS=0 server_run "$nrep" "$1" srv.notls
+  done
+}
+
+# The local-copy baselines: the dataset copied cold on the same disk, then the filesystem synced.
+server_copy_runs() {
+  local tool dst t0 s
+  for tool in cp rsync; do
+    if ! have "$tool"; then
+      record_skip "srv.copy.$tool" "skipped: $tool not installed (apt-get install $tool)"
+      continue
+    fi
+    dst=$1/copy-$ROUND-$tool
+    log "server: round $ROUND, local copy of the dataset with $tool"
+    drop_caches
+    t0=$(now)
+    case $tool in
+      cp) cp -a "$DATA/." "$dst" ;;
+      rsync) rsync -a "$DATA/" "$dst/" ;;
+    esac || die "server: $tool of the dataset failed"
+    sync -f "$dst"
+    s=$(calc "$(now) - $t0")
+    record "srv.copy.$tool" "$s"
+    record "srv.copy.$tool.mibs" "$(calc "$DATA_BYTES / 1048576 / $s")"
+    free_space "$dst"
   done
 }
 
