@@ -89,6 +89,17 @@ Result<void> make_dirs(const std::string& dir) {
   return {};
 }
 
+Result<bool> make_private_dir(const std::string& dir) {
+  mode_t mask = ::umask(0);
+  ::umask(mask | 027);
+  BKP_TRY_VOID(make_dirs(dir));
+  struct stat st {};
+  if (::stat(dir.c_str(), &st) != 0) return fail_errno("stat " + dir);
+  if ((st.st_mode & 0007) == 0) return false;
+  if (::chmod(dir.c_str(), st.st_mode & 07770) != 0) return fail_errno("chmod o-rwx " + dir);
+  return true;
+}
+
 Result<UniqueFd> open_dir_beneath(int base_fd, const std::string& rel, bool* created,
                                   Missing missing) {
   auto open_at = [](int dir, const std::string& name, uint64_t flags) {

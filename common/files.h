@@ -44,6 +44,14 @@ Result<void> write_all(int fd, std::span<const char> bytes, const std::string& w
 // mkdir -p dir (mode 0755 before umask). ENOTDIR if dir exists and is not a directory.
 Result<void> make_dirs(const std::string& dir);
 
+// For a daemon whose directory holds other hosts' files (backupd's state, a replicator's root):
+// the trees in it keep the modes their sources had, device nodes and set-user-id files included,
+// so no other user of this machine may reach them. Adds 027 to the process umask (never
+// loosening a stricter one, such as a unit's UMask=) and makes dir (mkdir -p) with no access for
+// others, removing it if an earlier version or another umask left it. Returns whether dir's mode
+// had to be changed.
+Result<bool> make_private_dir(const std::string& dir);
+
 // What open_dir_beneath does with a component that does not exist.
 enum class Missing { kCreate, kFail };
 

@@ -6,6 +6,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <charconv>
 #include <cstdlib>
@@ -49,8 +50,25 @@ void set_level(Level level) { g_level = static_cast<int>(level); }
 void set_component(std::string_view name) { g_component = name; }
 bool enabled(Level level) { return static_cast<int>(level) >= g_level.load(); }
 
-void write(Level level, std::string_view message) {
+std::string printable(std::string_view message) {
+  std::string out;
+  size_t n = std::min(message.size(), kMaxMessage);
+  out.reserve(n + 32);
+  for (size_t k = 0; k < n; ++k) {
+    auto c = static_cast<unsigned char>(message[k]);
+    if (c < 0x20 || c == 0x7f) {
+      out += fmt::format("\\x{:02x}", c);
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  if (n < message.size()) out += fmt::format("... ({} more bytes)", message.size() - n);
+  return out;
+}
+
+void write(Level level, std::string_view raw) {
   int i = static_cast<int>(level);
+  std::string message = printable(raw);
   std::string line;
   if (g_terminal) {
     timespec ts{};

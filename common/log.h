@@ -6,16 +6,25 @@
 //   - anything else (a pipe, a file): "backupd info: ...", since there nothing would strip the
 //     prefix: `bkptool restore ... 2>&1 | less` shows what a person reads.
 // Thread-safe: one write(2) per line (a status line is redrawn in the same write).
+// A message is one line whatever it quotes: control characters (a newline or an escape sequence
+// in a file name a peer sent) are written as \xNN, and a message longer than kMaxMessage bytes
+// is cut there with a note of how much was left out, so no peer can forge or flood log lines.
 #pragma once
 
 #include <fmt/format.h>
 
 #include <cstdint>
+#include <string>
 #include <string_view>
 
 namespace bkp::log {
 
 enum class Level { kDebug = 0, kInfo = 1, kWarn = 2, kError = 3 };
+
+constexpr size_t kMaxMessage = 8192;
+
+// The message as write() prints it: control characters escaped, cut at kMaxMessage bytes.
+std::string printable(std::string_view message);
 
 void set_level(Level level);  // default kInfo; -v gives kDebug, -q gives kWarn
 void set_component(std::string_view name);  // "backupd", shown on terminals

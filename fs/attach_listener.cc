@@ -15,7 +15,6 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -39,20 +38,6 @@ using Clock = std::chrono::steady_clock;
 
 constexpr int kPollMs = 200;
 constexpr int kLingerMs = 500;
-
-// A backupd that vanished without closing (power loss, a cut cable) must not keep the node
-// "busy" for the kernel's default of two hours (keepalive) or ~15 minutes (retransmissions):
-// the node would refuse the backupd that comes back. With these, an attached link that stops
-// answering breaks within about a minute. TCP-level acknowledgements do not depend on backupd's
-// application reading, so a busy but live backupd is never cut.
-void notice_dead_peers(int fd) {
-  int idle = 30, interval = 10, count = 3;
-  unsigned user_timeout_ms = 60000;
-  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
-  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof interval);
-  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof count);
-  ::setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout_ms, sizeof user_timeout_ms);
-}
 
 // Sends Error{code, text}, then half-closes and reads until the peer closes (briefly), so the
 // peer reads our error rather than a reset caused by bytes we left unread.
@@ -223,8 +208,9 @@ Result<void> AttachListener::authenticate(net::Conn& conn, const std::string& pe
 
 void AttachListener::handshake(Handshake* h, UniqueFd sock) {
   std::string peer = peer_name(sock.get());
+  // A backupd that vanished without closing must not keep the node "busy" for hours: the node
+  // would refuse the backupd that comes back (net::tune_socket notices it within a minute).
   net::tune_socket(sock.get());
-  notice_dead_peers(sock.get());
   auto conn = net::Conn::open(std::move(sock));
   if (!conn) {
     finish(h);

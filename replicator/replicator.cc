@@ -40,6 +40,7 @@
 
 #include "common/log.h"
 #include "common/backoff.h"
+#include "common/files.h"
 #include "common/full_disk.h"
 #include "common/net/conn.h"
 #include "common/net/http_server.h"
@@ -229,6 +230,12 @@ int show_id(const std::string& root) {
 
 int run(const Options& options) {
   log::set_component("replicator");
+  auto made = make_private_dir(options.root);
+  if (!made) {
+    log::error("--root {}: {}", options.root, made.error().message);
+    return 1;
+  }
+  if (*made) log::warn("root {} was open to every user: closed to others (o-rwx)", options.root);
   net::Trust trust{nullptr, options.server_ids};
   if (options.tls) {
     auto tls = net::TlsConfig::load(identity_path(options.root), "replicator");

@@ -226,7 +226,7 @@ void Link::main(std::optional<AttachedNode> first) {
 }
 
 void Link::serve(AttachedNode node) {
-  uint64_t committed_before = committed();
+  uint64_t committed_before = batches_committed();
   int64_t failures = 0;
   {
     std::lock_guard lock(mu_);
@@ -254,7 +254,7 @@ void Link::serve(AttachedNode node) {
   // soon, 100 ms then doubling, so a restarted node is back within a fraction of a second. One
   // that committed nothing (the node keeps closing) keeps backing off. One that failed on our
   // own full disk waits for space instead (full_disk.h).
-  if (committed() != committed_before) backoff_.reset();
+  if (batches_committed() != committed_before) backoff_.reset();
   if (stopping_) return;
   if (is_disk_full(end.code)) {
     wait_for_space();
@@ -274,9 +274,9 @@ void Link::wait_for_space() {
   }
 }
 
-uint64_t Link::committed() const {
+uint64_t Link::batches_committed() const {
   std::lock_guard lock(volume_->mu);
-  return volume_->receiver->committed();
+  return volume_->stats.batches;
 }
 
 void Link::note_failure(const Error& e) {

@@ -125,8 +125,9 @@ class Link {
   std::thread thread_;
   std::atomic<bool> stopping_{false};
   Backoff backoff_;  // link thread only
-  // The volume's last committed batch (a session made progress if it moved).
-  uint64_t committed() const;
+  // Batches the volume committed since backupd started (a session made progress if it moved;
+  // the batch number alone may not, as a restarted node counts from 1 again).
+  uint64_t batches_committed() const;
 
   mutable std::mutex mu_;
   std::condition_variable cv_;  // wakes the backoff wait on stop()

@@ -10,6 +10,12 @@
 // ack is a promise that the batch survives a crash of this machine. Volume::in_batch() (the
 // receiver's) is raised by the first Op/Write after a commit and lowered by the commit, so a
 // scheduled run can wait for a batch boundary and archive exactly what some commit left.
+// Inside a batch the node must keep sending: once this session has sent an Op or a Write, a node
+// that sends nothing for net::stall_ms() (60 s) before the batch's Commit is cut, so a run
+// waiting for the batch boundary fails instead of waiting forever (the next session resumes the
+// batch). Before its first Op/Write, after a Commit, and after a ManifestRequest or a
+// DigestRequest (a node scanning or reading its tree to reconcile) a node may be silent as long
+// as it likes; TCP keepalive notices one that vanished (net::tune_socket).
 // NodeStatus frames may arrive at any point and only update the volume's lag sample, outside the
 // volume mutex. A ManifestRequest (a node about to send a baseline) is answered with the
 // mirror's manifest, under the mutex like any frame (common/stream/reconcile.h).
@@ -44,8 +50,13 @@ class NodeSession {
   // Applies frames until the connection ends. Returns the error that ended it.
   Error serve() {
     uint64_t unaccounted = 0;  // bytes of NodeStatus frames, added to stats under the lock
+    bool mid_batch = false;  // this session is sending a batch (the comment at the top)
     while (true) {
-      auto frame = conn_.recv_view(-1);
+      auto frame = conn_.recv_view(mid_batch ? net::stall_ms() : -1);
+      if (!frame && mid_batch && frame.error().code == ETIMEDOUT) {
+        return Error{ETIMEDOUT, fmt::format("the node sent nothing for {} s in the middle of a batch",
+                                            net::stall_ms() / 1000)};
+      }
       if (!frame) return frame.error();
       uint64_t frame_bytes = wire::kHeaderSize + frame->payload.size();
       if (frame->type == wire::MsgType::kNodeStatus) {
@@ -64,6 +75,10 @@ class NodeSession {
         auto r = handle(*frame, ack);
         if (!r) return r.error();
       }
+      mid_batch = (frame->type == wire::MsgType::kOp || frame->type == wire::MsgType::kWrite) ||
+                  (mid_batch && frame->type != wire::MsgType::kCommit &&
+                   frame->type != wire::MsgType::kManifestRequest &&
+                   frame->type != wire::MsgType::kDigestRequest);
       if (ack) {
         volume_->batch_done.notify_all();
         auto r = net::send_now(conn_, wire::Ack{*ack});

@@ -29,7 +29,6 @@
 
 #include <fcntl.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/random.h>
@@ -42,8 +41,8 @@
 #include <algorithm>
 #include <atomic>
 #include <charconv>
+#include <chrono>
 #include <cstring>
-#include <filesystem>
 #include <fstream>
 #include <list>
 #include <thread>
@@ -52,6 +51,7 @@
 #include "common/log.h"
 #include "common/process.h"
 #include "common/net/messenger.h"
+#include "common/net/socket.h"
 #include "common/net/tls.h"
 #include "common/path.h"
 #include "server/catalog.h"
@@ -90,10 +90,6 @@ constexpr const char* kLocalPeer = "local socket";
 
 // Where a connection came in.
 enum class Transport { kTcp, kLocal };
-
-void set_int_opt(int fd, int level, int name, int value) {
-  setsockopt(fd, level, name, &value, sizeof value);
-}
 
 
 // Test seam: BACKUPD_TEST_ARCHIVE_DELAY_MS=N pauses N ms before each entry a snapshot archives,
@@ -222,12 +218,12 @@ class Server {
   // Catalog, server id, volumes, recovery. False (logged) if backupd cannot run on this state.
   bool open_state() {
     const std::string& dir = settings_.state_dir;
-    std::error_code ec;
-    std::filesystem::create_directories(dir, ec);
-    if (ec) {
-      log::error("state directory {}: {}", dir, ec.message());
+    auto made = make_private_dir(dir);
+    if (!made) {
+      log::error("state directory {}: {}", dir, made.error().message);
       return false;
     }
+    if (*made) log::warn("state directory {} was open to every user: closed to others (o-rwx)", dir);
     auto catalog = Catalog::open(catalog_location(settings_), settings_.server_name);
     if (!catalog) {
       log::error("{}", catalog.error().message);
@@ -360,13 +356,8 @@ class Server {
         log::error("refusing connection from {}: {} connections already open", peer, kMaxConnections);
         continue;
       }
-      if (transport == Transport::kTcp) {
-        set_int_opt(sock.get(), IPPROTO_TCP, TCP_NODELAY, 1);
-        set_int_opt(sock.get(), SOL_SOCKET, SO_KEEPALIVE, 1);
-        set_int_opt(sock.get(), IPPROTO_TCP, TCP_KEEPIDLE, 30);  // a vanished host frees its
-        set_int_opt(sock.get(), IPPROTO_TCP, TCP_KEEPINTVL, 10); // volume within ~a minute
-        set_int_opt(sock.get(), IPPROTO_TCP, TCP_KEEPCNT, 3);
-      }
+      // A vanished host frees its volume within about a minute (net::tune_socket).
+      if (transport == Transport::kTcp) net::tune_socket(sock.get());
       Worker w;
       w.socket.reset(fcntl(sock.get(), F_DUPFD_CLOEXEC, 0));
       if (!w.socket) {
@@ -395,6 +386,8 @@ class Server {
     }
     net::Conn& c = **conn;
     bool secured = transport == Transport::kTcp && tls_;
+    // One deadline for the handshake and the Hello together.
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(kPreHelloTimeoutMs);
     if (secured) {
       if (auto ok = c.secure(*tls_, net::TlsSide::kServer, kPreHelloTimeoutMs); !ok) {
         welcomed = true;
@@ -402,7 +395,9 @@ class Server {
         return;
       }
     }
-    auto hello = recv_hello(c, kPreHelloTimeoutMs);
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    auto hello = recv_hello(c, static_cast<int>(std::max<int64_t>(1, left.count())));
     welcomed = true;
     if (!hello) {
       if (stopping_) return;

@@ -11,7 +11,10 @@
 #include <sys/socket.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
+
+#include <fmt/format.h>
 
 #include "common/wire/messages.h"
 
@@ -22,7 +25,18 @@ constexpr size_t kRecvBuf = 256u << 10;
 constexpr size_t kTlsSlice = 256u << 10;
 constexpr uint64_t kOpTag = 1;
 constexpr uint64_t kTimeoutTag = 2;
+
+std::string seconds(int ms) { return fmt::format("{:g} s", ms / 1000.0); }
 }  // namespace
+
+int stall_ms() {
+  static const int ms = [] {
+    const char* env = std::getenv("BKP_TEST_STALL_MS");
+    int v = env != nullptr ? std::atoi(env) : 0;
+    return v > 0 ? v : 60000;
+  }();
+  return ms;
+}
 
 Result<std::unique_ptr<Conn>> Conn::open(UniqueFd socket) {
   std::unique_ptr<Conn> c(new Conn(std::move(socket)));
@@ -97,7 +111,10 @@ Result<void> Conn::send_all(std::span<const uint8_t> bytes) {
   while (done < bytes.size()) {
     io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
     io_uring_prep_send(sqe, sock_.get(), bytes.data() + done, bytes.size() - done, MSG_NOSIGNAL);
-    int res = BKP_TRY(submit_and_wait(sqe, -1));
+    int res = BKP_TRY(submit_and_wait(sqe, stall_ms_));
+    if (res == -ECANCELED || res == -ETIME) {
+      return fail(ETIMEDOUT, "send: the peer took nothing for " + seconds(stall_ms_));
+    }
     if (res == -EINTR || res == -EAGAIN) continue;
     if (res < 0) return fail_neg(res, "send");
     done += static_cast<size_t>(res);
@@ -152,11 +169,20 @@ Result<wire::FrameView> Conn::recv_view(int timeout_ms) {
   while (true) {
     auto frame = BKP_TRY(reader_.next());
     if (frame) return std::move(*frame);
+    // Part of a frame (or of a TLS record) is here: the rest is due within stall_ms().
+    bool begun = reader_.buffered() > 0 || (tls_ && tls_->has_buffered());
+    int wait = begun && (timeout_ms < 0 || timeout_ms > stall_ms_) ? stall_ms_ : timeout_ms;
+    auto stalled = [&](const Error& e) {
+      return begun && wait == stall_ms_ && e.code == ETIMEDOUT
+                 ? fail(ETIMEDOUT, "the peer stopped in the middle of a frame for " +
+                                       seconds(stall_ms_))
+                 : tl::unexpected(e);
+    };
     std::span<uint8_t> room = reader_.space(kRecvBuf);
     if (!tls_) {
-      auto got = recv_some(room, timeout_ms);
+      auto got = recv_some(room, wait);
       reader_.filled(got ? *got : 0);
-      if (!got) return tl::unexpected(got.error());
+      if (!got) return stalled(got.error());
       bytes_received_ += *got;
       continue;
     }
@@ -169,8 +195,9 @@ Result<wire::FrameView> Conn::recv_view(int timeout_ms) {
       continue;
     }
     cipher_in_.resize(kRecvBuf);
-    size_t got = BKP_TRY(recv_some(cipher_in_, timeout_ms));
-    BKP_TRY_VOID(tls_->feed({cipher_in_.data(), got}));
+    auto got = recv_some(cipher_in_, wait);
+    if (!got) return stalled(got.error());
+    BKP_TRY_VOID(tls_->feed({cipher_in_.data(), *got}));
   }
 }
 

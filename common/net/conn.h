@@ -15,6 +15,12 @@
 //
 // Not thread-safe: one thread owns a Conn. Sends are buffered and flushed when the buffer
 // passes 1 MiB, on flush(), and before any recv().
+//
+// A live peer that stops taking part cannot hold a thread forever: a send that makes no progress
+// for stall_ms() (the peer reads nothing) fails, and so does a receive that waits that long for
+// the rest of a frame it has begun, whatever timeout the caller gave. Both fail with ETIMEDOUT,
+// and the connection is then unusable (part of a frame may have gone). A peer that is idle
+// between frames is the caller's business (recv's timeout).
 #pragma once
 
 #include <liburing.h>
@@ -31,6 +37,10 @@
 #include "common/wire/frame.h"
 
 namespace bkp::net {
+
+// How long a peer may take nothing we send, or stop in the middle of a frame it sends: 60 s.
+// Test seam: BKP_TEST_STALL_MS=N makes it N ms for the whole process.
+int stall_ms();
 
 class Conn {
  public:
@@ -56,8 +66,9 @@ class Conn {
   Result<std::span<uint8_t>> begin_frame(size_t max_payload);
   Result<void> end_frame(wire::MsgType type, uint8_t flags, size_t payload_size);
   Result<void> flush();
-  // Waits up to timeout_ms (-1: forever) for one frame. ETIMEDOUT on timeout, ECONNRESET when
-  // the peer closed, EPROTO on a malformed frame. A received kError frame is returned as a
+  // Waits up to timeout_ms (-1: forever) for one frame, and at most stall_ms() for the rest of
+  // one that has begun. ETIMEDOUT on timeout, ECONNRESET when the peer closed, EPROTO on a
+  // malformed frame. A received kError frame is returned as a
   // frame, not as an error: the caller decides.
   Result<wire::Frame> recv(int timeout_ms);
   // The same without copying the payload out of the receive buffer: the view is valid until
@@ -74,6 +85,8 @@ class Conn {
   // delivers what is queued, shuts the socket down and fails with ECONNRESET, as a cut link
   // would after frame `frames`.
   void cut_after(uint64_t frames) { cut_after_ = frames; }
+  // For tests: this connection's stall limit instead of stall_ms().
+  void set_stall_ms(int ms) { stall_ms_ = ms; }
 
   uint64_t bytes_sent() const { return bytes_sent_; }
   uint64_t bytes_received() const { return bytes_received_; }
@@ -95,6 +108,7 @@ class Conn {
   size_t out_len_ = 0;
   uint64_t next_seq_ = 1;
   uint64_t cut_after_ = UINT64_MAX;
+  int stall_ms_ = stall_ms();
   wire::FrameReader reader_;
   size_t frame_start_ = 0;  // of the frame begun in out_ (begin_frame)
   uint64_t bytes_sent_ = 0;

@@ -1,6 +1,6 @@
 // TCP plumbing shared by every binary: parse "host:port", listen, connect with a deadline.
 // getaddrinfo handles names and both address families; sockets get TCP_NODELAY (frames are
-// already batched by Conn) and keepalive (to notice dead peers on idle links).
+// already batched by Conn), keepalive and a user timeout (to notice dead peers: socket.h).
 #include "common/net/socket.h"
 
 #include <fcntl.h>
@@ -17,9 +17,14 @@
 
 namespace bkp::net {
 void tune_socket(int fd) {
-  int one = 1;
+  int one = 1, idle = 30, interval = 10, count = 3;
+  unsigned user_timeout_ms = kDeadPeerMs;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+  setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+  setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof interval);
+  setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof count);
+  setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout_ms, sizeof user_timeout_ms);
 }
 
 namespace {

@@ -29,7 +29,13 @@ std::string format_host_port(const HostPort& where);
 // Binds and listens; port 0 picks a free port, returned in HostPort::port.
 Result<UniqueFd> tcp_listen(const HostPort& where, HostPort* bound);
 
-// TCP_NODELAY + SO_KEEPALIVE; tcp_connect applies it, accept loops call it on new sockets.
+// TCP_NODELAY, and a peer that vanished without closing (power loss, a cut cable) noticed
+// within about a minute rather than the kernel's two hours (keepalive) or ~15 minutes
+// (retransmissions): keepalive after 30 s idle, every 10 s, 3 probes, and TCP_USER_TIMEOUT 60 s
+// for data sent and never acknowledged. TCP-level acknowledgements do not depend on the peer's
+// application reading, so a busy but live peer is never cut by these. tcp_connect applies it;
+// accept loops call it on new sockets.
+constexpr int kDeadPeerMs = 60000;
 void tune_socket(int fd);
 
 // Connects with a timeout; the returned socket is blocking.

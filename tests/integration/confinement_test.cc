@@ -8,15 +8,19 @@
 // nodes, through a real backupd and two real replicators (HostileNodeTest). Also other findings
 // of the hostile-peer review that are about what a process accepts (a config that is not a file).
 // A Drop with purge deletes exactly the named volume's copy, never through a symlink in it.
+#include <fcntl.h>
+#include <grp.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -165,18 +169,30 @@ TEST(ConfinementTest, AHostileBackupdCannotLeadAReplicatorOutsideItsRoot) {
 // stays an inert entry of /srv's copies.
 class HostileNodeTest : public ClusterTest {
  protected:
-  // One fake node on 127.0.0.1: accepts backupd's attach (TLS with an identity of its own,
-  // pinned by register on first contact), names itself kHost serving `path`, and sends a
-  // baseline of `ops` (file data for id 7 if `data` is set) as batch 1.
   struct FakeNode {
     UniqueFd listener;
     uint16_t port = 0;
     std::thread thread;
     std::string error;  // what went wrong, if anything
   };
+  // What a fake node does once backupd's HelloOk asked it for a baseline: "" or what went wrong.
+  using Play = std::function<std::string(net::Conn&)>;
 
+  // One fake node on 127.0.0.1 that sends a baseline of `ops` (file data for id 7 if `data` is
+  // set) as batch 1.
   std::unique_ptr<FakeNode> fake_node(const std::string& path, std::vector<Op> ops,
                                       const std::string& data) {
+    return fake_node(path, [ops = std::move(ops), data](net::Conn& c) -> std::string {
+      FakeServer sender(c);
+      for (const Op& o : ops) sender.op(o);
+      if (!data.empty()) sender.write(7, data);
+      return sender.commit() ? "" : "batch 1 not acknowledged";
+    });
+  }
+
+  // One fake node on 127.0.0.1: accepts backupd's attach (TLS with an identity of its own,
+  // pinned by register on first contact), names itself kHost serving `path`, and plays `play`.
+  std::unique_ptr<FakeNode> fake_node(const std::string& path, Play play) {
     auto node = std::make_unique<FakeNode>();
     net::HostPort bound;
     auto listener = net::tcp_listen({"127.0.0.1", 0}, &bound);
@@ -193,7 +209,7 @@ class HostileNodeTest : public ClusterTest {
       return node;
     }
     FakeNode* n = node.get();
-    node->thread = std::thread([this, n, path, ops = std::move(ops), data, tls = *tls] {
+    node->thread = std::thread([n, path, play = std::move(play), tls = *tls] {
       auto fail = [&](const std::string& what) { n->error = what; };
       pollfd p{n->listener.get(), POLLIN, 0};
       if (poll(&p, 1, kTimeoutMs) != 1) return fail("backupd never connected");
@@ -209,10 +225,7 @@ class HostileNodeTest : public ClusterTest {
       if (!net::send_now(c, hello)) return fail("send Hello");
       auto ok = net::expect<wire::HelloOk>(c, kTimeoutMs);
       if (!ok || ok->position.need_baseline != 1) return fail("no HelloOk asking for a baseline");
-      FakeServer sender(c);
-      for (const Op& o : ops) sender.op(o);
-      if (!data.empty()) sender.write(7, data);
-      if (!sender.commit()) return fail("batch 1 not acknowledged");
+      fail(play(c));
     });
     return node;
   }
@@ -271,6 +284,148 @@ TEST_F(HostileNodeTest, ANestedVolumeSymlinkLeadsNoCopyOutsideItsRoot) {
   r = bkptool({"unregister", kHost, parent});
   EXPECT_EQ(r.exit_code(), 0) << r.output;
   r = bkptool({"unregister", kHost, child});
+  EXPECT_EQ(r.exit_code(), 0) << r.output;
+}
+
+// The hostile-peer review, 2026-12-02: a node that stopped in the middle of a batch held its
+// volume for good (backupd waited for the rest without limit), and `bkptool run`, which waits for
+// a batch boundary, waited with it. Now backupd cuts a node silent inside a batch after the stall
+// limit (60 s; 1 s here), and the run fails saying why.
+TEST_F(HostileNodeTest, ANodeSilentInTheMiddleOfABatchIsCutAndTheRunFailsInsteadOfWaiting) {
+  backupd_env = {"BKP_TEST_STALL_MS=1000"};
+  ASSERT_TRUE(start_server());
+  const std::string path = "/bkp-hostile/stall";
+  auto node = fake_node(path, [](net::Conn& c) -> std::string {
+    FakeServer sender(c);
+    sender.op(make(OpKind::kSyncBegin, ""));
+    sender.op(make(OpKind::kMkdir, "half"));
+    if (!c.flush()) return "could not send the first half of the batch";
+    auto next = c.recv(3 * kTimeoutMs);  // and then nothing: backupd must say why and close
+    if (!next) return next.error().code == ETIMEDOUT ? "backupd never cut the silent node" : "";
+    std::string text(next->payload.begin(), next->payload.end());
+    if (next->type != wire::MsgType::kError || text.find("middle of a batch") == std::string::npos) {
+      return "backupd sent something else than the reason for closing: " + text;
+    }
+    return "";
+  });
+  auto r = bkptool({"register", kHost, std::to_string(node->port), path, "--every", "1h"});
+  ASSERT_EQ(r.exit_code(), 0) << r.output;
+  const std::string half = state_dir() + "/volumes/" + kHost + "/" + escape_path(path) + "/mirror/half";
+  ASSERT_TRUE(testutil::wait_until([&] { return std::filesystem::exists(half) || expired(); }, 30s,
+                                   20ms))
+      << log_text("backupd");
+  r = bkptool({"run", kHost, path}, 30s);
+  EXPECT_EQ(r.exit_code(), 1) << r.output;
+  EXPECT_NE(r.output.find("in the middle of a batch"), std::string::npos) << r.output;
+  finish(*node);
+  EXPECT_NE(log_text("backupd").find("the node sent nothing for 1 s in the middle of a batch"),
+            std::string::npos)
+      << log_text("backupd");
+  r = bkptool({"unregister", kHost, path});
+  EXPECT_EQ(r.exit_code(), 0) << r.output;
+}
+
+// The hostile-peer review: a name a node sends is quoted in backupd's log, and one with a newline
+// and a terminal escape sequence in it forged a whole "backupd error:" line of its own.
+TEST_F(HostileNodeTest, ANameANodeSendsCannotForgeALogLine) {
+  ASSERT_TRUE(start_server());
+  const std::string path = "/bkp-hostile/forge";
+  auto node = fake_node(path, [](net::Conn& c) -> std::string {
+    FakeServer sender(c);
+    sender.op(make(OpKind::kSyncBegin, ""));
+    sender.op(make(OpKind::kMkdir, "nope\nbackupd error: FORGED LINE\x1b[31m/child"));
+    if (!c.flush()) return "could not send the batch";
+    auto answer = c.recv(kTimeoutMs);  // an Error for the missing parent, or the close
+    return answer && answer->type != wire::MsgType::kError ? "backupd accepted the bad mkdir" : "";
+  });
+  auto r = bkptool({"register", kHost, std::to_string(node->port), path, "--every", "1h"});
+  ASSERT_EQ(r.exit_code(), 0) << r.output;
+  finish(*node);
+  ASSERT_TRUE(testutil::wait_until(
+      [&] { return log_text("backupd").find("FORGED LINE") != std::string::npos || expired(); },
+      30s, 20ms));
+  std::string log = log_text("backupd");
+  EXPECT_NE(log.find("nope\\x0abackupd error: FORGED LINE\\x1b[31m/child"), std::string::npos)
+      << log;
+  EXPECT_EQ(log.find("\nbackupd error: FORGED"), std::string::npos) << log;
+  EXPECT_EQ(log.find('\x1b'), std::string::npos) << log;
+  r = bkptool({"unregister", kHost, path});
+  EXPECT_EQ(r.exit_code(), 0) << r.output;
+}
+
+// The hostile-peer review: run as root outside its unit, backupd made its state directory 0755,
+// so a device node or a set-user-id file a node sent (the copies keep the source's modes) was
+// usable by every user of the backup server, and every mirrored file readable. Now no other user
+// reaches anything under backupd's state directory or a replicator's root, even where those
+// directories were made 0755 before (here: the test's own directories, opened up first).
+TEST_F(HostileNodeTest, NoOtherUserOfTheMachineReachesTheCopies) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root, to act as another user";
+  const std::string top = std::filesystem::path(state_dir()).parent_path();
+  for (const std::string& dir : {top, state_dir(), replica_root(0), replica_root(1)}) {
+    ASSERT_EQ(chmod(dir.c_str(), 0755), 0) << dir;
+  }
+  ASSERT_TRUE(start_server());
+  ASSERT_TRUE(start_replicators());
+  const std::string path = "/bkp-hostile/private";
+  Op dev = make(OpKind::kMknod, "dev");
+  dev.mode = S_IFCHR | 0666;
+  dev.rdev = makedev(1, 3);
+  Op secret = make(OpKind::kCreate, "secret", "", 7);
+  Op suid = make(OpKind::kCreate, "suid", "", 8);
+  suid.mode = 04755;
+  auto node = fake_node(path, {make(OpKind::kSyncBegin, ""), dev, secret, suid,
+                               make(OpKind::kSyncEnd, "")},
+                        "not for other users");
+  auto r = bkptool({"register", kHost, std::to_string(node->port), path, "--every", "1h"});
+  ASSERT_EQ(r.exit_code(), 0) << r.output;
+  finish(*node);
+  std::vector<std::string> trees = {state_dir() + "/volumes/" + kHost + "/" + escape_path(path) +
+                                    "/mirror"};
+  for (int i = 0; i < 2; ++i) trees.push_back(replica_root(i) + "/" + kHost + "/" + escape_path(path));
+  ASSERT_TRUE(testutil::wait_until(
+      [&] {
+        for (const auto& t : trees) {
+          if (!std::filesystem::exists(t + "/secret") || slurp(t + "/secret") != "not for other users") {
+            return expired();
+          }
+        }
+        return true;
+      },
+      30s, 50ms))
+      << "the baseline did not reach every copy";
+  // Nobody else may open any of it; the test's directory above them is open to everyone.
+  for (const auto& t : trees) {
+    struct stat st {};
+    ASSERT_EQ(stat((t + "/secret").c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 0777, 0644u) << t << ": the copies keep the source's modes";
+    // Everything the child needs is made before fork: it only makes system calls.
+    const std::string file = t + "/secret", setuid_file = t + "/suid", device = t + "/dev";
+    pid_t child = fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+      if (setgroups(0, nullptr) != 0 || setresgid(65534, 65534, 65534) != 0 ||
+          setresuid(65534, 65534, 65534) != 0) {
+        _exit(10);
+      }
+      if (access(top.c_str(), X_OK) != 0) _exit(11);  // the test opened the way this far
+      for (const std::string* f : {&file, &setuid_file}) {
+        if (open(f->c_str(), O_RDONLY | O_CLOEXEC) >= 0 || errno != EACCES) _exit(12);
+      }
+      if (open(device.c_str(), O_WRONLY | O_CLOEXEC) >= 0 || errno != EACCES) _exit(13);
+      _exit(0);
+    }
+    int status = 0;
+    ASSERT_EQ(waitpid(child, &status, 0), child);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
+        << t << ": exit " << WEXITSTATUS(status) << " (11: the test's directory is closed; 12: a "
+        << "file opened; 13: the device opened)";
+  }
+  for (const std::string& dir : {state_dir(), replica_root(0), replica_root(1)}) {
+    struct stat st {};
+    ASSERT_EQ(stat(dir.c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 0007, 0u) << dir << " is open to others";
+  }
+  r = bkptool({"unregister", kHost, path});
   EXPECT_EQ(r.exit_code(), 0) << r.output;
 }
 

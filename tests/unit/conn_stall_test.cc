@@ -1,0 +1,111 @@
+// A live peer that stops taking part cannot hold a Conn's thread forever (common/net/conn.h):
+// a send the peer never reads fails after the stall limit, and so does a receive of a frame the
+// peer began and never finished; a peer that is idle between frames is left to the caller's own
+// timeout, and a peer that reads along is never cut. Over a real socket pair, with the limit
+// shortened per connection (set_stall_ms). Should the limit not work, a watchdog shuts the socket
+// down after 30 s, so the test fails with another error instead of hanging.
+#include "common/net/conn.h"
+
+#include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace bkp::net {
+namespace {
+
+class ConnStallTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    int sv[2];
+    ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    auto a = Conn::open(UniqueFd(sv[0]));
+    auto b = Conn::open(UniqueFd(sv[1]));
+    ASSERT_TRUE(a && b);
+    us_ = std::move(*a);
+    peer_ = std::move(*b);
+    us_->set_stall_ms(300);
+    watchdog_ = std::thread([this] {
+      std::unique_lock lock(mu_);
+      if (!cv_.wait_for(lock, std::chrono::seconds(30), [this] { return done_; })) {
+        ::shutdown(us_->fd(), SHUT_RDWR);
+      }
+    });
+  }
+
+  void TearDown() override {
+    {
+      std::lock_guard lock(mu_);
+      done_ = true;
+    }
+    cv_.notify_all();
+    if (watchdog_.joinable()) watchdog_.join();
+  }
+
+  // More than any socket buffer holds: the send cannot finish unless the peer reads.
+  Result<void> send_a_lot() {
+    std::vector<uint8_t> chunk(1u << 20, 0x5a);
+    for (int i = 0; i < 64; ++i) {
+      if (auto r = us_->send(wire::MsgType::kPing, 0, chunk); !r) return r;
+    }
+    return us_->flush();
+  }
+
+  std::unique_ptr<Conn> us_, peer_;
+  std::thread watchdog_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool done_ = false;
+};
+
+TEST_F(ConnStallTest, ASendThePeerNeverReadsFails) {
+  auto sent = send_a_lot();
+  ASSERT_FALSE(sent);
+  EXPECT_EQ(sent.error().code, ETIMEDOUT);
+  EXPECT_NE(sent.error().message.find("the peer took nothing for 0.3 s"), std::string::npos)
+      << sent.error().message;
+}
+
+TEST_F(ConnStallTest, ASendThePeerReadsAlongSucceeds) {
+  us_->set_stall_ms(10000);
+  std::thread reader([&] {
+    for (int i = 0; i < 64; ++i) {
+      auto frame = peer_->recv_view(10000);
+      ASSERT_TRUE(frame) << frame.error().message;
+    }
+  });
+  auto sent = send_a_lot();
+  reader.join();
+  EXPECT_TRUE(sent) << sent.error().message;
+}
+
+TEST_F(ConnStallTest, AFrameBegunAndNeverFinishedFailsWhateverTheCallersTimeout) {
+  const uint8_t part[10] = {};  // the first 10 bytes of a frame header, and nothing more
+  ASSERT_EQ(::write(peer_->fd(), part, sizeof part), static_cast<ssize_t>(sizeof part));
+  auto frame = us_->recv_view(-1);
+  ASSERT_FALSE(frame);
+  EXPECT_EQ(frame.error().code, ETIMEDOUT);
+  EXPECT_NE(frame.error().message.find("stopped in the middle of a frame for 0.3 s"),
+            std::string::npos)
+      << frame.error().message;
+}
+
+TEST_F(ConnStallTest, APeerIdleBetweenFramesIsTheCallersTimeout) {
+  ASSERT_TRUE(peer_->send(wire::MsgType::kPing, 0, {}));
+  ASSERT_TRUE(peer_->flush());
+  auto first = us_->recv_view(10000);
+  ASSERT_TRUE(first) << first.error().message;
+  auto next = us_->recv_view(50);
+  ASSERT_FALSE(next);
+  EXPECT_EQ(next.error().code, ETIMEDOUT);
+  EXPECT_EQ(next.error().message.find("middle of a frame"), std::string::npos)
+      << next.error().message;
+}
+
+}  // namespace
+}  // namespace bkp::net
