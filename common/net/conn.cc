@@ -218,9 +218,12 @@ Result<void> Conn::secure(const TlsConfig& config, TlsSide side, int timeout_ms)
   auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
   bool first = true;
   while (true) {
-    bool done = BKP_TRY(tls_->handshake());
-    BKP_TRY_VOID(send_tls_output());
-    if (done) break;
+    auto done = tls_->handshake();
+    // On failure too: OpenSSL's alert tells the peer why (e.g. that it sent no certificate).
+    auto sent = send_tls_output();
+    if (!done) return tl::unexpected(done.error());
+    if (!sent) return tl::unexpected(sent.error());
+    if (*done) break;
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
         deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) return fail(ETIMEDOUT, "TLS handshake did not finish in time");
