@@ -91,7 +91,6 @@ constexpr const char* kLocalPeer = "local socket";
 // Where a connection came in.
 enum class Transport { kTcp, kLocal };
 
-
 // Test seam: BACKUPD_TEST_ARCHIVE_DELAY_MS=N pauses N ms before each entry a snapshot archives,
 // so a test can keep changing a volume while its archive is written (docs/ARCHITECTURE.md).
 std::chrono::milliseconds archive_delay() {

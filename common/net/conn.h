@@ -68,8 +68,8 @@ class Conn {
   Result<void> flush();
   // Waits up to timeout_ms (-1: forever) for one frame, and at most stall_ms() for the rest of
   // one that has begun. ETIMEDOUT on timeout, ECONNRESET when the peer closed, EPROTO on a
-  // malformed frame. A received kError frame is returned as a
-  // frame, not as an error: the caller decides.
+  // malformed frame. A received kError frame is returned as a frame, not as an error: the
+  // caller decides.
   Result<wire::Frame> recv(int timeout_ms);
   // The same without copying the payload out of the receive buffer: the view is valid until
   // the next recv or recv_view (sends do not touch it). The receive paths apply data from there.

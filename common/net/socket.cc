@@ -18,7 +18,7 @@
 namespace bkp::net {
 void tune_socket(int fd) {
   int one = 1, idle = 30, interval = 10, count = 3;
-  unsigned user_timeout_ms = kDeadPeerMs;
+  unsigned user_timeout_ms = 60000;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
   setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);

@@ -35,7 +35,6 @@ Result<UniqueFd> tcp_listen(const HostPort& where, HostPort* bound);
 // for data sent and never acknowledged. TCP-level acknowledgements do not depend on the peer's
 // application reading, so a busy but live peer is never cut by these. tcp_connect applies it;
 // accept loops call it on new sockets.
-constexpr int kDeadPeerMs = 60000;
 void tune_socket(int fd);
 
 // Connects with a timeout; the returned socket is blocking.
