@@ -88,6 +88,15 @@ Op make(OpKind kind, std::string path, std::string target = "", uint64_t id = 0)
   return o;
 }
 
+// Begins a batch that is never committed: SyncBegin and a mkdir of `name`, sent at once. "" or
+// what failed.
+std::string begin_batch(net::Conn& c, const std::string& name) {
+  FakeServer sender(c);
+  sender.op(make(OpKind::kSyncBegin, ""));
+  sender.op(make(OpKind::kMkdir, name));
+  return c.flush() ? "" : "could not send the beginning of a batch";
+}
+
 TEST(ConfinementTest, AHostileBackupdCannotLeadAReplicatorOutsideItsRoot) {
   testutil::TempDir tmp("bkp-confine");
   std::string root = tmp.mkdir("root"), outside = tmp.mkdir("outside");
@@ -296,10 +305,7 @@ TEST_F(HostileNodeTest, ANodeSilentInTheMiddleOfABatchIsCutAndTheRunFailsInstead
   ASSERT_TRUE(start_server());
   const std::string path = "/bkp-hostile/stall";
   auto node = fake_node(path, [](net::Conn& c) -> std::string {
-    FakeServer sender(c);
-    sender.op(make(OpKind::kSyncBegin, ""));
-    sender.op(make(OpKind::kMkdir, "half"));
-    if (!c.flush()) return "could not send the first half of the batch";
+    if (auto failed = begin_batch(c, "half"); !failed.empty()) return failed;
     auto next = c.recv(3 * kTimeoutMs);  // and then nothing: backupd must say why and close
     if (!next) return next.error().code == ETIMEDOUT ? "backupd never cut the silent node" : "";
     std::string text(next->payload.begin(), next->payload.end());
@@ -331,10 +337,10 @@ TEST_F(HostileNodeTest, ANameANodeSendsCannotForgeALogLine) {
   ASSERT_TRUE(start_server());
   const std::string path = "/bkp-hostile/forge";
   auto node = fake_node(path, [](net::Conn& c) -> std::string {
-    FakeServer sender(c);
-    sender.op(make(OpKind::kSyncBegin, ""));
-    sender.op(make(OpKind::kMkdir, "nope\nbackupd error: FORGED LINE\x1b[31m/child"));
-    if (!c.flush()) return "could not send the batch";
+    if (auto failed = begin_batch(c, "nope\nbackupd error: FORGED LINE\x1b[31m/child");
+        !failed.empty()) {
+      return failed;
+    }
     auto answer = c.recv(kTimeoutMs);  // an Error for the missing parent, or the close
     return answer && answer->type != wire::MsgType::kError ? "backupd accepted the bad mkdir" : "";
   });

@@ -108,13 +108,19 @@ Result<void> Sink::serve(net::Conn& conn, uint64_t instance, int timeout_ms) {
   return serve_stream(conn, *receiver_, *applier_, instance, timeout_ms, &ops_);
 }
 
+Result<ConnPair> conn_pair() {
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return fail_errno("socketpair");
+  UniqueFd a_fd(sv[0]), b_fd(sv[1]);
+  ConnPair pair;
+  pair.a = BKP_TRY(net::Conn::open(std::move(a_fd)));
+  pair.b = BKP_TRY(net::Conn::open(std::move(b_fd)));
+  return pair;
+}
+
 Result<int> deliver(Sink& sink, const Delivery& d) {
   for (int attempt = 0; attempt < d.connections; ++attempt) {
-    int sv[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return fail_errno("socketpair");
-    UniqueFd a_fd(sv[0]), b_fd(sv[1]);
-    auto a = BKP_TRY(net::Conn::open(std::move(a_fd)));
-    auto b = BKP_TRY(net::Conn::open(std::move(b_fd)));
+    auto [a, b] = BKP_TRY(conn_pair());
     if (attempt == 0) a->cut_after(d.cut_after);
     Result<void> served;
     std::thread rx([&] { served = sink.serve(*b, d.instance, d.timeout_ms); });

@@ -33,6 +33,12 @@ class DirSource : public changes::DataSource {
   std::string root_;
 };
 
+// Two connections over a fresh socket pair: what one sends, the other receives.
+struct ConnPair {
+  std::unique_ptr<net::Conn> a, b;
+};
+Result<ConnPair> conn_pair();
+
 // Answers HelloOk with the receiver's position for `instance`, then applies frames (and answers
 // manifest and digest requests, acks commits) until the connection ends, which is success. An
 // error means the receiver refused a frame. ops counts the Op frames received, if given.

@@ -16,19 +16,18 @@
 #include <thread>
 #include <vector>
 
+#include "tests/testutil/stream_ends.h"
+
 namespace bkp::net {
 namespace {
 
 class ConnStallTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    int sv[2];
-    ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-    auto a = Conn::open(UniqueFd(sv[0]));
-    auto b = Conn::open(UniqueFd(sv[1]));
-    ASSERT_TRUE(a && b);
-    us_ = std::move(*a);
-    peer_ = std::move(*b);
+    auto pair = testutil::conn_pair();
+    ASSERT_TRUE(pair) << pair.error().message;
+    us_ = std::move(pair->a);
+    peer_ = std::move(pair->b);
     us_->set_stall_ms(300);
     watchdog_ = std::thread([this] {
       std::unique_lock lock(mu_);

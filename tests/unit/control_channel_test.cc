@@ -5,12 +5,12 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <string>
 #include <thread>
 
+#include "tests/testutil/stream_ends.h"
 #include "tests/testutil/temp_dir.h"
 
 namespace bkp::net {
@@ -21,13 +21,10 @@ using json = nlohmann::json;
 class ControlChannelTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    int sv[2];
-    ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-    auto a = Conn::open(UniqueFd(sv[0]));
-    auto b = Conn::open(UniqueFd(sv[1]));
-    ASSERT_TRUE(a && b);
-    server_ = std::move(*a);
-    client_ = std::move(*b);
+    auto pair = testutil::conn_pair();
+    ASSERT_TRUE(pair) << pair.error().message;
+    server_ = std::move(pair->a);
+    client_ = std::move(pair->b);
     archive_.assign(3 * kPartSize / 2, '\0');
     for (size_t i = 0; i < archive_.size(); ++i) archive_[i] = static_cast<char>(i * 7 % 251);
     const std::string path = dir_.sub("a.tgz");
