@@ -262,5 +262,27 @@ TEST(FrameTest, RandomGarbageIsAnErrorNotABigBuffer) {
   }
 }
 
+// docs/PROTOCOL.md's test vectors ("Frames") are what seal_frame makes: a peer written from the
+// document checks its XXH3 and its header against these bytes, so they must not drift.
+TEST(FrameTest, TheDocumentsTestVectorsAreWhatWeSend) {
+  auto sealed = [](MsgType type, uint64_t seq, std::vector<uint8_t> payload) {
+    std::vector<uint8_t> frame(kHeaderSize);
+    frame.insert(frame.end(), payload.begin(), payload.end());
+    seal_frame(type, 0, seq, frame.data(), payload.size());
+    std::string hex;
+    for (uint8_t b : frame) hex += "0123456789abcdef"[b >> 4], hex += "0123456789abcdef"[b & 15];
+    return hex;
+  };
+  EXPECT_EQ(sealed(MsgType::kPing, 1, {}),
+            "00000000" "16" "00" "0000" "0100000000000000" "b803a7bf3ca0e4d8");
+  EXPECT_EQ(sealed(MsgType::kCommit, 1, {1, 0, 0, 0, 0, 0, 0, 0}),
+            "08000000" "14" "00" "0000" "0100000000000000" "db4a09ca6e6b8a0b" "0100000000000000");
+  std::vector<uint8_t> write(20 + 128, 0);  // id 1, offset 0, raw_length 128, 128 zero bytes
+  write[0] = 1;
+  write[16] = 128;
+  EXPECT_EQ(sealed(MsgType::kWrite, 2, write).substr(0, 2 * kHeaderSize),
+            "94000000" "0b" "00" "0000" "0200000000000000" "4756fa01737339cf");
+}
+
 }  // namespace
 }  // namespace bkp::wire
