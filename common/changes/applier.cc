@@ -18,6 +18,7 @@
 #include <fcntl.h>
 #include <linux/openat2.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -653,9 +654,22 @@ struct Applier::Impl {
     return write_zeros(fd, op.offset, op.size);
   }
 
+  // Whether reserving `bytes` leaves this filesystem 2% of its size for everything else.
+  static bool leaves_room(int fd, uint64_t bytes) {
+    struct statvfs fs {};
+    if (fstatvfs(fd, &fs) != 0) return true;  // let fallocate itself answer
+    uint64_t avail = static_cast<uint64_t>(fs.f_bavail) * fs.f_frsize;
+    uint64_t reserve = static_cast<uint64_t>(fs.f_blocks) * fs.f_frsize / 50;
+    return bytes <= avail && avail - bytes >= reserve;
+  }
+
   // fallocate as the source did it: a preallocation (the size grows unless KEEP_SIZE) or a zero
   // range. A filesystem that cannot gets what the range reads as: zeros written for a zero
-  // range, the new size for a growing allocation.
+  // range, the new size for a growing allocation. A reservation this disk cannot spare (a node
+  // preallocating more than the receiver has, or a hostile one) is not made: it would fill the
+  // disk for every volume on it and fail this one for good, while what it reserves reads as
+  // zeros anyway. The range then gets those zeros as a hole (punched for a zero range) and the
+  // new size, so the copy's content stays the source's; only its allocation differs (logged).
   Result<void> allocate(const wire::Op& op) {
     if ((op.flags & ~(wire::kAllocateKeepSize | wire::kAllocateZeroRange)) != 0 ||
         op.size == 0 || op.size > UINT64_MAX - op.offset ||
@@ -669,15 +683,30 @@ struct Applier::Impl {
     const bool keep_size = op.flags & wire::kAllocateKeepSize;
     if (zero) before_change(fd, op.offset, op.size);
     const int mode = (keep_size ? FALLOC_FL_KEEP_SIZE : 0) | (zero ? FALLOC_FL_ZERO_RANGE : 0);
-    if (fallocate(fd, mode, static_cast<off_t>(op.offset), static_cast<off_t>(op.size)) == 0) {
+    const bool room = leaves_room(fd, op.size);
+    if (room &&
+        fallocate(fd, mode, static_cast<off_t>(op.offset), static_cast<off_t>(op.size)) == 0) {
       return {};
     }
-    if (errno != EOPNOTSUPP) return sys_error(errno, zero ? "zero a range" : "allocate");
+    if (room && errno != EOPNOTSUPP) return sys_error(errno, zero ? "zero a range" : "allocate");
     struct stat st;
     if (fstat(fd, &st) != 0) return sys_error(errno);
     const uint64_t size = static_cast<uint64_t>(st.st_size), end = op.offset + op.size;
     const uint64_t zero_end = keep_size ? std::min(end, size) : end;
-    if (zero && zero_end > op.offset) return write_zeros(fd, op.offset, zero_end - op.offset);
+    if (!room) {
+      log::warn("id {:016x}: {} of {} bytes at {} applied without reserving the space, which "
+                "this disk cannot spare (the content is the same: zeros)",
+                op.id, zero ? "zero range" : "preallocation", op.size, op.offset);
+      const uint64_t within = std::min(end, size);
+      if (zero && within > op.offset &&
+          fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(op.offset),
+                    static_cast<off_t>(within - op.offset)) != 0) {
+        if (errno != EOPNOTSUPP) return sys_error(errno, "zero a range (as a hole)");
+        BKP_TRY_VOID(write_zeros(fd, op.offset, within - op.offset));
+      }
+    } else if (zero && zero_end > op.offset) {
+      return write_zeros(fd, op.offset, zero_end - op.offset);
+    }
     if (!keep_size && end > size && ftruncate(fd, static_cast<off_t>(end)) != 0) {
       return sys_error(errno);
     }

@@ -2,14 +2,15 @@
 // survive a restart and must be forgotten the moment the content it vouches for changes; holes
 // and preallocations; its DataSource asking the kernel for a cold file's bytes ahead of a
 // replica's read; a create's descriptor reused for the file's data and attributes; a replica
-// tree that drops what it wrote from the page cache; and what it does without the capabilities
-// a receiver running as its own user lacks (trusted.* xattrs, device nodes); file capabilities
-// that its own writes and chowns would drop.
+// tree that drops what it wrote from the page cache; a reservation the disk cannot spare; what
+// it does without the capabilities a receiver running as its own user lacks (trusted.* xattrs,
+// device nodes); file capabilities that its own writes and chowns would drop.
 #include "common/changes/applier.h"
 
 #include <gtest/gtest.h>
 #include <linux/capability.h>
 #include <linux/magic.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
@@ -359,6 +360,54 @@ TEST_F(ApplierTest, AllocateOpsPreallocateAndZeroRangesWithoutHoles) {
                      std::string(128 * 1024, 'x'));
   EXPECT_FALSE(a->apply(op(0x02, 0, 4096))) << "an unknown flag (punch's) must be refused";
   EXPECT_FALSE(a->apply(op(0, 0, 0))) << "an empty range must be refused";
+}
+
+// A reservation the receiver's disk cannot spare (64 MiB on an 8 MiB tmpfs: a node preallocating
+// more than backupd has, or a hostile one) failed with ENOSPC and left the stream stuck on it,
+// with the disk full for every other volume. Now it is applied as the zeros it reads as (a hole
+// and the new size) and the disk keeps its room; one that fits is still reserved.
+TEST_F(ApplierTest, AReservationTheDiskCannotSpareKeepsTheContentButNotTheSpace) {
+  const std::string small = dir_.mkdir("small");
+  if (::mount("tmpfs", small.c_str(), "tmpfs", MS_NOSUID | MS_NODEV, "size=8m") != 0) {
+    GTEST_SKIP() << "cannot mount a tmpfs at " << small << ": " << std::strerror(errno);
+  }
+  struct Unmount {
+    std::string dir;
+    ~Unmount() { ::umount2(dir.c_str(), MNT_DETACH); }
+  } unmount{small};
+  auto a = Applier::open(small, "tree", "ids");
+  ASSERT_TRUE(a) << a.error().message;
+  apply(**a, create("f", 1));
+  write(**a, 1, std::string(64 * 1024, 'x'));
+  auto op = [](uint32_t flags, uint64_t offset, uint64_t size) {
+    return Op{.kind = OpKind::kAllocate, .id = 1, .flags = flags, .size = size, .offset = offset};
+  };
+  auto file = (*a)->open_id(1);
+  ASSERT_TRUE(file);
+  auto allocated = [&] {
+    struct stat st {};
+    EXPECT_EQ(fstat(file->get(), &st), 0);
+    return static_cast<uint64_t>(st.st_blocks) * 512;
+  };
+  auto head = [&] {
+    std::string got(64 * 1024, '?');
+    EXPECT_EQ(pread(file->get(), got.data(), got.size(), 0), static_cast<ssize_t>(got.size()));
+    return got;
+  };
+
+  apply(**a, op(0, 64 * 1024, 64 * 1024 * 1024));
+  struct stat st {};
+  ASSERT_EQ(fstat(file->get(), &st), 0);
+  EXPECT_EQ(st.st_size, 64 * 1024 + 64 * 1024 * 1024);
+  EXPECT_LT(allocated(), 1024u * 1024) << "the preallocation was reserved";
+  EXPECT_EQ(head(), std::string(64 * 1024, 'x'));
+
+  apply(**a, op(wire::kAllocateZeroRange | wire::kAllocateKeepSize, 0, 32 * 1024 * 1024));
+  EXPECT_EQ(head(), std::string(64 * 1024, '\0')) << "the zero range is not zeros";
+  EXPECT_LT(allocated(), 64u * 1024) << "the zero range was reserved";
+
+  apply(**a, op(wire::kAllocateKeepSize, 0, 1024 * 1024));
+  EXPECT_GE(allocated(), 1024u * 1024) << "a reservation that fits was not made";
 }
 
 // Runs fn in a child process whose effective capabilities lack cap; the child's exit status:
