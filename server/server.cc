@@ -65,6 +65,7 @@
 #include "server/peer_gate.h"
 #include "server/leases.h"
 #include "server/registry.h"
+#include "server/rejections.h"
 #include "server/replica_session.h"
 #include "server/s3_store.h"
 #include "server/scheduler.h"
@@ -352,7 +353,7 @@ class Server {
       std::string address = peer.substr(0, peer.rfind(':'));  // all local peers share one
       evict_unwelcomed(address);
       if (open_connections() >= kMaxConnections) {
-        log::error("refusing connection from {}: {} connections already open", peer, kMaxConnections);
+        rejected(peer, fmt::format("{} connections already open", kMaxConnections));
         continue;
       }
       // A vanished host frees its volume within about a minute (net::tune_socket).
@@ -376,6 +377,11 @@ class Server {
     }
   }
 
+  // One error line per source address every few seconds at most (server/rejections.h).
+  void rejected(const std::string& peer, const std::string& reason) {
+    if (auto text = rejections_.line(peer, reason)) log::error("{}", *text);
+  }
+
   void serve(UniqueFd sock, const std::string& peer, Transport transport,
              std::atomic<bool>& welcomed) {
     auto conn = net::Conn::open(std::move(sock));
@@ -390,7 +396,7 @@ class Server {
     if (secured) {
       if (auto ok = c.secure(*tls_, net::TlsSide::kServer, kPreHelloTimeoutMs); !ok) {
         welcomed = true;
-        if (!stopping_) log::error("connection from {} rejected: {}", peer, ok.error().message);
+        if (!stopping_) rejected(peer, ok.error().message);
         return;
       }
     }
@@ -400,7 +406,7 @@ class Server {
     welcomed = true;
     if (!hello) {
       if (stopping_) return;
-      log::error("connection from {} rejected: {}", peer, hello.error().message);
+      rejected(peer, hello.error().message);
       net::send_error(c, hello.error().code, hello.error().message);
       return;
     }
@@ -540,6 +546,7 @@ class Server {
   SystemdNotifier notifier_;
   std::unique_ptr<Catalog> catalog_;
   std::unique_ptr<PeerGate> gate_;        // uses catalog_
+  Rejections rejections_;
   std::unique_ptr<Scheduler> scheduler_;  // uses catalog_
   std::unique_ptr<DropQueue> drops_;      // uses catalog_
   std::unique_ptr<Placer> placer_;        // uses catalog_, hub_, drops_
