@@ -54,8 +54,8 @@ class NodeSession {
     while (true) {
       auto frame = conn_.recv_view(mid_batch ? net::stall_ms() : -1);
       if (!frame && mid_batch && frame.error().code == ETIMEDOUT) {
-        return Error{ETIMEDOUT, fmt::format("the node sent nothing for {} s in the middle of a batch",
-                                            net::stall_ms() / 1000)};
+        return Error{ETIMEDOUT, fmt::format("the node sent nothing for {:g} s in the middle of a batch",
+                                            net::stall_ms() / 1000.0)};
       }
       if (!frame) return frame.error();
       uint64_t frame_bytes = wire::kHeaderSize + frame->payload.size();
@@ -75,10 +75,14 @@ class NodeSession {
         auto r = handle(*frame, ack);
         if (!r) return r.error();
       }
-      mid_batch = (frame->type == wire::MsgType::kOp || frame->type == wire::MsgType::kWrite) ||
-                  (mid_batch && frame->type != wire::MsgType::kCommit &&
-                   frame->type != wire::MsgType::kManifestRequest &&
-                   frame->type != wire::MsgType::kDigestRequest);
+      switch (frame->type) {
+        case wire::MsgType::kOp:
+        case wire::MsgType::kWrite: mid_batch = true; break;
+        case wire::MsgType::kCommit:
+        case wire::MsgType::kManifestRequest:
+        case wire::MsgType::kDigestRequest: mid_batch = false; break;
+        default: break;
+      }
       if (ack) {
         volume_->batch_done.notify_all();
         auto r = net::send_now(conn_, wire::Ack{*ack});
