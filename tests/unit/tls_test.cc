@@ -3,6 +3,9 @@
 // connection byte for byte in both directions (also fed and drained in odd slices), each side
 // learns the other's identity, and a plaintext peer gets a clear refusal instead of garbage.
 #include <gtest/gtest.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 
@@ -15,6 +18,7 @@
 #include "common/net/identity.h"
 #include "common/net/messenger.h"
 #include "common/net/tls.h"
+#include "tests/testutil/stream_ends.h"
 #include "tests/testutil/temp_dir.h"
 
 namespace bkp::net {
@@ -29,12 +33,9 @@ Identity identity_at(const std::string& path) {
 }
 
 std::pair<std::unique_ptr<Conn>, std::unique_ptr<Conn>> conn_pair() {
-  int sv[2];
-  EXPECT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-  auto a = Conn::open(UniqueFd(sv[0]));
-  auto b = Conn::open(UniqueFd(sv[1]));
-  EXPECT_TRUE(a && b);
-  return {std::move(*a), std::move(*b)};
+  auto pair = testutil::conn_pair();
+  EXPECT_TRUE(pair) << pair.error().message;
+  return {std::move(pair->a), std::move(pair->b)};
 }
 
 TEST(IdentityTest, MadeOnceKeptPrivateAndStable) {
@@ -218,6 +219,40 @@ TEST(TlsTest, ClientFacingPlaintextPeerSaysSo) {
   ASSERT_FALSE(secured);
   EXPECT_NE(secured.error().message.find("plaintext"), std::string::npos)
       << secured.error().message;
+}
+
+// The hostile-peer review: a handshake that failed ended in a bare close, because the alert
+// OpenSSL wrote stayed in our buffer; a peer without a certificate could not tell why. It now
+// reads TLS 1.3's certificate_required alert before the close.
+TEST(TlsTest, APeerWithoutACertificateIsToldWhyBeforeTheClose) {
+  testutil::TempDir dir;
+  auto tls = TlsConfig::make(identity_at(dir.sub("server.pem")));
+  ASSERT_TRUE(tls);
+  auto [a, b] = conn_pair();
+  std::thread server([&, &b = b] {
+    auto secured = b->secure(**tls, TlsSide::kServer, kTimeoutMs);
+    EXPECT_FALSE(secured);
+    ::shutdown(b->fd(), SHUT_RDWR);  // as backupd closes the connection
+  });
+  signal(SIGPIPE, SIG_IGN);  // a client writing into a closed socket fails, not dies
+  timeval bound{10, 0};      // and one left waiting fails the test instead of hanging it
+  ASSERT_EQ(setsockopt(a->fd(), SOL_SOCKET, SO_RCVTIMEO, &bound, sizeof bound), 0);
+  std::unique_ptr<SSL_CTX, decltype(&SSL_CTX_free)> ctx(SSL_CTX_new(TLS_client_method()),
+                                                         &SSL_CTX_free);
+  ASSERT_TRUE(ctx);
+  SSL_CTX_set_min_proto_version(ctx.get(), TLS1_3_VERSION);
+  SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_NONE, nullptr);
+  std::unique_ptr<SSL, decltype(&SSL_free)> ssl(SSL_new(ctx.get()), &SSL_free);
+  ASSERT_TRUE(ssl);
+  SSL_set_fd(ssl.get(), a->fd());
+  ERR_clear_error();
+  char byte = 0;
+  // TLS 1.3: the client's side of the handshake completes; the server's verdict comes after.
+  if (SSL_connect(ssl.get()) == 1) (void)SSL_read(ssl.get(), &byte, 1);
+  unsigned long err = ERR_peek_last_error();
+  server.join();
+  EXPECT_EQ(ERR_GET_REASON(err), SSL_R_TLSV13_ALERT_CERTIFICATE_REQUIRED)
+      << (err != 0 ? ERR_error_string(err, nullptr) : "no TLS error: a bare close");
 }
 
 }  // namespace
