@@ -96,7 +96,7 @@ Result<std::unique_ptr<Tree>> Trees::open(const std::string& host, const std::st
   auto open_error = [&](Error e) { return e.wrap("open replica of " + key); };
   struct stat st{};
   bool fresh = ::lstat((root_ + "/" + tree).c_str(), &st) != 0;
-  auto applier = changes::Applier::open(root_, tree, ids, changes::WrittenPages::kDrop);
+  auto applier = changes::Applier::open(root_, tree, ids);
   if (!applier) return tl::unexpected(open_error(applier.error()));
   BKP_TRY_VOID(make_dirs(state).map_error(open_error));
   if (fresh) {  // a position for a tree that is not there would vouch for nothing: start over

@@ -42,7 +42,7 @@ using wire::OpKind;
 
 constexpr size_t kMaxWriteFds = 16;
 constexpr size_t kEarlyWriteback = 128u << 10;  // writes this large start their writeback at once
-// With WrittenPages::kDrop, a run of large sequential writes leaves the pages this far behind
+// A run of large sequential writes leaves the pages this far behind
 // its end written back and out of the page cache, in steps of the same size.
 constexpr uint64_t kDropLag = 8u << 20;
 constexpr const char* kCtimes = "ctimes";  // in ids/: not a 16-hex-digit name, so never an id
@@ -162,7 +162,6 @@ struct Applier::Impl {
   // Ids opened for writing, newest last, at most one entry per id. A list: entries never move,
   // so a WriteFd* stays valid until its own entry goes.
   std::list<WriteFd> write_fds;
-  WrittenPages written_pages = WrittenPages::kKeep;
   // id -> source ctime (applier.h). Guarded by ctimes_mu: source_ctime() may be asked from
   // another thread (backupd's replica sessions) while frames are applied.
   mutable std::mutex ctimes_mu;
@@ -901,7 +900,7 @@ struct Applier::Impl {
 };
 
 Result<std::unique_ptr<Applier>> Applier::open(const std::string& base, const std::string& tree_rel,
-                                               const std::string& ids_rel, WrittenPages pages) {
+                                               const std::string& ids_rel) {
   std::string tree_dir = base + "/" + tree_rel, ids_dir = base + "/" + ids_rel;
   BKP_TRY_VOID(make_dirs(base));
   UniqueFd base_fd(::open(base.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
@@ -909,7 +908,6 @@ Result<std::unique_ptr<Applier>> Applier::open(const std::string& base, const st
   std::unique_ptr<Applier> a(new Applier());
   a->impl_ = std::make_unique<Impl>();
   Impl& impl = *a->impl_;
-  impl.written_pages = pages;
   impl.tree = BKP_TRY(open_dir_beneath(base_fd.get(), tree_rel).map_error([&](Error e) {
     return e.wrap(base);
   }));
@@ -980,7 +978,7 @@ Result<void> Applier::write(const wire::Write& w) {
   if (w.data.size() >= kEarlyWriteback) {
     (void)sync_file_range(fd, static_cast<off_t>(w.offset), static_cast<off_t>(w.data.size()),
                           SYNC_FILE_RANGE_WRITE);
-    if (impl_->written_pages == WrittenPages::kDrop) file->drop_behind(w.offset, w.data.size());
+    file->drop_behind(w.offset, w.data.size());
   }
   return {};
 }

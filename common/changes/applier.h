@@ -22,10 +22,10 @@
 // Durability: nothing is durable until commit(), which syncs the filesystem once (group
 // commit), so a batch of 1000 files costs one flush, not 1000. Writes of 128 KiB and up start
 // their writeback at once (sync_file_range, advice only), so that sync has less left to flush.
-// A tree opened with WrittenPages::kDrop (a replica, which nothing reads while it is written)
-// also waits for a long sequential run's pages to reach the disk a few MiB behind its end and
-// drops them from the page cache: the pages are recycled instead of taking fresh memory for
-// every byte, and the dirty data the commit waits for stays bounded.
+// A long sequential run's pages are also waited for on the disk a few MiB behind its end and
+// dropped from the page cache: a copy is written far more than it is read back, so its pages
+// are recycled instead of taking fresh memory for every byte, and the dirty data the commit
+// waits for stays bounded.
 //
 // Source ctimes: a file's closing Attr carries the ctime its source had when the data was read;
 // the applier remembers it per id (ids_dir/ctimes, an append-only list of (id, ctime) records
@@ -75,19 +75,13 @@ class ApplyObserver {
   virtual void before_unlink_id(int ids_dir, const std::string& name) noexcept = 0;
 };
 
-// What becomes of the page-cache pages of large sequential writes (see Durability above).
-// kKeep suits a tree that is read back soon (backupd's mirror, read by replica streams,
-// snapshots and verify); kDrop one that is written far more than read (a replica).
-enum class WrittenPages { kKeep, kDrop };
-
 class Applier {
  public:
   // Opens base/tree_rel and base/ids_rel, creating what is missing, and indexes the ids
   // (inode -> id). base is trusted (configuration); below it no symlink is ever followed, at
   // any level, so a tree whose name a peer chose cannot lead outside base.
   static Result<std::unique_ptr<Applier>> open(const std::string& base, const std::string& tree_rel,
-                                               const std::string& ids_rel,
-                                               WrittenPages pages = WrittenPages::kKeep);
+                                               const std::string& ids_rel);
   ~Applier();
 
   Result<void> apply(const wire::Op& op);

@@ -237,13 +237,13 @@ TEST_F(ApplierTest, DataAndAttrsAfterACreateReachTheFileTheIdNamesNow) {
   EXPECT_FALSE(std::filesystem::exists(tree + "/a"));
 }
 
-// A replica's tree (WrittenPages::kDrop) keeps only the last few MiB of a long sequential run
-// in the page cache: the rest is written back and dropped while the run goes on, so a replica
-// recycles its pages instead of growing the cache by every byte it receives. What it wrote is
-// all there, and a write elsewhere in the file starts a run of its own.
-TEST_F(ApplierTest, AReplicaTreeDropsTheBackOfALongWriteRunFromThePageCache) {
+// A copy (mirror or replica) keeps only the last few MiB of a long sequential run in the page
+// cache: the rest is written back and dropped while the run goes on, so the receiver recycles
+// its pages instead of growing the cache by every byte it receives. What it wrote is all there,
+// and a write elsewhere in the file starts a run of its own.
+TEST_F(ApplierTest, ACopyDropsTheBackOfALongWriteRunFromThePageCache) {
   constexpr size_t kMiB = 1 << 20, kRun = 48 * kMiB;
-  auto opened = Applier::open(dir_.path(), "replica", "replica-ids", WrittenPages::kDrop);
+  auto opened = Applier::open(dir_.path(), "copy", "copy-ids");
   ASSERT_TRUE(opened) << opened.error().message;
   Applier& a = **opened;
   apply(a, create("big", 1));
