@@ -42,8 +42,8 @@ using wire::OpKind;
 
 constexpr size_t kMaxWriteFds = 16;
 constexpr size_t kEarlyWriteback = 128u << 10;  // writes this large start their writeback at once
-// A run of large sequential writes leaves the pages this far behind
-// its end written back and out of the page cache, in steps of the same size.
+// A run of large sequential writes leaves the pages this far behind its end written back and
+// out of the page cache, in steps of the same size (applier.h, Durability).
 constexpr uint64_t kDropLag = 8u << 20;
 constexpr const char* kCtimes = "ctimes";  // in ids/: not a 16-hex-digit name, so never an id
 constexpr const char* kCapability = "security.capability";
