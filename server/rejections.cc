@@ -10,9 +10,11 @@ namespace {
 constexpr size_t kMaxAddresses = 4096;  // beyond it, addresses quiet for a while are forgotten
 }  // namespace
 
+std::string peer_address(const std::string& peer) { return peer.substr(0, peer.rfind(':')); }
+
 std::optional<std::string> Rejections::line(const std::string& peer, const std::string& reason,
                                             Clock::time_point now) {
-  const std::string address = peer.substr(0, peer.rfind(':'));
+  const std::string address = peer_address(peer);
   uint64_t unlogged = 0;
   {
     std::lock_guard lock(mu_);

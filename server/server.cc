@@ -350,7 +350,7 @@ class Server {
       }
       std::string peer = transport == Transport::kLocal ? kLocalPeer : peer_name(sock.get());
       reap();
-      std::string address = peer.substr(0, peer.rfind(':'));  // all local peers share one
+      std::string address = peer_address(peer);  // all local peers share one
       evict_unwelcomed(address);
       if (open_connections() >= kMaxConnections) {
         rejected(peer, fmt::format("{} connections already open", kMaxConnections));

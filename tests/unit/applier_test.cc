@@ -1,8 +1,8 @@
 // The Applier (applier.h): its record of source ctimes, the promise a reconcile trusts, so it must
 // survive a restart and must be forgotten the moment the content it vouches for changes; holes
 // and preallocations; its DataSource asking the kernel for a cold file's bytes ahead of a
-// replica's read; a create's descriptor reused for the file's data and attributes; a replica
-// tree that drops what it wrote from the page cache; a reservation the disk cannot spare; what
+// replica's read; a create's descriptor reused for the file's data and attributes; a copy
+// (mirror or replica) that drops what it wrote from the page cache; a reservation the disk cannot spare; what
 // it does without the capabilities a receiver running as its own user lacks (trusted.* xattrs,
 // device nodes); file capabilities that its own writes and chowns would drop.
 #include "common/changes/applier.h"
