@@ -11,8 +11,6 @@
 
 #include <fmt/format.h>
 
-#include <xxhash.h>
-
 #include <algorithm>
 #include <cstring>
 #include <functional>
@@ -28,6 +26,7 @@
 #include "common/net/messenger.h"
 #include "common/path.h"
 #include "common/unique_fd.h"
+#include "common/xxh3.h"
 
 namespace bkp::stream {
 namespace {

@@ -7,12 +7,10 @@
 // a broken stream, not something to guess around).
 #include "common/wire/frame.h"
 
-#define XXH_INLINE_ALL
-#include <xxhash.h>
-
 #include <cstring>
 
 #include "common/wire/codec.h"
+#include "common/xxh3.h"
 
 namespace bkp::wire {
 namespace {
