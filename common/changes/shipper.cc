@@ -48,10 +48,16 @@ Result<void> send_file(net::Conn& conn, const FileChange& change, DataSource& so
     for (uint64_t off = start; off < end;) {
       size_t want = static_cast<size_t>(std::min<uint64_t>(kChunk, end - off));
       size_t got = want;
+      uint8_t head[wire::kWriteHeader];
       if (auto kept = source.encoded(change.ref, off, static_cast<uint32_t>(want))) {
-        auto room = BKP_TRY(conn.begin_frame(wire::kWriteHeader + kept->body.size()));
-        size_t size = wire::encode_write(change.ref.id, off, *kept, room);
-        BKP_TRY_VOID(conn.end_frame(wire::MsgType::kWrite, kept->flags, size));
+        wire::encode_write_head(change.ref.id, off, *kept, head);
+        BKP_TRY_VOID(conn.send_parts(wire::MsgType::kWrite, kept->flags, head, kept->body));
+      } else if (direct && encoder.raw_next(want)) {
+        // Sent from the reader's buffer, not copied into the frame first.
+        std::span<const uint8_t> data = BKP_TRY(direct_reader.read(off, want, end));
+        got = data.size();
+        encoder.raw_head(change.ref.id, off, got, head);
+        BKP_TRY_VOID(conn.send_parts(wire::MsgType::kWrite, 0, head, data));
       } else {
         auto room = BKP_TRY(conn.begin_frame(wire::kWriteHeader + want));
         std::span<const uint8_t> data;

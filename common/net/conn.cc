@@ -23,6 +23,9 @@ namespace {
 constexpr size_t kFlushAt = 1u << 20;
 constexpr size_t kRecvBuf = 256u << 10;
 constexpr size_t kTlsSlice = 256u << 10;
+// send_parts sends a body this large from where it is; a smaller one costs less copied than
+// sent on its own.
+constexpr size_t kSendInPlaceFrom = 64u << 10;
 constexpr uint64_t kOpTag = 1;
 constexpr uint64_t kTimeoutTag = 2;
 
@@ -106,6 +109,23 @@ Result<void> Conn::end_frame(wire::MsgType type, uint8_t flags, size_t payload_s
   return {};
 }
 
+Result<void> Conn::send_parts(wire::MsgType type, uint8_t flags, std::span<const uint8_t> head,
+                              std::span<const uint8_t> body) {
+  if (body.size() < kSendInPlaceFrom) {  // copied and batched with the frames around it
+    std::span<uint8_t> room = BKP_TRY(begin_frame(head.size() + body.size()));
+    if (!head.empty()) std::memcpy(room.data(), head.data(), head.size());
+    if (!body.empty()) std::memcpy(room.data() + head.size(), body.data(), body.size());
+    return end_frame(type, flags, head.size() + body.size());
+  }
+  std::span<uint8_t> room = BKP_TRY(begin_frame(head.size()));
+  if (!head.empty()) std::memcpy(room.data(), head.data(), head.size());
+  out_len_ = frame_start_ + wire::kHeaderSize + head.size();
+  wire::seal_frame(type, flags, next_seq_++, out_.data() + frame_start_, head.size(), body);
+  bytes_sent_ += wire::kHeaderSize + head.size() + body.size();
+  BKP_TRY_VOID(flush());
+  return write_out(body);
+}
+
 Result<void> Conn::send_all(std::span<const uint8_t> bytes) {
   size_t done = 0;
   while (done < bytes.size()) {
@@ -131,19 +151,20 @@ Result<void> Conn::send_tls_output() {
 }
 
 Result<void> Conn::flush() {
-  if (!tls_) {
-    BKP_TRY_VOID(send_all({out_.data(), out_len_}));
-    out_len_ = 0;
-    return {};
-  }
+  BKP_TRY_VOID(write_out({out_.data(), out_len_}));
+  out_len_ = 0;
+  return {};
+}
+
+Result<void> Conn::write_out(std::span<const uint8_t> bytes) {
+  if (!tls_) return send_all(bytes);
   // Encrypted in slices, so the ciphertext waiting in memory stays small.
-  for (size_t done = 0; done < out_len_;) {
-    size_t n = std::min(kTlsSlice, out_len_ - done);
-    BKP_TRY_VOID(tls_->encrypt({out_.data() + done, n}));
+  for (size_t done = 0; done < bytes.size();) {
+    size_t n = std::min(kTlsSlice, bytes.size() - done);
+    BKP_TRY_VOID(tls_->encrypt(bytes.subspan(done, n)));
     BKP_TRY_VOID(send_tls_output());
     done += n;
   }
-  out_len_ = 0;
   return send_tls_output();  // e.g. a key update answered while reading
 }
 

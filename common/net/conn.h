@@ -4,10 +4,12 @@
 // and sends in flight together is future work, measured in bench/RESULTS.md).
 //
 // Without TLS bytes are copied once in user space at most: file data is read straight into the
-// send buffer behind its frame header (begin_frame/end_frame), and received bytes land straight
-// in the frame reader's buffer. With TLS, encryption reads that buffer into OpenSSL's output
-// BIO (sent from there) and decryption writes straight into the frame reader's buffer; the
-// received ciphertext is copied once into OpenSSL's input BIO.
+// send buffer behind its frame header (begin_frame/end_frame), or sent from the buffer it
+// already sits in (send_parts: a chunk read past the page cache, a chunk kept as a node sent
+// it), and received bytes land straight in the frame reader's buffer. With TLS, encryption
+// reads those buffers into OpenSSL's output BIO (sent from there) and decryption writes
+// straight into the frame reader's buffer; the received ciphertext is copied once into
+// OpenSSL's input BIO.
 //
 // secure() turns the connection into a TLS 1.3 session (common/net/tls.h) before the first
 // frame: from then on flush() encrypts what is queued and recv() decrypts what arrives, the
@@ -65,6 +67,12 @@ class Conn {
   // first payload_size of them. Only pread() may be called in between.
   Result<std::span<uint8_t>> begin_frame(size_t max_payload);
   Result<void> end_frame(wire::MsgType type, uint8_t flags, size_t payload_size);
+  // A frame whose payload is head followed by body. A body of 64 KiB or more is sent (or
+  // encrypted) from where it is rather than copied into the send buffer: what is queued goes
+  // first, then the frame. For bulk data that already sits in a buffer of its own (a chunk read
+  // past the page cache, a chunk kept as a node sent it).
+  Result<void> send_parts(wire::MsgType type, uint8_t flags, std::span<const uint8_t> head,
+                          std::span<const uint8_t> body);
   Result<void> flush();
   // Waits up to timeout_ms (-1: forever) for one frame, and at most stall_ms() for the rest of
   // one that has begun. ETIMEDOUT on timeout, ECONNRESET when the peer closed, EPROTO on a
@@ -96,6 +104,8 @@ class Conn {
   Conn(UniqueFd sock) : sock_(std::move(sock)) {}
   Result<int> submit_and_wait(io_uring_sqe* sqe_setup_done, int timeout_ms);
   Result<void> send_all(std::span<const uint8_t> bytes);
+  // Sends bytes, encrypted when the connection is secured.
+  Result<void> write_out(std::span<const uint8_t> bytes);
   // One recv from the socket into buf: bytes received, or ETIMEDOUT / ECONNRESET / the error.
   Result<size_t> recv_some(std::span<uint8_t> buf, int timeout_ms);
   Result<void> send_tls_output();

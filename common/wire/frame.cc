@@ -15,11 +15,14 @@
 namespace bkp::wire {
 namespace {
 
-uint64_t checksum(const uint8_t* header16, std::span<const uint8_t> payload) {
+// Of the header's first 16 bytes, then the payload, which may come in two parts.
+uint64_t checksum(const uint8_t* header16, std::span<const uint8_t> payload,
+                  std::span<const uint8_t> rest = {}) {
   XXH3_state_t state;
   XXH3_64bits_reset(&state);
   XXH3_64bits_update(&state, header16, 16);
   XXH3_64bits_update(&state, payload.data(), payload.size());
+  if (!rest.empty()) XXH3_64bits_update(&state, rest.data(), rest.size());
   return XXH3_64bits_digest(&state);
 }
 
@@ -115,12 +118,18 @@ void encode_frame(MsgType type, uint8_t flags, uint64_t seq, std::span<const uin
 }
 
 void seal_frame(MsgType type, uint8_t flags, uint64_t seq, uint8_t* frame, size_t payload_size) {
-  store_le(frame, payload_size, 4);
+  seal_frame(type, flags, seq, frame, payload_size, {});
+}
+
+void seal_frame(MsgType type, uint8_t flags, uint64_t seq, uint8_t* frame, size_t head_size,
+                std::span<const uint8_t> body) {
+  store_le(frame, head_size + body.size(), 4);
   frame[4] = static_cast<uint8_t>(type);
   frame[5] = flags;
   store_le(frame + 6, 0, 2);
   store_le(frame + 8, seq, 8);
-  store_le(frame + 16, checksum(frame, std::span<const uint8_t>(frame + kHeaderSize, payload_size)), 8);
+  store_le(frame + 16,
+           checksum(frame, std::span<const uint8_t>(frame + kHeaderSize, head_size), body), 8);
 }
 
 void FrameReader::feed(std::span<const uint8_t> bytes) {

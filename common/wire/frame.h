@@ -88,6 +88,10 @@ void encode_frame(MsgType type, uint8_t flags, uint64_t seq, std::span<const uin
 // Writes the header of a frame whose payload_size bytes already follow it at frame +
 // kHeaderSize (a payload built in place, without a copy).
 void seal_frame(MsgType type, uint8_t flags, uint64_t seq, uint8_t* frame, size_t payload_size);
+// The same for a payload in two parts: head_size bytes at frame + kHeaderSize, then body, which
+// is sent from where it is (net::Conn::send_parts).
+void seal_frame(MsgType type, uint8_t flags, uint64_t seq, uint8_t* frame, size_t head_size,
+                std::span<const uint8_t> body);
 
 // Incremental decoder. feed() bytes as they arrive, then call next() until it returns nullopt.
 // Any error is final for the connection: the peer is confused or hostile.

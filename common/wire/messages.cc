@@ -668,6 +668,11 @@ uint8_t WriteEncoder::encode(uint64_t id, uint64_t offset, std::span<const uint8
 
 bool WriteEncoder::raw_next(size_t n) const { return n < 512 || ctx_ == nullptr || skip_ > 0; }
 
+void WriteEncoder::raw_head(uint64_t id, uint64_t offset, size_t n, std::span<uint8_t> head) {
+  put_write_header(head, id, offset, static_cast<uint32_t>(n));
+  if (skip_ > 0) --skip_;  // as encode_into counts a raw chunk
+}
+
 size_t WriteEncoder::encode_into(uint64_t id, uint64_t offset, std::span<const uint8_t> data,
                                  std::span<uint8_t> room, uint8_t& flags) {
   put_write_header(room, id, offset, static_cast<uint32_t>(data.size()));
@@ -692,10 +697,8 @@ size_t WriteEncoder::encode_into(uint64_t id, uint64_t offset, std::span<const u
   return kWriteHeader + data.size();
 }
 
-size_t encode_write(uint64_t id, uint64_t offset, const EncodedWrite& e, std::span<uint8_t> room) {
-  put_write_header(room, id, offset, e.raw_length);
-  if (!e.body.empty()) std::memcpy(room.data() + kWriteHeader, e.body.data(), e.body.size());
-  return kWriteHeader + e.body.size();
+void encode_write_head(uint64_t id, uint64_t offset, const EncodedWrite& e, std::span<uint8_t> head) {
+  put_write_header(head, id, offset, e.raw_length);
 }
 
 Result<Write> decode_write(uint8_t flags, std::span<const uint8_t> p) {

@@ -407,8 +407,11 @@ class WriteEncoder {
   size_t encode_into(uint64_t id, uint64_t offset, std::span<const uint8_t> data,
                      std::span<uint8_t> room, uint8_t& flags);
   // True when a chunk of n bytes will go raw without a compression attempt, so the caller can
-  // read it straight into the frame.
+  // read it straight into the frame, or send it from where it is (raw_head).
   bool raw_next(size_t n) const;
+  // For a chunk of n bytes that raw_next() said goes raw: writes the payload's first
+  // kWriteHeader bytes into head; the chunk's bytes follow unchanged (flags 0).
+  void raw_head(uint64_t id, uint64_t offset, size_t n, std::span<uint8_t> head);
 
  private:
   ::ZSTD_CCtx_s* ctx_;
@@ -425,8 +428,8 @@ struct EncodedWrite {
   uint32_t raw_length = 0;
   std::vector<uint8_t> body;
 };
-// Writes the payload of a Write of e at offset of file id into room (at least kWriteHeader +
-// e.body.size() bytes); returns its size. The frame's flags are e.flags.
-size_t encode_write(uint64_t id, uint64_t offset, const EncodedWrite& e, std::span<uint8_t> room);
+// The first kWriteHeader bytes of the payload of a Write of e at offset of file id; e.body
+// follows them. The frame's flags are e.flags.
+void encode_write_head(uint64_t id, uint64_t offset, const EncodedWrite& e, std::span<uint8_t> head);
 
 }  // namespace bkp::wire

@@ -1,6 +1,7 @@
 // Identities and TLS on a Conn: the fingerprint is stable and checked, two processes starting at
 // once share one identity, a key readable by others is refused, frames cross an encrypted
-// connection byte for byte in both directions (also fed and drained in odd slices), each side
+// connection byte for byte in both directions (also fed and drained in odd slices, and with a
+// frame's body encrypted from where it lies: Conn::send_parts), each side
 // learns the other's identity, and a plaintext peer gets a clear refusal instead of garbage.
 #include <gtest/gtest.h>
 #include <openssl/err.h>
@@ -97,24 +98,31 @@ TEST(TlsTest, FramesCrossEncryptedAndEachSideKnowsTheOther) {
   auto [a, b] = conn_pair();
   std::vector<uint8_t> big(3u << 20);
   for (size_t i = 0; i < big.size(); ++i) big[i] = static_cast<uint8_t>(i * 131 + (i >> 12));
+  // A frame sent whole, one whose 1 MiB body is encrypted from where it is (send_parts), one
+  // whose small body is copied like any frame's, and a whole one after them.
+  const std::span<const uint8_t> all(big);
+  const std::vector<std::span<const uint8_t>> payloads = {
+      all.subspan(0, 1u << 20), all.subspan(1u << 20, 1u << 20), all.subspan(2u << 20, 1000),
+      all.subspan(2u << 20, 1u << 20)};
   std::thread server([&, &b = b] {
     ASSERT_TRUE(b->secure(**server_tls, TlsSide::kServer, kTimeoutMs));
     EXPECT_EQ(b->peer_id(), client_id.id);
-    for (int i = 0; i < 3; ++i) {
+    for (const auto& expected : payloads) {
       auto frame = b->recv(kTimeoutMs);
       ASSERT_TRUE(frame) << frame.error().message;
-      ASSERT_EQ(frame->payload.size(), 1u << 20);
-      EXPECT_TRUE(std::equal(frame->payload.begin(), frame->payload.end(),
-                             big.begin() + (static_cast<size_t>(i) << 20)));
+      ASSERT_EQ(frame->payload.size(), expected.size());
+      EXPECT_TRUE(std::equal(frame->payload.begin(), frame->payload.end(), expected.begin()));
     }
     ASSERT_TRUE(send_now(*b, wire::ErrorMsg{42, "done"}));
   });
   ASSERT_TRUE(a->secure(**client_tls, TlsSide::kClient, kTimeoutMs));
   EXPECT_EQ(a->peer_id(), server_id.id);
-  for (int i = 0; i < 3; ++i) {
-    ASSERT_TRUE(a->send(wire::MsgType::kData, 0,
-                        std::span(big).subspan(static_cast<size_t>(i) << 20, 1u << 20)));
+  ASSERT_TRUE(a->send(wire::MsgType::kData, 0, payloads[0]));
+  for (size_t i : {1, 2}) {
+    ASSERT_TRUE(a->send_parts(wire::MsgType::kData, 0, payloads[i].first(20),
+                              payloads[i].subspan(20)));
   }
+  ASSERT_TRUE(a->send(wire::MsgType::kData, 0, payloads[3]));
   auto answer = expect<wire::HelloOk>(*a, kTimeoutMs);  // the Error frame comes back as one
   server.join();
   ASSERT_FALSE(answer);
