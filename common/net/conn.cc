@@ -84,9 +84,7 @@ Result<int> Conn::submit_and_wait(io_uring_sqe* sqe, int timeout_ms) {
 }
 
 Result<void> Conn::send(wire::MsgType type, uint8_t flags, std::span<const uint8_t> payload) {
-  std::span<uint8_t> room = BKP_TRY(begin_frame(payload.size()));
-  if (!payload.empty()) std::memcpy(room.data(), payload.data(), payload.size());
-  return end_frame(type, flags, payload.size());
+  return send_parts(type, flags, payload, {});
 }
 
 Result<std::span<uint8_t>> Conn::begin_frame(size_t max_payload) {
@@ -102,11 +100,15 @@ Result<std::span<uint8_t>> Conn::begin_frame(size_t max_payload) {
 }
 
 Result<void> Conn::end_frame(wire::MsgType type, uint8_t flags, size_t payload_size) {
-  out_len_ = frame_start_ + wire::kHeaderSize + payload_size;
-  wire::seal_frame(type, flags, next_seq_++, out_.data() + frame_start_, payload_size);
-  bytes_sent_ += wire::kHeaderSize + payload_size;
+  seal(type, flags, payload_size, {});
   if (out_len_ >= kFlushAt) return flush();
   return {};
+}
+
+void Conn::seal(wire::MsgType type, uint8_t flags, size_t head_size, std::span<const uint8_t> body) {
+  out_len_ = frame_start_ + wire::kHeaderSize + head_size;
+  wire::seal_frame(type, flags, next_seq_++, out_.data() + frame_start_, head_size, body);
+  bytes_sent_ += wire::kHeaderSize + head_size + body.size();
 }
 
 Result<void> Conn::send_parts(wire::MsgType type, uint8_t flags, std::span<const uint8_t> head,
@@ -119,9 +121,7 @@ Result<void> Conn::send_parts(wire::MsgType type, uint8_t flags, std::span<const
   }
   std::span<uint8_t> room = BKP_TRY(begin_frame(head.size()));
   if (!head.empty()) std::memcpy(room.data(), head.data(), head.size());
-  out_len_ = frame_start_ + wire::kHeaderSize + head.size();
-  wire::seal_frame(type, flags, next_seq_++, out_.data() + frame_start_, head.size(), body);
-  bytes_sent_ += wire::kHeaderSize + head.size() + body.size();
+  seal(type, flags, head.size(), body);
   BKP_TRY_VOID(flush());
   return write_out(body);
 }

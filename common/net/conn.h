@@ -104,6 +104,8 @@ class Conn {
   Conn(UniqueFd sock) : sock_(std::move(sock)) {}
   Result<int> submit_and_wait(io_uring_sqe* sqe_setup_done, int timeout_ms);
   Result<void> send_all(std::span<const uint8_t> bytes);
+  // Closes the frame begun in the send buffer: its payload is head_size bytes there, then body.
+  void seal(wire::MsgType type, uint8_t flags, size_t head_size, std::span<const uint8_t> body);
   // Sends bytes, encrypted when the connection is secured.
   Result<void> write_out(std::span<const uint8_t> bytes);
   // One recv from the socket into buf: bytes received, or ETIMEDOUT / ECONNRESET / the error.
