@@ -18,11 +18,11 @@
 namespace bkp::server {
 
 constexpr std::chrono::seconds kRejectionQuiet{10};
+constexpr uint64_t kRejectionBurst = 5;
 
 // The source address of a peer named "address:port" (as backupd names accepted connections):
 // what both the connection limit per host and these log lines count by.
 std::string peer_address(const std::string& peer);
-constexpr uint64_t kRejectionBurst = 5;
 
 class Rejections {
  public:

@@ -8,6 +8,7 @@
 
 #include <cerrno>
 #include <random>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -21,6 +22,12 @@ Bytes bytes(std::string_view s) { return Bytes(s.begin(), s.end()); }
 Bytes frame(MsgType type, uint64_t seq, const Bytes& payload, uint8_t flags = 0) {
   Bytes out;
   encode_frame(type, flags, seq, payload, out);
+  return out;
+}
+
+std::string hex(std::span<const uint8_t> bytes) {
+  std::string out;
+  for (uint8_t b : bytes) out += "0123456789abcdef"[b >> 4], out += "0123456789abcdef"[b & 15];
   return out;
 }
 
@@ -269,9 +276,7 @@ TEST(FrameTest, TheDocumentsTestVectorsAreWhatWeSend) {
     std::vector<uint8_t> frame(kHeaderSize);
     frame.insert(frame.end(), payload.begin(), payload.end());
     seal_frame(type, 0, seq, frame.data(), payload.size());
-    std::string hex;
-    for (uint8_t b : frame) hex += "0123456789abcdef"[b >> 4], hex += "0123456789abcdef"[b & 15];
-    return hex;
+    return hex(frame);
   };
   EXPECT_EQ(sealed(MsgType::kPing, 1, {}),
             "00000000" "16" "00" "0000" "0100000000000000" "b803a7bf3ca0e4d8");
@@ -291,11 +296,7 @@ TEST(FrameTest, ALongPayloadsChecksumIsTheSameOnEveryVectorUnit) {
   std::vector<uint8_t> frame(kHeaderSize + 100000);
   for (size_t i = 0; i < 100000; ++i) frame[kHeaderSize + i] = static_cast<uint8_t>(i * 31 % 251);
   seal_frame(MsgType::kOp, 0, 3, frame.data(), 100000);
-  std::string sum;
-  for (size_t i = 16; i < kHeaderSize; ++i) {
-    sum += "0123456789abcdef"[frame[i] >> 4], sum += "0123456789abcdef"[frame[i] & 15];
-  }
-  EXPECT_EQ(sum, "ef280d0730add4f8");
+  EXPECT_EQ(hex(std::span(frame).subspan(16, 8)), "ef280d0730add4f8");
 }
 
 }  // namespace
