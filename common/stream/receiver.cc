@@ -65,12 +65,14 @@ wire::Position Receiver::position(uint64_t instance) {
     session_committed_ = 0;
     applied_ = 0;
     written_ = false;
+    baseline_due_ = true;
     return wire::Position{0, 1, 0};
   }
   // Another stream applied part of a batch since our last commit: the tree is not ours any more.
   if (session_instance_ != instance_ && in_batch_) need_baseline_ = true;
   session_instance_ = instance_;
   session_committed_ = committed_;
+  baseline_due_ = need_baseline_;
   if (need_baseline_) {
     applied_ = 0;
     written_ = false;
@@ -80,16 +82,21 @@ wire::Position Receiver::position(uint64_t instance) {
 }
 
 Result<void> Receiver::apply(const wire::Op& op) {
+  if (baseline_due_ && op.kind != wire::OpKind::kSyncBegin) {
+    return fail(EPROTO, fmt::format("a baseline was asked for: {} before sync-begin",
+                                    wire::op_name(op.kind)));
+  }
   in_batch_ = true;
   at_commit_ = false;
   BKP_TRY_VOID(applier_.apply(op));
-  if (op.kind == wire::OpKind::kSyncBegin) need_baseline_ = false;
+  if (op.kind == wire::OpKind::kSyncBegin) need_baseline_ = baseline_due_ = false;
   ++applied_;
   note_position();
   return {};
 }
 
 Result<void> Receiver::write(const wire::Write& w) {
+  if (baseline_due_) return fail(EPROTO, "a baseline was asked for: data before sync-begin");
   in_batch_ = true;
   at_commit_ = false;
   if (!written_) {  // noted before the data lands: a crash in between only costs at_commit()
@@ -100,6 +107,7 @@ Result<void> Receiver::write(const wire::Write& w) {
 }
 
 Result<uint64_t> Receiver::commit(const wire::Commit& c) {
+  if (baseline_due_) return fail(EPROTO, "a baseline was asked for: commit before sync-begin");
   if (c.batch != session_committed_ + 1) {
     return fail(EPROTO, fmt::format("commit of batch {} where batch {} was due", c.batch,
                                     session_committed_ + 1));

@@ -42,7 +42,9 @@ class Receiver {
   // know (or instance 0) gets need_baseline and numbering from 1, and becomes the recorded
   // stream at its first commit.
   wire::Position position(uint64_t instance);
-  // Apply one frame of the batch in progress.
+  // Apply one frame of the batch in progress. After a position() that asked for a baseline,
+  // anything before its kSyncBegin (an Op, a Write, a Commit) fails with EPROTO: a sender that
+  // ignored the request would otherwise leave the tree incomplete under a committed stream.
   Result<void> apply(const wire::Op& op);
   Result<void> write(const wire::Write& w);
   // Commit{batch}: must be the next batch (EPROTO otherwise); syncs the tree, then the record.
@@ -80,6 +82,8 @@ class Receiver {
   // Only a baseline can repair the tree: restarted inside one (its named entries are gone), or
   // another stream applied part of a batch to it. Cleared by the next kSyncBegin.
   bool need_baseline_ = false;
+  // The last position() asked for a baseline and no kSyncBegin has come since.
+  bool baseline_due_ = false;
   bool in_batch_ = false;
   bool at_commit_ = false;
 };

@@ -331,6 +331,35 @@ TEST_F(HostileNodeTest, ANodeSilentInTheMiddleOfABatchIsCutAndTheRunFailsInstead
   EXPECT_EQ(r.exit_code(), 0) << r.output;
 }
 
+// need_baseline = 1 was advice until 2026-12-02: a node that skipped the baseline and sent
+// ordinary operations had its batch applied and acknowledged, and from then on the stream was
+// "known", so whatever the mirror lacked stayed missing. Now the batch is refused before any of
+// it lands, and the next session is asked for the baseline again.
+TEST_F(HostileNodeTest, ANodeThatSkipsTheBaselineItWasAskedForIsRefused) {
+  ASSERT_TRUE(start_server());
+  const std::string path = "/bkp-hostile/skip";
+  auto node = fake_node(path, [](net::Conn& c) -> std::string {
+    FakeServer sender(c);
+    sender.op(make(OpKind::kMkdir, "skipped"));
+    if (!c.flush()) return "could not send the mkdir";
+    auto answer = c.recv(kTimeoutMs);
+    if (!answer) return "backupd closed without saying why: " + answer.error().message;
+    std::string text(answer->payload.begin(), answer->payload.end());
+    if (answer->type != wire::MsgType::kError ||
+        text.find("a baseline was asked for: mkdir before sync-begin") == std::string::npos) {
+      return "backupd answered something else than the refusal: " + text;
+    }
+    return "";
+  });
+  auto r = bkptool({"register", kHost, std::to_string(node->port), path, "--every", "1h"});
+  ASSERT_EQ(r.exit_code(), 0) << r.output;
+  finish(*node);
+  EXPECT_FALSE(std::filesystem::exists(state_dir() + "/volumes/" + kHost + "/" +
+                                       escape_path(path) + "/mirror/skipped"));
+  r = bkptool({"unregister", kHost, path});
+  EXPECT_EQ(r.exit_code(), 0) << r.output;
+}
+
 // The hostile-peer review: a name a node sends is quoted in backupd's log, and one with a newline
 // and a terminal escape sequence in it forged a whole "backupd error:" line of its own.
 TEST_F(HostileNodeTest, ANameANodeSendsCannotForgeALogLine) {

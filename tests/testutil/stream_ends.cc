@@ -66,6 +66,13 @@ Result<void> send_tree(net::Conn& conn, stream::Sender& sender, changes::ChangeL
   auto ok = BKP_TRY(net::expect<wire::HelloOk>(conn, timeout_ms));
   if (sender.position(ok.position) == stream::Sender::Resume::kBaseline) {
     if (on_baseline == OnBaseline::kRefuse) return fail(EPROTO, kUnexpectedBaseline);
+    if (on_baseline == OnBaseline::kSendLog) {
+      // The baseline of the empty tree (sync-begin, sync-end), then the log: every change since.
+      changes::Batch since_empty = log.take();
+      since_empty.ops.insert(since_empty.ops.begin(), {wire::Op{.kind = wire::OpKind::kSyncBegin},
+                                                       wire::Op{.kind = wire::OpKind::kSyncEnd}});
+      log.replace(std::move(since_empty));
+    }
     if (on_baseline == OnBaseline::kScan) {
       auto have = BKP_TRY(stream::fetch_manifest(conn, timeout_ms));
       UniqueFd root(::open(src_root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));

@@ -48,7 +48,8 @@ Result<void> serve_stream(net::Conn& conn, stream::Receiver& receiver, changes::
 // What send_tree does when the receiver asks for a baseline.
 enum class OnBaseline {
   kRefuse,   // an error (kUnexpectedBaseline): this receiver should know the stream
-  kSendLog,  // send the log as it is: it holds everything since the empty tree
+  kSendLog,  // the empty tree's baseline (sync-begin, sync-end), then the log: it holds
+             // everything since the empty tree
   kScan,     // rebuild the log from a scan of the source tree (a reconcile against the
              // receiver's manifest, narrowed by block digests)
 };

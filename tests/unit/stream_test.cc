@@ -357,6 +357,19 @@ class ReceiverTest : public ::testing::Test {
     ASSERT_TRUE(receiver_->write(testutil::write_of(id, 0, data)));
   }
   void commit(uint64_t n) { ASSERT_TRUE(receiver_->commit(wire::Commit{n})); }
+  // A new stream's first batch: the baseline its position asks for, holding `ops`.
+  void first_batch(const std::vector<Op>& ops = {}) {
+    EXPECT_EQ(receiver_->position(kInstance), (wire::Position{0, 1, 0}));
+    apply(op(OpKind::kSyncBegin, ""));
+    for (const Op& o : ops) apply(o);
+    apply(op(OpKind::kSyncEnd, ""));
+    commit(1);
+  }
+  void expect_refused(const Result<void>& r) {
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().code, EPROTO);
+    EXPECT_NE(r.error().message.find("baseline"), std::string::npos) << r.error().message;
+  }
 
   testutil::TempDir dir_{"bkp-receiver"};
   std::unique_ptr<changes::Applier> applier_;
@@ -374,9 +387,29 @@ TEST_F(ReceiverTest, AnUnknownStreamGetsABaselineAndIsRecordedAtItsFirstCommit) 
   EXPECT_EQ(receiver_->position(kInstance + 1), (wire::Position{0, 1, 0}));
 }
 
+TEST_F(ReceiverTest, ASenderToldToSendABaselineCannotSkipIt) {
+  EXPECT_EQ(receiver_->position(kInstance), (wire::Position{0, 1, 0}));
+  expect_refused(receiver_->apply(op(OpKind::kMkdir, "a")));
+  expect_refused(receiver_->write(testutil::write_of(5, 0, "data")));
+  auto committed = receiver_->commit(wire::Commit{1});
+  ASSERT_FALSE(committed) << "an empty batch would record the stream with nothing in the tree";
+  EXPECT_EQ(committed.error().code, EPROTO);
+  apply(op(OpKind::kSyncBegin, ""));
+  apply(op(OpKind::kMkdir, "a"));
+  commit(1);  // a baseline spanning batches: later ones need no sync-begin
+  EXPECT_EQ(receiver_->position(kInstance), (wire::Position{1, 0, 0}));
+  apply(op(OpKind::kMkdir, "b"));
+  reopen();
+  EXPECT_EQ(receiver_->position(kInstance), (wire::Position{1, 1, 0}));
+  // A receiver that restarted inside a baseline holds the sender to a new one.
+  expect_refused(receiver_->apply(op(OpKind::kMkdir, "c")));
+  apply(op(OpKind::kSyncBegin, ""));
+  apply(op(OpKind::kSyncEnd, ""));
+  commit(2);
+}
+
 TEST_F(ReceiverTest, ARestartInsideABatchKeepsTheOperationsItApplied) {
-  receiver_->position(kInstance);
-  commit(1);
+  first_batch();
   apply(op(OpKind::kMkdir, "a"));
   apply(op(OpKind::kMkdir, "b"));
   EXPECT_EQ(receiver_->position(kInstance), (wire::Position{1, 0, 2}));
@@ -396,9 +429,7 @@ TEST_F(ReceiverTest, ARestartInsideABaselineAsksForANewOne) {
 }
 
 TEST_F(ReceiverTest, AtCommitOnlyWhenOpenedOnACommitWithNothingAppliedSince) {
-  receiver_->position(kInstance);
-  apply(op(OpKind::kCreate, "f", "", 5));
-  commit(1);
+  first_batch({op(OpKind::kCreate, "f", "", 5)});
   reopen();
   EXPECT_TRUE(receiver_->at_commit());
   receiver_->position(kInstance);
@@ -411,9 +442,7 @@ TEST_F(ReceiverTest, AtCommitOnlyWhenOpenedOnACommitWithNothingAppliedSince) {
 }
 
 TEST_F(ReceiverTest, ABatchBegunWithDataIsNotAtCommitAfterARestart) {
-  receiver_->position(kInstance);
-  apply(op(OpKind::kCreate, "f", "", 5));
-  commit(1);
+  first_batch({op(OpKind::kCreate, "f", "", 5)});
   write(5, "data before any operation of batch 2");
   reopen();
   EXPECT_FALSE(receiver_->at_commit()) << "the tree holds part of batch 2";
@@ -422,8 +451,7 @@ TEST_F(ReceiverTest, ABatchBegunWithDataIsNotAtCommitAfterARestart) {
 }
 
 TEST_F(ReceiverTest, ABatchBegunWithOperationsOrInsideABaselineIsNotAtCommit) {
-  receiver_->position(kInstance);
-  commit(1);
+  first_batch();
   apply(op(OpKind::kMkdir, "a"));
   reopen();
   EXPECT_FALSE(receiver_->at_commit());
@@ -435,8 +463,7 @@ TEST_F(ReceiverTest, ABatchBegunWithOperationsOrInsideABaselineIsNotAtCommit) {
 }
 
 TEST_F(ReceiverTest, OnlyTheNextBatchCanCommit) {
-  receiver_->position(kInstance);
-  commit(1);
+  first_batch();
   for (uint64_t wrong : {1u, 3u}) {
     auto r = receiver_->commit(wire::Commit{wrong});
     ASSERT_FALSE(r);
