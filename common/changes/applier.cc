@@ -998,6 +998,13 @@ Result<UniqueFd> Applier::open_id(uint64_t id) const {
 
 std::optional<uint64_t> Applier::id_of_inode(ino_t ino) const { return impl_->id_of(ino); }
 
+ino_t Applier::inode_at(const std::string& rel) const {
+  auto w = impl_->locate(rel);
+  struct stat st{};
+  if (!w || fstatat(w->dir.get(), w->name.c_str(), &st, kNoFollow) != 0) return 0;
+  return st.st_ino;
+}
+
 int64_t Applier::source_ctime(uint64_t id) const {
   std::lock_guard lock(impl_->ctimes_mu);
   auto it = impl_->ctimes.find(id);

@@ -95,6 +95,8 @@ class Applier {
   Result<UniqueFd> open_id(uint64_t id) const;
   // The id of a tree inode, for baseline scans of this tree.
   std::optional<uint64_t> id_of_inode(ino_t ino) const;
+  // The inode of the entry at rel (not following a final symlink), 0 if there is none.
+  ino_t inode_at(const std::string& rel) const;
   // The source ctime this id's content is known to match; 0 when unknown.
   int64_t source_ctime(uint64_t id) const;
   int tree_fd() const;

@@ -5,7 +5,11 @@
 #include "common/stream/receiver.h"
 
 #include <fcntl.h>
+#include <stdio.h>  // RENAME_EXCHANGE
 #include <unistd.h>
+
+#include <cstdlib>
+#include <utility>
 
 #include <fmt/format.h>
 
@@ -19,11 +23,21 @@ struct PositionRecord {
   uint64_t instance = 0;
   uint64_t batch = 0;
   uint64_t applied = 0;
-  uint64_t flags = 0;  // kSyncing | kWritten
+  uint64_t flags = 0;  // kSyncing | kWritten | kExchanging
+  // kExchanging: the inodes at the two names of the exchange about to be applied (since
+  // 2026-12-02; a record of the first four fields alone is read with these zero).
+  uint64_t exchange_path_ino = 0;
+  uint64_t exchange_target_ino = 0;
 };
+constexpr ssize_t kFirstRecordSize = 4 * sizeof(uint64_t);
 
-constexpr uint64_t kSyncing = 1;  // the applier is inside a baseline
-constexpr uint64_t kWritten = 2;  // Write frames of the batch reached the tree
+constexpr uint64_t kSyncing = 1;     // the applier is inside a baseline
+constexpr uint64_t kWritten = 2;     // Write frames of the batch reached the tree
+constexpr uint64_t kExchanging = 4;  // Op frame `applied + 1` is a RENAME_EXCHANGE under way
+
+bool is_exchange(const wire::Op& op) {
+  return op.kind == wire::OpKind::kRename && (op.flags & RENAME_EXCHANGE) != 0;
+}
 
 constexpr const char* kReserved[] = {"instance", "committed", "syncing"};
 
@@ -43,12 +57,15 @@ Result<std::unique_ptr<Receiver>> Receiver::open(const std::string& dir,
   if (!r->position_fd_) return fail_errno("open " + path);
   PositionRecord rec;
   ssize_t n = ::pread(r->position_fd_.get(), &rec, sizeof rec, 0);
-  if (n == static_cast<ssize_t>(sizeof rec) && rec.instance == r->instance_ &&
-      r->instance_ != 0 && rec.batch == r->committed_ + 1) {
+  if (n >= kFirstRecordSize && rec.instance == r->instance_ && r->instance_ != 0 &&
+      rec.batch == r->committed_ + 1) {
     r->applied_ = rec.applied;
     r->written_ = (rec.flags & kWritten) != 0;
     syncing = (rec.flags & kSyncing) != 0;
-  } else if (n == static_cast<ssize_t>(sizeof rec) && rec.instance != r->instance_ &&
+    if ((rec.flags & kExchanging) != 0 && n == static_cast<ssize_t>(sizeof rec)) {
+      r->exchanging_ = Exchanging{rec.applied, rec.exchange_path_ino, rec.exchange_target_ino};
+    }
+  } else if (n >= kFirstRecordSize && rec.instance != r->instance_ &&
              (rec.applied > 0 || (rec.flags & kWritten) != 0)) {
     syncing = true;  // another stream's unfinished batch is in the tree
   }
@@ -60,6 +77,7 @@ Result<std::unique_ptr<Receiver>> Receiver::open(const std::string& dir,
 }
 
 wire::Position Receiver::position(uint64_t instance) {
+  if (instance == 0 || instance != instance_ || need_baseline_) exchanging_.reset();
   if (instance == 0 || instance != instance_) {
     session_instance_ = instance;
     session_committed_ = 0;
@@ -88,7 +106,27 @@ Result<void> Receiver::apply(const wire::Op& op) {
   }
   in_batch_ = true;
   at_commit_ = false;
-  BKP_TRY_VOID(applier_.apply(op));
+  // An exchange is the one operation that does not tolerate its own earlier effect (applied
+  // again, it swaps the names back): its two inodes are noted before it, so that after a crash
+  // between the swap and noting it, the resent exchange is found done.
+  const std::optional<Exchanging> before_crash = std::exchange(exchanging_, std::nullopt);
+  if (is_exchange(op)) {
+    const Exchanging now{applied_, applier_.inode_at(op.path), applier_.inode_at(op.target)};
+    if (before_crash && before_crash->applied == applied_ && now.path_ino != 0 &&
+        now.path_ino == before_crash->target_ino && now.target_ino == before_crash->path_ino) {
+      log::info("{}: the exchange of {} and {} was applied before a restart: not again", dir_,
+                op.path, op.target);
+    } else {
+      note_position(&now);
+      BKP_TRY_VOID(applier_.apply(op));
+      // Test seam: BKP_TEST_DIE_AFTER_EXCHANGE=1 ends the process between the swap and noting it.
+      if (const char* die = std::getenv("BKP_TEST_DIE_AFTER_EXCHANGE"); die && *die == '1') {
+        ::_exit(86);
+      }
+    }
+  } else {
+    BKP_TRY_VOID(applier_.apply(op));
+  }
   if (op.kind == wire::OpKind::kSyncBegin) need_baseline_ = baseline_due_ = false;
   ++applied_;
   note_position();
@@ -138,9 +176,14 @@ Result<void> Receiver::save() {
   return write_file_atomic(dir_ + "/state", format_key_values(values), Durability::kSync);
 }
 
-void Receiver::note_position() {
+void Receiver::note_position(const Exchanging* exchanging) {
   PositionRecord rec{session_instance_, session_committed_ + 1, applied_,
                      (applier_.syncing() ? kSyncing : 0) | (written_ ? kWritten : 0)};
+  if (exchanging != nullptr) {
+    rec.flags |= kExchanging;
+    rec.exchange_path_ino = exchanging->path_ino;
+    rec.exchange_target_ino = exchanging->target_ino;
+  }
   if (::pwrite(position_fd_.get(), &rec, sizeof rec, 0) != static_cast<ssize_t>(sizeof rec)) {
     // Only a crash inside this batch would need it; the batch itself is still applied.
     log::warn("{}/position: cannot note the stream position: {}", dir_, std::strerror(errno));

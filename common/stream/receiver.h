@@ -6,13 +6,16 @@
 //             tree itself was synced: instance (the sender's stream), committed (the last batch
 //             applied durably), syncing (1 while a baseline is unfinished), plus the owner's own
 //             counters (counters()).
-//   position  32 bytes, overwritten after every applied Op frame and before the first Write
+//   position  48 bytes, overwritten after every applied Op frame and before the first Write
 //             frame of a batch, never synced: instance, batch, Op frames applied of that batch,
-//             flags (syncing; Write frames of the batch reached the tree). It survives a crash of
-//             the process (the page cache keeps it) and says which operations of an unfinished
-//             batch the tree already has, so none is applied twice. After a crash between
-//             applying an operation and noting it, that one operation is sent again; each
-//             operation tolerates exactly its own earlier effect (applier.h). The Write flag only
+//             flags (syncing; Write frames of the batch reached the tree; an exchange under
+//             way), the inodes of an exchange's two names. It survives a crash of the process
+//             (the page cache keeps it) and says which operations of an unfinished batch the
+//             tree already has, so none is applied twice. After a crash between applying an
+//             operation and noting it, that one operation is sent again; each operation
+//             tolerates exactly its own earlier effect (applier.h), except RENAME_EXCHANGE (done
+//             twice, it swaps back): its inodes are noted before it, and a resent exchange that
+//             finds them swapped is not applied again. The Write flag only
 //             serves at_commit(): data is idempotent, so resuming never needs it, but a tree
 //             holding part of a batch's data is not exactly its last commit.
 // A baseline's list of named entries lives in memory only: a receiver that restarts inside a
@@ -24,6 +27,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "common/changes/applier.h"
@@ -66,8 +70,17 @@ class Receiver {
   bool at_commit() const { return at_commit_; }
 
  private:
+  // An exchange noted as under way: Op frame `applied + 1` swaps the entries whose inodes are
+  // path_ino (at its path) and target_ino (at its target).
+  struct Exchanging {
+    uint64_t applied = 0;
+    uint64_t path_ino = 0;
+    uint64_t target_ino = 0;
+  };
+
   Receiver(std::string dir, changes::Applier& applier) : dir_(std::move(dir)), applier_(applier) {}
-  void note_position();
+  // Notes where the batch stands (with an exchange about to be applied, if given).
+  void note_position(const Exchanging* exchanging = nullptr);
 
   const std::string dir_;
   changes::Applier& applier_;
@@ -86,6 +99,9 @@ class Receiver {
   bool baseline_due_ = false;
   bool in_batch_ = false;
   bool at_commit_ = false;
+  // What `position` said was under way when this receiver was opened: checked by the first
+  // operation applied after that.
+  std::optional<Exchanging> exchanging_;
 };
 
 }  // namespace bkp::stream

@@ -428,6 +428,71 @@ TEST_F(ReceiverTest, ARestartInsideABaselineAsksForANewOne) {
       << "the names the baseline made are lost with the process";
 }
 
+// RENAME_EXCHANGE is the one operation that does not tolerate its own earlier effect: a
+// receiver that died between the swap and noting it swapped the names back when the exchange
+// was resent (a known limit until 2026-12-02).
+TEST_F(ReceiverTest, AnExchangeResentAfterACrashBetweenTheSwapAndItsNoteIsNotAppliedTwice) {
+  first_batch({op(OpKind::kCreate, "a", "", 1), op(OpKind::kCreate, "b", "", 2)});
+  auto ino = [&](const char* name) {
+    struct stat st{};
+    EXPECT_EQ(::stat(dir_.sub(std::string("tree/") + name).c_str(), &st), 0);
+    return st.st_ino;
+  };
+  const ino_t a = ino("a"), b = ino("b");
+  Op exchange = op(OpKind::kRename, "a", "b");
+  exchange.flags = RENAME_EXCHANGE;
+  ASSERT_EQ(receiver_->position(kInstance), (wire::Position{1, 0, 0}));
+  apply(op(OpKind::kMkdir, "d"));
+  EXPECT_EXIT(
+      {
+        ::setenv("BKP_TEST_DIE_AFTER_EXCHANGE", "1", 1);
+        (void)receiver_->apply(exchange);
+        ::_exit(0);  // not reached if the seam works
+      },
+      ::testing::ExitedWithCode(86), "");
+  EXPECT_EQ(ino("a"), b) << "the child swapped the names before it died";
+  reopen();
+  ASSERT_EQ(receiver_->position(kInstance), (wire::Position{1, 0, 1}))
+      << "the exchange was not noted as applied";
+  apply(exchange);  // the sender resends it
+  EXPECT_EQ(ino("a"), b);
+  EXPECT_EQ(ino("b"), a);
+  apply(exchange);  // a new exchange in the same batch swaps again
+  EXPECT_EQ(ino("a"), a);
+  commit(2);
+}
+
+TEST_F(ReceiverTest, AnExchangeNotedButNotCarriedOutBeforeACrashIsApplied) {
+  first_batch({op(OpKind::kCreate, "a", "", 1), op(OpKind::kCreate, "b", "", 2)});
+  auto ino = [&](const char* name) {
+    struct stat st{};
+    EXPECT_EQ(::stat(dir_.sub(std::string("tree/") + name).c_str(), &st), 0);
+    return st.st_ino;
+  };
+  const ino_t a = ino("a"), b = ino("b");
+  Op exchange = op(OpKind::kRename, "a", "b");
+  exchange.flags = RENAME_EXCHANGE;
+  receiver_->position(kInstance);
+  EXPECT_EXIT(
+      {
+        ::setenv("BKP_TEST_DIE_AFTER_EXCHANGE", "1", 1);
+        (void)receiver_->apply(exchange);
+        ::_exit(0);
+      },
+      ::testing::ExitedWithCode(86), "");
+  // Swapped back behind the receiver's back: the tree is as if the process had died after
+  // noting the exchange and before carrying it out.
+  ASSERT_EQ(::renameat2(AT_FDCWD, dir_.sub("tree/a").c_str(), AT_FDCWD,
+                        dir_.sub("tree/b").c_str(), RENAME_EXCHANGE),
+            0);
+  reopen();
+  ASSERT_EQ(receiver_->position(kInstance), (wire::Position{1, 0, 0}));
+  apply(exchange);
+  EXPECT_EQ(ino("a"), b);
+  EXPECT_EQ(ino("b"), a);
+  commit(2);
+}
+
 TEST_F(ReceiverTest, AtCommitOnlyWhenOpenedOnACommitWithNothingAppliedSince) {
   first_batch({op(OpKind::kCreate, "f", "", 5)});
   reopen();
