@@ -37,9 +37,9 @@
 #   --converge-timeout S  how long the final convergence may take (default 300)
 #   --keep           keep the scratch directory (it is also kept when the run fails)
 #   --no-holes       converged = equal except for where files have holes (bkp_treecmp
-#                    --no-holes): a file written while a reconcile runs is shipped whole, its
-#                    holes as zeros (bench/RESULTS.md, "Daemon defects found"), which the strict
-#                    check always reports under this workload; this checks everything else
+#                    --no-holes): to tell a hole-map difference from any other when a strict run
+#                    fails (a file written while a reconcile ran used to be shipped whole, holes as
+#                    zeros: bench/RESULTS.md, "Daemon defects found", fixed since)
 #
 # How a kill is delivered:
 #   backupd     kill -9, then started again on the same port with the same --state-dir
