@@ -148,7 +148,13 @@ class ReplicaSession {
     BKP_TRY_VOID(s.sender.await_ack(conn_, kReplicaAckTimeoutMs));
     log::debug("replica {}: volume {} batch {} acked ({} operations, {} files, {} data bytes)",
                replica_.name(), v.name(), number, ops, files, counters_.data_bytes - bytes_before);
-    if (s.log_empty()) s.baseline = false;
+    if (s.log_empty()) {
+      s.baseline = false;
+      // Caught up: a status with nothing pending ends the replica's progress episode now. It
+      // counts a batch's files by their data, so a file the batch only renamed or chmodded would
+      // stay "1 file left" until the next batch.
+      BKP_TRY_VOID(net::send_now(conn_, s.sender.status("")));
+    }
     s.progress->acked();
     replica_.clear_error();
     return true;

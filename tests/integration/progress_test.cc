@@ -5,9 +5,14 @@
 // stream to each replica (naming files); each replicator must report what it received. A
 // replica that returns after missing a backlog catches up on it as one episode whose total is
 // the whole backlog from its first line, at both ends (issue 14).
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include <cstring>
 #include <regex>
 #include <sstream>
 
+#include "common/unique_fd.h"
 #include "tests/integration/control.h"
 #include "tests/integration/workload.h"
 #include "tests/testutil/wait.h"
@@ -186,6 +191,56 @@ TEST_F(ProgressTest, AReturningReplicaCatchesUpOnTheWholeBacklogAsOneEpisode) {
       }
     }
   }
+}
+
+// A catch-up whose batch held a file with no data (only its mode changed) never ended on the
+// replica: the replicator counts a batch's files by their data, so that file stayed "1 file
+// left", and its progress said 99% until the next batch came (seen for 12 s at the end of a fault
+// run). backupd now tells a replica that has caught up so. Read where an operator reads it under
+// systemd: r1's STATUS= on a notify socket must end on its idle text, not on a catch-up.
+TEST_F(ProgressTest, ACatchUpWithAFileThatCarriesNoDataEnds) {
+  ASSERT_TRUE(start_all());
+  put(src("a.txt"), "before\n");
+  put(src("b.txt"), "before\n");
+  ASSERT_EQ(wait_converged(), "");
+  ASSERT_TRUE(kill_replicator(0));
+  ASSERT_EQ(::chmod(src("a.txt").c_str(), 0600), 0);  // a change that carries no data
+  write_at(src("b.txt"), 0, random_string(kMiB, 7));
+
+  const std::string path = scratch_dir("notify") + "/r1.sock";
+  UniqueFd notify(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  ASSERT_TRUE(notify);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  ASSERT_LT(path.size(), sizeof(addr.sun_path));
+  std::strcpy(addr.sun_path, path.c_str());
+  ASSERT_EQ(::bind(notify.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  replicator_env = {"NOTIFY_SOCKET=" + path};
+  ASSERT_TRUE(start_replicator(0));
+  ASSERT_EQ(wait_converged(), "");
+
+  // The texts change while a transfer runs (its rate) and are sent at most once a second, so a
+  // status that stays idle for 2 s after convergence is the end; a stuck catch-up never is.
+  std::string last;
+  auto changed = std::chrono::steady_clock::now();
+  bool ended = testutil::wait_until(
+      [&] {
+        char buf[4096];
+        for (ssize_t n; (n = ::recv(notify.get(), buf, sizeof buf, 0)) > 0;) {
+          std::istringstream msg(std::string(buf, static_cast<size_t>(n)));
+          for (std::string line; std::getline(msg, line);) {
+            if (line.starts_with("STATUS=")) {
+              last = line.substr(7);
+              changed = std::chrono::steady_clock::now();
+            }
+          }
+        }
+        return (last.find("idle") != std::string::npos &&
+                std::chrono::steady_clock::now() - changed >= 2s) ||
+               expired();
+      },
+      30s, 50ms);
+  EXPECT_TRUE(ended && last.find("idle") != std::string::npos) << "r1's last status: " << last;
 }
 
 }  // namespace
