@@ -5,12 +5,14 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 
 #include <algorithm>
 #include <cctype>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <exception>
 #include <filesystem>
 #include <sstream>
@@ -359,6 +361,22 @@ Result<int> ClusterTest::unmount_source_status() {
 }
 
 std::string ClusterTest::scratch_dir(const std::string& name) const { return tmp_->mkdir(name); }
+
+UniqueFd ClusterTest::notify_socket(const std::string& path, int flags) const {
+  UniqueFd fd(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | flags, 0));
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (!fd || path.size() >= sizeof(addr.sun_path)) {
+    ADD_FAILURE() << "no notify socket at " << path;
+    return UniqueFd();
+  }
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    ADD_FAILURE() << "bind " << path << ": " << std::strerror(errno);
+    return UniqueFd();
+  }
+  return fd;
+}
 
 std::string ClusterTest::volume_dir(const std::string& name) const {
   return state_ + "/volumes/" + name + "/" + escape_path(src_);

@@ -43,6 +43,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/unique_fd.h"
 #include "tests/testutil/daemon.h"
 #include "tests/testutil/files.h"
 #include "tests/testutil/mounted_fs.h"
@@ -132,6 +133,9 @@ class ClusterTest : public ::testing::Test {
   std::string control_socket() const { return state_ + "/control.sock"; }
   // A fresh directory under the test's temporary directory.
   std::string scratch_dir(const std::string& name) const;
+  // A datagram socket bound at path, in systemd's place for a daemon given NOTIFY_SOCKET=path
+  // (flags: e.g. SOCK_NONBLOCK). An invalid descriptor if it cannot be made (a failure is added).
+  UniqueFd notify_socket(const std::string& path, int flags = 0) const;
   // STATE/volumes/<node_name>/<escape_path(src)>/{mirror,stats,snapshots}
   std::string volume_dir() const { return volume_dir(node_name); }
   std::string volume_dir(const std::string& name) const;

@@ -154,7 +154,9 @@ class DiskFullTest : public ControlTest {
   std::string fill_and_change(const std::string& dir, const std::string& name) {
     std::string filler = fill(dir);
     change_everything();
-    if (!HasFatalFailure()) EXPECT_TRUE(wait_waiting_for_space(name));
+    if (!HasFatalFailure()) {
+      EXPECT_TRUE(wait_waiting_for_space(name));
+    }
     return filler;
   }
 

@@ -11,7 +11,6 @@
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -37,12 +36,8 @@ class FdStoreTest : public ClusterTest {
   void SetUp() override {
     ClusterTest::SetUp();
     notify_path_ = scratch_dir("systemd") + "/notify";
-    notify_.reset(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    ASSERT_LT(notify_path_.size(), sizeof(addr.sun_path));
-    std::strcpy(addr.sun_path, notify_path_.c_str());
-    ASSERT_EQ(::bind(notify_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+    notify_ = notify_socket(notify_path_);
+    ASSERT_TRUE(notify_);
     backupfs_env = {"NOTIFY_SOCKET=" + notify_path_};
   }
 

@@ -6,13 +6,10 @@
 // replica that returns after missing a backlog catches up on it as one episode whose total is
 // the whole backlog from its first line, at both ends (issue 14).
 #include <sys/socket.h>
-#include <sys/un.h>
 
-#include <cstring>
 #include <regex>
 #include <sstream>
 
-#include "common/unique_fd.h"
 #include "tests/integration/control.h"
 #include "tests/integration/workload.h"
 #include "tests/testutil/wait.h"
@@ -208,13 +205,8 @@ TEST_F(ProgressTest, ACatchUpWithAFileThatCarriesNoDataEnds) {
   write_at(src("b.txt"), 0, random_string(kMiB, 7));
 
   const std::string path = scratch_dir("notify") + "/r1.sock";
-  UniqueFd notify(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  UniqueFd notify = notify_socket(path, SOCK_NONBLOCK);
   ASSERT_TRUE(notify);
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  ASSERT_LT(path.size(), sizeof(addr.sun_path));
-  std::strcpy(addr.sun_path, path.c_str());
-  ASSERT_EQ(::bind(notify.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
   replicator_env = {"NOTIFY_SOCKET=" + path};
   ASSERT_TRUE(start_replicator(0));
   ASSERT_EQ(wait_converged(), "");

@@ -365,6 +365,26 @@ class ReceiverTest : public ::testing::Test {
     apply(op(OpKind::kSyncEnd, ""));
     commit(1);
   }
+  // The inode at tree/name.
+  ino_t ino(const std::string& name) {
+    struct stat st{};
+    EXPECT_EQ(::stat(dir_.sub("tree/" + name).c_str(), &st), 0) << name;
+    return st.st_ino;
+  }
+  // Applies an exchange of `a` and `b` in a child process that dies between the swap and
+  // noting it (BKP_TEST_DIE_AFTER_EXCHANGE), as a killed receiver would.
+  Op die_inside_exchange(const std::string& a, const std::string& b) {
+    Op exchange = op(OpKind::kRename, a, b);
+    exchange.flags = RENAME_EXCHANGE;
+    EXPECT_EXIT(
+        {
+          ::setenv("BKP_TEST_DIE_AFTER_EXCHANGE", "1", 1);
+          (void)receiver_->apply(exchange);
+          ::_exit(0);  // not reached if the seam works
+        },
+        ::testing::ExitedWithCode(86), "");
+    return exchange;
+  }
   void expect_refused(const Result<void>& r) {
     ASSERT_FALSE(r);
     EXPECT_EQ(r.error().code, EPROTO);
@@ -433,23 +453,10 @@ TEST_F(ReceiverTest, ARestartInsideABaselineAsksForANewOne) {
 // was resent (a known limit until 2026-12-02).
 TEST_F(ReceiverTest, AnExchangeResentAfterACrashBetweenTheSwapAndItsNoteIsNotAppliedTwice) {
   first_batch({op(OpKind::kCreate, "a", "", 1), op(OpKind::kCreate, "b", "", 2)});
-  auto ino = [&](const char* name) {
-    struct stat st{};
-    EXPECT_EQ(::stat(dir_.sub(std::string("tree/") + name).c_str(), &st), 0);
-    return st.st_ino;
-  };
   const ino_t a = ino("a"), b = ino("b");
-  Op exchange = op(OpKind::kRename, "a", "b");
-  exchange.flags = RENAME_EXCHANGE;
   ASSERT_EQ(receiver_->position(kInstance), (wire::Position{1, 0, 0}));
   apply(op(OpKind::kMkdir, "d"));
-  EXPECT_EXIT(
-      {
-        ::setenv("BKP_TEST_DIE_AFTER_EXCHANGE", "1", 1);
-        (void)receiver_->apply(exchange);
-        ::_exit(0);  // not reached if the seam works
-      },
-      ::testing::ExitedWithCode(86), "");
+  const Op exchange = die_inside_exchange("a", "b");
   EXPECT_EQ(ino("a"), b) << "the child swapped the names before it died";
   reopen();
   ASSERT_EQ(receiver_->position(kInstance), (wire::Position{1, 0, 1}))
@@ -464,22 +471,9 @@ TEST_F(ReceiverTest, AnExchangeResentAfterACrashBetweenTheSwapAndItsNoteIsNotApp
 
 TEST_F(ReceiverTest, AnExchangeNotedButNotCarriedOutBeforeACrashIsApplied) {
   first_batch({op(OpKind::kCreate, "a", "", 1), op(OpKind::kCreate, "b", "", 2)});
-  auto ino = [&](const char* name) {
-    struct stat st{};
-    EXPECT_EQ(::stat(dir_.sub(std::string("tree/") + name).c_str(), &st), 0);
-    return st.st_ino;
-  };
   const ino_t a = ino("a"), b = ino("b");
-  Op exchange = op(OpKind::kRename, "a", "b");
-  exchange.flags = RENAME_EXCHANGE;
   receiver_->position(kInstance);
-  EXPECT_EXIT(
-      {
-        ::setenv("BKP_TEST_DIE_AFTER_EXCHANGE", "1", 1);
-        (void)receiver_->apply(exchange);
-        ::_exit(0);
-      },
-      ::testing::ExitedWithCode(86), "");
+  const Op exchange = die_inside_exchange("a", "b");
   // Swapped back behind the receiver's back: the tree is as if the process had died after
   // noting the exchange and before carrying it out.
   ASSERT_EQ(::renameat2(AT_FDCWD, dir_.sub("tree/a").c_str(), AT_FDCWD,
