@@ -117,10 +117,6 @@ void encode_frame(MsgType type, uint8_t flags, uint64_t seq, std::span<const uin
   seal_frame(type, flags, seq, out.data() + start, payload.size());
 }
 
-void seal_frame(MsgType type, uint8_t flags, uint64_t seq, uint8_t* frame, size_t payload_size) {
-  seal_frame(type, flags, seq, frame, payload_size, {});
-}
-
 void seal_frame(MsgType type, uint8_t flags, uint64_t seq, uint8_t* frame, size_t head_size,
                 std::span<const uint8_t> body) {
   store_le(frame, head_size + body.size(), 4);

@@ -85,13 +85,11 @@ struct Frame {
 // Appends one encoded frame (header + payload) to out. The payload must not exceed kMaxPayload.
 void encode_frame(MsgType type, uint8_t flags, uint64_t seq, std::span<const uint8_t> payload,
                   std::vector<uint8_t>& out);
-// Writes the header of a frame whose payload_size bytes already follow it at frame +
-// kHeaderSize (a payload built in place, without a copy).
-void seal_frame(MsgType type, uint8_t flags, uint64_t seq, uint8_t* frame, size_t payload_size);
-// The same for a payload in two parts: head_size bytes at frame + kHeaderSize, then body, which
-// is sent from where it is (net::Conn::send_parts).
+// Writes the header of a frame whose payload begins with head_size bytes that already follow it
+// at frame + kHeaderSize (built in place, without a copy) and goes on with body, which is sent
+// from where it is (net::Conn::send_parts; empty for a payload wholly in place).
 void seal_frame(MsgType type, uint8_t flags, uint64_t seq, uint8_t* frame, size_t head_size,
-                std::span<const uint8_t> body);
+                std::span<const uint8_t> body = {});
 
 // Incremental decoder. feed() bytes as they arrive, then call next() until it returns nullopt.
 // Any error is final for the connection: the peer is confused or hostile.
