@@ -1,4 +1,4 @@
-// tune_allocator and the signal descriptor of the daemons (see process.h).
+// tune_allocator, the signal descriptor of the daemons and the boot id (see process.h).
 #include "common/process.h"
 
 #include <signal.h>
@@ -7,11 +7,29 @@
 
 #include <malloc.h>
 
+#include <cstdlib>
+#include <fstream>
+#include <string>
+
+#include "common/xxh3.h"
+
 namespace bkp {
 
 void tune_allocator() {
   mallopt(M_MMAP_THRESHOLD, 32 << 20);
   mallopt(M_TRIM_THRESHOLD, 64 << 20);
+}
+
+uint64_t boot_id() {
+  std::string id;
+  if (const char* seam = std::getenv("BKP_TEST_BOOT_ID"); seam != nullptr && *seam != '\0') {
+    id = seam;
+  } else {
+    std::ifstream in("/proc/sys/kernel/random/boot_id");
+    if (!std::getline(in, id) || id.empty()) return 0;
+  }
+  uint64_t h = XXH3_64bits(id.data(), id.size());
+  return h != 0 ? h : 1;
 }
 
 namespace {

@@ -1,6 +1,7 @@
 // Process-wide settings every daemon (backupfs, backupd, replicator) applies at start.
 #pragma once
 
+#include <cstdint>
 #include <initializer_list>
 
 #include "common/result.h"
@@ -25,5 +26,11 @@ int read_signal(int fd);
 // those pages mapped and reused; the cost is that RSS stays at its peak working set, a few
 // MiB per stream.
 void tune_allocator();
+
+// Which boot of the machine this is: a hash of /proc/sys/kernel/random/boot_id, never 0 (0 when
+// it cannot be read). A record that names another boot was written before a restart of the
+// machine, which may have lost whatever had not been flushed (stream::Receiver). Test seam:
+// BKP_TEST_BOOT_ID, if set, is hashed instead, so a test can play a machine restart.
+uint64_t boot_id();
 
 }  // namespace bkp

@@ -1011,6 +1011,15 @@ int64_t Applier::source_ctime(uint64_t id) const {
   return it == impl_->ctimes.end() ? 0 : it->second;
 }
 
+Result<void> Applier::forget_source_ctimes() {
+  std::lock_guard lock(impl_->ctimes_mu);
+  impl_->ctimes.clear();
+  if (ftruncate(impl_->ctimes_fd.get(), 0) != 0 || fdatasync(impl_->ctimes_fd.get()) != 0) {
+    return fail_errno("forget ids/ctimes");
+  }
+  return {};
+}
+
 int Applier::tree_fd() const { return impl_->tree.get(); }
 
 int Applier::ids_fd() const { return impl_->ids.get(); }

@@ -99,6 +99,10 @@ class Applier {
   ino_t inode_at(const std::string& rel) const;
   // The source ctime this id's content is known to match; 0 when unknown.
   int64_t source_ctime(uint64_t id) const;
+  // Forgets every source ctime, durably: after a restart of the machine that may have lost
+  // part of an uncommitted batch (stream::Receiver), a record can vouch for bytes that are not
+  // there, so the next reconcile compares every file's content instead.
+  Result<void> forget_source_ctimes();
   int tree_fd() const;
   // The ids/ directory (O_RDONLY): files by id, for readers of a cut of this tree.
   int ids_fd() const;

@@ -8,6 +8,7 @@
 #include <stdio.h>  // RENAME_EXCHANGE
 #include <unistd.h>
 
+#include <cstddef>
 #include <cstdlib>
 #include <utility>
 
@@ -15,6 +16,7 @@
 
 #include "common/files.h"
 #include "common/log.h"
+#include "common/process.h"
 
 namespace bkp::stream {
 namespace {
@@ -23,17 +25,35 @@ struct PositionRecord {
   uint64_t instance = 0;
   uint64_t batch = 0;
   uint64_t applied = 0;
-  uint64_t flags = 0;  // kSyncing | kWritten | kExchanging
+  uint64_t flags = 0;  // kSyncing | kWritten | kExchanging | kCommitted | kClosed
   // kExchanging: the inodes at the two names of the exchange about to be applied (since
   // 2026-12-02; a record of the first four fields alone is read with these zero).
   uint64_t exchange_path_ino = 0;
   uint64_t exchange_target_ino = 0;
+  // The boot of the machine that wrote it (boot_id(); since 2026-12-02, absent before).
+  uint64_t boot = 0;
 };
 constexpr ssize_t kFirstRecordSize = 4 * sizeof(uint64_t);
 
-constexpr uint64_t kSyncing = 1;     // the applier is inside a baseline
+constexpr uint64_t kSyncing = 1;     // the applier is inside a baseline, or one is due
 constexpr uint64_t kWritten = 2;     // Write frames of the batch reached the tree
 constexpr uint64_t kExchanging = 4;  // Op frame `applied + 1` is a RENAME_EXCHANGE under way
+constexpr uint64_t kCommitted = 8;   // all of `batch` applied; written just before the tree's sync
+constexpr uint64_t kClosed = 16;     // written after syncing the tree, by a clean stop
+
+// Whether `rec` (n bytes read) still tells what the tree holds. After a crash of the process it
+// always does: the page cache kept the tree and the record alike. After a restart of the machine
+// only what was flushed is left, so only a record that the tree was synced with counts: a clean
+// stop's, or the commit's when `state` (synced after the tree) names that commit. Any other one
+// may be older than what reached the disk of an unfinished batch (or newer: neither is flushed).
+bool still_true(const PositionRecord& rec, ssize_t n, uint64_t boot, uint64_t instance,
+                uint64_t committed) {
+  if (n < static_cast<ssize_t>(sizeof rec) || rec.boot == 0 || boot == 0 || rec.boot == boot) {
+    return true;
+  }
+  if ((rec.flags & kClosed) != 0) return true;
+  return (rec.flags & kCommitted) != 0 && rec.instance == instance && rec.batch == committed;
+}
 
 bool is_exchange(const wire::Op& op) {
   return op.kind == wire::OpKind::kRename && (op.flags & RENAME_EXCHANGE) != 0;
@@ -46,6 +66,7 @@ constexpr const char* kReserved[] = {"instance", "committed", "syncing"};
 Result<std::unique_ptr<Receiver>> Receiver::open(const std::string& dir,
                                                  changes::Applier& applier) {
   std::unique_ptr<Receiver> r(new Receiver(dir, applier));
+  r->boot_ = boot_id();
   r->counters_ = BKP_TRY(read_key_values(dir + "/state"));
   r->instance_ = r->counters_["instance"];
   r->committed_ = r->counters_["committed"];
@@ -55,14 +76,31 @@ Result<std::unique_ptr<Receiver>> Receiver::open(const std::string& dir,
   std::string path = dir + "/position";
   r->position_fd_.reset(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
   if (!r->position_fd_) return fail_errno("open " + path);
+  r->session_instance_ = r->instance_;
+  r->session_committed_ = r->committed_;
   PositionRecord rec;
   ssize_t n = ::pread(r->position_fd_.get(), &rec, sizeof rec, 0);
+  if (n >= kFirstRecordSize && !still_true(rec, n, r->boot_, r->instance_, r->committed_)) {
+    // The tree may hold part of a batch after the last commit, and the source ctimes noted for
+    // it may vouch for bytes that did not reach the disk: a baseline comparing every file's
+    // content repairs it. Noted durably, so that a restart before that baseline asks again.
+    log::warn("{}: the machine restarted while this copy held changes after its last commit, "
+              "some of which may be lost: asking for a baseline that compares every file",
+              dir);
+    if (auto forgot = applier.forget_source_ctimes(); !forgot) {
+      r->position_fd_.reset();  // no clean stop noted: the next open finds this record again
+      return tl::unexpected(forgot.error().wrap(dir));
+    }
+    r->need_baseline_ = true;
+    r->note_change_coming();
+    return r;
+  }
   if (n >= kFirstRecordSize && rec.instance == r->instance_ && r->instance_ != 0 &&
       rec.batch == r->committed_ + 1) {
     r->applied_ = rec.applied;
     r->written_ = (rec.flags & kWritten) != 0;
     syncing = (rec.flags & kSyncing) != 0;
-    if ((rec.flags & kExchanging) != 0 && n == static_cast<ssize_t>(sizeof rec)) {
+    if ((rec.flags & kExchanging) != 0 && n >= static_cast<ssize_t>(offsetof(PositionRecord, boot))) {
       r->exchanging_ = Exchanging{rec.applied, rec.exchange_path_ino, rec.exchange_target_ino};
     }
   } else if (n >= kFirstRecordSize && rec.instance != r->instance_ &&
@@ -71,9 +109,19 @@ Result<std::unique_ptr<Receiver>> Receiver::open(const std::string& dir,
   }
   r->need_baseline_ = syncing;
   r->at_commit_ = !syncing && r->applied_ == 0 && !r->written_;
-  r->session_instance_ = r->instance_;
-  r->session_committed_ = r->committed_;
   return r;
+}
+
+Receiver::~Receiver() {
+  // A clean stop: the tree is made durable and `position` says so, so that a restart of the
+  // machine before the next start still resumes exactly (a crash leaves this undone).
+  if (!position_fd_) return;  // open() failed
+  if (auto synced = applier_.commit(); !synced) {
+    log::warn("{}: cannot sync the tree at stop: {}", dir_, synced.error().message);
+    return;
+  }
+  note_position(kClosed);
+  sync_position();
 }
 
 wire::Position Receiver::position(uint64_t instance) {
@@ -106,6 +154,7 @@ Result<void> Receiver::apply(const wire::Op& op) {
   }
   in_batch_ = true;
   at_commit_ = false;
+  if (!begun_durably_) note_change_coming();
   // An exchange is the one operation that does not tolerate its own earlier effect (applied
   // again, it swaps the names back): its two inodes are noted before it, so that after a crash
   // between the swap and noting it, the resent exchange is found done.
@@ -117,7 +166,7 @@ Result<void> Receiver::apply(const wire::Op& op) {
       log::info("{}: the exchange of {} and {} was applied before a restart: not again", dir_,
                 op.path, op.target);
     } else {
-      note_position(&now);
+      note_position(0, &now);
       BKP_TRY_VOID(applier_.apply(op));
       // Test seam: BKP_TEST_DIE_AFTER_EXCHANGE=1 ends the process between the swap and noting it.
       if (const char* die = std::getenv("BKP_TEST_DIE_AFTER_EXCHANGE"); die && *die == '1') {
@@ -137,9 +186,9 @@ Result<void> Receiver::write(const wire::Write& w) {
   if (baseline_due_) return fail(EPROTO, "a baseline was asked for: data before sync-begin");
   in_batch_ = true;
   at_commit_ = false;
-  if (!written_) {  // noted before the data lands: a crash in between only costs at_commit()
+  if (!written_ || !begun_durably_) {  // noted before the data lands (see note_change_coming)
     written_ = true;
-    note_position();
+    note_change_coming();
   }
   return applier_.write(w);
 }
@@ -150,6 +199,7 @@ Result<uint64_t> Receiver::commit(const wire::Commit& c) {
     return fail(EPROTO, fmt::format("commit of batch {} where batch {} was due", c.batch,
                                     session_committed_ + 1));
   }
+  note_position(kCommitted);  // flushed by the tree's sync (still_true)
   BKP_TRY_VOID(applier_.commit());
   // Recorded only once `state` says so: a receiver that cannot save (disk full) must not tell a
   // reconnecting sender that the batch is committed.
@@ -165,6 +215,7 @@ Result<uint64_t> Receiver::commit(const wire::Commit& c) {
   applied_ = 0;
   written_ = false;
   in_batch_ = false;
+  begun_durably_ = false;
   return c.batch;
 }
 
@@ -176,18 +227,32 @@ Result<void> Receiver::save() {
   return write_file_atomic(dir_ + "/state", format_key_values(values), Durability::kSync);
 }
 
-void Receiver::note_position(const Exchanging* exchanging) {
+void Receiver::note_position(uint64_t flags, const Exchanging* exchanging) {
   PositionRecord rec{session_instance_, session_committed_ + 1, applied_,
-                     (applier_.syncing() ? kSyncing : 0) | (written_ ? kWritten : 0)};
+                     flags | (applier_.syncing() || need_baseline_ ? kSyncing : 0) |
+                         (written_ ? kWritten : 0)};
   if (exchanging != nullptr) {
     rec.flags |= kExchanging;
     rec.exchange_path_ino = exchanging->path_ino;
     rec.exchange_target_ino = exchanging->target_ino;
   }
+  rec.boot = boot_;
   if (::pwrite(position_fd_.get(), &rec, sizeof rec, 0) != static_cast<ssize_t>(sizeof rec)) {
     // Only a crash inside this batch would need it; the batch itself is still applied.
     log::warn("{}/position: cannot note the stream position: {}", dir_, std::strerror(errno));
   }
+}
+
+void Receiver::sync_position() {
+  if (::fdatasync(position_fd_.get()) != 0) {
+    log::warn("{}/position: cannot sync the stream position: {}", dir_, std::strerror(errno));
+  }
+}
+
+void Receiver::note_change_coming() {
+  note_position();
+  if (!begun_durably_) sync_position();
+  begun_durably_ = true;
 }
 
 }  // namespace bkp::stream

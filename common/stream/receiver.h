@@ -6,18 +6,28 @@
 //             tree itself was synced: instance (the sender's stream), committed (the last batch
 //             applied durably), syncing (1 while a baseline is unfinished), plus the owner's own
 //             counters (counters()).
-//   position  48 bytes, overwritten after every applied Op frame and before the first Write
-//             frame of a batch, never synced: instance, batch, Op frames applied of that batch,
-//             flags (syncing; Write frames of the batch reached the tree; an exchange under
-//             way), the inodes of an exchange's two names. It survives a crash of the process
-//             (the page cache keeps it) and says which operations of an unfinished batch the
-//             tree already has, so none is applied twice. After a crash between applying an
-//             operation and noting it, that one operation is sent again; each operation
-//             tolerates exactly its own earlier effect (applier.h), except RENAME_EXCHANGE (done
-//             twice, it swaps back): its inodes are noted before it, and a resent exchange that
-//             finds them swapped is not applied again. The Write flag only
-//             serves at_commit(): data is idempotent, so resuming never needs it, but a tree
-//             holding part of a batch's data is not exactly its last commit.
+//   position  56 bytes, overwritten after every applied Op frame and before the first Write
+//             frame of a batch: instance, batch, Op frames applied of that batch, flags
+//             (syncing; Write frames of the batch reached the tree; an exchange under way; the
+//             batch committed; a clean stop), the inodes of an exchange's two names, and the
+//             boot of the machine that wrote it. It survives a crash of the process (the page
+//             cache keeps it) and says which operations of an unfinished batch the tree already
+//             has, so none is applied twice. After a crash between applying an operation and
+//             noting it, that one operation is sent again; each operation tolerates exactly its
+//             own earlier effect (applier.h), except RENAME_EXCHANGE (done twice, it swaps
+//             back): its inodes are noted before it, and a resent exchange that finds them
+//             swapped is not applied again. The Write flag only serves at_commit(): data is
+//             idempotent, so resuming never needs it, but a tree holding part of a batch's data
+//             is not exactly its last commit.
+//             A restart of the machine keeps only what was flushed, of the tree and of this
+//             record alike, so the record is flushed where it must be believed afterwards: with
+//             the tree at each commit (written just before the tree's sync), at a clean stop
+//             (after it), and before the first change of a batch reaches the tree (one
+//             fdatasync per batch, so that a batch's changes are never on disk under a record
+//             saying the tree is at its commit). A record of an earlier boot that is neither
+//             the commit `state` names nor a clean stop's is not believed: the receiver asks
+//             for a baseline, and forgets the source ctimes (applier.h), which may vouch for
+//             bytes that were lost, so that baseline compares every file's content.
 // A baseline's list of named entries lives in memory only: a receiver that restarts inside a
 // baseline asks for a new one.
 //
@@ -41,6 +51,10 @@ class Receiver {
  public:
   // Reads (or starts) the record in dir, which must exist. applier must outlive the Receiver.
   static Result<std::unique_ptr<Receiver>> open(const std::string& dir, changes::Applier& applier);
+  // A clean stop: syncs the tree and notes so in `position`.
+  ~Receiver();
+  Receiver(const Receiver&) = delete;
+  Receiver& operator=(const Receiver&) = delete;
 
   // Where this receiver stands for a sender whose stream is `instance`: a stream it does not
   // know (or instance 0) gets need_baseline and numbering from 1, and becomes the recorded
@@ -65,8 +79,8 @@ class Receiver {
   // True from the first Op or Write after a commit until the next commit.
   bool in_batch() const { return in_batch_; }
   // True if the tree held exactly the last commit when this receiver was opened (no frame of a
-  // later batch in it, no baseline unfinished) and nothing was applied since. Like `position`,
-  // it answers for a crash of the process, not of the machine.
+  // later batch in it, no baseline unfinished or due) and nothing was applied since; after a
+  // restart of the machine too (`position` above).
   bool at_commit() const { return at_commit_; }
 
  private:
@@ -79,8 +93,13 @@ class Receiver {
   };
 
   Receiver(std::string dir, changes::Applier& applier) : dir_(std::move(dir)), applier_(applier) {}
-  // Notes where the batch stands (with an exchange about to be applied, if given).
-  void note_position(const Exchanging* exchanging = nullptr);
+  // Notes where the batch stands, with `flags` (kCommitted, kClosed) and an exchange about to
+  // be applied, if given. Not flushed.
+  void note_position(uint64_t flags = 0, const Exchanging* exchanging = nullptr);
+  void sync_position();
+  // Notes where the batch stands before a change reaches the tree, flushed if this is the
+  // first change since the last commit (or since open).
+  void note_change_coming();
 
   const std::string dir_;
   changes::Applier& applier_;
@@ -102,6 +121,9 @@ class Receiver {
   // What `position` said was under way when this receiver was opened: checked by the first
   // operation applied after that.
   std::optional<Exchanging> exchanging_;
+  uint64_t boot_ = 0;  // boot_id()
+  // `position` on disk says, flushed, that the tree may hold more than the last commit.
+  bool begun_durably_ = false;
 };
 
 }  // namespace bkp::stream

@@ -32,6 +32,7 @@
 #include "common/net/socket.h"
 #include "common/path.h"
 #include "tests/integration/cluster.h"
+#include "tests/integration/fake_peers.h"
 #include "tests/integration/workload.h"
 #include "tests/testutil/daemon.h"
 #include "tests/testutil/temp_dir.h"
@@ -43,55 +44,12 @@ namespace {
 using wire::Op;
 using wire::OpKind;
 
-constexpr int kTimeoutMs = 10000;
-
-class FakeServer {
- public:
-  explicit FakeServer(net::Conn& conn) : conn_(conn) {}
-
-  // Selects a volume with a new stream instance; the replica must ask for a baseline.
-  void select(const std::string& path, uint64_t instance) {
-    ASSERT_TRUE(net::send_now(conn_, wire::Select{"h", path, instance}));
-    auto at = net::expect<wire::Position>(conn_, kTimeoutMs);
-    ASSERT_TRUE(at) << at.error().message;
-    ASSERT_EQ(at->need_baseline, 1);
-  }
-  void op(const Op& o) {
-    std::vector<uint8_t> payload;
-    wire::encode(o, payload);
-    ASSERT_TRUE(conn_.send(wire::MsgType::kOp, 0, payload));
-  }
-  void write(uint64_t id, const std::string& data) {
-    std::vector<uint8_t> payload;
-    wire::WriteEncoder().encode(id, 0, std::span<const uint8_t>(
-        reinterpret_cast<const uint8_t*>(data.data()), data.size()), payload);
-    ASSERT_TRUE(conn_.send(wire::MsgType::kWrite, 0, payload));
-  }
-  // Commit{1}; true if the replica acknowledged it.
-  bool commit() {
-    if (!net::send_now(conn_, wire::Commit{1})) return false;
-    auto ack = net::expect<wire::Ack>(conn_, kTimeoutMs);
-    return ack && ack->batch == 1;
-  }
-
- private:
-  net::Conn& conn_;
-};
-
-Op make(OpKind kind, std::string path, std::string target = "", uint64_t id = 0) {
-  Op o;
-  o.kind = kind;
-  o.path = std::move(path);
-  o.target = std::move(target);
-  o.id = id;
-  o.mode = 0644;
-  return o;
-}
+constexpr int kTimeoutMs = kFakePeerTimeoutMs;
 
 // Begins a batch that is never committed: SyncBegin and a mkdir of `name`, sent at once. "" or
 // what failed.
 std::string begin_batch(net::Conn& c, const std::string& name) {
-  FakeServer sender(c);
+  StreamFrames sender(c);
   sender.op(make(OpKind::kSyncBegin, ""));
   sender.op(make(OpKind::kMkdir, name));
   return c.flush() ? "" : "could not send the beginning of a batch";
@@ -101,37 +59,26 @@ TEST(ConfinementTest, AHostileBackupdCannotLeadAReplicatorOutsideItsRoot) {
   testutil::TempDir tmp("bkp-confine");
   std::string root = tmp.mkdir("root"), outside = tmp.mkdir("outside");
   put(outside + "/keep.txt", "must survive");
-  net::HostPort bound;
-  auto listener = net::tcp_listen({"127.0.0.1", 0}, &bound);
-  ASSERT_TRUE(listener) << listener.error().message;
   // The replicator trusts this server (a compromised backupd): confinement must hold anyway.
-  auto tls = net::TlsConfig::load(tmp.sub("server.pem"), "hostile");
-  ASSERT_TRUE(tls) << tls.error().message;
+  FakeBackupd hostile(tmp.sub("server.pem"));
   testutil::Daemon replicator(
       "replicator",
-      {Binaries::find().replicator, "--server", "127.0.0.1:" + std::to_string(bound.port),
-       "--server-id", (*tls)->id(), "--root", root, "--name", "victim"},
+      {Binaries::find().replicator, "--server", "127.0.0.1:" + std::to_string(hostile.port()),
+       "--server-id", hostile.id(), "--root", root, "--name", "victim"},
       tmp.sub("replicator.log"));
-  pollfd p{listener->get(), POLLIN, 0};
-  ASSERT_EQ(poll(&p, 1, kTimeoutMs), 1) << replicator.log_tail();
-  auto conn = net::Conn::open(UniqueFd(::accept4(listener->get(), nullptr, nullptr, SOCK_CLOEXEC)));
-  ASSERT_TRUE(conn) << conn.error().message;
-  auto secured = (*conn)->secure(**tls, net::TlsSide::kServer, kTimeoutMs);
-  ASSERT_TRUE(secured) << secured.error().message;
-  auto hello = net::expect<wire::Hello>(**conn, kTimeoutMs);
-  ASSERT_TRUE(hello) << hello.error().message;
-  ASSERT_TRUE(net::send_now(**conn, wire::HelloOk{}));
-  FakeServer server(**conn);
+  auto conn = hostile.accept();
+  ASSERT_TRUE(conn) << replicator.log_tail();
+  StreamFrames server(*conn);
 
   // /srv's baseline puts a symlink where /srv/app's tree used to live.
-  server.select("/srv", 1);
+  ASSERT_EQ(server.select("/srv", 1).need_baseline, 1);
   server.op(make(OpKind::kSyncBegin, ""));
   server.op(make(OpKind::kSymlink, "app", outside));
   server.op(make(OpKind::kSyncEnd, ""));
   ASSERT_TRUE(server.commit()) << replicator.log_tail();
   // /srv/app's baseline: a file, then a second baseline that prunes everything it did not name.
   for (uint64_t instance : {2, 3}) {
-    server.select("/srv/app", instance);
+    ASSERT_EQ(server.select("/srv/app", instance).need_baseline, 1);
     server.op(make(OpKind::kSyncBegin, ""));
     if (instance == 2) {
       server.op(make(OpKind::kCreate, "planted.txt", "", 7));
@@ -150,8 +97,8 @@ TEST(ConfinementTest, AHostileBackupdCannotLeadAReplicatorOutsideItsRoot) {
 
   // Purging /srv deletes its copy, the symlink as an entry: nothing behind it, nothing of
   // /srv/app, whose tree, id links and state stay.
-  ASSERT_TRUE(net::send_now(**conn, wire::Drop{"h", "/srv", 1}));
-  auto dropped = net::expect<wire::Dropped>(**conn, kTimeoutMs);
+  ASSERT_TRUE(net::send_now(*conn, wire::Drop{"h", "/srv", 1}));
+  auto dropped = net::expect<wire::Dropped>(*conn, kTimeoutMs);
   ASSERT_TRUE(dropped) << dropped.error().message;
   EXPECT_EQ(*dropped, (wire::Dropped{"h", "/srv", 0, ""}));
   EXPECT_EQ(slurp(outside + "/keep.txt"), "must survive");
@@ -162,12 +109,12 @@ TEST(ConfinementTest, AHostileBackupdCannotLeadAReplicatorOutsideItsRoot) {
     EXPECT_TRUE(std::filesystem::exists(root + kept)) << kept;
   }
   // A Drop naming no valid volume is a protocol error, not a deletion.
-  ASSERT_TRUE(net::send_now(**conn, wire::Drop{"h", "srv/../..", 1}));
-  auto refused = net::expect<wire::Dropped>(**conn, kTimeoutMs);
+  ASSERT_TRUE(net::send_now(*conn, wire::Drop{"h", "srv/../..", 1}));
+  auto refused = net::expect<wire::Dropped>(*conn, kTimeoutMs);
   ASSERT_FALSE(refused);
   EXPECT_EQ(refused.error().code, EINVAL) << refused.error().message;
   EXPECT_TRUE(std::filesystem::exists(root + "/h/srv-app"));
-  ::shutdown((*conn)->fd(), SHUT_RDWR);
+  ::shutdown(conn->fd(), SHUT_RDWR);
   replicator.stop();
 }
 
@@ -192,7 +139,7 @@ class HostileNodeTest : public ClusterTest {
   std::unique_ptr<FakeNode> fake_node(const std::string& path, std::vector<Op> ops,
                                       const std::string& data) {
     return fake_node(path, [ops = std::move(ops), data](net::Conn& c) -> std::string {
-      FakeServer sender(c);
+      StreamFrames sender(c);
       for (const Op& o : ops) sender.op(o);
       if (!data.empty()) sender.write(7, data);
       return sender.commit() ? "" : "batch 1 not acknowledged";
@@ -339,7 +286,7 @@ TEST_F(HostileNodeTest, ANodeThatSkipsTheBaselineItWasAskedForIsRefused) {
   ASSERT_TRUE(start_server());
   const std::string path = "/bkp-hostile/skip";
   auto node = fake_node(path, [](net::Conn& c) -> std::string {
-    FakeServer sender(c);
+    StreamFrames sender(c);
     sender.op(make(OpKind::kMkdir, "skipped"));
     if (!c.flush()) return "could not send the mkdir";
     auto answer = c.recv(kTimeoutMs);

@@ -385,6 +385,28 @@ class ReceiverTest : public ::testing::Test {
         ::testing::ExitedWithCode(86), "");
     return exchange;
   }
+  // The process dies (no clean stop: the Receiver's destructor never runs) and is started
+  // again; with `machine`, on a machine that restarted meanwhile (another boot id).
+  void crash_and_restart(bool machine) {
+    (void)receiver_.release();  // leaked on purpose: a killed process runs no destructor
+    if (machine) ::setenv("BKP_TEST_BOOT_ID", ("boot " + std::to_string(++boots_)).c_str(), 1);
+    reopen();
+  }
+  void restart_machine() {
+    receiver_.reset();
+    ::setenv("BKP_TEST_BOOT_ID", ("boot " + std::to_string(++boots_)).c_str(), 1);
+    reopen();
+  }
+  // A file with id 5 whose content the applier knows to match source ctime kCtime.
+  static std::vector<Op> file_with_ctime() {
+    Op attr = op(OpKind::kAttr, "", "", 5);
+    attr.ctime_ns = kCtime;
+    return {op(OpKind::kCreate, "f", "", 5), attr};
+  }
+  void TearDown() override { ::unsetenv("BKP_TEST_BOOT_ID"); }
+  static constexpr int64_t kCtime = 1'700'000'000'000'000'000;
+  int boots_ = 0;
+
   void expect_refused(const Result<void>& r) {
     ASSERT_FALSE(r);
     EXPECT_EQ(r.error().code, EPROTO);
@@ -458,7 +480,7 @@ TEST_F(ReceiverTest, AnExchangeResentAfterACrashBetweenTheSwapAndItsNoteIsNotApp
   apply(op(OpKind::kMkdir, "d"));
   const Op exchange = die_inside_exchange("a", "b");
   EXPECT_EQ(ino("a"), b) << "the child swapped the names before it died";
-  reopen();
+  crash_and_restart(/*machine=*/false);  // the child was this receiver: no clean stop
   ASSERT_EQ(receiver_->position(kInstance), (wire::Position{1, 0, 1}))
       << "the exchange was not noted as applied";
   apply(exchange);  // the sender resends it
@@ -479,7 +501,7 @@ TEST_F(ReceiverTest, AnExchangeNotedButNotCarriedOutBeforeACrashIsApplied) {
   ASSERT_EQ(::renameat2(AT_FDCWD, dir_.sub("tree/a").c_str(), AT_FDCWD,
                         dir_.sub("tree/b").c_str(), RENAME_EXCHANGE),
             0);
-  reopen();
+  crash_and_restart(/*machine=*/false);
   ASSERT_EQ(receiver_->position(kInstance), (wire::Position{1, 0, 0}));
   apply(exchange);
   EXPECT_EQ(ino("a"), b);
@@ -529,6 +551,64 @@ TEST_F(ReceiverTest, OnlyTheNextBatchCanCommit) {
     EXPECT_EQ(r.error().code, EPROTO);
   }
   commit(2);
+}
+
+// A restart of the machine keeps only what was flushed. Until 2026-12-02 `position` was never
+// flushed, so after a power cut it could say "at the commit" while the tree held part of the
+// next batch (or the reverse), and the source ctimes could vouch for bytes that never reached
+// the disk: the sender resumed, and those bytes stayed missing on this copy and every copy fed
+// from it.
+TEST_F(ReceiverTest, AMachineRestartInsideABatchAsksForABaselineThatComparesEveryFile) {
+  first_batch(file_with_ctime());
+  ASSERT_EQ(applier_->source_ctime(5), kCtime);
+  receiver_->position(kInstance);
+  apply(op(OpKind::kMkdir, "d"));
+  write(5, "part of batch 2");
+  crash_and_restart(/*machine=*/false);
+  EXPECT_EQ(receiver_->position(kInstance), (wire::Position{1, 0, 1}))
+      << "a crash of the process alone resumes where the batch stood";
+  crash_and_restart(/*machine=*/true);
+  EXPECT_EQ(receiver_->position(kInstance), (wire::Position{1, 1, 0}));
+  EXPECT_FALSE(receiver_->at_commit());
+  EXPECT_EQ(applier_->source_ctime(5), 0) << "a ctime may vouch for bytes the restart lost";
+  crash_and_restart(/*machine=*/false);
+  EXPECT_EQ(receiver_->position(kInstance), (wire::Position{1, 1, 0}))
+      << "restarted again before the baseline came: it is still due";
+  EXPECT_EQ(applier_->source_ctime(5), 0);
+  apply(op(OpKind::kSyncBegin, ""));
+  apply(op(OpKind::kSyncEnd, ""));
+  commit(2);
+  crash_and_restart(/*machine=*/true);
+  EXPECT_EQ(receiver_->position(kInstance), (wire::Position{2, 0, 0}));
+}
+
+TEST_F(ReceiverTest, AMachineRestartAtACommitResumesThere) {
+  first_batch(file_with_ctime());
+  receiver_->position(kInstance);
+  apply(op(OpKind::kMkdir, "d"));
+  commit(2);
+  crash_and_restart(/*machine=*/true);
+  EXPECT_EQ(receiver_->position(kInstance), (wire::Position{2, 0, 0}));
+  EXPECT_TRUE(receiver_->at_commit());
+  EXPECT_EQ(applier_->source_ctime(5), kCtime);
+  crash_and_restart(/*machine=*/true);  // opened, nothing applied, and the machine restarts again
+  EXPECT_EQ(receiver_->position(kInstance), (wire::Position{2, 0, 0}));
+  EXPECT_TRUE(receiver_->at_commit());
+}
+
+TEST_F(ReceiverTest, ACleanStopInsideABatchSurvivesAMachineRestart) {
+  first_batch(file_with_ctime());
+  receiver_->position(kInstance);
+  apply(op(OpKind::kMkdir, "d"));
+  write(5, "part of batch 2");
+  restart_machine();  // a clean stop first, as at a shutdown
+  EXPECT_EQ(receiver_->position(kInstance), (wire::Position{1, 0, 1}));
+  EXPECT_FALSE(receiver_->at_commit()) << "the tree holds part of batch 2";
+  EXPECT_EQ(applier_->source_ctime(5), 0) << "forgotten when its content changed, as always";
+  apply(op(OpKind::kMkdir, "e"));
+  commit(2);
+  crash_and_restart(/*machine=*/true);
+  EXPECT_EQ(receiver_->position(kInstance), (wire::Position{2, 0, 0}));
 }
 
 TEST_F(StreamTest, ACutAtAnyFrameConvergesWithTheReceiverAlive) {
