@@ -250,7 +250,9 @@ void Receiver::sync_position() {
 }
 
 void Receiver::note_change_coming() {
-  note_position();
+  // An exchange noted by the previous process stays noted until the operation it names is
+  // applied (or found done).
+  note_position(0, exchanging_ ? &*exchanging_ : nullptr);
   if (!begun_durably_) sync_position();
   begun_durably_ = true;
 }

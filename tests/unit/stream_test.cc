@@ -483,6 +483,11 @@ TEST_F(ReceiverTest, AnExchangeResentAfterACrashBetweenTheSwapAndItsNoteIsNotApp
   crash_and_restart(/*machine=*/false);  // the child was this receiver: no clean stop
   ASSERT_EQ(receiver_->position(kInstance), (wire::Position{1, 0, 1}))
       << "the exchange was not noted as applied";
+  // A frame before the exchange is resent (its record is flushed before the change), and a
+  // crash again: the exchange must still be noted.
+  write(1, "data");
+  crash_and_restart(/*machine=*/false);
+  ASSERT_EQ(receiver_->position(kInstance), (wire::Position{1, 0, 1}));
   apply(exchange);  // the sender resends it
   EXPECT_EQ(ino("a"), b);
   EXPECT_EQ(ino("b"), a);
