@@ -193,6 +193,24 @@ TEST_F(RestartTest, BackupdKilledWithNothingChangedResumesTheReplicas) {
   expect_resumed(from);
 }
 
+// A restart of backupd's machine (another boot id, BKP_TEST_BOOT_ID) after a clean stop, or
+// after a kill while the mirror sat at a commit, finds the mirror's records flushed with it
+// and costs the replicas nothing either; only a restart that finds part of a batch possibly
+// lost asks for a baseline (PowerCutTest, ReceiverTest).
+TEST_F(RestartTest, BackupdStoppedThenItsMachineRestartedResumesTheReplicas) {
+  size_t from = 0;
+  ASSERT_NO_FATAL_FAILURE(restart_backupd_when_current(
+      Stop::kTerm, &from, [&] { backupd_env.push_back("BKP_TEST_BOOT_ID=the next boot"); }));
+  expect_resumed(from);
+}
+
+TEST_F(RestartTest, BackupdKilledAtACommitThenItsMachineRestartedResumesTheReplicas) {
+  size_t from = 0;
+  ASSERT_NO_FATAL_FAILURE(restart_backupd_when_current(
+      Stop::kKill, &from, [&] { backupd_env.push_back("BKP_TEST_BOOT_ID=the next boot"); }));
+  expect_resumed(from);
+}
+
 TEST_F(RestartTest, AResumedStreamWhoseReplicaLostItsPositionIsReconciled) {
   size_t from = 0;
   // r1 keeps its tree but forgets where its streams stand: its Position for the resumed stream
