@@ -58,6 +58,15 @@ class PowerCutTest : public ::testing::Test {
         << replicator_->log_tail();
   }
 
+  // A baseline of one file f (id 5) holding `data`, committed as `batch`.
+  void baseline(StreamFrames& s, const std::string& data, uint64_t batch) {
+    s.op(make(OpKind::kSyncBegin, ""));
+    s.op(make(OpKind::kCreate, "f", "", 5));
+    s.write(5, data);
+    s.op(make(OpKind::kSyncEnd, ""));
+    ASSERT_TRUE(s.commit(batch)) << replicator_->log_tail();
+  }
+
   testutil::TempDir tmp_{"bkp-power-cut"};
   const std::string root_ = tmp_.mkdir("root");
   const std::string tree_ = root_ + "/h/app";
@@ -73,11 +82,7 @@ TEST_F(PowerCutTest, AReplicaWhoseMachineRestartedInsideABatchAsksForABaseline) 
   {
     StreamFrames s(*conn_);
     ASSERT_EQ(s.select("/app", kInstance).need_baseline, 1);
-    s.op(make(OpKind::kSyncBegin, ""));
-    s.op(make(OpKind::kCreate, "f", "", 5));
-    s.write(5, "committed");
-    s.op(make(OpKind::kSyncEnd, ""));
-    ASSERT_TRUE(s.commit(1)) << replicator_->log_tail();
+    ASSERT_NO_FATAL_FAILURE(baseline(s, "committed", 1));
     // Batch 2 is never committed: the replicator dies once its two frames are in the tree.
     s.op(make(OpKind::kMkdir, "d"));
     s.write(5, "uncommitted");
@@ -96,11 +101,7 @@ TEST_F(PowerCutTest, AReplicaWhoseMachineRestartedInsideABatchAsksForABaseline) 
 
   // The baseline it asked for, then part of batch 3 and a clean stop: a restart of the machine
   // after a clean stop resumes where the batch stood.
-  s.op(make(OpKind::kSyncBegin, ""));
-  s.op(make(OpKind::kCreate, "f", "", 5));
-  s.write(5, "again");
-  s.op(make(OpKind::kSyncEnd, ""));
-  ASSERT_TRUE(s.commit(2)) << replicator_->log_tail();
+  ASSERT_NO_FATAL_FAILURE(baseline(s, "again", 2));
   s.op(make(OpKind::kMkdir, "e"));
   wait_for_tree("e", "again");
   replicator_->stop();
