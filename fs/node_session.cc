@@ -309,7 +309,14 @@ Result<void> NodeSession::run_session(Attached& attached) {
       continue;
     }
     BKP_TRY_VOID(ship(conn, *batch));
-    if (log_empty()) baseline_ = false;
+    if (baseline_ && log_empty()) {
+      baseline_ = false;
+      if (options_.activity != nullptr) {
+        if (auto cleared = options_.activity->clear_suspects(); !cleared) {
+          log::warn("{}", cleared.error().message);
+        }
+      }
+    }
     progress_.acked();
   }
   return fail(ECANCELED, "stopped");
@@ -323,7 +330,15 @@ Result<void> NodeSession::ship(net::Conn& conn, const changes::Batch& batch) {
   StatusSource source(*this, conn);
   uint64_t number = batch.number, ops = batch.ops.size(), files = batch.files.size();
   uint64_t skipped = sender_.resume_at();
-  BKP_TRY_VOID(sender_.send(conn, source, counters_));
+  if (options_.activity != nullptr) {
+    if (auto noted = options_.activity->reading(batch); !noted) {
+      log::warn("a restart of the machine could leave the mirror holding bytes this disk lost: "
+                "{}", noted.error().message);
+    }
+  }
+  auto sent = sender_.send(conn, source, counters_);
+  if (options_.activity != nullptr) options_.activity->read_done(batch);
+  BKP_TRY_VOID(sent);
   BKP_TRY_VOID(sender_.await_ack(conn, kAckTimeoutMs));
   log::debug("batch {} acknowledged: {} ops, {} files ({} items resumed past), {} wire bytes, {} ms",
              number, ops, files, skipped, conn.bytes_sent() - sent_before, ms_since(t0));
@@ -362,6 +377,12 @@ Result<void> NodeSession::take_baseline(net::Conn& conn) {
   if (!have) return tl::unexpected(have.error().wrap("baseline"));
   changes::ScanOptions options;
   options.have = &*have;
+  if (SourceActivity* a = options_.activity; a != nullptr && a->suspects() > 0) {
+    // Files a restart of the machine left in doubt: an equal ctime proves nothing for them.
+    options.ctime = [a](uint64_t id, const struct stat& st) {
+      return a->suspect(id) ? 0 : wire::to_ns(st.st_ctim);
+    };
+  }
   changes::LogStats scanned;
   uint64_t kept = 0;
   {

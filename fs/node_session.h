@@ -30,6 +30,7 @@
 #include "common/stream/sender.h"
 #include "common/unique_fd.h"
 #include "fs/attach_listener.h"
+#include "fs/source_activity.h"
 
 namespace bkp::fs {
 
@@ -42,6 +43,9 @@ struct SessionOptions {
   std::optional<uint64_t> resume_committed;
   std::shared_ptr<progress::Meter> meter;  // shows what is shipped (must not be null)
   net::Trust trust;  // TLS and the backupd identities this node serves
+  // Told of every batch's files before and after their data is read, and asked which files a
+  // reconcile must compare by content (source_activity.h); null: neither.
+  SourceActivity* activity = nullptr;
 };
 
 class NodeSession {

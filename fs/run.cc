@@ -300,6 +300,16 @@ int run_worker(const Options& options) {
   display.add(meter);
   display.set_idle_status([&] { return fmt::format("serving {}:{}, idle", host, path); });
   display.start();
+  // STATE/activity-<volume>: the files a restart of the machine could leave in doubt.
+  std::unique_ptr<SourceActivity> activity;
+  if (auto a = SourceActivity::open(options.state_dir + "/activity-" + escape_path(path),
+                                    (*table)->mount_fd());
+      !a) {
+    log::warn("{}: a restart of the machine could leave the mirror holding bytes this disk lost",
+              a.error().message);
+  } else {
+    activity = std::move(*a);
+  }
   // Without its identity the worker still serves the application (never an outage for it),
   // recording changes for when a worker that can load it takes over.
   std::optional<NodeSession> session;
@@ -313,7 +323,8 @@ int run_worker(const Options& options) {
                      .instance = handed ? handed->instance : stream::new_instance(),
                      .resume_committed = handed ? std::optional(handed->committed) : std::nullopt,
                      .meter = meter,
-                     .trust = std::move(*trust)};
+                     .trust = std::move(*trust),
+                     .activity = activity.get()};
     instance = o.instance;
     if (handed) {
       log::info("continuing the stream the previous worker handed over (after batch {})",
@@ -376,6 +387,9 @@ int run_worker(const Options& options) {
                                 std::chrono::duration_cast<std::chrono::milliseconds>(kDrainGrace));
   display.stop();
   save_stats();
+  if (activity) {
+    if (auto closed = activity->close(); !closed) log::warn("{}", closed.error().message);
+  }
   if (drained) {
     log::info("all changes acknowledged; exiting");
   } else {
