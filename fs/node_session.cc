@@ -331,10 +331,12 @@ Result<void> NodeSession::ship(net::Conn& conn, const changes::Batch& batch) {
   uint64_t number = batch.number, ops = batch.ops.size(), files = batch.files.size();
   uint64_t skipped = sender_.resume_at();
   if (options_.activity != nullptr) {
-    if (auto noted = options_.activity->reading(batch); !noted) {
+    auto noted = options_.activity->reading(batch);
+    if (!noted && !activity_failing_) {
       log::warn("a restart of the machine could leave the mirror holding bytes this disk lost: "
                 "{}", noted.error().message);
     }
+    activity_failing_ = !noted;
   }
   auto sent = sender_.send(conn, source, counters_);
   if (options_.activity != nullptr) options_.activity->read_done(batch);

@@ -108,6 +108,7 @@ class NodeSession {
   // Owned by the session thread.
   stream::Sender sender_{log_};
   bool baseline_ = false;  // the log's batches come from a baseline scan (progress label)
+  bool activity_failing_ = false;  // the last batch could not be listed (warned once per streak)
   std::chrono::steady_clock::time_point last_status_{};
 
   std::thread thread_;

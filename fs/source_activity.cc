@@ -135,8 +135,16 @@ Result<void> SourceActivity::reading(const changes::Batch& batch) {
     it->second = kReading;
   }
   if (added.empty()) return {};
-  BKP_TRY_VOID(write_all(fd_.get(), as_bytes(added.data(), added.size() * 8), base_));
-  if (::fdatasync(fd_.get()) != 0) return fail_errno("sync " + base_);
+  auto appended = write_all(fd_.get(), as_bytes(added.data(), added.size() * 8), base_);
+  if (appended && ::fdatasync(fd_.get()) != 0) appended = fail_errno("sync " + base_);
+  if (!appended) {
+    // Not listed after all (a full disk): cut a torn append off, so the ids after it still
+    // read, and let the next batch of these files try again.
+    (void)::ftruncate(fd_.get(), static_cast<off_t>(size_));
+    for (uint64_t id : added) listed_.erase(id);
+    return appended;
+  }
+  size_ += added.size() * 8;
   return {};
 }
 
@@ -185,6 +193,7 @@ Result<void> SourceActivity::rewrite_locked(bool clean) {
   BKP_TRY_VOID(sync_dir_of(base_));
   fd_.reset(::open(base_.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC));
   if (!fd_) return fail_errno("open " + base_);
+  size_ = content.size();
   return {};
 }
 

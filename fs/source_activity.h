@@ -58,7 +58,8 @@ class SourceActivity {
   // A reconcile that compared them was acknowledged.
   Result<void> clear_suspects();
 
-  // The data of these files is about to be read for shipping: listed, flushed.
+  // The data of these files is about to be read for shipping: listed, flushed. On failure (a
+  // full disk) the new ids are not listed and the next batch of them tries again.
   Result<void> reading(const changes::Batch& batch);
   // That reading ended (shipped or not).
   void read_done(const changes::Batch& batch);
@@ -82,6 +83,7 @@ class SourceActivity {
   uint64_t boot_ = 0;
   mutable std::mutex mu_;
   UniqueFd fd_;  // BASE, O_APPEND
+  uint64_t size_ = 0;  // its length
   // id -> the settle epoch in which its last reading ended (kReading while one is under way).
   std::unordered_map<uint64_t, uint64_t> listed_;
   uint64_t epoch_ = 1;
