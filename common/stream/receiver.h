@@ -69,6 +69,11 @@ class Receiver {
   // Returns the batch number to acknowledge.
   Result<uint64_t> commit(const wire::Commit& c);
 
+  // The owner is about to change the tree outside the stream (backupd seeding a mirror from a
+  // snapshot): noted durably, as before a batch's first change, so that a restart of the
+  // machine before the next commit asks for a baseline that compares every file.
+  void before_outside_change() { note_change_coming(); }
+
   // The owner's counters, saved with every commit and by save().
   std::map<std::string, uint64_t>& counters() { return counters_; }
   // Rewrites `state` durably now (the owner changed its counters).

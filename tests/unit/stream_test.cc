@@ -616,6 +616,20 @@ TEST_F(ReceiverTest, ACleanStopInsideABatchSurvivesAMachineRestart) {
   EXPECT_EQ(receiver_->position(kInstance), (wire::Position{2, 0, 0}));
 }
 
+// backupd seeds a new mirror from a snapshot through the Applier, not the stream: a restart of
+// the machine in the middle must not leave the seed's source ctimes vouching for lost bytes.
+TEST_F(ReceiverTest, AChangeOutsideTheStreamBeforeAMachineRestartAsksForABaseline) {
+  first_batch(file_with_ctime());
+  receiver_->before_outside_change();
+  crash_and_restart(/*machine=*/false);
+  EXPECT_EQ(receiver_->position(kInstance), (wire::Position{1, 0, 0}));
+  EXPECT_EQ(applier_->source_ctime(5), kCtime);
+  receiver_->before_outside_change();
+  crash_and_restart(/*machine=*/true);
+  EXPECT_EQ(receiver_->position(kInstance), (wire::Position{1, 1, 0}));
+  EXPECT_EQ(applier_->source_ctime(5), 0);
+}
+
 TEST_F(StreamTest, ACutAtAnyFrameConvergesWithTheReceiverAlive) {
   run(Cut::kLinkOnly, changes::Limits{});
 }
