@@ -130,6 +130,7 @@ Result<void> SourceActivity::reading(const changes::Batch& batch) {
   std::vector<uint64_t> added;
   std::lock_guard lock(mu_);
   for (const changes::FileChange& f : batch.files) {
+    if (f.extents.empty()) continue;  // no data read (an attribute change is in the inode)
     auto [it, fresh] = listed_.try_emplace(f.ref.id, kReading);
     if (fresh) added.push_back(f.ref.id);
     it->second = kReading;

@@ -403,6 +403,12 @@ class ReceiverTest : public ::testing::Test {
     attr.ctime_ns = kCtime;
     return {op(OpKind::kCreate, "f", "", 5), attr};
   }
+  // After first_batch(file_with_ctime()): batch 2 begun with a mkdir and data for file 5.
+  void begin_second_batch() {
+    receiver_->position(kInstance);
+    apply(op(OpKind::kMkdir, "d"));
+    write(5, "part of batch 2");
+  }
   void TearDown() override { ::unsetenv("BKP_TEST_BOOT_ID"); }
   static constexpr int64_t kCtime = 1'700'000'000'000'000'000;
   int boots_ = 0;
@@ -566,9 +572,7 @@ TEST_F(ReceiverTest, OnlyTheNextBatchCanCommit) {
 TEST_F(ReceiverTest, AMachineRestartInsideABatchAsksForABaselineThatComparesEveryFile) {
   first_batch(file_with_ctime());
   ASSERT_EQ(applier_->source_ctime(5), kCtime);
-  receiver_->position(kInstance);
-  apply(op(OpKind::kMkdir, "d"));
-  write(5, "part of batch 2");
+  begin_second_batch();
   crash_and_restart(/*machine=*/false);
   EXPECT_EQ(receiver_->position(kInstance), (wire::Position{1, 0, 1}))
       << "a crash of the process alone resumes where the batch stood";
@@ -603,9 +607,7 @@ TEST_F(ReceiverTest, AMachineRestartAtACommitResumesThere) {
 
 TEST_F(ReceiverTest, ACleanStopInsideABatchSurvivesAMachineRestart) {
   first_batch(file_with_ctime());
-  receiver_->position(kInstance);
-  apply(op(OpKind::kMkdir, "d"));
-  write(5, "part of batch 2");
+  begin_second_batch();
   restart_machine();  // a clean stop first, as at a shutdown
   EXPECT_EQ(receiver_->position(kInstance), (wire::Position{1, 0, 1}));
   EXPECT_FALSE(receiver_->at_commit()) << "the tree holds part of batch 2";

@@ -38,6 +38,7 @@ class SourceActivityTest : public ::testing::Test {
     for (uint64_t id : ids) {
       changes::FileChange f;
       f.ref.id = id;
+      f.extents.add(0, 4096);
       b.files.push_back(std::move(f));
     }
     return b;
@@ -90,6 +91,14 @@ TEST_F(SourceActivityTest, ASettleDropsOnlyWhatWasReadBeforeItsSync) {
   EXPECT_EQ(activity_->listed(), 0u);
   restart_machine("boot 3");
   EXPECT_EQ(activity_->suspects(), 0u);
+}
+
+TEST_F(SourceActivityTest, AFileWhoseDataIsNotReadIsNotListed) {
+  changes::Batch attrs_only;
+  attrs_only.files.emplace_back().ref.id = 9;  // a chmod: no extents, nothing read
+  ASSERT_TRUE(activity_->reading(attrs_only));
+  activity_->read_done(attrs_only);
+  EXPECT_EQ(activity_->listed(), 0u);
 }
 
 TEST_F(SourceActivityTest, ACleanStopLeavesNothingInDoubt) {
