@@ -186,22 +186,53 @@ Result<wire::Frame> Conn::recv(int timeout_ms) {
 }
 
 Result<wire::FrameView> Conn::recv_view(int timeout_ms) {
+  using std::chrono::milliseconds;
   BKP_TRY_VOID(flush());
   while (true) {
     auto frame = BKP_TRY(reader_.next());
-    if (frame) return std::move(*frame);
-    // Part of a frame (or of a TLS record) is here: the rest is due within stall_ms().
-    bool begun = reader_.buffered() > 0 || (tls_ && tls_->has_buffered());
-    int wait = begun && (timeout_ms < 0 || timeout_ms > stall_ms_) ? stall_ms_ : timeout_ms;
-    auto stalled = [&](const Error& e) {
-      return begun && wait == stall_ms_ && e.code == ETIMEDOUT
-                 ? fail(ETIMEDOUT, "the peer stopped in the middle of a frame for " +
-                                       seconds(stall_ms_))
-                 : tl::unexpected(e);
+    if (frame) {
+      frame_waited_ = milliseconds(0);
+      return std::move(*frame);
+    }
+    // Part of a frame (or of a TLS record) is here: the next bytes are due within stall_ms(),
+    // and the whole frame within stall_ms() plus its size at kMinFrameRate, counting only the
+    // time spent waiting here (not the caller's time between calls).
+    const bool begun = reader_.buffered() > 0 || (tls_ && tls_->has_buffered());
+    int wait = timeout_ms;
+    enum class Bound { kCaller, kStall, kFrame } bound = Bound::kCaller;
+    auto too_slow = [&] {
+      return fail(ETIMEDOUT, fmt::format("the peer sent a frame of {} bytes slower than {} KiB/s",
+                                         reader_.pending_size(), kMinFrameRate / 1024));
+    };
+    if (begun) {
+      const milliseconds allowed = milliseconds(stall_ms_) +
+                                   milliseconds(reader_.pending_size() * 1000 / kMinFrameRate);
+      const int left = static_cast<int>((allowed - frame_waited_).count());
+      if (left <= 0) return too_slow();
+      if (timeout_ms < 0 || timeout_ms > std::min(stall_ms_, left)) {
+        bound = left < stall_ms_ ? Bound::kFrame : Bound::kStall;
+        wait = std::min(stall_ms_, left);
+      }
+    } else {
+      frame_waited_ = milliseconds(0);
+    }
+    auto receive = [&](std::span<uint8_t> into) {
+      const auto t0 = std::chrono::steady_clock::now();
+      auto got = recv_some(into, wait);
+      if (begun) {
+        frame_waited_ +=
+            std::chrono::duration_cast<milliseconds>(std::chrono::steady_clock::now() - t0);
+      }
+      return got;
+    };
+    auto stalled = [&](const Error& e) -> Result<wire::FrameView> {
+      if (e.code != ETIMEDOUT || bound == Bound::kCaller) return tl::unexpected(e);
+      if (bound == Bound::kFrame) return too_slow();
+      return fail(ETIMEDOUT, "the peer stopped in the middle of a frame for " + seconds(stall_ms_));
     };
     std::span<uint8_t> room = reader_.space(kRecvBuf);
     if (!tls_) {
-      auto got = recv_some(room, wait);
+      auto got = receive(room);
       reader_.filled(got ? *got : 0);
       if (!got) return stalled(got.error());
       bytes_received_ += *got;
@@ -216,7 +247,7 @@ Result<wire::FrameView> Conn::recv_view(int timeout_ms) {
       continue;
     }
     cipher_in_.resize(kRecvBuf);
-    auto got = recv_some(cipher_in_, wait);
+    auto got = receive(cipher_in_);
     if (!got) return stalled(got.error());
     BKP_TRY_VOID(tls_->feed({cipher_in_.data(), *got}));
   }

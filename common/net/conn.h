@@ -20,13 +20,16 @@
 //
 // A live peer that stops taking part cannot hold a thread forever: a send that makes no progress
 // for stall_ms() (the peer reads nothing) fails, and so does a receive that waits that long for
-// the rest of a frame it has begun, whatever timeout the caller gave. Both fail with ETIMEDOUT,
-// and the connection is then unusable (part of a frame may have gone). A peer that is idle
-// between frames is the caller's business (recv's timeout).
+// the rest of a frame it has begun, whatever timeout the caller gave, or that has waited longer
+// than stall_ms() plus the frame's size at kMinFrameRate for all of it (a peer trickling a byte
+// now and then; only time spent waiting in recv counts, not the caller's between calls). All
+// fail with ETIMEDOUT, and the connection is then unusable (part of a frame may have gone). A
+// peer that is idle between frames is the caller's business (recv's timeout).
 #pragma once
 
 #include <liburing.h>
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -43,6 +46,9 @@ namespace bkp::net {
 // How long a peer may take nothing we send, or stop in the middle of a frame it sends: 60 s.
 // Test seam: BKP_TEST_STALL_MS=N makes it N ms for the whole process.
 int stall_ms();
+// The slowest a frame may arrive once begun, beyond stall_ms(): 16 KiB/s (a 4 MiB frame may take
+// 60 s + 256 s; any link a backup can use is far faster).
+constexpr uint64_t kMinFrameRate = 16 * 1024;
 
 class Conn {
  public:
@@ -122,6 +128,8 @@ class Conn {
   uint64_t cut_after_ = UINT64_MAX;
   int stall_ms_ = stall_ms();
   wire::FrameReader reader_;
+  // Time spent in recv waiting for the rest of the frame being received (0 between frames).
+  std::chrono::milliseconds frame_waited_{0};
   size_t frame_start_ = 0;  // of the frame begun in out_ (begin_frame)
   uint64_t bytes_sent_ = 0;
   uint64_t bytes_received_ = 0;

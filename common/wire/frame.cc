@@ -147,6 +147,11 @@ std::span<uint8_t> FrameReader::space(size_t n) {
 
 void FrameReader::filled(size_t used) { end_ += used; }
 
+size_t FrameReader::pending_size() const {
+  if (end_ - pos_ < 4) return 0;
+  return kHeaderSize + std::min<uint64_t>(load_le(buf_.data() + pos_, 4), kMaxPayload);
+}
+
 Result<std::optional<FrameView>> FrameReader::next() {
   size_t avail = end_ - pos_;
   if (avail < kHeaderSize) return std::optional<FrameView>();

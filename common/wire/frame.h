@@ -106,6 +106,9 @@ class FrameReader {
   Result<std::optional<FrameView>> next();
   // Bytes buffered but not yet returned as a frame (bounded by kHeaderSize + kMaxPayload).
   size_t buffered() const { return end_ - pos_; }
+  // The size of the frame being read, header included, once its length field is here (at most
+  // kHeaderSize + kMaxPayload); 0 before.
+  size_t pending_size() const;
 
  private:
   std::vector<uint8_t> buf_;  // [pos_, end_) is unread; beyond end_ is room

@@ -10,6 +10,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
@@ -92,6 +93,30 @@ TEST_F(ConnStallTest, AFrameBegunAndNeverFinishedFailsWhateverTheCallersTimeout)
   EXPECT_NE(frame.error().message.find("stopped in the middle of a frame for 0.3 s"),
             std::string::npos)
       << frame.error().message;
+}
+
+// A peer that trickled a frame a byte at a time, each byte within the stall limit, held the
+// receiving thread as long as it liked (a known limit until 2026-12-02): the whole frame is now
+// due within the stall limit plus its size at kMinFrameRate.
+TEST_F(ConnStallTest, AFrameTrickledAByteAtATimeFails) {
+  us_->set_stall_ms(2000);  // each byte comes well within it, even on a loaded machine
+  std::vector<uint8_t> frame;
+  wire::encode_frame(wire::MsgType::kPing, 0, 1, std::vector<uint8_t>(1024, 0), frame);
+  std::atomic<bool> stop{false};
+  std::thread trickler([&] {
+    for (size_t i = 0; i < frame.size() && !stop; ++i) {
+      if (::write(peer_->fd(), &frame[i], 1) != 1) return;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));  // the slow peer itself
+    }
+  });
+  auto got = us_->recv_view(-1);
+  stop = true;
+  trickler.join();
+  ASSERT_FALSE(got) << "the whole frame arrived: the test's peer was not slow enough";
+  EXPECT_EQ(got.error().code, ETIMEDOUT);
+  EXPECT_NE(got.error().message.find("a frame of 1048 bytes slower than 16 KiB/s"),
+            std::string::npos)
+      << got.error().message;
 }
 
 TEST_F(ConnStallTest, APeerIdleBetweenFramesIsTheCallersTimeout) {
