@@ -46,6 +46,12 @@ Result<void> write_file_atomic(const std::string& path, const std::string& conte
   return {};
 }
 
+Result<void> fsync_dir(const std::string& dir) {
+  UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!fd || ::fsync(fd.get()) != 0) return fail_errno("fsync " + dir);
+  return {};
+}
+
 Result<std::map<std::string, uint64_t>> read_key_values(const std::string& path) {
   std::map<std::string, uint64_t> out;
   std::ifstream in(path);

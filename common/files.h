@@ -26,6 +26,9 @@ enum class Durability { kSync, kNoSync };
 Result<void> write_file_atomic(const std::string& path, const std::string& content,
                                Durability durability);
 
+// fsyncs the directory dir, so the names created, renamed or removed in it are durable.
+Result<void> fsync_dir(const std::string& dir);
+
 // Reads "key value" lines (value: unsigned decimal). A missing file is an empty map; a line
 // that does not parse is EINVAL naming the file.
 Result<std::map<std::string, uint64_t>> read_key_values(const std::string& path);

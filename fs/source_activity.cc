@@ -47,13 +47,7 @@ Result<std::vector<uint64_t>> read_ids(const std::string& path, Header* header) 
   return ids;
 }
 
-std::string as_bytes(const void* p, size_t n) { return {static_cast<const char*>(p), n}; }
-
-Result<void> sync_dir_of(const std::string& path) {
-  UniqueFd dir(::open(std::string(parent_of(path)).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!dir || ::fsync(dir.get()) != 0) return fail_errno("sync the directory of " + path);
-  return {};
-}
+std::string bytes_of(const void* p, size_t n) { return {static_cast<const char*>(p), n}; }
 
 }  // namespace
 
@@ -72,9 +66,9 @@ Result<std::unique_ptr<SourceActivity>> SourceActivity::open(std::string base, i
               "disk: the next reconcile with backupd compares their content ({} files)",
               a->suspect_.size() - before);
     std::vector<uint64_t> all(a->suspect_.begin(), a->suspect_.end());
-    BKP_TRY_VOID(write_file_atomic(suspect_path, as_bytes(all.data(), all.size() * 8),
+    BKP_TRY_VOID(write_file_atomic(suspect_path, bytes_of(all.data(), all.size() * 8),
                                    Durability::kSync));
-    BKP_TRY_VOID(sync_dir_of(suspect_path));
+    BKP_TRY_VOID(fsync_dir(std::string(parent_of(suspect_path))));
   } else if (header.boot == a->boot_ && header.clean == 0) {
     // A worker of this boot ended without a clean stop: its readings are over, and the next
     // settle's sync covers them.
@@ -136,7 +130,7 @@ Result<void> SourceActivity::reading(const changes::Batch& batch) {
     it->second = kReading;
   }
   if (added.empty()) return {};
-  auto appended = write_all(fd_.get(), as_bytes(added.data(), added.size() * 8), base_);
+  auto appended = write_all(fd_.get(), bytes_of(added.data(), added.size() * 8), base_);
   if (appended && ::fdatasync(fd_.get()) != 0) appended = fail_errno("sync " + base_);
   if (!appended) {
     // Not listed after all (a full disk): cut a torn append off, so the ids after it still
@@ -187,11 +181,11 @@ Result<void> SourceActivity::close() {
 
 Result<void> SourceActivity::rewrite_locked(bool clean) {
   const Header header{kMagic, boot_, clean ? 1u : 0u};
-  std::string content = as_bytes(&header, sizeof header);
-  for (const auto& [id, epoch] : listed_) content += as_bytes(&id, sizeof id);
+  std::string content = bytes_of(&header, sizeof header);
+  for (const auto& [id, epoch] : listed_) content += bytes_of(&id, sizeof id);
   // The rename is synced too: ids appended to the new file must not vanish with it.
   BKP_TRY_VOID(write_file_atomic(base_, content, Durability::kSync));
-  BKP_TRY_VOID(sync_dir_of(base_));
+  BKP_TRY_VOID(fsync_dir(std::string(parent_of(base_))));
   fd_.reset(::open(base_.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC));
   if (!fd_) return fail_errno("open " + base_);
   size_ = content.size();

@@ -20,12 +20,6 @@ namespace {
 
 constexpr std::string_view kTmpPrefix = ".tmp-";
 
-Result<void> fsync_dir(const std::string& dir) {
-  UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!fd || fsync(fd.get()) != 0) return fail_errno("fsync " + dir);
-  return {};
-}
-
 // ".tmp-<id>.tgz" until commit renames it to "<id>.tgz" (".ids" alike).
 class LocalSink final : public ArchiveSink {
  public:
