@@ -115,12 +115,20 @@ Result<std::unique_ptr<Receiver>> Receiver::open(const std::string& dir,
 Receiver::~Receiver() {
   // A clean stop: the tree is made durable and `position` says so, so that a restart of the
   // machine before the next start still resumes exactly (a crash leaves this undone).
-  if (!position_fd_) return;  // open() failed
+  if (!position_fd_) return;  // open() failed, or abandon()
   if (auto synced = applier_.commit(); !synced) {
     log::warn("{}: cannot sync the tree at stop: {}", dir_, synced.error().message);
     return;
   }
-  note_position(kClosed);
+  // The record the last change left, as a crash would leave it (a hello since, of a stranger
+  // say, is no change of the tree), marked closed by this boot.
+  PositionRecord rec;
+  (void)::pread(position_fd_.get(), &rec, sizeof rec, 0);
+  rec.flags |= kClosed;
+  rec.boot = boot_;
+  if (::pwrite(position_fd_.get(), &rec, sizeof rec, 0) != static_cast<ssize_t>(sizeof rec)) {
+    log::warn("{}/position: cannot note the clean stop: {}", dir_, std::strerror(errno));
+  }
   sync_position();
 }
 

@@ -53,6 +53,9 @@ class Receiver {
   static Result<std::unique_ptr<Receiver>> open(const std::string& dir, changes::Applier& applier);
   // A clean stop: syncs the tree and notes so in `position`.
   ~Receiver();
+  // Makes the destructor a plain close, as if the process were killed: no sync, nothing noted
+  // (tests of crashes, which need the descriptors back).
+  void abandon() { position_fd_.reset(); }
   Receiver(const Receiver&) = delete;
   Receiver& operator=(const Receiver&) = delete;
 
@@ -98,7 +101,7 @@ class Receiver {
   };
 
   Receiver(std::string dir, changes::Applier& applier) : dir_(std::move(dir)), applier_(applier) {}
-  // Notes where the batch stands, with `flags` (kCommitted, kClosed) and an exchange about to
+  // Notes where the batch stands, with `flags` (kCommitted) and an exchange about to
   // be applied, if given. Not flushed.
   void note_position(uint64_t flags = 0, const Exchanging* exchanging = nullptr);
   void sync_position();

@@ -1,18 +1,23 @@
 // Fuzz target: the receiving end of a stream (common/stream/receiver.h) over an Applier, as
 // backupd runs it for each node and each replica runs it for backupd: hellos of several stream
 // instances, operations and writes a hostile sender chose (program.h), commits of right and
-// wrong batch numbers, and crashes (the Receiver and its Applier dropped without a word and
-// opened again from disk) at any point.
+// wrong batch numbers, and restarts at any point: crashes (the Receiver and its Applier dropped
+// without a word and opened again from disk) and clean stops, on the same boot of the machine
+// or after a restart of the machine.
 // Properties, checked against a model of what the receiver acknowledged:
 // - a commit succeeds only for the batch after the session's last one, and returns it;
 // - the stream it records is the one whose commit it acknowledged last, and after a crash its
 //   position names that commit (nothing acknowledged is forgotten, nothing unacknowledged is
 //   claimed);
-// - unless it asks for a baseline, a position after a crash says exactly how many operations of
-//   the unfinished batch it applied, so a sender resuming there applies none twice and skips
-//   none.
+// - unless it asks for a baseline, a position after a restart says exactly how many operations
+//   of the unfinished batch it applied, so a sender resuming there applies none twice and skips
+//   none;
+// - after a crash and a restart of the machine, a receiver that had changed its tree since its
+//   last commit or clean stop asks the recorded stream for a baseline (the page cache that held
+//   those changes may be gone).
 #include <unistd.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -38,14 +43,19 @@ struct Model {
   // The last operation applied, as the receiver must have noted it (in the page cache) for a
   // crash: its stream, batch, and count within the batch.
   uint64_t noted_instance = 0, noted_batch = 0, noted_applied = 0;
+  bool changed = false;         // the tree changed since the last commit or clean stop
+  bool baseline_owed = false;   // the recorded stream's next hello must be asked for a baseline
 
   void applied_one() {
     ++applied;
     noted_instance = session;
     noted_batch = session_committed + 1;
     noted_applied = applied;
+    changed = true;
   }
 };
+
+uint64_t boots = 0;  // BKP_TEST_BOOT_ID: a new value is a restart of the machine
 
 }  // namespace
 
@@ -68,6 +78,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
           m.session_committed = 0;
         } else {
           FUZZ_CHECK(p.committed == m.committed, "a known stream is told another commit");
+          FUZZ_CHECK(p.need_baseline == 1 || !m.baseline_owed,
+                     "changes a restart of the machine may have lost are not repaired");
           FUZZ_CHECK(p.need_baseline == 1 || p.applied == (m.session == instance ? m.applied : 0),
                      "a resuming stream is told another count of applied operations");
           m.applied = p.need_baseline == 1 ? 0 : p.applied;
@@ -75,6 +87,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         }
         if (instance == 0 || instance != m.instance) m.applied = 0;
         m.session = instance;
+        m.baseline_owed = false;
         break;
       }
       case 1: {
@@ -87,13 +100,23 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
           m.instance = m.session;
           m.committed = m.session_committed = batch;
           m.applied = 0;
+          m.changed = false;
         }
         break;
       }
-      case 2: {  // a crash: everything in memory is gone
-        FUZZ_CHECK(o.restart().has_value(), "the receiver does not open again");
+      case 2: {  // a restart: everything in memory is gone
+        const uint8_t how = in.byte();
+        const bool killed = (how & 1) == 0, machine = (how & 2) != 0;
+        if (machine) ::setenv("BKP_TEST_BOOT_ID", ("boot " + std::to_string(++boots)).c_str(), 1);
+        // Set before the restart: a receiver stopped cleanly syncs under the new boot, which
+        // changes nothing it notes about the old one.
+        using Stop = bkp::testutil::Sink::Stop;
+        FUZZ_CHECK(o.restart(killed ? Stop::kKilled : Stop::kClean).has_value(),
+                   "the receiver does not open again");
         FUZZ_CHECK(o.receiver().instance() == m.instance && o.receiver().committed() == m.committed,
-                   "a crash lost or invented a commit");
+                   "a restart lost or invented a commit");
+        if (killed && machine && m.changed) m.baseline_owed = true;
+        if (!killed) m.changed = false;
         // It goes on as the stream it recorded, knowing what it had applied of that stream's
         // next batch, even if another stream said hello since (and applied nothing).
         m.session = m.instance;
@@ -102,7 +125,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         m.applied = ours ? m.noted_applied : 0;
         break;
       }
-      case 3: (void)o.receiver().write(bkp::fuzz::write(in)); break;
+      case 3:
+        if (o.receiver().write(bkp::fuzz::write(in))) m.changed = true;
+        break;
       case 4:
       case 5: {  // an operation that succeeds, so batches hold some to count
         bkp::wire::Op mkdir;

@@ -99,11 +99,12 @@ Result<void> send_tree(net::Conn& conn, stream::Sender& sender, changes::ChangeL
 Result<std::unique_ptr<Sink>> Sink::open(std::string dir, std::string tree_rel,
                                          std::string ids_rel) {
   std::unique_ptr<Sink> sink(new Sink(std::move(dir), std::move(tree_rel), std::move(ids_rel)));
-  BKP_TRY_VOID(sink->restart());
+  BKP_TRY_VOID(sink->restart(Stop::kClean));  // nothing to stop yet
   return sink;
 }
 
-Result<void> Sink::restart() {
+Result<void> Sink::restart(Stop how) {
+  if (receiver_ && how == Stop::kKilled) receiver_->abandon();
   receiver_.reset();
   applier_.reset();
   applier_ = BKP_TRY(changes::Applier::open(dir_, tree_rel_, ids_rel_));
@@ -130,7 +131,7 @@ Result<int> deliver(Sink& sink, const Delivery& d) {
     auto [a, b] = BKP_TRY(conn_pair());
     if (attempt == 0) a->cut_after(d.cut_after);
     Result<void> served;
-    std::thread rx([&] { served = sink.serve(*b, d.instance, d.timeout_ms); });
+    std::thread rx([&, &b = b] { served = sink.serve(*b, d.instance, d.timeout_ms); });
     auto sent = send_tree(*a, d.sender, d.log, d.data, d.counters, d.on_baseline, d.src_root,
                           d.timeout_ms);
     ::shutdown(a->fd(), SHUT_RDWR);
@@ -138,7 +139,7 @@ Result<int> deliver(Sink& sink, const Delivery& d) {
     if (!served) return tl::unexpected(served.error().wrap("receiver"));
     if (!sent && sent.error().message == kUnexpectedBaseline) return tl::unexpected(sent.error());
     if (sent) return attempt + 1;
-    if (d.restart_after_cut) BKP_TRY_VOID(sink.restart());
+    if (d.restart_after_cut) BKP_TRY_VOID(sink.restart(Sink::Stop::kKilled));
   }
   return fail(EIO, "not delivered after " + std::to_string(d.connections) + " connections");
 }

@@ -68,9 +68,11 @@ Result<void> send_tree(net::Conn& conn, stream::Sender& sender, changes::ChangeL
 // would be.
 class Sink {
  public:
+  enum class Stop { kKilled, kClean };  // how the process ended: no destructor ran, or all did
+
   static Result<std::unique_ptr<Sink>> open(std::string dir, std::string tree_rel,
                                             std::string ids_rel);
-  Result<void> restart();
+  Result<void> restart(Stop how);
   // serve_stream on this side.
   Result<void> serve(net::Conn& conn, uint64_t instance, int timeout_ms);
 
@@ -98,7 +100,7 @@ struct Delivery {
   OnBaseline on_baseline = OnBaseline::kRefuse;
   std::string src_root = {};       // for OnBaseline::kScan
   uint64_t cut_after = UINT64_MAX;  // the first connection is cut after this many frames
-  bool restart_after_cut = false;  // the receiver restarts (from disk) after each cut
+  bool restart_after_cut = false;  // the receiver is killed and started after each cut
   int connections = 4;             // at most
   int timeout_ms = 10000;
 };

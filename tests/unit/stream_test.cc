@@ -388,7 +388,8 @@ class ReceiverTest : public ::testing::Test {
   // The process dies (no clean stop: the Receiver's destructor never runs) and is started
   // again; with `machine`, on a machine that restarted meanwhile (another boot id).
   void crash_and_restart(bool machine) {
-    (void)receiver_.release();  // leaked on purpose: a killed process runs no destructor
+    receiver_->abandon();  // a killed process runs no clean stop
+    receiver_.reset();
     if (machine) ::setenv("BKP_TEST_BOOT_ID", ("boot " + std::to_string(++boots_)).c_str(), 1);
     reopen();
   }
@@ -616,6 +617,21 @@ TEST_F(ReceiverTest, ACleanStopInsideABatchSurvivesAMachineRestart) {
   commit(2);
   crash_and_restart(/*machine=*/true);
   EXPECT_EQ(receiver_->position(kInstance), (wire::Position{2, 0, 0}));
+}
+
+// A stop notes what the tree holds, which is what the last change noted, not whichever stream
+// said hello last: a stranger's hello (told to send a baseline, gone before its first frame)
+// must not make the recorded stream resend the operations the tree already holds.
+TEST_F(ReceiverTest, ACleanStopAfterAStrangersHelloKeepsWhatTheRecordedStreamApplied) {
+  first_batch(file_with_ctime());
+  begin_second_batch();
+  ASSERT_EQ(receiver_->position(kInstance + 1), (wire::Position{0, 1, 0}));
+  receiver_.reset();  // a clean stop
+  reopen();
+  EXPECT_EQ(receiver_->position(kInstance), (wire::Position{1, 0, 1}));
+  ASSERT_EQ(receiver_->position(kInstance + 1), (wire::Position{0, 1, 0}));
+  restart_machine();
+  EXPECT_EQ(receiver_->position(kInstance), (wire::Position{1, 0, 1}));
 }
 
 // backupd seeds a new mirror from a snapshot through the Applier, not the stream: a restart of
