@@ -138,7 +138,9 @@ Result<UniqueFd> tcp_connect(const HostPort& where, int timeout_ms) {
     int rc = connect(fd.get(), a->ai_addr, a->ai_addrlen);
     if (rc != 0 && errno == EINPROGRESS) {
       pollfd p{fd.get(), POLLOUT, 0};
-      rc = poll(&p, 1, timeout_ms);
+      do {  // a signal is no verdict on the connection (timeout_ms restarts: a rare signal)
+        rc = poll(&p, 1, timeout_ms);
+      } while (rc < 0 && errno == EINTR);
       if (rc == 0) {
         last = "timed out";
         continue;
