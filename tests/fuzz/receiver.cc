@@ -108,8 +108,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         const uint8_t how = in.byte();
         const bool killed = (how & 1) == 0, machine = (how & 2) != 0;
         if (machine) ::setenv("BKP_TEST_BOOT_ID", ("boot " + std::to_string(++boots)).c_str(), 1);
-        // Set before the restart: a receiver stopped cleanly syncs under the new boot, which
-        // changes nothing it notes about the old one.
+        // Set before the restart; a receiver stopping cleanly still stamps the boot it opened on.
         using Stop = bkp::testutil::Sink::Stop;
         FUZZ_CHECK(o.restart(killed ? Stop::kKilled : Stop::kClean).has_value(),
                    "the receiver does not open again");
