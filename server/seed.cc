@@ -210,7 +210,7 @@ Result<std::optional<Seeded>> seed_volume(Volume& v, Hub& hub, const SnapshotRec
   sync.kind = wire::OpKind::kSyncBegin;
   {
     std::lock_guard lock(v.mu);
-    v.receiver->before_outside_change();
+    BKP_TRY_VOID(v.receiver->before_outside_change());
     BKP_TRY_VOID(v.applier->apply(sync));
   }
   // Without the mutex: nothing applies to this mirror but us (its node is not dialed yet), and

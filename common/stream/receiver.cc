@@ -61,6 +61,18 @@ bool is_exchange(const wire::Op& op) {
 
 constexpr const char* kReserved[] = {"instance", "committed", "syncing"};
 
+Result<void> write_record(int fd, const PositionRecord& rec) {
+  if (::pwrite(fd, &rec, sizeof rec, 0) != static_cast<ssize_t>(sizeof rec)) {
+    return fail_errno("note the stream position");
+  }
+  return {};
+}
+
+// For a note that only a crash inside the batch would need: the batch goes on without it.
+void warn_if_failed(const Result<void>& noted) {
+  if (!noted) log::warn("{}", noted.error().message);
+}
+
 }  // namespace
 
 Result<std::unique_ptr<Receiver>> Receiver::open(const std::string& dir,
@@ -92,7 +104,10 @@ Result<std::unique_ptr<Receiver>> Receiver::open(const std::string& dir,
       return tl::unexpected(forgot.error().wrap(dir));
     }
     r->need_baseline_ = true;
-    r->note_change_coming();
+    if (auto noted = r->note_change_coming(); !noted) {
+      r->position_fd_.reset();
+      return tl::unexpected(noted.error());
+    }
     return r;
   }
   if (n >= kFirstRecordSize && rec.instance == r->instance_ && r->instance_ != 0 &&
@@ -126,10 +141,11 @@ Receiver::~Receiver() {
   (void)::pread(position_fd_.get(), &rec, sizeof rec, 0);
   rec.flags |= kClosed;
   rec.boot = boot_;
-  if (::pwrite(position_fd_.get(), &rec, sizeof rec, 0) != static_cast<ssize_t>(sizeof rec)) {
-    log::warn("{}/position: cannot note the clean stop: {}", dir_, std::strerror(errno));
+  if (auto noted = write_record(position_fd_.get(), rec); !noted) {
+    log::warn("{}/position: at stop: {}", dir_, noted.error().message);
+    return;
   }
-  sync_position();
+  warn_if_failed(sync_position());
 }
 
 wire::Position Receiver::position(uint64_t instance) {
@@ -162,7 +178,7 @@ Result<void> Receiver::apply(const wire::Op& op) {
   }
   in_batch_ = true;
   at_commit_ = false;
-  if (!begun_durably_) note_change_coming();
+  if (!begun_durably_) BKP_TRY_VOID(note_change_coming());
   // An exchange is the one operation that does not tolerate its own earlier effect (applied
   // again, it swaps the names back): its two inodes are noted before it, so that after a crash
   // between the swap and noting it, the resent exchange is found done.
@@ -174,7 +190,7 @@ Result<void> Receiver::apply(const wire::Op& op) {
       log::info("{}: the exchange of {} and {} was applied before a restart: not again", dir_,
                 op.path, op.target);
     } else {
-      note_position(0, &now);
+      BKP_TRY_VOID(note_position(0, &now));
       BKP_TRY_VOID(applier_.apply(op));
       // Test seam: BKP_TEST_DIE_AFTER_EXCHANGE=1 ends the process between the swap and noting it.
       if (const char* die = std::getenv("BKP_TEST_DIE_AFTER_EXCHANGE"); die && *die == '1') {
@@ -186,7 +202,7 @@ Result<void> Receiver::apply(const wire::Op& op) {
   }
   if (op.kind == wire::OpKind::kSyncBegin) need_baseline_ = baseline_due_ = false;
   ++applied_;
-  note_position();
+  warn_if_failed(note_position());
   return {};
 }
 
@@ -196,7 +212,7 @@ Result<void> Receiver::write(const wire::Write& w) {
   at_commit_ = false;
   if (!written_ || !begun_durably_) {  // noted before the data lands (see note_change_coming)
     written_ = true;
-    note_change_coming();
+    BKP_TRY_VOID(note_change_coming());
   }
   return applier_.write(w);
 }
@@ -207,7 +223,9 @@ Result<uint64_t> Receiver::commit(const wire::Commit& c) {
     return fail(EPROTO, fmt::format("commit of batch {} where batch {} was due", c.batch,
                                     session_committed_ + 1));
   }
-  note_position(kCommitted);  // flushed by the tree's sync (still_true)
+  // Flushed by the tree's sync (still_true); without it, a restart of the machine finds the
+  // batch's first note and asks for a baseline: slower, never wrong.
+  warn_if_failed(note_position(kCommitted));
   BKP_TRY_VOID(applier_.commit());
   // Recorded only once `state` says so: a receiver that cannot save (disk full) must not tell a
   // reconnecting sender that the batch is committed.
@@ -235,7 +253,7 @@ Result<void> Receiver::save() {
   return write_file_atomic(dir_ + "/state", format_key_values(values), Durability::kSync);
 }
 
-void Receiver::note_position(uint64_t flags, const Exchanging* exchanging) {
+Result<void> Receiver::note_position(uint64_t flags, const Exchanging* exchanging) {
   PositionRecord rec{session_instance_, session_committed_ + 1, applied_,
                      flags | (applier_.syncing() || need_baseline_ ? kSyncing : 0) |
                          (written_ ? kWritten : 0)};
@@ -245,24 +263,25 @@ void Receiver::note_position(uint64_t flags, const Exchanging* exchanging) {
     rec.exchange_target_ino = exchanging->target_ino;
   }
   rec.boot = boot_;
-  if (::pwrite(position_fd_.get(), &rec, sizeof rec, 0) != static_cast<ssize_t>(sizeof rec)) {
-    // Only a crash inside this batch would need it; the batch itself is still applied.
-    log::warn("{}/position: cannot note the stream position: {}", dir_, std::strerror(errno));
+  if (auto noted = write_record(position_fd_.get(), rec); !noted) {
+    return tl::unexpected(noted.error().wrap(dir_ + "/position"));
   }
+  return {};
 }
 
-void Receiver::sync_position() {
-  if (::fdatasync(position_fd_.get()) != 0) {
-    log::warn("{}/position: cannot sync the stream position: {}", dir_, std::strerror(errno));
-  }
+Result<void> Receiver::sync_position() {
+  if (::fdatasync(position_fd_.get()) != 0) return fail_errno(dir_ + "/position: sync");
+  return {};
 }
 
-void Receiver::note_change_coming() {
+Result<void> Receiver::note_change_coming() {
   // An exchange noted by the previous process stays noted until the operation it names is
-  // applied (or found done).
-  note_position(0, exchanging_ ? &*exchanging_ : nullptr);
-  if (!begun_durably_) sync_position();
+  // applied (or found done). A change whose note cannot be made durable is not made: a restart
+  // of the machine could otherwise find an older record that vouches for the tree.
+  BKP_TRY_VOID(note_position(0, exchanging_ ? &*exchanging_ : nullptr));
+  if (!begun_durably_) BKP_TRY_VOID(sync_position());
   begun_durably_ = true;
+  return {};
 }
 
 }  // namespace bkp::stream

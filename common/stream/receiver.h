@@ -75,7 +75,7 @@ class Receiver {
   // The owner is about to change the tree outside the stream (backupd seeding a mirror from a
   // snapshot): noted durably, as before a batch's first change, so that a restart of the
   // machine before the next commit asks for a baseline that compares every file.
-  void before_outside_change() { note_change_coming(); }
+  Result<void> before_outside_change() { return note_change_coming(); }
 
   // The owner's counters, saved with every commit and by save().
   std::map<std::string, uint64_t>& counters() { return counters_; }
@@ -103,11 +103,11 @@ class Receiver {
   Receiver(std::string dir, changes::Applier& applier) : dir_(std::move(dir)), applier_(applier) {}
   // Notes where the batch stands, with `flags` (kCommitted) and an exchange about to
   // be applied, if given. Not flushed.
-  void note_position(uint64_t flags = 0, const Exchanging* exchanging = nullptr);
-  void sync_position();
+  Result<void> note_position(uint64_t flags = 0, const Exchanging* exchanging = nullptr);
+  Result<void> sync_position();
   // Notes where the batch stands before a change reaches the tree, flushed if this is the
-  // first change since the last commit (or since open).
-  void note_change_coming();
+  // first change since the last commit (or since open); fails if it cannot be.
+  Result<void> note_change_coming();
 
   const std::string dir_;
   changes::Applier& applier_;

@@ -32,6 +32,7 @@
 #include "common/stream/receiver.h"
 #include "common/stream/reconcile.h"
 #include "common/stream/sender.h"
+#include "tests/testutil/files.h"
 #include "tests/testutil/stream_ends.h"
 #include "tests/testutil/temp_dir.h"
 #include "tests/testutil/write_of.h"
@@ -637,14 +638,35 @@ TEST_F(ReceiverTest, ACleanStopAfterAStrangersHelloKeepsWhatTheRecordedStreamApp
 // the machine in the middle must not leave the seed's source ctimes vouching for lost bytes.
 TEST_F(ReceiverTest, AChangeOutsideTheStreamBeforeAMachineRestartAsksForABaseline) {
   first_batch(file_with_ctime());
-  receiver_->before_outside_change();
+  ASSERT_TRUE(receiver_->before_outside_change());
   crash_and_restart(/*machine=*/false);
   EXPECT_EQ(receiver_->position(kInstance), (wire::Position{1, 0, 0}));
   EXPECT_EQ(applier_->source_ctime(5), kCtime);
-  receiver_->before_outside_change();
+  ASSERT_TRUE(receiver_->before_outside_change());
   crash_and_restart(/*machine=*/true);
   EXPECT_EQ(receiver_->position(kInstance), (wire::Position{1, 1, 0}));
   EXPECT_EQ(applier_->source_ctime(5), 0);
+}
+
+// A change reaches the tree only once its batch's note is durable: otherwise a restart of the
+// machine could find the commit's record and believe the tree unchanged. A FIFO in place of the
+// record stands for a disk that fails its writes.
+TEST_F(ReceiverTest, AChangeWhoseNoteCannotBeMadeDurableIsRefusedAndNotApplied) {
+  first_batch(file_with_ctime());
+  const std::string record = dir_.sub("position");
+  ASSERT_EQ(::unlink(record.c_str()), 0);
+  ASSERT_EQ(::mkfifo(record.c_str(), 0644), 0);
+  crash_and_restart(/*machine=*/false);
+  ASSERT_EQ(receiver_->position(kInstance), (wire::Position{1, 0, 0}));
+  auto made = receiver_->apply(op(OpKind::kMkdir, "d"));
+  ASSERT_FALSE(made) << "a change was applied under a note that is not on disk";
+  EXPECT_NE(made.error().message.find("position"), std::string::npos) << made.error().message;
+  struct stat st{};
+  EXPECT_NE(::lstat(dir_.sub("tree/d").c_str(), &st), 0) << "the change reached the tree";
+  auto written = receiver_->write(testutil::write_of(5, 0, "data"));
+  ASSERT_FALSE(written);
+  EXPECT_EQ(testutil::read_file(dir_.sub("tree/f")).value_or("(none)"), "");
+  EXPECT_FALSE(receiver_->before_outside_change());
 }
 
 TEST_F(StreamTest, ACutAtAnyFrameConvergesWithTheReceiverAlive) {
