@@ -211,8 +211,11 @@ Result<void> Receiver::write(const wire::Write& w) {
   in_batch_ = true;
   at_commit_ = false;
   if (!written_ || !begun_durably_) {  // noted before the data lands (see note_change_coming)
-    written_ = true;
-    BKP_TRY_VOID(note_change_coming());
+    const bool before = std::exchange(written_, true);
+    if (auto noted = note_change_coming(); !noted) {
+      written_ = before;  // so that the next write notes it again
+      return tl::unexpected(noted.error());
+    }
   }
   return applier_.write(w);
 }
