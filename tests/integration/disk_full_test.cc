@@ -16,7 +16,6 @@
 //   copies hold exactly what the writes that succeeded left.
 #include <fcntl.h>
 #include <sys/mount.h>
-#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -27,6 +26,7 @@
 #include <string>
 #include <vector>
 
+#include "common/full_disk.h"
 #include "common/unique_fd.h"
 #include "tests/integration/control.h"
 #include "tests/integration/workload.h"
@@ -275,6 +275,7 @@ TEST_F(DiskFullTest, TheApplicationsFullDiskIsTheApplicationsErrorAndCopiesFollo
     if (n < 0) err = errno;
   }
   EXPECT_EQ(err, ENOSPC) << std::strerror(err);
+  const FullDisk full(src());
   fd.reset();
   EXPECT_EQ(wait_converged(), "");
 
@@ -283,12 +284,8 @@ TEST_F(DiskFullTest, TheApplicationsFullDiskIsTheApplicationsErrorAndCopiesFollo
   // after close(2) returned, and backupfs (and its keeper, for a file open at its unlink) lets
   // go of the file then. The wait is on the space itself, so a file held for good fails here.
   ASSERT_EQ(unlink(src("until-full").c_str()), 0) << std::strerror(errno);
-  auto free_bytes = [&] {
-    struct statvfs v{};
-    return statvfs(src().c_str(), &v) == 0 ? uint64_t{v.f_bavail} * v.f_frsize : 0;
-  };
-  ASSERT_TRUE(testutil::wait_until([&] { return free_bytes() >= 8 * kMiB; }, 30s, 20ms))
-      << free_bytes() << " bytes free after the unlink";
+  ASSERT_TRUE(testutil::wait_until([&] { return full.space_back(); }, 30s, 20ms))
+      << "the unlinked file's space did not come back";
   change_everything();
   if (HasFatalFailure()) return;
   EXPECT_EQ(wait_converged(), "");
