@@ -669,6 +669,53 @@ TEST_F(ReceiverTest, AChangeWhoseNoteCannotBeMadeDurableIsRefusedAndNotApplied) 
   EXPECT_FALSE(receiver_->before_outside_change());
 }
 
+// While it lives, the descriptor this process holds open on `path` refers to a FIFO instead
+// (a positioned write to it fails with ESPIPE): a disk that fails for a moment, then recovers.
+class FailingWhileAlive {
+ public:
+  FailingWhileAlive(const std::string& path, const std::string& fifo) {
+    namespace fs = std::filesystem;
+    for (const auto& e : fs::directory_iterator("/proc/self/fd")) {
+      std::error_code ec;
+      if (fs::read_symlink(e.path(), ec) == path) fd_ = std::stoi(e.path().filename().string());
+    }
+    EXPECT_GE(fd_, 0) << "no open descriptor of " << path;
+    EXPECT_EQ(::mkfifo(fifo.c_str(), 0644), 0);
+    UniqueFd pipe(::open(fifo.c_str(), O_RDWR | O_CLOEXEC));
+    saved_.reset(::fcntl(fd_, F_DUPFD_CLOEXEC, 0));
+    EXPECT_TRUE(pipe && saved_);
+    EXPECT_GE(::dup3(pipe.get(), fd_, O_CLOEXEC), 0);
+  }
+  ~FailingWhileAlive() { EXPECT_GE(::dup3(saved_.get(), fd_, O_CLOEXEC), 0); }
+  FailingWhileAlive(const FailingWhileAlive&) = delete;
+  FailingWhileAlive& operator=(const FailingWhileAlive&) = delete;
+
+ private:
+  int fd_ = -1;
+  UniqueFd saved_;
+};
+
+TEST_F(ReceiverTest, AStreamWhoseNoteFailedOnceGoesOnAndIsRecordedOnceTheDiskRecovers) {
+  first_batch(file_with_ctime());
+  EXPECT_EQ(receiver_->position(kInstance), (wire::Position{1, 0, 0}));
+  {
+    FailingWhileAlive failing(dir_.sub("position"), dir_.sub("fifo"));
+    EXPECT_FALSE(receiver_->write(testutil::write_of(5, 0, "first try")));
+  }
+  EXPECT_EQ(testutil::read_file(dir_.sub("tree/f")).value_or("(none)"), "");
+  // The sender reconnects and resends the batch: the same position, and this time it lands.
+  EXPECT_EQ(receiver_->position(kInstance), (wire::Position{1, 0, 0}));
+  write(5, "second try");
+  crash_and_restart(/*machine=*/false);
+  EXPECT_FALSE(receiver_->at_commit()) << "the record lost that batch 2's data is in the tree";
+  EXPECT_EQ(receiver_->position(kInstance), (wire::Position{1, 0, 0}));
+  apply(op(OpKind::kMkdir, "e"));
+  commit(2);
+  reopen();
+  EXPECT_TRUE(receiver_->at_commit());
+  EXPECT_EQ(testutil::read_file(dir_.sub("tree/f")).value_or("(none)"), "second try");
+}
+
 TEST_F(StreamTest, ACutAtAnyFrameConvergesWithTheReceiverAlive) {
   run(Cut::kLinkOnly, changes::Limits{});
 }
