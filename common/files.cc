@@ -4,6 +4,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <linux/openat2.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -104,6 +105,30 @@ Result<bool> make_private_dir(const std::string& dir) {
   if ((st.st_mode & 0007) == 0) return false;
   if (::chmod(dir.c_str(), st.st_mode & 07770) != 0) return fail_errno("chmod o-rwx " + dir);
   return true;
+}
+
+UniqueFd open_beneath(int dir_fd, std::string_view rel, uint64_t flags) {
+  open_how how{};
+  how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+  auto open_at = [&how](int at, const std::string& path, uint64_t with) {
+    how.flags = with | O_CLOEXEC;
+    return UniqueFd(static_cast<int>(syscall(SYS_openat2, at, path.c_str(), &how, sizeof how)));
+  };
+  constexpr size_t kLongest = PATH_MAX - 1;
+  UniqueFd reached;  // the directory the pieces so far lead to
+  while (rel.size() > kLongest) {
+    const size_t slash = rel.rfind('/', kLongest);
+    if (slash == std::string_view::npos || slash == 0) {
+      errno = ENAMETOOLONG;  // a single name that long (no filesystem takes one)
+      return UniqueFd();
+    }
+    UniqueFd next = open_at(reached ? reached.get() : dir_fd, std::string(rel.substr(0, slash)),
+                            O_PATH | O_DIRECTORY);
+    if (!next) return next;
+    reached = std::move(next);
+    rel.remove_prefix(slash + 1);
+  }
+  return open_at(reached ? reached.get() : dir_fd, std::string(rel), flags);
 }
 
 Result<UniqueFd> open_dir_beneath(int base_fd, const std::string& rel, bool* created,

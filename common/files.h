@@ -8,6 +8,7 @@
 #include <map>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/result.h"
@@ -54,6 +55,13 @@ Result<void> make_dirs(const std::string& dir);
 // others, removing it if an earlier version or another umask left it. Returns whether dir's mode
 // had to be changed.
 Result<bool> make_private_dir(const std::string& dir);
+
+// openat2(dir_fd, rel, flags | O_CLOEXEC) with RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
+// RESOLVE_NO_MAGICLINKS: no symlink is followed and nothing outside dir_fd is reached. A rel
+// longer than one path the kernel takes (PATH_MAX, 4096 bytes with its NUL; an application may
+// build deeper trees one directory at a time) is resolved in pieces of whole components, each
+// beneath the directory the one before opened. Invalid (errno set) on failure.
+UniqueFd open_beneath(int dir_fd, std::string_view rel, uint64_t flags);
 
 // What open_dir_beneath does with a component that does not exist.
 enum class Missing { kCreate, kFail };

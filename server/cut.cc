@@ -19,8 +19,6 @@
 
 #include <dirent.h>
 #include <fcntl.h>
-#include <linux/openat2.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -145,15 +143,6 @@ std::vector<std::pair<uint64_t, uint64_t>> gaps(const changes::ExtentMap* have, 
   }
   if (pos < end) out.emplace_back(pos, end);
   return out;
-}
-
-Result<UniqueFd> open_beneath(int tree_fd, const std::string& rel) {
-  open_how how{};
-  how.flags = O_RDONLY | O_NOFOLLOW | O_CLOEXEC;
-  how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
-  long fd = syscall(SYS_openat2, tree_fd, rel.c_str(), &how, sizeof how);
-  if (fd < 0) return fail_errno("open " + rel);
-  return UniqueFd(static_cast<int>(fd));
 }
 
 UniqueFd dup_fd(int fd) { return UniqueFd(fd < 0 ? -1 : fcntl(fd, F_DUPFD_CLOEXEC, 0)); }
@@ -315,7 +304,9 @@ Result<UniqueFd> Cut::open_live(const Slot& s, const CutEntry& e) {
                        O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
     if (same(fd)) return fd;
   }
-  if (auto fd = open_beneath(tree_.get(), e.path); fd && same(*fd)) return std::move(*fd);
+  if (UniqueFd fd = open_beneath(tree_.get(), e.path, O_RDONLY | O_NOFOLLOW); fd && same(fd)) {
+    return fd;
+  }
   return fail(EIO, fmt::format("internal error: {} changed after the snapshot's cut and its old "
                                "bytes were not kept",
                                e.path));

@@ -18,15 +18,19 @@
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <sys/stat.h>
+#include <limits.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <memory>
 #include <optional>
 #include <string_view>
+#include <vector>
 
 #include "common/archive_ptr.h"
+#include "common/files.h"
 #include "common/unique_fd.h"
 
 namespace bkp::tools {
@@ -106,6 +110,7 @@ class Extractor {
     if (archive_write_close(out_) < ARCHIVE_WARN) {
       entry_failed("(directory times and modes)", archive_error_string(out_));
     }
+    apply_deep_dirs();
     if (root_) apply_root(root_.get());
     if (failed_ > 0) {
       return fail(EIO, fmt::format("{} {} could not be restored; first: {}", failed_,
@@ -153,8 +158,33 @@ class Extractor {
     if (!BKP_TRY(entry_ok(archive_write_header(out_, entry), name))) return {};
     if (archive_entry_size(entry) > 0) BKP_TRY_VOID(copy_data(name));
     if (!BKP_TRY(entry_ok(archive_write_finish_entry(out_), name))) return {};
-    ++(archive_entry_filetype(entry) == AE_IFDIR ? stats_.dirs : stats_.files);
+    const bool dir = archive_entry_filetype(entry) == AE_IFDIR;
+    ++(dir ? stats_.dirs : stats_.files);
+    if (dir && std::strlen(name) >= PATH_MAX) {
+      const struct stat& st = *archive_entry_stat(entry);
+      std::string trimmed(name);
+      while (trimmed.size() > 1 && trimmed.back() == '/') trimmed.pop_back();
+      deep_dirs_.push_back({std::move(trimmed), st.st_mode & 07777, st.st_atim, st.st_mtim});
+    }
     return {};
+  }
+
+  // libarchive gives directories their modes and times at close, by their whole names (from
+  // our cwd, the target): a directory whose name is PATH_MAX or longer (an application can make
+  // one a level at a time) silently keeps the ones it was made with. Given here, resolved in
+  // pieces, deepest first (a mode that shuts a directory must not stop the ones below it).
+  void apply_deep_dirs() {
+    if (deep_dirs_.empty()) return;
+    std::sort(deep_dirs_.begin(), deep_dirs_.end(),
+              [](const DeepDir& a, const DeepDir& b) { return a.name.size() > b.name.size(); });
+    UniqueFd here(::open(".", O_PATH | O_DIRECTORY | O_CLOEXEC));
+    for (const DeepDir& d : deep_dirs_) {
+      UniqueFd fd = here ? open_beneath(here.get(), d.name, O_RDONLY | O_DIRECTORY) : UniqueFd();
+      const timespec times[2] = {d.atime, d.mtime};
+      if (!fd || ::fchmod(fd.get(), d.mode) != 0 || ::futimens(fd.get(), times) != 0) {
+        entry_failed(d.name.c_str(), std::strerror(errno));
+      }
+    }
   }
 
   // A libarchive status for one entry: fatal (an error: stop), failed (recorded; skip this
@@ -214,6 +244,12 @@ class Extractor {
   uint64_t failed_ = 0;
   std::string first_failure_;
   ArchiveEntryPtr root_;  // the "." entry, applied after the rest
+  struct DeepDir {
+    std::string name;
+    mode_t mode;
+    timespec atime, mtime;
+  };
+  std::vector<DeepDir> deep_dirs_;  // see apply_deep_dirs()
 };
 
 }  // namespace

@@ -16,10 +16,8 @@
 #include "common/changes/applier.h"
 
 #include <fcntl.h>
-#include <linux/openat2.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
-#include <sys/syscall.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
@@ -177,14 +175,10 @@ struct Applier::Impl {
 
   // ---- resolution -------------------------------------------------------------------------
   Result<Where> locate(std::string_view rel) {
-    std::string parent(parent_of(rel));
-    open_how how{};
-    how.flags = O_PATH | O_DIRECTORY | O_CLOEXEC;
-    how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
-    long fd = syscall(SYS_openat2, tree.get(), parent.empty() ? "." : parent.c_str(), &how,
-                      sizeof how);
-    if (fd < 0) return sys_error(errno, fmt::format("parent '{}'", parent));
-    return Where{UniqueFd(static_cast<int>(fd)), std::string(base_of(rel))};
+    const std::string_view parent = parent_of(rel);
+    UniqueFd fd = open_beneath(tree.get(), parent.empty() ? "." : parent, O_PATH | O_DIRECTORY);
+    if (!fd) return sys_error(errno, fmt::format("parent '{}'", parent));
+    return Where{std::move(fd), std::string(base_of(rel))};
   }
 
   void note(std::string_view rel) {

@@ -269,4 +269,24 @@ void apply_mix(const std::string& root, int small_files) {
   set_mtime(p("ren"), 1400000000, 500);
 }
 
+void make_past_path_max(const std::string& root, const std::string& top) {
+  mkdirs(root + "/" + top);
+  UniqueFd dir(::open((root + "/" + top).c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  must(dir ? 0 : -1, "open " + top);
+  for (int i = 0; i < 22; ++i) {
+    const std::string name =
+        std::string(196, static_cast<char>('a' + i)) + std::to_string(1000 + i);
+    constexpr mode_t kModes[] = {0755, 0700, 0750, 0711};
+    must(::mkdirat(dir.get(), name.c_str(), kModes[i % 4]), "mkdirat " + name);
+    dir.reset(::openat(dir.get(), name.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    must(dir ? 0 : -1, "openat " + name);
+  }
+  UniqueFd file(::openat(dir.get(), "bottom.txt", O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640));
+  must(file ? 0 : -1, "create bottom.txt in " + top);
+  const std::string text = "more than PATH_MAX bytes below the root\n";
+  must(::write(file.get(), text.data(), text.size()) == static_cast<ssize_t>(text.size()) ? 0 : -1,
+       "write bottom.txt in " + top);
+  must(::fsetxattr(file.get(), "user.deep", "yes", 3, 0), "set user.deep in " + top);
+}
+
 }  // namespace bkp::it

@@ -43,6 +43,11 @@ void write_big_file(const std::string& path, uint64_t size, uint64_t seed);
 // unlink, and small_files small files. The big file is separate: write_big_file().
 void apply_mix(const std::string& root, int small_files);
 
+// root/top/ and, below it, 22 directories of 200-byte names (modes 0755, 0700, 0750, 0711) with a file
+// at the bottom (content, mode 0640, an xattr): a path longer than PATH_MAX, made one level at a
+// time through descriptors, as any application may. No single call can name what is below.
+void make_past_path_max(const std::string& root, const std::string& top);
+
 // A tree present before backupfs is mounted, so the baseline has something to ship.
 void make_preexisting_tree(const std::string& root);
 

@@ -29,6 +29,7 @@
 #include <set>
 #include <vector>
 
+#include "common/files.h"
 #include "common/unique_fd.h"
 
 namespace bkp::testutil {
@@ -258,12 +259,18 @@ std::string compare_xattrs(const std::string& rel, const Entry& x, const Entry& 
   return "";
 }
 
+// root/rel for reading, also where the whole path is longer than PATH_MAX.
+UniqueFd open_in(const std::string& root, const std::string& rel) {
+  UniqueFd dir(open(root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  return dir ? open_beneath(dir.get(), rel, O_RDONLY | O_NOFOLLOW) : UniqueFd();
+}
+
 // [start, end) byte ranges holding data, as SEEK_DATA/SEEK_HOLE report them.
 using Regions = std::vector<std::pair<uint64_t, uint64_t>>;
 
 // The data regions of root/rel into out; "" or why they could not be read.
 std::string data_regions(const std::string& root, const std::string& rel, Regions& out) {
-  UniqueFd fd(open((root + "/" + rel).c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+  UniqueFd fd = open_in(root, rel);
   if (!fd) return rel + ": cannot open in " + root + ": " + strerror(errno);
   off_t end = lseek(fd.get(), 0, SEEK_END);
   if (end < 0) return rel + ": lseek in " + root + ": " + strerror(errno);
@@ -291,7 +298,7 @@ std::string regions_text(const Regions& r) {
 // Whether root/rel has allocated but unwritten extents (a preallocation, a zero range), as
 // FIEMAP reports them; false where FIEMAP is not supported (e.g. through a FUSE mount).
 bool has_unwritten_extents(const std::string& root, const std::string& rel) {
-  UniqueFd fd(open((root + "/" + rel).c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+  UniqueFd fd = open_in(root, rel);
   if (!fd) return false;
   constexpr unsigned kExtents = 256;
   std::vector<char> buf(sizeof(fiemap) + kExtents * sizeof(fiemap_extent));
@@ -363,9 +370,9 @@ ssize_t read_full(int fd, char* buf, size_t n, uint64_t offset) {
 // "" if equal, else where they first differ (or why they could not be read).
 std::string compare_content(const std::string& rel, const std::string& a_root,
                             const std::string& b_root) {
-  UniqueFd fa(open((a_root + "/" + rel).c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+  UniqueFd fa = open_in(a_root, rel);
   if (!fa) return rel + ": cannot open in " + a_root + ": " + strerror(errno);
-  UniqueFd fb(open((b_root + "/" + rel).c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+  UniqueFd fb = open_in(b_root, rel);
   if (!fb) return rel + ": cannot open in " + b_root + ": " + strerror(errno);
   std::vector<char> ba(kChunk), bb(kChunk);
   for (uint64_t offset = 0;; offset += kChunk) {

@@ -1,12 +1,17 @@
 // write_file_atomic: every version is whole, and replacing one frees no inode (the names are
 // swapped, not renamed over), so a receiver writing its state at every commit costs no
-// deallocation (files.h says why that matters).
+// deallocation (files.h says why that matters). open_beneath: a path longer than PATH_MAX is
+// opened in pieces, and no piece follows a symlink or leaves the directory.
 #include "common/files.h"
 
+#include <fcntl.h>
+#include <limits.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <string>
 
 #include "tests/testutil/files.h"
@@ -61,6 +66,54 @@ TEST(WriteFileAtomicTest, AnUnwritableDirectoryIsAClearError) {
   EXPECT_EQ(r.error().code, ENOENT);
   EXPECT_NE(r.error().message.find(dir.sub("missing/state.tmp")), std::string::npos)
       << r.error().message;
+}
+
+// dir/ then `levels` directories of 200-byte names; returns the relative path of the last.
+std::string make_deep(int dir_fd, int levels) {
+  std::string rel;
+  UniqueFd at(::fcntl(dir_fd, F_DUPFD_CLOEXEC, 0));
+  for (int i = 0; i < levels; ++i) {
+    const std::string name(200, static_cast<char>('a' + i));
+    EXPECT_EQ(::mkdirat(at.get(), name.c_str(), 0755), 0) << i;
+    at.reset(::openat(at.get(), name.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    rel += (rel.empty() ? "" : "/") + name;
+  }
+  return rel;
+}
+
+TEST(OpenBeneathTest, APathLongerThanPathMaxIsOpenedInPieces) {
+  testutil::TempDir dir;
+  UniqueFd base(::open(dir.path().c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  const std::string deep = make_deep(base.get(), 45);
+  ASSERT_GT(deep.size(), size_t{2 * PATH_MAX});
+  UniqueFd bottom = open_beneath(base.get(), deep, O_PATH | O_DIRECTORY);
+  ASSERT_TRUE(bottom) << std::strerror(errno);
+  UniqueFd made(::openat(bottom.get(), "f", O_WRONLY | O_CREAT | O_CLOEXEC, 0644));
+  ASSERT_TRUE(made);
+  EXPECT_TRUE(open_beneath(base.get(), deep + "/f", O_RDONLY | O_NOFOLLOW));
+  EXPECT_FALSE(open_beneath(base.get(), deep + "/missing", O_RDONLY));
+  EXPECT_EQ(errno, ENOENT);
+}
+
+TEST(OpenBeneathTest, NoPieceFollowsASymlinkOrLeavesTheDirectory) {
+  testutil::TempDir dir;
+  UniqueFd base(::open(dir.path().c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  const std::string deep = make_deep(base.get(), 25);
+  std::string out = deep;  // 25 levels down, 26 up: the second piece climbs out of base
+  for (int i = 0; i < 26; ++i) out += "/..";
+  EXPECT_FALSE(open_beneath(base.get(), out, O_PATH));
+  EXPECT_EQ(errno, EXDEV) << "a path that climbs out of the directory";
+  // Level 20 (past the first piece) replaced by a symlink to a directory that exists.
+  std::string upto = deep.substr(0, 20 * 201 - 1);
+  UniqueFd parent = open_beneath(base.get(), upto.substr(0, upto.rfind('/')), O_PATH);
+  ASSERT_TRUE(parent);
+  const std::string last = upto.substr(upto.rfind('/') + 1);
+  ASSERT_EQ(::renameat(parent.get(), last.c_str(), parent.get(), "moved"), 0);
+  ASSERT_EQ(::symlinkat("moved", parent.get(), last.c_str()), 0);
+  EXPECT_FALSE(open_beneath(base.get(), deep, O_PATH | O_DIRECTORY));
+  EXPECT_EQ(errno, ELOOP);
+  EXPECT_FALSE(open_beneath(base.get(), std::string(5000, 'x'), O_RDONLY));
+  EXPECT_EQ(errno, ENAMETOOLONG);
 }
 
 }  // namespace
