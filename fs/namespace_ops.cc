@@ -111,16 +111,18 @@ int Fs::give_to_caller(int fd, const char* name, int at_flags, const fuse_ctx& c
   if (::fchownat(fd, name, uid, gid, at_flags | AT_SYMLINK_NOFOLLOW) < 0) return errno;
   st.st_uid = uid;
   st.st_gid = gid;
-  // chown cleared the set-id bits of a regular file; the creator asked for them. The group bit
-  // only stays if the group is the caller's own (we cannot cheaply check other memberships).
-  mode_t keep = st.st_mode & 07777;
-  if (gid != ctx.gid) keep &= ~S_ISGID;
-  if (S_ISREG(st.st_mode) && (keep & (S_ISUID | S_ISGID))) {
-    int res = (at_flags & AT_EMPTY_PATH) ? ::fchmod(fd, keep) : ::fchmodat(fd, name, keep, 0);
-    if (res < 0) return errno;
+  // A directory keeps its bits through a chown (a set-group-id one inherited from its parent
+  // among them). Any other entry lost its set-id bits to the chown, and the creator asked for
+  // what it had: the kernel already dropped set-group-id where the creator may not have it (a
+  // group it is not in, with no CAP_FSETID: vfs_prepare_mode, with every credential we cannot
+  // see), so a regular file gets them back; other types report what the chown left.
+  if (S_ISDIR(st.st_mode) || (st.st_mode & (S_ISUID | S_ISGID)) == 0) return 0;
+  if (S_ISREG(st.st_mode)) {
+    int res = (at_flags & AT_EMPTY_PATH) ? ::fchmod(fd, st.st_mode & 07777)
+                                         : ::fchmodat(fd, name, st.st_mode & 07777, 0);
+    return res < 0 ? errno : 0;
   }
-  st.st_mode = (st.st_mode & S_IFMT) | keep;
-  return 0;
+  return ::fstatat(fd, name, &st, at_flags | AT_SYMLINK_NOFOLLOW) < 0 ? errno : 0;
 }
 
 int Fs::make_node(fuse_req_t req, Inode& dir, const char* name, mode_t mode, dev_t rdev,

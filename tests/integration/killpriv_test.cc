@@ -19,6 +19,7 @@
 #include <functional>
 #include <map>
 #include <sstream>
+#include <vector>
 
 #include "tests/integration/cluster.h"
 
@@ -31,12 +32,13 @@ constexpr char kCapability[] = "security.capability";
 // A valid VFS_CAP_REVISION_2 blob: effective, permitted CAP_NET_BIND_SERVICE.
 const std::array<uint32_t, 5> kCapabilityBlob = {0x02000001, 1u << 10, 0, 0, 0};
 
-// Runs fn in a child process with uid, gid 65534 and no supplementary groups (or as root when
-// as_root). Returns fn's result (0 or an errno), or -1 if the child failed otherwise.
-int run_as(bool as_root, const std::function<int()>& fn) {
+// Runs fn in a child process with uid, gid 65534 and the supplementary groups `groups` (or as
+// root when as_root). Returns fn's result (0 or an errno), or -1 if the child failed otherwise.
+int run_as(bool as_root, const std::function<int()>& fn, const std::vector<gid_t>& groups = {}) {
   pid_t pid = ::fork();
   if (pid == 0) {
-    if (!as_root && (::setgroups(0, nullptr) != 0 || ::setresgid(kNobody, kNobody, kNobody) != 0 ||
+    if (!as_root && (::setgroups(groups.size(), groups.data()) != 0 ||
+                     ::setresgid(kNobody, kNobody, kNobody) != 0 ||
                      ::setresuid(kNobody, kNobody, kNobody) != 0)) {
       ::_exit(255);
     }
@@ -176,6 +178,58 @@ TEST_F(KillPrivTest, SetIdBitsAndCapabilitiesAreDroppedAsOnAPlainDirectory) {
     EXPECT_FALSE(has_capability(path)) << path;
   }
 
+  EXPECT_EQ(compare_trees(ref(), src(), {.mtime = false}), "");
+  ASSERT_EQ(wait_converged(), "");
+}
+
+// New entries in a set-group-id directory of a group (4321) the creator may or may not be in:
+// the modes and groups a plain directory gives, in the reply (what stat shows at once, from the
+// kernel's cache) and on disk. backupfs once reported a subdirectory without the set-group-id
+// bit it inherited, and dropped the bit a member of the group asked for on a new file.
+TEST_F(KillPrivTest, EntriesMadeInASetGroupIdDirectoryGetWhatAPlainDirectoryGives) {
+  ASSERT_TRUE(start_all());
+  let_nobody_in();
+  constexpr gid_t kGroup = 4321;
+  for (const std::string& root : {src(), ref()}) {
+    const std::string shared = root + "/shared";
+    ASSERT_EQ(::mkdir(shared.c_str(), 0777), 0);
+    ASSERT_EQ(::chown(shared.c_str(), 0, kGroup), 0);
+    ASSERT_EQ(::chmod(shared.c_str(), 02777), 0);
+  }
+  struct Case {
+    const char* name;
+    bool member;
+    mode_t asked;  // a directory when S_IFDIR is in it
+    mode_t expected;
+  };
+  const Case cases[] = {
+      {"dir-by-member", true, S_IFDIR | 0755, 02755},
+      {"dir-by-stranger", false, S_IFDIR | 0755, 02755},
+      {"file-by-member", true, 02755, 02755},
+      {"file-by-stranger", false, 02755, 0755},           // the kernel drops it (not a member)
+      {"noexec-file-by-stranger", false, 02644, 02644},   // not executable: kept
+  };
+  ::umask(022);
+  for (const Case& c : cases) {
+    for (const std::string& root : {src(), ref()}) {
+      const std::string path = root + "/shared/" + c.name;
+      auto make = [&] {
+        if (S_ISDIR(c.asked)) return ::mkdir(path.c_str(), c.asked & 07777) == 0 ? 0 : errno;
+        int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL, c.asked & 07777);
+        if (fd < 0) return errno;
+        ::close(fd);
+        return 0;
+      };
+      ASSERT_EQ(run_as(false, make, c.member ? std::vector<gid_t>{kGroup} : std::vector<gid_t>{}),
+                0)
+          << path;
+      struct stat st {};
+      ASSERT_EQ(::lstat(path.c_str(), &st), 0) << path;
+      EXPECT_EQ(st.st_mode & 07777, c.expected) << std::oct << path;
+      EXPECT_EQ(st.st_gid, kGroup) << path;
+      EXPECT_EQ(st.st_uid, kNobody) << path;
+    }
+  }
   EXPECT_EQ(compare_trees(ref(), src(), {.mtime = false}), "");
   ASSERT_EQ(wait_converged(), "");
 }
