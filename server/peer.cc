@@ -30,11 +30,11 @@ std::string peer_name(int fd) {
   return "?";
 }
 
-Result<wire::Hello> recv_hello(net::Conn& conn, int timeout_ms) {
+Result<wire::Hello> recv_hello(net::Conn& conn, int timeout_ms, int deadline_ms) {
   auto frame = conn.recv(timeout_ms);
   if (!frame) {
     if (frame.error().code == ETIMEDOUT) {
-      return fail(ETIMEDOUT, fmt::format("no hello within {} s", timeout_ms / 1000));
+      return fail(ETIMEDOUT, fmt::format("no hello within {} s", deadline_ms / 1000));
     }
     return tl::unexpected(frame.error());
   }

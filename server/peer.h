@@ -18,6 +18,8 @@ std::string peer_name(int fd);
 
 // Waits for the first frame and checks it is a Hello of our magic and version with a known role
 // (node, replica or control; the caller refuses nodes). EPROTO (or ETIMEDOUT, ECONNRESET) with the reason otherwise.
-Result<wire::Hello> recv_hello(net::Conn& conn, int timeout_ms);
+// timeout_ms: what is left of the connection's deadline; deadline_ms: the whole of it, named in
+// the error ("no hello within 3 s").
+Result<wire::Hello> recv_hello(net::Conn& conn, int timeout_ms, int deadline_ms);
 
 }  // namespace bkp::server

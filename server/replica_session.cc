@@ -262,9 +262,10 @@ class ReplicaSession {
   }
 
   // While idle the replica should send nothing; anything readable is either its close or a
-  // protocol error (pings are tolerated).
+  // protocol error (pings are tolerated, a few per check: a flood of them must not keep the
+  // session here).
   Result<void> check_alive() {
-    while (BKP_TRY(conn_.readable())) {
+    for (int pings = 0; pings < 16 && BKP_TRY(conn_.readable()); ++pings) {
       auto frame = BKP_TRY(conn_.recv_view(1000));
       if (frame.type == wire::MsgType::kPing) continue;
       return tl::unexpected(net::unexpected_frame(frame, "nothing (idle)"));

@@ -402,7 +402,8 @@ class Server {
     }
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
         deadline - std::chrono::steady_clock::now());
-    auto hello = recv_hello(c, static_cast<int>(std::max<int64_t>(1, left.count())));
+    auto hello = recv_hello(c, static_cast<int>(std::max<int64_t>(1, left.count())),
+                            kPreHelloTimeoutMs);
     welcomed = true;
     if (!hello) {
       if (stopping_) return;

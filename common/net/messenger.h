@@ -5,9 +5,12 @@
 // and text ("peer: ..."), and any other frame into EPROTO naming what arrived instead.
 #pragma once
 
+#include <chrono>
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include <fmt/format.h>
 
 #include "common/net/conn.h"
 #include "common/result.h"
@@ -72,12 +75,32 @@ Result<void> send_error(Conn& conn, int code, std::string_view text);
 // The error a peer's Error frame carries, or EPROTO for a frame that is not the one expected.
 Error unexpected_frame(const wire::FrameView& frame, const char* waiting_for);
 
-// Waits up to timeout_ms for a message of type M (see the file comment).
+// Waits up to timeout_ms for a message of type M (see the file comment). The Pings in between
+// do not extend the wait: a peer that pings and never answers is cut as one that stays silent.
 template <class M>
 Result<M> expect(Conn& conn, int timeout_ms) {
+  const int limit_ms = timeout_ms;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(limit_ms);
+  bool pinged = false;
+  auto only_pings = [&] {
+    return fail(ETIMEDOUT, fmt::format("peer sent only Pings in {} ms, no {}", limit_ms,
+                                       wire::type_name(MessageType<M>::type)));
+  };
   while (true) {
-    wire::FrameView frame = BKP_TRY(conn.recv_view(timeout_ms));
-    if (frame.type == wire::MsgType::kPing) continue;
+    auto got = conn.recv_view(timeout_ms);
+    if (!got && pinged && got.error().message.find("nothing in time") != std::string::npos) {
+      return only_pings();  // not a frame stopped halfway: that error says so itself
+    }
+    wire::FrameView frame = BKP_TRY(std::move(got));
+    if (frame.type == wire::MsgType::kPing) {
+      pinged = true;
+      if (limit_ms < 0) continue;  // no limit
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          deadline - std::chrono::steady_clock::now());
+      if (left.count() <= 0) return only_pings();
+      timeout_ms = static_cast<int>(left.count());
+      continue;
+    }
     if (frame.type != MessageType<M>::type) {
       return tl::unexpected(unexpected_frame(frame, wire::type_name(MessageType<M>::type)));
     }

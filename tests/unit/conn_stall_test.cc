@@ -17,6 +17,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/net/messenger.h"
 #include "tests/testutil/stream_ends.h"
 
 namespace bkp::net {
@@ -129,6 +130,27 @@ TEST_F(ConnStallTest, APeerIdleBetweenFramesIsTheCallersTimeout) {
   EXPECT_EQ(next.error().code, ETIMEDOUT);
   EXPECT_EQ(next.error().message.find("middle of a frame"), std::string::npos)
       << next.error().message;
+}
+
+// An answer the peer owes is owed within the caller's timeout, Pings or not: a peer that keeps
+// pinging and never answers (a replica that never acks, say) is cut like a silent one. Here it
+// pings every 20 ms for 4 s and then answers; the wait for that answer is 300 ms.
+TEST_F(ConnStallTest, APeerThatOnlyPingsIsCutAtTheAnswersTimeout) {
+  std::atomic<bool> stop{false};
+  std::thread pinger([&] {
+    for (int i = 0; i < 200 && !stop; ++i) {
+      if (!peer_->send(wire::MsgType::kPing, 0, {}) || !peer_->flush()) return;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    if (!stop) (void)send_now(*peer_, wire::Ack{1});
+  });
+  auto answer = expect<wire::Ack>(*us_, 300);
+  stop = true;
+  pinger.join();
+  ASSERT_FALSE(answer) << "the answer came after 4 s of Pings, past the 300 ms it was due in";
+  EXPECT_EQ(answer.error().code, ETIMEDOUT);
+  EXPECT_NE(answer.error().message.find("only Pings"), std::string::npos)
+      << answer.error().message;
 }
 
 }  // namespace
