@@ -363,12 +363,16 @@ Result<PathFd> InodeTable::path_fd(Inode& inode) {
 bool InodeTable::cache_locked(Inode& inode, int fd) {
   if (&inode == root_ || inode.fd.load() >= 0 || fd_budget_ == 0) return false;
   if (cached_.load() >= fd_budget_ && !evict_one_locked()) return false;
+  ring_locked(inode, fd);
+  return true;
+}
+
+void InodeTable::ring_locked(Inode& inode, int fd) {
   inode.fd.store(fd);
   inode.referenced.store(true, std::memory_order_relaxed);
   inode.ring_slot = ring_.size();
   ring_.push_back(&inode);
   cached_.fetch_add(1);
-  return true;
 }
 
 bool InodeTable::evict_one_locked() {
@@ -376,6 +380,10 @@ bool InodeTable::evict_one_locked() {
     if (hand_ >= ring_.size()) hand_ = 0;
     Inode& n = *ring_[hand_];
     if (n.referenced.exchange(false, std::memory_order_relaxed)) {
+      ++hand_;
+      continue;
+    }
+    if (n.removed) {  // its only way in
       ++hand_;
       continue;
     }
@@ -414,6 +422,33 @@ Result<UniqueFd> InodeTable::reopen(Inode& inode, int flags) {
   }
   inode.pins.fetch_sub(1);
   return fd;
+}
+
+InodeTable::RemovalHold::RemovalHold(InodeTable& table, Inode& dir, std::string_view name)
+    : table_(table) {
+  {
+    Lock lock(table_);
+    Inode* inode = table_.child_locked(dir, name);
+    if (inode == nullptr || !inode->is_dir() || inode == table_.root_) return;
+    inode->nlookup++;  // alive until we are done, whatever the kernel forgets meanwhile
+    inode->pins.fetch_add(1);
+    inode_ = inode;
+  }
+  if (inode_->fd.load() >= 0) return;
+  auto fresh = table_.reopen(*inode_, O_PATH);
+  if (!fresh) return;  // already gone: nothing to keep
+  Lock lock(table_);
+  // Beyond the budget if it is full: only directories removed while the kernel holds them.
+  if (inode_->fd.load() < 0) table_.ring_locked(*inode_, fresh->release());
+}
+
+InodeTable::RemovalHold::~RemovalHold() {
+  if (inode_ == nullptr) return;
+  Lock lock(table_);
+  if (removed_) inode_->removed = true;
+  inode_->pins.fetch_sub(1);
+  inode_->nlookup--;
+  table_.maybe_destroy_locked(inode_);
 }
 
 void InodeTable::keep_reachable(Inode& dir, std::string_view name) {

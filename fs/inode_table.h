@@ -68,6 +68,9 @@ struct Inode {
   // one. The kernel asks for it before the first write (xattr_ops.cc); kill_privileges skips it.
   std::atomic<bool> no_capability{false};
   size_t ring_slot = SIZE_MAX;           // index in InodeTable::ring_ while cached (mu_)
+  // A directory removed through the mount (mu_): no handle opens it any more, so its cached
+  // descriptor is all that reaches it and is never evicted (RemovalHold).
+  bool removed = false;
 
   // Guarded by InodeTable::mu_.
   uint64_t nlookup = 0;   // lookups the kernel holds
@@ -152,6 +155,24 @@ class InodeTable {
   // as if the unlink had come first.)
   void keep_reachable(Inode& dir, std::string_view name);
 
+  // Held across an rmdir of (dir, name): the directory's descriptor is cached (beyond the budget
+  // if need be) and pinned, and once removed() is called it is never evicted, so the kernel can
+  // still ask about a removed directory it holds (a process's working directory: stat(".") and
+  // readdir answer as on a plain directory, not ESTALE) until it forgets the inode.
+  class RemovalHold {
+   public:
+    RemovalHold(InodeTable& table, Inode& dir, std::string_view name);
+    ~RemovalHold();
+    RemovalHold(const RemovalHold&) = delete;
+    RemovalHold& operator=(const RemovalHold&) = delete;
+    void removed() { removed_ = true; }
+
+   private:
+    InodeTable& table_;
+    Inode* inode_ = nullptr;  // nullptr: not a known directory
+    bool removed_ = false;
+  };
+
   size_t cached_fds() const { return cached_.load(); }
   size_t size();
 
@@ -196,6 +217,8 @@ class InodeTable {
   Inode* drop_name_locked(Inode& dir, std::string_view name);
   void maybe_destroy_locked(Inode* inode);
   void close_dead(std::vector<std::unique_ptr<Inode>>& dead);
+  // Puts fd in the ring as inode's cached descriptor.
+  void ring_locked(Inode& inode, int fd);
   // Caches fd as inode's descriptor if it has none, evicting another if the budget is full.
   // True if fd is now the cached one.
   bool cache_locked(Inode& inode, int fd);

@@ -309,6 +309,8 @@ int Fs::remove_entry(fuse_ino_t parent, const char* name, int flags, wire::OpKin
   auto dfd = table_.path_fd(dir);
   if (!dfd) return dfd.error().code;
   auto open_file = flags == 0 ? grab_if_open(dir, dfd->get(), name) : std::nullopt;
+  std::optional<InodeTable::RemovalHold> removing;
+  if (flags == AT_REMOVEDIR) removing.emplace(table_, dir, name);
   if (::unlinkat(dfd->get(), name, flags) < 0) {
     const int err = errno;
     if (!resent_and_done(err, ENOENT)) return err;
@@ -317,6 +319,7 @@ int Fs::remove_entry(fuse_ino_t parent, const char* name, int flags, wire::OpKin
     return 0;
   }
   if (open_file) orphans_.hold_if_nameless(open_file->first, std::move(open_file->second));
+  if (removing) removing->removed();
   die_after_if_asked(name);
   struct stat dst;
   int stat_err = dir_stat(dfd->get(), &dst);

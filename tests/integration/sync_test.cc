@@ -2,9 +2,11 @@
 // the mirror and both replicas are identical to the source: content, type, mode, owner, symlink
 // targets, hard links and mtimes. And backupfs itself is a faithful passthrough: the mount
 // shows exactly what the same operations produce on a plain directory.
+#include <dirent.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -66,6 +68,40 @@ TEST_F(SyncTest, LaterChangesToExistingEntriesConverge) {
   ASSERT_EQ(chown(src("links/hard").c_str(), 65534, 0), 0);
   set_mtime(src("data"), 1100000000, 42);
 
+  ASSERT_EQ(wait_converged(), "");
+}
+
+// A process whose working directory is removed (by itself or another) still stats it (no
+// links left) and lists it (empty), as on a plain directory: backupfs once answered ESTALE, as
+// no file handle opens a removed directory. The directory is made through the mount and never
+// looked at before its removal, so backupfs holds no descriptor of it beforehand.
+TEST_F(SyncTest, ARemovedWorkingDirectoryAnswersAsOnAPlainDirectory) {
+  ASSERT_TRUE(start_all("1h", /*with_replicators=*/false));
+  for (const std::string& root : {src(), ref()}) {
+    const std::string dir = root + "/cwd-removed";
+    ASSERT_EQ(::mkdir(dir.c_str(), 0755), 0) << dir;
+    pid_t child = ::fork();
+    if (child == 0) {
+      // 10: chdir, 11: rmdir, 12: stat, 13: links left, 14: opendir, 15: entries listed.
+      if (::chdir(dir.c_str()) != 0) ::_exit(10);
+      if (::rmdir(dir.c_str()) != 0) ::_exit(11);
+      struct stat st {};
+      if (::stat(".", &st) != 0) ::_exit(12);
+      if (st.st_nlink != 0 || !S_ISDIR(st.st_mode)) ::_exit(13);
+      DIR* d = ::opendir(".");
+      if (d == nullptr) ::_exit(14);
+      int names = 0;
+      while (dirent* e = ::readdir(d)) {
+        names += std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0;
+      }
+      ::closedir(d);
+      ::_exit(names == 0 ? 0 : 15);
+    }
+    int status = 0;
+    ASSERT_EQ(::waitpid(child, &status, 0), child);
+    ASSERT_TRUE(WIFEXITED(status));
+    EXPECT_EQ(WEXITSTATUS(status), 0) << "in " << root << " (see the codes in the test)";
+  }
   ASSERT_EQ(wait_converged(), "");
 }
 
