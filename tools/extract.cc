@@ -17,8 +17,8 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <fmt/format.h>
-#include <sys/stat.h>
 #include <limits.h>
+#include <sys/stat.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
