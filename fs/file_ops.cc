@@ -93,7 +93,8 @@ int Fs::open_file(fuse_req_t req, Inode& inode, fuse_file_info* fi, bool kill) {
   // kernel's LOOKUP and this OPEN, and on ESTALE the VFS walks the path again (LOOKUP_REVAL) and
   // opens what the name leads to now, as open(2) of a plain directory would have.
   if (!fd) return fd.error().code;
-  if ((fi->flags & O_TRUNC) && (fi->flags & O_ACCMODE) != O_RDONLY && inode.is_reg()) {
+  // O_TRUNC truncates whatever the access mode (Linux truncates with O_RDONLY too).
+  if ((fi->flags & O_TRUNC) && inode.is_reg()) {
     record_truncate(inode, 0);
     if (kill) {
       if (int err = kill_for_write(req, inode, fd->get())) return err;
