@@ -190,7 +190,7 @@ class Verifier {
     }
     if (!sample || sample->received_ms <= since) {
       return "the node reported nothing for " + std::to_string(kCatchUpWait.count()) +
-             " s (its link is down)";
+             " s (its link is down, or it sends no NodeStatus)";
     }
     return fmt::format("the node still had {} operations and {} bytes to deliver after {} s",
                        sample->status.pending_ops, sample->status.pending_bytes,
