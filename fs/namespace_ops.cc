@@ -113,9 +113,10 @@ int Fs::give_to_caller(int fd, const char* name, int at_flags, const fuse_ctx& c
   st.st_gid = gid;
   // A directory keeps its bits through a chown (a set-group-id one inherited from its parent
   // among them). Any other entry lost its set-id bits to the chown, and the creator asked for
-  // what it had: the kernel already dropped set-group-id where the creator may not have it (a
-  // group it is not in, with no CAP_FSETID: vfs_prepare_mode, with every credential we cannot
-  // see), so a regular file gets them back; other types report what the chown left.
+  // what it had: the kernel (vfs_prepare_mode, Linux 6.0 and later) already dropped
+  // set-group-id where the creator may not have it (a group it is not in, with no CAP_FSETID,
+  // judged with every credential we cannot see), so a regular file gets them back; other types
+  // report what the chown left.
   if (S_ISDIR(st.st_mode) || (st.st_mode & (S_ISUID | S_ISGID)) == 0) return 0;
   if (S_ISREG(st.st_mode)) {
     int res = (at_flags & AT_EMPTY_PATH) ? ::fchmod(fd, st.st_mode & 07777)
