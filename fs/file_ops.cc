@@ -88,13 +88,20 @@ Result<uint64_t> Fs::reopen_open(uint64_t node, int flags, OpenKind kind) {
 }
 
 int Fs::open_file(fuse_req_t req, Inode& inode, fuse_file_info* fi, bool kill) {
+  // O_TRUNC truncates whatever the access mode (Linux truncates with O_RDONLY too), and the
+  // truncate drops a file capability.
+  const bool truncating = (fi->flags & O_TRUNC) && inode.is_reg();
+  if (truncating && !inode.no_capability.load(std::memory_order_relaxed)) {
+    auto path = table_.path_fd(inode);
+    if (!path) return path.error().code;
+    if (int err = drop_capability(inode, path->get())) return err;
+  }
   auto fd = table_.reopen(inode, fi->flags & ~kDroppedOpenFlags);
   // ESTALE, not ENOENT, when the file is gone: it was renamed over or unlinked between the
   // kernel's LOOKUP and this OPEN, and on ESTALE the VFS walks the path again (LOOKUP_REVAL) and
   // opens what the name leads to now, as open(2) of a plain directory would have.
   if (!fd) return fd.error().code;
-  // O_TRUNC truncates whatever the access mode (Linux truncates with O_RDONLY too).
-  if ((fi->flags & O_TRUNC) && inode.is_reg()) {
+  if (truncating) {
     record_truncate(inode, 0);
     if (kill) {
       if (int err = kill_for_write(req, inode, fd->get())) return err;
@@ -203,6 +210,8 @@ void Fs::write_buf(fuse_req_t req, fuse_ino_t ino, fuse_bufvec* in_buf, off_t of
   Inode& inode = table_.get(ino);
   if (kill_requested(FUSE_WRITE, ino)) {
     if (int err = kill_for_write(req, inode, out.buf[0].fd)) return (void)fuse_reply_err(req, err);
+  } else if (int err = drop_capability(inode, out.buf[0].fd)) {
+    return (void)fuse_reply_err(req, err);
   }
   ssize_t n;
   {
@@ -224,12 +233,13 @@ void Fs::record_write(const Inode& inode, uint64_t offset, uint64_t length) {
 void Fs::copy_file_range(fuse_req_t req, fuse_ino_t, off_t off_in, fuse_file_info* fi_in,
                          fuse_ino_t ino_out, off_t off_out, fuse_file_info* fi_out, size_t len,
                          int flags) noexcept {
-  const Inode& inode = table_.get(ino_out);
+  Inode& inode = table_.get(ino_out);
   auto fd_in = file_fd(fi_in);
   auto fd_out = file_fd(fi_out);
   if (!fd_in || !fd_out) {
     return (void)fuse_reply_err(req, !fd_in ? fd_in.error().code : fd_out.error().code);
   }
+  if (int err = drop_capability(inode, *fd_out)) return (void)fuse_reply_err(req, err);
   const off_t start = off_out;
   ssize_t n;
   int err = 0;
@@ -264,7 +274,8 @@ void Fs::fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t
   const int fd = *open_fd;
   struct stat before, after;
   if (::fstat(fd, &before) < 0) return (void)fuse_reply_err(req, errno);
-  const Inode& inode = table_.get(ino);
+  Inode& inode = table_.get(ino);
+  if (int err = drop_capability(inode, fd)) return (void)fuse_reply_err(req, err);
   const uint64_t start = static_cast<uint64_t>(offset);
   changes::WriteInProgress writing(log_, inode.ref.id);
   if (::fallocate(fd, mode, offset, length) < 0) return (void)fuse_reply_err(req, errno);

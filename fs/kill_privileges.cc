@@ -102,16 +102,19 @@ int Fs::kill_privileges(fuse_req_t req, Inode& inode, int fd, KillCause cause,
     log::debug("killed set-id bits of id={:016x}: {:o} -> {:o}", inode.ref.id, mode, kept);
     *mode_changed = true;
   }
-  // A chown as root would drop a capability unrecorded, so it is removed (and recorded) here;
-  // once gone, or never there, the inode is known to have none.
-  if (capability) {
-    if (::removexattr(path.c_str(), kCapabilityXattr) == 0) {
-      record_xattr(inode, wire::Op{.kind = wire::OpKind::kRemoveXattr, .name = kCapabilityXattr});
-    } else if (errno != ENODATA && errno != EOPNOTSUPP) {
-      return errno;
-    }
-    inode.no_capability.store(true);
+  // A chown as root would drop a capability unrecorded, so it is removed (and recorded) here.
+  return capability ? drop_capability(inode, fd) : 0;
+}
+
+int Fs::drop_capability(Inode& inode, int fd) {
+  if (inode.no_capability.load(std::memory_order_relaxed) || !inode.is_reg()) return 0;
+  if (::removexattr(proc_path(fd).c_str(), kCapabilityXattr) == 0) {
+    record_xattr(inode, wire::Op{.kind = wire::OpKind::kRemoveXattr, .name = kCapabilityXattr});
+  } else if (errno != ENODATA && errno != EOPNOTSUPP) {
+    return errno;
   }
+  // Once gone, or never there, the inode is known to have none.
+  inode.no_capability.store(true);
   return 0;
 }
 

@@ -234,6 +234,53 @@ TEST_F(KillPrivTest, EntriesMadeInASetGroupIdDirectoryGetWhatAPlainDirectoryGive
   ASSERT_EQ(wait_converged(), "");
 }
 
+// A truncate or a write drops a file capability whoever makes it, root included, and the
+// copies must lose it too. backupfs's backing calls run as root and dropped it silently where
+// no kill was asked for (an O_TRUNC open, a write or truncate by root), so the mirror and the
+// replicas kept a capability the source had lost. Each file's capability reaches the mirror
+// first; then the operation, on src and on ref alike.
+TEST_F(KillPrivTest, ACapabilityThatATruncateOrAWriteDropsIsDroppedInTheCopiesToo) {
+  ASSERT_TRUE(start_all());
+  let_nobody_in();
+  auto truncating_open = [](int flags) {
+    return [flags](const std::string& p) {
+      int fd = ::open(p.c_str(), flags);
+      if (fd < 0) return errno;
+      ::close(fd);
+      return 0;
+    };
+  };
+  const std::map<std::string, std::function<int(const std::string&)>> cases = {
+      {"rdonly-trunc-by-root", truncating_open(O_RDONLY | O_TRUNC)},
+      {"wronly-trunc-by-root", truncating_open(O_WRONLY | O_TRUNC)},
+      {"wronly-trunc-by-owner",
+       [&](const std::string& p) {
+         return as_nobody([&] { return truncating_open(O_WRONLY | O_TRUNC)(p); });
+       }},
+      {"append-by-root", append_byte},
+      {"truncate-by-root",
+       [](const std::string& p) { return ::truncate(p.c_str(), 3) == 0 ? 0 : errno; }},
+  };
+  for (const std::string& root : {src(), ref()}) {
+    for (const auto& [name, op] : cases) {
+      const std::string path = root + "/" + name;
+      make_file(path, kNobody, kNobody, 0755);
+      ASSERT_EQ(::setxattr(path.c_str(), kCapability, kCapabilityBlob.data(),
+                           sizeof(kCapabilityBlob), 0), 0) << std::strerror(errno);
+    }
+  }
+  ASSERT_EQ(wait_converged(), "");
+  for (const std::string& root : {src(), ref()}) {
+    for (const auto& [name, op] : cases) {
+      const std::string path = root + "/" + name;
+      EXPECT_EQ(op(path), 0) << path;
+      EXPECT_FALSE(has_capability(path)) << path;
+    }
+  }
+  EXPECT_EQ(compare_trees(ref(), src(), {.mtime = false}), "");
+  ASSERT_EQ(wait_converged(), "");
+}
+
 // A capability set before backupfs mounted is the file's as much as one set through it: getcap
 // (getxattr) through the mount sees it, and exec would. backupfs once answered ENODATA for every
 // security.capability until one was set through the mount. A write by the owner then drops it,
