@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <limits>
 #include <memory>
 
 #include "common/path.h"
@@ -94,6 +95,11 @@ const char* op_name(OpKind kind) {
 }
 
 int64_t to_ns(const struct timespec& ts) {
+  // int64 nanoseconds span 1677-09-21 to 2262-04-11; ext4 keeps times to 2446. Past the span a
+  // time is sent as its nearest end, never wrapped (which made 2400 arrive as 1901).
+  constexpr int64_t kMaxSec = std::numeric_limits<int64_t>::max() / 1000000000 - 1;
+  if (ts.tv_sec > kMaxSec) return std::numeric_limits<int64_t>::max();
+  if (ts.tv_sec < -kMaxSec) return std::numeric_limits<int64_t>::min();
   return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
 }
 

@@ -13,6 +13,7 @@
 #include <functional>
 #include <random>
 #include <set>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -660,6 +661,16 @@ TEST(MessagesTest, GarbageMarkedCompressedIsRejected) {
   Bytes junk = random_data(60, 3);
   payload.insert(payload.end(), junk.begin(), junk.end());
   EXPECT_FALSE(decode_write(kFlagZstd, payload));
+}
+
+// Times past int64 nanoseconds (ext4 keeps them to 2446) are sent as the nearest end of the
+// span, never wrapped: a file dated 2400 once arrived in every copy dated 1901.
+TEST(MessagesTest, TimesPastTheWiresSpanAreSentAsItsNearestEnd) {
+  EXPECT_EQ(to_ns(timespec{1'700'000'000, 123}), 1'700'000'000'000'000'123);
+  EXPECT_EQ(to_ns(timespec{-5, 120'000'000}), -4'880'000'000);
+  EXPECT_EQ(to_ns(timespec{9'223'372'035, 999'999'999}), 9'223'372'035'999'999'999);
+  EXPECT_EQ(to_ns(timespec{13'569'465'600, 0}), std::numeric_limits<int64_t>::max());  // 2400
+  EXPECT_EQ(to_ns(timespec{-13'569'465'600, 0}), std::numeric_limits<int64_t>::min());
 }
 
 }  // namespace
