@@ -175,15 +175,6 @@ void Fs::setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int valid,
       fh = *fd;
     }
     err = kill_for_setattr(req, inode, ino, valid, fh, &killed);
-    if (err == 0 && (valid & FUSE_SET_ATTR_SIZE)) {  // a truncate nobody asked a kill for
-      if (fh >= 0) {
-        err = drop_capability(inode, fh);
-      } else if (auto fd = table_.path_fd(inode)) {
-        err = drop_capability(inode, fd->get());
-      } else {
-        err = fd.error().code;
-      }
-    }
     if (err == 0) {
       auto before_chown = [&](int fd) {
         bool chown_killed = false;

@@ -233,13 +233,12 @@ void Fs::record_write(const Inode& inode, uint64_t offset, uint64_t length) {
 void Fs::copy_file_range(fuse_req_t req, fuse_ino_t, off_t off_in, fuse_file_info* fi_in,
                          fuse_ino_t ino_out, off_t off_out, fuse_file_info* fi_out, size_t len,
                          int flags) noexcept {
-  Inode& inode = table_.get(ino_out);
+  const Inode& inode = table_.get(ino_out);
   auto fd_in = file_fd(fi_in);
   auto fd_out = file_fd(fi_out);
   if (!fd_in || !fd_out) {
     return (void)fuse_reply_err(req, !fd_in ? fd_in.error().code : fd_out.error().code);
   }
-  if (int err = drop_capability(inode, *fd_out)) return (void)fuse_reply_err(req, err);
   const off_t start = off_out;
   ssize_t n;
   int err = 0;
@@ -274,8 +273,7 @@ void Fs::fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t
   const int fd = *open_fd;
   struct stat before, after;
   if (::fstat(fd, &before) < 0) return (void)fuse_reply_err(req, errno);
-  Inode& inode = table_.get(ino);
-  if (int err = drop_capability(inode, fd)) return (void)fuse_reply_err(req, err);
+  const Inode& inode = table_.get(ino);
   const uint64_t start = static_cast<uint64_t>(offset);
   changes::WriteInProgress writing(log_, inode.ref.id);
   if (::fallocate(fd, mode, offset, length) < 0) return (void)fuse_reply_err(req, errno);

@@ -234,10 +234,10 @@ TEST_F(KillPrivTest, EntriesMadeInASetGroupIdDirectoryGetWhatAPlainDirectoryGive
   ASSERT_EQ(wait_converged(), "");
 }
 
-// A truncate or a write drops a file capability whoever makes it, root included, and the
-// copies must lose it too. backupfs's backing calls run as root and dropped it silently where
-// no kill was asked for (an O_TRUNC open, a write or truncate by root), so the mirror and the
-// replicas kept a capability the source had lost. Each file's capability reaches the mirror
+// A truncate, a write, a copy into the file or a fallocate drops a file capability whoever
+// makes it, root included, and the copies must lose it too. backupfs's backing calls run as
+// root and dropped it silently where no kill was asked for (an O_TRUNC open, a write by root),
+// so the mirror and the replicas kept a capability the source had lost. Each file's capability reaches the mirror
 // first; then the operation, on src and on ref alike.
 TEST_F(KillPrivTest, ACapabilityThatATruncateOrAWriteDropsIsDroppedInTheCopiesToo) {
   ASSERT_TRUE(start_all());
@@ -260,6 +260,15 @@ TEST_F(KillPrivTest, ACapabilityThatATruncateOrAWriteDropsIsDroppedInTheCopiesTo
       {"append-by-root", append_byte},
       {"truncate-by-root",
        [](const std::string& p) { return ::truncate(p.c_str(), 3) == 0 ? 0 : errno; }},
+      {"copy-range-by-root", copy_range_onto_itself},
+      {"fallocate-by-root",
+       [](const std::string& p) {
+         int fd = ::open(p.c_str(), O_WRONLY);
+         if (fd < 0) return errno;
+         int err = ::fallocate(fd, 0, 0, 65536) == 0 ? 0 : errno;
+         ::close(fd);
+         return err;
+       }},
   };
   for (const std::string& root : {src(), ref()}) {
     for (const auto& [name, op] : cases) {
