@@ -16,6 +16,7 @@
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -89,12 +90,15 @@ Result<uint64_t> Fs::reopen_open(uint64_t node, int flags, OpenKind kind) {
 
 int Fs::open_file(fuse_req_t req, Inode& inode, fuse_file_info* fi, bool kill) {
   // O_TRUNC truncates whatever the access mode (Linux truncates with O_RDONLY too), and the
-  // truncate drops a file capability.
+  // truncate drops a file capability: seen here, recorded below once the open succeeded (one
+  // that fails, ETXTBSY on a running program say, truncates nothing and keeps it).
   const bool truncating = (fi->flags & O_TRUNC) && inode.is_reg();
+  bool capability = false;
   if (truncating && !inode.no_capability.load(std::memory_order_relaxed)) {
     auto path = table_.path_fd(inode);
     if (!path) return path.error().code;
-    if (int err = drop_capability(inode, path->get())) return err;
+    capability = ::getxattr(proc_path(path->get()).c_str(), kCapabilityXattr, nullptr, 0) >= 0;
+    if (!capability && errno == ENODATA) inode.no_capability.store(true);
   }
   auto fd = table_.reopen(inode, fi->flags & ~kDroppedOpenFlags);
   // ESTALE, not ENOENT, when the file is gone: it was renamed over or unlinked between the
@@ -103,6 +107,9 @@ int Fs::open_file(fuse_req_t req, Inode& inode, fuse_file_info* fi, bool kill) {
   if (!fd) return fd.error().code;
   if (truncating) {
     record_truncate(inode, 0);
+    if (capability) {
+      if (int err = drop_capability(inode, fd->get(), /*was_there=*/true)) return err;
+    }
     if (kill) {
       if (int err = kill_for_write(req, inode, fd->get())) return err;
     }

@@ -138,13 +138,14 @@ class Fs {
   // fh: the open file's descriptor if the kernel named one, else -1.
   int kill_for_setattr(fuse_req_t req, Inode& inode, fuse_ino_t ino, int valid, int fh,
                        bool* mode_changed);
-  // Before a backing write or truncating open that no kill was asked for (a caller with
-  // CAP_FSETID, a page written back from a mapping): the backing call drops the file's
-  // security.capability whoever makes it, silently; removed and recorded here first instead,
-  // unless the inode is known to have none. (A truncate, copy_file_range or fallocate needs
+  // Before a backing write that no kill was asked for (a caller with CAP_FSETID, a page written
+  // back from a mapping): the backing call drops the file's security.capability whoever makes
+  // it, silently; removed and recorded here first instead, unless the inode is known to have
+  // none. was_there: the caller saw one before a backing call that dropped it (a truncating
+  // open): recorded although it is gone now. (A truncate, copy_file_range or fallocate needs
   // none: the kernel removes it through the mount first, a REMOVEXATTR we record.) fd: any
   // descriptor of it. 0 or an errno.
-  int drop_capability(Inode& inode, int fd);
+  int drop_capability(Inode& inode, int fd, bool was_there = false);
 
   // Open files (file_ops.cc, dir_ops.cc). An fh is an OpenFiles entry, so it keeps its meaning
   // for a successor; the descriptor or directory stream behind it is this worker's own.

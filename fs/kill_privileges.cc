@@ -106,9 +106,10 @@ int Fs::kill_privileges(fuse_req_t req, Inode& inode, int fd, KillCause cause,
   return capability ? drop_capability(inode, fd) : 0;
 }
 
-int Fs::drop_capability(Inode& inode, int fd) {
-  if (inode.no_capability.load(std::memory_order_relaxed) || !inode.is_reg()) return 0;
-  if (::removexattr(proc_path(fd).c_str(), kCapabilityXattr) == 0) {
+int Fs::drop_capability(Inode& inode, int fd, bool was_there) {
+  if (inode.no_capability.load(std::memory_order_relaxed)) return 0;
+  if (::removexattr(proc_path(fd).c_str(), kCapabilityXattr) == 0 ||
+      (was_there && errno == ENODATA)) {
     record_xattr(inode, wire::Op{.kind = wire::OpKind::kRemoveXattr, .name = kCapabilityXattr});
   } else if (errno != ENODATA && errno != EOPNOTSUPP) {
     return errno;
