@@ -63,6 +63,7 @@ TEST_F(SyncTest, LaterChangesToExistingEntriesConverge) {
   truncate_to(src("data/trunc.bin"), 10);
   // A read-only open with O_TRUNC empties the file on Linux; backupfs once left it unrecorded.
   ASSERT_GE(::close(::open(src("data/overwrite.txt").c_str(), O_RDONLY | O_TRUNC)), 0);
+  ASSERT_EQ(slurp(src("data/overwrite.txt")), "") << "the open did not truncate";
   ASSERT_EQ(rename(src("dir2/sub").c_str(), src("moved-sub").c_str()), 0);
   ASSERT_EQ(rename(src("links/orig").c_str(), src("data/log.txt").c_str()), 0);
   std::filesystem::remove_all(src("many"));
